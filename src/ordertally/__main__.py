@@ -1,0 +1,3 @@
+from ordertally.cli import main
+
+main()

@@ -1,0 +1,172 @@
+"""The FastAPI application factory: routers, problem-details errors, limits, lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ordertally import __version__
+from ordertally.auth.service import Authenticator
+from ordertally.core.db import Database, create_database
+from ordertally.core.errors import OrdertallyError, PayloadTooLarge, problem
+from ordertally.core.settings import Settings, get_settings
+from ordertally.jobs.worker import load_registrations, run_worker
+from ordertally.ops import health, metrics
+from ordertally.orders import api as orders_api
+
+log = logging.getLogger(__name__)
+PROBLEM = "application/problem+json"
+
+
+def _problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=body["status"], media_type=PROBLEM, headers=headers
+    )
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over the limit with 413, by header or while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._refuse(scope, send)
+                return
+        if any(name == b"content-length" for name, _ in scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        # No length announced (chunked): buffer up to the limit before the app sees it.
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, receive, send)
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                await self._refuse(scope, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        body = PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes").to_problem(
+            scope.get("path")
+        )
+        response = _problem_response(body)
+        await response(scope, _empty_receive, send)
+
+
+async def _empty_receive() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def create_app(
+    settings: Settings | None = None, *, db: Database | None = None, embedded_worker: bool = False
+) -> FastAPI:
+    """Build the app; the database is created in the lifespan unless one is given."""
+    settings = settings or get_settings()
+    load_registrations(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_db = db is None
+        database = db or create_database(settings)
+        app.state.db = database
+        app.state.authenticator = Authenticator(database, settings.api_key_cache_seconds)
+        stop = asyncio.Event()
+        worker: asyncio.Task[None] | None = None
+        if embedded_worker:
+            worker = asyncio.create_task(run_worker(database, settings, stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker is not None:
+                await worker
+            if own_db:
+                await database.dispose()
+
+    app = FastAPI(
+        title="ordertally",
+        version=__version__,
+        summary="Every order accounted for / 每一笔订单都对得上",
+        lifespan=lifespan,
+    )
+    if db is not None:  # tests that skip the lifespan still get a working app
+        app.state.db = db
+        app.state.authenticator = Authenticator(db, settings.api_key_cache_seconds)
+
+    @app.exception_handler(OrdertallyError)
+    async def domain_error(request: Request, exc: OrdertallyError) -> Response:
+        return _problem_response(exc.to_problem(request.url.path))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        body = problem(
+            422,
+            "request.invalid",
+            "The request is not valid",
+            f"{len(errors)} field(s) failed validation",
+            request.url.path,
+            errors=errors,
+        )
+        return _problem_response(body)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        body = problem(exc.status_code, code, str(exc.detail), str(exc.detail), request.url.path)
+        return _problem_response(body, dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path)
+        body = problem(
+            500, "internal", "Internal error", "an unexpected error occurred", request.url.path
+        )
+        return _problem_response(body)
+
+    app.include_router(orders_api.router)
+    app.include_router(health.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(metrics.LatencyMiddleware)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for `uvicorn --factory ordertally.app:app_factory` (several workers)."""
+    return create_app(embedded_worker=False)

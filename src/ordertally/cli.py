@@ -1,0 +1,231 @@
+"""The `ordertally` command line: serve, worker, migrate, demo, apikey, doctor, schemas."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ordertally.core.db import create_database
+from ordertally.core.settings import get_settings
+
+app = typer.Typer(no_args_is_help=True, help="ordertally: every order accounted for.")
+apikey_app = typer.Typer(no_args_is_help=True, help="Manage API keys.")
+app.add_typer(apikey_app, name="apikey")
+console = Console()
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@app.command()
+def migrate() -> None:
+    """Migrate the configured database to the newest schema."""
+    from ordertally.ops import migrations
+
+    migrations.upgrade(get_settings().effective_database_url)
+    console.print("database at head")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="Port")] = None,
+    workers: Annotated[int, typer.Option(help="API processes (>1 implies --no-worker)")] = 1,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="Run no embedded worker")] = False,
+) -> None:
+    """Serve the API (and, embedded mode, the worker in the same process)."""
+    import uvicorn
+
+    from ordertally.app import create_app
+
+    settings = get_settings()
+    host = host or settings.host
+    port = port or settings.port
+    base = f"http://{host}:{port}"
+    console.print(f"ordertally on {base}  ·  API docs {base}/docs  ·  metrics {base}/metrics")
+    key_file = settings.data_dir / "demo-api-key.txt"
+    if key_file.exists():
+        console.print(f"demo API key (admin): {key_file.read_text().strip()}")
+    if workers > 1:
+        # Counters from several processes are merged through a shared directory, wiped first.
+        metrics_dir = Path(tempfile.gettempdir()) / f"ordertally-metrics-{port}"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        uvicorn.run(
+            "ordertally.app:app_factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=False,
+            log_level="warning",
+        )
+        return
+    uvicorn.run(
+        create_app(settings, embedded_worker=not no_worker),
+        host=host,
+        port=port,
+        access_log=False,
+        log_level="info",
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run the outbox dispatcher and periodic jobs until SIGINT/SIGTERM."""
+    from ordertally.jobs.worker import run_worker
+
+    _logging()
+    settings = get_settings()
+
+    async def main() -> None:
+        db = create_database(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await run_worker(db, settings, stop)
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())
+
+
+@app.command()
+def demo(
+    if_empty: Annotated[bool, typer.Option("--if-empty", help="Do nothing if data exists")] = False,
+    orders: Annotated[int, typer.Option(min=1, max=100_000)] = 200,
+) -> None:
+    """Load demo warehouses, SKUs, orders and an admin API key."""
+    from ordertally.jobs.worker import load_registrations
+    from ordertally.ops import demo as demo_data
+
+    settings = get_settings()
+    load_registrations(settings)
+
+    async def main() -> str | None:
+        db = create_database(settings)
+        try:
+            if not await demo_data.is_empty(db):
+                return None
+            return await demo_data.load(db, orders)
+        finally:
+            await db.dispose()
+
+    key = asyncio.run(main())
+    if key is None:
+        if not if_empty:
+            console.print("[red]the database already holds data; demo not loaded[/red]")
+            raise typer.Exit(1)
+        console.print("demo data already loaded")
+        return
+    key_file = settings.data_dir / "demo-api-key.txt"
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    console.print(f"demo data loaded: {orders} orders; admin API key saved to {key_file}")
+
+
+@apikey_app.command("create")
+def apikey_create(
+    name: Annotated[str, typer.Option(help="Who or what uses the key")],
+    role: Annotated[str, typer.Option(help="admin | ops | cs | finance | warehouse")],
+) -> None:
+    """Create an API key; it is printed once, as the last line, and stored hashed."""
+    from ordertally.auth import service as auth_service
+
+    async def main() -> tuple[int, str]:
+        db = create_database()
+        try:
+            async with db.transaction() as session:
+                return await auth_service.create_api_key(session, name, role)
+        finally:
+            await db.dispose()
+
+    try:
+        key_id, raw = asyncio.run(main())
+    except Exception as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"created API key {key_id} ({name}, role {role}); it will not be shown again:")
+    typer.echo(raw)
+
+
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable")] = False,
+) -> None:
+    """Check database, migrations, outbox and stuck orders; exit 1 when a check fails."""
+    from ordertally.ops import doctor as checks
+
+    settings = get_settings()
+
+    async def main() -> list[checks.Check]:
+        db = create_database(settings)
+        try:
+            return await checks.run_checks(db, settings)
+        finally:
+            await db.dispose()
+
+    results = asyncio.run(main())
+    report = checks.as_json(results)
+    if as_json:
+        typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        table = Table("check", "ok", "detail")
+        for check in results:
+            table.add_row(check.name, "✔" if check.ok else "✘", check.detail)
+        console.print(table)
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def schemas() -> None:
+    """Print the JSON Schema of every registered event type."""
+    from ordertally.events.registry import json_schemas
+    from ordertally.jobs.worker import load_registrations
+
+    load_registrations(get_settings())
+    typer.echo(json.dumps(json_schemas(), indent=2, ensure_ascii=False))
+
+
+@app.command()
+def transitions() -> None:
+    """Print the order transition table."""
+    from ordertally.orders.state_machine import as_rows
+
+    table = Table("transition", "from", "to", "actors", "event", "holds block")
+    for row in as_rows():
+        table.add_row(
+            str(row["transition"]),
+            ", ".join(row["from"]),  # type: ignore[arg-type]
+            str(row["to"]),
+            ", ".join(row["actors"]),  # type: ignore[arg-type]
+            str(row["event"]),
+            "yes" if row["blocked_by_holds"] else "",
+        )
+    console.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

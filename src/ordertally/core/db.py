@@ -1,0 +1,155 @@
+"""Database engines, the declarative base and the unit of work (one boundary = one transaction).
+
+SQLite (embedded mode) gets WAL, foreign keys, a busy timeout and `BEGIN IMMEDIATE` for write
+transactions, serialised in-process by a lock so writers queue in asyncio instead of spinning
+in SQLite's busy handler. Reads use a separate engine with deferred transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, event
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.types import TypeDecorator
+
+from ordertally.core.clock import as_utc
+from ordertally.core.settings import Settings, get_settings
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; BIGINT elsewhere.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+JsonDoc = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in, timezone-aware UTC out, on both databases."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = as_utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return as_utc(value)
+
+
+def _configure_sqlite(engine: AsyncEngine, *, immediate: bool, synchronous: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy emit BEGIN itself so write transactions can be IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """The engines of one process and the transaction boundary every caller uses."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.url = url
+        self.dialect = make_url(url).get_backend_name()
+        self.is_sqlite = self.dialect == "sqlite"
+        if self.is_sqlite:
+            database = make_url(url).database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.write_engine = create_async_engine(
+                url, echo=echo, pool_size=1, max_overflow=0, connect_args={"timeout": 30}
+            )
+            self.read_engine = create_async_engine(
+                url, echo=echo, pool_size=pool_size, max_overflow=0, connect_args={"timeout": 30}
+            )
+            _configure_sqlite(self.write_engine, immediate=True, synchronous="FULL")
+            _configure_sqlite(self.read_engine, immediate=False, synchronous="FULL")
+        else:
+            self.write_engine = create_async_engine(
+                url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
+            self.read_engine = self.write_engine
+        self._writers = async_sessionmaker(self.write_engine, expire_on_commit=False)
+        self._readers = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+        """Open one transaction; commit when the block ends, roll back if it raises."""
+        if self._write_lock is not None and write:
+            async with self._write_lock, self._writers() as session, session.begin():
+                yield session
+            return
+        factory = self._writers if write else self._readers
+        async with factory() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            await self.read_engine.dispose()
+
+
+def create_database(settings: Settings | None = None) -> Database:
+    """A Database for the configured URL."""
+    settings = settings or get_settings()
+    return Database(
+        settings.effective_database_url, pool_size=settings.db_pool_size, echo=settings.db_echo
+    )
+
+
+def dialect_of(session: AsyncSession) -> str:
+    """The database dialect name behind a session ("sqlite" or "postgresql")."""
+    bind = session.bind
+    assert bind is not None, "session is not bound"
+    return bind.dialect.name
+
+
+def upsert_insert(session: AsyncSession, model: Any) -> Any:
+    """An INSERT that supports ON CONFLICT, for the session's dialect."""
+    if dialect_of(session) == "postgresql":
+        return pg_insert(model)
+    return sqlite_insert(model)

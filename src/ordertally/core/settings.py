@@ -1,0 +1,101 @@
+"""Settings read from ORDERTALLY_* environment variables (and an optional .env file)."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import secrets
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure; defaults run the embedded mode."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ORDERTALLY_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    data_dir: Path = Path("./var")
+    database_url: str = ""
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_echo: bool = False
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    payment_timeout_seconds: int = Field(default=1800, ge=60)
+    timezone: str = "Asia/Shanghai"
+    base_currency: str = "CNY"
+    # Rates to the base currency, e.g. {"USD": "7.1043"}; an order locks the rate at creation.
+    fx_rates: dict[str, Decimal] = Field(default_factory=dict)
+
+    # Base64 of 32 random bytes. When empty, a key is generated once under data_dir (dev only).
+    pii_key: str = ""
+    pii_key_id: str = "k1"
+
+    idempotency_ttl_hours: int = Field(default=24, ge=1)
+    idempotency_in_flight_seconds: int = Field(default=60, ge=1)
+    duplicate_window_seconds: int = Field(default=600, ge=0)
+    duplicate_policy: Literal["flag", "reject"] = "flag"
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_event_bytes: int = Field(default=51_200, ge=1024)
+    api_key_cache_seconds: float = Field(default=30.0, ge=0)
+
+    worker_poll_seconds: float = Field(default=0.5, gt=0)
+    worker_batch_size: int = Field(default=100, ge=1, le=10_000)
+    outbox_max_attempts: int = Field(default=8, ge=1)
+    outbox_backoff_base_seconds: float = Field(default=2.0, gt=0)
+    outbox_backoff_max_seconds: float = Field(default=600.0, gt=0)
+    scheduler_tick_seconds: int = Field(default=60, ge=1)
+    # Extra modules whose import registers consumers or jobs (plugins).
+    plugin_modules: list[str] = Field(default_factory=list)
+
+    doctor_outbox_max_backlog: int = 10_000
+    doctor_outbox_max_age_seconds: int = 300
+    doctor_stuck_grace_seconds: int = 300
+
+    @field_validator("base_currency")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured URL, or an SQLite file under data_dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'ordertally.db').as_posix()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    def pii_key_bytes(self) -> bytes:
+        """The PII master key; in embedded mode a generated one is kept under data_dir."""
+        if self.pii_key:
+            key = base64.b64decode(self.pii_key)
+            if len(key) != 32:
+                raise ValueError("ORDERTALLY_PII_KEY must be base64 of exactly 32 bytes")
+            return key
+        path = self.data_dir / "pii.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+            path.chmod(0o600)
+        return base64.b64decode(path.read_text().strip())
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests and CLI overrides)."""
+    get_settings.cache_clear()

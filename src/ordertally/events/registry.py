@@ -1,0 +1,77 @@
+"""The event envelope, the schema registry and the consumer table.
+
+Every event type has a versioned Pydantic schema; `publish()` validates the payload against it,
+so nothing malformed enters the outbox. Consumers register here by event type and name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+class Envelope(BaseModel):
+    """What every consumer receives."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    type: str
+    version: int
+    occurred_at: datetime
+    aggregate_type: str
+    aggregate_id: str
+    payload: dict[str, Any]
+
+
+Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    name: str
+    event_types: frozenset[str]
+    handler: Handler
+
+
+SCHEMAS: dict[tuple[str, int], type[BaseModel]] = {}
+CONSUMERS: dict[str, Consumer] = {}
+
+
+def event_schema(event_type: str, version: int = 1) -> Callable[[type[BaseModel]], type[BaseModel]]:
+    """Register a payload schema for (type, version)."""
+
+    def register(model: type[BaseModel]) -> type[BaseModel]:
+        SCHEMAS[(event_type, version)] = model
+        return model
+
+    return register
+
+
+def consumer(name: str, *event_types: str) -> Callable[[Handler], Handler]:
+    """Register a consumer of some event types; the name is its dedupe identity."""
+
+    def register(handler: Handler) -> Handler:
+        if name in CONSUMERS and CONSUMERS[name].handler is not handler:
+            raise ValueError(f"consumer {name!r} registered twice")
+        CONSUMERS[name] = Consumer(name, frozenset(event_types), handler)
+        return handler
+
+    return register
+
+
+def consumers_for(event_type: str) -> list[Consumer]:
+    """Consumers interested in an event type, in name order."""
+    return sorted(
+        (c for c in CONSUMERS.values() if event_type in c.event_types), key=lambda c: c.name
+    )
+
+
+def json_schemas() -> dict[str, Any]:
+    """Every registered schema as JSON Schema, keyed "Type.vN"."""
+    return {f"{t}.v{v}": model.model_json_schema() for (t, v), model in sorted(SCHEMAS.items())}

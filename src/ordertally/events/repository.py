@@ -1,0 +1,100 @@
+"""Every query on the outbox, dedupe and dead-letter tables."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.core.db import upsert_insert
+from ordertally.events.models import DeadLetter, OutboxEvent, ProcessedEvent
+
+
+async def add_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert outbox rows."""
+    await session.execute(insert(OutboxEvent), rows)
+
+
+async def claim_due(
+    session: AsyncSession, now: datetime, limit: int, *, skip_locked: bool
+) -> list[OutboxEvent]:
+    """Pending events whose time has come, oldest first; locked on PostgreSQL."""
+    stmt = (
+        select(OutboxEvent)
+        .where(OutboxEvent.status == "pending", OutboxEvent.available_at <= now)
+        .order_by(OutboxEvent.id)
+        .limit(limit)
+    )
+    if skip_locked:
+        stmt = stmt.with_for_update(skip_locked=True)
+    return list((await session.scalars(stmt)).all())
+
+
+async def lock_event(session: AsyncSession, event_pk: int, *, skip_locked: bool) -> bool:
+    """Take the row lock of one pending event; False if another worker holds or finished it."""
+    stmt = select(OutboxEvent.id).where(OutboxEvent.id == event_pk, OutboxEvent.status == "pending")
+    if skip_locked:
+        stmt = stmt.with_for_update(skip_locked=True)
+    return (await session.scalar(stmt)) is not None
+
+
+async def processed_consumers(session: AsyncSession, event_id: str) -> set[str]:
+    """Names of consumers that already applied an event."""
+    rows = await session.scalars(
+        select(ProcessedEvent.consumer).where(ProcessedEvent.event_id == event_id)
+    )
+    return set(rows.all())
+
+
+async def mark_processed(session: AsyncSession, consumer: str, event_id: str, at: datetime) -> bool:
+    """Record that a consumer applied an event; False if it already had."""
+    stmt = upsert_insert(session, ProcessedEvent).on_conflict_do_nothing()
+    result = await session.execute(
+        stmt.values(consumer=consumer, event_id=event_id, processed_at=at)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def finish(session: AsyncSession, event_pk: int, status: str, at: datetime) -> None:
+    """Mark an event done (or dead)."""
+    await session.execute(
+        update(OutboxEvent).where(OutboxEvent.id == event_pk).values(status=status, done_at=at)
+    )
+
+
+async def schedule_retry(
+    session: AsyncSession, event_pk: int, attempts: int, available_at: datetime, error: str
+) -> None:
+    """Push an event back with its attempt count and last error."""
+    await session.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.id == event_pk)
+        .values(attempts=attempts, available_at=available_at, last_error=error[:4000])
+    )
+
+
+async def add_dead_letter(session: AsyncSession, **values: Any) -> None:
+    """Record a consumer's give-up."""
+    await session.execute(insert(DeadLetter).values(**values))
+
+
+async def backlog(session: AsyncSession) -> tuple[int, datetime | None]:
+    """Pending event count and the oldest pending occurred_at."""
+    row = (
+        await session.execute(
+            select(func.count(), func.min(OutboxEvent.occurred_at)).where(
+                OutboxEvent.status == "pending"
+            )
+        )
+    ).one()
+    oldest = row[1]
+    if isinstance(oldest, str):
+        oldest = datetime.fromisoformat(oldest)
+    return int(row[0]), oldest
+
+
+async def count_dead_letters(session: AsyncSession) -> int:
+    """How many dead letters exist."""
+    return int(await session.scalar(select(func.count()).select_from(DeadLetter)) or 0)

@@ -1,0 +1,55 @@
+"""Opening and resolving exception cases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.core import clock
+from ordertally.core.errors import Conflict, NotFound
+from ordertally.exceptions import repository
+from ordertally.exceptions.models import ExceptionCase
+
+
+async def open_case(
+    session: AsyncSession,
+    *,
+    order_id: int | None,
+    category: str,
+    type: str,
+    blocking: bool,
+    detail: dict[str, Any],
+) -> int:
+    """Open an exception case (a hold when blocking); returns its id."""
+    return await repository.add(
+        session,
+        order_id=order_id,
+        category=category,
+        type=type,
+        status="open",
+        blocking=blocking,
+        detail=detail,
+        created_at=clock.now(),
+    )
+
+
+async def open_cases(session: AsyncSession, order_id: int) -> list[ExceptionCase]:
+    """Open cases of an order."""
+    return await repository.open_for_order(session, order_id)
+
+
+async def has_hold(session: AsyncSession, order_id: int) -> bool:
+    """Whether an open blocking case holds the order."""
+    return await repository.count_blocking(session, order_id) > 0
+
+
+async def resolve(session: AsyncSession, case_id: int, by: str, resolution: str) -> ExceptionCase:
+    """Resolve an open case."""
+    case = await repository.get(session, case_id)
+    if case is None:
+        raise NotFound(f"exception case {case_id} does not exist")
+    if not await repository.resolve(session, case_id, clock.now(), by, resolution):
+        raise Conflict(f"exception case {case_id} is not open")
+    await session.refresh(case)
+    return case

@@ -1,0 +1,84 @@
+"""Periodic jobs: each tick claims its (job, slot) row, so a tick runs once however many
+workers run. The claim and the job's work share one transaction: a crash frees the slot for
+another worker; a failure is recorded on the slot in a transaction of its own."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.core import clock
+from ordertally.core.db import Database
+from ordertally.jobs import repository
+
+log = logging.getLogger(__name__)
+
+JobHandler = Callable[[AsyncSession, datetime], Awaitable[dict[str, Any]]]
+
+JOB_RUNS = Counter("ordertally_job_runs_total", "Periodic job ticks by outcome", ["job", "outcome"])
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodicJob:
+    name: str
+    every_seconds: int
+    handler: JobHandler
+
+
+JOBS: dict[str, PeriodicJob] = {}
+
+
+def periodic(name: str, every_seconds: int) -> Callable[[JobHandler], JobHandler]:
+    """Register a job that runs once per period of `every_seconds`."""
+
+    def register(handler: JobHandler) -> JobHandler:
+        JOBS[name] = PeriodicJob(name, every_seconds, handler)
+        return handler
+
+    return register
+
+
+def slot_of(at: datetime, every_seconds: int) -> str:
+    """The period a moment falls in, as the start of that period in epoch seconds."""
+    start = int(at.timestamp()) // every_seconds * every_seconds
+    return str(start)
+
+
+async def run_tick(db: Database, job: PeriodicJob, worker_id: str) -> dict[str, Any] | None:
+    """Run one job for the current slot if no worker has; returns its result or None."""
+    now = clock.now()
+    slot = slot_of(now, job.every_seconds)
+    try:
+        async with db.transaction() as session:
+            if not await repository.claim_slot(session, job.name, slot, worker_id, now):
+                JOB_RUNS.labels(job.name, "skipped").inc()
+                return None
+            result = await job.handler(session, now)
+            await repository.finish_slot(session, job.name, slot, clock.now(), result)
+    except Exception as exc:
+        log.exception("job %s slot %s failed", job.name, slot)
+        JOB_RUNS.labels(job.name, "failed").inc()
+        async with db.transaction() as session:
+            if await repository.claim_slot(session, job.name, slot, worker_id, now):
+                await repository.finish_slot(
+                    session, job.name, slot, clock.now(), None, f"{type(exc).__name__}: {exc}"
+                )
+        return None
+    JOB_RUNS.labels(job.name, "ran").inc()
+    return result
+
+
+async def run_due(db: Database, worker_id: str) -> dict[str, dict[str, Any]]:
+    """Run every registered job whose current slot is unclaimed."""
+    results: dict[str, dict[str, Any]] = {}
+    for job in list(JOBS.values()):
+        result = await run_tick(db, job, worker_id)
+        if result is not None:
+            results[job.name] = result
+    return results

@@ -1,0 +1,62 @@
+"""The worker loop: dispatch the outbox and run periodic jobs until stopped.
+
+`ordertally worker` runs it as a process; `ordertally serve` runs it inside the API process
+(embedded mode) unless `--no-worker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import socket
+
+from ordertally.core.db import Database
+from ordertally.core.settings import Settings
+from ordertally.events import dispatcher
+from ordertally.jobs import scheduler
+
+log = logging.getLogger(__name__)
+
+# Modules whose import registers the built-in consumers and jobs.
+BUILTIN_MODULES = (
+    "ordertally.orders.events",
+    "ordertally.orders.jobs",
+    "ordertally.analytics.consumers",
+)
+
+
+def load_registrations(settings: Settings) -> None:
+    """Import every module that registers consumers, jobs or event schemas."""
+    for name in (*BUILTIN_MODULES, *settings.plugin_modules):
+        importlib.import_module(name)
+
+
+def worker_id() -> str:
+    """host:pid, stored on the job slots a worker claims."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def run_worker(db: Database, settings: Settings, stop: asyncio.Event) -> None:
+    """Loop until `stop` is set: drain due events, run due jobs, sleep when idle."""
+    load_registrations(settings)
+    me = worker_id()
+    last_tick = 0.0
+    loop = asyncio.get_running_loop()
+    log.info("worker %s started", me)
+    while not stop.is_set():
+        busy = False
+        try:
+            batch = await dispatcher.dispatch_batch(db, settings)
+            busy = batch.claimed >= settings.worker_batch_size
+            if loop.time() - last_tick >= 1.0:
+                last_tick = loop.time()
+                await scheduler.run_due(db, me)
+        except Exception:
+            log.exception("worker iteration failed; retrying")
+        if not busy:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=settings.worker_poll_seconds)
+    log.info("worker %s stopped", me)

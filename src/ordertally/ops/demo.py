@@ -1,0 +1,139 @@
+"""Demo data for `make run`: warehouses, SKUs and ~200 orders across channels and states."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from ordertally.auth import service as auth_service
+from ordertally.core import clock
+from ordertally.core.db import Database
+from ordertally.inventory import service as inventory_service
+from ordertally.orders import service as orders_service
+from ordertally.orders.schemas import OrderCreate
+from ordertally.orders.service import Actor
+from ordertally.orders.state_machine import ActorKind
+
+WAREHOUSES = [
+    {"code": "SH01", "name": "上海嘉定仓", "province": "上海市", "city": "上海市", "priority": 1},
+    {"code": "GZ01", "name": "广州白云仓", "province": "广东省", "city": "广州市", "priority": 2},
+    {"code": "CD01", "name": "成都双流仓", "province": "四川省", "city": "成都市", "priority": 3},
+]
+SKUS = [
+    ("TEA-LJ-250", "西湖龙井 250g", "Longjing tea 250 g", "168.00"),
+    ("TEA-PE-357", "普洱茶饼 357g", "Pu'er cake 357 g", "239.00"),
+    ("CUP-CER-01", "青瓷茶杯", "Celadon tea cup", "39.90"),
+    ("POT-YX-300", "宜兴紫砂壶 300ml", "Yixing clay teapot 300 ml", "499.00"),
+    ("GIFT-BOX-M", "中秋礼盒", "Mid-autumn gift box", "288.00"),
+    ("HONEY-500", "土蜂蜜 500g", "Wild honey 500 g", "88.00"),
+]
+CHANNELS = ["douyin", "jd", "pinduoduo", "taobao", "wechat_mini", "shopify", "amazon"]
+NAMES = ["张伟", "王芳", "李娜", "刘洋", "陈静", "杨磊", "赵敏", "黄涛", "周杰", "吴婷"]
+PLACES = [
+    ("上海市", "上海市", "浦东新区", "世纪大道100号"),
+    ("广东省", "深圳市", "南山区", "科技园南路8号"),
+    ("北京市", "北京市", "朝阳区", "建国路88号"),
+    ("浙江省", "杭州市", "西湖区", "文三路90号"),
+    ("四川省", "成都市", "武侯区", "天府大道北段1700号"),
+]
+# Where each demo order stops, and how often (out of 100).
+PATHS: list[tuple[list[tuple[str, ActorKind]], int]] = [
+    ([], 15),
+    ([("cancel", ActorKind.BUYER)], 5),
+    ([("payment_timeout", ActorKind.SCHEDULER)], 5),
+    ([("payment_succeeded", ActorKind.PAYMENT_CALLBACK)], 15),
+    ([("payment_succeeded", ActorKind.PAYMENT_CALLBACK), ("allocate", ActorKind.ALLOCATOR)], 10),
+    (
+        [
+            ("payment_succeeded", ActorKind.PAYMENT_CALLBACK),
+            ("allocate", ActorKind.ALLOCATOR),
+            ("start_fulfillment", ActorKind.WAREHOUSE),
+            ("ship", ActorKind.WAREHOUSE),
+        ],
+        20,
+    ),
+    (
+        [
+            ("payment_succeeded", ActorKind.PAYMENT_CALLBACK),
+            ("allocate", ActorKind.ALLOCATOR),
+            ("start_fulfillment", ActorKind.WAREHOUSE),
+            ("ship", ActorKind.WAREHOUSE),
+            ("deliver", ActorKind.CARRIER),
+            ("complete", ActorKind.SCHEDULER),
+        ],
+        25,
+    ),
+    ([("payment_succeeded", ActorKind.PAYMENT_CALLBACK), ("refund", ActorKind.FINANCE)], 5),
+]
+
+
+async def is_empty(db: Database) -> bool:
+    """True when no warehouse exists yet (a fresh database)."""
+    async with db.transaction(write=False) as session:
+        return not await inventory_service.has_warehouses(session)
+
+
+async def load(db: Database, orders: int = 200, seed: int = 7) -> str:
+    """Create the demo catalogue, orders and an admin API key; returns the raw key."""
+    rng = random.Random(seed)
+    async with db.transaction() as session:
+        await inventory_service.add_catalogue(
+            session,
+            [{**w, "active": True} for w in WAREHOUSES],
+            [{"code": c, "name": n, "name_en": e, "active": True} for c, n, e, _ in SKUS],
+        )
+        _, key = await auth_service.create_api_key(session, "demo-admin", "admin")
+    weights = [w for _, w in PATHS]
+    start = clock.now() - timedelta(days=14)
+    for i in range(orders):
+        at = start + timedelta(minutes=i * 14 * 24 * 60 // orders + rng.randint(0, 30))
+        name = rng.choice(NAMES)
+        phone = f"13{rng.randint(0, 9)}{rng.randint(10_000_000, 99_999_999)}"
+        province, city, district, line1 = rng.choice(PLACES)
+        lines = [
+            {"sku": code, "quantity": rng.randint(1, 3), "unit_price": price}
+            for code, _, _, price in rng.sample(SKUS, rng.randint(1, 3))
+        ]
+        channel = CHANNELS[i % len(CHANNELS)]
+        cmd = OrderCreate.model_validate(
+            {
+                "channel": channel,
+                "external_id": f"{channel.upper()}-{100000 + i}",
+                "customer": {"name": name, "phone": phone},
+                "shipping_address": {
+                    "name": name,
+                    "phone": phone,
+                    "province": province,
+                    "city": city,
+                    "district": district,
+                    "line1": line1,
+                    "postal_code": "200000",
+                },
+                "lines": lines,
+                "currency": "CNY",
+                "discount": rng.choice(["0", "0", "10.00", "5.50"]),
+            }
+        )
+        path = rng.choices([p for p, _ in PATHS], weights)[0]
+        if not path:  # still awaiting payment: recent enough to be inside the payment window
+            at = clock.now() - timedelta(minutes=rng.randint(1, 20))
+        with clock.frozen(at):
+            async with db.transaction() as session:
+                order, _ = await orders_service.create_order(
+                    session,
+                    cmd,
+                    Actor(ActorKind.CHANNEL_SYNC, f"demo:{channel}"),
+                    check_fingerprint=False,
+                )
+                for step, (transition, actor_kind) in enumerate(path, start=1):
+                    clock.advance(
+                        timedelta(minutes=35 if transition == "payment_timeout" else step)
+                    )
+                    evidence = "demo-refund" if actor_kind is ActorKind.FINANCE else None
+                    await orders_service.transition(
+                        session,
+                        order.order_no,
+                        transition,
+                        Actor(actor_kind, "demo", evidence_ref=evidence),
+                    )
+    return key

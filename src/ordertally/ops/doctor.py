@@ -1,0 +1,89 @@
+"""`ordertally doctor`: the checks a person would otherwise run by hand."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import text
+
+from ordertally.core import clock
+from ordertally.core.db import Database
+from ordertally.core.settings import Settings
+from ordertally.events import repository as events_repository
+from ordertally.ops import migrations
+from ordertally.orders import repository as orders_repository
+
+
+@dataclass(slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+async def run_checks(db: Database, settings: Settings) -> list[Check]:
+    """Run every check; a failing database stops the rest."""
+    checks: list[Check] = []
+    try:
+        async with db.transaction(write=False) as session:
+            await session.execute(text("SELECT 1"))
+    except Exception as exc:
+        return [Check("database", False, f"unreachable: {exc}")]
+    checks.append(Check("database", True, f"reachable ({db.dialect})"))
+
+    async with db.transaction(write=False) as session:
+        current = await migrations.current_revision(session)
+        head = migrations.head_revision()
+        checks.append(
+            Check(
+                "migrations",
+                current == head,
+                "at head" if current == head else f"at {current}, head is {head}: run migrate",
+                {"current": current, "head": head},
+            )
+        )
+        if current != head:
+            return checks
+
+        backlog, oldest = await events_repository.backlog(session)
+        age = (clock.now() - clock.as_utc(oldest)).total_seconds() if oldest else 0.0
+        ok = backlog <= settings.doctor_outbox_max_backlog and (
+            age <= settings.doctor_outbox_max_age_seconds
+        )
+        checks.append(
+            Check(
+                "outbox",
+                ok,
+                f"{backlog} pending, oldest {age:.0f}s" + ("" if ok else " (is a worker running?)"),
+                {"backlog": backlog, "oldest_age_seconds": round(age, 3)},
+            )
+        )
+        dead = await events_repository.count_dead_letters(session)
+        checks.append(
+            Check(
+                "dead_letters",
+                dead == 0,
+                f"{dead} dead letters" + ("" if dead == 0 else ": inspect and replay"),
+                {"count": dead},
+            )
+        )
+
+        before = clock.now() - timedelta(seconds=settings.doctor_stuck_grace_seconds)
+        stuck = await orders_repository.count_stuck_pending(session, before)
+        checks.append(
+            Check(
+                "stuck_orders",
+                stuck == 0,
+                f"{stuck} orders pending payment past their deadline",
+                {"pending_payment_past_deadline": stuck},
+            )
+        )
+    return checks
+
+
+def as_json(checks: list[Check]) -> dict[str, Any]:
+    """The machine-readable report."""
+    return {"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks]}

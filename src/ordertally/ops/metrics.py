@@ -1,0 +1,88 @@
+"""Prometheus metrics: HTTP latency middleware and database-derived gauges read at scrape time."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Gauge,
+    Histogram,
+    generate_latest,
+    disable_created_metrics,
+    multiprocess,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ordertally.core import clock
+from ordertally.core.db import Database
+from ordertally.events import repository as events_repository
+
+disable_created_metrics()
+
+HTTP_LATENCY = Histogram(
+    "ordertally_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+OUTBOX_BACKLOG = Gauge(
+    "ordertally_outbox_backlog", "Outbox events not yet delivered", multiprocess_mode="max"
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "ordertally_outbox_oldest_age_seconds",
+    "Age of the oldest undelivered outbox event",
+    multiprocess_mode="max",
+)
+
+
+class LatencyMiddleware:
+    """Observe each request's duration labelled by its route template (not its raw path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            HTTP_LATENCY.labels(scope["method"], template, str(status)).observe(
+                time.perf_counter() - start
+            )
+
+
+async def refresh_gauges(db: Database) -> dict[str, Any]:
+    """Read the outbox backlog from the database into the gauges."""
+    async with db.transaction(write=False) as session:
+        backlog, oldest = await events_repository.backlog(session)
+    age = (clock.now() - clock.as_utc(oldest)).total_seconds() if oldest else 0.0
+    OUTBOX_BACKLOG.set(backlog)
+    OUTBOX_OLDEST_AGE.set(max(age, 0.0))
+    return {"backlog": backlog, "oldest_age_seconds": age}
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text; aggregates all processes in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,346 @@
+"""HTTP routes of the orders domain: thin, one transaction per request."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from sqlalchemy.exc import IntegrityError
+
+from ordertally.auth.api import require
+from ordertally.auth.service import Principal
+from ordertally.core import clock
+from ordertally.core.db import Database
+from ordertally.core.errors import InvalidRequest
+from ordertally.core.money import format_minor
+from ordertally.exceptions import service as exceptions_service
+from ordertally.exceptions.models import ExceptionCase
+from ordertally.orders import service
+from ordertally.orders.models import OrderEvent, OrderLine, SalesOrder
+from ordertally.orders.schemas import (
+    CancelIn,
+    ContactOut,
+    OrderCreate,
+    OrderEventOut,
+    OrderOut,
+    OrderPage,
+    ResolveIn,
+)
+from ordertally.orders.service import Actor
+from ordertally.orders.state_machine import STATUSES, ActorKind
+
+router = APIRouter(prefix="/api/v1", tags=["orders"])
+
+JSON = "application/json"
+MAX_PAGE = 200
+
+
+def _db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def _ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return clock.as_utc(value).isoformat().replace("+00:00", "Z") if value else None
+
+
+def order_doc(
+    order: SalesOrder, lines: list[OrderLine] | list[dict[str, Any]], holds: list[ExceptionCase]
+) -> dict[str, Any]:
+    """The order's JSON: amounts as decimal strings, personal data masked."""
+    cur = order.currency
+    line_docs = []
+    for line in lines:
+        get = line.__getitem__ if isinstance(line, dict) else line.__getattribute__
+        line_docs.append(
+            {
+                "line_no": get("line_no"),
+                "sku": get("sku"),
+                "quantity": get("quantity"),
+                "unit_price": format_minor(get("unit_price_minor"), cur),
+                "discount": format_minor(get("discount_minor"), cur),
+                "total": format_minor(get("total_minor"), cur),
+            }
+        )
+    return {
+        "order_no": order.order_no,
+        "channel": order.channel,
+        "external_id": order.external_id,
+        "status": order.status,
+        "version": order.version,
+        "currency": cur,
+        "subtotal": format_minor(order.subtotal_minor, cur),
+        "discount": format_minor(order.discount_minor, cur),
+        "total": format_minor(order.total_minor, cur),
+        "base_currency": order.base_currency,
+        "fx_rate": order.fx_rate,
+        "customer": {"name": order.customer_name_masked, "phone": order.customer_phone_masked},
+        "shipping_address": {
+            "name": order.ship_name_masked,
+            "phone": order.ship_phone_masked,
+            "province": order.ship_province,
+            "city": order.ship_city,
+            "district": order.ship_district,
+        },
+        "lines": line_docs,
+        "holds": [
+            {
+                "id": h.id,
+                "category": h.category,
+                "type": h.type,
+                "blocking": h.blocking,
+                "detail": h.detail,
+                "created_at": _iso(h.created_at),
+            }
+            for h in holds
+        ],
+        "payment_deadline_at": _iso(order.payment_deadline_at),
+        "created_at": _iso(order.created_at),
+        "updated_at": _iso(order.updated_at),
+    }
+
+
+def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(doc), status_code=status, media_type=JSON, headers=headers)
+
+
+async def _create(
+    db: Database, body: OrderCreate, actor: Actor, key: str | None, scope: str
+) -> tuple[int, bytes, SalesOrder, bool]:
+    async with db.transaction() as session:
+        order, created = await service.create_order(
+            session, body, actor, check_fingerprint=key is None
+        )
+        lines = await service.lines_of(session, order)
+        holds = await exceptions_service.open_cases(session, order.id)
+        status = 201 if created else 200
+        payload = orjson.dumps(order_doc(order, lines, holds))
+        if key is not None:
+            await service.complete_idempotent(session, scope, key, status, payload.decode())
+    return status, payload, order, created
+
+
+@router.post(
+    "/orders",
+    status_code=201,
+    response_model=OrderOut,
+    summary="Create an order (idempotent with Idempotency-Key)",
+    responses={200: {"description": "The order this channel already sent under external_id"}},
+)
+async def create_order(
+    request: Request,
+    body: OrderCreate,
+    principal: Annotated[Principal, Depends(require("orders.create"))],
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+    ] = None,
+) -> Response:
+    """Create an order in pending_payment; replays the stored response for a repeated key."""
+    db = _db(request)
+    actor = Actor(ActorKind.API, principal.name, _ip(request))
+    scope = principal.scope
+    if idempotency_key is not None:
+        req_hash = service.request_hash("POST", request.url.path, body)
+        async with db.transaction() as session:
+            replay = await service.begin_idempotent(session, scope, idempotency_key, req_hash)
+        if replay is not None:
+            return Response(
+                replay.body.encode(),
+                status_code=replay.status,
+                media_type=JSON,
+                headers={"Idempotent-Replayed": "true"},
+            )
+    try:
+        try:
+            status, payload, order, created = await _create(db, body, actor, idempotency_key, scope)
+        except IntegrityError:
+            # A concurrent request with the same (channel, external_id) or a clashing order
+            # number won the race; the retry returns that order or draws a new number.
+            status, payload, order, created = await _create(db, body, actor, idempotency_key, scope)
+    except BaseException:
+        if idempotency_key is not None:
+            async with db.transaction() as session:
+                await service.release_idempotent(session, scope, idempotency_key)
+        raise
+    if created:
+        service.ORDERS_CREATED.labels(order.channel).inc()
+    return Response(
+        payload,
+        status_code=status,
+        media_type=JSON,
+        headers={"Location": f"/api/v1/orders/{order.order_no}"},
+    )
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        at, _, order_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return clock.as_utc(datetime.fromisoformat(at)), int(order_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest("cursor is not valid", field="cursor") from exc
+
+
+def _encode_cursor(order: SalesOrder) -> str:
+    raw = f"{clock.as_utc(order.created_at).isoformat()}|{order.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+@router.get("/orders", response_model=OrderPage, summary="List orders, newest first")
+async def list_orders(
+    request: Request,
+    _: Annotated[Principal, Depends(require("orders.read"))],
+    status: Annotated[str | None, Query(max_length=32)] = None,
+    channel: Annotated[str | None, Query(max_length=32)] = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+) -> Response:
+    """Filter by status, channel and creation range; page with `next_cursor`."""
+    if status is not None and status not in STATUSES:
+        raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}", field="status")
+    for name, value in (("created_from", created_from), ("created_to", created_to)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidRequest(f"{name} needs a timezone offset", field=name)
+    async with _db(request).transaction(write=False) as session:
+        orders = await service.list_orders(
+            session,
+            status=status,
+            channel=channel,
+            created_from=created_from,
+            created_to=created_to,
+            after=_decode_cursor(cursor) if cursor else None,
+            limit=limit + 1,
+        )
+    page = orders[:limit]
+    return _json(
+        {
+            "items": [
+                {
+                    "order_no": o.order_no,
+                    "channel": o.channel,
+                    "external_id": o.external_id,
+                    "status": o.status,
+                    "currency": o.currency,
+                    "total": format_minor(o.total_minor, o.currency),
+                    "customer_name": o.customer_name_masked,
+                    "customer_phone": o.customer_phone_masked,
+                    "created_at": _iso(o.created_at),
+                }
+                for o in page
+            ],
+            "next_cursor": _encode_cursor(page[-1]) if len(orders) > limit else None,
+        }
+    )
+
+
+@router.get("/orders/{order_no}", response_model=OrderOut, summary="One order")
+async def get_order(
+    request: Request, order_no: str, _: Annotated[Principal, Depends(require("orders.read"))]
+) -> Response:
+    """The order with its lines and open holds."""
+    async with _db(request).transaction(write=False) as session:
+        order = await service.get_order(session, order_no)
+        lines = await service.lines_of(session, order)
+        holds = await exceptions_service.open_cases(session, order.id)
+    return _json(order_doc(order, lines, holds))
+
+
+@router.post("/orders/{order_no}/cancel", response_model=OrderOut, summary="Cancel an unpaid order")
+async def cancel_order(
+    request: Request,
+    order_no: str,
+    principal: Annotated[Principal, Depends(require("orders.cancel"))],
+    body: CancelIn | None = None,
+) -> Response:
+    """Close a pending-payment order on an operator's request (a repeat is a no-op)."""
+    reason = body.reason if body else ""
+    actor = Actor(ActorKind.OPERATOR, principal.name, _ip(request), note=reason or None)
+    async with _db(request).transaction() as session:
+        result = await service.transition(session, order_no, "cancel", actor)
+        lines = await service.lines_of(session, result.order)
+        holds = await exceptions_service.open_cases(session, result.order.id)
+    return _json(order_doc(result.order, lines, holds))
+
+
+@router.get(
+    "/orders/{order_no}/events",
+    response_model=list[OrderEventOut],
+    summary="The order's audit trail, oldest first",
+)
+async def order_events(
+    request: Request, order_no: str, _: Annotated[Principal, Depends(require("orders.events"))]
+) -> Response:
+    """Every state change: from, to, event, actor, source ip, evidence, time."""
+    async with _db(request).transaction(write=False) as session:
+        events: list[OrderEvent] = await service.events_of(session, order_no)
+    return _json(
+        [
+            {
+                "version": e.version,
+                "event": e.event,
+                "from_status": e.from_status,
+                "to_status": e.to_status,
+                "actor_kind": e.actor_kind,
+                "actor_id": e.actor_id,
+                "source_ip": e.source_ip,
+                "evidence_ref": e.evidence_ref,
+                "note": e.note,
+                "at": _iso(e.occurred_at),
+            }
+            for e in events
+        ]
+    )
+
+
+@router.get(
+    "/orders/{order_no}/contact",
+    response_model=ContactOut,
+    summary="Unmasked customer contact (logged)",
+)
+async def order_contact(
+    request: Request,
+    order_no: str,
+    principal: Annotated[Principal, Depends(require("orders.contact"))],
+    reason: Annotated[str, Query(min_length=3, max_length=200)],
+) -> Response:
+    """Decrypt the order's personal data; every call is recorded with its reason."""
+    async with _db(request).transaction() as session:
+        contact = await service.reveal_contact(
+            session,
+            order_no,
+            actor_id=principal.name,
+            role=principal.role,
+            reason=reason,
+            source_ip=_ip(request),
+        )
+    return _json(contact)
+
+
+@router.post("/exceptions/{case_id}/resolve", summary="Resolve an exception case (lift a hold)")
+async def resolve_exception(
+    request: Request,
+    case_id: int,
+    body: ResolveIn,
+    principal: Annotated[Principal, Depends(require("exceptions.resolve"))],
+) -> Response:
+    """Close an open case with a resolution."""
+    async with _db(request).transaction() as session:
+        case = await exceptions_service.resolve(session, case_id, principal.name, body.resolution)
+    return _json(
+        {
+            "id": case.id,
+            "type": case.type,
+            "status": case.status,
+            "resolved_by": case.resolved_by,
+            "resolution": case.resolution,
+            "resolved_at": _iso(case.resolved_at),
+        }
+    )

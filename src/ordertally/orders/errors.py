@@ -1,0 +1,65 @@
+"""Errors of the orders domain, each with its HTTP status and stable code."""
+
+from ordertally.core.errors import OrdertallyError
+
+
+class OrderError(OrdertallyError):
+    status = 409
+    code = "order.error"
+    title = "Order error"
+
+
+class OrderNotFound(OrderError):
+    status = 404
+    code = "order.not_found"
+    title = "Order not found"
+
+
+class IllegalTransition(OrderError):
+    code = "order.illegal_transition"
+    title = "This transition is not allowed from the order's status"
+
+
+class ActorNotAllowed(OrderError):
+    status = 403
+    code = "order.actor_not_allowed"
+    title = "This actor may not trigger this transition"
+
+
+class EvidenceRequired(OrderError):
+    status = 422
+    code = "order.evidence_required"
+    title = "This transition needs an evidence reference"
+
+
+class OrderOnHold(OrderError):
+    code = "order.on_hold"
+    title = "The order is on hold"
+
+
+class TransitionConflict(OrderError):
+    code = "order.conflict"
+    title = "The order changed concurrently"
+
+
+class SuspectedDuplicate(OrderError):
+    code = "order.suspected_duplicate"
+    title = "An identical order was placed moments ago"
+
+
+class InvalidOrder(OrderError):
+    status = 422
+    code = "order.invalid"
+    title = "The order is not valid"
+
+
+class IdempotencyMismatch(OrdertallyError):
+    status = 422
+    code = "idempotency.mismatch"
+    title = "This Idempotency-Key was used with a different request"
+
+
+class IdempotencyInFlight(OrdertallyError):
+    status = 409
+    code = "idempotency.in_flight"
+    title = "A request with this Idempotency-Key is still being processed"

@@ -1,0 +1,135 @@
+"""Orders, their lines, their audit trail, idempotency records and PII access log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ordertally.core.db import Base, BigId, UtcDateTime
+from ordertally.orders.state_machine import STATUSES
+
+_STATUS_LIST = ", ".join(f"'{s}'" for s in STATUSES)
+
+
+class SalesOrder(Base):
+    __tablename__ = "sales_order"
+    __table_args__ = (
+        UniqueConstraint("channel", "external_id"),
+        CheckConstraint(f"status IN ({_STATUS_LIST})", name="status_known"),
+        CheckConstraint("version >= 1", name="version_positive"),
+        CheckConstraint("discount_minor >= 0", name="discount_non_negative"),
+        CheckConstraint("subtotal_minor >= discount_minor", name="discount_within_subtotal"),
+        CheckConstraint("total_minor = subtotal_minor - discount_minor", name="total_adds_up"),
+        Index("ix_sales_order_created_at_id", "created_at", "id"),
+        Index("ix_sales_order_status_created_at", "status", "created_at"),
+        Index("ix_sales_order_status_deadline", "status", "payment_deadline_at"),
+        Index("ix_sales_order_fingerprint_created_at", "fingerprint", "created_at"),
+        Index("ix_sales_order_phone_bidx", "customer_phone_bidx"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    order_no: Mapped[str] = mapped_column(String(32), unique=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    status: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    subtotal_minor: Mapped[int] = mapped_column(BigId)
+    discount_minor: Mapped[int] = mapped_column(BigId)
+    total_minor: Mapped[int] = mapped_column(BigId)
+    base_currency: Mapped[str] = mapped_column(String(3))
+    fx_rate: Mapped[str] = mapped_column(String(32))
+    customer_name_enc: Mapped[str] = mapped_column(Text)
+    customer_name_masked: Mapped[str] = mapped_column(String(64))
+    customer_phone_enc: Mapped[str] = mapped_column(Text)
+    customer_phone_bidx: Mapped[str] = mapped_column(String(64))
+    customer_phone_masked: Mapped[str] = mapped_column(String(32))
+    customer_phone_last4: Mapped[str] = mapped_column(String(4), index=True)
+    shipping_address_enc: Mapped[str] = mapped_column(Text)
+    ship_name_masked: Mapped[str] = mapped_column(String(64))
+    ship_phone_masked: Mapped[str] = mapped_column(String(32))
+    ship_province: Mapped[str] = mapped_column(String(32))
+    ship_city: Mapped[str] = mapped_column(String(64))
+    ship_district: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(100))
+    payment_deadline_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class OrderLine(Base):
+    __tablename__ = "order_line"
+    __table_args__ = (
+        UniqueConstraint("order_id", "line_no"),
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("unit_price_minor >= 0", name="price_non_negative"),
+        CheckConstraint("discount_minor >= 0", name="discount_non_negative"),
+        CheckConstraint(
+            "total_minor = quantity * unit_price_minor - discount_minor", name="total_adds_up"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("sales_order.id", ondelete="CASCADE"))
+    line_no: Mapped[int] = mapped_column(Integer)
+    sku: Mapped[str] = mapped_column(String(64), index=True)
+    quantity: Mapped[int] = mapped_column(Integer)
+    unit_price_minor: Mapped[int] = mapped_column(BigId)
+    discount_minor: Mapped[int] = mapped_column(BigId)
+    total_minor: Mapped[int] = mapped_column(BigId)
+
+
+class OrderEvent(Base):
+    """One row per successful state change: the audit trail, never updated or deleted."""
+
+    __tablename__ = "order_event"
+    __table_args__ = (UniqueConstraint("order_id", "version"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("sales_order.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    event: Mapped[str] = mapped_column(String(40))
+    from_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    to_status: Mapped[str] = mapped_column(String(32))
+    actor_kind: Mapped[str] = mapped_column(String(32))
+    actor_id: Mapped[str] = mapped_column(String(100))
+    source_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    evidence_ref: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    note: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class IdempotencyKey(Base):
+    """The first successful response to a keyed request, replayed for 24 h."""
+
+    __tablename__ = "idempotency_key"
+    __table_args__ = (
+        CheckConstraint("state IN ('in_flight', 'completed')", name="state_known"),
+        Index("ix_idempotency_key_expires_at", "expires_at"),
+    )
+
+    scope: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response_body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class PiiAccess(Base):
+    """Who saw an order's unmasked personal data, when and why."""
+
+    __tablename__ = "pii_access"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("sales_order.id", ondelete="CASCADE"))
+    actor_id: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(200))
+    source_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    accessed_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -1,0 +1,142 @@
+"""Request and response shapes of the orders API; unknown fields are refused."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Amount = Annotated[str, StringConstraints(pattern=r"^\d{1,13}(\.\d{1,4})?$")]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_max_length=500)
+
+
+class CustomerIn(Strict):
+    name: Annotated[Text, Field(max_length=100)]
+    phone: Annotated[Text, Field(max_length=32)]
+
+
+class AddressIn(Strict):
+    name: Annotated[Text, Field(max_length=100)]
+    phone: Annotated[Text, Field(max_length=32)]
+    province: Annotated[Text, Field(max_length=32)]
+    city: Annotated[Text, Field(max_length=64)]
+    district: Annotated[str, Field(max_length=64)] = ""
+    line1: Annotated[Text, Field(max_length=200)]
+    postal_code: Annotated[str, Field(max_length=16, pattern=r"^[0-9A-Za-z -]*$")] = ""
+
+
+class LineIn(Strict):
+    sku: Annotated[str, Field(pattern=r"^[A-Za-z0-9._/-]{1,64}$")]
+    quantity: Annotated[int, Field(ge=1, le=100_000)]
+    unit_price: Amount
+
+
+class OrderCreate(Strict):
+    channel: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$")]
+    external_id: Annotated[str | None, Field(min_length=1, max_length=128)] = None
+    customer: CustomerIn
+    shipping_address: AddressIn
+    lines: Annotated[list[LineIn], Field(min_length=1, max_length=200)]
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    discount: Amount = "0"
+
+
+class CancelIn(Strict):
+    reason: Annotated[str, Field(max_length=500)] = ""
+
+
+class ResolveIn(Strict):
+    resolution: Annotated[Text, Field(max_length=500)]
+
+
+class LineOut(BaseModel):
+    line_no: int
+    sku: str
+    quantity: int
+    unit_price: str
+    discount: str
+    total: str
+
+
+class CustomerOut(BaseModel):
+    name: str
+    phone: str
+
+
+class AddressOut(BaseModel):
+    name: str
+    phone: str
+    province: str
+    city: str
+    district: str
+
+
+class HoldOut(BaseModel):
+    id: int
+    category: str
+    type: str
+    blocking: bool
+    detail: dict[str, object]
+    created_at: datetime
+
+
+class OrderOut(BaseModel):
+    order_no: str
+    channel: str
+    external_id: str | None
+    status: str
+    version: int
+    currency: str
+    subtotal: str
+    discount: str
+    total: str
+    base_currency: str
+    fx_rate: str
+    customer: CustomerOut
+    shipping_address: AddressOut
+    lines: list[LineOut]
+    holds: list[HoldOut]
+    payment_deadline_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class OrderSummary(BaseModel):
+    order_no: str
+    channel: str
+    external_id: str | None
+    status: str
+    currency: str
+    total: str
+    customer_name: str
+    customer_phone: str
+    created_at: datetime
+
+
+class OrderPage(BaseModel):
+    items: list[OrderSummary]
+    next_cursor: str | None
+
+
+class OrderEventOut(BaseModel):
+    version: int
+    event: str
+    from_status: str | None
+    to_status: str
+    actor_kind: str
+    actor_id: str
+    source_ip: str | None
+    evidence_ref: str | None
+    note: str | None
+    at: datetime
+
+
+class ContactOut(BaseModel):
+    customer_name: str
+    customer_phone: str
+    shipping_address: dict[str, str]

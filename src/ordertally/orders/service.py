@@ -1,0 +1,495 @@
+"""Order use cases: idempotent creation, the one transition function, reads and the timeout.
+
+Services receive a session and never commit; the caller's boundary does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.core import clock, ids, money, phones
+from ordertally.core.crypto import get_cipher
+from ordertally.core.db import dialect_of
+from ordertally.core.settings import Settings, get_settings
+from ordertally.events import outbox
+from ordertally.exceptions import service as exceptions_service
+from ordertally.orders import repository
+from ordertally.orders.errors import (
+    ActorNotAllowed,
+    EvidenceRequired,
+    IdempotencyInFlight,
+    IdempotencyMismatch,
+    IllegalTransition,
+    InvalidOrder,
+    OrderNotFound,
+    OrderOnHold,
+    SuspectedDuplicate,
+    TransitionConflict,
+)
+from ordertally.orders.events import OrderCreated, OrderStatusChanged
+from ordertally.orders.models import OrderEvent, OrderLine, SalesOrder
+from ordertally.orders.schemas import OrderCreate
+from ordertally.orders.state_machine import CREATION, ActorKind, Status, Transition, find
+
+ORDERS_CREATED = Counter("ordertally_orders_created_total", "Orders created", ["channel"])
+TRANSITIONS_TOTAL = Counter(
+    "ordertally_order_transitions_total", "Order status changes", ["from", "to"]
+)
+
+PII_NAME = "sales_order.customer_name"
+PII_PHONE = "sales_order.customer_phone"
+PII_ADDRESS = "sales_order.shipping_address"
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who triggers a change, from where, on what evidence."""
+
+    kind: ActorKind
+    id: str
+    source_ip: str | None = None
+    evidence_ref: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionResult:
+    order: SalesOrder
+    applied: bool  # False: the order was already where this transition leads (a duplicate)
+
+
+def mask_name(name: str) -> str:
+    """Keep the first character of each word: 张三 -> 张*, Alice Smith -> A**** S****."""
+    return " ".join(part[:1] + "*" * (len(part) - 1) for part in name.split(" ") if part) or "*"
+
+
+def _fingerprint(cmd: OrderCreate, phone_bidx: str, total_minor: int) -> str:
+    lines = sorted((line.sku, line.quantity, line.unit_price) for line in cmd.lines)
+    raw = orjson.dumps([cmd.channel, phone_bidx, cmd.currency, total_minor, lines])
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _fx_rate(settings: Settings, currency: str) -> Decimal:
+    if currency == settings.base_currency:
+        return Decimal(1)
+    rate = settings.fx_rates.get(currency)
+    if rate is None or rate <= 0:
+        raise money.FxRateUnavailable(
+            f"no {currency}->{settings.base_currency} rate is configured", currency=currency
+        )
+    return money.quantize_rate(rate)
+
+
+async def create_order(
+    session: AsyncSession,
+    cmd: OrderCreate,
+    actor: Actor,
+    *,
+    check_fingerprint: bool,
+    initial: str = "create",
+) -> tuple[SalesOrder, bool]:
+    """Create an order (or return the one this channel already sent); True when created."""
+    settings = get_settings()
+    if cmd.external_id is not None:
+        existing = await repository.get_by_external(session, cmd.channel, cmd.external_id)
+        if existing is not None:
+            return existing, False
+    target, creators = CREATION[initial]
+    if actor.kind not in creators:
+        raise ActorNotAllowed(f"{actor.kind} may not {initial} orders")
+
+    currency = money.check_currency(cmd.currency)
+    gross = [money.to_minor(line.unit_price, currency) * line.quantity for line in cmd.lines]
+    subtotal = sum(gross)
+    discount = money.to_minor(cmd.discount, currency)
+    if discount > subtotal:
+        raise InvalidOrder("discount exceeds the order's subtotal", field="discount")
+    line_discounts = money.split_by_largest_remainder(discount, gross)
+    total = subtotal - discount
+    fx_rate = _fx_rate(settings, currency)
+
+    cipher = get_cipher()
+    phone = phones.normalise(cmd.customer.phone)
+    ship_phone = phones.normalise(cmd.shipping_address.phone)
+    phone_bidx = cipher.blind_index(phone, "phone")
+    fingerprint = _fingerprint(cmd, phone_bidx, total)
+    now = clock.now()
+
+    duplicate_of: SalesOrder | None = None
+    if check_fingerprint and settings.duplicate_window_seconds > 0:
+        since = now - timedelta(seconds=settings.duplicate_window_seconds)
+        duplicate_of = await repository.find_recent_by_fingerprint(session, fingerprint, since)
+        if duplicate_of is not None and settings.duplicate_policy == "reject":
+            raise SuspectedDuplicate(
+                f"order {duplicate_of.order_no} has the same customer, lines and amount",
+                duplicate_of=duplicate_of.order_no,
+            )
+
+    address = cmd.shipping_address
+    address_doc = orjson.dumps(
+        {
+            "name": address.name,
+            "phone": ship_phone,
+            "province": address.province,
+            "city": address.city,
+            "district": address.district,
+            "line1": address.line1,
+            "postal_code": address.postal_code,
+        }
+    ).decode()
+    values: dict[str, Any] = {
+        "order_no": ids.order_no(now),
+        "channel": cmd.channel,
+        "external_id": cmd.external_id,
+        "status": target.value,
+        "version": 1,
+        "currency": currency,
+        "subtotal_minor": subtotal,
+        "discount_minor": discount,
+        "total_minor": total,
+        "base_currency": settings.base_currency,
+        "fx_rate": str(fx_rate),
+        "customer_name_enc": cipher.encrypt(cmd.customer.name, PII_NAME),
+        "customer_name_masked": mask_name(cmd.customer.name),
+        "customer_phone_enc": cipher.encrypt(phone, PII_PHONE),
+        "customer_phone_bidx": phone_bidx,
+        "customer_phone_masked": phones.mask(phone),
+        "customer_phone_last4": phones.last4(phone),
+        "shipping_address_enc": cipher.encrypt(address_doc, PII_ADDRESS),
+        "ship_name_masked": mask_name(address.name),
+        "ship_phone_masked": phones.mask(ship_phone),
+        "ship_province": address.province,
+        "ship_city": address.city,
+        "ship_district": address.district,
+        "fingerprint": fingerprint,
+        "created_by": actor.id,
+        "payment_deadline_at": (
+            now + timedelta(seconds=settings.payment_timeout_seconds)
+            if target is Status.PENDING_PAYMENT
+            else None
+        ),
+        "created_at": now,
+        "updated_at": now,
+    }
+    order_id = await repository.insert_order(session, values)
+    await repository.insert_lines(
+        session,
+        [
+            {
+                "order_id": order_id,
+                "line_no": n,
+                "sku": line.sku,
+                "quantity": line.quantity,
+                "unit_price_minor": gross[n - 1] // line.quantity,
+                "discount_minor": line_discounts[n - 1],
+                "total_minor": gross[n - 1] - line_discounts[n - 1],
+            }
+            for n, line in enumerate(cmd.lines, start=1)
+        ],
+    )
+    await _audit(session, order_id, 1, initial, None, target.value, actor, now)
+    await outbox.publish(
+        session,
+        "OrderCreated",
+        OrderCreated(
+            order_id=order_id,
+            order_no=values["order_no"],
+            channel=cmd.channel,
+            external_id=cmd.external_id,
+            status=target.value,
+            currency=currency,
+            total_minor=total,
+            base_currency=settings.base_currency,
+            fx_rate=str(fx_rate),
+            line_count=len(cmd.lines),
+            created_at=now,
+        ),
+        aggregate_type="order",
+        aggregate_id=values["order_no"],
+    )
+    if duplicate_of is not None:
+        await exceptions_service.open_case(
+            session,
+            order_id=order_id,
+            category="order",
+            type="suspected_duplicate",
+            blocking=True,
+            detail={
+                "duplicate_of": duplicate_of.order_no,
+                "window_seconds": settings.duplicate_window_seconds,
+            },
+        )
+    order = SalesOrder(id=order_id, **values)
+    return order, True
+
+
+async def _audit(
+    session: AsyncSession,
+    order_id: int,
+    version: int,
+    event: str,
+    from_status: str | None,
+    to_status: str,
+    actor: Actor,
+    at: datetime,
+) -> None:
+    await repository.insert_event(
+        session,
+        {
+            "order_id": order_id,
+            "version": version,
+            "event": event,
+            "from_status": from_status,
+            "to_status": to_status,
+            "actor_kind": actor.kind.value,
+            "actor_id": actor.id,
+            "source_ip": actor.source_ip,
+            "evidence_ref": actor.evidence_ref,
+            "note": actor.note,
+            "occurred_at": at,
+        },
+    )
+
+
+async def transition(
+    session: AsyncSession, order_no: str, name: str, actor: Actor
+) -> TransitionResult:
+    """Apply one row of the transition table as a compare-and-set, with its audit row and event.
+
+    A transition that finds the order already in its target status because the same
+    transition happened before is a duplicate: nothing is written and `applied` is False.
+    """
+    spec = find(name)
+    if spec is None:
+        raise IllegalTransition(f"{name!r} is not a transition")
+    if actor.kind not in spec.actors:
+        raise ActorNotAllowed(f"{actor.kind} may not trigger {name}", transition=name)
+    if actor.kind in spec.evidence_required_for and not actor.evidence_ref:
+        raise EvidenceRequired(f"{actor.kind} must give evidence for {name}", transition=name)
+
+    order = await repository.get_by_no(session, order_no)
+    if order is None:
+        raise OrderNotFound(f"order {order_no} does not exist")
+    for _ in range(3):
+        status = Status(order.status)
+        if status not in spec.sources:
+            if await _already_applied(session, order, spec):
+                return TransitionResult(order, applied=False)
+            raise IllegalTransition(
+                f"cannot {name} an order that is {status}", status=status.value, transition=name
+            )
+        if spec.blocked_by_holds and await exceptions_service.has_hold(session, order.id):
+            raise OrderOnHold(f"order {order_no} has an open hold", transition=name)
+        now = clock.now()
+        if await repository.compare_and_set_status(
+            session,
+            order.id,
+            from_status=status.value,
+            version=order.version,
+            to_status=spec.target.value,
+            at=now,
+        ):
+            version = order.version + 1
+            await _audit(
+                session, order.id, version, name, status.value, spec.target.value, actor, now
+            )
+            await outbox.publish(
+                session,
+                spec.event_type,
+                OrderStatusChanged(
+                    order_id=order.id,
+                    order_no=order.order_no,
+                    transition=name,
+                    from_status=status.value,
+                    to_status=spec.target.value,
+                    version=version,
+                    actor_kind=actor.kind.value,
+                    actor_id=actor.id,
+                    evidence_ref=actor.evidence_ref,
+                    occurred_at=now,
+                ),
+                aggregate_type="order",
+                aggregate_id=order.order_no,
+            )
+            TRANSITIONS_TOTAL.labels(status.value, spec.target.value).inc()
+            refreshed = await repository.get_by_id(session, order.id)
+            assert refreshed is not None
+            return TransitionResult(refreshed, applied=True)
+        # Someone else moved the order first: re-read and decide again.
+        fresh = await repository.get_by_id(session, order.id)
+        assert fresh is not None
+        order = fresh
+    raise TransitionConflict(f"order {order_no} kept changing; try again", transition=name)
+
+
+async def _already_applied(session: AsyncSession, order: SalesOrder, spec: Transition) -> bool:
+    if order.status != spec.target.value:
+        return False
+    events = await repository.events_of(session, order.id)
+    return bool(events) and events[-1].event == spec.name
+
+
+async def get_order(session: AsyncSession, order_no: str) -> SalesOrder:
+    """An order by number, or OrderNotFound."""
+    order = await repository.get_by_no(session, order_no)
+    if order is None:
+        raise OrderNotFound(f"order {order_no} does not exist")
+    return order
+
+
+async def lines_of(session: AsyncSession, order: SalesOrder) -> list[OrderLine]:
+    """An order's lines."""
+    return await repository.lines_of(session, order.id)
+
+
+async def events_of(session: AsyncSession, order_no: str) -> list[OrderEvent]:
+    """An order's audit trail, oldest first."""
+    order = await get_order(session, order_no)
+    return await repository.events_of(session, order.id)
+
+
+async def list_orders(
+    session: AsyncSession,
+    *,
+    status: str | None,
+    channel: str | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
+    after: tuple[datetime, int] | None,
+    limit: int,
+) -> list[SalesOrder]:
+    """A page of orders, newest first."""
+    return await repository.list_page(
+        session,
+        status=status,
+        channel=channel,
+        created_from=created_from,
+        created_to=created_to,
+        after=after,
+        limit=limit,
+    )
+
+
+async def reveal_contact(
+    session: AsyncSession,
+    order_no: str,
+    *,
+    actor_id: str,
+    role: str,
+    reason: str,
+    source_ip: str | None,
+) -> dict[str, Any]:
+    """Decrypt an order's personal data for someone allowed to see it, and log that they did."""
+    order = await get_order(session, order_no)
+    cipher = get_cipher()
+    await repository.add_pii_access(
+        session,
+        {
+            "order_id": order.id,
+            "actor_id": actor_id,
+            "role": role,
+            "reason": reason,
+            "source_ip": source_ip,
+            "accessed_at": clock.now(),
+        },
+    )
+    return {
+        "customer_name": cipher.decrypt(order.customer_name_enc, PII_NAME),
+        "customer_phone": cipher.decrypt(order.customer_phone_enc, PII_PHONE),
+        "shipping_address": orjson.loads(cipher.decrypt(order.shipping_address_enc, PII_ADDRESS)),
+    }
+
+
+async def close_unpaid(session: AsyncSession, now: datetime, limit: int = 500) -> int:
+    """Close pending-payment orders past their deadline (actor: scheduler)."""
+    due = await repository.due_for_timeout(
+        session, now, limit, skip_locked=dialect_of(session) == "postgresql"
+    )
+    closed = 0
+    for order in due:
+        result = await transition(
+            session,
+            order.order_no,
+            "payment_timeout",
+            Actor(ActorKind.SCHEDULER, "payment_timeout"),
+        )
+        closed += int(result.applied)
+    return closed
+
+
+# --- idempotency keys -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    status: int
+    body: str
+
+
+def request_hash(method: str, path: str, body: OrderCreate | bytes) -> str:
+    """What "the same request" means: method, path and the parsed body."""
+    raw = body if isinstance(body, bytes) else body.model_dump_json().encode()
+    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + raw).hexdigest()
+
+
+async def begin_idempotent(
+    session: AsyncSession, scope: str, key: str, req_hash: str
+) -> Replay | None:
+    """Claim a key for a new request (None), or return the stored response to replay."""
+    settings = get_settings()
+    now = clock.now()
+    values = {
+        "scope": scope,
+        "key": key,
+        "request_hash": req_hash,
+        "state": "in_flight",
+        "response_status": None,
+        "response_body": None,
+        "created_at": now,
+        "expires_at": now + timedelta(hours=settings.idempotency_ttl_hours),
+    }
+    if await repository.insert_idempotency_key(session, values):
+        return None
+    row = await repository.get_idempotency_key(session, scope, key)
+    if row is None:  # purged between the two statements
+        if await repository.insert_idempotency_key(session, values):
+            return None
+        raise IdempotencyInFlight("the key is being claimed by another request")
+    abandoned = row.state == "in_flight" and row.created_at <= now - timedelta(
+        seconds=settings.idempotency_in_flight_seconds
+    )
+    if row.expires_at <= now or abandoned:
+        if await repository.take_over_idempotency_key(session, scope, key, row.created_at, values):
+            return None
+        raise IdempotencyInFlight("the key is being claimed by another request")
+    if row.request_hash != req_hash:
+        raise IdempotencyMismatch("this Idempotency-Key was first used with another request")
+    if row.state == "in_flight":
+        raise IdempotencyInFlight("the first request with this key has not finished")
+    assert row.response_status is not None and row.response_body is not None
+    return Replay(row.response_status, row.response_body)
+
+
+async def complete_idempotent(
+    session: AsyncSession, scope: str, key: str, status: int, body: str
+) -> None:
+    """Store the response, in the same transaction as the work it describes."""
+    await repository.complete_idempotency_key(session, scope, key, status, body)
+
+
+async def release_idempotent(session: AsyncSession, scope: str, key: str) -> None:
+    """Free a key whose request failed so the client can retry it."""
+    await repository.delete_idempotency_key(session, scope, key)
+
+
+async def purge_idempotency_keys(session: AsyncSession, now: datetime) -> int:
+    """Delete keys past their 24 h."""
+    return await repository.purge_idempotency_keys(session, now)
