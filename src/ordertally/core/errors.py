@@ -23,7 +23,7 @@ class OrdertallyError(Exception):
 
 
 def problem(
-    status: int, code: str, title: str, detail: str, instance: str | None = None, **extra: Any
+    status: int, code: str, title: str, detail: str, instance: str | None = None, /, **extra: Any
 ) -> dict[str, Any]:
     """Build a problem-details document with our stable `code` extension member."""
     body: dict[str, Any] = {
@@ -35,7 +35,7 @@ def problem(
     }
     if instance:
         body["instance"] = instance
-    body.update(extra)
+    body.update({k: v for k, v in extra.items() if k not in body})
     return body
 
 

@@ -12,8 +12,8 @@ from prometheus_client import (
     CollectorRegistry,
     Gauge,
     Histogram,
-    generate_latest,
     disable_created_metrics,
+    generate_latest,
     multiprocess,
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send

@@ -284,7 +284,9 @@ async def transition(
             if await _already_applied(session, order, spec):
                 return TransitionResult(order, applied=False)
             raise IllegalTransition(
-                f"cannot {name} an order that is {status}", status=status.value, transition=name
+                f"cannot {name} an order that is {status}",
+                order_status=status.value,
+                transition=name,
             )
         if spec.blocked_by_holds and await exceptions_service.has_hold(session, order.id):
             raise OrderOnHold(f"order {order_no} has an open hold", transition=name)

@@ -1,0 +1,181 @@
+"""Test fixtures: a migrated database per backend (SQLite always, PostgreSQL when configured),
+emptied after every test, the app over ASGI, a live server over real HTTP, and API keys."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from ordertally.core import clock
+from ordertally.core.crypto import reset_cipher
+from ordertally.core.db import Base, Database
+from ordertally.core.settings import get_settings, reset_settings
+
+PG_URL = os.environ.get("ORDERTALLY_TEST_PG_URL", "")
+REQUIRE_SERVICES = os.environ.get("ORDERTALLY_REQUIRE_SERVICES") == "1"
+
+_TMP = tempfile.mkdtemp(prefix="ordertally-tests-")
+os.environ["ORDERTALLY_DATA_DIR"] = _TMP
+os.environ["ORDERTALLY_PII_KEY"] = base64.b64encode(secrets.token_bytes(32)).decode()
+os.environ["ORDERTALLY_API_KEY_CACHE_SECONDS"] = "0"
+os.environ.pop("ORDERTALLY_DATABASE_URL", None)
+reset_settings()
+reset_cipher()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def _admin(url: str, statement: str) -> None:
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    async with engine.connect() as connection:
+        await connection.execute(text(statement))
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "pg"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A migrated scratch database for the whole session, per backend."""
+    from ordertally.ops.migrations import upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{Path(_TMP) / f'test-{uuid.uuid4().hex[:8]}.db'}"
+        upgrade(url)
+        yield url
+        return
+    if not PG_URL:
+        if REQUIRE_SERVICES:
+            pytest.fail("ORDERTALLY_TEST_PG_URL is not set but ORDERTALLY_REQUIRE_SERVICES=1")
+        pytest.skip("PostgreSQL not configured (set ORDERTALLY_TEST_PG_URL)")
+    name = f"ot_test_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_admin(PG_URL, f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"PostgreSQL unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    asyncio.run(_admin(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def backend(database_url: str) -> str:
+    return "sqlite" if database_url.startswith("sqlite") else "pg"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    reset_settings()
+    clock.reset()
+    yield
+    clock.reset()
+    reset_settings()
+
+
+async def empty_tables(db: Database) -> None:
+    """Delete every row of every table (tests commit for real, so they clean up)."""
+    tables = list(reversed(Base.metadata.sorted_tables))
+    async with db.transaction() as session:
+        if db.is_sqlite:
+            for table in tables:
+                await session.execute(table.delete())
+        else:
+            names = ", ".join(f'"{t.name}"' for t in tables)
+            await session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+async def db(database_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Database]:
+    """The backend's database, empty, for one test."""
+    monkeypatch.setenv("ORDERTALLY_DATABASE_URL", database_url)
+    reset_settings()
+    database = Database(database_url, pool_size=30)
+    try:
+        yield database
+    finally:
+        clock.reset()
+        await empty_tables(database)
+        await database.dispose()
+
+
+@pytest.fixture
+def app(db: Database) -> Any:
+    from ordertally.app import create_app
+
+    return create_app(get_settings(), db=db)
+
+
+@pytest.fixture
+async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 4000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://ordertally.test") as c:
+        yield c
+
+
+@pytest.fixture
+async def keys(db: Database) -> dict[str, str]:
+    """One raw API key per role."""
+    from ordertally.auth import service as auth_service
+    from ordertally.auth.models import ROLES
+
+    raw: dict[str, str] = {}
+    async with db.transaction() as session:
+        for role in ROLES:
+            _, raw[role] = await auth_service.create_api_key(session, f"{role}-tester", role)
+    return raw
+
+
+@dataclass
+class LiveServer:
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def live_server(db: Database) -> Iterator[LiveServer]:
+    """The real app on a real port (its own engine, same database), in a thread."""
+    from ordertally.app import create_app
+
+    port = _free_port()
+    app = create_app(get_settings(), embedded_worker=False)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("live server did not start")
+        time.sleep(0.02)
+    yield LiveServer(f"http://127.0.0.1:{port}", server, thread)
+    server.should_exit = True
+    thread.join(timeout=15)

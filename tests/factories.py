@@ -1,0 +1,89 @@
+"""Small factories for test data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ordertally.core.db import Database
+from ordertally.orders import service as orders_service
+from ordertally.orders.models import SalesOrder
+from ordertally.orders.schemas import OrderCreate
+from ordertally.orders.service import Actor
+from ordertally.orders.state_machine import ActorKind
+
+# The actor that may drive each transition, for walking an order along the table.
+DRIVERS: dict[str, ActorKind] = {
+    "payment_succeeded": ActorKind.PAYMENT_CALLBACK,
+    "payment_timeout": ActorKind.SCHEDULER,
+    "cancel": ActorKind.OPERATOR,
+    "allocate": ActorKind.ALLOCATOR,
+    "start_fulfillment": ActorKind.WAREHOUSE,
+    "ship": ActorKind.WAREHOUSE,
+    "deliver": ActorKind.CARRIER,
+    "complete": ActorKind.SCHEDULER,
+    "refund": ActorKind.PAYMENT_CALLBACK,
+}
+
+# The shortest path from pending_payment to each status.
+PATHS: dict[str, list[str]] = {
+    "pending_payment": [],
+    "paid": ["payment_succeeded"],
+    "allocated": ["payment_succeeded", "allocate"],
+    "fulfilling": ["payment_succeeded", "allocate", "start_fulfillment"],
+    "shipped": ["payment_succeeded", "allocate", "start_fulfillment", "ship"],
+    "delivered": ["payment_succeeded", "allocate", "start_fulfillment", "ship", "deliver"],
+    "completed": [
+        "payment_succeeded",
+        "allocate",
+        "start_fulfillment",
+        "ship",
+        "deliver",
+        "complete",
+    ],
+    "closed": ["cancel"],
+    "refunded": ["payment_succeeded", "refund"],
+}
+
+
+def auth(key: str, **headers: str) -> dict[str, str]:
+    """Headers with a bearer key."""
+    return {"Authorization": f"Bearer {key}", **headers}
+
+
+def order_body(**overrides: Any) -> dict[str, Any]:
+    """A valid order request body."""
+    body: dict[str, Any] = {
+        "channel": "wechat_mini",
+        "customer": {"name": "张三", "phone": "13812345678"},
+        "shipping_address": {
+            "name": "李四",
+            "phone": "13987654321",
+            "province": "上海市",
+            "city": "上海市",
+            "district": "浦东新区",
+            "line1": "世纪大道1号",
+            "postal_code": "200120",
+        },
+        "lines": [
+            {"sku": "TEA-LJ-250", "quantity": 2, "unit_price": "59.90"},
+            {"sku": "CUP-CER-01", "quantity": 1, "unit_price": "39.90"},
+        ],
+        "currency": "CNY",
+    }
+    body.update(overrides)
+    return body
+
+
+async def make_order(db: Database, status: str = "pending_payment", **overrides: Any) -> SalesOrder:
+    """Create an order through the service and walk it to `status`."""
+    cmd = OrderCreate.model_validate(order_body(**overrides))
+    async with db.transaction() as session:
+        order, _ = await orders_service.create_order(
+            session, cmd, Actor(ActorKind.API, "factory"), check_fingerprint=False
+        )
+        for name in PATHS[status]:
+            result = await orders_service.transition(
+                session, order.order_no, name, Actor(DRIVERS[name], "factory")
+            )
+            order = result.order
+    return order

@@ -1,0 +1,80 @@
+"""The command line, run as a newcomer would run it: a real process against the database."""
+
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+
+from ordertally.auth.service import Authenticator
+from ordertally.core import clock
+from ordertally.core.db import Database
+from ordertally.core.errors import Unauthenticated
+from tests.factories import make_order
+
+pytestmark = pytest.mark.anyio
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ordertally", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ.copy(),
+        check=False,
+    )
+
+
+async def test_apikey_create_prints_the_key_last_and_stores_it_hashed(db: Database) -> None:
+    result = _cli("apikey", "create", "--name", "erp-sync", "--role", "warehouse")
+    assert result.returncode == 0, result.stderr
+    raw = result.stdout.strip().splitlines()[-1]
+    assert raw.startswith("ot_") and len(raw) > 40
+    principal = await Authenticator(db, 0).authenticate(f"Bearer {raw}")
+    assert (principal.name, principal.role) == ("erp-sync", "warehouse")
+    with pytest.raises(Unauthenticated):
+        await Authenticator(db, 0).authenticate(f"Bearer {raw}x")
+    refused = _cli("apikey", "create", "--name", "x", "--role", "superuser")
+    assert refused.returncode == 2 and "role must be one of" in refused.stderr
+
+
+async def test_doctor_passes_on_a_healthy_database(db: Database) -> None:
+    await make_order(db)
+    from ordertally.core.settings import get_settings
+    from ordertally.events.dispatcher import drain
+
+    await drain(db, get_settings())
+    result = _cli("doctor", "--json")
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, result.stdout
+    assert report["ok"] is True
+    assert [c["name"] for c in report["checks"]] == [
+        "database",
+        "migrations",
+        "outbox",
+        "dead_letters",
+        "stuck_orders",
+    ]
+
+
+async def test_doctor_fails_on_stuck_orders_and_outbox_backlog(db: Database) -> None:
+    with clock.frozen(clock.now() - timedelta(hours=3)):
+        await make_order(db)
+    result = _cli("doctor", "--json")
+    report = json.loads(result.stdout)
+    assert result.returncode == 1
+    failed = {c["name"]: c for c in report["checks"] if not c["ok"]}
+    assert set(failed) == {"outbox", "stuck_orders"}
+    assert failed["stuck_orders"]["data"] == {"pending_payment_past_deadline": 1}
+    assert failed["outbox"]["data"]["backlog"] == 1
+
+
+def test_schemas_prints_every_event_schema() -> None:
+    result = _cli("schemas")
+    assert result.returncode == 0
+    schemas = json.loads(result.stdout)
+    assert "OrderCreated.v1" in schemas and "OrderPaid.v1" in schemas
+    assert "total_minor" in schemas["OrderCreated.v1"]["properties"]
