@@ -6,6 +6,7 @@ Services receive a session and never commit; the caller's boundary does.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -43,6 +44,19 @@ ORDERS_CREATED = Counter("ordertally_orders_created_total", "Orders created", ["
 TRANSITIONS_TOTAL = Counter(
     "ordertally_order_transitions_total", "Order status changes", ["from", "to"]
 )
+
+PreCloseCheck = Callable[[AsyncSession, SalesOrder], Awaitable[bool]]
+# Other domains (payments) register checks run before an unpaid order is closed for timeout;
+# a check returning True means "do not close" (e.g. an active query found it paid).
+PRE_CLOSE_CHECKS: list[PreCloseCheck] = []
+
+
+def register_pre_close_check(check: PreCloseCheck) -> PreCloseCheck:
+    """Run `check` before closing an order for payment timeout; True keeps it open."""
+    if check not in PRE_CLOSE_CHECKS:
+        PRE_CLOSE_CHECKS.append(check)
+    return check
+
 
 PII_NAME = "sales_order.customer_name"
 PII_PHONE = "sales_order.customer_phone"
@@ -417,6 +431,8 @@ async def close_unpaid(session: AsyncSession, now: datetime, limit: int = 500) -
     )
     closed = 0
     for order in due:
+        if any([await check(session, order) for check in PRE_CLOSE_CHECKS]):
+            continue
         result = await transition(
             session,
             order.order_no,
