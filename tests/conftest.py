@@ -106,12 +106,49 @@ async def empty_tables(db: Database) -> None:
             await session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
 
 
+TEST_WAREHOUSE = "WH-TEST"
+# SKUs the order factories use, stocked generously so tests about orders need not think of stock.
+TEST_SKUS = ("TEA-LJ-250", "CUP-CER-01", "A")
+
+
+async def seed_stock(db: Database) -> None:
+    """One warehouse holding plenty of the factory SKUs."""
+    from ordertally.inventory import service as inventory_service
+
+    async with db.transaction() as session:
+        await inventory_service.create_warehouse(
+            session,
+            {
+                "code": TEST_WAREHOUSE,
+                "name": "测试仓",
+                "province": "江苏省",
+                "city": "苏州市",
+                "latitude": None,
+                "longitude": None,
+                "priority": 100,
+                "cost_factor": 1.0,
+                "active": True,
+            },
+        )
+        for sku in TEST_SKUS:
+            await inventory_service.record_movement(
+                session,
+                warehouse_code=TEST_WAREHOUSE,
+                sku=sku,
+                kind="receipt",
+                quantity=1_000_000,
+                reason="test seed",
+                actor="conftest",
+            )
+
+
 @pytest.fixture
 async def db(database_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Database]:
     """The backend's database, empty, for one test."""
     monkeypatch.setenv("ORDERTALLY_DATABASE_URL", database_url)
     reset_settings()
     database = Database(database_url, pool_size=30)
+    await seed_stock(database)
     try:
         yield database
     finally:

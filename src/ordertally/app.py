@@ -19,6 +19,7 @@ from ordertally.auth.service import Authenticator
 from ordertally.core.db import Database, create_database
 from ordertally.core.errors import OrdertallyError, PayloadTooLarge, problem
 from ordertally.core.settings import Settings, get_settings
+from ordertally.inventory import api as inventory_api
 from ordertally.jobs.worker import load_registrations, run_worker
 from ordertally.ops import health, metrics
 from ordertally.orders import api as orders_api
@@ -161,6 +162,7 @@ def create_app(
         return _problem_response(body)
 
     app.include_router(orders_api.router)
+    app.include_router(inventory_api.router)
     app.include_router(health.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(metrics.LatencyMiddleware)

@@ -56,6 +56,10 @@ async def test_doctor_passes_on_a_healthy_database(db: Database) -> None:
         "migrations",
         "outbox",
         "dead_letters",
+        "reserved_matches_reservations",
+        "on_hand_matches_ledger",
+        "expired_reservations",
+        "available_not_negative",
         "stuck_orders",
     ]
 
@@ -67,7 +71,7 @@ async def test_doctor_fails_on_stuck_orders_and_outbox_backlog(db: Database) -> 
     report = json.loads(result.stdout)
     assert result.returncode == 1
     failed = {c["name"]: c for c in report["checks"] if not c["ok"]}
-    assert set(failed) == {"outbox", "stuck_orders"}
+    assert set(failed) == {"outbox", "stuck_orders", "expired_reservations"}
     assert failed["stuck_orders"]["data"] == {"pending_payment_past_deadline": 1}
     assert failed["outbox"]["data"]["backlog"] == 1
 

@@ -22,6 +22,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "orders.events": frozenset({"admin", "ops", "cs", "finance"}),
     "orders.contact": frozenset({"admin", "ops", "cs", "warehouse"}),
     "exceptions.resolve": frozenset({"admin", "ops", "cs"}),
+    "inventory.read": frozenset(ROLES),
+    "inventory.manage": frozenset({"admin", "ops"}),
+    "inventory.move": frozenset({"admin", "ops", "warehouse"}),
 }
 
 

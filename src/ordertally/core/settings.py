@@ -55,6 +55,17 @@ class Settings(BaseSettings):
     # Extra modules whose import registers consumers or jobs (plugins).
     plugin_modules: list[str] = Field(default_factory=list)
 
+    # Inventory: what to do when stock is short ("reject" the order, or create it on "hold").
+    stock_shortage_policy: Literal["reject", "hold"] = "reject"
+    # Warehouse choice, in order: fewest_splits, nearest, priority, cost.
+    allocation_strategy: list[str] = Field(
+        default_factory=lambda: ["fewest_splits", "nearest", "priority", "cost"]
+    )
+    # Bucket rows for a new (warehouse, SKU) stock record; raise it for hot SKUs.
+    stock_buckets_default: int = Field(default=1, ge=1, le=64)
+    # Unpaid reservations outlive the payment deadline by this much before the sweep frees them.
+    reservation_grace_seconds: int = Field(default=300, ge=0)
+
     doctor_outbox_max_backlog: int = 10_000
     doctor_outbox_max_age_seconds: int = 300
     doctor_stuck_grace_seconds: int = 300

@@ -1,18 +1,53 @@
-"""Every query on warehouses and SKUs."""
+"""Every query of the inventory domain."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.inventory.models import Sku, Warehouse
+from ordertally.inventory.models import (
+    Allocation,
+    Reservation,
+    Sku,
+    Stock,
+    StockMovement,
+    Warehouse,
+)
+
+AVAILABLE = Stock.on_hand - Stock.reserved - Stock.safety_stock
+
+# --- warehouses and SKUs -----------------------------------------------------------------------
 
 
-async def add_warehouses(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Insert warehouses."""
-    await session.execute(insert(Warehouse), rows)
+async def add_warehouse(session: AsyncSession, values: dict[str, Any]) -> int:
+    """Insert a warehouse; returns its id."""
+    result = await session.execute(insert(Warehouse).values(**values).returning(Warehouse.id))
+    return int(result.scalar_one())
+
+
+async def update_warehouse(
+    session: AsyncSession, warehouse_id: int, values: dict[str, Any]
+) -> None:
+    """Change a warehouse's attributes."""
+    await session.execute(update(Warehouse).where(Warehouse.id == warehouse_id).values(**values))
+
+
+async def warehouse_by_code(session: AsyncSession, code: str) -> Warehouse | None:
+    """One warehouse by code, read fresh."""
+    return await session.scalar(
+        select(Warehouse).where(Warehouse.code == code).execution_options(populate_existing=True)
+    )
+
+
+async def warehouses(session: AsyncSession, *, active_only: bool = False) -> list[Warehouse]:
+    """Every warehouse by code."""
+    stmt = select(Warehouse).order_by(Warehouse.code)
+    if active_only:
+        stmt = stmt.where(Warehouse.active.is_(True))
+    return list((await session.scalars(stmt)).all())
 
 
 async def add_skus(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
@@ -23,3 +58,273 @@ async def add_skus(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
 async def count_warehouses(session: AsyncSession) -> int:
     """How many warehouses exist."""
     return int(await session.scalar(select(func.count()).select_from(Warehouse)) or 0)
+
+
+# --- stock rows --------------------------------------------------------------------------------
+
+
+async def stock_rows(session: AsyncSession, warehouse_id: int, sku: str) -> list[Stock]:
+    """Bucket rows of one (warehouse, SKU), read fresh, by bucket."""
+    rows = await session.scalars(
+        select(Stock)
+        .where(Stock.warehouse_id == warehouse_id, Stock.sku == sku)
+        .order_by(Stock.bucket)
+        .execution_options(populate_existing=True)
+    )
+    return list(rows.all())
+
+
+async def add_stock_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Create bucket rows."""
+    await session.execute(insert(Stock), rows)
+
+
+async def availability(session: AsyncSession, skus: list[str]) -> list[tuple[int, str, int]]:
+    """(warehouse_id, sku, units available to sell) over active warehouses."""
+    rows = await session.execute(
+        select(Stock.warehouse_id, Stock.sku, func.sum(AVAILABLE))
+        .join(Warehouse, Warehouse.id == Stock.warehouse_id)
+        .where(Stock.sku.in_(skus), Warehouse.active.is_(True))
+        .group_by(Stock.warehouse_id, Stock.sku)
+    )
+    return [(int(w), str(s), int(a or 0)) for w, s, a in rows.all()]
+
+
+async def bucket_availability(
+    session: AsyncSession, warehouse_id: int, sku: str
+) -> list[tuple[int, int]]:
+    """(stock id, available) per bucket of one (warehouse, SKU), by bucket."""
+    rows = await session.execute(
+        select(Stock.id, AVAILABLE)
+        .where(Stock.warehouse_id == warehouse_id, Stock.sku == sku)
+        .order_by(Stock.bucket)
+    )
+    return [(int(i), int(a)) for i, a in rows.all()]
+
+
+async def try_reserve(session: AsyncSession, stock_id: int, quantity: int) -> bool:
+    """Reserve units on one bucket only if enough is available to sell right now."""
+    result = await session.execute(
+        update(Stock)
+        .where(Stock.id == stock_id, quantity <= AVAILABLE)
+        .values(reserved=Stock.reserved + quantity)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def unreserve(session: AsyncSession, stock_id: int, quantity: int) -> None:
+    """Give reserved units back to a bucket."""
+    await session.execute(
+        update(Stock).where(Stock.id == stock_id).values(reserved=Stock.reserved - quantity)
+    )
+
+
+async def consume(session: AsyncSession, stock_id: int, quantity: int) -> None:
+    """Units leave the warehouse: on hand and reserved both drop."""
+    await session.execute(
+        update(Stock)
+        .where(Stock.id == stock_id)
+        .values(on_hand=Stock.on_hand - quantity, reserved=Stock.reserved - quantity)
+    )
+
+
+async def add_on_hand(session: AsyncSession, stock_id: int, delta: int) -> bool:
+    """Change on hand; refused (False) when it would drop below reserved."""
+    result = await session.execute(
+        update(Stock)
+        .where(Stock.id == stock_id, Stock.on_hand + delta >= Stock.reserved)
+        .values(on_hand=Stock.on_hand + delta)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def set_safety(session: AsyncSession, stock_id: int, safety: int) -> None:
+    """Set one bucket's safety stock."""
+    await session.execute(update(Stock).where(Stock.id == stock_id).values(safety_stock=safety))
+
+
+async def stock_of_sku(
+    session: AsyncSession, sku: str
+) -> list[tuple[Warehouse, int, int, int, int]]:
+    """Per warehouse: (warehouse, on hand, reserved, safety stock, buckets) for a SKU."""
+    rows = await session.execute(
+        select(
+            Warehouse,
+            func.sum(Stock.on_hand),
+            func.sum(Stock.reserved),
+            func.sum(Stock.safety_stock),
+            func.count(),
+        )
+        .join(Stock, Stock.warehouse_id == Warehouse.id)
+        .where(Stock.sku == sku)
+        .group_by(Warehouse.id)
+        .order_by(Warehouse.code)
+    )
+    return [(w, int(o), int(r), int(s), int(b)) for w, o, r, s, b in rows.all()]
+
+
+# --- movements ---------------------------------------------------------------------------------
+
+
+async def add_movement(session: AsyncSession, values: dict[str, Any]) -> None:
+    """Append one ledger row."""
+    await session.execute(insert(StockMovement).values(**values))
+
+
+async def add_movements(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Append ledger rows."""
+    if rows:
+        await session.execute(insert(StockMovement), rows)
+
+
+# --- reservations ------------------------------------------------------------------------------
+
+
+async def add_reservations(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert reservation rows."""
+    if rows:
+        await session.execute(insert(Reservation), rows)
+
+
+async def move_reservations(
+    session: AsyncSession,
+    order_id: int,
+    from_states: tuple[str, ...],
+    to_state: str,
+    at: datetime,
+    *,
+    clear_expiry: bool = False,
+) -> list[tuple[int, int, int, str, int]]:
+    """Compare-and-set an order's reservations between states; returns the rows moved as
+    (reservation id, stock id, warehouse id, sku, quantity)."""
+    values: dict[str, Any] = {"state": to_state, "updated_at": at}
+    if clear_expiry:
+        values["expires_at"] = None
+    result = await session.execute(
+        update(Reservation)
+        .where(Reservation.order_id == order_id, Reservation.state.in_(from_states))
+        .values(**values)
+        .returning(
+            Reservation.id,
+            Reservation.stock_id,
+            Reservation.warehouse_id,
+            Reservation.sku,
+            Reservation.quantity,
+        )
+    )
+    return sorted((int(a), int(b), int(c), str(d), int(e)) for a, b, c, d, e in result.all())
+
+
+async def expired_held(
+    session: AsyncSession, now: datetime, limit: int, *, skip_locked: bool
+) -> list[Reservation]:
+    """Held reservations past their expiry."""
+    stmt = (
+        select(Reservation)
+        .where(Reservation.state == "held", Reservation.expires_at < now)
+        .order_by(Reservation.expires_at)
+        .limit(limit)
+    )
+    if skip_locked:
+        stmt = stmt.with_for_update(skip_locked=True)
+    return list((await session.scalars(stmt)).all())
+
+
+async def release_one(session: AsyncSession, reservation_id: int, at: datetime) -> bool:
+    """Release one held reservation, only if it is still held."""
+    result = await session.execute(
+        update(Reservation)
+        .where(Reservation.id == reservation_id, Reservation.state == "held")
+        .values(state="released", updated_at=at)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def reservations_of(session: AsyncSession, order_id: int) -> list[tuple[Reservation, str]]:
+    """An order's reservations with their warehouse codes."""
+    rows = await session.execute(
+        select(Reservation, Warehouse.code)
+        .join(Warehouse, Warehouse.id == Reservation.warehouse_id)
+        .where(Reservation.order_id == order_id)
+        .order_by(Reservation.id)
+    )
+    return [(r, str(code)) for r, code in rows.all()]
+
+
+async def add_allocation(session: AsyncSession, values: dict[str, Any]) -> None:
+    """Record an order's routing explanation."""
+    await session.execute(insert(Allocation).values(**values))
+
+
+async def allocation_of(session: AsyncSession, order_id: int) -> Allocation | None:
+    """An order's routing explanation."""
+    return await session.get(Allocation, order_id)
+
+
+# --- checks and gauges -------------------------------------------------------------------------
+
+
+async def reservation_state_counts(session: AsyncSession) -> dict[str, int]:
+    """Reservations per state."""
+    rows = await session.execute(
+        select(Reservation.state, func.count()).group_by(Reservation.state)
+    )
+    return {str(s): int(n) for s, n in rows.all()}
+
+
+async def oldest_expired_held(session: AsyncSession, now: datetime) -> datetime | None:
+    """Expiry of the oldest held reservation already past it."""
+    value = await session.scalar(
+        select(func.min(Reservation.expires_at)).where(
+            Reservation.state == "held", Reservation.expires_at < now
+        )
+    )
+    return value if isinstance(value, datetime) or value is None else datetime.fromisoformat(value)
+
+
+async def reserved_mismatches(session: AsyncSession) -> list[tuple[int, int, int]]:
+    """Stock rows whose reserved differs from their live reservations: (stock id, reserved, sum)."""
+    live = (
+        select(Reservation.stock_id, func.sum(Reservation.quantity).label("qty"))
+        .where(Reservation.state.in_(("held", "committed")))
+        .group_by(Reservation.stock_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(Stock.id, Stock.reserved, func.coalesce(live.c.qty, 0))
+        .outerjoin(live, live.c.stock_id == Stock.id)
+        .where(Stock.reserved != func.coalesce(live.c.qty, 0))
+    )
+    return [(int(a), int(b), int(c)) for a, b, c in rows.all()]
+
+
+async def on_hand_mismatches(session: AsyncSession) -> list[tuple[int, str, int, int]]:
+    """(warehouse, SKU) whose on hand differs from the sum of its movements."""
+    ledger = (
+        select(
+            StockMovement.warehouse_id,
+            StockMovement.sku,
+            func.sum(StockMovement.quantity).label("qty"),
+        )
+        .group_by(StockMovement.warehouse_id, StockMovement.sku)
+        .subquery()
+    )
+    stock = (
+        select(Stock.warehouse_id, Stock.sku, func.sum(Stock.on_hand).label("on_hand"))
+        .group_by(Stock.warehouse_id, Stock.sku)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(stock.c.warehouse_id, stock.c.sku, stock.c.on_hand, func.coalesce(ledger.c.qty, 0))
+        .outerjoin(
+            ledger,
+            and_(ledger.c.warehouse_id == stock.c.warehouse_id, ledger.c.sku == stock.c.sku),
+        )
+        .where(stock.c.on_hand != func.coalesce(ledger.c.qty, 0))
+    )
+    return [(int(a), str(b), int(c), int(d)) for a, b, c, d in rows.all()]
+
+
+async def count_negative_available(session: AsyncSession) -> int:
+    """Stock rows whose available to sell is below zero."""
+    return int(await session.scalar(select(func.count()).where(AVAILABLE < 0)) or 0)

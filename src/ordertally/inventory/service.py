@@ -1,22 +1,596 @@
-"""Inventory use cases (catalogue setup for now)."""
+"""Inventory use cases: stock movements, reservation at order creation (all or nothing),
+commit on payment, release on close, consumption on shipment, the expiry sweep, and routing.
+
+Stock is only ever reserved by a conditional UPDATE (`available >= qty`), in ascending
+(warehouse, SKU) order, so concurrent orders can neither oversell nor deadlock.
+"""
 
 from __future__ import annotations
 
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.inventory import repository
+from ordertally.core import clock
+from ordertally.core.db import dialect_of
+from ordertally.core.settings import get_settings
+from ordertally.inventory import geo, repository, routing
+from ordertally.inventory.errors import (
+    BelowReserved,
+    InsufficientStock,
+    InvalidMovement,
+    InvalidStrategy,
+    WarehouseExists,
+    WarehouseNotFound,
+)
+from ordertally.inventory.models import Warehouse
+
+RESERVATION_FAILURES = Counter(
+    "ordertally_reservation_failures_total", "Reservations refused or retried", ["reason"]
+)
+RACE_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class LineDemand:
+    line_id: int
+    line_no: int
+    sku: str
+    quantity: int
+
+
+class _Raced(Exception):
+    """Availability changed between reading and reserving; plan again."""
+
+
+# --- warehouses --------------------------------------------------------------------------------
+
+
+async def create_warehouse(session: AsyncSession, values: dict[str, Any]) -> Warehouse:
+    """Create a warehouse."""
+    if await repository.warehouse_by_code(session, values["code"]) is not None:
+        raise WarehouseExists(f"warehouse {values['code']} exists")
+    now = clock.now()
+    await repository.add_warehouse(session, {**values, "created_at": now, "updated_at": now})
+    warehouse = await repository.warehouse_by_code(session, values["code"])
+    assert warehouse is not None
+    return warehouse
+
+
+async def update_warehouse(session: AsyncSession, code: str, values: dict[str, Any]) -> Warehouse:
+    """Change a warehouse."""
+    warehouse = await get_warehouse(session, code)
+    if values:
+        await repository.update_warehouse(
+            session, warehouse.id, {**values, "updated_at": clock.now()}
+        )
+    fresh = await repository.warehouse_by_code(session, code)
+    assert fresh is not None
+    return fresh
+
+
+async def get_warehouse(session: AsyncSession, code: str) -> Warehouse:
+    """A warehouse by code, or WarehouseNotFound."""
+    warehouse = await repository.warehouse_by_code(session, code)
+    if warehouse is None:
+        raise WarehouseNotFound(f"warehouse {code} does not exist")
+    return warehouse
+
+
+async def list_warehouses(session: AsyncSession) -> list[Warehouse]:
+    """Every warehouse."""
+    return await repository.warehouses(session)
 
 
 async def add_catalogue(
     session: AsyncSession, warehouses: list[dict[str, Any]], skus: list[dict[str, Any]]
 ) -> None:
-    """Create warehouses and SKUs."""
-    await repository.add_warehouses(session, warehouses)
-    await repository.add_skus(session, skus)
+    """Create warehouses and SKUs (demo and setup scripts)."""
+    for values in warehouses:
+        await create_warehouse(session, values)
+    if skus:
+        await repository.add_skus(session, skus)
 
 
 async def has_warehouses(session: AsyncSession) -> bool:
     """Whether any warehouse is set up."""
     return await repository.count_warehouses(session) > 0
+
+
+# --- stock movements ---------------------------------------------------------------------------
+
+
+async def _ensure_rows(session: AsyncSession, warehouse_id: int, sku: str) -> list[Any]:
+    rows = await repository.stock_rows(session, warehouse_id, sku)
+    if rows:
+        return rows
+    buckets = get_settings().stock_buckets_default
+    await repository.add_stock_rows(
+        session,
+        [
+            {
+                "warehouse_id": warehouse_id,
+                "sku": sku,
+                "bucket": b,
+                "on_hand": 0,
+                "reserved": 0,
+                "safety_stock": 0,
+            }
+            for b in range(buckets)
+        ],
+    )
+    return await repository.stock_rows(session, warehouse_id, sku)
+
+
+def _spread(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+async def record_movement(
+    session: AsyncSession,
+    *,
+    warehouse_code: str,
+    sku: str,
+    kind: str,
+    quantity: int,
+    reason: str,
+    actor: str,
+) -> dict[str, Any]:
+    """Receipt (+units), adjustment (±units) or count (the counted total) with its ledger row."""
+    warehouse = await get_warehouse(session, warehouse_code)
+    rows = await _ensure_rows(session, warehouse.id, sku)
+    on_hand = sum(r.on_hand for r in rows)
+    if kind == "receipt":
+        if quantity <= 0:
+            raise InvalidMovement("a receipt adds a positive quantity", field="quantity")
+        delta = quantity
+    elif kind == "adjustment":
+        if quantity == 0:
+            raise InvalidMovement("an adjustment changes the quantity", field="quantity")
+        delta = quantity
+    elif kind == "count":
+        if quantity < 0:
+            raise InvalidMovement("a count cannot be negative", field="quantity")
+        delta = quantity - on_hand
+    else:
+        raise InvalidMovement(f"kind must be receipt, adjustment or count, not {kind!r}")
+    if delta > 0:
+        # Spread additions so every bucket of a hot SKU can serve reservations.
+        for row, part in zip(rows, _spread(delta, len(rows)), strict=True):
+            if part:
+                await repository.add_on_hand(session, row.id, part)
+    elif delta < 0:
+        free = sum(r.on_hand - r.reserved for r in rows)
+        if free < -delta:
+            raise BelowReserved(
+                f"{warehouse_code}/{sku}: {on_hand} on hand, {on_hand - free} reserved; "
+                f"cannot remove {-delta}",
+                sku=sku,
+                warehouse=warehouse_code,
+            )
+        remaining = -delta
+        for row in sorted(rows, key=lambda r: r.on_hand - r.reserved, reverse=True):
+            take = min(row.on_hand - row.reserved, remaining)
+            if take > 0:
+                if not await repository.add_on_hand(session, row.id, -take):
+                    raise BelowReserved(f"{warehouse_code}/{sku} changed concurrently; retry")
+                remaining -= take
+            if remaining == 0:
+                break
+    if delta != 0 or kind == "count":
+        await repository.add_movement(
+            session,
+            {
+                "warehouse_id": warehouse.id,
+                "sku": sku,
+                "kind": kind,
+                "quantity": delta,
+                "reason": reason,
+                "actor": actor,
+                "order_id": None,
+                "created_at": clock.now(),
+            },
+        )
+    return {
+        "warehouse": warehouse_code,
+        "sku": sku,
+        "kind": kind,
+        "delta": delta,
+        "on_hand": on_hand + delta,
+    }
+
+
+async def configure_stock(
+    session: AsyncSession,
+    *,
+    warehouse_code: str,
+    sku: str,
+    safety_stock: int | None,
+    buckets: int | None,
+) -> None:
+    """Set safety stock and/or the number of buckets of a (warehouse, SKU).
+
+    Buckets are rebalanced: free units are spread evenly, reserved units stay where they are.
+    """
+    warehouse = await get_warehouse(session, warehouse_code)
+    rows = await _ensure_rows(session, warehouse.id, sku)
+    if buckets is not None and buckets > len(rows):
+        await repository.add_stock_rows(
+            session,
+            [
+                {
+                    "warehouse_id": warehouse.id,
+                    "sku": sku,
+                    "bucket": b,
+                    "on_hand": 0,
+                    "reserved": 0,
+                    "safety_stock": 0,
+                }
+                for b in range(len(rows), buckets)
+            ],
+        )
+        rows = await repository.stock_rows(session, warehouse.id, sku)
+        free = sum(r.on_hand - r.reserved for r in rows)
+        for row in rows:
+            await repository.add_on_hand(session, row.id, -(row.on_hand - row.reserved))
+        for row, part in zip(rows, _spread(free, len(rows)), strict=True):
+            await repository.add_on_hand(session, row.id, part)
+        rows = await repository.stock_rows(session, warehouse.id, sku)
+    elif buckets is not None and buckets < len(rows):
+        raise InvalidMovement("buckets can be added, not removed", field="buckets")
+    if safety_stock is not None:
+        if safety_stock < 0:
+            raise InvalidMovement("safety stock cannot be negative", field="safety_stock")
+        for row, part in zip(rows, _spread(safety_stock, len(rows)), strict=True):
+            await repository.set_safety(session, row.id, part)
+
+
+async def stock_view(session: AsyncSession, sku: str) -> dict[str, Any]:
+    """Per warehouse and in total: on hand, reserved, safety stock, available to sell."""
+    per = []
+    totals = {"on_hand": 0, "reserved": 0, "safety_stock": 0, "available": 0}
+    for warehouse, on_hand, reserved, safety, buckets in await repository.stock_of_sku(
+        session, sku
+    ):
+        available = on_hand - reserved - safety
+        per.append(
+            {
+                "warehouse": warehouse.code,
+                "active": warehouse.active,
+                "on_hand": on_hand,
+                "reserved": reserved,
+                "safety_stock": safety,
+                "available": available,
+                "buckets": buckets,
+            }
+        )
+        for key, value in (
+            ("on_hand", on_hand),
+            ("reserved", reserved),
+            ("safety_stock", safety),
+            ("available", available),
+        ):
+            totals[key] += value
+    return {"sku": sku, "warehouses": per, "total": totals}
+
+
+# --- routing -----------------------------------------------------------------------------------
+
+
+def _strategy() -> list[str]:
+    strategy = list(get_settings().allocation_strategy)
+    unknown = [c for c in strategy if c not in routing.CRITERIA]
+    if unknown:
+        raise InvalidStrategy(f"unknown allocation criteria: {', '.join(unknown)}")
+    return strategy
+
+
+async def _candidates(
+    session: AsyncSession, demand: dict[str, int], ship_province: str
+) -> list[routing.Candidate]:
+    target = geo.locate(ship_province)
+    by_warehouse: dict[int, dict[str, int]] = defaultdict(dict)
+    for warehouse_id, sku, available in await repository.availability(session, sorted(demand)):
+        by_warehouse[warehouse_id][sku] = max(available, 0)
+    candidates = []
+    for warehouse in await repository.warehouses(session, active_only=True):
+        if warehouse.id not in by_warehouse:
+            continue
+        here = (
+            (warehouse.latitude, warehouse.longitude)
+            if warehouse.latitude is not None and warehouse.longitude is not None
+            else geo.locate(warehouse.province)
+        )
+        distance = geo.distance_km(here, target) if here and target else None
+        candidates.append(
+            routing.Candidate(
+                warehouse.id,
+                warehouse.code,
+                warehouse.priority,
+                warehouse.cost_factor,
+                distance,
+                by_warehouse[warehouse.id],
+            )
+        )
+    return candidates
+
+
+async def simulate(
+    session: AsyncSession, ship_province: str, demand: dict[str, int]
+) -> routing.Plan:
+    """Answer "where would this order ship from" without reserving anything."""
+    return routing.plan(
+        demand, await _candidates(session, demand, ship_province), _strategy(), ship_province
+    )
+
+
+# --- the reservation lifecycle -----------------------------------------------------------------
+
+
+def _demand(lines: list[LineDemand]) -> dict[str, int]:
+    demand: dict[str, int] = defaultdict(int)
+    for line in lines:
+        demand[line.sku] += line.quantity
+    return dict(demand)
+
+
+async def _reserve_buckets(
+    session: AsyncSession, warehouse_id: int, sku: str, quantity: int
+) -> list[tuple[int, int]]:
+    """Reserve `quantity` of one (warehouse, SKU); returns [(stock id, units)] or raises _Raced."""
+    buckets = await repository.bucket_availability(session, warehouse_id, sku)
+    if len(buckets) > 1:
+        # Start at a random bucket so concurrent buyers of a hot SKU land on different rows.
+        start = random.randrange(len(buckets))
+        for stock_id, available in buckets[start:] + buckets[:start]:
+            if available >= quantity and await repository.try_reserve(session, stock_id, quantity):
+                return [(stock_id, quantity)]
+    elif buckets and await repository.try_reserve(session, buckets[0][0], quantity):
+        return [(buckets[0][0], quantity)]
+    # Spread over several buckets, in bucket order (the fixed lock order).
+    taken: list[tuple[int, int]] = []
+    remaining = quantity
+    for stock_id, available in await repository.bucket_availability(session, warehouse_id, sku):
+        take = min(available, remaining)
+        if take > 0 and await repository.try_reserve(session, stock_id, take):
+            taken.append((stock_id, take))
+            remaining -= take
+        if remaining == 0:
+            return taken
+    raise _Raced
+
+
+async def reserve_for_order(
+    session: AsyncSession,
+    *,
+    order_id: int,
+    lines: list[LineDemand],
+    ship_province: str,
+    expires_at: datetime | None,
+    committed: bool = False,
+) -> routing.Plan:
+    """Reserve every line of a new order, all or nothing, and record why each warehouse.
+
+    Raises InsufficientStock when the stock is not there; the caller's transaction then rolls
+    back, so nothing stays reserved.
+    """
+    demand = _demand(lines)
+    strategy = _strategy()
+    for _attempt in range(RACE_RETRIES):
+        candidates = await _candidates(session, demand, ship_province)
+        plan = routing.plan(demand, candidates, strategy, ship_province)
+        if not plan.ok:
+            RESERVATION_FAILURES.labels("insufficient").inc()
+            raise InsufficientStock(
+                "not enough stock for " + ", ".join(sorted(plan.shortfall)),
+                skus=[
+                    {"sku": sku, "requested": demand[sku], "missing": missing}
+                    for sku, missing in sorted(plan.shortfall.items())
+                ],
+            )
+        try:
+            async with session.begin_nested():
+                pieces: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+                for (warehouse_id, sku), quantity in sorted(plan.allocations.items()):
+                    for stock_id, units in await _reserve_buckets(
+                        session, warehouse_id, sku, quantity
+                    ):
+                        pieces[sku].append((warehouse_id, stock_id, units))
+        except _Raced:
+            RESERVATION_FAILURES.labels("race_retry").inc()
+            continue
+        now = clock.now()
+        await repository.add_reservations(
+            session, _reservation_rows(order_id, lines, pieces, expires_at, committed, now)
+        )
+        if await repository.allocation_of(session, order_id) is None:
+            await repository.add_allocation(
+                session,
+                {
+                    "order_id": order_id,
+                    "strategy": ",".join(strategy),
+                    "explanation": plan.explanation,
+                    "created_at": now,
+                },
+            )
+        return plan
+    RESERVATION_FAILURES.labels("insufficient").inc()
+    raise InsufficientStock(
+        "stock ran out while reserving " + ", ".join(sorted(demand)),
+        skus=[{"sku": sku, "requested": qty} for sku, qty in sorted(demand.items())],
+    )
+
+
+def _reservation_rows(
+    order_id: int,
+    lines: list[LineDemand],
+    pieces: dict[str, list[tuple[int, int, int]]],
+    expires_at: datetime | None,
+    committed: bool,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for sku, sku_pieces in pieces.items():
+        queue = [list(p) for p in sku_pieces]
+        for line in sorted((ln for ln in lines if ln.sku == sku), key=lambda ln: ln.line_no):
+            need = line.quantity
+            while need:
+                warehouse_id, stock_id, units = queue[0]
+                take = min(units, need)
+                rows.append(
+                    {
+                        "order_id": order_id,
+                        "order_line_id": line.line_id,
+                        "stock_id": stock_id,
+                        "warehouse_id": warehouse_id,
+                        "sku": sku,
+                        "quantity": take,
+                        "state": "committed" if committed else "held",
+                        "expires_at": None if committed else expires_at,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+                need -= take
+                queue[0][2] -= take
+                if queue[0][2] == 0:
+                    queue.pop(0)
+    return rows
+
+
+async def commit_order(
+    session: AsyncSession, order_id: int, lines: list[LineDemand], ship_province: str
+) -> dict[str, int]:
+    """Payment arrived: held reservations become committed (no expiry). Lines whose units are
+    no longer held (swept after expiry, or never reserved under the hold policy) are reserved
+    again, committed; returns what could not be reserved (sku -> units), normally nothing."""
+    await repository.move_reservations(
+        session, order_id, ("held",), "committed", clock.now(), clear_expiry=True
+    )
+    have: dict[int, int] = defaultdict(int)
+    for reservation, _ in await repository.reservations_of(session, order_id):
+        if reservation.state in ("committed", "consumed"):
+            have[reservation.order_line_id] += reservation.quantity
+    missing = [
+        LineDemand(ln.line_id, ln.line_no, ln.sku, ln.quantity - have[ln.line_id])
+        for ln in lines
+        if ln.quantity > have[ln.line_id]
+    ]
+    if not missing:
+        return {}
+    try:
+        await reserve_for_order(
+            session,
+            order_id=order_id,
+            lines=missing,
+            ship_province=ship_province,
+            expires_at=None,
+            committed=True,
+        )
+    except InsufficientStock:
+        return _demand(missing)
+    return {}
+
+
+async def release_order(session: AsyncSession, order_id: int) -> int:
+    """The order closed or was refunded before shipping: give its units back."""
+    moved = await repository.move_reservations(
+        session, order_id, ("held", "committed"), "released", clock.now()
+    )
+    for _, stock_id, _, _, quantity in sorted(moved, key=lambda m: m[1]):
+        await repository.unreserve(session, stock_id, quantity)
+    return sum(q for *_, q in moved)
+
+
+async def consume_order(session: AsyncSession, order_id: int, actor: str) -> int:
+    """The order shipped: its committed units leave the warehouse, with ledger rows."""
+    now = clock.now()
+    moved = await repository.move_reservations(session, order_id, ("committed",), "consumed", now)
+    per_key: dict[tuple[int, str], int] = defaultdict(int)
+    for _, stock_id, warehouse_id, sku, quantity in sorted(moved, key=lambda m: m[1]):
+        await repository.consume(session, stock_id, quantity)
+        per_key[(warehouse_id, sku)] += quantity
+    await repository.add_movements(
+        session,
+        [
+            {
+                "warehouse_id": warehouse_id,
+                "sku": sku,
+                "kind": "shipment",
+                "quantity": -quantity,
+                "reason": "order shipped",
+                "actor": actor,
+                "order_id": order_id,
+                "created_at": now,
+            }
+            for (warehouse_id, sku), quantity in sorted(per_key.items())
+        ],
+    )
+    return sum(per_key.values())
+
+
+async def sweep_expired(session: AsyncSession, now: datetime, limit: int = 1000) -> int:
+    """Release held reservations past their expiry, whatever happened to their order."""
+    expired = await repository.expired_held(
+        session, now, limit, skip_locked=dialect_of(session) == "postgresql"
+    )
+    released = 0
+    for reservation in sorted(expired, key=lambda r: r.stock_id):
+        if await repository.release_one(session, reservation.id, now):
+            await repository.unreserve(session, reservation.stock_id, reservation.quantity)
+            released += 1
+    return released
+
+
+def reservation_expiry(deadline: datetime | None) -> datetime | None:
+    """When an unpaid order's reservation may be swept."""
+    if deadline is None:
+        return None
+    return deadline + timedelta(seconds=get_settings().reservation_grace_seconds)
+
+
+async def order_view(
+    session: AsyncSession, order_id: int, line_nos: dict[int, int]
+) -> dict[str, Any]:
+    """Reservations, the shipment plan and the routing explanation of an order, for its JSON."""
+    reservations = await repository.reservations_of(session, order_id)
+    allocation = await repository.allocation_of(session, order_id)
+    plan: dict[str, dict[tuple[int, str], int]] = defaultdict(lambda: defaultdict(int))
+    for reservation, code in reservations:
+        if reservation.state != "released":
+            plan[code][(line_nos.get(reservation.order_line_id, 0), reservation.sku)] += (
+                reservation.quantity
+            )
+    return {
+        "reservations": [
+            {
+                "warehouse": code,
+                "line_no": line_nos.get(r.order_line_id),
+                "sku": r.sku,
+                "quantity": r.quantity,
+                "state": r.state,
+                "expires_at": r.expires_at,
+            }
+            for r, code in reservations
+        ],
+        "shipment_plan": [
+            {
+                "warehouse": code,
+                "lines": [
+                    {"line_no": line_no, "sku": sku, "quantity": qty}
+                    for (line_no, sku), qty in sorted(lines.items())
+                ],
+            }
+            for code, lines in sorted(plan.items())
+        ],
+        "allocation": (
+            {"strategy": allocation.strategy.split(","), **allocation.explanation}
+            if allocation
+            else None
+        ),
+    }

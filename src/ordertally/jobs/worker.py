@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 BUILTIN_MODULES = (
     "ordertally.orders.events",
     "ordertally.orders.jobs",
+    "ordertally.inventory.jobs",
     "ordertally.analytics.consumers",
 )
 

@@ -15,10 +15,39 @@ from ordertally.orders.service import Actor
 from ordertally.orders.state_machine import ActorKind
 
 WAREHOUSES = [
-    {"code": "SH01", "name": "上海嘉定仓", "province": "上海市", "city": "上海市", "priority": 1},
-    {"code": "GZ01", "name": "广州白云仓", "province": "广东省", "city": "广州市", "priority": 2},
-    {"code": "CD01", "name": "成都双流仓", "province": "四川省", "city": "成都市", "priority": 3},
+    {
+        "code": "SH01",
+        "name": "上海嘉定仓",
+        "province": "上海市",
+        "city": "上海市",
+        "latitude": 31.38,
+        "longitude": 121.25,
+        "priority": 1,
+        "cost_factor": 1.0,
+    },
+    {
+        "code": "GZ01",
+        "name": "广州白云仓",
+        "province": "广东省",
+        "city": "广州市",
+        "latitude": 23.39,
+        "longitude": 113.30,
+        "priority": 2,
+        "cost_factor": 0.9,
+    },
+    {
+        "code": "CD01",
+        "name": "成都双流仓",
+        "province": "四川省",
+        "city": "成都市",
+        "latitude": 30.58,
+        "longitude": 103.92,
+        "priority": 3,
+        "cost_factor": 0.8,
+    },
 ]
+# Units received into each warehouse per SKU (CD01 is short of teapots on purpose).
+RECEIPTS = {"SH01": 400, "GZ01": 300, "CD01": 150}
 SKUS = [
     ("TEA-LJ-250", "西湖龙井 250g", "Longjing tea 250 g", "168.00"),
     ("TEA-PE-357", "普洱茶饼 357g", "Pu'er cake 357 g", "239.00"),
@@ -82,6 +111,17 @@ async def load(db: Database, orders: int = 200, seed: int = 7) -> str:
             [{**w, "active": True} for w in WAREHOUSES],
             [{"code": c, "name": n, "name_en": e, "active": True} for c, n, e, _ in SKUS],
         )
+        for warehouse, units in RECEIPTS.items():
+            for code, *_ in SKUS:
+                await inventory_service.record_movement(
+                    session,
+                    warehouse_code=warehouse,
+                    sku=code,
+                    kind="receipt",
+                    quantity=units if code != "POT-YX-300" or warehouse != "CD01" else 5,
+                    reason="demo opening stock",
+                    actor="demo",
+                )
         _, key = await auth_service.create_api_key(session, "demo-admin", "admin")
     weights = [w for _, w in PATHS]
     start = clock.now() - timedelta(days=14)

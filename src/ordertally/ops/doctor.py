@@ -7,11 +7,13 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.settings import Settings
 from ordertally.events import repository as events_repository
+from ordertally.inventory import repository as inventory_repository
 from ordertally.ops import migrations
 from ordertally.orders import repository as orders_repository
 
@@ -71,6 +73,8 @@ async def run_checks(db: Database, settings: Settings) -> list[Check]:
             )
         )
 
+        checks.extend(await _inventory_checks(session))
+
         before = clock.now() - timedelta(seconds=settings.doctor_stuck_grace_seconds)
         stuck = await orders_repository.count_stuck_pending(session, before)
         checks.append(
@@ -82,6 +86,50 @@ async def run_checks(db: Database, settings: Settings) -> list[Check]:
             )
         )
     return checks
+
+
+async def _inventory_checks(session: AsyncSession) -> list[Check]:
+    reserved = await inventory_repository.reserved_mismatches(session)
+    on_hand = await inventory_repository.on_hand_mismatches(session)
+    expired = await inventory_repository.oldest_expired_held(session, clock.now())
+    negative = await inventory_repository.count_negative_available(session)
+    return [
+        Check(
+            "reserved_matches_reservations",
+            not reserved,
+            f"{len(reserved)} stock rows whose reserved differs from their live reservations",
+            {
+                "stock_rows": [
+                    {"stock_id": a, "reserved": b, "live": c} for a, b, c in reserved[:20]
+                ]
+            },
+        ),
+        Check(
+            "on_hand_matches_ledger",
+            not on_hand,
+            f"{len(on_hand)} (warehouse, SKU) whose on hand differs from the movement ledger",
+            {
+                "stock": [
+                    {"warehouse_id": a, "sku": b, "on_hand": c, "ledger": d}
+                    for a, b, c, d in on_hand[:20]
+                ]
+            },
+        ),
+        Check(
+            "expired_reservations",
+            expired is None,
+            "no held reservation past its expiry"
+            if expired is None
+            else f"held reservations expired since {expired.isoformat()}: is the worker running?",
+            {"oldest_expired_at": expired.isoformat() if expired else None},
+        ),
+        Check(
+            "available_not_negative",
+            negative == 0,
+            f"{negative} stock rows with negative available to sell",
+            {"rows": negative},
+        ),
+    ]
 
 
 def as_json(checks: list[Check]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.events import repository as events_repository
+from ordertally.inventory import repository as inventory_repository
 
 disable_created_metrics()
 
@@ -36,6 +37,15 @@ OUTBOX_BACKLOG = Gauge(
 OUTBOX_OLDEST_AGE = Gauge(
     "ordertally_outbox_oldest_age_seconds",
     "Age of the oldest undelivered outbox event",
+    multiprocess_mode="max",
+)
+
+RESERVATIONS = Gauge(
+    "ordertally_reservations", "Reservations by state", ["state"], multiprocess_mode="max"
+)
+SWEEP_LAG = Gauge(
+    "ordertally_reservation_sweep_lag_seconds",
+    "How long the oldest expired reservation has been waiting for the sweep",
     multiprocess_mode="max",
 )
 
@@ -73,6 +83,11 @@ async def refresh_gauges(db: Database) -> dict[str, Any]:
     """Read the outbox backlog from the database into the gauges."""
     async with db.transaction(write=False) as session:
         backlog, oldest = await events_repository.backlog(session)
+        states = await inventory_repository.reservation_state_counts(session)
+        expired = await inventory_repository.oldest_expired_held(session, clock.now())
+    for state in ("held", "committed", "consumed", "released"):
+        RESERVATIONS.labels(state).set(states.get(state, 0))
+    SWEEP_LAG.set((clock.now() - clock.as_utc(expired)).total_seconds() if expired else 0.0)
     age = (clock.now() - clock.as_utc(oldest)).total_seconds() if oldest else 0.0
     OUTBOX_BACKLOG.set(backlog)
     OUTBOX_OLDEST_AGE.set(max(age, 0.0))

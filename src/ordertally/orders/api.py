@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.auth.api import require
 from ordertally.auth.service import Principal
@@ -18,6 +19,7 @@ from ordertally.core.errors import InvalidRequest
 from ordertally.core.money import format_minor
 from ordertally.exceptions import service as exceptions_service
 from ordertally.exceptions.models import ExceptionCase
+from ordertally.inventory import service as inventory_service
 from ordertally.orders import service
 from ordertally.orders.models import OrderEvent, OrderLine, SalesOrder
 from ordertally.orders.schemas import (
@@ -52,23 +54,25 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def order_doc(
-    order: SalesOrder, lines: list[OrderLine] | list[dict[str, Any]], holds: list[ExceptionCase]
+    order: SalesOrder,
+    lines: list[OrderLine],
+    holds: list[ExceptionCase],
+    inventory: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The order's JSON: amounts as decimal strings, personal data masked."""
     cur = order.currency
-    line_docs = []
-    for line in lines:
-        get = line.__getitem__ if isinstance(line, dict) else line.__getattribute__
-        line_docs.append(
-            {
-                "line_no": get("line_no"),
-                "sku": get("sku"),
-                "quantity": get("quantity"),
-                "unit_price": format_minor(get("unit_price_minor"), cur),
-                "discount": format_minor(get("discount_minor"), cur),
-                "total": format_minor(get("total_minor"), cur),
-            }
-        )
+    line_docs = [
+        {
+            "line_no": line.line_no,
+            "sku": line.sku,
+            "quantity": line.quantity,
+            "unit_price": format_minor(line.unit_price_minor, cur),
+            "discount": format_minor(line.discount_minor, cur),
+            "total": format_minor(line.total_minor, cur),
+        }
+        for line in lines
+    ]
+    inventory = inventory or {"reservations": [], "shipment_plan": [], "allocation": None}
     return {
         "order_no": order.order_no,
         "channel": order.channel,
@@ -101,10 +105,24 @@ def order_doc(
             }
             for h in holds
         ],
+        "reservations": [
+            {**r, "expires_at": _iso(r["expires_at"])} for r in inventory["reservations"]
+        ],
+        "shipment_plan": inventory["shipment_plan"],
+        "allocation": inventory["allocation"],
         "payment_deadline_at": _iso(order.payment_deadline_at),
         "created_at": _iso(order.created_at),
         "updated_at": _iso(order.updated_at),
     }
+
+
+async def _full_doc(session: AsyncSession, order: SalesOrder) -> dict[str, Any]:
+    lines = await service.lines_of(session, order)
+    holds = await exceptions_service.open_cases(session, order.id)
+    inventory = await inventory_service.order_view(
+        session, order.id, {line.id: line.line_no for line in lines}
+    )
+    return order_doc(order, lines, holds, inventory)
 
 
 def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -118,10 +136,8 @@ async def _create(
         order, created = await service.create_order(
             session, body, actor, check_fingerprint=key is None
         )
-        lines = await service.lines_of(session, order)
-        holds = await exceptions_service.open_cases(session, order.id)
         status = 201 if created else 200
-        payload = orjson.dumps(order_doc(order, lines, holds))
+        payload = orjson.dumps(await _full_doc(session, order))
         if key is not None:
             await service.complete_idempotent(session, scope, key, status, payload.decode())
     return status, payload, order, created
@@ -248,9 +264,8 @@ async def get_order(
     """The order with its lines and open holds."""
     async with _db(request).transaction(write=False) as session:
         order = await service.get_order(session, order_no)
-        lines = await service.lines_of(session, order)
-        holds = await exceptions_service.open_cases(session, order.id)
-    return _json(order_doc(order, lines, holds))
+        doc = await _full_doc(session, order)
+    return _json(doc)
 
 
 @router.post("/orders/{order_no}/cancel", response_model=OrderOut, summary="Cancel an unpaid order")
@@ -265,9 +280,8 @@ async def cancel_order(
     actor = Actor(ActorKind.OPERATOR, principal.name, _ip(request), note=reason or None)
     async with _db(request).transaction() as session:
         result = await service.transition(session, order_no, "cancel", actor)
-        lines = await service.lines_of(session, result.order)
-        holds = await exceptions_service.open_cases(session, result.order.id)
-    return _json(order_doc(result.order, lines, holds))
+        doc = await _full_doc(session, result.order)
+    return _json(doc)
 
 
 @router.get(

@@ -61,9 +61,12 @@ async def insert_order(session: AsyncSession, values: dict[str, Any]) -> int:
     return int(result.scalar_one())
 
 
-async def insert_lines(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Insert order lines."""
-    await session.execute(insert(OrderLine), rows)
+async def insert_lines(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert order lines; returns their ids in the given order."""
+    result = await session.execute(
+        insert(OrderLine).returning(OrderLine.id, sort_by_parameter_order=True), rows
+    )
+    return [int(i) for i in result.scalars().all()]
 
 
 async def insert_event(session: AsyncSession, values: dict[str, Any]) -> None:

@@ -85,6 +85,26 @@ class HoldOut(BaseModel):
     created_at: datetime
 
 
+class ReservationOut(BaseModel):
+    warehouse: str
+    line_no: int | None
+    sku: str
+    quantity: int
+    state: str
+    expires_at: datetime | None
+
+
+class PlannedShipmentLine(BaseModel):
+    line_no: int
+    sku: str
+    quantity: int
+
+
+class PlannedShipment(BaseModel):
+    warehouse: str
+    lines: list[PlannedShipmentLine]
+
+
 class OrderOut(BaseModel):
     order_no: str
     channel: str
@@ -101,6 +121,9 @@ class OrderOut(BaseModel):
     shipping_address: AddressOut
     lines: list[LineOut]
     holds: list[HoldOut]
+    reservations: list[ReservationOut]
+    shipment_plan: list[PlannedShipment]
+    allocation: dict[str, object] | None
     payment_deadline_at: datetime | None
     created_at: datetime
     updated_at: datetime

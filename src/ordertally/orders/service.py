@@ -22,6 +22,8 @@ from ordertally.core.db import dialect_of
 from ordertally.core.settings import Settings, get_settings
 from ordertally.events import outbox
 from ordertally.exceptions import service as exceptions_service
+from ordertally.inventory import service as inventory_service
+from ordertally.inventory.errors import InsufficientStock
 from ordertally.orders import repository
 from ordertally.orders.errors import (
     ActorNotAllowed,
@@ -194,7 +196,7 @@ async def create_order(
         "updated_at": now,
     }
     order_id = await repository.insert_order(session, values)
-    await repository.insert_lines(
+    line_ids = await repository.insert_lines(
         session,
         [
             {
@@ -208,6 +210,17 @@ async def create_order(
             }
             for n, line in enumerate(cmd.lines, start=1)
         ],
+    )
+    await _reserve_new_order(
+        session,
+        order_id,
+        [
+            inventory_service.LineDemand(line_id, n, line.sku, line.quantity)
+            for n, (line_id, line) in enumerate(zip(line_ids, cmd.lines, strict=True), start=1)
+        ],
+        address.province,
+        values["payment_deadline_at"],
+        committed=target is Status.PAID,
     )
     await _audit(session, order_id, 1, initial, None, target.value, actor, now)
     await outbox.publish(
@@ -243,6 +256,71 @@ async def create_order(
         )
     order = SalesOrder(id=order_id, **values)
     return order, True
+
+
+async def _reserve_new_order(
+    session: AsyncSession,
+    order_id: int,
+    lines: list[inventory_service.LineDemand],
+    ship_province: str,
+    deadline: datetime | None,
+    *,
+    committed: bool,
+) -> None:
+    """Reserve stock for a new order; a shortage refuses it, or holds it by merchant policy."""
+    try:
+        await inventory_service.reserve_for_order(
+            session,
+            order_id=order_id,
+            lines=lines,
+            ship_province=ship_province,
+            expires_at=inventory_service.reservation_expiry(deadline),
+            committed=committed,
+        )
+    except InsufficientStock as shortage:
+        if get_settings().stock_shortage_policy != "hold":
+            raise
+        await exceptions_service.open_case(
+            session,
+            order_id=order_id,
+            category="inventory",
+            type="stock_shortage",
+            blocking=True,
+            detail={"skus": shortage.extra.get("skus", [])},
+        )
+
+
+async def _line_demand(session: AsyncSession, order_id: int) -> list[inventory_service.LineDemand]:
+    return [
+        inventory_service.LineDemand(line.id, line.line_no, line.sku, line.quantity)
+        for line in await repository.lines_of(session, order_id)
+    ]
+
+
+async def _apply_stock_effects(
+    session: AsyncSession, order: SalesOrder, name: str, actor: Actor
+) -> None:
+    """The inventory side of a transition, in the same transaction as the status change."""
+    if name == "payment_succeeded":
+        missing = await inventory_service.commit_order(
+            session, order.id, await _line_demand(session, order.id), order.ship_province
+        )
+        if missing:
+            await exceptions_service.open_case(
+                session,
+                order_id=order.id,
+                category="inventory",
+                type="stock_shortage",
+                blocking=True,
+                detail={
+                    "skus": [{"sku": s, "missing": q} for s, q in sorted(missing.items())],
+                    "when": "payment",
+                },
+            )
+    elif name in ("payment_timeout", "cancel", "refund"):
+        await inventory_service.release_order(session, order.id)
+    elif name == "ship":
+        await inventory_service.consume_order(session, order.id, actor.id)
 
 
 async def _audit(
@@ -314,6 +392,7 @@ async def transition(
             at=now,
         ):
             version = order.version + 1
+            await _apply_stock_effects(session, order, name, actor)
             await _audit(
                 session, order.id, version, name, status.value, spec.target.value, actor, now
             )
