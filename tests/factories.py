@@ -87,3 +87,55 @@ async def make_order(db: Database, status: str = "pending_payment", **overrides:
             )
             order = result.order
     return order
+
+
+async def add_warehouse(
+    db: Database, code: str, province: str = "上海市", priority: int = 1, **values: Any
+) -> None:
+    """A warehouse, active, with no stock."""
+    from ordertally.inventory import service as inventory_service
+
+    async with db.transaction() as session:
+        await inventory_service.create_warehouse(
+            session,
+            {
+                "code": code,
+                "name": f"仓库 {code}",
+                "province": province,
+                "city": province,
+                "latitude": None,
+                "longitude": None,
+                "priority": priority,
+                "cost_factor": 1.0,
+                "active": True,
+                **values,
+            },
+        )
+
+
+async def receive(db: Database, warehouse: str, sku: str, quantity: int) -> None:
+    """A receipt of stock."""
+    from ordertally.inventory import service as inventory_service
+
+    async with db.transaction() as session:
+        await inventory_service.record_movement(
+            session,
+            warehouse_code=warehouse,
+            sku=sku,
+            kind="receipt",
+            quantity=quantity,
+            reason="test receipt",
+            actor="tests",
+        )
+
+
+def order_for(
+    lines: list[tuple[str, int]], province: str = "上海市", **overrides: Any
+) -> OrderCreate:
+    """An order command for some (sku, quantity) lines."""
+    body = order_body(
+        lines=[{"sku": sku, "quantity": q, "unit_price": "10.00"} for sku, q in lines],
+        **overrides,
+    )
+    body["shipping_address"]["province"] = province
+    return OrderCreate.model_validate(body)

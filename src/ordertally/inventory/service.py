@@ -558,7 +558,10 @@ async def order_view(
     session: AsyncSession, order_id: int, line_nos: dict[int, int]
 ) -> dict[str, Any]:
     """Reservations, the shipment plan and the routing explanation of an order, for its JSON."""
-    reservations = await repository.reservations_of(session, order_id)
+    reservations = sorted(
+        await repository.reservations_of(session, order_id),
+        key=lambda rc: (line_nos.get(rc[0].order_line_id, 0), rc[0].id),
+    )
     allocation = await repository.allocation_of(session, order_id)
     plan: dict[str, dict[tuple[int, str], int]] = defaultdict(lambda: defaultdict(int))
     for reservation, code in reservations:
