@@ -25,9 +25,11 @@ run: $(STAMP)
 	$(BIN)/ordertally demo --if-empty
 	$(BIN)/ordertally serve
 
+LINT_DIRS := $(wildcard src tests bench)
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check $(LINT_DIRS)
+	$(BIN)/ruff format --check $(LINT_DIRS)
 	$(BIN)/mypy
 
 # upgrade head + check on a scratch SQLite file, and on PostgreSQL when a test URL is given.

@@ -78,9 +78,10 @@ async def make_order(db: Database, status: str = "pending_payment", **overrides:
     """Create an order through the service and walk it to `status`."""
     cmd = OrderCreate.model_validate(order_body(**overrides))
     async with db.transaction() as session:
-        order, _ = await orders_service.create_order(
+        snap, _ = await orders_service.create_order(
             session, cmd, Actor(ActorKind.API, "factory"), check_fingerprint=False
         )
+        order = snap.order
         for name in PATHS[status]:
             result = await orders_service.transition(
                 session, order.order_no, name, Actor(DRIVERS[name], "factory")

@@ -35,9 +35,10 @@ def _databases(db: Database) -> list[Database]:
 async def _buy(db: Database, cmd: OrderCreate) -> str:
     try:
         async with db.transaction() as session:
-            order, _ = await orders_service.create_order(
+            snap, _ = await orders_service.create_order(
                 session, cmd, BUYER, check_fingerprint=False
             )
+            order = snap.order
         return order.order_no
     except InsufficientStock:
         return "insufficient"
@@ -143,12 +144,13 @@ async def test_expiring_reservations_race_payments(db: Database) -> None:
         for chunk in range(10):
             async with db.transaction() as session:
                 for _ in range(100):
-                    order, _ = await orders_service.create_order(
+                    snap, _ = await orders_service.create_order(
                         session,
                         order_for([("RACE", 1)], channel=f"c{chunk}"),
                         BUYER,
                         check_fingerprint=False,
                     )
+                    order = snap.order
                     order_nos.append(order.order_no)
     # When payments for half of them race the sweep
     paid = set(random.Random(7).sample(order_nos, 500))

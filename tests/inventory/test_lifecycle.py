@@ -24,12 +24,13 @@ pytestmark = pytest.mark.anyio
 
 async def _create(db: Database, lines: list[tuple[str, int]], province: str = "上海市") -> str:
     async with db.transaction() as session:
-        order, _ = await orders_service.create_order(
+        snap, _ = await orders_service.create_order(
             session,
             order_for(lines, province),
             Actor(ActorKind.API, "t"),
             check_fingerprint=False,
         )
+        order = snap.order
     return order.order_no
 
 

@@ -110,12 +110,13 @@ class InventoryMachine(RuleBasedStateMachine):
         async def go() -> None:
             try:
                 async with self.db.transaction() as session:
-                    order, _ = await orders_service.create_order(
+                    snap, _ = await orders_service.create_order(
                         session,
                         order_for(lines, province),
                         Actor(ActorKind.API, "h"),
                         check_fingerprint=False,
                     )
+                    order = snap.order
                 self.orders.append(order.order_no)
             except InsufficientStock:
                 pass

@@ -34,6 +34,39 @@ async def open_case(
     )
 
 
+async def open_case_record(
+    session: AsyncSession,
+    *,
+    order_id: int | None,
+    category: str,
+    type: str,
+    blocking: bool,
+    detail: dict[str, Any],
+) -> ExceptionCase:
+    """Open a case and return it as it now stands (without reading it back)."""
+    now = clock.now()
+    case_id = await repository.add(
+        session,
+        order_id=order_id,
+        category=category,
+        type=type,
+        status="open",
+        blocking=blocking,
+        detail=detail,
+        created_at=now,
+    )
+    return ExceptionCase(
+        id=case_id,
+        order_id=order_id,
+        category=category,
+        type=type,
+        status="open",
+        blocking=blocking,
+        detail=detail,
+        created_at=now,
+    )
+
+
 async def open_cases(session: AsyncSession, order_id: int) -> list[ExceptionCase]:
     """Open cases of an order."""
     return await repository.open_for_order(session, order_id)

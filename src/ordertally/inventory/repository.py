@@ -79,15 +79,28 @@ async def add_stock_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> N
     await session.execute(insert(Stock), rows)
 
 
-async def availability(session: AsyncSession, skus: list[str]) -> list[tuple[int, str, int]]:
-    """(warehouse_id, sku, units available to sell) over active warehouses."""
+async def candidate_buckets(session: AsyncSession, skus: list[str]) -> list[Any]:
+    """Every bucket of the SKUs in active warehouses, with its warehouse's routing attributes:
+    one query for the whole routing decision."""
     rows = await session.execute(
-        select(Stock.warehouse_id, Stock.sku, func.sum(AVAILABLE))
+        select(
+            Stock.id,
+            Stock.warehouse_id,
+            Stock.sku,
+            Stock.bucket,
+            AVAILABLE.label("available"),
+            Warehouse.code,
+            Warehouse.province,
+            Warehouse.latitude,
+            Warehouse.longitude,
+            Warehouse.priority,
+            Warehouse.cost_factor,
+        )
         .join(Warehouse, Warehouse.id == Stock.warehouse_id)
         .where(Stock.sku.in_(skus), Warehouse.active.is_(True))
-        .group_by(Stock.warehouse_id, Stock.sku)
+        .order_by(Stock.warehouse_id, Stock.sku, Stock.bucket)
     )
-    return [(int(w), str(s), int(a or 0)) for w, s, a in rows.all()]
+    return list(rows.all())
 
 
 async def bucket_availability(

@@ -290,43 +290,52 @@ def _strategy() -> list[str]:
     return strategy
 
 
-async def _candidates(
-    session: AsyncSession, demand: dict[str, int], ship_province: str
-) -> list[routing.Candidate]:
+@dataclass(slots=True)
+class _Snapshot:
+    """Availability read once per routing decision: candidates and their bucket rows."""
+
+    candidates: list[routing.Candidate]
+    # (warehouse_id, sku) -> [(stock id, available)] by bucket
+    buckets: dict[tuple[int, str], list[tuple[int, int]]]
+    codes: dict[int, str]
+
+
+async def _snapshot(session: AsyncSession, demand: dict[str, int], ship_province: str) -> _Snapshot:
     target = geo.locate(ship_province)
-    by_warehouse: dict[int, dict[str, int]] = defaultdict(dict)
-    for warehouse_id, sku, available in await repository.availability(session, sorted(demand)):
-        by_warehouse[warehouse_id][sku] = max(available, 0)
+    buckets: dict[tuple[int, str], list[tuple[int, int]]] = defaultdict(list)
+    available: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    attributes: dict[int, Any] = {}
+    for row in await repository.candidate_buckets(session, sorted(demand)):
+        buckets[(row.warehouse_id, row.sku)].append((row.id, int(row.available)))
+        available[row.warehouse_id][row.sku] += max(int(row.available), 0)
+        attributes[row.warehouse_id] = row
     candidates = []
-    for warehouse in await repository.warehouses(session, active_only=True):
-        if warehouse.id not in by_warehouse:
-            continue
+    for warehouse_id, row in attributes.items():
         here = (
-            (warehouse.latitude, warehouse.longitude)
-            if warehouse.latitude is not None and warehouse.longitude is not None
-            else geo.locate(warehouse.province)
+            (row.latitude, row.longitude)
+            if row.latitude is not None and row.longitude is not None
+            else geo.locate(row.province)
         )
         distance = geo.distance_km(here, target) if here and target else None
         candidates.append(
             routing.Candidate(
-                warehouse.id,
-                warehouse.code,
-                warehouse.priority,
-                warehouse.cost_factor,
+                warehouse_id,
+                row.code,
+                row.priority,
+                row.cost_factor,
                 distance,
-                by_warehouse[warehouse.id],
+                dict(available[warehouse_id]),
             )
         )
-    return candidates
+    return _Snapshot(candidates, dict(buckets), {w: r.code for w, r in attributes.items()})
 
 
 async def simulate(
     session: AsyncSession, ship_province: str, demand: dict[str, int]
 ) -> routing.Plan:
     """Answer "where would this order ship from" without reserving anything."""
-    return routing.plan(
-        demand, await _candidates(session, demand, ship_province), _strategy(), ship_province
-    )
+    snapshot = await _snapshot(session, demand, ship_province)
+    return routing.plan(demand, snapshot.candidates, _strategy(), ship_province)
 
 
 # --- the reservation lifecycle -----------------------------------------------------------------
@@ -340,22 +349,29 @@ def _demand(lines: list[LineDemand]) -> dict[str, int]:
 
 
 async def _reserve_buckets(
-    session: AsyncSession, warehouse_id: int, sku: str, quantity: int
+    session: AsyncSession,
+    warehouse_id: int,
+    sku: str,
+    quantity: int,
+    buckets: list[tuple[int, int]],
 ) -> list[tuple[int, int]]:
-    """Reserve `quantity` of one (warehouse, SKU); returns [(stock id, units)] or raises _Raced."""
-    buckets = await repository.bucket_availability(session, warehouse_id, sku)
+    """Reserve `quantity` of one (warehouse, SKU) using the snapshot's bucket rows; returns
+    [(stock id, units)] or raises _Raced. The conditional UPDATE is the only arbiter."""
     if len(buckets) > 1:
         # Start at a random bucket so concurrent buyers of a hot SKU land on different rows.
         start = random.randrange(len(buckets))
         for stock_id, available in buckets[start:] + buckets[:start]:
             if available >= quantity and await repository.try_reserve(session, stock_id, quantity):
                 return [(stock_id, quantity)]
+        buckets = await repository.bucket_availability(session, warehouse_id, sku)
     elif buckets and await repository.try_reserve(session, buckets[0][0], quantity):
         return [(buckets[0][0], quantity)]
+    else:
+        buckets = await repository.bucket_availability(session, warehouse_id, sku)
     # Spread over several buckets, in bucket order (the fixed lock order).
     taken: list[tuple[int, int]] = []
     remaining = quantity
-    for stock_id, available in await repository.bucket_availability(session, warehouse_id, sku):
+    for stock_id, available in buckets:
         take = min(available, remaining)
         if take > 0 and await repository.try_reserve(session, stock_id, take):
             taken.append((stock_id, take))
@@ -363,6 +379,13 @@ async def _reserve_buckets(
         if remaining == 0:
             return taken
     raise _Raced
+
+
+@dataclass(slots=True)
+class Reserved:
+    plan: routing.Plan
+    rows: list[dict[str, Any]]
+    codes: dict[int, str]
 
 
 async def reserve_for_order(
@@ -373,8 +396,9 @@ async def reserve_for_order(
     ship_province: str,
     expires_at: datetime | None,
     committed: bool = False,
-) -> routing.Plan:
-    """Reserve every line of a new order, all or nothing, and record why each warehouse.
+    new_order: bool = True,
+) -> Reserved:
+    """Reserve every line of an order, all or nothing, and record why each warehouse.
 
     Raises InsufficientStock when the stock is not there; the caller's transaction then rolls
     back, so nothing stays reserved.
@@ -382,8 +406,8 @@ async def reserve_for_order(
     demand = _demand(lines)
     strategy = _strategy()
     for _attempt in range(RACE_RETRIES):
-        candidates = await _candidates(session, demand, ship_province)
-        plan = routing.plan(demand, candidates, strategy, ship_province)
+        snapshot = await _snapshot(session, demand, ship_province)
+        plan = routing.plan(demand, snapshot.candidates, strategy, ship_province)
         if not plan.ok:
             RESERVATION_FAILURES.labels("insufficient").inc()
             raise InsufficientStock(
@@ -398,17 +422,20 @@ async def reserve_for_order(
                 pieces: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
                 for (warehouse_id, sku), quantity in sorted(plan.allocations.items()):
                     for stock_id, units in await _reserve_buckets(
-                        session, warehouse_id, sku, quantity
+                        session,
+                        warehouse_id,
+                        sku,
+                        quantity,
+                        snapshot.buckets.get((warehouse_id, sku), []),
                     ):
                         pieces[sku].append((warehouse_id, stock_id, units))
         except _Raced:
             RESERVATION_FAILURES.labels("race_retry").inc()
             continue
         now = clock.now()
-        await repository.add_reservations(
-            session, _reservation_rows(order_id, lines, pieces, expires_at, committed, now)
-        )
-        if await repository.allocation_of(session, order_id) is None:
+        rows = _reservation_rows(order_id, lines, pieces, expires_at, committed, now)
+        await repository.add_reservations(session, rows)
+        if new_order or await repository.allocation_of(session, order_id) is None:
             await repository.add_allocation(
                 session,
                 {
@@ -418,7 +445,7 @@ async def reserve_for_order(
                     "created_at": now,
                 },
             )
-        return plan
+        return Reserved(plan, rows, snapshot.codes)
     RESERVATION_FAILURES.labels("insufficient").inc()
     raise InsufficientStock(
         "stock ran out while reserving " + ", ".join(sorted(demand)),
@@ -491,6 +518,7 @@ async def commit_order(
             ship_province=ship_province,
             expires_at=None,
             committed=True,
+            new_order=False,
         )
     except InsufficientStock:
         return _demand(missing)
@@ -554,32 +582,28 @@ def reservation_expiry(deadline: datetime | None) -> datetime | None:
     return deadline + timedelta(seconds=get_settings().reservation_grace_seconds)
 
 
-async def order_view(
-    session: AsyncSession, order_id: int, line_nos: dict[int, int]
+def view(
+    reservations: list[tuple[int, str, str, int, str, datetime | None]],
+    strategy: str | None,
+    explanation: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Reservations, the shipment plan and the routing explanation of an order, for its JSON."""
-    reservations = sorted(
-        await repository.reservations_of(session, order_id),
-        key=lambda rc: (line_nos.get(rc[0].order_line_id, 0), rc[0].id),
-    )
-    allocation = await repository.allocation_of(session, order_id)
+    """Reservations, shipment plan and routing explanation of an order, for its JSON, from
+    (line no, warehouse code, sku, quantity, state, expires at) tuples."""
     plan: dict[str, dict[tuple[int, str], int]] = defaultdict(lambda: defaultdict(int))
-    for reservation, code in reservations:
-        if reservation.state != "released":
-            plan[code][(line_nos.get(reservation.order_line_id, 0), reservation.sku)] += (
-                reservation.quantity
-            )
+    for line_no, code, sku, quantity, state, _ in reservations:
+        if state != "released":
+            plan[code][(line_no, sku)] += quantity
     return {
         "reservations": [
             {
                 "warehouse": code,
-                "line_no": line_nos.get(r.order_line_id),
-                "sku": r.sku,
-                "quantity": r.quantity,
-                "state": r.state,
-                "expires_at": r.expires_at,
+                "line_no": line_no,
+                "sku": sku,
+                "quantity": quantity,
+                "state": state,
+                "expires_at": expires_at,
             }
-            for r, code in reservations
+            for line_no, code, sku, quantity, state, expires_at in reservations
         ],
         "shipment_plan": [
             {
@@ -592,8 +616,49 @@ async def order_view(
             for code, lines in sorted(plan.items())
         ],
         "allocation": (
-            {"strategy": allocation.strategy.split(","), **allocation.explanation}
-            if allocation
+            {"strategy": strategy.split(","), **explanation}
+            if strategy is not None and explanation is not None
             else None
         ),
     }
+
+
+def view_of_new(reserved: Reserved | None, line_nos: dict[int, int]) -> dict[str, Any]:
+    """The inventory view of an order just reserved, without reading it back."""
+    if reserved is None:
+        return view([], None, None)
+    rows = sorted(reserved.rows, key=lambda r: line_nos.get(r["order_line_id"], 0))
+    return view(
+        [
+            (
+                line_nos.get(r["order_line_id"], 0),
+                reserved.codes[r["warehouse_id"]],
+                r["sku"],
+                r["quantity"],
+                r["state"],
+                r["expires_at"],
+            )
+            for r in rows
+        ],
+        ",".join(reserved.plan.explanation["strategy"]),
+        reserved.plan.explanation,
+    )
+
+
+async def order_view(
+    session: AsyncSession, order_id: int, line_nos: dict[int, int]
+) -> dict[str, Any]:
+    """Reservations, the shipment plan and the routing explanation of a stored order."""
+    reservations = sorted(
+        await repository.reservations_of(session, order_id),
+        key=lambda rc: (line_nos.get(rc[0].order_line_id, 0), rc[0].id),
+    )
+    allocation = await repository.allocation_of(session, order_id)
+    return view(
+        [
+            (line_nos.get(r.order_line_id, 0), code, r.sku, r.quantity, r.state, r.expires_at)
+            for r, code in reservations
+        ],
+        allocation.strategy if allocation else None,
+        allocation.explanation if allocation else None,
+    )

@@ -159,7 +159,7 @@ async def load(db: Database, orders: int = 200, seed: int = 7) -> str:
             at = clock.now() - timedelta(minutes=rng.randint(1, 20))
         with clock.frozen(at):
             async with db.transaction() as session:
-                order, _ = await orders_service.create_order(
+                snapshot, _ = await orders_service.create_order(
                     session,
                     cmd,
                     Actor(ActorKind.CHANNEL_SYNC, f"demo:{channel}"),
@@ -172,7 +172,7 @@ async def load(db: Database, orders: int = 200, seed: int = 7) -> str:
                     evidence = "demo-refund" if actor_kind is ActorKind.FINANCE else None
                     await orders_service.transition(
                         session,
-                        order.order_no,
+                        snapshot.order.order_no,
                         transition,
                         Actor(actor_kind, "demo", evidence_ref=evidence),
                     )

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.auth.api import require
 from ordertally.auth.service import Principal
@@ -18,10 +17,8 @@ from ordertally.core.db import Database
 from ordertally.core.errors import InvalidRequest
 from ordertally.core.money import format_minor
 from ordertally.exceptions import service as exceptions_service
-from ordertally.exceptions.models import ExceptionCase
-from ordertally.inventory import service as inventory_service
 from ordertally.orders import service
-from ordertally.orders.models import OrderEvent, OrderLine, SalesOrder
+from ordertally.orders.models import OrderEvent, SalesOrder
 from ordertally.orders.schemas import (
     CancelIn,
     ContactOut,
@@ -53,13 +50,14 @@ def _iso(value: datetime | None) -> str | None:
     return clock.as_utc(value).isoformat().replace("+00:00", "Z") if value else None
 
 
-def order_doc(
-    order: SalesOrder,
-    lines: list[OrderLine],
-    holds: list[ExceptionCase],
-    inventory: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+def order_doc(snapshot: service.OrderSnapshot) -> dict[str, Any]:
     """The order's JSON: amounts as decimal strings, personal data masked."""
+    order, lines, holds, inventory = (
+        snapshot.order,
+        snapshot.lines,
+        snapshot.holds,
+        snapshot.inventory,
+    )
     cur = order.currency
     line_docs = [
         {
@@ -72,7 +70,6 @@ def order_doc(
         }
         for line in lines
     ]
-    inventory = inventory or {"reservations": [], "shipment_plan": [], "allocation": None}
     return {
         "order_no": order.order_no,
         "channel": order.channel,
@@ -116,15 +113,6 @@ def order_doc(
     }
 
 
-async def _full_doc(session: AsyncSession, order: SalesOrder) -> dict[str, Any]:
-    lines = await service.lines_of(session, order)
-    holds = await exceptions_service.open_cases(session, order.id)
-    inventory = await inventory_service.order_view(
-        session, order.id, {line.id: line.line_no for line in lines}
-    )
-    return order_doc(order, lines, holds, inventory)
-
-
 def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(doc), status_code=status, media_type=JSON, headers=headers)
 
@@ -133,14 +121,14 @@ async def _create(
     db: Database, body: OrderCreate, actor: Actor, key: str | None, scope: str
 ) -> tuple[int, bytes, SalesOrder, bool]:
     async with db.transaction() as session:
-        order, created = await service.create_order(
+        snapshot, created = await service.create_order(
             session, body, actor, check_fingerprint=key is None
         )
         status = 201 if created else 200
-        payload = orjson.dumps(await _full_doc(session, order))
+        payload = orjson.dumps(order_doc(snapshot))
         if key is not None:
             await service.complete_idempotent(session, scope, key, status, payload.decode())
-    return status, payload, order, created
+    return status, payload, snapshot.order, created
 
 
 @router.post(
@@ -264,7 +252,7 @@ async def get_order(
     """The order with its lines and open holds."""
     async with _db(request).transaction(write=False) as session:
         order = await service.get_order(session, order_no)
-        doc = await _full_doc(session, order)
+        doc = order_doc(await service.load_snapshot(session, order))
     return _json(doc)
 
 
@@ -280,7 +268,7 @@ async def cancel_order(
     actor = Actor(ActorKind.OPERATOR, principal.name, _ip(request), note=reason or None)
     async with _db(request).transaction() as session:
         result = await service.transition(session, order_no, "cancel", actor)
-        doc = await _full_doc(session, result.order)
+        doc = order_doc(await service.load_snapshot(session, result.order))
     return _json(doc)
 
 

@@ -22,6 +22,7 @@ from ordertally.core.db import dialect_of
 from ordertally.core.settings import Settings, get_settings
 from ordertally.events import outbox
 from ordertally.exceptions import service as exceptions_service
+from ordertally.exceptions.models import ExceptionCase
 from ordertally.inventory import service as inventory_service
 from ordertally.inventory.errors import InsufficientStock
 from ordertally.orders import repository
@@ -76,6 +77,16 @@ class Actor:
     note: str | None = None
 
 
+@dataclass(slots=True)
+class OrderSnapshot:
+    """An order with everything its JSON shows."""
+
+    order: SalesOrder
+    lines: list[OrderLine]
+    holds: list[ExceptionCase]
+    inventory: dict[str, Any]
+
+
 @dataclass(frozen=True, slots=True)
 class TransitionResult:
     order: SalesOrder
@@ -111,13 +122,13 @@ async def create_order(
     *,
     check_fingerprint: bool,
     initial: str = "create",
-) -> tuple[SalesOrder, bool]:
+) -> tuple[OrderSnapshot, bool]:
     """Create an order (or return the one this channel already sent); True when created."""
     settings = get_settings()
     if cmd.external_id is not None:
         existing = await repository.get_by_external(session, cmd.channel, cmd.external_id)
         if existing is not None:
-            return existing, False
+            return await load_snapshot(session, existing), False
     target, creators = CREATION[initial]
     if actor.kind not in creators:
         raise ActorNotAllowed(f"{actor.kind} may not {initial} orders")
@@ -196,31 +207,29 @@ async def create_order(
         "updated_at": now,
     }
     order_id = await repository.insert_order(session, values)
-    line_ids = await repository.insert_lines(
-        session,
-        [
-            {
-                "order_id": order_id,
-                "line_no": n,
-                "sku": line.sku,
-                "quantity": line.quantity,
-                "unit_price_minor": gross[n - 1] // line.quantity,
-                "discount_minor": line_discounts[n - 1],
-                "total_minor": gross[n - 1] - line_discounts[n - 1],
-            }
-            for n, line in enumerate(cmd.lines, start=1)
-        ],
-    )
-    await _reserve_new_order(
+    line_rows = [
+        {
+            "order_id": order_id,
+            "line_no": n,
+            "sku": line.sku,
+            "quantity": line.quantity,
+            "unit_price_minor": gross[n - 1] // line.quantity,
+            "discount_minor": line_discounts[n - 1],
+            "total_minor": gross[n - 1] - line_discounts[n - 1],
+        }
+        for n, line in enumerate(cmd.lines, start=1)
+    ]
+    line_ids = await repository.insert_lines(session, line_rows)
+    lines = [OrderLine(id=i, **row) for i, row in zip(line_ids, line_rows, strict=True)]
+    holds: list[ExceptionCase] = []
+    reserved = await _reserve_new_order(
         session,
         order_id,
-        [
-            inventory_service.LineDemand(line_id, n, line.sku, line.quantity)
-            for n, (line_id, line) in enumerate(zip(line_ids, cmd.lines, strict=True), start=1)
-        ],
+        [inventory_service.LineDemand(ln.id, ln.line_no, ln.sku, ln.quantity) for ln in lines],
         address.province,
         values["payment_deadline_at"],
         committed=target is Status.PAID,
+        holds=holds,
     )
     await _audit(session, order_id, 1, initial, None, target.value, actor, now)
     await outbox.publish(
@@ -243,19 +252,32 @@ async def create_order(
         aggregate_id=values["order_no"],
     )
     if duplicate_of is not None:
-        await exceptions_service.open_case(
-            session,
-            order_id=order_id,
-            category="order",
-            type="suspected_duplicate",
-            blocking=True,
-            detail={
-                "duplicate_of": duplicate_of.order_no,
-                "window_seconds": settings.duplicate_window_seconds,
-            },
+        holds.append(
+            await exceptions_service.open_case_record(
+                session,
+                order_id=order_id,
+                category="order",
+                type="suspected_duplicate",
+                blocking=True,
+                detail={
+                    "duplicate_of": duplicate_of.order_no,
+                    "window_seconds": settings.duplicate_window_seconds,
+                },
+            )
         )
     order = SalesOrder(id=order_id, **values)
-    return order, True
+    inventory = inventory_service.view_of_new(reserved, {ln.id: ln.line_no for ln in lines})
+    return OrderSnapshot(order, lines, holds, inventory), True
+
+
+async def load_snapshot(session: AsyncSession, order: SalesOrder) -> OrderSnapshot:
+    """Read everything an order's JSON shows."""
+    lines = await repository.lines_of(session, order.id)
+    holds = await exceptions_service.open_cases(session, order.id)
+    inventory = await inventory_service.order_view(
+        session, order.id, {line.id: line.line_no for line in lines}
+    )
+    return OrderSnapshot(order, lines, holds, inventory)
 
 
 async def _reserve_new_order(
@@ -266,10 +288,11 @@ async def _reserve_new_order(
     deadline: datetime | None,
     *,
     committed: bool,
-) -> None:
+    holds: list[ExceptionCase],
+) -> inventory_service.Reserved | None:
     """Reserve stock for a new order; a shortage refuses it, or holds it by merchant policy."""
     try:
-        await inventory_service.reserve_for_order(
+        return await inventory_service.reserve_for_order(
             session,
             order_id=order_id,
             lines=lines,
@@ -280,14 +303,17 @@ async def _reserve_new_order(
     except InsufficientStock as shortage:
         if get_settings().stock_shortage_policy != "hold":
             raise
-        await exceptions_service.open_case(
-            session,
-            order_id=order_id,
-            category="inventory",
-            type="stock_shortage",
-            blocking=True,
-            detail={"skus": shortage.extra.get("skus", [])},
+        holds.append(
+            await exceptions_service.open_case_record(
+                session,
+                order_id=order_id,
+                category="inventory",
+                type="stock_shortage",
+                blocking=True,
+                detail={"skus": shortage.extra.get("skus", [])},
+            )
         )
+        return None
 
 
 async def _line_demand(session: AsyncSession, order_id: int) -> list[inventory_service.LineDemand]:
