@@ -39,7 +39,6 @@ class Settings(BaseSettings):
     pii_key_id: str = "k1"
 
     idempotency_ttl_hours: int = Field(default=24, ge=1)
-    idempotency_in_flight_seconds: int = Field(default=60, ge=1)
     duplicate_window_seconds: int = Field(default=600, ge=0)
     duplicate_policy: Literal["flag", "reject"] = "flag"
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
@@ -66,9 +65,40 @@ class Settings(BaseSettings):
     # Unpaid reservations outlive the payment deadline by this much before the sweep frees them.
     reservation_grace_seconds: int = Field(default=300, ge=0)
 
+    # Payments. A provider is on only when every one of its settings is given (else its
+    # callback answers 404). Paths name PEM files; the platform keys directory holds
+    # `<serial>.pem` public keys or certificates (several at once, for rotation).
+    wechatpay_mchid: str = ""
+    wechatpay_appid: str = ""
+    wechatpay_apiv3_key: str = ""
+    wechatpay_platform_keys_dir: str = ""
+    wechatpay_merchant_key_file: str = ""
+    wechatpay_merchant_serial: str = ""
+    wechatpay_api_base: str = "https://api.mch.weixin.qq.com"
+    alipay_app_id: str = ""
+    alipay_seller_id: str = ""
+    alipay_public_key_file: str = ""
+    alipay_app_private_key_file: str = ""
+    alipay_gateway: str = "https://openapi.alipay.com/gateway.do"
+    # Where the platforms send notifications: <this>/callbacks/<provider>; empty = http://host:port.
+    payment_notify_base_url: str = ""
+    # Signed notifications and responses older or newer than this are refused (replay window).
+    payment_signature_window_seconds: int = Field(default=300, ge=30, le=3600)
+    # Alipay notify_time window; 0 = not checked (Alipay resends for 25 h, dedupe absorbs it).
+    alipay_notify_max_age_seconds: int = Field(default=0, ge=0)
+    # Compensation: query attempts without a result after this long, then every `every`.
+    payment_query_after_seconds: int = Field(default=300, ge=1)
+    payment_query_every_seconds: int = Field(default=900, ge=1)
+    payment_query_batch: int = Field(default=100, ge=1, le=5000)
+    payment_http_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # A payment that arrives for an order already closed: "refund" (finance case) or "reopen".
+    payment_paid_after_close_policy: Literal["refund", "reopen"] = "refund"
+    payment_max_notification_bytes: int = Field(default=65_536, ge=1024)
+
     doctor_outbox_max_backlog: int = 10_000
     doctor_outbox_max_age_seconds: int = 300
     doctor_stuck_grace_seconds: int = 300
+    doctor_payment_inbox_max_age_seconds: int = 300
 
     @field_validator("base_currency")
     @classmethod

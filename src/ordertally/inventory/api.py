@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.auth.api import require
 from ordertally.auth.service import Principal
@@ -21,6 +22,7 @@ from ordertally.inventory.schemas import (
     WarehousePatch,
 )
 from ordertally.orders import service as orders_service
+from ordertally.orders.api import run_idempotent
 
 router = APIRouter(prefix="/api/v1", tags=["inventory"])
 JSON = "application/json"
@@ -107,45 +109,28 @@ async def stock_movement(
     ] = None,
 ) -> Response:
     """Record a movement in the ledger (replayed, not repeated, for a repeated key)."""
-    db = _db(request)
-    scope = principal.scope
-    if idempotency_key is not None:
-        req_hash = orders_service.request_hash(
-            "POST", request.url.path, body.model_dump_json().encode()
+
+    async def work(session: AsyncSession) -> tuple[int, bytes, dict[str, str]]:
+        result = await service.record_movement(
+            session,
+            warehouse_code=body.warehouse,
+            sku=body.sku,
+            kind=body.kind,
+            quantity=body.quantity,
+            reason=body.reason,
+            actor=principal.name,
         )
-        async with db.transaction() as session:
-            replay = await orders_service.begin_idempotent(
-                session, scope, idempotency_key, req_hash
-            )
-        if replay is not None:
-            return Response(
-                replay.body.encode(),
-                status_code=replay.status,
-                media_type=JSON,
-                headers={"Idempotent-Replayed": "true"},
-            )
-    try:
-        async with db.transaction() as session:
-            result = await service.record_movement(
-                session,
-                warehouse_code=body.warehouse,
-                sku=body.sku,
-                kind=body.kind,
-                quantity=body.quantity,
-                reason=body.reason,
-                actor=principal.name,
-            )
-            payload = orjson.dumps(result)
-            if idempotency_key is not None:
-                await orders_service.complete_idempotent(
-                    session, scope, idempotency_key, 201, payload.decode()
-                )
-    except BaseException:
-        if idempotency_key is not None:
-            async with db.transaction() as session:
-                await orders_service.release_idempotent(session, scope, idempotency_key)
-        raise
-    return Response(payload, status_code=201, media_type=JSON)
+        return 201, orjson.dumps(result), {}
+
+    return await run_idempotent(
+        _db(request),
+        scope=principal.scope,
+        key=idempotency_key,
+        req_hash=orders_service.request_hash(
+            "POST", request.url.path, body.model_dump_json().encode()
+        ),
+        work=work,
+    )
 
 
 @router.get("/stock/{sku}", summary="Stock of a SKU per warehouse and in total")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import functools
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.auth.api import require
 from ordertally.auth.service import Principal
@@ -117,18 +120,29 @@ def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) ->
     return Response(orjson.dumps(doc), status_code=status, media_type=JSON, headers=headers)
 
 
-async def _create(
-    db: Database, body: OrderCreate, actor: Actor, key: str | None, scope: str
-) -> tuple[int, bytes, SalesOrder, bool]:
+Work = Callable[[AsyncSession], Awaitable[tuple[int, bytes, dict[str, str]]]]
+
+
+async def run_idempotent(
+    db: Database, *, scope: str, key: str | None, req_hash: str, work: Work
+) -> Response:
+    """Run `work` in one transaction with its Idempotency-Key: a stored response is replayed
+    (Idempotent-Replayed: true), another body is 422, a key still in flight is 409; the
+    response is stored in the same transaction as the work, so both commit or neither."""
     async with db.transaction() as session:
-        snapshot, created = await service.create_order(
-            session, body, actor, check_fingerprint=key is None
-        )
-        status = 201 if created else 200
-        payload = orjson.dumps(order_doc(snapshot))
         if key is not None:
-            await service.complete_idempotent(session, scope, key, status, payload.decode())
-    return status, payload, snapshot.order, created
+            replay = await service.check_idempotent(session, scope, key, req_hash)
+            if replay is not None:
+                return Response(
+                    replay.body.encode(),
+                    status_code=replay.status,
+                    media_type=JSON,
+                    headers={"Idempotent-Replayed": "true"},
+                )
+        status, payload, headers = await work(session)
+        if key is not None:
+            await service.store_idempotent(session, scope, key, req_hash, status, payload.decode())
+    return Response(payload, status_code=status, media_type=JSON, headers=headers)
 
 
 @router.post(
@@ -147,40 +161,37 @@ async def create_order(
     ] = None,
 ) -> Response:
     """Create an order in pending_payment; replays the stored response for a repeated key."""
-    db = _db(request)
     actor = Actor(ActorKind.API, principal.name, _ip(request))
-    scope = principal.scope
-    if idempotency_key is not None:
-        req_hash = service.request_hash("POST", request.url.path, body)
-        async with db.transaction() as session:
-            replay = await service.begin_idempotent(session, scope, idempotency_key, req_hash)
-        if replay is not None:
-            return Response(
-                replay.body.encode(),
-                status_code=replay.status,
-                media_type=JSON,
-                headers={"Idempotent-Replayed": "true"},
-            )
-    try:
-        try:
-            status, payload, order, created = await _create(db, body, actor, idempotency_key, scope)
-        except IntegrityError:
-            # A concurrent request with the same (channel, external_id) or a clashing order
-            # number won the race; the retry returns that order or draws a new number.
-            status, payload, order, created = await _create(db, body, actor, idempotency_key, scope)
-    except BaseException:
-        if idempotency_key is not None:
-            async with db.transaction() as session:
-                await service.release_idempotent(session, scope, idempotency_key)
-        raise
-    if created:
-        service.ORDERS_CREATED.labels(order.channel).inc()
-    return Response(
-        payload,
-        status_code=status,
-        media_type=JSON,
-        headers={"Location": f"/api/v1/orders/{order.order_no}"},
+    created_channel: list[str] = []
+
+    async def work(session: AsyncSession) -> tuple[int, bytes, dict[str, str]]:
+        snapshot, created = await service.create_order(
+            session, body, actor, check_fingerprint=idempotency_key is None
+        )
+        if created:
+            created_channel.append(snapshot.order.channel)
+        headers = {"Location": f"/api/v1/orders/{snapshot.order.order_no}"}
+        return (201 if created else 200), orjson.dumps(order_doc(snapshot)), headers
+
+    req_hash = service.request_hash("POST", request.url.path, body)
+    run = functools.partial(
+        run_idempotent,
+        _db(request),
+        scope=principal.scope,
+        key=idempotency_key,
+        req_hash=req_hash,
+        work=work,
     )
+    try:
+        response = await run()
+    except IntegrityError:
+        # A concurrent request with the same (channel, external_id) or a clashing order
+        # number won the race; the retry returns that order or draws a new number.
+        created_channel.clear()
+        response = await run()
+    for channel in created_channel:
+        service.ORDERS_CREATED.labels(channel).inc()
+    return response
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, int]:

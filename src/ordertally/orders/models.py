@@ -103,20 +103,17 @@ class OrderEvent(Base):
 
 
 class IdempotencyKey(Base):
-    """The first successful response to a keyed request, replayed for 24 h."""
+    """The first successful response to a keyed request, replayed for 24 h. Written in the
+    same transaction as the work it answers for."""
 
     __tablename__ = "idempotency_key"
-    __table_args__ = (
-        CheckConstraint("state IN ('in_flight', 'completed')", name="state_known"),
-        Index("ix_idempotency_key_expires_at", "expires_at"),
-    )
+    __table_args__ = (Index("ix_idempotency_key_expires_at", "expires_at"),)
 
     scope: Mapped[str] = mapped_column(String(100), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16))
-    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    response_body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    response_status: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
 

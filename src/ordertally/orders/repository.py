@@ -192,12 +192,13 @@ async def add_pii_access(session: AsyncSession, values: dict[str, Any]) -> None:
 # --- idempotency keys -------------------------------------------------------------------------
 
 
-async def insert_idempotency_key(session: AsyncSession, values: dict[str, Any]) -> bool:
-    """Claim a key; False when it already exists."""
-    result = await session.execute(
-        upsert_insert(session, IdempotencyKey).values(**values).on_conflict_do_nothing()
+async def try_key_lock(session: AsyncSession, scope: str, key: str) -> bool:
+    """PostgreSQL: take a transaction-scoped advisory lock on (scope, key), without waiting."""
+    return bool(
+        await session.scalar(
+            select(func.pg_try_advisory_xact_lock(func.hashtextextended(scope + "\x1f" + key, 0)))
+        )
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def get_idempotency_key(session: AsyncSession, scope: str, key: str) -> IdempotencyKey | None:
@@ -209,40 +210,13 @@ async def get_idempotency_key(session: AsyncSession, scope: str, key: str) -> Id
     )
 
 
-async def take_over_idempotency_key(
-    session: AsyncSession, scope: str, key: str, seen_created_at: datetime, values: dict[str, Any]
-) -> bool:
-    """Restart an expired or abandoned key, only if nobody else did first."""
-    result = await session.execute(
-        update(IdempotencyKey)
-        .where(
-            IdempotencyKey.scope == scope,
-            IdempotencyKey.key == key,
-            IdempotencyKey.created_at == seen_created_at,
-        )
-        .values(**values)
-    )
-    return result.rowcount == 1  # type: ignore[attr-defined]
-
-
-async def complete_idempotency_key(
-    session: AsyncSession, scope: str, key: str, status: int, body: str
-) -> None:
-    """Store the response a key will replay."""
+async def store_idempotency_key(session: AsyncSession, values: dict[str, Any]) -> None:
+    """Store (or, over an expired one, replace) a key's response."""
+    stmt = upsert_insert(session, IdempotencyKey).values(**values)
     await session.execute(
-        update(IdempotencyKey)
-        .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
-        .values(state="completed", response_status=status, response_body=body)
-    )
-
-
-async def delete_idempotency_key(session: AsyncSession, scope: str, key: str) -> None:
-    """Release an in-flight key whose request failed (nothing was written)."""
-    await session.execute(
-        delete(IdempotencyKey).where(
-            IdempotencyKey.scope == scope,
-            IdempotencyKey.key == key,
-            IdempotencyKey.state == "in_flight",
+        stmt.on_conflict_do_update(
+            index_elements=["scope", "key"],
+            set_={k: stmt.excluded[k] for k in values if k not in ("scope", "key")},
         )
     )
 

@@ -563,54 +563,45 @@ def request_hash(method: str, path: str, body: OrderCreate | bytes) -> str:
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + raw).hexdigest()
 
 
-async def begin_idempotent(
+async def check_idempotent(
     session: AsyncSession, scope: str, key: str, req_hash: str
 ) -> Replay | None:
-    """Claim a key for a new request (None), or return the stored response to replay."""
-    settings = get_settings()
-    now = clock.now()
-    values = {
-        "scope": scope,
-        "key": key,
-        "request_hash": req_hash,
-        "state": "in_flight",
-        "response_status": None,
-        "response_body": None,
-        "created_at": now,
-        "expires_at": now + timedelta(hours=settings.idempotency_ttl_hours),
-    }
-    if await repository.insert_idempotency_key(session, values):
-        return None
+    """Inside the request's own transaction: None means "go ahead"; a Replay is the stored
+    response. A concurrent request holding the same key gets IdempotencyInFlight.
+
+    PostgreSQL: a transaction-scoped advisory lock on the key marks it in flight (released at
+    commit or rollback). SQLite: write transactions are serialised, so a second request with
+    the key simply runs after the first and replays it.
+    """
+    if dialect_of(session) == "postgresql" and not await repository.try_key_lock(
+        session, scope, key
+    ):
+        raise IdempotencyInFlight("the first request with this key has not finished")
     row = await repository.get_idempotency_key(session, scope, key)
-    if row is None:  # purged between the two statements
-        if await repository.insert_idempotency_key(session, values):
-            return None
-        raise IdempotencyInFlight("the key is being claimed by another request")
-    abandoned = row.state == "in_flight" and row.created_at <= now - timedelta(
-        seconds=settings.idempotency_in_flight_seconds
-    )
-    if row.expires_at <= now or abandoned:
-        if await repository.take_over_idempotency_key(session, scope, key, row.created_at, values):
-            return None
-        raise IdempotencyInFlight("the key is being claimed by another request")
+    if row is None or row.expires_at <= clock.now():
+        return None
     if row.request_hash != req_hash:
         raise IdempotencyMismatch("this Idempotency-Key was first used with another request")
-    if row.state == "in_flight":
-        raise IdempotencyInFlight("the first request with this key has not finished")
-    assert row.response_status is not None and row.response_body is not None
     return Replay(row.response_status, row.response_body)
 
 
-async def complete_idempotent(
-    session: AsyncSession, scope: str, key: str, status: int, body: str
+async def store_idempotent(
+    session: AsyncSession, scope: str, key: str, req_hash: str, status: int, body: str
 ) -> None:
     """Store the response, in the same transaction as the work it describes."""
-    await repository.complete_idempotency_key(session, scope, key, status, body)
-
-
-async def release_idempotent(session: AsyncSession, scope: str, key: str) -> None:
-    """Free a key whose request failed so the client can retry it."""
-    await repository.delete_idempotency_key(session, scope, key)
+    now = clock.now()
+    await repository.store_idempotency_key(
+        session,
+        {
+            "scope": scope,
+            "key": key,
+            "request_hash": req_hash,
+            "response_status": status,
+            "response_body": body,
+            "created_at": now,
+            "expires_at": now + timedelta(hours=get_settings().idempotency_ttl_hours),
+        },
+    )
 
 
 async def purge_idempotency_keys(session: AsyncSession, now: datetime) -> int:

@@ -63,14 +63,10 @@ def upgrade() -> None:
         sa.Column("scope", sa.String(length=100), nullable=False),
         sa.Column("key", sa.String(length=255), nullable=False),
         sa.Column("request_hash", sa.String(length=64), nullable=False),
-        sa.Column("state", sa.String(length=16), nullable=False),
-        sa.Column("response_status", sa.Integer(), nullable=True),
-        sa.Column("response_body", sa.Text(), nullable=True),
+        sa.Column("response_status", sa.Integer(), nullable=False),
+        sa.Column("response_body", sa.Text(), nullable=False),
         sa.Column("created_at", ordertally.core.db.UtcDateTime(timezone=True), nullable=False),
         sa.Column("expires_at", ordertally.core.db.UtcDateTime(timezone=True), nullable=False),
-        sa.CheckConstraint(
-            "state IN ('in_flight', 'completed')", name=op.f("ck_idempotency_key_state_known")
-        ),
         sa.PrimaryKeyConstraint("scope", "key", name=op.f("pk_idempotency_key")),
     )
     with op.batch_alter_table("idempotency_key", schema=None) as batch_op:
