@@ -12,9 +12,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, event
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, Table, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -139,6 +139,11 @@ def create_database(settings: Settings | None = None) -> Database:
     return Database(
         settings.effective_database_url, pool_size=settings.db_pool_size, echo=settings.db_echo
     )
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table behind a mapped class (hot paths use Core statements built once)."""
+    return cast(Table, model.__table__)
 
 
 def dialect_of(session: AsyncSession) -> str:

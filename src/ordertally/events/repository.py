@@ -8,13 +8,15 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.core.db import upsert_insert
+from ordertally.core.db import table_of, upsert_insert
 from ordertally.events.models import DeadLetter, OutboxEvent, ProcessedEvent
+
+_INSERT_EVENTS = insert(table_of(OutboxEvent))
 
 
 async def add_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Insert outbox rows."""
-    await session.execute(insert(OutboxEvent), rows)
+    await session.execute(_INSERT_EVENTS, rows)
 
 
 async def claim_due(

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ordertally.core.db import table_of
 from ordertally.inventory.models import (
     Allocation,
     Reservation,
@@ -18,6 +19,36 @@ from ordertally.inventory.models import (
 )
 
 AVAILABLE = Stock.on_hand - Stock.reserved - Stock.safety_stock
+_STOCK = table_of(Stock)
+_WAREHOUSE = table_of(Warehouse)
+_TRY_RESERVE = (
+    update(_STOCK)
+    .where(
+        _STOCK.c.id == bindparam("stock_id"),
+        _STOCK.c.on_hand - _STOCK.c.reserved - _STOCK.c.safety_stock >= bindparam("qty"),
+    )
+    .values(reserved=_STOCK.c.reserved + bindparam("qty"))
+)
+_CANDIDATE_BUCKETS = (
+    select(
+        _STOCK.c.id,
+        _STOCK.c.warehouse_id,
+        _STOCK.c.sku,
+        _STOCK.c.bucket,
+        (_STOCK.c.on_hand - _STOCK.c.reserved - _STOCK.c.safety_stock).label("available"),
+        _WAREHOUSE.c.code,
+        _WAREHOUSE.c.province,
+        _WAREHOUSE.c.latitude,
+        _WAREHOUSE.c.longitude,
+        _WAREHOUSE.c.priority,
+        _WAREHOUSE.c.cost_factor,
+    )
+    .join(_WAREHOUSE, _WAREHOUSE.c.id == _STOCK.c.warehouse_id)
+    .where(_STOCK.c.sku.in_(bindparam("skus", expanding=True)), _WAREHOUSE.c.active.is_(True))
+    .order_by(_STOCK.c.warehouse_id, _STOCK.c.sku, _STOCK.c.bucket)
+)
+_INSERT_RESERVATIONS = insert(table_of(Reservation))
+_INSERT_ALLOCATION = insert(table_of(Allocation))
 
 # --- warehouses and SKUs -----------------------------------------------------------------------
 
@@ -82,25 +113,7 @@ async def add_stock_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> N
 async def candidate_buckets(session: AsyncSession, skus: list[str]) -> list[Any]:
     """Every bucket of the SKUs in active warehouses, with its warehouse's routing attributes:
     one query for the whole routing decision."""
-    rows = await session.execute(
-        select(
-            Stock.id,
-            Stock.warehouse_id,
-            Stock.sku,
-            Stock.bucket,
-            AVAILABLE.label("available"),
-            Warehouse.code,
-            Warehouse.province,
-            Warehouse.latitude,
-            Warehouse.longitude,
-            Warehouse.priority,
-            Warehouse.cost_factor,
-        )
-        .join(Warehouse, Warehouse.id == Stock.warehouse_id)
-        .where(Stock.sku.in_(skus), Warehouse.active.is_(True))
-        .order_by(Stock.warehouse_id, Stock.sku, Stock.bucket)
-    )
-    return list(rows.all())
+    return list((await session.execute(_CANDIDATE_BUCKETS, {"skus": skus})).all())
 
 
 async def bucket_availability(
@@ -196,7 +209,7 @@ async def add_movements(session: AsyncSession, rows: list[dict[str, Any]]) -> No
 async def add_reservations(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Insert reservation rows."""
     if rows:
-        await session.execute(insert(Reservation), rows)
+        await session.execute(_INSERT_RESERVATIONS, rows)
 
 
 async def move_reservations(
@@ -266,7 +279,7 @@ async def reservations_of(session: AsyncSession, order_id: int) -> list[tuple[Re
 
 async def add_allocation(session: AsyncSession, values: dict[str, Any]) -> None:
     """Record an order's routing explanation."""
-    await session.execute(insert(Allocation).values(**values))
+    await session.execute(_INSERT_ALLOCATION, values)
 
 
 async def allocation_of(session: AsyncSession, order_id: int) -> Allocation | None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.core.db import upsert_insert
+from ordertally.core.db import dialect_of, table_of, upsert_insert
 from ordertally.orders.models import (
     IdempotencyKey,
     OrderEvent,
@@ -55,23 +55,40 @@ async def find_recent_by_fingerprint(
     )
 
 
+# Hot-path statements are built once (Core, on the tables) and executed with parameters, so
+# SQLAlchemy reuses their compiled form instead of rebuilding them per order.
+_ORDER = table_of(SalesOrder)
+_LINE = table_of(OrderLine)
+_INSERT_ORDER = insert(_ORDER).returning(_ORDER.c.id)
+_INSERT_LINES = insert(_LINE).returning(_LINE.c.id, sort_by_parameter_order=True)
+_INSERT_EVENT = insert(table_of(OrderEvent))
+_KEYS = table_of(IdempotencyKey)
+_SELECT_KEY = select(
+    _KEYS.c.request_hash, _KEYS.c.response_status, _KEYS.c.response_body, _KEYS.c.expires_at
+).where(_KEYS.c.scope == bindparam("scope"), _KEYS.c.key == bindparam("key"))
+_KEY_LOCK = select(
+    func.pg_try_advisory_xact_lock(
+        func.hashtextextended(bindparam("scope") + "\x1f" + bindparam("key"), 0)
+    )
+)
+_STORE_KEY: dict[str, Any] = {}
+
+
 async def insert_order(session: AsyncSession, values: dict[str, Any]) -> int:
     """Insert an order row; returns its id."""
-    result = await session.execute(insert(SalesOrder).values(**values).returning(SalesOrder.id))
+    result = await session.execute(_INSERT_ORDER, values)
     return int(result.scalar_one())
 
 
 async def insert_lines(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
     """Insert order lines; returns their ids in the given order."""
-    result = await session.execute(
-        insert(OrderLine).returning(OrderLine.id, sort_by_parameter_order=True), rows
-    )
+    result = await session.execute(_INSERT_LINES, rows)
     return [int(i) for i in result.scalars().all()]
 
 
 async def insert_event(session: AsyncSession, values: dict[str, Any]) -> None:
     """Append one audit row."""
-    await session.execute(insert(OrderEvent).values(**values))
+    await session.execute(_INSERT_EVENT, values)
 
 
 async def lines_of(session: AsyncSession, order_id: int) -> list[OrderLine]:
@@ -194,31 +211,34 @@ async def add_pii_access(session: AsyncSession, values: dict[str, Any]) -> None:
 
 async def try_key_lock(session: AsyncSession, scope: str, key: str) -> bool:
     """PostgreSQL: take a transaction-scoped advisory lock on (scope, key), without waiting."""
-    return bool(
-        await session.scalar(
-            select(func.pg_try_advisory_xact_lock(func.hashtextextended(scope + "\x1f" + key, 0)))
-        )
-    )
+    return bool(await session.scalar(_KEY_LOCK, {"scope": scope, "key": key}))
 
 
-async def get_idempotency_key(session: AsyncSession, scope: str, key: str) -> IdempotencyKey | None:
-    """A stored key, read fresh."""
-    return await session.scalar(
-        select(IdempotencyKey)
-        .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
-        .execution_options(populate_existing=True)
-    )
+async def get_idempotency_key(session: AsyncSession, scope: str, key: str) -> Any:
+    """A stored key's (request_hash, response_status, response_body, expires_at), or None."""
+    return (await session.execute(_SELECT_KEY, {"scope": scope, "key": key})).first()
 
 
 async def store_idempotency_key(session: AsyncSession, values: dict[str, Any]) -> None:
     """Store (or, over an expired one, replace) a key's response."""
-    stmt = upsert_insert(session, IdempotencyKey).values(**values)
-    await session.execute(
-        stmt.on_conflict_do_update(
+    dialect = dialect_of(session)
+    stmt = _STORE_KEY.get(dialect)
+    if stmt is None:
+        base = upsert_insert(session, _KEYS)
+        stmt = _STORE_KEY[dialect] = base.on_conflict_do_update(
             index_elements=["scope", "key"],
-            set_={k: stmt.excluded[k] for k in values if k not in ("scope", "key")},
+            set_={
+                name: base.excluded[name]
+                for name in (
+                    "request_hash",
+                    "response_status",
+                    "response_body",
+                    "created_at",
+                    "expires_at",
+                )
+            },
         )
-    )
+    await session.execute(stmt, values)
 
 
 async def purge_idempotency_keys(session: AsyncSession, now: datetime) -> int:

@@ -578,7 +578,7 @@ async def check_idempotent(
     ):
         raise IdempotencyInFlight("the first request with this key has not finished")
     row = await repository.get_idempotency_key(session, scope, key)
-    if row is None or row.expires_at <= clock.now():
+    if row is None or clock.as_utc(row.expires_at) <= clock.now():
         return None
     if row.request_hash != req_hash:
         raise IdempotencyMismatch("this Idempotency-Key was first used with another request")
