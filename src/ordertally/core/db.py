@@ -108,7 +108,7 @@ class Database:
             _configure_sqlite(self.read_engine, immediate=False, synchronous="FULL")
         else:
             self.write_engine = create_async_engine(
-                url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
             )
             self.read_engine = self.write_engine
         self._writers = async_sessionmaker(self.write_engine, expire_on_commit=False)

@@ -378,6 +378,8 @@ async def _reserve_buckets(
             remaining -= take
         if remaining == 0:
             return taken
+    for stock_id, units in taken:
+        await repository.unreserve(session, stock_id, units)
     raise _Raced
 
 
@@ -417,20 +419,24 @@ async def reserve_for_order(
                     for sku, missing in sorted(plan.shortfall.items())
                 ],
             )
+        pieces: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
         try:
-            async with session.begin_nested():
-                pieces: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
-                for (warehouse_id, sku), quantity in sorted(plan.allocations.items()):
-                    for stock_id, units in await _reserve_buckets(
-                        session,
-                        warehouse_id,
-                        sku,
-                        quantity,
-                        snapshot.buckets.get((warehouse_id, sku), []),
-                    ):
-                        pieces[sku].append((warehouse_id, stock_id, units))
+            for (warehouse_id, sku), quantity in sorted(plan.allocations.items()):
+                for stock_id, units in await _reserve_buckets(
+                    session,
+                    warehouse_id,
+                    sku,
+                    quantity,
+                    snapshot.buckets.get((warehouse_id, sku), []),
+                ):
+                    pieces[sku].append((warehouse_id, stock_id, units))
         except _Raced:
+            # Someone took the units between our read and our update: give back what this
+            # attempt took (a failed conditional UPDATE changes nothing) and plan again.
             RESERVATION_FAILURES.labels("race_retry").inc()
+            for taken in pieces.values():
+                for _, stock_id, units in taken:
+                    await repository.unreserve(session, stock_id, units)
             continue
         now = clock.now()
         rows = _reservation_rows(order_id, lines, pieces, expires_at, committed, now)
