@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core.db import table_of, upsert_insert
@@ -100,3 +100,19 @@ async def backlog(session: AsyncSession) -> tuple[int, datetime | None]:
 async def count_dead_letters(session: AsyncSession) -> int:
     """How many dead letters exist."""
     return int(await session.scalar(select(func.count()).select_from(DeadLetter)) or 0)
+
+
+async def requeue_dead(session: AsyncSession, now: datetime, event_id: str | None) -> list[str]:
+    """Put dead events (all, or one) back to pending with fresh attempts; returns their ids."""
+    stmt = (
+        update(OutboxEvent)
+        .where(OutboxEvent.status == "dead")
+        .values(status="pending", attempts=0, available_at=now, done_at=None)
+        .returning(OutboxEvent.event_id)
+    )
+    if event_id is not None:
+        stmt = stmt.where(OutboxEvent.event_id == event_id)
+    ids = [str(i) for i in (await session.execute(stmt)).scalars().all()]
+    if ids:
+        await session.execute(delete(DeadLetter).where(DeadLetter.event_id.in_(ids)))
+    return ids

@@ -1,0 +1,14 @@
+"""Operator actions on the event machinery."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.core import clock
+from ordertally.events import repository
+
+
+async def replay_dead(session: AsyncSession, event_id: str | None = None) -> list[str]:
+    """Send dead-lettered events through their consumers again (consumers that already applied
+    them skip them, thanks to processed_event); returns the ids requeued."""
+    return await repository.requeue_dead(session, clock.now(), event_id)
