@@ -41,6 +41,9 @@ async def test_transition_from_every_status(db: Database, name: str, status: str
         assert result.order.status == spec.target.value
         assert result.order.version == order.version + 1
         assert await _counts(db) == (before[0] + 1, before[1] + 1)
+        async with db.transaction(write=False) as session:
+            trail = await orders_service.events_of(session, order.order_no)
+        assert [e.version for e in trail] == list(range(1, result.order.version + 1))
     else:
         async with db.transaction() as session:
             outcome = None

@@ -409,15 +409,17 @@ async def transition(
         if spec.blocked_by_holds and await exceptions_service.has_hold(session, order.id):
             raise OrderOnHold(f"order {order_no} has an open hold", transition=name)
         now = clock.now()
+        # Read before the UPDATE: the ORM synchronises the loaded order with the new version.
+        seen_version = order.version
         if await repository.compare_and_set_status(
             session,
             order.id,
             from_status=status.value,
-            version=order.version,
+            version=seen_version,
             to_status=spec.target.value,
             at=now,
         ):
-            version = order.version + 1
+            version = seen_version + 1
             await _apply_stock_effects(session, order, name, actor)
             await _audit(
                 session, order.id, version, name, status.value, spec.target.value, actor, now
