@@ -33,7 +33,8 @@ from ordertally.inventory.models import Warehouse
 RESERVATION_FAILURES = Counter(
     "ordertally_reservation_failures_total", "Reservations refused or retried", ["reason"]
 )
-RACE_RETRIES = 3
+# Each retry re-reads availability; a buyer is refused only when the stock is really gone.
+RACE_RETRIES = 32
 
 
 @dataclass(frozen=True, slots=True)
