@@ -22,16 +22,15 @@ async def open_case(
     detail: dict[str, Any],
 ) -> int:
     """Open an exception case (a hold when blocking); returns its id."""
-    return await repository.add(
+    case = await open_case_record(
         session,
         order_id=order_id,
         category=category,
         type=type,
-        status="open",
         blocking=blocking,
         detail=detail,
-        created_at=clock.now(),
     )
+    return case.id
 
 
 async def open_case_record(

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.auth.api import require
 from ordertally.auth.service import Principal
-from ordertally.core.db import Database
+from ordertally.core.http import database, json_response
 from ordertally.inventory import service
 from ordertally.inventory.models import Warehouse
 from ordertally.inventory.schemas import (
@@ -25,16 +25,6 @@ from ordertally.orders import service as orders_service
 from ordertally.orders.api import run_idempotent
 
 router = APIRouter(prefix="/api/v1", tags=["inventory"])
-JSON = "application/json"
-
-
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
-
-
-def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(doc), status_code=status, media_type=JSON, headers=headers)
 
 
 def warehouse_doc(w: Warehouse) -> dict[str, Any]:
@@ -59,9 +49,9 @@ async def create_warehouse(
     _: Annotated[Principal, Depends(require("inventory.manage"))],
 ) -> Response:
     """Create a warehouse (409 if the code exists)."""
-    async with _db(request).transaction() as session:
+    async with database(request).transaction() as session:
         warehouse = await service.create_warehouse(session, body.model_dump())
-    return _json(warehouse_doc(warehouse), 201)
+    return json_response(warehouse_doc(warehouse), 201)
 
 
 @router.get("/warehouses", response_model=list[WarehouseOut], summary="All warehouses")
@@ -69,9 +59,9 @@ async def list_warehouses(
     request: Request, _: Annotated[Principal, Depends(require("inventory.read"))]
 ) -> Response:
     """Every warehouse by code."""
-    async with _db(request).transaction(write=False) as session:
+    async with database(request).transaction(write=False) as session:
         warehouses = await service.list_warehouses(session)
-    return _json([warehouse_doc(w) for w in warehouses])
+    return json_response([warehouse_doc(w) for w in warehouses])
 
 
 @router.get("/warehouses/{code}", response_model=WarehouseOut, summary="One warehouse")
@@ -79,9 +69,9 @@ async def get_warehouse(
     request: Request, code: str, _: Annotated[Principal, Depends(require("inventory.read"))]
 ) -> Response:
     """A warehouse by code."""
-    async with _db(request).transaction(write=False) as session:
+    async with database(request).transaction(write=False) as session:
         warehouse = await service.get_warehouse(session, code)
-    return _json(warehouse_doc(warehouse))
+    return json_response(warehouse_doc(warehouse))
 
 
 @router.patch("/warehouses/{code}", response_model=WarehouseOut, summary="Change a warehouse")
@@ -92,11 +82,11 @@ async def patch_warehouse(
     _: Annotated[Principal, Depends(require("inventory.manage"))],
 ) -> Response:
     """Change the given fields only."""
-    async with _db(request).transaction() as session:
+    async with database(request).transaction() as session:
         warehouse = await service.update_warehouse(
             session, code, body.model_dump(exclude_unset=True)
         )
-    return _json(warehouse_doc(warehouse))
+    return json_response(warehouse_doc(warehouse))
 
 
 @router.post("/stock/movements", status_code=201, summary="Receive, adjust or count stock")
@@ -123,7 +113,7 @@ async def stock_movement(
         return 201, orjson.dumps(result), {}
 
     return await run_idempotent(
-        _db(request),
+        database(request),
         scope=principal.scope,
         key=idempotency_key,
         req_hash=orders_service.request_hash(
@@ -138,9 +128,9 @@ async def stock_of(
     request: Request, sku: str, _: Annotated[Principal, Depends(require("inventory.read"))]
 ) -> Response:
     """On hand, reserved, safety stock and available to sell."""
-    async with _db(request).transaction(write=False) as session:
+    async with database(request).transaction(write=False) as session:
         view = await service.stock_view(session, sku)
-    return _json(view)
+    return json_response(view)
 
 
 @router.put("/stock/{sku}/settings", summary="Safety stock and buckets of a SKU in a warehouse")
@@ -151,7 +141,7 @@ async def stock_settings(
     _: Annotated[Principal, Depends(require("inventory.manage"))],
 ) -> Response:
     """Set safety stock, or spread a hot SKU over more bucket rows."""
-    async with _db(request).transaction() as session:
+    async with database(request).transaction() as session:
         await service.configure_stock(
             session,
             warehouse_code=body.warehouse,
@@ -160,7 +150,7 @@ async def stock_settings(
             buckets=body.buckets,
         )
         view = await service.stock_view(session, sku)
-    return _json(view)
+    return json_response(view)
 
 
 @router.post("/allocation/simulate", summary="Where would this order ship from (dry run)")
@@ -173,7 +163,7 @@ async def simulate(
     demand: dict[str, int] = {}
     for line in body.lines:
         demand[line.sku] = demand.get(line.sku, 0) + line.quantity
-    async with _db(request).transaction(write=False) as session:
+    async with database(request).transaction(write=False) as session:
         plan = await service.simulate(session, body.shipping_province, demand)
     codes = {c["warehouse"] for c in plan.explanation["chosen"]}
-    return _json({"feasible": plan.ok, "warehouses": sorted(codes), **plan.explanation})
+    return json_response({"feasible": plan.ok, "warehouses": sorted(codes), **plan.explanation})

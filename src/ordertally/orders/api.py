@@ -18,6 +18,7 @@ from ordertally.auth.service import Principal
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.errors import InvalidRequest
+from ordertally.core.http import JSON, client_ip, database, json_response
 from ordertally.core.money import format_minor
 from ordertally.exceptions import service as exceptions_service
 from ordertally.orders import service
@@ -36,17 +37,7 @@ from ordertally.orders.state_machine import STATUSES, ActorKind
 
 router = APIRouter(prefix="/api/v1", tags=["orders"])
 
-JSON = "application/json"
 MAX_PAGE = 200
-
-
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
-
-
-def _ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -116,10 +107,6 @@ def order_doc(snapshot: service.OrderSnapshot) -> dict[str, Any]:
     }
 
 
-def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(doc), status_code=status, media_type=JSON, headers=headers)
-
-
 Work = Callable[[AsyncSession], Awaitable[tuple[int, bytes, dict[str, str]]]]
 
 
@@ -161,7 +148,7 @@ async def create_order(
     ] = None,
 ) -> Response:
     """Create an order in pending_payment; replays the stored response for a repeated key."""
-    actor = Actor(ActorKind.API, principal.name, _ip(request))
+    actor = Actor(ActorKind.API, principal.name, client_ip(request))
     created_channel: list[str] = []
 
     async def work(session: AsyncSession) -> tuple[int, bytes, dict[str, str]]:
@@ -176,7 +163,7 @@ async def create_order(
     req_hash = service.request_hash("POST", request.url.path, body)
     run = functools.partial(
         run_idempotent,
-        _db(request),
+        database(request),
         scope=principal.scope,
         key=idempotency_key,
         req_hash=req_hash,
@@ -224,7 +211,7 @@ async def list_orders(
     for name, value in (("created_from", created_from), ("created_to", created_to)):
         if value is not None and value.tzinfo is None:
             raise InvalidRequest(f"{name} needs a timezone offset", field=name)
-    async with _db(request).transaction(write=False) as session:
+    async with database(request).transaction(write=False) as session:
         orders = await service.list_orders(
             session,
             status=status,
@@ -235,7 +222,7 @@ async def list_orders(
             limit=limit + 1,
         )
     page = orders[:limit]
-    return _json(
+    return json_response(
         {
             "items": [
                 {
@@ -261,10 +248,10 @@ async def get_order(
     request: Request, order_no: str, _: Annotated[Principal, Depends(require("orders.read"))]
 ) -> Response:
     """The order with its lines and open holds."""
-    async with _db(request).transaction(write=False) as session:
+    async with database(request).transaction(write=False) as session:
         order = await service.get_order(session, order_no)
         doc = order_doc(await service.load_snapshot(session, order))
-    return _json(doc)
+    return json_response(doc)
 
 
 @router.post("/orders/{order_no}/cancel", response_model=OrderOut, summary="Cancel an unpaid order")
@@ -276,11 +263,11 @@ async def cancel_order(
 ) -> Response:
     """Close a pending-payment order on an operator's request (a repeat is a no-op)."""
     reason = body.reason if body else ""
-    actor = Actor(ActorKind.OPERATOR, principal.name, _ip(request), note=reason or None)
-    async with _db(request).transaction() as session:
+    actor = Actor(ActorKind.OPERATOR, principal.name, client_ip(request), note=reason or None)
+    async with database(request).transaction() as session:
         result = await service.transition(session, order_no, "cancel", actor)
         doc = order_doc(await service.load_snapshot(session, result.order))
-    return _json(doc)
+    return json_response(doc)
 
 
 @router.get(
@@ -292,9 +279,9 @@ async def order_events(
     request: Request, order_no: str, _: Annotated[Principal, Depends(require("orders.events"))]
 ) -> Response:
     """Every state change: from, to, event, actor, source ip, evidence, time."""
-    async with _db(request).transaction(write=False) as session:
+    async with database(request).transaction(write=False) as session:
         events: list[OrderEvent] = await service.events_of(session, order_no)
-    return _json(
+    return json_response(
         [
             {
                 "version": e.version,
@@ -325,16 +312,16 @@ async def order_contact(
     reason: Annotated[str, Query(min_length=3, max_length=200)],
 ) -> Response:
     """Decrypt the order's personal data; every call is recorded with its reason."""
-    async with _db(request).transaction() as session:
+    async with database(request).transaction() as session:
         contact = await service.reveal_contact(
             session,
             order_no,
             actor_id=principal.name,
             role=principal.role,
             reason=reason,
-            source_ip=_ip(request),
+            source_ip=client_ip(request),
         )
-    return _json(contact)
+    return json_response(contact)
 
 
 @router.post("/exceptions/{case_id}/resolve", summary="Resolve an exception case (lift a hold)")
@@ -345,9 +332,9 @@ async def resolve_exception(
     principal: Annotated[Principal, Depends(require("exceptions.resolve"))],
 ) -> Response:
     """Close an open case with a resolution."""
-    async with _db(request).transaction() as session:
+    async with database(request).transaction() as session:
         case = await exceptions_service.resolve(session, case_id, principal.name, body.resolution)
-    return _json(
+    return json_response(
         {
             "id": case.id,
             "type": case.type,
