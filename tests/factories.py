@@ -22,6 +22,7 @@ DRIVERS: dict[str, ActorKind] = {
     "deliver": ActorKind.CARRIER,
     "complete": ActorKind.SCHEDULER,
     "refund": ActorKind.PAYMENT_CALLBACK,
+    "reopen_paid": ActorKind.PAYMENT_CALLBACK,
 }
 
 # The shortest path from pending_payment to each status.

@@ -23,6 +23,8 @@ from ordertally.inventory import api as inventory_api
 from ordertally.jobs.worker import load_registrations, run_worker
 from ordertally.ops import health, metrics
 from ordertally.orders import api as orders_api
+from ordertally.payments import api as payments_api
+from ordertally.payments import callbacks as payments_callbacks
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -163,6 +165,8 @@ def create_app(
 
     app.include_router(orders_api.router)
     app.include_router(inventory_api.router)
+    app.include_router(payments_api.router)
+    app.include_router(payments_callbacks.router)
     app.include_router(health.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(metrics.LatencyMiddleware)

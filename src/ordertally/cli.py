@@ -23,6 +23,10 @@ from ordertally.core.settings import get_settings
 app = typer.Typer(no_args_is_help=True, help="ordertally: every order accounted for.")
 apikey_app = typer.Typer(no_args_is_help=True, help="Manage API keys.")
 app.add_typer(apikey_app, name="apikey")
+paysim_app = typer.Typer(
+    no_args_is_help=True, help="Payment simulator: WeChat Pay v3 and Alipay with test keys."
+)
+app.add_typer(paysim_app, name="paysim")
 console = Console()
 
 
@@ -221,6 +225,96 @@ def transitions() -> None:
             "yes" if row["blocked_by_holds"] else "",
         )
     console.print(table)
+
+
+@app.command()
+def reconcile(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Trade bill file")],
+    provider: Annotated[str, typer.Option(help="wechatpay | alipay")],
+    out: Annotated[Path | None, typer.Option(help="Write the report as CSV here")] = None,
+    include_matched: Annotated[
+        bool, typer.Option("--include-matched", help="List matched trades in the CSV too")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report only: apply and record nothing")
+    ] = False,
+    run_by: Annotated[str, typer.Option(help="Who runs it (recorded with the run)")] = "cli",
+) -> None:
+    """Reconcile a provider's trade bill against ordertally; platform-only payments are applied."""
+    from ordertally.jobs.worker import load_registrations
+    from ordertally.payments import reconcile as recon
+
+    if provider not in ("wechatpay", "alipay"):
+        raise typer.BadParameter("wechatpay or alipay", param_hint="--provider")
+    settings = get_settings()
+    load_registrations(settings)
+
+    async def main() -> recon.Report:
+        db = create_database(settings)
+        try:
+            return await recon.run_file(
+                db, provider, file, run_by=run_by, keep_matched=include_matched, apply=not dry_run
+            )
+        finally:
+            await db.dispose()
+
+    try:
+        report = asyncio.run(main())
+    except Exception as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    table = Table("category", "trades", title=f"{provider}: {report.rows} statement rows")
+    for category, n in report.counts.items():
+        table.add_row(category, str(n))
+    console.print(table)
+    if out is not None:
+        with open(out, "w", encoding="utf-8", newline="") as handle:
+            recon.write_csv(report, handle)
+        console.print(f"report written to {out}")
+    applied = [d for d in report.discrepancies if d["applied"]]
+    if applied:
+        console.print(f"{len(applied)} platform-only payments applied through the inbox")
+
+
+@paysim_app.command("keys")
+def paysim_keys(
+    out: Annotated[Path, typer.Option(help="Directory for the key set")],
+    api_base: Annotated[
+        str, typer.Option(help="Where the simulator will listen")
+    ] = "http://127.0.0.1:8900",
+) -> None:
+    """Generate fresh test keys and the ORDERTALLY_* settings pointing at the simulator."""
+    from ordertally.payments.simulator import keys as sim_keys
+
+    generated = sim_keys.generate(out, api_base)
+    console.print(f"test keys written under {generated.directory}")
+    console.print(f"settings for ordertally: {generated.env_file}")
+
+
+@paysim_app.command("serve")
+def paysim_serve(
+    keys: Annotated[Path, typer.Option(help="Directory made by `ordertally paysim keys`")],
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8900,
+    time_scale: Annotated[
+        float, typer.Option(min=0.001, help="Divide the platforms' retry delays by this")
+    ] = 1.0,
+) -> None:
+    """Serve the simulated platforms' APIs, the notifier and the /sim control endpoints."""
+    import uvicorn
+
+    from ordertally.payments.simulator.app import create_sim_app
+    from ordertally.payments.simulator.keys import SimKeys
+
+    loaded = SimKeys.load(keys)
+    console.print(f"payment simulator on http://{host}:{port}  ·  control API under /sim")
+    uvicorn.run(
+        create_sim_app(loaded, time_scale=time_scale),
+        host=host,
+        port=port,
+        access_log=False,
+        log_level="info",
+    )
 
 
 def main() -> None:

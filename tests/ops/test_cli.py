@@ -61,6 +61,9 @@ async def test_doctor_passes_on_a_healthy_database(db: Database) -> None:
         "expired_reservations",
         "available_not_negative",
         "stuck_orders",
+        "payment_providers",
+        "payment_inbox",
+        "payment_queries",
     ]
 
 

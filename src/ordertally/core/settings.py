@@ -47,7 +47,7 @@ class Settings(BaseSettings):
 
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     worker_batch_size: int = Field(default=100, ge=1, le=10_000)
-    outbox_max_attempts: int = Field(default=8, ge=1)
+    outbox_max_attempts: int = Field(default=20, ge=1)
     outbox_backoff_base_seconds: float = Field(default=2.0, gt=0)
     outbox_backoff_max_seconds: float = Field(default=600.0, gt=0)
     scheduler_tick_seconds: int = Field(default=60, ge=1)
@@ -95,6 +95,23 @@ class Settings(BaseSettings):
     payment_paid_after_close_policy: Literal["refund", "reopen"] = "refund"
     payment_max_notification_bytes: int = Field(default=65_536, ge=1024)
 
+    # Broker relay (production): every outbox event is also published to a broker for other
+    # processes and systems. Empty = off; amqp(s)://... = RabbitMQ; nats://... or tls://... =
+    # NATS JetStream. See docs/adr/0007-broker-relay.md.
+    broker_url: str = ""
+    # RabbitMQ: the durable topic exchange; routing key = event type.
+    broker_exchange: str = Field(default="ordertally.events", pattern=r"^[A-Za-z0-9_.:-]{1,255}$")
+    # NATS: the JetStream stream (created if missing) and the subject prefix it captures
+    # (events go to <prefix>.<EventType>).
+    broker_stream: str = Field(default="ORDERTALLY_EVENTS", pattern=r"^[A-Za-z0-9_-]{1,255}$")
+    broker_subject_prefix: str = Field(
+        default="ordertally.events", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+    )
+    # Bound on connecting and on waiting for the broker's confirm / publish ack.
+    broker_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    # After a connection failure, publishes fail at once for this long before reconnecting.
+    broker_retry_seconds: float = Field(default=2.0, ge=0, le=600)
+
     doctor_outbox_max_backlog: int = 10_000
     doctor_outbox_max_age_seconds: int = 300
     doctor_stuck_grace_seconds: int = 300
@@ -104,6 +121,19 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: str) -> str:
         return value.upper()
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        scheme = value.partition("://")[0].lower()
+        if scheme in {"kafka", "kafka+ssl", "confluent"}:
+            raise ValueError("Kafka is not supported yet: use amqp:// (RabbitMQ) or nats://")
+        if scheme not in {"amqp", "amqps", "nats", "tls"}:
+            raise ValueError("must start with amqp://, amqps://, nats:// or tls://")
+        return value
 
     @property
     def effective_database_url(self) -> str:

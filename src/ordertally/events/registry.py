@@ -42,6 +42,9 @@ class Consumer:
 SCHEMAS: dict[tuple[str, int], type[BaseModel]] = {}
 CONSUMERS: dict[str, Consumer] = {}
 
+# Subscribe a consumer to every event type (e.g. the broker relay): `consumer(name, ALL_EVENTS)`.
+ALL_EVENTS = "*"
+
 
 def event_schema(event_type: str, version: int = 1) -> Callable[[type[BaseModel]], type[BaseModel]]:
     """Register a payload schema for (type, version)."""
@@ -66,9 +69,14 @@ def consumer(name: str, *event_types: str) -> Callable[[Handler], Handler]:
 
 
 def consumers_for(event_type: str) -> list[Consumer]:
-    """Consumers interested in an event type, in name order."""
+    """Consumers interested in an event type (or in every type), in name order."""
     return sorted(
-        (c for c in CONSUMERS.values() if event_type in c.event_types), key=lambda c: c.name
+        (
+            c
+            for c in CONSUMERS.values()
+            if event_type in c.event_types or ALL_EVENTS in c.event_types
+        ),
+        key=lambda c: c.name,
     )
 
 

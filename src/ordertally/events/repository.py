@@ -62,7 +62,9 @@ async def mark_processed(session: AsyncSession, consumer: str, event_id: str, at
 async def finish(session: AsyncSession, event_pk: int, status: str, at: datetime) -> None:
     """Mark an event done (or dead)."""
     await session.execute(
-        update(OutboxEvent).where(OutboxEvent.id == event_pk).values(status=status, done_at=at)
+        update(table_of(OutboxEvent))
+        .where(OutboxEvent.id == event_pk)
+        .values(status=status, done_at=at)
     )
 
 
@@ -71,7 +73,7 @@ async def schedule_retry(
 ) -> None:
     """Push an event back with its attempt count and last error."""
     await session.execute(
-        update(OutboxEvent)
+        update(table_of(OutboxEvent))
         .where(OutboxEvent.id == event_pk)
         .values(attempts=attempts, available_at=available_at, last_error=error[:4000])
     )
@@ -105,7 +107,7 @@ async def count_dead_letters(session: AsyncSession) -> int:
 async def requeue_dead(session: AsyncSession, now: datetime, event_id: str | None) -> list[str]:
     """Put dead events (all, or one) back to pending with fresh attempts; returns their ids."""
     stmt = (
-        update(OutboxEvent)
+        update(table_of(OutboxEvent))
         .where(OutboxEvent.status == "dead")
         .values(status="pending", attempts=0, available_at=now, done_at=None)
         .returning(OutboxEvent.event_id)

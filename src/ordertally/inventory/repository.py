@@ -131,7 +131,7 @@ async def bucket_availability(
 async def try_reserve(session: AsyncSession, stock_id: int, quantity: int) -> bool:
     """Reserve units on one bucket only if enough is available to sell right now."""
     result = await session.execute(
-        update(Stock)
+        update(table_of(Stock))
         .where(Stock.id == stock_id, quantity <= AVAILABLE)
         .values(reserved=Stock.reserved + quantity)
     )
@@ -141,14 +141,16 @@ async def try_reserve(session: AsyncSession, stock_id: int, quantity: int) -> bo
 async def unreserve(session: AsyncSession, stock_id: int, quantity: int) -> None:
     """Give reserved units back to a bucket."""
     await session.execute(
-        update(Stock).where(Stock.id == stock_id).values(reserved=Stock.reserved - quantity)
+        update(table_of(Stock))
+        .where(Stock.id == stock_id)
+        .values(reserved=Stock.reserved - quantity)
     )
 
 
 async def consume(session: AsyncSession, stock_id: int, quantity: int) -> None:
     """Units leave the warehouse: on hand and reserved both drop."""
     await session.execute(
-        update(Stock)
+        update(table_of(Stock))
         .where(Stock.id == stock_id)
         .values(on_hand=Stock.on_hand - quantity, reserved=Stock.reserved - quantity)
     )
@@ -157,7 +159,7 @@ async def consume(session: AsyncSession, stock_id: int, quantity: int) -> None:
 async def add_on_hand(session: AsyncSession, stock_id: int, delta: int) -> bool:
     """Change on hand; refused (False) when it would drop below reserved."""
     result = await session.execute(
-        update(Stock)
+        update(table_of(Stock))
         .where(Stock.id == stock_id, Stock.on_hand + delta >= Stock.reserved)
         .values(on_hand=Stock.on_hand + delta)
     )
@@ -166,7 +168,9 @@ async def add_on_hand(session: AsyncSession, stock_id: int, delta: int) -> bool:
 
 async def set_safety(session: AsyncSession, stock_id: int, safety: int) -> None:
     """Set one bucket's safety stock."""
-    await session.execute(update(Stock).where(Stock.id == stock_id).values(safety_stock=safety))
+    await session.execute(
+        update(table_of(Stock)).where(Stock.id == stock_id).values(safety_stock=safety)
+    )
 
 
 async def stock_of_sku(
@@ -227,7 +231,7 @@ async def move_reservations(
     if clear_expiry:
         values["expires_at"] = None
     result = await session.execute(
-        update(Reservation)
+        update(table_of(Reservation))
         .where(Reservation.order_id == order_id, Reservation.state.in_(from_states))
         .values(**values)
         .returning(
@@ -259,7 +263,7 @@ async def expired_held(
 async def release_one(session: AsyncSession, reservation_id: int, at: datetime) -> bool:
     """Release one held reservation, only if it is still held."""
     result = await session.execute(
-        update(Reservation)
+        update(table_of(Reservation))
         .where(Reservation.id == reservation_id, Reservation.state == "held")
         .values(state="released", updated_at=at)
     )

@@ -15,7 +15,7 @@ import socket
 
 from ordertally.core.db import Database
 from ordertally.core.settings import Settings
-from ordertally.events import dispatcher
+from ordertally.events import dispatcher, relay
 from ordertally.jobs import scheduler
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,8 @@ BUILTIN_MODULES = (
     "ordertally.orders.jobs",
     "ordertally.inventory.jobs",
     "ordertally.analytics.consumers",
+    "ordertally.payments.consumers",
+    "ordertally.payments.jobs",
 )
 
 
@@ -33,6 +35,7 @@ def load_registrations(settings: Settings) -> None:
     """Import every module that registers consumers, jobs or event schemas."""
     for name in (*BUILTIN_MODULES, *settings.plugin_modules):
         importlib.import_module(name)
+    relay.register(settings)  # the broker relay, when ORDERTALLY_BROKER_URL is set
 
 
 def worker_id() -> str:
@@ -60,4 +63,5 @@ async def run_worker(db: Database, settings: Settings, stop: asyncio.Event) -> N
         if not busy:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=settings.worker_poll_seconds)
+    await relay.close()
     log.info("worker %s stopped", me)

@@ -12,7 +12,8 @@ import ordertally.events.models
 import ordertally.exceptions.models
 import ordertally.inventory.models
 import ordertally.jobs.models
-import ordertally.orders.models  # noqa: F401  (register every table on the metadata)
+import ordertally.orders.models
+import ordertally.payments.models  # noqa: F401  (register every table on the metadata)
 from ordertally.core.db import Base
 from ordertally.core.settings import get_settings
 

@@ -16,6 +16,7 @@ from ordertally.events import repository as events_repository
 from ordertally.inventory import repository as inventory_repository
 from ordertally.ops import migrations
 from ordertally.orders import repository as orders_repository
+from ordertally.payments import service as payments_service
 
 
 @dataclass(slots=True)
@@ -85,7 +86,40 @@ async def run_checks(db: Database, settings: Settings) -> list[Check]:
                 {"pending_payment_past_deadline": stuck},
             )
         )
+        checks.extend(await _payment_checks(session, settings))
     return checks
+
+
+async def _payment_checks(session: AsyncSession, settings: Settings) -> list[Check]:
+    problems = payments_service.configuration_problems(settings)
+    enabled = payments_service.enabled_providers(settings)
+    backlog, oldest = await payments_service.inbox_backlog(session)
+    age = (clock.now() - clock.as_utc(oldest)).total_seconds() if oldest else 0.0
+    inbox_ok = age <= settings.doctor_payment_inbox_max_age_seconds
+    overdue = await payments_service.count_overdue_queries(
+        session, clock.now() - timedelta(seconds=settings.doctor_stuck_grace_seconds)
+    )
+    return [
+        Check(
+            "payment_providers",
+            not problems,
+            "; ".join(problems) or f"enabled: {', '.join(enabled) or 'none'}",
+            {"enabled": enabled, "problems": problems},
+        ),
+        Check(
+            "payment_inbox",
+            inbox_ok,
+            f"{backlog} notifications not yet applied, oldest {age:.0f}s"
+            + ("" if inbox_ok else " (is a worker running?)"),
+            {"backlog": backlog, "oldest_age_seconds": round(age, 3)},
+        ),
+        Check(
+            "payment_queries",
+            overdue == 0,
+            f"{overdue} payment attempts whose active query is overdue",
+            {"overdue": overdue},
+        ),
+    ]
 
 
 async def _inventory_checks(session: AsyncSession) -> list[Check]:

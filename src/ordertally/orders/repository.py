@@ -118,7 +118,7 @@ async def compare_and_set_status(
 ) -> bool:
     """Move an order from one status to another only if nobody moved it first."""
     result = await session.execute(
-        update(SalesOrder)
+        update(table_of(SalesOrder))
         .where(
             SalesOrder.id == order_id,
             SalesOrder.status == from_status,

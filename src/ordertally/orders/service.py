@@ -327,7 +327,8 @@ async def _apply_stock_effects(
     session: AsyncSession, order: SalesOrder, name: str, actor: Actor
 ) -> None:
     """The inventory side of a transition, in the same transaction as the status change."""
-    if name == "payment_succeeded":
+    if name in ("payment_succeeded", "reopen_paid"):
+        # A reopened order's reservation was released at close: commit_order reserves again.
         missing = await inventory_service.commit_order(
             session, order.id, await _line_demand(session, order.id), order.ship_province
         )

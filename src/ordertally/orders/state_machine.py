@@ -105,6 +105,14 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t("deliver", (S.SHIPPED,), S.DELIVERED, (A.CARRIER,), "OrderDelivered"),
     _t("complete", (S.DELIVERED,), S.COMPLETED, (A.SCHEDULER, A.BUYER), "OrderCompleted"),
     _t(
+        "reopen_paid",
+        (S.CLOSED,),
+        S.PAID,
+        (A.PAYMENT_CALLBACK, A.COMPENSATION_QUERY, A.FINANCE),
+        "OrderReopenedPaid",
+        evidence_for=(A.FINANCE,),
+    ),
+    _t(
         "refund",
         (S.PAID, S.ALLOCATED, S.FULFILLING),
         S.REFUNDED,

@@ -1,0 +1,1 @@
+"""The benchmark harness for order creation: `make bench` or `python -m bench --help`."""

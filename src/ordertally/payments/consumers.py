@@ -1,0 +1,17 @@
+"""Consumers of the payments domain: apply each stored notification once."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.events.registry import Envelope, consumer
+from ordertally.payments import (
+    events,  # noqa: F401  (registers the event schema)
+    service,
+)
+
+
+@consumer("payments.apply_notification", "PaymentNotificationReceived")
+async def apply_notification(session: AsyncSession, envelope: Envelope) -> None:
+    """Apply the notification the inbox write announced (a no-op once applied)."""
+    await service.apply_notification(session, int(envelope.payload["notification_id"]))

@@ -1,0 +1,39 @@
+"""Periodic jobs of the payments domain: compensation queries, nonce purge, inbox gauges.
+Importing this module also hooks the last query into the order timeout."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.core import clock
+from ordertally.core.settings import get_settings
+from ordertally.jobs.scheduler import periodic
+from ordertally.payments import service
+from ordertally.payments.metrics import INBOX_BACKLOG, INBOX_OLDEST_AGE
+
+service.register_checks()
+
+
+@periodic("payments_query_due", every_seconds=60)
+async def payments_query_due(session: AsyncSession, now: datetime) -> dict[str, Any]:
+    """Ask the providers about attempts without a result (compensation for lost callbacks)."""
+    return await service.query_due(session, now, get_settings().payment_query_batch)
+
+
+@periodic("payments_purge_nonces", every_seconds=600)
+async def payments_purge_nonces(session: AsyncSession, now: datetime) -> dict[str, Any]:
+    """Forget notification nonces past the replay window."""
+    return {"purged": await service.purge_nonces(session, now)}
+
+
+@periodic("payments_inbox_gauges", every_seconds=60)
+async def payments_inbox_gauges(session: AsyncSession, now: datetime) -> dict[str, Any]:
+    """Publish the inbox backlog and its oldest age as gauges."""
+    backlog, oldest = await service.inbox_backlog(session)
+    age = max((clock.now() - clock.as_utc(oldest)).total_seconds(), 0.0) if oldest else 0.0
+    INBOX_BACKLOG.set(backlog)
+    INBOX_OLDEST_AGE.set(age)
+    return {"backlog": backlog, "oldest_age_seconds": round(age, 3)}

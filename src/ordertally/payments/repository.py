@@ -1,0 +1,496 @@
+"""Every query of the payments domain."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.core.db import dialect_of, upsert_insert
+from ordertally.payments.models import (
+    ManualPayment,
+    Payment,
+    PaymentNonce,
+    PaymentNotification,
+    PaymentReconciliation,
+    PaymentRefund,
+)
+
+# UPDATEs here never need the session's objects synchronised: callers read fresh rows
+# (populate_existing) when they need them. Without this SQLAlchemy evaluates each UPDATE's
+# criteria against every object in the session, which grows with a dispatcher batch.
+NO_SYNC = {"synchronize_session": False}
+
+# --- payment attempts --------------------------------------------------------------------------
+
+
+async def insert_payment(session: AsyncSession, values: dict[str, Any]) -> int:
+    """Insert an attempt; returns its id."""
+    result = await session.execute(insert(Payment).values(**values).returning(Payment.id))
+    return int(result.scalar_one())
+
+
+async def get_payment(session: AsyncSession, payment_id: int) -> Payment | None:
+    """One attempt by id, read fresh."""
+    return await session.scalar(
+        select(Payment).where(Payment.id == payment_id).execution_options(populate_existing=True)
+    )
+
+
+async def by_out_trade_no(session: AsyncSession, out_trade_no: str) -> Payment | None:
+    """One attempt by its out_trade_no, read fresh."""
+    return await session.scalar(
+        select(Payment)
+        .where(Payment.out_trade_no == out_trade_no)
+        .execution_options(populate_existing=True)
+    )
+
+
+async def payments_of_order(session: AsyncSession, order_id: int) -> list[Payment]:
+    """Every attempt of an order, oldest first."""
+    rows = await session.scalars(
+        select(Payment)
+        .where(Payment.order_id == order_id)
+        .order_by(Payment.id)
+        .execution_options(populate_existing=True)
+    )
+    return list(rows.all())
+
+
+async def count_attempts(session: AsyncSession, order_id: int) -> int:
+    """How many attempts an order has had."""
+    return int(await session.scalar(select(func.count()).where(Payment.order_id == order_id)) or 0)
+
+
+async def open_attempt(session: AsyncSession, order_id: int, provider: str) -> Payment | None:
+    """The newest attempt still waiting for a result, for an order and provider."""
+    return await session.scalar(
+        select(Payment)
+        .where(
+            Payment.order_id == order_id, Payment.provider == provider, Payment.state == "pending"
+        )
+        .order_by(Payment.id.desc())
+        .limit(1)
+    )
+
+
+async def set_provider_params(
+    session: AsyncSession,
+    payment_id: int,
+    params: dict[str, Any] | None,
+    error: str | None,
+    at: datetime,
+) -> None:
+    """Keep what the provider answered when the attempt was opened (or why it failed)."""
+    values: dict[str, Any] = {"provider_params": params, "last_error": error, "updated_at": at}
+    if error is not None:
+        values.update(state="failed", next_query_at=None)
+    await session.execute(
+        update(Payment)
+        .where(Payment.id == payment_id, Payment.state == "pending")
+        .values(**values)
+        .execution_options(**NO_SYNC)
+    )
+
+
+async def mark_received(
+    session: AsyncSession,
+    payment_id: int,
+    *,
+    state: str,
+    txn_id: str | None,
+    amount_minor: int | None,
+    paid_at: datetime | None,
+    at: datetime,
+) -> bool:
+    """Record money received on an attempt (paid or mismatch), once: a compare-and-set."""
+    result = await session.execute(
+        update(Payment)
+        .where(Payment.id == payment_id, Payment.state.in_(("pending", "closed", "failed")))
+        .values(
+            state=state,
+            provider_txn_id=txn_id,
+            paid_amount_minor=amount_minor,
+            paid_at=paid_at,
+            next_query_at=None,
+            updated_at=at,
+        )
+        .execution_options(**NO_SYNC)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def mark_settles(session: AsyncSession, payment_id: int, at: datetime) -> None:
+    """This attempt is the one that paid its order."""
+    await session.execute(
+        update(Payment)
+        .where(Payment.id == payment_id)
+        .values(settles_order=True, updated_at=at)
+        .execution_options(**NO_SYNC)
+    )
+
+
+async def mark_closed(
+    session: AsyncSession, payment_id: int, trade_state: str, at: datetime
+) -> None:
+    """The provider says the attempt ended unpaid."""
+    await session.execute(
+        update(Payment)
+        .where(Payment.id == payment_id, Payment.state == "pending")
+        .values(state="closed", next_query_at=None, last_query_state=trade_state, updated_at=at)
+        .execution_options(**NO_SYNC)
+    )
+
+
+async def record_query(
+    session: AsyncSession,
+    payment_id: int,
+    *,
+    at: datetime,
+    trade_state: str | None,
+    next_query_at: datetime | None,
+    error: str | None,
+) -> None:
+    """Note an active query and when the next one is due."""
+    await session.execute(
+        update(Payment)
+        .where(Payment.id == payment_id)
+        .values(
+            query_count=Payment.query_count + 1,
+            last_query_at=at,
+            last_query_state=trade_state,
+            next_query_at=next_query_at,
+            last_error=error[:500] if error else None,
+            updated_at=at,
+        )
+        .execution_options(**NO_SYNC)
+    )
+
+
+async def due_for_query(
+    session: AsyncSession, now: datetime, limit: int, *, skip_locked: bool
+) -> list[Payment]:
+    """Pending attempts whose next active query is due, oldest first."""
+    stmt = (
+        select(Payment)
+        .where(Payment.state == "pending", Payment.next_query_at <= now)
+        .order_by(Payment.next_query_at, Payment.id)
+        .limit(limit)
+    )
+    if skip_locked:
+        stmt = stmt.with_for_update(skip_locked=True)
+    return list((await session.scalars(stmt)).all())
+
+
+async def add_refunded(session: AsyncSession, payment_id: int, delta: int, at: datetime) -> bool:
+    """Add to the refunded total, only while it stays within what was paid."""
+    result = await session.execute(
+        update(Payment)
+        .where(
+            Payment.id == payment_id,
+            Payment.state == "paid",
+            Payment.refunded_minor + delta <= Payment.paid_amount_minor,
+        )
+        .values(refunded_minor=Payment.refunded_minor + delta, updated_at=at)
+        .execution_options(**NO_SYNC)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def count_overdue_queries(session: AsyncSession, before: datetime) -> int:
+    """Pending attempts whose query has been due since before a moment (is a worker running?)."""
+    return int(
+        await session.scalar(
+            select(func.count()).where(Payment.state == "pending", Payment.next_query_at < before)
+        )
+        or 0
+    )
+
+
+# --- inbox -------------------------------------------------------------------------------------
+
+
+async def insert_notification(session: AsyncSession, values: dict[str, Any]) -> int | None:
+    """Store a notification; None when (provider, dedupe_key) is already there."""
+    stmt = (
+        upsert_insert(session, PaymentNotification)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["provider", "dedupe_key"])
+        .returning(PaymentNotification.id)
+    )
+    found = (await session.execute(stmt)).scalar_one_or_none()
+    return int(found) if found is not None else None
+
+
+async def insert_notifications(
+    session: AsyncSession, rows: list[dict[str, Any]]
+) -> dict[tuple[str, str], int]:
+    """Store several notifications in one statement; (provider, dedupe_key) -> id of the new
+    ones (those already there are skipped)."""
+    stmt = (
+        upsert_insert(session, PaymentNotification)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["provider", "dedupe_key"])
+        .returning(
+            PaymentNotification.id, PaymentNotification.provider, PaymentNotification.dedupe_key
+        )
+    )
+    return {(p, k): int(i) for i, p, k in (await session.execute(stmt)).all()}
+
+
+async def get_notification(
+    session: AsyncSession, notification_id: int
+) -> PaymentNotification | None:
+    """One stored notification."""
+    return await session.scalar(
+        select(PaymentNotification)
+        .where(PaymentNotification.id == notification_id)
+        .execution_options(populate_existing=True)
+    )
+
+
+async def finish_notification(
+    session: AsyncSession, notification_id: int, outcome: str, payment_id: int | None, at: datetime
+) -> bool:
+    """Record what applying a notification did, once."""
+    result = await session.execute(
+        update(PaymentNotification)
+        .where(PaymentNotification.id == notification_id, PaymentNotification.outcome == "pending")
+        .values(outcome=outcome, applied_at=at, payment_id=payment_id)
+        .execution_options(**NO_SYNC)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def notifications_for(
+    session: AsyncSession, out_trade_nos: Sequence[str]
+) -> list[PaymentNotification]:
+    """Stored notifications of some out_trade_nos, oldest first."""
+    if not out_trade_nos:
+        return []
+    rows = await session.scalars(
+        select(PaymentNotification)
+        .where(PaymentNotification.out_trade_no.in_(list(out_trade_nos)))
+        .order_by(PaymentNotification.id)
+    )
+    return list(rows.all())
+
+
+async def inbox_backlog(session: AsyncSession) -> tuple[int, datetime | None]:
+    """Verified notifications not yet applied, and the oldest one's arrival."""
+    row = (
+        await session.execute(
+            select(func.count(), func.min(PaymentNotification.received_at)).where(
+                PaymentNotification.outcome == "pending"
+            )
+        )
+    ).one()
+    oldest = row[1]
+    if isinstance(oldest, str):
+        oldest = datetime.fromisoformat(oldest)
+    return int(row[0]), oldest
+
+
+async def outcome_counts(session: AsyncSession, since: datetime | None = None) -> dict[str, int]:
+    """Stored notifications per outcome."""
+    stmt = select(PaymentNotification.outcome, func.count()).group_by(PaymentNotification.outcome)
+    if since is not None:
+        stmt = stmt.where(PaymentNotification.received_at >= since)
+    return {outcome: int(n) for outcome, n in (await session.execute(stmt)).all()}
+
+
+# --- nonces ------------------------------------------------------------------------------------
+
+
+async def claim_nonces(
+    session: AsyncSession, wanted: dict[tuple[str, str], datetime]
+) -> set[tuple[str, str]]:
+    """Remember several nonces in one statement; returns those not seen before."""
+    stmt = (
+        upsert_insert(session, PaymentNonce)
+        .values(
+            [
+                {"provider": p, "nonce": n, "expires_at": expires}
+                for (p, n), expires in wanted.items()
+            ]
+        )
+        .on_conflict_do_nothing()
+        .returning(PaymentNonce.provider, PaymentNonce.nonce)
+    )
+    return {(p, n) for p, n in (await session.execute(stmt)).all()}
+
+
+async def purge_nonces(session: AsyncSession, now: datetime) -> int:
+    """Forget nonces past the replay window."""
+    result = await session.execute(delete(PaymentNonce).where(PaymentNonce.expires_at < now))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+# --- refunds -----------------------------------------------------------------------------------
+
+
+async def insert_refund(session: AsyncSession, values: dict[str, Any]) -> int | None:
+    """Record a refund; None when (provider, out_refund_no) is already recorded."""
+    stmt = (
+        upsert_insert(session, PaymentRefund)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["provider", "out_refund_no"])
+        .returning(PaymentRefund.id)
+    )
+    found = (await session.execute(stmt)).scalar_one_or_none()
+    return int(found) if found is not None else None
+
+
+async def refunds_of(session: AsyncSession, payment_ids: Iterable[int]) -> list[PaymentRefund]:
+    """Refunds of some attempts, oldest first."""
+    ids = list(payment_ids)
+    if not ids:
+        return []
+    rows = await session.scalars(
+        select(PaymentRefund).where(PaymentRefund.payment_id.in_(ids)).order_by(PaymentRefund.id)
+    )
+    return list(rows.all())
+
+
+# --- manual payments ---------------------------------------------------------------------------
+
+
+async def insert_manual(session: AsyncSession, values: dict[str, Any]) -> int:
+    """Insert a manual payment request; returns its id."""
+    result = await session.execute(
+        insert(ManualPayment).values(**values).returning(ManualPayment.id)
+    )
+    return int(result.scalar_one())
+
+
+async def get_manual(session: AsyncSession, manual_id: int) -> ManualPayment | None:
+    """One manual payment request, read fresh."""
+    return await session.scalar(
+        select(ManualPayment)
+        .where(ManualPayment.id == manual_id)
+        .execution_options(populate_existing=True)
+    )
+
+
+async def pending_manual_for_order(session: AsyncSession, order_id: int) -> ManualPayment | None:
+    """The order's request still awaiting a second person, if any."""
+    return await session.scalar(
+        select(ManualPayment).where(
+            ManualPayment.order_id == order_id, ManualPayment.state == "pending_approval"
+        )
+    )
+
+
+async def decide_manual(
+    session: AsyncSession,
+    manual_id: int,
+    *,
+    state: str,
+    by: str,
+    at: datetime,
+    note: str | None,
+    query_outcome: str | None,
+) -> bool:
+    """Approve, reject or supersede a pending request, once."""
+    result = await session.execute(
+        update(ManualPayment)
+        .where(ManualPayment.id == manual_id, ManualPayment.state == "pending_approval")
+        .values(
+            state=state,
+            decided_by=by,
+            decided_at=at,
+            decision_note=note,
+            query_outcome=query_outcome,
+        )
+        .execution_options(**NO_SYNC)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+# --- reconciliation ----------------------------------------------------------------------------
+
+RECON_COLUMNS = (
+    Payment.out_trade_no,
+    Payment.state,
+    Payment.amount_minor,
+    Payment.paid_amount_minor,
+    Payment.refunded_minor,
+    Payment.provider_txn_id,
+    Payment.order_no,
+)
+
+
+_RECON_PAID_SQL = (
+    "SELECT out_trade_no, COALESCE(paid_amount_minor, amount_minor), refunded_minor"
+    " FROM payment WHERE provider = $1 AND paid_at >= $2 AND paid_at < $3 AND state = 'paid'"
+)
+
+
+async def recon_paid_window(
+    session: AsyncSession, provider: str, start: datetime, end: datetime
+) -> dict[str, tuple[int, int]]:
+    """out_trade_no -> (amount paid, refunded) of a provider's attempts paid within a window.
+    On PostgreSQL the rows come straight from asyncpg (a million in about a second)."""
+    if dialect_of(session) == "postgresql":
+        connection = await session.connection()
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        records = await driver.fetch(_RECON_PAID_SQL, provider, start, end)
+        return {r[0]: (r[1], r[2]) for r in records}
+    result = await session.execute(
+        select(
+            Payment.out_trade_no,
+            func.coalesce(Payment.paid_amount_minor, Payment.amount_minor),
+            Payment.refunded_minor,
+        ).where(
+            Payment.provider == provider,
+            Payment.paid_at >= start,
+            Payment.paid_at < end,
+            Payment.state == "paid",
+        )
+    )
+    return {no: (int(paid), int(refunded)) for no, paid, refunded in result.all()}
+
+
+async def recon_unsettled_window(
+    session: AsyncSession, provider: str, start: datetime, end: datetime
+) -> list[tuple[Any, ...]]:
+    """Attempts with money received in a window but not in state paid (a wrong amount)."""
+    result = await session.execute(
+        select(*RECON_COLUMNS).where(
+            Payment.provider == provider,
+            Payment.paid_at >= start,
+            Payment.paid_at < end,
+            Payment.state != "paid",
+        )
+    )
+    return [tuple(row) for row in result.all()]
+
+
+async def recon_lookup(
+    session: AsyncSession, provider: str, out_trade_nos: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    """Attempts by out_trade_no (statement rows the window did not cover)."""
+    found: list[tuple[Any, ...]] = []
+    for start in range(0, len(out_trade_nos), 1000):
+        chunk = list(out_trade_nos[start : start + 1000])
+        result = await session.execute(
+            select(*RECON_COLUMNS).where(
+                Payment.provider == provider,
+                or_(Payment.out_trade_no.in_(chunk)),
+            )
+        )
+        found.extend(tuple(row) for row in result.all())
+    return found
+
+
+async def insert_reconciliation(session: AsyncSession, values: dict[str, Any]) -> int:
+    """Record a reconciliation run; returns its id."""
+    result = await session.execute(
+        insert(PaymentReconciliation).values(**values).returning(PaymentReconciliation.id)
+    )
+    return int(result.scalar_one())
