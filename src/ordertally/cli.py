@@ -210,6 +210,29 @@ def schemas() -> None:
 
 
 @app.command()
+def replay(
+    event_id: Annotated[
+        str | None, typer.Option(help="Only this event (default: every dead one)")
+    ] = None,
+) -> None:
+    """Send dead-lettered outbox events through their consumers again, once the cause is fixed."""
+    from ordertally.events import service as events_service
+
+    async def main() -> list[str]:
+        db = create_database()
+        try:
+            async with db.transaction() as session:
+                return await events_service.replay_dead(session, event_id)
+        finally:
+            await db.dispose()
+
+    ids = asyncio.run(main())
+    typer.echo(f"{len(ids)} dead events requeued")
+    for requeued in ids:
+        typer.echo(requeued)
+
+
+@app.command()
 def transitions() -> None:
     """Print the order transition table."""
     from ordertally.orders.state_machine import as_rows

@@ -85,3 +85,31 @@ def test_schemas_prints_every_event_schema() -> None:
     schemas = json.loads(result.stdout)
     assert "OrderCreated.v1" in schemas and "OrderPaid.v1" in schemas
     assert "total_minor" in schemas["OrderCreated.v1"]["properties"]
+
+
+async def test_replay_requeues_dead_events(db: Database) -> None:
+    from sqlalchemy import select, update
+
+    from ordertally.events.models import DeadLetter, OutboxEvent
+
+    await make_order(db)
+    async with db.transaction() as session:
+        event = (await session.scalars(select(OutboxEvent))).one()
+        await session.execute(update(OutboxEvent).values(status="dead", attempts=20))
+        session.add(
+            DeadLetter(
+                event_id=event.event_id,
+                event_type=event.event_type,
+                consumer="x",
+                reason="boom",
+                attempts=20,
+                created_at=clock.now(),
+            )
+        )
+    result = _cli("replay")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["1 dead events requeued", event.event_id]
+    async with db.transaction(write=False) as session:
+        assert (await session.scalar(select(OutboxEvent.status))) == "pending"
+        assert (await session.scalar(select(OutboxEvent.attempts))) == 0
+        assert (await session.scalars(select(DeadLetter))).all() == []

@@ -25,6 +25,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "inventory.read": frozenset(ROLES),
     "inventory.manage": frozenset({"admin", "ops"}),
     "inventory.move": frozenset({"admin", "ops", "warehouse"}),
+    "payments.create": frozenset({"admin", "ops", "cs"}),
+    "payments.read": frozenset({"admin", "ops", "cs", "finance"}),
+    "payments.manual": frozenset({"finance"}),
+    "payments.reconcile": frozenset({"admin", "finance"}),
 }
 
 

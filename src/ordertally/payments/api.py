@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 
 from ordertally.auth.api import require
-from ordertally.auth.service import PERMISSIONS, Principal
+from ordertally.auth.service import Principal
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.money import format_minor
@@ -30,16 +30,6 @@ from ordertally.payments.schemas import (
     PaymentOut,
     Provider,
     ReconciliationOut,
-)
-
-# The payments rows of the role -> permission table.
-PERMISSIONS.update(
-    {
-        "payments.create": frozenset({"admin", "ops", "cs"}),
-        "payments.read": frozenset({"admin", "ops", "cs", "finance"}),
-        "payments.manual": frozenset({"finance"}),
-        "payments.reconcile": frozenset({"admin", "finance"}),
-    }
 )
 
 router = APIRouter(prefix="/api/v1", tags=["payments"])
