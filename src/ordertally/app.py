@@ -16,11 +16,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ordertally import __version__
 from ordertally.auth.service import Authenticator
+from ordertally.channels import api as channels_api
 from ordertally.core.db import Database, create_database
 from ordertally.core.errors import OrdertallyError, PayloadTooLarge, problem
 from ordertally.core.settings import Settings, get_settings
+from ordertally.customers import api as customers_api
+from ordertally.fulfillment import api as fulfillment_api
 from ordertally.inventory import api as inventory_api
 from ordertally.jobs.worker import load_registrations, run_worker
+from ordertally.notify import api as notify_api
 from ordertally.ops import health, metrics
 from ordertally.orders import api as orders_api
 from ordertally.payments import api as payments_api
@@ -167,6 +171,10 @@ def create_app(
     app.include_router(inventory_api.router)
     app.include_router(payments_api.router)
     app.include_router(payments_callbacks.router)
+    app.include_router(fulfillment_api.router)
+    app.include_router(notify_api.router)
+    app.include_router(channels_api.router)
+    app.include_router(customers_api.router)
     app.include_router(health.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(metrics.LatencyMiddleware)

@@ -340,6 +340,19 @@ def paysim_serve(
     )
 
 
+def _register_domain_commands() -> None:
+    from ordertally.channels import cli as channels_cli
+    from ordertally.customers import cli as customers_cli
+    from ordertally.fulfillment import cli as fulfillment_cli
+    from ordertally.notify import cli as notify_cli
+
+    for module in (fulfillment_cli, notify_cli, channels_cli, customers_cli):
+        module.register(app)
+
+
+_register_domain_commands()
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -29,6 +29,16 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "payments.read": frozenset({"admin", "ops", "cs", "finance"}),
     "payments.manual": frozenset({"finance"}),
     "payments.reconcile": frozenset({"admin", "finance"}),
+    "fulfillment.read": frozenset(ROLES),
+    "fulfillment.ship": frozenset({"admin", "ops", "warehouse"}),
+    "fulfillment.manage": frozenset({"admin", "ops"}),
+    "notify.read": frozenset({"admin", "ops", "cs"}),
+    "notify.manage": frozenset({"admin", "ops"}),
+    "channels.read": frozenset({"admin", "ops", "cs", "finance"}),
+    "channels.manage": frozenset({"admin", "ops"}),
+    "channels.import": frozenset({"admin", "ops"}),
+    "customers.read": frozenset({"admin", "ops", "cs"}),
+    "customers.manage": frozenset({"admin", "ops"}),
 }
 
 

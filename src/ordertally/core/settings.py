@@ -112,6 +112,14 @@ class Settings(BaseSettings):
     # After a connection failure, publishes fail at once for this long before reconnecting.
     broker_retry_seconds: float = Field(default=2.0, ge=0, le=600)
 
+    # --- fulfillment (issue 5): carriers, tracking, tracking page ---
+
+    # --- notify (issue 5): Apprise URLs, SMS gateway, templates ---
+
+    # --- channels (issue 6): accounts, sync engine, simulators ---
+
+    # --- customers and file import (issue 6) ---
+
     doctor_outbox_max_backlog: int = 10_000
     doctor_outbox_max_age_seconds: int = 300
     doctor_stuck_grace_seconds: int = 300

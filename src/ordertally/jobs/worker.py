@@ -28,6 +28,10 @@ BUILTIN_MODULES = (
     "ordertally.analytics.consumers",
     "ordertally.payments.consumers",
     "ordertally.payments.jobs",
+    "ordertally.fulfillment.consumers",
+    "ordertally.notify.consumers",
+    "ordertally.channels.consumers",
+    "ordertally.customers.consumers",
 )
 
 

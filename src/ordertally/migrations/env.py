@@ -8,10 +8,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import ordertally.analytics.models
 import ordertally.auth.models
+import ordertally.channels.models
+import ordertally.customers.models
 import ordertally.events.models
 import ordertally.exceptions.models
+import ordertally.fulfillment.models
 import ordertally.inventory.models
 import ordertally.jobs.models
+import ordertally.notify.models
 import ordertally.orders.models
 import ordertally.payments.models  # noqa: F401  (register every table on the metadata)
 from ordertally.core.db import Base

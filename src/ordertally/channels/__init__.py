@@ -1,0 +1,1 @@
+"""Channels: platform adapters (webhooks, pulls, files) into one stream of canonical orders."""

@@ -1,0 +1,3 @@
+"""Tables of the channels domain."""
+
+from __future__ import annotations

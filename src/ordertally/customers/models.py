@@ -1,0 +1,3 @@
+"""Tables of the customers domain."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Fulfillment: shipments, carriers, waybills, tracking and the customer tracking page."""

@@ -1,0 +1,3 @@
+"""What the worker loads for this domain: its event schemas, consumers and periodic jobs."""
+
+from __future__ import annotations

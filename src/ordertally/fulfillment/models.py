@@ -1,0 +1,3 @@
+"""Tables of the fulfillment domain."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Notifications: Apprise (WeCom, DingTalk, email, JSON webhooks), SMS gateways, templates."""
