@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.settings import Settings
 from ordertally.events import repository
 from ordertally.events.models import OutboxEvent
-from ordertally.events.registry import Envelope, consumers_for
+from ordertally.events.registry import Consumer, Envelope, consumers_for
 
 log = logging.getLogger(__name__)
 
@@ -55,59 +56,133 @@ def backoff(settings: Settings, attempts: int) -> timedelta:
     return timedelta(seconds=min(seconds, settings.outbox_backoff_max_seconds))
 
 
+class _FastPathFailed(Exception):
+    """A consumer failed while the batch ran without savepoints: run it again, isolated."""
+
+    def __init__(self, event_id: str, consumer: str, error: str) -> None:
+        super().__init__(consumer)
+        self.key = (event_id, consumer)
+        self.error = error
+
+
 async def dispatch_batch(db: Database, settings: Settings) -> BatchResult:
-    """Claim due events and deliver each to the consumers that have not applied it yet."""
+    """Claim due events and deliver each to the consumers that have not applied it yet.
+
+    A batch first runs without savepoints (the common case: every consumer succeeds), reading
+    the dedupe rows and writing the processed and finished rows once per batch. If any consumer
+    raises, that transaction is rolled back and the batch runs again with each consumer inside
+    its own savepoint, so one failing consumer is retried alone while the rest commit; the
+    failure already seen is recorded without calling that consumer a second time. Either way a
+    consumer's effects and its dedupe row commit together (docs/adr/0004).
+    """
+    try:
+        return await _dispatch(db, settings, isolate=False, known={})
+    except _FastPathFailed as failed:
+        log.info("batch runs again with savepoints: %s failed: %s", failed.key[1], failed.error)
+        return await _dispatch(db, settings, isolate=True, known={failed.key: failed.error})
+
+
+async def _dispatch(
+    db: Database, settings: Settings, *, isolate: bool, known: dict[tuple[str, str], str]
+) -> BatchResult:
     result = BatchResult()
+    applied: list[str] = []
     async with db.transaction() as session:
         now = clock.now()
         events = await repository.claim_due(
             session, now, settings.worker_batch_size, skip_locked=not db.is_sqlite
         )
         result.claimed = len(events)
+        if not events:
+            return result
+        already = await repository.processed_for(session, [e.event_id for e in events])
+        processed: list[dict[str, object]] = []
+        done: list[int] = []
+        batched: dict[str, tuple[Consumer, list[Envelope]]] = {}
         for event in events:
-            already = await repository.processed_consumers(session, event.event_id)
             envelope = envelope_of(event)
+            seen = already.get(event.event_id, set())
             failures: dict[str, str] = {}
             for consumer in consumers_for(event.event_type):
-                if consumer.name in already:
+                if consumer.name in seen:
                     continue
+                if not isolate and consumer.batch_handler is not None:
+                    batched.setdefault(consumer.name, (consumer, []))[1].append(envelope)
+                    processed.append(
+                        {"consumer": consumer.name, "event_id": event.event_id, "processed_at": now}
+                    )
+                    applied.append(consumer.name)
+                    continue
+                error = known.get((event.event_id, consumer.name))
                 try:
-                    async with session.begin_nested():
+                    if error is not None:
+                        raise _FastPathFailed(event.event_id, consumer.name, error)
+                    if isolate:
+                        async with session.begin_nested():
+                            await consumer.handler(session, envelope)
+                    else:
                         await consumer.handler(session, envelope)
-                        await repository.mark_processed(session, consumer.name, event.event_id, now)
                 except Exception as exc:
-                    log.warning("consumer %s failed on %s: %r", consumer.name, event.event_id, exc)
-                    failures[consumer.name] = f"{type(exc).__name__}: {exc}"
+                    reason = error if error is not None else f"{type(exc).__name__}: {exc}"
+                    if not isolate:
+                        raise _FastPathFailed(event.event_id, consumer.name, reason) from exc
+                    log.warning("consumer %s failed on %s: %s", consumer.name, envelope.id, reason)
+                    failures[consumer.name] = reason
                     DELIVERIES.labels(consumer.name, "failed").inc()
-                else:
-                    DELIVERIES.labels(consumer.name, "applied").inc()
+                    continue
+                processed.append(
+                    {"consumer": consumer.name, "event_id": event.event_id, "processed_at": now}
+                )
+                applied.append(consumer.name)
             if not failures:
-                await repository.finish(session, event.id, "done", now)
+                done.append(event.id)
                 result.done += 1
                 continue
-            attempts = event.attempts + 1
-            error = "; ".join(f"{name}: {reason}" for name, reason in sorted(failures.items()))
-            if attempts >= settings.outbox_max_attempts:
-                for name, reason in sorted(failures.items()):
-                    await repository.add_dead_letter(
-                        session,
-                        event_id=event.event_id,
-                        event_type=event.event_type,
-                        consumer=name,
-                        reason=reason[:4000],
-                        attempts=attempts,
-                        created_at=now,
-                    )
-                    DELIVERIES.labels(name, "dead").inc()
-                await repository.schedule_retry(session, event.id, attempts, now, error)
-                await repository.finish(session, event.id, "dead", now)
-                result.dead += 1
-            else:
-                await repository.schedule_retry(
-                    session, event.id, attempts, now + backoff(settings, attempts), error
-                )
-                result.retried += 1
+            await _give_up_or_retry(session, settings, event, failures, now, result)
+        for consumer, envelopes in batched.values():
+            assert consumer.batch_handler is not None
+            try:
+                await consumer.batch_handler(session, envelopes)
+            except Exception as exc:
+                raise _FastPathFailed("*", consumer.name, f"{type(exc).__name__}: {exc}") from exc
+        await repository.mark_processed_many(session, processed)
+        await repository.finish_many(session, done, "done", now)
+    for name in applied:
+        DELIVERIES.labels(name, "applied").inc()
     return result
+
+
+async def _give_up_or_retry(
+    session: AsyncSession,
+    settings: Settings,
+    event: OutboxEvent,
+    failures: dict[str, str],
+    now: datetime,
+    result: BatchResult,
+) -> None:
+    """Schedule a failed event's next attempt, or dead-letter it after the last one."""
+    attempts = event.attempts + 1
+    error = "; ".join(f"{name}: {reason}" for name, reason in sorted(failures.items()))
+    if attempts >= settings.outbox_max_attempts:
+        for name, reason in sorted(failures.items()):
+            await repository.add_dead_letter(
+                session,
+                event_id=event.event_id,
+                event_type=event.event_type,
+                consumer=name,
+                reason=reason[:4000],
+                attempts=attempts,
+                created_at=now,
+            )
+            DELIVERIES.labels(name, "dead").inc()
+        await repository.schedule_retry(session, event.id, attempts, now, error)
+        await repository.finish(session, event.id, "dead", now)
+        result.dead += 1
+    else:
+        await repository.schedule_retry(
+            session, event.id, attempts, now + backoff(settings, attempts), error
+        )
+        result.retried += 1
 
 
 async def drain(db: Database, settings: Settings, max_batches: int = 1_000_000) -> int:

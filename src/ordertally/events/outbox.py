@@ -67,3 +67,9 @@ async def publish(
     )
     await repository.add_events(session, [row])
     return str(row["event_id"])
+
+
+async def publish_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Add many events built with `build_row` in one statement, inside the caller's transaction."""
+    if rows:
+        await repository.add_events(session, rows)

@@ -50,6 +50,39 @@ async def processed_consumers(session: AsyncSession, event_id: str) -> set[str]:
     return set(rows.all())
 
 
+async def processed_for(session: AsyncSession, event_ids: list[str]) -> dict[str, set[str]]:
+    """For a batch of events, the consumers that already applied each (one query)."""
+    found: dict[str, set[str]] = {}
+    if not event_ids:
+        return found
+    rows = await session.execute(
+        select(ProcessedEvent.event_id, ProcessedEvent.consumer).where(
+            ProcessedEvent.event_id.in_(event_ids)
+        )
+    )
+    for event_id, consumer in rows.all():
+        found.setdefault(event_id, set()).add(consumer)
+    return found
+
+
+async def mark_processed_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Record many (consumer, event_id, processed_at) rows at once; existing ones are kept."""
+    if rows:
+        await session.execute(upsert_insert(session, ProcessedEvent).on_conflict_do_nothing(), rows)
+
+
+async def finish_many(
+    session: AsyncSession, event_pks: list[int], status: str, at: datetime
+) -> None:
+    """Mark many events done (or dead) in one statement."""
+    if event_pks:
+        await session.execute(
+            update(table_of(OutboxEvent))
+            .where(OutboxEvent.id.in_(event_pks))
+            .values(status=status, done_at=at)
+        )
+
+
 async def mark_processed(session: AsyncSession, consumer: str, event_id: str, at: datetime) -> bool:
     """Record that a consumer applied an event; False if it already had."""
     stmt = upsert_insert(session, ProcessedEvent).on_conflict_do_nothing()

@@ -245,6 +245,28 @@ async def move_reservations(
     return sorted((int(a), int(b), int(c), str(d), int(e)) for a, b, c, d, e in result.all())
 
 
+async def commit_held_many(session: AsyncSession, order_ids: list[int], at: datetime) -> None:
+    """Payment arrived for many orders: their held reservations become committed, no expiry."""
+    await session.execute(
+        update(table_of(Reservation))
+        .where(Reservation.order_id.in_(order_ids), Reservation.state == "held")
+        .values(state="committed", updated_at=at, expires_at=None)
+    )
+
+
+async def committed_per_line(session: AsyncSession, order_ids: list[int]) -> dict[int, int]:
+    """Units committed or consumed per order line, for many orders (order_line_id -> units)."""
+    rows = await session.execute(
+        select(Reservation.order_line_id, func.sum(Reservation.quantity))
+        .where(
+            Reservation.order_id.in_(order_ids),
+            Reservation.state.in_(("committed", "consumed")),
+        )
+        .group_by(Reservation.order_line_id)
+    )
+    return {int(line_id): int(units) for line_id, units in rows.all() if line_id is not None}
+
+
 async def expired_held(
     session: AsyncSession, now: datetime, limit: int, *, skip_locked: bool
 ) -> list[Reservation]:

@@ -532,6 +532,42 @@ async def commit_order(
     return {}
 
 
+async def commit_orders(
+    session: AsyncSession, demands: dict[int, tuple[list[LineDemand], str]]
+) -> dict[int, dict[str, int]]:
+    """`commit_order` for many orders (order id -> (lines, ship province)) in three statements
+    when every line is still held, which is the common case; orders whose units were swept
+    are reserved again one by one. Returns what could not be reserved, per order."""
+    if not demands:
+        return {}
+    order_ids = sorted(demands)
+    await repository.commit_held_many(session, order_ids, clock.now())
+    have = await repository.committed_per_line(session, order_ids)
+    short: dict[int, dict[str, int]] = {}
+    for order_id in order_ids:
+        lines, province = demands[order_id]
+        missing = [
+            LineDemand(ln.line_id, ln.line_no, ln.sku, ln.quantity - have.get(ln.line_id, 0))
+            for ln in lines
+            if ln.quantity > have.get(ln.line_id, 0)
+        ]
+        if not missing:
+            continue
+        try:
+            await reserve_for_order(
+                session,
+                order_id=order_id,
+                lines=missing,
+                ship_province=province,
+                expires_at=None,
+                committed=True,
+                new_order=False,
+            )
+        except InsufficientStock:
+            short[order_id] = _demand(missing)
+    return short
+
+
 async def release_order(session: AsyncSession, order_id: int) -> int:
     """The order closed or was refunded before shipping: give its units back."""
     moved = await repository.move_reservations(

@@ -86,6 +86,50 @@ async def insert_lines(session: AsyncSession, rows: list[dict[str, Any]]) -> lis
     return [int(i) for i in result.scalars().all()]
 
 
+async def lock_many(session: AsyncSession, order_ids: list[int]) -> list[SalesOrder]:
+    """Orders by id, read fresh and row-locked on PostgreSQL, in id order (no deadlocks)."""
+    stmt = (
+        select(SalesOrder)
+        .where(SalesOrder.id.in_(order_ids))
+        .order_by(SalesOrder.id)
+        .execution_options(populate_existing=True)
+    )
+    if dialect_of(session) == "postgresql":
+        stmt = stmt.with_for_update()
+    return list((await session.scalars(stmt)).all())
+
+
+async def set_status_many(
+    session: AsyncSession, rows: list[dict[str, Any]], *, from_status: str, to_status: str
+) -> None:
+    """Compare-and-set of many locked orders: rows of {"oid", "seen"} (id, version read)."""
+    await session.execute(
+        update(table_of(SalesOrder))
+        .where(
+            SalesOrder.id == bindparam("oid"),
+            SalesOrder.status == from_status,
+            SalesOrder.version == bindparam("seen"),
+        )
+        .values(status=to_status, version=bindparam("seen") + 1, updated_at=bindparam("at")),
+        rows,
+    )
+
+
+async def insert_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Append many audit rows."""
+    await session.execute(_INSERT_EVENT, rows)
+
+
+async def lines_of_many(session: AsyncSession, order_ids: list[int]) -> list[OrderLine]:
+    """Lines of many orders, by order then line number."""
+    rows = await session.scalars(
+        select(OrderLine)
+        .where(OrderLine.order_id.in_(order_ids))
+        .order_by(OrderLine.order_id, OrderLine.line_no)
+    )
+    return list(rows.all())
+
+
 async def insert_event(session: AsyncSession, values: dict[str, Any]) -> None:
     """Append one audit row."""
     await session.execute(_INSERT_EVENT, values)

@@ -454,6 +454,119 @@ async def transition(
     raise TransitionConflict(f"order {order_no} kept changing; try again", transition=name)
 
 
+async def transition_many(
+    session: AsyncSession, order_ids: list[int], name: str, actors: dict[int, Actor]
+) -> set[int]:
+    """`transition` for many orders at once, in a fixed number of statements: the orders are
+    locked, those in a source status move together (compare-and-set, stock effects, audit rows,
+    events). Returns the ids moved; the caller decides about the others (typically by calling
+    `transition` for each, which explains why). Only transitions without holds or evidence
+    rules and with a batched stock effect are supported."""
+    spec = find(name)
+    if spec is None or spec.blocked_by_holds or name not in _BATCHED_STOCK_EFFECTS:
+        raise ValueError(f"{name!r} cannot be applied in a batch")
+    for actor in actors.values():
+        if actor.kind not in spec.actors:
+            raise ActorNotAllowed(f"{actor.kind} may not trigger {name}", transition=name)
+        if actor.kind in spec.evidence_required_for and not actor.evidence_ref:
+            raise EvidenceRequired(f"{actor.kind} must give evidence for {name}", transition=name)
+    orders = [
+        o
+        for o in await repository.lock_many(session, sorted(set(order_ids)))
+        if o.status in spec.sources and o.id in actors
+    ]
+    if not orders:
+        return set()
+    now = clock.now()
+    by_source: dict[str, list[SalesOrder]] = {}
+    for order in orders:
+        by_source.setdefault(order.status, []).append(order)
+    for source, group in by_source.items():
+        await repository.set_status_many(
+            session,
+            [{"oid": o.id, "seen": o.version, "at": now} for o in group],
+            from_status=source,
+            to_status=spec.target.value,
+        )
+    await _BATCHED_STOCK_EFFECTS[name](session, orders)
+    audit: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for order in orders:
+        actor = actors[order.id]
+        version = order.version + 1
+        audit.append(
+            {
+                "order_id": order.id,
+                "version": version,
+                "event": name,
+                "from_status": order.status,
+                "to_status": spec.target.value,
+                "actor_kind": actor.kind.value,
+                "actor_id": actor.id,
+                "source_ip": actor.source_ip,
+                "evidence_ref": actor.evidence_ref,
+                "note": actor.note,
+                "occurred_at": now,
+            }
+        )
+        events.append(
+            outbox.build_row(
+                spec.event_type,
+                OrderStatusChanged(
+                    order_id=order.id,
+                    order_no=order.order_no,
+                    transition=name,
+                    from_status=order.status,
+                    to_status=spec.target.value,
+                    version=version,
+                    actor_kind=actor.kind.value,
+                    actor_id=actor.id,
+                    evidence_ref=actor.evidence_ref,
+                    occurred_at=now,
+                ),
+                aggregate_type="order",
+                aggregate_id=order.order_no,
+            )
+        )
+        TRANSITIONS_TOTAL.labels(order.status, spec.target.value).inc()
+    await repository.insert_events(session, audit)
+    await outbox.publish_rows(session, events)
+    moved = {o.id for o in orders}
+    # The ORM objects still show the old status: expire them so later reads see the new one.
+    for order in orders:
+        session.expire(order)
+    return moved
+
+
+async def _commit_paid_many(session: AsyncSession, orders: list[SalesOrder]) -> None:
+    """The stock side of payment_succeeded for many orders (see `_apply_stock_effects`)."""
+    lines: dict[int, list[inventory_service.LineDemand]] = {o.id: [] for o in orders}
+    for line in await repository.lines_of_many(session, list(lines)):
+        lines[line.order_id].append(
+            inventory_service.LineDemand(line.id, line.line_no, line.sku, line.quantity)
+        )
+    short = await inventory_service.commit_orders(
+        session, {o.id: (lines[o.id], o.ship_province) for o in orders}
+    )
+    for order_id, missing in sorted(short.items()):
+        await exceptions_service.open_case(
+            session,
+            order_id=order_id,
+            category="inventory",
+            type="stock_shortage",
+            blocking=True,
+            detail={
+                "skus": [{"sku": s, "missing": q} for s, q in sorted(missing.items())],
+                "when": "payment",
+            },
+        )
+
+
+_BATCHED_STOCK_EFFECTS: dict[str, Callable[[AsyncSession, list[SalesOrder]], Awaitable[None]]] = {
+    "payment_succeeded": _commit_paid_many,
+}
+
+
 async def _already_applied(session: AsyncSession, order: SalesOrder, spec: Transition) -> bool:
     if order.status != spec.target.value:
         return False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.events.registry import Envelope, consumer
+from ordertally.events.registry import Envelope, batch_consumer, consumer
 from ordertally.payments import (
     events,  # noqa: F401  (registers the event schema)
     service,
@@ -15,3 +15,11 @@ from ordertally.payments import (
 async def apply_notification(session: AsyncSession, envelope: Envelope) -> None:
     """Apply the notification the inbox write announced (a no-op once applied)."""
     await service.apply_notification(session, int(envelope.payload["notification_id"]))
+
+
+@batch_consumer("payments.apply_notification")
+async def apply_notifications(session: AsyncSession, envelopes: list[Envelope]) -> None:
+    """The same for a whole batch of notifications, in a few statements (see the service)."""
+    await service.apply_notifications(
+        session, [int(envelope.payload["notification_id"]) for envelope in envelopes]
+    )

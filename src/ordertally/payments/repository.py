@@ -6,10 +6,10 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.core.db import dialect_of, upsert_insert
+from ordertally.core.db import dialect_of, table_of, upsert_insert
 from ordertally.payments.models import (
     ManualPayment,
     Payment,
@@ -249,6 +249,72 @@ async def get_notification(
         select(PaymentNotification)
         .where(PaymentNotification.id == notification_id)
         .execution_options(populate_existing=True)
+    )
+
+
+async def pending_notifications(
+    session: AsyncSession, notification_ids: Sequence[int]
+) -> list[PaymentNotification]:
+    """Stored notifications not applied yet, by id, read fresh, in id order."""
+    rows = await session.scalars(
+        select(PaymentNotification)
+        .where(
+            PaymentNotification.id.in_(list(notification_ids)),
+            PaymentNotification.outcome == "pending",
+        )
+        .order_by(PaymentNotification.id)
+        .execution_options(populate_existing=True)
+    )
+    return list(rows.all())
+
+
+async def lock_by_out_trade_nos(
+    session: AsyncSession, out_trade_nos: Sequence[str]
+) -> list[Payment]:
+    """Attempts by out_trade_no, read fresh and row-locked on PostgreSQL, in id order."""
+    stmt = (
+        select(Payment)
+        .where(Payment.out_trade_no.in_(list(out_trade_nos)))
+        .order_by(Payment.id)
+        .execution_options(populate_existing=True)
+    )
+    if dialect_of(session) == "postgresql":
+        stmt = stmt.with_for_update()
+    return list((await session.scalars(stmt)).all())
+
+
+async def mark_paid_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Record many locked attempts as paid and settling their orders: rows of
+    {"pid", "txn", "amount", "paid_at", "at"}."""
+    await session.execute(
+        update(table_of(Payment))
+        .where(
+            Payment.id == bindparam("pid"),
+            # (an IN list cannot be used with executemany)
+            or_(Payment.state == "pending", Payment.state == "closed", Payment.state == "failed"),
+        )
+        .values(
+            state="paid",
+            provider_txn_id=bindparam("txn"),
+            paid_amount_minor=bindparam("amount"),
+            paid_at=bindparam("paid_at"),
+            next_query_at=None,
+            settles_order=True,
+            updated_at=bindparam("at"),
+        ),
+        rows,
+    )
+
+
+async def finish_notifications(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Record many outcomes at once: rows of {"nid", "outcome", "pid", "at"}."""
+    await session.execute(
+        update(table_of(PaymentNotification))
+        .where(PaymentNotification.id == bindparam("nid"), PaymentNotification.outcome == "pending")
+        .values(
+            outcome=bindparam("outcome"), applied_at=bindparam("at"), payment_id=bindparam("pid")
+        ),
+        rows,
     )
 
 
