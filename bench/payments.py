@@ -392,6 +392,27 @@ async def wait_applied(db: Any, total: int, limit_seconds: float) -> float:
 # --- phases ----------------------------------------------------------------------------------
 
 
+def start_sampling(env: Env, args: argparse.Namespace) -> subprocess.Popen[bytes] | None:
+    """With --profile-ack FILE: sample the (first) API process with py-spy while it acks."""
+    if not args.profile_ack:
+        return None
+    server = next(p for p in env.procs if "serve" in p.args)  # type: ignore[operator]
+    return subprocess.Popen(
+        [
+            *("py-spy", "record", "-p", str(server.pid), "-r", "250", "-f", "raw"),
+            *("-o", args.profile_ack, "--subprocesses", "--nonblocking"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_sampling(sampler: subprocess.Popen[bytes] | None) -> None:
+    if sampler is not None:
+        sampler.send_signal(signal.SIGINT)
+        sampler.wait(30)
+
+
 async def proof_round(env: Env, db: Any, args: argparse.Namespace, port: int) -> dict[str, Any]:
     from ordertally.orders.models import OrderEvent, SalesOrder
     from ordertally.payments.models import Payment, PaymentNotification
@@ -415,7 +436,9 @@ async def proof_round(env: Env, db: Any, args: argparse.Namespace, port: int) ->
         )
         inbox_before = await session.scalar(select(func.count()).select_from(PaymentNotification))
     msgs = build_proof(env.keys, port, valid, wrong, sizes)
+    sampler = start_sampling(env, args)
     elapsed, results = await closed_loop(port, msgs, args.parallel)
+    stop_sampling(sampler)
     outcome: Counter[str] = Counter()
     for message, status, body, _ in results:
         outcome[
@@ -741,6 +764,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="ordertally worker processes")
     parser.add_argument("--server-workers", type=int, default=1, help="API processes")
     parser.add_argument("--batch", type=int, default=200, help="ORDERTALLY_WORKER_BATCH_SIZE")
+    parser.add_argument(
+        "--profile-ack", default="", help="py-spy raw samples of the API while it acknowledges"
+    )
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--rate-seconds", type=float, default=5.0)
     parser.add_argument("--recon-rows", type=int, default=1_000_000)

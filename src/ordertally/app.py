@@ -167,10 +167,11 @@ def create_app(
         )
         return _problem_response(body)
 
+    # Platform callbacks first: routes are matched in order and these carry the most traffic.
+    app.include_router(payments_callbacks.router)
     app.include_router(orders_api.router)
     app.include_router(inventory_api.router)
     app.include_router(payments_api.router)
-    app.include_router(payments_callbacks.router)
     app.include_router(fulfillment_api.router)
     app.include_router(notify_api.router)
     app.include_router(channels_api.router)

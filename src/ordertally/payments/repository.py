@@ -230,15 +230,16 @@ async def insert_notifications(
 ) -> dict[tuple[str, str], int]:
     """Store several notifications in one statement; (provider, dedupe_key) -> id of the new
     ones (those already there are skipped)."""
+    # executemany (not a multi-row VALUES clause): the statement compiles once and is cached,
+    # SQLAlchemy still sends the rows as one INSERT ... VALUES (...), (...) RETURNING.
     stmt = (
-        upsert_insert(session, PaymentNotification)
-        .values(rows)
+        upsert_insert(session, table_of(PaymentNotification))
         .on_conflict_do_nothing(index_elements=["provider", "dedupe_key"])
         .returning(
             PaymentNotification.id, PaymentNotification.provider, PaymentNotification.dedupe_key
         )
     )
-    return {(p, k): int(i) for i, p, k in (await session.execute(stmt)).all()}
+    return {(p, k): int(i) for i, p, k in (await session.execute(stmt, rows)).all()}
 
 
 async def get_notification(
@@ -376,17 +377,12 @@ async def claim_nonces(
 ) -> set[tuple[str, str]]:
     """Remember several nonces in one statement; returns those not seen before."""
     stmt = (
-        upsert_insert(session, PaymentNonce)
-        .values(
-            [
-                {"provider": p, "nonce": n, "expires_at": expires}
-                for (p, n), expires in wanted.items()
-            ]
-        )
+        upsert_insert(session, table_of(PaymentNonce))
         .on_conflict_do_nothing()
         .returning(PaymentNonce.provider, PaymentNonce.nonce)
     )
-    return {(p, n) for p, n in (await session.execute(stmt)).all()}
+    rows = [{"provider": p, "nonce": n, "expires_at": e} for (p, n), e in wanted.items()]
+    return {(p, n) for p, n in (await session.execute(stmt, rows)).all()}
 
 
 async def purge_nonces(session: AsyncSession, now: datetime) -> int:
