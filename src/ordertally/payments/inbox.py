@@ -25,6 +25,9 @@ from ordertally.payments.providers import Notice
 
 Stored = Literal["accepted", "duplicate", "replay"]
 MAX_BATCH = 256
+# Batches written at once on PostgreSQL: a newcomer waits for a free writer, not for the batch
+# in flight to commit. Rows are written in key order, so concurrent batches never deadlock.
+MAX_FLUSHES = 2
 
 
 @dataclass(slots=True)
@@ -41,7 +44,7 @@ class InboxWriter:
 
     db: Database
     pending: list[_Item] = field(default_factory=list)
-    flushing: asyncio.Task[None] | None = None
+    flushing: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def store(
         self, notice: Notice, *, received_at: datetime, source_ip: str | None
@@ -49,8 +52,11 @@ class InboxWriter:
         """Claim the nonce and write the notification (and its event); returns once committed."""
         future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
         self.pending.append(_Item(notice, received_at, source_ip, future))
-        if self.flushing is None or self.flushing.done():
-            self.flushing = asyncio.create_task(self._flush())
+        limit = 1 if self.db.is_sqlite else MAX_FLUSHES
+        if len(self.flushing) < limit:
+            task = asyncio.create_task(self._flush())
+            self.flushing.add(task)
+            task.add_done_callback(self.flushing.discard)
         return await future
 
     async def _flush(self) -> None:
@@ -72,11 +78,13 @@ class InboxWriter:
 async def write_batch(session: AsyncSession, batch: list[_Item]) -> list[Stored]:
     """Nonces first (a replay is refused), then the notifications, then one event per new row."""
     window = timedelta(seconds=get_settings().payment_signature_window_seconds)
-    wanted = {
-        (i.notice.provider, i.notice.nonce[:64]): i.received_at + window
-        for i in batch
-        if i.notice.nonce
-    }
+    wanted = dict(
+        sorted(
+            ((i.notice.provider, i.notice.nonce[:64]), i.received_at + window)
+            for i in batch
+            if i.notice.nonce
+        )
+    )
     fresh = await repository.claim_nonces(session, wanted) if wanted else set()
     results: list[Stored | None] = [None] * len(batch)
     rows: dict[tuple[str, str], dict[str, Any]] = {}
@@ -95,7 +103,8 @@ async def write_batch(session: AsyncSession, batch: list[_Item]) -> list[Stored]
             continue
         first_of[dedupe] = n
         rows[dedupe] = _row(item)
-    inserted = await repository.insert_notifications(session, list(rows.values())) if rows else {}
+    ordered = [rows[key] for key in sorted(rows)]  # key order: see MAX_FLUSHES
+    inserted = await repository.insert_notifications(session, ordered) if rows else {}
     events: list[dict[str, Any]] = []
     for dedupe, n in first_of.items():
         notification_id = inserted.get(dedupe)
