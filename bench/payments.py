@@ -341,7 +341,6 @@ async def closed_loop(
 
 
 HEALTH_REQUEST = f"GET /healthz HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
-TRACE: list[tuple[float, float]] | None = [] if os.environ.get("BENCH_TRACE") else None
 
 
 async def open_loop(
@@ -373,8 +372,6 @@ async def open_loop(
         idle.put_nowait(conn)
         if status in (200, 204):
             latencies.append(time.perf_counter() - scheduled)
-            if TRACE is not None:
-                TRACE.append((scheduled - start, latencies[-1]))
 
     try:
         await asyncio.gather(*(one(i, msg) for i, msg in enumerate(messages)))
@@ -564,9 +561,6 @@ async def latency_round(env: Env, db: Any, args: argparse.Namespace, port: int) 
     finally:
         for w in workers:
             env.stop(w)
-    if TRACE:
-        slow = sorted(TRACE, key=lambda t: -t[1])[:40]
-        print("slowest (offset s, latency ms):", [(round(o, 3), round(x * 1000)) for o, x in slow])
     return {
         "offered_per_s": args.rate,
         "workers_applying_meanwhile": args.latency_with_workers,

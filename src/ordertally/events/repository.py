@@ -34,22 +34,6 @@ async def claim_due(
     return list((await session.scalars(stmt)).all())
 
 
-async def lock_event(session: AsyncSession, event_pk: int, *, skip_locked: bool) -> bool:
-    """Take the row lock of one pending event; False if another worker holds or finished it."""
-    stmt = select(OutboxEvent.id).where(OutboxEvent.id == event_pk, OutboxEvent.status == "pending")
-    if skip_locked:
-        stmt = stmt.with_for_update(skip_locked=True)
-    return (await session.scalar(stmt)) is not None
-
-
-async def processed_consumers(session: AsyncSession, event_id: str) -> set[str]:
-    """Names of consumers that already applied an event."""
-    rows = await session.scalars(
-        select(ProcessedEvent.consumer).where(ProcessedEvent.event_id == event_id)
-    )
-    return set(rows.all())
-
-
 async def processed_for(session: AsyncSession, event_ids: list[str]) -> dict[str, set[str]]:
     """For a batch of events, the consumers that already applied each (one query)."""
     found: dict[str, set[str]] = {}
@@ -81,15 +65,6 @@ async def finish_many(
             .where(OutboxEvent.id.in_(event_pks))
             .values(status=status, done_at=at)
         )
-
-
-async def mark_processed(session: AsyncSession, consumer: str, event_id: str, at: datetime) -> bool:
-    """Record that a consumer applied an event; False if it already had."""
-    stmt = upsert_insert(session, ProcessedEvent).on_conflict_do_nothing()
-    result = await session.execute(
-        stmt.values(consumer=consumer, event_id=event_id, processed_at=at)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def finish(session: AsyncSession, event_pk: int, status: str, at: datetime) -> None:

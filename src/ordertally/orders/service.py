@@ -350,6 +350,31 @@ async def _apply_stock_effects(
         await inventory_service.consume_order(session, order.id, actor.id)
 
 
+def _audit_row(
+    order_id: int,
+    version: int,
+    event: str,
+    from_status: str | None,
+    to_status: str,
+    actor: Actor,
+    at: datetime,
+) -> dict[str, Any]:
+    """The audit row of one status change (creation or transition)."""
+    return {
+        "order_id": order_id,
+        "version": version,
+        "event": event,
+        "from_status": from_status,
+        "to_status": to_status,
+        "actor_kind": actor.kind.value,
+        "actor_id": actor.id,
+        "source_ip": actor.source_ip,
+        "evidence_ref": actor.evidence_ref,
+        "note": actor.note,
+        "occurred_at": at,
+    }
+
+
 async def _audit(
     session: AsyncSession,
     order_id: int,
@@ -361,20 +386,30 @@ async def _audit(
     at: datetime,
 ) -> None:
     await repository.insert_event(
-        session,
-        {
-            "order_id": order_id,
-            "version": version,
-            "event": event,
-            "from_status": from_status,
-            "to_status": to_status,
-            "actor_kind": actor.kind.value,
-            "actor_id": actor.id,
-            "source_ip": actor.source_ip,
-            "evidence_ref": actor.evidence_ref,
-            "note": actor.note,
-            "occurred_at": at,
-        },
+        session, _audit_row(order_id, version, event, from_status, to_status, actor, at)
+    )
+
+
+def _status_event(
+    spec: Transition, order: SalesOrder, from_status: str, version: int, actor: Actor, at: datetime
+) -> dict[str, Any]:
+    """The outbox row announcing one transition of an order."""
+    return outbox.build_row(
+        spec.event_type,
+        OrderStatusChanged(
+            order_id=order.id,
+            order_no=order.order_no,
+            transition=spec.name,
+            from_status=from_status,
+            to_status=spec.target.value,
+            version=version,
+            actor_kind=actor.kind.value,
+            actor_id=actor.id,
+            evidence_ref=actor.evidence_ref,
+            occurred_at=at,
+        ),
+        aggregate_type="order",
+        aggregate_id=order.order_no,
     )
 
 
@@ -425,23 +460,8 @@ async def transition(
             await _audit(
                 session, order.id, version, name, status.value, spec.target.value, actor, now
             )
-            await outbox.publish(
-                session,
-                spec.event_type,
-                OrderStatusChanged(
-                    order_id=order.id,
-                    order_no=order.order_no,
-                    transition=name,
-                    from_status=status.value,
-                    to_status=spec.target.value,
-                    version=version,
-                    actor_kind=actor.kind.value,
-                    actor_id=actor.id,
-                    evidence_ref=actor.evidence_ref,
-                    occurred_at=now,
-                ),
-                aggregate_type="order",
-                aggregate_id=order.order_no,
+            await outbox.publish_rows(
+                session, [_status_event(spec, order, status.value, version, actor, now)]
             )
             TRANSITIONS_TOTAL.labels(status.value, spec.target.value).inc()
             refreshed = await repository.get_by_id(session, order.id)
@@ -495,39 +515,9 @@ async def transition_many(
         actor = actors[order.id]
         version = order.version + 1
         audit.append(
-            {
-                "order_id": order.id,
-                "version": version,
-                "event": name,
-                "from_status": order.status,
-                "to_status": spec.target.value,
-                "actor_kind": actor.kind.value,
-                "actor_id": actor.id,
-                "source_ip": actor.source_ip,
-                "evidence_ref": actor.evidence_ref,
-                "note": actor.note,
-                "occurred_at": now,
-            }
+            _audit_row(order.id, version, name, order.status, spec.target.value, actor, now)
         )
-        events.append(
-            outbox.build_row(
-                spec.event_type,
-                OrderStatusChanged(
-                    order_id=order.id,
-                    order_no=order.order_no,
-                    transition=name,
-                    from_status=order.status,
-                    to_status=spec.target.value,
-                    version=version,
-                    actor_kind=actor.kind.value,
-                    actor_id=actor.id,
-                    evidence_ref=actor.evidence_ref,
-                    occurred_at=now,
-                ),
-                aggregate_type="order",
-                aggregate_id=order.order_no,
-            )
-        )
+        events.append(_status_event(spec, order, order.status, version, actor, now))
         TRANSITIONS_TOTAL.labels(order.status, spec.target.value).inc()
     await repository.insert_events(session, audit)
     await outbox.publish_rows(session, events)
