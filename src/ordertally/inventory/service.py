@@ -422,22 +422,23 @@ async def reserve_for_order(
             )
         pieces: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
         try:
-            for (warehouse_id, sku), quantity in sorted(plan.allocations.items()):
-                for stock_id, units in await _reserve_buckets(
-                    session,
-                    warehouse_id,
-                    sku,
-                    quantity,
-                    snapshot.buckets.get((warehouse_id, sku), []),
-                ):
-                    pieces[sku].append((warehouse_id, stock_id, units))
+            # Stock rows are updated in (warehouse, SKU) order, so first attempts cannot
+            # deadlock. A lost race rolls this attempt back to its savepoint, which also
+            # releases the row locks it took: a retry that plans other rows in another
+            # order holds nothing that a concurrent order could be waiting for.
+            async with session.begin_nested():
+                for (warehouse_id, sku), quantity in sorted(plan.allocations.items()):
+                    for stock_id, units in await _reserve_buckets(
+                        session,
+                        warehouse_id,
+                        sku,
+                        quantity,
+                        snapshot.buckets.get((warehouse_id, sku), []),
+                    ):
+                        pieces[sku].append((warehouse_id, stock_id, units))
         except _Raced:
-            # Someone took the units between our read and our update: give back what this
-            # attempt took (a failed conditional UPDATE changes nothing) and plan again.
+            # Someone took the units between our read and our update: plan again.
             RESERVATION_FAILURES.labels("race_retry").inc()
-            for taken in pieces.values():
-                for _, stock_id, units in taken:
-                    await repository.unreserve(session, stock_id, units)
             continue
         now = clock.now()
         rows = _reservation_rows(order_id, lines, pieces, expires_at, committed, now)
