@@ -122,8 +122,13 @@ async def create_order(
     *,
     check_fingerprint: bool,
     initial: str = "create",
+    hold_on_shortage: bool = False,
 ) -> tuple[OrderSnapshot, bool]:
-    """Create an order (or return the one this channel already sent); True when created."""
+    """Create an order (or return the one this channel already sent); True when created.
+
+    A stock shortage refuses the order unless the merchant's policy (or `hold_on_shortage`, for
+    orders a platform already took from the buyer) creates it on hold instead.
+    """
     settings = get_settings()
     if cmd.external_id is not None:
         existing = await repository.get_by_external(session, cmd.channel, cmd.external_id)
@@ -230,6 +235,7 @@ async def create_order(
         values["payment_deadline_at"],
         committed=target is Status.PAID,
         holds=holds,
+        hold=hold_on_shortage or settings.stock_shortage_policy == "hold",
     )
     await _audit(session, order_id, 1, initial, None, target.value, actor, now)
     await outbox.publish(
@@ -289,6 +295,7 @@ async def _reserve_new_order(
     *,
     committed: bool,
     holds: list[ExceptionCase],
+    hold: bool,
 ) -> inventory_service.Reserved | None:
     """Reserve stock for a new order; a shortage refuses it, or holds it by merchant policy."""
     try:
@@ -301,7 +308,7 @@ async def _reserve_new_order(
             committed=committed,
         )
     except InsufficientStock as shortage:
-        if get_settings().stock_shortage_policy != "hold":
+        if not hold:
             raise
         holds.append(
             await exceptions_service.open_case_record(

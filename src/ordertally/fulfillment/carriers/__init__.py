@@ -1,0 +1,1 @@
+"""Carrier adapters: one interface for waybills, tracking subscriptions, queries and pushes."""
