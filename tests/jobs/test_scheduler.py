@@ -358,7 +358,8 @@ async def test_two_worker_processes_close_every_overdue_order_exactly_once(db: D
     assert {o.order_no: states[o.order_no] for o in overdue} == {
         o.order_no: ("closed", 2) for o in overdue
     }
-    assert states[paid.order_no] == ("paid", 2)
+    # The paid order was never closed; the workers' fulfillment consumer allocated it instead
+    assert states[paid.order_no] == ("allocated", 3)
     assert [states[o.order_no] for o in fresh] == [("pending_payment", 1)] * 2
     async with db.transaction(write=False) as session:
         timeouts = (
@@ -373,8 +374,8 @@ async def test_two_worker_processes_close_every_overdue_order_exactly_once(db: D
             select(func.count()).where(OutboxEvent.event_type == "OrderClosed")
         )
     assert sorted(timeouts) == sorted((o.id, "scheduler", 1) for o in overdue)
-    # create for 23 orders, payment for the paid one, one timeout per overdue order
-    assert audit_rows == OVERDUE + 3 + 1 + OVERDUE
+    # create for 23 orders, payment and allocation of the paid one, one timeout per overdue order
+    assert audit_rows == OVERDUE + 3 + 2 + OVERDUE
     assert closed_events == OVERDUE
     # And the job's recorded runs account for exactly those closes, without errors
     runs = await _runs(db, "close_unpaid_orders")

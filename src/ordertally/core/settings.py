@@ -113,12 +113,104 @@ class Settings(BaseSettings):
     broker_retry_seconds: float = Field(default=2.0, ge=0, le=600)
 
     # --- fulfillment (issue 5): carriers, tracking, tracking page ---
+    # A paid order gets its shipments and moves to `allocated` by itself (off: operators or an
+    # ERP allocate; the payments tests keep orders at `paid`).
+    fulfillment_auto_allocate: bool = True
+    # The adapter that creates waybills and tracks parcels ("kuaidi100" when configured);
+    # "manual": warehouses bring their own waybill numbers and nothing is tracked.
+    fulfillment_carrier: Literal["kuaidi100", "manual"] = "kuaidi100"
+    # Carrier company per warehouse code ({"WH-SZ": "shunfeng"}), else the default below.
+    fulfillment_company_by_warehouse: dict[str, str] = Field(default_factory=dict)
+    fulfillment_default_company: str = Field(default="zhongtong", pattern=r"^[a-z0-9_]{1,32}$")
+    # Sender printed on waybills (the merchant's return address).
+    fulfillment_sender_name: str = "ordertally"
+    fulfillment_sender_phone: str = "13800000000"
+    fulfillment_sender_address: str = "江苏省 苏州市 工业园区 星湖街 1 号"
+    # Waybill and subscription retries back off from base to cap seconds; never given up.
+    fulfillment_retry_base_seconds: float = Field(default=30.0, gt=0)
+    fulfillment_retry_cap_seconds: float = Field(default=1800.0, gt=0)
+    # After this many failed waybill attempts an exception case tells the operators.
+    fulfillment_waybill_alert_attempts: int = Field(default=5, ge=1)
+    # Carrier calls in flight at once, and shipments handled per job run.
+    fulfillment_carrier_concurrency: int = Field(default=8, ge=1, le=64)
+    fulfillment_batch: int = Field(default=200, ge=1, le=5000)
+    # Ask the carrier about a tracked parcel without news this often (at least the carrier's own
+    # minimum interval), and call a shipped parcel without any tracking stale after this long.
+    fulfillment_poll_interval_seconds: int = Field(default=7200, ge=60)
+    fulfillment_stale_after_seconds: int = Field(default=86_400, ge=60)
+    # The base of links we hand out (tracking page, carrier callbacks), e.g. https://oms.example.com.
+    public_base_url: str = "http://127.0.0.1:8000"
+    # Kuaidi100
+    # Tracking API customer id (signs real-time queries).
+    kuaidi100_customer: str = ""
+    # Authorization key (subscriptions, queries, waybill API).
+    kuaidi100_key: str = ""
+    # Our salt for push signs (sign = MD5(param + salt)); sent with each subscription.
+    kuaidi100_salt: str = ""
+    # Electronic waybill (label API) secret.
+    kuaidi100_secret: str = ""
+    # API base URL (e.g. the carrier simulator's); empty = Kuaidi100 off.
+    kuaidi100_api_base: str = ""
+    # Per-request HTTP timeout towards Kuaidi100.
+    kuaidi100_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Kuaidi100 allows one real-time query per waybill every 30 minutes.
+    kuaidi100_min_query_interval_seconds: int = Field(default=1800, ge=0)
 
     # --- notify (issue 5): Apprise URLs, SMS gateway, templates ---
+    # Operations channels: JSON list of {"name"?, "url" (Apprise), "events": [...], "lang"?}.
+    notify_ops_targets: list[dict[str, str | list[str]]] = Field(default_factory=list)
+    # Language of messages when a target names none: "zh" (Simplified Chinese) or "en".
+    notify_default_lang: Literal["zh", "en"] = "zh"
+    # Buyer SMS gateway: "off" or "aliyun" (needs every aliyun_sms_* credential below).
+    notify_sms_provider: Literal["off", "aliyun"] = "off"
+    # Language of the buyer SMS preview stored in the send log (the gateway's template decides).
+    notify_sms_lang: Literal["zh", "en"] = "zh"
+    # Rows the sender claims per run, how many attempts before `dead`, and the backoff base.
+    notify_send_batch: int = Field(default=50, ge=1, le=1000)
+    notify_max_attempts: int = Field(default=8, ge=1, le=100)
+    notify_backoff_base_seconds: float = Field(default=30.0, gt=0)
+    # Backoff cap between two attempts of one message.
+    notify_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    # Bound on one call to a channel or gateway.
+    notify_http_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Aliyun SMS (Dysmsapi SendSms, RPC signature v1) credentials and API base.
+    aliyun_sms_access_key_id: str = ""
+    aliyun_sms_access_key_secret: str = ""
+    aliyun_sms_sign_name: str = ""
+    aliyun_sms_endpoint: str = "https://dysmsapi.aliyuncs.com"
+    # Approved template code per event, e.g. {"OrderPaid": "SMS_123"}; no code = no SMS then.
+    aliyun_sms_template_codes: dict[str, str] = Field(default_factory=dict)
 
     # --- channels (issue 6): accounts, sync engine, simulators ---
+    channels_ingest_chunk: int = 1000  # orders per ingest transaction
+    channels_sync_interval_seconds: int = 300  # default pull period of a new account
+    channels_sync_overlap_seconds: int = 600  # default window re-read to catch late writes
+    channels_sync_page_size: int = 100  # default page size asked of the platform
+    channels_rate_limit_per_second: float = 1.0  # default requests/s per account (token bucket)
+    channels_rate_limit_burst: int = 5  # default token bucket size per account
+    channels_empty_streak_threshold: int = 12  # default empty pulls in a row before the alert
+    channels_sync_max_pages: int = 200  # pages one sync run reads at most (the rest next run)
+    channels_http_timeout_seconds: float = 10.0  # timeout of one platform API request
+    channels_webhook_max_bytes: int = 2_000_000  # largest webhook body accepted
 
     # --- customers and file import (issue 6) ---
+    # Figures of the customer profile cover orders placed within this many days.
+    customers_profile_days: int = Field(default=90, ge=1, le=3650)
+    # "Returns in 30 days": orders refunded within this many days.
+    customers_returns_days: int = Field(default=30, ge=1, le=3650)
+    # How many favourite categories the profile keeps.
+    customers_favourite_categories: int = Field(default=3, ge=1, le=20)
+    # Risk flag: an order whose discount exceeds this share of its subtotal (0.8 = 80%).
+    customers_discount_flag_ratio: float = Field(default=0.8, gt=0, le=1)
+    # Risk flag: more than this many orders of the same SKU by one buyer within the window.
+    customers_burst_max_orders: int = Field(default=3, ge=1)
+    customers_burst_window_seconds: int = Field(default=300, ge=1)
+    # Whether a risk flag's exception case holds the order (blocking) or only informs.
+    customers_flags_blocking: bool = False
+    # Profiles the ageing job recomputes per run (orders leaving the 90-day window).
+    customers_ageing_batch: int = Field(default=500, ge=1, le=100_000)
+    # File import: orders per ingest call (one transaction each) and rows per progress update.
+    import_chunk_orders: int = Field(default=1000, ge=1, le=100_000)
 
     doctor_outbox_max_backlog: int = 10_000
     doctor_outbox_max_age_seconds: int = 300

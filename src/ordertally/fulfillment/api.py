@@ -1,7 +1,307 @@
-"""HTTP routes of the fulfillment domain."""
+"""HTTP routes of the fulfillment domain: shipments for warehouses and ERPs, the carrier's push
+callback, and the customer's tracking page with its QR code. Thin; one transaction per call."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import logging
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.auth.api import require
+from ordertally.auth.service import Principal
+from ordertally.core import clock
+from ordertally.core.db import Database
+from ordertally.core.errors import PayloadTooLarge
+from ordertally.fulfillment import service, shiplist, tracking
+from ordertally.fulfillment.carriers import registry
+from ordertally.fulfillment.carriers.base import PushRejected
+from ordertally.fulfillment.metrics import TRACKING_PUSHES
+from ordertally.fulfillment.models import Shipment, ShipmentLine, TrackingEvent
+from ordertally.orders import repository as orders_repository
+from ordertally.orders import service as orders_service
+from ordertally.orders.errors import OrderNotFound
+from ordertally.orders.models import SalesOrder
+from ordertally.orders.service import Actor
+from ordertally.orders.state_machine import ActorKind
+
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["fulfillment"])
+
+JSON = "application/json"
+MAX_PUSH_BYTES = 1_000_000
+MAX_LIST_BYTES = 20_000_000
+
+
+def _db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def _iso(value: datetime | None) -> str | None:
+    return clock.as_utc(value).isoformat().replace("+00:00", "Z") if value else None
+
+
+def _json(doc: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(doc), status_code=status, media_type=JSON)
+
+
+def shipment_doc(
+    s: Shipment,
+    lines: list[ShipmentLine] | None = None,
+    events: list[TrackingEvent] | None = None,
+) -> dict[str, Any]:
+    """A shipment's JSON (lines and timeline when given)."""
+    doc: dict[str, Any] = {
+        "id": s.id,
+        "order_no": s.order_no,
+        "warehouse": s.warehouse_code,
+        "carrier": s.company,
+        "carrier_adapter": s.carrier,
+        "waybill_no": s.waybill_no,
+        "status": s.status,
+        "confirmed_at": _iso(s.confirmed_at),
+        "shipped_at": _iso(s.shipped_at),
+        "delivered_at": _iso(s.delivered_at),
+        "last_event_at": _iso(s.last_event_at),
+        "waybill_attempts": s.waybill_attempts,
+        "last_error": s.last_error or None,
+    }
+    if lines is not None:
+        doc["lines"] = [
+            {"line_no": ln.line_no, "sku": ln.sku, "quantity": ln.quantity} for ln in lines
+        ]
+    if events is not None:
+        doc["timeline"] = [
+            {
+                "at": _iso(ev.occurred_at),
+                "status": ev.status,
+                "state_code": ev.state_code,
+                "description": ev.description,
+                "location": ev.location,
+            }
+            for ev in events
+        ]
+    return doc
+
+
+@orders_service.register_snapshot_part
+async def order_shipments(session: AsyncSession, order: SalesOrder) -> tuple[str, Any]:
+    """The shipments part of an order's JSON."""
+    return "shipments", [shipment_doc(s) for s in await service.shipments_of(session, order.id)]
+
+
+class ShipIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    waybill_no: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9-]{4,64}$")] = None
+    company: Annotated[str | None, Field(pattern=r"^[a-z0-9_]{1,32}$")] = None
+
+
+def _warehouse(principal: Principal) -> Actor:
+    return Actor(ActorKind.WAREHOUSE, principal.name)
+
+
+@router.get("/api/v1/shipments")
+async def list_shipments(
+    request: Request,
+    _: Annotated[Principal, Depends(require("fulfillment.read"))],
+    order_no: Annotated[str, Query(min_length=1, max_length=32)],
+) -> Response:
+    async with _db(request).transaction() as session:
+        order = await orders_repository.get_by_no(session, order_no)
+        if order is None:
+            raise OrderNotFound(f"order {order_no} does not exist")
+        shipments = await service.shipments_of(session, order.id)
+        ids = [s.id for s in shipments]
+        lines = await service.lines_by_shipment(session, ids)
+        events = await service.timelines(session, ids)
+        docs = [shipment_doc(s, lines[s.id], events[s.id]) for s in shipments]
+    return _json({"order_no": order_no, "tracking_url": tracking.url_for(order_no), "items": docs})
+
+
+@router.get("/api/v1/shipments/{shipment_id}")
+async def get_shipment(
+    request: Request,
+    shipment_id: int,
+    _: Annotated[Principal, Depends(require("fulfillment.read"))],
+) -> Response:
+    async with _db(request).transaction() as session:
+        s = await service.get_shipment(session, shipment_id)
+        lines = await service.lines_by_shipment(session, [s.id])
+        events = await service.timelines(session, [s.id])
+        return _json(shipment_doc(s, lines[s.id], events[s.id]))
+
+
+@router.post("/api/v1/shipments/{shipment_id}/confirm")
+async def confirm_shipment(
+    request: Request,
+    shipment_id: int,
+    principal: Annotated[Principal, Depends(require("fulfillment.ship"))],
+) -> Response:
+    async with _db(request).transaction() as session:
+        s = await service.confirm(session, shipment_id, _warehouse(principal))
+        return _json(shipment_doc(s))
+
+
+@router.post("/api/v1/shipments/{shipment_id}/ship")
+async def ship_shipment(
+    request: Request,
+    shipment_id: int,
+    principal: Annotated[Principal, Depends(require("fulfillment.ship"))],
+    body: ShipIn | None = None,
+) -> Response:
+    body = body or ShipIn()
+    async with _db(request).transaction() as session:
+        s, _changed = await service.ship(
+            session,
+            shipment_id,
+            _warehouse(principal),
+            waybill_no=body.waybill_no,
+            company=body.company,
+        )
+        return _json(shipment_doc(s))
+
+
+@router.post("/api/v1/shipments/import")
+async def import_shipped_list(
+    request: Request,
+    principal: Annotated[Principal, Depends(require("fulfillment.ship"))],
+) -> Response:
+    """A shipped list as the request body (text/csv or an XLSX file); one result per row."""
+    data = await request.body()
+    if len(data) > MAX_LIST_BYTES:
+        raise PayloadTooLarge(f"a shipped list may not exceed {MAX_LIST_BYTES} bytes")
+    rows, refused = shiplist.parse(data)
+    async with _db(request).transaction() as session:
+        results = await service.ship_rows(session, rows, _warehouse(principal))
+    results += [
+        {"line": e.line, "result": "error", "code": f"row.{e.code}", "message": e.message}
+        for e in refused
+    ]
+    results.sort(key=lambda r: int(r["line"]))
+    summary: dict[str, int] = {}
+    for r in results:
+        summary[r["result"]] = summary.get(r["result"], 0) + 1
+    return _json({"summary": summary, "rows": results})
+
+
+# --- carrier push --------------------------------------------------------------------------
+
+
+@router.post("/callbacks/carriers/{carrier}", include_in_schema=False)
+async def carrier_push(request: Request, carrier: str) -> Response:
+    """A carrier's tracking push: verified, stored once per event, answered in the carrier's
+    own words. Nothing is acknowledged before it is committed."""
+    adapter = registry.current()
+    if adapter is None or adapter.code != carrier:
+        return Response(status_code=404)
+    body = await request.body()
+    if len(body) > MAX_PUSH_BYTES:
+        status, media, text = adapter.reject_body("body too large")
+        TRACKING_PUSHES.labels(carrier, "rejected").inc()
+        return Response(text, status_code=status, media_type=media)
+    try:
+        form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        update = adapter.parse_push(form)
+    except (PushRejected, UnicodeDecodeError, ValueError) as exc:
+        log.warning("carrier push refused: %s", exc)
+        TRACKING_PUSHES.labels(carrier, "rejected").inc()
+        status, media, text = adapter.reject_body(str(exc))
+        return Response(text, status_code=status, media_type=media)
+    async with _db(request).transaction() as session:
+        outcome = await service.apply_tracking(session, update, source="push")
+    if not outcome.known:
+        # Acknowledged so the carrier stops: a waybill we never issued (or a test push).
+        log.warning("push for unknown waybill %s %s", update.company, update.waybill_no)
+        TRACKING_PUSHES.labels(carrier, "unknown_waybill").inc()
+    else:
+        TRACKING_PUSHES.labels(carrier, "stored" if outcome.stored else "duplicate").inc()
+    status, media, text = adapter.accept_body()
+    return Response(text, status_code=status, media_type=media)
+
+
+# --- the customer's tracking page -----------------------------------------------------------
+
+
+async def _page(db: Database, token: str) -> tracking.PageData:
+    order_no = tracking.order_no_of(token)
+    async with db.transaction() as session:
+        order = await orders_repository.get_by_no(session, order_no)
+        if order is None:
+            raise OrderNotFound(f"order {order_no} does not exist")
+        shipments = await service.shipments_of(session, order.id)
+        ids = [s.id for s in shipments]
+        lines = await service.lines_by_shipment(session, ids)
+        events = await service.timelines(session, ids)
+        if not shipments:
+            order_lines = await orders_repository.lines_of(session, order.id)
+    parcels = [
+        tracking.PageParcel(
+            company=s.company,
+            waybill_no=s.waybill_no if s.status not in ("planned",) else None,
+            status=s.status,
+            items=[(ln.sku, ln.quantity) for ln in lines[s.id]],
+            events=[
+                tracking.PageEvent(ev.occurred_at, ev.description, ev.location, ev.status)
+                for ev in events[s.id]
+            ],
+        )
+        for s in shipments
+    ]
+    if not shipments:
+        parcels = [
+            tracking.PageParcel(
+                company="",
+                waybill_no=None,
+                status=order.status,
+                items=[(ln.sku, ln.quantity) for ln in order_lines],
+                events=[],
+            )
+        ]
+    place = " ".join(p for p in (order.ship_province, order.ship_city, order.ship_district) if p)
+    return tracking.PageData(
+        order_no=order.order_no,
+        status=order.status,
+        recipient=order.ship_name_masked,
+        place=place,
+        parcels=parcels,
+        url=tracking.url_for(order.order_no),
+        qr_path=f"/t/{token}/qr.svg",
+    )
+
+
+_PAGE_HEADERS = {
+    "Cache-Control": "private, max-age=60",
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'",
+}
+
+
+@router.get("/t/{token}", include_in_schema=False)
+async def tracking_page(
+    request: Request, token: str, lang: Annotated[str | None, Query(max_length=5)] = None
+) -> Response:
+    page = await _page(_db(request), token)
+    chosen = tracking.pick_lang(lang, request.headers.get("accept-language"))
+    return Response(
+        tracking.render(page, chosen),
+        media_type="text/html; charset=utf-8",
+        headers=_PAGE_HEADERS,
+    )
+
+
+@router.get("/t/{token}/qr.{kind}", include_in_schema=False)
+async def tracking_qr(request: Request, token: str, kind: str) -> Response:
+    order_no = tracking.order_no_of(token)
+    url = tracking.url_for(order_no)
+    if kind == "svg":
+        return Response(tracking.qr_svg(url), media_type="image/svg+xml", headers=_PAGE_HEADERS)
+    if kind == "png":
+        return Response(tracking.qr_png(url), media_type="image/png", headers=_PAGE_HEADERS)
+    return Response(status_code=404)

@@ -1,6 +1,12 @@
 """Periodic jobs: each tick claims its (job, slot) row, so a tick runs once however many
 workers run. The claim and the job's work share one transaction: a crash frees the slot for
-another worker; a failure is recorded on the slot in a transaction of its own."""
+another worker; a failure is recorded on the slot in a transaction of its own.
+
+A job that talks to the outside world (carriers, gateways) must not hold a transaction while it
+waits: registered with `own_transactions=True`, it gets the database instead of a session, the
+claim commits first and the job opens its own short transactions. A crash then leaves the slot
+claimed but unfinished; the next slot runs the job again, so such jobs pick their work from
+durable state (rows due), never from the slot."""
 
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from ordertally.jobs import repository
 log = logging.getLogger(__name__)
 
 JobHandler = Callable[[AsyncSession, datetime], Awaitable[dict[str, Any]]]
+DbJobHandler = Callable[[Database, datetime], Awaitable[dict[str, Any]]]
 
 JOB_RUNS = Counter("ordertally_job_runs_total", "Periodic job ticks by outcome", ["job", "outcome"])
 
@@ -28,7 +35,8 @@ JOB_RUNS = Counter("ordertally_job_runs_total", "Periodic job ticks by outcome",
 class PeriodicJob:
     name: str
     every_seconds: int
-    handler: JobHandler
+    handler: JobHandler | None = None
+    db_handler: DbJobHandler | None = None
 
 
 JOBS: dict[str, PeriodicJob] = {}
@@ -39,6 +47,16 @@ def periodic(name: str, every_seconds: int) -> Callable[[JobHandler], JobHandler
 
     def register(handler: JobHandler) -> JobHandler:
         JOBS[name] = PeriodicJob(name, every_seconds, handler)
+        return handler
+
+    return register
+
+
+def periodic_outside(name: str, every_seconds: int) -> Callable[[DbJobHandler], DbJobHandler]:
+    """Register a job that runs once per period and opens its own transactions."""
+
+    def register(handler: DbJobHandler) -> DbJobHandler:
+        JOBS[name] = PeriodicJob(name, every_seconds, db_handler=handler)
         return handler
 
     return register
@@ -55,17 +73,32 @@ async def run_tick(db: Database, job: PeriodicJob, worker_id: str) -> dict[str, 
     now = clock.now()
     slot = slot_of(now, job.every_seconds)
     try:
-        async with db.transaction() as session:
-            if not await repository.claim_slot(session, job.name, slot, worker_id, now):
+        if job.db_handler is not None:
+            async with db.transaction() as session:
+                claimed = await repository.claim_slot(session, job.name, slot, worker_id, now)
+            if not claimed:
                 JOB_RUNS.labels(job.name, "skipped").inc()
                 return None
-            result = await job.handler(session, now)
-            await repository.finish_slot(session, job.name, slot, clock.now(), result)
+            result = await job.db_handler(db, now)
+            async with db.transaction() as session:
+                await repository.finish_slot(session, job.name, slot, clock.now(), result)
+        else:
+            assert job.handler is not None
+            async with db.transaction() as session:
+                if not await repository.claim_slot(session, job.name, slot, worker_id, now):
+                    JOB_RUNS.labels(job.name, "skipped").inc()
+                    return None
+                result = await job.handler(session, now)
+                await repository.finish_slot(session, job.name, slot, clock.now(), result)
     except Exception as exc:
         log.exception("job %s slot %s failed", job.name, slot)
         JOB_RUNS.labels(job.name, "failed").inc()
         async with db.transaction() as session:
-            if await repository.claim_slot(session, job.name, slot, worker_id, now):
+            # A job with its own transactions claimed its slot already; any other job's claim
+            # rolled back with its work and is taken again to record the failure.
+            if job.db_handler is not None or await repository.claim_slot(
+                session, job.name, slot, worker_id, now
+            ):
                 await repository.finish_slot(
                     session, job.name, slot, clock.now(), None, f"{type(exc).__name__}: {exc}"
                 )

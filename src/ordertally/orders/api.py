@@ -21,6 +21,7 @@ from ordertally.core.errors import InvalidRequest
 from ordertally.core.http import JSON, client_ip, database, json_response
 from ordertally.core.money import format_minor
 from ordertally.exceptions import service as exceptions_service
+from ordertally.fulfillment import tracking
 from ordertally.orders import service
 from ordertally.orders.models import OrderEvent, SalesOrder
 from ordertally.orders.schemas import (
@@ -101,6 +102,9 @@ def order_doc(snapshot: service.OrderSnapshot) -> dict[str, Any]:
         ],
         "shipment_plan": inventory["shipment_plan"],
         "allocation": inventory["allocation"],
+        "shipments": snapshot.extra.get("shipments", []),
+        "waybill_nos": order.waybill_nos.split() if order.waybill_nos else [],
+        "tracking_url": tracking.url_for(order.order_no),
         "payment_deadline_at": _iso(order.payment_deadline_at),
         "created_at": _iso(order.created_at),
         "updated_at": _iso(order.updated_at),

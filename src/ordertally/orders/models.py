@@ -56,6 +56,9 @@ class SalesOrder(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     created_by: Mapped[str] = mapped_column(String(100))
     payment_deadline_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # The waybill numbers of its shipped parcels, space separated (exports, search); written
+    # with the shipment in the same transaction.
+    waybill_nos: Mapped[str] = mapped_column(String(500), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 

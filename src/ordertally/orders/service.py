@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -85,6 +85,19 @@ class OrderSnapshot:
     lines: list[OrderLine]
     holds: list[ExceptionCase]
     inventory: dict[str, Any]
+    # Parts other domains add to a stored order's JSON (fulfillment: "shipments").
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+SnapshotPart = Callable[[AsyncSession, SalesOrder], Awaitable[tuple[str, Any]]]
+SNAPSHOT_PARTS: list[SnapshotPart] = []
+
+
+def register_snapshot_part(part: SnapshotPart) -> SnapshotPart:
+    """Add `(key, value)` from `part` to every stored order's snapshot."""
+    if part not in SNAPSHOT_PARTS:
+        SNAPSHOT_PARTS.append(part)
+    return part
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +216,7 @@ async def create_order(
         "ship_district": address.district,
         "fingerprint": fingerprint,
         "created_by": actor.id,
+        "waybill_nos": "",
         "payment_deadline_at": (
             now + timedelta(seconds=settings.payment_timeout_seconds)
             if target is Status.PENDING_PAYMENT
@@ -283,7 +297,8 @@ async def load_snapshot(session: AsyncSession, order: SalesOrder) -> OrderSnapsh
     inventory = await inventory_service.order_view(
         session, order.id, {line.id: line.line_no for line in lines}
     )
-    return OrderSnapshot(order, lines, holds, inventory)
+    extra = dict([await part(session, order) for part in SNAPSHOT_PARTS])
+    return OrderSnapshot(order, lines, holds, inventory, extra)
 
 
 async def _reserve_new_order(

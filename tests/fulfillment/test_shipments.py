@@ -1,0 +1,396 @@
+"""Shipments from payment to delivery over the HTTP API: planned from the allocation, confirmed
+and shipped by the warehouse (one by one or from a shipped list), tracked by signed carrier
+pushes, shown to the buyer on the tracking page."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+import zxingcpp
+from PIL import Image
+from sqlalchemy import select
+
+from ordertally.core import clock
+from ordertally.core.db import Database
+from ordertally.core.settings import get_settings
+from ordertally.events.dispatcher import drain
+from ordertally.events.models import OutboxEvent
+from ordertally.exceptions import service as exceptions_service
+from ordertally.exceptions.models import ExceptionCase
+from ordertally.fulfillment import service
+from ordertally.orders import service as orders_service
+from ordertally.orders.models import SalesOrder
+from ordertally.orders.service import Actor
+from ordertally.orders.state_machine import ActorKind
+from tests.factories import auth, make_order
+from tests.fulfillment.helpers import (
+    SECOND_WAREHOUSE,
+    configure_kuaidi100,
+    events_of,
+    now_minus,
+    push_form,
+    script,
+    shipments,
+    split_paid_order,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def _order(db: Database, order_no: str) -> SalesOrder:
+    async with db.transaction() as session:
+        order = await session.scalar(select(SalesOrder).where(SalesOrder.order_no == order_no))
+        assert order is not None
+        return order
+
+
+async def _events(db: Database, event_type: str) -> list[dict[str, Any]]:
+    async with db.transaction() as session:
+        rows = await session.scalars(
+            select(OutboxEvent).where(OutboxEvent.event_type == event_type).order_by(OutboxEvent.id)
+        )
+        return [r.payload for r in rows.all()]
+
+
+async def _cases(db: Database, order_id: int) -> list[tuple[str, str]]:
+    async with db.transaction() as session:
+        rows = await session.execute(
+            select(ExceptionCase.type, ExceptionCase.detail)
+            .where(ExceptionCase.order_id == order_id)
+            .order_by(ExceptionCase.id)
+        )
+        return [(t, d.get("reason", "")) for t, d in rows.all()]
+
+
+async def test_a_paid_order_is_planned_confirmed_and_shipped_per_warehouse(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given a paid order split over two warehouses (no carrier adapter: waybills by hand)
+    order = await split_paid_order(db)
+
+    # Then the fulfillment consumer planned one shipment per warehouse and allocated the order
+    planned = await shipments(db, order.id)
+    assert [(s.warehouse_code, s.status, s.carrier) for s in planned] == [
+        (SECOND_WAREHOUSE, "planned", "manual"),
+        ("WH-TEST", "planned", "manual"),
+    ]
+    assert order.status == "allocated"
+    doc = (await client.get(f"/api/v1/orders/{order.order_no}", headers=auth(keys["cs"]))).json()
+    assert [(s["warehouse"], s["status"]) for s in doc["shipments"]] == [
+        (SECOND_WAREHOUSE, "planned"),
+        ("WH-TEST", "planned"),
+    ]
+    assert doc["tracking_url"].endswith(f"/t/{order.order_no}." + doc["tracking_url"][-32:])
+    first, second = planned
+    listed = (
+        await client.get(
+            "/api/v1/shipments", params={"order_no": order.order_no}, headers=auth(keys["cs"])
+        )
+    ).json()
+    assert [line["sku"] for line in listed["items"][0]["lines"]] == ["B-ONLY"]
+    assert [line["sku"] for line in listed["items"][1]["lines"]] == ["TEA-LJ-250"]
+
+    # When the warehouse confirms the first one (picked and packed)
+    wh = auth(keys["warehouse"])
+    r = await client.post(f"/api/v1/shipments/{first.id}/confirm", headers=wh)
+    assert r.status_code == 200, r.text
+    assert (await _order(db, order.order_no)).status == "fulfilling"
+
+    # And ships it without a waybill number while it has none: refused, nothing changed
+    r = await client.post(f"/api/v1/shipments/{first.id}/ship", headers=wh)
+    assert (r.status_code, r.json()["code"]) == (409, "fulfillment.waybill_missing")
+
+    # When it ships with one
+    r = await client.post(
+        f"/api/v1/shipments/{first.id}/ship",
+        json={"waybill_no": "ZT7000000000001", "company": "zhongtong"},
+        headers=wh,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "shipped"
+    # Then the waybill is on the shipment and the order, which waits for its other parcel
+    after_one = await _order(db, order.order_no)
+    assert (after_one.status, after_one.waybill_nos) == ("fulfilling", "ZT7000000000001")
+    # Shipping it again with the same number changes nothing; another number is refused
+    again = await client.post(
+        f"/api/v1/shipments/{first.id}/ship", json={"waybill_no": "ZT7000000000001"}, headers=wh
+    )
+    assert again.status_code == 200
+    other = await client.post(
+        f"/api/v1/shipments/{first.id}/ship", json={"waybill_no": "ZT7000000000009"}, headers=wh
+    )
+    assert (other.status_code, other.json()["code"]) == (409, "fulfillment.already_shipped")
+    # A waybill number that belongs to another shipment is refused
+    clash = await client.post(
+        f"/api/v1/shipments/{second.id}/ship",
+        json={"waybill_no": "ZT7000000000001", "company": "zhongtong"},
+        headers=wh,
+    )
+    assert (clash.status_code, clash.json()["code"]) == (409, "fulfillment.waybill_in_use")
+    # Bad input is a problem document
+    bad = await client.post(
+        f"/api/v1/shipments/{second.id}/ship", json={"waybill_no": "单号"}, headers=wh
+    )
+    assert bad.status_code == 422
+    # A customer-service key may read but not ship
+    cs = await client.post(f"/api/v1/shipments/{second.id}/confirm", headers=auth(keys["cs"]))
+    assert cs.status_code == 403
+
+    # When the second parcel ships
+    r = await client.post(
+        f"/api/v1/shipments/{second.id}/ship", json={"waybill_no": "SF1000000000002"}, headers=wh
+    )
+    assert r.status_code == 200, r.text
+    # Then the order is shipped, with both numbers, and one ShipmentShipped event per parcel
+    shipped = await _order(db, order.order_no)
+    assert shipped.status == "shipped"
+    assert shipped.waybill_nos.split() == ["SF1000000000002", "ZT7000000000001"]
+    events = await _events(db, "ShipmentShipped")
+    assert sorted(e["waybill_no"] for e in events) == ["SF1000000000002", "ZT7000000000001"]
+    assert all(e["tracking_url"] == doc["tracking_url"] for e in events)
+    assert len(await _events(db, "OrderShipped")) == 1
+
+
+async def test_a_shipped_list_ships_good_rows_and_reports_bad_ones_by_line(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given two paid orders with two parcels each
+    a = await split_paid_order(db)
+    b = await split_paid_order(db)
+    # When the warehouse uploads its shipped list (Chinese headers, one bad row, one unknown
+    # order, one row for an order already fully listed)
+    csv_text = (
+        "订单号,快递公司,运单号\n"
+        f"{a.order_no},zhongtong,ZT7100000000001\n"
+        f"{a.order_no},shunfeng,SF1100000000002\n"
+        f"{b.order_no},zhongtong,\n"
+        "NO-SUCH-ORDER,zhongtong,ZT7100000000003\n"
+        f"{b.order_no},yunda,YD3100000000004\n"
+        f"{a.order_no},zhongtong,ZT7100000000005\n"
+    )
+    r = await client.post(
+        "/api/v1/shipments/import",
+        content=csv_text.encode("gb18030"),
+        headers=auth(keys["warehouse"], **{"Content-Type": "text/csv"}),
+    )
+    assert r.status_code == 200, r.text
+    rows = {row["line"]: row for row in r.json()["rows"]}
+    # Then each row is accounted for by its line number
+    assert {n: row["result"] for n, row in rows.items()} == {
+        2: "shipped",
+        3: "shipped",
+        4: "error",
+        5: "error",
+        6: "shipped",
+        7: "error",
+    }
+    assert rows[4]["code"] == "row.waybill_invalid"
+    assert rows[5]["code"] == "fulfillment.shipment_not_found"
+    assert rows[7]["code"] == "fulfillment.shipment_not_found"
+    assert (await _order(db, a.order_no)).status == "shipped"
+    assert (await _order(db, b.order_no)).status == "fulfilling"
+    # And uploading the same list again ships nothing twice
+    r = await client.post(
+        "/api/v1/shipments/import",
+        content=csv_text.encode("utf-8"),
+        headers=auth(keys["warehouse"], **{"Content-Type": "text/csv"}),
+    )
+    assert r.json()["summary"] == {"unchanged": 3, "error": 3}
+    assert len(await _events(db, "ShipmentShipped")) == 3
+    # A file without the needed columns is refused as a whole
+    r = await client.post(
+        "/api/v1/shipments/import", content=b"a,b\n1,2\n", headers=auth(keys["warehouse"])
+    )
+    assert (r.status_code, r.json()["code"]) == (422, "fulfillment.ship_list_invalid")
+
+
+async def _ship_all(
+    client: httpx.AsyncClient, keys: dict[str, str], order: SalesOrder
+) -> list[str]:
+    listed = (
+        await client.get(
+            "/api/v1/shipments", params={"order_no": order.order_no}, headers=auth(keys["cs"])
+        )
+    ).json()["items"]
+    numbers = []
+    for n, s in enumerate(listed):
+        number = f"ZT73{order.id:06d}{n:05d}"
+        r = await client.post(
+            f"/api/v1/shipments/{s['id']}/ship",
+            json={"waybill_no": number, "company": "zhongtong"},
+            headers=auth(keys["warehouse"]),
+        )
+        assert r.status_code == 200, r.text
+        numbers.append(number)
+    return numbers
+
+
+async def test_signed_pushes_are_stored_once_ordered_by_event_time_and_deliver_the_order(
+    db: Database,
+    client: httpx.AsyncClient,
+    keys: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given Kuaidi100 tracking on and a shipped two-parcel order
+    configure_kuaidi100(monkeypatch, "http://127.0.0.1:9")
+    order = await split_paid_order(db)
+    first, second = await _ship_all(client, keys, order)
+    start = now_minus(10).replace(microsecond=0)
+    steps = script(start)
+
+    async def push(form: dict[str, str]) -> httpx.Response:
+        return await client.post("/callbacks/carriers/kuaidi100", data=form)
+
+    # When the carrier pushes the first parcel's history out of order and with duplicates:
+    # the full history first, then an older snapshot (stale), then the full one again
+    full = await push(push_form("zhongtong", first, steps))
+    stale = await push(push_form("zhongtong", first, steps[:2]))
+    dup = await push(push_form("zhongtong", first, steps))
+    # Then each is answered as Kuaidi100 expects
+    for r in (full, stale, dup):
+        assert r.status_code == 200
+        assert r.json() == {"result": True, "returnCode": "200", "message": "成功"}
+    # And each scan is stored once, and the parcel is delivered (the stale push did not move it)
+    stored = await events_of(db, (await shipments(db, order.id))[0].id)
+    assert [e.state_code for e in stored] == [c for _, c, _ in steps]
+    parcels = await shipments(db, order.id)
+    assert [p.status for p in parcels] == ["delivered", "shipped"]
+    assert (await _order(db, order.order_no)).status == "shipped"
+
+    # When the second parcel's pushes arrive newest-state first, then an older one
+    await push(push_form("zhongtong", second, steps[:3]))
+    await push(push_form("zhongtong", second, steps[:2]))
+    assert [p.status for p in await shipments(db, order.id)] == ["delivered", "in_transit"]
+    await push(push_form("zhongtong", second, steps, status="shutdown"))
+    # Then both are delivered, and so is the order, with one ShipmentDelivered per parcel
+    assert [p.status for p in await shipments(db, order.id)] == ["delivered", "delivered"]
+    assert (await _order(db, order.order_no)).status == "delivered"
+    assert len(await _events(db, "ShipmentDelivered")) == 2
+
+    # A forged push is refused in Kuaidi100's words and stores nothing
+    before = len(await events_of(db, parcels[1].id))
+    later = [(start + timedelta(hours=20), "0", "伪造的轨迹")]
+    forged = await push(push_form("zhongtong", second, later, forge=True))
+    assert forged.json()["result"] is False
+    assert len(await events_of(db, parcels[1].id)) == before
+    # A push for a waybill we never issued is acknowledged (so the carrier stops) and dropped
+    unknown = await push(push_form("zhongtong", "ZT79999999999", later))
+    assert unknown.json()["result"] is True
+
+
+async def test_a_rejected_parcel_is_an_exception_and_silence_becomes_tracking_stale(
+    db: Database,
+    client: httpx.AsyncClient,
+    keys: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    configure_kuaidi100(monkeypatch, "http://127.0.0.1:9")
+    order = await split_paid_order(db)
+    first, _second = await _ship_all(client, keys, order)
+    # When the first parcel is refused by the buyer (拒签)
+    steps = script(now_minus(6).replace(microsecond=0), final="14")
+    r = await client.post(
+        "/callbacks/carriers/kuaidi100", data=push_form("zhongtong", first, steps)
+    )
+    assert r.json()["result"] is True
+    # Then it is an exception, with a case and an event naming the reason
+    assert [p.status for p in await shipments(db, order.id)] == ["exception", "shipped"]
+    assert await _cases(db, order.id) == [("tracking_exception", "rejected")]
+    assert [e["reason"] for e in await _events(db, "ShipmentTrackingException")] == ["rejected"]
+
+    # When a day passes without a single scan of the second parcel
+    async with db.transaction() as session:
+        assert await service.flag_stale(session, clock.now()) == 0
+        flagged = await service.flag_stale(session, clock.now() + timedelta(hours=25))
+    # Then it is flagged tracking_stale once, however often the job runs
+    async with db.transaction() as session:
+        again = await service.flag_stale(session, clock.now() + timedelta(hours=26))
+    assert (flagged, again) == (1, 0)
+    assert await _cases(db, order.id) == [
+        ("tracking_exception", "rejected"),
+        ("tracking_stale", "tracking_stale"),
+    ]
+
+
+async def test_the_tracking_page_shows_the_timeline_and_its_qr_code_decodes_to_its_link(
+    db: Database,
+    client: httpx.AsyncClient,
+    keys: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    configure_kuaidi100(monkeypatch, "http://127.0.0.1:9")
+    order = await split_paid_order(db)
+    first, _ = await _ship_all(client, keys, order)
+    steps = script(now_minus(8).replace(microsecond=0))
+    await client.post("/callbacks/carriers/kuaidi100", data=push_form("zhongtong", first, steps))
+    doc = (await client.get(f"/api/v1/orders/{order.order_no}", headers=auth(keys["cs"]))).json()
+    url = doc["tracking_url"]
+    path = httpx.URL(url).path
+
+    # When the buyer opens the link (no login), in Chinese by default
+    page = await client.get(path)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    html = page.text
+    # Then it shows the parcels, their waybills and the timeline, newest first, masked data only
+    assert "物流跟踪" in html and first in html and "已签收，签收人是本人" in html
+    assert html.index("已签收") < html.index("快件已揽收")
+    assert "李*" in html and "13987654321" not in html and "世纪大道" not in html
+    assert 'name="viewport"' in html
+    english = await client.get(path, headers={"Accept-Language": "en-US,en;q=0.8"})
+    assert "Track your order" in english.text and "Delivered" in english.text
+
+    # And its QR code (PNG and SVG) decodes back to the page's own link
+    png = await client.get(path + "/qr.png")
+    assert png.headers["content-type"] == "image/png"
+    decoded = zxingcpp.read_barcodes(Image.open(io.BytesIO(png.content)))
+    assert [d.text for d in decoded] == [url]
+    svg = await client.get(path + "/qr.svg")
+    assert svg.headers["content-type"] == "image/svg+xml" and b"<svg" in svg.content
+
+    # A link with a wrong signature, or for another order, opens nothing
+    tampered = path[:-1] + ("0" if path[-1] != "0" else "1")
+    r = await client.get(tampered)
+    assert (r.status_code, r.json()["code"]) == (404, "fulfillment.tracking_link_invalid")
+    other = path.replace(order.order_no, order.order_no[:-1] + "9")
+    assert (await client.get(other)).status_code == 404
+
+
+async def test_a_held_paid_order_waits_and_the_sweep_allocates_it_once_released(
+    db: Database,
+) -> None:
+    # Given an order on hold (a blocking case) that gets paid
+    order = await make_order(db)
+    async with db.transaction() as session:
+        case_id = await exceptions_service.open_case(
+            session,
+            order_id=order.id,
+            category="order",
+            type="address_check",
+            blocking=True,
+            detail={},
+        )
+        await orders_service.transition(
+            session, order.order_no, "payment_succeeded", Actor(ActorKind.PAYMENT_CALLBACK, "t")
+        )
+    await drain(db, get_settings())
+    # Then it stays paid, without shipments, and the sweep leaves it alone
+    assert (await _order(db, order.order_no)).status == "paid"
+    assert await shipments(db, order.id) == []
+    async with db.transaction() as session:
+        assert await service.allocate_waiting(session, 100) == 0
+    # When the hold is resolved, the sweep allocates it, once
+    async with db.transaction() as session:
+        await exceptions_service.resolve(session, case_id, "ops", "address confirmed by phone")
+    async with db.transaction() as session:
+        assert await service.allocate_waiting(session, 100) == 1
+    async with db.transaction() as session:
+        assert await service.allocate_waiting(session, 100) == 0
+    assert (await _order(db, order.order_no)).status == "allocated"
+    assert [(s.warehouse_code, s.status) for s in await shipments(db, order.id)] == [
+        ("WH-TEST", "planned")
+    ]
