@@ -19,3 +19,12 @@ class ChannelOrderIngested(BaseModel):
     created: bool  # False when an already known order was updated
     buyer_platform_id: str  # "" when the platform gives none
     categories: list[str]  # the lines' categories as the platform gave them ("" dropped)
+
+
+@event_schema("ChannelWebhookReceived", 1)
+class ChannelWebhookReceived(BaseModel):
+    """A platform webhook was stored in the channel inbox; the worker applies it."""
+
+    receipt_id: int
+    account: str
+    topic: str

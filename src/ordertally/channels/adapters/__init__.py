@@ -1,0 +1,1 @@
+"""Platform adapters: each platform's order shapes into CanonicalOrder, and their API clients."""

@@ -1,0 +1,140 @@
+"""Request and response shapes of the channels API; unknown fields are refused."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ordertally.channels.models import PLATFORMS
+
+Code = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$")]
+Platform = Literal["shopify", "amazon", "pinduoduo", "douyin", "jd", "taobao", "file"]
+assert set(Platform.__args__) == set(PLATFORMS)  # type: ignore[attr-defined]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_max_length=2000)
+
+
+class Credentials(Strict):
+    """Secrets: accepted, stored encrypted, never returned."""
+
+    webhook_secret: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    refresh_token: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
+    client_secret: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    access_token: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
+
+
+class AccountConfig(Strict):
+    """Non-secret platform settings."""
+
+    base_url: Annotated[str, Field(max_length=500, pattern=r"^https?://")] | None = None
+    marketplace_id: Annotated[str, Field(max_length=32)] | None = None
+    client_id: Annotated[str, Field(max_length=200)] | None = None
+    timezone: Annotated[str, Field(max_length=64)] | None = None
+
+
+class SyncSettings(Strict):
+    sync_interval_seconds: Annotated[int, Field(ge=10, le=86_400)] | None = None
+    overlap_seconds: Annotated[int, Field(ge=0, le=86_400)] | None = None
+    page_size: Annotated[int, Field(ge=1, le=100)] | None = None
+    rate_limit_per_second: Annotated[float, Field(gt=0, le=1000)] | None = None
+    rate_limit_burst: Annotated[int, Field(ge=1, le=1000)] | None = None
+    empty_streak_threshold: Annotated[int, Field(ge=1, le=10_000)] | None = None
+
+
+class AccountCreate(SyncSettings):
+    code: Code
+    platform: Platform
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    shop_id: Annotated[str, Field(max_length=100)] = ""
+    config: AccountConfig = AccountConfig()
+    credentials: Credentials = Credentials()
+    active: bool = True
+    start_at: datetime | None = None  # where the first pull starts (default: now - overlap)
+
+
+class AccountPatch(SyncSettings):
+    name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    shop_id: Annotated[str, Field(max_length=100)] | None = None
+    config: AccountConfig | None = None
+    credentials: Credentials | None = None  # replaces the given secrets, keeps the others
+    active: bool | None = None
+
+
+class AccountOut(BaseModel):
+    code: str
+    platform: str
+    name: str
+    shop_id: str
+    config: dict[str, Any]
+    has_credentials: bool
+    credential_names: list[str]
+    sync_interval_seconds: int
+    overlap_seconds: int
+    page_size: int
+    rate_limit_per_second: float
+    rate_limit_burst: int
+    empty_streak_threshold: int
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class AccountList(BaseModel):
+    items: list[AccountOut]
+
+
+class SyncStatusOut(BaseModel):
+    account: str
+    platform: str
+    active: bool
+    cursor_at: datetime | None
+    last_attempt_at: datetime | None
+    last_success_at: datetime | None
+    last_error: str | None
+    error_count: int
+    empty_streak: int
+    empty_streak_alert: bool
+    lag_seconds: float | None
+    orders_linked: int
+
+
+class SyncResultOut(BaseModel):
+    account: str
+    pages: int
+    orders_read: int
+    created: int
+    updated: int
+    duplicates: int
+    held: int
+    errors: list[dict[str, str]]
+    cursor_at: datetime | None
+    complete: bool  # False: the run stopped (page limit, error) before reaching the end
+
+
+class SkuMappingIn(Strict):
+    platform: Platform
+    account_code: Annotated[str, Field(pattern=r"^([a-z0-9_]{1,32})?$")] = ""
+    platform_sku: Annotated[str, Field(min_length=1, max_length=128)]
+    sku: Annotated[str, Field(pattern=r"^[A-Za-z0-9._/-]{1,64}$")]
+
+
+class SkuMappingPatch(Strict):
+    sku: Annotated[str, Field(pattern=r"^[A-Za-z0-9._/-]{1,64}$")]
+
+
+class SkuMappingOut(BaseModel):
+    id: int
+    platform: str
+    account_code: str
+    platform_sku: str
+    sku: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class SkuMappingList(BaseModel):
+    items: list[SkuMappingOut]

@@ -1,0 +1,1 @@
+"""Local HTTP simulators of the channel platforms (Shopify, Amazon, Pinduoduo)."""

@@ -1,0 +1,197 @@
+"""The channel simulator's HTTP server (`ordertally channelsim serve`): Amazon SP-API Orders
+v0, the Pinduoduo POP router, and control endpoints under /sim (Shopify webhooks are sent from
+here to the configured target)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from ordertally.channels.simulators.engine import ChannelSim, SimError
+
+
+def _sim(request: Request) -> ChannelSim:
+    sim: ChannelSim = request.app.state.sim
+    return sim
+
+
+def _amazon_error(exc: SimError) -> JSONResponse:
+    return JSONResponse(
+        {"errors": [{"code": exc.code, "message": exc.message}]},
+        status_code=exc.status,
+        headers={"x-amzn-RateLimit-Limit": "0.0167"} if exc.status == 429 else None,
+    )
+
+
+amazon = APIRouter(prefix="/orders/v0", tags=["amazon"])
+
+
+@amazon.get("/orders")
+async def get_orders(request: Request) -> JSONResponse:
+    try:
+        doc = _sim(request).amazon.get_orders(
+            dict(request.query_params), request.headers.get("x-amz-access-token")
+        )
+    except SimError as exc:
+        return _amazon_error(exc)
+    return JSONResponse(doc)
+
+
+@amazon.get("/orders/{order_id}/orderItems")
+async def get_order_items(request: Request, order_id: str) -> JSONResponse:
+    try:
+        doc = _sim(request).amazon.get_order_items(
+            order_id, request.headers.get("x-amz-access-token")
+        )
+    except SimError as exc:
+        return _amazon_error(exc)
+    return JSONResponse(doc)
+
+
+pdd = APIRouter(tags=["pinduoduo"])
+
+
+@pdd.post("/api/router")
+async def pdd_router(request: Request) -> JSONResponse:
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    return JSONResponse(_sim(request).pdd.call(form))
+
+
+control = APIRouter(prefix="/sim", tags=["control"])
+
+
+class ShopifyTarget(BaseModel):
+    url: str
+    secret: str
+
+
+class ShopifyNew(BaseModel):
+    sku: str = "TEA-LJ-250"
+    quantity: int = 1
+    price: str = "59.90"
+    financial_status: str = "paid"
+    topic: str = "orders/create"
+    copies: int = 1
+
+
+class ShopifySend(BaseModel):
+    order_id: str
+    topic: str = "orders/updated"
+    copies: int = 1
+    changes: dict[str, Any] = {}
+    webhook_id: str | None = None
+
+
+class Behaviour(BaseModel):
+    amazon_throttle_next: int | None = None
+    pdd_throttle_next: int | None = None
+    shopify_fail_next: int | None = None
+
+
+@control.post("/shopify/target")
+async def shopify_target(request: Request, target: ShopifyTarget) -> dict[str, str]:
+    sim = _sim(request).shopify
+    sim.target_url, sim.secret = target.url, target.secret
+    return {"status": "ok"}
+
+
+@control.post("/shopify/orders")
+async def shopify_new(request: Request, new: ShopifyNew) -> dict[str, Any]:
+    sim = _sim(request).shopify
+    doc = sim.new_order(
+        sku=new.sku, quantity=new.quantity, price=new.price, financial_status=new.financial_status
+    )
+    webhook_id = sim.send(new.topic, str(doc["id"]), copies=new.copies)
+    return {"order_id": str(doc["id"]), "webhook_id": webhook_id}
+
+
+@control.post("/shopify/send")
+async def shopify_send(request: Request, send: ShopifySend) -> dict[str, Any]:
+    sim = _sim(request).shopify
+    if send.changes:
+        sim.update(send.order_id, **send.changes)
+    webhook_id = sim.send(send.topic, send.order_id, copies=send.copies, webhook_id=send.webhook_id)
+    return {"order_id": send.order_id, "webhook_id": webhook_id}
+
+
+@control.post("/shopify/settle")
+async def shopify_settle(request: Request) -> dict[str, Any]:
+    sim = _sim(request).shopify
+    await sim.settle()
+    return {
+        "deliveries": [
+            {
+                "webhook_id": d.webhook_id,
+                "topic": d.topic,
+                "order_id": d.order_id,
+                "attempt": d.attempt,
+                "status": d.status,
+                "error": d.error,
+            }
+            for d in sim.deliveries
+        ]
+    }
+
+
+@control.post("/behaviour")
+async def behaviour(request: Request, patch: Behaviour) -> dict[str, int]:
+    sim = _sim(request)
+    if patch.amazon_throttle_next is not None:
+        sim.amazon.throttle_next = patch.amazon_throttle_next
+    if patch.pdd_throttle_next is not None:
+        sim.pdd.throttle_next = patch.pdd_throttle_next
+    if patch.shopify_fail_next is not None:
+        sim.shopify.fail_next = patch.shopify_fail_next
+    return {
+        "amazon_throttle_next": sim.amazon.throttle_next,
+        "pdd_throttle_next": sim.pdd.throttle_next,
+        "shopify_fail_next": sim.shopify.fail_next,
+    }
+
+
+@control.get("/status")
+async def status(request: Request) -> dict[str, Any]:
+    sim = _sim(request)
+    return {
+        "shopify_orders": len(sim.shopify.orders),
+        "shopify_deliveries": len(sim.shopify.deliveries),
+        "amazon_orders": len(sim.amazon.orders),
+        "amazon_requests": len(sim.amazon.requests),
+        "pdd_orders": len(sim.pdd.orders),
+        "pdd_requests": len(sim.pdd.requests),
+    }
+
+
+@control.post("/reset")
+async def reset(request: Request) -> dict[str, str]:
+    _sim(request).reset()
+    return {"status": "reset"}
+
+
+def create_channel_sim_app(*, time_scale: float = 1000.0) -> FastAPI:
+    """The simulator as an ASGI app; `time_scale` divides Shopify's retry schedule."""
+    sim = ChannelSim()
+    sim.shopify.time_scale = time_scale
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        for task in list(sim.shopify.tasks):
+            task.cancel()
+
+    app = FastAPI(
+        title="ordertally channel simulator",
+        description="Shopify webhooks, Amazon SP-API Orders v0 and Pinduoduo increment, played "
+        "locally with test credentials.",
+        lifespan=lifespan,
+    )
+    app.state.sim = sim
+    app.include_router(amazon)
+    app.include_router(pdd)
+    app.include_router(control)
+    return app

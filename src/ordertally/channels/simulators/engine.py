@@ -1,0 +1,450 @@
+"""The channel simulators' state and rules, independent of HTTP.
+
+- Shopify: orders it creates are sent as signed webhooks (X-Shopify-Topic, -Hmac-Sha256,
+  -Webhook-Id, -Triggered-At, -Event-Id) to a target URL, retried on non-2xx on Shopify's
+  schedule (scaled), and sent twice with the same webhook id on command.
+- Amazon: getOrders over the orders it holds by LastUpdateDate, with NextToken paging,
+  MaxResultsPerPage <= 100, LastUpdatedBefore at least 2 minutes before now, and 429 on command;
+  getOrderItems per order.
+- Pinduoduo: pdd.order.number.list.increment.get with windows <= 30 minutes ending >= 3 minutes
+  before the platform clock, page/page_size paging, signed requests, and pdd.time.get.
+
+Times come from `ordertally.core.clock`, so tests move both sides together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import hashlib
+import hmac
+import itertools
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from ordertally.channels.adapters import pinduoduo
+from ordertally.channels.adapters.common import beijing_utc, to_beijing_string
+from ordertally.core import clock
+
+# Shopify retries a failed webhook 8 times over about 4 hours (seconds before each retry).
+SHOPIFY_RETRIES = (10, 30, 60, 300, 900, 1800, 3600, 7200)
+AMAZON_MIN_LAG = timedelta(minutes=2)
+PDD_MAX_WINDOW = timedelta(minutes=30)
+PDD_MIN_LAG = timedelta(minutes=3)
+
+
+class SimError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_iso(value: str, name: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise SimError(400, "InvalidInput", f"{name} is not ISO 8601") from exc
+    if parsed.tzinfo is None:
+        raise SimError(400, "InvalidInput", f"{name} must carry a zone (UTC)")
+    return parsed.astimezone(UTC)
+
+
+# --- Shopify -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Delivery:
+    webhook_id: str
+    topic: str
+    order_id: str
+    attempt: int
+    status: int | None
+    error: str | None = None
+
+
+@dataclass
+class ShopifySim:
+    target_url: str = ""
+    secret: str = ""
+    time_scale: float = 1000.0
+    fail_next: int = 0  # answer-independent: the next N attempts count as failed sends
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deliveries: list[Delivery] = field(default_factory=list)
+    ids: itertools.count[int] = field(
+        default_factory=lambda: itertools.count(820_982_911_946_154_508)
+    )
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def new_order(
+        self,
+        *,
+        sku: str = "TEA-LJ-250",
+        quantity: int = 1,
+        price: str = "59.90",
+        phone: str = "+8613812345678",
+        financial_status: str = "paid",
+        currency: str = "CNY",
+    ) -> dict[str, Any]:
+        now = clock.now().astimezone(UTC)
+        order_id = next(self.ids)
+        doc: dict[str, Any] = {
+            "id": order_id,
+            "name": f"#{1000 + len(self.orders) + 1}",
+            "email": "buyer@example.com",
+            "created_at": now.isoformat(),
+            "updated_at": now.isoformat(),
+            "processed_at": now.isoformat(),
+            "currency": currency,
+            "financial_status": financial_status,
+            "fulfillment_status": None,
+            "cancelled_at": None,
+            "total_discounts": "0.00",
+            "total_price": price,
+            "line_items": [
+                {
+                    "id": order_id * 10 + 1,
+                    "variant_id": 39072856,
+                    "sku": sku,
+                    "title": "西湖龙井",
+                    "quantity": quantity,
+                    "price": price,
+                }
+            ],
+            "shipping_lines": [],
+            "shipping_address": {
+                "first_name": "三",
+                "last_name": "张",
+                "name": "张三",
+                "phone": phone,
+                "address1": "世纪大道1号",
+                "address2": "",
+                "city": "上海市",
+                "province": "上海市",
+                "zip": "200120",
+                "country_code": "CN",
+            },
+            "customer": {"id": 207119551, "first_name": "三", "last_name": "张"},
+        }
+        self.orders[str(order_id)] = doc
+        return doc
+
+    def update(self, order_id: str, **changes: Any) -> dict[str, Any]:
+        doc = self.orders[order_id]
+        doc.update(changes)
+        doc["updated_at"] = clock.now().astimezone(UTC).isoformat()
+        return doc
+
+    def sign(self, body: bytes) -> str:
+        digest = hmac.new(self.secret.encode(), body, hashlib.sha256).digest()
+        return base64.b64encode(digest).decode()
+
+    def send(
+        self, topic: str, order_id: str, *, copies: int = 1, webhook_id: str | None = None
+    ) -> str:
+        """Deliver a webhook (in the background, with retries); `copies` > 1 sends the same
+        webhook id again, as Shopify sometimes does."""
+        webhook_id = webhook_id or str(uuid.uuid4())
+        body = httpx.Request("POST", "http://x", json=self.orders[order_id]).content
+        for _ in range(copies):
+            task = asyncio.create_task(self._deliver(topic, order_id, webhook_id, body))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return webhook_id
+
+    async def _deliver(self, topic: str, order_id: str, webhook_id: str, body: bytes) -> None:
+        headers = {
+            "Content-Type": "application/json",
+            "X-Shopify-Topic": topic,
+            "X-Shopify-Hmac-Sha256": self.sign(body),
+            "X-Shopify-Webhook-Id": webhook_id,
+            "X-Shopify-Shop-Domain": "ordertally-sim.myshopify.com",
+            "X-Shopify-API-Version": "2024-01",
+            "X-Shopify-Triggered-At": clock.now().isoformat(),
+            "X-Shopify-Event-Id": str(uuid.uuid4()),
+        }
+        async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:
+            for attempt, delay in enumerate((0, *SHOPIFY_RETRIES), start=1):
+                if delay:
+                    await asyncio.sleep(delay / self.time_scale)
+                status: int | None = None
+                error = None
+                if self.fail_next > 0:
+                    self.fail_next -= 1
+                    error = "simulated network failure"
+                else:
+                    try:
+                        response = await http.post(self.target_url, content=body, headers=headers)
+                        status = response.status_code
+                    except httpx.HTTPError as exc:
+                        error = str(exc) or type(exc).__name__
+                self.deliveries.append(
+                    Delivery(webhook_id, topic, order_id, attempt, status, error)
+                )
+                if status is not None and 200 <= status < 300:
+                    return
+
+    async def settle(self) -> None:
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+
+# --- Amazon ------------------------------------------------------------------------------------
+
+
+@dataclass
+class AmazonSim:
+    access_token: str = "sim-amazon-token"
+    marketplace_id: str = "ATVPDKIKX0DER"
+    throttle_next: int = 0
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    items: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    tokens: dict[str, tuple[list[str], int]] = field(default_factory=dict)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def put(self, order: dict[str, Any], items: list[dict[str, Any]]) -> None:
+        self.orders[order["AmazonOrderId"]] = copy.deepcopy(order)
+        self.items[order["AmazonOrderId"]] = copy.deepcopy(items)
+
+    def add(
+        self,
+        order_id: str,
+        updated: datetime,
+        *,
+        status: str = "Unshipped",
+        sku: str = "TEA-LJ-250",
+        quantity: int = 1,
+        amount: str = "59.90",
+        currency: str = "CNY",
+    ) -> None:
+        self.put(
+            {
+                "AmazonOrderId": order_id,
+                "PurchaseDate": _iso(updated - timedelta(minutes=1)),
+                "LastUpdateDate": _iso(updated),
+                "OrderStatus": status,
+                "FulfillmentChannel": "MFN",
+                "MarketplaceId": self.marketplace_id,
+                "OrderTotal": {"CurrencyCode": currency, "Amount": amount},
+                "ShippingAddress": {
+                    "Name": "张三",
+                    "AddressLine1": "世纪大道1号",
+                    "City": "上海市",
+                    "StateOrRegion": "上海市",
+                    "PostalCode": "200120",
+                    "CountryCode": "CN",
+                    "Phone": "13812345678",
+                },
+                "BuyerInfo": {
+                    "BuyerEmail": f"{order_id}@marketplace.amazon.example",
+                    "BuyerName": "张三",
+                },
+            },
+            [
+                {
+                    "ASIN": "B000000000",
+                    "OrderItemId": f"{order_id}-1",
+                    "SellerSKU": sku,
+                    "Title": "西湖龙井",
+                    "QuantityOrdered": quantity,
+                    "ItemPrice": {"CurrencyCode": currency, "Amount": amount},
+                }
+            ],
+        )
+
+    def _auth(self, token: str | None) -> None:
+        if token != self.access_token:
+            raise SimError(403, "Unauthorized", "Access to requested resource is denied.")
+
+    def _throttle(self) -> None:
+        if self.throttle_next > 0:
+            self.throttle_next -= 1
+            raise SimError(
+                429, "QuotaExceeded", "You exceeded your quota for the requested resource."
+            )
+
+    def get_orders(self, params: dict[str, str], token: str | None) -> dict[str, Any]:
+        self._auth(token)
+        self._throttle()
+        self.requests.append(dict(params))
+        if params.get("NextToken"):
+            entry = self.tokens.pop(params["NextToken"], None)
+            if entry is None:
+                raise SimError(400, "InvalidInput", "Invalid NextToken")
+            ids, offset = entry
+            size = int(params.get("MaxResultsPerPage") or 100)
+            return self._page(ids, offset, size)
+        if not params.get("MarketplaceIds"):
+            raise SimError(400, "InvalidInput", "MarketplaceIds is required")
+        created, updated = params.get("CreatedAfter"), params.get("LastUpdatedAfter")
+        if bool(created) == bool(updated):
+            raise SimError(400, "InvalidInput", "Exactly one of CreatedAfter and LastUpdatedAfter")
+        size = int(params.get("MaxResultsPerPage") or 100)
+        if not 1 <= size <= 100:
+            raise SimError(400, "InvalidInput", "MaxResultsPerPage must be 1 to 100")
+        now = clock.now()
+        field_name = "LastUpdateDate" if updated else "PurchaseDate"
+        after = _parse_iso(updated or created or "", "After")
+        before_raw = params.get("LastUpdatedBefore" if updated else "CreatedBefore")
+        before = _parse_iso(before_raw, "Before") if before_raw else now - AMAZON_MIN_LAG
+        if before < after:
+            raise SimError(400, "InvalidInput", "Before must be after After")
+        if before > now - AMAZON_MIN_LAG:
+            raise SimError(400, "InvalidInput", "Before must be at least 2 minutes before now")
+        ids = sorted(
+            (
+                o["AmazonOrderId"]
+                for o in self.orders.values()
+                if after <= _parse_iso(o[field_name], field_name) <= before
+            ),
+            key=lambda i: (self.orders[i][field_name], i),
+        )
+        return self._page(ids, 0, size)
+
+    def _page(self, ids: list[str], offset: int, size: int) -> dict[str, Any]:
+        chunk = ids[offset : offset + size]
+        payload: dict[str, Any] = {"Orders": [copy.deepcopy(self.orders[i]) for i in chunk]}
+        if offset + size < len(ids):
+            token = secrets.token_urlsafe(16)
+            self.tokens[token] = (ids, offset + size)
+            payload["NextToken"] = token
+        return {"payload": payload}
+
+    def get_order_items(self, order_id: str, token: str | None) -> dict[str, Any]:
+        self._auth(token)
+        self._throttle()
+        if order_id not in self.orders:
+            raise SimError(404, "NotFound", "Order not found")
+        return {
+            "payload": {
+                "AmazonOrderId": order_id,
+                "OrderItems": copy.deepcopy(self.items[order_id]),
+            }
+        }
+
+
+# --- Pinduoduo ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PddSim:
+    client_id: str = "sim-pdd-client"
+    client_secret: str = "sim-pdd-secret"
+    throttle_next: int = 0
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    requests: list[dict[str, str]] = field(default_factory=list)
+
+    def add(
+        self,
+        order_sn: str,
+        updated: datetime,
+        *,
+        sku: str = "TEA-LJ-250",
+        quantity: int = 1,
+        price: str = "59.90",
+        phone: str = "138****1234",
+    ) -> None:
+        self.orders[order_sn] = {
+            "order_sn": order_sn,
+            "confirm_status": 1,
+            "order_status": 1,
+            "refund_status": 1,
+            "created_time": to_beijing_string(updated - timedelta(minutes=1)),
+            "confirm_time": to_beijing_string(updated - timedelta(minutes=1)),
+            "pay_time": to_beijing_string(updated - timedelta(minutes=1)),
+            "updated_at": to_beijing_string(updated),
+            "receiver_name": "王**",
+            "receiver_phone": phone,
+            "province": "浙江省",
+            "city": "杭州市",
+            "town": "西湖区",
+            "receiver_address": "文三路***号",
+            "pay_amount": price,
+            "goods_amount": price,
+            "discount_amount": "0.00",
+            "postage": "0.00",
+            "item_list": [
+                {
+                    "goods_id": 1,
+                    "sku_id": 2,
+                    "outer_id": sku,
+                    "goods_name": "西湖龙井",
+                    "goods_price": price,
+                    "goods_count": quantity,
+                }
+            ],
+        }
+
+    @staticmethod
+    def error(code: int, message: str) -> dict[str, Any]:
+        return {
+            "error_response": {
+                "error_code": code,
+                "error_msg": message,
+                "request_id": uuid.uuid4().hex,
+            }
+        }
+
+    def call(self, form: dict[str, str]) -> dict[str, Any]:
+        self.requests.append(dict(form))
+        if form.get("client_id") != self.client_id or form.get("sign") != pinduoduo.sign(
+            form, self.client_secret
+        ):
+            return self.error(10019, "签名错误 / invalid sign")
+        api = form.get("type")
+        if api == pinduoduo.TIME_API:
+            return {"time_get_response": {"time": to_beijing_string(clock.now())}}
+        if api != pinduoduo.API:
+            return self.error(10000, f"unknown type {api}")
+        if self.throttle_next > 0:
+            self.throttle_next -= 1
+            return self.error(70031, "调用过于频繁 / calls too frequent")
+        try:
+            start = datetime.fromtimestamp(int(form["start_updated_at"]), UTC)
+            end = datetime.fromtimestamp(int(form["end_updated_at"]), UTC)
+            page = int(form.get("page") or 1)
+            size = int(form.get("page_size") or 100)
+        except (KeyError, ValueError):
+            return self.error(10000, "start_updated_at/end_updated_at are required unix seconds")
+        if end < start or end - start > PDD_MAX_WINDOW:
+            return self.error(10000, "时间跨度不能超过30分钟 / window over 30 minutes")
+        if end > clock.now() - PDD_MIN_LAG:
+            return self.error(10000, "结束时间须早于系统时间3分钟 / end within 3 minutes of now")
+        if not 1 <= size <= 100 or page < 1:
+            return self.error(10000, "page_size 1..100, page >= 1")
+        matching = sorted(
+            (o for o in self.orders.values() if start <= beijing_utc(o["updated_at"]) <= end),
+            key=lambda o: (o["updated_at"], o["order_sn"]),
+        )
+        chunk = matching[(page - 1) * size : page * size]
+        return {
+            "order_sn_increment_get_response": {
+                "total_count": len(matching),
+                "has_next": page * size < len(matching),
+                "order_sn_list": copy.deepcopy(chunk),
+            }
+        }
+
+
+@dataclass
+class ChannelSim:
+    shopify: ShopifySim = field(default_factory=ShopifySim)
+    amazon: AmazonSim = field(default_factory=AmazonSim)
+    pdd: PddSim = field(default_factory=PddSim)
+
+    def reset(self) -> None:
+        scale = self.shopify.time_scale
+        self.shopify = ShopifySim(time_scale=scale)
+        self.amazon = AmazonSim()
+        self.pdd = PddSim()

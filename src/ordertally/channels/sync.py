@@ -1,0 +1,460 @@
+"""The pull sync engine: per account, windows in UTC over the platform's update time.
+
+- The cursor is UTC. A run re-reads `overlap_seconds` before it (late writes), then walks
+  windows up to the platform's safe end (Amazon: 2 minutes behind now; Pinduoduo: 3 minutes
+  behind the platform clock, windows of at most 30 minutes). Each window is converted to the
+  platform's convention only at the request (ISO-8601 Z, unix seconds), never computed in a
+  local time zone: the regression of the incident where a window computed in Asia/Shanghai
+  against a UTC API skipped eight hours.
+- The cursor moves to a window's end only after every page of that window is stored; a crash
+  in the middle re-reads the window and ingest dedupes.
+- A token bucket per account spaces requests; a 429 (or the platform's limit code) stops the
+  run and backs off (Retry-After when given, else exponential on the error count).
+- Empty streak: when `empty_streak_threshold` runs in a row read nothing while the account
+  has had orders before, a non-blocking exception case `channel_empty_streak` (no order) is
+  opened once, the gauge is set and a warning logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from prometheus_client import Counter, Gauge
+from sqlalchemy import select
+
+from ordertally.channels import ingest, service
+from ordertally.channels.adapters import amazon, pinduoduo
+from ordertally.channels.adapters.common import AdapterError, beijing_utc
+from ordertally.channels.canonical import CanonicalOrder
+from ordertally.channels.errors import (
+    AccountInactive,
+    InvalidAccount,
+    MissingCredentials,
+    PlatformUnavailable,
+    RateLimited,
+    SyncInProgress,
+    SyncNotSupported,
+)
+from ordertally.channels.models import ChannelAccount, ChannelSyncState
+from ordertally.core import clock
+from ordertally.core.db import Database
+from ordertally.core.settings import get_settings
+from ordertally.exceptions import service as exceptions_service
+
+log = logging.getLogger(__name__)
+
+PULL_PLATFORMS = ("amazon", "pinduoduo")
+AMAZON_WINDOW = timedelta(days=1)
+
+SYNC_RUNS = Counter(
+    "ordertally_channel_sync_runs_total",
+    "Pull sync runs by account and outcome",
+    ["account", "outcome"],
+)
+SYNC_LAG = Gauge("ordertally_channel_sync_lag_seconds", "Now minus the sync cursor", ["account"])
+EMPTY_STREAK = Gauge(
+    "ordertally_channel_empty_streak", "Consecutive pull runs that read no order", ["account"]
+)
+SYNC_ERRORS = Counter(
+    "ordertally_channel_sync_errors_total",
+    "Pull sync errors by account and kind",
+    ["account", "kind"],
+)
+
+
+# --- rate limiting -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    rate: float  # tokens per second
+    burst: int
+    tokens: float = -1.0
+    stamp: float = field(default_factory=time.monotonic)
+
+    async def take(self) -> None:
+        """Wait until a token is free, then use it."""
+        if self.tokens < 0:
+            self.tokens = float(self.burst)
+        while True:
+            now = time.monotonic()
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return
+            await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+_BUCKETS: dict[str, TokenBucket] = {}
+_LOCKS: dict[str, asyncio.Lock] = {}
+
+
+def bucket_for(account: ChannelAccount) -> TokenBucket:
+    bucket = _BUCKETS.get(account.code)
+    if bucket is None or (bucket.rate, bucket.burst) != (
+        account.rate_limit_per_second,
+        account.rate_limit_burst,
+    ):
+        bucket = _BUCKETS[account.code] = TokenBucket(
+            account.rate_limit_per_second, account.rate_limit_burst
+        )
+    return bucket
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SyncOutcome:
+    account: str
+    pages: int = 0
+    orders_read: int = 0
+    result: ingest.IngestResult = field(default_factory=ingest.IngestResult)
+    cursor_at: datetime | None = None
+    complete: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "account": self.account,
+            "pages": self.pages,
+            "orders_read": self.orders_read,
+            "created": self.result.created,
+            "updated": self.result.updated,
+            "duplicates": self.result.duplicates,
+            "held": self.result.held,
+            "errors": [{"external_id": e, "message": m} for e, m in self.result.errors],
+            "cursor_at": self.cursor_at,
+            "complete": self.complete,
+        }
+
+
+class _Stop(Exception):
+    """The run stops here (page limit); the cursor stays at the last stored window."""
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _check(response: httpx.Response, platform: str) -> Any:
+    if response.status_code == 429:
+        raise RateLimited(f"{platform} answered 429", retry_after=_retry_after(response))
+    if response.status_code >= 400:
+        raise PlatformUnavailable(
+            f"{platform} answered {response.status_code}: {response.text[:200]}"
+        )
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise PlatformUnavailable(f"{platform} answered non-JSON") from exc
+
+
+# --- the engine --------------------------------------------------------------------------------
+
+
+class _Run:
+    def __init__(
+        self, db: Database, account: ChannelAccount, http: httpx.AsyncClient, outcome: SyncOutcome
+    ) -> None:
+        self.db = db
+        self.account = account
+        self.http = http
+        self.outcome = outcome
+        self.bucket = bucket_for(account)
+        self.credentials = service.credentials_of(account)
+        self.base_url = str(account.config.get("base_url") or "")
+        if not self.base_url:
+            raise InvalidAccount(f"account {account.code} has no config.base_url")
+        self.max_pages = get_settings().channels_sync_max_pages
+
+    async def request(self, call: Any) -> httpx.Response:
+        await self.bucket.take()
+        response: httpx.Response = await call()
+        return response
+
+    async def store(self, orders: list[CanonicalOrder]) -> None:
+        self.outcome.pages += 1
+        self.outcome.orders_read += len(orders)
+        if orders:
+            self.outcome.result.add(
+                await ingest.ingest_orders(self.db, self.account.code, orders, via="pull")
+            )
+        if self.outcome.pages >= self.max_pages:
+            raise _Stop
+
+    async def advance(self, to: datetime) -> None:
+        """Move the cursor forward (never back) once a window is stored."""
+        async with self.db.transaction() as session:
+            state = await service.sync_state(session, self.account.id)
+            current = clock.as_utc(state.cursor_at) if state.cursor_at else None
+            if current is None or to > current:
+                state.cursor_at = to
+            state.updated_at = clock.now()
+        self.outcome.cursor_at = to
+
+    # Amazon ------------------------------------------------------------------------------------
+
+    async def pull_amazon(self, start: datetime) -> None:
+        token = self.credentials.get("access_token") or self.credentials.get("refresh_token")
+        marketplace = str(self.account.config.get("marketplace_id") or "")
+        if not token or not marketplace:
+            raise MissingCredentials(
+                f"account {self.account.code} needs a token and config.marketplace_id"
+            )
+        client = amazon.AmazonClient(self.http, self.base_url, token)
+        end = clock.now() - amazon.MIN_LAG - timedelta(seconds=5)
+        after = start
+        while after < end:
+            before = min(after + AMAZON_WINDOW, end)
+            next_token: str | None = None
+            while True:
+                doc = _check(
+                    await self.request(
+                        lambda nt=next_token, a=after, b=before: client.get_orders(
+                            marketplace, a, b, page_size=self.account.page_size, next_token=nt
+                        )
+                    ),
+                    "amazon",
+                )
+                payload = doc.get("payload") or {}
+                orders: list[CanonicalOrder] = []
+                for raw in payload.get("Orders") or []:
+                    items = await self._amazon_items(client, str(raw.get("AmazonOrderId")))
+                    try:
+                        orders.append(amazon.to_canonical(raw, items))
+                    except AdapterError as exc:
+                        self.outcome.result.errors.append((str(raw.get("AmazonOrderId")), str(exc)))
+                await self.store(orders)
+                next_token = payload.get("NextToken")
+                if not next_token:
+                    break
+            await self.advance(before)
+            after = before
+
+    async def _amazon_items(
+        self, client: amazon.AmazonClient, order_id: str
+    ) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        next_token: str | None = None
+        while True:
+            doc = _check(
+                await self.request(lambda nt=next_token: client.get_order_items(order_id, nt)),
+                "amazon",
+            )
+            payload = doc.get("payload") or {}
+            items.extend(payload.get("OrderItems") or [])
+            next_token = payload.get("NextToken")
+            if not next_token:
+                return items
+
+    # Pinduoduo ---------------------------------------------------------------------------------
+
+    async def pull_pinduoduo(self, start: datetime) -> None:
+        client_id = str(self.account.config.get("client_id") or "")
+        secret = self.credentials.get("client_secret")
+        access = self.credentials.get("access_token") or ""
+        if not client_id or not secret:
+            raise MissingCredentials(
+                f"account {self.account.code} needs config.client_id and a client_secret"
+            )
+        client = pinduoduo.PinduoduoClient(self.http, self.base_url, client_id, secret, access)
+        platform_now = await self._pdd_time(client)
+        end = platform_now - pinduoduo.MIN_LAG - timedelta(seconds=5)
+        after = start
+        size = min(self.account.page_size, pinduoduo.MAX_PAGE_SIZE)
+        while after < end:
+            before = min(after + pinduoduo.MAX_WINDOW, end)
+            first = await self._pdd_page(client, after, before, 1, size)
+            total = int(first.get("total_count") or 0)
+            last = max(math.ceil(total / size), 1)
+            # From the last page backwards: an order updated meanwhile leaves the window's
+            # end, so earlier pages do not shift under us.
+            for page in range(last, 0, -1):
+                doc = (
+                    first
+                    if page == 1 and last == 1
+                    else await self._pdd_page(client, after, before, page, size)
+                )
+                orders: list[CanonicalOrder] = []
+                for raw in doc.get("order_sn_list") or []:
+                    try:
+                        orders.append(pinduoduo.to_canonical(raw))
+                    except AdapterError as exc:
+                        self.outcome.result.errors.append((str(raw.get("order_sn")), str(exc)))
+                await self.store(orders)
+            await self.advance(before)
+            after = before
+
+    async def _pdd_time(self, client: pinduoduo.PinduoduoClient) -> datetime:
+        doc = _check(await self.request(lambda: client.call(pinduoduo.TIME_API, {})), "pinduoduo")
+        self._pdd_error(doc)
+        value = (doc.get("time_get_response") or {}).get("time")
+        if not value:
+            raise PlatformUnavailable("pinduoduo time answer has no time")
+        return beijing_utc(value)
+
+    async def _pdd_page(
+        self,
+        client: pinduoduo.PinduoduoClient,
+        after: datetime,
+        before: datetime,
+        page: int,
+        size: int,
+    ) -> dict[str, Any]:
+        doc = _check(
+            await self.request(lambda: client.increment(after, before, page=page, page_size=size)),
+            "pinduoduo",
+        )
+        self._pdd_error(doc)
+        body: dict[str, Any] = doc.get("order_sn_increment_get_response") or {}
+        return body
+
+    @staticmethod
+    def _pdd_error(doc: dict[str, Any]) -> None:
+        error = doc.get("error_response")
+        if error:
+            code = int(error.get("error_code") or 0)
+            message = f"pinduoduo error {code}: {error.get('error_msg')}"
+            if code in pinduoduo.RATE_LIMIT_CODES:
+                raise RateLimited(message)
+            raise PlatformUnavailable(message)
+
+
+async def sync_account(
+    db: Database, code: str, *, http: httpx.AsyncClient | None = None
+) -> SyncOutcome:
+    """Pull one account now: from its cursor (minus the overlap) to the platform's safe end."""
+    lock = _LOCKS.setdefault(code, asyncio.Lock())
+    if lock.locked():
+        raise SyncInProgress(f"a sync of {code} is running", account=code)
+    async with lock:
+        async with db.transaction(write=False) as session:
+            account = await service.get_account(session, code)
+            state = await service.sync_state(session, account.id)
+            cursor = clock.as_utc(state.cursor_at) if state.cursor_at else clock.now()
+        if account.platform not in PULL_PLATFORMS:
+            raise SyncNotSupported(f"{account.platform} has no pull sync", account=code)
+        if not account.active:
+            raise AccountInactive(f"account {code} is not active", account=code)
+        outcome = SyncOutcome(code, cursor_at=cursor)
+        start = cursor - timedelta(seconds=account.overlap_seconds)
+        own = http is None
+        client = http or httpx.AsyncClient(
+            timeout=get_settings().channels_http_timeout_seconds, trust_env=False
+        )
+        error: Exception | None = None
+        try:
+            run = _Run(db, account, client, outcome)
+            if account.platform == "amazon":
+                await run.pull_amazon(start)
+            else:
+                await run.pull_pinduoduo(start)
+            outcome.complete = True
+        except _Stop:
+            outcome.complete = False
+        except (PlatformUnavailable, MissingCredentials, InvalidAccount) as exc:
+            error = exc
+        except httpx.HTTPError as exc:
+            error = PlatformUnavailable(
+                f"{account.platform} unreachable: {exc or type(exc).__name__}", account=code
+            )
+        finally:
+            if own:
+                await client.aclose()
+        await _record(db, account, outcome, error)
+        if error is not None:
+            raise error
+        return outcome
+
+
+async def _record(
+    db: Database, account: ChannelAccount, outcome: SyncOutcome, error: Exception | None
+) -> None:
+    """Write the run's result to the account's sync state (and the alert, when due)."""
+    now = clock.now()
+    async with db.transaction() as session:
+        state = await service.sync_state(session, account.id)
+        state.last_attempt_at = now
+        state.updated_at = now
+        if error is not None:
+            state.error_count += 1
+            state.last_error = str(error)[:2000]
+            wait = getattr(error, "extra", {}).get("retry_after")
+            if wait is None:
+                wait = min(account.sync_interval_seconds * 2 ** min(state.error_count, 10), 3600)
+            state.backoff_until = now + timedelta(seconds=float(wait))
+            kind = "rate_limited" if isinstance(error, RateLimited) else "error"
+            SYNC_ERRORS.labels(account.code, kind).inc()
+            SYNC_RUNS.labels(account.code, kind).inc()
+            log.warning("sync of %s failed: %s", account.code, error)
+        else:
+            state.error_count = 0
+            state.last_error = None
+            state.backoff_until = None
+            state.last_success_at = now
+            state.orders_seen += outcome.orders_read
+            if outcome.orders_read:
+                state.empty_streak = 0
+                state.last_order_seen_at = now
+            elif outcome.complete:
+                state.empty_streak += 1
+                if state.empty_streak == account.empty_streak_threshold and state.orders_seen > 0:
+                    await exceptions_service.open_case(
+                        session,
+                        order_id=None,
+                        category="channel",
+                        type="channel_empty_streak",
+                        blocking=False,
+                        detail={
+                            "account": account.code,
+                            "empty_pulls": state.empty_streak,
+                            "last_order_seen_at": state.last_order_seen_at.isoformat()
+                            if state.last_order_seen_at
+                            else None,
+                            "message": "连续多次拉取无订单，请检查授权或平台状态 / "
+                            "consecutive pulls returned no orders; check the credentials",
+                        },
+                    )
+                    log.warning(
+                        "account %s: %d empty pulls in a row", account.code, state.empty_streak
+                    )
+            SYNC_RUNS.labels(account.code, "ok" if outcome.complete else "partial").inc()
+        cursor = clock.as_utc(state.cursor_at) if state.cursor_at else None
+        state.lag_seconds = (now - cursor).total_seconds() if cursor else None
+        EMPTY_STREAK.labels(account.code).set(state.empty_streak)
+        if state.lag_seconds is not None:
+            SYNC_LAG.labels(account.code).set(state.lag_seconds)
+
+
+async def due_accounts(session: Any, now: datetime) -> list[str]:
+    """Active pull accounts whose interval has passed and who are not backing off."""
+    rows = await session.execute(
+        select(ChannelAccount, ChannelSyncState)
+        .join(ChannelSyncState, ChannelSyncState.account_id == ChannelAccount.id)
+        .where(ChannelAccount.active.is_(True), ChannelAccount.platform.in_(PULL_PLATFORMS))
+    )
+    due: list[str] = []
+    for account, state in rows.all():
+        if state.backoff_until is not None and clock.as_utc(state.backoff_until) > now:
+            continue
+        last = clock.as_utc(state.last_attempt_at) if state.last_attempt_at else None
+        if last is None or last + timedelta(seconds=account.sync_interval_seconds) <= now:
+            due.append(account.code)
+    return due
+
+
+def utc_window_repr(start: datetime, end: datetime) -> str:
+    """For logs: a window in UTC, never in a local zone."""
+    return f"[{start.astimezone(UTC).isoformat()}, {end.astimezone(UTC).isoformat()})"
