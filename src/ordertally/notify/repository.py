@@ -1,0 +1,103 @@
+"""Every query of the notify domain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.core.db import upsert_insert
+from ordertally.notify.models import Notification
+
+
+async def add_planned(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
+    """Insert planned messages; one already planned for (event, target) is left alone.
+    Returns how many were new."""
+    added = 0
+    for row in rows:
+        stmt = (
+            upsert_insert(session, Notification)
+            .values(**row)
+            .on_conflict_do_nothing(index_elements=["event_id", "target_key"])
+            .returning(Notification.id)
+        )
+        if (await session.execute(stmt)).scalar_one_or_none() is not None:
+            added += 1
+    return added
+
+
+async def claim_due(
+    session: AsyncSession, now: datetime, limit: int, *, skip_locked: bool
+) -> list[Notification]:
+    """Pending rows and failed rows whose next attempt is due, oldest first; locked on
+    PostgreSQL, skipping rows another sender holds (SQLite has a single writer)."""
+    stmt = (
+        select(Notification)
+        .where(
+            Notification.status.in_(("pending", "failed")),
+            Notification.next_attempt_at <= now,
+        )
+        .order_by(Notification.next_attempt_at, Notification.id)
+        .limit(limit)
+        .execution_options(populate_existing=True)
+    )
+    if skip_locked:
+        stmt = stmt.with_for_update(skip_locked=True)
+    return list((await session.scalars(stmt)).all())
+
+
+async def record(session: AsyncSession, notification_id: int, values: dict[str, Any]) -> None:
+    """Write an attempt's outcome on a claimed row."""
+    await session.execute(
+        update(Notification).where(Notification.id == notification_id).values(**values)
+    )
+
+
+async def get(session: AsyncSession, notification_id: int) -> Notification | None:
+    """One row by id."""
+    return await session.get(Notification, notification_id, populate_existing=True)
+
+
+async def by_event(session: AsyncSession, event_id: str) -> Notification | None:
+    """The (first) row of an event."""
+    stmt = select(Notification).where(Notification.event_id == event_id).order_by(Notification.id)
+    return (await session.scalars(stmt.limit(1))).first()
+
+
+async def requeue(session: AsyncSession, notification_id: int, now: datetime) -> bool:
+    """Put a dead row back to pending with its attempts reset."""
+    result = await session.execute(
+        update(Notification)
+        .where(Notification.id == notification_id, Notification.status == "dead")
+        .values(status="pending", attempts=0, next_attempt_at=now, last_error=None)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def search(
+    session: AsyncSession,
+    *,
+    order_no: str | None,
+    status: str | None,
+    limit: int,
+    before_id: int | None,
+) -> list[Notification]:
+    """The send log, newest first, filtered."""
+    stmt = select(Notification).order_by(Notification.id.desc()).limit(limit)
+    if order_no is not None:
+        stmt = stmt.where(Notification.order_no == order_no)
+    if status is not None:
+        stmt = stmt.where(Notification.status == status)
+    if before_id is not None:
+        stmt = stmt.where(Notification.id < before_id)
+    return list((await session.scalars(stmt)).all())
+
+
+async def count_by_status(session: AsyncSession) -> dict[str, int]:
+    """Rows per status."""
+    rows = await session.execute(
+        select(Notification.status, func.count()).group_by(Notification.status)
+    )
+    return {status: int(n) for status, n in rows.all()}

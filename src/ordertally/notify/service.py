@@ -1,0 +1,451 @@
+"""Use cases of the notify domain: plan one message per (event, target) in the dispatcher's
+transaction, send what is due, retry with backoff, give up as dead, requeue, test a target.
+
+Sending claims due rows (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite has one writer), sends
+them concurrently and records each outcome in the same transaction, so a row marked sent is
+never claimed again. The one gap — a channel accepted a message and the process died before
+the commit — is described in docs/adr/0018-notifications.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import apprise
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.core import clock, ids, phones
+from ordertally.core.crypto import get_cipher
+from ordertally.core.db import Database, dialect_of
+from ordertally.core.settings import Settings, get_settings
+from ordertally.events.registry import Envelope
+from ordertally.notify import repository, targets, templates
+from ordertally.notify.errors import (
+    NotificationNotDead,
+    NotificationNotFound,
+    TargetNotFound,
+    TestPhoneRequired,
+)
+from ordertally.notify.metrics import DEAD, PLANNED, SEND_SECONDS, SENDS
+from ordertally.notify.models import Notification
+from ordertally.notify.sms import SmsFailed, SmsGateway
+from ordertally.notify.sms.aliyun import AliyunConfig, AliyunSms
+from ordertally.orders import service as orders_service
+from ordertally.orders.service import PII_PHONE
+
+log = logging.getLogger(__name__)
+
+# JSON webhooks get this header, so a receiver can drop the rare resend (see the ADR).
+ID_HEADER = "X-Ordertally-Notification-Id"
+MAX_ERROR = 500
+
+
+@dataclass(slots=True)
+class SendResult:
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    dead: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    ok: bool
+    message_id: str | None = None
+    error: str | None = None
+    retryable: bool = True
+
+
+@dataclass(slots=True)
+class _Job:
+    row: Notification
+    phone: str | None = None  # decrypted for this send only, never stored
+    outcome: Outcome | None = field(default=None)
+
+
+# --- planning (outbox consumer) -----------------------------------------------------------------
+
+
+async def plan(session: AsyncSession, envelope: Envelope, settings: Settings | None = None) -> int:
+    """Write one pending message per configured target that wants this event; an event seen
+    before writes nothing new. Returns how many rows were added."""
+    settings = settings or get_settings()
+    if envelope.type not in templates.EVENTS:
+        return 0
+    payload = envelope.payload
+    order_no = str(payload["order_no"])
+    now = clock.now()
+    rows: list[dict[str, Any]] = []
+    for target in targets.ops_targets(settings):
+        if not target.wants(envelope.type):
+            continue
+        rendered = templates.render_ops(envelope.type, payload, target.lang, settings.timezone)
+        rows.append(
+            _row(envelope, order_no, target.kind, target.key, None, target.lang, now)
+            | {"title": rendered.title[:200], "body": rendered.body}
+        )
+    sms = targets.sms_target(settings)
+    if sms is not None and sms.wants(envelope.type):
+        order = await orders_service.get_order(session, order_no)
+        preview, params = templates.render_sms(envelope.type, payload, sms.lang, settings.timezone)
+        rows.append(
+            _row(envelope, order_no, "sms", sms.key, order.customer_phone_masked, sms.lang, now)
+            | {
+                "title": preview[:200],
+                "body": preview,
+                "sms": {
+                    "template_code": sms.template_codes[envelope.type],
+                    "template_param": params,
+                },
+            }
+        )
+    added = await repository.add_planned(session, rows)
+    for row in rows:
+        PLANNED.labels(envelope.type, row["target_kind"]).inc()
+    return added
+
+
+def _row(
+    envelope: Envelope,
+    order_no: str | None,
+    kind: str,
+    key: str,
+    recipient: str | None,
+    lang: str,
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "event_id": envelope.id,
+        "event_type": envelope.type,
+        "order_no": order_no,
+        "target_kind": kind,
+        "target_key": key,
+        "recipient_masked": recipient,
+        "lang": lang,
+        "sms": None,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "last_error": None,
+        "provider_message_id": None,
+        "created_at": now,
+        "sent_at": None,
+    }
+
+
+# --- sending ------------------------------------------------------------------------------------
+
+
+def backoff(settings: Settings, attempts: int) -> timedelta:
+    """Exponential backoff after the n-th failed attempt, capped."""
+    seconds = settings.notify_backoff_base_seconds * (2 ** (attempts - 1))
+    return timedelta(seconds=min(seconds, settings.notify_backoff_max_seconds))
+
+
+def sms_gateway(settings: Settings) -> SmsGateway | None:
+    """The configured SMS gateway, or None."""
+    if settings.notify_sms_provider == "aliyun":
+        config = AliyunConfig.from_settings(settings)
+        if config is not None:
+            return AliyunSms(config)
+    return None
+
+
+async def send_due(
+    db: Database, now: datetime | None = None, settings: Settings | None = None
+) -> SendResult:
+    """Send one batch of due messages in one transaction (tests, CLI, the periodic job)."""
+    async with db.transaction() as session:
+        return await send_batch(session, now or clock.now(), settings or get_settings())
+
+
+async def send_batch(session: AsyncSession, now: datetime, settings: Settings) -> SendResult:
+    """Claim due rows, send them concurrently, record each outcome on its row."""
+    rows = await repository.claim_due(
+        session,
+        now,
+        settings.notify_send_batch,
+        skip_locked=dialect_of(session) == "postgresql",
+    )
+    result = SendResult(claimed=len(rows))
+    if not rows:
+        return result
+    ops = {t.key: t for t in targets.ops_targets(settings)}
+    sms = targets.sms_target(settings)
+    gateway = sms_gateway(settings)
+    jobs = [_Job(row) for row in rows]
+    for job in jobs:
+        if job.row.target_kind == "sms" and job.row.order_no:
+            try:
+                order = await orders_service.get_order(session, job.row.order_no)
+                job.phone = get_cipher().decrypt(order.customer_phone_enc, PII_PHONE)
+            except Exception as exc:  # one bad row must not block the batch forever
+                job.outcome = Outcome(
+                    False, error=f"no phone: {type(exc).__name__}: {exc}", retryable=False
+                )
+    timeout = settings.notify_http_timeout_seconds
+    await asyncio.gather(*(_deliver(job, ops, sms, gateway, timeout) for job in jobs))
+    finished = clock.now()
+    for job in jobs:
+        outcome = job.outcome
+        assert outcome is not None
+        await _record(session, settings, job.row, outcome, finished, result)
+    return result
+
+
+async def _deliver(
+    job: _Job,
+    ops: dict[str, targets.OpsTarget],
+    sms: targets.SmsTarget | None,
+    gateway: SmsGateway | None,
+    limit_seconds: float,
+    *,
+    header_id: str | None = None,
+) -> None:
+    if job.outcome is not None:
+        return
+    started = time.perf_counter()
+    try:
+        job.outcome = await _attempt(job, ops, sms, gateway, limit_seconds, header_id)
+    except Exception as exc:  # the batch's other sends already went out: never lose them
+        log.exception("notification %s: send crashed", job.row.id)
+        job.outcome = Outcome(False, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR])
+    SEND_SECONDS.labels(job.row.target_kind).observe(time.perf_counter() - started)
+
+
+async def _attempt(
+    job: _Job,
+    ops: dict[str, targets.OpsTarget],
+    sms: targets.SmsTarget | None,
+    gateway: SmsGateway | None,
+    limit_seconds: float,
+    header_id: str | None,
+) -> Outcome:
+    row = job.row
+    if row.target_kind == "sms":
+        if sms is None or gateway is None or sms.key != row.target_key:
+            return Outcome(False, error="SMS gateway no longer configured", retryable=False)
+        if job.phone is None:
+            return Outcome(False, error="no phone number for this message", retryable=False)
+        return await _send_sms(gateway, row, job.phone)
+    target = ops.get(row.target_key)
+    if target is None:
+        return Outcome(False, error="target no longer configured", retryable=False)
+    return await asyncio.to_thread(
+        _send_apprise,
+        _with_id_header(target.url, header_id or str(row.id)),
+        row.title,
+        row.body,
+        limit_seconds,
+    )
+
+
+async def _send_sms(gateway: SmsGateway, row: Notification, phone: str) -> Outcome:
+    assert row.sms is not None
+    try:
+        sent = await gateway.send(
+            phone,
+            str(row.sms["template_code"]),
+            {str(k): str(v) for k, v in dict(row.sms["template_param"]).items()},
+            out_id=str(row.id),
+        )
+    except SmsFailed as exc:
+        return Outcome(False, error=f"{gateway.name} {exc}", retryable=exc.retryable)
+    return Outcome(True, message_id=sent.message_id)
+
+
+def _with_id_header(url: str, notification_id: str) -> str:
+    scheme = url.partition("://")[0].lower()
+    if scheme not in ("json", "jsons"):
+        return url
+    return f"{url}{'&' if '?' in url else '?'}+{ID_HEADER}={notification_id}"
+
+
+_SECRET_PARAM = re.compile(r"(?i)\b(access_token|key|sign|secret|token|password|pass)=[^&\s]+")
+
+
+def redact(text: str, url: str) -> str:
+    """An error text without the target's secrets (tokens in URLs, the Apprise URL itself)."""
+    text = _SECRET_PARAM.sub(r"\1=***", text)
+    for part in re.split(r"[/:@?&=]+", url.partition("://")[2]):
+        if len(part) >= 8:
+            text = text.replace(part, "***")
+    return text
+
+
+def _send_apprise(url: str, title: str, body: str, timeout: float) -> Outcome:
+    """Send through one Apprise URL (blocking; runs in a worker thread)."""
+    sender = apprise.Apprise()
+    if not sender.add(url):
+        return Outcome(False, error="not a valid Apprise URL", retryable=False)
+    try:
+        result = sender.notify(body=body, title=title, timeout=timeout, log_level=logging.WARNING)
+    except Exception as exc:  # a plugin bug must not lose the batch's other outcomes
+        return Outcome(False, error=redact(f"{type(exc).__name__}: {exc}", url))
+    if result:
+        return Outcome(True)
+    lines = " | ".join(entry.message for entry in result.logs())
+    return Outcome(False, error=redact(lines, url)[-MAX_ERROR:] or "apprise: not delivered")
+
+
+async def _record(
+    session: AsyncSession,
+    settings: Settings,
+    row: Notification,
+    outcome: Outcome,
+    now: datetime,
+    result: SendResult,
+) -> None:
+    attempts = row.attempts + 1
+    if outcome.ok:
+        values: dict[str, Any] = {
+            "status": "sent",
+            "attempts": attempts,
+            "sent_at": now,
+            "next_attempt_at": None,
+            "last_error": None,
+            "provider_message_id": (outcome.message_id or None),
+        }
+        result.sent += 1
+        SENDS.labels(row.target_kind, "sent").inc()
+    elif outcome.retryable and attempts < settings.notify_max_attempts:
+        values = {
+            "status": "failed",
+            "attempts": attempts,
+            "next_attempt_at": now + backoff(settings, attempts),
+            "last_error": (outcome.error or "")[:MAX_ERROR],
+        }
+        result.retried += 1
+        SENDS.labels(row.target_kind, "retry").inc()
+    else:
+        values = {
+            "status": "dead",
+            "attempts": attempts,
+            "next_attempt_at": None,
+            "last_error": (outcome.error or "")[:MAX_ERROR],
+        }
+        result.dead += 1
+        SENDS.labels(row.target_kind, "dead").inc()
+        DEAD.labels(row.target_kind).inc()
+        log.warning("notification %s to %s is dead: %s", row.id, row.target_key, outcome.error)
+    await repository.record(session, row.id, values)
+
+
+# --- operators ----------------------------------------------------------------------------------
+
+
+async def list_notifications(
+    session: AsyncSession,
+    *,
+    order_no: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+    before_id: int | None = None,
+) -> list[Notification]:
+    """The send log, newest first."""
+    return await repository.search(
+        session, order_no=order_no, status=status, limit=limit, before_id=before_id
+    )
+
+
+async def requeue(session: AsyncSession, notification_id: int) -> Notification:
+    """Give a dead message a fresh set of attempts, due now."""
+    row = await repository.get(session, notification_id)
+    if row is None:
+        raise NotificationNotFound(f"notification {notification_id} does not exist")
+    if not await repository.requeue(session, notification_id, clock.now()):
+        raise NotificationNotDead(
+            f"notification {notification_id} is {row.status}", status_now=row.status
+        )
+    found = await repository.get(session, notification_id)
+    assert found is not None
+    return found
+
+
+async def send_test(
+    db: Database,
+    target_key: str,
+    *,
+    lang: str | None = None,
+    phone: str | None = None,
+    settings: Settings | None = None,
+) -> Notification:
+    """Send a test message to one configured target now, logged like any other."""
+    settings = settings or get_settings()
+    ops = {t.key: t for t in targets.ops_targets(settings)}
+    sms = targets.sms_target(settings)
+    now = clock.now()
+    envelope = Envelope(
+        id=ids.event_id(),
+        type=templates.TEST_EVENT,
+        version=1,
+        occurred_at=now,
+        aggregate_type="notify",
+        aggregate_id="test",
+        payload={"occurred_at": now.isoformat()},
+    )
+    if target_key in ops:
+        target = ops[target_key]
+        chosen = lang or target.lang
+        rendered = templates.render_ops(envelope.type, envelope.payload, chosen, settings.timezone)
+        row = _row(envelope, None, target.kind, target.key, None, chosen, now) | {
+            "title": rendered.title,
+            "body": rendered.body,
+        }
+        clear_phone = None
+    elif sms is not None and target_key == sms.key:
+        if not phone:
+            raise TestPhoneRequired("give the phone number the test SMS should go to")
+        clear_phone = phones.normalise(phone)
+        chosen = lang or sms.lang
+        code = settings.aliyun_sms_template_codes.get(templates.TEST_EVENT)
+        if not code:
+            raise TargetNotFound(
+                f"no SMS template code for {templates.TEST_EVENT} in aliyun_sms_template_codes"
+            )
+        preview, params = templates.render_sms(
+            envelope.type, envelope.payload, chosen, settings.timezone
+        )
+        row = _row(envelope, None, "sms", sms.key, phones.mask(clear_phone), chosen, now) | {
+            "title": preview[:200],
+            "body": preview,
+            "sms": {"template_code": code, "template_param": params},
+        }
+    else:
+        raise TargetNotFound(
+            f"no configured target {target_key!r}", known=targets.all_keys(settings)
+        )
+    # Sent at once, then logged with its outcome: a test is never queued or retried.
+    probe = Notification(**(row | {"id": 0}))
+    job = _Job(probe, phone=clear_phone)
+    await _deliver(
+        job,
+        ops,
+        sms,
+        sms_gateway(settings),
+        settings.notify_http_timeout_seconds,
+        header_id=f"test-{envelope.id}",
+    )
+    outcome = job.outcome
+    assert outcome is not None
+    done = clock.now()
+    row |= {
+        "status": "sent" if outcome.ok else "dead",
+        "attempts": 1,
+        "next_attempt_at": None,
+        "sent_at": done if outcome.ok else None,
+        "provider_message_id": outcome.message_id or None,
+        "last_error": None if outcome.ok else (outcome.error or "")[:MAX_ERROR],
+    }
+    SENDS.labels(row["target_kind"], "sent" if outcome.ok else "dead").inc()
+    async with db.transaction() as session:
+        await repository.add_planned(session, [row])
+        found = await repository.by_event(session, envelope.id)
+    assert found is not None
+    return found

@@ -1,0 +1,347 @@
+"""A local Aliyun SMS (Dysmsapi `SendSms`) for tests and the demo (`ordertally smssim`).
+
+It takes the real request (form POST or GET query, RPC signature version 1.0), checks it the way
+the platform does — the signature recomputed with its own encoder, the timestamp within 15
+minutes, the nonce never seen before, the parameters' shapes — records every accepted message
+and answers in the platform's JSON. Control endpoints under /sim list the messages and make the
+next requests fail on command (throttled, illegal number, HTTP 500, gateway down).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import itertools
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+import orjson
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field
+
+from ordertally.core import clock
+
+REQUIRED = (
+    "AccessKeyId",
+    "Action",
+    "Format",
+    "PhoneNumbers",
+    "SignName",
+    "Signature",
+    "SignatureMethod",
+    "SignatureNonce",
+    "SignatureVersion",
+    "TemplateCode",
+    "Timestamp",
+    "Version",
+)
+TIMESTAMP_WINDOW = timedelta(minutes=15)
+_MAINLAND = re.compile(r"^1[3-9]\d{9}$")
+_INTERNATIONAL = re.compile(r"^(00)?[1-9]\d{7,14}$")
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
+
+FailMode = Literal["throttle", "illegal", "500", "down"]
+
+
+def pop_encode(value: str) -> str:
+    """Percent-encode byte by byte, keeping only RFC 3986 unreserved characters."""
+    return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in value.encode("utf-8"))
+
+
+def expected_signature(method: str, params: dict[str, str], secret: str) -> str:
+    """What the platform computes for a request (everything but Signature, sorted by name)."""
+    pairs = sorted((k, v) for k, v in params.items() if k != "Signature")
+    canonical = "&".join(f"{pop_encode(k)}={pop_encode(v)}" for k, v in pairs)
+    to_sign = f"{method}&{pop_encode('/')}&{pop_encode(canonical)}"
+    mac = hmac.new(f"{secret}&".encode(), to_sign.encode(), hashlib.sha1)
+    return base64.b64encode(mac.digest()).decode()
+
+
+@dataclass
+class SimMessage:
+    biz_id: str
+    phone_numbers: str
+    sign_name: str
+    template_code: str
+    template_param: dict[str, Any]
+    out_id: str | None
+    received_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "biz_id": self.biz_id,
+            "phone_numbers": self.phone_numbers,
+            "sign_name": self.sign_name,
+            "template_code": self.template_code,
+            "template_param": self.template_param,
+            "out_id": self.out_id,
+            "received_at": self.received_at.isoformat(),
+        }
+
+
+@dataclass
+class SmsSim:
+    """The simulator's state: credentials, accepted messages, rejections and scripted failures."""
+
+    access_key_id: str
+    access_key_secret: str
+    messages: list[SimMessage] = field(default_factory=list)
+    rejections: list[dict[str, str]] = field(default_factory=list)
+    requests: int = 0
+    fail_mode: FailMode | None = None
+    fail_remaining: int | None = None  # None = until told otherwise
+    _nonces: dict[str, datetime] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail(self, mode: FailMode | None, count: int | None = None) -> None:
+        """Make the next `count` requests (all, when None) fail in `mode`; None heals."""
+        with self.lock:
+            self.fail_mode, self.fail_remaining = mode, count
+
+    def reset(self) -> None:
+        """Forget messages, rejections, nonces and scripted failures."""
+        with self.lock:
+            self.messages.clear()
+            self.rejections.clear()
+            self._nonces.clear()
+            self.fail_mode, self.fail_remaining, self.requests = None, None, 0
+
+    def _take_failure(self) -> FailMode | None:
+        if self.fail_mode is None:
+            return None
+        mode = self.fail_mode
+        if self.fail_remaining is not None:
+            self.fail_remaining -= 1
+            if self.fail_remaining <= 0:
+                self.fail_mode, self.fail_remaining = None, None
+        return mode
+
+    def handle(self, method: str, params: dict[str, str]) -> tuple[int, dict[str, Any] | str]:
+        """Check and apply one API request; returns the HTTP status and the answer."""
+        with self.lock:
+            self.requests += 1
+            request_id = str(uuid.uuid4()).upper()
+            failure = self._take_failure()
+            if failure == "down":
+                return 503, "<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>"
+            if failure == "500":
+                return 500, _error(
+                    request_id, "InternalError", "The request processing has failed."
+                )
+            refused = self._verify(method, params, request_id)
+            if refused is not None:
+                return refused
+            if failure == "throttle":
+                return 200, _error(
+                    request_id, "isv.BUSINESS_LIMIT_CONTROL", "触发分钟级流控Permits:1"
+                )
+            if failure == "illegal":
+                return 200, _error(request_id, "isv.MOBILE_NUMBER_ILLEGAL", "非法手机号")
+            return self._accept(params, request_id)
+
+    def _reject(self, request_id: str, status: int, code: str, message: str) -> tuple[int, Any]:
+        self.rejections.append({"code": code, "message": message})
+        return status, _error(request_id, code, message)
+
+    def _verify(
+        self, method: str, params: dict[str, str], request_id: str
+    ) -> tuple[int, Any] | None:
+        missing = [name for name in REQUIRED if not params.get(name)]
+        if missing:
+            return self._reject(
+                request_id, 400, "MissingParameter", f"{missing[0]} is mandatory for this action."
+            )
+        if params["AccessKeyId"] != self.access_key_id:
+            return self._reject(
+                request_id, 404, "InvalidAccessKeyId.NotFound", "Specified access key is not found."
+            )
+        if params["SignatureMethod"] != "HMAC-SHA1" or params["SignatureVersion"] != "1.0":
+            return self._reject(
+                request_id, 400, "InvalidParameter", "Signature method or version not supported."
+            )
+        expected = expected_signature(method, params, self.access_key_secret)
+        if not hmac.compare_digest(expected, params["Signature"]):
+            return self._reject(
+                request_id,
+                400,
+                "SignatureDoesNotMatch",
+                "Specified signature is not matched with our calculation.",
+            )
+        try:
+            sent = datetime.strptime(params["Timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            return self._reject(
+                request_id, 400, "InvalidTimeStamp.Format", "Specified time stamp is not valid."
+            )
+        now = clock.now()
+        if abs(now - sent) > TIMESTAMP_WINDOW:
+            return self._reject(
+                request_id, 400, "InvalidTimeStamp.Expired", "Specified time stamp has expired."
+            )
+        self._nonces = {n: at for n, at in self._nonces.items() if now - at <= TIMESTAMP_WINDOW}
+        if params["SignatureNonce"] in self._nonces:
+            return self._reject(
+                request_id, 400, "SignatureNonceUsed", "Specified signature nonce was used already."
+            )
+        self._nonces[params["SignatureNonce"]] = now
+        if params["Action"] != "SendSms" or params["Version"] != "2017-05-25":
+            return self._reject(request_id, 400, "InvalidAction.NotFound", "Unknown action.")
+        return None
+
+    def _accept(self, params: dict[str, str], request_id: str) -> tuple[int, dict[str, Any]]:
+        phones = params["PhoneNumbers"].split(",")
+        if len(phones) > 1000:
+            return 200, _error(request_id, "isv.MOBILE_COUNT_OVER_LIMIT", "手机号码数量超过限制")
+        if not all(_MAINLAND.match(p) or _INTERNATIONAL.match(p) for p in phones):
+            return 200, _error(request_id, "isv.MOBILE_NUMBER_ILLEGAL", "非法手机号")
+        try:
+            template_param = orjson.loads(params.get("TemplateParam") or "{}")
+        except orjson.JSONDecodeError:
+            template_param = None
+        if not isinstance(template_param, dict):
+            return 200, _error(
+                request_id, "isv.INVALID_JSON_PARAM", "JSON参数不合法，只接受字符串值"
+            )
+        if not all(isinstance(v, str) for v in template_param.values()):
+            return 200, _error(
+                request_id, "isv.INVALID_JSON_PARAM", "JSON参数不合法，只接受字符串值"
+            )
+        biz_id = f"{int(time.time() * 1000)}^{next(self._ids):010d}"
+        self.messages.append(
+            SimMessage(
+                biz_id=biz_id,
+                phone_numbers=params["PhoneNumbers"],
+                sign_name=params["SignName"],
+                template_code=params["TemplateCode"],
+                template_param=template_param,
+                out_id=params.get("OutId"),
+                received_at=clock.now(),
+            )
+        )
+        return 200, {"Message": "OK", "RequestId": request_id, "Code": "OK", "BizId": biz_id}
+
+
+def _error(request_id: str, code: str, message: str) -> dict[str, Any]:
+    return {"RequestId": request_id, "Code": code, "Message": message}
+
+
+def _sim(request: Request) -> SmsSim:
+    sim: SmsSim = request.app.state.sim
+    return sim
+
+
+def _answer(status: int, answer: dict[str, Any] | str) -> Response:
+    if isinstance(answer, str):
+        return PlainTextResponse(answer, status_code=status, media_type="text/html")
+    return JSONResponse(answer, status_code=status)
+
+
+class FailIn(BaseModel):
+    mode: FailMode | None
+    count: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+control = APIRouter(prefix="/sim")
+
+
+@control.get("/messages")
+async def control_messages(request: Request) -> Response:
+    """Every accepted message, oldest first."""
+    sim = _sim(request)
+    with sim.lock:
+        return JSONResponse(
+            {
+                "messages": [m.as_json() for m in sim.messages],
+                "rejections": list(sim.rejections),
+                "requests": sim.requests,
+            }
+        )
+
+
+@control.post("/fail")
+async def control_fail(request: Request, body: FailIn) -> Response:
+    """Fail the next `count` requests (all when omitted) as `mode`; mode null heals."""
+    _sim(request).fail(body.mode, body.count)
+    return JSONResponse({"mode": body.mode, "count": body.count})
+
+
+@control.post("/reset")
+async def control_reset(request: Request) -> Response:
+    """Forget everything."""
+    _sim(request).reset()
+    return JSONResponse({"reset": True})
+
+
+def create_sms_sim_app(sim: SmsSim) -> FastAPI:
+    """The ASGI app: the API at / and the control endpoints under /sim."""
+    app = FastAPI(title="Aliyun SMS simulator", openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.sim = sim
+
+    @app.api_route("/", methods=["GET", "POST"], include_in_schema=False)
+    async def api(request: Request) -> Response:
+        if request.method == "POST":
+            params = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        else:
+            params = dict(parse_qsl(request.url.query, keep_blank_values=True))
+        status, answer = sim.handle(request.method, params)
+        return _answer(status, answer)
+
+    app.include_router(control)
+    return app
+
+
+class SmsSimServer:
+    """The simulator on a real port in a background thread (tests, the demo)."""
+
+    def __init__(self, sim: SmsSim, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.sim = sim
+        self.host = host
+        self.port = port
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> SmsSimServer:
+        """Listen (on a free port the first time, then on the same one)."""
+        if self.port == 0:
+            import socket
+
+            with socket.socket() as s:
+                s.bind((self.host, 0))
+                self.port = int(s.getsockname()[1])
+        config = uvicorn.Config(
+            create_sms_sim_app(self.sim),
+            host=self.host,
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("SMS simulator did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        """Stop listening (the gateway is really down: connections are refused)."""
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+        self._server, self._thread = None, None

@@ -1,0 +1,176 @@
+"""Real receivers on 127.0.0.1 for the notify tests: an HTTP server taking Apprise's JSON
+webhook (scriptable to fail), an SMTP server (aiosmtpd) and the Aliyun SMS simulator, plus a
+helper that points the settings at them."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.header import decode_header, make_header
+from email.message import Message
+from typing import Any
+
+import pytest
+import uvicorn
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ordertally.core.settings import reset_settings
+from ordertally.notify.sms_simulator import SmsSim, SmsSimServer
+
+SMS_KEY_ID = "LTAI-test-key"
+SMS_SECRET = "test-secret-不要泄露"
+SMS_CODES = {
+    "OrderPaid": "SMS_100001",
+    "ShipmentShipped": "SMS_100002",
+    "ShipmentDelivered": "SMS_100003",
+    "ShipmentTrackingException": "SMS_100004",
+    "NotificationTest": "SMS_100009",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Receiver:
+    """A JSON webhook receiver: records every POST; answers `fail_status` while `fail_left`."""
+
+    url: str = ""
+    received: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    fail_left: int = 0
+    fail_status: int = 500
+    attempts: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail(self, times: int, status: int = 500) -> None:
+        with self.lock:
+            self.fail_left, self.fail_status = times, status
+
+    def clear(self) -> None:
+        with self.lock:
+            self.received.clear()
+            self.headers.clear()
+            self.attempts = 0
+
+    def apprise_url(self, path: str = "hook") -> str:
+        return self.url.replace("http://", "json://", 1) + "/" + path
+
+
+def _receiver_app(receiver: Receiver) -> Starlette:
+    async def hook(request: Request) -> Response:
+        body = await request.body()
+        with receiver.lock:
+            receiver.attempts += 1
+            if receiver.fail_left > 0:
+                receiver.fail_left -= 1
+                return JSONResponse({"error": "scripted"}, status_code=receiver.fail_status)
+            receiver.received.append(json.loads(body))
+            receiver.headers.append({k.lower(): v for k, v in request.headers.items()})
+        return JSONResponse({"ok": True})
+
+    return Starlette(routes=[Route("/{path:path}", hook, methods=["POST"])])
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A live JSON webhook receiver on 127.0.0.1."""
+    rec = Receiver()
+    port = free_port()
+    config = uvicorn.Config(
+        _receiver_app(rec), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "receiver did not start"
+        time.sleep(0.01)
+    rec.url = f"http://127.0.0.1:{port}"
+    yield rec
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@dataclass
+class Mailbox:
+    port: int
+    messages: list[Message] = field(default_factory=list)
+    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    def subjects(self) -> list[str]:
+        return [str(make_header(decode_header(m["Subject"]))) for m in self.messages]
+
+    def bodies(self) -> list[str]:
+        out: list[str] = []
+        for m in self.messages:
+            part = next(p for p in m.walk() if p.get_content_type() == "text/plain")
+            payload = part.get_payload(decode=True)
+            assert isinstance(payload, bytes)
+            out.append(payload.decode(part.get_content_charset() or "utf-8"))
+        return out
+
+
+class _Handler:
+    def __init__(self, box: Mailbox) -> None:
+        self.box = box
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or envelope.content
+        assert isinstance(content, bytes)
+        self.box.messages.append(message_from_bytes(content))
+        self.box.envelopes.append((str(envelope.mail_from), list(envelope.rcpt_tos)))
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    """A live SMTP server (aiosmtpd) on 127.0.0.1, no TLS, no auth."""
+    box = Mailbox(port=free_port())
+    controller = Controller(_Handler(box), hostname="127.0.0.1", port=box.port)
+    controller.start()
+    yield box
+    controller.stop()
+
+
+@pytest.fixture
+def sms_sim() -> Iterator[SmsSimServer]:
+    """The Aliyun SMS simulator on a free port."""
+    server = SmsSimServer(SmsSim(SMS_KEY_ID, SMS_SECRET)).start()
+    yield server
+    server.stop()
+
+
+def configure(
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    ops: list[dict[str, Any]] | None = None,
+    sms_url: str | None = None,
+    **extra: str,
+) -> None:
+    """Point the notify settings at the local receivers."""
+    monkeypatch.setenv("ORDERTALLY_NOTIFY_OPS_TARGETS", json.dumps(ops or []))
+    if sms_url is not None:
+        monkeypatch.setenv("ORDERTALLY_NOTIFY_SMS_PROVIDER", "aliyun")
+        monkeypatch.setenv("ORDERTALLY_ALIYUN_SMS_ACCESS_KEY_ID", SMS_KEY_ID)
+        monkeypatch.setenv("ORDERTALLY_ALIYUN_SMS_ACCESS_KEY_SECRET", SMS_SECRET)
+        monkeypatch.setenv("ORDERTALLY_ALIYUN_SMS_SIGN_NAME", "茶叶小铺")
+        monkeypatch.setenv("ORDERTALLY_ALIYUN_SMS_ENDPOINT", sms_url)
+        monkeypatch.setenv("ORDERTALLY_ALIYUN_SMS_TEMPLATE_CODES", json.dumps(SMS_CODES))
+    for name, value in extra.items():
+        monkeypatch.setenv(f"ORDERTALLY_{name.upper()}", value)
+    reset_settings()
