@@ -305,13 +305,14 @@ class Kuaidi100Adapter:
         }
         if subscription.phone:
             parameters["phone"] = subscription.phone
-        parameters.update(subscription.extra)
-        param = {
+        param: dict[str, Any] = {
             "company": subscription.company,
             "number": subscription.waybill_no,
             "key": self.key,
-            "parameters": parameters,
         }
+        for name, value in subscription.extra.items():  # from/to go on top, the rest inside
+            (param if name in ("from", "to") else parameters)[name] = value
+        param["parameters"] = parameters
         doc = await self._post("/poll", {"schema": "json", "param": compact_json(param)})
         code = _text(doc.get("returnCode"))
         if code in ("200", "501"):
