@@ -105,6 +105,35 @@ async def test_buyer_cancel_before_payment(db: Database) -> None:
     assert (await ingest_orders(db, "shop_a", [later], via="pull")).duplicates == 1
 
 
+async def test_paid_on_the_platform_pays_our_order_and_unpaid_ones_wait_for_the_platform(
+    db: Database,
+) -> None:
+    await make_account(db)
+    result = await ingest_orders(
+        db, "shop_a", [canonical("P1", status=PlatformStatus.UNPAID)], via="pull"
+    )
+    order_no = result.order_nos["P1"]
+    unpaid = await _order(db, order_no)
+    # Our timeout backstops the platform's own unpaid window (72 h), not our 30 minutes
+    assert unpaid.payment_deadline_at is not None
+    window = unpaid.payment_deadline_at - unpaid.created_at
+    assert window == timedelta(hours=72)
+    # When the platform says it is paid, our order is paid by channel_sync, with its evidence
+    later = canonical("P1", status=PlatformStatus.PAID, updated=timedelta(minutes=3))
+    await ingest_orders(db, "shop_a", [later], via="webhook")
+    assert (await _order(db, order_no)).status == "paid"
+    async with db.transaction(write=False) as session:
+        paid = await session.scalar(
+            select(OrderEvent).where(
+                OrderEvent.order_id == unpaid.id, OrderEvent.event == "payment_succeeded"
+            )
+        )
+    assert paid is not None
+    assert (paid.actor_kind, paid.actor_id) == ("channel_sync", "channel:shop_a")
+    assert paid.evidence_ref and paid.evidence_ref.startswith("shopify:P1@")
+    assert [c.type for c in await _cases(db, order_no)] == []
+
+
 async def test_cancel_after_payment_opens_case(db: Database) -> None:
     await make_account(db)
     result = await ingest_orders(db, "shop_a", [canonical("C2")], via="pull")

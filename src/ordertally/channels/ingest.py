@@ -427,8 +427,10 @@ def _build(
             ]
         )
     ).hexdigest()
+    # The platform runs the buyer's payment and tells us when it is paid or cancelled; our own
+    # timeout only backstops a lost update, after the platform's own unpaid window.
     deadline = (
-        now + timedelta(seconds=settings.payment_timeout_seconds)
+        now + timedelta(seconds=settings.channels_unpaid_deadline_seconds)
         if target is Status.PENDING_PAYMENT
         else None
     )

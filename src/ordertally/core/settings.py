@@ -183,6 +183,9 @@ class Settings(BaseSettings):
 
     # --- channels (issue 6): accounts, sync engine, simulators ---
     channels_ingest_chunk: int = 1000  # orders per ingest transaction
+    # An unpaid platform order is closed by our timeout only after this long (the platform
+    # closes its own unpaid orders; this backstops a lost cancellation). 72 h.
+    channels_unpaid_deadline_seconds: int = Field(default=259_200, ge=60)
     channels_sync_interval_seconds: int = 300  # default pull period of a new account
     channels_sync_overlap_seconds: int = 600  # default window re-read to catch late writes
     channels_sync_page_size: int = 100  # default page size asked of the platform
