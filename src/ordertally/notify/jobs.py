@@ -6,14 +6,14 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
-from ordertally.jobs.scheduler import periodic
+from ordertally.jobs.scheduler import periodic_outside
 from ordertally.notify import service
 
 
-@periodic("notify_send_due", every_seconds=5)
-async def notify_send_due(session: AsyncSession, now: datetime) -> dict[str, Any]:
-    """Send the messages whose attempt is due, retry or give up on failures."""
-    return asdict(await service.send_batch(session, now, get_settings()))
+@periodic_outside("notify_send_due", every_seconds=5)
+async def notify_send_due(db: Database, now: datetime) -> dict[str, Any]:
+    """Send the messages whose attempt is due, retry or give up on failures (no transaction is
+    held while the channels answer)."""
+    return asdict(await service.send_due(db, now, get_settings()))

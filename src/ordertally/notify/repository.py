@@ -48,6 +48,13 @@ async def claim_due(
     return list((await session.scalars(stmt)).all())
 
 
+async def lease(session: AsyncSession, ids: list[int], until: datetime) -> None:
+    """Hide claimed rows from other senders until `until` (their sends are in flight)."""
+    await session.execute(
+        update(Notification).where(Notification.id.in_(ids)).values(next_attempt_at=until)
+    )
+
+
 async def record(session: AsyncSession, notification_id: int, values: dict[str, Any]) -> None:
     """Write an attempt's outcome on a claimed row."""
     await session.execute(

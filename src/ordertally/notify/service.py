@@ -160,25 +160,49 @@ def sms_gateway(settings: Settings) -> SmsGateway | None:
 async def send_due(
     db: Database, now: datetime | None = None, settings: Settings | None = None
 ) -> SendResult:
-    """Send one batch of due messages in one transaction (tests, CLI, the periodic job)."""
+    """Send one batch of due messages (tests, CLI, the periodic job) without holding a
+    transaction while the channels answer: claim and lease the rows in one short transaction,
+    send, then record every outcome in another."""
+    settings = settings or get_settings()
+    now = now or clock.now()
     async with db.transaction() as session:
-        return await send_batch(session, now or clock.now(), settings or get_settings())
+        jobs = await _claim(session, now, settings)
+    result = SendResult(claimed=len(jobs))
+    if not jobs:
+        return result
+    await _send_jobs(jobs, settings)
+    async with db.transaction() as session:
+        await _record_all(session, settings, jobs, result)
+    return result
 
 
 async def send_batch(session: AsyncSession, now: datetime, settings: Settings) -> SendResult:
-    """Claim due rows, send them concurrently, record each outcome on its row."""
+    """`send_due` inside a caller's transaction (the rows stay locked while sending)."""
+    jobs = await _claim(session, now, settings)
+    result = SendResult(claimed=len(jobs))
+    if jobs:
+        await _send_jobs(jobs, settings)
+        await _record_all(session, settings, jobs, result)
+    return result
+
+
+def _lease(settings: Settings) -> timedelta:
+    # Longer than any send of the batch can take, so no other sender takes a row in flight.
+    return timedelta(seconds=max(60.0, 3 * settings.notify_http_timeout_seconds))
+
+
+async def _claim(session: AsyncSession, now: datetime, settings: Settings) -> list[_Job]:
+    """Due rows, leased (their next attempt pushed past the sends) and with the buyer's phone
+    decrypted for SMS rows; detached from the session."""
     rows = await repository.claim_due(
         session,
         now,
         settings.notify_send_batch,
         skip_locked=dialect_of(session) == "postgresql",
     )
-    result = SendResult(claimed=len(rows))
     if not rows:
-        return result
-    ops = {t.key: t for t in targets.ops_targets(settings)}
-    sms = targets.sms_target(settings)
-    gateway = sms_gateway(settings)
+        return []
+    await repository.lease(session, [row.id for row in rows], now + _lease(settings))
     jobs = [_Job(row) for row in rows]
     for job in jobs:
         if job.row.target_kind == "sms" and job.row.order_no:
@@ -189,14 +213,27 @@ async def send_batch(session: AsyncSession, now: datetime, settings: Settings) -
                 job.outcome = Outcome(
                     False, error=f"no phone: {type(exc).__name__}: {exc}", retryable=False
                 )
+    for job in jobs:
+        session.expunge(job.row)
+    return jobs
+
+
+async def _send_jobs(jobs: list[_Job], settings: Settings) -> None:
+    ops = {t.key: t for t in targets.ops_targets(settings)}
+    sms = targets.sms_target(settings)
+    gateway = sms_gateway(settings)
     timeout = settings.notify_http_timeout_seconds
     await asyncio.gather(*(_deliver(job, ops, sms, gateway, timeout) for job in jobs))
+
+
+async def _record_all(
+    session: AsyncSession, settings: Settings, jobs: list[_Job], result: SendResult
+) -> None:
     finished = clock.now()
     for job in jobs:
         outcome = job.outcome
         assert outcome is not None
         await _record(session, settings, job.row, outcome, finished, result)
-    return result
 
 
 async def _deliver(
