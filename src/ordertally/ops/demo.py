@@ -5,9 +5,13 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from ordertally.auth import service as auth_service
 from ordertally.core import clock
 from ordertally.core.db import Database
+from ordertally.fulfillment import service as fulfillment_service
+from ordertally.fulfillment.carriers.base import TrackingEvent, TrackingStatus, TrackingUpdate
 from ordertally.inventory import service as inventory_service
 from ordertally.orders import service as orders_service
 from ordertally.orders.schemas import OrderCreate
@@ -157,6 +161,8 @@ async def load(db: Database, orders: int = 200, seed: int = 7) -> str:
         path = rng.choices([p for p, _ in PATHS], weights)[0]
         if not path:  # still awaiting payment: recent enough to be inside the payment window
             at = clock.now() - timedelta(minutes=rng.randint(1, 20))
+        elif any(step == "ship" for step, _ in path):  # old enough for its scans to be past
+            at = min(at, clock.now() - timedelta(days=3, minutes=rng.randint(0, 600)))
         with clock.frozen(at):
             async with db.transaction() as session:
                 snapshot, _ = await orders_service.create_order(
@@ -169,6 +175,9 @@ async def load(db: Database, orders: int = 200, seed: int = 7) -> str:
                     clock.advance(
                         timedelta(minutes=35 if transition == "payment_timeout" else step)
                     )
+                    if transition in FULFILLMENT_STEPS:
+                        await _fulfil(session, snapshot.order.id, transition, rng)
+                        continue
                     evidence = "demo-refund" if actor_kind is ActorKind.FINANCE else None
                     await orders_service.transition(
                         session,
@@ -176,4 +185,67 @@ async def load(db: Database, orders: int = 200, seed: int = 7) -> str:
                         transition,
                         Actor(actor_kind, "demo", evidence_ref=evidence),
                     )
+                if path and path[-1][0] == "ship":
+                    await _track(session, snapshot.order.id, rng, delivered=False)
     return key
+
+
+# Fulfillment steps go through the fulfillment service, so demo orders have real shipments,
+# waybills and tracking timelines (the tracking page shows them).
+FULFILLMENT_STEPS = frozenset({"allocate", "start_fulfillment", "ship", "deliver"})
+COMPANIES = [("zhongtong", "7"), ("shunfeng", "SF"), ("yuantong", "YT"), ("yunda", "31")]
+WAREHOUSE_ACTOR = Actor(ActorKind.WAREHOUSE, "demo-warehouse")
+
+
+async def _fulfil(session: AsyncSession, order_id: int, step: str, rng: random.Random) -> None:
+    if step == "allocate":
+        await fulfillment_service.allocate(session, order_id)
+        return
+    shipments = await fulfillment_service.shipments_of(session, order_id)
+    if step == "start_fulfillment":
+        await fulfillment_service.confirm(session, shipments[0].id, WAREHOUSE_ACTOR)
+    elif step == "ship":
+        for shipment in shipments:
+            company, prefix = rng.choice(COMPANIES)
+            number = prefix + "".join(rng.choice("0123456789") for _ in range(12))
+            await fulfillment_service.ship(
+                session, shipment.id, WAREHOUSE_ACTOR, waybill_no=number, company=company
+            )
+    elif step == "deliver":
+        await _track(session, order_id, rng, delivered=True)
+
+
+async def _track(session: AsyncSession, order_id: int, rng: random.Random, delivered: bool) -> None:
+    """Carrier scans for each shipped parcel, as a push would bring them."""
+    start = clock.now()
+    for shipment in await fulfillment_service.shipments_of(session, order_id):
+        city = rng.choice(["上海", "广州", "杭州", "武汉", "成都"])
+        steps = [
+            ("1", TrackingStatus.IN_TRANSIT, "【仓库】快件已揽收"),
+            ("0", TrackingStatus.IN_TRANSIT, f"【{city}】快件已到达{city}转运中心"),
+            ("0", TrackingStatus.IN_TRANSIT, f"【{city}】快件已发往目的地"),
+        ]
+        if delivered:
+            steps += [
+                ("5", TrackingStatus.OUT_FOR_DELIVERY, "快件派送中，请保持电话畅通"),
+                ("3", TrackingStatus.DELIVERED, "已签收，签收人是本人，感谢使用"),
+            ]
+        events = tuple(
+            TrackingEvent(
+                occurred_at=start + timedelta(hours=5 * n),
+                status=status,
+                state_code=code,
+                description=words,
+                location=city,
+            )
+            for n, (code, status, words) in enumerate(steps)
+        )
+        update = TrackingUpdate(
+            company=shipment.company,
+            waybill_no=shipment.waybill_no or "",
+            events=events,
+            state=events[-1].status,
+            state_code=events[-1].state_code,
+        )
+        await fulfillment_service.apply_tracking(session, update, source="push")
+    clock.advance(timedelta(days=2))
