@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export ORDERTALLY_DATA_DIR ?= ./var
 
-.PHONY: install run test lint typecheck migrate migrations-check pytest bench demo clean
+.PHONY: install run test lint typecheck migrate migrations-check pytest bench demo clean \
+	bench-orders bench-payments bench-fulfillment bench-channels
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -41,8 +42,22 @@ pytest: $(STAMP)
 
 test: lint migrations-check pytest
 
-bench: $(STAMP)
+# Every benchmark suite, one after the other (see docs/benchmarks.md for each figure's target).
+# PostgreSQL figures use ORDERTALLY_TEST_PG_URL (default: postgres on 127.0.0.1:5432).
+bench: bench-orders bench-payments bench-fulfillment bench-channels
+
+bench-orders: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-payments: $(STAMP)
+	$(BIN)/python -m bench.payments --server-workers 2 --workers 2 $(BENCH_PAYMENTS_ARGS)
+
+bench-fulfillment: $(STAMP)
+	$(BIN)/python -m bench.fulfillment $(BENCH_FULFILLMENT_ARGS)
+
+bench-channels: $(STAMP)
+	$(BIN)/python -m bench.channels_ingest $(BENCH_CHANNELS_ARGS)
+	$(BIN)/python -m bench.channels_import $(BENCH_IMPORT_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

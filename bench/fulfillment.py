@@ -1,0 +1,227 @@
+"""Fulfillment throughput with the carrier simulator, over real HTTP both ways:
+`python -m bench.fulfillment [--db sqlite|pg] [--shipments N] [--runs R]`.
+
+Per run: a scratch database, `ordertally serve` in its own process (it receives the carrier's
+pushes), the Kuaidi100 simulator in this process, N paid single-parcel orders (their shipments
+planned by the fulfillment consumer). Timed phases:
+- waybills: the carrier work requests every waybill from the simulator (label API);
+- ship: the warehouse ships every parcel (service calls, N transactions);
+- subscribe: the carrier work subscribes every waybill (poll API);
+- pushes: the simulator plays 5–10 steps per waybill, 10% duplicated and 10% out of order, each
+  push verified, stored and committed by the server before its answer.
+Each run checks that every shipment ends in the status the simulator's script says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import time
+from datetime import timedelta
+from typing import Any
+
+from bench.server import Server, scratch_database
+
+DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+SKU = "FUL-BENCH-1"
+
+
+async def _paid_orders(db: Any, count: int) -> None:
+    from ordertally.core.settings import get_settings
+    from ordertally.events.dispatcher import drain
+    from ordertally.inventory import service as inventory_service
+    from ordertally.orders import service as orders_service
+    from ordertally.orders.schemas import OrderCreate
+    from ordertally.orders.service import Actor
+    from ordertally.orders.state_machine import ActorKind
+
+    async with db.transaction() as session:
+        await inventory_service.create_warehouse(
+            session,
+            {
+                "code": "WH-FUL",
+                "name": "发货压测仓",
+                "province": "上海市",
+                "city": "上海市",
+                "latitude": None,
+                "longitude": None,
+                "priority": 1,
+                "cost_factor": 1.0,
+                "active": True,
+            },
+        )
+        await inventory_service.record_movement(
+            session,
+            warehouse_code="WH-FUL",
+            sku=SKU,
+            kind="receipt",
+            quantity=10_000_000,
+            reason="fulfillment bench",
+            actor="bench",
+        )
+    for start in range(0, count, 200):
+        async with db.transaction() as session:
+            for n in range(start, min(start + 200, count)):
+                cmd = OrderCreate.model_validate(
+                    {
+                        "channel": "bench",
+                        "external_id": f"ful-{n}",
+                        "customer": {"name": "王五", "phone": f"139{n:08d}"},
+                        "shipping_address": {
+                            "name": "王五",
+                            "phone": f"139{n:08d}",
+                            "province": "上海市",
+                            "city": "上海市",
+                            "district": "浦东新区",
+                            "line1": "世纪大道1号",
+                        },
+                        "lines": [{"sku": SKU, "quantity": 1, "unit_price": "10.00"}],
+                        "currency": "CNY",
+                    }
+                )
+                snap, _ = await orders_service.create_order(
+                    session, cmd, Actor(ActorKind.API, "bench"), check_fingerprint=False
+                )
+                await orders_service.transition(
+                    session,
+                    snap.order.order_no,
+                    "payment_succeeded",
+                    Actor(ActorKind.PAYMENT_CALLBACK, "bench"),
+                )
+    await drain(db, get_settings())
+
+
+async def _statuses(db: Any) -> dict[int, tuple[str, str | None]]:
+    from sqlalchemy import select
+
+    from ordertally.fulfillment.models import Shipment
+
+    async with db.transaction() as session:
+        rows = await session.execute(select(Shipment.id, Shipment.status, Shipment.waybill_no))
+        return {r.id: (r.status, r.waybill_no) for r in rows.all()}
+
+
+async def _one_run(kind: str, pg_url: str, count: int, seed: int) -> dict[str, Any]:
+    from ordertally.core import clock
+    from ordertally.core.crypto import reset_cipher
+    from ordertally.core.db import Database
+    from ordertally.core.settings import get_settings, reset_settings
+    from ordertally.fulfillment import service
+    from ordertally.fulfillment.simulator.engine import CarrierSimulator
+    from ordertally.fulfillment.simulator.server import CarrierSimServer
+    from ordertally.jobs.worker import load_registrations
+    from ordertally.orders.service import Actor
+    from ordertally.orders.state_machine import ActorKind
+
+    sim = CarrierSimServer(CarrierSimulator(seed=seed)).start()
+    try:
+        env = {
+            "ORDERTALLY_KUAIDI100_API_BASE": sim.url,
+            "ORDERTALLY_KUAIDI100_CUSTOMER": sim.engine.customer,
+            "ORDERTALLY_KUAIDI100_KEY": sim.engine.key,
+            "ORDERTALLY_KUAIDI100_SECRET": sim.engine.secret,
+            "ORDERTALLY_KUAIDI100_SALT": "bench-salt",
+            "ORDERTALLY_FULFILLMENT_BATCH": "1000",
+            "ORDERTALLY_FULFILLMENT_CARRIER_CONCURRENCY": "16",
+        }
+        with scratch_database(kind, pg_url, env) as sdb:
+            server = Server(sdb, workers=1)
+            sdb.env["ORDERTALLY_PUBLIC_BASE_URL"] = f"http://127.0.0.1:{server.port}"
+            with server:
+                os.environ.update(sdb.env)
+                reset_settings()
+                reset_cipher()
+                load_registrations(get_settings())  # the consumers, as a worker has them
+                db = Database(sdb.url)
+                try:
+                    return await _phases(db, sim, count, seed, service, clock, Actor, ActorKind)
+                finally:
+                    await db.dispose()
+    finally:
+        sim.stop()
+
+
+async def _phases(
+    db: Any, sim: Any, count: int, seed: int, service: Any, clock: Any, actor: Any, kind: Any
+) -> dict[str, Any]:
+    rng = random.Random(seed)
+    await _paid_orders(db, count)
+    figures: dict[str, Any] = {"shipments": count}
+    if len(await _statuses(db)) != count:
+        raise SystemExit("the paid orders were not planned into shipments")
+
+    started = time.perf_counter()
+    while not all(st == "ready" for st, _ in (await _statuses(db)).values()):
+        await service.carrier_work(db)
+    figures["waybills_per_s"] = round(count / (time.perf_counter() - started), 1)
+
+    finals = ["delivered"] * 7 + ["rejected", "returned", "problem"]
+    ids = sorted(await _statuses(db))
+    for _, number in (await _statuses(db)).values():
+        await sim.set_script(number, final=rng.choice(finals), transit_steps=rng.randint(2, 7))
+
+    started = time.perf_counter()
+    warehouse = actor(kind.WAREHOUSE, "bench")
+    for start in range(0, count, 200):
+        async with db.transaction() as session:
+            for sid in ids[start : start + 200]:
+                await service.ship(session, sid, warehouse)
+    figures["ships_per_s"] = round(count / (time.perf_counter() - started), 1)
+
+    started = time.perf_counter()
+    while not all(w["subscribed"] for w in await sim.waybills()):
+        await service.carrier_work(db)
+    figures["subscriptions_per_s"] = round(count / (time.perf_counter() - started), 1)
+
+    await sim.set_mode(duplicate_rate=0.1, out_of_order_rate=0.1)
+    deliveries = []
+    started = time.perf_counter()
+    while not all(w["done"] for w in await sim.waybills()):
+        clock.advance(timedelta(minutes=40))
+        deliveries += await sim.advance()
+    deliveries += await sim.flush()
+    elapsed = time.perf_counter() - started
+    figures["pushes"] = len(deliveries)
+    figures["pushes_per_s"] = round(len(deliveries) / elapsed, 1)
+    figures["pushes_not_acked"] = sum(not d.ok for d in deliveries)
+    truth = {w["number"]: w["true_status"] for w in await sim.waybills()}
+    ours = {number: status for status, number in (await _statuses(db)).values()}
+    figures["wrong_final_status"] = sum(ours[n] != s for n, s in truth.items())
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", choices=["sqlite", "pg", "both"], default="both")
+    parser.add_argument("--shipments", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=3, help="runs per backend; medians kept")
+    parser.add_argument(
+        "--pg-url", default=os.environ.get("ORDERTALLY_TEST_PG_URL") or DEFAULT_PG_URL
+    )
+    args = parser.parse_args()
+    kinds = ["sqlite", "pg"] if args.db == "both" else [args.db]
+    report: dict[str, Any] = {}
+    for kind in kinds:
+        runs = [
+            asyncio.run(_one_run(kind, args.pg_url, args.shipments, seed))
+            for seed in range(args.runs)
+        ]
+        keys = [k for k in runs[0] if k.endswith("_per_s")]
+        report[kind] = {
+            "runs": runs,
+            "median": {k: statistics.median(r[k] for r in runs) for k in keys},
+            "all_correct": all(
+                r["wrong_final_status"] == 0 and r["pushes_not_acked"] == 0 for r in runs
+            ),
+        }
+        print(json.dumps({kind: report[kind]}, ensure_ascii=False), flush=True)
+    if not all(r["all_correct"] for r in report.values()):
+        raise SystemExit("a run ended with a wrong status or an unacknowledged push")
+
+
+if __name__ == "__main__":
+    main()
