@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+import ordertally.fulfillment.consumers  # noqa: F401  (the allocate consumer, as a worker has it)
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings, reset_settings

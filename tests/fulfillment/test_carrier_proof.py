@@ -78,7 +78,11 @@ async def _paid_orders(db: Database, count: int) -> list[str]:
             for n in range(start, min(start + 100, count)):
                 snap, _ = await orders_service.create_order(
                     session,
-                    order_for([("TEA-LJ-250", 1 + n % 3)], external_id=f"proof-{n}"),
+                    order_for(
+                        [("TEA-LJ-250", 1 + n % 3)],
+                        external_id=f"proof-{n}",
+                        customer={"name": "张三", "phone": f"138{n:08d}"},
+                    ),
                     Actor(ActorKind.API, "proof"),
                     check_fingerprint=False,
                 )
@@ -247,3 +251,45 @@ async def test_waybill_requests_survive_a_carrier_outage(
     assert {status for status, _ in final.values()} == {"ready"}
     assert len({no for _, no in final.values()}) == count
     assert len(await sim.waybills()) == count
+
+
+async def test_a_silent_carrier_is_asked_on_schedule_and_never_more_often_than_it_allows(
+    db: Database, sim: CarrierSimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given shipped, subscribed parcels whose pushes never come (the carrier is silent)
+    _configure(monkeypatch, sim, "http://127.0.0.1:9")
+    monkeypatch.setenv("ORDERTALLY_FULFILLMENT_POLL_INTERVAL_SECONDS", "600")
+    monkeypatch.setenv("ORDERTALLY_KUAIDI100_MIN_QUERY_INTERVAL_SECONDS", "1800")
+    reset_settings()
+    await _paid_orders(db, 3)
+    await _work_until(db, lambda s: all(st == "ready" for st, _ in s.values()))
+    ids = sorted(await _statuses(db))
+    async with db.transaction() as session:
+        for sid in ids:
+            await service.ship(session, sid, SHIPPED_BY)
+    await service.carrier_work(db)
+    assert all(w["subscribed"] for w in await sim.waybills())
+    await sim.set_mode(silent=True)
+    clock.advance(timedelta(minutes=10))
+    await sim.advance(steps=3)  # 揽收 and two scans happen, nobody is told
+
+    # When less than the carrier's minimum interval (30 min, above our 10 min) has passed
+    before = sim.engine.requests
+    clock.advance(timedelta(minutes=15))
+    await service.carrier_work(db)
+    # Then nobody is asked yet
+    assert sim.engine.requests == before
+    assert {st for st, _ in (await _statuses(db)).values()} == {"shipped"}
+
+    # When the interval has passed, each parcel is queried once and takes what the carrier knows
+    clock.advance(timedelta(minutes=20))
+    await service.carrier_work(db)
+    assert sim.engine.requests == before + 3
+    assert {st for st, _ in (await _statuses(db)).values()} == {"in_transit"}
+    async with db.transaction() as session:
+        sources = set((await session.scalars(select(TrackingEvent.source))).all())
+        stored = await session.scalar(select(func.count()).select_from(TrackingEvent))
+    assert (sources, stored) == ({"query"}, 9)
+    # And a run right after asks nobody again
+    await service.carrier_work(db)
+    assert sim.engine.requests == before + 3

@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 from prometheus_client import Counter
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import insert, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -136,6 +136,11 @@ async def ingest_orders(
         for attempt in range(1, MAX_CHUNK_ATTEMPTS + 1):
             try:
                 async with db.transaction() as session:
+                    if not db.is_sqlite:
+                        # Plan the known-id lookups for these values, not once for a table that
+                        # was empty when a bulk load began (a generic plan cached then stays a
+                        # sequential scan: 100k orders took 454 s instead of ~45 s).
+                        await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
                     partial = await ingest_chunk(session, account, part, via, mappings, settings)
                 break
             except IntegrityError:

@@ -212,7 +212,7 @@ class Settings(BaseSettings):
     customers_flags_blocking: bool = False
     # Profiles the ageing job recomputes per run (orders leaving the 90-day window).
     customers_ageing_batch: int = Field(default=500, ge=1, le=100_000)
-    # File import: orders per ingest call (one transaction each) and rows per progress update.
+    # File import: orders per ingest call (one transaction each; the progress bar moves per call).
     import_chunk_orders: int = Field(default=1000, ge=1, le=100_000)
 
     doctor_outbox_max_backlog: int = 10_000

@@ -95,7 +95,9 @@ async def lock_many(session: AsyncSession, order_ids: list[int]) -> list[SalesOr
         .execution_options(populate_existing=True)
     )
     if dialect_of(session) == "postgresql":
-        stmt = stmt.with_for_update()
+        # NO KEY UPDATE: status changes never touch the key, so inserts of rows referencing
+        # these orders (their KEY SHARE locks) need not wait for us, nor we for them.
+        stmt = stmt.with_for_update(key_share=True)
     return list((await session.scalars(stmt)).all())
 
 
@@ -216,7 +218,9 @@ async def due_for_timeout(
         .limit(limit)
     )
     if skip_locked:
-        stmt = stmt.with_for_update(skip_locked=True)
+        # FOR NO KEY UPDATE: rows that merely reference an order (cases, payments, shipments)
+        # take KEY SHARE locks on it, which must not hide it from the close job.
+        stmt = stmt.with_for_update(skip_locked=True, key_share=True)
     return list((await session.scalars(stmt)).all())
 
 

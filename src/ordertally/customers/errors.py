@@ -1,0 +1,27 @@
+"""Errors of the customers domain, each with its HTTP status and stable code."""
+
+from ordertally.core.errors import OrdertallyError
+
+
+class CustomerError(OrdertallyError):
+    status = 409
+    code = "customer.error"
+    title = "Customer error"
+
+
+class CustomerNotFound(CustomerError):
+    status = 404
+    code = "customer.not_found"
+    title = "Customer not found"
+
+
+class TagNotFound(CustomerError):
+    status = 404
+    code = "customer.tag_not_found"
+    title = "The customer does not carry this tag"
+
+
+class LookupRequired(CustomerError):
+    status = 422
+    code = "customer.lookup_required"
+    title = "Give exactly one of phone or tag"

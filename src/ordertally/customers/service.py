@@ -1,0 +1,464 @@
+"""Customer use cases: link orders to one customer across channels, merge customers that turn
+out to be one person, recompute the 90-day profile of the customers an event touched, raise
+risk flags, tags and lookups. Services receive a session and never commit.
+
+Identity rule. An order is linked by two keys: the blind index of its buyer's phone (only when
+the stored phone is a real, valid number; platform-masked phones such as `138****1234` are not
+identifying) and, for platforms that mask phones, (platform, buyer id) from
+ChannelOrderIngested. Every customer these keys (and the order's current link) point at is the
+same person: when there are several, the oldest customer (lowest id) survives and the others
+are merged into it — their identities, orders, flags and tags move to the survivor, their
+profile is dropped, and the merged row keeps `merged_into_id` so that old ids still resolve.
+An order whose phone is masked and whose buyer id is not known yet gets a customer of its own,
+merged as soon as an identity links it to someone.
+
+Every step reads the order's current row and writes absolute values, so applying the same event
+twice (a replay) changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+import phonenumbers
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.core import clock, money, phones
+from ordertally.core.crypto import get_cipher
+from ordertally.core.settings import get_settings
+from ordertally.customers import repository
+from ordertally.customers.errors import CustomerNotFound, LookupRequired, TagNotFound
+from ordertally.customers.models import Customer, CustomerFlag, CustomerIdentity, CustomerOrder
+from ordertally.exceptions import service as exceptions_service
+from ordertally.orders import service as orders_service
+from ordertally.orders.models import SalesOrder
+
+# Statuses in which an order counts as bought (paid and not given back).
+BOUGHT = frozenset({"paid", "allocated", "fulfilling", "shipped", "delivered", "completed"})
+REFUNDED = "refunded"
+PHONE = "phone_bidx"
+BUYER = "platform_buyer"
+MAX_MERGE_HOPS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class BuyerId:
+    """A platform's stable id of a buyer (for platforms that mask phones)."""
+
+    platform: str
+    buyer_id: str
+
+
+def buyer_key(buyer: BuyerId) -> str:
+    """The blind index of a platform buyer id (the id is personal data too)."""
+    return get_cipher().blind_index(f"{buyer.platform}:{buyer.buyer_id}", "platform_buyer")
+
+
+def mask_buyer_id(buyer_id: str) -> str:
+    """Keep the first and last two characters: `tb_8812345` -> `tb******45`."""
+    if len(buyer_id) <= 4:
+        return buyer_id[:1] + "*" * (len(buyer_id) - 1)
+    return buyer_id[:2] + "*" * (len(buyer_id) - 4) + buyer_id[-2:]
+
+
+def _identifying_phone(order: SalesOrder) -> bool:
+    """Whether the order's stored phone is a real number (not a platform's masked form)."""
+    try:
+        e164 = get_cipher().decrypt(order.customer_phone_enc, orders_service.PII_PHONE)
+        return bool(phonenumbers.is_valid_number(phonenumbers.parse(e164)))
+    except (ValueError, phonenumbers.NumberParseException):
+        return False
+
+
+def to_base_minor(order: SalesOrder) -> int:
+    """The order's total in minor units of the base currency, at the rate locked at creation."""
+    if order.currency == order.base_currency:
+        return order.total_minor
+    amount = money.from_minor(order.total_minor, order.currency) * Decimal(order.fx_rate)
+    scaled = amount.scaleb(money.exponent(order.base_currency))
+    return int(scaled.to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+async def resolve(session: AsyncSession, customer_id: int) -> Customer:
+    """The live customer an id stands for (following merges), or CustomerNotFound."""
+    customer = await repository.get_customer(session, customer_id)
+    for _ in range(MAX_MERGE_HOPS):
+        if customer is None or customer.merged_into_id is None:
+            break
+        customer = await repository.get_customer(session, customer.merged_into_id)
+    if customer is None or customer.merged_into_id is not None:
+        raise CustomerNotFound(f"customer {customer_id} does not exist")
+    return customer
+
+
+async def merge(session: AsyncSession, loser_id: int, survivor_id: int) -> None:
+    """Merge one customer into another: the survivor takes everything the loser owned."""
+    now = clock.now()
+    await repository.move_owned_rows(session, loser_id, survivor_id)
+    await repository.update_customer(
+        session, loser_id, {"merged_into_id": survivor_id, "updated_at": now}
+    )
+
+
+async def _attach_identity(
+    session: AsyncSession, customer_id: int, kind: str, value: str, platform: str, masked: str
+) -> int:
+    """Give a customer an identity; returns the customer that owns it afterwards (another one
+    when a concurrent worker attached it first — the caller merges)."""
+    inserted = await repository.insert_identity_if_absent(
+        session,
+        {
+            "customer_id": customer_id,
+            "kind": kind,
+            "value": value,
+            "platform": platform,
+            "masked": masked,
+            "created_at": clock.now(),
+        },
+    )
+    if inserted:
+        return customer_id
+    identity = await repository.find_identity(session, kind, value)
+    assert identity is not None
+    return identity.customer_id
+
+
+async def link_order(
+    session: AsyncSession,
+    order_no: str,
+    *,
+    buyer: BuyerId | None = None,
+    categories: list[str] | None = None,
+    placed_at: datetime | None = None,
+    event_at: datetime | None = None,
+) -> int:
+    """Link an order to its customer (creating or merging customers), refresh the order's
+    figures and flags, and recompute that customer's profile; returns the customer id."""
+    order = await orders_service.get_order(session, order_no)
+    existing = await repository.get_customer_order(session, order.id)
+    identifying = _identifying_phone(order)
+    keys: list[tuple[str, str, str, str]] = []  # kind, value, platform, masked
+    if identifying:
+        keys.append((PHONE, order.customer_phone_bidx, "", order.customer_phone_masked))
+    if buyer is not None and buyer.buyer_id:
+        keys.append(
+            (
+                BUYER,
+                buyer_key(buyer),
+                buyer.platform,
+                f"{buyer.platform}:{mask_buyer_id(buyer.buyer_id)}",
+            )
+        )
+
+    candidates: set[int] = set()
+    if existing is not None:
+        candidates.add((await resolve(session, existing.customer_id)).id)
+    for kind, value, _, _ in keys:
+        identity = await repository.find_identity(session, kind, value)
+        if identity is not None:
+            candidates.add((await resolve(session, identity.customer_id)).id)
+
+    now = clock.now()
+    if candidates:
+        customer_id = min(candidates)
+    else:
+        customer_id = await repository.insert_customer(
+            session,
+            {
+                "name_masked": order.customer_name_masked,
+                "phone_masked": order.customer_phone_masked if identifying else "",
+                "merged_into_id": None,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+    for kind, value, platform, masked in keys:
+        owner = await _attach_identity(session, customer_id, kind, value, platform, masked)
+        if owner != customer_id:
+            candidates.add((await resolve(session, owner)).id)
+            candidates.add(customer_id)
+            customer_id = min(candidates)
+    for other in sorted(candidates - {customer_id}):
+        await merge(session, other, customer_id)
+    if identifying:
+        await repository.update_customer(
+            session,
+            customer_id,
+            {
+                "name_masked": order.customer_name_masked,
+                "phone_masked": order.customer_phone_masked,
+                "updated_at": now,
+            },
+        )
+
+    lines = await orders_service.lines_of(session, order)
+    refunded_at = existing.refunded_at if existing is not None else None
+    if order.status == REFUNDED and refunded_at is None:
+        refunded_at = event_at or now
+    if order.status != REFUNDED:
+        refunded_at = None
+    if placed_at is None:
+        placed_at = existing.placed_at if existing is not None else order.created_at
+    if categories is None:
+        categories = existing.categories if existing is not None else []
+    values: dict[str, Any] = {
+        "order_id": order.id,
+        "order_no": order.order_no,
+        "customer_id": customer_id,
+        "channel": order.channel,
+        "placed_at": clock.as_utc(placed_at),
+        "amount_minor": to_base_minor(order),
+        "currency": order.base_currency,
+        "skus": sorted({line.sku for line in lines}),
+        "categories": sorted({c for c in categories if c}),
+        "status": order.status,
+        "refunded_at": refunded_at,
+        "updated_at": now,
+    }
+    await repository.save_customer_order(session, values)
+    await _check_flags(session, order, customer_id, values)
+    await recompute_profile(session, customer_id)
+    return customer_id
+
+
+# --- risk flags ----------------------------------------------------------------------------------
+
+
+async def _raise_flag(
+    session: AsyncSession, order: SalesOrder, customer_id: int, kind: str, detail: dict[str, Any]
+) -> None:
+    """Record a flag once per (order, kind) and open its exception case on the order."""
+    flag_id = await repository.insert_flag_if_absent(
+        session,
+        {
+            "customer_id": customer_id,
+            "order_id": order.id,
+            "kind": kind,
+            "detail": detail,
+            "case_id": None,
+            "created_at": clock.now(),
+        },
+    )
+    if flag_id is None:
+        return
+    case = await exceptions_service.open_case_record(
+        session,
+        order_id=order.id,
+        category="risk",
+        type=f"customer.{kind}",
+        blocking=get_settings().customers_flags_blocking,
+        detail={"customer_id": customer_id, **detail},
+    )
+    await repository.set_flag_case(session, flag_id, case.id)
+
+
+async def _check_flags(
+    session: AsyncSession, order: SalesOrder, customer_id: int, values: dict[str, Any]
+) -> None:
+    """The built-in flags: a discount over the limit, and a burst of orders of one SKU."""
+    settings = get_settings()
+    ratio = Decimal(str(settings.customers_discount_flag_ratio))
+    if order.subtotal_minor > 0 and Decimal(order.discount_minor) > ratio * order.subtotal_minor:
+        await _raise_flag(
+            session,
+            order,
+            customer_id,
+            "discount_over_limit",
+            {
+                "order_no": order.order_no,
+                "discount": money.format_minor(order.discount_minor, order.currency),
+                "subtotal": money.format_minor(order.subtotal_minor, order.currency),
+                "currency": order.currency,
+                "limit_ratio": str(ratio),
+            },
+        )
+    placed_at: datetime = values["placed_at"]
+    window = timedelta(seconds=settings.customers_burst_window_seconds)
+    recent = await repository.orders_between(session, customer_id, placed_at - window, placed_at)
+    for sku in values["skus"]:
+        with_sku = [o for o in recent if sku in o.skus]
+        if len(with_sku) > settings.customers_burst_max_orders:
+            await _raise_flag(
+                session,
+                order,
+                customer_id,
+                "same_sku_burst",
+                {
+                    "order_no": order.order_no,
+                    "sku": sku,
+                    "orders": [o.order_no for o in with_sku],
+                    "window_seconds": settings.customers_burst_window_seconds,
+                },
+            )
+            return
+
+
+# --- profile -------------------------------------------------------------------------------------
+
+
+def _favourites(orders: list[CustomerOrder], n: int) -> list[str]:
+    counts: Counter[str] = Counter()
+    for order in orders:
+        counts.update(order.categories)
+    return [c for c, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+
+
+def compute_figures(
+    orders: list[CustomerOrder], flags: list[CustomerFlag], now: datetime, base_currency: str
+) -> dict[str, Any]:
+    """The profile's figures as of `now`, from the customer's orders and flags (pure)."""
+    settings = get_settings()
+    days = timedelta(days=settings.customers_profile_days)
+    returns_days = timedelta(days=settings.customers_returns_days)
+    since, returns_since = now - days, now - returns_days
+    in_window = [
+        o
+        for o in orders
+        if clock.as_utc(o.placed_at) >= since and (o.status in BOUGHT or o.status == REFUNDED)
+    ]
+    bought = [o for o in in_window if o.status in BOUGHT]
+    returns = [
+        o
+        for o in orders
+        if o.refunded_at is not None and clock.as_utc(o.refunded_at) >= returns_since
+    ]
+    recent_flags = [f for f in flags if clock.as_utc(f.created_at) >= since]
+    spend = sum(o.amount_minor for o in bought)
+    aov = (2 * spend + len(bought)) // (2 * len(bought)) if bought else 0
+    # The next moment a figure changes by time alone: an order, a return or a flag ageing out.
+    edges = [clock.as_utc(o.placed_at) + days for o in in_window]
+    edges += [clock.as_utc(o.refunded_at) + returns_days for o in returns if o.refunded_at]
+    edges += [clock.as_utc(f.created_at) + days for f in recent_flags]
+    return {
+        "orders_90d": len(in_window),
+        "spend_90d_minor": spend,
+        "aov_90d_minor": aov,
+        "currency": base_currency,
+        "returns_30d": len(returns),
+        "channels": sorted({o.channel for o in in_window}),
+        "favourite_categories": _favourites(bought, settings.customers_favourite_categories),
+        "risk_flags": sorted({f.kind for f in recent_flags}),
+        "last_order_at": max((clock.as_utc(o.placed_at) for o in orders), default=None),
+        "next_ageing_at": min(edges, default=None),
+    }
+
+
+async def recompute_profile(session: AsyncSession, customer_id: int) -> None:
+    """Recompute one customer's figures from their own order rows (incremental by customer)."""
+    settings = get_settings()
+    now = clock.now()
+    since = now - timedelta(days=settings.customers_profile_days)
+    returns_since = now - timedelta(days=settings.customers_returns_days)
+    orders = await repository.orders_for_profile(session, customer_id, since, returns_since)
+    flags = await repository.flags_of(session, customer_id, since)
+    figures = compute_figures(orders, flags, now, settings.base_currency)
+    previous = await repository.get_profile(session, customer_id)
+    if previous is not None and previous.last_order_at is not None:
+        last = clock.as_utc(previous.last_order_at)
+        if figures["last_order_at"] is None or last > figures["last_order_at"]:
+            figures["last_order_at"] = last  # older orders are not loaded; keep what we knew
+    await repository.save_profile(
+        session, {"customer_id": customer_id, **figures, "computed_at": now}
+    )
+
+
+async def age_profiles(session: AsyncSession, now: datetime, limit: int) -> int:
+    """Recompute the profiles an order, a return or a flag has aged out of; returns how many."""
+    due = await repository.profiles_due_for_ageing(session, now, limit)
+    for customer_id in due:
+        await recompute_profile(session, customer_id)
+    return len(due)
+
+
+# --- reads and tags ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CustomerView:
+    """A customer with everything its JSON shows."""
+
+    customer: Customer
+    requested_id: int
+    identities: list[CustomerIdentity]
+    profile: dict[str, Any] | None
+    tags: list[str]
+    flags: list[CustomerFlag]
+    orders: list[CustomerOrder]
+
+
+async def view(session: AsyncSession, customer_id: int, order_limit: int = 50) -> CustomerView:
+    """A customer (followed through merges) with profile, identities, tags, flags and orders."""
+    customer = await resolve(session, customer_id)
+    profile = await repository.get_profile(session, customer.id)
+    return CustomerView(
+        customer=customer,
+        requested_id=customer_id,
+        identities=await repository.identities_of(session, customer.id),
+        profile=(
+            {c: getattr(profile, c) for c in profile.__table__.columns.keys()}  # noqa: SIM118
+            if profile is not None
+            else None
+        ),
+        tags=await repository.tags_of(session, customer.id),
+        flags=await repository.flags_of(session, customer.id),
+        orders=await _with_live_status(
+            session, await repository.recent_orders(session, customer.id, order_limit)
+        ),
+    )
+
+
+async def _with_live_status(
+    session: AsyncSession, orders: list[CustomerOrder]
+) -> list[CustomerOrder]:
+    """The orders with their current status: the consumer refreshes a customer's rows only on
+    the status changes its figures depend on (see consumers.STATUS_EVENTS)."""
+    if not orders:
+        return orders
+    live = dict(
+        (
+            await session.execute(
+                select(SalesOrder.id, SalesOrder.status).where(
+                    SalesOrder.id.in_([o.order_id for o in orders])
+                )
+            )
+        ).all()
+    )
+    for order in orders:
+        order.status = live.get(order.order_id, order.status)
+        session.expunge(order)  # shown, not saved
+    return orders
+
+
+async def lookup(
+    session: AsyncSession, *, phone: str | None, tag: str | None, limit: int = 100
+) -> list[Customer]:
+    """Customers found by a phone (its blind index) or carrying a tag."""
+    if (phone is None) == (tag is None):
+        raise LookupRequired("give exactly one of phone or tag", field="phone")
+    if phone is not None:
+        bidx = get_cipher().blind_index(phones.normalise(phone), "phone")
+        found = await repository.by_identity_value(session, PHONE, bidx)
+        return [found] if found is not None else []
+    assert tag is not None
+    return await repository.customers_with_tag(session, tag, limit)
+
+
+async def add_tag(
+    session: AsyncSession, customer_id: int, tag: str, by: str
+) -> tuple[list[str], bool]:
+    """Tag a customer; returns their tags and whether this one was new."""
+    customer = await resolve(session, customer_id)
+    created = await repository.add_tag(session, customer.id, tag, by, clock.now())
+    return await repository.tags_of(session, customer.id), created
+
+
+async def remove_tag(session: AsyncSession, customer_id: int, tag: str) -> None:
+    """Remove a tag from a customer, or TagNotFound."""
+    customer = await resolve(session, customer_id)
+    if not await repository.remove_tag(session, customer.id, tag):
+        raise TagNotFound(f"customer {customer.id} has no tag {tag!r}", tag=tag)
