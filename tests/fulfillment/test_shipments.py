@@ -10,8 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
+import xlsxwriter
 import zxingcpp
 from PIL import Image
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from ordertally.core import clock
@@ -394,3 +396,63 @@ async def test_a_held_paid_order_waits_and_the_sweep_allocates_it_once_released(
     assert [(s.warehouse_code, s.status) for s in await shipments(db, order.id)] == [
         ("WH-TEST", "planned")
     ]
+
+
+async def test_a_shipped_list_in_xlsx_ships_and_the_metrics_count_the_pushes(
+    db: Database,
+    client: httpx.AsyncClient,
+    keys: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    configure_kuaidi100(monkeypatch, "http://127.0.0.1:9")
+    order = await split_paid_order(db)
+    # When the warehouse uploads its list as an Excel file (English headers, numeric cells)
+    out = io.BytesIO()
+    book = xlsxwriter.Workbook(out, {"in_memory": True})
+    sheet = book.add_worksheet()
+    rows = [
+        ["order_no", "company", "waybill_no"],
+        [order.order_no, "zhongtong", "ZT7200000000001"],
+        [order.order_no, "shunfeng", 1200000000002],
+    ]
+    for r, row in enumerate(rows):
+        sheet.write_row(r, 0, row)
+    book.close()
+    r = await client.post(
+        "/api/v1/shipments/import", content=out.getvalue(), headers=auth(keys["warehouse"])
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["summary"] == {"shipped": 2}
+    assert (await _order(db, order.order_no)).status == "shipped"
+
+    # And a push, a duplicate and a forgery show in the metrics by outcome
+    def pushes(outcome: str) -> float:
+        return (
+            REGISTRY.get_sample_value(
+                "ordertally_tracking_pushes_total", {"carrier": "kuaidi100", "outcome": outcome}
+            )
+            or 0.0
+        )
+
+    before = {o: pushes(o) for o in ("stored", "duplicate", "rejected")}
+    steps = script(now_minus(3).replace(microsecond=0), steps=4)
+    form = push_form("zhongtong", "ZT7200000000001", steps)
+    await client.post("/callbacks/carriers/kuaidi100", data=form)
+    await client.post("/callbacks/carriers/kuaidi100", data=form)
+    await client.post(
+        "/callbacks/carriers/kuaidi100",
+        data=push_form("zhongtong", "ZT7200000000001", steps, forge=True),
+    )
+    assert {o: pushes(o) - before[o] for o in before} == {
+        "stored": 1,
+        "duplicate": 1,
+        "rejected": 1,
+    }
+    text = (await client.get("/metrics")).text
+    for name in (
+        "ordertally_tracking_lag_seconds",
+        "ordertally_delivery_time_seconds",
+        "ordertally_waybill_requests_total",
+        "ordertally_shipments_tracking_stale",
+    ):
+        assert name in text

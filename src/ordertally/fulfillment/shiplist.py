@@ -43,15 +43,21 @@ def _norm(header: object) -> str:
     return str(header or "").strip().lower().replace(" ", "").replace("\ufeff", "")
 
 
+def _cell(value: object) -> str:
+    """A spreadsheet cell as text; a waybill typed as a number is a float to Excel (no ".0")."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
 def _rows(data: bytes) -> list[list[str]]:
     if data.startswith(XLSX_MAGIC):
         try:
             book = CalamineWorkbook.from_filelike(io.BytesIO(data))
             sheet = book.get_sheet_by_index(0)
-            return [
-                ["" if cell is None else str(cell).strip() for cell in row]
-                for row in sheet.to_python(skip_empty_area=False)
-            ]
+            return [[_cell(cell) for cell in row] for row in sheet.to_python(skip_empty_area=False)]
         except Exception as exc:  # calamine raises its own error types
             raise ShipListInvalid(f"not a readable XLSX file: {exc}") from exc
     for encoding in ("utf-8-sig", "gb18030"):
