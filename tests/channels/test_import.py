@@ -202,3 +202,18 @@ async def test_imported_orders_reach_one_customer_per_buyer(db: Database, tmp_pa
     first, second, other = (links[by_external[f"208800000000010{i}"]] for i in (1, 2, 3))
     assert first == second != other
     assert live == 2
+
+
+async def test_a_big_file_is_parsed_in_a_child_process_with_the_same_outcome(
+    db: Database, tmp_path: Path
+) -> None:
+    # The path big files take (parsing in a child process), forced on the Douyin sample
+    await account(db, "dy_shop", "douyin")
+    source = tmp_path / "douyin.csv"
+    source.write_bytes((FIXTURES / "douyin_orders.csv").read_bytes())
+    in_thread = await import_file(db, "dy_shop", source, parse_process=False, chunk=1)
+    again = await import_file(db, "dy_shop", source, parse_process=True, chunk=1)
+    assert (in_thread.rows, in_thread.rejected_rows) == (again.rows, again.rejected_rows)
+    assert in_thread.created == 3
+    assert (again.created, again.duplicates) == (0, 3)
+    assert len(await orders(db)) == 3

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
+import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -78,6 +80,93 @@ async def _account_platform(db: Database, code: str) -> str:
     return account.platform
 
 
+# Files at least this big are parsed in a child process (see import_file).
+PROCESS_PARSE_BYTES = 2_000_000
+
+
+@dataclass
+class _Chunk:
+    orders: list[CanonicalOrder]
+    lines: dict[str, tuple[int, ...]]
+    rejected: list[files.Rejected]
+    rows: int  # data rows read so far
+    parse_seconds: float  # parsing time so far
+    header_names: list[str] | None = None  # with the last chunk
+
+
+def _cut(
+    parser: files.FileParser, results: Iterator[files.ParsedOrder | files.Rejected], size: int
+) -> Iterator[_Chunk]:
+    """The parse results in chunks of `size` good orders (the last one carries the header)."""
+    spent = 0.0
+    while True:
+        begin = time.perf_counter()
+        part = _Chunk([], {}, [], 0, 0.0)
+        ended = True
+        for item in results:
+            if isinstance(item, files.Rejected):
+                part.rejected.append(item)
+                continue
+            part.orders.append(item.order)
+            part.lines[item.order.external_id] = item.lines
+            if len(part.orders) >= size:
+                ended = False
+                break
+        spent += time.perf_counter() - begin
+        part.rows, part.parse_seconds = parser.stats.rows, spent
+        if ended:
+            part.header_names = parser.header_names
+            yield part
+            return
+        yield part
+
+
+async def _thread_chunks(
+    parser: files.FileParser, results: Iterator[files.ParsedOrder | files.Rejected], size: int
+) -> AsyncGenerator[_Chunk, None]:
+    cut = _cut(parser, results, size)
+    while True:
+        part = await asyncio.to_thread(next, cut, None)
+        if part is None:
+            return
+        yield part
+
+
+def _child_parse(path: str, template: str | None, platform: str, size: int, out: Any) -> None:
+    """In the child process: parse the whole file, sending chunks back (bounded queue)."""
+    try:
+        chosen = files.template_for(template) if template else None
+        parser, results = files.parse_file(Path(path), chosen, platform)
+        for part in _cut(parser, results, size):
+            out.put(("chunk", part))
+        out.put(("end", None))
+    except BaseException as exc:  # reported to the parent, which raises it
+        out.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+async def _child_chunks(
+    path: Path, template: str | None, platform: str, size: int
+) -> AsyncGenerator[_Chunk, None]:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue(maxsize=4)
+    child = context.Process(
+        target=_child_parse, args=(str(path), template, platform, size, queue), daemon=True
+    )
+    child.start()
+    try:
+        while True:
+            kind, payload = await asyncio.to_thread(queue.get)
+            if kind == "end":
+                return
+            if kind == "error":
+                raise files.FileError(f"解析失败 / parsing failed: {payload}")
+            yield payload
+    finally:
+        if child.is_alive():
+            child.terminate()
+        await asyncio.to_thread(child.join, 10)
+
+
 async def import_file(
     db: Database,
     account: str,
@@ -87,6 +176,7 @@ async def import_file(
     errors_out: Path | None = None,
     chunk: int = 1000,
     progress: Progress | None = None,
+    parse_process: bool | None = None,
 ) -> ImportSummary:
     """Parse a platform order file and store its good orders; write the rejected rows."""
     from ordertally.channels.ingest import ingest_orders
@@ -104,32 +194,38 @@ async def import_file(
     summary = ImportSummary(account=account, template=t.name)
     rejected: list[files.Rejected] = []
 
-    def next_chunk() -> tuple[list[CanonicalOrder], dict[str, tuple[int, ...]]]:
-        """Parse until a chunk of good orders is ready (or the file ends)."""
-        begin = time.perf_counter()
-        orders: list[CanonicalOrder] = []
-        lines: dict[str, tuple[int, ...]] = {}
-        for item in results:
-            if isinstance(item, files.Rejected):
-                rejected.append(item)
-                continue
-            orders.append(item.order)
-            lines[item.order.external_id] = item.lines
-            if len(orders) >= chunk:
-                break
-        summary.parse_seconds += time.perf_counter() - begin
-        return orders, lines
-
-    # The next chunk is parsed in a thread while the current one is stored, so parsing uses
-    # the time ingest spends waiting on the database. Only one thread reads the file at once.
-    parsing = asyncio.ensure_future(asyncio.to_thread(next_chunk))
+    use_process = (
+        parse_process
+        if parse_process is not None
+        else await asyncio.to_thread(os.path.getsize, path) >= PROCESS_PARSE_BYTES
+    )
+    chunks = (
+        _child_chunks(path, t.name, platform, chunk)
+        if use_process
+        else _thread_chunks(parser, results, chunk)
+    )
+    header_names: list[str] | None = None
+    rows_seen = 0
+    # The next chunk is parsed while the current one is stored: in a child process for big
+    # files (parsing then uses the second core instead of competing for this one), in a thread
+    # for small ones (no process start-up).
+    parsing = asyncio.ensure_future(chunks.__anext__())
     try:
         while True:
-            orders, lines = await parsing
-            if not orders:
+            try:
+                part = await parsing
+            except StopAsyncIteration:
                 break
+            rejected.extend(part.rejected)
+            rows_seen = part.rows
+            summary.parse_seconds = part.parse_seconds
+            if part.header_names is not None:
+                header_names = part.header_names
+            orders, lines = part.orders, part.lines
+            parsing = asyncio.ensure_future(chunks.__anext__())
+            if not orders:
+                continue
             summary.orders += len(orders)
-            parsing = asyncio.ensure_future(asyncio.to_thread(next_chunk))
             begin = time.perf_counter()
             result = await ingest_orders(db, account, orders, via="file")
             summary.ingest_seconds += time.perf_counter() - begin
@@ -144,20 +240,22 @@ async def import_file(
                         files.Rejected(line, external_id, f"未能保存 / not stored: {message}", ())
                     )
             if progress is not None:
-                progress(parser.stats.rows, parser.total_rows, summary.orders)
+                progress(rows_seen, parser.total_rows, summary.orders)
     finally:
         if not parsing.done():
-            with contextlib.suppress(Exception):
+            parsing.cancel()
+            with contextlib.suppress(BaseException):
                 await parsing
-    summary.rows = parser.stats.rows
+        await chunks.aclose()
+    summary.rows = rows_seen
     summary.rejected_rows = len(rejected)
     if rejected:
         summary.report = errors_out or files.report_path(path)
         rejected.sort(key=lambda r: r.line)
-        files.write_report(summary.report, parser.header_names, rejected)
+        files.write_report(summary.report, header_names or parser.header_names, rejected)
     summary.total_seconds = time.perf_counter() - started
     if progress is not None:
-        progress(parser.stats.rows, parser.total_rows, summary.orders)
+        progress(rows_seen, parser.total_rows, summary.orders)
     return summary
 
 
