@@ -105,7 +105,7 @@ async def _statuses(db: Any) -> dict[int, tuple[str, str | None]]:
         return {r.id: (r.status, r.waybill_no) for r in rows.all()}
 
 
-async def _one_run(kind: str, pg_url: str, count: int, seed: int) -> dict[str, Any]:
+def _one_run(kind: str, pg_url: str, count: int, seed: int) -> dict[str, Any]:
     from ordertally.core import clock
     from ordertally.core.crypto import reset_cipher
     from ordertally.core.db import Database
@@ -136,11 +136,16 @@ async def _one_run(kind: str, pg_url: str, count: int, seed: int) -> dict[str, A
                 reset_settings()
                 reset_cipher()
                 load_registrations(get_settings())  # the consumers, as a worker has them
-                db = Database(sdb.url)
-                try:
-                    return await _phases(db, sim, count, seed, service, clock, Actor, ActorKind)
-                finally:
-                    await db.dispose()
+
+                async def phases() -> dict[str, Any]:
+                    db = Database(sdb.url)
+                    try:
+                        return await _phases(db, sim, count, seed, service, clock, Actor, ActorKind)
+                    finally:
+                        await db.dispose()
+
+                # The scratch database is made and dropped outside the loop (it runs its own).
+                return asyncio.run(phases())
     finally:
         sim.stop()
 
@@ -206,10 +211,7 @@ def main() -> None:
     kinds = ["sqlite", "pg"] if args.db == "both" else [args.db]
     report: dict[str, Any] = {}
     for kind in kinds:
-        runs = [
-            asyncio.run(_one_run(kind, args.pg_url, args.shipments, seed))
-            for seed in range(args.runs)
-        ]
+        runs = [_one_run(kind, args.pg_url, args.shipments, seed) for seed in range(args.runs)]
         keys = [k for k in runs[0] if k.endswith("_per_s")]
         report[kind] = {
             "runs": runs,
