@@ -575,6 +575,15 @@ def _recipient(order: SalesOrder) -> Party:
     )
 
 
+async def _recipients(db: Database, shipments: list[Shipment]) -> dict[int, Party]:
+    """Each shipment's order's recipient (decrypted for the carrier call; a read, no locks)."""
+    async with db.transaction(write=False) as session:
+        orders = await session.scalars(
+            select(SalesOrder).where(SalesOrder.id.in_({s.order_id for s in shipments}))
+        )
+        return {order.id: _recipient(order) for order in orders}
+
+
 def _sender(settings: Settings) -> Party:
     return Party(
         name=settings.fulfillment_sender_name,
@@ -695,13 +704,7 @@ async def _subscribe_due(db: Database, adapter: CarrierAdapter, now: datetime) -
     claimed = await _claim(db, Shipment.next_subscribe_at, ON_THE_ROAD, adapter.code, now)
     if not claimed:
         return {}
-    async with db.transaction() as session:
-        orders = {
-            o.id: o
-            for o in await orders_repository.lock_many(
-                session, sorted({s.order_id for s in claimed})
-            )
-        }
+    recipients = await _recipients(db, claimed)
     callback = f"{settings.public_base_url.rstrip('/')}/callbacks/carriers/{adapter.code}"
     gate = asyncio.Semaphore(settings.fulfillment_carrier_concurrency)
 
@@ -713,7 +716,7 @@ async def _subscribe_due(db: Database, adapter: CarrierAdapter, now: datetime) -
                         company=shipment.company,
                         waybill_no=shipment.waybill_no or "",
                         callback_url=callback,
-                        phone=_recipient(orders[shipment.order_id]).phone,
+                        phone=recipients[shipment.order_id].phone,
                     )
                 )
                 return shipment, None
@@ -759,13 +762,7 @@ async def _poll_due(db: Database, adapter: CarrierAdapter, now: datetime) -> dic
     claimed = await _claim(db, Shipment.next_poll_at, ON_THE_ROAD, adapter.code, now)
     if not claimed:
         return {}
-    async with db.transaction() as session:
-        orders = {
-            o.id: o
-            for o in await orders_repository.lock_many(
-                session, sorted({s.order_id for s in claimed})
-            )
-        }
+    recipients = await _recipients(db, claimed)
     gate = asyncio.Semaphore(settings.fulfillment_carrier_concurrency)
 
     async def call(shipment: Shipment) -> tuple[Shipment, TrackingUpdate | Exception]:
@@ -774,7 +771,7 @@ async def _poll_due(db: Database, adapter: CarrierAdapter, now: datetime) -> dic
                 answer = await adapter.query(
                     shipment.company,
                     shipment.waybill_no or "",
-                    _recipient(orders[shipment.order_id]).phone,
+                    recipients[shipment.order_id].phone,
                 )
                 return shipment, answer
             except (CarrierUnavailable, CarrierRejected) as exc:
