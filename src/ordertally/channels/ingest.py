@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -44,8 +43,6 @@ from ordertally.core.errors import OrdertallyError
 from ordertally.core.settings import Settings, get_settings
 from ordertally.events import outbox
 from ordertally.exceptions import service as exceptions_service
-from ordertally.inventory import geo, routing
-from ordertally.inventory import repository as inventory_repository
 from ordertally.inventory import service as inventory_service
 from ordertally.inventory.errors import InsufficientStock
 from ordertally.inventory.models import Sku, Stock
@@ -694,107 +691,39 @@ class _Raced(Exception):
 async def reserve_many(session: AsyncSession, demands: list[_Demand]) -> dict[int, list[Any]]:
     """Reserve stock for many new orders at once, as `reserve_for_order` would one by one.
 
-    One read of every bucket the chunk needs; each order is routed in turn by `routing.plan`
-    over what the orders before it left; then one conditional UPDATE per bucket for the
-    chunk's total (`available >= qty`, the same arbiter), and the reservation and allocation
-    rows in two multi-row INSERTs. If any bucket changed meanwhile (another process), the
-    chunk's reservations roll back to a savepoint and every order goes through
+    `inventory.service.plan_bulk` routes the chunk from one read; the reservation and
+    allocation rows go in two multi-row INSERTs and the stock rows take the chunk's totals with
+    the same conditional UPDATE (`available >= qty`). If any bucket changed meanwhile (another
+    process), the chunk's reservations roll back to a savepoint and every order goes through
     `reserve_for_order` instead. Returns {order_id: shortfall} for orders left without stock
     (the caller holds them)."""
     if not demands:
         return {}
-    strategy = inventory_service._strategy()
-    skus = sorted({line.sku for d in demands for line in d.lines})
-    buckets: dict[tuple[int, str], list[list[int]]] = defaultdict(list)
-    attributes: dict[int, Any] = {}
-    for row in await inventory_repository.candidate_buckets(session, skus):
-        buckets[(row.warehouse_id, row.sku)].append([int(row.id), int(row.available)])
-        attributes[row.warehouse_id] = row
-    by_sku: dict[str, list[int]] = defaultdict(list)
-    for warehouse_id, sku in sorted(buckets):
-        by_sku[sku].append(warehouse_id)
-    distances: dict[tuple[int, str], float | None] = {}
-
-    def distance(warehouse_id: int, province: str) -> float | None:
-        key = (warehouse_id, province)
-        if key not in distances:
-            row = attributes[warehouse_id]
-            here = (
-                (row.latitude, row.longitude)
-                if row.latitude is not None and row.longitude is not None
-                else geo.locate(row.province)
-            )
-            target = geo.locate(province)
-            distances[key] = geo.distance_km(here, target) if here and target else None
-        return distances[key]
-
+    bulk = await inventory_service.plan_bulk(
+        session,
+        [
+            inventory_service.BulkDemand(inventory_service._demand(d.lines), d.province)
+            for d in demands
+        ],
+    )
     now = clock.now()
     short: dict[int, list[Any]] = {}
     reservations: list[dict[str, Any]] = []
     allocations: list[dict[str, Any]] = []
-    totals: dict[int, int] = defaultdict(int)
-    for d in demands:
-        demand = inventory_service._demand(d.lines)
-        warehouses = sorted({w for sku in demand for w in by_sku.get(sku, [])})
-        candidates = []
-        for warehouse_id in warehouses:
-            row = attributes[warehouse_id]
-            available = {
-                sku: sum(max(a, 0) for _, a in buckets[(warehouse_id, sku)])
-                for sku in demand
-                if (warehouse_id, sku) in buckets
-            }
-            candidates.append(
-                routing.Candidate(
-                    warehouse_id,
-                    row.code,
-                    row.priority,
-                    row.cost_factor,
-                    distance(warehouse_id, d.province),
-                    available,
-                )
-            )
-        plan = routing.plan(demand, candidates, strategy, d.province)
-        if not plan.ok:
-            short[d.order_id] = [
-                {"sku": sku, "requested": demand[sku], "missing": missing}
-                for sku, missing in sorted(plan.shortfall.items())
-            ]
+    for index, d in enumerate(demands):
+        if index in bulk.shortfall:
+            short[d.order_id] = bulk.shortfall[index]
             continue
-        pieces: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
-        for (warehouse_id, sku), quantity in sorted(plan.allocations.items()):
-            remaining = quantity
-            for bucket in buckets[(warehouse_id, sku)]:
-                take = min(max(bucket[1], 0), remaining)
-                if take > 0:
-                    bucket[1] -= take
-                    totals[bucket[0]] += take
-                    pieces[sku].append((warehouse_id, bucket[0], take))
-                    remaining -= take
-                if remaining == 0:
-                    break
-            assert remaining == 0, "routing planned more than the buckets hold"
-        reservations.extend(
-            inventory_service._reservation_rows(
-                d.order_id, d.lines, pieces, d.expires_at, d.committed, now
-            )
+        reserved, allocation = inventory_service.bulk_rows(
+            bulk, index, d.order_id, d.lines, d.expires_at, d.committed, now
         )
-        allocations.append(
-            {
-                "order_id": d.order_id,
-                "strategy": ",".join(strategy),
-                "explanation": plan.explanation,
-                "created_at": now,
-            }
-        )
+        reservations.extend(reserved.rows)
+        allocations.append(allocation)
     try:
         async with session.begin_nested():
-            for stock_id, units in sorted(totals.items()):
-                if not await inventory_repository.try_reserve(session, stock_id, units):
-                    raise _Raced
-            await inventory_repository.add_reservations(session, reservations)
-            if allocations:
-                await inventory_repository.add_allocation(session, allocations)  # type: ignore[arg-type]
+            await inventory_service.add_bulk_rows(session, reservations, allocations)
+            if not await inventory_service.take_bulk(session, bulk.totals):
+                raise _Raced
     except _Raced:
         log.info("bulk reservation raced another writer; reserving order by order")
         return await _reserve_one_by_one(session, demands)

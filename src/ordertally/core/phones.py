@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import phonenumbers
 
 from ordertally.core.errors import OrdertallyError
@@ -13,8 +15,17 @@ class InvalidPhone(OrdertallyError):
     title = "Invalid phone number"
 
 
+# A mainland mobile number as buyers type it: 11 digits, optionally after +86 / 86 / 0086.
+# Parsing it with phonenumbers gives exactly +86 and the 11 digits; the fast path skips the
+# parser (a large share of an order's CPU) and tests check both agree.
+_CN_MOBILE = re.compile(r"(?:\+86|0086|86)?(1[3-9][0-9]{9})")
+_CN_MOBILE_E164 = re.compile(r"\+861[3-9][0-9]{9}")
+
+
 def normalise(raw: str, region: str = "CN") -> str:
     """Return the E.164 form of a phone number, refusing impossible ones."""
+    if region == "CN" and (match := _CN_MOBILE.fullmatch(raw.strip())):
+        return "+86" + match.group(1)
     try:
         parsed = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException as exc:
@@ -26,6 +37,8 @@ def normalise(raw: str, region: str = "CN") -> str:
 
 def national_digits(e164: str) -> str:
     """The national significant number (e.g. 13812345678 for +8613812345678)."""
+    if _CN_MOBILE_E164.fullmatch(e164):
+        return e164[3:]
     return str(phonenumbers.parse(e164).national_number)
 
 

@@ -128,13 +128,16 @@ async def bucket_availability(
     return [(int(i), int(a)) for i, a in rows.all()]
 
 
+_TRY_RESERVE = (
+    update(table_of(Stock))
+    .where(Stock.id == bindparam("stock_id"), bindparam("quantity") <= AVAILABLE)
+    .values(reserved=Stock.reserved + bindparam("quantity"))
+)
+
+
 async def try_reserve(session: AsyncSession, stock_id: int, quantity: int) -> bool:
     """Reserve units on one bucket only if enough is available to sell right now."""
-    result = await session.execute(
-        update(table_of(Stock))
-        .where(Stock.id == stock_id, quantity <= AVAILABLE)
-        .values(reserved=Stock.reserved + quantity)
-    )
+    result = await session.execute(_TRY_RESERVE, {"stock_id": stock_id, "quantity": quantity})
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 

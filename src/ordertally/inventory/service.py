@@ -498,6 +498,158 @@ def _reservation_rows(
     return rows
 
 
+# --- many new orders at once (API batches, channel ingest) --------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BulkDemand:
+    """One new order's demand: {sku: units} and where it ships to."""
+
+    demand: dict[str, int]
+    province: str
+
+
+@dataclass(slots=True)
+class BulkPlan:
+    """Reservations planned for many new orders from one read of availability.
+
+    `pieces[i]` is order i's {sku: [(warehouse id, stock id, units)]}, or None when the stock
+    is not there (`shortfall[i]` says what is missing). `totals` is the units per stock row the
+    whole batch takes; `take_bulk` reserves them with the same conditional UPDATE as one order.
+    """
+
+    plans: list[routing.Plan]
+    pieces: list[dict[str, list[tuple[int, int, int]]] | None]
+    shortfall: dict[int, list[dict[str, Any]]]
+    totals: dict[int, int]
+    codes: dict[int, str]
+    strategy: list[str]
+
+
+async def plan_bulk(session: AsyncSession, demands: list[BulkDemand]) -> BulkPlan:
+    """Route many new orders in one read: each order in turn by `routing.plan` over what the
+    orders before it left. Each (warehouse, SKU) is filled from a random bucket onwards, so two
+    batches running at once mostly update different rows of a hot SKU."""
+    strategy = _strategy()
+    skus = sorted({sku for d in demands for sku in d.demand})
+    buckets: dict[tuple[int, str], list[list[int]]] = defaultdict(list)
+    attributes: dict[int, Any] = {}
+    for row in await repository.candidate_buckets(session, skus) if skus else []:
+        buckets[(row.warehouse_id, row.sku)].append([int(row.id), int(row.available)])
+        attributes[row.warehouse_id] = row
+    for key, rows in buckets.items():
+        start = random.randrange(len(rows))
+        buckets[key] = rows[start:] + rows[:start]
+    by_sku: dict[str, list[int]] = defaultdict(list)
+    for warehouse_id, sku in sorted(buckets):
+        by_sku[sku].append(warehouse_id)
+    distances: dict[tuple[int, str], float | None] = {}
+
+    def distance(warehouse_id: int, province: str) -> float | None:
+        key = (warehouse_id, province)
+        if key not in distances:
+            row = attributes[warehouse_id]
+            here = (
+                (row.latitude, row.longitude)
+                if row.latitude is not None and row.longitude is not None
+                else geo.locate(row.province)
+            )
+            target = geo.locate(province)
+            distances[key] = geo.distance_km(here, target) if here and target else None
+        return distances[key]
+
+    bulk = BulkPlan(
+        [], [], {}, defaultdict(int), {w: r.code for w, r in attributes.items()}, strategy
+    )
+    for index, d in enumerate(demands):
+        candidates = []
+        for warehouse_id in sorted({w for sku in d.demand for w in by_sku.get(sku, [])}):
+            row = attributes[warehouse_id]
+            available = {
+                sku: sum(max(a, 0) for _, a in buckets[(warehouse_id, sku)])
+                for sku in d.demand
+                if (warehouse_id, sku) in buckets
+            }
+            candidates.append(
+                routing.Candidate(
+                    warehouse_id,
+                    row.code,
+                    row.priority,
+                    row.cost_factor,
+                    distance(warehouse_id, d.province),
+                    available,
+                )
+            )
+        plan = routing.plan(d.demand, candidates, strategy, d.province)
+        bulk.plans.append(plan)
+        if not plan.ok:
+            bulk.pieces.append(None)
+            bulk.shortfall[index] = [
+                {"sku": sku, "requested": d.demand[sku], "missing": missing}
+                for sku, missing in sorted(plan.shortfall.items())
+            ]
+            continue
+        pieces: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+        for (warehouse_id, sku), quantity in sorted(plan.allocations.items()):
+            remaining = quantity
+            for bucket in buckets[(warehouse_id, sku)]:
+                take = min(max(bucket[1], 0), remaining)
+                if take > 0:
+                    bucket[1] -= take
+                    bulk.totals[bucket[0]] += take
+                    pieces[sku].append((warehouse_id, bucket[0], take))
+                    remaining -= take
+                if remaining == 0:
+                    break
+            assert remaining == 0, "routing planned more than the buckets hold"
+        bulk.pieces.append(dict(pieces))
+    return bulk
+
+
+def bulk_rows(
+    bulk: BulkPlan,
+    index: int,
+    order_id: int,
+    lines: list[LineDemand],
+    expires_at: datetime | None,
+    committed: bool,
+    now: datetime,
+) -> tuple[Reserved, dict[str, Any]]:
+    """Order `index`'s reservation rows (in `Reserved`, for its view) and its allocation row."""
+    pieces = bulk.pieces[index]
+    assert pieces is not None, "no stock was planned for this order"
+    rows = _reservation_rows(order_id, lines, pieces, expires_at, committed, now)
+    plan = bulk.plans[index]
+    allocation = {
+        "order_id": order_id,
+        "strategy": ",".join(bulk.strategy),
+        "explanation": plan.explanation,
+        "created_at": now,
+    }
+    return Reserved(plan, rows, bulk.codes), allocation
+
+
+async def take_bulk(session: AsyncSession, totals: dict[int, int]) -> bool:
+    """Reserve a batch's units per stock row, in stock id order (the fixed lock order), with
+    the conditional UPDATE; False when a row no longer has them (the caller rolls back).
+    Callers run it last before COMMIT, so the hot rows stay locked for the shortest time."""
+    for stock_id, units in sorted(totals.items()):
+        if units and not await repository.try_reserve(session, stock_id, units):
+            RESERVATION_FAILURES.labels("race_retry").inc()
+            return False
+    return True
+
+
+async def add_bulk_rows(
+    session: AsyncSession, reservations: list[dict[str, Any]], allocations: list[dict[str, Any]]
+) -> None:
+    """The reservation and allocation rows of a batch, in two multi-row INSERTs."""
+    if reservations:
+        await repository.add_reservations(session, reservations)
+    if allocations:
+        await repository.add_allocation(session, allocations)  # type: ignore[arg-type]
+
+
 async def commit_order(
     session: AsyncSession, order_id: int, lines: list[LineDemand], ship_province: str
 ) -> dict[str, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core.db import dialect_of, table_of, upsert_insert
@@ -60,6 +60,7 @@ async def find_recent_by_fingerprint(
 _ORDER = table_of(SalesOrder)
 _LINE = table_of(OrderLine)
 _INSERT_ORDER = insert(_ORDER).returning(_ORDER.c.id)
+_INSERT_ORDERS = insert(_ORDER).returning(_ORDER.c.id, sort_by_parameter_order=True)
 _INSERT_LINES = insert(_LINE).returning(_LINE.c.id, sort_by_parameter_order=True)
 _INSERT_EVENT = insert(table_of(OrderEvent))
 _KEYS = table_of(IdempotencyKey)
@@ -78,6 +79,41 @@ async def insert_order(session: AsyncSession, values: dict[str, Any]) -> int:
     """Insert an order row; returns its id."""
     result = await session.execute(_INSERT_ORDER, values)
     return int(result.scalar_one())
+
+
+async def insert_orders(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert many order rows in one multi-row INSERT; returns their ids in the given order."""
+    result = await session.execute(_INSERT_ORDERS, rows)
+    return [int(i) for i in result.scalars().all()]
+
+
+async def existing_externals(
+    session: AsyncSession, pairs: list[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which (channel, external_id) pairs already have an order."""
+    if not pairs:
+        return set()
+    rows = await session.execute(
+        select(_ORDER.c.channel, _ORDER.c.external_id).where(
+            _ORDER.c.external_id.in_(sorted({e for _, e in pairs})),
+            _ORDER.c.channel.in_(sorted({c for c, _ in pairs})),
+        )
+    )
+    return {(c, e) for c, e in rows.all()} & set(pairs)
+
+
+async def recent_fingerprints(
+    session: AsyncSession, fingerprints: list[str], since: datetime
+) -> set[str]:
+    """Which fingerprints an order created since a moment already has."""
+    if not fingerprints:
+        return set()
+    rows = await session.execute(
+        select(_ORDER.c.fingerprint)
+        .where(_ORDER.c.fingerprint.in_(sorted(set(fingerprints))), _ORDER.c.created_at >= since)
+        .distinct()
+    )
+    return {f for (f,) in rows.all()}
 
 
 async def insert_lines(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
@@ -260,6 +296,36 @@ async def add_pii_access(session: AsyncSession, values: dict[str, Any]) -> None:
 async def try_key_lock(session: AsyncSession, scope: str, key: str) -> bool:
     """PostgreSQL: take a transaction-scoped advisory lock on (scope, key), without waiting."""
     return bool(await session.scalar(_KEY_LOCK, {"scope": scope, "key": key}))
+
+
+async def try_key_locks(session: AsyncSession, keys: list[tuple[str, str]]) -> list[bool]:
+    """PostgreSQL: `try_key_lock` for many (scope, key) pairs in one statement, in order."""
+    if not keys:
+        return []
+    rows = await session.execute(
+        text(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended(s || chr(31) || k, 0))"
+            " FROM unnest(CAST(:scopes AS text[]), CAST(:keys AS text[]))"
+            " WITH ORDINALITY AS t(s, k, n) ORDER BY n"
+        ),
+        {"scopes": [s for s, _ in keys], "keys": [k for _, k in keys]},
+    )
+    return [bool(locked) for (locked,) in rows.all()]
+
+
+async def idempotency_keys_in(
+    session: AsyncSession, keys: list[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which (scope, key) pairs have a stored response (expired or not)."""
+    if not keys:
+        return set()
+    rows = await session.execute(
+        select(_KEYS.c.scope, _KEYS.c.key).where(
+            _KEYS.c.key.in_(sorted({k for _, k in keys})),
+            _KEYS.c.scope.in_(sorted({s for s, _ in keys})),
+        )
+    )
+    return {(s, k) for s, k in rows.all()} & set(keys)
 
 
 async def get_idempotency_key(session: AsyncSession, scope: str, key: str) -> Any:

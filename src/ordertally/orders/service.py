@@ -17,8 +17,9 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock, ids, money, phones
-from ordertally.core.crypto import get_cipher
+from ordertally.core.crypto import PiiCipher, get_cipher
 from ordertally.core.db import dialect_of
+from ordertally.core.errors import OrdertallyError
 from ordertally.core.settings import Settings, get_settings
 from ordertally.events import outbox
 from ordertally.exceptions import service as exceptions_service
@@ -128,29 +129,24 @@ def _fx_rate(settings: Settings, currency: str) -> Decimal:
     return money.quantize_rate(rate)
 
 
-async def create_order(
-    session: AsyncSession,
+@dataclass(slots=True)
+class _Built:
+    """A new order's row and its lines' rows (without ids), computed before any statement."""
+
+    values: dict[str, Any]
+    lines: list[dict[str, Any]]
+
+
+def _build(
     cmd: OrderCreate,
     actor: Actor,
-    *,
-    check_fingerprint: bool,
-    initial: str = "create",
-    hold_on_shortage: bool = False,
-) -> tuple[OrderSnapshot, bool]:
-    """Create an order (or return the one this channel already sent); True when created.
-
-    A stock shortage refuses the order unless the merchant's policy (or `hold_on_shortage`, for
-    orders a platform already took from the buyer) creates it on hold instead.
-    """
-    settings = get_settings()
-    if cmd.external_id is not None:
-        existing = await repository.get_by_external(session, cmd.channel, cmd.external_id)
-        if existing is not None:
-            return await load_snapshot(session, existing), False
-    target, creators = CREATION[initial]
-    if actor.kind not in creators:
-        raise ActorNotAllowed(f"{actor.kind} may not {initial} orders")
-
+    target: Status,
+    settings: Settings,
+    cipher: PiiCipher,
+    now: datetime,
+) -> _Built:
+    """Amounts, personal data (encrypted, masked, blind-indexed) and the fingerprint of a new
+    order; raises the order's validation errors."""
     currency = money.check_currency(cmd.currency)
     gross = [money.to_minor(line.unit_price, currency) * line.quantity for line in cmd.lines]
     subtotal = sum(gross)
@@ -161,23 +157,9 @@ async def create_order(
     total = subtotal - discount
     fx_rate = _fx_rate(settings, currency)
 
-    cipher = get_cipher()
     phone = phones.normalise(cmd.customer.phone)
     ship_phone = phones.normalise(cmd.shipping_address.phone)
     phone_bidx = cipher.blind_index(phone, "phone")
-    fingerprint = _fingerprint(cmd, phone_bidx, total)
-    now = clock.now()
-
-    duplicate_of: SalesOrder | None = None
-    if check_fingerprint and settings.duplicate_window_seconds > 0:
-        since = now - timedelta(seconds=settings.duplicate_window_seconds)
-        duplicate_of = await repository.find_recent_by_fingerprint(session, fingerprint, since)
-        if duplicate_of is not None and settings.duplicate_policy == "reject":
-            raise SuspectedDuplicate(
-                f"order {duplicate_of.order_no} has the same customer, lines and amount",
-                duplicate_of=duplicate_of.order_no,
-            )
-
     address = cmd.shipping_address
     address_doc = orjson.dumps(
         {
@@ -214,7 +196,7 @@ async def create_order(
         "ship_province": address.province,
         "ship_city": address.city,
         "ship_district": address.district,
-        "fingerprint": fingerprint,
+        "fingerprint": _fingerprint(cmd, phone_bidx, total),
         "created_by": actor.id,
         "waybill_nos": "",
         "payment_deadline_at": (
@@ -225,10 +207,8 @@ async def create_order(
         "created_at": now,
         "updated_at": now,
     }
-    order_id = await repository.insert_order(session, values)
-    line_rows = [
+    lines = [
         {
-            "order_id": order_id,
             "line_no": n,
             "sku": line.sku,
             "quantity": line.quantity,
@@ -238,6 +218,72 @@ async def create_order(
         }
         for n, line in enumerate(cmd.lines, start=1)
     ]
+    return _Built(values, lines)
+
+
+def _created_event(order_id: int, values: dict[str, Any], line_count: int) -> dict[str, Any]:
+    """The outbox row announcing a new order."""
+    return outbox.build_row(
+        "OrderCreated",
+        OrderCreated(
+            order_id=order_id,
+            order_no=values["order_no"],
+            channel=values["channel"],
+            external_id=values["external_id"],
+            status=values["status"],
+            currency=values["currency"],
+            total_minor=values["total_minor"],
+            base_currency=values["base_currency"],
+            fx_rate=values["fx_rate"],
+            line_count=line_count,
+            created_at=values["created_at"],
+        ),
+        aggregate_type="order",
+        aggregate_id=values["order_no"],
+    )
+
+
+async def create_order(
+    session: AsyncSession,
+    cmd: OrderCreate,
+    actor: Actor,
+    *,
+    check_fingerprint: bool,
+    initial: str = "create",
+    hold_on_shortage: bool = False,
+) -> tuple[OrderSnapshot, bool]:
+    """Create an order (or return the one this channel already sent); True when created.
+
+    A stock shortage refuses the order unless the merchant's policy (or `hold_on_shortage`, for
+    orders a platform already took from the buyer) creates it on hold instead.
+    """
+    settings = get_settings()
+    if cmd.external_id is not None:
+        existing = await repository.get_by_external(session, cmd.channel, cmd.external_id)
+        if existing is not None:
+            return await load_snapshot(session, existing), False
+    target, creators = CREATION[initial]
+    if actor.kind not in creators:
+        raise ActorNotAllowed(f"{actor.kind} may not {initial} orders")
+
+    cipher = get_cipher()
+    now = clock.now()
+    built = _build(cmd, actor, target, settings, cipher, now)
+    values = built.values
+    fingerprint = values["fingerprint"]
+
+    duplicate_of: SalesOrder | None = None
+    if check_fingerprint and settings.duplicate_window_seconds > 0:
+        since = now - timedelta(seconds=settings.duplicate_window_seconds)
+        duplicate_of = await repository.find_recent_by_fingerprint(session, fingerprint, since)
+        if duplicate_of is not None and settings.duplicate_policy == "reject":
+            raise SuspectedDuplicate(
+                f"order {duplicate_of.order_no} has the same customer, lines and amount",
+                duplicate_of=duplicate_of.order_no,
+            )
+
+    order_id = await repository.insert_order(session, values)
+    line_rows = [{"order_id": order_id, **row} for row in built.lines]
     line_ids = await repository.insert_lines(session, line_rows)
     lines = [OrderLine(id=i, **row) for i, row in zip(line_ids, line_rows, strict=True)]
     holds: list[ExceptionCase] = []
@@ -245,32 +291,14 @@ async def create_order(
         session,
         order_id,
         [inventory_service.LineDemand(ln.id, ln.line_no, ln.sku, ln.quantity) for ln in lines],
-        address.province,
+        values["ship_province"],
         values["payment_deadline_at"],
         committed=target is Status.PAID,
         holds=holds,
         hold=hold_on_shortage or settings.stock_shortage_policy == "hold",
     )
     await _audit(session, order_id, 1, initial, None, target.value, actor, now)
-    await outbox.publish(
-        session,
-        "OrderCreated",
-        OrderCreated(
-            order_id=order_id,
-            order_no=values["order_no"],
-            channel=cmd.channel,
-            external_id=cmd.external_id,
-            status=target.value,
-            currency=currency,
-            total_minor=total,
-            base_currency=settings.base_currency,
-            fx_rate=str(fx_rate),
-            line_count=len(cmd.lines),
-            created_at=now,
-        ),
-        aggregate_type="order",
-        aggregate_id=values["order_no"],
-    )
+    await outbox.publish_rows(session, [_created_event(order_id, values, len(cmd.lines))])
     if duplicate_of is not None:
         holds.append(
             await exceptions_service.open_case_record(
@@ -288,6 +316,150 @@ async def create_order(
     order = SalesOrder(id=order_id, **values)
     inventory = inventory_service.view_of_new(reserved, {ln.id: ln.line_no for ln in lines})
     return OrderSnapshot(order, lines, holds, inventory), True
+
+
+@dataclass(frozen=True, slots=True)
+class NewOrder:
+    """One request of a batch of order creations."""
+
+    cmd: OrderCreate
+    actor: Actor
+    check_fingerprint: bool
+
+
+@dataclass(slots=True)
+class CreatedBatch:
+    """What `create_orders` wrote: a snapshot per request (None: left to `create_order`) and
+    the stock the batch still has to take (`take_batch_stock`, last before COMMIT)."""
+
+    snapshots: list[OrderSnapshot | None]
+    stock: dict[int, int]
+
+
+class BatchRaced(Exception):
+    """A stock row no longer had the units a batch planned; its transaction must roll back."""
+
+
+async def create_orders(session: AsyncSession, items: list[NewOrder]) -> CreatedBatch:
+    """Create many new orders in one transaction with a fixed number of statements: one read
+    each for known external ids, recent fingerprints and availability, then multi-row INSERTs
+    of orders, lines, audit rows, events, reservations and allocations.
+
+    Only the plain case is done here: a request whose channel already sent its external id,
+    that may duplicate a recent order, that is invalid or short of stock, or that repeats an
+    earlier request of the batch gets None, and the caller runs `create_order` for it after
+    this transaction commits, which answers exactly as it always does. The caller then calls
+    `take_batch_stock` last before COMMIT.
+    """
+    settings = get_settings()
+    cipher = get_cipher()
+    now = clock.now()
+    target, creators = CREATION["create"]
+    built: list[_Built | None] = []
+    for item in items:
+        try:
+            if item.actor.kind not in creators:
+                raise ActorNotAllowed(f"{item.actor.kind} may not create orders")
+            built.append(_build(item.cmd, item.actor, target, settings, cipher, now))
+        except (OrdertallyError, ValueError, ArithmeticError):
+            built.append(None)  # create_order raises the same error in its own transaction
+
+    pairs = [
+        (b.values["channel"], b.values["external_id"])
+        for b in built
+        if b is not None and b.values["external_id"] is not None
+    ]
+    known = await repository.existing_externals(session, pairs)
+    checking = settings.duplicate_window_seconds > 0
+    recent = (
+        await repository.recent_fingerprints(
+            session,
+            [
+                b.values["fingerprint"]
+                for b, item in zip(built, items, strict=True)
+                if b is not None and item.check_fingerprint
+            ],
+            now - timedelta(seconds=settings.duplicate_window_seconds),
+        )
+        if checking
+        else set()
+    )
+    seen_fingerprints: set[str] = set()
+    for index, (b, item) in enumerate(zip(built, items, strict=True)):
+        if b is None:
+            continue
+        pair = (b.values["channel"], b.values["external_id"])
+        fingerprint = b.values["fingerprint"]
+        if (b.values["external_id"] is not None and pair in known) or (
+            checking
+            and item.check_fingerprint
+            and (fingerprint in recent or fingerprint in seen_fingerprints)
+        ):
+            built[index] = None
+            continue
+        if b.values["external_id"] is not None:
+            known.add(pair)  # a second request of the batch for it returns the first's order
+        seen_fingerprints.add(fingerprint)
+
+    chosen = [i for i, b in enumerate(built) if b is not None]
+    demands = []
+    for i in chosen:
+        b = built[i]
+        assert b is not None
+        demand: dict[str, int] = {}
+        for row in b.lines:
+            demand[row["sku"]] = demand.get(row["sku"], 0) + row["quantity"]
+        demands.append(inventory_service.BulkDemand(demand, b.values["ship_province"]))
+    bulk = await inventory_service.plan_bulk(session, demands)
+    chosen = [i for n, i in enumerate(chosen) if n not in bulk.shortfall]
+    plan_of = {i: n for n, i in enumerate(i for i in range(len(items)) if built[i] is not None)}
+    snapshots: list[OrderSnapshot | None] = [None] * len(items)
+    if not chosen:
+        return CreatedBatch(snapshots, {})
+    rows = [built[i].values for i in chosen]  # type: ignore[union-attr]
+    order_ids = await repository.insert_orders(session, rows)
+    line_rows = [
+        {"order_id": order_id, **line}
+        for i, order_id in zip(chosen, order_ids, strict=True)
+        for line in built[i].lines  # type: ignore[union-attr]
+    ]
+    line_ids = iter(await repository.insert_lines(session, line_rows))
+    audit: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    reservations: list[dict[str, Any]] = []
+    allocations: list[dict[str, Any]] = []
+    for i, order_id in zip(chosen, order_ids, strict=True):
+        b = built[i]
+        assert b is not None
+        values = b.values
+        lines = [OrderLine(id=next(line_ids), order_id=order_id, **row) for row in b.lines]
+        reserved, allocation = inventory_service.bulk_rows(
+            bulk,
+            plan_of[i],
+            order_id,
+            [inventory_service.LineDemand(ln.id, ln.line_no, ln.sku, ln.quantity) for ln in lines],
+            inventory_service.reservation_expiry(values["payment_deadline_at"]),
+            target is Status.PAID,
+            now,
+        )
+        reservations.extend(reserved.rows)
+        allocations.append(allocation)
+        audit.append(_audit_row(order_id, 1, "create", None, target.value, items[i].actor, now))
+        events.append(_created_event(order_id, values, len(lines)))
+        inventory = inventory_service.view_of_new(reserved, {ln.id: ln.line_no for ln in lines})
+        snapshots[i] = OrderSnapshot(SalesOrder(id=order_id, **values), lines, [], inventory)
+    await repository.insert_events(session, audit)
+    await outbox.publish_rows(session, events)
+    await inventory_service.add_bulk_rows(session, reservations, allocations)
+    return CreatedBatch(snapshots, dict(bulk.totals))
+
+
+async def take_batch_stock(session: AsyncSession, batch: CreatedBatch) -> None:
+    """Take the stock a batch reserved (the conditional UPDATEs, in stock id order); raises
+    BatchRaced when a row no longer has it. Run it last before COMMIT: the hot rows stay
+    locked only for the COMMIT."""
+    if not await inventory_service.take_bulk(session, batch.stock):
+        raise BatchRaced
 
 
 async def load_snapshot(session: AsyncSession, order: SalesOrder) -> OrderSnapshot:
@@ -711,6 +883,49 @@ async def check_idempotent(
     if row.request_hash != req_hash:
         raise IdempotencyMismatch("this Idempotency-Key was first used with another request")
     return Replay(row.response_status, row.response_body)
+
+
+async def claim_keys(session: AsyncSession, keys: list[tuple[str, str] | None]) -> list[bool]:
+    """For a batch of requests in one transaction: True where a request may go ahead here.
+
+    An unkeyed request may. A keyed one may when its key has no stored response, is not in
+    flight in another transaction (PostgreSQL: the same advisory lock as `check_idempotent`)
+    and is the first of its key in the batch. The others are left to `check_idempotent`,
+    after this transaction commits, which replays, refuses or runs them as it always does.
+    """
+    keyed = sorted({k for k in keys if k is not None})
+    if not keyed:
+        return [True] * len(keys)
+    free = set(keyed)
+    if dialect_of(session) == "postgresql":
+        locks = await repository.try_key_locks(session, keyed)
+        free = {k for k, locked in zip(keyed, locks, strict=True) if locked}
+    free -= await repository.idempotency_keys_in(session, sorted(free))
+    go: list[bool] = []
+    for key in keys:
+        go.append(key is None or key in free)
+        free.discard(key)
+    return go
+
+
+def idempotency_row(scope: str, key: str, req_hash: str, status: int, body: str) -> dict[str, Any]:
+    """A stored response's row."""
+    now = clock.now()
+    return {
+        "scope": scope,
+        "key": key,
+        "request_hash": req_hash,
+        "response_status": status,
+        "response_body": body,
+        "created_at": now,
+        "expires_at": now + timedelta(hours=get_settings().idempotency_ttl_hours),
+    }
+
+
+async def store_idempotent_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Store many responses (`idempotency_row`), in the same transaction as their work."""
+    if rows:
+        await repository.store_idempotency_key(session, rows)  # type: ignore[arg-type]
 
 
 async def store_idempotent(
