@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from prometheus_client import Counter, Histogram
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -43,6 +44,17 @@ from ordertally.orders.state_machine import STATUSES, ActorKind
 
 router = APIRouter(prefix="/api/v1", tags=["orders"])
 log = logging.getLogger(__name__)
+
+BATCH_SIZE = Histogram(
+    "ordertally_order_batch_size",
+    "POST /orders requests per creation batch (group commit)",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
+BATCH_ALONE = Counter(
+    "ordertally_order_batch_alone_total",
+    "POST /orders requests of a batch that ran on the one-order path, by why",
+    ["reason"],  # unusual: replay, duplicate, shortage...; raced: stock moved; error: other
+)
 
 MAX_PAGE = 200
 
@@ -214,10 +226,16 @@ class CreateBatcher:
             while self._queue:
                 batch = self._queue[: self._max]
                 del self._queue[: self._max]
+                BATCH_SIZE.observe(len(batch))
                 try:
                     outcomes = await _create_batch(self._db, [r for r, _ in batch])
+                    BATCH_ALONE.labels("unusual").inc(outcomes.count(None))
+                except service.BatchRaced:
+                    BATCH_ALONE.labels("raced").inc(len(batch))
+                    outcomes = [None] * len(batch)
                 except Exception as exc:  # every request of it then runs alone
                     log.info("order batch of %d fell back to one by one: %r", len(batch), exc)
+                    BATCH_ALONE.labels("error").inc(len(batch))
                     outcomes = [None] * len(batch)
                 except BaseException:
                     for _, future in batch + self._queue:
