@@ -55,6 +55,8 @@ HOST = "127.0.0.1"
 SKU = "PAY-BENCH-1"
 WAREHOUSE = "PAYBENCH"
 RECON_DAY = datetime(2026, 11, 21, 16, 0, tzinfo=UTC)  # 2026-11-22 00:00 in Beijing
+# Paid orders move on (fulfillment allocates them) while the workers apply.
+PAID_OR_LATER = ("paid", "allocated", "fulfilling", "shipped", "delivered", "completed")
 
 
 # --- processes and the database ------------------------------------------------------------
@@ -344,9 +346,14 @@ HEALTH_REQUEST = f"GET /healthz HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
 
 
 async def open_loop(
-    port: int, messages: list[Message], rate: float, connections: int
+    port: int,
+    messages: list[Message],
+    rate: float,
+    connections: int,
+    trace: list[tuple[float, float, float]] | None = None,
 ) -> list[float]:
-    """Offer `rate` requests/s; each latency runs from its scheduled send time."""
+    """Offer `rate` requests/s; each latency runs from its scheduled send time. With `trace`,
+    also (scheduled offset, send delay, latency) of each acknowledged request, in seconds."""
     idle: asyncio.Queue[Connection] = asyncio.Queue()
     opened = [Connection(HOST, port) for _ in range(connections)]
     # Connections are opened (and used once) before the clock starts, as a client pool would be.
@@ -364,6 +371,7 @@ async def open_loop(
         scheduled = start + i / rate
         await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
         conn = await idle.get()
+        sent = time.perf_counter()
         try:
             status, _ = await conn.send(message.request)
         except (OSError, HttpError):
@@ -372,6 +380,8 @@ async def open_loop(
         idle.put_nowait(conn)
         if status in (200, 204):
             latencies.append(time.perf_counter() - scheduled)
+            if trace is not None:
+                trace.append((scheduled - start, sent - scheduled, latencies[-1]))
 
     try:
         await asyncio.gather(*(one(i, msg) for i, msg in enumerate(messages)))
@@ -380,6 +390,11 @@ async def open_loop(
     while not idle.empty():
         idle.get_nowait().close()
     return latencies
+
+
+def _append(path: Path, line: str) -> None:
+    with path.open("a") as out:
+        out.write(line)
 
 
 async def ack_histogram(port: int) -> dict[str, int]:
@@ -459,7 +474,9 @@ async def proof_round(env: Env, db: Any, args: argparse.Namespace, port: int) ->
     await drain_outbox(db)
     seeded = time.perf_counter() - t0
     async with db.transaction(write=False) as session:
-        paid_before = await session.scalar(select(func.count()).where(SalesOrder.status == "paid"))
+        paid_before = await session.scalar(
+            select(func.count()).where(SalesOrder.status.in_(PAID_OR_LATER))
+        )
         audit_before = await session.scalar(
             select(func.count()).where(OrderEvent.event == "payment_succeeded")
         )
@@ -481,7 +498,9 @@ async def proof_round(env: Env, db: Any, args: argparse.Namespace, port: int) ->
             env.stop(w)
     applied = len(valid) + len(wrong)
     async with db.transaction(write=False) as session:
-        paid = await session.scalar(select(func.count()).where(SalesOrder.status == "paid"))
+        paid = await session.scalar(
+            select(func.count()).where(SalesOrder.status.in_(PAID_OR_LATER))
+        )
         audit = await session.scalar(
             select(func.count()).where(OrderEvent.event == "payment_succeeded")
         )
@@ -499,6 +518,7 @@ async def proof_round(env: Env, db: Any, args: argparse.Namespace, port: int) ->
             select(func.count()).where(Payment.state == "mismatch")
         )
     checks = {
+        # Paid orders move on (fulfillment allocates them) while the workers apply.
         "orders_paid": int(paid or 0) - int(paid_before or 0),
         "payment_succeeded_audit_rows": int(audit or 0) - int(audit_before or 0),
         "inbox_rows": int(inbox or 0) - int(inbox_before or 0),
@@ -553,7 +573,13 @@ async def latency_round(env: Env, db: Any, args: argparse.Namespace, port: int) 
     )
     try:
         await asyncio.sleep(1.0)
-        latencies = await open_loop(port, msgs, args.rate, args.parallel)
+        trace: list[tuple[float, float, float]] | None = [] if args.trace_latencies else None
+        window_start = time.time()
+        latencies = await open_loop(port, msgs, args.rate, args.parallel, trace)
+        window_end = time.time()
+        if trace is not None:
+            line = json.dumps({"window_unix": window_start, "trace": trace}) + "\n"
+            await asyncio.to_thread(_append, Path(args.trace_latencies), line)
         server_side = await ack_histogram(port)
         if not workers:
             workers = [env.spawn("worker") for _ in range(args.workers)]
@@ -570,6 +596,7 @@ async def latency_round(env: Env, db: Any, args: argparse.Namespace, port: int) 
         "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
         "max_ms": round(max(latencies) * 1000, 2) if latencies else None,
         "server_side_ack_cumulative": server_side,
+        "window_unix": [round(window_start, 2), round(window_end, 2)],
     }
 
 
@@ -797,6 +824,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=200, help="ORDERTALLY_WORKER_BATCH_SIZE")
     parser.add_argument(
         "--profile-ack", default="", help="py-spy raw samples of the API while it acknowledges"
+    )
+    parser.add_argument(
+        "--trace-latencies",
+        default="",
+        help="append each latency round's (offset, send delay, latency) triples to this file",
     )
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--rate-seconds", type=float, default=5.0)

@@ -242,6 +242,112 @@ async def insert_notifications(
     return {(p, k): int(i) for i, p, k in (await session.execute(stmt, rows)).all()}
 
 
+# One statement for a whole group-committed batch of callbacks on PostgreSQL: nonces claimed,
+# notifications stored and their events published, committed as the statement ends. `fresh`
+# aggregates every claimed nonce before any notification is inserted, so rows are always locked
+# nonces first, each kind in key order, and two processes' batches cannot deadlock.
+_STORE_CALLBACKS = """
+WITH input AS (
+    SELECT *
+    FROM unnest(
+        $1::int[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
+        $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+        $14::timestamptz[], $15::text[], $16::text[], $17::text[], $18::timestamptz[]
+    ) AS r(
+        ord, provider, nonce, nonce_expires_at, dedupe_key, event_type, out_trade_no,
+        provider_txn_id, trade_state, headers, body, facts, source_ip, received_at,
+        event_id, aggregate_id, payload, occurred_at
+    )
+),
+claimed AS (
+    INSERT INTO payment_nonce (provider, nonce, expires_at)
+    SELECT provider, nonce, nonce_expires_at FROM input
+    WHERE nonce IS NOT NULL
+    ORDER BY provider, nonce
+    ON CONFLICT DO NOTHING
+    RETURNING provider, nonce
+),
+fresh AS (
+    SELECT coalesce(array_agg(i.ord), '{}') AS ords
+    FROM claimed c JOIN input i ON i.provider = c.provider AND i.nonce = c.nonce
+),
+candidate AS (
+    SELECT DISTINCT ON (i.provider, i.dedupe_key) i.*
+    FROM input i CROSS JOIN fresh f
+    WHERE i.nonce IS NULL OR i.ord = ANY (f.ords)
+    ORDER BY i.provider, i.dedupe_key, i.ord
+),
+stored AS (
+    INSERT INTO payment_notification (
+        provider, source, dedupe_key, event_type, out_trade_no, provider_txn_id, trade_state,
+        headers, body, facts, verification, source_ip, received_at, outcome
+    )
+    SELECT
+        provider, 'callback', dedupe_key, event_type, out_trade_no, provider_txn_id,
+        trade_state, headers::jsonb, body, facts::jsonb, 'verified', source_ip, received_at,
+        'pending'
+    FROM candidate
+    ORDER BY provider, dedupe_key
+    ON CONFLICT (provider, dedupe_key) DO NOTHING
+    RETURNING id, provider, dedupe_key
+),
+published AS (
+    INSERT INTO outbox (
+        event_id, event_type, event_version, aggregate_type, aggregate_id, payload,
+        occurred_at, status, attempts, available_at
+    )
+    SELECT
+        k.event_id, $19, $20, $21, k.aggregate_id,
+        k.payload::jsonb || jsonb_build_object('notification_id', s.id),
+        k.occurred_at, 'pending', 0, k.occurred_at
+    FROM stored s
+    JOIN candidate k ON k.provider = s.provider AND k.dedupe_key = s.dedupe_key
+    ORDER BY s.id
+)
+SELECT i.ord, i.nonce IS NULL OR i.ord = ANY (f.ords) AS fresh, s.id
+FROM input i
+CROSS JOIN fresh f
+LEFT JOIN candidate k ON k.ord = i.ord
+LEFT JOIN stored s ON s.provider = k.provider AND s.dedupe_key = k.dedupe_key
+"""
+_STORE_COLUMNS = (
+    "ord",
+    "provider",
+    "nonce",
+    "nonce_expires_at",
+    "dedupe_key",
+    "event_type",
+    "out_trade_no",
+    "provider_txn_id",
+    "trade_state",
+    "headers",
+    "body",
+    "facts",
+    "source_ip",
+    "received_at",
+    "event_id",
+    "aggregate_id",
+    "payload",
+    "occurred_at",
+)
+
+
+async def store_callbacks(
+    connection: Any, rows: list[dict[str, Any]], event: tuple[str, int, str]
+) -> dict[int, tuple[bool, int | None]]:
+    """Claim the nonces, store the notifications and publish one event per new one, in one
+    autocommitted statement on an asyncpg connection (PostgreSQL only).
+
+    `rows` carry an `ord` each, the columns of `_STORE_COLUMNS` (JSON columns and the event
+    payload already encoded, the payload's `notification_id` filled in here) and `event` is
+    (event_type, event_version, aggregate_type). Returns ord -> (nonce fresh, new id or None);
+    a row whose key is already stored, or lost to an earlier row of the batch, gets None.
+    """
+    arrays = [[row[name] for row in rows] for name in _STORE_COLUMNS]
+    found = await connection.fetch(_STORE_CALLBACKS, *arrays, *event)
+    return {int(ord_): (bool(fresh), int(i) if i is not None else None) for ord_, fresh, i in found}
+
+
 async def get_notification(
     session: AsyncSession, notification_id: int
 ) -> PaymentNotification | None:

