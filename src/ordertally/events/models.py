@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ordertally.core.db import Base, BigId, JsonDoc, UtcDateTime
@@ -18,6 +18,14 @@ class OutboxEvent(Base):
     __table_args__ = (
         CheckConstraint("status IN ('pending', 'done', 'dead')", name="status_known"),
         Index("ix_outbox_status_available_at", "status", "available_at", "id"),
+        # The dispatcher's claim (pending, oldest id first, LIMIT n): walks only pending rows
+        # in id order instead of sorting every pending row or skipping every done one.
+        Index(
+            "ix_outbox_pending_id",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
