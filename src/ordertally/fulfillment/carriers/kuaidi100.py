@@ -14,6 +14,7 @@ such as "301" or "1002" are folded into their main state), else from its `status
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -218,9 +219,14 @@ class Kuaidi100Adapter:
         self.partner: dict[str, str] = dict(partner or {})
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _http(self) -> httpx.AsyncClient:
-        if self._client is None or self._client.is_closed:
+        # A pool belongs to the event loop that opened its connections: a client made under
+        # another loop (a finished `asyncio.run`, a previous test) is left behind, not reused.
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client.is_closed or self._loop is not loop:
+            self._loop = loop
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout_seconds),
                 limits=httpx.Limits(max_connections=50, max_keepalive_connections=10),

@@ -6,7 +6,8 @@ from ordertally.core.settings import Settings, get_settings
 from ordertally.fulfillment.carriers.base import CarrierAdapter
 from ordertally.fulfillment.carriers.kuaidi100 import kuaidi100_from_settings
 
-_built: dict[int, CarrierAdapter | None] = {}
+# Keyed by id() and holding the settings object, so the id cannot be reused by a new one.
+_built: dict[int, tuple[Settings, CarrierAdapter | None]] = {}
 
 
 def current(settings: Settings | None = None) -> CarrierAdapter | None:
@@ -14,13 +15,14 @@ def current(settings: Settings | None = None) -> CarrierAdapter | None:
     adapter's settings are missing)."""
     settings = settings or get_settings()
     key = id(settings)
-    if key not in _built:
+    entry = _built.get(key)
+    if entry is None or entry[0] is not settings:
         _built.clear()  # settings were rebuilt (tests, reload): drop adapters of the old ones
         adapter: CarrierAdapter | None = None
         if settings.fulfillment_carrier == "kuaidi100":
             adapter = kuaidi100_from_settings(settings)
-        _built[key] = adapter
-    return _built[key]
+        entry = _built[key] = (settings, adapter)
+    return entry[1]
 
 
 def code(settings: Settings | None = None) -> str:
