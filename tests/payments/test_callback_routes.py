@@ -5,8 +5,7 @@ FastAPI routes give the same answers."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,7 +14,6 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
 from ordertally.core.db import Database
-from ordertally.core.settings import reset_settings
 from ordertally.payments import callbacks
 from ordertally.payments.models import PaymentNotification
 from ordertally.payments.providers import wechatpay
@@ -29,24 +27,6 @@ pytestmark = pytest.mark.anyio
 WECHAT = "/callbacks/wechatpay"
 ALIPAY = "/callbacks/alipay"
 FORM = {"content-type": "application/x-www-form-urlencoded"}
-
-
-@pytest.fixture(scope="module")
-def sim_key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("paysim-routes")
-    sim_keys.generate(directory, "http://127.0.0.1:9")
-    return directory
-
-
-@pytest.fixture
-def sim(sim_key_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[sim_keys.SimKeys]:
-    """Both providers configured with the simulator's test keys."""
-    loaded = sim_keys.SimKeys.load(sim_key_dir)
-    for name, value in loaded.settings_env().items():
-        monkeypatch.setenv(name, value)
-    reset_settings()
-    yield loaded
-    reset_settings()
 
 
 async def wechat_message(db: Database, sim: sim_keys.SimKeys) -> tuple[dict[str, str], bytes]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,22 +46,10 @@ OUTCOMES = (
 )
 
 
-@pytest.fixture(scope="session")
-def sim_key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("paysim-keys")
-    sim_keys.generate(directory, "http://127.0.0.1:9")
-    return directory
-
-
 @pytest.fixture
-def keys(sim_key_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[sim_keys.SimKeys]:
-    """Both providers configured with the simulator's test keys."""
-    loaded = sim_keys.SimKeys.load(sim_key_dir)
-    for name, value in loaded.settings_env().items():
-        monkeypatch.setenv(name, value)
-    reset_settings()
-    yield loaded
-    reset_settings()
+def keys(sim: sim_keys.SimKeys) -> sim_keys.SimKeys:
+    """Both providers configured with the simulator's test keys (tests/payments/conftest.py)."""
+    return sim
 
 
 def metric(provider: str) -> dict[str, float]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -79,7 +78,6 @@ _INSERT_AUDIT = insert(table_of(OrderEvent))
 _INSERT_LINKS = insert(_LINK)
 _UNSHIPPED = frozenset({Status.PENDING_PAYMENT, Status.PAID, Status.ALLOCATED, Status.FULFILLING})
 MAX_CHUNK_ATTEMPTS = 5
-_CN_MOBILE = re.compile(r"1[3-9][0-9]{9}")
 
 
 @dataclass
@@ -309,14 +307,6 @@ def phone_fields(
 ) -> tuple[str, str, str, str]:
     """(stored phone, blind index, masked display, last 4) under the masked-phone rule."""
     given = raw.strip()
-    if _CN_MOBILE.fullmatch(given):
-        # The common case, exactly what phones.normalise/mask/last4 give for it, without parsing.
-        return (
-            f"+86{given}",
-            cipher.blind_index(f"+86{given}", "phone"),
-            f"{given[:3]}****{given[-4:]}",
-            given[-4:],
-        )
     if given and "*" not in given:
         try:
             e164 = phones.normalise(given)

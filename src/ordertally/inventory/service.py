@@ -301,6 +301,17 @@ class _Snapshot:
     codes: dict[int, str]
 
 
+def _distance_km(warehouse: Any, target: tuple[float, float] | None) -> float | None:
+    """How far a candidate warehouse row (its coordinates, else its province) is from a
+    destination; None when either place is unknown."""
+    here = (
+        (warehouse.latitude, warehouse.longitude)
+        if warehouse.latitude is not None and warehouse.longitude is not None
+        else geo.locate(warehouse.province)
+    )
+    return geo.distance_km(here, target) if here and target else None
+
+
 async def _snapshot(session: AsyncSession, demand: dict[str, int], ship_province: str) -> _Snapshot:
     target = geo.locate(ship_province)
     buckets: dict[tuple[int, str], list[tuple[int, int]]] = defaultdict(list)
@@ -312,12 +323,7 @@ async def _snapshot(session: AsyncSession, demand: dict[str, int], ship_province
         attributes[row.warehouse_id] = row
     candidates = []
     for warehouse_id, row in attributes.items():
-        here = (
-            (row.latitude, row.longitude)
-            if row.latitude is not None and row.longitude is not None
-            else geo.locate(row.province)
-        )
-        distance = geo.distance_km(here, target) if here and target else None
+        distance = _distance_km(row, target)
         candidates.append(
             routing.Candidate(
                 warehouse_id,
@@ -548,14 +554,7 @@ async def plan_bulk(session: AsyncSession, demands: list[BulkDemand]) -> BulkPla
     def distance(warehouse_id: int, province: str) -> float | None:
         key = (warehouse_id, province)
         if key not in distances:
-            row = attributes[warehouse_id]
-            here = (
-                (row.latitude, row.longitude)
-                if row.latitude is not None and row.longitude is not None
-                else geo.locate(row.province)
-            )
-            target = geo.locate(province)
-            distances[key] = geo.distance_km(here, target) if here and target else None
+            distances[key] = _distance_km(attributes[warehouse_id], geo.locate(province))
         return distances[key]
 
     bulk = BulkPlan(

@@ -87,19 +87,26 @@ async def insert_orders(session: AsyncSession, rows: list[dict[str, Any]]) -> li
     return [int(i) for i in result.scalars().all()]
 
 
+async def _pairs_present(
+    session: AsyncSession, first: Any, second: Any, pairs: list[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which of the (first, second) value pairs a table holds: one query on both columns'
+    values (an index on the pair serves it), narrowed to the exact pairs here."""
+    if not pairs:
+        return set()
+    rows = await session.execute(
+        select(first, second).where(
+            first.in_(sorted({a for a, _ in pairs})), second.in_(sorted({b for _, b in pairs}))
+        )
+    )
+    return {(a, b) for a, b in rows.all()} & set(pairs)
+
+
 async def existing_externals(
     session: AsyncSession, pairs: list[tuple[str, str]]
 ) -> set[tuple[str, str]]:
     """Which (channel, external_id) pairs already have an order."""
-    if not pairs:
-        return set()
-    rows = await session.execute(
-        select(_ORDER.c.channel, _ORDER.c.external_id).where(
-            _ORDER.c.external_id.in_(sorted({e for _, e in pairs})),
-            _ORDER.c.channel.in_(sorted({c for c, _ in pairs})),
-        )
-    )
-    return {(c, e) for c, e in rows.all()} & set(pairs)
+    return await _pairs_present(session, _ORDER.c.channel, _ORDER.c.external_id, pairs)
 
 
 async def recent_fingerprints(
@@ -317,15 +324,7 @@ async def idempotency_keys_in(
     session: AsyncSession, keys: list[tuple[str, str]]
 ) -> set[tuple[str, str]]:
     """Which (scope, key) pairs have a stored response (expired or not)."""
-    if not keys:
-        return set()
-    rows = await session.execute(
-        select(_KEYS.c.scope, _KEYS.c.key).where(
-            _KEYS.c.key.in_(sorted({k for _, k in keys})),
-            _KEYS.c.scope.in_(sorted({s for s, _ in keys})),
-        )
-    )
-    return {(s, k) for s, k in rows.all()} & set(keys)
+    return await _pairs_present(session, _KEYS.c.scope, _KEYS.c.key, keys)
 
 
 async def get_idempotency_key(session: AsyncSession, scope: str, key: str) -> Any:

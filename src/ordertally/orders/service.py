@@ -401,9 +401,9 @@ async def create_orders(session: AsyncSession, items: list[NewOrder]) -> Created
             known.add(pair)  # a second request of the batch for it returns the first's order
         seen_fingerprints.add(fingerprint)
 
-    chosen = [i for i, b in enumerate(built) if b is not None]
+    planned = [i for i, b in enumerate(built) if b is not None]
     demands = []
-    for i in chosen:
+    for i in planned:
         b = built[i]
         assert b is not None
         demand: dict[str, int] = {}
@@ -411,8 +411,8 @@ async def create_orders(session: AsyncSession, items: list[NewOrder]) -> Created
             demand[row["sku"]] = demand.get(row["sku"], 0) + row["quantity"]
         demands.append(inventory_service.BulkDemand(demand, b.values["ship_province"]))
     bulk = await inventory_service.plan_bulk(session, demands)
-    chosen = [i for n, i in enumerate(chosen) if n not in bulk.shortfall]
-    plan_of = {i: n for n, i in enumerate(i for i in range(len(items)) if built[i] is not None)}
+    plan_of = {i: n for n, i in enumerate(planned)}
+    chosen = [i for n, i in enumerate(planned) if n not in bulk.shortfall]
     snapshots: list[OrderSnapshot | None] = [None] * len(items)
     if not chosen:
         return CreatedBatch(snapshots, {})
@@ -932,18 +932,8 @@ async def store_idempotent(
     session: AsyncSession, scope: str, key: str, req_hash: str, status: int, body: str
 ) -> None:
     """Store the response, in the same transaction as the work it describes."""
-    now = clock.now()
     await repository.store_idempotency_key(
-        session,
-        {
-            "scope": scope,
-            "key": key,
-            "request_hash": req_hash,
-            "response_status": status,
-            "response_body": body,
-            "created_at": now,
-            "expires_at": now + timedelta(hours=get_settings().idempotency_ttl_hours),
-        },
+        session, idempotency_row(scope, key, req_hash, status, body)
     )
 
 
