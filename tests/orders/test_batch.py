@@ -17,8 +17,9 @@ from ordertally.core import ids
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
 from ordertally.events.models import OutboxEvent
+from ordertally.idempotency.models import IdempotencyKey
 from ordertally.inventory.models import Reservation, Stock
-from ordertally.orders.models import IdempotencyKey, OrderEvent, OrderLine, SalesOrder
+from ordertally.orders.models import OrderEvent, OrderLine, SalesOrder
 from tests.conftest import LiveServer
 from tests.factories import add_warehouse, auth, order_body, receive
 

@@ -7,7 +7,8 @@ import pytest
 from sqlalchemy import func, select
 
 from ordertally.core.db import Database
-from ordertally.orders.models import IdempotencyKey, OrderEvent, SalesOrder
+from ordertally.idempotency.models import IdempotencyKey
+from ordertally.orders.models import OrderEvent, SalesOrder
 from tests.conftest import LiveServer
 from tests.factories import auth, order_body
 

@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ordertally.auth.api import require
 from ordertally.auth.service import Principal
 from ordertally.core.http import database, json_response
+from ordertally.idempotency import service as idempotency_service
+from ordertally.idempotency.http import run_idempotent
 from ordertally.inventory import service
 from ordertally.inventory.models import Warehouse
 from ordertally.inventory.schemas import (
@@ -21,8 +23,6 @@ from ordertally.inventory.schemas import (
     WarehouseOut,
     WarehousePatch,
 )
-from ordertally.orders import service as orders_service
-from ordertally.orders.api import run_idempotent
 
 router = APIRouter(prefix="/api/v1", tags=["inventory"])
 
@@ -116,7 +116,7 @@ async def stock_movement(
         database(request),
         scope=principal.scope,
         key=idempotency_key,
-        req_hash=orders_service.request_hash(
+        req_hash=idempotency_service.request_hash(
             "POST", request.url.path, body.model_dump_json().encode()
         ),
         work=work,

@@ -13,6 +13,7 @@ import ordertally.customers.models
 import ordertally.events.models
 import ordertally.exceptions.models
 import ordertally.fulfillment.models
+import ordertally.idempotency.models
 import ordertally.inventory.models
 import ordertally.jobs.models
 import ordertally.notify.models

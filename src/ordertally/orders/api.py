@@ -7,7 +7,7 @@ import base64
 import functools
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -27,7 +27,8 @@ from ordertally.core.http import JSON, client_ip, database, json_response
 from ordertally.core.money import format_minor
 from ordertally.core.settings import get_settings
 from ordertally.exceptions import service as exceptions_service
-from ordertally.fulfillment import tracking
+from ordertally.idempotency import service as idempotency_service
+from ordertally.idempotency.http import run_idempotent
 from ordertally.orders import service
 from ordertally.orders.models import OrderEvent, SalesOrder
 from ordertally.orders.schemas import (
@@ -61,6 +62,19 @@ MAX_PAGE = 200
 
 def _iso(value: datetime | None) -> str | None:
     return clock.as_utc(value).isoformat().replace("+00:00", "Z") if value else None
+
+
+DocumentPart = Callable[[SalesOrder], tuple[str, Any]]
+# Parts other domains add to every order's JSON from the order alone (fulfillment: the customer's
+# "tracking_url"), registered by their register(): orders imports none of them.
+DOCUMENT_PARTS: list[DocumentPart] = []
+
+
+def register_document_part(part: DocumentPart) -> DocumentPart:
+    """Add `(key, value)` from `part` to every order's JSON, new or stored."""
+    if part not in DOCUMENT_PARTS:
+        DOCUMENT_PARTS.append(part)
+    return part
 
 
 def order_doc(snapshot: service.OrderSnapshot) -> dict[str, Any]:
@@ -122,36 +136,11 @@ def order_doc(snapshot: service.OrderSnapshot) -> dict[str, Any]:
         "allocation": inventory["allocation"],
         "shipments": snapshot.extra.get("shipments", []),
         "waybill_nos": order.waybill_nos.split() if order.waybill_nos else [],
-        "tracking_url": tracking.url_for(order.order_no),
+        **dict(part(order) for part in DOCUMENT_PARTS),
         "payment_deadline_at": _iso(order.payment_deadline_at),
         "created_at": _iso(order.created_at),
         "updated_at": _iso(order.updated_at),
     }
-
-
-Work = Callable[[AsyncSession], Awaitable[tuple[int, bytes, dict[str, str]]]]
-
-
-async def run_idempotent(
-    db: Database, *, scope: str, key: str | None, req_hash: str, work: Work
-) -> Response:
-    """Run `work` in one transaction with its Idempotency-Key: a stored response is replayed
-    (Idempotent-Replayed: true), another body is 422, a key still in flight is 409; the
-    response is stored in the same transaction as the work, so both commit or neither."""
-    async with db.transaction() as session:
-        if key is not None:
-            replay = await service.check_idempotent(session, scope, key, req_hash)
-            if replay is not None:
-                return Response(
-                    replay.body.encode(),
-                    status_code=replay.status,
-                    media_type=JSON,
-                    headers={"Idempotent-Replayed": "true"},
-                )
-        status, payload, headers = await work(session)
-        if key is not None:
-            await service.store_idempotent(session, scope, key, req_hash, status, payload.decode())
-    return Response(payload, status_code=status, media_type=JSON, headers=headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +167,7 @@ async def _create_batch(db: Database, requests: list[_Create]) -> list[_Created 
     flight, duplicates, shortages, invalid bodies), which runs after this commits."""
     created: dict[int, _Created] = {}
     async with db.transaction() as session:
-        go = await service.claim_keys(
+        go = await idempotency_service.claim(
             session, [(r.scope, r.key) if r.key is not None else None for r in requests]
         )
         chosen = [r for r, ok in zip(requests, go, strict=True) if ok]
@@ -193,9 +182,11 @@ async def _create_batch(db: Database, requests: list[_Create]) -> list[_Created 
             created[id(r)] = _Created(payload, snapshot.order.order_no, snapshot.order.channel)
             if r.key is not None:
                 keys.append(
-                    service.idempotency_row(r.scope, r.key, r.req_hash, 201, payload.decode())
+                    idempotency_service.response_row(
+                        r.scope, r.key, r.req_hash, 201, payload.decode()
+                    )
                 )
-        await service.store_idempotent_many(session, keys)
+        await idempotency_service.store_many(session, keys)
         await service.take_batch_stock(session, batch)
     return [created.get(id(r)) for r in requests]
 
@@ -290,7 +281,7 @@ async def create_order(
         headers = {"Location": f"/api/v1/orders/{snapshot.order.order_no}"}
         return (201 if created else 200), orjson.dumps(order_doc(snapshot)), headers
 
-    req_hash = service.request_hash("POST", request.url.path, body)
+    req_hash = idempotency_service.request_hash("POST", request.url.path, body)
     db = database(request)
     batcher = _batcher(db)
     if batcher is not None:

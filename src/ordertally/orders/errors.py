@@ -51,15 +51,3 @@ class InvalidOrder(OrderError):
     status = 422
     code = "order.invalid"
     title = "The order is not valid"
-
-
-class IdempotencyMismatch(OrdertallyError):
-    status = 422
-    code = "idempotency.mismatch"
-    title = "This Idempotency-Key was used with a different request"
-
-
-class IdempotencyInFlight(OrdertallyError):
-    status = 409
-    code = "idempotency.in_flight"
-    title = "A request with this Idempotency-Key is still being processed"

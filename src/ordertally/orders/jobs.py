@@ -15,9 +15,3 @@ from ordertally.orders import service
 async def close_unpaid_orders(session: AsyncSession, now: datetime) -> dict[str, Any]:
     """Close orders still pending payment after the payment timeout."""
     return {"closed": await service.close_unpaid(session, now)}
-
-
-@periodic("purge_idempotency_keys", every_seconds=3600)
-async def purge_idempotency_keys(session: AsyncSession, now: datetime) -> dict[str, Any]:
-    """Forget idempotency keys older than their retention."""
-    return {"purged": await service.purge_idempotency_keys(session, now)}

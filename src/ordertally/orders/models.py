@@ -1,4 +1,4 @@
-"""Orders, their lines, their audit trail, idempotency records and PII access log."""
+"""Orders, their lines, their audit trail and PII access log."""
 
 from __future__ import annotations
 
@@ -103,22 +103,6 @@ class OrderEvent(Base):
     evidence_ref: Mapped[str | None] = mapped_column(String(200), nullable=True)
     note: Mapped[str | None] = mapped_column(String(500), nullable=True)
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
-
-
-class IdempotencyKey(Base):
-    """The first successful response to a keyed request, replayed for 24 h. Written in the
-    same transaction as the work it answers for."""
-
-    __tablename__ = "idempotency_key"
-    __table_args__ = (Index("ix_idempotency_key_expires_at", "expires_at"),)
-
-    scope: Mapped[str] = mapped_column(String(100), primary_key=True)
-    key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    request_hash: Mapped[str] = mapped_column(String(64))
-    response_status: Mapped[int] = mapped_column(Integer)
-    response_body: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class PiiAccess(Base):

@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.core.db import dialect_of, table_of, upsert_insert
+from ordertally.core.db import dialect_of, table_of
 from ordertally.orders.models import (
-    IdempotencyKey,
     OrderEvent,
     OrderLine,
     PiiAccess,
@@ -63,16 +62,6 @@ _INSERT_ORDER = insert(_ORDER).returning(_ORDER.c.id)
 _INSERT_ORDERS = insert(_ORDER).returning(_ORDER.c.id, sort_by_parameter_order=True)
 _INSERT_LINES = insert(_LINE).returning(_LINE.c.id, sort_by_parameter_order=True)
 _INSERT_EVENT = insert(table_of(OrderEvent))
-_KEYS = table_of(IdempotencyKey)
-_SELECT_KEY = select(
-    _KEYS.c.request_hash, _KEYS.c.response_status, _KEYS.c.response_body, _KEYS.c.expires_at
-).where(_KEYS.c.scope == bindparam("scope"), _KEYS.c.key == bindparam("key"))
-_KEY_LOCK = select(
-    func.pg_try_advisory_xact_lock(
-        func.hashtextextended(bindparam("scope") + "\x1f" + bindparam("key"), 0)
-    )
-)
-_STORE_KEY: dict[str, Any] = {}
 
 
 async def insert_order(session: AsyncSession, values: dict[str, Any]) -> int:
@@ -295,66 +284,3 @@ async def status_counts(session: AsyncSession) -> dict[str, int]:
 async def add_pii_access(session: AsyncSession, values: dict[str, Any]) -> None:
     """Log an unmasking."""
     await session.execute(insert(PiiAccess).values(**values))
-
-
-# --- idempotency keys -------------------------------------------------------------------------
-
-
-async def try_key_lock(session: AsyncSession, scope: str, key: str) -> bool:
-    """PostgreSQL: take a transaction-scoped advisory lock on (scope, key), without waiting."""
-    return bool(await session.scalar(_KEY_LOCK, {"scope": scope, "key": key}))
-
-
-async def try_key_locks(session: AsyncSession, keys: list[tuple[str, str]]) -> list[bool]:
-    """PostgreSQL: `try_key_lock` for many (scope, key) pairs in one statement, in order."""
-    if not keys:
-        return []
-    rows = await session.execute(
-        text(
-            "SELECT pg_try_advisory_xact_lock(hashtextextended(s || chr(31) || k, 0))"
-            " FROM unnest(CAST(:scopes AS text[]), CAST(:keys AS text[]))"
-            " WITH ORDINALITY AS t(s, k, n) ORDER BY n"
-        ),
-        {"scopes": [s for s, _ in keys], "keys": [k for _, k in keys]},
-    )
-    return [bool(locked) for (locked,) in rows.all()]
-
-
-async def idempotency_keys_in(
-    session: AsyncSession, keys: list[tuple[str, str]]
-) -> set[tuple[str, str]]:
-    """Which (scope, key) pairs have a stored response (expired or not)."""
-    return await _pairs_present(session, _KEYS.c.scope, _KEYS.c.key, keys)
-
-
-async def get_idempotency_key(session: AsyncSession, scope: str, key: str) -> Any:
-    """A stored key's (request_hash, response_status, response_body, expires_at), or None."""
-    return (await session.execute(_SELECT_KEY, {"scope": scope, "key": key})).first()
-
-
-async def store_idempotency_key(session: AsyncSession, values: dict[str, Any]) -> None:
-    """Store (or, over an expired one, replace) a key's response."""
-    dialect = dialect_of(session)
-    stmt = _STORE_KEY.get(dialect)
-    if stmt is None:
-        base = upsert_insert(session, _KEYS)
-        stmt = _STORE_KEY[dialect] = base.on_conflict_do_update(
-            index_elements=["scope", "key"],
-            set_={
-                name: base.excluded[name]
-                for name in (
-                    "request_hash",
-                    "response_status",
-                    "response_body",
-                    "created_at",
-                    "expires_at",
-                )
-            },
-        )
-    await session.execute(stmt, values)
-
-
-async def purge_idempotency_keys(session: AsyncSession, now: datetime) -> int:
-    """Delete expired keys."""
-    result = await session.execute(delete(IdempotencyKey).where(IdempotencyKey.expires_at < now))
-    return int(result.rowcount)  # type: ignore[attr-defined]

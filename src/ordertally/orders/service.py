@@ -30,8 +30,6 @@ from ordertally.orders import repository
 from ordertally.orders.errors import (
     ActorNotAllowed,
     EvidenceRequired,
-    IdempotencyInFlight,
-    IdempotencyMismatch,
     IllegalTransition,
     InvalidOrder,
     OrderNotFound,
@@ -846,97 +844,3 @@ async def close_unpaid(session: AsyncSession, now: datetime, limit: int = 500) -
         )
         closed += int(result.applied)
     return closed
-
-
-# --- idempotency keys -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Replay:
-    status: int
-    body: str
-
-
-def request_hash(method: str, path: str, body: OrderCreate | bytes) -> str:
-    """What "the same request" means: method, path and the parsed body."""
-    raw = body if isinstance(body, bytes) else body.model_dump_json().encode()
-    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + raw).hexdigest()
-
-
-async def check_idempotent(
-    session: AsyncSession, scope: str, key: str, req_hash: str
-) -> Replay | None:
-    """Inside the request's own transaction: None means "go ahead"; a Replay is the stored
-    response. A concurrent request holding the same key gets IdempotencyInFlight.
-
-    PostgreSQL: a transaction-scoped advisory lock on the key marks it in flight (released at
-    commit or rollback). SQLite: write transactions are serialised, so a second request with
-    the key simply runs after the first and replays it.
-    """
-    if dialect_of(session) == "postgresql" and not await repository.try_key_lock(
-        session, scope, key
-    ):
-        raise IdempotencyInFlight("the first request with this key has not finished")
-    row = await repository.get_idempotency_key(session, scope, key)
-    if row is None or clock.as_utc(row.expires_at) <= clock.now():
-        return None
-    if row.request_hash != req_hash:
-        raise IdempotencyMismatch("this Idempotency-Key was first used with another request")
-    return Replay(row.response_status, row.response_body)
-
-
-async def claim_keys(session: AsyncSession, keys: list[tuple[str, str] | None]) -> list[bool]:
-    """For a batch of requests in one transaction: True where a request may go ahead here.
-
-    An unkeyed request may. A keyed one may when its key has no stored response, is not in
-    flight in another transaction (PostgreSQL: the same advisory lock as `check_idempotent`)
-    and is the first of its key in the batch. The others are left to `check_idempotent`,
-    after this transaction commits, which replays, refuses or runs them as it always does.
-    """
-    keyed = sorted({k for k in keys if k is not None})
-    if not keyed:
-        return [True] * len(keys)
-    free = set(keyed)
-    if dialect_of(session) == "postgresql":
-        locks = await repository.try_key_locks(session, keyed)
-        free = {k for k, locked in zip(keyed, locks, strict=True) if locked}
-    free -= await repository.idempotency_keys_in(session, sorted(free))
-    go: list[bool] = []
-    for key in keys:
-        go.append(key is None or key in free)
-        free.discard(key)
-    return go
-
-
-def idempotency_row(scope: str, key: str, req_hash: str, status: int, body: str) -> dict[str, Any]:
-    """A stored response's row."""
-    now = clock.now()
-    return {
-        "scope": scope,
-        "key": key,
-        "request_hash": req_hash,
-        "response_status": status,
-        "response_body": body,
-        "created_at": now,
-        "expires_at": now + timedelta(hours=get_settings().idempotency_ttl_hours),
-    }
-
-
-async def store_idempotent_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Store many responses (`idempotency_row`), in the same transaction as their work."""
-    if rows:
-        await repository.store_idempotency_key(session, rows)  # type: ignore[arg-type]
-
-
-async def store_idempotent(
-    session: AsyncSession, scope: str, key: str, req_hash: str, status: int, body: str
-) -> None:
-    """Store the response, in the same transaction as the work it describes."""
-    await repository.store_idempotency_key(
-        session, idempotency_row(scope, key, req_hash, status, body)
-    )
-
-
-async def purge_idempotency_keys(session: AsyncSession, now: datetime) -> int:
-    """Delete keys past their 24 h."""
-    return await repository.purge_idempotency_keys(session, now)

@@ -16,7 +16,7 @@ from ordertally.auth.service import Principal
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.money import format_minor
-from ordertally.orders import service as orders_service
+from ordertally.idempotency import service as idempotency_service
 from ordertally.payments import reconcile, service
 from ordertally.payments.errors import ProviderUnavailable
 from ordertally.payments.models import ManualPayment, Payment
@@ -120,27 +120,16 @@ async def create_payment(
     """
     db = _db(request)
     scope = principal.scope
-    req_hash = orders_service.request_hash(
+    req_hash = idempotency_service.request_hash(
         "POST", request.url.path, body.model_dump_json().encode()
     )
 
     async def open_or_replay() -> tuple[Payment | None, bool, Response | None]:
         async with db.transaction() as session:
             if idempotency_key is not None:
-                replay = await orders_service.check_idempotent(
-                    session, scope, idempotency_key, req_hash
-                )
+                replay = await idempotency_service.check(session, scope, idempotency_key, req_hash)
                 if replay is not None:
-                    return (
-                        None,
-                        False,
-                        Response(
-                            replay.body.encode(),
-                            status_code=replay.status,
-                            media_type=JSON,
-                            headers={"Idempotent-Replayed": "true"},
-                        ),
-                    )
+                    return None, False, replayed(replay)
             payment, created = await service.open_attempt(
                 session, order_no, body.provider, principal.name
             )
@@ -165,7 +154,7 @@ async def create_payment(
         payment = await service.store_provider_params(session, payment.id, params, error)
         payload = orjson.dumps(payment_doc(payment))
         if idempotency_key is not None and error is None:
-            await orders_service.store_idempotent(
+            await idempotency_service.store(
                 session, scope, idempotency_key, req_hash, status, payload.decode()
             )
     if error is not None:

@@ -1,0 +1,91 @@
+"""Every query on idempotency keys: advisory locks, stored responses, the purge."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.core.db import dialect_of, table_of, upsert_insert
+from ordertally.idempotency.models import IdempotencyKey
+
+# Hot-path statements are built once and executed with parameters (compiled-form cache).
+_KEYS = table_of(IdempotencyKey)
+_SELECT_KEY = select(
+    _KEYS.c.request_hash, _KEYS.c.response_status, _KEYS.c.response_body, _KEYS.c.expires_at
+).where(_KEYS.c.scope == bindparam("scope"), _KEYS.c.key == bindparam("key"))
+_KEY_LOCK = select(
+    func.pg_try_advisory_xact_lock(
+        func.hashtextextended(bindparam("scope") + "\x1f" + bindparam("key"), 0)
+    )
+)
+_STORE_KEY: dict[str, Any] = {}
+
+
+async def try_key_lock(session: AsyncSession, scope: str, key: str) -> bool:
+    """PostgreSQL: take a transaction-scoped advisory lock on (scope, key), without waiting."""
+    return bool(await session.scalar(_KEY_LOCK, {"scope": scope, "key": key}))
+
+
+async def try_key_locks(session: AsyncSession, keys: list[tuple[str, str]]) -> list[bool]:
+    """PostgreSQL: `try_key_lock` for many (scope, key) pairs in one statement, in order."""
+    if not keys:
+        return []
+    rows = await session.execute(
+        text(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended(s || chr(31) || k, 0))"
+            " FROM unnest(CAST(:scopes AS text[]), CAST(:keys AS text[]))"
+            " WITH ORDINALITY AS t(s, k, n) ORDER BY n"
+        ),
+        {"scopes": [s for s, _ in keys], "keys": [k for _, k in keys]},
+    )
+    return [bool(locked) for (locked,) in rows.all()]
+
+
+async def keys_present(session: AsyncSession, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which (scope, key) pairs have a stored response (expired or not): one query on both
+    columns' values (the primary key serves it), narrowed to the exact pairs here."""
+    if not keys:
+        return set()
+    rows = await session.execute(
+        select(_KEYS.c.scope, _KEYS.c.key).where(
+            _KEYS.c.scope.in_(sorted({s for s, _ in keys})),
+            _KEYS.c.key.in_(sorted({k for _, k in keys})),
+        )
+    )
+    return {(s, k) for s, k in rows.all()} & set(keys)
+
+
+async def get_key(session: AsyncSession, scope: str, key: str) -> Any:
+    """A stored key's (request_hash, response_status, response_body, expires_at), or None."""
+    return (await session.execute(_SELECT_KEY, {"scope": scope, "key": key})).first()
+
+
+async def store_keys(session: AsyncSession, values: dict[str, Any] | list[dict[str, Any]]) -> None:
+    """Store (or, over an expired one, replace) one key's response, or many at once."""
+    dialect = dialect_of(session)
+    stmt = _STORE_KEY.get(dialect)
+    if stmt is None:
+        base = upsert_insert(session, _KEYS)
+        stmt = _STORE_KEY[dialect] = base.on_conflict_do_update(
+            index_elements=["scope", "key"],
+            set_={
+                name: base.excluded[name]
+                for name in (
+                    "request_hash",
+                    "response_status",
+                    "response_body",
+                    "created_at",
+                    "expires_at",
+                )
+            },
+        )
+    await session.execute(stmt, values)
+
+
+async def purge_keys(session: AsyncSession, now: datetime) -> int:
+    """Delete expired keys."""
+    result = await session.execute(delete(IdempotencyKey).where(IdempotencyKey.expires_at < now))
+    return int(result.rowcount)  # type: ignore[attr-defined]
