@@ -110,10 +110,10 @@ def _one_run(kind: str, pg_url: str, count: int, seed: int) -> dict[str, Any]:
     from ordertally.core.crypto import reset_cipher
     from ordertally.core.db import Database
     from ordertally.core.settings import get_settings, reset_settings
+    from ordertally.domains import register_all
     from ordertally.fulfillment import service
     from ordertally.fulfillment.simulator.engine import CarrierSimulator
     from ordertally.fulfillment.simulator.server import CarrierSimServer
-    from ordertally.jobs.worker import load_registrations
     from ordertally.orders.service import Actor
     from ordertally.orders.state_machine import ActorKind
 
@@ -135,7 +135,7 @@ def _one_run(kind: str, pg_url: str, count: int, seed: int) -> dict[str, Any]:
                 os.environ.update(sdb.env)
                 reset_settings()
                 reset_cipher()
-                load_registrations(get_settings())  # the consumers, as a worker has them
+                register_all(get_settings())  # the consumers, as a worker has them
 
                 async def phases() -> dict[str, Any]:
                     db = Database(sdb.url)

@@ -18,18 +18,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ordertally import __version__
 from ordertally.auth.service import Authenticator
-from ordertally.channels import api as channels_api
 from ordertally.core.db import Database, create_database
 from ordertally.core.errors import OrdertallyError, PayloadTooLarge, problem
 from ordertally.core.settings import Settings, get_settings
-from ordertally.customers import api as customers_api
-from ordertally.fulfillment import api as fulfillment_api
-from ordertally.inventory import api as inventory_api
-from ordertally.jobs.worker import load_registrations, run_worker
-from ordertally.notify import api as notify_api
+from ordertally.domains import register_all
+from ordertally.jobs.worker import run_worker
 from ordertally.ops import health, metrics
-from ordertally.orders import api as orders_api
-from ordertally.payments import api as payments_api
 from ordertally.payments import callbacks as payments_callbacks
 from ordertally.payments import service as payments_service
 
@@ -183,7 +177,6 @@ def create_app(
 ) -> FastAPI:
     """Build the app; the database is created in the lifespan unless one is given."""
     settings = settings or get_settings()
-    load_registrations(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -249,15 +242,8 @@ def create_app(
         )
         return _problem_response(body)
 
-    # Platform callbacks first: routes are matched in order and these carry the most traffic.
-    app.include_router(payments_callbacks.router)
-    app.include_router(orders_api.router)
-    app.include_router(inventory_api.router)
-    app.include_router(payments_api.router)
-    app.include_router(fulfillment_api.router)
-    app.include_router(notify_api.router)
-    app.include_router(channels_api.router)
-    app.include_router(customers_api.router)
+    # Every domain's routes, consumers, jobs and hooks, in the same order as the worker's.
+    register_all(settings, app)
     app.include_router(health.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(metrics.LatencyMiddleware)

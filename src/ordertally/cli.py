@@ -91,10 +91,12 @@ def serve(
 @app.command()
 def worker() -> None:
     """Run the outbox dispatcher and periodic jobs until SIGINT/SIGTERM."""
+    from ordertally.domains import register_all
     from ordertally.jobs.worker import run_worker
 
     _logging()
     settings = get_settings()
+    register_all(settings)
 
     async def main() -> None:
         db = create_database(settings)
@@ -116,11 +118,11 @@ def demo(
     orders: Annotated[int, typer.Option(min=1, max=100_000)] = 200,
 ) -> None:
     """Load demo warehouses, SKUs, orders and an admin API key."""
-    from ordertally.jobs.worker import load_registrations
+    from ordertally.domains import register_all
     from ordertally.ops import demo as demo_data
 
     settings = get_settings()
-    load_registrations(settings)
+    register_all(settings)
 
     async def main() -> str | None:
         db = create_database(settings)
@@ -202,10 +204,10 @@ def doctor(
 @app.command()
 def schemas() -> None:
     """Print the JSON Schema of every registered event type."""
+    from ordertally.domains import register_all
     from ordertally.events.registry import json_schemas
-    from ordertally.jobs.worker import load_registrations
 
-    load_registrations(get_settings())
+    register_all(get_settings())
     typer.echo(json.dumps(json_schemas(), indent=2, ensure_ascii=False))
 
 
@@ -264,13 +266,13 @@ def reconcile(
     run_by: Annotated[str, typer.Option(help="Who runs it (recorded with the run)")] = "cli",
 ) -> None:
     """Reconcile a provider's trade bill against ordertally; platform-only payments are applied."""
-    from ordertally.jobs.worker import load_registrations
+    from ordertally.domains import register_all
     from ordertally.payments import reconcile as recon
 
     if provider not in ("wechatpay", "alipay"):
         raise typer.BadParameter("wechatpay or alipay", param_hint="--provider")
     settings = get_settings()
-    load_registrations(settings)
+    register_all(settings)
 
     async def main() -> recon.Report:
         db = create_database(settings)

@@ -283,10 +283,8 @@ def register(app: typer.Typer) -> None:
 
         from ordertally.core.db import create_database
         from ordertally.core.settings import get_settings
-        from ordertally.jobs.worker import load_registrations
 
         settings = get_settings()
-        load_registrations(settings)
         console = Console(stderr=True)
         bar = Progress(
             TextColumn("[bold]{task.description}"),

@@ -18,13 +18,13 @@ from ordertally.auth.service import Principal
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.errors import PayloadTooLarge
-from ordertally.fulfillment import service, shiplist, tracking
+from ordertally.fulfillment import service, shiplist
+from ordertally.fulfillment import tracking_page as tracking
 from ordertally.fulfillment.carriers import registry
 from ordertally.fulfillment.carriers.base import PushRejected
 from ordertally.fulfillment.metrics import TRACKING_PUSHES
 from ordertally.fulfillment.models import Shipment, ShipmentLine, TrackingEvent
 from ordertally.orders import repository as orders_repository
-from ordertally.orders import service as orders_service
 from ordertally.orders.errors import OrderNotFound
 from ordertally.orders.models import SalesOrder
 from ordertally.orders.service import Actor
@@ -90,7 +90,6 @@ def shipment_doc(
     return doc
 
 
-@orders_service.register_snapshot_part
 async def order_shipments(session: AsyncSession, order: SalesOrder) -> tuple[str, Any]:
     """The shipments part of an order's JSON."""
     return "shipments", [shipment_doc(s) for s in await service.shipments_of(session, order.id)]

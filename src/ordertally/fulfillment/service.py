@@ -27,7 +27,8 @@ from ordertally.core.settings import Settings, get_settings
 from ordertally.events import outbox
 from ordertally.exceptions import service as exceptions_service
 from ordertally.exceptions.models import ExceptionCase
-from ordertally.fulfillment import metrics, tracking
+from ordertally.fulfillment import metrics
+from ordertally.fulfillment import tracking_page as tracking
 from ordertally.fulfillment.carriers import registry
 from ordertally.fulfillment.carriers.base import (
     CarrierAdapter,

@@ -16,7 +16,7 @@ from ordertally.idempotency.service import Replay
 Work = Callable[[AsyncSession], Awaitable[tuple[int, bytes, dict[str, str]]]]
 
 
-def replayed(replay: Replay) -> Response:
+def replay_response(replay: Replay) -> Response:
     """The stored response, marked `Idempotent-Replayed: true`."""
     return Response(
         replay.body.encode(),
@@ -36,7 +36,7 @@ async def run_idempotent(
         if key is not None:
             replay = await service.check(session, scope, key, req_hash)
             if replay is not None:
-                return replayed(replay)
+                return replay_response(replay)
         status, payload, headers = await work(session)
         if key is not None:
             await service.store(session, scope, key, req_hash, status, payload.decode())

@@ -1,14 +1,14 @@
 """The worker loop: dispatch the outbox and run periodic jobs until stopped.
 
 `ordertally worker` runs it as a process; `ordertally serve` runs it inside the API process
-(embedded mode) unless `--no-worker`.
+(embedded mode) unless `--no-worker`. Both wire the domains first
+(`ordertally.domains.register_all`), so the consumers and jobs it runs are the same list.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import socket
@@ -20,27 +20,6 @@ from ordertally.jobs import scheduler
 
 log = logging.getLogger(__name__)
 
-# Modules whose import registers the built-in consumers and jobs.
-BUILTIN_MODULES = (
-    "ordertally.orders.events",
-    "ordertally.orders.jobs",
-    "ordertally.inventory.jobs",
-    "ordertally.analytics.consumers",
-    "ordertally.payments.consumers",
-    "ordertally.payments.jobs",
-    "ordertally.fulfillment.consumers",
-    "ordertally.notify.consumers",
-    "ordertally.channels.consumers",
-    "ordertally.customers.consumers",
-)
-
-
-def load_registrations(settings: Settings) -> None:
-    """Import every module that registers consumers, jobs or event schemas."""
-    for name in (*BUILTIN_MODULES, *settings.plugin_modules):
-        importlib.import_module(name)
-    relay.register(settings)  # the broker relay, when ORDERTALLY_BROKER_URL is set
-
 
 def worker_id() -> str:
     """host:pid, stored on the job slots a worker claims."""
@@ -48,8 +27,8 @@ def worker_id() -> str:
 
 
 async def run_worker(db: Database, settings: Settings, stop: asyncio.Event) -> None:
-    """Loop until `stop` is set: drain due events, run due jobs, sleep when idle."""
-    load_registrations(settings)
+    """Loop until `stop` is set: drain due events, run due jobs, sleep when idle (the
+    domains are wired by the caller)."""
     me = worker_id()
     last_tick = 0.0
     loop = asyncio.get_running_loop()

@@ -17,6 +17,7 @@ from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.money import format_minor
 from ordertally.idempotency import service as idempotency_service
+from ordertally.idempotency.http import replay_response
 from ordertally.payments import reconcile, service
 from ordertally.payments.errors import ProviderUnavailable
 from ordertally.payments.models import ManualPayment, Payment
@@ -129,7 +130,7 @@ async def create_payment(
             if idempotency_key is not None:
                 replay = await idempotency_service.check(session, scope, idempotency_key, req_hash)
                 if replay is not None:
-                    return None, False, replayed(replay)
+                    return None, False, replay_response(replay)
             payment, created = await service.open_attempt(
                 session, order_no, body.provider, principal.name
             )

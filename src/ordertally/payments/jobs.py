@@ -1,5 +1,4 @@
-"""Periodic jobs of the payments domain: compensation queries, nonce purge, inbox gauges.
-Importing this module also hooks the last query into the order timeout."""
+"""Periodic jobs of the payments domain: compensation queries, nonce purge, inbox gauges."""
 
 from __future__ import annotations
 
@@ -13,8 +12,6 @@ from ordertally.core.settings import get_settings
 from ordertally.jobs.scheduler import periodic
 from ordertally.payments import service
 from ordertally.payments.metrics import INBOX_BACKLOG, INBOX_OLDEST_AGE
-
-service.register_checks()
 
 
 @periodic("payments_query_due", every_seconds=60)

@@ -20,6 +20,7 @@ from ordertally.core import clock
 from ordertally.core.crypto import get_cipher
 from ordertally.core.settings import get_settings
 from ordertally.fulfillment.errors import TrackingLinkInvalid
+from ordertally.orders.models import SalesOrder
 
 _PURPOSE = "tracking-link-v1"
 _MAC_CHARS = 32  # hex: 128 bits
@@ -35,6 +36,11 @@ def token_for(order_no: str) -> str:
 def url_for(order_no: str) -> str:
     """The absolute tracking link of an order."""
     return f"{get_settings().public_base_url.rstrip('/')}/t/{token_for(order_no)}"
+
+
+def order_part(order: SalesOrder) -> tuple[str, str]:
+    """The "tracking_url" part of every order's JSON."""
+    return "tracking_url", url_for(order.order_no)
 
 
 def order_no_of(token: str) -> str:

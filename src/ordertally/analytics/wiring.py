@@ -1,0 +1,10 @@
+"""How the analytics domain plugs into the app and the worker: its one register()."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+
+def register(app: FastAPI | None) -> None:
+    """Wire analytics: the daily tally consumer."""
+    from ordertally.analytics import consumers  # noqa: F401  (@consumer registers it)

@@ -1,0 +1,13 @@
+"""How the customers domain plugs into the app and the worker: its one register()."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+
+def register(app: FastAPI | None) -> None:
+    """Wire the customers domain: routes, the order-linking consumers, profile ageing."""
+    from ordertally.customers import api, consumers  # noqa: F401  (decorators register)
+
+    if app is not None:
+        app.include_router(api.router)

@@ -1,0 +1,13 @@
+"""How the orders domain plugs into the app and the worker: its one register()."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+
+def register(app: FastAPI | None) -> None:
+    """Wire the orders domain: routes, event schemas, the payment-timeout job."""
+    from ordertally.orders import api, events, jobs  # noqa: F401  (decorators register)
+
+    if app is not None:
+        app.include_router(api.router)
