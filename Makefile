@@ -28,10 +28,12 @@ run: $(STAMP)
 
 LINT_DIRS := $(wildcard src tests bench)
 
+# ruff, formatting, types, and the layering contracts of .importlinter.
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_DIRS)
 	$(BIN)/ruff format --check $(LINT_DIRS)
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo --no-cache
 
 # upgrade head + check on a scratch SQLite file, and on PostgreSQL when a test URL is given.
 migrations-check: $(STAMP)

@@ -1,0 +1,127 @@
+"""Explicit wiring: importing the app, the CLI or the worker registers nothing; the one list of
+domains wires every job, consumer and hook, the same for the app and the worker; the app
+mounts each domain's routes once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+
+import httpx
+import pytest
+
+from ordertally.app import create_app
+from ordertally.core.settings import get_settings
+
+# Run in a fresh interpreter: the registries are process-wide and the test process has
+# imported most modules already.
+PROBE = """
+import json
+import ordertally.app, ordertally.cli, ordertally.jobs.worker
+from ordertally.core.settings import get_settings
+from ordertally.domains import register_all
+from ordertally.events.registry import CONSUMERS
+from ordertally.jobs.scheduler import JOBS
+from ordertally.orders import api, service
+
+def state():
+    hooks = service.SNAPSHOT_PARTS + service.PRE_CLOSE_CHECKS + api.DOCUMENT_PARTS
+    return {
+        "jobs": sorted(JOBS),
+        "consumers": sorted(CONSUMERS),
+        "hooks": [f"{h.__module__}.{h.__qualname__}" for h in hooks],
+    }
+
+imported = state()
+register_all(get_settings())
+wired = state()
+register_all(get_settings())  # the app and the worker of one process both wire
+print(json.dumps({"imported": imported, "wired": wired, "again": state()}))
+"""
+
+JOBS = [
+    "channels_sync_due",
+    "channels_webhook_sweep",
+    "close_unpaid_orders",
+    "customers_age_profiles",
+    "fulfillment_allocate_waiting",
+    "fulfillment_carrier_work",
+    "fulfillment_flag_stale",
+    "notify_send_due",
+    "payments_inbox_gauges",
+    "payments_purge_nonces",
+    "payments_query_due",
+    "purge_idempotency_keys",
+    "sweep_expired_reservations",
+]
+CONSUMERS = [
+    "analytics.order_daily_tally",
+    "channels.apply_webhook",
+    "customers.link_channel_buyer",
+    "customers.link_order",
+    "fulfillment.allocate",
+    "notify.plan",
+    "payments.apply_notification",
+]
+HOOKS = [
+    "ordertally.fulfillment.api.order_shipments",
+    "ordertally.payments.service.keep_open_if_paid",
+    "ordertally.fulfillment.tracking_page.order_part",
+]
+
+
+def test_imports_register_nothing_and_the_domain_list_wires_everything_once() -> None:
+    # Given a fresh interpreter that imports the app, the CLI and the worker
+    # When it wires the domains, twice
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=120
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    # Then the imports registered nothing
+    assert result["imported"] == {"jobs": [], "consumers": [], "hooks": []}
+    # and the wiring registered every job, consumer and hook, each once
+    assert result["wired"] == {"jobs": JOBS, "consumers": CONSUMERS, "hooks": HOOKS}
+    assert result["again"] == result["wired"]
+
+
+def test_the_app_mounts_every_domain_once() -> None:
+    # Given the app
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        app = create_app(get_settings())
+        # When its API document is built
+        operations = [
+            (method.upper(), path)
+            for path, item in app.openapi()["paths"].items()
+            for method in item
+        ]
+    # Then no operation is mounted twice (FastAPI warns of a duplicate operation id)
+    assert [str(w.message) for w in caught if "Duplicate Operation ID" in str(w.message)] == []
+    # and each domain's routes are there
+    for operation in [
+        ("POST", "/api/v1/orders"),
+        ("POST", "/callbacks/wechatpay"),
+        ("POST", "/api/v1/orders/{order_no}/payments"),
+        ("POST", "/api/v1/stock/movements"),
+        ("GET", "/api/v1/shipments"),
+        ("POST", "/callbacks/channels/shopify/{account}"),
+        ("GET", "/api/v1/customers/{customer_id}"),
+        ("GET", "/api/v1/notifications"),
+        ("GET", "/healthz"),
+    ]:
+        assert operation in operations, operation
+
+
+@pytest.mark.anyio
+async def test_the_app_serves_the_tracking_page_outside_the_api_document() -> None:
+    # Given the app / When a forged tracking link's QR code is asked for
+    transport = httpx.ASGITransport(app=create_app(get_settings()))
+    async with httpx.AsyncClient(transport=transport, base_url="http://ordertally.test") as c:
+        response = await c.get("/t/not-a-token/qr.svg")
+    # Then fulfillment's tracking route answers, refusing the link
+    assert (response.status_code, response.json()["code"]) == (
+        404,
+        "fulfillment.tracking_link_invalid",
+    )
