@@ -43,8 +43,9 @@ CONSTRUCTORS = frozenset(
     }
 )
 
-# ordertally's own statement builders (a dialect's INSERT ... ON CONFLICT), from core/db.py.
-OWN_CONSTRUCTORS = frozenset({"upsert_insert"})
+# ordertally's own statement builders, from core/db.py: a dialect's INSERT ... ON CONFLICT, and
+# the Core table of a model (what statements are built on).
+OWN_CONSTRUCTORS = frozenset({"upsert_insert", "table_of"})
 
 # Infrastructure that builds SQL for a reason of its own: the module, the constructors it may
 # use, and why. Nothing else.
@@ -86,7 +87,7 @@ def _sql_home(relative: str) -> bool:
 def offences(source: str) -> list[tuple[int, str, str]]:
     """(line, constructor, code) for every SQL statement constructor a module imports or uses:
     SQLAlchemy's (also through a module alias, `sa.select`), a dialect's `insert`, and
-    core/db.py's `upsert_insert`."""
+    core/db.py's `upsert_insert` and `table_of`."""
     tree = ast.parse(source)
     found: set[tuple[int, str, str]] = set()
     modules: set[str] = set()  # local names bound to sqlalchemy or one of its submodules

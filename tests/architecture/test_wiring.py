@@ -14,6 +14,8 @@ import pytest
 
 from ordertally.app import create_app
 from ordertally.core.settings import get_settings
+from ordertally.domains import register_all
+from ordertally.jobs import scheduler
 
 # Run in a fresh interpreter: the registries are process-wide and the test process has
 # imported most modules already.
@@ -125,3 +127,26 @@ async def test_the_app_serves_the_tracking_page_outside_the_api_document() -> No
         404,
         "fulfillment.tracking_link_invalid",
     )
+
+
+@pytest.mark.anyio
+async def test_plugin_modules_are_wired_after_the_domains() -> None:
+    # Given settings naming a plugin module
+    settings = get_settings().model_copy(
+        update={"plugin_modules": ["tests.architecture.sample_plugin"]}
+    )
+    try:
+        # When the app and a worker wire the domains
+        app = create_app(settings)
+        register_all(settings)
+        from tests.architecture import sample_plugin
+
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ordertally.test") as c:
+            response = await c.get("/plugin/ping")
+        # Then its job is registered, its register() ran for both, and its route answers
+        assert "test.plugin_job" in scheduler.JOBS
+        assert sample_plugin.REGISTERED == [True, False]
+        assert (response.status_code, response.json()) == (200, {"plugin": "pong"})
+    finally:
+        scheduler.JOBS.pop("test.plugin_job", None)
