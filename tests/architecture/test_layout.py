@@ -84,3 +84,15 @@ def test_every_domain_has_its_wiring_and_is_in_the_one_list() -> None:
     assert wired == listed
     assert len(domains.DOMAINS) == len(set(domains.DOMAINS))
     assert all(callable(module.register) for module in domains.DOMAINS)
+
+
+def test_every_domain_with_routes_has_its_errors() -> None:
+    # Given the wired domains that serve routes
+    with_routes = [
+        module.__name__.split(".")[1]
+        for module in domains.DOMAINS
+        if (PACKAGE / module.__name__.split(".")[1] / "api.py").is_file()
+    ]
+    # When their files are listed / Then each has errors.py (its problem codes)
+    assert with_routes != []
+    assert [n for n in with_routes if not (PACKAGE / n / "errors.py").is_file()] == []
