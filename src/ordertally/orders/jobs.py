@@ -7,14 +7,16 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.jobs.scheduler import periodic
-from ordertally.orders import service
+from ordertally.core.db import Database
+from ordertally.jobs.scheduler import periodic, periodic_outside
+from ordertally.orders import closing, service
 
 
-@periodic("close_unpaid_orders", every_seconds=60)
-async def close_unpaid_orders(session: AsyncSession, now: datetime) -> dict[str, Any]:
-    """Close orders still pending payment after the payment timeout."""
-    return {"closed": await service.close_unpaid(session, now)}
+@periodic_outside("close_unpaid_orders", every_seconds=60)
+async def close_unpaid_orders(db: Database, now: datetime) -> dict[str, Any]:
+    """Close orders still pending payment after the payment timeout (the pre-close checks ask
+    other systems with no transaction open; each close is its own transaction)."""
+    return {"closed": await closing.close_unpaid(db, now)}
 
 
 @periodic("purge_idempotency_keys", every_seconds=3600)
