@@ -13,8 +13,7 @@ from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.exceptions.models import ExceptionCase
 from ordertally.orders.models import OrderEvent, SalesOrder
-from ordertally.payments import repository
-from ordertally.payments import apply, inbox
+from ordertally.payments import apply, inbox, repository
 from ordertally.payments.models import Payment
 from ordertally.payments.providers import Notice
 

@@ -9,10 +9,14 @@ from ordertally.core.db import Database
 from ordertally.core.settings import get_settings, reset_settings
 from ordertally.events import dispatcher
 from ordertally.exceptions.models import ExceptionCase
-from ordertally.orders.models import OrderEvent
-from ordertally.payments import consumers  # noqa: F401  (registers the apply consumer)
 from ordertally.orders.closing import DueOrder
-from ordertally.payments import apply, compensation, inbox
+from ordertally.orders.models import OrderEvent
+from ordertally.payments import (
+    apply,
+    compensation,
+    consumers,  # noqa: F401  (registers the apply consumer)
+    inbox,
+)
 from ordertally.payments.models import PaymentNotification, PaymentRefund
 from tests.factories import make_order
 from tests.payments.helpers import (

@@ -14,8 +14,10 @@ from ordertally.core.settings import get_settings
 from ordertally.events import dispatcher
 from ordertally.inventory.models import Reservation
 from ordertally.orders.models import OrderEvent
-from ordertally.payments import consumers  # noqa: F401  (registers the apply consumer)
-from ordertally.payments import inbox
+from ordertally.payments import (
+    consumers,  # noqa: F401  (registers the apply consumer)
+    inbox,
+)
 from ordertally.payments.models import PaymentNotification
 from ordertally.payments.providers import Notice
 from tests.factories import make_order
