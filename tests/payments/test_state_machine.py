@@ -1,6 +1,7 @@
 """The payment attempt's state table: its rows exactly, every state reachable from the opening
 state, and every (state, transition) pair tried against the database: the compare-and-set moves
-an attempt only from the table's source states and leaves it untouched otherwise."""
+an attempt only from the table's source states and leaves it untouched otherwise. The same for
+the manual payment request's table."""
 
 from __future__ import annotations
 
@@ -14,8 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.payments import repository, state_machine
-from ordertally.payments.models import Payment
-from ordertally.payments.state_machine import PaymentState, PaymentTransition
+from ordertally.payments.models import ManualPayment, Payment
+from ordertally.payments.state_machine import (
+    ManualState,
+    ManualTransition,
+    PaymentState,
+    PaymentTransition,
+)
 from tests.factories import make_order
 from tests.payments.helpers import make_attempt, payment_row
 
@@ -139,3 +145,54 @@ async def test_a_late_answer_schedules_no_query_for_an_attempt_that_got_its_resu
             error=None,
         )
     assert (await payment_row(db, pending.id)).next_query_at == now + timedelta(minutes=15)
+
+
+def test_a_manual_request_is_decided_once_from_pending_approval() -> None:
+    assert [(t.name, t.source.value, t.target.value) for t in state_machine.MANUAL_TRANSITIONS] == [
+        ("approve", "pending_approval", "approved"),
+        ("reject", "pending_approval", "rejected"),
+        ("supersede", "pending_approval", "superseded"),
+    ]
+    assert state_machine.MANUAL_STATES == ("pending_approval", "approved", "rejected", "superseded")
+
+
+@pytest.mark.parametrize("move", state_machine.MANUAL_TRANSITIONS, ids=lambda t: t.name)
+async def test_each_manual_decision_moves_only_a_pending_request(
+    db: Database, move: ManualTransition
+) -> None:
+    order = await make_order(db)
+    now = clock.now()
+    for state in ManualState:
+        # Given a request in this state
+        async with db.transaction() as session:
+            manual_id = await repository.insert_manual(
+                session,
+                {
+                    "order_id": order.id,
+                    "order_no": order.order_no,
+                    "amount_minor": order.total_minor,
+                    "currency": order.currency,
+                    "reference": f"ref-{state.value}",
+                    "paid_at": now,
+                    "reason": "test",
+                    "state": state.value,
+                    "requested_by": "finance-a",
+                    "requested_at": now,
+                },
+            )
+        # When the decision is applied to it
+        async with db.transaction() as session:
+            decided = await repository.decide_manual(
+                session, manual_id, move=move, by="finance-b", at=now, note=None, query_outcome=None
+            )
+        # Then it moved (and names its decider) exactly when it was pending approval
+        async with db.transaction(write=False) as session:
+            row = await session.get(ManualPayment, manual_id)
+        assert row is not None
+        moved = state is ManualState.PENDING_APPROVAL
+        assert (state, decided, row.state, row.decided_by) == (
+            state,
+            moved,
+            move.target if moved else state,
+            "finance-b" if moved else None,
+        )

@@ -26,7 +26,7 @@ from ordertally.payments.errors import (
 from ordertally.payments.gateway import provider_config
 from ordertally.payments.models import ManualPayment, Payment
 from ordertally.payments.providers import QueryResult
-from ordertally.payments.state_machine import OPENED
+from ordertally.payments.state_machine import APPROVE, OPENED, REJECT, SUPERSEDE, ManualState
 
 
 async def request_manual(
@@ -63,7 +63,7 @@ async def request_manual(
             "reference": reference,
             "paid_at": paid_at,
             "reason": reason,
-            "state": "pending_approval",
+            "state": ManualState.PENDING_APPROVAL.value,
             "requested_by": requested_by,
             "requested_at": now,
         },
@@ -80,7 +80,7 @@ async def manual_for_decision(
     manual = await repository.get_manual(session, manual_id)
     if manual is None:
         raise ManualPaymentNotFound(f"manual payment {manual_id} does not exist")
-    if manual.state != "pending_approval":
+    if manual.state != ManualState.PENDING_APPROVAL:
         raise ManualPaymentNotPending(f"manual payment {manual_id} is {manual.state}")
     if manual.requested_by == decided_by:
         raise SameApprover(f"{decided_by} requested manual payment {manual_id}")
@@ -109,7 +109,7 @@ async def approve_manual(
         await repository.decide_manual(
             session,
             manual.id,
-            state="superseded",
+            move=SUPERSEDE,
             by=approved_by,
             at=now,
             note=f"order already {order.status}",
@@ -132,7 +132,7 @@ async def approve_manual(
         if not await repository.decide_manual(
             session,
             manual.id,
-            state="approved",
+            move=APPROVE,
             by=approved_by,
             at=now,
             note=None,
@@ -152,7 +152,7 @@ async def reject_manual(
     if not await repository.decide_manual(
         session,
         manual.id,
-        state="rejected",
+        move=REJECT,
         by=rejected_by,
         at=clock.now(),
         note=note,

@@ -19,7 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ordertally.core.db import Base, BigId, JsonDoc, UtcDateTime
-from ordertally.payments.state_machine import PAYMENT_STATES
+from ordertally.payments.state_machine import MANUAL_STATES, PAYMENT_STATES
 
 PROVIDERS = ("wechatpay", "alipay")
 SOURCES = ("callback", "query", "statement")
@@ -39,7 +39,6 @@ OUTCOMES = (
     "ignored",
     "rejected",
 )
-MANUAL_STATES = ("pending_approval", "approved", "rejected", "superseded")
 REFUND_STATES = ("success", "abnormal", "closed")
 
 

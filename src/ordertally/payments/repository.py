@@ -23,6 +23,8 @@ from ordertally.payments.state_machine import (
     OPENED,
     QUERIED_CLOSED,
     RECEIVED,
+    ManualState,
+    ManualTransition,
     PaymentState,
     PaymentTransition,
 )
@@ -593,7 +595,8 @@ async def pending_manual_for_order(session: AsyncSession, order_id: int) -> Manu
     """The order's request still awaiting a second person, if any."""
     return await session.scalar(
         select(ManualPayment).where(
-            ManualPayment.order_id == order_id, ManualPayment.state == "pending_approval"
+            ManualPayment.order_id == order_id,
+            ManualPayment.state == ManualState.PENDING_APPROVAL,
         )
     )
 
@@ -602,18 +605,19 @@ async def decide_manual(
     session: AsyncSession,
     manual_id: int,
     *,
-    state: str,
+    move: ManualTransition,
     by: str,
     at: datetime,
     note: str | None,
     query_outcome: str | None,
 ) -> bool:
-    """Approve, reject or supersede a pending request, once."""
+    """Approve, reject or supersede a pending request (`state_machine.MANUAL_TRANSITIONS`),
+    once: a compare-and-set."""
     result = await session.execute(
         update(ManualPayment)
-        .where(ManualPayment.id == manual_id, ManualPayment.state == "pending_approval")
+        .where(ManualPayment.id == manual_id, ManualPayment.state == move.source)
         .values(
-            state=state,
+            state=move.target,
             decided_by=by,
             decided_at=at,
             decision_note=note,

@@ -1,5 +1,6 @@
 """The life of a payment attempt as data: every change of `payment.state` is one row of
-TRANSITIONS, applied by the repository as a compare-and-set (`WHERE state IN (sources)`).
+TRANSITIONS, applied by the repository as a compare-and-set (`WHERE state IN (sources)`). A
+manual payment request (补单) has its own small table, MANUAL_TRANSITIONS, applied the same way.
 
 The docs print this table and the tests enumerate it, like `orders/state_machine.py`.
 """
@@ -91,3 +92,30 @@ def as_rows() -> list[dict[str, object]]:
         {"transition": t.name, "from": list(t.source_values), "to": t.target.value}
         for t in TRANSITIONS
     ]
+
+
+# --- manual payment requests (补单) -------------------------------------------------------------
+
+
+class ManualState(StrEnum):
+    PENDING_APPROVAL = "pending_approval"  # finance vouched with evidence; waits for a second
+    APPROVED = "approved"  # a second finance user approved: the order was paid on the evidence
+    REJECTED = "rejected"  # a second finance user refused it
+    SUPERSEDED = "superseded"  # the order was paid otherwise before the decision
+
+
+MANUAL_STATES: tuple[str, ...] = tuple(s.value for s in ManualState)
+
+
+@dataclass(frozen=True, slots=True)
+class ManualTransition:
+    name: str
+    source: ManualState
+    target: ManualState
+
+
+M = ManualState
+APPROVE = ManualTransition("approve", M.PENDING_APPROVAL, M.APPROVED)
+REJECT = ManualTransition("reject", M.PENDING_APPROVAL, M.REJECTED)
+SUPERSEDE = ManualTransition("supersede", M.PENDING_APPROVAL, M.SUPERSEDED)
+MANUAL_TRANSITIONS: tuple[ManualTransition, ...] = (APPROVE, REJECT, SUPERSEDE)
