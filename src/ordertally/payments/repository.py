@@ -111,7 +111,7 @@ async def set_provider_params(
     """Keep what the provider answered when the attempt was opened (or why it failed)."""
     values: dict[str, Any] = {"provider_params": params, "last_error": error, "updated_at": at}
     if error is not None:
-        values.update(state=OPEN_REFUSED.target, next_query_at=None)
+        values.update(state=OPEN_REFUSED.target.value, next_query_at=None)
     await session.execute(
         update(Payment)
         .where(Payment.id == payment_id, Payment.state.in_(OPEN_REFUSED.source_values))
@@ -135,7 +135,7 @@ async def mark_received(
         update(Payment)
         .where(Payment.id == payment_id, Payment.state.in_(move.source_values))
         .values(
-            state=move.target,
+            state=move.target.value,
             provider_txn_id=txn_id,
             paid_amount_minor=amount_minor,
             paid_at=paid_at,
@@ -165,7 +165,7 @@ async def mark_closed(
         update(Payment)
         .where(Payment.id == payment_id, Payment.state.in_(QUERIED_CLOSED.source_values))
         .values(
-            state=QUERIED_CLOSED.target,
+            state=QUERIED_CLOSED.target.value,
             next_query_at=None,
             last_query_state=trade_state,
             updated_at=at,
@@ -449,7 +449,7 @@ async def mark_paid_many(session: AsyncSession, rows: list[dict[str, Any]]) -> N
             or_(*(Payment.state == source for source in RECEIVED.source_values)),
         )
         .values(
-            state=RECEIVED.target,
+            state=RECEIVED.target.value,
             provider_txn_id=bindparam("txn"),
             paid_amount_minor=bindparam("amount"),
             paid_at=bindparam("paid_at"),
@@ -617,7 +617,7 @@ async def decide_manual(
         update(ManualPayment)
         .where(ManualPayment.id == manual_id, ManualPayment.state == move.source)
         .values(
-            state=move.target,
+            state=move.target.value,
             decided_by=by,
             decided_at=at,
             decision_note=note,
