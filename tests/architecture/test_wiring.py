@@ -26,10 +26,10 @@ from ordertally.core.settings import get_settings
 from ordertally.domains import register_all
 from ordertally.events.registry import CONSUMERS
 from ordertally.jobs.scheduler import JOBS
-from ordertally.orders import api, service
+from ordertally.orders import api, closing, service
 
 def state():
-    hooks = service.SNAPSHOT_PARTS + service.PRE_CLOSE_CHECKS + api.DOCUMENT_PARTS
+    hooks = service.SNAPSHOT_PARTS + closing.PRE_CLOSE_CHECKS + api.DOCUMENT_PARTS
     return {
         "jobs": sorted(JOBS),
         "consumers": sorted(CONSUMERS),
@@ -69,7 +69,7 @@ CONSUMERS = [
 ]
 HOOKS = [
     "ordertally.fulfillment.api.order_shipments",
-    "ordertally.payments.service.keep_open_if_paid",
+    "ordertally.payments.compensation.keep_open_if_paid",
     "ordertally.fulfillment.tracking_page.order_part",
 ]
 

@@ -297,6 +297,47 @@ async def test_a_failing_tick_is_recorded_on_its_slot_and_not_rerun_there(
         assert await _cases(db, "failing_tick") == []
 
 
+# --- (c2) a job that opens its own transactions -------------------------------------------------
+
+
+async def test_an_outside_job_gets_the_database_and_keeps_what_it_committed_when_it_fails(
+    db: Database, test_jobs: list[str]
+) -> None:
+    # Given a job registered with periodic_outside that commits a case, then fails
+    calls: list[datetime] = []
+
+    async def commit_then_fail(database: Database, now: datetime) -> dict[str, Any]:
+        calls.append(now)
+        # No transaction of the tick is open here: on SQLite this write would otherwise wait
+        # for the single writer forever.
+        async with database.transaction() as session:
+            await exceptions_service.open_case(
+                session,
+                order_id=None,
+                category="test",
+                type="outside_tick",
+                blocking=False,
+                detail={},
+            )
+        raise RuntimeError("carrier unavailable")
+
+    scheduler.periodic_outside("test.outside", every_seconds=60)(commit_then_fail)
+    test_jobs.append("test.outside")
+    job = scheduler.JOBS["test.outside"]
+    with clock.frozen(T0 + timedelta(seconds=5)):
+        # When a worker runs its tick
+        assert await asyncio.wait_for(scheduler.run_tick(db, job, "w1"), timeout=10) is None
+        # Then the failure is recorded on the claimed slot, and the job's own commit stays
+        at = T0 + timedelta(seconds=5)
+        assert await _runs(db, "test.outside") == [
+            (_slot(T0), "w1", at, at, None, "RuntimeError: carrier unavailable")
+        ]
+        assert [c["id"] > 0 for c in await _cases(db, "outside_tick")] == [True]
+        # And the same slot does not run it again
+        assert await scheduler.run_tick(db, job, "w2") is None
+        assert calls == [at]
+
+
 # --- (d) two real worker processes -------------------------------------------------------------
 
 OVERDUE = 20

@@ -13,8 +13,7 @@ from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.exceptions.models import ExceptionCase
 from ordertally.orders.models import OrderEvent, SalesOrder
-from ordertally.payments import repository
-from ordertally.payments import service as payments_service
+from ordertally.payments import apply, inbox, repository
 from ordertally.payments.models import Payment
 from ordertally.payments.providers import Notice
 
@@ -118,13 +117,13 @@ def refund_notice(
 async def store_and_apply(db: Database, notice: Notice) -> tuple[int | None, str | None]:
     """Store a notice (one transaction) then apply it (another), as callback + worker do."""
     async with db.transaction() as session:
-        notification_id = await payments_service.store_notice(
+        notification_id = await inbox.store_notice(
             session, notice, source="callback", received_at=clock.now(), publish=False
         )
     if notification_id is None:
         return None, None
     async with db.transaction() as session:
-        outcome = await payments_service.apply_notification(session, notification_id)
+        outcome = await apply.apply_notification(session, notification_id)
     return notification_id, outcome
 
 

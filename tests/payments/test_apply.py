@@ -9,9 +9,14 @@ from ordertally.core.db import Database
 from ordertally.core.settings import get_settings, reset_settings
 from ordertally.events import dispatcher
 from ordertally.exceptions.models import ExceptionCase
+from ordertally.orders.closing import DueOrder
 from ordertally.orders.models import OrderEvent
-from ordertally.payments import consumers  # noqa: F401  (registers the apply consumer)
-from ordertally.payments import service as payments_service
+from ordertally.payments import (
+    apply,
+    compensation,
+    consumers,  # noqa: F401  (registers the apply consumer)
+    inbox,
+)
 from ordertally.payments.models import PaymentNotification, PaymentRefund
 from tests.factories import make_order
 from tests.payments.helpers import (
@@ -82,8 +87,8 @@ async def test_a_wrong_amount_moves_nothing_and_opens_a_case(db: Database) -> No
         order.total_minor - 1,
     )
     # And the timeout will not close an order whose buyer paid (a wrong amount)
-    async with db.transaction() as session:
-        assert await payments_service.keep_open_if_paid(session, order) is True
+    due = DueOrder(order.id, order.order_no, order.payment_deadline_at)
+    assert await compensation.keep_open_if_paid(db, [due]) == {order.id}
 
 
 async def test_a_second_payment_for_a_paid_order_is_a_double_payment(db: Database) -> None:
@@ -181,7 +186,7 @@ async def test_a_refund_before_its_payment_waits_for_it(db: Database) -> None:
     order = await make_order(db)
     attempt = await make_attempt(db, order)
     async with db.transaction() as session:
-        refund_id = await payments_service.store_notice(
+        refund_id = await inbox.store_notice(
             session,
             refund_notice(attempt, refund_minor=100, out_refund_no="R9"),
             source="callback",
@@ -189,12 +194,12 @@ async def test_a_refund_before_its_payment_waits_for_it(db: Database) -> None:
             publish=False,
         )
     assert refund_id is not None
-    with pytest.raises(payments_service.PaymentNotYetApplied):
+    with pytest.raises(apply.PaymentNotYetApplied):
         async with db.transaction() as session:
-            await payments_service.apply_notification(session, refund_id)
+            await apply.apply_notification(session, refund_id)
     await store_and_apply(db, paid_notice(attempt))
     async with db.transaction() as session:
-        assert await payments_service.apply_notification(session, refund_id) == "refund_recorded"
+        assert await apply.apply_notification(session, refund_id) == "refund_recorded"
 
 
 async def test_the_worker_applies_what_the_inbox_announced(db: Database) -> None:
@@ -204,7 +209,7 @@ async def test_the_worker_applies_what_the_inbox_announced(db: Database) -> None
     notices = [paid_notice(a) for a in attempts]
     async with db.transaction() as session:
         ids = [
-            await payments_service.store_notice(
+            await inbox.store_notice(
                 session, n, source="callback", received_at=orders[0].created_at
             )
             for n in [*notices, notices[0]]

@@ -14,8 +14,10 @@ from ordertally.core.settings import get_settings
 from ordertally.events import dispatcher
 from ordertally.inventory.models import Reservation
 from ordertally.orders.models import OrderEvent
-from ordertally.payments import consumers  # noqa: F401  (registers the apply consumer)
-from ordertally.payments import service as payments_service
+from ordertally.payments import (
+    consumers,  # noqa: F401  (registers the apply consumer)
+    inbox,
+)
 from ordertally.payments.models import PaymentNotification
 from ordertally.payments.providers import Notice
 from tests.factories import make_order
@@ -28,7 +30,7 @@ async def _store(db: Database, notices: list[Notice]) -> list[int]:
     ids: list[int] = []
     for notice in notices:
         async with db.transaction() as session:
-            stored = await payments_service.store_notice(
+            stored = await inbox.store_notice(
                 session, notice, source="callback", received_at=clock.now(), publish=True
             )
         assert stored is not None

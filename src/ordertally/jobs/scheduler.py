@@ -1,12 +1,16 @@
 """Periodic jobs: each tick claims its (job, slot) row, so a tick runs once however many
-workers run. The claim and the job's work share one transaction: a crash frees the slot for
-another worker; a failure is recorded on the slot in a transaction of its own.
+workers run. Two kinds of job:
 
-A job that talks to the outside world (carriers, gateways) must not hold a transaction while it
-waits: registered with `own_transactions=True`, it gets the database instead of a session, the
-claim commits first and the job opens its own short transactions. A crash then leaves the slot
-claimed but unfinished; the next slot runs the job again, so such jobs pick their work from
-durable state (rows due), never from the slot."""
+- `periodic`: the handler gets a session; the claim and the job's work share one transaction.
+  A crash frees the slot for another worker; a failure rolls the work back and is recorded on
+  the slot in a transaction of its own.
+- `periodic_outside`: for a job that asks another system (payment providers, carriers,
+  notification channels) and so must not hold a transaction while it waits. The handler gets
+  the `Database`; the claim commits first and the job opens its own short transactions (claim
+  its rows, call outside, record each answer). A crash leaves the slot claimed but unfinished;
+  the next slot runs the job again, so such jobs pick their work from durable state (rows due,
+  leases that end), never from the slot.
+"""
 
 from __future__ import annotations
 
@@ -73,26 +77,23 @@ async def run_tick(db: Database, job: PeriodicJob, worker_id: str) -> dict[str, 
     now = clock.now()
     slot = slot_of(now, job.every_seconds)
     try:
+        result: dict[str, Any] | None = None
         if job.db_handler is not None:
             async with db.transaction() as session:
                 claimed = await repository.claim_slot(session, job.name, slot, worker_id, now)
-            if not claimed:
-                JOB_RUNS.labels(job.name, "skipped").inc()
-                return None
-            result = await job.db_handler(db, now)
-            async with db.transaction() as session:
-                await repository.finish_slot(session, job.name, slot, clock.now(), result)
+            if claimed:
+                result = await job.db_handler(db, now)
+                async with db.transaction() as session:
+                    await repository.finish_slot(session, job.name, slot, clock.now(), result)
         else:
             assert job.handler is not None
             async with db.transaction() as session:
-                if not await repository.claim_slot(session, job.name, slot, worker_id, now):
-                    JOB_RUNS.labels(job.name, "skipped").inc()
-                    return None
-                result = await job.handler(session, now)
-                await repository.finish_slot(session, job.name, slot, clock.now(), result)
+                claimed = await repository.claim_slot(session, job.name, slot, worker_id, now)
+                if claimed:
+                    result = await job.handler(session, now)
+                    await repository.finish_slot(session, job.name, slot, clock.now(), result)
     except Exception as exc:
         log.exception("job %s slot %s failed", job.name, slot)
-        JOB_RUNS.labels(job.name, "failed").inc()
         async with db.transaction() as session:
             # A job with its own transactions claimed its slot already; any other job's claim
             # rolled back with its work and is taken again to record the failure.
@@ -102,8 +103,10 @@ async def run_tick(db: Database, job: PeriodicJob, worker_id: str) -> dict[str, 
                 await repository.finish_slot(
                     session, job.name, slot, clock.now(), None, f"{type(exc).__name__}: {exc}"
                 )
+        JOB_RUNS.labels(job.name, "failed").inc()
         return None
-    JOB_RUNS.labels(job.name, "ran").inc()
+    # Counted once the transaction that recorded the tick has committed.
+    JOB_RUNS.labels(job.name, "ran" if claimed else "skipped").inc()
     return result
 
 

@@ -1,10 +1,11 @@
 """Use cases of the notify domain: plan one message per (event, target) in the dispatcher's
 transaction, send what is due, retry with backoff, give up as dead, requeue, test a target.
 
-Sending claims due rows (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite has one writer), sends
-them concurrently and records each outcome in the same transaction, so a row marked sent is
-never claimed again. The one gap — a channel accepted a message and the process died before
-the commit — is described in docs/adr/0018-notifications.md.
+Sending claims and leases due rows in a short transaction (FOR UPDATE SKIP LOCKED on
+PostgreSQL; SQLite has one writer), sends them concurrently with no transaction open and records
+every outcome in another, so a row marked sent is never claimed again. The one gap — a channel
+accepted a message and the process died before the record — is described in
+docs/adr/0018-notifications.md.
 """
 
 from __future__ import annotations
@@ -172,16 +173,6 @@ async def send_due(
         return result
     await _send_jobs(jobs, settings)
     async with db.transaction() as session:
-        await _record_all(session, settings, jobs, result)
-    return result
-
-
-async def send_batch(session: AsyncSession, now: datetime, settings: Settings) -> SendResult:
-    """`send_due` inside a caller's transaction (the rows stay locked while sending)."""
-    jobs = await _claim(session, now, settings)
-    result = SendResult(claimed=len(jobs))
-    if jobs:
-        await _send_jobs(jobs, settings)
         await _record_all(session, settings, jobs, result)
     return result
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from ordertally.core.db import Database
+from ordertally.jobs.scheduler import periodic_outside
+from ordertally.orders import closing
 
-from ordertally.jobs.scheduler import periodic
-from ordertally.orders import service
 
-
-@periodic("close_unpaid_orders", every_seconds=60)
-async def close_unpaid_orders(session: AsyncSession, now: datetime) -> dict[str, Any]:
-    """Close orders still pending payment after the payment timeout."""
-    return {"closed": await service.close_unpaid(session, now)}
+@periodic_outside("close_unpaid_orders", every_seconds=60)
+async def close_unpaid_orders(db: Database, now: datetime) -> dict[str, Any]:
+    """Close orders still pending payment after the payment timeout (the pre-close checks ask
+    other systems with no transaction open; each close is its own transaction)."""
+    return {"closed": await closing.close_unpaid(db, now)}

@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock, ids, money, phones
 from ordertally.core.crypto import PiiCipher, get_cipher
-from ordertally.core.db import dialect_of
 from ordertally.core.errors import OrdertallyError
 from ordertally.core.settings import Settings, get_settings
 from ordertally.events import outbox
@@ -46,19 +45,6 @@ ORDERS_CREATED = Counter("ordertally_orders_created_total", "Orders created", ["
 TRANSITIONS_TOTAL = Counter(
     "ordertally_order_transitions_total", "Order status changes", ["from", "to"]
 )
-
-PreCloseCheck = Callable[[AsyncSession, SalesOrder], Awaitable[bool]]
-# Other domains (payments) register checks run before an unpaid order is closed for timeout;
-# a check returning True means "do not close" (e.g. an active query found it paid).
-PRE_CLOSE_CHECKS: list[PreCloseCheck] = []
-
-
-def register_pre_close_check(check: PreCloseCheck) -> PreCloseCheck:
-    """Run `check` before closing an order for payment timeout; True keeps it open."""
-    if check not in PRE_CLOSE_CHECKS:
-        PRE_CLOSE_CHECKS.append(check)
-    return check
-
 
 PII_NAME = "sales_order.customer_name"
 PII_PHONE = "sales_order.customer_phone"
@@ -825,22 +811,3 @@ async def reveal_contact(
         "customer_phone": cipher.decrypt(order.customer_phone_enc, PII_PHONE),
         "shipping_address": orjson.loads(cipher.decrypt(order.shipping_address_enc, PII_ADDRESS)),
     }
-
-
-async def close_unpaid(session: AsyncSession, now: datetime, limit: int = 500) -> int:
-    """Close pending-payment orders past their deadline (actor: scheduler)."""
-    due = await repository.due_for_timeout(
-        session, now, limit, skip_locked=dialect_of(session) == "postgresql"
-    )
-    closed = 0
-    for order in due:
-        if any([await check(session, order) for check in PRE_CLOSE_CHECKS]):
-            continue
-        result = await transition(
-            session,
-            order.order_no,
-            "payment_timeout",
-            Actor(ActorKind.SCHEDULER, "payment_timeout"),
-        )
-        closed += int(result.applied)
-    return closed

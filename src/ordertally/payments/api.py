@@ -18,7 +18,8 @@ from ordertally.core.db import Database
 from ordertally.core.money import format_minor
 from ordertally.idempotency import service as idempotency_service
 from ordertally.idempotency.http import replay_response
-from ordertally.payments import reconcile, service
+from ordertally.payments import gateway, reconcile, service
+from ordertally.payments import manual as manual_service
 from ordertally.payments.errors import ProviderUnavailable
 from ordertally.payments.models import ManualPayment, Payment
 from ordertally.payments.providers import ProviderCallFailed
@@ -147,7 +148,7 @@ async def create_payment(
     params = payment.provider_params
     if params is None:
         try:
-            params = await service.request_provider_params(payment)
+            params = await gateway.request_provider_params(payment)
         except ProviderCallFailed as exc:
             params, error = None, str(exc)
     status = 201 if created else 200
@@ -229,7 +230,7 @@ async def request_manual_payment(
 ) -> Response:
     """Record the evidence; nothing changes on the order until another person approves."""
     async with _db(request).transaction() as session:
-        manual = await service.request_manual(
+        manual = await manual_service.request_manual(
             session,
             order_no,
             reference=body.reference,
@@ -254,10 +255,10 @@ async def approve_manual_payment(
     """Query the providers first; if the order is still unpaid, mark it paid on the evidence."""
     db = _db(request)
     async with db.transaction(write=False) as session:
-        _, queryable = await service.manual_for_decision(session, manual_id, principal.name)
-    answers = await service.query_many(queryable)
+        _, queryable = await manual_service.manual_for_decision(session, manual_id, principal.name)
+    answers = await gateway.query_many(queryable)
     async with db.transaction() as session:
-        manual = await service.approve_manual(
+        manual = await manual_service.approve_manual(
             session, manual_id, principal.name, list(zip(queryable, answers, strict=True))
         )
     return _json(manual_doc(manual))
@@ -276,7 +277,7 @@ async def reject_manual_payment(
 ) -> Response:
     """Refuse the request; the order is untouched."""
     async with _db(request).transaction() as session:
-        manual = await service.reject_manual(session, manual_id, principal.name, body.note)
+        manual = await manual_service.reject_manual(session, manual_id, principal.name, body.note)
     return _json(manual_doc(manual))
 
 

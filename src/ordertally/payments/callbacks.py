@@ -21,8 +21,7 @@ from starlette.types import Receive, Scope, Send
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
-from ordertally.payments import service
-from ordertally.payments.inbox import InboxWriter
+from ordertally.payments.inbox import InboxWriter, store_notice
 from ordertally.payments.metrics import ACK_SECONDS, CALLBACKS
 from ordertally.payments.providers import Rejected, alipay, wechatpay
 
@@ -208,7 +207,7 @@ async def _store_rejected(db: Database, rejected: Rejected, ip: str | None) -> N
     assert rejected.notice is not None
     try:
         async with db.transaction() as session:
-            await service.store_notice(
+            await store_notice(
                 session,
                 rejected.notice,
                 source="callback",

@@ -6,20 +6,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.events.registry import Envelope, batch_consumer, consumer
 from ordertally.payments import (
+    apply,
     events,  # noqa: F401  (registers the event schema)
-    service,
 )
 
 
 @consumer("payments.apply_notification", "PaymentNotificationReceived")
 async def apply_notification(session: AsyncSession, envelope: Envelope) -> None:
     """Apply the notification the inbox write announced (a no-op once applied)."""
-    await service.apply_notification(session, int(envelope.payload["notification_id"]))
+    await apply.apply_notification(session, int(envelope.payload["notification_id"]))
 
 
 @batch_consumer("payments.apply_notification")
 async def apply_notifications(session: AsyncSession, envelopes: list[Envelope]) -> None:
-    """The same for a whole batch of notifications, in a few statements (see the service)."""
-    await service.apply_notifications(
+    """The same for a whole batch of notifications, in a few statements (see `payments.apply`)."""
+    await apply.apply_notifications(
         session, [int(envelope.payload["notification_id"]) for envelope in envelopes]
     )

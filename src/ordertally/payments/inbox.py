@@ -1,4 +1,7 @@
-"""Group commit for the callback inbox: callbacks arriving together share one transaction.
+"""The notification inbox: `store_notice` writes one notification (and the event that gets it
+applied) in the caller's transaction; `InboxWriter` group-commits the callbacks.
+
+Group commit: callbacks arriving together share one transaction.
 
 Each callback still gets its answer only after its own row is committed ("stored before
 acknowledged"). One flusher per process writes a batch; callbacks arriving meanwhile queue and
@@ -25,13 +28,61 @@ from ordertally.events import outbox
 from ordertally.events import repository as events_repository
 from ordertally.payments import repository
 from ordertally.payments.events import PaymentNotificationReceived
-from ordertally.payments.providers import Notice
+from ordertally.payments.providers import Notice, Rejected
 
 Stored = Literal["accepted", "duplicate", "replay"]
 MAX_BATCH = 256
 EVENT = "PaymentNotificationReceived"
 EVENT_VERSION = 1
 AGGREGATE = "payment"
+
+
+async def store_notice(
+    session: AsyncSession,
+    notice: Notice,
+    *,
+    source: str,
+    received_at: datetime,
+    source_ip: str | None = None,
+    rejected: Rejected | None = None,
+    publish: bool = True,
+) -> int | None:
+    """Write a notification to the inbox (and the event that gets it applied); None when the
+    provider already sent it (a duplicate)."""
+    values: dict[str, Any] = {
+        "provider": notice.provider,
+        "source": source,
+        "dedupe_key": notice.dedupe_key[:160],
+        "event_type": notice.event_type[:40],
+        "out_trade_no": (notice.out_trade_no or "")[:64] or None,
+        "provider_txn_id": (notice.provider_txn_id or "")[:64] or None,
+        "trade_state": notice.trade_state,
+        "headers": notice.headers,
+        "body": notice.body,
+        "facts": {**notice.facts, "kind": notice.kind},
+        "verification": "rejected" if rejected else "verified",
+        "rejection_reason": rejected.detail[:200] if rejected else None,
+        "source_ip": source_ip,
+        "received_at": received_at,
+        "applied_at": received_at if rejected else None,
+        "outcome": "rejected" if rejected else "pending",
+        "payment_id": None,
+    }
+    notification_id = await repository.insert_notification(session, values)
+    if notification_id is not None and rejected is None and publish:
+        await outbox.publish(
+            session,
+            "PaymentNotificationReceived",
+            PaymentNotificationReceived(
+                notification_id=notification_id,
+                provider=notice.provider,
+                out_trade_no=values["out_trade_no"],
+                kind=notice.kind,
+            ),
+            aggregate_type="payment",
+            aggregate_id=(values["out_trade_no"] or notice.dedupe_key)[:64],
+        )
+    return notification_id
 
 
 @dataclass(slots=True)

@@ -8,16 +8,18 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
+from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
-from ordertally.jobs.scheduler import periodic
-from ordertally.payments import service
+from ordertally.jobs.scheduler import periodic, periodic_outside
+from ordertally.payments import compensation, service
 from ordertally.payments.metrics import INBOX_BACKLOG, INBOX_OLDEST_AGE
 
 
-@periodic("payments_query_due", every_seconds=60)
-async def payments_query_due(session: AsyncSession, now: datetime) -> dict[str, Any]:
-    """Ask the providers about attempts without a result (compensation for lost callbacks)."""
-    return await service.query_due(session, now, get_settings().payment_query_batch)
+@periodic_outside("payments_query_due", every_seconds=60)
+async def payments_query_due(db: Database, now: datetime) -> dict[str, Any]:
+    """Ask the providers about attempts without a result (compensation for lost callbacks),
+    holding no transaction while they answer."""
+    return await compensation.query_due(db, now, get_settings().payment_query_batch)
 
 
 @periodic("payments_purge_nonces", every_seconds=600)

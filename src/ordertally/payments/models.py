@@ -19,9 +19,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ordertally.core.db import Base, BigId, JsonDoc, UtcDateTime
+from ordertally.payments.state_machine import MANUAL_STATES, PAYMENT_STATES
 
 PROVIDERS = ("wechatpay", "alipay")
-PAYMENT_STATES = ("pending", "paid", "closed", "failed", "mismatch")
 SOURCES = ("callback", "query", "statement")
 # What applying a stored notification ended in ("pending" until a worker applied it).
 OUTCOMES = (
@@ -39,7 +39,6 @@ OUTCOMES = (
     "ignored",
     "rejected",
 )
-MANUAL_STATES = ("pending_approval", "approved", "rejected", "superseded")
 REFUND_STATES = ("success", "abnormal", "closed")
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
 from ordertally.core.db import Database
-from ordertally.payments import repository, service
+from ordertally.payments import apply, compensation, inbox, repository
 from ordertally.payments.errors import StatementInvalid
 from ordertally.payments.providers import QueryResult
 
@@ -370,9 +370,9 @@ async def apply_platform_only(
             amount_minor=trade.paid_minor,
             raw=f"statement row reconciled by {run_by}",
         )
-        notification_id = await service.store_notice(
+        notification_id = await inbox.store_notice(
             session,
-            service.query_notice(result, source="statement"),
+            compensation.query_notice(result, source="statement"),
             source="statement",
             received_at=now,
             publish=False,
@@ -380,7 +380,7 @@ async def apply_platform_only(
         if notification_id is None:
             item["applied"] = "already_recorded"
             continue
-        item["applied"] = await service.apply_notification(session, notification_id)
+        item["applied"] = await apply.apply_notification(session, notification_id)
 
 
 async def record(

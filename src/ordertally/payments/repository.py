@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, case, delete, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core.db import dialect_of, table_of, upsert_insert
@@ -18,11 +18,23 @@ from ordertally.payments.models import (
     PaymentReconciliation,
     PaymentRefund,
 )
+from ordertally.payments.state_machine import (
+    OPEN_REFUSED,
+    OPENED,
+    QUERIED_CLOSED,
+    RECEIVED,
+    ManualState,
+    ManualTransition,
+    PaymentState,
+    PaymentTransition,
+)
 
 # UPDATEs here never need the session's objects synchronised: callers read fresh rows
 # (populate_existing) when they need them. Without this SQLAlchemy evaluates each UPDATE's
 # criteria against every object in the session, which grows with a dispatcher batch.
 NO_SYNC = {"synchronize_session": False}
+# A moment bound outside its column (inside a CASE) keeps the column's UTC handling.
+_NEXT_QUERY_TYPE = table_of(Payment).c.next_query_at.type
 
 # --- payment attempts --------------------------------------------------------------------------
 
@@ -60,6 +72,20 @@ async def payments_of_order(session: AsyncSession, order_id: int) -> list[Paymen
     return list(rows.all())
 
 
+async def payments_of_orders(session: AsyncSession, order_ids: Sequence[int]) -> list[Payment]:
+    """Every attempt of some orders, by order then oldest first."""
+    found: list[Payment] = []
+    for start in range(0, len(order_ids), 1000):
+        rows = await session.scalars(
+            select(Payment)
+            .where(Payment.order_id.in_(list(order_ids[start : start + 1000])))
+            .order_by(Payment.order_id, Payment.id)
+            .execution_options(populate_existing=True)
+        )
+        found.extend(rows.all())
+    return found
+
+
 async def count_attempts(session: AsyncSession, order_id: int) -> int:
     """How many attempts an order has had."""
     return int(await session.scalar(select(func.count()).where(Payment.order_id == order_id)) or 0)
@@ -69,9 +95,7 @@ async def open_attempt(session: AsyncSession, order_id: int, provider: str) -> P
     """The newest attempt still waiting for a result, for an order and provider."""
     return await session.scalar(
         select(Payment)
-        .where(
-            Payment.order_id == order_id, Payment.provider == provider, Payment.state == "pending"
-        )
+        .where(Payment.order_id == order_id, Payment.provider == provider, Payment.state == OPENED)
         .order_by(Payment.id.desc())
         .limit(1)
     )
@@ -87,10 +111,10 @@ async def set_provider_params(
     """Keep what the provider answered when the attempt was opened (or why it failed)."""
     values: dict[str, Any] = {"provider_params": params, "last_error": error, "updated_at": at}
     if error is not None:
-        values.update(state="failed", next_query_at=None)
+        values.update(state=OPEN_REFUSED.target.value, next_query_at=None)
     await session.execute(
         update(Payment)
-        .where(Payment.id == payment_id, Payment.state == "pending")
+        .where(Payment.id == payment_id, Payment.state.in_(OPEN_REFUSED.source_values))
         .values(**values)
         .execution_options(**NO_SYNC)
     )
@@ -100,18 +124,18 @@ async def mark_received(
     session: AsyncSession,
     payment_id: int,
     *,
-    state: str,
+    move: PaymentTransition,
     txn_id: str | None,
     amount_minor: int | None,
     paid_at: datetime | None,
     at: datetime,
 ) -> bool:
-    """Record money received on an attempt (paid or mismatch), once: a compare-and-set."""
+    """Record money received on an attempt (`state_machine.receipt`), once: a compare-and-set."""
     result = await session.execute(
         update(Payment)
-        .where(Payment.id == payment_id, Payment.state.in_(("pending", "closed", "failed")))
+        .where(Payment.id == payment_id, Payment.state.in_(move.source_values))
         .values(
-            state=state,
+            state=move.target.value,
             provider_txn_id=txn_id,
             paid_amount_minor=amount_minor,
             paid_at=paid_at,
@@ -139,8 +163,13 @@ async def mark_closed(
     """The provider says the attempt ended unpaid."""
     await session.execute(
         update(Payment)
-        .where(Payment.id == payment_id, Payment.state == "pending")
-        .values(state="closed", next_query_at=None, last_query_state=trade_state, updated_at=at)
+        .where(Payment.id == payment_id, Payment.state.in_(QUERIED_CLOSED.source_values))
+        .values(
+            state=QUERIED_CLOSED.target.value,
+            next_query_at=None,
+            last_query_state=trade_state,
+            updated_at=at,
+        )
         .execution_options(**NO_SYNC)
     )
 
@@ -154,7 +183,8 @@ async def record_query(
     next_query_at: datetime | None,
     error: str | None,
 ) -> None:
-    """Note an active query and when the next one is due."""
+    """Note an active query and when the next one is due (never again once the attempt has a
+    result: a notification may have been applied while the provider was being asked)."""
     await session.execute(
         update(Payment)
         .where(Payment.id == payment_id)
@@ -162,7 +192,9 @@ async def record_query(
             query_count=Payment.query_count + 1,
             last_query_at=at,
             last_query_state=trade_state,
-            next_query_at=next_query_at,
+            next_query_at=case(
+                (Payment.state == OPENED, literal(next_query_at, _NEXT_QUERY_TYPE)), else_=None
+            ),
             last_error=error[:500] if error else None,
             updated_at=at,
         )
@@ -176,7 +208,7 @@ async def due_for_query(
     """Pending attempts whose next active query is due, oldest first."""
     stmt = (
         select(Payment)
-        .where(Payment.state == "pending", Payment.next_query_at <= now)
+        .where(Payment.state == OPENED, Payment.next_query_at <= now)
         .order_by(Payment.next_query_at, Payment.id)
         .limit(limit)
     )
@@ -185,13 +217,29 @@ async def due_for_query(
     return list((await session.scalars(stmt)).all())
 
 
+async def lease_due_for_query(
+    session: AsyncSession, now: datetime, limit: int, until: datetime, *, skip_locked: bool
+) -> list[Payment]:
+    """Claim the attempts whose query is due: their next query is pushed to `until`, so no
+    other worker takes them while the providers are asked outside any transaction."""
+    due = await due_for_query(session, now, limit, skip_locked=skip_locked)
+    if due:
+        await session.execute(
+            update(Payment)
+            .where(Payment.id.in_([p.id for p in due]), Payment.state == OPENED)
+            .values(next_query_at=until)
+            .execution_options(**NO_SYNC)
+        )
+    return due
+
+
 async def add_refunded(session: AsyncSession, payment_id: int, delta: int, at: datetime) -> bool:
     """Add to the refunded total, only while it stays within what was paid."""
     result = await session.execute(
         update(Payment)
         .where(
             Payment.id == payment_id,
-            Payment.state == "paid",
+            Payment.state == PaymentState.PAID,
             Payment.refunded_minor + delta <= Payment.paid_amount_minor,
         )
         .values(refunded_minor=Payment.refunded_minor + delta, updated_at=at)
@@ -204,7 +252,7 @@ async def count_overdue_queries(session: AsyncSession, before: datetime) -> int:
     """Pending attempts whose query has been due since before a moment (is a worker running?)."""
     return int(
         await session.scalar(
-            select(func.count()).where(Payment.state == "pending", Payment.next_query_at < before)
+            select(func.count()).where(Payment.state == OPENED, Payment.next_query_at < before)
         )
         or 0
     )
@@ -398,10 +446,10 @@ async def mark_paid_many(session: AsyncSession, rows: list[dict[str, Any]]) -> N
         .where(
             Payment.id == bindparam("pid"),
             # (an IN list cannot be used with executemany)
-            or_(Payment.state == "pending", Payment.state == "closed", Payment.state == "failed"),
+            or_(*(Payment.state == source for source in RECEIVED.source_values)),
         )
         .values(
-            state="paid",
+            state=RECEIVED.target.value,
             provider_txn_id=bindparam("txn"),
             paid_amount_minor=bindparam("amount"),
             paid_at=bindparam("paid_at"),
@@ -547,7 +595,8 @@ async def pending_manual_for_order(session: AsyncSession, order_id: int) -> Manu
     """The order's request still awaiting a second person, if any."""
     return await session.scalar(
         select(ManualPayment).where(
-            ManualPayment.order_id == order_id, ManualPayment.state == "pending_approval"
+            ManualPayment.order_id == order_id,
+            ManualPayment.state == ManualState.PENDING_APPROVAL,
         )
     )
 
@@ -556,18 +605,19 @@ async def decide_manual(
     session: AsyncSession,
     manual_id: int,
     *,
-    state: str,
+    move: ManualTransition,
     by: str,
     at: datetime,
     note: str | None,
     query_outcome: str | None,
 ) -> bool:
-    """Approve, reject or supersede a pending request, once."""
+    """Approve, reject or supersede a pending request (`state_machine.MANUAL_TRANSITIONS`),
+    once: a compare-and-set."""
     result = await session.execute(
         update(ManualPayment)
-        .where(ManualPayment.id == manual_id, ManualPayment.state == "pending_approval")
+        .where(ManualPayment.id == manual_id, ManualPayment.state == move.source)
         .values(
-            state=state,
+            state=move.target.value,
             decided_by=by,
             decided_at=at,
             decision_note=note,
@@ -618,7 +668,7 @@ async def recon_paid_window(
             Payment.provider == provider,
             Payment.paid_at >= start,
             Payment.paid_at < end,
-            Payment.state == "paid",
+            Payment.state == PaymentState.PAID,
         )
     )
     return {no: (int(paid), int(refunded)) for no, paid, refunded in result.all()}
@@ -633,7 +683,7 @@ async def recon_unsettled_window(
             Payment.provider == provider,
             Payment.paid_at >= start,
             Payment.paid_at < end,
-            Payment.state != "paid",
+            Payment.state != PaymentState.PAID,
         )
     )
     return [tuple(row) for row in result.all()]

@@ -11,13 +11,13 @@ def register(app: FastAPI | None) -> None:
     from ordertally.payments import (  # noqa: F401  (decorators register)
         api,
         callbacks,
+        compensation,
         consumers,
         events,
         jobs,
-        service,
     )
 
-    service.register_checks()
+    compensation.register_checks()
     if app is not None:
         app.include_router(callbacks.router)
         app.include_router(api.router)

@@ -1,0 +1,354 @@
+"""Applying stored notifications, each exactly once: payments (amount checked to the fen,
+duplicates, double payments, payments after close, unknown trades) and refunds within what was
+paid. Callbacks, active queries and statement rows all arrive here through the inbox."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.core import clock
+from ordertally.core.errors import Conflict
+from ordertally.core.settings import get_settings
+from ordertally.exceptions import service as exceptions_service
+from ordertally.orders import service as orders_service
+from ordertally.orders.errors import IllegalTransition
+from ordertally.orders.service import Actor
+from ordertally.orders.state_machine import ActorKind, Status, find
+from ordertally.payments import repository, state_machine
+from ordertally.payments.metrics import APPLIED, CALLBACK_TO_APPLIED, count_after_commit
+from ordertally.payments.models import Payment, PaymentNotification
+from ordertally.payments.state_machine import PaymentState
+
+
+class PaymentNotYetApplied(Exception):
+    """A refund arrived before the payment it refunds was applied; retried by the worker."""
+
+
+class _RefundTooLarge(Exception):
+    """Rolls back a refund that would take the refunded total past what was paid."""
+
+
+def _actor(row: PaymentNotification, evidence: str | None) -> Actor:
+    note = f"{row.provider} {row.out_trade_no} ({row.source} #{row.id})"
+    if row.source == "callback":
+        return Actor(
+            ActorKind.PAYMENT_CALLBACK, f"{row.provider}:notify", evidence_ref=evidence, note=note
+        )
+    return Actor(
+        ActorKind.COMPENSATION_QUERY,
+        f"{row.provider}:{row.source}",
+        evidence_ref=evidence,
+        note=note,
+    )
+
+
+async def _case(
+    session: AsyncSession, order_id: int | None, type_: str, detail: dict[str, Any]
+) -> None:
+    await exceptions_service.open_case(
+        session, order_id=order_id, category="payment", type=type_, blocking=False, detail=detail
+    )
+
+
+async def apply_notification(session: AsyncSession, notification_id: int) -> str:
+    """Apply one stored notification exactly once; returns its outcome."""
+    row = await repository.get_notification(session, notification_id)
+    if row is None:
+        return "ignored"
+    if row.outcome != "pending":
+        return row.outcome
+    kind = row.facts.get("kind")
+    payment_id: int | None = None
+    if kind == "refund":
+        outcome, payment_id = await _apply_refund(session, row)
+    elif kind == "payment" and row.facts.get("status") == "paid":
+        outcome, payment_id = await _apply_paid(session, row)
+    else:
+        outcome = "not_paid" if kind == "payment" else "ignored"
+    now = clock.now()
+    if await repository.finish_notification(session, row.id, outcome, payment_id, now):
+        _count_applied(session, [(row, outcome)], now)
+    return outcome
+
+
+def _count_applied(
+    session: AsyncSession, applied: list[tuple[PaymentNotification, str]], now: datetime
+) -> None:
+    """Count applied notifications once the transaction that applied them has committed."""
+    counted = [
+        (row.provider, outcome, max((now - clock.as_utc(row.received_at)).total_seconds(), 0.0))
+        for row, outcome in applied
+    ]
+
+    def count() -> None:
+        for provider, outcome, seconds in counted:
+            APPLIED.labels(provider, outcome).inc()
+            CALLBACK_TO_APPLIED.labels(provider).observe(seconds)
+
+    count_after_commit(session, count)
+
+
+async def apply_notifications(session: AsyncSession, notification_ids: list[int]) -> None:
+    """`apply_notification` for many at once (the worker's batch path), with the same effects.
+
+    The common case — a paid notification for a pending attempt with the right amount, whose
+    order is still waiting for payment — is applied for the whole batch in a fixed number of
+    statements (attempts and orders locked in id order, one compare-and-set per group, the
+    audit rows and events inserted together). Everything else (duplicates, mismatches, unknown
+    trades, refunds, closed orders, two notifications for one attempt) goes through
+    `apply_notification` one by one afterwards, in the same transaction, and so sees the batch's
+    writes.
+    """
+    rows = await repository.pending_notifications(session, notification_ids)
+    paid = [
+        r
+        for r in rows
+        if r.facts.get("kind") == "payment" and r.facts.get("status") == "paid" and r.out_trade_no
+    ]
+    payments = {
+        p.out_trade_no: p
+        for p in await repository.lock_by_out_trade_nos(
+            session, sorted({r.out_trade_no for r in paid if r.out_trade_no})
+        )
+    }
+    simple: dict[int, tuple[PaymentNotification, Payment]] = {}  # order id -> (row, attempt)
+    for r in paid:
+        payment = payments.get(r.out_trade_no or "")
+        if (
+            payment is None
+            or payment.provider != r.provider
+            or payment.state not in state_machine.RECEIVED.sources
+            or payment.order_id in simple
+            or r.facts.get("amount_minor") != payment.amount_minor
+            or (r.facts.get("currency") or "CNY") != payment.currency
+        ):
+            continue
+        simple[payment.order_id] = (r, payment)
+    moved: set[int] = set()
+    if simple:
+        actors = {oid: _actor(r, r.provider_txn_id) for oid, (r, _) in simple.items()}
+        moved = await orders_service.transition_many(
+            session, list(simple), "payment_succeeded", actors
+        )
+    now = clock.now()
+    done = [simple[oid] for oid in sorted(moved)]
+    if done:
+        await repository.mark_paid_many(
+            session,
+            [
+                {
+                    "pid": payment.id,
+                    "txn": r.provider_txn_id,
+                    "amount": payment.amount_minor,
+                    "paid_at": _paid_at(r),
+                    "at": now,
+                }
+                for r, payment in done
+            ],
+        )
+        await repository.finish_notifications(
+            session,
+            [{"nid": r.id, "outcome": "paid", "pid": payment.id, "at": now} for r, payment in done],
+        )
+        _count_applied(session, [(r, "paid") for r, _ in done], now)
+    applied = {r.id for r, _ in done}
+    for r in rows:
+        if r.id not in applied:
+            await apply_notification(session, r.id)
+
+
+def _paid_at(row: PaymentNotification) -> datetime:
+    value = row.facts.get("paid_at")
+    if value:
+        try:
+            return clock.as_utc(datetime.fromisoformat(str(value)))
+        except ValueError:
+            pass
+    return clock.as_utc(row.received_at)
+
+
+async def _apply_paid(session: AsyncSession, row: PaymentNotification) -> tuple[str, int | None]:
+    payment = await repository.by_out_trade_no(session, row.out_trade_no or "")
+    detail = {
+        "provider": row.provider,
+        "out_trade_no": row.out_trade_no,
+        "transaction_id": row.provider_txn_id,
+        "notification_id": row.id,
+    }
+    if payment is None or payment.provider != row.provider:
+        await _case(session, None, "unknown_trade", detail)
+        return "unknown_trade", None
+    amount = row.facts.get("amount_minor")
+    currency = row.facts.get("currency") or "CNY"
+    txn = row.provider_txn_id
+    now = clock.now()
+    for _ in range(3):
+        if payment.state in state_machine.MONEY_RECEIVED:
+            if txn is None or payment.provider_txn_id == txn:
+                return "duplicate", payment.id
+            await _case(
+                session,
+                payment.order_id,
+                "double_payment",
+                {**detail, "first": payment.provider_txn_id},
+            )
+            return "double_payment", payment.id
+        matches = amount == payment.amount_minor and currency == payment.currency
+        if await repository.mark_received(
+            session,
+            payment.id,
+            move=state_machine.receipt(matches),
+            txn_id=txn,
+            amount_minor=amount if isinstance(amount, int) else None,
+            paid_at=_paid_at(row),
+            at=now,
+        ):
+            if not matches:
+                await _case(
+                    session,
+                    payment.order_id,
+                    "amount_mismatch",
+                    {
+                        **detail,
+                        "expected_minor": payment.amount_minor,
+                        "expected_currency": payment.currency,
+                        "received_minor": amount,
+                        "received_currency": currency,
+                    },
+                )
+                return "amount_mismatch", payment.id
+            return await _settle(session, payment, row, detail), payment.id
+        # Another worker recorded this attempt first: read it again and decide.
+        fresh = await repository.get_payment(session, payment.id)
+        assert fresh is not None
+        payment = fresh
+    raise Conflict(f"payment {payment.out_trade_no} kept changing")
+
+
+async def _settle(
+    session: AsyncSession, payment: Payment, row: PaymentNotification, detail: dict[str, Any]
+) -> str:
+    """Money for this attempt was received: move the order, or say why it cannot be."""
+    actor = _actor(row, row.provider_txn_id)
+    try:
+        result = await orders_service.transition(
+            session, payment.order_no, "payment_succeeded", actor
+        )
+    except IllegalTransition:
+        order = await orders_service.get_order(session, payment.order_no)
+    else:
+        if result.applied:
+            await repository.mark_settles(session, payment.id, clock.now())
+            return "paid"
+        order = result.order  # someone else paid it first
+    if order.status == Status.CLOSED:
+        policy = get_settings().payment_paid_after_close_policy
+        if policy == "reopen" and find("reopen_paid") is not None:
+            await orders_service.transition(session, order.order_no, "reopen_paid", actor)
+            await repository.mark_settles(session, payment.id, clock.now())
+        await _case(
+            session,
+            order.id,
+            "paid_after_close",
+            {**detail, "policy": policy, "amount_minor": payment.amount_minor},
+        )
+        return "paid_after_close"
+    await _case(
+        session,
+        order.id,
+        "double_payment",
+        {**detail, "order_status": order.status, "to_refund_minor": payment.amount_minor},
+    )
+    return "double_payment"
+
+
+async def _apply_refund(session: AsyncSession, row: PaymentNotification) -> tuple[str, int | None]:
+    facts = row.facts
+    payment = await repository.by_out_trade_no(session, row.out_trade_no or "")
+    detail = {
+        "provider": row.provider,
+        "out_trade_no": row.out_trade_no,
+        "out_refund_no": facts.get("out_refund_no"),
+        "notification_id": row.id,
+    }
+    if payment is None or payment.provider != row.provider:
+        await _case(session, None, "unknown_trade", detail)
+        return "unknown_trade", None
+    if payment.state != PaymentState.PAID:
+        raise PaymentNotYetApplied(f"refund for {payment.out_trade_no} before its payment")
+    status = facts.get("status")
+    if status != "success":
+        if status == "abnormal":
+            await _case(session, payment.order_id, "refund_abnormal", detail)
+        return "ignored", payment.id
+    if "refunded_total_minor" in facts:  # Alipay: the running total
+        total = facts.get("refunded_total_minor")
+        delta = total - payment.refunded_minor if isinstance(total, int) else None
+        if delta is not None and delta <= 0:
+            return "duplicate", payment.id
+    else:
+        delta = facts.get("refund_minor")
+    if not isinstance(delta, int) or delta <= 0:
+        return "ignored", payment.id
+    out_refund_no = str(facts.get("out_refund_no") or f"{row.provider_txn_id}:{row.id}")[:64]
+    now = clock.now()
+    refunded_at = facts.get("refunded_at")
+    try:
+        async with session.begin_nested():
+            refund_id = await repository.insert_refund(
+                session,
+                {
+                    "payment_id": payment.id,
+                    "provider": row.provider,
+                    "out_refund_no": out_refund_no,
+                    "refund_id": (str(facts.get("refund_id") or "") or None),
+                    "amount_minor": delta,
+                    "status": "success",
+                    "refunded_at": datetime.fromisoformat(refunded_at) if refunded_at else now,
+                    "notification_id": row.id,
+                    "created_at": now,
+                },
+            )
+            if refund_id is not None and not await repository.add_refunded(
+                session, payment.id, delta, now
+            ):
+                raise _RefundTooLarge
+    except _RefundTooLarge:
+        await _case(
+            session,
+            payment.order_id,
+            "refund_exceeds_paid",
+            {
+                **detail,
+                "refund_minor": delta,
+                "paid_minor": payment.paid_amount_minor,
+                "already_refunded_minor": payment.refunded_minor,
+            },
+        )
+        return "refund_exceeds_paid", payment.id
+    if refund_id is None:
+        return "duplicate", payment.id
+    fresh = await repository.get_payment(session, payment.id)
+    assert fresh is not None
+    if fresh.settles_order and fresh.refunded_minor == fresh.paid_amount_minor:
+        actor = Actor(
+            ActorKind.PAYMENT_CALLBACK,
+            f"{row.provider}:notify",
+            evidence_ref=str(facts.get("refund_id") or out_refund_no),
+            note=f"{row.provider} refund {out_refund_no} of {row.out_trade_no}",
+        )
+        try:
+            result = await orders_service.transition(session, fresh.order_no, "refund", actor)
+        except IllegalTransition as exc:
+            await _case(
+                session,
+                fresh.order_id,
+                "refund_after_fulfilment",
+                {**detail, "order_status": exc.extra.get("order_status")},
+            )
+            return "refund_recorded", payment.id
+        return ("refund_full" if result.applied else "refund_recorded"), payment.id
+    return "refund_recorded", payment.id
