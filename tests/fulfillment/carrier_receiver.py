@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from ordertally.fulfillment.carriers.base import PushRejected, TrackingUpdate
 from ordertally.fulfillment.carriers.kuaidi100 import Kuaidi100Adapter
-from ordertally.fulfillment.simulator.server import free_port
+from ordertally.simkit.server import free_port
 
 
 @dataclass

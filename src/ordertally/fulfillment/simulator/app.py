@@ -19,11 +19,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ordertally.fulfillment.carriers.kuaidi100 import label_sign, query_sign
 from ordertally.fulfillment.simulator.engine import (
+    MODE_FIELDS,
     CarrierSimulator,
     Final,
     ModePatch,
-    SimError,
 )
+from ordertally.simkit.errors import SimError, problem_response
 
 log = logging.getLogger(__name__)
 CONTROL_PREFIX = "/_sim"
@@ -196,10 +197,6 @@ class SubscribeRequest(BaseModel):
     resultv2: str = "1"
 
 
-def _problem(exc: SimError) -> JSONResponse:
-    return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
-
-
 control = APIRouter(prefix=CONTROL_PREFIX, tags=["control"])
 
 
@@ -213,7 +210,7 @@ async def control_advance(request: Request, body: AdvanceRequest) -> Response:
         else:
             deliveries = await sim.advance(body.number, body.steps)
     except SimError as exc:
-        return _problem(exc)
+        return problem_response(exc)
     return JSONResponse([d.as_json() for d in deliveries])
 
 
@@ -223,7 +220,7 @@ async def control_flush(request: Request, number: str | None = None) -> Response
     try:
         return JSONResponse([d.as_json() for d in await _sim(request).flush(number)])
     except SimError as exc:
-        return _problem(exc)
+        return problem_response(exc)
 
 
 @control.post("/retry")
@@ -242,7 +239,7 @@ async def control_mode(request: Request, body: ModeRequest) -> Response:
         if body.number is not None and (body.final or body.transit_steps is not None):
             sim.set_script(body.number, final=body.final, transit_steps=body.transit_steps)
     except SimError as exc:
-        return _problem(exc)
+        return problem_response(exc)
     if body.number is None:
         if body.final is not None:
             sim.default_final = body.final
@@ -251,7 +248,7 @@ async def control_mode(request: Request, body: ModeRequest) -> Response:
     sim.set_down(body.down_seconds, body.down_requests)
     return JSONResponse(
         {
-            "mode": mode.model_dump(),
+            "mode": mode.view(MODE_FIELDS),
             "down_requests": sim.down_requests,
             "default_final": sim.default_final,
             "default_transit_steps": sim.default_transit_steps,
@@ -267,7 +264,7 @@ async def control_script(request: Request, body: ScriptRequest) -> Response:
             body.number, final=body.final, transit_steps=body.transit_steps
         )
     except SimError as exc:
-        return _problem(exc)
+        return problem_response(exc)
     return JSONResponse(waybill.as_json())
 
 
@@ -277,7 +274,7 @@ async def control_issue(request: Request, body: IssueRequest) -> Response:
     try:
         waybill, _ = _sim(request).issue(body.company, body.order_id)
     except SimError as exc:
-        return _problem(exc)
+        return problem_response(exc)
     return JSONResponse(waybill.as_json(), status_code=201)
 
 
@@ -290,7 +287,7 @@ async def control_subscribe(request: Request, body: SubscribeRequest) -> Respons
             body.company, body.number, body.callback_url, body.salt, resultv2=body.resultv2
         )
     except SimError as exc:
-        return _problem(exc)
+        return problem_response(exc)
     waybill = sim.find(body.company, body.number)
     assert waybill is not None
     return JSONResponse(waybill.as_json(), status_code=201)
@@ -330,7 +327,7 @@ async def control_status(request: Request) -> dict[str, Any]:
         "deliveries": len(sim.deliveries),
         "pending_retries": len(sim.retries),
         "requests": sim.requests,
-        "mode": sim.mode.model_dump(),
+        "mode": sim.mode.view(MODE_FIELDS),
         "down_requests": sim.down_requests,
     }
 

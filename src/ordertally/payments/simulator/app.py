@@ -20,14 +20,13 @@ from ordertally.core import clock
 from ordertally.payments.simulator import messages
 from ordertally.payments.simulator.bills import render_bill
 from ordertally.payments.simulator.engine import (
-    Behaviour,
     BehaviourPatch,
     Provider,
-    SimError,
     SimPayment,
     Simulator,
 )
 from ordertally.payments.simulator.keys import SimKeys
+from ordertally.simkit.errors import SimError, problem_response
 
 # WeChat Pay: out_trade_no is 6-32 of letters, digits, _-|* ; Alipay: up to 64 characters.
 _WECHAT_TRADE_NO = re.compile(r"^[A-Za-z0-9_\-|*]{6,32}$")
@@ -431,10 +430,6 @@ class RefundRequest(TradeRef):
     out_refund_no: str | None = Field(default=None, max_length=64)
 
 
-def _problem(exc: SimError) -> JSONResponse:
-    return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
-
-
 control = APIRouter(prefix="/sim", tags=["control"])
 
 
@@ -451,7 +446,7 @@ async def control_create(request: Request, trade: NewTrade) -> Response:
             description=trade.description,
         )
     except SimError as exc:
-        return _problem(exc)
+        return problem_response(exc)
     return JSONResponse(payment.as_json(), status_code=201)
 
 
@@ -461,7 +456,7 @@ async def control_pay(request: Request, trade: TradeRef) -> Response:
     try:
         return JSONResponse(_sim(request).pay(trade.provider, trade.out_trade_no).as_json())
     except SimError as exc:
-        return _problem(exc)
+        return problem_response(exc)
 
 
 @control.post("/close")
@@ -470,7 +465,7 @@ async def control_close(request: Request, trade: TradeRef) -> Response:
     try:
         return JSONResponse(_sim(request).close(trade.provider, trade.out_trade_no).as_json())
     except SimError as exc:
-        return _problem(exc)
+        return problem_response(exc)
 
 
 @control.post("/refund")
@@ -481,7 +476,7 @@ async def control_refund(request: Request, refund: RefundRequest) -> Response:
             refund.provider, refund.out_trade_no, refund.amount, out_refund_no=refund.out_refund_no
         )
     except SimError as exc:
-        return _problem(exc)
+        return problem_response(exc)
     return JSONResponse(payment.as_json())
 
 
@@ -491,19 +486,21 @@ async def control_renotify(request: Request, trade: TradeRef) -> Response:
     try:
         return JSONResponse(_sim(request).renotify(trade.provider, trade.out_trade_no).as_json())
     except SimError as exc:
-        return _problem(exc)
+        return problem_response(exc)
 
 
 @control.get("/behaviour")
-async def control_get_behaviour(request: Request) -> Behaviour:
+async def control_get_behaviour(request: Request) -> dict[str, Any]:
     """How notifications misbehave now."""
-    return _sim(request).behaviour
+    return _sim(request).behaviour_json()
 
 
 @control.post("/behaviour")
-async def control_behaviour(request: Request, patch: BehaviourPatch) -> Behaviour:
+async def control_behaviour(request: Request, patch: BehaviourPatch) -> dict[str, Any]:
     """Change how notifications misbehave; fields left out keep their value."""
-    return await _sim(request).set_behaviour(patch)
+    sim = _sim(request)
+    await sim.set_behaviour(patch)
+    return sim.behaviour_json()
 
 
 @control.get("/payments")
@@ -553,7 +550,7 @@ async def control_status(request: Request) -> dict[str, Any]:
         "pending_deliveries": sim.pending,
         "deliveries_recorded": len(sim.deliveries),
         "time_scale": sim.time_scale,
-        "behaviour": sim.behaviour.model_dump(),
+        "behaviour": sim.behaviour_json(),
     }
 
 
