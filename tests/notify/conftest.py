@@ -5,7 +5,6 @@ helper that points the settings at them."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from starlette.routing import Route
 
 from ordertally.core.settings import reset_settings
 from ordertally.notify.sms_simulator import SmsSim, SmsSimServer
+from ordertally.simkit.server import free_port
 
 SMS_KEY_ID = "LTAI-test-key"
 SMS_SECRET = "test-secret-不要泄露"
@@ -36,12 +36,6 @@ SMS_CODES = {
     "ShipmentTrackingException": "SMS_100004",
     "NotificationTest": "SMS_100009",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

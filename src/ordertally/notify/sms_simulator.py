@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
 from ordertally.core import clock
+from ordertally.simkit.app import simulator_app
 from ordertally.simkit.misbehaviour import Outage
 from ordertally.simkit.server import BackgroundServer
 
@@ -277,22 +278,30 @@ async def control_reset(request: Request) -> Response:
     return JSONResponse({"reset": True})
 
 
+api = APIRouter()
+
+
+@api.api_route("/", methods=["GET", "POST"], include_in_schema=False)
+async def api_call(request: Request) -> Response:
+    """One Dysmsapi request: parameters from the form (POST) or the query (GET)."""
+    if request.method == "POST":
+        params = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+    else:
+        params = dict(parse_qsl(request.url.query, keep_blank_values=True))
+    status, answer = _sim(request).handle(request.method, params)
+    return _answer(status, answer)
+
+
 def create_sms_sim_app(sim: SmsSim) -> FastAPI:
     """The ASGI app: the API at / and the control endpoints under /sim."""
-    app = FastAPI(title="Aliyun SMS simulator", openapi_url=None, docs_url=None, redoc_url=None)
-    app.state.sim = sim
-
-    @app.api_route("/", methods=["GET", "POST"], include_in_schema=False)
-    async def api(request: Request) -> Response:
-        if request.method == "POST":
-            params = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
-        else:
-            params = dict(parse_qsl(request.url.query, keep_blank_values=True))
-        status, answer = sim.handle(request.method, params)
-        return _answer(status, answer)
-
-    app.include_router(control)
-    return app
+    return simulator_app(
+        sim,
+        [api, control],
+        title="Aliyun SMS simulator",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
 
 
 class SmsSimServer(BackgroundServer):

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from ordertally.channels.simulators.engine import ChannelSim
+from ordertally.simkit.app import simulator_app
 from ordertally.simkit.errors import SimError
 
 
@@ -185,14 +186,11 @@ def create_channel_sim_app(*, time_scale: float = 1000.0) -> FastAPI:
         for task in list(sim.shopify.tasks):
             task.cancel()
 
-    app = FastAPI(
+    return simulator_app(
+        sim,
+        [amazon, pdd, control],
         title="ordertally channel simulator",
         description="Shopify webhooks, Amazon SP-API Orders v0 and Pinduoduo increment, played "
         "locally with test credentials.",
         lifespan=lifespan,
     )
-    app.state.sim = sim
-    app.include_router(amazon)
-    app.include_router(pdd)
-    app.include_router(control)
-    return app

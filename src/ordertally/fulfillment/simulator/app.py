@@ -24,7 +24,8 @@ from ordertally.fulfillment.simulator.engine import (
     Final,
     ModePatch,
 )
-from ordertally.simkit.errors import SimError, problem_response
+from ordertally.simkit.app import simulator_app
+from ordertally.simkit.errors import SimError
 
 log = logging.getLogger(__name__)
 CONTROL_PREFIX = "/_sim"
@@ -204,23 +205,17 @@ control = APIRouter(prefix=CONTROL_PREFIX, tags=["control"])
 async def control_advance(request: Request, body: AdvanceRequest) -> Response:
     """Play the next step(s) of one or every subscribed waybill and push; answers the attempts."""
     sim = _sim(request)
-    try:
-        if body.to_end:
-            deliveries = await sim.run_to_end(body.number)
-        else:
-            deliveries = await sim.advance(body.number, body.steps)
-    except SimError as exc:
-        return problem_response(exc)
+    if body.to_end:
+        deliveries = await sim.run_to_end(body.number)
+    else:
+        deliveries = await sim.advance(body.number, body.steps)
     return JSONResponse([d.as_json() for d in deliveries])
 
 
 @control.post("/flush")
 async def control_flush(request: Request, number: str | None = None) -> Response:
     """Send what out-of-order mode holds back."""
-    try:
-        return JSONResponse([d.as_json() for d in await _sim(request).flush(number)])
-    except SimError as exc:
-        return problem_response(exc)
+    return JSONResponse([d.as_json() for d in await _sim(request).flush(number)])
 
 
 @control.post("/retry")
@@ -234,12 +229,9 @@ async def control_mode(request: Request, body: ModeRequest) -> Response:
     """Change misbehaviour (globally or for `number`), the outage, or the script defaults."""
     sim = _sim(request)
     patch = ModePatch(**body.model_dump(include=set(ModePatch.model_fields), exclude_none=True))
-    try:
-        mode = sim.set_mode(patch, body.number)
-        if body.number is not None and (body.final or body.transit_steps is not None):
-            sim.set_script(body.number, final=body.final, transit_steps=body.transit_steps)
-    except SimError as exc:
-        return problem_response(exc)
+    mode = sim.set_mode(patch, body.number)
+    if body.number is not None and (body.final or body.transit_steps is not None):
+        sim.set_script(body.number, final=body.final, transit_steps=body.transit_steps)
     if body.number is None:
         if body.final is not None:
             sim.default_final = body.final
@@ -259,22 +251,16 @@ async def control_mode(request: Request, body: ModeRequest) -> Response:
 @control.post("/script")
 async def control_script(request: Request, body: ScriptRequest) -> Response:
     """Rewrite one waybill's script (final state, number of 在途 steps) before it plays."""
-    try:
-        waybill = _sim(request).set_script(
-            body.number, final=body.final, transit_steps=body.transit_steps
-        )
-    except SimError as exc:
-        return problem_response(exc)
+    waybill = _sim(request).set_script(
+        body.number, final=body.final, transit_steps=body.transit_steps
+    )
     return JSONResponse(waybill.as_json())
 
 
 @control.post("/waybills")
 async def control_issue(request: Request, body: IssueRequest) -> Response:
     """Issue a waybill directly (as if the label API had been called)."""
-    try:
-        waybill, _ = _sim(request).issue(body.company, body.order_id)
-    except SimError as exc:
-        return problem_response(exc)
+    waybill, _ = _sim(request).issue(body.company, body.order_id)
     return JSONResponse(waybill.as_json(), status_code=201)
 
 
@@ -282,12 +268,7 @@ async def control_issue(request: Request, body: IssueRequest) -> Response:
 async def control_subscribe(request: Request, body: SubscribeRequest) -> Response:
     """Subscribe a waybill directly (as if /poll had been called)."""
     sim = _sim(request)
-    try:
-        sim.subscribe(
-            body.company, body.number, body.callback_url, body.salt, resultv2=body.resultv2
-        )
-    except SimError as exc:
-        return problem_response(exc)
+    sim.subscribe(body.company, body.number, body.callback_url, body.salt, resultv2=body.resultv2)
     waybill = sim.find(body.company, body.number)
     assert waybill is not None
     return JSONResponse(waybill.as_json(), status_code=201)
@@ -372,15 +353,13 @@ def create_carrier_sim_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    app = FastAPI(
+    app = simulator_app(
+        engine,
+        [kuaidi100, control],
         title="ordertally carrier simulator",
         description="Kuaidi100's waybill, subscription, query and push formats, played locally.",
         lifespan=lifespan,
     )
-    app.state.sim = engine
-
-    app.include_router(kuaidi100)
-    app.include_router(control)
     app.add_middleware(_Outage, sim=engine)
     return app
 

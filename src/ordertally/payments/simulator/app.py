@@ -26,7 +26,8 @@ from ordertally.payments.simulator.engine import (
     Simulator,
 )
 from ordertally.payments.simulator.keys import SimKeys
-from ordertally.simkit.errors import SimError, problem_response
+from ordertally.simkit.app import simulator_app
+from ordertally.simkit.errors import SimError
 
 # WeChat Pay: out_trade_no is 6-32 of letters, digits, _-|* ; Alipay: up to 64 characters.
 _WECHAT_TRADE_NO = re.compile(r"^[A-Za-z0-9_\-|*]{6,32}$")
@@ -437,56 +438,41 @@ control = APIRouter(prefix="/sim", tags=["control"])
 async def control_create(request: Request, trade: NewTrade) -> Response:
     """Open a trade directly (as if ordertally had called the platform's create API)."""
     sim = _sim(request)
-    try:
-        payment = sim.create(
-            trade.provider,
-            trade.out_trade_no,
-            trade.amount,
-            notify_url=trade.notify_url,
-            description=trade.description,
-        )
-    except SimError as exc:
-        return problem_response(exc)
+    payment = sim.create(
+        trade.provider,
+        trade.out_trade_no,
+        trade.amount,
+        notify_url=trade.notify_url,
+        description=trade.description,
+    )
     return JSONResponse(payment.as_json(), status_code=201)
 
 
 @control.post("/pay")
 async def control_pay(request: Request, trade: TradeRef) -> Response:
     """The buyer pays: the trade becomes paid and the notification goes out."""
-    try:
-        return JSONResponse(_sim(request).pay(trade.provider, trade.out_trade_no).as_json())
-    except SimError as exc:
-        return problem_response(exc)
+    return JSONResponse(_sim(request).pay(trade.provider, trade.out_trade_no).as_json())
 
 
 @control.post("/close")
 async def control_close(request: Request, trade: TradeRef) -> Response:
     """Close an unpaid trade (the buyer never pays)."""
-    try:
-        return JSONResponse(_sim(request).close(trade.provider, trade.out_trade_no).as_json())
-    except SimError as exc:
-        return problem_response(exc)
+    return JSONResponse(_sim(request).close(trade.provider, trade.out_trade_no).as_json())
 
 
 @control.post("/refund")
 async def control_refund(request: Request, refund: RefundRequest) -> Response:
     """Refund part or all of a paid trade; the refund notification goes out."""
-    try:
-        payment, _ = _sim(request).refund(
-            refund.provider, refund.out_trade_no, refund.amount, out_refund_no=refund.out_refund_no
-        )
-    except SimError as exc:
-        return problem_response(exc)
+    payment, _ = _sim(request).refund(
+        refund.provider, refund.out_trade_no, refund.amount, out_refund_no=refund.out_refund_no
+    )
     return JSONResponse(payment.as_json())
 
 
 @control.post("/renotify")
 async def control_renotify(request: Request, trade: TradeRef) -> Response:
     """Send a paid trade's notification once more (a fresh delivery with its retries)."""
-    try:
-        return JSONResponse(_sim(request).renotify(trade.provider, trade.out_trade_no).as_json())
-    except SimError as exc:
-        return problem_response(exc)
+    return JSONResponse(_sim(request).renotify(trade.provider, trade.out_trade_no).as_json())
 
 
 @control.get("/behaviour")
@@ -597,13 +583,10 @@ def create_sim_app(keys: SimKeys, *, time_scale: float = 1.0, concurrency: int =
         yield
         await sim.aclose()
 
-    app = FastAPI(
+    return simulator_app(
+        sim,
+        [wechat, alipay, control],
         title="ordertally payment simulator",
         description="WeChat Pay v3 and Alipay, played with test keys. Never use real keys here.",
         lifespan=lifespan,
     )
-    app.state.sim = sim
-    app.include_router(wechat)
-    app.include_router(alipay)
-    app.include_router(control)
-    return app
