@@ -52,7 +52,6 @@ OWN_CONSTRUCTORS = frozenset({"upsert_insert", "table_of"})
 ALLOWED: dict[str, tuple[frozenset[str], str]] = {
     "app.py": (frozenset({"text"}), "warm-up: SELECT 1 opens pool connections before traffic"),
     "ops/health.py": (frozenset({"text"}), "readiness probe: SELECT 1"),
-    "ops/doctor.py": (frozenset({"text"}), "doctor's reachability check: SELECT 1"),
     "ops/migration_check.py": (
         frozenset({"text"}),
         "creates and drops the scratch PostgreSQL database the migrations are checked on",

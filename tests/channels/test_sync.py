@@ -17,12 +17,13 @@ from ordertally.channels.adapters import amazon
 from ordertally.channels.errors import RateLimited
 from ordertally.channels.ingest import ingest_orders
 from ordertally.channels.simulators.app import create_channel_sim_app
-from ordertally.channels.simulators.engine import AmazonSim, ChannelSim, SimError
-from ordertally.channels.simulators.runner import serve
+from ordertally.channels.simulators.engine import AmazonSim, ChannelSim
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.exceptions.models import ExceptionCase
 from ordertally.orders.models import SalesOrder
+from ordertally.simkit.errors import SimError
+from ordertally.simkit.server import serve
 from tests.channels.helpers import make_account
 
 pytestmark = pytest.mark.anyio
@@ -207,7 +208,7 @@ async def test_rate_limit_backs_off_then_recovers(
     url, state = sim
     state.amazon.add("114-0000001-0000001", NOW - timedelta(minutes=30))
     await _amazon_account(db, url, NOW - timedelta(hours=1))
-    state.amazon.throttle_next = 1
+    state.amazon.throttle.fail_next(1)
     with pytest.raises(RateLimited):
         await sync.sync_account(db, "amz_a")
     from ordertally.channels import service

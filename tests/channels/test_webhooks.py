@@ -14,11 +14,11 @@ from ordertally.channels import consumers  # noqa: F401  (registers the consumer
 from ordertally.channels.adapters import shopify
 from ordertally.channels.models import ChannelWebhook
 from ordertally.channels.simulators.app import create_channel_sim_app
-from ordertally.channels.simulators.runner import serve
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
 from ordertally.events.dispatcher import drain
 from ordertally.orders.models import SalesOrder
+from ordertally.simkit.server import serve
 from tests.factories import auth
 
 pytestmark = pytest.mark.anyio

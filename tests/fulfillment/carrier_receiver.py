@@ -4,12 +4,10 @@ each push with the Kuaidi100 adapter and answers as the adapter says (or fails o
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,7 +15,7 @@ from starlette.routing import Route
 
 from ordertally.fulfillment.carriers.base import PushRejected, TrackingUpdate
 from ordertally.fulfillment.carriers.kuaidi100 import Kuaidi100Adapter
-from ordertally.fulfillment.simulator.server import free_port
+from ordertally.simkit.server import BackgroundServer
 
 
 @dataclass
@@ -54,18 +52,6 @@ def serve_receiver(adapter: Kuaidi100Adapter) -> Iterator[Receiver]:
         return Response(body, status_code=status, media_type=media)
 
     app = Starlette(routes=[Route("/callbacks/carriers/kuaidi100", push, methods=["POST"])])
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "receiver did not start"
-        time.sleep(0.005)
-    receiver.url = f"http://127.0.0.1:{port}/callbacks/carriers/kuaidi100"
-    try:
+    with BackgroundServer(lambda: app, name="carrier-receiver", lifespan="off") as server:
+        receiver.url = f"{server.url}/callbacks/carriers/kuaidi100"
         yield receiver
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

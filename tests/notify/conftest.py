@@ -5,9 +5,7 @@ helper that points the settings at them."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -16,7 +14,6 @@ from email.message import Message
 from typing import Any
 
 import pytest
-import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from starlette.applications import Starlette
@@ -26,6 +23,7 @@ from starlette.routing import Route
 
 from ordertally.core.settings import reset_settings
 from ordertally.notify.sms_simulator import SmsSim, SmsSimServer
+from ordertally.simkit.server import BackgroundServer, free_port
 
 SMS_KEY_ID = "LTAI-test-key"
 SMS_SECRET = "test-secret-不要泄露"
@@ -36,12 +34,6 @@ SMS_CODES = {
     "ShipmentTrackingException": "SMS_100004",
     "NotificationTest": "SMS_100009",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -89,21 +81,9 @@ def _receiver_app(receiver: Receiver) -> Starlette:
 def receiver() -> Iterator[Receiver]:
     """A live JSON webhook receiver on 127.0.0.1."""
     rec = Receiver()
-    port = free_port()
-    config = uvicorn.Config(
-        _receiver_app(rec), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "receiver did not start"
-        time.sleep(0.01)
-    rec.url = f"http://127.0.0.1:{port}"
-    yield rec
-    server.should_exit = True
-    thread.join(timeout=10)
+    with BackgroundServer(lambda: _receiver_app(rec), name="receiver", lifespan="off") as server:
+        rec.url = server.url
+        yield rec
 
 
 @dataclass

@@ -61,6 +61,7 @@ async def test_doctor_passes_on_a_healthy_database(db: Database) -> None:
         "expired_reservations",
         "available_not_negative",
         "stuck_orders",
+        "unreserved_paid_orders",
         "payment_providers",
         "payment_inbox",
         "payment_queries",

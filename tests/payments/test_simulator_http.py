@@ -8,11 +8,9 @@ import asyncio
 import functools
 import itertools
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,7 +18,6 @@ from urllib.parse import parse_qsl
 
 import httpx
 import pytest
-import uvicorn
 from alipay import AliPay
 from fastapi import FastAPI, Request, Response
 from wechatpayv3 import WeChatPay, WeChatPayType
@@ -30,37 +27,13 @@ from ordertally.payments.simulator import keys as sim_keys
 from ordertally.payments.simulator import messages
 from ordertally.payments.simulator.app import create_sim_app
 from ordertally.payments.simulator.keys import SimKeys
+from ordertally.simkit.server import serve
 
 SCALE = 1000.0  # WeChat Pay's 15 s retry becomes 15 ms
 # The platforms' documented schedules (seconds between attempts), written out, not imported.
 WECHAT_SCHEDULE = (15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800)
 WECHAT_SCHEDULE += (21600, 21600)
 ALIPAY_SCHEDULE = (240, 600, 600, 3600, 7200, 21600, 54000)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run an ASGI app with uvicorn in a thread on 127.0.0.1; yields its base URL."""
-    port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def wechatpay_sdk(keys: SimKeys, base: str, notify_url: str = "") -> Any:

@@ -76,11 +76,17 @@ async def has_hold(session: AsyncSession, order_id: int) -> bool:
     return await repository.count_blocking(session, order_id) > 0
 
 
-async def resolve(session: AsyncSession, case_id: int, by: str, resolution: str) -> ExceptionCase:
-    """Resolve an open case."""
+async def get_case(session: AsyncSession, case_id: int) -> ExceptionCase:
+    """A case by id, or NotFound."""
     case = await repository.get(session, case_id)
     if case is None:
         raise NotFound(f"exception case {case_id} does not exist")
+    return case
+
+
+async def resolve(session: AsyncSession, case_id: int, by: str, resolution: str) -> ExceptionCase:
+    """Resolve an open case."""
+    case = await get_case(session, case_id)
     if not await repository.resolve(session, case_id, clock.now(), by, resolution):
         raise Conflict(f"exception case {case_id} is not open")
     await session.refresh(case)

@@ -23,12 +23,14 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 import orjson
-import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
 from ordertally.core import clock
+from ordertally.simkit.app import simulator_app
+from ordertally.simkit.misbehaviour import Outage
+from ordertally.simkit.server import BackgroundServer
 
 REQUIRED = (
     "AccessKeyId",
@@ -97,8 +99,7 @@ class SmsSim:
     messages: list[SimMessage] = field(default_factory=list)
     rejections: list[dict[str, str]] = field(default_factory=list)
     requests: int = 0
-    fail_mode: FailMode | None = None
-    fail_remaining: int | None = None  # None = until told otherwise
+    failures: Outage = field(default_factory=Outage)  # scripted failures, by FailMode
     _nonces: dict[str, datetime] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -106,7 +107,11 @@ class SmsSim:
     def fail(self, mode: FailMode | None, count: int | None = None) -> None:
         """Make the next `count` requests (all, when None) fail in `mode`; None heals."""
         with self.lock:
-            self.fail_mode, self.fail_remaining = mode, count
+            self.failures.heal()
+            if mode is not None and count is None:
+                self.failures.fail_until_healed(mode)
+            elif mode is not None and count is not None:
+                self.failures.fail_next(count, mode)
 
     def reset(self) -> None:
         """Forget messages, rejections, nonces and scripted failures."""
@@ -114,24 +119,15 @@ class SmsSim:
             self.messages.clear()
             self.rejections.clear()
             self._nonces.clear()
-            self.fail_mode, self.fail_remaining, self.requests = None, None, 0
-
-    def _take_failure(self) -> FailMode | None:
-        if self.fail_mode is None:
-            return None
-        mode = self.fail_mode
-        if self.fail_remaining is not None:
-            self.fail_remaining -= 1
-            if self.fail_remaining <= 0:
-                self.fail_mode, self.fail_remaining = None, None
-        return mode
+            self.failures.heal()
+            self.requests = 0
 
     def handle(self, method: str, params: dict[str, str]) -> tuple[int, dict[str, Any] | str]:
         """Check and apply one API request; returns the HTTP status and the answer."""
         with self.lock:
             self.requests += 1
             request_id = str(uuid.uuid4()).upper()
-            failure = self._take_failure()
+            failure = self.failures.take()
             if failure == "down":
                 return 503, "<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>"
             if failure == "500":
@@ -282,66 +278,43 @@ async def control_reset(request: Request) -> Response:
     return JSONResponse({"reset": True})
 
 
+api = APIRouter()
+
+
+@api.api_route("/", methods=["GET", "POST"], include_in_schema=False)
+async def api_call(request: Request) -> Response:
+    """One Dysmsapi request: parameters from the form (POST) or the query (GET)."""
+    if request.method == "POST":
+        params = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+    else:
+        params = dict(parse_qsl(request.url.query, keep_blank_values=True))
+    status, answer = _sim(request).handle(request.method, params)
+    return _answer(status, answer)
+
+
 def create_sms_sim_app(sim: SmsSim) -> FastAPI:
     """The ASGI app: the API at / and the control endpoints under /sim."""
-    app = FastAPI(title="Aliyun SMS simulator", openapi_url=None, docs_url=None, redoc_url=None)
-    app.state.sim = sim
-
-    @app.api_route("/", methods=["GET", "POST"], include_in_schema=False)
-    async def api(request: Request) -> Response:
-        if request.method == "POST":
-            params = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
-        else:
-            params = dict(parse_qsl(request.url.query, keep_blank_values=True))
-        status, answer = sim.handle(request.method, params)
-        return _answer(status, answer)
-
-    app.include_router(control)
-    return app
+    return simulator_app(
+        sim,
+        [api, control],
+        title="Aliyun SMS simulator",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
 
 
-class SmsSimServer:
-    """The simulator on a real port in a background thread (tests, the demo)."""
+class SmsSimServer(BackgroundServer):
+    """The simulator on a real port in a background thread (tests, the demo). `stop()` then
+    `start()` again listens on the same port: while stopped the gateway is really down
+    (connections are refused)."""
 
     def __init__(self, sim: SmsSim, host: str = "127.0.0.1", port: int = 0) -> None:
         self.sim = sim
-        self.host = host
-        self.port = port
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> SmsSimServer:
-        """Listen (on a free port the first time, then on the same one)."""
-        if self.port == 0:
-            import socket
-
-            with socket.socket() as s:
-                s.bind((self.host, 0))
-                self.port = int(s.getsockname()[1])
-        config = uvicorn.Config(
-            create_sms_sim_app(self.sim),
-            host=self.host,
-            port=self.port,
-            log_level="warning",
+        super().__init__(
+            lambda: create_sms_sim_app(self.sim),
+            host=host,
+            port=port,
+            name="smssim",
             lifespan="off",
         )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("SMS simulator did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        """Stop listening (the gateway is really down: connections are refused)."""
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-        self._server, self._thread = None, None

@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
@@ -15,6 +14,7 @@ from ordertally.core.settings import Settings
 from ordertally.events import repository as events_repository
 from ordertally.inventory import repository as inventory_repository
 from ordertally.ops import migrations
+from ordertally.ops import repository as health
 from ordertally.orders import repository as orders_repository
 from ordertally.payments import service as payments_service
 
@@ -32,7 +32,7 @@ async def run_checks(db: Database, settings: Settings) -> list[Check]:
     checks: list[Check] = []
     try:
         async with db.transaction(write=False) as session:
-            await session.execute(text("SELECT 1"))
+            await health.ping(session)
     except Exception as exc:
         return [Check("database", False, f"unreachable: {exc}")]
     checks.append(Check("database", True, f"reachable ({db.dialect})"))
@@ -86,8 +86,25 @@ async def run_checks(db: Database, settings: Settings) -> list[Check]:
                 {"pending_payment_past_deadline": stuck},
             )
         )
+        checks.append(await _unreserved_orders_check(session))
         checks.extend(await _payment_checks(session, settings))
     return checks
+
+
+# How many order numbers a failing check names (the count says how many there are in all).
+SAMPLE_ORDERS = 10
+
+
+async def _unreserved_orders_check(session: AsyncSession) -> Check:
+    """Paid or allocated orders that nothing will ever ship: no live reservation for their
+    lines and no hold saying why."""
+    count, sample = await health.unreserved_orders(session, clock.now(), SAMPLE_ORDERS)
+    detail = f"{count} paid or allocated orders with neither reserved stock nor a hold"
+    if count:
+        detail += f" (e.g. {', '.join(sample)}): reserve their stock or open a hold"
+    return Check(
+        "unreserved_paid_orders", count == 0, detail, {"count": count, "order_nos": sample}
+    )
 
 
 async def _payment_checks(session: AsyncSession, settings: Settings) -> list[Check]:

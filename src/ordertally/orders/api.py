@@ -26,10 +26,9 @@ from ordertally.core.errors import InvalidRequest
 from ordertally.core.http import JSON, client_ip, database, json_response
 from ordertally.core.money import format_minor
 from ordertally.core.settings import get_settings
-from ordertally.exceptions import service as exceptions_service
 from ordertally.idempotency import service as idempotency_service
 from ordertally.idempotency.http import run_idempotent
-from ordertally.orders import service
+from ordertally.orders import holds, service
 from ordertally.orders.models import OrderEvent, SalesOrder
 from ordertally.orders.schemas import (
     CancelIn,
@@ -466,9 +465,10 @@ async def resolve_exception(
     body: ResolveIn,
     principal: Annotated[Principal, Depends(require("exceptions.resolve"))],
 ) -> Response:
-    """Close an open case with a resolution."""
+    """Close an open case with a resolution; a stock-shortage hold reserves the order's stock
+    again first, or stays open (409 exceptions.still_short) while the stock is short."""
     async with database(request).transaction() as session:
-        case = await exceptions_service.resolve(session, case_id, principal.name, body.resolution)
+        case = await holds.resolve_case(session, case_id, principal.name, body.resolution)
     return json_response(
         {
             "id": case.id,

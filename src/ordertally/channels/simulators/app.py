@@ -12,7 +12,9 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from ordertally.channels.simulators.engine import ChannelSim, SimError
+from ordertally.channels.simulators.engine import ChannelSim
+from ordertally.simkit.app import simulator_app
+from ordertally.simkit.errors import SimError
 
 
 def _sim(request: Request) -> ChannelSim:
@@ -142,15 +144,15 @@ async def shopify_settle(request: Request) -> dict[str, Any]:
 async def behaviour(request: Request, patch: Behaviour) -> dict[str, int]:
     sim = _sim(request)
     if patch.amazon_throttle_next is not None:
-        sim.amazon.throttle_next = patch.amazon_throttle_next
+        sim.amazon.throttle.fail_next(patch.amazon_throttle_next)
     if patch.pdd_throttle_next is not None:
-        sim.pdd.throttle_next = patch.pdd_throttle_next
+        sim.pdd.throttle.fail_next(patch.pdd_throttle_next)
     if patch.shopify_fail_next is not None:
-        sim.shopify.fail_next = patch.shopify_fail_next
+        sim.shopify.failures.fail_next(patch.shopify_fail_next)
     return {
-        "amazon_throttle_next": sim.amazon.throttle_next,
-        "pdd_throttle_next": sim.pdd.throttle_next,
-        "shopify_fail_next": sim.shopify.fail_next,
+        "amazon_throttle_next": sim.amazon.throttle.remaining,
+        "pdd_throttle_next": sim.pdd.throttle.remaining,
+        "shopify_fail_next": sim.shopify.failures.remaining,
     }
 
 
@@ -184,14 +186,11 @@ def create_channel_sim_app(*, time_scale: float = 1000.0) -> FastAPI:
         for task in list(sim.shopify.tasks):
             task.cancel()
 
-    app = FastAPI(
+    return simulator_app(
+        sim,
+        [amazon, pdd, control],
         title="ordertally channel simulator",
         description="Shopify webhooks, Amazon SP-API Orders v0 and Pinduoduo increment, played "
         "locally with test credentials.",
         lifespan=lifespan,
     )
-    app.state.sim = sim
-    app.include_router(amazon)
-    app.include_router(pdd)
-    app.include_router(control)
-    return app

@@ -31,20 +31,14 @@ import httpx
 from ordertally.channels.adapters import pinduoduo
 from ordertally.channels.adapters.common import beijing_utc, to_beijing_string
 from ordertally.core import clock
+from ordertally.simkit.errors import SimError
+from ordertally.simkit.misbehaviour import Outage
 
 # Shopify retries a failed webhook 8 times over about 4 hours (seconds before each retry).
 SHOPIFY_RETRIES = (10, 30, 60, 300, 900, 1800, 3600, 7200)
 AMAZON_MIN_LAG = timedelta(minutes=2)
 PDD_MAX_WINDOW = timedelta(minutes=30)
 PDD_MIN_LAG = timedelta(minutes=3)
-
-
-class SimError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 def _iso(at: datetime) -> str:
@@ -79,7 +73,7 @@ class ShopifySim:
     target_url: str = ""
     secret: str = ""
     time_scale: float = 1000.0
-    fail_next: int = 0  # answer-independent: the next N attempts count as failed sends
+    failures: Outage = field(default_factory=Outage)  # attempts that fail whatever the answer
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     deliveries: list[Delivery] = field(default_factory=list)
     ids: itertools.count[int] = field(
@@ -180,8 +174,7 @@ class ShopifySim:
                     await asyncio.sleep(delay / self.time_scale)
                 status: int | None = None
                 error = None
-                if self.fail_next > 0:
-                    self.fail_next -= 1
+                if self.failures.take():
                     error = "simulated network failure"
                 else:
                     try:
@@ -207,7 +200,7 @@ class ShopifySim:
 class AmazonSim:
     access_token: str = "sim-amazon-token"
     marketplace_id: str = "ATVPDKIKX0DER"
-    throttle_next: int = 0
+    throttle: Outage = field(default_factory=Outage)  # requests answered "too many"
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     items: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     tokens: dict[str, tuple[list[str], int]] = field(default_factory=dict)
@@ -268,8 +261,7 @@ class AmazonSim:
             raise SimError(403, "Unauthorized", "Access to requested resource is denied.")
 
     def _throttle(self) -> None:
-        if self.throttle_next > 0:
-            self.throttle_next -= 1
+        if self.throttle.take():
             raise SimError(
                 429, "QuotaExceeded", "You exceeded your quota for the requested resource."
             )
@@ -341,7 +333,7 @@ class AmazonSim:
 class PddSim:
     client_id: str = "sim-pdd-client"
     client_secret: str = "sim-pdd-secret"
-    throttle_next: int = 0
+    throttle: Outage = field(default_factory=Outage)  # requests answered "too many"
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[dict[str, str]] = field(default_factory=list)
 
@@ -407,8 +399,7 @@ class PddSim:
             return {"time_get_response": {"time": to_beijing_string(clock.now())}}
         if api != pinduoduo.API:
             return self.error(10000, f"unknown type {api}")
-        if self.throttle_next > 0:
-            self.throttle_next -= 1
+        if self.throttle.take():
             return self.error(70031, "调用过于频繁 / calls too frequent")
         try:
             start = datetime.fromtimestamp(int(form["start_updated_at"]), UTC)

@@ -19,11 +19,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ordertally.fulfillment.carriers.kuaidi100 import label_sign, query_sign
 from ordertally.fulfillment.simulator.engine import (
+    MODE_FIELDS,
     CarrierSimulator,
     Final,
     ModePatch,
-    SimError,
 )
+from ordertally.simkit.app import simulator_app
+from ordertally.simkit.errors import SimError
 
 log = logging.getLogger(__name__)
 CONTROL_PREFIX = "/_sim"
@@ -196,10 +198,6 @@ class SubscribeRequest(BaseModel):
     resultv2: str = "1"
 
 
-def _problem(exc: SimError) -> JSONResponse:
-    return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
-
-
 control = APIRouter(prefix=CONTROL_PREFIX, tags=["control"])
 
 
@@ -207,23 +205,17 @@ control = APIRouter(prefix=CONTROL_PREFIX, tags=["control"])
 async def control_advance(request: Request, body: AdvanceRequest) -> Response:
     """Play the next step(s) of one or every subscribed waybill and push; answers the attempts."""
     sim = _sim(request)
-    try:
-        if body.to_end:
-            deliveries = await sim.run_to_end(body.number)
-        else:
-            deliveries = await sim.advance(body.number, body.steps)
-    except SimError as exc:
-        return _problem(exc)
+    if body.to_end:
+        deliveries = await sim.run_to_end(body.number)
+    else:
+        deliveries = await sim.advance(body.number, body.steps)
     return JSONResponse([d.as_json() for d in deliveries])
 
 
 @control.post("/flush")
 async def control_flush(request: Request, number: str | None = None) -> Response:
     """Send what out-of-order mode holds back."""
-    try:
-        return JSONResponse([d.as_json() for d in await _sim(request).flush(number)])
-    except SimError as exc:
-        return _problem(exc)
+    return JSONResponse([d.as_json() for d in await _sim(request).flush(number)])
 
 
 @control.post("/retry")
@@ -237,12 +229,9 @@ async def control_mode(request: Request, body: ModeRequest) -> Response:
     """Change misbehaviour (globally or for `number`), the outage, or the script defaults."""
     sim = _sim(request)
     patch = ModePatch(**body.model_dump(include=set(ModePatch.model_fields), exclude_none=True))
-    try:
-        mode = sim.set_mode(patch, body.number)
-        if body.number is not None and (body.final or body.transit_steps is not None):
-            sim.set_script(body.number, final=body.final, transit_steps=body.transit_steps)
-    except SimError as exc:
-        return _problem(exc)
+    mode = sim.set_mode(patch, body.number)
+    if body.number is not None and (body.final or body.transit_steps is not None):
+        sim.set_script(body.number, final=body.final, transit_steps=body.transit_steps)
     if body.number is None:
         if body.final is not None:
             sim.default_final = body.final
@@ -251,7 +240,7 @@ async def control_mode(request: Request, body: ModeRequest) -> Response:
     sim.set_down(body.down_seconds, body.down_requests)
     return JSONResponse(
         {
-            "mode": mode.model_dump(),
+            "mode": mode.view(MODE_FIELDS),
             "down_requests": sim.down_requests,
             "default_final": sim.default_final,
             "default_transit_steps": sim.default_transit_steps,
@@ -262,22 +251,16 @@ async def control_mode(request: Request, body: ModeRequest) -> Response:
 @control.post("/script")
 async def control_script(request: Request, body: ScriptRequest) -> Response:
     """Rewrite one waybill's script (final state, number of 在途 steps) before it plays."""
-    try:
-        waybill = _sim(request).set_script(
-            body.number, final=body.final, transit_steps=body.transit_steps
-        )
-    except SimError as exc:
-        return _problem(exc)
+    waybill = _sim(request).set_script(
+        body.number, final=body.final, transit_steps=body.transit_steps
+    )
     return JSONResponse(waybill.as_json())
 
 
 @control.post("/waybills")
 async def control_issue(request: Request, body: IssueRequest) -> Response:
     """Issue a waybill directly (as if the label API had been called)."""
-    try:
-        waybill, _ = _sim(request).issue(body.company, body.order_id)
-    except SimError as exc:
-        return _problem(exc)
+    waybill, _ = _sim(request).issue(body.company, body.order_id)
     return JSONResponse(waybill.as_json(), status_code=201)
 
 
@@ -285,12 +268,7 @@ async def control_issue(request: Request, body: IssueRequest) -> Response:
 async def control_subscribe(request: Request, body: SubscribeRequest) -> Response:
     """Subscribe a waybill directly (as if /poll had been called)."""
     sim = _sim(request)
-    try:
-        sim.subscribe(
-            body.company, body.number, body.callback_url, body.salt, resultv2=body.resultv2
-        )
-    except SimError as exc:
-        return _problem(exc)
+    sim.subscribe(body.company, body.number, body.callback_url, body.salt, resultv2=body.resultv2)
     waybill = sim.find(body.company, body.number)
     assert waybill is not None
     return JSONResponse(waybill.as_json(), status_code=201)
@@ -330,7 +308,7 @@ async def control_status(request: Request) -> dict[str, Any]:
         "deliveries": len(sim.deliveries),
         "pending_retries": len(sim.retries),
         "requests": sim.requests,
-        "mode": sim.mode.model_dump(),
+        "mode": sim.mode.view(MODE_FIELDS),
         "down_requests": sim.down_requests,
     }
 
@@ -375,15 +353,13 @@ def create_carrier_sim_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    app = FastAPI(
+    app = simulator_app(
+        engine,
+        [kuaidi100, control],
         title="ordertally carrier simulator",
         description="Kuaidi100's waybill, subscription, query and push formats, played locally.",
         lifespan=lifespan,
     )
-    app.state.sim = engine
-
-    app.include_router(kuaidi100)
-    app.include_router(control)
     app.add_middleware(_Outage, sim=engine)
     return app
 

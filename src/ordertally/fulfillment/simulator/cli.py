@@ -30,10 +30,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve Kuaidi100's waybill, subscription and query APIs and push tracking (carrier
         simulator); control API under /_sim."""
-        import uvicorn
-
         from ordertally.fulfillment.simulator.app import create_carrier_sim_app
         from ordertally.fulfillment.simulator.engine import CarrierSimulator
+        from ordertally.simkit import server
 
         engine = CarrierSimulator(key=key, customer=customer, secret=secret, seed=seed)
         app_ = create_carrier_sim_app(engine, push_every=push_every or None)
@@ -43,4 +42,4 @@ def register(app: typer.Typer) -> None:
             f"ORDERTALLY_KUAIDI100_KEY={key} ORDERTALLY_KUAIDI100_CUSTOMER={customer} "
             f"ORDERTALLY_KUAIDI100_SECRET={secret} ORDERTALLY_KUAIDI100_SALT=<any>"
         )
-        uvicorn.run(app_, host=host, port=port, access_log=False, log_level="info")
+        server.run(app_, host, port)

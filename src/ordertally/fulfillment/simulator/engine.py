@@ -12,7 +12,6 @@ import asyncio
 import json
 import random
 import secrets
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,6 +27,8 @@ from ordertally.fulfillment.carriers.kuaidi100 import (
     format_beijing_time,
     push_sign,
 )
+from ordertally.simkit.errors import SimError
+from ordertally.simkit.misbehaviour import Dice, Misbehaviour, Outage
 
 Final = Literal["delivered", "rejected", "returned", "problem", "silence"]
 Variant = Literal["genuine", "duplicate", "stale", "forged", "retry"]
@@ -50,36 +51,18 @@ PUSH_TIMEOUT_SECONDS = 20.0
 MAX_DELIVERIES_KEPT = 100_000
 
 
-class SimError(Exception):
-    """A refused control action, with the HTTP status the control API answers."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-class Mode(BaseModel):
-    """How pushes misbehave (globally, or for one waybill). Rates are probabilities per push."""
-
-    duplicate_rate: float = Field(default=0.0, ge=0, le=1)
-    out_of_order_rate: float = Field(default=0.0, ge=0, le=1)
-    forge_rate: float = Field(default=0.0, ge=0, le=1)
-    silent: bool = False
+# The knobs of the kit's misbehaviour this simulator has, as its control API shows them.
+MODE_FIELDS = ("duplicate_rate", "out_of_order_rate", "forge_rate", "silent")
 
 
 class ModePatch(BaseModel):
-    """A partial mode: fields left out keep their value."""
+    """A partial mode (how pushes misbehave, globally or for one waybill; rates are
+    probabilities per push): fields left out keep their value."""
 
     duplicate_rate: float | None = Field(default=None, ge=0, le=1)
     out_of_order_rate: float | None = Field(default=None, ge=0, le=1)
     forge_rate: float | None = Field(default=None, ge=0, le=1)
     silent: bool | None = None
-
-    def apply(self, mode: Mode) -> Mode:
-        """The mode with this patch's given fields."""
-        return mode.model_copy(update=self.model_dump(exclude_none=True))
 
 
 @dataclass(slots=True)
@@ -115,7 +98,7 @@ class SimWaybill:
     script: list[Step] = field(default_factory=list)
     played: int = 0
     subscription: SimSubscription | None = None
-    mode: ModePatch | None = None
+    mode: Misbehaviour | None = None  # this waybill's own mode, when it was given one
     held: list[str] = field(default_factory=list)  # params delayed by out-of-order mode
     pushes_sent: int = 0
 
@@ -257,16 +240,15 @@ class CarrierSimulator:
         self.secret = secret
         self.concurrency = concurrency
         self.push_timeout_seconds = push_timeout_seconds
-        self.rng = random.Random(seed)
-        self.mode = Mode()
+        self.rng = Dice(seed)
+        self.mode = Misbehaviour()
         self.default_final: Final = "delivered"
         self.default_transit_steps = 3
         self.waybills: dict[tuple[str, str], SimWaybill] = {}
         self.by_order: dict[str, SimWaybill] = {}
         self.deliveries: list[Delivery] = []
         self.retries: list[_Retry] = []
-        self.down_until = 0.0  # time.monotonic() until which the APIs answer 503
-        self.down_requests = 0  # the next N API requests answer 503
+        self.outage = Outage()  # the carrier APIs answer 503 while it lasts
         self.requests = 0  # API requests seen (not control)
         self._client: httpx.AsyncClient | None = None
         self._issued: set[str] = set()
@@ -276,17 +258,19 @@ class CarrierSimulator:
     def set_down(self, seconds: float | None = None, requests: int | None = None) -> None:
         """Answer 503 to the carrier APIs for a while and/or for the next N requests (0 = up)."""
         if seconds is not None:
-            self.down_until = time.monotonic() + seconds if seconds > 0 else 0.0
+            self.outage.fail_for(seconds)
         if requests is not None:
-            self.down_requests = requests
+            self.outage.fail_next(requests)
+
+    @property
+    def down_requests(self) -> int:
+        """How many of the next API requests will be answered 503."""
+        return self.outage.remaining
 
     def take_down(self) -> bool:
         """Count one API request; True when it must be answered 503."""
         self.requests += 1
-        if self.down_requests > 0:
-            self.down_requests -= 1
-            return True
-        return time.monotonic() < self.down_until
+        return self.outage.take() is not None
 
     # --- waybills and subscriptions -------------------------------------------------------
 
@@ -373,18 +357,18 @@ class CarrierSimulator:
             waybill.script = build_script(waybill.company, waybill.final, count, self.rng)
         return waybill
 
-    def set_mode(self, patch: ModePatch, number: str | None = None) -> Mode:
+    def set_mode(self, patch: ModePatch, number: str | None = None) -> Misbehaviour:
         """Change how pushes misbehave, for everyone or one waybill; answers the mode in force."""
+        changes = patch.model_dump(exclude_none=True)
         if number is None:
-            self.mode = patch.apply(self.mode)
+            self.mode = self.mode.patched(changes)
             return self.mode
         waybill = self._get(number)
-        merged = patch.apply(self._mode_of(waybill))
-        waybill.mode = ModePatch(**merged.model_dump())
-        return merged
+        waybill.mode = self._mode_of(waybill).patched(changes)
+        return waybill.mode
 
-    def _mode_of(self, waybill: SimWaybill) -> Mode:
-        return waybill.mode.apply(self.mode) if waybill.mode is not None else self.mode
+    def _mode_of(self, waybill: SimWaybill) -> Misbehaviour:
+        return waybill.mode if waybill.mode is not None else self.mode
 
     # --- the Kuaidi100 documents ------------------------------------------------------------
 
@@ -495,21 +479,16 @@ class CarrierSimulator:
             return []
         param = self.push_param(waybill)
         out: list[Delivery] = []
-        if (
-            not waybill.done
-            and not waybill.held
-            and mode.out_of_order_rate
-            and self.rng.random() < mode.out_of_order_rate
-        ):
+        if not waybill.done and not waybill.held and self.rng.hits(mode.out_of_order_rate):
             waybill.held.append(param)  # sent after the next (newer) one
             return out
         assert waybill.subscription is not None
         sign = push_sign(param, waybill.subscription.salt)
         out.append(await self._send(waybill, param, sign, "genuine"))
-        if mode.duplicate_rate and self.rng.random() < mode.duplicate_rate:
+        if self.rng.hits(mode.duplicate_rate):
             out.append(await self._send(waybill, param, sign, "duplicate"))
         out += await self._send_held(waybill)
-        if mode.forge_rate and self.rng.random() < mode.forge_rate:
+        if self.rng.hits(mode.forge_rate):
             forged = self._forged_param(waybill)
             bad = push_sign(forged, "forged-" + waybill.subscription.salt)
             out.append(await self._send(waybill, forged, bad, "forged"))
@@ -602,11 +581,10 @@ class CarrierSimulator:
         self.deliveries.clear()
         self.retries.clear()
         self._issued.clear()
-        self.mode = Mode()
+        self.mode = Misbehaviour()
         self.default_final = "delivered"
         self.default_transit_steps = 3
-        self.down_until = 0.0
-        self.down_requests = 0
+        self.outage.heal()
 
     async def aclose(self) -> None:
         """Close the push client."""

@@ -20,14 +20,14 @@ from ordertally.core import clock
 from ordertally.payments.simulator import messages
 from ordertally.payments.simulator.bills import render_bill
 from ordertally.payments.simulator.engine import (
-    Behaviour,
     BehaviourPatch,
     Provider,
-    SimError,
     SimPayment,
     Simulator,
 )
 from ordertally.payments.simulator.keys import SimKeys
+from ordertally.simkit.app import simulator_app
+from ordertally.simkit.errors import SimError
 
 # WeChat Pay: out_trade_no is 6-32 of letters, digits, _-|* ; Alipay: up to 64 characters.
 _WECHAT_TRADE_NO = re.compile(r"^[A-Za-z0-9_\-|*]{6,32}$")
@@ -431,10 +431,6 @@ class RefundRequest(TradeRef):
     out_refund_no: str | None = Field(default=None, max_length=64)
 
 
-def _problem(exc: SimError) -> JSONResponse:
-    return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
-
-
 control = APIRouter(prefix="/sim", tags=["control"])
 
 
@@ -442,68 +438,55 @@ control = APIRouter(prefix="/sim", tags=["control"])
 async def control_create(request: Request, trade: NewTrade) -> Response:
     """Open a trade directly (as if ordertally had called the platform's create API)."""
     sim = _sim(request)
-    try:
-        payment = sim.create(
-            trade.provider,
-            trade.out_trade_no,
-            trade.amount,
-            notify_url=trade.notify_url,
-            description=trade.description,
-        )
-    except SimError as exc:
-        return _problem(exc)
+    payment = sim.create(
+        trade.provider,
+        trade.out_trade_no,
+        trade.amount,
+        notify_url=trade.notify_url,
+        description=trade.description,
+    )
     return JSONResponse(payment.as_json(), status_code=201)
 
 
 @control.post("/pay")
 async def control_pay(request: Request, trade: TradeRef) -> Response:
     """The buyer pays: the trade becomes paid and the notification goes out."""
-    try:
-        return JSONResponse(_sim(request).pay(trade.provider, trade.out_trade_no).as_json())
-    except SimError as exc:
-        return _problem(exc)
+    return JSONResponse(_sim(request).pay(trade.provider, trade.out_trade_no).as_json())
 
 
 @control.post("/close")
 async def control_close(request: Request, trade: TradeRef) -> Response:
     """Close an unpaid trade (the buyer never pays)."""
-    try:
-        return JSONResponse(_sim(request).close(trade.provider, trade.out_trade_no).as_json())
-    except SimError as exc:
-        return _problem(exc)
+    return JSONResponse(_sim(request).close(trade.provider, trade.out_trade_no).as_json())
 
 
 @control.post("/refund")
 async def control_refund(request: Request, refund: RefundRequest) -> Response:
     """Refund part or all of a paid trade; the refund notification goes out."""
-    try:
-        payment, _ = _sim(request).refund(
-            refund.provider, refund.out_trade_no, refund.amount, out_refund_no=refund.out_refund_no
-        )
-    except SimError as exc:
-        return _problem(exc)
+    payment, _ = _sim(request).refund(
+        refund.provider, refund.out_trade_no, refund.amount, out_refund_no=refund.out_refund_no
+    )
     return JSONResponse(payment.as_json())
 
 
 @control.post("/renotify")
 async def control_renotify(request: Request, trade: TradeRef) -> Response:
     """Send a paid trade's notification once more (a fresh delivery with its retries)."""
-    try:
-        return JSONResponse(_sim(request).renotify(trade.provider, trade.out_trade_no).as_json())
-    except SimError as exc:
-        return _problem(exc)
+    return JSONResponse(_sim(request).renotify(trade.provider, trade.out_trade_no).as_json())
 
 
 @control.get("/behaviour")
-async def control_get_behaviour(request: Request) -> Behaviour:
+async def control_get_behaviour(request: Request) -> dict[str, Any]:
     """How notifications misbehave now."""
-    return _sim(request).behaviour
+    return _sim(request).behaviour_json()
 
 
 @control.post("/behaviour")
-async def control_behaviour(request: Request, patch: BehaviourPatch) -> Behaviour:
+async def control_behaviour(request: Request, patch: BehaviourPatch) -> dict[str, Any]:
     """Change how notifications misbehave; fields left out keep their value."""
-    return await _sim(request).set_behaviour(patch)
+    sim = _sim(request)
+    await sim.set_behaviour(patch)
+    return sim.behaviour_json()
 
 
 @control.get("/payments")
@@ -553,7 +536,7 @@ async def control_status(request: Request) -> dict[str, Any]:
         "pending_deliveries": sim.pending,
         "deliveries_recorded": len(sim.deliveries),
         "time_scale": sim.time_scale,
-        "behaviour": sim.behaviour.model_dump(),
+        "behaviour": sim.behaviour_json(),
     }
 
 
@@ -600,13 +583,10 @@ def create_sim_app(keys: SimKeys, *, time_scale: float = 1.0, concurrency: int =
         yield
         await sim.aclose()
 
-    app = FastAPI(
+    return simulator_app(
+        sim,
+        [wechat, alipay, control],
         title="ordertally payment simulator",
         description="WeChat Pay v3 and Alipay, played with test keys. Never use real keys here.",
         lifespan=lifespan,
     )
-    app.state.sim = sim
-    app.include_router(wechat)
-    app.include_router(alipay)
-    app.include_router(control)
-    return app

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
@@ -25,6 +24,8 @@ from ordertally.core import clock
 from ordertally.payments.simulator import messages
 from ordertally.payments.simulator.bills import BillRow
 from ordertally.payments.simulator.keys import SimKeys
+from ordertally.simkit.errors import SimError
+from ordertally.simkit.misbehaviour import Dice, Misbehaviour
 
 log = logging.getLogger(__name__)
 
@@ -46,31 +47,22 @@ MAX_DELIVERIES_KEPT = 50_000
 MAX_RECORDED_BODY = 4096
 
 
-class SimError(Exception):
-    """A refused control action, with the HTTP status the control API answers."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-class Behaviour(BaseModel):
-    """How notifications misbehave. Rates are probabilities per notification."""
-
-    drop_rate: float = Field(default=0.0, ge=0, le=1)
-    duplicate_rate: float = Field(default=0.0, ge=0, le=1)
-    delay_seconds: float = Field(default=0.0, ge=0, le=3600)
-    reorder: bool = False
-    reorder_window_seconds: float = Field(default=1.0, gt=0, le=600)
-    forge_rate: float = Field(default=0.0, ge=0, le=1)
-    stale_rate: float = Field(default=0.0, ge=0, le=1)
-    seed: int | None = None
+# The knobs of the kit's misbehaviour this simulator has, as its control API shows them.
+BEHAVIOUR_FIELDS = (
+    "drop_rate",
+    "duplicate_rate",
+    "delay_seconds",
+    "reorder",
+    "reorder_window_seconds",
+    "forge_rate",
+    "stale_rate",
+    "seed",
+)
 
 
 class BehaviourPatch(BaseModel):
-    """A partial update of the behaviour: fields left out keep their value."""
+    """A partial update of the behaviour: fields left out keep their value. Rates are
+    probabilities per notification."""
 
     drop_rate: float | None = Field(default=None, ge=0, le=1)
     duplicate_rate: float | None = Field(default=None, ge=0, le=1)
@@ -174,8 +166,8 @@ class Simulator:
         self.time_scale = time_scale
         self.payments: dict[tuple[str, str], SimPayment] = {}
         self.deliveries: deque[dict[str, Any]] = deque(maxlen=MAX_DELIVERIES_KEPT)
-        self.behaviour = Behaviour()
-        self._rng = random.Random()
+        self.behaviour = Misbehaviour()
+        self._dice = Dice()
         self._ids = itertools.count(1)
         self._concurrency = concurrency
         self._semaphore: asyncio.Semaphore | None = None
@@ -240,18 +232,22 @@ class Simulator:
         await self.cancel_deliveries()
         self.payments.clear()
         self.deliveries.clear()
-        self.behaviour = Behaviour()
+        self.behaviour = Misbehaviour()
 
-    async def set_behaviour(self, patch: BehaviourPatch) -> Behaviour:
+    async def set_behaviour(self, patch: BehaviourPatch) -> Misbehaviour:
         """Change how notifications misbehave (fields not given keep their value)."""
         changes = patch.model_dump(exclude_unset=True)
-        self.behaviour = self.behaviour.model_copy(update=changes)
+        self.behaviour = self.behaviour.patched(changes)
         if "seed" in changes:
-            self._rng.seed(changes["seed"])
+            self._dice.seed(changes["seed"])
         if self.behaviour.forge_rate:
             # The forger's key takes a moment to generate: not on the event loop.
             await asyncio.to_thread(messages.forger_key)
         return self.behaviour
+
+    def behaviour_json(self) -> dict[str, Any]:
+        """How notifications misbehave now, as the control API shows it."""
+        return self.behaviour.view(BEHAVIOUR_FIELDS)
 
     # --- trades -----------------------------------------------------------------------------
 
@@ -547,7 +543,7 @@ class Simulator:
             out.summary["state"] = "no_notify_url"
             return
         behaviour = self.behaviour
-        if self._rng.random() < behaviour.drop_rate:
+        if self._dice.hits(behaviour.drop_rate):
             out.summary["state"] = "dropped"
             self._record(out, "dropped", 0, None, None, None, None, 0.0)
             return
@@ -568,15 +564,15 @@ class Simulator:
                 self._deliver(out, self.behaviour, self.behaviour.delay_seconds + i * stagger)
             )
 
-    async def _deliver(self, out: Outgoing, behaviour: Behaviour, delay: float) -> None:
+    async def _deliver(self, out: Outgoing, behaviour: Misbehaviour, delay: float) -> None:
         """Send until ordertally answers success or the retry schedule is spent."""
         if delay:
             await asyncio.sleep(delay)
-        if self._rng.random() < behaviour.forge_rate:
+        if self._dice.hits(behaviour.forge_rate):
             self._spawn(self._send(out, "forged", 1))
-        if self._rng.random() < behaviour.stale_rate:
+        if self._dice.hits(behaviour.stale_rate):
             self._spawn(self._send(out, "stale", 1))
-        duplicate = self._rng.random() < behaviour.duplicate_rate
+        duplicate = self._dice.hits(behaviour.duplicate_rate)
         schedule = RETRY_SECONDS[out.provider]
         out.summary["state"] = "delivering"
         for attempt in range(1, len(schedule) + 2):
