@@ -24,6 +24,7 @@ migrate: $(STAMP)
 run: $(STAMP)
 	$(BIN)/ordertally migrate
 	$(BIN)/ordertally demo --if-empty
+	$(BIN)/ordertally user bootstrap
 	$(BIN)/ordertally serve
 
 LINT_DIRS := $(wildcard src tests bench)

@@ -27,6 +27,8 @@ paysim_app = typer.Typer(
     no_args_is_help=True, help="Payment simulator: WeChat Pay v3 and Alipay with test keys."
 )
 app.add_typer(paysim_app, name="paysim")
+user_app = typer.Typer(no_args_is_help=True, help="Manage back-office users.")
+app.add_typer(user_app, name="user")
 console = Console()
 
 
@@ -63,6 +65,9 @@ def serve(
     key_file = settings.data_dir / "demo-api-key.txt"
     if key_file.exists():
         console.print(f"demo API key (admin): {key_file.read_text().strip()}")
+    admin_file = settings.data_dir / FIRST_ADMIN_FILE
+    if admin_file.exists():
+        console.print(f"back office {base}/ui/  ·  first admin's sign-in saved in {admin_file}")
     if workers > 1:
         # Counters from several processes are merged through a shared directory, wiped first.
         metrics_dir = Path(tempfile.gettempdir()) / f"ordertally-metrics-{port}"
@@ -170,6 +175,71 @@ def apikey_create(
         raise typer.Exit(2) from exc
     typer.echo(f"created API key {key_id} ({name}, role {role}); it will not be shown again:")
     typer.echo(raw)
+
+
+FIRST_ADMIN_FILE = "first-admin.txt"
+
+
+@user_app.command("create")
+def user_create(
+    username: Annotated[str, typer.Argument(help="Lowercase letters, digits, . _ -")],
+    role: Annotated[str, typer.Option(help="admin | ops | cs | finance | warehouse")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input")
+    ] = False,
+) -> None:
+    """Create a back-office user (password from a prompt, or from stdin)."""
+    from ordertally.auth import users
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+
+    async def main() -> int:
+        db = create_database()
+        try:
+            async with db.transaction() as session:
+                return await users.create_user(session, username, password, role)
+        finally:
+            await db.dispose()
+
+    try:
+        user_id = asyncio.run(main())
+    except Exception as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"created user {user_id} ({username.strip().lower()}, role {role})")
+
+
+@user_app.command("bootstrap")
+def user_bootstrap() -> None:
+    """Create a first admin when there is no user yet; prints its password once."""
+    from ordertally.auth import users
+
+    settings = get_settings()
+    password = users.generate_password()
+
+    async def main() -> bool:
+        db = create_database(settings)
+        try:
+            async with db.transaction() as session:
+                if await users.count_users(session):
+                    return False
+                await users.create_user(session, "admin", password, "admin")
+                return True
+        finally:
+            await db.dispose()
+
+    if not asyncio.run(main()):
+        console.print("back-office users already exist")
+        return
+    admin_file = settings.data_dir / FIRST_ADMIN_FILE
+    admin_file.parent.mkdir(parents=True, exist_ok=True)
+    admin_file.write_text(f"username: admin\npassword: {password}\n")
+    admin_file.chmod(0o600)
+    console.print(f"first admin created: username [bold]admin[/bold], password [bold]{password}[/bold]")
+    console.print(f"(saved in {admin_file})")
 
 
 @app.command()

@@ -23,6 +23,7 @@ from ordertally.inventory import wiring as inventory
 from ordertally.notify import wiring as notify
 from ordertally.orders import wiring as orders
 from ordertally.payments import wiring as payments
+from ordertally.web import wiring as web
 
 
 class Wiring(Protocol):
@@ -43,6 +44,7 @@ DOMAINS: tuple[Wiring, ...] = (
     customers,
     notify,
     analytics,
+    web,
 )
 
 

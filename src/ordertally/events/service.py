@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
@@ -12,3 +14,8 @@ async def replay_dead(session: AsyncSession, event_id: str | None = None) -> lis
     """Send dead-lettered events through their consumers again (consumers that already applied
     them skip them, thanks to processed_event); returns the ids requeued."""
     return await repository.requeue_dead(session, clock.now(), event_id)
+
+
+async def outbox_backlog(session: AsyncSession) -> tuple[int, datetime | None]:
+    """Events not yet delivered, and the oldest one's time."""
+    return await repository.backlog(session)

@@ -58,3 +58,13 @@ async def resolve(
         .values(status="resolved", resolved_at=at, resolved_by=by, resolution=resolution)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def open_counts_by_type(session: AsyncSession) -> dict[str, int]:
+    """Open cases per type."""
+    rows = await session.execute(
+        select(ExceptionCase.type, func.count())
+        .where(ExceptionCase.status == "open")
+        .group_by(ExceptionCase.type)
+    )
+    return {case_type: int(n) for case_type, n in rows.all()}

@@ -91,3 +91,8 @@ async def resolve(session: AsyncSession, case_id: int, by: str, resolution: str)
         raise Conflict(f"exception case {case_id} is not open")
     await session.refresh(case)
     return case
+
+
+async def open_counts_by_type(session: AsyncSession) -> dict[str, int]:
+    """Open cases per type (the dashboard)."""
+    return await repository.open_counts_by_type(session)

@@ -284,3 +284,25 @@ async def status_counts(session: AsyncSession) -> dict[str, int]:
 async def add_pii_access(session: AsyncSession, values: dict[str, Any]) -> None:
     """Log an unmasking."""
     await session.execute(insert(PiiAccess).values(**values))
+
+
+async def created_times_since(session: AsyncSession, since: datetime) -> list[datetime]:
+    """When each order created since a moment was created (the dashboard's throughput)."""
+    stmt = select(SalesOrder.created_at).where(SalesOrder.created_at >= since)
+    return list((await session.scalars(stmt)).all())
+
+
+async def status_counts_since(session: AsyncSession, since: datetime) -> dict[str, int]:
+    """Orders created since a moment, per status."""
+    rows = await session.execute(
+        select(SalesOrder.status, func.count())
+        .where(SalesOrder.created_at >= since)
+        .group_by(SalesOrder.status)
+    )
+    return {status: int(n) for status, n in rows.all()}
+
+
+async def count_in_status_before(session: AsyncSession, status: str, before: datetime) -> int:
+    """Orders in a status that were created before a moment."""
+    stmt = select(func.count()).where(SalesOrder.status == status, SalesOrder.created_at < before)
+    return int(await session.scalar(stmt) or 0)

@@ -811,3 +811,26 @@ async def reveal_contact(
         "customer_phone": cipher.decrypt(order.customer_phone_enc, PII_PHONE),
         "shipping_address": orjson.loads(cipher.decrypt(order.shipping_address_enc, PII_ADDRESS)),
     }
+
+
+async def created_per_minute(session: AsyncSession, since: datetime) -> dict[datetime, int]:
+    """Orders created per UTC minute since a moment (minutes without orders are absent)."""
+    counts: dict[datetime, int] = {}
+    for at in await repository.created_times_since(session, since):
+        minute = clock.as_utc(at).replace(second=0, microsecond=0)
+        counts[minute] = counts.get(minute, 0) + 1
+    return counts
+
+
+async def status_counts_since(session: AsyncSession, since: datetime) -> dict[str, int]:
+    """Orders created since a moment, per status."""
+    return await repository.status_counts_since(session, since)
+
+
+async def stuck_counts(session: AsyncSession, cutoffs: dict[str, datetime]) -> dict[str, int]:
+    """Per status, the orders in it created before that status's cutoff (older than its
+    deadline): the same orders the list shows for `status` and `created_to=cutoff`."""
+    return {
+        status: await repository.count_in_status_before(session, status, before)
+        for status, before in cutoffs.items()
+    }

@@ -1,0 +1,219 @@
+"""Back-office users: argon2id passwords, server-side browser sessions with idle and absolute
+expiry, a CSRF token per session, and sign-in attempts that are both audited and counted to
+refuse guessing (per username and per source address)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.auth import repository
+from ordertally.auth.models import ROLES, LoginAttempt, User
+from ordertally.core import clock
+from ordertally.core.errors import Conflict, InvalidRequest, OrdertallyError, Unauthenticated
+
+# argon2-cffi's defaults are RFC 9106's second recommendation (argon2id, 64 MiB, t=3, p=4).
+_HASHER = PasswordHasher()
+# A fixed hash verified when the username is unknown, so both paths take the same time.
+_DUMMY_HASH = _HASHER.hash("ordertally-no-such-user")
+
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+MIN_PASSWORD = 10
+SESSION_IDLE = timedelta(minutes=30)
+SESSION_ABSOLUTE = timedelta(hours=12)
+# The idle clock is moved at most this often, so browsing does not write on every request.
+TOUCH_EVERY = timedelta(minutes=1)
+FAILURE_WINDOW = timedelta(minutes=15)
+MAX_FAILURES_PER_USERNAME = 5
+MAX_FAILURES_PER_IP = 20
+
+
+class TooManyAttempts(OrdertallyError):
+    status = 429
+    code = "auth.too_many_attempts"
+    title = "Too many failed sign-ins"
+
+
+class BadCredentials(Unauthenticated):
+    code = "auth.bad_credentials"
+    title = "Wrong username or password"
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """A live browser session: who, with which role, and the token forms must echo."""
+
+    session_id: int
+    user_id: int
+    username: str
+    role: str
+    csrf_token: str
+
+
+def token_hash(token: str) -> str:
+    """Session tokens carry 256 bits of entropy: a plain SHA-256 is the right storage form."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of a password."""
+    return _HASHER.hash(password)
+
+
+async def create_user(session: AsyncSession, username: str, password: str, role: str) -> int:
+    """Create an active user; returns its id."""
+    username = username.strip().lower()
+    if not USERNAME.match(username):
+        raise InvalidRequest(
+            "username: 2-64 lowercase letters, digits, '.', '_' or '-'", field="username"
+        )
+    if role not in ROLES:
+        raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", field="role")
+    if len(password) < MIN_PASSWORD:
+        raise InvalidRequest(
+            f"password must have at least {MIN_PASSWORD} characters", field="password"
+        )
+    if await repository.user_by_name(session, username) is not None:
+        raise Conflict(f"user {username!r} already exists", field="username")
+    return await repository.add_user(
+        session,
+        {
+            "username": username,
+            "password_hash": hash_password(password),
+            "role": role,
+            "active": True,
+            "created_at": clock.now(),
+        },
+    )
+
+
+def generate_password() -> str:
+    """A random password to print once (16 URL-safe characters, ~96 bits)."""
+    return secrets.token_urlsafe(12)
+
+
+async def list_users(session: AsyncSession) -> list[User]:
+    """Every user, by username."""
+    return await repository.list_users(session)
+
+
+async def count_users(session: AsyncSession) -> int:
+    """How many users exist."""
+    return await repository.count_users(session)
+
+
+async def _attempt(
+    session: AsyncSession, username: str, source_ip: str, succeeded: bool, outcome: str
+) -> None:
+    await repository.add_login_attempt(
+        session,
+        {
+            "username": username[:64],
+            "source_ip": source_ip[:64],
+            "succeeded": succeeded,
+            "outcome": outcome,
+            "attempted_at": clock.now(),
+        },
+    )
+
+
+async def check_rate(session: AsyncSession, username: str, source_ip: str) -> None:
+    """Refuse a sign-in when the username or the address failed too often lately."""
+    since = clock.now() - FAILURE_WINDOW
+    by_user = await repository.failed_logins_since(
+        session, username=username[:64], source_ip=None, since=since
+    )
+    by_ip = await repository.failed_logins_since(
+        session, username=None, source_ip=source_ip[:64], since=since
+    )
+    if by_user >= MAX_FAILURES_PER_USERNAME or by_ip >= MAX_FAILURES_PER_IP:
+        raise TooManyAttempts(
+            f"too many failed sign-ins; try again in {int(FAILURE_WINDOW.total_seconds() // 60)}"
+            " minutes"
+        )
+
+
+async def sign_in(
+    session: AsyncSession, username: str, password: str, source_ip: str
+) -> tuple[str, SignedIn]:
+    """Check a password and open a session; returns (the raw cookie token, the session).
+
+    Refused attempts are recorded too: the caller commits them even when this raises (the
+    attempt row is what the rate limit counts). A rate-limited attempt is recorded and refused
+    without checking the password.
+    """
+    username = username.strip().lower()
+    try:
+        await check_rate(session, username, source_ip)
+    except TooManyAttempts:
+        await _attempt(session, username, source_ip, False, "rate_limited")
+        raise
+    user = await repository.user_by_name(session, username)
+    try:
+        _HASHER.verify(user.password_hash if user else _DUMMY_HASH, password)
+        verified = user is not None
+    except (VerificationError, InvalidHashError):
+        verified = False
+    if user is None or not verified or not user.active:
+        outcome = "unknown_user" if user is None else "bad_password" if not verified else "inactive"
+        await _attempt(session, username, source_ip, False, outcome)
+        raise BadCredentials("wrong username or password")
+    now = clock.now()
+    token = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
+    session_id = await repository.add_session(
+        session,
+        {
+            "token_hash": token_hash(token),
+            "user_id": user.id,
+            "csrf_token": csrf,
+            "created_at": now,
+            "last_seen_at": now,
+            "expires_at": now + SESSION_ABSOLUTE,
+            "source_ip": source_ip[:64],
+        },
+    )
+    await repository.set_last_login(session, user.id, now)
+    await _attempt(session, username, source_ip, True, "ok")
+    return token, SignedIn(session_id, user.id, user.username, user.role, csrf)
+
+
+async def resolve_session(session: AsyncSession, token: str) -> SignedIn | None:
+    """The live session behind a cookie token, or None (unknown, expired, idle, inactive)."""
+    found = await repository.session_with_user(session, token_hash(token))
+    if found is None:
+        return None
+    row, user = found
+    now = clock.now()
+    if (
+        not user.active
+        or clock.as_utc(row.expires_at) <= now
+        or clock.as_utc(row.last_seen_at) + SESSION_IDLE <= now
+    ):
+        await repository.delete_session(session, row.token_hash)
+        return None
+    if clock.as_utc(row.last_seen_at) + TOUCH_EVERY <= now:
+        await repository.touch_session(session, row.id, now)
+    return SignedIn(row.id, user.id, user.username, user.role, row.csrf_token)
+
+
+async def sign_out(session: AsyncSession, token: str) -> bool:
+    """Forget a session; True when there was one."""
+    return await repository.delete_session(session, token_hash(token)) > 0
+
+
+async def purge_sessions(session: AsyncSession) -> int:
+    """Forget sessions past their absolute expiry."""
+    return await repository.delete_sessions_before(session, clock.now())
+
+
+async def recent_attempts(session: AsyncSession, limit: int = 50) -> list[LoginAttempt]:
+    """The newest sign-in attempts (the audit view)."""
+    return await repository.login_attempts(session, limit)

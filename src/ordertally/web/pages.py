@@ -1,0 +1,498 @@
+"""The back office's pages and actions: sign-in, dashboard, orders list and detail, users.
+Each handler checks the role first, each write checks the CSRF token, and every read or write
+goes through a domain's public service in one transaction."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, time, timedelta
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import RedirectResponse, Response
+
+from ordertally.auth import users
+from ordertally.auth.models import ROLES
+from ordertally.auth.users import BadCredentials, TooManyAttempts
+from ordertally.core import clock
+from ordertally.core.errors import OrdertallyError
+from ordertally.core.http import client_ip
+from ordertally.core.settings import get_settings
+from ordertally.exceptions import service as exceptions_service
+from ordertally.fulfillment import service as fulfillment_service
+from ordertally.fulfillment import tracking_page
+from ordertally.orders import holds
+from ordertally.orders import service as orders_service
+from ordertally.orders.service import Actor
+from ordertally.orders.state_machine import TRANSITIONS, ActorKind, Status, allowed_from
+from ordertally.payments import service as payments_service
+from ordertally.web import dashboard, i18n, security
+from ordertally.web.i18n import N_
+from ordertally.web.security import SignedIn, check_csrf, database, may, signed_in
+from ordertally.web.templating import render
+
+router = APIRouter(include_in_schema=False)
+
+STATUS_LABELS: dict[str, str] = {
+    "pending_payment": N_("Awaiting payment"),
+    "paid": N_("Paid"),
+    "allocated": N_("Allocated"),
+    "fulfilling": N_("Fulfilling"),
+    "shipped": N_("Shipped"),
+    "delivered": N_("Delivered"),
+    "completed": N_("Completed"),
+    "closed": N_("Closed"),
+    "refunded": N_("Refunded"),
+}
+CHANNEL_LABELS: dict[str, str] = {
+    "douyin": N_("Douyin"),
+    "jd": N_("JD"),
+    "pinduoduo": N_("Pinduoduo"),
+    "taobao": N_("Taobao"),
+    "wechat_mini": N_("WeChat mini-program"),
+    "shopify": N_("Shopify"),
+    "amazon": N_("Amazon"),
+    "manual": N_("Manual"),
+}
+ROLE_LABELS: dict[str, str] = {
+    "admin": N_("Administrator"),
+    "ops": N_("Operations"),
+    "cs": N_("Customer service"),
+    "finance": N_("Finance"),
+    "warehouse": N_("Warehouse"),
+}
+TRANSITION_LABELS: dict[str, str] = {
+    "create": N_("Created"),
+    "import_paid": N_("Imported as paid"),
+    "payment_succeeded": N_("Payment received"),
+    "payment_timeout": N_("Payment timed out"),
+    "cancel": N_("Cancelled"),
+    "allocate": N_("Allocated to warehouses"),
+    "start_fulfillment": N_("Fulfilment started"),
+    "ship": N_("Shipped"),
+    "deliver": N_("Delivered"),
+    "complete": N_("Completed"),
+    "reopen_paid": N_("Reopened as paid"),
+    "refund": N_("Refunded"),
+}
+FLASHES: dict[str, str] = {
+    "cancelled": N_("The order was cancelled."),
+    "resolved": N_("The case was resolved."),
+    "user_created": N_("The user was created."),
+}
+PAGE_SIZE = 50
+_CURSOR = re.compile(r"^(\d{4}-\d\d-\d\dT[\d:.]+\+00:00)_(\d+)$")
+
+# The state diagram's layout: the main path on a row, the ends off it below.
+_DIAGRAM_POS: dict[str, tuple[int, int]] = {
+    "pending_payment": (0, 0),
+    "paid": (1, 0),
+    "allocated": (2, 0),
+    "fulfilling": (3, 0),
+    "shipped": (4, 0),
+    "delivered": (5, 0),
+    "completed": (6, 0),
+    "closed": (0, 1),
+    "refunded": (2, 1),
+}
+
+
+def _common(request: Request, user: SignedIn | None, **extra: Any) -> dict[str, Any]:
+    nav = []
+    if user is not None:
+        nav.append(("/ui/", N_("Dashboard"), "dashboard"))
+        nav.append(("/ui/orders", N_("Orders"), "orders"))
+        if may(user, "users.manage"):
+            nav.append(("/ui/users", N_("Users"), "users"))
+    return {
+        "user": user,
+        "nav": nav,
+        "path": request.url.path,
+        "query": request.url.query,
+        "status_labels": STATUS_LABELS,
+        "channel_labels": CHANNEL_LABELS,
+        "role_labels": ROLE_LABELS,
+        "flash": FLASHES.get(request.query_params.get("done", "")),
+        **extra,
+    }
+
+
+# --- sign-in ----------------------------------------------------------------------------------
+
+
+@router.get("/")
+async def root() -> Response:
+    """The back office is the home page."""
+    return RedirectResponse("/ui/", status_code=303)
+
+
+@router.get("/ui/login")
+async def login_page(request: Request, next: str | None = None) -> Response:
+    """The sign-in form (with a double-submit CSRF token: there is no session yet)."""
+    return _login_form(request, security.safe_next(next), error=None, username="")
+
+
+def _login_form(
+    request: Request, next_path: str, *, error: str | None, username: str, status: int = 200
+) -> Response:
+    token = security.new_login_csrf()
+    response = render(
+        request,
+        "login.html",
+        _common(request, None, next=next_path, error=error, username=username, csrf=token),
+        status=status,
+    )
+    security.set_cookie(request, response, security.LOGIN_CSRF_COOKIE, token, max_age=3600)
+    return response
+
+
+@router.post("/ui/login")
+async def login(request: Request) -> Response:
+    """Check the password, open a session, set its cookie; failures are recorded and counted."""
+    form = await request.form()
+    username = str(form.get("username", ""))[:64]
+    password = str(form.get("password", ""))[:1024]
+    next_path = security.safe_next(str(form.get("next", "")))
+    sent = str(form.get(security.CSRF_FIELD, ""))
+    cookie = request.cookies.get(security.LOGIN_CSRF_COOKIE, "")
+    if not sent or not cookie or sent != cookie:
+        raise security.CsrfRefused()
+    error: str | None = None
+    status = 200
+    async with database(request).transaction() as session:
+        try:
+            token, _ = await users.sign_in(
+                session, username, password, client_ip(request) or "unknown"
+            )
+        except TooManyAttempts:
+            error, status = N_("Too many failed sign-ins. Try again in 15 minutes."), 429
+        except BadCredentials:
+            error, status = N_("Wrong username or password."), 401
+    if error is not None:
+        return _login_form(request, next_path, error=error, username=username, status=status)
+    response = RedirectResponse(next_path, status_code=303)
+    security.set_cookie(request, response, security.SESSION_COOKIE, token)
+    response.delete_cookie(security.LOGIN_CSRF_COOKIE, path="/")
+    return response
+
+
+@router.post("/ui/logout")
+async def logout(request: Request) -> Response:
+    """Close this browser's session."""
+    user = await security.current_user(request)
+    if user is not None:
+        await check_csrf(request, user)
+        async with database(request).transaction() as session:
+            await users.sign_out(session, request.cookies.get(security.SESSION_COOKIE, ""))
+    response = RedirectResponse("/ui/login", status_code=303)
+    response.delete_cookie(security.SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/ui/lang/{locale}")
+async def switch_language(request: Request, locale: str, next: str | None = None) -> Response:
+    """Remember the chosen language in a cookie and go back."""
+    response = RedirectResponse(security.safe_next(next), status_code=303)
+    if locale in i18n.LOCALES:
+        security.set_cookie(
+            request, response, security.LANG_COOKIE, locale, max_age=365 * 24 * 3600
+        )
+    return response
+
+
+# --- dashboard --------------------------------------------------------------------------------
+
+
+def _orders_link(**params: str) -> str:
+    return "/ui/orders?" + urlencode({k: v for k, v in params.items() if v})
+
+
+def _dashboard_context(request: Request, user: SignedIn, figures: dashboard.Figures) -> dict:
+    translate = i18n.translations(i18n.pick_locale(request.cookies.get("ot_lang"))).gettext
+    labels = {s: translate(STATUS_LABELS[s]) for s in figures.stuck}
+    return _common(
+        request,
+        user,
+        active="dashboard",
+        f=figures,
+        chart_json=orjson.dumps(figures.chart(labels)).decode().replace("<", "\\u003c"),
+        hour_link=_orders_link(created_from=_iso(figures.per_minute[0][0])),
+        day_link=_orders_link(created_from=_iso(figures.now - dashboard.PAID_RATE_WINDOW)),
+        paid_link=_orders_link(
+            status="paid", created_from=_iso(figures.now - dashboard.PAID_RATE_WINDOW)
+        ),
+        stuck_links={
+            s: _orders_link(status=s, created_to=_iso(c)) for s, c in figures.cutoffs.items()
+        },
+    )
+
+
+@router.get("/ui/")
+async def dashboard_page(request: Request) -> Response:
+    """运营看板: the figures and their charts."""
+    user = await signed_in(request, "orders.read")
+    async with database(request).transaction(write=False) as session:
+        figures = await dashboard.figures(session)
+    return render(request, "dashboard.html", _dashboard_context(request, user, figures))
+
+
+@router.get("/ui/dashboard/figures")
+async def dashboard_figures(request: Request) -> Response:
+    """The figures block alone, polled by htmx."""
+    user = await signed_in(request, "orders.read")
+    async with database(request).transaction(write=False) as session:
+        figures = await dashboard.figures(session)
+    return render(
+        request, "dashboard.html", _dashboard_context(request, user, figures), block="figures"
+    )
+
+
+# --- orders -----------------------------------------------------------------------------------
+
+
+def _iso(value: datetime) -> str:
+    return clock.as_utc(value).isoformat()
+
+
+def _parse_moment(value: str | None, *, end: bool) -> datetime | None:
+    """A date (the merchant's day; `end`: the day after) or an ISO moment, as UTC."""
+    if not value:
+        return None
+    try:
+        if len(value) == 10:
+            day = datetime.fromisoformat(value).date()
+            if end:
+                day += timedelta(days=1)
+            local = datetime.combine(day, time(), tzinfo=ZoneInfo(get_settings().timezone))
+            return clock.as_utc(local)
+        moment = datetime.fromisoformat(value.replace(" ", "+"))
+        return clock.as_utc(moment)
+    except ValueError:
+        return None
+
+
+@router.get("/ui/orders")
+async def orders_page(request: Request) -> Response:
+    """Orders, newest first, filtered; htmx asks for the table block alone."""
+    user = await signed_in(request, "orders.read")
+    q = request.query_params
+    status = q.get("status") if q.get("status") in STATUS_LABELS else None
+    channel = (q.get("channel") or "").strip()[:32] or None
+    created_from = _parse_moment(q.get("created_from"), end=False)
+    created_to = _parse_moment(q.get("created_to"), end=True)
+    after = None
+    match = _CURSOR.match(q.get("after", ""))
+    if match:
+        after = (datetime.fromisoformat(match.group(1)), int(match.group(2)))
+    async with database(request).transaction(write=False) as session:
+        rows = await orders_service.list_orders(
+            session,
+            status=status,
+            channel=channel,
+            created_from=created_from,
+            created_to=created_to,
+            after=after,
+            limit=PAGE_SIZE + 1,
+        )
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    filters = {
+        "status": status or "",
+        "channel": channel or "",
+        "created_from": q.get("created_from", ""),
+        "created_to": q.get("created_to", ""),
+    }
+    next_link = None
+    if more:
+        last = rows[-1]
+        next_link = _orders_link(**filters, after=f"{_iso(last.created_at)}_{last.id}")
+    context = _common(
+        request,
+        user,
+        active="orders",
+        orders=rows,
+        filters=filters,
+        next_link=next_link,
+        first_link=_orders_link(**filters) if after else None,
+    )
+    block = "table" if request.headers.get("hx-target") == "orders-table" else None
+    return render(request, "orders.html", context, block=block)
+
+
+def _diagram(current: str) -> dict[str, Any]:
+    """Nodes and edges of the state diagram, from the transition table."""
+    w, h, gap_x, gap_y = 118, 34, 150, 84
+    nodes = []
+    for status in Status:
+        col, row = _DIAGRAM_POS[status.value]
+        nodes.append(
+            {
+                "status": status.value,
+                "x": 10 + col * gap_x,
+                "y": 12 + row * gap_y,
+                "w": w,
+                "h": h,
+                "current": status.value == current,
+            }
+        )
+    pos = {n["status"]: n for n in nodes}
+    edges = []
+    for t in TRANSITIONS:
+        for source in sorted(t.sources):
+            a, b = pos[source.value], pos[t.target.value]
+            ax, ay = a["x"] + w / 2, a["y"] + h / 2
+            bx, by = b["x"] + w / 2, b["y"] + h / 2
+            if ay == by:  # same row: edge to edge
+                x1, x2 = a["x"] + w, b["x"]
+                y1 = y2 = ay
+            else:
+                x1, y1 = ax + (8 if a["y"] < b["y"] else -8), a["y"] + (h if a["y"] < b["y"] else 0)
+                x2, y2 = bx + (8 if a["y"] < b["y"] else -8), b["y"] + (0 if a["y"] < b["y"] else h)
+            edges.append(
+                {
+                    "name": t.name,
+                    "x1": x1,
+                    "y1": y1,
+                    "x2": x2,
+                    "y2": y2,
+                    "live": source.value == current,
+                }
+            )
+    return {"nodes": nodes, "edges": edges, "width": 10 + 6 * gap_x + w + 10, "height": 140}
+
+
+async def _order_context(request: Request, user: SignedIn, order_no: str) -> dict[str, Any]:
+    async with database(request).transaction(write=False) as session:
+        order = await orders_service.get_order(session, order_no)
+        snapshot = await orders_service.load_snapshot(session, order)
+        cases = await exceptions_service.open_cases(session, order.id)
+        events = (
+            await orders_service.events_of(session, order_no)
+            if may(user, "orders.events")
+            else None
+        )
+        payments = (
+            await payments_service.payments_of(session, order_no)
+            if may(user, "payments.read")
+            else None
+        )
+        shipments = (
+            await fulfillment_service.shipments_of(session, order.id)
+            if may(user, "fulfillment.read")
+            else None
+        )
+    leaving = {t.name for t in allowed_from(Status(order.status))}
+    return _common(
+        request,
+        user,
+        active="orders",
+        order=order,
+        lines=snapshot.lines,
+        cases=cases,
+        events=events,
+        payments=payments,
+        shipments=shipments,
+        tracking_url=tracking_page.url_for(order.order_no) if shipments is not None else None,
+        transition_labels=TRANSITION_LABELS,
+        diagram=_diagram(order.status),
+        can_cancel="cancel" in leaving and may(user, "orders.cancel"),
+        can_resolve=may(user, "exceptions.resolve"),
+        error=None,
+    )
+
+
+@router.get("/ui/orders/{order_no}")
+async def order_page(request: Request, order_no: str) -> Response:
+    """One order: amounts, lines, state diagram, audit trail, payments, shipments, cases."""
+    user = await signed_in(request, "orders.read")
+    return render(request, "order.html", await _order_context(request, user, order_no))
+
+
+@router.post("/ui/orders/{order_no}/cancel")
+async def cancel_order(request: Request, order_no: str) -> Response:
+    """Cancel an unpaid order (the transition table refuses any other)."""
+    user = await signed_in(request, "orders.cancel")
+    await check_csrf(request, user)
+    form = await request.form()
+    reason = str(form.get("reason", "")).strip()[:500] or None
+    actor = Actor(ActorKind.OPERATOR, f"user:{user.username}", client_ip(request), note=reason)
+    try:
+        async with database(request).transaction() as session:
+            await orders_service.transition(session, order_no, "cancel", actor)
+    except OrdertallyError as exc:
+        context = await _order_context(request, user, order_no)
+        context["error"] = exc.detail
+        return render(request, "order.html", context, status=exc.status)
+    return RedirectResponse(f"/ui/orders/{order_no}?done=cancelled", status_code=303)
+
+
+@router.post("/ui/cases/{case_id}/resolve")
+async def resolve_case(request: Request, case_id: int) -> Response:
+    """Resolve an open case (lift a hold); htmx swaps the cases block."""
+    user = await signed_in(request, "exceptions.resolve")
+    await check_csrf(request, user)
+    form = await request.form()
+    resolution = str(form.get("resolution", "")).strip()[:500]
+    order_no = str(form.get("order_no", ""))[:32]
+    error = None
+    if not resolution:
+        error = N_("Say how the case was resolved.")
+    else:
+        try:
+            async with database(request).transaction() as session:
+                await holds.resolve_case(session, case_id, f"user:{user.username}", resolution)
+        except OrdertallyError as exc:
+            error = exc.detail
+    context = await _order_context(request, user, order_no)
+    context["case_error"] = error
+    if request.headers.get("hx-target") == "cases":
+        return render(request, "order.html", context, block="cases")
+    if error is None:
+        return RedirectResponse(f"/ui/orders/{order_no}?done=resolved", status_code=303)
+    return render(request, "order.html", context, status=409)
+
+
+# --- users ------------------------------------------------------------------------------------
+
+
+async def _users_context(request: Request, user: SignedIn, **extra: Any) -> dict[str, Any]:
+    async with database(request).transaction(write=False) as session:
+        people = await users.list_users(session)
+        attempts = await users.recent_attempts(session, 20)
+    return _common(
+        request,
+        user,
+        active="users",
+        people=people,
+        attempts=attempts,
+        roles=ROLES,
+        **({"error": None, "form": {}} | extra),
+    )
+
+
+@router.get("/ui/users")
+async def users_page(request: Request) -> Response:
+    """Users and the latest sign-in attempts (admins)."""
+    user = await signed_in(request, "users.manage")
+    return render(request, "users.html", await _users_context(request, user))
+
+
+@router.post("/ui/users")
+async def create_user(request: Request) -> Response:
+    """Create a user (admins)."""
+    user = await signed_in(request, "users.manage")
+    await check_csrf(request, user)
+    form = await request.form()
+    values = {k: str(form.get(k, ""))[:200] for k in ("username", "role", "password")}
+    try:
+        async with database(request).transaction() as session:
+            await users.create_user(session, values["username"], values["password"], values["role"])
+    except OrdertallyError as exc:
+        context = await _users_context(
+            request, user, error=exc.detail, form={"username": values["username"]}
+        )
+        return render(request, "users.html", context, status=exc.status)
+    return RedirectResponse("/ui/users?done=user_created", status_code=303)

@@ -1,0 +1,66 @@
+"""Wire the back office: its pages, its vendored static files (gzip-compressed, cached) and the
+handlers that turn a missing session, a refused role or a refused CSRF token into pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.responses import RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ordertally.web import pages, security
+from ordertally.web.templating import render
+
+STATIC = Path(__file__).parent / "static"
+
+
+class _Cached:
+    """Static files may be cached a day: their URLs carry a version."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_cached(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append(
+                    (b"cache-control", b"public, max-age=86400")
+                )
+            await send(message)
+
+        await self.app(scope, receive, send_cached)
+
+
+async def _login_required(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, security.LoginRequired)
+    target = security.login_url(exc.next_path)
+    if request.headers.get("hx-request"):
+        return Response(status_code=204, headers={"HX-Redirect": target})
+    return RedirectResponse(target, status_code=303)
+
+
+async def _forbidden(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, security.PageForbidden)
+    context = pages._common(request, exc.user, reason="role", permission=exc.permission)
+    return render(request, "forbidden.html", context, status=403)
+
+
+async def _csrf_refused(request: Request, exc: Exception) -> Response:
+    user = await security.current_user(request)
+    context = pages._common(request, user, reason="csrf", permission=None)
+    return render(request, "forbidden.html", context, status=403)
+
+
+def register(app: FastAPI | None) -> None:
+    """Mount the pages and static files (nothing to wire without an app)."""
+    if app is None:
+        return
+    app.include_router(pages.router)
+    static = _Cached(GZipMiddleware(StaticFiles(directory=STATIC), minimum_size=512))
+    app.mount("/ui/static", static, name="ui-static")
+    app.add_exception_handler(security.LoginRequired, _login_required)
+    app.add_exception_handler(security.PageForbidden, _forbidden)
+    app.add_exception_handler(security.CsrfRefused, _csrf_refused)
