@@ -9,7 +9,7 @@
     if (!holder || !source || !window.echarts) return;
     var data = JSON.parse(source.textContent);
     if (chart) chart.dispose();
-    chart = window.echarts.init(holder, null, { renderer: "svg" });
+    chart = window.echarts.init(holder);
     chart.setOption({
       animation: false,
       grid: { left: 36, right: 12, top: 16, bottom: 28 },

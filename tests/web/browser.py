@@ -1,0 +1,156 @@
+"""Playwright with Debian's Chromium, and one page object per back-office screen.
+
+Without /usr/bin/chromium the browser tests skip with a message, unless
+ORDERTALLY_REQUIRE_BROWSER=1 (CI), where they fail. With ORDERTALLY_SCREENSHOTS=1 the tests
+write each screen, in each language, to docs/screens/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, Response, async_playwright, expect
+from playwright.async_api import Playwright as AsyncPlaywright
+
+CHROMIUM = Path("/usr/bin/chromium")
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENS = Path(__file__).resolve().parents[2] / "docs" / "screens"
+VIEWPORT = {"width": 1360, "height": 860}
+
+
+def require_browser() -> None:
+    """Skip (locally) or fail (CI) when Debian's Chromium is not installed."""
+    if CHROMIUM.exists():
+        return
+    message = "Chromium not installed: apt-get install -y chromium fonts-noto-cjk"
+    if os.environ.get("ORDERTALLY_REQUIRE_BROWSER") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+async def launch() -> tuple[AsyncPlaywright, Browser]:
+    """Start Playwright and Debian's Chromium."""
+    playwright = await async_playwright().start()
+    browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+    return playwright, browser
+
+
+async def screenshot(page: Page, name: str) -> None:
+    """Write the screen to docs/screens/ when ORDERTALLY_SCREENSHOTS=1."""
+    if os.environ.get("ORDERTALLY_SCREENSHOTS") != "1":
+        return
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    lang = await page.locator("html").get_attribute("lang")
+    await page.wait_for_timeout(300)  # the chart's first frame
+    await page.screenshot(path=str(SCREENS / f"{name}-{lang}.png"), full_page=True)
+
+
+class Screen:
+    """What every signed-in screen has: the top bar."""
+
+    def __init__(self, page: Page, base: str) -> None:
+        self.page = page
+        self.base = base
+
+    async def switch_language(self, locale: str) -> None:
+        """Use the language switch in the top bar."""
+        await self.page.click(f"a[data-lang={locale}]")
+        await self.page.wait_for_load_state()
+
+    async def sign_out(self) -> None:
+        """Sign out from the top bar."""
+        await self.page.click("button[data-action=logout]")
+        await expect(self.page).to_have_url(re.compile(r"/ui/login$"))
+
+    async def nav_keys(self) -> list[str]:
+        """The entries of the top bar."""
+        return [
+            key or ""
+            for key in await self.page.locator("[data-nav]").evaluate_all(
+                "els => els.map(e => e.dataset.nav)"
+            )
+        ]
+
+
+class LoginPage(Screen):
+    async def open(self) -> LoginPage:
+        await self.page.goto(f"{self.base}/ui/login")
+        return self
+
+    async def sign_in(self, username: str, password: str) -> Dashboard:
+        """Type the credentials and submit; lands on the dashboard."""
+        await self.page.fill("input[name=username]", username)
+        await self.page.fill("input[name=password]", password)
+        await self.page.click("button[data-action=login]")
+        await expect(self.page).to_have_url(f"{self.base}/ui/")
+        return Dashboard(self.page, self.base)
+
+
+class Dashboard(Screen):
+    async def figure(self, name: str) -> str:
+        """The text of one figure."""
+        return (await self.page.locator(f"[data-figure={name}]").inner_text()).strip()
+
+    async def chart_drawn(self) -> None:
+        """ECharts drew the throughput chart."""
+        await expect(self.page.locator("#chart-throughput canvas")).to_have_count(1)
+
+
+class OrdersList(Screen):
+    async def open(self) -> OrdersList:
+        await self.page.goto(f"{self.base}/ui/orders")
+        return self
+
+    async def filter_status(self, status: str) -> None:
+        """Pick a status; htmx replaces the table."""
+        async with self.page.expect_response(re.compile(r"/ui/orders\?")):
+            await self.page.select_option("select[data-filter=status]", status)
+
+    async def order_numbers(self) -> list[str]:
+        return await self.page.locator("tr[data-order]").evaluate_all(
+            "rows => rows.map(r => r.dataset.order)"
+        )
+
+    async def open_order(self, order_no: str) -> OrderDetail:
+        await self.page.click(f"tr[data-order='{order_no}'] a")
+        await expect(self.page).to_have_url(f"{self.base}/ui/orders/{order_no}")
+        return OrderDetail(self.page, self.base)
+
+
+class OrderDetail(Screen):
+    async def status(self) -> str:
+        return await self.page.locator("[data-status]").get_attribute("data-status") or ""
+
+    async def highlighted_node(self) -> str:
+        return await self.page.locator(".node.current").get_attribute("data-node") or ""
+
+    async def cancel(self, reason: str) -> None:
+        """Cancel with a reason; the page reloads with the order closed."""
+        await self.page.fill("#cancel-form input[name=reason]", reason)
+        await self.page.click("button[data-action=cancel]")
+        await expect(self.page.locator("[data-status]")).to_have_attribute(
+            "data-status", "closed"
+        )
+
+
+class UsersPage(Screen):
+    async def open(self) -> Response | None:
+        return await self.page.goto(f"{self.base}/ui/users")
+
+    async def create(self, username: str, role: str, password: str) -> None:
+        await self.page.fill("#new-user input[name=username]", username)
+        await self.page.select_option("#new-user select[name=role]", role)
+        await self.page.fill("#new-user input[name=password]", password)
+        await self.page.click("button[data-action=create-user]")
+        await expect(self.page.locator(f"tr[data-user='{username}']")).to_have_count(1)
