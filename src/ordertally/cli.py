@@ -238,7 +238,9 @@ def user_bootstrap() -> None:
     admin_file.parent.mkdir(parents=True, exist_ok=True)
     admin_file.write_text(f"username: admin\npassword: {password}\n")
     admin_file.chmod(0o600)
-    console.print(f"first admin created: username [bold]admin[/bold], password [bold]{password}[/bold]")
+    console.print(
+        f"first admin created: username [bold]admin[/bold], password [bold]{password}[/bold]"
+    )
     console.print(f"(saved in {admin_file})")
 
 

@@ -139,9 +139,7 @@ class OrderDetail(Screen):
         """Cancel with a reason; the page reloads with the order closed."""
         await self.page.fill("#cancel-form input[name=reason]", reason)
         await self.page.click("button[data-action=cancel]")
-        await expect(self.page.locator("[data-status]")).to_have_attribute(
-            "data-status", "closed"
-        )
+        await expect(self.page.locator("[data-status]")).to_have_attribute("data-status", "closed")
 
 
 class UsersPage(Screen):

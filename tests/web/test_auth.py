@@ -30,9 +30,7 @@ async def test_sign_in_opens_a_server_side_session_with_a_safe_cookie(
     # Then they are sent to the dashboard with an HttpOnly, SameSite=Lax, Secure cookie
     assert response.status_code == 303
     assert response.headers["location"] == "/ui/"
-    cookie = next(
-        h for h in response.headers.get_list("set-cookie") if h.startswith("ot_session=")
-    )
+    cookie = next(h for h in response.headers.get_list("set-cookie") if h.startswith("ot_session="))
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" in cookie
     # And one session row exists, the attempt is audited, and the last sign-in recorded
     assert await sessions(db) == 1
@@ -261,3 +259,23 @@ async def test_create_user_validates_its_input(db: Database) -> None:
         with pytest.raises(Conflict):
             await users.create_user(session, "WangFang", PASSWORD, "ops")
         assert await users.count_users(session) == 1
+
+
+async def test_the_purge_forgets_sessions_nobody_can_use(db: Database) -> None:
+    # Given two sessions, one of them used recently
+    await make_user(db, "wangfang", "cs")
+    async with db.transaction() as session:
+        await users.sign_in(session, "wangfang", PASSWORD, "10.0.0.1")
+    clock.advance(users.SESSION_IDLE - timedelta(minutes=5))
+    async with db.transaction() as session:
+        token, _ = await users.sign_in(session, "wangfang", PASSWORD, "10.0.0.2")
+    # When the purge runs past the first one's idle limit
+    clock.advance(timedelta(minutes=6))
+    async with db.transaction() as session:
+        purged = await users.purge_sessions(session, clock.now())
+    # Then only the idle one is gone
+    assert purged == 1
+    assert await sessions(db) == 1
+    async with db.transaction(write=False) as session:
+        check = await users.check_session(session, token)
+    assert check.user is not None and check.user.username == "wangfang"

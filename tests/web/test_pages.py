@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-import httpx
 import pytest
 
 from ordertally.core import clock
@@ -189,9 +188,7 @@ async def test_roles_without_the_permission_cannot_cancel(
     finance = await signed_in("finance")
     token = csrf_of((await finance.get(f"/ui/orders/{order.order_no}")).text)
     # When finance posts a cancel
-    response = await finance.post(
-        f"/ui/orders/{order.order_no}/cancel", data={"csrf_token": token}
-    )
+    response = await finance.post(f"/ui/orders/{order.order_no}/cancel", data={"csrf_token": token})
     # Then it is refused and nothing changed
     assert response.status_code == 403
     assert await status_of(db, order.order_no) == "pending_payment"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.auth.models import ApiKey, LoginAttempt, User, UserSession
@@ -88,9 +88,15 @@ async def delete_session(session: AsyncSession, token_hash: str) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def delete_sessions_before(session: AsyncSession, cutoff: datetime) -> int:
-    """Forget sessions whose absolute expiry passed before a moment."""
-    result = await session.execute(delete(UserSession).where(UserSession.expires_at < cutoff))
+async def delete_sessions_before(
+    session: AsyncSession, expired_before: datetime, seen_before: datetime
+) -> int:
+    """Forget sessions that expired, or were last seen, before the given moments."""
+    result = await session.execute(
+        delete(UserSession).where(
+            or_(UserSession.expires_at < expired_before, UserSession.last_seen_at < seen_before)
+        )
+    )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 

@@ -9,7 +9,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -165,7 +165,9 @@ async def sign_in(
         await _attempt(session, username, source_ip, False, "rate_limited")
         raise
     user = await repository.user_by_name(session, username)
-    verified = await asyncio.to_thread(_verify, user.password_hash if user else _DUMMY_HASH, password)
+    verified = await asyncio.to_thread(
+        _verify, user.password_hash if user else _DUMMY_HASH, password
+    )
     verified = verified and user is not None
     if user is None or not verified or not user.active:
         outcome = "unknown_user" if user is None else "bad_password" if not verified else "inactive"
@@ -191,23 +193,32 @@ async def sign_in(
     return token, SignedIn(session_id, user.id, user.username, user.role, csrf)
 
 
-async def resolve_session(session: AsyncSession, token: str) -> SignedIn | None:
-    """The live session behind a cookie token, or None (unknown, expired, idle, inactive)."""
+@dataclass(frozen=True, slots=True)
+class SessionCheck:
+    """What a cookie token leads to: a live session (maybe due a touch), or one to forget."""
+
+    user: SignedIn | None
+    expired: bool = False
+    touch_due: bool = False
+
+
+async def check_session(session: AsyncSession, token: str) -> SessionCheck:
+    """Read the session behind a cookie token (no write: the caller expires or touches it)."""
     found = await repository.session_with_user(session, token_hash(token))
     if found is None:
-        return None
+        return SessionCheck(None)
     row, user = found
     now = clock.now()
-    if (
-        not user.active
-        or clock.as_utc(row.expires_at) <= now
-        or clock.as_utc(row.last_seen_at) + SESSION_IDLE <= now
-    ):
-        await repository.delete_session(session, row.token_hash)
-        return None
-    if clock.as_utc(row.last_seen_at) + TOUCH_EVERY <= now:
-        await repository.touch_session(session, row.id, now)
-    return SignedIn(row.id, user.id, user.username, user.role, row.csrf_token)
+    last_seen = clock.as_utc(row.last_seen_at)
+    if not user.active or clock.as_utc(row.expires_at) <= now or last_seen + SESSION_IDLE <= now:
+        return SessionCheck(None, expired=True)
+    signed = SignedIn(row.id, user.id, user.username, user.role, row.csrf_token)
+    return SessionCheck(signed, touch_due=last_seen + TOUCH_EVERY <= now)
+
+
+async def touch_session(session: AsyncSession, session_id: int) -> None:
+    """Move a session's idle clock to now."""
+    await repository.touch_session(session, session_id, clock.now())
 
 
 async def sign_out(session: AsyncSession, token: str) -> bool:
@@ -215,9 +226,9 @@ async def sign_out(session: AsyncSession, token: str) -> bool:
     return await repository.delete_session(session, token_hash(token)) > 0
 
 
-async def purge_sessions(session: AsyncSession) -> int:
-    """Forget sessions past their absolute expiry."""
-    return await repository.delete_sessions_before(session, clock.now())
+async def purge_sessions(session: AsyncSession, now: datetime) -> int:
+    """Forget sessions past their absolute expiry or idle for longer than allowed."""
+    return await repository.delete_sessions_before(session, now, now - SESSION_IDLE)
 
 
 async def recent_attempts(session: AsyncSession, limit: int = 50) -> list[LoginAttempt]:

@@ -63,7 +63,9 @@ class Figures:
         """The ECharts data: orders per minute, and stuck orders per stage."""
         zone = ZoneInfo(get_settings().timezone)
         return {
-            "minutes": [clock.as_utc(m).astimezone(zone).strftime("%H:%M") for m, _ in self.per_minute],
+            "minutes": [
+                clock.as_utc(m).astimezone(zone).strftime("%H:%M") for m, _ in self.per_minute
+            ],
             "counts": [n for _, n in self.per_minute],
             "stages": [labels[s] for s in self.stuck],
             "stuck": list(self.stuck.values()),

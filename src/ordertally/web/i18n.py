@@ -25,7 +25,7 @@ DEFAULT_LOCALE = "zh_CN"
 CATALOGUES = Path(__file__).parent / "translations"
 
 
-def N_(message: str) -> str:  # noqa: N802  (gettext's name for "mark for extraction only")
+def N_(message: str) -> str:
     """Mark a string for the catalogue without translating it here."""
     return message
 

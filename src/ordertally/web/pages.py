@@ -323,34 +323,26 @@ async def orders_page(request: Request) -> Response:
 
 
 def _diagram(current: str) -> dict[str, Any]:
-    """Nodes and edges of the state diagram, from the transition table."""
-    w, h, gap_x, gap_y = 118, 34, 150, 84
-    nodes = []
-    for status in Status:
-        col, row = _DIAGRAM_POS[status.value]
-        nodes.append(
-            {
-                "status": status.value,
-                "x": 10 + col * gap_x,
-                "y": 12 + row * gap_y,
-                "w": w,
-                "h": h,
-                "current": status.value == current,
-            }
-        )
-    pos = {n["status"]: n for n in nodes}
+    """Nodes and edges of the state diagram, drawn from the transition table."""
+    w, h, gap_x, gap_y = 128, 34, 152, 84
+    at: dict[str, tuple[int, int]] = {
+        status: (10 + col * gap_x, 12 + row * gap_y) for status, (col, row) in _DIAGRAM_POS.items()
+    }
+    nodes = [
+        {"status": s.value, "x": at[s][0], "y": at[s][1], "w": w, "h": h, "current": s == current}
+        for s in Status
+    ]
     edges = []
     for t in TRANSITIONS:
         for source in sorted(t.sources):
-            a, b = pos[source.value], pos[t.target.value]
-            ax, ay = a["x"] + w / 2, a["y"] + h / 2
-            bx, by = b["x"] + w / 2, b["y"] + h / 2
-            if ay == by:  # same row: edge to edge
-                x1, x2 = a["x"] + w, b["x"]
-                y1 = y2 = ay
-            else:
-                x1, y1 = ax + (8 if a["y"] < b["y"] else -8), a["y"] + (h if a["y"] < b["y"] else 0)
-                x2, y2 = bx + (8 if a["y"] < b["y"] else -8), b["y"] + (0 if a["y"] < b["y"] else h)
+            (ax, ay), (bx, by) = at[source.value], at[t.target.value]
+            if ay == by:  # same row: from the right side to the left side
+                x1, y1, x2, y2 = float(ax + w), ay + h / 2, float(bx), by + h / 2
+            else:  # between rows: bottom to top (or back), a little off-centre
+                down = ay < by
+                shift = 8 if down else -8
+                x1, y1 = ax + w / 2 + shift, float(ay + (h if down else 0))
+                x2, y2 = bx + w / 2 + shift, float(by + (0 if down else h))
             edges.append(
                 {
                     "name": t.name,

@@ -81,8 +81,17 @@ async def current_user(request: Request) -> SignedIn | None:
     token = request.cookies.get(SESSION_COOKIE)
     user = None
     if token:
-        async with database(request).transaction() as session:
-            user = await users.resolve_session(session, token)
+        # Read first; write only to forget an expired session or move the idle clock (at most
+        # once a minute), so browsing does not queue behind SQLite's single writer.
+        async with database(request).transaction(write=False) as session:
+            check = await users.check_session(session, token)
+        if check.expired:
+            async with database(request).transaction() as session:
+                await users.sign_out(session, token)
+        elif check.user is not None and check.touch_due:
+            async with database(request).transaction() as session:
+                await users.touch_session(session, check.user.session_id)
+        user = check.user
     request.scope["ot_user"] = user
     return user
 

@@ -57,10 +57,10 @@ def render(
     locale = i18n.pick_locale(request.cookies.get("ot_lang"))
     tmpl = environment(locale).get_template(template)
     ctx = {"request": request, **context}
-    if block is None:
-        html = tmpl.render(ctx)
-    else:
+    if block is not None:
         html = "".join(tmpl.blocks[block](tmpl.new_context(ctx)))
+    else:
+        html = tmpl.render(ctx)
     response = HTMLResponse(html, status_code=status, headers=headers)
     response.headers["content-security-policy"] = CSP
     response.headers["x-content-type-options"] = "nosniff"

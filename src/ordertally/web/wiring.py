@@ -55,7 +55,9 @@ async def _csrf_refused(request: Request, exc: Exception) -> Response:
 
 
 def register(app: FastAPI | None) -> None:
-    """Mount the pages and static files (nothing to wire without an app)."""
+    """Wire the back office: the session purge job; with an app, the pages and static files."""
+    from ordertally.auth import jobs  # noqa: F401  (@periodic registers the session purge)
+
     if app is None:
         return
     app.include_router(pages.router)
