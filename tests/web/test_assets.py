@@ -35,6 +35,12 @@ def test_every_message_is_translated(locale: str) -> None:
     assert catalogue.missing(locale) == []
 
 
+@pytest.mark.parametrize("locale", i18n.LOCALES)
+def test_the_committed_catalogues_are_up_to_date(locale: str) -> None:
+    # `python -m ordertally.web.catalogue` would write exactly the committed file
+    assert catalogue.render(locale) == i18n.po_path(locale).read_bytes()
+
+
 def test_the_catalogues_compile_and_translate() -> None:
     # When the committed catalogues are compiled in memory
     zh = i18n.translations("zh_CN")

@@ -10,6 +10,7 @@ import pytest
 from playwright.async_api import Browser, Page, Request
 
 from ordertally.core.db import Database
+from ordertally.exceptions import service as exceptions_service
 from tests.conftest import LiveServer
 from tests.factories import make_order
 from tests.web import browser
@@ -48,6 +49,29 @@ async def test_an_admin_adds_cs_who_finds_an_order_and_cancels_it(
     unpaid = await make_order(db, external_id="TB-1001", channel="taobao")
     await make_order(db, "paid", external_id="JD-2002", channel="jd")
     await make_order(db, "shipped", external_id="DY-3003", channel="douyin")
+    # (and a day's worth of others, so the screens look like a working day)
+    others = [
+        ("paid", "pinduoduo"),
+        ("allocated", "jd"),
+        ("fulfilling", "wechat_mini"),
+        ("shipped", "taobao"),
+        ("delivered", "shopify"),
+        ("completed", "douyin"),
+        ("refunded", "amazon"),
+        ("closed", "taobao"),
+    ]
+    for i, (status, channel) in enumerate(others):
+        await make_order(db, status, external_id=f"X-{i}", channel=channel)
+    held = await make_order(db, "paid", external_id="HOLD-1", channel="douyin")
+    async with db.transaction() as session:
+        await exceptions_service.open_case(
+            session,
+            order_id=held.id,
+            category="order",
+            type="address_check",
+            blocking=True,
+            detail={"why": "收货地址缺少门牌号"},
+        )
     page = await new_page(chromium)
 
     # An admin signs in and creates a cs user
@@ -68,7 +92,7 @@ async def test_an_admin_adds_cs_who_finds_an_order_and_cancels_it(
     await dashboard.chart_drawn()
     await browser.screenshot(page, "dashboard")
     orders = await OrdersList(page, base).open()
-    assert len(await orders.order_numbers()) == 3
+    assert len(await orders.order_numbers()) == 12
     await orders.filter_status("pending_payment")
     assert await orders.order_numbers() == [unpaid.order_no]
     assert "status=pending_payment" in page.url  # htmx pushed the filter into the URL

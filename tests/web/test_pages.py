@@ -207,7 +207,7 @@ async def test_cancelling_a_paid_order_is_refused_by_the_transition_table(
     )
     # Then the page shows the refusal and the order stays paid
     assert response.status_code == 409
-    assert "cannot cancel an order that is paid" in response.text
+    assert "订单当前状态下不能执行此操作" in response.text
     assert await status_of(db, order.order_no) == "paid"
 
 
@@ -223,7 +223,14 @@ async def test_ops_resolves_a_hold_through_htmx(signed_in: SignedInClient, db: D
             blocking=True,
             detail={"why": "地址不完整"},
         )
+    await make_order(db, "paid", external_id="NO-CASE")
     ops = await signed_in("ops")
+    # And the dashboard counts the case and links to the orders that have one open
+    board = await ops.get("/ui/")
+    link = re.search(r'href="([^"]+)" data-figure="cases_address_check"[^>]*>1<', board.text)
+    assert link
+    with_case = await ops.get(link.group(1).replace("&amp;", "&"))
+    assert listed(with_case.text) == [order.order_no]
     page = await ops.get(f"/ui/orders/{order.order_no}")
     assert f'data-case="{case_id}"' in page.text
     token = csrf_of(page.text)
@@ -251,6 +258,14 @@ async def test_ops_resolves_a_hold_through_htmx(signed_in: SignedInClient, db: D
         "user:ops-1",
         "已电话核实地址",
     )
+    # And resolving it again is refused with the catalogue's message
+    again = await ops.post(
+        f"/ui/cases/{case_id}/resolve",
+        data={"order_no": order.order_no, "resolution": "再来一次"},
+        headers=headers,
+    )
+    assert "该异常已处理" in again.text
+    assert listed((await ops.get(link.group(1).replace("&amp;", "&"))).text) == []
 
 
 async def test_the_english_switch_shows_english_labels(

@@ -770,8 +770,9 @@ async def list_orders(
     created_to: datetime | None,
     after: tuple[datetime, int] | None,
     limit: int,
+    open_case_type: str | None = None,
 ) -> list[SalesOrder]:
-    """A page of orders, newest first."""
+    """A page of orders, newest first (optionally only those with an open case of a type)."""
     return await repository.list_page(
         session,
         status=status,
@@ -780,6 +781,7 @@ async def list_orders(
         created_to=created_to,
         after=after,
         limit=limit,
+        open_case_type=open_case_type,
     )
 
 

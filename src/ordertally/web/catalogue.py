@@ -45,21 +45,36 @@ def missing(locale: str) -> list[str]:
     return [m for m in extracted() if not (m in catalog and catalog[m].string)]
 
 
+def render(locale: str, ids: list[str] | None = None) -> bytes:
+    """A locale's catalogue as `update` writes it: the used messages in order, translations
+    kept (English: the id itself when empty), unused ones dropped."""
+    ids = extracted() if ids is None else ids
+    old = read(locale) if i18n.po_path(locale).exists() else Catalog(locale=locale)
+    # The header keeps its dates, so a run with no new message changes no byte.
+    new = Catalog(
+        locale=locale,
+        project="ordertally",
+        fuzzy=False,
+        creation_date=old.creation_date,
+        revision_date=old.revision_date,
+    )
+    for message in ids:
+        string = old[message].string if message in old else ""
+        if locale == "en" and not string:
+            string = message
+        new.add(message, string)
+    buffer = io.BytesIO()
+    write_po(buffer, new, omit_header=False, sort_output=False, width=100)
+    return buffer.getvalue()
+
+
 def update() -> None:
-    """Add new messages to each catalogue (English: the id itself) and drop unused ones."""
+    """Rewrite each catalogue from the messages in use."""
     ids = extracted()
     for locale in i18n.LOCALES:
-        old = read(locale) if i18n.po_path(locale).exists() else Catalog(locale=locale)
-        new = Catalog(locale=locale, project="ordertally", fuzzy=False)
-        for message in ids:
-            string = old[message].string if message in old else ""
-            if locale == "en" and not string:
-                string = message
-            new.add(message, string)
-        buffer = io.BytesIO()
-        write_po(buffer, new, omit_header=False, sort_output=False, width=100)
+        content = render(locale, ids)
         i18n.po_path(locale).parent.mkdir(parents=True, exist_ok=True)
-        i18n.po_path(locale).write_bytes(buffer.getvalue())
+        i18n.po_path(locale).write_bytes(content)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,19 @@ FLASHES: dict[str, str] = {
     "resolved": N_("The case was resolved."),
     "user_created": N_("The user was created."),
 }
+# Domain errors shown on pages, by their stable code (by field for invalid input); any other
+# error shows its own detail.
+ERROR_MESSAGES: dict[str, str] = {
+    "order.illegal_transition": N_("This action is not possible in the order's current status."),
+    "order.on_hold": N_("The order has an open hold: resolve it first."),
+    "order.conflict": N_("The order changed meanwhile. Reload the page and try again."),
+    "exceptions.still_short": N_("The stock is still short: the hold stays open."),
+    "conflict": N_("This case is already resolved."),
+    "request.invalid:username": N_("Username: 2 to 64 lowercase letters, digits, '.', '_' or '-'."),
+    "request.invalid:role": N_("Choose one of the roles."),
+    "request.invalid:password": N_("The password needs at least 10 characters."),
+    "conflict:username": N_("This username is taken."),
+}
 PAGE_SIZE = 50
 _CURSOR = re.compile(r"^(\d{4}-\d\d-\d\dT[\d:.]+\+00:00)_(\d+)$")
 
@@ -98,6 +111,12 @@ _DIAGRAM_POS: dict[str, tuple[int, int]] = {
     "closed": (0, 1),
     "refunded": (2, 1),
 }
+
+
+def _error_text(exc: OrdertallyError) -> str:
+    """The catalogue message for a domain error, or its own detail."""
+    field = exc.extra.get("field")
+    return ERROR_MESSAGES.get(f"{exc.code}:{field}") or ERROR_MESSAGES.get(exc.code) or exc.detail
 
 
 def _common(request: Request, user: SignedIn | None, **extra: Any) -> dict[str, Any]:
@@ -227,6 +246,7 @@ def _dashboard_context(request: Request, user: SignedIn, figures: dashboard.Figu
         stuck_links={
             s: _orders_link(status=s, created_to=_iso(c)) for s, c in figures.cutoffs.items()
         },
+        case_links={t: _orders_link(case_type=t) for t in figures.open_cases},
     )
 
 
@@ -281,6 +301,7 @@ async def orders_page(request: Request) -> Response:
     q = request.query_params
     status = q.get("status") if q.get("status") in STATUS_LABELS else None
     channel = (q.get("channel") or "").strip()[:32] or None
+    case_type = (q.get("case_type") or "").strip()[:64] or None
     created_from = _parse_moment(q.get("created_from"), end=False)
     created_to = _parse_moment(q.get("created_to"), end=True)
     after = None
@@ -296,6 +317,7 @@ async def orders_page(request: Request) -> Response:
             created_to=created_to,
             after=after,
             limit=PAGE_SIZE + 1,
+            open_case_type=case_type,
         )
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
@@ -304,6 +326,7 @@ async def orders_page(request: Request) -> Response:
         "channel": channel or "",
         "created_from": q.get("created_from", ""),
         "created_to": q.get("created_to", ""),
+        "case_type": case_type or "",
     }
     next_link = None
     if more:
@@ -416,7 +439,7 @@ async def cancel_order(request: Request, order_no: str) -> Response:
             await orders_service.transition(session, order_no, "cancel", actor)
     except OrdertallyError as exc:
         context = await _order_context(request, user, order_no)
-        context["error"] = exc.detail
+        context["error"] = _error_text(exc)
         return render(request, "order.html", context, status=exc.status)
     return RedirectResponse(f"/ui/orders/{order_no}?done=cancelled", status_code=303)
 
@@ -437,7 +460,7 @@ async def resolve_case(request: Request, case_id: int) -> Response:
             async with database(request).transaction() as session:
                 await holds.resolve_case(session, case_id, f"user:{user.username}", resolution)
         except OrdertallyError as exc:
-            error = exc.detail
+            error = _error_text(exc)
     context = await _order_context(request, user, order_no)
     context["case_error"] = error
     if request.headers.get("hx-target") == "cases":
@@ -484,7 +507,7 @@ async def create_user(request: Request) -> Response:
             await users.create_user(session, values["username"], values["password"], values["role"])
     except OrdertallyError as exc:
         context = await _users_context(
-            request, user, error=exc.detail, form={"username": values["username"]}
+            request, user, error=_error_text(exc), form={"username": values["username"]}
         )
         return render(request, "users.html", context, status=exc.status)
     return RedirectResponse("/ui/users?done=user_created", status_code=303)
