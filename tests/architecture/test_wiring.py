@@ -56,6 +56,7 @@ JOBS = [
     "payments_purge_nonces",
     "payments_query_due",
     "purge_idempotency_keys",
+    "purge_user_sessions",
     "sweep_expired_reservations",
 ]
 CONSUMERS = [

@@ -136,8 +136,10 @@ async def test_an_order_page_shows_amounts_diagram_trail_and_the_actions_allowed
     assert seen.status_code == 200
     assert 'data-action="cancel"' not in seen.text
     assert 'data-event="create"' not in seen.text
-    # And an unknown order is a 404 problem
-    assert (await cs.get("/ui/orders/OT000")).status_code == 404
+    # And an unknown order is a 404 page
+    missing = await cs.get("/ui/orders/OT000")
+    assert missing.status_code == 404
+    assert "没有订单 OT000" in missing.text
 
 
 async def test_cs_cancels_an_unpaid_order_with_the_token(

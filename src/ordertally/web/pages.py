@@ -4,6 +4,7 @@ goes through a domain's public service in one transaction."""
 
 from __future__ import annotations
 
+import hmac
 import re
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -26,6 +27,7 @@ from ordertally.fulfillment import service as fulfillment_service
 from ordertally.fulfillment import tracking_page
 from ordertally.orders import holds
 from ordertally.orders import service as orders_service
+from ordertally.orders.errors import OrderNotFound
 from ordertally.orders.service import Actor
 from ordertally.orders.state_machine import TRANSITIONS, ActorKind, Status, allowed_from
 from ordertally.payments import service as payments_service
@@ -177,7 +179,7 @@ async def login(request: Request) -> Response:
     next_path = security.safe_next(str(form.get("next", "")))
     sent = str(form.get(security.CSRF_FIELD, ""))
     cookie = request.cookies.get(security.LOGIN_CSRF_COOKIE, "")
-    if not sent or not cookie or sent != cookie:
+    if not sent or not cookie or not hmac.compare_digest(sent, cookie):
         raise security.CsrfRefused()
     error: str | None = None
     status = 200
@@ -423,7 +425,12 @@ async def _order_context(request: Request, user: SignedIn, order_no: str) -> dic
 async def order_page(request: Request, order_no: str) -> Response:
     """One order: amounts, lines, state diagram, audit trail, payments, shipments, cases."""
     user = await signed_in(request, "orders.read")
-    return render(request, "order.html", await _order_context(request, user, order_no))
+    try:
+        context = await _order_context(request, user, order_no)
+    except OrderNotFound:
+        missing = _common(request, user, reason="missing", permission=None, order_no=order_no)
+        return render(request, "forbidden.html", missing, status=404)
+    return render(request, "order.html", context)
 
 
 @router.post("/ui/orders/{order_no}/cancel")
