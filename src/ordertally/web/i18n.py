@@ -78,8 +78,8 @@ def fmt_time(value: datetime | None, locale: str) -> str:
     if value is None:
         return "—"
     # One numeric pattern for both languages (what operators in both read at a glance).
-    return clock.as_utc(value).astimezone(_zone(get_settings().timezone)).strftime(
-        "%Y-%m-%d %H:%M:%S"
+    return (
+        clock.as_utc(value).astimezone(_zone(get_settings().timezone)).strftime("%Y-%m-%d %H:%M:%S")
     )
 
 
