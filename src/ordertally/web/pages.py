@@ -80,6 +80,13 @@ TRANSITION_LABELS: dict[str, str] = {
     "reopen_paid": N_("Reopened as paid"),
     "refund": N_("Refunded"),
 }
+OUTCOME_LABELS: dict[str, str] = {
+    "ok": N_("Signed in"),
+    "bad_password": N_("Wrong password"),
+    "unknown_user": N_("Unknown username"),
+    "inactive": N_("Disabled user"),
+    "rate_limited": N_("Refused: too many failures"),
+}
 FLASHES: dict[str, str] = {
     "cancelled": N_("The order was cancelled."),
     "resolved": N_("The case was resolved."),
@@ -490,6 +497,7 @@ async def _users_context(request: Request, user: SignedIn, **extra: Any) -> dict
         active="users",
         people=people,
         attempts=attempts,
+        outcome_labels=OUTCOME_LABELS,
         roles=ROLES,
         **({"error": None, "form": {}} | extra),
     )
