@@ -62,6 +62,10 @@ _LINE = table_of(OrderLine)
 _INSERT_ORDER = insert(_ORDER).returning(_ORDER.c.id)
 _INSERT_ORDERS = insert(_ORDER).returning(_ORDER.c.id, sort_by_parameter_order=True)
 _INSERT_LINES = insert(_LINE).returning(_LINE.c.id, sort_by_parameter_order=True)
+# SQLite runs RETURNING in parameter order row by row: there, plain multi-row INSERTs, and the
+# ids are read back by natural key in one SELECT.
+_INSERT_ORDERS_PLAIN = insert(_ORDER)
+_INSERT_LINES_PLAIN = insert(_LINE)
 _INSERT_EVENT = insert(table_of(OrderEvent))
 _KEYS = table_of(IdempotencyKey)
 _SELECT_KEY = select(
@@ -83,8 +87,31 @@ async def insert_order(session: AsyncSession, values: dict[str, Any]) -> int:
 
 async def insert_orders(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
     """Insert many order rows in one multi-row INSERT; returns their ids in the given order."""
-    result = await session.execute(_INSERT_ORDERS, rows)
-    return [int(i) for i in result.scalars().all()]
+    if dialect_of(session) == "postgresql":
+        result = await session.execute(_INSERT_ORDERS, rows)
+        return [int(i) for i in result.scalars().all()]
+    await session.execute(_INSERT_ORDERS_PLAIN, rows)
+    found = await session.execute(
+        select(_ORDER.c.order_no, _ORDER.c.id).where(
+            _ORDER.c.order_no.in_([row["order_no"] for row in rows])
+        )
+    )
+    ids = {order_no: int(order_id) for order_no, order_id in found.all()}
+    return [ids[row["order_no"]] for row in rows]
+
+
+async def by_external(
+    session: AsyncSession, channel: str, external_ids: list[str]
+) -> list[tuple[str, int, str]]:
+    """(external id, id, order number) of a channel's orders with these external ids."""
+    if not external_ids:
+        return []
+    rows = await session.execute(
+        select(_ORDER.c.external_id, _ORDER.c.id, _ORDER.c.order_no).where(
+            _ORDER.c.channel == channel, _ORDER.c.external_id.in_(external_ids)
+        )
+    )
+    return [(str(e), int(i), str(n)) for e, i, n in rows.all()]
 
 
 async def _pairs_present(
@@ -125,8 +152,17 @@ async def recent_fingerprints(
 
 async def insert_lines(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
     """Insert order lines; returns their ids in the given order."""
-    result = await session.execute(_INSERT_LINES, rows)
-    return [int(i) for i in result.scalars().all()]
+    if dialect_of(session) == "postgresql" or len(rows) == 1:
+        result = await session.execute(_INSERT_LINES, rows)
+        return [int(i) for i in result.scalars().all()]
+    await session.execute(_INSERT_LINES_PLAIN, rows)
+    found = await session.execute(
+        select(_LINE.c.order_id, _LINE.c.line_no, _LINE.c.id).where(
+            _LINE.c.order_id.in_(sorted({row["order_id"] for row in rows}))
+        )
+    )
+    ids = {(int(o), int(n)): int(i) for o, n, i in found.all()}
+    return [ids[(row["order_id"], row["line_no"])] for row in rows]
 
 
 async def lock_many(session: AsyncSession, order_ids: list[int]) -> list[SalesOrder]:
