@@ -351,6 +351,8 @@ async def create_order(
     duplicate_of: SalesOrder | None = None
     if check_fingerprint and settings.duplicate_window_seconds > 0:
         since = now - timedelta(seconds=settings.duplicate_window_seconds)
+        # Atomic across processes: a twin in flight commits before we look (ADR 0025).
+        await repository.lock_fingerprints(session, [fingerprint])
         duplicate_of = await repository.find_recent_by_fingerprint(session, fingerprint, since)
         if duplicate_of is not None and settings.duplicate_policy == "reject":
             raise SuspectedDuplicate(
@@ -515,19 +517,18 @@ async def create_many(
         ],
     )
     checking = defer_unusual and settings.duplicate_window_seconds > 0
-    recent = (
-        await repository.recent_fingerprints(
-            session,
-            [
-                b.values["fingerprint"]
-                for b, spec in zip(built, specs, strict=True)
-                if b is not None and spec.check_fingerprint
-            ],
-            now - timedelta(seconds=settings.duplicate_window_seconds),
+    recent: set[str] = set()
+    if checking:
+        fingerprints = [
+            b.values["fingerprint"]
+            for b, spec in zip(built, specs, strict=True)
+            if b is not None and spec.check_fingerprint
+        ]
+        # Atomic across processes: a twin in flight commits before we look (ADR 0025).
+        await repository.lock_fingerprints(session, fingerprints)
+        recent = await repository.recent_fingerprints(
+            session, fingerprints, now - timedelta(seconds=settings.duplicate_window_seconds)
         )
-        if checking
-        else set()
-    )
     seen_fingerprints: set[str] = set()
     for index, (b, spec) in enumerate(zip(built, specs, strict=True)):
         if b is None:

@@ -136,6 +136,21 @@ async def existing_externals(
     return await _pairs_present(session, _ORDER.c.channel, _ORDER.c.external_id, pairs)
 
 
+async def lock_fingerprints(session: AsyncSession, fingerprints: list[str]) -> None:
+    """PostgreSQL: wait for a transaction-scoped advisory lock on each duplicate fingerprint,
+    in sorted order (no deadlocks), so a concurrent creation of the same order commits before
+    this transaction reads recent fingerprints. SQLite's single writer already serialises."""
+    if not fingerprints or dialect_of(session) != "postgresql":
+        return
+    await session.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(hashtextextended('order-fingerprint' || chr(31) || f, 0))"
+            " FROM unnest(CAST(:fingerprints AS text[])) WITH ORDINALITY AS t(f, n) ORDER BY n"
+        ),
+        {"fingerprints": sorted(set(fingerprints))},
+    )
+
+
 async def recent_fingerprints(
     session: AsyncSession, fingerprints: list[str], since: datetime
 ) -> set[str]:
