@@ -480,7 +480,7 @@ async def _create_many(
         if outcome is None:  # another entry created it since the chunk's read
             result.duplicates += 1
             continue
-        order_id, order_no = outcome.order.id, outcome.order.order_no
+        order_id, order_no = outcome.order_id, outcome.values["order_no"]
         held = bool(outcome.holds)
         if source.status in (PlatformStatus.SHIPPED, PlatformStatus.DELIVERED):
             # We never saw it unshipped: whoever shipped it, we must not ship it again.
@@ -493,7 +493,7 @@ async def _create_many(
             cancels.append((order_no, source))
         result.held += int(held)
         events.append(_event_row(account, source, order_id, order_no, created=True))
-        created_at = outcome.order.created_at
+        created_at = outcome.values["created_at"]
         links.append(
             {
                 "account_id": account.id,

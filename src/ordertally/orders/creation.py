@@ -444,19 +444,24 @@ async def _shortage_hold(
 
 @dataclass(slots=True)
 class Created:
-    """One order `create_many` wrote."""
+    """One order `create_many` wrote: its row and its lines' rows (with ids), the holds it was
+    created with and its reservation (None: short of stock)."""
 
-    order: SalesOrder
-    lines: list[OrderLine]
+    order_id: int
+    values: dict[str, Any]
+    lines: list[dict[str, Any]]
     holds: list[ExceptionCase]
     reserved: inventory_service.Reserved | None
 
     def snapshot(self) -> OrderSnapshot:
         """The order's JSON material, as `create_order` returns it."""
+        lines = [OrderLine(**row) for row in self.lines]
         inventory = inventory_service.view_of_new(
-            self.reserved, {line.id: line.line_no for line in self.lines}
+            self.reserved, {line.id: line.line_no for line in lines}
         )
-        return OrderSnapshot(self.order, self.lines, self.holds, inventory)
+        return OrderSnapshot(
+            SalesOrder(id=self.order_id, **self.values), lines, self.holds, inventory
+        )
 
 
 @dataclass(slots=True)
@@ -567,21 +572,23 @@ async def create_many(
         for i, order_id in zip(chosen, order_ids, strict=True)
         for line in built[i].lines  # type: ignore[union-attr]
     ]
-    line_ids = iter(await repository.insert_lines(session, line_rows))
-    lines_of: dict[int, list[OrderLine]] = {}
+    for row, line_id in zip(
+        line_rows, await repository.insert_lines(session, line_rows), strict=True
+    ):
+        row["id"] = line_id
+    written = iter(line_rows)
+    lines_of: dict[int, list[dict[str, Any]]] = {}
     stock: list[inventory_service.NewOrderStock] = []
     for i, order_id in zip(chosen, order_ids, strict=True):
         b = built[i]
         assert b is not None
-        lines = lines_of[i] = [
-            OrderLine(id=next(line_ids), order_id=order_id, **row) for row in b.lines
-        ]
+        lines = lines_of[i] = [next(written) for _ in b.lines]
         stock.append(
             inventory_service.NewOrderStock(
                 plan_of[i],
                 order_id,
                 [
-                    inventory_service.LineDemand(ln.id, ln.line_no, ln.sku, ln.quantity)
+                    inventory_service.LineDemand(ln["id"], ln["line_no"], ln["sku"], ln["quantity"])
                     for ln in lines
                 ],
                 b.values["ship_province"],
@@ -614,7 +621,8 @@ async def create_many(
         audit.append(audit_row(order_id, 1, spec.initial, None, b.target.value, spec.actor, now))
         events.append(_created_event(order_id, b.values, len(b.lines)))
         outcomes[i] = Created(
-            SalesOrder(id=order_id, **b.values),
+            order_id,
+            b.values,
             lines_of[i],
             holds,
             reservation.reserved.get(order_id),
