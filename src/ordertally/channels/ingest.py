@@ -477,9 +477,7 @@ async def _create_many(
         if isinstance(outcome, OrdertallyError):
             result.errors.append((source.external_id, outcome.detail))
             continue
-        if outcome is None:  # another entry created it since the chunk's read
-            result.duplicates += 1
-            continue
+        assert outcome is not None, "ingest mode writes every valid order"
         order_id, order_no = outcome.order_id, outcome.values["order_no"]
         held = bool(outcome.holds)
         if source.status in (PlatformStatus.SHIPPED, PlatformStatus.DELIVERED):

@@ -466,9 +466,9 @@ class Created:
 
 @dataclass(slots=True)
 class CreatedMany:
-    """What `create_many` did, per spec in order: the order written, None (not written: left
-    to `create_order`, or already known) or the validation error that refused it; and the
-    stock still to take with `take_batch_stock` (deferred mode), last before COMMIT."""
+    """What `create_many` did, per spec in order: the order written, None (group commit: left
+    to `create_order`) or the validation error that refused it (ingest); and the stock still
+    to take with `take_batch_stock` (group commit), last before COMMIT."""
 
     outcomes: list[Created | OrdertallyError | None]
     stock: dict[int, int]
@@ -493,9 +493,11 @@ async def create_many(
     before COMMIT.
 
     `defer_unusual=False` (channel ingest) creates every valid spec: a shortage opens a
-    blocking `stock_shortage` case, the spec's own holds are opened, an invalid spec gets its
-    error and a known external id gets None. The stock is taken at once (a savepoint; if
-    another writer moved a row, order by order). Fingerprints are not checked in this mode.
+    blocking `stock_shortage` case, the spec's own holds are opened and an invalid spec gets
+    its error. The caller has read which external ids are known: one written meanwhile by
+    another transaction fails the INSERT on the unique constraint (IntegrityError), and the
+    caller reads again. The stock is taken at once (a savepoint; if another writer moved a row,
+    order by order). Fingerprints are not checked in this mode.
     """
     settings = get_settings()
     now = clock.now()
@@ -513,13 +515,17 @@ async def create_many(
             elif not defer_unusual:
                 raise
 
-    known = await repository.existing_externals(
-        session,
-        [
-            (b.values["channel"], b.values["external_id"])
-            for b in built
-            if b is not None and b.values["external_id"] is not None
-        ],
+    known = (
+        await repository.existing_externals(
+            session,
+            [
+                (b.values["channel"], b.values["external_id"])
+                for b in built
+                if b is not None and b.values["external_id"] is not None
+            ],
+        )
+        if defer_unusual
+        else set()
     )
     checking = defer_unusual and settings.duplicate_window_seconds > 0
     recent: set[str] = set()
