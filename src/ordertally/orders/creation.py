@@ -508,54 +508,16 @@ async def create_many(
             raise ValueError("ingest mode creates every order: no fingerprints, shortages hold")
         try:
             built.append(build_order(spec, settings, now))
-        except (OrdertallyError, ValueError, ArithmeticError) as exc:
-            built.append(None)  # create_order raises the same error in its own transaction
-            if isinstance(exc, OrdertallyError) and not defer_unusual:
+        except OrdertallyError as exc:
+            built.append(None)  # group commit: create_order raises it in its own transaction
+            if not defer_unusual:
                 outcomes[index] = exc
-            elif not defer_unusual:
+        except (ValueError, ArithmeticError):
+            if not defer_unusual:
                 raise
-
-    known = (
-        await repository.existing_externals(
-            session,
-            [
-                (b.values["channel"], b.values["external_id"])
-                for b in built
-                if b is not None and b.values["external_id"] is not None
-            ],
-        )
-        if defer_unusual
-        else set()
-    )
-    checking = defer_unusual and settings.duplicate_window_seconds > 0
-    recent: set[str] = set()
-    if checking:
-        fingerprints = [
-            b.values["fingerprint"]
-            for b, spec in zip(built, specs, strict=True)
-            if b is not None and spec.check_fingerprint
-        ]
-        # Atomic across processes: a twin in flight commits before we look (ADR 0025).
-        await repository.lock_fingerprints(session, fingerprints)
-        recent = await repository.recent_fingerprints(
-            session, fingerprints, now - timedelta(seconds=settings.duplicate_window_seconds)
-        )
-    seen_fingerprints: set[str] = set()
-    for index, (b, spec) in enumerate(zip(built, specs, strict=True)):
-        if b is None:
-            continue
-        pair = (b.values["channel"], b.values["external_id"])
-        fingerprint = b.values["fingerprint"]
-        if (b.values["external_id"] is not None and pair in known) or (
-            checking
-            and spec.check_fingerprint
-            and (fingerprint in recent or fingerprint in seen_fingerprints)
-        ):
-            built[index] = None
-            continue
-        if b.values["external_id"] is not None:
-            known.add(pair)  # a second spec of the batch for it returns the first's order
-        seen_fingerprints.add(fingerprint)
+            built.append(None)
+    if defer_unusual:
+        await _leave_unusual(session, specs, built, settings, now)
 
     planned = [i for i, b in enumerate(built) if b is not None]
     demands = []
@@ -636,6 +598,55 @@ async def create_many(
     await repository.insert_events(session, audit)
     await outbox.publish_rows(session, events)
     return CreatedMany(outcomes, reservation.totals)
+
+
+async def _leave_unusual(
+    session: AsyncSession,
+    specs: list[OrderSpec],
+    built: list[BuiltOrder | None],
+    settings: Settings,
+    now: datetime,
+) -> None:
+    """Group commit: set to None every built order the batch must leave to `create_order`,
+    i.e. a known external id, a possible duplicate of a recent order, or a repeat of an earlier
+    order of the batch (one read each for external ids and fingerprints)."""
+    known = await repository.existing_externals(
+        session,
+        [
+            (b.values["channel"], b.values["external_id"])
+            for b in built
+            if b is not None and b.values["external_id"] is not None
+        ],
+    )
+    checking = settings.duplicate_window_seconds > 0
+    recent: set[str] = set()
+    if checking:
+        fingerprints = [
+            b.values["fingerprint"]
+            for b, spec in zip(built, specs, strict=True)
+            if b is not None and spec.check_fingerprint
+        ]
+        # Atomic across processes: a twin in flight commits before we look (ADR 0025).
+        await repository.lock_fingerprints(session, fingerprints)
+        recent = await repository.recent_fingerprints(
+            session, fingerprints, now - timedelta(seconds=settings.duplicate_window_seconds)
+        )
+    seen_fingerprints: set[str] = set()
+    for index, (b, spec) in enumerate(zip(built, specs, strict=True)):
+        if b is None:
+            continue
+        pair = (b.values["channel"], b.values["external_id"])
+        fingerprint = b.values["fingerprint"]
+        if (b.values["external_id"] is not None and pair in known) or (
+            checking
+            and spec.check_fingerprint
+            and (fingerprint in recent or fingerprint in seen_fingerprints)
+        ):
+            built[index] = None
+            continue
+        if b.values["external_id"] is not None:
+            known.add(pair)  # a second request of the batch for it returns the first's order
+        seen_fingerprints.add(fingerprint)
 
 
 async def take_batch_stock(session: AsyncSession, batch: CreatedMany) -> None:
