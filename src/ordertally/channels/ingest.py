@@ -28,17 +28,16 @@ from typing import Any
 
 import orjson
 from prometheus_client import Counter
-from sqlalchemy import insert, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ordertally.channels import repository
 from ordertally.channels.canonical import CanonicalOrder, PlatformStatus
 from ordertally.channels.errors import AccountNotFound
 from ordertally.channels.events import ChannelOrderIngested
-from ordertally.channels.models import ChannelAccount, ChannelOrderLink, ChannelSkuMapping
 from ordertally.core import clock, money, phones
 from ordertally.core.crypto import PiiCipher, get_cipher
-from ordertally.core.db import Database, table_of
+from ordertally.core.db import Database
 from ordertally.core.errors import OrdertallyError
 from ordertally.core.settings import Settings, get_settings
 from ordertally.events import outbox
@@ -65,8 +64,6 @@ CHUNK_RETRIES = Counter(
     ["account"],
 )
 
-_LINK = table_of(ChannelOrderLink)
-_INSERT_LINKS = insert(_LINK)
 _UNSHIPPED = frozenset({Status.PENDING_PAYMENT, Status.PAID, Status.ALLOCATED, Status.FULFILLING})
 MAX_CHUNK_ATTEMPTS = 5
 
@@ -122,11 +119,10 @@ async def ingest_orders(
         for attempt in range(1, MAX_CHUNK_ATTEMPTS + 1):
             try:
                 async with db.transaction() as session:
-                    if not db.is_sqlite:
-                        # Plan the known-id lookups for these values, not once for a table that
-                        # was empty when a bulk load began (a generic plan cached then stays a
-                        # sequential scan: 100k orders took 454 s instead of ~45 s).
-                        await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+                    # Plan the known-id lookups for these values, not once for a table that
+                    # was empty when a bulk load began (a generic plan cached then stays a
+                    # sequential scan: 100k orders took 454 s instead of ~45 s).
+                    await repository.plan_each_query(session)
                     partial = await ingest_chunk(session, account, part, via, mappings, settings)
                 break
             except IntegrityError:
@@ -150,13 +146,7 @@ def count(account: AccountRef, via: str, result: IngestResult) -> None:
 
 
 async def load_account_ref(session: AsyncSession, code: str) -> AccountRef:
-    row = (
-        await session.execute(
-            select(ChannelAccount.id, ChannelAccount.code, ChannelAccount.platform).where(
-                ChannelAccount.code == code
-            )
-        )
-    ).first()
+    row = await repository.account_ref(session, code)
     if row is None:
         raise AccountNotFound(f"channel account {code!r} does not exist", account=code)
     return AccountRef(int(row.id), str(row.code), str(row.platform))
@@ -164,18 +154,7 @@ async def load_account_ref(session: AsyncSession, code: str) -> AccountRef:
 
 async def load_sku_mappings(session: AsyncSession, account: AccountRef) -> dict[str, str]:
     """platform SKU -> our SKU for this account (account mappings win over platform-wide)."""
-    rows = (
-        await session.execute(
-            select(
-                ChannelSkuMapping.account_code,
-                ChannelSkuMapping.platform_sku,
-                ChannelSkuMapping.sku,
-            ).where(
-                ChannelSkuMapping.platform == account.platform,
-                ChannelSkuMapping.account_code.in_(["", account.code]),
-            )
-        )
-    ).all()
+    rows = await repository.mapping_rows(session, account.platform, account.code)
     mapping: dict[str, str] = {}
     for row in sorted(rows, key=lambda r: r.account_code != ""):
         mapping[row.platform_sku] = row.sku
@@ -241,17 +220,7 @@ async def _known(
     if not external_ids:
         return {}
     known: dict[str, _Known] = {}
-    rows = await session.execute(
-        select(
-            _LINK.c.external_id,
-            _LINK.c.order_id,
-            _LINK.c.order_no,
-            _LINK.c.platform_updated_at,
-            _LINK.c.raw_status,
-            _LINK.c.address_hash,
-        ).where(_LINK.c.account_id == account.id, _LINK.c.external_id.in_(external_ids))
-    )
-    for row in rows:
+    for row in await repository.links_by_external(session, account.id, external_ids):
         known[row.external_id] = _Known(
             row.order_id,
             row.order_no,
@@ -511,7 +480,7 @@ async def _create_many(
         made += 1
     if not made:
         return
-    await session.execute(_INSERT_LINKS, links)
+    await repository.add_links(session, links)
     await outbox.publish_rows(session, events)
     creation.count_created(account.code, made)
     result.created += made
@@ -612,8 +581,8 @@ async def _apply_change(
         "updated_at": clock.now(),
     }
     if hit.platform_updated_at is None:
-        await session.execute(
-            _INSERT_LINKS,
+        await repository.add_links(
+            session,
             {
                 "account_id": account.id,
                 "external_id": order.external_id,
@@ -625,13 +594,7 @@ async def _apply_change(
             },
         )
     else:
-        await session.execute(
-            update(_LINK)
-            .where(
-                tuple_(_LINK.c.account_id, _LINK.c.external_id) == (account.id, order.external_id)
-            )
-            .values(**values)
-        )
+        await repository.update_link(session, account.id, order.external_id, values)
     await outbox.publish_rows(
         session, [_event_row(account, order, hit.order_id, hit.order_no, created=False)]
     )
