@@ -98,6 +98,7 @@ _LOCKS: dict[str, asyncio.Lock] = {}
 
 
 def bucket_for(account: ChannelAccount) -> TokenBucket:
+    """The account's token bucket, made anew when its rate or burst changed."""
     bucket = _BUCKETS.get(account.code)
     if bucket is None or (bucket.rate, bucket.burst) != (
         account.rate_limit_per_second,

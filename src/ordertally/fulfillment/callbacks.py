@@ -1,5 +1,5 @@
-"""Carrier callbacks: a tracking push verified, stored once per event, answered in the
-carrier's own words. Nothing is acknowledged before it is committed."""
+"""Carrier callbacks: the tracking pushes a carrier sends to `/callbacks/carriers/{carrier}` (the
+URL the carrier loop subscribes with). No API key: the adapter verifies the carrier's signature."""
 
 from __future__ import annotations
 

@@ -64,6 +64,7 @@ def parse_amount(text: str, currency: str, what: str) -> int:
 
 
 def parse_quantity(cell: Cell) -> int:
+    """A whole, positive quantity (at most a million) as written."""
     text = text_of(cell)
     if text.isdigit() and 0 < len(text) < 7 and text[0] != "0":
         return int(text)
