@@ -22,12 +22,14 @@ async def test_the_order_can_be_written_while_the_carrier_thinks(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a carrier endpoint that takes every request and answers nothing for seconds
-    asked = asyncio.Event()
+    asked, release = asyncio.Event(), asyncio.Event()
+    held: list[asyncio.StreamWriter] = []
 
     async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(1024)
+        held.append(writer)
         asked.set()
-        await asyncio.sleep(3)
+        await release.wait()
         writer.close()
 
     server = await asyncio.start_server(stall, "127.0.0.1", 0)
@@ -54,8 +56,11 @@ async def test_the_order_can_be_written_while_the_carrier_thinks(
         # And the loop records the carrier's silence as unavailable, once per shipment
         result = await work
     finally:
+        release.set()
         server.close()
         await server.wait_closed()
+        for writer in held:
+            await writer.wait_closed()
     assert result == {
         "carrier": "kuaidi100",
         "waybills": {"unavailable": 2},

@@ -9,6 +9,8 @@ never holding one while the carrier thinks.
 
 from __future__ import annotations
 
+# The use cases live in the modules named above; their names stay importable from here for the
+# callers outside fulfillment (ops/demo.py, bench/fulfillment.py, other domains).
 from ordertally.fulfillment.allocation import (
     ALLOCATOR,
     allocate,
