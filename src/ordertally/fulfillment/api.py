@@ -4,7 +4,6 @@ instead). Thin; one transaction per call."""
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -27,7 +26,6 @@ from ordertally.orders.models import SalesOrder
 from ordertally.orders.service import Actor
 from ordertally.orders.state_machine import ActorKind
 
-log = logging.getLogger(__name__)
 router = APIRouter(tags=["fulfillment"])
 router.include_router(callbacks.router)
 
