@@ -950,3 +950,13 @@ async def order_view(
         allocation.strategy if allocation else None,
         allocation.explanation if allocation else None,
     )
+
+
+async def committed_by_warehouse(session: AsyncSession, order_id: int) -> dict[str, dict[int, int]]:
+    """An order's committed units: per warehouse code, per order line id (fulfillment plans its
+    shipments from them)."""
+    out: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for reservation, code in await repository.reservations_of(session, order_id):
+        if reservation.state == "committed":
+            out[code][reservation.order_line_id] += reservation.quantity
+    return {code: dict(lines) for code, lines in out.items()}

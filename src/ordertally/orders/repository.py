@@ -335,3 +335,46 @@ async def status_counts(session: AsyncSession) -> dict[str, int]:
 async def add_pii_access(session: AsyncSession, values: dict[str, Any]) -> None:
     """Log an unmasking."""
     await session.execute(insert(PiiAccess).values(**values))
+
+
+# --- reads and writes other domains make through orders/queries.py --------------------------
+
+
+async def get_many(session: AsyncSession, order_ids: list[int]) -> list[SalesOrder]:
+    """Orders by id, in id order, without locks."""
+    rows = await session.scalars(
+        select(SalesOrder).where(SalesOrder.id.in_(order_ids)).order_by(SalesOrder.id)
+    )
+    return list(rows.all())
+
+
+async def statuses_of(session: AsyncSession, order_ids: list[int]) -> dict[int, str]:
+    """The current status of each of these orders (the ones that exist)."""
+    rows = await session.execute(
+        select(SalesOrder.id, SalesOrder.status).where(SalesOrder.id.in_(order_ids))
+    )
+    return {int(order_id): str(status) for order_id, status in rows.all()}
+
+
+async def ids_in_status(
+    session: AsyncSession, status: str, *, after_id: int, limit: int
+) -> list[int]:
+    """Ids of orders in a status, ascending from after `after_id`."""
+    rows = await session.scalars(
+        select(SalesOrder.id)
+        .where(SalesOrder.status == status, SalesOrder.id > after_id)
+        .order_by(SalesOrder.id)
+        .limit(limit)
+    )
+    return [int(i) for i in rows.all()]
+
+
+async def set_waybill_nos(
+    session: AsyncSession, order_id: int, waybill_nos: str, at: datetime
+) -> None:
+    """Replace the order's list of waybill numbers (the search and export column)."""
+    await session.execute(
+        update(SalesOrder)
+        .where(SalesOrder.id == order_id)
+        .values(waybill_nos=waybill_nos, updated_at=at)
+    )
