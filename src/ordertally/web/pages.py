@@ -25,11 +25,10 @@ from ordertally.core.settings import get_settings
 from ordertally.exceptions import service as exceptions_service
 from ordertally.fulfillment import service as fulfillment_service
 from ordertally.fulfillment import tracking_page
-from ordertally.orders import holds
+from ordertally.orders import holds, snapshot, transitions
 from ordertally.orders import service as orders_service
 from ordertally.orders.errors import OrderNotFound
-from ordertally.orders.service import Actor
-from ordertally.orders.state_machine import TRANSITIONS, ActorKind, Status, allowed_from
+from ordertally.orders.state_machine import TRANSITIONS, Actor, ActorKind, Status, allowed_from
 from ordertally.payments import service as payments_service
 from ordertally.web import dashboard, i18n, security
 from ordertally.web.i18n import N_
@@ -391,7 +390,7 @@ def _diagram(current: str) -> dict[str, Any]:
 async def _order_context(request: Request, user: SignedIn, order_no: str) -> dict[str, Any]:
     async with database(request).transaction(write=False) as session:
         order = await orders_service.get_order(session, order_no)
-        snapshot = await orders_service.load_snapshot(session, order)
+        snap = await snapshot.load_snapshot(session, order)
         cases = await exceptions_service.open_cases(session, order.id)
         events = (
             await orders_service.events_of(session, order_no)
@@ -414,7 +413,7 @@ async def _order_context(request: Request, user: SignedIn, order_no: str) -> dic
         user,
         active="orders",
         order=order,
-        lines=snapshot.lines,
+        lines=snap.lines,
         cases=cases,
         events=events,
         payments=payments,
@@ -450,7 +449,7 @@ async def cancel_order(request: Request, order_no: str) -> Response:
     actor = Actor(ActorKind.OPERATOR, f"user:{user.username}", client_ip(request), note=reason)
     try:
         async with database(request).transaction() as session:
-            await orders_service.transition(session, order_no, "cancel", actor)
+            await transitions.transition(session, order_no, "cancel", actor)
     except OrdertallyError as exc:
         context = await _order_context(request, user, order_no)
         context["error"] = _error_text(exc)
