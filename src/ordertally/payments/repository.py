@@ -61,6 +61,21 @@ async def by_out_trade_no(session: AsyncSession, out_trade_no: str) -> Payment |
     )
 
 
+async def by_out_trade_nos(session: AsyncSession, out_trade_nos: Sequence[str]) -> list[Payment]:
+    """The attempts of some out_trade_nos, read fresh (unknown ones are simply absent)."""
+    found: list[Payment] = []
+    wanted = list(out_trade_nos)
+    for start in range(0, len(wanted), 1000):
+        rows = await session.scalars(
+            select(Payment)
+            .where(Payment.out_trade_no.in_(wanted[start : start + 1000]))
+            .order_by(Payment.id)
+            .execution_options(populate_existing=True)
+        )
+        found.extend(rows.all())
+    return found
+
+
 async def payments_of_order(session: AsyncSession, order_id: int) -> list[Payment]:
     """Every attempt of an order, oldest first."""
     rows = await session.scalars(
