@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ordertally.core import clock, money
 from ordertally.core.db import Database
 from ordertally.core.errors import OrdertallyError
+from ordertally.core.spreadsheet import safe_cell, safe_mapping
 from ordertally.payments import apply, compensation, gateway, inbox, repository
 from ordertally.payments import manual as manual_service
 from ordertally.payments.errors import StatementInvalid
@@ -492,9 +493,10 @@ def write_csv(report: Report, out: IO[str]) -> None:
     """Discrepancies (and matched trades, when kept) as CSV."""
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
     writer.writeheader()
-    writer.writerows(report.discrepancies)
+    # Trade numbers come from an uploaded file: every cell goes through the neutraliser.
+    writer.writerows(safe_mapping(d) for d in report.discrepancies)
     for out_trade_no in report.matched:
-        writer.writerow({"category": "matched", "out_trade_no": out_trade_no})
+        writer.writerow({"category": "matched", "out_trade_no": safe_cell(out_trade_no)})
 
 
 def iter_csv(report: Report) -> Iterator[str]:
