@@ -554,6 +554,21 @@ async def claim_nonces(
     return {(p, n) for p, n in (await session.execute(stmt, rows)).all()}
 
 
+async def purge_notification_bodies(session: AsyncSession, finished_before: datetime) -> int:
+    """Empty the bodies of notifications applied (or refused) before a time; returns how many."""
+    result = await session.execute(
+        update(PaymentNotification)
+        .where(
+            PaymentNotification.outcome != "pending",
+            PaymentNotification.applied_at < finished_before,
+            PaymentNotification.body != "",
+        )
+        .values(body="")
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def purge_nonces(session: AsyncSession, now: datetime) -> int:
     """Forget nonces past the replay window."""
     result = await session.execute(delete(PaymentNonce).where(PaymentNonce.expires_at < now))
