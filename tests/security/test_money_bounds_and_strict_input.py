@@ -4,6 +4,7 @@ overrides are refused in names, addresses and free text; a payment dated 2099 is
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from typing import Any
 
@@ -11,11 +12,14 @@ import pytest
 from httpx import AsyncClient
 from sqlalchemy import func, select
 
+from ordertally.channels.canonical import CanonicalLine
+from ordertally.channels.ingest import ingest_orders
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.events.models import OutboxEvent
 from ordertally.orders.models import SalesOrder
 from ordertally.payments.models import ManualPayment
+from tests.channels.helpers import canonical, make_account
 from tests.factories import auth, make_order, order_body
 
 pytestmark = pytest.mark.anyio
@@ -156,3 +160,18 @@ async def test_a_manual_payment_reason_with_a_bidi_override_is_refused(
     )
     assert _types(response) == ["text_control_character"]
     assert await _count(db, ManualPayment) == 0
+
+
+async def test_a_platform_order_above_the_bounds_is_refused_not_a_crash(db: Database) -> None:
+    # Given a platform order whose one line adds up to more than any column can hold
+    await make_account(db)
+    line = CanonicalLine("TEA-LJ-250", 100_000, 999_999_999_999_999)
+    huge = dataclasses.replace(canonical("HUGE"), lines=(line,))
+    # When it is ingested with a normal order
+    result = await ingest_orders(db, "shop_a", [canonical("FINE"), huge], via="file")
+    # Then the normal one is stored and the huge one reported, nothing written for it
+    assert result.created == 1
+    assert [(e, "more than" in why) for e, why in result.errors] == [("HUGE", True)]
+    async with db.transaction(write=False) as session:
+        ids = (await session.scalars(select(SalesOrder.external_id))).all()
+    assert ids == ["FINE"]
