@@ -17,10 +17,16 @@ from ordertally.orders.models import OrderEvent, SalesOrder
 from ordertally.payments.models import ManualPayment, PaymentNotification
 from tests.conftest import LiveServer
 from tests.factories import auth
+from tests.payments import test_compensation
 from tests.payments.test_compensation import _open_payments, _sim_idle
 from tests.payments.test_reconcile import wechat_bill, wechat_row
 
 pytestmark = pytest.mark.anyio
+
+# The payments suite's simulator fixtures (the payment simulator over real HTTP, ordertally
+# configured with its keys), used here by name.
+simulator = test_compensation.simulator
+wired = test_compensation.wired
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ from ordertally.events.models import OutboxEvent
 from ordertally.orders.models import OrderEvent
 from tests.conftest import LiveServer
 from tests.factories import auth, make_order
+from tests.payments import test_compensation
 from tests.payments.helpers import (
     make_attempt,
     order_state,
@@ -24,6 +25,11 @@ from tests.payments.helpers import (
 from tests.payments.test_compensation import _open_payments
 
 pytestmark = pytest.mark.anyio
+
+# The payments suite's simulator fixtures (the payment simulator over real HTTP, ordertally
+# configured with its keys), used here by name.
+simulator = test_compensation.simulator
+wired = test_compensation.wired
 
 
 @pytest.fixture(autouse=True)
