@@ -199,3 +199,22 @@ async def test_bodies_are_emptied_after_the_retention_period_once_applied(
     # And the one not applied yet keeps its (sealed) body
     assert pending is not None and pending.outcome == "pending"
     assert inbox.read_body(pending) == _alipay_notice("pii-3").body
+
+
+def test_a_sealed_body_opens_only_on_its_own_row() -> None:
+    from cryptography.exceptions import InvalidTag
+
+    from ordertally.core.crypto import body_context, open_body, seal_body
+
+    sealed = seal_body(NAME, body_context("channel_webhook", "1", "wh-1"))
+    assert sealed.startswith("aesgcm:") and NAME not in sealed
+    assert open_body(sealed, body_context("channel_webhook", "1", "wh-1")) == NAME
+    for elsewhere in (
+        body_context("channel_webhook", "1", "wh-2"),
+        body_context("payment_notification", "1", "wh-1"),
+    ):
+        with pytest.raises(InvalidTag):
+            open_body(sealed, elsewhere)
+    # A row written before bodies were sealed, and a purged one, read as they are
+    assert open_body('{"id": 1}', "any") == '{"id": 1}'
+    assert open_body("", "any") == ""
