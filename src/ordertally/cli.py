@@ -337,7 +337,8 @@ def reconcile(
     ] = False,
     run_by: Annotated[str, typer.Option(help="Who runs it (recorded with the run)")] = "cli",
 ) -> None:
-    """Reconcile a provider's trade bill against ordertally; platform-only payments are applied."""
+    """Reconcile a provider's trade bill; a platform-only payment is applied once the platform
+    confirms it, else it becomes a manual-payment request by --run-by."""
     from ordertally.domains import register_all
     from ordertally.payments import reconcile as recon
 
@@ -368,9 +369,15 @@ def reconcile(
         with open(out, "w", encoding="utf-8", newline="") as handle:
             recon.write_csv(report, handle)
         console.print(f"report written to {out}")
-    applied = [d for d in report.discrepancies if d["applied"]]
+    requested = [d for d in report.discrepancies if str(d["applied"]).startswith("manual_")]
+    applied = [d for d in report.discrepancies if d["applied"] and d not in requested]
     if applied:
         console.print(f"{len(applied)} platform-only payments applied through the inbox")
+    if requested:
+        console.print(
+            f"{len(requested)} rows the platform did not confirm: manual-payment requests "
+            f"by {run_by}, awaiting a second approver"
+        )
 
 
 @paysim_app.command("keys")

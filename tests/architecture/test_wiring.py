@@ -45,6 +45,7 @@ print(json.dumps({"imported": imported, "wired": wired, "again": state()}))
 
 JOBS = [
     "channels_sync_due",
+    "channels_webhook_purge",
     "channels_webhook_sweep",
     "close_unpaid_orders",
     "customers_age_profiles",
@@ -53,6 +54,7 @@ JOBS = [
     "fulfillment_flag_stale",
     "notify_send_due",
     "payments_inbox_gauges",
+    "payments_inbox_purge",
     "payments_purge_nonces",
     "payments_query_due",
     "purge_idempotency_keys",

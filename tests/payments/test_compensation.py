@@ -277,7 +277,7 @@ async def test_manual_approval_queries_the_provider_first(
             json={
                 "reference": "screenshot-889",
                 "amount": "159.70",
-                "paid_at": "2026-11-22T10:05:00+08:00",
+                "paid_at": (clock.now() - timedelta(hours=2)).isoformat(),
                 "reason": "buyer sent a payment screenshot",
             },
             headers=auth(keys["finance"]),

@@ -3,12 +3,14 @@ both people and the evidence are in the audit trail."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 
 from ordertally.auth import service as auth_service
+from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.payments.models import ManualPayment
 from tests.factories import auth, make_order
@@ -28,7 +30,7 @@ def _evidence(**overrides: Any) -> dict[str, Any]:
     body = {
         "reference": "ICBC-20261122-0001",
         "amount": "159.70",
-        "paid_at": "2026-11-22T10:05:00+08:00",
+        "paid_at": (clock.now() - timedelta(hours=2)).isoformat(),
         "reason": "buyer paid by bank transfer; screenshot in ticket 4411",
     }
     body.update(overrides)

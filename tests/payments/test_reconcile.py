@@ -9,12 +9,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.payments import reconcile
 from ordertally.payments.errors import StatementInvalid
-from ordertally.payments.models import Payment, PaymentReconciliation
+from ordertally.payments.models import ManualPayment, Payment, PaymentReconciliation
 from tests.factories import make_order
 from tests.payments.helpers import (
     cases,
@@ -64,6 +65,13 @@ async def _paid(db: Database, provider: str = "wechatpay") -> Payment:
     return attempt
 
 
+async def manual_rows(db: Database) -> list[tuple[int, str, str, str, str]]:
+    """(id, order_no, state, requested_by, reference) of every manual-payment request."""
+    async with db.transaction(write=False) as session:
+        rows = (await session.scalars(select(ManualPayment).order_by(ManualPayment.id))).all()
+    return [(m.id, m.order_no, m.state, m.requested_by, m.reference) for m in rows]
+
+
 def yuan(minor: int) -> str:
     return f"{minor // 100}.{minor % 100:02d}"
 
@@ -104,27 +112,31 @@ async def test_every_trade_lands_in_one_category(db: Database, tmp_path: Path) -
     assert by_no[here_only.out_trade_no]["category"] == "ordertally_only"
     assert by_no[wrong_amount.out_trade_no]["platform_amount_minor"] == 1
     assert by_no[refunded_there.out_trade_no]["platform_refunded_minor"] == 1000
-    # And the platform-only payment was applied through the same path (the order is paid)
+    # And the platform-only payment, which no platform confirmed (no provider is configured
+    # here), became a manual-payment request by the uploader: the order stays unpaid
+    manual = await manual_rows(db)
     assert (by_no[unpaid.out_trade_no]["applied"], by_no["NOBODY-KNOWS-1"]["applied"]) == (
-        "paid",
+        f"manual_requested:{manual[0][0]}",
         "unknown_trade",
     )
-    assert await order_state(db, unpaid_order.order_no) == ("paid", 2)
-    assert await trail(db, unpaid_order.id) == [
-        ("payment_succeeded", "compensation_query", "wechatpay:statement", "4200PLATFORM1")
+    assert [m[1:] for m in manual] == [
+        (unpaid_order.order_no, "pending_approval", "tester", "statement:4200PLATFORM1")
     ]
+    assert await order_state(db, unpaid_order.order_no) == ("pending_payment", 1)
+    assert await trail(db, unpaid_order.id) == []
     assert len(await cases(db, "unknown_trade")) == 1
     assert await count(db, PaymentReconciliation) == 1
-    # And a second run finds the applied payment matched and applies nothing twice
+    # And a second run opens no second request and still pays nothing
     again = await reconcile.run_file(db, "wechatpay", path, run_by="tester")
-    assert again.counts["matched"] == 2
-    assert again.counts["platform_only"] == 1  # the unknown trade stays unknown
-    assert [d["applied"] for d in again.discrepancies if d["category"] == "platform_only"] == [
-        "already_recorded"
+    assert again.counts["matched"] == 1
+    assert again.counts["platform_only"] == 2
+    again_only = [d for d in again.discrepancies if d["category"] == "platform_only"]
+    assert sorted(d["applied"] for d in again_only) == [
+        "already_recorded",
+        "not_applied:conflict",
     ]
-    assert await trail(db, unpaid_order.id) == [
-        ("payment_succeeded", "compensation_query", "wechatpay:statement", "4200PLATFORM1")
-    ]
+    assert len(await manual_rows(db)) == 1
+    assert await trail(db, unpaid_order.id) == []
     # And the CSV lists every discrepancy with its category
     out = io.StringIO()
     reconcile.write_csv(again, out)
@@ -132,6 +144,7 @@ async def test_every_trade_lands_in_one_category(db: Database, tmp_path: Path) -
     assert sorted(r["category"] for r in rows) == [
         "amount_mismatch",
         "ordertally_only",
+        "platform_only",
         "platform_only",
         "status_mismatch",
     ]
@@ -269,14 +282,16 @@ async def test_the_reconcile_command_prints_the_table_and_writes_the_csv(
     assert dry.returncode == 0, dry.stderr
     assert "platform_only" in dry.stdout and "matched" in dry.stdout
     assert await order_state(db, pending_order.order_no) == ("pending_payment", 1)
-    # The real run applies the platform-only payment and writes the CSV
+    # The real run (no platform to confirm the row) requests a manual payment and writes the CSV
     run = cli("--provider", "wechatpay", "--out", str(out), "--run-by", "finance-1", str(bill))
     assert run.returncode == 0, run.stderr
-    assert "1 platform-only payments applied" in run.stdout
-    assert await order_state(db, pending_order.order_no) == ("paid", 2)
+    assert "1 rows the platform did not confirm" in run.stdout
+    assert await order_state(db, pending_order.order_no) == ("pending_payment", 1)
+    [(manual_id, *manual)] = await manual_rows(db)
+    assert manual == [pending_order.order_no, "pending_approval", "finance-1", "statement:4200CLI"]
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert [(r["category"], r["out_trade_no"], r["applied"]) for r in rows] == [
-        ("platform_only", pending.out_trade_no, "paid")
+        ("platform_only", pending.out_trade_no, f"manual_requested:{manual_id}")
     ]
     async with db.transaction(write=False) as session:
         from sqlalchemy import select

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -30,6 +30,7 @@ from ordertally.channels.errors import (
 from ordertally.channels.events import ChannelWebhookReceived
 from ordertally.channels.models import ChannelAccount
 from ordertally.core import clock
+from ordertally.core.crypto import body_context, open_body, seal_body
 from ordertally.core.db import Database
 from ordertally.core.errors import PayloadTooLarge
 from ordertally.core.settings import get_settings
@@ -38,6 +39,7 @@ from ordertally.events import outbox
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["callbacks"])
+_TABLE = "channel_webhook"
 
 WEBHOOKS = Counter(
     "ordertally_channel_webhooks_total",
@@ -59,7 +61,9 @@ async def store_webhook(
             "account_id": account.id,
             "webhook_id": webhook_id,
             "topic": topic,
-            "body": body.decode("utf-8"),
+            "body": seal_body(
+                body.decode("utf-8"), body_context(_TABLE, str(account.id), webhook_id)
+            ),
             "status": "pending",
             "attempts": 0,
             "received_at": clock.now(),
@@ -75,6 +79,13 @@ async def store_webhook(
         aggregate_id=f"{account.code}:{webhook_id}",
     )
     return receipt_id
+
+
+async def purge_bodies(session: AsyncSession, now: datetime) -> int:
+    """Empty the bodies of webhooks applied more than the retention period ago (the dedupe key,
+    topic, status and times stay); returns how many."""
+    cutoff = now - timedelta(days=get_settings().inbox_retention_days)
+    return await repository.purge_webhook_bodies(session, cutoff)
 
 
 def _ok(status: str) -> Response:
@@ -150,7 +161,8 @@ async def apply_receipt(session: AsyncSession, receipt_id: int) -> str:
     ref = ingest.AccountRef(account.id, account.code, account.platform)
     status, error = "applied", None
     try:
-        order = _to_canonical(account.platform, receipt.body)
+        body = open_body(receipt.body, body_context(_TABLE, str(account.id), receipt.webhook_id))
+        order = _to_canonical(account.platform, body)
     except (AdapterError, ValueError, KeyError, TypeError) as exc:
         status, error = "failed", f"unmappable: {exc}"
     else:

@@ -39,6 +39,7 @@ from ordertally.core import clock, money, phones
 from ordertally.core.crypto import PiiCipher, get_cipher
 from ordertally.core.db import Database
 from ordertally.core.errors import OrdertallyError
+from ordertally.core.inputs import MAX_AMOUNT
 from ordertally.core.settings import Settings, get_settings
 from ordertally.events import outbox
 from ordertally.exceptions import service as exceptions_service
@@ -265,6 +266,11 @@ def phone_fields(
     return given, bidx, given[:32], digits[-4:] if len(digits) >= 4 else ""
 
 
+def _max_minor(currency: str) -> int:
+    """MAX_AMOUNT in a currency's minor units (an order above it could overflow a column)."""
+    return int(MAX_AMOUNT.scaleb(money.exponent(currency)))
+
+
 def _creation_of(status: PlatformStatus) -> Event:
     if status in (PlatformStatus.UNPAID, PlatformStatus.CANCELLED):
         return Event.CREATE
@@ -312,6 +318,8 @@ def _spec(
         lines.append(
             creation.LineSpec(sku, line.quantity, line.unit_price_minor, line.discount_minor)
         )
+    if sum(ln.unit_price_minor * ln.quantity for ln in lines) > _max_minor(currency):
+        raise _Invalid(f"the order adds up to more than {MAX_AMOUNT} {currency}")
     if order.discount_minor < 0:
         raise _Invalid("negative order discount")
     if order.discount_minor > sum(

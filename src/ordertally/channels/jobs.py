@@ -59,3 +59,9 @@ async def channels_webhook_sweep(session: AsyncSession, now: datetime) -> dict[s
         await callbacks.apply_receipt(session, receipt_id)
         applied += 1
     return {"applied": applied}
+
+
+@periodic("channels_webhook_purge", every_seconds=3600)
+async def channels_webhook_purge(session: AsyncSession, now: datetime) -> dict[str, Any]:
+    """Empty the raw bodies of webhooks applied longer ago than the inbox retention period."""
+    return {"purged": await callbacks.purge_bodies(session, now)}

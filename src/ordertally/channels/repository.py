@@ -150,6 +150,20 @@ async def finish_webhook(
     )
 
 
+async def purge_webhook_bodies(session: AsyncSession, applied_before: datetime) -> int:
+    """Empty the bodies of webhooks applied before a time; returns how many."""
+    result = await session.execute(
+        update(_INBOX)
+        .where(
+            _INBOX.c.status == "applied",
+            _INBOX.c.applied_at < applied_before,
+            _INBOX.c.body != "",
+        )
+        .values(body="")
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def pending_webhooks(
     session: AsyncSession, limit: int, older_than: datetime | None
 ) -> list[int]:

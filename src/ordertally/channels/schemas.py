@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ordertally.channels.models import PLATFORMS
+from ordertally.core.inputs import Line
 
 Code = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$")]
 Platform = Literal["shopify", "amazon", "pinduoduo", "douyin", "jd", "taobao", "file"]
@@ -37,19 +38,19 @@ class AccountConfig(Strict):
 
 
 class SyncSettings(Strict):
-    sync_interval_seconds: Annotated[int, Field(ge=10, le=86_400)] | None = None
-    overlap_seconds: Annotated[int, Field(ge=0, le=86_400)] | None = None
-    page_size: Annotated[int, Field(ge=1, le=100)] | None = None
+    sync_interval_seconds: Annotated[int, Field(strict=True, ge=10, le=86_400)] | None = None
+    overlap_seconds: Annotated[int, Field(strict=True, ge=0, le=86_400)] | None = None
+    page_size: Annotated[int, Field(strict=True, ge=1, le=100)] | None = None
     rate_limit_per_second: Annotated[float, Field(gt=0, le=1000)] | None = None
-    rate_limit_burst: Annotated[int, Field(ge=1, le=1000)] | None = None
-    empty_streak_threshold: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    rate_limit_burst: Annotated[int, Field(strict=True, ge=1, le=1000)] | None = None
+    empty_streak_threshold: Annotated[int, Field(strict=True, ge=1, le=10_000)] | None = None
 
 
 class AccountCreate(SyncSettings):
     code: Code
     platform: Platform
-    name: Annotated[str, Field(min_length=1, max_length=100)]
-    shop_id: Annotated[str, Field(max_length=100)] = ""
+    name: Annotated[Line, Field(min_length=1, max_length=100)]
+    shop_id: Annotated[Line, Field(max_length=100)] = ""
     config: AccountConfig = AccountConfig()
     credentials: Credentials = Credentials()
     active: bool = True
@@ -57,8 +58,8 @@ class AccountCreate(SyncSettings):
 
 
 class AccountPatch(SyncSettings):
-    name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
-    shop_id: Annotated[str, Field(max_length=100)] | None = None
+    name: Annotated[Line, Field(min_length=1, max_length=100)] | None = None
+    shop_id: Annotated[Line, Field(max_length=100)] | None = None
     config: AccountConfig | None = None
     credentials: Credentials | None = None  # replaces the given secrets, keeps the others
     active: bool | None = None

@@ -57,3 +57,28 @@ def get_cipher() -> PiiCipher:
 def reset_cipher() -> None:
     """Forget the cached cipher (tests, key rotation)."""
     get_cipher.cache_clear()
+
+
+# A raw platform body sealed at rest (ADR 0030); anything else in a body column is a row written
+# before bodies were sealed (read as it is) or one emptied after its retention period.
+SEALED_PREFIX = "aesgcm:"
+
+
+def body_context(table: str, *row_key: str) -> str:
+    """Associated data of an inbox body: its table.column and the row's dedupe key, so a body
+    copied to another row or column does not decrypt."""
+    return ":".join((f"{table}.body", *row_key))
+
+
+def seal_body(text: str, context: str) -> str:
+    """Encrypt a raw platform body for an inbox column (empty stays empty)."""
+    if not text:
+        return text
+    return SEALED_PREFIX + get_cipher().encrypt(text, context)
+
+
+def open_body(stored: str, context: str) -> str:
+    """A stored inbox body in clear: decrypted if sealed, as it is otherwise."""
+    if not stored.startswith(SEALED_PREFIX):
+        return stored
+    return get_cipher().decrypt(stored[len(SEALED_PREFIX) :], context)

@@ -222,6 +222,9 @@ class Settings(BaseSettings):
     doctor_outbox_max_age_seconds: int = 300
     doctor_stuck_grace_seconds: int = 300
     doctor_payment_inbox_max_age_seconds: int = 300
+    # Raw platform bodies in the inboxes (channel webhooks, payment notifications) are kept
+    # encrypted, then emptied this many days after they were applied (ADR 0030).
+    inbox_retention_days: int = Field(default=30, ge=1, le=3650)
 
     @field_validator("base_currency")
     @classmethod

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ordertally.core.inputs import Line
+
 Status = Literal["pending", "sent", "failed", "dead"]
 
 
@@ -16,7 +18,7 @@ class TestIn(BaseModel):
     target: Annotated[str, Field(min_length=1, max_length=80)]
     lang: Literal["zh", "en"] | None = None
     # Only for an SMS target: where the test message goes (never stored in clear).
-    phone: Annotated[str | None, Field(max_length=32)] = None
+    phone: Annotated[Line | None, Field(max_length=32)] = None
 
 
 class NotificationOut(BaseModel):

@@ -28,7 +28,7 @@ from ordertally.core.money import format_minor
 from ordertally.core.settings import get_settings
 from ordertally.idempotency import service as idempotency_service
 from ordertally.idempotency.http import run_idempotent
-from ordertally.orders import creation, holds, service, transitions
+from ordertally.orders import closing, creation, holds, service, transitions
 from ordertally.orders.contact import reveal_contact
 from ordertally.orders.models import OrderEvent, SalesOrder
 from ordertally.orders.schemas import (
@@ -408,6 +408,8 @@ async def cancel_order(
     """Close a pending-payment order on an operator's request (a repeat is a no-op)."""
     reason = body.reason if body else ""
     actor = Actor(ActorKind.OPERATOR, principal.name, client_ip(request), note=reason or None)
+    # "Keep open if paid", as at the timeout: the providers are asked with no transaction open.
+    await closing.refuse_if_paid(database(request), order_no)
     async with database(request).transaction() as session:
         result = await transitions.transition(session, order_no, Event.CANCEL, actor)
         doc = order_doc(await load_snapshot(session, result.order))

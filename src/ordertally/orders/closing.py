@@ -19,8 +19,8 @@ from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.orders import repository
 from ordertally.orders import service as orders_service
-from ordertally.orders.errors import IllegalTransition
-from ordertally.orders.state_machine import ActorKind, Event
+from ordertally.orders.errors import IllegalTransition, PaymentReceived
+from ordertally.orders.state_machine import ActorKind, Event, Status
 
 log = logging.getLogger(__name__)
 
@@ -92,3 +92,22 @@ async def close_unpaid(db: Database, now: datetime, limit: int = CLOSE_BATCH) ->
         if order.id not in keep:
             closed += int(await close_one(db, order))
     return closed
+
+
+async def refuse_if_paid(db: Database, order_no: str) -> None:
+    """Before a person cancels an unpaid order: the same pre-close checks as the timeout, with
+    no transaction open (payments asks the providers); raise PaymentReceived if they keep it
+    open (money received on an attempt, paid or in a wrong amount, or a provider that cannot
+    say). Orders not pending payment are left to the transition's own refusal."""
+    async with db.transaction(write=False) as session:
+        order = await orders_service.get_order(session, order_no)
+    if order.status != Status.PENDING_PAYMENT:
+        return
+    now = clock.now()
+    deadline = clock.as_utc(order.payment_deadline_at) if order.payment_deadline_at else now
+    if order.id in await kept_open(db, [DueOrder(order.id, order.order_no, deadline)]):
+        raise PaymentReceived(
+            f"order {order_no} has money received or a payment its provider could not rule "
+            "out; refund or resolve the payment first",
+            order_no=order_no,
+        )

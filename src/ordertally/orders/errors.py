@@ -51,3 +51,8 @@ class InvalidOrder(OrderError):
     status = 422
     code = "order.invalid"
     title = "The order is not valid"
+
+
+class PaymentReceived(OrderError):
+    code = "order.payment_received"
+    title = "Money was received for this order (or its provider could not say); it stays open"

@@ -1,14 +1,26 @@
-"""Request and response shapes of the orders API; unknown fields are refused."""
+"""Request and response shapes of the orders API; unknown fields are refused, text carries no
+control characters, quantities are strict integers and amounts are bounded (core/inputs.py)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Amount = Annotated[str, StringConstraints(pattern=r"^\d{1,13}(\.\d{1,4})?$")]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+from ordertally.core.inputs import (
+    MAX_LINES,
+    Amount,
+    FilledLine,
+    FilledText,
+    Line,
+    Quantity,
+    check_amount,
+)
+from ordertally.core.inputs import Text as FreeText
+
+Text = FilledLine
 
 
 class Strict(BaseModel):
@@ -25,33 +37,39 @@ class AddressIn(Strict):
     phone: Annotated[Text, Field(max_length=32)]
     province: Annotated[Text, Field(max_length=32)]
     city: Annotated[Text, Field(max_length=64)]
-    district: Annotated[str, Field(max_length=64)] = ""
+    district: Annotated[Line, Field(max_length=64)] = ""
     line1: Annotated[Text, Field(max_length=200)]
     postal_code: Annotated[str, Field(max_length=16, pattern=r"^[0-9A-Za-z -]*$")] = ""
 
 
 class LineIn(Strict):
     sku: Annotated[str, Field(pattern=r"^[A-Za-z0-9._/-]{1,64}$")]
-    quantity: Annotated[int, Field(ge=1, le=100_000)]
+    quantity: Quantity
     unit_price: Amount
 
 
 class OrderCreate(Strict):
     channel: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$")]
-    external_id: Annotated[str | None, Field(min_length=1, max_length=128)] = None
+    external_id: Annotated[Line | None, Field(min_length=1, max_length=128)] = None
     customer: CustomerIn
     shipping_address: AddressIn
-    lines: Annotated[list[LineIn], Field(min_length=1, max_length=200)]
+    lines: Annotated[list[LineIn], Field(min_length=1, max_length=MAX_LINES)]
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
     discount: Amount = "0"
 
+    @model_validator(mode="after")
+    def _bounded_total(self) -> OrderCreate:
+        """No order adds up to more than MAX_AMOUNT (so no total overflows a 64-bit column)."""
+        check_amount(sum((Decimal(ln.unit_price) * ln.quantity for ln in self.lines), Decimal(0)))
+        return self
+
 
 class CancelIn(Strict):
-    reason: Annotated[str, Field(max_length=500)] = ""
+    reason: Annotated[FreeText, Field(max_length=500)] = ""
 
 
 class ResolveIn(Strict):
-    resolution: Annotated[Text, Field(max_length=500)]
+    resolution: Annotated[FilledText, Field(max_length=500)]
 
 
 class LineOut(BaseModel):

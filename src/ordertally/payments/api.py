@@ -292,7 +292,8 @@ async def reconcile_statement(
     principal: Annotated[Principal, Depends(require("payments.reconcile"))],
     output: Annotated[str, Query(alias="format", pattern="^(json|csv)$")] = "json",
 ) -> Response:
-    """Send the statement file as the request body; platform-only payments are applied."""
+    """Send the statement file as the request body; a platform-only payment is applied once the
+    platform's query confirms it, else it becomes a manual-payment request by the caller."""
     data = await request.body()
     statement = reconcile.parse(provider, reconcile.decode_statement(data, provider))
     report = await reconcile.run(

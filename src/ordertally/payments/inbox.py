@@ -22,11 +22,13 @@ from typing import Any, Literal
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from ordertally.core.crypto import body_context, open_body, seal_body
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
 from ordertally.events import outbox
 from ordertally.payments import repository
 from ordertally.payments.events import PaymentNotificationReceived
+from ordertally.payments.models import PaymentNotification
 from ordertally.payments.providers import Notice, Rejected
 
 Stored = Literal["accepted", "duplicate", "replay"]
@@ -57,7 +59,7 @@ async def store_notice(
         "provider_txn_id": (notice.provider_txn_id or "")[:64] or None,
         "trade_state": notice.trade_state,
         "headers": notice.headers,
-        "body": notice.body,
+        "body": sealed_body(notice),
         "facts": {**notice.facts, "kind": notice.kind},
         "verification": "rejected" if rejected else "verified",
         "rejection_reason": rejected.detail[:200] if rejected else None,
@@ -267,6 +269,28 @@ async def write_batch(session: AsyncSession, batch: list[_Item]) -> list[Stored]
     return [r or "duplicate" for r in results]
 
 
+def body_key(provider: str, dedupe_key: str) -> str:
+    """The associated data of a notification's body: its table.column and dedupe key."""
+    return body_context("payment_notification", provider, dedupe_key[:160])
+
+
+def sealed_body(notice: Notice) -> str:
+    """The raw body encrypted for the inbox (in Python, before the one INSERT: no round trip)."""
+    return seal_body(notice.body, body_key(notice.provider, notice.dedupe_key))
+
+
+def read_body(row: PaymentNotification) -> str:
+    """A stored notification's raw body in clear (empty once purged)."""
+    return open_body(row.body, body_key(row.provider, row.dedupe_key))
+
+
+async def purge_bodies(session: AsyncSession, now: datetime) -> int:
+    """Empty the bodies of notifications finished more than the retention period ago (dedupe
+    key, facts and outcome stay); returns how many."""
+    cutoff = now - timedelta(days=get_settings().inbox_retention_days)
+    return await repository.purge_notification_bodies(session, cutoff)
+
+
 def _row(item: _Item) -> dict[str, Any]:
     notice = item.notice
     return {
@@ -278,7 +302,7 @@ def _row(item: _Item) -> dict[str, Any]:
         "provider_txn_id": (notice.provider_txn_id or "")[:64] or None,
         "trade_state": notice.trade_state,
         "headers": notice.headers,
-        "body": notice.body,
+        "body": sealed_body(notice),
         "facts": {**notice.facts, "kind": notice.kind},
         "verification": "verified",
         "rejection_reason": None,

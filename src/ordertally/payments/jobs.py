@@ -11,7 +11,7 @@ from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
 from ordertally.jobs.scheduler import periodic, periodic_outside
-from ordertally.payments import compensation, service
+from ordertally.payments import compensation, inbox, service
 from ordertally.payments.metrics import INBOX_BACKLOG, INBOX_OLDEST_AGE
 
 
@@ -36,3 +36,9 @@ async def payments_inbox_gauges(session: AsyncSession, now: datetime) -> dict[st
     INBOX_BACKLOG.set(backlog)
     INBOX_OLDEST_AGE.set(age)
     return {"backlog": backlog, "oldest_age_seconds": round(age, 3)}
+
+
+@periodic("payments_inbox_purge", every_seconds=3600)
+async def payments_inbox_purge(session: AsyncSession, now: datetime) -> dict[str, Any]:
+    """Empty the raw bodies of notifications finished longer ago than the retention period."""
+    return {"purged": await inbox.purge_bodies(session, now)}

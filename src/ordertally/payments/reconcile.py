@@ -1,6 +1,8 @@
 """Statement reconciliation: read a platform's trade bill as a stream, load our side in bulk,
 and sort every trade into matched / platform_only / ordertally_only / amount_mismatch /
-status_mismatch. Platform-only payments are applied through the inbox like any notification.
+status_mismatch. A platform-only payment pays its order only once the platform's signed query
+answer confirms it; an unconfirmed row becomes a manual-payment request in the uploader's name
+(two people decide it), since an uploaded file proves nothing by itself (ADR 0030).
 
 Formats: WeChat Pay's trade bill (CSV, every field prefixed with a back-tick, two summary rows
 at the end) and Alipay's business-detail statement (CSV in GB18030, `#` comment lines around
@@ -21,10 +23,14 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.core import clock
+from ordertally.core import clock, money
 from ordertally.core.db import Database
-from ordertally.payments import apply, compensation, inbox, repository
+from ordertally.core.errors import OrdertallyError
+from ordertally.core.spreadsheet import safe_cell, safe_mapping
+from ordertally.payments import apply, compensation, gateway, inbox, repository
+from ordertally.payments import manual as manual_service
 from ordertally.payments.errors import StatementInvalid
+from ordertally.payments.models import Payment
 from ordertally.payments.providers import QueryResult
 
 CATEGORIES = ("matched", "platform_only", "ordertally_only", "amount_mismatch", "status_mismatch")
@@ -71,6 +77,7 @@ class Trade:
     paid_minor: int = 0
     refunded_minor: int = 0
     paid: bool = False
+    paid_at: str = ""
 
 
 @dataclass(slots=True)
@@ -184,6 +191,7 @@ def parse_wechat(lines: Iterable[str]) -> Statement:
         state = row[i_state].lstrip("`")
         if state == "SUCCESS":
             trade.paid = True
+            trade.paid_at = moment
             trade.paid_minor = _fen(row[i_amount].lstrip("`"))
         elif state == "REFUND" and i_refund is not None:
             trade.refunded_minor += _fen(row[i_refund].lstrip("`"))
@@ -223,6 +231,7 @@ def parse_alipay(lines: Iterable[str]) -> Statement:
         kind = row[i_kind].strip()
         if kind == "交易":
             trade.paid = True
+            trade.paid_at = moment
             trade.paid_minor = _fen(row[i_total].strip())
         elif kind == "退款" and i_received is not None:
             trade.refunded_minor += abs(_fen(row[i_received].strip()))
@@ -352,15 +361,65 @@ async def compare(
     return Report(provider, statement.rows, counts, discrepancies, matched, window)
 
 
+Confirmations = dict[str, tuple[Payment, QueryResult | Exception]]
+
+
+async def confirm_platform_only(db: Database, report: Report) -> Confirmations:
+    """Ask the platform itself about every platform-only trade we hold an attempt for: read the
+    attempts in a short transaction, then query the providers with no transaction open (a
+    statement file is only a claim; the signed query answer is the platform's word)."""
+    wanted = [d["out_trade_no"] for d in report.discrepancies if d["category"] == "platform_only"]
+    if not wanted:
+        return {}
+    async with db.transaction(write=False) as session:
+        attempts = await repository.by_out_trade_nos(session, wanted)
+    answers = await gateway.query_many(attempts)
+    return {p.out_trade_no: (p, a) for p, a in zip(attempts, answers, strict=True)}
+
+
+def _paid_at(moment: str) -> datetime:
+    """A statement row's local time as UTC (now when the row's time cannot be read)."""
+    try:
+        local = datetime.strptime(moment.strip().lstrip("`")[:19], "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return clock.now()
+    return local.replace(tzinfo=BEIJING).astimezone(UTC)
+
+
+def _unconfirmed(answer: QueryResult | Exception) -> str:
+    if isinstance(answer, QueryResult):
+        return f"the platform's query says {answer.trade_state or answer.status}"
+    return f"the platform could not be asked ({type(answer).__name__})"
+
+
 async def apply_platform_only(
-    session: AsyncSession, report: Report, statement: Statement, run_by: str
+    session: AsyncSession,
+    report: Report,
+    statement: Statement,
+    run_by: str,
+    confirmations: Confirmations | None = None,
 ) -> None:
-    """Record each platform-only payment in the inbox and apply it like a notification."""
+    """Act on each platform-only trade: pay the order only on the platform's signed query
+    answer (the query is the evidence); otherwise open a manual-payment request in the
+    uploader's name for the two-person flow. A trade we hold no attempt for goes through the
+    inbox, which opens an unknown-trade case."""
     now = clock.now()
+    confirmations = confirmations or {}
     for item in report.discrepancies:
         if item["category"] != "platform_only":
             continue
         trade = statement.trades[item["out_trade_no"]]
+        confirmed = confirmations.get(item["out_trade_no"])
+        if confirmed is not None:
+            payment, answer = confirmed
+            outcome = await compensation.record_query_result(session, payment, answer, now)
+            if isinstance(answer, QueryResult) and answer.status == "paid":
+                item["applied"] = outcome
+                continue
+            item["applied"] = await _request_manual(
+                session, payment, trade, run_by, _unconfirmed(answer)
+            )
+            continue
         result = QueryResult(
             provider=statement.provider,
             out_trade_no=item["out_trade_no"],
@@ -381,6 +440,25 @@ async def apply_platform_only(
             item["applied"] = "already_recorded"
             continue
         item["applied"] = await apply.apply_notification(session, notification_id)
+
+
+async def _request_manual(
+    session: AsyncSession, payment: Payment, trade: Trade, run_by: str, why: str
+) -> str:
+    """A statement row the platform did not confirm: a manual-payment request by the uploader."""
+    try:
+        manual = await manual_service.request_manual(
+            session,
+            payment.order_no,
+            reference=f"statement:{trade.txn}"[:128],
+            amount=money.from_minor(trade.paid_minor, payment.currency),
+            paid_at=_paid_at(trade.paid_at),
+            reason=f"statement row not confirmed by the platform: {why}"[:500],
+            requested_by=run_by,
+        )
+    except OrdertallyError as exc:
+        return f"not_applied:{exc.code}"
+    return f"manual_requested:{manual.id}"
 
 
 async def record(
@@ -415,9 +493,10 @@ def write_csv(report: Report, out: IO[str]) -> None:
     """Discrepancies (and matched trades, when kept) as CSV."""
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
     writer.writeheader()
-    writer.writerows(report.discrepancies)
+    # Trade numbers come from an uploaded file: every cell goes through the neutraliser.
+    writer.writerows(safe_mapping(d) for d in report.discrepancies)
     for out_trade_no in report.matched:
-        writer.writerow({"category": "matched", "out_trade_no": out_trade_no})
+        writer.writerow({"category": "matched", "out_trade_no": safe_cell(out_trade_no)})
 
 
 def iter_csv(report: Report) -> Iterator[str]:
@@ -437,14 +516,16 @@ async def run(
     keep_matched: bool = False,
     apply: bool = True,
 ) -> Report:
-    """Compare (a read transaction), then apply platform-only payments and record the run
-    (one write transaction). With apply=False nothing is written."""
+    """Compare (a read transaction), ask the platform about platform-only trades (no
+    transaction open), then act on its answers and record the run (one write transaction).
+    With apply=False nothing is written and nobody is asked."""
     started = clock.now()
     async with db.transaction(write=False) as session:
         report = await compare(session, statement, keep_matched=keep_matched)
     if apply:
+        confirmations = await confirm_platform_only(db, report)
         async with db.transaction() as session:
-            await apply_platform_only(session, report, statement, run_by)
+            await apply_platform_only(session, report, statement, run_by, confirmations)
             await record(
                 session,
                 report,

@@ -61,6 +61,21 @@ async def by_out_trade_no(session: AsyncSession, out_trade_no: str) -> Payment |
     )
 
 
+async def by_out_trade_nos(session: AsyncSession, out_trade_nos: Sequence[str]) -> list[Payment]:
+    """The attempts of some out_trade_nos, read fresh (unknown ones are simply absent)."""
+    found: list[Payment] = []
+    wanted = list(out_trade_nos)
+    for start in range(0, len(wanted), 1000):
+        rows = await session.scalars(
+            select(Payment)
+            .where(Payment.out_trade_no.in_(wanted[start : start + 1000]))
+            .order_by(Payment.id)
+            .execution_options(populate_existing=True)
+        )
+        found.extend(rows.all())
+    return found
+
+
 async def payments_of_order(session: AsyncSession, order_id: int) -> list[Payment]:
     """Every attempt of an order, oldest first."""
     rows = await session.scalars(
@@ -537,6 +552,21 @@ async def claim_nonces(
     )
     rows = [{"provider": p, "nonce": n, "expires_at": e} for (p, n), e in wanted.items()]
     return {(p, n) for p, n in (await session.execute(stmt, rows)).all()}
+
+
+async def purge_notification_bodies(session: AsyncSession, finished_before: datetime) -> int:
+    """Empty the bodies of notifications applied (or refused) before a time; returns how many."""
+    result = await session.execute(
+        update(PaymentNotification)
+        .where(
+            PaymentNotification.outcome != "pending",
+            PaymentNotification.applied_at < finished_before,
+            PaymentNotification.body != "",
+        )
+        .values(body="")
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def purge_nonces(session: AsyncSession, now: datetime) -> int:

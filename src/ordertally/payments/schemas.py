@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
-Amount = Annotated[str, StringConstraints(pattern=r"^\d{1,13}(\.\d{1,4})?$")]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+from ordertally.core.inputs import Amount, FilledLine, FilledText, PastInstant
+from ordertally.core.inputs import Text as FreeText
+
+Text = FilledLine
 Provider = Literal["wechatpay", "alipay"]
 
 
@@ -23,12 +25,12 @@ class PaymentCreate(Strict):
 class ManualPaymentIn(Strict):
     reference: Annotated[Text, Field(max_length=128)]
     amount: Amount
-    paid_at: AwareDatetime
-    reason: Annotated[Text, Field(min_length=3, max_length=500)]
+    paid_at: PastInstant
+    reason: Annotated[FilledText, Field(min_length=3, max_length=500)]
 
 
 class DecisionIn(Strict):
-    note: Annotated[str, Field(max_length=500)] = ""
+    note: Annotated[FreeText, Field(max_length=500)] = ""
 
 
 class PaymentOut(BaseModel):

@@ -25,10 +25,17 @@ from ordertally.core.settings import get_settings
 from ordertally.exceptions import service as exceptions_service
 from ordertally.fulfillment import service as fulfillment_service
 from ordertally.fulfillment import tracking_page
-from ordertally.orders import holds, snapshot, transitions
+from ordertally.orders import closing, holds, snapshot, transitions
 from ordertally.orders import service as orders_service
 from ordertally.orders.errors import OrderNotFound
-from ordertally.orders.state_machine import TRANSITIONS, Actor, ActorKind, Status, allowed_from
+from ordertally.orders.state_machine import (
+    TRANSITIONS,
+    Actor,
+    ActorKind,
+    Event,
+    Status,
+    allowed_from,
+)
 from ordertally.payments import service as payments_service
 from ordertally.web import dashboard, i18n, security
 from ordertally.web.i18n import N_
@@ -98,6 +105,9 @@ ERROR_MESSAGES: dict[str, str] = {
     "order.on_hold": N_("The order has an open hold: resolve it first."),
     "order.conflict": N_("The order changed meanwhile. Reload the page and try again."),
     "exceptions.still_short": N_("The stock is still short: the hold stays open."),
+    "order.payment_received": N_(
+        "The buyer's payment has reached the platform: the order cannot be cancelled."
+    ),
     "conflict": N_("This case is already resolved."),
     "request.invalid:username": N_("Username: 2 to 64 lowercase letters, digits, '.', '_' or '-'."),
     "request.invalid:role": N_("Choose one of the roles."),
@@ -448,8 +458,10 @@ async def cancel_order(request: Request, order_no: str) -> Response:
     reason = str(form.get("reason", "")).strip()[:500] or None
     actor = Actor(ActorKind.OPERATOR, f"user:{user.username}", client_ip(request), note=reason)
     try:
+        # The timeout's own checks first: a payment the platform already took keeps it open.
+        await closing.refuse_if_paid(database(request), order_no)
         async with database(request).transaction() as session:
-            await transitions.transition(session, order_no, "cancel", actor)
+            await transitions.transition(session, order_no, Event.CANCEL, actor)
     except OrdertallyError as exc:
         context = await _order_context(request, user, order_no)
         context["error"] = _error_text(exc)

@@ -7,15 +7,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ordertally.channels.files.parser import Rejected
+from ordertally.core.spreadsheet import safe_cell, safe_row
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "|", "%")
-
-
-def safe_cell(text: str) -> str:
-    """A cell a spreadsheet will show as text, never run as a formula (OWASP CSV injection)."""
-    if text.startswith(_FORMULA_START):
-        return "'" + text
-    return text
+__all__ = ["report_path", "safe_cell", "write_report"]
 
 
 def write_report(out: Path, header: Sequence[str], rejected: Iterable[Rejected]) -> int:
@@ -23,12 +17,9 @@ def write_report(out: Path, header: Sequence[str], rejected: Iterable[Rejected])
     count = 0
     with out.open("w", encoding="utf-8-sig", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["行号 line", "订单号 order id", "原因 reason", *map(safe_cell, header)])
+        writer.writerow(safe_row(["行号 line", "订单号 order id", "原因 reason", *header]))
         for r in rejected:
-            writer.writerow(
-                [r.line, safe_cell(r.external_id), safe_cell(r.reason)]
-                + [safe_cell(c) for c in r.cells]
-            )
+            writer.writerow(safe_row([r.line, r.external_id, r.reason, *r.cells]))
             count += 1
     return count
 
