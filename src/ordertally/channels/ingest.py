@@ -63,6 +63,11 @@ CHUNK_RETRIES = Counter(
     "Ingest chunks read again after a concurrent delivery of the same orders",
     ["account"],
 )
+AMOUNT_MISMATCHES = Counter(
+    "ordertally_channel_amount_mismatches_total",
+    "Platform orders whose total differs from our sum of their parts (amount_mismatch cases)",
+    ["platform"],
+)
 
 _UNSHIPPED = frozenset({Status.PENDING_PAYMENT, Status.PAID, Status.ALLOCATED, Status.FULFILLING})
 MAX_CHUNK_ATTEMPTS = 5
@@ -318,6 +323,8 @@ def _spec(
         ln.unit_price_minor * ln.quantity - ln.discount_minor for ln in lines
     ):
         raise _Invalid("discount exceeds the order's subtotal")
+    if min(order.shipping_minor, order.tax_minor, order.fee_minor) < 0:
+        raise _Invalid("negative shipping, tax or fee")
 
     buyer_key = order.buyer_platform_id or order.external_id
     phone, phone_bidx, phone_masked, last4 = phone_fields(
@@ -381,6 +388,9 @@ def _spec(
         payment_window_seconds=settings.channels_unpaid_deadline_seconds,
         hold_on_shortage=True,  # the platform took the order: no platform order is dropped
         holds=holds,
+        shipping_minor=order.shipping_minor,
+        tax_minor=order.tax_minor,
+        fee_minor=order.fee_minor,
     )
 
 
@@ -458,6 +468,7 @@ async def _create_many(
             held = True
         elif source.status is PlatformStatus.CANCELLED:
             cancels.append((order_no, source))
+        await _check_amount(session, account, source, order_id, outcome.values)
         result.held += int(held)
         events.append(_event_row(account, source, order_id, order_no, created=True))
         created_at = outcome.values["created_at"]
@@ -486,6 +497,35 @@ async def _create_many(
     result.created += made
     for order_no, source in cancels:
         await _cancel(session, account, order_no, source)
+
+
+async def _check_amount(
+    session: AsyncSession,
+    account: AccountRef,
+    order: CanonicalOrder,
+    order_id: int,
+    values: dict[str, Any],
+) -> None:
+    """Open an `amount_mismatch` case when our total is not the platform's (never adjusted)."""
+    if order.platform_total_minor is None or order.platform_total_minor == values["total_minor"]:
+        return
+    AMOUNT_MISMATCHES.labels(account.platform).inc()
+    currency = values["currency"]
+    await _case(
+        session,
+        order_id,
+        account,
+        order,
+        "amount_mismatch",
+        False,
+        currency=currency,
+        platform_total=money.format_minor(order.platform_total_minor, currency),
+        our_total=money.format_minor(values["total_minor"], currency),
+        parts={
+            key: money.format_minor(values[f"{key}_minor"], currency)
+            for key in ("subtotal", "discount", "shipping", "tax", "fee")
+        },
+    )
 
 
 # --- platform-side changes ---------------------------------------------------------------------

@@ -109,6 +109,14 @@ def order_doc(snapshot: OrderSnapshot) -> dict[str, Any]:
         "total": format_minor(order.total_minor, cur),
         "base_currency": order.base_currency,
         "fx_rate": order.fx_rate,
+        "shipping": format_minor(order.shipping_minor or 0, cur),
+        "tax": format_minor(order.tax_minor or 0, cur),
+        "fee": format_minor(order.fee_minor or 0, cur),
+        "base_total": (
+            None
+            if order.base_total_minor is None
+            else format_minor(order.base_total_minor, order.base_currency)
+        ),
         "customer": {"name": order.customer_name_masked, "phone": order.customer_phone_masked},
         "shipping_address": {
             "name": order.ship_name_masked,

@@ -100,6 +100,10 @@ class OrderSpec:
     check_fingerprint: bool = False  # keyless API requests: flag or refuse a recent twin
     hold_on_shortage: bool = False  # a shortage holds the order (else merchant policy)
     holds: tuple[HoldSpec, ...] = ()
+    # What the buyer paid on top of the lines, in minor units of the order's currency.
+    shipping_minor: int = 0
+    tax_minor: int = 0  # tax charged on top of the prices (prices that include it: 0)
+    fee_minor: int = 0  # platform fees the buyer paid (e.g. a cash-on-delivery fee)
 
 
 @dataclass(slots=True)
@@ -152,7 +156,9 @@ def build_order(spec: OrderSpec, settings: Settings, now: datetime) -> BuiltOrde
         line_discounts = [d + extra for d, extra in zip(line_discounts, spread, strict=True)]
     subtotal = sum(gross)
     discount = sum(line_discounts)
-    total = subtotal - discount
+    if min(spec.shipping_minor, spec.tax_minor, spec.fee_minor) < 0:
+        raise InvalidOrder("negative shipping, tax or fee", field="shipping")
+    total = subtotal - discount + spec.shipping_minor + spec.tax_minor + spec.fee_minor
     personal = spec.personal
     priced = sorted(
         (
@@ -178,6 +184,14 @@ def build_order(spec: OrderSpec, settings: Settings, now: datetime) -> BuiltOrde
         "total_minor": total,
         "base_currency": settings.base_currency,
         "fx_rate": str(rate),
+        "shipping_minor": spec.shipping_minor,
+        "tax_minor": spec.tax_minor,
+        "fee_minor": spec.fee_minor,
+        "base_total_minor": (
+            total
+            if currency == settings.base_currency
+            else money.convert_minor(total, currency, rate, settings.base_currency)
+        ),
         "customer_name_enc": personal.customer_name_enc,
         "customer_name_masked": personal.customer_name_masked,
         "customer_phone_enc": personal.customer_phone_enc,
@@ -238,6 +252,8 @@ def spec_of(
         for line in cmd.lines
     )
     discount = money.to_minor(cmd.discount, currency)
+    shipping = money.to_minor(cmd.shipping, currency)
+    tax = money.to_minor(cmd.tax, currency)
     _check_discount(discount, [line.unit_price_minor * line.quantity for line in lines])
     fx_rate(settings, currency)
     phone = phones.normalise(cmd.customer.phone)
@@ -279,6 +295,8 @@ def spec_of(
         initial=initial,
         check_fingerprint=check_fingerprint,
         hold_on_shortage=hold_on_shortage,
+        shipping_minor=shipping,
+        tax_minor=tax,
     )
 
 

@@ -35,6 +35,37 @@ STATUS = {
 }
 
 
+# Marketplace id -> (country, currency): a Pending order has no OrderTotal nor ItemPrice, and
+# an order without a shipping address is still in its marketplace's country (SP-API docs,
+# "Marketplace IDs").
+MARKETPLACES: dict[str, tuple[str, str]] = {
+    "ATVPDKIKX0DER": ("US", "USD"),
+    "A2EUQ1WTGCTBG2": ("CA", "CAD"),
+    "A1AM78C64UM0Y8": ("MX", "MXN"),
+    "A2Q3Y263D00KWC": ("BR", "BRL"),
+    "A1F83G8C2ARO7P": ("GB", "GBP"),
+    "A1PA6795UKMFR9": ("DE", "EUR"),
+    "A13V1IB3VIYZZH": ("FR", "EUR"),
+    "APJ6JRA9NG5V4": ("IT", "EUR"),
+    "A1RKKUPIHCS9HS": ("ES", "EUR"),
+    "A1805IZSGTT6HS": ("NL", "EUR"),
+    "AMEN7PMS3EDWL": ("BE", "EUR"),
+    "A2NODRKZP88ZB9": ("SE", "SEK"),
+    "A1C3SOZRARQ6R3": ("PL", "PLN"),
+    "A33AVAJ2PDY3EV": ("TR", "TRY"),
+    "ARBP9OOSHTCHU": ("EG", "EGP"),
+    "A17E79C6D8DWNP": ("SA", "SAR"),
+    "A2VIGQ35RCS4UG": ("AE", "AED"),
+    "A21TJRUUN4KGV": ("IN", "INR"),
+    "A1VC38T7YXB528": ("JP", "JPY"),
+    "A39IBJ37TRP1C6": ("AU", "AUD"),
+    "A19VAU5U5O7RUS": ("SG", "SGD"),
+}
+# Marketplaces whose prices exclude sales tax: ItemTax/ShippingTax come on top of the prices
+# and are part of OrderTotal. Elsewhere prices include VAT/GST and the tax fields only state it.
+TAX_ON_TOP = frozenset({"ATVPDKIKX0DER", "A2EUQ1WTGCTBG2"})
+
+
 def iso(at: datetime) -> str:
     """ISO-8601 UTC with a Z, as SP-API wants it."""
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -57,6 +88,8 @@ def to_canonical(order: dict[str, Any], items: list[dict[str, Any]]) -> Canonica
         updated_at = iso_utc(order["LastUpdateDate"])
     except KeyError as exc:
         raise AdapterError(f"Amazon order lacks or has an unknown {exc.args[0]!r}") from exc
+    marketplace = text(order.get("MarketplaceId"))
+    country, market_currency = MARKETPLACES.get(marketplace, ("", ""))
     currency = text((order.get("OrderTotal") or {}).get("CurrencyCode"))
     if not currency:
         currency = next(
@@ -65,12 +98,13 @@ def to_canonical(order: dict[str, Any], items: list[dict[str, Any]]) -> Canonica
                 for i in items
                 if i.get("ItemPrice")
             ),
-            "",
+            market_currency,
         )
     if not currency:
         raise AdapterError(f"Amazon order {external_id} has no currency")
     lines: list[CanonicalLine] = []
-    shipping = 0
+    shipping = tax = 0
+    tax_on_top = marketplace in TAX_ON_TOP
     for item in items:
         quantity = int(item.get("QuantityOrdered") or 0)
         if quantity <= 0:
@@ -81,6 +115,8 @@ def to_canonical(order: dict[str, Any], items: list[dict[str, Any]]) -> Canonica
         shipping += _money(item.get("ShippingPrice"), currency) - _money(
             item.get("ShippingDiscount"), currency
         )
+        if tax_on_top:
+            tax += _money(item.get("ItemTax"), currency) + _money(item.get("ShippingTax"), currency)
         lines.append(
             CanonicalLine(
                 platform_sku=text(item.get("SellerSKU")) or text(item.get("ASIN")),
@@ -115,12 +151,16 @@ def to_canonical(order: dict[str, Any], items: list[dict[str, Any]]) -> Canonica
             district=text(ship.get("District") or ship.get("County")),
             line1=line1,
             postal_code=text(ship.get("PostalCode")),
-            country=text(ship.get("CountryCode")) or "CN",
+            country=text(ship.get("CountryCode")) or country,
         ),
         placed_at=placed_at,
         updated_at=updated_at,
         paid_at=placed_at if status in (PlatformStatus.PAID, PlatformStatus.SHIPPED) else None,
         shipping_minor=max(shipping, 0),
+        tax_minor=max(tax, 0),
+        platform_total_minor=(
+            _money(order["OrderTotal"], currency) if order.get("OrderTotal") else None
+        ),
         buyer_platform_id=text(buyer.get("BuyerEmail")),
         buyer_email=text(buyer.get("BuyerEmail")),
         raw={"order": order, "items": items},

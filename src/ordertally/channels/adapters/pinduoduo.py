@@ -93,6 +93,10 @@ def to_canonical(doc: dict[str, Any]) -> CanonicalOrder:
         paid_at=beijing_utc(pay_time) if pay_time and status is not PlatformStatus.UNPAID else None,
         discount_minor=minor(doc.get("discount_amount"), CURRENCY),
         shipping_minor=minor(doc.get("postage"), CURRENCY),
+        # pay_amount: what the buyer paid (goods - discounts + postage).
+        platform_total_minor=(
+            minor(doc["pay_amount"], CURRENCY) if doc.get("pay_amount") not in (None, "") else None
+        ),
         # The increment API gives no buyer id; an open id, when a gateway adds one, is used.
         buyer_platform_id=text(doc.get("buyer_id") or doc.get("open_id")),
         raw=doc,

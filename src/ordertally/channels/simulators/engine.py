@@ -24,6 +24,7 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -105,7 +106,7 @@ class ShopifySim:
             "fulfillment_status": None,
             "cancelled_at": None,
             "total_discounts": "0.00",
-            "total_price": price,
+            "total_price": str(Decimal(price) * quantity),
             "line_items": [
                 {
                     "id": order_id * 10 + 1,
@@ -362,8 +363,8 @@ class PddSim:
             "city": "杭州市",
             "town": "西湖区",
             "receiver_address": "文三路***号",
-            "pay_amount": price,
-            "goods_amount": price,
+            "pay_amount": str(Decimal(price) * quantity),
+            "goods_amount": str(Decimal(price) * quantity),
             "discount_amount": "0.00",
             "postage": "0.00",
             "item_list": [
