@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select
 
 from ordertally.channels import consumers  # noqa: F401  (registers the consumer)
 from ordertally.channels.adapters import shopify
@@ -164,3 +168,78 @@ async def test_published_order_that_does_not_add_up_opens_amount_mismatch(
         "fee": "0.00",
     }
     await http.aclose()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ordertally", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ.copy(),
+    )
+
+
+async def test_usd_webhook_without_a_rate_is_held_then_applied_once_by_replay(
+    db: Database, live_server: Any, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given no USD rate at all (neither the setting nor the table)
+    monkeypatch.delenv("ORDERTALLY_FX_RATES", raising=False)
+    reset_settings()
+    held_before = _metric("ordertally_channel_orders_held_total", "shopify", "fx_rate_missing")
+    http = await _account(live_server, keys)
+    # When a USD order arrives
+    await _send(http, consistent_order(), "wh-usd")
+    await drain(db, get_settings())
+    # Then no order exists; the webhook is kept, counted and held by a case naming the cause
+    assert await _orders(db) == 0
+    cases = await _cases(db, "order_not_created")
+    assert [(c.order_id, c.blocking, c.status) for c in cases] == [(None, True, "open")]
+    assert {k: cases[0].detail[k] for k in ("account", "external_id", "cause", "error")} == {
+        "account": "shop_a",
+        "external_id": "450789470",
+        "cause": "fx_rate_missing",
+        "error": "fx_rate_missing: USD",
+    }
+    assert (
+        _metric("ordertally_channel_orders_held_total", "shopify", "fx_rate_missing")
+        == held_before + 1
+    )
+    # And a replay before the cause is fixed leaves it held (no second case, no order)
+    early = await http.post("/api/v1/channels/held-orders/replay", headers=auth(keys["admin"]))
+    assert [r["status"] for r in early.json()["replayed"]] == ["failed"]
+    assert len(await _cases(db, "order_not_created")) == 1 and await _orders(db) == 0
+    # When the rate is recorded through the API and `ordertally channels replay` runs
+    added = await http.post(
+        "/api/v1/fx-rates",
+        json={"currency": "USD", "rate": "7.1043"},
+        headers=auth(keys["admin"]),
+    )
+    assert added.status_code == 201, added.text
+    assert (added.json()["rate"], added.json()["base_currency"]) == ("7.10430000", "CNY")
+    ran = _cli("channels", "replay")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    # Then the order exists once, at the recorded rate, and the case is resolved
+    async with db.transaction(write=False) as session:
+        orders = list((await session.scalars(select(SalesOrder))).all())
+    assert [(o.external_id, o.total_minor, o.fx_rate, o.base_total_minor) for o in orders] == [
+        ("450789470", 41994, "7.10430000", 298338)
+    ]
+    [case] = await _cases(db, "order_not_created")
+    assert (case.status, case.resolved_by) == ("resolved", "channels.replay")
+    # And replaying again (CLI or API) or redelivering applies nothing more
+    again = await http.post("/api/v1/channels/held-orders/replay", headers=auth(keys["admin"]))
+    assert again.json() == {"replayed": []}
+    await drain(db, get_settings())
+    assert await _orders(db) == 1
+    await http.aclose()
+
+
+async def _orders(db: Database) -> int:
+    async with db.transaction(write=False) as session:
+        return int(await session.scalar(select(func.count()).select_from(SalesOrder)) or 0)
+
+
+def _metric(name: str, platform: str, cause: str) -> float:
+    value = REGISTRY.get_sample_value(name, {"platform": platform, "cause": cause})
+    return value or 0.0

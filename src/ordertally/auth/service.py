@@ -39,6 +39,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "channels.import": frozenset({"admin", "ops"}),
     "customers.read": frozenset({"admin", "ops", "cs"}),
     "customers.manage": frozenset({"admin", "ops"}),
+    "fx.manage": frozenset({"admin", "finance"}),
 }
 
 

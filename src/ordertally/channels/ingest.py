@@ -24,6 +24,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -43,7 +44,7 @@ from ordertally.core.settings import Settings, get_settings
 from ordertally.events import outbox
 from ordertally.exceptions import service as exceptions_service
 from ordertally.inventory import service as inventory_service
-from ordertally.orders import creation, transitions
+from ordertally.orders import creation, fx, transitions
 from ordertally.orders import service as orders_service
 from ordertally.orders.contact import PII_ADDRESS, PII_NAME, PII_PHONE, mask_name
 from ordertally.orders.errors import ActorNotAllowed
@@ -284,6 +285,7 @@ def _spec(
     actor: Actor,
     settings: Settings,
     cipher: PiiCipher,
+    rates: dict[str, Decimal] | None = None,
 ) -> creation.OrderSpec:
     """Map a platform order onto an order spec; raises _Invalid for what cannot be stored."""
     if not order.external_id or len(order.external_id) > 128:
@@ -297,7 +299,7 @@ def _spec(
             raise _Invalid("timestamps must be timezone-aware")
     try:
         currency = money.check_currency(order.currency)
-        creation.fx_rate(settings, currency)
+        creation.fx_rate(settings, currency, rates)
     except OrdertallyError as exc:
         raise _Invalid(exc.detail) from exc
     lines: list[creation.LineSpec] = []
@@ -431,12 +433,16 @@ async def _create_many(
         if line.platform_sku not in mappings
     }
     known_skus = await inventory_service.known_skus(session, candidates)
+    rates = await fx.rates_at(session, settings, clock.now())
     actor = Actor(ActorKind.CHANNEL_SYNC, f"channel:{account.code}", note=f"via {via}")
     mapped: list[tuple[CanonicalOrder, creation.OrderSpec | str]] = []
     for order in orders:
         try:
             mapped.append(
-                (order, _spec(account, order, mappings, known_skus, actor, settings, cipher))
+                (
+                    order,
+                    _spec(account, order, mappings, known_skus, actor, settings, cipher, rates),
+                )
             )
         except _Invalid as exc:
             mapped.append((order, str(exc)))

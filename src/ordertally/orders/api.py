@@ -28,7 +28,7 @@ from ordertally.core.money import format_minor
 from ordertally.core.settings import get_settings
 from ordertally.idempotency import service as idempotency_service
 from ordertally.idempotency.http import run_idempotent
-from ordertally.orders import creation, holds, service, transitions
+from ordertally.orders import creation, fx, holds, service, transitions
 from ordertally.orders.contact import reveal_contact
 from ordertally.orders.models import OrderEvent, SalesOrder
 from ordertally.orders.schemas import (
@@ -180,9 +180,12 @@ async def _create_batch(db: Database, requests: list[_Create]) -> list[_Created 
         )
         chosen = [r for r, ok in zip(requests, go, strict=True) if ok]
         specs: list[creation.OrderSpec | None] = []
+        rates = await fx.rates_at(session, get_settings(), clock.now())
         for r in chosen:
             try:
-                specs.append(creation.spec_of(r.body, r.actor, check_fingerprint=r.key is None))
+                specs.append(
+                    creation.spec_of(r.body, r.actor, check_fingerprint=r.key is None, rates=rates)
+                )
             except (OrdertallyError, ValueError, ArithmeticError):
                 specs.append(None)  # create_order raises the same error in its own transaction
         batch = await creation.create_many(

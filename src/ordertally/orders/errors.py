@@ -51,3 +51,9 @@ class InvalidOrder(OrderError):
     status = 422
     code = "order.invalid"
     title = "The order is not valid"
+
+
+class InvalidFxRate(OrderError):
+    status = 422
+    code = "fx.invalid_rate"
+    title = "The exchange rate is not valid"

@@ -22,7 +22,8 @@ class SalesOrder(Base):
         CheckConstraint("discount_minor >= 0", name="discount_non_negative"),
         CheckConstraint("subtotal_minor >= discount_minor", name="discount_within_subtotal"),
         CheckConstraint(
-            "total_minor = subtotal_minor - discount_minor + shipping_minor + tax_minor + fee_minor",
+            "total_minor = subtotal_minor - discount_minor"
+            " + shipping_minor + tax_minor + fee_minor",
             name="total_adds_up",
         ),
         CheckConstraint(
@@ -129,3 +130,22 @@ class PiiAccess(Base):
     reason: Mapped[str] = mapped_column(String(200))
     source_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     accessed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class FxRate(Base):
+    """An exchange rate from `currency` to the base currency, in force from `effective_from`
+    until a later row for the same pair (orders lock the rate in force when they are made)."""
+
+    __tablename__ = "fx_rate"
+    __table_args__ = (
+        UniqueConstraint("currency", "base_currency", "effective_from"),
+        CheckConstraint("currency <> base_currency", name="not_the_base"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    base_currency: Mapped[str] = mapped_column(String(3))
+    rate: Mapped[str] = mapped_column(String(32))  # a decimal string, 8 places
+    effective_from: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -1,4 +1,5 @@
-"""sales_order: shipping, tax and fee parts of the total, and the total in the base currency
+"""sales_order: shipping, tax and fee parts of the total, and the total in the base currency;
+fx_rate: exchange rates with effective dates; channel_webhook: the case of a held webhook
 
 Revision ID: 0009
 Revises: 0008
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+import ordertally.core.db
 from ordertally.core import money
 
 revision: str = "0009"
@@ -21,6 +23,35 @@ _ADDS_UP = "total_minor = subtotal_minor - discount_minor + shipping_minor + tax
 
 
 def upgrade() -> None:
+    op.create_table(
+        "fx_rate",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("base_currency", sa.String(length=3), nullable=False),
+        sa.Column("rate", sa.String(length=32), nullable=False),
+        sa.Column("effective_from", ordertally.core.db.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("created_by", sa.String(length=100), nullable=False),
+        sa.Column("created_at", ordertally.core.db.UtcDateTime(timezone=True), nullable=False),
+        sa.CheckConstraint("currency <> base_currency", name=op.f("ck_fx_rate_not_the_base")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_fx_rate")),
+        sa.UniqueConstraint(
+            "currency",
+            "base_currency",
+            "effective_from",
+            name=op.f("uq_fx_rate_currency_base_currency_effective_from"),
+        ),
+    )
+    with op.batch_alter_table("channel_webhook", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column(
+                "held_case_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+            )
+        )
     with op.batch_alter_table("sales_order", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column(
@@ -79,6 +110,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("channel_webhook", schema=None) as batch_op:
+        batch_op.drop_column("held_case_id")
+    op.drop_table("fx_rate")
     with op.batch_alter_table("sales_order", schema=None) as batch_op:
         batch_op.drop_constraint(op.f("ck_sales_order_charges_non_negative"), type_="check")
         batch_op.drop_constraint(op.f("ck_sales_order_total_adds_up"), type_="check")
