@@ -33,6 +33,8 @@ class AccountConfig(Strict):
     base_url: Annotated[str, Field(max_length=500, pattern=r"^https?://")] | None = None
     marketplace_id: Annotated[str, Field(max_length=32)] | None = None
     client_id: Annotated[str, Field(max_length=200)] | None = None
+    # Login with Amazon's token endpoint (the simulator's in tests); Amazon's own by default.
+    lwa_url: Annotated[str, Field(max_length=500, pattern=r"^https?://")] | None = None
     timezone: Annotated[str, Field(max_length=64)] | None = None
 
 

@@ -208,13 +208,27 @@ class _Run:
     # Amazon ------------------------------------------------------------------------------------
 
     async def pull_amazon(self, start: datetime) -> None:
-        token = self.credentials.get("access_token") or self.credentials.get("refresh_token")
         marketplace = str(self.account.config.get("marketplace_id") or "")
-        if not token or not marketplace:
-            raise MissingCredentials(
-                f"account {self.account.code} needs a token and config.marketplace_id"
+        refresh = self.credentials.get("refresh_token")
+        secret = self.credentials.get("client_secret")
+        client_id = str(self.account.config.get("client_id") or "")
+        fixed = self.credentials.get("access_token")
+        if refresh and secret and client_id and marketplace:
+            lwa = amazon.LwaCredentials(
+                str(self.account.config.get("lwa_url") or amazon.LWA_TOKEN_URL),
+                client_id,
+                secret,
+                refresh,
             )
-        client = amazon.AmazonClient(self.http, self.base_url, token)
+            client = amazon.AmazonClient(self.http, self.base_url, lwa=lwa)
+        elif fixed and marketplace:
+            client = amazon.AmazonClient(self.http, self.base_url, fixed)
+        else:
+            # A refresh token is never sent as an access token: it must go through LWA.
+            raise MissingCredentials(
+                f"account {self.account.code} needs config.marketplace_id and either a "
+                "refresh_token, client_secret and config.client_id (LWA) or an access_token"
+            )
         end = clock.now() - amazon.MIN_LAG - timedelta(seconds=5)
         after = start
         while after < end:
@@ -371,6 +385,8 @@ async def sync_account(
             error = PlatformUnavailable(
                 f"{account.platform} unreachable: {exc or type(exc).__name__}", account=code
             )
+        except amazon.LwaError as exc:
+            error = MissingCredentials(f"account {code}: {exc}", account=code)
         finally:
             if own:
                 await client.aclose()

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +21,7 @@ from ordertally.channels.canonical import (
     CanonicalOrder,
     PlatformStatus,
 )
+from ordertally.core import clock
 
 MIN_LAG = timedelta(minutes=2)
 MAX_RESULTS = 100
@@ -167,19 +170,100 @@ def to_canonical(order: dict[str, Any], items: list[dict[str, Any]]) -> Canonica
     )
 
 
-class AmazonClient:
-    """getOrders / getOrderItems over HTTP; base URL and token come from the account."""
+# Login with Amazon's token endpoint: a refresh token is exchanged here for an access token.
+LWA_TOKEN_URL = "https://api.amazon.com/auth/o2/token"
+LWA_MARGIN = timedelta(seconds=60)  # refresh this long before the token expires
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, access_token: str) -> None:
+
+class LwaError(AdapterError):
+    """Login with Amazon refused the refresh token or the client credentials."""
+
+
+@dataclass(frozen=True, slots=True)
+class LwaCredentials:
+    url: str
+    client_id: str
+    client_secret: str
+    refresh_token: str
+
+
+_TOKENS: dict[tuple[str, str, str], tuple[str, datetime]] = {}
+
+
+async def lwa_access_token(
+    http: httpx.AsyncClient, lwa: LwaCredentials, *, force: bool = False
+) -> str:
+    """An SP-API access token for these LWA credentials: the cached one until shortly before it
+    expires (or `force`), else a new one from the LWA token endpoint (grant_type
+    refresh_token)."""
+    key = (lwa.url, lwa.client_id, hashlib.sha256(lwa.refresh_token.encode()).hexdigest())
+    cached = _TOKENS.get(key)
+    if cached is not None and not force and clock.now() < cached[1] - LWA_MARGIN:
+        return cached[0]
+    response = await http.post(
+        lwa.url,
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": lwa.refresh_token,
+            "client_id": lwa.client_id,
+            "client_secret": lwa.client_secret,
+        },
+        headers={"accept": "application/json"},
+    )
+    try:
+        doc = response.json()
+    except ValueError:
+        doc = {}
+    if response.status_code != 200 or not doc.get("access_token"):
+        raise LwaError(
+            f"LWA answered {response.status_code}: "
+            f"{doc.get('error', '')} {doc.get('error_description', '')}".strip()
+        )
+    token = str(doc["access_token"])
+    _TOKENS[key] = (token, clock.now() + timedelta(seconds=int(doc.get("expires_in") or 3600)))
+    return token
+
+
+class AmazonClient:
+    """getOrders / getOrderItems over HTTP. The access token comes from LWA (exchanged from the
+    account's refresh token, cached until expiry, exchanged again on a 401/403), or is a fixed
+    token the operator supplied."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        access_token: str | None = None,
+        *,
+        lwa: LwaCredentials | None = None,
+    ) -> None:
+        if access_token is None and lwa is None:
+            raise ValueError("an access token or LWA credentials are needed")
         self.http = http
         self.base_url = base_url.rstrip("/")
         self.token = access_token
+        self.lwa = lwa
+        self.refreshed = 0  # access tokens exchanged again after a 401/403
+
+    async def _token(self, *, force: bool = False) -> str:
+        if self.lwa is None:
+            assert self.token is not None
+            return self.token
+        return await lwa_access_token(self.http, self.lwa, force=force)
 
     async def _get(self, path: str, params: dict[str, Any]) -> httpx.Response:
+        response = await self._send(path, params, await self._token())
+        if response.status_code in (401, 403) and self.lwa is not None:
+            # An expired or revoked access token: exchange the refresh token again, once.
+            self.refreshed += 1
+            response = await self._send(path, params, await self._token(force=True))
+        return response
+
+    async def _send(self, path: str, params: dict[str, Any], token: str) -> httpx.Response:
         return await self.http.get(
             f"{self.base_url}{path}",
             params=params,
-            headers={"x-amz-access-token": self.token, "accept": "application/json"},
+            headers={"x-amz-access-token": token, "accept": "application/json"},
         )
 
     async def get_orders(

@@ -199,7 +199,14 @@ class ShopifySim:
 
 @dataclass
 class AmazonSim:
-    access_token: str = "sim-amazon-token"
+    access_token: str = "sim-amazon-token"  # a fixed token an operator may supply
+    # Login with Amazon: the refresh token and app credentials exchanged for access tokens.
+    lwa_client_id: str = "amzn1.application-oa2-client.sim"
+    lwa_client_secret: str = "sim-lwa-secret"
+    refresh_token: str = "Atzr|sim-refresh-token"
+    token_lifetime: int = 3600
+    issued: dict[str, datetime] = field(default_factory=dict)  # access token -> expiry
+    lwa_requests: int = 0
     marketplace_id: str = "ATVPDKIKX0DER"
     throttle: Outage = field(default_factory=Outage)  # requests answered "too many"
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -257,8 +264,37 @@ class AmazonSim:
             ],
         )
 
+    def lwa_token(self, form: dict[str, str]) -> dict[str, Any]:
+        """POST /auth/o2/token: grant_type=refresh_token exchanged for an access token."""
+        self.lwa_requests += 1
+        if form.get("grant_type") != "refresh_token":
+            raise SimError(400, "unsupported_grant_type", "The grant type is not supported")
+        if (form.get("client_id"), form.get("client_secret")) != (
+            self.lwa_client_id,
+            self.lwa_client_secret,
+        ):
+            raise SimError(401, "invalid_client", "Client authentication failed")
+        if form.get("refresh_token") != self.refresh_token:
+            raise SimError(400, "invalid_grant", "The request has an invalid grant parameter")
+        token = "Atza|" + secrets.token_urlsafe(24)
+        self.issued[token] = clock.now() + timedelta(seconds=self.token_lifetime)
+        return {
+            "access_token": token,
+            "refresh_token": self.refresh_token,
+            "token_type": "bearer",
+            "expires_in": self.token_lifetime,
+        }
+
+    def expire_tokens(self) -> None:
+        """Every issued access token expires now (the next call answers 403)."""
+        for token in self.issued:
+            self.issued[token] = clock.now() - timedelta(seconds=1)
+
     def _auth(self, token: str | None) -> None:
-        if token != self.access_token:
+        if token is not None and token == self.access_token:
+            return
+        expiry = self.issued.get(token or "")
+        if expiry is None or clock.now() >= expiry:
             raise SimError(403, "Unauthorized", "Access to requested resource is denied.")
 
     def _throttle(self) -> None:
