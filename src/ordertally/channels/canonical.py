@@ -66,6 +66,9 @@ class CanonicalOrder:
     # The platform's own figure of what the buyer pays (Shopify total_price, Amazon
     # OrderTotal, Pinduoduo pay_amount...): compared with our sum, never used in its place.
     platform_total_minor: int | None = None
+    # The platform's ciphertext of fields it encrypts (field name -> ciphertext), kept as
+    # ciphertext for the platform's decrypt API; never stored in a name or phone column.
+    encrypted: dict[str, str] = field(default_factory=dict)
     buyer_platform_id: str = ""  # where a platform masks phones, its stable buyer id
     buyer_email: str = ""
     raw: dict[str, Any] = field(default_factory=dict)

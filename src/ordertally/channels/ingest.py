@@ -348,6 +348,8 @@ def _spec(
             "district": address.district,
             "line1": address.line1,
             "postal_code": address.postal_code,
+            # The platform's ciphertext, for its decrypt API (Pinduoduo, Douyin).
+            **{f"platform_ciphertext_{k}": v for k, v in sorted(order.encrypted.items())},
         }
     ).decode()
     buyer_name = order.buyer_name or address.name or "-"

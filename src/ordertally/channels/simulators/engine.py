@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import orjson
 
 from ordertally.channels.adapters import pinduoduo
 from ordertally.channels.adapters.common import beijing_utc, to_beijing_string
@@ -373,6 +374,7 @@ class PddSim:
     throttle: Outage = field(default_factory=Outage)  # requests answered "too many"
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[dict[str, str]] = field(default_factory=list)
+    plaintexts: dict[str, str] = field(default_factory=dict)  # ciphertext -> value
 
     def add(
         self,
@@ -384,6 +386,14 @@ class PddSim:
         price: str = "59.90",
         phone: str = "138****1234",
     ) -> None:
+        # Awaiting shipment: receiver fields are ciphertext, the display values are *_mask.
+        secret = {
+            "receiver_name": "王小明",
+            "receiver_phone": "13812341234",
+            "receiver_address": "文三路100号",
+            "address": "浙江省杭州市西湖区文三路100号",
+        }
+        sealed = {k: self._seal(k, v) for k, v in secret.items()}
         self.orders[order_sn] = {
             "order_sn": order_sn,
             "confirm_status": 1,
@@ -393,12 +403,14 @@ class PddSim:
             "confirm_time": to_beijing_string(updated - timedelta(minutes=1)),
             "pay_time": to_beijing_string(updated - timedelta(minutes=1)),
             "updated_at": to_beijing_string(updated),
-            "receiver_name": "王**",
-            "receiver_phone": phone,
+            **sealed,
+            "receiver_name_mask": "王**",
+            "receiver_phone_mask": phone,
+            "receiver_address_mask": "文三路***号",
+            "address_mask": "浙江省杭州市西湖区文三路***号",
             "province": "浙江省",
             "city": "杭州市",
             "town": "西湖区",
-            "receiver_address": "文三路***号",
             "pay_amount": str(Decimal(price) * quantity),
             "goods_amount": str(Decimal(price) * quantity),
             "discount_amount": "0.00",
@@ -425,6 +437,33 @@ class PddSim:
             }
         }
 
+    def _seal(self, key: str, value: str) -> str:
+        """A ciphertext in the platform's shape (phones "$...$...$0$$", others "~...~...~0~~")."""
+        mark = "$" if key == "receiver_phone" else "~"
+        body = base64.b64encode(hashlib.sha256(f"{key}:{value}".encode()).digest()).decode()
+        sealed = f"{mark}{body[:12]}{mark}{body}{mark}0{mark}{mark}"
+        self.plaintexts[sealed] = value
+        return sealed
+
+    def _decrypt(self, form: dict[str, str]) -> dict[str, Any]:
+        try:
+            items = orjson.loads(form.get("data_list") or "[]")
+        except orjson.JSONDecodeError:
+            return self.error(10000, "data_list is not JSON")
+        return {
+            "open_decrypt_batch_response": {
+                "data_decrypt_list": [
+                    {
+                        "data_tag": i.get("data_tag"),
+                        "encrypted_data": i.get("encrypted_data"),
+                        "decrypted_data": self.plaintexts.get(str(i.get("encrypted_data")), ""),
+                        "error_code": 0 if i.get("encrypted_data") in self.plaintexts else 1,
+                    }
+                    for i in items
+                ]
+            }
+        }
+
     def call(self, form: dict[str, str]) -> dict[str, Any]:
         self.requests.append(dict(form))
         if form.get("client_id") != self.client_id or form.get("sign") != pinduoduo.sign(
@@ -434,6 +473,8 @@ class PddSim:
         api = form.get("type")
         if api == pinduoduo.TIME_API:
             return {"time_get_response": {"time": to_beijing_string(clock.now())}}
+        if api == pinduoduo.DECRYPT_API:
+            return self._decrypt(form)
         if api != pinduoduo.API:
             return self.error(10000, f"unknown type {api}")
         if self.throttle.take():
