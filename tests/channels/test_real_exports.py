@@ -7,7 +7,18 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from ordertally.channels import files
+import orjson
+import pytest
+from sqlalchemy import select
+
+from ordertally.channels import files, ingest
+from ordertally.core.crypto import get_cipher
+from ordertally.core.db import Database
+from ordertally.orders.contact import PII_ADDRESS
+from ordertally.orders.models import SalesOrder
+from tests.channels.helpers import make_account
+
+pytestmark = pytest.mark.anyio
 
 # The header of Douyin's order export (抖店 订单管理 → 批量导出) as merchants receive it: the
 # unit price is 商品金额, the recipient is encrypted, the address is one column.
@@ -43,6 +54,58 @@ def _parse(path: Path) -> tuple[files.FileParser, list[files.ParsedOrder], list[
     good = [i for i in items if isinstance(i, files.ParsedOrder)]
     bad = [i for i in items if isinstance(i, files.Rejected)]
     return parser, good, bad
+
+
+def _douyin_file(tmp_path: Path) -> Path:
+    return _csv(
+        tmp_path / "douyin.csv",
+        [
+            DOUYIN_HEADER,
+            [
+                "\t6920000000000001",
+                "\t6920000000000011",
+                "西湖龙井 250g",
+                "2",
+                "TEA-LJ-250",
+                "59.90",
+                "119.80",
+                "0.00",
+                NAME_CIPHER,
+                PHONE_CIPHER,
+                "浙江省杭州市西湖区龙井路1号",
+                "2026/11/20 09:15:00",
+                "2026/11/20 09:16:30",
+                "待发货",
+            ],
+        ],
+    )
+
+
+async def test_douyin_encrypted_recipient_is_stored_as_ciphertext_only(
+    db: Database, tmp_path: Path
+) -> None:
+    # Given a Douyin account and its export with an encrypted name and phone
+    await make_account(db, "dy_shop", "douyin")
+    _, good, _ = _parse(_douyin_file(tmp_path))
+    # When the order is stored
+    result = await ingest.ingest_orders(db, "dy_shop", [good[0].order], via="file")
+    assert (result.created, result.errors) == (1, [])
+    async with db.transaction(write=False) as session:
+        order = await session.scalar(select(SalesOrder))
+    assert order is not None
+    # Then no column holds the ciphertext; the encrypted address document keeps it
+    columns = " ".join(str(v) for v in vars(order).values())
+    assert NAME_CIPHER not in columns and PHONE_CIPHER not in columns
+    assert (order.customer_phone_masked, order.ship_province, order.total_minor) == (
+        "",
+        "浙江省",
+        11980,
+    )
+    address = orjson.loads(get_cipher().decrypt(order.shipping_address_enc, PII_ADDRESS))
+    assert (
+        address["platform_ciphertext_receiver_name"],
+        address["platform_ciphertext_receiver_phone"],
+    ) == (NAME_CIPHER, PHONE_CIPHER)
 
 
 def test_douyin_export_with_amount_header_and_encrypted_recipient(tmp_path: Path) -> None:
