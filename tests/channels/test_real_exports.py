@@ -196,3 +196,100 @@ def test_addresses_with_and_without_suffixes() -> None:
     )
     assert files.split_address("北京朝阳区建国路1号") == ("北京市", "北京市", "朝阳区", "建国路1号")
     assert files.split_address("无法识别的地址") == ("", "", "", "无法识别的地址")
+
+
+# Taobao/Tmall 千牛 → 已卖出的宝贝 → 批量导出 writes two reports (headers as exported).
+TAOBAO_ORDERS = [
+    [
+        "订单编号",
+        "买家会员名",
+        "买家应付货款",
+        "买家应付邮费",
+        "总金额",
+        "买家实际支付金额",
+        "订单状态",
+        "收货人姓名",
+        "收货地址",
+        "联系手机",
+        "订单创建时间",
+        "订单付款时间",
+        "宝贝标题",
+        "宝贝总数量",
+        "店铺优惠",
+    ],
+    [
+        '="2088000000000001"',
+        "tb_buyer_001",
+        "129.70",
+        "8.00",
+        "137.70",
+        "127.70",
+        "买家已付款，等待卖家发货",
+        "钱十",
+        "浙江省 杭州市 余杭区 文一西路969号",
+        "'13611112222",
+        "2026-11-20 12:00:00",
+        "2026-11-20 12:01:00",
+        "西湖龙井 250g，茶叶礼盒",
+        "3",
+        "10.00",
+    ],
+]
+TAOBAO_ITEMS = [
+    ["订单编号", "标题", "价格", "购买数量", "外部系统编号", "商品属性", "订单状态", "商家编码"],
+    [
+        '="2088000000000001"',
+        "西湖龙井 250g",
+        "59.90",
+        "1",
+        "",
+        "规格:250g",
+        "买家已付款，等待卖家发货",
+        "TEA-LJ-250",
+    ],
+    [
+        '="2088000000000001"',
+        "茶叶礼盒",
+        "34.90",
+        "2",
+        "",
+        "",
+        "买家已付款，等待卖家发货",
+        "GIFT-01",
+    ],
+]
+
+
+def test_taobao_order_and_item_reports_import_joined(tmp_path: Path) -> None:
+    # Given Taobao's two reports, neither importable alone
+    orders = _csv(tmp_path / "ExportOrderList.csv", TAOBAO_ORDERS)
+    items = _csv(tmp_path / "ExportOrderDetailList.csv", TAOBAO_ITEMS)
+    # When they are joined on 订单编号 and parsed
+    joined = files.join_reports(orders, items, tmp_path / "joined.csv")
+    parser, good, bad = _parse(joined)
+    # Then one order with both item lines and the order report's postage and receiver
+    assert parser.template.name == "taobao" and bad == []
+    (parsed,) = good
+    order = parsed.order
+    assert order.external_id == "2088000000000001"
+    assert [(ln.platform_sku, ln.quantity, ln.unit_price_minor) for ln in order.lines] == [
+        ("TEA-LJ-250", 1, 5990),
+        ("GIFT-01", 2, 3490),
+    ]
+    assert (order.shipping_minor, order.discount_minor, order.buyer_phone) == (
+        800,
+        1000,
+        "13611112222",
+    )
+    assert (order.address.province, order.address.district) == ("浙江省", "余杭区")
+    # 129.70 - 10.00 + 8.00 = 127.70, what the buyer paid (买家实际支付金额)
+    assert order.total_minor == 12770
+
+
+def test_a_report_without_the_join_column_is_a_bad_file(tmp_path: Path) -> None:
+    orders = _csv(tmp_path / "orders.csv", [["单号"], ["1"]])
+    items = _csv(tmp_path / "items.csv", TAOBAO_ITEMS)
+    with pytest.raises(files.FileError) as refused:
+        files.join_reports(orders, items, tmp_path / "joined.csv")
+    assert "订单编号" in str(refused.value)
+    assert not (tmp_path / "joined.csv").exists()

@@ -274,6 +274,13 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--errors", help="Write rejected rows here (default: FILE.rejected.csv)"),
         ] = None,
+        items: Annotated[
+            Path | None,
+            typer.Option(
+                "--items",
+                help="Taobao's 宝贝报表 to join with FILE (its 订单报表) on 订单编号",
+            ),
+        ] = None,
     ) -> None:
         """导入平台订单文件 / Import a platform order file (CSV or XLSX); rejected rows go to a
         CSV with reasons. Exit 0: all imported; 1: file not imported; 2: some rows rejected."""
@@ -286,6 +293,14 @@ def register(app: typer.Typer) -> None:
 
         settings = get_settings()
         console = Console(stderr=True)
+        if items is not None:
+            # Taobao exports orders and items as two reports: import them joined.
+            try:
+                file = files.join_reports(file, items, file.with_suffix(".joined.csv"))
+            except files.FileError as exc:
+                typer.echo(f"错误 error: {exc}", err=True)
+                raise typer.Exit(EXIT_BAD_FILE) from exc
+            template = template or "taobao"
         bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

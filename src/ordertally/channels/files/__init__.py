@@ -10,6 +10,7 @@ from __future__ import annotations
 # The names callers use as `files.X` (import_cli, tests), from the modules that hold them.
 from ordertally.channels.files.cells import parse_amount, split_address, text_of
 from ordertally.channels.files.errors import FileError
+from ordertally.channels.files.join import join_reports
 from ordertally.channels.files.parser import (
     FileParser,
     ParsedOrder,
@@ -33,6 +34,7 @@ __all__ = [
     "Rejected",
     "Template",
     "detect_template",
+    "join_reports",
     "parse_amount",
     "parse_file",
     "read_rows",
