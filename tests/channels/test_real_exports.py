@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from sqlalchemy import select
 
 from ordertally.channels import files, ingest
+from ordertally.channels.import_cli import import_file
 from ordertally.core.crypto import get_cipher
 from ordertally.core.db import Database
 from ordertally.orders.contact import PII_ADDRESS
 from ordertally.orders.models import SalesOrder
 from tests.channels.helpers import make_account
+from tests.factories import auth
 
 pytestmark = pytest.mark.anyio
 
@@ -293,3 +296,67 @@ def test_a_report_without_the_join_column_is_a_bad_file(tmp_path: Path) -> None:
         files.join_reports(orders, items, tmp_path / "joined.csv")
     assert "订单编号" in str(refused.value)
     assert not (tmp_path / "joined.csv").exists()
+
+
+async def test_an_accounts_saved_column_mapping_imports_any_layout(
+    db: Database, client: Any, keys: dict[str, str], tmp_path: Path
+) -> None:
+    # Given a mapping for a layout no template knows, saved on the account through the API
+    created = await client.post(
+        "/api/v1/channels/accounts",
+        json={"code": "wx_shop", "platform": "file", "name": "小程序店"},
+        headers=auth(keys["admin"]),
+    )
+    assert created.status_code == 201, created.text
+    mapping = {
+        "external_id": "单据号",
+        "sku": "货品编码",
+        "quantity": "件数",
+        "unit_price": "售价",
+        "status": "单据状态",
+        "placed_at": "创建于",
+        "receiver_phone": "手机",
+        "address": "收货信息",
+    }
+    bad = await client.patch(
+        "/api/v1/channels/accounts/wx_shop",
+        json={"config": {"file_columns": {"external_id": "单据号", "colour": "颜色"}}},
+        headers=auth(keys["admin"]),
+    )
+    assert bad.status_code == 422
+    saved = await client.patch(
+        "/api/v1/channels/accounts/wx_shop",
+        json={"config": {"file_columns": mapping}},
+        headers=auth(keys["admin"]),
+    )
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["config"]["file_columns"] == mapping
+    path = _csv(
+        tmp_path / "wx.csv",
+        [
+            ["单据号", "货品编码", "件数", "售价", "单据状态", "创建于", "手机", "收货信息"],
+            [
+                "WX-1",
+                "TEA-LJ-250",
+                "2",
+                "59.90",
+                "待发货",
+                "2026-11-20 10:00:00",
+                "13800138000",
+                "广东深圳市福田区农园路66号",
+            ],
+        ],
+    )
+    # When the file is imported without naming a template
+    summary = await import_file(db, "wx_shop", path)
+    # Then the saved mapping reads it
+    assert (summary.template, summary.created, summary.rejected_rows) == ("custom", 1, 0)
+    async with db.transaction(write=False) as session:
+        order = await session.scalar(select(SalesOrder))
+    assert order is not None
+    assert (order.external_id, order.total_minor, order.ship_province, order.ship_city) == (
+        "WX-1",
+        11980,
+        "广东省",
+        "深圳市",
+    )

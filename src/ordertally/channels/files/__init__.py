@@ -21,9 +21,17 @@ from ordertally.channels.files.parser import (
 )
 from ordertally.channels.files.reading import Cell, read_rows
 from ordertally.channels.files.report import report_path, safe_cell, write_report
-from ordertally.channels.files.templates import TEMPLATES, Grouping, Template, template_for
+from ordertally.channels.files.templates import (
+    CUSTOM,
+    TEMPLATES,
+    Grouping,
+    Template,
+    custom_template,
+    template_for,
+)
 
 __all__ = [
+    "CUSTOM",
     "TEMPLATES",
     "Cell",
     "FileError",
@@ -33,6 +41,7 @@ __all__ = [
     "ParsedOrder",
     "Rejected",
     "Template",
+    "custom_template",
     "detect_template",
     "join_reports",
     "parse_amount",

@@ -4,6 +4,7 @@ mean what, and whether the file has one row per line (order id repeated) or one 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -275,8 +276,37 @@ TEMPLATES: dict[str, Template] = {
 }
 
 
-def template_for(name: str) -> Template:
-    """A template by name, or FileError."""
+CUSTOM = "custom"
+CUSTOM_REQUIRED = frozenset({"external_id", "sku", "quantity", "unit_price", "status"}) | {
+    "placed_at"
+}
+
+
+def custom_template(columns: Mapping[str, str], platform: str = "") -> Template:
+    """A merchant's own layout: canonical field -> the header text of its column (saved on the
+    channel account as `config.file_columns`); refuses unknown fields and missing essentials."""
+    unknown = sorted(set(columns) - FIELDS)
+    if unknown:
+        raise FileError(f"未知字段 / unknown fields in the column mapping: {', '.join(unknown)}")
+    missing = sorted(CUSTOM_REQUIRED - columns.keys())
+    if missing:
+        raise FileError(f"列映射缺少 / the column mapping lacks: {', '.join(missing)}")
+    return Template(
+        name=CUSTOM,
+        platform=platform,
+        label="自定义列映射 / the account's own column mapping",
+        columns={field: (header.strip(),) for field, header in columns.items()},
+        required=CUSTOM_REQUIRED,
+        statuses=TEMPLATES["generic"].statuses,
+    )
+
+
+def template_for(name: str, columns: Mapping[str, str] | None = None) -> Template:
+    """A template by name (`custom`: the given column mapping), or FileError."""
+    if name == CUSTOM:
+        if not columns:
+            raise FileError("此账户没有保存列映射 / the account has no saved column mapping")
+        return custom_template(columns)
     try:
         return TEMPLATES[name]
     except KeyError:
