@@ -243,3 +243,22 @@ async def _orders(db: Database) -> int:
 def _metric(name: str, platform: str, cause: str) -> float:
     value = REGISTRY.get_sample_value(name, {"platform": platform, "cause": cause})
     return value or 0.0
+
+
+async def test_unmappable_and_unknown_currency_webhooks_are_held_with_their_cause(
+    db: Database, live_server: Any, keys: dict[str, str]
+) -> None:
+    # Given a body Shopify's adapter cannot map and an order in a currency that does not exist
+    http = await _account(live_server, keys)
+    await _send(http, {"id": 1, "currency": "CNY"}, "wh-unmappable")
+    await _send(http, dict(consistent_order(), id=450789471, currency="XYZ"), "wh-xyz")
+    # When the worker applies them
+    await drain(db, get_settings())
+    # Then nothing is created and each is held by a case naming its cause
+    assert await _orders(db) == 0
+    cases = await _cases(db, "order_not_created")
+    assert sorted((c.detail["webhook_id"], c.detail["cause"]) for c in cases) == [
+        ("wh-unmappable", "unmappable"),
+        ("wh-xyz", "unknown_currency"),
+    ]
+    await http.aclose()

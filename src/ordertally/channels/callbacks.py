@@ -186,7 +186,9 @@ async def apply_receipt(session: AsyncSession, receipt_id: int, *, replay: bool 
     try:
         order = _to_canonical(account.platform, receipt.body)
     except (AdapterError, ValueError, KeyError, TypeError) as exc:
-        status, error, cause = "failed", f"unmappable: {exc}", "unmappable"
+        unknown = isinstance(exc.__cause__, money.UnknownCurrency)
+        cause = "unknown_currency" if unknown else "unmappable"
+        status, error = "failed", f"{cause}: {exc}"
     else:
         external_id = order.external_id
         cause = _cause(order, settings, await fx.rates_at(session, settings, clock.now()))
