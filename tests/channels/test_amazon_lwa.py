@@ -182,3 +182,53 @@ def test_missing_address_takes_the_marketplace_country() -> None:
     assert amazon.to_canonical(order, []).address.country == "US"
     order["MarketplaceId"] = "A1PA6795UKMFR9"
     assert amazon.to_canonical(order, []).address.country == "DE"
+
+
+async def _stored(db: Database) -> SalesOrder:
+    async with db.transaction(write=False) as session:
+        order = await session.scalar(select(SalesOrder))
+    assert order is not None
+    return order
+
+
+async def test_pii_comes_with_a_restricted_data_token_where_the_role_is_granted(
+    db: Database, sim: tuple[str, ChannelSim]
+) -> None:
+    url, state = sim
+    # Given an application with the PII role
+    await _lwa_account(db, url, state)
+    state.amazon.add("111-0000001-0000001", NOW - timedelta(minutes=40))
+    # When the account syncs
+    outcome = await sync.sync_account(db, "amz_a")
+    # Then getOrders was called with an RDT and the buyer's name and phone are stored (masked)
+    assert (outcome.pii, outcome.as_dict()["pii"], len(state.amazon.rdts)) == (
+        "restricted",
+        "restricted",
+        1,
+    )
+    order = await _stored(db)
+    assert (order.ship_name_masked, order.customer_phone_masked, order.ship_city) == (
+        "张*",
+        "138****5678",
+        "上海市",
+    )
+
+
+async def test_without_the_pii_role_the_order_comes_without_pii_and_says_so(
+    db: Database, sim: tuple[str, ChannelSim]
+) -> None:
+    url, state = sim
+    # Given an application without the PII role
+    state.amazon.pii_role = False
+    await _lwa_account(db, url, state)
+    state.amazon.add("111-0000001-0000001", NOW - timedelta(minutes=40))
+    # When the account syncs
+    outcome = await sync.sync_account(db, "amz_a")
+    # Then the order is created from what SP-API gives, and the outcome shows PII missing
+    assert (outcome.pii, outcome.result.created, state.amazon.rdts) == ("missing", 1, {})
+    order = await _stored(db)
+    assert (order.customer_phone_masked, order.ship_city, order.ship_province) == (
+        "",
+        "上海市",
+        "上海市",
+    )

@@ -121,6 +121,9 @@ class SyncOutcome:
     result: ingest.IngestResult = field(default_factory=ingest.IngestResult)
     cursor_at: datetime | None = None
     complete: bool = False
+    # Amazon: "restricted" (buyer PII read with a Restricted Data Token), "missing" (the
+    # application lacks the PII role: no names, address lines or phones), None elsewhere.
+    pii: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -134,6 +137,7 @@ class SyncOutcome:
             "errors": [{"external_id": e, "message": m} for e, m in self.result.errors],
             "cursor_at": self.cursor_at,
             "complete": self.complete,
+            "pii": self.pii,
         }
 
 
@@ -221,6 +225,13 @@ class _Run:
                 refresh,
             )
             client = amazon.AmazonClient(self.http, self.base_url, lwa=lwa)
+            try:
+                client.rdt = await client.restricted_data_token()
+            except amazon.LwaError:
+                raise  # the credentials' error, answered as such by sync_account
+            except AdapterError as exc:
+                raise PlatformUnavailable(f"amazon: {exc}", account=self.account.code) from exc
+            self.outcome.pii = "restricted" if client.rdt else "missing"
         elif fixed and marketplace:
             client = amazon.AmazonClient(self.http, self.base_url, fixed)
         else:

@@ -244,6 +244,32 @@ class AmazonClient:
         self.token = access_token
         self.lwa = lwa
         self.refreshed = 0  # access tokens exchanged again after a 401/403
+        self.rdt: str | None = None  # a Restricted Data Token for getOrders (buyer PII)
+
+    async def restricted_data_token(self) -> str | None:
+        """Ask the Tokens API for an RDT covering getOrders' buyerInfo and shippingAddress;
+        None when the application lacks the PII role (403) — the orders then come without
+        names, address lines and phones."""
+        body = {
+            "restrictedResources": [
+                {
+                    "method": "GET",
+                    "path": "/orders/v0/orders",
+                    "dataElements": ["buyerInfo", "shippingAddress"],
+                }
+            ]
+        }
+        response = await self.http.post(
+            f"{self.base_url}/tokens/2021-03-01/restrictedDataToken",
+            json=body,
+            headers={"x-amz-access-token": await self._token(), "accept": "application/json"},
+        )
+        if response.status_code in (401, 403):
+            return None
+        if response.status_code != 200:
+            raise AdapterError(f"createRestrictedDataToken answered {response.status_code}")
+        token = response.json().get("restrictedDataToken")
+        return str(token) if token else None
 
     async def _token(self, *, force: bool = False) -> str:
         if self.lwa is None:
@@ -283,6 +309,13 @@ class AmazonClient:
         }
         if next_token:
             params["NextToken"] = next_token
+        if self.rdt is not None:
+            response = await self._send("/orders/v0/orders", params, self.rdt)
+            if response.status_code not in (401, 403):
+                return response
+            self.rdt = await self.restricted_data_token()  # expired: once more
+            if self.rdt is not None:
+                return await self._send("/orders/v0/orders", params, self.rdt)
         return await self._get("/orders/v0/orders", params)
 
     async def get_order_items(self, order_id: str, next_token: str | None) -> httpx.Response:

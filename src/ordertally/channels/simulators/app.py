@@ -58,6 +58,18 @@ async def get_order_items(request: Request, order_id: str) -> JSONResponse:
 lwa = APIRouter(tags=["amazon"])
 
 
+@lwa.post("/tokens/2021-03-01/restrictedDataToken")
+async def restricted_data_token(request: Request) -> JSONResponse:
+    try:
+        body = await request.json()
+        doc = _sim(request).amazon.restricted_data_token(
+            request.headers.get("x-amz-access-token"), body if isinstance(body, dict) else {}
+        )
+    except SimError as exc:
+        return _amazon_error(exc)
+    return JSONResponse(doc)
+
+
 @lwa.post("/auth/o2/token")
 async def lwa_token(request: Request) -> JSONResponse:
     form = {k: str(v) for k, v in (await request.form()).items()}

@@ -208,6 +208,10 @@ class AmazonSim:
     token_lifetime: int = 3600
     issued: dict[str, datetime] = field(default_factory=dict)  # access token -> expiry
     lwa_requests: int = 0
+    # Tokens API: whether the application has the PII role; RDTs issued (token -> expiry).
+    pii_role: bool = True
+    rdts: dict[str, datetime] = field(default_factory=dict)
+    pii_visible: bool = True
     marketplace_id: str = "ATVPDKIKX0DER"
     throttle: Outage = field(default_factory=Outage)  # requests answered "too many"
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -286,6 +290,34 @@ class AmazonSim:
             "expires_in": self.token_lifetime,
         }
 
+    def restricted_data_token(self, token: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /tokens/2021-03-01/restrictedDataToken: an RDT for getOrders' PII."""
+        self._auth(token)
+        if not self.pii_role:
+            raise SimError(403, "Unauthorized", "Application does not have access to PII")
+        resources = body.get("restrictedResources") or []
+        if not resources or resources[0].get("path") != "/orders/v0/orders":
+            raise SimError(400, "InvalidInput", "restrictedResources must name /orders/v0/orders")
+        rdt = "Atz.sprdt|" + secrets.token_urlsafe(24)
+        self.rdts[rdt] = clock.now() + timedelta(hours=1)
+        return {"restrictedDataToken": rdt, "expiresIn": 3600}
+
+    def _as_seen(self, order: dict[str, Any]) -> dict[str, Any]:
+        return copy.deepcopy(order) if self.pii_visible else self._without_pii(order)
+
+    def _without_pii(self, order: dict[str, Any]) -> dict[str, Any]:
+        """An order as SP-API answers it without an RDT: no name, lines or phone."""
+        doc = copy.deepcopy(order)
+        ship = doc.get("ShippingAddress")
+        if ship:
+            doc["ShippingAddress"] = {
+                k: v
+                for k, v in ship.items()
+                if k in ("City", "StateOrRegion", "PostalCode", "CountryCode")
+            }
+        doc.pop("BuyerInfo", None)
+        return doc
+
     def expire_tokens(self) -> None:
         """Every issued access token expires now (the next call answers 403)."""
         for token in self.issued:
@@ -293,6 +325,9 @@ class AmazonSim:
 
     def _auth(self, token: str | None) -> None:
         if token is not None and token == self.access_token:
+            return
+        rdt = self.rdts.get(token or "")
+        if rdt is not None and clock.now() < rdt:
             return
         expiry = self.issued.get(token or "")
         if expiry is None or clock.now() >= expiry:
@@ -306,6 +341,8 @@ class AmazonSim:
 
     def get_orders(self, params: dict[str, str], token: str | None) -> dict[str, Any]:
         self._auth(token)
+        # PII comes with an RDT (or the operator's fixed token); an LWA token alone gets none.
+        self.pii_visible = token == self.access_token or (token or "") in self.rdts
         self._throttle()
         self.requests.append(dict(params))
         if params.get("NextToken"):
@@ -344,7 +381,7 @@ class AmazonSim:
 
     def _page(self, ids: list[str], offset: int, size: int) -> dict[str, Any]:
         chunk = ids[offset : offset + size]
-        payload: dict[str, Any] = {"Orders": [copy.deepcopy(self.orders[i]) for i in chunk]}
+        payload: dict[str, Any] = {"Orders": [self._as_seen(self.orders[i]) for i in chunk]}
         if offset + size < len(ids):
             token = secrets.token_urlsafe(16)
             self.tokens[token] = (ids, offset + size)
