@@ -426,8 +426,9 @@ def _register_domain_commands() -> None:
     from ordertally.customers import cli as customers_cli
     from ordertally.fulfillment import cli as fulfillment_cli
     from ordertally.notify import cli as notify_cli
+    from ordertally.orders import cli as orders_cli
 
-    for module in (fulfillment_cli, notify_cli, channels_cli, customers_cli):
+    for module in (fulfillment_cli, notify_cli, channels_cli, customers_cli, orders_cli):
         module.register(app)
 
 

@@ -40,6 +40,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "customers.read": frozenset({"admin", "ops", "cs"}),
     "customers.manage": frozenset({"admin", "ops"}),
     "users.manage": frozenset({"admin"}),
+    "fx.manage": frozenset({"admin", "finance"}),
 }
 
 

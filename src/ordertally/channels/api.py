@@ -167,4 +167,16 @@ async def delete_mapping(
         await service.delete_mapping(session, mapping_id)
 
 
+@api.post("/held-orders/replay", summary="Apply held platform orders again")
+async def replay_held(
+    request: Request,
+    _: Annotated[Principal, Depends(require("channels.manage"))],
+    account: Annotated[str | None, Query(max_length=32)] = None,
+) -> dict[str, Any]:
+    """Apply again every webhook held by an `order_not_created` case (same as `ordertally
+    channels replay`); what still cannot be created stays held."""
+    outcomes = await callbacks.replay_failed(_db(request), account=account)
+    return {"replayed": outcomes}
+
+
 router.include_router(api)

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import time
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ordertally.channels import ingest, repository, service
 from ordertally.channels.adapters import shopify
 from ordertally.channels.adapters.common import AdapterError
+from ordertally.channels.canonical import CanonicalOrder
 from ordertally.channels.errors import (
     AccountNotFound,
     WebhookInvalid,
@@ -29,12 +31,14 @@ from ordertally.channels.errors import (
 )
 from ordertally.channels.events import ChannelWebhookReceived
 from ordertally.channels.models import ChannelAccount
-from ordertally.core import clock
+from ordertally.core import clock, money
 from ordertally.core.crypto import body_context, open_body, seal_body
 from ordertally.core.db import Database
-from ordertally.core.errors import PayloadTooLarge
-from ordertally.core.settings import get_settings
+from ordertally.core.errors import OrdertallyError, PayloadTooLarge
+from ordertally.core.settings import Settings, get_settings
 from ordertally.events import outbox
+from ordertally.exceptions import service as exceptions_service
+from ordertally.orders import creation, fx
 
 log = logging.getLogger(__name__)
 
@@ -149,34 +153,123 @@ def _to_canonical(platform: str, body: str) -> Any:
     raise AdapterError(f"no webhook adapter for {platform}")
 
 
-async def apply_receipt(session: AsyncSession, receipt_id: int) -> str:
+HELD = Counter(
+    "ordertally_channel_orders_held_total",
+    "Platform orders stored but not created (an order_not_created case), by platform and cause",
+    ["platform", "cause"],
+)
+REPLAYED = Counter(
+    "ordertally_channel_orders_replayed_total",
+    "Held platform orders replayed, by platform and outcome (applied, failed)",
+    ["platform", "outcome"],
+)
+
+
+def _cause(order: CanonicalOrder, settings: Settings, rates: dict[str, Decimal]) -> str | None:
+    """Why a mapped order cannot be created for lack of configuration, if it cannot."""
+    try:
+        currency = money.check_currency(order.currency)
+    except OrdertallyError:
+        return "unknown_currency"
+    try:
+        creation.fx_rate(settings, currency, rates)
+    except money.FxRateUnavailable:
+        return "fx_rate_missing"
+    return None
+
+
+async def apply_receipt(session: AsyncSession, receipt_id: int, *, replay: bool = False) -> str:
     """Map and ingest one stored webhook inside the caller's transaction; returns its status.
-    A receipt already applied is a no-op; a body that cannot be mapped is marked failed (kept
-    for inspection) rather than retried forever."""
+    A receipt already applied is a no-op. One that cannot be applied (missing rate, unknown
+    currency, unmappable body, invalid order) is marked failed, kept, counted and held by an
+    `order_not_created` case naming the cause; `replay=True` applies a failed one again (the
+    case is resolved once it is applied)."""
     receipt = await repository.webhook(session, receipt_id)
-    if receipt is None or receipt.status != "pending":
-        return receipt.status if receipt is not None else "missing"
+    if receipt is None:
+        return "missing"
+    if receipt.status != "pending" and not (replay and receipt.status == "failed"):
+        return receipt.status
     account = await repository.account_by_id(session, receipt.account_id)
     assert account is not None
+    settings = get_settings()
     ref = ingest.AccountRef(account.id, account.code, account.platform)
-    status, error = "applied", None
+    status, error, cause, external_id = "applied", None, None, ""
     try:
         body = open_body(receipt.body, body_context(_TABLE, str(account.id), receipt.webhook_id))
         order = _to_canonical(account.platform, body)
     except (AdapterError, ValueError, KeyError, TypeError) as exc:
-        status, error = "failed", f"unmappable: {exc}"
+        unknown = isinstance(exc.__cause__, money.UnknownCurrency)
+        cause = "unknown_currency" if unknown else "unmappable"
+        status, error = "failed", f"{cause}: {exc}"
     else:
-        mappings = await ingest.load_sku_mappings(session, ref)
-        result = await ingest.ingest_chunk(
-            session, ref, [order], "webhook", mappings, get_settings()
-        )
-        ingest.count(ref, "webhook", result)
-        if result.errors:
-            status, error = "failed", result.errors[0][1]
+        external_id = order.external_id
+        cause = _cause(order, settings, await fx.rates_at(session, settings, clock.now()))
+        if cause is not None:
+            # Nothing is written for it: the whole order waits for the configuration.
+            status, error = "failed", f"{cause}: {order.currency}"
+        else:
+            mappings = await ingest.load_sku_mappings(session, ref)
+            result = await ingest.ingest_chunk(session, ref, [order], "webhook", mappings, settings)
+            ingest.count(ref, "webhook", result)
+            if result.errors:
+                status, error, cause = "failed", result.errors[0][1], "invalid"
     await repository.finish_webhook(session, receipt_id, status, error, clock.now())
+    if replay:
+        REPLAYED.labels(account.platform, status).inc()
     if status == "failed":
         log.warning("webhook %s of %s not applied: %s", receipt.webhook_id, account.code, error)
+        if receipt.held_case_id is None:
+            HELD.labels(account.platform, cause or "invalid").inc()
+            case_id = await exceptions_service.open_case(
+                session,
+                order_id=None,
+                category="channel",
+                type="order_not_created",
+                blocking=True,
+                detail={
+                    "account": account.code,
+                    "platform": account.platform,
+                    "receipt_id": receipt_id,
+                    "webhook_id": receipt.webhook_id,
+                    "external_id": external_id,
+                    "cause": cause,
+                    "error": error,
+                    "replay": "ordertally channels replay",
+                },
+            )
+            await repository.set_webhook_case(session, receipt_id, case_id)
+    elif receipt.held_case_id is not None:
+        await exceptions_service.resolve(
+            session, receipt.held_case_id, "channels.replay", "applied on replay"
+        )
     return status
+
+
+async def replay_failed(
+    db: Database, *, account: str | None = None, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """Apply again every failed (held) webhook, oldest first, each in its own transaction:
+    what the configuration now allows is created and its case resolved; the rest stays held."""
+    async with db.transaction(write=False) as session:
+        account_id = None
+        if account is not None:
+            found = await service.get_account(session, account)
+            account_id = found.id
+        ids = await repository.failed_webhooks(session, limit, account_id)
+    outcomes = []
+    for receipt_id in ids:
+        async with db.transaction() as session:
+            status = await apply_receipt(session, receipt_id, replay=True)
+            receipt = await repository.webhook(session, receipt_id)
+            outcomes.append(
+                {
+                    "receipt_id": receipt_id,
+                    "webhook_id": receipt.webhook_id if receipt else None,
+                    "status": status,
+                    "error": receipt.last_error if receipt else None,
+                }
+            )
+    return outcomes
 
 
 async def pending_receipts(

@@ -60,7 +60,15 @@ class CanonicalOrder:
     updated_at: datetime  # UTC, aware; orders the platform's changes
     paid_at: datetime | None = None  # UTC, aware
     discount_minor: int = 0  # order-level discount on top of line discounts
-    shipping_minor: int = 0
+    shipping_minor: int = 0  # postage the buyer paid (after any shipping discount)
+    tax_minor: int = 0  # tax charged on top of the prices (0 where prices include it)
+    fee_minor: int = 0  # platform fees the buyer paid on top (e.g. cash on delivery)
+    # The platform's own figure of what the buyer pays (Shopify total_price, Amazon
+    # OrderTotal, Pinduoduo pay_amount...): compared with our sum, never used in its place.
+    platform_total_minor: int | None = None
+    # The platform's ciphertext of fields it encrypts (field name -> ciphertext), kept as
+    # ciphertext for the platform's decrypt API; never stored in a name or phone column.
+    encrypted: dict[str, str] = field(default_factory=dict)
     buyer_platform_id: str = ""  # where a platform masks phones, its stable buyer id
     buyer_email: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
@@ -68,3 +76,16 @@ class CanonicalOrder:
     @property
     def subtotal_minor(self) -> int:
         return sum(line.unit_price_minor * line.quantity for line in self.lines)
+
+    @property
+    def total_minor(self) -> int:
+        """Our sum: lines - discounts + shipping + tax + fees."""
+        line_discounts = sum(line.discount_minor for line in self.lines)
+        return (
+            self.subtotal_minor
+            - line_discounts
+            - self.discount_minor
+            + self.shipping_minor
+            + self.tax_minor
+            + self.fee_minor
+        )

@@ -63,11 +63,16 @@ class ImportRefused(Exception):
 
 
 async def _account_platform(db: Database, code: str) -> str:
-    from ordertally.channels import ingest
+    return (await _account_file_settings(db, code))[0]
+
+
+async def _account_file_settings(db: Database, code: str) -> tuple[str, dict[str, str] | None]:
+    """The account's platform and its saved column mapping (None: none saved)."""
+    from ordertally.channels import service
 
     async with db.transaction(write=False) as session:
         try:
-            account = await ingest.load_account_ref(session, code)
+            account = await service.get_account(session, code)
         except Exception as exc:
             raise ImportRefused(
                 f"渠道账户不存在 / channel account {code!r} does not exist"
@@ -77,7 +82,8 @@ async def _account_platform(db: Database, code: str) -> str:
             f"账户 {code} 的平台 {account.platform} 不支持文件导入 / account {code} is a "
             f"{account.platform} account; files import into {', '.join(FILE_PLATFORMS)} accounts"
         )
-    return account.platform
+    columns = (account.config or {}).get("file_columns")
+    return account.platform, dict(columns) if columns else None
 
 
 # Files at least this big are parsed in a child process (see import_file).
@@ -132,10 +138,17 @@ async def _thread_chunks(
         yield part
 
 
-def _child_parse(path: str, template: str | None, platform: str, size: int, out: Any) -> None:
+def _child_parse(
+    path: str,
+    template: str | None,
+    platform: str,
+    size: int,
+    out: Any,
+    columns: dict[str, str] | None = None,
+) -> None:
     """In the child process: parse the whole file, sending chunks back (bounded queue)."""
     try:
-        chosen = files.template_for(template) if template else None
+        chosen = files.template_for(template, columns) if template else None
         parser, results = files.parse_file(Path(path), chosen, platform)
         for part in _cut(parser, results, size):
             out.put(("chunk", part))
@@ -145,12 +158,18 @@ def _child_parse(path: str, template: str | None, platform: str, size: int, out:
 
 
 async def _child_chunks(
-    path: Path, template: str | None, platform: str, size: int
+    path: Path,
+    template: str | None,
+    platform: str,
+    size: int,
+    columns: dict[str, str] | None = None,
 ) -> AsyncGenerator[_Chunk, None]:
     context = multiprocessing.get_context("spawn")
     queue = context.Queue(maxsize=4)
     child = context.Process(
-        target=_child_parse, args=(str(path), template, platform, size, queue), daemon=True
+        target=_child_parse,
+        args=(str(path), template, platform, size, queue, columns),
+        daemon=True,
     )
     child.start()
     try:
@@ -182,8 +201,10 @@ async def import_file(
     from ordertally.channels.ingest import ingest_orders
 
     started = time.perf_counter()
-    platform = await _account_platform(db, account)
-    chosen = files.template_for(template) if template else None
+    platform, columns = await _account_file_settings(db, account)
+    if template is None and columns:
+        template = files.CUSTOM  # the account's saved layout
+    chosen = files.template_for(template, columns) if template else None
     parser, results = files.parse_file(path, chosen, platform)
     t = parser.template
     if t.platform and platform not in (t.platform, "file"):
@@ -200,7 +221,7 @@ async def import_file(
         else await asyncio.to_thread(os.path.getsize, path) >= PROCESS_PARSE_BYTES
     )
     chunks = (
-        _child_chunks(path, t.name, platform, chunk)
+        _child_chunks(path, t.name, platform, chunk, columns)
         if use_process
         else _thread_chunks(parser, results, chunk)
     )
@@ -268,11 +289,21 @@ def register(app: typer.Typer) -> None:
         account: Annotated[str, typer.Option(help="Channel account code the orders belong to")],
         template: Annotated[
             str | None,
-            typer.Option(help="douyin | jd | taobao | generic (default: detected from columns)"),
+            typer.Option(
+                help="douyin | jd | taobao | generic | custom (default: the account's saved "
+                "column mapping, else detected from columns)"
+            ),
         ] = None,
         errors: Annotated[
             Path | None,
             typer.Option("--errors", help="Write rejected rows here (default: FILE.rejected.csv)"),
+        ] = None,
+        items: Annotated[
+            Path | None,
+            typer.Option(
+                "--items",
+                help="Taobao's 宝贝报表 to join with FILE (its 订单报表) on 订单编号",
+            ),
         ] = None,
     ) -> None:
         """导入平台订单文件 / Import a platform order file (CSV or XLSX); rejected rows go to a
@@ -286,6 +317,14 @@ def register(app: typer.Typer) -> None:
 
         settings = get_settings()
         console = Console(stderr=True)
+        if items is not None:
+            # Taobao exports orders and items as two reports: import them joined.
+            try:
+                file = files.join_reports(file, items, file.with_suffix(".joined.csv"))
+            except files.FileError as exc:
+                typer.echo(f"错误 error: {exc}", err=True)
+                raise typer.Exit(EXIT_BAD_FILE) from exc
+            template = template or "taobao"
         bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -44,7 +45,7 @@ from ordertally.core.settings import Settings, get_settings
 from ordertally.events import outbox
 from ordertally.exceptions import service as exceptions_service
 from ordertally.inventory import service as inventory_service
-from ordertally.orders import creation, transitions
+from ordertally.orders import creation, fx, transitions
 from ordertally.orders import service as orders_service
 from ordertally.orders.contact import PII_ADDRESS, PII_NAME, PII_PHONE, mask_name
 from ordertally.orders.errors import ActorNotAllowed
@@ -63,6 +64,11 @@ CHUNK_RETRIES = Counter(
     "ordertally_channel_ingest_retries_total",
     "Ingest chunks read again after a concurrent delivery of the same orders",
     ["account"],
+)
+AMOUNT_MISMATCHES = Counter(
+    "ordertally_channel_amount_mismatches_total",
+    "Platform orders whose total differs from our sum of their parts (amount_mismatch cases)",
+    ["platform"],
 )
 
 _UNSHIPPED = frozenset({Status.PENDING_PAYMENT, Status.PAID, Status.ALLOCATED, Status.FULFILLING})
@@ -285,6 +291,7 @@ def _spec(
     actor: Actor,
     settings: Settings,
     cipher: PiiCipher,
+    rates: dict[str, Decimal] | None = None,
 ) -> creation.OrderSpec:
     """Map a platform order onto an order spec; raises _Invalid for what cannot be stored."""
     if not order.external_id or len(order.external_id) > 128:
@@ -298,7 +305,7 @@ def _spec(
             raise _Invalid("timestamps must be timezone-aware")
     try:
         currency = money.check_currency(order.currency)
-        creation.fx_rate(settings, currency)
+        creation.fx_rate(settings, currency, rates)
     except OrdertallyError as exc:
         raise _Invalid(exc.detail) from exc
     lines: list[creation.LineSpec] = []
@@ -326,6 +333,8 @@ def _spec(
         ln.unit_price_minor * ln.quantity - ln.discount_minor for ln in lines
     ):
         raise _Invalid("discount exceeds the order's subtotal")
+    if min(order.shipping_minor, order.tax_minor, order.fee_minor) < 0:
+        raise _Invalid("negative shipping, tax or fee")
 
     buyer_key = order.buyer_platform_id or order.external_id
     phone, phone_bidx, phone_masked, last4 = phone_fields(
@@ -347,6 +356,8 @@ def _spec(
             "district": address.district,
             "line1": address.line1,
             "postal_code": address.postal_code,
+            # The platform's ciphertext, for its decrypt API (Pinduoduo, Douyin).
+            **{f"platform_ciphertext_{k}": v for k, v in sorted(order.encrypted.items())},
         }
     ).decode()
     buyer_name = order.buyer_name or address.name or "-"
@@ -389,6 +400,9 @@ def _spec(
         payment_window_seconds=settings.channels_unpaid_deadline_seconds,
         hold_on_shortage=True,  # the platform took the order: no platform order is dropped
         holds=holds,
+        shipping_minor=order.shipping_minor,
+        tax_minor=order.tax_minor,
+        fee_minor=order.fee_minor,
     )
 
 
@@ -429,12 +443,16 @@ async def _create_many(
         if line.platform_sku not in mappings
     }
     known_skus = await inventory_service.known_skus(session, candidates)
+    rates = await fx.rates_at(session, settings, clock.now())
     actor = Actor(ActorKind.CHANNEL_SYNC, f"channel:{account.code}", note=f"via {via}")
     mapped: list[tuple[CanonicalOrder, creation.OrderSpec | str]] = []
     for order in orders:
         try:
             mapped.append(
-                (order, _spec(account, order, mappings, known_skus, actor, settings, cipher))
+                (
+                    order,
+                    _spec(account, order, mappings, known_skus, actor, settings, cipher, rates),
+                )
             )
         except _Invalid as exc:
             mapped.append((order, str(exc)))
@@ -466,6 +484,7 @@ async def _create_many(
             held = True
         elif source.status is PlatformStatus.CANCELLED:
             cancels.append((order_no, source))
+        await _check_amount(session, account, source, order_id, outcome.values)
         result.held += int(held)
         events.append(_event_row(account, source, order_id, order_no, created=True))
         created_at = outcome.values["created_at"]
@@ -494,6 +513,35 @@ async def _create_many(
     result.created += made
     for order_no, source in cancels:
         await _cancel(session, account, order_no, source)
+
+
+async def _check_amount(
+    session: AsyncSession,
+    account: AccountRef,
+    order: CanonicalOrder,
+    order_id: int,
+    values: dict[str, Any],
+) -> None:
+    """Open an `amount_mismatch` case when our total is not the platform's (never adjusted)."""
+    if order.platform_total_minor is None or order.platform_total_minor == values["total_minor"]:
+        return
+    AMOUNT_MISMATCHES.labels(account.platform).inc()
+    currency = values["currency"]
+    await _case(
+        session,
+        order_id,
+        account,
+        order,
+        "amount_mismatch",
+        False,
+        currency=currency,
+        platform_total=money.format_minor(order.platform_total_minor, currency),
+        our_total=money.format_minor(values["total_minor"], currency),
+        parts={
+            key: money.format_minor(values[f"{key}_minor"], currency)
+            for key in ("subtotal", "discount", "shipping", "tax", "fee")
+        },
+    )
 
 
 # --- platform-side changes ---------------------------------------------------------------------

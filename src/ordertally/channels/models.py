@@ -133,3 +133,5 @@ class ChannelWebhook(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime)
     applied_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # The open `order_not_created` case of a webhook that could not be applied (replayable).
+    held_case_id: Mapped[int | None] = mapped_column(BigId, nullable=True)

@@ -164,6 +164,24 @@ async def purge_webhook_bodies(session: AsyncSession, applied_before: datetime) 
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+async def set_webhook_case(session: AsyncSession, receipt_id: int, case_id: int) -> None:
+    """Link a held webhook to its `order_not_created` case."""
+    await session.execute(
+        update(_INBOX).where(_INBOX.c.id == receipt_id).values(held_case_id=case_id)
+    )
+
+
+async def failed_webhooks(
+    session: AsyncSession, limit: int, account_id: int | None = None
+) -> list[int]:
+    """Ids of webhooks that could not be applied (held), oldest first."""
+    stmt = select(_INBOX.c.id).where(_INBOX.c.status == "failed")
+    if account_id is not None:
+        stmt = stmt.where(_INBOX.c.account_id == account_id)
+    rows = await session.scalars(stmt.order_by(_INBOX.c.received_at).limit(limit))
+    return [int(i) for i in rows.all()]
+
+
 async def pending_webhooks(
     session: AsyncSession, limit: int, older_than: datetime | None
 ) -> list[int]:

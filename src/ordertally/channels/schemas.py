@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ordertally.channels.models import PLATFORMS
 from ordertally.core.inputs import Line
@@ -34,7 +34,23 @@ class AccountConfig(Strict):
     base_url: Annotated[str, Field(max_length=500, pattern=r"^https?://")] | None = None
     marketplace_id: Annotated[str, Field(max_length=32)] | None = None
     client_id: Annotated[str, Field(max_length=200)] | None = None
+    # Login with Amazon's token endpoint (the simulator's in tests); Amazon's own by default.
+    lwa_url: Annotated[str, Field(max_length=500, pattern=r"^https?://")] | None = None
     timezone: Annotated[str, Field(max_length=64)] | None = None
+    # The account's own file layout: canonical field -> header text (template "custom").
+    file_columns: dict[str, Annotated[str, Field(min_length=1, max_length=100)]] | None = None
+
+    @field_validator("file_columns")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None:
+            from ordertally.channels.files.templates import custom_template
+
+            try:
+                custom_template(value)
+            except Exception as exc:
+                raise ValueError(str(exc)) from exc
+        return value
 
 
 class SyncSettings(Strict):

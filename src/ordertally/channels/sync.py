@@ -121,6 +121,9 @@ class SyncOutcome:
     result: ingest.IngestResult = field(default_factory=ingest.IngestResult)
     cursor_at: datetime | None = None
     complete: bool = False
+    # Amazon: "restricted" (buyer PII read with a Restricted Data Token), "missing" (the
+    # application lacks the PII role: no names, address lines or phones), None elsewhere.
+    pii: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -134,6 +137,7 @@ class SyncOutcome:
             "errors": [{"external_id": e, "message": m} for e, m in self.result.errors],
             "cursor_at": self.cursor_at,
             "complete": self.complete,
+            "pii": self.pii,
         }
 
 
@@ -208,13 +212,34 @@ class _Run:
     # Amazon ------------------------------------------------------------------------------------
 
     async def pull_amazon(self, start: datetime) -> None:
-        token = self.credentials.get("access_token") or self.credentials.get("refresh_token")
         marketplace = str(self.account.config.get("marketplace_id") or "")
-        if not token or not marketplace:
-            raise MissingCredentials(
-                f"account {self.account.code} needs a token and config.marketplace_id"
+        refresh = self.credentials.get("refresh_token")
+        secret = self.credentials.get("client_secret")
+        client_id = str(self.account.config.get("client_id") or "")
+        fixed = self.credentials.get("access_token")
+        if refresh and secret and client_id and marketplace:
+            lwa = amazon.LwaCredentials(
+                str(self.account.config.get("lwa_url") or amazon.LWA_TOKEN_URL),
+                client_id,
+                secret,
+                refresh,
             )
-        client = amazon.AmazonClient(self.http, self.base_url, token)
+            client = amazon.AmazonClient(self.http, self.base_url, lwa=lwa)
+            try:
+                client.rdt = await client.restricted_data_token()
+            except amazon.LwaError:
+                raise  # the credentials' error, answered as such by sync_account
+            except AdapterError as exc:
+                raise PlatformUnavailable(f"amazon: {exc}", account=self.account.code) from exc
+            self.outcome.pii = "restricted" if client.rdt else "missing"
+        elif fixed and marketplace:
+            client = amazon.AmazonClient(self.http, self.base_url, fixed)
+        else:
+            # A refresh token is never sent as an access token: it must go through LWA.
+            raise MissingCredentials(
+                f"account {self.account.code} needs config.marketplace_id and either a "
+                "refresh_token, client_secret and config.client_id (LWA) or an access_token"
+            )
         end = clock.now() - amazon.MIN_LAG - timedelta(seconds=5)
         after = start
         while after < end:
@@ -371,6 +396,8 @@ async def sync_account(
             error = PlatformUnavailable(
                 f"{account.platform} unreachable: {exc or type(exc).__name__}", account=code
             )
+        except amazon.LwaError as exc:
+            error = MissingCredentials(f"account {code}: {exc}", account=code)
         finally:
             if own:
                 await client.aclose()

@@ -44,6 +44,16 @@ async def _status() -> list[dict[str, Any]]:
         await db.dispose()
 
 
+async def _replay(account: str | None) -> list[dict[str, Any]]:
+    from ordertally.channels import callbacks
+
+    db = _db()
+    try:
+        return await callbacks.replay_failed(db, account=account)
+    finally:
+        await db.dispose()
+
+
 def register(app: typer.Typer) -> None:
     """Add the sync and simulator commands to the main command line."""
     channels = typer.Typer(help="Channel accounts: pull now, sync status.", no_args_is_help=True)
@@ -89,6 +99,23 @@ def register(app: typer.Typer) -> None:
                 str(r["orders_linked"]),
             )
         console.print(table)
+
+    @channels.command("replay")
+    def replay_command(
+        account: Annotated[str | None, typer.Option(help="Only this account's held orders")] = None,
+    ) -> None:
+        """Apply again every held platform order (an order_not_created case) once its cause
+        (a missing exchange rate, an unknown SKU mapping...) is fixed."""
+        from ordertally.core.errors import OrdertallyError
+
+        try:
+            outcomes = asyncio.run(_replay(account))
+        except OrdertallyError as exc:
+            console.print(f"[red]{exc.code}[/red]: {exc.detail}")
+            raise typer.Exit(1) from exc
+        console.print_json(json.dumps(outcomes, default=str))
+        if any(o["status"] != "applied" for o in outcomes):
+            raise typer.Exit(1)
 
     @channelsim.command("serve")
     def channelsim_serve(

@@ -95,3 +95,10 @@ def split_by_largest_remainder(total: int, weights: list[int]) -> list[int]:
 def quantize_rate(rate: Decimal) -> Decimal:
     """Rates are kept to 8 decimal places."""
     return rate.quantize(FX_SCALE, rounding=ROUND_HALF_EVEN)
+
+
+def convert_minor(minor: int, currency: str, rate: Decimal | str, base_currency: str) -> int:
+    """An amount in minor units of `currency` in minor units of `base_currency` at `rate`
+    (rounded half-even)."""
+    value = from_minor(minor, currency) * Decimal(rate)
+    return int(value.scaleb(exponent(base_currency)).to_integral_value(rounding=ROUND_HALF_EVEN))

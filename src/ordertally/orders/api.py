@@ -28,7 +28,7 @@ from ordertally.core.money import format_minor
 from ordertally.core.settings import get_settings
 from ordertally.idempotency import service as idempotency_service
 from ordertally.idempotency.http import run_idempotent
-from ordertally.orders import closing, creation, holds, service, transitions
+from ordertally.orders import closing, creation, fx, holds, service, transitions
 from ordertally.orders.contact import reveal_contact
 from ordertally.orders.models import OrderEvent, SalesOrder
 from ordertally.orders.schemas import (
@@ -109,6 +109,14 @@ def order_doc(snapshot: OrderSnapshot) -> dict[str, Any]:
         "total": format_minor(order.total_minor, cur),
         "base_currency": order.base_currency,
         "fx_rate": order.fx_rate,
+        "shipping": format_minor(order.shipping_minor or 0, cur),
+        "tax": format_minor(order.tax_minor or 0, cur),
+        "fee": format_minor(order.fee_minor or 0, cur),
+        "base_total": (
+            None
+            if order.base_total_minor is None
+            else format_minor(order.base_total_minor, order.base_currency)
+        ),
         "customer": {"name": order.customer_name_masked, "phone": order.customer_phone_masked},
         "shipping_address": {
             "name": order.ship_name_masked,
@@ -172,9 +180,12 @@ async def _create_batch(db: Database, requests: list[_Create]) -> list[_Created 
         )
         chosen = [r for r, ok in zip(requests, go, strict=True) if ok]
         specs: list[creation.OrderSpec | None] = []
+        rates = await fx.rates_at(session, get_settings(), clock.now())
         for r in chosen:
             try:
-                specs.append(creation.spec_of(r.body, r.actor, check_fingerprint=r.key is None))
+                specs.append(
+                    creation.spec_of(r.body, r.actor, check_fingerprint=r.key is None, rates=rates)
+                )
             except (OrdertallyError, ValueError, ArithmeticError):
                 specs.append(None)  # create_order raises the same error in its own transaction
         batch = await creation.create_many(

@@ -9,6 +9,7 @@ Services receive a session and never commit; the caller's boundary does.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -27,7 +28,7 @@ from ordertally.exceptions import service as exceptions_service
 from ordertally.exceptions.models import ExceptionCase
 from ordertally.inventory import service as inventory_service
 from ordertally.inventory.errors import InsufficientStock
-from ordertally.orders import repository
+from ordertally.orders import fx, repository
 from ordertally.orders.contact import PII_ADDRESS, PII_NAME, PII_PHONE, mask_name
 from ordertally.orders.errors import ActorNotAllowed, InvalidOrder, SuspectedDuplicate
 from ordertally.orders.events import OrderCreated
@@ -100,6 +101,10 @@ class OrderSpec:
     check_fingerprint: bool = False  # keyless API requests: flag or refuse a recent twin
     hold_on_shortage: bool = False  # a shortage holds the order (else merchant policy)
     holds: tuple[HoldSpec, ...] = ()
+    # What the buyer paid on top of the lines, in minor units of the order's currency.
+    shipping_minor: int = 0
+    tax_minor: int = 0  # tax charged on top of the prices (prices that include it: 0)
+    fee_minor: int = 0  # platform fees the buyer paid (e.g. a cash-on-delivery fee)
 
 
 @dataclass(slots=True)
@@ -111,11 +116,14 @@ class BuiltOrder:
     lines: list[dict[str, Any]]
 
 
-def fx_rate(settings: Settings, currency: str) -> Decimal:
-    """The configured rate from `currency` to the base currency (1 for the base itself)."""
+def fx_rate(
+    settings: Settings, currency: str, rates: Mapping[str, Decimal] | None = None
+) -> Decimal:
+    """The rate from `currency` to the base currency (1 for the base itself): from `rates` (the
+    rates in force, `orders.fx.rates_at`) or else the configured seed."""
     if currency == settings.base_currency:
         return Decimal(1)
-    rate = settings.fx_rates.get(currency)
+    rate = (settings.fx_rates if rates is None else rates).get(currency)
     if rate is None or rate <= 0:
         raise money.FxRateUnavailable(
             f"no {currency}->{settings.base_currency} rate is configured", currency=currency
@@ -134,7 +142,12 @@ def _price_key(line: LineSpec) -> str | int:
     return line.unit_price_minor if line.price_key is None else line.price_key
 
 
-def build_order(spec: OrderSpec, settings: Settings, now: datetime) -> BuiltOrder:
+def build_order(
+    spec: OrderSpec,
+    settings: Settings,
+    now: datetime,
+    rates: Mapping[str, Decimal] | None = None,
+) -> BuiltOrder:
     """The rows of a new order: amounts (the order's discount spread over its lines by largest
     remainder), exchange rate, status, deadline and duplicate fingerprint. Pure; raises the
     order's validation errors."""
@@ -142,7 +155,7 @@ def build_order(spec: OrderSpec, settings: Settings, now: datetime) -> BuiltOrde
     if spec.actor.kind not in creators:
         raise ActorNotAllowed(f"{spec.actor.kind} may not {spec.initial} orders")
     currency = money.check_currency(spec.currency)
-    rate = fx_rate(settings, currency)
+    rate = fx_rate(settings, currency, rates)
     gross = [line.unit_price_minor * line.quantity for line in spec.lines]
     line_discounts = [line.discount_minor for line in spec.lines]
     net = [g - d for g, d in zip(gross, line_discounts, strict=True)]
@@ -152,7 +165,9 @@ def build_order(spec: OrderSpec, settings: Settings, now: datetime) -> BuiltOrde
         line_discounts = [d + extra for d, extra in zip(line_discounts, spread, strict=True)]
     subtotal = sum(gross)
     discount = sum(line_discounts)
-    total = subtotal - discount
+    if min(spec.shipping_minor, spec.tax_minor, spec.fee_minor) < 0:
+        raise InvalidOrder("negative shipping, tax or fee", field="shipping")
+    total = subtotal - discount + spec.shipping_minor + spec.tax_minor + spec.fee_minor
     personal = spec.personal
     priced = sorted(
         (
@@ -178,6 +193,14 @@ def build_order(spec: OrderSpec, settings: Settings, now: datetime) -> BuiltOrde
         "total_minor": total,
         "base_currency": settings.base_currency,
         "fx_rate": str(rate),
+        "shipping_minor": spec.shipping_minor,
+        "tax_minor": spec.tax_minor,
+        "fee_minor": spec.fee_minor,
+        "base_total_minor": (
+            total
+            if currency == settings.base_currency
+            else money.convert_minor(total, currency, rate, settings.base_currency)
+        ),
         "customer_name_enc": personal.customer_name_enc,
         "customer_name_masked": personal.customer_name_masked,
         "customer_phone_enc": personal.customer_phone_enc,
@@ -222,6 +245,7 @@ def spec_of(
     hold_on_shortage: bool = False,
     settings: Settings | None = None,
     cipher: PiiCipher | None = None,
+    rates: Mapping[str, Decimal] | None = None,
 ) -> OrderSpec:
     """The spec of an API request: amounts to minor units, phones normalised to E.164, personal
     data encrypted under the orders' purposes; raises the request's validation errors."""
@@ -238,8 +262,10 @@ def spec_of(
         for line in cmd.lines
     )
     discount = money.to_minor(cmd.discount, currency)
+    shipping = money.to_minor(cmd.shipping, currency)
+    tax = money.to_minor(cmd.tax, currency)
     _check_discount(discount, [line.unit_price_minor * line.quantity for line in lines])
-    fx_rate(settings, currency)
+    fx_rate(settings, currency, rates)
     phone = phones.normalise(cmd.customer.phone)
     ship_phone = phones.normalise(cmd.shipping_address.phone)
     address = cmd.shipping_address
@@ -279,6 +305,8 @@ def spec_of(
         initial=initial,
         check_fingerprint=check_fingerprint,
         hold_on_shortage=hold_on_shortage,
+        shipping_minor=shipping,
+        tax_minor=tax,
     )
 
 
@@ -335,6 +363,8 @@ async def create_order(
     target, creators = CREATION[event]
     if actor.kind not in creators:
         raise ActorNotAllowed(f"{actor.kind} may not {initial} orders")
+    now = clock.now()
+    rates = await fx.rates_at(session, settings, now)
     spec = spec_of(
         cmd,
         actor,
@@ -342,9 +372,9 @@ async def create_order(
         initial=event,
         hold_on_shortage=hold_on_shortage,
         settings=settings,
+        rates=rates,
     )
-    now = clock.now()
-    built = build_order(spec, settings, now)
+    built = build_order(spec, settings, now, rates)
     values = built.values
     fingerprint = values["fingerprint"]
 
@@ -501,13 +531,14 @@ async def create_many(
     """
     settings = get_settings()
     now = clock.now()
+    rates = await fx.rates_at(session, settings, now)
     outcomes: list[Created | OrdertallyError | None] = [None] * len(specs)
     built: list[BuiltOrder | None] = []
     for index, spec in enumerate(specs):
         if not defer_unusual and (spec.check_fingerprint or not spec.hold_on_shortage):
             raise ValueError("ingest mode creates every order: no fingerprints, shortages hold")
         try:
-            built.append(build_order(spec, settings, now))
+            built.append(build_order(spec, settings, now, rates))
         except OrdertallyError as exc:
             built.append(None)  # group commit: create_order raises it in its own transaction
             if not defer_unusual:

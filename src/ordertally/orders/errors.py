@@ -56,3 +56,9 @@ class InvalidOrder(OrderError):
 class PaymentReceived(OrderError):
     code = "order.payment_received"
     title = "Money was received for this order (or its provider could not say); it stays open"
+
+
+class InvalidFxRate(OrderError):
+    status = 422
+    code = "fx.invalid_rate"
+    title = "The exchange rate is not valid"

@@ -21,7 +21,14 @@ class SalesOrder(Base):
         CheckConstraint("version >= 1", name="version_positive"),
         CheckConstraint("discount_minor >= 0", name="discount_non_negative"),
         CheckConstraint("subtotal_minor >= discount_minor", name="discount_within_subtotal"),
-        CheckConstraint("total_minor = subtotal_minor - discount_minor", name="total_adds_up"),
+        CheckConstraint(
+            "total_minor = subtotal_minor - discount_minor"
+            " + shipping_minor + tax_minor + fee_minor",
+            name="total_adds_up",
+        ),
+        CheckConstraint(
+            "shipping_minor >= 0 AND tax_minor >= 0 AND fee_minor >= 0", name="charges_non_negative"
+        ),
         Index("ix_sales_order_created_at_id", "created_at", "id"),
         Index("ix_sales_order_status_created_at", "status", "created_at"),
         Index("ix_sales_order_status_deadline", "status", "payment_deadline_at"),
@@ -41,6 +48,12 @@ class SalesOrder(Base):
     total_minor: Mapped[int] = mapped_column(BigId)
     base_currency: Mapped[str] = mapped_column(String(3))
     fx_rate: Mapped[str] = mapped_column(String(32))
+    # What the buyer paid on top of the lines (minor units, order currency): total = subtotal -
+    # discount + shipping + tax + fee; base_total_minor is total at the rate locked at creation.
+    shipping_minor: Mapped[int] = mapped_column(BigId, default=0, server_default="0")
+    tax_minor: Mapped[int] = mapped_column(BigId, default=0, server_default="0")
+    fee_minor: Mapped[int] = mapped_column(BigId, default=0, server_default="0")
+    base_total_minor: Mapped[int | None] = mapped_column(BigId, nullable=True)
     customer_name_enc: Mapped[str] = mapped_column(Text)
     customer_name_masked: Mapped[str] = mapped_column(String(64))
     customer_phone_enc: Mapped[str] = mapped_column(Text)
@@ -117,3 +130,22 @@ class PiiAccess(Base):
     reason: Mapped[str] = mapped_column(String(200))
     source_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     accessed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class FxRate(Base):
+    """An exchange rate from `currency` to the base currency, in force from `effective_from`
+    until a later row for the same pair (orders lock the rate in force when they are made)."""
+
+    __tablename__ = "fx_rate"
+    __table_args__ = (
+        UniqueConstraint("currency", "base_currency", "effective_from"),
+        CheckConstraint("currency <> base_currency", name="not_the_base"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    base_currency: Mapped[str] = mapped_column(String(3))
+    rate: Mapped[str] = mapped_column(String(32))  # a decimal string, 8 places
+    effective_from: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)

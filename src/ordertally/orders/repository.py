@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ordertally.core.db import dialect_of, table_of
 from ordertally.exceptions.models import ExceptionCase
 from ordertally.orders.models import (
+    FxRate,
     OrderEvent,
     OrderLine,
     PiiAccess,
@@ -410,3 +411,58 @@ async def count_in_status_before(session: AsyncSession, status: str, before: dat
     """Orders in a status that were created before a moment."""
     stmt = select(func.count()).where(SalesOrder.status == status, SalesOrder.created_at < before)
     return int(await session.scalar(stmt) or 0)
+
+
+# --- exchange rates -----------------------------------------------------------------------------
+
+
+async def fx_rates_at(session: AsyncSession, base_currency: str, at: datetime) -> dict[str, str]:
+    """The rate in force at `at` of every currency with a row, to `base_currency`."""
+    newest = (
+        select(FxRate.currency, func.max(FxRate.effective_from).label("since"))
+        .where(FxRate.base_currency == base_currency, FxRate.effective_from <= at)
+        .group_by(FxRate.currency)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(FxRate.currency, FxRate.rate).join(
+            newest,
+            and_(
+                FxRate.currency == newest.c.currency,
+                FxRate.effective_from == newest.c.since,
+                FxRate.base_currency == base_currency,
+            ),
+        )
+    )
+    return {currency: rate for currency, rate in rows.all()}
+
+
+async def list_fx_rates(session: AsyncSession, base_currency: str) -> list[FxRate]:
+    """Every rate row to `base_currency`, by currency then newest first."""
+    result = await session.scalars(
+        select(FxRate)
+        .where(FxRate.base_currency == base_currency)
+        .order_by(FxRate.currency, FxRate.effective_from.desc())
+    )
+    return list(result.all())
+
+
+async def upsert_fx_rate(session: AsyncSession, row: dict[str, Any]) -> FxRate:
+    """Write a rate row (a second write for the same pair and moment replaces its rate)."""
+    existing = await session.scalar(
+        select(FxRate).where(
+            FxRate.currency == row["currency"],
+            FxRate.base_currency == row["base_currency"],
+            FxRate.effective_from == row["effective_from"],
+        )
+    )
+    if existing is not None:
+        existing.rate = row["rate"]
+        existing.created_by = row["created_by"]
+        existing.created_at = row["created_at"]
+        await session.flush()
+        return existing
+    rate = FxRate(**row)
+    session.add(rate)
+    await session.flush()
+    return rate

@@ -56,6 +56,8 @@ class OrderCreate(Strict):
     lines: Annotated[list[LineIn], Field(min_length=1, max_length=MAX_LINES)]
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
     discount: Amount = "0"
+    shipping: Amount = "0"
+    tax: Amount = "0"  # charged on top of the prices
 
     @model_validator(mode="after")
     def _bounded_total(self) -> OrderCreate:
@@ -135,6 +137,10 @@ class OrderOut(BaseModel):
     total: str
     base_currency: str
     fx_rate: str
+    shipping: str = "0"
+    tax: str = "0"
+    fee: str = "0"
+    base_total: str | None = None
     customer: CustomerOut
     shipping_address: AddressOut
     lines: list[LineOut]

@@ -7,7 +7,8 @@ from fastapi import FastAPI
 
 def register(app: FastAPI | None) -> None:
     """Wire the orders domain: routes, event schemas, the payment-timeout job."""
-    from ordertally.orders import api, events, jobs  # noqa: F401  (decorators register)
+    from ordertally.orders import api, events, fx_api, jobs  # noqa: F401  (decorators register)
 
     if app is not None:
         app.include_router(api.router)
+        app.include_router(fx_api.router)

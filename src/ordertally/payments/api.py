@@ -22,7 +22,7 @@ from ordertally.payments import gateway, reconcile, service
 from ordertally.payments import manual as manual_service
 from ordertally.payments.errors import ProviderUnavailable
 from ordertally.payments.models import ManualPayment, Payment
-from ordertally.payments.providers import ProviderCallFailed
+from ordertally.payments.providers import ProviderCallFailed, ProviderRefused
 from ordertally.payments.schemas import (
     DecisionIn,
     ManualPaymentIn,
@@ -145,12 +145,15 @@ async def create_payment(
         return replayed
     assert payment is not None
     error: str | None = None
+    refused: dict[str, str] = {}  # the provider's own error code, when it answered with one
     params = payment.provider_params
     if params is None:
         try:
             params = await gateway.request_provider_params(payment)
         except ProviderCallFailed as exc:
             params, error = None, str(exc)
+            if isinstance(exc, ProviderRefused):
+                refused = {"provider_code": exc.code, "provider_sub_code": exc.sub_code}
     status = 201 if created else 200
     async with db.transaction() as session:
         payment = await service.store_provider_params(session, payment.id, params, error)
@@ -160,7 +163,7 @@ async def create_payment(
                 session, scope, idempotency_key, req_hash, status, payload.decode()
             )
     if error is not None:
-        raise ProviderUnavailable(error, out_trade_no=payment.out_trade_no)
+        raise ProviderUnavailable(error, out_trade_no=payment.out_trade_no, **refused)
     return Response(
         payload,
         status_code=status,

@@ -17,6 +17,14 @@ class AdapterError(ValueError):
     """A platform payload that cannot be mapped (reported per order, never silently dropped)."""
 
 
+def is_ciphertext(value: Any) -> bool:
+    """Whether a platform field holds the platform's ciphertext rather than a value: Pinduoduo
+    ("~...~...~0~~", phones "$...$...$0$$") and Douyin exports ("#...#", "$...$")."""
+    if not isinstance(value, str) or len(value) < 8:
+        return False
+    return value[0] in "~$#" and value[-1] == value[0] and value.count(value[0]) >= 2
+
+
 def minor(amount: Any, currency: str) -> int:
     """A platform decimal amount (string or number) in minor units of `currency`."""
     if amount is None or amount == "":

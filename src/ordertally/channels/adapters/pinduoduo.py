@@ -9,12 +9,19 @@ the platform clock; pages are walked from the last one backwards.
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
-from ordertally.channels.adapters.common import AdapterError, beijing_utc, minor, text
+from ordertally.channels.adapters.common import (
+    AdapterError,
+    beijing_utc,
+    is_ciphertext,
+    minor,
+    text,
+)
 from ordertally.channels.canonical import (
     CanonicalAddress,
     CanonicalLine,
@@ -24,6 +31,7 @@ from ordertally.channels.canonical import (
 
 API = "pdd.order.number.list.increment.get"
 TIME_API = "pdd.time.get"
+DECRYPT_API = "pdd.open.decrypt.batch"
 MAX_WINDOW = timedelta(minutes=30)
 MIN_LAG = timedelta(minutes=3)
 MAX_PAGE_SIZE = 100
@@ -69,7 +77,11 @@ def to_canonical(doc: dict[str, Any]) -> CanonicalOrder:
         for item in doc.get("item_list") or []
     )
     status = status_of(doc)
-    phone = text(doc.get("receiver_phone"))
+    # Awaiting shipment, receiver_* and address are the platform's ciphertext and the display
+    # values are the *_mask fields; otherwise they are empty (or, in the old schema, masked).
+    encrypted = {k: str(doc[k]) for k in ENCRYPTED_FIELDS if is_ciphertext(doc.get(k))}
+    phone = _display(doc, "receiver_phone")
+    name = _display(doc, "receiver_name")
     pay_time = text(doc.get("pay_time") or doc.get("confirm_time"))
     return CanonicalOrder(
         platform="pinduoduo",
@@ -77,15 +89,15 @@ def to_canonical(doc: dict[str, Any]) -> CanonicalOrder:
         status=status,
         currency=CURRENCY,
         lines=lines,
-        buyer_name=text(doc.get("receiver_name")),
+        buyer_name=name,
         buyer_phone=phone,
         address=CanonicalAddress(
-            name=text(doc.get("receiver_name")),
+            name=name,
             phone=phone,
             province=text(doc.get("province")),
             city=text(doc.get("city")),
             district=text(doc.get("town")),
-            line1=text(doc.get("receiver_address") or doc.get("address")),
+            line1=_display(doc, "receiver_address") or _display(doc, "address"),
             country="CN",
         ),
         placed_at=placed_at,
@@ -93,10 +105,28 @@ def to_canonical(doc: dict[str, Any]) -> CanonicalOrder:
         paid_at=beijing_utc(pay_time) if pay_time and status is not PlatformStatus.UNPAID else None,
         discount_minor=minor(doc.get("discount_amount"), CURRENCY),
         shipping_minor=minor(doc.get("postage"), CURRENCY),
+        # pay_amount: what the buyer paid (goods - discounts + postage).
+        platform_total_minor=(
+            minor(doc["pay_amount"], CURRENCY) if doc.get("pay_amount") not in (None, "") else None
+        ),
         # The increment API gives no buyer id; an open id, when a gateway adds one, is used.
         buyer_platform_id=text(doc.get("buyer_id") or doc.get("open_id")),
+        encrypted=encrypted,
         raw=doc,
     )
+
+
+ENCRYPTED_FIELDS = ("receiver_name", "receiver_phone", "receiver_address", "address")
+
+
+def _display(doc: dict[str, Any], key: str) -> str:
+    """The display value of a receiver field: its `*_mask`, else the field unless it is
+    ciphertext."""
+    masked = text(doc.get(f"{key}_mask"))
+    if masked:
+        return masked
+    value = text(doc.get(key))
+    return "" if is_ciphertext(value) else value
 
 
 def sign(params: dict[str, Any], client_secret: str) -> str:
@@ -133,6 +163,19 @@ class PinduoduoClient:
         }
         body["sign"] = sign(body, self.client_secret)
         return await self.http.post(f"{self.base_url}/api/router", data=body)
+
+    async def decrypt_batch(self, items: list[tuple[str, str]]) -> httpx.Response:
+        """The decrypt hook: pdd.open.decrypt.batch for (order_sn, ciphertext) pairs (at most
+        100); answers `open_decrypt_batch_response.data_decrypt_list` of {data_tag,
+        encrypted_data, decrypted_data}. Only where the platform grants the app decryption."""
+        return await self.call(
+            DECRYPT_API,
+            {
+                "data_list": json.dumps(
+                    [{"data_tag": tag, "encrypted_data": data} for tag, data in items[:100]]
+                )
+            },
+        )
 
     async def increment(
         self, start: datetime, end: datetime, *, page: int, page_size: int

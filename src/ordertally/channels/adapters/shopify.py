@@ -134,6 +134,12 @@ def to_canonical(doc: dict[str, Any]) -> CanonicalOrder:
         shipping_minor=sum(
             minor(s.get("price"), currency) for s in doc.get("shipping_lines") or []
         ),
+        # Prices that include tax (`taxes_included`) carry it already: nothing is added.
+        tax_minor=0 if doc.get("taxes_included") else minor(doc.get("total_tax"), currency),
+        fee_minor=minor(doc.get("total_tip_received"), currency),
+        platform_total_minor=(
+            minor(doc["total_price"], currency) if doc.get("total_price") is not None else None
+        ),
         buyer_platform_id=text(customer.get("id")),
         buyer_email=text(doc.get("email") or customer.get("email")),
         raw=doc,

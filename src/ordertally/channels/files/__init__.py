@@ -10,6 +10,7 @@ from __future__ import annotations
 # The names callers use as `files.X` (import_cli, tests), from the modules that hold them.
 from ordertally.channels.files.cells import parse_amount, split_address, text_of
 from ordertally.channels.files.errors import FileError
+from ordertally.channels.files.join import join_reports
 from ordertally.channels.files.parser import (
     FileParser,
     ParsedOrder,
@@ -20,9 +21,17 @@ from ordertally.channels.files.parser import (
 )
 from ordertally.channels.files.reading import Cell, read_rows
 from ordertally.channels.files.report import report_path, safe_cell, write_report
-from ordertally.channels.files.templates import TEMPLATES, Grouping, Template, template_for
+from ordertally.channels.files.templates import (
+    CUSTOM,
+    TEMPLATES,
+    Grouping,
+    Template,
+    custom_template,
+    template_for,
+)
 
 __all__ = [
+    "CUSTOM",
     "TEMPLATES",
     "Cell",
     "FileError",
@@ -32,7 +41,9 @@ __all__ = [
     "ParsedOrder",
     "Rejected",
     "Template",
+    "custom_template",
     "detect_template",
+    "join_reports",
     "parse_amount",
     "parse_file",
     "read_rows",

@@ -3,10 +3,13 @@ or tab), amounts in minor units, quantities, timestamps in UTC, one-column Chine
 
 from __future__ import annotations
 
+import functools
 import re
+import warnings
 from collections.abc import Sequence
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from ordertally.channels.files.errors import RowError
@@ -120,26 +123,37 @@ def _parse_text_time(text: str, formats: Sequence[str], what: str) -> datetime:
         raise RowError(f"日期无效 / bad date in {what}: {text!r}") from None
 
 
-_REGION = re.compile(
-    r"^(.+?(?:省|自治区|特别行政区|市))(.+?(?:自治州|地区|盟|市))?(.+?(?:区|县|旗|市))?(.*)$"
-)
-_MUNICIPALITIES = ("北京", "上海", "天津", "重庆")
-
-
 def split_address(text: str) -> tuple[str, str, str, str]:
     """(province, city, district, rest) of a one-column Chinese address.
 
-    Exports write it space-separated ("浙江省 杭州市 西湖区 文三路 1 号"); without spaces the
-    administrative suffixes (省/市/区/县...) split it.
+    Exports write it space-separated ("浙江省 杭州市 西湖区 文三路 1 号") or run together, with
+    or without the 省/市 suffixes ("广东深圳市福田区农园路66号"): the administrative divisions
+    are recognised by cpca-new (the national division codes), not by suffixes (ADR 0031).
     """
     parts = text.split()
-    if len(parts) >= 4:
+    if len(parts) >= 4 and parts[0].endswith(("省", "市", "自治区", "特别行政区")):
         province, city, district = parts[0], parts[1], parts[2]
         return province, city, district, " ".join(parts[3:])
-    match = _REGION.match(text.replace(" ", ""))
-    if not match:
+    found = _divisions(text.replace(" ", ""))
+    if not found.get("省"):
         return "", "", "", text
-    province, city, district, rest = (g or "" for g in match.groups())
-    if province.startswith(_MUNICIPALITIES) and province.endswith("市") and not city:
+    province = found["省"] or ""
+    city = found.get("市") or ""
+    if city == "市辖区":
         city = province
-    return province, city, district, rest
+    return province, city, found.get("区") or "", found.get("地址") or ""
+
+
+@functools.cache
+def _matcher() -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # its importlib.resources call
+        import cpca_new  # type: ignore[import-untyped]  # loads the division table (0.2 s)
+
+    return cpca_new
+
+
+def _divisions(text: str) -> dict[str, str | None]:
+    """cpca-new's reading of one address: 省, 市, 区, 地址 (the rest) and adcode."""
+    found: dict[str, str | None] = _matcher()._get_one_addr(text, False, {})
+    return found

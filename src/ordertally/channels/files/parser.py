@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from ordertally.channels.adapters.common import is_ciphertext
 from ordertally.channels.canonical import (
     CanonicalAddress,
     CanonicalLine,
@@ -242,10 +243,21 @@ class FileParser:
                     **{r.line: "" for r in group.rows[1:]},
                 }
             )
-        receiver_name = h.text(first, "receiver_name") or h.text(first, "buyer_name")
-        receiver_phone = h.text(first, "receiver_phone") or h.text(first, "buyer_phone")
-        buyer_phone = h.text(first, "buyer_phone") or receiver_phone
-        if not buyer_phone:
+        # Encrypted recipient fields (Douyin "##...##", "$$...$$") are kept as ciphertext for
+        # the platform's decrypt API and never read as a name, phone or address.
+        encrypted = {
+            name: value
+            for name in ("receiver_name", "receiver_phone", "buyer_name", "buyer_phone", "address")
+            if is_ciphertext(value := h.text(first, name))
+        }
+
+        def plain(name: str) -> str:
+            return "" if name in encrypted else h.text(first, name)
+
+        receiver_name = plain("receiver_name") or plain("buyer_name")
+        receiver_phone = plain("receiver_phone") or plain("buyer_phone")
+        buyer_phone = plain("buyer_phone") or receiver_phone
+        if not buyer_phone and not encrypted.keys() & {"receiver_phone", "buyer_phone"}:
             raise _GroupError(
                 {
                     group.rows[0].line: "缺少手机号 / missing phone",
@@ -255,7 +267,7 @@ class FileParser:
         province = h.text(first, "province")
         city = h.text(first, "city")
         district = h.text(first, "district")
-        street = " ".join(p for p in (h.text(first, "street"), h.text(first, "address")) if p)
+        street = " ".join(p for p in (h.text(first, "street"), plain("address")) if p)
         if not province and street:
             province, city, district, street = split_address(street)
         raw = {
@@ -271,7 +283,7 @@ class FileParser:
             status=status,
             currency=currency,
             lines=tuple(lines),
-            buyer_name=h.text(first, "buyer_name") or receiver_name,
+            buyer_name=plain("buyer_name") or receiver_name,
             buyer_phone=buyer_phone,
             address=CanonicalAddress(
                 name=receiver_name,
@@ -289,6 +301,7 @@ class FileParser:
             shipping_minor=shipping,
             buyer_platform_id=h.text(first, "buyer_platform_id"),
             buyer_email=h.text(first, "buyer_email"),
+            encrypted=encrypted,
             raw=raw,
         )
 

@@ -4,6 +4,7 @@ mean what, and whether the file has one row per line (order id repeated) or one 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -119,7 +120,8 @@ TEMPLATES: dict[str, Template] = {
             "sku": ("商家编码",),
             "sku_fallback": ("商品ID",),
             "quantity": ("商品数量",),
-            "unit_price": ("商品单价",),
+            # The platform's own export names the unit price 商品金额; older layouts 商品单价.
+            "unit_price": ("商品单价", "商品金额"),
             "line_discount": ("商家优惠",),
             "shipping": ("运费",),
             "status": ("订单状态",),
@@ -157,7 +159,8 @@ TEMPLATES: dict[str, Template] = {
         label="京东订单导出 / JD order export",
         columns={
             "external_id": ("订单号",),
-            "sku": ("商品ID",),
+            "sku": ("货号",),  # the merchant's own code
+            "sku_fallback": ("商品ID",),  # JD's item id, when the export has no 货号
             "title": ("商品名称",),
             "quantity": ("订购数量",),
             "unit_price": ("京东价",),
@@ -173,8 +176,7 @@ TEMPLATES: dict[str, Template] = {
             "address": ("客户地址",),
         },
         required=frozenset(
-            {"external_id", "sku", "quantity", "unit_price", "status", "placed_at"}
-            | {"receiver_phone"}
+            {"external_id", "quantity", "unit_price", "status", "placed_at", "receiver_phone"}
         ),
         statuses=_statuses(
             {
@@ -274,8 +276,37 @@ TEMPLATES: dict[str, Template] = {
 }
 
 
-def template_for(name: str) -> Template:
-    """A template by name, or FileError."""
+CUSTOM = "custom"
+CUSTOM_REQUIRED = frozenset({"external_id", "sku", "quantity", "unit_price", "status"}) | {
+    "placed_at"
+}
+
+
+def custom_template(columns: Mapping[str, str], platform: str = "") -> Template:
+    """A merchant's own layout: canonical field -> the header text of its column (saved on the
+    channel account as `config.file_columns`); refuses unknown fields and missing essentials."""
+    unknown = sorted(set(columns) - FIELDS)
+    if unknown:
+        raise FileError(f"未知字段 / unknown fields in the column mapping: {', '.join(unknown)}")
+    missing = sorted(CUSTOM_REQUIRED - columns.keys())
+    if missing:
+        raise FileError(f"列映射缺少 / the column mapping lacks: {', '.join(missing)}")
+    return Template(
+        name=CUSTOM,
+        platform=platform,
+        label="自定义列映射 / the account's own column mapping",
+        columns={field: (header.strip(),) for field, header in columns.items()},
+        required=CUSTOM_REQUIRED,
+        statuses=TEMPLATES["generic"].statuses,
+    )
+
+
+def template_for(name: str, columns: Mapping[str, str] | None = None) -> Template:
+    """A template by name (`custom`: the given column mapping), or FileError."""
+    if name == CUSTOM:
+        if not columns:
+            raise FileError("此账户没有保存列映射 / the account has no saved column mapping")
+        return custom_template(columns)
     try:
         return TEMPLATES[name]
     except KeyError:

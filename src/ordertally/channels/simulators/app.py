@@ -55,6 +55,32 @@ async def get_order_items(request: Request, order_id: str) -> JSONResponse:
     return JSONResponse(doc)
 
 
+lwa = APIRouter(tags=["amazon"])
+
+
+@lwa.post("/tokens/2021-03-01/restrictedDataToken")
+async def restricted_data_token(request: Request) -> JSONResponse:
+    try:
+        body = await request.json()
+        doc = _sim(request).amazon.restricted_data_token(
+            request.headers.get("x-amz-access-token"), body if isinstance(body, dict) else {}
+        )
+    except SimError as exc:
+        return _amazon_error(exc)
+    return JSONResponse(doc)
+
+
+@lwa.post("/auth/o2/token")
+async def lwa_token(request: Request) -> JSONResponse:
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    try:
+        return JSONResponse(_sim(request).amazon.lwa_token(form))
+    except SimError as exc:
+        return JSONResponse(
+            {"error": exc.code, "error_description": exc.message}, status_code=exc.status
+        )
+
+
 pdd = APIRouter(tags=["pinduoduo"])
 
 
@@ -169,6 +195,14 @@ async def status(request: Request) -> dict[str, Any]:
     }
 
 
+@control.post("/amazon/expire-tokens")
+async def amazon_expire_tokens(request: Request) -> dict[str, int]:
+    """Every LWA access token issued so far expires now."""
+    sim = _sim(request).amazon
+    sim.expire_tokens()
+    return {"expired": len(sim.issued)}
+
+
 @control.post("/reset")
 async def reset(request: Request) -> dict[str, str]:
     _sim(request).reset()
@@ -188,7 +222,7 @@ def create_channel_sim_app(*, time_scale: float = 1000.0) -> FastAPI:
 
     return simulator_app(
         sim,
-        [amazon, pdd, control],
+        [amazon, lwa, pdd, control],
         title="ordertally channel simulator",
         description="Shopify webhooks, Amazon SP-API Orders v0 and Pinduoduo increment, played "
         "locally with test credentials.",

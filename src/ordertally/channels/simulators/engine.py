@@ -24,9 +24,11 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
+import orjson
 
 from ordertally.channels.adapters import pinduoduo
 from ordertally.channels.adapters.common import beijing_utc, to_beijing_string
@@ -105,7 +107,7 @@ class ShopifySim:
             "fulfillment_status": None,
             "cancelled_at": None,
             "total_discounts": "0.00",
-            "total_price": price,
+            "total_price": str(Decimal(price) * quantity),
             "line_items": [
                 {
                     "id": order_id * 10 + 1,
@@ -198,7 +200,18 @@ class ShopifySim:
 
 @dataclass
 class AmazonSim:
-    access_token: str = "sim-amazon-token"
+    access_token: str = "sim-amazon-token"  # a fixed token an operator may supply
+    # Login with Amazon: the refresh token and app credentials exchanged for access tokens.
+    lwa_client_id: str = "amzn1.application-oa2-client.sim"
+    lwa_client_secret: str = "sim-lwa-secret"
+    refresh_token: str = "Atzr|sim-refresh-token"
+    token_lifetime: int = 3600
+    issued: dict[str, datetime] = field(default_factory=dict)  # access token -> expiry
+    lwa_requests: int = 0
+    # Tokens API: whether the application has the PII role; RDTs issued (token -> expiry).
+    pii_role: bool = True
+    rdts: dict[str, datetime] = field(default_factory=dict)
+    pii_visible: bool = True
     marketplace_id: str = "ATVPDKIKX0DER"
     throttle: Outage = field(default_factory=Outage)  # requests answered "too many"
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -256,8 +269,68 @@ class AmazonSim:
             ],
         )
 
+    def lwa_token(self, form: dict[str, str]) -> dict[str, Any]:
+        """POST /auth/o2/token: grant_type=refresh_token exchanged for an access token."""
+        self.lwa_requests += 1
+        if form.get("grant_type") != "refresh_token":
+            raise SimError(400, "unsupported_grant_type", "The grant type is not supported")
+        if (form.get("client_id"), form.get("client_secret")) != (
+            self.lwa_client_id,
+            self.lwa_client_secret,
+        ):
+            raise SimError(401, "invalid_client", "Client authentication failed")
+        if form.get("refresh_token") != self.refresh_token:
+            raise SimError(400, "invalid_grant", "The request has an invalid grant parameter")
+        token = "Atza|" + secrets.token_urlsafe(24)
+        self.issued[token] = clock.now() + timedelta(seconds=self.token_lifetime)
+        return {
+            "access_token": token,
+            "refresh_token": self.refresh_token,
+            "token_type": "bearer",
+            "expires_in": self.token_lifetime,
+        }
+
+    def restricted_data_token(self, token: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /tokens/2021-03-01/restrictedDataToken: an RDT for getOrders' PII."""
+        self._auth(token)
+        if not self.pii_role:
+            raise SimError(403, "Unauthorized", "Application does not have access to PII")
+        resources = body.get("restrictedResources") or []
+        if not resources or resources[0].get("path") != "/orders/v0/orders":
+            raise SimError(400, "InvalidInput", "restrictedResources must name /orders/v0/orders")
+        rdt = "Atz.sprdt|" + secrets.token_urlsafe(24)
+        self.rdts[rdt] = clock.now() + timedelta(hours=1)
+        return {"restrictedDataToken": rdt, "expiresIn": 3600}
+
+    def _as_seen(self, order: dict[str, Any]) -> dict[str, Any]:
+        return copy.deepcopy(order) if self.pii_visible else self._without_pii(order)
+
+    def _without_pii(self, order: dict[str, Any]) -> dict[str, Any]:
+        """An order as SP-API answers it without an RDT: no name, lines or phone."""
+        doc = copy.deepcopy(order)
+        ship = doc.get("ShippingAddress")
+        if ship:
+            doc["ShippingAddress"] = {
+                k: v
+                for k, v in ship.items()
+                if k in ("City", "StateOrRegion", "PostalCode", "CountryCode")
+            }
+        doc.pop("BuyerInfo", None)
+        return doc
+
+    def expire_tokens(self) -> None:
+        """Every issued access token expires now (the next call answers 403)."""
+        for token in self.issued:
+            self.issued[token] = clock.now() - timedelta(seconds=1)
+
     def _auth(self, token: str | None) -> None:
-        if token != self.access_token:
+        if token is not None and token == self.access_token:
+            return
+        rdt = self.rdts.get(token or "")
+        if rdt is not None and clock.now() < rdt:
+            return
+        expiry = self.issued.get(token or "")
+        if expiry is None or clock.now() >= expiry:
             raise SimError(403, "Unauthorized", "Access to requested resource is denied.")
 
     def _throttle(self) -> None:
@@ -268,6 +341,8 @@ class AmazonSim:
 
     def get_orders(self, params: dict[str, str], token: str | None) -> dict[str, Any]:
         self._auth(token)
+        # PII comes with an RDT (or the operator's fixed token); an LWA token alone gets none.
+        self.pii_visible = token == self.access_token or (token or "") in self.rdts
         self._throttle()
         self.requests.append(dict(params))
         if params.get("NextToken"):
@@ -306,7 +381,7 @@ class AmazonSim:
 
     def _page(self, ids: list[str], offset: int, size: int) -> dict[str, Any]:
         chunk = ids[offset : offset + size]
-        payload: dict[str, Any] = {"Orders": [copy.deepcopy(self.orders[i]) for i in chunk]}
+        payload: dict[str, Any] = {"Orders": [self._as_seen(self.orders[i]) for i in chunk]}
         if offset + size < len(ids):
             token = secrets.token_urlsafe(16)
             self.tokens[token] = (ids, offset + size)
@@ -336,6 +411,7 @@ class PddSim:
     throttle: Outage = field(default_factory=Outage)  # requests answered "too many"
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[dict[str, str]] = field(default_factory=list)
+    plaintexts: dict[str, str] = field(default_factory=dict)  # ciphertext -> value
 
     def add(
         self,
@@ -347,6 +423,14 @@ class PddSim:
         price: str = "59.90",
         phone: str = "138****1234",
     ) -> None:
+        # Awaiting shipment: receiver fields are ciphertext, the display values are *_mask.
+        secret = {
+            "receiver_name": "王小明",
+            "receiver_phone": "13812341234",
+            "receiver_address": "文三路100号",
+            "address": "浙江省杭州市西湖区文三路100号",
+        }
+        sealed = {k: self._seal(k, v) for k, v in secret.items()}
         self.orders[order_sn] = {
             "order_sn": order_sn,
             "confirm_status": 1,
@@ -356,14 +440,16 @@ class PddSim:
             "confirm_time": to_beijing_string(updated - timedelta(minutes=1)),
             "pay_time": to_beijing_string(updated - timedelta(minutes=1)),
             "updated_at": to_beijing_string(updated),
-            "receiver_name": "王**",
-            "receiver_phone": phone,
+            **sealed,
+            "receiver_name_mask": "王**",
+            "receiver_phone_mask": phone,
+            "receiver_address_mask": "文三路***号",
+            "address_mask": "浙江省杭州市西湖区文三路***号",
             "province": "浙江省",
             "city": "杭州市",
             "town": "西湖区",
-            "receiver_address": "文三路***号",
-            "pay_amount": price,
-            "goods_amount": price,
+            "pay_amount": str(Decimal(price) * quantity),
+            "goods_amount": str(Decimal(price) * quantity),
             "discount_amount": "0.00",
             "postage": "0.00",
             "item_list": [
@@ -388,6 +474,33 @@ class PddSim:
             }
         }
 
+    def _seal(self, key: str, value: str) -> str:
+        """A ciphertext in the platform's shape (phones "$...$...$0$$", others "~...~...~0~~")."""
+        mark = "$" if key == "receiver_phone" else "~"
+        body = base64.b64encode(hashlib.sha256(f"{key}:{value}".encode()).digest()).decode()
+        sealed = f"{mark}{body[:12]}{mark}{body}{mark}0{mark}{mark}"
+        self.plaintexts[sealed] = value
+        return sealed
+
+    def _decrypt(self, form: dict[str, str]) -> dict[str, Any]:
+        try:
+            items = orjson.loads(form.get("data_list") or "[]")
+        except orjson.JSONDecodeError:
+            return self.error(10000, "data_list is not JSON")
+        return {
+            "open_decrypt_batch_response": {
+                "data_decrypt_list": [
+                    {
+                        "data_tag": i.get("data_tag"),
+                        "encrypted_data": i.get("encrypted_data"),
+                        "decrypted_data": self.plaintexts.get(str(i.get("encrypted_data")), ""),
+                        "error_code": 0 if i.get("encrypted_data") in self.plaintexts else 1,
+                    }
+                    for i in items
+                ]
+            }
+        }
+
     def call(self, form: dict[str, str]) -> dict[str, Any]:
         self.requests.append(dict(form))
         if form.get("client_id") != self.client_id or form.get("sign") != pinduoduo.sign(
@@ -397,6 +510,8 @@ class PddSim:
         api = form.get("type")
         if api == pinduoduo.TIME_API:
             return {"time_get_response": {"time": to_beijing_string(clock.now())}}
+        if api == pinduoduo.DECRYPT_API:
+            return self._decrypt(form)
         if api != pinduoduo.API:
             return self.error(10000, f"unknown type {api}")
         if self.throttle.take():

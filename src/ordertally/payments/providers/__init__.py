@@ -73,3 +73,14 @@ class QueryResult:
 
 class ProviderCallFailed(Exception):
     """A request to a provider failed (network, HTTP status, or an unverifiable answer)."""
+
+
+class ProviderRefused(ProviderCallFailed):
+    """The provider answered the request with its own error code (e.g. Alipay's
+    `error_response`: code 40002, sub_code isv.invalid-app-id)."""
+
+    def __init__(self, message: str, *, code: str, sub_code: str = "", sub_msg: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.sub_code = sub_code
+        self.sub_msg = sub_msg

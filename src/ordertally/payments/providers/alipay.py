@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -27,6 +27,7 @@ from ordertally.core.settings import Settings
 from ordertally.payments.providers import (
     Notice,
     ProviderCallFailed,
+    ProviderRefused,
     QueryResult,
     Rejected,
     TradeStatus,
@@ -260,6 +261,30 @@ def response_object(text: str, key: str) -> tuple[dict[str, Any], str, str]:
     return decoded, raw, signature
 
 
+def _refused(config: Config, method: str, text: str) -> NoReturn:
+    """Raise the gateway's own error for an answer under the top-level `error_response` key
+    (public errors such as an invalid app id or signature); a signed one must verify."""
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ProviderCallFailed(f"alipay {method}: answer is not JSON") from exc
+    error = doc.get("error_response") if isinstance(doc, dict) else None
+    if not isinstance(error, dict):
+        raise ProviderCallFailed(f"alipay {method}: error_response is not an object")
+    if isinstance(doc.get("sign"), str):
+        _, raw, signature = response_object(text, "error_response")
+        if not _verify(config.alipay_key, raw, signature):
+            raise ProviderCallFailed(f"alipay {method}: answer signature does not verify")
+    code, sub_code = str(error.get("code") or ""), str(error.get("sub_code") or "")
+    sub_msg = str(error.get("sub_msg") or error.get("msg") or "")
+    raise ProviderRefused(
+        f"alipay {method} refused: {code} {sub_code} {sub_msg}".strip(),
+        code=code,
+        sub_code=sub_code,
+        sub_msg=sub_msg,
+    )
+
+
 async def _gateway(
     config: Config, method: str, biz: dict[str, Any], extra: dict[str, str] | None = None
 ) -> dict[str, Any]:
@@ -282,7 +307,10 @@ async def _gateway(
         raise ProviderCallFailed(f"alipay {method}: {exc!r}") from exc
     if response.status_code != 200:
         raise ProviderCallFailed(f"alipay {method}: HTTP {response.status_code}")
-    doc, raw, signature = response_object(response.text, method.replace(".", "_") + "_response")
+    key = method.replace(".", "_") + "_response"
+    if f'"{key}"' not in response.text and '"error_response"' in response.text:
+        _refused(config, method, response.text)
+    doc, raw, signature = response_object(response.text, key)
     if not _verify(config.alipay_key, raw, signature):
         raise ProviderCallFailed(f"alipay {method}: answer signature does not verify")
     doc["_raw"] = response.text
