@@ -106,3 +106,29 @@ async def test_each_transition_runs_its_stock_effect(db: Database, spec: Transit
     else:
         assert after == states
         assert stock_after == stock
+
+
+class _RolledBack(Exception):
+    pass
+
+
+async def test_a_transition_is_counted_only_once_its_transaction_commits(db: Database) -> None:
+    # Given an unpaid order and the transitions counter for pending_payment -> closed
+    order = await make_order(db)
+    counter = transitions.TRANSITIONS_TOTAL.labels("pending_payment", "closed")
+    start = counter._value.get()
+    actor = Actor(DRIVERS["cancel"], "tester")
+    # When the cancel runs in a transaction that then rolls back
+    with pytest.raises(_RolledBack):
+        async with db.transaction() as session:
+            await transitions.transition(session, order.order_no, Event.CANCEL, actor)
+            # Then nothing is counted while the transaction is open
+            assert counter._value.get() == start
+            raise _RolledBack
+    # Then nothing is counted after the rollback either
+    assert counter._value.get() == start
+    # When it runs again and commits
+    async with db.transaction() as session:
+        await transitions.transition(session, order.order_no, Event.CANCEL, actor)
+    # Then it is counted exactly once
+    assert counter._value.get() == start + 1

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ordertally.core.db import Database
-from ordertally.payments.metrics import count_after_commit
+from ordertally.core.db import Database, count_after_commit
 
 pytestmark = pytest.mark.anyio
 

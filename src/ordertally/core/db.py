@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
 from sqlalchemy.types import TypeDecorator
 
 from ordertally.core.clock import as_utc
@@ -158,3 +158,48 @@ def upsert_insert(session: AsyncSession, model: Any) -> Any:
     if dialect_of(session) == "postgresql":
         return pg_insert(model)
     return sqlite_insert(model)
+
+
+# --- metrics counted after commit ---------------------------------------------------------------
+
+_COUNT_QUEUE = "ordertally.count_after_commit"
+
+
+def count_after_commit(session: AsyncSession, count: Callable[[], None]) -> None:
+    """Run `count` (a metric update) once the session's transaction commits; dropped if it
+    rolls back, or if the savepoint it was queued in rolls back."""
+    sync = session.sync_session
+    queue: list[tuple[SessionTransaction | None, Callable[[], None]]] | None = sync.info.get(
+        _COUNT_QUEUE
+    )
+    if queue is None:
+        queue = sync.info[_COUNT_QUEUE] = []
+        event.listen(sync, "after_commit", _run_queued)
+        event.listen(sync, "after_soft_rollback", _drop_queued)
+    queue.append((sync.get_nested_transaction(), count))
+
+
+def _run_queued(sync: Session) -> None:
+    if sync.in_nested_transaction():  # a savepoint released: its counts wait for the commit
+        return
+    queue = sync.info.get(_COUNT_QUEUE, [])
+    counts, queue[:] = [count for _, count in queue], []
+    for count in counts:
+        count()
+
+
+def _drop_queued(sync: Session, previous: SessionTransaction) -> None:
+    queue: list[tuple[Any, Callable[[], None]]] = sync.info.get(_COUNT_QUEUE, [])
+    if not previous.nested:
+        if previous.parent is None:
+            queue.clear()
+        return
+    queue[:] = [(txn, count) for txn, count in queue if not _within(txn, previous)]
+
+
+def _within(txn: SessionTransaction | None, savepoint: SessionTransaction) -> bool:
+    while txn is not None:
+        if txn is savepoint:
+            return True
+        txn = txn.parent
+    return False

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock, ids, phones
 from ordertally.core.crypto import get_cipher
-from ordertally.core.db import Database, dialect_of
+from ordertally.core.db import Database, count_after_commit, dialect_of
 from ordertally.core.settings import Settings, get_settings
 from ordertally.events.registry import Envelope
 from ordertally.notify import repository, targets, templates
@@ -341,7 +341,7 @@ async def _record(
             "provider_message_id": (outcome.message_id or None),
         }
         result.sent += 1
-        SENDS.labels(row.target_kind, "sent").inc()
+        count_after_commit(session, SENDS.labels(row.target_kind, "sent").inc)
     elif outcome.retryable and attempts < settings.notify_max_attempts:
         values = {
             "status": "failed",
@@ -350,7 +350,7 @@ async def _record(
             "last_error": (outcome.error or "")[:MAX_ERROR],
         }
         result.retried += 1
-        SENDS.labels(row.target_kind, "retry").inc()
+        count_after_commit(session, SENDS.labels(row.target_kind, "retry").inc)
     else:
         values = {
             "status": "dead",
@@ -359,8 +359,8 @@ async def _record(
             "last_error": (outcome.error or "")[:MAX_ERROR],
         }
         result.dead += 1
-        SENDS.labels(row.target_kind, "dead").inc()
-        DEAD.labels(row.target_kind).inc()
+        count_after_commit(session, SENDS.labels(row.target_kind, "dead").inc)
+        count_after_commit(session, DEAD.labels(row.target_kind).inc)
         log.warning("notification %s to %s is dead: %s", row.id, row.target_key, outcome.error)
     await repository.record(session, row.id, values)
 
@@ -471,9 +471,9 @@ async def send_test(
         "provider_message_id": outcome.message_id or None,
         "last_error": None if outcome.ok else (outcome.error or "")[:MAX_ERROR],
     }
-    SENDS.labels(row["target_kind"], "sent" if outcome.ok else "dead").inc()
     async with db.transaction() as session:
         await repository.add_planned(session, [row])
+        count_after_commit(session, SENDS.labels(row["target_kind"], row["status"]).inc)
         found = await repository.by_event(session, envelope.id)
     assert found is not None
     return found

@@ -16,6 +16,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
+from ordertally.core.db import count_after_commit
 from ordertally.events import outbox
 from ordertally.exceptions import service as exceptions_service
 from ordertally.inventory import service as inventory_service
@@ -218,7 +219,9 @@ async def transition(
             await outbox.publish_rows(
                 session, [_status_event(spec, order, status.value, version, actor, now)]
             )
-            TRANSITIONS_TOTAL.labels(status.value, spec.target.value).inc()
+            count_after_commit(
+                session, TRANSITIONS_TOTAL.labels(status.value, spec.target.value).inc
+            )
             refreshed = await repository.get_by_id(session, order.id)
             assert refreshed is not None
             return TransitionResult(refreshed, applied=True)
@@ -273,7 +276,7 @@ async def transition_many(
             audit_row(order.id, version, name, order.status, spec.target.value, actor, now)
         )
         events.append(_status_event(spec, order, order.status, version, actor, now))
-        TRANSITIONS_TOTAL.labels(order.status, spec.target.value).inc()
+        count_after_commit(session, TRANSITIONS_TOTAL.labels(order.status, spec.target.value).inc)
     await repository.insert_events(session, audit)
     await outbox.publish_rows(session, events)
     moved = {o.id for o in orders}

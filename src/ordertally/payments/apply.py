@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
+from ordertally.core.db import count_after_commit
 from ordertally.core.errors import Conflict
 from ordertally.core.settings import get_settings
 from ordertally.exceptions import service as exceptions_service
@@ -18,7 +19,7 @@ from ordertally.orders.errors import IllegalTransition
 from ordertally.orders.service import Actor
 from ordertally.orders.state_machine import ActorKind, Event, Status, find
 from ordertally.payments import repository, state_machine
-from ordertally.payments.metrics import APPLIED, CALLBACK_TO_APPLIED, count_after_commit
+from ordertally.payments.metrics import APPLIED, CALLBACK_TO_APPLIED
 from ordertally.payments.models import Payment, PaymentNotification
 from ordertally.payments.state_machine import PaymentState
 

@@ -16,14 +16,14 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
-from ordertally.core.db import Database
+from ordertally.core.db import Database, count_after_commit
 from ordertally.core.settings import Settings, get_settings
 from ordertally.orders import closing as orders_closing
 from ordertally.orders.closing import DueOrder
 from ordertally.payments import gateway, repository
 from ordertally.payments.apply import apply_notification
 from ordertally.payments.inbox import store_notice
-from ordertally.payments.metrics import QUERIES, count_after_commit
+from ordertally.payments.metrics import QUERIES
 from ordertally.payments.models import Payment
 from ordertally.payments.providers import Notice, QueryResult
 from ordertally.payments.state_machine import MONEY_RECEIVED, OPENED
