@@ -60,6 +60,20 @@ async def resolve(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def orders_with_open_case(session: AsyncSession, case_type: str) -> list[int]:
+    """Ids of the orders with an open case of a type."""
+    rows = await session.scalars(
+        select(ExceptionCase.order_id)
+        .where(
+            ExceptionCase.status == "open",
+            ExceptionCase.type == case_type,
+            ExceptionCase.order_id.is_not(None),
+        )
+        .distinct()
+    )
+    return [int(i) for i in rows.all()]
+
+
 async def open_counts_by_type(session: AsyncSession) -> dict[str, int]:
     """Open cases per type."""
     rows = await session.execute(

@@ -93,6 +93,11 @@ async def resolve(session: AsyncSession, case_id: int, by: str, resolution: str)
     return case
 
 
+async def orders_with_open_case(session: AsyncSession, case_type: str) -> list[int]:
+    """Ids of the orders with an open case of a type."""
+    return await repository.orders_with_open_case(session, case_type)
+
+
 async def open_counts_by_type(session: AsyncSession) -> dict[str, int]:
     """Open cases per type (the dashboard)."""
     return await repository.open_counts_by_type(session)

@@ -9,7 +9,6 @@ from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core.db import dialect_of, table_of
-from ordertally.exceptions.models import ExceptionCase
 from ordertally.orders.models import (
     FxRate,
     OrderEvent,
@@ -269,18 +268,12 @@ async def list_page(
     created_to: datetime | None,
     after: tuple[datetime, int] | None,
     limit: int,
-    open_case_type: str | None = None,
+    order_ids: list[int] | None = None,
 ) -> list[SalesOrder]:
     """Orders newest first, after a keyset cursor (created_at, id)."""
     stmt = select(SalesOrder)
-    if open_case_type:
-        stmt = stmt.where(
-            SalesOrder.id.in_(
-                select(ExceptionCase.order_id).where(
-                    ExceptionCase.status == "open", ExceptionCase.type == open_case_type
-                )
-            )
-        )
+    if order_ids is not None:
+        stmt = stmt.where(SalesOrder.id.in_(order_ids))
     if status:
         stmt = stmt.where(SalesOrder.status == status)
     if channel:

@@ -69,9 +69,9 @@ async def list_orders(
     created_to: datetime | None,
     after: tuple[datetime, int] | None,
     limit: int,
-    open_case_type: str | None = None,
+    order_ids: list[int] | None = None,
 ) -> list[SalesOrder]:
-    """A page of orders, newest first (optionally only those with an open case of a type)."""
+    """A page of orders, newest first (optionally only among `order_ids`)."""
     return await repository.list_page(
         session,
         status=status,
@@ -80,7 +80,7 @@ async def list_orders(
         created_to=created_to,
         after=after,
         limit=limit,
-        open_case_type=open_case_type,
+        order_ids=order_ids,
     )
 
 

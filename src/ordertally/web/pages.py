@@ -327,6 +327,11 @@ async def orders_page(request: Request) -> Response:
     if match:
         after = (datetime.fromisoformat(match.group(1)), int(match.group(2)))
     async with database(request).transaction(write=False) as session:
+        case_orders = (
+            await exceptions_service.orders_with_open_case(session, case_type)
+            if case_type
+            else None
+        )
         rows = await orders_service.list_orders(
             session,
             status=status,
@@ -335,7 +340,7 @@ async def orders_page(request: Request) -> Response:
             created_to=created_to,
             after=after,
             limit=PAGE_SIZE + 1,
-            open_case_type=case_type,
+            order_ids=case_orders,
         )
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
