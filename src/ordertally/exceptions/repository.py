@@ -71,7 +71,7 @@ async def orders_with_open_case(session: AsyncSession, case_type: str) -> list[i
         )
         .distinct()
     )
-    return [int(i) for i in rows.all()]
+    return [int(i) for i in rows.all() if i is not None]
 
 
 async def open_counts_by_type(session: AsyncSession) -> dict[str, int]:
