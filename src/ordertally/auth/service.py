@@ -39,6 +39,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "channels.import": frozenset({"admin", "ops"}),
     "customers.read": frozenset({"admin", "ops", "cs"}),
     "customers.manage": frozenset({"admin", "ops"}),
+    "catalog.read": frozenset(ROLES),
+    "catalog.manage": frozenset({"admin", "ops"}),
 }
 
 

@@ -381,6 +381,7 @@ def _spec(
         payment_window_seconds=settings.channels_unpaid_deadline_seconds,
         hold_on_shortage=True,  # the platform took the order: no platform order is dropped
         holds=holds,
+        known_skus_only=False,  # unknown codes are held as sku_unmapped, never refused
     )
 
 

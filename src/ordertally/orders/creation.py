@@ -9,6 +9,7 @@ Services receive a session and never commit; the caller's boundary does.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -18,6 +19,8 @@ import orjson
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ordertally.catalog import service as catalog_service
+from ordertally.catalog.errors import InactiveSku, UnknownSku
 from ordertally.core import clock, ids, money, phones
 from ordertally.core.crypto import PiiCipher, get_cipher
 from ordertally.core.errors import OrdertallyError
@@ -100,6 +103,8 @@ class OrderSpec:
     check_fingerprint: bool = False  # keyless API requests: flag or refuse a recent twin
     hold_on_shortage: bool = False  # a shortage holds the order (else merchant policy)
     holds: tuple[HoldSpec, ...] = ()
+    # Refuse codes the catalogue does not sell (channel ingest holds them as sku_unmapped).
+    known_skus_only: bool = True
 
 
 @dataclass(slots=True)
@@ -134,13 +139,39 @@ def _price_key(line: LineSpec) -> str | int:
     return line.unit_price_minor if line.price_key is None else line.price_key
 
 
-def build_order(spec: OrderSpec, settings: Settings, now: datetime) -> BuiltOrder:
+async def catalog_facts(
+    session: AsyncSession, specs: Iterable[OrderSpec]
+) -> dict[str, catalog_service.LineFacts]:
+    """The catalogue facts of every code of these specs: one read for a whole batch."""
+    return await catalog_service.line_facts(
+        session, {line.sku for spec in specs for line in spec.lines}
+    )
+
+
+def _check_codes(spec: OrderSpec, catalog: Mapping[str, catalog_service.LineFacts]) -> None:
+    unknown = sorted({ln.sku for ln in spec.lines if ln.sku not in catalog})
+    if unknown:
+        raise UnknownSku(f"unknown SKU code {', '.join(unknown)}", skus=unknown)
+    inactive = sorted({ln.sku for ln in spec.lines if not catalog[ln.sku].active})
+    if inactive:
+        raise InactiveSku(f"SKU {', '.join(inactive)} is no longer sold", skus=inactive)
+
+
+def build_order(
+    spec: OrderSpec,
+    settings: Settings,
+    now: datetime,
+    catalog: Mapping[str, catalog_service.LineFacts],
+) -> BuiltOrder:
     """The rows of a new order: amounts (the order's discount spread over its lines by largest
-    remainder), exchange rate, status, deadline and duplicate fingerprint. Pure; raises the
-    order's validation errors."""
+    remainder), exchange rate, status, deadline, duplicate fingerprint and each line's snapshot
+    of its SKU (from `catalog`, see `catalog_facts`). Pure; raises the order's validation
+    errors, an unknown or inactive code among them unless `known_skus_only` is off."""
     target, creators = CREATION[spec.initial]
     if spec.actor.kind not in creators:
         raise ActorNotAllowed(f"{spec.actor.kind} may not {spec.initial} orders")
+    if spec.known_skus_only:
+        _check_codes(spec, catalog)
     currency = money.check_currency(spec.currency)
     rate = fx_rate(settings, currency)
     gross = [line.unit_price_minor * line.quantity for line in spec.lines]
@@ -207,10 +238,22 @@ def build_order(spec: OrderSpec, settings: Settings, now: datetime) -> BuiltOrde
             "unit_price_minor": line.unit_price_minor,
             "discount_minor": line_discounts[n - 1],
             "total_minor": gross[n - 1] - line_discounts[n - 1],
+            **_snapshot_of(catalog.get(line.sku)),
         }
         for n, line in enumerate(spec.lines, start=1)
     ]
     return BuiltOrder(target, values, lines)
+
+
+def _snapshot_of(facts: catalog_service.LineFacts | None) -> dict[str, Any]:
+    if facts is None:
+        return {"sku_name": None, "sku_name_en": None, "sku_spec": None, "sku_barcode": None}
+    return {
+        "sku_name": facts.name,
+        "sku_name_en": facts.name_en,
+        "sku_spec": facts.spec,
+        "sku_barcode": facts.barcode,
+    }
 
 
 def spec_of(
@@ -344,7 +387,7 @@ async def create_order(
         settings=settings,
     )
     now = clock.now()
-    built = build_order(spec, settings, now)
+    built = build_order(spec, settings, now, await catalog_facts(session, [spec]))
     values = built.values
     fingerprint = values["fingerprint"]
 
@@ -503,11 +546,12 @@ async def create_many(
     now = clock.now()
     outcomes: list[Created | OrdertallyError | None] = [None] * len(specs)
     built: list[BuiltOrder | None] = []
+    catalog = await catalog_facts(session, specs)
     for index, spec in enumerate(specs):
         if not defer_unusual and (spec.check_fingerprint or not spec.hold_on_shortage):
             raise ValueError("ingest mode creates every order: no fingerprints, shortages hold")
         try:
-            built.append(build_order(spec, settings, now))
+            built.append(build_order(spec, settings, now, catalog))
         except OrdertallyError as exc:
             built.append(None)  # group commit: create_order raises it in its own transaction
             if not defer_unusual:
