@@ -343,12 +343,13 @@ def paysim_serve(
 
 
 def _register_domain_commands() -> None:
+    from ordertally.catalog import cli as catalog_cli
     from ordertally.channels import cli as channels_cli
     from ordertally.customers import cli as customers_cli
     from ordertally.fulfillment import cli as fulfillment_cli
     from ordertally.notify import cli as notify_cli
 
-    for module in (fulfillment_cli, notify_cli, channels_cli, customers_cli):
+    for module in (fulfillment_cli, notify_cli, channels_cli, customers_cli, catalog_cli):
         module.register(app)
 
 

@@ -225,8 +225,7 @@ async def test_an_order_for_a_bundle_reserves_and_ships_its_components(
         ("GIFT-1", "礼盒 GIFT-1", "礼盒装", 2)
     ]
     assert sorted(
-        (r["line_no"], r["sku"], r["quantity"], r["state"])
-        for r in order["reservations"]
+        (r["line_no"], r["sku"], r["quantity"], r["state"]) for r in order["reservations"]
     ) == [(1, "GT-CUP", 4, "held"), (1, "GT-TEA", 2, "held")]
     after = await client.get("/api/v1/catalog/skus/GIFT-1/availability", headers=auth(keys["cs"]))
     assert after.json()["available"] == 1  # min(3 // 1, 3 // 2)

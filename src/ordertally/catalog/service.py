@@ -275,6 +275,106 @@ async def add_skus(session: AsyncSession, rows: list[dict[str, Any]], actor: str
     return len(full)
 
 
+@dataclass(slots=True)
+class ImportOutcome:
+    """What `import_rows` did with one chunk: codes created, updated, unchanged, and the rows
+    refused (line number, code, reason)."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    refused: list[tuple[int, str, str]] | None = None
+
+
+async def import_rows(
+    session: AsyncSession, rows: list[tuple[int, dict[str, Any]]], actor: str
+) -> ImportOutcome:
+    """Create or update SKUs from (line number, values) rows already checked for shape: one
+    read each for existing codes, barcode holders and categories, then multi-row INSERTs and
+    UPDATEs with history rows. Rows naming an unknown category or component, a taken barcode or
+    a bundle change are refused with their reason; the others are stored."""
+    outcome = ImportOutcome(refused=[])
+    assert outcome.refused is not None
+    codes = [v["code"] for _, v in rows]
+    existing = {s.code: s for s in await repository.skus_by_codes(session, sorted(set(codes)))}
+    categories = {c.code: c.id for c in await repository.categories(session)}
+    barcodes = await repository.barcodes_taken(
+        session, sorted({v["barcode"] for _, v in rows if v.get("barcode")})
+    )
+    boms = await components_of(
+        session, [v["code"] for _, v in rows if v.get("components") and v["code"] in existing]
+    )
+    new: list[dict[str, Any]] = []
+    bundles: list[tuple[int, dict[str, Any], list[dict[str, Any]]]] = []
+    changed: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
+    now = clock.now()
+    for line, raw in rows:
+        values = dict(raw)
+        code = values["code"]
+        components = values.pop("components", None)
+        category = values.pop("category", None)
+        if category:
+            if category not in categories:
+                outcome.refused.append((line, code, f"unknown category {category}"))
+                continue
+            values["category_id"] = categories[category]
+        barcode = values.get("barcode")
+        if barcode and barcodes.get(barcode, code) != code:
+            outcome.refused.append(
+                (line, code, f"barcode {barcode} belongs to {barcodes[barcode]}")
+            )
+            continue
+        if barcode:
+            barcodes[barcode] = code
+        sku = existing.get(code)
+        if sku is None and components:
+            bundles.append((line, values, components))
+            continue
+        if sku is None:
+            new.append(values)
+            continue
+        if components and sorted((c["sku"], c["quantity"]) for c in components) != boms.get(
+            code, []
+        ):
+            outcome.refused.append((line, code, "bundle components change through the API"))
+            continue
+        diff = _changes(sku_values(sku), values)
+        diff.pop("code", None)
+        if not diff:
+            outcome.unchanged += 1
+            continue
+        changed.append(
+            {"id": sku.id, **{k: v for k, v in values.items() if k != "code"}, "updated_at": now}
+        )
+        history.append(
+            {"sku": code, "actor": actor, "action": "import", "changes": diff, "changed_at": now}
+        )
+    if new:
+        outcome.created += await add_skus(session, new, actor)
+    if changed:
+        await repository.update_skus(session, changed)
+        await repository.add_changes(session, history)
+        outcome.updated += len(changed)
+    for line, values, components in bundles:
+        try:
+            async with session.begin_nested():
+                await create_sku(session, values, actor, components)
+            outcome.created += 1
+        except (UnknownSku, InvalidBundle, SkuExists) as exc:
+            outcome.refused.append((line, values["code"], exc.detail))
+    return outcome
+
+
+async def export_page(
+    session: AsyncSession, after: str | None, limit: int
+) -> list[tuple[Sku, list[tuple[str, int]]]]:
+    """A page of every SKU by code with its components (bundles), for exports."""
+    page = await repository.all_skus(session, after, limit)
+    bom = await components_of(session, [s.code for s in page if s.is_bundle])
+    return [(s, bom.get(s.code, [])) for s in page]
+
+
 async def update_sku(
     session: AsyncSession,
     code: str,

@@ -239,9 +239,7 @@ async def _page(db: Database, token: str) -> tracking.PageData:
         events = await service.timelines(session, ids)
         order_lines = await orders_repository.lines_of(session, order.id)
     names = {
-        ln.sku: (ln.sku_name, ln.sku_name_en or ln.sku_name)
-        for ln in order_lines
-        if ln.sku_name
+        ln.sku: (ln.sku_name, ln.sku_name_en or ln.sku_name) for ln in order_lines if ln.sku_name
     }
     parcels = [
         tracking.PageParcel(
