@@ -8,6 +8,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.catalog.models import BundleComponent, Category, Sku, SkuChange
+from ordertally.core.db import table_of
 
 _CHUNK = 500
 
@@ -60,9 +61,9 @@ async def delete_category(session: AsyncSession, category_id: int) -> None:
 
 
 async def add_skus(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Insert SKUs (multi-row)."""
+    """Insert SKUs (one executemany; every row has the same keys)."""
     if rows:
-        await session.execute(insert(Sku), rows)
+        await session.execute(insert(table_of(Sku)), rows)
 
 
 async def sku_by_code(session: AsyncSession, code: str) -> Sku | None:
@@ -220,13 +221,19 @@ async def set_components(session: AsyncSession, bundle: str, rows: list[dict[str
         await session.execute(insert(BundleComponent), rows)
 
 
+async def add_components(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert bundle component rows (multi-row)."""
+    if rows:
+        await session.execute(insert(BundleComponent), rows)
+
+
 # --- history -----------------------------------------------------------------------------------
 
 
 async def add_changes(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Append change-history rows."""
+    """Append change-history rows (one executemany)."""
     if rows:
-        await session.execute(insert(SkuChange), rows)
+        await session.execute(insert(table_of(SkuChange)), rows)
 
 
 async def changes_of(session: AsyncSession, code: str) -> list[SkuChange]:

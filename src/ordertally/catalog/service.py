@@ -47,6 +47,16 @@ SKU_FIELDS = (
     "active",
 )
 MAX_COMPONENTS = 50
+_FIELD_SET = frozenset(SKU_FIELDS)
+# Every column of a new SKU row, so that multi-row INSERTs share one statement.
+_NEW_ROW: dict[str, Any] = {
+    **dict.fromkeys(SKU_FIELDS),
+    "name_en": "",
+    "spec_text": "",
+    "unit": "件",
+    "active": True,
+    "is_bundle": False,
+}
 
 
 # --- barcodes ----------------------------------------------------------------------------------
@@ -246,18 +256,7 @@ async def add_skus(session: AsyncSession, rows: list[dict[str, Any]], actor: str
     """Create many plain SKUs in two multi-row INSERTs (setup, seeds and imports); the caller
     has checked codes, barcodes and categories (see `import_rows` for a checked import)."""
     now = clock.now()
-    full = [
-        {
-            "name_en": "",
-            "spec_text": "",
-            "unit": "件",
-            "active": True,
-            **r,
-            "is_bundle": False,
-            "updated_at": now,
-        }
-        for r in rows
-    ]
+    full = [{**_NEW_ROW, **r, "is_bundle": False, "updated_at": now} for r in rows]
     await repository.add_skus(session, full)
     await repository.add_changes(
         session,
@@ -266,7 +265,7 @@ async def add_skus(session: AsyncSession, rows: list[dict[str, Any]], actor: str
                 "sku": r["code"],
                 "actor": actor,
                 "action": "create",
-                "changes": {k: v for k, v in r.items() if k in SKU_FIELDS and v is not None},
+                "changes": {k: v for k, v in r.items() if k in _FIELD_SET and v is not None},
                 "changed_at": now,
             }
             for r in full
@@ -356,14 +355,60 @@ async def import_rows(
         await repository.update_skus(session, changed)
         await repository.add_changes(session, history)
         outcome.updated += len(changed)
-    for line, values, components in bundles:
-        try:
-            async with session.begin_nested():
-                await create_sku(session, values, actor, components)
-            outcome.created += 1
-        except (UnknownSku, InvalidBundle, SkuExists) as exc:
-            outcome.refused.append((line, values["code"], exc.detail))
+    if bundles:
+        outcome.created += await _import_bundles(session, bundles, actor, outcome.refused)
     return outcome
+
+
+async def _import_bundles(
+    session: AsyncSession,
+    bundles: list[tuple[int, dict[str, Any], list[dict[str, Any]]]],
+    actor: str,
+    refused: list[tuple[int, str, str]],
+) -> int:
+    """New bundles of an import chunk: one read of their components, then multi-row INSERTs
+    of the bundle rows, their components and their history."""
+    wanted = sorted({c["sku"] for _, _, comps in bundles for c in comps})
+    found = {s.code: s.is_bundle for s in await repository.skus_by_codes(session, wanted)}
+    skus: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
+    now = clock.now()
+    for line, values, comps in bundles:
+        code = values["code"]
+        merged: dict[str, int] = defaultdict(int)
+        for c in comps:
+            merged[c["sku"]] += int(c["quantity"])
+        missing = sorted(c for c in merged if c not in found)
+        nested = sorted(c for c in merged if found.get(c))
+        if code in merged:
+            refused.append((line, code, f"bundle {code} cannot contain itself"))
+        elif missing:
+            refused.append((line, code, f"unknown SKU code {', '.join(missing)}"))
+        elif nested:
+            refused.append((line, code, f"a bundle cannot contain a bundle: {', '.join(nested)}"))
+        else:
+            row = {**_NEW_ROW, **values}
+            skus.append({**row, "is_bundle": True, "updated_at": now})
+            parts.extend(
+                {"bundle": code, "component": c, "quantity": q} for c, q in sorted(merged.items())
+            )
+            changes = {k: v for k, v in row.items() if k in SKU_FIELDS and v is not None}
+            changes["components"] = [[c, q] for c, q in sorted(merged.items())]
+            history.append(
+                {
+                    "sku": code,
+                    "actor": actor,
+                    "action": "create",
+                    "changes": changes,
+                    "changed_at": now,
+                }
+            )
+    if skus:
+        await repository.add_skus(session, skus)
+        await repository.add_components(session, parts)
+        await repository.add_changes(session, history)
+    return len(skus)
 
 
 async def export_page(
