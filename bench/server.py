@@ -285,4 +285,6 @@ class Server:
         for method, path, body in steps:
             status, answer = self.request(method, path, body)
             if status not in (200, 201):
-                raise RuntimeError(f"seeding {method} {path} answered {status}: {answer}")
+                raise RuntimeError(
+                    f"seeding {method} {path} answered {status}: {answer}\n{self.log_tail()}"
+                )
