@@ -291,3 +291,61 @@ async def test_a_bundle_cannot_hold_stock_nor_contain_a_bundle(
     assert receipt.status_code == 422 and receipt.json()["code"] == "catalog.invalid_bundle"
     assert nested.status_code == 422 and nested.json()["code"] == "catalog.invalid_bundle"
     assert await _count(db, StockMovement) == 3  # the conftest seed only
+
+
+async def test_categories_and_keyset_pages(
+    client: AsyncClient, keys: dict[str, str], db: Database
+) -> None:
+    # Given a tree tea > green and three SKUs in green
+    ops = auth(keys["ops"])
+    await client.post("/api/v1/catalog/categories", json={"code": "tea", "name": "茶"}, headers=ops)
+    await client.post(
+        "/api/v1/catalog/categories",
+        json={"code": "green", "name": "绿茶", "parent": "tea"},
+        headers=ops,
+    )
+    for n in (1, 2, 3):
+        r = await client.post(
+            "/api/v1/catalog/skus",
+            json={"code": f"PG-{n}", "name": f"绿茶 {n}", "category": "green", "brand": "狮峰"},
+            headers=ops,
+        )
+        assert r.status_code == 201, r.text
+    # When the SKUs of the brand are read two at a time
+    first = (
+        await client.get("/api/v1/catalog/skus", params={"brand": "狮峰", "limit": 2}, headers=ops)
+    ).json()
+    second = (
+        await client.get(
+            "/api/v1/catalog/skus",
+            params={"brand": "狮峰", "limit": 2, "after": first["next_after"]},
+            headers=ops,
+        )
+    ).json()
+    # Then the pages follow each other by code
+    assert [s["code"] for s in first["items"]] == ["PG-1", "PG-2"]
+    assert [s["code"] for s in second["items"]] == ["PG-3"] and second["next_after"] is None
+    # When tea is moved under its own child, or a used category is deleted
+    cycle = await client.patch(
+        "/api/v1/catalog/categories/tea", json={"parent": "green"}, headers=ops
+    )
+    used = await client.delete("/api/v1/catalog/categories/green", headers=ops)
+    # Then both are refused and the tree is unchanged
+    assert (cycle.status_code, cycle.json()["code"]) == (422, "catalog.invalid_category")
+    assert (used.status_code, used.json()["code"]) == (422, "catalog.invalid_category")
+    tree = (await client.get("/api/v1/catalog/categories", headers=ops)).json()
+    assert [(c["code"], c["parent"]) for c in tree] == [("green", "tea"), ("tea", None)]
+    # When an unused category is added, renamed and deleted
+    await client.post(
+        "/api/v1/catalog/categories", json={"code": "cups", "name": "杯"}, headers=ops
+    )
+    renamed = await client.patch(
+        "/api/v1/catalog/categories/cups", json={"name": "茶杯", "name_en": "Cups"}, headers=ops
+    )
+    deleted = await client.delete("/api/v1/catalog/categories/cups", headers=ops)
+    # Then it is gone
+    assert renamed.json()["name"] == "茶杯" and deleted.status_code == 204
+    codes = [
+        c["code"] for c in (await client.get("/api/v1/catalog/categories", headers=ops)).json()
+    ]
+    assert codes == ["green", "tea"]

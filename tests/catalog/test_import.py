@@ -61,8 +61,7 @@ async def test_import_stores_good_rows_and_reports_the_rest(db: Database, tmp_pa
         0,
         4,
     )
-    with Path(summary["report"]).open(encoding="utf-8-sig") as f:
-        report = list(csv.reader(f))
+    report = list(csv.reader(Path(summary["report"]).read_text("utf-8-sig").splitlines()))
     assert [r[:2] for r in report] == [
         ["line", "code"],
         ["4", "IM-BAD"],
