@@ -43,6 +43,10 @@ def _write(path: Path, rows: list[list[str]]) -> None:
         csv.writer(f).writerows(rows)
 
 
+def _read(path: Path) -> list[list[str]]:
+    return list(csv.reader(path.read_text("utf-8-sig").splitlines()))
+
+
 async def test_import_stores_good_rows_and_reports_the_rest(db: Database, tmp_path: Path) -> None:
     # Given a category and a catalogue file with good and bad rows
     async with db.transaction() as session:
@@ -61,7 +65,7 @@ async def test_import_stores_good_rows_and_reports_the_rest(db: Database, tmp_pa
         0,
         4,
     )
-    report = list(csv.reader(Path(summary["report"]).read_text("utf-8-sig").splitlines()))
+    report = _read(Path(summary["report"]))
     assert [r[:2] for r in report] == [
         ["line", "code"],
         ["4", "IM-BAD"],
