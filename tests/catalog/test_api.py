@@ -349,3 +349,45 @@ async def test_categories_and_keyset_pages(
         c["code"] for c in (await client.get("/api/v1/catalog/categories", headers=ops)).json()
     ]
     assert codes == ["green", "tea"]
+
+
+async def test_a_held_bundle_order_is_reserved_by_components_when_its_hold_is_resolved(
+    client: AsyncClient, keys: dict[str, str], db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the hold policy, a bundle of one tea and two cups, 1 tea and 3 cups in stock, and
+    # an unpaid order for two boxes: held for the shortage, nothing reserved
+    from ordertally.core.settings import reset_settings
+
+    monkeypatch.setenv("ORDERTALLY_STOCK_SHORTAGE_POLICY", "hold")
+    reset_settings()
+    await add_bundle(db, "GIFT-H", {"GH-TEA": 1, "GH-CUP": 2})
+    await receive(db, "WH-TEST", "GH-TEA", 1)
+    await receive(db, "WH-TEST", "GH-CUP", 3)
+    created = await client.post(
+        "/api/v1/orders",
+        json=order_body(lines=[{"sku": "GIFT-H", "quantity": 2, "unit_price": "99.00"}]),
+        headers=auth(keys["ops"]),
+    )
+    assert created.status_code == 201, created.text
+    order = created.json()
+    assert order["reservations"] == []
+    assert [h["type"] for h in order["holds"]] == ["stock_shortage"]
+    # When the missing components arrive and ops resolve the hold
+    await receive(db, "WH-TEST", "GH-TEA", 1)
+    await receive(db, "WH-TEST", "GH-CUP", 1)
+    resolved = await client.post(
+        f"/api/v1/exceptions/{order['holds'][0]['id']}/resolve",
+        json={"resolution": "stock received"},
+        headers=auth(keys["ops"]),
+    )
+    # Then the bundle line holds exactly its components' units
+    assert resolved.status_code == 200, resolved.text
+    shown = (
+        await client.get(f"/api/v1/orders/{order['order_no']}", headers=auth(keys["ops"]))
+    ).json()
+    assert sorted(
+        (r["line_no"], r["sku"], r["quantity"], r["state"]) for r in shown["reservations"]
+    ) == [
+        (1, "GH-CUP", 4, "held"),
+        (1, "GH-TEA", 2, "held"),
+    ]

@@ -405,9 +405,10 @@ def _expand_with(
     return out
 
 
-async def _expand(session: AsyncSession, lines: list[LineDemand]) -> list[LineDemand]:
-    """`_expand_with` after one read of the bundles among the lines' codes. Expanding twice
-    changes nothing: a component is never a bundle."""
+async def expand_lines(session: AsyncSession, lines: list[LineDemand]) -> list[LineDemand]:
+    """Lines with each bundle line replaced by one line per component (same line id and
+    number), after one read of the bundles among the lines' codes. Expanding twice changes
+    nothing: a component is never a bundle."""
     bom = await catalog_service.components_of(session, {ln.sku for ln in lines})
     return _expand_with(lines, bom)
 
@@ -476,7 +477,7 @@ async def reserve_for_order(
     Raises InsufficientStock when the stock is not there; the caller's transaction then rolls
     back, so nothing stays reserved. Bundle lines reserve their components.
     """
-    lines = await _expand(session, lines)
+    lines = await expand_lines(session, lines)
     demand = _demand(lines)
     strategy = _strategy()
     for _attempt in range(RACE_RETRIES):
@@ -818,7 +819,7 @@ async def commit_order(
     await repository.move_reservations(
         session, order_id, ("held",), "committed", clock.now(), clear_expiry=True
     )
-    lines = await _expand(session, lines)
+    lines = await expand_lines(session, lines)
     have: dict[tuple[int, str], int] = defaultdict(int)
     for reservation, _ in await repository.reservations_of(session, order_id):
         if reservation.state in ("committed", "consumed"):
