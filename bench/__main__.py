@@ -75,6 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--buckets", type=int, default=16, help="stock rows per hot SKU (1-64)")
     parser.add_argument(
+        "--bundle-share",
+        type=float,
+        default=0.0,
+        help="share of orders (0-1) that buy a gift box of the same SKUs (a bundle) instead",
+    )
+    parser.add_argument(
         "--direct-concurrency", type=int, default=50, help="asyncpg pool size and tasks"
     )
     parser.add_argument(
@@ -105,6 +111,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--clients must be at least 50")
     if args.runs < 1 or args.duration <= 0 or args.warmup < 0 or args.rate <= 0:
         parser.error("--runs, --duration and --rate must be positive")
+    if not 0 <= args.bundle_share <= 1:
+        parser.error("--bundle-share must be between 0 and 1")
     if not 1 <= args.buckets <= 64:
         parser.error("--buckets must be between 1 and 64")
     for item in args.server_env:
@@ -146,6 +154,7 @@ def run_load(
         "duration": args.duration,
         "warmup": args.warmup,
         "rate": args.rate,
+        "bundle_share": args.bundle_share,
         "run_id": f"bench-{secrets.token_hex(4)}",
         "server_pid": server.pid,
         "pg_database": server.db.pg_name,

@@ -91,6 +91,7 @@ def write_xlsx(path: Path, n: int) -> int:
 
 
 async def _prepare(url: str) -> None:
+    from ordertally.catalog import service as catalog_service
     from ordertally.channels import service
     from ordertally.channels.schemas import AccountCreate
     from ordertally.core.db import Database
@@ -111,6 +112,9 @@ async def _prepare(url: str) -> None:
                 "cost_factor": 1.0,
                 "active": True,
             },
+        )
+        await catalog_service.add_skus(
+            session, [{"code": c, "name": c, "name_en": c} for c in SKUS], "bench"
         )
         for sku in SKUS:
             await inventory_service.record_movement(

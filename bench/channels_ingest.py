@@ -32,6 +32,7 @@ def _env(url: str | None) -> str:
 async def _run(url: str, n: int, chunk: int, profile: bool) -> None:
     from sqlalchemy import func, select
 
+    from ordertally.catalog import service as catalog_service
     from ordertally.channels import service
     from ordertally.channels.canonical import (
         CanonicalAddress,
@@ -61,6 +62,9 @@ async def _run(url: str, n: int, chunk: int, profile: bool) -> None:
                 "cost_factor": 1.0,
                 "active": True,
             },
+        )
+        await catalog_service.add_skus(
+            session, [{"code": c, "name": c, "name_en": c} for c in skus], "bench"
         )
         for sku in skus:
             await inventory_service.record_movement(

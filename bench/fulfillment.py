@@ -31,6 +31,7 @@ SKU = "FUL-BENCH-1"
 
 
 async def _paid_orders(db: Any, count: int) -> None:
+    from ordertally.catalog import service as catalog_service
     from ordertally.core.settings import get_settings
     from ordertally.events.dispatcher import drain
     from ordertally.inventory import service as inventory_service
@@ -53,6 +54,9 @@ async def _paid_orders(db: Any, count: int) -> None:
                 "cost_factor": 1.0,
                 "active": True,
             },
+        )
+        await catalog_service.add_skus(
+            session, [{"code": c, "name": c, "name_en": c} for c in [SKU]], "bench"
         )
         await inventory_service.record_movement(
             session,

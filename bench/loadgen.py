@@ -123,7 +123,10 @@ class Tally:
 class Requests:
     """Prepared request bytes: fixed head, a unique Idempotency-Key, a body that differs."""
 
-    def __init__(self, host: str, port: int, key: str, run_id: str) -> None:
+    def __init__(
+        self, host: str, port: int, key: str, run_id: str, bundle_share: float = 0.0
+    ) -> None:
+        self.bundle_share = bundle_share
         self.head = (
             f"POST {PATH} HTTP/1.1\r\nHost: {host}:{port}\r\n"
             f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
@@ -133,7 +136,7 @@ class Requests:
 
     def next(self) -> bytes:
         n = next(self.counter)
-        body = order_body(n)
+        body = order_body(n, self.bundle_share)
         return b"%s%d\r\nContent-Length: %d\r\n\r\n%s" % (self.head, n, len(body), body)
 
 
@@ -162,7 +165,9 @@ def _window(tally: Tally, start: float, cfg: dict[str, Any]) -> None:
 
 async def closed_loop(cfg: dict[str, Any], conns: list[Connection], tally: Tally) -> None:
     """Each connection sends its next order as soon as the previous one is answered."""
-    requests = Requests(cfg["host"], cfg["port"], cfg["key"], cfg["run_id"])
+    requests = Requests(
+        cfg["host"], cfg["port"], cfg["key"], cfg["run_id"], cfg.get("bundle_share", 0.0)
+    )
     _window(tally, time.perf_counter(), cfg)
 
     async def client(conn: Connection) -> None:
@@ -177,7 +182,9 @@ async def open_loop(cfg: dict[str, Any], conns: list[Connection], tally: Tally) 
     """Orders scheduled every 1/rate seconds, sent by whichever connection is free. Orders
     still unsent when the window closes (the server fell behind) are not sent; their wait so
     far counts as their latency (a lower bound)."""
-    requests = Requests(cfg["host"], cfg["port"], cfg["key"], cfg["run_id"])
+    requests = Requests(
+        cfg["host"], cfg["port"], cfg["key"], cfg["run_id"], cfg.get("bundle_share", 0.0)
+    )
     interval = 1.0 / cfg["rate"]
     start = time.perf_counter() + 0.05
     _window(tally, start, cfg)

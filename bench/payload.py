@@ -17,6 +17,14 @@ WAREHOUSE = {
     "longitude": 121.25,
     "priority": 1,
 }
+# A gift box of the same units as one plain order (`--bundle-share` of the orders buy it): it
+# reserves the same stock rows through the bundle's components.
+BUNDLE = "GIFT-BENCH"
+BUNDLE_PRICE = "149.70"
+CATALOG = {
+    "TEA-LJ-250": ("西湖龙井 250g", "Longjing tea 250 g"),
+    "CUP-CER-01": ("青瓷茶杯", "Celadon tea cup"),
+}
 # Units received per SKU: enough for every order a full `make bench` creates, several times over.
 STOCK_UNITS = 10_000_000
 
@@ -42,6 +50,9 @@ _TEMPLATE = orjson.dumps(
     }
 )
 _PARTS = _TEMPLATE.split(_PHONE.encode())
+_BUNDLE_DOC = orjson.loads(_TEMPLATE)
+_BUNDLE_DOC["lines"] = [{"sku": BUNDLE, "quantity": 1, "unit_price": BUNDLE_PRICE}]
+_BUNDLE_PARTS = orjson.dumps(_BUNDLE_DOC).split(_PHONE.encode())
 
 
 def phone(n: int) -> str:
@@ -49,6 +60,8 @@ def phone(n: int) -> str:
     return f"138{n % 100_000_000:08d}"
 
 
-def order_body(n: int) -> bytes:
-    """The JSON body of request number `n` (its phone numbers differ from its neighbours')."""
-    return phone(n).encode().join(_PARTS)
+def order_body(n: int, bundle_share: float = 0.0) -> bytes:
+    """The JSON body of request number `n` (its phone numbers differ from its neighbours');
+    a `bundle_share` of the requests (spread evenly) buy the gift box instead of its parts."""
+    bundle = bundle_share > 0 and (n * 61 % 100) < bundle_share * 100
+    return phone(n).encode().join(_BUNDLE_PARTS if bundle else _PARTS)

@@ -126,6 +126,7 @@ async def wait_http(port: int, seconds: float = 30) -> None:
 
 
 async def seed_stock(db: Any) -> None:
+    from ordertally.catalog import service as catalog_service
     from ordertally.inventory import service as inventory_service
 
     async with db.transaction() as session:
@@ -142,6 +143,9 @@ async def seed_stock(db: Any) -> None:
                 "cost_factor": 1.0,
                 "active": True,
             },
+        )
+        await catalog_service.add_skus(
+            session, [{"code": c, "name": c, "name_en": c} for c in [SKU]], "bench"
         )
         await inventory_service.record_movement(
             session,

@@ -246,6 +246,25 @@ class Server:
         steps: list[tuple[str, str, dict[str, Any]]] = [
             ("POST", "/api/v1/warehouses", payload.WAREHOUSE)
         ]
+        for sku, (name, name_en) in payload.CATALOG.items():
+            steps.append(
+                ("POST", "/api/v1/catalog/skus", {"code": sku, "name": name, "name_en": name_en})
+            )
+        steps.append(
+            (
+                "POST",
+                "/api/v1/catalog/skus",
+                {
+                    "code": payload.BUNDLE,
+                    "name": "龙井茶具礼盒",
+                    "name_en": "Longjing gift box",
+                    "components": [
+                        {"sku": sku, "quantity": quantity}
+                        for sku, (quantity, _) in payload.LINES.items()
+                    ],
+                },
+            )
+        )
         for sku in payload.LINES:
             steps.append(
                 ("PUT", f"/api/v1/stock/{sku}/settings", {"warehouse": "SH01", "buckets": buckets})
@@ -266,4 +285,6 @@ class Server:
         for method, path, body in steps:
             status, answer = self.request(method, path, body)
             if status not in (200, 201):
-                raise RuntimeError(f"seeding {method} {path} answered {status}: {answer}")
+                raise RuntimeError(
+                    f"seeding {method} {path} answered {status}: {answer}\n{self.log_tail()}"
+                )

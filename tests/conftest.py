@@ -109,12 +109,40 @@ async def empty_tables(db: Database) -> None:
 TEST_WAREHOUSE = "WH-TEST"
 # SKUs the order factories use, stocked generously so tests about orders need not think of stock.
 TEST_SKUS = ("TEA-LJ-250", "CUP-CER-01", "A")
+# Every other code the tests order or receive: the catalogue knows them (unknown codes are
+# refused), none is stocked. Codes a test needs unknown (PLATFORM-ONLY-9, NOT-OURS-…) are not here.
+TEST_CATALOG = (
+    *TEST_SKUS,
+    *("B", "C", "D", "K", "S", "X", "Y", "Z", "H", "P", "Q", "T", "U", "V", "W"),
+    *("TEA-X", "TEA-LJ", "CUP-X", "TB-1", "TB-2", "TB-10", "TB-11", "TB-12", "TB-20", "TB-21"),
+    *("EV-1", "RARE-1", "R-1", "R-2", "PDD-LJ-1", "NOBODY-STOCKS", "NEVER-STOCKED", "B-ONLY"),
+    *("SKU-1", "SKU-2", "HOLD-K1", "A-1", "B-1", "X-1", "SKU", "TEA", "ONE", "SOLO", "SPLIT"),
+    *("EXP", "HOT", "RACE", "NOWHERE", "K1", "K2", "K3", "K4", "K5", "K6", "K7", "K8"),
+)
+
+
+async def seed_catalog(db: Database, codes: tuple[str, ...] = TEST_CATALOG) -> None:
+    """Catalogue rows for the test codes, named after them (zh and en)."""
+    from ordertally.catalog import service as catalog_service
+
+    async with db.transaction() as session:
+        known = await catalog_service.known_codes(session, codes)
+        await catalog_service.add_skus(
+            session,
+            [
+                {"code": c, "name": f"测试商品 {c}", "name_en": f"Test item {c}"}
+                for c in dict.fromkeys(codes)
+                if c not in known
+            ],
+            "conftest",
+        )
 
 
 async def seed_stock(db: Database) -> None:
-    """One warehouse holding plenty of the factory SKUs."""
+    """One warehouse holding plenty of the factory SKUs (and the test catalogue)."""
     from ordertally.inventory import service as inventory_service
 
+    await seed_catalog(db)
     async with db.transaction() as session:
         await inventory_service.create_warehouse(
             session,

@@ -115,10 +115,42 @@ async def add_warehouse(
         )
 
 
+async def add_skus(db: Database, *codes: str) -> None:
+    """Catalogue rows for these codes (named after them) unless they exist."""
+    from ordertally.catalog import service as catalog_service
+
+    async with db.transaction() as session:
+        known = await catalog_service.known_codes(session, codes)
+        await catalog_service.add_skus(
+            session,
+            [
+                {"code": c, "name": f"测试商品 {c}", "name_en": f"Test item {c}"}
+                for c in dict.fromkeys(codes)
+                if c not in known
+            ],
+            "factories",
+        )
+
+
+async def add_bundle(db: Database, code: str, components: dict[str, int], **values: Any) -> None:
+    """A bundle of catalogue SKUs (created first when unknown)."""
+    from ordertally.catalog import service as catalog_service
+
+    await add_skus(db, *components)
+    async with db.transaction() as session:
+        await catalog_service.create_sku(
+            session,
+            {"code": code, "name": f"礼盒 {code}", "name_en": f"Gift box {code}", **values},
+            "factories",
+            [{"sku": c, "quantity": q} for c, q in components.items()],
+        )
+
+
 async def receive(db: Database, warehouse: str, sku: str, quantity: int) -> None:
-    """A receipt of stock."""
+    """A receipt of stock (of a catalogue SKU, created first when unknown)."""
     from ordertally.inventory import service as inventory_service
 
+    await add_skus(db, sku)
     async with db.transaction() as session:
         await inventory_service.record_movement(
             session,

@@ -422,13 +422,21 @@ def paysim_serve(
 
 
 def _register_domain_commands() -> None:
+    from ordertally.catalog import cli as catalog_cli
     from ordertally.channels import cli as channels_cli
     from ordertally.customers import cli as customers_cli
     from ordertally.fulfillment import cli as fulfillment_cli
     from ordertally.notify import cli as notify_cli
     from ordertally.orders import cli as orders_cli
 
-    for module in (fulfillment_cli, notify_cli, channels_cli, customers_cli, orders_cli):
+    for module in (
+        fulfillment_cli,
+        notify_cli,
+        channels_cli,
+        customers_cli,
+        orders_cli,
+        catalog_cli,
+    ):
         module.register(app)
 
 

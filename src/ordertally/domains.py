@@ -13,6 +13,7 @@ from typing import Protocol
 from fastapi import FastAPI
 
 from ordertally.analytics import wiring as analytics
+from ordertally.catalog import wiring as catalog
 from ordertally.channels import wiring as channels
 from ordertally.core.settings import Settings
 from ordertally.customers import wiring as customers
@@ -45,6 +46,7 @@ DOMAINS: tuple[Wiring, ...] = (
     notify,
     analytics,
     web,
+    catalog,
 )
 
 

@@ -343,8 +343,12 @@ async def test_the_tracking_page_shows_the_timeline_and_its_qr_code_decodes_to_i
     assert html.index("已签收") < html.index("快件已揽收")
     assert "李*" in html and "13987654321" not in html and "世纪大道" not in html
     assert 'name="viewport"' in html
+    # and the items by the names the order lines kept, not by their codes
+    assert "测试商品 TEA-LJ-250 × " in html
+    assert html.count("TEA-LJ-250 × ") == html.count("测试商品 TEA-LJ-250 × ")
     english = await client.get(path, headers={"Accept-Language": "en-US,en;q=0.8"})
     assert "Track your order" in english.text and "Delivered" in english.text
+    assert "Test item TEA-LJ-250 × " in english.text
 
     # And its QR code (PNG and SVG) decodes back to the page's own link
     png = await client.get(path + "/qr.png")

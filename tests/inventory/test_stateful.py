@@ -28,7 +28,7 @@ from ordertally.inventory.models import Reservation, Stock, StockMovement
 from ordertally.orders import creation, transitions
 from ordertally.orders import errors as order_errors
 from ordertally.orders.state_machine import Actor, ActorKind
-from tests.conftest import empty_tables
+from tests.conftest import empty_tables, seed_catalog
 from tests.factories import DRIVERS, order_for
 
 SKUS = ("P", "Q")
@@ -52,6 +52,7 @@ class InventoryMachine(RuleBasedStateMachine):
     def setup(self) -> None:
         async def go() -> None:
             await empty_tables(self.db)
+            await seed_catalog(self.db, SKUS)
             async with self.db.transaction() as session:
                 for code, province in WAREHOUSES:
                     await inventory_service.create_warehouse(

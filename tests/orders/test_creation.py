@@ -10,6 +10,7 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
+from ordertally.catalog.service import LineFacts
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
@@ -25,6 +26,13 @@ pytestmark = pytest.mark.anyio
 
 API = Actor(ActorKind.API, "tester")
 SYNC = Actor(ActorKind.CHANNEL_SYNC, "channel:shop")
+
+
+# The catalogue as build_order sees it (create_order/create_many read it with catalog_facts).
+FACTS = {
+    code: LineFacts(f"名称 {code}", f"Name {code}", "", None, True)
+    for code in ("A", "B", "TEA-LJ-250", "CUP-CER-01")
+}
 
 
 def _spec(skus: list[tuple[str, int]], **changes: object) -> creation.OrderSpec:
@@ -45,7 +53,7 @@ def test_build_order_spreads_the_order_discount_over_the_lines_net_of_their_own(
         initial=Event.IMPORT_PAID,
     )
     # When it is built
-    built = creation.build_order(spec, get_settings(), clock.now())
+    built = creation.build_order(spec, get_settings(), clock.now(), FACTS)
     # Then the order discount is split 1800:600 by largest remainder, on top of line discounts
     assert [(ln["discount_minor"], ln["total_minor"]) for ln in built.lines] == [
         (200 + 525, 2000 - 725),
@@ -72,7 +80,7 @@ def test_build_order_refuses_a_discount_above_the_net_subtotal() -> None:
         discount_minor=601,
     )
     with pytest.raises(InvalidOrder) as refused:
-        creation.build_order(spec, get_settings(), clock.now())
+        creation.build_order(spec, get_settings(), clock.now(), FACTS)
     assert refused.value.detail == "discount exceeds the order's subtotal"
 
 
@@ -81,7 +89,7 @@ def test_an_api_order_keeps_its_duplicate_fingerprint() -> None:
     cmd = order_for([("TEA-LJ-250", 2), ("CUP-CER-01", 1)])
     spec = creation.spec_of(cmd, API, check_fingerprint=True)
     # When it is built
-    built = creation.build_order(spec, get_settings(), clock.now())
+    built = creation.build_order(spec, get_settings(), clock.now(), FACTS)
     # Then its fingerprint is the one the API always computed (request's price strings)
     expected = hashlib.sha256(
         orjson.dumps(

@@ -41,6 +41,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "customers.manage": frozenset({"admin", "ops"}),
     "users.manage": frozenset({"admin"}),
     "fx.manage": frozenset({"admin", "finance"}),
+    "catalog.read": frozenset(ROLES),
+    "catalog.manage": frozenset({"admin", "ops"}),
 }
 
 

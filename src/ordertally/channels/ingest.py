@@ -403,6 +403,7 @@ def _spec(
         shipping_minor=order.shipping_minor,
         tax_minor=order.tax_minor,
         fee_minor=order.fee_minor,
+        known_skus_only=False,  # unknown codes are held as sku_unmapped, never refused
     )
 
 

@@ -197,8 +197,10 @@ async def _page(db: Database, token: str) -> tracking.PageData:
         ids = [s.id for s in shipments]
         lines = await service.lines_by_shipment(session, ids)
         events = await service.timelines(session, ids)
-        if not shipments:
-            order_lines = await orders_queries.lines_of(session, order.id)
+        order_lines = await orders_queries.lines_of(session, order.id)
+    names = {
+        ln.sku: (ln.sku_name, ln.sku_name_en or ln.sku_name) for ln in order_lines if ln.sku_name
+    }
     parcels = [
         tracking.PageParcel(
             company=s.company,
@@ -231,6 +233,7 @@ async def _page(db: Database, token: str) -> tracking.PageData:
         parcels=parcels,
         url=tracking.url_for(order.order_no),
         qr_path=f"/t/{token}/qr.svg",
+        names=names,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
 from zoneinfo import ZoneInfo
@@ -179,6 +179,9 @@ class PageData:
     parcels: list[PageParcel]
     url: str
     qr_path: str  # same-origin path of the QR image (the page's CSP allows only 'self')
+    # code -> (Chinese name, English name) from the order lines' snapshot; codes without
+    # one are shown as they are
+    names: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def pick_lang(query_lang: str | None, accept_language: str | None) -> str:
@@ -203,7 +206,10 @@ def render(page: PageData, lang: str) -> str:
         company = (
             COMPANY_NAMES.get(parcel.company, parcel.company) if lang == "zh" else parcel.company
         )
-        items = "、".join(f"{e(sku)} × {qty}" for sku, qty in parcel.items)
+        items = "、".join(
+            f"{e(page.names[sku][0 if lang == 'zh' else 1] if sku in page.names else sku)} × {qty}"
+            for sku, qty in parcel.items
+        )
         if parcel.events:
             steps = "".join(
                 f'<li class="{"now" if i == 0 else ""}"><time>{_local(ev.at)}</time>'

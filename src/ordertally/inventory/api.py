@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.auth.api import require
 from ordertally.auth.service import Principal
+from ordertally.catalog import service as catalog_service
 from ordertally.core.http import database, json_response
 from ordertally.idempotency import service as idempotency_service
 from ordertally.idempotency.http import run_idempotent
@@ -131,6 +132,18 @@ async def stock_of(
     async with database(request).transaction(write=False) as session:
         view = await service.stock_view(session, sku)
     return json_response(view)
+
+
+@router.get("/catalog/skus/{code}/availability", summary="Available to sell of a SKU or a bundle")
+async def availability_of(
+    request: Request, code: str, _: Annotated[Principal, Depends(require("catalog.read"))]
+) -> Response:
+    """A SKU's available units; a bundle's is the minimum over its components of
+    floor(available / units per bundle), with each component's figures."""
+    async with database(request).transaction(write=False) as session:
+        await catalog_service.get_sku(session, code)
+        doc = (await service.availability(session, [code]))[code]
+    return json_response(doc)
 
 
 @router.put("/stock/{sku}/settings", summary="Safety stock and buckets of a SKU in a warehouse")

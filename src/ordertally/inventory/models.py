@@ -1,5 +1,6 @@
-"""Warehouses, SKUs, stock rows (optionally spread over buckets), the movement ledger and
-reservations. Database CHECKs make overselling and negative reservations impossible."""
+"""Warehouses, stock rows of the catalogue's SKUs (optionally spread over buckets), the
+movement ledger and reservations. Database CHECKs make overselling and negative
+reservations impossible."""
 
 from __future__ import annotations
 
@@ -41,16 +42,6 @@ class Warehouse(Base):
     active: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
-
-
-class Sku(Base):
-    __tablename__ = "sku"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    code: Mapped[str] = mapped_column(String(64), unique=True)
-    name: Mapped[str] = mapped_column(String(200))
-    name_en: Mapped[str] = mapped_column(String(200))
-    active: Mapped[bool] = mapped_column(Boolean)
 
 
 class Stock(Base):

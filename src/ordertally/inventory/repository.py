@@ -12,7 +12,6 @@ from ordertally.core.db import table_of
 from ordertally.inventory.models import (
     Allocation,
     Reservation,
-    Sku,
     Stock,
     StockMovement,
     Warehouse,
@@ -81,11 +80,6 @@ async def warehouses(session: AsyncSession, *, active_only: bool = False) -> lis
     return list((await session.scalars(stmt)).all())
 
 
-async def add_skus(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Insert SKUs."""
-    await session.execute(insert(Sku), rows)
-
-
 async def count_warehouses(session: AsyncSession) -> int:
     """How many warehouses exist."""
     return int(await session.scalar(select(func.count()).select_from(Warehouse)) or 0)
@@ -114,16 +108,6 @@ async def candidate_buckets(session: AsyncSession, skus: list[str]) -> list[Any]
     """Every bucket of the SKUs in active warehouses, with its warehouse's routing attributes:
     one query for the whole routing decision."""
     return list((await session.execute(_CANDIDATE_BUCKETS, {"skus": skus})).all())
-
-
-async def known_skus(session: AsyncSession, codes: list[str]) -> set[str]:
-    """Which of these SKU codes the catalogue or a stock row knows (500 codes per query)."""
-    found: set[str] = set()
-    for start in range(0, len(codes), 500):
-        part = codes[start : start + 500]
-        found.update(await session.scalars(select(Sku.code).where(Sku.code.in_(part))))
-        found.update(await session.scalars(select(Stock.sku).where(Stock.sku.in_(part)).distinct()))
-    return found
 
 
 async def bucket_availability(
@@ -206,6 +190,17 @@ async def stock_of_sku(
     return [(w, int(o), int(r), int(s), int(b)) for w, o, r, s, b in rows.all()]
 
 
+async def available_totals(session: AsyncSession, skus: list[str]) -> dict[str, int]:
+    """Available to sell per SKU over the active warehouses (sku -> units)."""
+    rows = await session.execute(
+        select(Stock.sku, func.sum(AVAILABLE))
+        .join(Warehouse, Warehouse.id == Stock.warehouse_id)
+        .where(Stock.sku.in_(skus), Warehouse.active.is_(True))
+        .group_by(Stock.sku)
+    )
+    return {str(sku): int(units or 0) for sku, units in rows.all()}
+
+
 # --- movements ---------------------------------------------------------------------------------
 
 
@@ -267,17 +262,24 @@ async def commit_held_many(session: AsyncSession, order_ids: list[int], at: date
     )
 
 
-async def committed_per_line(session: AsyncSession, order_ids: list[int]) -> dict[int, int]:
-    """Units committed or consumed per order line, for many orders (order_line_id -> units)."""
+async def committed_per_line(
+    session: AsyncSession, order_ids: list[int]
+) -> dict[tuple[int, str], int]:
+    """Units committed or consumed per order line and SKU (a bundle line reserves several
+    components), for many orders ((order_line_id, sku) -> units)."""
     rows = await session.execute(
-        select(Reservation.order_line_id, func.sum(Reservation.quantity))
+        select(Reservation.order_line_id, Reservation.sku, func.sum(Reservation.quantity))
         .where(
             Reservation.order_id.in_(order_ids),
             Reservation.state.in_(("committed", "consumed")),
         )
-        .group_by(Reservation.order_line_id)
+        .group_by(Reservation.order_line_id, Reservation.sku)
     )
-    return {int(line_id): int(units) for line_id, units in rows.all() if line_id is not None}
+    return {
+        (int(line_id), str(sku)): int(units)
+        for line_id, sku, units in rows.all()
+        if line_id is not None
+    }
 
 
 async def expired_held(

@@ -3,6 +3,10 @@ commit on payment, release on close, consumption on shipment, the expiry sweep, 
 
 Stock is only ever reserved by a conditional UPDATE (`available >= qty`), in ascending
 (warehouse, SKU) order, so concurrent orders can neither oversell nor deadlock.
+
+A bundle (组合装) has no stock of its own: every entry point expands demand for a bundle into
+its components (catalog's bill of materials) before planning, so a bundle line's reservations,
+shipments and releases are rows of its components, taken in the same order as any other.
 """
 
 from __future__ import annotations
@@ -10,13 +14,14 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ordertally.catalog import service as catalog_service
 from ordertally.core import clock
 from ordertally.core.db import dialect_of
 from ordertally.core.settings import get_settings
@@ -97,8 +102,8 @@ async def add_catalogue(
     """Create warehouses and SKUs (demo and setup scripts)."""
     for values in warehouses:
         await create_warehouse(session, values)
-    if skus:
-        await repository.add_skus(session, skus)
+    for values in skus:
+        await catalog_service.create_sku(session, values, "setup")
 
 
 async def has_warehouses(session: AsyncSession) -> bool:
@@ -145,8 +150,10 @@ async def record_movement(
     reason: str,
     actor: str,
 ) -> dict[str, Any]:
-    """Receipt (+units), adjustment (±units) or count (the counted total) with its ledger row."""
+    """Receipt (+units), adjustment (±units) or count (the counted total) with its ledger row.
+    The code must be a catalogue SKU that is not a bundle (UnknownSku / InvalidBundle)."""
     warehouse = await get_warehouse(session, warehouse_code)
+    await catalog_service.require_stockable(session, sku)
     rows = await _ensure_rows(session, warehouse.id, sku)
     on_hand = sum(r.on_hand for r in rows)
     if kind == "receipt":
@@ -222,6 +229,7 @@ async def configure_stock(
     Buckets are rebalanced: free units are spread evenly, reserved units stay where they are.
     """
     warehouse = await get_warehouse(session, warehouse_code)
+    await catalog_service.require_stockable(session, sku)
     rows = await _ensure_rows(session, warehouse.id, sku)
     if buckets is not None and buckets > len(rows):
         await repository.add_stock_rows(
@@ -254,8 +262,34 @@ async def configure_stock(
             await repository.set_safety(session, row.id, part)
 
 
+async def availability(session: AsyncSession, codes: list[str]) -> dict[str, dict[str, Any]]:
+    """Available to sell per code over the active warehouses; a bundle's is the minimum over
+    its components of floor(available / units per bundle), with the components listed."""
+    bom = await catalog_service.components_of(session, codes)
+    stocked = sorted({c for code in codes for c, _ in bom.get(code, [(code, 1)])})
+    totals = await repository.available_totals(session, stocked) if stocked else {}
+    out: dict[str, dict[str, Any]] = {}
+    for code in codes:
+        if code in bom:
+            units, parts = catalog_service.bundle_availability(bom[code], totals)
+            out[code] = {"sku": code, "bundle": True, "available": units, "components": parts}
+        else:
+            out[code] = {"sku": code, "bundle": False, "available": totals.get(code, 0)}
+    return out
+
+
 async def stock_view(session: AsyncSession, sku: str) -> dict[str, Any]:
-    """Per warehouse and in total: on hand, reserved, safety stock, available to sell."""
+    """Per warehouse and in total: on hand, reserved, safety stock, available to sell (for a
+    bundle: what its components allow, per `availability`)."""
+    bom = await catalog_service.components_of(session, [sku])
+    if sku in bom:
+        bundle = (await availability(session, [sku]))[sku]
+        return {
+            "sku": sku,
+            "warehouses": [],
+            "total": {"available": bundle["available"]},
+            "bundle": {"components": bundle["components"]},
+        }
     per = []
     totals = {"on_hand": 0, "reserved": 0, "safety_stock": 0, "available": 0}
     for warehouse, on_hand, reserved, safety, buckets in await repository.stock_of_sku(
@@ -344,11 +378,39 @@ async def simulate(
     session: AsyncSession, ship_province: str, demand: dict[str, int]
 ) -> routing.Plan:
     """Answer "where would this order ship from" without reserving anything."""
+    demand = catalog_service.expand(demand, await catalog_service.components_of(session, demand))
     snapshot = await _snapshot(session, demand, ship_province)
     return routing.plan(demand, snapshot.candidates, _strategy(), ship_province)
 
 
 # --- the reservation lifecycle -----------------------------------------------------------------
+
+
+def _expand_with(
+    lines: list[LineDemand], bom: dict[str, list[tuple[str, int]]]
+) -> list[LineDemand]:
+    """Lines with each bundle line replaced by one line per component (same line id)."""
+    if not bom:
+        return lines
+    out: list[LineDemand] = []
+    for line in lines:
+        parts = bom.get(line.sku)
+        if parts is None:
+            out.append(line)
+        else:
+            out.extend(
+                LineDemand(line.line_id, line.line_no, component, line.quantity * per)
+                for component, per in parts
+            )
+    return out
+
+
+async def expand_lines(session: AsyncSession, lines: list[LineDemand]) -> list[LineDemand]:
+    """Lines with each bundle line replaced by one line per component (same line id and
+    number), after one read of the bundles among the lines' codes. Expanding twice changes
+    nothing: a component is never a bundle."""
+    bom = await catalog_service.components_of(session, {ln.sku for ln in lines})
+    return _expand_with(lines, bom)
 
 
 def _demand(lines: list[LineDemand]) -> dict[str, int]:
@@ -413,8 +475,9 @@ async def reserve_for_order(
     """Reserve every line of an order, all or nothing, and record why each warehouse.
 
     Raises InsufficientStock when the stock is not there; the caller's transaction then rolls
-    back, so nothing stays reserved.
+    back, so nothing stays reserved. Bundle lines reserve their components.
     """
+    lines = await expand_lines(session, lines)
     demand = _demand(lines)
     strategy = _strategy()
     for _attempt in range(RACE_RETRIES):
@@ -533,6 +596,8 @@ class BulkPlan:
     totals: dict[int, int]
     codes: dict[int, str]
     strategy: list[str]
+    # bundle code -> [(component, units per bundle)] of the bundles among the batch's codes
+    bom: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
 
 async def plan_bulk(session: AsyncSession, demands: list[BulkDemand]) -> BulkPlan:
@@ -540,6 +605,9 @@ async def plan_bulk(session: AsyncSession, demands: list[BulkDemand]) -> BulkPla
     orders before it left. Each (warehouse, SKU) is filled from a random bucket onwards, so two
     batches running at once mostly update different rows of a hot SKU."""
     strategy = _strategy()
+    bom = await catalog_service.components_of(session, {sku for d in demands for sku in d.demand})
+    if bom:
+        demands = [BulkDemand(catalog_service.expand(d.demand, bom), d.province) for d in demands]
     skus = sorted({sku for d in demands for sku in d.demand})
     buckets: dict[tuple[int, str], list[list[int]]] = defaultdict(list)
     attributes: dict[int, Any] = {}
@@ -561,7 +629,7 @@ async def plan_bulk(session: AsyncSession, demands: list[BulkDemand]) -> BulkPla
         return distances[key]
 
     bulk = BulkPlan(
-        [], [], {}, defaultdict(int), {w: r.code for w, r in attributes.items()}, strategy
+        [], [], {}, defaultdict(int), {w: r.code for w, r in attributes.items()}, strategy, bom
     )
     for index, d in enumerate(demands):
         candidates = []
@@ -620,7 +688,9 @@ def bulk_rows(
     """Order `index`'s reservation rows (in `Reserved`, for its view) and its allocation row."""
     pieces = bulk.pieces[index]
     assert pieces is not None, "no stock was planned for this order"
-    rows = _reservation_rows(order_id, lines, pieces, expires_at, committed, now)
+    rows = _reservation_rows(
+        order_id, _expand_with(lines, bulk.bom), pieces, expires_at, committed, now
+    )
     plan = bulk.plans[index]
     allocation = {
         "order_id": order_id,
@@ -736,10 +806,8 @@ async def _reserve_one_by_one(
 
 
 async def known_skus(session: AsyncSession, candidates: set[str]) -> set[str]:
-    """Which of these SKU codes the catalogue or a stock row knows."""
-    if not candidates:
-        return set()
-    return await repository.known_skus(session, sorted(candidates))
+    """Which of these SKU codes the catalogue knows (every stocked code has a catalogue row)."""
+    return await catalog_service.known_codes(session, candidates)
 
 
 async def commit_order(
@@ -751,14 +819,15 @@ async def commit_order(
     await repository.move_reservations(
         session, order_id, ("held",), "committed", clock.now(), clear_expiry=True
     )
-    have: dict[int, int] = defaultdict(int)
+    lines = await expand_lines(session, lines)
+    have: dict[tuple[int, str], int] = defaultdict(int)
     for reservation, _ in await repository.reservations_of(session, order_id):
         if reservation.state in ("committed", "consumed"):
-            have[reservation.order_line_id] += reservation.quantity
+            have[(reservation.order_line_id, reservation.sku)] += reservation.quantity
     missing = [
-        LineDemand(ln.line_id, ln.line_no, ln.sku, ln.quantity - have[ln.line_id])
+        LineDemand(ln.line_id, ln.line_no, ln.sku, ln.quantity - have[(ln.line_id, ln.sku)])
         for ln in lines
-        if ln.quantity > have[ln.line_id]
+        if ln.quantity > have[(ln.line_id, ln.sku)]
     ]
     if not missing:
         return {}
@@ -788,13 +857,18 @@ async def commit_orders(
     order_ids = sorted(demands)
     await repository.commit_held_many(session, order_ids, clock.now())
     have = await repository.committed_per_line(session, order_ids)
+    bom = await catalog_service.components_of(
+        session, {ln.sku for lines, _ in demands.values() for ln in lines}
+    )
     short: dict[int, dict[str, int]] = {}
     for order_id in order_ids:
         lines, province = demands[order_id]
         missing = [
-            LineDemand(ln.line_id, ln.line_no, ln.sku, ln.quantity - have.get(ln.line_id, 0))
-            for ln in lines
-            if ln.quantity > have.get(ln.line_id, 0)
+            LineDemand(
+                ln.line_id, ln.line_no, ln.sku, ln.quantity - have.get((ln.line_id, ln.sku), 0)
+            )
+            for ln in _expand_with(lines, bom)
+            if ln.quantity > have.get((ln.line_id, ln.sku), 0)
         ]
         if not missing:
             continue

@@ -8,6 +8,7 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.auth import service as auth_service
+from ordertally.catalog import service as catalog_service
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.fulfillment import service as fulfillment_service
@@ -60,6 +61,74 @@ SKUS = [
     ("GIFT-BOX-M", "中秋礼盒", "Mid-autumn gift box", "288.00"),
     ("HONEY-500", "土蜂蜜 500g", "Wild honey 500 g", "88.00"),
 ]
+# The product master behind SKUS: categories (a tree), specs, barcodes, weights, brands; the
+# gift box is a bundle (组合装) of one tea and two cups, with no stock of its own.
+CATEGORIES = [
+    ("tea", "茶叶", "Tea", None),
+    ("tea-green", "绿茶", "Green tea", "tea"),
+    ("tea-dark", "黑茶", "Dark tea", "tea"),
+    ("teaware", "茶具", "Teaware", None),
+    ("food", "食品", "Food", None),
+    ("gift", "礼盒", "Gift sets", None),
+]
+PRODUCTS = {
+    "TEA-LJ-250": {
+        "spec": {"净含量": "250g", "等级": "明前特级"},
+        "spec_text": "250g / 明前特级",
+        "barcode": "6903123450018",
+        "unit": "罐",
+        "weight_g": 300,
+        "category": "tea-green",
+        "brand": "狮峰",
+        "cost_minor": 9800,
+        "min_price_minor": 14800,
+    },
+    "TEA-PE-357": {
+        "spec": {"净含量": "357g", "年份": "2019"},
+        "spec_text": "357g / 2019年",
+        "barcode": "6903123450025",
+        "unit": "饼",
+        "weight_g": 380,
+        "category": "tea-dark",
+        "brand": "勐海",
+        "cost_minor": 12000,
+        "min_price_minor": 19900,
+    },
+    "CUP-CER-01": {
+        "spec": {"颜色": "青色", "容量": "80ml"},
+        "spec_text": "青色 / 80ml",
+        "barcode": "6903123450032",
+        "unit": "只",
+        "weight_g": 120,
+        "category": "teaware",
+        "brand": "龙泉",
+        "cost_minor": 1500,
+        "min_price_minor": 2990,
+    },
+    "POT-YX-300": {
+        "spec": {"泥料": "紫泥", "容量": "300ml"},
+        "spec_text": "紫泥 / 300ml",
+        "barcode": "6903123450049",
+        "unit": "把",
+        "weight_g": 450,
+        "category": "teaware",
+        "brand": "宜兴",
+        "cost_minor": 22000,
+        "min_price_minor": 39900,
+    },
+    "HONEY-500": {
+        "spec": {"净含量": "500g"},
+        "spec_text": "500g",
+        "barcode": "6903123450056",
+        "unit": "瓶",
+        "weight_g": 650,
+        "category": "food",
+        "brand": "秦岭",
+        "cost_minor": 4000,
+        "min_price_minor": 6800,
+    },
+}
+BUNDLES = {"GIFT-BOX-M": [("TEA-LJ-250", 1), ("CUP-CER-01", 2)]}
 CHANNELS = ["douyin", "jd", "pinduoduo", "taobao", "wechat_mini", "shopify", "amazon"]
 NAMES = ["张伟", "王芳", "李娜", "刘洋", "陈静", "杨磊", "赵敏", "黄涛", "周杰", "吴婷"]
 PLACES = [
@@ -117,12 +186,27 @@ async def load(db: Database, orders: int = 200, seed: int = 7) -> str:
     rng = random.Random(seed)
     async with db.transaction() as session:
         await inventory_service.add_catalogue(
-            session,
-            [{**w, "active": True} for w in WAREHOUSES],
-            [{"code": c, "name": n, "name_en": e, "active": True} for c, n, e, _ in SKUS],
+            session, [{**w, "active": True} for w in WAREHOUSES], []
         )
+        for code, name, name_en, parent in CATEGORIES:
+            await catalog_service.create_category(
+                session, {"code": code, "name": name, "name_en": name_en, "parent": parent}
+            )
+        for code, name, name_en, _ in SKUS:
+            values = {"code": code, "name": name, "name_en": name_en, "currency": "CNY"}
+            if code in BUNDLES:
+                await catalog_service.create_sku(
+                    session,
+                    {**values, "category": "gift", "unit": "盒", "spec_text": "龙井×1 + 茶杯×2"},
+                    "demo",
+                    [{"sku": c, "quantity": q} for c, q in BUNDLES[code]],
+                )
+            else:
+                await catalog_service.create_sku(session, {**values, **PRODUCTS[code]}, "demo")
         for warehouse, units in RECEIPTS.items():
             for code, *_ in SKUS:
+                if code in BUNDLES:
+                    continue
                 await inventory_service.record_movement(
                     session,
                     warehouse_code=warehouse,

@@ -90,6 +90,10 @@ def order_doc(snapshot: OrderSnapshot) -> dict[str, Any]:
         {
             "line_no": line.line_no,
             "sku": line.sku,
+            "name": line.sku_name,
+            "name_en": line.sku_name_en,
+            "spec": line.sku_spec,
+            "barcode": line.sku_barcode,
             "quantity": line.quantity,
             "unit_price": format_minor(line.unit_price_minor, cur),
             "discount": format_minor(line.discount_minor, cur),

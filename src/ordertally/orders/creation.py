@@ -9,7 +9,7 @@ Services receive a session and never commit; the caller's boundary does.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -19,6 +19,8 @@ import orjson
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ordertally.catalog import service as catalog_service
+from ordertally.catalog.errors import InactiveSku, UnknownSku
 from ordertally.core import clock, ids, money, phones
 from ordertally.core.crypto import PiiCipher, get_cipher
 from ordertally.core.errors import OrdertallyError
@@ -105,6 +107,8 @@ class OrderSpec:
     shipping_minor: int = 0
     tax_minor: int = 0  # tax charged on top of the prices (prices that include it: 0)
     fee_minor: int = 0  # platform fees the buyer paid (e.g. a cash-on-delivery fee)
+    # Refuse codes the catalogue does not sell (channel ingest holds them as sku_unmapped).
+    known_skus_only: bool = True
 
 
 @dataclass(slots=True)
@@ -142,18 +146,40 @@ def _price_key(line: LineSpec) -> str | int:
     return line.unit_price_minor if line.price_key is None else line.price_key
 
 
+async def catalog_facts(
+    session: AsyncSession, specs: Iterable[OrderSpec]
+) -> dict[str, catalog_service.LineFacts]:
+    """The catalogue facts of every code of these specs: one read for a whole batch."""
+    return await catalog_service.line_facts(
+        session, {line.sku for spec in specs for line in spec.lines}
+    )
+
+
+def _check_codes(spec: OrderSpec, catalog: Mapping[str, catalog_service.LineFacts]) -> None:
+    unknown = sorted({ln.sku for ln in spec.lines if ln.sku not in catalog})
+    if unknown:
+        raise UnknownSku(f"unknown SKU code {', '.join(unknown)}", skus=unknown)
+    inactive = sorted({ln.sku for ln in spec.lines if not catalog[ln.sku].active})
+    if inactive:
+        raise InactiveSku(f"SKU {', '.join(inactive)} is no longer sold", skus=inactive)
+
+
 def build_order(
     spec: OrderSpec,
     settings: Settings,
     now: datetime,
+    catalog: Mapping[str, catalog_service.LineFacts],
     rates: Mapping[str, Decimal] | None = None,
 ) -> BuiltOrder:
     """The rows of a new order: amounts (the order's discount spread over its lines by largest
-    remainder), exchange rate, status, deadline and duplicate fingerprint. Pure; raises the
-    order's validation errors."""
+    remainder), exchange rate, status, deadline, duplicate fingerprint and each line's snapshot
+    of its SKU (from `catalog`, see `catalog_facts`). Pure; raises the order's validation
+    errors, an unknown or inactive code among them unless `known_skus_only` is off."""
     target, creators = CREATION[spec.initial]
     if spec.actor.kind not in creators:
         raise ActorNotAllowed(f"{spec.actor.kind} may not {spec.initial} orders")
+    if spec.known_skus_only:
+        _check_codes(spec, catalog)
     currency = money.check_currency(spec.currency)
     rate = fx_rate(settings, currency, rates)
     gross = [line.unit_price_minor * line.quantity for line in spec.lines]
@@ -230,10 +256,22 @@ def build_order(
             "unit_price_minor": line.unit_price_minor,
             "discount_minor": line_discounts[n - 1],
             "total_minor": gross[n - 1] - line_discounts[n - 1],
+            **_snapshot_of(catalog.get(line.sku)),
         }
         for n, line in enumerate(spec.lines, start=1)
     ]
     return BuiltOrder(target, values, lines)
+
+
+def _snapshot_of(facts: catalog_service.LineFacts | None) -> dict[str, Any]:
+    if facts is None:
+        return {"sku_name": None, "sku_name_en": None, "sku_spec": None, "sku_barcode": None}
+    return {
+        "sku_name": facts.name,
+        "sku_name_en": facts.name_en,
+        "sku_spec": facts.spec,
+        "sku_barcode": facts.barcode,
+    }
 
 
 def spec_of(
@@ -374,7 +412,7 @@ async def create_order(
         settings=settings,
         rates=rates,
     )
-    built = build_order(spec, settings, now, rates)
+    built = build_order(spec, settings, now, await catalog_facts(session, [spec]), rates)
     values = built.values
     fingerprint = values["fingerprint"]
 
@@ -534,11 +572,12 @@ async def create_many(
     rates = await fx.rates_at(session, settings, now)
     outcomes: list[Created | OrdertallyError | None] = [None] * len(specs)
     built: list[BuiltOrder | None] = []
+    catalog = await catalog_facts(session, specs)
     for index, spec in enumerate(specs):
         if not defer_unusual and (spec.check_fingerprint or not spec.hold_on_shortage):
             raise ValueError("ingest mode creates every order: no fingerprints, shortages hold")
         try:
-            built.append(build_order(spec, settings, now, rates))
+            built.append(build_order(spec, settings, now, catalog, rates))
         except OrdertallyError as exc:
             built.append(None)  # group commit: create_order raises it in its own transaction
             if not defer_unusual:

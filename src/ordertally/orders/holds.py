@@ -73,19 +73,21 @@ async def _hold_missing(
     by_no = {line.line_id: line.line_no for line in lines}
     view = await inventory_service.order_view(session, order.id, by_no)
     now = clock.now()
-    have: dict[int, int] = defaultdict(int)
+    # A bundle line is held as its components: compare per (line, component).
+    lines = await inventory_service.expand_lines(session, lines)
+    have: dict[tuple[int, str], int] = defaultdict(int)
     for r in view["reservations"]:
         expires = r["expires_at"]
         if r["state"] in ("committed", "consumed") or (
             r["state"] == "held" and (expires is None or clock.as_utc(expires) > now)
         ):
-            have[r["line_no"]] += r["quantity"]
+            have[(r["line_no"], r["sku"])] += r["quantity"]
     missing = [
         inventory_service.LineDemand(
-            line.line_id, line.line_no, line.sku, line.quantity - have[line.line_no]
+            line.line_id, line.line_no, line.sku, line.quantity - have[(line.line_no, line.sku)]
         )
         for line in lines
-        if line.quantity > have[line.line_no]
+        if line.quantity > have[(line.line_no, line.sku)]
     ]
     if not missing:
         return {}

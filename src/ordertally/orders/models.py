@@ -96,6 +96,11 @@ class OrderLine(Base):
     unit_price_minor: Mapped[int] = mapped_column(BigId)
     discount_minor: Mapped[int] = mapped_column(BigId)
     total_minor: Mapped[int] = mapped_column(BigId)
+    # What the catalogue said of the SKU when the order was placed (later edits leave it).
+    sku_name: Mapped[str | None] = mapped_column(String(200), nullable=True, default=None)
+    sku_name_en: Mapped[str | None] = mapped_column(String(200), nullable=True, default=None)
+    sku_spec: Mapped[str | None] = mapped_column(String(200), nullable=True, default=None)
+    sku_barcode: Mapped[str | None] = mapped_column(String(14), nullable=True, default=None)
 
 
 class OrderEvent(Base):

@@ -77,6 +77,10 @@ class ResolveIn(Strict):
 class LineOut(BaseModel):
     line_no: int
     sku: str
+    name: str | None
+    name_en: str | None
+    spec: str | None
+    barcode: str | None
     quantity: int
     unit_price: str
     discount: str

@@ -1,8 +1,8 @@
 """sales_order: shipping, tax and fee parts of the total, and the total in the base currency;
 fx_rate: exchange rates with effective dates; channel_webhook: the case of a held webhook
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-04 20:45:00
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 import ordertally.core.db
 from ordertally.core import money
 
-revision: str = "0010"
-down_revision: str | None = "0009"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
