@@ -16,7 +16,7 @@ from ordertally.core import phones
         ("+6591234567", "****4567", "4567"),  # Singapore, 8 digits
         ("+14155550100", "******0100", "0100"),  # US, 10 digits
         ("+861012345678", "******5678", "5678"),  # Beijing landline, 10 national digits
-        ("+35312345", "****45", "45"),  # 6 national digits: three at most, here two
+        ("+35312345", "***45", "45"),  # 5 national digits: two shown
         ("+4930123456789", "301****6789", "6789"),  # 12 digits keep the 3 + 4 form
     ],
 )
