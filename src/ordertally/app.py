@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ordertally import __version__
 from ordertally.auth.service import Authenticator
+from ordertally.core import edge
 from ordertally.core.db import Database, create_database
 from ordertally.core.errors import OrdertallyError, PayloadTooLarge, problem
 from ordertally.core.settings import Settings, get_settings
@@ -172,6 +174,45 @@ async def warm_up(db: Database, settings: Settings) -> None:
     gc.freeze()
 
 
+DOCS_ASSETS = "/docs-assets"
+
+
+def add_local_docs(app: FastAPI) -> None:
+    """Swagger UI and ReDoc with their assets served by this process (no CDN: works offline).
+
+    The assets are the pinned `fastapi-offline` package's copies of swagger-ui-dist and ReDoc.
+    """
+    import fastapi_offline
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title="ordertally API",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title="ordertally API",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+
+
 def create_app(
     settings: Settings | None = None, *, db: Database | None = None, embedded_worker: bool = False
 ) -> FastAPI:
@@ -203,7 +244,15 @@ def create_app(
         version=__version__,
         summary="Every order accounted for / 每一笔订单都对得上",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    docs_enabled = settings.docs_enabled
+    if docs_enabled is None:
+        docs_enabled = settings.is_sqlite
+    if docs_enabled:
+        add_local_docs(app)
+    app.state.metrics_token = settings.metrics_token
     if db is not None:  # tests that skip the lifespan still get a working app
         app.state.db = db
         app.state.authenticator = Authenticator(db, settings.api_key_cache_seconds)
@@ -247,6 +296,21 @@ def create_app(
     app.include_router(health.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(metrics.LatencyMiddleware)
+    if settings.request_deadline_seconds > 0:
+        app.add_middleware(
+            edge.RequestDeadlineMiddleware,
+            seconds=settings.request_deadline_seconds,
+            retry_after=settings.request_deadline_retry_after_seconds,
+        )
+    if settings.rate_limit_enabled:
+        app.add_middleware(
+            edge.RateLimitMiddleware,
+            per_key=settings.rate_limit_per_key,
+            per_ip=settings.rate_limit_per_ip,
+            auth_failures=settings.rate_limit_auth_failures,
+            storage=edge.limit_storage(settings.redis_url),
+        )
+    app.add_middleware(edge.SecurityHeadersMiddleware)
     app.callback_body_limit = settings.max_body_bytes
     return app
 

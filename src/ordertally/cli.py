@@ -62,7 +62,8 @@ def serve(
     console.print(f"ordertally on {base}  ·  API docs {base}/docs  ·  metrics {base}/metrics")
     key_file = settings.data_dir / "demo-api-key.txt"
     if key_file.exists():
-        console.print(f"demo API key (admin): {key_file.read_text().strip()}")
+        # The key was printed once, when `demo` created it; say where it is, not what it is.
+        console.print(f"demo API key (admin) kept in {key_file}")
     if workers > 1:
         # Counters from several processes are merged through a shared directory, wiped first.
         metrics_dir = Path(tempfile.gettempdir()) / f"ordertally-metrics-{port}"
@@ -145,6 +146,7 @@ def demo(
     key_file.write_text(key + "\n")
     key_file.chmod(0o600)
     console.print(f"demo data loaded: {orders} orders; admin API key saved to {key_file}")
+    console.print(f"demo API key (admin), shown this once: {key}")
 
 
 @apikey_app.command("create")

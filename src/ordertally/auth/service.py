@@ -13,6 +13,7 @@ from ordertally.auth import repository
 from ordertally.auth.models import ROLES
 from ordertally.core import clock
 from ordertally.core.db import Database
+from ordertally.core.edge import bearer_token
 from ordertally.core.errors import Forbidden, InvalidRequest, Unauthenticated
 
 PERMISSIONS: dict[str, frozenset[str]] = {
@@ -93,9 +94,10 @@ class Authenticator:
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The principal behind an `Authorization: Bearer` header, or Unauthenticated."""
-        if not authorization or not authorization.startswith("Bearer "):
+        token = bearer_token(authorization)
+        if token is None:
             raise Unauthenticated("send Authorization: Bearer <api key>")
-        key_hash = hash_key(authorization[7:].strip())
+        key_hash = hash_key(token)
         hit = self._cache.get(key_hash)
         mono = time.monotonic()
         if hit is not None and hit[0] > mono:
