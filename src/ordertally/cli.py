@@ -54,6 +54,7 @@ def serve(
     import uvicorn
 
     from ordertally.app import create_app
+    from ordertally.core.server import PROTOCOL
 
     settings = get_settings()
     host = host or settings.host
@@ -76,6 +77,7 @@ def serve(
             host=host,
             port=port,
             workers=workers,
+            http=PROTOCOL,
             access_log=False,
             log_level="warning",
         )
@@ -84,6 +86,7 @@ def serve(
         create_app(settings, embedded_worker=not no_worker),
         host=host,
         port=port,
+        http=PROTOCOL,
         access_log=False,
         log_level="info",
     )
