@@ -11,7 +11,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -156,6 +156,10 @@ def demo(
 def apikey_create(
     name: Annotated[str, typer.Option(help="Who or what uses the key")],
     role: Annotated[str, typer.Option(help="admin | ops | cs | finance | warehouse")],
+    warehouse: Annotated[
+        list[str] | None,
+        typer.Option("--warehouse", help="Limit the key to this warehouse code (repeatable)"),
+    ] = None,
 ) -> None:
     """Create an API key; it is printed once, as the last line, and stored hashed."""
     from ordertally.auth import service as auth_service
@@ -164,7 +168,7 @@ def apikey_create(
         db = create_database()
         try:
             async with db.transaction() as session:
-                return await auth_service.create_api_key(session, name, role)
+                return await auth_service.create_api_key(session, name, role, warehouse)
         finally:
             await db.dispose()
 
@@ -175,6 +179,48 @@ def apikey_create(
         raise typer.Exit(2) from exc
     typer.echo(f"created API key {key_id} ({name}, role {role}); it will not be shown again:")
     typer.echo(raw)
+
+
+@apikey_app.command("list")
+def apikey_list() -> None:
+    """List API keys: id, name, role, prefix, warehouses, created, revoked."""
+    from ordertally.auth import service as auth_service
+
+    async def main() -> list[dict[str, Any]]:
+        db = create_database()
+        try:
+            async with db.transaction(write=False) as session:
+                return await auth_service.list_api_keys(session)
+        finally:
+            await db.dispose()
+
+    for key in asyncio.run(main()):
+        scope = ",".join(key["warehouses"] or []) or "-"
+        state = f"revoked {key['revoked_at']}" if key["revoked_at"] else "active"
+        typer.echo(
+            f"{key['id']}\t{key['name']}\t{key['role']}\t{key['key_prefix']}…\t{scope}\t{state}"
+        )
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (see list)")]) -> None:
+    """Revoke an API key; every process refuses it from its next request."""
+    from ordertally.auth import service as auth_service
+
+    async def main() -> dict[str, Any]:
+        db = create_database()
+        try:
+            async with db.transaction() as session:
+                return await auth_service.revoke_api_key(session, key_id)
+        finally:
+            await db.dispose()
+
+    try:
+        key = asyncio.run(main())
+    except Exception as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"revoked API key {key['id']} ({key['name']}) at {key['revoked_at']}")
 
 
 @app.command()

@@ -13,6 +13,7 @@ from typing import Protocol
 from fastapi import FastAPI
 
 from ordertally.analytics import wiring as analytics
+from ordertally.auth import wiring as auth
 from ordertally.channels import wiring as channels
 from ordertally.core.settings import Settings
 from ordertally.customers import wiring as customers
@@ -43,6 +44,7 @@ DOMAINS: tuple[Wiring, ...] = (
     customers,
     notify,
     analytics,
+    auth,
 )
 
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.auth import repository
-from ordertally.auth.models import ROLES
+from ordertally.auth.models import ROLES, ApiKey
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.edge import bearer_token
-from ordertally.core.errors import Forbidden, InvalidRequest, Unauthenticated
+from ordertally.core.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
 
 PERMISSIONS: dict[str, frozenset[str]] = {
     "orders.read": frozenset(ROLES),
@@ -40,6 +42,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "channels.import": frozenset({"admin", "ops"}),
     "customers.read": frozenset({"admin", "ops", "cs"}),
     "customers.manage": frozenset({"admin", "ops"}),
+    "auth.manage": frozenset({"admin"}),
 }
 
 
@@ -48,6 +51,12 @@ class Principal:
     key_id: int
     name: str
     role: str
+    # Warehouse codes the caller is limited to; None = not scoped.
+    warehouses: tuple[str, ...] | None = None
+
+    def may_act_for(self, warehouse_code: str | None) -> bool:
+        """Whether a warehouse-scoped caller may see or act on this warehouse's work."""
+        return self.warehouses is None or warehouse_code in self.warehouses
 
     @property
     def scope(self) -> str:
@@ -60,7 +69,9 @@ def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-async def create_api_key(session: AsyncSession, name: str, role: str) -> tuple[int, str]:
+async def create_api_key(
+    session: AsyncSession, name: str, role: str, warehouses: list[str] | None = None
+) -> tuple[int, str]:
     """Create a key; returns (id, the raw key), which is never stored or shown again."""
     if role not in ROLES:
         raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", field="role")
@@ -73,9 +84,39 @@ async def create_api_key(session: AsyncSession, name: str, role: str) -> tuple[i
             "key_prefix": raw[:10],
             "key_hash": hash_key(raw),
             "created_at": clock.now(),
+            "warehouses": sorted(set(warehouses)) if warehouses else None,
         },
     )
     return key_id, raw
+
+
+def key_doc(key: ApiKey) -> dict[str, Any]:
+    """What listing a key shows (never its hash)."""
+    return {
+        "id": key.id,
+        "name": key.name,
+        "role": key.role,
+        "key_prefix": key.key_prefix,
+        "warehouses": key.warehouses,
+        "created_at": key.created_at.isoformat(),
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+    }
+
+
+async def list_api_keys(session: AsyncSession) -> list[dict[str, Any]]:
+    """Every key, revoked ones included."""
+    return [key_doc(k) for k in await repository.all_keys(session)]
+
+
+async def revoke_api_key(session: AsyncSession, key_id: int) -> dict[str, Any]:
+    """Revoke a key at once on every process (the auth revision moves); idempotent."""
+    if await repository.revoke(session, key_id, clock.now()):
+        await repository.bump_revision(session)
+    key = await repository.by_id(session, key_id)
+    if key is None:
+        raise NotFound(f"no API key {key_id}")
+    await session.refresh(key)
+    return key_doc(key)
 
 
 def check_permission(principal: Principal, permission: str) -> None:
@@ -85,12 +126,36 @@ def check_permission(principal: Principal, permission: str) -> None:
 
 
 class Authenticator:
-    """Resolves bearer keys, caching hits briefly so a hot path does not query every time."""
+    """Resolves bearer keys, caching hits briefly so a hot path does not query every time.
+
+    A cached key is trusted only at the auth revision it was cached under: a request that
+    would use the cache first learns the current revision from a read that started after the
+    request arrived (concurrent requests share one such read), so a revocation committed
+    before a request is sent is seen by that request, on every process.
+    """
 
     def __init__(self, db: Database, cache_seconds: float) -> None:
         self._db = db
         self._ttl = cache_seconds
-        self._cache: dict[str, tuple[float, Principal]] = {}
+        # key hash -> (expiry, principal, the revision read before the key was looked up)
+        self._cache: dict[str, tuple[float, Principal, int]] = {}
+        self._revision_read: tuple[float, asyncio.Future[int]] | None = None
+
+    async def _current_revision(self, arrived: float) -> int:
+        inflight = self._revision_read
+        if inflight is not None and inflight[0] >= arrived and not inflight[1].done():
+            return await asyncio.shield(inflight[1])
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._revision_read = (time.monotonic(), future)
+        try:
+            async with self._db.transaction(write=False) as session:
+                value = await repository.revision(session)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: joiners re-raise it, nobody else needs to
+            raise
+        future.set_result(value)
+        return value
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The principal behind an `Authorization: Bearer` header, or Unauthenticated."""
@@ -98,18 +163,22 @@ class Authenticator:
         if token is None:
             raise Unauthenticated("send Authorization: Bearer <api key>")
         key_hash = hash_key(token)
-        hit = self._cache.get(key_hash)
         mono = time.monotonic()
-        if hit is not None and hit[0] > mono:
-            return hit[1]
+        revision = 0
+        if self._ttl > 0:
+            revision = await self._current_revision(mono)
+            hit = self._cache.get(key_hash)
+            if hit is not None and hit[0] > mono and hit[2] == revision:
+                return hit[1]
         async with self._db.transaction(write=False) as session:
             row = await repository.by_hash(session, key_hash)
         if row is None:
             self._cache.pop(key_hash, None)
             raise Unauthenticated("unknown or revoked API key")
-        principal = Principal(row.id, row.name, row.role)
+        scope = tuple(row.warehouses) if row.warehouses else None
+        principal = Principal(row.id, row.name, row.role, scope)
         if self._ttl > 0:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[key_hash] = (mono + self._ttl, principal)
+            self._cache[key_hash] = (mono + self._ttl, principal, revision)
         return principal

@@ -190,7 +190,9 @@ class RequestDeadlineMiddleware:
 
     The request runs in its own task so the 503 goes out on time even when the work is stuck
     in a place that does not yield to cancellation at once (SQLite's busy wait runs in a
-    thread); the task is cancelled, so its transaction rolls back, and a late answer is dropped.
+    thread). The task is cancelled and a late answer is dropped, but a write already handed to
+    the database may still commit once the lock frees: a 503 means "outcome unknown", and a
+    retry with the same Idempotency-Key returns the one result.
     """
 
     def __init__(self, app: ASGIApp, *, seconds: float, retry_after: int) -> None:

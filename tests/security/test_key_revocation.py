@@ -1,0 +1,125 @@
+"""Finding: keys could not be listed or revoked, and a revoked key kept working for up to 30 s
+(each process's key cache)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ordertally.core.db import Database
+from tests.factories import auth
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_admin_lists_and_revokes_keys_and_others_may_not(
+    client: httpx.AsyncClient, keys: dict[str, str], db: Database
+) -> None:
+    # Given one key per role
+    listing = await client.get("/api/v1/auth/keys", headers=auth(keys["admin"]))
+    by_name = {k["name"]: k for k in listing.json()["items"]}
+    ops_id = by_name["ops-tester"]["id"]
+    # When ops tries to list and revoke, then admin revokes ops' key
+    ops_list = await client.get("/api/v1/auth/keys", headers=auth(keys["ops"]))
+    ops_revoke = await client.post(f"/api/v1/auth/keys/{ops_id}/revoke", headers=auth(keys["ops"]))
+    before = await client.get("/api/v1/orders", headers=auth(keys["ops"]))
+    revoked = await client.post(f"/api/v1/auth/keys/{ops_id}/revoke", headers=auth(keys["admin"]))
+    after = await client.get("/api/v1/orders", headers=auth(keys["ops"]))
+    unknown = await client.post("/api/v1/auth/keys/999999/revoke", headers=auth(keys["admin"]))
+    # Then only admin manages keys, no hash is shown, and the revoked key is refused at once
+    assert listing.status_code == 200 and len(by_name) == 5
+    assert all("key_hash" not in k and k["revoked_at"] is None for k in by_name.values())
+    assert (ops_list.status_code, ops_revoke.status_code, before.status_code) == (403, 403, 200)
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+    assert after.status_code == 401
+    assert unknown.status_code == 404
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def two_servers(tmp_path: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
+    """Two `ordertally serve` processes on one SQLite file, key caches at the default 30 s."""
+    from ordertally.ops.migrations import upgrade
+
+    url = f"sqlite+aiosqlite:///{tmp_path / f'two-{uuid.uuid4().hex[:6]}.db'}"
+    upgrade(url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERTALLY_")}
+    env |= {
+        "ORDERTALLY_DATABASE_URL": url,
+        "ORDERTALLY_DATA_DIR": str(tmp_path),
+        "ORDERTALLY_PII_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "ORDERTALLY_API_KEY_CACHE_SECONDS": "30",
+    }
+    raw: dict[str, str] = {}
+    for role in ("admin", "ops"):
+        out = subprocess.run(
+            [sys.executable, "-m", "ordertally", "apikey", "create"]
+            + ["--name", role, "--role", role],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        raw[role] = out.stdout.strip().splitlines()[-1]
+    ports = [_port(), _port()]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "ordertally", "serve", "--port", str(p), "--no-worker"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for p in ports
+    ]
+    try:
+        for p in ports:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{p}/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}", raw
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=15)
+
+
+def test_a_key_revoked_through_one_process_is_refused_by_the_other_at_once(
+    two_servers: tuple[str, str, dict[str, str]],
+) -> None:
+    a, b, raw = two_servers
+    # Given the ops key cached by process B (30 s cache)
+    assert httpx.get(f"{b}/api/v1/orders", headers=auth(raw["ops"])).status_code == 200
+    assert httpx.get(f"{b}/api/v1/orders", headers=auth(raw["ops"])).status_code == 200
+    keys = httpx.get(f"{a}/api/v1/auth/keys", headers=auth(raw["admin"])).json()["items"]
+    ops_id = next(k["id"] for k in keys if k["role"] == "ops")
+    # When admin revokes it through process A
+    revoked = httpx.post(f"{a}/api/v1/auth/keys/{ops_id}/revoke", headers=auth(raw["admin"]))
+    # Then the very next request through B is refused, and through A too
+    assert revoked.status_code == 200
+    assert httpx.get(f"{b}/api/v1/orders", headers=auth(raw["ops"])).status_code == 401
+    assert httpx.get(f"{a}/api/v1/orders", headers=auth(raw["ops"])).status_code == 401
+    # and the admin key, cached as well, still works on both
+    assert httpx.get(f"{b}/api/v1/orders", headers=auth(raw["admin"])).status_code == 200
