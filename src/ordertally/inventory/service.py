@@ -857,3 +857,8 @@ async def order_view(
         allocation.strategy if allocation else None,
         allocation.explanation if allocation else None,
     )
+
+
+async def warehouses_of_order(session: AsyncSession, order_id: int) -> set[str]:
+    """The codes of the warehouses holding an order's reservations."""
+    return {code for _, code in await repository.reservations_of(session, order_id)}

@@ -51,3 +51,9 @@ class InvalidOrder(OrderError):
     status = 422
     code = "order.invalid"
     title = "The order is not valid"
+
+
+class ContactNotAllowed(OrderError):
+    status = 403
+    code = "order.contact_not_allowed"
+    title = "This caller may not see this order's contact"

@@ -28,6 +28,7 @@ from ordertally.inventory.errors import InsufficientStock
 from ordertally.orders import repository
 from ordertally.orders.errors import (
     ActorNotAllowed,
+    ContactNotAllowed,
     EvidenceRequired,
     IllegalTransition,
     InvalidOrder,
@@ -783,6 +784,13 @@ async def list_orders(
     )
 
 
+# Where a parcel is being prepared or travels: the only time a warehouse needs the recipient.
+LABEL_STATUSES = frozenset({Status.ALLOCATED, Status.FULFILLING, Status.SHIPPED})
+LABEL_FIELDS = frozenset(
+    {"name", "phone", "province", "city", "district", "line1", "postal_code", "country"}
+)
+
+
 async def reveal_contact(
     session: AsyncSession,
     order_no: str,
@@ -791,9 +799,25 @@ async def reveal_contact(
     role: str,
     reason: str,
     source_ip: str | None,
+    warehouses: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """Decrypt an order's personal data for someone allowed to see it, and log that they did."""
+    """Decrypt an order's personal data for someone allowed to see it, and log that they did.
+
+    The warehouse role and warehouse-scoped callers see it only once the order is allocated
+    (to one of their warehouses, when scoped), and only what a label needs.
+    """
     order = await get_order(session, order_no)
+    label_only = role == "warehouse" or warehouses is not None
+    if label_only:
+        if order.status not in LABEL_STATUSES:
+            raise ContactNotAllowed(
+                f"order {order_no} is {order.status}: its contact is shown to warehouses only "
+                "once it is allocated"
+            )
+        if warehouses is not None and not (
+            await inventory_service.warehouses_of_order(session, order.id)
+        ) & set(warehouses):
+            raise ContactNotAllowed(f"order {order_no} is not allocated to your warehouse")
     cipher = get_cipher()
     await repository.add_pii_access(
         session,
@@ -806,8 +830,15 @@ async def reveal_contact(
             "accessed_at": clock.now(),
         },
     )
+    address = orjson.loads(cipher.decrypt(order.shipping_address_enc, PII_ADDRESS))
+    if label_only:  # the recipient on the label, nothing about the buyer
+        return {
+            "customer_name": None,
+            "customer_phone": None,
+            "shipping_address": {k: v for k, v in address.items() if k in LABEL_FIELDS},
+        }
     return {
         "customer_name": cipher.decrypt(order.customer_name_enc, PII_NAME),
         "customer_phone": cipher.decrypt(order.customer_phone_enc, PII_PHONE),
-        "shipping_address": orjson.loads(cipher.decrypt(order.shipping_address_enc, PII_ADDRESS)),
+        "shipping_address": address,
     }
