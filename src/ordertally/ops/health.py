@@ -38,13 +38,13 @@ async def prometheus(request: Request) -> Response:
     if not metrics.scrape_allowed(
         getattr(request.app.state, "metrics_token", ""), request.headers.get("authorization")
     ):
-        body = problem(
+        refusal = problem(
             401,
             "auth.unauthenticated",
             "Missing or invalid metrics token",
             "send Authorization: Bearer <metrics token>",
         )
-        return Response(orjson.dumps(body), 401, media_type="application/problem+json")
+        return Response(orjson.dumps(refusal), 401, media_type="application/problem+json")
     await metrics.refresh_gauges(request.app.state.db)
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)
