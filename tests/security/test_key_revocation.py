@@ -21,6 +21,7 @@ from ordertally.core.db import Database
 from tests.factories import auth
 
 pytestmark = pytest.mark.anyio
+CLI = (sys.executable, "-m", "ordertally")
 
 
 async def test_admin_lists_and_revokes_keys_and_others_may_not(
@@ -69,8 +70,7 @@ def two_servers(tmp_path: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
     raw: dict[str, str] = {}
     for role in ("admin", "ops"):
         out = subprocess.run(
-            [sys.executable, "-m", "ordertally", "apikey", "create"]
-            + ["--name", role, "--role", role],
+            [*CLI, "apikey", "create", "--name", role, "--role", role],
             env=env,
             capture_output=True,
             text=True,
@@ -80,7 +80,7 @@ def two_servers(tmp_path: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
     ports = [_port(), _port()]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "ordertally", "serve", "--port", str(p), "--no-worker"],
+            [*CLI, "serve", "--port", str(p), "--no-worker"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
