@@ -42,17 +42,28 @@ def _problem_response(body: dict[str, Any], headers: dict[str, str] | None = Non
 class BodyLimitMiddleware:
     """Refuse request bodies over the limit with 413, by header or while streaming."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, per_route: dict[str, int] | None = None
+    ) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_max = max_bytes
+        self.per_route = sorted((per_route or {}).items(), key=lambda kv: -len(kv[0]))
+
+    def limit_for(self, path: str) -> int:
+        """The limit of the longest matching route prefix, else the default."""
+        for prefix, limit in self.per_route:
+            if path.startswith(prefix):
+                return limit
+        return self.default_max
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limit_for(scope["path"]) if self.per_route else self.default_max
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._refuse(scope, send)
+            if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
+                await self._refuse(scope, send, max_bytes)
                 return
         if any(name == b"content-length" for name, _ in scope["headers"]):
             await self.app(scope, receive, send)
@@ -67,8 +78,8 @@ class BodyLimitMiddleware:
                 return
             chunk = message.get("body", b"")
             seen += len(chunk)
-            if seen > self.max_bytes:
-                await self._refuse(scope, send)
+            if seen > max_bytes:
+                await self._refuse(scope, send, max_bytes)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -84,8 +95,8 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        body = PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes").to_problem(
+    async def _refuse(self, scope: Scope, send: Send, max_bytes: int) -> None:
+        body = PayloadTooLarge(f"request body exceeds {max_bytes} bytes").to_problem(
             scope.get("path")
         )
         response = _problem_response(body)
@@ -172,6 +183,18 @@ async def warm_up(db: Database, settings: Settings) -> None:
     # full passes, which otherwise pause every request for tens of milliseconds now and then.
     gc.collect()
     gc.freeze()
+
+
+def body_limits(settings: Settings) -> dict[str, int]:
+    """The one place that sets request-body limits per route (by path prefix); every other
+    route gets `max_body_bytes`. The routes re-check their own limit on what they read."""
+    from ordertally.fulfillment.api import MAX_LIST_BYTES, MAX_PUSH_BYTES
+
+    return {
+        "/api/v1/shipments/import": MAX_LIST_BYTES,
+        "/callbacks/carriers/": MAX_PUSH_BYTES,
+        "/callbacks/channels/": settings.channels_webhook_max_bytes,
+    }
 
 
 DOCS_ASSETS = "/docs-assets"
@@ -294,7 +317,9 @@ def create_app(
     # Every domain's routes, consumers, jobs and hooks, in the same order as the worker's.
     register_all(settings, app)
     app.include_router(health.router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, per_route=body_limits(settings)
+    )
     app.add_middleware(metrics.LatencyMiddleware)
     if settings.request_deadline_seconds > 0:
         app.add_middleware(

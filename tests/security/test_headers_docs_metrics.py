@@ -135,3 +135,32 @@ async def test_contact_reveal_is_still_logged(
     assert r.status_code == 200
     async with db.transaction(write=False) as session:
         assert await session.scalar(select(func.count()).select_from(PiiAccess)) == 1
+
+
+async def test_body_limits_are_set_per_route_in_one_place(
+    client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given a body of 1.5 MB (over the 1 MiB default, under the shipped list's 20 MB)
+    big = b"order_no,waybill_no\n" + b"OT0000000000000000,SF01\n" * 60_000
+    # When it is sent as a shipped list and as an order, and 21 MB as a shipped list
+    shipped_list = await client.post(
+        "/api/v1/shipments/import",
+        content=big,
+        headers=auth(keys["warehouse"], **{"Content-Type": "text/csv"}),
+    )
+    order = await client.post(
+        "/api/v1/orders",
+        content=big,
+        headers=auth(keys["ops"], **{"Content-Type": "application/json"}),
+    )
+    huge = await client.post(
+        "/api/v1/shipments/import",
+        content=b"x" * 21_000_000,
+        headers=auth(keys["warehouse"], **{"Content-Type": "text/csv"}),
+    )
+    # Then the list reaches its route (which reads and judges it), the order and the 21 MB list
+    # are 413
+    assert len(big) > 1_048_576
+    assert shipped_list.json()["code"] == "fulfillment.ship_list_invalid", shipped_list.text
+    assert (order.status_code, huge.status_code) == (413, 413)
+    assert huge.json()["detail"] == "request body exceeds 20000000 bytes"
