@@ -128,10 +128,12 @@ def check_permission(principal: Principal, permission: str) -> None:
 class Authenticator:
     """Resolves bearer keys, caching hits briefly so a hot path does not query every time.
 
-    A cached key is trusted only at the auth revision it was cached under: a request that
-    would use the cache first learns the current revision from a read that started after the
-    request arrived (concurrent requests share one such read), so a revocation committed
-    before a request is sent is seen by that request, on every process.
+    A cached key is trusted only at the auth revision it was cached under. A request that
+    would use the cache first learns the current revision from a read that *starts after the
+    request arrived*: at most one revision read is in flight, and every request arriving
+    meanwhile waits for the next one, which they share. So a revocation committed before a
+    request was sent is seen by that request, on every process, at the cost of about one tiny
+    indexed read per batch of concurrent requests.
     """
 
     def __init__(self, db: Database, cache_seconds: float) -> None:
@@ -139,23 +141,28 @@ class Authenticator:
         self._ttl = cache_seconds
         # key hash -> (expiry, principal, the revision read before the key was looked up)
         self._cache: dict[str, tuple[float, Principal, int]] = {}
-        self._revision_read: tuple[float, asyncio.Future[int]] | None = None
+        self._next_read: asyncio.Future[int] | None = None
+        self._reader: asyncio.Task[None] | None = None
 
-    async def _current_revision(self, arrived: float) -> int:
-        inflight = self._revision_read
-        if inflight is not None and inflight[0] >= arrived and not inflight[1].done():
-            return await asyncio.shield(inflight[1])
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._revision_read = (time.monotonic(), future)
-        try:
-            async with self._db.transaction(write=False) as session:
-                value = await repository.revision(session)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: joiners re-raise it, nobody else needs to
-            raise
-        future.set_result(value)
-        return value
+    async def _current_revision(self) -> int:
+        if self._next_read is None:
+            self._next_read = asyncio.get_running_loop().create_future()
+        future = self._next_read
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_revisions())
+        return await asyncio.shield(future)
+
+    async def _read_revisions(self) -> None:
+        while self._next_read is not None:
+            future, self._next_read = self._next_read, None
+            try:
+                async with self._db.transaction(write=False) as session:
+                    value = await repository.revision(session)
+            except Exception as exc:
+                future.set_exception(exc)
+                future.exception()  # retrieved here; each waiter re-raises it
+                continue
+            future.set_result(value)
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The principal behind an `Authorization: Bearer` header, or Unauthenticated."""
@@ -166,7 +173,7 @@ class Authenticator:
         mono = time.monotonic()
         revision = 0
         if self._ttl > 0:
-            revision = await self._current_revision(mono)
+            revision = await self._current_revision()
             hit = self._cache.get(key_hash)
             if hit is not None and hit[0] > mono and hit[2] == revision:
                 return hit[1]
