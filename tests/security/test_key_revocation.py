@@ -123,3 +123,41 @@ def test_a_key_revoked_through_one_process_is_refused_by_the_other_at_once(
     assert httpx.get(f"{a}/api/v1/orders", headers=auth(raw["ops"])).status_code == 401
     # and the admin key, cached as well, still works on both
     assert httpx.get(f"{b}/api/v1/orders", headers=auth(raw["admin"])).status_code == 200
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=120, env=os.environ.copy()
+    )
+
+
+async def test_the_cli_creates_scoped_keys_lists_and_revokes_them(
+    db: Database, backend: str
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("the service under the CLI is tested on both databases through the API")
+    from ordertally.auth.service import Authenticator
+    from ordertally.core.errors import Unauthenticated
+
+    # Given a key scoped to two warehouses, created on the command line
+    created = _cli(
+        "apikey", "create", "--name", "packer", "--role", "warehouse",
+        "--warehouse", "WH1", "--warehouse", "WH2",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    raw = created.stdout.strip().splitlines()[-1]
+    principal = await Authenticator(db, 0).authenticate(f"bearer {raw}")
+    assert principal.warehouses == ("WH1", "WH2")
+    # When it is listed, revoked, listed again, and an unknown key is revoked
+    listed = _cli("apikey", "list")
+    revoked = _cli("apikey", "revoke", str(principal.key_id))
+    relisted = _cli("apikey", "list")
+    unknown = _cli("apikey", "revoke", "999999")
+    # Then the list shows it with its scope (never the key), then revoked, and it stops working
+    assert listed.returncode == 0 and raw not in listed.stdout
+    assert f"{principal.key_id}\tpacker\twarehouse\t{raw[:10]}…\tWH1,WH2\tactive" in listed.stdout
+    assert revoked.returncode == 0 and "revoked API key" in revoked.stdout
+    assert "\tWH1,WH2\trevoked " in relisted.stdout
+    assert unknown.returncode == 2 and "no API key 999999" in unknown.stderr
+    with pytest.raises(Unauthenticated):
+        await Authenticator(db, 30).authenticate(f"Bearer {raw}")
