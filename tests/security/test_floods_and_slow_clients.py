@@ -93,9 +93,14 @@ async def test_callbacks_are_never_rate_limited(db: Database) -> None:
         answers = [
             (await c.post("/callbacks/wechatpay", content=b"{}")).status_code for _ in range(6)
         ]
+        carrier = [
+            (await c.post("/callbacks/carriers/kuaidi100", content=b"param=x")).status_code
+            for _ in range(4)
+        ]
         api = [(await c.get("/healthz")).status_code for _ in range(3)]
     # Then every notification gets the callback's own answer, never 429
     assert 429 not in answers and len(set(answers)) == 1
+    assert 429 not in carrier and len(set(carrier)) == 1
     assert api == [200, 200, 429]
 
 

@@ -1,9 +1,9 @@
 """The HTTP edge: rate limits, the request deadline and the headers every response carries.
 
-Pure ASGI middleware (no per-request task or body copy on the hot path). The payment callbacks
-are answered ahead of this stack (`app.CallbackRoutes`), so they are never rate-limited: a
-platform whose notification is refused retries later or gives up, and a lost payment is worse
-than a flood the signature check already absorbs.
+Pure ASGI middleware (no per-request task or body copy on the hot path). Callbacks
+(`/callbacks/...`: payments, answered ahead of this stack by `app.CallbackRoutes`, channels and
+carriers) are never rate-limited: a platform whose notification is refused retries later or
+gives up, and a lost payment is worse than a flood the signature check already absorbs.
 """
 
 from __future__ import annotations
@@ -118,8 +118,8 @@ class RateLimitMiddleware:
         self.limiter = FixedWindowRateLimiter(storage)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["path"].startswith("/callbacks/"):
+            await self.app(scope, receive, send)  # platforms' notifications: never limited
             return
         client = scope.get("client")
         ip = client[0] if client else "unknown"
