@@ -44,7 +44,7 @@ async def test_admin_lists_and_revokes_keys_and_others_may_not(
     assert (ops_list.status_code, ops_revoke.status_code, before.status_code) == (403, 403, 200)
     assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
     assert after.status_code == 401
-    assert unknown.status_code == 404
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "auth.key_not_found")
 
 
 def _port() -> int:

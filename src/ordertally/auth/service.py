@@ -12,11 +12,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.auth import repository
+from ordertally.auth.errors import ApiKeyNotFound
 from ordertally.auth.models import ROLES, ApiKey
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.edge import bearer_token
-from ordertally.core.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
+from ordertally.core.errors import Forbidden, InvalidRequest, Unauthenticated
 
 PERMISSIONS: dict[str, frozenset[str]] = {
     "orders.read": frozenset(ROLES),
@@ -114,7 +115,7 @@ async def revoke_api_key(session: AsyncSession, key_id: int) -> dict[str, Any]:
         await repository.bump_revision(session)
     key = await repository.by_id(session, key_id)
     if key is None:
-        raise NotFound(f"no API key {key_id}")
+        raise ApiKeyNotFound(f"no API key {key_id}")
     await session.refresh(key)
     return key_doc(key)
 
