@@ -227,9 +227,9 @@ class Settings(BaseSettings):
     # Limits in the `limits` notation ("100/second;5000/minute"); callbacks are never limited.
     rate_limit_enabled: bool = True
     # Requests per API key (keyed by a hash of the presented key, valid or not).
-    rate_limit_per_key: str = "300/second;12000/minute"
+    rate_limit_per_key: str = "1000/second;30000/minute"
     # Requests per client address (all keys together, and requests without a key).
-    rate_limit_per_ip: str = "600/second;24000/minute"
+    rate_limit_per_ip: str = "2000/second;60000/minute"
     # Failed authentications (401) per client address; past it every request of that address
     # is answered 429 until the window passes.
     rate_limit_auth_failures: str = "10/minute;50/hour"
