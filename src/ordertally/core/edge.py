@@ -215,15 +215,17 @@ class RequestDeadlineMiddleware:
             await send(message)
 
         task = asyncio.ensure_future(self.app(scope, receive, guarded_send))
-        done, _ = await asyncio.wait({task}, timeout=self.seconds)
-        if done:
-            task.result()
-            return
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.seconds)
+            if done or started:  # an answer already under way (a long stream) is left to finish
+                await task
+                return
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
         expired = True
         task.cancel()
         task.add_done_callback(_log_late_failure)
-        if started:  # a streamed answer already under way cannot become a 503
-            return
         body = problem(
             503,
             "request.deadline_exceeded",
