@@ -58,7 +58,7 @@ async def _send_problem(
 
 class SecurityHeadersMiddleware:
     """`X-Content-Type-Options: nosniff` on every response, `Cache-Control: no-store` on the
-    routes that carry personal data, and `WWW-Authenticate: Bearer` on every 401."""
+    routes that carry personal data, and `WWW-Authenticate: Bearer` on every 401 but callbacks'."""
 
     PERSONAL = ("/api/v1/customers", "/contact")
 
@@ -71,6 +71,7 @@ class SecurityHeadersMiddleware:
             return
         path: str = scope["path"]
         personal = path.startswith(self.PERSONAL[0]) or path.endswith(self.PERSONAL[1])
+        bearer = not path.startswith("/callbacks/")  # platforms sign; they send no bearer key
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -79,7 +80,7 @@ class SecurityHeadersMiddleware:
                 headers.append((b"x-content-type-options", b"nosniff"))
                 if personal and b"cache-control" not in names:
                     headers.append((b"cache-control", b"no-store"))
-                if message["status"] == 401 and b"www-authenticate" not in names:
+                if message["status"] == 401 and bearer and b"www-authenticate" not in names:
                     headers.append((b"www-authenticate", b'Bearer realm="ordertally"'))
                 message = {**message, "headers": headers}
             await send(message)
