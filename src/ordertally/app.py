@@ -188,7 +188,8 @@ async def warm_up(db: Database, settings: Settings) -> None:
 def body_limits(settings: Settings) -> dict[str, int]:
     """The one place that sets request-body limits per route (by path prefix); every other
     route gets `max_body_bytes`. The routes re-check their own limit on what they read."""
-    from ordertally.fulfillment.api import MAX_LIST_BYTES, MAX_PUSH_BYTES
+    from ordertally.fulfillment.api import MAX_LIST_BYTES
+    from ordertally.fulfillment.callbacks import MAX_PUSH_BYTES
 
     return {
         "/api/v1/shipments/import": MAX_LIST_BYTES,

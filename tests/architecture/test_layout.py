@@ -14,10 +14,6 @@ from ordertally import domains
 PACKAGE = Path(ordertally.__file__).parent
 ROOT = PACKAGE.parent.parent
 
-# Packages with tables whose repository comes with another branch of issue 13: emptied by the
-# lead when the branches merge. An entry that has its repository fails the test.
-PENDING_REPOSITORIES = frozenset({"channels", "fulfillment"})
-
 
 def _packages() -> list[str]:
     return sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
@@ -37,11 +33,8 @@ def test_every_package_with_tables_has_a_repository() -> None:
     # Given the packages that define tables / When their files are listed
     with_tables = [name for name in _packages() if _has_tables(name)]
     # Then each has a repository module or package, but those still pending
-    missing = [n for n in with_tables if not _has_repository(n) and n not in PENDING_REPOSITORIES]
+    missing = [n for n in with_tables if not _has_repository(n)]
     assert missing == []
-    assert sorted(n for n in PENDING_REPOSITORIES if _has_repository(n)) == [], (
-        "has its repository now: remove it from PENDING_REPOSITORIES"
-    )
 
 
 def test_every_repository_is_protected_by_its_contract() -> None:

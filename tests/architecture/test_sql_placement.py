@@ -58,20 +58,6 @@ ALLOWED: dict[str, tuple[frozenset[str], str]] = {
     ),
 }
 
-# Today's offenders on other branches that move their SQL into repositories: emptied by the
-# lead when the branches merge. An entry that no longer offends fails the test, so the list
-# can only shrink.
-PENDING_MOVES: frozenset[str] = frozenset(
-    {
-        "channels/ingest.py",
-        "channels/service.py",
-        "channels/sync.py",
-        "channels/webhooks.py",
-        "customers/service.py",
-        "fulfillment/service.py",
-    }
-)
-
 
 def _sql_home(relative: str) -> bool:
     parts = relative.split("/")
@@ -166,22 +152,13 @@ def test_the_detector_sees_imports_attributes_and_dialect_inserts() -> None:
 def test_sql_is_built_only_in_repository_modules() -> None:
     # Given every module of the package / When each is parsed
     found = _scan()
-    # Then none outside the SQL homes builds SQL, except those still pending their move
+    # Then none outside the SQL homes builds SQL
     unexpected = [
         f"src/ordertally/{name}:{line}: {code}"
         for name, items in found.items()
-        if name not in PENDING_MOVES
         for line, _, code in items
     ]
     assert not unexpected, "SQL built outside a repository:\n" + "\n".join(unexpected)
-
-
-def test_pending_moves_only_shrink() -> None:
-    # Given the modules listed as pending their move / When the package is parsed
-    found = _scan()
-    # Then each of them still offends (a module that moved its SQL leaves the list)
-    moved = sorted(PENDING_MOVES - found.keys())
-    assert not moved, "no longer building SQL, remove from PENDING_MOVES: " + ", ".join(moved)
 
 
 def test_every_allowed_module_exists_and_builds_sql() -> None:

@@ -26,10 +26,10 @@ from ordertally.core.settings import get_settings
 from ordertally.domains import register_all
 from ordertally.events.registry import CONSUMERS
 from ordertally.jobs.scheduler import JOBS
-from ordertally.orders import api, closing, service
+from ordertally.orders import api, closing, snapshot
 
 def state():
-    hooks = service.SNAPSHOT_PARTS + closing.PRE_CLOSE_CHECKS + api.DOCUMENT_PARTS
+    hooks = snapshot.SNAPSHOT_PARTS + closing.PRE_CLOSE_CHECKS + api.DOCUMENT_PARTS
     return {
         "jobs": sorted(JOBS),
         "consumers": sorted(CONSUMERS),

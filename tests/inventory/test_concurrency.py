@@ -13,11 +13,10 @@ from ordertally.core.db import Database
 from ordertally.inventory import service as inventory_service
 from ordertally.inventory.errors import InsufficientStock
 from ordertally.inventory.models import Reservation, Stock
-from ordertally.orders import service as orders_service
+from ordertally.orders import creation, transitions
 from ordertally.orders.models import SalesOrder
 from ordertally.orders.schemas import OrderCreate
-from ordertally.orders.service import Actor
-from ordertally.orders.state_machine import ActorKind
+from ordertally.orders.state_machine import Actor, ActorKind
 from tests.factories import add_warehouse, order_for, receive
 
 pytestmark = pytest.mark.anyio
@@ -35,9 +34,7 @@ def _databases(db: Database) -> list[Database]:
 async def _buy(db: Database, cmd: OrderCreate) -> str:
     try:
         async with db.transaction() as session:
-            snap, _ = await orders_service.create_order(
-                session, cmd, BUYER, check_fingerprint=False
-            )
+            snap, _ = await creation.create_order(session, cmd, BUYER, check_fingerprint=False)
             order = snap.order
         return order.order_no
     except InsufficientStock:
@@ -144,7 +141,7 @@ async def test_expiring_reservations_race_payments(db: Database) -> None:
         for chunk in range(10):
             async with db.transaction() as session:
                 for _ in range(100):
-                    snap, _ = await orders_service.create_order(
+                    snap, _ = await creation.create_order(
                         session,
                         order_for([("RACE", 1)], channel=f"c{chunk}"),
                         BUYER,
@@ -157,7 +154,7 @@ async def test_expiring_reservations_race_payments(db: Database) -> None:
 
     async def pay(order_no: str) -> None:
         async with db.transaction() as session:
-            await orders_service.transition(
+            await transitions.transition(
                 session, order_no, "payment_succeeded", Actor(ActorKind.PAYMENT_CALLBACK, "wx")
             )
 

@@ -13,10 +13,10 @@ from ordertally.exceptions.models import ExceptionCase
 from ordertally.inventory import service as inventory_service
 from ordertally.inventory.errors import InsufficientStock
 from ordertally.inventory.models import Reservation, Stock, StockMovement
+from ordertally.orders import creation, transitions
 from ordertally.orders import service as orders_service
 from ordertally.orders.models import SalesOrder
-from ordertally.orders.service import Actor
-from ordertally.orders.state_machine import ActorKind
+from ordertally.orders.state_machine import Actor, ActorKind
 from tests.factories import DRIVERS, add_warehouse, order_for, receive
 
 pytestmark = pytest.mark.anyio
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.anyio
 
 async def _create(db: Database, lines: list[tuple[str, int]], province: str = "上海市") -> str:
     async with db.transaction() as session:
-        snap, _ = await orders_service.create_order(
+        snap, _ = await creation.create_order(
             session,
             order_for(lines, province),
             Actor(ActorKind.API, "t"),
@@ -37,7 +37,7 @@ async def _create(db: Database, lines: list[tuple[str, int]], province: str = "�
 async def _walk(db: Database, order_no: str, *names: str) -> None:
     for name in names:
         async with db.transaction() as session:
-            await orders_service.transition(
+            await transitions.transition(
                 session, order_no, name, Actor(DRIVERS[name], "t", evidence_ref="ev")
             )
 

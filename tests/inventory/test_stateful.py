@@ -25,10 +25,9 @@ from ordertally.inventory import repository as inventory_repository
 from ordertally.inventory import service as inventory_service
 from ordertally.inventory.errors import InsufficientStock
 from ordertally.inventory.models import Reservation, Stock, StockMovement
+from ordertally.orders import creation, transitions
 from ordertally.orders import errors as order_errors
-from ordertally.orders import service as orders_service
-from ordertally.orders.service import Actor
-from ordertally.orders.state_machine import ActorKind
+from ordertally.orders.state_machine import Actor, ActorKind
 from tests.conftest import empty_tables
 from tests.factories import DRIVERS, order_for
 
@@ -110,7 +109,7 @@ class InventoryMachine(RuleBasedStateMachine):
         async def go() -> None:
             try:
                 async with self.db.transaction() as session:
-                    snap, _ = await orders_service.create_order(
+                    snap, _ = await creation.create_order(
                         session,
                         order_for(lines, province),
                         Actor(ActorKind.API, "h"),
@@ -144,7 +143,7 @@ class InventoryMachine(RuleBasedStateMachine):
         async def go() -> None:
             try:
                 async with self.db.transaction() as session:
-                    await orders_service.transition(
+                    await transitions.transition(
                         session, order_no, name, Actor(DRIVERS[name], "h", evidence_ref="e")
                     )
             except (order_errors.IllegalTransition, order_errors.OrderOnHold):

@@ -6,11 +6,10 @@ from sqlalchemy import func, select
 
 from ordertally.core.db import Database
 from ordertally.events.models import OutboxEvent
-from ordertally.orders import errors
+from ordertally.orders import errors, transitions
 from ordertally.orders import service as orders_service
 from ordertally.orders.models import OrderEvent
-from ordertally.orders.service import Actor
-from ordertally.orders.state_machine import STATUSES, TRANSITIONS, ActorKind, Status
+from ordertally.orders.state_machine import STATUSES, TRANSITIONS, Actor, ActorKind, Status
 from tests.factories import DRIVERS, make_order
 
 pytestmark = pytest.mark.anyio
@@ -35,7 +34,7 @@ async def test_transition_from_every_status(db: Database, name: str, status: str
     # When the transition's own actor triggers it
     if Status(status) in spec.sources:
         async with db.transaction() as session:
-            result = await orders_service.transition(session, order.order_no, name, actor)
+            result = await transitions.transition(session, order.order_no, name, actor)
         # Then it moved, with exactly one audit row and one event
         assert result.applied is True
         assert result.order.status == spec.target.value
@@ -48,7 +47,7 @@ async def test_transition_from_every_status(db: Database, name: str, status: str
         async with db.transaction() as session:
             outcome = None
             try:
-                result = await orders_service.transition(session, order.order_no, name, actor)
+                result = await transitions.transition(session, order.order_no, name, actor)
                 outcome = result.applied
             except errors.IllegalTransition:
                 outcome = "refused"
@@ -81,7 +80,7 @@ async def test_actors_not_in_the_table_are_refused(db: Database, spec: object) -
             continue
         async with db.transaction() as session:
             with pytest.raises(errors.ActorNotAllowed):
-                await orders_service.transition(
+                await transitions.transition(
                     session, order.order_no, spec.name, Actor(kind, "intruder", evidence_ref="x")
                 )
     assert await _counts(db) == before
@@ -91,11 +90,11 @@ async def test_finance_needs_evidence_to_mark_paid(db: Database) -> None:
     order = await make_order(db)
     async with db.transaction() as session:
         with pytest.raises(errors.EvidenceRequired):
-            await orders_service.transition(
+            await transitions.transition(
                 session, order.order_no, "payment_succeeded", Actor(ActorKind.FINANCE, "fin")
             )
     async with db.transaction() as session:
-        result = await orders_service.transition(
+        result = await transitions.transition(
             session,
             order.order_no,
             "payment_succeeded",
@@ -125,13 +124,13 @@ async def test_a_hold_blocks_fulfilment_but_not_refund(db: Database) -> None:
         )
     async with db.transaction() as session:
         with pytest.raises(errors.OrderOnHold):
-            await orders_service.transition(
+            await transitions.transition(
                 session, order.order_no, "allocate", Actor(ActorKind.ALLOCATOR, "a")
             )
     async with db.transaction() as session:
         await exceptions_service.resolve(session, case_id, "ops", "checked")
     async with db.transaction() as session:
-        result = await orders_service.transition(
+        result = await transitions.transition(
             session, order.order_no, "allocate", Actor(ActorKind.ALLOCATOR, "a")
         )
     assert result.order.status == "allocated"
@@ -140,10 +139,10 @@ async def test_a_hold_blocks_fulfilment_but_not_refund(db: Database) -> None:
 async def test_unknown_order_and_unknown_transition(db: Database) -> None:
     async with db.transaction() as session:
         with pytest.raises(errors.OrderNotFound):
-            await orders_service.transition(
+            await transitions.transition(
                 session, "OT000000000000000000", "cancel", Actor(ActorKind.OPERATOR, "o")
             )
         with pytest.raises(errors.IllegalTransition):
-            await orders_service.transition(
+            await transitions.transition(
                 session, "OT000000000000000000", "teleport", Actor(ActorKind.OPERATOR, "o")
             )

@@ -28,15 +28,14 @@ from ordertally.core.settings import reset_settings
 from ordertally.events.models import OutboxEvent
 from ordertally.exceptions import service as exceptions_service
 from ordertally.exceptions.models import ExceptionCase
-from ordertally.orders import errors
-from ordertally.orders import service as orders_service
+from ordertally.orders import creation, errors, transitions
 from ordertally.orders.models import OrderEvent, SalesOrder
 from ordertally.orders.schemas import OrderCreate
-from ordertally.orders.service import Actor
 from ordertally.orders.state_machine import (
     CREATION,
     TERMINAL,
     TRANSITIONS,
+    Actor,
     ActorKind,
     Status,
     allowed_from,
@@ -139,7 +138,7 @@ class OrderMachine(RuleBasedStateMachine):
 
         async def go() -> tuple[str, int, str, int, bool]:
             async with self.db.transaction() as session:
-                snap, created = await orders_service.create_order(
+                snap, created = await creation.create_order(
                     session,
                     cmd,
                     Actor(kind, "hypothesis"),
@@ -245,7 +244,7 @@ class OrderMachine(RuleBasedStateMachine):
 
     async def _apply(self, order_no: str, name: str, actor: Actor) -> tuple[str, int, bool]:
         async with self.db.transaction() as session:
-            result = await orders_service.transition(session, order_no, name, actor)
+            result = await transitions.transition(session, order_no, name, actor)
         return result.order.status, result.order.version, result.applied
 
     def _refused(self, expected: type[Exception], coro: Any) -> None:

@@ -1,5 +1,5 @@
 """HTTP routes of the channels domain: accounts (secrets in, never out), sync status and
-pull-now, SKU mappings; the platform webhooks live in `webhooks` (no API key, HMAC instead)."""
+pull-now, SKU mappings; the platform webhooks live in `callbacks` (no API key, HMAC instead)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from ordertally.auth.api import require
 from ordertally.auth.service import Principal
-from ordertally.channels import service, sync, webhooks
+from ordertally.channels import callbacks, service, sync
 from ordertally.channels.models import ChannelSkuMapping
 from ordertally.channels.schemas import (
     AccountCreate,
@@ -26,7 +26,7 @@ from ordertally.channels.schemas import (
 from ordertally.core.db import Database
 
 router = APIRouter(tags=["channels"])
-router.include_router(webhooks.router)
+router.include_router(callbacks.router)
 
 api = APIRouter(prefix="/api/v1/channels")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import ordertally.channels.events  # noqa: F401
-from ordertally.channels import jobs, webhooks
+from ordertally.channels import callbacks, jobs
 from ordertally.events.registry import Envelope, consumer
 
 __all__ = ["jobs"]
@@ -14,4 +14,4 @@ __all__ = ["jobs"]
 @consumer("channels.apply_webhook", "ChannelWebhookReceived")
 async def apply_webhook(session: AsyncSession, envelope: Envelope) -> None:
     """Map and ingest the webhook the inbox write announced (a no-op once applied)."""
-    await webhooks.apply_receipt(session, int(envelope.payload["receipt_id"]))
+    await callbacks.apply_receipt(session, int(envelope.payload["receipt_id"]))

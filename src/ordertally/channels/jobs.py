@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.channels import sync, webhooks
+from ordertally.channels import callbacks, sync
 from ordertally.core.db import Database, create_database
 from ordertally.jobs.scheduler import periodic
 
@@ -53,9 +53,9 @@ async def channels_sync_due(session: AsyncSession, now: datetime) -> dict[str, A
 async def channels_webhook_sweep(session: AsyncSession, now: datetime) -> dict[str, Any]:
     """Apply webhooks still pending a while after receipt (their event failed repeatedly)."""
     applied = 0
-    for receipt_id in await webhooks.pending_receipts(
+    for receipt_id in await callbacks.pending_receipts(
         session, 200, older_than=now - timedelta(minutes=5)
     ):
-        await webhooks.apply_receipt(session, receipt_id)
+        await callbacks.apply_receipt(session, receipt_id)
         applied += 1
     return {"applied": applied}

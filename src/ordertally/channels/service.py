@@ -11,22 +11,17 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ordertally.channels import repository
 from ordertally.channels.errors import (
     AccountExists,
     AccountNotFound,
     MappingExists,
     MappingNotFound,
 )
-from ordertally.channels.models import (
-    ChannelAccount,
-    ChannelOrderLink,
-    ChannelSkuMapping,
-    ChannelSyncState,
-)
+from ordertally.channels.models import ChannelAccount, ChannelSkuMapping, ChannelSyncState
 from ordertally.channels.schemas import AccountCreate, AccountPatch, SkuMappingIn
 from ordertally.core import clock
 from ordertally.core.crypto import get_cipher
@@ -84,23 +79,24 @@ async def create_account(session: AsyncSession, data: AccountCreate) -> ChannelA
         given = getattr(data, name)
         if given is not None:
             values[name] = given
-    account = ChannelAccount(
-        code=data.code,
-        platform=data.platform,
-        name=data.name,
-        shop_id=data.shop_id,
-        config=data.config.model_dump(exclude_none=True),
-        credentials_enc=encrypt_credentials(
-            data.code, data.credentials.model_dump(exclude_none=True)
-        ),
-        active=data.active,
-        created_at=now,
-        updated_at=now,
-        **values,
-    )
-    session.add(account)
     try:
-        await session.flush()
+        account = await repository.add_account(
+            session,
+            {
+                "code": data.code,
+                "platform": data.platform,
+                "name": data.name,
+                "shop_id": data.shop_id,
+                "config": data.config.model_dump(exclude_none=True),
+                "credentials_enc": encrypt_credentials(
+                    data.code, data.credentials.model_dump(exclude_none=True)
+                ),
+                "active": data.active,
+                "created_at": now,
+                "updated_at": now,
+                **values,
+            },
+        )
     except IntegrityError as exc:
         raise AccountExists(f"channel account {data.code!r} exists", account=data.code) from exc
     start = (
@@ -108,25 +104,27 @@ async def create_account(session: AsyncSession, data: AccountCreate) -> ChannelA
         if data.start_at
         else now - timedelta(seconds=account.overlap_seconds)
     )
-    session.add(
-        ChannelSyncState(
-            account_id=account.id,
-            cursor_at=start,
-            error_count=0,
-            empty_streak=0,
-            orders_seen=0,
-            updated_at=now,
-        )
+    await repository.add_sync_state(
+        session,
+        {
+            "account_id": account.id,
+            "cursor_at": start,
+            "error_count": 0,
+            "empty_streak": 0,
+            "orders_seen": 0,
+            "updated_at": now,
+        },
     )
-    await session.flush()
     return account
 
 
 async def get_account_or_none(session: AsyncSession, code: str) -> ChannelAccount | None:
-    return await session.scalar(select(ChannelAccount).where(ChannelAccount.code == code))
+    """An account by code, or None."""
+    return await repository.account_by_code(session, code)
 
 
 async def get_account(session: AsyncSession, code: str) -> ChannelAccount:
+    """An account by code, or AccountNotFound."""
     account = await get_account_or_none(session, code)
     if account is None:
         raise AccountNotFound(f"channel account {code!r} does not exist", account=code)
@@ -134,10 +132,12 @@ async def get_account(session: AsyncSession, code: str) -> ChannelAccount:
 
 
 async def list_accounts(session: AsyncSession) -> list[ChannelAccount]:
-    return list((await session.scalars(select(ChannelAccount).order_by(ChannelAccount.code))).all())
+    """Every account, by code."""
+    return await repository.accounts(session)
 
 
 async def update_account(session: AsyncSession, code: str, patch: AccountPatch) -> ChannelAccount:
+    """Change an account; given credentials replace those of the same name."""
     account = await get_account(session, code)
     given = patch.model_dump(exclude_unset=True)
     for name in ("name", "shop_id", "active", *_SYNC_FIELDS):
@@ -172,18 +172,20 @@ def account_view(account: ChannelAccount) -> dict[str, Any]:
 
 
 async def sync_state(session: AsyncSession, account_id: int) -> ChannelSyncState:
-    state = await session.get(ChannelSyncState, account_id, populate_existing=True)
+    """An account's sync state, created (cursor now) when it has none."""
+    state = await repository.sync_state(session, account_id)
     if state is None:
-        state = ChannelSyncState(
-            account_id=account_id,
-            cursor_at=clock.now(),
-            error_count=0,
-            empty_streak=0,
-            orders_seen=0,
-            updated_at=clock.now(),
+        state = await repository.add_sync_state(
+            session,
+            {
+                "account_id": account_id,
+                "cursor_at": clock.now(),
+                "error_count": 0,
+                "empty_streak": 0,
+                "orders_seen": 0,
+                "updated_at": clock.now(),
+            },
         )
-        session.add(state)
-        await session.flush()
     return state
 
 
@@ -191,11 +193,7 @@ async def status_view(session: AsyncSession, code: str) -> dict[str, Any]:
     """Last success, lag, errors and empty streak of one account."""
     account = await get_account(session, code)
     state = await sync_state(session, account.id)
-    linked = await session.scalar(
-        select(func.count())
-        .select_from(ChannelOrderLink)
-        .where(ChannelOrderLink.account_id == account.id)
-    )
+    linked = await repository.count_links(session, account.id)
     lag = state.lag_seconds
     if state.cursor_at is not None and account.platform in ("amazon", "pinduoduo"):
         lag = max((clock.now() - clock.as_utc(state.cursor_at)).total_seconds(), 0.0)
@@ -212,7 +210,7 @@ async def status_view(session: AsyncSession, code: str) -> dict[str, Any]:
         "empty_streak_alert": state.empty_streak >= account.empty_streak_threshold
         and state.orders_seen > 0,
         "lag_seconds": lag,
-        "orders_linked": int(linked or 0),
+        "orders_linked": linked,
     }
 
 
@@ -220,46 +218,44 @@ async def status_view(session: AsyncSession, code: str) -> dict[str, Any]:
 
 
 async def add_mapping(session: AsyncSession, data: SkuMappingIn) -> ChannelSkuMapping:
+    """Map a platform SKU to ours, or MappingExists."""
     now = clock.now()
-    mapping = ChannelSkuMapping(
-        platform=data.platform,
-        account_code=data.account_code,
-        platform_sku=data.platform_sku,
-        sku=data.sku,
-        created_at=now,
-        updated_at=now,
-    )
     try:
-        async with session.begin_nested():
-            session.add(mapping)
-            await session.flush()
+        return await repository.add_mapping(
+            session,
+            {
+                "platform": data.platform,
+                "account_code": data.account_code,
+                "platform_sku": data.platform_sku,
+                "sku": data.sku,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
     except IntegrityError as exc:
         raise MappingExists(
             f"{data.platform} SKU {data.platform_sku!r} is already mapped",
             platform_sku=data.platform_sku,
         ) from exc
-    return mapping
 
 
 async def list_mappings(
     session: AsyncSession, platform: str | None, account_code: str | None, limit: int, after: int
 ) -> list[ChannelSkuMapping]:
-    stmt = select(ChannelSkuMapping).where(ChannelSkuMapping.id > after)
-    if platform:
-        stmt = stmt.where(ChannelSkuMapping.platform == platform)
-    if account_code is not None:
-        stmt = stmt.where(ChannelSkuMapping.account_code == account_code)
-    return list((await session.scalars(stmt.order_by(ChannelSkuMapping.id).limit(limit))).all())
+    """A page of mappings after an id, optionally of one platform and account code."""
+    return await repository.mappings(session, platform, account_code, limit, after)
 
 
 async def get_mapping(session: AsyncSession, mapping_id: int) -> ChannelSkuMapping:
-    mapping = await session.get(ChannelSkuMapping, mapping_id)
+    """A mapping by id, or MappingNotFound."""
+    mapping = await repository.mapping(session, mapping_id)
     if mapping is None:
         raise MappingNotFound(f"SKU mapping {mapping_id} does not exist")
     return mapping
 
 
 async def update_mapping(session: AsyncSession, mapping_id: int, sku: str) -> ChannelSkuMapping:
+    """Point a mapping at another SKU."""
     mapping = await get_mapping(session, mapping_id)
     mapping.sku = sku
     mapping.updated_at = clock.now()
@@ -268,6 +264,5 @@ async def update_mapping(session: AsyncSession, mapping_id: int, sku: str) -> Ch
 
 
 async def delete_mapping(session: AsyncSession, mapping_id: int) -> None:
-    mapping = await get_mapping(session, mapping_id)
-    await session.delete(mapping)
-    await session.flush()
+    """Delete a mapping, or MappingNotFound."""
+    await repository.delete_mapping(session, await get_mapping(session, mapping_id))

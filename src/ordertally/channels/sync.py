@@ -27,9 +27,9 @@ from typing import Any
 
 import httpx
 from prometheus_client import Counter, Gauge
-from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.channels import ingest, service
+from ordertally.channels import ingest, repository, service
 from ordertally.channels.adapters import amazon, pinduoduo
 from ordertally.channels.adapters.common import AdapterError, beijing_utc
 from ordertally.channels.canonical import CanonicalOrder
@@ -42,7 +42,7 @@ from ordertally.channels.errors import (
     SyncInProgress,
     SyncNotSupported,
 )
-from ordertally.channels.models import ChannelAccount, ChannelSyncState
+from ordertally.channels.models import ChannelAccount
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
@@ -98,6 +98,7 @@ _LOCKS: dict[str, asyncio.Lock] = {}
 
 
 def bucket_for(account: ChannelAccount) -> TokenBucket:
+    """The account's token bucket, made anew when its rate or burst changed."""
     bucket = _BUCKETS.get(account.code)
     if bucket is None or (bucket.rate, bucket.burst) != (
         account.rate_limit_per_second,
@@ -438,15 +439,10 @@ async def _record(
             SYNC_LAG.labels(account.code).set(state.lag_seconds)
 
 
-async def due_accounts(session: Any, now: datetime) -> list[str]:
+async def due_accounts(session: AsyncSession, now: datetime) -> list[str]:
     """Active pull accounts whose interval has passed and who are not backing off."""
-    rows = await session.execute(
-        select(ChannelAccount, ChannelSyncState)
-        .join(ChannelSyncState, ChannelSyncState.account_id == ChannelAccount.id)
-        .where(ChannelAccount.active.is_(True), ChannelAccount.platform.in_(PULL_PLATFORMS))
-    )
     due: list[str] = []
-    for account, state in rows.all():
+    for account, state in await repository.active_accounts_with_state(session, PULL_PLATFORMS):
         if state.backoff_until is not None and clock.as_utc(state.backoff_until) > now:
             continue
         last = clock.as_utc(state.last_attempt_at) if state.last_attempt_at else None

@@ -1,4 +1,4 @@
-"""What the worker loads for this domain: its event schemas, consumers and periodic jobs.
+"""Event consumers of the customers domain (and the event schemas they read).
 
 Every consumer re-reads the order and writes absolute values (see customers/service.py), so a
 replayed event changes nothing.
@@ -13,10 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.channels import events as channel_events  # noqa: F401  (registers the schema)
 from ordertally.core import clock
-from ordertally.core.settings import get_settings
 from ordertally.customers import service
 from ordertally.events.registry import Envelope, consumer
-from ordertally.jobs.scheduler import periodic
 from ordertally.orders import events as order_events  # noqa: F401  (registers the schemas)
 from ordertally.orders.errors import OrderNotFound
 from ordertally.orders.state_machine import TRANSITIONS
@@ -79,13 +77,3 @@ async def link_channel_buyer(session: AsyncSession, envelope: Envelope) -> None:
         )
     except OrderNotFound:
         return
-
-
-@periodic("customers_age_profiles", every_seconds=3600)
-async def customers_age_profiles(session: AsyncSession, now: datetime) -> dict[str, Any]:
-    """Recompute profiles whose orders, returns or flags left their windows."""
-    return {
-        "recomputed": await service.age_profiles(
-            session, now, get_settings().customers_ageing_batch
-        )
-    }

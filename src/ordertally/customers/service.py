@@ -22,10 +22,9 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import phonenumbers
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock, money, phones
@@ -35,8 +34,11 @@ from ordertally.customers import repository
 from ordertally.customers.errors import CustomerNotFound, LookupRequired, TagNotFound
 from ordertally.customers.models import Customer, CustomerFlag, CustomerIdentity, CustomerOrder
 from ordertally.exceptions import service as exceptions_service
+from ordertally.orders import queries as orders_queries
 from ordertally.orders import service as orders_service
-from ordertally.orders.models import SalesOrder
+
+if TYPE_CHECKING:
+    from ordertally.orders.models import SalesOrder
 
 # Statuses in which an order counts as bought (paid and not given back).
 BOUGHT = frozenset({"paid", "allocated", "fulfilling", "shipped", "delivered", "completed"})
@@ -419,15 +421,7 @@ async def _with_live_status(
     the status changes its figures depend on (see consumers.STATUS_EVENTS)."""
     if not orders:
         return orders
-    live = dict(
-        (
-            await session.execute(
-                select(SalesOrder.id, SalesOrder.status).where(
-                    SalesOrder.id.in_([o.order_id for o in orders])
-                )
-            )
-        ).all()
-    )
+    live = await orders_queries.statuses_of(session, [o.order_id for o in orders])
     for order in orders:
         order.status = live.get(order.order_id, order.status)
         session.expunge(order)  # shown, not saved

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 
 def register(app: FastAPI | None) -> None:
     """Wire the customers domain: routes, the order-linking consumers, profile ageing."""
-    from ordertally.customers import api, consumers  # noqa: F401  (decorators register)
+    from ordertally.customers import api, consumers, jobs  # noqa: F401  (decorators register)
 
     if app is not None:
         app.include_router(api.router)

@@ -1,12 +1,11 @@
-"""HTTP routes of the fulfillment domain: shipments for warehouses and ERPs, the carrier's push
-callback, and the customer's tracking page with its QR code. Thin; one transaction per call."""
+"""HTTP routes of the fulfillment domain: shipments for warehouses and ERPs and the customer's
+tracking page with its QR code; the carrier's push lives in `callbacks` (no API key, a signature
+instead). Thin; one transaction per call."""
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -18,23 +17,19 @@ from ordertally.auth.service import Principal
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.errors import Forbidden, PayloadTooLarge
-from ordertally.fulfillment import service, shiplist
+from ordertally.fulfillment import callbacks, service, shiplist
 from ordertally.fulfillment import tracking_page as tracking
-from ordertally.fulfillment.carriers import registry
-from ordertally.fulfillment.carriers.base import PushRejected
-from ordertally.fulfillment.metrics import TRACKING_PUSHES
 from ordertally.fulfillment.models import Shipment, ShipmentLine, TrackingEvent
-from ordertally.orders import repository as orders_repository
+from ordertally.orders import queries as orders_queries
 from ordertally.orders.errors import OrderNotFound
 from ordertally.orders.models import SalesOrder
 from ordertally.orders.service import Actor
 from ordertally.orders.state_machine import ActorKind
 
-log = logging.getLogger(__name__)
 router = APIRouter(tags=["fulfillment"])
+router.include_router(callbacks.router)
 
 JSON = "application/json"
-MAX_PUSH_BYTES = 1_000_000
 MAX_LIST_BYTES = 20_000_000
 
 
@@ -120,7 +115,7 @@ async def list_shipments(
     order_no: Annotated[str, Query(min_length=1, max_length=32)],
 ) -> Response:
     async with _db(request).transaction() as session:
-        order = await orders_repository.get_by_no(session, order_no)
+        order = await orders_queries.get_by_no(session, order_no)
         if order is None:
             raise OrderNotFound(f"order {order_no} does not exist")
         shipments = await service.shipments_of(session, order.id)
@@ -201,48 +196,13 @@ async def import_shipped_list(
     return _json({"summary": summary, "rows": results})
 
 
-# --- carrier push --------------------------------------------------------------------------
-
-
-@router.post("/callbacks/carriers/{carrier}", include_in_schema=False)
-async def carrier_push(request: Request, carrier: str) -> Response:
-    """A carrier's tracking push: verified, stored once per event, answered in the carrier's
-    own words. Nothing is acknowledged before it is committed."""
-    adapter = registry.current()
-    if adapter is None or adapter.code != carrier:
-        return Response(status_code=404)
-    body = await request.body()
-    if len(body) > MAX_PUSH_BYTES:
-        status, media, text = adapter.reject_body("body too large")
-        TRACKING_PUSHES.labels(carrier, "rejected").inc()
-        return Response(text, status_code=status, media_type=media)
-    try:
-        form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-        update = adapter.parse_push(form)
-    except (PushRejected, UnicodeDecodeError, ValueError) as exc:
-        log.warning("carrier push refused: %s", exc)
-        TRACKING_PUSHES.labels(carrier, "rejected").inc()
-        status, media, text = adapter.reject_body(str(exc))
-        return Response(text, status_code=status, media_type=media)
-    async with _db(request).transaction() as session:
-        outcome = await service.apply_tracking(session, update, source="push")
-    if not outcome.known:
-        # Acknowledged so the carrier stops: a waybill we never issued (or a test push).
-        log.warning("push for unknown waybill %s %s", update.company, update.waybill_no)
-        TRACKING_PUSHES.labels(carrier, "unknown_waybill").inc()
-    else:
-        TRACKING_PUSHES.labels(carrier, "stored" if outcome.stored else "duplicate").inc()
-    status, media, text = adapter.accept_body()
-    return Response(text, status_code=status, media_type=media)
-
-
 # --- the customer's tracking page -----------------------------------------------------------
 
 
 async def _page(db: Database, token: str) -> tracking.PageData:
     order_no = tracking.order_no_of(token)
     async with db.transaction() as session:
-        order = await orders_repository.get_by_no(session, order_no)
+        order = await orders_queries.get_by_no(session, order_no)
         if order is None:
             raise OrderNotFound(f"order {order_no} does not exist")
         shipments = await service.shipments_of(session, order.id)
@@ -250,7 +210,7 @@ async def _page(db: Database, token: str) -> tracking.PageData:
         lines = await service.lines_by_shipment(session, ids)
         events = await service.timelines(session, ids)
         if not shipments:
-            order_lines = await orders_repository.lines_of(session, order.id)
+            order_lines = await orders_queries.lines_of(session, order.id)
     parcels = [
         tracking.PageParcel(
             company=s.company,

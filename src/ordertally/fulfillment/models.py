@@ -8,21 +8,10 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ordertally.core.db import Base, BigId, UtcDateTime
+from ordertally.fulfillment.state_machine import STATUSES
 
-# A shipment's life. The first three belong to the warehouse side, the rest to the carrier.
-SHIPMENT_STATUSES: tuple[str, ...] = (
-    "planned",
-    "waybill_requested",
-    "ready",
-    "shipped",
-    "in_transit",
-    "out_for_delivery",
-    "delivered",
-    "returned",
-    "exception",
-)
-NOT_SHIPPED: frozenset[str] = frozenset({"planned", "waybill_requested", "ready"})
-ON_THE_ROAD: frozenset[str] = frozenset({"shipped", "in_transit", "out_for_delivery", "exception"})
+# A shipment's life: the statuses and their moves are data in state_machine.py.
+SHIPMENT_STATUSES: tuple[str, ...] = STATUSES
 _STATUS_LIST = ", ".join(f"'{s}'" for s in SHIPMENT_STATUSES)
 
 

@@ -116,6 +116,16 @@ async def candidate_buckets(session: AsyncSession, skus: list[str]) -> list[Any]
     return list((await session.execute(_CANDIDATE_BUCKETS, {"skus": skus})).all())
 
 
+async def known_skus(session: AsyncSession, codes: list[str]) -> set[str]:
+    """Which of these SKU codes the catalogue or a stock row knows (500 codes per query)."""
+    found: set[str] = set()
+    for start in range(0, len(codes), 500):
+        part = codes[start : start + 500]
+        found.update(await session.scalars(select(Sku.code).where(Sku.code.in_(part))))
+        found.update(await session.scalars(select(Stock.sku).where(Stock.sku.in_(part)).distinct()))
+    return found
+
+
 async def bucket_availability(
     session: AsyncSession, warehouse_id: int, sku: str
 ) -> list[tuple[int, int]]:

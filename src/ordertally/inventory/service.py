@@ -7,6 +7,7 @@ Stock is only ever reserved by a conditional UPDATE (`available >= qty`), in asc
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from ordertally.inventory.errors import (
     WarehouseNotFound,
 )
 from ordertally.inventory.models import Warehouse
+
+log = logging.getLogger(__name__)
 
 RESERVATION_FAILURES = Counter(
     "ordertally_reservation_failures_total", "Reservations refused or retried", ["reason"]
@@ -649,6 +652,96 @@ async def add_bulk_rows(
         await repository.add_allocation(session, allocations)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True, slots=True)
+class NewOrderStock:
+    """A new order to reserve from a bulk plan: its place in the plan and its written lines."""
+
+    index: int
+    order_id: int
+    lines: list[LineDemand]
+    province: str
+    expires_at: datetime | None
+    committed: bool
+
+
+@dataclass(slots=True)
+class BulkReservation:
+    """What `reserve_new_orders` did: each reserved order's `Reserved` (for its view), the
+    orders left without stock (order id -> shortfall) and the units per stock row the caller
+    still has to take with `take_bulk` (empty when they were taken already)."""
+
+    reserved: dict[int, Reserved]
+    short: dict[int, list[dict[str, Any]]]
+    totals: dict[int, int]
+
+
+async def reserve_new_orders(
+    session: AsyncSession, bulk: BulkPlan, orders: list[NewOrderStock], *, take_now: bool
+) -> BulkReservation:
+    """Reserve stock for many new orders as planned by `plan_bulk`: the reservation and
+    allocation rows in two multi-row INSERTs, the stock rows by the batch's totals.
+
+    `take_now=False`: the caller takes `totals` with `take_bulk` last before COMMIT (the hot
+    rows stay locked only for the COMMIT) and rolls everything back when that fails.
+    `take_now=True`: the totals are taken here inside a savepoint; if another writer moved a
+    row meanwhile, the savepoint rolls back and every order goes through `reserve_for_order`
+    one by one instead. Orders the plan (or that fallback) finds short are left unreserved.
+    """
+    now = clock.now()
+    result = BulkReservation({}, {}, {})
+    reservations: list[dict[str, Any]] = []
+    allocations: list[dict[str, Any]] = []
+    for order in orders:
+        if order.index in bulk.shortfall:
+            result.short[order.order_id] = bulk.shortfall[order.index]
+            continue
+        reserved, allocation = bulk_rows(
+            bulk, order.index, order.order_id, order.lines, order.expires_at, order.committed, now
+        )
+        result.reserved[order.order_id] = reserved
+        reservations.extend(reserved.rows)
+        allocations.append(allocation)
+    if not take_now:
+        await add_bulk_rows(session, reservations, allocations)
+        result.totals = dict(bulk.totals)
+        return result
+    try:
+        async with session.begin_nested():
+            await add_bulk_rows(session, reservations, allocations)
+            if not await take_bulk(session, bulk.totals):
+                raise _Raced
+    except _Raced:
+        log.info("bulk reservation raced another writer; reserving order by order")
+        return await _reserve_one_by_one(session, orders)
+    return result
+
+
+async def _reserve_one_by_one(
+    session: AsyncSession, orders: list[NewOrderStock]
+) -> BulkReservation:
+    result = BulkReservation({}, {}, {})
+    for order in orders:
+        try:
+            result.reserved[order.order_id] = await reserve_for_order(
+                session,
+                order_id=order.order_id,
+                lines=order.lines,
+                ship_province=order.province,
+                expires_at=order.expires_at,
+                committed=order.committed,
+            )
+        except InsufficientStock as shortage:
+            result.short[order.order_id] = list(shortage.extra.get("skus", []))
+    return result
+
+
+async def known_skus(session: AsyncSession, candidates: set[str]) -> set[str]:
+    """Which of these SKU codes the catalogue or a stock row knows."""
+    if not candidates:
+        return set()
+    return await repository.known_skus(session, sorted(candidates))
+
+
 async def commit_order(
     session: AsyncSession, order_id: int, lines: list[LineDemand], ship_province: str
 ) -> dict[str, int]:
@@ -857,6 +950,16 @@ async def order_view(
         allocation.strategy if allocation else None,
         allocation.explanation if allocation else None,
     )
+
+
+async def committed_by_warehouse(session: AsyncSession, order_id: int) -> dict[str, dict[int, int]]:
+    """An order's committed units: per warehouse code, per order line id (fulfillment plans its
+    shipments from them)."""
+    out: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for reservation, code in await repository.reservations_of(session, order_id):
+        if reservation.state == "committed":
+            out[code][reservation.order_line_id] += reservation.quantity
+    return {code: dict(lines) for code, lines in out.items()}
 
 
 async def warehouses_of_order(session: AsyncSession, order_id: int) -> set[str]:

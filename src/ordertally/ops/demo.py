@@ -16,7 +16,7 @@ from ordertally.inventory import service as inventory_service
 from ordertally.orders import service as orders_service
 from ordertally.orders.schemas import OrderCreate
 from ordertally.orders.service import Actor
-from ordertally.orders.state_machine import ActorKind
+from ordertally.orders.state_machine import ActorKind, Event
 
 WAREHOUSES = [
     {
@@ -72,31 +72,37 @@ PLACES = [
 # Where each demo order stops, and how often (out of 100).
 PATHS: list[tuple[list[tuple[str, ActorKind]], int]] = [
     ([], 15),
-    ([("cancel", ActorKind.BUYER)], 5),
-    ([("payment_timeout", ActorKind.SCHEDULER)], 5),
-    ([("payment_succeeded", ActorKind.PAYMENT_CALLBACK)], 15),
-    ([("payment_succeeded", ActorKind.PAYMENT_CALLBACK), ("allocate", ActorKind.ALLOCATOR)], 10),
+    ([(Event.CANCEL, ActorKind.BUYER)], 5),
+    ([(Event.PAYMENT_TIMEOUT, ActorKind.SCHEDULER)], 5),
+    ([(Event.PAYMENT_SUCCEEDED, ActorKind.PAYMENT_CALLBACK)], 15),
     (
         [
-            ("payment_succeeded", ActorKind.PAYMENT_CALLBACK),
-            ("allocate", ActorKind.ALLOCATOR),
-            ("start_fulfillment", ActorKind.WAREHOUSE),
-            ("ship", ActorKind.WAREHOUSE),
+            (Event.PAYMENT_SUCCEEDED, ActorKind.PAYMENT_CALLBACK),
+            (Event.ALLOCATE, ActorKind.ALLOCATOR),
+        ],
+        10,
+    ),
+    (
+        [
+            (Event.PAYMENT_SUCCEEDED, ActorKind.PAYMENT_CALLBACK),
+            (Event.ALLOCATE, ActorKind.ALLOCATOR),
+            (Event.START_FULFILLMENT, ActorKind.WAREHOUSE),
+            (Event.SHIP, ActorKind.WAREHOUSE),
         ],
         20,
     ),
     (
         [
-            ("payment_succeeded", ActorKind.PAYMENT_CALLBACK),
-            ("allocate", ActorKind.ALLOCATOR),
-            ("start_fulfillment", ActorKind.WAREHOUSE),
-            ("ship", ActorKind.WAREHOUSE),
-            ("deliver", ActorKind.CARRIER),
-            ("complete", ActorKind.SCHEDULER),
+            (Event.PAYMENT_SUCCEEDED, ActorKind.PAYMENT_CALLBACK),
+            (Event.ALLOCATE, ActorKind.ALLOCATOR),
+            (Event.START_FULFILLMENT, ActorKind.WAREHOUSE),
+            (Event.SHIP, ActorKind.WAREHOUSE),
+            (Event.DELIVER, ActorKind.CARRIER),
+            (Event.COMPLETE, ActorKind.SCHEDULER),
         ],
         25,
     ),
-    ([("payment_succeeded", ActorKind.PAYMENT_CALLBACK), ("refund", ActorKind.FINANCE)], 5),
+    ([(Event.PAYMENT_SUCCEEDED, ActorKind.PAYMENT_CALLBACK), (Event.REFUND, ActorKind.FINANCE)], 5),
 ]
 
 
@@ -161,7 +167,7 @@ async def load(db: Database, orders: int = 200, seed: int = 7) -> str:
         path = rng.choices([p for p, _ in PATHS], weights)[0]
         if not path:  # still awaiting payment: recent enough to be inside the payment window
             at = clock.now() - timedelta(minutes=rng.randint(1, 20))
-        elif any(step == "ship" for step, _ in path):  # old enough for its scans to be past
+        elif any(step == Event.SHIP for step, _ in path):  # old enough for its scans to be past
             at = min(at, clock.now() - timedelta(days=3, minutes=rng.randint(0, 600)))
         with clock.frozen(at):
             async with db.transaction() as session:
@@ -173,7 +179,7 @@ async def load(db: Database, orders: int = 200, seed: int = 7) -> str:
                 )
                 for step, (transition, actor_kind) in enumerate(path, start=1):
                     clock.advance(
-                        timedelta(minutes=35 if transition == "payment_timeout" else step)
+                        timedelta(minutes=35 if transition == Event.PAYMENT_TIMEOUT else step)
                     )
                     if transition in FULFILLMENT_STEPS:
                         await _fulfil(session, snapshot.order.id, transition, rng)
@@ -185,33 +191,33 @@ async def load(db: Database, orders: int = 200, seed: int = 7) -> str:
                         transition,
                         Actor(actor_kind, "demo", evidence_ref=evidence),
                     )
-                if path and path[-1][0] == "ship":
+                if path and path[-1][0] == Event.SHIP:
                     await _track(session, snapshot.order.id, rng, delivered=False)
     return key
 
 
 # Fulfillment steps go through the fulfillment service, so demo orders have real shipments,
 # waybills and tracking timelines (the tracking page shows them).
-FULFILLMENT_STEPS = frozenset({"allocate", "start_fulfillment", "ship", "deliver"})
+FULFILLMENT_STEPS = frozenset({Event.ALLOCATE, Event.START_FULFILLMENT, Event.SHIP, Event.DELIVER})
 COMPANIES = [("zhongtong", "7"), ("shunfeng", "SF"), ("yuantong", "YT"), ("yunda", "31")]
 WAREHOUSE_ACTOR = Actor(ActorKind.WAREHOUSE, "demo-warehouse")
 
 
 async def _fulfil(session: AsyncSession, order_id: int, step: str, rng: random.Random) -> None:
-    if step == "allocate":
+    if step == Event.ALLOCATE:
         await fulfillment_service.allocate(session, order_id)
         return
     shipments = await fulfillment_service.shipments_of(session, order_id)
-    if step == "start_fulfillment":
+    if step == Event.START_FULFILLMENT:
         await fulfillment_service.confirm(session, shipments[0].id, WAREHOUSE_ACTOR)
-    elif step == "ship":
+    elif step == Event.SHIP:
         for shipment in shipments:
             company, prefix = rng.choice(COMPANIES)
             number = prefix + "".join(rng.choice("0123456789") for _ in range(12))
             await fulfillment_service.ship(
                 session, shipment.id, WAREHOUSE_ACTOR, waybill_no=number, company=company
             )
-    elif step == "deliver":
+    elif step == Event.DELIVER:
         await _track(session, order_id, rng, delivered=True)
 
 

@@ -22,13 +22,14 @@ from ordertally.auth.api import require
 from ordertally.auth.service import Principal
 from ordertally.core import clock
 from ordertally.core.db import Database
-from ordertally.core.errors import InvalidRequest
+from ordertally.core.errors import InvalidRequest, OrdertallyError
 from ordertally.core.http import JSON, client_ip, database, json_response
 from ordertally.core.money import format_minor
 from ordertally.core.settings import get_settings
 from ordertally.idempotency import service as idempotency_service
 from ordertally.idempotency.http import run_idempotent
-from ordertally.orders import holds, service
+from ordertally.orders import creation, holds, service, transitions
+from ordertally.orders.contact import reveal_contact
 from ordertally.orders.models import OrderEvent, SalesOrder
 from ordertally.orders.schemas import (
     CancelIn,
@@ -39,8 +40,8 @@ from ordertally.orders.schemas import (
     OrderPage,
     ResolveIn,
 )
-from ordertally.orders.service import Actor
-from ordertally.orders.state_machine import STATUSES, ActorKind
+from ordertally.orders.snapshot import OrderSnapshot, load_snapshot
+from ordertally.orders.state_machine import STATUSES, Actor, ActorKind, Event
 
 router = APIRouter(prefix="/api/v1", tags=["orders"])
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def register_document_part(part: DocumentPart) -> DocumentPart:
     return part
 
 
-def order_doc(snapshot: service.OrderSnapshot) -> dict[str, Any]:
+def order_doc(snapshot: OrderSnapshot) -> dict[str, Any]:
     """The order's JSON: amounts as decimal strings, personal data masked."""
     order, lines, holds, inventory = (
         snapshot.order,
@@ -170,13 +171,22 @@ async def _create_batch(db: Database, requests: list[_Create]) -> list[_Created 
             session, [(r.scope, r.key) if r.key is not None else None for r in requests]
         )
         chosen = [r for r, ok in zip(requests, go, strict=True) if ok]
-        batch = await service.create_orders(
-            session, [service.NewOrder(r.body, r.actor, r.key is None) for r in chosen]
+        specs: list[creation.OrderSpec | None] = []
+        for r in chosen:
+            try:
+                specs.append(creation.spec_of(r.body, r.actor, check_fingerprint=r.key is None))
+            except (OrdertallyError, ValueError, ArithmeticError):
+                specs.append(None)  # create_order raises the same error in its own transaction
+        batch = await creation.create_many(
+            session, [s for s in specs if s is not None], defer_unusual=True
         )
+        outcomes = iter(batch.outcomes)
         keys = []
-        for r, snapshot in zip(chosen, batch.snapshots, strict=True):
-            if snapshot is None:
+        for r, spec in zip(chosen, specs, strict=True):
+            outcome = next(outcomes) if spec is not None else None
+            if not isinstance(outcome, creation.Created):
                 continue
+            snapshot = outcome.snapshot()
             payload = orjson.dumps(order_doc(snapshot))
             created[id(r)] = _Created(payload, snapshot.order.order_no, snapshot.order.channel)
             if r.key is not None:
@@ -186,7 +196,7 @@ async def _create_batch(db: Database, requests: list[_Create]) -> list[_Created 
                     )
                 )
         await idempotency_service.store_many(session, keys)
-        await service.take_batch_stock(session, batch)
+        await creation.take_batch_stock(session, batch)
     return [created.get(id(r)) for r in requests]
 
 
@@ -220,7 +230,7 @@ class CreateBatcher:
                 try:
                     outcomes = await _create_batch(self._db, [r for r, _ in batch])
                     BATCH_ALONE.labels("unusual").inc(outcomes.count(None))
-                except service.BatchRaced:
+                except creation.BatchRaced:
                     BATCH_ALONE.labels("raced").inc(len(batch))
                     outcomes = [None] * len(batch)
                 except Exception as exc:  # every request of it then runs alone
@@ -272,7 +282,7 @@ async def create_order(
     created_channel: list[str] = []
 
     async def work(session: AsyncSession) -> tuple[int, bytes, dict[str, str]]:
-        snapshot, created = await service.create_order(
+        snapshot, created = await creation.create_order(
             session, body, actor, check_fingerprint=idempotency_key is None
         )
         if created:
@@ -288,7 +298,7 @@ async def create_order(
             _Create(body, actor, principal.scope, idempotency_key, req_hash)
         )
         if done is not None:
-            service.ORDERS_CREATED.labels(done.channel).inc()
+            creation.count_created(done.channel)
             return Response(
                 done.payload,
                 status_code=201,
@@ -311,7 +321,7 @@ async def create_order(
         created_channel.clear()
         response = await run()
     for channel in created_channel:
-        service.ORDERS_CREATED.labels(channel).inc()
+        creation.count_created(channel)
     return response
 
 
@@ -384,7 +394,7 @@ async def get_order(
     """The order with its lines and open holds."""
     async with database(request).transaction(write=False) as session:
         order = await service.get_order(session, order_no)
-        doc = order_doc(await service.load_snapshot(session, order))
+        doc = order_doc(await load_snapshot(session, order))
     return json_response(doc)
 
 
@@ -399,8 +409,8 @@ async def cancel_order(
     reason = body.reason if body else ""
     actor = Actor(ActorKind.OPERATOR, principal.name, client_ip(request), note=reason or None)
     async with database(request).transaction() as session:
-        result = await service.transition(session, order_no, "cancel", actor)
-        doc = order_doc(await service.load_snapshot(session, result.order))
+        result = await transitions.transition(session, order_no, Event.CANCEL, actor)
+        doc = order_doc(await load_snapshot(session, result.order))
     return json_response(doc)
 
 
@@ -447,7 +457,7 @@ async def order_contact(
 ) -> Response:
     """Decrypt the order's personal data; every call is recorded with its reason."""
     async with database(request).transaction() as session:
-        contact = await service.reveal_contact(
+        contact = await reveal_contact(
             session,
             order_no,
             actor_id=principal.name,

@@ -20,7 +20,7 @@ from ordertally.core.db import Database
 from ordertally.orders import repository
 from ordertally.orders import service as orders_service
 from ordertally.orders.errors import IllegalTransition
-from ordertally.orders.state_machine import ActorKind
+from ordertally.orders.state_machine import ActorKind, Event
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,11 @@ async def kept_open(db: Database, due: Sequence[DueOrder]) -> set[int]:
 async def close_one(db: Database, order: DueOrder) -> bool:
     """Close one order for payment timeout in its own transaction; False when it is no longer
     pending payment (paid or cancelled meanwhile) or was closed by another worker."""
-    actor = orders_service.Actor(ActorKind.SCHEDULER, "payment_timeout")
+    actor = orders_service.Actor(ActorKind.SCHEDULER, Event.PAYMENT_TIMEOUT)
     try:
         async with db.transaction() as session:
             result = await orders_service.transition(
-                session, order.order_no, "payment_timeout", actor
+                session, order.order_no, Event.PAYMENT_TIMEOUT, actor
             )
     except IllegalTransition as exc:
         log.info("order %s not closed: %s", order.order_no, exc)

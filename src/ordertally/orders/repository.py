@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core.db import dialect_of, table_of
@@ -61,6 +61,10 @@ _LINE = table_of(OrderLine)
 _INSERT_ORDER = insert(_ORDER).returning(_ORDER.c.id)
 _INSERT_ORDERS = insert(_ORDER).returning(_ORDER.c.id, sort_by_parameter_order=True)
 _INSERT_LINES = insert(_LINE).returning(_LINE.c.id, sort_by_parameter_order=True)
+# SQLite runs RETURNING in parameter order row by row: there, plain multi-row INSERTs, and the
+# ids are read back by natural key in one SELECT.
+_INSERT_ORDERS_PLAIN = insert(_ORDER)
+_INSERT_LINES_PLAIN = insert(_LINE)
 _INSERT_EVENT = insert(table_of(OrderEvent))
 
 
@@ -72,8 +76,31 @@ async def insert_order(session: AsyncSession, values: dict[str, Any]) -> int:
 
 async def insert_orders(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
     """Insert many order rows in one multi-row INSERT; returns their ids in the given order."""
-    result = await session.execute(_INSERT_ORDERS, rows)
-    return [int(i) for i in result.scalars().all()]
+    if dialect_of(session) == "postgresql":
+        result = await session.execute(_INSERT_ORDERS, rows)
+        return [int(i) for i in result.scalars().all()]
+    await session.execute(_INSERT_ORDERS_PLAIN, rows)
+    found = await session.execute(
+        select(_ORDER.c.order_no, _ORDER.c.id).where(
+            _ORDER.c.order_no.in_([row["order_no"] for row in rows])
+        )
+    )
+    ids = {order_no: int(order_id) for order_no, order_id in found.all()}
+    return [ids[row["order_no"]] for row in rows]
+
+
+async def by_external(
+    session: AsyncSession, channel: str, external_ids: list[str]
+) -> list[tuple[str, int, str]]:
+    """(external id, id, order number) of a channel's orders with these external ids."""
+    if not external_ids:
+        return []
+    rows = await session.execute(
+        select(_ORDER.c.external_id, _ORDER.c.id, _ORDER.c.order_no).where(
+            _ORDER.c.channel == channel, _ORDER.c.external_id.in_(external_ids)
+        )
+    )
+    return [(str(e), int(i), str(n)) for e, i, n in rows.all()]
 
 
 async def _pairs_present(
@@ -98,6 +125,21 @@ async def existing_externals(
     return await _pairs_present(session, _ORDER.c.channel, _ORDER.c.external_id, pairs)
 
 
+async def lock_fingerprints(session: AsyncSession, fingerprints: list[str]) -> None:
+    """PostgreSQL: wait for a transaction-scoped advisory lock on each duplicate fingerprint,
+    in sorted order (no deadlocks), so a concurrent creation of the same order commits before
+    this transaction reads recent fingerprints. SQLite's single writer already serialises."""
+    if not fingerprints or dialect_of(session) != "postgresql":
+        return
+    await session.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(hashtextextended('order-fingerprint' || chr(31) || f, 0))"
+            " FROM unnest(CAST(:fingerprints AS text[])) WITH ORDINALITY AS t(f, n) ORDER BY n"
+        ),
+        {"fingerprints": sorted(set(fingerprints))},
+    )
+
+
 async def recent_fingerprints(
     session: AsyncSession, fingerprints: list[str], since: datetime
 ) -> set[str]:
@@ -114,8 +156,17 @@ async def recent_fingerprints(
 
 async def insert_lines(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
     """Insert order lines; returns their ids in the given order."""
-    result = await session.execute(_INSERT_LINES, rows)
-    return [int(i) for i in result.scalars().all()]
+    if dialect_of(session) == "postgresql" or len(rows) == 1:
+        result = await session.execute(_INSERT_LINES, rows)
+        return [int(i) for i in result.scalars().all()]
+    await session.execute(_INSERT_LINES_PLAIN, rows)
+    found = await session.execute(
+        select(_LINE.c.order_id, _LINE.c.line_no, _LINE.c.id).where(
+            _LINE.c.order_id.in_(sorted({row["order_id"] for row in rows}))
+        )
+    )
+    ids = {(int(o), int(n)): int(i) for o, n, i in found.all()}
+    return [ids[(row["order_id"], row["line_no"])] for row in rows]
 
 
 async def lock_many(session: AsyncSession, order_ids: list[int]) -> list[SalesOrder]:
@@ -284,3 +335,46 @@ async def status_counts(session: AsyncSession) -> dict[str, int]:
 async def add_pii_access(session: AsyncSession, values: dict[str, Any]) -> None:
     """Log an unmasking."""
     await session.execute(insert(PiiAccess).values(**values))
+
+
+# --- reads and writes other domains make through orders/queries.py --------------------------
+
+
+async def get_many(session: AsyncSession, order_ids: list[int]) -> list[SalesOrder]:
+    """Orders by id, in id order, without locks."""
+    rows = await session.scalars(
+        select(SalesOrder).where(SalesOrder.id.in_(order_ids)).order_by(SalesOrder.id)
+    )
+    return list(rows.all())
+
+
+async def statuses_of(session: AsyncSession, order_ids: list[int]) -> dict[int, str]:
+    """The current status of each of these orders (the ones that exist)."""
+    rows = await session.execute(
+        select(SalesOrder.id, SalesOrder.status).where(SalesOrder.id.in_(order_ids))
+    )
+    return {int(order_id): str(status) for order_id, status in rows.all()}
+
+
+async def ids_in_status(
+    session: AsyncSession, status: str, *, after_id: int, limit: int
+) -> list[int]:
+    """Ids of orders in a status, ascending from after `after_id`."""
+    rows = await session.scalars(
+        select(SalesOrder.id)
+        .where(SalesOrder.status == status, SalesOrder.id > after_id)
+        .order_by(SalesOrder.id)
+        .limit(limit)
+    )
+    return [int(i) for i in rows.all()]
+
+
+async def set_waybill_nos(
+    session: AsyncSession, order_id: int, waybill_nos: str, at: datetime
+) -> None:
+    """Replace the order's list of waybill numbers (the search and export column)."""
+    await session.execute(
+        update(SalesOrder)
+        .where(SalesOrder.id == order_id)
+        .values(waybill_nos=waybill_nos, updated_at=at)
+    )

@@ -1,7 +1,8 @@
 """The order lifecycle as data: every status change is one row of TRANSITIONS.
 
-The admin UI draws this table, the docs print it and the tests enumerate it. `transition()` in
-the service is the only code that changes `sales_order.status`.
+The admin UI draws this table, the docs print it and the tests enumerate it. Each row carries
+its stock effect (`StockEffect`), which `orders.transitions` runs through one dispatcher;
+`transitions.transition()` is the only code that changes `sales_order.status`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,32 @@ class Status(StrEnum):
 
 STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
 TERMINAL: frozenset[Status] = frozenset({Status.COMPLETED, Status.CLOSED, Status.REFUNDED})
+
+
+class Event(StrEnum):
+    """The name of every audit event of an order: the two creations and the transitions."""
+
+    CREATE = "create"
+    IMPORT_PAID = "import_paid"
+    PAYMENT_SUCCEEDED = "payment_succeeded"
+    PAYMENT_TIMEOUT = "payment_timeout"
+    CANCEL = "cancel"
+    ALLOCATE = "allocate"
+    START_FULFILLMENT = "start_fulfillment"
+    SHIP = "ship"
+    DELIVER = "deliver"
+    COMPLETE = "complete"
+    REOPEN_PAID = "reopen_paid"
+    REFUND = "refund"
+
+
+class StockEffect(StrEnum):
+    """What a transition does to the order's stock, in the same transaction."""
+
+    NONE = "none"
+    COMMIT = "commit"  # held reservations become committed; units no longer held are reserved
+    RELEASE = "release"  # live reservations go back to available
+    CONSUME = "consume"  # committed reservations leave the warehouse
 
 
 class ActorKind(StrEnum):
@@ -49,10 +76,22 @@ class Transition:
     event_type: str
     evidence_required_for: frozenset[ActorKind] = frozenset()
     blocked_by_holds: bool = False
+    stock_effect: StockEffect = StockEffect.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who triggers a change, from where, on what evidence."""
+
+    kind: ActorKind
+    id: str
+    source_ip: str | None = None
+    evidence_ref: str | None = None
+    note: str | None = None
 
 
 def _t(
-    name: str,
+    name: Event,
     sources: tuple[Status, ...],
     target: Status,
     actors: tuple[ActorKind, ...],
@@ -60,70 +99,92 @@ def _t(
     *,
     evidence_for: tuple[ActorKind, ...] = (),
     blocked_by_holds: bool = False,
+    stock: StockEffect = StockEffect.NONE,
 ) -> Transition:
     return Transition(
-        name,
+        name.value,
         frozenset(sources),
         target,
         frozenset(actors),
         event_type,
         frozenset(evidence_for),
         blocked_by_holds,
+        stock,
     )
 
 
-S, A = Status, ActorKind
+S, A, E, X = Status, ActorKind, Event, StockEffect
 
 # Creation is not a transition of an existing order: `create` (pending_payment) and
 # `import_paid` (paid) name the first audit row of a new order.
 CREATION: dict[str, tuple[Status, frozenset[ActorKind]]] = {
-    "create": (S.PENDING_PAYMENT, frozenset({A.API, A.CHANNEL_SYNC, A.OPERATOR})),
-    "import_paid": (S.PAID, frozenset({A.CHANNEL_SYNC})),
+    E.CREATE: (S.PENDING_PAYMENT, frozenset({A.API, A.CHANNEL_SYNC, A.OPERATOR})),
+    E.IMPORT_PAID: (S.PAID, frozenset({A.CHANNEL_SYNC})),
 }
 
 TRANSITIONS: tuple[Transition, ...] = (
     _t(
-        "payment_succeeded",
+        E.PAYMENT_SUCCEEDED,
         (S.PENDING_PAYMENT,),
         S.PAID,
         (A.PAYMENT_CALLBACK, A.COMPENSATION_QUERY, A.FINANCE, A.CHANNEL_SYNC),
         "OrderPaid",
         evidence_for=(A.FINANCE, A.CHANNEL_SYNC),
+        stock=X.COMMIT,
     ),
-    _t("payment_timeout", (S.PENDING_PAYMENT,), S.CLOSED, (A.SCHEDULER,), "OrderClosed"),
     _t(
-        "cancel",
+        E.PAYMENT_TIMEOUT,
+        (S.PENDING_PAYMENT,),
+        S.CLOSED,
+        (A.SCHEDULER,),
+        "OrderClosed",
+        stock=X.RELEASE,
+    ),
+    _t(
+        E.CANCEL,
         (S.PENDING_PAYMENT,),
         S.CLOSED,
         (A.BUYER, A.OPERATOR, A.CHANNEL_SYNC),
         "OrderCancelled",
+        stock=X.RELEASE,
     ),
-    _t("allocate", (S.PAID,), S.ALLOCATED, (A.ALLOCATOR,), "OrderAllocated", blocked_by_holds=True),
+    _t(E.ALLOCATE, (S.PAID,), S.ALLOCATED, (A.ALLOCATOR,), "OrderAllocated", blocked_by_holds=True),
     _t(
-        "start_fulfillment",
+        E.START_FULFILLMENT,
         (S.ALLOCATED,),
         S.FULFILLING,
         (A.WAREHOUSE,),
         "OrderFulfillmentStarted",
         blocked_by_holds=True,
     ),
-    _t("ship", (S.FULFILLING,), S.SHIPPED, (A.WAREHOUSE,), "OrderShipped", blocked_by_holds=True),
-    _t("deliver", (S.SHIPPED,), S.DELIVERED, (A.CARRIER,), "OrderDelivered"),
-    _t("complete", (S.DELIVERED,), S.COMPLETED, (A.SCHEDULER, A.BUYER), "OrderCompleted"),
     _t(
-        "reopen_paid",
+        E.SHIP,
+        (S.FULFILLING,),
+        S.SHIPPED,
+        (A.WAREHOUSE,),
+        "OrderShipped",
+        blocked_by_holds=True,
+        stock=X.CONSUME,
+    ),
+    _t(E.DELIVER, (S.SHIPPED,), S.DELIVERED, (A.CARRIER,), "OrderDelivered"),
+    _t(E.COMPLETE, (S.DELIVERED,), S.COMPLETED, (A.SCHEDULER, A.BUYER), "OrderCompleted"),
+    _t(
+        # A reopened order's reservation was released at close: the commit reserves again.
+        E.REOPEN_PAID,
         (S.CLOSED,),
         S.PAID,
         (A.PAYMENT_CALLBACK, A.COMPENSATION_QUERY, A.FINANCE, A.CHANNEL_SYNC),
         "OrderReopenedPaid",
         evidence_for=(A.FINANCE, A.CHANNEL_SYNC),
+        stock=X.COMMIT,
     ),
     _t(
-        "refund",
+        E.REFUND,
         (S.PAID, S.ALLOCATED, S.FULFILLING),
         S.REFUNDED,
         (A.FINANCE, A.PAYMENT_CALLBACK),
         "OrderRefunded",
+        stock=X.RELEASE,
     ),
 )
 
@@ -151,6 +212,7 @@ def as_rows() -> list[dict[str, object]]:
             "event": t.event_type,
             "evidence_required_for": sorted(a.value for a in t.evidence_required_for),
             "blocked_by_holds": t.blocked_by_holds,
+            "stock_effect": t.stock_effect.value,
         }
         for t in TRANSITIONS
     ]

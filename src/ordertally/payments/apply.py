@@ -16,7 +16,7 @@ from ordertally.exceptions import service as exceptions_service
 from ordertally.orders import service as orders_service
 from ordertally.orders.errors import IllegalTransition
 from ordertally.orders.service import Actor
-from ordertally.orders.state_machine import ActorKind, Status, find
+from ordertally.orders.state_machine import ActorKind, Event, Status, find
 from ordertally.payments import repository, state_machine
 from ordertally.payments.metrics import APPLIED, CALLBACK_TO_APPLIED, count_after_commit
 from ordertally.payments.models import Payment, PaymentNotification
@@ -131,7 +131,7 @@ async def apply_notifications(session: AsyncSession, notification_ids: list[int]
     if simple:
         actors = {oid: _actor(r, r.provider_txn_id) for oid, (r, _) in simple.items()}
         moved = await orders_service.transition_many(
-            session, list(simple), "payment_succeeded", actors
+            session, list(simple), Event.PAYMENT_SUCCEEDED, actors
         )
     now = clock.now()
     done = [simple[oid] for oid in sorted(moved)]
@@ -235,7 +235,7 @@ async def _settle(
     actor = _actor(row, row.provider_txn_id)
     try:
         result = await orders_service.transition(
-            session, payment.order_no, "payment_succeeded", actor
+            session, payment.order_no, Event.PAYMENT_SUCCEEDED, actor
         )
     except IllegalTransition:
         order = await orders_service.get_order(session, payment.order_no)
@@ -246,7 +246,7 @@ async def _settle(
         order = result.order  # someone else paid it first
     if order.status == Status.CLOSED:
         policy = get_settings().payment_paid_after_close_policy
-        if policy == "reopen" and find("reopen_paid") is not None:
+        if policy == "reopen" and find(Event.REOPEN_PAID) is not None:
             await orders_service.transition(session, order.order_no, "reopen_paid", actor)
             await repository.mark_settles(session, payment.id, clock.now())
         await _case(

@@ -25,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
 from ordertally.events import outbox
-from ordertally.events import repository as events_repository
 from ordertally.payments import repository
 from ordertally.payments.events import PaymentNotificationReceived
 from ordertally.payments.providers import Notice, Rejected
@@ -264,7 +263,7 @@ async def write_batch(session: AsyncSession, batch: list[_Item]) -> list[Stored]
         )
     if events:
         # outbox.publish for a whole batch: the same validated rows, one INSERT.
-        await events_repository.add_events(session, events)
+        await outbox.publish_rows(session, events)
     return [r or "duplicate" for r in results]
 
 

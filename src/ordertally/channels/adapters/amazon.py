@@ -49,6 +49,7 @@ def _money(value: dict[str, Any] | None, currency: str) -> int:
 
 
 def to_canonical(order: dict[str, Any], items: list[dict[str, Any]]) -> CanonicalOrder:
+    """An Amazon order and its items as a canonical order."""
     try:
         external_id = text(order["AmazonOrderId"])
         status = STATUS[text(order["OrderStatus"])]

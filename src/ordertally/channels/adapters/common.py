@@ -72,4 +72,5 @@ def e164_or_given(phone: str | None, region: str | None) -> str:
 
 
 def text(value: Any) -> str:
+    """A platform field as stripped text ("" for null)."""
     return "" if value is None else str(value).strip()

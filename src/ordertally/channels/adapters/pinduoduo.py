@@ -34,6 +34,7 @@ RATE_LIMIT_CODES = frozenset({70031})
 
 
 def status_of(doc: dict[str, Any]) -> PlatformStatus:
+    """A Pinduoduo order's status in canonical words."""
     if int(doc.get("refund_status") or 1) == 4:
         return PlatformStatus.REFUNDED
     raw_confirm = doc.get("confirm_status")
@@ -49,6 +50,7 @@ def status_of(doc: dict[str, Any]) -> PlatformStatus:
 
 
 def to_canonical(doc: dict[str, Any]) -> CanonicalOrder:
+    """A Pinduoduo order as a canonical order."""
     try:
         external_id = text(doc["order_sn"])
         updated_at = beijing_utc(doc["updated_at"])

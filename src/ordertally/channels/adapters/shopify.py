@@ -51,6 +51,7 @@ def verify(secret: str, body: bytes, header: str | None) -> bool:
 
 
 def status_of(doc: dict[str, Any]) -> PlatformStatus:
+    """A Shopify order's status in canonical words."""
     financial = text(doc.get("financial_status")).lower()
     if financial == "refunded":
         return PlatformStatus.REFUNDED

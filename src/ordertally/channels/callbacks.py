@@ -1,4 +1,5 @@
-"""Platform webhooks: verify, store raw in the channel inbox (one short transaction), answer.
+"""Channel callbacks (platform webhooks): verify, store raw in the channel inbox (one short
+transaction), answer.
 
 Nothing is applied in the request: the inbox row and its `ChannelWebhookReceived` event are
 committed together, then the platform gets its 200; the worker's consumer maps the stored body
@@ -16,10 +17,9 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 from prometheus_client import Counter, Histogram
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.channels import ingest, service
+from ordertally.channels import ingest, repository, service
 from ordertally.channels.adapters import shopify
 from ordertally.channels.adapters.common import AdapterError
 from ordertally.channels.errors import (
@@ -28,9 +28,9 @@ from ordertally.channels.errors import (
     WebhookUnauthenticated,
 )
 from ordertally.channels.events import ChannelWebhookReceived
-from ordertally.channels.models import ChannelAccount, ChannelWebhook
+from ordertally.channels.models import ChannelAccount
 from ordertally.core import clock
-from ordertally.core.db import Database, table_of, upsert_insert
+from ordertally.core.db import Database
 from ordertally.core.errors import PayloadTooLarge
 from ordertally.core.settings import get_settings
 from ordertally.events import outbox
@@ -48,38 +48,33 @@ WEBHOOK_ACK_SECONDS = Histogram(
     "ordertally_channel_webhook_ack_seconds", "Time to acknowledge a channel webhook", ["platform"]
 )
 
-_INBOX = table_of(ChannelWebhook)
-
 
 async def store_webhook(
     session: AsyncSession, account: ChannelAccount, webhook_id: str, topic: str, body: bytes
 ) -> int | None:
     """Insert the receipt and its event; None when this webhook id was stored before."""
-    stmt = (
-        upsert_insert(session, _INBOX)
-        .values(
-            account_id=account.id,
-            webhook_id=webhook_id,
-            topic=topic,
-            body=body.decode("utf-8"),
-            status="pending",
-            attempts=0,
-            received_at=clock.now(),
-        )
-        .on_conflict_do_nothing(index_elements=["account_id", "webhook_id"])
-        .returning(_INBOX.c.id)
+    receipt_id = await repository.store_webhook(
+        session,
+        {
+            "account_id": account.id,
+            "webhook_id": webhook_id,
+            "topic": topic,
+            "body": body.decode("utf-8"),
+            "status": "pending",
+            "attempts": 0,
+            "received_at": clock.now(),
+        },
     )
-    receipt_id = (await session.execute(stmt)).scalar_one_or_none()
     if receipt_id is None:
         return None
     await outbox.publish(
         session,
         "ChannelWebhookReceived",
-        ChannelWebhookReceived(receipt_id=int(receipt_id), account=account.code, topic=topic),
+        ChannelWebhookReceived(receipt_id=receipt_id, account=account.code, topic=topic),
         aggregate_type="channel_webhook",
         aggregate_id=f"{account.code}:{webhook_id}",
     )
-    return int(receipt_id)
+    return receipt_id
 
 
 def _ok(status: str) -> Response:
@@ -147,10 +142,10 @@ async def apply_receipt(session: AsyncSession, receipt_id: int) -> str:
     """Map and ingest one stored webhook inside the caller's transaction; returns its status.
     A receipt already applied is a no-op; a body that cannot be mapped is marked failed (kept
     for inspection) rather than retried forever."""
-    receipt = await session.get(ChannelWebhook, receipt_id, populate_existing=True)
+    receipt = await repository.webhook(session, receipt_id)
     if receipt is None or receipt.status != "pending":
         return receipt.status if receipt is not None else "missing"
-    account = await session.get(ChannelAccount, receipt.account_id)
+    account = await repository.account_by_id(session, receipt.account_id)
     assert account is not None
     ref = ingest.AccountRef(account.id, account.code, account.platform)
     status, error = "applied", None
@@ -166,16 +161,7 @@ async def apply_receipt(session: AsyncSession, receipt_id: int) -> str:
         ingest.count(ref, "webhook", result)
         if result.errors:
             status, error = "failed", result.errors[0][1]
-    await session.execute(
-        update(_INBOX)
-        .where(_INBOX.c.id == receipt_id)
-        .values(
-            status=status,
-            attempts=_INBOX.c.attempts + 1,
-            last_error=error,
-            applied_at=clock.now(),
-        )
-    )
+    await repository.finish_webhook(session, receipt_id, status, error, clock.now())
     if status == "failed":
         log.warning("webhook %s of %s not applied: %s", receipt.webhook_id, account.code, error)
     return status
@@ -185,8 +171,4 @@ async def pending_receipts(
     session: AsyncSession, limit: int, *, older_than: datetime | None = None
 ) -> list[int]:
     """Receipts not applied yet, oldest first."""
-    stmt = select(_INBOX.c.id).where(_INBOX.c.status == "pending")
-    if older_than is not None:
-        stmt = stmt.where(_INBOX.c.received_at < older_than)
-    rows = await session.scalars(stmt.order_by(_INBOX.c.received_at).limit(limit))
-    return [int(i) for i in rows.all()]
+    return await repository.pending_webhooks(session, limit, older_than)

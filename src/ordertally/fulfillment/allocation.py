@@ -1,0 +1,124 @@
+"""Planning: a paid order's committed reservations become one shipment per warehouse, and the
+order moves to `allocated`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.core import clock
+from ordertally.core.settings import Settings, get_settings
+from ordertally.exceptions import service as exceptions_service
+from ordertally.fulfillment import repository, state_machine
+from ordertally.fulfillment.carriers import registry
+from ordertally.fulfillment.models import Shipment
+from ordertally.fulfillment.shipments import shipments_of
+from ordertally.inventory import service as inventory_service
+from ordertally.orders import queries as orders_queries
+from ordertally.orders import service as orders_service
+from ordertally.orders.service import Actor
+from ordertally.orders.state_machine import ActorKind, Event, Status
+
+if TYPE_CHECKING:
+    from ordertally.orders.models import SalesOrder
+
+ALLOCATOR = Actor(ActorKind.ALLOCATOR, "fulfillment")
+
+
+def company_for(warehouse_code: str, settings: Settings | None = None) -> str:
+    """The carrier company a warehouse ships with."""
+    settings = settings or get_settings()
+    return settings.fulfillment_company_by_warehouse.get(
+        warehouse_code, settings.fulfillment_default_company
+    )
+
+
+async def plan_shipments(session: AsyncSession, order: SalesOrder) -> list[Shipment]:
+    """One planned shipment per warehouse of the order's committed reservations (idempotent:
+    an order that has shipments keeps them)."""
+    existing = await shipments_of(session, order.id)
+    if existing:
+        return existing
+    lines = {line.id: line for line in await orders_queries.lines_of(session, order.id)}
+    per_warehouse = await inventory_service.committed_by_warehouse(session, order.id)
+    now = clock.now()
+    carrier = registry.code()
+    planned: list[Shipment] = []
+    for code, quantities in sorted(per_warehouse.items()):
+        shipment = await repository.add_shipment(
+            session,
+            {
+                "order_id": order.id,
+                "order_no": order.order_no,
+                "warehouse_code": code,
+                "seq": 1,
+                "status": state_machine.INITIAL.value,
+                "carrier": carrier,
+                "company": company_for(code),
+                "waybill_no": None,
+                "waybill_label": "",
+                "waybill_attempts": 0,
+                "next_waybill_at": now if carrier != "manual" else None,
+                "last_error": "",
+                "confirmed_by": "",
+                "shipped_by": "",
+                "subscribe_attempts": 0,
+                "tracking_state_code": "",
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        await repository.add_lines(
+            session,
+            (
+                {
+                    "shipment_id": shipment.id,
+                    "order_line_id": line_id,
+                    "line_no": lines[line_id].line_no,
+                    "sku": lines[line_id].sku,
+                    "quantity": quantity,
+                }
+                for line_id, quantity in sorted(
+                    quantities.items(), key=lambda i: lines[i[0]].line_no
+                )
+            ),
+        )
+        planned.append(shipment)
+    return planned
+
+
+async def allocate(session: AsyncSession, order_id: int) -> bool:
+    """Turn a paid order's reservations into shipments and move it to `allocated`; False when
+    the order is not ready (not paid, on hold, nothing committed) and nothing changed."""
+    locked = await orders_queries.lock(session, [order_id])
+    if not locked or locked[0].status != Status.PAID.value:
+        return False
+    order = locked[0]
+    if await exceptions_service.has_hold(session, order.id):
+        return False
+    shipments = await plan_shipments(session, order)
+    if not shipments:
+        return False
+    await orders_service.transition(session, order.order_no, Event.ALLOCATE, ALLOCATOR)
+    return True
+
+
+async def allocate_waiting(session: AsyncSession, limit: int) -> int:
+    """Allocate paid orders the event path missed (a hold was resolved since, a lost event):
+    up to `limit` of those not on hold, oldest first."""
+    done = tried = after = 0
+    while tried < limit:
+        ids = await orders_queries.paid_order_ids(session, after_id=after, limit=limit)
+        if not ids:
+            break
+        for order_id in ids:
+            after = order_id
+            if await exceptions_service.has_hold(session, order_id):
+                continue
+            tried += 1
+            async with session.begin_nested():
+                done += await allocate(session, order_id)
+            if tried == limit:
+                break
+    return done

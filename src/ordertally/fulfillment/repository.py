@@ -1,0 +1,239 @@
+"""Every query of the fulfillment domain: shipments, their lines and their tracking events."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.core.db import dialect_of, upsert_insert
+from ordertally.fulfillment.models import Shipment, ShipmentLine, TrackingEvent
+from ordertally.fulfillment.state_machine import Transition
+
+# The columns that schedule a shipment's next carrier call; `claim_due` leases by them.
+DUE_COLUMNS = frozenset({"next_waybill_at", "next_subscribe_at", "next_poll_at"})
+
+
+# --- shipments ----------------------------------------------------------------------------------
+
+
+async def add_shipment(session: AsyncSession, values: dict[str, Any]) -> Shipment:
+    """Insert one shipment; returns it with its id."""
+    shipment = Shipment(**values)
+    session.add(shipment)
+    await session.flush()
+    return shipment
+
+
+async def add_lines(session: AsyncSession, rows: Iterable[dict[str, Any]]) -> None:
+    """Insert shipment lines."""
+    session.add_all(ShipmentLine(**row) for row in rows)
+    await session.flush()
+
+
+async def get(session: AsyncSession, shipment_id: int) -> Shipment | None:
+    """One shipment, read fresh."""
+    return await session.get(Shipment, shipment_id, populate_existing=True)
+
+
+async def get_fresh(session: AsyncSession, shipment_id: int) -> Shipment | None:
+    """One shipment, read fresh with a query (after its order row was locked)."""
+    return await session.scalar(
+        select(Shipment).where(Shipment.id == shipment_id).execution_options(populate_existing=True)
+    )
+
+
+async def order_id_of(session: AsyncSession, shipment_id: int) -> int | None:
+    """The order a shipment belongs to."""
+    return await session.scalar(select(Shipment.order_id).where(Shipment.id == shipment_id))
+
+
+async def of_order(session: AsyncSession, order_id: int) -> list[Shipment]:
+    """An order's shipments in plan order, read fresh."""
+    rows = await session.scalars(
+        select(Shipment)
+        .where(Shipment.order_id == order_id)
+        .order_by(Shipment.id)
+        .execution_options(populate_existing=True)
+    )
+    return list(rows.all())
+
+
+async def waybill_owner(
+    session: AsyncSession, company: str, waybill_no: str, other_than: int
+) -> int | None:
+    """The id of another shipment that has this waybill of this company."""
+    return await session.scalar(
+        select(Shipment.id).where(
+            Shipment.company == company,
+            Shipment.waybill_no == waybill_no,
+            Shipment.id != other_than,
+        )
+    )
+
+
+async def with_waybill(session: AsyncSession, waybill_no: str) -> list[Row[int, str]]:
+    """(id, company) of the shipments with this waybill number, whatever the company."""
+    rows = await session.execute(
+        select(Shipment.id, Shipment.company)
+        .where(Shipment.waybill_no == waybill_no)
+        .order_by(Shipment.id)
+    )
+    return list(rows.all())
+
+
+async def stale_candidates(session: AsyncSession, cutoff: datetime, limit: int) -> list[Shipment]:
+    """Shipped before `cutoff`, not a single scan since, not flagged yet."""
+    rows = await session.scalars(
+        select(Shipment)
+        .where(
+            Shipment.status == "shipped",
+            Shipment.last_event_at.is_(None),
+            Shipment.shipped_at <= cutoff,
+            Shipment.stale_flagged_at.is_(None),
+        )
+        .order_by(Shipment.id)
+        .limit(limit)
+    )
+    return list(rows.all())
+
+
+async def count_stale_flagged(session: AsyncSession) -> int:
+    """Shipments still without a scan that were flagged stale."""
+    total = await session.scalar(
+        select(func.count())
+        .select_from(Shipment)
+        .where(Shipment.status == "shipped", Shipment.stale_flagged_at.is_not(None))
+    )
+    return int(total or 0)
+
+
+async def claim_due(
+    session: AsyncSession,
+    column: str,
+    statuses: Collection[str],
+    carrier: str,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+) -> list[Shipment]:
+    """Shipments of this carrier in these statuses whose `column` is due, leased by moving
+    `column` to `lease_until` (SKIP LOCKED on PostgreSQL); returned detached."""
+    if column not in DUE_COLUMNS:
+        raise ValueError(f"not a due column: {column}")
+    due = getattr(Shipment, column)
+    stmt = (
+        select(Shipment)
+        .where(Shipment.status.in_(sorted(statuses)), Shipment.carrier == carrier, due <= now)
+        .order_by(due, Shipment.id)
+        .limit(limit)
+    )
+    if dialect_of(session) == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    shipments = list((await session.scalars(stmt)).all())
+    if shipments:
+        await session.execute(
+            update(Shipment)
+            .where(Shipment.id.in_([s.id for s in shipments]))
+            .values({column: lease_until})
+        )
+    for shipment in shipments:
+        session.expunge(shipment)
+    return shipments
+
+
+async def move(
+    session: AsyncSession,
+    shipment_ids: Collection[int],
+    transition: Transition,
+    values: dict[str, Any],
+) -> int:
+    """Compare-and-set: the shipments still in one of the transition's sources take its target
+    and `values`; returns how many moved."""
+    return await update_in_status(
+        session,
+        shipment_ids,
+        transition.sources,
+        {**values, "status": transition.target.value},
+    )
+
+
+async def update_in_status(
+    session: AsyncSession,
+    shipment_ids: Collection[int],
+    statuses: Collection[str],
+    values: dict[str, Any],
+) -> int:
+    """Set `values` on the shipments still in one of `statuses`; returns how many changed."""
+    result = await session.execute(
+        update(Shipment)
+        .where(Shipment.id.in_(sorted(shipment_ids)), Shipment.status.in_(sorted(statuses)))
+        .values(values)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def update_one(session: AsyncSession, shipment_id: int, values: dict[str, Any]) -> None:
+    """Set `values` on one shipment."""
+    await session.execute(update(Shipment).where(Shipment.id == shipment_id).values(values))
+
+
+async def update_if_polled(session: AsyncSession, shipment_id: int, values: dict[str, Any]) -> None:
+    """Set `values` on a shipment that is still polled (tracking may have finished it)."""
+    await session.execute(
+        update(Shipment)
+        .where(Shipment.id == shipment_id, Shipment.next_poll_at.is_not(None))
+        .values(values)
+    )
+
+
+# --- lines --------------------------------------------------------------------------------------
+
+
+async def lines_of_many(session: AsyncSession, shipment_ids: Collection[int]) -> list[ShipmentLine]:
+    """The lines of these shipments, by shipment then line number."""
+    rows = await session.scalars(
+        select(ShipmentLine)
+        .where(ShipmentLine.shipment_id.in_(list(shipment_ids)))
+        .order_by(ShipmentLine.shipment_id, ShipmentLine.line_no)
+    )
+    return list(rows.all())
+
+
+# --- tracking events ----------------------------------------------------------------------------
+
+
+async def add_tracking_events(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
+    """Insert tracking events, each scan once (company, waybill, time, state); returns how many
+    were new."""
+    result = await session.execute(
+        upsert_insert(session, TrackingEvent).values(rows).on_conflict_do_nothing()
+    )
+    return max(int(result.rowcount or 0), 0)  # type: ignore[attr-defined]
+
+
+async def newest_event(session: AsyncSession, shipment_id: int) -> Row[str, str, datetime] | None:
+    """(status, state_code, occurred_at) of a shipment's newest event by event time."""
+    return (
+        await session.execute(
+            select(TrackingEvent.status, TrackingEvent.state_code, TrackingEvent.occurred_at)
+            .where(TrackingEvent.shipment_id == shipment_id)
+            .order_by(TrackingEvent.occurred_at.desc(), TrackingEvent.id.desc())
+            .limit(1)
+        )
+    ).first()
+
+
+async def events_of_many(
+    session: AsyncSession, shipment_ids: Collection[int]
+) -> list[TrackingEvent]:
+    """The tracking events of these shipments, by shipment, newest first by event time."""
+    rows = await session.scalars(
+        select(TrackingEvent)
+        .where(TrackingEvent.shipment_id.in_(list(shipment_ids)))
+        .order_by(TrackingEvent.shipment_id, TrackingEvent.occurred_at.desc(), TrackingEvent.id)
+    )
+    return list(rows.all())

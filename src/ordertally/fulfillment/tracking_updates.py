@@ -1,0 +1,222 @@
+"""Applying what carriers say: tracking events stored once each, the shipment moved to the
+status of its newest event (the shipment table in state_machine.py), delivery and exceptions
+acted on, and shipped parcels that never got a scan flagged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.core import clock
+from ordertally.core.settings import get_settings
+from ordertally.events import outbox
+from ordertally.exceptions import service as exceptions_service
+from ordertally.fulfillment import metrics, repository, state_machine
+from ordertally.fulfillment import tracking_page as tracking
+from ordertally.fulfillment.carriers import registry
+from ordertally.fulfillment.carriers.base import TrackingUpdate
+from ordertally.fulfillment.events import ShipmentDelivered, ShipmentTrackingException
+from ordertally.fulfillment.models import Shipment
+from ordertally.fulfillment.shipments import lock_shipment, shipments_of
+from ordertally.fulfillment.state_machine import ON_THE_ROAD, ShipmentStatus
+from ordertally.orders import queries as orders_queries
+from ordertally.orders import service as orders_service
+from ordertally.orders.service import Actor
+from ordertally.orders.state_machine import ActorKind, Event, Status
+
+if TYPE_CHECKING:
+    from ordertally.orders.models import SalesOrder
+
+CARRIER = Actor(ActorKind.CARRIER, "carrier")
+
+# Kuaidi100 state codes behind an exception, named the way ShipmentTrackingException names them.
+_EXCEPTION_REASONS = {
+    "2": "problem",
+    "4": "rejected",
+    "6": "returned",
+    "13": "customs",
+    "14": "rejected",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingOutcome:
+    known: bool  # a shipment has this waybill
+    stored: int  # events new to us
+    status: str | None  # the shipment's status afterwards
+
+
+async def apply_tracking(
+    session: AsyncSession, update_: TrackingUpdate, *, source: str, now: datetime | None = None
+) -> TrackingOutcome:
+    """Store what a push or a query says (each event once) and move the shipment to the status
+    of its newest event by event time, so a late or repeated push never moves it backwards."""
+    now = now or clock.now()
+    matches = await repository.with_waybill(session, update_.waybill_no)
+    if not matches:
+        return TrackingOutcome(False, 0, None)
+    chosen = next((m for m in matches if m.company == update_.company), matches[0])
+    shipment, order = await lock_shipment(session, chosen.id)
+    stored = 0
+    if update_.events:
+        stored = await repository.add_tracking_events(
+            session,
+            [
+                {
+                    "shipment_id": shipment.id,
+                    "company": shipment.company,
+                    "waybill_no": update_.waybill_no,
+                    "occurred_at": event.occurred_at,
+                    "status": event.status.value,
+                    "state_code": event.state_code,
+                    "description": event.description[:2000],
+                    "location": event.location[:200],
+                    "source": source,
+                    "received_at": now,
+                }
+                for event in update_.events
+            ],
+        )
+        newest = max(event.occurred_at for event in update_.events)
+        metrics.TRACKING_LAG.observe(max((now - newest).total_seconds(), 0.0))
+        metrics.TRACKING_EVENTS.labels(source).inc(stored)
+    shipment.last_news_at = now
+    if update_.finished:
+        shipment.next_poll_at = None
+    elif shipment.subscribed_at is not None:
+        shipment.next_poll_at = now + timedelta(seconds=poll_every(shipment.carrier))
+    await refresh_tracking_status(session, shipment, order, now)
+    return TrackingOutcome(True, stored, shipment.status)
+
+
+def poll_every(carrier: str) -> int:
+    """Seconds between two queries of one parcel (never under the carrier's own floor)."""
+    settings = get_settings()
+    adapter = registry.current(settings)
+    floor = registry.min_query_interval(adapter) if adapter and adapter.code == carrier else 0
+    return max(settings.fulfillment_poll_interval_seconds, floor)
+
+
+async def refresh_tracking_status(
+    session: AsyncSession, shipment: Shipment, order: SalesOrder, now: datetime
+) -> None:
+    """Set a shipment on the road to the status of its newest stored event (a carrier-event
+    transition of state_machine.py) and act on the change. The caller holds the order's lock."""
+    if shipment.status not in ON_THE_ROAD:
+        await session.flush()
+        return
+    newest = await repository.newest_event(session, shipment.id)
+    spec = state_machine.by_carrier_event(newest.status) if newest is not None else None
+    if newest is None or spec is None or shipment.status not in spec.sources:
+        await session.flush()
+        return
+    before = shipment.status
+    shipment.status = spec.target.value
+    shipment.tracking_state_code = newest.state_code
+    shipment.last_event_at = newest.occurred_at
+    shipment.updated_at = now
+    await session.flush()
+    if shipment.status == before:
+        return
+    if spec is state_machine.DELIVER:
+        shipment.delivered_at = newest.occurred_at
+        shipment.next_poll_at = None
+        if shipment.shipped_at is not None:
+            metrics.DELIVERY_TIME.observe(
+                max((newest.occurred_at - clock.as_utc(shipment.shipped_at)).total_seconds(), 0)
+            )
+        await outbox.publish(
+            session,
+            spec.event_type,
+            ShipmentDelivered(
+                shipment_id=shipment.id,
+                order_id=order.id,
+                order_no=order.order_no,
+                carrier=shipment.company,
+                waybill_no=shipment.waybill_no or "",
+                tracking_url=tracking.url_for(order.order_no),
+                delivered_at=newest.occurred_at,
+            ),
+            aggregate_type="order",
+            aggregate_id=order.order_no,
+        )
+        siblings = await shipments_of(session, order.id)
+        if order.status == Status.SHIPPED.value and all(
+            s.status == ShipmentStatus.DELIVERED for s in siblings
+        ):
+            await orders_service.transition(session, order.order_no, Event.DELIVER, CARRIER)
+    elif spec.event_type == "ShipmentTrackingException":
+        reason = (
+            "returned"
+            if shipment.status == ShipmentStatus.RETURNED
+            else _EXCEPTION_REASONS.get(newest.state_code, "carrier_exception")
+        )
+        await _raise_tracking_exception(session, shipment, order, reason, newest.state_code, now)
+    await session.flush()
+
+
+async def _raise_tracking_exception(
+    session: AsyncSession,
+    shipment: Shipment,
+    order: SalesOrder,
+    reason: str,
+    detail: str,
+    now: datetime,
+) -> None:
+    await exceptions_service.open_case(
+        session,
+        order_id=order.id,
+        category="fulfillment",
+        type="tracking_stale" if reason == "tracking_stale" else "tracking_exception",
+        blocking=False,
+        detail={
+            "shipment_id": shipment.id,
+            "carrier": shipment.company,
+            "waybill_no": shipment.waybill_no,
+            "reason": reason,
+            "detail": detail,
+        },
+    )
+    await outbox.publish(
+        session,
+        "ShipmentTrackingException",
+        ShipmentTrackingException(
+            shipment_id=shipment.id,
+            order_id=order.id,
+            order_no=order.order_no,
+            carrier=shipment.company,
+            waybill_no=shipment.waybill_no or "",
+            tracking_url=tracking.url_for(order.order_no),
+            reason=reason,
+            detail=detail,
+            occurred_at=now,
+        ),
+        aggregate_type="order",
+        aggregate_id=order.order_no,
+    )
+
+
+async def flag_stale(session: AsyncSession, now: datetime, limit: int = 500) -> int:
+    """Shipped parcels without a single scan after the threshold become `tracking_stale`
+    exceptions, once each."""
+    cutoff = now - timedelta(seconds=get_settings().fulfillment_stale_after_seconds)
+    stale = await repository.stale_candidates(session, cutoff, limit)
+    for shipment in stale:
+        order = await orders_queries.get_by_id(session, shipment.order_id)
+        assert order is not None
+        shipment.stale_flagged_at = now
+        hours = get_settings().fulfillment_stale_after_seconds / 3600
+        await _raise_tracking_exception(
+            session,
+            shipment,
+            order,
+            "tracking_stale",
+            f"no tracking {hours:g} h after shipping",
+            now,
+        )
+    metrics.STALE_SHIPMENTS.set(await repository.count_stale_flagged(session))
+    await session.flush()
+    return len(stale)

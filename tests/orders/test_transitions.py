@@ -1,0 +1,108 @@
+"""The stock effect of every transition is a column of the table, and the one dispatcher runs
+exactly that effect: commit, release, consume or nothing."""
+
+from collections import Counter
+
+import pytest
+from sqlalchemy import select
+
+from ordertally.core.db import Database
+from ordertally.inventory.models import Reservation, Stock
+from ordertally.orders import transitions
+from ordertally.orders.state_machine import (
+    TRANSITIONS,
+    Actor,
+    Event,
+    StockEffect,
+    Transition,
+    as_rows,
+)
+from tests.factories import DRIVERS, make_order
+
+pytestmark = pytest.mark.anyio
+
+EXPECTED = {
+    Event.PAYMENT_SUCCEEDED: StockEffect.COMMIT,
+    Event.REOPEN_PAID: StockEffect.COMMIT,
+    Event.PAYMENT_TIMEOUT: StockEffect.RELEASE,
+    Event.CANCEL: StockEffect.RELEASE,
+    Event.REFUND: StockEffect.RELEASE,
+    Event.SHIP: StockEffect.CONSUME,
+    Event.ALLOCATE: StockEffect.NONE,
+    Event.START_FULFILLMENT: StockEffect.NONE,
+    Event.DELIVER: StockEffect.NONE,
+    Event.COMPLETE: StockEffect.NONE,
+}
+# The factory order: TEA-LJ-250 x2 and CUP-CER-01 x1, reserved at creation (held).
+UNITS = {"TEA-LJ-250": 2, "CUP-CER-01": 1}
+
+
+def test_every_transition_declares_its_stock_effect() -> None:
+    # Given the transition table; When each row is read; Then its effect is the expected one
+    assert {t.name: t.stock_effect for t in TRANSITIONS} == EXPECTED
+    assert {row["transition"]: row["stock_effect"] for row in as_rows()} == {
+        name.value: effect.value for name, effect in EXPECTED.items()
+    }
+    # and every transition is named by an Event constant with the same string
+    assert {t.name for t in TRANSITIONS} <= {e.value for e in Event}
+
+
+async def _stock_state(
+    db: Database, order_id: int
+) -> tuple[Counter[str], dict[str, tuple[int, int]]]:
+    """(units per reservation state of the order, {sku: (on hand, reserved)})."""
+    async with db.transaction(write=False) as session:
+        states: Counter[str] = Counter()
+        for state, quantity in await session.execute(
+            select(Reservation.state, Reservation.quantity).where(Reservation.order_id == order_id)
+        ):
+            states[state] += quantity
+        stock = {
+            sku: (int(on_hand), int(reserved))
+            for sku, on_hand, reserved in await session.execute(
+                select(Stock.sku, Stock.on_hand, Stock.reserved).where(Stock.sku.in_(UNITS))
+            )
+        }
+    return states, stock
+
+
+@pytest.mark.parametrize("spec", TRANSITIONS, ids=lambda t: t.name)
+async def test_each_transition_runs_its_stock_effect(db: Database, spec: Transition) -> None:
+    # Given an order reserved at creation and walked to the transition's first source status
+    source = sorted(spec.sources)[0]
+    order = await make_order(db, source.value)
+    states, stock = await _stock_state(db, order.id)
+    total = sum(UNITS.values())
+    # When the transition is applied
+    async with db.transaction() as session:
+        result = await transitions.transition(
+            session,
+            order.order_no,
+            spec.name,
+            Actor(DRIVERS[spec.name], "tester", evidence_ref="E"),
+        )
+    assert result.applied is True
+    after, stock_after = await _stock_state(db, order.id)
+    # Then the reservations and the stock rows changed exactly as the row's effect says
+    if spec.stock_effect is StockEffect.COMMIT:
+        assert after["committed"] == total
+        assert after["held"] == 0
+        assert after["released"] == states["released"]  # reopen_paid reserves again
+        assert stock_after == {
+            sku: (on_hand, reserved + (UNITS[sku] if states["released"] else 0))
+            for sku, (on_hand, reserved) in stock.items()
+        }
+    elif spec.stock_effect is StockEffect.RELEASE:
+        assert after == Counter({"released": total})
+        assert stock_after == {
+            sku: (on_hand, reserved - UNITS[sku]) for sku, (on_hand, reserved) in stock.items()
+        }
+    elif spec.stock_effect is StockEffect.CONSUME:
+        assert after == Counter({"consumed": total})
+        assert stock_after == {
+            sku: (on_hand - UNITS[sku], reserved - UNITS[sku])
+            for sku, (on_hand, reserved) in stock.items()
+        }
+    else:
+        assert after == states
+        assert stock_after == stock
