@@ -60,7 +60,9 @@ def serve(
     host = host or settings.host
     port = port or settings.port
     base = f"http://{host}:{port}"
-    console.print(f"ordertally on {base}  ·  API docs {base}/docs  ·  metrics {base}/metrics")
+    docs_on = settings.is_sqlite if settings.docs_enabled is None else settings.docs_enabled
+    docs = f"API docs {base}/docs" if docs_on else "API docs off (ORDERTALLY_DOCS_ENABLED)"
+    console.print(f"ordertally on {base}  ·  {docs}  ·  metrics {base}/metrics")
     key_file = settings.data_dir / "demo-api-key.txt"
     if key_file.exists():
         # The key was printed once, when `demo` created it; say where it is, not what it is.
