@@ -796,6 +796,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "ORDERTALLY_WORKER_BATCH_SIZE": str(args.batch),
         "ORDERTALLY_WORKER_POLL_SECONDS": "0.05",
         "ORDERTALLY_DB_POOL_SIZE": "20",
+        "ORDERTALLY_RATE_LIMIT_PER_KEY": "1000000/second",
+        "ORDERTALLY_RATE_LIMIT_PER_IP": "1000000/second",
     }
     os.environ.update({k: v for k, v in env_vars.items() if k.startswith("ORDERTALLY_")})
     reset_settings()

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ordertally import __version__
 from ordertally.auth.service import Authenticator
+from ordertally.core import edge
 from ordertally.core.db import Database, create_database
 from ordertally.core.errors import OrdertallyError, PayloadTooLarge, problem
 from ordertally.core.settings import Settings, get_settings
@@ -40,17 +42,28 @@ def _problem_response(body: dict[str, Any], headers: dict[str, str] | None = Non
 class BodyLimitMiddleware:
     """Refuse request bodies over the limit with 413, by header or while streaming."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, per_route: dict[str, int] | None = None
+    ) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_max = max_bytes
+        self.per_route = sorted((per_route or {}).items(), key=lambda kv: -len(kv[0]))
+
+    def limit_for(self, path: str) -> int:
+        """The limit of the longest matching route prefix, else the default."""
+        for prefix, limit in self.per_route:
+            if path.startswith(prefix):
+                return limit
+        return self.default_max
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limit_for(scope["path"]) if self.per_route else self.default_max
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._refuse(scope, send)
+            if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
+                await self._refuse(scope, send, max_bytes)
                 return
         if any(name == b"content-length" for name, _ in scope["headers"]):
             await self.app(scope, receive, send)
@@ -65,8 +78,8 @@ class BodyLimitMiddleware:
                 return
             chunk = message.get("body", b"")
             seen += len(chunk)
-            if seen > self.max_bytes:
-                await self._refuse(scope, send)
+            if seen > max_bytes:
+                await self._refuse(scope, send, max_bytes)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -82,8 +95,8 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        body = PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes").to_problem(
+    async def _refuse(self, scope: Scope, send: Send, max_bytes: int) -> None:
+        body = PayloadTooLarge(f"request body exceeds {max_bytes} bytes").to_problem(
             scope.get("path")
         )
         response = _problem_response(body)
@@ -172,6 +185,58 @@ async def warm_up(db: Database, settings: Settings) -> None:
     gc.freeze()
 
 
+def body_limits(settings: Settings) -> dict[str, int]:
+    """The one place that sets request-body limits per route (by path prefix); every other
+    route gets `max_body_bytes`. The routes re-check their own limit on what they read."""
+    from ordertally.fulfillment.api import MAX_LIST_BYTES
+    from ordertally.fulfillment.callbacks import MAX_PUSH_BYTES
+
+    return {
+        "/api/v1/shipments/import": MAX_LIST_BYTES,
+        "/callbacks/carriers/": MAX_PUSH_BYTES,
+        "/callbacks/channels/": settings.channels_webhook_max_bytes,
+    }
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def add_local_docs(app: FastAPI) -> None:
+    """Swagger UI and ReDoc with their assets served by this process (no CDN: works offline).
+
+    The assets are the pinned `fastapi-offline` package's copies of swagger-ui-dist and ReDoc.
+    """
+    import fastapi_offline
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title="ordertally API",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title="ordertally API",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+
+
 def create_app(
     settings: Settings | None = None, *, db: Database | None = None, embedded_worker: bool = False
 ) -> FastAPI:
@@ -203,7 +268,15 @@ def create_app(
         version=__version__,
         summary="Every order accounted for / 每一笔订单都对得上",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    docs_enabled = settings.docs_enabled
+    if docs_enabled is None:
+        docs_enabled = settings.is_sqlite
+    if docs_enabled:
+        add_local_docs(app)
+    app.state.metrics_token = settings.metrics_token
     if db is not None:  # tests that skip the lifespan still get a working app
         app.state.db = db
         app.state.authenticator = Authenticator(db, settings.api_key_cache_seconds)
@@ -245,8 +318,25 @@ def create_app(
     # Every domain's routes, consumers, jobs and hooks, in the same order as the worker's.
     register_all(settings, app)
     app.include_router(health.router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, per_route=body_limits(settings)
+    )
     app.add_middleware(metrics.LatencyMiddleware)
+    if settings.request_deadline_seconds > 0:
+        app.add_middleware(
+            edge.RequestDeadlineMiddleware,
+            seconds=settings.request_deadline_seconds,
+            retry_after=settings.request_deadline_retry_after_seconds,
+        )
+    if settings.rate_limit_enabled:
+        app.add_middleware(
+            edge.RateLimitMiddleware,
+            per_key=settings.rate_limit_per_key,
+            per_ip=settings.rate_limit_per_ip,
+            auth_failures=settings.rate_limit_auth_failures,
+            storage=edge.limit_storage(settings.redis_url),
+        )
+    app.add_middleware(edge.SecurityHeadersMiddleware)
     app.callback_body_limit = settings.max_body_bytes
     return app
 

@@ -11,7 +11,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -56,15 +56,19 @@ def serve(
     import uvicorn
 
     from ordertally.app import create_app
+    from ordertally.core.server import PROTOCOL
 
     settings = get_settings()
     host = host or settings.host
     port = port or settings.port
     base = f"http://{host}:{port}"
-    console.print(f"ordertally on {base}  ·  API docs {base}/docs  ·  metrics {base}/metrics")
+    docs_on = settings.is_sqlite if settings.docs_enabled is None else settings.docs_enabled
+    docs = f"API docs {base}/docs" if docs_on else "API docs off (ORDERTALLY_DOCS_ENABLED)"
+    console.print(f"ordertally on {base}  ·  {docs}  ·  metrics {base}/metrics")
     key_file = settings.data_dir / "demo-api-key.txt"
     if key_file.exists():
-        console.print(f"demo API key (admin): {key_file.read_text().strip()}")
+        # The key was printed once, when `demo` created it; say where it is, not what it is.
+        console.print(f"demo API key (admin) kept in {key_file}")
     admin_file = settings.data_dir / FIRST_ADMIN_FILE
     if admin_file.exists():
         console.print(f"back office {base}/ui/  ·  first admin's sign-in saved in {admin_file}")
@@ -80,6 +84,7 @@ def serve(
             host=host,
             port=port,
             workers=workers,
+            http=PROTOCOL,
             access_log=False,
             log_level="warning",
         )
@@ -88,6 +93,7 @@ def serve(
         create_app(settings, embedded_worker=not no_worker),
         host=host,
         port=port,
+        http=PROTOCOL,
         access_log=False,
         log_level="info",
     )
@@ -150,12 +156,17 @@ def demo(
     key_file.write_text(key + "\n")
     key_file.chmod(0o600)
     console.print(f"demo data loaded: {orders} orders; admin API key saved to {key_file}")
+    console.print(f"demo API key (admin), shown this once: {key}")
 
 
 @apikey_app.command("create")
 def apikey_create(
     name: Annotated[str, typer.Option(help="Who or what uses the key")],
     role: Annotated[str, typer.Option(help="admin | ops | cs | finance | warehouse")],
+    warehouse: Annotated[
+        list[str] | None,
+        typer.Option("--warehouse", help="Limit the key to this warehouse code (repeatable)"),
+    ] = None,
 ) -> None:
     """Create an API key; it is printed once, as the last line, and stored hashed."""
     from ordertally.auth import service as auth_service
@@ -164,7 +175,7 @@ def apikey_create(
         db = create_database()
         try:
             async with db.transaction() as session:
-                return await auth_service.create_api_key(session, name, role)
+                return await auth_service.create_api_key(session, name, role, warehouse)
         finally:
             await db.dispose()
 
@@ -175,6 +186,48 @@ def apikey_create(
         raise typer.Exit(2) from exc
     typer.echo(f"created API key {key_id} ({name}, role {role}); it will not be shown again:")
     typer.echo(raw)
+
+
+@apikey_app.command("list")
+def apikey_list() -> None:
+    """List API keys: id, name, role, prefix, warehouses, created, revoked."""
+    from ordertally.auth import service as auth_service
+
+    async def main() -> list[dict[str, Any]]:
+        db = create_database()
+        try:
+            async with db.transaction(write=False) as session:
+                return await auth_service.list_api_keys(session)
+        finally:
+            await db.dispose()
+
+    for key in asyncio.run(main()):
+        scope = ",".join(key["warehouses"] or []) or "-"
+        state = f"revoked {key['revoked_at']}" if key["revoked_at"] else "active"
+        typer.echo(
+            f"{key['id']}\t{key['name']}\t{key['role']}\t{key['key_prefix']}…\t{scope}\t{state}"
+        )
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (see list)")]) -> None:
+    """Revoke an API key; every process refuses it from its next request."""
+    from ordertally.auth import service as auth_service
+
+    async def main() -> dict[str, Any]:
+        db = create_database()
+        try:
+            async with db.transaction() as session:
+                return await auth_service.revoke_api_key(session, key_id)
+        finally:
+            await db.dispose()
+
+    try:
+        key = asyncio.run(main())
+    except Exception as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"revoked API key {key['id']} ({key['name']}) at {key['revoked_at']}")
 
 
 FIRST_ADMIN_FILE = "first-admin.txt"

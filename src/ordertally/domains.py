@@ -13,6 +13,7 @@ from typing import Protocol
 from fastapi import FastAPI
 
 from ordertally.analytics import wiring as analytics
+from ordertally.auth import wiring as auth
 from ordertally.catalog import wiring as catalog
 from ordertally.channels import wiring as channels
 from ordertally.core.settings import Settings
@@ -47,6 +48,7 @@ DOMAINS: tuple[Wiring, ...] = (
     analytics,
     web,
     catalog,
+    auth,
 )
 
 

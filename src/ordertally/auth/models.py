@@ -1,14 +1,14 @@
-"""API keys (stored as a SHA-256 of a high-entropy secret, shown once) and back-office users,
-their browser sessions and their sign-in attempts."""
+"""API keys (stored as a SHA-256 of a high-entropy secret, shown once) and the auth revision;
+back-office users, their browser sessions and their sign-in attempts."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, String
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ordertally.core.db import Base, BigId, UtcDateTime
+from ordertally.core.db import Base, BigId, JsonDoc, UtcDateTime
 
 ROLES = ("admin", "ops", "cs", "finance", "warehouse")
 
@@ -24,6 +24,18 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Warehouse codes the key is limited to; NULL = not scoped.
+    warehouses: Mapped[list[str] | None] = mapped_column(JsonDoc, nullable=True)
+
+
+class AuthRevision(Base):
+    """One row whose counter moves whenever a key is revoked: every process's key cache is
+    valid only for the revision it was filled at."""
+
+    __tablename__ = "auth_revision"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class User(Base):

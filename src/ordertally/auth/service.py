@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.auth import repository
-from ordertally.auth.models import ROLES
+from ordertally.auth.errors import ApiKeyNotFound
+from ordertally.auth.models import ROLES, ApiKey
 from ordertally.core import clock
 from ordertally.core.db import Database
+from ordertally.core.edge import bearer_token
 from ordertally.core.errors import Forbidden, InvalidRequest, Unauthenticated
 
 PERMISSIONS: dict[str, frozenset[str]] = {
@@ -43,6 +47,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "fx.manage": frozenset({"admin", "finance"}),
     "catalog.read": frozenset(ROLES),
     "catalog.manage": frozenset({"admin", "ops"}),
+    "auth.manage": frozenset({"admin"}),
 }
 
 
@@ -51,6 +56,12 @@ class Principal:
     key_id: int
     name: str
     role: str
+    # Warehouse codes the caller is limited to; None = not scoped.
+    warehouses: tuple[str, ...] | None = None
+
+    def may_act_for(self, warehouse_code: str | None) -> bool:
+        """Whether a warehouse-scoped caller may see or act on this warehouse's work."""
+        return self.warehouses is None or warehouse_code in self.warehouses
 
     @property
     def scope(self) -> str:
@@ -63,7 +74,9 @@ def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-async def create_api_key(session: AsyncSession, name: str, role: str) -> tuple[int, str]:
+async def create_api_key(
+    session: AsyncSession, name: str, role: str, warehouses: list[str] | None = None
+) -> tuple[int, str]:
     """Create a key; returns (id, the raw key), which is never stored or shown again."""
     if role not in ROLES:
         raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", field="role")
@@ -76,9 +89,39 @@ async def create_api_key(session: AsyncSession, name: str, role: str) -> tuple[i
             "key_prefix": raw[:10],
             "key_hash": hash_key(raw),
             "created_at": clock.now(),
+            "warehouses": sorted(set(warehouses)) if warehouses else None,
         },
     )
     return key_id, raw
+
+
+def key_doc(key: ApiKey) -> dict[str, Any]:
+    """What listing a key shows (never its hash)."""
+    return {
+        "id": key.id,
+        "name": key.name,
+        "role": key.role,
+        "key_prefix": key.key_prefix,
+        "warehouses": key.warehouses,
+        "created_at": key.created_at.isoformat(),
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+    }
+
+
+async def list_api_keys(session: AsyncSession) -> list[dict[str, Any]]:
+    """Every key, revoked ones included."""
+    return [key_doc(k) for k in await repository.all_keys(session)]
+
+
+async def revoke_api_key(session: AsyncSession, key_id: int) -> dict[str, Any]:
+    """Revoke a key at once on every process (the auth revision moves); idempotent."""
+    if await repository.revoke(session, key_id, clock.now()):
+        await repository.bump_revision(session)
+    key = await repository.by_id(session, key_id)
+    if key is None:
+        raise ApiKeyNotFound(f"no API key {key_id}")
+    await session.refresh(key)
+    return key_doc(key)
 
 
 def check_permission(principal: Principal, permission: str) -> None:
@@ -88,30 +131,66 @@ def check_permission(principal: Principal, permission: str) -> None:
 
 
 class Authenticator:
-    """Resolves bearer keys, caching hits briefly so a hot path does not query every time."""
+    """Resolves bearer keys, caching hits briefly so a hot path does not query every time.
+
+    A cached key is trusted only at the auth revision it was cached under. A request that
+    would use the cache first learns the current revision from a read that *starts after the
+    request arrived*: at most one revision read is in flight, and every request arriving
+    meanwhile waits for the next one, which they share. So a revocation committed before a
+    request was sent is seen by that request, on every process, at the cost of about one tiny
+    indexed read per batch of concurrent requests.
+    """
 
     def __init__(self, db: Database, cache_seconds: float) -> None:
         self._db = db
         self._ttl = cache_seconds
-        self._cache: dict[str, tuple[float, Principal]] = {}
+        # key hash -> (expiry, principal, the revision read before the key was looked up)
+        self._cache: dict[str, tuple[float, Principal, int]] = {}
+        self._next_read: asyncio.Future[int] | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def _current_revision(self) -> int:
+        if self._next_read is None:
+            self._next_read = asyncio.get_running_loop().create_future()
+        future = self._next_read
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_revisions())
+        return await asyncio.shield(future)
+
+    async def _read_revisions(self) -> None:
+        while self._next_read is not None:
+            future, self._next_read = self._next_read, None
+            try:
+                async with self._db.transaction(write=False) as session:
+                    value = await repository.revision(session)
+            except Exception as exc:
+                future.set_exception(exc)
+                future.exception()  # retrieved here; each waiter re-raises it
+                continue
+            future.set_result(value)
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The principal behind an `Authorization: Bearer` header, or Unauthenticated."""
-        if not authorization or not authorization.startswith("Bearer "):
+        token = bearer_token(authorization)
+        if token is None:
             raise Unauthenticated("send Authorization: Bearer <api key>")
-        key_hash = hash_key(authorization[7:].strip())
-        hit = self._cache.get(key_hash)
+        key_hash = hash_key(token)
         mono = time.monotonic()
-        if hit is not None and hit[0] > mono:
-            return hit[1]
+        revision = 0
+        if self._ttl > 0:
+            revision = await self._current_revision()
+            hit = self._cache.get(key_hash)
+            if hit is not None and hit[0] > mono and hit[2] == revision:
+                return hit[1]
         async with self._db.transaction(write=False) as session:
             row = await repository.by_hash(session, key_hash)
         if row is None:
             self._cache.pop(key_hash, None)
             raise Unauthenticated("unknown or revoked API key")
-        principal = Principal(row.id, row.name, row.role)
+        scope = tuple(row.warehouses) if row.warehouses else None
+        principal = Principal(row.id, row.name, row.role, scope)
         if self._ttl > 0:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[key_hash] = (mono + self._ttl, principal)
+            self._cache[key_hash] = (mono + self._ttl, principal, revision)
         return principal

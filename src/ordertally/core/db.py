@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
@@ -87,6 +88,13 @@ def _configure_sqlite(engine: AsyncEngine, *, immediate: bool, synchronous: str)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def create_private_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (its WAL and SHM files inherit it)."""
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(path, 0o600)  # whatever the umask allowed
+
+
 class Database:
     """The engines of one process and the transaction boundary every caller uses."""
 
@@ -98,6 +106,7 @@ class Database:
             database = make_url(url).database
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
+                create_private_file(Path(database))
             self.write_engine = create_async_engine(
                 url, echo=echo, pool_size=1, max_overflow=0, connect_args={"timeout": 30}
             )

@@ -43,13 +43,20 @@ def national_digits(e164: str) -> str:
 
 
 def mask(e164: str) -> str:
-    """Masked display: first three and last four digits of the national number."""
+    """Masked display that never shows more than a fixed share of the digits.
+
+    Numbers of 11 digits or more keep the mainland convention (first three and last four,
+    `138****5678`, which search and platform exports rely on); shorter ones show only their
+    last digits, at most half of them and never more than four (`****4567` for 8 digits).
+    """
     digits = national_digits(e164)
-    if len(digits) <= 7:
-        return digits[:1] + "*" * (len(digits) - 3) + digits[-2:]
-    return digits[:3] + "*" * (len(digits) - 7) + digits[-4:]
+    if len(digits) >= 11:
+        return digits[:3] + "*" * (len(digits) - 7) + digits[-4:]
+    shown = min(4, len(digits) // 2)
+    return "*" * (len(digits) - shown) + digits[len(digits) - shown :]
 
 
 def last4(e164: str) -> str:
-    """The last four digits, kept in clear for fragment search."""
-    return national_digits(e164)[-4:]
+    """The last four digits, kept in clear for fragment search (at most half of a short number)."""
+    digits = national_digits(e164)
+    return digits[len(digits) - min(4, len(digits) // 2) :]

@@ -226,6 +226,32 @@ class Settings(BaseSettings):
     # encrypted, then emptied this many days after they were applied (ADR 0030).
     inbox_retention_days: int = Field(default=30, ge=1, le=3650)
 
+    # --- the HTTP edge (issue 14): rate limits, read timeouts, deadline, docs, metrics ---
+    # Limits in the `limits` notation ("100/second;5000/minute"); callbacks are never limited.
+    rate_limit_enabled: bool = True
+    # Requests per API key (keyed by a hash of the presented key, valid or not).
+    rate_limit_per_key: str = "1000/second;30000/minute"
+    # Requests per client address (all keys together, and requests without a key).
+    rate_limit_per_ip: str = "2000/second;60000/minute"
+    # Failed authentications (401) per client address; past it every request of that address
+    # is answered 429 until the window passes.
+    rate_limit_auth_failures: str = "10/minute;50/hour"
+    # Shared limit store for several processes/hosts: redis://host:6379/0; empty = in memory.
+    redis_url: str = ""
+    # A client must send the request line and headers within this many seconds of connecting
+    # (or of starting the next request on a kept-alive connection), and the whole body within
+    # the body timeout after its headers; otherwise the connection is closed.
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    body_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # A request not answered within this many seconds gets a 503 with Retry-After (the work
+    # is cancelled and rolled back); 0 = no deadline.
+    request_deadline_seconds: float = Field(default=30.0, ge=0, le=3600)
+    request_deadline_retry_after_seconds: int = Field(default=5, ge=1, le=3600)
+    # /docs and /redoc (assets served locally): None = on in embedded mode (SQLite), off otherwise.
+    docs_enabled: bool | None = None
+    # When set, /metrics wants `Authorization: Bearer <token>`; empty = open (embedded/dev).
+    metrics_token: str = ""
+
     @field_validator("base_currency")
     @classmethod
     def _upper(cls, value: str) -> str:

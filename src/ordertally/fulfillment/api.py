@@ -16,7 +16,7 @@ from ordertally.auth.api import require
 from ordertally.auth.service import Principal
 from ordertally.core import clock
 from ordertally.core.db import Database
-from ordertally.core.errors import PayloadTooLarge
+from ordertally.core.errors import Forbidden, PayloadTooLarge
 from ordertally.fulfillment import callbacks, service, shiplist
 from ordertally.fulfillment import tracking_page as tracking
 from ordertally.fulfillment.models import Shipment, ShipmentLine, TrackingEvent
@@ -96,6 +96,14 @@ class ShipIn(BaseModel):
     company: Annotated[str | None, Field(pattern=r"^[a-z0-9_]{1,32}$")] = None
 
 
+async def _own_shipment(session: AsyncSession, principal: Principal, shipment_id: int) -> None:
+    """Refuse a warehouse-scoped caller another warehouse's shipment."""
+    if principal.warehouses is not None:
+        shipment = await service.get_shipment(session, shipment_id)
+        if not principal.may_act_for(shipment.warehouse_code):
+            raise Forbidden(f"shipment {shipment_id} belongs to another warehouse")
+
+
 def _warehouse(principal: Principal) -> Actor:
     return Actor(ActorKind.WAREHOUSE, principal.name)
 
@@ -138,6 +146,7 @@ async def confirm_shipment(
     principal: Annotated[Principal, Depends(require("fulfillment.ship"))],
 ) -> Response:
     async with _db(request).transaction() as session:
+        await _own_shipment(session, principal, shipment_id)
         s = await service.confirm(session, shipment_id, _warehouse(principal))
         return _json(shipment_doc(s))
 
@@ -151,6 +160,7 @@ async def ship_shipment(
 ) -> Response:
     body = body or ShipIn()
     async with _db(request).transaction() as session:
+        await _own_shipment(session, principal, shipment_id)
         s, _changed = await service.ship(
             session,
             shipment_id,
@@ -167,6 +177,8 @@ async def import_shipped_list(
     principal: Annotated[Principal, Depends(require("fulfillment.ship"))],
 ) -> Response:
     """A shipped list as the request body (text/csv or an XLSX file); one result per row."""
+    if principal.warehouses is not None:
+        raise Forbidden("a warehouse-scoped key ships parcel by parcel, not by list")
     data = await request.body()
     if len(data) > MAX_LIST_BYTES:
         raise PayloadTooLarge(f"a shipped list may not exceed {MAX_LIST_BYTES} bytes")

@@ -1034,3 +1034,8 @@ async def committed_by_warehouse(session: AsyncSession, order_id: int) -> dict[s
         if reservation.state == "committed":
             out[code][reservation.order_line_id] += reservation.quantity
     return {code: dict(lines) for code, lines in out.items()}
+
+
+async def warehouses_of_order(session: AsyncSession, order_id: int) -> set[str]:
+    """The codes of the warehouses holding an order's reservations."""
+    return {code for _, code in await repository.reservations_of(session, order_id)}

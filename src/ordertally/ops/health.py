@@ -35,6 +35,16 @@ async def readyz(request: Request) -> Response:
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
 async def prometheus(request: Request) -> Response:
     """Exposition format, with database-derived gauges refreshed first."""
+    if not metrics.scrape_allowed(
+        getattr(request.app.state, "metrics_token", ""), request.headers.get("authorization")
+    ):
+        refusal = problem(
+            401,
+            "auth.unauthenticated",
+            "Missing or invalid metrics token",
+            "send Authorization: Bearer <metrics token>",
+        )
+        return Response(orjson.dumps(refusal), 401, media_type="application/problem+json")
     await metrics.refresh_gauges(request.app.state.db)
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 import time
 from typing import Any
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ordertally.core import clock
 from ordertally.core.db import Database
+from ordertally.core.edge import bearer_token
 from ordertally.events import repository as events_repository
 from ordertally.inventory import repository as inventory_repository
 
@@ -92,6 +94,14 @@ async def refresh_gauges(db: Database) -> dict[str, Any]:
     OUTBOX_BACKLOG.set(backlog)
     OUTBOX_OLDEST_AGE.set(max(age, 0.0))
     return {"backlog": backlog, "oldest_age_seconds": age}
+
+
+def scrape_allowed(token: str, authorization: str | None) -> bool:
+    """Whether a scrape may read the metrics: always, unless a metrics token is configured."""
+    if not token:
+        return True
+    presented = bearer_token(authorization) or ""
+    return hmac.compare_digest(presented.encode(), token.encode())
 
 
 def render() -> tuple[bytes, str]:

@@ -8,7 +8,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.core.db import create_private_file
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -23,6 +26,10 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str) -> None:
     """Migrate a database to head."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        create_private_file(Path(parsed.database))
     command.upgrade(alembic_config(url), "head")
 
 

@@ -481,6 +481,7 @@ async def order_contact(
             role=principal.role,
             reason=reason,
             source_ip=client_ip(request),
+            warehouses=principal.warehouses,
         )
     return json_response(contact)
 

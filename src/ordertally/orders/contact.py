@@ -10,12 +10,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
 from ordertally.core.crypto import get_cipher
+from ordertally.inventory import service as inventory_service
 from ordertally.orders import repository
-from ordertally.orders.errors import OrderNotFound
+from ordertally.orders.errors import ContactNotAllowed, OrderNotFound
+from ordertally.orders.state_machine import Status
 
 PII_NAME = "sales_order.customer_name"
 PII_PHONE = "sales_order.customer_phone"
 PII_ADDRESS = "sales_order.shipping_address"
+# Where a parcel is being prepared or travels: the only time a warehouse needs the recipient.
+LABEL_STATUSES = frozenset({Status.ALLOCATED, Status.FULFILLING, Status.SHIPPED})
+LABEL_FIELDS = frozenset(
+    {"name", "phone", "province", "city", "district", "line1", "postal_code", "country"}
+)
 
 
 def mask_name(name: str) -> str:
@@ -31,11 +38,27 @@ async def reveal_contact(
     role: str,
     reason: str,
     source_ip: str | None,
+    warehouses: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """Decrypt an order's personal data for someone allowed to see it, and log that they did."""
+    """Decrypt an order's personal data for someone allowed to see it, and log that they did.
+
+    The warehouse role and warehouse-scoped callers see it only once the order is allocated
+    (to one of their warehouses, when scoped), and only what a label needs.
+    """
     order = await repository.get_by_no(session, order_no)
     if order is None:
         raise OrderNotFound(f"order {order_no} does not exist")
+    label_only = role == "warehouse" or warehouses is not None
+    if label_only:
+        if order.status not in LABEL_STATUSES:
+            raise ContactNotAllowed(
+                f"order {order_no} is {order.status}: its contact is shown to warehouses only "
+                "once it is allocated"
+            )
+        if warehouses is not None and not (
+            await inventory_service.warehouses_of_order(session, order.id)
+        ) & set(warehouses):
+            raise ContactNotAllowed(f"order {order_no} is not allocated to your warehouse")
     cipher = get_cipher()
     await repository.add_pii_access(
         session,
@@ -48,8 +71,15 @@ async def reveal_contact(
             "accessed_at": clock.now(),
         },
     )
+    address = orjson.loads(cipher.decrypt(order.shipping_address_enc, PII_ADDRESS))
+    if label_only:  # the recipient on the label, nothing about the buyer
+        return {
+            "customer_name": None,
+            "customer_phone": None,
+            "shipping_address": {k: v for k, v in address.items() if k in LABEL_FIELDS},
+        }
     return {
         "customer_name": cipher.decrypt(order.customer_name_enc, PII_NAME),
         "customer_phone": cipher.decrypt(order.customer_phone_enc, PII_PHONE),
-        "shipping_address": orjson.loads(cipher.decrypt(order.shipping_address_enc, PII_ADDRESS)),
+        "shipping_address": address,
     }

@@ -62,3 +62,9 @@ class InvalidFxRate(OrderError):
     status = 422
     code = "fx.invalid_rate"
     title = "The exchange rate is not valid"
+
+
+class ContactNotAllowed(OrderError):
+    status = 403
+    code = "order.contact_not_allowed"
+    title = "This caller may not see this order's contact"

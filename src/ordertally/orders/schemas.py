@@ -188,6 +188,7 @@ class OrderEventOut(BaseModel):
 
 
 class ContactOut(BaseModel):
-    customer_name: str
-    customer_phone: str
+    # None for the warehouse role and warehouse-scoped keys (the label's recipient only).
+    customer_name: str | None
+    customer_phone: str | None
     shipping_address: dict[str, str]
