@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -232,7 +233,7 @@ async def drive(
 
     pool = await asyncpg.create_pool(asyncpg_dsn(db.url), min_size=1, max_size=3)
     scenario = Scenario(
-        Targets(ports["api"], db.api_key, ports["paysim"]),
+        Targets(ports["api"], db.api_key, ports["paysim"], ports["channelsim"]),
         args.speed,
         args.duration,
         args.seed,
@@ -272,6 +273,7 @@ async def drive(
             for k in (
                 "outbox_pending",
                 "payment_inbox",
+                "channel_webhooks",
                 "shipments_without_waybill",
                 "notify_waiting",
             )
@@ -323,7 +325,25 @@ async def drive(
         ).json()
         waybills = (await client.get(f"{carrier}/_sim/waybills")).json()
         pushes = (await client.get(f"{carrier}/_sim/deliveries", params={"limit": 100_000})).json()
+    async with pool.acquire() as conn:
+        from_shopify = {
+            r["external_id"]: r["order_no"]
+            for r in await conn.fetch(
+                "SELECT external_id, order_no FROM sales_order WHERE external_id = ANY($1::text[])",
+                sorted(tally.shopify),
+            )
+        }
+    for order_no in from_shopify.values():
+        tally.fates[order_no] = "paid"
     results = await checks.end_state(pool, tally.fates, tally.trades, tally.retried, deliveries)
+    missing = sorted(tally.shopify - set(from_shopify))
+    results.append(
+        checks.check(
+            "shopify_orders_ingested_once",
+            not missing,
+            {"sent": len(tally.shopify), "orders": len(from_shopify), "missing": missing[:10]},
+        )
+    )
     results.append(await checks.tracking(pool, waybills, pushes))
     results.append(checks.check("compensation_ran", bool(compensated), compensated))
     results.append(
@@ -336,8 +356,8 @@ async def drive(
     results.append(
         checks.check(
             "processes_alive",
-            all(w.alive() for w in workers) and server.process is not None,
-            {w.name: w.alive() for w in workers},
+            all(p.alive() for p in [*workers, *sims]) and server.process is not None,
+            {p.name: p.alive() for p in [*workers, *sims]},
         )
     )
     results.append(
@@ -394,7 +414,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from ordertally.payments.simulator import keys as sim_keys
 
-    ports = {name: free_port() for name in ("paysim", "carrier", "sms", "receiver")}
+    ports = {name: free_port() for name in ("paysim", "carrier", "sms", "receiver", "channelsim")}
     keys_dir = Path(tempfile.mkdtemp(prefix="ordertally-drill-keys-"))
     keys = sim_keys.generate(keys_dir, f"http://127.0.0.1:{ports['paysim']}")
     receiver, received = _receiver()
@@ -415,6 +435,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "--seed", str(args.seed), name="carriersim",
             ),
             Process(
+                db, "channelsim", "serve", "--port", str(ports["channelsim"]),
+                "--time-scale", "1000", name="channelsim",
+            ),
+            Process(
                 db, "smssim", "--port", str(ports["sms"]), "--access-key-id", SMS_KEY_ID,
                 "--access-key-secret", SMS_SECRET, name="smssim",
             ),
@@ -424,7 +448,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             for sim in sims:
                 sim.start()
-            for name in ("paysim", "carrier", "sms"):
+            for name in ("paysim", "carrier", "sms", "channelsim"):
                 _wait_port(ports[name])
             behaviour = {
                 "duplicate_rate": args.duplicate_rate,
@@ -444,6 +468,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ).raise_for_status()
             server.start()
             server.seed_stock(16)
+            shop_secret = secrets.token_urlsafe(24)
+            status, answer = server.request(
+                "POST",
+                "/api/v1/channels/accounts",
+                {
+                    "code": "drill_shopify",
+                    "platform": "shopify",
+                    "name": "演练店铺",
+                    "credentials": {"webhook_secret": shop_secret},
+                },
+            )
+            if status != 201:
+                raise RuntimeError(f"creating the Shopify account answered {status}: {answer}")
+            webhook = f"http://127.0.0.1:{ports['api']}/callbacks/channels/shopify/drill_shopify"
+            httpx.post(
+                f"http://127.0.0.1:{ports['channelsim']}/sim/shopify/target",
+                json={"url": webhook, "secret": shop_secret},
+            ).raise_for_status()
             for worker in workers:
                 worker.start()
             figures = asyncio.run(drive(args, db, server, workers, sims, ports))
@@ -487,8 +529,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(f"stopped by signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # A SIGTERM (timeout, CI) unwinds like Ctrl-C: every process started is stopped and the
+    # scratch database dropped.
+    signal.signal(signal.SIGTERM, _terminate)
     doc = run(args)
     directories = [args.out] + ([PUBLISHED] if args.publish else [])
     for path in report.write(doc, directories):

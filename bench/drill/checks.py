@@ -236,6 +236,10 @@ STAGE_SQL = {
     # step time is simulated).
     "tracking_push": "SELECT extract(epoch FROM received_at), 0 FROM tracking_event"
     " WHERE source = 'push'",
+    # A signed Shopify webhook stored by the API until a worker applied it (made the order).
+    "channel_webhook": "SELECT extract(epoch FROM applied_at),"
+    " extract(epoch FROM applied_at - received_at)"
+    " FROM channel_webhook WHERE applied_at IS NOT NULL",
     # A notification planned until the sink (SMS simulator, webhook receiver) took it.
     "notify": "SELECT extract(epoch FROM sent_at), extract(epoch FROM sent_at - created_at)"
     " FROM notification WHERE sent_at IS NOT NULL",

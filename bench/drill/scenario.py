@@ -31,6 +31,10 @@ MAX_ERROR_SAMPLES = 20
 ABANDON_RATE = 0.04  # the buyer leaves: the order is cancelled unpaid
 LATE_RATE = 0.02  # the order is cancelled, then the buyer pays anyway
 RETRY_RATE = 0.02  # the client sends the same order again (same Idempotency-Key)
+# Where orders come from: this share arrives as signed Shopify webhooks (paid orders, some
+# delivered twice with the same webhook id); the rest through the API.
+SHOPIFY_SHARE = 0.2
+SHOPIFY_DUPLICATE_RATE = 0.05
 
 
 def promotion_rate(speed: float) -> float:
@@ -58,10 +62,21 @@ class Pool:
         if time.monotonic() - used > IDLE_RECONNECT_SECONDS:
             conn.close()
         try:
-            return await asyncio.wait_for(conn.send(request), TIMEOUT)
-        except (OSError, HttpError, TimeoutError) as exc:
-            conn.close()
-            return 0, f"{type(exc).__name__}: {exc}".encode()
+            for attempt in (1, 2):
+                reused = conn.writer is not None
+                try:
+                    return await asyncio.wait_for(conn.send(request), TIMEOUT)
+                except HttpError as exc:
+                    conn.close()
+                    # A keep-alive connection the server closed as the request went out: the
+                    # request was not read; send it once more on a new connection (what HTTP
+                    # clients do).
+                    if not (reused and attempt == 1):
+                        return 0, f"{type(exc).__name__}: {exc}".encode()
+                except (OSError, TimeoutError) as exc:
+                    conn.close()
+                    return 0, f"{type(exc).__name__}: {exc}".encode()
+            return 0, b"unreachable"
         finally:
             self.idle.put_nowait((conn, time.monotonic()))
 
@@ -106,6 +121,7 @@ class Tally:
     errors: dict[str, int] = field(default_factory=dict)
     error_samples: list[str] = field(default_factory=list)
     shipped: set[int] = field(default_factory=set)
+    shopify: set[str] = field(default_factory=set)  # platform order ids sent by webhook
 
     def record(self, stage: str, began: float, ended: float) -> None:
         self.stages.setdefault(stage, Stage(stage)).samples.append(
@@ -126,6 +142,7 @@ class Targets:
     api_port: int
     api_key: str
     paysim_port: int
+    channelsim_port: int
 
 
 class Scenario:
@@ -148,6 +165,7 @@ class Scenario:
             "ship": Pool(targets.api_port, 16),
         }
         self.paysim = Pool(targets.paysim_port, max(8, connections // 2))
+        self.channelsim = Pool(targets.channelsim_port, max(8, connections // 4))
         self.auth = {"Authorization": f"Bearer {targets.api_key}"}
         self.tally = Tally(start=time.perf_counter())
         self.tasks: set[asyncio.Task[None]] = set()
@@ -177,16 +195,30 @@ class Scenario:
             self.tally.error(stage, status, raw)
         return status, doc
 
-    async def _sim(self, stage: str, path: str, doc: dict[str, Any]) -> int:
+    async def _sim(
+        self, stage: str, path: str, doc: dict[str, Any], pool: Pool | None = None
+    ) -> tuple[int, bytes]:
         began = time.perf_counter()
+        pool = pool or self.paysim
         body = json.dumps(doc).encode()
-        status, raw = await self.paysim.send(
-            request("POST", path, self.t.paysim_port, body, {"Content-Type": "application/json"})
+        status, raw = await pool.send(
+            request("POST", path, pool.port, body, {"Content-Type": "application/json"})
         )
         self.tally.record(stage, began, time.perf_counter())
         if status != 200:
             self.tally.error(stage, status, raw)
-        return status
+        return status, raw
+
+    async def shopify_order(self, copies: int) -> None:
+        """A paid Shopify order: the channel simulator sends its signed orders/create webhook."""
+        status, raw = await self._sim(
+            "shopify_send",
+            "/sim/shopify/orders",
+            {"topic": "orders/create", "copies": copies, "sku": "TEA-LJ-250", "quantity": 2},
+            self.channelsim,
+        )
+        if status == 200:
+            self.tally.shopify.add(str(json.loads(raw)["order_id"]))
 
     # --- one order --------------------------------------------------------------------------
 
@@ -247,6 +279,11 @@ class Scenario:
             delay = at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if self.rng.random() < SHOPIFY_SHARE:
+                copies = 2 if self.rng.random() < SHOPIFY_DUPLICATE_RATE else 1
+                self._spawn(self.shopify_order(copies))
+                n += 1
+                continue
             roll = self.rng.random()
             fate = (
                 "abandoned"
@@ -288,3 +325,4 @@ class Scenario:
         for pool in self.pools.values():
             pool.close()
         self.paysim.close()
+        self.channelsim.close()
