@@ -129,8 +129,8 @@ def render_html(doc: dict[str, Any]) -> str:
                 f"Latency: {name}",
                 "ms",
                 {
-                    "p50": [(p["t"], p["p50"]) for p in s["series"]],
-                    "p99": [(p["t"], p["p99"]) for p in s["series"]],
+                    "p50": [(p["t"], p["p50"]) for p in s["series"] if p["n"]],
+                    "p99": [(p["t"], p["p99"]) for p in s["series"] if p["n"]],
                 },
             )
         )
