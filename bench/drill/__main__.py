@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -302,13 +303,12 @@ async def drive(
     while time.perf_counter() < deadline:
         lag = await sampler.lag_now()
         if not compensated and not lag["payment_inbox"]:
-            # The simulator has sent what it will send: what is still unpaid was dropped.
-            async with httpx.AsyncClient() as client:
-                status = (await client.get(f"http://127.0.0.1:{ports['paysim']}/sim/status")).json()
-            if status["pending_deliveries"] == 0:
-                compensated = await compensate(db.env, db.url) or {"asked": 0}
-                _say(f"compensation: {compensated}")
-                continue
+            # Every callback sent so far is applied: an attempt still without a result had its
+            # callback dropped (or it is still in the simulator's retry schedule, which the
+            # query makes moot).
+            compensated = await compensate(db.env, db.url) or {"queried": 0}
+            _say(f"compensation: {compensated}")
+            continue
         if compensated and await settled():
             quiet_since = quiet_since or time.perf_counter()
             if time.perf_counter() - quiet_since >= 2.0:
@@ -504,6 +504,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 proc.stop()
             server.stop()
             receiver.stop()
+            # The processes' logs outlive the scratch directory (for a run with anomalies).
+            logs = args.out / f"drill-logs-{started_at.replace(':', '')}"
+            logs.mkdir(parents=True, exist_ok=True)
+            for log in db.data_dir.glob("*.log"):
+                shutil.copy(log, logs / log.name)
     anomalies = [c["name"] for c in figures["checks"] if not c["ok"]]
     return {
         "started_at": started_at,
