@@ -71,7 +71,9 @@ DRILL_SETTINGS = {
     "ORDERTALLY_WORKER_BATCH_SIZE": "200",  # default 100
     "ORDERTALLY_NOTIFY_BACKOFF_BASE_SECONDS": "1",  # default 30
     "ORDERTALLY_NOTIFY_BACKOFF_MAX_SECONDS": "5",  # default 3600
-    "ORDERTALLY_DB_POOL_SIZE": "20",  # default 10
+    # Each process may open twice its pool (pool + overflow): 4 x 2 x 8 = 64 connections, so
+    # the drill stays under PostgreSQL's default max_connections (100) with room for others.
+    "ORDERTALLY_DB_POOL_SIZE": "8",  # default 10
     # The sender runs every 5 s; 50 a run (the default) is 10 messages/s, less than the
     # promotion's x1 makes (about 4 per order): the backlog would grow without end.
     "ORDERTALLY_NOTIFY_SEND_BATCH": "1000",  # default 50
