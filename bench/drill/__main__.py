@@ -287,7 +287,11 @@ async def drive(
                 "SELECT count(*) FROM sales_order WHERE status = 'pending_payment'"
             )
             ready = await conn.fetchval("SELECT count(*) FROM shipment WHERE status = 'ready'")
-        if int(unpaid) or int(ready):
+            unplanned = await conn.fetchval(
+                "SELECT count(*) FROM sales_order o WHERE o.status = 'paid'"
+                " AND NOT EXISTS (SELECT 1 FROM shipment s WHERE s.order_id = o.id)"
+            )
+        if int(unpaid) or int(ready) or int(unplanned):
             return False
         async with httpx.AsyncClient(timeout=30) as client:
             waybills = (await client.get(f"{carrier}/_sim/waybills")).json()

@@ -142,7 +142,11 @@ async def end_state(
                 ),
             },
         ),
-        check("paid_orders_allocated_with_waybill", not no_waybill, {"missing": no_waybill[:20]}),
+        check(
+            "paid_orders_allocated_with_waybill",
+            not no_waybill,
+            {"missing": no_waybill[:20], "why": await _why_unallocated(pool, no_waybill[:20])},
+        ),
         check("payment_inbox_empty", queues["payment_inbox"] == 0, queues["payment_inbox"]),
         check("outbox_drained", queues["outbox_pending"] == 0, queues["outbox_pending"]),
         check(
@@ -193,6 +197,23 @@ async def tracking(
             "wrong": wrong[:10],
         },
     )
+
+
+async def _why_unallocated(pool: Any, order_nos: list[str]) -> list[dict[str, Any]]:
+    """For paid orders without a waybill: their channel, shipments and open exception cases."""
+    if not order_nos:
+        return []
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT o.order_no, o.channel, o.status,"
+            " (SELECT string_agg(s.status, ',') FROM shipment s WHERE s.order_id = o.id)"
+            "   AS shipments,"
+            " (SELECT string_agg(c.type || ':' || c.status, ',') FROM exception_case c"
+            "   WHERE c.order_id = o.id) AS cases"
+            " FROM sales_order o WHERE o.order_no = ANY($1::text[])",
+            order_nos,
+        )
+    return [dict(r) for r in rows]
 
 
 def per_second(samples: list[tuple[float, float]]) -> list[dict[str, float]]:
