@@ -539,7 +539,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "settings": DRILL_SETTINGS,
         "webhook_receiver_took": received["count"],
-        "background_cpu_before": cpu.background_load(1.0),
+        "machine_busy_percent_after": cpu.background_load(1.0),  # 200 = both cores
         "anomalies": anomalies,
         **figures,
     }
