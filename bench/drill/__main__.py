@@ -441,7 +441,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 name="paysim",
             ),
             Process(
-                db, "carriersim", "--port", str(ports["carrier"]), "--push-every", "1",
+                db, "carriersim", "--port", str(ports["carrier"]), "--push-every", "0.5",
                 "--key", "drill-key", "--customer", "DRILLCUSTOMER", "--secret", "drill-secret",
                 "--seed", str(args.seed), name="carriersim",
             ),
