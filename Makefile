@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export ORDERTALLY_DATA_DIR ?= ./var
 
 .PHONY: install run test lint typecheck migrate migrations-check pytest bench demo clean \
-	bench-orders bench-payments bench-fulfillment bench-channels
+	bench-orders bench-payments bench-fulfillment bench-channels drill
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -64,3 +64,9 @@ bench-channels: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+# The full-chain drill (issue 21): the promotion at DRILL_ARGS' --speed (x1 = 120,000 orders in
+# 30 minutes) through 2 API and 2 worker processes, the broker relay and the simulators, on a
+# scratch PostgreSQL database; report in bench/results/ (--publish: docs/drill/ too).
+drill: $(STAMP)
+	$(BIN)/python -m bench.drill $(DRILL_ARGS)

@@ -150,3 +150,25 @@ def background_load(seconds: float = 1.0) -> float:
     if total1 <= total0:
         return 0.0
     return round(100 * (os.cpu_count() or 1) * (busy1 - busy0) / (total1 - total0), 1)
+
+
+def tree_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by a process and everything below it, or None
+    if it is gone."""
+    table = _all()
+    if pid not in table:
+        return None
+    return sum(table[p][2] for p in descendants(pid) if p in table) / _TICK
+
+
+def postgres_seconds(database: str) -> float:
+    """CPU seconds used so far by PostgreSQL's processes working for `database` (and the shared
+    background processes)."""
+    return (
+        sum(
+            t
+            for p, (comm, _, t, _) in _all().items()
+            if comm == "postgres" and _postgres_ours(p, database)
+        )
+        / _TICK
+    )

@@ -297,3 +297,60 @@ class Server:
                 raise RuntimeError(
                     f"seeding {method} {path} answered {status}: {answer}\n{self.log_tail()}"
                 )
+
+
+class Process:
+    """Another `ordertally` command (a worker, a simulator) in its own process group, logging
+    into the database's data directory; stopped like the server."""
+
+    def __init__(self, db: Database, *args: str, name: str) -> None:
+        self.db = db
+        self.args = args
+        self.name = name
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = db.data_dir / f"{name}.log"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> Process:
+        """Start the command; returns at once."""
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [*ordertally_command(), *self.args],
+                env=self.db.env,
+                cwd=self.db.data_dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def alive(self) -> bool:
+        """Still running."""
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM the process group, then SIGKILL what is left after 15 s."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""

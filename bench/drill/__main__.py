@@ -1,0 +1,579 @@
+"""`python -m bench.drill` (`make drill`): the promotion replayed through the whole chain.
+
+Everything on 127.0.0.1: a scratch PostgreSQL database, `ordertally serve --workers 2
+--no-worker` (2 API processes), 2 `ordertally worker` processes with the broker relay on
+(RabbitMQ), the payment simulator (`ordertally paysim serve`: signed callbacks, with duplicates,
+drops only the compensation job finds, forgeries and stale replays), the carrier simulator
+(`ordertally carriersim`: waybills, signed tracking pushes), the SMS simulator and a webhook
+receiver as notification sinks. The load (bench/drill/scenario.py) creates orders over the API
+at the promotion's rate times --speed, pays them at the simulator, cancels some, pays some
+after they were cancelled, and ships what has a waybill. Then the chain is drained, the
+compensation job is run once for the dropped callbacks, and the end state is checked
+(bench/drill/checks.py) with `ordertally doctor`. Any anomaly: exit status 1.
+
+The platform's timeouts are shortened through settings so a short drill completes (see
+DRILL_SETTINGS); the report lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench import cpu
+from bench.drill import checks, report
+from bench.drill.sampler import Sampler
+from bench.drill.scenario import Scenario, Targets, promotion_rate
+from bench.server import (
+    Process,
+    Server,
+    asyncpg_dsn,
+    free_port,
+    ordertally_command,
+    scratch_database,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench" / "results"
+PUBLISHED = ROOT / "docs" / "drill"
+DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+SMS_KEY_ID = "drill-key"
+SMS_SECRET = "drill-secret"
+SMS_CODES = {
+    "OrderPaid": "SMS_900001",
+    "ShipmentShipped": "SMS_900002",
+    "ShipmentDelivered": "SMS_900003",
+    "ShipmentTrackingException": "SMS_900004",
+    "NotificationTest": "SMS_900009",
+}
+
+# The platform's timeouts, shortened so that a drill of a minute sees every path complete.
+DRILL_SETTINGS = {
+    "ORDERTALLY_PAYMENT_TIMEOUT_SECONDS": "60",  # default 1800 (the minimum allowed is 60)
+    "ORDERTALLY_PAYMENT_QUERY_AFTER_SECONDS": "10",  # default 300
+    "ORDERTALLY_PAYMENT_QUERY_EVERY_SECONDS": "10",  # default 900
+    "ORDERTALLY_PAYMENT_QUERY_BATCH": "1000",  # default 100
+    "ORDERTALLY_WORKER_POLL_SECONDS": "0.05",  # default 0.5
+    "ORDERTALLY_WORKER_BATCH_SIZE": "200",  # default 100
+    "ORDERTALLY_NOTIFY_BACKOFF_BASE_SECONDS": "1",  # default 30
+    "ORDERTALLY_NOTIFY_BACKOFF_MAX_SECONDS": "5",  # default 3600
+    # Each process may open twice its pool (pool + overflow): 4 x 2 x 8 = 64 connections, so
+    # the drill stays under PostgreSQL's default max_connections (100) with room for others.
+    "ORDERTALLY_DB_POOL_SIZE": "8",  # default 10
+    # The sender runs every 5 s; 50 a run (the default) is 10 messages/s, less than the
+    # promotion's x1 makes (about 4 per order): the backlog would grow without end.
+    "ORDERTALLY_NOTIFY_SEND_BATCH": "1000",  # default 50
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.drill", description=__doc__)
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="x1 = 120,000 orders in 30 min (66.7/s)"
+    )
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    parser.add_argument(
+        "--drain-timeout", type=float, default=120.0, help="seconds allowed to drain after it"
+    )
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument(
+        "--pg-url", default=os.environ.get("ORDERTALLY_TEST_PG_URL") or DEFAULT_PG_URL
+    )
+    parser.add_argument(
+        "--broker-url", default=os.environ.get("ORDERTALLY_TEST_AMQP_URL") or DEFAULT_AMQP_URL
+    )
+    parser.add_argument("--duplicate-rate", type=float, default=0.05)
+    parser.add_argument("--drop-rate", type=float, default=0.02)
+    parser.add_argument("--forge-rate", type=float, default=0.02)
+    parser.add_argument("--stale-rate", type=float, default=0.01)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the report goes")
+    parser.add_argument("--publish", action="store_true", help="also write it into docs/drill/")
+    args = parser.parse_args(argv)
+    if args.speed <= 0 or args.duration <= 0:
+        parser.error("--speed and --duration must be positive")
+    return args
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _wait_port(port: int, seconds: float = 30.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def _receiver() -> Any:
+    """A JSON webhook receiver (the operations channel), counting what it took."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from ordertally.simkit.server import BackgroundServer
+
+    received = {"count": 0}
+
+    async def hook(request: Request) -> Response:
+        await request.body()
+        received["count"] += 1
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/{path:path}", hook, methods=["POST"])])
+    server = BackgroundServer(lambda: app, name="drill-receiver", lifespan="off")
+    return server, received
+
+
+def environment(args: argparse.Namespace, ports: dict[str, int], keys: Any) -> dict[str, str]:
+    """Every setting the processes under test get."""
+    api = f"http://127.0.0.1:{ports['api']}"
+    return {
+        **keys.settings_env(),
+        **DRILL_SETTINGS,
+        "ORDERTALLY_PUBLIC_BASE_URL": api,
+        "ORDERTALLY_PAYMENT_NOTIFY_BASE_URL": api,
+        "ORDERTALLY_BROKER_URL": args.broker_url,
+        "ORDERTALLY_BROKER_EXCHANGE": f"ordertally.drill.{secrets.token_hex(4)}",
+        "ORDERTALLY_KUAIDI100_API_BASE": f"http://127.0.0.1:{ports['carrier']}",
+        "ORDERTALLY_KUAIDI100_CUSTOMER": "DRILLCUSTOMER",
+        "ORDERTALLY_KUAIDI100_KEY": "drill-key",
+        "ORDERTALLY_KUAIDI100_SECRET": "drill-secret",
+        "ORDERTALLY_KUAIDI100_SALT": "drill-salt",
+        "ORDERTALLY_NOTIFY_OPS_TARGETS": json.dumps(
+            [
+                {
+                    "name": "drill-ops",
+                    "url": f"json://127.0.0.1:{ports['receiver']}/hook",
+                    "events": ["OrderPaid", "ShipmentShipped"],
+                }
+            ]
+        ),
+        "ORDERTALLY_NOTIFY_SMS_PROVIDER": "aliyun",
+        "ORDERTALLY_ALIYUN_SMS_ACCESS_KEY_ID": SMS_KEY_ID,
+        "ORDERTALLY_ALIYUN_SMS_ACCESS_KEY_SECRET": SMS_SECRET,
+        "ORDERTALLY_ALIYUN_SMS_SIGN_NAME": "茶叶小铺",
+        "ORDERTALLY_ALIYUN_SMS_ENDPOINT": f"http://127.0.0.1:{ports['sms']}",
+        "ORDERTALLY_ALIYUN_SMS_TEMPLATE_CODES": json.dumps(SMS_CODES),
+    }
+
+
+def stage_summary(
+    samples: list[tuple[float, float]], window: float, series: list[dict[str, float]]
+) -> dict[str, Any]:
+    """Count, throughput over the load window, p50/p99/max in ms, and the per-second series."""
+    ordered = sorted(latency for _, latency in samples)
+    in_window = sum(1 for ended, _ in samples if 0 <= ended <= window)
+    return {
+        "count": len(samples),
+        "per_s": round(in_window / window, 1),
+        "p50_ms": round(1000 * checks.percentile(ordered, 0.5), 2),
+        "p99_ms": round(1000 * checks.percentile(ordered, 0.99), 2),
+        "max_ms": round(1000 * (ordered[-1] if ordered else 0.0), 2),
+        "series": series,
+    }
+
+
+async def compensate(db_env: dict[str, str], url: str) -> dict[str, int]:
+    """Run the compensation job once as the worker would, with the clock a query interval
+    ahead so every attempt still without a result is asked now (the dropped callbacks)."""
+    os.environ.update(db_env)
+    from ordertally.core.crypto import reset_cipher
+    from ordertally.core.db import Database
+    from ordertally.core.settings import get_settings, reset_settings
+    from ordertally.domains import register_all
+    from ordertally.payments import compensation
+
+    reset_settings()
+    reset_cipher()
+    settings = get_settings()
+    register_all(settings)
+    db = Database(url)
+    try:
+        ahead = datetime.now(UTC) + timedelta(seconds=settings.payment_query_after_seconds + 1)
+        total: dict[str, int] = {}
+        while True:
+            done = await compensation.query_due(db, ahead, settings.payment_query_batch)
+            for key, value in done.items():
+                total[key] = total.get(key, 0) + int(value)
+            if not any(done.values()):
+                return total
+    finally:
+        await db.dispose()
+
+
+async def drive(
+    args: argparse.Namespace,
+    db: Any,
+    server: Server,
+    workers: list[Process],
+    sims: list[Process],
+    ports: dict[str, int],
+) -> dict[str, Any]:
+    """The load, the sampling, the drain and the checks; the report's figures."""
+    import asyncpg
+    import httpx
+
+    pool = await asyncpg.create_pool(asyncpg_dsn(db.url), min_size=1, max_size=3)
+    scenario = Scenario(
+        Targets(ports["api"], db.api_key, ports["paysim"], ports["channelsim"]),
+        args.speed,
+        args.duration,
+        args.seed,
+        f"drill-{secrets.token_hex(4)}",
+    )
+    processes = {"api": server.pid, **{w.name: w.pid for w in workers}}
+    processes.update({p.name: p.pid for p in sims})
+    sampler = Sampler(pool, processes, db.pg_name or "", time.perf_counter())
+    sampling = asyncio.ensure_future(sampler.run())
+    shipping = asyncio.Event()
+
+    async def warehouse() -> None:
+        while not shipping.is_set():
+            async with pool.acquire() as conn:
+                ready = [
+                    r[0]
+                    for r in await conn.fetch(
+                        "SELECT id FROM shipment WHERE status = 'ready' ORDER BY id LIMIT 500"
+                    )
+                ]
+            await scenario.ship(ready)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(shipping.wait(), 1.0)
+
+    shipper = asyncio.ensure_future(warehouse())
+    sampler.start = time.perf_counter()
+    _say(f"load: {scenario.rate:.1f} orders/s for {args.duration:g} s")
+    tally = await scenario.run()
+    load_end = time.perf_counter()
+    start_epoch = time.time() - (load_end - tally.start)
+    _say(f"load done: {tally.scheduled} orders scheduled; draining")
+
+    async def settled() -> bool:
+        lag = await sampler.lag_now()
+        if any(
+            lag[k]
+            for k in (
+                "outbox_pending",
+                "payment_inbox",
+                "channel_webhooks",
+                "shipments_without_waybill",
+                "notify_waiting",
+            )
+        ):
+            return False
+        async with pool.acquire() as conn:
+            unpaid = await conn.fetchval(
+                "SELECT count(*) FROM sales_order WHERE status = 'pending_payment'"
+            )
+            ready = await conn.fetchval("SELECT count(*) FROM shipment WHERE status = 'ready'")
+            unplanned = await conn.fetchval(
+                "SELECT count(*) FROM sales_order o WHERE o.status = 'paid'"
+                " AND NOT EXISTS (SELECT 1 FROM shipment s WHERE s.order_id = o.id)"
+            )
+        if int(unpaid) or int(ready) or int(unplanned):
+            return False
+        async with httpx.AsyncClient(timeout=30) as client:
+            waybills = (await client.get(f"{carrier}/_sim/waybills")).json()
+            if not all(w["done"] for w in waybills):
+                return False
+            # Pushes the carrier held back to send out of order go now (the last step of a
+            # waybill has no next one to wait for).
+            await client.post(f"{carrier}/_sim/flush")
+        return True
+
+    carrier = f"http://127.0.0.1:{ports['carrier']}"
+    compensated: dict[str, int] = {}
+    deadline = time.perf_counter() + args.drain_timeout
+    quiet_since: float | None = None
+    while time.perf_counter() < deadline:
+        lag = await sampler.lag_now()
+        if not compensated and not lag["payment_inbox"]:
+            # Every callback sent so far is applied: an attempt still without a result had its
+            # callback dropped (or it is still in the simulator's retry schedule, which the
+            # query makes moot).
+            compensated = await compensate(db.env, db.url) or {"queried": 0}
+            _say(f"compensation: {compensated}")
+            continue
+        if compensated and await settled():
+            quiet_since = quiet_since or time.perf_counter()
+            if time.perf_counter() - quiet_since >= 2.0:
+                break
+        else:
+            quiet_since = None
+        await asyncio.sleep(0.5)
+    drain_seconds = time.perf_counter() - load_end
+    shipping.set()
+    await shipper
+    sampler.stop()
+    await sampling
+
+    async with httpx.AsyncClient(timeout=60) as client:
+        deliveries = (
+            await client.get(
+                f"http://127.0.0.1:{ports['paysim']}/sim/deliveries", params={"limit": 50_000}
+            )
+        ).json()
+        waybills = (await client.get(f"{carrier}/_sim/waybills")).json()
+        pushes = (await client.get(f"{carrier}/_sim/deliveries", params={"limit": 100_000})).json()
+    async with pool.acquire() as conn:
+        from_shopify = {
+            r["external_id"]: r["order_no"]
+            for r in await conn.fetch(
+                "SELECT external_id, order_no FROM sales_order WHERE external_id = ANY($1::text[])",
+                sorted(tally.shopify),
+            )
+        }
+    for order_no in from_shopify.values():
+        tally.fates[order_no] = "paid"
+    results = await checks.end_state(pool, tally.fates, tally.trades, tally.retried, deliveries)
+    missing = sorted(tally.shopify - set(from_shopify))
+    results.append(
+        checks.check(
+            "shopify_orders_ingested_once",
+            not missing,
+            {"sent": len(tally.shopify), "orders": len(from_shopify), "missing": missing[:10]},
+        )
+    )
+    results.append(await checks.tracking(pool, waybills, pushes))
+    results.append(checks.check("compensation_ran", bool(compensated), compensated))
+    results.append(
+        checks.check(
+            "http_errors",
+            not tally.errors,
+            {"by_stage": tally.errors, "samples": tally.error_samples[:10]},
+        )
+    )
+    results.append(
+        checks.check(
+            "processes_alive",
+            all(p.alive() for p in [*workers, *sims]) and server.process is not None,
+            {p.name: p.alive() for p in [*workers, *sims]},
+        )
+    )
+    results.append(
+        checks.check(
+            "drained_in_time",
+            drain_seconds < args.drain_timeout,
+            round(drain_seconds, 1),
+        )
+    )
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [*ordertally_command(), "doctor", "--json"],
+        env=db.env,
+        cwd=db.data_dir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    doctor = json.loads(done.stdout or "{}")
+    results.append(
+        checks.check(
+            "doctor_clean",
+            done.returncode == 0 and doctor.get("ok") is True,
+            [c for c in doctor.get("checks", []) if not c.get("ok")] or "all ok",
+        )
+    )
+    server_side = await checks.server_stages(pool, start_epoch)
+    await pool.close()
+    window = args.duration
+    stages: dict[str, Any] = {}
+    for name, stage in tally.stages.items():
+        stages[name] = stage_summary(stage.samples, window, checks.per_second(stage.samples))
+    for name, samples in server_side.items():
+        stages[name] = stage_summary(samples, window, checks.per_second(samples))
+    cpu_window = [p for p in sampler.cpu if p["t"] <= window]
+    names = sorted({k for p in cpu_window for k in p if k != "t"})
+    cpu_mean = {
+        n: round(sum(p.get(n, 0.0) for p in cpu_window) / max(len(cpu_window), 1), 1) for n in names
+    }
+    return {
+        "stages": stages,
+        "checks": results,
+        "lag": sampler.lag,
+        "cpu": sampler.cpu,
+        "cpu_mean_percent": cpu_mean,
+        "drain_seconds": round(drain_seconds, 1),
+        "orders": {"scheduled": tally.scheduled, "created": len(tally.fates)},
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Set everything up, drive, tear everything down; the report document."""
+    import tempfile
+
+    from ordertally.payments.simulator import keys as sim_keys
+
+    ports = {name: free_port() for name in ("paysim", "carrier", "sms", "receiver", "channelsim")}
+    keys_dir = Path(tempfile.mkdtemp(prefix="ordertally-drill-keys-"))
+    keys = sim_keys.generate(keys_dir, f"http://127.0.0.1:{ports['paysim']}")
+    receiver, received = _receiver()
+    receiver.port = ports["receiver"]
+    started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with scratch_database("pg", args.pg_url, {}) as db:
+        server = Server(db, workers=2)
+        ports["api"] = server.port
+        db.env.update(environment(args, ports, keys))
+        sims = [
+            Process(
+                db, "paysim", "serve", "--keys", str(keys_dir), "--port", str(ports["paysim"]),
+                name="paysim",
+            ),
+            Process(
+                db, "carriersim", "--port", str(ports["carrier"]), "--push-every", "0.5",
+                "--key", "drill-key", "--customer", "DRILLCUSTOMER", "--secret", "drill-secret",
+                "--seed", str(args.seed), name="carriersim",
+            ),
+            Process(
+                db, "channelsim", "serve", "--port", str(ports["channelsim"]),
+                "--time-scale", "1000", name="channelsim",
+            ),
+            Process(
+                db, "smssim", "--port", str(ports["sms"]), "--access-key-id", SMS_KEY_ID,
+                "--access-key-secret", SMS_SECRET, name="smssim",
+            ),
+        ]  # fmt: skip
+        workers = [Process(db, "worker", name=f"worker{i + 1}") for i in range(2)]
+        receiver.start()
+        try:
+            for sim in sims:
+                sim.start()
+            for name in ("paysim", "carrier", "sms", "channelsim"):
+                _wait_port(ports[name])
+            behaviour = {
+                "duplicate_rate": args.duplicate_rate,
+                "drop_rate": args.drop_rate,
+                "forge_rate": args.forge_rate,
+                "stale_rate": args.stale_rate,
+                "seed": args.seed,
+            }
+            import httpx
+
+            httpx.post(
+                f"http://127.0.0.1:{ports['paysim']}/sim/behaviour", json=behaviour
+            ).raise_for_status()
+            httpx.post(
+                f"http://127.0.0.1:{ports['carrier']}/_sim/mode",
+                json={"duplicate_rate": args.duplicate_rate, "out_of_order_rate": 0.05},
+            ).raise_for_status()
+            server.start()
+            server.seed_stock(16)
+            shop_secret = secrets.token_urlsafe(24)
+            status, answer = server.request(
+                "POST",
+                "/api/v1/channels/accounts",
+                {
+                    "code": "drill_shopify",
+                    "platform": "shopify",
+                    "name": "演练店铺",
+                    "credentials": {"webhook_secret": shop_secret},
+                },
+            )
+            if status != 201:
+                raise RuntimeError(f"creating the Shopify account answered {status}: {answer}")
+            webhook = f"http://127.0.0.1:{ports['api']}/callbacks/channels/shopify/drill_shopify"
+            httpx.post(
+                f"http://127.0.0.1:{ports['channelsim']}/sim/shopify/target",
+                json={"url": webhook, "secret": shop_secret},
+            ).raise_for_status()
+            for worker in workers:
+                worker.start()
+            figures = asyncio.run(drive(args, db, server, workers, sims, ports))
+        except BaseException:
+            for proc in [*workers, *sims]:
+                _say(f"--- {proc.name} log ---\n{proc.log_tail()}")
+            _say(f"--- api log ---\n{server.log_tail()}")
+            raise
+        finally:
+            for proc in [*workers, *sims]:
+                proc.stop()
+            server.stop()
+            receiver.stop()
+            # The processes' logs outlive the scratch directory (for a run with anomalies).
+            logs = args.out / f"drill-logs-{started_at.replace(':', '')}"
+            logs.mkdir(parents=True, exist_ok=True)
+            for log in db.data_dir.glob("*.log"):
+                shutil.copy(log, logs / log.name)
+    anomalies = [c["name"] for c in figures["checks"] if not c["ok"]]
+    return {
+        "started_at": started_at,
+        "command": "python -m bench.drill " + " ".join(sys.argv[1:]),
+        "machine": (
+            f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+        ),
+        "config": {
+            "speed": args.speed,
+            "duration": args.duration,
+            "offered_per_s": round(promotion_rate(args.speed), 1),
+            "api_processes": 2,
+            "worker_processes": 2,
+            "broker": "RabbitMQ (FastStream relay)",
+            "misbehaviour": {
+                "duplicate_rate": args.duplicate_rate,
+                "drop_rate": args.drop_rate,
+                "forge_rate": args.forge_rate,
+                "stale_rate": args.stale_rate,
+            },
+            "seed": args.seed,
+        },
+        "settings": DRILL_SETTINGS,
+        "webhook_receiver_took": received["count"],
+        "machine_busy_percent_after": cpu.background_load(1.0),  # 200 = both cores
+        "anomalies": anomalies,
+        **figures,
+    }
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(f"stopped by signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # A SIGTERM (timeout, CI) unwinds like Ctrl-C: every process started is stopped and the
+    # scratch database dropped.
+    signal.signal(signal.SIGTERM, _terminate)
+    doc = run(args)
+    directories = [args.out] + ([PUBLISHED] if args.publish else [])
+    for path in report.write(doc, directories):
+        _say(f"wrote {path}")
+    for name, s in doc["stages"].items():
+        _say(
+            f"  {name:<16} {s['count']:>7} done  {s['per_s']:>7.1f}/s  "
+            f"p50 {s['p50_ms']:>8.2f}  p99 {s['p99_ms']:>8.2f} ms"
+        )
+    _say(f"  cpu % (mean): {doc['cpu_mean_percent']}")
+    for c in doc["checks"]:
+        _say(
+            f"  {'ok     ' if c['ok'] else 'ANOMALY'} {c['name']}: {json.dumps(c['detail'])[:300]}"
+        )
+    if doc["anomalies"]:
+        _say(f"FAILED: {len(doc['anomalies'])} anomalies: {', '.join(doc['anomalies'])}")
+        return 1
+    _say("clean: 0 anomalies")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

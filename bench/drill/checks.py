@@ -1,0 +1,277 @@
+"""The end state, checked, and the server-side stages read back from the database.
+
+A check is {"name", "ok", "detail"}; any check not ok is an anomaly and fails the run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PAID_OR_LATER = ("paid", "allocated", "fulfilling", "shipped", "delivered", "completed")
+
+
+def check(name: str, ok: bool, detail: Any) -> dict[str, Any]:
+    return {"name": name, "ok": bool(ok), "detail": detail}
+
+
+async def end_state(
+    pool: Any,
+    fates: dict[str, str],
+    trades: dict[str, str],
+    retried: dict[str, str],
+    deliveries: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Every order accounted for, every acknowledged callback applied exactly once, the queues
+    empty, no dead letters, every paid order allocated with a waybill."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT o.order_no, o.status,"
+            " (SELECT count(*) FROM order_event e"
+            "   WHERE e.order_id = o.id AND e.to_status = 'paid') AS paid_events,"
+            " (SELECT count(*) FROM shipment s WHERE s.order_id = o.id) AS shipments,"
+            " (SELECT count(*) FROM shipment s"
+            "   WHERE s.order_id = o.id AND s.waybill_no IS NOT NULL) AS waybills"
+            " FROM sales_order o"
+        )
+        after_close = {
+            r["out_trade_no"]
+            for r in await conn.fetch(
+                "SELECT out_trade_no FROM payment_notification WHERE outcome = 'paid_after_close'"
+            )
+        }
+        outcomes = {
+            f"{r['verification']}:{r['outcome']}": int(r["n"])
+            for r in await conn.fetch(
+                "SELECT verification, outcome, count(*) AS n FROM payment_notification"
+                " GROUP BY verification, outcome"
+            )
+        }
+        queues = dict(
+            await conn.fetchrow(
+                "SELECT"
+                " (SELECT count(*) FROM outbox WHERE status = 'pending') AS outbox_pending,"
+                " (SELECT count(*) FROM outbox WHERE status = 'dead') AS outbox_dead,"
+                " (SELECT count(*) FROM dead_letter) AS dead_letters,"
+                " (SELECT count(*) FROM payment_notification WHERE outcome = 'pending')"
+                "   AS payment_inbox,"
+                " (SELECT count(*) FROM channel_webhook WHERE status <> 'applied')"
+                "   AS channel_webhooks,"
+                " (SELECT count(*) FROM notification WHERE status IN ('failed', 'dead'))"
+                "   AS notifications_failed,"
+                " (SELECT count(*) FROM notification WHERE status = 'pending')"
+                "   AS notifications_pending,"
+                " (SELECT count(*) FROM notification WHERE status = 'sent') AS notifications_sent,"
+                " (SELECT count(*) FROM tracking_event) AS tracking_events"
+            )
+        )
+    by_no = {r["order_no"]: r for r in rows}
+    trade_of = {order_no: trade for trade, order_no in trades.items()}
+    wrong: list[str] = []
+    paid_twice: list[str] = []
+    no_waybill: list[str] = []
+    counts = {"paid": 0, "abandoned": 0, "late": 0}
+    for order_no, fate in fates.items():
+        row = by_no.get(order_no)
+        counts[fate] += 1
+        if row is None:
+            wrong.append(f"{order_no}: missing")
+            continue
+        if row["paid_events"] > 1:
+            paid_twice.append(order_no)
+        if fate == "paid":
+            if row["status"] not in PAID_OR_LATER or row["paid_events"] != 1:
+                wrong.append(f"{order_no} ({fate}): {row['status']}")
+            elif row["waybills"] < 1:
+                no_waybill.append(order_no)
+        elif row["status"] != "closed" or row["paid_events"] != 0:
+            wrong.append(f"{order_no} ({fate}): {row['status']}")
+        elif fate == "late" and trade_of.get(order_no) not in after_close:
+            wrong.append(f"{order_no} (late): no paid_after_close notification")
+    strangers = sorted(set(by_no) - set(fates))
+    retries_differ = {a: b for a, b in retried.items() if a != b}
+
+    # A forged notification must never be acknowledged, nor a stale WeChat Pay one (outside
+    # its signature window). Alipay's notify_time is not checked by default (it resends for
+    # 25 hours); a stale Alipay copy is acknowledged and must change nothing (paid once).
+    acked_wrongly = [
+        {k: d.get(k) for k in ("provider", "out_trade_no", "variant", "status")}
+        for d in deliveries
+        if d["success"]
+        and (d["variant"] == "forged" or (d["variant"] == "stale" and d["provider"] != "alipay"))
+    ]
+    acked_genuine = {
+        d["out_trade_no"]
+        for d in deliveries
+        if d["variant"] in ("genuine", "duplicate") and d["success"]
+    }
+    not_applied = []
+    for trade in acked_genuine:
+        row = by_no.get(trades.get(trade) or "")
+        if (
+            row is None
+            or (fates[row["order_no"]] == "paid" and row["paid_events"] != 1)
+            or (fates[row["order_no"]] == "late" and trade not in after_close)
+        ):
+            not_applied.append(trade)
+    return [
+        check(
+            "orders_accounted",
+            not wrong and not strangers,
+            {"by_fate": counts, "wrong": wrong[:20], "unexpected_orders": strangers[:20]},
+        ),
+        check("idempotent_retries", not retries_differ, {"retried": len(retried)}),
+        check(
+            "acknowledged_callbacks_applied_once",
+            not not_applied and not paid_twice,
+            {
+                "acknowledged_trades": len(acked_genuine),
+                "not_applied": not_applied[:20],
+                "paid_twice": paid_twice[:20],
+                "notifications": outcomes,
+            },
+        ),
+        check(
+            "forged_and_stale_refused",
+            not acked_wrongly,
+            {
+                "sent": sum(d["variant"] in ("forged", "stale") for d in deliveries),
+                "acknowledged": acked_wrongly[:10],
+                "stale_alipay_acknowledged": sum(
+                    d["variant"] == "stale" and d["provider"] == "alipay" and d["success"]
+                    for d in deliveries
+                ),
+            },
+        ),
+        check(
+            "paid_orders_allocated_with_waybill",
+            not no_waybill,
+            {"missing": no_waybill[:20], "why": await _why_unallocated(pool, no_waybill[:20])},
+        ),
+        check("payment_inbox_empty", queues["payment_inbox"] == 0, queues["payment_inbox"]),
+        check("outbox_drained", queues["outbox_pending"] == 0, queues["outbox_pending"]),
+        check(
+            "no_dead_letters",
+            queues["dead_letters"] == 0 and queues["outbox_dead"] == 0,
+            {"dead_letter": queues["dead_letters"], "outbox_dead": queues["outbox_dead"]},
+        ),
+        check("channel_webhooks_applied", queues["channel_webhooks"] == 0, queues),
+        check(
+            "notifications_delivered",
+            queues["notifications_failed"] == 0 and queues["notifications_pending"] == 0,
+            {
+                "sent": queues["notifications_sent"],
+                "pending": queues["notifications_pending"],
+                "failed_or_dead": queues["notifications_failed"],
+            },
+        ),
+    ]
+
+
+async def tracking(
+    pool: Any, waybills: list[dict[str, Any]], pushes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Every waybill the carrier finished ends in the carrier's true status here, and every
+    signed push was acknowledged."""
+    async with pool.acquire() as conn:
+        ours = {
+            r["waybill_no"]: r["status"]
+            for r in await conn.fetch(
+                "SELECT waybill_no, status FROM shipment WHERE waybill_no IS NOT NULL"
+            )
+        }
+    done = [w for w in waybills if w["done"]]
+    wrong = [
+        f"{w['number']}: carrier {w['true_status']}, ours {ours.get(w['number'])}"
+        for w in done
+        if ours.get(w["number"]) != w["true_status"]
+    ]
+    refused = [p for p in pushes if not p["ok"]]
+    return check(
+        "tracking_matches_carrier",
+        not wrong and not refused,
+        {
+            "waybills": len(waybills),
+            "finished": len(done),
+            "pushes": len(pushes),
+            "pushes_refused": len(refused),
+            "wrong": wrong[:10],
+        },
+    )
+
+
+async def _why_unallocated(pool: Any, order_nos: list[str]) -> list[dict[str, Any]]:
+    """For paid orders without a waybill: their channel, shipments and open exception cases."""
+    if not order_nos:
+        return []
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT o.order_no, o.channel, o.status,"
+            " (SELECT string_agg(s.status, ',') FROM shipment s WHERE s.order_id = o.id)"
+            "   AS shipments,"
+            " (SELECT string_agg(c.type || ':' || c.status, ',') FROM exception_case c"
+            "   WHERE c.order_id = o.id) AS cases"
+            " FROM sales_order o WHERE o.order_no = ANY($1::text[])",
+            order_nos,
+        )
+    return [dict(r) for r in rows]
+
+
+def per_second(samples: list[tuple[float, float]]) -> list[dict[str, float]]:
+    """(end time, latency) samples -> per second: count, p50 and p99 in ms."""
+    buckets: dict[int, list[float]] = {}
+    for ended, latency in samples:
+        buckets.setdefault(int(ended), []).append(latency)
+    out = []
+    for second in range(min(buckets, default=0), max(buckets, default=-1) + 1):
+        values = sorted(buckets.get(second, []))
+        out.append(
+            {
+                "t": second,
+                "n": len(values),
+                "p50": round(1000 * percentile(values, 0.5), 2),
+                "p99": round(1000 * percentile(values, 0.99), 2),
+            }
+        )
+    return out
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (0 for an empty one)."""
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+# Server-side stages: (end, latency) pairs in epoch seconds from the database's own timestamps.
+STAGE_SQL = {
+    # A verified callback stored by the API until a worker applied it.
+    "payment_apply": "SELECT extract(epoch FROM applied_at),"
+    " extract(epoch FROM applied_at - received_at)"
+    " FROM payment_notification"
+    " WHERE verification = 'verified' AND applied_at IS NOT NULL AND source = 'callback'",
+    # Paid until the fulfillment consumer planned (allocated) the shipment.
+    "allocation": "SELECT extract(epoch FROM s.created_at),"
+    " extract(epoch FROM s.created_at - e.occurred_at)"
+    " FROM shipment s JOIN order_event e ON e.order_id = s.order_id AND e.to_status = 'paid'",
+    # A signed tracking push from the carrier simulator stored (throughput only: the carrier's
+    # step time is simulated).
+    "tracking_push": "SELECT extract(epoch FROM received_at), 0 FROM tracking_event"
+    " WHERE source = 'push'",
+    # A signed Shopify webhook stored by the API until a worker applied it (made the order).
+    "channel_webhook": "SELECT extract(epoch FROM applied_at),"
+    " extract(epoch FROM applied_at - received_at)"
+    " FROM channel_webhook WHERE applied_at IS NOT NULL",
+    # A notification planned until the sink (SMS simulator, webhook receiver) took it.
+    "notify": "SELECT extract(epoch FROM sent_at), extract(epoch FROM sent_at - created_at)"
+    " FROM notification WHERE sent_at IS NOT NULL",
+}
+
+
+async def server_stages(pool: Any, start_epoch: float) -> dict[str, list[tuple[float, float]]]:
+    """Each server-side stage's (seconds since the start, latency) samples."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    async with pool.acquire() as conn:
+        for name, sql in STAGE_SQL.items():
+            rows = await conn.fetch(sql)
+            out[name] = [(float(r[0]) - start_epoch, float(r[1])) for r in rows]
+    return out

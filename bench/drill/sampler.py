@@ -1,0 +1,73 @@
+"""Every second: the queues' lag (outbox pending, payment inbox backlog, channel webhook backlog,
+notifications waiting) read from the database, and the CPU each process used (bench/cpu.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench import cpu
+
+LAG_SQL = """
+SELECT
+  (SELECT count(*) FROM outbox WHERE status = 'pending') AS outbox_pending,
+  (SELECT count(*) FROM payment_notification WHERE outcome = 'pending') AS payment_inbox,
+  (SELECT count(*) FROM channel_webhook WHERE status = 'pending') AS channel_webhooks,
+  (SELECT count(*) FROM notification WHERE status IN ('pending', 'failed')) AS notify_waiting,
+  (SELECT count(*) FROM shipment WHERE waybill_no IS NULL) AS shipments_without_waybill
+"""
+
+
+@dataclass
+class Sampler:
+    """Samples lag and CPU once a second until stopped."""
+
+    pool: Any  # asyncpg pool on the drill's database
+    processes: dict[str, int]  # name -> pid (a process tree each)
+    pg_database: str
+    start: float
+    lag: list[dict[str, float]] = field(default_factory=list)
+    cpu: list[dict[str, float]] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def _cpu_now(self) -> dict[str, float]:
+        seconds: dict[str, float] = {}
+        for name, pid in self.processes.items():
+            used = cpu.tree_seconds(pid)
+            if used is not None:
+                seconds[name] = used
+        seconds["postgres"] = cpu.postgres_seconds(self.pg_database)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        seconds["drill"] = usage.ru_utime + usage.ru_stime
+        return seconds
+
+    async def lag_now(self) -> dict[str, int]:
+        """The queues right now."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(LAG_SQL)
+        return {k: int(v) for k, v in dict(row).items()}
+
+    async def run(self) -> None:
+        """Sample until `stop()`."""
+        previous, before = self._cpu_now(), time.perf_counter()
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 1.0)
+            now = time.perf_counter()
+            current = self._cpu_now()
+            wall = max(now - before, 1e-6)
+            point: dict[str, float] = {"t": round(now - self.start, 2)}
+            for name, used in current.items():
+                if name in previous:
+                    point[name] = round(100 * (used - previous[name]) / wall, 1)
+            self.cpu.append(point)
+            previous, before = current, now
+            lag = await self.lag_now()
+            self.lag.append({"t": round(time.perf_counter() - self.start, 2), **lag})
+
+    def stop(self) -> None:
+        self._stop.set()
