@@ -16,6 +16,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from prometheus_client import Counter
@@ -462,6 +463,12 @@ class Reserved:
     codes: dict[int, str]
 
 
+def _lock_order(snapshot: _Snapshot, item: tuple[tuple[int, str], int]) -> tuple[int, int, str]:
+    """A (warehouse, SKU) group's place in the stock id lock order: its first bucket's id."""
+    buckets = snapshot.buckets.get(item[0], [])
+    return (min((stock_id for stock_id, _ in buckets), default=0), *item[0])
+
+
 async def reserve_for_order(
     session: AsyncSession,
     *,
@@ -494,12 +501,17 @@ async def reserve_for_order(
             )
         pieces: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
         try:
-            # Stock rows are updated in (warehouse, SKU) order, so first attempts cannot
-            # deadlock. A lost race rolls this attempt back to its savepoint, which also
-            # releases the row locks it took: a retry that plans other rows in another
-            # order holds nothing that a concurrent order could be waiting for.
+            # Stock rows are updated in stock id order, the one lock order of every stock
+            # path (group commit's take_bulk, commit, release, consume): a (warehouse, SKU)'s
+            # buckets are created together, so their ids run in bucket order, and the groups
+            # go by their first id. (Buckets added later by configure_stock get later ids: for
+            # such a SKU the order holds between groups, not bucket by bucket.) A
+            # lost race rolls this attempt back to its savepoint, which also releases the row
+            # locks it took: a retry holds nothing a concurrent order could be waiting for.
             async with session.begin_nested():
-                for (warehouse_id, sku), quantity in sorted(plan.allocations.items()):
+                for (warehouse_id, sku), quantity in sorted(
+                    plan.allocations.items(), key=partial(_lock_order, snapshot)
+                ):
                     for stock_id, units in await _reserve_buckets(
                         session,
                         warehouse_id,
