@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export ORDERTALLY_DATA_DIR ?= ./var
 
 .PHONY: install run test lint typecheck migrate migrations-check pytest bench demo clean \
-	bench-orders bench-payments bench-fulfillment bench-channels drill
+	bench-orders bench-payments bench-fulfillment bench-channels drill drill-smoke
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -70,3 +70,7 @@ clean:
 # scratch PostgreSQL database; report in bench/results/ (--publish: docs/drill/ too).
 drill: $(STAMP)
 	$(BIN)/python -m bench.drill $(DRILL_ARGS)
+
+# The drill's short smoke run (PostgreSQL and RabbitMQ required).
+drill-smoke: $(STAMP)
+	$(BIN)/python -m pytest -q -m drill tests/drill
