@@ -140,6 +140,22 @@ def scratch_database(
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a process's group, SIGKILL it after 15 s, then kill whatever is left in the
+    group (workers whose supervisor died first)."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
 class Server:
     """`ordertally serve --no-worker` on a free port, in its own process group."""
 
@@ -210,18 +226,7 @@ class Server:
         process, self.process = self.process, None
         if process is None:
             return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        # Any worker left in the group (the supervisor died first) goes too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_group(process)
         if self.workers > 1:
             # `serve --workers N` keeps merged metrics in a per-port directory it never removes.
             shutil.rmtree(Path(tempfile.gettempdir()) / f"ordertally-metrics-{self.port}", True)
@@ -335,19 +340,8 @@ class Process:
     def stop(self) -> None:
         """SIGTERM the process group, then SIGKILL what is left after 15 s."""
         process, self.process = self.process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        if process is not None:
+            stop_group(process)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
