@@ -26,8 +26,8 @@ from ordertally.payments.providers import ProviderCallFailed, ProviderRefused
 from ordertally.payments.schemas import (
     DecisionIn,
     ManualPaymentIn,
-    ManualStateFilter,
     ManualPaymentOut,
+    ManualStateFilter,
     OrderPaymentsOut,
     PaymentCreate,
     PaymentOut,
