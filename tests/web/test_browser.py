@@ -79,7 +79,15 @@ async def test_an_admin_adds_cs_who_finds_an_order_and_cancels_it(
     await browser.screenshot(page, "login")
     dashboard = await login.sign_in("admin", PASSWORD)
     await dashboard.chart_drawn()
-    assert await dashboard.nav_keys() == ["dashboard", "orders", "users"]
+    assert await dashboard.nav_keys() == [
+        "dashboard",
+        "orders",
+        "payments",
+        "inventory",
+        "channels",
+        "users",
+        "settings",
+    ]
     users = UsersPage(page, base)
     await users.open()
     await users.create("zhangwei", "cs", "cs-password-2026")
@@ -88,7 +96,7 @@ async def test_an_admin_adds_cs_who_finds_an_order_and_cancels_it(
 
     # cs signs in, finds the unpaid order in the list and opens it
     dashboard = await LoginPage(page, base).sign_in("zhangwei", "cs-password-2026")
-    assert await dashboard.nav_keys() == ["dashboard", "orders"]
+    assert await dashboard.nav_keys() == ["dashboard", "orders", "inventory", "channels"]
     await dashboard.chart_drawn()
     await browser.screenshot(page, "dashboard")
     orders = await OrdersList(page, base).open()
@@ -179,7 +187,9 @@ async def test_every_page_loads_from_this_host_alone_within_the_budget(
     await LoginPage(page, base).open()
     await LoginPage(page, base).sign_in("admin", PASSWORD)
     # When every screen is opened in a fresh cache
-    for path in ("/ui/", "/ui/orders", f"/ui/orders/{order.order_no}", "/ui/users"):
+    screens = ("/ui/", "/ui/orders", f"/ui/orders/{order.order_no}", "/ui/users")
+    screens += ("/ui/payments", "/ui/inventory", "/ui/shipping", "/ui/channels", "/ui/settings")
+    for path in screens:
         await page.goto(f"{base}{path}")
         await page.wait_for_load_state("networkidle")
     # Then no request left this host
