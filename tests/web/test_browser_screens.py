@@ -122,6 +122,10 @@ async def test_finance_approves_a_manual_payment_as_the_second_person_only(
         "status_mismatch": "0",
     }
     await browser.screenshot(second, "reconcile")
+    # (the same upload in English, for its screenshot: a second run counts the same)
+    await other.switch_language("en")
+    assert (await other.reconcile("wechatpay", str(bill)))["platform_only"] == "1"
+    await browser.screenshot(second, "reconcile")
 
 
 async def test_the_warehouse_ships_a_batch_and_books_a_receipt(
@@ -160,6 +164,11 @@ async def test_the_warehouse_ships_a_batch_and_books_a_receipt(
     assert results == [("2", "shipped"), ("3", "shipped"), ("4", "error")]
     assert (await order_state(db, a.order_no))[0] == "shipped"
     assert await shipping.waiting() == [b.order_no]
+    await browser.screenshot(page, "shipping-results")
+    # (the same list again in English: nothing leaves twice)
+    await shipping.switch_language("en")
+    again = await shipping.ship([(a.order_no, "zhongtong", "ZT7100000000001")])
+    assert again == [("2", "unchanged")]
     await browser.screenshot(page, "shipping-results")
 
 

@@ -192,6 +192,8 @@ async def test_finance_uploads_a_statement_and_sees_each_kind_of_result(
         "amount_mismatch": "0",
         "status_mismatch": "0",
     }
+    # (and its language switch goes back to the screen, not to the upload's address)
+    assert 'href="/ui/lang/en?next=/ui/payments"' in response.text
     rows = re.findall(r'data-discrepancy="([^"]+)" data-category="(\w+)"', response.text)
     assert rows == [
         ("NOBODY-KNOWS-1", "platform_only"),

@@ -54,6 +54,9 @@ async def _context(request: Request, user: SignedIn, **extra: Any) -> dict[str, 
         request,
         user,
         active="payments",
+        # A page rendered after a POST switches language back to the screen itself.
+        path="/ui/payments",
+        query="",
         pending=pending,
         decided=[m for m in decided if m.state != "pending_approval"],
         me=actor_name(user),
@@ -147,6 +150,7 @@ async def request_manual(request: Request, order_no: str) -> Response:
             )
     except (OrdertallyError, ArithmeticError, ValueError) as exc:
         context = await pages._order_context(request, user, order_no)
+        context["path"] = f"/ui/orders/{order_no}"
         context["manual_error"] = (
             _error_text(exc) if isinstance(exc, OrdertallyError) else N_("Amount: a number.")
         )

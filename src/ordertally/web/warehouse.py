@@ -61,6 +61,7 @@ async def _inventory_context(request: Request, user: SignedIn, **extra: Any) -> 
         request,
         user,
         active="inventory",
+        path="/ui/inventory",
         stock=stock,
         next_after=f"{stock[-1]['sku']}|{stock[-1]['warehouse']}" if more else None,
         sku=prefix or "",
@@ -130,6 +131,9 @@ async def _shipping_context(request: Request, user: SignedIn, **extra: Any) -> d
         request,
         user,
         active="inventory",
+        # A page rendered after a POST switches language back to the screen itself.
+        path="/ui/shipping",
+        query="",
         waiting=waiting,
         result_labels=SHIP_RESULTS,
         **({"error": None, "results": None, "summary": None, "text": ""} | extra),
