@@ -6,7 +6,7 @@ server's time). Target: p95 ≤ 100 ms per page.
     python -m bench.web_pages [--orders 1000000] [--requests 40] [--pg-url URL]
 
 The orders are cloned on the server from one order made through the services (INSERT ...
-SELECT over generate_series: statuses mixed like a working month, created over 30 days), so
+SELECT over generate_series: statuses by age like a working month, created over 30 days), so
 loading a million takes a minute, not the hours the API would. Everything runs in a scratch
 database that is dropped at the end; only 127.0.0.1 is contacted.
 """
@@ -22,6 +22,7 @@ import subprocess
 import time
 import warnings
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 from sqlalchemy import Integer, String, case, cast, func, insert, literal, select, text
@@ -30,13 +31,22 @@ from bench.payments import order_command, seed_stock
 from bench.server import HOST, Server, ordertally_command, scratch_database
 
 PASSWORD = "bench-password-2026"
-# (share of the month's orders, status) for generate_series row g: g % 20 picks a slot.
-STATUS_SLOTS = (
-    ["pending_payment", "closed", "allocated", "fulfilling", "paid"]
-    + ["shipped"] * 2
-    + ["delivered"] * 4
-    + ["completed"] * 9
-)
+# Statuses follow an order's age like a working month (row g was created g × 2.6 s ago): the
+# last half hour is still moving, the last three days are on the road, older ones delivered or
+# completed; one in twenty is closed unpaid and one in a thousand is stuck as paid.
+OPEN_SLOTS = ("pending_payment", "paid", "allocated", "fulfilling")
+SECONDS_APART = 2.6
+
+
+def _status(g: Any) -> Any:
+    return case(
+        (g % 1000 == 7, "paid"),
+        (g < 700, case(*((g % 4 == i, s) for i, s in enumerate(OPEN_SLOTS)))),
+        (g % 20 == 1, "closed"),
+        (g < 100_000, "shipped"),
+        (g < 330_000, "delivered"),
+        else_="completed",
+    )
 
 
 async def load_orders(url: str, count: int) -> str:
@@ -60,9 +70,8 @@ async def load_orders(url: str, count: int) -> str:
         cols = [c for c in SalesOrder.__table__.columns if c.name not in skip]
         now = datetime.now(UTC)
         series = func.generate_series(1, count).column_valued("g")
-        slot = cast(series, Integer) % len(STATUS_SLOTS)
-        status = case(*((slot == i, s) for i, s in enumerate(STATUS_SLOTS)))
-        created = literal(now) - func.make_interval(0, 0, 0, 0, 0, 0, cast(series, Integer) * 2.6)
+        g = cast(series, Integer)
+        created = literal(now) - func.make_interval(0, 0, 0, 0, 0, 0, g * SECONDS_APART)
         # The cross join of the one template row with the series is the point of the query.
         warnings.filterwarnings("ignore", "SELECT statement has a cartesian product")
         async with db.transaction() as session:
@@ -81,20 +90,22 @@ async def load_orders(url: str, count: int) -> str:
                     select(
                         literal("WB") + func.lpad(cast(series, String), 18, "0"),
                         case(
-                            (cast(series, Integer) % 3 == 0, "taobao"),
-                            (cast(series, Integer) % 3 == 1, "jd"),
+                            (g % 3 == 0, "taobao"),
+                            (g % 3 == 1, "jd"),
                             else_="douyin",
                         ),
                         literal(None),
-                        status,
+                        _status(g),
                         created,
                         created,
                         *[tpl.c[c.name] for c in cols],
                     ).select_from(tpl),
                 )
             )
-        async with db.transaction() as session:
-            await session.execute(text("ANALYZE sales_order"))
+        # The steady state of a month-old table: autovacuum has run (visibility map, statistics).
+        async with db.write_engine.connect() as conn:
+            autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await autocommit.execute(text("VACUUM (ANALYZE) sales_order"))
         return str(template)
     finally:
         await db.dispose()
