@@ -203,7 +203,7 @@ async def test_every_page_loads_from_this_host_alone_within_the_budget(
         context = await chromium.new_context(storage_state=state)  # type: ignore[arg-type]
         fresh = await context.new_page()
         assets: list[Request] = []
-        fresh.on("requestfinished", lambda request: assets.append(request))
+        fresh.on("requestfinished", assets.append)
         await fresh.goto(f"{base}{path}")
         await fresh.wait_for_load_state("networkidle")
         static = [r for r in assets if "/ui/static/" in r.url]
