@@ -39,6 +39,8 @@ SHIP_RESULTS: dict[str, str] = {
     "error": N_("Refused"),
 }
 MAX_LIST_BYTES = 5 * 1024 * 1024
+# Orders listed per waiting status (the orders list, filtered by status, shows the rest).
+WAITING_SHOWN = 50
 _AFTER = re.compile(r"^([^|]{1,64})\|([^|]{1,32})$")
 
 
@@ -124,7 +126,7 @@ async def _shipping_context(request: Request, user: SignedIn, **extra: Any) -> d
                 created_from=None,
                 created_to=None,
                 after=None,
-                limit=PAGE_SIZE,
+                limit=WAITING_SHOWN,
             )
         ]
     return _common(
