@@ -3,7 +3,7 @@ server on a real port, on SQLite: the tasks people do, read as they do them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 import pytest
@@ -33,6 +33,15 @@ async def chromium() -> AsyncIterator[Browser]:
     finally:
         await chrome.close()
         await playwright.stop()
+
+
+def _collect(into: list[Request]) -> Callable[[Request], None]:
+    """A request listener adding each request to `into`."""
+
+    def add(request: Request) -> None:
+        into.append(request)
+
+    return add
 
 
 async def new_page(chrome: Browser) -> Page:
@@ -203,7 +212,7 @@ async def test_every_page_loads_from_this_host_alone_within_the_budget(
         context = await chromium.new_context(storage_state=state)  # type: ignore[arg-type]
         fresh = await context.new_page()
         assets: list[Request] = []
-        fresh.on("requestfinished", assets.append)
+        fresh.on("requestfinished", _collect(assets))
         await fresh.goto(f"{base}{path}")
         await fresh.wait_for_load_state("networkidle")
         static = [r for r in assets if "/ui/static/" in r.url]
