@@ -152,3 +152,74 @@ class UsersPage(Screen):
         await self.page.fill("#new-user input[name=password]", password)
         await self.page.click("button[data-action=create-user]")
         await expect(self.page.locator(f"tr[data-user='{username}']")).to_have_count(1)
+
+
+class OrderManualPayment(Screen):
+    """The 补单 form on an unpaid order's page (finance)."""
+
+    async def open(self, order_no: str) -> OrderManualPayment:
+        await self.page.goto(f"{self.base}/ui/orders/{order_no}")
+        return self
+
+    async def record(self, reference: str, amount: str, day: str, reason: str) -> None:
+        """Fill in the evidence and submit it; lands on the finance screen."""
+        form = self.page.locator("#manual-request")
+        await form.locator("input[name=reference]").fill(reference)
+        await form.locator("input[name=amount]").fill(amount)
+        await form.locator("input[name=paid_at]").fill(day)
+        await form.locator("input[name=reason]").fill(reason)
+        await self.page.click("button[data-action=request-manual]")
+        await expect(self.page).to_have_url(re.compile(r"/ui/payments\?done=requested$"))
+
+
+class FinancePage(Screen):
+    async def open(self) -> Response | None:
+        return await self.page.goto(f"{self.base}/ui/payments")
+
+    async def pending(self) -> list[str]:
+        """Ids of the 补单 requests awaiting a second person."""
+        return await self.page.locator("tr[data-manual]").evaluate_all(
+            "rows => rows.map(r => r.dataset.manual)"
+        )
+
+    async def approve(self, manual_id: str) -> None:
+        """Press Approve on one request."""
+        await self.page.click(f"tr[data-manual='{manual_id}'] button[data-action=approve]")
+        await self.page.wait_for_load_state()
+
+    async def refusal(self, manual_id: str) -> str:
+        """The reason shown when a decision was refused."""
+        return await self.page.locator(f"[data-refusal='{manual_id}']").inner_text()
+
+    async def reconcile(self, provider: str, path: str) -> dict[str, str]:
+        """Upload a statement; returns the count per category."""
+        await self.page.select_option("#reconcile-form select[name=provider]", provider)
+        await self.page.set_input_files("#reconcile-form input[name=statement]", path)
+        await self.page.click("button[data-action=reconcile]")
+        await expect(self.page.locator("#recon-counts")).to_have_count(1)
+        return dict(
+            await self.page.locator("[data-count]").evaluate_all(
+                "els => els.map(e => [e.dataset.count, e.textContent.trim()])"
+            )
+        )
+
+
+class ShippingPage(Screen):
+    async def open(self) -> Response | None:
+        return await self.page.goto(f"{self.base}/ui/shipping")
+
+    async def waiting(self) -> list[str]:
+        return await self.page.locator("tr[data-waiting]").evaluate_all(
+            "rows => rows.map(r => r.dataset.waiting)"
+        )
+
+    async def ship(self, rows: list[tuple[str, str, str]]) -> list[tuple[str, str]]:
+        """Paste a shipped list and ship it; returns (line, result) per row."""
+        text = "订单号,快递公司,运单号\n" + "".join(f"{o},{c},{w}\n" for o, c, w in rows)
+        await self.page.fill("#ship-form textarea[name=list]", text)
+        await self.page.click("button[data-action=ship-batch]")
+        await expect(self.page.locator("#ship-results")).to_have_count(1)
+        found = await self.page.locator("tr[data-result-line]").evaluate_all(
+            "rows => rows.map(r => [r.dataset.resultLine, r.dataset.result])"
+        )
+        return [(line, result) for line, result in found]

@@ -272,6 +272,32 @@ async def replay_failed(
     return outcomes
 
 
+async def held_webhooks(session: AsyncSession, limit: int = 100) -> list[dict[str, Any]]:
+    """Webhooks that could not be applied (held), oldest first, for an operator to replay."""
+    return [
+        {
+            "receipt_id": receipt_id,
+            "account": account,
+            "webhook_id": webhook_id,
+            "topic": topic,
+            "attempts": attempts,
+            "error": error,
+            "received_at": received_at,
+            "case_id": case_id,
+        }
+        for (
+            receipt_id,
+            account,
+            webhook_id,
+            topic,
+            attempts,
+            error,
+            received_at,
+            case_id,
+        ) in await repository.held_webhook_rows(session, limit)
+    ]
+
+
 async def pending_receipts(
     session: AsyncSession, limit: int, *, older_than: datetime | None = None
 ) -> list[int]:

@@ -182,6 +182,30 @@ async def failed_webhooks(
     return [int(i) for i in rows.all()]
 
 
+async def held_webhook_rows(
+    session: AsyncSession, limit: int
+) -> list[tuple[int, str, str, str, int, str | None, datetime, int | None]]:
+    """(id, account code, webhook id, topic, attempts, last error, received at, held case) of
+    the webhooks that could not be applied (held), oldest first."""
+    rows = await session.execute(
+        select(
+            _INBOX.c.id,
+            ChannelAccount.code,
+            _INBOX.c.webhook_id,
+            _INBOX.c.topic,
+            _INBOX.c.attempts,
+            _INBOX.c.last_error,
+            _INBOX.c.received_at,
+            _INBOX.c.held_case_id,
+        )
+        .join(ChannelAccount, ChannelAccount.id == _INBOX.c.account_id)
+        .where(_INBOX.c.status == "failed")
+        .order_by(_INBOX.c.received_at)
+        .limit(limit)
+    )
+    return [tuple(r) for r in rows.all()]
+
+
 async def pending_webhooks(
     session: AsyncSession, limit: int, older_than: datetime | None
 ) -> list[int]:

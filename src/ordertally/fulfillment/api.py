@@ -210,6 +210,9 @@ async def _page(db: Database, token: str) -> tracking.PageData:
         lines = await service.lines_by_shipment(session, ids)
         events = await service.timelines(session, ids)
         order_lines = await orders_queries.lines_of(session, order.id)
+        verifying = order.status == "pending_payment" and await tracking.verifying(
+            session, order.id
+        )
     names = {
         ln.sku: (ln.sku_name, ln.sku_name_en or ln.sku_name) for ln in order_lines if ln.sku_name
     }
@@ -246,6 +249,7 @@ async def _page(db: Database, token: str) -> tracking.PageData:
         url=tracking.url_for(order.order_no),
         qr_path=f"/t/{token}/qr.svg",
         names=names,
+        verifying=verifying,
     )
 
 

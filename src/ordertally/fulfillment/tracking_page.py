@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hmac
 import io
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
 from zoneinfo import ZoneInfo
 
 import segno
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
 from ordertally.core.crypto import get_cipher
@@ -84,6 +86,7 @@ LABELS: dict[str, dict[str, str]] = {
         "no_events": "暂无物流信息",
         "qr": "扫码查看物流",
         "updated": "更新时间",
+        "verifying": "状态核实中：您的付款正在与支付平台核对，请稍后刷新本页。",
     },
     "en": {
         "title": "Track your order",
@@ -98,6 +101,8 @@ LABELS: dict[str, dict[str, str]] = {
         "no_events": "No tracking information yet",
         "qr": "Scan to track",
         "updated": "Updated",
+        "verifying": "Status being verified: your payment is being checked with the payment "
+        "platform. Please refresh this page in a moment.",
     },
 }
 
@@ -182,6 +187,28 @@ class PageData:
     # code -> (Chinese name, English name) from the order lines' snapshot; codes without
     # one are shown as they are
     names: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # A payment is open and its notification has not arrived: "status is being verified".
+    verifying: bool = False
+
+
+# Checks that an unpaid order's payment is still being verified; registered by the domain that
+# knows (payments, wired from above both: fulfillment may not import payments).
+VerifyingCheck = Callable[[AsyncSession, int], Awaitable[bool]]
+VERIFYING_CHECKS: list[VerifyingCheck] = []
+
+
+def register_verifying_check(check: VerifyingCheck) -> None:
+    """Ask `check(session, order_id)` whether an unpaid order's payment is being verified."""
+    if check not in VERIFYING_CHECKS:
+        VERIFYING_CHECKS.append(check)
+
+
+async def verifying(session: AsyncSession, order_id: int) -> bool:
+    """Whether any registered check says the order's payment is being verified."""
+    for check in VERIFYING_CHECKS:
+        if await check(session, order_id):
+            return True
+    return False
 
 
 def pick_lang(query_lang: str | None, accept_language: str | None) -> str:
@@ -230,6 +257,7 @@ def render(page: PageData, lang: str) -> str:
             f"<dt>{t['items']}</dt><dd>{items}</dd></dl>{timeline}</section>"
         )
     html_lang = "zh-CN" if lang == "zh" else "en"
+    verifying = f'<p class="hint" id="verifying">{t["verifying"]}</p>' if page.verifying else ""
     return f"""<!doctype html>
 <html lang="{html_lang}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -251,6 +279,7 @@ dt{{color:#656d76}} dd{{margin:0;word-break:break-all}} .mono{{font-family:ui-mo
 border-radius:50%;background:#d0d7de}}
 .timeline li.now{{color:#1f2328}} .timeline li.now:before{{background:#1a7f37}}
 .timeline time{{font-size:.85rem}} .timeline p{{margin:0}} .muted{{color:#656d76}}
+.hint{{background:#fff8c5;color:#7d4e00;border-radius:8px;padding:8px 10px;margin:8px 0 0}}
 .qr{{text-align:center}} .qr img{{width:160px;height:160px}}
 </style></head>
 <body><main>
@@ -259,7 +288,7 @@ border-radius:50%;background:#d0d7de}}
 <dt>{t["order"]}</dt><dd class="mono">{e(page.order_no)}</dd>
 <dt>{t["status"]}</dt><dd>{e(words.get(page.status, page.status))}</dd>
 <dt>{t["recipient"]}</dt><dd>{e(page.recipient)} · {e(page.place)}</dd>
-</dl></section>
+</dl>{verifying}</section>
 {"".join(parcels)}
 <section class="card qr"><img src="{e(page.qr_path)}" alt="QR"><p class="muted">{t["qr"]}</p>
 </section>

@@ -190,6 +190,60 @@ async def stock_of_sku(
     return [(w, int(o), int(r), int(s), int(b)) for w, o, r, s, b in rows.all()]
 
 
+async def stock_page(
+    session: AsyncSession, sku_prefix: str | None, after: tuple[str, str] | None, limit: int
+) -> list[tuple[str, str, int, int, int]]:
+    """(sku, warehouse code, on hand, reserved, safety stock) by SKU then warehouse, after the
+    (sku, code) key `after` (keyset pages), optionally of SKUs starting with `sku_prefix`."""
+    query = (
+        select(
+            Stock.sku,
+            Warehouse.code,
+            func.sum(Stock.on_hand),
+            func.sum(Stock.reserved),
+            func.sum(Stock.safety_stock),
+        )
+        .join(Warehouse, Warehouse.id == Stock.warehouse_id)
+        .group_by(Stock.sku, Warehouse.code)
+        .order_by(Stock.sku, Warehouse.code)
+        .limit(limit)
+    )
+    if sku_prefix:
+        escaped = sku_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Stock.sku.like(f"{escaped}%", escape="\\"))
+    if after is not None:
+        query = query.having(
+            (Stock.sku > after[0]) | and_(Stock.sku == after[0], Warehouse.code > after[1])
+        )
+    rows = await session.execute(query)
+    return [(sku, code, int(o), int(r), int(s)) for sku, code, o, r, s in rows.all()]
+
+
+async def movements_page(
+    session: AsyncSession,
+    *,
+    sku: str | None,
+    kind: str | None,
+    before_id: int | None,
+    limit: int,
+) -> list[tuple[StockMovement, str]]:
+    """Ledger rows with their warehouse code, newest first, by SKU and kind."""
+    query = (
+        select(StockMovement, Warehouse.code)
+        .join(Warehouse, Warehouse.id == StockMovement.warehouse_id)
+        .order_by(StockMovement.id.desc())
+        .limit(limit)
+    )
+    if sku:
+        query = query.where(StockMovement.sku == sku)
+    if kind:
+        query = query.where(StockMovement.kind == kind)
+    if before_id is not None:
+        query = query.where(StockMovement.id < before_id)
+    rows = await session.execute(query)
+    return [(m, code) for m, code in rows.all()]
+
+
 async def available_totals(session: AsyncSession, skus: list[str]) -> dict[str, int]:
     """Available to sell per SKU over the active warehouses (sku -> units)."""
     rows = await session.execute(

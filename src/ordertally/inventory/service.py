@@ -35,7 +35,7 @@ from ordertally.inventory.errors import (
     WarehouseExists,
     WarehouseNotFound,
 )
-from ordertally.inventory.models import Warehouse
+from ordertally.inventory.models import StockMovement, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +316,43 @@ async def stock_view(session: AsyncSession, sku: str) -> dict[str, Any]:
         ):
             totals[key] += value
     return {"sku": sku, "warehouses": per, "total": totals}
+
+
+async def stock_table(
+    session: AsyncSession,
+    *,
+    sku_prefix: str | None = None,
+    after: tuple[str, str] | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Stock by SKU × warehouse: on hand, reserved, safety stock, available (keyset pages)."""
+    return [
+        {
+            "sku": sku,
+            "warehouse": code,
+            "on_hand": on_hand,
+            "reserved": reserved,
+            "safety_stock": safety,
+            "available": on_hand - reserved - safety,
+        }
+        for sku, code, on_hand, reserved, safety in await repository.stock_page(
+            session, sku_prefix, after, limit
+        )
+    ]
+
+
+async def movements(
+    session: AsyncSession,
+    *,
+    sku: str | None = None,
+    kind: str | None = None,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> list[tuple[StockMovement, str]]:
+    """The stock ledger (receipts, adjustments, counts, shipments), newest first."""
+    return await repository.movements_page(
+        session, sku=sku, kind=kind, before_id=before_id, limit=limit
+    )
 
 
 # --- routing -----------------------------------------------------------------------------------

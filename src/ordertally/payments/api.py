@@ -27,6 +27,7 @@ from ordertally.payments.schemas import (
     DecisionIn,
     ManualPaymentIn,
     ManualPaymentOut,
+    ManualStateFilter,
     OrderPaymentsOut,
     PaymentCreate,
     PaymentOut,
@@ -243,6 +244,26 @@ async def request_manual_payment(
             requested_by=principal.name,
         )
     return _json(manual_doc(manual), 201)
+
+
+@router.get(
+    "/manual-payments",
+    response_model=list[ManualPaymentOut],
+    summary="Manual payment requests (补单), newest first: by default those awaiting approval",
+)
+async def list_manual_payments(
+    request: Request,
+    principal: Annotated[Principal, Depends(require("payments.read"))],
+    state: ManualStateFilter = "pending_approval",
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before_id: Annotated[int | None, Query(ge=1)] = None,
+) -> Response:
+    """The requests of a state (`all`: every one), pageable by `before_id`."""
+    async with _db(request).transaction(write=False) as session:
+        found = await manual_service.list_manual(
+            session, None if state == "all" else state, limit=limit, before_id=before_id
+        )
+    return _json([manual_doc(m) for m in found])
 
 
 @router.post(

@@ -73,6 +73,17 @@ async def request_manual(
     return manual
 
 
+async def list_manual(
+    session: AsyncSession,
+    state: str | None = ManualState.PENDING_APPROVAL.value,
+    *,
+    limit: int = 100,
+    before_id: int | None = None,
+) -> list[ManualPayment]:
+    """Manual payment requests, newest first (by default those awaiting a second person)."""
+    return await repository.manual_requests(session, state, limit, before_id)
+
+
 async def manual_for_decision(
     session: AsyncSession, manual_id: int, decided_by: str
 ) -> tuple[ManualPayment, list[Payment]]:

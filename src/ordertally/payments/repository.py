@@ -631,6 +631,18 @@ async def pending_manual_for_order(session: AsyncSession, order_id: int) -> Manu
     )
 
 
+async def manual_requests(
+    session: AsyncSession, state: str | None, limit: int, before_id: int | None = None
+) -> list[ManualPayment]:
+    """Manual payment requests, newest first, of one state or all."""
+    query = select(ManualPayment).order_by(ManualPayment.id.desc()).limit(limit)
+    if state is not None:
+        query = query.where(ManualPayment.state == state)
+    if before_id is not None:
+        query = query.where(ManualPayment.id < before_id)
+    return list((await session.scalars(query)).all())
+
+
 async def decide_manual(
     session: AsyncSession,
     manual_id: int,

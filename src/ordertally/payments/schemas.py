@@ -12,6 +12,8 @@ from ordertally.core.inputs import Text as FreeText
 
 Text = FilledLine
 Provider = Literal["wechatpay", "alipay"]
+# A filter over manual payment requests: one state of `state_machine.ManualState`, or all.
+ManualStateFilter = Literal["pending_approval", "approved", "rejected", "superseded", "all"]
 
 
 class Strict(BaseModel):

@@ -103,6 +103,18 @@ async def payments_of(session: AsyncSession, order_no: str) -> dict[str, Any]:
     }
 
 
+async def awaiting_notification(session: AsyncSession, order_id: int) -> bool:
+    """Whether a buyer's attempt is still open and no notification about it has arrived (the
+    tracking page then says the status is being verified)."""
+    open_attempts = [
+        p for p in await repository.payments_of_order(session, order_id) if p.state == OPENED
+    ]
+    if not open_attempts:
+        return False
+    heard = await repository.notifications_for(session, [p.out_trade_no for p in open_attempts])
+    return not heard
+
+
 # --- housekeeping ----------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from ordertally.core.settings import get_settings
 from ordertally.exceptions import service as exceptions_service
 from ordertally.fulfillment import service as fulfillment_service
 from ordertally.fulfillment import tracking_page
+from ordertally.notify import service as notify_service
 from ordertally.orders import closing, holds, snapshot, transitions
 from ordertally.orders import service as orders_service
 from ordertally.orders.errors import OrderNotFound
@@ -142,8 +143,15 @@ def _common(request: Request, user: SignedIn | None, **extra: Any) -> dict[str, 
     if user is not None:
         nav.append(("/ui/", N_("Dashboard"), "dashboard"))
         nav.append(("/ui/orders", N_("Orders"), "orders"))
+        if may(user, "payments.reconcile"):
+            nav.append(("/ui/payments", N_("Finance"), "payments"))
+        nav.append(("/ui/inventory", N_("Inventory"), "inventory"))
+        if may(user, "channels.read"):
+            nav.append(("/ui/channels", N_("Channels"), "channels"))
         if may(user, "users.manage"):
             nav.append(("/ui/users", N_("Users"), "users"))
+        if may(user, "auth.manage") or may(user, "notify.manage") or may(user, "fx.manage"):
+            nav.append(("/ui/settings", N_("Settings"), "settings"))
     return {
         "user": user,
         "nav": nav,
@@ -417,9 +425,13 @@ async def _order_context(request: Request, user: SignedIn, order_no: str) -> dic
             if may(user, "payments.read")
             else None
         )
-        shipments = (
-            await fulfillment_service.shipments_of(session, order.id)
-            if may(user, "fulfillment.read")
+        shipments = None
+        if may(user, "fulfillment.read"):
+            shipments = await fulfillment_service.shipments_of(session, order.id)
+            tracks = await fulfillment_service.timelines(session, [s.id for s in shipments])
+        sent = (
+            await notify_service.list_notifications(session, order_no=order_no, limit=50)
+            if may(user, "notify.read")
             else None
         )
     leaving = {t.name for t in allowed_from(Status(order.status))}
@@ -429,15 +441,22 @@ async def _order_context(request: Request, user: SignedIn, order_no: str) -> dic
         active="orders",
         order=order,
         lines=snap.lines,
+        reservations=snap.inventory["reservations"],
+        allocation=snap.inventory["allocation"],
         cases=cases,
         events=events,
         payments=payments,
         shipments=shipments,
+        tracks=tracks if shipments is not None else {},
+        sent=sent,
         tracking_url=tracking_page.url_for(order.order_no) if shipments is not None else None,
         transition_labels=TRANSITION_LABELS,
         diagram=_diagram(order.status),
         can_cancel="cancel" in leaving and may(user, "orders.cancel"),
         can_resolve=may(user, "exceptions.resolve"),
+        can_request_manual=may(user, "payments.manual")
+        and order.status in (Status.PENDING_PAYMENT, Status.CLOSED),
+        manual_error=None,
         error=None,
     )
 

@@ -11,7 +11,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ordertally.web import pages, security
+from ordertally.fulfillment import tracking_page
+from ordertally.payments import service as payments_service
+from ordertally.web import admin, channel_desk, finance, pages, security, warehouse
 from ordertally.web.templating import render
 
 STATIC = Path(__file__).parent / "static"
@@ -58,9 +60,15 @@ def register(app: FastAPI | None) -> None:
     """Wire the back office: the session purge job; with an app, the pages and static files."""
     from ordertally.auth import jobs  # noqa: F401  (@periodic registers the session purge)
 
+    # The tracking page's "status is being verified" hint asks payments (fulfillment may not).
+    tracking_page.register_verifying_check(payments_service.awaiting_notification)
     if app is None:
         return
     app.include_router(pages.router)
+    app.include_router(finance.router)
+    app.include_router(warehouse.router)
+    app.include_router(admin.router)
+    app.include_router(channel_desk.router)
     static = _Cached(GZipMiddleware(StaticFiles(directory=STATIC), minimum_size=512))
     app.mount("/ui/static", static, name="ui-static")
     app.add_exception_handler(security.LoginRequired, _login_required)

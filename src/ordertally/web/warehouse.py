@@ -1,0 +1,182 @@
+"""The inventory and warehouse screens: stock by SKU × warehouse with reserved, available and
+safety stock, the movements ledger, receipts, and shipping a batch of parcels from a shipped
+list. Pages call the inventory and fulfillment services; each write checks the CSRF token."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.datastructures import UploadFile
+from starlette.responses import RedirectResponse, Response
+
+from ordertally.core.errors import OrdertallyError
+from ordertally.fulfillment import service as fulfillment_service
+from ordertally.fulfillment import shiplist
+from ordertally.inventory import service as inventory_service
+from ordertally.orders import service as orders_service
+from ordertally.orders.service import Actor
+from ordertally.orders.state_machine import ActorKind
+from ordertally.web.i18n import N_
+from ordertally.web.pages import _common, _error_text
+from ordertally.web.security import SignedIn, check_csrf, database, may, signed_in
+from ordertally.web.templating import render
+
+router = APIRouter(include_in_schema=False)
+
+PAGE_SIZE = 100
+MOVEMENT_KINDS: dict[str, str] = {
+    "receipt": N_("Receipt"),
+    "adjustment": N_("Adjustment"),
+    "count": N_("Stock count"),
+    "shipment": N_("Shipment"),
+    "return": N_("Return"),
+}
+SHIP_RESULTS: dict[str, str] = {
+    "shipped": N_("Shipped"),
+    "unchanged": N_("Already shipped"),
+    "error": N_("Refused"),
+}
+MAX_LIST_BYTES = 5 * 1024 * 1024
+# Orders listed per waiting status (the orders list, filtered by status, shows the rest).
+WAITING_SHOWN = 50
+_AFTER = re.compile(r"^([^|]{1,64})\|([^|]{1,32})$")
+
+
+async def _inventory_context(request: Request, user: SignedIn, **extra: Any) -> dict[str, Any]:
+    q = request.query_params
+    prefix = (q.get("sku") or "").strip()[:64] or None
+    kind = q.get("kind") if q.get("kind") in MOVEMENT_KINDS else None
+    match = _AFTER.match(q.get("after", ""))
+    after = (match.group(1), match.group(2)) if match else None
+    async with database(request).transaction(write=False) as session:
+        stock = await inventory_service.stock_table(
+            session, sku_prefix=prefix, after=after, limit=PAGE_SIZE + 1
+        )
+        ledger = await inventory_service.movements(session, kind=kind, limit=50)
+        receipts = await inventory_service.movements(session, kind="receipt", limit=10)
+        warehouses = await inventory_service.list_warehouses(session)
+    more = len(stock) > PAGE_SIZE
+    stock = stock[:PAGE_SIZE]
+    return _common(
+        request,
+        user,
+        active="inventory",
+        path="/ui/inventory",
+        stock=stock,
+        next_after=f"{stock[-1]['sku']}|{stock[-1]['warehouse']}" if more else None,
+        sku=prefix or "",
+        kind=kind or "",
+        ledger=ledger,
+        receipts=receipts,
+        warehouses=warehouses,
+        kinds=MOVEMENT_KINDS,
+        can_receive=may(user, "inventory.move"),
+        can_ship=may(user, "fulfillment.ship"),
+        **({"error": None, "form": {}} | extra),
+    )
+
+
+@router.get("/ui/inventory")
+async def inventory_page(request: Request) -> Response:
+    """Stock by SKU × warehouse, the ledger and the latest receipts."""
+    user = await signed_in(request, "inventory.read")
+    return render(request, "inventory.html", await _inventory_context(request, user))
+
+
+@router.post("/ui/inventory/receipts")
+async def receive(request: Request) -> Response:
+    """Book goods received into a warehouse (a receipt in the ledger)."""
+    user = await signed_in(request, "inventory.move")
+    await check_csrf(request, user)
+    form = await request.form()
+    values = {k: str(form.get(k, "")).strip()[:200] for k in ("warehouse", "sku", "quantity")}
+    reason = str(form.get("reason", "")).strip()[:500] or "receipt"
+    try:
+        quantity = int(values["quantity"])
+    except ValueError:
+        quantity = 0
+    try:
+        async with database(request).transaction() as session:
+            await inventory_service.record_movement(
+                session,
+                warehouse_code=values["warehouse"],
+                sku=values["sku"],
+                kind="receipt",
+                quantity=quantity,
+                reason=reason,
+                actor=f"user:{user.username}",
+            )
+    except OrdertallyError as exc:
+        context = await _inventory_context(request, user, error=_error_text(exc), form=values)
+        return render(request, "inventory.html", context, status=exc.status)
+    return RedirectResponse("/ui/inventory?done=received", status_code=303)
+
+
+async def _shipping_context(request: Request, user: SignedIn, **extra: Any) -> dict[str, Any]:
+    async with database(request).transaction(write=False) as session:
+        waiting = [
+            order
+            for status in ("allocated", "fulfilling")
+            for order in await orders_service.list_orders(
+                session,
+                status=status,
+                channel=None,
+                created_from=None,
+                created_to=None,
+                after=None,
+                limit=WAITING_SHOWN,
+            )
+        ]
+    return _common(
+        request,
+        user,
+        active="inventory",
+        # A page rendered after a POST switches language back to the screen itself.
+        path="/ui/shipping",
+        query="",
+        waiting=waiting,
+        result_labels=SHIP_RESULTS,
+        **({"error": None, "results": None, "summary": None, "text": ""} | extra),
+    )
+
+
+@router.get("/ui/shipping")
+async def shipping_page(request: Request) -> Response:
+    """Orders waiting to leave, and the form to ship a batch from a shipped list."""
+    user = await signed_in(request, "fulfillment.ship")
+    return render(request, "shipping.html", await _shipping_context(request, user))
+
+
+@router.post("/ui/shipping")
+async def ship_batch(request: Request) -> Response:
+    """Ship every row of a shipped list (pasted or a CSV/XLSX file); one result per row."""
+    user = await signed_in(request, "fulfillment.ship")
+    await check_csrf(request, user)
+    form = await request.form(max_part_size=MAX_LIST_BYTES)
+    upload = form.get("file")
+    text = str(form.get("list", ""))[:MAX_LIST_BYTES]
+    data = await upload.read(MAX_LIST_BYTES) if isinstance(upload, UploadFile) else b""
+    data = data or text.strip().encode()
+    if not data:
+        context = await _shipping_context(request, user, error=N_("Paste or choose a list."))
+        return render(request, "shipping.html", context, status=422)
+    actor = Actor(ActorKind.WAREHOUSE, f"user:{user.username}")
+    try:
+        rows, refused = shiplist.parse(data)
+        async with database(request).transaction() as session:
+            results = await fulfillment_service.ship_rows(session, rows, actor)
+    except OrdertallyError as exc:
+        context = await _shipping_context(request, user, error=_error_text(exc), text=text)
+        return render(request, "shipping.html", context, status=exc.status)
+    results += [
+        {"line": e.line, "result": "error", "code": f"row.{e.code}", "message": e.message}
+        for e in refused
+    ]
+    results.sort(key=lambda r: int(r["line"]))
+    summary: dict[str, int] = {}
+    for r in results:
+        summary[r["result"]] = summary.get(r["result"], 0) + 1
+    context = await _shipping_context(request, user, results=results, summary=summary)
+    return render(request, "shipping.html", context)
