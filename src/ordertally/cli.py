@@ -478,6 +478,7 @@ def _register_domain_commands() -> None:
     from ordertally.catalog import cli as catalog_cli
     from ordertally.channels import cli as channels_cli
     from ordertally.customers import cli as customers_cli
+    from ordertally.exports import cli as exports_cli
     from ordertally.fulfillment import cli as fulfillment_cli
     from ordertally.notify import cli as notify_cli
     from ordertally.orders import cli as orders_cli
@@ -489,6 +490,7 @@ def _register_domain_commands() -> None:
         customers_cli,
         orders_cli,
         catalog_cli,
+        exports_cli,
     ):
         module.register(app)
 
