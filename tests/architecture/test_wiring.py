@@ -49,6 +49,8 @@ JOBS = [
     "channels_webhook_sweep",
     "close_unpaid_orders",
     "customers_age_profiles",
+    "exports_expire",
+    "exports_run_queued",
     "fulfillment_allocate_waiting",
     "fulfillment_carrier_work",
     "fulfillment_flag_stale",

@@ -243,6 +243,7 @@ async def run_export(
     by row (constant memory); progress is recorded in short transactions of its own.
     """
     async with db.transaction(write=False) as session:
+        snapshot_at = await repository.open_snapshot(session)  # the transaction's first statement
         template, _ = await _resolve(session, export.template)
         columns: list[Column] = [c for k in export.columns if (c := template.column(k))]
         reads: list[Any] = []
@@ -257,7 +258,6 @@ async def run_export(
         plan = [(c, [slot(e) for e in c.reads]) for c in columns]
         amount = (slot(template.amount[0]), slot(template.amount[1])) if template.amount else None
         where = where_of(export)
-        snapshot_at = await repository.open_snapshot(session)
         total = await repository.count_rows(session, template, where)
         await _update(db, export.id, rows_total=total, snapshot_at=snapshot_at)
         ctx = RenderContext(_zone(export.timezone), export.pii_unmasked)
