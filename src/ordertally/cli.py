@@ -475,6 +475,7 @@ def paysim_serve(
 
 
 def _register_domain_commands() -> None:
+    from ordertally.analytics import cli as analytics_cli
     from ordertally.catalog import cli as catalog_cli
     from ordertally.channels import cli as channels_cli
     from ordertally.customers import cli as customers_cli
@@ -491,6 +492,7 @@ def _register_domain_commands() -> None:
         orders_cli,
         catalog_cli,
         exports_cli,
+        analytics_cli,
     ):
         module.register(app)
 

@@ -50,6 +50,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "auth.manage": frozenset({"admin"}),
     "exports.read": frozenset({"admin", "ops", "cs", "finance"}),
     "exports.create": frozenset({"admin", "ops", "cs", "finance"}),
+    "analytics.read": frozenset({"admin", "ops", "cs", "finance"}),
+    "analytics.record": frozenset({"admin", "ops"}),
 }
 
 
