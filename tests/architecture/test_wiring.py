@@ -65,6 +65,7 @@ JOBS = [
 ]
 CONSUMERS = [
     "analytics.order_daily_tally",
+    "analytics.order_timeline",
     "channels.apply_webhook",
     "customers.link_channel_buyer",
     "customers.link_order",
