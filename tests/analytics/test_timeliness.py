@@ -313,3 +313,31 @@ async def test_business_events_from_a_file(
     path.write_text("order_no,type,occurred_at\nX,customs_cleared,yesterday\n", encoding="utf-8")
     with pytest.raises(service.InvalidAnalyticsRequest):
         service.read_events_file(path)
+
+
+async def test_timelines_export_through_the_exporter(
+    client: AsyncClient, keys: dict[str, str], db: Database
+) -> None:
+    # Given two orders folded into timelines
+    first = await _order(db, T0, [0.5, 1, 1, 1], channel="jd")
+    await _order(db, T0, [0.5], channel="jd")
+    await drain(db, get_settings())
+    # When ops exports the timelines as CSV through the exporter
+    from ordertally.exports import service as exports_service
+
+    r = await client.post(
+        "/api/v1/exports",
+        json={"template": "order_timelines", "date_from": DAY, "date_to": DAY},
+        headers=auth(keys["ops"]),
+    )
+    assert await exports_service.run_queued(db) == 1
+    doc = (
+        await client.get(f"/api/v1/exports/{r.json()['export_no']}", headers=auth(keys["ops"]))
+    ).json()
+    content = (
+        await client.get(f"/api/v1/exports/{doc['export_no']}/file", headers=auth(keys["ops"]))
+    ).text
+    # Then both orders are there, the shipped one with its fulfilment start (its payment)
+    assert doc["manifest"]["row_count"] == 2
+    row = next(line for line in content.splitlines() if line.startswith(first.order_no))
+    assert "2026-11-10 02:30:00Z" in row and "2026-11-10 05:30:00Z" in row

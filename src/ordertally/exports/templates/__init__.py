@@ -20,6 +20,7 @@ BUILT_IN = (
     "shipments",
     "exception_cases",
     "reconciliations",
+    "order_timelines",
 )
 
 
