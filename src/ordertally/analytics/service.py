@@ -211,16 +211,15 @@ async def stage_table(
     main delay causes (exception types of the late orders)."""
     _check_dimension(by)
     since, until = period(date_from, date_to)
+    stages = [(n, a, b, sla.total_seconds()) for n, a, b, sla in (*STAGES, SHIP_TIME)]
+    stats = await repository.stages_stats(session, stages, by, since, until)
+    all_causes = await repository.stages_delay_causes(session, stages, by, since, until)
     rows: list[dict[str, Any]] = []
-    for name, start, end, sla in (*STAGES, SHIP_TIME):
-        sla_s = sla.total_seconds()
-        stats = await repository.stage_stats(session, start, end, sla_s, by, since, until)
+    for name, _, _, sla_s in stages:
         causes: dict[str, list[tuple[str, int]]] = {}
-        for key, kind, n in await repository.delay_causes(
-            session, start, end, sla_s, by, since, until
-        ):
+        for key, kind, n in all_causes[name]:
             causes.setdefault(key, []).append((kind, n))
-        for s in stats:
+        for s in stats[name]:
             rows.append(
                 {
                     "stage": name,
