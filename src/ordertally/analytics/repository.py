@@ -7,7 +7,7 @@ import statistics
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, literal, select
+from sqlalchemy import ColumnElement, delete, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.analytics.models import (
@@ -350,3 +350,55 @@ async def stages_delay_causes(
     for (name, key, kind), n in sorted(counts.items()):
         out[name].append((key, kind, n))
     return out
+
+
+async def upsert_created_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """`upsert_created` for many orders in one statement (one row per order)."""
+    if not rows:
+        return
+    stmt = upsert_insert(session, T).values(rows)
+    keep = {k: stmt.excluded[k] for k in ("channel", "currency", "total_minor", "day_date")}
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["order_id"],
+            set_={**keep, "created_at": func.coalesce(T.created_at, stmt.excluded.created_at)},
+        )
+    )
+
+
+async def set_first_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """`set_first` for many orders in one statement; every row has the same keys (one row per
+    order)."""
+    if not rows:
+        return
+    stmt = upsert_insert(session, T).values(rows)
+    set_ = {
+        k: (
+            func.coalesce(getattr(T, k), stmt.excluded[k])
+            if k.endswith("_at")
+            else stmt.excluded[k]
+        )
+        for k in rows[0]
+        if k not in ("order_id", "order_no")
+    }
+    await session.execute(stmt.on_conflict_do_update(index_elements=["order_id"], set_=set_))
+
+
+async def with_requirement(session: AsyncSession, order_nos: list[str]) -> set[str]:
+    """Which of these orders have a fulfilment requirement."""
+    rows = await session.scalars(
+        select(FulfillmentRequirement.order_no).where(
+            FulfillmentRequirement.order_no.in_(order_nos)
+        )
+    )
+    return set(rows.all())
+
+
+async def start_at_payment(session: AsyncSession, order_nos: list[str]) -> None:
+    """Orders that wait for no business event start at their payment."""
+    if order_nos:
+        await session.execute(
+            update(T)
+            .where(T.order_no.in_(order_nos), T.paid_at.is_not(None))
+            .values(fulfillment_start_at=T.paid_at)
+        )
