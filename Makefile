@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 export ORDERTALLY_DATA_DIR ?= ./var
 
 .PHONY: install run test lint typecheck migrate migrations-check pytest bench demo clean \
-	bench-orders bench-payments bench-fulfillment bench-channels drill drill-smoke bench-web
+	bench-orders bench-payments bench-fulfillment bench-channels drill drill-smoke bench-web \
+	bench-exports
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -47,7 +48,8 @@ test: lint migrations-check pytest
 
 # Every benchmark suite, one after the other (see docs/benchmarks.md for each figure's target).
 # PostgreSQL figures use ORDERTALLY_TEST_PG_URL (default: postgres on 127.0.0.1:5432).
-bench: bench-orders bench-payments bench-fulfillment bench-channels bench-web
+bench: bench-orders bench-payments bench-fulfillment bench-channels bench-web \
+	bench-exports
 
 bench-orders: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -65,6 +67,10 @@ bench-channels: $(STAMP)
 # Back-office page times with a million orders on PostgreSQL (issue 20).
 bench-web: $(STAMP)
 	$(BIN)/python -m bench.web_pages $(BENCH_WEB_ARGS)
+
+# Issue 19: exports (CSV/XLSX), XLSX writers, stage table, analytics consumers (PostgreSQL).
+bench-exports: $(STAMP)
+	$(BIN)/python -m bench.exports $(BENCH_EXPORTS_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -475,9 +475,11 @@ def paysim_serve(
 
 
 def _register_domain_commands() -> None:
+    from ordertally.analytics import cli as analytics_cli
     from ordertally.catalog import cli as catalog_cli
     from ordertally.channels import cli as channels_cli
     from ordertally.customers import cli as customers_cli
+    from ordertally.exports import cli as exports_cli
     from ordertally.fulfillment import cli as fulfillment_cli
     from ordertally.notify import cli as notify_cli
     from ordertally.orders import cli as orders_cli
@@ -489,6 +491,8 @@ def _register_domain_commands() -> None:
         customers_cli,
         orders_cli,
         catalog_cli,
+        exports_cli,
+        analytics_cli,
     ):
         module.register(app)
 

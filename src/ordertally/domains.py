@@ -19,6 +19,7 @@ from ordertally.channels import wiring as channels
 from ordertally.core.settings import Settings
 from ordertally.customers import wiring as customers
 from ordertally.events import relay
+from ordertally.exports import wiring as exports
 from ordertally.fulfillment import wiring as fulfillment
 from ordertally.idempotency import wiring as idempotency
 from ordertally.inventory import wiring as inventory
@@ -49,6 +50,7 @@ DOMAINS: tuple[Wiring, ...] = (
     web,
     catalog,
     auth,
+    exports,
 )
 
 

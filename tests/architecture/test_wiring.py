@@ -49,6 +49,8 @@ JOBS = [
     "channels_webhook_sweep",
     "close_unpaid_orders",
     "customers_age_profiles",
+    "exports_expire",
+    "exports_run_queued",
     "fulfillment_allocate_waiting",
     "fulfillment_carrier_work",
     "fulfillment_flag_stale",
@@ -63,6 +65,7 @@ JOBS = [
 ]
 CONSUMERS = [
     "analytics.order_daily_tally",
+    "analytics.order_timeline",
     "channels.apply_webhook",
     "customers.link_channel_buyer",
     "customers.link_order",

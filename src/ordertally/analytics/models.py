@@ -1,11 +1,14 @@
-"""Daily order tallies per channel, maintained by an outbox consumer."""
+"""Read models of the analytics domain: daily tallies, order timelines and the business events
+fulfilment waits for, maintained by outbox consumers."""
 
 from __future__ import annotations
 
-from sqlalchemy import Integer, String
+from datetime import datetime
+
+from sqlalchemy import Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ordertally.core.db import Base, BigId
+from ordertally.core.db import Base, BigId, JsonDoc, UtcDateTime
 
 
 class OrderDailyTally(Base):
@@ -18,3 +21,66 @@ class OrderDailyTally(Base):
     currency: Mapped[str] = mapped_column(String(3), primary_key=True)
     orders_count: Mapped[int] = mapped_column(Integer)
     total_minor: Mapped[int] = mapped_column(BigId)
+
+
+class OrderTimeline(Base):
+    """When each order reached each stage (first time), where it shipped from and with whom,
+    and when its fulfilment could really start; kept by an outbox consumer, rebuildable from
+    the event log."""
+
+    __tablename__ = "order_timeline"
+    __table_args__ = (
+        Index("ix_order_timeline_day_channel", "day_date", "channel"),
+        Index("ix_order_timeline_created_at", "created_at"),
+    )
+
+    order_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    order_no: Mapped[str] = mapped_column(String(32), unique=True)
+    channel: Mapped[str] = mapped_column(String(32), default="")
+    currency: Mapped[str] = mapped_column(String(3), default="")
+    total_minor: Mapped[int] = mapped_column(BigId, default=0)
+    # The order's merchant-local business day (settings' time zone), as the daily tally.
+    day_date: Mapped[str] = mapped_column(String(10), default="")
+    created_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    paid_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    allocated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    picking_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    shipped_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # The latest required business event, or the payment when none is required; None while a
+    # required event is missing.
+    fulfillment_start_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    ship_by_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    warehouse: Mapped[str] = mapped_column(String(32), default="")
+    carrier: Mapped[str] = mapped_column(String(32), default="")
+
+
+class FulfillmentEvent(Base):
+    """A business event that fulfilment may wait for (production confirmed, design approved,
+    customs cleared, presale released, the merchant's own types): one per order and type."""
+
+    __tablename__ = "fulfillment_event"
+    __table_args__ = (UniqueConstraint("order_no", "type"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    order_no: Mapped[str] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(String(40))
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    source: Mapped[str] = mapped_column(String(16))  # api | file | platform
+    recorded_by: Mapped[str] = mapped_column(String(100))
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class FulfillmentRequirement(Base):
+    """Which business events an order's fulfilment waits for (from an industry template or
+    listed), and the platform's ship-by deadline."""
+
+    __tablename__ = "fulfillment_requirement"
+
+    order_no: Mapped[str] = mapped_column(String(32), primary_key=True)
+    template: Mapped[str] = mapped_column(String(40))
+    required: Mapped[list[str]] = mapped_column(JsonDoc)
+    ship_by_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    set_by: Mapped[str] = mapped_column(String(100))
+    set_at: Mapped[datetime] = mapped_column(UtcDateTime)

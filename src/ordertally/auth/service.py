@@ -48,6 +48,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "catalog.read": frozenset(ROLES),
     "catalog.manage": frozenset({"admin", "ops"}),
     "auth.manage": frozenset({"admin"}),
+    "exports.read": frozenset({"admin", "ops", "cs", "finance"}),
+    "exports.create": frozenset({"admin", "ops", "cs", "finance"}),
+    "analytics.read": frozenset({"admin", "ops", "cs", "finance"}),
+    "analytics.record": frozenset({"admin", "ops"}),
 }
 
 

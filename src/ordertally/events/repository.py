@@ -126,3 +126,16 @@ async def requeue_dead(session: AsyncSession, now: datetime, event_id: str | Non
     if ids:
         await session.execute(delete(DeadLetter).where(DeadLetter.event_id.in_(ids)))
     return ids
+
+
+async def events_after(
+    session: AsyncSession, event_types: list[str], after_id: int, limit: int
+) -> list[OutboxEvent]:
+    """Events of some types after an outbox id, oldest first (replays rebuild read models)."""
+    rows = await session.scalars(
+        select(OutboxEvent)
+        .where(OutboxEvent.id > after_id, OutboxEvent.event_type.in_(event_types))
+        .order_by(OutboxEvent.id)
+        .limit(limit)
+    )
+    return list(rows.all())

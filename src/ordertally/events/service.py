@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
 from ordertally.events import repository
+from ordertally.events.registry import Envelope
 
 
 async def replay_dead(session: AsyncSession, event_id: str | None = None) -> list[str]:
@@ -19,3 +20,26 @@ async def replay_dead(session: AsyncSession, event_id: str | None = None) -> lis
 async def outbox_backlog(session: AsyncSession) -> tuple[int, datetime | None]:
     """Events not yet delivered, and the oldest one's time."""
     return await repository.backlog(session)
+
+
+async def replay_log(
+    session: AsyncSession, event_types: list[str], after_id: int, limit: int
+) -> list[tuple[int, Envelope]]:
+    """The event log (the outbox keeps every event) from after an id: (id, envelope) pairs,
+    oldest first, for rebuilding a read model."""
+    rows = await repository.events_after(session, event_types, after_id, limit)
+    return [
+        (
+            r.id,
+            Envelope(
+                id=r.event_id,
+                type=r.event_type,
+                version=r.event_version,
+                occurred_at=r.occurred_at,
+                aggregate_type=r.aggregate_type,
+                aggregate_id=r.aggregate_id,
+                payload=r.payload,
+            ),
+        )
+        for r in rows
+    ]

@@ -13,6 +13,7 @@ import ordertally.channels.models
 import ordertally.customers.models
 import ordertally.events.models
 import ordertally.exceptions.models
+import ordertally.exports.models
 import ordertally.fulfillment.models
 import ordertally.idempotency.models
 import ordertally.inventory.models

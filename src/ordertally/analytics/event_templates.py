@@ -1,0 +1,39 @@
+"""Business events and stages as data: the event types fulfilment may wait for, the industry
+templates that say which ones an order needs, the stages of the stage table and their SLAs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+# Built-in business event types; a merchant's own types (lower-case words) are accepted too.
+EVENT_TYPES = (
+    "production_confirmed",  # 生产确认
+    "design_approved",  # 设计稿确认
+    "customs_cleared",  # 清关完成
+    "presale_released",  # 预售开放发货
+)
+
+# Industry templates: the events an order of that kind waits for before it can be fulfilled.
+INDUSTRY_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "standard": (),
+    "presale": ("presale_released",),
+    "made_to_order": ("production_confirmed",),
+    "presale_made_to_order": ("presale_released", "production_confirmed"),
+    "custom_design": ("design_approved", "production_confirmed"),
+    "cross_border": ("customs_cleared",),
+}
+
+# (stage, from column, to column, SLA) of order_timeline, in lifecycle order.
+STAGES: tuple[tuple[str, str, str, timedelta], ...] = (
+    ("pending_to_paid", "created_at", "paid_at", timedelta(minutes=30)),
+    ("paid_to_allocated", "paid_at", "allocated_at", timedelta(hours=2)),
+    ("allocated_to_picking", "allocated_at", "picking_at", timedelta(hours=4)),
+    ("picking_to_shipped", "picking_at", "shipped_at", timedelta(hours=24)),
+    ("shipped_to_delivered", "shipped_at", "delivered_at", timedelta(hours=72)),
+    ("delivered_to_completed", "delivered_at", "completed_at", timedelta(days=7)),
+)
+# Ship time: from the moment fulfilment could start (not from creation) to the first parcel.
+SHIP_TIME = ("ship_time", "fulfillment_start_at", "shipped_at", timedelta(hours=48))
+# A carrier delivers on time within this much of shipping.
+CARRIER_SLA = timedelta(hours=72)
+DIMENSIONS = ("all", "channel", "warehouse", "carrier", "day")
