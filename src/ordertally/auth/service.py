@@ -48,6 +48,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "catalog.read": frozenset(ROLES),
     "catalog.manage": frozenset({"admin", "ops"}),
     "auth.manage": frozenset({"admin"}),
+    "cases.read": frozenset(ROLES),
+    "cases.work": frozenset(ROLES),
+    "cases.manage": frozenset({"admin", "ops"}),
+    "cases.batch": frozenset({"admin", "ops", "cs"}),
 }
 
 

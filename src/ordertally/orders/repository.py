@@ -459,3 +459,20 @@ async def upsert_fx_rate(session: AsyncSession, row: dict[str, Any]) -> FxRate:
     session.add(rate)
     await session.flush()
     return rate
+
+
+async def set_sub_status(
+    session: AsyncSession, order_id: int, value: str | None
+) -> SalesOrder | None:
+    """Set an order's buyer-visible sub-status and bump its version; None when the order does
+    not exist or already had that value."""
+    result = await session.execute(
+        update(SalesOrder)
+        .where(SalesOrder.id == order_id, SalesOrder.sub_status.is_distinct_from(value))
+        .values(sub_status=value, version=SalesOrder.version + 1)
+        .returning(SalesOrder.version, SalesOrder.status)
+    )
+    row = result.first()
+    if row is None:
+        return None
+    return SalesOrder(id=order_id, version=row.version, status=row.status, sub_status=value)

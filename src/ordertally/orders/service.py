@@ -105,3 +105,35 @@ async def stuck_counts(session: AsyncSession, cutoffs: dict[str, datetime]) -> d
         status: await repository.count_in_status_before(session, status, before)
         for status, before in cutoffs.items()
     }
+
+
+async def set_sub_status(
+    session: AsyncSession,
+    order_id: int,
+    value: str | None,
+    by: str,
+    source_ip: str | None = None,
+) -> bool:
+    """Set (or clear, with None) the sub-status the buyer sees on the tracking page, with an
+    audit row (event `set_sub_status`, the status unchanged); a repeat with the same value
+    changes and records nothing and returns False."""
+    changed = await repository.set_sub_status(session, order_id, value)
+    if changed is None:
+        return False
+    await repository.insert_event(
+        session,
+        {
+            "order_id": order_id,
+            "version": changed.version,
+            "event": "set_sub_status",
+            "from_status": changed.status,
+            "to_status": changed.status,
+            "actor_kind": "operator",
+            "actor_id": by[:100],
+            "source_ip": source_ip,
+            "evidence_ref": None,
+            "note": f"sub-status: {value}" if value else "sub-status cleared",
+            "occurred_at": clock.now(),
+        },
+    )
+    return True
