@@ -125,7 +125,7 @@ async def comment(
         await exceptions_service.comment(
             session, case_id, body.text, body.attachments, _who(request, principal)
         )
-    return json_response(await _detail(request, case_id), status_code=201)
+    return json_response(await _detail(request, case_id), status=201)
 
 
 @router.post("/cases/{case_id}/hand-off", summary="Hand a case to another role")
@@ -274,7 +274,7 @@ async def create_batch(
         batch_id, total, sample = await batch.create(
             session, body.action, body.target, body.filters, body.params, _who(request, principal)
         )
-    return json_response({"id": batch_id, "total": total, "sample": sample}, status_code=201)
+    return json_response({"id": batch_id, "total": total, "sample": sample}, status=201)
 
 
 @router.post("/batches/{batch_id}/confirm", summary="Confirm a previewed batch")

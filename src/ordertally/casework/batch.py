@@ -38,6 +38,7 @@ ACTIONS = (
     "release",
 )
 
+
 class _Cancelled(Exception):
     """Rolls back a chunk whose batch was cancelled while it ran."""
 
@@ -199,9 +200,7 @@ async def _tag(session: AsyncSession, batch: BatchAction, order_id: int, who: Wh
     return bool(await repository.add_tags(session, [row]))
 
 
-async def _sub_status(
-    session: AsyncSession, batch: BatchAction, order_id: int, who: Who
-) -> bool:
+async def _sub_status(session: AsyncSession, batch: BatchAction, order_id: int, who: Who) -> bool:
     return await orders_service.set_sub_status(
         session, order_id, batch.params.get("sub_status"), who.name, who.source_ip
     )
@@ -266,9 +265,7 @@ async def _resolve(
     return bool(ids)
 
 
-async def _open_case(
-    session: AsyncSession, batch: BatchAction, order_id: int, who: Who
-) -> bool:
+async def _open_case(session: AsyncSession, batch: BatchAction, order_id: int, who: Who) -> bool:
     p = batch.params
     return await _open(
         session, order_id, p["case_type"], bool(p.get("blocking")), who, p.get("note", "")

@@ -92,7 +92,8 @@ def _case_where(f: CaseFilter) -> list[ColumnElement[bool]]:
     if f.due_before is not None:
         where.append(c.status.in_(ACTIVE) & (c.due_at <= f.due_before))
     if f.order_no:
-        where.append(c.order_id == select(SalesOrder.id).where(SalesOrder.order_no == f.order_no))
+        order = select(SalesOrder.id).where(SalesOrder.order_no == f.order_no)
+        where.append(c.order_id == order.scalar_subquery())
     if f.created_from:
         where.append(c.created_at >= f.created_from)
     if f.created_to:
@@ -124,9 +125,7 @@ async def facet_counts(session: AsyncSession, f: CaseFilter) -> dict[str, dict[s
     where = _case_where(f)
     out: dict[str, dict[str, int]] = {}
     for name, column in FACETS.items():
-        rows = await session.execute(
-            select(column, func.count()).where(*where).group_by(column)
-        )
+        rows = await session.execute(select(column, func.count()).where(*where).group_by(column))
         out[name] = {str(value): int(n) for value, n in rows.all()}
     return out
 

@@ -47,7 +47,7 @@ class PolicyIn(BaseModel):
     escalate_to: Role | None = None
     escalate_after_minutes: int | None = Field(default=None, ge=1, le=60 * 24 * 90)
     notify_on_open: bool = False
-    channels: list[Literal["ops", "sms"]] = Field(default_factory=lambda: ["ops"])
+    channels: list[Literal["ops", "sms"]] = Field(default=["ops"], max_length=2)
 
 
 assert set(SEVERITIES) == {"low", "normal", "high", "critical"}

@@ -65,9 +65,7 @@ async def order_cases(session: AsyncSession, order: SalesOrder) -> tuple[str, An
     by_case: dict[int, list[dict[str, Any]]] = {}
     for row in logs:
         by_case.setdefault(row.case_id, []).append(log_doc(row))
-    return "cases", [
-        case_doc(c, order.order_no) | {"log": by_case.get(c.id, [])} for c in cases
-    ]
+    return "cases", [case_doc(c, order.order_no) | {"log": by_case.get(c.id, [])} for c in cases]
 
 
 def _iso(value: Any) -> str | None:

@@ -57,14 +57,10 @@ class ExceptionCase(Base):
     assignee: Mapped[str | None] = mapped_column(String(100), nullable=True, default=None)
     due_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True, default=None)
     # When the clock looked at the new case (and told its channels, if its policy says so).
-    announced_at: Mapped[datetime | None] = mapped_column(
-        UtcDateTime, nullable=True, default=None
-    )
+    announced_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True, default=None)
     warned_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True, default=None)
     breached_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True, default=None)
-    escalated_at: Mapped[datetime | None] = mapped_column(
-        UtcDateTime, nullable=True, default=None
-    )
+    escalated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True, default=None)
     resolution_code: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True, default=None)
 

@@ -58,6 +58,7 @@ def lookup(case_type: str) -> CaseType:
 def _builtin() -> None:
     """Each existing producer's types (grep `open_case(` across src/)."""
     C, S, P = "customer", "system", "supply_chain"
+    # fmt: off
     rows = [
         # payments/apply.py: finance must learn of money it must return or explain.
         CaseType("double_payment", C, "high", "finance", 4 * 60, 60, _REFUND, "admin", 8 * 60,
@@ -118,6 +119,7 @@ def _builtin() -> None:
         CaseType("manual_hold", C, "normal", "cs", 24 * 60, 120, {}, None, None,
                  False, ("ops",), "人工暂停", "Manual hold"),
     ]
+    # fmt: on
     for row in rows:
         register_type(row)
 

@@ -375,9 +375,7 @@ async def fire_once(session: AsyncSession, case_id: int, column: str, at: dateti
     return await repository.stamp_once(session, case_id, column, at)
 
 
-async def escalate(
-    session: AsyncSession, case: ExceptionCase, to_role: str, at: datetime
-) -> bool:
+async def escalate(session: AsyncSession, case: ExceptionCase, to_role: str, at: datetime) -> bool:
     """Escalate an active case to a role once (the SLA job); False if it was not active."""
     done = await repository.change(
         session,
