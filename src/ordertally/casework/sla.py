@@ -94,6 +94,7 @@ async def _notify(
         body=card.markdown,
         sms="sms" in channels and event_type == "CaseOpened",
     )
-    await exceptions_service.log_event(
-        session, case.id, "notified", {"event": event_type, "messages": added}, Who("system")
-    )
+    if added:
+        await exceptions_service.log_event(
+            session, case.id, "notified", {"event": event_type, "messages": added}, Who("system")
+        )
