@@ -82,7 +82,10 @@ async def test_breach_fires_once_at_its_due_time_through_webhook_and_email(
     assert "已开 Age: 4h01m" in card["message"]
     assert "负责 Owner: finance" in card["message"]
     assert f"/api/v1/cases/{case_id})" in card["message"]
-    assert sorted(s.split("】")[0] for s in mailbox.subjects()) == ["【已升级 Escalated", "【已超时 SLA breached"]
+    assert sorted(s.split("】")[0] for s in mailbox.subjects()) == [
+        "【已升级 Escalated",
+        "【已超时 SLA breached",
+    ]
     # And the case shows it escalated to admin, with every notice in its log
     async with db.transaction(write=False) as session:
         case = await exceptions_service.get_case(session, case_id)

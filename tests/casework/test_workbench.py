@@ -98,7 +98,9 @@ async def test_working_a_case_logs_who_when_and_from_where(
     ]
     assert log[2]["detail"] == {"attachments": ["s3://evidence/chat.png"]}
     # And it reopens with a fresh clock, and cancels
-    r = await client.post(f"/api/v1/cases/{case_id}/reopen", json={"reason": "买家再次反馈"}, headers=h)
+    r = await client.post(
+        f"/api/v1/cases/{case_id}/reopen", json={"reason": "买家再次反馈"}, headers=h
+    )
     assert (r.json()["state"], r.json()["resolution_code"]) == ("open", None)
     r = await client.post(f"/api/v1/cases/{case_id}/cancel", json={"reason": "误开"}, headers=h)
     assert r.json()["state"] == "cancelled"
@@ -199,7 +201,9 @@ async def test_a_policy_edit_applies_to_new_cases(
         "evidence": {"finance": ["refund_approval"]},
         "notify_on_open": True,
     }
-    r = await client.put("/api/v1/case-policies/tracking_stale", json=body, headers=auth(keys["ops"]))
+    r = await client.put(
+        "/api/v1/case-policies/tracking_stale", json=body, headers=auth(keys["ops"])
+    )
     assert (r.status_code, r.json()["owner_role"], r.json()["category"]) == (
         200,
         "cs",
