@@ -4,6 +4,7 @@ batch change nothing, a cancelled batch stops, and each action's effect is exact
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -14,10 +15,14 @@ from ordertally.casework import batch as batch_service
 from ordertally.casework.models import BatchAudit, Coupon, OrderTag
 from ordertally.core.db import Database
 from ordertally.exceptions import service as exceptions_service
+from ordertally.notify import service as notify_service
+from ordertally.notify.sms_simulator import SmsSimServer
 from ordertally.orders.models import OrderEvent, SalesOrder
 from tests.factories import auth, make_order
+from tests.notify.conftest import configure, sms_sim
 
 pytestmark = pytest.mark.anyio
+__all__ = ["sms_sim"]  # a fixture, imported to be used here
 
 
 async def _count(db: Database, model: Any) -> int:
@@ -76,6 +81,9 @@ async def test_tag_and_sub_status_batches_are_idempotent(
     # Then the orders show it, each with exactly one audit row of the change
     shown = await client.get(f"/api/v1/orders/{delayed[0].order_no}", headers=auth(key))
     assert shown.json()["sub_status"] == "海关查验中"
+    page = await client.get("/t/" + shown.json()["tracking_url"].rpartition("/t/")[2])
+    assert page.status_code == 200
+    assert '<span class="badge">海关查验中</span>' in page.text
     async with db.transaction(write=False) as session:
         events = await session.scalar(
             select(func.count()).where(OrderEvent.event == "set_sub_status")
@@ -156,3 +164,34 @@ async def test_a_cancelled_batch_changes_nothing_more_and_bad_batches_are_refuse
         headers=auth(keys["warehouse"]),
     )
     assert refused.status_code == 403
+
+
+async def test_a_message_batch_texts_each_buyer_once_through_the_sms_gateway(
+    db: Database,
+    client: httpx.AsyncClient,
+    keys: dict[str, str],
+    sms_sim: SmsSimServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the Aliyun SMS simulator with a delay-notice template
+    configure(
+        monkeypatch,
+        sms_url=sms_sim.url,
+        aliyun_sms_template_codes=json.dumps({"BuyerDelayNotice": "SMS_200001"}),
+    )
+    orders = [await make_order(db, "paid", channel="douyin") for _ in range(2)]
+    key = keys["ops"]
+    # When ops messages the douyin buyers about a 3-day delay, twice with the same campaign
+    for expected in (2, 0):
+        b = await _batch(
+            client, key, "message", {"channel": "douyin"}, campaign="delay-1204", delay_days=3
+        )
+        assert (await _run(db, client, key, b["id"]))["changed"] == expected
+    result = await notify_service.send_due(db)
+    # Then each buyer got exactly one text with the order and the delay
+    assert (result.claimed, result.sent) == (2, 2)
+    assert sorted(
+        (m.phone_numbers, m.template_code, m.template_param["order_no"])
+        for m in sms_sim.sim.messages
+    ) == sorted(("13812345678", "SMS_200001", o.order_no) for o in orders)
+    assert {m.template_param["delay_days"] for m in sms_sim.sim.messages} == {"3"}

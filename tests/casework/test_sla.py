@@ -11,8 +11,11 @@ import pytest
 from ordertally.casework import sla
 from ordertally.core import clock
 from ordertally.core.db import Database
+from ordertally.core.settings import get_settings
 from ordertally.exceptions import service as exceptions_service
+from ordertally.exceptions.metrics import CASES_OPEN
 from ordertally.notify import service as notify_service
+from ordertally.ops import doctor, metrics
 from tests.factories import make_order
 from tests.notify.conftest import Mailbox, Receiver, configure, mailbox, receiver
 
@@ -97,3 +100,29 @@ async def test_breach_fires_once_at_its_due_time_through_webhook_and_email(
         ("escalated", None, None),
         ("notified", "CaseEscalated", 1),
     ]
+
+
+async def test_doctor_and_gauge_see_breached_and_open_cases(db: Database) -> None:
+    # Given a stale tracking case (SLA 24 h) opened at T0
+    order = await make_order(db, "paid")
+    with clock.frozen(T0):
+        async with db.transaction() as session:
+            await exceptions_service.open_case(
+                session,
+                order_id=order.id,
+                category="fulfillment",
+                type="tracking_stale",
+                blocking=False,
+                detail={},
+            )
+    # Then the doctor passes before its due time and fails after, naming it
+    checks = {}
+    for hours in (23, 25):
+        with clock.frozen(T0 + timedelta(hours=hours)):
+            found = {c.name: c for c in await doctor.run_checks(db, get_settings())}
+        checks[hours] = found["breached_cases"]
+    assert (checks[23].ok, checks[23].data["count"]) == (True, 0)
+    assert (checks[25].ok, checks[25].data["count"]) == (False, 1)
+    # And the gauge counts it among the open cases of its type
+    await metrics.refresh_gauges(db)
+    assert CASES_OPEN.labels("tracking_stale", "open")._value.get() == 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.casework import cards, repository
@@ -19,12 +19,6 @@ from ordertally.exceptions.service import Who
 from ordertally.notify import service as notify_service
 
 BREACHES = Counter("ordertally_case_sla_breaches_total", "Exception cases past their SLA", ["type"])
-RESOLVE_SECONDS = Histogram(
-    "ordertally_case_resolve_seconds",
-    "Time from a case's opening to its resolution",
-    ["type"],
-    buckets=(60, 300, 900, 3600, 4 * 3600, 8 * 3600, 24 * 3600, 72 * 3600, 7 * 24 * 3600),
-)
 BATCH = 200
 # The longest warning lead any policy may set; candidates are read this far ahead.
 MAX_WARN = timedelta(days=2)

@@ -185,11 +185,11 @@ async def count_breached(session: AsyncSession, now: datetime) -> tuple[int, lis
 
 
 async def counts_by_type_state(session: AsyncSession) -> dict[tuple[str, str], int]:
-    """Cases per (type, state) (the gauge)."""
+    """Active cases per (type, state) (the gauge)."""
     rows = await session.execute(
-        select(ExceptionCase.type, ExceptionCase.status, func.count()).group_by(
-            ExceptionCase.type, ExceptionCase.status
-        )
+        select(ExceptionCase.type, ExceptionCase.status, func.count())
+        .where(ExceptionCase.status.in_(ACTIVE))
+        .group_by(ExceptionCase.type, ExceptionCase.status)
     )
     return {(t, s): int(n) for t, s, n in rows.all()}
 

@@ -14,6 +14,7 @@ from ordertally.core import clock
 from ordertally.core.errors import Conflict, NotFound
 from ordertally.exceptions import registry, repository
 from ordertally.exceptions.errors import CaseNotActive, EvidenceMissing
+from ordertally.exceptions.metrics import RESOLVE_SECONDS
 from ordertally.exceptions.models import ACTIVE, CasePolicy, ExceptionCase, ExceptionLog
 from ordertally.exceptions.registry import CaseType
 
@@ -306,6 +307,7 @@ async def resolve(
         session, [_log(case_id, "resolved", Who(by, source_ip), now, resolution, {"code": code})]
     )
     await session.refresh(case)
+    RESOLVE_SECONDS.labels(case.type).observe((now - clock.as_utc(case.created_at)).total_seconds())
     return case
 
 
@@ -397,7 +399,7 @@ async def breached(session: AsyncSession, now: datetime) -> tuple[int, list[int]
 
 
 async def counts_by_type_state(session: AsyncSession) -> dict[tuple[str, str], int]:
-    """Cases per (type, state) (the gauge)."""
+    """Active cases per (type, state) (the gauge)."""
     return await repository.counts_by_type_state(session)
 
 

@@ -246,6 +246,7 @@ async def _page(db: Database, token: str) -> tracking.PageData:
         url=tracking.url_for(order.order_no),
         qr_path=f"/t/{token}/qr.svg",
         names=names,
+        sub_status=order.sub_status,
     )
 
 
