@@ -4,15 +4,17 @@ without its evidence is refused and writes nothing, filters and keyset pages are
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
+from ordertally.auth.models import ROLES
+from ordertally.casework.schemas import PolicyIn, Role
 from ordertally.core.db import Database
 from ordertally.exceptions import service as exceptions_service
-from ordertally.exceptions.models import ExceptionCase, ExceptionLog
+from ordertally.exceptions.models import SEVERITIES, ExceptionCase, ExceptionLog
 from tests.factories import auth, make_order, order_body
 
 pytestmark = pytest.mark.anyio
@@ -221,3 +223,8 @@ async def test_a_policy_edit_applies_to_new_cases(
     async with db.transaction(write=False) as session:
         case = await exceptions_service.get_case(session, case_id)
     assert (case.due_at - case.created_at).total_seconds() == 30 * 60
+
+
+def test_the_schemas_know_every_role_and_severity() -> None:
+    assert set(get_args(Role)) == set(ROLES)
+    assert set(get_args(PolicyIn.model_fields["severity"].annotation)) == set(SEVERITIES)

@@ -19,7 +19,6 @@ from ordertally.exceptions.models import ACTIVE, CasePolicy, ExceptionCase, Exce
 from ordertally.exceptions.registry import CaseType
 
 SYSTEM = "system"
-CLOSED = ("resolved", "cancelled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +400,3 @@ async def breached(session: AsyncSession, now: datetime) -> tuple[int, list[int]
 async def counts_by_type_state(session: AsyncSession) -> dict[tuple[str, str], int]:
     """Active cases per (type, state) (the gauge)."""
     return await repository.counts_by_type_state(session)
-
-
-__all__ = ["CLOSED", "Who"]
