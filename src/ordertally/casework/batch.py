@@ -45,6 +45,8 @@ class _Cancelled(Exception):
 
 # (session, batch, order id, who) -> changed?
 Apply = Callable[[AsyncSession, BatchAction, int, Who], Awaitable[bool]]
+# (session, batch, a chunk's order ids, who) -> the ids it changed
+Bulk = Callable[[AsyncSession, BatchAction, list[int], Who], Awaitable[set[int]]]
 
 
 async def preview(
@@ -165,59 +167,70 @@ async def run(db: Database, batch_id: int, chunk: int = CHUNK) -> str:
 async def _apply_chunk(session: AsyncSession, batch: BatchAction, ids: list[int]) -> int:
     done = await repository.audited(session, batch.id, ids)
     who = Who(f"batch:{batch.id}:{batch.created_by}", batch.source_ip)
-    apply = APPLY[batch.action]
+    todo = [i for i in ids if i not in done]
+    changed = await BULK[batch.action](session, batch, todo, who) if todo else set()
     now = clock.now()
-    audit: list[dict[str, Any]] = []
-    for order_id in ids:
-        if order_id in done:
-            continue
-        changed = await apply(session, batch, order_id, who)
-        audit.append(
+    await repository.add_audit(
+        session,
+        [
             {
                 "batch_id": batch.id,
                 "order_id": order_id,
                 "action": batch.action,
-                "outcome": "changed" if changed else "unchanged",
+                "outcome": "changed" if order_id in changed else "unchanged",
                 "detail": batch.params,
                 "actor": batch.created_by,
                 "at": now,
             }
-        )
-    await repository.add_audit(session, audit)
-    return sum(1 for row in audit if row["outcome"] == "changed")
+            for order_id in todo
+        ],
+    )
+    return len(changed)
 
 
-# --- the actions, one order at a time -----------------------------------------------------------
+# --- set-based actions: one statement or two per chunk ------------------------------------------
 
 
-async def _tag(session: AsyncSession, batch: BatchAction, order_id: int, who: Who) -> bool:
-    row = {
-        "order_id": order_id,
-        "tag": batch.params["tag"],
-        "created_at": clock.now(),
-        "created_by": who.name[:100],
-    }
-    return bool(await repository.add_tags(session, [row]))
+async def _tag(
+    session: AsyncSession, batch: BatchAction, order_ids: list[int], who: Who
+) -> set[int]:
+    now = clock.now()
+    rows = [
+        {"order_id": i, "tag": batch.params["tag"], "created_at": now, "created_by": who.name[:100]}
+        for i in order_ids
+    ]
+    return await repository.add_tags(session, rows)
 
 
-async def _sub_status(session: AsyncSession, batch: BatchAction, order_id: int, who: Who) -> bool:
-    return await orders_service.set_sub_status(
-        session, order_id, batch.params.get("sub_status"), who.name, who.source_ip
+async def _sub_status(
+    session: AsyncSession, batch: BatchAction, order_ids: list[int], who: Who
+) -> set[int]:
+    return await orders_service.set_sub_status_many(
+        session, order_ids, batch.params.get("sub_status"), who.name, who.source_ip
     )
 
 
-async def _coupon(session: AsyncSession, batch: BatchAction, order_id: int, who: Who) -> bool:
-    row = {
-        "order_id": order_id,
-        "campaign": batch.params["campaign"],
-        "code": "C" + secrets.token_hex(8).upper(),
-        "amount_minor": int(batch.params["amount_minor"]),
-        "currency": batch.params.get("currency", "CNY"),
-        "batch_id": batch.id,
-        "created_at": clock.now(),
-        "created_by": who.name[:100],
-    }
-    return bool(await repository.add_coupons(session, [row]))
+async def _coupon(
+    session: AsyncSession, batch: BatchAction, order_ids: list[int], who: Who
+) -> set[int]:
+    now = clock.now()
+    rows = [
+        {
+            "order_id": i,
+            "campaign": batch.params["campaign"],
+            "code": "C" + secrets.token_hex(8).upper(),
+            "amount_minor": int(batch.params["amount_minor"]),
+            "currency": batch.params.get("currency", "CNY"),
+            "batch_id": batch.id,
+            "created_at": now,
+            "created_by": who.name[:100],
+        }
+        for i in order_ids
+    ]
+    return await repository.add_coupons(session, rows)
+
+
+# --- the actions that go one order at a time (they open or close cases, plan messages) ----------
 
 
 async def _message(session: AsyncSession, batch: BatchAction, order_id: int, who: Who) -> bool:
@@ -290,13 +303,22 @@ async def _release(session: AsyncSession, batch: BatchAction, order_id: int, who
     return await _resolve(session, order_id, HOLD_TYPE, who, note, "released")
 
 
-APPLY: dict[str, Apply] = {
-    "message": _message,
+def _each(apply: Apply) -> Bulk:
+    async def bulk(
+        session: AsyncSession, batch: BatchAction, order_ids: list[int], who: Who
+    ) -> set[int]:
+        return {i for i in order_ids if await apply(session, batch, i, who)}
+
+    return bulk
+
+
+BULK: dict[str, Bulk] = {
+    "message": _each(_message),
     "coupon": _coupon,
     "tag": _tag,
     "sub_status": _sub_status,
-    "open_case": _open_case,
-    "resolve_cases": _resolve_cases,
-    "hold": _hold,
-    "release": _release,
+    "open_case": _each(_open_case),
+    "resolve_cases": _each(_resolve_cases),
+    "hold": _each(_hold),
+    "release": _each(_release),
 }

@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, Select, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.casework.models import BatchAction, BatchAudit, Coupon, OrderTag
-from ordertally.core.db import upsert_insert
+from ordertally.core.db import dialect_of, upsert_insert
 from ordertally.exceptions.models import ACTIVE, ExceptionCase
 from ordertally.inventory.models import Reservation, Warehouse
 from ordertally.orders.models import OrderLine, SalesOrder
@@ -121,12 +121,26 @@ FACETS = {
 
 
 async def facet_counts(session: AsyncSession, f: CaseFilter) -> dict[str, dict[str, int]]:
-    """Counts per facet value among the cases a filter matches."""
+    """Counts per facet value among the cases a filter matches: one scan with GROUPING SETS on
+    PostgreSQL, a query per facet on SQLite (which has no grouping sets)."""
     where = _case_where(f)
-    out: dict[str, dict[str, int]] = {}
+    out: dict[str, dict[str, int]] = {name: {} for name in FACETS}
+    if dialect_of(session) == "postgresql":
+        columns = list(FACETS.values())
+        rows = await session.execute(
+            select(*columns, *(func.grouping(c) for c in columns), func.count())
+            .where(*where)
+            .group_by(func.grouping_sets(*columns))
+        )
+        for row in rows.all():
+            values, flags, n = row[:4], row[4:8], row[8]
+            for name, value, flag in zip(FACETS, values, flags, strict=True):
+                if flag == 0:
+                    out[name][str(value)] = int(n)
+        return out
     for name, column in FACETS.items():
-        rows = await session.execute(select(column, func.count()).where(*where).group_by(column))
-        out[name] = {str(value): int(n) for value, n in rows.all()}
+        grouped = await session.execute(select(column, func.count()).where(*where).group_by(column))
+        out[name] = {str(value): int(n) for value, n in grouped.all()}
     return out
 
 
@@ -204,18 +218,16 @@ async def target_ids(
 
 
 async def add_tags(session: AsyncSession, rows: list[dict[str, Any]]) -> set[int]:
-    """Tag orders; returns the order ids that did not have the tag yet."""
-    added: set[int] = set()
-    for row in rows:
-        stmt = (
-            upsert_insert(session, OrderTag)
-            .values(**row)
-            .on_conflict_do_nothing(index_elements=["order_id", "tag"])
-            .returning(OrderTag.order_id)
-        )
-        if (await session.execute(stmt)).scalar_one_or_none() is not None:
-            added.add(int(row["order_id"]))
-    return added
+    """Tag orders in one statement; returns the order ids that did not have the tag yet."""
+    if not rows:
+        return set()
+    stmt = (
+        upsert_insert(session, OrderTag)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["order_id", "tag"])
+        .returning(OrderTag.order_id)
+    )
+    return {int(i) for i in (await session.execute(stmt)).scalars().all()}
 
 
 async def tags_of(session: AsyncSession, order_id: int) -> list[str]:
@@ -227,18 +239,17 @@ async def tags_of(session: AsyncSession, order_id: int) -> list[str]:
 
 
 async def add_coupons(session: AsyncSession, rows: list[dict[str, Any]]) -> set[int]:
-    """Record coupons; one per (order, campaign): returns the order ids that got a new one."""
-    added: set[int] = set()
-    for row in rows:
-        stmt = (
-            upsert_insert(session, Coupon)
-            .values(**row)
-            .on_conflict_do_nothing(index_elements=["order_id", "campaign"])
-            .returning(Coupon.order_id)
-        )
-        if (await session.execute(stmt)).scalar_one_or_none() is not None:
-            added.add(int(row["order_id"]))
-    return added
+    """Record coupons in one statement, one per (order, campaign): returns the order ids that
+    got a new one."""
+    if not rows:
+        return set()
+    stmt = (
+        upsert_insert(session, Coupon)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["order_id", "campaign"])
+        .returning(Coupon.order_id)
+    )
+    return {int(i) for i in (await session.execute(stmt)).scalars().all()}
 
 
 async def coupons_of(session: AsyncSession, order_id: int) -> list[Coupon]:

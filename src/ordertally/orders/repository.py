@@ -462,17 +462,16 @@ async def upsert_fx_rate(session: AsyncSession, row: dict[str, Any]) -> FxRate:
 
 
 async def set_sub_status(
-    session: AsyncSession, order_id: int, value: str | None
-) -> SalesOrder | None:
-    """Set an order's buyer-visible sub-status and bump its version; None when the order does
-    not exist or already had that value."""
+    session: AsyncSession, order_ids: list[int], value: str | None
+) -> list[tuple[int, int, str]]:
+    """Set orders' buyer-visible sub-status and bump their versions; returns (id, new version,
+    status) of the orders that did not have that value already."""
+    if not order_ids:
+        return []
     result = await session.execute(
         update(SalesOrder)
-        .where(SalesOrder.id == order_id, SalesOrder.sub_status.is_distinct_from(value))
+        .where(SalesOrder.id.in_(order_ids), SalesOrder.sub_status.is_distinct_from(value))
         .values(sub_status=value, version=SalesOrder.version + 1)
-        .returning(SalesOrder.version, SalesOrder.status)
+        .returning(SalesOrder.id, SalesOrder.version, SalesOrder.status)
     )
-    row = result.first()
-    if row is None:
-        return None
-    return SalesOrder(id=order_id, version=row.version, status=row.status, sub_status=value)
+    return [(int(i), int(v), str(s)) for i, v, s in result.all()]

@@ -52,6 +52,9 @@ def upgrade() -> None:
         batch.create_index("ix_exception_case_status_due", ["status", "due_at"], unique=False)
         batch.create_index("ix_exception_case_created_id", ["created_at", "id"], unique=False)
         batch.create_index("ix_exception_case_announced", ["announced_at", "id"], unique=False)
+        batch.create_index(
+            "ix_exception_case_facets", ["status", "type", "side", "owner_role"], unique=False
+        )
     # Cases open before the clock existed are not announced again.
     op.execute("UPDATE exception_case SET announced_at = created_at")
     with op.batch_alter_table("sales_order") as batch:
@@ -180,6 +183,7 @@ def downgrade() -> None:
     with op.batch_alter_table("sales_order") as batch:
         batch.drop_column("sub_status")
     with op.batch_alter_table("exception_case") as batch:
+        batch.drop_index("ix_exception_case_facets")
         batch.drop_index("ix_exception_case_announced")
         batch.drop_index("ix_exception_case_created_id")
         batch.drop_index("ix_exception_case_status_due")
