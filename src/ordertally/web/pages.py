@@ -142,6 +142,7 @@ def _common(request: Request, user: SignedIn | None, **extra: Any) -> dict[str, 
     if user is not None:
         nav.append(("/ui/", N_("Dashboard"), "dashboard"))
         nav.append(("/ui/orders", N_("Orders"), "orders"))
+        nav.append(("/ui/cases", N_("Exception cases"), "cases"))
         if may(user, "users.manage"):
             nav.append(("/ui/users", N_("Users"), "users"))
     return {

@@ -11,7 +11,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ordertally.web import pages, security
+from ordertally.web import cases, pages, security
 from ordertally.web.templating import render
 
 STATIC = Path(__file__).parent / "static"
@@ -61,6 +61,7 @@ def register(app: FastAPI | None) -> None:
     if app is None:
         return
     app.include_router(pages.router)
+    app.include_router(cases.router)
     static = _Cached(GZipMiddleware(StaticFiles(directory=STATIC), minimum_size=512))
     app.mount("/ui/static", static, name="ui-static")
     app.add_exception_handler(security.LoginRequired, _login_required)
