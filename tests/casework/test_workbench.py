@@ -215,6 +215,10 @@ async def test_a_policy_edit_applies_to_new_cases(
         "/api/v1/case-policies/tracking_stale", json=body, headers=auth(keys["cs"])
     )
     assert refused.status_code == 403
+    unknown = await client.put(
+        "/api/v1/case-policies/no_such", json=body, headers=auth(keys["ops"])
+    )
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "exceptions.unknown_type")
     # When a case of the type opens, it follows the stored policy
     order = await make_order(db, "paid")
     case_id = await _open(db, order.id, "tracking_stale")

@@ -24,6 +24,7 @@ from ordertally.core import clock
 from ordertally.core.http import client_ip, database, json_response
 from ordertally.exceptions import registry
 from ordertally.exceptions import service as exceptions_service
+from ordertally.exceptions.errors import UnknownCaseType
 from ordertally.exceptions.registry import CaseType
 from ordertally.exceptions.service import Who
 from ordertally.orders import holds
@@ -225,7 +226,9 @@ async def put_policy(
     body: PolicyIn,
     principal: Annotated[Principal, Depends(require("cases.manage"))],
 ) -> Response:
-    """Cases opened from now on follow it."""
+    """Cases opened from now on follow it; a type the registry does not know is refused."""
+    if not registry.is_registered(case_type):
+        raise UnknownCaseType(f"no case type {case_type!r}", type=case_type)
     entry = registry.lookup(case_type)
     policy = CaseType(
         case_type,

@@ -44,7 +44,14 @@ async def tick(db: Database, now: datetime, base_url: str = "") -> dict[str, Any
                 policy = await exceptions_service.policy_of(session, case.type)
                 await _notify(session, case, "CaseSlaBreached", now, base_url, policy.channels)
                 out["breached"] += 1
-        for case in await exceptions_service.due_for(session, "escalated_at", now, BATCH):
+        # Only types that escalate: the others' cases would fill every batch forever.
+        escalating = [
+            p.type
+            for p in await exceptions_service.list_policies(session)
+            if p.escalate_to and p.escalate_after_minutes
+        ]
+        late = await exceptions_service.due_for(session, "escalated_at", now, BATCH, escalating)
+        for case in late:
             policy = await exceptions_service.policy_of(session, case.type)
             if policy.escalate_to is None or policy.escalate_after_minutes is None:
                 continue

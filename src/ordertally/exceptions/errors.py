@@ -24,7 +24,7 @@ class CaseNotActive(ExceptionCaseError):
     title = "The case is not in a state that allows this action"
 
 
-class UnknownRole(ExceptionCaseError):
-    status = 400
-    code = "exceptions.unknown_role"
-    title = "No such role"
+class UnknownCaseType(ExceptionCaseError):
+    status = 404
+    code = "exceptions.unknown_type"
+    title = "No such case type in the registry"

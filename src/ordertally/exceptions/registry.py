@@ -46,6 +46,11 @@ def register_type(entry: CaseType) -> CaseType:
     return entry
 
 
+def is_registered(case_type: str) -> bool:
+    """Whether a type is in the registry (customer risk flags through `customer.*`)."""
+    return case_type in TYPES or (case_type.startswith("customer.") and "customer.*" in TYPES)
+
+
 def lookup(case_type: str) -> CaseType:
     """The registry entry of a type (customer risk flags share one), or the fallback."""
     if case_type in TYPES:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.exceptions.models import ACTIVE, CasePolicy, ExceptionCase, ExceptionLog
@@ -152,21 +152,27 @@ async def upsert_policy(session: AsyncSession, values: dict[str, Any]) -> None:
 
 
 async def due_for(
-    session: AsyncSession, column: str, before: datetime, limit: int
+    session: AsyncSession,
+    column: str,
+    before: datetime,
+    limit: int,
+    types: list[str] | None = None,
 ) -> list[ExceptionCase]:
-    """Active cases whose `due_at` is before `before` and whose clock column is unset."""
+    """Active cases (of `types`, when given) whose `due_at` is before `before` and whose clock
+    column is unset."""
     col = getattr(ExceptionCase, column)
-    rows = await session.scalars(
-        select(ExceptionCase)
-        .where(
-            ExceptionCase.status.in_(ACTIVE),
-            ExceptionCase.due_at.is_not(None),
-            ExceptionCase.due_at <= before,
-            col.is_(None),
-        )
-        .order_by(ExceptionCase.due_at, ExceptionCase.id)
-        .limit(limit)
+    stmt = select(ExceptionCase).where(
+        ExceptionCase.status.in_(ACTIVE),
+        ExceptionCase.due_at.is_not(None),
+        ExceptionCase.due_at <= before,
+        col.is_(None),
     )
+    if types is not None:
+        # "customer.*" stands for every customer.<kind>.
+        exact = [t for t in types if not t.endswith(".*")]
+        prefixes = [ExceptionCase.type.startswith(t[:-1]) for t in types if t.endswith(".*")]
+        stmt = stmt.where(or_(ExceptionCase.type.in_(exact), *prefixes))
+    rows = await session.scalars(stmt.order_by(ExceptionCase.due_at, ExceptionCase.id).limit(limit))
     return list(rows.all())
 
 

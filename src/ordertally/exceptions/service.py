@@ -360,10 +360,15 @@ async def log_event(
 
 
 async def due_for(
-    session: AsyncSession, column: str, before: datetime, limit: int
+    session: AsyncSession,
+    column: str,
+    before: datetime,
+    limit: int,
+    types: list[str] | None = None,
 ) -> list[ExceptionCase]:
-    """Active cases due before `before` whose clock `column` has not fired yet."""
-    return await repository.due_for(session, column, before, limit)
+    """Active cases (of `types`, when given) due before `before` whose clock `column` has not
+    fired yet."""
+    return await repository.due_for(session, column, before, limit, types)
 
 
 async def unannounced(session: AsyncSession, limit: int) -> list[ExceptionCase]:
