@@ -58,6 +58,28 @@ async def test_tag_and_sub_status_batches_are_idempotent(
     key = keys["ops"]
     # When ops previews a tag over the douyin orders
     preview = await _batch(client, key, "tag", {"channel": "douyin"}, tag="customs")
+    # (sent twice with one Idempotency-Key: the second is the first's answer, replayed)
+    replayed = await client.post(
+        "/api/v1/batches",
+        json={
+            "action": "tag",
+            "target": "orders",
+            "filters": {"channel": "douyin"},
+            "params": {"tag": "customs"},
+        },
+        headers=auth(key, **{"Idempotency-Key": "tag-customs"}),
+    )
+    again_key = await client.post(
+        "/api/v1/batches",
+        json={
+            "action": "tag",
+            "target": "orders",
+            "filters": {"channel": "douyin"},
+            "params": {"tag": "customs"},
+        },
+        headers=auth(key, **{"Idempotency-Key": "tag-customs"}),
+    )
+    assert (again_key.headers["idempotent-replayed"], again_key.json()) == ("true", replayed.json())
     # Then it shows the count and sample and changes nothing yet
     assert (preview["total"], sorted(preview["sample"])) == (
         3,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+import orjson
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.auth.api import require
 from ordertally.auth.service import Principal
@@ -27,14 +31,36 @@ from ordertally.exceptions import service as exceptions_service
 from ordertally.exceptions.errors import UnknownCaseType
 from ordertally.exceptions.registry import CaseType
 from ordertally.exceptions.service import Who
+from ordertally.idempotency import service as idempotency_service
+from ordertally.idempotency.http import run_idempotent
 from ordertally.orders import holds
 
 router = APIRouter(prefix="/api/v1", tags=["cases"])
 MAX_PAGE = 200
 
 
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+]
+Work = Callable[[AsyncSession], Awaitable[tuple[int, bytes, dict[str, str]]]]
+
+
 def _who(request: Request, principal: Principal) -> Who:
     return Who(principal.name, client_ip(request))
+
+
+async def _idempotent(
+    request: Request, principal: Principal, key: str | None, body: BaseModel, work: Work
+) -> Response:
+    return await run_idempotent(
+        database(request),
+        scope=principal.scope,
+        key=key,
+        req_hash=idempotency_service.request_hash(
+            "POST", request.url.path, body.model_dump_json().encode()
+        ),
+        work=work,
+    )
 
 
 @router.get("/cases", summary="Exception cases with filters, keyset pages and facet counts")
@@ -120,13 +146,18 @@ async def comment(
     case_id: int,
     body: CommentIn,
     principal: Annotated[Principal, Depends(require("cases.work"))],
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    """A comment and attachment references, logged with who, when and from where."""
-    async with database(request).transaction() as session:
+    """A comment and attachment references, logged with who, when and from where (replayed,
+    not repeated, for a repeated key)."""
+
+    async def work(session: AsyncSession) -> tuple[int, bytes, dict[str, str]]:
         await exceptions_service.comment(
             session, case_id, body.text, body.attachments, _who(request, principal)
         )
-    return json_response(await _detail(request, case_id), status=201)
+        return 201, orjson.dumps(await service.case_detail(session, case_id)), {}
+
+    return await _idempotent(request, principal, idempotency_key, body, work)
 
 
 @router.post("/cases/{case_id}/hand-off", summary="Hand a case to another role")
@@ -271,13 +302,17 @@ async def create_batch(
     request: Request,
     body: BatchIn,
     principal: Annotated[Principal, Depends(require("cases.batch"))],
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    """Nothing changes until the batch is confirmed."""
-    async with database(request).transaction() as session:
+    """Nothing changes until the batch is confirmed (one batch per repeated key)."""
+
+    async def work(session: AsyncSession) -> tuple[int, bytes, dict[str, str]]:
         batch_id, total, sample = await batch.create(
             session, body.action, body.target, body.filters, body.params, _who(request, principal)
         )
-    return json_response({"id": batch_id, "total": total, "sample": sample}, status=201)
+        return 201, orjson.dumps({"id": batch_id, "total": total, "sample": sample}), {}
+
+    return await _idempotent(request, principal, idempotency_key, body, work)
 
 
 @router.post("/batches/{batch_id}/confirm", summary="Confirm a previewed batch")
