@@ -167,7 +167,7 @@ async def _copy_cases(url: str, cases: int, orders: int) -> None:
 
 async def _bench_listing(db: Any, queries: int) -> dict[str, tuple[float, float]]:
     from ordertally.casework import service
-    from ordertally.casework.repository import CaseFilter
+    from ordertally.casework.filters import CaseFilter
     from ordertally.core import clock
 
     now = clock.now()

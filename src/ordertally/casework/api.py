@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ordertally.auth.api import require
 from ordertally.auth.service import Principal
 from ordertally.casework import batch, service
-from ordertally.casework.repository import CaseFilter
+from ordertally.casework.filters import CaseFilter
 from ordertally.casework.schemas import (
     AssignIn,
     BatchIn,

@@ -4,53 +4,18 @@ it writes only its own tables (ADR 0033)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ordertally.casework.filters import CaseFilter, OrderFilter
 from ordertally.casework.models import BatchAction, BatchAudit, Coupon, OrderTag
 from ordertally.core.db import dialect_of, upsert_insert
 from ordertally.exceptions.models import ACTIVE, ExceptionCase
 from ordertally.inventory.models import Reservation, Warehouse
 from ordertally.orders.models import OrderLine, SalesOrder
-
-
-@dataclass(frozen=True, slots=True)
-class CaseFilter:
-    """What a case list (or a batch over cases) selects; None = any."""
-
-    type: str | None = None
-    category: str | None = None
-    state: str | None = None
-    role: str | None = None
-    assignee: str | None = None
-    breached: bool | None = None
-    due_before: datetime | None = None
-    now: datetime | None = None
-    order_no: str | None = None
-    sku: str | None = None
-    warehouse: str | None = None
-    channel: str | None = None
-    tag: str | None = None
-    created_from: datetime | None = None
-    created_to: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OrderFilter:
-    """What a batch over orders selects; None = any."""
-
-    status: str | None = None
-    sku: str | None = None
-    warehouse: str | None = None
-    channel: str | None = None
-    tag: str | None = None
-    case_type: str | None = None
-    created_from: datetime | None = None
-    created_to: datetime | None = None
 
 
 def _order_facts(

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.casework import repository
 from ordertally.casework.errors import BadCursor
-from ordertally.casework.repository import CaseFilter
+from ordertally.casework.filters import CaseFilter
 from ordertally.core import clock
 from ordertally.exceptions import service as exceptions_service
 from ordertally.exceptions.models import ExceptionCase, ExceptionLog

@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from ordertally.casework import service as casework_service
 from ordertally.casework.errors import BadCursor
-from ordertally.casework.repository import CaseFilter
+from ordertally.casework.filters import CaseFilter
 from ordertally.core import clock
 from ordertally.exceptions import registry
 from ordertally.web import pages
