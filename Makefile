@@ -7,7 +7,7 @@ export ORDERTALLY_DATA_DIR ?= ./var
 
 .PHONY: install run test lint typecheck migrate migrations-check pytest bench demo clean \
 	bench-orders bench-payments bench-fulfillment bench-channels drill drill-smoke bench-web \
-	bench-exports
+	bench-exports bench-casework
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -49,7 +49,7 @@ test: lint migrations-check pytest
 # Every benchmark suite, one after the other (see docs/benchmarks.md for each figure's target).
 # PostgreSQL figures use ORDERTALLY_TEST_PG_URL (default: postgres on 127.0.0.1:5432).
 bench: bench-orders bench-payments bench-fulfillment bench-channels bench-web \
-	bench-exports
+	bench-exports bench-casework
 
 bench-orders: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -59,6 +59,9 @@ bench-payments: $(STAMP)
 
 bench-fulfillment: $(STAMP)
 	$(BIN)/python -m bench.fulfillment $(BENCH_FULFILLMENT_ARGS)
+
+bench-casework: $(STAMP)
+	$(BIN)/python -m bench.casework $(BENCH_CASEWORK_ARGS)
 
 bench-channels: $(STAMP)
 	$(BIN)/python -m bench.channels_ingest $(BENCH_CHANNELS_ARGS)

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from ordertally.analytics import wiring as analytics
 from ordertally.auth import wiring as auth
+from ordertally.casework import wiring as casework
 from ordertally.catalog import wiring as catalog
 from ordertally.channels import wiring as channels
 from ordertally.core.settings import Settings
@@ -51,6 +52,7 @@ DOMAINS: tuple[Wiring, ...] = (
     catalog,
     auth,
     exports,
+    casework,
 )
 
 

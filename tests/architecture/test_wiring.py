@@ -44,6 +44,8 @@ print(json.dumps({"imported": imported, "wired": wired, "again": state()}))
 """
 
 JOBS = [
+    "casework_batches",
+    "casework_sla",
     "channels_sync_due",
     "channels_webhook_purge",
     "channels_webhook_sweep",
@@ -75,6 +77,7 @@ CONSUMERS = [
 ]
 HOOKS = [
     "ordertally.fulfillment.api.order_shipments",
+    "ordertally.casework.service.order_cases",
     "ordertally.payments.compensation.keep_open_if_paid",
     "ordertally.fulfillment.tracking_page.order_part",
 ]

@@ -62,6 +62,7 @@ async def test_doctor_passes_on_a_healthy_database(db: Database) -> None:
         "available_not_negative",
         "stuck_orders",
         "unreserved_paid_orders",
+        "breached_cases",
         "payment_providers",
         "payment_inbox",
         "payment_queries",

@@ -223,3 +223,35 @@ class ShippingPage(Screen):
             "rows => rows.map(r => [r.dataset.resultLine, r.dataset.result])"
         )
         return [(line, result) for line, result in found]
+
+
+class CasesList(Screen):
+    """The exception workbench."""
+
+    async def open(self) -> CasesList:
+        await self.page.goto(f"{self.base}/ui/cases")
+        return self
+
+    async def filter_state(self, state: str) -> None:
+        """Pick a state; htmx replaces the table."""
+        async with self.page.expect_response(re.compile(r"/ui/cases\?")):
+            await self.page.select_option("select[data-filter=state]", state)
+
+    async def only_late(self) -> None:
+        """Tick "past SLA only"; htmx replaces the table."""
+        async with self.page.expect_response(re.compile(r"/ui/cases\?")):
+            await self.page.check("input[data-filter=breached]")
+
+    async def case_ids(self) -> list[int]:
+        ids = await self.page.locator("tr[data-case]").evaluate_all(
+            "rows => rows.map(r => r.dataset.case)"
+        )
+        return [int(i) for i in ids]
+
+    async def row_text(self, case_id: int) -> str:
+        return await self.page.locator(f"tr[data-case='{case_id}']").inner_text()
+
+    async def open_order_of(self, case_id: int, order_no: str) -> OrderDetail:
+        await self.page.click(f"tr[data-case='{case_id}'] a.mono")
+        await expect(self.page).to_have_url(f"{self.base}/ui/orders/{order_no}")
+        return OrderDetail(self.page, self.base)

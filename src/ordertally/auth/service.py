@@ -52,6 +52,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "exports.create": frozenset({"admin", "ops", "cs", "finance"}),
     "analytics.read": frozenset({"admin", "ops", "cs", "finance"}),
     "analytics.record": frozenset({"admin", "ops"}),
+    "cases.read": frozenset(ROLES),
+    "cases.work": frozenset(ROLES),
+    "cases.manage": frozenset({"admin", "ops"}),
+    "cases.batch": frozenset({"admin", "ops", "cs"}),
 }
 
 

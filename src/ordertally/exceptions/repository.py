@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.exceptions.models import ExceptionCase
+from ordertally.exceptions.models import ACTIVE, CasePolicy, ExceptionCase, ExceptionLog
 
 
 async def add(session: AsyncSession, **values: Any) -> int:
@@ -23,7 +23,7 @@ async def open_for_order(session: AsyncSession, order_id: int) -> list[Exception
     """Open cases of one order."""
     rows = await session.scalars(
         select(ExceptionCase)
-        .where(ExceptionCase.order_id == order_id, ExceptionCase.status == "open")
+        .where(ExceptionCase.order_id == order_id, ExceptionCase.status.in_(ACTIVE))
         .order_by(ExceptionCase.id)
     )
     return list(rows.all())
@@ -35,7 +35,7 @@ async def count_blocking(session: AsyncSession, order_id: int) -> int:
         await session.scalar(
             select(func.count()).where(
                 ExceptionCase.order_id == order_id,
-                ExceptionCase.status == "open",
+                ExceptionCase.status.in_(ACTIVE),
                 ExceptionCase.blocking.is_(True),
             )
         )
@@ -54,7 +54,7 @@ async def resolve(
     """Close an open case; False if it was not open."""
     result = await session.execute(
         update(ExceptionCase)
-        .where(ExceptionCase.id == case_id, ExceptionCase.status == "open")
+        .where(ExceptionCase.id == case_id, ExceptionCase.status.in_(ACTIVE))
         .values(status="resolved", resolved_at=at, resolved_by=by, resolution=resolution)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -65,7 +65,7 @@ async def orders_with_open_case(session: AsyncSession, case_type: str) -> list[i
     rows = await session.scalars(
         select(ExceptionCase.order_id)
         .where(
-            ExceptionCase.status == "open",
+            ExceptionCase.status.in_(ACTIVE),
             ExceptionCase.type == case_type,
             ExceptionCase.order_id.is_not(None),
         )
@@ -78,7 +78,134 @@ async def open_counts_by_type(session: AsyncSession) -> dict[str, int]:
     """Open cases per type."""
     rows = await session.execute(
         select(ExceptionCase.type, func.count())
-        .where(ExceptionCase.status == "open")
+        .where(ExceptionCase.status.in_(ACTIVE))
         .group_by(ExceptionCase.type)
     )
     return {case_type: int(n) for case_type, n in rows.all()}
+
+
+# --- the workbench: state changes, log, policies, SLA clocks ------------------------------------
+
+
+async def change(
+    session: AsyncSession, case_id: int, from_states: tuple[str, ...], values: dict[str, Any]
+) -> bool:
+    """Compare-and-set a case out of one of `from_states`; False if it was in none of them."""
+    result = await session.execute(
+        update(ExceptionCase)
+        .where(ExceptionCase.id == case_id, ExceptionCase.status.in_(from_states))
+        .values(**values)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def stamp_once(session: AsyncSession, case_id: int, column: str, at: datetime) -> bool:
+    """Set a clock column (warned_at, breached_at...) only if unset: True for the one caller
+    that set it, so each SLA message is sent once however many workers race."""
+    col = getattr(ExceptionCase, column)
+    result = await session.execute(
+        update(ExceptionCase).where(ExceptionCase.id == case_id, col.is_(None)).values({col: at})
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def add_logs(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Append log rows."""
+    if rows:
+        await session.execute(insert(ExceptionLog), rows)
+
+
+async def logs_of(session: AsyncSession, case_ids: list[int]) -> list[ExceptionLog]:
+    """The log rows of some cases, oldest first."""
+    if not case_ids:
+        return []
+    rows = await session.scalars(
+        select(ExceptionLog)
+        .where(ExceptionLog.case_id.in_(case_ids))
+        .order_by(ExceptionLog.case_id, ExceptionLog.id)
+    )
+    return list(rows.all())
+
+
+async def cases_of_order(session: AsyncSession, order_id: int) -> list[ExceptionCase]:
+    """Every case of an order, open or not, oldest first."""
+    rows = await session.scalars(
+        select(ExceptionCase).where(ExceptionCase.order_id == order_id).order_by(ExceptionCase.id)
+    )
+    return list(rows.all())
+
+
+async def get_policy(session: AsyncSession, case_type: str) -> CasePolicy | None:
+    """A type's stored policy."""
+    return await session.get(CasePolicy, case_type)
+
+
+async def list_policies(session: AsyncSession) -> list[CasePolicy]:
+    """Every stored policy."""
+    return list((await session.scalars(select(CasePolicy).order_by(CasePolicy.type))).all())
+
+
+async def upsert_policy(session: AsyncSession, values: dict[str, Any]) -> None:
+    """Insert or replace a type's policy."""
+    await session.execute(delete(CasePolicy).where(CasePolicy.type == values["type"]))
+    await session.execute(insert(CasePolicy).values(**values))
+
+
+async def due_for(
+    session: AsyncSession,
+    column: str,
+    before: datetime,
+    limit: int,
+    types: list[str] | None = None,
+) -> list[ExceptionCase]:
+    """Active cases (of `types`, when given) whose `due_at` is before `before` and whose clock
+    column is unset."""
+    col = getattr(ExceptionCase, column)
+    stmt = select(ExceptionCase).where(
+        ExceptionCase.status.in_(ACTIVE),
+        ExceptionCase.due_at.is_not(None),
+        ExceptionCase.due_at <= before,
+        col.is_(None),
+    )
+    if types is not None:
+        # "customer.*" stands for every customer.<kind>.
+        exact = [t for t in types if not t.endswith(".*")]
+        prefixes = [ExceptionCase.type.startswith(t[:-1]) for t in types if t.endswith(".*")]
+        stmt = stmt.where(or_(ExceptionCase.type.in_(exact), *prefixes))
+    rows = await session.scalars(stmt.order_by(ExceptionCase.due_at, ExceptionCase.id).limit(limit))
+    return list(rows.all())
+
+
+async def count_breached(session: AsyncSession, now: datetime) -> tuple[int, list[int]]:
+    """Active cases past their due time: how many, and the oldest few ids."""
+    where = (
+        ExceptionCase.status.in_(ACTIVE),
+        ExceptionCase.due_at.is_not(None),
+        ExceptionCase.due_at < now,
+    )
+    count = int(await session.scalar(select(func.count()).where(*where)) or 0)
+    ids = await session.scalars(
+        select(ExceptionCase.id).where(*where).order_by(ExceptionCase.due_at).limit(10)
+    )
+    return count, [int(i) for i in ids.all()]
+
+
+async def counts_by_type_state(session: AsyncSession) -> dict[tuple[str, str], int]:
+    """Active cases per (type, state) (the gauge)."""
+    rows = await session.execute(
+        select(ExceptionCase.type, ExceptionCase.status, func.count())
+        .where(ExceptionCase.status.in_(ACTIVE))
+        .group_by(ExceptionCase.type, ExceptionCase.status)
+    )
+    return {(t, s): int(n) for t, s, n in rows.all()}
+
+
+async def unannounced(session: AsyncSession, limit: int) -> list[ExceptionCase]:
+    """Cases the clock has not looked at since they opened, oldest first."""
+    rows = await session.scalars(
+        select(ExceptionCase)
+        .where(ExceptionCase.announced_at.is_(None), ExceptionCase.status.in_(ACTIVE))
+        .order_by(ExceptionCase.id)
+        .limit(limit)
+    )
+    return list(rows.all())

@@ -250,6 +250,7 @@ async def _page(db: Database, token: str) -> tracking.PageData:
         qr_path=f"/t/{token}/qr.svg",
         names=names,
         verifying=verifying,
+        sub_status=order.sub_status,
     )
 
 

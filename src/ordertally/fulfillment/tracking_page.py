@@ -189,6 +189,8 @@ class PageData:
     names: dict[str, tuple[str, str]] = field(default_factory=dict)
     # A payment is open and its notification has not arrived: "status is being verified".
     verifying: bool = False
+    # What the merchant tells the buyer beside the status (海关查验中), set by batch actions.
+    sub_status: str | None = None
 
 
 # Checks that an unpaid order's payment is still being verified; registered by the domain that
@@ -228,6 +230,7 @@ def render(page: PageData, lang: str) -> str:
     t = LABELS[lang]
     words = STATUS_WORDS[lang]
     e = escape
+    sub = f' <span class="badge">{e(page.sub_status)}</span>' if page.sub_status else ""
     parcels: list[str] = []
     for n, parcel in enumerate(page.parcels, start=1):
         company = (
@@ -286,7 +289,7 @@ border-radius:50%;background:#d0d7de}}
 <h1>{t["title"]}</h1>
 <section class="card"><dl>
 <dt>{t["order"]}</dt><dd class="mono">{e(page.order_no)}</dd>
-<dt>{t["status"]}</dt><dd>{e(words.get(page.status, page.status))}</dd>
+<dt>{t["status"]}</dt><dd>{e(words.get(page.status, page.status))}{sub}</dd>
 <dt>{t["recipient"]}</dt><dd>{e(page.recipient)} · {e(page.place)}</dd>
 </dl>{verifying}</section>
 {"".join(parcels)}

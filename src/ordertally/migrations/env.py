@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import ordertally.analytics.models
 import ordertally.auth.models
+import ordertally.casework.models
 import ordertally.catalog.models
 import ordertally.channels.models
 import ordertally.customers.models

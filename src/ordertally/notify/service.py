@@ -14,6 +14,7 @@ import asyncio
 import logging
 import re
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -477,3 +478,108 @@ async def send_test(
         found = await repository.by_event(session, envelope.id)
     assert found is not None
     return found
+
+
+# --- messages other domains compose (the exception workbench) ----------------------------------
+
+# Event types of exception cases an operations target can ask for (`events` in its entry).
+CASE_EVENTS = templates.CASE_EVENTS
+# A buyer SMS a batch action sends (its Aliyun template code is set under this name).
+BUYER_DELAY = "BuyerDelayNotice"
+
+
+def _key_id(key: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ordertally:{key}"))
+
+
+async def plan_case_notice(
+    session: AsyncSession,
+    *,
+    key: str,
+    event_type: str,
+    order_no: str | None,
+    title: str,
+    body: str,
+    sms: bool = False,
+    settings: Settings | None = None,
+) -> int:
+    """Plan a case message (already rendered: a markdown card) to every operations target that
+    asks for `event_type`, once per `key`; with `sms`, to the buyer too when a template is set.
+    Returns how many rows were added."""
+    settings = settings or get_settings()
+    now = clock.now()
+    event_id = _key_id(key)
+    rows: list[dict[str, Any]] = []
+    for target in targets.case_targets(settings, event_type):
+        rows.append(
+            _case_row(event_id, event_type, order_no, target.kind, target.key, None, now)
+            | {"lang": target.lang, "title": title[:200], "body": body}
+        )
+    if sms and order_no:
+        rows.extend(await _buyer_rows(session, event_id, event_type, order_no, {}, settings))
+    return await repository.add_planned(session, rows)
+
+
+async def plan_buyer_message(
+    session: AsyncSession,
+    *,
+    key: str,
+    order_no: str,
+    template: str,
+    params: dict[str, str],
+    settings: Settings | None = None,
+) -> bool:
+    """Plan one SMS to an order's buyer (a batch action's message), once per `key`. False when
+    no gateway or no template code for it is configured, or it was planned before."""
+    settings = settings or get_settings()
+    rows = await _buyer_rows(session, _key_id(key), BUYER_DELAY, order_no, params, settings)
+    return bool(rows) and await repository.add_planned(session, rows) > 0
+
+
+async def _buyer_rows(
+    session: AsyncSession,
+    event_id: str,
+    event_type: str,
+    order_no: str,
+    params: dict[str, str],
+    settings: Settings,
+) -> list[dict[str, Any]]:
+    sms = targets.sms_target(settings)
+    code = settings.aliyun_sms_template_codes.get(event_type)
+    if sms is None or not code:
+        return []
+    order = await orders_service.get_order(session, order_no)
+    preview = templates.render_buyer_notice(event_type, params, sms.lang)
+    row = _case_row(
+        event_id, event_type, order_no, "sms", sms.key, order.customer_phone_masked, clock.now()
+    )
+    return [
+        row
+        | {
+            "lang": sms.lang,
+            "title": preview[:200],
+            "body": preview,
+            "sms": {"template_code": code, "template_param": params},
+        }
+    ]
+
+
+def _case_row(
+    event_id: str,
+    event_type: str,
+    order_no: str | None,
+    kind: str,
+    key: str,
+    recipient: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    envelope = Envelope(
+        id=event_id,
+        type=event_type,
+        version=1,
+        occurred_at=now,
+        aggregate_type="exception_case",
+        aggregate_id=event_id,
+        payload={},
+    )
+    return _row(envelope, order_no, kind, key, recipient, "zh", now)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ordertally.core.settings import Settings
 from ordertally.notify.errors import TargetsInvalid
 from ordertally.notify.sms.aliyun import AliyunConfig
-from ordertally.notify.templates import EVENTS, TEST_EVENT
+from ordertally.notify.templates import CASE_EVENTS, EVENTS, TEST_EVENT
 
 # Apprise schemes we document, by the kind stored in the send log; any other Apprise URL works
 # and is logged as kind "apprise".
@@ -55,8 +55,9 @@ def url_key(url: str) -> str:
     return f"{scheme}:{hashlib.sha256(url.encode()).hexdigest()[:16]}"
 
 
-def ops_targets(settings: Settings) -> list[OpsTarget]:
-    """The configured operations channels, checked (a bad entry raises TargetsInvalid)."""
+def ops_targets(settings: Settings, *, case_events: bool = False) -> list[OpsTarget]:
+    """The configured operations channels, checked (a bad entry raises TargetsInvalid). An
+    entry may also list exception case events (CASE_EVENTS), which only the workbench plans."""
     targets: list[OpsTarget] = []
     for index, entry in enumerate(settings.notify_ops_targets):
         url = entry.get("url")
@@ -66,7 +67,8 @@ def ops_targets(settings: Settings) -> list[OpsTarget]:
         events = entry.get("events", list(EVENTS))
         events = [events] if isinstance(events, str) else events
         wanted = set(EVENTS) if "*" in events else set(events)
-        unknown = sorted(wanted - set(EVENTS))
+        unknown = sorted(wanted - set(EVENTS) - set(CASE_EVENTS))
+        wanted -= set(CASE_EVENTS) - (set(CASE_EVENTS) if case_events else set())
         if unknown:
             raise TargetsInvalid(
                 f"notify_ops_targets[{index}]: unknown events {unknown}; known: {list(EVENTS)}"
@@ -94,6 +96,17 @@ def sms_target(settings: Settings) -> SmsTarget | None:
         return None
     codes = {e: c for e, c in settings.aliyun_sms_template_codes.items() if e in EVENTS and c}
     return SmsTarget(SMS_KEY.format(provider="aliyun"), "aliyun", codes, settings.notify_sms_lang)
+
+
+def case_targets(settings: Settings, event_type: str) -> list[OpsTarget]:
+    """The operations channels whose entry lists this exception case event (or "*")."""
+    out: list[OpsTarget] = []
+    for index, entry in enumerate(settings.notify_ops_targets):
+        events = entry.get("events", [])
+        events = [events] if isinstance(events, str) else events
+        if event_type in events or "*" in events:
+            out.append(ops_targets(settings, case_events=True)[index])
+    return out
 
 
 def all_keys(settings: Settings) -> list[str]:

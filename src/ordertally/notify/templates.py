@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo
 from ordertally.core import clock
 
 EVENTS = ("OrderPaid", "ShipmentShipped", "ShipmentDelivered", "ShipmentTrackingException")
+# Exception case events: the workbench renders their cards itself; targets opt in by name.
+CASE_EVENTS = ("CaseOpened", "CaseSlaWarning", "CaseSlaBreached", "CaseEscalated")
 # A message an operator asks for from the API, to check a channel end to end.
 TEST_EVENT = "NotificationTest"
 
@@ -186,3 +188,23 @@ def render_sms(
     values = context(event_type, payload, lang, tz)
     params = {name: str(values[name]) for name in SMS_PARAMS[event_type]}
     return SMS[event_type][lang].format(**values), params
+
+
+# Buyer messages a batch action sends: the SMS preview stored beside the gateway's template.
+BUYER_NOTICES: dict[str, dict[str, str]] = {
+    "BuyerDelayNotice": {
+        "zh": "您的订单 {order_no} 预计延迟 {delay_days} 天发货，给您带来不便深表歉意。",
+        "en": "Your order {order_no} will ship about {delay_days} days late; we are sorry.",
+    },
+}
+
+
+def render_buyer_notice(event_type: str, params: dict[str, str], lang: str) -> str:
+    """The preview of a buyer notice in a language (missing variables left empty)."""
+    text = BUYER_NOTICES[event_type][lang if lang in ("zh", "en") else "zh"]
+    return text.format_map(_Blank(params))
+
+
+class _Blank(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return ""

@@ -12,6 +12,7 @@ from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.settings import Settings
 from ordertally.events import repository as events_repository
+from ordertally.exceptions import repository as exceptions_repository
 from ordertally.inventory import repository as inventory_repository
 from ordertally.ops import migrations
 from ordertally.ops import repository as health
@@ -87,6 +88,7 @@ async def run_checks(db: Database, settings: Settings) -> list[Check]:
             )
         )
         checks.append(await _unreserved_orders_check(session))
+        checks.append(await _breached_cases_check(session))
         checks.extend(await _payment_checks(session, settings))
     return checks
 
@@ -105,6 +107,15 @@ async def _unreserved_orders_check(session: AsyncSession) -> Check:
     return Check(
         "unreserved_paid_orders", count == 0, detail, {"count": count, "order_nos": sample}
     )
+
+
+async def _breached_cases_check(session: AsyncSession) -> Check:
+    """Exception cases still needing work past their SLA due time."""
+    count, ids = await exceptions_repository.count_breached(session, clock.now())
+    detail = f"{count} exception cases past their SLA"
+    if count:
+        detail += f" (e.g. #{', #'.join(map(str, ids))}): work or escalate them in the workbench"
+    return Check("breached_cases", count == 0, detail, {"count": count, "case_ids": ids})
 
 
 async def _payment_checks(session: AsyncSession, settings: Settings) -> list[Check]:

@@ -23,6 +23,8 @@ from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.edge import bearer_token
 from ordertally.events import repository as events_repository
+from ordertally.exceptions import repository as exceptions_repository
+from ordertally.exceptions.metrics import CASES_OPEN
 from ordertally.inventory import repository as inventory_repository
 
 disable_created_metrics()
@@ -87,6 +89,10 @@ async def refresh_gauges(db: Database) -> dict[str, Any]:
         backlog, oldest = await events_repository.backlog(session)
         states = await inventory_repository.reservation_state_counts(session)
         expired = await inventory_repository.oldest_expired_held(session, clock.now())
+        cases = await exceptions_repository.counts_by_type_state(session)
+    CASES_OPEN.clear()
+    for (case_type, state), n in cases.items():
+        CASES_OPEN.labels(case_type, state).set(n)
     for state in ("held", "committed", "consumed", "released"):
         RESERVATIONS.labels(state).set(states.get(state, 0))
     SWEEP_LAG.set((clock.now() - clock.as_utc(expired)).total_seconds() if expired else 0.0)

@@ -147,6 +147,8 @@ def order_doc(snapshot: OrderSnapshot) -> dict[str, Any]:
         "shipment_plan": inventory["shipment_plan"],
         "allocation": inventory["allocation"],
         "shipments": snapshot.extra.get("shipments", []),
+        "cases": snapshot.extra.get("cases", []),
+        "sub_status": order.sub_status,
         "waybill_nos": order.waybill_nos.split() if order.waybill_nos else [],
         **dict(part(order) for part in DOCUMENT_PARTS),
         "payment_deadline_at": _iso(order.payment_deadline_at),

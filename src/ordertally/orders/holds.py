@@ -14,7 +14,7 @@ from ordertally.core import clock
 from ordertally.core.errors import Conflict
 from ordertally.exceptions import service as exceptions_service
 from ordertally.exceptions.errors import StillShort
-from ordertally.exceptions.models import ExceptionCase
+from ordertally.exceptions.models import ACTIVE, ExceptionCase
 from ordertally.inventory import service as inventory_service
 from ordertally.inventory.errors import InsufficientStock
 from ordertally.orders import repository
@@ -27,18 +27,26 @@ _COMMITTED = frozenset({Status.PAID.value, Status.ALLOCATED.value})
 
 
 async def resolve_case(
-    session: AsyncSession, case_id: int, by: str, resolution: str
+    session: AsyncSession,
+    case_id: int,
+    by: str,
+    resolution: str,
+    *,
+    code: str | None = None,
+    source_ip: str | None = None,
 ) -> ExceptionCase:
     """Resolve an open case; a stock-shortage hold first reserves the order's missing units
     again, or is refused (StillShort) and stays open when the stock is still not there."""
     case = await exceptions_service.get_case(session, case_id)
     if case.type == STOCK_SHORTAGE and case.order_id is not None:
-        if case.status != "open":
+        if case.status not in ACTIVE:
             raise Conflict(f"exception case {case_id} is not open")
         locked = await repository.lock_many(session, [case.order_id])
         if locked:
             await _reserve_again(session, locked[0], case_id)
-    return await exceptions_service.resolve(session, case_id, by, resolution)
+    return await exceptions_service.resolve(
+        session, case_id, by, resolution, code=code, source_ip=source_ip
+    )
 
 
 async def _reserve_again(session: AsyncSession, order: SalesOrder, case_id: int) -> None:

@@ -74,6 +74,8 @@ class SalesOrder(Base):
     waybill_nos: Mapped[str] = mapped_column(String(500), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # What the buyer sees beside the status (海关查验中), set by batch actions and rules.
+    sub_status: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
 
 
 class OrderLine(Base):

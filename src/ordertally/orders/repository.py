@@ -459,3 +459,19 @@ async def upsert_fx_rate(session: AsyncSession, row: dict[str, Any]) -> FxRate:
     session.add(rate)
     await session.flush()
     return rate
+
+
+async def set_sub_status(
+    session: AsyncSession, order_ids: list[int], value: str | None
+) -> list[tuple[int, int, str]]:
+    """Set orders' buyer-visible sub-status and bump their versions; returns (id, new version,
+    status) of the orders that did not have that value already."""
+    if not order_ids:
+        return []
+    result = await session.execute(
+        update(SalesOrder)
+        .where(SalesOrder.id.in_(order_ids), SalesOrder.sub_status.is_distinct_from(value))
+        .values(sub_status=value, version=SalesOrder.version + 1)
+        .returning(SalesOrder.id, SalesOrder.version, SalesOrder.status)
+    )
+    return [(int(i), int(v), str(s)) for i, v, s in result.all()]

@@ -105,3 +105,50 @@ async def stuck_counts(session: AsyncSession, cutoffs: dict[str, datetime]) -> d
         status: await repository.count_in_status_before(session, status, before)
         for status, before in cutoffs.items()
     }
+
+
+async def set_sub_status(
+    session: AsyncSession,
+    order_id: int,
+    value: str | None,
+    by: str,
+    source_ip: str | None = None,
+) -> bool:
+    """Set (or clear, with None) the sub-status the buyer sees on the tracking page, with an
+    audit row (event `set_sub_status`, the status unchanged); a repeat with the same value
+    changes and records nothing and returns False."""
+    return bool(await set_sub_status_many(session, [order_id], value, by, source_ip))
+
+
+async def set_sub_status_many(
+    session: AsyncSession,
+    order_ids: list[int],
+    value: str | None,
+    by: str,
+    source_ip: str | None = None,
+) -> set[int]:
+    """`set_sub_status` for many orders in two statements; returns the ids it changed."""
+    changed = await repository.set_sub_status(session, order_ids, value)
+    if not changed:
+        return set()
+    now = clock.now()
+    await repository.insert_events(
+        session,
+        [
+            {
+                "order_id": order_id,
+                "version": version,
+                "event": "set_sub_status",
+                "from_status": status,
+                "to_status": status,
+                "actor_kind": "operator",
+                "actor_id": by[:100],
+                "source_ip": source_ip,
+                "evidence_ref": None,
+                "note": f"sub-status: {value}" if value else "sub-status cleared",
+                "occurred_at": now,
+            }
+            for order_id, version, status in changed
+        ],
+    )
+    return {order_id for order_id, _, _ in changed}

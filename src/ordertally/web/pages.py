@@ -148,6 +148,7 @@ def _common(request: Request, user: SignedIn | None, **extra: Any) -> dict[str, 
         nav.append(("/ui/inventory", N_("Inventory"), "inventory"))
         if may(user, "channels.read"):
             nav.append(("/ui/channels", N_("Channels"), "channels"))
+        nav.append(("/ui/cases", N_("Exception cases"), "cases"))
         if may(user, "users.manage"):
             nav.append(("/ui/users", N_("Users"), "users"))
         if may(user, "auth.manage") or may(user, "notify.manage") or may(user, "fx.manage"):
