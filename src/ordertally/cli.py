@@ -481,6 +481,7 @@ def _register_domain_commands() -> None:
     from ordertally.fulfillment import cli as fulfillment_cli
     from ordertally.notify import cli as notify_cli
     from ordertally.orders import cli as orders_cli
+    from ordertally.search import cli as search_cli
 
     for module in (
         fulfillment_cli,
@@ -489,6 +490,7 @@ def _register_domain_commands() -> None:
         customers_cli,
         orders_cli,
         catalog_cli,
+        search_cli,
     ):
         module.register(app)
 

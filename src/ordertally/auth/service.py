@@ -48,6 +48,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "catalog.read": frozenset(ROLES),
     "catalog.manage": frozenset({"admin", "ops"}),
     "auth.manage": frozenset({"admin"}),
+    "search.read": frozenset(ROLES),
+    "search.manage": frozenset({"admin", "ops"}),
 }
 
 

@@ -82,3 +82,15 @@ async def open_counts_by_type(session: AsyncSession) -> dict[str, int]:
         .group_by(ExceptionCase.type)
     )
     return {case_type: int(n) for case_type, n in rows.all()}
+
+
+async def orders_with_open(session: AsyncSession, order_ids: list[int]) -> set[int]:
+    """Which of these orders have an open case."""
+    if not order_ids:
+        return set()
+    rows = await session.scalars(
+        select(ExceptionCase.order_id)
+        .where(ExceptionCase.order_id.in_(order_ids), ExceptionCase.status == "open")
+        .distinct()
+    )
+    return {int(r) for r in rows.all() if r is not None}

@@ -101,3 +101,8 @@ async def orders_with_open_case(session: AsyncSession, case_type: str) -> list[i
 async def open_counts_by_type(session: AsyncSession) -> dict[str, int]:
     """Open cases per type (the dashboard)."""
     return await repository.open_counts_by_type(session)
+
+
+async def orders_with_open_cases(session: AsyncSession, order_ids: list[int]) -> set[int]:
+    """Which of these orders have an open exception case (search's filter)."""
+    return await repository.orders_with_open(session, order_ids)
