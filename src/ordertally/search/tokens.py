@@ -275,11 +275,14 @@ def tokens_of(facts: OrderFacts) -> str:
 
 
 def explain(
-    matched: Iterable[str], legend: dict[str, list[tuple[str, str]]]
+    row_tokens: Iterable[str], legend: dict[str, list[tuple[str, str]]]
 ) -> list[dict[str, str]]:
-    """Which typed term matched which field, from the row's tokens and the query's legend."""
+    """Which typed term matched which field, in the query's order, from the row's tokens and
+    the query's legend (token -> the terms and kinds it stands for)."""
+    present = set(row_tokens)
     seen: dict[tuple[str, str], None] = {}
-    for t in matched:
-        for term, kind in legend.get(t, ()):
-            seen.setdefault((term, FIELDS[kind]), None)
+    for t, meanings in legend.items():
+        if t in present:
+            for term, kind in meanings:
+                seen.setdefault((term, FIELDS[kind]), None)
     return [{"term": term, "field": f} for term, f in seen]
