@@ -14,7 +14,7 @@ import orjson
 import pytest
 from sqlalchemy import update
 
-import ordertally.fulfillment.consumers  # noqa: F401  (plans shipments of paid orders)
+import ordertally.fulfillment.consumers  # (plans the shipments of paid orders)
 import ordertally.search.consumers  # noqa: F401  (registers the indexing consumer)
 from ordertally.channels.events import ChannelOrderIngested
 from ordertally.core import clock
