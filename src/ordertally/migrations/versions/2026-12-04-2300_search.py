@@ -43,8 +43,7 @@ SQLITE_ENGINE = (
 PG_ENGINE = (
     "ALTER TABLE search_doc ADD COLUMN hand_tsv tsvector "
     "GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, tokens)) STORED",
-    "CREATE INDEX hand_search_doc_tsv ON search_doc USING gin (hand_tsv) "
-    "WITH (fastupdate = off)",
+    "CREATE INDEX hand_search_doc_tsv ON search_doc USING gin (hand_tsv) WITH (fastupdate = off)",
 )
 
 
