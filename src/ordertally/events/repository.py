@@ -126,3 +126,18 @@ async def requeue_dead(session: AsyncSession, now: datetime, event_id: str | Non
     if ids:
         await session.execute(delete(DeadLetter).where(DeadLetter.event_id.in_(ids)))
     return ids
+
+
+async def backlog_of(session: AsyncSession, event_types: list[str]) -> tuple[int, datetime | None]:
+    """Pending events of some types: their count and the oldest one's occurred_at."""
+    row = (
+        await session.execute(
+            select(func.count(), func.min(OutboxEvent.occurred_at)).where(
+                OutboxEvent.status == "pending", OutboxEvent.event_type.in_(list(event_types))
+            )
+        )
+    ).one()
+    oldest = row[1]
+    if isinstance(oldest, str):
+        oldest = datetime.fromisoformat(oldest)
+    return int(row[0]), oldest

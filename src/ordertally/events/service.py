@@ -19,3 +19,8 @@ async def replay_dead(session: AsyncSession, event_id: str | None = None) -> lis
 async def outbox_backlog(session: AsyncSession) -> tuple[int, datetime | None]:
     """Events not yet delivered, and the oldest one's time."""
     return await repository.backlog(session)
+
+
+async def backlog_of(session: AsyncSession, event_types: list[str]) -> tuple[int, datetime | None]:
+    """Events of some types not yet delivered, and the oldest one's time (a consumer's lag)."""
+    return await repository.backlog_of(session, event_types)

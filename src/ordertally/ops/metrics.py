@@ -24,6 +24,7 @@ from ordertally.core.db import Database
 from ordertally.core.edge import bearer_token
 from ordertally.events import repository as events_repository
 from ordertally.inventory import repository as inventory_repository
+from ordertally.search import service as search_service
 
 disable_created_metrics()
 
@@ -87,6 +88,7 @@ async def refresh_gauges(db: Database) -> dict[str, Any]:
         backlog, oldest = await events_repository.backlog(session)
         states = await inventory_repository.reservation_state_counts(session)
         expired = await inventory_repository.oldest_expired_held(session, clock.now())
+        await search_service.pending_lag(session)  # sets the search index lag gauge
     for state in ("held", "committed", "consumed", "released"):
         RESERVATIONS.labels(state).set(states.get(state, 0))
     SWEEP_LAG.set((clock.now() - clock.as_utc(expired)).total_seconds() if expired else 0.0)

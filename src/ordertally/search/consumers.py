@@ -13,19 +13,9 @@ from ordertally.core import clock
 from ordertally.events.registry import Envelope, batch_consumer, consumer
 from ordertally.fulfillment import events as fulfillment_events  # noqa: F401  (registers)
 from ordertally.orders import events as order_events  # noqa: F401  (registers the schemas)
-from ordertally.orders.state_machine import TRANSITIONS
 from ordertally.search import service
 
-# Payments change what an order is found by only when it is paid (out_trade_no, transaction
-# id): that is OrderPaid, a transition. The customers domain publishes no event of its own.
-INDEXED_EVENTS = (
-    "OrderCreated",
-    *sorted({t.event_type for t in TRANSITIONS}),
-    "ShipmentShipped",
-    "ShipmentDelivered",
-    "ShipmentTrackingException",
-    "ChannelOrderIngested",
-)
+INDEXED_EVENTS = service.INDEXED_EVENTS
 
 
 def _sources(envelopes: list[Envelope]) -> dict[str, datetime]:

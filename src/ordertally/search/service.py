@@ -16,11 +16,13 @@ from ordertally.core import clock
 from ordertally.core.crypto import get_cipher
 from ordertally.core.db import dialect_of
 from ordertally.core.settings import get_settings
+from ordertally.events import service as events_service
 from ordertally.exceptions import service as exceptions_service
 from ordertally.fulfillment import service as fulfillment_service
 from ordertally.orders import service as orders_service
 from ordertally.orders.contact import PII_ADDRESS, PII_NAME, PII_PHONE
 from ordertally.orders.models import OrderLine, SalesOrder
+from ordertally.orders.state_machine import TRANSITIONS
 from ordertally.payments import service as payments_service
 from ordertally.search import metrics, repository
 from ordertally.search import query as parser
@@ -30,6 +32,17 @@ from ordertally.search.models import SearchDoc, SearchSynonym
 from ordertally.search.repository import Filters
 
 MAX_LIMIT = 100
+# The events that change what an order is found by. Payments change it only when it is paid
+# (out_trade_no, transaction id): that is OrderPaid, a transition. The customers domain
+# publishes no event of its own; a customer's data lives on the order.
+INDEXED_EVENTS: tuple[str, ...] = (
+    "OrderCreated",
+    *sorted({t.event_type for t in TRANSITIONS}),
+    "ShipmentShipped",
+    "ShipmentDelivered",
+    "ShipmentTrackingException",
+    "ChannelOrderIngested",
+)
 
 
 def today() -> date:
@@ -275,3 +288,12 @@ async def plan_uses_index(session: AsyncSession) -> tuple[bool, str]:
 async def recent_lag(session: AsyncSession) -> float | None:
     """The largest lag among the last rows written (seconds)."""
     return await repository.oldest_lag(session)
+
+
+async def pending_lag(session: AsyncSession) -> tuple[int, float]:
+    """Events the index still waits for, and how old the oldest is (seconds): the index lag
+    as it stands now."""
+    count, oldest = await events_service.backlog_of(session, list(INDEXED_EVENTS))
+    age = (clock.now() - clock.as_utc(oldest)).total_seconds() if oldest else 0.0
+    metrics.PENDING_AGE.set(max(age, 0.0))
+    return count, max(age, 0.0)
