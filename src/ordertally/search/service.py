@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
 from ordertally.core.crypto import get_cipher
-from ordertally.core.db import dialect_of
+from ordertally.core.db import count_after_commit, dialect_of
 from ordertally.core.settings import get_settings
 from ordertally.events import service as events_service
 from ordertally.exceptions import service as exceptions_service
@@ -193,13 +194,29 @@ def decode_cursor(cursor: str) -> int:
         raise InvalidCursor("the cursor is not one this API returned") from exc
 
 
+# The synonyms, read at most every few seconds per process (a search need not pay a round trip
+# for a table that changes a few times a day); this process's own edits clear it at once.
+SYNONYMS_TTL_SECONDS = 5.0
+_synonyms: dict[str, Any] = {"map": None, "until": 0.0}
+
+
+def forget_synonyms() -> None:
+    """Drop this process's copy of the synonyms (after an edit)."""
+    _synonyms["map"] = None
+
+
 async def synonym_map(session: AsyncSession) -> dict[str, tuple[str, ...]]:
     """word -> its synonyms, both ways."""
+    cached = _synonyms["map"]
+    if cached is not None and time.monotonic() < _synonyms["until"]:
+        return cached
     found: dict[str, list[str]] = {}
     for s in await repository.synonyms(session):
         found.setdefault(s.term, []).append(s.synonym)
         found.setdefault(s.synonym, []).append(s.term)
-    return {k: tuple(dict.fromkeys(v)) for k, v in found.items()}
+    result = {k: tuple(dict.fromkeys(v)) for k, v in found.items()}
+    _synonyms.update(map=result, until=time.monotonic() + SYNONYMS_TTL_SECONDS)
+    return result
 
 
 async def search(
@@ -248,6 +265,8 @@ async def add_synonym(
     row = await repository.add_synonym(
         session, {"term": a, "synonym": b, "created_by": by, "created_at": clock.now()}
     )
+    forget_synonyms()
+    count_after_commit(session, forget_synonyms)  # and again once it is visible to others
     if row is not None:
         return row, True
     existing = [s for s in await repository.synonyms(session) if (s.term, s.synonym) == (a, b)]
@@ -258,6 +277,8 @@ async def delete_synonym(session: AsyncSession, synonym_id: int) -> None:
     """Forget a synonym pair, or SynonymNotFound."""
     if not await repository.delete_synonym(session, synonym_id):
         raise SynonymNotFound(f"synonym {synonym_id} does not exist")
+    forget_synonyms()
+    count_after_commit(session, forget_synonyms)  # and again once it is visible to others
 
 
 # --- health -----------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The tokens of the search index: what an order is findable by, each as a keyed blind token.
 
-Every token is `kind` (two letters) + 13 base32 characters of HMAC-SHA256(key, kind:value),
+Every token is `kind` (two letters) + 12 hex digits (48 bits) of HMAC-SHA256(key, kind:value),
 the key derived from the PII master key (core/crypto.py). The index therefore holds no plain
 name, phone, address or id, and every token is plain ASCII that both engines (PostgreSQL
 `simple` tsvector, SQLite FTS5 `unicode61`) keep whole. The query parser (query.py) builds the
@@ -11,7 +11,6 @@ Pure functions: no database, no I/O beyond loading the segmenter's user dictiona
 
 from __future__ import annotations
 
-import base64
 import functools
 import hmac
 import itertools
@@ -69,14 +68,17 @@ def _key() -> bytes:
 
 
 def reset_key() -> None:
-    """Forget the cached token key (tests, key rotation: then run `search rebuild`)."""
+    """Forget the cached token key and tokens (tests, key rotation: then `search rebuild`)."""
     _key.cache_clear()
+    token.cache_clear()
 
 
+@functools.lru_cache(maxsize=262_144)
 def token(kind: str, value: str) -> str:
-    """The blind token of one (kind, value); the kind stays readable for explanations."""
-    digest = hmac.digest(_key(), f"{kind}:{value}".encode(), "sha256")
-    return kind + base64.b32encode(digest[:8]).decode()[:13].lower()
+    """The blind token of one (kind, value); the kind stays readable for explanations.
+
+    Cached: most values repeat across orders (dates, places, products, pinyin)."""
+    return kind + hmac.digest(_key(), f"{kind}:{value}".encode(), "sha256")[:6].hex()
 
 
 def norm(text: str) -> str:
@@ -271,7 +273,7 @@ def pairs(facts: OrderFacts) -> Iterator[tuple[str, str]]:
 
 def tokens_of(facts: OrderFacts) -> str:
     """The index row's token text: distinct blind tokens, space separated."""
-    return " ".join(dict.fromkeys(token(k, v) for k, v in pairs(facts)))
+    return " ".join(dict.fromkeys(token(k, v) for k, v in dict.fromkeys(pairs(facts))))
 
 
 def explain(
