@@ -483,6 +483,7 @@ def _register_domain_commands() -> None:
     from ordertally.fulfillment import cli as fulfillment_cli
     from ordertally.notify import cli as notify_cli
     from ordertally.orders import cli as orders_cli
+    from ordertally.search import cli as search_cli
 
     for module in (
         fulfillment_cli,
@@ -493,6 +494,7 @@ def _register_domain_commands() -> None:
         catalog_cli,
         exports_cli,
         analytics_cli,
+        search_cli,
     ):
         module.register(app)
 

@@ -27,6 +27,7 @@ from ordertally.inventory import wiring as inventory
 from ordertally.notify import wiring as notify
 from ordertally.orders import wiring as orders
 from ordertally.payments import wiring as payments
+from ordertally.search import wiring as search
 from ordertally.web import wiring as web
 
 
@@ -53,6 +54,7 @@ DOMAINS: tuple[Wiring, ...] = (
     auth,
     exports,
     casework,
+    search,
 )
 
 

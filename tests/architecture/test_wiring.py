@@ -74,6 +74,7 @@ CONSUMERS = [
     "fulfillment.allocate",
     "notify.plan",
     "payments.apply_notification",
+    "search.index_order",
 ]
 HOOKS = [
     "ordertally.fulfillment.api.order_shipments",

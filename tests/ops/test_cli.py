@@ -66,6 +66,8 @@ async def test_doctor_passes_on_a_healthy_database(db: Database) -> None:
         "payment_providers",
         "payment_inbox",
         "payment_queries",
+        "search_index_lag",
+        "search_plan",
     ]
 
 
@@ -76,7 +78,7 @@ async def test_doctor_fails_on_stuck_orders_and_outbox_backlog(db: Database) -> 
     report = json.loads(result.stdout)
     assert result.returncode == 1
     failed = {c["name"]: c for c in report["checks"] if not c["ok"]}
-    assert set(failed) == {"outbox", "stuck_orders", "expired_reservations"}
+    assert set(failed) == {"outbox", "stuck_orders", "expired_reservations", "search_index_lag"}
     assert failed["stuck_orders"]["data"] == {"pending_payment_past_deadline": 1}
     assert failed["outbox"]["data"]["backlog"] == 1
 

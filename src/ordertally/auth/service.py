@@ -56,6 +56,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "cases.work": frozenset(ROLES),
     "cases.manage": frozenset({"admin", "ops"}),
     "cases.batch": frozenset({"admin", "ops", "cs"}),
+    "search.read": frozenset(ROLES),
+    "search.manage": frozenset({"admin", "ops"}),
 }
 
 

@@ -24,6 +24,7 @@ class PiiCipher:
 
     def __init__(self, master_key: bytes, key_id: str) -> None:
         self.key_id = key_id
+        self._master = master_key
         self._aead = AESGCM(_derive(master_key, b"ordertally pii encryption v1"))
         self._index_key = _derive(master_key, b"ordertally pii blind index v1")
 
@@ -40,6 +41,10 @@ class PiiCipher:
             raise ValueError(f"PII key {key_id!r} is not loaded")
         raw = base64.b64decode(blob)
         return self._aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A key of its own for another keyed use of the same master (search tokens)."""
+        return _derive(self._master, f"ordertally {purpose}".encode())
 
     def blind_index(self, value: str, purpose: str) -> str:
         """Keyed hash for exact-match lookup without storing the value."""

@@ -139,3 +139,18 @@ async def events_after(
         .limit(limit)
     )
     return list(rows.all())
+
+
+async def backlog_of(session: AsyncSession, event_types: list[str]) -> tuple[int, datetime | None]:
+    """Pending events of some types: their count and the oldest one's occurred_at."""
+    row = (
+        await session.execute(
+            select(func.count(), func.min(OutboxEvent.occurred_at)).where(
+                OutboxEvent.status == "pending", OutboxEvent.event_type.in_(list(event_types))
+            )
+        )
+    ).one()
+    oldest = row[1]
+    if isinstance(oldest, str):
+        oldest = datetime.fromisoformat(oldest)
+    return int(row[0]), oldest

@@ -43,3 +43,8 @@ async def replay_log(
         )
         for r in rows
     ]
+
+
+async def backlog_of(session: AsyncSession, event_types: list[str]) -> tuple[int, datetime | None]:
+    """Events of some types not yet delivered, and the oldest one's time (a consumer's lag)."""
+    return await repository.backlog_of(session, event_types)

@@ -209,3 +209,15 @@ async def unannounced(session: AsyncSession, limit: int) -> list[ExceptionCase]:
         .limit(limit)
     )
     return list(rows.all())
+
+
+async def orders_with_open(session: AsyncSession, order_ids: list[int]) -> set[int]:
+    """Which of these orders have an open case."""
+    if not order_ids:
+        return set()
+    rows = await session.scalars(
+        select(ExceptionCase.order_id)
+        .where(ExceptionCase.order_id.in_(order_ids), ExceptionCase.status == "open")
+        .distinct()
+    )
+    return {int(r) for r in rows.all() if r is not None}

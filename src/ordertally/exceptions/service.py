@@ -405,3 +405,8 @@ async def breached(session: AsyncSession, now: datetime) -> tuple[int, list[int]
 async def counts_by_type_state(session: AsyncSession) -> dict[tuple[str, str], int]:
     """Active cases per (type, state) (the gauge)."""
     return await repository.counts_by_type_state(session)
+
+
+async def orders_with_open_cases(session: AsyncSession, order_ids: list[int]) -> set[int]:
+    """Which of these orders have an open exception case (search's filter)."""
+    return await repository.orders_with_open(session, order_ids)

@@ -237,3 +237,16 @@ async def events_of_many(
         .order_by(TrackingEvent.shipment_id, TrackingEvent.occurred_at.desc(), TrackingEvent.id)
     )
     return list(rows.all())
+
+
+async def of_orders(session: AsyncSession, order_ids: list[int]) -> list[Shipment]:
+    """The shipments of several orders, by order then plan order."""
+    if not order_ids:
+        return []
+    rows = await session.scalars(
+        select(Shipment)
+        .where(Shipment.order_id.in_(order_ids))
+        .order_by(Shipment.order_id, Shipment.id)
+        .execution_options(populate_existing=True)
+    )
+    return list(rows.all())

@@ -23,6 +23,7 @@ from ordertally.fulfillment.shipments import (
     get_shipment,
     lines_by_shipment,
     shipments_of,
+    shipments_of_orders,
     timelines,
 )
 from ordertally.fulfillment.shipping import confirm, ship, ship_rows
@@ -50,5 +51,6 @@ __all__ = [
     "ship",
     "ship_rows",
     "shipments_of",
+    "shipments_of_orders",
     "timelines",
 ]

@@ -22,6 +22,11 @@ async def shipments_of(session: AsyncSession, order_id: int) -> list[Shipment]:
     return await repository.of_order(session, order_id)
 
 
+async def shipments_of_orders(session: AsyncSession, order_ids: list[int]) -> list[Shipment]:
+    """The shipments of several orders, by order then plan order."""
+    return await repository.of_orders(session, order_ids)
+
+
 async def lines_by_shipment(
     session: AsyncSession, shipment_ids: list[int]
 ) -> dict[int, list[ShipmentLine]]:

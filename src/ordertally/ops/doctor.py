@@ -18,6 +18,7 @@ from ordertally.ops import migrations
 from ordertally.ops import repository as health
 from ordertally.orders import repository as orders_repository
 from ordertally.payments import service as payments_service
+from ordertally.search import service as search_service
 
 
 @dataclass(slots=True)
@@ -90,6 +91,7 @@ async def run_checks(db: Database, settings: Settings) -> list[Check]:
         checks.append(await _unreserved_orders_check(session))
         checks.append(await _breached_cases_check(session))
         checks.extend(await _payment_checks(session, settings))
+        checks.extend(await _search_checks(session, settings))
     return checks
 
 
@@ -146,6 +148,40 @@ async def _payment_checks(session: AsyncSession, settings: Settings) -> list[Che
             overdue == 0,
             f"{overdue} payment attempts whose active query is overdue",
             {"overdue": overdue},
+        ),
+    ]
+
+
+# Below this many index rows the planner rightly prefers reading the table to the index.
+SEARCH_PLAN_MIN_ROWS = 10_000
+
+
+async def _search_checks(session: AsyncSession, settings: Settings) -> list[Check]:
+    """The search index's lag (events it still waits for) and that searches use the index."""
+    pending, age = await search_service.pending_lag(session)
+    lag_ok = age <= settings.doctor_outbox_max_age_seconds
+    stats = await search_service.index_stats(session)
+    uses, plan = await search_service.plan_uses_index(session)
+    small = stats["rows"] < SEARCH_PLAN_MIN_ROWS
+    return [
+        Check(
+            "search_index_lag",
+            lag_ok,
+            f"{pending} order changes not yet indexed, oldest {age:.0f}s"
+            + ("" if lag_ok else " (is a worker running?)"),
+            {"pending": pending, "oldest_age_seconds": round(age, 3)},
+        ),
+        Check(
+            "search_plan",
+            uses or small,
+            "searches use the index"
+            if uses
+            else (
+                f"{stats['rows']} index rows: too few for the planner to prefer the index"
+                if small
+                else "searches do not use the index: run ANALYZE, or search rebuild"
+            ),
+            {"uses_index": uses, "rows": stats["rows"], "plan": plan},
         ),
     ]
 

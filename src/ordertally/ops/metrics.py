@@ -26,6 +26,7 @@ from ordertally.events import repository as events_repository
 from ordertally.exceptions import repository as exceptions_repository
 from ordertally.exceptions.metrics import CASES_OPEN
 from ordertally.inventory import repository as inventory_repository
+from ordertally.search import service as search_service
 
 disable_created_metrics()
 
@@ -90,6 +91,7 @@ async def refresh_gauges(db: Database) -> dict[str, Any]:
         states = await inventory_repository.reservation_state_counts(session)
         expired = await inventory_repository.oldest_expired_held(session, clock.now())
         cases = await exceptions_repository.counts_by_type_state(session)
+        await search_service.pending_lag(session)  # sets the search index lag gauge
     CASES_OPEN.clear()
     for (case_type, state), n in cases.items():
         CASES_OPEN.labels(case_type, state).set(n)

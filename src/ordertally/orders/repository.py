@@ -475,3 +475,17 @@ async def set_sub_status(
         .returning(SalesOrder.id, SalesOrder.version, SalesOrder.status)
     )
     return [(int(i), int(v), str(s)) for i, v, s in result.all()]
+
+
+async def ids_after(session: AsyncSession, after_id: int, limit: int) -> list[SalesOrder]:
+    """Orders with an id above `after_id`, lowest first (walking every order in chunks)."""
+    stmt = select(SalesOrder).where(SalesOrder.id > after_id).order_by(SalesOrder.id).limit(limit)
+    return list((await session.scalars(stmt)).all())
+
+
+async def get_many_by_no(session: AsyncSession, order_nos: list[str]) -> list[SalesOrder]:
+    """The orders with these numbers (unknown numbers are simply absent)."""
+    if not order_nos:
+        return []
+    stmt = select(SalesOrder).where(SalesOrder.order_no.in_(order_nos))
+    return list((await session.scalars(stmt)).all())

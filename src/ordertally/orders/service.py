@@ -152,3 +152,28 @@ async def set_sub_status_many(
         ],
     )
     return {order_id for order_id, _, _ in changed}
+
+
+async def orders_after(session: AsyncSession, after_id: int, limit: int) -> list[SalesOrder]:
+    """A chunk of orders by ascending id after `after_id` (re-indexing walks every order)."""
+    return await repository.ids_after(session, after_id, limit)
+
+
+async def get_orders(session: AsyncSession, order_nos: list[str]) -> list[SalesOrder]:
+    """The orders with these numbers that exist, in no particular order."""
+    return await repository.get_many_by_no(session, order_nos)
+
+
+async def lines_of_orders(
+    session: AsyncSession, order_ids: list[int]
+) -> dict[int, list[OrderLine]]:
+    """The lines of several orders, by order id."""
+    found: dict[int, list[OrderLine]] = {order_id: [] for order_id in order_ids}
+    for line in await repository.lines_of_many(session, order_ids):
+        found.setdefault(line.order_id, []).append(line)
+    return found
+
+
+async def count_orders(session: AsyncSession) -> int:
+    """How many orders exist."""
+    return await repository.count_orders(session)

@@ -131,3 +131,11 @@ async def count_overdue_queries(session: AsyncSession, before: datetime) -> int:
 async def inbox_backlog(session: AsyncSession) -> tuple[int, datetime | None]:
     """Notifications stored but not yet applied, and the oldest one's arrival."""
     return await repository.inbox_backlog(session)
+
+
+async def payment_ids_of(session: AsyncSession, order_ids: list[int]) -> dict[int, list[str]]:
+    """out_trade_no and provider transaction id of each attempt, by order id (search)."""
+    found: dict[int, list[str]] = {}
+    for p in await repository.payments_of_orders(session, order_ids):
+        found.setdefault(p.order_id, []).extend(i for i in (p.out_trade_no, p.provider_txn_id) if i)
+    return found

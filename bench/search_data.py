@@ -1,0 +1,494 @@
+"""`python -m bench.search_data`: a realistic order set for the search benches, loaded into a
+scratch PostgreSQL database with COPY (not the API), with its ground truth.
+
+Buyers with common surnames and the polyphonic ones (曾 单 解 仇 朴 区 查), mainland
+addresses, mobile phones (one in ten stored as a platform sends it masked, 138****5678),
+products, channels with platform ids, payments, waybills and dates over two years. The search
+rows are built by the same code the consumer runs (search.service.doc_row over
+search.tokens), in worker processes; the GIN index is created after the COPY. A manifest
+(database URL, the PII key the tokens were made with, and ≥ 200 queries with the order each
+must find, covering every query kind) goes to bench/results/ for `python -m bench.search`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import multiprocessing
+import os
+import random
+import secrets
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+TZ_OFFSET = timedelta(hours=8)  # Asia/Shanghai, the default merchant time zone
+CHUNK = 20_000
+
+# Surnames by rough frequency, with the polyphonic ones a search must read as surnames.
+SURNAMES = (
+    "王" * 10
+    + "李" * 10
+    + "张" * 9
+    + "刘" * 8
+    + "陈" * 7
+    + "杨" * 5
+    + "黄" * 4
+    + "赵" * 4
+    + "吴" * 3
+    + "周" * 3
+    + "徐" * 3
+    + "孙" * 3
+    + "马" * 2
+    + "朱" * 2
+    + "胡" * 2
+    + "郭" * 2
+    + "何" * 2
+    + "高" * 2
+    + "林" * 2
+    + "罗" * 2
+    + "曾" * 2
+    + "单"
+    + "解"
+    + "仇"
+    + "朴"
+    + "区"
+    + "查"
+)
+# The reading of each polyphonic surname (what a caller says), for the ground truth.
+SURNAME_READING = {"曾": "zeng", "单": "shan", "解": "xie", "仇": "qiu", "朴": "piao", "区": "ou"}
+SURNAME_READING |= {"查": "zha"}
+GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华建国志红玉兰海燕晓东春梅"
+ADDRESSES = (
+    ("上海市", "上海市", ("浦东新区", "徐汇区", "静安区"), ("世纪大道", "陆家嘴环路", "淮海中路")),
+    ("北京市", "北京市", ("朝阳区", "海淀区", "东城区"), ("建国路", "中关村大街", "王府井大街")),
+    ("广东省", "广州市", ("天河区", "越秀区", "海珠区"), ("体育西路", "中山五路", "江南大道")),
+    ("广东省", "深圳市", ("南山区", "福田区", "宝安区"), ("科技园路", "深南大道", "新安路")),
+    ("浙江省", "杭州市", ("西湖区", "上城区", "余杭区"), ("文三路", "延安路", "文一西路")),
+    ("江苏省", "南京市", ("鼓楼区", "玄武区", "江宁区"), ("中山路", "珠江路", "双龙大道")),
+    ("四川省", "成都市", ("武侯区", "锦江区", "高新区"), ("人民南路", "春熙路", "天府大道")),
+    ("湖北省", "武汉市", ("武昌区", "洪山区", "江汉区"), ("中南路", "珞喻路", "解放大道")),
+    ("云南省", "昆明市", ("五华区", "盘龙区", "官渡区"), ("青年路", "北京路", "关上路")),
+    (
+        "广西壮族自治区",
+        "南宁市",
+        ("青秀区", "兴宁区", "西乡塘区"),
+        ("民族大道", "朝阳路", "大学路"),
+    ),
+)
+PRODUCTS = (
+    ("TEA-LJ-250", "西湖龙井 明前特级 250g", "龙井"),
+    ("TEA-PE-357", "云南普洱 熟茶饼 357g", "普洱"),
+    ("TEA-TGY-500", "安溪铁观音 浓香型 500g", "铁观音"),
+    ("TEA-DHP-200", "武夷山大红袍 200g", "大红袍"),
+    ("TEA-BLC-100", "洞庭碧螺春 100g", "碧螺春"),
+    ("CUP-CER-01", "景德镇陶瓷杯 白瓷", "陶瓷杯"),
+    ("CUP-THM-500", "不锈钢保温杯 500ml", "保温杯"),
+    ("PH-CASE-15", "苹果手机壳 透明防摔", "手机壳"),
+    ("HONEY-1KG", "秦岭土蜂蜜 1kg", "蜂蜜"),
+    ("RICE-5KG", "五常大米 稻花香 5kg", "大米"),
+    ("OIL-5L", "压榨花生油 5L", "花生油"),
+    ("NUT-MIX-30", "每日坚果 混合装 30袋", "坚果"),
+)
+CHANNELS = (("wechat_mini", "", 4), ("jd", "JD", 3), ("pdd", "PDD", 3), ("douyin", "DY", 2))
+CARRIERS = (("SF", "shunfeng", 12), ("ZT", "zhongtong", 13), ("YT", "yuantong", 13))
+STATUSES = (
+    ("completed", 40),
+    ("delivered", 10),
+    ("shipped", 15),
+    ("paid", 10),
+    ("allocated", 5),
+    ("pending_payment", 8),
+    ("closed", 7),
+    ("refunded", 5),
+)
+SHIPPED = frozenset({"completed", "delivered", "shipped"})
+PAID = SHIPPED | {"paid", "allocated", "refunded"}
+MASKED_SHARE = 0.1
+
+
+def _weighted(rng: random.Random, table: tuple[tuple[Any, ...], ...]) -> tuple[Any, ...]:
+    return rng.choices(table, weights=[row[-1] for row in table])[0]
+
+
+def _phone(rng: random.Random) -> str:
+    return f"1{rng.choice('3456789')}{rng.randrange(10**9):09d}"
+
+
+def _fields() -> tuple[list[str], list[str], list[str]]:
+    from ordertally.orders.models import OrderLine, SalesOrder
+    from ordertally.search.models import SearchDoc
+
+    return (
+        [c.name for c in SalesOrder.__table__.columns],
+        [c.name for c in OrderLine.__table__.columns],
+        [c.name for c in SearchDoc.__table__.columns],
+    )
+
+
+def generate_chunk(args: tuple[int, int, int, float, float]) -> dict[str, Any]:
+    """Orders start..start+count (ids from 1), dated between two instants in id order."""
+    start, count, seed, t0, t1 = args
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import orjson
+
+    from ordertally.core.crypto import get_cipher
+    from ordertally.orders.contact import PII_ADDRESS, PII_NAME, PII_PHONE, mask_name
+    from ordertally.search import service, tokens
+
+    cipher = get_cipher()
+    rng = random.Random(seed)
+    so_cols, line_cols, doc_cols = _fields()
+    orders: list[tuple[Any, ...]] = []
+    lines: list[tuple[Any, ...]] = []
+    docs: list[tuple[Any, ...]] = []
+    truth: list[dict[str, Any]] = []
+    line_id = start * 2
+    span = t1 - t0
+    for i in range(start, start + count):
+        created = datetime.fromtimestamp(t0 + span * (i / TOTAL[0]), UTC)
+        surname = rng.choice(SURNAMES)
+        given = "".join(rng.choice(GIVEN) for _ in range(rng.choice((1, 2, 2))))
+        name = surname + given
+        phone = _phone(rng)
+        masked = rng.random() < MASKED_SHARE
+        stored_phone = f"{phone[:3]}****{phone[-4:]}" if masked else f"+86{phone}"
+        province, city, districts, streets = rng.choice(ADDRESSES)
+        district, street = rng.choice(districts), rng.choice(streets)
+        line1 = f"{street}{rng.randrange(1, 999)}号"
+        channel, prefix, _ = _weighted(rng, CHANNELS)
+        external = f"{prefix}{rng.randrange(10**15, 10**16)}" if prefix else None
+        status = _weighted(rng, STATUSES)[0]
+        picked = rng.sample(PRODUCTS, rng.choice((1, 1, 2)))
+        order_no = f"OT{created:%y%m%d}{rng.randrange(10**12):012d}"
+        waybill = carrier = None
+        if status in SHIPPED:
+            code, carrier, digits = _weighted(rng, CARRIERS)
+            waybill = f"{code}{rng.randrange(10 ** (digits - 1), 10**digits)}"
+        out_trade_no = txn = None
+        if status in PAID and channel == "wechat_mini":
+            out_trade_no = f"{order_no}P01"
+            txn = f"4200000{rng.randrange(10**20, 10**21)}"
+        price = rng.randrange(1000, 99900)
+        total = price * len(picked)
+        address = {
+            "name": name,
+            "phone": stored_phone,
+            "province": province,
+            "city": city,
+            "district": district,
+            "line1": line1,
+            "postal_code": "200000",
+        }
+        row = {
+            "id": i + 1,
+            "order_no": order_no,
+            "channel": channel,
+            "external_id": external,
+            "status": status,
+            "version": 1,
+            "currency": "CNY",
+            "subtotal_minor": total,
+            "discount_minor": 0,
+            "total_minor": total,
+            "base_currency": "CNY",
+            "fx_rate": "1",
+            "shipping_minor": 0,
+            "tax_minor": 0,
+            "fee_minor": 0,
+            "base_total_minor": total,
+            "customer_name_enc": cipher.encrypt(name, PII_NAME),
+            "customer_name_masked": mask_name(name),
+            "customer_phone_enc": cipher.encrypt(stored_phone, PII_PHONE),
+            "customer_phone_bidx": cipher.blind_index(stored_phone, "phone"),
+            "customer_phone_masked": f"{phone[:3]}****{phone[-4:]}",
+            "customer_phone_last4": phone[-4:],
+            "shipping_address_enc": cipher.encrypt(orjson.dumps(address).decode(), PII_ADDRESS),
+            "ship_name_masked": mask_name(name),
+            "ship_phone_masked": f"{phone[:3]}****{phone[-4:]}",
+            "ship_province": province,
+            "ship_city": city,
+            "ship_district": district,
+            "fingerprint": secrets.token_hex(16),
+            "created_by": "bench",
+            "payment_deadline_at": None,
+            "waybill_nos": waybill or "",
+            "created_at": created,
+            "updated_at": created,
+        }
+        orders.append(tuple(row[c] for c in so_cols))
+        for n, (code, title, _) in enumerate(picked, 1):
+            line_id += 1
+            values = {
+                "id": line_id,
+                "order_id": i + 1,
+                "line_no": n,
+                "sku": code,
+                "quantity": 1,
+                "unit_price_minor": price,
+                "discount_minor": 0,
+                "total_minor": price,
+                "sku_name": title,
+                "sku_name_en": None,
+                "sku_spec": None,
+                "sku_barcode": None,
+            }
+            lines.append(tuple(values[c] for c in line_cols))
+        placed = (created + TZ_OFFSET).date()
+        facts = tokens.OrderFacts(
+            order_no=order_no,
+            channel=channel,
+            status=status,
+            placed_on=placed,
+            external_id=external,
+            names=(name,),
+            phones=(stored_phone,),
+            address=(province, city, district, line1),
+            skus=tuple((code, title) for code, title, _ in picked),
+            waybills=(waybill,) if waybill else (),
+            payment_ids=tuple(p for p in (out_trade_no, txn) if p),
+            warehouses=("WH-SH",) if status in SHIPPED else (),
+            carriers=(carrier,) if carrier else (),
+        )
+        doc = service.doc_row(facts, SimpleNamespace(**row), created)  # type: ignore[arg-type]
+        doc["indexed_at"] = created
+        docs.append(tuple(doc[c] for c in doc_cols))
+        if rng.random() < TRUTH_SHARE[0]:
+            truth.append(
+                {
+                    "order_no": order_no,
+                    "name": name,
+                    "surname": surname,
+                    "given": given,
+                    "phone": phone,
+                    "masked": masked,
+                    "date": placed.isoformat(),
+                    "external_id": external,
+                    "waybill": waybill,
+                    "out_trade_no": out_trade_no,
+                    "txn": txn,
+                    "sku": picked[0][0],
+                    "word": picked[0][2],
+                    "city": city,
+                    "district": district,
+                    "street": street,
+                }
+            )
+    return {"orders": orders, "lines": lines, "docs": docs, "truth": truth}
+
+
+TOTAL = [1]
+TRUTH_SHARE = [0.001]
+
+
+def _pinyin(t: dict[str, Any]) -> str:
+    from pypinyin import lazy_pinyin
+
+    surname = SURNAME_READING.get(t["surname"]) or "".join(lazy_pinyin(t["surname"]))
+    return surname + "".join(lazy_pinyin(t["given"]))
+
+
+def queries(truth: list[dict[str, Any]], today: str) -> list[dict[str, Any]]:
+    """Every query kind, from the ground truth: each with the order it must find in the top
+    five (`exact`: it must come first)."""
+    rng = random.Random(7)
+    out: list[dict[str, Any]] = []
+    recent = [t for t in truth if t["date"] > f"{int(today[:4]) - 1}{today[4:]}"]
+
+    def add(kind: str, q: str, t: dict[str, Any], exact: bool = False) -> None:
+        out.append({"kind": kind, "q": q, "expect": t["order_no"], "exact": exact})
+
+    def some(pool: list[dict[str, Any]], n: int = 14) -> list[dict[str, Any]]:
+        return rng.sample(pool, min(n, len(pool)))
+
+    plain = [t for t in truth if not t["masked"]]
+    for t in some(truth):
+        add("name+last4", f"{t['name']} {t['phone'][-4:]}", t)
+    for t in some(truth):
+        add("pinyin+last4", f"{_pinyin(t)} {t['phone'][-4:]}", t)
+    for t in some([t for t in truth if t["surname"] in SURNAME_READING]):
+        add("polyphonic pinyin+last4", f"{_pinyin(t)} {t['phone'][-4:]}", t)
+    for t in some(truth):
+        initials = "".join(s[0] for s in [SURNAME_READING.get(t["surname"], _pinyin(t))])
+        from pypinyin import lazy_pinyin
+
+        initials += "".join(p[0] for p in lazy_pinyin(t["given"]))
+        add("initials+last4+date", f"{initials} {t['phone'][-4:]} {t['date'].replace('-', '')}", t)
+    for t in some([t for t in truth if any(x in _pinyin(t) for x in ("zh", "sh", "ch", "ng"))]):
+        near = _pinyin(t).replace("zh", "z").replace("sh", "s").replace("ch", "c")
+        near = near.replace("ng", "n")
+        add("near-miss pinyin+last4", f"{near} {t['phone'][-4:]}", t)
+    for t in some(plain):
+        add("phone", t["phone"], t, exact=True)
+    for t in some(plain, 8):
+        p = t["phone"]
+        add("phone +86 spaced", f"+86 {p[:3]} {p[3:7]} {p[7:]}", t, exact=True)
+    for t in some(truth):
+        p = t["phone"]
+        add("masked phone+name", f"{p[:3]}****{p[-4:]} {t['name']}", t)
+    for t in some([t for t in truth if t["masked"]]):
+        p = t["phone"]
+        add("platform-masked record", f"{p[:3]}****{p[-4:]} {t['date'].replace('-', '')}", t)
+    for t in some(truth, 8):
+        add("first3+last4 masked", f"{t['phone'][:3]}****{t['phone'][-4:]}", t)
+    for t in some(truth, 10):
+        add("date+name", f"{t['date']} {t['name']}", t)
+    for t in some(recent, 8):
+        m, d = int(t["date"][5:7]), int(t["date"][8:10])
+        add("月日+name", f"{m}月{d}日 {t['name']}", t)
+    for t in some(recent, 6):
+        m, d = int(t["date"][5:7]), int(t["date"][8:10])
+        add("m/d+name", f"{m}/{d} {t['name']}", t)
+    for t in some(truth):
+        add("order no", t["order_no"], t, exact=True)
+    for t in some(truth):
+        add("order no last 8", t["order_no"][-8:], t)
+    for t in some([t for t in truth if t["external_id"]]):
+        add("platform id", t["external_id"], t)
+    for t in some([t for t in truth if t["waybill"]]):
+        add("waybill", t["waybill"], t, exact=True)
+    for t in some([t for t in truth if t["out_trade_no"]], 8):
+        add("out_trade_no", t["out_trade_no"], t)
+    for t in some([t for t in truth if t["txn"]], 8):
+        add("transaction id", t["txn"], t)
+    for t in some(truth, 10):
+        add("sku+name", f"{t['sku']} {t['name']}", t)
+    for t in some(truth, 10):
+        add("product word+last4", f"{t['word']} {t['phone'][-4:]}", t)
+    for t in some(truth, 10):
+        add("address+name", f"{t['district'][:2]} {t['street']} {t['name']}", t)
+    for t in some(truth, 10):
+        add("city+name+last4", f"{t['city'].rstrip('市')} {t['name']} {t['phone'][-4:]}", t)
+    return out
+
+
+async def _copy(url: str, chunks: Any, total: int) -> dict[str, float]:
+    import asyncpg
+
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(dsn)
+    so_cols, line_cols, doc_cols = _fields()
+    timing = {"copy": 0.0}
+    try:
+        await conn.execute("DROP INDEX IF EXISTS hand_search_doc_tsv")
+        done = 0
+        for part in chunks:
+            started = time.perf_counter()
+            await conn.copy_records_to_table("sales_order", records=part["orders"], columns=so_cols)
+            await conn.copy_records_to_table("order_line", records=part["lines"], columns=line_cols)
+            await conn.copy_records_to_table("search_doc", records=part["docs"], columns=doc_cols)
+            timing["copy"] += time.perf_counter() - started
+            done += len(part["orders"])
+            print(f"  {done}/{total} orders loaded", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        await conn.execute("SET maintenance_work_mem = '512MB'")
+        await conn.execute(
+            "CREATE INDEX hand_search_doc_tsv ON search_doc USING gin (hand_tsv) "
+            "WITH (fastupdate = off)"
+        )
+        timing["gin"] = time.perf_counter() - started
+        for table in ("sales_order", "order_line"):
+            await conn.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                f"(SELECT max(id) FROM {table}))"
+            )
+        await conn.execute("ANALYZE sales_order; ANALYZE order_line; ANALYZE search_doc")
+        timing["size_bytes"] = float(
+            await conn.fetchval("SELECT pg_total_relation_size('search_doc')")
+        )
+    finally:
+        await conn.close()
+    return timing
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=1_000_000)
+    parser.add_argument("--name", default="ordertally_search_bench")
+    parser.add_argument(
+        "--pg-url", default=os.environ.get("ORDERTALLY_TEST_PG_URL", DEFAULT_PG_URL)
+    )
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=2026)
+    args = parser.parse_args()
+
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    os.environ["ORDERTALLY_PII_KEY"] = key
+    url = make_url(args.pg_url).set(database=args.name).render_as_string(hide_password=False)
+    os.environ["ORDERTALLY_DATABASE_URL"] = url
+    data_dir = RESULTS / f"search-{args.name}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["ORDERTALLY_DATA_DIR"] = str(data_dir)
+
+    admin = make_url(args.pg_url).set(drivername="postgresql").render_as_string(False)
+
+    async def recreate() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{args.name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{args.name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(recreate())
+    env = {**os.environ}
+    subprocess.run([sys.executable, "-m", "ordertally", "migrate"], env=env, check=True)
+
+    now = datetime.now(UTC)
+    t0, t1 = (now - timedelta(days=730)).timestamp(), (now - timedelta(minutes=5)).timestamp()
+    TOTAL[0] = args.orders
+    TRUTH_SHARE[0] = min(1.0, 4000 / args.orders)
+    tasks = [
+        (start, min(CHUNK, args.orders - start), args.seed + start, t0, t1)
+        for start in range(0, args.orders, CHUNK)
+    ]
+    started = time.perf_counter()
+    truth: list[dict[str, Any]] = []
+
+    def produced() -> Any:
+        with multiprocessing.get_context("fork").Pool(args.processes) as pool:
+            for part in pool.imap(generate_chunk, tasks):
+                truth.extend(part["truth"])
+                yield part
+
+    timing = asyncio.run(_copy(url, produced(), args.orders))
+    elapsed = time.perf_counter() - started
+    today = (now + TZ_OFFSET).date().isoformat()
+    manifest = {
+        "url": url,
+        "pii_key": key,
+        "orders": args.orders,
+        "load_seconds": round(elapsed, 1),
+        "copy_seconds": round(timing["copy"], 1),
+        "gin_seconds": round(timing["gin"], 1),
+        "index_bytes": int(timing["size_bytes"]),
+        "index_bytes_per_order": round(timing["size_bytes"] / args.orders),
+        "queries": queries(truth, today),
+    }
+    path = RESULTS / f"search-{args.name}.json"
+    path.write_text(json.dumps(manifest, ensure_ascii=False, indent=1))
+    print(
+        f"{args.orders} orders in {elapsed:.0f}s ({args.orders / elapsed:.0f}/s; COPY "
+        f"{timing['copy']:.0f}s, GIN {timing['gin']:.0f}s); search_doc "
+        f"{timing['size_bytes'] / 2**20:.0f} MiB ({manifest['index_bytes_per_order']} B/order); "
+        f"{len(manifest['queries'])} queries -> {path}"
+    )
+
+
+if __name__ == "__main__":
+    main()

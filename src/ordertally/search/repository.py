@@ -1,0 +1,175 @@
+"""Every query of the search domain: index rows, the two engines' match, synonyms, the plan
+and size checks of the doctor and the benches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, delete, func, literal_column, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.core.db import dialect_of, table_of, upsert_insert
+from ordertally.search.models import SearchDoc, SearchSynonym
+
+_DOC = table_of(SearchDoc)
+_UPDATABLE = [c.name for c in _DOC.columns if c.name != "order_id"]
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """The filters people combine with a query (all optional)."""
+
+    status: str | None = None
+    channel: str | None = None
+    date_from: str | None = None  # merchant-local YYYY-MM-DD, inclusive
+    date_to: str | None = None
+    open_exception: bool | None = None
+
+
+async def upsert_docs(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Write index rows (absolute values: a replay writes the same row)."""
+    if not rows:
+        return
+    stmt = upsert_insert(session, SearchDoc)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["order_id"], set_={c: stmt.excluded[c] for c in _UPDATABLE}
+    )
+    await session.execute(stmt, list(rows))
+
+
+async def delete_docs(session: AsyncSession, order_ids: Sequence[int]) -> None:
+    """Drop the rows of orders that no longer exist."""
+    if order_ids:
+        await session.execute(delete(SearchDoc).where(SearchDoc.order_id.in_(list(order_ids))))
+
+
+def _match(stmt: Select[Any], dialect: str, expression: str) -> Select[Any]:
+    if dialect == "postgresql":
+        return stmt.where(
+            literal_column("search_doc.hand_tsv").op("@@")(
+                func.to_tsquery(literal_column("'simple'::regconfig"), expression)
+            )
+        )
+    return stmt.where(
+        SearchDoc.order_id.in_(
+            select(literal_column("rowid"))
+            .select_from(text("hand_search_fts"))
+            .where(text("hand_search_fts MATCH :fts").bindparams(fts=expression))
+        )
+    )
+
+
+def _filtered(stmt: Select[Any], filters: Filters) -> Select[Any]:
+    if filters.status:
+        stmt = stmt.where(SearchDoc.status == filters.status)
+    if filters.channel:
+        stmt = stmt.where(SearchDoc.channel == filters.channel)
+    if filters.date_from:
+        stmt = stmt.where(SearchDoc.placed_date >= filters.date_from)
+    if filters.date_to:
+        stmt = stmt.where(SearchDoc.placed_date <= filters.date_to)
+    if filters.open_exception is not None:
+        stmt = stmt.where(SearchDoc.has_open_exception == filters.open_exception)
+    return stmt
+
+
+def search_statement(
+    dialect: str, expression: str | None, filters: Filters, after: int | None, limit: int
+) -> Select[Any]:
+    """Matching rows, newest order first (order ids grow with time), after a keyset cursor."""
+    stmt = select(SearchDoc)
+    if expression:
+        stmt = _match(stmt, dialect, expression)
+    stmt = _filtered(stmt, filters)
+    if after is not None:
+        stmt = stmt.where(SearchDoc.order_id < after)
+    newest_first = SearchDoc.order_id.desc()
+    if expression and dialect == "postgresql":
+        # PostgreSQL cannot estimate how rare our tokens are (an OR of unknown lexemes looks
+        # like ~1% of the table), so with the primary key's order at hand it walks the key
+        # backwards filtering every row: seconds for a waybill at 1M orders. Ordering by an
+        # expression leaves it the GIN bitmap and a top-N sort of the (few) matches.
+        newest_first = (SearchDoc.order_id + 0).desc()
+    return stmt.order_by(newest_first).limit(limit)
+
+
+async def search(
+    session: AsyncSession, expression: str | None, filters: Filters, after: int | None, limit: int
+) -> list[SearchDoc]:
+    """One page of matching index rows."""
+    stmt = search_statement(dialect_of(session), expression, filters, after, limit)
+    return list((await session.scalars(stmt)).all())
+
+
+async def plan(session: AsyncSession, expression: str) -> str:
+    """The database's plan for a search (the doctor checks it uses the index)."""
+    dialect = dialect_of(session)
+    stmt = search_statement(dialect, expression, Filters(), None, 20)
+    compiled = stmt.compile(dialect=session.bind.dialect, compile_kwargs={"literal_binds": True})  # type: ignore[union-attr]
+    prefix = "EXPLAIN " if dialect == "postgresql" else "EXPLAIN QUERY PLAN "
+    rows = (await session.execute(text(prefix + str(compiled)))).all()
+    return "\n".join(" ".join(str(c) for c in row) for row in rows)
+
+
+async def counts(session: AsyncSession) -> tuple[int, int]:
+    """Index rows, and their tokens in all."""
+    row = (
+        await session.execute(
+            select(func.count(), func.coalesce(func.sum(SearchDoc.token_count), 0))
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+async def oldest_lag(session: AsyncSession) -> float | None:
+    """The largest recorded indexed_at - source_at of the last rows written (seconds)."""
+    rows = await session.execute(
+        select(SearchDoc.source_at, SearchDoc.indexed_at)
+        .order_by(SearchDoc.indexed_at.desc())
+        .limit(100)
+    )
+    lags = [(b - a).total_seconds() for a, b in rows.all()]
+    return max(lags) if lags else None
+
+
+async def size_bytes(session: AsyncSession) -> int | None:
+    """Bytes the index takes on disk (table, GIN or FTS5 shadow tables), when measurable."""
+    if dialect_of(session) == "postgresql":
+        value = await session.scalar(text("SELECT pg_total_relation_size('search_doc')"))
+        return int(value or 0)
+    try:
+        value = await session.scalar(
+            text(
+                "SELECT sum(pgsize) FROM dbstat WHERE name = 'search_doc' "
+                "OR name LIKE 'hand_search_fts%' OR name LIKE 'sqlite_autoindex_search_doc%'"
+            )
+        )
+    except Exception:  # dbstat is a compile-time option of SQLite
+        return None
+    return int(value or 0)
+
+
+async def synonyms(session: AsyncSession) -> list[SearchSynonym]:
+    """Every synonym pair, oldest first."""
+    rows = await session.scalars(select(SearchSynonym).order_by(SearchSynonym.id))
+    return list(rows.all())
+
+
+async def add_synonym(session: AsyncSession, values: dict[str, Any]) -> SearchSynonym | None:
+    """Insert a pair unless it exists; None when it did."""
+    stmt = (
+        upsert_insert(session, SearchSynonym)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["term", "synonym"])
+        .returning(SearchSynonym.id)
+    )
+    new_id = await session.scalar(stmt)
+    return None if new_id is None else await session.get(SearchSynonym, new_id)
+
+
+async def delete_synonym(session: AsyncSession, synonym_id: int) -> bool:
+    """Delete a pair; whether it existed."""
+    result = await session.execute(delete(SearchSynonym).where(SearchSynonym.id == synonym_id))
+    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,320 @@
+"""Use cases of the search domain: (re)index orders from what each domain owns, search with
+one query and filters, explain the matches, and keep the merchant's synonyms."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.core import clock
+from ordertally.core.crypto import get_cipher
+from ordertally.core.db import count_after_commit, dialect_of
+from ordertally.core.settings import get_settings
+from ordertally.events import service as events_service
+from ordertally.exceptions import service as exceptions_service
+from ordertally.fulfillment import service as fulfillment_service
+from ordertally.orders import service as orders_service
+from ordertally.orders.contact import PII_ADDRESS, PII_NAME, PII_PHONE
+from ordertally.orders.models import OrderLine, SalesOrder
+from ordertally.orders.state_machine import TRANSITIONS
+from ordertally.payments import service as payments_service
+from ordertally.search import metrics, repository
+from ordertally.search import query as parser
+from ordertally.search import tokens as tk
+from ordertally.search.errors import InvalidCursor, SynonymNotFound, SynonymRefused
+from ordertally.search.models import SearchDoc, SearchSynonym
+from ordertally.search.repository import Filters
+
+MAX_LIMIT = 100
+# The events that change what an order is found by. Payments change it only when it is paid
+# (out_trade_no, transaction id): that is OrderPaid, a transition. The customers domain
+# publishes no event of its own; a customer's data lives on the order.
+INDEXED_EVENTS: tuple[str, ...] = (
+    "OrderCreated",
+    *sorted({t.event_type for t in TRANSITIONS}),
+    "ShipmentShipped",
+    "ShipmentDelivered",
+    "ShipmentTrackingException",
+    "ChannelOrderIngested",
+)
+
+
+def today() -> date:
+    """The merchant's local date now (昨天 and 1月25日 are read against it)."""
+    return clock.to_local(clock.now(), get_settings().timezone).date()
+
+
+def _facts(
+    order: SalesOrder,
+    lines: list[OrderLine],
+    payment_ids: list[str],
+    shipments: list[Any],
+    open_exception: bool,
+) -> tk.OrderFacts:
+    cipher = get_cipher()
+    address = orjson.loads(cipher.decrypt(order.shipping_address_enc, PII_ADDRESS))
+    names = (cipher.decrypt(order.customer_name_enc, PII_NAME), str(address.get("name") or ""))
+    phones = (cipher.decrypt(order.customer_phone_enc, PII_PHONE), str(address.get("phone") or ""))
+    placed = clock.to_local(order.created_at, get_settings().timezone).date()
+    return tk.OrderFacts(
+        order_no=order.order_no,
+        channel=order.channel,
+        status=order.status,
+        placed_on=placed,
+        external_id=order.external_id,
+        names=tuple(dict.fromkeys(n for n in names if n)),
+        phones=tuple(dict.fromkeys(p for p in phones if p)),
+        address=tuple(str(address.get(k) or "") for k in ("province", "city", "district", "line1")),
+        skus=tuple((ln.sku, ln.sku_name or "") for ln in lines),
+        waybills=tuple(
+            dict.fromkeys(
+                [*(s.waybill_no for s in shipments if s.waybill_no), *order.waybill_nos.split()]
+            )
+        ),
+        payment_ids=tuple(payment_ids),
+        warehouses=tuple(dict.fromkeys(s.warehouse_code for s in shipments)),
+        carriers=tuple(dict.fromkeys(c for s in shipments for c in (s.carrier, s.company) if c)),
+        open_exception=open_exception,
+    )
+
+
+def doc_row(facts: tk.OrderFacts, order: SalesOrder, source_at: datetime) -> dict[str, Any]:
+    """The index row of an order from its facts."""
+    text = tk.tokens_of(facts)
+    return {
+        "order_id": order.id,
+        "order_no": order.order_no,
+        "channel": order.channel,
+        "status": order.status,
+        "placed_date": facts.placed_on.isoformat(),
+        "has_open_exception": facts.open_exception,
+        "total_minor": order.total_minor,
+        "currency": order.currency,
+        "customer_name_masked": order.customer_name_masked,
+        "customer_phone_masked": order.customer_phone_masked,
+        "ship_city": order.ship_city[:64],
+        "tokens": text,
+        "token_count": text.count(" ") + 1,
+        "created_at": order.created_at,
+        "source_at": source_at,
+        "indexed_at": clock.now(),
+    }
+
+
+async def index_orders(
+    session: AsyncSession, orders: list[SalesOrder], source_at: dict[int, datetime] | None = None
+) -> int:
+    """Write the index rows of some orders from what every owning domain says now (absolute
+    values: running it twice writes the same rows). Returns the rows written."""
+    if not orders:
+        return 0
+    ids = [o.id for o in orders]
+    lines = await orders_service.lines_of_orders(session, ids)
+    payments = await payments_service.payment_ids_of(session, ids)
+    shipments: dict[int, list[Any]] = {}
+    for s in await fulfillment_service.shipments_of_orders(session, ids):
+        shipments.setdefault(s.order_id, []).append(s)
+    open_cases = await exceptions_service.orders_with_open_cases(session, ids)
+    now = clock.now()
+    rows = []
+    for order in orders:
+        facts = _facts(
+            order,
+            lines.get(order.id, []),
+            payments.get(order.id, []),
+            shipments.get(order.id, []),
+            order.id in open_cases,
+        )
+        at = (source_at or {}).get(order.id, now)
+        rows.append(doc_row(facts, order, at))
+        metrics.observe_lag((now - clock.as_utc(at)).total_seconds())
+    await repository.upsert_docs(session, rows)
+    return len(rows)
+
+
+async def index_order_nos(session: AsyncSession, source_at: dict[str, datetime]) -> int:
+    """Re-index the orders with these numbers (the consumer's entry point)."""
+    orders = await orders_service.get_orders(session, sorted(source_at))
+    return await index_orders(
+        session, orders, {o.id: source_at[o.order_no] for o in orders if o.order_no in source_at}
+    )
+
+
+async def rebuild_chunk(session: AsyncSession, after_id: int, chunk: int) -> tuple[int, int]:
+    """Re-index the next `chunk` orders after `after_id`; (last id, rows written), rows 0 at
+    the end."""
+    orders = await orders_service.orders_after(session, after_id, chunk)
+    if not orders:
+        return after_id, 0
+    return orders[-1].id, await index_orders(session, orders)
+
+
+async def orders_to_index(session: AsyncSession) -> int:
+    """How many orders a full rebuild walks."""
+    return await orders_service.count_orders(session)
+
+
+# --- searching ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    doc: SearchDoc
+    highlights: list[dict[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    terms: list[parser.Term]
+    hits: list[Hit]
+    next_cursor: str | None
+
+
+def encode_cursor(order_id: int) -> str:
+    """An opaque keyset cursor."""
+    return base64.urlsafe_b64encode(f"o:{order_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The order id behind a cursor, or InvalidCursor."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = raw.partition(":")
+        if kind != "o" or not value.isdigit():
+            raise ValueError(raw)
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidCursor("the cursor is not one this API returned") from exc
+
+
+# The synonyms, read at most every few seconds per process (a search need not pay a round trip
+# for a table that changes a few times a day); this process's own edits clear it at once.
+SYNONYMS_TTL_SECONDS = 5.0
+_synonyms: dict[str, Any] = {"map": None, "until": 0.0}
+
+
+def forget_synonyms() -> None:
+    """Drop this process's copy of the synonyms (after an edit)."""
+    _synonyms["map"] = None
+
+
+async def synonym_map(session: AsyncSession) -> dict[str, tuple[str, ...]]:
+    """word -> its synonyms, both ways."""
+    cached = _synonyms["map"]
+    if cached is not None and time.monotonic() < _synonyms["until"]:
+        return cached
+    found: dict[str, list[str]] = {}
+    for s in await repository.synonyms(session):
+        found.setdefault(s.term, []).append(s.synonym)
+        found.setdefault(s.synonym, []).append(s.term)
+    result = {k: tuple(dict.fromkeys(v)) for k, v in found.items()}
+    _synonyms.update(map=result, until=time.monotonic() + SYNONYMS_TTL_SECONDS)
+    return result
+
+
+async def search(
+    session: AsyncSession,
+    q: str,
+    filters: Filters,
+    *,
+    warehouse: str | None = None,
+    carrier: str | None = None,
+    cursor: str | None = None,
+    limit: int = 20,
+) -> Page:
+    """Orders matching every term of `q` and every filter, newest first, with why each matched."""
+    terms = parser.parse(q, today(), await synonym_map(session))
+    nodes: list[parser.Node] = [t.node for t in terms]
+    if warehouse:
+        nodes.append(parser.Leaf("wh", tk.norm(warehouse), warehouse))
+    if carrier:
+        nodes.append(parser.Leaf("ca", tk.norm(carrier), carrier))
+    dialect = "pg" if dialect_of(session) == "postgresql" else "sqlite"
+    expression = parser.render(parser.AllOf(tuple(nodes)), dialect) if nodes else None
+    after = decode_cursor(cursor) if cursor else None
+    limit = max(1, min(limit, MAX_LIMIT))
+    docs = await repository.search(session, expression, filters, after, limit + 1)
+    legend = parser.legend([t.node for t in terms])
+    hits = [Hit(d, tk.explain(d.tokens.split(), legend)) for d in docs[:limit]]
+    next_cursor = encode_cursor(docs[limit - 1].order_id) if len(docs) > limit else None
+    return Page(terms, hits, next_cursor)
+
+
+# --- synonyms ---------------------------------------------------------------------------------
+
+
+async def list_synonyms(session: AsyncSession) -> list[SearchSynonym]:
+    """The merchant's synonym pairs."""
+    return await repository.synonyms(session)
+
+
+async def add_synonym(
+    session: AsyncSession, term: str, synonym: str, by: str
+) -> tuple[SearchSynonym, bool]:
+    """Record that two words mean the same; (the pair, whether it is new)."""
+    a, b = sorted((tk.norm(term), tk.norm(synonym)))
+    if not a or a == b:
+        raise SynonymRefused("a synonym needs two different words")
+    row = await repository.add_synonym(
+        session, {"term": a, "synonym": b, "created_by": by, "created_at": clock.now()}
+    )
+    forget_synonyms()
+    count_after_commit(session, forget_synonyms)  # and again once it is visible to others
+    if row is not None:
+        return row, True
+    existing = [s for s in await repository.synonyms(session) if (s.term, s.synonym) == (a, b)]
+    return existing[0], False
+
+
+async def delete_synonym(session: AsyncSession, synonym_id: int) -> None:
+    """Forget a synonym pair, or SynonymNotFound."""
+    if not await repository.delete_synonym(session, synonym_id):
+        raise SynonymNotFound(f"synonym {synonym_id} does not exist")
+    forget_synonyms()
+    count_after_commit(session, forget_synonyms)  # and again once it is visible to others
+
+
+# --- health -----------------------------------------------------------------------------------
+
+
+async def index_stats(session: AsyncSession) -> dict[str, Any]:
+    """Rows, tokens per row and bytes of the index (the doctor, the benches)."""
+    rows, tokens = await repository.counts(session)
+    size = await repository.size_bytes(session)
+    return {
+        "rows": rows,
+        "tokens_per_row": round(tokens / rows, 1) if rows else 0.0,
+        "bytes": size,
+        "bytes_per_row": round(size / rows) if rows and size else None,
+    }
+
+
+async def plan_uses_index(session: AsyncSession) -> tuple[bool, str]:
+    """Whether the database answers a typical search through the index, and its plan."""
+    node = parser.parse("张三 5678", today())
+    dialect = "pg" if dialect_of(session) == "postgresql" else "sqlite"
+    expression = parser.render(parser.AllOf(tuple(t.node for t in node)), dialect)
+    text = await repository.plan(session, expression)
+    uses = "hand_search_doc_tsv" in text if dialect == "pg" else "hand_search_fts" in text
+    return uses, text
+
+
+async def recent_lag(session: AsyncSession) -> float | None:
+    """The largest lag among the last rows written (seconds)."""
+    return await repository.oldest_lag(session)
+
+
+async def pending_lag(session: AsyncSession) -> tuple[int, float]:
+    """Events the index still waits for, and how old the oldest is (seconds): the index lag
+    as it stands now."""
+    count, oldest = await events_service.backlog_of(session, list(INDEXED_EVENTS))
+    age = (clock.now() - clock.as_utc(oldest)).total_seconds() if oldest else 0.0
+    metrics.PENDING_AGE.set(max(age, 0.0))
+    return count, max(age, 0.0)

@@ -1,0 +1,290 @@
+"""The tokens of the search index: what an order is findable by, each as a keyed blind token.
+
+Every token is `kind` (two letters) + 12 hex digits (48 bits) of HMAC-SHA256(key, kind:value),
+the key derived from the PII master key (core/crypto.py). The index therefore holds no plain
+name, phone, address or id, and every token is plain ASCII that both engines (PostgreSQL
+`simple` tsvector, SQLite FTS5 `unicode61`) keep whole. The query parser (query.py) builds the
+same tokens from what a person types, so matching is exact token equality; fuzziness (pinyin,
+near-miss pinyin, phone fragments, id suffixes) is decided here, when the row is written.
+Pure functions: no database, no I/O beyond loading the segmenter's user dictionary once.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import itertools
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from ordertally.core.crypto import get_cipher
+
+# kind -> the field a match is explained with (the API's `highlights[].field`).
+FIELDS: dict[str, str] = {
+    "on": "order_no",
+    "os": "order_no_suffix",
+    "ex": "platform_order_id",
+    "wb": "waybill_no",
+    "pt": "payment_id",
+    "pf": "phone",
+    "p4": "phone_last4",
+    "p7": "phone_masked",
+    "nm": "name",
+    "nc": "name",
+    "py": "name_pinyin",
+    "pi": "name_initials",
+    "pn": "name_pinyin_near",
+    "ps": "name_pinyin",
+    "ad": "address",
+    "sk": "sku",
+    "pw": "product",
+    "dt": "date",
+    "st": "status",
+    "ch": "channel",
+    "wh": "warehouse",
+    "ca": "carrier",
+    "xo": "open_exception",
+}
+# Suffixes of order numbers shorter than this are not indexed (too many orders share them).
+MIN_SUFFIX = 6
+# A name with many polyphonic characters is indexed under at most this many readings.
+MAX_READINGS = 16
+CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+MASKED_PHONE = re.compile(r"^(?:\+?86)?(1\d{2})\*{3,5}(\d{4})$")
+MAINLAND_MOBILE = re.compile(r"^(?:86)?(1[3-9]\d{9})$")
+_ADMIN_SUFFIX = re.compile(
+    r"(特别行政区|维吾尔自治区|壮族自治区|回族自治区|自治区|自治州|省|市|区|县)$"
+)
+USER_DICT = Path(__file__).with_name("userdict.txt")
+
+
+@functools.lru_cache(maxsize=1)
+def _key() -> bytes:
+    return get_cipher().derive_key("search token v1")
+
+
+def reset_key() -> None:
+    """Forget the cached token key and tokens (tests, key rotation: then `search rebuild`)."""
+    _key.cache_clear()
+    token.cache_clear()
+
+
+@functools.lru_cache(maxsize=262_144)
+def token(kind: str, value: str) -> str:
+    """The blind token of one (kind, value); the kind stays readable for explanations.
+
+    Cached: most values repeat across orders (dates, places, products, pinyin)."""
+    return kind + hmac.digest(_key(), f"{kind}:{value}".encode(), "sha256")[:6].hex()
+
+
+def norm(text: str) -> str:
+    """NFKC (full-width to ASCII), lower case, no spaces: how every value is compared."""
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text)).lower()
+
+
+# --- Chinese segmentation ---------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _segmenter() -> object:
+    import rjieba
+
+    jieba = rjieba.Jieba()
+    for line in USER_DICT.read_text(encoding="utf-8").splitlines():
+        word, *rest = line.split()
+        jieba.add_word(word, int(rest[0]) if rest else None, rest[1] if len(rest) > 1 else None)
+    return jieba
+
+
+def words(text: str) -> list[str]:
+    """Search-mode segmentation (the words and their longer compounds), normalised, no
+    punctuation; the same user dictionary at index and query time."""
+    cut = _segmenter().cut_for_search(unicodedata.normalize("NFKC", text))  # type: ignore[attr-defined]
+    return [w for w in (norm(w) for w in cut) if w and any(c.isalnum() for c in w)]
+
+
+def query_words(text: str) -> list[str]:
+    """Precise-mode segmentation of what a person typed (no overlapping compounds)."""
+    cut = _segmenter().cut(unicodedata.normalize("NFKC", text))  # type: ignore[attr-defined]
+    return [w for w in (norm(w) for w in cut) if w and any(c.isalnum() for c in w)]
+
+
+# --- pinyin -------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8192)
+def readings(char: str) -> tuple[str, ...]:
+    """Every pinyin reading of one character (polyphonic ones have several: 曾 ceng/zeng)."""
+    from pypinyin import Style, pinyin
+
+    found = pinyin(char, style=Style.NORMAL, heteronym=True, errors="ignore")
+    return tuple(dict.fromkeys(r for r in (found[0] if found else []) if r.isascii() and r))
+
+
+def near(pinyin_text: str) -> str:
+    """Near-miss pinyin key (模糊音): zh/z, ch/c, sh/s, -ng/-n, n/l, h/f, r/l fold together.
+
+    Applied the same way to the index and the query, so zhangshan finds 张三."""
+    s = pinyin_text.replace("zh", "z").replace("ch", "c").replace("sh", "s").replace("ng", "n")
+    return s.replace("n", "l").replace("h", "f").replace("r", "l")
+
+
+def name_readings(name: str) -> list[list[str]]:
+    """The readings of each character of a Chinese name (empty when a character has none)."""
+    return [list(readings(c)) for c in name if CJK.match(c)]
+
+
+def _combinations(per_char: list[list[str]]) -> Iterator[tuple[str, ...]]:
+    if not per_char or any(not r for r in per_char):
+        return iter(())
+    return itertools.islice(itertools.product(*per_char), MAX_READINGS)
+
+
+# --- phones -----------------------------------------------------------------------------------
+
+
+def phone_forms(raw: str) -> dict[str, str]:
+    """kind -> value of a stored phone: full mainland number, last four, first three + last four.
+
+    A platform-masked number (138****5678) gives only its two visible parts."""
+    compact = re.sub(r"[\s()\-]", "", unicodedata.normalize("NFKC", raw))
+    masked = MASKED_PHONE.match(compact)
+    if masked:
+        return {"p4": masked.group(2), "p7": masked.group(1) + masked.group(2)}
+    digits = re.sub(r"\D", "", compact)
+    mobile = MAINLAND_MOBILE.match(digits)
+    if mobile:
+        n = mobile.group(1)
+        return {"pf": n, "p4": n[-4:], "p7": n[:3] + n[-4:]}
+    if len(digits) >= 6:  # a landline or a foreign number: whole and last four
+        return {"pf": digits, "p4": digits[-4:]}
+    return {}
+
+
+# --- the facts of one order -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFacts:
+    """What an order is findable by, gathered from the domains that own each part."""
+
+    order_no: str
+    channel: str
+    status: str
+    placed_on: date  # merchant-local date
+    external_id: str | None = None
+    names: tuple[str, ...] = ()
+    phones: tuple[str, ...] = ()  # E.164, plain digits or platform-masked forms
+    address: tuple[str, ...] = ()  # province, city, district, line1
+    skus: tuple[tuple[str, str], ...] = ()  # (code, name)
+    waybills: tuple[str, ...] = ()
+    payment_ids: tuple[str, ...] = ()  # out_trade_no, provider transaction ids
+    warehouses: tuple[str, ...] = ()
+    carriers: tuple[str, ...] = ()
+    open_exception: bool = False
+    extra: tuple[tuple[str, str], ...] = field(default=())
+
+
+def admin_short(name: str) -> str:
+    """上海市 -> 上海, 广西壮族自治区 -> 广西 (people say the short form)."""
+    short = _ADMIN_SUFFIX.sub("", norm(name))
+    return short if len(short) >= 2 else norm(name)
+
+
+def name_pairs(name: str) -> Iterator[tuple[str, str]]:
+    """(kind, value) of a person's name: whole, characters, pinyin, initials, near-miss."""
+    n = norm(name)
+    if not n or n == "-":
+        return
+    yield "nm", n
+    if not CJK.search(n):
+        for part in re.split(r"[\s.]+", unicodedata.normalize("NFKC", name).lower()):
+            if part:
+                yield "nm", part
+        return
+    for c in n:
+        if CJK.match(c):
+            yield "nc", c
+    per_char = name_readings(n)
+    for r in per_char:
+        for syllable in r:
+            yield "ps", syllable
+    for combo in _combinations(per_char):
+        joined = "".join(combo)
+        yield "py", joined
+        yield "pi", "".join(s[0] for s in combo)
+        yield "pn", near(joined)
+
+
+def id_pairs(kind: str, value: str, suffixes: bool = False) -> Iterator[tuple[str, str]]:
+    """An identifier, whole (upper case) and, for order numbers, its suffixes of 6+."""
+    v = norm(value).upper()
+    if not v:
+        return
+    yield kind, v
+    if suffixes:
+        for i in range(1, len(v) - MIN_SUFFIX + 1):
+            yield "os", v[i:]
+
+
+def pairs(facts: OrderFacts) -> Iterator[tuple[str, str]]:
+    """Every (kind, value) an order is indexed under."""
+    yield from id_pairs("on", facts.order_no, suffixes=True)
+    if facts.external_id:
+        yield from id_pairs("ex", facts.external_id)
+    for w in facts.waybills:
+        yield from id_pairs("wb", w)
+    for p in facts.payment_ids:
+        yield from id_pairs("pt", p)
+    for name in facts.names:
+        yield from name_pairs(name)
+    for phone in facts.phones:
+        yield from phone_forms(phone).items()
+    for part in facts.address:
+        if not part:
+            continue
+        yield "ad", norm(part)
+        yield "ad", admin_short(part)
+        for w in words(part):
+            if len(w) > 1:
+                yield "ad", w
+    for code, name in facts.skus:
+        yield "sk", norm(code).upper()
+        if name:
+            yield "pw", norm(name)
+            for w in words(name):
+                if len(w) > 1:
+                    yield "pw", w
+    yield "dt", facts.placed_on.strftime("%Y%m%d")
+    yield "st", facts.status
+    yield "ch", norm(facts.channel)
+    for code in facts.warehouses:
+        yield "wh", norm(code)
+    for code in facts.carriers:
+        yield "ca", norm(code)
+    if facts.open_exception:
+        yield "xo", "1"
+    yield from facts.extra
+
+
+def tokens_of(facts: OrderFacts) -> str:
+    """The index row's token text: distinct blind tokens, space separated."""
+    return " ".join(dict.fromkeys(token(k, v) for k, v in dict.fromkeys(pairs(facts))))
+
+
+def explain(
+    row_tokens: Iterable[str], legend: dict[str, list[tuple[str, str]]]
+) -> list[dict[str, str]]:
+    """Which typed term matched which field, in the query's order, from the row's tokens and
+    the query's legend (token -> the terms and kinds it stands for)."""
+    present = set(row_tokens)
+    seen: dict[tuple[str, str], None] = {}
+    for t, meanings in legend.items():
+        if t in present:
+            for term, kind in meanings:
+                seen.setdefault((term, FIELDS[kind]), None)
+    return [{"term": term, "field": f} for term, f in seen]

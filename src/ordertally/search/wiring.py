@@ -1,0 +1,13 @@
+"""How the search domain plugs into the app and the worker: its one register()."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+
+def register(app: FastAPI | None) -> None:
+    """Wire the search domain: the search and synonym routes, the indexing consumer."""
+    from ordertally.search import api, consumers  # noqa: F401  (decorators register)
+
+    if app is not None:
+        app.include_router(api.router)

@@ -1,0 +1,364 @@
+"""Search over the HTTP API on both databases: orders created through the service, indexed by
+the outbox consumer (drained as the worker would), then found by every kind of query a caller
+gives: names (汉字, pinyin with every reading, initials, near miss), phones (full, masked,
+last four), dates, order numbers and their tails, platform ids, waybills, payment ids, SKUs,
+product and address words, synonyms; with filters, pages and explanations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import update
+
+import ordertally.fulfillment.consumers  # (plans the shipments of paid orders)
+import ordertally.search.consumers  # noqa: F401  (registers the indexing consumer)
+from ordertally.channels.events import ChannelOrderIngested
+from ordertally.core import clock
+from ordertally.core.crypto import get_cipher
+from ordertally.core.db import Database
+from ordertally.core.settings import get_settings
+from ordertally.events import outbox
+from ordertally.events.dispatcher import drain
+from ordertally.orders.contact import PII_ADDRESS, PII_PHONE
+from ordertally.orders.models import SalesOrder
+from ordertally.search.models import SearchDoc
+from tests.factories import auth, make_order
+from tests.fulfillment.helpers import shipments
+from tests.payments.helpers import make_attempt, paid_notice, store_and_apply
+
+pytestmark = pytest.mark.anyio
+
+# 2026-01-25 10:00 in Shanghai.
+PLACED = datetime(2026, 1, 25, 2, 0, tzinfo=UTC)
+NEXT_DAY = datetime(2026, 1, 26, 4, 0, tzinfo=UTC)
+
+
+async def index(db: Database) -> None:
+    """Deliver every pending event (the search consumer among the others)."""
+    await drain(db, get_settings())
+
+
+async def find(client: httpx.AsyncClient, key: str, q: str, **params: Any) -> list[str]:
+    """The order numbers a search returns, in order."""
+    r = await client.get("/api/v1/search", params={"q": q, **params}, headers=auth(key))
+    assert r.status_code == 200, r.text
+    return [item["order_no"] for item in r.json()["items"]]
+
+
+async def rewrite_phone_as_platform_masked(db: Database, order_no: str, masked: str) -> None:
+    """Store the buyer's phone as a platform that masks it sends it (channels/ingest.py keeps
+    the masked text as it came, encrypted, with its masked display)."""
+    cipher = get_cipher()
+    async with db.transaction() as session:
+        await session.execute(
+            update(SalesOrder)
+            .where(SalesOrder.order_no == order_no)
+            .values(
+                customer_phone_enc=cipher.encrypt(masked, PII_PHONE),
+                customer_phone_masked=masked,
+                customer_phone_last4=masked[-4:],
+            )
+        )
+
+
+@pytest.fixture
+async def orders(db: Database) -> dict[str, SalesOrder]:
+    """Three orders placed on 2026-01-25 (Shanghai) and indexed:
+    a: 曾单 (polyphonic: ceng/zeng, dan/chan/shan), 13812345678, 上海 浦东 世纪大道, TEA-LJ-250;
+    b: 张三, 13900001234, 北京 朝阳区 建国路, CUP-CER-01, platform id JD-778899001;
+    c: 朴仇, a platform-masked phone 138****5678, 广州 天河区."""
+    with clock.frozen(PLACED):
+        a = await make_order(
+            db,
+            "paid",
+            customer={"name": "曾单", "phone": "13812345678"},
+            lines=[{"sku": "TEA-LJ-250", "quantity": 1, "unit_price": "59.90"}],
+        )
+        b = await make_order(
+            db,
+            customer={"name": "张三", "phone": "+86 139 0000 1234"},
+            external_id="JD-778899001",
+            channel="jd",
+            shipping_address={
+                "name": "张三",
+                "phone": "13900001234",
+                "province": "北京市",
+                "city": "北京市",
+                "district": "朝阳区",
+                "line1": "建国路88号",
+                "postal_code": "100022",
+            },
+            lines=[{"sku": "CUP-CER-01", "quantity": 1, "unit_price": "39.90"}],
+        )
+        c = await make_order(
+            db,
+            customer={"name": "朴仇", "phone": "13700005678"},
+            shipping_address={
+                "name": "朴仇",
+                "phone": "13700005678",
+                "province": "广东省",
+                "city": "广州市",
+                "district": "天河区",
+                "line1": "体育西路1号",
+                "postal_code": "510620",
+            },
+        )
+    await rewrite_phone_as_platform_masked(db, c.order_no, "138****5678")
+    with clock.frozen(NEXT_DAY):
+        await index(db)
+    return {"a": a, "b": b, "c": c}
+
+
+async def test_every_query_kind_finds_its_order(
+    orders: dict[str, SalesOrder], client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    a, b, c = (orders[k].order_no for k in "abc")
+    cs = keys["cs"]
+    # Given three indexed orders / When each kind of query is asked / Then exactly these match
+    expected: list[tuple[str, list[str]]] = [
+        ("曾单", [a]),
+        ("zengshan", [a]),  # 曾 zeng + 单 shan: a surname reading, found among all readings
+        ("cengdan", [a]),
+        ("zhang san", [b]),
+        ("zhangsan", [b]),
+        ("zhangshan", [b]),  # near miss: sh for s
+        ("piaoqiu", [c]),  # 朴 piao, 仇 qiu as surnames
+        ("13812345678", [a]),
+        ("+86 138 1234 5678", [a]),
+        ("138****5678", [c, a]),  # a platform-masked phone, and a full one with the same ends
+        ("5678", [c, a]),
+        ("1234 张三", [b]),
+        (a, [a]),  # the whole order number
+        (a[-8:], [a]),  # its last eight characters
+        ("JD-778899001", [b]),
+        ("TEA-LJ-250", [c, a]),  # c has the factory's default lines
+        ("测试商品", [c, b, a]),  # the catalogue's product names (conftest seeds them)
+        ("浦东", [a]),
+        ("世纪大道", [a]),
+        ("上海", [a]),
+        ("朝阳区 建国路", [b]),
+        ("广州", [c]),
+        ("20260125", [c, b, a]),
+        ("2026-01-25 张三", [b]),
+        ("1月25日 曾单", [a]),
+        ("1/25 朴仇", [c]),
+        ("一月二十五号 朴仇", [c]),
+        ("20260124", []),
+        ("李雷", []),
+    ]
+    wrong = []
+    with clock.frozen(NEXT_DAY):
+        for q, want in expected:
+            got = await find(client, cs, q)
+            if got != want:
+                wrong.append((q, got, want))
+        # 昨天 is read in the merchant's time zone: on the 26th it is the 25th
+        yesterday = await find(client, cs, "昨天 张三")
+    assert wrong == []
+    assert yesterday == [b]
+
+
+async def test_results_explain_the_match_and_show_only_masked_data(
+    orders: dict[str, SalesOrder], client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    a = orders["a"].order_no
+    # Given the caller's words / When cs searches
+    with clock.frozen(NEXT_DAY):
+        r = await client.get(
+            "/api/v1/search", params={"q": "曾单 5678 20260125"}, headers=auth(keys["cs"])
+        )
+    # Then the order comes with why it matched, and its phone masked as everywhere
+    assert r.status_code == 200
+    doc = r.json()
+    assert [(t["text"], t["kind"]) for t in doc["query"]] == [
+        ("20260125", "date"),
+        ("曾单", "text"),
+        ("5678", "phone_last4"),
+    ]
+    (item,) = doc["items"]
+    assert item["order_no"] == a
+    assert item["customer_phone"] == "138****5678"
+    assert item["customer_name"] == "曾*"
+    assert item["highlights"] == [
+        {"term": "20260125", "field": "date"},
+        {"term": "曾单", "field": "name"},
+        {"term": "5678", "field": "phone_last4"},
+    ]
+    assert "13812345678" not in r.text
+
+
+async def test_a_role_that_may_not_see_the_phone_finds_by_its_last_four(
+    orders: dict[str, SalesOrder], client: httpx.AsyncClient, keys: dict[str, str], db: Database
+) -> None:
+    # Given finance, who may not reveal a contact, and warehouse
+    for role in ("finance", "warehouse"):
+        # When they search by the last four digits
+        r = await client.get("/api/v1/search", params={"q": "5678"}, headers=auth(keys[role]))
+        # Then they find the orders, with masked phones only
+        assert r.status_code == 200
+        items = r.json()["items"]
+        assert [i["order_no"] for i in items] == [orders["c"].order_no, orders["a"].order_no]
+        assert [i["customer_phone"] for i in items] == ["138****5678", "138****5678"]
+        assert "13812345678" not in r.text and "13700005678" not in r.text
+    # And the index itself holds no phone, name or address in clear
+    async with db.transaction(write=False) as session:
+        texts = [d.tokens for d in (await session.scalars(select_docs())).all()]
+    assert texts and not any(s in t for t in texts for s in ("5678", "曾单", "浦东", "TEA"))
+
+
+def select_docs() -> Any:
+    from sqlalchemy import select
+
+    return select(SearchDoc).order_by(SearchDoc.order_id)
+
+
+async def test_filters_and_pages(
+    orders: dict[str, SalesOrder], client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    a, b, c = (orders[k].order_no for k in "abc")
+    cs = keys["cs"]
+    # Filters combine with the query (status, channel, dates, open exceptions)
+    assert await find(client, cs, "20260125", status="allocated") == [a]  # paid, then allocated
+    assert await find(client, cs, "", channel="jd") == [b]
+    assert await find(client, cs, "", date_from="2026-01-25", date_to="2026-01-25") == [c, b, a]
+    assert await find(client, cs, "", date_from="2026-01-26") == []
+    assert await find(client, cs, "测试商品", has_open_exception=True) == []
+    # Pages: newest first, each page after the last one's cursor
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"q": "测试商品", "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        r = await client.get("/api/v1/search", params=params, headers=auth(cs))
+        seen += [i["order_no"] for i in r.json()["items"]]
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [c, b, a]
+    # Bad input is refused with a stable code
+    bad = await client.get("/api/v1/search", params={"cursor": "nope"}, headers=auth(cs))
+    assert (bad.status_code, bad.json()["code"]) == (400, "search.invalid_cursor")
+    bad = await client.get("/api/v1/search", params={"status": "lost"}, headers=auth(cs))
+    assert (bad.status_code, bad.json()["code"]) == (400, "search.invalid_filter")
+
+
+async def test_synonyms_are_merchant_edited_and_apply_both_ways(
+    orders: dict[str, SalesOrder], client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    a = orders["a"].order_no
+    # Given no synonym, "longjing" finds nothing
+    assert await find(client, keys["cs"], "longjing") == []
+    # When ops says longjing means 龙井 (and cs may not)
+    body = {"term": "LongJing", "synonym": "测试商品 TEA-LJ-250"}
+    refused = await client.post("/api/v1/search/synonyms", json=body, headers=auth(keys["cs"]))
+    assert refused.status_code == 403
+    r = await client.post("/api/v1/search/synonyms", json=body, headers=auth(keys["ops"]))
+    assert r.status_code == 201
+    again = await client.post(
+        "/api/v1/search/synonyms",
+        json={"term": body["synonym"], "synonym": body["term"]},
+        headers=auth(keys["ops"]),
+    )
+    assert (again.status_code, again.json()["id"]) == (200, r.json()["id"])
+    # Then the word finds the product's orders at once (no re-index)
+    assert await find(client, keys["cs"], "longjing") == [orders["c"].order_no, a]
+    # And deleting it stops that
+    gone = await client.delete(
+        f"/api/v1/search/synonyms/{r.json()['id']}", headers=auth(keys["ops"])
+    )
+    assert gone.status_code == 204
+    assert await find(client, keys["cs"], "longjing") == []
+    missing = await client.delete(
+        f"/api/v1/search/synonyms/{r.json()['id']}", headers=auth(keys["ops"])
+    )
+    assert (missing.status_code, missing.json()["code"]) == (404, "search.synonym_not_found")
+
+
+async def test_an_updated_order_is_found_by_its_new_data_after_the_consumer_runs(
+    orders: dict[str, SalesOrder], client: httpx.AsyncClient, keys: dict[str, str], db: Database
+) -> None:
+    a = orders["a"]
+    cs = keys["cs"]
+    # Given the paid order's shipment, planned by fulfillment; nothing found by its waybill yet
+    (shipment,) = await shipments(db, a.id)
+    assert await find(client, cs, "ZT7000000000001") == []
+    # When the warehouse ships it with a waybill (and carrier)
+    wh = auth(keys["warehouse"])
+    assert (await client.post(f"/api/v1/shipments/{shipment.id}/confirm", headers=wh)).is_success
+    r = await client.post(
+        f"/api/v1/shipments/{shipment.id}/ship",
+        json={"waybill_no": "ZT7000000000001", "company": "zhongtong"},
+        headers=wh,
+    )
+    assert r.status_code == 200, r.text
+    # Then nothing is found before the consumer runs (never on the request path)...
+    assert await find(client, cs, "ZT7000000000001") == []
+    await index(db)
+    # ...and after it, by the waybill, the new status and the carrier and warehouse filters
+    assert await find(client, cs, "ZT7000000000001") == [a.order_no]
+    assert await find(client, cs, "曾单", status="shipped") == [a.order_no]
+    assert await find(client, cs, "", carrier="zhongtong", warehouse="WH-TEST") == [a.order_no]
+    # When the address changes (stored as the order's data is stored) and an event about the
+    # order is applied
+    cipher = get_cipher()
+    moved = orjson.dumps(
+        {
+            "name": "曾单",
+            "phone": "13812345678",
+            "province": "浙江省",
+            "city": "杭州市",
+            "district": "西湖区",
+            "line1": "文三路100号",
+            "postal_code": "310000",
+        }
+    ).decode()
+    async with db.transaction() as session:
+        await session.execute(
+            update(SalesOrder)
+            .where(SalesOrder.id == a.id)
+            .values(shipping_address_enc=cipher.encrypt(moved, PII_ADDRESS), ship_city="杭州市")
+        )
+    # (a platform's update of the order: what channels publish when it changed on their side)
+    async with db.transaction() as session:
+        await outbox.publish(
+            session,
+            "ChannelOrderIngested",
+            ChannelOrderIngested(
+                order_id=a.id,
+                order_no=a.order_no,
+                account="jd-shop",
+                platform="jd",
+                external_id=a.order_no,
+                created=False,
+                buyer_platform_id="",
+                categories=[],
+            ),
+            aggregate_type="order",
+            aggregate_id=a.order_no,
+        )
+    await index(db)
+    # Then it is found by the new city and no longer by the old district
+    assert await find(client, cs, "杭州 西湖区") == [a.order_no]
+    assert await find(client, cs, "浦东") == []
+
+
+async def test_out_trade_no_and_transaction_id_after_payment(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given a pending order and its payment attempt
+    order = await make_order(db)
+    payment = await make_attempt(db, order)
+    # When the provider says it is paid, and the consumers run
+    await store_and_apply(db, paid_notice(payment, txn="4200000001202601251234567890"))
+    await index(db)
+    # Then the order is found by our out_trade_no and by the provider's transaction id
+    cs = keys["cs"]
+    assert await find(client, cs, payment.out_trade_no) == [order.order_no]
+    assert await find(client, cs, "4200000001202601251234567890") == [order.order_no]
+    # (paid, then allocated by the fulfillment consumer: the row follows the newest status)
+    assert await find(client, cs, "", status="allocated") == [order.order_no]
