@@ -25,6 +25,7 @@ from ordertally.inventory import wiring as inventory
 from ordertally.notify import wiring as notify
 from ordertally.orders import wiring as orders
 from ordertally.payments import wiring as payments
+from ordertally.rules import wiring as rules
 from ordertally.web import wiring as web
 
 
@@ -49,6 +50,7 @@ DOMAINS: tuple[Wiring, ...] = (
     web,
     catalog,
     auth,
+    rules,
 )
 
 

@@ -59,6 +59,7 @@ JOBS = [
     "payments_query_due",
     "purge_idempotency_keys",
     "purge_user_sessions",
+    "rules_schedule_tick",
     "sweep_expired_reservations",
 ]
 CONSUMERS = [
@@ -69,6 +70,7 @@ CONSUMERS = [
     "fulfillment.allocate",
     "notify.plan",
     "payments.apply_notification",
+    "rules.evaluate",
 ]
 HOOKS = [
     "ordertally.fulfillment.api.order_shipments",

@@ -48,6 +48,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "catalog.read": frozenset(ROLES),
     "catalog.manage": frozenset({"admin", "ops"}),
     "auth.manage": frozenset({"admin"}),
+    "rules.read": frozenset({"admin", "ops", "cs"}),
+    "rules.manage": frozenset({"admin", "ops"}),
 }
 
 

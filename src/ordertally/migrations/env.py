@@ -19,7 +19,8 @@ import ordertally.inventory.models
 import ordertally.jobs.models
 import ordertally.notify.models
 import ordertally.orders.models
-import ordertally.payments.models  # noqa: F401  (register every table on the metadata)
+import ordertally.payments.models
+import ordertally.rules.models  # noqa: F401  (register every table on the metadata)
 from ordertally.core.db import Base
 from ordertally.core.settings import get_settings
 
