@@ -39,7 +39,8 @@ for _t in TRIGGERS.values():
 EVENT_TYPES: tuple[str, ...] = tuple(sorted(EVENT_TRIGGERS))
 
 MAX_DRY_RUN_ORDERS = 20_000
-_COMPILED: dict[tuple[int, int], Compiled] = {}
+# Keyed by what was compiled, not by rule id and version: ids are reused after a restore.
+_COMPILED: dict[tuple[str, str], Compiled] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +50,8 @@ class Active:
 
 
 def compiled_of(rule: Rule) -> Compiled:
-    """A saved rule's compiled condition (cached per rule version)."""
-    key = (rule.id, rule.version)
+    """A saved rule's compiled condition (cached per trigger and source)."""
+    key = (rule.trigger, rule.condition)
     found = _COMPILED.get(key)
     if found is None:
         found = _COMPILED[key] = compile_condition(rule.condition, rule.trigger)
