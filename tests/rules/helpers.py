@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-import ordertally.customers.consumers  # noqa: F401  (customer facts: orders linked first)
-import ordertally.fulfillment.consumers  # noqa: F401  (paid orders allocate unless held)
+import ordertally.customers.consumers
+import ordertally.fulfillment.consumers
 import ordertally.rules.consumers  # noqa: F401  (the rule-evaluating consumer)
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
