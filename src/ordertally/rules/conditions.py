@@ -129,12 +129,21 @@ class Compiled:
     program: Any  # cel.Program
     variables: frozenset[str]
 
-    def matches(self, facts: dict[str, Any]) -> bool:
-        """Whether the condition holds over these facts (an evaluation error is False)."""
+    def matches(self, facts: dict[str, Any] | Any) -> bool:
+        """Whether the condition holds over these facts, a dict or a `prepare`d context (an
+        evaluation error is False)."""
         try:
             return self.program.execute(facts) is True
         except (RuntimeError, TypeError, ValueError, KeyError):
             return False
+
+
+def prepare(facts: dict[str, Any]) -> Any:
+    """The facts converted to CEL values once, for every rule evaluated over them: converting
+    a dict costs far more than evaluating a condition (docs/benchmarks.md, issue 17)."""
+    context = cel.Context()
+    context.update(facts)
+    return context
 
 
 def trigger(name: str) -> Trigger:

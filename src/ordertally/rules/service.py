@@ -25,6 +25,7 @@ from ordertally.rules.conditions import (
     TRIGGERS,
     Compiled,
     compile_condition,
+    prepare,
 )
 from ordertally.rules.errors import PlanInvalid, PlanNotFound, RuleExists, RuleNotFound
 from ordertally.rules.metrics import EVALUATIONS, FIRINGS
@@ -270,10 +271,11 @@ async def evaluate_event(session: AsyncSession, envelope: Envelope) -> int:
         return 0
     wanted = set().union(*(r.compiled.variables for r in rules))
     order_facts = await facts.order_facts(session, order, wanted)
+    context = prepare(order_facts)
     fired = 0
     for item in rules:
         EVALUATIONS.labels(item.rule.trigger).inc()
-        if not item.compiled.matches(order_facts):
+        if not item.compiled.matches(context):
             continue
         fired += (
             await _fire(
@@ -306,11 +308,11 @@ async def run_schedule(session: AsyncSession, now: datetime) -> int:
     fired = 0
     day = clock.as_utc(now).date().isoformat()
     for subject_kind in sorted({r.compiled.trigger.subject for r in rules}):
-        subjects = await _subjects(session, subject_kind)
+        subjects = [(s, f, prepare(f)) for s, f in await _subjects(session, subject_kind)]
         for item in (r for r in rules if r.compiled.trigger.subject == subject_kind):
-            for subject, subject_facts in subjects:
+            for subject, subject_facts, context in subjects:
                 EVALUATIONS.labels(item.rule.trigger).inc()
-                if item.compiled.matches(subject_facts):
+                if item.compiled.matches(context):
                     fired += (
                         await _fire(
                             session,
