@@ -38,10 +38,13 @@ def test_a_bad_condition_is_refused_with_its_error(
 
 def test_a_compiled_condition_reads_the_facts() -> None:
     c = compile_condition(
-        "order.total_minor > 5 * customer.aov_90d_minor && 'vip' in customer.tags",
+        "order.total_minor > 5 * customer.aov_90d_minor && 'vip' in customer.tags"
+        " && !lines.exists(l, l.quantity > 100)",
         "order.paid",
     )
+    assert c.variables == {"order", "customer", "lines"}
     facts = {
+        "lines": [{"quantity": 1}],
         "order": {"total_minor": 60_000},
         "customer": {"aov_90d_minor": 10_000, "tags": ["vip"]},
     }

@@ -11,6 +11,7 @@ integers (money in minor units), doubles, strings, bools, lists and maps.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +121,13 @@ SAMPLE_FACTS: dict[str, dict[str, Any]] = {
 }
 
 
+# Comprehension macros bind a variable (`lines.exists(l, l.quantity > 2)`): the library lists
+# it among the expression's variables, but it is no fact.
+_BOUND = re.compile(
+    r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Compiled:
     """A checked condition, ready to evaluate many times."""
@@ -164,7 +172,7 @@ def compile_condition(source: str, trigger_name: str) -> Compiled:
     except (ValueError, RuntimeError, TypeError) as exc:
         raise ConditionInvalid(f"the condition does not compile: {exc}", field="condition") from exc
     sample = SAMPLE_FACTS[spec.subject]
-    variables = frozenset(program.variables())
+    variables = frozenset(program.variables()) - set(_BOUND.findall(source))
     unknown = sorted(variables - set(sample))
     if unknown:
         raise ConditionInvalid(
