@@ -53,6 +53,7 @@ JOBS = [
     "fulfillment_carrier_work",
     "fulfillment_flag_stale",
     "notify_send_due",
+    "orders_review_recheck",
     "payments_inbox_gauges",
     "payments_inbox_purge",
     "payments_purge_nonces",

@@ -25,6 +25,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "orders.cancel": frozenset({"admin", "ops", "cs"}),
     "orders.events": frozenset({"admin", "ops", "cs", "finance"}),
     "orders.contact": frozenset({"admin", "ops", "cs", "warehouse"}),
+    "orders.review": frozenset({"admin", "ops", "cs", "finance"}),
     "exceptions.resolve": frozenset({"admin", "ops", "cs"}),
     "inventory.read": frozenset(ROLES),
     "inventory.manage": frozenset({"admin", "ops"}),
