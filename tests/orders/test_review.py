@@ -39,6 +39,7 @@ def _auto(monkeypatch: pytest.MonkeyPatch, **settings: str) -> None:
 
 async def _paid(db: Database, lines: list[dict[str, str]]) -> str:
     order = await make_order(db, lines=lines)
+    await drain(db, get_settings())  # rules on order.created have run before the payment
     async with db.transaction() as session:
         await orders_service.transition(
             session, order.order_no, "payment_succeeded", Actor(ActorKind.PAYMENT_CALLBACK, "t")
