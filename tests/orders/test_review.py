@@ -154,3 +154,27 @@ async def test_a_rule_sends_the_order_to_finance_after_cs(
     # Then nothing holds it any more and it allocates
     assert await _sweep(db) == 1
     assert await _status(db, big) == "allocated"
+
+
+async def test_a_platform_order_that_arrives_paid_is_reviewed_too(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ordertally.orders.schemas import OrderCreate
+    from tests.factories import order_body
+
+    _auto(monkeypatch, excluded_skus='["TEA-LJ-250"]')
+    # When channel sync creates an order the buyer already paid on the platform
+    cmd = OrderCreate.model_validate(order_body(lines=TEA, channel="taobao", external_id="TB-77"))
+    async with db.transaction() as session:
+        snap, created = await orders_service.create_order(
+            session,
+            cmd,
+            Actor(ActorKind.CHANNEL_SYNC, "t"),
+            check_fingerprint=False,
+            initial="import_paid",
+        )
+    await drain(db, get_settings())
+    # Then it waits in review with its reason and does not allocate
+    assert created and snap.order.status == "paid"
+    assert await _review_cases(db) == [("order_review", ["excluded_sku"])]
+    assert await _status(db, snap.order.order_no) == "paid"

@@ -104,12 +104,20 @@ async def _facts(session: AsyncSession, order: SalesOrder, paid_at: datetime) ->
 async def review_paid(session: AsyncSession, orders: list[SalesOrder]) -> list[int]:
     """Apply the strategy to orders that just became paid: those it does not pass get an
     `order_review` hold with their reasons. Returns the held order ids."""
+    return await review_new_paid(session, [o.id for o in orders])
+
+
+async def review_new_paid(session: AsyncSession, order_ids: list[int]) -> list[int]:
+    """`review_paid` by order id: orders created paid (platform imports) too."""
     settings = get_settings()
     if settings.orders_review_strategy == "pass_all":
         return []
     now = clock.now()
     held = []
-    for order in orders:
+    for order_id in order_ids:
+        order = await repository.get_by_id(session, order_id)
+        if order is None:
+            continue
         facts = await _facts(session, order, now)
         found = reasons(facts, now, settings)
         if not found:
