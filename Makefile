@@ -7,7 +7,7 @@ export ORDERTALLY_DATA_DIR ?= ./var
 
 .PHONY: install run test lint typecheck migrate migrations-check pytest bench demo clean \
 	bench-orders bench-payments bench-fulfillment bench-channels drill drill-smoke bench-web \
-	bench-exports bench-casework bench-search
+	bench-exports bench-casework bench-search bench-rules
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -49,7 +49,7 @@ test: lint migrations-check pytest
 # Every benchmark suite, one after the other (see docs/benchmarks.md for each figure's target).
 # PostgreSQL figures use ORDERTALLY_TEST_PG_URL (default: postgres on 127.0.0.1:5432).
 bench: bench-orders bench-payments bench-fulfillment bench-channels bench-web \
-	bench-exports bench-casework bench-search
+	bench-exports bench-casework bench-search bench-rules
 
 bench-orders: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -82,6 +82,9 @@ bench-search: $(STAMP)
 	$(BIN)/python -m bench.search_segment
 	$(BIN)/python -m bench.search_data --orders $(BENCH_SEARCH_ORDERS) --name ot_search_bench
 	$(BIN)/python -m bench.search --manifest bench/results/search-ot_search_bench.json $(BENCH_SEARCH_ARGS)
+
+bench-rules: $(STAMP)
+	$(BIN)/python -m bench.rules $(BENCH_RULES_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -27,6 +27,7 @@ from ordertally.inventory import wiring as inventory
 from ordertally.notify import wiring as notify
 from ordertally.orders import wiring as orders
 from ordertally.payments import wiring as payments
+from ordertally.rules import wiring as rules
 from ordertally.search import wiring as search
 from ordertally.web import wiring as web
 
@@ -55,6 +56,7 @@ DOMAINS: tuple[Wiring, ...] = (
     exports,
     casework,
     search,
+    rules,
 )
 
 

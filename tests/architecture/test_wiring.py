@@ -57,12 +57,14 @@ JOBS = [
     "fulfillment_carrier_work",
     "fulfillment_flag_stale",
     "notify_send_due",
+    "orders_review_recheck",
     "payments_inbox_gauges",
     "payments_inbox_purge",
     "payments_purge_nonces",
     "payments_query_due",
     "purge_idempotency_keys",
     "purge_user_sessions",
+    "rules_schedule_tick",
     "sweep_expired_reservations",
 ]
 CONSUMERS = [
@@ -74,6 +76,7 @@ CONSUMERS = [
     "fulfillment.allocate",
     "notify.plan",
     "payments.apply_notification",
+    "rules.evaluate",
     "search.index_order",
 ]
 HOOKS = [

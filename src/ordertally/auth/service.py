@@ -25,6 +25,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "orders.cancel": frozenset({"admin", "ops", "cs"}),
     "orders.events": frozenset({"admin", "ops", "cs", "finance"}),
     "orders.contact": frozenset({"admin", "ops", "cs", "warehouse"}),
+    "orders.review": frozenset({"admin", "ops", "cs", "finance"}),
     "exceptions.resolve": frozenset({"admin", "ops", "cs"}),
     "inventory.read": frozenset(ROLES),
     "inventory.manage": frozenset({"admin", "ops"}),
@@ -58,6 +59,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "cases.batch": frozenset({"admin", "ops", "cs"}),
     "search.read": frozenset(ROLES),
     "search.manage": frozenset({"admin", "ops"}),
+    "rules.read": frozenset({"admin", "ops", "cs"}),
+    "rules.manage": frozenset({"admin", "ops"}),
 }
 
 

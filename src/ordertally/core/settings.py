@@ -213,6 +213,14 @@ class Settings(BaseSettings):
     customers_burst_window_seconds: int = Field(default=300, ge=1)
     # Whether a risk flag's exception case holds the order (blocking) or only informs.
     customers_flags_blocking: bool = False
+    # Order review (审单, issue 17): "pass_all" passes every paid order at once (no review);
+    # "auto" applies the auto-review strategy below at payment and holds the rest for review.
+    orders_review_strategy: Literal["pass_all", "auto"] = "pass_all"
+    orders_review_window: str = ""  # "HH:MM-HH:MM" local time when auto-review passes; "" = always
+    orders_review_min_paid_minutes: int = Field(default=0, ge=0, le=10_080)
+    orders_review_max_lines: int = Field(default=0, ge=0)  # 0 = any
+    orders_review_max_quantity: int = Field(default=0, ge=0)  # 0 = any
+    orders_review_excluded_skus: list[str] = Field(default_factory=list)
     # Profiles the ageing job recomputes per run (orders leaving the 90-day window).
     customers_ageing_batch: int = Field(default=500, ge=1, le=100_000)
     # File import: orders per ingest call (one transaction each; the progress bar moves per call).

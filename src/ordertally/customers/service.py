@@ -456,3 +456,50 @@ async def remove_tag(session: AsyncSession, customer_id: int, tag: str) -> None:
     customer = await resolve(session, customer_id)
     if not await repository.remove_tag(session, customer.id, tag):
         raise TagNotFound(f"customer {customer.id} has no tag {tag!r}", tag=tag)
+
+
+# --- facts for rules -----------------------------------------------------------------------------
+
+
+async def rule_facts(
+    session: AsyncSession, order_id: int, burst_window: timedelta = timedelta(minutes=5)
+) -> dict[str, Any]:
+    """What the rules know of an order's buyer: the profile's figures, tags, risk flags and the
+    most orders of one of this order's SKUs they placed within `burst_window` before it."""
+    facts: dict[str, Any] = {
+        "known": False,
+        "id": 0,
+        "orders_90d": 0,
+        "spend_90d_minor": 0,
+        "aov_90d_minor": 0,
+        "returns_30d": 0,
+        "risk_flags": [],
+        "tags": [],
+        "max_same_sku_orders_5m": 0,
+    }
+    linked = await repository.get_customer_order(session, order_id)
+    if linked is None:
+        return facts
+    customer = await resolve(session, linked.customer_id)
+    profile = await repository.get_profile(session, customer.id)
+    placed_at = clock.as_utc(linked.placed_at)
+    recent = await repository.orders_between(
+        session, customer.id, placed_at - burst_window, placed_at
+    )
+    facts.update(
+        known=True,
+        id=customer.id,
+        tags=await repository.tags_of(session, customer.id),
+        max_same_sku_orders_5m=max(
+            (sum(1 for o in recent if sku in o.skus) for sku in linked.skus), default=0
+        ),
+    )
+    if profile is not None:
+        facts.update(
+            orders_90d=profile.orders_90d,
+            spend_90d_minor=profile.spend_90d_minor,
+            aov_90d_minor=profile.aov_90d_minor,
+            returns_30d=profile.returns_30d,
+            risk_flags=list(profile.risk_flags),
+        )
+    return facts

@@ -449,3 +449,21 @@ async def on_hand_mismatches(session: AsyncSession) -> list[tuple[int, str, int,
 async def count_negative_available(session: AsyncSession) -> int:
     """Stock rows whose available to sell is below zero."""
     return int(await session.scalar(select(func.count()).where(AVAILABLE < 0)) or 0)
+
+
+async def stock_levels(session: AsyncSession) -> list[tuple[str, str, int, int, int]]:
+    """Per (SKU, warehouse): (sku, warehouse code, on hand, reserved, safety stock), in that
+    order."""
+    rows = await session.execute(
+        select(
+            Stock.sku,
+            Warehouse.code,
+            func.sum(Stock.on_hand),
+            func.sum(Stock.reserved),
+            func.sum(Stock.safety_stock),
+        )
+        .join(Warehouse, Warehouse.id == Stock.warehouse_id)
+        .group_by(Stock.sku, Warehouse.code)
+        .order_by(Stock.sku, Warehouse.code)
+    )
+    return [(str(s), str(w), int(o), int(r), int(f)) for s, w, o, r, f in rows.all()]

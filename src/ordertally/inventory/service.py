@@ -1088,3 +1088,18 @@ async def committed_by_warehouse(session: AsyncSession, order_id: int) -> dict[s
 async def warehouses_of_order(session: AsyncSession, order_id: int) -> set[str]:
     """The codes of the warehouses holding an order's reservations."""
     return {code for _, code in await repository.reservations_of(session, order_id)}
+
+
+async def stock_levels(session: AsyncSession) -> list[dict[str, Any]]:
+    """Every (SKU, warehouse) with its on hand, reserved, safety stock and available units."""
+    return [
+        {
+            "sku": sku,
+            "warehouse": warehouse,
+            "on_hand": on_hand,
+            "reserved": reserved,
+            "safety_stock": safety,
+            "available": on_hand - reserved - safety,
+        }
+        for sku, warehouse, on_hand, reserved, safety in await repository.stock_levels(session)
+    ]

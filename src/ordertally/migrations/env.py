@@ -22,6 +22,7 @@ import ordertally.jobs.models
 import ordertally.notify.models
 import ordertally.orders.models
 import ordertally.payments.models
+import ordertally.rules.models
 import ordertally.search.models  # noqa: F401  (register every table on the metadata)
 from ordertally.core.db import Base
 from ordertally.core.settings import get_settings

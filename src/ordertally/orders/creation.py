@@ -30,7 +30,7 @@ from ordertally.exceptions import service as exceptions_service
 from ordertally.exceptions.models import ExceptionCase
 from ordertally.inventory import service as inventory_service
 from ordertally.inventory.errors import InsufficientStock
-from ordertally.orders import fx, repository
+from ordertally.orders import fx, repository, review
 from ordertally.orders.contact import PII_ADDRESS, PII_NAME, PII_PHONE, mask_name
 from ordertally.orders.errors import ActorNotAllowed, InvalidOrder, SuspectedDuplicate
 from ordertally.orders.events import OrderCreated
@@ -461,6 +461,8 @@ async def create_order(
                 },
             )
         )
+    if target is Status.PAID:
+        await review.review_new_paid(session, [order_id])
     order = SalesOrder(id=order_id, **values)
     inventory = inventory_service.view_of_new(reserved, {ln.id: ln.line_no for ln in lines})
     return OrderSnapshot(order, lines, holds, inventory), True
@@ -667,6 +669,14 @@ async def create_many(
         )
     await repository.insert_events(session, audit)
     await outbox.publish_rows(session, events)
+    await review.review_new_paid(
+        session,
+        [
+            order_id
+            for i, order_id in zip(chosen, order_ids, strict=True)
+            if built[i].target is Status.PAID  # type: ignore[union-attr]
+        ],
+    )
     return CreatedMany(outcomes, reservation.totals)
 
 

@@ -20,7 +20,7 @@ from ordertally.core.db import count_after_commit
 from ordertally.events import outbox
 from ordertally.exceptions import service as exceptions_service
 from ordertally.inventory import service as inventory_service
-from ordertally.orders import repository
+from ordertally.orders import repository, review
 from ordertally.orders.errors import (
     ActorNotAllowed,
     EvidenceRequired,
@@ -129,6 +129,8 @@ async def _commit(session: AsyncSession, orders: list[SalesOrder], actors: list[
                 "when": "payment",
             },
         )
+    # The review step (审单): orders the auto-review strategy does not pass wait in review.
+    await review.review_paid(session, orders)
 
 
 async def _release(session: AsyncSession, orders: list[SalesOrder], actors: list[Actor]) -> None:

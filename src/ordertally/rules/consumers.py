@@ -1,0 +1,16 @@
+"""Event consumers of the rules domain: the order events that trigger rules."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.events.registry import Envelope, consumer
+from ordertally.orders import events as order_events  # noqa: F401  (registers the schemas)
+from ordertally.rules import service
+
+
+@consumer("rules.evaluate", *service.EVENT_TYPES)
+async def evaluate(session: AsyncSession, envelope: Envelope) -> None:
+    """Evaluate the enabled rules this event triggers; a replayed event fires nothing twice
+    (a firing is unique per rule and event)."""
+    await service.evaluate_event(session, envelope)

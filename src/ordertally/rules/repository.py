@@ -1,0 +1,168 @@
+"""Every query of the rules domain: rules, their versions, the firing log, purchase plans."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.core.db import upsert_insert
+from ordertally.rules.models import PurchasePlan, Rule, RuleHit, RuleVersion
+
+# --- rules ---------------------------------------------------------------------------------------
+
+
+async def get(session: AsyncSession, rule_id: int) -> Rule | None:
+    """A rule by id, read fresh."""
+    return await session.get(Rule, rule_id, populate_existing=True)
+
+
+async def by_code(session: AsyncSession, code: str) -> Rule | None:
+    """A rule by its code."""
+    result = await session.scalars(select(Rule).where(Rule.code == code))
+    return result.one_or_none()
+
+
+async def codes(session: AsyncSession, candidates: Sequence[str]) -> set[str]:
+    """Which of these codes name a rule."""
+    result = await session.scalars(select(Rule.code).where(Rule.code.in_(list(candidates))))
+    return set(result.all())
+
+
+async def list_rules(session: AsyncSession) -> list[Rule]:
+    """Every rule, by id."""
+    return list((await session.scalars(select(Rule).order_by(Rule.id))).all())
+
+
+async def enabled(session: AsyncSession) -> list[Rule]:
+    """The enabled rules, by id."""
+    result = await session.scalars(select(Rule).where(Rule.enabled.is_(True)).order_by(Rule.id))
+    return list(result.all())
+
+
+async def add(session: AsyncSession, values: dict[str, Any]) -> Rule:
+    """Insert a rule."""
+    rule = Rule(**values)
+    session.add(rule)
+    await session.flush()
+    return rule
+
+
+async def add_version(session: AsyncSession, values: dict[str, Any]) -> None:
+    """Keep one saved version of a rule."""
+    await session.execute(insert(RuleVersion).values(**values))
+
+
+async def versions(session: AsyncSession, rule_id: int) -> list[RuleVersion]:
+    """A rule's saved versions, newest first."""
+    result = await session.scalars(
+        select(RuleVersion)
+        .where(RuleVersion.rule_id == rule_id)
+        .order_by(RuleVersion.version.desc())
+    )
+    return list(result.all())
+
+
+async def bump(session: AsyncSession, rule_id: int, version: int, values: dict[str, Any]) -> bool:
+    """Save a new version over `version` (compare-and-set); False when someone saved first."""
+    result = await session.execute(
+        update(Rule)
+        .where(Rule.id == rule_id, Rule.version == version)
+        .values(version=version + 1, **values)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+# --- firings -------------------------------------------------------------------------------------
+
+
+async def add_hit_if_absent(session: AsyncSession, values: dict[str, Any]) -> int | None:
+    """Log a firing unless this rule already fired for this dedupe key; its id when new."""
+    stmt = (
+        upsert_insert(session, RuleHit)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["rule_id", "dedupe_key"])
+        .returning(RuleHit.id)
+    )
+    hit_id = (await session.execute(stmt)).scalar_one_or_none()
+    return int(hit_id) if hit_id is not None else None
+
+
+async def set_outcomes(session: AsyncSession, hit_id: int, outcomes: list[dict[str, Any]]) -> None:
+    """Record what a firing's actions did."""
+    await session.execute(update(RuleHit).where(RuleHit.id == hit_id).values(outcomes=outcomes))
+
+
+async def hits(
+    session: AsyncSession, rule_id: int, *, before_id: int | None, limit: int
+) -> list[RuleHit]:
+    """A rule's firings, newest first (keyset by id)."""
+    stmt = select(RuleHit).where(RuleHit.rule_id == rule_id)
+    if before_id is not None:
+        stmt = stmt.where(RuleHit.id < before_id)
+    result = await session.scalars(stmt.order_by(RuleHit.id.desc()).limit(limit))
+    return list(result.all())
+
+
+# --- purchase plans ------------------------------------------------------------------------------
+
+
+async def add_plans(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
+    """Insert purchase plans; one already there (same SKU, warehouse, date and reference) is
+    left alone. Returns how many were new."""
+    added = 0
+    for row in rows:
+        stmt = (
+            upsert_insert(session, PurchasePlan)
+            .values(**row)
+            .on_conflict_do_nothing(
+                index_elements=["sku", "warehouse_code", "expected_date", "reference"]
+            )
+            .returning(PurchasePlan.id)
+        )
+        if (await session.execute(stmt)).scalar_one_or_none() is not None:
+            added += 1
+    return added
+
+
+async def plans(
+    session: AsyncSession, *, sku: str | None, start: date | None, end: date | None, limit: int
+) -> list[PurchasePlan]:
+    """Purchase plans, by date then SKU, optionally of one SKU and within [start, end]."""
+    stmt = select(PurchasePlan)
+    if sku is not None:
+        stmt = stmt.where(PurchasePlan.sku == sku)
+    if start is not None:
+        stmt = stmt.where(PurchasePlan.expected_date >= start)
+    if end is not None:
+        stmt = stmt.where(PurchasePlan.expected_date <= end)
+    stmt = stmt.order_by(PurchasePlan.expected_date, PurchasePlan.sku, PurchasePlan.id)
+    return list((await session.scalars(stmt.limit(limit))).all())
+
+
+async def planned_quantities(
+    session: AsyncSession, skus: Sequence[str], start: date, end: date
+) -> dict[tuple[str, str], int]:
+    """Units expected per (SKU, warehouse) between start and end (inclusive)."""
+    rows = await session.execute(
+        select(PurchasePlan.sku, PurchasePlan.warehouse_code, func.sum(PurchasePlan.quantity))
+        .where(
+            PurchasePlan.sku.in_(list(skus)),
+            PurchasePlan.expected_date >= start,
+            PurchasePlan.expected_date <= end,
+        )
+        .group_by(PurchasePlan.sku, PurchasePlan.warehouse_code)
+    )
+    return {(str(s), str(w)): int(q) for s, w, q in rows.all()}
+
+
+async def delete_plan(session: AsyncSession, plan_id: int) -> bool:
+    """Delete a purchase plan; False when there was none."""
+    plan = await session.get(PurchasePlan, plan_id)
+    if plan is None:
+        return False
+    await session.delete(plan)
+    return True

@@ -1,0 +1,475 @@
+"""Use cases of the rules domain: save (compile, check, version) rules, evaluate them on events
+and on the tick, log every firing with the facts it saw, dry-run a draft over history, install
+the built-in templates, keep purchase plans. Services receive a session and never commit."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.catalog import service as catalog_service
+from ordertally.core import clock
+from ordertally.events.registry import Envelope
+from ordertally.orders import queries as orders_queries
+from ordertally.orders import service as orders_service
+from ordertally.rules import actions, facts, repository, templates
+from ordertally.rules.conditions import (
+    CHANNEL_SUBJECT,
+    ORDER_SUBJECT,
+    STOCK_SUBJECT,
+    TRIGGERS,
+    Compiled,
+    compile_condition,
+    prepare,
+)
+from ordertally.rules.errors import PlanInvalid, PlanNotFound, RuleExists, RuleNotFound
+from ordertally.rules.metrics import EVALUATIONS, FIRINGS
+from ordertally.rules.models import PurchasePlan, Rule, RuleHit, RuleVersion
+
+# Event type -> the triggers it fires.
+EVENT_TRIGGERS: dict[str, tuple[str, ...]] = {}
+for _t in TRIGGERS.values():
+    for _e in _t.event_types:
+        EVENT_TRIGGERS.setdefault(_e, ())
+        EVENT_TRIGGERS[_e] += (_t.name,)
+EVENT_TYPES: tuple[str, ...] = tuple(sorted(EVENT_TRIGGERS))
+
+MAX_DRY_RUN_ORDERS = 20_000
+# Keyed by what was compiled, not by rule id and version: ids are reused after a restore.
+_COMPILED: dict[tuple[str, str], Compiled] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Active:
+    rule: Rule
+    compiled: Compiled
+
+
+def compiled_of(rule: Rule) -> Compiled:
+    """A saved rule's compiled condition (cached per trigger and source)."""
+    key = (rule.trigger, rule.condition)
+    found = _COMPILED.get(key)
+    if found is None:
+        found = _COMPILED[key] = compile_condition(rule.condition, rule.trigger)
+    return found
+
+
+# --- saving --------------------------------------------------------------------------------------
+
+
+def check_rule(trigger: str, condition: str, rule_actions: list[dict[str, Any]]) -> Compiled:
+    """Compile and check a condition and its actions for a trigger (refused with the error)."""
+    compiled = compile_condition(condition, trigger)
+    actions.check(rule_actions, compiled.trigger.subject)
+    return compiled
+
+
+async def _keep_version(session: AsyncSession, rule: Rule, by: str) -> None:
+    await repository.add_version(
+        session,
+        {
+            "rule_id": rule.id,
+            "version": rule.version,
+            "trigger": rule.trigger,
+            "condition": rule.condition,
+            "actions": rule.actions,
+            "enabled": rule.enabled,
+            "saved_by": by,
+            "saved_at": rule.updated_at,
+        },
+    )
+
+
+async def create_rule(
+    session: AsyncSession,
+    *,
+    code: str,
+    name: str,
+    trigger: str,
+    condition: str,
+    rule_actions: list[dict[str, Any]],
+    enabled: bool,
+    by: str,
+    template: str | None = None,
+) -> Rule:
+    """Save a new rule (version 1) after compiling and checking it."""
+    check_rule(trigger, condition, rule_actions)
+    if await repository.by_code(session, code) is not None:
+        raise RuleExists(f"a rule with code {code!r} exists", field="code")
+    now = clock.now()
+    rule = await repository.add(
+        session,
+        {
+            "code": code,
+            "name": name,
+            "trigger": trigger,
+            "condition": condition,
+            "actions": actions.check(rule_actions, TRIGGERS[trigger].subject),
+            "enabled": enabled,
+            "version": 1,
+            "template": template,
+            "updated_by": by,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    await _keep_version(session, rule, by)
+    return rule
+
+
+async def get_rule(session: AsyncSession, rule_id: int) -> Rule:
+    """A rule by id, or RuleNotFound."""
+    rule = await repository.get(session, rule_id)
+    if rule is None:
+        raise RuleNotFound(f"rule {rule_id} does not exist")
+    return rule
+
+
+async def update_rule(
+    session: AsyncSession, rule_id: int, changes: dict[str, Any], by: str
+) -> Rule:
+    """Save a new version of a rule (name, trigger, condition, actions, enabled); a changed
+    condition or action list is compiled and checked first. `changes["version"]`, when given,
+    must be the version being replaced (409 otherwise)."""
+    rule = await get_rule(session, rule_id)
+    expected = changes.pop("version", None)
+    if expected is not None and expected != rule.version:
+        raise RuleExists(
+            f"rule {rule_id} is at version {rule.version}, not {expected}; reload and retry",
+            field="version",
+        )
+    trigger = changes.get("trigger", rule.trigger)
+    condition = changes.get("condition", rule.condition)
+    rule_actions = changes.get("actions", rule.actions)
+    compiled = check_rule(trigger, condition, rule_actions)
+    values = {
+        "name": changes.get("name", rule.name),
+        "trigger": trigger,
+        "condition": condition,
+        "actions": actions.check(rule_actions, compiled.trigger.subject),
+        "enabled": changes.get("enabled", rule.enabled),
+        "updated_by": by,
+        "updated_at": clock.now(),
+    }
+    if not await repository.bump(session, rule.id, rule.version, values):
+        raise RuleExists(f"rule {rule_id} was saved by someone else meanwhile; reload and retry")
+    rule = await get_rule(session, rule_id)
+    await _keep_version(session, rule, by)
+    return rule
+
+
+async def list_rules(session: AsyncSession) -> list[Rule]:
+    """Every rule."""
+    return await repository.list_rules(session)
+
+
+async def versions(session: AsyncSession, rule_id: int) -> list[RuleVersion]:
+    """A rule's saved versions, newest first."""
+    await get_rule(session, rule_id)
+    return await repository.versions(session, rule_id)
+
+
+async def hits(
+    session: AsyncSession, rule_id: int, *, before_id: int | None = None, limit: int = 50
+) -> list[RuleHit]:
+    """A rule's firings with the facts each saw, newest first."""
+    await get_rule(session, rule_id)
+    return await repository.hits(session, rule_id, before_id=before_id, limit=limit)
+
+
+async def install_templates(
+    session: AsyncSession, by: str, codes: list[str] | None = None
+) -> list[Rule]:
+    """Save the built-in templates not saved yet (all, or those named), each enabled when the
+    template is on by default; returns the rules added."""
+    wanted = [templates.BY_CODE[c] for c in codes] if codes else list(templates.TEMPLATES)
+    have = await repository.codes(session, [t.code for t in wanted])
+    added = []
+    for template in wanted:
+        if template.code in have:
+            continue
+        added.append(
+            await create_rule(
+                session,
+                code=template.code,
+                name=template.name,
+                trigger=template.trigger,
+                condition=template.condition,
+                rule_actions=templates.actions_of(template),
+                enabled=template.enabled,
+                by=by,
+                template=template.code,
+            )
+        )
+    return added
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+
+async def active(session: AsyncSession, trigger_names: tuple[str, ...]) -> list[Active]:
+    """The enabled rules of these triggers, compiled."""
+    return [
+        Active(rule, compiled_of(rule))
+        for rule in await repository.enabled(session)
+        if rule.trigger in trigger_names
+    ]
+
+
+def _seen(compiled: Compiled, all_facts: dict[str, Any]) -> dict[str, Any]:
+    """The facts one condition names (what its firing log keeps)."""
+    return {name: all_facts[name] for name in sorted(compiled.variables) if name in all_facts}
+
+
+async def _fire(
+    session: AsyncSession,
+    item: Active,
+    *,
+    dedupe_key: str,
+    subject: str,
+    order_id: int | None,
+    order_no: str | None,
+    seen: dict[str, Any],
+) -> int | None:
+    """Log a firing (once per rule and dedupe key) and run its actions; the hit id when new."""
+    hit_id = await repository.add_hit_if_absent(
+        session,
+        {
+            "rule_id": item.rule.id,
+            "rule_version": item.rule.version,
+            "dedupe_key": dedupe_key[:120],
+            "subject": subject[:120],
+            "order_id": order_id,
+            "facts": seen,
+            "outcomes": [],
+            "fired_at": clock.now(),
+        },
+    )
+    if hit_id is None:
+        return None
+    firing = actions.Firing(
+        item.rule.code, item.rule.version, hit_id, subject, order_id, order_no, seen
+    )
+    outcomes = await actions.run_all(session, firing, item.rule.actions)
+    await repository.set_outcomes(session, hit_id, outcomes)
+    FIRINGS.labels(item.rule.code).inc()
+    return hit_id
+
+
+async def evaluate_event(session: AsyncSession, envelope: Envelope) -> int:
+    """Evaluate the enabled rules an order event triggers; returns how many fired."""
+    rules = await active(session, EVENT_TRIGGERS.get(envelope.type, ()))
+    if not rules:
+        return 0
+    order = await orders_queries.get_by_no(session, str(envelope.payload["order_no"]))
+    if order is None:
+        return 0
+    wanted = set().union(*(r.compiled.variables for r in rules))
+    order_facts = await facts.order_facts(session, order, wanted)
+    context = prepare(order_facts)
+    fired = 0
+    for item in rules:
+        EVALUATIONS.labels(item.rule.trigger).inc()
+        if not item.compiled.matches(context):
+            continue
+        fired += (
+            await _fire(
+                session,
+                item,
+                dedupe_key=f"event:{envelope.id}",
+                subject=order.order_no,
+                order_id=order.id,
+                order_no=order.order_no,
+                seen=_seen(item.compiled, order_facts),
+            )
+            is not None
+        )
+    return fired
+
+
+async def _subjects(session: AsyncSession, subject: str) -> list[tuple[str, dict[str, Any]]]:
+    if subject == STOCK_SUBJECT:
+        return await facts.stock_subjects(session)
+    if subject == CHANNEL_SUBJECT:
+        return await facts.channel_subjects(session)
+    return []
+
+
+async def run_schedule(session: AsyncSession, now: datetime) -> int:
+    """Evaluate the scheduled rules over their subjects; each fires at most once a UTC day per
+    subject. Returns how many fired."""
+    scheduled = tuple(t.name for t in TRIGGERS.values() if not t.event_types)
+    rules = await active(session, scheduled)
+    fired = 0
+    day = clock.as_utc(now).date().isoformat()
+    for subject_kind in sorted({r.compiled.trigger.subject for r in rules}):
+        subjects = [(s, f, prepare(f)) for s, f in await _subjects(session, subject_kind)]
+        for item in (r for r in rules if r.compiled.trigger.subject == subject_kind):
+            for subject, subject_facts, context in subjects:
+                EVALUATIONS.labels(item.rule.trigger).inc()
+                if item.compiled.matches(context):
+                    fired += (
+                        await _fire(
+                            session,
+                            item,
+                            dedupe_key=f"day:{day}:{subject}",
+                            subject=subject,
+                            order_id=None,
+                            order_no=None,
+                            seen=subject_facts,
+                        )
+                        is not None
+                    )
+    return fired
+
+
+# --- dry run -------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class DryRun:
+    evaluated: int = 0
+    matched: int = 0
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    truncated: bool = False
+
+
+async def dry_run(
+    session: AsyncSession,
+    *,
+    trigger: str,
+    condition: str,
+    days: int,
+    sample_size: int,
+    limit: int = MAX_DRY_RUN_ORDERS,
+) -> DryRun:
+    """Evaluate a draft condition over the orders created in the last `days` days (order
+    triggers) or over today's subjects (scheduled triggers); nothing is written."""
+    compiled = compile_condition(condition, trigger)
+    result = DryRun()
+
+    def consider(subject: str, subject_facts: dict[str, Any]) -> None:
+        result.evaluated += 1
+        if compiled.matches(subject_facts):
+            result.matched += 1
+            if len(result.sample) < sample_size:
+                result.sample.append({"subject": subject, "facts": _seen(compiled, subject_facts)})
+
+    if compiled.trigger.subject != ORDER_SUBJECT:
+        for subject, subject_facts in await _subjects(session, compiled.trigger.subject):
+            consider(subject, subject_facts)
+        return result
+    since = clock.now() - timedelta(days=days)
+    after: tuple[datetime, int] | None = None
+    while result.evaluated < limit:
+        page = await orders_service.list_orders(
+            session,
+            status=None,
+            channel=None,
+            created_from=since,
+            created_to=None,
+            after=after,
+            limit=min(200, limit - result.evaluated),
+        )
+        if not page:
+            break
+        for order in page:
+            consider(order.order_no, await facts.order_facts(session, order, compiled.variables))
+        after = (page[-1].created_at, page[-1].id)
+    else:
+        result.truncated = True
+    return result
+
+
+# --- purchase plans ------------------------------------------------------------------------------
+
+PLAN_COLUMNS = ("sku", "warehouse", "expected_date", "quantity", "reference")
+MAX_PLAN_ROWS = 5_000
+
+
+async def add_plans(session: AsyncSession, rows: list[dict[str, Any]], by: str) -> int:
+    """Save purchase plans (SKU known to the catalogue, quantity > 0); returns how many were
+    new (a row already saved with the same SKU, warehouse, date and reference is skipped)."""
+    if not rows:
+        return 0
+    codes = {str(r["sku"]) for r in rows}
+    unknown = sorted(codes - await catalog_service.known_codes(session, codes))
+    if unknown:
+        raise PlanInvalid(f"unknown SKUs: {', '.join(unknown[:20])}", field="sku")
+    now = clock.now()
+    return await repository.add_plans(
+        session,
+        [
+            {
+                "sku": str(r["sku"]),
+                "warehouse_code": str(r["warehouse"]),
+                "expected_date": r["expected_date"],
+                "quantity": int(r["quantity"]),
+                "reference": str(r.get("reference") or ""),
+                "created_by": by,
+                "created_at": now,
+            }
+            for r in rows
+        ],
+    )
+
+
+def parse_plan_csv(text: str) -> list[dict[str, Any]]:
+    """Rows of a purchase-plan CSV (header: sku,warehouse,expected_date,quantity[,reference]);
+    PlanInvalid names the first bad line."""
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    header = [h.strip() for h in reader.fieldnames or []]
+    missing = [c for c in PLAN_COLUMNS[:4] if c not in header]
+    if missing:
+        raise PlanInvalid(f"the CSV lacks columns: {', '.join(missing)}", field="file")
+    rows: list[dict[str, Any]] = []
+    for line_no, raw in enumerate(reader, start=2):
+        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+        try:
+            quantity = int(row["quantity"])
+            expected = date.fromisoformat(row["expected_date"])
+        except ValueError as exc:
+            raise PlanInvalid(f"line {line_no}: {exc}", field="file", line=line_no) from exc
+        if quantity <= 0 or not row["sku"] or not row["warehouse"]:
+            raise PlanInvalid(
+                f"line {line_no}: sku and warehouse are required, quantity must be > 0",
+                field="file",
+                line=line_no,
+            )
+        if len(row["sku"]) > 64 or len(row["warehouse"]) > 32 or len(row.get("reference", "")) > 64:
+            raise PlanInvalid(f"line {line_no}: a value is too long", field="file", line=line_no)
+        rows.append(
+            {
+                "sku": row["sku"],
+                "warehouse": row["warehouse"],
+                "expected_date": expected,
+                "quantity": quantity,
+                "reference": row.get("reference", ""),
+            }
+        )
+        if len(rows) > MAX_PLAN_ROWS:
+            raise PlanInvalid(f"at most {MAX_PLAN_ROWS} rows per file", field="file")
+    return rows
+
+
+async def list_plans(
+    session: AsyncSession,
+    *,
+    sku: str | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    limit: int = 500,
+) -> list[PurchasePlan]:
+    """Purchase plans by expected date."""
+    return await repository.plans(session, sku=sku, start=start, end=end, limit=limit)
+
+
+async def delete_plan(session: AsyncSession, plan_id: int) -> None:
+    """Delete a purchase plan, or PlanNotFound."""
+    if not await repository.delete_plan(session, plan_id):
+        raise PlanNotFound(f"purchase plan {plan_id} does not exist")

@@ -1,0 +1,90 @@
+"""The built-in rule templates: the checks the seeds ask for, as ordinary rules a merchant can
+edit, disable or copy. `install_templates` (service) saves the missing ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ordertally.core.settings import Settings, get_settings
+from ordertally.notify import targets
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    code: str
+    name: str
+    trigger: str
+    condition: str
+    actions: tuple[dict[str, Any], ...]
+    enabled: bool  # on when installed by default
+    wecom_alert: bool = False  # add a notify action to the first WeCom target, when there is one
+
+
+TEMPLATES: tuple[Template, ...] = (
+    Template(
+        "builtin.amount_over_5x_average",
+        "金额超过客户均单价 5 倍，暂停发货待确认 / amount over 5x the buyer's average: hold",
+        "order.created",
+        "customer.known && customer.orders_90d > 1"
+        " && order.total_minor > 5 * customer.aov_90d_minor",
+        ({"kind": "hold", "pool": "amount_confirm", "reason": "amount > 5x the buyer's average"},),
+        True,
+    ),
+    Template(
+        "builtin.returns_over_3_in_30d",
+        "30 天内退货超过 3 次，进入高风险审核 / more than 3 returns in 30 days: high-risk review",
+        "order.created",
+        "customer.returns_30d > 3",
+        ({"kind": "hold", "pool": "high_risk", "reason": "more than 3 returns in 30 days"},),
+        True,
+    ),
+    Template(
+        "builtin.stock_below_safety_no_plan",
+        "库存低于安全库存且 7 天内无采购计划，红色预警 / below safety stock, no receipt in 7 days",
+        "schedule.stock",
+        "stock.safety_stock > 0 && stock.on_hand - stock.reserved < stock.safety_stock"
+        " && stock.planned_7d == 0",
+        ({"kind": "flag", "flag": "stock_red_alert", "reason": "below safety stock, no plan"},),
+        True,
+        wecom_alert=True,
+    ),
+    Template(
+        "builtin.discount_over_80",
+        "折扣超过 80%，可疑订单审核 / discount over 80%: review",
+        "order.created",
+        "order.discount_ratio > 0.8",
+        ({"kind": "hold", "pool": "suspicious_discount", "reason": "discount over 80%"},),
+        # customers/ still raises its discount flag; this one is switched on in its place.
+        False,
+    ),
+    Template(
+        "builtin.same_item_burst",
+        "同一买家 5 分钟内同款下单超过 3 次，疑似刷单暂停 / same item > 3 times in 5 min: pause",
+        "order.created",
+        "customer.max_same_sku_orders_5m > 3",
+        ({"kind": "hold", "pool": "suspected_brushing", "reason": "suspected brushing"},),
+        # customers/ still raises its burst flag; this one is switched on in its place.
+        False,
+    ),
+    Template(
+        "builtin.empty_channel_pulls",
+        "店铺连续 5 次拉单为空，企业微信告警 / 5 empty channel pulls in a row: WeCom alert",
+        "schedule.channel",
+        "channel.active && channel.empty_pulls >= 5 && channel.orders_seen > 0",
+        ({"kind": "flag", "flag": "channel_empty_pulls", "reason": "5 empty pulls in a row"},),
+        True,
+        wecom_alert=True,
+    ),
+)
+BY_CODE: dict[str, Template] = {t.code: t for t in TEMPLATES}
+
+
+def actions_of(template: Template, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """A template's actions, with the WeCom alert when a WeCom target is configured."""
+    actions = [dict(a) for a in template.actions]
+    if template.wecom_alert:
+        wecom = [t for t in targets.ops_targets(settings or get_settings()) if t.kind == "wecombot"]
+        if wecom:
+            actions.append({"kind": "notify", "target": wecom[0].key, "message": template.name})
+    return actions
