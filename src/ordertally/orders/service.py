@@ -105,3 +105,16 @@ async def stuck_counts(session: AsyncSession, cutoffs: dict[str, datetime]) -> d
         status: await repository.count_in_status_before(session, status, before)
         for status, before in cutoffs.items()
     }
+
+
+async def delivered_before(
+    session: AsyncSession,
+    channel: str | None,
+    before: datetime,
+    *,
+    exclude: list[str] | None = None,
+    limit: int = 500,
+) -> list[str]:
+    """Order numbers delivered before a time, of a channel (None: every channel but those
+    excluded), oldest first: the ones whose receipt the scheduler may confirm."""
+    return await repository.delivered_before(session, channel, before, exclude or [], limit)

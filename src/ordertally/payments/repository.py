@@ -742,3 +742,15 @@ async def insert_reconciliation(session: AsyncSession, values: dict[str, Any]) -
         insert(PaymentReconciliation).values(**values).returning(PaymentReconciliation.id)
     )
     return int(result.scalar_one())
+
+
+async def refund_by_out_refund_no(
+    session: AsyncSession, provider: str, out_refund_no: str
+) -> PaymentRefund | None:
+    """The refund recorded under a provider's refund number, if any."""
+    found = await session.scalars(
+        select(PaymentRefund).where(
+            PaymentRefund.provider == provider, PaymentRefund.out_refund_no == out_refund_no
+        )
+    )
+    return found.first()
