@@ -12,6 +12,7 @@ from typing import Protocol
 
 from fastapi import FastAPI
 
+from ordertally.aftersales import wiring as aftersales
 from ordertally.analytics import wiring as analytics
 from ordertally.auth import wiring as auth
 from ordertally.catalog import wiring as catalog
@@ -49,6 +50,7 @@ DOMAINS: tuple[Wiring, ...] = (
     web,
     catalog,
     auth,
+    aftersales,
 )
 
 

@@ -435,16 +435,19 @@ async def refunds_of(session: AsyncSession, case: AftersaleCase) -> list[Aftersa
     return await repository.refunds_of_case(session, case.id)
 
 
-async def order_money(session: AsyncSession, order_id: int) -> dict[str, int] | None:
-    """An order's paid / committed / refunded amounts, as the ledger row holds them."""
-    row = await repository.get_money(session, order_id)
+async def order_money_of(session: AsyncSession, order_no: str) -> dict[str, int | str] | None:
+    """An order's paid / committed / refunded amounts as its ledger row holds them, and the sum
+    of its refund records (None before its first refund)."""
+    order = await orders_service.get_order(session, order_no)
+    row = await repository.get_money(session, order.id)
     if row is None:
         return None
     return {
+        "currency": row.currency,
         "paid_minor": row.paid_minor,
         "committed_minor": row.committed_minor,
         "refunded_minor": row.refunded_minor,
-        "refund_records_minor": await repository.refunded_of_order(session, order_id),
+        "refund_records_minor": await repository.refunded_of_order(session, order.id),
     }
 
 

@@ -48,6 +48,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "catalog.read": frozenset(ROLES),
     "catalog.manage": frozenset({"admin", "ops"}),
     "auth.manage": frozenset({"admin"}),
+    "aftersales.read": frozenset({"admin", "ops", "cs", "finance", "warehouse"}),
+    "aftersales.manage": frozenset({"admin", "ops", "cs"}),
+    "aftersales.refund": frozenset({"admin", "cs", "finance"}),
+    "aftersales.receive": frozenset({"admin", "ops", "warehouse"}),
 }
 
 
