@@ -44,6 +44,10 @@ print(json.dumps({"imported": imported, "wired": wired, "again": state()}))
 """
 
 JOBS = [
+    "aftersales_confirm_receipts",
+    "aftersales_gauges",
+    "aftersales_refunds",
+    "aftersales_sla",
     "channels_sync_due",
     "channels_webhook_purge",
     "channels_webhook_sweep",

@@ -14,7 +14,7 @@ from ordertally.core.db import Database
 from ordertally.jobs.scheduler import periodic, periodic_outside
 
 CASES = Gauge(
-    "ordertally_aftersale_cases", "After-sales cases by type and status", ["type", "status"]
+    "ordertally_aftersale_case_count", "After-sales cases by type and status", ["type", "status"]
 )
 
 
