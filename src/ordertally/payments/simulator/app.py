@@ -591,6 +591,9 @@ async def control_status(request: Request) -> dict[str, Any]:
         "deliveries_recorded": len(sim.deliveries),
         "time_scale": sim.time_scale,
         "behaviour": sim.behaviour_json(),
+        "refund_requests": sim.refund_requests,
+        "refunds": sum(len(p.refunds) for p in sim.payments.values()),
+        "refund_answer_delay_seconds": sim.refund_answer_delay_seconds,
     }
 
 
