@@ -399,3 +399,17 @@ async def returns_since(
 ) -> dict[int, int]:
     """Return cases opened since a time per order (the customer profile's return count)."""
     return await repository.returns_since(session, order_ids, since)
+
+
+async def reship(session: AsyncSession, case_no: str, actor: str) -> AftersaleCase:
+    """Mark an approved reship case as sent again (the outbound shipment is not created here
+    yet: see docs/adr/0035)."""
+    case = await get_case(session, case_no)
+    return await transition(session, case, "reship", actor)
+
+
+async def exchange(session: AsyncSession, case_no: str, actor: str) -> AftersaleCase:
+    """Mark an inspected exchange case as exchanged (the replacement's outbound shipment is not
+    created here yet: see docs/adr/0035)."""
+    case = await get_case(session, case_no)
+    return await transition(session, case, "exchange", actor)
