@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.aftersales import repository
+from ordertally.aftersales import refunds, repository
 from ordertally.aftersales.errors import IllegalCaseTransition, InvalidCase, ParcelNotFound
 from ordertally.aftersales.models import AftersaleCase, ReturnParcel
 from ordertally.aftersales.schemas import Inspection, ParcelIn
@@ -132,7 +132,7 @@ async def inspect(
                 actor=actor,
             )
     extra = {"responsibility": cmd.responsibility.value} if cmd.responsibility else {}
-    return await transition(
+    inspected = await transition(
         session,
         case,
         "inspect",
@@ -146,6 +146,8 @@ async def inspect(
         },
         extra=extra,
     )
+    # Refunded first: the case is settled now that its goods are accounted for.
+    return await refunds.settle_case(session, inspected, actor)
 
 
 async def unmatched(session: AsyncSession, limit: int = 100) -> list[ReturnParcel]:

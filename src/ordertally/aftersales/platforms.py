@@ -162,3 +162,20 @@ async def _apply(session: AsyncSession, record: PlatformRecord, order_no: str, a
         await refunds.record_platform_refund(
             session, case.case_no, record.platform_refund_id, record.amount_minor, actor
         )
+
+
+async def apply_shopify_refund(
+    session: AsyncSession, platform: str, body: dict[str, Any]
+) -> str | None:
+    """The channel inbox's handler of Shopify's refunds/create: None when applied (or a
+    duplicate), else why it was not."""
+    try:
+        record = from_shopify(body)
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"unmappable refund: {exc!r}"[:300]
+    result = await ingest(session, [record], f"{platform}:webhook")
+    if result.unknown_order:
+        return f"no {platform} order {record.external_order_id}"
+    if result.refused:
+        return result.refused[0][1][:300]
+    return None

@@ -33,7 +33,7 @@ from ordertally.aftersales.events import AftersaleRefundConfirmed
 from ordertally.aftersales.models import AftersaleCase, AftersaleRefund
 from ordertally.aftersales.policy import current as current_policy
 from ordertally.aftersales.service import get_case, transition
-from ordertally.aftersales.state_machine import MOVES_MONEY, CaseStatus, CaseType
+from ordertally.aftersales.state_machine import MOVES_MONEY, RETURNS_GOODS, CaseStatus, CaseType
 from ordertally.core import clock, money
 from ordertally.core.db import Database, count_after_commit
 from ordertally.core.settings import get_settings
@@ -232,22 +232,37 @@ async def confirm(session: AsyncSession, refund: AftersaleRefund, actor: str) ->
     )
     waited = (now - clock.as_utc(refund.created_at)).total_seconds()
     count_after_commit(session, lambda: TIME_TO_REFUND.observe(max(waited, 0.0)))
+    await settle_case(session, case, actor, refund.out_refund_no)
+    await _move_order(session, refund, actor)
+    return True
+
+
+async def settle_case(
+    session: AsyncSession, case: AftersaleCase, actor: str, evidence: str | None = None
+) -> AftersaleCase:
+    """Move a case to refunded once its refunds are all confirmed; a case whose goods come
+    back waits for them (refund first: the money went out, the goods still come home)."""
     done = sum(
         r.amount_minor
         for r in await repository.refunds_of_case(session, case.id)
         if r.state == "succeeded"
     )
-    if done >= case.refund_minor and case.status not in (
-        CaseStatus.REFUNDED,
-        CaseStatus.CLOSED,
-        CaseStatus.REQUESTED,
-        CaseStatus.REJECTED,
-    ):
-        await transition(
-            session, case, "refund", actor, detail={"out_refund_no": refund.out_refund_no}
-        )
-    await _move_order(session, refund, actor)
-    return True
+    if done == 0 or done < case.refund_minor:
+        return case
+    goods_out = CaseType(case.type) in RETURNS_GOODS and case.status in (
+        CaseStatus.APPROVED,
+        CaseStatus.AWAITING_RETURN,
+        CaseStatus.RETURNED,
+    )
+    refundable = case.status in (
+        CaseStatus.APPROVED,
+        CaseStatus.AWAITING_RETURN,
+        CaseStatus.RETURNED,
+        CaseStatus.INSPECTED,
+    )
+    if goods_out or not refundable:
+        return case
+    return await transition(session, case, "refund", actor, detail={"out_refund_no": evidence})
 
 
 async def _move_order(session: AsyncSession, refund: AftersaleRefund, actor: str) -> None:
