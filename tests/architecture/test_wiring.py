@@ -68,6 +68,7 @@ JOBS = [
 CONSUMERS = [
     "analytics.order_daily_tally",
     "channels.apply_webhook",
+    "customers.count_return",
     "customers.link_channel_buyer",
     "customers.link_order",
     "fulfillment.allocate",
