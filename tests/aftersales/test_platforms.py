@@ -41,7 +41,7 @@ async def _shopify_order(db: Database, monkeypatch: pytest.MonkeyPatch) -> str:
     order = await make_order(
         db,
         "paid",
-        channel="shopify",
+        channel="shop_a",
         external_id="450789469",
         currency="USD",
         lines=[

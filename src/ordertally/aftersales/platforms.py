@@ -39,7 +39,7 @@ def _minor(amount: Any, currency: str) -> int:
     return money.to_minor(Decimal(str(amount)), currency)
 
 
-def from_shopify(refund: dict[str, Any]) -> PlatformRecord:
+def from_shopify(refund: dict[str, Any], channel: str = "shopify") -> PlatformRecord:
     """Shopify's Refund resource (the refunds/create webhook body): refunded amount = the
     successful refund transactions; restocked items mean goods coming back."""
     amount = 0
@@ -55,7 +55,7 @@ def from_shopify(refund: dict[str, Any]) -> PlatformRecord:
         item.get("restock_type") == "return" for item in refund.get("refund_line_items") or []
     )
     return PlatformRecord(
-        channel="shopify",
+        channel=channel,
         platform_refund_id=str(refund["id"]),
         external_order_id=str(refund["order_id"]),
         type=CaseType.RETURN_REFUND if restocked and skus else CaseType.REFUND_ONLY,
@@ -75,13 +75,13 @@ _PDD_TYPES = {
 }
 
 
-def from_pinduoduo(item: dict[str, Any]) -> PlatformRecord:
+def from_pinduoduo(item: dict[str, Any], channel: str = "pinduoduo") -> PlatformRecord:
     """One item of pdd.refund.list.increment.get's refund_increment_get_response.refund_list."""
     case_type = _PDD_TYPES.get(int(item.get("after_sales_type") or 2), CaseType.REFUND_ONLY)
     sku = str(item.get("outer_id") or item.get("sku_id") or "")
     units = int(item.get("goods_number") or 1)
     return PlatformRecord(
-        channel="pinduoduo",
+        channel=channel,
         platform_refund_id=str(item["id"]),
         external_order_id=str(item["order_sn"]),
         type=case_type,
@@ -165,17 +165,17 @@ async def _apply(session: AsyncSession, record: PlatformRecord, order_no: str, a
 
 
 async def apply_shopify_refund(
-    session: AsyncSession, platform: str, body: dict[str, Any]
+    session: AsyncSession, channel: str, body: dict[str, Any]
 ) -> str | None:
-    """The channel inbox's handler of Shopify's refunds/create: None when applied (or a
-    duplicate), else why it was not."""
+    """The channel inbox's handler of Shopify's refunds/create (`channel`: the account code,
+    the channel of its orders): None when applied (or a duplicate), else why it was not."""
     try:
-        record = from_shopify(body)
+        record = from_shopify(body, channel)
     except (KeyError, TypeError, ValueError) as exc:
         return f"unmappable refund: {exc!r}"[:300]
-    result = await ingest(session, [record], f"{platform}:webhook")
+    result = await ingest(session, [record], f"{channel}:webhook")
     if result.unknown_order:
-        return f"no {platform} order {record.external_order_id}"
+        return f"no {channel} order {record.external_order_id}"
     if result.refused:
         return result.refused[0][1][:300]
     return None

@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["callbacks"])
 _TABLE = "channel_webhook"
 # Webhook topics another domain applies (after-sales: Shopify's refunds/create), registered by
-# its wiring: (session, platform, decoded body) -> None when applied, else why not.
+# its wiring: (session, account code = the orders' channel, decoded body) -> None when
+# applied, else why not.
 TopicHandler = Callable[[AsyncSession, str, dict[str, Any]], Awaitable[str | None]]
 TOPIC_HANDLERS: dict[str, TopicHandler] = {}
 
@@ -205,7 +206,7 @@ async def apply_receipt(session: AsyncSession, receipt_id: int, *, replay: bool 
     handler = TOPIC_HANDLERS.get(receipt.topic)
     if handler is not None:
         body = open_body(receipt.body, body_context(_TABLE, str(account.id), receipt.webhook_id))
-        error = await handler(session, account.platform, orjson.loads(body))
+        error = await handler(session, account.code, orjson.loads(body))
         done = "failed" if error else "applied"
         await repository.finish_webhook(session, receipt_id, done, error, clock.now())
         return done
