@@ -16,8 +16,10 @@ from ordertally.aftersales import lifecycle
 from ordertally.aftersales.models import AftersaleCase, AftersaleEvent
 from ordertally.core import clock
 from ordertally.core.db import Database
+from ordertally.core.settings import get_settings
 from ordertally.events.models import OutboxEvent
 from ordertally.inventory.models import StockMovement
+from ordertally.ops.doctor import run_checks
 from tests.aftersales.helpers import on_hand_and_ledger, order_status, paid_order
 from tests.conftest import TEST_WAREHOUSE
 from tests.factories import auth, make_order
@@ -153,6 +155,11 @@ async def test_a_return_is_received_unmatched_matched_inspected_and_refunded(
     ]
     assert await order_status(db, order.order_no) == "partially_refunded"
     assert await _counts(db) == (1, 7, 8)  # seven steps, and the refund confirmed
+    # And the doctor finds the refund recorded from the provider and the units in the ledger
+    checks = {c.name: c for c in await run_checks(db, get_settings())}
+    assert checks["aftersales_refunds"].ok and checks["aftersales_refunds"].data["confirmed"] == 1
+    assert checks["aftersales_returned_stock"].data == {"inspected": 2, "returned_movements": 2}
+    assert checks["aftersales_returned_stock"].ok
 
 
 async def test_bad_cases_are_refused_and_change_nothing(

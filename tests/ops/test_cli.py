@@ -65,6 +65,8 @@ async def test_doctor_passes_on_a_healthy_database(db: Database) -> None:
         "payment_providers",
         "payment_inbox",
         "payment_queries",
+        "aftersales_refunds",
+        "aftersales_returned_stock",
     ]
 
 

@@ -489,3 +489,33 @@ async def case_by_return_waybill(session: AsyncSession, waybill_no: str) -> Afte
         .order_by(AftersaleCase.id)
     )
     return found.first()
+
+
+# --- doctor -------------------------------------------------------------------------------------
+
+
+async def confirmed_provider_refunds(
+    session: AsyncSession, start: datetime, end: datetime
+) -> dict[str, int]:
+    """out_refund_no -> amount of the provider refunds confirmed in a window."""
+    rows = await session.execute(
+        select(AftersaleRefund.out_refund_no, AftersaleRefund.amount_minor).where(
+            AftersaleRefund.source == "provider",
+            AftersaleRefund.state == "succeeded",
+            AftersaleRefund.confirmed_at >= start,
+            AftersaleRefund.confirmed_at < end,
+        )
+    )
+    return {no: int(amount) for no, amount in rows.all()}
+
+
+async def inspected_units(session: AsyncSession) -> int:
+    """Units the warehouse inspected (restocked + written off) over all cases."""
+    total = await session.scalar(
+        select(
+            func.coalesce(
+                func.sum(AftersaleLine.restocked_quantity + AftersaleLine.written_off_quantity), 0
+            )
+        )
+    )
+    return int(total or 0)

@@ -395,3 +395,13 @@ async def on_hand_mismatches(session: AsyncSession) -> list[tuple[int, str, int,
 async def count_negative_available(session: AsyncSession) -> int:
     """Stock rows whose available to sell is below zero."""
     return int(await session.scalar(select(func.count()).where(AVAILABLE < 0)) or 0)
+
+
+async def movement_total(session: AsyncSession, kind: str, reason_like: str | None = None) -> int:
+    """The sum of the ledger's movements of a kind (optionally with a reason pattern)."""
+    query = select(func.coalesce(func.sum(StockMovement.quantity), 0)).where(
+        StockMovement.kind == kind
+    )
+    if reason_like is not None:
+        query = query.where(StockMovement.reason.like(reason_like))
+    return int(await session.scalar(query) or 0)
