@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export ORDERTALLY_DATA_DIR ?= ./var
 
 .PHONY: install run test lint typecheck migrate migrations-check pytest bench demo clean \
-	bench-orders bench-payments bench-fulfillment bench-channels drill drill-smoke
+	bench-orders bench-payments bench-fulfillment bench-channels bench-aftersales drill drill-smoke
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -47,7 +47,7 @@ test: lint migrations-check pytest
 
 # Every benchmark suite, one after the other (see docs/benchmarks.md for each figure's target).
 # PostgreSQL figures use ORDERTALLY_TEST_PG_URL (default: postgres on 127.0.0.1:5432).
-bench: bench-orders bench-payments bench-fulfillment bench-channels
+bench: bench-orders bench-payments bench-fulfillment bench-channels bench-aftersales
 
 bench-orders: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -61,6 +61,9 @@ bench-fulfillment: $(STAMP)
 bench-channels: $(STAMP)
 	$(BIN)/python -m bench.channels_ingest $(BENCH_CHANNELS_ARGS)
 	$(BIN)/python -m bench.channels_import $(BENCH_IMPORT_ARGS)
+
+bench-aftersales: $(STAMP)
+	$(BIN)/python -m bench.aftersales_ingest $(BENCH_AFTERSALES_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
