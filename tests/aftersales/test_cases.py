@@ -303,3 +303,36 @@ async def test_receipt_is_confirmed_after_the_window_unless_a_case_is_open(
     )
     # Then it is completed through the platform's row of the transition table
     assert r.json() == {"order_no": taobao.order_no, "status": "completed"}
+
+
+async def test_a_step_past_its_sla_opens_one_exception_case(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    from ordertally.exceptions import service as exceptions_service
+
+    # Given a case left requested
+    order, _ = await paid_order(db, None, "delivered")
+    await _post(
+        client,
+        keys["cs"],
+        "",
+        {
+            "order_no": order.order_no,
+            "type": "refund_only",
+            "reason_code": "x",
+            "refund_goods": "1.00",
+        },
+        201,
+    )
+    # When the SLA job runs before and after the 48 h a request may wait, twice
+    async with db.transaction() as session:
+        early = await lifecycle.open_sla_cases(session, clock.now())
+    clock.advance(timedelta(hours=49))
+    for _ in range(2):
+        async with db.transaction() as session:
+            await lifecycle.open_sla_cases(session, clock.now())
+    # Then one exception case shows it in the workbench
+    async with db.transaction(write=False) as session:
+        open_cases = await exceptions_service.open_cases(session, order.id)
+    assert early == 0
+    assert [(c.type, c.detail["status"]) for c in open_cases] == [("aftersale_sla", "requested")]
