@@ -7,7 +7,7 @@ export ORDERTALLY_DATA_DIR ?= ./var
 
 .PHONY: install run test lint typecheck migrate migrations-check pytest bench demo clean \
 	bench-orders bench-payments bench-fulfillment bench-channels drill drill-smoke bench-web \
-	bench-exports bench-casework bench-search bench-rules
+	bench-exports bench-casework bench-search bench-rules bench-aftersales
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -49,7 +49,7 @@ test: lint migrations-check pytest
 # Every benchmark suite, one after the other (see docs/benchmarks.md for each figure's target).
 # PostgreSQL figures use ORDERTALLY_TEST_PG_URL (default: postgres on 127.0.0.1:5432).
 bench: bench-orders bench-payments bench-fulfillment bench-channels bench-web \
-	bench-exports bench-casework bench-search bench-rules
+	bench-exports bench-casework bench-search bench-rules bench-aftersales
 
 bench-orders: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -85,6 +85,9 @@ bench-search: $(STAMP)
 
 bench-rules: $(STAMP)
 	$(BIN)/python -m bench.rules $(BENCH_RULES_ARGS)
+
+bench-aftersales: $(STAMP)
+	$(BIN)/python -m bench.aftersales_ingest $(BENCH_AFTERSALES_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -23,6 +23,9 @@ DRIVERS: dict[str, ActorKind] = {
     "complete": ActorKind.SCHEDULER,
     "refund": ActorKind.PAYMENT_CALLBACK,
     "reopen_paid": ActorKind.PAYMENT_CALLBACK,
+    "confirm_receipt": ActorKind.CHANNEL_SYNC,
+    "aftersale_partial_refund": ActorKind.AFTERSALES,
+    "aftersale_refund": ActorKind.AFTERSALES,
 }
 
 # The shortest path from pending_payment to each status.
@@ -43,6 +46,13 @@ PATHS: dict[str, list[str]] = {
     ],
     "closed": ["cancel"],
     "refunded": ["payment_succeeded", "refund"],
+    "partially_refunded": [
+        "payment_succeeded",
+        "allocate",
+        "start_fulfillment",
+        "ship",
+        "aftersale_partial_refund",
+    ],
 }
 
 

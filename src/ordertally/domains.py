@@ -12,6 +12,7 @@ from typing import Protocol
 
 from fastapi import FastAPI
 
+from ordertally.aftersales import wiring as aftersales
 from ordertally.analytics import wiring as analytics
 from ordertally.auth import wiring as auth
 from ordertally.casework import wiring as casework
@@ -57,6 +58,7 @@ DOMAINS: tuple[Wiring, ...] = (
     casework,
     search,
     rules,
+    aftersales,
 )
 
 

@@ -44,6 +44,10 @@ print(json.dumps({"imported": imported, "wired": wired, "again": state()}))
 """
 
 JOBS = [
+    "aftersales_confirm_receipts",
+    "aftersales_gauges",
+    "aftersales_refunds",
+    "aftersales_sla",
     "casework_batches",
     "casework_sla",
     "channels_sync_due",
@@ -71,6 +75,7 @@ CONSUMERS = [
     "analytics.order_daily_tally",
     "analytics.order_timeline",
     "channels.apply_webhook",
+    "customers.count_return",
     "customers.link_channel_buyer",
     "customers.link_order",
     "fulfillment.allocate",

@@ -29,6 +29,20 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "ShipmentTrackingException": BASE
     | {"reason": "tracking_stale", "detail": "24 h no news", "occurred_at": "2026-03-01T08:00:00Z"},
     "NotificationTest": {"occurred_at": "2026-03-01T08:00:00Z"},
+    **{
+        e: {
+            "order_no": "OT2603010001",
+            "case_no": "AS2603011234567890",
+            "occurred_at": "2026-03-01T08:00:00Z",
+        }
+        for e in ("AftersaleApproved", "AftersaleRejected", "AftersaleReturned")
+    },
+    "AftersaleRefundConfirmed": {
+        "order_no": "OT2603010001",
+        "amount_minor": 3990,
+        "currency": "CNY",
+        "occurred_at": "2026-03-01T08:00:00Z",
+    },
 }
 CJK = re.compile(r"[\u4e00-\u9fff]")
 

@@ -61,6 +61,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "search.manage": frozenset({"admin", "ops"}),
     "rules.read": frozenset({"admin", "ops", "cs"}),
     "rules.manage": frozenset({"admin", "ops"}),
+    "aftersales.read": frozenset({"admin", "ops", "cs", "finance", "warehouse"}),
+    "aftersales.manage": frozenset({"admin", "ops", "cs"}),
+    "aftersales.refund": frozenset({"admin", "cs", "finance"}),
+    "aftersales.receive": frozenset({"admin", "ops", "warehouse"}),
 }
 
 

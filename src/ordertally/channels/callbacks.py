@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -44,6 +45,17 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["callbacks"])
 _TABLE = "channel_webhook"
+# Webhook topics another domain applies (after-sales: Shopify's refunds/create), registered by
+# its wiring: (session, account code = the orders' channel, decoded body) -> None when
+# applied, else why not.
+TopicHandler = Callable[[AsyncSession, str, dict[str, Any]], Awaitable[str | None]]
+TOPIC_HANDLERS: dict[str, TopicHandler] = {}
+
+
+def register_topic_handler(topic: str, handler: TopicHandler) -> None:
+    """Let another domain apply the stored webhooks of a topic (once per topic)."""
+    TOPIC_HANDLERS[topic] = handler
+
 
 WEBHOOKS = Counter(
     "ordertally_channel_webhooks_total",
@@ -123,7 +135,7 @@ async def shopify_webhook(request: Request, account: str) -> Response:
         WEBHOOKS.labels("shopify", "bad_signature").inc()
         raise WebhookUnauthenticated("X-Shopify-Hmac-Sha256 does not match the body")
     topic = request.headers.get("x-shopify-topic", "")
-    if topic not in shopify.TOPICS:
+    if topic not in shopify.TOPICS and topic not in shopify.OTHER_TOPICS:
         # A topic we do not use: acknowledge, or Shopify would retry it for hours.
         WEBHOOKS.labels("shopify", "ignored").inc()
         return _ok("ignored")
@@ -191,6 +203,13 @@ async def apply_receipt(session: AsyncSession, receipt_id: int, *, replay: bool 
         return receipt.status
     account = await repository.account_by_id(session, receipt.account_id)
     assert account is not None
+    handler = TOPIC_HANDLERS.get(receipt.topic)
+    if handler is not None:
+        body = open_body(receipt.body, body_context(_TABLE, str(account.id), receipt.webhook_id))
+        error = await handler(session, account.code, orjson.loads(body))
+        done = "failed" if error else "applied"
+        await repository.finish_webhook(session, receipt_id, done, error, clock.now())
+        return done
     settings = get_settings()
     ref = ingest.AccountRef(account.id, account.code, account.platform)
     status, error, cause, external_id = "applied", None, None, ""

@@ -97,6 +97,18 @@ class Settings(BaseSettings):
     # A payment that arrives for an order already closed: "refund" (finance case) or "reopen".
     payment_paid_after_close_policy: Literal["refund", "reopen"] = "refund"
     payment_max_notification_bytes: int = Field(default=65_536, ge=1024)
+    # After-sales (aftersales/policy.py has the defaults these override). Days after delivery
+    # before the scheduler confirms receipt, per channel; days after that a buyer may still
+    # open a case; types refunded before the goods are back ("refund first", the others wait
+    # for the warehouse's receipt); refunds above this need finance (minor units, 0 = never);
+    # hours a case may stay in a status before an exception case opens; seconds before a sent
+    # refund without a notification is asked about.
+    aftersales_confirm_days: dict[str, int] = Field(default_factory=dict)
+    aftersales_window_days: dict[str, int] = Field(default_factory=dict)
+    aftersales_refund_first: list[str] = Field(default_factory=lambda: ["refund_only", "refused"])
+    aftersales_finance_approval_above_minor: int = Field(default=0, ge=0)
+    aftersales_sla_hours: dict[str, int] = Field(default_factory=dict)
+    aftersales_refund_query_after_seconds: int = Field(default=60, ge=0)
 
     # Broker relay (production): every outbox event is also published to a broker for other
     # processes and systems. Empty = off; amqp(s)://... = RabbitMQ; nats://... or tls://... =

@@ -77,3 +77,17 @@ async def link_channel_buyer(session: AsyncSession, envelope: Envelope) -> None:
         )
     except OrderNotFound:
         return
+
+
+@consumer("customers.count_return", "AftersaleRequested")
+async def count_return(session: AsyncSession, envelope: Envelope) -> None:
+    """An after-sales return (return and refund, refused delivery, exchange) counts in the
+    customer's 30-day returns (the seeds' "> 3 returns in 30 days" rule reads it)."""
+    payload = envelope.payload
+    if payload.get("type") not in service.RETURN_CASE_TYPES:
+        return
+    at = _when(payload.get("occurred_at")) or clock.as_utc(envelope.occurred_at)
+    try:
+        await service.link_order(session, str(payload["order_no"]), event_at=at, returned_at=at)
+    except OrderNotFound:
+        return

@@ -41,7 +41,13 @@ if TYPE_CHECKING:
     from ordertally.orders.models import SalesOrder
 
 # Statuses in which an order counts as bought (paid and not given back).
-BOUGHT = frozenset({"paid", "allocated", "fulfilling", "shipped", "delivered", "completed"})
+BOUGHT = frozenset(
+    {"paid", "allocated", "fulfilling", "shipped", "delivered", "completed", "partially_refunded"}
+)
+# After-sales case types that count as a return in the profile (issue 18).
+RETURN_CASE_TYPES = frozenset({"return_refund", "refused", "exchange"})
+# Statuses in which an order has no return or refund to count (before shipment).
+_NOT_RETURNED = frozenset({"pending_payment", "paid", "allocated", "fulfilling", "closed"})
 REFUNDED = "refunded"
 PHONE = "phone_bidx"
 BUYER = "platform_buyer"
@@ -138,9 +144,11 @@ async def link_order(
     categories: list[str] | None = None,
     placed_at: datetime | None = None,
     event_at: datetime | None = None,
+    returned_at: datetime | None = None,
 ) -> int:
     """Link an order to its customer (creating or merging customers), refresh the order's
-    figures and flags, and recompute that customer's profile; returns the customer id."""
+    figures and flags, and recompute that customer's profile; returns the customer id.
+    `returned_at`: when an after-sales return of the order was opened (counted once)."""
     order = await orders_service.get_order(session, order_no)
     existing = await repository.get_customer_order(session, order.id)
     identifying = _identifying_phone(order)
@@ -200,9 +208,11 @@ async def link_order(
 
     lines = await orders_service.lines_of(session, order)
     refunded_at = existing.refunded_at if existing is not None else None
+    if returned_at is not None and refunded_at is None:
+        refunded_at = clock.as_utc(returned_at)  # an after-sales return case was opened
     if order.status == REFUNDED and refunded_at is None:
         refunded_at = event_at or now
-    if order.status != REFUNDED:
+    if order.status in _NOT_RETURNED:
         refunded_at = None
     if placed_at is None:
         placed_at = existing.placed_at if existing is not None else order.created_at

@@ -467,3 +467,13 @@ async def stock_levels(session: AsyncSession) -> list[tuple[str, str, int, int, 
         .order_by(Stock.sku, Warehouse.code)
     )
     return [(str(s), str(w), int(o), int(r), int(f)) for s, w, o, r, f in rows.all()]
+
+
+async def movement_total(session: AsyncSession, kind: str, reason_like: str | None = None) -> int:
+    """The sum of the ledger's movements of a kind (optionally with a reason pattern)."""
+    query = select(func.coalesce(func.sum(StockMovement.quantity), 0)).where(
+        StockMovement.kind == kind
+    )
+    if reason_like is not None:
+        query = query.where(StockMovement.reason.like(reason_like))
+    return int(await session.scalar(query) or 0)

@@ -151,15 +151,16 @@ async def record_movement(
     reason: str,
     actor: str,
 ) -> dict[str, Any]:
-    """Receipt (+units), adjustment (±units) or count (the counted total) with its ledger row.
-    The code must be a catalogue SKU that is not a bundle (UnknownSku / InvalidBundle)."""
+    """Receipt or return (+units), adjustment (±units) or count (the counted total) with its
+    ledger row. The code must be a catalogue SKU that is not a bundle (UnknownSku /
+    InvalidBundle)."""
     warehouse = await get_warehouse(session, warehouse_code)
     await catalog_service.require_stockable(session, sku)
     rows = await _ensure_rows(session, warehouse.id, sku)
     on_hand = sum(r.on_hand for r in rows)
-    if kind == "receipt":
+    if kind in ("receipt", "return"):  # a return: units a buyer sent back (after-sales)
         if quantity <= 0:
-            raise InvalidMovement("a receipt adds a positive quantity", field="quantity")
+            raise InvalidMovement(f"a {kind} adds a positive quantity", field="quantity")
         delta = quantity
     elif kind == "adjustment":
         if quantity == 0:
@@ -170,7 +171,7 @@ async def record_movement(
             raise InvalidMovement("a count cannot be negative", field="quantity")
         delta = quantity - on_hand
     else:
-        raise InvalidMovement(f"kind must be receipt, adjustment or count, not {kind!r}")
+        raise InvalidMovement(f"kind must be receipt, return, adjustment or count, not {kind!r}")
     if delta > 0:
         # Spread additions so every bucket of a hot SKU can serve reservations.
         for row, part in zip(rows, _spread(delta, len(rows)), strict=True):

@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import ordertally.aftersales.models
 import ordertally.analytics.models
 import ordertally.auth.models
 import ordertally.casework.models

@@ -10,9 +10,19 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ordertally.core import clock
+from ordertally.core import clock, money
 
-EVENTS = ("OrderPaid", "ShipmentShipped", "ShipmentDelivered", "ShipmentTrackingException")
+EVENTS: tuple[str, ...] = (
+    "OrderPaid",
+    "ShipmentShipped",
+    "ShipmentDelivered",
+    "ShipmentTrackingException",
+    # After-sales steps the buyer hears about (issue 18).
+    "AftersaleApproved",
+    "AftersaleRejected",
+    "AftersaleReturned",
+    "AftersaleRefundConfirmed",
+)
 # Exception case events: the workbench renders their cards itself; targets opt in by name.
 CASE_EVENTS = ("CaseOpened", "CaseSlaWarning", "CaseSlaBreached", "CaseEscalated")
 # A message an operator asks for from the API, to check a channel end to end.
@@ -25,6 +35,10 @@ TIME_FIELD = {
     "ShipmentDelivered": "delivered_at",
     "ShipmentTrackingException": "occurred_at",
     TEST_EVENT: "occurred_at",
+    "AftersaleApproved": "occurred_at",
+    "AftersaleRejected": "occurred_at",
+    "AftersaleReturned": "occurred_at",
+    "AftersaleRefundConfirmed": "occurred_at",
 }
 
 OPS: dict[str, dict[str, tuple[str, str]]] = {
@@ -71,6 +85,37 @@ OPS: dict[str, dict[str, tuple[str, str]]] = {
             "{time}: {reason_text}.\nCarrier says: {detail}\nTracking: {tracking_url}",
         ),
     },
+    "AftersaleApproved": {
+        "zh": ("售后已同意：{case_no}", "订单 {order_no} 的售后单 {case_no} 已于 {time} 同意。"),
+        "en": (
+            "After-sales approved: {case_no}",
+            "After-sales case {case_no} of order {order_no} was approved at {time}.",
+        ),
+    },
+    "AftersaleRejected": {
+        "zh": ("售后已拒绝：{case_no}", "订单 {order_no} 的售后单 {case_no} 已于 {time} 拒绝。"),
+        "en": (
+            "After-sales rejected: {case_no}",
+            "After-sales case {case_no} of order {order_no} was rejected at {time}.",
+        ),
+    },
+    "AftersaleReturned": {
+        "zh": (
+            "退货已签收：{case_no}",
+            "售后单 {case_no}（订单 {order_no}）的退货已于 {time} 入库。",
+        ),
+        "en": (
+            "Return received: {case_no}",
+            "The return of case {case_no} (order {order_no}) reached the warehouse at {time}.",
+        ),
+    },
+    "AftersaleRefundConfirmed": {
+        "zh": ("退款成功：{order_no}", "订单 {order_no} 的退款 {amount} 已于 {time} 到账。"),
+        "en": (
+            "Refunded: {order_no}",
+            "The refund of {amount} for order {order_no} was confirmed at {time}.",
+        ),
+    },
     TEST_EVENT: {
         "zh": ("ordertally 测试消息", "这是一条测试消息（{time}），收到即表示通知渠道配置正确。"),
         "en": (
@@ -108,6 +153,22 @@ SMS: dict[str, dict[str, str]] = {
             "{reason_text}. We are on it."
         ),
     },
+    "AftersaleApproved": {
+        "zh": "您的订单 {order_no} 的售后申请 {case_no} 已同意，我们会尽快处理。",
+        "en": "Your after-sales request {case_no} for order {order_no} is approved.",
+    },
+    "AftersaleRejected": {
+        "zh": "您的订单 {order_no} 的售后申请 {case_no} 未通过，如有疑问请联系客服。",
+        "en": "Your after-sales request {case_no} for order {order_no} was declined.",
+    },
+    "AftersaleReturned": {
+        "zh": "您为订单 {order_no} 寄回的商品已收到（售后单 {case_no}），我们将尽快检验。",
+        "en": "We received the goods you returned for order {order_no} (case {case_no}).",
+    },
+    "AftersaleRefundConfirmed": {
+        "zh": "您的订单 {order_no} 已退款 {amount}，请留意原支付账户。",
+        "en": "Your order {order_no} was refunded {amount} to the original payment account.",
+    },
     TEST_EVENT: {
         "zh": "ordertally 测试短信（{time}）。",
         "en": "ordertally test SMS ({time}).",
@@ -121,6 +182,10 @@ SMS_PARAMS: dict[str, tuple[str, ...]] = {
     "ShipmentDelivered": ("order_no", "carrier_name", "waybill_no"),
     "ShipmentTrackingException": ("order_no", "waybill_no", "reason_text"),
     TEST_EVENT: ("time",),
+    "AftersaleApproved": ("order_no", "case_no"),
+    "AftersaleRejected": ("order_no", "case_no"),
+    "AftersaleReturned": ("order_no", "case_no"),
+    "AftersaleRefundConfirmed": ("order_no", "amount"),
 }
 
 CARRIERS: dict[str, dict[str, str]] = {
@@ -171,6 +236,11 @@ def context(event_type: str, payload: dict[str, Any], lang: str, tz: str) -> dic
     values["reason_text"] = REASONS.get(reason, {}).get(lang, reason)
     values.setdefault("warehouse", "")
     values.setdefault("detail", "")
+    if "amount_minor" in payload and "currency" in payload:
+        values["amount"] = money.format_minor(
+            int(payload["amount_minor"]), str(payload["currency"])
+        )
+        values["amount"] = f"{values['amount']} {payload['currency']}"
     return values
 
 

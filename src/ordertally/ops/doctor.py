@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ordertally.aftersales import repository as aftersales_repository
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.settings import Settings
@@ -17,7 +18,9 @@ from ordertally.inventory import repository as inventory_repository
 from ordertally.ops import migrations
 from ordertally.ops import repository as health
 from ordertally.orders import repository as orders_repository
+from ordertally.payments import repository as payments_repository
 from ordertally.payments import service as payments_service
+from ordertally.payments.models import AFTERSALES_REFUND_PREFIX
 from ordertally.search import service as search_service
 
 
@@ -92,7 +95,37 @@ async def run_checks(db: Database, settings: Settings) -> list[Check]:
         checks.append(await _breached_cases_check(session))
         checks.extend(await _payment_checks(session, settings))
         checks.extend(await _search_checks(session, settings))
+        checks.extend(await _aftersales_checks(session))
     return checks
+
+
+async def _aftersales_checks(session: AsyncSession) -> list[Check]:
+    """Today's (UTC) after-sales refunds confirmed = the refunds payments recorded from the
+    providers under after-sales numbers; units inspected = units returned to the ledger."""
+    start = clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    end = start + timedelta(days=1)
+    ours = await aftersales_repository.confirmed_provider_refunds(session, start, end)
+    theirs = await payments_repository.refunds_recorded_between(
+        session, AFTERSALES_REFUND_PREFIX, start - timedelta(days=1), end
+    )
+    missing = sorted(no for no in ours if theirs.get(no) != ours[no])
+    inspected = await aftersales_repository.inspected_units(session)
+    returned = await inventory_repository.movement_total(session, "return", "after-sales %")
+    return [
+        Check(
+            "aftersales_refunds",
+            not missing,
+            f"{len(ours)} refunds confirmed today, {sum(ours.values())} in all"
+            + (f"; {len(missing)} not recorded from the provider" if missing else ""),
+            {"confirmed": len(ours), "amount_minor": sum(ours.values()), "unmatched": missing[:10]},
+        ),
+        Check(
+            "aftersales_returned_stock",
+            inspected == returned,
+            f"{inspected} units inspected, {returned} returned to stock in the ledger",
+            {"inspected": inspected, "returned_movements": returned},
+        ),
+    ]
 
 
 # How many order numbers a failing check names (the count says how many there are in all).

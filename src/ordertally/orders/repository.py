@@ -489,3 +489,19 @@ async def get_many_by_no(session: AsyncSession, order_nos: list[str]) -> list[Sa
         return []
     stmt = select(SalesOrder).where(SalesOrder.order_no.in_(order_nos))
     return list((await session.scalars(stmt)).all())
+
+
+async def delivered_before(
+    session: AsyncSession, channel: str | None, before: datetime, exclude: list[str], limit: int
+) -> list[str]:
+    """Numbers of delivered orders last changed before `before` (the delivery), of one channel
+    (or, with None, of every channel not in `exclude`), oldest first."""
+    query = select(SalesOrder.order_no).where(
+        SalesOrder.status == "delivered", SalesOrder.updated_at < before
+    )
+    if channel is not None:
+        query = query.where(SalesOrder.channel == channel)
+    elif exclude:
+        query = query.where(SalesOrder.channel.not_in(exclude))
+    rows = await session.scalars(query.order_by(SalesOrder.updated_at).limit(limit))
+    return list(rows.all())

@@ -177,3 +177,16 @@ async def lines_of_orders(
 async def count_orders(session: AsyncSession) -> int:
     """How many orders exist."""
     return await repository.count_orders(session)
+
+
+async def delivered_before(
+    session: AsyncSession,
+    channel: str | None,
+    before: datetime,
+    *,
+    exclude: list[str] | None = None,
+    limit: int = 500,
+) -> list[str]:
+    """Order numbers delivered before a time, of a channel (None: every channel but those
+    excluded), oldest first: the ones whose receipt the scheduler may confirm."""
+    return await repository.delivered_before(session, channel, before, exclude or [], limit)

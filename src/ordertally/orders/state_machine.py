@@ -21,6 +21,7 @@ class Status(StrEnum):
     COMPLETED = "completed"
     CLOSED = "closed"
     REFUNDED = "refunded"
+    PARTIALLY_REFUNDED = "partially_refunded"
 
 
 STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
@@ -42,6 +43,9 @@ class Event(StrEnum):
     COMPLETE = "complete"
     REOPEN_PAID = "reopen_paid"
     REFUND = "refund"
+    CONFIRM_RECEIPT = "confirm_receipt"
+    AFTERSALE_PARTIAL_REFUND = "aftersale_partial_refund"
+    AFTERSALE_REFUND = "aftersale_refund"
 
 
 class StockEffect(StrEnum):
@@ -65,6 +69,7 @@ class ActorKind(StrEnum):
     ALLOCATOR = "allocator"
     WAREHOUSE = "warehouse"
     CARRIER = "carrier"
+    AFTERSALES = "aftersales"  # a refund confirmed by the provider or the platform (aftersales/)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +190,30 @@ TRANSITIONS: tuple[Transition, ...] = (
         (A.FINANCE, A.PAYMENT_CALLBACK),
         "OrderRefunded",
         stock=X.RELEASE,
+    ),
+    # After-sales (issue 18): the platform confirms receipt before the window ends, and refunds
+    # after shipment, confirmed by the provider or the platform, move the order on.
+    _t(
+        E.CONFIRM_RECEIPT,
+        (S.DELIVERED,),
+        S.COMPLETED,
+        (A.CHANNEL_SYNC,),
+        "OrderCompleted",
+        evidence_for=(A.CHANNEL_SYNC,),
+    ),
+    _t(
+        E.AFTERSALE_PARTIAL_REFUND,
+        (S.SHIPPED, S.DELIVERED, S.COMPLETED, S.PARTIALLY_REFUNDED),
+        S.PARTIALLY_REFUNDED,
+        (A.AFTERSALES,),
+        "OrderPartiallyRefunded",
+    ),
+    _t(
+        E.AFTERSALE_REFUND,
+        (S.SHIPPED, S.DELIVERED, S.COMPLETED, S.PARTIALLY_REFUNDED),
+        S.REFUNDED,
+        (A.AFTERSALES,),
+        "OrderRefunded",
     ),
 )
 

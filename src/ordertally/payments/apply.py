@@ -20,7 +20,7 @@ from ordertally.orders.service import Actor
 from ordertally.orders.state_machine import ActorKind, Event, Status, find
 from ordertally.payments import repository, state_machine
 from ordertally.payments.metrics import APPLIED, CALLBACK_TO_APPLIED
-from ordertally.payments.models import Payment, PaymentNotification
+from ordertally.payments.models import AFTERSALES_REFUND_PREFIX, Payment, PaymentNotification
 from ordertally.payments.state_machine import PaymentState
 
 
@@ -344,6 +344,9 @@ async def _apply_refund(session: AsyncSession, row: PaymentNotification) -> tupl
         try:
             result = await orders_service.transition(session, fresh.order_no, "refund", actor)
         except IllegalTransition as exc:
+            if out_refund_no.startswith(AFTERSALES_REFUND_PREFIX):
+                # An after-sales refund after shipment: the case moves the order on.
+                return "refund_recorded", payment.id
             await _case(
                 session,
                 fresh.order_id,

@@ -10,7 +10,13 @@ from typing import Any
 from ordertally.core.settings import Settings, get_settings
 from ordertally.payments.errors import ProviderOff
 from ordertally.payments.models import PROVIDERS, Payment
-from ordertally.payments.providers import ProviderCallFailed, QueryResult, alipay, wechatpay
+from ordertally.payments.providers import (
+    ProviderCallFailed,
+    QueryResult,
+    RefundResult,
+    alipay,
+    wechatpay,
+)
 
 QUERY_CONCURRENCY = 8
 
@@ -81,3 +87,39 @@ async def query_many(payments: list[Payment]) -> list[QueryResult | Exception]:
                 return exc
 
     return list(await asyncio.gather(*(one(p) for p in payments)))
+
+
+async def refund_remote(
+    provider: str,
+    out_trade_no: str,
+    out_refund_no: str,
+    amount_minor: int,
+    total_minor: int,
+    reason: str,
+) -> RefundResult:
+    """Ask the provider to refund part of a paid attempt under our refund number (the
+    provider's idempotency key: sending it again never refunds twice)."""
+    config = provider_config(provider)
+    if config is None:
+        raise ProviderCallFailed(f"{provider} is not configured")
+    if provider == "wechatpay":
+        return await wechatpay.refund(
+            config,
+            out_trade_no,
+            out_refund_no,
+            amount_minor,
+            total_minor,
+            notify_url(provider),
+            reason,
+        )
+    return await alipay.refund(config, out_trade_no, out_refund_no, amount_minor, reason)
+
+
+async def query_refund_remote(provider: str, out_trade_no: str, out_refund_no: str) -> RefundResult:
+    """Ask the provider what became of a refund (signature of the answer verified)."""
+    config = provider_config(provider)
+    if config is None:
+        raise ProviderCallFailed(f"{provider} is not configured")
+    if provider == "wechatpay":
+        return await wechatpay.query_refund(config, out_refund_no)
+    return await alipay.query_refund(config, out_trade_no, out_refund_no)

@@ -40,6 +40,9 @@ OUTCOMES = (
     "rejected",
 )
 REFUND_STATES = ("success", "abnormal", "closed")
+# Refund numbers after-sales sends carry this prefix; a full refund after shipment under one of
+# them is the after-sales case's to account for, not an exception case of payments.
+AFTERSALES_REFUND_PREFIX = "ASR"
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:

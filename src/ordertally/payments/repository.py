@@ -754,3 +754,29 @@ async def insert_reconciliation(session: AsyncSession, values: dict[str, Any]) -
         insert(PaymentReconciliation).values(**values).returning(PaymentReconciliation.id)
     )
     return int(result.scalar_one())
+
+
+async def refund_by_out_refund_no(
+    session: AsyncSession, provider: str, out_refund_no: str
+) -> PaymentRefund | None:
+    """The refund recorded under a provider's refund number, if any."""
+    found = await session.scalars(
+        select(PaymentRefund).where(
+            PaymentRefund.provider == provider, PaymentRefund.out_refund_no == out_refund_no
+        )
+    )
+    return found.first()
+
+
+async def refunds_recorded_between(
+    session: AsyncSession, prefix: str, start: datetime, end: datetime
+) -> dict[str, int]:
+    """out_refund_no -> amount of the refunds recorded in a window whose number has a prefix."""
+    rows = await session.execute(
+        select(PaymentRefund.out_refund_no, PaymentRefund.amount_minor).where(
+            PaymentRefund.out_refund_no.like(f"{prefix}%"),
+            PaymentRefund.created_at >= start,
+            PaymentRefund.created_at < end,
+        )
+    )
+    return {no: int(amount) for no, amount in rows.all()}

@@ -55,6 +55,7 @@ STATUS_LABELS: dict[str, str] = {
     "completed": N_("Completed"),
     "closed": N_("Closed"),
     "refunded": N_("Refunded"),
+    "partially_refunded": N_("Partially refunded"),
 }
 CHANNEL_LABELS: dict[str, str] = {
     "douyin": N_("Douyin"),
@@ -129,6 +130,7 @@ _DIAGRAM_POS: dict[str, tuple[int, int]] = {
     "completed": (6, 0),
     "closed": (0, 1),
     "refunded": (2, 1),
+    "partially_refunded": (5, 1),
 }
 
 
@@ -390,6 +392,8 @@ def _diagram(current: str) -> dict[str, Any]:
     edges = []
     for t in TRANSITIONS:
         for source in sorted(t.sources):
+            if source == t.target:  # a status that stays (another partial refund): no arrow
+                continue
             (ax, ay), (bx, by) = at[source.value], at[t.target.value]
             if ay == by:  # same row: from the right side to the left side
                 x1, y1, x2, y2 = float(ax + w), ay + h / 2, float(bx), by + h / 2

@@ -26,6 +26,8 @@ from ordertally.channels.canonical import (
 )
 
 TOPICS = ("orders/create", "orders/updated", "orders/cancelled", "orders/paid", "orders/fulfilled")
+# Topics stored like the others and applied by another domain (callbacks.TOPIC_HANDLERS).
+OTHER_TOPICS = ("refunds/create",)
 
 _FINANCIAL = {
     "pending": PlatformStatus.UNPAID,

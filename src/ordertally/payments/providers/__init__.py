@@ -71,6 +71,23 @@ class QueryResult:
         }
 
 
+# Our reading of a provider's refund state ("not_found": the provider never received it).
+RefundStatus = Literal["succeeded", "processing", "closed", "abnormal", "not_found"]
+
+
+@dataclass(slots=True)
+class RefundResult:
+    """What a provider says of one refund (its answer to the refund request or to a query)."""
+
+    provider: str
+    out_refund_no: str
+    status: RefundStatus
+    state: str  # the provider's own word (SUCCESS, PROCESSING, REFUND_SUCCESS, ...)
+    refund_id: str | None = None
+    amount_minor: int | None = None
+    raw: str = ""
+
+
 class ProviderCallFailed(Exception):
     """A request to a provider failed (network, HTTP status, or an unverifiable answer)."""
 

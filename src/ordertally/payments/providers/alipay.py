@@ -29,6 +29,7 @@ from ordertally.payments.providers import (
     ProviderCallFailed,
     ProviderRefused,
     QueryResult,
+    RefundResult,
     Rejected,
     TradeStatus,
 )
@@ -359,4 +360,52 @@ async def query(config: Config, out_trade_no: str) -> QueryResult:
         amount_minor=_minor(str(doc["total_amount"])) if doc.get("total_amount") else None,
         paid_at=parse_local(doc.get("send_pay_date")),
         raw=raw,
+    )
+
+
+async def refund(
+    config: Config, out_trade_no: str, out_refund_no: str, amount_minor: int, reason: str
+) -> RefundResult:
+    """alipay.trade.refund with `out_request_no` = our refund number (Alipay refunds one
+    out_request_no once); a `code` 10000 answer with fund_change means the money moved."""
+    doc = await _gateway(
+        config,
+        "alipay.trade.refund",
+        {
+            "out_trade_no": out_trade_no,
+            "refund_amount": money.format_minor(amount_minor, "CNY"),
+            "out_request_no": out_refund_no,
+            "refund_reason": reason[:256],
+        },
+    )
+    raw = str(doc.pop("_raw", ""))
+    if doc.get("code") != SUCCESS_CODE:
+        raise ProviderCallFailed(
+            f"alipay refund refused: {doc.get('code')} {doc.get('sub_code')} {doc.get('msg')}"
+        )
+    return RefundResult(
+        NAME, out_refund_no, "succeeded", "SUCCESS", amount_minor=amount_minor, raw=raw
+    )
+
+
+async def query_refund(config: Config, out_trade_no: str, out_refund_no: str) -> RefundResult:
+    """alipay.trade.fastpay.refund.query: `refund_status` REFUND_SUCCESS when the refund was
+    made; an answer without it means Alipay has no such refund (opendocs.alipay.com/apis/0287wc)."""
+    doc = await _gateway(
+        config,
+        "alipay.trade.fastpay.refund.query",
+        {"out_trade_no": out_trade_no, "out_request_no": out_refund_no},
+    )
+    raw = str(doc.pop("_raw", ""))
+    if doc.get("code") != SUCCESS_CODE:
+        if doc.get("sub_code") == "ACQ.TRADE_NOT_EXIST":
+            return RefundResult(NAME, out_refund_no, "not_found", "TRADE_NOT_EXIST", raw=raw)
+        raise ProviderCallFailed(
+            f"alipay refund query refused: {doc.get('code')} {doc.get('sub_code')}"
+        )
+    if doc.get("refund_status") != "REFUND_SUCCESS":
+        return RefundResult(NAME, out_refund_no, "not_found", "", raw=raw)
+    amount = _minor(str(doc["refund_amount"])) if doc.get("refund_amount") else None
+    return RefundResult(
+        NAME, out_refund_no, "succeeded", "REFUND_SUCCESS", amount_minor=amount, raw=raw
     )

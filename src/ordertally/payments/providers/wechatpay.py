@@ -30,6 +30,8 @@ from ordertally.payments.providers import (
     Notice,
     ProviderCallFailed,
     QueryResult,
+    RefundResult,
+    RefundStatus,
     Rejected,
     TradeStatus,
 )
@@ -48,6 +50,13 @@ TRADE_STATES: dict[str, TradeStatus] = {
     "CLOSED": "closed",
     "REVOKED": "closed",
     "PAYERROR": "closed",
+}
+# The refund API's `status` (申请退款 / 查询单笔退款 answers) -> our reading.
+REFUND_API_STATES: dict[str, RefundStatus] = {
+    "SUCCESS": "succeeded",
+    "PROCESSING": "processing",
+    "CLOSED": "closed",
+    "ABNORMAL": "abnormal",
 }
 REFUND_STATES = {
     "REFUND.SUCCESS": "success",
@@ -439,3 +448,51 @@ async def query(config: Config, out_trade_no: str) -> QueryResult:
         paid_at=datetime.fromisoformat(paid_at) if paid_at else None,
         raw=raw,
     )
+
+
+def _refund_result(out_refund_no: str, doc: dict[str, Any], raw: str) -> RefundResult:
+    status = str(doc.get("status") or "")
+    if doc.get("out_refund_no") not in (None, out_refund_no):
+        raise ProviderCallFailed("wechatpay refund answer names another refund")
+    return RefundResult(
+        provider=NAME,
+        out_refund_no=out_refund_no,
+        status=REFUND_API_STATES.get(status, "processing"),
+        state=status,
+        refund_id=str(doc["refund_id"]) if doc.get("refund_id") else None,
+        amount_minor=_int(_object(doc.get("amount")).get("refund")),
+        raw=raw,
+    )
+
+
+async def refund(
+    config: Config,
+    out_trade_no: str,
+    out_refund_no: str,
+    amount_minor: int,
+    total_minor: int,
+    notify_url: str,
+    reason: str,
+) -> RefundResult:
+    """Apply for a refund (POST /v3/refund/domestic/refunds). The same out_refund_no sent
+    again refunds once: WeChat Pay keys refunds by it."""
+    payload = {
+        "out_trade_no": out_trade_no,
+        "out_refund_no": out_refund_no,
+        "reason": reason[:80],
+        "notify_url": notify_url,
+        "amount": {"refund": amount_minor, "total": total_minor, "currency": "CNY"},
+    }
+    answer = await _call(config, "POST", "/v3/refund/domestic/refunds", payload)
+    if answer is None:
+        raise ProviderCallFailed(f"wechatpay refund {out_refund_no}: the trade does not exist")
+    return _refund_result(out_refund_no, *answer)
+
+
+async def query_refund(config: Config, out_refund_no: str) -> RefundResult:
+    """Ask what became of a refund (GET /v3/refund/domestic/refunds/{out_refund_no})."""
+    path = f"/v3/refund/domestic/refunds/{quote(out_refund_no, safe='')}"
+    answer = await _call(config, "GET", path, None)
+    if answer is None:
+        return RefundResult(NAME, out_refund_no, "not_found", "RESOURCE_NOT_EXISTS")
+    return _refund_result(out_refund_no, *answer)

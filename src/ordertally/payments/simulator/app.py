@@ -3,6 +3,7 @@ APIs, Alipay's gateway, and control endpoints under /sim for tests, the demo and
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from ordertally.payments.simulator.engine import (
     BehaviourPatch,
     Provider,
     SimPayment,
+    SimRefund,
     Simulator,
 )
 from ordertally.payments.simulator.keys import SimKeys
@@ -178,6 +180,7 @@ async def wechat_close(request: Request, out_trade_no: str) -> Response:
 async def wechat_refund(request: Request) -> Response:
     """Apply for a refund; the refund succeeds at once and REFUND.SUCCESS is notified."""
     sim = _sim(request)
+    sim.refund_requests += 1
     body, denied = await _wechat_auth(request, sim)
     if denied is not None:
         return denied
@@ -208,30 +211,52 @@ async def wechat_refund(request: Request) -> Response:
         )
     except SimError as exc:
         return _wechat_error(sim, 400, "INVALID_REQUEST", exc.message)
-    return _wechat_answer(
-        sim,
-        200,
-        {
-            "refund_id": refund.refund_id,
-            "out_refund_no": refund.out_refund_no,
-            "transaction_id": payment.trade_no,
-            "out_trade_no": payment.out_trade_no,
-            "channel": "ORIGINAL",
-            "user_received_account": "支付用户零钱",
-            "create_time": messages.rfc3339(refund.at),
-            "status": "PROCESSING",
-            "amount": {
-                "total": payment.amount_minor,
-                "refund": refund.amount_minor,
-                "payer_total": payment.amount_minor,
-                "payer_refund": refund.amount_minor,
-                "settlement_refund": refund.amount_minor,
-                "settlement_total": payment.amount_minor,
-                "discount_refund": 0,
-                "currency": "CNY",
-            },
+    if sim.refund_answer_delay_seconds:
+        await asyncio.sleep(sim.refund_answer_delay_seconds)
+    return _wechat_answer(sim, 200, _wechat_refund_doc(payment, refund, "PROCESSING"))
+
+
+def _wechat_refund_doc(payment: SimPayment, refund: SimRefund, status: str) -> dict[str, Any]:
+    """A refund as the refund APIs show it (wechatpay-apiv3/wechatpay-go
+    docs/refunddomestic/RefundsApi.md: Refund)."""
+    doc: dict[str, Any] = {
+        "refund_id": refund.refund_id,
+        "out_refund_no": refund.out_refund_no,
+        "transaction_id": payment.trade_no,
+        "out_trade_no": payment.out_trade_no,
+        "channel": "ORIGINAL",
+        "user_received_account": "支付用户零钱",
+        "create_time": messages.rfc3339(refund.at),
+        "status": status,
+        "funds_account": "AVAILABLE",
+        "amount": {
+            "total": payment.amount_minor,
+            "refund": refund.amount_minor,
+            "payer_total": payment.amount_minor,
+            "payer_refund": refund.amount_minor,
+            "settlement_refund": refund.amount_minor,
+            "settlement_total": payment.amount_minor,
+            "discount_refund": 0,
+            "currency": "CNY",
         },
-    )
+    }
+    if status == "SUCCESS":
+        doc["success_time"] = messages.rfc3339(refund.at)
+    return doc
+
+
+@wechat.get("/v3/refund/domestic/refunds/{out_refund_no}")
+async def wechat_refund_query(request: Request, out_refund_no: str) -> Response:
+    """查询单笔退款: the refund made under out_refund_no (SUCCESS: the simulator refunds at
+    once), or 404 RESOURCE_NOT_EXISTS."""
+    sim = _sim(request)
+    _, denied = await _wechat_auth(request, sim)
+    if denied is not None:
+        return denied
+    found = sim.find_refund("wechatpay", out_refund_no)
+    if found is None:
+        return _wechat_error(sim, 404, "RESOURCE_NOT_EXISTS", "退款单不存在")
+    return _wechat_answer(sim, 200, _wechat_refund_doc(*found, "SUCCESS"))
 
 
 # --- Alipay ------------------------------------------------------------------------------------
@@ -313,6 +338,7 @@ async def alipay_gateway(request: Request) -> Response:
         "alipay.trade.query",
         "alipay.trade.close",
         "alipay.trade.refund",
+        "alipay.trade.fastpay.refund.query",
     ):
         body = {
             "error_response": {
@@ -359,7 +385,35 @@ async def alipay_gateway(request: Request) -> Response:
         payload = {"code": "10000", "msg": "Success"}
         payload |= {"trade_no": payment.trade_no, "out_trade_no": payment.out_trade_no}
         return _alipay_answer(sim, method, payload)
-    return _alipay_refund(sim, payment, biz)
+    if method == "alipay.trade.fastpay.refund.query":
+        return _alipay_refund_query(sim, payment, biz)
+    sim.refund_requests += 1
+    answer = _alipay_refund(sim, payment, biz)
+    if sim.refund_answer_delay_seconds:
+        await asyncio.sleep(sim.refund_answer_delay_seconds)
+    return answer
+
+
+def _alipay_refund_query(sim: Simulator, payment: SimPayment, biz: dict[str, Any]) -> Response:
+    """alipay.trade.fastpay.refund.query (opendocs.alipay.com/apis/0287wc): refund_status
+    REFUND_SUCCESS with the amounts, or no refund fields when there is no such refund."""
+    method = "alipay.trade.fastpay.refund.query"
+    out_request_no = str(biz.get("out_request_no") or payment.out_trade_no)
+    payload: dict[str, Any] = {
+        "code": "10000",
+        "msg": "Success",
+        "trade_no": payment.trade_no,
+        "out_trade_no": payment.out_trade_no,
+        "out_request_no": out_request_no,
+    }
+    for refund in payment.refunds:
+        if refund.out_refund_no == out_request_no:
+            payload |= {
+                "total_amount": messages.yuan(payment.amount_minor),
+                "refund_amount": messages.yuan(refund.amount_minor),
+                "refund_status": "REFUND_SUCCESS",
+            }
+    return _alipay_answer(sim, method, payload)
 
 
 def _alipay_precreate(sim: Simulator, biz: dict[str, Any], notify_url: str) -> Response:
@@ -537,6 +591,9 @@ async def control_status(request: Request) -> dict[str, Any]:
         "deliveries_recorded": len(sim.deliveries),
         "time_scale": sim.time_scale,
         "behaviour": sim.behaviour_json(),
+        "refund_requests": sim.refund_requests,
+        "refunds": sum(len(p.refunds) for p in sim.payments.values()),
+        "refund_answer_delay_seconds": sim.refund_answer_delay_seconds,
     }
 
 

@@ -72,6 +72,9 @@ class BehaviourPatch(BaseModel):
     forge_rate: float | None = Field(default=None, ge=0, le=1)
     stale_rate: float | None = Field(default=None, ge=0, le=1)
     seed: int | None = None
+    # The refund APIs make the refund, then answer this late (a caller that times out first
+    # lost the answer, not the refund: it must ask, not send again).
+    refund_answer_delay_seconds: float | None = Field(default=None, ge=0, le=60)
 
 
 @dataclass(slots=True)
@@ -167,6 +170,8 @@ class Simulator:
         self.payments: dict[tuple[str, str], SimPayment] = {}
         self.deliveries: deque[dict[str, Any]] = deque(maxlen=MAX_DELIVERIES_KEPT)
         self.behaviour = Misbehaviour()
+        self.refund_answer_delay_seconds = 0.0
+        self.refund_requests = 0  # refund API calls received (the tests count resends)
         self._dice = Dice()
         self._ids = itertools.count(1)
         self._concurrency = concurrency
@@ -233,10 +238,15 @@ class Simulator:
         self.payments.clear()
         self.deliveries.clear()
         self.behaviour = Misbehaviour()
+        self.refund_answer_delay_seconds = 0.0
+        self.refund_requests = 0
 
     async def set_behaviour(self, patch: BehaviourPatch) -> Misbehaviour:
         """Change how notifications misbehave (fields not given keep their value)."""
         changes = patch.model_dump(exclude_unset=True)
+        delay = changes.pop("refund_answer_delay_seconds", None)
+        if delay is not None:
+            self.refund_answer_delay_seconds = float(delay)
         self.behaviour = self.behaviour.patched(changes)
         if "seed" in changes:
             self._dice.seed(changes["seed"])
@@ -259,6 +269,16 @@ class Simulator:
 
     def find(self, provider: str, out_trade_no: str) -> SimPayment | None:
         return self.payments.get((provider, out_trade_no))
+
+    def find_refund(self, provider: str, out_refund_no: str) -> tuple[SimPayment, SimRefund] | None:
+        """The refund made under a refund number, with its trade."""
+        for payment in self.payments.values():
+            if payment.provider != provider:
+                continue
+            for refund in payment.refunds:
+                if refund.out_refund_no == out_refund_no:
+                    return payment, refund
+        return None
 
     def find_by_trade_no(self, provider: str, trade_no: str) -> SimPayment | None:
         for payment in self.payments.values():

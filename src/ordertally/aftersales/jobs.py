@@ -1,0 +1,46 @@
+"""Periodic jobs of after-sales: receipt confirmation, refunds (claim, call, record), SLAs and
+the case gauges."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import Gauge
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.aftersales import lifecycle, refunds, service
+from ordertally.core.db import Database
+from ordertally.jobs.scheduler import periodic, periodic_outside
+
+CASES = Gauge(
+    "ordertally_aftersale_case_count", "After-sales cases by type and status", ["type", "status"]
+)
+
+
+@periodic("aftersales_confirm_receipts", every_seconds=600)
+async def aftersales_confirm_receipts(session: AsyncSession, now: datetime) -> dict[str, Any]:
+    """Complete delivered orders whose confirmation window has passed."""
+    return await lifecycle.confirm_due_receipts(session, now)
+
+
+@periodic_outside("aftersales_refunds", every_seconds=15)
+async def aftersales_refunds(db: Database, now: datetime) -> dict[str, Any]:
+    """Send due refunds to the providers and ask about unconfirmed ones, holding no
+    transaction while they answer."""
+    return await refunds.send_due(db, now)
+
+
+@periodic("aftersales_sla", every_seconds=300)
+async def aftersales_sla(session: AsyncSession, now: datetime) -> dict[str, Any]:
+    """Open exception cases for case steps past their SLA."""
+    return {"opened": await lifecycle.open_sla_cases(session, now)}
+
+
+@periodic("aftersales_gauges", every_seconds=60)
+async def aftersales_gauges(session: AsyncSession, now: datetime) -> dict[str, Any]:
+    """Publish cases by type and status."""
+    counts = await service.counts(session)
+    for (case_type, status), n in counts.items():
+        CASES.labels(case_type, status).set(n)
+    return {"cases": sum(counts.values())}

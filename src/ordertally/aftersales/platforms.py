@@ -1,0 +1,181 @@
+"""Platform after-sale records mapped to cases: Shopify's refund (the `refunds/create`
+webhook body, the Refund resource) and Pinduoduo's `pdd.refund.list.increment.get` items, as
+one `PlatformRecord` each, ingested once per platform refund id.
+
+A platform record is a fact, not a request: the platform has decided and refunded, so the
+case is opened, approved and its refund recorded in one go (a return the platform accepted
+then waits for its goods like any other)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.aftersales import refunds, repository, service
+from ordertally.aftersales.errors import AftersaleError
+from ordertally.aftersales.schemas import CaseCreate, CaseLineIn
+from ordertally.aftersales.state_machine import CaseType
+from ordertally.core import money
+from ordertally.orders import service as orders_service
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformRecord:
+    """One after-sale record in our terms."""
+
+    channel: str
+    platform_refund_id: str
+    external_order_id: str
+    type: CaseType
+    amount_minor: int  # what the platform refunded (0: nothing yet, e.g. an exchange)
+    reason_code: str
+    skus: dict[str, int] = field(default_factory=dict)  # SKU -> units concerned
+
+
+def _minor(amount: Any, currency: str) -> int:
+    return money.to_minor(Decimal(str(amount)), currency)
+
+
+def from_shopify(refund: dict[str, Any], channel: str = "shopify") -> PlatformRecord:
+    """Shopify's Refund resource (the refunds/create webhook body): refunded amount = the
+    successful refund transactions; restocked items mean goods coming back."""
+    amount = 0
+    for t in refund.get("transactions") or []:
+        if t.get("kind") == "refund" and t.get("status") == "success":
+            amount += _minor(t["amount"], str(t.get("currency") or "USD"))
+    skus: dict[str, int] = {}
+    for item in refund.get("refund_line_items") or []:
+        sku = str((item.get("line_item") or {}).get("sku") or "")
+        if sku:
+            skus[sku] = skus.get(sku, 0) + int(item.get("quantity") or 0)
+    restocked = bool(refund.get("restock")) or any(
+        item.get("restock_type") == "return" for item in refund.get("refund_line_items") or []
+    )
+    return PlatformRecord(
+        channel=channel,
+        platform_refund_id=str(refund["id"]),
+        external_order_id=str(refund["order_id"]),
+        type=CaseType.RETURN_REFUND if restocked and skus else CaseType.REFUND_ONLY,
+        amount_minor=amount,
+        reason_code="shopify:" + str(refund.get("note") or "refund")[:23],
+        skus=skus if restocked else {},
+    )
+
+
+# pdd.refund.list.increment.get after_sales_type [secondary]: 2 仅退款, 3 退货退款, 4 换货,
+# 5 缺货补寄; refund_amount in fen.
+_PDD_TYPES = {
+    2: CaseType.REFUND_ONLY,
+    3: CaseType.RETURN_REFUND,
+    4: CaseType.EXCHANGE,
+    5: CaseType.RESHIP,
+}
+
+
+def from_pinduoduo(item: dict[str, Any], channel: str = "pinduoduo") -> PlatformRecord:
+    """One item of pdd.refund.list.increment.get's refund_increment_get_response.refund_list."""
+    case_type = _PDD_TYPES.get(int(item.get("after_sales_type") or 2), CaseType.REFUND_ONLY)
+    sku = str(item.get("outer_id") or item.get("sku_id") or "")
+    units = int(item.get("goods_number") or 1)
+    return PlatformRecord(
+        channel=channel,
+        platform_refund_id=str(item["id"]),
+        external_order_id=str(item["order_sn"]),
+        type=case_type,
+        amount_minor=int(item.get("refund_amount") or 0)
+        if case_type in (CaseType.REFUND_ONLY, CaseType.RETURN_REFUND)
+        else 0,
+        reason_code="pdd:" + str(item.get("after_sale_reason") or "refund")[:27],
+        skus={sku: units} if sku and case_type != CaseType.REFUND_ONLY else {},
+    )
+
+
+@dataclass(slots=True)
+class IngestResult:
+    created: int = 0
+    duplicates: int = 0
+    unknown_order: int = 0
+    refused: list[tuple[str, str]] = field(default_factory=list)
+
+
+async def ingest(session: AsyncSession, records: list[PlatformRecord], actor: str) -> IngestResult:
+    """Open, approve and (when money moved) refund a case per new record; a platform refund id
+    already a case is a duplicate and changes nothing. Records of one channel per call."""
+    result = IngestResult()
+    if not records:
+        return result
+    channel = records[0].channel
+    unique: dict[str, PlatformRecord] = {}
+    for record in records:
+        if record.platform_refund_id in unique:
+            result.duplicates += 1
+        else:
+            unique[record.platform_refund_id] = record
+    known = await repository.existing_platform_ids(session, channel, list(unique))
+    result.duplicates += len(known)
+    fresh = [r for pid, r in unique.items() if pid not in known]
+    orders = await orders_service.by_external_ids(
+        session, channel, sorted({r.external_order_id for r in fresh})
+    )
+    for record in fresh:
+        found = orders.get(record.external_order_id)
+        if found is None:
+            result.unknown_order += 1
+            continue
+        try:
+            async with session.begin_nested():
+                await _apply(session, record, found[1], actor)
+            result.created += 1
+        except AftersaleError as exc:
+            result.refused.append((record.platform_refund_id, exc.detail))
+    return result
+
+
+async def _apply(session: AsyncSession, record: PlatformRecord, order_no: str, actor: str) -> None:
+    order = await orders_service.get_order(session, order_no)
+    lines = []
+    if record.skus:
+        by_sku = {line.sku: line for line in await orders_service.lines_of(session, order)}
+        for sku, units in sorted(record.skus.items()):
+            line = by_sku.get(sku)
+            if line is not None:
+                lines.append(CaseLineIn(line_no=line.line_no, quantity=min(units, line.quantity)))
+    case_type = (
+        record.type if lines or record.type == CaseType.REFUND_ONLY else CaseType.REFUND_ONLY
+    )
+    cmd = CaseCreate(
+        order_no=order_no,
+        type=case_type,
+        reason_code=record.reason_code,
+        lines=lines,
+        refund_goods=str(money.from_minor(record.amount_minor, order.currency)),
+        platform_refund_id=record.platform_refund_id,
+    )
+    case, created = await service.open_case(session, cmd, actor, channel=record.channel)
+    if not created:
+        return
+    case = await service.approve(session, case.case_no, actor)
+    if record.amount_minor > 0:
+        await refunds.record_platform_refund(
+            session, case.case_no, record.platform_refund_id, record.amount_minor, actor
+        )
+
+
+async def apply_shopify_refund(
+    session: AsyncSession, channel: str, body: dict[str, Any]
+) -> str | None:
+    """The channel inbox's handler of Shopify's refunds/create (`channel`: the account code,
+    the channel of its orders): None when applied (or a duplicate), else why it was not."""
+    try:
+        record = from_shopify(body, channel)
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"unmappable refund: {exc!r}"[:300]
+    result = await ingest(session, [record], f"{channel}:webhook")
+    if result.unknown_order:
+        return f"no {channel} order {record.external_order_id}"
+    if result.refused:
+        return result.refused[0][1][:300]
+    return None

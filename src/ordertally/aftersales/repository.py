@@ -1,0 +1,521 @@
+"""Every query of the after-sales domain."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.aftersales.models import (
+    AftersaleCase,
+    AftersaleEvent,
+    AftersaleLine,
+    AftersaleMoney,
+    AftersaleRefund,
+    ReturnParcel,
+)
+from ordertally.core.db import upsert_insert
+
+NO_SYNC = {"synchronize_session": False}
+
+# --- cases --------------------------------------------------------------------------------------
+
+
+async def insert_case(session: AsyncSession, values: dict[str, Any]) -> int | None:
+    """Add a case; None when the platform's refund id is already a case of that channel."""
+    stmt = (
+        upsert_insert(session, AftersaleCase)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["channel", "platform_refund_id"])
+        .returning(AftersaleCase.id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def insert_lines(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Add a case's lines."""
+    if rows:
+        await session.execute(insert(AftersaleLine), rows)
+
+
+async def get_case(session: AsyncSession, case_id: int) -> AftersaleCase | None:
+    """A case by id, read afresh."""
+    found = await session.scalars(
+        select(AftersaleCase)
+        .where(AftersaleCase.id == case_id)
+        .execution_options(populate_existing=True)
+    )
+    return found.first()
+
+
+async def get_case_by_no(session: AsyncSession, case_no: str) -> AftersaleCase | None:
+    """A case by its number, read afresh."""
+    found = await session.scalars(
+        select(AftersaleCase)
+        .where(AftersaleCase.case_no == case_no)
+        .execution_options(populate_existing=True)
+    )
+    return found.first()
+
+
+async def existing_platform_ids(
+    session: AsyncSession, channel: str, platform_refund_ids: Sequence[str]
+) -> set[str]:
+    """Which of these platform refund ids are already cases of the channel."""
+    if not platform_refund_ids:
+        return set()
+    rows = await session.scalars(
+        select(AftersaleCase.platform_refund_id).where(
+            AftersaleCase.channel == channel,
+            AftersaleCase.platform_refund_id.in_(list(platform_refund_ids)),
+        )
+    )
+    return {r for r in rows.all() if r is not None}
+
+
+async def cases_of_order(session: AsyncSession, order_id: int) -> list[AftersaleCase]:
+    """An order's cases, oldest first."""
+    rows = await session.scalars(
+        select(AftersaleCase).where(AftersaleCase.order_id == order_id).order_by(AftersaleCase.id)
+    )
+    return list(rows.all())
+
+
+async def list_cases(
+    session: AsyncSession, status: str | None, case_type: str | None, limit: int
+) -> list[AftersaleCase]:
+    """Cases, newest first, optionally of one status and type."""
+    query = select(AftersaleCase)
+    if status:
+        query = query.where(AftersaleCase.status == status)
+    if case_type:
+        query = query.where(AftersaleCase.type == case_type)
+    rows = await session.scalars(query.order_by(AftersaleCase.id.desc()).limit(limit))
+    return list(rows.all())
+
+
+async def set_status(
+    session: AsyncSession,
+    case_id: int,
+    *,
+    from_status: str,
+    version: int,
+    to_status: str,
+    at: datetime,
+    extra: dict[str, Any],
+) -> bool:
+    """Compare-and-set a case's status; False when someone else moved it first."""
+    result = await session.execute(
+        update(AftersaleCase)
+        .where(
+            AftersaleCase.id == case_id,
+            AftersaleCase.status == from_status,
+            AftersaleCase.version == version,
+        )
+        .values(status=to_status, version=version + 1, updated_at=at, **extra)
+        .execution_options(**NO_SYNC)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def update_case(session: AsyncSession, case_id: int, values: dict[str, Any]) -> None:
+    """Change a case's handling facts (responsibility, waybill, goods status)."""
+    await session.execute(
+        update(AftersaleCase)
+        .where(AftersaleCase.id == case_id)
+        .values(**values)
+        .execution_options(**NO_SYNC)
+    )
+
+
+async def lines_of(session: AsyncSession, case_id: int) -> list[AftersaleLine]:
+    """A case's lines in line order, read afresh."""
+    rows = await session.scalars(
+        select(AftersaleLine)
+        .where(AftersaleLine.case_id == case_id)
+        .order_by(AftersaleLine.line_no)
+        .execution_options(populate_existing=True)
+    )
+    return list(rows.all())
+
+
+async def returned_quantities(session: AsyncSession, order_id: int) -> dict[int, int]:
+    """Units per order line already asked back by the order's open or finished cases."""
+    rows = await session.execute(
+        select(AftersaleLine.line_no, func.sum(AftersaleLine.quantity))
+        .join(AftersaleCase, AftersaleCase.id == AftersaleLine.case_id)
+        .where(
+            AftersaleCase.order_id == order_id,
+            AftersaleCase.status != "rejected",
+            AftersaleCase.type.in_(("return_refund", "refused", "refund_only")),
+        )
+        .group_by(AftersaleLine.line_no)
+    )
+    return {int(n): int(q) for n, q in rows.all()}
+
+
+async def add_received(session: AsyncSession, line_id: int, quantity: int) -> bool:
+    """Count units received back on a line, within what the line asked back."""
+    result = await session.execute(
+        update(AftersaleLine)
+        .where(
+            AftersaleLine.id == line_id,
+            AftersaleLine.received_quantity + quantity <= AftersaleLine.quantity,
+        )
+        .values(received_quantity=AftersaleLine.received_quantity + quantity)
+        .execution_options(**NO_SYNC)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def add_inspected(
+    session: AsyncSession, line_id: int, restocked: int, written_off: int
+) -> bool:
+    """Count inspected units of a line, within what was received."""
+    result = await session.execute(
+        update(AftersaleLine)
+        .where(
+            AftersaleLine.id == line_id,
+            AftersaleLine.restocked_quantity
+            + AftersaleLine.written_off_quantity
+            + restocked
+            + written_off
+            <= AftersaleLine.received_quantity,
+        )
+        .values(
+            restocked_quantity=AftersaleLine.restocked_quantity + restocked,
+            written_off_quantity=AftersaleLine.written_off_quantity + written_off,
+        )
+        .execution_options(**NO_SYNC)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def insert_event(session: AsyncSession, values: dict[str, Any]) -> None:
+    """Add one audit row of a case."""
+    await session.execute(insert(AftersaleEvent), [values])
+
+
+async def events_of(session: AsyncSession, case_id: int) -> list[AftersaleEvent]:
+    """A case's audit trail in order."""
+    rows = await session.scalars(
+        select(AftersaleEvent)
+        .where(AftersaleEvent.case_id == case_id)
+        .order_by(AftersaleEvent.version)
+    )
+    return list(rows.all())
+
+
+async def stale_cases(
+    session: AsyncSession, status: str, before: datetime, limit: int
+) -> list[AftersaleCase]:
+    """Cases in a status since before a time (past their SLA)."""
+    rows = await session.scalars(
+        select(AftersaleCase)
+        .where(AftersaleCase.status == status, AftersaleCase.updated_at < before)
+        .order_by(AftersaleCase.updated_at)
+        .limit(limit)
+    )
+    return list(rows.all())
+
+
+async def counts_by_type_status(session: AsyncSession) -> dict[tuple[str, str], int]:
+    """Cases per (type, status)."""
+    rows = await session.execute(
+        select(AftersaleCase.type, AftersaleCase.status, func.count()).group_by(
+            AftersaleCase.type, AftersaleCase.status
+        )
+    )
+    return {(t, s): int(n) for t, s, n in rows.all()}
+
+
+async def returns_since(
+    session: AsyncSession, order_ids: Sequence[int], since: datetime
+) -> dict[int, int]:
+    """Return cases (not rejected) opened since a time, per order."""
+    if not order_ids:
+        return {}
+    rows = await session.execute(
+        select(AftersaleCase.order_id, func.count())
+        .where(
+            AftersaleCase.order_id.in_(list(order_ids)),
+            AftersaleCase.created_at >= since,
+            AftersaleCase.status != "rejected",
+            AftersaleCase.type.in_(("return_refund", "exchange", "refused")),
+        )
+        .group_by(AftersaleCase.order_id)
+    )
+    return {int(o): int(n) for o, n in rows.all()}
+
+
+# --- money --------------------------------------------------------------------------------------
+
+
+async def ensure_money(
+    session: AsyncSession, order_id: int, currency: str, paid_minor: int, at: datetime
+) -> None:
+    """Create an order's refund ledger row when it has none."""
+    await session.execute(
+        upsert_insert(session, AftersaleMoney)
+        .values(
+            order_id=order_id,
+            currency=currency,
+            paid_minor=paid_minor,
+            committed_minor=0,
+            refunded_minor=0,
+            updated_at=at,
+        )
+        .on_conflict_do_nothing(index_elements=["order_id"])
+    )
+
+
+async def get_money(session: AsyncSession, order_id: int) -> AftersaleMoney | None:
+    """An order's refund ledger row, read afresh."""
+    found = await session.scalars(
+        select(AftersaleMoney)
+        .where(AftersaleMoney.order_id == order_id)
+        .execution_options(populate_existing=True)
+    )
+    return found.first()
+
+
+async def commit_money(session: AsyncSession, order_id: int, amount: int, at: datetime) -> bool:
+    """Count a refund against what was paid, only while the total stays within it: one
+    conditional UPDATE of the order's row, so concurrent requests queue on its lock."""
+    result = await session.execute(
+        update(AftersaleMoney)
+        .where(
+            AftersaleMoney.order_id == order_id,
+            AftersaleMoney.committed_minor + amount <= AftersaleMoney.paid_minor,
+        )
+        .values(committed_minor=AftersaleMoney.committed_minor + amount, updated_at=at)
+        .execution_options(**NO_SYNC)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def release_money(session: AsyncSession, order_id: int, amount: int, at: datetime) -> None:
+    """Give back a refund that failed."""
+    await session.execute(
+        update(AftersaleMoney)
+        .where(AftersaleMoney.order_id == order_id)
+        .values(committed_minor=AftersaleMoney.committed_minor - amount, updated_at=at)
+        .execution_options(**NO_SYNC)
+    )
+
+
+async def confirm_money(session: AsyncSession, order_id: int, amount: int, at: datetime) -> None:
+    """Count a confirmed refund."""
+    await session.execute(
+        update(AftersaleMoney)
+        .where(AftersaleMoney.order_id == order_id)
+        .values(refunded_minor=AftersaleMoney.refunded_minor + amount, updated_at=at)
+        .execution_options(**NO_SYNC)
+    )
+
+
+# --- refunds ------------------------------------------------------------------------------------
+
+
+async def insert_refund(session: AsyncSession, values: dict[str, Any]) -> int:
+    """Add a refund; returns its id."""
+    result = await session.execute(
+        insert(AftersaleRefund).values(**values).returning(AftersaleRefund.id)
+    )
+    return int(result.scalar_one())
+
+
+async def get_refund(session: AsyncSession, refund_id: int) -> AftersaleRefund | None:
+    """A refund, read afresh."""
+    found = await session.scalars(
+        select(AftersaleRefund)
+        .where(AftersaleRefund.id == refund_id)
+        .execution_options(populate_existing=True)
+    )
+    return found.first()
+
+
+async def refunds_of_case(session: AsyncSession, case_id: int) -> list[AftersaleRefund]:
+    """A case's refunds, oldest first."""
+    rows = await session.scalars(
+        select(AftersaleRefund)
+        .where(AftersaleRefund.case_id == case_id)
+        .order_by(AftersaleRefund.id)
+        .execution_options(populate_existing=True)
+    )
+    return list(rows.all())
+
+
+async def lease_due_refunds(
+    session: AsyncSession, now: datetime, limit: int, until: datetime, *, skip_locked: bool
+) -> list[AftersaleRefund]:
+    """Claim provider refunds to send or to ask about (pending or sent, due): their next look
+    moves to `until` and their attempt count goes up, so no other worker takes them while
+    the provider is asked outside any transaction."""
+    stmt = (
+        select(AftersaleRefund)
+        .where(
+            AftersaleRefund.source == "provider",
+            AftersaleRefund.state.in_(("pending", "sent")),
+            AftersaleRefund.next_at <= now,
+        )
+        .order_by(AftersaleRefund.next_at, AftersaleRefund.id)
+        .limit(limit)
+    )
+    if skip_locked:
+        stmt = stmt.with_for_update(skip_locked=True)
+    due = list((await session.scalars(stmt)).all())
+    if due:
+        await session.execute(
+            update(AftersaleRefund)
+            .where(AftersaleRefund.id.in_([r.id for r in due]))
+            .values(next_at=until, attempts=AftersaleRefund.attempts + 1)
+            .execution_options(**NO_SYNC)
+        )
+    return due
+
+
+async def set_refund(
+    session: AsyncSession, refund_id: int, from_states: Sequence[str], values: dict[str, Any]
+) -> bool:
+    """Move a refund on from one of some states; False when it was not in any of them."""
+    result = await session.execute(
+        update(AftersaleRefund)
+        .where(AftersaleRefund.id == refund_id, AftersaleRefund.state.in_(list(from_states)))
+        .values(**values)
+        .execution_options(**NO_SYNC)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def refunded_by_day(
+    session: AsyncSession, start: datetime, end: datetime
+) -> list[tuple[date, str, int, int]]:
+    """(UTC day, currency, refunds, amount) of the refunds confirmed in a window."""
+    day = func.date(AftersaleRefund.confirmed_at)
+    rows = await session.execute(
+        select(day, AftersaleRefund.currency, func.count(), func.sum(AftersaleRefund.amount_minor))
+        .where(
+            AftersaleRefund.state == "succeeded",
+            AftersaleRefund.confirmed_at >= start,
+            AftersaleRefund.confirmed_at < end,
+        )
+        .group_by(day, AftersaleRefund.currency)
+        .order_by(day)
+    )
+    out = []
+    for d, currency, n, amount in rows.all():
+        out.append(
+            (
+                d if isinstance(d, date) else date.fromisoformat(str(d)),
+                currency,
+                int(n),
+                int(amount),
+            )
+        )
+    return out
+
+
+async def refunded_of_order(session: AsyncSession, order_id: int) -> int:
+    """The sum of an order's confirmed refunds."""
+    total = await session.scalar(
+        select(func.coalesce(func.sum(AftersaleRefund.amount_minor), 0)).where(
+            AftersaleRefund.order_id == order_id, AftersaleRefund.state == "succeeded"
+        )
+    )
+    return int(total or 0)
+
+
+async def platform_refund_exists(session: AsyncSession, out_refund_no: str) -> bool:
+    """Whether a refund number is already recorded."""
+    found = await session.scalar(
+        select(func.count()).where(AftersaleRefund.out_refund_no == out_refund_no)
+    )
+    return bool(found)
+
+
+# --- returned parcels ---------------------------------------------------------------------------
+
+
+async def insert_parcel(session: AsyncSession, values: dict[str, Any]) -> int:
+    """Record a parcel that came back."""
+    result = await session.execute(insert(ReturnParcel).values(**values).returning(ReturnParcel.id))
+    return int(result.scalar_one())
+
+
+async def get_parcel(session: AsyncSession, parcel_id: int) -> ReturnParcel | None:
+    """A returned parcel, read afresh."""
+    found = await session.scalars(
+        select(ReturnParcel)
+        .where(ReturnParcel.id == parcel_id)
+        .execution_options(populate_existing=True)
+    )
+    return found.first()
+
+
+async def unmatched_parcels(session: AsyncSession, limit: int) -> list[ReturnParcel]:
+    """Parcels received without a case (无主件), oldest first."""
+    rows = await session.scalars(
+        select(ReturnParcel)
+        .where(ReturnParcel.case_id.is_(None))
+        .order_by(ReturnParcel.id)
+        .limit(limit)
+    )
+    return list(rows.all())
+
+
+async def match_parcel(session: AsyncSession, parcel_id: int, case_id: int, at: datetime) -> bool:
+    """Tie an unmatched parcel to a case; False when it was matched already."""
+    result = await session.execute(
+        update(ReturnParcel)
+        .where(ReturnParcel.id == parcel_id, ReturnParcel.case_id.is_(None))
+        .values(case_id=case_id, matched_at=at)
+        .execution_options(**NO_SYNC)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def case_by_return_waybill(session: AsyncSession, waybill_no: str) -> AftersaleCase | None:
+    """The open case whose buyer gave this return waybill."""
+    found = await session.scalars(
+        select(AftersaleCase)
+        .where(
+            AftersaleCase.return_waybill_no == waybill_no,
+            AftersaleCase.status == "awaiting_return",
+        )
+        .order_by(AftersaleCase.id)
+    )
+    return found.first()
+
+
+# --- doctor -------------------------------------------------------------------------------------
+
+
+async def confirmed_provider_refunds(
+    session: AsyncSession, start: datetime, end: datetime
+) -> dict[str, int]:
+    """out_refund_no -> amount of the provider refunds confirmed in a window."""
+    rows = await session.execute(
+        select(AftersaleRefund.out_refund_no, AftersaleRefund.amount_minor).where(
+            AftersaleRefund.source == "provider",
+            AftersaleRefund.state == "succeeded",
+            AftersaleRefund.confirmed_at >= start,
+            AftersaleRefund.confirmed_at < end,
+        )
+    )
+    return {no: int(amount) for no, amount in rows.all()}
+
+
+async def inspected_units(session: AsyncSession) -> int:
+    """Units the warehouse inspected (restocked + written off) over all cases."""
+    total = await session.scalar(
+        select(
+            func.coalesce(
+                func.sum(AftersaleLine.restocked_quantity + AftersaleLine.written_off_quantity), 0
+            )
+        )
+    )
+    return int(total or 0)

@@ -1,0 +1,415 @@
+"""After-sales cases: open one (from customer service or a platform record, deduplicated by
+the platform's refund id), move it through its state table with an audit row and an outbox
+event per change, and read it. Refunds live in `refunds`, goods coming back in `goods`.
+
+Services receive a session and never commit.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordertally.aftersales import repository
+from ordertally.aftersales.errors import (
+    CaseConflict,
+    CaseNotFound,
+    IllegalCaseTransition,
+    InvalidCase,
+)
+from ordertally.aftersales.events import AftersaleRequested, AftersaleStatusChanged
+from ordertally.aftersales.models import AftersaleCase, AftersaleEvent, AftersaleLine
+from ordertally.aftersales.policy import current as current_policy
+from ordertally.aftersales.schemas import CaseCreate
+from ordertally.aftersales.state_machine import (
+    MOVES_MONEY,
+    RETURNS_GOODS,
+    CaseStatus,
+    CaseType,
+    find,
+)
+from ordertally.core import clock, money
+from ordertally.core.db import count_after_commit
+from ordertally.events import outbox
+from ordertally.orders import service as orders_service
+from ordertally.orders.errors import OrderNotFound
+from ordertally.orders.models import SalesOrder
+
+CASES_OPENED = Counter(
+    "ordertally_aftersale_cases_total", "After-sales cases opened", ["type", "source"]
+)
+CASE_TRANSITIONS = Counter(
+    "ordertally_aftersale_transitions_total", "After-sales case changes", ["type", "to"]
+)
+
+# Order statuses in which each case type may be opened.
+_SHIPPED = frozenset({"shipped", "delivered", "completed", "partially_refunded"})
+OPENS_FROM: dict[CaseType, frozenset[str]] = {
+    CaseType.REFUND_ONLY: frozenset({"paid", "allocated", "fulfilling"}) | _SHIPPED,
+    CaseType.RETURN_REFUND: _SHIPPED,
+    CaseType.EXCHANGE: _SHIPPED,
+    CaseType.RESHIP: _SHIPPED,
+    CaseType.REFUSED: frozenset({"shipped", "delivered"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CaseView:
+    case: AftersaleCase
+    lines: list[AftersaleLine]
+    events: list[AftersaleEvent]
+
+
+def new_case_no(at: datetime) -> str:
+    """A case number people can read out: AS + date (UTC) + 10 random digits."""
+    return f"AS{at:%y%m%d}{secrets.randbelow(10**10):010d}"
+
+
+async def _order(session: AsyncSession, order_no: str) -> SalesOrder:
+    try:
+        return await orders_service.get_order(session, order_no)
+    except OrderNotFound as exc:
+        raise InvalidCase(f"order {order_no} does not exist", field="order_no") from exc
+
+
+async def open_case(
+    session: AsyncSession, cmd: CaseCreate, actor: str, *, channel: str | None = None
+) -> tuple[AftersaleCase, bool]:
+    """Open a case on an order; returns it and whether it is new (a platform record whose
+    refund id is already a case returns that case, unchanged)."""
+    order = await _order(session, cmd.order_no)
+    channel = channel or order.channel
+    if cmd.platform_refund_id:
+        known = await repository.existing_platform_ids(session, channel, [cmd.platform_refund_id])
+        if known:
+            return await _case_by_platform_id(session, order.id, cmd.platform_refund_id), False
+    case_type = CaseType(cmd.type)
+    if order.status not in OPENS_FROM[case_type]:
+        raise InvalidCase(
+            f"a {case_type} case cannot be opened on an order that is {order.status}",
+            order_status=order.status,
+        )
+    await _check_window(session, order)
+    lines = await _check_lines(session, order, cmd, case_type)
+    amounts = {
+        "refund_goods_minor": money.to_minor(cmd.refund_goods, order.currency),
+        "refund_postage_minor": money.to_minor(cmd.refund_postage, order.currency),
+        "refund_other_minor": money.to_minor(cmd.refund_other, order.currency),
+    }
+    total = sum(amounts.values())
+    if case_type in MOVES_MONEY and total <= 0:
+        raise InvalidCase("a refund case needs an amount", field="refund_goods")
+    if case_type not in MOVES_MONEY and total:
+        raise InvalidCase(f"a {case_type} case refunds nothing", field="refund_goods")
+    if total > order.total_minor:
+        raise InvalidCase("the refund is more than the order's total", field="refund_goods")
+    now = clock.now()
+    values: dict[str, Any] = {
+        "case_no": new_case_no(now),
+        "order_id": order.id,
+        "order_no": order.order_no,
+        "channel": channel,
+        "platform_refund_id": cmd.platform_refund_id,
+        "type": case_type.value,
+        "status": CaseStatus.REQUESTED.value,
+        "version": 1,
+        "reason_code": cmd.reason_code,
+        "responsibility": None,
+        "goods_status": cmd.goods_status.value,
+        "evidence": list(cmd.evidence),
+        "buyer_message": cmd.buyer_message,
+        "currency": order.currency,
+        **amounts,
+        "return_carrier": None,
+        "return_waybill_no": None,
+        "created_by": actor,
+        "created_at": now,
+        "updated_at": now,
+    }
+    case_id = await repository.insert_case(session, values)
+    if case_id is None:  # the same platform record, inserted concurrently
+        assert cmd.platform_refund_id
+        return await _case_by_platform_id(session, order.id, cmd.platform_refund_id), False
+    await repository.insert_lines(
+        session,
+        [
+            {
+                "case_id": case_id,
+                "line_no": no,
+                "sku": sku,
+                "quantity": qty,
+                "received_quantity": 0,
+                "restocked_quantity": 0,
+                "written_off_quantity": 0,
+            }
+            for no, sku, qty in lines
+        ],
+    )
+    await repository.insert_event(
+        session,
+        {
+            "case_id": case_id,
+            "version": 1,
+            "event": "request",
+            "from_status": None,
+            "to_status": CaseStatus.REQUESTED.value,
+            "actor": actor,
+            "detail": {"reason_code": cmd.reason_code},
+            "occurred_at": now,
+        },
+    )
+    await outbox.publish(
+        session,
+        "AftersaleRequested",
+        AftersaleRequested(
+            case_id=case_id,
+            case_no=values["case_no"],
+            order_no=order.order_no,
+            channel=channel,
+            type=case_type.value,
+            refund_minor=total,
+            currency=order.currency,
+            occurred_at=now,
+        ),
+        aggregate_type="aftersale",
+        aggregate_id=values["case_no"],
+    )
+    source = "platform" if cmd.platform_refund_id else "api"
+    count_after_commit(session, CASES_OPENED.labels(case_type.value, source).inc)
+    case = await repository.get_case(session, case_id)
+    assert case is not None
+    return case, True
+
+
+async def _case_by_platform_id(
+    session: AsyncSession, order_id: int, platform_refund_id: str
+) -> AftersaleCase:
+    for case in await repository.cases_of_order(session, order_id):
+        if case.platform_refund_id == platform_refund_id:
+            return case
+    raise InvalidCase(f"platform refund {platform_refund_id} belongs to another order")
+
+
+async def _check_window(session: AsyncSession, order: SalesOrder) -> None:
+    """A completed order accepts cases only within its channel's after-sales window."""
+    if order.status != "completed":
+        return
+    days = current_policy().window_days_for(order.channel)
+    if (clock.now() - clock.as_utc(order.updated_at)).days >= days:
+        raise InvalidCase(
+            f"the after-sales window of {days} days after completion has passed",
+            window_days=days,
+        )
+
+
+async def _check_lines(
+    session: AsyncSession, order: SalesOrder, cmd: CaseCreate, case_type: CaseType
+) -> list[tuple[int, str, int]]:
+    """(line_no, sku, quantity) of the case's lines, each within what the order has left."""
+    if case_type in RETURNS_GOODS and not cmd.lines:
+        raise InvalidCase(f"a {case_type} case names the lines coming back", field="lines")
+    if case_type == CaseType.RESHIP and not cmd.lines:
+        raise InvalidCase("a reship case names the lines to send again", field="lines")
+    ordered = {line.line_no: line for line in await orders_service.lines_of(session, order)}
+    taken = await repository.returned_quantities(session, order.id)
+    seen: set[int] = set()
+    out = []
+    for item in cmd.lines:
+        line = ordered.get(item.line_no)
+        if line is None or item.line_no in seen:
+            raise InvalidCase(f"line {item.line_no} is not a line of the order", field="lines")
+        seen.add(item.line_no)
+        left = line.quantity - (taken.get(item.line_no, 0) if case_type != CaseType.RESHIP else 0)
+        if item.quantity > left:
+            raise InvalidCase(
+                f"line {item.line_no}: {item.quantity} asked, {left} left", field="lines"
+            )
+        out.append((item.line_no, line.sku, item.quantity))
+    return out
+
+
+async def get_case(session: AsyncSession, case_no: str) -> AftersaleCase:
+    """A case by number, or CaseNotFound."""
+    case = await repository.get_case_by_no(session, case_no)
+    if case is None:
+        raise CaseNotFound(f"after-sales case {case_no} does not exist")
+    return case
+
+
+async def view(session: AsyncSession, case_no: str) -> CaseView:
+    """A case with its lines and audit trail."""
+    case = await get_case(session, case_no)
+    return CaseView(
+        case,
+        await repository.lines_of(session, case.id),
+        await repository.events_of(session, case.id),
+    )
+
+
+async def list_cases(
+    session: AsyncSession, status: str | None = None, case_type: str | None = None, limit: int = 100
+) -> list[AftersaleCase]:
+    """Cases, newest first."""
+    return await repository.list_cases(session, status, case_type, limit)
+
+
+async def transition(
+    session: AsyncSession,
+    case: AftersaleCase,
+    name: str,
+    actor: str,
+    *,
+    detail: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> AftersaleCase:
+    """Apply one row of the case table as a compare-and-set, with its audit row and event.
+    The same step taken twice is a no-op (the case is returned unchanged)."""
+    spec = find(name)
+    if spec is None:
+        raise IllegalCaseTransition(f"{name!r} is not a case transition")
+    if CaseType(case.type) not in spec.types:
+        raise IllegalCaseTransition(f"a {case.type} case has no {name} step", transition=name)
+    for _ in range(3):
+        status = CaseStatus(case.status)
+        if status not in spec.sources:
+            trail = await repository.events_of(session, case.id)
+            if case.status == spec.target and trail and trail[-1].event == name:
+                return case
+            raise IllegalCaseTransition(
+                f"cannot {name} a case that is {status}", case_status=status.value, transition=name
+            )
+        now = clock.now()
+        version = case.version
+        if await repository.set_status(
+            session,
+            case.id,
+            from_status=status.value,
+            version=version,
+            to_status=spec.target.value,
+            at=now,
+            extra=extra or {},
+        ):
+            await repository.insert_event(
+                session,
+                {
+                    "case_id": case.id,
+                    "version": version + 1,
+                    "event": name,
+                    "from_status": status.value,
+                    "to_status": spec.target.value,
+                    "actor": actor,
+                    "detail": detail or {},
+                    "occurred_at": now,
+                },
+            )
+            await outbox.publish(
+                session,
+                spec.event_type,
+                AftersaleStatusChanged(
+                    case_id=case.id,
+                    case_no=case.case_no,
+                    order_no=case.order_no,
+                    type=case.type,
+                    transition=name,
+                    from_status=status.value,
+                    to_status=spec.target.value,
+                    version=version + 1,
+                    actor=actor,
+                    occurred_at=now,
+                ),
+                aggregate_type="aftersale",
+                aggregate_id=case.case_no,
+            )
+            count_after_commit(session, CASE_TRANSITIONS.labels(case.type, spec.target.value).inc)
+            fresh = await repository.get_case(session, case.id)
+            assert fresh is not None
+            return fresh
+        fresh = await repository.get_case(session, case.id)
+        assert fresh is not None
+        case = fresh
+    raise CaseConflict(f"case {case.case_no} kept changing; try again")
+
+
+async def approve(
+    session: AsyncSession,
+    case_no: str,
+    actor: str,
+    *,
+    responsibility: str | None = None,
+    note: str | None = None,
+) -> AftersaleCase:
+    """Approve a case; one whose goods come back then waits for them."""
+    case = await get_case(session, case_no)
+    extra = {"responsibility": responsibility} if responsibility else {}
+    case = await transition(session, case, "approve", actor, detail={"note": note}, extra=extra)
+    if CaseType(case.type) in RETURNS_GOODS and case.status == CaseStatus.APPROVED:
+        case = await transition(session, case, "await_return", actor)
+    return case
+
+
+async def reject(
+    session: AsyncSession, case_no: str, actor: str, *, note: str | None = None
+) -> AftersaleCase:
+    """Reject a case."""
+    case = await get_case(session, case_no)
+    return await transition(session, case, "reject", actor, detail={"note": note})
+
+
+async def set_return_waybill(
+    session: AsyncSession, case_no: str, carrier: str, waybill_no: str, actor: str
+) -> AftersaleCase:
+    """Record the waybill the goods come back under (the buyer's or ours)."""
+    case = await get_case(session, case_no)
+    if case.status != CaseStatus.AWAITING_RETURN:
+        raise IllegalCaseTransition(
+            f"a case that is {case.status} waits for no parcel", case_status=case.status
+        )
+    await repository.update_case(
+        session,
+        case.id,
+        {
+            "return_carrier": carrier,
+            "return_waybill_no": waybill_no,
+            "goods_status": "buyer_returned",
+        },
+    )
+    fresh = await repository.get_case(session, case.id)
+    assert fresh is not None
+    return fresh
+
+
+async def close(session: AsyncSession, case_no: str, actor: str) -> AftersaleCase:
+    """Close a finished case."""
+    case = await get_case(session, case_no)
+    return await transition(session, case, "close", actor)
+
+
+async def counts(session: AsyncSession) -> dict[tuple[str, str], int]:
+    """Cases per (type, status): the gauges and the dashboard."""
+    return await repository.counts_by_type_status(session)
+
+
+async def returns_since(
+    session: AsyncSession, order_ids: list[int], since: datetime
+) -> dict[int, int]:
+    """Return cases opened since a time per order (the customer profile's return count)."""
+    return await repository.returns_since(session, order_ids, since)
+
+
+async def reship(session: AsyncSession, case_no: str, actor: str) -> AftersaleCase:
+    """Mark an approved reship case as sent again (the outbound shipment is not created here
+    yet: see docs/adr/0035)."""
+    case = await get_case(session, case_no)
+    return await transition(session, case, "reship", actor)
+
+
+async def exchange(session: AsyncSession, case_no: str, actor: str) -> AftersaleCase:
+    """Mark an inspected exchange case as exchanged (the replacement's outbound shipment is not
+    created here yet: see docs/adr/0035)."""
+    case = await get_case(session, case_no)
+    return await transition(session, case, "exchange", actor)
