@@ -46,17 +46,25 @@ def register_type(entry: CaseType) -> CaseType:
     return entry
 
 
+def _family(case_type: str) -> str | None:
+    """The `prefix.*` entry a dotted type belongs to (customer risk flags, rule holds), if any."""
+    prefix, dot, _ = case_type.partition(".")
+    family = f"{prefix}.*"
+    return family if dot and family in TYPES else None
+
+
 def is_registered(case_type: str) -> bool:
-    """Whether a type is in the registry (customer risk flags through `customer.*`)."""
-    return case_type in TYPES or (case_type.startswith("customer.") and "customer.*" in TYPES)
+    """Whether a type is in the registry (`customer.<flag>` and `rule.<pool>` by family)."""
+    return case_type in TYPES or _family(case_type) is not None
 
 
 def lookup(case_type: str) -> CaseType:
-    """The registry entry of a type (customer risk flags share one), or the fallback."""
+    """The registry entry of a type (a family's members share one), or the fallback."""
     if case_type in TYPES:
         return TYPES[case_type]
-    if case_type.startswith("customer.") and "customer.*" in TYPES:
-        return replace(TYPES["customer.*"], type=case_type)
+    family = _family(case_type)
+    if family is not None:
+        return replace(TYPES[family], type=case_type)
     return replace(FALLBACK, type=case_type)
 
 
@@ -123,6 +131,20 @@ def _builtin() -> None:
                  "ops", 2 * 60, False, ("ops",), "改地址申请", "Address change request"),
         CaseType("manual_hold", C, "normal", "cs", 24 * 60, 120, {}, None, None,
                  False, ("ops",), "人工暂停", "Manual hold"),
+        # rules/actions.py: a rule's hold or flag is `rule.<pool>` / `rule.<flag>`;
+        # orders/review.py: an order the auto-review did not pass.
+        CaseType("rule.*", C, "normal", "cs", 4 * 60, 60, {}, "ops", 8 * 60,
+                 False, ("ops",), "规则命中", "Rule hit"),
+        CaseType("order_review", C, "normal", "cs", 2 * 60, 30, {}, "ops", 4 * 60,
+                 False, ("ops",), "待审核", "Awaiting review"),
+        CaseType("order_review_finance", C, "normal", "finance", 4 * 60, 60, {}, "admin",
+                 8 * 60, False, ("ops",), "待财审", "Awaiting finance review"),
+        # aftersales/lifecycle.py (EXCEPTION_CASE_TYPES): a step past its SLA, a refund that
+        # failed at the provider.
+        CaseType("aftersale_sla", C, "normal", "cs", 4 * 60, 60, _REFUND, "ops", 8 * 60,
+                 True, ("ops",), "售后超时", "After-sales step late"),
+        CaseType("aftersale_refund_failed", S, "high", "finance", 2 * 60, 30, {}, "admin",
+                 4 * 60, True, ("ops",), "售后退款失败", "After-sales refund failed"),
     ]
     # fmt: on
     for row in rows:
