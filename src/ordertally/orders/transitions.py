@@ -132,15 +132,16 @@ async def _commit(session: AsyncSession, orders: list[SalesOrder], actors: list[
 
 
 async def _release(session: AsyncSession, orders: list[SalesOrder], actors: list[Actor]) -> None:
-    """Live reservations go back to available."""
-    for order in orders:
-        await inventory_service.release_order(session, order.id)
+    """Live reservations go back to available (one stock lock order over all the orders)."""
+    await inventory_service.release_orders(session, [o.id for o in orders])
 
 
 async def _consume(session: AsyncSession, orders: list[SalesOrder], actors: list[Actor]) -> None:
-    """Committed reservations leave the warehouse, recorded under the actor."""
-    for order, actor in zip(orders, actors, strict=True):
-        await inventory_service.consume_order(session, order.id, actor.id)
+    """Committed reservations leave the warehouse, recorded under the actor (one stock lock
+    order over all the orders)."""
+    await inventory_service.consume_orders(
+        session, [(o.id, a.id) for o, a in zip(orders, actors, strict=True)]
+    )
 
 
 async def _no_effect(session: AsyncSession, orders: list[SalesOrder], actors: list[Actor]) -> None:
