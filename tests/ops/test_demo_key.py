@@ -23,6 +23,17 @@ def _env(data_dir: Path) -> dict[str, str]:
     return {**os.environ, "ORDERTALLY_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
 
 
+def _demo(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ordertally", "demo", "--orders", "3"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=_env(data_dir),
+        check=False,
+    )
+
+
 def _serve_banner(data_dir: Path) -> str:
     """What `ordertally serve` prints before it answers (stopped once it has said it)."""
     with socket.socket() as s:
@@ -58,14 +69,7 @@ async def test_the_demo_key_is_shown_once_and_serve_only_says_where_it_is(
     # Given a fresh database (no warehouse yet)
     await empty_tables(db)
     # When the demo is loaded
-    loaded = subprocess.run(
-        [sys.executable, "-m", "ordertally", "demo", "--orders", "3"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=_env(tmp_path),
-        check=False,
-    )
+    loaded = _demo(tmp_path)
     assert loaded.returncode == 0, loaded.stderr
     key = (tmp_path / "demo-api-key.txt").read_text().strip()
     # Then the key is printed that once, and kept in a file only its owner reads
