@@ -18,6 +18,10 @@ from sqlalchemy import func, select, text, update
 
 from ordertally.core import clock
 from ordertally.core.db import Database
+from ordertally.core.settings import get_settings
+from ordertally.events.dispatcher import drain
+from ordertally.fulfillment import shipping as fulfillment_shipping
+from ordertally.fulfillment.shiplist import ShipRow
 from ordertally.inventory import service as inventory_service
 from ordertally.inventory.models import Reservation, Stock
 from ordertally.orders import creation, transitions
@@ -125,3 +129,78 @@ async def test_a_payment_batch_reserving_again_and_a_ship_do_not_deadlock(db: Da
     assert statuses == {"paid"}
     assert committed == 2
     assert reserved == {"LOCK-LOW": 1, "LOCK-HIGH": 1}
+
+
+async def _paid_orders(db: Database) -> tuple[dict[str, int], list[str]]:
+    """Paid and allocated: order A buys HIGH, then order B buys LOW (one shipment each)."""
+    await add_warehouse(db, "DL")
+    await receive(db, "DL", "LOCK-LOW", 10)
+    await receive(db, "DL", "LOCK-HIGH", 10)
+    order_nos: list[str] = []
+    for sku in ("LOCK-HIGH", "LOCK-LOW"):
+        async with db.transaction() as session:
+            snap, _ = await creation.create_order(
+                session, order_for([(sku, 1)]), BUYER, check_fingerprint=False
+            )
+            await transitions.transition(
+                session, snap.order.order_no, "payment_succeeded", CALLBACK
+            )
+            order_nos.append(snap.order.order_no)
+    await drain(db, get_settings())
+    async with db.transaction(write=False) as session:
+        stock = dict(
+            (
+                await session.execute(
+                    select(Stock.sku, Stock.id).where(Stock.sku.in_(("LOCK-LOW", "LOCK-HIGH")))
+                )
+            ).all()
+        )
+    return stock, order_nos
+
+
+async def _ship_list(db: Database, order_nos: list[str], started: asyncio.Future[int]) -> None:
+    """The warehouse's shipped list: both orders in one upload (one transaction), A first."""
+    rows = [
+        ShipRow(line, no, None, "zhongtong", f"ZT71000000000{line}")
+        for line, no in enumerate(order_nos, start=2)
+    ]
+    async with db.transaction() as session:
+        pid = 0 if db.is_sqlite else int(await session.scalar(text("SELECT pg_backend_pid()")))
+        started.set_result(pid)
+        results = await fulfillment_shipping.ship_rows(
+            session, rows, Actor(ActorKind.WAREHOUSE, "wh")
+        )
+    assert [r["result"] for r in results] == ["shipped", "shipped"], results
+
+
+async def test_a_shipped_list_and_another_ship_do_not_deadlock(db: Database) -> None:
+    stock, order_nos = await _paid_orders(db)
+    started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    if db.is_sqlite:
+        await _ship_list(db, order_nos, started)
+    else:
+        # Given another ship holding the LOW row
+        async with db.transaction() as ship:
+            await ship.execute(_touch(stock["LOCK-LOW"]))
+            # When the shipped list (A: HIGH, then B: LOW) is applied and waits for a row
+            upload = asyncio.ensure_future(_ship_list(db, order_nos, started))
+            await _waiting_for_a_lock(db, await asyncio.wait_for(started, 10))
+            # And the other ship then takes the HIGH row and commits
+            await ship.execute(_touch(stock["LOCK-HIGH"]))
+        # Then the list is applied too: no deadlock on either side
+        await asyncio.wait_for(upload, 30)
+    async with db.transaction(write=False) as session:
+        on_hand = dict(
+            (
+                await session.execute(
+                    select(Stock.sku, Stock.on_hand).where(Stock.id.in_(list(stock.values())))
+                )
+            ).all()
+        )
+        statuses = set(
+            await session.scalars(
+                select(SalesOrder.status).where(SalesOrder.order_no.in_(order_nos))
+            )
+        )
+    assert on_hand == {"LOCK-LOW": 9, "LOCK-HIGH": 9}
+    assert statuses == {"shipped"}

@@ -112,6 +112,24 @@ async def lock_stock_of(session: AsyncSession, skus: list[str]) -> list[int]:
     return [int(i) for i in rows.all()]
 
 
+async def lock_committed_stock_of(session: AsyncSession, order_ids: list[int]) -> list[int]:
+    """Lock the stock rows the orders' committed reservations sit on, in stock id order
+    (FOR NO KEY UPDATE, as consume's UPDATE would); returns the ids."""
+    rows = await session.scalars(
+        select(Stock.id)
+        .where(
+            Stock.id.in_(
+                select(Reservation.stock_id).where(
+                    Reservation.order_id.in_(order_ids), Reservation.state == "committed"
+                )
+            )
+        )
+        .order_by(Stock.id)
+        .with_for_update(key_share=True)
+    )
+    return [int(i) for i in rows.all()]
+
+
 async def add_stock_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Create bucket rows."""
     await session.execute(insert(Stock), rows)

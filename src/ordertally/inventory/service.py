@@ -835,6 +835,13 @@ async def lock_stock(session: AsyncSession, skus: set[str] | list[str]) -> None:
     await repository.lock_stock_of(session, stocked)
 
 
+async def lock_stock_to_ship(session: AsyncSession, order_ids: list[int]) -> None:
+    """Take the stock rows several orders about to ship will consume, in stock id order,
+    before a transaction ships them one after the other (a shipped list)."""
+    if order_ids:
+        await repository.lock_committed_stock_of(session, sorted(set(order_ids)))
+
+
 async def known_skus(session: AsyncSession, candidates: set[str]) -> set[str]:
     """Which of these SKU codes the catalogue knows (every stocked code has a catalogue row)."""
     return await catalog_service.known_codes(session, candidates)
