@@ -213,6 +213,19 @@ async def ingest_chunk(
             result.duplicates += 1
         else:
             changed.append((order, hit))
+    if changed and (new or len(changed) > 1):
+        # Creating orders and changing known ones (a cancel releases, a payment may reserve
+        # again) are several stock lock sets in one transaction: take the known orders, then
+        # every stock row the chunk can touch, in id order, first (issue 21).
+        await orders_service.lock_orders_and_stock(
+            session,
+            [hit.order_id for _, hit in changed],
+            extra_skus={
+                mappings.get(line.platform_sku) or line.platform_sku[:64]
+                for order in new
+                for line in order.lines
+            },
+        )
     if new:
         await _create_many(session, account, new, via, mappings, settings, cipher, result)
     for order, hit in changed:

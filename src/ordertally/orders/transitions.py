@@ -159,16 +159,20 @@ _EFFECTS: dict[StockEffect, Effect] = {
 BATCHED_EFFECTS = frozenset({StockEffect.COMMIT})
 
 
-async def lock_orders_and_stock(session: AsyncSession, order_ids: list[int]) -> None:
-    """Lock the orders in id order, then every stock row their SKUs (bundles: components) sit
-    on in stock id order, before a transaction moves several orders one by one whose stock
-    effects are not known in advance: one lock set per transaction, orders before stock like
-    every other path (issue 21)."""
+async def lock_orders_and_stock(
+    session: AsyncSession, order_ids: list[int], *, extra_skus: set[str] | None = None
+) -> None:
+    """Lock the orders in id order, then every stock row their SKUs (and `extra_skus`, e.g.
+    those of orders about to be created; bundles: their components) sit on, in stock id
+    order, before a transaction moves several orders one by one whose stock effects are not
+    known in advance: one lock set per transaction, orders before stock like every other path
+    (issue 21)."""
+    skus = set(extra_skus or ())
     if order_ids:
         ids = sorted(set(order_ids))
         await repository.lock_many(session, ids)
-        lines = await repository.lines_of_many(session, ids)
-        await inventory_service.lock_stock(session, {line.sku for line in lines})
+        skus |= {line.sku for line in await repository.lines_of_many(session, ids)}
+    await inventory_service.lock_stock(session, skus)
 
 
 async def apply_stock_effect(
