@@ -7,6 +7,7 @@ export ORDERTALLY_DATA_DIR ?= ./var
 
 .PHONY: install run test lint typecheck migrate migrations-check pytest bench demo clean \
 	bench-orders bench-payments bench-fulfillment bench-channels drill drill-smoke
+.PHONY: bench-outbound
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -48,6 +49,7 @@ test: lint migrations-check pytest
 # Every benchmark suite, one after the other (see docs/benchmarks.md for each figure's target).
 # PostgreSQL figures use ORDERTALLY_TEST_PG_URL (default: postgres on 127.0.0.1:5432).
 bench: bench-orders bench-payments bench-fulfillment bench-channels
+bench: bench-outbound
 
 bench-orders: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -61,6 +63,10 @@ bench-fulfillment: $(STAMP)
 bench-channels: $(STAMP)
 	$(BIN)/python -m bench.channels_ingest $(BENCH_CHANNELS_ARGS)
 	$(BIN)/python -m bench.channels_import $(BENCH_IMPORT_ARGS)
+
+# Outbound HTTP calls: a new client per call against the process's shared one (issue 21).
+bench-outbound: $(STAMP)
+	$(BIN)/python -m bench.outbound $(BENCH_OUTBOUND_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
