@@ -9,6 +9,7 @@ consumer's effects and its dedupe row commit together, nothing is applied twice.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,7 +21,7 @@ from ordertally.core.db import Database
 from ordertally.core.settings import Settings
 from ordertally.events import repository
 from ordertally.events.models import OutboxEvent
-from ordertally.events.registry import Consumer, Envelope, consumers_for
+from ordertally.events.registry import CALLBACK_EVENTS, Consumer, Envelope, consumers_for
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,54 @@ class BatchResult:
     done: int = 0
     retried: int = 0
     dead: int = 0
+    deferred: int = 0  # callback events left for later by `callback_apply_per_second`
+
+
+@dataclass(slots=True)
+class _Budget:
+    """A token bucket per process: how many stored callbacks may be applied now."""
+
+    rate: float = 0.0
+    tokens: float = 0.0
+    at: float = 0.0
+
+    def available(self, rate: float) -> int:
+        now = time.monotonic()
+        capacity = max(rate, 1.0)
+        if rate != self.rate:  # first use or a new setting: start full
+            self.rate, self.tokens, self.at = rate, capacity, now
+        self.tokens = min(capacity, self.tokens + (now - self.at) * rate)
+        self.at = now
+        return int(self.tokens)
+
+    def spend(self, count: int) -> None:
+        self.tokens -= count
+
+
+_CALLBACK_BUDGET = _Budget()
+
+
+def reset_callback_budget() -> None:
+    """Forget the apply budget (tests)."""
+    _CALLBACK_BUDGET.rate = 0.0
+
+
+def _within_budget(
+    events: list[OutboxEvent], allowed: int | None, result: BatchResult
+) -> list[OutboxEvent]:
+    """The claimed events minus the callback events past the apply budget (left pending)."""
+    if allowed is None:
+        return events
+    kept: list[OutboxEvent] = []
+    for event in events:
+        if event.event_type in CALLBACK_EVENTS:
+            if allowed <= 0:
+                result.deferred += 1
+                continue
+            allowed -= 1
+            _CALLBACK_BUDGET.spend(1)
+        kept.append(event)
+    return kept
 
 
 def envelope_of(event: OutboxEvent) -> Envelope:
@@ -130,11 +179,19 @@ async def _dispatch(
 ) -> BatchResult:
     result = BatchResult()
     applied: list[str] = []
+    rate = settings.callback_apply_per_second
+    allowed = _CALLBACK_BUDGET.available(rate) if rate > 0 else None
     async with db.transaction() as session:
         now = clock.now()
         events = await repository.claim_due(
-            session, now, settings.worker_batch_size, skip_locked=not db.is_sqlite
+            session,
+            now,
+            settings.worker_batch_size,
+            skip_locked=not db.is_sqlite,
+            leave=CALLBACK_EVENTS if allowed == 0 else frozenset(),
         )
+        # Callbacks past the budget stay pending (their locks go with this transaction).
+        events = _within_budget(events, allowed, result)
         result.claimed = len(events)
         if not events:
             return result
