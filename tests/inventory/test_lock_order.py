@@ -20,6 +20,7 @@ from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
 from ordertally.events.dispatcher import drain
+from ordertally.fulfillment import consumers as fulfillment_consumers  # noqa: F401
 from ordertally.fulfillment import shipping as fulfillment_shipping
 from ordertally.fulfillment.shiplist import ShipRow
 from ordertally.inventory import service as inventory_service
