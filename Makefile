@@ -7,7 +7,7 @@ export ORDERTALLY_DATA_DIR ?= ./var
 
 .PHONY: install run test lint typecheck migrate migrations-check pytest bench demo clean \
 	bench-orders bench-payments bench-fulfillment bench-channels drill drill-smoke bench-web \
-	bench-exports bench-casework bench-search bench-rules bench-aftersales
+	bench-exports bench-casework bench-search bench-rules bench-aftersales bench-outbound
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -49,7 +49,7 @@ test: lint migrations-check pytest
 # Every benchmark suite, one after the other (see docs/benchmarks.md for each figure's target).
 # PostgreSQL figures use ORDERTALLY_TEST_PG_URL (default: postgres on 127.0.0.1:5432).
 bench: bench-orders bench-payments bench-fulfillment bench-channels bench-web \
-	bench-exports bench-casework bench-search bench-rules bench-aftersales
+	bench-exports bench-casework bench-search bench-rules bench-aftersales bench-outbound
 
 bench-orders: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -88,6 +88,10 @@ bench-rules: $(STAMP)
 
 bench-aftersales: $(STAMP)
 	$(BIN)/python -m bench.aftersales_ingest $(BENCH_AFTERSALES_ARGS)
+
+# Outbound HTTP calls: a new client per call against the process's shared one (issue 21).
+bench-outbound: $(STAMP)
+	$(BIN)/python -m bench.outbound $(BENCH_OUTBOUND_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ordertally import __version__
 from ordertally.auth.service import Authenticator
-from ordertally.core import edge
+from ordertally.core import edge, outbound
 from ordertally.core.db import Database, create_database
 from ordertally.core.errors import OrdertallyError, PayloadTooLarge, problem
 from ordertally.core.settings import Settings, get_settings
@@ -260,6 +260,7 @@ def create_app(
             stop.set()
             if worker is not None:
                 await worker
+            await outbound.close_all()
             if own_db:
                 await database.dispose()
 

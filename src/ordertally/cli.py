@@ -167,6 +167,10 @@ def apikey_create(
         list[str] | None,
         typer.Option("--warehouse", help="Limit the key to this warehouse code (repeatable)"),
     ] = None,
+    channel: Annotated[
+        list[str] | None,
+        typer.Option("--channel", help="Limit the key to this channel account (repeatable)"),
+    ] = None,
 ) -> None:
     """Create an API key; it is printed once, as the last line, and stored hashed."""
     from ordertally.auth import service as auth_service
@@ -175,7 +179,7 @@ def apikey_create(
         db = create_database()
         try:
             async with db.transaction() as session:
-                return await auth_service.create_api_key(session, name, role, warehouse)
+                return await auth_service.create_api_key(session, name, role, warehouse, channel)
         finally:
             await db.dispose()
 

@@ -26,6 +26,8 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     # Warehouse codes the key is limited to; NULL = not scoped.
     warehouses: Mapped[list[str] | None] = mapped_column(JsonDoc, nullable=True)
+    # Channel account codes the key is limited to; NULL = not scoped.
+    channels: Mapped[list[str] | None] = mapped_column(JsonDoc, nullable=True)
 
 
 class AuthRevision(Base):

@@ -75,10 +75,17 @@ class Principal:
     role: str
     # Warehouse codes the caller is limited to; None = not scoped.
     warehouses: tuple[str, ...] | None = None
+    # Channel account codes the caller is limited to; None = not scoped.
+    channels: tuple[str, ...] | None = None
 
     def may_act_for(self, warehouse_code: str | None) -> bool:
         """Whether a warehouse-scoped caller may see or act on this warehouse's work."""
         return self.warehouses is None or warehouse_code in self.warehouses
+
+    def may_act_for_channel(self, account_code: str | None) -> bool:
+        """Whether a channel-scoped caller may see or act on this channel account (a scoped
+        caller never acts on what belongs to no account, e.g. a platform-wide mapping)."""
+        return self.channels is None or account_code in self.channels
 
     @property
     def scope(self) -> str:
@@ -92,7 +99,11 @@ def hash_key(raw: str) -> str:
 
 
 async def create_api_key(
-    session: AsyncSession, name: str, role: str, warehouses: list[str] | None = None
+    session: AsyncSession,
+    name: str,
+    role: str,
+    warehouses: list[str] | None = None,
+    channels: list[str] | None = None,
 ) -> tuple[int, str]:
     """Create a key; returns (id, the raw key), which is never stored or shown again."""
     if role not in ROLES:
@@ -107,6 +118,7 @@ async def create_api_key(
             "key_hash": hash_key(raw),
             "created_at": clock.now(),
             "warehouses": sorted(set(warehouses)) if warehouses else None,
+            "channels": sorted(set(channels)) if channels else None,
         },
     )
     return key_id, raw
@@ -120,6 +132,7 @@ def key_doc(key: ApiKey) -> dict[str, Any]:
         "role": key.role,
         "key_prefix": key.key_prefix,
         "warehouses": key.warehouses,
+        "channels": key.channels,
         "created_at": key.created_at.isoformat(),
         "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
     }
@@ -205,7 +218,8 @@ class Authenticator:
             self._cache.pop(key_hash, None)
             raise Unauthenticated("unknown or revoked API key")
         scope = tuple(row.warehouses) if row.warehouses else None
-        principal = Principal(row.id, row.name, row.role, scope)
+        channels = tuple(row.channels) if row.channels else None
+        principal = Principal(row.id, row.name, row.role, scope, channels)
         if self._ttl > 0:
             if len(self._cache) > 10_000:
                 self._cache.clear()

@@ -16,6 +16,7 @@ from ordertally.catalog.errors import (
     BarcodeTaken,
     CategoryExists,
     CategoryNotFound,
+    InactiveSku,
     InvalidBarcode,
     InvalidBundle,
     InvalidCategory,
@@ -555,6 +556,16 @@ async def known_codes(session: AsyncSession, codes: Iterable[str]) -> set[str]:
     """Which of these codes the catalogue knows."""
     wanted = sorted(set(codes))
     return await repository.known_codes(session, wanted) if wanted else set()
+
+
+async def require_sellable(session: AsyncSession, code: str) -> None:
+    """Refuse a code that cannot be sold: unknown (UnknownSku) or deactivated (InactiveSku).
+    A bundle is sellable (its components are reserved)."""
+    sku = await repository.sku_by_code(session, code)
+    if sku is None:
+        raise UnknownSku(f"unknown SKU code {code}", skus=[code])
+    if not sku.active:
+        raise InactiveSku(f"SKU {code} is no longer sold", skus=[code])
 
 
 async def require_stockable(session: AsyncSession, code: str) -> None:

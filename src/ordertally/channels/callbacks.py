@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.channels import ingest, repository, service
+from ordertally.channels import held, ingest, repository, service
 from ordertally.channels.adapters import shopify
 from ordertally.channels.adapters.common import AdapterError
 from ordertally.channels.canonical import CanonicalOrder
@@ -165,16 +165,8 @@ def _to_canonical(platform: str, body: str) -> Any:
     raise AdapterError(f"no webhook adapter for {platform}")
 
 
-HELD = Counter(
-    "ordertally_channel_orders_held_total",
-    "Platform orders stored but not created (an order_not_created case), by platform and cause",
-    ["platform", "cause"],
-)
-REPLAYED = Counter(
-    "ordertally_channel_orders_replayed_total",
-    "Held platform orders replayed, by platform and outcome (applied, failed)",
-    ["platform", "outcome"],
-)
+HELD = held.HELD
+REPLAYED = held.REPLAYED
 
 
 def _cause(order: CanonicalOrder, settings: Settings, rates: dict[str, Decimal]) -> str | None:
@@ -215,7 +207,9 @@ async def apply_receipt(session: AsyncSession, receipt_id: int, *, replay: bool 
     status, error, cause, external_id = "applied", None, None, ""
     try:
         body = open_body(receipt.body, body_context(_TABLE, str(account.id), receipt.webhook_id))
-        order = _to_canonical(account.platform, body)
+        kept = receipt.topic.startswith(held.TOPIC_PREFIX)  # from a pull or an import
+        order = held.from_json(body) if kept else _to_canonical(account.platform, body)
+        via = receipt.topic.removeprefix(held.TOPIC_PREFIX) if kept else "webhook"
     except (AdapterError, ValueError, KeyError, TypeError) as exc:
         unknown = isinstance(exc.__cause__, money.UnknownCurrency)
         cause = "unknown_currency" if unknown else "unmappable"
@@ -228,8 +222,10 @@ async def apply_receipt(session: AsyncSession, receipt_id: int, *, replay: bool 
             status, error = "failed", f"{cause}: {order.currency}"
         else:
             mappings = await ingest.load_sku_mappings(session, ref)
-            result = await ingest.ingest_chunk(session, ref, [order], "webhook", mappings, settings)
-            ingest.count(ref, "webhook", result)
+            result = await ingest.ingest_chunk(
+                session, ref, [order], via, mappings, settings, hold=False
+            )
+            ingest.count(ref, via, result)
             if result.errors:
                 status, error, cause = "failed", result.errors[0][1], "invalid"
     await repository.finish_webhook(session, receipt_id, status, error, clock.now())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from ordertally.events.registry import event_schema
+from ordertally.events.registry import callback_event, event_schema
 
 
 @event_schema("ChannelOrderIngested", 1)
@@ -28,3 +28,6 @@ class ChannelWebhookReceived(BaseModel):
     receipt_id: int
     account: str
     topic: str
+
+
+callback_event("ChannelWebhookReceived")

@@ -32,7 +32,7 @@ from prometheus_client import Counter
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.channels import repository
+from ordertally.channels import held, repository
 from ordertally.channels.canonical import CanonicalOrder, PlatformStatus
 from ordertally.channels.errors import AccountNotFound
 from ordertally.channels.events import ChannelOrderIngested
@@ -82,6 +82,10 @@ class IngestResult:
     duplicates: int = 0
     held: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)  # (external_id, message)
+    # The orders behind `errors` with their messages (pulls and imports hold them, issue 15).
+    failed: list[tuple[CanonicalOrder, str]] = field(
+        default_factory=list, compare=False, repr=False
+    )
     # external id -> order number of every order stored or recognised (not part of equality).
     order_nos: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -91,6 +95,7 @@ class IngestResult:
         self.duplicates += other.duplicates
         self.held += other.held
         self.errors.extend(other.errors)
+        self.failed.extend(other.failed)
         self.order_nos.update(other.order_nos)
 
 
@@ -187,8 +192,12 @@ async def ingest_chunk(
     via: str,
     mappings: dict[str, str],
     settings: Settings,
+    *,
+    hold: bool = True,
 ) -> IngestResult:
-    """Ingest up to one chunk inside the caller's transaction."""
+    """Ingest up to one chunk inside the caller's transaction. Orders of a pull or an import
+    that cannot be created are kept with an `order_not_created` case, replayable (`held`);
+    `hold=False` when the caller keeps them itself (webhooks, replays)."""
     result = IngestResult()
     # The newest version of each order in the chunk; older copies are duplicates already.
     latest: dict[str, CanonicalOrder] = {}
@@ -213,11 +222,26 @@ async def ingest_chunk(
             result.duplicates += 1
         else:
             changed.append((order, hit))
+    if changed and (new or len(changed) > 1):
+        # Creating orders and changing known ones (a cancel releases, a payment may reserve
+        # again) are several stock lock sets in one transaction: take the known orders, then
+        # every stock row the chunk can touch, in id order, first (issue 21).
+        await orders_service.lock_orders_and_stock(
+            session,
+            [hit.order_id for _, hit in changed],
+            extra_skus={
+                mappings.get(line.platform_sku) or line.platform_sku[:64]
+                for order in new
+                for line in order.lines
+            },
+        )
     if new:
         await _create_many(session, account, new, via, mappings, settings, cipher, result)
     for order, hit in changed:
         await _apply_change(session, account, order, hit, via, cipher)
         result.updated += 1
+    if hold and via != "webhook" and result.failed:
+        await held.hold_failed(session, account, via, result.failed)
     return result
 
 
@@ -468,10 +492,12 @@ async def _create_many(
     for source, spec in mapped:
         if isinstance(spec, str):
             result.errors.append((source.external_id, spec))
+            result.failed.append((source, spec))
             continue
         outcome = next(outcomes)
         if isinstance(outcome, OrdertallyError):
             result.errors.append((source.external_id, outcome.detail))
+            result.failed.append((source, outcome.detail))
             continue
         assert outcome is not None, "ingest mode writes every valid order"
         order_id, order_no = outcome.order_id, outcome.values["order_no"]

@@ -14,6 +14,7 @@ import orjson
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ordertally.catalog import service as catalog_service
 from ordertally.channels import repository
 from ordertally.channels.errors import (
     AccountExists,
@@ -218,7 +219,9 @@ async def status_view(session: AsyncSession, code: str) -> dict[str, Any]:
 
 
 async def add_mapping(session: AsyncSession, data: SkuMappingIn) -> ChannelSkuMapping:
-    """Map a platform SKU to ours, or MappingExists."""
+    """Map a platform SKU to ours, or MappingExists; ours must be an active catalogue SKU
+    (UnknownSku, InactiveSku)."""
+    await catalog_service.require_sellable(session, data.sku)
     now = clock.now()
     try:
         return await repository.add_mapping(
@@ -255,8 +258,9 @@ async def get_mapping(session: AsyncSession, mapping_id: int) -> ChannelSkuMappi
 
 
 async def update_mapping(session: AsyncSession, mapping_id: int, sku: str) -> ChannelSkuMapping:
-    """Point a mapping at another SKU."""
+    """Point a mapping at another SKU (an active catalogue SKU, like `add_mapping`)."""
     mapping = await get_mapping(session, mapping_id)
+    await catalog_service.require_sellable(session, sku)
     mapping.sku = sku
     mapping.updated_at = clock.now()
     await session.flush()

@@ -43,7 +43,7 @@ from ordertally.channels.errors import (
     SyncNotSupported,
 )
 from ordertally.channels.models import ChannelAccount
-from ordertally.core import clock
+from ordertally.core import clock, outbound
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
 from ordertally.exceptions import service as exceptions_service
@@ -376,9 +376,8 @@ async def sync_account(
             raise AccountInactive(f"account {code} is not active", account=code)
         outcome = SyncOutcome(code, cursor_at=cursor)
         start = cursor - timedelta(seconds=account.overlap_seconds)
-        own = http is None
-        client = http or httpx.AsyncClient(
-            timeout=get_settings().channels_http_timeout_seconds, trust_env=False
+        client = http or outbound.client(
+            "channels", timeout=get_settings().channels_http_timeout_seconds
         )
         error: Exception | None = None
         try:
@@ -398,9 +397,6 @@ async def sync_account(
             )
         except amazon.LwaError as exc:
             error = MissingCredentials(f"account {code}: {exc}", account=code)
-        finally:
-            if own:
-                await client.aclose()
         await _record(db, account, outcome, error)
         if error is not None:
             raise error

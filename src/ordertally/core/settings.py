@@ -258,6 +258,10 @@ class Settings(BaseSettings):
     rate_limit_auth_failures: str = "10/minute;50/hour"
     # Shared limit store for several processes/hosts: redis://host:6379/0; empty = in memory.
     redis_url: str = ""
+    # Callbacks are stored and acknowledged at once; their apply rate is limited instead: at
+    # most this many stored callbacks (payment notifications, channel webhooks) applied per
+    # second by each worker process, the rest waiting in the outbox. 0 = no limit.
+    callback_apply_per_second: float = Field(default=0.0, ge=0)
     # A client must send the request line and headers within this many seconds of connecting
     # (or of starting the next request on a kept-alive connection), and the whole body within
     # the body timeout after its headers; otherwise the connection is closed.

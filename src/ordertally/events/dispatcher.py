@@ -9,6 +9,7 @@ consumer's effects and its dedupe row commit together, nothing is applied twice.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,7 +21,7 @@ from ordertally.core.db import Database
 from ordertally.core.settings import Settings
 from ordertally.events import repository
 from ordertally.events.models import OutboxEvent
-from ordertally.events.registry import Consumer, Envelope, consumers_for
+from ordertally.events.registry import CALLBACK_EVENTS, Consumer, Envelope, consumers_for
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,54 @@ class BatchResult:
     done: int = 0
     retried: int = 0
     dead: int = 0
+    deferred: int = 0  # callback events left for later by `callback_apply_per_second`
+
+
+@dataclass(slots=True)
+class _Budget:
+    """A token bucket per process: how many stored callbacks may be applied now."""
+
+    rate: float = 0.0
+    tokens: float = 0.0
+    at: float = 0.0
+
+    def available(self, rate: float) -> int:
+        now = time.monotonic()
+        capacity = max(rate, 1.0)
+        if rate != self.rate:  # first use or a new setting: start full
+            self.rate, self.tokens, self.at = rate, capacity, now
+        self.tokens = min(capacity, self.tokens + (now - self.at) * rate)
+        self.at = now
+        return int(self.tokens)
+
+    def spend(self, count: int) -> None:
+        self.tokens -= count
+
+
+_CALLBACK_BUDGET = _Budget()
+
+
+def reset_callback_budget() -> None:
+    """Forget the apply budget (tests)."""
+    _CALLBACK_BUDGET.rate = 0.0
+
+
+def _within_budget(
+    events: list[OutboxEvent], allowed: int | None, result: BatchResult
+) -> list[OutboxEvent]:
+    """The claimed events minus the callback events past the apply budget (left pending)."""
+    if allowed is None:
+        return events
+    kept: list[OutboxEvent] = []
+    for event in events:
+        if event.event_type in CALLBACK_EVENTS:
+            if allowed <= 0:
+                result.deferred += 1
+                continue
+            allowed -= 1
+            _CALLBACK_BUDGET.spend(1)
+        kept.append(event)
+    return kept
 
 
 def envelope_of(event: OutboxEvent) -> Envelope:
@@ -56,13 +105,46 @@ def backoff(settings: Settings, attempts: int) -> timedelta:
     return timedelta(seconds=min(seconds, settings.outbox_backoff_max_seconds))
 
 
-class _FastPathFailed(Exception):
-    """A consumer failed while the batch ran without savepoints: run it again, isolated."""
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction lost a race, its
+# work was not wrong; run again, it usually goes through once the other side has committed.
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+# Fast-path runs of one batch before a transient failure is treated like any other.
+FAST_PATH_TRIES = 3
+TRANSIENT_RERUNS = Counter(
+    "ordertally_event_batch_reruns_total",
+    "Batches run again from the start after a deadlock or serialization failure",
+)
 
-    def __init__(self, event_id: str, consumer: str, error: str) -> None:
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failure is a deadlock or serialization failure (anywhere in its chain)."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if getattr(current, "sqlstate", None) in TRANSIENT_SQLSTATES:
+            return True
+        if getattr(current, "pgcode", None) in TRANSIENT_SQLSTATES:
+            return True
+        orig = getattr(current, "orig", None)
+        stack.extend([current.__cause__, current.__context__])
+        if isinstance(orig, BaseException):
+            stack.append(orig)
+    return False
+
+
+class _FastPathFailed(Exception):
+    """A consumer failed while the batch ran without savepoints: run it again, isolated (or,
+    after a deadlock, from the start)."""
+
+    def __init__(self, event_id: str, consumer: str, error: str, transient: bool = False) -> None:
         super().__init__(consumer)
         self.key = (event_id, consumer)
         self.error = error
+        self.transient = transient
 
 
 async def dispatch_batch(db: Database, settings: Settings) -> BatchResult:
@@ -74,12 +156,22 @@ async def dispatch_batch(db: Database, settings: Settings) -> BatchResult:
     its own savepoint, so one failing consumer is retried alone while the rest commit; the
     failure already seen is recorded without calling that consumer a second time. Either way a
     consumer's effects and its dedupe row commit together (docs/adr/0004).
+
+    A deadlock or serialization failure is not the consumer's fault: the rolled-back batch runs
+    again from the start (its locks were released, the other transaction can finish), up to
+    FAST_PATH_TRIES times, before it counts as a failure.
     """
-    try:
-        return await _dispatch(db, settings, isolate=False, known={})
-    except _FastPathFailed as failed:
-        log.info("batch runs again with savepoints: %s failed: %s", failed.key[1], failed.error)
-        return await _dispatch(db, settings, isolate=True, known={failed.key: failed.error})
+    for attempt in range(1, FAST_PATH_TRIES + 1):
+        try:
+            return await _dispatch(db, settings, isolate=False, known={})
+        except _FastPathFailed as failed:
+            if failed.transient and attempt < FAST_PATH_TRIES:
+                log.info("batch runs again after %s: %s", failed.key[1], failed.error)
+                TRANSIENT_RERUNS.inc()
+                continue
+            log.info("batch runs again with savepoints: %s failed: %s", failed.key[1], failed.error)
+            return await _dispatch(db, settings, isolate=True, known={failed.key: failed.error})
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _dispatch(
@@ -87,11 +179,19 @@ async def _dispatch(
 ) -> BatchResult:
     result = BatchResult()
     applied: list[str] = []
+    rate = settings.callback_apply_per_second
+    allowed = _CALLBACK_BUDGET.available(rate) if rate > 0 else None
     async with db.transaction() as session:
         now = clock.now()
         events = await repository.claim_due(
-            session, now, settings.worker_batch_size, skip_locked=not db.is_sqlite
+            session,
+            now,
+            settings.worker_batch_size,
+            skip_locked=not db.is_sqlite,
+            leave=CALLBACK_EVENTS if allowed == 0 else frozenset(),
         )
+        # Callbacks past the budget stay pending (their locks go with this transaction).
+        events = _within_budget(events, allowed, result)
         result.claimed = len(events)
         if not events:
             return result
@@ -125,7 +225,9 @@ async def _dispatch(
                 except Exception as exc:
                     reason = error if error is not None else f"{type(exc).__name__}: {exc}"
                     if not isolate:
-                        raise _FastPathFailed(event.event_id, consumer.name, reason) from exc
+                        raise _FastPathFailed(
+                            event.event_id, consumer.name, reason, is_transient(exc)
+                        ) from exc
                     log.warning("consumer %s failed on %s: %s", consumer.name, envelope.id, reason)
                     failures[consumer.name] = reason
                     DELIVERIES.labels(consumer.name, "failed").inc()
@@ -144,7 +246,9 @@ async def _dispatch(
             try:
                 await consumer.batch_handler(session, envelopes)
             except Exception as exc:
-                raise _FastPathFailed("*", consumer.name, f"{type(exc).__name__}: {exc}") from exc
+                raise _FastPathFailed(
+                    "*", consumer.name, f"{type(exc).__name__}: {exc}", is_transient(exc)
+                ) from exc
         await repository.mark_processed_many(session, processed)
         await repository.finish_many(session, done, "done", now)
     for name in applied:

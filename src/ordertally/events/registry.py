@@ -50,6 +50,14 @@ CONSUMERS: dict[str, Consumer] = {}
 
 # Subscribe a consumer to every event type (e.g. the broker relay): `consumer(name, ALL_EVENTS)`.
 ALL_EVENTS = "*"
+# Event types announcing a stored platform callback: the dispatcher limits how fast they are
+# applied (`callback_apply_per_second`), never how fast callbacks are accepted.
+CALLBACK_EVENTS: set[str] = set()
+
+
+def callback_event(event_type: str) -> None:
+    """Mark an event type as announcing a stored callback (its apply rate may be limited)."""
+    CALLBACK_EVENTS.add(event_type)
 
 
 def event_schema(event_type: str, version: int = 1) -> Callable[[type[BaseModel]], type[BaseModel]]:

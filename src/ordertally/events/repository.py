@@ -20,15 +20,23 @@ async def add_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
 
 
 async def claim_due(
-    session: AsyncSession, now: datetime, limit: int, *, skip_locked: bool
+    session: AsyncSession,
+    now: datetime,
+    limit: int,
+    *,
+    skip_locked: bool,
+    leave: frozenset[str] | set[str] = frozenset(),
 ) -> list[OutboxEvent]:
-    """Pending events whose time has come, oldest first; locked on PostgreSQL."""
+    """Pending events whose time has come, oldest first; locked on PostgreSQL. Event types in
+    `leave` are not claimed (they wait for a later batch)."""
     stmt = (
         select(OutboxEvent)
         .where(OutboxEvent.status == "pending", OutboxEvent.available_at <= now)
         .order_by(OutboxEvent.id)
         .limit(limit)
     )
+    if leave:
+        stmt = stmt.where(OutboxEvent.event_type.not_in(sorted(leave)))
     if skip_locked:
         stmt = stmt.with_for_update(skip_locked=True)
     return list((await session.scalars(stmt)).all())

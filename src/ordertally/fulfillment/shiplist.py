@@ -68,7 +68,16 @@ def _rows(data: bytes) -> list[list[str]]:
             continue
     else:  # pragma: no cover - gb18030 decodes any byte string
         raise ShipListInvalid("the file is neither UTF-8 nor GB18030 text")
-    return [[cell.strip() for cell in row] for row in csv.reader(io.StringIO(text))]
+    reader = csv.reader(io.StringIO(text))
+    rows: list[list[str]] = []
+    try:
+        for row in reader:
+            rows.append([cell.strip() for cell in row])
+    except csv.Error as exc:  # e.g. a field over csv.field_size_limit() (131,072 characters)
+        raise ShipListInvalid(
+            f"malformed CSV near line {reader.line_num}: {exc}", line=reader.line_num
+        ) from exc
+    return rows
 
 
 def parse(data: bytes) -> tuple[list[ShipRow], list[RowError]]:

@@ -24,6 +24,7 @@ from ordertally.fulfillment.models import Shipment
 from ordertally.fulfillment.shipments import lock_shipment, shipments_of
 from ordertally.fulfillment.state_machine import NOT_SHIPPED, SHIP
 from ordertally.fulfillment.tracking_updates import refresh_tracking_status
+from ordertally.inventory import service as inventory_service
 from ordertally.orders import queries as orders_queries
 from ordertally.orders import service as orders_service
 from ordertally.orders.service import Actor
@@ -132,8 +133,17 @@ async def ship(
 
 async def ship_rows(session: AsyncSession, rows: list[Any], actor: Actor) -> list[dict[str, Any]]:
     """Apply a shipped list (see shiplist.parse), each row in a savepoint: one result per row
-    (`shipped`, `unchanged` or the error code)."""
+    (`shipped`, `unchanged` or the error code).
+
+    The list's orders are locked first in id order, then the stock rows they will consume in
+    stock id order: shipping row after row would otherwise take order A's rows, then order
+    B's, which is no lock order (issue 21's deadlock)."""
     results: list[dict[str, Any]] = []
+    if len(rows) > 1:
+        found = [await orders_queries.get_by_no(session, no) for no in {r.order_no for r in rows}]
+        order_ids = sorted(o.id for o in found if o is not None)
+        await orders_queries.lock(session, order_ids)
+        await inventory_service.lock_stock_to_ship(session, order_ids)
     for row in rows:
         outcome: dict[str, Any] = {"line": row.line, "order_no": row.order_no}
         try:

@@ -99,6 +99,37 @@ async def stock_rows(session: AsyncSession, warehouse_id: int, sku: str) -> list
     return list(rows.all())
 
 
+async def lock_stock_of(session: AsyncSession, skus: list[str]) -> list[int]:
+    """Lock every bucket row of these SKUs (all warehouses) in stock id order, as the UPDATEs
+    that follow would (FOR NO KEY UPDATE); returns the ids. SQLite locks the whole database
+    for a writer and renders no FOR clause."""
+    rows = await session.scalars(
+        select(Stock.id)
+        .where(Stock.sku.in_(skus))
+        .order_by(Stock.id)
+        .with_for_update(key_share=True)
+    )
+    return [int(i) for i in rows.all()]
+
+
+async def lock_committed_stock_of(session: AsyncSession, order_ids: list[int]) -> list[int]:
+    """Lock the stock rows the orders' committed reservations sit on, in stock id order
+    (FOR NO KEY UPDATE, as consume's UPDATE would); returns the ids."""
+    rows = await session.scalars(
+        select(Stock.id)
+        .where(
+            Stock.id.in_(
+                select(Reservation.stock_id).where(
+                    Reservation.order_id.in_(order_ids), Reservation.state == "committed"
+                )
+            )
+        )
+        .order_by(Stock.id)
+        .with_for_update(key_share=True)
+    )
+    return [int(i) for i in rows.all()]
+
+
 async def add_stock_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Create bucket rows."""
     await session.execute(insert(Stock), rows)

@@ -840,6 +840,8 @@ async def _reserve_one_by_one(
     session: AsyncSession, orders: list[NewOrderStock]
 ) -> BulkReservation:
     result = BulkReservation({}, {}, {})
+    if len(orders) > 1:
+        await lock_stock(session, {ln.sku for order in orders for ln in order.lines})
     for order in orders:
         try:
             result.reserved[order.order_id] = await reserve_for_order(
@@ -853,6 +855,29 @@ async def _reserve_one_by_one(
         except InsufficientStock as shortage:
             result.short[order.order_id] = list(shortage.extra.get("skus", []))
     return result
+
+
+async def lock_stock(session: AsyncSession, skus: set[str] | list[str]) -> None:
+    """Take every stock row of these SKUs (bundles expanded to their components), in stock id
+    order, before a transaction reserves for several orders one after the other.
+
+    Each order alone locks its rows in stock id order, but one order's rows then the next's is
+    not one order: a transaction reserving order A (row 9) then order B (row 3) waits on row 3
+    while holding row 9, and closes a cycle with a ship that holds row 3 and wants row 9 (the
+    drill's deadlock, issue 21). With the whole set locked first, every later UPDATE of the
+    transaction finds its row already held."""
+    if not skus:
+        return
+    bom = await catalog_service.components_of(session, set(skus))
+    stocked = sorted({c for sku in skus for c, _ in bom.get(sku, [(sku, 1)])})
+    await repository.lock_stock_of(session, stocked)
+
+
+async def lock_stock_to_ship(session: AsyncSession, order_ids: list[int]) -> None:
+    """Take the stock rows several orders about to ship will consume, in stock id order,
+    before a transaction ships them one after the other (a shipped list)."""
+    if order_ids:
+        await repository.lock_committed_stock_of(session, sorted(set(order_ids)))
 
 
 async def known_skus(session: AsyncSession, candidates: set[str]) -> set[str]:
@@ -910,9 +935,9 @@ async def commit_orders(
     bom = await catalog_service.components_of(
         session, {ln.sku for lines, _ in demands.values() for ln in lines}
     )
-    short: dict[int, dict[str, int]] = {}
+    to_reserve: dict[int, list[LineDemand]] = {}
     for order_id in order_ids:
-        lines, province = demands[order_id]
+        lines, _ = demands[order_id]
         missing = [
             LineDemand(
                 ln.line_id, ln.line_no, ln.sku, ln.quantity - have.get((ln.line_id, ln.sku), 0)
@@ -920,8 +945,14 @@ async def commit_orders(
             for ln in _expand_with(lines, bom)
             if ln.quantity > have.get((ln.line_id, ln.sku), 0)
         ]
-        if not missing:
-            continue
+        if missing:
+            to_reserve[order_id] = missing
+    if len(to_reserve) > 1:
+        # Several orders reserve again one after the other: one lock set, in stock id order.
+        await lock_stock(session, {ln.sku for lines in to_reserve.values() for ln in lines})
+    short: dict[int, dict[str, int]] = {}
+    for order_id, missing in to_reserve.items():
+        _, province = demands[order_id]
         try:
             await reserve_for_order(
                 session,
@@ -939,25 +970,46 @@ async def commit_orders(
 
 async def release_order(session: AsyncSession, order_id: int) -> int:
     """The order closed or was refunded before shipping: give its units back."""
-    moved = await repository.move_reservations(
-        session, order_id, ("held", "committed"), "released", clock.now()
-    )
-    for _, stock_id, _, _, quantity in sorted(moved, key=lambda m: m[1]):
+    return await release_orders(session, [order_id])
+
+
+async def release_orders(session: AsyncSession, order_ids: list[int]) -> int:
+    """`release_order` for several orders in one transaction: every order's reservations are
+    moved first, then the stock rows are updated once each, in stock id order over all of them
+    (order by order would not be one lock order)."""
+    now = clock.now()
+    per_stock: dict[int, int] = defaultdict(int)
+    for order_id in order_ids:
+        moved = await repository.move_reservations(
+            session, order_id, ("held", "committed"), "released", now
+        )
+        for _, stock_id, _, _, quantity in moved:
+            per_stock[stock_id] += quantity
+    for stock_id, quantity in sorted(per_stock.items()):
         await repository.unreserve(session, stock_id, quantity)
-    return sum(q for *_, q in moved)
+    return sum(per_stock.values())
 
 
 async def consume_order(session: AsyncSession, order_id: int, actor: str) -> int:
     """The order shipped: its committed units leave the warehouse, with ledger rows."""
+    return await consume_orders(session, [(order_id, actor)])
+
+
+async def consume_orders(session: AsyncSession, shipped: list[tuple[int, str]]) -> int:
+    """`consume_order` for several (order id, actor) in one transaction: reservations moved
+    first, then each stock row updated once, in stock id order over all the orders."""
     now = clock.now()
-    moved = await repository.move_reservations(session, order_id, ("committed",), "consumed", now)
-    per_key: dict[tuple[int, str], int] = defaultdict(int)
-    for _, stock_id, warehouse_id, sku, quantity in sorted(moved, key=lambda m: m[1]):
-        await repository.consume(session, stock_id, quantity)
-        per_key[(warehouse_id, sku)] += quantity
-    await repository.add_movements(
-        session,
-        [
+    per_stock: dict[int, int] = defaultdict(int)
+    movements: list[dict[str, Any]] = []
+    for order_id, actor in shipped:
+        moved = await repository.move_reservations(
+            session, order_id, ("committed",), "consumed", now
+        )
+        per_key: dict[tuple[int, str], int] = defaultdict(int)
+        for _, stock_id, warehouse_id, sku, quantity in moved:
+            per_stock[stock_id] += quantity
+            per_key[(warehouse_id, sku)] += quantity
+        movements.extend(
             {
                 "warehouse_id": warehouse_id,
                 "sku": sku,
@@ -969,9 +1021,11 @@ async def consume_order(session: AsyncSession, order_id: int, actor: str) -> int
                 "created_at": now,
             }
             for (warehouse_id, sku), quantity in sorted(per_key.items())
-        ],
-    )
-    return sum(per_key.values())
+        )
+    for stock_id, quantity in sorted(per_stock.items()):
+        await repository.consume(session, stock_id, quantity)
+    await repository.add_movements(session, movements)
+    return sum(per_stock.values())
 
 
 async def sweep_expired(session: AsyncSession, now: datetime, limit: int = 1000) -> int:

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 
+from ordertally.core import outbound
 from ordertally.core.db import Database
 from ordertally.core.settings import Settings
 from ordertally.events import dispatcher, relay
@@ -47,4 +48,5 @@ async def run_worker(db: Database, settings: Settings, stop: asyncio.Event) -> N
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=settings.worker_poll_seconds)
     await relay.close()
+    await outbound.close_all()
     log.info("worker %s stopped", me)

@@ -484,6 +484,7 @@ async def order_contact(
             reason=reason,
             source_ip=client_ip(request),
             warehouses=principal.warehouses,
+            channels=principal.channels,
         )
     return json_response(contact)
 

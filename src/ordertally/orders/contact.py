@@ -39,15 +39,19 @@ async def reveal_contact(
     reason: str,
     source_ip: str | None,
     warehouses: tuple[str, ...] | None = None,
+    channels: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Decrypt an order's personal data for someone allowed to see it, and log that they did.
 
     The warehouse role and warehouse-scoped callers see it only once the order is allocated
-    (to one of their warehouses, when scoped), and only what a label needs.
+    (to one of their warehouses, when scoped), and only what a label needs. A channel-scoped
+    caller sees only orders of its channel accounts.
     """
     order = await repository.get_by_no(session, order_no)
     if order is None:
         raise OrderNotFound(f"order {order_no} does not exist")
+    if channels is not None and order.channel not in channels:
+        raise ContactNotAllowed(f"order {order_no} does not come from your channel accounts")
     label_only = role == "warehouse" or warehouses is not None
     if label_only:
         if order.status not in LABEL_STATUSES:

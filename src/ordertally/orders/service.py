@@ -29,6 +29,7 @@ from ordertally.orders.snapshot import load_snapshot as load_snapshot
 from ordertally.orders.snapshot import register_snapshot_part as register_snapshot_part
 from ordertally.orders.state_machine import Actor as Actor
 from ordertally.orders.transitions import TransitionResult as TransitionResult
+from ordertally.orders.transitions import lock_orders_and_stock as lock_orders_and_stock
 from ordertally.orders.transitions import transition as transition
 from ordertally.orders.transitions import transition_many as transition_many
 

@@ -134,15 +134,16 @@ async def _commit(session: AsyncSession, orders: list[SalesOrder], actors: list[
 
 
 async def _release(session: AsyncSession, orders: list[SalesOrder], actors: list[Actor]) -> None:
-    """Live reservations go back to available."""
-    for order in orders:
-        await inventory_service.release_order(session, order.id)
+    """Live reservations go back to available (one stock lock order over all the orders)."""
+    await inventory_service.release_orders(session, [o.id for o in orders])
 
 
 async def _consume(session: AsyncSession, orders: list[SalesOrder], actors: list[Actor]) -> None:
-    """Committed reservations leave the warehouse, recorded under the actor."""
-    for order, actor in zip(orders, actors, strict=True):
-        await inventory_service.consume_order(session, order.id, actor.id)
+    """Committed reservations leave the warehouse, recorded under the actor (one stock lock
+    order over all the orders)."""
+    await inventory_service.consume_orders(
+        session, [(o.id, a.id) for o, a in zip(orders, actors, strict=True)]
+    )
 
 
 async def _no_effect(session: AsyncSession, orders: list[SalesOrder], actors: list[Actor]) -> None:
@@ -158,6 +159,22 @@ _EFFECTS: dict[StockEffect, Effect] = {
 }
 # Effects `transition_many` runs for many orders in a fixed number of statements.
 BATCHED_EFFECTS = frozenset({StockEffect.COMMIT})
+
+
+async def lock_orders_and_stock(
+    session: AsyncSession, order_ids: list[int], *, extra_skus: set[str] | None = None
+) -> None:
+    """Lock the orders in id order, then every stock row their SKUs (and `extra_skus`, e.g.
+    those of orders about to be created; bundles: their components) sit on, in stock id
+    order, before a transaction moves several orders one by one whose stock effects are not
+    known in advance: one lock set per transaction, orders before stock like every other path
+    (issue 21)."""
+    skus = set(extra_skus or ())
+    if order_ids:
+        ids = sorted(set(order_ids))
+        await repository.lock_many(session, ids)
+        skus |= {line.sku for line in await repository.lines_of_many(session, ids)}
+    await inventory_service.lock_stock(session, skus)
 
 
 async def apply_stock_effect(

@@ -109,10 +109,11 @@ async def apply_notifications(session: AsyncSession, notification_ids: list[int]
         for r in rows
         if r.facts.get("kind") == "payment" and r.facts.get("status") == "paid" and r.out_trade_no
     ]
+    refunds = [r for r in rows if r.facts.get("kind") == "refund" and r.out_trade_no]
     payments = {
         p.out_trade_no: p
         for p in await repository.lock_by_out_trade_nos(
-            session, sorted({r.out_trade_no for r in paid if r.out_trade_no})
+            session, sorted({r.out_trade_no for r in (*paid, *refunds) if r.out_trade_no})
         )
     }
     simple: dict[int, tuple[PaymentNotification, Payment]] = {}  # order id -> (row, attempt)
@@ -128,6 +129,17 @@ async def apply_notifications(session: AsyncSession, notification_ids: list[int]
         ):
             continue
         simple[payment.order_id] = (r, payment)
+    batched = {r.id for r, _ in simple.values()}
+    stirring = {
+        payments[r.out_trade_no or ""].order_id
+        for r in rows
+        if r.id not in batched and _may_move_stock(r, payments.get(r.out_trade_no or ""))
+    }
+    if stirring:
+        # Notifications applied one by one below may move stock (a refund, a payment for an
+        # order not in the batch): lock every stock row the transaction can touch first, in
+        # stock id order, rather than order by order (issue 21's deadlock).
+        await orders_service.lock_orders_and_stock(session, sorted(stirring | set(simple)))
     moved: set[int] = set()
     if simple:
         actors = {oid: _actor(r, r.provider_txn_id) for oid, (r, _) in simple.items()}
@@ -159,6 +171,21 @@ async def apply_notifications(session: AsyncSession, notification_ids: list[int]
     for r in rows:
         if r.id not in applied:
             await apply_notification(session, r.id)
+
+
+def _may_move_stock(row: PaymentNotification, payment: Payment | None) -> bool:
+    """Whether applying this notification one by one can change its order's stock: a refund,
+    or a payment for an attempt that has not received money yet (its order may be paid,
+    reopened or closed). Duplicates and unknown trades cannot."""
+    if payment is None:
+        return False
+    if row.facts.get("kind") == "refund":
+        return True
+    return (
+        row.facts.get("kind") == "payment"
+        and row.facts.get("status") == "paid"
+        and payment.state not in state_machine.MONEY_RECEIVED
+    )
 
 
 def _paid_at(row: PaymentNotification) -> datetime:

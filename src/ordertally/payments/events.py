@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from ordertally.events.registry import event_schema
+from ordertally.events.registry import callback_event, event_schema
 
 
 @event_schema("PaymentNotificationReceived", 1)
@@ -15,3 +15,6 @@ class PaymentNotificationReceived(BaseModel):
     provider: str
     out_trade_no: str | None
     kind: str
+
+
+callback_event("PaymentNotificationReceived")

@@ -32,7 +32,7 @@ import orjson
 
 from ordertally.channels.adapters import pinduoduo
 from ordertally.channels.adapters.common import beijing_utc, to_beijing_string
-from ordertally.core import clock
+from ordertally.core import clock, outbound
 from ordertally.simkit.errors import SimError
 from ordertally.simkit.misbehaviour import Outage
 
@@ -170,25 +170,23 @@ class ShopifySim:
             "X-Shopify-Triggered-At": clock.now().isoformat(),
             "X-Shopify-Event-Id": str(uuid.uuid4()),
         }
-        async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:
-            for attempt, delay in enumerate((0, *SHOPIFY_RETRIES), start=1):
-                if delay:
-                    await asyncio.sleep(delay / self.time_scale)
-                status: int | None = None
-                error = None
-                if self.failures.take():
-                    error = "simulated network failure"
-                else:
-                    try:
-                        response = await http.post(self.target_url, content=body, headers=headers)
-                        status = response.status_code
-                    except httpx.HTTPError as exc:
-                        error = str(exc) or type(exc).__name__
-                self.deliveries.append(
-                    Delivery(webhook_id, topic, order_id, attempt, status, error)
-                )
-                if status is not None and 200 <= status < 300:
-                    return
+        http = outbound.client("channelsim-shopify", timeout=5.0)
+        for attempt, delay in enumerate((0, *SHOPIFY_RETRIES), start=1):
+            if delay:
+                await asyncio.sleep(delay / self.time_scale)
+            status: int | None = None
+            error = None
+            if self.failures.take():
+                error = "simulated network failure"
+            else:
+                try:
+                    response = await http.post(self.target_url, content=body, headers=headers)
+                    status = response.status_code
+                except httpx.HTTPError as exc:
+                    error = str(exc) or type(exc).__name__
+            self.deliveries.append(Delivery(webhook_id, topic, order_id, attempt, status, error))
+            if status is not None and 200 <= status < 300:
+                return
 
     async def settle(self) -> None:
         while self.tasks:

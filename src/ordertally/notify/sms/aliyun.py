@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from ordertally.core import clock
+from ordertally.core import clock, outbound
 from ordertally.core.settings import Settings
 from ordertally.notify.sms import SmsFailed, SmsSent
 
@@ -155,12 +155,12 @@ class AliyunSms:
         form = signed_params(self.config, phone, template_code, params, out_id)
         body = "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in form.items())
         try:
-            async with httpx.AsyncClient(timeout=self.config.timeout) as client:
-                response = await client.post(
-                    f"{self.config.endpoint}/",
-                    content=body.encode(),
-                    headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
-                )
+            response = await outbound.client("aliyun-sms", trust_env=True).post(
+                f"{self.config.endpoint}/",
+                content=body.encode(),
+                headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+                timeout=self.config.timeout,
+            )
         except httpx.HTTPError as exc:
             raise SmsFailed("network", f"{type(exc).__name__}: {exc}", retryable=True) from exc
         try:

@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from ordertally.core import clock, money
+from ordertally.core import clock, money, outbound
 from ordertally.core.settings import Settings
 from ordertally.payments.providers import (
     Notice,
@@ -302,8 +302,9 @@ async def _gateway(
     }
     params["sign"] = sign(config, sign_content(params, drop_sign_type=False))
     try:
-        async with httpx.AsyncClient(timeout=config.timeout, trust_env=False) as client:
-            response = await client.post(config.gateway, data=params)
+        response = await outbound.client("alipay").post(
+            config.gateway, data=params, timeout=config.timeout
+        )
     except httpx.HTTPError as exc:
         raise ProviderCallFailed(f"alipay {method}: {exc!r}") from exc
     if response.status_code != 200:

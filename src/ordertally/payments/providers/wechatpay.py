@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ordertally.core import clock
+from ordertally.core import clock, outbound
 from ordertally.core.settings import Settings
 from ordertally.payments.providers import (
     Notice,
@@ -375,10 +375,13 @@ async def _call(
     if payload is not None:
         headers["Content-Type"] = "application/json"
     try:
-        async with httpx.AsyncClient(timeout=config.timeout, trust_env=False) as client:
-            response = await client.request(
-                method, config.api_base + path, content=body or None, headers=headers
-            )
+        response = await outbound.client("wechatpay").request(
+            method,
+            config.api_base + path,
+            content=body or None,
+            headers=headers,
+            timeout=config.timeout,
+        )
     except httpx.HTTPError as exc:
         raise ProviderCallFailed(f"wechatpay {method} {path}: {exc!r}") from exc
     lowered = {k.lower(): v for k, v in response.headers.items()}

@@ -1,0 +1,62 @@
+"""A deadlock PostgreSQL reports through SQLAlchemy is recognised as transient (the dispatcher
+runs the batch again instead of counting a failure); other errors are not. The deadlock is a
+real one, made over two connections."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from ordertally.core.db import Database
+from ordertally.events.dispatcher import is_transient
+from ordertally.inventory.models import Stock
+
+pytestmark = pytest.mark.anyio
+
+
+def _touch(stock_id: int):  # type: ignore[no-untyped-def]
+    return update(Stock).where(Stock.id == stock_id).values(on_hand=Stock.on_hand)
+
+
+async def test_a_real_deadlock_is_transient_and_a_constraint_is_not(db: Database) -> None:
+    async with db.transaction(write=False) as session:
+        first, second = list(await session.scalars(select(Stock.id).order_by(Stock.id).limit(2)))
+    if not db.is_sqlite:
+        both_hold = asyncio.Barrier(2)
+
+        async def cross(mine: int, theirs: int) -> None:
+            async with db.transaction() as session:
+                await session.execute(_touch(mine))
+                await both_hold.wait()
+                await session.execute(_touch(theirs))
+
+        # When two transactions take the same two rows in opposite orders
+        outcomes = await asyncio.gather(
+            cross(first, second), cross(second, first), return_exceptions=True
+        )
+        # Then PostgreSQL aborts one of them, and that error is transient
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        assert len(errors) == 1, outcomes
+        assert isinstance(errors[0], DBAPIError)
+        assert is_transient(errors[0])
+    # And an integrity error (a duplicate key) is not
+    with pytest.raises(IntegrityError) as duplicate:
+        async with db.transaction() as session:
+            row = await session.get(Stock, first)
+            assert row is not None
+            session.add(
+                Stock(
+                    warehouse_id=row.warehouse_id,
+                    sku=row.sku,
+                    bucket=row.bucket,
+                    on_hand=0,
+                    reserved=0,
+                    safety_stock=0,
+                )
+            )
+            await session.flush()
+    assert not is_transient(duplicate.value)
+    assert not is_transient(ValueError("not a database error"))
