@@ -33,6 +33,7 @@ from ordertally.aftersales.state_machine import (
     CaseType,
     find,
 )
+from ordertally.catalog import service as catalog_service
 from ordertally.core import clock, money
 from ordertally.core.db import count_after_commit
 from ordertally.events import outbox
@@ -413,3 +414,11 @@ async def exchange(session: AsyncSession, case_no: str, actor: str) -> Aftersale
     created here yet: see docs/adr/0035)."""
     case = await get_case(session, case_no)
     return await transition(session, case, "exchange", actor)
+
+
+async def inspected_stock_units(session: AsyncSession) -> int:
+    """Stocked units the warehouse inspected over all cases (a bundle counts as its
+    components): what the ledger's after-sales `return` movements must add up to."""
+    by_sku = await repository.inspected_units_by_sku(session)
+    bom = await catalog_service.components_of(session, by_sku)
+    return sum(catalog_service.expand(by_sku, bom).values())
