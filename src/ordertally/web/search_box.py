@@ -15,7 +15,6 @@ from ordertally.core import clock
 from ordertally.core.settings import get_settings
 from ordertally.search import service as search_service
 from ordertally.search.errors import InvalidCursor
-from ordertally.search.repository import Filters
 from ordertally.web.i18n import N_
 
 MAX_QUERY = 200
@@ -94,9 +93,9 @@ def filters_of(
     created_to: datetime | None,
     *,
     open_case: bool,
-) -> Filters:
+) -> search_service.Filters:
     """The screen's filters in the search's terms (dates are the merchant's days)."""
-    return Filters(
+    return search_service.Filters(
         status=status,
         channel=channel,
         date_from=_local_day(created_from, end=False),
@@ -108,7 +107,7 @@ def filters_of(
 async def search(
     session: AsyncSession,
     q: str,
-    filters: Filters,
+    filters: search_service.Filters,
     *,
     cursor: str | None,
     limit: int,
