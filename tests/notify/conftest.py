@@ -43,6 +43,7 @@ class Receiver:
     url: str = ""
     received: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
     fail_left: int = 0
     fail_status: int = 500
     attempts: int = 0
@@ -56,6 +57,7 @@ class Receiver:
         with self.lock:
             self.received.clear()
             self.headers.clear()
+            self.urls.clear()
             self.attempts = 0
 
     def apprise_url(self, path: str = "hook") -> str:
@@ -72,7 +74,9 @@ def _receiver_app(receiver: Receiver) -> Starlette:
                 return JSONResponse({"error": "scripted"}, status_code=receiver.fail_status)
             receiver.received.append(json.loads(body))
             receiver.headers.append({k.lower(): v for k, v in request.headers.items()})
-        return JSONResponse({"ok": True})
+            receiver.urls.append(str(request.url))
+        # The WeCom and DingTalk robots' success answer; Apprise's JSON webhook ignores it.
+        return JSONResponse({"ok": True, "errcode": 0, "errmsg": "ok"})
 
     return Starlette(routes=[Route("/{path:path}", hook, methods=["POST"])])
 
