@@ -94,7 +94,10 @@ async def test_breach_reaches_wecom_and_dingtalk_as_their_cards(
         result = await notify_service.send_due(db)
     # Then each robot got one card, taken (errcode 0) and logged as sent
     assert (result.claimed, result.sent) == (2, 2)
-    by_type = {body["msgtype"]: (body, url) for body, url in zip(receiver.received, receiver.urls)}
+    by_type = {
+        body["msgtype"]: (body, url)
+        for body, url in zip(receiver.received, receiver.urls, strict=True)
+    }
     assert sorted(by_type) == ["actionCard", "template_card"]
     link = f"{BASE}/api/v1/cases/{case_id}"
     label = "重复支付 / Double payment"

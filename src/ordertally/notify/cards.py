@@ -108,7 +108,11 @@ def wecom_text_notice(facts: CaseFacts) -> dict[str, Any]:
                 for key, value in rows[: lim["horizontal_content_list"]]
             ],
             "jump_list": [
-                {"type": 1, "url": facts.link, "title": fit("查看 Open case", lim["jump_list.title"])}
+                {
+                    "type": 1,
+                    "url": facts.link,
+                    "title": fit("查看 Open case", lim["jump_list.title"]),
+                }
             ],
             "card_action": {"type": 1, "url": facts.link},
         },

@@ -304,7 +304,7 @@ def _with_id_header(url: str, notification_id: str) -> str:
 CARD_RATE_LIMITED = frozenset({45009, 130101})
 
 
-async def _send_card(target: targets.OpsTarget, body: str, timeout: float) -> Outcome:
+async def _send_card(target: targets.OpsTarget, body: str, limit_seconds: float) -> Outcome:
     """Post a structured card's exact JSON to the robot's webhook; both platforms answer HTTP
     200 with `errcode` 0 when they took it."""
     point = cards.endpoint(target.kind, target.url, target.webhook)
@@ -314,7 +314,7 @@ async def _send_card(target: targets.OpsTarget, body: str, timeout: float) -> Ou
             url,
             content=body.encode(),
             headers={"Content-Type": "application/json; charset=utf-8"},
-            timeout=timeout,
+            timeout=limit_seconds,
         )
     except httpx.HTTPError as exc:
         return Outcome(False, error=f"{target.kind}: {type(exc).__name__}")

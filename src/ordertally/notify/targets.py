@@ -93,9 +93,7 @@ def ops_targets(settings: Settings, *, case_events: bool = False) -> list[OpsTar
         if any(t.key == key for t in targets):
             raise TargetsInvalid(f"notify_ops_targets[{index}]: duplicate target {key}")
         targets.append(
-            OpsTarget(
-                key, KINDS.get(scheme, "apprise"), url, frozenset(wanted), str(lang), webhook
-            )
+            OpsTarget(key, KINDS.get(scheme, "apprise"), url, frozenset(wanted), str(lang), webhook)
         )
     return targets
 
