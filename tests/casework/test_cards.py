@@ -192,3 +192,54 @@ async def test_refused_card_is_retried_and_a_long_type_still_fits(
     (body,) = receiver.received
     assert_wecom_lengths(body)
     assert body["template_card"]["main_title"]["desc"] == long_label[:29] + "…"
+
+
+async def test_a_card_the_robot_refuses_is_dead_without_its_key_in_the_log(
+    db: Database, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a WeCom robot that answers HTTP 200 with a refusal (errcode 40058, invalid field)
+    configure(
+        monkeypatch,
+        ops=[
+            {
+                "name": "wecom",
+                "url": "wecombot://wecom-secret-key-1234",
+                "webhook": f"{receiver.url}/cgi-bin/webhook/send?key=wecom-secret-key-1234",
+                "events": ["CaseEscalated"],
+            }
+        ],
+    )
+    receiver.answer = {"errcode": 40058, "errmsg": "invalid field, key wecom-secret-key-1234"}
+    facts = cards.CaseFacts(
+        7,
+        "已升级",
+        "Escalated",
+        None,
+        "x",
+        "system",
+        "low",
+        "1h00m",
+        "admin",
+        "-",
+        f"{BASE}/api/v1/cases/7",
+        "### 已升级",
+    )
+    async with db.transaction() as session:
+        await notify_service.plan_case_notice(
+            session,
+            key="case:7:CaseEscalated",
+            event_type="CaseEscalated",
+            order_no=None,
+            title="已升级 Escalated",
+            body=facts.markdown,
+            card=facts,
+        )
+    # When the sender runs
+    result = await notify_service.send_due(db)
+    # Then the message is dead at once (a refusal does not get better), its key redacted
+    assert (result.sent, result.retried, result.dead) == (0, 0, 1)
+    async with db.transaction(write=False) as session:
+        (row,) = await notify_service.list_notifications(session)
+    assert row.status == "dead"
+    assert row.last_error is not None and row.last_error.startswith("wecombot: errcode 40058")
+    assert "wecom-secret-key-1234" not in row.last_error

@@ -44,6 +44,10 @@ class Receiver:
     received: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
+    # The JSON answered to a taken POST (a robot's refusal: {"errcode": 40058, ...}).
+    answer: dict[str, Any] = field(
+        default_factory=lambda: {"ok": True, "errcode": 0, "errmsg": "ok"}
+    )
     fail_left: int = 0
     fail_status: int = 500
     attempts: int = 0
@@ -75,8 +79,8 @@ def _receiver_app(receiver: Receiver) -> Starlette:
             receiver.received.append(json.loads(body))
             receiver.headers.append({k.lower(): v for k, v in request.headers.items()})
             receiver.urls.append(str(request.url))
-        # The WeCom and DingTalk robots' success answer; Apprise's JSON webhook ignores it.
-        return JSONResponse({"ok": True, "errcode": 0, "errmsg": "ok"})
+        # By default the WeCom and DingTalk robots' success answer; Apprise ignores it.
+        return JSONResponse(receiver.answer)
 
     return Starlette(routes=[Route("/{path:path}", hook, methods=["POST"])])
 
