@@ -43,6 +43,11 @@ class Receiver:
     url: str = ""
     received: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+    # The JSON answered to a taken POST (a robot's refusal: {"errcode": 40058, ...}).
+    answer: dict[str, Any] = field(
+        default_factory=lambda: {"ok": True, "errcode": 0, "errmsg": "ok"}
+    )
     fail_left: int = 0
     fail_status: int = 500
     attempts: int = 0
@@ -56,6 +61,7 @@ class Receiver:
         with self.lock:
             self.received.clear()
             self.headers.clear()
+            self.urls.clear()
             self.attempts = 0
 
     def apprise_url(self, path: str = "hook") -> str:
@@ -72,7 +78,9 @@ def _receiver_app(receiver: Receiver) -> Starlette:
                 return JSONResponse({"error": "scripted"}, status_code=receiver.fail_status)
             receiver.received.append(json.loads(body))
             receiver.headers.append({k.lower(): v for k, v in request.headers.items()})
-        return JSONResponse({"ok": True})
+            receiver.urls.append(str(request.url))
+        # By default the WeCom and DingTalk robots' success answer; Apprise ignores it.
+        return JSONResponse(receiver.answer)
 
     return Starlette(routes=[Route("/{path:path}", hook, methods=["POST"])])
 

@@ -1,6 +1,6 @@
-"""A case's notification card: order, type, age, owner and a link, as the markdown message
-WeCom group bots (`msgtype: markdown`) and DingTalk robots (`msgtype: markdown`, title + text)
-both render. Bilingual: Chinese first, English below."""
+"""A case's notification card: order, type, age, owner and a link, as markdown (email, JSON
+webhooks, and the DingTalk card's text) and as the facts notify lays out in the WeCom and
+DingTalk structured cards (notify/cards.py). Bilingual: Chinese first, English below."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ordertally.core import clock
+from ordertally.core.settings import get_settings
 from ordertally.exceptions import registry
 from ordertally.exceptions.models import ExceptionCase
+from ordertally.notify.service import CaseFacts
 
 HEADINGS = {
     "CaseOpened": ("新异常", "New case"),
@@ -24,6 +26,7 @@ SIDES = {"customer": "客户侧", "system": "系统侧", "supply_chain": "供应
 class Card:
     title: str
     markdown: str
+    facts: CaseFacts
 
 
 def age_text(opened: datetime, now: datetime) -> str:
@@ -35,11 +38,13 @@ def age_text(opened: datetime, now: datetime) -> str:
 def render(
     case: ExceptionCase, event_type: str, order_no: str | None, now: datetime, base_url: str
 ) -> Card:
-    """The card of one case event."""
+    """The card of one case event; the link is absolute (the cards need one), on `base_url` or
+    else the configured public base URL."""
     entry = registry.lookup(case.type)
     zh, en = HEADINGS[event_type]
     label = f"{entry.label_zh or case.type} / {entry.label_en or case.type}"
-    link = f"{base_url.rstrip('/')}/api/v1/cases/{case.id}"
+    base = base_url or get_settings().public_base_url
+    link = f"{base.rstrip('/')}/api/v1/cases/{case.id}"
     due = clock.as_utc(case.due_at).isoformat() if case.due_at else "-"
     title = f"【{zh} {en}】#{case.id} {label}"
     lines = [
@@ -52,4 +57,20 @@ def render(
         f"> 时限 Due (UTC): {due}",
         f"[查看 Open]({link})",
     ]
-    return Card(title, "\n".join(lines))
+    owner = f"{case.owner_role} {case.assignee or ''}".rstrip()
+    markdown = "\n".join(lines)
+    facts = CaseFacts(
+        case_id=case.id,
+        heading_zh=zh,
+        heading_en=en,
+        order_no=order_no,
+        type_label=label,
+        side=case.side,
+        severity=case.severity,
+        age=age_text(case.created_at, now),
+        owner=owner,
+        due=due,
+        link=link,
+        markdown=markdown,
+    )
+    return Card(title, markdown, facts)

@@ -93,6 +93,7 @@ async def _notify(
         order_no=order_no,
         title=card.title,
         body=card.markdown,
+        card=card.facts,
         sms="sms" in channels and event_type == "CaseOpened",
     )
     if added:

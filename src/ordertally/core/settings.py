@@ -172,7 +172,9 @@ class Settings(BaseSettings):
     kuaidi100_min_query_interval_seconds: int = Field(default=1800, ge=0)
 
     # --- notify (issue 5): Apprise URLs, SMS gateway, templates ---
-    # Operations channels: JSON list of {"name"?, "url" (Apprise), "events": [...], "lang"?}.
+    # Operations channels: JSON list of {"name"?, "url" (Apprise), "events": [...], "lang"?,
+    # "webhook"? (WeCom/DingTalk: an http(s) URL case cards are posted to instead of the
+    # platform's own webhook, e.g. a relay)}.
     notify_ops_targets: list[dict[str, str | list[str]]] = Field(default_factory=list)
     # Language of messages when a target names none: "zh" (Simplified Chinese) or "en".
     notify_default_lang: Literal["zh", "en"] = "zh"

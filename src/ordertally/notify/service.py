@@ -20,14 +20,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import apprise
+import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.core import clock, ids, phones
+from ordertally.core import clock, ids, outbound, phones
 from ordertally.core.crypto import get_cipher
 from ordertally.core.db import Database, count_after_commit, dialect_of
 from ordertally.core.settings import Settings, get_settings
 from ordertally.events.registry import Envelope
-from ordertally.notify import repository, targets, templates
+from ordertally.notify import cards, repository, targets, templates
 from ordertally.notify.errors import (
     NotificationNotDead,
     NotificationNotFound,
@@ -266,6 +267,8 @@ async def _attempt(
     target = ops.get(row.target_key)
     if target is None:
         return Outcome(False, error="target no longer configured", retryable=False)
+    if cards.is_card(target.kind, row.body):
+        return await _send_card(target, row.body, limit_seconds)
     return await asyncio.to_thread(
         _send_apprise,
         _with_id_header(target.url, header_id or str(row.id)),
@@ -294,6 +297,39 @@ def _with_id_header(url: str, notification_id: str) -> str:
     if scheme not in ("json", "jsons"):
         return url
     return f"{url}{'&' if '?' in url else '?'}+{ID_HEADER}={notification_id}"
+
+
+# Error codes the robots answer when sending too fast (WeCom 45009 "api freq out of limit",
+# DingTalk 130101 "send too fast"): worth a retry, unlike a refused card or a wrong key.
+CARD_RATE_LIMITED = frozenset({45009, 130101})
+
+
+async def _send_card(target: targets.OpsTarget, body: str, limit_seconds: float) -> Outcome:
+    """Post a structured card's exact JSON to the robot's webhook; both platforms answer HTTP
+    200 with `errcode` 0 when they took it."""
+    point = cards.endpoint(target.kind, target.url, target.webhook)
+    url = cards.signed_url(point, int(time.time() * 1000))
+    try:
+        response = await outbound.client("notify-cards").post(
+            url,
+            content=body.encode(),
+            headers={"Content-Type": "application/json; charset=utf-8"},
+            timeout=limit_seconds,
+        )
+    except httpx.HTTPError as exc:
+        return Outcome(False, error=f"{target.kind}: {type(exc).__name__}")
+    if response.status_code != 200:
+        retry = response.status_code >= 500 or response.status_code == 429
+        return Outcome(False, error=f"{target.kind}: HTTP {response.status_code}", retryable=retry)
+    try:
+        answer = response.json()
+        code = int(answer.get("errcode", -1))
+    except (ValueError, AttributeError, TypeError):
+        return Outcome(False, error=f"{target.kind}: answer is not the robot's JSON")
+    if code != 0:
+        error = f"{target.kind}: errcode {code} {str(answer.get('errmsg', ''))[:200]}"
+        return Outcome(False, error=redact(error, target.url), retryable=code in CARD_RATE_LIMITED)
+    return Outcome(True)
 
 
 _SECRET_PARAM = re.compile(r"(?i)\b(access_token|key|sign|secret|token|password|pass)=[^&\s]+")
@@ -484,6 +520,8 @@ async def send_test(
 
 # Event types of exception cases an operations target can ask for (`events` in its entry).
 CASE_EVENTS = templates.CASE_EVENTS
+# The facts of a case card (order, type, age, owner, link) the workbench hands to plan one.
+CaseFacts = cards.CaseFacts
 # A buyer SMS a batch action sends (its Aliyun template code is set under this name).
 BUYER_DELAY = "BuyerDelayNotice"
 
@@ -500,20 +538,25 @@ async def plan_case_notice(
     order_no: str | None,
     title: str,
     body: str,
+    card: cards.CaseFacts | None = None,
     sms: bool = False,
     settings: Settings | None = None,
 ) -> int:
     """Plan a case message (already rendered: a markdown card) to every operations target that
-    asks for `event_type`, once per `key`; with `sms`, to the buyer too when a template is set.
+    asks for `event_type`, once per `key`; WeCom and DingTalk targets get `card` as the
+    platform's structured card instead. With `sms`, to the buyer too when a template is set.
     Returns how many rows were added."""
     settings = settings or get_settings()
     now = clock.now()
     event_id = _key_id(key)
     rows: list[dict[str, Any]] = []
     for target in targets.case_targets(settings, event_type):
+        text = body
+        if card is not None and target.kind in cards.CARD_KINDS:
+            text = cards.body(target.kind, card)
         rows.append(
             _case_row(event_id, event_type, order_no, target.kind, target.key, None, now)
-            | {"lang": target.lang, "title": title[:200], "body": body}
+            | {"lang": target.lang, "title": title[:200], "body": text}
         )
     if sms and order_no:
         rows.extend(await _buyer_rows(session, event_id, event_type, order_no, {}, settings))

@@ -33,6 +33,9 @@ class OpsTarget:
     url: str
     events: frozenset[str]
     lang: str
+    # A WeCom/DingTalk entry's own card webhook (a relay, or a local sink): replaces the
+    # platform address the Apprise URL implies when case cards are posted (notify/cards.py).
+    webhook: str | None = None
 
     def wants(self, event_type: str) -> bool:
         return event_type in self.events
@@ -81,11 +84,16 @@ def ops_targets(settings: Settings, *, case_events: bool = False) -> list[OpsTar
             raise TargetsInvalid(
                 f"notify_ops_targets[{index}]: name must be 1-60 of letters, digits, _ . : -"
             )
+        webhook = entry.get("webhook")
+        if webhook is not None and (
+            not isinstance(webhook, str) or not webhook.startswith(("http://", "https://"))
+        ):
+            raise TargetsInvalid(f"notify_ops_targets[{index}]: webhook must be an http(s) URL")
         key = f"ops:{name}" if name else url_key(url)
         if any(t.key == key for t in targets):
             raise TargetsInvalid(f"notify_ops_targets[{index}]: duplicate target {key}")
         targets.append(
-            OpsTarget(key, KINDS.get(scheme, "apprise"), url, frozenset(wanted), str(lang))
+            OpsTarget(key, KINDS.get(scheme, "apprise"), url, frozenset(wanted), str(lang), webhook)
         )
     return targets
 
