@@ -191,9 +191,7 @@ async def test_an_exchange_ships_the_units_that_came_back_once_inspected(db: Dat
         await goods.inspect(
             session,
             case_no,
-            Inspection(
-                warehouse=TEST_WAREHOUSE, lines=[{"line_no": 1, "good": 1, "damaged": 0}]
-            ),
+            Inspection(warehouse=TEST_WAREHOUSE, lines=[{"line_no": 1, "good": 1, "damaged": 0}]),
             "wh-1",
         )
     on_hand_before, reserved_before = await _stock(db, "TEA-LJ-250")
