@@ -4,11 +4,11 @@ on ship and charges nothing; not enough stock leaves the case waiting with the r
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
 from ordertally.aftersales import goods, service
-from ordertally.aftersales.errors import WaitingForStock
 from ordertally.aftersales.models import AftersaleRefund
 from ordertally.aftersales.schemas import Inspection, ParcelIn
 from ordertally.core.db import Database
@@ -28,6 +28,7 @@ from tests.aftersales.helpers import (
     paid_order,
 )
 from tests.conftest import TEST_WAREHOUSE
+from tests.factories import auth
 
 pytestmark = pytest.mark.anyio
 
@@ -86,7 +87,7 @@ async def _ship(db: Database, shipment_id: int, waybill_no: str) -> None:
 
 
 async def test_a_reship_waits_for_stock_then_ships_exactly_its_units_free_of_charge(
-    db: Database,
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
 ) -> None:
     # Given a delivered order of 3 RARE-1 (5 received, 3 shipped: 2 left)
     await _receipt(db, "RARE-1", 5)
@@ -111,22 +112,23 @@ async def test_a_reship_waits_for_stock_then_ships_exactly_its_units_free_of_cha
     assert await approve(db, case_no) == "approved"
     before = await _counts(db)
     # When it is sent again with 2 units on hand
-    with pytest.raises(WaitingForStock) as refused:
-        async with db.transaction() as session:
-            await service.reship(session, case_no, "cs-1")
+    url = f"/api/v1/aftersales/{case_no}/reship"
+    refused = await client.post(url, headers=auth(keys["cs"]))
     # Then the case waits, saying what is missing, and nothing was written
-    assert refused.value.code == "aftersales.waiting_for_stock"
-    assert "RARE-1" in refused.value.detail
-    assert refused.value.extra["skus"] == [{"sku": "RARE-1", "requested": 3, "missing": 1}]
+    assert refused.status_code == 409, refused.text
+    problem = refused.json()
+    assert problem["code"] == "aftersales.waiting_for_stock"
+    assert "RARE-1" in problem["detail"]
+    assert problem["skus"] == [{"sku": "RARE-1", "requested": 3, "missing": 1}]
+    assert problem["case_status"] == "approved"
     assert await case_status(db, case_no) == "approved"
     assert await _counts(db) == before
     assert await _stock(db, "RARE-1") == (2, 0)
     # When stock arrives and it is sent again (twice: the second changes nothing)
     await _receipt(db, "RARE-1", 4)
     for _ in range(2):
-        async with db.transaction() as session:
-            case = await service.reship(session, case_no, "cs-1")
-        assert case.status == "reshipped"
+        sent = await client.post(url, headers=auth(keys["cs"]))
+        assert (sent.status_code, sent.json()["status"]) == (200, "reshipped"), sent.text
     # Then one replacement shipment of the original order holds exactly the case's units
     [(shipment, lines)] = await _shipments(db, order.id)
     assert (shipment.order_no, shipment.status) == (order.order_no, "planned")
