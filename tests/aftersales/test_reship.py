@@ -28,7 +28,7 @@ from tests.aftersales.helpers import (
     paid_order,
 )
 from tests.conftest import TEST_WAREHOUSE
-from tests.factories import auth
+from tests.factories import add_warehouse, auth
 
 pytestmark = pytest.mark.anyio
 
@@ -209,3 +209,49 @@ async def test_an_exchange_ships_the_units_that_came_back_once_inspected(db: Dat
     on_hand, ledger = await on_hand_and_ledger(db, "TEA-LJ-250")
     assert on_hand == ledger
     assert await order_status(db, order.order_no) == "delivered"
+
+
+async def test_a_reship_split_over_two_warehouses_consumes_each_shipment_on_its_own(
+    db: Database,
+) -> None:
+    # Given a delivered order of 3 RARE-1, then 2 left here and 1 at a second warehouse
+    await _receipt(db, "RARE-1", 5)
+    order, _ = await paid_order(
+        db, None, "delivered", lines=[{"sku": "RARE-1", "quantity": 3, "unit_price": "10.00"}]
+    )
+    await add_warehouse(db, "WH-RS2")
+    async with db.transaction() as session:
+        await inventory_service.record_movement(
+            session,
+            warehouse_code="WH-RS2",
+            sku="RARE-1",
+            kind="receipt",
+            quantity=1,
+            reason="test receipt",
+            actor="t",
+        )
+    case_no = await open_case(
+        db,
+        order_no=order.order_no,
+        type="reship",
+        reason_code="missing_item",
+        lines=[{"line_no": 1, "quantity": 3}],
+    )
+    await approve(db, case_no)
+    # When the case is sent again
+    async with db.transaction() as session:
+        await service.reship(session, case_no, "cs-1")
+    # Then one replacement shipment per warehouse holds its part
+    planned = {
+        s.warehouse_code: (s.id, sum(ln.quantity for ln in lines))
+        for s, lines in await _shipments(db, order.id)
+    }
+    assert {code: units for code, (_, units) in planned.items()} == {TEST_WAREHOUSE: 2, "WH-RS2": 1}
+    assert await _stock(db, "RARE-1") == (3, 3)
+    # And shipping one consumes only its own units
+    await _ship(db, planned["WH-RS2"][0], "ZT-SPLIT-1")
+    assert await _stock(db, "RARE-1") == (2, 2)
+    await _ship(db, planned[TEST_WAREHOUSE][0], "ZT-SPLIT-2")
+    assert await _stock(db, "RARE-1") == (0, 0)
+    on_hand, ledger = await on_hand_and_ledger(db, "RARE-1")
+    assert on_hand == ledger == 0

@@ -131,8 +131,11 @@ async def ship(
         aggregate_id=order.order_no,
     )
     if replacement:
-        # The order row is locked; its only committed units are the replacement's.
-        await inventory_service.consume_order(session, order.id, actor.id)
+        # The order row is locked; its only committed units are its replacements', one
+        # replacement shipment per warehouse: this one's are those at its warehouse.
+        await inventory_service.consume_order(
+            session, order.id, actor.id, warehouse_code=shipment.warehouse_code
+        )
     elif all(s.status not in NOT_SHIPPED for s in siblings):
         await orders_service.transition(session, order.order_no, Event.SHIP, actor)
     # Events pushed before the warehouse said "shipped" were kept: apply them now.
