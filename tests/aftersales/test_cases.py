@@ -22,7 +22,7 @@ from ordertally.inventory.models import StockMovement
 from ordertally.ops.doctor import run_checks
 from tests.aftersales.helpers import on_hand_and_ledger, order_status, paid_order
 from tests.conftest import TEST_WAREHOUSE
-from tests.factories import auth, make_order
+from tests.factories import add_bundle, auth, make_order
 
 pytestmark = pytest.mark.anyio
 
@@ -336,3 +336,55 @@ async def test_a_step_past_its_sla_opens_one_exception_case(
         open_cases = await exceptions_service.open_cases(session, order.id)
     assert early == 0
     assert [(c.type, c.detail["status"]) for c in open_cases] == [("aftersale_sla", "requested")]
+
+
+async def test_a_returned_bundle_comes_back_as_its_components(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given a delivered order for one gift box (2 × TEA-LJ-250 + 1 × CUP-CER-01)
+    await add_bundle(db, "GIFT-RET-1", {"TEA-LJ-250": 2, "CUP-CER-01": 1})
+    order, _ = await paid_order(
+        db, None, "delivered", lines=[{"sku": "GIFT-RET-1", "quantity": 1, "unit_price": "99.00"}]
+    )
+    tea_before = await on_hand_and_ledger(db, "TEA-LJ-250")
+    cup_before = await on_hand_and_ledger(db, "CUP-CER-01")
+    # When cs opens a return of the box, it arrives with its case, and the box is inspected good
+    case = await _post(
+        client,
+        keys["cs"],
+        "",
+        {
+            "order_no": order.order_no,
+            "type": "return_refund",
+            "reason_code": "no_longer_wanted",
+            "lines": [{"line_no": 1, "quantity": 1}],
+            "refund_goods": "99.00",
+        },
+        201,
+    )
+    case_no = case["case_no"]
+    await _post(client, keys["cs"], f"/{case_no}/approve", {})
+    parcel = await _post(
+        client,
+        keys["warehouse"],
+        "/parcels",
+        {"warehouse": TEST_WAREHOUSE, "case_no": case_no},
+        201,
+    )
+    assert parcel["case"]["status"] == "returned"
+    await _post(
+        client,
+        keys["warehouse"],
+        f"/{case_no}/inspection",
+        {"warehouse": TEST_WAREHOUSE, "lines": [{"line_no": 1, "good": 1, "damaged": 0}]},
+    )
+    # Then the ledger took back the components (a bundle has no stock of its own)
+    tea_after, cup_after = (
+        await on_hand_and_ledger(db, "TEA-LJ-250"),
+        await on_hand_and_ledger(db, "CUP-CER-01"),
+    )
+    assert tea_after[0] == tea_before[0] + 2 and tea_after[0] == tea_after[1]
+    assert cup_after[0] == cup_before[0] + 1 and cup_after[0] == cup_after[1]
+    # and the doctor counts the box's stocked units against the ledger's returns
+    checks = {c.name: c for c in await run_checks(db, get_settings())}
+    assert checks["aftersales_returned_stock"].data == {"inspected": 3, "returned_movements": 3}

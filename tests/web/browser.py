@@ -117,6 +117,17 @@ class OrdersList(Screen):
         async with self.page.expect_response(re.compile(r"/ui/orders\?")):
             await self.page.select_option("select[data-filter=status]", status)
 
+    async def search(self, words: str) -> None:
+        """Type in the search box; htmx replaces the table once typing pauses."""
+        async with self.page.expect_response(re.compile(r"/ui/orders\?.*q=")):
+            await self.page.fill("input[data-filter=q]", words)
+
+    async def why(self, order_no: str) -> list[str]:
+        """The fields each term of the search matched, beside an order."""
+        return await self.page.locator(f"[data-why='{order_no}'] [data-field]").evaluate_all(
+            "spans => spans.map(s => s.dataset.field)"
+        )
+
     async def order_numbers(self) -> list[str]:
         return await self.page.locator("tr[data-order]").evaluate_all(
             "rows => rows.map(r => r.dataset.order)"

@@ -94,6 +94,7 @@ async def test_an_admin_adds_cs_who_finds_an_order_and_cancels_it(
         "payments",
         "inventory",
         "channels",
+        "cases",
         "users",
         "settings",
     ]
@@ -105,7 +106,13 @@ async def test_an_admin_adds_cs_who_finds_an_order_and_cancels_it(
 
     # cs signs in, finds the unpaid order in the list and opens it
     dashboard = await LoginPage(page, base).sign_in("zhangwei", "cs-password-2026")
-    assert await dashboard.nav_keys() == ["dashboard", "orders", "inventory", "channels"]
+    assert await dashboard.nav_keys() == [
+        "dashboard",
+        "orders",
+        "inventory",
+        "channels",
+        "cases",
+    ]
     await dashboard.chart_drawn()
     await browser.screenshot(page, "dashboard")
     orders = await OrdersList(page, base).open()

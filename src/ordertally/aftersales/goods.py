@@ -15,6 +15,7 @@ from ordertally.aftersales.models import AftersaleCase, ReturnParcel
 from ordertally.aftersales.schemas import Inspection, ParcelIn
 from ordertally.aftersales.service import get_case, transition
 from ordertally.aftersales.state_machine import CaseStatus
+from ordertally.catalog import service as catalog_service
 from ordertally.core import clock
 from ordertally.inventory import service as inventory_service
 
@@ -95,6 +96,8 @@ async def inspect(
             f"case {case.case_no} is {case.status}, not returned", case_status=case.status
         )
     lines = {line.line_no: line for line in await repository.lines_of(session, case.id)}
+    # A bundle line comes back as its components: the ledger knows only stocked codes.
+    bom = await catalog_service.components_of(session, [line.sku for line in lines.values()])
     given = {item.line_no: item for item in cmd.lines}
     if set(given) != set(lines):
         raise InvalidCase("the inspection names every line of the case", field="lines")
@@ -110,27 +113,28 @@ async def inspect(
             raise InvalidCase(f"line {line_no}: damaged units need a reason", field="lines")
         if not await repository.add_inspected(session, line.id, item.good, item.damaged):
             raise InvalidCase(f"line {line_no} was inspected already", field="lines")
-        units = item.good + item.damaged
-        if units:
-            await inventory_service.record_movement(
-                session,
-                warehouse_code=cmd.warehouse,
-                sku=line.sku,
-                kind="return",
-                quantity=units,
-                reason=f"after-sales {case.case_no} line {line_no}",
-                actor=actor,
-            )
-        if item.damaged:
-            await inventory_service.record_movement(
-                session,
-                warehouse_code=cmd.warehouse,
-                sku=line.sku,
-                kind="adjustment",
-                quantity=-item.damaged,
-                reason=f"written off: {item.reason} ({case.case_no} line {line_no})"[:200],
-                actor=actor,
-            )
+        for sku, per in bom.get(line.sku, [(line.sku, 1)]):
+            units = (item.good + item.damaged) * per
+            if units:
+                await inventory_service.record_movement(
+                    session,
+                    warehouse_code=cmd.warehouse,
+                    sku=sku,
+                    kind="return",
+                    quantity=units,
+                    reason=f"after-sales {case.case_no} line {line_no}",
+                    actor=actor,
+                )
+            if item.damaged:
+                await inventory_service.record_movement(
+                    session,
+                    warehouse_code=cmd.warehouse,
+                    sku=sku,
+                    kind="adjustment",
+                    quantity=-item.damaged * per,
+                    reason=f"written off: {item.reason} ({case.case_no} line {line_no})"[:200],
+                    actor=actor,
+                )
     extra = {"responsibility": cmd.responsibility.value} if cmd.responsibility else {}
     inspected = await transition(
         session,

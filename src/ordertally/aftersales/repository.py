@@ -509,13 +509,12 @@ async def confirmed_provider_refunds(
     return {no: int(amount) for no, amount in rows.all()}
 
 
-async def inspected_units(session: AsyncSession) -> int:
-    """Units the warehouse inspected (restocked + written off) over all cases."""
-    total = await session.scalar(
+async def inspected_units_by_sku(session: AsyncSession) -> dict[str, int]:
+    """Units the warehouse inspected (restocked + written off) over all cases, per line SKU."""
+    rows = await session.execute(
         select(
-            func.coalesce(
-                func.sum(AftersaleLine.restocked_quantity + AftersaleLine.written_off_quantity), 0
-            )
-        )
+            AftersaleLine.sku,
+            func.sum(AftersaleLine.restocked_quantity + AftersaleLine.written_off_quantity),
+        ).group_by(AftersaleLine.sku)
     )
-    return int(total or 0)
+    return {str(sku): int(units or 0) for sku, units in rows.all()}

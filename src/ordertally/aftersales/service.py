@@ -34,6 +34,7 @@ from ordertally.aftersales.state_machine import (
     CaseType,
     find,
 )
+from ordertally.catalog import service as catalog_service
 from ordertally.core import clock, money
 from ordertally.core.db import count_after_commit
 from ordertally.events import outbox
@@ -471,3 +472,11 @@ async def exchange(session: AsyncSession, case_no: str, actor: str) -> Aftersale
     """Send an inspected exchange case's replacements (换货): the units that came back, as a
     replacement shipment of the original order (docs/adr/0035)."""
     return await _send_again(session, case_no, "exchange", actor, received=True)
+
+
+async def inspected_stock_units(session: AsyncSession) -> int:
+    """Stocked units the warehouse inspected over all cases (a bundle counts as its
+    components): what the ledger's after-sales `return` movements must add up to."""
+    by_sku = await repository.inspected_units_by_sku(session)
+    bom = await catalog_service.components_of(session, by_sku)
+    return sum(catalog_service.expand(by_sku, bom).values())

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.aftersales import repository as aftersales_repository
+from ordertally.aftersales import service as aftersales_service
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.settings import Settings
@@ -109,7 +110,7 @@ async def _aftersales_checks(session: AsyncSession) -> list[Check]:
         session, AFTERSALES_REFUND_PREFIX, start - timedelta(days=1), end
     )
     missing = sorted(no for no in ours if theirs.get(no) != ours[no])
-    inspected = await aftersales_repository.inspected_units(session)
+    inspected = await aftersales_service.inspected_stock_units(session)
     returned = await inventory_repository.movement_total(session, "return", "after-sales %")
     return [
         Check(

@@ -38,7 +38,7 @@ from ordertally.orders.state_machine import (
     allowed_from,
 )
 from ordertally.payments import service as payments_service
-from ordertally.web import dashboard, i18n, security
+from ordertally.web import dashboard, i18n, search_box, security
 from ordertally.web.i18n import N_
 from ordertally.web.security import SignedIn, check_csrf, database, may, signed_in
 from ordertally.web.templating import render
@@ -333,6 +333,17 @@ async def orders_page(request: Request) -> Response:
     case_type = (q.get("case_type") or "").strip()[:64] or None
     created_from = _parse_moment(q.get("created_from"), end=False)
     created_to = _parse_moment(q.get("created_to"), end=True)
+    text = (q.get("q") or "").strip()[: search_box.MAX_QUERY]
+    filters = {
+        "q": text,
+        "status": status or "",
+        "channel": channel or "",
+        "created_from": q.get("created_from", ""),
+        "created_to": q.get("created_to", ""),
+        "case_type": case_type or "",
+    }
+    if text:
+        return await _search_page(request, user, filters, created_from, created_to)
     after = None
     match = _CURSOR.match(q.get("after", ""))
     if match:
@@ -355,13 +366,6 @@ async def orders_page(request: Request) -> Response:
         )
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
-    filters = {
-        "status": status or "",
-        "channel": channel or "",
-        "created_from": q.get("created_from", ""),
-        "created_to": q.get("created_to", ""),
-        "case_type": case_type or "",
-    }
     next_link = None
     if more:
         last = rows[-1]
@@ -375,6 +379,57 @@ async def orders_page(request: Request) -> Response:
         next_link=next_link,
         first_link=_orders_link(**filters) if after else None,
     )
+    return _orders_response(request, context)
+
+
+async def _search_page(
+    request: Request,
+    user: SignedIn,
+    filters: dict[str, str],
+    created_from: datetime | None,
+    created_to: datetime | None,
+) -> Response:
+    """The orders that the search box's words find, with the same filters, keyset pages
+    (the search's cursor) and why each matched."""
+    cursor = (request.query_params.get("cursor") or "")[:200] or None
+    case_type = filters["case_type"] or None
+    wanted = search_box.filters_of(
+        filters["status"] or None,
+        filters["channel"] or None,
+        created_from,
+        created_to,
+        open_case=case_type is not None,
+    )
+    async with database(request).transaction(write=False) as session:
+        case_orders = (
+            await exceptions_service.orders_with_open_case(session, case_type)
+            if case_type
+            else None
+        )
+        found = await search_box.search(
+            session,
+            filters["q"],
+            wanted,
+            cursor=cursor,
+            limit=PAGE_SIZE,
+            may_see_contact=may(user, "orders.contact"),
+            order_ids=case_orders,
+        )
+    context = _common(
+        request,
+        user,
+        active="orders",
+        orders=found.rows,
+        filters=filters,
+        searching=True,
+        field_labels=search_box.FIELD_LABELS,
+        next_link=_orders_link(**filters, cursor=found.next_cursor) if found.next_cursor else None,
+        first_link=_orders_link(**filters) if cursor else None,
+    )
+    return _orders_response(request, context)
+
+
+def _orders_response(request: Request, context: dict[str, Any]) -> Response:
     block = "table" if request.headers.get("hx-target") == "orders-table" else None
     return render(request, "orders.html", context, block=block)
 
