@@ -12,11 +12,13 @@ from ordertally.aftersales import goods, service
 from ordertally.aftersales.models import AftersaleRefund
 from ordertally.aftersales.schemas import Inspection, ParcelIn
 from ordertally.core.db import Database
+from ordertally.core.settings import get_settings
 from ordertally.events.models import OutboxEvent
 from ordertally.fulfillment import service as fulfillment_service
 from ordertally.fulfillment.models import Shipment, ShipmentLine
 from ordertally.inventory import service as inventory_service
 from ordertally.inventory.models import Stock, StockMovement
+from ordertally.ops.doctor import run_checks
 from ordertally.orders.state_machine import Actor, ActorKind
 from ordertally.payments.models import Payment
 from tests.aftersales.helpers import (
@@ -80,6 +82,14 @@ async def _counts(db: Database) -> dict[str, int]:
         }
 
 
+async def _stock_checks_ok(db: Database) -> bool:
+    """The doctor's stock checks: reserved = live reservations, on hand = Σ movements."""
+    checks = {c.name: c for c in await run_checks(db, get_settings())}
+    return all(
+        checks[name].ok for name in ("reserved_matches_reservations", "on_hand_matches_ledger")
+    )
+
+
 async def _ship(db: Database, shipment_id: int, waybill_no: str) -> None:
     async with db.transaction() as session:
         await fulfillment_service.confirm(session, shipment_id, WAREHOUSE)
@@ -134,6 +144,7 @@ async def test_a_reship_waits_for_stock_then_ships_exactly_its_units_free_of_cha
     assert (shipment.order_no, shipment.status) == (order.order_no, "planned")
     assert [(ln.line_no, ln.sku, ln.quantity) for ln in lines] == [(1, "RARE-1", 3)]
     assert await _stock(db, "RARE-1") == (6, 3)
+    assert await _stock_checks_ok(db)
     async with db.transaction(write=False) as session:
         view = await service.view(session, case_no)
     assert view.events[-1].event == "reship"
@@ -255,3 +266,4 @@ async def test_a_reship_split_over_two_warehouses_consumes_each_shipment_on_its_
     assert await _stock(db, "RARE-1") == (0, 0)
     on_hand, ledger = await on_hand_and_ledger(db, "RARE-1")
     assert on_hand == ledger == 0
+    assert await _stock_checks_ok(db)
