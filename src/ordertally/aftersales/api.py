@@ -313,6 +313,32 @@ async def platform_refund(
     return _json(refund_doc(made), 201 if created else 200)
 
 
+@router.post("/aftersales/{case_no}/reship", summary="Send an approved reship case's goods again")
+async def reship(
+    request: Request,
+    case_no: CaseNo,
+    principal: Annotated[Principal, Depends(require("aftersales.manage"))],
+) -> Response:
+    """Reserve the case's lines again and plan their replacement shipment (补发); 409
+    `aftersales.waiting_for_stock` while the stock is not there."""
+    async with _db(request).transaction() as session:
+        case = await service.reship(session, case_no, principal.name)
+    return _json(case_doc(case))
+
+
+@router.post("/aftersales/{case_no}/exchange", summary="Send an inspected exchange's replacement")
+async def exchange(
+    request: Request,
+    case_no: CaseNo,
+    principal: Annotated[Principal, Depends(require("aftersales.manage"))],
+) -> Response:
+    """Reserve the returned units again and plan their replacement shipment (换货); 409
+    `aftersales.waiting_for_stock` while the stock is not there."""
+    async with _db(request).transaction() as session:
+        case = await service.exchange(session, case_no, principal.name)
+    return _json(case_doc(case))
+
+
 @router.post("/aftersales/{case_no}/close", summary="Close a finished case")
 async def close(
     request: Request,

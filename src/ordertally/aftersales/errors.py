@@ -53,3 +53,8 @@ class ParcelNotFound(AftersaleError):
     status = 404
     code = "aftersales.parcel_not_found"
     title = "No such returned parcel"
+
+
+class WaitingForStock(AftersaleError):
+    code = "aftersales.waiting_for_stock"
+    title = "The goods to send again are not in stock"

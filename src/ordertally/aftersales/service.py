@@ -21,6 +21,7 @@ from ordertally.aftersales.errors import (
     CaseNotFound,
     IllegalCaseTransition,
     InvalidCase,
+    WaitingForStock,
 )
 from ordertally.aftersales.events import AftersaleRequested, AftersaleStatusChanged
 from ordertally.aftersales.models import AftersaleCase, AftersaleEvent, AftersaleLine
@@ -37,6 +38,9 @@ from ordertally.catalog import service as catalog_service
 from ordertally.core import clock, money
 from ordertally.core.db import count_after_commit
 from ordertally.events import outbox
+from ordertally.fulfillment import service as fulfillment_service
+from ordertally.fulfillment.errors import ShipmentNotReady
+from ordertally.inventory.errors import InsufficientStock
 from ordertally.orders import service as orders_service
 from ordertally.orders.errors import OrderNotFound
 from ordertally.orders.models import SalesOrder
@@ -402,18 +406,72 @@ async def returns_since(
     return await repository.returns_since(session, order_ids, since)
 
 
-async def reship(session: AsyncSession, case_no: str, actor: str) -> AftersaleCase:
-    """Mark an approved reship case as sent again (the outbound shipment is not created here
-    yet: see docs/adr/0035)."""
+class _AlreadySent(Exception):
+    """Another request took the same step first: undo this one's reservation."""
+
+
+async def _send_again(
+    session: AsyncSession, case_no: str, name: str, actor: str, *, received: bool
+) -> AftersaleCase:
+    """Take `name` (reship, exchange) with the outbound shipment it stands for: the case's
+    units (`received`: those that came back) reserved for the original order and planned as
+    replacement shipments, which the warehouse confirms and ships as usual (stock consumed on
+    ship). No payment: nothing is charged. Not enough stock changes nothing and answers
+    `aftersales.waiting_for_stock` (the case keeps waiting where it is)."""
     case = await get_case(session, case_no)
-    return await transition(session, case, "reship", actor)
+    spec = find(name)
+    assert spec is not None
+    if CaseStatus(case.status) not in spec.sources or CaseType(case.type) not in spec.types:
+        return await transition(session, case, name, actor)  # a repeat (no-op) or refused
+    lines = [
+        fulfillment_service.ReplacementLine(
+            line.line_no, line.received_quantity if received else line.quantity
+        )
+        for line in await repository.lines_of(session, case.id)
+    ]
+    lines = [line for line in lines if line.quantity > 0]
+    version, status = case.version, case.status  # `case` is refreshed in place by transition
+    if not lines:
+        raise InvalidCase(f"case {case_no} has nothing to send", field="lines")
+    try:
+        async with session.begin_nested():
+            shipments = await fulfillment_service.plan_replacement(session, case.order_id, lines)
+            moved = await transition(
+                session,
+                case,
+                name,
+                actor,
+                detail={
+                    "order_no": case.order_no,
+                    "shipments": [s.id for s in shipments],
+                    "lines": [{"line_no": ln.line_no, "quantity": ln.quantity} for ln in lines],
+                },
+            )
+            if moved.version == version:
+                raise _AlreadySent
+    except _AlreadySent:
+        return await get_case(session, case_no)
+    except InsufficientStock as exc:
+        raise WaitingForStock(
+            f"case {case_no} waits for stock: {exc.detail}",
+            case_status=status,
+            **exc.extra,
+        ) from exc
+    except ShipmentNotReady as exc:
+        raise IllegalCaseTransition(exc.detail, **exc.extra) from exc
+    return moved
+
+
+async def reship(session: AsyncSession, case_no: str, actor: str) -> AftersaleCase:
+    """Send an approved reship case's lines again (补发): a replacement shipment of the
+    original order, reserved now and consumed when it ships (docs/adr/0035)."""
+    return await _send_again(session, case_no, "reship", actor, received=False)
 
 
 async def exchange(session: AsyncSession, case_no: str, actor: str) -> AftersaleCase:
-    """Mark an inspected exchange case as exchanged (the replacement's outbound shipment is not
-    created here yet: see docs/adr/0035)."""
-    case = await get_case(session, case_no)
-    return await transition(session, case, "exchange", actor)
+    """Send an inspected exchange case's replacements (换货): the units that came back, as a
+    replacement shipment of the original order (docs/adr/0035)."""
+    return await _send_again(session, case_no, "exchange", actor, received=True)
 
 
 async def inspected_stock_units(session: AsyncSession) -> int:

@@ -1,6 +1,7 @@
 """Fulfillment use cases, by name, for the other domains, the CLI and the worker: shipments from
 the allocation (allocation.py), the warehouse's confirm and ship (shipping.py), the carrier's
-tracking applied (tracking_updates.py) and the calls to the carrier (carrier_loop.py).
+tracking applied (tracking_updates.py), replacement shipments of sent orders (replacement.py)
+and the calls to the carrier (carrier_loop.py).
 
 Session functions never commit (the caller's boundary does). `carrier_work` is the exception: it
 talks to the carrier, so it takes the database and opens short transactions around each call,
@@ -19,6 +20,7 @@ from ordertally.fulfillment.allocation import (
     plan_shipments,
 )
 from ordertally.fulfillment.carrier_loop import carrier_work
+from ordertally.fulfillment.replacement import ReplacementLine, plan_replacement
 from ordertally.fulfillment.shipments import (
     get_shipment,
     lines_by_shipment,
@@ -37,6 +39,7 @@ from ordertally.fulfillment.tracking_updates import (
 __all__ = [
     "ALLOCATOR",
     "CARRIER",
+    "ReplacementLine",
     "TrackingOutcome",
     "allocate",
     "allocate_waiting",
@@ -47,6 +50,7 @@ __all__ = [
     "flag_stale",
     "get_shipment",
     "lines_by_shipment",
+    "plan_replacement",
     "plan_shipments",
     "ship",
     "ship_rows",

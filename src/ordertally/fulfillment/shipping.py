@@ -1,5 +1,7 @@
 """The warehouse side: a shipment confirmed (picked and packed), then shipped with its waybill;
-the order moves with its shipments (fulfilling, then shipped once every one has left)."""
+the order moves with its shipments (fulfilling, then shipped once every one has left). A
+replacement shipment of an order that has left already (replacement.py) moves no order: shipping
+it consumes its own committed units."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from ordertally.fulfillment.errors import (
 )
 from ordertally.fulfillment.events import ShipmentShipped
 from ordertally.fulfillment.models import Shipment
+from ordertally.fulfillment.replacement import SENT
 from ordertally.fulfillment.shipments import lock_shipment, shipments_of
 from ordertally.fulfillment.state_machine import NOT_SHIPPED, SHIP
 from ordertally.fulfillment.tracking_updates import refresh_tracking_status
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
 
 
 async def _start_fulfillment(session: AsyncSession, order: SalesOrder, actor: Actor) -> None:
+    if order.status in SENT:  # a replacement shipment: the order has left already
+        return
     if order.status == Status.ALLOCATED.value:
         await orders_service.transition(session, order.order_no, Event.START_FULFILLMENT, actor)
     elif order.status != Status.FULFILLING.value:
@@ -83,6 +88,7 @@ async def ship(
     clash = await repository.waybill_owner(session, company, number, other_than=shipment.id)
     if clash is not None:
         raise WaybillInUse(f"waybill {company} {number} belongs to shipment {clash}")
+    replacement = order.status in SENT
     await _start_fulfillment(session, order, actor)
     now = clock.now()
     shipment.company = company
@@ -124,7 +130,13 @@ async def ship(
         aggregate_type="order",
         aggregate_id=order.order_no,
     )
-    if all(s.status not in NOT_SHIPPED for s in siblings):
+    if replacement:
+        # The order row is locked; its only committed units are its replacements', one
+        # replacement shipment per warehouse: this one's are those at its warehouse.
+        await inventory_service.consume_order(
+            session, order.id, actor.id, warehouse_code=shipment.warehouse_code
+        )
+    elif all(s.status not in NOT_SHIPPED for s in siblings):
         await orders_service.transition(session, order.order_no, Event.SHIP, actor)
     # Events pushed before the warehouse said "shipped" were kept: apply them now.
     await refresh_tracking_status(session, shipment, order, now)

@@ -317,15 +317,19 @@ async def move_reservations(
     at: datetime,
     *,
     clear_expiry: bool = False,
+    warehouse_id: int | None = None,
 ) -> list[tuple[int, int, int, str, int]]:
-    """Compare-and-set an order's reservations between states; returns the rows moved as
-    (reservation id, stock id, warehouse id, sku, quantity)."""
+    """Compare-and-set an order's reservations (at one warehouse, if given) between states;
+    returns the rows moved as (reservation id, stock id, warehouse id, sku, quantity)."""
     values: dict[str, Any] = {"state": to_state, "updated_at": at}
     if clear_expiry:
         values["expires_at"] = None
+    where = [Reservation.order_id == order_id, Reservation.state.in_(from_states)]
+    if warehouse_id is not None:
+        where.append(Reservation.warehouse_id == warehouse_id)
     result = await session.execute(
         update(table_of(Reservation))
-        .where(Reservation.order_id == order_id, Reservation.state.in_(from_states))
+        .where(*where)
         .values(**values)
         .returning(
             Reservation.id,

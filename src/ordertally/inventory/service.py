@@ -990,12 +990,20 @@ async def release_orders(session: AsyncSession, order_ids: list[int]) -> int:
     return sum(per_stock.values())
 
 
-async def consume_order(session: AsyncSession, order_id: int, actor: str) -> int:
-    """The order shipped: its committed units leave the warehouse, with ledger rows."""
-    return await consume_orders(session, [(order_id, actor)])
+async def consume_order(
+    session: AsyncSession, order_id: int, actor: str, *, warehouse_code: str | None = None
+) -> int:
+    """The order shipped: its committed units leave the warehouse, with ledger rows. With
+    `warehouse_code`, only the units committed at that warehouse (a replacement shipment)."""
+    if warehouse_code is None:
+        return await consume_orders(session, [(order_id, actor)])
+    warehouse = await get_warehouse(session, warehouse_code)
+    return await consume_orders(session, [(order_id, actor)], warehouse_id=warehouse.id)
 
 
-async def consume_orders(session: AsyncSession, shipped: list[tuple[int, str]]) -> int:
+async def consume_orders(
+    session: AsyncSession, shipped: list[tuple[int, str]], *, warehouse_id: int | None = None
+) -> int:
     """`consume_order` for several (order id, actor) in one transaction: reservations moved
     first, then each stock row updated once, in stock id order over all the orders."""
     now = clock.now()
@@ -1003,7 +1011,7 @@ async def consume_orders(session: AsyncSession, shipped: list[tuple[int, str]]) 
     movements: list[dict[str, Any]] = []
     for order_id, actor in shipped:
         moved = await repository.move_reservations(
-            session, order_id, ("committed",), "consumed", now
+            session, order_id, ("committed",), "consumed", now, warehouse_id=warehouse_id
         )
         per_key: dict[tuple[int, str], int] = defaultdict(int)
         for _, stock_id, warehouse_id, sku, quantity in moved:
