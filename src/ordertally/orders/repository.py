@@ -390,7 +390,7 @@ async def created_times_since(session: AsyncSession, since: datetime) -> list[da
     return list((await session.scalars(stmt)).all())
 
 
-def status_counts_since_statement(since: datetime) -> Select[tuple[str, int]]:
+def status_counts_since_statement(since: datetime) -> Select[str, int]:
     """The count of orders created since a moment per status: an index-only range scan of
     (created_at, status) on PostgreSQL (tests/orders/test_dashboard_plans.py checks the plan)."""
     return (
