@@ -30,6 +30,9 @@ class SalesOrder(Base):
             "shipping_minor >= 0 AND tax_minor >= 0 AND fee_minor >= 0", name="charges_non_negative"
         ),
         Index("ix_sales_order_created_at_id", "created_at", "id"),
+        # The dashboard's last-day counts per status read this index alone (issue 20): without
+        # it PostgreSQL walks all of (status, created_at) to group by status.
+        Index("ix_sales_order_created_at_status", "created_at", "status"),
         Index("ix_sales_order_status_created_at", "status", "created_at"),
         Index("ix_sales_order_status_deadline", "status", "payment_deadline_at"),
         Index("ix_sales_order_fingerprint_created_at", "fingerprint", "created_at"),
