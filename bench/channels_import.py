@@ -23,6 +23,8 @@ import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from bench.seed import stocked_warehouse
+
 SKUS = ("TEA-LJ-250", "CUP-CER-01", "TEA-BLK-100")
 HEADER = (
     "主订单编号",
@@ -91,41 +93,13 @@ def write_xlsx(path: Path, n: int) -> int:
 
 
 async def _prepare(url: str) -> None:
-    from ordertally.catalog import service as catalog_service
     from ordertally.channels import service
     from ordertally.channels.schemas import AccountCreate
     from ordertally.core.db import Database
-    from ordertally.inventory import service as inventory_service
 
     db = Database(url)
     async with db.transaction() as session:
-        await inventory_service.create_warehouse(
-            session,
-            {
-                "code": "WH-BENCH",
-                "name": "基准仓",
-                "province": "江苏省",
-                "city": "苏州市",
-                "latitude": None,
-                "longitude": None,
-                "priority": 100,
-                "cost_factor": 1.0,
-                "active": True,
-            },
-        )
-        await catalog_service.add_skus(
-            session, [{"code": c, "name": c, "name_en": c} for c in SKUS], "bench"
-        )
-        for sku in SKUS:
-            await inventory_service.record_movement(
-                session,
-                warehouse_code="WH-BENCH",
-                sku=sku,
-                kind="receipt",
-                quantity=100_000_000,
-                reason="bench",
-                actor="bench",
-            )
+        await stocked_warehouse(session, SKUS)
         await service.create_account(
             session, AccountCreate(code="bench_douyin", platform="douyin", name="抖店基准")
         )

@@ -19,6 +19,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench.seed import stocked_warehouse
+
 
 def _env(url: str | None) -> str:
     tmp = tempfile.mkdtemp(prefix="ordertally-bench-channels-")
@@ -32,7 +34,6 @@ def _env(url: str | None) -> str:
 async def _run(url: str, n: int, chunk: int, profile: bool) -> None:
     from sqlalchemy import func, select
 
-    from ordertally.catalog import service as catalog_service
     from ordertally.channels import service
     from ordertally.channels.canonical import (
         CanonicalAddress,
@@ -43,39 +44,12 @@ async def _run(url: str, n: int, chunk: int, profile: bool) -> None:
     from ordertally.channels.ingest import ingest_orders
     from ordertally.channels.schemas import AccountCreate
     from ordertally.core.db import Database
-    from ordertally.inventory import service as inventory_service
     from ordertally.orders.models import SalesOrder
 
     db = Database(url)
     skus = ["TEA-LJ-250", "CUP-CER-01", "TEA-BLK-100"]
     async with db.transaction() as session:
-        await inventory_service.create_warehouse(
-            session,
-            {
-                "code": "WH-BENCH",
-                "name": "基准仓",
-                "province": "江苏省",
-                "city": "苏州市",
-                "latitude": None,
-                "longitude": None,
-                "priority": 100,
-                "cost_factor": 1.0,
-                "active": True,
-            },
-        )
-        await catalog_service.add_skus(
-            session, [{"code": c, "name": c, "name_en": c} for c in skus], "bench"
-        )
-        for sku in skus:
-            await inventory_service.record_movement(
-                session,
-                warehouse_code="WH-BENCH",
-                sku=sku,
-                kind="receipt",
-                quantity=100_000_000,
-                reason="bench",
-                actor="bench",
-            )
+        await stocked_warehouse(session, skus)
         await service.create_account(
             session, AccountCreate(code="bench_file", platform="file", name="bench")
         )

@@ -3,6 +3,7 @@ order moves to `allocated`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,7 +22,7 @@ from ordertally.orders.service import Actor
 from ordertally.orders.state_machine import ActorKind, Event, Status
 
 if TYPE_CHECKING:
-    from ordertally.orders.models import SalesOrder
+    from ordertally.orders.models import OrderLine, SalesOrder
 
 ALLOCATOR = Actor(ActorKind.ALLOCATOR, "fulfillment")
 
@@ -34,14 +35,15 @@ def company_for(warehouse_code: str, settings: Settings | None = None) -> str:
     )
 
 
-async def plan_shipments(session: AsyncSession, order: SalesOrder) -> list[Shipment]:
-    """One planned shipment per warehouse of the order's committed reservations (idempotent:
-    an order that has shipments keeps them)."""
-    existing = await shipments_of(session, order.id)
-    if existing:
-        return existing
-    lines = {line.id: line for line in await orders_queries.lines_of(session, order.id)}
-    per_warehouse = await inventory_service.committed_by_warehouse(session, order.id)
+async def add_shipments(
+    session: AsyncSession,
+    order: SalesOrder,
+    per_warehouse: Mapping[str, Mapping[int, int]],
+    lines: Mapping[int, OrderLine],
+    last_seq: Mapping[str, int],
+) -> list[Shipment]:
+    """Plan one shipment per warehouse of `per_warehouse` (warehouse code -> order line id ->
+    units), each numbered after the warehouse's `last_seq` (0 when absent), with its lines."""
     now = clock.now()
     carrier = registry.code()
     planned: list[Shipment] = []
@@ -52,7 +54,7 @@ async def plan_shipments(session: AsyncSession, order: SalesOrder) -> list[Shipm
                 "order_id": order.id,
                 "order_no": order.order_no,
                 "warehouse_code": code,
-                "seq": 1,
+                "seq": last_seq.get(code, 0) + 1,
                 "status": state_machine.INITIAL.value,
                 "carrier": carrier,
                 "company": company_for(code),
@@ -86,6 +88,17 @@ async def plan_shipments(session: AsyncSession, order: SalesOrder) -> list[Shipm
         )
         planned.append(shipment)
     return planned
+
+
+async def plan_shipments(session: AsyncSession, order: SalesOrder) -> list[Shipment]:
+    """One planned shipment per warehouse of the order's committed reservations (idempotent:
+    an order that has shipments keeps them)."""
+    existing = await shipments_of(session, order.id)
+    if existing:
+        return existing
+    lines = {line.id: line for line in await orders_queries.lines_of(session, order.id)}
+    per_warehouse = await inventory_service.committed_by_warehouse(session, order.id)
+    return await add_shipments(session, order, per_warehouse, lines, {})
 
 
 async def allocate(session: AsyncSession, order_id: int) -> bool:

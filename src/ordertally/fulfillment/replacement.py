@@ -15,10 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.core import clock
-from ordertally.fulfillment import repository, state_machine
-from ordertally.fulfillment.allocation import company_for
-from ordertally.fulfillment.carriers import registry
+from ordertally.fulfillment.allocation import add_shipments
 from ordertally.fulfillment.errors import ShipmentNotReady
 from ordertally.fulfillment.models import Shipment
 from ordertally.fulfillment.shipments import shipments_of
@@ -78,47 +75,4 @@ async def plan_replacement(
     for existing in await shipments_of(session, order.id):
         seqs[existing.warehouse_code] = max(seqs[existing.warehouse_code], existing.seq)
     line_of = {line.id: line for line in by_no.values()}
-    now = clock.now()
-    carrier = registry.code()
-    planned: list[Shipment] = []
-    for code, quantities in sorted(per_warehouse.items()):
-        shipment = await repository.add_shipment(
-            session,
-            {
-                "order_id": order.id,
-                "order_no": order.order_no,
-                "warehouse_code": code,
-                "seq": seqs[code] + 1,
-                "status": state_machine.INITIAL.value,
-                "carrier": carrier,
-                "company": company_for(code),
-                "waybill_no": None,
-                "waybill_label": "",
-                "waybill_attempts": 0,
-                "next_waybill_at": now if carrier != "manual" else None,
-                "last_error": "",
-                "confirmed_by": "",
-                "shipped_by": "",
-                "subscribe_attempts": 0,
-                "tracking_state_code": "",
-                "created_at": now,
-                "updated_at": now,
-            },
-        )
-        await repository.add_lines(
-            session,
-            (
-                {
-                    "shipment_id": shipment.id,
-                    "order_line_id": line_id,
-                    "line_no": line_of[line_id].line_no,
-                    "sku": line_of[line_id].sku,
-                    "quantity": quantity,
-                }
-                for line_id, quantity in sorted(
-                    quantities.items(), key=lambda i: line_of[i[0]].line_no
-                )
-            ),
-        )
-        planned.append(shipment)
-    return planned
+    return await add_shipments(session, order, per_warehouse, line_of, seqs)
