@@ -137,6 +137,7 @@ async def test_every_query_kind_finds_its_order(
         ("JD-778899001", [b]),
         ("TEA-LJ-250", [c, a]),  # c has the factory's default lines
         ("测试商品", [c, b, a]),  # the catalogue's product names (conftest seeds them)
+        ("test item", [c, b, a]),  # and their English names
         ("浦东", [a]),
         ("世纪大道", [a]),
         ("上海", [a]),

@@ -72,7 +72,11 @@ def _facts(
         names=tuple(dict.fromkeys(n for n in names if n)),
         phones=tuple(dict.fromkeys(p for p in phones if p)),
         address=tuple(str(address.get(k) or "") for k in ("province", "city", "district", "line1")),
-        skus=tuple((ln.sku, ln.sku_name or "") for ln in lines),
+        # the product's words from the line's snapshot: its name, spec and English name
+        skus=tuple(
+            (ln.sku, " ".join(w for w in (ln.sku_name, ln.sku_spec, ln.sku_name_en) if w))
+            for ln in lines
+        ),
         waybills=tuple(
             dict.fromkeys(
                 [*(s.waybill_no for s in shipments if s.waybill_no), *order.waybill_nos.split()]
