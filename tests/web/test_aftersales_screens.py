@@ -56,7 +56,9 @@ async def _written(db: Database) -> tuple[int, int, int]:
 
 
 async def test_a_return_and_refund_goes_from_cs_to_the_warehouse_to_finance(
-    signed_in: SignedInClient, db: Database, platform: httpx.AsyncClient  # noqa: F811
+    signed_in: SignedInClient,
+    db: Database,
+    platform: httpx.AsyncClient,  # noqa: F811
 ) -> None:
     # Given a shipped order (2 × TEA-LJ-250 at 59.90, 1 cup) paid through WeChat Pay
     order, _ = await paid_order(db, platform)
@@ -104,7 +106,11 @@ async def test_a_return_and_refund_goes_from_cs_to_the_warehouse_to_finance(
     assert await _written(db) == written and await case_status(db, case_no) == "requested"
     # When cs approves it, naming the carrier responsible
     approved = await _post(
-        cs, f"/ui/aftersales/{case_no}/approve", page.text, responsibility="carrier", note="外箱破损"
+        cs,
+        f"/ui/aftersales/{case_no}/approve",
+        page.text,
+        responsibility="carrier",
+        note="外箱破损",
     )
     assert approved.status_code == 303
     assert await case_status(db, case_no) == "awaiting_return"
@@ -144,7 +150,7 @@ async def test_a_return_and_refund_goes_from_cs_to_the_warehouse_to_finance(
     on_hand, ledger = await on_hand_and_ledger(db, "TEA-LJ-250")
     assert (on_hand - stock_before[0], ledger - stock_before[1]) == (1, 1)
     page = await finance.get(f"/ui/aftersales/{case_no}")
-    assert re.search(r'data-restocked>1<', page.text)
+    assert re.search(r"data-restocked>1<", page.text)
     assert 'data-responsibility="carrier"' in page.text
     # When finance refunds it and the refund job runs twice (send, then query)
     refunded = await _post(finance, f"/ui/aftersales/{case_no}/refund", page.text)
@@ -170,7 +176,9 @@ async def test_a_return_and_refund_goes_from_cs_to_the_warehouse_to_finance(
 
 
 async def test_each_step_is_refused_to_other_roles_and_without_the_token(
-    signed_in: SignedInClient, db: Database, platform: httpx.AsyncClient  # noqa: F811
+    signed_in: SignedInClient,
+    db: Database,
+    platform: httpx.AsyncClient,  # noqa: F811
 ) -> None:
     # Given a requested refund-only case
     order, _ = await paid_order(db, platform)
@@ -221,7 +229,9 @@ async def test_each_step_is_refused_to_other_roles_and_without_the_token(
 
 
 async def test_a_case_the_order_cannot_take_is_refused_and_nothing_is_written(
-    signed_in: SignedInClient, db: Database, platform: httpx.AsyncClient  # noqa: F811
+    signed_in: SignedInClient,
+    db: Database,
+    platform: httpx.AsyncClient,  # noqa: F811
 ) -> None:
     # Given a shipped order and cs on the form
     order, _ = await paid_order(db, platform)
@@ -301,7 +311,9 @@ async def test_the_queue_filters_and_pages_by_keyset(
     assert shown(on_today.text) == [third, second, first]
     # When the page holds two cases / Then the next page continues below the last one
     monkeypatch.setattr(aftersales_page, "PAGE_SIZE", 2)
-    one = await ops.get("/ui/aftersales", headers={"HX-Request": "true", "HX-Target": "aftersales-table"})
+    one = await ops.get(
+        "/ui/aftersales", headers={"HX-Request": "true", "HX-Target": "aftersales-table"}
+    )
     assert shown(one.text) == [third, second]
     assert "<form" not in one.text  # htmx gets the table block alone
     next_link = re.search(r'href="(/ui/aftersales\?after=\d+)"', one.text)
