@@ -95,6 +95,9 @@ async def test_an_admin_adds_cs_who_finds_an_order_and_cancels_it(
         "inventory",
         "channels",
         "cases",
+        "aftersales",
+        "exports",
+        "analytics",
         "users",
         "settings",
     ]
@@ -112,6 +115,9 @@ async def test_an_admin_adds_cs_who_finds_an_order_and_cancels_it(
         "inventory",
         "channels",
         "cases",
+        "aftersales",
+        "exports",
+        "analytics",
     ]
     await dashboard.chart_drawn()
     await browser.screenshot(page, "dashboard")
