@@ -18,6 +18,8 @@ from ordertally.aftersales.models import AftersaleCase, AftersaleEvent, Aftersal
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
+from ordertally.fulfillment.models import Shipment
+from ordertally.inventory import service as inventory_service
 from ordertally.web import aftersales as aftersales_page
 from tests.aftersales.conftest import (  # noqa: F401  (the payment simulator's fixtures)
     _no_auto_allocation,
@@ -345,3 +347,91 @@ async def test_each_new_screen_checks_the_role(
     # And the top bar offers the entry only where it is allowed
     nav = await client.get("/ui/aftersales")
     assert ('data-nav="exports"' in nav.text) is (role != "warehouse")
+
+
+async def test_cs_reships_once_the_stock_is_there_and_closes_the_case(
+    signed_in: SignedInClient, db: Database
+) -> None:
+    # Given a delivered order of 3 RARE-1 (5 received, 3 shipped: 2 left) and an approved
+    # reship of the 3 units
+    async with db.transaction() as session:
+        await inventory_service.record_movement(
+            session,
+            warehouse_code=TEST_WAREHOUSE,
+            sku="RARE-1",
+            kind="receipt",
+            quantity=5,
+            reason="test receipt",
+            actor="t",
+        )
+    order, _ = await paid_order(
+        db,
+        None,
+        "delivered",
+        lines=[
+            {"sku": "RARE-1", "quantity": 3, "unit_price": "10.00"},
+            {"sku": "TEA-LJ-250", "quantity": 1, "unit_price": "59.90"},
+        ],
+    )
+    case_no = await open_case(
+        db,
+        order_no=order.order_no,
+        type="reship",
+        reason_code="missing_item",
+        lines=[{"line_no": 1, "quantity": 3}],
+    )
+    await approve(db, case_no)
+    cs = await signed_in("cs")
+    page = (await cs.get(f"/ui/aftersales/{case_no}")).text
+    assert 'data-action="reship"' in page and 'data-action="refund"' not in page
+    shipments = await count(db, Shipment)
+    # When cs sends it again with 2 on hand / Then it waits for stock and nothing is written
+    waiting = await _post(cs, f"/ui/aftersales/{case_no}/reship", page)
+    assert waiting.status_code == 409 and "库存不足" in waiting.text
+    assert await count(db, Shipment) == shipments
+    assert await case_status(db, case_no) == "approved"
+    # When a unit arrives and cs sends it again
+    async with db.transaction() as session:
+        await inventory_service.record_movement(
+            session,
+            warehouse_code=TEST_WAREHOUSE,
+            sku="RARE-1",
+            kind="receipt",
+            quantity=1,
+            reason="test receipt",
+            actor="t",
+        )
+    sent = await _post(cs, f"/ui/aftersales/{case_no}/reship", page)
+    # Then the case is reshipped with one replacement shipment, and cs may close it
+    assert sent.status_code == 303
+    assert await case_status(db, case_no) == "reshipped"
+    assert await count(db, Shipment) == shipments + 1
+    page = (await cs.get(f"/ui/aftersales/{case_no}")).text
+    assert 'data-action="close"' in page and 'data-action="reship"' not in page
+    closed = await _post(cs, f"/ui/aftersales/{case_no}/close", page)
+    assert closed.status_code == 303
+    assert await case_status(db, case_no) == "closed"
+
+
+async def test_finance_records_a_platforms_refund_once(
+    signed_in: SignedInClient, db: Database
+) -> None:
+    # Given a delivered Taobao order (paid on the platform) with an approved refund-only case
+    order, _ = await paid_order(db, None, "delivered", channel="taobao", external_id="TB-31")
+    case_no = await open_case(
+        db, order_no=order.order_no, type="refund_only", reason_code="late", refund_goods="39.90"
+    )
+    await approve(db, case_no)
+    finance = await signed_in("finance")
+    page = (await finance.get(f"/ui/aftersales/{case_no}")).text
+    form = {"platform_refund_id": "929361462", "amount": "39.90"}
+    # When finance records the platform's refund twice
+    first = await _post(finance, f"/ui/aftersales/{case_no}/platform-refund", page, **form)
+    again = await _post(finance, f"/ui/aftersales/{case_no}/platform-refund", page, **form)
+    # Then one refund, confirmed, and the order partially refunded
+    assert (first.status_code, again.status_code) == (303, 303)
+    assert await count(db, AftersaleRefund) == 1
+    shown = (await finance.get(f"/ui/aftersales/{case_no}")).text
+    assert 'data-refund="taobao:929361462" data-refund-state="succeeded"' in shown
+    assert await case_status(db, case_no) == "refunded"
+    assert await order_status(db, order.order_no) == "partially_refunded"
