@@ -435,3 +435,63 @@ async def test_finance_records_a_platforms_refund_once(
     assert 'data-refund="taobao:929361462" data-refund-state="succeeded"' in shown
     assert await case_status(db, case_no) == "refunded"
     assert await order_status(db, order.order_no) == "partially_refunded"
+
+
+async def test_an_exchange_comes_back_under_its_waybill_and_is_sent_again(
+    signed_in: SignedInClient, db: Database
+) -> None:
+    # Given a delivered order and an approved exchange of one tea
+    order, _ = await paid_order(db, None, "delivered")
+    case_no = await open_case(
+        db,
+        order_no=order.order_no,
+        type="exchange",
+        reason_code="wrong_size",
+        lines=[{"line_no": 1, "quantity": 1}],
+    )
+    assert await approve(db, case_no) == "awaiting_return"
+    cs = await signed_in("cs")
+    warehouse = await signed_in("warehouse")
+    # When cs records the buyer's return waybill
+    page = (await cs.get(f"/ui/aftersales/{case_no}")).text
+    assert 'data-action="exchange"' not in page
+    noted = await _post(
+        cs,
+        f"/ui/aftersales/{case_no}/return-waybill",
+        page,
+        carrier="yuantong",
+        waybill_no="YT9100000000001",
+    )
+    assert noted.status_code == 303
+    # Then the warehouse's form is filled with it, and the parcel and inspection are recorded
+    page = (await warehouse.get(f"/ui/aftersales/{case_no}")).text
+    assert 'value="YT9100000000001"' in page
+    assert 'data-goods-status="buyer_returned"' in page
+    await _post(
+        warehouse,
+        f"/ui/aftersales/{case_no}/receive",
+        page,
+        warehouse=TEST_WAREHOUSE,
+        carrier="yuantong",
+        waybill_no="YT9100000000001",
+    )
+    page = (await warehouse.get(f"/ui/aftersales/{case_no}")).text
+    await _post(
+        warehouse,
+        f"/ui/aftersales/{case_no}/inspect",
+        page,
+        warehouse=TEST_WAREHOUSE,
+        good_1="1",
+        damaged_1="0",
+    )
+    assert await case_status(db, case_no) == "inspected"
+    shipments = await count(db, Shipment)
+    # When cs sends the exchange
+    page = (await cs.get(f"/ui/aftersales/{case_no}")).text
+    assert 'data-action="exchange"' in page
+    sent = await _post(cs, f"/ui/aftersales/{case_no}/exchange", page)
+    # Then the case is exchanged with one replacement shipment, and no refund
+    assert sent.status_code == 303
+    assert await case_status(db, case_no) == "exchanged"
+    assert await count(db, Shipment) == shipments + 1
+    assert await count(db, AftersaleRefund) == 0
