@@ -323,6 +323,9 @@ async def test_the_queue_filters_and_pages_by_keyset(
     two = await ops.get(next_link.group(1))
     assert shown(two.text) == [first]
     assert 'data-action="next-page"' not in two.text
+    # And an unknown case or export number is a plain "not found" page
+    assert (await ops.get("/ui/aftersales/AS0000000000")).status_code == 404
+    assert (await ops.get("/ui/exports/EXP0000")).status_code == 404
 
 
 @pytest.mark.parametrize(
