@@ -5,11 +5,13 @@ inspects, finance refunds). The after-sales domain's services do the work."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
@@ -353,7 +355,10 @@ async def refunds_block(request: Request, case_no: str) -> Response:
     return render(request, "aftersale.html", context, block="refunds")
 
 
-async def _step(request: Request, case_no: str, permission: str, done: str, work: Any) -> Response:
+Step = Callable[[AsyncSession, FormData, str], Awaitable[None]]
+
+
+async def _step(request: Request, case_no: str, permission: str, done: str, work: Step) -> Response:
     """Check the role and the token, run one step in one transaction, and show the case again
     (with the refusal, and nothing written, when the domain refuses)."""
     user = await signed_in(request, permission)
@@ -383,7 +388,7 @@ def _text(form: FormData, name: str, limit: int) -> str | None:
 async def approve(request: Request, case_no: str) -> Response:
     """Approve, with whose responsibility it is when already known."""
 
-    async def work(session: Any, form: FormData, actor: str) -> None:
+    async def work(session: AsyncSession, form: FormData, actor: str) -> None:
         responsibility = _pick(str(form.get("responsibility", "")), RESPONSIBILITY_LABELS)
         await aftersales_service.approve(
             session,
@@ -400,7 +405,7 @@ async def approve(request: Request, case_no: str) -> Response:
 async def reject(request: Request, case_no: str) -> Response:
     """Reject a requested case."""
 
-    async def work(session: Any, form: FormData, actor: str) -> None:
+    async def work(session: AsyncSession, form: FormData, actor: str) -> None:
         await aftersales_service.reject(session, case_no, actor, note=_text(form, "note", 500))
 
     return await _step(request, case_no[:32], "aftersales.manage", "rejected", work)
@@ -410,7 +415,7 @@ async def reject(request: Request, case_no: str) -> Response:
 async def return_waybill(request: Request, case_no: str) -> Response:
     """Record the waybill the goods come back under."""
 
-    async def work(session: Any, form: FormData, actor: str) -> None:
+    async def work(session: AsyncSession, form: FormData, actor: str) -> None:
         body = ReturnWaybill.model_validate(
             {"carrier": str(form.get("carrier", "")), "waybill_no": str(form.get("waybill_no", ""))}
         )
@@ -425,7 +430,7 @@ async def return_waybill(request: Request, case_no: str) -> Response:
 async def receive(request: Request, case_no: str) -> Response:
     """The warehouse records the case's parcel as arrived (the case counts as returned)."""
 
-    async def work(session: Any, form: FormData, actor: str) -> None:
+    async def work(session: AsyncSession, form: FormData, actor: str) -> None:
         body = ParcelIn.model_validate(
             {
                 "warehouse": str(form.get("warehouse", "")),
@@ -444,7 +449,7 @@ async def receive(request: Request, case_no: str) -> Response:
 async def inspect(request: Request, case_no: str) -> Response:
     """Per line: good units back to sellable stock, damaged ones written off with a reason."""
 
-    async def work(session: Any, form: FormData, actor: str) -> None:
+    async def work(session: AsyncSession, form: FormData, actor: str) -> None:
         lines = []
         for key, value in form.multi_items():
             if key.startswith("good_"):
@@ -476,7 +481,7 @@ async def refund(request: Request, case_no: str) -> Response:
     it; the provider's notification or a query confirms it)."""
     user = await signed_in(request, "aftersales.refund")
 
-    async def work(session: Any, form: FormData, actor: str) -> None:
+    async def work(session: AsyncSession, form: FormData, actor: str) -> None:
         case = await aftersales_service.get_case(session, case_no)
         text = _text(form, "amount", 32)
         amount = refunds.parse_amount(text, case.currency) if text else None
@@ -489,7 +494,7 @@ async def refund(request: Request, case_no: str) -> Response:
 async def platform_refund(request: Request, case_no: str) -> Response:
     """Record the refund a platform made on a platform order."""
 
-    async def work(session: Any, form: FormData, actor: str) -> None:
+    async def work(session: AsyncSession, form: FormData, actor: str) -> None:
         case = await aftersales_service.get_case(session, case_no)
         body = PlatformRefundIn.model_validate(
             {
@@ -512,7 +517,7 @@ async def platform_refund(request: Request, case_no: str) -> Response:
 async def reship(request: Request, case_no: str) -> Response:
     """Send an approved reship case's lines again (a replacement shipment, no charge)."""
 
-    async def work(session: Any, form: FormData, actor: str) -> None:
+    async def work(session: AsyncSession, form: FormData, actor: str) -> None:
         await aftersales_service.reship(session, case_no, actor)
 
     return await _step(request, case_no[:32], "aftersales.manage", "reshipped", work)
@@ -522,7 +527,7 @@ async def reship(request: Request, case_no: str) -> Response:
 async def exchange(request: Request, case_no: str) -> Response:
     """Send an inspected exchange's replacement."""
 
-    async def work(session: Any, form: FormData, actor: str) -> None:
+    async def work(session: AsyncSession, form: FormData, actor: str) -> None:
         await aftersales_service.exchange(session, case_no, actor)
 
     return await _step(request, case_no[:32], "aftersales.manage", "exchanged", work)
@@ -532,7 +537,7 @@ async def exchange(request: Request, case_no: str) -> Response:
 async def close(request: Request, case_no: str) -> Response:
     """Close a finished case."""
 
-    async def work(session: Any, form: FormData, actor: str) -> None:
+    async def work(session: AsyncSession, form: FormData, actor: str) -> None:
         await aftersales_service.close(session, case_no, actor)
 
     return await _step(request, case_no[:32], "aftersales.manage", "closed", work)
