@@ -266,3 +266,182 @@ class CasesList(Screen):
         await self.page.click(f"tr[data-case='{case_id}'] a.mono")
         await expect(self.page).to_have_url(f"{self.base}/ui/orders/{order_no}")
         return OrderDetail(self.page, self.base)
+
+
+class AftersalesQueue(Screen):
+    """售后: the queue of after-sales cases."""
+
+    async def open(self, query: str = "") -> AftersalesQueue:
+        await self.page.goto(f"{self.base}/ui/aftersales{query}")
+        return self
+
+    async def filter_type(self, case_type: str) -> None:
+        """Pick a type; htmx replaces the table."""
+        async with self.page.expect_response(re.compile(r"/ui/aftersales\?")):
+            await self.page.select_option("select[data-filter=type]", case_type)
+
+    async def case_numbers(self) -> list[str]:
+        return await self.page.locator("tr[data-aftersale]").evaluate_all(
+            "rows => rows.map(r => r.dataset.aftersale)"
+        )
+
+    async def open_case(self, case_no: str) -> AftersaleCasePage:
+        await self.page.click(f"tr[data-aftersale='{case_no}'] a[href='/ui/aftersales/{case_no}']")
+        await expect(self.page).to_have_url(f"{self.base}/ui/aftersales/{case_no}")
+        return AftersaleCasePage(self.page, self.base)
+
+
+class NewAftersale(Screen):
+    """The form customer service opens a case with, from the order's page."""
+
+    async def from_order(self, order_no: str) -> NewAftersale:
+        await self.page.goto(f"{self.base}/ui/orders/{order_no}")
+        await self.page.click("a[data-action=new-aftersale]")
+        await expect(self.page).to_have_url(f"{self.base}/ui/aftersales/new?order={order_no}")
+        return self
+
+    async def open_return_and_refund(
+        self, reason: str, quantities: dict[int, int], goods: str, evidence: list[str]
+    ) -> AftersaleCasePage:
+        """Fill in a return-and-refund and send it; lands on the new case."""
+        form = self.page.locator("#new-aftersale")
+        await form.locator("select[name=type]").select_option("return_refund")
+        await form.locator("input[name=reason_code]").fill(reason)
+        for line_no, quantity in quantities.items():
+            await form.locator(f"input[name=qty_{line_no}]").fill(str(quantity))
+        await form.locator("input[name=refund_goods]").fill(goods)
+        await form.locator("textarea[name=evidence]").fill("\n".join(evidence))
+        await self.page.click("button[data-action=open-aftersale]")
+        await expect(self.page).to_have_url(re.compile(r"/ui/aftersales/AS\d+\?done=opened$"))
+        return AftersaleCasePage(self.page, self.base)
+
+
+class AftersaleCasePage(Screen):
+    """One after-sales case and the steps the role may take."""
+
+    async def open(self, case_no: str) -> AftersaleCasePage:
+        await self.page.goto(f"{self.base}/ui/aftersales/{case_no}")
+        return self
+
+    async def case_no(self) -> str:
+        return (await self.page.locator("h1 .mono").inner_text()).strip()
+
+    async def status(self) -> str:
+        return (
+            await self.page.locator("h1 [data-case-status]").get_attribute("data-case-status") or ""
+        )
+
+    async def steps_offered(self) -> list[str]:
+        return await self.page.locator("#steps button[data-action]").evaluate_all(
+            "buttons => buttons.map(b => b.dataset.action)"
+        )
+
+    async def _press(self, action: str) -> None:
+        await self.page.click(f"button[data-action={action}]")
+        await expect(self.page.locator("[data-done]")).to_have_count(1)
+
+    async def approve(self, responsibility: str) -> None:
+        await self.page.select_option("#decide select[name=responsibility]", responsibility)
+        await self._press("approve")
+
+    async def record_return(self, warehouse: str, carrier: str, waybill: str) -> None:
+        await self.page.select_option("#receive select[name=warehouse]", warehouse)
+        await self.page.fill("#receive input[name=carrier]", carrier)
+        await self.page.fill("#receive input[name=waybill_no]", waybill)
+        await self._press("receive-return")
+
+    async def inspect(self, warehouse: str, good: dict[int, int], damaged: dict[int, int]) -> None:
+        """Per line: units good (restocked) and damaged (written off, with a reason)."""
+        await self.page.select_option("#inspect select[name=warehouse]", warehouse)
+        for line_no, n in good.items():
+            await self.page.fill(f"#inspect input[name=good_{line_no}]", str(n))
+        for line_no, n in damaged.items():
+            await self.page.fill(f"#inspect input[name=damaged_{line_no}]", str(n))
+            await self.page.fill(f"#inspect input[name=reason_{line_no}]", "外包装破损")
+        await self._press("inspect")
+
+    async def refund(self) -> None:
+        """Refund what is left through the payment provider."""
+        await self._press("refund")
+
+    async def refund_states(self) -> list[str]:
+        return await self.page.locator("tr[data-refund]").evaluate_all(
+            "rows => rows.map(r => r.dataset.refundState)"
+        )
+
+    async def history(self) -> list[str]:
+        return await self.page.locator("li[data-step]").evaluate_all(
+            "items => items.map(i => i.dataset.step)"
+        )
+
+    async def line(self, line_no: int) -> dict[str, str]:
+        row = self.page.locator(f"tr[data-case-line='{line_no}']")
+        return {
+            key: (await row.locator(f"[data-{key}]").inner_text()).strip()
+            for key in ("received", "restocked", "written-off")
+        }
+
+
+class ExportsPage(Screen):
+    """导出: start an export, follow it, download it."""
+
+    async def open(self) -> ExportsPage:
+        await self.page.goto(f"{self.base}/ui/exports")
+        return self
+
+    async def start(self, template: str, fmt: str, filters: dict[str, str]) -> str:
+        """Choose the template (htmx brings its filters), the format and filters; start it.
+        Returns the export number of the page it lands on."""
+        async with self.page.expect_response(re.compile(r"/ui/exports\?template=")):
+            await self.page.select_option("select[data-field=template]", template)
+        await self.page.select_option("select[data-field=format]", fmt)
+        for key, value in filters.items():
+            await self.page.fill(f"input[data-filter={key}]", value)
+        await self.page.click("button[data-action=start-export]")
+        await expect(self.page).to_have_url(re.compile(r"/ui/exports/EXP[0-9A-F]+$"))
+        return self.page.url.rsplit("/", 1)[1]
+
+    async def state(self) -> str:
+        return await self.page.locator("#export-progress").get_attribute("data-export-state") or ""
+
+    async def wait_until_done(self) -> None:
+        """htmx polls the progress block until the export is done."""
+        await expect(self.page.locator("#export-progress")).to_have_attribute(
+            "data-export-state", "done", timeout=20_000
+        )
+
+    async def manifest(self, key: str) -> str:
+        return (await self.page.locator(f"[data-manifest={key}]").inner_text()).strip()
+
+    async def download(self, into: Path) -> Path:
+        """Click the download button and save the file."""
+        async with self.page.expect_download() as info:
+            await self.page.click("a[data-action=download]")
+        download = await info.value
+        target = into / download.suggested_filename
+        await download.save_as(str(target))
+        return target
+
+
+class AnalyticsPage(Screen):
+    """分析: timeliness KPIs, charts and the stage table."""
+
+    async def open(self, date_from: str, date_to: str, by: str = "channel") -> AnalyticsPage:
+        await self.page.goto(
+            f"{self.base}/ui/analytics?date_from={date_from}&date_to={date_to}&by={by}"
+        )
+        return self
+
+    async def charts_drawn(self) -> None:
+        """ECharts drew both charts."""
+        await expect(self.page.locator("#chart-stages canvas")).to_have_count(1)
+        await expect(self.page.locator("#chart-daily canvas")).to_have_count(1)
+
+    async def kpi(self, name: str) -> str:
+        return (await self.page.locator(f"[data-kpi={name}]").inner_text()).strip()
+
+    async def stage_rows(self) -> list[tuple[str, str]]:
+        found = await self.page.locator("tr[data-stage]").evaluate_all(
+            "rows => rows.map(r => [r.dataset.stage, r.dataset.key])"
+        )
+        return [(s, k) for s, k in found]

@@ -183,11 +183,20 @@ async def test_each_role_is_refused_on_another_roles_screens_and_csrf_is_checked
     # Given a user of each role, a channel account and an order paid and planned
     await make_account(db)
     order = await split_paid_order(db)
+    new_case = f"/ui/aftersales/new?order={order.order_no}"
     refused = {
         "ops": ["/ui/payments", "/ui/users"],
         "cs": ["/ui/payments", "/ui/shipping", "/ui/settings", "/ui/users"],
-        "finance": ["/ui/shipping", "/ui/users"],
-        "warehouse": ["/ui/payments", "/ui/channels", "/ui/settings", "/ui/users"],
+        "finance": ["/ui/shipping", "/ui/users", new_case],
+        "warehouse": [
+            "/ui/payments",
+            "/ui/channels",
+            "/ui/settings",
+            "/ui/users",
+            "/ui/exports",
+            "/ui/analytics",
+            new_case,
+        ],
     }
     for role, paths in refused.items():
         await make_user(db, f"u-{role}", role)

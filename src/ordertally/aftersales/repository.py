@@ -97,6 +97,38 @@ async def list_cases(
     return list(rows.all())
 
 
+async def page_cases(
+    session: AsyncSession,
+    *,
+    status: str | None = None,
+    case_type: str | None = None,
+    channel: str | None = None,
+    responsibility: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[AftersaleCase]:
+    """One keyset page of cases, newest (highest id) first, below `before_id`."""
+    query = select(AftersaleCase)
+    for column, value in (
+        (AftersaleCase.status, status),
+        (AftersaleCase.type, case_type),
+        (AftersaleCase.channel, channel),
+        (AftersaleCase.responsibility, responsibility),
+    ):
+        if value:
+            query = query.where(column == value)
+    if since is not None:
+        query = query.where(AftersaleCase.created_at >= since)
+    if until is not None:
+        query = query.where(AftersaleCase.created_at < until)
+    if before_id is not None:
+        query = query.where(AftersaleCase.id < before_id)
+    rows = await session.scalars(query.order_by(AftersaleCase.id.desc()).limit(limit))
+    return list(rows.all())
+
+
 async def set_status(
     session: AsyncSession,
     case_id: int,

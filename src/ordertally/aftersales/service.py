@@ -263,6 +263,43 @@ async def list_cases(
     return await repository.list_cases(session, status, case_type, limit)
 
 
+@dataclass(frozen=True, slots=True)
+class CaseFilter:
+    """What the after-sales queue is narrowed to (None: any)."""
+
+    status: str | None = None
+    type: str | None = None
+    channel: str | None = None
+    responsibility: str | None = None
+    since: datetime | None = None  # created at or after (UTC)
+    until: datetime | None = None  # created before (UTC)
+
+
+async def page_cases(
+    session: AsyncSession, wanted: CaseFilter, before_id: int | None, limit: int
+) -> tuple[list[AftersaleCase], int | None]:
+    """One keyset page of cases, newest first, and the cursor of the next page (None: last)."""
+    rows = await repository.page_cases(
+        session,
+        status=wanted.status,
+        case_type=wanted.type,
+        channel=wanted.channel,
+        responsibility=wanted.responsibility,
+        since=wanted.since,
+        until=wanted.until,
+        before_id=before_id,
+        limit=limit + 1,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more and rows else None)
+
+
+async def cases_of_order(session: AsyncSession, order_id: int) -> list[AftersaleCase]:
+    """An order's cases, oldest first."""
+    return await repository.cases_of_order(session, order_id)
+
+
 async def transition(
     session: AsyncSession,
     case: AftersaleCase,

@@ -107,6 +107,11 @@ async def _resolve(session: AsyncSession, name: str) -> tuple[Template, list[str
     return templates()[saved.base], list(saved.columns)
 
 
+async def template_of(session: AsyncSession, name: str) -> tuple[Template, list[str]]:
+    """A template by name (built-in or saved): the built-in it reads and its columns."""
+    return await _resolve(session, name)
+
+
 def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)

@@ -15,6 +15,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
+from ordertally.aftersales import service as aftersales_service
 from ordertally.auth import users
 from ordertally.auth.models import ROLES
 from ordertally.auth.users import BadCredentials, TooManyAttempts
@@ -56,6 +57,25 @@ STATUS_LABELS: dict[str, str] = {
     "closed": N_("Closed"),
     "refunded": N_("Refunded"),
     "partially_refunded": N_("Partially refunded"),
+}
+AFTERSALE_TYPE_LABELS: dict[str, str] = {
+    "refund_only": N_("Refund only"),
+    "return_refund": N_("Return and refund"),
+    "exchange": N_("Exchange"),
+    "reship": N_("Reshipment"),
+    "refused": N_("Refused delivery"),
+}
+AFTERSALE_STATUS_LABELS: dict[str, str] = {
+    "requested": N_("Requested"),
+    "approved": N_("Approved"),
+    "rejected": N_("Rejected"),
+    "awaiting_return": N_("Awaiting return"),
+    "returned": N_("Returned"),
+    "inspected": N_("Inspected"),
+    "refunded": N_("Refunded"),
+    "reshipped": N_("Reshipped"),
+    "exchanged": N_("Exchanged"),
+    "closed": N_("Closed"),
 }
 CHANNEL_LABELS: dict[str, str] = {
     "douyin": N_("Douyin"),
@@ -151,6 +171,11 @@ def _common(request: Request, user: SignedIn | None, **extra: Any) -> dict[str, 
         if may(user, "channels.read"):
             nav.append(("/ui/channels", N_("Channels"), "channels"))
         nav.append(("/ui/cases", N_("Exception cases"), "cases"))
+        nav.append(("/ui/aftersales", N_("After-sales"), "aftersales"))
+        if may(user, "exports.read"):
+            nav.append(("/ui/exports", N_("Exports"), "exports"))
+        if may(user, "analytics.read"):
+            nav.append(("/ui/analytics", N_("Analytics"), "analytics"))
         if may(user, "users.manage"):
             nav.append(("/ui/users", N_("Users"), "users"))
         if may(user, "auth.manage") or may(user, "notify.manage") or may(user, "fx.manage"):
@@ -494,6 +519,11 @@ async def _order_context(request: Request, user: SignedIn, order_no: str) -> dic
             if may(user, "notify.read")
             else None
         )
+        aftersale_cases = (
+            await aftersales_service.cases_of_order(session, order.id)
+            if may(user, "aftersales.read")
+            else None
+        )
     leaving = {t.name for t in allowed_from(Status(order.status))}
     return _common(
         request,
@@ -509,8 +539,13 @@ async def _order_context(request: Request, user: SignedIn, order_no: str) -> dic
         shipments=shipments,
         tracks=tracks if shipments is not None else {},
         sent=sent,
+        aftersale_cases=aftersale_cases,
+        can_open_aftersale=may(user, "aftersales.manage")
+        and any(order.status in s for s in aftersales_service.OPENS_FROM.values()),
         tracking_url=tracking_page.url_for(order.order_no) if shipments is not None else None,
         transition_labels=TRANSITION_LABELS,
+        aftersale_type_labels=AFTERSALE_TYPE_LABELS,
+        aftersale_status_labels=AFTERSALE_STATUS_LABELS,
         diagram=_diagram(order.status),
         can_cancel="cancel" in leaving and may(user, "orders.cancel"),
         can_resolve=may(user, "exceptions.resolve"),

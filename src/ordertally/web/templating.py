@@ -14,7 +14,7 @@ from starlette.responses import HTMLResponse
 from ordertally.web import i18n
 
 TEMPLATES = Path(__file__).parent / "templates"
-STATIC_VERSION = "2"
+STATIC_VERSION = "3"
 # Nothing may load from another host; htmx and ECharts set inline styles.
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "

@@ -1,9 +1,8 @@
 """The export templates: built-in ones, one small module each, registered by name.
 
 A template is data: the table it reads (with the joins its columns need), the columns it can
-write, the filters it accepts and the amount it sums per currency. Adding one (refunds and
-after-sales, when that domain lands) is one module here that calls `register()`, plus its
-import in `BUILT_IN` below.
+write, the filters it accepts and the amount it sums per currency. Adding one is one module
+here that calls `register()`, plus its import in `BUILT_IN` below.
 """
 
 from __future__ import annotations
@@ -21,6 +20,8 @@ BUILT_IN = (
     "exception_cases",
     "reconciliations",
     "order_timelines",
+    "aftersale_cases",
+    "refunds",
 )
 
 
