@@ -4,12 +4,14 @@ actions are the API's (`/api/v1/cases/...`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from ordertally.auth import users
 from ordertally.casework import service as casework_service
 from ordertally.casework.errors import BadCursor
 from ordertally.casework.filters import CaseFilter
@@ -17,7 +19,7 @@ from ordertally.core import clock
 from ordertally.exceptions import registry
 from ordertally.web import pages
 from ordertally.web.i18n import N_
-from ordertally.web.security import database, signed_in
+from ordertally.web.security import SignedIn, database, may, signed_in
 from ordertally.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -42,6 +44,16 @@ SEVERITY_LABELS: dict[str, str] = {
     "critical": N_("Critical"),
 }
 
+# Resolution codes offered in the form (any code matching the API's pattern is taken).
+RESOLUTION_CODES: dict[str, str] = {
+    "refunded": N_("Refunded"),
+    "reshipped": N_("Reshipped"),
+    "fixed": N_("Fixed"),
+    "customer_contacted": N_("Customer contacted"),
+    "duplicate": N_("Duplicate"),
+    "no_action_needed": N_("No action needed"),
+}
+
 
 def _pick(value: str | None, known: dict[str, str] | set[str]) -> str | None:
     return value if value in known else None
@@ -57,7 +69,18 @@ def cases_link(**params: str) -> str:
 async def cases_page(request: Request) -> Response:
     """Cases, newest first, filtered; htmx asks for the table block alone."""
     user = await signed_in(request, "cases.read")
-    q = request.query_params
+    return await render_list(request, user, request.query_params)
+
+
+async def render_list(
+    request: Request,
+    user: SignedIn,
+    q: Mapping[str, str],
+    *,
+    status: int = 200,
+    **extra: Any,
+) -> Response:
+    """The list under the filters in `q` (a page's query, or a bulk form's hidden fields)."""
     filters = {
         "state": _pick(q.get("state"), STATE_LABELS) or "",
         "category": _pick(q.get("category"), CATEGORY_LABELS) or "",
@@ -80,6 +103,7 @@ async def cases_page(request: Request) -> Response:
         except BadCursor:
             cursor = None
             page = await casework_service.list_cases(session, f, None, PAGE_SIZE)
+        people = await users.list_users(session) if may(user, "cases.work") else []
     context: dict[str, Any] = pages._common(
         request,
         user,
@@ -95,6 +119,12 @@ async def cases_page(request: Request) -> Response:
         },
         next_link=cases_link(**filters, after=page["next_cursor"]) if page["next_cursor"] else None,
         first_link=cases_link(**filters) if cursor else None,
+        can_work=may(user, "cases.work"),
+        people=[p for p in people if p.active],
+        path="/ui/cases",
+        query=urlencode({k: v for k, v in filters.items() if v}),
+        resolution_codes=RESOLUTION_CODES,
+        **({"bulk_error": None, "bulk_results": []} | extra),
     )
     block = "table" if request.headers.get("hx-target") == "cases-table" else None
-    return render(request, "cases.html", context, block=block)
+    return render(request, "cases.html", context, block=block, status=status)

@@ -151,6 +151,10 @@ def _common(request: Request, user: SignedIn | None, **extra: Any) -> dict[str, 
         if may(user, "channels.read"):
             nav.append(("/ui/channels", N_("Channels"), "channels"))
         nav.append(("/ui/cases", N_("Exception cases"), "cases"))
+        if may(user, "orders.review"):
+            nav.append(("/ui/review", N_("Order review"), "review"))
+        if may(user, "rules.read"):
+            nav.append(("/ui/rules", N_("Rules"), "rules"))
         if may(user, "users.manage"):
             nav.append(("/ui/users", N_("Users"), "users"))
         if may(user, "auth.manage") or may(user, "notify.manage") or may(user, "fx.manage"):

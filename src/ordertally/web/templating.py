@@ -4,6 +4,7 @@ catalogue), whole pages or one block of a page for htmx partial updates."""
 from __future__ import annotations
 
 import functools
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from starlette.responses import HTMLResponse
 from ordertally.web import i18n
 
 TEMPLATES = Path(__file__).parent / "templates"
-STATIC_VERSION = "2"
+STATIC_VERSION = "3"
 # Nothing may load from another host; htmx and ECharts set inline styles.
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
@@ -35,6 +36,9 @@ def environment(locale: str) -> Environment:
     env.install_gettext_translations(i18n.translations(locale), newstyle=True)  # type: ignore[attr-defined]
     env.filters["money"] = lambda minor, currency: i18n.fmt_money(minor, currency, locale)
     env.filters["time"] = lambda value: i18n.fmt_time(value, locale)
+    env.filters["isotime"] = lambda value: i18n.fmt_time(
+        datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None, locale
+    )
     env.filters["number"] = lambda value: i18n.fmt_number(value, locale)
     env.filters["percent"] = lambda value: i18n.fmt_percent(value, locale)
     env.globals["locale"] = locale

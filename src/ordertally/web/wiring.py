@@ -13,7 +13,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ordertally.fulfillment import tracking_page
 from ordertally.payments import service as payments_service
-from ordertally.web import admin, cases, channel_desk, finance, pages, security, warehouse
+from ordertally.web import (
+    admin,
+    case_desk,
+    cases,
+    channel_desk,
+    finance,
+    pages,
+    review_desk,
+    rules_desk,
+    security,
+    warehouse,
+)
 from ordertally.web.templating import render
 
 STATIC = Path(__file__).parent / "static"
@@ -70,6 +81,9 @@ def register(app: FastAPI | None) -> None:
     app.include_router(admin.router)
     app.include_router(channel_desk.router)
     app.include_router(cases.router)
+    app.include_router(case_desk.router)
+    app.include_router(rules_desk.router)
+    app.include_router(review_desk.router)
     static = _Cached(GZipMiddleware(StaticFiles(directory=STATIC), minimum_size=512))
     app.mount("/ui/static", static, name="ui-static")
     app.add_exception_handler(security.LoginRequired, _login_required)
