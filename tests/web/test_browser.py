@@ -194,9 +194,18 @@ async def test_every_page_loads_from_this_host_alone_within_the_budget(
     chromium: Browser, live_server: LiveServer, db: Database
 ) -> None:
     base = live_server.url
-    # Given an admin and an order
+    # Given an admin, an order and a case on it
     await make_user(db, "admin", "admin")
     order = await make_order(db)
+    async with db.transaction() as session:
+        case_id = await exceptions_service.open_case(
+            session,
+            order_id=order.id,
+            category="payment",
+            type="double_payment",
+            blocking=False,
+            detail={},
+        )
     page = await new_page(chromium)
     seen: list[Request] = []
     page.on("request", lambda request: seen.append(request))
@@ -205,6 +214,7 @@ async def test_every_page_loads_from_this_host_alone_within_the_budget(
     # When every screen is opened in a fresh cache
     screens = ("/ui/", "/ui/orders", f"/ui/orders/{order.order_no}", "/ui/users")
     screens += ("/ui/payments", "/ui/inventory", "/ui/shipping", "/ui/channels", "/ui/settings")
+    screens += ("/ui/cases", f"/ui/cases/{case_id}", "/ui/rules", "/ui/rules/new", "/ui/review")
     for path in screens:
         await page.goto(f"{base}{path}")
         await page.wait_for_load_state("networkidle")

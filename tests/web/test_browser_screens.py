@@ -185,9 +185,12 @@ async def test_each_role_is_refused_on_another_roles_screens_and_csrf_is_checked
     order = await split_paid_order(db)
     refused = {
         "ops": ["/ui/payments", "/ui/users"],
-        "cs": ["/ui/payments", "/ui/shipping", "/ui/settings", "/ui/users"],
-        "finance": ["/ui/shipping", "/ui/users"],
-        "warehouse": ["/ui/payments", "/ui/channels", "/ui/settings", "/ui/users"],
+        "cs": ["/ui/payments", "/ui/shipping", "/ui/settings", "/ui/users", "/ui/rules/new"],
+        "finance": ["/ui/shipping", "/ui/users", "/ui/rules", "/ui/rules/new"],
+        "warehouse": [
+            *("/ui/payments", "/ui/channels", "/ui/settings", "/ui/users"),
+            *("/ui/rules", "/ui/rules/new", "/ui/review"),
+        ],
     }
     for role, paths in refused.items():
         await make_user(db, f"u-{role}", role)
