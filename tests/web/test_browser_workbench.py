@@ -7,6 +7,7 @@ screen is photographed in both languages when ORDERTALLY_SCREENSHOTS=1."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import pytest
@@ -19,7 +20,7 @@ from tests.factories import make_order
 from tests.orders.test_review import CUP, _auto, _paid
 from tests.rules.helpers import hits, run
 from tests.web import browser
-from tests.web.browser import CasesList, ReviewQueue, RulesList
+from tests.web.browser import CasesList, ReviewQueue, RuleEditor, RulesList
 from tests.web.helpers import count, make_user
 from tests.web.test_browser_screens import both_languages, signed_in_page
 from tests.web.test_case_actions import log, open_case, state
@@ -89,6 +90,17 @@ async def test_ops_hands_a_refund_case_to_finance_who_resolves_it(
     await both_languages(finance, "case-resolved")
 
 
+async def photograph_dry_run(editor: RuleEditor) -> None:
+    """The saved rule's editor with a dry run's result, in both languages (a language switch
+    reloads the page, so the dry run is run again in each)."""
+    if os.environ.get("ORDERTALLY_SCREENSHOTS") != "1":
+        return
+    for locale in ("en", "zh_CN"):
+        assert (await editor.dry_run(7))[0] == 1
+        await browser.screenshot(editor.page, "rule-editor")
+        await editor.switch_language(locale)
+
+
 async def test_ops_writes_a_rule_fixes_its_condition_dry_runs_and_enables_it(
     chromium: Browser, live_server: LiveServer, db: Database
 ) -> None:
@@ -118,10 +130,10 @@ async def test_ops_writes_a_rule_fixes_its_condition_dry_runs_and_enables_it(
     matched, evaluated, subjects = await editor.dry_run(7)
     # Then the big order alone would have matched
     assert (matched, evaluated, subjects) == (1, 2, [big.order_no])
-    await both_languages(page, "rule-editor")
     # When ops saves it and switches it on
     await editor.save()
     assert await editor.state() == "disabled"
+    await photograph_dry_run(editor)
     await editor.enable()
     # Then it is enabled as version 2, and it fires on the next big order only
     assert await editor.versions() == ["2", "1"]

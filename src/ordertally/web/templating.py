@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -39,6 +40,8 @@ def environment(locale: str) -> Environment:
     env.filters["isotime"] = lambda value: i18n.fmt_time(
         datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None, locale
     )
+    # JSON of facts and outcomes as people read it (Chinese kept, not \u-escaped).
+    env.filters["facts"] = lambda value: orjson.dumps(value).decode()
     env.filters["number"] = lambda value: i18n.fmt_number(value, locale)
     env.filters["percent"] = lambda value: i18n.fmt_percent(value, locale)
     env.globals["locale"] = locale
