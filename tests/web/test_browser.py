@@ -95,6 +95,8 @@ async def test_an_admin_adds_cs_who_finds_an_order_and_cancels_it(
         "inventory",
         "channels",
         "cases",
+        "review",
+        "rules",
         "users",
         "settings",
     ]
@@ -112,6 +114,8 @@ async def test_an_admin_adds_cs_who_finds_an_order_and_cancels_it(
         "inventory",
         "channels",
         "cases",
+        "review",
+        "rules",
     ]
     await dashboard.chart_drawn()
     await browser.screenshot(page, "dashboard")

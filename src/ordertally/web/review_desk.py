@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from ordertally.core.errors import OrdertallyError
+from ordertally.exceptions import service as exceptions_service
 from ordertally.orders import review
 from ordertally.web import pages
 from ordertally.web.case_desk import actor_name, say
@@ -41,6 +42,8 @@ FLASHES: dict[str, str] = {
     "finance": N_("Customer service passed the order: it now waits for finance."),
 }
 QUEUE_SIZE = 200
+# The case each stage's orders wait under (counted for the tabs without reading the orders).
+STAGE_CASES: dict[str, str] = {"cs": review.CS_CASE, "finance": review.FINANCE_CASE}
 
 
 def _stage_of(user: SignedIn, asked: str | None) -> str:
@@ -55,7 +58,10 @@ async def _page(
 ) -> Response:
     async with database(request).transaction(write=False) as session:
         items = await review.queue(session, stage, QUEUE_SIZE)
-        counts = {s: len(await review.queue(session, s, QUEUE_SIZE)) for s in STAGE_LABELS}
+        counts = {
+            s: len(await exceptions_service.orders_with_open_case(session, case_type))
+            for s, case_type in STAGE_CASES.items()
+        }
     passes = review.CS_ROLES if stage == "cs" else review.FINANCE_ROLES
     context = pages._common(
         request,
