@@ -96,7 +96,13 @@ async def test_ops_hands_a_double_payment_to_finance_only_with_the_refund_approv
     assert '<div data-evidence="refund_approval">' in shown.text
     assert "<code>OA-2026-1204-17</code>" in shown.text
     assert "<span data-ip>203.0.113.8</span>" in shown.text
-    assert "data-order-link" in shown.text
+    order_link = re.search(r'href="/ui/orders/([^"]+)" class="mono" data-order-link', shown.text)
+    assert order_link
+    # And the order's page links back to the case
+    order_page = await ops.get(f"/ui/orders/{order_link.group(1)}")
+    assert (
+        f'<a href="/ui/cases/{case_id}" class="mono" data-case-link="{case_id}">' in order_page.text
+    )
 
 
 async def test_finance_assigns_comments_resolves_reopens_and_cancels(
