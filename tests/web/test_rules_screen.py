@@ -12,7 +12,9 @@ import pytest
 
 from ordertally.core.db import Database
 from ordertally.rules import templates
+from ordertally.rules.conditions import TRIGGERS, compile_condition
 from ordertally.rules.models import Rule, RuleVersion
+from ordertally.web import rules_desk
 from tests.factories import make_order
 from tests.rules.helpers import hits, run
 from tests.web.conftest import SignedInClient
@@ -135,6 +137,10 @@ async def test_action_and_code_refusals_are_shown_beside_their_fields(
     fields = await admin.get("/ui/rules/action-fields", params={"i": "1", "a1.kind": "notify"})
     assert 'name="a1.target"' in fields.text and 'name="a1.message"' in fields.text
     assert "<html" not in fields.text
+    # Changing the trigger shows the facts that trigger offers (htmx)
+    facts = await admin.get("/ui/rules/facts", params={"trigger": "schedule.channel"})
+    assert 'data-facts-of="schedule.channel"' in facts.text and "<html" not in facts.text
+    assert "empty_pulls" in facts.text and "total_minor" not in facts.text
 
 
 async def test_the_templates_install_once_and_cs_reads_without_writing(
@@ -169,3 +175,10 @@ async def test_the_templates_install_once_and_cs_reads_without_writing(
         refused = await cs.post(path, data={**RULE, "csrf_token": cs_token, "enabled": "0"})
         assert refused.status_code == 403, path
     assert await count(db, RuleVersion) == len(templates.TEMPLATES)
+
+
+def test_every_example_shown_under_the_facts_compiles_for_its_triggers() -> None:
+    # The editor's example for each trigger's subject passes the same check as a save
+    for trigger in TRIGGERS.values():
+        compiled = compile_condition(rules_desk.EXAMPLES[trigger.subject], trigger.name)
+        assert compiled.trigger.subject == trigger.subject

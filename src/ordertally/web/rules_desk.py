@@ -79,6 +79,12 @@ FIELD_MESSAGES: dict[str, str] = {
     "days": N_("Days: 1 to 90."),
 }
 HITS_SHOWN = 50
+# A condition to start from, per subject (CEL, shown under the facts).
+EXAMPLES: dict[str, str] = {
+    "order": "order.total_minor > 100000 && customer.orders_90d == 0",
+    "stock": "stock.available < stock.safety_stock && stock.planned_7d == 0",
+    "channel": "channel.active && channel.empty_pulls >= 5",
+}
 
 
 def _read_actions(form: FormData) -> list[dict[str, Any]]:
@@ -213,8 +219,6 @@ async def _editor(
                 hit_doc(h) for h in await rules_service.hits(session, rule_id, limit=HITS_SHOWN)
             ]
     draft = _draft(form, rule)
-    trigger = TRIGGERS.get(draft["trigger"])
-    facts = SAMPLE_FACTS[trigger.subject] if trigger else {}
     context = _common(
         request,
         user,
@@ -225,12 +229,31 @@ async def _editor(
         hits=hits,
         errors=errors or {},
         dry=dry,
-        facts_json=orjson.dumps(facts, option=orjson.OPT_INDENT_2).decode(),
+        **_facts_of(draft["trigger"]),
         path=f"/ui/rules/{rule_id}" if rule_id else "/ui/rules/new",
         query="",
     )
     block = "dryrun" if dry is not None and request.headers.get("hx-request") else None
     return render(request, "rule_edit.html", context, status=status, block=block)
+
+
+def _facts_of(trigger_name: str) -> dict[str, Any]:
+    """The documented facts a trigger offers, as the editor's side panel shows them."""
+    trigger = TRIGGERS.get(trigger_name)
+    facts = SAMPLE_FACTS[trigger.subject] if trigger else {}
+    return {
+        "facts_example": EXAMPLES.get(trigger.subject, "") if trigger else "",
+        "facts_trigger": trigger.name if trigger else "",
+        "facts_json": orjson.dumps(facts, option=orjson.OPT_INDENT_2).decode(),
+    }
+
+
+@router.get("/ui/rules/facts")
+async def facts_panel(request: Request, trigger: str = "") -> Response:
+    """The facts panel for the trigger the editor now names (htmx)."""
+    user = await signed_in(request, "rules.read")
+    context = _common(request, user, **_facts_of(trigger[:32]))
+    return render(request, "rule_edit.html", context, block="facts")
 
 
 @router.get("/ui/rules/new")
