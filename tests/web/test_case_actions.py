@@ -113,6 +113,9 @@ async def test_finance_assigns_comments_resolves_reopens_and_cancels(
     finance = await signed_in("finance")
     page = await finance.get(f"/ui/cases/{case_id}")
     assert 'data-sla="breached"' in page.text and "已超时" in page.text
+    assert re.search(r'data-timer="late">超时 1 小时 \d+ 分<', page.text)
+    listed = await finance.get("/ui/cases")
+    assert re.search(r'data-timer="late">超时 1 小时 \d+ 分<', listed.text)
     token = csrf_of(page.text)
     # When finance takes it, comments with an attachment, and resolves it with a code
     taken = await finance.post(

@@ -17,6 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from ordertally.auth import users
 from ordertally.casework import service as casework_service
 from ordertally.casework.schemas import AssignIn, CommentIn, HandOffIn, ReasonIn, ResolveIn
+from ordertally.core import clock
 from ordertally.core.errors import NotFound, OrdertallyError
 from ordertally.core.http import client_ip
 from ordertally.exceptions import registry
@@ -134,6 +135,7 @@ async def _context(
             return None
         policy = await exceptions_service.policy_of(session, case["type"])
         people = await users.list_users(session) if may(user, "cases.work") else []
+    case["timer"] = cases.sla_timer(case, clock.now())
     evidence_keys = sorted({k for keys in policy.evidence.values() for k in keys})
     entry = registry.lookup(case["type"])
     return pages._common(

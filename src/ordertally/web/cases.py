@@ -5,6 +5,7 @@ actions are the API's (`/api/v1/cases/...`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -53,6 +54,18 @@ RESOLUTION_CODES: dict[str, str] = {
     "duplicate": N_("Duplicate"),
     "no_action_needed": N_("No action needed"),
 }
+
+
+def sla_timer(case: Mapping[str, Any], now: datetime) -> dict[str, Any] | None:
+    """How long an active case has left before its SLA due time, or how late it is (None for a
+    closed case or one without a due time): hours and minutes, and whether it is late."""
+    if not case.get("due_at") or case.get("state") not in ("open", "in_progress", "escalated"):
+        return None
+    due = datetime.fromisoformat(str(case["due_at"]).replace("Z", "+00:00"))
+    seconds = (due - now).total_seconds()
+    late = seconds < 0
+    hours, rest = divmod(int(abs(seconds) // 60), 60)
+    return {"late": late, "hours": hours, "minutes": rest}
 
 
 def _pick(value: str | None, known: dict[str, str] | set[str]) -> str | None:
@@ -108,7 +121,7 @@ async def render_list(
         request,
         user,
         active="cases",
-        cases=page["items"],
+        cases=[c | {"timer": sla_timer(c, f.now or clock.now())} for c in page["items"]],
         facets=page["facets"],
         filters=filters,
         state_labels=STATE_LABELS,
