@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 
+from ordertally.casework import batch as casework_batch
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.exceptions import service as exceptions_service
@@ -228,3 +229,64 @@ async def test_cases_ticked_in_the_list_are_assigned_then_resolved_one_result_ea
     assert none.status_code == 422 and "请至少选择一个异常。" in none.text
     assert await count(db, ExceptionLog) == before
     assert await count(db, ExceptionCase) == 3
+
+
+async def test_every_case_of_a_type_is_resolved_as_a_previewed_confirmed_batch(
+    signed_in: SignedInClient, db: Database
+) -> None:
+    # Given two delayed deliveries and a stale tracking case, and ops on the list of the first
+    delays = [await open_case(db, "delivery_delay") for _ in range(2)]
+    other = await open_case(db, "tracking_stale")
+    ops = await signed_in("ops")
+    page = await ops.get("/ui/cases?type=delivery_delay")
+    assert 'id="batch-form"' in page.text
+    assert 'id="batch-form"' not in (await ops.get("/ui/cases")).text  # one type first
+    token = csrf_of(page.text)
+    # When ops previews resolving them all
+    made = await ops.post(
+        "/ui/cases/batch",
+        data={
+            "csrf_token": token,
+            "type": "delivery_delay",
+            "code": "customer_contacted",
+            "resolution": "已统一短信告知",
+        },
+    )
+    # Then the batch is previewed with its count and sample, and nothing changed yet
+    assert made.status_code == 303
+    batch_path = made.headers["location"]
+    preview = await ops.get(batch_path)
+    assert 'data-batch-state="previewed"' in preview.text
+    assert re.search(r'data-batch="total">2<', preview.text)
+    assert len(re.findall(r'data-sample="', preview.text)) == 2
+    assert [(await state(db, i))[0] for i in delays] == ["open", "open"]
+    # When ops confirms it and the worker runs it
+    confirmed = await ops.post(f"{batch_path}/confirm", data={"csrf_token": token})
+    assert confirmed.status_code == 303
+    queued = await ops.get(confirmed.headers["location"])
+    assert 'data-batch-state="queued"' in queued.text and 'hx-trigger="every 2s"' in queued.text
+    async with db.transaction(write=False) as session:
+        batch_ids = await casework_batch.queued(session)
+    assert [await casework_batch.run(db, i) for i in batch_ids] == ["done"]
+    # Then both delays are resolved with the code, the other case is untouched, and the
+    # progress block (htmx) shows the counts
+    assert [(await state(db, i))[0::3] for i in delays] == [("resolved", "customer_contacted")] * 2
+    assert (await state(db, other))[0] == "open"
+    progress = await ops.get(batch_path, headers={"hx-target": "batch-progress"})
+    assert "<html" not in progress.text and 'data-batch-state="done"' in progress.text
+    assert re.search(r'data-batch="changed">2<', progress.text)
+    # And a done batch cannot be cancelled; finance may not start a batch; nothing changes
+    late = await ops.post(f"{batch_path}/cancel", data={"csrf_token": token})
+    assert late.status_code == 409 and "data-batch-error" in late.text
+    finance = await signed_in("finance")
+    refused = await finance.post(
+        "/ui/cases/batch",
+        data={
+            "csrf_token": csrf_of((await finance.get("/ui/cases")).text),
+            "type": "tracking_stale",
+            "code": "fixed",
+            "resolution": "x",
+        },
+    )
+    assert refused.status_code == 403
+    assert (await state(db, other))[0] == "open"

@@ -133,6 +133,7 @@ async def render_list(
         next_link=cases_link(**filters, after=page["next_cursor"]) if page["next_cursor"] else None,
         first_link=cases_link(**filters) if cursor else None,
         can_work=may(user, "cases.work"),
+        can_batch=may(user, "cases.batch"),
         people=[p for p in people if p.active],
         path="/ui/cases",
         query=urlencode({k: v for k, v in filters.items() if v}),

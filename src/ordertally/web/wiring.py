@@ -15,6 +15,7 @@ from ordertally.fulfillment import tracking_page
 from ordertally.payments import service as payments_service
 from ordertally.web import (
     admin,
+    batch_desk,
     case_desk,
     cases,
     channel_desk,
@@ -81,6 +82,7 @@ def register(app: FastAPI | None) -> None:
     app.include_router(admin.router)
     app.include_router(channel_desk.router)
     app.include_router(cases.router)
+    app.include_router(batch_desk.router)
     app.include_router(case_desk.router)
     app.include_router(rules_desk.router)
     app.include_router(review_desk.router)
