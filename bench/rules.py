@@ -5,7 +5,9 @@
    each compiled once and evaluated over one order's facts, with `common-expression-language`
    (the Rust `cel` crate, what ordertally uses) and with pure-Python `cel-python`. Median of
    --runs runs of µs per evaluation over facts converted once, and apart the µs it takes to
-   convert one order's facts (done once per order for all its rules, as the consumer does).
+   convert one order's facts (done once per order for all its rules, as the consumer does),
+   and per condition what it costs alone on an order: converting only the fields it reads
+   (`conditions.projection`) and evaluating.
 2. Order creation, the hot-SKU bench (`python -m bench`'s load generator, closed loop) against
    `ordertally serve --no-worker` plus one `ordertally worker` process that consumes the
    events (customers, fulfillment, notify, rules...) on the same 2 cores, with the 10 rules
@@ -76,7 +78,7 @@ def evaluation(runs: int) -> dict[str, Any]:
     import cel
     import celpy
 
-    from ordertally.rules.conditions import prepare
+    from ordertally.rules.conditions import compile_condition, prepare
 
     facts = order_facts()
     context = prepare(facts)
@@ -93,10 +95,25 @@ def evaluation(runs: int) -> dict[str, Any]:
         py_us = statistics.median(
             _time(lambda p=py: p.evaluate(activation), 500) for _ in range(runs)
         )
-        out["rules"].append({"condition": source, "cel_rust_us": rust_us, "cel_python_us": py_us})
+        # One rule alone on an order: its facts converted (only the fields it reads, as the
+        # consumer does) and evaluated, each time.
+        ours = compile_condition(source, "order.paid")
+        alone_us = statistics.median(
+            _time(lambda c=ours: c.matches(prepare(facts, c.reads)), 5000) for _ in range(runs)
+        )
+        out["rules"].append(
+            {
+                "condition": source,
+                "cel_rust_us": rust_us,
+                "cel_python_us": py_us,
+                "alone_us": alone_us,
+            }
+        )
     out["cel_rust_median_us"] = statistics.median(r["cel_rust_us"] for r in out["rules"])
     out["cel_python_median_us"] = statistics.median(r["cel_python_us"] for r in out["rules"])
     out["cel_rust_max_us"] = max(r["cel_rust_us"] for r in out["rules"])
+    out["alone_median_us"] = statistics.median(r["alone_us"] for r in out["rules"])
+    out["alone_max_us"] = max(r["alone_us"] for r in out["rules"])
     # Converting one order's facts, once per order for all its rules (the dict as gathered).
     out["cel_rust_prepare_us"] = statistics.median(
         _time(lambda: prepare(facts), 2000) for _ in range(runs)
@@ -208,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     ev = results["evaluation"]
     print(
         f"evaluation: cel (Rust) median {ev['cel_rust_median_us']:.2f} µs, max "
-        f"{ev['cel_rust_max_us']:.2f} µs, facts {ev['cel_rust_prepare_us']:.1f} µs/order; "
+        f"{ev['cel_rust_max_us']:.2f} µs, facts {ev['cel_rust_prepare_us']:.1f} µs/order, "
+        f"one rule alone (its fields converted + evaluated) median {ev['alone_median_us']:.1f} "
+        f"µs, max {ev['alone_max_us']:.1f} µs; "
         f"cel-python median {ev['cel_python_median_us']:.1f} µs, facts "
         f"{ev['cel_python_prepare_us']:.1f} µs/order",
         file=sys.stderr,

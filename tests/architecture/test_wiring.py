@@ -48,6 +48,7 @@ JOBS = [
     "aftersales_gauges",
     "aftersales_refunds",
     "aftersales_sla",
+    "case_counts_fold",
     "casework_batches",
     "casework_sla",
     "channels_sync_due",

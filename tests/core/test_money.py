@@ -54,3 +54,17 @@ def test_split_always_adds_up_and_is_fair(total: int, weights: list[int]) -> Non
     for share, weight in zip(shares, weights, strict=True):
         exact = Decimal(total) * weight / sum(weights)
         assert abs(Decimal(share) - exact) < 1
+
+
+@given(
+    minor=st.one_of(st.integers(-(10**27) + 1, 10**27 - 1), st.integers(-1000, 1000)),
+    currency=st.sampled_from(["CNY", "JPY", "BHD", "USD", "CLF"]),
+)
+def test_from_minor_has_the_currencys_exponent_and_round_trips(minor: int, currency: str) -> None:
+    exp = money.exponent(currency)
+    value = money.from_minor(minor, currency)
+    # The same value and digits as quantizing to the currency's exponent
+    expected = Decimal(minor).scaleb(-exp).quantize(Decimal(1).scaleb(-exp))
+    assert str(value) == str(expected)
+    assert value.as_tuple().exponent == -exp
+    assert money.to_minor(value, currency) == minor

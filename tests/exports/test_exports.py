@@ -246,6 +246,10 @@ async def test_rerunning_a_closed_period_reproduces_the_manifest(
     assert first["manifest"]["row_count"] == 4
     assert first["manifest"]["file_sha256"] != again["manifest"]["file_sha256"]
     assert _body_rows(first_file) == _body_rows(again_file)
+    # And the body's hash is the hash of the body's bytes in the file (between the blank rows
+    # after the watermark block and before the footer)
+    body_bytes = first_file.split(b"\r\n\r\n")[1] + b"\r\n"
+    assert hashlib.sha256(body_bytes).hexdigest() == first["manifest"]["body_sha256"]
     # And the same body hashes the same as XLSX
     xlsx, _ = await _export(client, db, keys["finance"], **body, format="xlsx")
     assert xlsx["manifest"]["body_sha256"] == first["manifest"]["body_sha256"]

@@ -81,3 +81,26 @@ async def test_the_last_days_counts_per_status_read_the_created_at_status_index(
         # an index all the same, never a scan of the table or of a whole index.
         assert "SEARCH sales_order USING COVERING INDEX" in plan, plan
         assert "created_at>" in plan, plan
+
+
+async def test_orders_per_minute_are_counted_in_the_database_per_utc_minute(db: Database) -> None:
+    # Given orders created at 10:00:05, two at 10:01:35 and 10:01:59, one at 10:04:00
+    with clock.frozen(clock.now().replace(hour=10, minute=0, second=5, microsecond=0)):
+        start = clock.now().replace(second=0)
+        await make_order(db)
+        clock.advance(timedelta(seconds=90))
+        await make_order(db)
+        clock.advance(timedelta(seconds=24))
+        await make_order(db)
+        clock.advance(timedelta(seconds=121))
+        await make_order(db)
+        # When the dashboard counts them per minute since 10:00
+        async with db.transaction(write=False) as session:
+            counts = await repository.created_per_minute(session, start)
+    # Then each minute holds its orders, as UTC minutes
+    assert counts == {
+        start: 1,
+        start + timedelta(minutes=1): 2,
+        start + timedelta(minutes=4): 1,
+    }
+    assert all(m.tzinfo is not None and m.utcoffset() == timedelta(0) for m in counts)

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ordertally.casework.filters import CaseFilter, OrderFilter
 from ordertally.casework.models import BatchAction, BatchAudit, Coupon, OrderTag
 from ordertally.core.db import dialect_of, upsert_insert
+from ordertally.exceptions import service as exceptions_service
 from ordertally.exceptions.models import ACTIVE, ExceptionCase
 from ordertally.inventory.models import Reservation, Warehouse
 from ordertally.orders.models import OrderLine, SalesOrder
@@ -77,6 +78,7 @@ async def list_cases(
     return list(rows.all())
 
 
+# In the count ledger's column order (type, side, status, owner role).
 FACETS = {
     "type": ExceptionCase.type,
     "category": ExceptionCase.side,
@@ -85,9 +87,40 @@ FACETS = {
 }
 
 
+def _ledger_only(f: CaseFilter) -> bool:
+    """Whether a filter selects on facet columns alone (the count ledger can answer it)."""
+    return not any(
+        (
+            f.assignee,
+            f.breached is not None,
+            f.due_before,
+            f.order_no,
+            f.created_from,
+            f.created_to,
+            f.sku,
+            f.warehouse,
+            f.channel,
+            f.tag,
+        )
+    )
+
+
 async def facet_counts(session: AsyncSession, f: CaseFilter) -> dict[str, dict[str, int]]:
-    """Counts per facet value among the cases a filter matches: one scan with GROUPING SETS on
-    PostgreSQL, a query per facet on SQLite (which has no grouping sets)."""
+    """Counts per facet value among the cases a filter matches. A filter on facet columns
+    alone (or none) is summed from the count ledger the database's triggers keep; any other is
+    counted from the cases: one scan with GROUPING SETS on PostgreSQL, a query per facet on
+    SQLite (which has no grouping sets)."""
+    if _ledger_only(f):
+        out: dict[str, dict[str, int]] = {name: {} for name in FACETS}
+        for row in await exceptions_service.counted(session, f.type, f.category, f.state, f.role):
+            for name, value in zip(FACETS, row[:4], strict=True):
+                out[name][value] = out[name].get(value, 0) + row[4]
+        return out
+    return await scanned_facet_counts(session, f)
+
+
+async def scanned_facet_counts(session: AsyncSession, f: CaseFilter) -> dict[str, dict[str, int]]:
+    """Counts per facet value, counted from the matching cases themselves."""
     where = _case_where(f)
     out: dict[str, dict[str, int]] = {name: {} for name in FACETS}
     if dialect_of(session) == "postgresql":

@@ -20,6 +20,8 @@ def now() -> datetime:
 
 def as_utc(value: datetime) -> datetime:
     """Attach UTC to naive values read back from SQLite, convert aware ones."""
+    if value.tzinfo is UTC:  # what asyncpg reads back: nothing to do
+        return value
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)

@@ -66,10 +66,18 @@ def to_minor(amount: Decimal | str, currency: str) -> int:
     return int(scaled)
 
 
+# Below this many minor units `Decimal(minor).scaleb(-exp)` is exact and already carries the
+# currency's exponent (the digits fit the context's 28); quantize only beyond it.
+_EXACT_MINOR = 10**27
+
+
 def from_minor(minor: int, currency: str) -> Decimal:
     """Integer minor units back to a Decimal with the currency's exponent."""
     exp = exponent(currency)
-    return Decimal(minor).scaleb(-exp).quantize(Decimal(1).scaleb(-exp))
+    value = Decimal(minor).scaleb(-exp)
+    if -_EXACT_MINOR < minor < _EXACT_MINOR:
+        return value
+    return value.quantize(Decimal(1).scaleb(-exp))
 
 
 def format_minor(minor: int, currency: str) -> str:

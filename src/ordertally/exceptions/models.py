@@ -31,7 +31,14 @@ class ExceptionCase(Base):
         CheckConstraint("side IN ('customer', 'system', 'supply_chain')", name="side_known"),
         Index("ix_exception_case_order_status", "order_id", "status"),
         Index("ix_exception_case_status_type", "status", "type"),
-        Index("ix_exception_case_status_due", "status", "due_at"),
+        # Breached / due-soon filters, with the facet columns carried so PostgreSQL counts the
+        # matching cases from the index alone.
+        Index(
+            "ix_exception_case_status_due",
+            "status",
+            "due_at",
+            postgresql_include=["owner_role", "type", "side"],
+        ),
         Index("ix_exception_case_created_id", "created_at", "id"),
         Index("ix_exception_case_announced", "announced_at", "id"),
         # The workbench's facet counts, read from the index alone on PostgreSQL.
@@ -104,3 +111,21 @@ class CasePolicy(Base):
     channels: Mapped[list[str]] = mapped_column(JsonDoc)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_by: Mapped[str] = mapped_column(String(100))
+
+
+class CaseCountDelta(Base):
+    """The workbench's facet counts as a ledger: database triggers on `exception_case` append
+    +1/-1 per (type, side, status, owner_role) whenever a case is inserted, changes one of those
+    columns or is deleted, and the `case_counts_compact` job folds the rows into one per
+    combination. Counting every case is then a sum over a few hundred rows instead of a scan of
+    every case (ADR 0033, addendum "Facet counts"). Appends never update a shared row, so
+    concurrent case writers never wait on each other here."""
+
+    __tablename__ = "case_count_delta"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(64))
+    side: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    owner_role: Mapped[str] = mapped_column(String(20))
+    delta: Mapped[int] = mapped_column(Integer)

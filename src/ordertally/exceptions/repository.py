@@ -5,10 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.exceptions.models import ACTIVE, CasePolicy, ExceptionCase, ExceptionLog
+from ordertally.core.db import dialect_of
+from ordertally.exceptions.models import (
+    ACTIVE,
+    CaseCountDelta,
+    CasePolicy,
+    ExceptionCase,
+    ExceptionLog,
+)
 
 
 async def add(session: AsyncSession, **values: Any) -> int:
@@ -75,13 +82,75 @@ async def orders_with_open_case(session: AsyncSession, case_type: str) -> list[i
 
 
 async def open_counts_by_type(session: AsyncSession) -> dict[str, int]:
-    """Open cases per type."""
+    """Open cases per type (from the count ledger)."""
+    counts: dict[str, int] = {}
+    for case_type, _side, _status, _role, n in await counted(session, status=ACTIVE):
+        counts[case_type] = counts.get(case_type, 0) + n
+    return counts
+
+
+# --- the count ledger (kept by triggers, see models.CaseCountDelta) ------------------------------
+
+LEDGER_KEY = (
+    CaseCountDelta.type,
+    CaseCountDelta.side,
+    CaseCountDelta.status,
+    CaseCountDelta.owner_role,
+)
+
+
+async def counted(
+    session: AsyncSession,
+    type: str | None = None,
+    side: str | None = None,
+    status: str | tuple[str, ...] | None = None,
+    owner_role: str | None = None,
+) -> list[tuple[str, str, str, str, int]]:
+    """How many cases there are per (type, side, status, owner role), among those the given
+    values select (None = any; a tuple of states = any of them), summed from the ledger.
+    Combinations without a case are absent."""
+    where = [
+        column == value if isinstance(value, str) else column.in_(value)
+        for column, value in zip(LEDGER_KEY, (type, side, status, owner_role), strict=True)
+        if value is not None
+    ]
+    total = func.sum(CaseCountDelta.delta)
     rows = await session.execute(
-        select(ExceptionCase.type, func.count())
-        .where(ExceptionCase.status.in_(ACTIVE))
-        .group_by(ExceptionCase.type)
+        select(*LEDGER_KEY, total).where(*where).group_by(*LEDGER_KEY).having(total != 0)
     )
-    return {case_type: int(n) for case_type, n in rows.all()}
+    return [(t, si, st, r, int(n)) for t, si, st, r, n in rows.all()]
+
+
+async def fold_counts(session: AsyncSession) -> int:
+    """Fold the ledger into one row per combination; returns how many rows it folded.
+    Only rows this transaction can see are taken (a writer still open keeps its own), so a
+    fold running beside writers or another fold never loses or doubles a count."""
+    key = ", ".join(column.name for column in LEDGER_KEY)
+    if dialect_of(session) == "postgresql":
+        folded = await session.execute(
+            text(
+                f"WITH gone AS (DELETE FROM case_count_delta RETURNING {key}, delta), "
+                f"kept AS (INSERT INTO case_count_delta ({key}, delta) "
+                f"SELECT {key}, sum(delta) FROM gone GROUP BY {key} HAVING sum(delta) <> 0) "
+                "SELECT count(*) FROM gone"
+            )
+        )
+        return int(folded.scalar_one())
+    # SQLite: one writer at a time, so read, delete and write back in the same transaction.
+    total = func.sum(CaseCountDelta.delta)
+    rows = (
+        await session.execute(select(*LEDGER_KEY, total).group_by(*LEDGER_KEY).having(total != 0))
+    ).all()
+    gone = await session.execute(delete(CaseCountDelta))
+    if rows:
+        await session.execute(
+            insert(CaseCountDelta),
+            [
+                {"type": t, "side": si, "status": st, "owner_role": r, "delta": int(n)}
+                for t, si, st, r, n in rows
+            ],
+        )
+    return int(gone.rowcount or 0)  # type: ignore[attr-defined]
 
 
 # --- the workbench: state changes, log, policies, SLA clocks ------------------------------------
@@ -191,13 +260,11 @@ async def count_breached(session: AsyncSession, now: datetime) -> tuple[int, lis
 
 
 async def counts_by_type_state(session: AsyncSession) -> dict[tuple[str, str], int]:
-    """Active cases per (type, state) (the gauge)."""
-    rows = await session.execute(
-        select(ExceptionCase.type, ExceptionCase.status, func.count())
-        .where(ExceptionCase.status.in_(ACTIVE))
-        .group_by(ExceptionCase.type, ExceptionCase.status)
-    )
-    return {(t, s): int(n) for t, s, n in rows.all()}
+    """Active cases per (type, state) (the gauge, from the count ledger)."""
+    counts: dict[tuple[str, str], int] = {}
+    for case_type, _side, status, _role, n in await counted(session, status=ACTIVE):
+        counts[case_type, status] = counts.get((case_type, status), 0) + n
+    return counts
 
 
 async def unannounced(session: AsyncSession, limit: int) -> list[ExceptionCase]:

@@ -407,6 +407,23 @@ async def counts_by_type_state(session: AsyncSession) -> dict[tuple[str, str], i
     return await repository.counts_by_type_state(session)
 
 
+async def counted(
+    session: AsyncSession,
+    type: str | None = None,
+    side: str | None = None,
+    status: str | None = None,
+    owner_role: str | None = None,
+) -> list[tuple[str, str, str, str, int]]:
+    """Cases per (type, side, status, owner role) among those the values select, from the
+    count ledger: a sum over a few hundred rows however many cases there are."""
+    return await repository.counted(session, type, side, status, owner_role)
+
+
+async def fold_case_counts(session: AsyncSession) -> int:
+    """Fold the count ledger (the `case_counts_fold` job); returns the rows folded."""
+    return await repository.fold_counts(session)
+
+
 async def orders_with_open_cases(session: AsyncSession, order_ids: list[int]) -> set[int]:
     """Which of these orders have an open exception case (search's filter)."""
     return await repository.orders_with_open(session, order_ids)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -255,7 +256,8 @@ async def run_export(
                 reads.append(expr)
             return index[id(expr)]
 
-        plan = [(c, [slot(e) for e in c.reads]) for c in columns]
+        # Per column, its renderer and a getter of the values it reads as one tuple.
+        plan = [(c.render, _getter([slot(e) for e in c.reads])) for c in columns]
         amount = (slot(template.amount[0]), slot(template.amount[1])) if template.amount else None
         where = where_of(export)
         total = await repository.count_rows(session, template, where)
@@ -280,7 +282,7 @@ async def run_export(
         sums: dict[str, int] = {}
         done = 0
         async for row in repository.stream_rows(session, template, reads, where):
-            writer.row([c.render([row[i] for i in idx], ctx) for c, idx in plan])
+            writer.row([render(get(row), ctx) for render, get in plan])
             if amount is not None and row[amount[0]] is not None:
                 cur = row[amount[1]]
                 sums[cur] = sums.get(cur, 0) + row[amount[0]]
@@ -323,6 +325,15 @@ async def run_export(
             expires_at=now + RETENTION,
         )
     return manifest
+
+
+def _getter(indexes: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """A function from a row to the tuple of its values at these indexes (`itemgetter` gives a
+    bare value for one index: wrapped, so a renderer always gets a tuple)."""
+    if len(indexes) == 1:
+        one = indexes[0]
+        return lambda row: (row[one],)
+    return itemgetter(*indexes)
 
 
 def _iso(value: datetime) -> str:

@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import xlsxwriter  # type: ignore[import-untyped]
 
-from ordertally.core.spreadsheet import safe_cell
+from ordertally.core.spreadsheet import FORMULA_START
 from ordertally.exports.templates.base import Cell
 
 BOM = "\ufeff"
@@ -59,30 +59,53 @@ class Watermark:
 
 
 def _text(cell: Cell) -> str:
+    """A cell as CSV text: None empty, text through the formula neutraliser (`safe_cell`'s
+    rule, inlined: this runs for every cell of a million-row export)."""
     if cell is None:
         return ""
     if isinstance(cell, str):
-        return str(safe_cell(cell))
+        return "'" + cell if cell.startswith(FORMULA_START) else cell
     return str(cell)
 
 
-class BodyHash:
-    """SHA-256 of the body as CSV bytes (UTF-8, CRLF), the same for CSV and XLSX files."""
+# Rows serialised into memory before they are encoded, hashed and written in one go.
+FLUSH_ROWS = 1000
 
-    def __init__(self) -> None:
+
+class BodyHash:
+    """SHA-256 of the body as CSV bytes (UTF-8, CRLF), the same for CSV and XLSX files. Rows
+    are serialised into a buffer and hashed a thousand at a time (the same digest as row by
+    row: SHA-256 over the concatenation)."""
+
+    def __init__(self, sink: IO[bytes] | None = None) -> None:
         self._sha = hashlib.sha256()
         self._buf = io.StringIO()
         self._csv = csv.writer(self._buf, lineterminator="\r\n")
+        self._sink = sink  # where the hashed bytes also go (the CSV file), if anywhere
+        self._pending = 0
 
     def add(self, row: Sequence[str]) -> None:
-        """Hash one row."""
+        """Add one row of text cells."""
         self._csv.writerow(row)
-        self._sha.update(self._buf.getvalue().encode())
+        self._pending += 1
+        if self._pending >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hash (and write) the buffered rows."""
+        if not self._pending:
+            return
+        data = self._buf.getvalue().encode()
+        self._sha.update(data)
+        if self._sink is not None:
+            self._sink.write(data)
         self._buf.seek(0)
         self._buf.truncate()
+        self._pending = 0
 
     def hexdigest(self) -> str:
         """The body's SHA-256 so far."""
+        self.flush()
         return self._sha.hexdigest()
 
 
@@ -94,31 +117,32 @@ class FileWriter(Protocol):
     def close(self, footer: list[str]) -> None: ...
 
 
+def _csv_lines(rows: list[list[str]]) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerows(rows)
+    return buf.getvalue().encode()
+
+
 class CsvWriter:
-    """CSV in UTF-8 with a BOM (Excel opens it as UTF-8), CRLF line ends."""
+    """CSV in UTF-8 with a BOM (Excel opens it as UTF-8), CRLF line ends. The body's rows are
+    serialised once: the bytes hashed are the bytes written."""
 
     def __init__(self, path: Path, watermark: Watermark) -> None:
-        self._file = path.open("w", encoding="utf-8", newline="")
-        self._file.write(BOM)
-        self._csv = csv.writer(self._file, lineterminator="\r\n")
-        self.body = BodyHash()
-        for line in watermark.preamble():
-            self._csv.writerow([_text(c) for c in line])
-        self._csv.writerow([])
+        self._file = path.open("wb")
+        self._file.write(BOM.encode())
+        self._file.write(_csv_lines([[_text(c) for c in line] for line in watermark.preamble()]))
+        self._file.write(_csv_lines([[]]))
+        self.body = BodyHash(sink=self._file)
 
     def header(self, headers: list[str]) -> None:
-        row = [_text(h) for h in headers]
-        self.body.add(row)
-        self._csv.writerow(row)
+        self.body.add([_text(h) for h in headers])
 
     def row(self, cells: list[Cell]) -> None:
-        row = [_text(c) for c in cells]
-        self.body.add(row)
-        self._csv.writerow(row)
+        self.body.add([_text(c) for c in cells])
 
     def close(self, footer: list[str]) -> None:
-        self._csv.writerow([])
-        self._csv.writerow([_text(c) for c in footer])
+        self.body.flush()
+        self._file.write(_csv_lines([[], [_text(c) for c in footer]]))
         self._file.close()
 
 

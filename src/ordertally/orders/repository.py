@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Select, and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ordertally.core.clock import as_utc
 from ordertally.core.db import dialect_of, table_of
 from ordertally.orders.models import (
     FxRate,
@@ -384,10 +385,22 @@ async def set_waybill_nos(
     )
 
 
-async def created_times_since(session: AsyncSession, since: datetime) -> list[datetime]:
-    """When each order created since a moment was created (the dashboard's throughput)."""
-    stmt = select(SalesOrder.created_at).where(SalesOrder.created_at >= since)
-    return list((await session.scalars(stmt)).all())
+async def created_per_minute(session: AsyncSession, since: datetime) -> dict[datetime, int]:
+    """Orders created per UTC minute since a moment, counted in the database (the dashboard's
+    throughput: an hour of a busy shop is tens of thousands of rows, never sent to Python)."""
+    if dialect_of(session) == "postgresql":
+        minute: Any = func.date_trunc("minute", SalesOrder.created_at)
+    else:
+        # SQLite keeps UTC as 'YYYY-MM-DD HH:MM:SS.ffffff' text: the minute is its first 16.
+        minute = func.substr(SalesOrder.created_at, 1, 16)
+    rows = await session.execute(
+        select(minute, func.count()).where(SalesOrder.created_at >= since).group_by(minute)
+    )
+    out: dict[datetime, int] = {}
+    for at, n in rows.all():
+        moment = as_utc(datetime.fromisoformat(at) if isinstance(at, str) else at)
+        out[moment.replace(second=0, microsecond=0)] = int(n)
+    return out
 
 
 def status_counts_since_statement(since: datetime) -> Select[str, int]:

@@ -87,11 +87,7 @@ async def list_orders(
 
 async def created_per_minute(session: AsyncSession, since: datetime) -> dict[datetime, int]:
     """Orders created per UTC minute since a moment (minutes without orders are absent)."""
-    counts: dict[datetime, int] = {}
-    for at in await repository.created_times_since(session, since):
-        minute = clock.as_utc(at).replace(second=0, microsecond=0)
-        counts[minute] = counts.get(minute, 0) + 1
-    return counts
+    return await repository.created_per_minute(session, since)
 
 
 async def status_counts_since(session: AsyncSession, since: datetime) -> dict[str, int]:

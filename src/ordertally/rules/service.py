@@ -25,6 +25,7 @@ from ordertally.rules.conditions import (
     TRIGGERS,
     Compiled,
     compile_condition,
+    merged,
     prepare,
 )
 from ordertally.rules.errors import PlanInvalid, PlanNotFound, RuleExists, RuleNotFound
@@ -277,7 +278,7 @@ async def evaluate_event(session: AsyncSession, envelope: Envelope) -> int:
         return 0
     wanted = set().union(*(r.compiled.variables for r in rules))
     order_facts = await facts.order_facts(session, order, wanted)
-    context = prepare(order_facts)
+    context = prepare(order_facts, merged([r.compiled.reads for r in rules]))
     fired = 0
     for item in rules:
         EVALUATIONS.labels(item.rule.trigger).inc()
@@ -314,7 +315,10 @@ async def run_schedule(session: AsyncSession, now: datetime) -> int:
     fired = 0
     day = clock.as_utc(now).date().isoformat()
     for subject_kind in sorted({r.compiled.trigger.subject for r in rules}):
-        subjects = [(s, f, prepare(f)) for s, f in await _subjects(session, subject_kind)]
+        reads = merged(
+            [r.compiled.reads for r in rules if r.compiled.trigger.subject == subject_kind]
+        )
+        subjects = [(s, f, prepare(f, reads)) for s, f in await _subjects(session, subject_kind)]
         for item in (r for r in rules if r.compiled.trigger.subject == subject_kind):
             for subject, subject_facts, context in subjects:
                 EVALUATIONS.labels(item.rule.trigger).inc()
@@ -361,7 +365,7 @@ async def dry_run(
 
     def consider(subject: str, subject_facts: dict[str, Any]) -> None:
         result.evaluated += 1
-        if compiled.matches(subject_facts):
+        if compiled.matches(prepare(subject_facts, compiled.reads)):
             result.matched += 1
             if len(result.sample) < sample_size:
                 result.sample.append({"subject": subject, "facts": _seen(compiled, subject_facts)})
