@@ -262,10 +262,158 @@ class CasesList(Screen):
     async def row_text(self, case_id: int) -> str:
         return await self.page.locator(f"tr[data-case='{case_id}']").inner_text()
 
+    async def open_case(self, case_id: int) -> CaseDetail:
+        await self.page.click(f"a[data-open-case='{case_id}']")
+        await expect(self.page).to_have_url(f"{self.base}/ui/cases/{case_id}")
+        return CaseDetail(self.page, self.base)
+
     async def open_order_of(self, case_id: int, order_no: str) -> OrderDetail:
         await self.page.click(f"tr[data-case='{case_id}'] a.mono")
         await expect(self.page).to_have_url(f"{self.base}/ui/orders/{order_no}")
         return OrderDetail(self.page, self.base)
+
+
+class CaseDetail(Screen):
+    """One exception case: its facts, log and actions."""
+
+    async def open(self, case_id: int) -> CaseDetail:
+        await self.page.goto(f"{self.base}/ui/cases/{case_id}")
+        return self
+
+    async def state(self) -> str:
+        return await self.page.locator("[data-state]").get_attribute("data-state") or ""
+
+    async def owner(self) -> str:
+        return await self.page.locator("[data-owner]").get_attribute("data-owner") or ""
+
+    async def hand_off(self, role: str, evidence: dict[str, str], note: str = "") -> None:
+        """Pick the role, fill in the evidence given, and hand off; the page comes back."""
+        form = self.page.locator("#hand-off-form")
+        await form.locator("select[name=to_role]").select_option(role)
+        for key, ref in evidence.items():
+            await form.locator(f"input[data-evidence-input='{key}']").fill(ref)
+        await form.locator("input[name=note]").fill(note)
+        await self.page.click("button[data-action=hand-off]")
+        await self.page.wait_for_load_state()
+
+    async def error(self) -> str:
+        """The refusal shown beside the forms."""
+        return (await self.page.locator("p.flash.error").inner_text()).strip()
+
+    async def flash(self) -> str:
+        return (await self.page.locator("[data-case-flash]").inner_text()).strip()
+
+    async def assign_to_me(self) -> None:
+        await self.page.click("button[data-action=assign-me]")
+        await expect(self.page.locator("[data-case-flash]")).to_have_count(1)
+
+    async def resolve(self, code: str, resolution: str) -> None:
+        form = self.page.locator("#resolve-form")
+        await form.locator("select[name=code]").select_option(code)
+        await form.locator("input[name=resolution]").fill(resolution)
+        await self.page.click("button[data-action=resolve-case]")
+        await expect(self.page.locator("[data-state]")).to_have_attribute("data-state", "resolved")
+
+    async def log_actions(self) -> list[str]:
+        return await self.page.locator("[data-log]").evaluate_all(
+            "rows => rows.map(r => r.dataset.log)"
+        )
+
+
+class RulesList(Screen):
+    async def open(self) -> RulesList:
+        await self.page.goto(f"{self.base}/ui/rules")
+        return self
+
+    async def rules(self) -> dict[str, str]:
+        """Each rule's code and whether it is enabled ("yes"/"no")."""
+        return dict(
+            await self.page.locator("tr[data-rule]").evaluate_all(
+                "rows => rows.map(r => [r.dataset.rule, r.dataset.enabled])"
+            )
+        )
+
+    async def new_rule(self) -> RuleEditor:
+        await self.page.click("a[data-action=new-rule]")
+        await expect(self.page).to_have_url(f"{self.base}/ui/rules/new")
+        return RuleEditor(self.page, self.base)
+
+
+class RuleEditor(Screen):
+    """The rule editor: fields, actions, dry run, save, enable."""
+
+    async def write(
+        self, code: str, name: str, trigger: str, condition: str, action: dict[str, str]
+    ) -> None:
+        """Fill in the rule; the first action row's fields come after its kind is picked."""
+        await self.page.fill("#rule-form input[name=code]", code)
+        await self.page.fill("#rule-form input[name=name]", name)
+        await self.page.select_option("#rule-form select[name=trigger]", trigger)
+        await self.set_condition(condition)
+        kind = action.pop("kind")
+        async with self.page.expect_response(re.compile(r"/ui/rules/action-fields")):
+            await self.page.select_option("select[name='a0.kind']", kind)
+        for param, value in action.items():
+            await self.page.fill(f"input[name='a0.{param}']", value)
+
+    async def set_condition(self, condition: str) -> None:
+        await self.page.fill("#rule-form textarea[name=condition]", condition)
+
+    async def save(self) -> None:
+        await self.page.click("button[data-action=save-rule]")
+        await self.page.wait_for_load_state()
+
+    async def field_error(self, field: str) -> str:
+        return (await self.page.locator(f"[data-field-error={field}]").inner_text()).strip()
+
+    async def dry_run(self, days: int) -> tuple[int, int, list[str]]:
+        """Dry-run the draft (htmx): (matched, evaluated, sample subjects)."""
+        await self.page.fill("#rule-form input[name=days]", str(days))
+        async with self.page.expect_response(re.compile(r"/ui/rules/dry-run")):
+            await self.page.click("button[data-action=dry-run]")
+        await expect(self.page.locator("[data-dry-result]")).to_have_count(1)
+        matched = await self.page.locator("[data-dry=matched]").inner_text()
+        evaluated = await self.page.locator("[data-dry=evaluated]").inner_text()
+        subjects = await self.page.locator("[data-dry-match]").evaluate_all(
+            "rows => rows.map(r => r.dataset.dryMatch)"
+        )
+        return int(matched.replace(",", "")), int(evaluated.replace(",", "")), subjects
+
+    async def state(self) -> str:
+        return await self.page.locator("[data-rule-state]").get_attribute("data-rule-state") or ""
+
+    async def enable(self) -> None:
+        await self.page.click("button[data-action=enable]")
+        await expect(self.page.locator("[data-rule-state]")).to_have_attribute(
+            "data-rule-state", "enabled"
+        )
+
+    async def versions(self) -> list[str]:
+        return await self.page.locator("[data-rule-version]").evaluate_all(
+            "rows => rows.map(r => r.dataset.ruleVersion)"
+        )
+
+
+class ReviewQueue(Screen):
+    """审单: the orders waiting at a review stage."""
+
+    async def open(self, stage: str = "cs") -> ReviewQueue:
+        await self.page.goto(f"{self.base}/ui/review?stage={stage}")
+        return self
+
+    async def waiting(self) -> list[str]:
+        return await self.page.locator("tr[data-review]").evaluate_all(
+            "rows => rows.map(r => r.dataset.review)"
+        )
+
+    async def reasons(self, order_no: str) -> list[str]:
+        return await self.page.locator(f"tr[data-review='{order_no}'] [data-reason]").evaluate_all(
+            "chips => chips.map(c => c.textContent.trim())"
+        )
+
+    async def pass_order(self, order_no: str) -> None:
+        await self.page.click(f"tr[data-review='{order_no}'] button[data-action=pass-review]")
+        await expect(self.page.locator("[data-review-flash]")).to_have_count(1)
 
 
 class AftersalesQueue(Screen):

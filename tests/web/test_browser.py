@@ -9,8 +9,10 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.async_api import Browser, Page, Request
 
+from ordertally.casework import batch as casework_batch
 from ordertally.core.db import Database
 from ordertally.exceptions import service as exceptions_service
+from ordertally.exceptions.service import Who
 from tests.conftest import LiveServer
 from tests.factories import make_order
 from tests.web import browser
@@ -95,6 +97,8 @@ async def test_an_admin_adds_cs_who_finds_an_order_and_cancels_it(
         "inventory",
         "channels",
         "cases",
+        "review",
+        "rules",
         "aftersales",
         "exports",
         "analytics",
@@ -115,6 +119,8 @@ async def test_an_admin_adds_cs_who_finds_an_order_and_cancels_it(
         "inventory",
         "channels",
         "cases",
+        "review",
+        "rules",
         "aftersales",
         "exports",
         "analytics",
@@ -200,9 +206,26 @@ async def test_every_page_loads_from_this_host_alone_within_the_budget(
     chromium: Browser, live_server: LiveServer, db: Database
 ) -> None:
     base = live_server.url
-    # Given an admin and an order
+    # Given an admin, an order and a case on it
     await make_user(db, "admin", "admin")
     order = await make_order(db)
+    async with db.transaction() as session:
+        case_id = await exceptions_service.open_case(
+            session,
+            order_id=order.id,
+            category="payment",
+            type="double_payment",
+            blocking=False,
+            detail={},
+        )
+        batch_id, _, _ = await casework_batch.create(
+            session,
+            "resolve_cases",
+            "cases",
+            {"type": "double_payment"},
+            {"case_type": "double_payment", "code": "fixed", "note": "tests"},
+            Who("tests"),
+        )
     page = await new_page(chromium)
     seen: list[Request] = []
     page.on("request", lambda request: seen.append(request))
@@ -212,6 +235,8 @@ async def test_every_page_loads_from_this_host_alone_within_the_budget(
     screens = ("/ui/", "/ui/orders", f"/ui/orders/{order.order_no}", "/ui/users")
     screens += ("/ui/payments", "/ui/inventory", "/ui/shipping", "/ui/channels", "/ui/settings")
     screens += ("/ui/aftersales", "/ui/exports", "/ui/analytics")
+    screens += ("/ui/cases", f"/ui/cases/{case_id}", "/ui/rules", "/ui/rules/new", "/ui/review")
+    screens += (f"/ui/batches/{batch_id}",)
     for path in screens:
         await page.goto(f"{base}{path}")
         await page.wait_for_load_state("networkidle")

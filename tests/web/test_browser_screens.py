@@ -186,16 +186,14 @@ async def test_each_role_is_refused_on_another_roles_screens_and_csrf_is_checked
     new_case = f"/ui/aftersales/new?order={order.order_no}"
     refused = {
         "ops": ["/ui/payments", "/ui/users"],
-        "cs": ["/ui/payments", "/ui/shipping", "/ui/settings", "/ui/users"],
-        "finance": ["/ui/shipping", "/ui/users", new_case],
+        "cs": [
+            *("/ui/payments", "/ui/shipping", "/ui/settings", "/ui/users", "/ui/rules/new"),
+        ],
+        "finance": ["/ui/shipping", "/ui/users", "/ui/rules", "/ui/rules/new", new_case],
         "warehouse": [
-            "/ui/payments",
-            "/ui/channels",
-            "/ui/settings",
-            "/ui/users",
-            "/ui/exports",
-            "/ui/analytics",
-            new_case,
+            *("/ui/payments", "/ui/channels", "/ui/settings", "/ui/users"),
+            *("/ui/rules", "/ui/rules/new", "/ui/review"),
+            *("/ui/exports", "/ui/analytics", new_case),
         ],
     }
     for role, paths in refused.items():

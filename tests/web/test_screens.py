@@ -323,6 +323,15 @@ async def test_the_warehouse_ships_a_batch_from_a_pasted_list(
         ("cs", "/ui/shipping", False),
         ("warehouse", "/ui/shipping", True),
         ("finance", "/ui/inventory", True),
+        ("warehouse", "/ui/cases", True),
+        ("cs", "/ui/rules", True),
+        ("cs", "/ui/rules/new", False),
+        ("ops", "/ui/rules/new", True),
+        ("finance", "/ui/rules", False),
+        ("warehouse", "/ui/rules", False),
+        ("finance", "/ui/review", True),
+        ("cs", "/ui/review", True),
+        ("warehouse", "/ui/review", False),
     ],
 )
 async def test_each_screen_checks_the_role(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -105,6 +105,14 @@ async def hits(
         stmt = stmt.where(RuleHit.id < before_id)
     result = await session.scalars(stmt.order_by(RuleHit.id.desc()).limit(limit))
     return list(result.all())
+
+
+async def hit_counts(session: AsyncSession) -> dict[int, tuple[int, datetime | None]]:
+    """Per rule: how many times it fired and when it last did."""
+    rows = await session.execute(
+        select(RuleHit.rule_id, func.count(), func.max(RuleHit.fired_at)).group_by(RuleHit.rule_id)
+    )
+    return {int(r): (int(n), last) for r, n, last in rows.all()}
 
 
 # --- purchase plans ------------------------------------------------------------------------------

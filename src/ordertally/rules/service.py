@@ -183,6 +183,12 @@ async def hits(
     return await repository.hits(session, rule_id, before_id=before_id, limit=limit)
 
 
+async def hit_counts(session: AsyncSession) -> dict[int, tuple[int, datetime | None]]:
+    """Per rule id: how many times it fired, and when it last did (rules never fired are
+    absent)."""
+    return await repository.hit_counts(session)
+
+
 async def install_templates(
     session: AsyncSession, by: str, codes: list[str] | None = None
 ) -> list[Rule]:

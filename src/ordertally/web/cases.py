@@ -4,12 +4,15 @@ actions are the API's (`/api/v1/cases/...`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from ordertally.auth import users
 from ordertally.casework import service as casework_service
 from ordertally.casework.errors import BadCursor
 from ordertally.casework.filters import CaseFilter
@@ -17,7 +20,7 @@ from ordertally.core import clock
 from ordertally.exceptions import registry
 from ordertally.web import pages
 from ordertally.web.i18n import N_
-from ordertally.web.security import database, signed_in
+from ordertally.web.security import SignedIn, database, may, signed_in
 from ordertally.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -42,6 +45,28 @@ SEVERITY_LABELS: dict[str, str] = {
     "critical": N_("Critical"),
 }
 
+# Resolution codes offered in the form (any code matching the API's pattern is taken).
+RESOLUTION_CODES: dict[str, str] = {
+    "refunded": N_("Refunded"),
+    "reshipped": N_("Reshipped"),
+    "fixed": N_("Fixed"),
+    "customer_contacted": N_("Customer contacted"),
+    "duplicate": N_("Duplicate"),
+    "no_action_needed": N_("No action needed"),
+}
+
+
+def sla_timer(case: Mapping[str, Any], now: datetime) -> dict[str, Any] | None:
+    """How long an active case has left before its SLA due time, or how late it is (None for a
+    closed case or one without a due time): hours and minutes, and whether it is late."""
+    if not case.get("due_at") or case.get("state") not in ("open", "in_progress", "escalated"):
+        return None
+    due = datetime.fromisoformat(str(case["due_at"]).replace("Z", "+00:00"))
+    seconds = (due - now).total_seconds()
+    late = seconds < 0
+    hours, rest = divmod(int(abs(seconds) // 60), 60)
+    return {"late": late, "hours": hours, "minutes": rest}
+
 
 def _pick(value: str | None, known: dict[str, str] | set[str]) -> str | None:
     return value if value in known else None
@@ -57,7 +82,18 @@ def cases_link(**params: str) -> str:
 async def cases_page(request: Request) -> Response:
     """Cases, newest first, filtered; htmx asks for the table block alone."""
     user = await signed_in(request, "cases.read")
-    q = request.query_params
+    return await render_list(request, user, request.query_params)
+
+
+async def render_list(
+    request: Request,
+    user: SignedIn,
+    q: Mapping[str, str],
+    *,
+    status: int = 200,
+    **extra: Any,
+) -> Response:
+    """The list under the filters in `q` (a page's query, or a bulk form's hidden fields)."""
     filters = {
         "state": _pick(q.get("state"), STATE_LABELS) or "",
         "category": _pick(q.get("category"), CATEGORY_LABELS) or "",
@@ -80,11 +116,12 @@ async def cases_page(request: Request) -> Response:
         except BadCursor:
             cursor = None
             page = await casework_service.list_cases(session, f, None, PAGE_SIZE)
+        people = await users.list_users(session) if may(user, "cases.work") else []
     context: dict[str, Any] = pages._common(
         request,
         user,
         active="cases",
-        cases=page["items"],
+        cases=[c | {"timer": sla_timer(c, f.now or clock.now())} for c in page["items"]],
         facets=page["facets"],
         filters=filters,
         state_labels=STATE_LABELS,
@@ -95,6 +132,13 @@ async def cases_page(request: Request) -> Response:
         },
         next_link=cases_link(**filters, after=page["next_cursor"]) if page["next_cursor"] else None,
         first_link=cases_link(**filters) if cursor else None,
+        can_work=may(user, "cases.work"),
+        can_batch=may(user, "cases.batch"),
+        people=[p for p in people if p.active],
+        path="/ui/cases",
+        query=urlencode({k: v for k, v in filters.items() if v}),
+        resolution_codes=RESOLUTION_CODES,
+        **({"bulk_error": None, "bulk_results": []} | extra),
     )
     block = "table" if request.headers.get("hx-target") == "cases-table" else None
-    return render(request, "cases.html", context, block=block)
+    return render(request, "cases.html", context, block=block, status=status)

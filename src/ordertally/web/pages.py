@@ -171,6 +171,10 @@ def _common(request: Request, user: SignedIn | None, **extra: Any) -> dict[str, 
         if may(user, "channels.read"):
             nav.append(("/ui/channels", N_("Channels"), "channels"))
         nav.append(("/ui/cases", N_("Exception cases"), "cases"))
+        if may(user, "orders.review"):
+            nav.append(("/ui/review", N_("Order review"), "review"))
+        if may(user, "rules.read"):
+            nav.append(("/ui/rules", N_("Rules"), "rules"))
         nav.append(("/ui/aftersales", N_("After-sales"), "aftersales"))
         if may(user, "exports.read"):
             nav.append(("/ui/exports", N_("Exports"), "exports"))

@@ -4,9 +4,11 @@ catalogue), whole pages or one block of a page for htmx partial updates."""
 from __future__ import annotations
 
 import functools
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -14,7 +16,7 @@ from starlette.responses import HTMLResponse
 from ordertally.web import i18n
 
 TEMPLATES = Path(__file__).parent / "templates"
-STATIC_VERSION = "3"
+STATIC_VERSION = "4"
 # Nothing may load from another host; htmx and ECharts set inline styles.
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
@@ -35,6 +37,11 @@ def environment(locale: str) -> Environment:
     env.install_gettext_translations(i18n.translations(locale), newstyle=True)  # type: ignore[attr-defined]
     env.filters["money"] = lambda minor, currency: i18n.fmt_money(minor, currency, locale)
     env.filters["time"] = lambda value: i18n.fmt_time(value, locale)
+    env.filters["isotime"] = lambda value: i18n.fmt_time(
+        datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None, locale
+    )
+    # JSON of facts and outcomes as people read it (Chinese kept, not \u-escaped).
+    env.filters["facts"] = lambda value: orjson.dumps(value).decode()
     env.filters["number"] = lambda value: i18n.fmt_number(value, locale)
     env.filters["percent"] = lambda value: i18n.fmt_percent(value, locale)
     env.globals["locale"] = locale

@@ -17,11 +17,15 @@ from ordertally.web import (
     admin,
     aftersales,
     analytics,
+    batch_desk,
+    case_desk,
     cases,
     channel_desk,
     exports,
     finance,
     pages,
+    review_desk,
+    rules_desk,
     security,
     warehouse,
 )
@@ -84,6 +88,10 @@ def register(app: FastAPI | None) -> None:
     app.include_router(aftersales.router)
     app.include_router(exports.router)
     app.include_router(analytics.router)
+    app.include_router(batch_desk.router)
+    app.include_router(case_desk.router)
+    app.include_router(rules_desk.router)
+    app.include_router(review_desk.router)
     static = _Cached(GZipMiddleware(StaticFiles(directory=STATIC), minimum_size=512))
     app.mount("/ui/static", static, name="ui-static")
     app.add_exception_handler(security.LoginRequired, _login_required)

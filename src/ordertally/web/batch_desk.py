@@ -1,0 +1,139 @@
+"""Batch actions from the workbench: resolve every case of a type that the list's filters
+select, as the workbench's batch action (`casework.batch`: preview with a count and a sample,
+confirm, run by the worker in chunks with progress, cancellable between chunks). The page is
+the API's preview / confirm / cancel / progress, through the same service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.responses import RedirectResponse, Response
+
+from ordertally.casework import batch
+from ordertally.casework.errors import BatchNotFound
+from ordertally.casework.schemas import BatchIn
+from ordertally.core.errors import OrdertallyError
+from ordertally.web import cases, pages
+from ordertally.web.case_desk import _who, say
+from ordertally.web.i18n import N_
+from ordertally.web.security import check_csrf, database, may, signed_in
+from ordertally.web.templating import render
+
+router = APIRouter(include_in_schema=False)
+
+BATCH_STATES: dict[str, str] = {
+    "previewed": N_("Previewed: not started"),
+    "queued": N_("Queued"),
+    "running": N_("Running"),
+    "done": N_("Done"),
+    "cancelled": N_("Cancelled"),
+}
+FLASHES: dict[str, str] = {
+    "confirmed": N_("The batch is queued: the worker runs it in the background."),
+    "cancelled": N_("The batch was cancelled; what was done stays done."),
+}
+
+
+@router.post("/ui/cases/batch")
+async def create(request: Request) -> Response:
+    """Preview resolving every case of the filtered type: nothing changes before confirm."""
+    user = await signed_in(request, "cases.batch")
+    await check_csrf(request, user)
+    form = await request.form()
+    q = {k: str(form.get(k, ""))[:64] for k in ("state", "category", "type", "role", "breached")}
+    filters: dict[str, Any] = {k: v for k, v in q.items() if v and k != "breached"}
+    if q["breached"] == "1":
+        filters["breached"] = True
+    params = {
+        "case_type": q["type"],
+        "code": str(form.get("code", "")).strip()[:64],
+        "note": str(form.get("resolution", "")).strip()[:500],
+    }
+    error = None
+    if not q["type"]:
+        error = say(request, N_("Filter the list to one case type first."))
+    elif not params["note"] or not params["code"]:
+        error = say(request, N_("Say how the cases were resolved (up to 500 characters)."))
+    if error is None:
+        try:
+            body = BatchIn.model_validate(
+                {"action": "resolve_cases", "target": "cases", "filters": filters, "params": params}
+            )
+            async with database(request).transaction() as session:
+                batch_id, _, _ = await batch.create(
+                    session,
+                    body.action,
+                    body.target,
+                    body.filters,
+                    body.params,
+                    _who(request, user),
+                )
+        except ValidationError:
+            error = say(request, N_("Check the form's fields."))
+    if error is not None:
+        return await cases.render_list(request, user, q, bulk_error=error, status=422)
+    return RedirectResponse(f"/ui/batches/{batch_id}", status_code=303)
+
+
+async def _page(request: Request, batch_id: int, *, error: str | None = None) -> Response:
+    user = await signed_in(request, "cases.read")
+    async with database(request).transaction(write=False) as session:
+        try:
+            b = await batch.get(session, batch_id)
+        except BatchNotFound:
+            context = pages._common(request, user, reason="batch_missing", permission=None)
+            return render(request, "forbidden.html", context, status=404)
+        audit = await batch.audit_counts(session, batch_id)
+        sample: list[str] = []
+        if b.state == "previewed":
+            _, sample = await batch.preview(session, b.target, b.filters)
+    context = pages._common(
+        request,
+        user,
+        active="cases",
+        batch=b,
+        audit=audit,
+        sample=sample,
+        state_labels=BATCH_STATES,
+        can_batch=may(user, "cases.batch"),
+        batch_flash=FLASHES.get(request.query_params.get("done", "")),
+        error=error,
+        path=f"/ui/batches/{batch_id}",
+        query="",
+    )
+    block = "progress" if request.headers.get("hx-target") == "batch-progress" else None
+    return render(request, "batch.html", context, block=block, status=409 if error else 200)
+
+
+@router.get("/ui/batches/{batch_id}")
+async def batch_page(request: Request, batch_id: int) -> Response:
+    """A batch: what it does, its preview, its progress (htmx refreshes it while it runs)."""
+    return await _page(request, batch_id)
+
+
+@router.post("/ui/batches/{batch_id}/confirm")
+async def confirm(request: Request, batch_id: int) -> Response:
+    """Queue a previewed batch for the worker."""
+    user = await signed_in(request, "cases.batch")
+    await check_csrf(request, user)
+    try:
+        async with database(request).transaction() as session:
+            await batch.confirm(session, batch_id)
+    except OrdertallyError as exc:
+        return await _page(request, batch_id, error=say(request, pages._error_text(exc)))
+    return RedirectResponse(f"/ui/batches/{batch_id}?done=confirmed", status_code=303)
+
+
+@router.post("/ui/batches/{batch_id}/cancel")
+async def cancel(request: Request, batch_id: int) -> Response:
+    """Stop a batch between chunks."""
+    user = await signed_in(request, "cases.batch")
+    await check_csrf(request, user)
+    try:
+        async with database(request).transaction() as session:
+            await batch.cancel(session, batch_id)
+    except OrdertallyError as exc:
+        return await _page(request, batch_id, error=say(request, pages._error_text(exc)))
+    return RedirectResponse(f"/ui/batches/{batch_id}?done=cancelled", status_code=303)
