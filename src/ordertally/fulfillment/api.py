@@ -97,11 +97,15 @@ class ShipIn(BaseModel):
 
 
 async def _own_shipment(session: AsyncSession, principal: Principal, shipment_id: int) -> None:
-    """Refuse a warehouse-scoped caller another warehouse's shipment."""
-    if principal.warehouses is not None:
+    """Refuse a warehouse-scoped caller another warehouse's shipment, and a channel-scoped
+    caller another channel account's."""
+    if principal.warehouses is not None or principal.channels is not None:
         shipment = await service.get_shipment(session, shipment_id)
         if not principal.may_act_for(shipment.warehouse_code):
             raise Forbidden(f"shipment {shipment_id} belongs to another warehouse")
+        order = await orders_queries.get_by_id(session, shipment.order_id)
+        if order is None or not principal.may_act_for_channel(order.channel):
+            raise Forbidden(f"shipment {shipment_id} belongs to another channel account")
 
 
 def _warehouse(principal: Principal) -> Actor:
@@ -177,8 +181,8 @@ async def import_shipped_list(
     principal: Annotated[Principal, Depends(require("fulfillment.ship"))],
 ) -> Response:
     """A shipped list as the request body (text/csv or an XLSX file); one result per row."""
-    if principal.warehouses is not None:
-        raise Forbidden("a warehouse-scoped key ships parcel by parcel, not by list")
+    if principal.warehouses is not None or principal.channels is not None:
+        raise Forbidden("a scoped key ships parcel by parcel, not by list")
     data = await request.body()
     if len(data) > MAX_LIST_BYTES:
         raise PayloadTooLarge(f"a shipped list may not exceed {MAX_LIST_BYTES} bytes")
