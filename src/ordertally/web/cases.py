@@ -72,6 +72,7 @@ async def cases_page(request: Request) -> Response:
         role=filters["role"] or None,
         breached=True if filters["breached"] else None,
         now=clock.now(),
+        channels=user.channels,
     )
     cursor = (q.get("after") or "")[:100] or None
     async with database(request).transaction(write=False) as session:
