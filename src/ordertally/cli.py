@@ -56,7 +56,7 @@ def serve(
     import uvicorn
 
     from ordertally.app import create_app
-    from ordertally.core.server import PROTOCOL
+    from ordertally.core.server import protocol_for, protocol_path
 
     settings = get_settings()
     host = host or settings.host
@@ -84,7 +84,7 @@ def serve(
             host=host,
             port=port,
             workers=workers,
-            http=PROTOCOL,
+            http=protocol_path(settings),
             access_log=False,
             log_level="warning",
         )
@@ -93,7 +93,7 @@ def serve(
         create_app(settings, embedded_worker=not no_worker),
         host=host,
         port=port,
-        http=PROTOCOL,
+        http=protocol_for(settings),
         access_log=False,
         log_level="info",
     )
