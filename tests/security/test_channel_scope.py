@@ -22,6 +22,7 @@ from ordertally.core.settings import get_settings
 from ordertally.events.dispatcher import drain
 from ordertally.exports import service as export_service
 from ordertally.inventory.models import StockMovement
+from tests.aftersales.helpers import case_status, open_case, walk
 from tests.factories import auth, make_order
 
 pytestmark = pytest.mark.anyio
@@ -272,3 +273,61 @@ async def test_a_warehouse_scoped_key_moves_and_exports_no_other_warehouses_data
     async with db.transaction(write=False) as session:
         after = int(await session.scalar(select(func.count()).select_from(StockMovement)) or 0)
     assert after == before + 1
+
+
+async def test_a_channel_scoped_key_works_its_channels_after_sales_and_parcels_only(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given a delivered order of each channel, a refund-only case on each, and a cs key
+    # scoped to shop_a
+    cases = {}
+    orders = {}
+    for channel in ("shop_a", "shop_b"):
+        order = await make_order(db, "paid", channel=channel)
+        await walk(db, order.order_no, "delivered")
+        orders[channel] = order.order_no
+        cases[channel] = await open_case(
+            db,
+            order_no=order.order_no,
+            type="refund_only",
+            reason_code="quality",
+            refund_goods="1.00",
+        )
+    scoped = await _scoped(db, "cs", "shop_a")
+    # When it lists cases, reads both, approves the other's, and opens one on the other order
+    listed = await client.get("/api/v1/aftersales", headers=scoped)
+    own = await client.get(f"/api/v1/aftersales/{cases['shop_a']}", headers=scoped)
+    other = await client.get(f"/api/v1/aftersales/{cases['shop_b']}", headers=scoped)
+    approve_other = await client.post(
+        f"/api/v1/aftersales/{cases['shop_b']}/approve", json={}, headers=scoped
+    )
+    open_other = await client.post(
+        "/api/v1/aftersales",
+        json={
+            "order_no": orders["shop_b"],
+            "type": "refund_only",
+            "reason_code": "quality",
+            "refund_goods": "1.00",
+        },
+        headers=scoped,
+    )
+    parcels_other = await client.get(
+        "/api/v1/shipments", params={"order_no": orders["shop_b"]}, headers=scoped
+    )
+    parcels_own = await client.get(
+        "/api/v1/shipments", params={"order_no": orders["shop_a"]}, headers=scoped
+    )
+    # Then it sees and works its own channel's only; the other case stays requested
+    assert [c["case_no"] for c in listed.json()["items"]] == [cases["shop_a"]]
+    assert own.status_code == 200 and parcels_own.status_code == 200
+    assert [(r.status_code, r.json()["code"]) for r in (other, approve_other)] == [
+        (403, "auth.forbidden")
+    ] * 2
+    assert (open_other.status_code, open_other.json()["code"]) == (403, "order.out_of_scope")
+    assert (parcels_other.status_code, parcels_other.json()["code"]) == (
+        403,
+        "order.out_of_scope",
+    )
+    everyone = await client.get("/api/v1/aftersales", headers=auth(keys["cs"]))
+    assert len(everyone.json()["items"]) == 2
+    assert await case_status(db, cases["shop_b"]) == "requested"
