@@ -20,6 +20,7 @@ from ordertally.channels.models import ChannelSkuMapping
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
 from ordertally.events.dispatcher import drain
+from ordertally.exceptions import service as exceptions_service
 from ordertally.exports import service as export_service
 from ordertally.inventory.models import StockMovement
 from tests.aftersales.helpers import case_status, open_case, walk
@@ -331,3 +332,51 @@ async def test_a_channel_scoped_key_works_its_channels_after_sales_and_parcels_o
     everyone = await client.get("/api/v1/aftersales", headers=auth(keys["cs"]))
     assert len(everyone.json()["items"]) == 2
     assert await case_status(db, cases["shop_b"]) == "requested"
+
+
+async def test_a_channel_scoped_key_works_its_channels_exception_cases_only(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given an open case on an order of each channel, and an ops key scoped to shop_a
+    case_ids = {}
+    for channel in ("shop_a", "shop_b"):
+        order = await make_order(db, "paid", channel=channel)
+        async with db.transaction() as session:
+            case_ids[channel] = await exceptions_service.open_case(
+                session,
+                order_id=order.id,
+                category="payment",
+                type="double_payment",
+                blocking=False,
+                detail={},
+            )
+    scoped = await _scoped(db, "ops", "shop_a")
+    other = case_ids["shop_b"]
+    # When it lists cases, reads and works the other channel's, and runs a batch
+    listed = await client.get("/api/v1/cases", headers=scoped)
+    refused = [
+        await client.get(f"/api/v1/cases/{other}", headers=scoped),
+        await client.post(
+            f"/api/v1/cases/{other}/resolve",
+            json={"code": "refunded", "resolution": "退回重复款"},
+            headers=scoped,
+        ),
+        await client.post(f"/api/v1/cases/{other}/assign", json={"assignee": "x"}, headers=scoped),
+        await client.post(
+            "/api/v1/batches",
+            json={"action": "tag", "target": "orders", "filters": {}, "params": {"tag": "t"}},
+            headers=scoped,
+        ),
+    ]
+    lift = await client.post(
+        f"/api/v1/exceptions/{other}/resolve", json={"resolution": "done"}, headers=scoped
+    )
+    own = await client.get(f"/api/v1/cases/{case_ids['shop_a']}", headers=scoped)
+    # Then it sees and works its own channel's case only; the other stays open
+    assert [c["id"] for c in listed.json()["items"]] == [case_ids["shop_a"]]
+    assert own.status_code == 200
+    assert [(r.status_code, r.json()["code"]) for r in refused] == [(403, "auth.forbidden")] * 4
+    assert (lift.status_code, lift.json()["code"]) == (403, "order.out_of_scope")
+    after = await client.get(f"/api/v1/cases/{other}", headers=auth(keys["ops"]))
+    assert after.json()["state"] not in ("resolved", "closed")
+    assert after.json()["assignee"] in (None, "")

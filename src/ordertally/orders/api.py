@@ -26,6 +26,7 @@ from ordertally.core.errors import InvalidRequest, OrdertallyError
 from ordertally.core.http import JSON, client_ip, database, json_response
 from ordertally.core.money import format_minor
 from ordertally.core.settings import get_settings
+from ordertally.exceptions import service as exceptions_service
 from ordertally.idempotency import service as idempotency_service
 from ordertally.idempotency.http import run_idempotent
 from ordertally.orders import closing, creation, fx, holds, service, transitions
@@ -509,6 +510,9 @@ async def resolve_exception(
     """Close an open case with a resolution; a stock-shortage hold reserves the order's stock
     again first, or stays open (409 exceptions.still_short) while the stock is short."""
     async with database(request).transaction() as session:
+        if principal.channels is not None:
+            found = await exceptions_service.get_case(session, case_id)
+            await service.check_order_id_in_scope(session, found.order_id, principal.channels)
         case = await holds.resolve_case(session, case_id, principal.name, body.resolution)
     return json_response(
         {

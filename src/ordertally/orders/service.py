@@ -57,6 +57,17 @@ async def get_order_in_scope(
     return check_scope(await get_order(session, order_no), channels)
 
 
+async def check_order_id_in_scope(
+    session: AsyncSession, order_id: int | None, channels: tuple[str, ...] | None
+) -> None:
+    """Refuse a channel-scoped caller what belongs to another account's order (or to none)."""
+    if channels is None:
+        return
+    order = await repository.get_by_id(session, order_id) if order_id is not None else None
+    if order is None or order.channel not in channels:
+        raise OrderOutOfScope("this belongs to an order outside your channel accounts")
+
+
 async def lines_of(session: AsyncSession, order: SalesOrder) -> list[OrderLine]:
     """An order's lines."""
     return await repository.lines_of(session, order.id)
