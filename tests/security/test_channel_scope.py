@@ -380,3 +380,26 @@ async def test_a_channel_scoped_key_works_its_channels_exception_cases_only(
     after = await client.get(f"/api/v1/cases/{other}", headers=auth(keys["ops"]))
     assert after.json()["state"] not in ("resolved", "closed")
     assert after.json()["assignee"] in (None, "")
+
+
+async def test_a_channel_scoped_key_sees_a_customers_orders_of_its_channels_only(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given one buyer (same phone) with an order on each channel, profiled by the worker
+    mine = await make_order(db, "paid", channel="shop_a")
+    theirs = await make_order(db, "paid", channel="shop_b")
+    await drain(db, get_settings())
+    scoped = await _scoped(db, "cs", "shop_a")
+    found = await client.get(
+        "/api/v1/customers", params={"phone": "13812345678"}, headers=auth(keys["cs"])
+    )
+    assert len(found.json()["items"]) == 1, found.text
+    customer_id = found.json()["items"][0]["id"]
+    # When the scoped key and an unscoped one read the customer
+    seen = await client.get(f"/api/v1/customers/{customer_id}", headers=scoped)
+    everyone = await client.get(f"/api/v1/customers/{customer_id}", headers=auth(keys["cs"]))
+    # Then the scoped key sees the buyer's orders of its channel only
+    assert [o["order_no"] for o in seen.json()["orders"]] == [mine.order_no]
+    assert sorted(o["order_no"] for o in everyone.json()["orders"]) == sorted(
+        [mine.order_no, theirs.order_no]
+    )
