@@ -552,10 +552,12 @@ async def order_page(request: Request, order_no: str) -> Response:
 
 async def _in_scope(request: Request, user: SignedIn, order_no: str) -> None:
     """Refuse a channel-scoped user an action on another account's order (the 403 page)."""
+    if user.channels is None:
+        return
     try:
         async with database(request).transaction(write=False) as session:
             await orders_service.get_order_in_scope(session, order_no, user.channels)
-    except OrderOutOfScope:
+    except (OrderOutOfScope, OrderNotFound):  # a scoped user acts on orders shown as its own
         raise PageForbidden(user, "orders.read", scope=True) from None
 
 
