@@ -56,7 +56,7 @@ def serve(
     import uvicorn
 
     from ordertally.app import create_app
-    from ordertally.core.server import PROTOCOL
+    from ordertally.core.server import protocol_for, protocol_path
 
     settings = get_settings()
     host = host or settings.host
@@ -84,7 +84,7 @@ def serve(
             host=host,
             port=port,
             workers=workers,
-            http=PROTOCOL,
+            http=protocol_path(settings),
             access_log=False,
             log_level="warning",
         )
@@ -93,7 +93,7 @@ def serve(
         create_app(settings, embedded_worker=not no_worker),
         host=host,
         port=port,
-        http=PROTOCOL,
+        http=protocol_for(settings),
         access_log=False,
         log_level="info",
     )
@@ -244,8 +244,17 @@ def user_create(
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from standard input")
     ] = False,
+    warehouse: Annotated[
+        list[str] | None,
+        typer.Option("--warehouse", help="Limit the user to this warehouse code (repeatable)"),
+    ] = None,
+    channel: Annotated[
+        list[str] | None,
+        typer.Option("--channel", help="Limit the user to this channel account (repeatable)"),
+    ] = None,
 ) -> None:
-    """Create a back-office user (password from a prompt, or from stdin)."""
+    """Create a back-office user (password from a prompt, or from stdin), scoped like an API
+    key to warehouses and channel accounts when given."""
     from ordertally.auth import users
 
     if password_stdin:
@@ -257,7 +266,9 @@ def user_create(
         db = create_database()
         try:
             async with db.transaction() as session:
-                return await users.create_user(session, username, password, role)
+                return await users.create_user(
+                    session, username, password, role, warehouses=warehouse, channels=channel
+                )
         finally:
             await db.dispose()
 
@@ -266,7 +277,12 @@ def user_create(
     except Exception as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    typer.echo(f"created user {user_id} ({username.strip().lower()}, role {role})")
+    scope = "".join(
+        f", {label} {', '.join(sorted(set(codes)))}"
+        for label, codes in (("warehouses", warehouse), ("channels", channel))
+        if codes
+    )
+    typer.echo(f"created user {user_id} ({username.strip().lower()}, role {role}{scope})")
 
 
 @user_app.command("bootstrap")

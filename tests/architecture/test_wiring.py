@@ -46,6 +46,7 @@ print(json.dumps({"imported": imported, "wired": wired, "again": state()}))
 JOBS = [
     "aftersales_confirm_receipts",
     "aftersales_gauges",
+    "aftersales_record_purge",
     "aftersales_refunds",
     "aftersales_sla",
     "case_counts_fold",

@@ -1,7 +1,9 @@
 """Issue 14: API keys can be scoped to channel accounts, like the warehouse scope. A key made
 with `ordertally apikey create --channel shop_a` (a real process) sees and acts on shop_a only:
 accounts, status, sync, SKU mappings, held-order replay and order contacts of other accounts
-are refused (403, nothing changes); an unscoped key is unaffected."""
+are refused (403, nothing changes); an unscoped key is unaffected. The order list, search and
+exports hold its channels' orders only; another channel's order, its trail and its cancel are
+403 `order.out_of_scope` (403 like the contact route: ADR 0026 addendum)."""
 
 from __future__ import annotations
 
@@ -13,8 +15,15 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from ordertally.auth import service as auth_service
 from ordertally.channels.models import ChannelSkuMapping
 from ordertally.core.db import Database
+from ordertally.core.settings import get_settings
+from ordertally.events.dispatcher import drain
+from ordertally.exceptions import service as exceptions_service
+from ordertally.exports import service as export_service
+from ordertally.inventory.models import StockMovement
+from tests.aftersales.helpers import case_status, open_case, walk
 from tests.factories import auth, make_order
 
 pytestmark = pytest.mark.anyio
@@ -138,3 +147,259 @@ async def test_a_channel_scoped_key_sees_contacts_of_its_channels_only(
     assert (await contact(mine.order_no)).status_code == 200
     refused = await contact(theirs.order_no)
     assert (refused.status_code, refused.json()["code"]) == (403, "order.contact_not_allowed")
+
+
+async def _scoped(db: Database, role: str, *channels: str, warehouses: list[str] | None = None):  # type: ignore[no-untyped-def]
+    async with db.transaction() as session:
+        _, raw = await auth_service.create_api_key(
+            session, f"{role}-{'-'.join(channels) or 'wh'}", role, warehouses, list(channels)
+        )
+    return auth(raw)
+
+
+async def test_a_channel_scoped_key_lists_reads_and_finds_its_channels_orders_only(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given an order of each of two channels (indexed for search) and a cs key scoped to shop_a
+    mine = await make_order(db, channel="shop_a")
+    theirs = await make_order(db, channel="shop_b")
+    await drain(db, get_settings())
+    scoped = await _scoped(db, "cs", "shop_a")
+    # When it lists, reads, and searches orders, and asks for the other order's trail and cancel
+    listed = await client.get("/api/v1/orders", headers=scoped)
+    asked_other = await client.get("/api/v1/orders", params={"channel": "shop_b"}, headers=scoped)
+    own = await client.get(f"/api/v1/orders/{mine.order_no}", headers=scoped)
+    refused = [
+        await client.get(f"/api/v1/orders/{theirs.order_no}", headers=scoped),
+        await client.get(f"/api/v1/orders/{theirs.order_no}/events", headers=scoped),
+        await client.post(f"/api/v1/orders/{theirs.order_no}/cancel", headers=scoped),
+    ]
+    found_other = await client.get("/api/v1/search", params={"q": theirs.order_no}, headers=scoped)
+    found_all = await client.get("/api/v1/search", headers=scoped)
+    unscoped = await client.get("/api/v1/orders", headers=auth(keys["cs"]))
+    # Then it sees its own channel's order only, everywhere
+    assert [o["order_no"] for o in listed.json()["items"]] == [mine.order_no]
+    assert asked_other.json()["items"] == []
+    assert own.status_code == 200 and own.json()["channel"] == "shop_a"
+    assert [o["order_no"] for o in found_all.json()["items"]] == [mine.order_no]
+    assert found_other.json()["items"] == []
+    assert len(unscoped.json()["items"]) == 2
+    # And the other channel's order is refused like its contact (403), and stays open
+    assert [(r.status_code, r.json()["code"]) for r in refused] == [(403, "order.out_of_scope")] * 3
+    detail = await client.get(f"/api/v1/orders/{theirs.order_no}", headers=auth(keys["cs"]))
+    assert detail.json()["status"] == "pending_payment"
+
+
+async def test_a_channel_scoped_key_exports_its_channels_rows_only(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given an order of each channel, an admin's export of everything, and a key scoped to shop_a
+    mine = await make_order(db, channel="shop_a")
+    theirs = await make_order(db, channel="shop_b")
+    scoped = await _scoped(db, "ops", "shop_a")
+    admin = auth(keys["admin"])
+    everything = await client.post("/api/v1/exports", json={"template": "orders"}, headers=admin)
+    assert everything.status_code == 202, everything.text
+    # When the scoped key asks for an export with no channel, the other channel, and a template
+    # that cannot be limited to a channel
+    own = await client.post("/api/v1/exports", json={"template": "orders"}, headers=scoped)
+    other = await client.post(
+        "/api/v1/exports",
+        json={"template": "orders", "filters": {"channel": "shop_b"}},
+        headers=scoped,
+    )
+    unlimited = await client.post(
+        "/api/v1/exports", json={"template": "reconciliations"}, headers=scoped
+    )
+    assert await export_service.run_queued(db) == 2
+    # Then its own export is limited to shop_a and holds only shop_a's order
+    assert own.status_code == 202, own.text
+    assert own.json()["filters"] == {"channel": "shop_a"}
+    file = await client.get(f"/api/v1/exports/{own.json()['export_no']}/file", headers=scoped)
+    assert file.status_code == 200
+    assert mine.order_no.encode() in file.content and theirs.order_no.encode() not in file.content
+    # And the other requests are refused and queue nothing
+    assert [(r.status_code, r.json()["code"]) for r in (other, unlimited)] == [
+        (403, "exports.out_of_scope")
+    ] * 2
+    # And the admin's export of every channel is neither listed nor readable for it
+    listed = await client.get("/api/v1/exports", headers=scoped)
+    assert [e["export_no"] for e in listed.json()["items"]] == [own.json()["export_no"]]
+    number = everything.json()["export_no"]
+    for path in ("", "/manifest", "/file"):
+        r = await client.get(f"/api/v1/exports/{number}{path}", headers=scoped)
+        assert (r.status_code, r.json()["code"]) == (403, "exports.out_of_scope")
+    assert len((await client.get("/api/v1/exports", headers=admin)).json()["items"]) == 2
+
+
+async def test_a_warehouse_scoped_key_moves_and_exports_no_other_warehouses_data(
+    db: Database, client: httpx.AsyncClient
+) -> None:
+    # Given an ops key scoped to WH-TEST
+    scoped = await _scoped(db, "ops", warehouses=["WH-TEST"])
+    async with db.transaction(write=False) as session:
+        before = int(await session.scalar(select(func.count()).select_from(StockMovement)) or 0)
+    # When it books stock into another warehouse, and asks for an export with contacts in clear
+    other = await client.post(
+        "/api/v1/stock/movements",
+        json={
+            "warehouse": "WH-B",
+            "sku": "TEA-LJ-250",
+            "kind": "receipt",
+            "quantity": 3,
+            "reason": "in",
+        },
+        headers=scoped,
+    )
+    pii = await client.post(
+        "/api/v1/exports",
+        json={"template": "orders", "unmask_pii": True, "pii_reason": "audit"},
+        headers=scoped,
+    )
+    own = await client.post(
+        "/api/v1/stock/movements",
+        json={
+            "warehouse": "WH-TEST",
+            "sku": "TEA-LJ-250",
+            "kind": "receipt",
+            "quantity": 3,
+            "reason": "in",
+        },
+        headers=scoped,
+    )
+    # Then the other warehouse and the clear export are refused, its own receipt is booked
+    assert (other.status_code, other.json()["code"]) == (403, "auth.forbidden")
+    assert (pii.status_code, pii.json()["code"]) == (403, "exports.pii_not_allowed")
+    assert own.status_code == 201, own.text
+    async with db.transaction(write=False) as session:
+        after = int(await session.scalar(select(func.count()).select_from(StockMovement)) or 0)
+    assert after == before + 1
+
+
+async def test_a_channel_scoped_key_works_its_channels_after_sales_and_parcels_only(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given a delivered order of each channel, a refund-only case on each, and a cs key
+    # scoped to shop_a
+    cases = {}
+    orders = {}
+    for channel in ("shop_a", "shop_b"):
+        order = await make_order(db, "paid", channel=channel)
+        await walk(db, order.order_no, "delivered")
+        orders[channel] = order.order_no
+        cases[channel] = await open_case(
+            db,
+            order_no=order.order_no,
+            type="refund_only",
+            reason_code="quality",
+            refund_goods="1.00",
+        )
+    scoped = await _scoped(db, "cs", "shop_a")
+    # When it lists cases, reads both, approves the other's, and opens one on the other order
+    listed = await client.get("/api/v1/aftersales", headers=scoped)
+    own = await client.get(f"/api/v1/aftersales/{cases['shop_a']}", headers=scoped)
+    other = await client.get(f"/api/v1/aftersales/{cases['shop_b']}", headers=scoped)
+    approve_other = await client.post(
+        f"/api/v1/aftersales/{cases['shop_b']}/approve", json={}, headers=scoped
+    )
+    open_other = await client.post(
+        "/api/v1/aftersales",
+        json={
+            "order_no": orders["shop_b"],
+            "type": "refund_only",
+            "reason_code": "quality",
+            "refund_goods": "1.00",
+        },
+        headers=scoped,
+    )
+    parcels_other = await client.get(
+        "/api/v1/shipments", params={"order_no": orders["shop_b"]}, headers=scoped
+    )
+    parcels_own = await client.get(
+        "/api/v1/shipments", params={"order_no": orders["shop_a"]}, headers=scoped
+    )
+    # Then it sees and works its own channel's only; the other case stays requested
+    assert [c["case_no"] for c in listed.json()["items"]] == [cases["shop_a"]]
+    assert own.status_code == 200 and parcels_own.status_code == 200
+    assert [(r.status_code, r.json()["code"]) for r in (other, approve_other)] == [
+        (403, "auth.forbidden")
+    ] * 2
+    assert (open_other.status_code, open_other.json()["code"]) == (403, "order.out_of_scope")
+    assert (parcels_other.status_code, parcels_other.json()["code"]) == (
+        403,
+        "order.out_of_scope",
+    )
+    everyone = await client.get("/api/v1/aftersales", headers=auth(keys["cs"]))
+    assert len(everyone.json()["items"]) == 2
+    assert await case_status(db, cases["shop_b"]) == "requested"
+
+
+async def test_a_channel_scoped_key_works_its_channels_exception_cases_only(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given an open case on an order of each channel, and an ops key scoped to shop_a
+    case_ids = {}
+    for channel in ("shop_a", "shop_b"):
+        order = await make_order(db, "paid", channel=channel)
+        async with db.transaction() as session:
+            case_ids[channel] = await exceptions_service.open_case(
+                session,
+                order_id=order.id,
+                category="payment",
+                type="double_payment",
+                blocking=False,
+                detail={},
+            )
+    scoped = await _scoped(db, "ops", "shop_a")
+    other = case_ids["shop_b"]
+    # When it lists cases, reads and works the other channel's, and runs a batch
+    listed = await client.get("/api/v1/cases", headers=scoped)
+    refused = [
+        await client.get(f"/api/v1/cases/{other}", headers=scoped),
+        await client.post(
+            f"/api/v1/cases/{other}/resolve",
+            json={"code": "refunded", "resolution": "退回重复款"},
+            headers=scoped,
+        ),
+        await client.post(f"/api/v1/cases/{other}/assign", json={"assignee": "x"}, headers=scoped),
+        await client.post(
+            "/api/v1/batches",
+            json={"action": "tag", "target": "orders", "filters": {}, "params": {"tag": "t"}},
+            headers=scoped,
+        ),
+    ]
+    lift = await client.post(
+        f"/api/v1/exceptions/{other}/resolve", json={"resolution": "done"}, headers=scoped
+    )
+    own = await client.get(f"/api/v1/cases/{case_ids['shop_a']}", headers=scoped)
+    # Then it sees and works its own channel's case only; the other stays open
+    assert [c["id"] for c in listed.json()["items"]] == [case_ids["shop_a"]]
+    assert own.status_code == 200
+    assert [(r.status_code, r.json()["code"]) for r in refused] == [(403, "auth.forbidden")] * 4
+    assert (lift.status_code, lift.json()["code"]) == (403, "order.out_of_scope")
+    after = await client.get(f"/api/v1/cases/{other}", headers=auth(keys["ops"]))
+    assert after.json()["state"] not in ("resolved", "closed")
+    assert after.json()["assignee"] in (None, "")
+
+
+async def test_a_channel_scoped_key_sees_a_customers_orders_of_its_channels_only(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given one buyer (same phone) with an order on each channel, profiled by the worker
+    mine = await make_order(db, "paid", channel="shop_a")
+    theirs = await make_order(db, "paid", channel="shop_b")
+    await drain(db, get_settings())
+    scoped = await _scoped(db, "cs", "shop_a")
+    found = await client.get(
+        "/api/v1/customers", params={"phone": "13812345678"}, headers=auth(keys["cs"])
+    )
+    assert len(found.json()["items"]) == 1, found.text
+    customer_id = found.json()["items"][0]["id"]
+    # When the scoped key and an unscoped one read the customer
+    seen = await client.get(f"/api/v1/customers/{customer_id}", headers=scoped)
+    everyone = await client.get(f"/api/v1/customers/{customer_id}", headers=auth(keys["cs"]))
+    # Then the scoped key sees the buyer's orders of its channel only
+    assert [o["order_no"] for o in seen.json()["orders"]] == [mine.order_no]
+    assert sorted(o["order_no"] for o in everyone.json()["orders"]) == sorted(
+        [mine.order_no, theirs.order_no]
+    )

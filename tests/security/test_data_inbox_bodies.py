@@ -1,7 +1,7 @@
 """Issue 14 (Medium): personal data is not kept in clear in the inboxes that store raw platform
-bodies (channel webhooks, payment notifications): bodies are sealed with AES-GCM bound to their
-table and row, opened where the apply step reads them, and emptied after the retention period
-once applied (dedupe keys and metadata stay)."""
+bodies (channel webhooks, payment notifications, after-sales platform records): bodies are
+sealed with AES-GCM bound to their table and row, opened where the apply step reads them, and
+emptied after the retention period once applied (dedupe keys and metadata stay)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import pytest
 from httpx import AsyncClient
 from sqlalchemy import select, text
 
+from ordertally.aftersales import platforms
+from ordertally.aftersales.models import AftersaleCase, AftersalePlatformRecord
 from ordertally.channels import callbacks
 from ordertally.channels.adapters import shopify
 from ordertally.channels.models import ChannelWebhook
@@ -24,13 +26,14 @@ from ordertally.orders.models import SalesOrder
 from ordertally.payments import inbox
 from ordertally.payments.models import PaymentNotification
 from ordertally.payments.providers import Notice
-from tests.factories import auth
+from tests.aftersales.helpers import walk
+from tests.factories import auth, make_order
 
 pytestmark = pytest.mark.anyio
 
 SECRET = "shpss_data_secret"
 NAME, PHONE, ADDRESS = "欧阳娜娜", "13955501234", "解放西路188号"
-INBOX_TABLES = ("channel_webhook", "payment_notification")
+INBOX_TABLES = ("channel_webhook", "payment_notification", "aftersale_platform_record")
 
 
 def _shopify_order(order_id: int) -> dict[str, Any]:
@@ -218,3 +221,88 @@ def test_a_sealed_body_opens_only_on_its_own_row() -> None:
     # A row written before bodies were sealed, and a purged one, read as they are
     assert open_body('{"id": 1}', "any") == '{"id": 1}'
     assert open_body("", "any") == ""
+
+
+# pdd.refund.list.increment.get refund_list items: field names and meanings from the type
+# definitions of an independent SDK, lywzx/pdd-node-sdk
+# packages/pdd-origin-api/src/shouHou/PddRefundListIncrementGet.ts (tracking_number 快递运单号:
+# the waybill the buyer sends the goods back under; after_sale_reason 售后原因). The amounts
+# follow this codebase's mapper (fen); the SDK documents refund_amount in yuan [secondary].
+RETURN_WAYBILL = "YT7788990011223"
+REASON = "尺码不合适，联系13955501234"
+
+
+def _pdd_item(refund_id: int, order_sn: str) -> dict[str, Any]:
+    return {
+        "id": refund_id,
+        "order_sn": order_sn,
+        "after_sales_type": 3,
+        "after_sales_status": 10,
+        "after_sale_reason": REASON,
+        "refund_amount": 5990,
+        "goods_name": "西湖龙井 250g",
+        "goods_number": "1",
+        "outer_id": "TEA-LJ-250",
+        "tracking_number": RETURN_WAYBILL,
+        "created_time": "2026-12-04 10:00:00",
+        "updated_time": "2026-12-04 10:05:00",
+    }
+
+
+async def test_pinduoduo_refund_records_are_sealed_applied_once_and_purged(db: Database) -> None:
+    # Given a delivered Pinduoduo order and its refund item, received twice
+    order = await make_order(db, "paid", channel="pinduoduo", external_id="261205-777")
+    await walk(db, order.order_no, "delivered")
+    items = [_pdd_item(9001, "261205-777"), _pdd_item(9001, "261205-777")]
+    items.append(_pdd_item(9002, "NOT-OURS"))
+    # When the items are received
+    async with db.transaction() as session:
+        result = await platforms.receive_pinduoduo(session, items, "pdd-sync")
+    # Then one case was opened from the stored item, the duplicate and the stranger counted
+    assert (result.created, result.duplicates, result.unknown_order) == (1, 1, 1)
+    async with db.transaction(write=False) as session:
+        cases = (await session.scalars(select(AftersaleCase))).all()
+        rows = (
+            await session.scalars(
+                select(AftersalePlatformRecord).order_by(AftersalePlatformRecord.id)
+            )
+        ).all()
+    assert [(c.platform_refund_id, c.type) for c in cases] == [("9001", "return_refund")]
+    assert [(r.platform_refund_id, r.status) for r in rows] == [
+        ("9001", "applied"),
+        ("9002", "unknown_order"),
+    ]
+    # And no inbox table holds the waybill, the buyer's words or the phone in them in clear
+    dump = await _raw_dump(db)
+    assert "9001" in dump and "9002" in dump  # the rows are there
+    for value in (RETURN_WAYBILL, REASON, PHONE, "西湖龙井 250g"):
+        assert value not in dump
+        assert orjson.dumps(value).decode().strip('"') not in dump
+    # And each body opens only on its own row
+    from ordertally.core.crypto import body_context, open_body
+
+    context = body_context("aftersale_platform_record", "pinduoduo", "9001")
+    assert orjson.loads(open_body(rows[0].body, context)) == items[0]
+    # When the purge runs before, then after the retention period
+    days = get_settings().inbox_retention_days
+    async with db.transaction() as session:
+        early = await platforms.purge_record_bodies(session, clock.now() + timedelta(days=days - 1))
+        late = await platforms.purge_record_bodies(
+            session, clock.now() + timedelta(days=days, hours=1)
+        )
+    # Then only the applied record's body is emptied; the unmatched one waits, still sealed
+    assert (early, late) == (0, 1)
+    async with db.transaction(write=False) as session:
+        after = (
+            await session.execute(
+                select(
+                    AftersalePlatformRecord.platform_refund_id, AftersalePlatformRecord.body
+                ).order_by(AftersalePlatformRecord.id)
+            )
+        ).all()
+    assert after[0] == ("9001", "")
+    assert after[1][1].startswith("aesgcm:")
+    # And receiving the item again after the purge still changes nothing
+    async with db.transaction() as session:
+        again = await platforms.receive_pinduoduo(session, items[:1], "pdd-sync")
+    assert (again.created, again.duplicates) == (0, 1)

@@ -3,8 +3,11 @@ for 90 s+, and a locked SQLite making requests hang for the lock's whole duratio
 
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -168,15 +171,23 @@ async def test_a_held_sqlite_lock_gives_503_within_the_deadline(
         assert await session.scalar(select(func.count()).select_from(SalesOrder)) == 1
 
 
-@pytest.fixture
-def slow_server(db: Database) -> Iterator[int]:
-    """The real app behind the deadline protocol, 1 s header and body timeouts."""
+@pytest.fixture(params=["httptools", "h11"])
+def slow_server(db: Database, request: pytest.FixtureRequest) -> Iterator[int]:
+    """The real app behind each HTTP implementation's deadline protocol, 1 s header and body
+    timeouts."""
     from ordertally.app import create_app
     from ordertally.core.server import protocol_for
 
     settings = get_settings().model_copy(
-        update={"header_timeout_seconds": 1.0, "body_timeout_seconds": 1.0}
+        update={
+            "header_timeout_seconds": 1.0,
+            "body_timeout_seconds": 1.0,
+            "http_implementation": request.param,
+        }
     )
+    protocol = protocol_for(settings)
+    parser = {"httptools": "HttpToolsProtocol", "h11": "H11Protocol"}[request.param]
+    assert parser in {c.__name__ for c in protocol.__mro__}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
@@ -186,7 +197,7 @@ def slow_server(db: Database) -> Iterator[int]:
         port=port,
         log_level="warning",
         lifespan="on",
-        http=protocol_for(settings),
+        http=protocol,
         timeout_keep_alive=30,
     )
     server = uvicorn.Server(config)
@@ -246,3 +257,107 @@ async def test_slow_header_and_slow_body_clients_are_disconnected(
     # and a normal request on a fresh connection still works
     async with httpx.AsyncClient() as c:
         assert (await c.get(f"http://127.0.0.1:{slow_server}/healthz")).status_code == 200
+
+
+async def test_a_kept_alive_connection_gets_a_fresh_header_clock_per_request(
+    slow_server: int, backend: str
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("the protocol does not depend on the database")
+    # When a client sends a prompt request, waits longer than the header timeout, then
+    # dribbles the next request's headers on the same kept-alive connection
+    kept = await anyio.to_thread.run_sync(_slow_kept_alive, slow_server)
+    # Then the first was answered (checked inside) and the second is cut about its timeout
+    assert 0.9 <= kept < 2.0
+
+
+def _slow_kept_alive(port: int) -> float:
+    """One prompt request, then the next request's headers a byte every 0.2 s on the same
+    connection; seconds from the first byte of the second request until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = s.recv(4096)
+            assert chunk, "closed before answering"
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 OK")
+        # Past the first request's own header timeout: only a fresh clock can cut this one.
+        time.sleep(1.2)
+        started = time.monotonic()
+        s.sendall(b"GET /healthz HTTP/1.1\r\n")
+        for byte in b"X-Slow: " + b"a" * 100:
+            time.sleep(0.2)
+            try:
+                s.sendall(bytes([byte]))
+                s.settimeout(0.01)
+                if s.recv(4096) == b"":
+                    break
+            except TimeoutError:
+                pass
+            except OSError:
+                break
+            if time.monotonic() - started > 10:
+                raise AssertionError("still connected after 10 s")
+        return time.monotonic() - started
+
+
+def _serve(port: int, *args: str, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ordertally", "serve", "--host", "127.0.0.1", "--port", str(port),
+         *args],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", [["--no-worker"], ["--workers", "2"]], ids=["one", "workers"])
+async def test_ordertally_serve_on_h11_disconnects_slow_clients(
+    db: Database, backend: str, mode: list[str]
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("the protocol does not depend on the database")
+    # Given `ordertally serve` told to use h11, with 1 s read timeouts, in one process and in
+    # --workers mode (where each process imports the protocol by name)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    process = _serve(
+        port,
+        *mode,
+        ORDERTALLY_HTTP_IMPLEMENTATION="h11",
+        ORDERTALLY_HEADER_TIMEOUT_SECONDS="1",
+        ORDERTALLY_BODY_TIMEOUT_SECONDS="1",
+    )
+    try:
+        async with httpx.AsyncClient() as c:
+            deadline = time.monotonic() + 60
+            while True:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                assert time.monotonic() < deadline, "ordertally serve did not start"
+                try:
+                    if (await c.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await anyio.sleep(0.2)
+        # When a client dribbles its headers and another its body
+        headers = await anyio.to_thread.run_sync(
+            _dribble, port, b"GET /healthz HTTP/1.1\r\n", b"X-Slow: " + b"a" * 100
+        )
+        body = await anyio.to_thread.run_sync(
+            _dribble,
+            port,
+            b"POST /api/v1/orders HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n",
+            b"{" * 100,
+        )
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    # Then both are disconnected about when their 1 s timeouts end
+    assert 0.9 <= headers < 2.0
+    assert 0.9 <= body < 2.0

@@ -38,7 +38,7 @@ PUBLIC_PREFIXES = (
     "/t/",  # buyers' tracking page behind an unguessable token
     "/webhooks/",  # channel webhooks, signed per account
     # The back office signs people in with a session, not an API key; each page checks the same
-    # PERMISSIONS table through its session (tests/web/test_auth.py refuses each role there).
+    # PERMISSIONS table through its session (test_web_role_matrix.py, every page x every role).
     "/ui/",
 )
 

@@ -26,11 +26,12 @@ from ordertally.auth.api import require
 from ordertally.auth.service import Principal
 from ordertally.core import clock
 from ordertally.core.db import Database
-from ordertally.core.errors import InvalidRequest
+from ordertally.core.errors import Forbidden, InvalidRequest
 from ordertally.core.inputs import Amount
 from ordertally.core.money import format_minor
 from ordertally.idempotency import service as idempotency_service
 from ordertally.idempotency.http import replay_response
+from ordertally.orders import service as orders_service
 
 router = APIRouter(prefix="/api/v1", tags=["aftersales"])
 JSON = "application/json"
@@ -61,6 +62,25 @@ def _iso(value: datetime | None) -> str | None:
 
 def _json(doc: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(doc), status_code=status, media_type=JSON)
+
+
+async def _own_case(request: Request, principal: Principal, case_no: str) -> None:
+    """Refuse a channel-scoped caller a case of another channel account (403, as for its
+    orders)."""
+    if principal.channels is None:
+        return
+    async with _db(request).transaction(write=False) as session:
+        case = await service.get_case(session, case_no)
+    if not principal.may_act_for_channel(case.channel):
+        raise Forbidden(f"after-sales case {case_no} belongs to another channel account")
+
+
+async def _own_order(request: Request, principal: Principal, order_no: str) -> None:
+    """Refuse a channel-scoped caller another channel account's order."""
+    if principal.channels is None:
+        return
+    async with _db(request).transaction(write=False) as session:
+        await orders_service.get_order_in_scope(session, order_no, principal.channels)
 
 
 def case_doc(case: AftersaleCase) -> dict[str, Any]:
@@ -145,6 +165,7 @@ async def open_case(
 ) -> Response:
     """Open a case on an order (201); a platform refund id already opened answers 200 with that
     case. An Idempotency-Key replays the stored response."""
+    await _own_order(request, principal, body.order_no)
     req_hash = idempotency_service.request_hash(
         "POST", request.url.path, body.model_dump_json().encode()
     )
@@ -173,7 +194,7 @@ async def open_case(
 @router.get("/aftersales", summary="After-sales cases")
 async def list_cases(
     request: Request,
-    _: Annotated[Principal, Depends(require("aftersales.read"))],
+    principal: Annotated[Principal, Depends(require("aftersales.read"))],
     status: Annotated[str | None, Query(max_length=16)] = None,
     type: Annotated[str | None, Query(max_length=16)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -185,16 +206,20 @@ async def list_cases(
         raise InvalidRequest(f"unknown type {type!r}", field="type")
     async with _db(request).transaction(write=False) as session:
         cases = await service.list_cases(session, status, type, limit)
-    return _json({"items": [case_doc(c) for c in cases]})
+    # A channel-scoped caller sees its channel accounts' cases only.
+    return _json(
+        {"items": [case_doc(c) for c in cases if principal.may_act_for_channel(c.channel)]}
+    )
 
 
 @router.get("/aftersales/{case_no}", summary="An after-sales case with lines, trail, refunds")
 async def get_case(
     request: Request,
     case_no: CaseNo,
-    _: Annotated[Principal, Depends(require("aftersales.read"))],
+    principal: Annotated[Principal, Depends(require("aftersales.read"))],
 ) -> Response:
     """A case, its lines (asked, received, restocked, written off), audit trail and refunds."""
+    await _own_case(request, principal, case_no)
     async with _db(request).transaction(write=False) as session:
         found = await service.view(session, case_no)
         case_refunds = await refunds.refunds_of(session, found.case)
@@ -234,6 +259,7 @@ async def approve(
     principal: Annotated[Principal, Depends(require("aftersales.manage"))],
 ) -> Response:
     """Approve (a case whose goods come back then waits for them)."""
+    await _own_case(request, principal, case_no)
     async with _db(request).transaction() as session:
         case = await service.approve(
             session,
@@ -253,6 +279,7 @@ async def reject(
     principal: Annotated[Principal, Depends(require("aftersales.manage"))],
 ) -> Response:
     """Reject a requested case."""
+    await _own_case(request, principal, case_no)
     async with _db(request).transaction() as session:
         case = await service.reject(session, case_no, principal.name, note=body.note)
     return _json(case_doc(case))
@@ -266,6 +293,7 @@ async def return_waybill(
     principal: Annotated[Principal, Depends(require("aftersales.manage"))],
 ) -> Response:
     """Record the return waybill of a case waiting for its goods."""
+    await _own_case(request, principal, case_no)
     async with _db(request).transaction() as session:
         case = await service.set_return_waybill(
             session, case_no, body.carrier, body.waybill_no, principal.name
@@ -282,6 +310,7 @@ async def refund(
 ) -> Response:
     """Ask for the case's refund through the order's payment provider (202: the refund job
     sends it; notification or query confirms it)."""
+    await _own_case(request, principal, case_no)
     async with _db(request).transaction() as session:
         case = await service.get_case(session, case_no)
         amount = refunds.parse_amount(body.amount, case.currency) if body.amount else None
@@ -301,6 +330,7 @@ async def platform_refund(
     principal: Annotated[Principal, Depends(require("aftersales.refund"))],
 ) -> Response:
     """A platform order's refund, made by the platform (201 when new, 200 when recorded)."""
+    await _own_case(request, principal, case_no)
     async with _db(request).transaction() as session:
         case = await service.get_case(session, case_no)
         made, created = await refunds.record_platform_refund(
@@ -321,6 +351,7 @@ async def reship(
 ) -> Response:
     """Reserve the case's lines again and plan their replacement shipment (补发); 409
     `aftersales.waiting_for_stock` while the stock is not there."""
+    await _own_case(request, principal, case_no)
     async with _db(request).transaction() as session:
         case = await service.reship(session, case_no, principal.name)
     return _json(case_doc(case))
@@ -334,6 +365,7 @@ async def exchange(
 ) -> Response:
     """Reserve the returned units again and plan their replacement shipment (换货); 409
     `aftersales.waiting_for_stock` while the stock is not there."""
+    await _own_case(request, principal, case_no)
     async with _db(request).transaction() as session:
         case = await service.exchange(session, case_no, principal.name)
     return _json(case_doc(case))
@@ -346,6 +378,7 @@ async def close(
     principal: Annotated[Principal, Depends(require("aftersales.manage"))],
 ) -> Response:
     """Close a refunded, reshipped, exchanged or inspected case."""
+    await _own_case(request, principal, case_no)
     async with _db(request).transaction() as session:
         case = await service.close(session, case_no, principal.name)
     return _json(case_doc(case))
@@ -394,6 +427,7 @@ async def match_parcel(
     principal: Annotated[Principal, Depends(require("aftersales.receive"))],
 ) -> Response:
     """Tie an unmatched parcel to its case (the case counts as returned)."""
+    await _own_case(request, principal, body.case_no)
     async with _db(request).transaction() as session:
         got = await goods.match_parcel(session, parcel_id, body.case_no, principal.name)
     doc = parcel_doc(got.parcel)
@@ -409,6 +443,7 @@ async def inspect(
     principal: Annotated[Principal, Depends(require("aftersales.receive"))],
 ) -> Response:
     """Good units back to sellable stock, damaged ones written off with a reason."""
+    await _own_case(request, principal, case_no)
     if not principal.may_act_for(body.warehouse):
         raise InvalidRequest(f"this key may not act for {body.warehouse}", field="warehouse")
     async with _db(request).transaction() as session:
@@ -428,6 +463,7 @@ async def confirm_receipt(
 ) -> Response:
     """Complete a delivered order before its window ends (the platform's confirmation needs
     its record as evidence)."""
+    await _own_order(request, principal, order_no)
     async with _db(request).transaction() as session:
         order = await lifecycle.confirm_receipt(
             session,

@@ -1,5 +1,5 @@
-"""Periodic jobs of after-sales: receipt confirmation, refunds (claim, call, record), SLAs and
-the case gauges."""
+"""Periodic jobs of after-sales: receipt confirmation, refunds (claim, call, record), SLAs, the
+purge of applied platform records' bodies and the case gauges."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.aftersales import lifecycle, refunds, service
+from ordertally.aftersales import lifecycle, platforms, refunds, service
 from ordertally.core.db import Database
 from ordertally.jobs.scheduler import periodic, periodic_outside
 
@@ -35,6 +35,12 @@ async def aftersales_refunds(db: Database, now: datetime) -> dict[str, Any]:
 async def aftersales_sla(session: AsyncSession, now: datetime) -> dict[str, Any]:
     """Open exception cases for case steps past their SLA."""
     return {"opened": await lifecycle.open_sla_cases(session, now)}
+
+
+@periodic("aftersales_record_purge", every_seconds=3600)
+async def aftersales_record_purge(session: AsyncSession, now: datetime) -> dict[str, Any]:
+    """Empty the sealed bodies of platform records applied longer ago than the retention."""
+    return {"purged": await platforms.purge_record_bodies(session, now)}
 
 
 @periodic("aftersales_gauges", every_seconds=60)

@@ -1,5 +1,6 @@
 """After-sales tables: cases and their lines, the case audit trail, each order's refund
-ledger row, refunds, and returned parcels (matched to a case or not yet: 无主件)."""
+ledger row, refunds, returned parcels (matched to a case or not yet: 无主件), and the inbox of
+platform after-sale records."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ from ordertally.core.db import Base, BigId, JsonDoc, UtcDateTime
 
 REFUND_STATES = ("pending", "sent", "succeeded", "failed")
 REFUND_SOURCES = ("provider", "platform")
+# pending: stored, not applied yet; applied: a case (or a duplicate of one); unknown_order: no
+# order of ours; refused: the case could not be opened (outcome says why).
+RECORD_STATUSES = ("pending", "applied", "unknown_order", "refused")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -191,3 +195,26 @@ class ReturnParcel(Base):
     received_by: Mapped[str] = mapped_column(String(100))
     received_at: Mapped[datetime] = mapped_column(UtcDateTime)
     matched_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class AftersalePlatformRecord(Base):
+    """The after-sales inbox: a platform's after-sale record (a Pinduoduo refund list item) as
+    the platform sent it, sealed at rest (ADR 0006, ADR 0030), stored before it is applied
+    and emptied once applied and past the inbox retention period."""
+
+    __tablename__ = "aftersale_platform_record"
+    __table_args__ = (
+        UniqueConstraint("channel", "platform_refund_id"),
+        CheckConstraint(_in("status", RECORD_STATUSES), name="status_known"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    platform_refund_id: Mapped[str] = mapped_column(String(64))
+    # "aesgcm:" + the sealed JSON item, bound to this table and (channel, platform refund id);
+    # "" once purged.
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    applied_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True, index=True)

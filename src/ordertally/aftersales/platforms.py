@@ -2,6 +2,11 @@
 webhook body, the Refund resource) and Pinduoduo's `pdd.refund.list.increment.get` items, as
 one `PlatformRecord` each, ingested once per platform refund id.
 
+Shopify's arrive through the channel webhook inbox (sealed there). Pinduoduo's items are kept
+as the platform sent them in the after-sales record inbox, sealed with AES-GCM bound to the
+table and their (channel, refund id), and emptied once applied and past the inbox retention
+period (ADR 0006, ADR 0030): a return's waybill and the buyer's words stay out of clear text.
+
 A platform record is a fact, not a request: the platform has decided and refunded, so the
 case is opened, approved and its refund recorded in one go (a return the platform accepted
 then waits for its goods like any other)."""
@@ -9,16 +14,20 @@ then waits for its goods like any other)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.aftersales import refunds, repository, service
 from ordertally.aftersales.errors import AftersaleError
 from ordertally.aftersales.schemas import CaseCreate, CaseLineIn
 from ordertally.aftersales.state_machine import CaseType
-from ordertally.core import money
+from ordertally.core import clock, money
+from ordertally.core.crypto import body_context, open_body, seal_body
+from ordertally.core.settings import get_settings
 from ordertally.orders import service as orders_service
 
 
@@ -162,6 +171,75 @@ async def _apply(session: AsyncSession, record: PlatformRecord, order_no: str, a
         await refunds.record_platform_refund(
             session, case.case_no, record.platform_refund_id, record.amount_minor, actor
         )
+
+
+RECORD_TABLE = "aftersale_platform_record"
+
+
+def _record_context(channel: str, platform_refund_id: str) -> str:
+    return body_context(RECORD_TABLE, channel, platform_refund_id)
+
+
+async def receive_pinduoduo(
+    session: AsyncSession, items: list[dict[str, Any]], actor: str, channel: str = "pinduoduo"
+) -> IngestResult:
+    """Store each pdd.refund.list.increment.get item sealed in the after-sales inbox (a refund
+    id stored before is a duplicate and changes nothing), then apply the new ones; each stored
+    row records what it came to (applied, unknown_order, refused)."""
+    result = IngestResult()
+    for item in items:
+        platform_refund_id = str(item.get("id") or "")[:64]
+        if not platform_refund_id:
+            result.refused.append(("", "a refund item without an id"))
+            continue
+        raw = orjson.dumps(item).decode()
+        record_id = await repository.store_record(
+            session,
+            {
+                "channel": channel,
+                "platform_refund_id": platform_refund_id,
+                "body": seal_body(raw, _record_context(channel, platform_refund_id)),
+                "status": "pending",
+                "received_at": clock.now(),
+            },
+        )
+        if record_id is None:
+            result.duplicates += 1
+            continue
+        status, outcome = await _apply_record(session, record_id, actor, result)
+        await repository.mark_record(session, record_id, status, outcome, clock.now())
+    return result
+
+
+async def _apply_record(
+    session: AsyncSession, record_id: int, actor: str, result: IngestResult
+) -> tuple[str, str | None]:
+    """Apply one stored record from its sealed body (the apply step reads what was stored)."""
+    row = await repository.record_by_id(session, record_id)
+    assert row is not None
+    body = open_body(row.body, _record_context(row.channel, row.platform_refund_id))
+    try:
+        record = from_pinduoduo(orjson.loads(body), row.channel)
+    except (KeyError, TypeError, ValueError) as exc:
+        result.refused.append((row.platform_refund_id, f"unmappable refund: {exc!r}"))
+        return "refused", f"unmappable refund: {exc!r}"[:300]
+    one = await ingest(session, [record], actor)
+    result.created += one.created
+    result.duplicates += one.duplicates
+    result.unknown_order += one.unknown_order
+    result.refused += one.refused
+    if one.unknown_order:
+        return "unknown_order", f"no {row.channel} order {record.external_order_id}"[:300]
+    if one.refused:
+        return "refused", one.refused[0][1][:300]
+    return "applied", None
+
+
+async def purge_record_bodies(session: AsyncSession, now: datetime) -> int:
+    """Empty the bodies of platform records applied more than the retention period ago (the
+    dedupe key, status and times stay); returns how many."""
+    cutoff = now - timedelta(days=get_settings().inbox_retention_days)
+    return await repository.purge_record_bodies(session, cutoff)
 
 
 async def apply_shopify_refund(

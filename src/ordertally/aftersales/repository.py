@@ -14,6 +14,7 @@ from ordertally.aftersales.models import (
     AftersaleEvent,
     AftersaleLine,
     AftersaleMoney,
+    AftersalePlatformRecord,
     AftersaleRefund,
     ReturnParcel,
 )
@@ -550,3 +551,49 @@ async def inspected_units_by_sku(session: AsyncSession) -> dict[str, int]:
         ).group_by(AftersaleLine.sku)
     )
     return {str(sku): int(units or 0) for sku, units in rows.all()}
+
+
+# --- the after-sales record inbox ---------------------------------------------------------------
+
+
+async def store_record(session: AsyncSession, values: dict[str, Any]) -> int | None:
+    """Insert a received platform record; None when (channel, platform refund id) was stored
+    before."""
+    stmt = (
+        upsert_insert(session, AftersalePlatformRecord)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["channel", "platform_refund_id"])
+        .returning(AftersalePlatformRecord.id)
+    )
+    record_id = (await session.execute(stmt)).scalar_one_or_none()
+    return int(record_id) if record_id is not None else None
+
+
+async def record_by_id(session: AsyncSession, record_id: int) -> AftersalePlatformRecord | None:
+    """One stored platform record, read fresh."""
+    return await session.get(AftersalePlatformRecord, record_id, populate_existing=True)
+
+
+async def mark_record(
+    session: AsyncSession, record_id: int, status: str, outcome: str | None, at: datetime
+) -> None:
+    """Record what applying a stored platform record came to."""
+    await session.execute(
+        update(AftersalePlatformRecord)
+        .where(AftersalePlatformRecord.id == record_id)
+        .values(status=status, outcome=outcome, applied_at=at)
+    )
+
+
+async def purge_record_bodies(session: AsyncSession, applied_before: datetime) -> int:
+    """Empty the bodies of platform records applied before a time; returns how many."""
+    result = await session.execute(
+        update(AftersalePlatformRecord)
+        .where(
+            AftersalePlatformRecord.status == "applied",
+            AftersalePlatformRecord.applied_at < applied_before,
+            AftersalePlatformRecord.body != "",
+        )
+        .values(body="")
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

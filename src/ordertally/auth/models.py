@@ -53,6 +53,10 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Warehouse codes the user is limited to, like a key's; NULL = not scoped.
+    warehouses: Mapped[list[str] | None] = mapped_column(JsonDoc, nullable=True)
+    # Channel account codes the user is limited to, like a key's; NULL = not scoped.
+    channels: Mapped[list[str] | None] = mapped_column(JsonDoc, nullable=True)
 
 
 class UserSession(Base):

@@ -27,6 +27,7 @@ _HASHER = PasswordHasher(time_cost=2, memory_cost=19_456, parallelism=1)
 _DUMMY_HASH = _HASHER.hash("ordertally-no-such-user")
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+SCOPE_CODE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 MIN_PASSWORD = 10
 SESSION_IDLE = timedelta(minutes=30)
 SESSION_ABSOLUTE = timedelta(hours=12)
@@ -50,13 +51,25 @@ class BadCredentials(Unauthenticated):
 
 @dataclass(frozen=True, slots=True)
 class SignedIn:
-    """A live browser session: who, with which role, and the token forms must echo."""
+    """A live browser session: who, with which role and scope, and the token forms must echo."""
 
     session_id: int
     user_id: int
     username: str
     role: str
     csrf_token: str
+    # Warehouse codes the user is limited to; None = not scoped (as for API keys).
+    warehouses: tuple[str, ...] | None = None
+    # Channel account codes the user is limited to; None = not scoped.
+    channels: tuple[str, ...] | None = None
+
+    def may_act_for(self, warehouse_code: str | None) -> bool:
+        """Whether a warehouse-scoped user may see or act on this warehouse's work."""
+        return self.warehouses is None or warehouse_code in self.warehouses
+
+    def may_act_for_channel(self, account_code: str | None) -> bool:
+        """Whether a channel-scoped user may see or act on this channel account."""
+        return self.channels is None or account_code in self.channels
 
 
 def token_hash(token: str) -> str:
@@ -76,8 +89,33 @@ def hash_password(password: str) -> str:
     return _HASHER.hash(password)
 
 
-async def create_user(session: AsyncSession, username: str, password: str, role: str) -> int:
-    """Create an active user; returns its id."""
+def scope_codes(codes: list[str] | None, field: str) -> list[str] | None:
+    """A scope as stored: sorted distinct codes, or None (not scoped); codes are checked."""
+    cleaned = sorted({c.strip() for c in codes or [] if c.strip()})
+    for code in cleaned:
+        if not SCOPE_CODE.match(code):
+            raise InvalidRequest(
+                f"{field}: codes of 1-32 letters, digits, '_' or '-' ({code!r} is not one)",
+                field=field,
+            )
+    return cleaned or None
+
+
+def _scope(values: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(values) if values else None
+
+
+async def create_user(
+    session: AsyncSession,
+    username: str,
+    password: str,
+    role: str,
+    *,
+    warehouses: list[str] | None = None,
+    channels: list[str] | None = None,
+) -> int:
+    """Create an active user, scoped to warehouses and channel accounts when given; returns its
+    id."""
     username = username.strip().lower()
     if not USERNAME.match(username):
         raise InvalidRequest(
@@ -99,6 +137,8 @@ async def create_user(session: AsyncSession, username: str, password: str, role:
             "role": role,
             "active": True,
             "created_at": clock.now(),
+            "warehouses": scope_codes(warehouses, "warehouses"),
+            "channels": scope_codes(channels, "channels"),
         },
     )
 
@@ -190,7 +230,15 @@ async def sign_in(
     )
     await repository.set_last_login(session, user.id, now)
     await _attempt(session, username, source_ip, True, "ok")
-    return token, SignedIn(session_id, user.id, user.username, user.role, csrf)
+    return token, SignedIn(
+        session_id,
+        user.id,
+        user.username,
+        user.role,
+        csrf,
+        _scope(user.warehouses),
+        _scope(user.channels),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +260,15 @@ async def check_session(session: AsyncSession, token: str) -> SessionCheck:
     last_seen = clock.as_utc(row.last_seen_at)
     if not user.active or clock.as_utc(row.expires_at) <= now or last_seen + SESSION_IDLE <= now:
         return SessionCheck(None, expired=True)
-    signed = SignedIn(row.id, user.id, user.username, user.role, row.csrf_token)
+    signed = SignedIn(
+        row.id,
+        user.id,
+        user.username,
+        user.role,
+        row.csrf_token,
+        _scope(user.warehouses),
+        _scope(user.channels),
+    )
     return SessionCheck(signed, touch_due=last_seen + TOUCH_EVERY <= now)
 
 

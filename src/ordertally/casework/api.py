@@ -25,6 +25,7 @@ from ordertally.casework.schemas import (
     ResolveIn,
 )
 from ordertally.core import clock
+from ordertally.core.errors import Forbidden
 from ordertally.core.http import client_ip, database, json_response
 from ordertally.exceptions import registry
 from ordertally.exceptions import service as exceptions_service
@@ -34,6 +35,7 @@ from ordertally.exceptions.service import Who
 from ordertally.idempotency import service as idempotency_service
 from ordertally.idempotency.http import run_idempotent
 from ordertally.orders import holds
+from ordertally.orders import queries as orders_queries
 
 router = APIRouter(prefix="/api/v1", tags=["cases"])
 MAX_PAGE = 200
@@ -43,6 +45,28 @@ IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
 ]
 Work = Callable[[AsyncSession], Awaitable[tuple[int, bytes, dict[str, str]]]]
+
+
+async def _own_case(request: Request, principal: Principal, case_id: int) -> None:
+    """Refuse a channel-scoped caller a case of another channel account's order (or of no
+    order)."""
+    if principal.channels is None:
+        return
+    async with database(request).transaction(write=False) as session:
+        case = await exceptions_service.get_case(session, case_id)
+        order = (
+            await orders_queries.get_by_id(session, case.order_id)
+            if case.order_id is not None
+            else None
+        )
+    if order is None or not principal.may_act_for_channel(order.channel):
+        raise Forbidden(f"case {case_id} is outside this key's channel accounts")
+
+
+def _unscoped(principal: Principal) -> None:
+    """Batches select over every channel's orders: a channel-scoped caller runs none."""
+    if principal.channels is not None:
+        raise Forbidden("a channel-scoped key cannot run batch actions")
 
 
 def _who(request: Request, principal: Principal) -> Who:
@@ -66,7 +90,7 @@ async def _idempotent(
 @router.get("/cases", summary="Exception cases with filters, keyset pages and facet counts")
 async def list_cases(
     request: Request,
-    _: Annotated[Principal, Depends(require("cases.read"))],
+    principal: Annotated[Principal, Depends(require("cases.read"))],
     type: Annotated[str | None, Query(max_length=64)] = None,
     category: Annotated[str | None, Query(pattern="^(customer|system|supply_chain)$")] = None,
     state: Annotated[
@@ -107,6 +131,7 @@ async def list_cases(
         tag=tag,
         created_from=created_from,
         created_to=created_to,
+        channels=principal.channels,
     )
     async with database(request).transaction(write=False) as session:
         page = await service.list_cases(session, f, cursor, limit)
@@ -115,9 +140,12 @@ async def list_cases(
 
 @router.get("/cases/{case_id}", summary="One case with its log")
 async def get_case(
-    request: Request, case_id: int, _: Annotated[Principal, Depends(require("cases.read"))]
+    request: Request,
+    case_id: int,
+    principal: Annotated[Principal, Depends(require("cases.read"))],
 ) -> Response:
     """The case and every action, comment, hand-off and notification on it."""
+    await _own_case(request, principal, case_id)
     async with database(request).transaction(write=False) as session:
         return json_response(await service.case_detail(session, case_id))
 
@@ -135,6 +163,7 @@ async def assign(
     principal: Annotated[Principal, Depends(require("cases.work"))],
 ) -> Response:
     """An open case becomes in progress."""
+    await _own_case(request, principal, case_id)
     async with database(request).transaction() as session:
         await exceptions_service.assign(session, case_id, body.assignee, _who(request, principal))
     return json_response(await _detail(request, case_id))
@@ -150,6 +179,7 @@ async def comment(
 ) -> Response:
     """A comment and attachment references, logged with who, when and from where (replayed,
     not repeated, for a repeated key)."""
+    await _own_case(request, principal, case_id)
 
     async def work(session: AsyncSession) -> tuple[int, bytes, dict[str, str]]:
         await exceptions_service.comment(
@@ -169,6 +199,7 @@ async def hand_off(
 ) -> Response:
     """Refused with 409 exceptions.evidence_missing without the evidence the type's policy
     asks of the receiving role."""
+    await _own_case(request, principal, case_id)
     async with database(request).transaction() as session:
         await exceptions_service.hand_off(
             session, case_id, body.to_role, body.evidence, body.note, _who(request, principal)
@@ -184,6 +215,7 @@ async def resolve(
     principal: Annotated[Principal, Depends(require("cases.work"))],
 ) -> Response:
     """A stock-shortage hold re-reserves its stock first (or stays open while short)."""
+    await _own_case(request, principal, case_id)
     async with database(request).transaction() as session:
         await holds.resolve_case(
             session,
@@ -204,6 +236,7 @@ async def reopen(
     principal: Annotated[Principal, Depends(require("cases.work"))],
 ) -> Response:
     """With a fresh SLA clock."""
+    await _own_case(request, principal, case_id)
     async with database(request).transaction() as session:
         await exceptions_service.reopen(session, case_id, body.reason, _who(request, principal))
     return json_response(await _detail(request, case_id))
@@ -217,6 +250,7 @@ async def cancel(
     principal: Annotated[Principal, Depends(require("cases.work"))],
 ) -> Response:
     """An active case only."""
+    await _own_case(request, principal, case_id)
     async with database(request).transaction() as session:
         await exceptions_service.cancel(session, case_id, body.reason, _who(request, principal))
     return json_response(await _detail(request, case_id))
@@ -305,6 +339,7 @@ async def create_batch(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Nothing changes until the batch is confirmed (one batch per repeated key)."""
+    _unscoped(principal)
 
     async def work(session: AsyncSession) -> tuple[int, bytes, dict[str, str]]:
         batch_id, total, sample = await batch.create(
@@ -319,9 +354,10 @@ async def create_batch(
 async def confirm_batch(
     request: Request,
     batch_id: int,
-    _: Annotated[Principal, Depends(require("cases.batch"))],
+    principal: Annotated[Principal, Depends(require("cases.batch"))],
 ) -> Response:
     """The worker runs it in the background; GET shows its progress."""
+    _unscoped(principal)
     async with database(request).transaction() as session:
         b = await batch.confirm(session, batch_id)
     return json_response(_batch_doc(b))
@@ -331,9 +367,10 @@ async def confirm_batch(
 async def cancel_batch(
     request: Request,
     batch_id: int,
-    _: Annotated[Principal, Depends(require("cases.batch"))],
+    principal: Annotated[Principal, Depends(require("cases.batch"))],
 ) -> Response:
     """Stops between chunks; what is done stays done."""
+    _unscoped(principal)
     async with database(request).transaction() as session:
         b = await batch.cancel(session, batch_id)
     return json_response(_batch_doc(b))

@@ -26,6 +26,8 @@ class CaseFilter:
     tag: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    # A channel-scoped caller's accounts: only their orders' cases (None: any).
+    channels: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,10 @@ def _case_where(f: CaseFilter) -> list[ColumnElement[bool]]:
         where.append(c.created_at >= f.created_from)
     if f.created_to:
         where.append(c.created_at < f.created_to)
+    if f.channels is not None:
+        where.append(
+            c.order_id.in_(select(SalesOrder.id).where(SalesOrder.channel.in_(list(f.channels))))
+        )
     return where + _order_facts(c.order_id, f.sku, f.warehouse, f.channel, f.tag)
 
 

@@ -268,6 +268,9 @@ class Settings(BaseSettings):
     # (or of starting the next request on a kept-alive connection), and the whole body within
     # the body timeout after its headers; otherwise the connection is closed.
     header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    # uvicorn's HTTP parser: "auto" = httptools where installed, else h11 (both with the
+    # header and body timeouts above).
+    http_implementation: Literal["auto", "httptools", "h11"] = "auto"
     body_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     # A request not answered within this many seconds gets a 503 with Retry-After (the work
     # is cancelled and rolled back); 0 = no deadline.

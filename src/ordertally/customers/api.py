@@ -50,8 +50,11 @@ def summary_doc(c: Customer) -> dict[str, Any]:
     return {"id": c.id, "name": c.name_masked, "phone": c.phone_masked}
 
 
-def customer_doc(v: service.CustomerView) -> dict[str, Any]:
-    """A customer's JSON: masked identities, the profile's figures, tags, flags and orders."""
+def customer_doc(
+    v: service.CustomerView, channels: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """A customer's JSON: masked identities, the profile's figures, tags, flags and orders (a
+    channel-scoped caller: the orders of its channel accounts only)."""
     p = v.profile
     profile = None
     if p is not None:
@@ -100,6 +103,7 @@ def customer_doc(v: service.CustomerView) -> dict[str, Any]:
                 "categories": o.categories,
             }
             for o in v.orders
+            if channels is None or o.channel in channels
         ],
         "created_at": _iso(v.customer.created_at),
     }
@@ -109,12 +113,12 @@ def customer_doc(v: service.CustomerView) -> dict[str, Any]:
 async def get_customer(
     request: Request,
     customer_id: int,
-    _: Annotated[Principal, Depends(require("customers.read"))],
+    principal: Annotated[Principal, Depends(require("customers.read"))],
 ) -> Response:
     """One customer; an id merged into another answers with the surviving customer."""
     async with _db(request).transaction(write=False) as session:
         found = await service.view(session, customer_id)
-    return _json(customer_doc(found))
+    return _json(customer_doc(found, principal.channels))
 
 
 @router.get("/customers", summary="Find customers by phone or by tag")

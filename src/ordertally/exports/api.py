@@ -104,7 +104,13 @@ async def create_export(
     principal: Annotated[Principal, Depends(require("exports.create"))],
 ) -> Response:
     """Queue an export; poll `GET /exports/{export_no}` for its progress and manifest."""
-    requester = service.Requester(principal.name, principal.role, client_ip(request))
+    requester = service.Requester(
+        principal.name,
+        principal.role,
+        client_ip(request),
+        warehouses=principal.warehouses,
+        channels=principal.channels,
+    )
     async with database(request).transaction() as session:
         export = await service.request_export(session, body, requester)
     return json_response(
@@ -115,32 +121,43 @@ async def create_export(
 @router.get("", summary="The newest exports")
 async def list_exports(
     request: Request,
-    _: Annotated[Principal, Depends(require("exports.read"))],
+    principal: Annotated[Principal, Depends(require("exports.read"))],
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Response:
-    """The newest exports first, with their state and progress."""
+    """The newest exports first, with their state and progress (a channel-scoped caller: the
+    exports of its accounts only)."""
     async with database(request).transaction(write=False) as session:
         rows = await service.list_exports(session, limit)
-    return json_response({"items": [export_doc(e) for e in rows]})
+    return json_response(
+        {"items": [export_doc(e) for e in rows if service.visible_to(e, principal.channels)]}
+    )
 
 
 @router.get("/{export_no}", summary="An export's state, progress and manifest")
 async def get_export(
-    request: Request, export_no: str, _: Annotated[Principal, Depends(require("exports.read"))]
+    request: Request,
+    export_no: str,
+    principal: Annotated[Principal, Depends(require("exports.read"))],
 ) -> Response:
     """Poll an export."""
     async with database(request).transaction(write=False) as session:
-        export = await service.get_export(session, export_no)
+        export = service.check_visible(
+            await service.get_export(session, export_no), principal.channels
+        )
     return json_response(export_doc(export))
 
 
 @router.get("/{export_no}/manifest", summary="An export's manifest (row count, sums, SHA-256)")
 async def get_manifest(
-    request: Request, export_no: str, _: Annotated[Principal, Depends(require("exports.read"))]
+    request: Request,
+    export_no: str,
+    principal: Annotated[Principal, Depends(require("exports.read"))],
 ) -> Response:
     """The manifest of a finished export, as a downloadable JSON file."""
     async with database(request).transaction(write=False) as session:
-        export = await service.get_export(session, export_no)
+        export = service.check_visible(
+            await service.get_export(session, export_no), principal.channels
+        )
     if export.manifest is None:
         raise ExportNotReady(f"export {export_no} is {export.state}")
     return json_response(
@@ -158,8 +175,12 @@ async def download(
     """The file, once done and until it expires; a file with personal data in clear only for
     the roles that may see it."""
     async with database(request).transaction(write=False) as session:
-        export = await service.get_export(session, export_no)
-    if export.pii_unmasked and principal.role not in service.PII_ROLES:
+        export = service.check_visible(
+            await service.get_export(session, export_no), principal.channels
+        )
+    if export.pii_unmasked and (
+        principal.role not in service.PII_ROLES or principal.warehouses is not None
+    ):
         raise PiiNotAllowed(f"export {export_no} holds personal data in clear")
     path = service.file_path(export)
     if path is None:

@@ -27,6 +27,12 @@ class PiiNotAllowed(ExportError):
     title = "This role may not export personal data in clear"
 
 
+class ExportOutOfScope(ExportError):
+    status = 403
+    code = "exports.out_of_scope"
+    title = "This export is outside the caller's channel accounts"
+
+
 class ExportNotFound(ExportError):
     status = 404
     code = "exports.not_found"

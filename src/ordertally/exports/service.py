@@ -25,6 +25,7 @@ from ordertally.exports import repository
 from ordertally.exports.errors import (
     ExportInconsistent,
     ExportNotFound,
+    ExportOutOfScope,
     InvalidExport,
     PiiNotAllowed,
     TemplateExists,
@@ -54,6 +55,38 @@ class Requester:
     actor_id: str
     role: str
     source_ip: str | None
+    # A scoped key's or user's warehouses and channel accounts (None: not scoped).
+    warehouses: tuple[str, ...] | None = None
+    channels: tuple[str, ...] | None = None
+
+
+def _scoped_filters(
+    template: Template, filters: dict[str, str], channels: tuple[str, ...] | None
+) -> dict[str, str]:
+    """A channel-scoped requester's export is filtered to one of its accounts: the one it
+    names, or its only one; a template that cannot be filtered by channel is refused."""
+    if channels is None:
+        return filters
+    if "channel" not in template.filters:
+        raise ExportOutOfScope(f"template {template.name} cannot be limited to your channels")
+    named = filters.get("channel")
+    if named is None and len(channels) == 1:
+        return {**filters, "channel": channels[0]}
+    if named not in channels:
+        raise ExportOutOfScope("name one of your channel accounts in filters.channel")
+    return filters
+
+
+def visible_to(export: ExportAudit, channels: tuple[str, ...] | None) -> bool:
+    """Whether a channel-scoped caller may see an export: only one filtered to its accounts."""
+    return channels is None or (export.filters or {}).get("channel") in channels
+
+
+def check_visible(export: ExportAudit, channels: tuple[str, ...] | None) -> ExportAudit:
+    """The export, or ExportOutOfScope for a channel-scoped caller and another's export."""
+    if not visible_to(export, channels):
+        raise ExportOutOfScope(f"export {export.export_no} is outside your channel accounts")
+    return export
 
 
 def templates() -> dict[str, Template]:
@@ -140,9 +173,14 @@ async def request_export(
     wants_pii = body.unmask_pii and any(template.column(k).pii for k in columns)  # type: ignore[union-attr]
     if body.unmask_pii and requester.role not in PII_ROLES:
         raise PiiNotAllowed(f"role {requester.role!r} may not export personal data in clear")
+    if body.unmask_pii and requester.warehouses is not None:
+        # A warehouse-scoped caller sees a label's fields of its own allocated orders only.
+        raise PiiNotAllowed("a warehouse-scoped caller may not export personal data in clear")
     if wants_pii and not body.pii_reason:
         raise InvalidExport("exporting personal data in clear needs a reason", field="pii_reason")
-    filters: dict[str, Any] = dict(sorted(body.filters.items()))
+    filters: dict[str, Any] = dict(
+        sorted(_scoped_filters(template, body.filters, requester.channels).items())
+    )
     if body.date_from:
         filters["date_from"] = body.date_from.isoformat()
     if body.date_to:

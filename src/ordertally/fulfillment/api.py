@@ -21,7 +21,7 @@ from ordertally.fulfillment import callbacks, service, shiplist
 from ordertally.fulfillment import tracking_page as tracking
 from ordertally.fulfillment.models import Shipment, ShipmentLine, TrackingEvent
 from ordertally.orders import queries as orders_queries
-from ordertally.orders.errors import OrderNotFound
+from ordertally.orders.errors import OrderNotFound, OrderOutOfScope
 from ordertally.orders.models import SalesOrder
 from ordertally.orders.service import Actor
 from ordertally.orders.state_machine import ActorKind
@@ -97,11 +97,15 @@ class ShipIn(BaseModel):
 
 
 async def _own_shipment(session: AsyncSession, principal: Principal, shipment_id: int) -> None:
-    """Refuse a warehouse-scoped caller another warehouse's shipment."""
-    if principal.warehouses is not None:
+    """Refuse a warehouse-scoped caller another warehouse's shipment, and a channel-scoped
+    caller another channel account's."""
+    if principal.warehouses is not None or principal.channels is not None:
         shipment = await service.get_shipment(session, shipment_id)
         if not principal.may_act_for(shipment.warehouse_code):
             raise Forbidden(f"shipment {shipment_id} belongs to another warehouse")
+        order = await orders_queries.get_by_id(session, shipment.order_id)
+        if order is None or not principal.may_act_for_channel(order.channel):
+            raise Forbidden(f"shipment {shipment_id} belongs to another channel account")
 
 
 def _warehouse(principal: Principal) -> Actor:
@@ -111,13 +115,15 @@ def _warehouse(principal: Principal) -> Actor:
 @router.get("/api/v1/shipments")
 async def list_shipments(
     request: Request,
-    _: Annotated[Principal, Depends(require("fulfillment.read"))],
+    principal: Annotated[Principal, Depends(require("fulfillment.read"))],
     order_no: Annotated[str, Query(min_length=1, max_length=32)],
 ) -> Response:
     async with _db(request).transaction() as session:
         order = await orders_queries.get_by_no(session, order_no)
         if order is None:
             raise OrderNotFound(f"order {order_no} does not exist")
+        if not principal.may_act_for_channel(order.channel):
+            raise OrderOutOfScope(f"order {order_no} does not come from your channel accounts")
         shipments = await service.shipments_of(session, order.id)
         ids = [s.id for s in shipments]
         lines = await service.lines_by_shipment(session, ids)
@@ -130,10 +136,14 @@ async def list_shipments(
 async def get_shipment(
     request: Request,
     shipment_id: int,
-    _: Annotated[Principal, Depends(require("fulfillment.read"))],
+    principal: Annotated[Principal, Depends(require("fulfillment.read"))],
 ) -> Response:
     async with _db(request).transaction() as session:
         s = await service.get_shipment(session, shipment_id)
+        if principal.channels is not None:
+            order = await orders_queries.get_by_id(session, s.order_id)
+            if order is None or not principal.may_act_for_channel(order.channel):
+                raise Forbidden(f"shipment {shipment_id} belongs to another channel account")
         lines = await service.lines_by_shipment(session, [s.id])
         events = await service.timelines(session, [s.id])
         return _json(shipment_doc(s, lines[s.id], events[s.id]))
@@ -177,8 +187,8 @@ async def import_shipped_list(
     principal: Annotated[Principal, Depends(require("fulfillment.ship"))],
 ) -> Response:
     """A shipped list as the request body (text/csv or an XLSX file); one result per row."""
-    if principal.warehouses is not None:
-        raise Forbidden("a warehouse-scoped key ships parcel by parcel, not by list")
+    if principal.warehouses is not None or principal.channels is not None:
+        raise Forbidden("a scoped key ships parcel by parcel, not by list")
     data = await request.body()
     if len(data) > MAX_LIST_BYTES:
         raise PayloadTooLarge(f"a shipped list may not exceed {MAX_LIST_BYTES} bytes")

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ordertally.auth.api import require
 from ordertally.auth.service import Principal
 from ordertally.catalog import service as catalog_service
+from ordertally.core.errors import Forbidden
 from ordertally.core.http import database, json_response
 from ordertally.idempotency import service as idempotency_service
 from ordertally.idempotency.http import run_idempotent
@@ -99,7 +100,10 @@ async def stock_movement(
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
     ] = None,
 ) -> Response:
-    """Record a movement in the ledger (replayed, not repeated, for a repeated key)."""
+    """Record a movement in the ledger (replayed, not repeated, for a repeated key); a
+    warehouse-scoped caller moves its own warehouses' stock only."""
+    if not principal.may_act_for(body.warehouse):
+        raise Forbidden(f"warehouse {body.warehouse} is outside this key's scope")
 
     async def work(session: AsyncSession) -> tuple[int, bytes, dict[str, str]]:
         result = await service.record_movement(
@@ -151,9 +155,11 @@ async def stock_settings(
     request: Request,
     sku: str,
     body: StockSettingsIn,
-    _: Annotated[Principal, Depends(require("inventory.manage"))],
+    principal: Annotated[Principal, Depends(require("inventory.manage"))],
 ) -> Response:
     """Set safety stock, or spread a hot SKU over more bucket rows."""
+    if not principal.may_act_for(body.warehouse):
+        raise Forbidden(f"warehouse {body.warehouse} is outside this key's scope")
     async with database(request).transaction() as session:
         await service.configure_stock(
             session,

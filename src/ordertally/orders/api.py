@@ -26,6 +26,7 @@ from ordertally.core.errors import InvalidRequest, OrdertallyError
 from ordertally.core.http import JSON, client_ip, database, json_response
 from ordertally.core.money import format_minor
 from ordertally.core.settings import get_settings
+from ordertally.exceptions import service as exceptions_service
 from ordertally.idempotency import service as idempotency_service
 from ordertally.idempotency.http import run_idempotent
 from ordertally.orders import closing, creation, fx, holds, service, transitions
@@ -358,7 +359,7 @@ def _encode_cursor(order: SalesOrder) -> str:
 @router.get("/orders", response_model=OrderPage, summary="List orders, newest first")
 async def list_orders(
     request: Request,
-    _: Annotated[Principal, Depends(require("orders.read"))],
+    principal: Annotated[Principal, Depends(require("orders.read"))],
     status: Annotated[str | None, Query(max_length=32)] = None,
     channel: Annotated[str | None, Query(max_length=32)] = None,
     created_from: datetime | None = None,
@@ -366,7 +367,8 @@ async def list_orders(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
 ) -> Response:
-    """Filter by status, channel and creation range; page with `next_cursor`."""
+    """Filter by status, channel and creation range; page with `next_cursor`. A
+    channel-scoped caller sees its channel accounts' orders only."""
     if status is not None and status not in STATUSES:
         raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}", field="status")
     for name, value in (("created_from", created_from), ("created_to", created_to)):
@@ -381,6 +383,7 @@ async def list_orders(
             created_to=created_to,
             after=_decode_cursor(cursor) if cursor else None,
             limit=limit + 1,
+            channels=principal.channels,
         )
     page = orders[:limit]
     return json_response(
@@ -406,11 +409,14 @@ async def list_orders(
 
 @router.get("/orders/{order_no}", response_model=OrderOut, summary="One order")
 async def get_order(
-    request: Request, order_no: str, _: Annotated[Principal, Depends(require("orders.read"))]
+    request: Request,
+    order_no: str,
+    principal: Annotated[Principal, Depends(require("orders.read"))],
 ) -> Response:
-    """The order with its lines and open holds."""
+    """The order with its lines and open holds (403 `order.out_of_scope` for a channel-scoped
+    caller and another account's order)."""
     async with database(request).transaction(write=False) as session:
-        order = await service.get_order(session, order_no)
+        order = await service.get_order_in_scope(session, order_no, principal.channels)
         doc = order_doc(await load_snapshot(session, order))
     return json_response(doc)
 
@@ -425,6 +431,8 @@ async def cancel_order(
     """Close a pending-payment order on an operator's request (a repeat is a no-op)."""
     reason = body.reason if body else ""
     actor = Actor(ActorKind.OPERATOR, principal.name, client_ip(request), note=reason or None)
+    async with database(request).transaction(write=False) as session:
+        await service.get_order_in_scope(session, order_no, principal.channels)
     # "Keep open if paid", as at the timeout: the providers are asked with no transaction open.
     await closing.refuse_if_paid(database(request), order_no)
     async with database(request).transaction() as session:
@@ -439,10 +447,13 @@ async def cancel_order(
     summary="The order's audit trail, oldest first",
 )
 async def order_events(
-    request: Request, order_no: str, _: Annotated[Principal, Depends(require("orders.events"))]
+    request: Request,
+    order_no: str,
+    principal: Annotated[Principal, Depends(require("orders.events"))],
 ) -> Response:
     """Every state change: from, to, event, actor, source ip, evidence, time."""
     async with database(request).transaction(write=False) as session:
+        await service.get_order_in_scope(session, order_no, principal.channels)
         events: list[OrderEvent] = await service.events_of(session, order_no)
     return json_response(
         [
@@ -499,6 +510,9 @@ async def resolve_exception(
     """Close an open case with a resolution; a stock-shortage hold reserves the order's stock
     again first, or stays open (409 exceptions.still_short) while the stock is short."""
     async with database(request).transaction() as session:
+        if principal.channels is not None:
+            found = await exceptions_service.get_case(session, case_id)
+            await service.check_order_id_in_scope(session, found.order_id, principal.channels)
         case = await holds.resolve_case(session, case_id, principal.name, body.resolution)
     return json_response(
         {

@@ -64,6 +64,15 @@ class InvalidFxRate(OrderError):
     title = "The exchange rate is not valid"
 
 
+class OrderOutOfScope(OrderError):
+    """A channel-scoped caller (key or user) and another channel account's order: 403, like
+    the contact route's refusal (ADR 0026 addendum)."""
+
+    status = 403
+    code = "order.out_of_scope"
+    title = "This order is outside the caller's channel accounts"
+
+
 class ContactNotAllowed(OrderError):
     status = 403
     code = "order.contact_not_allowed"

@@ -270,11 +270,15 @@ async def list_page(
     after: tuple[datetime, int] | None,
     limit: int,
     order_ids: list[int] | None = None,
+    channels: tuple[str, ...] | None = None,
 ) -> list[SalesOrder]:
-    """Orders newest first, after a keyset cursor (created_at, id)."""
+    """Orders newest first, after a keyset cursor (created_at, id); `channels`: only these
+    channel accounts' (None: any)."""
     stmt = select(SalesOrder)
     if order_ids is not None:
         stmt = stmt.where(SalesOrder.id.in_(order_ids))
+    if channels is not None:
+        stmt = stmt.where(SalesOrder.channel.in_(list(channels)))
     if status:
         stmt = stmt.where(SalesOrder.status == status)
     if channel:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
 from ordertally.orders import repository
-from ordertally.orders.errors import OrderNotFound
+from ordertally.orders.errors import OrderNotFound, OrderOutOfScope
 from ordertally.orders.models import OrderEvent, OrderLine, SalesOrder
 
 # isort: split
@@ -40,6 +40,32 @@ async def get_order(session: AsyncSession, order_no: str) -> SalesOrder:
     if order is None:
         raise OrderNotFound(f"order {order_no} does not exist")
     return order
+
+
+def check_scope(order: SalesOrder, channels: tuple[str, ...] | None) -> SalesOrder:
+    """Refuse a channel-scoped caller (None: not scoped) an order of another channel account;
+    returns the order."""
+    if channels is not None and order.channel not in channels:
+        raise OrderOutOfScope(f"order {order.order_no} does not come from your channel accounts")
+    return order
+
+
+async def get_order_in_scope(
+    session: AsyncSession, order_no: str, channels: tuple[str, ...] | None
+) -> SalesOrder:
+    """An order by number that a channel-scoped caller may see: OrderNotFound, OrderOutOfScope."""
+    return check_scope(await get_order(session, order_no), channels)
+
+
+async def check_order_id_in_scope(
+    session: AsyncSession, order_id: int | None, channels: tuple[str, ...] | None
+) -> None:
+    """Refuse a channel-scoped caller what belongs to another account's order (or to none)."""
+    if channels is None:
+        return
+    order = await repository.get_by_id(session, order_id) if order_id is not None else None
+    if order is None or order.channel not in channels:
+        raise OrderOutOfScope("this belongs to an order outside your channel accounts")
 
 
 async def lines_of(session: AsyncSession, order: SalesOrder) -> list[OrderLine]:
@@ -71,8 +97,10 @@ async def list_orders(
     after: tuple[datetime, int] | None,
     limit: int,
     order_ids: list[int] | None = None,
+    channels: tuple[str, ...] | None = None,
 ) -> list[SalesOrder]:
-    """A page of orders, newest first (optionally only among `order_ids`)."""
+    """A page of orders, newest first (optionally only among `order_ids`, and only of the
+    channel accounts of a channel-scoped caller)."""
     return await repository.list_page(
         session,
         status=status,
@@ -82,6 +110,7 @@ async def list_orders(
         after=after,
         limit=limit,
         order_ids=order_ids,
+        channels=channels,
     )
 
 

@@ -85,6 +85,7 @@ async def search_orders(
         date_from=date_from.isoformat() if date_from else None,
         date_to=date_to.isoformat() if date_to else None,
         open_exception=has_open_exception,
+        channels=principal.channels,
     )
     async with database(request).transaction(write=False) as session:
         page = await service.search(

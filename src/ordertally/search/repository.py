@@ -26,6 +26,8 @@ class Filters:
     date_from: str | None = None  # merchant-local YYYY-MM-DD, inclusive
     date_to: str | None = None
     open_exception: bool | None = None
+    # A channel-scoped caller's channel accounts: only their orders are found (None: any).
+    channels: tuple[str, ...] | None = None
 
 
 async def upsert_docs(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
@@ -66,6 +68,8 @@ def _filtered(stmt: Select[Any], filters: Filters) -> Select[Any]:
         stmt = stmt.where(SearchDoc.status == filters.status)
     if filters.channel:
         stmt = stmt.where(SearchDoc.channel == filters.channel)
+    if filters.channels is not None:
+        stmt = stmt.where(SearchDoc.channel.in_(list(filters.channels)))
     if filters.date_from:
         stmt = stmt.where(SearchDoc.placed_date >= filters.date_from)
     if filters.date_to:

@@ -108,6 +108,7 @@ async def render_list(
         role=filters["role"] or None,
         breached=True if filters["breached"] else None,
         now=clock.now(),
+        channels=user.channels,
     )
     cursor = (q.get("after") or "")[:100] or None
     async with database(request).transaction(write=False) as session:

@@ -17,7 +17,14 @@ from ordertally.channels.schemas import SkuMappingIn
 from ordertally.core.errors import OrdertallyError
 from ordertally.web.i18n import N_
 from ordertally.web.pages import _common, _error_text
-from ordertally.web.security import SignedIn, check_csrf, database, may, signed_in
+from ordertally.web.security import (
+    SignedIn,
+    check_channel,
+    check_csrf,
+    database,
+    may,
+    signed_in,
+)
 from ordertally.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -32,10 +39,23 @@ REPLAY_RESULTS: dict[str, str] = {
 async def _context(request: Request, user: SignedIn, **extra: Any) -> dict[str, Any]:
     # The status view creates a missing sync state row: a write transaction.
     async with database(request).transaction() as session:
-        accounts = await channels_service.list_accounts(session)
+        # A channel-scoped user sees its own accounts' work only, as a scoped key does.
+        accounts = [
+            a
+            for a in await channels_service.list_accounts(session)
+            if user.may_act_for_channel(a.code)
+        ]
         statuses = {a.code: await channels_service.status_view(session, a.code) for a in accounts}
-        mappings = await channels_service.list_mappings(session, None, None, MAPPINGS_SHOWN, 0)
-        held = await channel_callbacks.held_webhooks(session)
+        mappings = [
+            m
+            for m in await channels_service.list_mappings(session, None, None, MAPPINGS_SHOWN, 0)
+            if user.may_act_for_channel(m.account_code)
+        ]
+        held = [
+            h
+            for h in await channel_callbacks.held_webhooks(session)
+            if user.may_act_for_channel(h["account"])
+        ]
     return _common(
         request,
         user,
@@ -68,6 +88,7 @@ async def pull_now(request: Request, code: str) -> Response:
     """Pull an account now (the platform is called with no transaction open)."""
     user = await signed_in(request, "channels.manage")
     await check_csrf(request, user)
+    check_channel(user, code[:32], "channels.manage")
     try:
         outcome = await channel_sync.sync_account(database(request), code[:32])
     except OrdertallyError as exc:
@@ -85,6 +106,8 @@ async def add_mapping(request: Request) -> Response:
     form = await request.form()
     fields = ("platform", "account_code", "platform_sku", "sku")
     values = {k: str(form.get(k, "")).strip()[:200] for k in fields}
+    # A platform-wide mapping (no account) belongs to no scope.
+    check_channel(user, values["account_code"] or None, "channels.manage")
     try:
         data = SkuMappingIn.model_validate(values)
         async with database(request).transaction() as session:
@@ -107,9 +130,15 @@ async def add_mapping(request: Request) -> Response:
 
 @router.post("/ui/channels/held/replay")
 async def replay_held(request: Request) -> Response:
-    """Apply every held webhook again; what the configuration still refuses stays held."""
+    """Apply every held webhook again (a channel-scoped user: its accounts' only); what the
+    configuration still refuses stays held."""
     user = await signed_in(request, "channels.manage")
     await check_csrf(request, user)
-    outcomes = await channel_callbacks.replay_failed(database(request))
+    if user.channels is None:
+        outcomes = await channel_callbacks.replay_failed(database(request))
+    else:
+        outcomes = []
+        for account in user.channels:
+            outcomes += await channel_callbacks.replay_failed(database(request), account=account)
     context = await _context(request, user, replayed=outcomes, section="held")
     return render(request, "channels.html", context)

@@ -130,6 +130,7 @@ async def request_manual(request: Request, order_no: str) -> Response:
     """Finance vouches for a payment with evidence (补单); a second person decides it."""
     user = await signed_in(request, "payments.manual")
     await check_csrf(request, user)
+    await pages._in_scope(request, user, order_no)
     form = await request.form()
     values = {k: str(form.get(k, "")).strip()[:500] for k in ("reference", "amount", "reason")}
     paid_at = pages._parse_moment(str(form.get("paid_at", ""))[:40] or None, end=False)

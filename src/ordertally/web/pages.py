@@ -29,7 +29,7 @@ from ordertally.fulfillment import tracking_page
 from ordertally.notify import service as notify_service
 from ordertally.orders import closing, holds, snapshot, transitions
 from ordertally.orders import service as orders_service
-from ordertally.orders.errors import OrderNotFound
+from ordertally.orders.errors import OrderNotFound, OrderOutOfScope
 from ordertally.orders.state_machine import (
     TRANSITIONS,
     Actor,
@@ -41,7 +41,14 @@ from ordertally.orders.state_machine import (
 from ordertally.payments import service as payments_service
 from ordertally.web import dashboard, i18n, search_box, security
 from ordertally.web.i18n import N_
-from ordertally.web.security import SignedIn, check_csrf, database, may, signed_in
+from ordertally.web.security import (
+    PageForbidden,
+    SignedIn,
+    check_csrf,
+    database,
+    may,
+    signed_in,
+)
 from ordertally.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -134,6 +141,12 @@ ERROR_MESSAGES: dict[str, str] = {
     "request.invalid:username": N_("Username: 2 to 64 lowercase letters, digits, '.', '_' or '-'."),
     "request.invalid:role": N_("Choose one of the roles."),
     "request.invalid:password": N_("The password needs at least 10 characters."),
+    "request.invalid:warehouses": N_(
+        "Warehouses: codes of 1 to 32 letters, digits, '_' or '-', separated by commas."
+    ),
+    "request.invalid:channels": N_(
+        "Channel accounts: codes of 1 to 32 letters, digits, '_' or '-', separated by commas."
+    ),
     "conflict:username": N_("This username is taken."),
 }
 PAGE_SIZE = 50
@@ -392,6 +405,7 @@ async def orders_page(request: Request) -> Response:
             after=after,
             limit=PAGE_SIZE + 1,
             order_ids=case_orders,
+            channels=user.channels,
         )
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
@@ -428,6 +442,7 @@ async def _search_page(
         created_from,
         created_to,
         open_case=case_type is not None,
+        channels=user.channels,
     )
     async with database(request).transaction(write=False) as session:
         case_orders = (
@@ -501,7 +516,7 @@ def _diagram(current: str) -> dict[str, Any]:
 
 async def _order_context(request: Request, user: SignedIn, order_no: str) -> dict[str, Any]:
     async with database(request).transaction(write=False) as session:
-        order = await orders_service.get_order(session, order_no)
+        order = await orders_service.get_order_in_scope(session, order_no, user.channels)
         snap = await snapshot.load_snapshot(session, order)
         cases = await exceptions_service.open_cases(session, order.id)
         events = (
@@ -569,7 +584,20 @@ async def order_page(request: Request, order_no: str) -> Response:
     except OrderNotFound:
         missing = _common(request, user, reason="missing", permission=None, order_no=order_no)
         return render(request, "forbidden.html", missing, status=404)
+    except OrderOutOfScope:
+        raise PageForbidden(user, "orders.read", scope=True) from None
     return render(request, "order.html", context)
+
+
+async def _in_scope(request: Request, user: SignedIn, order_no: str) -> None:
+    """Refuse a channel-scoped user an action on another account's order (the 403 page)."""
+    if user.channels is None:
+        return
+    try:
+        async with database(request).transaction(write=False) as session:
+            await orders_service.get_order_in_scope(session, order_no, user.channels)
+    except (OrderOutOfScope, OrderNotFound):  # a scoped user acts on orders shown as its own
+        raise PageForbidden(user, "orders.read", scope=True) from None
 
 
 @router.post("/ui/orders/{order_no}/cancel")
@@ -577,6 +605,7 @@ async def cancel_order(request: Request, order_no: str) -> Response:
     """Cancel an unpaid order (the transition table refuses any other)."""
     user = await signed_in(request, "orders.cancel")
     await check_csrf(request, user)
+    await _in_scope(request, user, order_no)
     form = await request.form()
     reason = str(form.get("reason", "")).strip()[:500] or None
     actor = Actor(ActorKind.OPERATOR, f"user:{user.username}", client_ip(request), note=reason)
@@ -600,6 +629,14 @@ async def resolve_case(request: Request, case_id: int) -> Response:
     form = await request.form()
     resolution = str(form.get("resolution", "")).strip()[:500]
     order_no = str(form.get("order_no", ""))[:32]
+    if user.channels is not None:
+        # A channel-scoped user resolves only open cases of an order of its own accounts.
+        await _in_scope(request, user, order_no)
+        async with database(request).transaction(write=False) as session:
+            order = await orders_service.get_order(session, order_no)
+            open_ids = {c.id for c in await exceptions_service.open_cases(session, order.id)}
+        if case_id not in open_ids:
+            raise PageForbidden(user, "exceptions.resolve", scope=True)
     error = None
     if not resolution:
         error = N_("Say how the case was resolved.")
@@ -637,6 +674,11 @@ async def _users_context(request: Request, user: SignedIn, **extra: Any) -> dict
     )
 
 
+def _codes(text: str) -> list[str]:
+    """Codes typed into one field, separated by commas or spaces (the empty field: none)."""
+    return [c for c in re.split(r"[,\s，]+", text) if c]
+
+
 @router.get("/ui/users")
 async def users_page(request: Request) -> Response:
     """Users and the latest sign-in attempts (admins)."""
@@ -650,13 +692,22 @@ async def create_user(request: Request) -> Response:
     user = await signed_in(request, "users.manage")
     await check_csrf(request, user)
     form = await request.form()
-    values = {k: str(form.get(k, ""))[:200] for k in ("username", "role", "password")}
+    values = {
+        k: str(form.get(k, ""))[:200]
+        for k in ("username", "role", "password", "warehouses", "channels")
+    }
     try:
         async with database(request).transaction() as session:
-            await users.create_user(session, values["username"], values["password"], values["role"])
+            await users.create_user(
+                session,
+                values["username"],
+                values["password"],
+                values["role"],
+                warehouses=_codes(values["warehouses"]),
+                channels=_codes(values["channels"]),
+            )
     except OrdertallyError as exc:
-        context = await _users_context(
-            request, user, error=_error_text(exc), form={"username": values["username"]}
-        )
+        form_back = {k: values[k] for k in ("username", "warehouses", "channels")}
+        context = await _users_context(request, user, error=_error_text(exc), form=form_back)
         return render(request, "users.html", context, status=exc.status)
     return RedirectResponse("/ui/users?done=user_created", status_code=303)

@@ -93,14 +93,17 @@ def filters_of(
     created_to: datetime | None,
     *,
     open_case: bool,
+    channels: tuple[str, ...] | None = None,
 ) -> search_service.Filters:
-    """The screen's filters in the search's terms (dates are the merchant's days)."""
+    """The screen's filters in the search's terms (dates are the merchant's days; `channels`:
+    a channel-scoped user's accounts)."""
     return search_service.Filters(
         status=status,
         channel=channel,
         date_from=_local_day(created_from, end=False),
         date_to=_local_day(created_to, end=True),
         open_exception=True if open_case else None,
+        channels=channels,
     )
 
 

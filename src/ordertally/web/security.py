@@ -32,12 +32,14 @@ class LoginRequired(Exception):
 
 
 class PageForbidden(Exception):
-    """A signed-in user whose role may not open a page or take an action."""
+    """A signed-in user whose role may not open a page or take an action, or (`scope`) whose
+    warehouse or channel scope does not cover what it concerns."""
 
-    def __init__(self, user: SignedIn, permission: str) -> None:
+    def __init__(self, user: SignedIn, permission: str, *, scope: bool = False) -> None:
         super().__init__(permission)
         self.user = user
         self.permission = permission
+        self.scope = scope
 
 
 class CsrfRefused(Exception):
@@ -105,6 +107,19 @@ async def signed_in(request: Request, permission: str) -> SignedIn:
     if not may(user, permission):
         raise PageForbidden(user, permission)
     return user
+
+
+def check_channel(user: SignedIn, account_code: str | None, permission: str) -> None:
+    """Refuse a channel-scoped user another channel account's work (or work of no account), as
+    the API refuses a channel-scoped key."""
+    if not user.may_act_for_channel(account_code):
+        raise PageForbidden(user, permission, scope=True)
+
+
+def check_warehouse(user: SignedIn, warehouse_code: str | None, permission: str) -> None:
+    """Refuse a warehouse-scoped user another warehouse's work."""
+    if not user.may_act_for(warehouse_code):
+        raise PageForbidden(user, permission, scope=True)
 
 
 async def check_csrf(request: Request, user: SignedIn) -> None:

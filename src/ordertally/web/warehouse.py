@@ -20,7 +20,15 @@ from ordertally.orders.service import Actor
 from ordertally.orders.state_machine import ActorKind
 from ordertally.web.i18n import N_
 from ordertally.web.pages import _common, _error_text
-from ordertally.web.security import SignedIn, check_csrf, database, may, signed_in
+from ordertally.web.security import (
+    PageForbidden,
+    SignedIn,
+    check_csrf,
+    check_warehouse,
+    database,
+    may,
+    signed_in,
+)
 from ordertally.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -93,6 +101,7 @@ async def receive(request: Request) -> Response:
     form = await request.form()
     values = {k: str(form.get(k, "")).strip()[:200] for k in ("warehouse", "sku", "quantity")}
     reason = str(form.get("reason", "")).strip()[:500] or "receipt"
+    check_warehouse(user, values["warehouse"], "inventory.move")
     try:
         quantity = int(values["quantity"])
     except ValueError:
@@ -127,6 +136,7 @@ async def _shipping_context(request: Request, user: SignedIn, **extra: Any) -> d
                 created_to=None,
                 after=None,
                 limit=WAITING_SHOWN,
+                channels=user.channels,
             )
         ]
     return _common(
@@ -154,6 +164,9 @@ async def ship_batch(request: Request) -> Response:
     """Ship every row of a shipped list (pasted or a CSV/XLSX file); one result per row."""
     user = await signed_in(request, "fulfillment.ship")
     await check_csrf(request, user)
+    if user.warehouses is not None or user.channels is not None:
+        # As for a scoped key: a list names parcels of any warehouse and channel.
+        raise PageForbidden(user, "fulfillment.ship", scope=True)
     form = await request.form(max_part_size=MAX_LIST_BYTES)
     upload = form.get("file")
     text = str(form.get("list", ""))[:MAX_LIST_BYTES]

@@ -61,7 +61,8 @@ async def _login_required(request: Request, exc: Exception) -> Response:
 
 async def _forbidden(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, security.PageForbidden)
-    context = pages._common(request, exc.user, reason="role", permission=exc.permission)
+    reason = "scope" if exc.scope else "role"
+    context = pages._common(request, exc.user, reason=reason, permission=exc.permission)
     return render(request, "forbidden.html", context, status=403)
 
 
