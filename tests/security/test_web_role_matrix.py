@@ -37,15 +37,23 @@ SETTINGS_SECTIONS = ("auth.manage", "notify.manage", "fx.manage")
 
 
 def _checked_permission(endpoint: Callable[..., Any]) -> str | None:
-    """The permission the handler passes to `signed_in(request, "…")`, if it calls it."""
+    """The permission the handler passes to `signed_in(request, "…")`, or to a page helper
+    that passes it on (`_step(request, case_no, "aftersales.manage", …)`: a call's argument
+    that names a permission of the table), if it does. Whether the role is then refused is
+    what the matrix below checks over HTTP."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(endpoint)))
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
     found = [
         node.args[1].value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call)
-        and getattr(node.func, "id", None) == "signed_in"
+        for node in calls
+        if getattr(node.func, "id", None) == "signed_in"
         and len(node.args) == 2
         and isinstance(node.args[1], ast.Constant)
+    ] or [
+        arg.value
+        for node in calls
+        for arg in node.args
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value in PERMISSIONS
     ]
     assert len(set(found)) <= 1, f"{endpoint.__name__} checks several permissions: {found}"
     return found[0] if found else None
