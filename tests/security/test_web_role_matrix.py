@@ -36,14 +36,13 @@ PUBLIC = {
 SETTINGS_SECTIONS = ("auth.manage", "notify.manage", "fx.manage")
 
 
-def _checked_permission(endpoint: Callable[..., Any]) -> str | None:
-    """The permission the handler passes to `signed_in(request, "…")`, or to a page helper
+def _permissions_in(function: Callable[..., Any]) -> list[str]:
+    """The permissions a function passes to `signed_in(request, "…")`, or else to a helper
     that passes it on (`_step(request, case_no, "aftersales.manage", …)`: a call's argument
-    that names a permission of the table), if it does. Whether the role is then refused is
-    what the matrix below checks over HTTP."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(endpoint)))
+    that names a permission of the table)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
     calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
-    found = [
+    return [
         node.args[1].value
         for node in calls
         if getattr(node.func, "id", None) == "signed_in"
@@ -55,6 +54,21 @@ def _checked_permission(endpoint: Callable[..., Any]) -> str | None:
         for arg in node.args
         if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value in PERMISSIONS
     ]
+
+
+def _checked_permission(endpoint: Callable[..., Any]) -> str | None:
+    """The permission a page checks: in its handler, or in the page function of its own
+    module that the handler calls (`batch_page` → `_page(request, batch_id)`). Whether the
+    role is then refused is what the matrix below checks over HTTP."""
+    found = _permissions_in(endpoint)
+    if not found:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(endpoint)))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+                continue
+            helper = endpoint.__globals__.get(node.func.id)
+            if callable(helper) and getattr(helper, "__module__", None) == endpoint.__module__:
+                found += _permissions_in(helper)
     assert len(set(found)) <= 1, f"{endpoint.__name__} checks several permissions: {found}"
     return found[0] if found else None
 
