@@ -32,6 +32,7 @@ from ordertally.channels.canonical import (
 API = "pdd.order.number.list.increment.get"
 TIME_API = "pdd.time.get"
 DECRYPT_API = "pdd.open.decrypt.batch"
+DECRYPT_BATCH = 100  # data_list entries per call ("默认列表大小不超过100")
 MAX_WINDOW = timedelta(minutes=30)
 MIN_LAG = timedelta(minutes=3)
 MAX_PAGE_SIZE = 100
@@ -127,6 +128,42 @@ def _display(doc: dict[str, Any], key: str) -> str:
         return masked
     value = text(doc.get(key))
     return "" if is_ciphertext(value) else value
+
+
+def decrypt_answer(
+    response: httpx.Response, asked: list[tuple[str, str]]
+) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str], str]]:
+    """pdd.open.decrypt.batch's answer for the (data_tag, encrypted_data) pairs asked: the
+    plaintexts, and why each other pair failed. An entry is decrypted when its `error_code` is
+    0 and it has `decrypted_data` (the POP SDK's OpenDecryptBatchResponseDataDecryptListItem:
+    data_tag, data_type, decrypted_data, encrypted_data, error_code, error_msg)."""
+    if response.status_code >= 400:
+        raise AdapterError(f"decrypt answered HTTP {response.status_code}")
+    try:
+        doc = response.json()
+    except ValueError as exc:
+        raise AdapterError("decrypt answered non-JSON") from exc
+    error = doc.get("error_response") if isinstance(doc, dict) else None
+    if error:
+        reason = f"pinduoduo error {error.get('error_code')}: {error.get('error_msg')}"
+        return {}, dict.fromkeys(asked, reason)
+    body = (doc.get("open_decrypt_batch_response") or {}) if isinstance(doc, dict) else {}
+    plain: dict[tuple[str, str], str] = {}
+    failed: dict[tuple[str, str], str] = {}
+    for entry in body.get("data_decrypt_list") or []:
+        if not isinstance(entry, dict):
+            continue
+        key = (text(entry.get("data_tag")), text(entry.get("encrypted_data")))
+        code = entry.get("error_code")
+        value = entry.get("decrypted_data")
+        if (code in (None, 0, "0")) and isinstance(value, str) and value:
+            plain[key] = value
+        else:
+            failed[key] = f"decrypt error {code}: {text(entry.get('error_msg')) or 'no plaintext'}"
+    for key in asked:
+        if key not in plain and key not in failed:
+            failed[key] = "decrypt answered nothing for it"
+    return plain, failed
 
 
 def sign(params: dict[str, Any], client_secret: str) -> str:
