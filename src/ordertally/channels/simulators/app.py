@@ -97,6 +97,7 @@ async def pdd_decrypt_relay(request: Request) -> JSONResponse:
     form = {k: str(v) for k, v in (await request.form()).items()}
     if form.get("type") != "pdd.open.decrypt.batch":
         return JSONResponse(_sim(request).pdd.error(20031, "the relay answers decrypt only"))
+    _sim(request).pdd.relay_calls += 1
     return JSONResponse(_sim(request).pdd.call(form))
 
 

@@ -22,6 +22,7 @@ import hmac
 import itertools
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -417,6 +418,9 @@ class PddSim:
     # answered with an error_response (code 20031, as the POP docs list it).
     decrypt_denied: bool = False
     decrypt_calls: int = 0
+    relay_calls: int = 0  # decrypt calls that came through the merchant's relay (hook)
+    # Called as each decrypt call is answered (tests look at the caller's state then).
+    on_decrypt: Callable[[], None] | None = None
 
     def add(
         self,
@@ -492,6 +496,8 @@ class PddSim:
         """The answer's shape follows the POP SDK's PddOpenDecryptBatchResponse (data_tag,
         data_type, decrypted_data, encrypted_data, error_code, error_msg)."""
         self.decrypt_calls += 1
+        if self.on_decrypt is not None:
+            self.on_decrypt()
         if self.decrypt_denied:
             return self.error(20031, "用户没有授权访问此接口")
         try:
