@@ -1,7 +1,8 @@
 """Pinduoduo pdd.order.number.list.increment.get: order shapes -> CanonicalOrder, the client.
 
-Times are Beijing-time strings ("2023-11-20 23:58:12") or unix seconds; amounts are yuan
-strings; phones are masked outside the waiting-to-ship state. The window is
+Times are Beijing-time strings ("2023-11-20 23:58:12") or unix seconds; amounts are yuan, as
+numbers (DOUBLE in the POP documentation's example) or strings; while an order awaits shipping
+the receiver fields are ciphertext and the display values are `*_mask`. The window is
 start/end_updated_at in unix seconds, at most 30 minutes, ending at least 3 minutes behind
 the platform clock; pages are walked from the last one backwards.
 """
@@ -37,9 +38,9 @@ MAX_WINDOW = timedelta(minutes=30)
 MIN_LAG = timedelta(minutes=3)
 MAX_PAGE_SIZE = 100
 CURRENCY = "CNY"
-# Error codes treated as "slow down" (back off like a 429). Unconfirmed against the POP docs:
-# 70031 is the frequency-limit code SDKs report; the simulator answers it on command.
-RATE_LIMIT_CODES = frozenset({70031})
+# Error codes treated as "slow down" (back off like a 429), from the error table of the POP
+# API documentation (pdd.order.list.get page): 70031 调用过于频繁, 52101 当前接口被限流.
+RATE_LIMIT_CODES = frozenset({70031, 52101})
 
 
 def status_of(doc: dict[str, Any]) -> PlatformStatus:
@@ -104,9 +105,19 @@ def to_canonical(doc: dict[str, Any]) -> CanonicalOrder:
         placed_at=placed_at,
         updated_at=updated_at,
         paid_at=beijing_utc(pay_time) if pay_time and status is not PlatformStatus.UNPAID else None,
-        discount_minor=minor(doc.get("discount_amount"), CURRENCY),
+        # discount_amount = platform + seller + group-leader discounts; order_change_amount is
+        # the merchant's price change, already taken off goods_amount (POP docs: goods_amount =
+        # goods_price * goods_count - order_change_amount).
+        discount_minor=minor(doc.get("discount_amount"), CURRENCY)
+        + minor(doc.get("order_change_amount"), CURRENCY),
         shipping_minor=minor(doc.get("postage"), CURRENCY),
-        # pay_amount: what the buyer paid (goods - discounts + postage).
+        fee_minor=sum(
+            minor(fee.get("service_fee"), CURRENCY)
+            for fee in doc.get("service_fee_detail") or []
+            if isinstance(fee, dict)
+        ),
+        # pay_amount: what the buyer paid (POP docs: goods_amount - discount_amount + postage +
+        # service fees).
         platform_total_minor=(
             minor(doc["pay_amount"], CURRENCY) if doc.get("pay_amount") not in (None, "") else None
         ),

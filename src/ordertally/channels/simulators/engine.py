@@ -457,17 +457,20 @@ class PddSim:
             "province": "浙江省",
             "city": "杭州市",
             "town": "西湖区",
-            "pay_amount": str(Decimal(price) * quantity),
-            "goods_amount": str(Decimal(price) * quantity),
-            "discount_amount": "0.00",
-            "postage": "0.00",
+            # Amounts are DOUBLE in the POP documentation's response example.
+            "pay_amount": float(Decimal(price) * quantity),
+            "goods_amount": float(Decimal(price) * quantity),
+            "discount_amount": 0.0,
+            "postage": 0.0,
+            "order_change_amount": 0.0,
+            "service_fee_detail": [],
             "item_list": [
                 {
                     "goods_id": 1,
                     "sku_id": 2,
                     "outer_id": sku,
                     "goods_name": "西湖龙井",
-                    "goods_price": price,
+                    "goods_price": float(Decimal(price)),
                     "goods_count": quantity,
                 }
             ],
