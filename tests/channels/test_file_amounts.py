@@ -161,11 +161,11 @@ def test_a_line_amount_that_does_not_divide_keeps_the_cents_as_a_line_discount(
     assert order.platform_total_minor == 11900
 
 
-def test_jd_service_fee_and_a_multi_row_order_refused_on_every_row(tmp_path: Path) -> None:
-    # Given JD's export (items of one order repeat the order's amounts): 服务费 on the first
+def test_jd_postage_and_a_multi_row_order_refused_on_every_row(tmp_path: Path) -> None:
+    # Given JD's export (items of one order repeat the order's amounts): postage on the first
     # order, and a second order whose 应付金额 misses its 5.00 discount
     header = ["订单号", "商品ID", "货号", "商品名称", "订购数量", "京东价", "订单金额"]
-    header += ["应付金额", "优惠金额", "运费金额", "服务费", "订单状态", "下单时间"]
+    header += ["应付金额", "优惠金额", "运费金额", "订单状态", "下单时间"]
     header += ["客户姓名", "客户地址", "联系电话"]
     common = [
         "等待出库",
@@ -183,19 +183,19 @@ def test_jd_service_fee_and_a_multi_row_order_refused_on_every_row(tmp_path: Pat
         tmp_path / "jd.csv",
         [
             header,
-            [*jd("301", "1", "TEA-LJ-250", "59.90", "59.90", "67.90", "0.00", "5.00", "3.00")],
-            [*jd("302", "1", "TEA-LJ-250", "59.90", "99.80", "99.80", "5.00", "0.00", "0.00")],
-            [*jd("302", "2", "CUP-CER-01", "39.90", "99.80", "99.80", "5.00", "0.00", "0.00")],
+            [*jd("301", "1", "TEA-LJ-250", "59.90", "59.90", "64.90", "0.00", "5.00")],
+            [*jd("302", "1", "TEA-LJ-250", "59.90", "99.80", "99.80", "5.00", "0.00")],
+            [*jd("302", "2", "CUP-CER-01", "39.90", "99.80", "99.80", "5.00", "0.00")],
         ],
     )
     parser, results = files.parse_file(path, None, "file")
     items = list(results)
     good = [i for i in items if isinstance(i, files.ParsedOrder)]
     bad = [i for i in items if isinstance(i, files.Rejected)]
-    # Then the first is read with its postage and fee (59.90 + 5.00 + 3.00 = 67.90)
+    # Then the first is read with its postage (59.90 + 5.00 = 64.90)
     assert parser.template.name == "jd"
     assert [(o.order.shipping_minor, o.order.fee_minor, o.order.total_minor) for o in good] == [
-        (500, 300, 6790)
+        (500, 0, 6490)
     ]
     # And both rows of the second are refused: the first with the numbers, the other pointing
     # at it

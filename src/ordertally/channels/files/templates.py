@@ -175,8 +175,9 @@ TEMPLATES: dict[str, Template] = {
             "unit_price": ("京东价",),
             "order_discount": ("优惠金额",),
             "shipping": ("运费金额",),
-            "fee": ("服务费",),
             # 订单金额 (the goods) - 优惠金额 + 运费金额 = 应付金额, repeated on each item row.
+            # (Its 服务费 column is not mapped: whether the buyer or the merchant pays it is
+            # unconfirmed.)
             "paid_total": ("应付金额",),
             "status": ("订单状态",),
             "placed_at": ("下单时间",),
