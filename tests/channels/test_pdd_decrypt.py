@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from sqlalchemy import select
@@ -25,9 +26,10 @@ from ordertally.core.crypto import get_cipher
 from ordertally.core.db import Database
 from ordertally.exceptions.models import ExceptionCase
 from ordertally.orders.contact import PII_ADDRESS, PII_NAME, PII_PHONE
-from ordertally.orders.models import SalesOrder
+from ordertally.orders.models import OrderEvent, SalesOrder
 from ordertally.simkit.server import serve
 from tests.channels.helpers import make_account
+from tests.factories import auth
 
 pytestmark = pytest.mark.anyio
 
@@ -223,3 +225,47 @@ async def test_no_decrypt_service_by_default(db: Database, sim: tuple[str, Chann
     order, cases = await _order_and_cases(db)
     assert get_cipher().decrypt(order.customer_phone_enc, PII_PHONE) == "138****1234"
     assert cases == []
+
+
+async def test_a_held_recipient_is_decrypted_later_and_its_hold_resolved(
+    db: Database, sim: tuple[str, ChannelSim], client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    url, state = sim
+    # Given an order created held because the shop's decrypt quota was spent
+    await _account(db, url, decrypt="pop")
+    state.pdd.decrypt_denied = True
+    state.pdd.add(ORDER_SN, NOW - timedelta(minutes=10))
+    await sync.sync_account(db, "pdd_a")
+    before, cases = await _order_and_cases(db)
+    assert [(c.type, c.status) for c in cases] == [("address_not_decrypted", "open")]
+    # When the quota is back and the account's held recipients are decrypted over HTTP
+    state.pdd.decrypt_denied = False
+    in_use: list[int] = []
+    state.pdd.on_decrypt = lambda: in_use.append(_checked_out(db))
+    response = await client.post("/api/v1/channels/pdd_a/decrypt", headers=auth(keys["admin"]))
+    assert response.status_code == 200, response.text
+    # Then the order has its recipient (asked with no transaction open) and its hold resolved
+    assert response.json()["orders"] == [
+        {"order_no": before.order_no, "status": "decrypted", "error": None}
+    ]
+    assert in_use == [0]
+    after, cases = await _order_and_cases(db)
+    assert [(c.type, c.status) for c in cases] == [("address_not_decrypted", "resolved")]
+    cipher = get_cipher()
+    assert cipher.decrypt(after.customer_phone_enc, PII_PHONE) == "+8613812341234"
+    assert after.customer_phone_bidx == cipher.blind_index("+8613812341234", "phone")
+    address = orjson.loads(cipher.decrypt(after.shipping_address_enc, PII_ADDRESS))
+    assert (address["name"], address["line1"]) == ("王小明", "文三路100号")
+    # And what is shown did not change; the change is in the order's audit trail
+    assert (after.ship_name_masked, after.customer_phone_masked) == (
+        before.ship_name_masked,
+        before.customer_phone_masked,
+    )
+    async with db.transaction(write=False) as session:
+        events = list(
+            await session.scalars(select(OrderEvent.event).where(OrderEvent.order_id == after.id))
+        )
+    assert events.count("set_recipient") == 1
+    # And asking again finds nothing held
+    again = await client.post("/api/v1/channels/pdd_a/decrypt", headers=auth(keys["admin"]))
+    assert again.json() == {"orders": []}

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
 import time
@@ -30,7 +29,7 @@ import httpx
 from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.channels import held, ingest, repository, service
+from ordertally.channels import decrypt, held, ingest, repository, service
 from ordertally.channels.adapters import amazon, pinduoduo, raw
 from ordertally.channels.adapters.common import AdapterError, beijing_utc, text
 from ordertally.channels.canonical import CanonicalOrder
@@ -332,7 +331,7 @@ class _Run:
                 f"account {self.account.code} needs config.client_id and a client_secret"
             )
         client = pinduoduo.PinduoduoClient(self.http, self.base_url, client_id, secret, access)
-        decrypter = self._pdd_decrypter(client_id, secret, access)
+        decrypter = decrypt.client_for(self.account, self.http)
         platform_now = await self._pdd_time(client)
         end = platform_now - pinduoduo.MIN_LAG - timedelta(seconds=5)
         after = start
@@ -368,60 +367,14 @@ class _Run:
             await self.advance(before)
             after = before
 
-    def _pdd_decrypter(
-        self, client_id: str, secret: str, access: str
-    ) -> pinduoduo.PinduoduoClient | None:
-        """The configured decrypt service (`config.decrypt`): "pop" calls pdd.open.decrypt.batch
-        at the account's router, "hook" the merchant's relay at `config.decrypt_url` (same POP
-        request and answer); none by default, since Pinduoduo answers it only inside its cloud."""
-        mode = str(self.account.config.get("decrypt") or "none")
-        if mode == "none":
-            return None
-        if mode == "pop":
-            url = self.base_url
-        elif mode == "hook":
-            url = str(self.account.config.get("decrypt_url") or "")
-            if not url:
-                raise InvalidAccount(f"account {self.account.code}: decrypt=hook needs decrypt_url")
-        else:
-            raise InvalidAccount(f"account {self.account.code}: decrypt must be none, pop or hook")
-        return pinduoduo.PinduoduoClient(self.http, url, client_id, secret, access)
-
     async def _pdd_decrypt(
         self, client: pinduoduo.PinduoduoClient, orders: list[CanonicalOrder]
     ) -> list[CanonicalOrder]:
         """Ask the decrypt service for every ciphertext of these orders (no transaction is open:
-        the page is not stored yet). An order whose fields all come back carries them in
-        `decrypted`; one that does not carries why in `decrypt_error` and is created held."""
-        wanted = [(o.external_id, c) for o in orders for c in o.encrypted.values()]
-        answers: dict[tuple[str, str], str] = {}
-        failures: dict[tuple[str, str], str] = {}
-        for start in range(0, len(wanted), pinduoduo.DECRYPT_BATCH):
-            batch = wanted[start : start + pinduoduo.DECRYPT_BATCH]
-            try:
-                response = await self.request(lambda b=batch: client.decrypt_batch(b))
-                plain, failed = pinduoduo.decrypt_answer(response, batch)
-            except (httpx.HTTPError, AdapterError) as exc:
-                reason = f"decrypt service: {exc or type(exc).__name__}"
-                plain, failed = {}, dict.fromkeys(batch, reason)
-            answers.update(plain)
-            failures.update(failed)
-        result: list[CanonicalOrder] = []
-        for order in orders:
-            if not order.encrypted:
-                result.append(order)
-                continue
-            keys = {f: (order.external_id, c) for f, c in order.encrypted.items()}
-            if all(k in answers for k in keys.values()):
-                self.outcome.decrypted += len(keys)
-                decrypted = {f: answers[k] for f, k in keys.items()}
-                result.append(dataclasses.replace(order, decrypted=decrypted))
-            else:
-                self.outcome.undecrypted += 1
-                errors = sorted(
-                    {failures.get(k, "no answer") for k in keys.values() if k not in answers}
-                )
-                result.append(dataclasses.replace(order, decrypt_error="; ".join(errors)[:500]))
+        the page is not stored yet); an order not fully answered is created held."""
+        result, answered, missed = await decrypt.decrypt_orders(client, orders, self.request)
+        self.outcome.decrypted += answered
+        self.outcome.undecrypted += missed
         return result
 
     async def _pdd_time(self, client: pinduoduo.PinduoduoClient) -> datetime:
