@@ -216,7 +216,7 @@ async def apply_receipt(session: AsyncSession, receipt_id: int, *, replay: bool 
         else:
             via = "webhook"
             order = _to_canonical(account.platform, body)
-    except (AdapterError, ValueError, KeyError, TypeError) as exc:
+    except (AdapterError, *raw.UNCONVERTIBLE) as exc:  # any unknown shape: held, not retried
         unknown = isinstance(exc.__cause__, money.UnknownCurrency)
         cause = "unknown_currency" if unknown else "unmappable"
         status, error = "failed", f"{cause}: {exc}"
