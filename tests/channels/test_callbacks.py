@@ -17,6 +17,7 @@ from ordertally.channels.simulators.app import create_channel_sim_app
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
 from ordertally.events.dispatcher import drain
+from ordertally.exceptions.models import ExceptionCase
 from ordertally.orders.models import SalesOrder
 from ordertally.simkit.server import serve
 from tests.factories import auth
@@ -157,4 +158,45 @@ async def test_shopify_retries_until_acknowledged(
     assert deliveries[-1]["status"] == 200
     await drain(db, get_settings())
     assert await _count(db, SalesOrder) == 1
+    await http.aclose()
+
+
+async def test_a_webhook_of_an_unknown_shape_is_held_not_retried_forever(
+    db: Database, live_server: Any, keys: dict[str, str], sim: httpx.AsyncClient
+) -> None:
+    # Given signed webhooks whose bodies the adapter cannot read: a line that is a string
+    # (AttributeError inside the adapter) and a total too large for a decimal (Overflow)
+    http = await _setup(live_server, keys, sim)
+    head = '"currency": "CNY", "created_at": "2026-11-20T10:00:00+08:00", '
+    head += '"updated_at": "2026-11-20T10:00:00+08:00"'
+    bodies = [
+        ('{"id": 1, ' + head + ', "line_items": ["a"]}').encode(),
+        ('{"id": 2, ' + head + ', "total_price": "1e999999999", "line_items": []}').encode(),
+    ]
+    for n, body in enumerate(bodies):
+        headers = {
+            "X-Shopify-Topic": "orders/create",
+            "X-Shopify-Webhook-Id": f"wh-shape-{n}",
+            "X-Shopify-Hmac-Sha256": shopify.sign(SECRET, body),
+        }
+        answer = await http.post(
+            "/callbacks/channels/shopify/shop_a", content=body, headers=headers
+        )
+        assert answer.status_code == 200
+    # When the worker applies them
+    await drain(db, get_settings())
+    # Then both are kept as failed, each held by an order_not_created case (cause unmappable)
+    async with db.transaction(write=False) as session:
+        rows = (
+            await session.execute(
+                select(ChannelWebhook.status, ExceptionCase.type, ExceptionCase.detail)
+                .join(ExceptionCase, ExceptionCase.id == ChannelWebhook.held_case_id)
+                .order_by(ChannelWebhook.id)
+            )
+        ).all()
+    assert [(status, kind, detail["cause"]) for status, kind, detail in rows] == [
+        ("failed", "order_not_created", "unmappable"),
+        ("failed", "order_not_created", "unmappable"),
+    ]
+    assert await _count(db, SalesOrder) == 0
     await http.aclose()

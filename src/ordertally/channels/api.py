@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from ordertally.auth.api import require
 from ordertally.auth.service import Principal
-from ordertally.channels import callbacks, service, sync
+from ordertally.channels import callbacks, decrypt, service, sync
 from ordertally.channels.models import ChannelSkuMapping
 from ordertally.channels.schemas import (
     AccountCreate,
@@ -207,6 +207,19 @@ async def replay_held(
     _own(principal, account)
     outcomes = await callbacks.replay_failed(_db(request), account=account)
     return {"replayed": outcomes}
+
+
+@api.post("/{code}/decrypt", summary="Decrypt the account's held recipients again")
+async def decrypt_held(
+    request: Request,
+    code: Annotated[str, Path(max_length=32)],
+    principal: Annotated[Principal, Depends(require("channels.manage"))],
+) -> dict[str, Any]:
+    """Ask the account's decrypt service again for its orders held `address_not_decrypted`
+    (same as `ordertally channels decrypt ACCOUNT`); what is answered is stored and its hold
+    resolved, the rest stays held."""
+    _own(principal, code)
+    return {"orders": await decrypt.retry_held(_db(request), code)}
 
 
 router.include_router(api)

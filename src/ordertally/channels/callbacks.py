@@ -22,7 +22,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.channels import held, ingest, repository, service
-from ordertally.channels.adapters import shopify
+from ordertally.channels.adapters import raw, shopify
 from ordertally.channels.adapters.common import AdapterError
 from ordertally.channels.canonical import CanonicalOrder
 from ordertally.channels.errors import (
@@ -207,10 +207,16 @@ async def apply_receipt(session: AsyncSession, receipt_id: int, *, replay: bool 
     status, error, cause, external_id = "applied", None, None, ""
     try:
         body = open_body(receipt.body, body_context(_TABLE, str(account.id), receipt.webhook_id))
-        kept = receipt.topic.startswith(held.TOPIC_PREFIX)  # from a pull or an import
-        order = held.from_json(body) if kept else _to_canonical(account.platform, body)
-        via = receipt.topic.removeprefix(held.TOPIC_PREFIX) if kept else "webhook"
-    except (AdapterError, ValueError, KeyError, TypeError) as exc:
+        if receipt.topic.startswith(held.RAW_PREFIX):  # a pull could not convert it
+            via = receipt.topic.removeprefix(held.RAW_PREFIX)
+            order = raw.convert(account.platform, orjson.loads(body), account.config or {})
+        elif receipt.topic.startswith(held.TOPIC_PREFIX):  # from a pull or an import
+            via = receipt.topic.removeprefix(held.TOPIC_PREFIX)
+            order = held.from_json(body)
+        else:
+            via = "webhook"
+            order = _to_canonical(account.platform, body)
+    except (AdapterError, *raw.UNCONVERTIBLE) as exc:  # any unknown shape: held, not retried
         unknown = isinstance(exc.__cause__, money.UnknownCurrency)
         cause = "unknown_currency" if unknown else "unmappable"
         status, error = "failed", f"{cause}: {exc}"

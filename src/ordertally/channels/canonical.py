@@ -69,6 +69,12 @@ class CanonicalOrder:
     # The platform's ciphertext of fields it encrypts (field name -> ciphertext), kept as
     # ciphertext for the platform's decrypt API; never stored in a name or phone column.
     encrypted: dict[str, str] = field(default_factory=dict)
+    # The plaintext of `encrypted` as the platform's decrypt service answered it (field name ->
+    # value; Pinduoduo pdd.open.decrypt.batch), stored only inside our own encrypted columns.
+    decrypted: dict[str, str] = field(default_factory=dict)
+    # Why the configured decrypt service could not decrypt it ("" when it did or none is set):
+    # the order is created with a blocking `address_not_decrypted` hold.
+    decrypt_error: str = ""
     buyer_platform_id: str = ""  # where a platform masks phones, its stable buyer id
     buyer_email: str = ""
     raw: dict[str, Any] = field(default_factory=dict)

@@ -29,7 +29,8 @@ from ordertally.channels.canonical import CanonicalOrder
 from ordertally.core.db import Database
 
 # Account platforms that take order files; "file" accounts take any template.
-FILE_PLATFORMS = ("douyin", "jd", "taobao", "file")
+# A Pinduoduo account takes its export too: the same (account, order number) as its pulls.
+FILE_PLATFORMS = ("douyin", "jd", "taobao", "pinduoduo", "file")
 
 EXIT_OK, EXIT_BAD_FILE, EXIT_REJECTED = 0, 1, 2
 

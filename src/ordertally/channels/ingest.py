@@ -371,22 +371,35 @@ def _spec(
         cipher, order.address.phone, platform=account.platform, buyer_key=buyer_key
     )
     address = order.address
+    buyer_name = order.buyer_name or address.name or "-"
+    # What the platform's decrypt service answered goes into the encrypted columns only; the
+    # masked columns keep the platform's own masks (Pinduoduo *_mask) for display and search.
+    plain = order.decrypted
+    real_name = plain.get("receiver_name", "")
+    real_line1 = plain.get("receiver_address") or plain.get("address") or ""
+    if plain.get("receiver_phone"):
+        given_mask = phone_masked if "*" in phone_masked else ""
+        phone, phone_bidx, real_mask, last4 = phone_fields(
+            cipher, plain["receiver_phone"], platform=account.platform, buyer_key=buyer_key
+        )
+        ship_phone = phone
+        phone_masked = ship_masked = given_mask or real_mask
     address_doc = orjson.dumps(
         {
-            "name": address.name,
+            "name": real_name or address.name,
             "phone": ship_phone,
             "province": address.province,
             "city": address.city,
             "district": address.district,
-            "line1": address.line1,
+            "line1": real_line1 or address.line1,
             "postal_code": address.postal_code,
             # The platform's ciphertext, for its decrypt API (Pinduoduo, Douyin).
             **{f"platform_ciphertext_{k}": v for k, v in sorted(order.encrypted.items())},
+            **({"platform_decrypted": sorted(plain)} if plain else {}),
         }
     ).decode()
-    buyer_name = order.buyer_name or address.name or "-"
     personal = creation.Personal(
-        customer_name_enc=cipher.encrypt(buyer_name, PII_NAME),
+        customer_name_enc=cipher.encrypt(real_name or buyer_name, PII_NAME),
         customer_name_masked=mask_name(buyer_name)[:64],
         customer_phone_enc=cipher.encrypt(phone, PII_PHONE),
         customer_phone_bidx=phone_bidx,
@@ -399,17 +412,29 @@ def _spec(
         ship_city=address.city[:64],
         ship_district=address.district[:64],
     )
-    holds = (
-        (
+    holds: tuple[creation.HoldSpec, ...] = ()
+    if unmapped:
+        holds += (
             creation.HoldSpec(
                 "channel",
                 "sku_unmapped",
                 {"account": account.code, "platform_skus": sorted(set(unmapped))},
             ),
         )
-        if unmapped
-        else ()
-    )
+    if order.decrypt_error:
+        # Not shippable until someone has the recipient: the order is kept, and held.
+        holds += (
+            creation.HoldSpec(
+                "channel",
+                "address_not_decrypted",
+                {
+                    "account": account.code,
+                    "external_id": order.external_id,
+                    "fields": sorted(order.encrypted),
+                    "error": order.decrypt_error,
+                },
+            ),
+        )
     return creation.OrderSpec(
         channel=account.code,
         external_id=order.external_id,

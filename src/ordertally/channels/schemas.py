@@ -37,6 +37,14 @@ class AccountConfig(Strict):
     # Login with Amazon's token endpoint (the simulator's in tests); Amazon's own by default.
     lwa_url: Annotated[str, Field(max_length=500, pattern=r"^https?://")] | None = None
     timezone: Annotated[str, Field(max_length=64)] | None = None
+    # The currency of the account's marketplace when the adapter's table lacks it (Amazon: a
+    # Pending order of a marketplace not in `amazon.MARKETPLACES` has no amount to tell it).
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
+    # Pinduoduo's receiver decryption on pull: "none" (default), "pop" (pdd.open.decrypt.batch
+    # at base_url, only answered inside Pinduoduo's cloud) or "hook" (the merchant's relay at
+    # decrypt_url, same signed request and answer).
+    decrypt: Literal["none", "pop", "hook"] | None = None
+    decrypt_url: Annotated[str, Field(max_length=500, pattern=r"^https?://")] | None = None
     # The account's own file layout: canonical field -> header text (template "custom").
     file_columns: dict[str, Annotated[str, Field(min_length=1, max_length=100)]] | None = None
 
@@ -130,6 +138,10 @@ class SyncResultOut(BaseModel):
     errors: list[dict[str, str]]
     cursor_at: datetime | None
     complete: bool  # False: the run stopped (page limit, error) before reaching the end
+    pii: str | None = None  # Amazon: "restricted" or "missing"
+    unconverted: int = 0  # raw orders the adapter could not convert, held as order_not_created
+    decrypted: int = 0  # Pinduoduo ciphertexts the decrypt service answered
+    undecrypted: int = 0  # Pinduoduo orders created held as address_not_decrypted
 
 
 class SkuMappingIn(Strict):

@@ -29,9 +29,9 @@ import httpx
 from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.channels import ingest, repository, service
-from ordertally.channels.adapters import amazon, pinduoduo
-from ordertally.channels.adapters.common import AdapterError, beijing_utc
+from ordertally.channels import decrypt, held, ingest, repository, service
+from ordertally.channels.adapters import amazon, pinduoduo, raw
+from ordertally.channels.adapters.common import AdapterError, beijing_utc, text
 from ordertally.channels.canonical import CanonicalOrder
 from ordertally.channels.errors import (
     AccountInactive,
@@ -124,6 +124,11 @@ class SyncOutcome:
     # Amazon: "restricted" (buyer PII read with a Restricted Data Token), "missing" (the
     # application lacks the PII role: no names, address lines or phones), None elsewhere.
     pii: str | None = None
+    # Raw orders the adapter could not convert, held as `order_not_created` (this run's new).
+    unconverted: int = 0
+    # Pinduoduo: ciphertexts the configured decrypt service answered, and orders it did not.
+    decrypted: int = 0
+    undecrypted: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -138,6 +143,9 @@ class SyncOutcome:
             "cursor_at": self.cursor_at,
             "complete": self.complete,
             "pii": self.pii,
+            "unconverted": self.unconverted,
+            "decrypted": self.decrypted,
+            "undecrypted": self.undecrypted,
         }
 
 
@@ -189,13 +197,36 @@ class _Run:
         response: httpx.Response = await call()
         return response
 
-    async def store(self, orders: list[CanonicalOrder]) -> None:
+    def convert(
+        self, external_id: str, version: str, body: dict[str, Any], unconverted: list[held.RawOrder]
+    ) -> CanonicalOrder | None:
+        """A raw order as a canonical one; one the adapter cannot convert joins `unconverted`
+        (held by `store`, never only reported)."""
+        try:
+            return raw.convert(self.account.platform, body, self.account.config or {})
+        except AdapterError as exc:
+            unconverted.append(held.RawOrder(external_id, version, body, f"unmappable: {exc}"))
+            return None
+
+    async def store(
+        self, orders: list[CanonicalOrder], unconverted: list[held.RawOrder] | None = None
+    ) -> None:
         self.outcome.pages += 1
-        self.outcome.orders_read += len(orders)
+        self.outcome.orders_read += len(orders) + len(unconverted or [])
         if orders:
             self.outcome.result.add(
                 await ingest.ingest_orders(self.db, self.account.code, orders, via="pull")
             )
+        if unconverted:
+            async with self.db.transaction() as session:
+                self.outcome.unconverted += await held.hold_raw(
+                    session, self.account, "pull", unconverted
+                )
+            self.outcome.result.errors.extend((u.external_id, u.message) for u in unconverted)
+            for u in unconverted:
+                log.warning(
+                    "%s: order %r not converted: %s", self.account.code, u.external_id, u.message
+                )
         if self.outcome.pages >= self.max_pages:
             raise _Stop
 
@@ -256,13 +287,17 @@ class _Run:
                 )
                 payload = doc.get("payload") or {}
                 orders: list[CanonicalOrder] = []
-                for raw in payload.get("Orders") or []:
-                    items = await self._amazon_items(client, str(raw.get("AmazonOrderId")))
-                    try:
-                        orders.append(amazon.to_canonical(raw, items))
-                    except AdapterError as exc:
-                        self.outcome.result.errors.append((str(raw.get("AmazonOrderId")), str(exc)))
-                await self.store(orders)
+                unconverted: list[held.RawOrder] = []
+                for doc_order in payload.get("Orders") or []:
+                    shaped = isinstance(doc_order, dict)
+                    order_id = text(doc_order.get("AmazonOrderId")) if shaped else ""
+                    items = await self._amazon_items(client, order_id) if order_id else []
+                    version = text(doc_order.get("LastUpdateDate")) if shaped else ""
+                    body = raw.body_of("amazon", doc_order, items)
+                    converted = self.convert(order_id, version, body, unconverted)
+                    if converted is not None:
+                        orders.append(converted)
+                await self.store(orders, unconverted)
                 next_token = payload.get("NextToken")
                 if not next_token:
                     break
@@ -296,6 +331,7 @@ class _Run:
                 f"account {self.account.code} needs config.client_id and a client_secret"
             )
         client = pinduoduo.PinduoduoClient(self.http, self.base_url, client_id, secret, access)
+        decrypter = decrypt.client_for(self.account, self.http)
         platform_now = await self._pdd_time(client)
         end = platform_now - pinduoduo.MIN_LAG - timedelta(seconds=5)
         after = start
@@ -314,14 +350,32 @@ class _Run:
                     else await self._pdd_page(client, after, before, page, size)
                 )
                 orders: list[CanonicalOrder] = []
-                for raw in doc.get("order_sn_list") or []:
-                    try:
-                        orders.append(pinduoduo.to_canonical(raw))
-                    except AdapterError as exc:
-                        self.outcome.result.errors.append((str(raw.get("order_sn")), str(exc)))
-                await self.store(orders)
+                unconverted: list[held.RawOrder] = []
+                for doc_order in doc.get("order_sn_list") or []:
+                    shaped = isinstance(doc_order, dict)
+                    converted = self.convert(
+                        text(doc_order.get("order_sn")) if shaped else "",
+                        text(doc_order.get("updated_at")) if shaped else "",
+                        raw.body_of("pinduoduo", doc_order),
+                        unconverted,
+                    )
+                    if converted is not None:
+                        orders.append(converted)
+                if decrypter is not None:
+                    orders = await self._pdd_decrypt(decrypter, orders)
+                await self.store(orders, unconverted)
             await self.advance(before)
             after = before
+
+    async def _pdd_decrypt(
+        self, client: pinduoduo.PinduoduoClient, orders: list[CanonicalOrder]
+    ) -> list[CanonicalOrder]:
+        """Ask the decrypt service for every ciphertext of these orders (no transaction is open:
+        the page is not stored yet); an order not fully answered is created held."""
+        result, answered, missed = await decrypt.decrypt_orders(client, orders, self.request)
+        self.outcome.decrypted += answered
+        self.outcome.undecrypted += missed
+        return result
 
     async def _pdd_time(self, client: pinduoduo.PinduoduoClient) -> datetime:
         doc = _check(await self.request(lambda: client.call(pinduoduo.TIME_API, {})), "pinduoduo")

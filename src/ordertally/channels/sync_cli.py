@@ -54,6 +54,16 @@ async def _replay(account: str | None) -> list[dict[str, Any]]:
         await db.dispose()
 
 
+async def _decrypt(account: str) -> list[dict[str, Any]]:
+    from ordertally.channels import decrypt
+
+    db = _db()
+    try:
+        return await decrypt.retry_held(db, account)
+    finally:
+        await db.dispose()
+
+
 def register(app: typer.Typer) -> None:
     """Add the sync and simulator commands to the main command line."""
     channels = typer.Typer(help="Channel accounts: pull now, sync status.", no_args_is_help=True)
@@ -115,6 +125,23 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from exc
         console.print_json(json.dumps(outcomes, default=str))
         if any(o["status"] != "applied" for o in outcomes):
+            raise typer.Exit(1)
+
+    @channels.command("decrypt")
+    def decrypt_command(
+        account: Annotated[str, typer.Argument(help="A Pinduoduo account with config.decrypt")],
+    ) -> None:
+        """Ask the decrypt service again for the account's orders held address_not_decrypted;
+        an answered order gets its recipient and its hold resolved."""
+        from ordertally.core.errors import OrdertallyError
+
+        try:
+            outcomes = asyncio.run(_decrypt(account))
+        except OrdertallyError as exc:
+            console.print(f"[red]{exc.code}[/red]: {exc.detail}")
+            raise typer.Exit(1) from exc
+        console.print_json(json.dumps(outcomes, default=str))
+        if any(o["status"] != "decrypted" for o in outcomes):
             raise typer.Exit(1)
 
     @channelsim.command("serve")

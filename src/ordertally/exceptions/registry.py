@@ -98,6 +98,8 @@ def _builtin() -> None:
                  True, ("ops",), "商品未映射", "SKU unmapped"),
         CaseType("channel_empty_streak", S, "high", "ops", 60, 15, {}, "admin", 2 * 60,
                  True, ("ops",), "渠道连续空拉取", "Empty channel pulls"),
+        CaseType("address_not_decrypted", S, "high", "ops", 2 * 60, 30, {}, "admin", 4 * 60,
+                 True, ("ops",), "收件人未解密", "Recipient not decrypted"),
         CaseType("order_not_created", S, "high", "ops", 2 * 60, 30, {}, "admin", 4 * 60,
                  True, ("ops",), "订单未建立", "Order not created"),
         CaseType("shipped_on_platform", S, "high", "warehouse", 2 * 60, 30, {}, "ops", 4 * 60,

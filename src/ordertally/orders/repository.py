@@ -500,6 +500,21 @@ async def set_sub_status(
     return [(int(i), int(v), str(s)) for i, v, s in result.all()]
 
 
+async def set_personal(
+    session: AsyncSession, order_id: int, values: dict[str, str]
+) -> tuple[int, str] | None:
+    """Replace an order's encrypted personal columns and bump its version; (new version,
+    status), or None when there is no such order."""
+    result = await session.execute(
+        update(SalesOrder)
+        .where(SalesOrder.id == order_id)
+        .values(**values, version=SalesOrder.version + 1)
+        .returning(SalesOrder.version, SalesOrder.status)
+    )
+    row = result.first()
+    return (int(row[0]), str(row[1])) if row is not None else None
+
+
 async def ids_after(session: AsyncSession, after_id: int, limit: int) -> list[SalesOrder]:
     """Orders with an id above `after_id`, lowest first (walking every order in chunks)."""
     stmt = select(SalesOrder).where(SalesOrder.id > after_id).order_by(SalesOrder.id).limit(limit)

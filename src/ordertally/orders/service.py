@@ -180,6 +180,52 @@ async def set_sub_status_many(
     return {order_id for order_id, _, _ in changed}
 
 
+# The encrypted columns a platform's late answer may fill in (the masked ones never change).
+RECIPIENT_COLUMNS = frozenset(
+    {
+        "customer_name_enc",
+        "customer_phone_enc",
+        "customer_phone_bidx",
+        "customer_phone_last4",
+        "shipping_address_enc",
+    }
+)
+
+
+async def set_recipient(
+    session: AsyncSession, order_id: int, values: dict[str, str], by: str, note: str
+) -> bool:
+    """Replace an order's encrypted recipient (a platform's decrypted answer arriving after the
+    order was created), with an audit row (event `set_recipient`, the status unchanged); the
+    masked columns shown and searched stay as they are. False when there is no such order."""
+    unknown = set(values) - RECIPIENT_COLUMNS
+    if unknown:
+        raise ValueError(f"not recipient columns: {sorted(unknown)}")
+    changed = await repository.set_personal(session, order_id, values)
+    if changed is None:
+        return False
+    version, status = changed
+    await repository.insert_events(
+        session,
+        [
+            {
+                "order_id": order_id,
+                "version": version,
+                "event": "set_recipient",
+                "from_status": status,
+                "to_status": status,
+                "actor_kind": "channel_sync",
+                "actor_id": by[:100],
+                "source_ip": None,
+                "evidence_ref": None,
+                "note": note[:500],
+                "occurred_at": clock.now(),
+            }
+        ],
+    )
+    return True
+
+
 async def orders_after(session: AsyncSession, after_id: int, limit: int) -> list[SalesOrder]:
     """A chunk of orders by ascending id after `after_id` (re-indexing walks every order)."""
     return await repository.ids_after(session, after_id, limit)

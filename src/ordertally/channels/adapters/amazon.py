@@ -82,8 +82,11 @@ def _money(value: dict[str, Any] | None, currency: str) -> int:
     return minor(value.get("Amount"), currency)
 
 
-def to_canonical(order: dict[str, Any], items: list[dict[str, Any]]) -> CanonicalOrder:
-    """An Amazon order and its items as a canonical order."""
+def to_canonical(
+    order: dict[str, Any], items: list[dict[str, Any]], *, fallback_currency: str = ""
+) -> CanonicalOrder:
+    """An Amazon order and its items as a canonical order. `fallback_currency` (the account's
+    `config.currency`) serves a Pending order of a marketplace this table does not know."""
     try:
         external_id = text(order["AmazonOrderId"])
         status = STATUS[text(order["OrderStatus"])]
@@ -101,7 +104,7 @@ def to_canonical(order: dict[str, Any], items: list[dict[str, Any]]) -> Canonica
                 for i in items
                 if i.get("ItemPrice")
             ),
-            market_currency,
+            market_currency or fallback_currency,
         )
     if not currency:
         raise AdapterError(f"Amazon order {external_id} has no currency")

@@ -1,7 +1,8 @@
 """Pinduoduo pdd.order.number.list.increment.get: order shapes -> CanonicalOrder, the client.
 
-Times are Beijing-time strings ("2023-11-20 23:58:12") or unix seconds; amounts are yuan
-strings; phones are masked outside the waiting-to-ship state. The window is
+Times are Beijing-time strings ("2023-11-20 23:58:12") or unix seconds; amounts are yuan, as
+numbers (DOUBLE in the POP documentation's example) or strings; while an order awaits shipping
+the receiver fields are ciphertext and the display values are `*_mask`. The window is
 start/end_updated_at in unix seconds, at most 30 minutes, ending at least 3 minutes behind
 the platform clock; pages are walked from the last one backwards.
 """
@@ -32,13 +33,14 @@ from ordertally.channels.canonical import (
 API = "pdd.order.number.list.increment.get"
 TIME_API = "pdd.time.get"
 DECRYPT_API = "pdd.open.decrypt.batch"
+DECRYPT_BATCH = 100  # data_list entries per call ("默认列表大小不超过100")
 MAX_WINDOW = timedelta(minutes=30)
 MIN_LAG = timedelta(minutes=3)
 MAX_PAGE_SIZE = 100
 CURRENCY = "CNY"
-# Error codes treated as "slow down" (back off like a 429). Unconfirmed against the POP docs:
-# 70031 is the frequency-limit code SDKs report; the simulator answers it on command.
-RATE_LIMIT_CODES = frozenset({70031})
+# Error codes treated as "slow down" (back off like a 429), from the error table of the POP
+# API documentation (pdd.order.list.get page): 70031 调用过于频繁, 52101 当前接口被限流.
+RATE_LIMIT_CODES = frozenset({70031, 52101})
 
 
 def status_of(doc: dict[str, Any]) -> PlatformStatus:
@@ -103,9 +105,19 @@ def to_canonical(doc: dict[str, Any]) -> CanonicalOrder:
         placed_at=placed_at,
         updated_at=updated_at,
         paid_at=beijing_utc(pay_time) if pay_time and status is not PlatformStatus.UNPAID else None,
-        discount_minor=minor(doc.get("discount_amount"), CURRENCY),
+        # discount_amount = platform + seller + group-leader discounts; order_change_amount is
+        # the merchant's price change, already taken off goods_amount (POP docs: goods_amount =
+        # goods_price * goods_count - order_change_amount).
+        discount_minor=minor(doc.get("discount_amount"), CURRENCY)
+        + minor(doc.get("order_change_amount"), CURRENCY),
         shipping_minor=minor(doc.get("postage"), CURRENCY),
-        # pay_amount: what the buyer paid (goods - discounts + postage).
+        fee_minor=sum(
+            minor(fee.get("service_fee"), CURRENCY)
+            for fee in doc.get("service_fee_detail") or []
+            if isinstance(fee, dict)
+        ),
+        # pay_amount: what the buyer paid (POP docs: goods_amount - discount_amount + postage +
+        # service fees).
         platform_total_minor=(
             minor(doc["pay_amount"], CURRENCY) if doc.get("pay_amount") not in (None, "") else None
         ),
@@ -127,6 +139,42 @@ def _display(doc: dict[str, Any], key: str) -> str:
         return masked
     value = text(doc.get(key))
     return "" if is_ciphertext(value) else value
+
+
+def decrypt_answer(
+    response: httpx.Response, asked: list[tuple[str, str]]
+) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str], str]]:
+    """pdd.open.decrypt.batch's answer for the (data_tag, encrypted_data) pairs asked: the
+    plaintexts, and why each other pair failed. An entry is decrypted when its `error_code` is
+    0 and it has `decrypted_data` (the POP SDK's OpenDecryptBatchResponseDataDecryptListItem:
+    data_tag, data_type, decrypted_data, encrypted_data, error_code, error_msg)."""
+    if response.status_code >= 400:
+        raise AdapterError(f"decrypt answered HTTP {response.status_code}")
+    try:
+        doc = response.json()
+    except ValueError as exc:
+        raise AdapterError("decrypt answered non-JSON") from exc
+    error = doc.get("error_response") if isinstance(doc, dict) else None
+    if error:
+        reason = f"pinduoduo error {error.get('error_code')}: {error.get('error_msg')}"
+        return {}, dict.fromkeys(asked, reason)
+    body = (doc.get("open_decrypt_batch_response") or {}) if isinstance(doc, dict) else {}
+    plain: dict[tuple[str, str], str] = {}
+    failed: dict[tuple[str, str], str] = {}
+    for entry in body.get("data_decrypt_list") or []:
+        if not isinstance(entry, dict):
+            continue
+        key = (text(entry.get("data_tag")), text(entry.get("encrypted_data")))
+        code = entry.get("error_code")
+        value = entry.get("decrypted_data")
+        if (code in (None, 0, "0")) and isinstance(value, str) and value:
+            plain[key] = value
+        else:
+            failed[key] = f"decrypt error {code}: {text(entry.get('error_msg')) or 'no plaintext'}"
+    for key in asked:
+        if key not in plain and key not in failed:
+            failed[key] = "decrypt answered nothing for it"
+    return plain, failed
 
 
 def sign(params: dict[str, Any], client_secret: str) -> str:

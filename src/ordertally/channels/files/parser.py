@@ -79,11 +79,13 @@ class Header:
         self.names = names
         position = {name: i for i, name in reversed(list(enumerate(names))) if name}
         self.index: dict[str, int] = {}
+        # Summed fields: every accepted header the file has (the first one is also in `index`).
+        self.all: dict[str, list[int]] = {}
         for fieldname, accepted in template.columns.items():
-            for text in accepted:
-                if text in position:
-                    self.index[fieldname] = position[text]
-                    break
+            found = [position[text] for text in accepted if text in position]
+            if found:
+                self.index[fieldname] = found[0]
+                self.all[fieldname] = found if fieldname in template.summed else found[:1]
         missing = sorted(template.required - self.index.keys())
         if missing:
             wanted = ", ".join(f"{m} ({'/'.join(template.headers_of(m))})" for m in missing)
@@ -96,6 +98,19 @@ class Header:
         if i is None or i >= len(cells):
             return None
         return cells[i]
+
+    def header_of(self, fieldname: str) -> str:
+        """The header text of a field's (first) column in this file."""
+        i = self.index.get(fieldname)
+        return self.names[i] if i is not None else fieldname
+
+    def amount(self, texts: Sequence[str], fieldname: str, currency: str) -> int:
+        """A field's amount in minor units (the sum of its columns for a summed field)."""
+        total = 0
+        for i in self.all.get(fieldname, ()):
+            if i < len(texts):
+                total += parse_amount(texts[i], currency, self.names[i])
+        return total
 
     def text(self, texts: Sequence[str], fieldname: str) -> str:
         i = self.index.get(fieldname)
@@ -233,13 +248,36 @@ class FileParser:
             reasons[line] = "; ".join(r for r in (reasons.get(line), str(exc)) if r)
         if reasons:
             raise _GroupError(reasons)
-        status, placed_at, paid_at, updated_at, discount, shipping = header_values
+        status, placed_at, paid_at, updated_at, amounts = header_values
+        discount, shipping, tax, fee, paid_total = amounts
         subtotal = sum(line.unit_price_minor * line.quantity for line in lines)
         line_discounts = sum(line.discount_minor for line in lines)
         if discount + line_discounts > subtotal:
             raise _GroupError(
                 {
                     group.rows[0].line: "优惠超过商品金额 / discounts exceed the order's subtotal",
+                    **{r.line: "" for r in group.rows[1:]},
+                }
+            )
+        ours = subtotal - line_discounts - discount + shipping + tax + fee
+        if status in (PlatformStatus.UNPAID, PlatformStatus.CANCELLED):
+            # Nothing was paid: exports write 0.00 (or nothing) as what the buyer paid.
+            paid_total = None
+        if paid_total is not None and ours != paid_total:
+            # The file's own columns disagree: refused, never adjusted (the merchant fixes the
+            # file or the template, and imports it again).
+            raise _GroupError(
+                {
+                    group.rows[0].line: self._mismatch(
+                        currency,
+                        subtotal,
+                        line_discounts + discount,
+                        shipping,
+                        tax,
+                        fee,
+                        ours,
+                        paid_total,
+                    ),
                     **{r.line: "" for r in group.rows[1:]},
                 }
             )
@@ -299,10 +337,37 @@ class FileParser:
             paid_at=paid_at,
             discount_minor=discount,
             shipping_minor=shipping,
+            tax_minor=tax,
+            fee_minor=fee,
+            platform_total_minor=paid_total,
             buyer_platform_id=h.text(first, "buyer_platform_id"),
             buyer_email=h.text(first, "buyer_email"),
             encrypted=encrypted,
             raw=raw,
+        )
+
+    def _mismatch(
+        self,
+        currency: str,
+        subtotal: int,
+        discounts: int,
+        shipping: int,
+        tax: int,
+        fee: int,
+        ours: int,
+        paid: int,
+    ) -> str:
+        """Why an order's amount columns do not add up, in both languages, with the numbers."""
+        assert self._header is not None
+
+        def f(value: int) -> str:
+            return money.format_minor(value, currency)
+
+        column = self._header.header_of("paid_total")
+        return (
+            f"金额不符 / the amounts do not add up: 商品 goods {f(subtotal)} - 优惠 discounts "
+            f"{f(discounts)} + 运费 shipping {f(shipping)} + 税 tax {f(tax)} + 服务费 fees "
+            f"{f(fee)} = {f(ours)}, but {column} is {f(paid)}"
         )
 
     def _line(self, row: _Row, currency: str) -> CanonicalLine:
@@ -312,8 +377,14 @@ class FileParser:
         if not sku:
             raise RowError("缺少商品编码 / missing SKU")
         quantity = parse_quantity(h.get(row.cells, "quantity"))
-        price = parse_amount(h.text(row.texts, "unit_price"), currency, "unit price")
         discount = parse_amount(h.text(row.texts, "line_discount"), currency, "line discount")
+        if h.text(row.texts, "unit_price") or "line_total" not in h.index:
+            price = parse_amount(h.text(row.texts, "unit_price"), currency, "unit price")
+        else:
+            # Only the line's amount: the unit price rounded up, the rest a line discount.
+            total = parse_amount(h.text(row.texts, "line_total"), currency, "line total")
+            price = -(-total // quantity)
+            discount += price * quantity - total
         if discount > price * quantity:
             raise RowError("行优惠超过行金额 / line discount exceeds the line amount")
         return CanonicalLine(
@@ -327,7 +398,10 @@ class FileParser:
 
     def _order_fields(
         self, row: _Row, currency: str
-    ) -> tuple[PlatformStatus, datetime, datetime | None, datetime, int, int]:
+    ) -> tuple[
+        PlatformStatus, datetime, datetime | None, datetime, tuple[int, int, int, int, int | None]
+    ]:
+        """Status, times and (discount, shipping, tax, fee, paid total or None) of an order."""
         h = self._header
         assert h is not None
         cells, texts = row.cells, row.texts
@@ -341,9 +415,13 @@ class FileParser:
         paid_at = parse_time(h.get(cells, "paid_at"), self.template, self.tz, "paid at")
         finished_at = parse_time(h.get(cells, "finished_at"), self.template, self.tz, "finished")
         updated_at = max(t for t in (placed_at, paid_at, finished_at) if t is not None)
-        discount = parse_amount(h.text(texts, "order_discount"), currency, "order discount")
-        shipping = parse_amount(h.text(texts, "shipping"), currency, "shipping")
-        return status, placed_at, paid_at, updated_at, discount, shipping
+        discount = h.amount(texts, "order_discount", currency)
+        shipping = h.amount(texts, "shipping", currency)
+        tax = h.amount(texts, "tax", currency)
+        fee = h.amount(texts, "fee", currency)
+        paid = h.text(texts, "paid_total")
+        paid_total = h.amount(texts, "paid_total", currency) if paid else None
+        return status, placed_at, paid_at, updated_at, (discount, shipping, tax, fee, paid_total)
 
 
 class _GroupError(Exception):

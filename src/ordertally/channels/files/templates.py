@@ -27,6 +27,9 @@ ORDER_FIELDS = (
     "currency",
     "order_discount",
     "shipping",
+    "tax",  # tax charged on top of the prices
+    "fee",  # what the buyer paid for services on top (installation, delivery to the door...)
+    "paid_total",  # the platform's own figure of what the buyer pays: checked, never used
     "buyer_name",
     "buyer_phone",
     "buyer_platform_id",
@@ -47,6 +50,7 @@ LINE_FIELDS = (
     "title",
     "quantity",
     "unit_price",
+    "line_total",  # the line's amount where the export has no unit price (Pinduoduo)
     "line_discount",
     "category",
 )
@@ -95,6 +99,9 @@ class Template:
     timezone: str = "Asia/Shanghai"  # of timestamps written without an offset
     date_formats: tuple[str, ...] = DATE_FORMATS
     currency: str = "CNY"  # when the file has no currency column
+    # Amount fields whose every present column is added up (a platform's several discount or
+    # service-fee columns); the others take the first accepted header the file has.
+    summed: frozenset[str] = frozenset()
 
     def headers_of(self, fieldname: str) -> tuple[str, ...]:
         return self.columns.get(fieldname, ())
@@ -124,6 +131,8 @@ TEMPLATES: dict[str, Template] = {
             "unit_price": ("商品单价", "商品金额"),
             "line_discount": ("商家优惠",),
             "shipping": ("运费",),
+            # The main order's payable amount, repeated on each of its rows.
+            "paid_total": ("订单应付金额",),
             "status": ("订单状态",),
             "placed_at": ("订单提交时间",),
             "paid_at": ("支付完成时间",),
@@ -166,6 +175,10 @@ TEMPLATES: dict[str, Template] = {
             "unit_price": ("京东价",),
             "order_discount": ("优惠金额",),
             "shipping": ("运费金额",),
+            # 订单金额 (the goods) - 优惠金额 + 运费金额 = 应付金额, repeated on each item row.
+            # (Its 服务费 column is not mapped: whether the buyer or the merchant pays it is
+            # unconfirmed.)
+            "paid_total": ("应付金额",),
             "status": ("订单状态",),
             "placed_at": ("下单时间",),
             "paid_at": ("付款确认时间",),
@@ -210,6 +223,8 @@ TEMPLATES: dict[str, Template] = {
             "unit_price": ("价格",),
             "shipping": ("买家应付邮费",),
             "order_discount": ("店铺优惠",),
+            # 订单报表: 买家应付货款 - 店铺优惠 + 买家应付邮费 = 买家实际支付金额.
+            "paid_total": ("买家实际支付金额",),
             "status": ("订单状态",),
             "placed_at": ("订单创建时间", "买家下单时间"),
             "paid_at": ("订单付款时间", "买家付款时间"),
@@ -236,6 +251,53 @@ TEMPLATES: dict[str, Template] = {
             }
         ),
     ),
+    # 拼多多 (Pinduoduo) 商家后台 订单查询 → 导出: one row per order (one SKU each), the line's
+    # amount as 商品总价(元), three discount columns, three service-fee columns.
+    "pinduoduo": Template(
+        name="pinduoduo",
+        platform="pinduoduo",
+        label="拼多多订单导出 / Pinduoduo order export",
+        columns={
+            "external_id": ("订单号",),
+            "title": ("商品",),
+            "sku": ("商家编码-SKU维度",),
+            "sku_fallback": ("样式ID", "商品id"),
+            "quantity": ("商品数量(件)",),
+            "line_total": ("商品总价(元)",),
+            "order_discount": ("店铺优惠折扣(元)", "平台优惠折扣(元)", "多多支付立减金额(元)"),
+            "shipping": ("邮费(元)",),
+            "fee": ("上门安装费(元)", "送货入户费(元)", "送货入户并安装费(元)"),
+            "paid_total": ("用户实付金额(元)",),
+            "status": ("订单状态",),
+            "placed_at": ("订单成交时间", "拼单成功时间"),
+            "paid_at": ("支付时间",),
+            "finished_at": ("确认收货时间",),
+            "receiver_name": ("收货人",),
+            "receiver_phone": ("手机", "收货人手机号"),
+            "province": ("省",),
+            "city": ("市",),
+            "district": ("区",),
+            "street": ("街道",),
+            "address": ("详细地址", "收货地址"),
+        },
+        required=frozenset(
+            {"external_id", "quantity", "line_total", "status", "placed_at", "paid_total"}
+        ),
+        statuses=_statuses(
+            {
+                "待发货": P.PAID,
+                "已发货，待签收": P.SHIPPED,
+                "已发货，待收货": P.SHIPPED,
+                "已签收": P.DELIVERED,
+                "已收货": P.DELIVERED,
+                "已取消": P.CANCELLED,
+                "未发货，退款成功": P.REFUNDED,
+                "已发货，退款成功": P.REFUNDED,
+            }
+        ),
+        grouping=Grouping.ORDER_PER_ROW,
+        summed=frozenset({"order_discount", "fee"}),
+    ),
     # Our own layout for any other source: Chinese or English headers.
     "generic": Template(
         name="generic",
@@ -252,6 +314,9 @@ TEMPLATES: dict[str, Template] = {
             "category": ("类目", "category"),
             "order_discount": ("订单优惠", "order_discount"),
             "shipping": ("运费", "shipping"),
+            "tax": ("税费", "tax"),
+            "fee": ("服务费", "fee"),
+            "paid_total": ("实付金额", "paid_total"),
             "currency": ("币种", "currency"),
             "status": ("状态", "status"),
             "placed_at": ("下单时间", "placed_at"),

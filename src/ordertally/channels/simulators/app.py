@@ -90,6 +90,17 @@ async def pdd_router(request: Request) -> JSONResponse:
     return JSONResponse(_sim(request).pdd.call(form))
 
 
+@pdd.post("/decrypt-relay/api/router")
+async def pdd_decrypt_relay(request: Request) -> JSONResponse:
+    """A merchant's decrypt hook: a relay inside Pinduoduo's cloud that takes the same signed
+    pdd.open.decrypt.batch request and answers as the platform does (only that API)."""
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    if form.get("type") != "pdd.open.decrypt.batch":
+        return JSONResponse(_sim(request).pdd.error(20031, "the relay answers decrypt only"))
+    _sim(request).pdd.relay_calls += 1
+    return JSONResponse(_sim(request).pdd.call(form))
+
+
 control = APIRouter(prefix="/sim", tags=["control"])
 
 

@@ -22,6 +22,7 @@ import hmac
 import itertools
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -41,6 +42,8 @@ SHOPIFY_RETRIES = (10, 30, 60, 300, 900, 1800, 3600, 7200)
 AMAZON_MIN_LAG = timedelta(minutes=2)
 PDD_MAX_WINDOW = timedelta(minutes=30)
 PDD_MIN_LAG = timedelta(minutes=3)
+# pdd.open.decrypt.batch data_type: 5 收件人, 6 收件人手机号, 7 收件人完整地址, 8 收件人详细地址.
+PDD_DATA_TYPES = {"receiver_name": 5, "receiver_phone": 6, "address": 7, "receiver_address": 8}
 
 
 def _iso(at: datetime) -> str:
@@ -410,6 +413,14 @@ class PddSim:
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[dict[str, str]] = field(default_factory=list)
     plaintexts: dict[str, str] = field(default_factory=dict)  # ciphertext -> value
+    kinds: dict[str, int] = field(default_factory=dict)  # ciphertext -> decrypt data_type
+    # The shop's decrypt quota is spent or the app lacks the permission: every decrypt call is
+    # answered with an error_response (code 20031, as the POP docs list it).
+    decrypt_denied: bool = False
+    decrypt_calls: int = 0
+    relay_calls: int = 0  # decrypt calls that came through the merchant's relay (hook)
+    # Called as each decrypt call is answered (tests look at the caller's state then).
+    on_decrypt: Callable[[], None] | None = None
 
     def add(
         self,
@@ -446,17 +457,20 @@ class PddSim:
             "province": "浙江省",
             "city": "杭州市",
             "town": "西湖区",
-            "pay_amount": str(Decimal(price) * quantity),
-            "goods_amount": str(Decimal(price) * quantity),
-            "discount_amount": "0.00",
-            "postage": "0.00",
+            # Amounts are DOUBLE in the POP documentation's response example.
+            "pay_amount": float(Decimal(price) * quantity),
+            "goods_amount": float(Decimal(price) * quantity),
+            "discount_amount": 0.0,
+            "postage": 0.0,
+            "order_change_amount": 0.0,
+            "service_fee_detail": [],
             "item_list": [
                 {
                     "goods_id": 1,
                     "sku_id": 2,
                     "outer_id": sku,
                     "goods_name": "西湖龙井",
-                    "goods_price": price,
+                    "goods_price": float(Decimal(price)),
                     "goods_count": quantity,
                 }
             ],
@@ -478,26 +492,38 @@ class PddSim:
         body = base64.b64encode(hashlib.sha256(f"{key}:{value}".encode()).digest()).decode()
         sealed = f"{mark}{body[:12]}{mark}{body}{mark}0{mark}{mark}"
         self.plaintexts[sealed] = value
+        self.kinds[sealed] = PDD_DATA_TYPES.get(key, 0)
         return sealed
 
     def _decrypt(self, form: dict[str, str]) -> dict[str, Any]:
+        """The answer's shape follows the POP SDK's PddOpenDecryptBatchResponse (data_tag,
+        data_type, decrypted_data, encrypted_data, error_code, error_msg)."""
+        self.decrypt_calls += 1
+        if self.on_decrypt is not None:
+            self.on_decrypt()
+        if self.decrypt_denied:
+            return self.error(20031, "用户没有授权访问此接口")
         try:
             items = orjson.loads(form.get("data_list") or "[]")
         except orjson.JSONDecodeError:
             return self.error(10000, "data_list is not JSON")
-        return {
-            "open_decrypt_batch_response": {
-                "data_decrypt_list": [
-                    {
-                        "data_tag": i.get("data_tag"),
-                        "encrypted_data": i.get("encrypted_data"),
-                        "decrypted_data": self.plaintexts.get(str(i.get("encrypted_data")), ""),
-                        "error_code": 0 if i.get("encrypted_data") in self.plaintexts else 1,
-                    }
-                    for i in items
-                ]
-            }
-        }
+        if not isinstance(items, list) or not 1 <= len(items) <= 100:
+            return self.error(10000, "data_list: 1 to 100 entries")
+        answers = []
+        for item in items:
+            sealed = str(item.get("encrypted_data"))
+            known = sealed in self.plaintexts
+            answers.append(
+                {
+                    "data_tag": item.get("data_tag"),
+                    "data_type": self.kinds.get(sealed, 0),
+                    "decrypted_data": self.plaintexts[sealed] if known else "",
+                    "encrypted_data": sealed,
+                    "error_code": 0 if known else 1000001,
+                    "error_msg": "" if known else "解密失败 / cannot decrypt",
+                }
+            )
+        return {"open_decrypt_batch_response": {"data_decrypt_list": answers}}
 
     def call(self, form: dict[str, str]) -> dict[str, Any]:
         self.requests.append(dict(form))
