@@ -9,10 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 import ordertally.search.consumers  # noqa: F401  (registers the indexing consumers)
 from ordertally.catalog import service as catalog_service
+from ordertally.catalog.models import CatalogRevision, CatalogWord
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
 from ordertally.events.dispatcher import drain
@@ -226,7 +227,18 @@ async def test_words_are_appended_once_and_every_process_state_cuts_alike(db: Da
     stepwise = [tk.query_words(t) for t in ("犇鑫白茶骉驫款", "红茶犇鑫")]
     assert at_once == stepwise == [["犇鑫", "白茶", "骉驫", "款"], ["红茶", "犇鑫"]]
     assert dictionary.seen() == (None, 0)
-    # And an emptied database (a new epoch) starts over from the shipped dictionary
     async with db.transaction(write=False) as session:
         await dictionary.ensure_current(session)
     assert dictionary.seen() == (epoch, revision)
+    # And when the database's word list starts over (emptied, restored: a new epoch), a process
+    # forgets the words it had and cuts as the new list says
+    async with db.transaction() as session:
+        await session.execute(delete(CatalogWord))
+        await session.execute(delete(CatalogRevision))
+        await catalog_service.create_sku(session, {"code": "W-4", "name": "骉驫 礼盒"}, "test")
+        new_epoch, new_revision = await catalog_service.word_revision(session)
+    async with db.transaction(write=False) as session:
+        await dictionary.ensure_current(session)
+    assert new_epoch != epoch and new_revision == 1
+    assert dictionary.seen() == (new_epoch, 1)
+    assert tk.query_words("犇鑫白茶骉驫") == ["犇", "鑫", "白", "茶", "骉驫"]
