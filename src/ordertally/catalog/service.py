@@ -326,9 +326,12 @@ async def create_sku(
     return await get_sku(session, code)
 
 
-async def add_skus(session: AsyncSession, rows: list[dict[str, Any]], actor: str) -> int:
+async def add_skus(
+    session: AsyncSession, rows: list[dict[str, Any]], actor: str, *, announce: bool = True
+) -> int:
     """Create many plain SKUs in two multi-row INSERTs (setup, seeds and imports); the caller
-    has checked codes, barcodes and categories (see `import_rows` for a checked import)."""
+    has checked codes, barcodes and categories (see `import_rows` for a checked import).
+    `announce=False`: the caller records the new words itself, last."""
     now = clock.now()
     full = [{**_NEW_ROW, **r, "is_bundle": False, "updated_at": now} for r in rows]
     await repository.add_skus(session, full)
@@ -345,7 +348,8 @@ async def add_skus(session: AsyncSession, rows: list[dict[str, Any]], actor: str
             for r in full
         ],
     )
-    await _announce(session, words=set().union(*(_sku_words(r) for r in full)))
+    if announce:
+        await _announce(session, words=set().union(*(_sku_words(r) for r in full)))
     return len(full)
 
 
@@ -425,18 +429,22 @@ async def import_rows(
             {"sku": code, "actor": actor, "action": "import", "changes": diff, "changed_at": now}
         )
     if new:
-        outcome.created += await add_skus(session, new, actor)
+        outcome.created += await add_skus(session, new, actor, announce=False)
     if changed:
         await repository.update_skus(session, changed)
         await repository.add_changes(session, history)
         outcome.updated += len(changed)
-        await _announce(
-            session,
-            skus=[h["sku"] for h in history if SEARCH_FIELDS & set(h["changes"])],
-            words=set().union(*(_sku_words(r) for r in changed)),
-        )
     if bundles:
         outcome.created += await _import_bundles(session, bundles, actor, outcome.refused)
+    # Last, once every SKU row of the chunk is written: the word revision's row lock is taken
+    # after the SKU rows' locks, as in every other catalogue write (no lock-order deadlock).
+    refused = {line for line, _, _ in outcome.refused}
+    stored = [*new, *changed, *(values for line, values, _ in bundles if line not in refused)]
+    await _announce(
+        session,
+        skus=[h["sku"] for h in history if SEARCH_FIELDS & set(h["changes"])],
+        words=set().union(*(_sku_words(r) for r in stored)),
+    )
     return outcome
 
 
@@ -488,7 +496,6 @@ async def _import_bundles(
         await repository.add_skus(session, skus)
         await repository.add_components(session, parts)
         await repository.add_changes(session, history)
-        await _announce(session, words=set().union(*(_sku_words(r) for r in skus)))
     return len(skus)
 
 
