@@ -69,6 +69,7 @@ JOBS = [
     "purge_idempotency_keys",
     "purge_user_sessions",
     "rules_schedule_tick",
+    "search_catalog_words",
     "sweep_expired_reservations",
 ]
 CONSUMERS = [
@@ -82,7 +83,9 @@ CONSUMERS = [
     "notify.plan",
     "payments.apply_notification",
     "rules.evaluate",
+    "search.catalog_changed",
     "search.index_order",
+    "search.reindex",
 ]
 HOOKS = [
     "ordertally.fulfillment.api.order_shipments",
