@@ -271,6 +271,7 @@ def generate_chunk(args: tuple[int, int, int, float, float]) -> dict[str, Any]:
             "waybill_nos": waybill or "",
             "created_at": created,
             "updated_at": created,
+            "sub_status": None,
         }
         orders.append(tuple(row[c] for c in so_cols))
         for n, (code, title, _) in enumerate(picked, 1):
