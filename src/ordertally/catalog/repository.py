@@ -306,11 +306,10 @@ async def word_revision(session: AsyncSession) -> tuple[str | None, int]:
 
 
 async def words_between(session: AsyncSession, after: int, upto: int) -> list[str]:
-    """The words of revisions after `after` up to `upto`."""
+    """The words of revisions after `after` up to `upto`, in no particular order (the
+    segmenter takes them in any order to the same result)."""
     rows = await session.scalars(
-        select(CatalogWord.word)
-        .where(CatalogWord.revision > after, CatalogWord.revision <= upto)
-        .order_by(CatalogWord.word)
+        select(CatalogWord.word).where(CatalogWord.revision > after, CatalogWord.revision <= upto)
     )
     return list(rows.all())
 
