@@ -13,6 +13,7 @@ import argparse
 import base64
 import csv
 import os
+import resource
 import secrets
 import subprocess
 import sys
@@ -103,6 +104,7 @@ def main() -> None:
         f"in {time.perf_counter() - started:.1f} s"
     )
     started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         [sys.executable, "-m", "ordertally", "catalog", "import", str(source)],
         env=env,
@@ -110,10 +112,13 @@ def main() -> None:
         text=True,
     )
     seconds = time.perf_counter() - started
-    print(done.stdout.strip() or done.stderr.strip()[-2000:])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(done.stdout.strip()[-500:] or done.stderr.strip()[-2000:])
     print(
         f"catalog import of {args.skus:,} SKUs on SQLite: {seconds:.1f} s, "
-        f"{args.skus / seconds:,.0f} SKUs/s (exit {done.returncode}; target ≤ 60 s: "
+        f"{args.skus / seconds:,.0f} SKUs/s, import process CPU {cpu:.1f} s, load "
+        f"{os.getloadavg()[0]:.1f} (exit {done.returncode}; target ≤ 60 s: "
         f"{'met' if seconds <= 60 and done.returncode == 0 else 'MISSED'})"
     )
 

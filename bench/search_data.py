@@ -101,6 +101,49 @@ PRODUCTS = (
     ("OIL-5L", "压榨花生油 5L", "花生油"),
     ("NUT-MIX-30", "每日坚果 混合装 30袋", "坚果"),
 )
+# The product master behind PRODUCTS (issue 22): brand (zh, en) and category (zh, en) with the
+# category above it; search indexes them from the catalogue, loaded beside the orders.
+BRANDS = {
+    "TEA-LJ-250": ("狮峰", "Lion Peak", "tea-green"),
+    "TEA-PE-357": ("大益", "Taetea", "tea-dark"),
+    "TEA-TGY-500": ("八马", "Bama Tea", "tea-oolong"),
+    "TEA-DHP-200": ("武夷星", "Wuyi Star", "tea-oolong"),
+    "TEA-BLC-100": ("吴裕泰", "Wuyutai", "tea-green"),
+    "CUP-CER-01": ("红叶", "Hongye", "teaware"),
+    "CUP-THM-500": ("象印", "Zojirushi", "drinkware"),
+    "PH-CASE-15": ("倍思", "Baseus", "phone"),
+    "HONEY-1KG": ("冠生园", "Guanshengyuan", "food"),
+    "RICE-5KG": ("十月稻田", "Shiyue Daotian", "grain"),
+    "OIL-5L": ("鲁花", "Luhua", "grain"),
+    "NUT-MIX-30": ("三只松鼠", "Three Squirrels", "snacks"),
+}
+BRAND_READING = {"大益": "dayi", "八马": "bama", "武夷星": "wuyixing", "十月稻田": "shiyuedaotian"}
+CATEGORIES = {  # code: (name, name_en, parent code)
+    "tea": ("茶叶", "Tea", None),
+    "tea-green": ("绿茶", "Green tea", "tea"),
+    "tea-dark": ("黑茶", "Dark tea", "tea"),
+    "tea-oolong": ("乌龙茶", "Oolong tea", "tea"),
+    "teaware": ("茶具", "Teaware", None),
+    "drinkware": ("水杯", "Drinkware", None),
+    "phone": ("手机配件", "Phone accessories", None),
+    "food": ("食品", "Food", None),
+    "grain": ("粮油", "Grain and oil", "food"),
+    "snacks": ("零食", "Snacks", "food"),
+}
+
+
+def catalogue_names(code: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(brands, category names) of a product as search indexes them."""
+    brand, brand_en, category = BRANDS[code]
+    names: list[str] = []
+    walk: str | None = category
+    while walk is not None:
+        name, name_en, parent = CATEGORIES[walk]
+        names += [name, name_en]
+        walk = parent
+    return (brand, brand_en), tuple(names)
+
+
 CHANNELS = (("wechat_mini", "", 4), ("jd", "JD", 3), ("pdd", "PDD", 3), ("douyin", "DY", 2))
 CARRIERS = (("SF", "shunfeng", 12), ("ZT", "zhongtong", 13), ("YT", "yuantong", 13))
 STATUSES = (
@@ -228,6 +271,7 @@ def generate_chunk(args: tuple[int, int, int, float, float]) -> dict[str, Any]:
             "waybill_nos": waybill or "",
             "created_at": created,
             "updated_at": created,
+            "sub_status": None,
         }
         orders.append(tuple(row[c] for c in so_cols))
         for n, (code, title, _) in enumerate(picked, 1):
@@ -258,6 +302,10 @@ def generate_chunk(args: tuple[int, int, int, float, float]) -> dict[str, Any]:
             phones=(stored_phone,),
             address=(province, city, district, line1),
             skus=tuple((code, title) for code, title, _ in picked),
+            brands=tuple(b for code, _, _ in picked for b in catalogue_names(code)[0]),
+            categories=tuple(
+                dict.fromkeys(c for code, _, _ in picked for c in catalogue_names(code)[1])
+            ),
             waybills=(waybill,) if waybill else (),
             payment_ids=tuple(p for p in (out_trade_no, txn) if p),
             warehouses=("WH-SH",) if status in SHIPPED else (),
@@ -282,6 +330,9 @@ def generate_chunk(args: tuple[int, int, int, float, float]) -> dict[str, Any]:
                     "txn": txn,
                     "sku": picked[0][0],
                     "word": picked[0][2],
+                    "brand": BRANDS[picked[0][0]][0],
+                    "brand_en": BRANDS[picked[0][0]][1],
+                    "category": CATEGORIES[BRANDS[picked[0][0]][2]][0],
                     "city": city,
                     "district": district,
                     "street": street,
@@ -369,6 +420,17 @@ def queries(truth: list[dict[str, Any]], today: str) -> list[dict[str, Any]]:
     for t in some(truth, 10):
         add("product word+last4", f"{t['word']} {t['phone'][-4:]}", t)
     for t in some(truth, 10):
+        add("brand+last4", f"{t['brand']} {t['phone'][-4:]}", t)
+    for t in some(truth, 10):
+        from pypinyin import lazy_pinyin
+
+        reading = BRAND_READING.get(t["brand"]) or "".join(lazy_pinyin(t["brand"]))
+        add("brand pinyin+last4", f"{reading} {t['phone'][-4:]}", t)
+    for t in some(truth, 10):
+        add("brand English+last4", f"{t['brand_en']} {t['phone'][-4:]}", t)
+    for t in some(truth, 10):
+        add("category+name", f"{t['category']} {t['name']}", t)
+    for t in some(truth, 10):
         add("address+name", f"{t['district'][:2]} {t['street']} {t['name']}", t)
     for t in some(truth, 10):
         add("city+name+last4", f"{t['city'].rstrip('市')} {t['name']} {t['phone'][-4:]}", t)
@@ -383,6 +445,29 @@ async def _copy(url: str, chunks: Any, total: int) -> dict[str, float]:
     so_cols, line_cols, doc_cols = _fields()
     timing = {"copy": 0.0}
     try:
+        now = datetime.now(UTC)
+        ids: dict[str, int] = {}
+        for code, (name, name_en, parent) in CATEGORIES.items():  # parents come first
+            ids[code] = await conn.fetchval(
+                "INSERT INTO category (code, name, name_en, parent_id, created_at) "
+                "VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                code,
+                name,
+                name_en,
+                ids[parent] if parent else None,
+                now,
+            )
+        for code, title, _ in PRODUCTS:
+            brand, brand_en, category = BRANDS[code]
+            await conn.execute(
+                "INSERT INTO sku (code, name, name_en, active, brand, brand_en, category_id) "
+                "VALUES ($1, $2, '', true, $3, $4, $5)",
+                code,
+                title,
+                brand,
+                brand_en,
+                ids[category],
+            )
         await conn.execute("DROP INDEX IF EXISTS hand_search_doc_tsv")
         done = 0
         for part in chunks:

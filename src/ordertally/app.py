@@ -28,6 +28,7 @@ from ordertally.jobs.worker import run_worker
 from ordertally.ops import health, metrics
 from ordertally.payments import callbacks as payments_callbacks
 from ordertally.payments import service as payments_service
+from ordertally.search import dictionary as search_dictionary
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -177,6 +178,10 @@ async def warm_up(db: Database, settings: Settings) -> None:
                 await session.execute(text("SELECT 1"))
 
         await asyncio.gather(*(touch() for _ in range(min(settings.db_pool_size, 4))))
+        # the catalogue's words into the segmenter (seconds for a 100k-SKU catalogue), so the
+        # first search does not pay for them
+        async with db.transaction(write=False) as session:
+            await search_dictionary.ensure_current(session)
     except Exception as exc:
         log.warning("warm-up incomplete: %r", exc)
     # Everything loaded so far lives as long as the process: keep it out of the collector's

@@ -71,6 +71,7 @@ JOBS = [
     "purge_idempotency_keys",
     "purge_user_sessions",
     "rules_schedule_tick",
+    "search_catalog_words",
     "sweep_expired_reservations",
 ]
 CONSUMERS = [
@@ -84,7 +85,9 @@ CONSUMERS = [
     "notify.plan",
     "payments.apply_notification",
     "rules.evaluate",
+    "search.catalog_changed",
     "search.index_order",
+    "search.reindex",
 ]
 HOOKS = [
     "ordertally.fulfillment.api.order_shipments",

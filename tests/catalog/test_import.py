@@ -114,3 +114,44 @@ async def test_import_stores_good_rows_and_reports_the_rest(db: Database, tmp_pa
         assert [(c.sku, c.changes) for c in imports] == [
             ("IM-CUP", {"name": {"from": "茶杯", "to": "白瓷茶杯"}})
         ]
+
+
+async def test_import_takes_the_english_brand_records_words_and_announces_changes(
+    db: Database, tmp_path: Path
+) -> None:
+    from ordertally.events.models import OutboxEvent
+
+    async def catalog_events() -> list[dict[str, object]]:
+        async with db.transaction(write=False) as session:
+            rows = await session.scalars(
+                select(OutboxEvent.payload)
+                .where(OutboxEvent.event_type == "CatalogChanged")
+                .order_by(OutboxEvent.id)
+            )
+            return [dict(r) for r in rows.all()]
+
+    # Given a file with a brand in both languages
+    source = tmp_path / "brands.csv"
+    header = ["编码", "名称", "规格", "品牌", "英文品牌"]
+    _write(source, [header, ["BR-1", "骉驫红茶 特级", "罐装", "骉驫", "Biaobiao"]])
+    async with db.transaction(write=False) as session:
+        _, revision = await catalog_service.word_revision(session)
+    # When it is imported (a new SKU)
+    await import_file(db, source, None, "tester")
+    # Then the English brand is stored, the new words are appended at the next revision, and
+    # no change event is published (a new SKU has no orders)
+    async with db.transaction(write=False) as session:
+        sku = await catalog_service.get_sku(session, "BR-1")
+        _, now = await catalog_service.word_revision(session)
+        words = await catalog_service.words_between(session, revision, now)
+    assert (sku.brand, sku.brand_en) == ("骉驫", "Biaobiao")
+    assert now == revision + 1
+    assert sorted(words) == sorted(["骉驫红茶", "特级", "罐装", "骉驫"])
+    assert await catalog_events() == []
+    # When the file changes the brand and the price of the same code
+    _write(source, [header, ["BR-1", "骉驫红茶 特级", "罐装", "骉驫", "Biao Tea"]])
+    await import_file(db, source, None, "tester")
+    # Then one CatalogChanged names it, and no word was added (none is new)
+    assert await catalog_events() == [{"skus": ["BR-1"], "categories": []}]
+    async with db.transaction(write=False) as session:
+        assert (await catalog_service.word_revision(session))[1] == now

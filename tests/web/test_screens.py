@@ -228,6 +228,8 @@ async def test_inventory_shows_stock_and_the_ledger_and_books_receipts(
     numbers = re.findall(r'<td class="num[^"]*"[^>]*>([\d,]+)</td>', row.group(1))
     assert numbers == ["1,000,000", "2", "0", "999,998"]
     assert re.findall(r'<tr data-stock="([^"]+)"', page.text) == [f"TEA-LJ-250@{TEST_WAREHOUSE}"]
+    # and names the product from the product master (issue 22: names, not codes)
+    assert re.findall(r"<div data-product>([^<]+)</div>", row.group(1)) == ["测试商品 TEA-LJ-250"]
     # When the warehouse books a receipt
     done = await warehouse.post(
         "/ui/inventory/receipts",
@@ -248,6 +250,7 @@ async def test_inventory_shows_stock_and_the_ledger_and_books_receipts(
     kinds = re.findall(r'<tr data-movement="\d+" data-kind="(\w+)">', ledger.text)
     assert kinds and set(kinds) == {"receipt"}
     assert "供应商送货单 DN-778" in ledger.text
+    assert "<div data-product>测试商品 CUP-CER-01</div>" in ledger.text
     # And a receipt of an unknown SKU is refused, changing nothing
     unknown = await warehouse.post(
         "/ui/inventory/receipts",

@@ -31,6 +31,7 @@ async def sku_doc(session: AsyncSession, sku: Sku, categories: dict[int, str]) -
         "dimensions_mm": [sku.length_mm, sku.width_mm, sku.height_mm],
         "category": categories.get(sku.category_id) if sku.category_id else None,
         "brand": sku.brand,
+        "brand_en": sku.brand_en,
         "cost_minor": sku.cost_minor,
         "min_price_minor": sku.min_price_minor,
         "currency": sku.currency,

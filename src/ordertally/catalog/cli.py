@@ -41,6 +41,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "height_mm": ("height_mm", "高(mm)"),
     "category": ("category", "类目", "分类"),
     "brand": ("brand", "品牌"),
+    "brand_en": ("brand_en", "英文品牌"),
     "cost": ("cost", "成本价"),
     "min_price": ("min_price", "最低售价"),
     "currency": ("currency", "币种"),
@@ -105,7 +106,7 @@ def check_row(cells: dict[str, str]) -> dict[str, Any]:
     if not name or len(name) > 200:
         raise ValueError("名称必填，最多200字 / name is required (at most 200 characters)")
     values["name"] = name
-    for key in ("name_en", "unit", "brand", "image_ref"):
+    for key in ("name_en", "unit", "brand", "brand_en", "image_ref"):
         if cells.get(key, "").strip():
             values[key] = cells[key].strip()
     if cells.get("spec", "").strip():
@@ -270,6 +271,7 @@ async def export_file(db: Database, path: Path) -> int:
                     *("" if getattr(sku, k) is None else str(getattr(sku, k)) for k in INTS),
                     categories.get(sku.category_id, "") if sku.category_id else "",
                     sku.brand or "",
+                    sku.brand_en or "",
                     money(sku.cost_minor),
                     money(sku.min_price_minor),
                     sku.currency or "",
@@ -372,6 +374,7 @@ def register(app: typer.Typer) -> None:
         spec: Annotated[str, typer.Option(help="display string, e.g. 500g / 明前")] = "",
         category: Annotated[str | None, typer.Option()] = None,
         brand: Annotated[str | None, typer.Option()] = None,
+        brand_en: Annotated[str | None, typer.Option()] = None,
         component: Annotated[
             list[str] | None, typer.Option(help="CODE*QTY; repeat to make a bundle")
         ] = None,
@@ -389,6 +392,7 @@ def register(app: typer.Typer) -> None:
             "barcode": barcode or "",
             "category": category or "",
             "brand": brand or "",
+            "brand_en": brand_en or "",
             "components": ";".join(component or []),
         }
         try:

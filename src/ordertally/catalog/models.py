@@ -1,5 +1,6 @@
 """The product master: categories (a tree), SKUs (the merchant's codes; `sku` is the one SKU
-table, read by inventory and orders), bundle components and the change history of SKUs."""
+table, read by inventory and orders), bundle components, the change history of SKUs, and the
+catalogue's words (the search segmenter's user dictionary) with their revision."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     ForeignKey,
@@ -61,6 +63,7 @@ class Sku(Base):
     height_mm: Mapped[int | None] = mapped_column(Integer, nullable=True)
     category_id: Mapped[int | None] = mapped_column(ForeignKey("category.id"), nullable=True)
     brand: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    brand_en: Mapped[str | None] = mapped_column(String(100), nullable=True)
     cost_minor: Mapped[int | None] = mapped_column(BigId, nullable=True)
     min_price_minor: Mapped[int | None] = mapped_column(BigId, nullable=True)
     currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
@@ -96,3 +99,28 @@ class SkuChange(Base):
     action: Mapped[str] = mapped_column(String(16))
     changes: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
     changed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CatalogWord(Base):
+    """A word the catalogue has ever used (a Chinese run of a SKU's name, brand or spec, or of a
+    category's name), appended at the revision that first used it and never removed: order lines
+    keep old names, so old words must still segment the same way (ADR 0029, addendum)."""
+
+    __tablename__ = "catalog_word"
+    __table_args__ = (Index("ix_catalog_word_revision", "revision"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    word: Mapped[str] = mapped_column(String(64), unique=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+
+
+class CatalogRevision(Base):
+    """One row: the catalogue's word revision, moved (under its row lock, so revisions commit
+    in order) by every transaction that adds words, and the epoch of this database's word list
+    (a new epoch when the row is created again: a restored or emptied database)."""
+
+    __tablename__ = "catalog_revision"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[str] = mapped_column(String(32))
+    revision: Mapped[int] = mapped_column(BigInteger)

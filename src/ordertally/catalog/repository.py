@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.catalog.models import BundleComponent, Category, Sku, SkuChange
-from ordertally.core.db import table_of
+from ordertally.catalog.models import (
+    BundleComponent,
+    CatalogRevision,
+    CatalogWord,
+    Category,
+    Sku,
+    SkuChange,
+)
+from ordertally.core.db import table_of, upsert_insert
 
 _CHUNK = 500
 
@@ -245,3 +253,100 @@ async def changes_of(session: AsyncSession, code: str) -> list[SkuChange]:
             )
         ).all()
     )
+
+
+# --- the catalogue's words (the search segmenter's user dictionary) ----------------------------
+
+
+async def existing_words(session: AsyncSession, words: list[str]) -> set[str]:
+    """Which of these words the catalogue already has (500 per query)."""
+    found: set[str] = set()
+    for start in range(0, len(words), _CHUNK):
+        part = words[start : start + _CHUNK]
+        found.update(
+            await session.scalars(select(CatalogWord.word).where(CatalogWord.word.in_(part)))
+        )
+    return found
+
+
+async def bump_word_revision(session: AsyncSession) -> int:
+    """Move the word revision on and return it; the row stays locked until commit, so
+    transactions that add words commit in revision order (a reader that sees revision R has
+    every word of every revision up to R)."""
+    statement = upsert_insert(session, CatalogRevision).values(
+        id=1, epoch=uuid.uuid4().hex, revision=1
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["id"], set_={"revision": CatalogRevision.revision + 1}
+        )
+    )
+    value = await session.scalar(select(CatalogRevision.revision).where(CatalogRevision.id == 1))
+    return int(value or 0)
+
+
+async def add_words(session: AsyncSession, words: list[str], revision: int) -> None:
+    """Append words at a revision (a word another transaction added meanwhile is kept as is)."""
+    for start in range(0, len(words), _CHUNK):
+        part = words[start : start + _CHUNK]
+        statement = upsert_insert(session, CatalogWord).values(
+            [{"word": w, "revision": revision} for w in part]
+        )
+        await session.execute(statement.on_conflict_do_nothing(index_elements=["word"]))
+
+
+async def word_revision(session: AsyncSession) -> tuple[str | None, int]:
+    """(epoch, revision) of the word list; (None, 0) before any word."""
+    row = (
+        await session.execute(
+            select(CatalogRevision.epoch, CatalogRevision.revision).where(CatalogRevision.id == 1)
+        )
+    ).first()
+    return (None, 0) if row is None else (str(row[0]), int(row[1]))
+
+
+async def words_between(session: AsyncSession, after: int, upto: int) -> list[str]:
+    """The words of revisions after `after` up to `upto`, in no particular order (the
+    segmenter takes them in any order to the same result)."""
+    rows = await session.scalars(
+        select(CatalogWord.word).where(CatalogWord.revision > after, CatalogWord.revision <= upto)
+    )
+    return list(rows.all())
+
+
+async def search_facts(session: AsyncSession, codes: list[str]) -> list[Any]:
+    """(code, brand, brand_en, category_id) of these codes: one query per 500."""
+    rows: list[Any] = []
+    for start in range(0, len(codes), _CHUNK):
+        part = codes[start : start + _CHUNK]
+        rows.extend(
+            (
+                await session.execute(
+                    select(Sku.code, Sku.brand, Sku.brand_en, Sku.category_id).where(
+                        Sku.code.in_(part)
+                    )
+                )
+            ).all()
+        )
+    return rows
+
+
+async def codes_in_categories(session: AsyncSession, category_ids: list[int]) -> list[str]:
+    """The codes of the SKUs in these categories."""
+    found: list[str] = []
+    for start in range(0, len(category_ids), _CHUNK):
+        part = category_ids[start : start + _CHUNK]
+        found.extend(await session.scalars(select(Sku.code).where(Sku.category_id.in_(part))))
+    return sorted(found)
+
+
+async def sku_texts(session: AsyncSession, after: str | None, limit: int) -> list[Any]:
+    """(code, name, name_en, spec_text, brand, brand_en) of a page of SKUs by code."""
+    stmt = (
+        select(Sku.code, Sku.name, Sku.name_en, Sku.spec_text, Sku.brand, Sku.brand_en)
+        .order_by(Sku.code)
+        .limit(limit)
+    )
+    if after is not None:
+        stmt = stmt.where(Sku.code > after)
+    return list((await session.execute(stmt)).all())

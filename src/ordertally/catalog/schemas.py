@@ -34,6 +34,7 @@ class SkuFields(Strict):
     height_mm: Mm | None = None
     category: CategoryCode | None = None
     brand: Annotated[str, Field(max_length=100)] | None = None
+    brand_en: Annotated[str, Field(max_length=100)] | None = None
     cost_minor: Minor | None = None
     min_price_minor: Minor | None = None
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None

@@ -4,6 +4,8 @@ that inventory reserves. Sits below orders and inventory: it imports neither."""
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ordertally.catalog import events as catalog_events  # noqa: F401  (registers the schema)
 from ordertally.catalog import repository
 from ordertally.catalog.errors import (
     BarcodeTaken,
@@ -26,6 +29,7 @@ from ordertally.catalog.errors import (
 )
 from ordertally.catalog.models import Category, Sku
 from ordertally.core import clock
+from ordertally.events import outbox
 
 # Fields of a SKU a person may set (and the history records).
 SKU_FIELDS = (
@@ -41,6 +45,7 @@ SKU_FIELDS = (
     "height_mm",
     "category_id",
     "brand",
+    "brand_en",
     "cost_minor",
     "min_price_minor",
     "currency",
@@ -48,6 +53,12 @@ SKU_FIELDS = (
     "active",
 )
 MAX_COMPONENTS = 50
+# Fields whose change changes what an order for the SKU is found by (its words, brand, category).
+SEARCH_FIELDS = frozenset({"name", "name_en", "spec_text", "brand", "brand_en", "category_id"})
+# A catalogue word: a run of 2-16 Chinese characters (ASCII words segment by themselves).
+WORD_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]{2,16}")
+RUN_ANY = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]{2,}")
+EVENT_SKUS = 500
 _FIELD_SET = frozenset(SKU_FIELDS)
 # Every column of a new SKU row, so that multi-row INSERTs share one statement.
 _NEW_ROW: dict[str, Any] = {
@@ -85,6 +96,64 @@ def check_barcode(barcode: str) -> str:
     return barcode
 
 
+# --- words and change events ------------------------------------------------------------------
+
+
+def catalog_words(*texts: str | None) -> set[str]:
+    """The catalogue words of some texts (names, brands, specs): each run of 2-16 Chinese
+    characters; the search segmenter takes them as user-dictionary words."""
+    found: set[str] = set()
+    for t in texts:
+        if t:
+            found.update(WORD_RUN.findall(unicodedata.normalize("NFKC", t)))
+    return found
+
+
+def _sku_words(values: dict[str, Any]) -> set[str]:
+    return catalog_words(values.get("name"), values.get("brand"), values.get("spec_text"))
+
+
+async def _announce(
+    session: AsyncSession,
+    *,
+    skus: Iterable[str] = (),
+    categories: Iterable[str] = (),
+    words: Iterable[str] = (),
+) -> None:
+    """In the caller's transaction: append the words the catalogue has not used before (moving
+    the word revision: search's dictionary watcher re-indexes the orders they change), and
+    publish CatalogChanged for existing SKUs and categories whose words, brand or category
+    changed (search re-indexes their orders). New SKUs have no orders: no event."""
+    candidates = sorted(set(words))
+    new = sorted(set(candidates) - await repository.existing_words(session, candidates))
+    if new:
+        revision = await repository.bump_word_revision(session)
+        await repository.add_words(session, new, revision)
+    codes, cats = sorted(set(skus)), sorted(set(categories))
+    rounds = max(-(-len(codes) // EVENT_SKUS), 1 if cats else 0)
+    for i in range(rounds):
+        await outbox.publish(
+            session,
+            "CatalogChanged",
+            {
+                "skus": codes[i * EVENT_SKUS : (i + 1) * EVENT_SKUS],
+                "categories": cats if i == 0 else [],
+            },
+            aggregate_type="catalog",
+            aggregate_id="catalog",
+        )
+
+
+async def word_revision(session: AsyncSession) -> tuple[str | None, int]:
+    """(epoch, revision) of the catalogue's word list: one read of one row."""
+    return await repository.word_revision(session)
+
+
+async def words_between(session: AsyncSession, after: int, upto: int) -> list[str]:
+    """The catalogue words first used after revision `after`, up to `upto`."""
+    return await repository.words_between(session, after, upto)
+
+
 # --- categories --------------------------------------------------------------------------------
 
 
@@ -97,6 +166,7 @@ async def create_category(session: AsyncSession, values: dict[str, Any]) -> Cate
     await repository.add_category(
         session, {**values, "parent_id": parent_id, "created_at": clock.now()}
     )
+    await _announce(session, words=catalog_words(values.get("name")))
     return await get_category(session, values["code"])
 
 
@@ -134,6 +204,8 @@ async def update_category(session: AsyncSession, code: str, values: dict[str, An
             values["parent_id"] = target.id
     if values:
         await repository.update_category(session, category.id, values)
+        if {"name", "name_en", "parent_id"} & set(values):
+            await _announce(session, categories=[code], words=catalog_words(values.get("name")))
     return await get_category(session, code)
 
 
@@ -250,12 +322,16 @@ async def create_sku(
         session,
         [{"sku": code, "actor": actor, "action": "create", "changes": created, "changed_at": now}],
     )
+    await _announce(session, words=_sku_words(row))
     return await get_sku(session, code)
 
 
-async def add_skus(session: AsyncSession, rows: list[dict[str, Any]], actor: str) -> int:
+async def add_skus(
+    session: AsyncSession, rows: list[dict[str, Any]], actor: str, *, announce: bool = True
+) -> int:
     """Create many plain SKUs in two multi-row INSERTs (setup, seeds and imports); the caller
-    has checked codes, barcodes and categories (see `import_rows` for a checked import)."""
+    has checked codes, barcodes and categories (see `import_rows` for a checked import).
+    `announce=False`: the caller records the new words itself, last."""
     now = clock.now()
     full = [{**_NEW_ROW, **r, "is_bundle": False, "updated_at": now} for r in rows]
     await repository.add_skus(session, full)
@@ -272,6 +348,8 @@ async def add_skus(session: AsyncSession, rows: list[dict[str, Any]], actor: str
             for r in full
         ],
     )
+    if announce:
+        await _announce(session, words=set().union(*(_sku_words(r) for r in full)))
     return len(full)
 
 
@@ -351,13 +429,22 @@ async def import_rows(
             {"sku": code, "actor": actor, "action": "import", "changes": diff, "changed_at": now}
         )
     if new:
-        outcome.created += await add_skus(session, new, actor)
+        outcome.created += await add_skus(session, new, actor, announce=False)
     if changed:
         await repository.update_skus(session, changed)
         await repository.add_changes(session, history)
         outcome.updated += len(changed)
     if bundles:
         outcome.created += await _import_bundles(session, bundles, actor, outcome.refused)
+    # Last, once every SKU row of the chunk is written: the word revision's row lock is taken
+    # after the SKU rows' locks, as in every other catalogue write (no lock-order deadlock).
+    refused = {line for line, _, _ in outcome.refused}
+    stored = [*new, *changed, *(values for line, values, _ in bundles if line not in refused)]
+    await _announce(
+        session,
+        skus=[h["sku"] for h in history if SEARCH_FIELDS & set(h["changes"])],
+        words=set().union(*(_sku_words(r) for r in stored)),
+    )
     return outcome
 
 
@@ -460,6 +547,8 @@ async def update_sku(
                 }
             ],
         )
+        if SEARCH_FIELDS & set(changes):
+            await _announce(session, skus=[code], words=_sku_words({**before, **values}))
     return await get_sku(session, code)
 
 
@@ -616,3 +705,76 @@ def bundle_availability(
         for c, q in bom
     ]
     return (min(int(p["bundles"]) for p in parts) if parts else 0), parts
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFacts:
+    """What search indexes of a SKU from the live catalogue (not the line snapshot): its
+    brand (zh, en) and the names (zh, en) of its category and the categories above it."""
+
+    brands: tuple[str, ...]
+    categories: tuple[str, ...]
+
+
+async def search_facts(session: AsyncSession, codes: Iterable[str]) -> dict[str, SearchFacts]:
+    """code -> brand and category names of the known codes among these (one query per 500
+    codes, and one for the category tree)."""
+    wanted = sorted(set(codes))
+    if not wanted:
+        return {}
+    rows = await repository.search_facts(session, wanted)
+    tree: dict[int, Category] = {}
+    if any(r.category_id for r in rows):
+        tree = {c.id: c for c in await repository.categories(session)}
+    found: dict[str, SearchFacts] = {}
+    for r in rows:
+        names: list[str] = []
+        walk = tree.get(r.category_id) if r.category_id else None
+        seen: set[int] = set()
+        while walk is not None and walk.id not in seen:
+            seen.add(walk.id)
+            names.extend(n for n in (walk.name, walk.name_en) if n)
+            walk = tree.get(walk.parent_id) if walk.parent_id else None
+        brands = tuple(b for b in (r.brand, r.brand_en) if b)
+        found[r.code] = SearchFacts(brands, tuple(dict.fromkeys(names)))
+    return found
+
+
+async def codes_in_categories(session: AsyncSession, categories: Iterable[str]) -> list[str]:
+    """The codes of the SKUs in these categories and every category below them."""
+    ids: set[int] = set()
+    for code in set(categories):
+        if await repository.category_by_code(session, code) is not None:
+            ids.update(await subtree_ids(session, code))
+    return await repository.codes_in_categories(session, sorted(ids)) if ids else []
+
+
+async def codes_using_words(session: AsyncSession, words: Iterable[str]) -> list[str]:
+    """The codes of the SKUs whose name, spec or brand contains one of these words (a page of
+    2,000 SKUs per query; each text's Chinese runs are cut into every substring of 2-16
+    characters and looked up, so the cost does not grow with the number of words)."""
+    wanted = set(words)
+    found: list[str] = []
+    after: str | None = None
+    while wanted:
+        page = await repository.sku_texts(session, after, 2_000)
+        if not page:
+            break
+        for row in page:
+            if any(_has_any(run, wanted) for run in _runs(row.name, row.spec_text, row.brand)):
+                found.append(row.code)
+        after = page[-1].code
+    return found
+
+
+def _runs(*texts: str | None) -> list[str]:
+    out: list[str] = []
+    for t in texts:
+        if t:
+            out.extend(RUN_ANY.findall(unicodedata.normalize("NFKC", t)))
+    return out
+
+
+def _has_any(run: str, words: set[str]) -> bool:
+    n = len(run)
+    return any(run[i : i + k] in words for i in range(n - 1) for k in range(2, min(16, n - i) + 1))

@@ -217,6 +217,25 @@ async def lines_of_many(session: AsyncSession, order_ids: list[int]) -> list[Ord
     return list(rows.all())
 
 
+async def order_ids_with_skus(
+    session: AsyncSession, codes: list[str], after_id: int, limit: int
+) -> list[int]:
+    """Ids above `after_id` of the orders with a line of one of these codes, ascending, at
+    most `limit` (the codes in parts of 500, each answered from the line's sku index)."""
+    found: set[int] = set()
+    for start in range(0, len(codes), 500):
+        part = codes[start : start + 500]
+        rows = await session.scalars(
+            select(OrderLine.order_id)
+            .where(OrderLine.sku.in_(part), OrderLine.order_id > after_id)
+            .group_by(OrderLine.order_id)
+            .order_by(OrderLine.order_id)
+            .limit(limit)
+        )
+        found.update(rows.all())
+    return sorted(found)[:limit]
+
+
 async def insert_event(session: AsyncSession, values: dict[str, Any]) -> None:
     """Append one audit row."""
     await session.execute(_INSERT_EVENT, values)
@@ -518,6 +537,14 @@ async def set_personal(
 async def ids_after(session: AsyncSession, after_id: int, limit: int) -> list[SalesOrder]:
     """Orders with an id above `after_id`, lowest first (walking every order in chunks)."""
     stmt = select(SalesOrder).where(SalesOrder.id > after_id).order_by(SalesOrder.id).limit(limit)
+    return list((await session.scalars(stmt)).all())
+
+
+async def get_many_by_id(session: AsyncSession, order_ids: list[int]) -> list[SalesOrder]:
+    """The orders with these ids, by id (unknown ids are simply absent)."""
+    if not order_ids:
+        return []
+    stmt = select(SalesOrder).where(SalesOrder.id.in_(order_ids)).order_by(SalesOrder.id)
     return list((await session.scalars(stmt)).all())
 
 

@@ -231,6 +231,21 @@ async def orders_after(session: AsyncSession, after_id: int, limit: int) -> list
     return await repository.ids_after(session, after_id, limit)
 
 
+async def order_ids_with_skus(
+    session: AsyncSession, codes: list[str], after_id: int, limit: int
+) -> list[int]:
+    """Ids above `after_id` of the orders with a line of one of these codes, ascending, at
+    most `limit` (search re-indexes them when the catalogue changes)."""
+    if not codes:
+        return []
+    return await repository.order_ids_with_skus(session, sorted(set(codes)), after_id, limit)
+
+
+async def get_orders_by_id(session: AsyncSession, order_ids: list[int]) -> list[SalesOrder]:
+    """The orders with these ids that exist, by id."""
+    return await repository.get_many_by_id(session, order_ids)
+
+
 async def get_orders(session: AsyncSession, order_nos: list[str]) -> list[SalesOrder]:
     """The orders with these numbers that exist, in no particular order."""
     return await repository.get_many_by_no(session, order_nos)

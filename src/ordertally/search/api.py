@@ -99,7 +99,7 @@ async def search_orders(
         )
     return json_response(
         {
-            "query": [{"text": t.text, "kind": t.kind} for t in page.terms],
+            "query": [{"text": t.text, "kind": t.kind, "words": list(t.words)} for t in page.terms],
             "items": [hit_doc(h, principal.role) for h in page.hits],
             "next_cursor": page.next_cursor,
         }

@@ -8,11 +8,13 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ordertally.catalog import events as catalog_events  # noqa: F401  (registers the schema)
 from ordertally.channels import events as channel_events  # noqa: F401  (registers the schema)
 from ordertally.core import clock
 from ordertally.events.registry import Envelope, batch_consumer, consumer
 from ordertally.fulfillment import events as fulfillment_events  # noqa: F401  (registers)
 from ordertally.orders import events as order_events  # noqa: F401  (registers the schemas)
+from ordertally.search import events as search_events  # noqa: F401  (registers the schema)
 from ordertally.search import service
 
 INDEXED_EVENTS = service.INDEXED_EVENTS
@@ -40,3 +42,23 @@ async def index_order(session: AsyncSession, envelope: Envelope) -> None:
 async def index_orders(session: AsyncSession, envelopes: list[Envelope]) -> None:
     """Re-index each order of a batch once, with a few queries for the whole batch."""
     await service.index_order_nos(session, _sources(envelopes))
+
+
+@consumer("search.catalog_changed", "CatalogChanged")
+async def catalog_changed(session: AsyncSession, envelope: Envelope) -> None:
+    """A SKU's brand, category or words changed, or a category was renamed or moved: queue the
+    re-indexing of the orders that have it."""
+    await service.catalog_changed(
+        session,
+        list(envelope.payload.get("skus") or []),
+        list(envelope.payload.get("categories") or []),
+    )
+
+
+@consumer("search.reindex", "SearchReindexRequested")
+async def reindex(session: AsyncSession, envelope: Envelope) -> None:
+    """Re-index one chunk of the orders of some SKUs (and queue the next chunk)."""
+    p = envelope.payload
+    await service.reindex_skus(
+        session, list(p["skus"]), int(p.get("after_order_id") or 0), str(p.get("reason") or "")
+    )

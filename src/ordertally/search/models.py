@@ -56,3 +56,14 @@ class SearchSynonym(Base):
     synonym: Mapped[str] = mapped_column(String(64))
     created_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SearchWordWatch(Base):
+    """One row: the catalogue word revision (and epoch) whose words the index has taken in;
+    the dictionary watcher re-indexes the orders that new words change, then moves it on."""
+
+    __tablename__ = "search_word_watch"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[str] = mapped_column(String(32))
+    revision: Mapped[int] = mapped_column(BigId)

@@ -48,6 +48,8 @@ class Term:
     text: str
     kind: str  # phone | phone_masked | phone_last4 | date | id | number | pinyin | text
     node: Node
+    # How a Chinese run was segmented (the catalogue's words included): shown to the caller.
+    words: tuple[str, ...] = ()
 
 
 MAX_QUERY = 200
@@ -113,8 +115,15 @@ def _id_leaves(value: str, term: str) -> list[Node]:
 
 
 def _word_alternatives(word: str, term: str) -> list[Node]:
-    """A Chinese word: a name, a character of a name, an address or a product word."""
-    found: list[Node] = [Leaf("nm", word, term), Leaf("ad", word, term), Leaf("pw", word, term)]
+    """A Chinese word: a name, a character of a name, an address, product, brand or category
+    word."""
+    found: list[Node] = [
+        Leaf("nm", word, term),
+        Leaf("ad", word, term),
+        Leaf("pw", word, term),
+        Leaf("br", word, term),
+        Leaf("cg", word, term),
+    ]
     if len(word) == 1:
         found.append(Leaf("nc", word, term))
     return found
@@ -133,9 +142,10 @@ def _text_node(text: str, synonyms: Mapping[str, tuple[str, ...]], expand: bool 
 
 
 def _pinyin_node(word: str, term: str) -> list[Node]:
-    """ASCII letters: a name's pinyin (full, initials, near miss, one syllable)."""
+    """ASCII letters: a name's pinyin (full, initials, near miss, one syllable), a brand's."""
     w = word.lower()
     return [
+        Leaf("bp", w, term),
         Leaf("py", w, term),
         Leaf("pi", w, term),
         Leaf("pn", tk.near(w), term),
@@ -155,7 +165,7 @@ def _ascii_node(word: str, synonyms: Mapping[str, tuple[str, ...]], expand: bool
             alternatives.extend(_id_leaves(w, word))
     elif w.isalpha():
         alternatives.extend(_pinyin_node(w, word))
-        alternatives.extend(Leaf(k, w, word) for k in ("ch", "wh", "ca"))
+        alternatives.extend(Leaf(k, w, word) for k in ("ch", "wh", "ca", "br", "cg"))
     elif len(w) >= tk.MIN_SUFFIX or any(c.isdigit() for c in w):
         alternatives.extend(_id_leaves(w, word))
     if expand:
@@ -278,7 +288,8 @@ def parse(q: str, today: date, synonyms: Mapping[str, tuple[str, ...]] | None = 
                 i = j + 1
                 continue
         if tk.CJK.match(chunk):
-            terms.append(Term(chunk, "text", _relabel(_text_node(chunk, syn), chunk)))
+            node = _relabel(_text_node(chunk, syn), chunk)
+            terms.append(Term(chunk, "text", node, tuple(tk.query_words(tk.norm(chunk)))))
         else:
             kind = "phone_last4" if chunk.isdigit() and len(chunk) == 4 else "id"
             if chunk.isalpha():

@@ -11,7 +11,7 @@ from sqlalchemy import Select, delete, func, literal_column, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core.db import dialect_of, table_of, upsert_insert
-from ordertally.search.models import SearchDoc, SearchSynonym
+from ordertally.search.models import SearchDoc, SearchSynonym, SearchWordWatch
 
 _DOC = table_of(SearchDoc)
 _UPDATABLE = [c.name for c in _DOC.columns if c.name != "order_id"]
@@ -177,3 +177,23 @@ async def delete_synonym(session: AsyncSession, synonym_id: int) -> bool:
     """Delete a pair; whether it existed."""
     result = await session.execute(delete(SearchSynonym).where(SearchSynonym.id == synonym_id))
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def word_watch(session: AsyncSession) -> tuple[str | None, int]:
+    """(epoch, revision) of the catalogue words the index has taken in, locked for this
+    transaction on PostgreSQL; (None, 0) at first."""
+    stmt = select(SearchWordWatch.epoch, SearchWordWatch.revision).where(SearchWordWatch.id == 1)
+    if dialect_of(session) == "postgresql":
+        stmt = stmt.with_for_update()
+    row = (await session.execute(stmt)).first()
+    return (None, 0) if row is None else (str(row[0]), int(row[1]))
+
+
+async def set_word_watch(session: AsyncSession, epoch: str, revision: int) -> None:
+    """Record the catalogue words the index has taken in."""
+    statement = upsert_insert(session, SearchWordWatch).values(id=1, epoch=epoch, revision=revision)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["id"], set_={"epoch": epoch, "revision": revision}
+        )
+    )

@@ -13,10 +13,12 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ordertally.catalog import service as catalog_service
 from ordertally.core import clock
 from ordertally.core.crypto import get_cipher
 from ordertally.core.db import count_after_commit, dialect_of
 from ordertally.core.settings import get_settings
+from ordertally.events import outbox
 from ordertally.events import service as events_service
 from ordertally.exceptions import service as exceptions_service
 from ordertally.fulfillment import service as fulfillment_service
@@ -25,7 +27,8 @@ from ordertally.orders.contact import PII_ADDRESS, PII_NAME, PII_PHONE
 from ordertally.orders.models import OrderLine, SalesOrder
 from ordertally.orders.state_machine import TRANSITIONS
 from ordertally.payments import service as payments_service
-from ordertally.search import metrics, repository
+from ordertally.search import dictionary, metrics, repository
+from ordertally.search import events as search_events  # noqa: F401  (registers the schema)
 from ordertally.search import query as parser
 from ordertally.search import tokens as tk
 from ordertally.search.errors import InvalidCursor, SynonymNotFound, SynonymRefused
@@ -33,6 +36,10 @@ from ordertally.search.models import SearchDoc, SearchSynonym
 from ordertally.search.repository import Filters
 
 MAX_LIMIT = 100
+# Orders re-indexed per SearchReindexRequested event (each chunk publishes the next), and SKU
+# codes per event.
+REINDEX_CHUNK = 500
+REINDEX_SKUS = 500
 # The events that change what an order is found by. Payments change it only when it is paid
 # (out_trade_no, transaction id): that is OrderPaid, a transition. The customers domain
 # publishes no event of its own; a customer's data lives on the order.
@@ -57,12 +64,14 @@ def _facts(
     payment_ids: list[str],
     shipments: list[Any],
     open_exception: bool,
+    catalog: dict[str, catalog_service.SearchFacts] | None = None,
 ) -> tk.OrderFacts:
     cipher = get_cipher()
     address = orjson.loads(cipher.decrypt(order.shipping_address_enc, PII_ADDRESS))
     names = (cipher.decrypt(order.customer_name_enc, PII_NAME), str(address.get("name") or ""))
     phones = (cipher.decrypt(order.customer_phone_enc, PII_PHONE), str(address.get("phone") or ""))
     placed = clock.to_local(order.created_at, get_settings().timezone).date()
+    known = [(catalog or {}).get(ln.sku) for ln in lines]
     return tk.OrderFacts(
         order_no=order.order_no,
         channel=order.channel,
@@ -77,6 +86,9 @@ def _facts(
             (ln.sku, " ".join(w for w in (ln.sku_name, ln.sku_spec, ln.sku_name_en) if w))
             for ln in lines
         ),
+        # brand and category from the live catalogue (re-indexed when the catalogue changes)
+        brands=tuple(dict.fromkeys(b for f in known if f for b in f.brands)),
+        categories=tuple(dict.fromkeys(c for f in known if f for c in f.categories)),
         waybills=tuple(
             dict.fromkeys(
                 [*(s.waybill_no for s in shipments if s.waybill_no), *order.waybill_nos.split()]
@@ -119,8 +131,12 @@ async def index_orders(
     values: running it twice writes the same rows). Returns the rows written."""
     if not orders:
         return 0
+    await dictionary.ensure_current(session)
     ids = [o.id for o in orders]
     lines = await orders_service.lines_of_orders(session, ids)
+    catalog = await catalog_service.search_facts(
+        session, {ln.sku for found in lines.values() for ln in found}
+    )
     payments = await payments_service.payment_ids_of(session, ids)
     shipments: dict[int, list[Any]] = {}
     for s in await fulfillment_service.shipments_of_orders(session, ids):
@@ -135,6 +151,7 @@ async def index_orders(
             payments.get(order.id, []),
             shipments.get(order.id, []),
             order.id in open_cases,
+            catalog,
         )
         at = (source_at or {}).get(order.id, now)
         rows.append(doc_row(facts, order, at))
@@ -149,6 +166,69 @@ async def index_order_nos(session: AsyncSession, source_at: dict[str, datetime])
     return await index_orders(
         session, orders, {o.id: source_at[o.order_no] for o in orders if o.order_no in source_at}
     )
+
+
+async def reindex_skus(
+    session: AsyncSession, skus: list[str], after_order_id: int, reason: str
+) -> int:
+    """Re-index the next chunk of orders with a line of one of these SKUs and, when more may
+    remain, publish the next chunk's request; returns the orders re-indexed."""
+    ids = await orders_service.order_ids_with_skus(session, skus, after_order_id, REINDEX_CHUNK)
+    if not ids:
+        return 0
+    written = await index_orders(session, await orders_service.get_orders_by_id(session, ids))
+    if len(ids) == REINDEX_CHUNK:
+        await request_reindex(session, skus, reason, after_order_id=ids[-1])
+    return written
+
+
+async def request_reindex(
+    session: AsyncSession, skus: list[str], reason: str, *, after_order_id: int = 0
+) -> int:
+    """Queue the re-indexing of the orders of these SKUs (SearchReindexRequested, 500 codes
+    each), in the caller's transaction; returns the events published."""
+    codes = sorted(set(skus))
+    for start in range(0, len(codes), REINDEX_SKUS):
+        await outbox.publish(
+            session,
+            "SearchReindexRequested",
+            {
+                "skus": codes[start : start + REINDEX_SKUS],
+                "after_order_id": after_order_id,
+                "reason": reason,
+            },
+            aggregate_type="search",
+            aggregate_id="reindex",
+        )
+    return -(-len(codes) // REINDEX_SKUS)
+
+
+async def catalog_changed(session: AsyncSession, skus: list[str], categories: list[str]) -> int:
+    """SKUs whose brand, category or words changed, and categories renamed or moved: queue the
+    re-indexing of their orders (only when some exist)."""
+    codes = sorted({*skus, *await catalog_service.codes_in_categories(session, categories)})
+    if not codes or not await orders_service.order_ids_with_skus(session, codes, 0, 1):
+        return 0
+    return await request_reindex(session, codes, "catalog")
+
+
+async def watch_catalog_words(session: AsyncSession) -> dict[str, Any]:
+    """The words the catalogue added since the index last looked: queue the re-indexing of
+    the orders of every SKU whose texts contain one (their segmentation may change), then
+    record the revision taken in. Runs as a periodic job, never on the request path."""
+    epoch, revision = await catalog_service.word_revision(session)
+    seen_epoch, seen_revision = await repository.word_watch(session)
+    if epoch is None or (epoch, revision) == (seen_epoch, seen_revision):
+        return {"words": 0, "events": 0}
+    after = seen_revision if epoch == seen_epoch and revision >= seen_revision else 0
+    new = await catalog_service.words_between(session, after, revision)
+    events = 0
+    if new:
+        codes = await catalog_service.codes_using_words(session, new)
+        if codes and await orders_service.order_ids_with_skus(session, codes, 0, 1):
+            events = await request_reindex(session, codes, "words")
+    await repository.set_word_watch(session, epoch, revision)
+    return {"words": len(new), "events": events, "revision": revision}
 
 
 async def rebuild_chunk(session: AsyncSession, after_id: int, chunk: int) -> tuple[int, int]:
@@ -234,6 +314,7 @@ async def search(
     limit: int = 20,
 ) -> Page:
     """Orders matching every term of `q` and every filter, newest first, with why each matched."""
+    await dictionary.ensure_current(session)
     terms = parser.parse(q, today(), await synonym_map(session))
     nodes: list[parser.Node] = [t.node for t in terms]
     if warehouse:

@@ -6,7 +6,9 @@ name, phone, address or id, and every token is plain ASCII that both engines (Po
 `simple` tsvector, SQLite FTS5 `unicode61`) keep whole. The query parser (query.py) builds the
 same tokens from what a person types, so matching is exact token equality; fuzziness (pinyin,
 near-miss pinyin, phone fragments, id suffixes) is decided here, when the row is written.
-Pure functions: no database, no I/O beyond loading the segmenter's user dictionary once.
+Pure functions: no database, no I/O beyond loading the shipped user dictionary once; the
+catalogue's words are added to the segmenter by search/dictionary.py (the same words in every
+process, ADR 0029 addendum).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from ordertally.core.crypto import get_cipher
 
@@ -42,6 +45,9 @@ FIELDS: dict[str, str] = {
     "ad": "address",
     "sk": "sku",
     "pw": "product",
+    "br": "brand",
+    "bp": "brand_pinyin",
+    "cg": "category",
     "dt": "date",
     "st": "status",
     "ch": "channel",
@@ -60,6 +66,9 @@ _ADMIN_SUFFIX = re.compile(
     r"(特别行政区|维吾尔自治区|壮族自治区|回族自治区|自治区|自治州|省|市|区|县)$"
 )
 USER_DICT = Path(__file__).with_name("userdict.txt")
+# The frequency every catalogue word gets: fixed (not suggested from the dictionary's state),
+# so that every process that has added the same words cuts the same way, whatever the order.
+CATALOG_WORD_FREQ = 100
 
 
 @functools.lru_cache(maxsize=1)
@@ -89,27 +98,48 @@ def norm(text: str) -> str:
 # --- Chinese segmentation ---------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1)
-def _segmenter() -> object:
-    import rjieba
+_SEGMENTER: list[Any] = []
 
-    jieba = rjieba.Jieba()
-    for line in USER_DICT.read_text(encoding="utf-8").splitlines():
-        word, *rest = line.split()
-        jieba.add_word(word, int(rest[0]) if rest else None, rest[1] if len(rest) > 1 else None)
-    return jieba
+
+def _segmenter() -> Any:
+    if not _SEGMENTER:
+        import rjieba
+
+        jieba = rjieba.Jieba()
+        for line in USER_DICT.read_text(encoding="utf-8").splitlines():
+            word, *rest = line.split()
+            jieba.add_word(word, int(rest[0]) if rest else None, rest[1] if len(rest) > 1 else None)
+        _SEGMENTER.append(jieba)
+    return _SEGMENTER[0]
+
+
+def reset_segmenter() -> None:
+    """Back to the shipped dictionary alone (another database's words are forgotten)."""
+    _SEGMENTER.clear()
+
+
+def add_catalog_words(found: Iterable[str]) -> int:
+    """Add catalogue words to the segmenter (a word it knows already keeps its frequency, so
+    the result does not depend on the order words arrive in); returns how many were new."""
+    jieba = _segmenter()
+    added = 0
+    for w in found:
+        if not jieba.has_word(w):
+            jieba.add_word(w, CATALOG_WORD_FREQ, None)
+            added += 1
+    return added
 
 
 def words(text: str) -> list[str]:
     """Search-mode segmentation (the words and their longer compounds), normalised, no
     punctuation; the same user dictionary at index and query time."""
-    cut = _segmenter().cut_for_search(unicodedata.normalize("NFKC", text))  # type: ignore[attr-defined]
+    cut = _segmenter().cut_for_search(unicodedata.normalize("NFKC", text))
     return [w for w in (norm(w) for w in cut) if w and any(c.isalnum() for c in w)]
 
 
 def query_words(text: str) -> list[str]:
     """Precise-mode segmentation of what a person typed (no overlapping compounds)."""
-    cut = _segmenter().cut(unicodedata.normalize("NFKC", text))  # type: ignore[attr-defined]
+    cut = _segmenter().cut(unicodedata.normalize("NFKC", text))
     return [w for w in (norm(w) for w in cut) if w and any(c.isalnum() for c in w)]
 
 
@@ -181,6 +211,8 @@ class OrderFacts:
     phones: tuple[str, ...] = ()  # E.164, plain digits or platform-masked forms
     address: tuple[str, ...] = ()  # province, city, district, line1
     skus: tuple[tuple[str, str], ...] = ()  # (code, name)
+    brands: tuple[str, ...] = ()  # the lines' brands from the catalogue, zh and en
+    categories: tuple[str, ...] = ()  # their category names (and those above), zh and en
     waybills: tuple[str, ...] = ()
     payment_ids: tuple[str, ...] = ()  # out_trade_no, provider transaction ids
     warehouses: tuple[str, ...] = ()
@@ -218,6 +250,24 @@ def name_pairs(name: str) -> Iterator[tuple[str, str]]:
         yield "py", joined
         yield "pi", "".join(s[0] for s in combo)
         yield "pn", near(joined)
+
+
+def brand_pairs(brand: str) -> Iterator[tuple[str, str]]:
+    """(kind, value) of a brand: whole, its words (Chinese words, English words) and, for a
+    Chinese brand, its pinyin (every reading: 八马 -> bama)."""
+    n = norm(brand)
+    if not n:
+        return
+    yield "br", n
+    for w in words(brand):
+        if len(w) > 1:
+            yield "br", w
+    for part in re.split(r"[^0-9a-z]+", unicodedata.normalize("NFKC", brand).lower()):
+        if len(part) > 1:
+            yield "br", part
+    if CJK.search(n):
+        for combo in _combinations(name_readings(n)):
+            yield "bp", "".join(combo)
 
 
 def id_pairs(kind: str, value: str, suffixes: bool = False) -> Iterator[tuple[str, str]]:
@@ -259,6 +309,15 @@ def pairs(facts: OrderFacts) -> Iterator[tuple[str, str]]:
             for w in words(name):
                 if len(w) > 1:
                     yield "pw", w
+    for brand in facts.brands:
+        yield from brand_pairs(brand)
+    for name in facts.categories:
+        n = norm(name)
+        if n:
+            yield "cg", n
+            for w in words(name):
+                if len(w) > 1:
+                    yield "cg", w
     yield "dt", facts.placed_on.strftime("%Y%m%d")
     yield "st", facts.status
     yield "ch", norm(facts.channel)

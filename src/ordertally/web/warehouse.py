@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import RedirectResponse, Response
 
+from ordertally.catalog import service as catalog_service
 from ordertally.core.errors import OrdertallyError
 from ordertally.fulfillment import service as fulfillment_service
 from ordertally.fulfillment import shiplist
@@ -65,6 +66,9 @@ async def _inventory_context(request: Request, user: SignedIn, **extra: Any) -> 
         ledger = await inventory_service.movements(session, kind=kind, limit=50)
         receipts = await inventory_service.movements(session, kind="receipt", limit=10)
         warehouses = await inventory_service.list_warehouses(session)
+        products = await catalog_service.line_facts(
+            session, {r["sku"] for r in stock} | {m.sku for m, _ in [*ledger, *receipts]}
+        )
     more = len(stock) > PAGE_SIZE
     stock = stock[:PAGE_SIZE]
     return _common(
@@ -79,6 +83,8 @@ async def _inventory_context(request: Request, user: SignedIn, **extra: Any) -> 
         ledger=ledger,
         receipts=receipts,
         warehouses=warehouses,
+        # code -> (name, English name) from the product master: the screen shows names
+        products={code: (f.name, f.name_en) for code, f in products.items()},
         kinds=MOVEMENT_KINDS,
         can_receive=may(user, "inventory.move"),
         can_ship=may(user, "fulfillment.ship"),

@@ -9,7 +9,7 @@ The (status, due_at) index now carries the facet columns, so breached and due-so
 read from the index alone on PostgreSQL.
 
 Revision ID: 0026
-Revises: 0020
+Revises: 0022
 Create Date: 2026-12-05 03:00:00
 """
 
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0026"
-down_revision: str | None = "0020"
+down_revision: str | None = "0022"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
