@@ -390,9 +390,13 @@ def _start_worker(db: Database, log: Any) -> subprocess.Popen[bytes]:
 
 
 async def _outbox_status(db: Database) -> dict[str, int]:
+    """The OrderCreated events per status (the worker's periodic jobs may publish others, such
+    as the search index's first look at the catalogue's words)."""
     async with db.transaction(write=False) as session:
         rows = await session.execute(
-            select(OutboxEvent.status, func.count()).group_by(OutboxEvent.status)
+            select(OutboxEvent.status, func.count())
+            .where(OutboxEvent.event_type == "OrderCreated")
+            .group_by(OutboxEvent.status)
         )
         return {status: int(n) for status, n in rows.all()}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from sqlalchemy import func, select
 
 from ordertally.auth import service as auth_service
 from ordertally.channels.models import ChannelSkuMapping
+from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
 from ordertally.events.dispatcher import drain
@@ -402,4 +404,68 @@ async def test_a_channel_scoped_key_sees_a_customers_orders_of_its_channels_only
     assert [o["order_no"] for o in seen.json()["orders"]] == [mine.order_no]
     assert sorted(o["order_no"] for o in everyone.json()["orders"]) == sorted(
         [mine.order_no, theirs.order_no]
+    )
+
+
+async def test_a_channel_scoped_key_sees_and_decides_its_channels_payments_only(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given an order of each of two channels, each with a 补单 request by an unscoped finance
+    # user, and a finance key scoped to shop_a
+    mine = await make_order(db, channel="shop_a")
+    theirs = await make_order(db, channel="shop_b")
+    evidence = {
+        "reference": "ICBC-20261205-0001",
+        "amount": "159.70",
+        "paid_at": (clock.now() - timedelta(hours=2)).isoformat(),
+        "reason": "buyer paid by bank transfer",
+    }
+    requested = {}
+    for order in (mine, theirs):
+        r = await client.post(
+            f"/api/v1/orders/{order.order_no}/manual-payment",
+            json=evidence,
+            headers=auth(keys["finance"]),
+        )
+        assert r.status_code == 201, r.text
+        requested[order.channel] = r.json()["id"]
+    scoped = await _scoped(db, "finance", "shop_a")
+    # When it reads both orders' payments, asks for 补单 on the other, lists and decides 补单,
+    # opens a payment on the other order and uploads a trade bill
+    own = await client.get(f"/api/v1/orders/{mine.order_no}/payments", headers=scoped)
+    listed = await client.get("/api/v1/manual-payments", headers=scoped)
+    refused = [
+        await client.get(f"/api/v1/orders/{theirs.order_no}/payments", headers=scoped),
+        await client.post(
+            f"/api/v1/orders/{theirs.order_no}/manual-payment", json=evidence, headers=scoped
+        ),
+        await client.post(
+            f"/api/v1/orders/{theirs.order_no}/payments",
+            json={"provider": "wechatpay"},
+            headers=await _scoped(db, "ops", "shop_a"),
+        ),
+        await client.post(
+            f"/api/v1/manual-payments/{requested['shop_b']}/reject",
+            json={"note": "not ours"},
+            headers=scoped,
+        ),
+        await client.post(f"/api/v1/manual-payments/{requested['shop_b']}/approve", headers=scoped),
+    ]
+    bill = await client.post(
+        "/api/v1/payments/reconciliations",
+        params={"provider": "wechatpay"},
+        content=b"",
+        headers=scoped,
+    )
+    # Then it sees its own channel's only, and the other order's payments are refused (403)
+    assert own.status_code == 200 and own.json()["order_no"] == mine.order_no
+    assert [m["id"] for m in listed.json()] == [requested["shop_a"]]
+    assert [(r.status_code, r.json()["code"]) for r in refused] == [(403, "order.out_of_scope")] * 5
+    assert bill.status_code == 403
+    # And nothing changed: one request per order, the other still pending
+    every = await client.get(
+        "/api/v1/manual-payments", params={"state": "all"}, headers=auth(keys["finance"])
+    )
+    assert sorted((m["order_no"], m["state"]) for m in every.json()) == sorted(
+        [(mine.order_no, "pending_approval"), (theirs.order_no, "pending_approval")]
     )

@@ -12,18 +12,22 @@ import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
+from ordertally.auth import users
 from ordertally.auth.models import User
 from ordertally.channels.models import ChannelSkuMapping
+from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
 from ordertally.events.dispatcher import drain
 from ordertally.inventory.models import StockMovement
 from ordertally.orders.models import SalesOrder
+from ordertally.payments import manual as manual_service
 from tests.channels.helpers import make_account
 from tests.conftest import TEST_WAREHOUSE, LiveServer
 from tests.factories import add_warehouse, make_order
@@ -33,6 +37,7 @@ pytestmark = pytest.mark.anyio
 
 _ORDER_ROW = re.compile(r'data-order="([^"]+)"')
 _ACCOUNT = re.compile(r'data-account="([^"]+)"')
+_MANUAL = re.compile(r'<tr data-manual="([^"]+)"')
 
 
 def _cli_user(*args: str) -> subprocess.CompletedProcess[str]:
@@ -233,3 +238,47 @@ async def test_a_warehouse_scoped_user_moves_its_own_warehouses_stock_only(
     assert own.status_code == 303
     assert await _count(db, StockMovement) == before + 1
     assert await _status(db, paid.order_no) == "allocated"
+
+
+async def test_a_channel_scoped_finance_user_sees_and_decides_its_accounts_requests_only(
+    db: Database, live_server: LiveServer
+) -> None:
+    # Given an unpaid order of each of two accounts, each with a 补单 request, and a finance
+    # user scoped to shop_a
+    await make_account(db, "shop_a", "pinduoduo")
+    await make_account(db, "shop_b", "pinduoduo")
+    requests: dict[str, int] = {}
+    async with db.transaction() as session:
+        for channel in ("shop_a", "shop_b"):
+            order = await make_order(db, channel=channel)
+            manual = await manual_service.request_manual(
+                session,
+                order.order_no,
+                reference=f"ICBC-{channel}",
+                amount="159.70",
+                paid_at=clock.now() - timedelta(hours=1),
+                reason="bank transfer",
+                requested_by="finance-tester",
+            )
+            requests[channel] = manual.id
+    async with db.transaction() as session:
+        await users.create_user(session, "fin-a", PASSWORD, "finance", channels=["shop_a"])
+    async with _browser(live_server, "fin-a") as user:
+        # When it opens the finance screen and rejects the other account's request
+        page = await user.get("/ui/payments")
+        token = csrf_of(page.text)
+        rejected = await user.post(
+            f"/ui/payments/manual/{requests['shop_b']}/reject",
+            data={"csrf_token": token, "note": "not ours"},
+        )
+        bill = await user.post(
+            "/ui/payments/reconcile", data={"csrf_token": token, "provider": "wechatpay"}
+        )
+    # Then it sees its own account's request only, and the other stays pending
+    assert _MANUAL.findall(page.text) == [str(requests["shop_a"])]
+    assert rejected.status_code == 403
+    assert str(requests["shop_b"]) not in _MANUAL.findall(rejected.text)
+    assert bill.status_code == 403
+    async with db.transaction(write=False) as session:
+        other = await manual_service.get_manual(session, requests["shop_b"])
+    assert other.state == "pending_approval"

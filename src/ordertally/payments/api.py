@@ -15,9 +15,12 @@ from ordertally.auth.api import require
 from ordertally.auth.service import Principal
 from ordertally.core import clock
 from ordertally.core.db import Database
+from ordertally.core.errors import Forbidden
 from ordertally.core.money import format_minor
 from ordertally.idempotency import service as idempotency_service
 from ordertally.idempotency.http import replay_response
+from ordertally.orders import service as orders_service
+from ordertally.orders.errors import OrderOutOfScope
 from ordertally.payments import gateway, reconcile, service
 from ordertally.payments import manual as manual_service
 from ordertally.payments.errors import ProviderUnavailable
@@ -80,6 +83,13 @@ def payment_doc(p: Payment) -> dict[str, Any]:
     }
 
 
+async def _manual_in_scope(session: Any, manual_id: int, principal: Principal) -> None:
+    """Refuse a channel-scoped caller a 补单 request of another account's order."""
+    if principal.channels is not None:
+        manual = await manual_service.get_manual(session, manual_id)
+        await orders_service.check_order_id_in_scope(session, manual.order_id, principal.channels)
+
+
 def manual_doc(m: ManualPayment) -> dict[str, Any]:
     """A manual payment request's JSON."""
     return {
@@ -133,6 +143,7 @@ async def create_payment(
                 replay = await idempotency_service.check(session, scope, idempotency_key, req_hash)
                 if replay is not None:
                     return None, False, replay_response(replay)
+            await orders_service.get_order_in_scope(session, order_no, principal.channels)
             payment, created = await service.open_attempt(
                 session, order_no, body.provider, principal.name
             )
@@ -179,10 +190,13 @@ async def create_payment(
     summary="An order's payment attempts, notifications and refunds",
 )
 async def order_payments(
-    request: Request, order_no: str, _: Annotated[Principal, Depends(require("payments.read"))]
+    request: Request,
+    order_no: str,
+    principal: Annotated[Principal, Depends(require("payments.read"))],
 ) -> Response:
     """Everything the payments domain knows about an order."""
     async with _db(request).transaction(write=False) as session:
+        await orders_service.get_order_in_scope(session, order_no, principal.channels)
         found = await service.payments_of(session, order_no)
     by_id = {p.id: p for p in found["payments"]}
     return _json(
@@ -234,6 +248,7 @@ async def request_manual_payment(
 ) -> Response:
     """Record the evidence; nothing changes on the order until another person approves."""
     async with _db(request).transaction() as session:
+        await orders_service.get_order_in_scope(session, order_no, principal.channels)
         manual = await manual_service.request_manual(
             session,
             order_no,
@@ -263,6 +278,17 @@ async def list_manual_payments(
         found = await manual_service.list_manual(
             session, None if state == "all" else state, limit=limit, before_id=before_id
         )
+        if principal.channels is not None:  # a channel-scoped caller sees its accounts' only
+            mine = []
+            for manual in found:
+                try:
+                    await orders_service.check_order_id_in_scope(
+                        session, manual.order_id, principal.channels
+                    )
+                except OrderOutOfScope:
+                    continue
+                mine.append(manual)
+            found = mine
     return _json([manual_doc(m) for m in found])
 
 
@@ -279,6 +305,7 @@ async def approve_manual_payment(
     """Query the providers first; if the order is still unpaid, mark it paid on the evidence."""
     db = _db(request)
     async with db.transaction(write=False) as session:
+        await _manual_in_scope(session, manual_id, principal)
         _, queryable = await manual_service.manual_for_decision(session, manual_id, principal.name)
     answers = await gateway.query_many(queryable)
     async with db.transaction() as session:
@@ -301,6 +328,7 @@ async def reject_manual_payment(
 ) -> Response:
     """Refuse the request; the order is untouched."""
     async with _db(request).transaction() as session:
+        await _manual_in_scope(session, manual_id, principal)
         manual = await manual_service.reject_manual(session, manual_id, principal.name, body.note)
     return _json(manual_doc(manual))
 
@@ -318,6 +346,8 @@ async def reconcile_statement(
 ) -> Response:
     """Send the statement file as the request body; a platform-only payment is applied once the
     platform's query confirms it, else it becomes a manual-payment request by the caller."""
+    if principal.channels is not None:
+        raise Forbidden("a trade bill covers every channel account: a channel-scoped key cannot")
     data = await request.body()
     statement = reconcile.parse(provider, reconcile.decode_statement(data, provider))
     report = await reconcile.run(

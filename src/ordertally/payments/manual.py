@@ -84,6 +84,14 @@ async def list_manual(
     return await repository.manual_requests(session, state, limit, before_id)
 
 
+async def get_manual(session: AsyncSession, manual_id: int) -> ManualPayment:
+    """A manual payment request by id (ManualPaymentNotFound)."""
+    manual = await repository.get_manual(session, manual_id)
+    if manual is None:
+        raise ManualPaymentNotFound(f"manual payment {manual_id} does not exist")
+    return manual
+
+
 async def manual_for_decision(
     session: AsyncSession, manual_id: int, decided_by: str
 ) -> tuple[ManualPayment, list[Payment]]:

@@ -11,10 +11,13 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import RedirectResponse, Response
 
-from ordertally.core.errors import InvalidRequest, OrdertallyError
+from ordertally.core.errors import Forbidden, InvalidRequest, OrdertallyError
+from ordertally.orders import service as orders_service
+from ordertally.orders.errors import OrderOutOfScope
 from ordertally.payments import gateway, reconcile
 from ordertally.payments import manual as manual_service
 from ordertally.payments.errors import SameApprover
+from ordertally.payments.models import ManualPayment
 from ordertally.web import pages
 from ordertally.web.i18n import N_
 from ordertally.web.pages import _common, _error_text
@@ -46,10 +49,33 @@ def actor_name(user: SignedIn) -> str:
     return f"user:{user.username}"
 
 
+async def _mine(session: Any, user: SignedIn, found: list[ManualPayment]) -> list[ManualPayment]:
+    """The requests a channel-scoped user may see: its accounts' orders' only."""
+    if user.channels is None:
+        return found
+    mine = []
+    for manual in found:
+        try:
+            await orders_service.check_order_id_in_scope(session, manual.order_id, user.channels)
+        except OrderOutOfScope:
+            continue
+        mine.append(manual)
+    return mine
+
+
+async def _manual_in_scope(session: Any, user: SignedIn, manual_id: int) -> None:
+    """Refuse a channel-scoped user a request of another account's order (OrderOutOfScope)."""
+    if user.channels is not None:
+        manual = await manual_service.get_manual(session, manual_id)
+        await orders_service.check_order_id_in_scope(session, manual.order_id, user.channels)
+
+
 async def _context(request: Request, user: SignedIn, **extra: Any) -> dict[str, Any]:
     async with database(request).transaction(write=False) as session:
-        pending = await manual_service.list_manual(session)
-        decided = await manual_service.list_manual(session, None, limit=20)
+        pending = await _mine(session, user, await manual_service.list_manual(session))
+        decided = await _mine(
+            session, user, await manual_service.list_manual(session, None, limit=20)
+        )
     return _common(
         request,
         user,
@@ -85,6 +111,7 @@ async def approve(request: Request, manual_id: int) -> Response:
     db = database(request)
     try:
         async with db.transaction(write=False) as session:
+            await _manual_in_scope(session, user, manual_id)
             _, queryable = await manual_service.manual_for_decision(
                 session, manual_id, actor_name(user)
             )
@@ -107,6 +134,7 @@ async def reject(request: Request, manual_id: int) -> Response:
     note = str(form.get("note", "")).strip()[:500]
     try:
         async with database(request).transaction() as session:
+            await _manual_in_scope(session, user, manual_id)
             await manual_service.reject_manual(session, manual_id, actor_name(user), note)
     except OrdertallyError as exc:
         return await _refused(request, user, manual_id, exc)
@@ -165,6 +193,8 @@ async def reconcile_upload(request: Request) -> Response:
     """Upload a provider's trade bill: matched / platform-only / ordertally-only / mismatched."""
     user = await signed_in(request, "payments.reconcile")
     await check_csrf(request, user)
+    if user.channels is not None:
+        raise Forbidden("a trade bill covers every channel account: a channel-scoped user cannot")
     form = await request.form(max_part_size=MAX_STATEMENT_BYTES)
     provider = str(form.get("provider", ""))
     upload = form.get("statement")
