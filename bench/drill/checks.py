@@ -66,7 +66,7 @@ async def end_state(
         )
     by_no = {r["order_no"]: r for r in rows}
     trade_of = {order_no: trade for trade, order_no in trades.items()}
-    wrong: list[str] = []
+    wrong: list[Any] = []
     paid_twice: list[str] = []
     no_waybill: list[str] = []
     counts = {"paid": 0, "abandoned": 0, "late": 0}
@@ -87,6 +87,48 @@ async def end_state(
             wrong.append(f"{order_no} ({fate}): {row['status']}")
         elif fate == "late" and trade_of.get(order_no) not in after_close:
             wrong.append(f"{order_no} (late): no paid_after_close notification")
+    late_missing = [
+        trade_of[no]
+        for no, fate in fates.items()
+        if fate == "late" and no in trade_of and trade_of[no] not in after_close
+    ]
+    if late_missing:
+        # Why a late payment has no paid_after_close outcome: its attempt, its stored
+        # notifications and what the simulator sent (read before the scratch database goes).
+        async with pool.acquire() as conn:
+            attempts = await conn.fetch(
+                "SELECT out_trade_no, provider, state, deadline_at, next_query_at, query_count,"
+                " last_query_at, last_query_state, created_at FROM payment"
+                " WHERE out_trade_no = ANY($1::text[])",
+                late_missing,
+            )
+            stored = await conn.fetch(
+                "SELECT out_trade_no, source, verification, outcome, received_at"
+                " FROM payment_notification WHERE out_trade_no = ANY($1::text[]) ORDER BY id",
+                late_missing,
+            )
+        for n, order_no in enumerate(wrong):
+            trade = trade_of.get(order_no.split(" ")[0], "")
+            if trade in late_missing:
+                wrong[n] = {
+                    "order": order_no,
+                    "attempt": {
+                        k: str(v)
+                        for r in attempts
+                        if r["out_trade_no"] == trade
+                        for k, v in dict(r).items()
+                    },
+                    "stored": [
+                        {k: str(v) for k, v in dict(r).items()}
+                        for r in stored
+                        if r["out_trade_no"] == trade
+                    ],
+                    "sent": [
+                        {k: d.get(k) for k in ("variant", "status", "success", "attempt")}
+                        for d in deliveries
+                        if d.get("out_trade_no") == trade
+                    ],
+                }
     strangers = sorted(set(by_no) - set(fates))
     retries_differ = {a: b for a, b in retried.items() if a != b}
 

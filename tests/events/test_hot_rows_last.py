@@ -25,7 +25,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 
-import ordertally.analytics.consumers  # noqa: F401  (registers analytics.order_daily_tally)
+import ordertally.analytics.consumers  # registers analytics.order_daily_tally
 import ordertally.fulfillment.consumers  # noqa: F401  (registers fulfillment.allocate)
 from ordertally.analytics import repository as analytics_repository
 from ordertally.core.db import Database

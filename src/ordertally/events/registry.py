@@ -74,9 +74,7 @@ def event_schema(event_type: str, version: int = 1) -> Callable[[type[BaseModel]
     return register
 
 
-def consumer(
-    name: str, *event_types: str, last: bool = False
-) -> Callable[[Handler], Handler]:
+def consumer(name: str, *event_types: str, last: bool = False) -> Callable[[Handler], Handler]:
     """Register a consumer of some event types; the name is its dedupe identity. `last`: it
     runs after every other consumer of a dispatch batch (for shared hot rows)."""
 
