@@ -317,3 +317,56 @@ async def server_stages(pool: Any, start_epoch: float) -> dict[str, list[tuple[f
             rows = await conn.fetch(sql)
             out[name] = [(float(r[0]) - start_epoch, float(r[1])) for r in rows]
     return out
+
+
+def server_histograms(text: str) -> dict[str, Any]:
+    """The API's own view from its /metrics text: per route, requests, mean and the bucket
+    holding p50 and p99 of `ordertally_http_request_duration_seconds` (server-side time, from
+    the first middleware to the response), and the mean creation batch size (group commit)."""
+    buckets: dict[str, dict[float, float]] = {}
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    batch = {"sum": 0.0, "count": 0.0}
+    for line in text.splitlines():
+        if line.startswith("ordertally_order_batch_size_sum"):
+            batch["sum"] += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("ordertally_order_batch_size_count"):
+            batch["count"] += float(line.rsplit(" ", 1)[1])
+        if not line.startswith("ordertally_http_request_duration_seconds"):
+            continue
+        name, _, value = line.rpartition(" ")
+        labels = dict(
+            part.split("=", 1) for part in name[name.index("{") + 1 : -1].split(",") if "=" in part
+        )
+        route = (
+            f"{labels.get('method', '').strip(chr(34))} {labels.get('route', '').strip(chr(34))}"
+        )
+        if name.startswith("ordertally_http_request_duration_seconds_bucket"):
+            le = labels["le"].strip('"')
+            bound = float("inf") if le == "+Inf" else float(le)
+            per = buckets.setdefault(route, {})
+            per[bound] = per.get(bound, 0.0) + float(value)
+        elif name.startswith("ordertally_http_request_duration_seconds_sum"):
+            sums[route] = sums.get(route, 0.0) + float(value)
+        elif name.startswith("ordertally_http_request_duration_seconds_count"):
+            counts[route] = counts.get(route, 0.0) + float(value)
+
+    def bucket_of(per: dict[float, float], total: float, q: float) -> float:
+        for bound in sorted(per):
+            if per[bound] >= q * total:
+                return bound
+        return float("inf")
+
+    routes = {}
+    for route, total in sorted(counts.items()):
+        if total <= 0:
+            continue
+        per = buckets.get(route, {})
+        routes[route] = {
+            "count": int(total),
+            "mean_ms": round(1000 * sums.get(route, 0.0) / total, 1),
+            "p50_le_ms": 1000 * bucket_of(per, total, 0.5),
+            "p99_le_ms": 1000 * bucket_of(per, total, 0.99),
+        }
+    mean_batch = batch["sum"] / batch["count"] if batch["count"] else None
+    return {"routes": routes, "order_batch_size_mean": mean_batch}
