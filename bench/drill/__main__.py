@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -91,10 +92,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument(
+        "--api-processes", type=int, default=2, help="`ordertally serve --workers N`"
+    )
+    parser.add_argument(
+        "--worker-processes", type=int, default=2, help="`ordertally worker` processes"
+    )
+    parser.add_argument(
         "--pg-url", default=os.environ.get("ORDERTALLY_TEST_PG_URL") or DEFAULT_PG_URL
     )
     parser.add_argument(
         "--broker-url", default=os.environ.get("ORDERTALLY_TEST_AMQP_URL") or DEFAULT_AMQP_URL
+    )
+    parser.add_argument(
+        "--push-every", type=float, default=0.5, help="seconds between a waybill's tracking steps"
     )
     parser.add_argument("--duplicate-rate", type=float, default=0.05)
     parser.add_argument("--drop-rate", type=float, default=0.02)
@@ -105,11 +115,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.speed <= 0 or args.duration <= 0:
         parser.error("--speed and --duration must be positive")
+    if args.api_processes < 1 or args.worker_processes < 1:
+        parser.error("--api-processes and --worker-processes must be at least 1")
     return args
 
 
+_T0 = time.perf_counter()
+
+
 def _say(text: str) -> None:
-    print(text, flush=True)
+    print(f"[{time.perf_counter() - _T0:6.1f} s] {text}", flush=True)
 
 
 def _wait_port(port: int, seconds: float = 30.0) -> None:
@@ -266,6 +281,10 @@ async def drive(
     _say(f"load: {scenario.rate:.1f} orders/s for {args.duration:g} s")
     tally = await scenario.run()
     load_end = time.perf_counter()
+    # The API's own latency over the load, to set beside the clients' (where a request waits).
+    async with httpx.AsyncClient(timeout=30) as client:
+        metrics = await client.get(f"http://127.0.0.1:{ports['api']}/metrics")
+    server_view = checks.server_histograms(metrics.text if metrics.status_code == 200 else "")
     start_epoch = time.time() - (load_end - tally.start)
     _say(f"load done: {tally.scheduled} orders scheduled; draining")
 
@@ -323,6 +342,7 @@ async def drive(
             quiet_since = None
         await asyncio.sleep(0.5)
     drain_seconds = time.perf_counter() - load_end
+    _say(f"drained in {drain_seconds:.1f} s; checking")
     shipping.set()
     await shipper
     sampler.stop()
@@ -388,6 +408,7 @@ async def drive(
         timeout=300,
     )
     doctor = json.loads(done.stdout or "{}")
+    _say("doctor done")
     results.append(
         checks.check(
             "doctor_clean",
@@ -415,6 +436,7 @@ async def drive(
         "cpu": sampler.cpu,
         "cpu_mean_percent": cpu_mean,
         "drain_seconds": round(drain_seconds, 1),
+        "api_server_view": server_view,
         "orders": {"scheduled": tally.scheduled, "created": len(tally.fates)},
     }
 
@@ -432,7 +454,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     receiver.port = ports["receiver"]
     started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     with scratch_database("pg", args.pg_url, {}) as db:
-        server = Server(db, workers=2)
+        _say("scratch database migrated")
+        server = Server(db, workers=args.api_processes)
         ports["api"] = server.port
         db.env.update(environment(args, ports, keys))
         sims = [
@@ -441,7 +464,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 name="paysim",
             ),
             Process(
-                db, "carriersim", "--port", str(ports["carrier"]), "--push-every", "0.5",
+                db, "carriersim", "--port", str(ports["carrier"]),
+                "--push-every", str(args.push_every),
                 "--key", "drill-key", "--customer", "DRILLCUSTOMER", "--secret", "drill-secret",
                 "--seed", str(args.seed), name="carriersim",
             ),
@@ -454,7 +478,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "--access-key-secret", SMS_SECRET, name="smssim",
             ),
         ]  # fmt: skip
-        workers = [Process(db, "worker", name=f"worker{i + 1}") for i in range(2)]
+        workers = [
+            Process(db, "worker", name=f"worker{i + 1}") for i in range(args.worker_processes)
+        ]
         receiver.start()
         try:
             for sim in sims:
@@ -477,7 +503,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"http://127.0.0.1:{ports['carrier']}/_sim/mode",
                 json={"duplicate_rate": args.duplicate_rate, "out_of_order_rate": 0.05},
             ).raise_for_status()
+            _say("simulators up")
             server.start()
+            _say("api up")
             server.seed_stock(16)
             shop_secret = secrets.token_urlsafe(24)
             status, answer = server.request(
@@ -499,6 +527,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ).raise_for_status()
             for worker in workers:
                 worker.start()
+            _say("stock seeded, workers started")
             figures = asyncio.run(drive(args, db, server, workers, sims, ports))
         except BaseException:
             for proc in [*workers, *sims]:
@@ -506,10 +535,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             _say(f"--- api log ---\n{server.log_tail()}")
             raise
         finally:
-            for proc in [*workers, *sims]:
-                proc.stop()
-            server.stop()
+            # Stopped side by side: each may take seconds to finish its batch and disconnect.
+            with ThreadPoolExecutor(max_workers=8) as stopping:
+                list(stopping.map(lambda p: p.stop(), [*workers, *sims, server]))
             receiver.stop()
+            _say("processes stopped")
             # The processes' logs outlive the scratch directory (for a run with anomalies).
             logs = args.out / f"drill-logs-{started_at.replace(':', '')}"
             logs.mkdir(parents=True, exist_ok=True)
@@ -526,8 +556,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "speed": args.speed,
             "duration": args.duration,
             "offered_per_s": round(promotion_rate(args.speed), 1),
-            "api_processes": 2,
-            "worker_processes": 2,
+            "api_processes": args.api_processes,
+            "worker_processes": args.worker_processes,
             "broker": "RabbitMQ (FastStream relay)",
             "misbehaviour": {
                 "duplicate_rate": args.duplicate_rate,

@@ -66,7 +66,7 @@ async def end_state(
         )
     by_no = {r["order_no"]: r for r in rows}
     trade_of = {order_no: trade for trade, order_no in trades.items()}
-    wrong: list[str] = []
+    wrong: list[Any] = []
     paid_twice: list[str] = []
     no_waybill: list[str] = []
     counts = {"paid": 0, "abandoned": 0, "late": 0}
@@ -87,6 +87,48 @@ async def end_state(
             wrong.append(f"{order_no} ({fate}): {row['status']}")
         elif fate == "late" and trade_of.get(order_no) not in after_close:
             wrong.append(f"{order_no} (late): no paid_after_close notification")
+    late_missing = [
+        trade_of[no]
+        for no, fate in fates.items()
+        if fate == "late" and no in trade_of and trade_of[no] not in after_close
+    ]
+    if late_missing:
+        # Why a late payment has no paid_after_close outcome: its attempt, its stored
+        # notifications and what the simulator sent (read before the scratch database goes).
+        async with pool.acquire() as conn:
+            attempts = await conn.fetch(
+                "SELECT out_trade_no, provider, state, deadline_at, next_query_at, query_count,"
+                " last_query_at, last_query_state, created_at FROM payment"
+                " WHERE out_trade_no = ANY($1::text[])",
+                late_missing,
+            )
+            stored = await conn.fetch(
+                "SELECT out_trade_no, source, verification, outcome, received_at"
+                " FROM payment_notification WHERE out_trade_no = ANY($1::text[]) ORDER BY id",
+                late_missing,
+            )
+        for n, order_no in enumerate(wrong):
+            trade = trade_of.get(order_no.split(" ")[0], "")
+            if trade in late_missing:
+                wrong[n] = {
+                    "order": order_no,
+                    "attempt": {
+                        k: str(v)
+                        for r in attempts
+                        if r["out_trade_no"] == trade
+                        for k, v in dict(r).items()
+                    },
+                    "stored": [
+                        {k: str(v) for k, v in dict(r).items()}
+                        for r in stored
+                        if r["out_trade_no"] == trade
+                    ],
+                    "sent": [
+                        {k: d.get(k) for k in ("variant", "status", "success", "attempt")}
+                        for d in deliveries
+                        if d.get("out_trade_no") == trade
+                    ],
+                }
     strangers = sorted(set(by_no) - set(fates))
     retries_differ = {a: b for a, b in retried.items() if a != b}
 
@@ -275,3 +317,56 @@ async def server_stages(pool: Any, start_epoch: float) -> dict[str, list[tuple[f
             rows = await conn.fetch(sql)
             out[name] = [(float(r[0]) - start_epoch, float(r[1])) for r in rows]
     return out
+
+
+def server_histograms(text: str) -> dict[str, Any]:
+    """The API's own view from its /metrics text: per route, requests, mean and the bucket
+    holding p50 and p99 of `ordertally_http_request_duration_seconds` (server-side time, from
+    the first middleware to the response), and the mean creation batch size (group commit)."""
+    buckets: dict[str, dict[float, float]] = {}
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    batch = {"sum": 0.0, "count": 0.0}
+    for line in text.splitlines():
+        if line.startswith("ordertally_order_batch_size_sum"):
+            batch["sum"] += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("ordertally_order_batch_size_count"):
+            batch["count"] += float(line.rsplit(" ", 1)[1])
+        if not line.startswith("ordertally_http_request_duration_seconds"):
+            continue
+        name, _, value = line.rpartition(" ")
+        labels = dict(
+            part.split("=", 1) for part in name[name.index("{") + 1 : -1].split(",") if "=" in part
+        )
+        route = (
+            f"{labels.get('method', '').strip(chr(34))} {labels.get('route', '').strip(chr(34))}"
+        )
+        if name.startswith("ordertally_http_request_duration_seconds_bucket"):
+            le = labels["le"].strip('"')
+            bound = float("inf") if le == "+Inf" else float(le)
+            per = buckets.setdefault(route, {})
+            per[bound] = per.get(bound, 0.0) + float(value)
+        elif name.startswith("ordertally_http_request_duration_seconds_sum"):
+            sums[route] = sums.get(route, 0.0) + float(value)
+        elif name.startswith("ordertally_http_request_duration_seconds_count"):
+            counts[route] = counts.get(route, 0.0) + float(value)
+
+    def bucket_of(per: dict[float, float], total: float, q: float) -> float:
+        for bound in sorted(per):
+            if per[bound] >= q * total:
+                return bound
+        return float("inf")
+
+    routes = {}
+    for route, total in sorted(counts.items()):
+        if total <= 0:
+            continue
+        per = buckets.get(route, {})
+        routes[route] = {
+            "count": int(total),
+            "mean_ms": round(1000 * sums.get(route, 0.0) / total, 1),
+            "p50_le_ms": 1000 * bucket_of(per, total, 0.5),
+            "p99_le_ms": 1000 * bucket_of(per, total, 0.99),
+        }
+    mean_batch = batch["sum"] / batch["count"] if batch["count"] else None
+    return {"routes": routes, "order_batch_size_mean": mean_batch}

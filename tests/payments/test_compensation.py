@@ -2,7 +2,9 @@
 paying while the simulator drops 10% of the notifications; active queries bring every paid
 order to paid before its deadline, the timeout closes only the unpaid ones, and the last query
 before closing catches a payment made at the last moment. Also: reconciliation of the
-simulator's own bill, and manual recovery that finds the payment by querying first."""
+simulator's own bill, and manual recovery that finds the payment by querying first. And a buyer
+who pays after a person cancelled the order, with the notification lost: the attempt is still
+queried up to its deadline, so the payment is recorded as paid after close (issue 21's drill)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings, reset_settings
 from ordertally.events import dispatcher
+from ordertally.exceptions.models import ExceptionCase
 from ordertally.jobs import scheduler
 from ordertally.orders.models import OrderEvent, SalesOrder
 from ordertally.payments import (
@@ -33,6 +36,7 @@ from ordertally.payments import (
     reconcile,
 )
 from ordertally.payments import jobs as payment_jobs  # noqa: F401  (registers the jobs)
+from ordertally.payments.models import Payment, PaymentNotification
 from ordertally.payments.simulator import keys as sim_keys
 from ordertally.payments.simulator.app import create_sim_app
 from tests.conftest import LiveServer
@@ -222,6 +226,73 @@ async def test_compensation_pays_every_paid_order_and_closes_none_of_them(
                 )
             )
         assert closed_paid is None
+
+
+async def test_a_payment_after_a_cancel_with_its_notification_lost_is_found_by_a_query(
+    db: Database, wired: tuple[str, LiveServer], keys: dict[str, str]
+) -> None:
+    base, server = wired
+    async with httpx.AsyncClient(timeout=30, trust_env=False) as client:
+        # Given two orders with a QR code each (Alipay, WeChat Pay), every notification lost
+        opened = await _open_payments(client, server, keys["cs"], 2)
+        await client.post(f"{base}/sim/behaviour", json={"drop_rate": 1.0})
+        for p in opened:
+            # When the buyer leaves and cs cancels the order (the last query hears "not paid")
+            cancelled = await client.post(
+                f"{server.url}/api/v1/orders/{p['order_no']}/cancel",
+                json={"reason": "buyer left"},
+                headers=auth(keys["cs"]),
+            )
+            assert cancelled.status_code == 200, cancelled.text
+            # And then pays the QR code anyway
+            paid = await client.post(
+                f"{base}/sim/pay",
+                json={"provider": p["provider"], "out_trade_no": p["out_trade_no"]},
+            )
+            assert paid.status_code == 200, paid.text
+        await _sim_idle(client, base)
+        sent = [d["variant"] for d in (await client.get(f"{base}/sim/deliveries")).json()]
+        assert sent == ["dropped", "dropped"]
+        await dispatcher.drain(db, get_settings())
+        # When the next regular query is due (15 minutes later, before the 30-minute deadline)
+        clock.advance(timedelta(minutes=15, seconds=1))
+        result = await _run_job(db, "payments_query_due")
+    # Then both payments are found and recorded as paid after close
+    assert result == {"queried": 2, "paid_after_close": 2}
+    await dispatcher.drain(db, get_settings())
+    trades = [p["out_trade_no"] for p in opened]
+    async with db.transaction(write=False) as session:
+        outcomes = (
+            await session.execute(
+                select(
+                    PaymentNotification.out_trade_no,
+                    PaymentNotification.source,
+                    PaymentNotification.outcome,
+                )
+                .where(PaymentNotification.out_trade_no.in_(trades))
+                .order_by(PaymentNotification.out_trade_no)
+            )
+        ).all()
+        cases = (
+            await session.scalars(
+                select(ExceptionCase.type).where(ExceptionCase.type == "paid_after_close")
+            )
+        ).all()
+        attempts = (
+            await session.scalars(
+                select(Payment.next_query_at).where(Payment.out_trade_no.in_(trades))
+            )
+        ).all()
+    assert sorted(outcomes) == sorted((t, "query", "paid_after_close") for t in trades)
+    assert cases == ["paid_after_close", "paid_after_close"]
+    assert attempts == [None, None]
+    # And the orders stay closed, never paid
+    assert await _statuses(db, [p["order_no"] for p in opened]) == {"closed": 2}
+    async with db.transaction(write=False) as session:
+        paid_events = await session.scalar(
+            select(OrderEvent.id).where(OrderEvent.event == "payment_succeeded")
+        )
+    assert paid_events is None
 
 
 async def test_bill_from_the_simulator_reconciles_after_compensation(

@@ -8,10 +8,19 @@ from ordertally.analytics import service
 from ordertally.events.registry import Envelope, batch_consumer, consumer
 
 
-@consumer("analytics.order_daily_tally", "OrderCreated")
+# `last`: a tally row (one per day, channel and currency) is shared by every worker. Taken at
+# the end of the batch, after the batch's order and stock rows, it closes no lock cycle with a
+# ship or another worker (issue 21's drill deadlock; ADR 0017, addendum).
+@consumer("analytics.order_daily_tally", "OrderCreated", last=True)
 async def tally_created_order(session: AsyncSession, event: Envelope) -> None:
     """Count the order on its merchant-local business day."""
     await service.tally_order(session, event)
+
+
+@batch_consumer("analytics.order_daily_tally")
+async def tally_created_orders(session: AsyncSession, events: list[Envelope]) -> None:
+    """The same counts for a dispatch batch: one upsert, its rows in key order."""
+    await service.tally_orders(session, events)
 
 
 @consumer("analytics.order_timeline", *service.TIMELINE_EVENTS)

@@ -43,6 +43,35 @@ async def add_to_tally(
     await session.execute(stmt)
 
 
+async def add_many_to_tally(
+    session: AsyncSession, rows: list[tuple[str, str, str, int, int]]
+) -> None:
+    """Add (day, channel, currency, orders, total) sums to the tally in one upsert; the rows are
+    locked in the order given (each key once)."""
+    if not rows:
+        return
+    stmt = upsert_insert(session, OrderDailyTally).values(
+        [
+            {
+                "day_date": day_date,
+                "channel": channel,
+                "currency": currency,
+                "orders_count": count,
+                "total_minor": total,
+            }
+            for day_date, channel, currency, count, total in rows
+        ]
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["day_date", "channel", "currency"],
+        set_={
+            "orders_count": OrderDailyTally.orders_count + stmt.excluded.orders_count,
+            "total_minor": OrderDailyTally.total_minor + stmt.excluded.total_minor,
+        },
+    )
+    await session.execute(stmt)
+
+
 async def tallies(session: AsyncSession) -> list[OrderDailyTally]:
     """Every tally row."""
     rows = await session.scalars(

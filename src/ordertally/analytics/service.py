@@ -59,6 +59,21 @@ async def tally_order(session: AsyncSession, event: Envelope) -> None:
     )
 
 
+async def tally_orders(session: AsyncSession, events: list[Envelope]) -> None:
+    """Count many OrderCreated events: summed per (day, channel, currency) and written in that
+    key order, so two workers' batches take shared tally rows in the same order."""
+    sums: dict[tuple[str, str, str], list[int]] = {}
+    for event in events:
+        p = event.payload
+        key = (local_day(_dt(p["created_at"])), p["channel"], p["currency"])
+        counted = sums.setdefault(key, [0, 0])
+        counted[0] += 1
+        counted[1] += int(p["total_minor"])
+    await repository.add_many_to_tally(
+        session, [(*key, count, total) for key, (count, total) in sorted(sums.items())]
+    )
+
+
 def local_day(at: datetime) -> str:
     """The merchant-local business day of a moment."""
     return clock.to_local(at, get_settings().timezone).date().isoformat()

@@ -197,58 +197,70 @@ async def _dispatch(
             return result
         already = await repository.processed_for(session, [e.event_id for e in events])
         processed: list[dict[str, object]] = []
-        done: list[int] = []
-        batched: dict[str, tuple[Consumer, list[Envelope]]] = {}
-        for event in events:
-            envelope = envelope_of(event)
-            seen = already.get(event.event_id, set())
-            failures: dict[str, str] = {}
-            for consumer in consumers_for(event.event_type):
-                if consumer.name in seen:
-                    continue
-                if not isolate and consumer.batch_handler is not None:
-                    batched.setdefault(consumer.name, (consumer, []))[1].append(envelope)
+        failures: dict[int, dict[str, str]] = {}
+        entries = [(event, envelope_of(event)) for event in events]
+        # Two phases: every consumer first, then the `last` ones (shared hot rows such as the
+        # daily tally), each phase's batch handlers at its end. A batch therefore takes the hot
+        # rows after all of its order and stock rows and holds them only for its tail: it never
+        # waits for another transaction's order or stock row while holding one (issue 21).
+        for last_phase in (False, True):
+            batched: dict[str, tuple[Consumer, list[Envelope]]] = {}
+            for event, envelope in entries:
+                seen = already.get(event.event_id, set())
+                for consumer in consumers_for(event.event_type):
+                    if consumer.last is not last_phase or consumer.name in seen:
+                        continue
+                    if not isolate and consumer.batch_handler is not None:
+                        batched.setdefault(consumer.name, (consumer, []))[1].append(envelope)
+                        processed.append(
+                            {
+                                "consumer": consumer.name,
+                                "event_id": event.event_id,
+                                "processed_at": now,
+                            }
+                        )
+                        applied.append(consumer.name)
+                        continue
+                    error = known.get((event.event_id, consumer.name))
+                    try:
+                        if error is not None:
+                            raise _FastPathFailed(event.event_id, consumer.name, error)
+                        if isolate:
+                            async with session.begin_nested():
+                                await consumer.handler(session, envelope)
+                        else:
+                            await consumer.handler(session, envelope)
+                    except Exception as exc:
+                        reason = error if error is not None else f"{type(exc).__name__}: {exc}"
+                        if not isolate:
+                            raise _FastPathFailed(
+                                event.event_id, consumer.name, reason, is_transient(exc)
+                            ) from exc
+                        log.warning(
+                            "consumer %s failed on %s: %s", consumer.name, envelope.id, reason
+                        )
+                        failures.setdefault(event.id, {})[consumer.name] = reason
+                        DELIVERIES.labels(consumer.name, "failed").inc()
+                        continue
                     processed.append(
                         {"consumer": consumer.name, "event_id": event.event_id, "processed_at": now}
                     )
                     applied.append(consumer.name)
-                    continue
-                error = known.get((event.event_id, consumer.name))
+            for consumer, envelopes in batched.values():
+                assert consumer.batch_handler is not None
                 try:
-                    if error is not None:
-                        raise _FastPathFailed(event.event_id, consumer.name, error)
-                    if isolate:
-                        async with session.begin_nested():
-                            await consumer.handler(session, envelope)
-                    else:
-                        await consumer.handler(session, envelope)
+                    await consumer.batch_handler(session, envelopes)
                 except Exception as exc:
-                    reason = error if error is not None else f"{type(exc).__name__}: {exc}"
-                    if not isolate:
-                        raise _FastPathFailed(
-                            event.event_id, consumer.name, reason, is_transient(exc)
-                        ) from exc
-                    log.warning("consumer %s failed on %s: %s", consumer.name, envelope.id, reason)
-                    failures[consumer.name] = reason
-                    DELIVERIES.labels(consumer.name, "failed").inc()
-                    continue
-                processed.append(
-                    {"consumer": consumer.name, "event_id": event.event_id, "processed_at": now}
-                )
-                applied.append(consumer.name)
-            if not failures:
+                    raise _FastPathFailed(
+                        "*", consumer.name, f"{type(exc).__name__}: {exc}", is_transient(exc)
+                    ) from exc
+        done: list[int] = []
+        for event, _ in entries:
+            if event.id not in failures:
                 done.append(event.id)
                 result.done += 1
                 continue
-            await _give_up_or_retry(session, settings, event, failures, now, result)
-        for consumer, envelopes in batched.values():
-            assert consumer.batch_handler is not None
-            try:
-                await consumer.batch_handler(session, envelopes)
-            except Exception as exc:
-                raise _FastPathFailed(
-                    "*", consumer.name, f"{type(exc).__name__}: {exc}", is_transient(exc)
-                ) from exc
+            await _give_up_or_retry(session, settings, event, failures[event.id], now, result)
         await repository.mark_processed_many(session, processed)
         await repository.finish_many(session, done, "done", now)
     for name in applied:

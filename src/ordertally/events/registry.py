@@ -43,6 +43,10 @@ class Consumer:
     # it when a batch runs without savepoints and falls back to `handler`, one event at a
     # time, when anything in the batch fails. Both must have the same effects.
     batch_handler: BatchHandler | None = None
+    # A consumer that writes a row every worker shares (the daily tally: one row per day and
+    # channel) runs after every other consumer of the batch, so the batch holds that row only
+    # for the transaction's tail and never waits for an order or stock row while holding it.
+    last: bool = False
 
 
 SCHEMAS: dict[tuple[str, int], type[BaseModel]] = {}
@@ -70,13 +74,14 @@ def event_schema(event_type: str, version: int = 1) -> Callable[[type[BaseModel]
     return register
 
 
-def consumer(name: str, *event_types: str) -> Callable[[Handler], Handler]:
-    """Register a consumer of some event types; the name is its dedupe identity."""
+def consumer(name: str, *event_types: str, last: bool = False) -> Callable[[Handler], Handler]:
+    """Register a consumer of some event types; the name is its dedupe identity. `last`: it
+    runs after every other consumer of a dispatch batch (for shared hot rows)."""
 
     def register(handler: Handler) -> Handler:
         if name in CONSUMERS and CONSUMERS[name].handler is not handler:
             raise ValueError(f"consumer {name!r} registered twice")
-        CONSUMERS[name] = Consumer(name, frozenset(event_types), handler)
+        CONSUMERS[name] = Consumer(name, frozenset(event_types), handler, last=last)
         return handler
 
     return register

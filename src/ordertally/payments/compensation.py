@@ -66,6 +66,20 @@ def _next_query(settings: Settings, payment: Payment, now: datetime) -> datetime
     return deadline if now < deadline else None
 
 
+def _after_answer(
+    settings: Settings, payment: Payment, now: datetime, final: bool
+) -> datetime | None:
+    """When to ask about an attempt again after an answer without money. A final query (before
+    an order closes) ends the queries only once the attempt's deadline has passed: an order a
+    person cancels before it leaves its trade open at the provider, and a buyer who pays it then
+    and whose notification is lost is found by the next regular query, up to the deadline
+    (issue 21: a late payment after a cancel was never recorded as `paid_after_close`)."""
+    deadline = clock.as_utc(payment.deadline_at) if payment.deadline_at else None
+    if final and (deadline is None or now >= deadline):
+        return None
+    return _next_query(settings, payment, now)
+
+
 def _count_query(session: AsyncSession, provider: str, result: str) -> None:
     count_after_commit(session, QUERIES.labels(provider, result).inc)
 
@@ -88,7 +102,7 @@ async def record_query_result(
             payment.id,
             at=now,
             trade_state=None,
-            next_query_at=None if final else _next_query(settings, payment, now),
+            next_query_at=_after_answer(settings, payment, now, final),
             error=f"{type(result).__name__}: {result}",
         )
         return "error"
@@ -124,7 +138,7 @@ async def record_query_result(
         payment.id,
         at=now,
         trade_state=result.trade_state,
-        next_query_at=None if final else _next_query(settings, payment, now),
+        next_query_at=_after_answer(settings, payment, now, final),
         error=None,
     )
     return result.status
