@@ -248,9 +248,9 @@ async def test_a_channel_scoped_finance_user_sees_and_decides_its_accounts_reque
     await make_account(db, "shop_a", "pinduoduo")
     await make_account(db, "shop_b", "pinduoduo")
     requests: dict[str, int] = {}
+    orders = {channel: await make_order(db, channel=channel) for channel in ("shop_a", "shop_b")}
     async with db.transaction() as session:
-        for channel in ("shop_a", "shop_b"):
-            order = await make_order(db, channel=channel)
+        for channel, order in orders.items():
             manual = await manual_service.request_manual(
                 session,
                 order.order_no,
