@@ -376,6 +376,8 @@ async def test_a_channel_scoped_key_works_its_channels_exception_cases_only(
     own = await client.get(f"/api/v1/cases/{case_ids['shop_a']}", headers=scoped)
     # Then it sees and works its own channel's case only; the other stays open
     assert [c["id"] for c in listed.json()["items"]] == [case_ids["shop_a"]]
+    # (and its counts are its accounts' cases', not the whole workbench's)
+    assert sum(listed.json()["facets"]["state"].values()) == 1
     assert own.status_code == 200
     assert [(r.status_code, r.json()["code"]) for r in refused] == [(403, "auth.forbidden")] * 4
     assert (lift.status_code, lift.json()["code"]) == (403, "order.out_of_scope")

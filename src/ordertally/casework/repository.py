@@ -96,6 +96,7 @@ def _ledger_only(f: CaseFilter) -> bool:
     return not any(
         (
             f.assignee,
+            f.channels is not None,  # a channel-scoped caller counts its accounts' cases only
             f.breached is not None,
             f.due_before,
             f.order_no,
