@@ -104,4 +104,4 @@ drill: $(STAMP)
 
 # The drill's short smoke run (PostgreSQL and RabbitMQ required).
 drill-smoke: $(STAMP)
-	$(BIN)/python -m pytest -q -m drill tests/drill
+	$(BIN)/python -m pytest -q tests/drill

@@ -1,6 +1,7 @@
 """A deadlock PostgreSQL reports through SQLAlchemy is recognised as transient (the dispatcher
-runs the batch again instead of counting a failure); other errors are not. The deadlock is a
-real one, made over two connections."""
+runs the batch again instead of counting a failure, `Database.run` runs a request's unit of work
+again instead of answering 500); other errors are not. The deadlocks are real ones, made over two
+connections."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from ordertally.core.db import Database
-from ordertally.events.dispatcher import is_transient
+from ordertally.core.db import Database, is_transient
 from ordertally.inventory.models import Stock
 
 pytestmark = pytest.mark.anyio
@@ -60,3 +60,50 @@ async def test_a_real_deadlock_is_transient_and_a_constraint_is_not(db: Database
             await session.flush()
     assert not is_transient(duplicate.value)
     assert not is_transient(ValueError("not a database error"))
+
+
+async def test_a_unit_of_work_that_loses_a_deadlock_runs_again_and_commits(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("SQLite has one writer: no deadlock between two transactions")
+    async with db.transaction(write=False) as session:
+        first, second = list(await session.scalars(select(Stock.id).order_by(Stock.id).limit(2)))
+    first_held, worker_holds = asyncio.Event(), asyncio.Event()
+    runs: list[int] = []
+
+    async def request(session):  # type: ignore[no-untyped-def]
+        # Given a request's unit of work that takes the first row, then the second
+        runs.append(1)
+        await session.execute(_touch(first))
+        first_held.set()
+        if len(runs) == 1:
+            await worker_holds.wait()
+        await session.execute(_touch(second))
+        return "done"
+
+    async def worker() -> None:
+        # And a worker batch that takes the second row, then (after the request started waiting
+        # on it, so the request is the one PostgreSQL aborts) the first
+        async with db.transaction() as session:
+            await first_held.wait()
+            await session.execute(_touch(second))
+            worker_holds.set()
+            await asyncio.sleep(0.3)
+            await session.execute(_touch(first))
+
+    # When both run at once
+    outcome, _ = await asyncio.gather(db.run(request), worker())
+    # Then the request lost the deadlock, ran again from the start and committed
+    assert outcome == "done"
+    assert len(runs) == 2
+
+
+async def test_a_unit_of_work_is_not_run_again_for_an_ordinary_error(db: Database) -> None:
+    runs: list[int] = []
+
+    async def request(session):  # type: ignore[no-untyped-def]
+        runs.append(1)
+        raise ValueError("a bug, not a race")
+
+    with pytest.raises(ValueError):
+        await db.run(request)
+    assert runs == [1]

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +150,20 @@ async def test_compensation_pays_every_paid_order_and_closes_none_of_them(
         opened = await _open_payments(client, server, keys["cs"], 40)
         assert {p["provider_params"]["trade_type"] for p in opened} == {"NATIVE", "PRECREATE"}
         assert all(p["state"] == "pending" and p["amount"] == "159.70" for p in opened)
+        # And each trade expires at the platform when its order's payment deadline passes
+        # (time_expire), so a buyer cannot pay an order the timeout is closing
+        async with db.transaction(write=False) as session:
+            rows = await session.execute(
+                select(SalesOrder.order_no, SalesOrder.payment_deadline_at)
+            )
+            deadlines = {no: at for no, at in rows}
+        trades = (await client.get(f"{base}/sim/payments")).json()
+        assert len(trades) == 40
+        for trade in trades:
+            deadline = deadlines[trade["out_trade_no"].rsplit("P", 1)[0]]
+            assert deadline is not None
+            expires = datetime.fromisoformat(trade["expires_at"])
+            assert expires == deadline.replace(microsecond=0), trade
         # And a repeated request (same Idempotency-Key) replays the same attempt
         replay = await client.post(
             f"{server.url}/api/v1/orders/{opened[0]['order_no']}/payments",

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -368,6 +368,61 @@ def test_alipay_gateway_precreate_query_close_refund_with_the_sdk(sim: Sim) -> N
     ).api_alipay_trade_precreate(subject="x", out_trade_no="OT2611230006P01", total_amount="1.00")
     assert (wrong["code"], wrong["sub_code"]) == ("40002", "isv.invalid-signature")
     assert sim.http.get("/sim/payments", params={"out_trade_no": "OT2611230006P01"}).json() == []
+
+
+def test_a_trade_unpaid_at_its_time_expire_is_closed_and_cannot_be_paid(sim: Sim) -> None:
+    # Given trades opened by both SDKs with time_expire in each platform's own format: WeChat
+    # Pay's RFC 3339 with the +08:00 offset (its documented example 2018-06-08T10:34:56+08:00),
+    # Alipay's yyyy-MM-dd HH:mm:ss in Beijing time (the format independent SDKs document)
+    beijing = clock.now().astimezone(messages.BEIJING)
+    past, future = beijing - timedelta(seconds=5), beijing + timedelta(hours=1)
+    wechat = wechatpay_sdk(sim.keys, sim.url, f"{sim.receiver.url}/callbacks/wechatpay")
+    for no, at in (("OT2612050001P01", past), ("OT2612050002P01", future)):
+        status, _ = wechat.pay(
+            description="限时订单",
+            out_trade_no=no,
+            amount={"total": 100},
+            time_expire=at.isoformat(timespec="seconds"),
+        )
+        assert status == 200
+    alipay = alipay_sdk(sim.keys, sim.url)
+    for no, at in (("OT2612050003P01", past), ("OT2612050004P01", future)):
+        created = alipay.api_alipay_trade_precreate(
+            subject="限时订单",
+            out_trade_no=no,
+            total_amount="1.00",
+            time_expire=at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+        assert created["code"] == "10000"
+    # Then the trade past its expiry is closed, at the platform's query and for the buyer
+    assert json.loads(wechat.query(out_trade_no="OT2612050001P01")[1])["trade_state"] == "CLOSED"
+    assert alipay.api_alipay_trade_query(out_trade_no="OT2612050003P01")["trade_status"] == (
+        "TRADE_CLOSED"
+    )
+    for provider, no in (("wechatpay", "OT2612050001P01"), ("alipay", "OT2612050003P01")):
+        refused = sim.http.post("/sim/pay", json={"provider": provider, "out_trade_no": no})
+        assert refused.status_code == 409, refused.text
+    # And the one still within its time pays as usual
+    sim.control("pay", provider="wechatpay", out_trade_no="OT2612050002P01")
+    sim.control("pay", provider="alipay", out_trade_no="OT2612050004P01")
+    assert json.loads(wechat.query(out_trade_no="OT2612050002P01")[1])["trade_state"] == "SUCCESS"
+    assert alipay.api_alipay_trade_query(out_trade_no="OT2612050004P01")["trade_status"] == (
+        "TRADE_SUCCESS"
+    )
+    # And a malformed time_expire is refused, creating nothing
+    status, text = wechat.pay(
+        description="x",
+        out_trade_no="OT2612050005P01",
+        amount={"total": 100},
+        time_expire="2026-12-05 10:00:00",
+    )
+    assert (status, json.loads(text)["code"]) == (400, "PARAM_ERROR")
+    bad = alipay.api_alipay_trade_precreate(
+        subject="x", out_trade_no="OT2612050006P01", total_amount="1.00", time_expire="soon"
+    )
+    assert (bad["code"], bad["sub_code"]) == ("40002", "isv.invalid-parameter")
+    for no in ("OT2612050005P01", "OT2612050006P01"):
+        assert sim.http.get("/sim/payments", params={"out_trade_no": no}).json() == []
 
 
 # --- notifications ------------------------------------------------------------------------------

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
+from prometheus_client import Counter
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, Table, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -31,6 +33,18 @@ from sqlalchemy.types import TypeDecorator
 
 from ordertally.core.clock import as_utc
 from ordertally.core.settings import Settings, get_settings
+
+T = TypeVar("T")
+
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction lost a race, its
+# work was not wrong; run again, it usually goes through once the other side has committed.
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+# Runs of one unit of work (`Database.run`) before a transient failure is given up on.
+RUN_ATTEMPTS = 3
+TRANSIENT_RETRIES = Counter(
+    "ordertally_transaction_retries_total",
+    "Request transactions run again after a deadlock or serialization failure",
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -135,11 +149,53 @@ class Database:
         async with factory() as session, session.begin():
             yield session
 
+    async def run(
+        self, work: Callable[[AsyncSession], Awaitable[T]], *, attempts: int = RUN_ATTEMPTS
+    ) -> T:
+        """Run `work` in one write transaction; after a deadlock or serialization failure (the
+        transaction lost a race and rolled back: none of it happened) run it again from the start,
+        after a short random pause, as the worker does with its batches.
+
+        For request handlers whose transaction locks rows another process may take in another
+        order (an order row then its stock rows, against a worker batch holding a stock row): the
+        request answers as if it had simply waited, never a 500. `work` must do nothing outside
+        the database (no network call: it may run more than once)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self.transaction() as session:
+                    return await work(session)
+            except Exception as exc:
+                if attempt == attempts or not is_transient(exc):
+                    raise
+                TRANSIENT_RETRIES.inc()
+            await asyncio.sleep(random.uniform(0.005, 0.025) * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failure is a deadlock or serialization failure (anywhere in its chain)."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if getattr(current, "sqlstate", None) in TRANSIENT_SQLSTATES:
+            return True
+        if getattr(current, "pgcode", None) in TRANSIENT_SQLSTATES:
+            return True
+        orig = getattr(current, "orig", None)
+        stack.extend([current.__cause__, current.__context__])
+        if isinstance(orig, BaseException):
+            stack.append(orig)
+    return False
 
 
 def create_database(settings: Settings | None = None) -> Database:

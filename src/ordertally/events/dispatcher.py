@@ -17,7 +17,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
-from ordertally.core.db import Database
+from ordertally.core.db import Database, is_transient
 from ordertally.core.settings import Settings
 from ordertally.events import repository
 from ordertally.events.models import OutboxEvent
@@ -105,35 +105,12 @@ def backoff(settings: Settings, attempts: int) -> timedelta:
     return timedelta(seconds=min(seconds, settings.outbox_backoff_max_seconds))
 
 
-# PostgreSQL's deadlock_detected and serialization_failure: the transaction lost a race, its
-# work was not wrong; run again, it usually goes through once the other side has committed.
-TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 # Fast-path runs of one batch before a transient failure is treated like any other.
 FAST_PATH_TRIES = 3
 TRANSIENT_RERUNS = Counter(
     "ordertally_event_batch_reruns_total",
     "Batches run again from the start after a deadlock or serialization failure",
 )
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a failure is a deadlock or serialization failure (anywhere in its chain)."""
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if getattr(current, "sqlstate", None) in TRANSIENT_SQLSTATES:
-            return True
-        if getattr(current, "pgcode", None) in TRANSIENT_SQLSTATES:
-            return True
-        orig = getattr(current, "orig", None)
-        stack.extend([current.__cause__, current.__context__])
-        if isinstance(orig, BaseException):
-            stack.append(orig)
-    return False
 
 
 class _FastPathFailed(Exception):

@@ -155,10 +155,13 @@ async def confirm_shipment(
     shipment_id: int,
     principal: Annotated[Principal, Depends(require("fulfillment.ship"))],
 ) -> Response:
-    async with _db(request).transaction() as session:
+    async def confirm(session: AsyncSession) -> Response:
         await _own_shipment(session, principal, shipment_id)
         s = await service.confirm(session, shipment_id, _warehouse(principal))
         return _json(shipment_doc(s))
+
+    # The order row then its stock rows: run again after a deadlock with a worker batch.
+    return await _db(request).run(confirm)
 
 
 @router.post("/api/v1/shipments/{shipment_id}/ship")
@@ -168,17 +171,23 @@ async def ship_shipment(
     principal: Annotated[Principal, Depends(require("fulfillment.ship"))],
     body: ShipIn | None = None,
 ) -> Response:
-    body = body or ShipIn()
-    async with _db(request).transaction() as session:
+    given = body or ShipIn()
+
+    async def ship(session: AsyncSession) -> Response:
         await _own_shipment(session, principal, shipment_id)
         s, _changed = await service.ship(
             session,
             shipment_id,
             _warehouse(principal),
-            waybill_no=body.waybill_no,
-            company=body.company,
+            waybill_no=given.waybill_no,
+            company=given.company,
         )
         return _json(shipment_doc(s))
+
+    # The order row then the stock rows it consumes: a worker batch holding one of those stock
+    # rows and wanting the order's row is a deadlock PostgreSQL breaks by failing one side; the
+    # request runs again rather than answering 500 (issue 21's drill).
+    return await _db(request).run(ship)
 
 
 @router.post("/api/v1/shipments/import")
@@ -193,8 +202,8 @@ async def import_shipped_list(
     if len(data) > MAX_LIST_BYTES:
         raise PayloadTooLarge(f"a shipped list may not exceed {MAX_LIST_BYTES} bytes")
     rows, refused = shiplist.parse(data)
-    async with _db(request).transaction() as session:
-        results = await service.ship_rows(session, rows, _warehouse(principal))
+    actor = _warehouse(principal)
+    results = await _db(request).run(lambda session: service.ship_rows(session, rows, actor))
     results += [
         {"line": e.line, "result": "error", "code": f"row.{e.code}", "message": e.message}
         for e in refused

@@ -435,10 +435,13 @@ async def cancel_order(
         await service.get_order_in_scope(session, order_no, principal.channels)
     # "Keep open if paid", as at the timeout: the providers are asked with no transaction open.
     await closing.refuse_if_paid(database(request), order_no)
-    async with database(request).transaction() as session:
+
+    async def cancel(session: AsyncSession) -> dict[str, Any]:
         result = await transitions.transition(session, order_no, Event.CANCEL, actor)
-        doc = order_doc(await load_snapshot(session, result.order))
-    return json_response(doc)
+        return order_doc(await load_snapshot(session, result.order))
+
+    # The order row then the stock rows it releases: run again after a deadlock.
+    return json_response(await database(request).run(cancel))
 
 
 @router.get(

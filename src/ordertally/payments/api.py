@@ -137,22 +137,22 @@ async def create_payment(
         "POST", request.url.path, body.model_dump_json().encode()
     )
 
-    async def open_or_replay() -> tuple[Payment | None, bool, Response | None]:
+    async def open_or_replay() -> tuple[Payment | None, bool, Response | None, datetime | None]:
         async with db.transaction() as session:
             if idempotency_key is not None:
                 replay = await idempotency_service.check(session, scope, idempotency_key, req_hash)
                 if replay is not None:
-                    return None, False, replay_response(replay)
-            await orders_service.get_order_in_scope(session, order_no, principal.channels)
+                    return None, False, replay_response(replay), None
+            order = await orders_service.get_order_in_scope(session, order_no, principal.channels)
             payment, created = await service.open_attempt(
                 session, order_no, body.provider, principal.name
             )
-            return payment, created, None
+            return payment, created, None, order.payment_deadline_at
 
     try:
-        payment, created, replayed = await open_or_replay()
+        payment, created, replayed, deadline = await open_or_replay()
     except IntegrityError:  # a concurrent request drew the same out_trade_no
-        payment, created, replayed = await open_or_replay()
+        payment, created, replayed, deadline = await open_or_replay()
     if replayed is not None:
         return replayed
     assert payment is not None
@@ -161,7 +161,7 @@ async def create_payment(
     params = payment.provider_params
     if params is None:
         try:
-            params = await gateway.request_provider_params(payment)
+            params = await gateway.request_provider_params(payment, deadline)
         except ProviderCallFailed as exc:
             params, error = None, str(exc)
             if isinstance(exc, ProviderRefused):

@@ -5,6 +5,7 @@ their transactions, never inside one."""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 from ordertally.core.settings import Settings, get_settings
@@ -49,8 +50,11 @@ def notify_url(provider: str, settings: Settings | None = None) -> str:
     return f"{base.rstrip('/')}/callbacks/{provider}"
 
 
-async def request_provider_params(payment: Payment) -> dict[str, Any]:
-    """Open the attempt at the provider (QR code); returns what a client shows the buyer."""
+async def request_provider_params(
+    payment: Payment, expires_at: datetime | None = None
+) -> dict[str, Any]:
+    """Open the attempt at the provider (QR code); returns what a client shows the buyer.
+    `expires_at`, the order's payment deadline, becomes the trade's own expiry at the provider."""
     config = provider_config(payment.provider)
     if config is None:
         raise ProviderOff(f"{payment.provider} is not configured")
@@ -58,10 +62,10 @@ async def request_provider_params(payment: Payment) -> dict[str, Any]:
     url = notify_url(payment.provider)
     if payment.provider == "wechatpay":
         return await wechatpay.create_native(
-            config, payment.out_trade_no, payment.amount_minor, description, url
+            config, payment.out_trade_no, payment.amount_minor, description, url, expires_at
         )
     return await alipay.precreate(
-        config, payment.out_trade_no, payment.amount_minor, description, url
+        config, payment.out_trade_no, payment.amount_minor, description, url, expires_at
     )
 
 

@@ -184,8 +184,9 @@ async def ship_batch(request: Request) -> Response:
     actor = Actor(ActorKind.WAREHOUSE, f"user:{user.username}")
     try:
         rows, refused = shiplist.parse(data)
-        async with database(request).transaction() as session:
-            results = await fulfillment_service.ship_rows(session, rows, actor)
+        results = await database(request).run(
+            lambda session: fulfillment_service.ship_rows(session, rows, actor)
+        )
     except OrdertallyError as exc:
         context = await _shipping_context(request, user, error=_error_text(exc), text=text)
         return render(request, "shipping.html", context, status=exc.status)

@@ -319,20 +319,31 @@ async def _gateway(
     return doc
 
 
+def time_expire(at: datetime) -> str:
+    """A moment as Alipay's `time_expire`: yyyy-MM-dd HH:mm:ss in Beijing time."""
+    return clock.as_utc(at).astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+
+
 async def precreate(
-    config: Config, out_trade_no: str, amount_minor: int, subject: str, notify_url: str
+    config: Config,
+    out_trade_no: str,
+    amount_minor: int,
+    subject: str,
+    notify_url: str,
+    expires_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """Open a face-to-face (QR code) payment; returns the parameters a client needs."""
-    doc = await _gateway(
-        config,
-        "alipay.trade.precreate",
-        {
-            "out_trade_no": out_trade_no,
-            "total_amount": money.format_minor(amount_minor, "CNY"),
-            "subject": subject[:256],
-        },
-        {"notify_url": notify_url},
-    )
+    """Open a face-to-face (QR code) payment; returns the parameters a client needs.
+
+    `expires_at` (the order's payment deadline) is sent as the absolute `time_expire`, not the
+    relative `timeout_express`, whose clock starts only when the buyer scans."""
+    biz = {
+        "out_trade_no": out_trade_no,
+        "total_amount": money.format_minor(amount_minor, "CNY"),
+        "subject": subject[:256],
+    }
+    if expires_at is not None:
+        biz["time_expire"] = time_expire(expires_at)
+    doc = await _gateway(config, "alipay.trade.precreate", biz, {"notify_url": notify_url})
     if doc.get("code") != SUCCESS_CODE or not doc.get("qr_code"):
         raise ProviderCallFailed(
             f"alipay precreate refused: {doc.get('code')} {doc.get('sub_code')} {doc.get('msg')}"

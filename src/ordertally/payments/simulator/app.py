@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -34,6 +34,8 @@ from ordertally.simkit.errors import SimError
 # WeChat Pay: out_trade_no is 6-32 of letters, digits, _-|* ; Alipay: up to 64 characters.
 _WECHAT_TRADE_NO = re.compile(r"^[A-Za-z0-9_\-|*]{6,32}$")
 _ALIPAY_TRADE_NO = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+# time_expire as WeChat Pay documents it: yyyy-MM-DDTHH:mm:ss+TIMEZONE (an offset, never Z).
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?[+-]\d{2}:\d{2}$")
 _MAX_AMOUNT_MINOR = 100_000_000_00
 
 
@@ -127,6 +129,9 @@ async def wechat_native(request: Request) -> Response:
         return _wechat_error(sim, 400, "PARAM_ERROR", "appid和mchid不匹配")
     if isinstance(amount, dict) and amount.get("currency", "CNY") != "CNY":
         return _wechat_error(sim, 400, "PARAM_ERROR", "不支持的币种")
+    expires_at = _wechat_time_expire(doc.get("time_expire"))
+    if expires_at is False:
+        return _wechat_error(sim, 400, "PARAM_ERROR", "time_expire格式错误")
     existing = sim.find("wechatpay", doc["out_trade_no"])
     if existing is not None and existing.state in ("SUCCESS", "REFUND"):
         return _wechat_error(sim, 400, "ORDERPAID", "该订单已支付")
@@ -139,6 +144,7 @@ async def wechat_native(request: Request) -> Response:
             total,
             notify_url=doc["notify_url"],
             description=doc["description"],
+            expires_at=expires_at or None,
         )
     except SimError:
         return _wechat_error(sim, 400, "INVALID_REQUEST", "201 商户订单号重复")
@@ -416,12 +422,37 @@ def _alipay_refund_query(sim: Simulator, payment: SimPayment, biz: dict[str, Any
     return _alipay_answer(sim, method, payload)
 
 
+def _wechat_time_expire(value: Any) -> datetime | Literal[False] | None:
+    """WeChat Pay's time_expire (RFC 3339 with its offset, e.g. 2018-06-08T10:34:56+08:00):
+    None when absent, False when malformed."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        return False
+    return clock.as_utc(datetime.fromisoformat(value))
+
+
+def _alipay_time_expire(value: Any) -> datetime | Literal[False] | None:
+    """Alipay's time_expire (yyyy-MM-dd HH:mm:ss, Beijing time): None when absent, False when
+    malformed."""
+    if value is None:
+        return None
+    try:
+        local = datetime.strptime(str(value), "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return False
+    return clock.as_utc(local.replace(tzinfo=messages.BEIJING))
+
+
 def _alipay_precreate(sim: Simulator, biz: dict[str, Any], notify_url: str) -> Response:
     method = "alipay.trade.precreate"
     out_trade_no = str(biz.get("out_trade_no", ""))
     amount = _yuan_to_minor(biz.get("total_amount"))
     if not _ALIPAY_TRADE_NO.match(out_trade_no) or amount is None or not biz.get("subject"):
         return _alipay_invalid(sim, method, "isv.invalid-parameter", "参数无效")
+    expires_at = _alipay_time_expire(biz.get("time_expire"))
+    if expires_at is False:
+        return _alipay_invalid(sim, method, "isv.invalid-parameter", "time_expire 格式错误")
     existing = sim.find("alipay", out_trade_no)
     if existing is not None and existing.paid_at is not None:
         return _alipay_fail(sim, method, "ACQ.TRADE_HAS_SUCCESS", "交易已被支付")
@@ -429,7 +460,12 @@ def _alipay_precreate(sim: Simulator, biz: dict[str, Any], notify_url: str) -> R
         return _alipay_fail(sim, method, "ACQ.TRADE_HAS_CLOSE", "交易已经关闭")
     try:
         payment = sim.create(
-            "alipay", out_trade_no, amount, notify_url=notify_url, description=str(biz["subject"])
+            "alipay",
+            out_trade_no,
+            amount,
+            notify_url=notify_url,
+            description=str(biz["subject"]),
+            expires_at=expires_at or None,
         )
     except SimError:
         return _alipay_fail(sim, method, "ACQ.CONTEXT_INCONSISTENT", "交易信息被篡改")

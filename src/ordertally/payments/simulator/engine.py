@@ -101,6 +101,7 @@ class SimPayment:
     buyer: str = ""
     paid_at: datetime | None = None
     closed_at: datetime | None = None
+    expires_at: datetime | None = None  # time_expire: unpaid past it, the trade closes
     refunds: list[SimRefund] = field(default_factory=list)
     notifications: list[dict[str, Any]] = field(default_factory=list)
 
@@ -133,6 +134,7 @@ class SimPayment:
             "created_at": self.created_at.isoformat(),
             "paid_at": self.paid_at.isoformat() if self.paid_at else None,
             "closed_at": self.closed_at.isoformat() if self.closed_at else None,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
             "refunded_minor": self.refunded_minor,
             "refunds": [
                 {
@@ -262,13 +264,16 @@ class Simulator:
     # --- trades -----------------------------------------------------------------------------
 
     def get(self, provider: str, out_trade_no: str) -> SimPayment:
-        payment = self.payments.get((provider, out_trade_no))
+        payment = self.find(provider, out_trade_no)
         if payment is None:
             raise SimError(404, "ORDER_NOT_EXIST", f"no {provider} trade {out_trade_no!r}")
         return payment
 
     def find(self, provider: str, out_trade_no: str) -> SimPayment | None:
-        return self.payments.get((provider, out_trade_no))
+        payment = self.payments.get((provider, out_trade_no))
+        if payment is not None:
+            _close_if_expired(payment)
+        return payment
 
     def find_refund(self, provider: str, out_refund_no: str) -> tuple[SimPayment, SimRefund] | None:
         """The refund made under a refund number, with its trade."""
@@ -294,8 +299,10 @@ class Simulator:
         *,
         notify_url: str,
         description: str = "",
+        expires_at: datetime | None = None,
     ) -> SimPayment:
-        """Open a trade (Native order / precreate); the same request again returns it."""
+        """Open a trade (Native order / precreate); the same request again returns it. A trade
+        with `expires_at` (time_expire) still unpaid at that moment is closed by the platform."""
         now = clock.now()
         existing = self.find(provider, out_trade_no)
         if existing is not None:
@@ -314,6 +321,7 @@ class Simulator:
             notify_url=notify_url,
             created_at=now,
             code=code,
+            expires_at=expires_at,
         )
         if provider == "alipay":
             # Alipay numbers the trade when it is created.
@@ -666,6 +674,17 @@ class Simulator:
                 "elapsed_ms": round(elapsed * 1000, 2),
             }
         )
+
+
+def _close_if_expired(payment: SimPayment) -> None:
+    """The platform closes an unpaid trade at its time_expire (seen on the next look at it)."""
+    if (
+        payment.state == "NOTPAY"
+        and payment.expires_at is not None
+        and clock.now() >= payment.expires_at
+    ):
+        payment.state = "CLOSED"
+        payment.closed_at = payment.expires_at
 
 
 def _stale() -> datetime:
