@@ -53,6 +53,7 @@ bench: bench-orders bench-payments bench-fulfillment bench-channels bench-web \
 
 bench-orders: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.order_response
 
 bench-payments: $(STAMP)
 	$(BIN)/python -m bench.payments --server-workers 2 --workers 2 $(BENCH_PAYMENTS_ARGS)

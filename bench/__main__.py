@@ -87,6 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile", action="store_true", help="also sample the server with py-spy (extra run)"
     )
     parser.add_argument(
+        "--profile-mode",
+        choices=("closed", "open"),
+        default="closed",
+        help="the profiled run's load: closed loop, or open loop at --rate",
+    )
+    parser.add_argument(
         "--server-env",
         action="append",
         default=[],
@@ -397,7 +403,8 @@ def _run_async(coro: Any) -> dict[str, Any]:
 
 
 def profile_server(db: Database, workers: int, args: argparse.Namespace) -> dict[str, Any]:
-    """One extra closed-loop run with py-spy sampling the server; the summary and files."""
+    """One extra run (closed loop, or open loop at --rate) with py-spy sampling the server; the
+    summary and files."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     raw = RESULTS / f"profile-{db.kind}-x{workers}-{stamp}.txt"
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -413,7 +420,7 @@ def profile_server(db: Database, workers: int, args: argparse.Namespace) -> dict
                 samplers.append(profile.start(pid, args.duration, raws[-1], subprocesses=False))
 
         try:
-            figures = run_load(server, "closed", args, during=start_sampling)
+            figures = run_load(server, args.profile_mode, args, during=start_sampling)
         finally:
             err = b""
             for sampler in samplers:

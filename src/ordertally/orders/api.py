@@ -187,7 +187,9 @@ async def _create_batch(db: Database, requests: list[_Create]) -> list[_Created 
         )
         chosen = [r for r, ok in zip(requests, go, strict=True) if ok]
         specs: list[creation.OrderSpec | None] = []
-        rates = await fx.rates_at(session, get_settings(), clock.now())
+        rates = await fx.rates_at(
+            session, get_settings(), clock.now(), [r.body.currency for r in chosen]
+        )
         for r in chosen:
             try:
                 specs.append(
