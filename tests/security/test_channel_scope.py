@@ -407,6 +407,46 @@ async def test_a_channel_scoped_key_sees_a_customers_orders_of_its_channels_only
     assert sorted(o["order_no"] for o in everyone.json()["orders"]) == sorted(
         [mine.order_no, theirs.order_no]
     )
+    # And no profile: its figures add up the other account's orders too
+    assert everyone.json()["profile"]["orders_90d"] == 2
+    assert seen.json()["profile"] is None
+    # Given a second buyer who ordered on the other channel only (and is tagged)
+    other = await make_order(
+        db, "paid", channel="shop_b", customer={"name": "李四", "phone": "13900001111"}
+    )
+    await drain(db, get_settings())
+    unscoped_find = await client.get(
+        "/api/v1/customers", params={"phone": "13900001111"}, headers=auth(keys["cs"])
+    )
+    other_id = unscoped_find.json()["items"][0]["id"]
+    assert other.order_no in {
+        o["order_no"]
+        for o in (
+            await client.get(f"/api/v1/customers/{other_id}", headers=auth(keys["cs"]))
+        ).json()["orders"]
+    }
+    tagged = await client.post(
+        f"/api/v1/customers/{other_id}/tags", json={"tag": "vip"}, headers=auth(keys["ops"])
+    )
+    assert tagged.status_code == 201, tagged.text
+    scoped_ops = await _scoped(db, "ops", "shop_a")
+    # When the scoped keys look that buyer up, read them and tag them
+    by_phone = await client.get(
+        "/api/v1/customers", params={"phone": "13900001111"}, headers=scoped
+    )
+    by_tag = await client.get("/api/v1/customers", params={"tag": "vip"}, headers=scoped)
+    read = await client.get(f"/api/v1/customers/{other_id}", headers=scoped)
+    tag = await client.post(
+        f"/api/v1/customers/{other_id}/tags", json={"tag": "x"}, headers=scoped_ops
+    )
+    untag = await client.delete(f"/api/v1/customers/{other_id}/tags/vip", headers=scoped_ops)
+    # Then the buyer does not exist for them, and their tags are unchanged
+    assert by_phone.json()["items"] == [] and by_tag.json()["items"] == []
+    assert [(r.status_code, r.json()["code"]) for r in (read, tag, untag)] == [
+        (403, "customer.out_of_scope")
+    ] * 3
+    after = await client.get(f"/api/v1/customers/{other_id}", headers=auth(keys["cs"]))
+    assert after.json()["tags"] == ["vip"]
 
 
 async def test_a_channel_scoped_key_sees_and_decides_its_channels_payments_only(

@@ -50,11 +50,9 @@ def summary_doc(c: Customer) -> dict[str, Any]:
     return {"id": c.id, "name": c.name_masked, "phone": c.phone_masked}
 
 
-def customer_doc(
-    v: service.CustomerView, channels: tuple[str, ...] | None = None
-) -> dict[str, Any]:
-    """A customer's JSON: masked identities, the profile's figures, tags, flags and orders (a
-    channel-scoped caller: the orders of its channel accounts only)."""
+def customer_doc(v: service.CustomerView) -> dict[str, Any]:
+    """A customer's JSON: masked identities, the profile's figures, tags, flags and orders (for
+    a channel-scoped caller, what `service.view` narrowed)."""
     p = v.profile
     profile = None
     if p is not None:
@@ -103,7 +101,6 @@ def customer_doc(
                 "categories": o.categories,
             }
             for o in v.orders
-            if channels is None or o.channel in channels
         ],
         "created_at": _iso(v.customer.created_at),
     }
@@ -117,20 +114,21 @@ async def get_customer(
 ) -> Response:
     """One customer; an id merged into another answers with the surviving customer."""
     async with _db(request).transaction(write=False) as session:
-        found = await service.view(session, customer_id)
-    return _json(customer_doc(found, principal.channels))
+        found = await service.view(session, customer_id, channels=principal.channels)
+    return _json(customer_doc(found))
 
 
 @router.get("/customers", summary="Find customers by phone or by tag")
 async def find_customers(
     request: Request,
-    _: Annotated[Principal, Depends(require("customers.read"))],
+    principal: Annotated[Principal, Depends(require("customers.read"))],
     phone: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
     tag: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
 ) -> Response:
-    """Exactly one of `phone` (matched through its blind index) or `tag`."""
+    """Exactly one of `phone` (matched through its blind index) or `tag` (a channel-scoped
+    caller finds only buyers with an order from its accounts)."""
     async with _db(request).transaction(write=False) as session:
-        found = await service.lookup(session, phone=phone, tag=tag)
+        found = await service.lookup(session, phone=phone, tag=tag, channels=principal.channels)
     return _json({"items": [summary_doc(c) for c in found]})
 
 
@@ -143,6 +141,7 @@ async def add_tag(
 ) -> Response:
     """Add a tag (201 when new, 200 when the customer already had it)."""
     async with _db(request).transaction() as session:
+        await service.check_in_scope(session, customer_id, principal.channels)
         tags, created = await service.add_tag(session, customer_id, body.tag, principal.name)
     return _json({"tags": tags}, 201 if created else 200)
 
@@ -154,9 +153,10 @@ async def remove_tag(
     request: Request,
     customer_id: int,
     tag: str,
-    _: Annotated[Principal, Depends(require("customers.manage"))],
+    principal: Annotated[Principal, Depends(require("customers.manage"))],
 ) -> Response:
     """Remove a tag; 404 when the customer does not carry it."""
     async with _db(request).transaction() as session:
+        await service.check_in_scope(session, customer_id, principal.channels)
         await service.remove_tag(session, customer_id, tag)
     return Response(status_code=204)

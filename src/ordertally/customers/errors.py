@@ -21,6 +21,12 @@ class TagNotFound(CustomerError):
     title = "The customer does not carry this tag"
 
 
+class CustomerOutOfScope(CustomerError):
+    status = 403
+    code = "customer.out_of_scope"
+    title = "This customer has no order from your channel accounts"
+
+
 class LookupRequired(CustomerError):
     status = 422
     code = "customer.lookup_required"

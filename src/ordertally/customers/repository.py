@@ -167,15 +167,38 @@ async def orders_between(
     return list(rows.all())
 
 
-async def recent_orders(session: AsyncSession, customer_id: int, limit: int) -> list[CustomerOrder]:
-    """A customer's latest orders, newest first."""
+async def recent_orders(
+    session: AsyncSession,
+    customer_id: int,
+    limit: int,
+    channels: tuple[str, ...] | None = None,
+) -> list[CustomerOrder]:
+    """A customer's latest orders, newest first (of these channel accounts only, if given)."""
+    stmt = select(CustomerOrder).where(CustomerOrder.customer_id == customer_id)
+    if channels is not None:
+        stmt = stmt.where(CustomerOrder.channel.in_(channels))
     rows = await session.scalars(
-        select(CustomerOrder)
-        .where(CustomerOrder.customer_id == customer_id)
-        .order_by(CustomerOrder.placed_at.desc(), CustomerOrder.id.desc())
-        .limit(limit)
+        stmt.order_by(CustomerOrder.placed_at.desc(), CustomerOrder.id.desc()).limit(limit)
     )
     return list(rows.all())
+
+
+async def order_nos_in(
+    session: AsyncSession, customer_ids: list[int], channels: tuple[str, ...]
+) -> dict[int, set[str]]:
+    """Per customer, the numbers of their orders from these channel accounts (customers with
+    none are absent)."""
+    if not customer_ids or not channels:
+        return {}
+    rows = await session.execute(
+        select(CustomerOrder.customer_id, CustomerOrder.order_no).where(
+            CustomerOrder.customer_id.in_(customer_ids), CustomerOrder.channel.in_(channels)
+        )
+    )
+    found: dict[int, set[str]] = {}
+    for customer_id, order_no in rows:
+        found.setdefault(customer_id, set()).add(order_no)
+    return found
 
 
 # --- profiles ------------------------------------------------------------------------------------

@@ -27,11 +27,17 @@ from typing import TYPE_CHECKING, Any
 import phonenumbers
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ordertally.channels import service as channels_service
 from ordertally.core import clock, money, phones
 from ordertally.core.crypto import get_cipher
 from ordertally.core.settings import get_settings
 from ordertally.customers import repository
-from ordertally.customers.errors import CustomerNotFound, LookupRequired, TagNotFound
+from ordertally.customers.errors import (
+    CustomerNotFound,
+    CustomerOutOfScope,
+    LookupRequired,
+    TagNotFound,
+)
 from ordertally.customers.models import Customer, CustomerFlag, CustomerIdentity, CustomerOrder
 from ordertally.exceptions import service as exceptions_service
 from ordertally.orders import queries as orders_queries
@@ -403,9 +409,21 @@ class CustomerView:
     orders: list[CustomerOrder]
 
 
-async def view(session: AsyncSession, customer_id: int, order_limit: int = 50) -> CustomerView:
-    """A customer (followed through merges) with profile, identities, tags, flags and orders."""
+async def view(
+    session: AsyncSession,
+    customer_id: int,
+    order_limit: int = 50,
+    channels: tuple[str, ...] | None = None,
+) -> CustomerView:
+    """A customer (followed through merges) with profile, identities, tags, flags and orders.
+
+    For a caller scoped to channel accounts (`channels`): CustomerOutOfScope unless the buyer
+    has an order from one of them; then their orders from those accounts, the flags those
+    orders raised, the phone and the identities on those accounts' platforms, and no profile
+    (its figures add up every account's orders, which the caller may not see)."""
     customer = await resolve(session, customer_id)
+    if channels is not None:
+        return await _scoped_view(session, customer, customer_id, order_limit, channels)
     profile = await repository.get_profile(session, customer.id)
     return CustomerView(
         customer=customer,
@@ -424,6 +442,50 @@ async def view(session: AsyncSession, customer_id: int, order_limit: int = 50) -
     )
 
 
+async def _scoped_view(
+    session: AsyncSession,
+    customer: Customer,
+    requested_id: int,
+    order_limit: int,
+    channels: tuple[str, ...],
+) -> CustomerView:
+    in_scope = (await repository.order_nos_in(session, [customer.id], channels)).get(customer.id)
+    if not in_scope:
+        raise CustomerOutOfScope(f"customer {requested_id} has no order from your channel accounts")
+    accounts = await channels_service.list_accounts(session)
+    platforms = {a.platform for a in accounts if a.code in channels}
+    return CustomerView(
+        customer=customer,
+        requested_id=requested_id,
+        identities=[
+            i
+            for i in await repository.identities_of(session, customer.id)
+            if not i.platform or i.platform in platforms
+        ],
+        profile=None,
+        tags=await repository.tags_of(session, customer.id),
+        flags=[
+            f
+            for f in await repository.flags_of(session, customer.id)
+            if f.detail.get("order_no") in in_scope
+        ],
+        orders=await _with_live_status(
+            session, await repository.recent_orders(session, customer.id, order_limit, channels)
+        ),
+    )
+
+
+async def check_in_scope(
+    session: AsyncSession, customer_id: int, channels: tuple[str, ...] | None
+) -> None:
+    """Refuse a channel-scoped caller a customer with no order from its accounts."""
+    if channels is None:
+        return
+    customer = await resolve(session, customer_id)
+    if not (await repository.order_nos_in(session, [customer.id], channels)).get(customer.id):
+        raise CustomerOutOfScope(f"customer {customer_id} has no order from your channel accounts")
+
+
 async def _with_live_status(
     session: AsyncSession, orders: list[CustomerOrder]
 ) -> list[CustomerOrder]:
@@ -439,17 +501,28 @@ async def _with_live_status(
 
 
 async def lookup(
-    session: AsyncSession, *, phone: str | None, tag: str | None, limit: int = 100
+    session: AsyncSession,
+    *,
+    phone: str | None,
+    tag: str | None,
+    limit: int = 100,
+    channels: tuple[str, ...] | None = None,
 ) -> list[Customer]:
-    """Customers found by a phone (its blind index) or carrying a tag."""
+    """Customers found by a phone (its blind index) or carrying a tag; for a caller scoped to
+    channel accounts, only buyers with an order from one of them."""
     if (phone is None) == (tag is None):
         raise LookupRequired("give exactly one of phone or tag", field="phone")
     if phone is not None:
         bidx = get_cipher().blind_index(phones.normalise(phone), "phone")
-        found = await repository.by_identity_value(session, PHONE, bidx)
-        return [found] if found is not None else []
-    assert tag is not None
-    return await repository.customers_with_tag(session, tag, limit)
+        one = await repository.by_identity_value(session, PHONE, bidx)
+        found = [one] if one is not None else []
+    else:
+        assert tag is not None
+        found = await repository.customers_with_tag(session, tag, limit)
+    if channels is None or not found:
+        return found
+    seen = await repository.order_nos_in(session, [c.id for c in found], channels)
+    return [c for c in found if c.id in seen]
 
 
 async def add_tag(
