@@ -285,6 +285,56 @@ def user_create(
     typer.echo(f"created user {user_id} ({username.strip().lower()}, role {role}{scope})")
 
 
+@user_app.command("scope")
+def user_scope(
+    username: Annotated[str, typer.Argument(help="The user to change")],
+    warehouse: Annotated[
+        list[str] | None,
+        typer.Option("--warehouse", help="Limit the user to these warehouses (repeatable)"),
+    ] = None,
+    channel: Annotated[
+        list[str] | None,
+        typer.Option("--channel", help="Limit the user to these channel accounts (repeatable)"),
+    ] = None,
+    all_warehouses: Annotated[
+        bool, typer.Option("--all-warehouses", help="Lift the warehouse limit")
+    ] = False,
+    all_channels: Annotated[
+        bool, typer.Option("--all-channels", help="Lift the channel-account limit")
+    ] = False,
+) -> None:
+    """Change a back-office user's scope; it applies from the user's next request. Codes given
+    replace that part of the scope; a part not named stays as it is."""
+    from ordertally.auth import users
+
+    async def main() -> tuple[list[str] | None, list[str] | None]:
+        db = create_database()
+        try:
+            async with db.transaction() as session:
+                user = await users.set_scope(
+                    session,
+                    username,
+                    warehouses=warehouse,
+                    channels=channel,
+                    unscope_warehouses=all_warehouses,
+                    unscope_channels=all_channels,
+                )
+                return user.warehouses, user.channels
+        finally:
+            await db.dispose()
+
+    try:
+        warehouses, channels = asyncio.run(main())
+    except Exception as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    shown = "; ".join(
+        f"{label} {', '.join(codes) if codes else 'all'}"
+        for label, codes in (("warehouses", warehouses), ("channels", channels))
+    )
+    typer.echo(f"user {username.strip().lower()}: {shown}")
+
+
 @user_app.command("bootstrap")
 def user_bootstrap() -> None:
     """Create a first admin when there is no user yet; prints its password once."""

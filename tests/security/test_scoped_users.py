@@ -130,6 +130,60 @@ async def test_the_cli_and_the_users_screen_set_and_show_a_users_scope(
     ]
 
 
+async def test_the_cli_changes_a_users_scope_from_their_next_request(
+    db: Database, live_server: LiveServer
+) -> None:
+    # Given an unscoped ops user signed in, and an order of each of two accounts
+    mine = await make_order(db, channel="shop_a")
+    theirs = await make_order(db, channel="shop_b")
+    await make_user(db, "ops-move", "ops")
+
+    def scope(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ordertally", "user", "scope", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=os.environ.copy(),
+            check=False,
+        )
+
+    async with _browser(live_server, "ops-move") as user:
+        before = await user.get(f"/ui/orders/{theirs.order_no}")
+        # When the CLI limits the user to shop_a (the session stays open)
+        narrowed = scope("ops-move", "--channel", "shop_a")
+        after = await user.get(f"/ui/orders/{theirs.order_no}")
+        own = await user.get(f"/ui/orders/{mine.order_no}")
+        # And bad requests change nothing: an unknown user, a bad code, codes and a lift at once
+        refused = [
+            scope("nobody", "--channel", "shop_a"),
+            scope("ops-move", "--channel", "shop a;"),
+            scope("ops-move", "--channel", "shop_b", "--all-channels"),
+        ]
+        still = await user.get(f"/ui/orders/{theirs.order_no}")
+        # When the limit is lifted again
+        lifted = scope("ops-move", "--all-channels")
+        again = await user.get(f"/ui/orders/{theirs.order_no}")
+    # Then the next request after each change follows it
+    assert before.status_code == 200
+    assert narrowed.returncode == 0, narrowed.stderr
+    assert "channels shop_a" in narrowed.stdout and "warehouses all" in narrowed.stdout
+    assert after.status_code == 403 and 'data-refused="scope"' in after.text
+    assert own.status_code == 200
+    assert [r.returncode for r in refused] == [2, 2, 2]
+    assert "nobody" in refused[0].stderr and "channels" in refused[1].stderr
+    assert still.status_code == 403
+    assert lifted.returncode == 0 and "channels all" in lifted.stdout
+    assert again.status_code == 200
+    async with db.transaction(write=False) as session:
+        row = (
+            await session.execute(
+                select(User.warehouses, User.channels).where(User.username == "ops-move")
+            )
+        ).one()
+    assert tuple(row) == (None, None)
+
+
 async def test_a_channel_scoped_user_sees_and_acts_on_its_accounts_only(
     db: Database, live_server: LiveServer
 ) -> None:

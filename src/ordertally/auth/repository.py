@@ -51,6 +51,13 @@ async def count_users(session: AsyncSession) -> int:
     return int(await session.scalar(select(func.count()).select_from(User)) or 0)
 
 
+async def set_user_scope(
+    session: AsyncSession, user_id: int, values: dict[str, list[str] | None]
+) -> None:
+    """Replace a user's warehouses and/or channels scope (the keys given)."""
+    await session.execute(update(User).where(User.id == user_id).values(**values))
+
+
 async def set_last_login(session: AsyncSession, user_id: int, at: datetime) -> None:
     """Record a successful sign-in time."""
     await session.execute(update(User).where(User.id == user_id).values(last_login_at=at))

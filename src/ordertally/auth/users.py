@@ -18,7 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ordertally.auth import repository
 from ordertally.auth.models import ROLES, LoginAttempt, User
 from ordertally.core import clock
-from ordertally.core.errors import Conflict, InvalidRequest, OrdertallyError, Unauthenticated
+from ordertally.core.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    OrdertallyError,
+    Unauthenticated,
+)
 
 # argon2id with OWASP's recommended minimum (19 MiB, 2 passes, 1 lane): about a tenth of a
 # second here; hashing runs in a worker thread so the event loop never waits for it.
@@ -141,6 +147,38 @@ async def create_user(
             "channels": scope_codes(channels, "channels"),
         },
     )
+
+
+async def set_scope(
+    session: AsyncSession,
+    username: str,
+    *,
+    warehouses: list[str] | None = None,
+    channels: list[str] | None = None,
+    unscope_warehouses: bool = False,
+    unscope_channels: bool = False,
+) -> User:
+    """Change a user's scope: codes given replace that part of it, `unscope_*` lifts it, a part
+    given neither stays as it is. Sessions read the scope with every request, so a signed-in
+    user is narrowed (or widened) from the next one. NotFound for an unknown username."""
+    user = await repository.user_by_name(session, username.strip().lower())
+    if user is None:
+        raise NotFound(f"no user {username!r}", field="username")
+    values: dict[str, list[str] | None] = {}
+    for field, codes, lift in (
+        ("warehouses", warehouses, unscope_warehouses),
+        ("channels", channels, unscope_channels),
+    ):
+        if codes and lift:
+            raise InvalidRequest(f"{field}: give codes or lift the scope, not both", field=field)
+        if lift:
+            values[field] = None
+        elif codes:
+            values[field] = scope_codes(codes, field)
+    if values:
+        await repository.set_user_scope(session, user.id, values)
+        await session.refresh(user)
+    return user
 
 
 def generate_password() -> str:
