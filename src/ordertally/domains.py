@@ -25,6 +25,7 @@ from ordertally.exports import wiring as exports
 from ordertally.fulfillment import wiring as fulfillment
 from ordertally.idempotency import wiring as idempotency
 from ordertally.inventory import wiring as inventory
+from ordertally.jobs import wiring as jobs
 from ordertally.notify import wiring as notify
 from ordertally.orders import wiring as orders
 from ordertally.payments import wiring as payments
@@ -59,6 +60,7 @@ DOMAINS: tuple[Wiring, ...] = (
     search,
     rules,
     aftersales,
+    jobs,
 )
 
 

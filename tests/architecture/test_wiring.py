@@ -62,6 +62,7 @@ JOBS = [
     "fulfillment_allocate_waiting",
     "fulfillment_carrier_work",
     "fulfillment_flag_stale",
+    "machinery_purge",
     "notify_send_due",
     "orders_review_recheck",
     "payments_inbox_gauges",

@@ -247,6 +247,12 @@ class Settings(BaseSettings):
     # Raw platform bodies in the inboxes (channel webhooks, payment notifications) are kept
     # encrypted, then emptied this many days after they were applied (ADR 0030).
     inbox_retention_days: int = Field(default=30, ge=1, le=3650)
+    # The outbox is also the event log read models are rebuilt from (`analytics rebuild`):
+    # delivered events are deleted this many days after delivery (0: kept for ever), so a
+    # rebuild reaches back this far. Consumers' dedupe rows and job runs go after a week.
+    outbox_retention_days: int = Field(default=180, ge=0, le=36500)
+    dedupe_retention_days: int = Field(default=7, ge=1, le=3650)
+    job_run_retention_days: int = Field(default=7, ge=1, le=3650)
 
     # --- the HTTP edge (issue 14): rate limits, read timeouts, deadline, docs, metrics ---
     # Limits in the `limits` notation ("100/second;5000/minute"); callbacks are never limited.

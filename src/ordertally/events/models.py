@@ -47,6 +47,7 @@ class ProcessedEvent(Base):
     """A consumer applied an event: written in the consumer's own transaction."""
 
     __tablename__ = "processed_event"
+    __table_args__ = (Index("ix_processed_event_processed_at", "processed_at"),)
 
     consumer: Mapped[str] = mapped_column(String(64), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(36), primary_key=True)

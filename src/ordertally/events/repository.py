@@ -162,3 +162,51 @@ async def backlog_of(session: AsyncSession, event_types: list[str]) -> tuple[int
     if isinstance(oldest, str):
         oldest = datetime.fromisoformat(oldest)
     return int(row[0]), oldest
+
+
+# --- retention --------------------------------------------------------------------------------
+
+
+async def purge_delivered(session: AsyncSession, before: datetime, limit: int) -> int:
+    """Delete up to `limit` delivered events (done before `before`), oldest first. The range
+    walks (status, available_at): an event is available before it is done."""
+    oldest = (
+        select(OutboxEvent.id)
+        .where(
+            OutboxEvent.status == "done",
+            OutboxEvent.available_at < before,
+            OutboxEvent.done_at < before,
+        )
+        .order_by(OutboxEvent.available_at)
+        .limit(limit)
+    )
+    result = await session.execute(delete(OutboxEvent).where(OutboxEvent.id.in_(oldest)))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def purge_processed(session: AsyncSession, before: datetime, limit: int) -> int:
+    """Delete up to `limit` dedupe rows written before `before`, except those of an event that
+    can still be delivered again (pending, or dead and replayable): for those, the row is what
+    keeps a consumer from applying the event twice."""
+    live = select(OutboxEvent.id).where(
+        OutboxEvent.event_id == ProcessedEvent.event_id, OutboxEvent.status != "done"
+    )
+    oldest = (
+        select(ProcessedEvent.consumer, ProcessedEvent.event_id)
+        .where(ProcessedEvent.processed_at < before, ~live.exists())
+        .order_by(ProcessedEvent.processed_at)
+        .limit(limit)
+    )
+    rows = (await session.execute(oldest)).all()
+    if not rows:
+        return 0
+    by_consumer: dict[str, list[str]] = {}
+    for consumer, event_id in rows:
+        by_consumer.setdefault(consumer, []).append(event_id)
+    for consumer, event_ids in sorted(by_consumer.items()):
+        await session.execute(
+            delete(ProcessedEvent).where(
+                ProcessedEvent.consumer == consumer, ProcessedEvent.event_id.in_(event_ids)
+            )
+        )
+    return len(rows)

@@ -25,8 +25,8 @@ async def outbox_backlog(session: AsyncSession) -> tuple[int, datetime | None]:
 async def replay_log(
     session: AsyncSession, event_types: list[str], after_id: int, limit: int
 ) -> list[tuple[int, Envelope]]:
-    """The event log (the outbox keeps every event) from after an id: (id, envelope) pairs,
-    oldest first, for rebuilding a read model."""
+    """The event log (the outbox keeps delivered events for `outbox_retention_days`) from after
+    an id: (id, envelope) pairs, oldest first, for rebuilding a read model."""
     rows = await repository.events_after(session, event_types, after_id, limit)
     return [
         (
@@ -48,3 +48,14 @@ async def replay_log(
 async def backlog_of(session: AsyncSession, event_types: list[str]) -> tuple[int, datetime | None]:
     """Events of some types not yet delivered, and the oldest one's time (a consumer's lag)."""
     return await repository.backlog_of(session, event_types)
+
+
+async def purge_delivered(session: AsyncSession, before: datetime, limit: int) -> int:
+    """Delete up to `limit` events delivered before `before` (the event log's retention)."""
+    return await repository.purge_delivered(session, before, limit)
+
+
+async def purge_dedupe(session: AsyncSession, before: datetime, limit: int) -> int:
+    """Delete up to `limit` consumers' dedupe rows older than `before`, except for events that
+    can still be delivered again."""
+    return await repository.purge_processed(session, before, limit)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, Text
+from sqlalchemy import Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ordertally.core.db import Base, JsonDoc, UtcDateTime
@@ -13,6 +13,7 @@ from ordertally.core.db import Base, JsonDoc, UtcDateTime
 
 class JobRun(Base):
     __tablename__ = "job_run"
+    __table_args__ = (Index("ix_job_run_started_at", "started_at"),)
 
     job_name: Mapped[str] = mapped_column(String(64), primary_key=True)
     slot: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core.db import upsert_insert
@@ -47,3 +47,9 @@ async def runs_of(session: AsyncSession, job_name: str) -> list[JobRun]:
         select(JobRun).where(JobRun.job_name == job_name).order_by(JobRun.slot)
     )
     return list(rows.all())
+
+
+async def purge_runs(session: AsyncSession, before: datetime) -> int:
+    """Forget job runs started before `before` (a past slot is never claimed again)."""
+    result = await session.execute(delete(JobRun).where(JobRun.started_at < before))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
