@@ -417,6 +417,7 @@ async def drive(
         )
     )
     server_side = await checks.server_stages(pool, start_epoch)
+    storage = await checks.storage(pool)
     await pool.close()
     window = args.duration
     stages: dict[str, Any] = {}
@@ -438,6 +439,7 @@ async def drive(
         "drain_seconds": round(drain_seconds, 1),
         "api_server_view": server_view,
         "orders": {"scheduled": tally.scheduled, "created": len(tally.fates)},
+        "storage": storage,
     }
 
 

@@ -10,6 +10,11 @@ from typing import Any
 PAID_OR_LATER = ("paid", "allocated", "fulfilling", "shipped", "delivered", "completed")
 
 
+# The storage figures: tables listed, and the run size from which they are projected.
+TABLES_SHOWN = 20
+PROJECT_FROM = 2000
+
+
 def check(name: str, ok: bool, detail: Any) -> dict[str, Any]:
     return {"name": name, "ok": bool(ok), "detail": detail}
 
@@ -370,3 +375,42 @@ def server_histograms(text: str) -> dict[str, Any]:
         }
     mean_batch = batch["sum"] / batch["count"] if batch["count"] else None
     return {"routes": routes, "order_batch_size_mean": mean_batch}
+
+
+async def storage(pool: Any) -> dict[str, Any]:
+    """Table and index sizes after the run (PostgreSQL's own figures, VACUUM not forced) and,
+    for a run of at least PROJECT_FROM orders, per million orders at this run's mix: what the
+    chain writes per order, the machinery's tables (outbox, dedupe rows, inboxes, job runs)
+    included. A short run is dominated by each table's first pages: no projection then."""
+    async with pool.acquire() as conn:
+        orders = int(await conn.fetchval("SELECT count(*) FROM sales_order"))
+        rows = await conn.fetch(
+            "SELECT c.relname AS name, pg_total_relation_size(c.oid) AS total,"
+            " pg_indexes_size(c.oid) AS indexes"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+            " ORDER BY pg_total_relation_size(c.oid) DESC"
+        )
+        counts = {
+            r["name"]: int(await conn.fetchval(f'SELECT count(*) FROM "{r["name"]}"'))
+            for r in rows[:TABLES_SHOWN]
+        }
+    scale = 1_000_000 / orders if orders >= PROJECT_FROM else None
+    total = sum(int(r["total"]) for r in rows)
+    return {
+        "orders": orders,
+        "total_bytes": total,
+        "bytes_per_order": round(total / orders) if scale else None,
+        "gib_per_million_orders": round(total * scale / 2**30, 2) if scale else None,
+        "tables": {
+            r["name"]: {
+                "rows": counts[r["name"]],
+                "total_bytes": int(r["total"]),
+                "index_bytes": int(r["indexes"]),
+                "mib_per_million_orders": (
+                    round(int(r["total"]) * scale / 2**20, 1) if scale else None
+                ),
+            }
+            for r in rows[:TABLES_SHOWN]
+        },
+    }

@@ -76,6 +76,28 @@ def _table(rows: list[list[Any]], head: list[str]) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _storage(storage: dict[str, Any] | None) -> str:
+    if not storage or not storage.get("orders"):
+        return "<p>not measured</p>"
+    per_order = storage["bytes_per_order"]
+    head = (
+        f"<p>{storage['orders']:,} orders, {storage['total_bytes'] / 2**20:.1f} MiB in all tables"
+        " and indexes"
+        + (
+            f": {per_order:,} bytes per order, {storage['gib_per_million_orders']} GiB per"
+            " million orders.</p>"
+            if per_order
+            else " (too few orders to project per million).</p>"
+        )
+    )
+    rows = [
+        [name, t["rows"], round(t["total_bytes"] / 2**20, 2), round(t["index_bytes"] / 2**20, 2),
+         t["mib_per_million_orders"] if t["mib_per_million_orders"] is not None else "—"]
+        for name, t in storage["tables"].items()
+    ]  # fmt: skip
+    return head + _table(rows, ["table", "rows", "MiB", "of which indexes", "MiB per 1M orders"])
+
+
 def render_html(doc: dict[str, Any]) -> str:
     """The whole report page."""
     ok = not doc["anomalies"]
@@ -112,6 +134,8 @@ def render_html(doc: dict[str, Any]) -> str:
             ],
             ["check", "result", "detail"],
         ),
+        "<h2>Storage after the run, per million orders at this mix</h2>",
+        _storage(doc.get("storage")),
         "<h2>CPU (% of one core, mean over the load window)</h2>",
         _table([[k, v] for k, v in doc["cpu_mean_percent"].items()], ["process", "%"]),
         "<h2>Over time</h2>",
