@@ -12,13 +12,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import struct
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, Protocol
+from xml.sax.saxutils import escape
 
-import xlsxwriter  # type: ignore[import-untyped]
+import rvgsrust_xlsxwriter
 
 from ordertally.core.spreadsheet import FORMULA_START
 from ordertally.exports.templates.base import Cell
@@ -146,77 +149,186 @@ class CsvWriter:
         self._file.close()
 
 
+# The XLSX package parts that list the custom properties part (rvgsrust-xlsxwriter writes
+# the core properties but has no custom ones: they are added when the file is closed).
+_CUSTOM_TYPE = (
+    '<Override PartName="/docProps/custom.xml" '
+    'ContentType="application/vnd.openxmlformats-officedocument.custom-properties+xml"/>'
+)
+_CUSTOM_REL = (
+    '<Relationship Id="rIdCustom" Type="http://schemas.openxmlformats.org/officeDocument/2006/'
+    'relationships/custom-properties" Target="docProps/custom.xml"/>'
+)
+# Rows handed to the Rust writer in one call (one crossing per batch, not per row).
+XLSX_BATCH = 1000
+
+
+def _custom_xml(properties: dict[str, str]) -> bytes:
+    items = "".join(
+        f'<property fmtid="{{D5CDD505-2E9C-101B-9397-08002B2CF9AE}}" pid="{pid}" '
+        f'name="{escape(name, _ATTR)}"><vt:lpwstr>{escape(value)}</vt:lpwstr></property>'
+        for pid, (name, value) in enumerate(properties.items(), start=2)
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        '<Properties xmlns="http://schemas.openxmlformats.org/officeDocument/2006/'
+        'custom-properties" xmlns:vt="http://schemas.openxmlformats.org/officeDocument/2006/'
+        f'docPropsVTypes">{items}</Properties>'
+    ).encode()
+
+
+_ATTR = {'"': "&quot;"}
+
+
+def add_custom_properties(path: Path, properties: dict[str, str]) -> None:
+    """Add a custom document properties part to a closed XLSX file.
+
+    The package is rewritten with every existing part copied as it is compressed (the sheet of
+    a million rows is not inflated and deflated again); only `[Content_Types].xml` and
+    `_rels/.rels` are rewritten, to list the new part.
+    """
+    out = path.with_name(path.name + ".part")
+    with path.open("rb") as raw, zipfile.ZipFile(raw) as src, out.open("wb") as sink:
+        dst = zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED)
+        for info in src.infolist():
+            if info.filename == "[Content_Types].xml":
+                xml = src.read(info).decode().replace("</Types>", _CUSTOM_TYPE + "</Types>")
+                dst.writestr(info.filename, xml)
+            elif info.filename == "_rels/.rels":
+                rels = src.read(info).decode()
+                dst.writestr(
+                    info.filename,
+                    rels.replace("</Relationships>", _CUSTOM_REL + "</Relationships>"),
+                )
+            else:
+                _copy_compressed(raw, info, dst)
+        dst.writestr("docProps/custom.xml", _custom_xml(properties))
+        dst.close()
+    out.replace(path)
+
+
+def _copy_compressed(raw: IO[bytes], info: zipfile.ZipInfo, dst: zipfile.ZipFile) -> None:
+    """Copy one entry's compressed bytes into `dst` with a fresh local header (the sizes and
+    CRC in it, no data descriptor)."""
+    raw.seek(info.header_offset)
+    local = raw.read(30)
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    raw.seek(info.header_offset + 30 + name_len + extra_len)
+    copy = zipfile.ZipInfo(info.filename, info.date_time)
+    copy.compress_type = info.compress_type
+    copy.CRC, copy.compress_size, copy.file_size = info.CRC, info.compress_size, info.file_size
+    copy.external_attr = info.external_attr
+    sink = dst.fp
+    assert sink is not None
+    copy.header_offset = sink.tell()
+    sink.write(copy.FileHeader())
+    left = info.compress_size
+    while left:
+        block = raw.read(min(left, 1 << 20))
+        sink.write(block)
+        left -= len(block)
+    dst.filelist.append(copy)
+    dst.NameToInfo[copy.filename] = copy
+    dst.start_dir = sink.tell()
+
+
 class XlsxWriter:
-    """XLSX through XlsxWriter in constant-memory mode (rows flushed as written); text cells
-    are always written as strings, never as formulas."""
+    """XLSX through rvgsrust-xlsxwriter (rust_xlsxwriter) in constant-memory mode, rows handed
+    over a thousand at a time; text cells are always written as strings, never as formulas.
+
+    Money cells are numbers shown with their currency's digits: a money column gets the format
+    of its first amount's digits, and an amount with other digits (a JPY total in a CNY column)
+    is written with its own format.
+    """
 
     def __init__(self, path: Path, watermark: Watermark) -> None:
-        self._book = xlsxwriter.Workbook(
-            str(path),
-            {
-                "constant_memory": True,
-                "strings_to_formulas": False,
-                "strings_to_urls": False,
-                "strings_to_numbers": False,
-            },
-        )
+        self._path = path
+        self._book = rvgsrust_xlsxwriter.Workbook(str(path))
         self._book.set_properties(
-            {
-                "title": f"{watermark.title} {watermark.export_no}",
-                "author": watermark.actor_id,
-                "company": "ordertally",
-                "comments": watermark.line(),
-                "keywords": watermark.export_no,
-            }
+            title=f"{watermark.title} {watermark.export_no}",
+            author=watermark.actor_id,
+            comments=watermark.line(),
+            keywords=watermark.export_no,
         )
-        self._book.set_custom_property("export_no", watermark.export_no)
-        self._book.set_custom_property("exported_by", f"{watermark.actor_id} ({watermark.role})")
-        self._book.set_custom_property("source_ip", watermark.source_ip or "-")
-        self._book.set_custom_property("snapshot_at", watermark.snapshot_at)
-        self._sheet = self._book.add_worksheet("export")
+        self._custom = {
+            "export_no": watermark.export_no,
+            "exported_by": f"{watermark.actor_id} ({watermark.role})",
+            "source_ip": watermark.source_ip or "-",
+            "snapshot_at": watermark.snapshot_at,
+            "company": "ordertally",
+        }
+        self._sheet = self._book.add_worksheet("export", constant_memory=True)
         line = watermark.line().replace("&", "&&")
         self._sheet.set_header(f"&L{line}")
         self._sheet.set_footer(f"&L{line}&R&P / &N")
         self._formats: dict[int, Any] = {}
-        self._row = 0
+        self._column_digits: dict[int, int] = {}
+        self._batch: list[list[Any]] = []
+        self._row = 0  # the sheet row of the batch's first row
         self.body = BodyHash()
         for values in watermark.preamble():
-            self._write([*values])
-        self._row += 1
+            self._add([*values])
+        self._add([])
 
-    def _money_format(self, value: Decimal) -> Any:
-        digits = max(0, -int(value.as_tuple().exponent))
+    def _format(self, digits: int) -> Any:
         if digits not in self._formats:
-            self._formats[digits] = self._book.add_format(
-                {"num_format": "0." + "0" * digits if digits else "0"}
-            )
+            fmt = self._book.add_format()
+            fmt.set_num_format("0." + "0" * digits if digits else "0")
+            self._formats[digits] = fmt
         return self._formats[digits]
 
-    def _write(self, cells: list[Cell]) -> None:
+    def _flush(self) -> None:
+        if self._batch:
+            self._sheet.write_rows(self._row, 0, self._batch)
+            self._row += len(self._batch)
+            self._batch = []
+
+    def _add(self, cells: Sequence[Cell]) -> None:
+        values: list[Any] = []
+        own: list[tuple[int, float, int]] = []
         for col, cell in enumerate(cells):
-            if cell is None:
-                continue
-            if isinstance(cell, bool | int):
-                self._sheet.write_number(self._row, col, int(cell))
+            if isinstance(cell, str):
+                values.append("'" + cell if cell.startswith(FORMULA_START) else cell)
             elif isinstance(cell, Decimal):
                 # Shown with the currency's digits; the CSV and the manifest keep the exact text.
-                self._sheet.write_number(self._row, col, float(cell), self._money_format(cell))
+                digits = max(0, -int(cell.as_tuple().exponent))
+                column = self._column_digits.get(col)
+                if column is None:
+                    self._flush()  # the column's format applies to cells written after it
+                    self._sheet.set_column_format(col, self._format(digits))
+                    self._column_digits[col] = digits
+                elif column != digits:
+                    own.append((col, float(cell), digits))
+                values.append(float(cell))
+            elif isinstance(cell, bool):
+                values.append(int(cell))
             else:
-                self._sheet.write_string(self._row, col, _text(cell))
-        self._row += 1
+                values.append(cell)
+        if own:
+            self._flush()
+            self._sheet.write_row(self._row, 0, values)
+            for col, value, digits in own:
+                self._sheet.write(self._row, col, value, self._format(digits))
+            self._row += 1
+            return
+        self._batch.append(values)
+        if len(self._batch) >= XLSX_BATCH:
+            self._flush()
 
     def header(self, headers: list[str]) -> None:
         self.body.add([_text(h) for h in headers])
-        self._write([*headers])
+        self._add(headers)
 
     def row(self, cells: list[Cell]) -> None:
         self.body.add([_text(c) for c in cells])
-        self._write(cells)
+        self._add(cells)
 
     def close(self, footer: list[str]) -> None:
-        self._row += 1
-        self._write([*footer])
+        self._add([])
+        self._add([*footer])
+        self._flush()
         self._book.close()
+        add_custom_properties(self._path, self._custom)
 
 
 def open_writer(fmt: str, path: Path, watermark: Watermark) -> CsvWriter | XlsxWriter:
