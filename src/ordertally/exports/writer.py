@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 import struct
 import zipfile
 from collections.abc import Sequence
@@ -106,6 +107,13 @@ class BodyHash:
         self._buf.truncate()
         self._pending = 0
 
+    def write(self, data: bytes) -> None:
+        """Hash (and write) bytes already serialised as CSV rows."""
+        self.flush()
+        self._sha.update(data)
+        if self._sink is not None:
+            self._sink.write(data)
+
     def hexdigest(self) -> str:
         """The body's SHA-256 so far."""
         self.flush()
@@ -147,6 +155,53 @@ class CsvWriter:
         self.body.flush()
         self._file.write(_csv_lines([[], [_text(c) for c in footer]]))
         self._file.close()
+
+
+class CopyLines:
+    """Body rows rendered by PostgreSQL: the output of `COPY (SELECT line …) TO STDOUT` in
+    text format, one CSV line per row, turned into the CSV writer's bytes.
+
+    COPY ends each row with LF and escapes what the line holds (a backslash, and the CR and LF
+    of a quoted multi-line cell, as `\\`, `\r`, `\n`, ...): a block without a backslash only
+    needs CRLF line ends; one with a backslash is unescaped. A row split across two blocks
+    waits for the rest of it.
+    """
+
+    def __init__(self, body: BodyHash) -> None:
+        self._body = body
+        self._rest = b""
+        self.rows = 0
+
+    def feed(self, data: bytes) -> int:
+        """Write the complete rows in `data` (after what was left of the last block); returns
+        how many rows that completed."""
+        data = self._rest + data
+        end = data.rfind(b"\n") + 1
+        self._rest, data = data[end:], data[:end]
+        rows = data.count(b"\n")  # every row's end: a line break inside a cell is escaped
+        escaped = b"\\" in data
+        self._body.write(
+            _COPY_ESCAPE.sub(_unescape, data) if escaped else data.replace(b"\n", b"\r\n")
+        )
+        self.rows += rows
+        return rows
+
+    def close(self) -> None:
+        """Every row must have ended."""
+        if self._rest:
+            raise ValueError("COPY output ended inside a row")
+
+
+# A COPY text escape (backslash and one character) or a row's end.
+_COPY_ESCAPE = re.compile(rb"\\(.)|\n", re.DOTALL)
+_ESCAPED = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f", b"v": b"\v"}
+
+
+def _unescape(match: re.Match[bytes]) -> bytes:
+    char = match.group(1)
+    if char is None:
+        return b"\r\n"
+    return _ESCAPED.get(char, char)
 
 
 # The XLSX package parts that list the custom properties part (rvgsrust-xlsxwriter writes
