@@ -5,15 +5,19 @@ the formula neutraliser, CSV quoting of commas, quotes and line breaks, COPY's e
 
 from __future__ import annotations
 
+import io
+import zipfile
 from typing import Any
 
 import pytest
+from python_calamine import CalamineWorkbook
 from sqlalchemy import text
 
 from ordertally.core.db import Database
 from ordertally.core.settings import reset_settings
 from ordertally.exports import repository, service
 from ordertally.exports.schemas import ExportIn
+from tests.exports.test_writer import _styles
 from tests.factories import make_order
 
 pytestmark = pytest.mark.anyio
@@ -79,7 +83,9 @@ async def _run(db: Database, body: ExportIn, in_database: bool) -> tuple[dict[st
     claimed = await service.claim(db, queued.export_no)
     assert claimed is not None
     manifest = await service.run_export(db, claimed, render_in_database=in_database)
-    content = (service.export_dir() / f"{queued.export_no}.csv").read_bytes()
+    content = (service.export_dir() / f"{queued.export_no}.{body.format}").read_bytes()
+    if body.format == "xlsx":
+        return manifest, content
     return manifest, content.split(b"\r\n\r\n")[1]  # the body: between the watermark and footer
 
 
@@ -123,3 +129,40 @@ async def test_the_database_renders_the_same_bytes_as_python(
         if zone == "America/New_York":  # one order before, one after the March DST change
             assert b"2026-03-08 03:30:00-04:00" in python_body
             assert b"2026-11-01 01:30:00-05:00" in python_body
+
+
+@pytest.mark.parametrize("template", ["orders", "order_lines", "order_timelines"])
+async def test_xlsx_from_database_lines_has_the_python_paths_cells(
+    db: Database, fx: None, monkeypatch: pytest.MonkeyPatch, template: str
+) -> None:
+    if db.is_sqlite:
+        pytest.skip("SQLite keeps the Python path")
+    await _edge_cases(db)
+    copied: list[str] = []
+    through = repository.copy_csv_lines
+
+    async def counted(*args: Any) -> None:
+        copied.append(args[1].name)
+        await through(*args)
+
+    monkeypatch.setattr(repository, "copy_csv_lines", counted)
+    body = ExportIn(template=template, format="xlsx", timezone="Asia/Shanghai")
+    # When the same XLSX export is rendered in Python and from the database's CSV lines
+    python, python_file = await _run(db, body, in_database=False)
+    database, database_file = await _run(db, body, in_database=True)
+    assert copied == [template]
+    # Then the body hash, count and sums are the same, and so is every cell and its number
+    # format (below the watermark block, which names each export)
+    stable = ("row_count", "sums", "body_sha256")
+    assert {k: database[k] for k in stable} == {k: python[k] for k in stable}
+    sheets = [
+        CalamineWorkbook.from_filelike(io.BytesIO(f)).get_sheet_by_index(0).to_python()[6:-1]
+        for f in (python_file, database_file)
+    ]
+    assert sheets[0] == sheets[1]
+    assert len(sheets[0]) == python["row_count"] + 2  # the header row, the blank before the footer
+    styles = [_styles(zipfile.ZipFile(io.BytesIO(f))) for f in (python_file, database_file)]
+    assert styles[0] == styles[1]
+    if template == "orders":
+        assert '\'-2+3,"x"\\y\r\nz\tw' in [c for row in sheets[0] for c in row]
+        assert "0" in styles[0].values() and "0.00" in styles[0].values()  # JPY and CNY

@@ -40,6 +40,7 @@ from ordertally.exports.writer import (
     CsvWriter,
     FileWriter,
     Watermark,
+    XlsxWriter,
     file_sha256,
     open_writer,
 )
@@ -324,9 +325,10 @@ async def run_export(
         writer = open_writer(export.format, path, watermark)
         writer.header([c.header(export.timezone) for c in columns])
         cells = _sql_cells(session, export, columns) if render_in_database else None
-        if cells is not None and isinstance(writer, CsvWriter):
+        if cells is not None:
+            kinds = [c.kind for c in columns]
             done, sums = await _copy_rows(
-                db, session, export, template, cells, writer, total, on_progress
+                db, session, export, template, (cells, kinds), writer, total, on_progress
             )
         else:
             done, sums = await _render_rows(
@@ -372,9 +374,9 @@ def _sql_cells(
     session: AsyncSession, export: ExportAudit, columns: list[Column]
 ) -> list[Any] | None:
     """The columns' cells as SQL text expressions, or None when the file is rendered in Python:
-    not CSV on PostgreSQL, a column without a SQL rendering, personal data in clear (it needs
-    the cipher), or a single column (the csv module quotes a lone empty cell)."""
-    if export.format != "csv" or not repository.can_copy(session) or len(columns) < 2:
+    not PostgreSQL, a column without a SQL rendering, personal data in clear (it needs the
+    cipher), or a single column (the csv module quotes a lone empty cell)."""
+    if not repository.can_copy(session) or len(columns) < 2:
         return None
     if export.pii_unmasked and any(c.pii for c in columns):
         return None
@@ -387,13 +389,15 @@ async def _copy_rows(
     session: AsyncSession,
     export: ExportAudit,
     template: Template,
-    cells: list[Any],
-    writer: CsvWriter,
+    columns: tuple[list[Any], list[str]],
+    writer: CsvWriter | XlsxWriter,
     total: int,
     on_progress: Progress | None,
 ) -> tuple[int, dict[str, int]]:
-    """The body rendered by PostgreSQL and streamed through COPY; the per-currency sums are
-    the snapshot's own aggregate (the same rows)."""
+    """The body rendered by PostgreSQL as CSV lines and streamed through COPY (an XLSX file
+    parses them back into cells: the body hashed is the same); the per-currency sums are the
+    snapshot's own aggregate (the same rows)."""
+    cells, kinds = columns
     where = where_of(export)
     sums: dict[str, int] = {}
     if template.amount is not None:
@@ -403,7 +407,9 @@ async def _copy_rows(
     marks = [PROGRESS_EVERY]
 
     async def sink(data: bytes) -> None:
-        lines.feed(data)
+        rows = lines.feed(data)
+        if isinstance(writer, XlsxWriter):
+            writer.csv_rows(rows, kinds)
         if lines.rows >= marks[0]:
             marks[0] = (lines.rows // PROGRESS_EVERY + 1) * PROGRESS_EVERY
             await _update(db, export.id, rows_done=lines.rows)

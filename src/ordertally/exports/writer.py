@@ -172,19 +172,16 @@ class CopyLines:
         self._rest = b""
         self.rows = 0
 
-    def feed(self, data: bytes) -> int:
-        """Write the complete rows in `data` (after what was left of the last block); returns
-        how many rows that completed."""
+    def feed(self, data: bytes) -> bytes:
+        """Hash (and write) the complete rows in `data` (after what was left of the last
+        block) as CSV lines, and return those lines."""
         data = self._rest + data
         end = data.rfind(b"\n") + 1
         self._rest, data = data[end:], data[:end]
-        rows = data.count(b"\n")  # every row's end: a line break inside a cell is escaped
-        escaped = b"\\" in data
-        self._body.write(
-            _COPY_ESCAPE.sub(_unescape, data) if escaped else data.replace(b"\n", b"\r\n")
-        )
-        self.rows += rows
-        return rows
+        self.rows += data.count(b"\n")  # every row's end: a line break inside a cell is escaped
+        lines = _COPY_ESCAPE.sub(_unescape, data) if b"\\" in data else data.replace(b"\n", b"\r\n")
+        self._body.write(lines)
+        return lines
 
     def close(self) -> None:
         """Every row must have ended."""
@@ -338,12 +335,13 @@ class XlsxWriter:
             self._row += len(self._batch)
             self._batch = []
 
-    def _add(self, cells: Sequence[Cell]) -> None:
+    def _add(self, cells: Sequence[Cell], neutralised: bool = False) -> None:
         values: list[Any] = []
         own: list[tuple[int, float, int]] = []
         for col, cell in enumerate(cells):
             if isinstance(cell, str):
-                values.append("'" + cell if cell.startswith(FORMULA_START) else cell)
+                safe = neutralised or not cell.startswith(FORMULA_START)
+                values.append(cell if safe else "'" + cell)
             elif isinstance(cell, Decimal):
                 # Shown with the currency's digits; the CSV and the manifest keep the exact text.
                 digits = max(0, -int(cell.as_tuple().exponent))
@@ -377,6 +375,22 @@ class XlsxWriter:
     def row(self, cells: list[Cell]) -> None:
         self.body.add([_text(c) for c in cells])
         self._add(cells)
+
+    def csv_rows(self, lines: bytes, kinds: Sequence[str]) -> None:
+        """Body rows the database rendered as CSV lines (already hashed, already neutralised):
+        amounts and integers back to numbers (`kinds`: each column's "money", "int" or
+        "text"), empty cells left out."""
+        money = [i for i, kind in enumerate(kinds) if kind == "money"]
+        ints = [i for i, kind in enumerate(kinds) if kind == "int"]
+        for row in csv.reader(io.StringIO(lines.decode(), newline="")):
+            cells: list[Cell] = [v or None for v in row]
+            for i in money:
+                if row[i]:
+                    cells[i] = Decimal(row[i])
+            for i in ints:
+                if row[i]:
+                    cells[i] = int(row[i])
+            self._add(cells, neutralised=True)
 
     def close(self, footer: list[str]) -> None:
         self._add([])

@@ -59,6 +59,7 @@ class Column:
     render: Render
     pii: bool = False
     sql: SqlRender | None = None  # None: rendered in Python only
+    kind: str = "text"  # what its SQL-rendered text is in a spreadsheet: text, money or int
 
     def header(self, timezone: str) -> str:
         """The header cell: both languages, and the zone for local times."""
@@ -179,11 +180,13 @@ def _is_text(expr: Any) -> bool:
 def text(key: str, zh: str, en: str, expr: Any) -> Column:
     """A text (or integer) column read as it is stored."""
     sql: SqlRender | None = None
+    kind = "text"
     if _is_text(expr):
         sql = lambda v: sql_text(v[0])  # noqa: E731
     elif isinstance(getattr(expr, "type", None), Integer):
         sql = lambda v: cast(v[0], Text)  # noqa: E731
-    return Column(key, zh, en, (expr,), lambda v, _: v[0], sql=sql)
+        kind = "int"
+    return Column(key, zh, en, (expr,), lambda v, _: v[0], sql=sql, kind=kind)
 
 
 def flag(key: str, zh: str, en: str, expr: Any) -> Column:
@@ -195,6 +198,7 @@ def flag(key: str, zh: str, en: str, expr: Any) -> Column:
         (expr,),
         lambda v, _: None if v[0] is None else int(bool(v[0])),
         sql=lambda v: case((v[0].is_(None), None), (v[0], "1"), else_="0"),
+        kind="int",
     )
 
 
@@ -220,6 +224,7 @@ def money(key: str, zh: str, en: str, minor: Any, currency: Any) -> Column:
         (minor, currency),
         lambda v, _: None if v[0] is None else from_minor(v[0], v[1]),
         sql=lambda v: sql_from_minor(v[0], v[1]),
+        kind="money",
     )
 
 
@@ -251,7 +256,9 @@ def base_money(
         )
         return sql_from_minor(value, base_cur)
 
-    return Column(key, zh, en, (base_minor, minor, currency, rate, base), render, sql=sql)
+    return Column(
+        key, zh, en, (base_minor, minor, currency, rate, base), render, sql=sql, kind="money"
+    )
 
 
 def _sql_digits(currency: Any) -> Any:
