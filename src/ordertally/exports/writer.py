@@ -358,15 +358,19 @@ class XlsxWriter:
             else:
                 values.append(cell)
         if own:
-            self._flush()
-            self._sheet.write_row(self._row, 0, values)
-            for col, value, digits in own:
-                self._sheet.write(self._row, col, value, self._format(digits))
-            self._row += 1
+            self._write_own(values, own)
             return
         self._batch.append(values)
         if len(self._batch) >= XLSX_BATCH:
             self._flush()
+
+    def _write_own(self, values: list[Any], own: list[tuple[int, float, int]]) -> None:
+        """A row with amounts whose digits differ from their column's format."""
+        self._flush()
+        self._sheet.write_row(self._row, 0, values)
+        for col, value, digits in own:
+            self._sheet.write(self._row, col, value, self._format(digits))
+        self._row += 1
 
     def header(self, headers: list[str]) -> None:
         self.body.add([_text(h) for h in headers])
@@ -379,18 +383,35 @@ class XlsxWriter:
     def csv_rows(self, lines: bytes, kinds: Sequence[str]) -> None:
         """Body rows the database rendered as CSV lines (already hashed, already neutralised):
         amounts and integers back to numbers (`kinds`: each column's "money", "int" or
-        "text"), empty cells left out."""
+        "text"), empty cells left out. The amount's digits are read from its text."""
         money = [i for i, kind in enumerate(kinds) if kind == "money"]
         ints = [i for i, kind in enumerate(kinds) if kind == "int"]
         for row in csv.reader(io.StringIO(lines.decode(), newline="")):
-            cells: list[Cell] = [v or None for v in row]
+            values: list[Any] = [v or None for v in row]
+            own: list[tuple[int, float, int]] = []
             for i in money:
-                if row[i]:
-                    cells[i] = Decimal(row[i])
+                text = row[i]
+                if not text:
+                    continue
+                point = text.find(".")
+                digits = 0 if point < 0 else len(text) - point - 1
+                values[i] = amount = float(text)
+                column = self._column_digits.get(i)
+                if column is None:
+                    self._flush()  # the column's format applies to cells written after it
+                    self._sheet.set_column_format(i, self._format(digits))
+                    self._column_digits[i] = digits
+                elif column != digits:
+                    own.append((i, amount, digits))
             for i in ints:
                 if row[i]:
-                    cells[i] = int(row[i])
-            self._add(cells, neutralised=True)
+                    values[i] = int(row[i])
+            if own:
+                self._write_own(values, own)
+                continue
+            self._batch.append(values)
+            if len(self._batch) >= XLSX_BATCH:
+                self._flush()
 
     def close(self, footer: list[str]) -> None:
         self._add([])
