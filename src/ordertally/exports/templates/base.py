@@ -246,7 +246,7 @@ def base_money(
         converted = _half_even(
             cast(sql_from_minor(amount, cur), Numeric)
             * cast(fx, Numeric)
-            * func.power(literal(10, Numeric), _sql_digits(base_cur))
+            * cast(func.power(literal(10, Numeric), _sql_digits(base_cur)), Numeric)
         )
         value = case(
             (base_value.is_not(None), base_value),
