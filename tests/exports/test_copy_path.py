@@ -33,6 +33,20 @@ def fx(monkeypatch: pytest.MonkeyPatch) -> None:
     reset_settings()
 
 
+@pytest.fixture
+def copied(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The templates whose rows went through COPY (the real function, called through)."""
+    names: list[str] = []
+    through = repository.copy_csv_lines
+
+    async def counted(*args: Any) -> None:
+        names.append(args[1].name)
+        await through(*args)
+
+    monkeypatch.setattr(repository, "copy_csv_lines", counted)
+    return names
+
+
 async def _edge_cases(db: Database) -> None:
     """Orders in three currencies, then the stored values only the database can hold made
     awkward directly: older rows without a stored base amount, a rate whose conversion lands
@@ -94,19 +108,11 @@ async def _run(db: Database, body: ExportIn, in_database: bool) -> tuple[dict[st
     "template", ["orders", "order_lines", "payments", "shipments", "order_timelines", "refunds"]
 )
 async def test_the_database_renders_the_same_bytes_as_python(
-    db: Database, fx: None, monkeypatch: pytest.MonkeyPatch, template: str, zone: str
+    db: Database, fx: None, copied: list[str], template: str, zone: str
 ) -> None:
     if db.is_sqlite:
         pytest.skip("SQLite keeps the Python path")
     await _edge_cases(db)
-    copied: list[str] = []
-    through = repository.copy_csv_lines
-
-    async def counted(*args: Any) -> None:
-        copied.append(args[1].name)
-        await through(*args)
-
-    monkeypatch.setattr(repository, "copy_csv_lines", counted)
     body = ExportIn(template=template, timezone=zone)
     # When the same export is rendered in Python and by the database
     python, python_body = await _run(db, body, in_database=False)
@@ -133,19 +139,11 @@ async def test_the_database_renders_the_same_bytes_as_python(
 
 @pytest.mark.parametrize("template", ["orders", "order_lines", "order_timelines"])
 async def test_xlsx_from_database_lines_has_the_python_paths_cells(
-    db: Database, fx: None, monkeypatch: pytest.MonkeyPatch, template: str
+    db: Database, fx: None, copied: list[str], template: str
 ) -> None:
     if db.is_sqlite:
         pytest.skip("SQLite keeps the Python path")
     await _edge_cases(db)
-    copied: list[str] = []
-    through = repository.copy_csv_lines
-
-    async def counted(*args: Any) -> None:
-        copied.append(args[1].name)
-        await through(*args)
-
-    monkeypatch.setattr(repository, "copy_csv_lines", counted)
     body = ExportIn(template=template, format="xlsx", timezone="Asia/Shanghai")
     # When the same XLSX export is rendered in Python and from the database's CSV lines
     python, python_file = await _run(db, body, in_database=False)
