@@ -17,7 +17,8 @@ from ordertally.core.db import Database
 from ordertally.core.settings import reset_settings
 from ordertally.exports import repository, service
 from ordertally.exports.schemas import ExportIn
-from tests.exports.test_writer import _styles
+from ordertally.exports.writer import RUST_XLSX
+from tests.exports.test_writer import NO_RUST, _styles
 from tests.factories import make_order
 
 pytestmark = pytest.mark.anyio
@@ -137,12 +138,23 @@ async def test_the_database_renders_the_same_bytes_as_python(
             assert b"2026-11-01 01:30:00-05:00" in python_body
 
 
+@pytest.mark.parametrize("writer", ["auto", "python"])
 @pytest.mark.parametrize("template", ["orders", "order_lines", "order_timelines"])
 async def test_xlsx_from_database_lines_has_the_python_paths_cells(
-    db: Database, fx: None, copied: list[str], template: str
+    db: Database,
+    fx: None,
+    copied: list[str],
+    template: str,
+    writer: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if db.is_sqlite:
         pytest.skip("SQLite keeps the Python path")
+    if writer == "auto" and not RUST_XLSX:
+        pytest.skip(NO_RUST)
+    # Given the XLSX writer chosen by the setting (auto: the Rust binding; python: XlsxWriter)
+    monkeypatch.setenv("ORDERTALLY_EXPORT_XLSX_WRITER", writer)
+    reset_settings()
     await _edge_cases(db)
     body = ExportIn(template=template, format="xlsx", timezone="Asia/Shanghai")
     # When the same XLSX export is rendered in Python and from the database's CSV lines
@@ -159,8 +171,13 @@ async def test_xlsx_from_database_lines_has_the_python_paths_cells(
     ]
     assert sheets[0] == sheets[1]
     assert len(sheets[0]) == python["row_count"] + 2  # the header row, the blank before the footer
-    styles = [_styles(zipfile.ZipFile(io.BytesIO(f))) for f in (python_file, database_file)]
+    books = [zipfile.ZipFile(io.BytesIO(f)) for f in (python_file, database_file)]
+    styles = [_styles(book) for book in books]
     assert styles[0] == styles[1]
+    # And the chosen writer wrote them (the Rust one appends the custom properties part)
+    assert [book.namelist()[-1] == "docProps/custom.xml" for book in books] == [
+        writer == "auto"
+    ] * 2
     if template == "orders":
         assert '\'-2+3,"x"\\y\r\nz\tw' in [c for row in sheets[0] for c in row]
         assert "0" in styles[0].values() and "0.00" in styles[0].values()  # JPY and CNY

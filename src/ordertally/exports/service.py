@@ -322,7 +322,7 @@ async def run_export(
         )
         name = f"{export.export_no}.{export.format}"
         path = export_dir() / name
-        writer = open_writer(export.format, path, watermark)
+        writer = open_writer(export.format, path, watermark, get_settings().export_xlsx_writer)
         writer.header([c.header(export.timezone) for c in columns])
         cells = _sql_cells(session, export, columns) if render_in_database else None
         if cells is not None:
@@ -408,7 +408,7 @@ async def _copy_rows(
 
     async def sink(data: bytes) -> None:
         rows = lines.feed(data)
-        if isinstance(writer, XlsxWriter):
+        if not isinstance(writer, CsvWriter):
             writer.csv_rows(rows, kinds)
         if lines.rows >= marks[0]:
             marks[0] = (lines.rows // PROGRESS_EVERY + 1) * PROGRESS_EVERY

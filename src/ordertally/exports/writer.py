@@ -22,10 +22,17 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 from xml.sax.saxutils import escape
 
-import rvgsrust_xlsxwriter
+import xlsxwriter  # type: ignore[import-untyped]
 
 from ordertally.core.spreadsheet import FORMULA_START
 from ordertally.exports.templates.base import Cell
+
+try:  # optional: wheels for three platforms only (ADR 0036 addendum); XlsxWriter otherwise
+    import rvgsrust_xlsxwriter
+except ImportError:  # pragma: no cover - depends on the platform
+    RUST_XLSX = False
+else:
+    RUST_XLSX = True
 
 BOM = "\ufeff"
 
@@ -284,7 +291,34 @@ def _copy_compressed(raw: IO[bytes], info: zipfile.ZipInfo, dst: zipfile.ZipFile
     dst.start_dir = sink.tell()
 
 
-class XlsxWriter:
+def _core_properties(watermark: Watermark) -> dict[str, str]:
+    """The XLSX core document properties (docProps/core.xml) of either writer."""
+    return {
+        "title": f"{watermark.title} {watermark.export_no}",
+        "author": watermark.actor_id,
+        "comments": watermark.line(),
+        "keywords": watermark.export_no,
+    }
+
+
+def _custom_properties(watermark: Watermark) -> dict[str, str]:
+    """The XLSX custom document properties (docProps/custom.xml) of either writer."""
+    return {
+        "export_no": watermark.export_no,
+        "exported_by": f"{watermark.actor_id} ({watermark.role})",
+        "source_ip": watermark.source_ip or "-",
+        "snapshot_at": watermark.snapshot_at,
+        "company": "ordertally",
+    }
+
+
+def _amount_digits(text: str) -> int:
+    """The digits after the point of an amount rendered as text by the database."""
+    point = text.find(".")
+    return 0 if point < 0 else len(text) - point - 1
+
+
+class RustXlsxWriter:
     """XLSX through rvgsrust-xlsxwriter (rust_xlsxwriter) in constant-memory mode, rows handed
     over a thousand at a time; text cells are always written as strings, never as formulas.
 
@@ -294,21 +328,12 @@ class XlsxWriter:
     """
 
     def __init__(self, path: Path, watermark: Watermark) -> None:
+        if not RUST_XLSX:
+            raise RuntimeError("rvgsrust-xlsxwriter is not installed (no wheel for this platform)")
         self._path = path
         self._book = rvgsrust_xlsxwriter.Workbook(str(path))
-        self._book.set_properties(
-            title=f"{watermark.title} {watermark.export_no}",
-            author=watermark.actor_id,
-            comments=watermark.line(),
-            keywords=watermark.export_no,
-        )
-        self._custom = {
-            "export_no": watermark.export_no,
-            "exported_by": f"{watermark.actor_id} ({watermark.role})",
-            "source_ip": watermark.source_ip or "-",
-            "snapshot_at": watermark.snapshot_at,
-            "company": "ordertally",
-        }
+        self._book.set_properties(**_core_properties(watermark))
+        self._custom = _custom_properties(watermark)
         self._sheet = self._book.add_worksheet("export", constant_memory=True)
         line = watermark.line().replace("&", "&&")
         self._sheet.set_header(f"&L{line}")
@@ -393,7 +418,7 @@ class XlsxWriter:
                 text = row[i]
                 if not text:
                     continue
-                point = text.find(".")
+                point = text.find(".")  # `_amount_digits`, inlined: once per amount cell
                 digits = 0 if point < 0 else len(text) - point - 1
                 values[i] = amount = float(text)
                 column = self._column_digits.get(i)
@@ -421,9 +446,105 @@ class XlsxWriter:
         add_custom_properties(self._path, self._custom)
 
 
-def open_writer(fmt: str, path: Path, watermark: Watermark) -> CsvWriter | XlsxWriter:
-    """The writer for a format."""
-    return CsvWriter(path, watermark) if fmt == "csv" else XlsxWriter(path, watermark)
+class PythonXlsxWriter:
+    """XLSX through XlsxWriter (pure Python) in constant-memory mode, rows flushed as written:
+    the same cells, number formats, properties and print header/footer as `RustXlsxWriter`,
+    wherever the Rust binding has no wheel (or `export_xlsx_writer` is "python"). Text cells
+    are always written as strings, never as formulas."""
+
+    def __init__(self, path: Path, watermark: Watermark) -> None:
+        self._book = xlsxwriter.Workbook(
+            str(path),
+            {
+                "constant_memory": True,
+                "strings_to_formulas": False,
+                "strings_to_urls": False,
+                "strings_to_numbers": False,
+            },
+        )
+        self._book.set_properties(_core_properties(watermark))
+        for name, value in _custom_properties(watermark).items():
+            self._book.set_custom_property(name, value)
+        self._sheet = self._book.add_worksheet("export")
+        line = watermark.line().replace("&", "&&")
+        self._sheet.set_header(f"&L{line}")
+        self._sheet.set_footer(f"&L{line}&R&P / &N")
+        self._formats: dict[int, Any] = {}
+        self._row = 0
+        self.body = BodyHash()
+        for values in watermark.preamble():
+            self._write([*values])
+        self._row += 1
+
+    def _format(self, digits: int) -> Any:
+        if digits not in self._formats:
+            self._formats[digits] = self._book.add_format(
+                {"num_format": "0." + "0" * digits if digits else "0"}
+            )
+        return self._formats[digits]
+
+    def _write(self, cells: Sequence[Cell]) -> None:
+        for col, cell in enumerate(cells):
+            if cell is None:
+                continue
+            if isinstance(cell, bool | int):
+                self._sheet.write_number(self._row, col, int(cell))
+            elif isinstance(cell, Decimal):
+                # Shown with the currency's digits; the CSV and the manifest keep the exact text.
+                digits = max(0, -int(cell.as_tuple().exponent))
+                self._sheet.write_number(self._row, col, float(cell), self._format(digits))
+            else:
+                self._sheet.write_string(self._row, col, _text(cell))
+        self._row += 1
+
+    def header(self, headers: list[str]) -> None:
+        self.body.add([_text(h) for h in headers])
+        self._write([*headers])
+
+    def row(self, cells: list[Cell]) -> None:
+        self.body.add([_text(c) for c in cells])
+        self._write(cells)
+
+    def csv_rows(self, lines: bytes, kinds: Sequence[str]) -> None:
+        """Body rows the database rendered as CSV lines (already hashed, already neutralised):
+        amounts and integers back to numbers, text as it is, empty cells left out."""
+        for row in csv.reader(io.StringIO(lines.decode(), newline="")):
+            for col, (text, kind) in enumerate(zip(row, kinds, strict=True)):
+                if not text:
+                    continue
+                if kind == "money":
+                    fmt = self._format(_amount_digits(text))
+                    self._sheet.write_number(self._row, col, float(text), fmt)
+                elif kind == "int":
+                    self._sheet.write_number(self._row, col, int(text))
+                else:
+                    self._sheet.write_string(self._row, col, text)
+            self._row += 1
+
+    def close(self, footer: list[str]) -> None:
+        self._row += 1
+        self._write([*footer])
+        self._book.close()
+
+
+XlsxWriter = RustXlsxWriter | PythonXlsxWriter
+
+
+def xlsx_writer_class(choice: str = "auto") -> type[RustXlsxWriter] | type[PythonXlsxWriter]:
+    """The XLSX writer for the `export_xlsx_writer` setting: the Rust binding when "auto" and
+    it is installed, XlsxWriter otherwise."""
+    if choice == "auto" and RUST_XLSX:
+        return RustXlsxWriter
+    return PythonXlsxWriter
+
+
+def open_writer(
+    fmt: str, path: Path, watermark: Watermark, xlsx_writer: str = "auto"
+) -> CsvWriter | XlsxWriter:
+    """The writer for a format (and, for XLSX, the `export_xlsx_writer` setting)."""
+    if fmt == "csv":
+        return CsvWriter(path, watermark)
+    return xlsx_writer_class(xlsx_writer)(path, watermark)
 
 
 def file_sha256(path: Path) -> str:
