@@ -7,8 +7,10 @@ RSS is its own:
 
 - `csv`, `xlsx`: the real export path (request, claim, one REPEATABLE READ snapshot, render,
   stream to disk, manifest) of the `orders` template for the month;
-- `writer-xlsxwriter`, `writer-rustpy`: the XLSX writers alone on N rendered rows of the same
-  shape (XlsxWriter constant_memory vs rustpy-xlsxwriter fed by a generator);
+- `writer-xlsxwriter`, `writer-rustpy`, `writer-rvgsrust`: the XLSX writers alone on N
+  rendered rows of the same shape (XlsxWriter constant_memory; rustpy-xlsxwriter fed by a
+  generator of dicts; rvgsrust-xlsxwriter constant_memory fed 1,000 rows a call, the product's
+  writer);
 - `stage`: the stage table for the month (all orders, then by channel), R runs, p50 and p95;
 - `consumers`: the analytics timeline and tally consumers draining 7 events per order
   (created, paid, allocated, picking, shipped, parcel shipped, delivered) for
@@ -41,7 +43,15 @@ PG = os.environ.get(
 MONTH = datetime(2026, 11, 1, tzinfo=UTC) - timedelta(hours=8)  # 1 Nov 00:00 Asia/Shanghai
 SECONDS = 30 * 86400
 KEY = base64.b64encode(b"b" * 32).decode()
-MEASURES = ("csv", "xlsx", "writer-xlsxwriter", "writer-rustpy", "stage", "consumers")
+MEASURES = (
+    "csv",
+    "xlsx",
+    "writer-xlsxwriter",
+    "writer-rustpy",
+    "writer-rvgsrust",
+    "stage",
+    "consumers",
+)
 
 
 def _cpu() -> float:
@@ -184,12 +194,32 @@ async def load(url: str, n: int) -> float:
     return time.perf_counter() - t0
 
 
+def _proc_cpu(pid: int) -> float:
+    """A process's user + system CPU seconds (a PostgreSQL backend's, read from /proc)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def measure_export(url: str, fmt: str) -> dict[str, Any]:
-    """The real export path for the month's orders."""
+    """The real export path for the month's orders; the CPU of this process and of the
+    PostgreSQL backend that read (and, on the COPY path, rendered) the rows."""
+    from sqlalchemy import text
+
     from ordertally.core.db import Database
-    from ordertally.exports import service
+    from ordertally.exports import repository, service
     from ordertally.exports.schemas import ExportIn
 
+    backend: list[tuple[int, float]] = []
+    open_snapshot = repository.open_snapshot
+
+    async def snapshot_with_pid(session: Any) -> Any:
+        at = await open_snapshot(session)
+        pid = int(await session.scalar(text("SELECT pg_backend_pid()")))
+        backend.append((pid, _proc_cpu(pid)))
+        return at
+
+    repository.open_snapshot = snapshot_with_pid
     db = Database(url)
     body = ExportIn(
         template="orders", format=fmt, date_from=date(2026, 11, 1), date_to=date(2026, 11, 30)
@@ -204,12 +234,15 @@ async def measure_export(url: str, fmt: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     manifest = await service.run_export(db, claimed)
     seconds, cpu = time.perf_counter() - t0, _cpu() - cpu0
+    pid, db_cpu0 = backend[0]
+    db_cpu = _proc_cpu(pid) - db_cpu0
     await db.dispose()
     return {
         "measure": fmt,
         "rows": manifest["row_count"],
         "seconds": round(seconds, 2),
         "cpu_seconds": round(cpu, 2),
+        "db_backend_cpu_seconds": round(db_cpu, 2),
         "rows_per_s": round(manifest["row_count"] / seconds),
         "file_mb": round(manifest["file_bytes"] / 2**20, 1),
         "rss_before_mb": round(before),
@@ -246,6 +279,25 @@ def measure_writer(kind: str, n: int, out: str) -> dict[str, Any]:
                     sheet.write_number(r, c, float(v), money)
                 else:
                     sheet.write_string(r, c, v)
+        book.close()
+    elif kind == "writer-rvgsrust":
+        import rvgsrust_xlsxwriter
+
+        book = rvgsrust_xlsxwriter.Workbook(out)
+        sheet = book.add_worksheet("export", constant_memory=True)
+        money = book.add_format()
+        money.set_num_format("0.00")
+        for c in (8, 9, 10, 11, 12, 13, 16):
+            sheet.set_column_format(c, money)
+        batch: list[list[Any]] = []
+        start = 0
+        for row in _rendered(n):
+            batch.append([float(v) if isinstance(v, Decimal) else v for v in row])
+            if len(batch) == 1000:
+                sheet.write_rows(start, 0, batch)
+                start, batch = start + len(batch), []
+        if batch:
+            sheet.write_rows(start, 0, batch)
         book.close()
     else:
         import rustpy_xlsxwriter

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select, text, update
+from sqlalchemy import Select, func, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
@@ -76,6 +76,39 @@ async def stream_rows(
     async for partition in result.partitions(STREAM_BATCH):
         for row in partition:
             yield row
+
+
+def can_copy(session: AsyncSession) -> bool:
+    """Whether rows can be rendered by the database and streamed through COPY (PostgreSQL
+    through asyncpg)."""
+    bind = session.get_bind()
+    return bind.dialect.name == "postgresql" and bind.dialect.driver == "asyncpg"
+
+
+async def copy_csv_lines(
+    session: AsyncSession,
+    template: Template,
+    cells: Sequence[Any],
+    where: dict[str, Any],
+    timezone: str,
+    sink: Callable[[bytes], Awaitable[Any]],
+) -> None:
+    """The export's rows as CSV lines rendered by PostgreSQL (`cells`: one text expression
+    per column), in key order, streamed through `COPY … TO STDOUT` into `sink` in this
+    transaction's snapshot. The session's time zone is the export's for the rest of the
+    transaction (local times and days are rendered in it)."""
+    parts: list[Any] = []
+    for cell in cells:
+        parts.extend((cell, literal(",")))
+    stmt = _filtered(select(func.concat(*parts[:-1])), template, where).order_by(template.key)
+    conn = await session.connection()
+    await conn.execute(select(func.set_config("TimeZone", timezone, True)))
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.construct_params()
+    args = [params[name] for name in compiled.positiontup or ()]
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    await driver.copy_from_query(compiled.string, *args, output=sink)
 
 
 # --- the audit table ------------------------------------------------------------------------

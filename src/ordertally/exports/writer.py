@@ -12,16 +12,27 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
+import struct
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, Protocol
+from xml.sax.saxutils import escape
 
 import xlsxwriter  # type: ignore[import-untyped]
 
 from ordertally.core.spreadsheet import FORMULA_START
 from ordertally.exports.templates.base import Cell
+
+try:  # optional: wheels for three platforms only (ADR 0036 addendum); XlsxWriter otherwise
+    import rvgsrust_xlsxwriter
+except ImportError:  # pragma: no cover - depends on the platform
+    RUST_XLSX = False
+else:
+    RUST_XLSX = True
 
 BOM = "\ufeff"
 
@@ -103,6 +114,13 @@ class BodyHash:
         self._buf.truncate()
         self._pending = 0
 
+    def write(self, data: bytes) -> None:
+        """Hash (and write) bytes already serialised as CSV rows."""
+        self.flush()
+        self._sha.update(data)
+        if self._sink is not None:
+            self._sink.write(data)
+
     def hexdigest(self) -> str:
         """The body's SHA-256 so far."""
         self.flush()
@@ -146,8 +164,292 @@ class CsvWriter:
         self._file.close()
 
 
-class XlsxWriter:
-    """XLSX through XlsxWriter in constant-memory mode (rows flushed as written); text cells
+class CopyLines:
+    """Body rows rendered by PostgreSQL: the output of `COPY (SELECT line …) TO STDOUT` in
+    text format, one CSV line per row, turned into the CSV writer's bytes.
+
+    COPY ends each row with LF and escapes what the line holds (a backslash, and the CR and LF
+    of a quoted multi-line cell, as `\\`, `\r`, `\n`, ...): a block without a backslash only
+    needs CRLF line ends; one with a backslash is unescaped. A row split across two blocks
+    waits for the rest of it.
+    """
+
+    def __init__(self, body: BodyHash) -> None:
+        self._body = body
+        self._rest = b""
+        self.rows = 0
+
+    def feed(self, data: bytes) -> bytes:
+        """Hash (and write) the complete rows in `data` (after what was left of the last
+        block) as CSV lines, and return those lines."""
+        data = self._rest + data
+        end = data.rfind(b"\n") + 1
+        self._rest, data = data[end:], data[:end]
+        self.rows += data.count(b"\n")  # every row's end: a line break inside a cell is escaped
+        lines = _COPY_ESCAPE.sub(_unescape, data) if b"\\" in data else data.replace(b"\n", b"\r\n")
+        self._body.write(lines)
+        return lines
+
+    def close(self) -> None:
+        """Every row must have ended."""
+        if self._rest:
+            raise ValueError("COPY output ended inside a row")
+
+
+# A COPY text escape (backslash and one character) or a row's end.
+_COPY_ESCAPE = re.compile(rb"\\(.)|\n", re.DOTALL)
+_ESCAPED = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f", b"v": b"\v"}
+
+
+def _unescape(match: re.Match[bytes]) -> bytes:
+    char = match.group(1)
+    if char is None:
+        return b"\r\n"
+    return _ESCAPED.get(char, char)
+
+
+# The XLSX package parts that list the custom properties part (rvgsrust-xlsxwriter writes
+# the core properties but has no custom ones: they are added when the file is closed).
+_CUSTOM_TYPE = (
+    '<Override PartName="/docProps/custom.xml" '
+    'ContentType="application/vnd.openxmlformats-officedocument.custom-properties+xml"/>'
+)
+_CUSTOM_REL = (
+    '<Relationship Id="rIdCustom" Type="http://schemas.openxmlformats.org/officeDocument/2006/'
+    'relationships/custom-properties" Target="docProps/custom.xml"/>'
+)
+# Rows handed to the Rust writer in one call (one crossing per batch, not per row).
+XLSX_BATCH = 1000
+
+
+def _custom_xml(properties: dict[str, str]) -> bytes:
+    items = "".join(
+        f'<property fmtid="{{D5CDD505-2E9C-101B-9397-08002B2CF9AE}}" pid="{pid}" '
+        f'name="{escape(name, _ATTR)}"><vt:lpwstr>{escape(value)}</vt:lpwstr></property>'
+        for pid, (name, value) in enumerate(properties.items(), start=2)
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        '<Properties xmlns="http://schemas.openxmlformats.org/officeDocument/2006/'
+        'custom-properties" xmlns:vt="http://schemas.openxmlformats.org/officeDocument/2006/'
+        f'docPropsVTypes">{items}</Properties>'
+    ).encode()
+
+
+_ATTR = {'"': "&quot;"}
+
+
+def add_custom_properties(path: Path, properties: dict[str, str]) -> None:
+    """Add a custom document properties part to a closed XLSX file.
+
+    The package is rewritten with every existing part copied as it is compressed (the sheet of
+    a million rows is not inflated and deflated again); only `[Content_Types].xml` and
+    `_rels/.rels` are rewritten, to list the new part.
+    """
+    out = path.with_name(path.name + ".part")
+    with path.open("rb") as raw, zipfile.ZipFile(raw) as src, out.open("wb") as sink:
+        dst = zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED)
+        for info in src.infolist():
+            if info.filename == "[Content_Types].xml":
+                xml = src.read(info).decode().replace("</Types>", _CUSTOM_TYPE + "</Types>")
+                dst.writestr(info.filename, xml)
+            elif info.filename == "_rels/.rels":
+                rels = src.read(info).decode()
+                dst.writestr(
+                    info.filename,
+                    rels.replace("</Relationships>", _CUSTOM_REL + "</Relationships>"),
+                )
+            else:
+                _copy_compressed(raw, info, dst)
+        dst.writestr("docProps/custom.xml", _custom_xml(properties))
+        dst.close()
+    out.replace(path)
+
+
+def _copy_compressed(raw: IO[bytes], info: zipfile.ZipInfo, dst: zipfile.ZipFile) -> None:
+    """Copy one entry's compressed bytes into `dst` with a fresh local header (the sizes and
+    CRC in it, no data descriptor)."""
+    raw.seek(info.header_offset)
+    local = raw.read(30)
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    raw.seek(info.header_offset + 30 + name_len + extra_len)
+    copy = zipfile.ZipInfo(info.filename, info.date_time)
+    copy.compress_type = info.compress_type
+    copy.CRC, copy.compress_size, copy.file_size = info.CRC, info.compress_size, info.file_size
+    copy.external_attr = info.external_attr
+    sink = dst.fp
+    assert sink is not None
+    copy.header_offset = sink.tell()
+    sink.write(copy.FileHeader())
+    left = info.compress_size
+    while left:
+        block = raw.read(min(left, 1 << 20))
+        sink.write(block)
+        left -= len(block)
+    dst.filelist.append(copy)
+    dst.NameToInfo[copy.filename] = copy
+    dst.start_dir = sink.tell()
+
+
+def _core_properties(watermark: Watermark) -> dict[str, str]:
+    """The XLSX core document properties (docProps/core.xml) of either writer."""
+    return {
+        "title": f"{watermark.title} {watermark.export_no}",
+        "author": watermark.actor_id,
+        "comments": watermark.line(),
+        "keywords": watermark.export_no,
+    }
+
+
+def _custom_properties(watermark: Watermark) -> dict[str, str]:
+    """The XLSX custom document properties (docProps/custom.xml) of either writer."""
+    return {
+        "export_no": watermark.export_no,
+        "exported_by": f"{watermark.actor_id} ({watermark.role})",
+        "source_ip": watermark.source_ip or "-",
+        "snapshot_at": watermark.snapshot_at,
+        "company": "ordertally",
+    }
+
+
+def _amount_digits(text: str) -> int:
+    """The digits after the point of an amount rendered as text by the database."""
+    point = text.find(".")
+    return 0 if point < 0 else len(text) - point - 1
+
+
+class RustXlsxWriter:
+    """XLSX through rvgsrust-xlsxwriter (rust_xlsxwriter) in constant-memory mode, rows handed
+    over a thousand at a time; text cells are always written as strings, never as formulas.
+
+    Money cells are numbers shown with their currency's digits: a money column gets the format
+    of its first amount's digits, and an amount with other digits (a JPY total in a CNY column)
+    is written with its own format.
+    """
+
+    def __init__(self, path: Path, watermark: Watermark) -> None:
+        if not RUST_XLSX:
+            raise RuntimeError("rvgsrust-xlsxwriter is not installed (no wheel for this platform)")
+        self._path = path
+        self._book = rvgsrust_xlsxwriter.Workbook(str(path))
+        self._book.set_properties(**_core_properties(watermark))
+        self._custom = _custom_properties(watermark)
+        self._sheet = self._book.add_worksheet("export", constant_memory=True)
+        line = watermark.line().replace("&", "&&")
+        self._sheet.set_header(f"&L{line}")
+        self._sheet.set_footer(f"&L{line}&R&P / &N")
+        self._formats: dict[int, Any] = {}
+        self._column_digits: dict[int, int] = {}
+        self._batch: list[list[Any]] = []
+        self._row = 0  # the sheet row of the batch's first row
+        self.body = BodyHash()
+        for values in watermark.preamble():
+            self._add([*values])
+        self._add([])
+
+    def _format(self, digits: int) -> Any:
+        if digits not in self._formats:
+            fmt = self._book.add_format()
+            fmt.set_num_format("0." + "0" * digits if digits else "0")
+            self._formats[digits] = fmt
+        return self._formats[digits]
+
+    def _flush(self) -> None:
+        if self._batch:
+            self._sheet.write_rows(self._row, 0, self._batch)
+            self._row += len(self._batch)
+            self._batch = []
+
+    def _add(self, cells: Sequence[Cell], neutralised: bool = False) -> None:
+        values: list[Any] = []
+        own: list[tuple[int, float, int]] = []
+        for col, cell in enumerate(cells):
+            if isinstance(cell, str):
+                safe = neutralised or not cell.startswith(FORMULA_START)
+                values.append(cell if safe else "'" + cell)
+            elif isinstance(cell, Decimal):
+                # Shown with the currency's digits; the CSV and the manifest keep the exact text.
+                digits = max(0, -int(cell.as_tuple().exponent))
+                column = self._column_digits.get(col)
+                if column is None:
+                    self._flush()  # the column's format applies to cells written after it
+                    self._sheet.set_column_format(col, self._format(digits))
+                    self._column_digits[col] = digits
+                elif column != digits:
+                    own.append((col, float(cell), digits))
+                values.append(float(cell))
+            elif isinstance(cell, bool):
+                values.append(int(cell))
+            else:
+                values.append(cell)
+        if own:
+            self._write_own(values, own)
+            return
+        self._batch.append(values)
+        if len(self._batch) >= XLSX_BATCH:
+            self._flush()
+
+    def _write_own(self, values: list[Any], own: list[tuple[int, float, int]]) -> None:
+        """A row with amounts whose digits differ from their column's format."""
+        self._flush()
+        self._sheet.write_row(self._row, 0, values)
+        for col, value, digits in own:
+            self._sheet.write(self._row, col, value, self._format(digits))
+        self._row += 1
+
+    def header(self, headers: list[str]) -> None:
+        self.body.add([_text(h) for h in headers])
+        self._add(headers)
+
+    def row(self, cells: list[Cell]) -> None:
+        self.body.add([_text(c) for c in cells])
+        self._add(cells)
+
+    def csv_rows(self, lines: bytes, kinds: Sequence[str]) -> None:
+        """Body rows the database rendered as CSV lines (already hashed, already neutralised):
+        amounts and integers back to numbers (`kinds`: each column's "money", "int" or
+        "text"), empty cells left out. The amount's digits are read from its text."""
+        money = [i for i, kind in enumerate(kinds) if kind == "money"]
+        ints = [i for i, kind in enumerate(kinds) if kind == "int"]
+        for row in csv.reader(io.StringIO(lines.decode(), newline="")):
+            values: list[Any] = [v or None for v in row]
+            own: list[tuple[int, float, int]] = []
+            for i in money:
+                text = row[i]
+                if not text:
+                    continue
+                point = text.find(".")  # `_amount_digits`, inlined: once per amount cell
+                digits = 0 if point < 0 else len(text) - point - 1
+                values[i] = amount = float(text)
+                column = self._column_digits.get(i)
+                if column is None:
+                    self._flush()  # the column's format applies to cells written after it
+                    self._sheet.set_column_format(i, self._format(digits))
+                    self._column_digits[i] = digits
+                elif column != digits:
+                    own.append((i, amount, digits))
+            for i in ints:
+                if row[i]:
+                    values[i] = int(row[i])
+            if own:
+                self._write_own(values, own)
+                continue
+            self._batch.append(values)
+            if len(self._batch) >= XLSX_BATCH:
+                self._flush()
+
+    def close(self, footer: list[str]) -> None:
+        self._add([])
+        self._add([*footer])
+        self._flush()
+        self._book.close()
+        add_custom_properties(self._path, self._custom)
+
+
+class PythonXlsxWriter:
+    """XLSX through XlsxWriter (pure Python) in constant-memory mode, rows flushed as written:
+    the same cells, number formats, properties and print header/footer as `RustXlsxWriter`,
+    wherever the Rust binding has no wheel (or `export_xlsx_writer` is "python"). Text cells
     are always written as strings, never as formulas."""
 
     def __init__(self, path: Path, watermark: Watermark) -> None:
@@ -160,19 +462,9 @@ class XlsxWriter:
                 "strings_to_numbers": False,
             },
         )
-        self._book.set_properties(
-            {
-                "title": f"{watermark.title} {watermark.export_no}",
-                "author": watermark.actor_id,
-                "company": "ordertally",
-                "comments": watermark.line(),
-                "keywords": watermark.export_no,
-            }
-        )
-        self._book.set_custom_property("export_no", watermark.export_no)
-        self._book.set_custom_property("exported_by", f"{watermark.actor_id} ({watermark.role})")
-        self._book.set_custom_property("source_ip", watermark.source_ip or "-")
-        self._book.set_custom_property("snapshot_at", watermark.snapshot_at)
+        self._book.set_properties(_core_properties(watermark))
+        for name, value in _custom_properties(watermark).items():
+            self._book.set_custom_property(name, value)
         self._sheet = self._book.add_worksheet("export")
         line = watermark.line().replace("&", "&&")
         self._sheet.set_header(f"&L{line}")
@@ -184,15 +476,14 @@ class XlsxWriter:
             self._write([*values])
         self._row += 1
 
-    def _money_format(self, value: Decimal) -> Any:
-        digits = max(0, -int(value.as_tuple().exponent))
+    def _format(self, digits: int) -> Any:
         if digits not in self._formats:
             self._formats[digits] = self._book.add_format(
                 {"num_format": "0." + "0" * digits if digits else "0"}
             )
         return self._formats[digits]
 
-    def _write(self, cells: list[Cell]) -> None:
+    def _write(self, cells: Sequence[Cell]) -> None:
         for col, cell in enumerate(cells):
             if cell is None:
                 continue
@@ -200,7 +491,8 @@ class XlsxWriter:
                 self._sheet.write_number(self._row, col, int(cell))
             elif isinstance(cell, Decimal):
                 # Shown with the currency's digits; the CSV and the manifest keep the exact text.
-                self._sheet.write_number(self._row, col, float(cell), self._money_format(cell))
+                digits = max(0, -int(cell.as_tuple().exponent))
+                self._sheet.write_number(self._row, col, float(cell), self._format(digits))
             else:
                 self._sheet.write_string(self._row, col, _text(cell))
         self._row += 1
@@ -213,15 +505,46 @@ class XlsxWriter:
         self.body.add([_text(c) for c in cells])
         self._write(cells)
 
+    def csv_rows(self, lines: bytes, kinds: Sequence[str]) -> None:
+        """Body rows the database rendered as CSV lines (already hashed, already neutralised):
+        amounts and integers back to numbers, text as it is, empty cells left out."""
+        for row in csv.reader(io.StringIO(lines.decode(), newline="")):
+            for col, (text, kind) in enumerate(zip(row, kinds, strict=True)):
+                if not text:
+                    continue
+                if kind == "money":
+                    fmt = self._format(_amount_digits(text))
+                    self._sheet.write_number(self._row, col, float(text), fmt)
+                elif kind == "int":
+                    self._sheet.write_number(self._row, col, int(text))
+                else:
+                    self._sheet.write_string(self._row, col, text)
+            self._row += 1
+
     def close(self, footer: list[str]) -> None:
         self._row += 1
         self._write([*footer])
         self._book.close()
 
 
-def open_writer(fmt: str, path: Path, watermark: Watermark) -> CsvWriter | XlsxWriter:
-    """The writer for a format."""
-    return CsvWriter(path, watermark) if fmt == "csv" else XlsxWriter(path, watermark)
+XlsxWriter = RustXlsxWriter | PythonXlsxWriter
+
+
+def xlsx_writer_class(choice: str = "auto") -> type[RustXlsxWriter] | type[PythonXlsxWriter]:
+    """The XLSX writer for the `export_xlsx_writer` setting: the Rust binding when "auto" and
+    it is installed, XlsxWriter otherwise."""
+    if choice == "auto" and RUST_XLSX:
+        return RustXlsxWriter
+    return PythonXlsxWriter
+
+
+def open_writer(
+    fmt: str, path: Path, watermark: Watermark, xlsx_writer: str = "auto"
+) -> CsvWriter | XlsxWriter:
+    """The writer for a format (and, for XLSX, the `export_xlsx_writer` setting)."""
+    if fmt == "csv":
+        return CsvWriter(path, watermark)
+    return xlsx_writer_class(xlsx_writer)(path, watermark)
 
 
 def file_sha256(path: Path) -> str:
