@@ -1,6 +1,6 @@
 """Customer use cases: link orders to one customer across channels, merge customers that turn
-out to be one person, recompute the 90-day profile of the customers an event touched, raise
-risk flags, tags and lookups. Services receive a session and never commit.
+out to be one person, recompute the 90-day profile of the customers an event touched, record
+the risk flags rules raise, tags and lookups. Services receive a session and never commit.
 
 Identity rule. An order is linked by two keys: the blind index of its buyer's phone (only when
 the stored phone is a real, valid number; platform-masked phones such as `138****1234` are not
@@ -11,6 +11,9 @@ are merged into it — their identities, orders, flags and tags move to the surv
 profile is dropped, and the merged row keeps `merged_into_id` so that old ids still resolve.
 An order whose phone is masked and whose buyer id is not known yet gets a customer of its own,
 merged as soon as an identity links it to someone.
+
+Risk flags are raised by rules (the built-in `builtin.discount_over_80` and
+`builtin.same_item_burst`, on by default) through `raise_flag`; nothing here decides them.
 
 Every step reads the order's current row and writes absolute values, so applying the same event
 twice (a replay) changes nothing.
@@ -32,6 +35,7 @@ from ordertally.core.crypto import get_cipher
 from ordertally.core.settings import get_settings
 from ordertally.customers import repository
 from ordertally.customers.errors import CustomerNotFound, LookupRequired, TagNotFound
+from ordertally.customers.models import FLAG_KINDS as FLAG_KIND_NAMES
 from ordertally.customers.models import Customer, CustomerFlag, CustomerIdentity, CustomerOrder
 from ordertally.exceptions import service as exceptions_service
 from ordertally.orders import queries as orders_queries
@@ -233,23 +237,37 @@ async def link_order(
         "updated_at": now,
     }
     await repository.save_customer_order(session, values)
-    await _check_flags(session, order, customer_id, values)
     await recompute_profile(session, customer_id)
     return customer_id
 
 
 # --- risk flags ----------------------------------------------------------------------------------
 
+# The flags a rule can raise on a buyer (the `customer_flag` rule action; ADR 0034 addendum).
+FLAG_KINDS: tuple[str, ...] = FLAG_KIND_NAMES
 
-async def _raise_flag(
-    session: AsyncSession, order: SalesOrder, customer_id: int, kind: str, detail: dict[str, Any]
-) -> None:
-    """Record a flag once per (order, kind) and open its exception case on the order."""
+
+async def raise_flag(
+    session: AsyncSession,
+    order_id: int,
+    kind: str,
+    detail: dict[str, Any],
+    *,
+    blocking: bool,
+) -> dict[str, Any]:
+    """Flag an order's buyer once per (order, kind): the flag joins their profile's risk flags
+    and opens its exception case (`customer.<kind>`, holding the order when `blocking`). The
+    built-in rules raise the two flags (they were hard-coded here before); returns what was
+    done."""
+    linked = await repository.get_customer_order(session, order_id)
+    if linked is None:
+        return {"flagged": False, "reason": "buyer not linked yet"}
+    customer = await resolve(session, linked.customer_id)
     flag_id = await repository.insert_flag_if_absent(
         session,
         {
-            "customer_id": customer_id,
-            "order_id": order.id,
+            "customer_id": customer.id,
+            "order_id": order_id,
             "kind": kind,
             "detail": detail,
             "case_id": None,
@@ -257,57 +275,18 @@ async def _raise_flag(
         },
     )
     if flag_id is None:
-        return
+        return {"flagged": False, "reason": "already flagged", "customer_id": customer.id}
     case = await exceptions_service.open_case_record(
         session,
-        order_id=order.id,
+        order_id=order_id,
         category="risk",
         type=f"customer.{kind}",
-        blocking=get_settings().customers_flags_blocking,
-        detail={"customer_id": customer_id, **detail},
+        blocking=blocking,
+        detail={"customer_id": customer.id, **detail},
     )
     await repository.set_flag_case(session, flag_id, case.id)
-
-
-async def _check_flags(
-    session: AsyncSession, order: SalesOrder, customer_id: int, values: dict[str, Any]
-) -> None:
-    """The built-in flags: a discount over the limit, and a burst of orders of one SKU."""
-    settings = get_settings()
-    ratio = Decimal(str(settings.customers_discount_flag_ratio))
-    if order.subtotal_minor > 0 and Decimal(order.discount_minor) > ratio * order.subtotal_minor:
-        await _raise_flag(
-            session,
-            order,
-            customer_id,
-            "discount_over_limit",
-            {
-                "order_no": order.order_no,
-                "discount": money.format_minor(order.discount_minor, order.currency),
-                "subtotal": money.format_minor(order.subtotal_minor, order.currency),
-                "currency": order.currency,
-                "limit_ratio": str(ratio),
-            },
-        )
-    placed_at: datetime = values["placed_at"]
-    window = timedelta(seconds=settings.customers_burst_window_seconds)
-    recent = await repository.orders_between(session, customer_id, placed_at - window, placed_at)
-    for sku in values["skus"]:
-        with_sku = [o for o in recent if sku in o.skus]
-        if len(with_sku) > settings.customers_burst_max_orders:
-            await _raise_flag(
-                session,
-                order,
-                customer_id,
-                "same_sku_burst",
-                {
-                    "order_no": order.order_no,
-                    "sku": sku,
-                    "orders": [o.order_no for o in with_sku],
-                    "window_seconds": settings.customers_burst_window_seconds,
-                },
-            )
-            return
+    await recompute_profile(session, customer.id)
+    return {"flagged": True, "customer_id": customer.id, "case_id": case.id, "blocking": blocking}
 
 
 # --- profile -------------------------------------------------------------------------------------
@@ -472,10 +451,13 @@ async def remove_tag(session: AsyncSession, customer_id: int, tag: str) -> None:
 
 
 async def rule_facts(
-    session: AsyncSession, order_id: int, burst_window: timedelta = timedelta(minutes=5)
+    session: AsyncSession, order_id: int, burst_window: timedelta | None = None
 ) -> dict[str, Any]:
     """What the rules know of an order's buyer: the profile's figures, tags, risk flags and the
-    most orders of one of this order's SKUs they placed within `burst_window` before it."""
+    most orders of one of this order's SKUs they placed within `burst_window` before it (the
+    `customers_burst_window_seconds` setting, 5 minutes by default)."""
+    if burst_window is None:
+        burst_window = timedelta(seconds=get_settings().customers_burst_window_seconds)
     facts: dict[str, Any] = {
         "known": False,
         "id": 0,

@@ -11,6 +11,7 @@ outside the window) once time has passed.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -30,6 +31,11 @@ from ordertally.orders.models import SalesOrder
 CS_CASE = "order_review"
 FINANCE_CASE = "order_review_finance"
 FINANCE_REQUEST = "rule.finance_review"  # a rule's hold (pool finance_review) asks for finance
+# What other domains run in the transaction that makes orders paid, before the strategy reads
+# their open cases: the rules on `order.paid` (rules.consumers adds them), whose holds must be
+# open before anything can allocate the orders.
+PaidCheck = Callable[[AsyncSession, list[SalesOrder]], Awaitable[object]]
+PAID_CHECKS: list[PaidCheck] = []
 TIME_REASONS = frozenset({"paid_too_recently", "outside_window"})
 CS_ROLES = frozenset({"admin", "ops", "cs"})
 FINANCE_ROLES = frozenset({"admin", "finance"})
@@ -101,9 +107,18 @@ async def _facts(session: AsyncSession, order: SalesOrder, paid_at: datetime) ->
     )
 
 
+def on_paid(check: PaidCheck) -> None:
+    """Run `check` in every transaction that makes orders paid (once, however often added)."""
+    if check not in PAID_CHECKS:
+        PAID_CHECKS.append(check)
+
+
 async def review_paid(session: AsyncSession, orders: list[SalesOrder]) -> list[int]:
-    """Apply the strategy to orders that just became paid: those it does not pass get an
-    `order_review` hold with their reasons. Returns the held order ids."""
+    """Run the paid checks (the rules on `order.paid`), then apply the strategy to orders that
+    just became paid: those it does not pass get an `order_review` hold with their reasons.
+    Returns the held order ids."""
+    for check in PAID_CHECKS:
+        await check(session, orders)
     return await review_new_paid(session, [o.id for o in orders])
 
 

@@ -33,22 +33,25 @@ async def planned_7d(session: AsyncSession, skus: Collection[str]) -> dict[tuple
 
 
 async def order_facts(
-    session: AsyncSession, order: SalesOrder, wanted: Collection[str]
+    session: AsyncSession, order: SalesOrder, wanted: Collection[str], status: str | None = None
 ) -> dict[str, Any]:
-    """An order's facts (`order`, `lines`, `customer`, `stock`, `channel`), those in `wanted`."""
+    """An order's facts (`order`, `lines`, `customer`, `stock`, `channel`), those in `wanted`;
+    `status` stands for the order's status when the caller knows it changed since it was read
+    (a transition's own transaction)."""
+    status = status or order.status
     lines = await orders_queries.lines_of(session, order.id)
     skus = sorted({line.sku for line in lines})
     facts: dict[str, Any] = {}
     if "order" in wanted:
         warehouses = (
             sorted(await inventory_service.warehouses_of_order(session, order.id))
-            if order.status != "pending_payment"
+            if status != "pending_payment"
             else []
         )
         facts["order"] = {
             "order_no": order.order_no,
             "channel": order.channel,
-            "status": order.status,
+            "status": status,
             "currency": order.currency,
             "total_minor": order.total_minor,
             "subtotal_minor": order.subtotal_minor,
