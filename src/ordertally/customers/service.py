@@ -456,9 +456,11 @@ async def rule_facts(
     """What the rules know of an order's buyer: the profile's figures, tags, risk flags and the
     most orders of one of this order's SKUs they placed within `burst_window` before it (the
     `customers_burst_window_seconds` setting, 5 minutes by default)."""
-    if burst_window is None:
-        burst_window = timedelta(seconds=get_settings().customers_burst_window_seconds)
-    facts: dict[str, Any] = {
+    return (await rule_facts_many(session, [order_id], burst_window))[order_id]
+
+
+def _unknown_buyer() -> dict[str, Any]:
+    return {
         "known": False,
         "id": 0,
         "orders_90d": 0,
@@ -469,29 +471,38 @@ async def rule_facts(
         "tags": [],
         "max_same_sku_orders_5m": 0,
     }
-    linked = await repository.get_customer_order(session, order_id)
-    if linked is None:
-        return facts
-    customer = await resolve(session, linked.customer_id)
-    profile = await repository.get_profile(session, customer.id)
-    placed_at = clock.as_utc(linked.placed_at)
-    recent = await repository.orders_between(
-        session, customer.id, placed_at - burst_window, placed_at
-    )
-    facts.update(
-        known=True,
-        id=customer.id,
-        tags=await repository.tags_of(session, customer.id),
-        max_same_sku_orders_5m=max(
-            (sum(1 for o in recent if sku in o.skus) for sku in linked.skus), default=0
-        ),
-    )
-    if profile is not None:
-        facts.update(
-            orders_90d=profile.orders_90d,
-            spend_90d_minor=profile.spend_90d_minor,
-            aov_90d_minor=profile.aov_90d_minor,
-            returns_30d=profile.returns_30d,
-            risk_flags=list(profile.risk_flags),
+
+
+async def rule_facts_many(
+    session: AsyncSession, order_ids: list[int], burst_window: timedelta | None = None
+) -> dict[int, dict[str, Any]]:
+    """`rule_facts` of many orders: their links are read in one query, the linked buyers'
+    figures one by one."""
+    if burst_window is None:
+        burst_window = timedelta(seconds=get_settings().customers_burst_window_seconds)
+    out = {order_id: _unknown_buyer() for order_id in order_ids}
+    for linked in await repository.customer_orders_of(session, order_ids):
+        facts = out[linked.order_id]
+        customer = await resolve(session, linked.customer_id)
+        profile = await repository.get_profile(session, customer.id)
+        placed_at = clock.as_utc(linked.placed_at)
+        recent = await repository.orders_between(
+            session, customer.id, placed_at - burst_window, placed_at
         )
-    return facts
+        facts.update(
+            known=True,
+            id=customer.id,
+            tags=await repository.tags_of(session, customer.id),
+            max_same_sku_orders_5m=max(
+                (sum(1 for o in recent if sku in o.skus) for sku in linked.skus), default=0
+            ),
+        )
+        if profile is not None:
+            facts.update(
+                orders_90d=profile.orders_90d,
+                spend_90d_minor=profile.spend_90d_minor,
+                aov_90d_minor=profile.aov_90d_minor,
+                returns_30d=profile.returns_30d,
+                risk_flags=list(profile.risk_flags),
+            )
+    return out

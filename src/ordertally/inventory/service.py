@@ -1185,6 +1185,14 @@ async def warehouses_of_order(session: AsyncSession, order_id: int) -> set[str]:
     return {code for _, code in await repository.reservations_of(session, order_id)}
 
 
+async def warehouses_of_orders(session: AsyncSession, order_ids: list[int]) -> dict[int, set[str]]:
+    """`warehouses_of_order` of many orders in one query (orders with none are absent)."""
+    out: dict[int, set[str]] = defaultdict(set)
+    for order_id, code in await repository.reservation_warehouses_of(session, order_ids):
+        out[order_id].add(code)
+    return dict(out)
+
+
 async def stock_levels(session: AsyncSession) -> list[dict[str, Any]]:
     """Every (SKU, warehouse) with its on hand, reserved, safety stock and available units."""
     return [

@@ -336,9 +336,9 @@ async def evaluate_paid(session: AsyncSession, orders: list[SalesOrder]) -> int:
     wanted = set().union(*(r.compiled.variables for r in rules))
     reads = merged([r.compiled.reads for r in rules])
     fired = 0
-    for order in orders:
-        # The ORM object still shows the status read before the compare-and-set.
-        order_facts = await facts.order_facts(session, order, wanted, status="paid")
+    # The ORM objects still show the status read before the compare-and-set.
+    gathered = await facts.orders_facts(session, orders, wanted, status="paid")
+    for order, order_facts in zip(orders, gathered, strict=True):
         context = prepare(order_facts, reads)
         for item in rules:
             EVALUATIONS.labels(item.rule.trigger).inc()
