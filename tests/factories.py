@@ -26,6 +26,9 @@ DRIVERS: dict[str, ActorKind] = {
     "confirm_receipt": ActorKind.CHANNEL_SYNC,
     "aftersale_partial_refund": ActorKind.AFTERSALES,
     "aftersale_refund": ActorKind.AFTERSALES,
+    "review_pass": ActorKind.OPERATOR,
+    "review_hold": ActorKind.OPERATOR,
+    "review_edit": ActorKind.OPERATOR,
 }
 
 # The shortest path from pending_payment to each status.

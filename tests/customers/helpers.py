@@ -6,7 +6,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-import ordertally.customers.consumers  # noqa: F401  (registers the consumers and the job)
+import ordertally.customers.consumers
+import ordertally.rules.consumers  # noqa: F401  (the consumers, the job, the rules raising flags)
 from ordertally.channels.events import ChannelOrderIngested
 from ordertally.core.db import Base, Database
 from ordertally.core.settings import get_settings

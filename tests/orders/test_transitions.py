@@ -36,6 +36,10 @@ EXPECTED = {
     Event.CONFIRM_RECEIPT: StockEffect.NONE,
     Event.AFTERSALE_PARTIAL_REFUND: StockEffect.NONE,
     Event.AFTERSALE_REFUND: StockEffect.NONE,
+    # Review decisions (issue 17): a warehouse edit moves the units itself (review.edit_review).
+    Event.REVIEW_PASS: StockEffect.NONE,
+    Event.REVIEW_HOLD: StockEffect.NONE,
+    Event.REVIEW_EDIT: StockEffect.NONE,
 }
 # The factory order: TEA-LJ-250 x2 and CUP-CER-01 x1, reserved at creation (held).
 UNITS = {"TEA-LJ-250": 2, "CUP-CER-01": 1}

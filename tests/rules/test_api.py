@@ -121,6 +121,7 @@ async def test_the_facts_document_lists_triggers_and_actions(
     assert [t["name"] for t in doc["triggers"]][:2] == ["order.created", "order.paid"]
     assert sorted(doc["triggers"][0]["facts"]) == ["channel", "customer", "lines", "order", "stock"]
     assert [a["kind"] for a in doc["actions"]] == [
+        "customer_flag",
         "flag",
         "hold",
         "notify",

@@ -415,6 +415,30 @@ class ReviewQueue(Screen):
         await self.page.click(f"tr[data-review='{order_no}'] button[data-action=pass-review]")
         await expect(self.page.locator("[data-review-flash]")).to_have_count(1)
 
+    async def hold(self, order_no: str, reason: str) -> None:
+        """Open the row's hold form, give the reason, hold."""
+        form = self.page.locator(f"[data-hold-form='{order_no}']")
+        await form.locator("summary").click()
+        await form.locator("[data-field=hold-reason]").fill(reason)
+        await form.locator("button[data-action=hold-review]").click()
+        await expect(self.page.locator("[data-review-flash]")).to_have_count(1)
+
+    async def held(self, order_no: str) -> str:
+        return (await self.page.locator(f"[data-held='{order_no}']").inner_text()).strip()
+
+    async def edit(self, order_no: str, *, remark: str, warehouse: str) -> None:
+        """Open the row's edit form, change the remark and the warehouse, save."""
+        form = self.page.locator(f"[data-edit-form='{order_no}']")
+        await form.locator("summary").click()
+        await form.locator("[data-field=remark]").fill(remark)
+        await form.locator("[data-field=warehouse]").select_option(warehouse)
+        await form.locator("button[data-action=edit-review]").click()
+        await expect(self.page.locator("[data-review-flash]")).to_have_count(1)
+
+    async def shown(self, order_no: str, what: str) -> str:
+        """The row's remark or warehouses line."""
+        return (await self.page.locator(f"[data-{what}='{order_no}']").inner_text()).strip()
+
 
 class AftersalesQueue(Screen):
     """售后: the queue of after-sales cases."""

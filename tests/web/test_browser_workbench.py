@@ -166,3 +166,36 @@ async def test_cs_passes_an_order_waiting_in_review(
     # When cs passes it / Then the queue is empty
     await queue.pass_order(order_no)
     assert await queue.waiting() == []
+
+
+async def test_cs_holds_edits_and_passes_an_order_waiting_in_review(
+    chromium: Browser, live_server: LiveServer, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.factories import add_warehouse, receive
+    from tests.orders.test_review_actions import _order
+
+    base = live_server.url
+    # Given a paid CUP order the auto-review held, and a second warehouse stocking CUP
+    _auto(monkeypatch, excluded_skus='["CUP-CER-01"]')
+    order_no = await _paid(db, CUP)
+    await add_warehouse(db, "WH-HZ", province="浙江省")
+    await receive(db, "WH-HZ", "CUP-CER-01", 3)
+    await make_user(db, "kefu", "cs")
+    page = await signed_in_page(chromium, base, "kefu")
+    queue = await ReviewQueue(page, base).open()
+    # When cs holds it, waiting for the buyer
+    await queue.hold(order_no, "等买家确认")
+    # Then it stays in the queue, marked held with the reason
+    assert await queue.waiting() == [order_no]
+    assert await queue.held(order_no) == "已挂起: 等买家确认"
+    # When cs writes a remark and moves it to WH-HZ
+    await queue.edit(order_no, remark="买家要求杭州仓发货", warehouse="WH-HZ")
+    # Then the queue shows both, and the order ships from WH-HZ
+    assert await queue.shown(order_no, "remark") == "备注: 买家要求杭州仓发货"
+    assert await queue.shown(order_no, "warehouses") == "仓库: WH-HZ"
+    await both_languages(page, "review-held")
+    order, warehouses = await _order(db, order_no)
+    assert (order.remark, warehouses) == ("买家要求杭州仓发货", {"WH-HZ"})
+    # When cs passes it / Then the queue is empty
+    await queue.pass_order(order_no)
+    assert await queue.waiting() == []

@@ -84,3 +84,61 @@ async def test_cs_then_finance_pass_the_orders_waiting_in_review(
     # And the warehouse may not open the screen
     warehouse = await signed_in("warehouse")
     assert (await warehouse.get("/ui/review")).status_code == 403
+
+
+async def test_cs_hold_and_edit_an_order_from_the_queue(
+    signed_in: SignedInClient, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.factories import add_warehouse, receive
+    from tests.orders.test_review_actions import _order, _trail
+
+    # Given an order held by the auto-review, and a second warehouse stocking its SKU
+    _auto(monkeypatch, excluded_skus='["CUP-CER-01"]')
+    cup = await _paid(db, CUP)
+    await add_warehouse(db, "WH-HZ", province="浙江省")
+    await receive(db, "WH-HZ", "CUP-CER-01", 3)
+    cs = await signed_in("cs")
+    page = await cs.get("/ui/review")
+    token = csrf_of(page.text)
+    assert f'data-hold-form="{cup}"' in page.text and '<option value="WH-HZ">' in page.text
+    # When cs hold it without a reason / Then refused with the field named, nothing written
+    empty = await cs.post(f"/ui/review/{cup}/hold", data={"csrf_token": token, "reason": " "})
+    assert empty.status_code == 422 and "请检查这些字段：reason" in empty.text
+    assert await _trail(db, cup) == []
+    # When cs hold it with a reason
+    held = await cs.post(
+        f"/ui/review/{cup}/hold", data={"csrf_token": token, "reason": "等买家回复"}
+    )
+    assert held.headers["location"] == "/ui/review?stage=cs&done=held"
+    page = await cs.get(held.headers["location"])
+    assert "订单已挂起，原因已记录。" in page.text
+    assert f'data-held="{cup}">已挂起: 等买家回复<' in page.text
+    assert f'data-hold-form="{cup}"' not in page.text
+    # When they hold it again (an old tab) / Then refused with the reason
+    again = await cs.post(f"/ui/review/{cup}/hold", data={"csrf_token": token, "reason": "x"})
+    assert again.status_code == 409 and "订单已经挂起。" in again.text
+    # When they edit the remark and move it to WH-HZ, without CSRF first
+    form = {"remark": "改发杭州仓", "warehouse": "WH-HZ", "stage": "cs"}
+    forged = await cs.post(f"/ui/review/{cup}/edit", data=form)
+    assert forged.status_code == 403
+    edited = await cs.post(f"/ui/review/{cup}/edit", data={"csrf_token": token, **form})
+    assert edited.headers["location"] == "/ui/review?stage=cs&done=edited"
+    page = await cs.get(edited.headers["location"])
+    assert f'data-remark="{cup}">备注: 改发杭州仓<' in page.text
+    assert f'data-warehouses="{cup}">仓库: WH-HZ<' in page.text
+    order, warehouses = await _order(db, cup)
+    assert (order.remark, warehouses, order.status) == ("改发杭州仓", {"WH-HZ"}, "paid")
+    # When they give part of an address / Then refused, nothing changed
+    part = await cs.post(
+        f"/ui/review/{cup}/edit",
+        data={"csrf_token": token, "address_name": "王五", "stage": "cs"},
+    )
+    assert part.status_code == 422 and "shipping_address" in part.text
+    assert await _trail(db, cup) == [
+        ("review_hold", "paid", "paid", "operator"),
+        ("review_edit", "paid", "paid", "operator"),
+    ]
+    # When cs pass it / Then the hold is lifted and it allocates from WH-HZ
+    await cs.post(f"/ui/review/{cup}/pass", data={"csrf_token": token, "stage": "cs"})
+    assert await _sweep(db) == 1
+    assert await _status(db, cup) == "allocated"

@@ -116,6 +116,18 @@ async def by_identity_value(session: AsyncSession, kind: str, value: str) -> Cus
 # --- orders --------------------------------------------------------------------------------------
 
 
+async def customer_orders_of(session: AsyncSession, order_ids: list[int]) -> list[CustomerOrder]:
+    """The customers' copies of these orders (those linked), read fresh."""
+    if not order_ids:
+        return []
+    result = await session.scalars(
+        select(CustomerOrder)
+        .where(CustomerOrder.order_id.in_(order_ids))
+        .execution_options(populate_existing=True)
+    )
+    return list(result.all())
+
+
 async def get_customer_order(session: AsyncSession, order_id: int) -> CustomerOrder | None:
     """The customer's copy of an order, read fresh."""
     return await session.scalar(

@@ -1,6 +1,6 @@
 """Customer use cases: link orders to one customer across channels, merge customers that turn
-out to be one person, recompute the 90-day profile of the customers an event touched, raise
-risk flags, tags and lookups. Services receive a session and never commit.
+out to be one person, recompute the 90-day profile of the customers an event touched, record
+the risk flags rules raise, tags and lookups. Services receive a session and never commit.
 
 Identity rule. An order is linked by two keys: the blind index of its buyer's phone (only when
 the stored phone is a real, valid number; platform-masked phones such as `138****1234` are not
@@ -11,6 +11,9 @@ are merged into it — their identities, orders, flags and tags move to the surv
 profile is dropped, and the merged row keeps `merged_into_id` so that old ids still resolve.
 An order whose phone is masked and whose buyer id is not known yet gets a customer of its own,
 merged as soon as an identity links it to someone.
+
+Risk flags are raised by rules (the built-in `builtin.discount_over_80` and
+`builtin.same_item_burst`, on by default) through `raise_flag`; nothing here decides them.
 
 Every step reads the order's current row and writes absolute values, so applying the same event
 twice (a replay) changes nothing.
@@ -38,6 +41,7 @@ from ordertally.customers.errors import (
     LookupRequired,
     TagNotFound,
 )
+from ordertally.customers.models import FLAG_KINDS as FLAG_KIND_NAMES
 from ordertally.customers.models import Customer, CustomerFlag, CustomerIdentity, CustomerOrder
 from ordertally.exceptions import service as exceptions_service
 from ordertally.orders import queries as orders_queries
@@ -239,23 +243,37 @@ async def link_order(
         "updated_at": now,
     }
     await repository.save_customer_order(session, values)
-    await _check_flags(session, order, customer_id, values)
     await recompute_profile(session, customer_id)
     return customer_id
 
 
 # --- risk flags ----------------------------------------------------------------------------------
 
+# The flags a rule can raise on a buyer (the `customer_flag` rule action; ADR 0034 addendum).
+FLAG_KINDS: tuple[str, ...] = FLAG_KIND_NAMES
 
-async def _raise_flag(
-    session: AsyncSession, order: SalesOrder, customer_id: int, kind: str, detail: dict[str, Any]
-) -> None:
-    """Record a flag once per (order, kind) and open its exception case on the order."""
+
+async def raise_flag(
+    session: AsyncSession,
+    order_id: int,
+    kind: str,
+    detail: dict[str, Any],
+    *,
+    blocking: bool,
+) -> dict[str, Any]:
+    """Flag an order's buyer once per (order, kind): the flag joins their profile's risk flags
+    and opens its exception case (`customer.<kind>`, holding the order when `blocking`). The
+    built-in rules raise the two flags (they were hard-coded here before); returns what was
+    done."""
+    linked = await repository.get_customer_order(session, order_id)
+    if linked is None:
+        return {"flagged": False, "reason": "buyer not linked yet"}
+    customer = await resolve(session, linked.customer_id)
     flag_id = await repository.insert_flag_if_absent(
         session,
         {
-            "customer_id": customer_id,
-            "order_id": order.id,
+            "customer_id": customer.id,
+            "order_id": order_id,
             "kind": kind,
             "detail": detail,
             "case_id": None,
@@ -263,57 +281,18 @@ async def _raise_flag(
         },
     )
     if flag_id is None:
-        return
+        return {"flagged": False, "reason": "already flagged", "customer_id": customer.id}
     case = await exceptions_service.open_case_record(
         session,
-        order_id=order.id,
+        order_id=order_id,
         category="risk",
         type=f"customer.{kind}",
-        blocking=get_settings().customers_flags_blocking,
-        detail={"customer_id": customer_id, **detail},
+        blocking=blocking,
+        detail={"customer_id": customer.id, **detail},
     )
     await repository.set_flag_case(session, flag_id, case.id)
-
-
-async def _check_flags(
-    session: AsyncSession, order: SalesOrder, customer_id: int, values: dict[str, Any]
-) -> None:
-    """The built-in flags: a discount over the limit, and a burst of orders of one SKU."""
-    settings = get_settings()
-    ratio = Decimal(str(settings.customers_discount_flag_ratio))
-    if order.subtotal_minor > 0 and Decimal(order.discount_minor) > ratio * order.subtotal_minor:
-        await _raise_flag(
-            session,
-            order,
-            customer_id,
-            "discount_over_limit",
-            {
-                "order_no": order.order_no,
-                "discount": money.format_minor(order.discount_minor, order.currency),
-                "subtotal": money.format_minor(order.subtotal_minor, order.currency),
-                "currency": order.currency,
-                "limit_ratio": str(ratio),
-            },
-        )
-    placed_at: datetime = values["placed_at"]
-    window = timedelta(seconds=settings.customers_burst_window_seconds)
-    recent = await repository.orders_between(session, customer_id, placed_at - window, placed_at)
-    for sku in values["skus"]:
-        with_sku = [o for o in recent if sku in o.skus]
-        if len(with_sku) > settings.customers_burst_max_orders:
-            await _raise_flag(
-                session,
-                order,
-                customer_id,
-                "same_sku_burst",
-                {
-                    "order_no": order.order_no,
-                    "sku": sku,
-                    "orders": [o.order_no for o in with_sku],
-                    "window_seconds": settings.customers_burst_window_seconds,
-                },
-            )
-            return
+    await recompute_profile(session, customer.id)
+    return {"flagged": True, "customer_id": customer.id, "case_id": case.id, "blocking": blocking}
 
 
 # --- profile -------------------------------------------------------------------------------------
@@ -545,11 +524,16 @@ async def remove_tag(session: AsyncSession, customer_id: int, tag: str) -> None:
 
 
 async def rule_facts(
-    session: AsyncSession, order_id: int, burst_window: timedelta = timedelta(minutes=5)
+    session: AsyncSession, order_id: int, burst_window: timedelta | None = None
 ) -> dict[str, Any]:
     """What the rules know of an order's buyer: the profile's figures, tags, risk flags and the
-    most orders of one of this order's SKUs they placed within `burst_window` before it."""
-    facts: dict[str, Any] = {
+    most orders of one of this order's SKUs they placed within `burst_window` before it (the
+    `customers_burst_window_seconds` setting, 5 minutes by default)."""
+    return (await rule_facts_many(session, [order_id], burst_window))[order_id]
+
+
+def _unknown_buyer() -> dict[str, Any]:
+    return {
         "known": False,
         "id": 0,
         "orders_90d": 0,
@@ -560,29 +544,38 @@ async def rule_facts(
         "tags": [],
         "max_same_sku_orders_5m": 0,
     }
-    linked = await repository.get_customer_order(session, order_id)
-    if linked is None:
-        return facts
-    customer = await resolve(session, linked.customer_id)
-    profile = await repository.get_profile(session, customer.id)
-    placed_at = clock.as_utc(linked.placed_at)
-    recent = await repository.orders_between(
-        session, customer.id, placed_at - burst_window, placed_at
-    )
-    facts.update(
-        known=True,
-        id=customer.id,
-        tags=await repository.tags_of(session, customer.id),
-        max_same_sku_orders_5m=max(
-            (sum(1 for o in recent if sku in o.skus) for sku in linked.skus), default=0
-        ),
-    )
-    if profile is not None:
-        facts.update(
-            orders_90d=profile.orders_90d,
-            spend_90d_minor=profile.spend_90d_minor,
-            aov_90d_minor=profile.aov_90d_minor,
-            returns_30d=profile.returns_30d,
-            risk_flags=list(profile.risk_flags),
+
+
+async def rule_facts_many(
+    session: AsyncSession, order_ids: list[int], burst_window: timedelta | None = None
+) -> dict[int, dict[str, Any]]:
+    """`rule_facts` of many orders: their links are read in one query, the linked buyers'
+    figures one by one."""
+    if burst_window is None:
+        burst_window = timedelta(seconds=get_settings().customers_burst_window_seconds)
+    out = {order_id: _unknown_buyer() for order_id in order_ids}
+    for linked in await repository.customer_orders_of(session, order_ids):
+        facts = out[linked.order_id]
+        customer = await resolve(session, linked.customer_id)
+        profile = await repository.get_profile(session, customer.id)
+        placed_at = clock.as_utc(linked.placed_at)
+        recent = await repository.orders_between(
+            session, customer.id, placed_at - burst_window, placed_at
         )
-    return facts
+        facts.update(
+            known=True,
+            id=customer.id,
+            tags=await repository.tags_of(session, customer.id),
+            max_same_sku_orders_5m=max(
+                (sum(1 for o in recent if sku in o.skus) for sku in linked.skus), default=0
+            ),
+        )
+        if profile is not None:
+            facts.update(
+                orders_90d=profile.orders_90d,
+                spend_90d_minor=profile.spend_90d_minor,
+                aov_90d_minor=profile.aov_90d_minor,
+                returns_30d=profile.returns_30d,
+                risk_flags=list(profile.risk_flags),
+            )
+    return out

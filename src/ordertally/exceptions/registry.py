@@ -141,6 +141,8 @@ def _builtin() -> None:
                  False, ("ops",), "待审核", "Awaiting review"),
         CaseType("order_review_finance", C, "normal", "finance", 4 * 60, 60, {}, "admin",
                  8 * 60, False, ("ops",), "待财审", "Awaiting finance review"),
+        CaseType("order_review_hold", C, "normal", "cs", 24 * 60, 60, {}, "ops", 48 * 60,
+                 False, ("ops",), "审单挂起", "Held in review"),
         # aftersales/lifecycle.py (EXCEPTION_CASE_TYPES): a step past its SLA, a refund that
         # failed at the provider.
         CaseType("aftersale_sla", C, "normal", "cs", 4 * 60, 60, _REFUND, "ops", 8 * 60,

@@ -407,6 +407,19 @@ async def reservations_of(session: AsyncSession, order_id: int) -> list[tuple[Re
     return [(r, str(code)) for r, code in rows.all()]
 
 
+async def reservation_warehouses_of(
+    session: AsyncSession, order_ids: list[int]
+) -> list[tuple[int, str]]:
+    """(order id, warehouse code) of every reservation of these orders."""
+    rows = await session.execute(
+        select(Reservation.order_id, Warehouse.code)
+        .join(Warehouse, Warehouse.id == Reservation.warehouse_id)
+        .where(Reservation.order_id.in_(order_ids))
+        .distinct()
+    )
+    return [(int(o), str(c)) for o, c in rows.all()]
+
+
 async def add_allocation(session: AsyncSession, values: dict[str, Any]) -> None:
     """Record an order's routing explanation."""
     await session.execute(_INSERT_ALLOCATION, values)

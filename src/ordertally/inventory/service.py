@@ -516,8 +516,10 @@ async def reserve_for_order(
     expires_at: datetime | None,
     committed: bool = False,
     new_order: bool = True,
+    only_warehouse: int | None = None,
 ) -> Reserved:
-    """Reserve every line of an order, all or nothing, and record why each warehouse.
+    """Reserve every line of an order, all or nothing, and record why each warehouse
+    (`only_warehouse`: from that warehouse alone, a person's choice).
 
     Raises InsufficientStock when the stock is not there; the caller's transaction then rolls
     back, so nothing stays reserved. Bundle lines reserve their components.
@@ -527,7 +529,12 @@ async def reserve_for_order(
     strategy = _strategy()
     for _attempt in range(RACE_RETRIES):
         snapshot = await _snapshot(session, demand, ship_province)
-        plan = routing.plan(demand, snapshot.candidates, strategy, ship_province)
+        candidates = [
+            c
+            for c in snapshot.candidates
+            if only_warehouse is None or c.warehouse_id == only_warehouse
+        ]
+        plan = routing.plan(demand, candidates, strategy, ship_province)
         if not plan.ok:
             RESERVATION_FAILURES.labels("insufficient").inc()
             raise InsufficientStock(
@@ -968,6 +975,31 @@ async def commit_orders(
     return short
 
 
+async def move_to_warehouse(
+    session: AsyncSession,
+    order_id: int,
+    lines: list[LineDemand],
+    ship_province: str,
+    warehouse_code: str,
+) -> None:
+    """Ship a paid order from one warehouse (a reviewer's choice): its live reservations are
+    released and its lines reserved again, committed, in that warehouse alone. Raises
+    WarehouseNotFound or InsufficientStock; the caller's transaction then rolls back and
+    nothing changed. The caller locks the order and its stock rows first."""
+    warehouse = await get_warehouse(session, warehouse_code)
+    await release_orders(session, [order_id])
+    await reserve_for_order(
+        session,
+        order_id=order_id,
+        lines=lines,
+        ship_province=ship_province,
+        expires_at=None,
+        committed=True,
+        new_order=False,
+        only_warehouse=warehouse.id,
+    )
+
+
 async def release_order(session: AsyncSession, order_id: int) -> int:
     """The order closed or was refunded before shipping: give its units back."""
     return await release_orders(session, [order_id])
@@ -1151,6 +1183,14 @@ async def committed_by_warehouse(session: AsyncSession, order_id: int) -> dict[s
 async def warehouses_of_order(session: AsyncSession, order_id: int) -> set[str]:
     """The codes of the warehouses holding an order's reservations."""
     return {code for _, code in await repository.reservations_of(session, order_id)}
+
+
+async def warehouses_of_orders(session: AsyncSession, order_ids: list[int]) -> dict[int, set[str]]:
+    """`warehouses_of_order` of many orders in one query (orders with none are absent)."""
+    out: dict[int, set[str]] = defaultdict(set)
+    for order_id, code in await repository.reservation_warehouses_of(session, order_ids):
+        out[order_id].add(code)
+    return dict(out)
 
 
 async def stock_levels(session: AsyncSession) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.core import clock
+from ordertally.core import clock, phones
 from ordertally.core.crypto import get_cipher
 from ordertally.inventory import service as inventory_service
 from ordertally.orders import repository
@@ -28,6 +28,29 @@ LABEL_FIELDS = frozenset(
 def mask_name(name: str) -> str:
     """Keep the first character of each word: 张三 -> 张*, Alice Smith -> A**** S****."""
     return " ".join(part[:1] + "*" * (len(part) - 1) for part in name.split(" ") if part) or "*"
+
+
+def address_columns(address: dict[str, str]) -> dict[str, str]:
+    """The columns a shipping address is stored in: encrypted whole, masked name and phone,
+    and the region parts routing and search read (as order creation writes them)."""
+    phone = phones.normalise(address["phone"])
+    doc = {
+        "name": address["name"],
+        "phone": phone,
+        "province": address["province"],
+        "city": address["city"],
+        "district": address.get("district", ""),
+        "line1": address["line1"],
+        "postal_code": address.get("postal_code", ""),
+    }
+    return {
+        "shipping_address_enc": get_cipher().encrypt(orjson.dumps(doc).decode(), PII_ADDRESS),
+        "ship_name_masked": mask_name(doc["name"]),
+        "ship_phone_masked": phones.mask(phone),
+        "ship_province": doc["province"],
+        "ship_city": doc["city"],
+        "ship_district": doc["district"],
+    }
 
 
 async def reveal_contact(

@@ -79,6 +79,8 @@ class SalesOrder(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     # What the buyer sees beside the status (海关查验中), set by batch actions and rules.
     sub_status: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
+    # The seller's remark (卖家备注), edited from the review queue.
+    remark: Mapped[str | None] = mapped_column(String(500), nullable=True, default=None)
 
 
 class OrderLine(Base):

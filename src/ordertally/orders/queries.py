@@ -52,6 +52,11 @@ async def lines_of(session: AsyncSession, order_id: int) -> list[OrderLine]:
     return await repository.lines_of(session, order_id)
 
 
+async def lines_of_many(session: AsyncSession, order_ids: Sequence[int]) -> list[OrderLine]:
+    """Lines of many orders, by order then line number."""
+    return await repository.lines_of_many(session, list(order_ids))
+
+
 async def statuses_of(session: AsyncSession, order_ids: Sequence[int]) -> dict[int, str]:
     """The current status of each of these orders (missing ones are left out)."""
     if not order_ids:

@@ -519,6 +519,12 @@ async def set_sub_status(
     return [(int(i), int(v), str(s)) for i, v, s in result.all()]
 
 
+async def set_reviewed_fields(session: AsyncSession, order_id: int, values: dict[str, Any]) -> None:
+    """Write what a reviewer edited (address columns, remark); the review transition bumped
+    the version already."""
+    await session.execute(update(SalesOrder).where(SalesOrder.id == order_id).values(**values))
+
+
 async def set_personal(
     session: AsyncSession, order_id: int, values: dict[str, str]
 ) -> tuple[int, str] | None:

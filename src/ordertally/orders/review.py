@@ -1,7 +1,9 @@
 """Order review (审单): a paid order passes the auto-review strategy at once, or waits in review
 (a blocking `order_review` case listing the reasons) for customer service, and then finance
-when a rule asked for it, to pass it. With the strategy "pass_all" (the default) nothing here
-runs and paid orders allocate as before.
+when a rule asked for it, to pass, edit (address, remark, warehouse) or hold it; each decision
+is a row of the transition table (`review_pass`, `review_edit`, `review_hold`, paid → paid).
+With the strategy "pass_all" (the default) nothing here runs and paid orders allocate as
+before.
 
 The strategy (`reasons`) is a pure function of the order's facts; `review_paid` applies it in
 the payment transition's transaction (no extra hop for the orders it passes); the
@@ -11,6 +13,7 @@ outside the window) once time has passed.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -23,13 +26,21 @@ from ordertally.core import clock
 from ordertally.core.errors import Conflict, Forbidden
 from ordertally.core.settings import Settings, get_settings
 from ordertally.exceptions import service as exceptions_service
-from ordertally.orders import repository
+from ordertally.inventory import service as inventory_service
+from ordertally.orders import contact, repository
 from ordertally.orders.errors import OrderNotFound
 from ordertally.orders.models import SalesOrder
+from ordertally.orders.state_machine import Actor, ActorKind, Event
 
 CS_CASE = "order_review"
 FINANCE_CASE = "order_review_finance"
+HOLD_CASE = "order_review_hold"  # a reviewer's hold (挂起), beside the review case
 FINANCE_REQUEST = "rule.finance_review"  # a rule's hold (pool finance_review) asks for finance
+# What other domains run in the transaction that makes orders paid, before the strategy reads
+# their open cases: the rules on `order.paid` (rules.consumers adds them), whose holds must be
+# open before anything can allocate the orders.
+PaidCheck = Callable[[AsyncSession, list[SalesOrder]], Awaitable[object]]
+PAID_CHECKS: list[PaidCheck] = []
 TIME_REASONS = frozenset({"paid_too_recently", "outside_window"})
 CS_ROLES = frozenset({"admin", "ops", "cs"})
 FINANCE_ROLES = frozenset({"admin", "finance"})
@@ -101,9 +112,18 @@ async def _facts(session: AsyncSession, order: SalesOrder, paid_at: datetime) ->
     )
 
 
+def on_paid(check: PaidCheck) -> None:
+    """Run `check` in every transaction that makes orders paid (once, however often added)."""
+    if check not in PAID_CHECKS:
+        PAID_CHECKS.append(check)
+
+
 async def review_paid(session: AsyncSession, orders: list[SalesOrder]) -> list[int]:
-    """Apply the strategy to orders that just became paid: those it does not pass get an
-    `order_review` hold with their reasons. Returns the held order ids."""
+    """Run the paid checks (the rules on `order.paid`), then apply the strategy to orders that
+    just became paid: those it does not pass get an `order_review` hold with their reasons.
+    Returns the held order ids."""
+    for check in PAID_CHECKS:
+        await check(session, orders)
     return await review_new_paid(session, [o.id for o in orders])
 
 
@@ -147,9 +167,20 @@ async def _review_case(session: AsyncSession, order_id: int) -> Any:
     return None
 
 
-async def pass_review(session: AsyncSession, order_no: str, role: str, by: str) -> str:
-    """Pass an order's review stage (cs, then finance when a rule asked); returns the stage
-    the order is at now ("finance" or "passed"). Forbidden for a role of the other stage."""
+async def _hold_case(session: AsyncSession, order_id: int) -> Any:
+    for case in await exceptions_service.open_cases(session, order_id):
+        if case.type == HOLD_CASE:
+            return case
+    return None
+
+
+def _actor(role: str, by: str, source_ip: str | None, note: str) -> Actor:
+    kind = ActorKind.FINANCE if role == "finance" else ActorKind.OPERATOR
+    return Actor(kind, by[:100], source_ip=source_ip, note=note[:500])
+
+
+async def _waiting(session: AsyncSession, order_no: str, role: str) -> tuple[SalesOrder, Any]:
+    """The order and its review case, when it waits in review at a stage this role works."""
     order = await repository.get_by_no(session, order_no)
     if order is None:
         raise OrderNotFound(f"order {order_no} does not exist")
@@ -158,13 +189,35 @@ async def pass_review(session: AsyncSession, order_no: str, role: str, by: str) 
         raise Conflict(f"order {order_no} is not waiting in review")
     roles = CS_ROLES if case.type == CS_CASE else FINANCE_ROLES
     if role not in roles:
-        raise Forbidden(f"the {case.type} stage is passed by {', '.join(sorted(roles))}")
+        raise Forbidden(f"the {case.type} stage is worked by {', '.join(sorted(roles))}")
+    return order, case
+
+
+async def _record(session: AsyncSession, order_no: str, event: Event, actor: Actor) -> None:
+    # transitions imports this module (the paid effect runs the review): import at call time.
+    from ordertally.orders import transitions
+
+    await transitions.transition(session, order_no, event, actor)
+
+
+async def pass_review(
+    session: AsyncSession, order_no: str, role: str, by: str, source_ip: str | None = None
+) -> str:
+    """Pass an order's review stage (cs, then finance when a rule asked); returns the stage
+    the order is at now ("finance" or "passed"). Forbidden for a role of the other stage.
+    Passing a held order lifts the hold too. The `review_pass` row of the transition table
+    records it."""
+    order, case = await _waiting(session, order_no, role)
     await exceptions_service.resolve(session, case.id, by, "review passed")
+    hold = await _hold_case(session, order.id)
+    if hold is not None:
+        await exceptions_service.resolve(session, hold.id, by, "review passed")
     # The reviewer decides on the rules' holds too: cs on theirs, finance on its own.
     for other in await exceptions_service.open_cases(session, order.id):
         rule_hold = other.type.startswith("rule.") and other.blocking
         if rule_hold and (other.type == FINANCE_REQUEST) == (case.type == FINANCE_CASE):
             await exceptions_service.resolve(session, other.id, by, f"passed in {case.type}")
+    stage = "passed"
     if case.type == CS_CASE and case.detail.get("finance"):
         await exceptions_service.open_case(
             session,
@@ -174,8 +227,102 @@ async def pass_review(session: AsyncSession, order_no: str, role: str, by: str) 
             blocking=True,
             detail={"order_no": order.order_no, "reasons": ["finance_review_requested"]},
         )
-        return "finance"
-    return "passed"
+        stage = "finance"
+    await _record(
+        session, order.order_no, Event.REVIEW_PASS, _actor(role, by, source_ip, case.type)
+    )
+    return stage
+
+
+async def hold_review(
+    session: AsyncSession,
+    order_no: str,
+    role: str,
+    by: str,
+    reason: str,
+    source_ip: str | None = None,
+) -> int:
+    """Hold (挂起) an order waiting in review, with the reason (waiting for the buyer, for
+    stock...): a blocking `order_review_hold` case beside the review case; the order stays in
+    the queue, marked held, until someone passes it. Returns the hold's case id; Conflict when
+    it is held already. The `review_hold` row of the transition table records it."""
+    order, case = await _waiting(session, order_no, role)
+    if await _hold_case(session, order.id) is not None:
+        raise Conflict(f"order {order_no} is held already")
+    hold_id = await exceptions_service.open_case(
+        session,
+        order_id=order.id,
+        category="review",
+        type=HOLD_CASE,
+        blocking=True,
+        detail={"order_no": order.order_no, "reason": reason, "stage": case.type, "by": by},
+    )
+    await _record(session, order.order_no, Event.REVIEW_HOLD, _actor(role, by, source_ip, reason))
+    return hold_id
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewEdit:
+    """What a reviewer changes on an order waiting in review (None: unchanged)."""
+
+    # name, phone, province, city, district, line1, postal_code
+    address: dict[str, str] | None = None
+    remark: str | None = None  # "" clears it
+    warehouse: str | None = None  # ship from this warehouse alone
+
+
+async def edit_review(
+    session: AsyncSession,
+    order_no: str,
+    role: str,
+    by: str,
+    edit: ReviewEdit,
+    source_ip: str | None = None,
+) -> list[str]:
+    """Edit an order waiting in review: its shipping address (encrypted and masked as at
+    creation), the seller's remark, the warehouse it ships from (its units move there, or
+    InsufficientStock and nothing changes). The order stays in review. Returns the fields
+    changed; the `review_edit` row of the transition table records them (names only: no
+    personal data in the audit note)."""
+    order, _ = await _waiting(session, order_no, role)
+    changed = [
+        name
+        for name, value in (
+            ("address", edit.address),
+            ("remark", edit.remark),
+            ("warehouse", edit.warehouse),
+        )
+        if value is not None
+    ]
+    if not changed:
+        raise Conflict("nothing to edit: give an address, a remark or a warehouse")
+    values: dict[str, Any] = {}  # checked (a phone that is none refused) before any write
+    if edit.address is not None:
+        values.update(contact.address_columns(edit.address))
+    if edit.remark is not None:
+        values["remark"] = edit.remark.strip() or None
+    # Orders before stock, like every path that moves stock (issue 21).
+    from ordertally.orders import transitions
+
+    await transitions.lock_orders_and_stock(session, [order.id])
+    await _record(
+        session,
+        order.order_no,
+        Event.REVIEW_EDIT,
+        _actor(role, by, source_ip, "edited: " + ", ".join(changed)),
+    )
+    if values:
+        await repository.set_reviewed_fields(session, order.id, values)
+    if edit.warehouse is not None:
+        lines = [
+            inventory_service.LineDemand(line.id, line.line_no, line.sku, line.quantity)
+            for line in await repository.lines_of(session, order.id)
+        ]
+        province = values.get("ship_province", order.ship_province)
+        await inventory_service.move_to_warehouse(
+            session, order.id, lines, province, edit.warehouse
+        )
+    return changed
 
 
 async def queue(session: AsyncSession, stage: str, limit: int) -> list[dict[str, Any]]:
@@ -187,12 +334,17 @@ async def queue(session: AsyncSession, stage: str, limit: int) -> list[dict[str,
         order = await repository.get_by_id(session, order_id)
         if case is None or order is None:
             continue
+        hold = await _hold_case(session, order_id)
+        warehouses = await inventory_service.committed_by_warehouse(session, order_id)
         out.append(
             {
                 "order_no": order.order_no,
                 "status": order.status,
                 "stage": stage,
                 "reasons": case.detail.get("reasons", []),
+                "held": hold.detail.get("reason", "") if hold is not None else None,
+                "remark": order.remark,
+                "warehouses": sorted(warehouses),
                 "case_id": case.id,
                 "since": clock.as_utc(case.created_at).isoformat().replace("+00:00", "Z"),
             }
@@ -222,5 +374,11 @@ async def recheck(session: AsyncSession, limit: int = 500) -> int:
         if reasons(await _facts(session, order, paid_at), now, settings):
             continue
         await exceptions_service.resolve(session, case.id, "auto-review", "review passed")
+        await _record(
+            session,
+            order.order_no,
+            Event.REVIEW_PASS,
+            Actor(ActorKind.SCHEDULER, "auto-review", note="time reasons passed"),
+        )
         passed += 1
     return passed

@@ -192,3 +192,24 @@ class ContactOut(BaseModel):
     customer_name: str | None
     customer_phone: str | None
     shipping_address: dict[str, str]
+
+
+class ReviewHoldIn(Strict):
+    """Hold an order waiting in review (挂起), with the reason."""
+
+    reason: Annotated[FilledText, Field(max_length=200)]
+
+
+class ReviewEditIn(Strict):
+    """What a reviewer changes: the shipping address, the seller's remark ("" clears it), the
+    warehouse the order ships from. At least one."""
+
+    shipping_address: AddressIn | None = None
+    remark: Annotated[FreeText, Field(max_length=500)] | None = None
+    warehouse: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,32}$")] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> ReviewEditIn:
+        if self.shipping_address is None and self.remark is None and self.warehouse is None:
+            raise ValueError("give a shipping_address, a remark or a warehouse")
+        return self

@@ -46,6 +46,9 @@ class Event(StrEnum):
     CONFIRM_RECEIPT = "confirm_receipt"
     AFTERSALE_PARTIAL_REFUND = "aftersale_partial_refund"
     AFTERSALE_REFUND = "aftersale_refund"
+    REVIEW_PASS = "review_pass"
+    REVIEW_HOLD = "review_hold"
+    REVIEW_EDIT = "review_edit"
 
 
 class StockEffect(StrEnum):
@@ -153,6 +156,20 @@ TRANSITIONS: tuple[Transition, ...] = (
         "OrderCancelled",
         stock=X.RELEASE,
     ),
+    # Order review (审单, issue 17): a paid order the auto-review strategy did not pass waits
+    # in review (a blocking `order_review` case) with its reasons; cs (then finance when a rule
+    # asked) pass it, edit it (address, remark, warehouse) or hold it. Each is a row here, on
+    # `paid` and back to `paid`: the audit trail and the events show every review decision,
+    # and the status the dashboard, search, exports and analytics know stays `paid` (ADR 0034).
+    _t(
+        E.REVIEW_PASS,
+        (S.PAID,),
+        S.PAID,
+        (A.OPERATOR, A.FINANCE, A.SCHEDULER),
+        "OrderReviewPassed",
+    ),
+    _t(E.REVIEW_HOLD, (S.PAID,), S.PAID, (A.OPERATOR, A.FINANCE), "OrderReviewHeld"),
+    _t(E.REVIEW_EDIT, (S.PAID,), S.PAID, (A.OPERATOR, A.FINANCE), "OrderReviewEdited"),
     _t(E.ALLOCATE, (S.PAID,), S.ALLOCATED, (A.ALLOCATOR,), "OrderAllocated", blocked_by_holds=True),
     _t(
         E.START_FULFILLMENT,

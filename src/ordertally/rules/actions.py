@@ -96,6 +96,11 @@ def check(actions: list[dict[str, Any]], subject: str) -> list[dict[str, Any]]:
                 raise ActionInvalid(
                     f"{where}: {name} must be a {kind_of.__name__} (strings 1-200)", field=where
                 )
+        if spec.kind == "customer_flag" and given["flag"] not in customers_service.FLAG_KINDS:
+            raise ActionInvalid(
+                f"{where}: flag must be one of {', '.join(customers_service.FLAG_KINDS)}",
+                field=where,
+            )
         if spec.kind == "notify" and given["target"] not in alerts.target_keys():
             raise ActionInvalid(
                 f"{where}: no operations target {given['target']!r}; configured: "
@@ -191,6 +196,22 @@ async def tag(session: AsyncSession, firing: Firing, params: dict[str, Any]) -> 
     return {"tagged": True, "customer_id": customer_id, "new": created}
 
 
+async def customer_flag(
+    session: AsyncSession, firing: Firing, params: dict[str, Any]
+) -> dict[str, Any]:
+    """Flag the order's buyer (their profile's risk flags) and open the flag's case
+    `customer.<flag>`, holding the order when `blocking` (once per order and flag)."""
+    if firing.order_id is None:
+        return {"flagged": False, "reason": "no order"}
+    return await customers_service.raise_flag(
+        session,
+        firing.order_id,
+        str(params["flag"]),
+        _detail(firing, params),
+        blocking=bool(params.get("blocking", False)),
+    )
+
+
 async def notify(session: AsyncSession, firing: Firing, params: dict[str, Any]) -> dict[str, Any]:
     """Plan a message to a configured operations target (WeCom, DingTalk, email...)."""
     title = f"[{firing.rule_code}] {firing.subject}"
@@ -234,6 +255,13 @@ register(
     optional=("category", "blocking", "reason"),
 )
 register("tag", tag, params={"tag": str}, subjects=frozenset({ORDER_SUBJECT}))
+register(
+    "customer_flag",
+    customer_flag,
+    params={"flag": str, "reason": str, "blocking": bool},
+    optional=("reason", "blocking"),
+    subjects=frozenset({ORDER_SUBJECT}),
+)
 register("notify", notify, params={"target": str, "message": str})
 register(
     "set_sub_status",

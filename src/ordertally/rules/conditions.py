@@ -29,13 +29,17 @@ class Trigger:
     name: str
     subject: str  # what one evaluation is about: an order, a stock row, a channel account
     event_types: tuple[str, ...]  # outbox events that fire it; () = the rules tick (schedule)
+    # Evaluated inside the transaction that publishes those events (not by the consumer), so
+    # that its holds are open before anything else can act on the order (ADR 0034).
+    in_transaction: bool = False
 
 
 TRIGGERS: dict[str, Trigger] = {
     t.name: t
     for t in (
         Trigger("order.created", ORDER_SUBJECT, ("OrderCreated",)),
-        Trigger("order.paid", ORDER_SUBJECT, ("OrderPaid", "OrderReopenedPaid")),
+        # In the payment transition's transaction: a hold stops the allocation (issue 17).
+        Trigger("order.paid", ORDER_SUBJECT, ("OrderPaid", "OrderReopenedPaid"), True),
         Trigger("order.shipped", ORDER_SUBJECT, ("OrderShipped",)),
         Trigger("order.refunded", ORDER_SUBJECT, ("OrderRefunded",)),
         # Published by after-sales once it lands; rules may be written for it now.

@@ -1,4 +1,5 @@
-"""Event consumers of the rules domain: the order events that trigger rules."""
+"""Event consumers of the rules domain: the order events that trigger rules (and the hook
+that evaluates the `order.paid` rules in the payment transaction)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.events.registry import Envelope, consumer
 from ordertally.orders import events as order_events  # noqa: F401  (registers the schemas)
+from ordertally.orders import review
 from ordertally.rules import service
+
+# The rules on `order.paid` run in the payment transition's own transaction (ADR 0034).
+review.on_paid(service.evaluate_paid)
 
 
 @consumer("rules.evaluate", *service.EVENT_TYPES)

@@ -33,22 +33,65 @@ async def planned_7d(session: AsyncSession, skus: Collection[str]) -> dict[tuple
 
 
 async def order_facts(
-    session: AsyncSession, order: SalesOrder, wanted: Collection[str]
+    session: AsyncSession, order: SalesOrder, wanted: Collection[str], status: str | None = None
 ) -> dict[str, Any]:
-    """An order's facts (`order`, `lines`, `customer`, `stock`, `channel`), those in `wanted`."""
-    lines = await orders_queries.lines_of(session, order.id)
+    """An order's facts (`order`, `lines`, `customer`, `stock`, `channel`), those in `wanted`;
+    `status` stands for the order's status when the caller knows it changed since it was read
+    (a transition's own transaction)."""
+    return (await orders_facts(session, [order], wanted, status))[0]
+
+
+async def orders_facts(
+    session: AsyncSession,
+    orders: list[SalesOrder],
+    wanted: Collection[str],
+    status: str | None = None,
+) -> list[dict[str, Any]]:
+    """`order_facts` of many orders, in order: their lines, warehouses and buyers' links are
+    read in one query each (a payment transaction evaluates its orders together)."""
+    ids = [o.id for o in orders]
+    lines_by: dict[int, list[Any]] = {i: [] for i in ids}
+    for line in await orders_queries.lines_of_many(session, ids):
+        lines_by[line.order_id].append(line)
+    placed = [o.id for o in orders if (status or o.status) != "pending_payment"]
+    warehouses_by = (
+        await inventory_service.warehouses_of_orders(session, placed)
+        if "order" in wanted and placed
+        else {}
+    )
+    customers_by = (
+        await customers_service.rule_facts_many(session, ids) if "customer" in wanted else {}
+    )
+    return [
+        await _facts_of(
+            session,
+            order,
+            wanted,
+            status or order.status,
+            lines_by[order.id],
+            sorted(warehouses_by.get(order.id, ())),
+            customers_by.get(order.id),
+        )
+        for order in orders
+    ]
+
+
+async def _facts_of(
+    session: AsyncSession,
+    order: SalesOrder,
+    wanted: Collection[str],
+    status: str,
+    lines: list[Any],
+    warehouses: list[str],
+    customer: dict[str, Any] | None,
+) -> dict[str, Any]:
     skus = sorted({line.sku for line in lines})
     facts: dict[str, Any] = {}
     if "order" in wanted:
-        warehouses = (
-            sorted(await inventory_service.warehouses_of_order(session, order.id))
-            if order.status != "pending_payment"
-            else []
-        )
         facts["order"] = {
             "order_no": order.order_no,
             "channel": order.channel,
-            "status": order.status,
+            "status": status,
             "currency": order.currency,
             "total_minor": order.total_minor,
             "subtotal_minor": order.subtotal_minor,
@@ -78,7 +121,7 @@ async def order_facts(
             for line in lines
         ]
     if "customer" in wanted:
-        facts["customer"] = await customers_service.rule_facts(session, order.id)
+        facts["customer"] = customer
     if "stock" in wanted:
         planned = await planned_7d(session, skus)
         stock: dict[str, Any] = {}

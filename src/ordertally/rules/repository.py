@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from ordertally.core.db import upsert_insert
 from ordertally.rules.models import PurchasePlan, Rule, RuleHit, RuleVersion
@@ -37,9 +38,12 @@ async def list_rules(session: AsyncSession) -> list[Rule]:
     return list((await session.scalars(select(Rule).order_by(Rule.id))).all())
 
 
-async def enabled(session: AsyncSession) -> list[Rule]:
-    """The enabled rules, by id."""
-    result = await session.scalars(select(Rule).where(Rule.enabled.is_(True)).order_by(Rule.id))
+async def enabled(session: AsyncSession, also_codes: Sequence[str] = ()) -> list[Rule]:
+    """The enabled rules (and those of `also_codes`, enabled or not), by id."""
+    where: ColumnElement[bool] = Rule.enabled.is_(True)
+    if also_codes:
+        where = or_(where, Rule.code.in_(list(also_codes)))
+    result = await session.scalars(select(Rule).where(where).order_by(Rule.id))
     return list(result.all())
 
 

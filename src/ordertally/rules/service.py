@@ -8,8 +8,9 @@ import csv
 import io
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.catalog import service as catalog_service
@@ -32,14 +33,20 @@ from ordertally.rules.errors import PlanInvalid, PlanNotFound, RuleExists, RuleN
 from ordertally.rules.metrics import EVALUATIONS, FIRINGS
 from ordertally.rules.models import PurchasePlan, Rule, RuleHit, RuleVersion
 
-# Event type -> the triggers it fires.
+if TYPE_CHECKING:
+    from ordertally.orders.models import SalesOrder
+
+# Event type -> the triggers the consumer fires for it (in-transaction triggers excluded).
 EVENT_TRIGGERS: dict[str, tuple[str, ...]] = {}
 for _t in TRIGGERS.values():
-    for _e in _t.event_types:
+    for _e in () if _t.in_transaction else _t.event_types:
         EVENT_TRIGGERS.setdefault(_e, ())
         EVENT_TRIGGERS[_e] += (_t.name,)
 EVENT_TYPES: tuple[str, ...] = tuple(sorted(EVENT_TRIGGERS))
 
+PAID_TRIGGER = "order.paid"
+SEEDER = "ordertally"  # who saves the seeded templates
+SEEDED_CODES: tuple[str, ...] = tuple(t.code for t in templates.SEEDED)
 MAX_DRY_RUN_ORDERS = 20_000
 # Keyed by what was compiled, not by rule id and version: ids are reused after a restore.
 _COMPILED: dict[tuple[str, str], Compiled] = {}
@@ -189,6 +196,20 @@ async def hit_counts(session: AsyncSession) -> dict[int, tuple[int, datetime | N
     return await repository.hit_counts(session)
 
 
+async def _install(session: AsyncSession, template: templates.Template, by: str) -> Rule:
+    return await create_rule(
+        session,
+        code=template.code,
+        name=template.name,
+        trigger=template.trigger,
+        condition=templates.condition_of(template),
+        rule_actions=templates.actions_of(template),
+        enabled=template.enabled,
+        by=by,
+        template=template.code,
+    )
+
+
 async def install_templates(
     session: AsyncSession, by: str, codes: list[str] | None = None
 ) -> list[Rule]:
@@ -196,35 +217,39 @@ async def install_templates(
     template is on by default; returns the rules added."""
     wanted = [templates.BY_CODE[c] for c in codes] if codes else list(templates.TEMPLATES)
     have = await repository.codes(session, [t.code for t in wanted])
-    added = []
+    return [await _install(session, t, by) for t in wanted if t.code not in have]
+
+
+async def _seed(session: AsyncSession, wanted: list[templates.Template]) -> list[Rule]:
+    """Save seeded templates found missing (another worker may save one first: then its)."""
+    out = []
     for template in wanted:
-        if template.code in have:
-            continue
-        added.append(
-            await create_rule(
-                session,
-                code=template.code,
-                name=template.name,
-                trigger=template.trigger,
-                condition=template.condition,
-                rule_actions=templates.actions_of(template),
-                enabled=template.enabled,
-                by=by,
-                template=template.code,
-            )
-        )
-    return added
+        try:
+            async with session.begin_nested():
+                out.append(await _install(session, template, SEEDER))
+        except (IntegrityError, RuleExists):
+            found = await repository.by_code(session, template.code)
+            if found is not None:
+                out.append(found)
+    return out
 
 
 # --- evaluation ----------------------------------------------------------------------------------
 
 
 async def active(session: AsyncSession, trigger_names: tuple[str, ...]) -> list[Active]:
-    """The enabled rules of these triggers, compiled."""
+    """The enabled rules of these triggers, compiled. The seeded templates of these triggers
+    (the customer flags, on by default) are saved first when they are not saved yet; one a
+    merchant disabled stays disabled."""
+    rules = await repository.enabled(session, also_codes=SEEDED_CODES)
+    saved = {rule.code for rule in rules}
+    missing = [t for t in templates.SEEDED if t.trigger in trigger_names and t.code not in saved]
+    if missing:
+        rules += await _seed(session, missing)
     return [
         Active(rule, compiled_of(rule))
-        for rule in await repository.enabled(session)
-        if rule.trigger in trigger_names
+        for rule in rules
+        if rule.enabled and rule.trigger in trigger_names
     ]
 
 
@@ -296,6 +321,41 @@ async def evaluate_event(session: AsyncSession, envelope: Envelope) -> int:
             )
             is not None
         )
+    return fired
+
+
+async def evaluate_paid(session: AsyncSession, orders: list[SalesOrder]) -> int:
+    """Evaluate the enabled `order.paid` rules for orders that just became paid, inside the
+    payment transition's transaction, so that their holds are open before anything can
+    allocate the orders; returns how many fired. An order becomes paid at most once (the
+    transition table has no way back to `pending_payment` or `closed` from `paid`), so the
+    firing is unique per rule and order."""
+    rules = await active(session, (PAID_TRIGGER,))
+    if not rules:
+        return 0
+    wanted = set().union(*(r.compiled.variables for r in rules))
+    reads = merged([r.compiled.reads for r in rules])
+    fired = 0
+    # The ORM objects still show the status read before the compare-and-set.
+    gathered = await facts.orders_facts(session, orders, wanted, status="paid")
+    for order, order_facts in zip(orders, gathered, strict=True):
+        context = prepare(order_facts, reads)
+        for item in rules:
+            EVALUATIONS.labels(item.rule.trigger).inc()
+            if not item.compiled.matches(context):
+                continue
+            fired += (
+                await _fire(
+                    session,
+                    item,
+                    dedupe_key=f"paid:{order.id}",
+                    subject=order.order_no,
+                    order_id=order.id,
+                    order_no=order.order_no,
+                    seen=_seen(item.compiled, order_facts),
+                )
+                is not None
+            )
     return fired
 
 

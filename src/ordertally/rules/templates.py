@@ -19,6 +19,9 @@ class Template:
     actions: tuple[dict[str, Any], ...]
     enabled: bool  # on when installed by default
     wecom_alert: bool = False  # add a notify action to the first WeCom target, when there is one
+    # Saved by the rules consumer itself when absent (the customer flags were always on before
+    # they became rules); the others wait for `install_templates`.
+    seeded: bool = False
 
 
 TEMPLATES: tuple[Template, ...] = (
@@ -50,22 +53,38 @@ TEMPLATES: tuple[Template, ...] = (
         wecom_alert=True,
     ),
     Template(
+        # Was the hard-coded `discount_over_limit` flag of customers/ (ADR 0034 addendum).
         "builtin.discount_over_80",
         "折扣超过 80%，可疑订单审核 / discount over 80%: review",
         "order.created",
-        "order.discount_ratio > 0.8",
-        ({"kind": "hold", "pool": "suspicious_discount", "reason": "discount over 80%"},),
-        # customers/ still raises its discount flag; this one is switched on in its place.
-        False,
+        "order.subtotal_minor > 0 && order.discount_minor * 10000 > 8000 * order.subtotal_minor",
+        (
+            {
+                "kind": "customer_flag",
+                "flag": "discount_over_limit",
+                "reason": "discount over 80%",
+                "blocking": False,
+            },
+        ),
+        True,
+        seeded=True,
     ),
     Template(
+        # Was the hard-coded `same_sku_burst` flag of customers/ (ADR 0034 addendum).
         "builtin.same_item_burst",
         "同一买家 5 分钟内同款下单超过 3 次，疑似刷单暂停 / same item > 3 times in 5 min: pause",
         "order.created",
         "customer.max_same_sku_orders_5m > 3",
-        ({"kind": "hold", "pool": "suspected_brushing", "reason": "suspected brushing"},),
-        # customers/ still raises its burst flag; this one is switched on in its place.
-        False,
+        (
+            {
+                "kind": "customer_flag",
+                "flag": "same_sku_burst",
+                "reason": "suspected brushing",
+                "blocking": False,
+            },
+        ),
+        True,
+        seeded=True,
     ),
     Template(
         "builtin.empty_channel_pulls",
@@ -78,13 +97,31 @@ TEMPLATES: tuple[Template, ...] = (
     ),
 )
 BY_CODE: dict[str, Template] = {t.code: t for t in TEMPLATES}
+SEEDED: tuple[Template, ...] = tuple(t for t in TEMPLATES if t.seeded)
+
+
+def condition_of(template: Template, settings: Settings | None = None) -> str:
+    """A template's condition, with the thresholds the flag settings held before the flags
+    became rules (`customers_discount_flag_ratio`, `customers_burst_max_orders`)."""
+    settings = settings or get_settings()
+    if template.code == "builtin.discount_over_80":
+        basis_points = round(settings.customers_discount_flag_ratio * 10000)
+        return template.condition.replace("8000 *", f"{basis_points} *")
+    if template.code == "builtin.same_item_burst":
+        return template.condition.replace("> 3", f"> {settings.customers_burst_max_orders}")
+    return template.condition
 
 
 def actions_of(template: Template, settings: Settings | None = None) -> list[dict[str, Any]]:
-    """A template's actions, with the WeCom alert when a WeCom target is configured."""
+    """A template's actions, with the WeCom alert when a WeCom target is configured (and a
+    customer flag holding the order when `customers_flags_blocking` says so)."""
+    settings = settings or get_settings()
     actions = [dict(a) for a in template.actions]
+    for action in actions:
+        if action["kind"] == "customer_flag":
+            action["blocking"] = settings.customers_flags_blocking
     if template.wecom_alert:
-        wecom = [t for t in targets.ops_targets(settings or get_settings()) if t.kind == "wecombot"]
+        wecom = [t for t in targets.ops_targets(settings) if t.kind == "wecombot"]
         if wecom:
             actions.append({"kind": "notify", "target": wecom[0].key, "message": template.name})
     return actions

@@ -114,6 +114,9 @@ TRANSITION_LABELS: dict[str, str] = {
     "complete": N_("Completed"),
     "reopen_paid": N_("Reopened as paid"),
     "refund": N_("Refunded"),
+    "review_pass": N_("Review passed"),
+    "review_hold": N_("Held in review"),
+    "review_edit": N_("Edited in review"),
 }
 OUTCOME_LABELS: dict[str, str] = {
     "ok": N_("Signed in"),
