@@ -192,3 +192,21 @@ class ContactOut(BaseModel):
     customer_name: str | None
     customer_phone: str | None
     shipping_address: dict[str, str]
+
+
+class ViewQuery(Strict):
+    """What a saved view of the orders screen remembers: the search box and the filters, as
+    the screen's own query parameters (dates as the merchant's days or ISO moments)."""
+
+    q: Annotated[Line, Field(max_length=200)] = ""
+    status: Annotated[str, Field(max_length=32, pattern=r"^[a-z_]*$")] = ""
+    channel: Annotated[str, Field(max_length=32, pattern=r"^[A-Za-z0-9_-]*$")] = ""
+    created_from: Annotated[str, Field(max_length=40, pattern=r"^[0-9T:.+ -]*$")] = ""
+    created_to: Annotated[str, Field(max_length=40, pattern=r"^[0-9T:.+ -]*$")] = ""
+    case_type: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")] = ""
+
+
+class SavedViewIn(Strict):
+    name: Annotated[Text, Field(max_length=64)]
+    shared: bool = False
+    query: ViewQuery

@@ -23,6 +23,7 @@ from ordertally.web import (
     channel_desk,
     exports,
     finance,
+    order_desk,
     pages,
     review_desk,
     rules_desk,
@@ -81,6 +82,7 @@ def register(app: FastAPI | None) -> None:
     if app is None:
         return
     app.include_router(pages.router)
+    app.include_router(order_desk.router)
     app.include_router(finance.router)
     app.include_router(warehouse.router)
     app.include_router(admin.router)
