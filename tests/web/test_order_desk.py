@@ -74,7 +74,7 @@ async def test_a_saved_view_is_listed_applied_shared_by_an_admin_and_deleted(
     )
     listed = await cs.get("/ui/orders")
     assert _VIEW.findall(listed.text) == ["已付款", "抖音待付款"]  # shared first
-    shared_id = [v.id for v in await _all_views(db) if v.shared][0]
+    shared_id = next(v.id for v in await _all_views(db) if v.shared)
     refused = await cs.post(f"/ui/orders/views/{shared_id}/delete", data={"csrf_token": token})
     assert refused.status_code == 403 and len(await _views(db)) == 2
     deleted = await admin.post(
