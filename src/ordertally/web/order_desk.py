@@ -67,6 +67,11 @@ async def screen_extras(request: Request, user: SignedIn, filters: dict[str, str
             for v in views
         ],
         "can_share": user.role in saved_views.SHARE_ROLES,
+        # The filters the page's forms post back; a typed phone stays masked for a role that
+        # may not see contacts.
+        "posted_filters": filters
+        if may(user, "orders.contact")
+        else {**filters, "q": search_box.masked_query(filters.get("q", ""))},
         "bulk_actions": bulk_actions(user),
         "max_picked": MAX_PICKED,
     }

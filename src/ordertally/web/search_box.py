@@ -80,6 +80,15 @@ def mask_phone(term: str) -> str:
     return f"{digits[:3]}****{digits[-4:]}"
 
 
+_PHONE_LIKE = re.compile(r"^\+?\d[\d-]{7,}$")
+
+
+def masked_query(q: str) -> str:
+    """The search box's words with every phone-like word masked: what a page may echo back to
+    a role that may not see contacts (the search finds masked phones too)."""
+    return " ".join(mask_phone(w) if _PHONE_LIKE.match(w) else w for w in q.split())
+
+
 def _local_day(moment: datetime | None, *, end: bool) -> str | None:
     """The merchant's day of a bound (an end bound is exclusive: the day before it)."""
     if moment is None:
