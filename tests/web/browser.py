@@ -194,6 +194,40 @@ class BatchPage(Screen):
         await expect(self.page.locator(f"[data-batch-state={state}]")).to_be_visible(timeout=15000)
 
 
+class ImportPage(Screen):
+    async def open(self) -> ImportPage:
+        await self.page.goto(f"{self.base}/ui/channels/import")
+        return self
+
+    async def upload(self, account: str, path: str, template: str = "") -> None:
+        """Pick the account, the template and the file, and upload: lands on its progress."""
+        await self.page.select_option("select[data-import=account]", account)
+        await self.page.select_option("select[data-import=template]", template)
+        await self.page.set_input_files("input[data-import=file]", path)
+        await self.page.click("button[data-action=upload]")
+        await expect(self.page).to_have_url(re.compile(r"/ui/imports/\d+$"))
+
+    async def state(self) -> str:
+        return (
+            await self.page.locator("[data-import-state]").get_attribute("data-import-state") or ""
+        )
+
+    async def wait_for(self, state: str) -> None:
+        """htmx refreshes the progress card while the import is queued or running."""
+        await expect(self.page.locator(f"[data-import-state={state}]")).to_be_visible(timeout=15000)
+
+    async def figure(self, name: str) -> str:
+        return (await self.page.locator(f"[data-import={name}]").inner_text()).strip()
+
+    async def download_rejected(self, to: str) -> str:
+        """Download the rejected rows; returns the file's text."""
+        async with self.page.expect_download() as info:
+            await self.page.click("a[data-action=download-rejected]")
+        download = await info.value
+        await download.save_as(to)
+        return Path(to).read_text(encoding="utf-8-sig")  # noqa: ASYNC240 (a small test file)
+
+
 class OrderDetail(Screen):
     async def status(self) -> str:
         return await self.page.locator("[data-status]").get_attribute("data-status") or ""

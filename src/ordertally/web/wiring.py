@@ -23,6 +23,7 @@ from ordertally.web import (
     channel_desk,
     exports,
     finance,
+    import_desk,
     order_desk,
     pages,
     review_desk,
@@ -87,6 +88,7 @@ def register(app: FastAPI | None) -> None:
     app.include_router(warehouse.router)
     app.include_router(admin.router)
     app.include_router(channel_desk.router)
+    app.include_router(import_desk.router)
     app.include_router(cases.router)
     app.include_router(aftersales.router)
     app.include_router(exports.router)
