@@ -3,12 +3,15 @@ requested through the real server by a signed-in admin, one request at a time, a
 median and p95 time is reported (measured by the client on 127.0.0.1, so an upper bound of the
 server's time). Target: p95 ≤ 100 ms per page.
 
-    python -m bench.web_pages [--orders 1000000] [--requests 40] [--pg-url URL]
+    python -m bench.web_pages [--orders 1000000] [--cases 100000] [--requests 40]
+                              [--only PREFIX ...] [--pg-url URL]
 
 The orders are cloned on the server from one order made through the services (INSERT ...
 SELECT over generate_series: statuses by age like a working month, created over 30 days), so
-loading a million takes a minute, not the hours the API would. Everything runs in a scratch
-database that is dropped at the end; only 127.0.0.1 is contacted.
+loading a million takes a minute, not the hours the API would. The workbench gets a year of
+exception cases over those orders (COPY-loaded as `bench.casework` does: about 5% still active),
+so the cases screens list from a realistic table. Everything runs in a scratch database that is
+dropped at the end; only 127.0.0.1 is contacted.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Integer, String, case, cast, func, insert, literal, select, text
 
+from bench.casework import _copy_cases
 from bench.payments import order_command, seed_stock
 from bench.server import HOST, Server, ordertally_command, scratch_database
 
@@ -158,6 +162,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--cases", type=int, default=100_000)
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="measure only the pages starting with these"
+    )
     parser.add_argument(
         "--pg-url",
         default=os.environ.get(
@@ -172,9 +180,12 @@ def main() -> None:
         reset_settings()
         started = time.perf_counter()
         order_no = asyncio.run(load_orders(db.url, args.orders))
+        if args.cases:
+            asyncio.run(_copy_cases(db.url, args.cases, args.orders + 1))
         load_s = time.perf_counter() - started
         make_admin(db.env, str(db.data_dir))
         since = (datetime.now(UTC) - timedelta(days=2)).date().isoformat()
+        month = (datetime.now(UTC) - timedelta(days=30)).date().isoformat()
         pages = [
             "/ui/",
             "/ui/dashboard/figures",
@@ -188,7 +199,23 @@ def main() -> None:
             "/ui/channels",
             "/ui/settings",
             "/ui/users",
+            # The screens of the later slices (cases, rules, review, after-sales, exports,
+            # analytics) and this one's (file import).
+            "/ui/cases",
+            "/ui/cases?state=open",
+            "/ui/cases?breached=1",
+            "/ui/cases/1",
+            "/ui/rules",
+            "/ui/rules/new",
+            "/ui/review",
+            "/ui/aftersales",
+            "/ui/exports",
+            "/ui/analytics",
+            f"/ui/analytics?date_from={month}",
+            "/ui/channels/import",
         ]
+        if args.only:
+            pages = [p for p in pages if any(p.startswith(o) for o in args.only)]
         with Server(db, workers=1) as server:
             results = asyncio.run(measure(server.port, pages, args.requests))
     worst = max(r["p95_ms"] for r in results.values())
@@ -196,6 +223,7 @@ def main() -> None:
         json.dumps(
             {
                 "orders": args.orders + 1,
+                "cases": args.cases,
                 "load_seconds": round(load_s, 1),
                 "requests_per_page": args.requests,
                 "pages": results,
