@@ -4,7 +4,11 @@ median and p95 time is reported (measured by the client on 127.0.0.1, so an uppe
 server's time). Target: p95 ≤ 100 ms per page.
 
     python -m bench.web_pages [--orders 1000000] [--cases 100000] [--requests 40]
-                              [--only PREFIX ...] [--pg-url URL]
+                              [--only PREFIX ...] [--baseline-src DIR --rounds N] [--pg-url URL]
+
+With --baseline-src (another source tree's `src`, e.g. `git archive main src`), the same loaded
+database is served alternately by that tree (before) and this one (after), --rounds times,
+each measured in turn: before/after figures from one session, interleaved.
 
 The orders are cloned on the server from one order made through the services (INSERT ...
 SELECT over generate_series: statuses by age like a working month, created over 30 days), so
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import statistics
@@ -158,6 +163,27 @@ async def measure(port: int, pages: list[str], requests: int) -> dict[str, dict[
     return results
 
 
+def compare(db: Any, pages: list[str], args: argparse.Namespace) -> None:
+    """Serve the database from the baseline tree and from this one, alternately, and print
+    each round's median / p95 per page for both, then the ratios of the medians of rounds."""
+    baseline = dataclasses.replace(db, env={**db.env, "PYTHONPATH": args.baseline_src})
+    runs: dict[str, list[dict[str, dict[str, float]]]] = {"before": [], "after": []}
+    for round_no in range(args.rounds):
+        for label, served in (("before", baseline), ("after", db)):
+            load = os.getloadavg()[0]
+            with Server(served, workers=1) as server:
+                runs[label].append(asyncio.run(measure(server.port, pages, args.requests)))
+            print(f"round {round_no + 1} {label}: load {load:.1f} -> {os.getloadavg()[0]:.1f}")
+            for path, r in runs[label][-1].items():
+                print(f"  {path}: {r['median_ms']} / {r['p95_ms']} ms")
+    for path in pages:
+        b = [statistics.median([r[path]["median_ms"] for r in runs["before"]])]
+        a = [statistics.median([r[path]["median_ms"] for r in runs["after"]])]
+        bp = statistics.median([r[path]["p95_ms"] for r in runs["before"]])
+        ap = statistics.median([r[path]["p95_ms"] for r in runs["after"]])
+        print(f"{path}: median {b[0]} -> {a[0]} ms ({b[0] / a[0]:.2f}x), p95 {bp} -> {ap} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=1_000_000)
@@ -172,6 +198,8 @@ def main() -> None:
             "ORDERTALLY_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
         ),
     )
+    parser.add_argument("--baseline-src", default=None)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with scratch_database("pg", args.pg_url, {}) as db:
         os.environ.update(db.env)
@@ -216,6 +244,9 @@ def main() -> None:
         ]
         if args.only:
             pages = [p for p in pages if any(p.startswith(o) for o in args.only)]
+        if args.baseline_src:
+            compare(db, pages, args)
+            return
         with Server(db, workers=1) as server:
             results = asyncio.run(measure(server.port, pages, args.requests))
     worst = max(r["p95_ms"] for r in results.values())
