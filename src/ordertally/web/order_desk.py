@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import RedirectResponse, Response
 
 from ordertally.casework import batch
@@ -49,10 +50,10 @@ def _link(query: dict[str, Any]) -> str:
     return "/ui/orders?" + urlencode({k: v for k, v in query.items() if v and k in VIEW_KEYS})
 
 
-async def screen_extras(request: Request, user: SignedIn, filters: dict[str, str]) -> dict:
-    """What the orders screen shows besides the orders: the saved views, the actions."""
-    async with database(request).transaction(write=False) as session:
-        views = await saved_views.views_for(session, user.username)
+async def screen_extras(session: AsyncSession, user: SignedIn, filters: dict[str, str]) -> dict:
+    """What the orders screen shows besides the orders: the saved views, the actions (read in
+    the page's own transaction)."""
+    views = await saved_views.views_for(session, user.username)
     return {
         "views": [
             {

@@ -402,11 +402,10 @@ async def render_orders(
         "created_to": q.get("created_to", ""),
         "case_type": case_type or "",
     }
-    extras = {**await order_desk.screen_extras(request, user, filters), **extra}
     if text:
         cursor = (q.get("cursor") or "")[:200] or None
         return await _search_page(
-            request, user, filters, created_from, created_to, cursor, extras, http_status
+            request, user, filters, created_from, created_to, cursor, extra, http_status
         )
     after = None
     match = _CURSOR.match(q.get("after", ""))
@@ -429,6 +428,7 @@ async def render_orders(
             order_ids=case_orders,
             channels=user.channels,
         )
+        extras = {**await order_desk.screen_extras(session, user, filters), **extra}
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     next_link = None
@@ -455,7 +455,7 @@ async def _search_page(
     created_from: datetime | None,
     created_to: datetime | None,
     cursor: str | None,
-    extras: dict[str, Any],
+    extra: dict[str, Any],
     status: int,
 ) -> Response:
     """The orders that the search box's words find, with the same filters, keyset pages
@@ -484,6 +484,7 @@ async def _search_page(
             may_see_contact=may(user, "orders.contact"),
             order_ids=case_orders,
         )
+        extras = {**await order_desk.screen_extras(session, user, filters), **extra}
     context = _common(
         request,
         user,
