@@ -105,7 +105,7 @@ async def _page(request: Request, batch_id: int, *, error: str | None = None) ->
     context = pages._common(
         request,
         user,
-        active="cases",
+        active="orders" if b.target == "orders" else "cases",
         batch=b,
         audit=audit,
         sample=sample,
