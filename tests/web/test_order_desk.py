@@ -18,6 +18,7 @@ from ordertally.core.db import Database
 from ordertally.orders import service as orders_service
 from ordertally.orders.models import SavedView
 from tests.factories import make_order
+from tests.payments.helpers import make_attempt, paid_notice, store_and_apply
 from tests.web.conftest import SignedInClient
 from tests.web.helpers import count, csrf_of
 
@@ -157,9 +158,15 @@ async def test_ticked_orders_are_tagged_by_a_previewed_confirmed_batch_once(
 async def test_all_unpaid_orders_matching_the_filter_are_cancelled_and_the_paid_kept(
     signed_in: SignedInClient, db: Database
 ) -> None:
-    # Given two unpaid orders and a paid one
+    # Given two unpaid orders, a paid one, and an unpaid one whose payment attempt received
+    # money in a wrong amount (the payment timeout would keep it open)
     unpaid = [await make_order(db, "pending_payment") for _ in range(2)]
     paid = await make_order(db, "paid")
+    money_in = await make_order(db, "pending_payment")
+    attempt = await make_attempt(db, money_in)
+    assert (await store_and_apply(db, paid_notice(attempt, amount_minor=1)))[1] == (
+        "amount_mismatch"
+    )
     cs = await signed_in("cs")
     token = csrf_of((await cs.get("/ui/orders?status=pending_payment")).text)
     # When cs previews cancelling all orders awaiting payment, confirms, and the worker runs it
@@ -169,16 +176,21 @@ async def test_all_unpaid_orders_matching_the_filter_are_cancelled_and_the_paid_
               "status": "pending_payment", "note": "buyer asked"},
     )  # fmt: skip
     preview = await cs.get(made.headers["location"])
-    assert re.search(r'data-batch="total">2<', preview.text)
+    assert re.search(r'data-batch="total">3<', preview.text)
     await cs.post(f"{made.headers['location']}/confirm", data={"csrf_token": token})
     assert await _run_queued(db) == ["done"]
-    # Then both are closed by the operator's cancel, and the paid order is untouched
+    # Then both are closed by the operator's cancel; the paid order and the one with money
+    # received stay as they were, the latter audited as unchanged
     async with db.transaction(write=False) as session:
         after = {o.order_no: o.status for o in await orders_service.get_orders_by_id(
-            session, [o.id for o in [*unpaid, paid]])}  # fmt: skip
+            session, [o.id for o in [*unpaid, paid, money_in]])}  # fmt: skip
         events = await orders_service.events_of(session, unpaid[0].order_no)
+        audit = await session.execute(select(BatchAudit.order_id, BatchAudit.outcome))
+        outcomes = {int(i): str(o) for i, o in audit.all()}
     assert after == {unpaid[0].order_no: "closed", unpaid[1].order_no: "closed",
-                     paid.order_no: "paid"}  # fmt: skip
+                     paid.order_no: "paid", money_in.order_no: "pending_payment"}  # fmt: skip
+    assert outcomes == {unpaid[0].id: "changed", unpaid[1].id: "changed",
+                        money_in.id: "unchanged"}  # fmt: skip
     assert (events[-1].event, events[-1].note) == ("cancel", "buyer asked")
     assert events[-1].actor_id.startswith("batch:")
 
