@@ -3,18 +3,26 @@ requested through the real server by a signed-in admin, one request at a time, a
 median and p95 time is reported (measured by the client on 127.0.0.1, so an upper bound of the
 server's time). Target: p95 ≤ 100 ms per page.
 
-    python -m bench.web_pages [--orders 1000000] [--requests 40] [--pg-url URL]
+    python -m bench.web_pages [--orders 1000000] [--cases 100000] [--requests 40]
+                              [--only PREFIX ...] [--baseline-src DIR --rounds N] [--pg-url URL]
+
+With --baseline-src (another source tree's `src`, e.g. `git archive main src`), the same loaded
+database is served alternately by that tree (before) and this one (after), --rounds times,
+each measured in turn: before/after figures from one session, interleaved.
 
 The orders are cloned on the server from one order made through the services (INSERT ...
 SELECT over generate_series: statuses by age like a working month, created over 30 days), so
-loading a million takes a minute, not the hours the API would. Everything runs in a scratch
-database that is dropped at the end; only 127.0.0.1 is contacted.
+loading a million takes a minute, not the hours the API would. The workbench gets a year of
+exception cases over those orders (COPY-loaded as `bench.casework` does: about 5% still active),
+so the cases screens list from a realistic table. Everything runs in a scratch database that is
+dropped at the end; only 127.0.0.1 is contacted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import statistics
@@ -27,6 +35,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Integer, String, case, cast, func, insert, literal, select, text
 
+from bench.casework import _copy_cases
 from bench.payments import order_command, seed_stock
 from bench.server import HOST, Server, ordertally_command, scratch_database
 
@@ -154,16 +163,43 @@ async def measure(port: int, pages: list[str], requests: int) -> dict[str, dict[
     return results
 
 
+def compare(db: Any, pages: list[str], args: argparse.Namespace) -> None:
+    """Serve the database from the baseline tree and from this one, alternately, and print
+    each round's median / p95 per page for both, then the ratios of the medians of rounds."""
+    baseline = dataclasses.replace(db, env={**db.env, "PYTHONPATH": args.baseline_src})
+    runs: dict[str, list[dict[str, dict[str, float]]]] = {"before": [], "after": []}
+    for round_no in range(args.rounds):
+        for label, served in (("before", baseline), ("after", db)):
+            load = os.getloadavg()[0]
+            with Server(served, workers=1) as server:
+                runs[label].append(asyncio.run(measure(server.port, pages, args.requests)))
+            print(f"round {round_no + 1} {label}: load {load:.1f} -> {os.getloadavg()[0]:.1f}")
+            for path, r in runs[label][-1].items():
+                print(f"  {path}: {r['median_ms']} / {r['p95_ms']} ms")
+    for path in pages:
+        b = [statistics.median([r[path]["median_ms"] for r in runs["before"]])]
+        a = [statistics.median([r[path]["median_ms"] for r in runs["after"]])]
+        bp = statistics.median([r[path]["p95_ms"] for r in runs["before"]])
+        ap = statistics.median([r[path]["p95_ms"] for r in runs["after"]])
+        print(f"{path}: median {b[0]} -> {a[0]} ms ({b[0] / a[0]:.2f}x), p95 {bp} -> {ap} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--cases", type=int, default=100_000)
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="measure only the pages starting with these"
+    )
     parser.add_argument(
         "--pg-url",
         default=os.environ.get(
             "ORDERTALLY_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
         ),
     )
+    parser.add_argument("--baseline-src", default=None)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with scratch_database("pg", args.pg_url, {}) as db:
         os.environ.update(db.env)
@@ -172,9 +208,12 @@ def main() -> None:
         reset_settings()
         started = time.perf_counter()
         order_no = asyncio.run(load_orders(db.url, args.orders))
+        if args.cases:
+            asyncio.run(_copy_cases(db.url, args.cases, args.orders + 1))
         load_s = time.perf_counter() - started
         make_admin(db.env, str(db.data_dir))
         since = (datetime.now(UTC) - timedelta(days=2)).date().isoformat()
+        month = (datetime.now(UTC) - timedelta(days=30)).date().isoformat()
         pages = [
             "/ui/",
             "/ui/dashboard/figures",
@@ -188,7 +227,26 @@ def main() -> None:
             "/ui/channels",
             "/ui/settings",
             "/ui/users",
+            # The screens of the later slices (cases, rules, review, after-sales, exports,
+            # analytics) and this one's (file import).
+            "/ui/cases",
+            "/ui/cases?state=open",
+            "/ui/cases?breached=1",
+            "/ui/cases/1",
+            "/ui/rules",
+            "/ui/rules/new",
+            "/ui/review",
+            "/ui/aftersales",
+            "/ui/exports",
+            "/ui/analytics",
+            f"/ui/analytics?date_from={month}",
+            "/ui/channels/import",
         ]
+        if args.only:
+            pages = [p for p in pages if any(p.startswith(o) for o in args.only)]
+        if args.baseline_src:
+            compare(db, pages, args)
+            return
         with Server(db, workers=1) as server:
             results = asyncio.run(measure(server.port, pages, args.requests))
     worst = max(r["p95_ms"] for r in results.values())
@@ -196,6 +254,7 @@ def main() -> None:
         json.dumps(
             {
                 "orders": args.orders + 1,
+                "cases": args.cases,
                 "load_seconds": round(load_s, 1),
                 "requests_per_page": args.requests,
                 "pages": results,

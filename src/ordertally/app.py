@@ -195,11 +195,13 @@ def body_limits(settings: Settings) -> dict[str, int]:
     route gets `max_body_bytes`. The routes re-check their own limit on what they read."""
     from ordertally.fulfillment.api import MAX_LIST_BYTES
     from ordertally.fulfillment.callbacks import MAX_PUSH_BYTES
+    from ordertally.web.import_desk import UPLOAD_BODY_BYTES
 
     return {
         "/api/v1/shipments/import": MAX_LIST_BYTES,
         "/callbacks/carriers/": MAX_PUSH_BYTES,
         "/callbacks/channels/": settings.channels_webhook_max_bytes,
+        "/ui/channels/import": UPLOAD_BODY_BYTES,
     }
 
 

@@ -52,6 +52,7 @@ JOBS = [
     "case_counts_fold",
     "casework_batches",
     "casework_sla",
+    "channels_file_imports",
     "channels_sync_due",
     "channels_webhook_purge",
     "channels_webhook_sweep",

@@ -138,6 +138,95 @@ class OrdersList(Screen):
         await expect(self.page).to_have_url(f"{self.base}/ui/orders/{order_no}")
         return OrderDetail(self.page, self.base)
 
+    async def save_view(self, name: str, *, shared: bool = False) -> None:
+        """Save the current search and filters under a name."""
+        await self.page.fill("form[data-form=save-view] input[name=view_name]", name)
+        if shared:
+            await self.page.check("form[data-form=save-view] input[name=shared]")
+        await self.page.click("button[data-action=save-view]")
+        await self.page.wait_for_load_state()
+
+    async def views(self) -> list[str]:
+        """The saved views offered above the filters."""
+        return await self.page.locator("[data-view]").evaluate_all(
+            "els => els.map(e => e.dataset.view)"
+        )
+
+    async def apply_view(self, name: str) -> None:
+        await self.page.click(f"[data-view='{name}'] a")
+        await self.page.wait_for_load_state()
+
+    async def pick(self, *order_nos: str) -> None:
+        """Tick orders in the list, with the keyboard (Space on each checkbox)."""
+        for order_no in order_nos:
+            await self.page.focus(f"input[data-pick='{order_no}']")
+            await self.page.keyboard.press("Space")
+
+    async def preview_bulk(self, action: str, *, scope: str = "picked", **fields: str) -> BatchPage:
+        """Choose a bulk action and preview it: lands on the batch's page."""
+        await self.page.select_option("select[data-bulk=scope]", scope)
+        await self.page.select_option("select[data-bulk=action]", action)
+        for name, value in fields.items():
+            await self.page.fill(f"input[data-bulk={name}]", value)
+        await self.page.click("button[data-action=bulk-preview]")
+        await expect(self.page).to_have_url(re.compile(r"/ui/batches/\d+$"))
+        return BatchPage(self.page, self.base)
+
+
+class BatchPage(Screen):
+    async def state(self) -> str:
+        return await self.page.locator("[data-batch-state]").get_attribute("data-batch-state") or ""
+
+    async def figure(self, name: str) -> str:
+        return (await self.page.locator(f"[data-batch={name}]").inner_text()).strip()
+
+    async def sample(self) -> list[str]:
+        return await self.page.locator("[data-sample]").evaluate_all(
+            "els => els.map(e => e.dataset.sample)"
+        )
+
+    async def confirm(self) -> None:
+        await self.page.click("button[data-action=confirm-batch]")
+        await expect(self.page.locator("[data-batch-flash]")).to_be_visible()
+
+    async def wait_for(self, state: str) -> None:
+        """htmx refreshes the progress card while the batch is queued or running."""
+        await expect(self.page.locator(f"[data-batch-state={state}]")).to_be_visible(timeout=15000)
+
+
+class ImportPage(Screen):
+    async def open(self) -> ImportPage:
+        await self.page.goto(f"{self.base}/ui/channels/import")
+        return self
+
+    async def upload(self, account: str, path: str, template: str = "") -> None:
+        """Pick the account, the template and the file, and upload: lands on its progress."""
+        await self.page.select_option("select[data-import=account]", account)
+        await self.page.select_option("select[data-import=template]", template)
+        await self.page.set_input_files("input[data-import=file]", path)
+        await self.page.click("button[data-action=upload]")
+        await expect(self.page).to_have_url(re.compile(r"/ui/imports/\d+$"))
+
+    async def state(self) -> str:
+        return (
+            await self.page.locator("[data-import-state]").get_attribute("data-import-state") or ""
+        )
+
+    async def wait_for(self, state: str) -> None:
+        """htmx refreshes the progress card while the import is queued or running."""
+        await expect(self.page.locator(f"[data-import-state={state}]")).to_be_visible(timeout=15000)
+
+    async def figure(self, name: str) -> str:
+        return (await self.page.locator(f"[data-import={name}]").inner_text()).strip()
+
+    async def download_rejected(self, to: str) -> str:
+        """Download the rejected rows; returns the file's text."""
+        async with self.page.expect_download() as info:
+            await self.page.click("a[data-action=download-rejected]")
+        download = await info.value
+        await download.save_as(to)
+        return Path(to).read_text(encoding="utf-8-sig")  # noqa: ASYNC240 (a small test file)
+
 
 class OrderDetail(Screen):
     async def status(self) -> str:

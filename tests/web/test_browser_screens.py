@@ -188,6 +188,7 @@ async def test_each_role_is_refused_on_another_roles_screens_and_csrf_is_checked
         "ops": ["/ui/payments", "/ui/users"],
         "cs": [
             *("/ui/payments", "/ui/shipping", "/ui/settings", "/ui/users", "/ui/rules/new"),
+            "/ui/channels/import",
         ],
         "finance": ["/ui/shipping", "/ui/users", "/ui/rules", "/ui/rules/new", new_case],
         "warehouse": [

@@ -21,8 +21,10 @@ from ordertally.core.db import Database
 from ordertally.exceptions import service as exceptions_service
 from ordertally.exceptions.service import Who
 from ordertally.notify import service as notify_service
-from ordertally.orders import holds
+from ordertally.orders import closing, holds, transitions
 from ordertally.orders import service as orders_service
+from ordertally.orders.errors import IllegalTransition, OrderOnHold, TransitionConflict
+from ordertally.orders.state_machine import Actor, ActorKind, Event, Status
 
 CHUNK = 500
 SAMPLE = 20
@@ -36,6 +38,7 @@ ACTIONS = (
     "resolve_cases",
     "hold",
     "release",
+    "cancel_unpaid",
 )
 
 
@@ -47,6 +50,8 @@ class _Cancelled(Exception):
 Apply = Callable[[AsyncSession, BatchAction, int, Who], Awaitable[bool]]
 # (session, batch, a chunk's order ids, who) -> the ids it changed
 Bulk = Callable[[AsyncSession, BatchAction, list[int], Who], Awaitable[set[int]]]
+# (database, a chunk's order ids) -> the ids to leave as they are; run with no transaction open
+Precheck = Callable[[Database, list[int]], Awaitable[set[int]]]
 
 
 async def preview(
@@ -141,21 +146,34 @@ async def run(db: Database, batch_id: int, chunk: int = CHUNK) -> str:
             )
         elif batch.state != "running":
             return batch.state
+        precheck = PRECHECKS.get(batch.action)
     while True:
+        ids: list[int] | None = None
+        keep: set[int] = set()
+        if precheck is not None:
+            # The chunk is read first and checked with no transaction open (the check may ask a
+            # platform); the write transaction then works on exactly the ids that were checked.
+            async with db.transaction(write=False) as session:
+                batch = await get(session, batch_id)
+                ids = await repository.target_ids(
+                    session, batch.target, batch.filters, batch.created_at, batch.cursor, chunk
+                )
+            keep = await precheck(db, ids) if ids else set()
         async with db.transaction() as session:
             batch = await get(session, batch_id)
             if batch.state != "running":
                 return batch.state
-            ids = await repository.target_ids(
-                session, batch.target, batch.filters, batch.created_at, batch.cursor, chunk
-            )
+            if ids is None:
+                ids = await repository.target_ids(
+                    session, batch.target, batch.filters, batch.created_at, batch.cursor, chunk
+                )
             if not ids:
                 await repository.change_batch(
                     session, batch_id, ("running",), {"state": "done", "finished_at": clock.now()}
                 )
                 return "done"
             try:
-                changed = await _apply_chunk(session, batch, ids)
+                changed = await _apply_chunk(session, batch, ids, keep)
                 if not await repository.advance_batch(
                     session, batch_id, ids[-1], len(ids), changed
                 ):
@@ -164,11 +182,14 @@ async def run(db: Database, batch_id: int, chunk: int = CHUNK) -> str:
                 return "cancelled"
 
 
-async def _apply_chunk(session: AsyncSession, batch: BatchAction, ids: list[int]) -> int:
+async def _apply_chunk(
+    session: AsyncSession, batch: BatchAction, ids: list[int], keep: set[int]
+) -> int:
     done = await repository.audited(session, batch.id, ids)
     who = Who(f"batch:{batch.id}:{batch.created_by}", batch.source_ip)
     todo = [i for i in ids if i not in done]
-    changed = await BULK[batch.action](session, batch, todo, who) if todo else set()
+    work = [i for i in todo if i not in keep]
+    changed = await BULK[batch.action](session, batch, work, who) if work else set()
     now = clock.now()
     await repository.add_audit(
         session,
@@ -303,6 +324,20 @@ async def _release(session: AsyncSession, batch: BatchAction, order_id: int, who
     return await _resolve(session, order_id, HOLD_TYPE, who, note, "released")
 
 
+async def _cancel_unpaid(
+    session: AsyncSession, batch: BatchAction, order_id: int, who: Who
+) -> bool:
+    orders = await orders_service.get_orders_by_id(session, [order_id])
+    if not orders or orders[0].status != Status.PENDING_PAYMENT:
+        return False
+    actor = Actor(ActorKind.OPERATOR, who.name[:100], who.source_ip, note=batch.params.get("note"))
+    try:
+        result = await transitions.transition(session, orders[0].order_no, Event.CANCEL, actor)
+    except (IllegalTransition, OrderOnHold, TransitionConflict):
+        return False  # refused before anything was written: paid meanwhile, or on hold
+    return result.applied
+
+
 def _each(apply: Apply) -> Bulk:
     async def bulk(
         session: AsyncSession, batch: BatchAction, order_ids: list[int], who: Who
@@ -321,4 +356,6 @@ BULK: dict[str, Bulk] = {
     "resolve_cases": _each(_resolve_cases),
     "hold": _each(_hold),
     "release": _each(_release),
+    "cancel_unpaid": _each(_cancel_unpaid),
 }
+PRECHECKS: dict[str, Precheck] = {"cancel_unpaid": closing.kept_open_ids}

@@ -42,3 +42,7 @@ class OrderFilter:
     case_type: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    # Orders picked one by one (their numbers), e.g. ticked in the orders screen.
+    order_nos: list[str] | None = None
+    # A channel-scoped caller's accounts: only their orders (None: any).
+    channels: list[str] | None = None

@@ -178,6 +178,10 @@ def _order_ids_stmt(target: str, filters: dict[str, Any], now: datetime) -> Sele
         where.append(o.created_at >= of.created_from)
     if of.created_to:
         where.append(o.created_at < of.created_to)
+    if of.order_nos is not None:
+        where.append(o.order_no.in_(list(of.order_nos)))
+    if of.channels is not None:
+        where.append(o.channel.in_(list(of.channels)))
     if of.case_type:
         where.append(
             o.id.in_(

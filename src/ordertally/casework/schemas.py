@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+# Order numbers picked one by one (a page of the orders screen, or a search's matches).
+MAX_PICKED = 1000
+OrderNos = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=MAX_PICKED)
+]
 # The roles of auth.models.ROLES, as a type the schema can check.
 Role = Literal["admin", "ops", "cs", "finance", "warehouse"]
 
@@ -49,10 +54,18 @@ class PolicyIn(BaseModel):
 
 class BatchIn(BaseModel):
     action: Literal[
-        "message", "coupon", "tag", "sub_status", "open_case", "resolve_cases", "hold", "release"
+        "message",
+        "coupon",
+        "tag",
+        "sub_status",
+        "open_case",
+        "resolve_cases",
+        "hold",
+        "release",
+        "cancel_unpaid",
     ]
     target: Literal["cases", "orders"]
-    filters: dict[str, str | bool | None] = Field(default_factory=dict, max_length=16)
+    filters: dict[str, str | bool | OrderNos | None] = Field(default_factory=dict, max_length=16)
     params: dict[str, Any] = Field(default_factory=dict, max_length=16)
 
     @model_validator(mode="after")
@@ -72,6 +85,15 @@ class BatchIn(BaseModel):
         unknown = sorted(set(self.filters) - allowed)
         if unknown:
             raise ValueError(f"unknown filters {unknown}; known: {sorted(allowed)}")
+        shapes = [
+            k
+            for k, v in self.filters.items()
+            if v is not None and isinstance(v, list) != (k in LIST_FILTERS)
+        ]
+        if shapes:
+            raise ValueError(f"filters {sorted(shapes)}: lists for {sorted(LIST_FILTERS)} only")
+        if self.action == "cancel_unpaid" and self.target != "orders":
+            raise ValueError("cancel_unpaid selects orders")
         return self
 
 
@@ -81,7 +103,9 @@ CASE_FILTERS = {
 }  # fmt: skip
 ORDER_FILTERS = {
     "status", "sku", "warehouse", "channel", "tag", "case_type", "created_from", "created_to",
+    "order_nos", "channels",
 }  # fmt: skip
+LIST_FILTERS = {"order_nos", "channels"}
 
 
 def parse_dates(filters: dict[str, Any]) -> dict[str, Any]:

@@ -81,3 +81,15 @@ class InvalidAccount(ChannelError):
     status = 422
     code = "channel.invalid_account"
     title = "The channel account settings are not valid / 渠道账号设置无效"
+
+
+class FileImportRefused(ChannelError):
+    status = 422
+    code = "channel.file_import_refused"
+    title = "This file cannot be imported / 该文件无法导入"
+
+
+class FileImportNotFound(ChannelError):
+    status = 404
+    code = "channel.file_import_not_found"
+    title = "No such file import / 没有这个文件导入"

@@ -1,4 +1,5 @@
-"""Periodic jobs of the channels domain: due pull syncs, and stored webhooks left unapplied."""
+"""Periodic jobs of the channels domain: due pull syncs, stored webhooks left unapplied, and
+order files uploaded from the back office."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.channels import callbacks, sync
+from ordertally.channels import callbacks, file_imports, sync
 from ordertally.core.db import Database, create_database
-from ordertally.jobs.scheduler import periodic
+from ordertally.jobs.scheduler import periodic, periodic_outside
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +66,11 @@ async def channels_webhook_sweep(session: AsyncSession, now: datetime) -> dict[s
 async def channels_webhook_purge(session: AsyncSession, now: datetime) -> dict[str, Any]:
     """Empty the raw bodies of webhooks applied longer ago than the inbox retention period."""
     return {"purged": await callbacks.purge_bodies(session, now)}
+
+
+@periodic_outside("channels_file_imports", every_seconds=5)
+async def channels_file_imports(db: Database, now: datetime) -> dict[str, Any]:
+    """Import the uploaded order files (and run again those whose worker went quiet)."""
+    async with db.transaction(write=False) as session:
+        ids = await file_imports.to_run(session)
+    return {str(i): await file_imports.run(db, i) for i in ids}

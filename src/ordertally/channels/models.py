@@ -1,4 +1,5 @@
-"""Tables of the channels domain: accounts, sync state, order links, SKU mappings, webhooks."""
+"""Tables of the channels domain: accounts, sync state, order links, SKU mappings, webhooks,
+and order files uploaded from the back office."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -135,3 +137,45 @@ class ChannelWebhook(Base):
     applied_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     # The open `order_not_created` case of a webhook that could not be applied (replayable).
     held_case_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+
+
+FILE_IMPORT_STATES = ("queued", "running", "done", "failed")
+
+
+class FileImport(Base):
+    """A platform order file uploaded from the back office: kept until the worker has imported
+    it (so an accepted upload survives a restart; emptied once imported), with its progress,
+    its outcome counts and the rejected rows' report (CSV with reasons)."""
+
+    __tablename__ = "channel_file_import"
+    __table_args__ = (
+        CheckConstraint(
+            "state IN (" + ", ".join(f"'{s}'" for s in FILE_IMPORT_STATES) + ")",
+            name="state_known",
+        ),
+        Index("ix_channel_file_import_state", "state", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(32))
+    template: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    filename: Mapped[str] = mapped_column(String(200))
+    body: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    state: Mapped[str] = mapped_column(String(16))
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    total_rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    orders: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    held: Mapped[int] = mapped_column(Integer, default=0)
+    rejected_rows: Mapped[int] = mapped_column(Integer, default=0)
+    report: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(100))
+    source_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Written with each progress report: a running import whose worker went quiet runs again.
+    beat_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

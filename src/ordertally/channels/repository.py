@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import undefer
 
 from ordertally.channels.models import (
     ChannelAccount,
@@ -16,6 +17,7 @@ from ordertally.channels.models import (
     ChannelSkuMapping,
     ChannelSyncState,
     ChannelWebhook,
+    FileImport,
 )
 from ordertally.core.db import dialect_of, table_of, upsert_insert
 
@@ -290,3 +292,64 @@ async def update_link(
         .where(tuple_(_LINK.c.account_id, _LINK.c.external_id) == (account_id, external_id))
         .values(**values)
     )
+
+
+# --- order files uploaded from the back office --------------------------------------------------
+
+
+async def add_file_import(session: AsyncSession, values: dict[str, Any]) -> int:
+    """Store an uploaded file, queued; returns its id."""
+    result = await session.execute(insert(FileImport).values(**values).returning(FileImport.id))
+    return int(result.scalar_one())
+
+
+async def get_file_import(
+    session: AsyncSession, import_id: int, *, with_body: bool = False, with_report: bool = False
+) -> FileImport | None:
+    """One file import (its file and its report only when asked for)."""
+    stmt = select(FileImport).where(FileImport.id == import_id)
+    if with_body:
+        stmt = stmt.options(undefer(FileImport.body))
+    if with_report:
+        stmt = stmt.options(undefer(FileImport.report))
+    return await session.scalar(stmt.execution_options(populate_existing=True))
+
+
+async def recent_file_imports(session: AsyncSession, limit: int) -> list[FileImport]:
+    """The latest file imports, newest first."""
+    rows = await session.scalars(select(FileImport).order_by(FileImport.id.desc()).limit(limit))
+    return list(rows.all())
+
+
+async def file_imports_to_run(
+    session: AsyncSession, stale_before: datetime, limit: int
+) -> list[int]:
+    """Queued imports, and running ones whose worker stopped reporting (to run again)."""
+    rows = await session.scalars(
+        select(FileImport.id)
+        .where(
+            (FileImport.state == "queued")
+            | ((FileImport.state == "running") & (FileImport.beat_at < stale_before))
+        )
+        .order_by(FileImport.id)
+        .limit(limit)
+    )
+    return [int(i) for i in rows.all()]
+
+
+async def change_file_import(
+    session: AsyncSession,
+    import_id: int,
+    values: dict[str, Any],
+    *,
+    from_states: tuple[str, ...] | None = None,
+    quiet_since: datetime | None = None,
+) -> bool:
+    """Update a file import (compare-and-set on its state when `from_states` is given)."""
+    stmt = update(FileImport).where(FileImport.id == import_id)
+    if from_states is not None:
+        stmt = stmt.where(FileImport.state.in_(from_states))
+    if quiet_since is not None:  # queued, or running with no report since then
+        stmt = stmt.where((FileImport.state == "queued") | (FileImport.beat_at < quiet_since))
+    result = await session.execute(stmt.values(**values))
+    return bool(result.rowcount)  # type: ignore[attr-defined]

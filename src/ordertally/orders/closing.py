@@ -68,6 +68,20 @@ async def kept_open(db: Database, due: Sequence[DueOrder]) -> set[int]:
     return keep
 
 
+async def kept_open_ids(db: Database, order_ids: list[int]) -> set[int]:
+    """Of these orders, the unpaid ones that the pre-close checks keep open (a short read, then
+    the checks with no transaction open)."""
+    async with db.transaction(write=False) as session:
+        orders = await orders_service.get_orders_by_id(session, order_ids)
+    now = clock.now()
+    due = [
+        DueOrder(o.id, o.order_no, clock.as_utc(o.payment_deadline_at or now))
+        for o in orders
+        if o.status == Status.PENDING_PAYMENT
+    ]
+    return await kept_open(db, due)
+
+
 async def close_one(db: Database, order: DueOrder) -> bool:
     """Close one order for payment timeout in its own transaction; False when it is no longer
     pending payment (paid or cancelled meanwhile) or was closed by another worker."""

@@ -77,3 +77,20 @@ class ContactNotAllowed(OrderError):
     status = 403
     code = "order.contact_not_allowed"
     title = "This caller may not see this order's contact"
+
+
+class SavedViewNotFound(OrderError):
+    status = 404
+    code = "saved_view.not_found"
+    title = "This saved view does not exist"
+
+
+class SavedViewNotYours(OrderError):
+    status = 403
+    code = "saved_view.not_yours"
+    title = "Only its owner (or an admin, for a shared view) may delete this saved view"
+
+
+class SavedViewsFull(OrderError):
+    code = "saved_view.too_many"
+    title = "This user has saved as many views as allowed; delete one first"

@@ -1,13 +1,24 @@
-"""Orders, their lines, their audit trail and PII access log."""
+"""Orders, their lines, their audit trail, PII access log and the saved searches of the
+orders screen."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ordertally.core.db import Base, BigId, UtcDateTime
+from ordertally.core.db import Base, BigId, JsonDoc, UtcDateTime
 from ordertally.orders.state_machine import STATUSES
 
 _STATUS_LIST = ", ".join(f"'{s}'" for s in STATUSES)
@@ -160,4 +171,22 @@ class FxRate(Base):
     rate: Mapped[str] = mapped_column(String(32))  # a decimal string, 8 places
     effective_from: Mapped[datetime] = mapped_column(UtcDateTime)
     created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SavedView(Base):
+    """A named orders search (the search box's words and the filters) that a user saved for
+    themself, or that an admin shared with everyone."""
+
+    __tablename__ = "saved_view"
+    __table_args__ = (
+        UniqueConstraint("owner", "name"),
+        Index("ix_saved_view_shared", "shared", "name"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(64))  # the username that saved it
+    name: Mapped[str] = mapped_column(String(64))
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    query: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Select,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core.clock import as_utc
@@ -16,6 +27,7 @@ from ordertally.orders.models import (
     OrderLine,
     PiiAccess,
     SalesOrder,
+    SavedView,
 )
 
 
@@ -576,3 +588,55 @@ async def delivered_before(
         query = query.where(SalesOrder.channel.not_in(exclude))
     rows = await session.scalars(query.order_by(SalesOrder.updated_at).limit(limit))
     return list(rows.all())
+
+
+# --- saved views of the orders screen -----------------------------------------------------------
+
+
+async def views_for(session: AsyncSession, owner: str) -> list[SavedView]:
+    """The shared views and this user's own, shared first, by name."""
+    rows = await session.scalars(
+        select(SavedView)
+        .where(or_(SavedView.shared.is_(True), SavedView.owner == owner))
+        .order_by(SavedView.shared.desc(), SavedView.name, SavedView.id)
+    )
+    return list(rows.all())
+
+
+async def count_views(session: AsyncSession, owner: str) -> int:
+    """How many views one user saved."""
+    return int(
+        await session.scalar(
+            select(func.count()).select_from(SavedView).where(SavedView.owner == owner)
+        )
+        or 0
+    )
+
+
+async def view_named(session: AsyncSession, owner: str, name: str) -> SavedView | None:
+    """One user's view by name."""
+    return await session.scalar(
+        select(SavedView).where(SavedView.owner == owner, SavedView.name == name)
+    )
+
+
+async def get_view(session: AsyncSession, view_id: int) -> SavedView | None:
+    """One saved view."""
+    return await session.get(SavedView, view_id)
+
+
+async def add_view(session: AsyncSession, values: dict[str, Any]) -> int:
+    """Insert a saved view; returns its id."""
+    result = await session.execute(insert(SavedView).values(**values).returning(SavedView.id))
+    return int(result.scalar_one())
+
+
+async def replace_view(session: AsyncSession, view_id: int, values: dict[str, Any]) -> None:
+    """Overwrite a saved view's query (saving again under the same name)."""
+    await session.execute(update(SavedView).where(SavedView.id == view_id).values(**values))
+
+
+async def delete_view(session: AsyncSession, view_id: int) -> bool:
+    """Delete a saved view; False when it was already gone."""
+    result = await session.execute(delete(SavedView).where(SavedView.id == view_id))
+    return bool(result.rowcount)  # type: ignore[attr-defined]

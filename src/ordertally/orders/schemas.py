@@ -213,3 +213,21 @@ class ReviewEditIn(Strict):
         if self.shipping_address is None and self.remark is None and self.warehouse is None:
             raise ValueError("give a shipping_address, a remark or a warehouse")
         return self
+
+
+class ViewQuery(Strict):
+    """What a saved view of the orders screen remembers: the search box and the filters, as
+    the screen's own query parameters (dates as the merchant's days or ISO moments)."""
+
+    q: Annotated[Line, Field(max_length=200)] = ""
+    status: Annotated[str, Field(max_length=32, pattern=r"^[a-z_]*$")] = ""
+    channel: Annotated[str, Field(max_length=32, pattern=r"^[A-Za-z0-9_-]*$")] = ""
+    created_from: Annotated[str, Field(max_length=40, pattern=r"^[0-9T:.+ -]*$")] = ""
+    created_to: Annotated[str, Field(max_length=40, pattern=r"^[0-9T:.+ -]*$")] = ""
+    case_type: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")] = ""
+
+
+class SavedViewIn(Strict):
+    name: Annotated[Text, Field(max_length=64)]
+    shared: bool = False
+    query: ViewQuery

@@ -15,10 +15,10 @@ from ordertally.casework import batch
 from ordertally.casework.errors import BatchNotFound
 from ordertally.casework.schemas import BatchIn
 from ordertally.core.errors import OrdertallyError
-from ordertally.web import cases, pages
+from ordertally.web import cases, order_desk, pages
 from ordertally.web.case_desk import _who, say
 from ordertally.web.i18n import N_
-from ordertally.web.security import check_csrf, database, may, signed_in
+from ordertally.web.security import PageForbidden, check_csrf, database, may, signed_in
 from ordertally.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -29,6 +29,15 @@ BATCH_STATES: dict[str, str] = {
     "running": N_("Running"),
     "done": N_("Done"),
     "cancelled": N_("Cancelled"),
+}
+# What a batch does, as its page's heading says it.
+ACTION_TITLES: dict[str, str] = {
+    "resolve_cases": N_("Resolve every case of a type that the filters select"),
+    "hold": N_("Put the orders on hold"),
+    "release": N_("Release the orders' holds"),
+    "tag": N_("Tag the orders"),
+    "open_case": N_("Open a case on each order"),
+    "cancel_unpaid": N_("Cancel the unpaid orders"),
 }
 FLASHES: dict[str, str] = {
     "confirmed": N_("The batch is queued: the worker runs it in the background."),
@@ -86,17 +95,23 @@ async def _page(request: Request, batch_id: int, *, error: str | None = None) ->
             context = pages._common(request, user, reason="batch_missing", permission=None)
             return render(request, "forbidden.html", context, status=404)
         audit = await batch.audit_counts(session, batch_id)
+        # A channel-scoped user sees only the batches over their own accounts' orders.
+        theirs = set(b.filters.get("channels") or ["*"]) <= set(user.channels or ())
+        if b.target == "orders" and user.channels is not None and not theirs:
+            raise PageForbidden(user, "cases.read", scope=True)
         sample: list[str] = []
         if b.state == "previewed":
             _, sample = await batch.preview(session, b.target, b.filters)
     context = pages._common(
         request,
         user,
-        active="cases",
+        active="orders" if b.target == "orders" else "cases",
         batch=b,
         audit=audit,
         sample=sample,
         state_labels=BATCH_STATES,
+        title=ACTION_TITLES.get(b.action, b.action),
+        shown_filters=_shown_filters(b.filters),
         can_batch=may(user, "cases.batch"),
         batch_flash=FLASHES.get(request.query_params.get("done", "")),
         error=error,
@@ -107,6 +122,14 @@ async def _page(request: Request, batch_id: int, *, error: str | None = None) ->
     return render(request, "batch.html", context, block=block, status=409 if error else 200)
 
 
+def _shown_filters(filters: dict[str, Any]) -> dict[str, Any]:
+    """A batch's filters as its page shows them (orders picked one by one are counted)."""
+    shown = {k: v for k, v in filters.items() if k not in ("order_nos", "channels")}
+    if "order_nos" in filters:
+        shown["order_nos"] = f"{len(filters['order_nos'])}"
+    return shown
+
+
 @router.get("/ui/batches/{batch_id}")
 async def batch_page(request: Request, batch_id: int) -> Response:
     """A batch: what it does, its preview, its progress (htmx refreshes it while it runs)."""
@@ -115,11 +138,15 @@ async def batch_page(request: Request, batch_id: int) -> Response:
 
 @router.post("/ui/batches/{batch_id}/confirm")
 async def confirm(request: Request, batch_id: int) -> Response:
-    """Queue a previewed batch for the worker."""
+    """Queue a previewed batch for the worker (a bulk order action also needs its own
+    permission: cancelling needs the right to cancel)."""
     user = await signed_in(request, "cases.batch")
     await check_csrf(request, user)
     try:
         async with database(request).transaction() as session:
+            spec = order_desk.BULK_ACTIONS.get((await batch.get(session, batch_id)).action)
+            if spec is not None and not may(user, spec[1]):
+                raise PageForbidden(user, spec[1])
             await batch.confirm(session, batch_id)
     except OrdertallyError as exc:
         return await _page(request, batch_id, error=say(request, pages._error_text(exc)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import Mapping
 from datetime import datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -39,7 +40,7 @@ from ordertally.orders.state_machine import (
     allowed_from,
 )
 from ordertally.payments import service as payments_service
-from ordertally.web import dashboard, i18n, search_box, security
+from ordertally.web import dashboard, i18n, order_desk, search_box, security
 from ordertally.web.i18n import N_
 from ordertally.web.security import (
     PageForbidden,
@@ -129,6 +130,8 @@ FLASHES: dict[str, str] = {
     "cancelled": N_("The order was cancelled."),
     "resolved": N_("The case was resolved."),
     "user_created": N_("The user was created."),
+    "view_saved": N_("The view was saved."),
+    "view_deleted": N_("The view was deleted."),
 }
 # Domain errors shown on pages, by their stable code (by field for invalid input); any other
 # error shows its own detail.
@@ -151,6 +154,10 @@ ERROR_MESSAGES: dict[str, str] = {
         "Channel accounts: codes of 1 to 32 letters, digits, '_' or '-', separated by commas."
     ),
     "conflict:username": N_("This username is taken."),
+    "saved_view.not_found": N_("This saved view no longer exists."),
+    "saved_view.not_yours:shared": N_("Only an admin may share a view."),
+    "saved_view.not_yours": N_("Only its owner, or an admin for a shared view, may delete it."),
+    "saved_view.too_many": N_("You have saved 50 views: delete one first."),
 }
 PAGE_SIZE = 50
 _CURSOR = re.compile(r"^(\d{4}-\d\d-\d\dT[\d:.]+\+00:00)_(\d+)$")
@@ -372,7 +379,18 @@ def _parse_moment(value: str | None, *, end: bool) -> datetime | None:
 async def orders_page(request: Request) -> Response:
     """Orders, newest first, filtered; htmx asks for the table block alone."""
     user = await signed_in(request, "orders.read")
-    q = request.query_params
+    return await render_orders(request, user, request.query_params)
+
+
+async def render_orders(
+    request: Request,
+    user: SignedIn,
+    q: Mapping[str, str],
+    *,
+    http_status: int = 200,
+    **extra: Any,
+) -> Response:
+    """The orders screen for these query parameters (a form posted back shows its error)."""
     status = q.get("status") if q.get("status") in STATUS_LABELS else None
     channel = (q.get("channel") or "").strip()[:32] or None
     case_type = (q.get("case_type") or "").strip()[:64] or None
@@ -388,7 +406,10 @@ async def orders_page(request: Request) -> Response:
         "case_type": case_type or "",
     }
     if text:
-        return await _search_page(request, user, filters, created_from, created_to)
+        cursor = (q.get("cursor") or "")[:200] or None
+        return await _search_page(
+            request, user, filters, created_from, created_to, cursor, extra, http_status
+        )
     after = None
     match = _CURSOR.match(q.get("after", ""))
     if match:
@@ -410,6 +431,7 @@ async def orders_page(request: Request) -> Response:
             order_ids=case_orders,
             channels=user.channels,
         )
+        extras = {**await order_desk.screen_extras(session, user, filters), **extra}
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     next_link = None
@@ -424,8 +446,9 @@ async def orders_page(request: Request) -> Response:
         filters=filters,
         next_link=next_link,
         first_link=_orders_link(**filters) if after else None,
+        **extras,
     )
-    return _orders_response(request, context)
+    return _orders_response(request, context, http_status)
 
 
 async def _search_page(
@@ -434,10 +457,12 @@ async def _search_page(
     filters: dict[str, str],
     created_from: datetime | None,
     created_to: datetime | None,
+    cursor: str | None,
+    extra: dict[str, Any],
+    status: int,
 ) -> Response:
     """The orders that the search box's words find, with the same filters, keyset pages
     (the search's cursor) and why each matched."""
-    cursor = (request.query_params.get("cursor") or "")[:200] or None
     case_type = filters["case_type"] or None
     wanted = search_box.filters_of(
         filters["status"] or None,
@@ -462,6 +487,7 @@ async def _search_page(
             may_see_contact=may(user, "orders.contact"),
             order_ids=case_orders,
         )
+        extras = {**await order_desk.screen_extras(session, user, filters), **extra}
     context = _common(
         request,
         user,
@@ -472,13 +498,14 @@ async def _search_page(
         field_labels=search_box.FIELD_LABELS,
         next_link=_orders_link(**filters, cursor=found.next_cursor) if found.next_cursor else None,
         first_link=_orders_link(**filters) if cursor else None,
+        **extras,
     )
-    return _orders_response(request, context)
+    return _orders_response(request, context, status)
 
 
-def _orders_response(request: Request, context: dict[str, Any]) -> Response:
+def _orders_response(request: Request, context: dict[str, Any], status: int = 200) -> Response:
     block = "table" if request.headers.get("hx-target") == "orders-table" else None
-    return render(request, "orders.html", context, block=block)
+    return render(request, "orders.html", context, block=block, status=status)
 
 
 def _diagram(current: str) -> dict[str, Any]:

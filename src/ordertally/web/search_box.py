@@ -80,6 +80,15 @@ def mask_phone(term: str) -> str:
     return f"{digits[:3]}****{digits[-4:]}"
 
 
+_PHONE_LIKE = re.compile(r"^\+?\d[\d-]{7,}$")
+
+
+def masked_query(q: str) -> str:
+    """The search box's words with every phone-like word masked: what a page may echo back to
+    a role that may not see contacts (the search finds masked phones too)."""
+    return " ".join(mask_phone(w) if _PHONE_LIKE.match(w) else w for w in q.split())
+
+
 def _local_day(moment: datetime | None, *, end: bool) -> str | None:
     """The merchant's day of a bound (an end bound is exclusive: the day before it)."""
     if moment is None:
@@ -155,3 +164,28 @@ async def search(
             )
         )
     return Results(rows, page.next_cursor)
+
+
+async def matching_order_nos(
+    session: AsyncSession,
+    q: str,
+    filters: search_service.Filters,
+    *,
+    cap: int,
+    order_ids: list[int] | None = None,
+) -> list[str] | None:
+    """Every order number the search box's words find with these filters, or None when there
+    are more than `cap` (a bulk action over a search picks its orders when it is previewed)."""
+    wanted = set(order_ids) if order_ids is not None else None
+    found: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = await search_service.search(
+            session, q, filters, cursor=cursor, limit=search_service.MAX_LIMIT
+        )
+        found += [h.doc.order_no for h in page.hits if wanted is None or h.doc.order_id in wanted]
+        if len(found) > cap:
+            return None
+        if page.next_cursor is None:
+            return found
+        cursor = page.next_cursor

@@ -16,7 +16,7 @@ from starlette.responses import HTMLResponse
 from ordertally.web import i18n
 
 TEMPLATES = Path(__file__).parent / "templates"
-STATIC_VERSION = "4"
+STATIC_VERSION = "5"
 # Nothing may load from another host; htmx and ECharts set inline styles.
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "

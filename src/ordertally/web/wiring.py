@@ -23,6 +23,8 @@ from ordertally.web import (
     channel_desk,
     exports,
     finance,
+    import_desk,
+    order_desk,
     pages,
     review_desk,
     rules_desk,
@@ -81,10 +83,12 @@ def register(app: FastAPI | None) -> None:
     if app is None:
         return
     app.include_router(pages.router)
+    app.include_router(order_desk.router)
     app.include_router(finance.router)
     app.include_router(warehouse.router)
     app.include_router(admin.router)
     app.include_router(channel_desk.router)
+    app.include_router(import_desk.router)
     app.include_router(cases.router)
     app.include_router(aftersales.router)
     app.include_router(exports.router)
