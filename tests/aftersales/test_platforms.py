@@ -104,20 +104,20 @@ async def test_pinduoduo_records_with_duplicates_are_ingested_once(
         order = await make_order(db, "paid", channel="pinduoduo", external_id=sn)
         await walk(db, order.order_no, "delivered")
         nos.append(order.order_no)
-    # pdd.refund.list.increment.get items [secondary: field names from the open platform's
-    # documentation as summarised in docs/adr/0035]
+    # pdd.refund.list.increment.get items (field names and yuan strings as in the platform's
+    # response example, tests/aftersales/fixtures/SOURCES.md)
     items = [
-        {"id": 7001, "order_sn": "261204-001", "after_sales_type": 2, "refund_amount": 1000},
+        {"id": 7001, "order_sn": "261204-001", "after_sales_type": 2, "refund_amount": "10.00"},
         {
             "id": 7002,
             "order_sn": "261204-002",
             "after_sales_type": 3,
-            "refund_amount": 11980,
+            "refund_amount": "119.80",
             "outer_id": "TEA-LJ-250",
             "goods_number": 2,
         },
-        {"id": 7001, "order_sn": "261204-001", "after_sales_type": 2, "refund_amount": 1000},
-        {"id": 7003, "order_sn": "NOT-OURS", "after_sales_type": 2, "refund_amount": 100},
+        {"id": 7001, "order_sn": "261204-001", "after_sales_type": 2, "refund_amount": "10.00"},
+        {"id": 7003, "order_sn": "NOT-OURS", "after_sales_type": 2, "refund_amount": "1.00"},
     ]
     records = [platforms.from_pinduoduo(i) for i in items]
     # When the batch is ingested, then ingested again

@@ -1,5 +1,6 @@
 """Periodic jobs of after-sales: receipt confirmation, refunds (claim, call, record), SLAs, the
-purge of applied platform records' bodies and the case gauges."""
+pull of platform after-sale records, the purge of applied platform records' bodies and the case
+gauges."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.aftersales import lifecycle, platforms, refunds, service
+from ordertally.aftersales import lifecycle, platforms, pulls, refunds, service
 from ordertally.core.db import Database
 from ordertally.jobs.scheduler import periodic, periodic_outside
 
@@ -35,6 +36,13 @@ async def aftersales_refunds(db: Database, now: datetime) -> dict[str, Any]:
 async def aftersales_sla(session: AsyncSession, now: datetime) -> dict[str, Any]:
     """Open exception cases for case steps past their SLA."""
     return {"opened": await lifecycle.open_sla_cases(session, now)}
+
+
+@periodic_outside("aftersales_refund_pull", every_seconds=60)
+async def aftersales_refund_pull(db: Database, now: datetime) -> dict[str, Any]:
+    """Pull the after-sale records of the Pinduoduo accounts that are due, holding no
+    transaction while the platform answers."""
+    return await pulls.pull_due(db, now)
 
 
 @periodic("aftersales_record_purge", every_seconds=3600)

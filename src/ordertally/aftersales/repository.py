@@ -15,6 +15,7 @@ from ordertally.aftersales.models import (
     AftersaleLine,
     AftersaleMoney,
     AftersalePlatformRecord,
+    AftersalePullState,
     AftersaleRefund,
     ReturnParcel,
 )
@@ -597,3 +598,31 @@ async def purge_record_bodies(session: AsyncSession, applied_before: datetime) -
         .values(body="")
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- the pull state of platform after-sale records ----------------------------------------------
+
+
+async def pull_state(session: AsyncSession, channel: str) -> AftersalePullState | None:
+    """One account's after-sale pull state, read fresh."""
+    return await session.get(AftersalePullState, channel, populate_existing=True)
+
+
+async def ensure_pull_state(
+    session: AsyncSession, channel: str, cursor_at: datetime, at: datetime
+) -> AftersalePullState:
+    """The account's pull state, made with `cursor_at` when it has none."""
+    await session.execute(
+        upsert_insert(session, AftersalePullState)
+        .values(channel=channel, cursor_at=cursor_at, error_count=0, records_seen=0, updated_at=at)
+        .on_conflict_do_nothing(index_elements=["channel"])
+    )
+    state = await pull_state(session, channel)
+    assert state is not None
+    return state
+
+
+async def pull_states(session: AsyncSession) -> dict[str, AftersalePullState]:
+    """Every account's after-sale pull state by channel."""
+    rows = await session.scalars(select(AftersalePullState))
+    return {row.channel: row for row in rows.all()}
