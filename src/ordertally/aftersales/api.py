@@ -228,6 +228,9 @@ async def get_case(
         {
             "line_no": line.line_no,
             "sku": line.sku,
+            # the product as the order line sold it (its snapshot), Chinese and English
+            "name": found.names[line.line_no].name if line.line_no in found.names else None,
+            "name_en": found.names[line.line_no].name_en if line.line_no in found.names else None,
             "quantity": line.quantity,
             "received": line.received_quantity,
             "restocked": line.restocked_quantity,
