@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.aftersales import refunds, repository, service
 from ordertally.aftersales.errors import AftersaleError
+from ordertally.aftersales.models import AftersalePlatformRecord
 from ordertally.aftersales.schemas import CaseCreate, CaseLineIn
 from ordertally.aftersales.state_machine import CaseType
 from ordertally.core import clock, money
@@ -234,6 +235,26 @@ async def _apply_record(
     if one.refused:
         return "refused", one.refused[0][1][:300]
     return "applied", None
+
+
+async def stored_records(
+    session: AsyncSession, statuses: tuple[str, ...], channel: str | None = None, limit: int = 200
+) -> list[AftersalePlatformRecord]:
+    """Stored platform records in these statuses, oldest first (bodies stay sealed)."""
+    return await repository.records(session, statuses, channel, limit)
+
+
+async def reapply_records(
+    session: AsyncSession, actor: str, channel: str | None = None, limit: int = 200
+) -> IngestResult:
+    """Apply again, from their stored bodies, the records that found no order of ours or were
+    refused (the order has arrived since, the cause is fixed); each row records its new
+    outcome, and a refund id already a case stays a duplicate."""
+    result = IngestResult()
+    for row in await repository.records(session, ("unknown_order", "refused"), channel, limit):
+        status, outcome = await _apply_record(session, row.id, actor, result)
+        await repository.mark_record(session, row.id, status, outcome, clock.now())
+    return result
 
 
 async def purge_record_bodies(session: AsyncSession, now: datetime) -> int:

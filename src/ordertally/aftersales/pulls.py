@@ -283,6 +283,19 @@ async def _record(
             PULL_RUNS.labels(code, "ok" if outcome.complete else "partial").inc()
 
 
+async def set_cursor(session: AsyncSession, code: str, at: datetime) -> None:
+    """Put an account's after-sale pull cursor at `at` (the next pull starts there, minus the
+    overlap): to re-read a period, or to start an account's pulls at its first orders."""
+    account = await channels_service.get_account(session, code)
+    if account.platform not in PULL_PLATFORMS:
+        raise SyncNotSupported(
+            f"{account.platform} after-sale records are not pulled", account=code
+        )
+    state = await repository.ensure_pull_state(session, code, clock.as_utc(at), clock.now())
+    state.cursor_at = clock.as_utc(at)
+    state.updated_at = clock.now()
+
+
 async def due_accounts(session: AsyncSession, now: datetime) -> list[str]:
     """Active Pinduoduo accounts whose pull interval has passed and who are not backing off."""
     states = await repository.pull_states(session)

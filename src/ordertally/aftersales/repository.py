@@ -586,6 +586,17 @@ async def mark_record(
     )
 
 
+async def records(
+    session: AsyncSession, statuses: Sequence[str], channel: str | None, limit: int
+) -> list[AftersalePlatformRecord]:
+    """Stored platform records in these statuses (of one channel), oldest first."""
+    stmt = select(AftersalePlatformRecord).where(AftersalePlatformRecord.status.in_(statuses))
+    if channel is not None:
+        stmt = stmt.where(AftersalePlatformRecord.channel == channel)
+    rows = await session.scalars(stmt.order_by(AftersalePlatformRecord.id).limit(limit))
+    return list(rows.all())
+
+
 async def purge_record_bodies(session: AsyncSession, applied_before: datetime) -> int:
     """Empty the bodies of platform records applied before a time; returns how many."""
     result = await session.execute(
