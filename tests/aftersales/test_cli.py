@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from ordertally.channels.simulators.app import create_channel_sim_app
@@ -57,10 +58,11 @@ async def test_an_operator_pulls_lists_shows_and_reapplies_from_the_command_line
 ) -> None:
     if backend != "sqlite":
         pytest.skip("the command line is the same on both databases; it runs once")
-    url, state = sim
+    url, _ = sim
     now = clock.now()
-    # Given a Pinduoduo account, one of its orders shipped, and at the platform two successful
-    # refunds: one on that order (a return of one tea), one on an order not pulled yet
+    # Given a Pinduoduo account, one of its orders shipped, and at the platform (added through
+    # the simulator's control API) two successful refunds: one on that order (a return of one
+    # tea), one on an order not pulled yet
     await make_account(
         db,
         "pdd_a",
@@ -71,10 +73,25 @@ async def test_an_operator_pulls_lists_shows_and_reapplies_from_the_command_line
     )
     order = await make_order(db, "paid", channel="pdd_a", external_id="261205-01")
     await walk(db, order.order_no, "shipped")
-    state.pdd.add_refund(
-        9101, "261205-01", now - timedelta(minutes=20), after_sales_type=3, reason="质量问题"
-    )
-    state.pdd.add_refund(9102, "261205-02", now - timedelta(minutes=15), refund_amount="10.00")
+    async with httpx.AsyncClient(base_url=url) as control:
+        for body in (
+            {
+                "id": 9101,
+                "order_sn": "261205-01",
+                "updated_at": (now - timedelta(minutes=20)).isoformat(),
+                "after_sales_type": 3,
+                "reason": "质量问题",
+            },
+            {
+                "id": 9102,
+                "order_sn": "261205-02",
+                "updated_at": (now - timedelta(minutes=15)).isoformat(),
+                "refund_amount": "10.00",
+            },
+        ):
+            added = await control.post("/sim/pinduoduo/refunds", json=body)
+            assert added.status_code == 200 and added.json()["id"] == body["id"]
+        assert (await control.get("/sim/status")).json()["pdd_refunds"] == 2
     # When the operator pulls the account from an hour ago
     pulled = _cli("pull", "pdd_a", "--from", (now - timedelta(hours=1)).isoformat())
     # Then one case was opened and one record waits for its order
