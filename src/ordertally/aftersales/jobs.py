@@ -4,7 +4,7 @@ gauges."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Gauge
@@ -43,6 +43,25 @@ async def aftersales_refund_pull(db: Database, now: datetime) -> dict[str, Any]:
     """Pull the after-sale records of the Pinduoduo accounts that are due, holding no
     transaction while the platform answers."""
     return await pulls.pull_due(db, now)
+
+
+# A refund can be pulled before its order (a refund on a just-paid order, the order pull not
+# yet due): its record waits as unknown_order and is applied once the order is here. Records
+# older than this are left to `ordertally aftersales reapply` (orders never ours stay there).
+RECORD_RETRY_DAYS = 7
+
+
+@periodic("aftersales_record_retry", every_seconds=300)
+async def aftersales_record_retry(session: AsyncSession, now: datetime) -> dict[str, Any]:
+    """Apply again the recent platform records whose order had not arrived yet."""
+    result = await platforms.reapply_records(
+        session,
+        "aftersales_record_retry",
+        limit=500,
+        statuses=("unknown_order",),
+        received_after=now - timedelta(days=RECORD_RETRY_DAYS),
+    )
+    return {"created": result.created, "still_unknown": result.unknown_order}
 
 
 @periodic("aftersales_record_purge", every_seconds=3600)

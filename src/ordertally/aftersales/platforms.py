@@ -245,13 +245,20 @@ async def stored_records(
 
 
 async def reapply_records(
-    session: AsyncSession, actor: str, channel: str | None = None, limit: int = 200
+    session: AsyncSession,
+    actor: str,
+    channel: str | None = None,
+    limit: int = 200,
+    *,
+    statuses: tuple[str, ...] = ("unknown_order", "refused"),
+    received_after: datetime | None = None,
 ) -> IngestResult:
     """Apply again, from their stored bodies, the records that found no order of ours or were
     refused (the order has arrived since, the cause is fixed); each row records its new
     outcome, and a refund id already a case stays a duplicate."""
     result = IngestResult()
-    for row in await repository.records(session, ("unknown_order", "refused"), channel, limit):
+    rows = await repository.records(session, statuses, channel, limit, received_after)
+    for row in rows:
         status, outcome = await _apply_record(session, row.id, actor, result)
         await repository.mark_record(session, row.id, status, outcome, clock.now())
     return result

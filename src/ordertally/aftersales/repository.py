@@ -587,12 +587,19 @@ async def mark_record(
 
 
 async def records(
-    session: AsyncSession, statuses: Sequence[str], channel: str | None, limit: int
+    session: AsyncSession,
+    statuses: Sequence[str],
+    channel: str | None,
+    limit: int,
+    received_after: datetime | None = None,
 ) -> list[AftersalePlatformRecord]:
-    """Stored platform records in these statuses (of one channel), oldest first."""
+    """Stored platform records in these statuses (of one channel, received after a time),
+    oldest first."""
     stmt = select(AftersalePlatformRecord).where(AftersalePlatformRecord.status.in_(statuses))
     if channel is not None:
         stmt = stmt.where(AftersalePlatformRecord.channel == channel)
+    if received_after is not None:
+        stmt = stmt.where(AftersalePlatformRecord.received_at > received_after)
     rows = await session.scalars(stmt.order_by(AftersalePlatformRecord.id).limit(limit))
     return list(rows.all())
 
