@@ -108,7 +108,7 @@ def _records(
             "id": 9_000_000 + i,
             "order_sn": external_ids[k],
             "after_sales_type": kind,
-            "refund_amount": 1000 if kind == 2 else 5990,
+            "refund_amount": "10.00" if kind == 2 else "59.90",
             "outer_id": "TEA-LJ-250" if kind != 5 else "CUP-CER-01",
             "goods_number": 1,
         }

@@ -545,6 +545,7 @@ def paysim_serve(
 
 
 def _register_domain_commands() -> None:
+    from ordertally.aftersales import cli as aftersales_cli
     from ordertally.analytics import cli as analytics_cli
     from ordertally.catalog import cli as catalog_cli
     from ordertally.channels import cli as channels_cli
@@ -565,6 +566,7 @@ def _register_domain_commands() -> None:
         exports_cli,
         analytics_cli,
         search_cli,
+        aftersales_cli,
     ):
         module.register(app)
 

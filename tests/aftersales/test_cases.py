@@ -147,6 +147,8 @@ async def test_a_return_is_received_unmatched_matched_inspected_and_refunded(
         {
             "line_no": 1,
             "sku": "TEA-LJ-250",
+            "name": "测试商品 TEA-LJ-250",  # the order line's snapshot of the product
+            "name_en": "Test item TEA-LJ-250",
             "quantity": 2,
             "received": 2,
             "restocked": 1,

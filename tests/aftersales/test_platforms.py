@@ -6,6 +6,7 @@ Pinduoduo refund list items; each platform refund id applied once."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -13,11 +14,12 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from ordertally.aftersales import platforms
-from ordertally.aftersales.models import AftersaleCase, AftersaleRefund
+from ordertally.aftersales import jobs, platforms
+from ordertally.aftersales.models import AftersaleCase, AftersalePlatformRecord, AftersaleRefund
 from ordertally.channels import callbacks
 from ordertally.channels.adapters import shopify
 from ordertally.channels.models import ChannelWebhook
+from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.settings import reset_settings
 from tests.aftersales.helpers import order_status, walk
@@ -104,20 +106,20 @@ async def test_pinduoduo_records_with_duplicates_are_ingested_once(
         order = await make_order(db, "paid", channel="pinduoduo", external_id=sn)
         await walk(db, order.order_no, "delivered")
         nos.append(order.order_no)
-    # pdd.refund.list.increment.get items [secondary: field names from the open platform's
-    # documentation as summarised in docs/adr/0035]
+    # pdd.refund.list.increment.get items (field names and yuan strings as in the platform's
+    # response example, tests/aftersales/fixtures/SOURCES.md)
     items = [
-        {"id": 7001, "order_sn": "261204-001", "after_sales_type": 2, "refund_amount": 1000},
+        {"id": 7001, "order_sn": "261204-001", "after_sales_type": 2, "refund_amount": "10.00"},
         {
             "id": 7002,
             "order_sn": "261204-002",
             "after_sales_type": 3,
-            "refund_amount": 11980,
+            "refund_amount": "119.80",
             "outer_id": "TEA-LJ-250",
             "goods_number": 2,
         },
-        {"id": 7001, "order_sn": "261204-001", "after_sales_type": 2, "refund_amount": 1000},
-        {"id": 7003, "order_sn": "NOT-OURS", "after_sales_type": 2, "refund_amount": 100},
+        {"id": 7001, "order_sn": "261204-001", "after_sales_type": 2, "refund_amount": "10.00"},
+        {"id": 7003, "order_sn": "NOT-OURS", "after_sales_type": 2, "refund_amount": "1.00"},
     ]
     records = [platforms.from_pinduoduo(i) for i in items]
     # When the batch is ingested, then ingested again
@@ -135,3 +137,44 @@ async def test_pinduoduo_records_with_duplicates_are_ingested_once(
         ("7002", "return_refund", "awaiting_return"),
     ]
     assert [await order_status(db, n) for n in nos] == ["partially_refunded", "partially_refunded"]
+
+
+async def test_a_refund_pulled_before_its_order_is_applied_once_the_order_is_here(
+    db: Database,
+) -> None:
+    # Given two Pinduoduo refund records received before their orders: one today, one
+    # received 8 days ago (past the job's window)
+    item = {"id": 7101, "order_sn": "261204-101", "after_sales_type": 2, "refund_amount": "5.00"}
+    old = {"id": 7102, "order_sn": "261204-102", "after_sales_type": 2, "refund_amount": "5.00"}
+    with clock.frozen(clock.now() - timedelta(days=8)):
+        async with db.transaction() as session:
+            first = await platforms.receive_pinduoduo(session, [old], "pdd-sync")
+    async with db.transaction() as session:
+        second = await platforms.receive_pinduoduo(session, [item], "pdd-sync")
+    assert (first.unknown_order, second.unknown_order) == (1, 1)
+    # When the retry job runs before the orders exist
+    async with db.transaction() as session:
+        early = await jobs.aftersales_record_retry(session, clock.now())
+    # Then nothing changes
+    assert early == {"created": 0, "still_unknown": 1}
+    # When both orders arrive and the job runs again
+    for sn in ("261204-101", "261204-102"):
+        await make_order(db, "paid", channel="pinduoduo", external_id=sn)
+    async with db.transaction() as session:
+        later = await jobs.aftersales_record_retry(session, clock.now())
+        again = await jobs.aftersales_record_retry(session, clock.now())
+    # Then the recent record became its case, once; the old one waits for an operator
+    assert later == {"created": 1, "still_unknown": 0}
+    assert again == {"created": 0, "still_unknown": 0}
+    async with db.transaction(write=False) as session:
+        rows = (
+            await session.scalars(
+                select(AftersalePlatformRecord).order_by(AftersalePlatformRecord.id)
+            )
+        ).all()
+        cases = (await session.scalars(select(AftersaleCase))).all()
+    assert [(r.platform_refund_id, r.status) for r in rows] == [
+        ("7102", "unknown_order"),
+        ("7101", "applied"),
+    ]
+    assert [(c.platform_refund_id, c.refund_minor) for c in cases] == [("7101", 500)]

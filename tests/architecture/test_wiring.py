@@ -47,6 +47,8 @@ JOBS = [
     "aftersales_confirm_receipts",
     "aftersales_gauges",
     "aftersales_record_purge",
+    "aftersales_record_retry",
+    "aftersales_refund_pull",
     "aftersales_refunds",
     "aftersales_sla",
     "case_counts_fold",

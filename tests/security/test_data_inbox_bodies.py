@@ -226,8 +226,8 @@ def test_a_sealed_body_opens_only_on_its_own_row() -> None:
 # pdd.refund.list.increment.get refund_list items: field names and meanings from the type
 # definitions of an independent SDK, lywzx/pdd-node-sdk
 # packages/pdd-origin-api/src/shouHou/PddRefundListIncrementGet.ts (tracking_number 快递运单号:
-# the waybill the buyer sends the goods back under; after_sale_reason 售后原因). The amounts
-# follow this codebase's mapper (fen); the SDK documents refund_amount in yuan [secondary].
+# the waybill the buyer sends the goods back under; after_sale_reason 售后原因). refund_amount is
+# a string in yuan, as the platform's own page documents it (tests/aftersales/fixtures/SOURCES.md).
 RETURN_WAYBILL = "YT7788990011223"
 REASON = "尺码不合适，联系13955501234"
 
@@ -239,7 +239,7 @@ def _pdd_item(refund_id: int, order_sn: str) -> dict[str, Any]:
         "after_sales_type": 3,
         "after_sales_status": 10,
         "after_sale_reason": REASON,
-        "refund_amount": 5990,
+        "refund_amount": "59.90",
         "goods_name": "西湖龙井 250g",
         "goods_number": "1",
         "outer_id": "TEA-LJ-250",

@@ -592,6 +592,21 @@ class AftersaleCasePage(Screen):
             await self.page.locator("h1 [data-case-status]").get_attribute("data-case-status") or ""
         )
 
+    async def reason(self) -> tuple[str, str]:
+        """The reason as the page words it, and the code behind it."""
+        shown = self.page.locator("#case-facts [data-reason]")
+        return (await shown.inner_text()).strip(), await shown.get_attribute("data-reason") or ""
+
+    async def products(self) -> list[tuple[str, str]]:
+        """(product name, SKU) of each line, as shown."""
+        return [
+            (
+                (await row.locator("[data-product-name]").inner_text()).strip(),
+                (await row.locator("[data-sku]").inner_text()).strip(),
+            )
+            for row in await self.page.locator("tr[data-case-line]").all()
+        ]
+
     async def steps_offered(self) -> list[str]:
         return await self.page.locator("#steps button[data-action]").evaluate_all(
             "buttons => buttons.map(b => b.dataset.action)"

@@ -99,6 +99,16 @@ async def test_a_return_and_refund_goes_from_cs_to_the_warehouse_to_finance(
     assert page.text.count("data-evidence") == 2 and "IMG-20261122-01" in page.text
     assert '<tr data-case-line="1">' in page.text
     assert 'data-amount="refund">¥59.90' in page.text
+    # And (in Chinese, the default) the reason reads as words and the line names its product
+    # (the order line's snapshot) beside the SKU
+    assert ">商品损坏</dd>" in page.text and "<code>damaged</code>" not in page.text
+    assert "<span data-product-name>测试商品 TEA-LJ-250</span>" in page.text
+    assert '<small class="mono muted" data-sku>TEA-LJ-250</small>' in page.text
+    await cs.get("/ui/lang/en")
+    english = await cs.get(f"/ui/aftersales/{case_no}")
+    assert ">Damaged</dd>" in english.text
+    assert "<span data-product-name>Test item TEA-LJ-250</span>" in english.text
+    await cs.get("/ui/lang/zh_CN")
     # And the order's page lists it
     assert f'data-aftersale="{case_no}"' in (await cs.get(f"/ui/orders/{order.order_no}")).text
     # When the warehouse tries to approve it / Then it is refused and nothing changes

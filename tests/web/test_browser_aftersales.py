@@ -76,6 +76,13 @@ async def test_cs_opens_a_return_the_warehouse_inspects_it_and_finance_refunds_i
     )
     case_no = await case.case_no()
     assert await case.status() == "requested"
+    # Then the case page names the reason and the product in the reader's language
+    assert await case.reason() == ("商品损坏", "damaged")
+    assert await case.products() == [("测试商品 TEA-LJ-250", "TEA-LJ-250")]
+    await case.switch_language("en")
+    assert await case.reason() == ("Damaged", "damaged")
+    assert await case.products() == [("Test item TEA-LJ-250", "TEA-LJ-250")]
+    await case.switch_language("zh_CN")
     # And approves it, the carrier responsible (the box was crushed in transit)
     await case.approve("carrier")
     assert await case.status() == "awaiting_return"

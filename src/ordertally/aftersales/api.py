@@ -148,6 +148,40 @@ def parcel_doc(p: ReturnParcel) -> dict[str, Any]:
     }
 
 
+def view_doc(found: service.CaseView, case_refunds: list[AftersaleRefund]) -> dict[str, Any]:
+    """A case's JSON with its lines (asked, received, restocked, written off), audit trail and
+    refunds (the API's and the command line's)."""
+    doc = case_doc(found.case)
+    doc["lines"] = [
+        {
+            "line_no": line.line_no,
+            "sku": line.sku,
+            # the product as the order line sold it (its snapshot), Chinese and English
+            "name": found.names[line.line_no].name if line.line_no in found.names else None,
+            "name_en": found.names[line.line_no].name_en if line.line_no in found.names else None,
+            "quantity": line.quantity,
+            "received": line.received_quantity,
+            "restocked": line.restocked_quantity,
+            "written_off": line.written_off_quantity,
+        }
+        for line in found.lines
+    ]
+    doc["events"] = [
+        {
+            "version": e.version,
+            "event": e.event,
+            "from": e.from_status,
+            "to": e.to_status,
+            "actor": e.actor,
+            "detail": e.detail,
+            "at": _iso(e.occurred_at),
+        }
+        for e in found.events
+    ]
+    doc["refunds"] = [refund_doc(r) for r in case_refunds]
+    return doc
+
+
 @router.get("/aftersales/states", summary="The after-sales case state table")
 async def case_states(_: Annotated[Principal, Depends(require("aftersales.read"))]) -> Response:
     """Every allowed change of a case, as data."""
@@ -223,32 +257,7 @@ async def get_case(
     async with _db(request).transaction(write=False) as session:
         found = await service.view(session, case_no)
         case_refunds = await refunds.refunds_of(session, found.case)
-    doc = case_doc(found.case)
-    doc["lines"] = [
-        {
-            "line_no": line.line_no,
-            "sku": line.sku,
-            "quantity": line.quantity,
-            "received": line.received_quantity,
-            "restocked": line.restocked_quantity,
-            "written_off": line.written_off_quantity,
-        }
-        for line in found.lines
-    ]
-    doc["events"] = [
-        {
-            "version": e.version,
-            "event": e.event,
-            "from": e.from_status,
-            "to": e.to_status,
-            "actor": e.actor,
-            "detail": e.detail,
-            "at": _iso(e.occurred_at),
-        }
-        for e in found.events
-    ]
-    doc["refunds"] = [refund_doc(r) for r in case_refunds]
-    return _json(doc)
+    return _json(view_doc(found, case_refunds))
 
 
 @router.post("/aftersales/{case_no}/approve", summary="Approve a case")

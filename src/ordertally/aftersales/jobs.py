@@ -1,15 +1,16 @@
 """Periodic jobs of after-sales: receipt confirmation, refunds (claim, call, record), SLAs, the
-purge of applied platform records' bodies and the case gauges."""
+pull of platform after-sale records, the purge of applied platform records' bodies and the case
+gauges."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.aftersales import lifecycle, platforms, refunds, service
+from ordertally.aftersales import lifecycle, platforms, pulls, refunds, service
 from ordertally.core.db import Database
 from ordertally.jobs.scheduler import periodic, periodic_outside
 
@@ -35,6 +36,32 @@ async def aftersales_refunds(db: Database, now: datetime) -> dict[str, Any]:
 async def aftersales_sla(session: AsyncSession, now: datetime) -> dict[str, Any]:
     """Open exception cases for case steps past their SLA."""
     return {"opened": await lifecycle.open_sla_cases(session, now)}
+
+
+@periodic_outside("aftersales_refund_pull", every_seconds=60)
+async def aftersales_refund_pull(db: Database, now: datetime) -> dict[str, Any]:
+    """Pull the after-sale records of the Pinduoduo accounts that are due, holding no
+    transaction while the platform answers."""
+    return await pulls.pull_due(db, now)
+
+
+# A refund can be pulled before its order (a refund on a just-paid order, the order pull not
+# yet due): its record waits as unknown_order and is applied once the order is here. Records
+# older than this are left to `ordertally aftersales reapply` (orders never ours stay there).
+RECORD_RETRY_DAYS = 7
+
+
+@periodic("aftersales_record_retry", every_seconds=300)
+async def aftersales_record_retry(session: AsyncSession, now: datetime) -> dict[str, Any]:
+    """Apply again the recent platform records whose order had not arrived yet."""
+    result = await platforms.reapply_records(
+        session,
+        "aftersales_record_retry",
+        limit=500,
+        statuses=("unknown_order",),
+        received_after=now - timedelta(days=RECORD_RETRY_DAYS),
+    )
+    return {"created": result.created, "still_unknown": result.unknown_order}
 
 
 @periodic("aftersales_record_purge", every_seconds=3600)

@@ -218,3 +218,21 @@ class AftersalePlatformRecord(Base):
     outcome: Mapped[str | None] = mapped_column(String(300), nullable=True)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime)
     applied_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True, index=True)
+
+
+class AftersalePullState(Base):
+    """Where the pull of one channel account's after-sale records stands (Pinduoduo's
+    pdd.refund.list.increment.get): the cursor over the platform's update time moves only
+    after every page of a window is stored, like the order pull's."""
+
+    __tablename__ = "aftersale_pull_state"
+
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cursor_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_success_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_count: Mapped[int] = mapped_column(Integer)
+    backoff_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    records_seen: Mapped[int] = mapped_column(BigId)  # items read over the account's life
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.aftersales import refunds, repository, service
 from ordertally.aftersales.errors import AftersaleError
+from ordertally.aftersales.models import AftersalePlatformRecord
 from ordertally.aftersales.schemas import CaseCreate, CaseLineIn
 from ordertally.aftersales.state_machine import CaseType
 from ordertally.core import clock, money
@@ -74,8 +75,9 @@ def from_shopify(refund: dict[str, Any], channel: str = "shopify") -> PlatformRe
     )
 
 
-# pdd.refund.list.increment.get after_sales_type [secondary]: 2 仅退款, 3 退货退款, 4 换货,
-# 5 缺货补寄; refund_amount in fen.
+# pdd.refund.list.increment.get after_sales_type: 2 仅退款, 3 退货退款, 4 换货, 5 缺货补寄;
+# refund_amount is a string in yuan ("退款金额（元）", response example "8.00"): the POP
+# documentation of the API and an independent SDK's example (tests/aftersales/fixtures/SOURCES.md).
 _PDD_TYPES = {
     2: CaseType.REFUND_ONLY,
     3: CaseType.RETURN_REFUND,
@@ -94,7 +96,7 @@ def from_pinduoduo(item: dict[str, Any], channel: str = "pinduoduo") -> Platform
         platform_refund_id=str(item["id"]),
         external_order_id=str(item["order_sn"]),
         type=case_type,
-        amount_minor=int(item.get("refund_amount") or 0)
+        amount_minor=_minor(item.get("refund_amount") or 0, "CNY")
         if case_type in (CaseType.REFUND_ONLY, CaseType.RETURN_REFUND)
         else 0,
         reason_code="pdd:" + str(item.get("after_sale_reason") or "refund")[:27],
@@ -220,7 +222,7 @@ async def _apply_record(
     body = open_body(row.body, _record_context(row.channel, row.platform_refund_id))
     try:
         record = from_pinduoduo(orjson.loads(body), row.channel)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, money.MoneyError) as exc:
         result.refused.append((row.platform_refund_id, f"unmappable refund: {exc!r}"))
         return "refused", f"unmappable refund: {exc!r}"[:300]
     one = await ingest(session, [record], actor)
@@ -233,6 +235,33 @@ async def _apply_record(
     if one.refused:
         return "refused", one.refused[0][1][:300]
     return "applied", None
+
+
+async def stored_records(
+    session: AsyncSession, statuses: tuple[str, ...], channel: str | None = None, limit: int = 200
+) -> list[AftersalePlatformRecord]:
+    """Stored platform records in these statuses, oldest first (bodies stay sealed)."""
+    return await repository.records(session, statuses, channel, limit)
+
+
+async def reapply_records(
+    session: AsyncSession,
+    actor: str,
+    channel: str | None = None,
+    limit: int = 200,
+    *,
+    statuses: tuple[str, ...] = ("unknown_order", "refused"),
+    received_after: datetime | None = None,
+) -> IngestResult:
+    """Apply again, from their stored bodies, the records that found no order of ours or were
+    refused (the order has arrived since, the cause is fixed); each row records its new
+    outcome, and a refund id already a case stays a duplicate."""
+    result = IngestResult()
+    rows = await repository.records(session, statuses, channel, limit, received_after)
+    for row in rows:
+        status, outcome = await _apply_record(session, row.id, actor, result)
+        await repository.mark_record(session, row.id, status, outcome, clock.now())
+    return result
 
 
 async def purge_record_bodies(session: AsyncSession, now: datetime) -> int:

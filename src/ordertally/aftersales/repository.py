@@ -15,6 +15,7 @@ from ordertally.aftersales.models import (
     AftersaleLine,
     AftersaleMoney,
     AftersalePlatformRecord,
+    AftersalePullState,
     AftersaleRefund,
     ReturnParcel,
 )
@@ -585,6 +586,24 @@ async def mark_record(
     )
 
 
+async def records(
+    session: AsyncSession,
+    statuses: Sequence[str],
+    channel: str | None,
+    limit: int,
+    received_after: datetime | None = None,
+) -> list[AftersalePlatformRecord]:
+    """Stored platform records in these statuses (of one channel, received after a time),
+    oldest first."""
+    stmt = select(AftersalePlatformRecord).where(AftersalePlatformRecord.status.in_(statuses))
+    if channel is not None:
+        stmt = stmt.where(AftersalePlatformRecord.channel == channel)
+    if received_after is not None:
+        stmt = stmt.where(AftersalePlatformRecord.received_at > received_after)
+    rows = await session.scalars(stmt.order_by(AftersalePlatformRecord.id).limit(limit))
+    return list(rows.all())
+
+
 async def purge_record_bodies(session: AsyncSession, applied_before: datetime) -> int:
     """Empty the bodies of platform records applied before a time; returns how many."""
     result = await session.execute(
@@ -597,3 +616,31 @@ async def purge_record_bodies(session: AsyncSession, applied_before: datetime) -
         .values(body="")
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- the pull state of platform after-sale records ----------------------------------------------
+
+
+async def pull_state(session: AsyncSession, channel: str) -> AftersalePullState | None:
+    """One account's after-sale pull state, read fresh."""
+    return await session.get(AftersalePullState, channel, populate_existing=True)
+
+
+async def ensure_pull_state(
+    session: AsyncSession, channel: str, cursor_at: datetime, at: datetime
+) -> AftersalePullState:
+    """The account's pull state, made with `cursor_at` when it has none."""
+    await session.execute(
+        upsert_insert(session, AftersalePullState)
+        .values(channel=channel, cursor_at=cursor_at, error_count=0, records_seen=0, updated_at=at)
+        .on_conflict_do_nothing(index_elements=["channel"])
+    )
+    state = await pull_state(session, channel)
+    assert state is not None
+    return state
+
+
+async def pull_states(session: AsyncSession) -> dict[str, AftersalePullState]:
+    """Every account's after-sale pull state by channel."""
+    rows = await session.scalars(select(AftersalePullState))
+    return {row.channel: row for row in rows.all()}

@@ -8,7 +8,7 @@ Services receive a session and never commit.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -64,10 +64,20 @@ OPENS_FROM: dict[CaseType, frozenset[str]] = {
 
 
 @dataclass(frozen=True, slots=True)
+class LineName:
+    """The product name an order line was sold under (its snapshot), in Chinese and English."""
+
+    name: str | None
+    name_en: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class CaseView:
     case: AftersaleCase
     lines: list[AftersaleLine]
     events: list[AftersaleEvent]
+    # line_no -> the order line's product name snapshot
+    names: dict[int, LineName] = field(default_factory=dict)
 
 
 def new_case_no(at: datetime) -> str:
@@ -249,10 +259,15 @@ async def get_case(session: AsyncSession, case_no: str) -> AftersaleCase:
 async def view(session: AsyncSession, case_no: str) -> CaseView:
     """A case with its lines and audit trail."""
     case = await get_case(session, case_no)
+    ordered = await orders_service.lines_of_orders(session, [case.order_id])
     return CaseView(
         case,
         await repository.lines_of(session, case.id),
         await repository.events_of(session, case.id),
+        {
+            line.line_no: LineName(line.sku_name, line.sku_name_en)
+            for line in ordered.get(case.order_id, [])
+        },
     )
 
 

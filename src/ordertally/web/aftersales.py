@@ -78,6 +78,37 @@ STEP_LABELS: dict[str, str] = {
     "exchange": N_("Exchange sent"),
     "close": N_("Closed"),
 }
+# The reason codes customer service uses, as people read them. A platform record's code is
+# "<platform>:<the platform's own words>" (pdd:不想要了): shown as the platform and its words.
+REASON_LABELS: dict[str, str] = {
+    "damaged": N_("Damaged"),
+    "damaged_in_transit": N_("Damaged in transit"),
+    "wrong_item": N_("Wrong item sent"),
+    "wrong_size": N_("Wrong size"),
+    "size": N_("Size does not fit"),
+    "not_as_described": N_("Not as described"),
+    "quality": N_("Quality problem"),
+    "missing_item": N_("Item missing from the parcel"),
+    "missing": N_("Item missing from the parcel"),
+    "late": N_("Delivered late"),
+    "lost": N_("Lost in transit"),
+    "no_longer_wanted": N_("No longer wanted"),
+    "refused": N_("Refused on delivery"),
+}
+REASON_PLATFORMS: dict[str, str] = {"pdd": "pinduoduo", "shopify": "shopify"}
+
+
+def reason_parts(code: str) -> tuple[str, str | None]:
+    """A reason code as (label to translate, platform words or None): a known code's label, a
+    platform record's platform name and words, else the code itself."""
+    if code in REASON_LABELS:
+        return REASON_LABELS[code], None
+    prefix, sep, words = code.partition(":")
+    if sep and prefix in REASON_PLATFORMS:
+        return pages.CHANNEL_LABELS[REASON_PLATFORMS[prefix]], words
+    return code, None
+
+
 FLASHES: dict[str, str] = {
     "opened": N_("The after-sales case was opened."),
     "approved": N_("The case was approved."),
@@ -120,6 +151,8 @@ def _labels() -> dict[str, Any]:
         "goods_labels": GOODS_LABELS,
         "refund_state_labels": REFUND_STATE_LABELS,
         "step_labels": STEP_LABELS,
+        "reason_labels": REASON_LABELS,
+        "reason_parts": reason_parts,
     }
 
 
@@ -304,6 +337,7 @@ async def _case_context(
         query="",
         case=case,
         lines=found.lines,
+        names=found.names,
         events=found.events,
         refunds=case_refunds,
         warehouses=warehouses,

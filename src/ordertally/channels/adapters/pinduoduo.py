@@ -33,6 +33,9 @@ from ordertally.channels.canonical import (
 API = "pdd.order.number.list.increment.get"
 TIME_API = "pdd.time.get"
 DECRYPT_API = "pdd.open.decrypt.batch"
+# After-sale records by update time: same window rules as the order increment (30 minutes at
+# most, unix seconds), page_size at most 100 (POP documentation, 售后API).
+REFUND_API = "pdd.refund.list.increment.get"
 DECRYPT_BATCH = 100  # data_list entries per call ("默认列表大小不超过100")
 MAX_WINDOW = timedelta(minutes=30)
 MIN_LAG = timedelta(minutes=3)
@@ -238,5 +241,29 @@ class PinduoduoClient:
                 "order_status": 5,
                 "refund_status": 5,
                 "is_lucky_flag": 0,
+            },
+        )
+
+    async def refund_increment(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        status: int,
+        page: int,
+        page_size: int,
+        case_type: int = 1,
+    ) -> httpx.Response:
+        """pdd.refund.list.increment.get: after-sale records of one `after_sales_status` (a
+        required parameter) updated in [start, end]; `after_sales_type` 1 is every type."""
+        return await self.call(
+            REFUND_API,
+            {
+                "start_updated_at": int(start.timestamp()),
+                "end_updated_at": int(end.timestamp()),
+                "after_sales_status": status,
+                "after_sales_type": case_type,
+                "page": page,
+                "page_size": min(page_size, MAX_PAGE_SIZE),
             },
         )

@@ -1,11 +1,13 @@
 """The channel simulator's HTTP server (`ordertally channelsim serve`): Amazon SP-API Orders
-v0, the Pinduoduo POP router, and control endpoints under /sim (Shopify webhooks are sent from
-here to the configured target)."""
+v0, the Pinduoduo POP router (orders, refunds, decrypt), and control endpoints under /sim
+(Shopify webhooks are sent from here to the configured target; Pinduoduo after-sale records are
+added with POST /sim/pinduoduo/refunds)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -13,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from ordertally.channels.simulators.engine import ChannelSim
+from ordertally.core import clock
 from ordertally.simkit.app import simulator_app
 from ordertally.simkit.errors import SimError
 
@@ -126,6 +129,21 @@ class ShopifySend(BaseModel):
     webhook_id: str | None = None
 
 
+class PddRefundNew(BaseModel):
+    """An after-sale record for pdd.refund.list.increment.get (a later one with the same id is
+    its next version); `updated_at` ISO 8601 with an offset, default now."""
+
+    id: int
+    order_sn: str
+    updated_at: str | None = None
+    after_sales_type: int = 2
+    after_sales_status: int = 10
+    refund_amount: str = "59.90"
+    sku: str = "TEA-LJ-250"
+    quantity: int = 1
+    reason: str = "不想要了"
+
+
 class Behaviour(BaseModel):
     amazon_throttle_next: int | None = None
     pdd_throttle_next: int | None = None
@@ -177,6 +195,29 @@ async def shopify_settle(request: Request) -> dict[str, Any]:
     }
 
 
+@control.post("/pinduoduo/refunds")
+async def pdd_refund(request: Request, new: PddRefundNew) -> dict[str, Any]:
+    """Hold an after-sale record (or its next version) for the refund list API."""
+    try:
+        updated = datetime.fromisoformat(new.updated_at) if new.updated_at else clock.now()
+    except ValueError:
+        return {"error": "updated_at is not ISO 8601"}
+    if updated.tzinfo is None:
+        return {"error": "updated_at needs an offset"}
+    _sim(request).pdd.add_refund(
+        new.id,
+        new.order_sn,
+        updated,
+        after_sales_type=new.after_sales_type,
+        after_sales_status=new.after_sales_status,
+        refund_amount=new.refund_amount,
+        sku=new.sku,
+        quantity=new.quantity,
+        reason=new.reason,
+    )
+    return {"id": new.id, "refunds": len(_sim(request).pdd.refunds)}
+
+
 @control.post("/behaviour")
 async def behaviour(request: Request, patch: Behaviour) -> dict[str, int]:
     sim = _sim(request)
@@ -203,6 +244,7 @@ async def status(request: Request) -> dict[str, Any]:
         "amazon_requests": len(sim.amazon.requests),
         "pdd_orders": len(sim.pdd.orders),
         "pdd_requests": len(sim.pdd.requests),
+        "pdd_refunds": len(sim.pdd.refunds),
     }
 
 

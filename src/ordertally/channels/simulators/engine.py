@@ -7,7 +7,10 @@
   MaxResultsPerPage <= 100, LastUpdatedBefore at least 2 minutes before now, and 429 on command;
   getOrderItems per order.
 - Pinduoduo: pdd.order.number.list.increment.get with windows <= 30 minutes ending >= 3 minutes
-  before the platform clock, page/page_size paging, signed requests, and pdd.time.get.
+  before the platform clock, page/page_size paging, signed requests, and pdd.time.get;
+  pdd.refund.list.increment.get over the after-sale records it holds by update time (window
+  <= 30 minutes, one required after_sales_status, after_sales_type 1 for every type), items
+  in the shape of the POP documentation's response example (amounts in yuan, as strings).
 
 Times come from `ordertally.core.clock`, so tests move both sides together.
 """
@@ -421,6 +424,52 @@ class PddSim:
     relay_calls: int = 0  # decrypt calls that came through the merchant's relay (hook)
     # Called as each decrypt call is answered (tests look at the caller's state then).
     on_decrypt: Callable[[], None] | None = None
+    refunds: dict[int, dict[str, Any]] = field(default_factory=dict)  # after-sale id -> item
+    # Called as each refund list call is answered (tests look at the caller's state then).
+    on_refunds: Callable[[], None] | None = None
+
+    def add_refund(
+        self,
+        refund_id: int,
+        order_sn: str,
+        updated: datetime,
+        *,
+        after_sales_type: int = 2,
+        after_sales_status: int = 10,
+        refund_amount: str = "59.90",
+        sku: str = "TEA-LJ-250",
+        quantity: int = 1,
+        reason: str = "不想要了",
+    ) -> None:
+        """An after-sale record (or a new version of one: same id, later update)."""
+        self.refunds[refund_id] = {
+            "id": refund_id,
+            "order_sn": order_sn,
+            "after_sales_type": after_sales_type,
+            "after_sales_status": after_sales_status,
+            "after_sale_reason": reason,
+            "confirm_time": to_beijing_string(updated - timedelta(days=2)),
+            "created_time": to_beijing_string(updated - timedelta(hours=1)),
+            "updated_time": to_beijing_string(updated),
+            "discount_amount": "0.00",
+            "dispute_refund_status": 0,
+            "good_image": "",
+            "goods_id": 1,
+            "goods_name": "西湖龙井",
+            "goods_number": str(quantity),
+            "goods_price": refund_amount,
+            "order_amount": refund_amount,
+            "outer_goods_id": "",
+            "outer_id": sku,
+            "refund_amount": refund_amount,
+            "refund_operator_role": 2,
+            "shipping_name": "",
+            "sku_id": "2",
+            "speed_refund_flag": 0,
+            "speed_refund_status": "",
+            "tracking_number": "",
+            "user_shipping_status": "2",
+        }
 
     def add(
         self,
@@ -536,6 +585,10 @@ class PddSim:
             return {"time_get_response": {"time": to_beijing_string(clock.now())}}
         if api == pinduoduo.DECRYPT_API:
             return self._decrypt(form)
+        if api == pinduoduo.REFUND_API:
+            if self.throttle.take():
+                return self.error(70031, "调用过于频繁 / calls too frequent")
+            return self._refunds(form)
         if api != pinduoduo.API:
             return self.error(10000, f"unknown type {api}")
         if self.throttle.take():
@@ -563,6 +616,45 @@ class PddSim:
                 "total_count": len(matching),
                 "has_next": page * size < len(matching),
                 "order_sn_list": copy.deepcopy(chunk),
+            }
+        }
+
+    def _refunds(self, form: dict[str, str]) -> dict[str, Any]:
+        """pdd.refund.list.increment.get over the held after-sale records."""
+        if self.on_refunds is not None:
+            self.on_refunds()
+        try:
+            start = datetime.fromtimestamp(int(form["start_updated_at"]), UTC)
+            end = datetime.fromtimestamp(int(form["end_updated_at"]), UTC)
+            status = int(form["after_sales_status"])
+            case_type = int(form["after_sales_type"])
+            page = int(form.get("page") or 1)
+            size = int(form.get("page_size") or 100)
+        except (KeyError, ValueError):
+            return self.error(
+                10000,
+                "参数错误: start_updated_at, end_updated_at, after_sales_status and "
+                "after_sales_type are required integers",
+            )
+        if end < start or end - start > PDD_MAX_WINDOW:
+            return self.error(10000, "时间跨度不能超过30分钟 / window over 30 minutes")
+        if not 1 <= size <= 100 or page < 1:
+            return self.error(10000, "page_size 1..100, page >= 1")
+        matching = sorted(
+            (
+                r
+                for r in self.refunds.values()
+                if start <= beijing_utc(r["updated_time"]) <= end
+                and r["after_sales_status"] == status
+                and case_type in (1, r["after_sales_type"])
+            ),
+            key=lambda r: (r["updated_time"], r["id"]),
+        )
+        chunk = matching[(page - 1) * size : page * size]
+        return {
+            "refund_increment_get_response": {
+                "refund_list": copy.deepcopy(chunk),
+                "total_count": len(matching),
             }
         }
 
