@@ -4,7 +4,7 @@ Pinduoduo refunds are pulled with pdd.refund.list.increment.get by update-time w
 orders; each account's cursor lives here, apart from the order pull's.
 
 Revision ID: 0028
-Revises: 0026
+Revises: 0027
 Create Date: 2026-12-05 06:00:00
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 import ordertally.core.db
 
 revision: str = "0028"
-down_revision: str | None = "0026"
+down_revision: str | None = "0027"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -6,7 +6,7 @@ platform order file, kept until the worker has imported it, with its progress an
 rejected rows' report.
 
 Revision ID: 0030
-Revises: 0027
+Revises: 0028
 Create Date: 2026-12-05 06:00:00
 """
 
@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql
 import ordertally.core.db
 
 revision: str = "0030"
-down_revision: str | None = "0027"
+down_revision: str | None = "0028"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
