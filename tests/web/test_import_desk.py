@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from ordertally.channels import file_imports
 from ordertally.channels.models import FileImport
@@ -51,6 +52,14 @@ async def test_ops_uploads_a_douyin_export_and_downloads_the_rejected_row(
     queued = await ops.get(path)
     assert 'data-import-state="queued"' in queued.text and 'hx-trigger="every 1s"' in queued.text
     assert await count(db, SalesOrder) == 0
+    # And the stored file is sealed: none of its buyers' data lies in the table in clear
+    async with db.transaction(write=False) as session:
+        stored = await session.scalar(select(FileImport.body).where(FileImport.id == import_id))
+    assert stored and DOUYIN not in stored
+    for line in DOUYIN.decode().splitlines()[1:]:
+        for cell in line.split(","):
+            if len(cell) >= 4:
+                assert cell.encode() not in stored, cell
     # When the worker runs it
     assert await file_imports.run(db, import_id) == "done"
     assert await file_imports.run(db, import_id) is None  # done: nobody claims it again
