@@ -7,7 +7,8 @@ export ORDERTALLY_DATA_DIR ?= ./var
 
 .PHONY: install run test lint typecheck migrate migrations-check pytest bench demo clean \
 	bench-orders bench-payments bench-fulfillment bench-channels drill drill-smoke bench-web \
-	bench-exports bench-casework bench-search bench-rules bench-aftersales bench-outbound
+	bench-exports bench-casework bench-search bench-rules bench-aftersales bench-outbound \
+	bench-consumers
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -49,7 +50,8 @@ test: lint migrations-check pytest
 # Every benchmark suite, one after the other (see docs/benchmarks.md for each figure's target).
 # PostgreSQL figures use ORDERTALLY_TEST_PG_URL (default: postgres on 127.0.0.1:5432).
 bench: bench-orders bench-payments bench-fulfillment bench-channels bench-web \
-	bench-exports bench-casework bench-search bench-rules bench-aftersales bench-outbound
+	bench-exports bench-casework bench-search bench-rules bench-aftersales bench-outbound \
+	bench-consumers
 
 bench-orders: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -89,6 +91,10 @@ bench-rules: $(STAMP)
 
 bench-aftersales: $(STAMP)
 	$(BIN)/python -m bench.aftersales_ingest $(BENCH_AFTERSALES_ARGS)
+
+# Every consumer a worker runs, draining the events of orders made by the services (issue 21).
+bench-consumers: $(STAMP)
+	$(BIN)/python -m bench.consumers $(BENCH_CONSUMERS_ARGS)
 
 # Outbound HTTP calls: a new client per call against the process's shared one (issue 21).
 bench-outbound: $(STAMP)

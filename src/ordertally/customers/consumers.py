@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ordertally.channels import events as channel_events  # noqa: F401  (registers the schema)
 from ordertally.core import clock
 from ordertally.customers import service
-from ordertally.events.registry import Envelope, consumer
+from ordertally.events.registry import Envelope, batch_consumer, consumer
 from ordertally.orders import events as order_events  # noqa: F401  (registers the schemas)
 from ordertally.orders.errors import OrderNotFound
 from ordertally.orders.state_machine import TRANSITIONS
@@ -58,6 +58,17 @@ async def link_order(session: AsyncSession, envelope: Envelope) -> None:
         )
     except OrderNotFound:
         return  # deleted since; nothing to count
+
+
+@batch_consumer("customers.link_order")
+async def link_orders(session: AsyncSession, envelopes: list[Envelope]) -> None:
+    """The same for a batch: each order once, as of its latest event in the batch."""
+    latest: dict[str, datetime | None] = {}
+    for envelope in envelopes:  # outbox order: a later event of an order comes later
+        latest[str(envelope.payload["order_no"])] = _when(
+            envelope.payload.get("occurred_at")
+        ) or clock.as_utc(envelope.occurred_at)
+    await service.link_orders(session, latest)
 
 
 @consumer("customers.link_channel_buyer", "ChannelOrderIngested")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.core.db import upsert_insert
+from ordertally.core.db import table_of, upsert_insert
 from ordertally.customers.models import (
     Customer,
     CustomerFlag,
@@ -69,6 +69,79 @@ async def insert_identity_if_absent(session: AsyncSession, values: dict[str, Any
         .returning(CustomerIdentity.id)
     )
     return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def get_customers(session: AsyncSession, customer_ids: list[int]) -> dict[int, Customer]:
+    """Customers by id, read fresh (those that exist)."""
+    if not customer_ids:
+        return {}
+    rows = await session.scalars(
+        select(Customer)
+        .where(Customer.id.in_(customer_ids))
+        .execution_options(populate_existing=True)
+    )
+    return {c.id: c for c in rows.all()}
+
+
+async def insert_customers(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert customers; their ids, in the order of `rows`."""
+    if not rows:
+        return []
+    result = await session.execute(
+        insert(Customer).returning(Customer.id, sort_by_parameter_order=True), rows
+    )
+    return [int(i) for i in result.scalars().all()]
+
+
+async def update_customers(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Set the masked name and phone of many customers (`id`, `name_masked`, `phone_masked`,
+    `updated_at` per row), in one executemany."""
+    if rows:
+        await session.execute(
+            update(table_of(Customer))
+            .where(table_of(Customer).c.id == bindparam("b_id"))
+            .values(
+                name_masked=bindparam("b_name"),
+                phone_masked=bindparam("b_phone"),
+                updated_at=bindparam("b_at"),
+            ),
+            [
+                {
+                    "b_id": r["id"],
+                    "b_name": r["name_masked"],
+                    "b_phone": r["phone_masked"],
+                    "b_at": r["updated_at"],
+                }
+                for r in rows
+            ],
+        )
+
+
+async def identity_owners(session: AsyncSession, kind: str, values: list[str]) -> dict[str, int]:
+    """For identity keys of one kind, the customer each belongs to (keys with none are absent)."""
+    if not values:
+        return {}
+    rows = await session.execute(
+        select(CustomerIdentity.value, CustomerIdentity.customer_id).where(
+            CustomerIdentity.kind == kind, CustomerIdentity.value.in_(values)
+        )
+    )
+    return {str(value): int(customer_id) for value, customer_id in rows.all()}
+
+
+async def insert_identities_if_absent(
+    session: AsyncSession, rows: list[dict[str, Any]]
+) -> set[str]:
+    """Insert identities of one kind unless their (kind, value) exists; the values inserted."""
+    if not rows:
+        return set()
+    stmt = (
+        upsert_insert(session, CustomerIdentity)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["kind", "value"])
+        .returning(CustomerIdentity.value)
+    )
+    return {str(v) for v in (await session.execute(stmt)).scalars().all()}
 
 
 async def identities_of(session: AsyncSession, customer_id: int) -> list[CustomerIdentity]:
@@ -144,6 +217,41 @@ async def save_customer_order(session: AsyncSession, values: dict[str, Any]) -> 
     await session.execute(stmt.on_conflict_do_update(index_elements=["order_id"], set_=changes))
 
 
+async def save_customer_orders(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """`save_customer_order` for many rows with the same keys, in one executemany."""
+    if not rows:
+        return
+    stmt = upsert_insert(session, CustomerOrder)
+    changes = {k: stmt.excluded[k] for k in rows[0] if k != "order_id"}
+    await session.execute(
+        stmt.on_conflict_do_update(index_elements=["order_id"], set_=changes), rows
+    )
+
+
+async def orders_for_profiles(
+    session: AsyncSession, customer_ids: list[int], placed_since: datetime, refunded_since: datetime
+) -> dict[int, list[CustomerOrder]]:
+    """`orders_for_profile` for many customers at once, by customer id."""
+    found: dict[int, list[CustomerOrder]] = {c: [] for c in customer_ids}
+    if not customer_ids:
+        return found
+    rows = await session.scalars(
+        select(CustomerOrder)
+        .where(
+            CustomerOrder.customer_id.in_(customer_ids),
+            or_(
+                CustomerOrder.placed_at >= placed_since,
+                CustomerOrder.refunded_at >= refunded_since,
+            ),
+        )
+        .order_by(CustomerOrder.customer_id, CustomerOrder.placed_at, CustomerOrder.id)
+        .execution_options(populate_existing=True)
+    )
+    for row in rows.all():
+        found.setdefault(row.customer_id, []).append(row)
+    return found
+
+
 async def orders_for_profile(
     session: AsyncSession, customer_id: int, placed_since: datetime, refunded_since: datetime
 ) -> list[CustomerOrder]:
@@ -159,22 +267,6 @@ async def orders_for_profile(
         )
         .order_by(CustomerOrder.placed_at, CustomerOrder.id)
         .execution_options(populate_existing=True)
-    )
-    return list(rows.all())
-
-
-async def orders_between(
-    session: AsyncSession, customer_id: int, start: datetime, end: datetime
-) -> list[CustomerOrder]:
-    """A customer's orders placed in (start, end]."""
-    rows = await session.scalars(
-        select(CustomerOrder)
-        .where(
-            CustomerOrder.customer_id == customer_id,
-            CustomerOrder.placed_at > start,
-            CustomerOrder.placed_at <= end,
-        )
-        .order_by(CustomerOrder.placed_at, CustomerOrder.id)
     )
     return list(rows.all())
 
@@ -232,6 +324,31 @@ async def save_profile(session: AsyncSession, values: dict[str, Any]) -> None:
     await session.execute(stmt.on_conflict_do_update(index_elements=["customer_id"], set_=changes))
 
 
+async def get_profiles(
+    session: AsyncSession, customer_ids: list[int]
+) -> dict[int, CustomerProfile]:
+    """Several customers' profiles, read fresh, by customer id."""
+    if not customer_ids:
+        return {}
+    rows = await session.scalars(
+        select(CustomerProfile)
+        .where(CustomerProfile.customer_id.in_(customer_ids))
+        .execution_options(populate_existing=True)
+    )
+    return {p.customer_id: p for p in rows.all()}
+
+
+async def save_profiles(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """`save_profile` for many rows with the same keys, in one executemany."""
+    if not rows:
+        return
+    stmt = upsert_insert(session, CustomerProfile)
+    changes = {k: stmt.excluded[k] for k in rows[0] if k != "customer_id"}
+    await session.execute(
+        stmt.on_conflict_do_update(index_elements=["customer_id"], set_=changes), rows
+    )
+
+
 async def profiles_due_for_ageing(session: AsyncSession, now: datetime, limit: int) -> list[int]:
     """Customers whose figures changed by time alone since they were computed."""
     rows = await session.scalars(
@@ -273,6 +390,49 @@ async def tags_of(session: AsyncSession, customer_id: int) -> list[str]:
         .order_by(CustomerTag.tag)
     )
     return list(rows.all())
+
+
+async def tags_of_many(session: AsyncSession, customer_ids: list[int]) -> dict[int, list[str]]:
+    """`tags_of` for many customers at once, by customer id."""
+    found: dict[int, list[str]] = {c: [] for c in customer_ids}
+    if not customer_ids:
+        return found
+    rows = await session.execute(
+        select(CustomerTag.customer_id, CustomerTag.tag)
+        .where(CustomerTag.customer_id.in_(customer_ids))
+        .order_by(CustomerTag.customer_id, CustomerTag.tag)
+    )
+    for customer_id, tag in rows.all():
+        found.setdefault(int(customer_id), []).append(str(tag))
+    return found
+
+
+async def orders_placed_in(
+    session: AsyncSession, ranges: dict[int, tuple[datetime, datetime]]
+) -> dict[int, list[CustomerOrder]]:
+    """Per customer, their orders placed in (start, end] of that customer's range (one query)."""
+    found: dict[int, list[CustomerOrder]] = {c: [] for c in ranges}
+    if not ranges:
+        return found
+    rows = await session.scalars(
+        select(CustomerOrder)
+        .where(
+            or_(
+                *(
+                    and_(
+                        CustomerOrder.customer_id == customer_id,
+                        CustomerOrder.placed_at > start,
+                        CustomerOrder.placed_at <= end,
+                    )
+                    for customer_id, (start, end) in sorted(ranges.items())
+                )
+            )
+        )
+        .order_by(CustomerOrder.customer_id, CustomerOrder.placed_at, CustomerOrder.id)
+    )
+    for row in rows.all():
+        found.setdefault(row.customer_id, []).append(row)
+    return found
 
 
 async def customers_with_tag(session: AsyncSession, tag: str, limit: int) -> list[Customer]:
@@ -321,3 +481,20 @@ async def flags_of(
         stmt = stmt.where(CustomerFlag.created_at >= since)
     rows = await session.scalars(stmt.order_by(CustomerFlag.id))
     return list(rows.all())
+
+
+async def flags_of_many(
+    session: AsyncSession, customer_ids: list[int], since: datetime
+) -> dict[int, list[CustomerFlag]]:
+    """`flags_of` for many customers at once, by customer id."""
+    found: dict[int, list[CustomerFlag]] = {c: [] for c in customer_ids}
+    if not customer_ids:
+        return found
+    rows = await session.scalars(
+        select(CustomerFlag)
+        .where(CustomerFlag.customer_id.in_(customer_ids), CustomerFlag.created_at >= since)
+        .order_by(CustomerFlag.id)
+    )
+    for row in rows.all():
+        found.setdefault(row.customer_id, []).append(row)
+    return found

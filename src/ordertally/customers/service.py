@@ -48,7 +48,7 @@ from ordertally.orders import queries as orders_queries
 from ordertally.orders import service as orders_service
 
 if TYPE_CHECKING:
-    from ordertally.orders.models import SalesOrder
+    from ordertally.orders.models import OrderLine, SalesOrder
 
 # Statuses in which an order counts as bought (paid and not given back).
 BOUGHT = frozenset(
@@ -217,6 +217,35 @@ async def link_order(
         )
 
     lines = await orders_service.lines_of(session, order)
+    values = _order_values(
+        order,
+        existing,
+        customer_id,
+        lines,
+        now=now,
+        event_at=event_at,
+        placed_at=placed_at,
+        categories=categories,
+        returned_at=returned_at,
+    )
+    await repository.save_customer_order(session, values)
+    await recompute_profile(session, customer_id)
+    return customer_id
+
+
+def _order_values(
+    order: SalesOrder,
+    existing: CustomerOrder | None,
+    customer_id: int,
+    lines: list[OrderLine],
+    *,
+    now: datetime,
+    event_at: datetime | None,
+    placed_at: datetime | None = None,
+    categories: list[str] | None = None,
+    returned_at: datetime | None = None,
+) -> dict[str, Any]:
+    """The customer's copy of an order (absolute values from the order's current row)."""
     refunded_at = existing.refunded_at if existing is not None else None
     if returned_at is not None and refunded_at is None:
         refunded_at = clock.as_utc(returned_at)  # an after-sales return case was opened
@@ -228,7 +257,7 @@ async def link_order(
         placed_at = existing.placed_at if existing is not None else order.created_at
     if categories is None:
         categories = existing.categories if existing is not None else []
-    values: dict[str, Any] = {
+    return {
         "order_id": order.id,
         "order_no": order.order_no,
         "customer_id": customer_id,
@@ -242,9 +271,112 @@ async def link_order(
         "refunded_at": refunded_at,
         "updated_at": now,
     }
-    await repository.save_customer_order(session, values)
-    await recompute_profile(session, customer_id)
-    return customer_id
+
+
+async def link_orders(session: AsyncSession, events: dict[str, datetime | None]) -> None:
+    """`link_order` for many orders at once (order number -> the time of its latest event):
+    the same rows as linking them one by one, with one query per table for the whole batch
+    instead of ~14 per order (issue 21: the workers were the chain's bottleneck).
+
+    An order whose keys point at two customers, or at a merged one, needs a merge; an order
+    whose phone another worker attached to someone else meanwhile needs one too. Those take
+    `link_order`, one by one, after the others are written."""
+    orders = sorted(await orders_service.get_orders(session, list(events)), key=lambda o: o.id)
+    if not orders:
+        return
+    now = clock.now()
+    existing = {
+        c.order_id: c for c in await repository.customer_orders_of(session, [o.id for o in orders])
+    }
+    phone_of = {o.id: o.customer_phone_bidx for o in orders if _identifying_phone(o)}
+    owners = await repository.identity_owners(session, PHONE, sorted(set(phone_of.values())))
+    known = await repository.get_customers(
+        session, sorted({c.customer_id for c in existing.values()} | set(owners.values()))
+    )
+    # Customers are referred to by id, or by -n for the n-th customer this batch creates.
+    new_rows: list[dict[str, Any]] = []
+    claimed: dict[str, int] = {}  # phones this batch attaches, to the customer they go to
+    chosen: dict[int, int] = {}
+    slow: list[SalesOrder] = []
+    for order in orders:
+        link = existing.get(order.id)
+        phone = phone_of.get(order.id)
+        candidates = {link.customer_id} if link is not None else set()
+        if phone is not None and (owner := owners.get(phone, claimed.get(phone))) is not None:
+            candidates.add(owner)
+        live = all(c < 0 or (c in known and known[c].merged_into_id is None) for c in candidates)
+        if len(candidates) > 1 or not live:
+            slow.append(order)
+            continue
+        if candidates:
+            ref = candidates.pop()
+        else:
+            new_rows.append(
+                {
+                    "name_masked": order.customer_name_masked,
+                    "phone_masked": order.customer_phone_masked if phone is not None else "",
+                    "merged_into_id": None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            ref = -len(new_rows)
+        chosen[order.id] = ref
+        if phone is not None:
+            claimed.setdefault(phone, ref)
+            if ref < 0:  # the latest identifying order names a new customer
+                new_rows[-ref - 1]["name_masked"] = order.customer_name_masked
+                new_rows[-ref - 1]["phone_masked"] = order.customer_phone_masked
+    ids = await repository.insert_customers(session, new_rows)
+
+    def real(ref: int) -> int:
+        return ids[-ref - 1] if ref < 0 else ref
+
+    attach = [
+        {
+            "customer_id": real(ref),
+            "kind": PHONE,
+            "value": phone,
+            "platform": "",
+            "masked": next(o.customer_phone_masked for o in orders if phone_of.get(o.id) == phone),
+            "created_at": now,
+        }
+        for phone, ref in sorted(claimed.items())
+        if phone not in owners
+    ]
+    attached = await repository.insert_identities_if_absent(session, attach)
+    lost = {row["value"] for row in attach} - attached  # another worker attached it first
+    renamed: dict[int, dict[str, Any]] = {}
+    for order in orders:
+        if order.id in chosen and chosen[order.id] > 0 and order.id in phone_of:
+            renamed[chosen[order.id]] = {
+                "id": chosen[order.id],
+                "name_masked": order.customer_name_masked,
+                "phone_masked": order.customer_phone_masked,
+                "updated_at": now,
+            }
+    await repository.update_customers(session, list(renamed.values()))
+    linked = [o for o in orders if o.id in chosen]
+    lines = await orders_service.lines_of_orders(session, [o.id for o in linked])
+    await repository.save_customer_orders(
+        session,
+        [
+            _order_values(
+                o,
+                existing.get(o.id),
+                real(chosen[o.id]),
+                lines[o.id],
+                now=now,
+                event_at=events[o.order_no],
+            )
+            for o in linked
+        ],
+    )
+    await recompute_profiles(session, sorted({real(ref) for ref in chosen.values()}))
+    again = {o.id for o in slow}
+    for order in orders:
+        if order.id in again or phone_of.get(order.id) in lost:
+            await link_order(session, order.order_no, event_at=events[order.order_no])
 
 
 # --- risk flags ----------------------------------------------------------------------------------
@@ -347,21 +479,32 @@ def compute_figures(
 
 async def recompute_profile(session: AsyncSession, customer_id: int) -> None:
     """Recompute one customer's figures from their own order rows (incremental by customer)."""
+    await recompute_profiles(session, [customer_id])
+
+
+async def recompute_profiles(session: AsyncSession, customer_ids: list[int]) -> None:
+    """Recompute some customers' figures from their own order rows (one query per table)."""
+    if not customer_ids:
+        return
     settings = get_settings()
     now = clock.now()
     since = now - timedelta(days=settings.customers_profile_days)
     returns_since = now - timedelta(days=settings.customers_returns_days)
-    orders = await repository.orders_for_profile(session, customer_id, since, returns_since)
-    flags = await repository.flags_of(session, customer_id, since)
-    figures = compute_figures(orders, flags, now, settings.base_currency)
-    previous = await repository.get_profile(session, customer_id)
-    if previous is not None and previous.last_order_at is not None:
-        last = clock.as_utc(previous.last_order_at)
-        if figures["last_order_at"] is None or last > figures["last_order_at"]:
-            figures["last_order_at"] = last  # older orders are not loaded; keep what we knew
-    await repository.save_profile(
-        session, {"customer_id": customer_id, **figures, "computed_at": now}
-    )
+    orders = await repository.orders_for_profiles(session, customer_ids, since, returns_since)
+    flags = await repository.flags_of_many(session, customer_ids, since)
+    previous = await repository.get_profiles(session, customer_ids)
+    rows = []
+    for customer_id in customer_ids:
+        figures = compute_figures(
+            orders[customer_id], flags[customer_id], now, settings.base_currency
+        )
+        before = previous.get(customer_id)
+        if before is not None and before.last_order_at is not None:
+            last = clock.as_utc(before.last_order_at)
+            if figures["last_order_at"] is None or last > figures["last_order_at"]:
+                figures["last_order_at"] = last  # older orders are not loaded; keep what we knew
+        rows.append({"customer_id": customer_id, **figures, "computed_at": now})
+    await repository.save_profiles(session, rows)
 
 
 async def age_profiles(session: AsyncSession, now: datetime, limit: int) -> int:
@@ -549,27 +692,49 @@ def _unknown_buyer() -> dict[str, Any]:
 async def rule_facts_many(
     session: AsyncSession, order_ids: list[int], burst_window: timedelta | None = None
 ) -> dict[int, dict[str, Any]]:
-    """`rule_facts` of many orders: their links are read in one query, the linked buyers'
-    figures one by one."""
+    """`rule_facts` of many orders, one query per table: their links, the linked buyers (a
+    merged one followed to its survivor), profiles, tags and the orders in each burst window."""
     if burst_window is None:
         burst_window = timedelta(seconds=get_settings().customers_burst_window_seconds)
     out = {order_id: _unknown_buyer() for order_id in order_ids}
-    for linked in await repository.customer_orders_of(session, order_ids):
-        facts = out[linked.order_id]
-        customer = await resolve(session, linked.customer_id)
-        profile = await repository.get_profile(session, customer.id)
+    links = await repository.customer_orders_of(session, order_ids)
+    live = await repository.get_customers(session, sorted({li.customer_id for li in links}))
+    owner: dict[int, int] = {}
+    for linked in links:
+        customer = live.get(linked.customer_id)
+        if customer is None or customer.merged_into_id is not None:
+            customer = await resolve(session, linked.customer_id)
+        owner[linked.order_id] = customer.id
+    ids = sorted(set(owner.values()))
+    profiles = await repository.get_profiles(session, ids)
+    tags = await repository.tags_of_many(session, ids)
+    ranges: dict[int, tuple[datetime, datetime]] = {}
+    for linked in links:
         placed_at = clock.as_utc(linked.placed_at)
-        recent = await repository.orders_between(
-            session, customer.id, placed_at - burst_window, placed_at
+        start, end = ranges.get(owner[linked.order_id], (placed_at - burst_window, placed_at))
+        ranges[owner[linked.order_id]] = (
+            min(start, placed_at - burst_window),
+            max(end, placed_at),
         )
+    placed = await repository.orders_placed_in(session, ranges)
+    for linked in links:
+        customer_id = owner[linked.order_id]
+        placed_at = clock.as_utc(linked.placed_at)
+        recent = [
+            o
+            for o in placed[customer_id]
+            if placed_at - burst_window < clock.as_utc(o.placed_at) <= placed_at
+        ]
+        facts = out[linked.order_id]
         facts.update(
             known=True,
-            id=customer.id,
-            tags=await repository.tags_of(session, customer.id),
+            id=customer_id,
+            tags=list(tags[customer_id]),
             max_same_sku_orders_5m=max(
                 (sum(1 for o in recent if sku in o.skus) for sku in linked.skus), default=0
             ),
         )
+        profile = profiles.get(customer_id)
         if profile is not None:
             facts.update(
                 orders_90d=profile.orders_90d,

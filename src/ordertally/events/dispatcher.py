@@ -176,32 +176,42 @@ async def _dispatch(
         processed: list[dict[str, object]] = []
         failures: dict[int, dict[str, str]] = {}
         entries = [(event, envelope_of(event)) for event in events]
+        # Consumer by consumer, in name order, each over the batch's events in outbox order
+        # (one batch handler call, or its handler per event): a consumer sees every effect of
+        # the consumers before it, as it would event by event (rules read the customer link).
         # Two phases: every consumer first, then the `last` ones (shared hot rows such as the
-        # daily tally), each phase's batch handlers at its end. A batch therefore takes the hot
-        # rows after all of its order and stock rows and holds them only for its tail: it never
-        # waits for another transaction's order or stock row while holding one (issue 21).
+        # daily tally). A batch therefore takes the hot rows after all of its order and stock
+        # rows and holds them only for its tail: it never waits for another transaction's order
+        # or stock row while holding one (issue 21).
+        plan: dict[str, tuple[Consumer, list[tuple[OutboxEvent, Envelope]]]] = {}
+        for event, envelope in entries:
+            seen = already.get(event.event_id, set())
+            for consumer in consumers_for(event.event_type):
+                if consumer.name not in seen:
+                    plan.setdefault(consumer.name, (consumer, []))[1].append((event, envelope))
         for last_phase in (False, True):
-            batched: dict[str, tuple[Consumer, list[Envelope]]] = {}
-            for event, envelope in entries:
-                seen = already.get(event.event_id, set())
-                for consumer in consumers_for(event.event_type):
-                    if consumer.last is not last_phase or consumer.name in seen:
-                        continue
-                    if not isolate and consumer.batch_handler is not None:
-                        batched.setdefault(consumer.name, (consumer, []))[1].append(envelope)
+            for name in sorted(plan):
+                consumer, deliveries = plan[name]
+                if consumer.last is not last_phase:
+                    continue
+                if not isolate and consumer.batch_handler is not None:
+                    try:
+                        await consumer.batch_handler(session, [e for _, e in deliveries])
+                    except Exception as exc:
+                        raise _FastPathFailed(
+                            "*", name, f"{type(exc).__name__}: {exc}", is_transient(exc)
+                        ) from exc
+                    for event, _ in deliveries:
                         processed.append(
-                            {
-                                "consumer": consumer.name,
-                                "event_id": event.event_id,
-                                "processed_at": now,
-                            }
+                            {"consumer": name, "event_id": event.event_id, "processed_at": now}
                         )
-                        applied.append(consumer.name)
-                        continue
-                    error = known.get((event.event_id, consumer.name))
+                        applied.append(name)
+                    continue
+                for event, envelope in deliveries:
+                    error = known.get((event.event_id, name))
                     try:
                         if error is not None:
-                            raise _FastPathFailed(event.event_id, consumer.name, error)
+                            raise _FastPathFailed(event.event_id, name, error)
                         if isolate:
                             async with session.begin_nested():
                                 await consumer.handler(session, envelope)
@@ -211,26 +221,16 @@ async def _dispatch(
                         reason = error if error is not None else f"{type(exc).__name__}: {exc}"
                         if not isolate:
                             raise _FastPathFailed(
-                                event.event_id, consumer.name, reason, is_transient(exc)
+                                event.event_id, name, reason, is_transient(exc)
                             ) from exc
-                        log.warning(
-                            "consumer %s failed on %s: %s", consumer.name, envelope.id, reason
-                        )
-                        failures.setdefault(event.id, {})[consumer.name] = reason
-                        DELIVERIES.labels(consumer.name, "failed").inc()
+                        log.warning("consumer %s failed on %s: %s", name, envelope.id, reason)
+                        failures.setdefault(event.id, {})[name] = reason
+                        DELIVERIES.labels(name, "failed").inc()
                         continue
                     processed.append(
-                        {"consumer": consumer.name, "event_id": event.event_id, "processed_at": now}
+                        {"consumer": name, "event_id": event.event_id, "processed_at": now}
                     )
-                    applied.append(consumer.name)
-            for consumer, envelopes in batched.values():
-                assert consumer.batch_handler is not None
-                try:
-                    await consumer.batch_handler(session, envelopes)
-                except Exception as exc:
-                    raise _FastPathFailed(
-                        "*", consumer.name, f"{type(exc).__name__}: {exc}", is_transient(exc)
-                    ) from exc
+                    applied.append(name)
         done: list[int] = []
         for event, _ in entries:
             if event.id not in failures:

@@ -36,6 +36,22 @@ async def open_for_order(session: AsyncSession, order_id: int) -> list[Exception
     return list(rows.all())
 
 
+async def held_among(session: AsyncSession, order_ids: list[int]) -> set[int]:
+    """The orders among these that an open hold blocks."""
+    if not order_ids:
+        return set()
+    rows = await session.scalars(
+        select(ExceptionCase.order_id)
+        .where(
+            ExceptionCase.order_id.in_(order_ids),
+            ExceptionCase.status.in_(ACTIVE),
+            ExceptionCase.blocking.is_(True),
+        )
+        .distinct()
+    )
+    return {int(i) for i in rows.all() if i is not None}
+
+
 async def count_blocking(session: AsyncSession, order_id: int) -> int:
     """Open holds on an order."""
     return int(

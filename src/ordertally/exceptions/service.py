@@ -181,6 +181,11 @@ async def has_hold(session: AsyncSession, order_id: int) -> bool:
     return await repository.count_blocking(session, order_id) > 0
 
 
+async def held_orders(session: AsyncSession, order_ids: list[int]) -> set[int]:
+    """The orders among these that an active blocking case holds (one query)."""
+    return await repository.held_among(session, order_ids)
+
+
 async def get_case(session: AsyncSession, case_id: int) -> ExceptionCase:
     """A case by id, or NotFound."""
     case = await repository.get(session, case_id)

@@ -28,6 +28,16 @@ async def add_shipment(session: AsyncSession, values: dict[str, Any]) -> Shipmen
     return shipment
 
 
+async def add_shipments(session: AsyncSession, rows: list[dict[str, Any]]) -> list[Shipment]:
+    """Insert shipments (one INSERT .. RETURNING for all); returns them with their ids, in
+    the order of `rows`."""
+    shipments = [Shipment(**values) for values in rows]
+    if shipments:
+        session.add_all(shipments)
+        await session.flush()
+    return shipments
+
+
 async def add_lines(session: AsyncSession, rows: Iterable[dict[str, Any]]) -> None:
     """Insert shipment lines."""
     session.add_all(ShipmentLine(**row) for row in rows)

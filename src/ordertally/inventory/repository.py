@@ -407,6 +407,21 @@ async def reservations_of(session: AsyncSession, order_id: int) -> list[tuple[Re
     return [(r, str(code)) for r, code in rows.all()]
 
 
+async def reservations_of_orders(
+    session: AsyncSession, order_ids: list[int]
+) -> list[tuple[Reservation, str]]:
+    """The reservations of several orders with their warehouse codes, in id order."""
+    if not order_ids:
+        return []
+    rows = await session.execute(
+        select(Reservation, Warehouse.code)
+        .join(Warehouse, Warehouse.id == Reservation.warehouse_id)
+        .where(Reservation.order_id.in_(order_ids))
+        .order_by(Reservation.id)
+    )
+    return [(r, str(code)) for r, code in rows.all()]
+
+
 async def reservation_warehouses_of(
     session: AsyncSession, order_ids: list[int]
 ) -> list[tuple[int, str]]:

@@ -1180,6 +1180,21 @@ async def committed_by_warehouse(session: AsyncSession, order_id: int) -> dict[s
     return {code: dict(lines) for code, lines in out.items()}
 
 
+async def committed_by_warehouse_of_orders(
+    session: AsyncSession, order_ids: list[int]
+) -> dict[int, dict[str, dict[int, int]]]:
+    """`committed_by_warehouse` of several orders in one query, by order id (orders with
+    nothing committed are absent)."""
+    out: dict[int, dict[str, dict[int, int]]] = {}
+    for reservation, code in await repository.reservations_of_orders(session, order_ids):
+        if reservation.state == "committed":
+            lines = out.setdefault(reservation.order_id, {}).setdefault(code, {})
+            lines[reservation.order_line_id] = (
+                lines.get(reservation.order_line_id, 0) + reservation.quantity
+            )
+    return out
+
+
 async def warehouses_of_order(session: AsyncSession, order_id: int) -> set[str]:
     """The codes of the warehouses holding an order's reservations."""
     return {code for _, code in await repository.reservations_of(session, order_id)}

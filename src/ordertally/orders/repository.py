@@ -567,10 +567,14 @@ async def get_many_by_id(session: AsyncSession, order_ids: list[int]) -> list[Sa
 
 
 async def get_many_by_no(session: AsyncSession, order_nos: list[str]) -> list[SalesOrder]:
-    """The orders with these numbers (unknown numbers are simply absent)."""
+    """The orders with these numbers, read fresh (unknown numbers are simply absent)."""
     if not order_nos:
         return []
-    stmt = select(SalesOrder).where(SalesOrder.order_no.in_(order_nos))
+    stmt = (
+        select(SalesOrder)
+        .where(SalesOrder.order_no.in_(order_nos))
+        .execution_options(populate_existing=True)
+    )
     return list((await session.scalars(stmt)).all())
 
 

@@ -158,7 +158,7 @@ _EFFECTS: dict[StockEffect, Effect] = {
     StockEffect.CONSUME: _consume,
 }
 # Effects `transition_many` runs for many orders in a fixed number of statements.
-BATCHED_EFFECTS = frozenset({StockEffect.COMMIT})
+BATCHED_EFFECTS = frozenset({StockEffect.NONE, StockEffect.COMMIT})
 
 
 async def lock_orders_and_stock(
@@ -252,15 +252,22 @@ async def transition(
 
 
 async def transition_many(
-    session: AsyncSession, order_ids: list[int], name: str, actors: dict[int, Actor]
+    session: AsyncSession,
+    order_ids: list[int],
+    name: str,
+    actors: dict[int, Actor],
+    *,
+    holds_checked: bool = False,
 ) -> set[int]:
     """`transition` for many orders at once, in a fixed number of statements: the orders are
     locked, those in a source status move together (compare-and-set, stock effects, audit rows,
     events). Returns the ids moved; the caller decides about the others (typically by calling
     `transition` for each, which explains why). Only transitions without holds or evidence
-    rules and with a batched stock effect are supported."""
+    rules and with a batched stock effect are supported; a transition that holds block only when
+    the caller has locked the orders and found them free of holds (`holds_checked`)."""
     spec = find(name)
-    if spec is None or spec.blocked_by_holds or spec.stock_effect not in BATCHED_EFFECTS:
+    blocked = spec is not None and spec.blocked_by_holds and not holds_checked
+    if spec is None or blocked or spec.stock_effect not in BATCHED_EFFECTS:
         raise ValueError(f"{name!r} cannot be applied in a batch")
     for actor in actors.values():
         if actor.kind not in spec.actors:
