@@ -5,6 +5,7 @@ before answering and runs the command line's own import path in the worker."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import quote
 
@@ -17,6 +18,7 @@ from ordertally.channels import service as channels_service
 from ordertally.channels.errors import FileImportNotFound
 from ordertally.core.errors import OrdertallyError
 from ordertally.core.http import client_ip
+from ordertally.exports.service import PII_ROLES
 from ordertally.web import pages
 from ordertally.web.case_desk import actor_name, say
 from ordertally.web.i18n import N_
@@ -24,6 +26,7 @@ from ordertally.web.security import SignedIn, check_channel, check_csrf, databas
 from ordertally.web.templating import render
 
 router = APIRouter(include_in_schema=False)
+log = logging.getLogger(__name__)
 
 # The body limit of the upload route (app.body_limits): the file and the form's few fields.
 UPLOAD_BODY_BYTES = file_imports.MAX_BYTES + 64 * 1024
@@ -141,6 +144,7 @@ async def import_progress(request: Request, import_id: int) -> Response:
         active="channels",
         job=found,
         share=share,
+        may_see_personal_data=may_see_personal_data(user),
         state_labels=STATE_LABELS,
         templates=TEMPLATE_LABELS,
     )
@@ -150,14 +154,28 @@ async def import_progress(request: Request, import_id: int) -> Response:
 
 @router.get("/ui/imports/{import_id}/rejected.csv")
 async def rejected_rows(request: Request, import_id: int) -> Response:
-    """The rejected rows with their reasons (CSV, UTF-8 with BOM for Excel)."""
+    """The rejected rows with their reasons (CSV, UTF-8 with BOM for Excel): buyers' cells
+    masked, in clear only on request for a role that may see personal data (logged)."""
     user = await signed_in(request, "channels.import")
     found = await _import_of(request, user, import_id, with_report=True)
     if found is None or not found.report:
         return Response(status_code=404)
+    personal_data = request.query_params.get("personal") == "1" and may_see_personal_data(user)
+    async with database(request).transaction(write=False) as session:
+        report = await file_imports.rejected_report(session, found, personal_data=personal_data)
+    if report is None:
+        return Response(status_code=404)
+    if personal_data:
+        log.info(
+            "pii access: rejected rows of import %s by %s (%s) from %s",
+            found.id,
+            actor_name(user),
+            user.role,
+            client_ip(request),
+        )
     stem = found.filename.rsplit(".", 1)[0] or "import"
     return Response(
-        found.report,
+        report,
         media_type="text/csv; charset=utf-8",
         headers={
             "content-disposition": f'attachment; filename="import-{found.id}.rejected.csv"; '
@@ -165,3 +183,8 @@ async def rejected_rows(request: Request, import_id: int) -> Response:
             "cache-control": "no-store",
         },
     )
+
+
+def may_see_personal_data(user: SignedIn) -> bool:
+    """The roles exports show buyers' personal data to in clear (not a warehouse-scoped user)."""
+    return user.role in PII_ROLES and user.warehouses is None
