@@ -531,6 +531,22 @@ async def set_sub_status(
     return [(int(i), int(v), str(s)) for i, v, s in result.all()]
 
 
+async def set_remark(
+    session: AsyncSession, order_ids: list[int], value: str | None
+) -> list[tuple[int, int, str]]:
+    """Set orders' seller remark (卖家备注) and bump their versions; returns (id, new version,
+    status) of the orders that did not have that remark already."""
+    if not order_ids:
+        return []
+    result = await session.execute(
+        update(SalesOrder)
+        .where(SalesOrder.id.in_(order_ids), SalesOrder.remark.is_distinct_from(value))
+        .values(remark=value, version=SalesOrder.version + 1)
+        .returning(SalesOrder.id, SalesOrder.version, SalesOrder.status)
+    )
+    return [(int(i), int(v), str(s)) for i, v, s in result.all()]
+
+
 async def set_reviewed_fields(session: AsyncSession, order_id: int, values: dict[str, Any]) -> None:
     """Write what a reviewer edited (address columns, remark); the review transition bumped
     the version already."""

@@ -15,9 +15,7 @@ from ordertally.core.spreadsheet import safe_cell, safe_row
 __all__ = ["report_path", "safe_cell", "write_report"]
 
 
-def write_report(
-    out: Path | BinaryIO, header: Sequence[str], rejected: Iterable[Rejected]
-) -> int:
+def write_report(out: Path | BinaryIO, header: Sequence[str], rejected: Iterable[Rejected]) -> int:
     """Write rejected rows with their reasons as CSV (UTF-8 with BOM, for Excel) to a file or a
     binary stream (left open); returns rows."""
     count = 0
