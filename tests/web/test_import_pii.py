@@ -19,8 +19,8 @@ from ordertally.channels.models import FileImport
 from ordertally.core.db import Database
 from tests.channels.test_import import account
 from tests.web.conftest import SignedInClient
-from tests.web.test_import_desk import DOUYIN, _upload
 from tests.web.helpers import csrf_of
+from tests.web.test_import_desk import DOUYIN, _upload
 
 pytestmark = pytest.mark.anyio
 
@@ -122,7 +122,10 @@ async def test_a_report_stored_in_clear_before_sealing_is_neutralised_on_downloa
 ) -> None:
     # Given an import whose report was stored in clear and raw (before this change)
     ops, path, import_id = await _imported(signed_in, db)
-    raw = "\ufeff行号 line,订单号 order id,原因 reason,收件人,备注\n7,X1,bad,张三,=1+1\n8,X2,bad,李四,\t@SUM(1)\n"
+    raw = (
+        "\ufeff行号 line,订单号 order id,原因 reason,收件人,备注\n"
+        "7,X1,bad,张三,=1+1\n8,X2,bad,李四,\t@SUM(1)\n"
+    )
     async with db.transaction() as session:
         await session.execute(
             update(FileImport).where(FileImport.id == import_id).values(report=raw.encode())

@@ -11,9 +11,9 @@ import base64
 import contextlib
 import csv
 import io
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import PurePath
-from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,11 +24,11 @@ from ordertally.channels.errors import AccountNotFound, FileImportNotFound, File
 from ordertally.channels.models import FileImport
 from ordertally.core import clock, phones
 from ordertally.core.crypto import get_cipher, open_body, seal_body
+from ordertally.core.db import Database
 from ordertally.core.errors import OrdertallyError
+from ordertally.core.settings import get_settings
 from ordertally.core.spreadsheet import safe_row
 from ordertally.orders import service as orders_service
-from ordertally.core.db import Database
-from ordertally.core.settings import get_settings
 
 MAX_BYTES = 20 * 1024 * 1024
 SUFFIXES = (".csv", ".xlsx")
