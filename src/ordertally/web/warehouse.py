@@ -114,7 +114,7 @@ async def reservations_page(request: Request) -> Response:
     """Units held for unpaid orders (soonest to expire first) or committed to paid ones."""
     user = await signed_in(request, "inventory.read")
     q = request.query_params
-    state = q.get("state") if q.get("state") in RESERVATION_STATES else "held"
+    state = str(q.get("state")) if q.get("state") in RESERVATION_STATES else "held"
     sku = (q.get("sku") or "").strip()[:64] or None
     async with database(request).transaction(write=False) as session:
         rows = await inventory_service.open_reservations(
