@@ -1,6 +1,7 @@
 """Ops in a real browser on the screens issue 20 still lacked (PostgreSQL, like the other
 browser flows): the reservations, the allocation dry run, an SLA policy tightened and the
-carriers; each photographed in both languages when screenshots are asked for."""
+carriers; and the buyer's tracking page saying "状态核实中" while a payment is open. Each is
+photographed in both languages when screenshots are asked for."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from playwright.async_api import Browser
 
 from ordertally.core.db import Database
 from ordertally.exceptions import service as exceptions_service
+from ordertally.fulfillment import tracking_page
 from tests.conftest import LiveServer
+from tests.factories import make_order
 from tests.fulfillment.helpers import SECOND_SKU, split_paid_order
+from tests.payments.helpers import make_attempt
+from tests.web import browser
 from tests.web.helpers import make_user
 from tests.web.test_browser_screens import both_languages, chromium, signed_in_page
 
@@ -64,3 +69,22 @@ async def test_ops_checks_reservations_dry_runs_an_allocation_and_tightens_an_sl
     await page.goto(f"{base}/ui/settings/carriers")
     assert await page.locator("[data-carrier=adapter]").count() == 1
     await both_languages(page, "carriers")
+
+
+async def test_the_buyer_sees_status_being_verified_while_a_payment_is_open(
+    chromium: Browser, live_server: LiveServer, db: Database
+) -> None:
+    # Given an unpaid order whose payment is open and whose notification has not arrived
+    order = await make_order(db, "pending_payment")
+    await make_attempt(db, order)
+    link = f"{live_server.url}/t/{tracking_page.token_for(order.order_no)}"
+    context = await chromium.new_context(viewport=browser.VIEWPORT, locale="zh-CN")  # type: ignore[arg-type]
+    page = await context.new_page()
+    # When the buyer opens the tracking page, in Chinese then in English
+    await page.goto(link)
+    # Then it says the status is being verified
+    assert "状态核实中" in await page.locator("#verifying").inner_text()
+    await browser.screenshot(page, "tracking-verifying")
+    await page.goto(f"{link}?lang=en")
+    assert await page.locator("#verifying").count() == 1
+    await browser.screenshot(page, "tracking-verifying")
