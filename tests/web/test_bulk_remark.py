@@ -71,7 +71,7 @@ async def test_ops_sets_a_remark_on_ticked_orders_through_preview_and_confirm(
         events = await orders_service.events_of(session, orders[0].order_no)
         untouched = await orders_service.events_of(session, orders[1].order_no)
     assert (events[-1].event, events[-1].note) == ("set_remark", "remark: 顺丰发货 <b>")
-    assert events[-1].actor_id.startswith("batch:") or "ops" in events[-1].actor_id
+    assert re.fullmatch(r"batch:\d+:user:ops[-\w]*", events[-1].actor_id), events[-1].actor_id
     assert all(e.event != "set_remark" for e in untouched)
     # And the same remark again changes nothing
     again = await ops.post(

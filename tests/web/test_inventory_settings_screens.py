@@ -4,6 +4,7 @@ refused without the token or with bad minutes, changing nothing) and the carrier
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -43,9 +44,19 @@ async def test_the_allocation_dry_run_explains_the_choice_and_reserves_nothing(
     signed_in: SignedInClient, db: Database
 ) -> None:
     # Given the two warehouses of a split order, and ops
-    await split_paid_order(db)
+    order = await split_paid_order(db)
     ops = await signed_in("ops")
     before = await ops.get("/ui/inventory/reservations?state=held")
+    # When ops opens the order: its routing explanation names both warehouses, and its link
+    # dry-runs the same lines to the same province again
+    detail = await ops.get(f"/ui/orders/{order.order_no}")
+    assert set(re.findall(r'data-routing="([^"]+)"', detail.text)) == {"WH-TEST", SECOND_WAREHOUSE}
+    link = re.search(
+        r'href="(/ui/inventory/allocation\?[^"]+)"[^>]*data-link="dry-run"', detail.text
+    )
+    assert link is not None
+    again = await ops.get(html.unescape(link.group(1)))
+    assert again.status_code == 200 and "TEA-LJ-250 2" in again.text and "上海市" in again.text
     # When ops dry-runs an order of two SKUs held in different warehouses
     lines = f"TEA-LJ-250 1\n{SECOND_SKU} × 1"
     page = await ops.get("/ui/inventory/allocation", params={"province": "广东省", "lines": lines})
