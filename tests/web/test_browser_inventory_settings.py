@@ -57,6 +57,7 @@ async def test_ops_checks_reservations_dry_runs_an_allocation_and_tightens_an_sl
     # When ops tightens the amount-mismatch SLA from the settings
     await page.goto(f"{base}/ui/settings")
     await page.click("a[data-link=sla]")
+    await page.click("a[data-edit-policy=amount_mismatch]")
     form = page.locator("form[data-policy-form=amount_mismatch]")
     await form.locator("input[name=sla_minutes]").fill("120")
     await form.locator("button[data-action=save-policy]").click()

@@ -84,8 +84,11 @@ async def test_ops_edits_an_sla_policy_and_bad_input_changes_nothing(
 ) -> None:
     # Given ops on the SLA policies
     ops = await signed_in("ops")
-    page = await ops.get("/ui/settings/sla")
-    assert page.status_code == 200 and 'data-policy-form="amount_mismatch"' in page.text
+    listed = await ops.get("/ui/settings/sla")
+    assert listed.status_code == 200 and 'data-edit-policy="amount_mismatch"' in listed.text
+    assert "data-policy-form" not in listed.text  # one row is edited at a time
+    page = await ops.get("/ui/settings/sla?edit=amount_mismatch")
+    assert re.findall(r'data-policy-form="([^"]+)"', page.text) == ["amount_mismatch"]
     token = csrf_of(page.text)
     form = {"sla_minutes": "90", "warn_minutes": "15", "severity": "critical", "owner_role": "cs"}
     # When ops posts minutes out of range, an unknown type, and no token
@@ -121,9 +124,10 @@ async def test_roles_on_the_sla_policies_and_carriers(
 ) -> None:
     # Given cs and the warehouse, who may read cases but not manage them
     cs = await signed_in("cs")
-    page = await cs.get("/ui/settings/sla")
-    # Then cs sees the policies without a form, and is refused a post
+    page = await cs.get("/ui/settings/sla?edit=amount_mismatch")
+    # Then cs sees the policies without a form or an edit link, and is refused a post
     assert page.status_code == 200 and "data-policy-form" not in page.text
+    assert "data-edit-policy" not in page.text
     assert '<td class="num" data-sla>240</td>' in page.text
     refused = await cs.post(
         "/ui/settings/sla/amount_mismatch",

@@ -51,6 +51,8 @@ async def _sla_page(
         flash=FLASHES.get(request.query_params.get("done", "")),
         error=error,
         failed=failed,
+        # One row is edited at a time: the page stays light with every type listed.
+        editing=failed or request.query_params.get("edit", "")[:64],
     )
     return render(request, "sla_policies.html", context, status=status)
 
