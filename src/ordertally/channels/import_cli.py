@@ -202,6 +202,13 @@ async def import_file(
     rejected rows (to `errors_out`, else next to a file on disk)."""
     from ordertally.channels.ingest import ingest_orders
 
+    report_to: Path | BinaryIO
+    if errors_out is not None:
+        report_to = errors_out
+    elif isinstance(path, Path):
+        report_to = files.report_path(path)
+    else:
+        raise ValueError("an in-memory file's rejected rows need errors_out")
     started = time.perf_counter()
     platform, columns = await _account_file_settings(db, account)
     if template is None and columns:
@@ -273,16 +280,9 @@ async def import_file(
     summary.rows = rows_seen
     summary.rejected_rows = len(rejected)
     if rejected:
-        target: Path | BinaryIO
-        if errors_out is not None:
-            target = errors_out
-        elif isinstance(path, Path):
-            target = files.report_path(path)
-        else:
-            raise ValueError("an in-memory file's rejected rows need errors_out")
         rejected.sort(key=lambda r: r.line)
-        files.write_report(target, header_names or parser.header_names, rejected)
-        summary.report = target if isinstance(target, Path) else None
+        files.write_report(report_to, header_names or parser.header_names, rejected)
+        summary.report = report_to if isinstance(report_to, Path) else None
     summary.total_seconds = time.perf_counter() - started
     if progress is not None:
         progress(rows_seen, parser.total_rows, summary.orders)
