@@ -106,7 +106,7 @@ RESERVATION_STATES: dict[str, str] = {
 RESERVATIONS_SHOWN = 100
 # The dry run's form: one line per SKU ("SKU quantity"), at most this many lines.
 DRY_RUN_LINES = 50
-_DEMAND_LINE = re.compile(r"^\s*([^\s×x*,]{1,64})\s*[×x*,]?\s*(\d{1,6})?\s*$")
+_DEMAND_SEPARATORS = re.compile(r"[\s×*,，]+")
 
 
 @router.get("/ui/inventory/reservations")
@@ -145,12 +145,14 @@ def _demand(text: str) -> tuple[dict[str, int], list[str]]:
     for line in text.splitlines()[:DRY_RUN_LINES]:
         if not line.strip():
             continue
-        match = _DEMAND_LINE.match(line)
-        quantity = int(match.group(2) or 1) if match else 0
-        if match is None or quantity < 1:
+        parts = [p for p in _DEMAND_SEPARATORS.split(line.strip()) if p not in ("x", "X")]
+        quantity = int(parts[1]) if len(parts) == 2 and parts[1].isdecimal() else 0
+        if len(parts) == 1:
+            quantity = 1
+        if not 1 <= quantity <= 999_999 or len(parts[0]) > 64:
             refused.append(line.strip()[:80])
             continue
-        demand[match.group(1)] = demand.get(match.group(1), 0) + quantity
+        demand[parts[0]] = demand.get(parts[0], 0) + quantity
     return demand, refused
 
 
