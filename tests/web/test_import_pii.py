@@ -67,6 +67,31 @@ async def _imported(signed_in: SignedInClient, db: Database) -> tuple[Any, str, 
     return ops, path, import_id
 
 
+async def test_a_big_upload_is_stored_without_touching_disk(
+    signed_in: SignedInClient, db: Database
+) -> None:
+    # Given a 2 MB export (over the 1 MB a multipart part is kept in memory by default)
+    await account(db, "dy_big", "douyin")
+    ops = await signed_in("ops")
+    token = csrf_of((await ops.get("/ui/channels/import")).text)
+    row = GOOD.split(",")
+    rows = [",".join([f"\t69{n:014d}", f"\t69{n:014d}1", *row[2:]]) for n in range(9000)]
+    big = ("\ufeff" + "\n".join([HEADER, *rows]) + "\n").encode()
+    assert len(big) > 2 * 1024 * 1024
+    # When ops uploads it
+    _WATCH.update(on=True, written=[])
+    try:
+        made = await ops.post("/ui/channels/import", **_upload(token, "dy_big", "big.csv", big))
+    finally:
+        _WATCH["on"] = False
+    # Then it is stored (sealed) and no file was opened for writing on the way
+    assert made.status_code == 303
+    assert _WATCH["written"] == []
+    async with db.transaction(write=False) as session:
+        stored = await session.scalar(select(FileImport.body).order_by(FileImport.id.desc()))
+    assert stored and b"TEA-LJ-250" not in stored
+
+
 def _rows(body: bytes) -> list[list[str]]:
     return list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
 

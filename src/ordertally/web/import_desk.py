@@ -10,7 +10,9 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.responses import RedirectResponse, Response
 
 from ordertally.channels import file_imports, import_cli
@@ -87,8 +89,8 @@ async def import_page(request: Request) -> Response:
 async def upload(request: Request) -> Response:
     """Store the uploaded file for the worker, then show its progress."""
     user = await signed_in(request, "channels.import")
-    await check_csrf(request, user)
-    form = await request.form()
+    form = await _form_in_memory(request)
+    await check_csrf(request, user, form)
     account = str(form.get("account", "")).strip()[:32]
     check_channel(user, account, "channels.import")
     template = str(form.get("template", "")).strip()[:16] or None
@@ -113,6 +115,26 @@ async def upload(request: Request) -> Response:
         message = REFUSALS.get(str(exc.extra.get("field", "")), N_("The file was refused."))
         return await _form_page(request, user, error=say(request, message), status=exc.status)
     return RedirectResponse(f"/ui/imports/{import_id}", status_code=303)
+
+
+class _InMemoryParts(MultiPartParser):
+    """Multipart parts kept in memory up to the route's body limit: Starlette spools a part
+    over 1 MB to a temporary file, which for an order file would put buyers' cells on disk in
+    clear before they are sealed (issue 14)."""
+
+    spool_max_size = UPLOAD_BODY_BYTES
+
+
+async def _form_in_memory(request: Request) -> FormData:
+    """The upload form, parsed without touching disk (any other body: Starlette's parser)."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return await request.form()
+    try:
+        return await _InMemoryParts(
+            request.headers, request.stream(), max_files=1, max_fields=16, max_part_size=64 * 1024
+        ).parse()
+    except MultiPartException as exc:
+        raise HTTPException(status_code=400, detail=exc.message) from exc
 
 
 async def _import_of(request: Request, user: SignedIn, import_id: int, **options: Any) -> Any:
