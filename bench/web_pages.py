@@ -241,6 +241,13 @@ def main() -> None:
             "/ui/analytics",
             f"/ui/analytics?date_from={month}",
             "/ui/channels/import",
+            # Issue 20's last screens: reservations, the allocation dry run, SLA policies,
+            # carriers.
+            "/ui/inventory/reservations",
+            "/ui/inventory/reservations?state=committed",
+            "/ui/inventory/allocation?province=%E4%B8%8A%E6%B5%B7%E5%B8%82&lines=PAY-BENCH-1+2",
+            "/ui/settings/sla",
+            "/ui/settings/carriers",
         ]
         if args.only:
             pages = [p for p in pages if any(p.startswith(o) for o in args.only)]

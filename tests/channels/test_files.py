@@ -53,7 +53,7 @@ def write_csv(
 
 
 def parse(
-    path: Path, template: str | None = None, platform: str = "file"
+    path: files.Source, template: str | None = None, platform: str = "file"
 ) -> tuple[files.FileParser, list[files.ParsedOrder], list[files.Rejected]]:
     parser, results = files.parse_file(
         path, files.template_for(template) if template else None, platform
@@ -201,6 +201,11 @@ def test_an_xlsx_export_with_real_dates_and_numbers(tmp_path: Path) -> None:
     assert order.placed_at == datetime(2026, 11, 20, 16, 30, tzinfo=UTC)
     assert order.buyer_phone == "138****5678"
     assert [(r.line, r.reason.split(" / ")[0]) for r in bad] == [(3, "数量无效")]
+    # And the same workbook held in memory (an upload decrypted for import) reads alike
+    in_memory = files.InMemoryFile(path.name, path.read_bytes())
+    parser_m, good_m, bad_m = parse(in_memory)
+    assert parser_m.total_rows == 2 and [g.order for g in good_m] == [g.order for g in good]
+    assert [(r.line, r.reason) for r in bad_m] == [(r.line, r.reason) for r in bad]
 
 
 def test_not_an_xlsx_and_unknown_layouts_are_bad_files(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ reported with their lines, the same file twice creates nothing, and the CLI's ex
 from __future__ import annotations
 
 import csv
+import io
 import shutil
 from pathlib import Path
 from typing import Any
@@ -217,3 +218,31 @@ async def test_a_big_file_is_parsed_in_a_child_process_with_the_same_outcome(
     assert in_thread.created == 3
     assert (again.created, again.duplicates) == (0, 3)
     assert len(await orders(db)) == 3
+
+
+async def test_a_file_in_memory_imports_like_one_on_disk_in_a_thread_and_in_a_child(
+    db: Database,
+) -> None:
+    # Given the Douyin sample held in memory (an upload decrypted for its import), and
+    # somewhere to write the rejected rows in memory
+    await account(db, "dy_shop", "douyin")
+    data = (FIXTURES / "douyin_orders.csv").read_bytes()
+    in_memory = files.InMemoryFile("douyin.csv", data)
+    first, second = io.BytesIO(), io.BytesIO()
+    # When it is imported in a thread, then through a child process
+    in_thread = await import_file(
+        db, "dy_shop", in_memory, parse_process=False, chunk=1, errors_out=first
+    )
+    in_child = await import_file(
+        db, "dy_shop", in_memory, parse_process=True, chunk=1, errors_out=second
+    )
+    # Then the outcome is the disk file's, and the report went to memory, not next to a file
+    assert (in_thread.rows, in_thread.created, in_thread.rejected_rows) == (5, 3, 1)
+    assert (in_child.duplicates, in_child.rejected_rows) == (3, 1)
+    assert in_thread.report is None and in_child.report is None
+    assert first.getvalue() == second.getvalue()
+    rows = list(csv.reader(io.StringIO(first.getvalue().decode("utf-8-sig"))))
+    assert rows[1][:2] == ["5", "6920000000000003"]
+    # And an in-memory file with no place for its rejected rows is refused before anything
+    with pytest.raises(ValueError, match="errors_out"):
+        await import_file(db, "dy_shop", files.InMemoryFile("new.csv", b"x"))

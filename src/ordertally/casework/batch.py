@@ -34,6 +34,7 @@ ACTIONS = (
     "coupon",
     "tag",
     "sub_status",
+    "remark",
     "open_case",
     "resolve_cases",
     "hold",
@@ -231,6 +232,14 @@ async def _sub_status(
     )
 
 
+async def _remark(
+    session: AsyncSession, batch: BatchAction, order_ids: list[int], who: Who
+) -> set[int]:
+    return await orders_service.set_remark_many(
+        session, order_ids, batch.params.get("remark") or None, who.name, who.source_ip
+    )
+
+
 async def _coupon(
     session: AsyncSession, batch: BatchAction, order_ids: list[int], who: Who
 ) -> set[int]:
@@ -352,6 +361,7 @@ BULK: dict[str, Bulk] = {
     "coupon": _coupon,
     "tag": _tag,
     "sub_status": _sub_status,
+    "remark": _remark,
     "open_case": _each(_open_case),
     "resolve_cases": _each(_resolve_cases),
     "hold": _each(_hold),

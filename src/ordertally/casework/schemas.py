@@ -58,6 +58,7 @@ class BatchIn(BaseModel):
         "coupon",
         "tag",
         "sub_status",
+        "remark",
         "open_case",
         "resolve_cases",
         "hold",
@@ -75,6 +76,7 @@ class BatchIn(BaseModel):
             "coupon": ("campaign", "amount_minor"),
             "tag": ("tag",),
             "sub_status": ("sub_status",),
+            "remark": ("remark",),
             "open_case": ("case_type",),
             "resolve_cases": ("case_type",),
         }.get(self.action, ())

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import tempfile
+import csv
+import io
+from collections.abc import Mapping
 from datetime import timedelta
-from pathlib import Path, PurePath
+from pathlib import PurePath
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,10 +22,13 @@ from ordertally.channels import files, import_cli, repository
 from ordertally.channels import service as channels_service
 from ordertally.channels.errors import AccountNotFound, FileImportNotFound, FileImportRefused
 from ordertally.channels.models import FileImport
-from ordertally.core import clock
-from ordertally.core.crypto import get_cipher
+from ordertally.core import clock, phones
+from ordertally.core.crypto import get_cipher, open_body, seal_body
 from ordertally.core.db import Database
+from ordertally.core.errors import OrdertallyError
 from ordertally.core.settings import get_settings
+from ordertally.core.spreadsheet import safe_row
+from ordertally.orders import service as orders_service
 
 MAX_BYTES = 20 * 1024 * 1024
 SUFFIXES = (".csv", ".xlsx")
@@ -119,7 +124,7 @@ async def run(db: Database, import_id: int) -> str | None:
     def on_progress(rows: int, total: int | None, stored: int) -> None:
         seen.update(rows=rows, total_rows=total, orders=stored)
 
-    async def report() -> None:
+    async def beat() -> None:
         while True:
             await asyncio.sleep(REPORT_EVERY_SECONDS)
             if seen:
@@ -128,38 +133,41 @@ async def run(db: Database, import_id: int) -> str | None:
                         session, import_id, {**seen, "beat_at": clock.now()}
                     )
 
-    with tempfile.TemporaryDirectory(prefix="ordertally-import-") as tmp:
-        path = Path(tmp) / f"upload{suffix}"
-        await asyncio.to_thread(path.write_bytes, body)
-        reporter = asyncio.create_task(report())
-        try:
-            summary = await import_cli.import_file(
-                db,
-                account,
-                path,
-                template=template,
-                errors_out=Path(tmp) / "rejected.csv",
-                chunk=get_settings().import_chunk_orders,
-                progress=on_progress,
-            )
-            outcome: dict[str, Any] = {
-                "state": "done",
-                "rows": summary.rows,
-                "orders": summary.orders,
-                "created": summary.created,
-                "updated": summary.updated,
-                "duplicates": summary.duplicates,
-                "held": summary.held,
-                "rejected_rows": summary.rejected_rows,
-                "report": summary.report.read_bytes() if summary.report else None,
-                "body": b"",  # imported: the orders and the report are what remains
-            }
-        except (files.FileError, import_cli.ImportRefused) as exc:
-            outcome = {"state": "failed", "error": str(exc)[:2000]}
-        finally:
-            reporter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reporter
+    # The file is parsed from memory and its rejected rows written to memory: buyers' cells are
+    # never in clear on disk (issue 14); the report is stored sealed like the upload.
+    source = files.InMemoryFile(f"upload{suffix}", body)
+    rejected = io.BytesIO()
+    reporter = asyncio.create_task(beat())
+    try:
+        summary = await import_cli.import_file(
+            db,
+            account,
+            source,
+            template=template,
+            errors_out=rejected,
+            chunk=get_settings().import_chunk_orders,
+            progress=on_progress,
+        )
+        outcome: dict[str, Any] = {
+            "state": "done",
+            "rows": summary.rows,
+            "orders": summary.orders,
+            "created": summary.created,
+            "updated": summary.updated,
+            "duplicates": summary.duplicates,
+            "held": summary.held,
+            "rejected_rows": summary.rejected_rows,
+            "report": (
+                _seal_report(rejected.getvalue(), account) if summary.rejected_rows else None
+            ),
+            "body": b"",  # imported: the orders and the report are what remains
+        }
+    except (files.FileError, import_cli.ImportRefused) as exc:
+        outcome = {"state": "failed", "error": str(exc)[:2000]}
+    finally:
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
     async with db.transaction() as session:
         await repository.change_file_import(
             session, import_id, {**outcome, "finished_at": clock.now()}
@@ -179,3 +187,81 @@ def _seal(body: bytes, account: str) -> bytes:
 
 def _unseal(stored: bytes, account: str) -> bytes:
     return base64.b64decode(get_cipher().decrypt(stored.decode(), _context(account)))
+
+
+def _report_context(account: str) -> str:
+    return f"channels.file_import.report:{account}"
+
+
+def _seal_report(report: bytes, account: str) -> bytes:
+    """The rejected rows as stored: sealed with the PII key (they hold buyers' cells)."""
+    return seal_body(report.decode("utf-8"), _report_context(account)).encode()
+
+
+# Fields whose cells are a buyer's personal data; the report masks them unless asked for clear.
+PII_FIELDS = (
+    "buyer_name",
+    "buyer_phone",
+    "buyer_platform_id",
+    "buyer_email",
+    "receiver_name",
+    "receiver_phone",
+    "street",
+    "address",
+    "postal_code",
+)
+_NAMES = ("buyer_name", "receiver_name")
+_PHONES = ("buyer_phone", "receiver_phone")
+
+
+def _personal_headers(custom: Mapping[str, str] | None) -> dict[str, str]:
+    """Header text -> PII field, over every template (and the account's own mapping)."""
+    out: dict[str, str] = {}
+    for template in files.TEMPLATES.values():
+        for field in PII_FIELDS:
+            out |= dict.fromkeys(template.headers_of(field), field)
+    for field, header in (custom or {}).items():
+        if field in PII_FIELDS:
+            out[header.strip()] = field
+    return out
+
+
+def _masked(field: str, cell: str) -> str:
+    if not cell:
+        return cell
+    if field in _NAMES:
+        return orders_service.mask_name(cell)
+    if field in _PHONES:
+        try:
+            return phones.mask(phones.normalise(cell))
+        except OrdertallyError:
+            pass
+    return "*" * min(len(cell), 8)
+
+
+async def rejected_report(
+    session: AsyncSession, found: FileImport, *, personal_data: bool
+) -> bytes | None:
+    """An import's rejected rows as a CSV to download (None: none): every cell through the one
+    neutraliser, and buyers' personal cells masked unless `personal_data` (the caller's role
+    decides; the caller logs it)."""
+    if not found.report:
+        return None
+    text = open_body(found.report.decode("utf-8"), _report_context(found.account))
+    rows = list(csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline="")))
+    if not personal_data and rows:
+        custom = None
+        with contextlib.suppress(AccountNotFound):
+            account = await channels_service.get_account(session, found.account)
+            custom = (account.config or {}).get("file_columns")
+        personal = _personal_headers(custom)
+        fields = {i: personal[h.strip()] for i, h in enumerate(rows[0]) if h.strip() in personal}
+        rows = [rows[0]] + [
+            [_masked(fields[i], c) if i in fields else c for i, c in enumerate(row)]
+            for row in rows[1:]
+        ]
+    out = io.StringIO(newline="")
+    writer = csv.writer(out)
+    for row in rows:
+        writer.writerow(safe_row(row))
+    return out.getvalue().encode("utf-8-sig")

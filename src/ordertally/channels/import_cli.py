@@ -15,12 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
-import os
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 import typer
 
@@ -140,7 +139,7 @@ async def _thread_chunks(
 
 
 def _child_parse(
-    path: str,
+    path: files.Source,
     template: str | None,
     platform: str,
     size: int,
@@ -150,7 +149,7 @@ def _child_parse(
     """In the child process: parse the whole file, sending chunks back (bounded queue)."""
     try:
         chosen = files.template_for(template, columns) if template else None
-        parser, results = files.parse_file(Path(path), chosen, platform)
+        parser, results = files.parse_file(path, chosen, platform)
         for part in _cut(parser, results, size):
             out.put(("chunk", part))
         out.put(("end", None))
@@ -159,7 +158,7 @@ def _child_parse(
 
 
 async def _child_chunks(
-    path: Path,
+    path: files.Source,
     template: str | None,
     platform: str,
     size: int,
@@ -169,7 +168,8 @@ async def _child_chunks(
     queue = context.Queue(maxsize=4)
     child = context.Process(
         target=_child_parse,
-        args=(str(path), template, platform, size, queue, columns),
+        # An in-memory file goes to the child through the pipe, never through a file.
+        args=(path, template, platform, size, queue, columns),
         daemon=True,
     )
     child.start()
@@ -190,17 +190,25 @@ async def _child_chunks(
 async def import_file(
     db: Database,
     account: str,
-    path: Path,
+    path: files.Source,
     *,
     template: str | None = None,
-    errors_out: Path | None = None,
+    errors_out: Path | BinaryIO | None = None,
     chunk: int = 1000,
     progress: Progress | None = None,
     parse_process: bool | None = None,
 ) -> ImportSummary:
-    """Parse a platform order file and store its good orders; write the rejected rows."""
+    """Parse a platform order file (on disk or in memory) and store its good orders; write the
+    rejected rows (to `errors_out`, else next to a file on disk)."""
     from ordertally.channels.ingest import ingest_orders
 
+    report_to: Path | BinaryIO
+    if errors_out is not None:
+        report_to = errors_out
+    elif isinstance(path, Path):
+        report_to = files.report_path(path)
+    else:
+        raise ValueError("an in-memory file's rejected rows need errors_out")
     started = time.perf_counter()
     platform, columns = await _account_file_settings(db, account)
     if template is None and columns:
@@ -219,7 +227,7 @@ async def import_file(
     use_process = (
         parse_process
         if parse_process is not None
-        else await asyncio.to_thread(os.path.getsize, path) >= PROCESS_PARSE_BYTES
+        else await asyncio.to_thread(files.source_size, path) >= PROCESS_PARSE_BYTES
     )
     chunks = (
         _child_chunks(path, t.name, platform, chunk, columns)
@@ -272,9 +280,9 @@ async def import_file(
     summary.rows = rows_seen
     summary.rejected_rows = len(rejected)
     if rejected:
-        summary.report = errors_out or files.report_path(path)
         rejected.sort(key=lambda r: r.line)
-        files.write_report(summary.report, header_names or parser.header_names, rejected)
+        files.write_report(report_to, header_names or parser.header_names, rejected)
+        summary.report = report_to if isinstance(report_to, Path) else None
     summary.total_seconds = time.perf_counter() - started
     if progress is not None:
         progress(rows_seen, parser.total_rows, summary.orders)

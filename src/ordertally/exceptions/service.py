@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ordertally.core import clock
 from ordertally.core.errors import Conflict, NotFound
 from ordertally.exceptions import registry, repository
-from ordertally.exceptions.errors import CaseNotActive, EvidenceMissing
+from ordertally.exceptions.errors import CaseNotActive, EvidenceMissing, UnknownCaseType
 from ordertally.exceptions.metrics import RESOLVE_SECONDS
 from ordertally.exceptions.models import ACTIVE, CasePolicy, ExceptionCase, ExceptionLog
 from ordertally.exceptions.registry import CaseType
@@ -83,6 +83,35 @@ async def set_policy(session: AsyncSession, policy: CaseType, by: str) -> CaseTy
         },
     )
     return await policy_of(session, policy.type)
+
+
+async def edit_policy(
+    session: AsyncSession, case_type: str, values: dict[str, Any], by: str
+) -> CaseType:
+    """Store a registered type's policy with these fields changed (validated at the edge);
+    UnknownCaseType for a type the registry does not know."""
+    if not registry.is_registered(case_type):
+        raise UnknownCaseType(f"no case type {case_type!r}", type=case_type)
+    current = await policy_of(session, case_type)
+    known = {k: v for k, v in values.items() if k in _EDITABLE}
+    if "channels" in known:
+        known["channels"] = tuple(known["channels"])
+    return await set_policy(session, replace(current, **known), by)
+
+
+_EDITABLE = frozenset(
+    {
+        "sla_minutes",
+        "warn_minutes",
+        "owner_role",
+        "severity",
+        "evidence",
+        "escalate_to",
+        "escalate_after_minutes",
+        "notify_on_open",
+        "channels",
+    }
+)
 
 
 # --- opening ------------------------------------------------------------------------------------

@@ -422,6 +422,32 @@ async def reservations_of_orders(
     return [(r, str(code)) for r, code in rows.all()]
 
 
+async def open_reservations(
+    session: AsyncSession,
+    state: str,
+    *,
+    sku: str | None = None,
+    warehouses: tuple[str, ...] | None = None,
+    limit: int = 100,
+) -> list[tuple[Reservation, str]]:
+    """Reservations in one state with their warehouse codes: held ones soonest to expire
+    first (ix_reservation_state_expires), committed ones newest first."""
+    stmt = (
+        select(Reservation, Warehouse.code)
+        .join(Warehouse, Warehouse.id == Reservation.warehouse_id)
+        .where(Reservation.state == state)
+    )
+    if sku:
+        stmt = stmt.where(Reservation.sku == sku)
+    if warehouses is not None:
+        stmt = stmt.where(Warehouse.code.in_(warehouses))
+    order = (
+        (Reservation.expires_at, Reservation.id) if state == "held" else (Reservation.id.desc(),)
+    )
+    rows = await session.execute(stmt.order_by(*order).limit(limit))
+    return [(r, str(code)) for r, code in rows.all()]
+
+
 async def reservation_warehouses_of(
     session: AsyncSession, order_ids: list[int]
 ) -> list[tuple[int, str]]:

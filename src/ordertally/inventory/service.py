@@ -356,6 +356,38 @@ async def movements(
     )
 
 
+OPEN_RESERVATION_STATES = ("held", "committed")
+
+
+async def open_reservations(
+    session: AsyncSession,
+    state: str,
+    *,
+    sku: str | None = None,
+    warehouses: tuple[str, ...] | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Units held for unpaid orders (soonest to expire first) or committed to paid ones
+    (newest first), for the reservations screen; `warehouses` narrows to a scoped caller's."""
+    if state not in OPEN_RESERVATION_STATES:
+        raise ValueError(f"state must be one of {OPEN_RESERVATION_STATES}")
+    return [
+        {
+            "id": r.id,
+            "order_id": r.order_id,
+            "warehouse": code,
+            "sku": r.sku,
+            "quantity": r.quantity,
+            "state": r.state,
+            "expires_at": r.expires_at,
+            "created_at": r.created_at,
+        }
+        for r, code in await repository.open_reservations(
+            session, state, sku=sku, warehouses=warehouses, limit=limit
+        )
+    ]
+
+
 # --- routing -----------------------------------------------------------------------------------
 
 

@@ -520,12 +520,26 @@ async def set_sub_status(
 ) -> list[tuple[int, int, str]]:
     """Set orders' buyer-visible sub-status and bump their versions; returns (id, new version,
     status) of the orders that did not have that value already."""
+    return await _set_many(session, order_ids, SalesOrder.sub_status, value)
+
+
+async def set_remark(
+    session: AsyncSession, order_ids: list[int], value: str | None
+) -> list[tuple[int, int, str]]:
+    """Set orders' seller remark (卖家备注) and bump their versions; returns (id, new version,
+    status) of the orders that did not have that remark already."""
+    return await _set_many(session, order_ids, SalesOrder.remark, value)
+
+
+async def _set_many(
+    session: AsyncSession, order_ids: list[int], column: Any, value: str | None
+) -> list[tuple[int, int, str]]:
     if not order_ids:
         return []
     result = await session.execute(
         update(SalesOrder)
-        .where(SalesOrder.id.in_(order_ids), SalesOrder.sub_status.is_distinct_from(value))
-        .values(sub_status=value, version=SalesOrder.version + 1)
+        .where(SalesOrder.id.in_(order_ids), column.is_distinct_from(value))
+        .values({column.key: value, "version": SalesOrder.version + 1})
         .returning(SalesOrder.id, SalesOrder.version, SalesOrder.status)
     )
     return [(int(i), int(v), str(s)) for i, v, s in result.all()]

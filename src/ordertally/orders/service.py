@@ -155,6 +155,33 @@ async def set_sub_status_many(
 ) -> set[int]:
     """`set_sub_status` for many orders in two statements; returns the ids it changed."""
     changed = await repository.set_sub_status(session, order_ids, value)
+    note = f"sub-status: {value}" if value else "sub-status cleared"
+    return await _audit_many(session, changed, "set_sub_status", note, by, source_ip)
+
+
+async def set_remark_many(
+    session: AsyncSession,
+    order_ids: list[int],
+    value: str | None,
+    by: str,
+    source_ip: str | None = None,
+) -> set[int]:
+    """Set many orders' seller remark (None clears it) in two statements, one audit row each;
+    returns the ids it changed (an order with that remark already is left as it is)."""
+    changed = await repository.set_remark(session, order_ids, value)
+    note = f"remark: {value}" if value else "remark cleared"
+    return await _audit_many(session, changed, "set_remark", note[:500], by, source_ip)
+
+
+async def _audit_many(
+    session: AsyncSession,
+    changed: list[tuple[int, int, str]],
+    event: str,
+    note: str,
+    by: str,
+    source_ip: str | None,
+) -> set[int]:
+    """One audit row per changed order (id, new version, status) for an edit in place."""
     if not changed:
         return set()
     now = clock.now()
@@ -164,14 +191,14 @@ async def set_sub_status_many(
             {
                 "order_id": order_id,
                 "version": version,
-                "event": "set_sub_status",
+                "event": event,
                 "from_status": status,
                 "to_status": status,
                 "actor_kind": "operator",
                 "actor_id": by[:100],
                 "source_ip": source_ip,
                 "evidence_ref": None,
-                "note": f"sub-status: {value}" if value else "sub-status cleared",
+                "note": note,
                 "occurred_at": now,
             }
             for order_id, version, status in changed

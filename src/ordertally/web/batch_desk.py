@@ -5,6 +5,8 @@ the API's preview / confirm / cancel / progress, through the same service."""
 
 from __future__ import annotations
 
+import contextlib
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,7 +17,7 @@ from ordertally.casework import batch
 from ordertally.casework.errors import BatchNotFound
 from ordertally.casework.schemas import BatchIn
 from ordertally.core.errors import OrdertallyError
-from ordertally.web import cases, order_desk, pages
+from ordertally.web import cases, i18n, order_desk, pages
 from ordertally.web.case_desk import _who, say
 from ordertally.web.i18n import N_
 from ordertally.web.security import PageForbidden, check_csrf, database, may, signed_in
@@ -38,7 +40,27 @@ ACTION_TITLES: dict[str, str] = {
     "tag": N_("Tag the orders"),
     "open_case": N_("Open a case on each order"),
     "cancel_unpaid": N_("Cancel the unpaid orders"),
+    "remark": N_("Set the seller's remark on the orders"),
 }
+FILTER_LABELS: dict[str, str] = {
+    "status": N_("status"),
+    "channel": N_("channel"),
+    "case_type": N_("with an open case of type"),
+    "type": N_("case type"),
+    "category": N_("category"),
+    "state": N_("state"),
+    "role": N_("role"),
+    "assignee": N_("assignee"),
+    "order_no": N_("order"),
+    "sku": N_("SKU"),
+    "warehouse": N_("warehouse"),
+    "tag": N_("tag"),
+    "created_from": N_("created from"),
+    "created_to": N_("created until"),
+    "breached": N_("SLA breached"),
+}
+# Order numbers named in full on the batch page; the rest are counted.
+NAMED_ORDERS = 5
 FLASHES: dict[str, str] = {
     "confirmed": N_("The batch is queued: the worker runs it in the background."),
     "cancelled": N_("The batch was cancelled; what was done stays done."),
@@ -111,7 +133,7 @@ async def _page(request: Request, batch_id: int, *, error: str | None = None) ->
         sample=sample,
         state_labels=BATCH_STATES,
         title=ACTION_TITLES.get(b.action, b.action),
-        shown_filters=_shown_filters(b.filters),
+        shown_filters=_shown_filters(request, b.target, b.filters),
         can_batch=may(user, "cases.batch"),
         batch_flash=FLASHES.get(request.query_params.get("done", "")),
         error=error,
@@ -122,11 +144,39 @@ async def _page(request: Request, batch_id: int, *, error: str | None = None) ->
     return render(request, "batch.html", context, block=block, status=409 if error else 200)
 
 
-def _shown_filters(filters: dict[str, Any]) -> dict[str, Any]:
-    """A batch's filters as its page shows them (orders picked one by one are counted)."""
-    shown = {k: v for k, v in filters.items() if k not in ("order_nos", "channels")}
-    if "order_nos" in filters:
-        shown["order_nos"] = f"{len(filters['order_nos'])}"
+def _shown_filters(request: Request, target: str, filters: dict[str, Any]) -> list[str]:
+    """A batch's selection in words, in the page's language ("2 orders: A, B", "status: paid")."""
+    locale = i18n.pick_locale(request.cookies.get("ot_lang"))
+    words = {
+        "status": pages.STATUS_LABELS,
+        "state": cases.STATE_LABELS,
+        "category": cases.CATEGORY_LABELS,
+        "role": pages.ROLE_LABELS,
+    }
+    shown: list[str] = []
+    nos = filters.get("order_nos")
+    if isinstance(nos, list):
+        named = ", ".join(nos[:NAMED_ORDERS]) + (" …" if len(nos) > NAMED_ORDERS else "")
+        shown.append(say(request, N_("%(count)s orders: %(nos)s"), count=len(nos), nos=named))
+    for key, label in FILTER_LABELS.items():
+        value = filters.get(key)
+        if value is None or value == "" or value is False:
+            continue
+        if value is True:
+            shown.append(say(request, label))
+            continue
+        text = str(value)
+        if key in words and text in words[key]:
+            text = say(request, words[key][text])
+        elif key in ("created_from", "created_to"):
+            with contextlib.suppress(ValueError):
+                text = i18n.fmt_time(datetime.fromisoformat(text), locale)
+        shown.append(
+            say(request, N_("%(label)s: %(value)s"), label=say(request, label), value=text)
+        )
+    if not shown:
+        everything = N_("all orders") if target == "orders" else N_("all cases")
+        shown.append(say(request, everything))
     return shown
 
 

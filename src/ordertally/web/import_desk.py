@@ -5,11 +5,14 @@ before answering and runs the command line's own import path in the worker."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.responses import RedirectResponse, Response
 
 from ordertally.channels import file_imports, import_cli
@@ -17,6 +20,7 @@ from ordertally.channels import service as channels_service
 from ordertally.channels.errors import FileImportNotFound
 from ordertally.core.errors import OrdertallyError
 from ordertally.core.http import client_ip
+from ordertally.exports.service import PII_ROLES
 from ordertally.web import pages
 from ordertally.web.case_desk import actor_name, say
 from ordertally.web.i18n import N_
@@ -24,6 +28,7 @@ from ordertally.web.security import SignedIn, check_channel, check_csrf, databas
 from ordertally.web.templating import render
 
 router = APIRouter(include_in_schema=False)
+log = logging.getLogger(__name__)
 
 # The body limit of the upload route (app.body_limits): the file and the form's few fields.
 UPLOAD_BODY_BYTES = file_imports.MAX_BYTES + 64 * 1024
@@ -84,8 +89,8 @@ async def import_page(request: Request) -> Response:
 async def upload(request: Request) -> Response:
     """Store the uploaded file for the worker, then show its progress."""
     user = await signed_in(request, "channels.import")
-    await check_csrf(request, user)
-    form = await request.form()
+    form = await _form_in_memory(request)
+    await check_csrf(request, user, form)
     account = str(form.get("account", "")).strip()[:32]
     check_channel(user, account, "channels.import")
     template = str(form.get("template", "")).strip()[:16] or None
@@ -110,6 +115,26 @@ async def upload(request: Request) -> Response:
         message = REFUSALS.get(str(exc.extra.get("field", "")), N_("The file was refused."))
         return await _form_page(request, user, error=say(request, message), status=exc.status)
     return RedirectResponse(f"/ui/imports/{import_id}", status_code=303)
+
+
+class _InMemoryParts(MultiPartParser):
+    """Multipart parts kept in memory up to the route's body limit: Starlette spools a part
+    over 1 MB to a temporary file, which for an order file would put buyers' cells on disk in
+    clear before they are sealed (issue 14)."""
+
+    spool_max_size = UPLOAD_BODY_BYTES
+
+
+async def _form_in_memory(request: Request) -> FormData:
+    """The upload form, parsed without touching disk (any other body: Starlette's parser)."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return await request.form()
+    try:
+        return await _InMemoryParts(
+            request.headers, request.stream(), max_files=1, max_fields=16, max_part_size=64 * 1024
+        ).parse()
+    except MultiPartException as exc:
+        raise HTTPException(status_code=400, detail=exc.message) from exc
 
 
 async def _import_of(request: Request, user: SignedIn, import_id: int, **options: Any) -> Any:
@@ -141,6 +166,7 @@ async def import_progress(request: Request, import_id: int) -> Response:
         active="channels",
         job=found,
         share=share,
+        may_see_personal_data=may_see_personal_data(user),
         state_labels=STATE_LABELS,
         templates=TEMPLATE_LABELS,
     )
@@ -150,14 +176,28 @@ async def import_progress(request: Request, import_id: int) -> Response:
 
 @router.get("/ui/imports/{import_id}/rejected.csv")
 async def rejected_rows(request: Request, import_id: int) -> Response:
-    """The rejected rows with their reasons (CSV, UTF-8 with BOM for Excel)."""
+    """The rejected rows with their reasons (CSV, UTF-8 with BOM for Excel): buyers' cells
+    masked, in clear only on request for a role that may see personal data (logged)."""
     user = await signed_in(request, "channels.import")
     found = await _import_of(request, user, import_id, with_report=True)
     if found is None or not found.report:
         return Response(status_code=404)
+    personal_data = request.query_params.get("personal") == "1" and may_see_personal_data(user)
+    async with database(request).transaction(write=False) as session:
+        report = await file_imports.rejected_report(session, found, personal_data=personal_data)
+    if report is None:
+        return Response(status_code=404)
+    if personal_data:
+        log.info(
+            "pii access: rejected rows of import %s by %s (%s) from %s",
+            found.id,
+            actor_name(user),
+            user.role,
+            client_ip(request),
+        )
     stem = found.filename.rsplit(".", 1)[0] or "import"
     return Response(
-        found.report,
+        report,
         media_type="text/csv; charset=utf-8",
         headers={
             "content-disposition": f'attachment; filename="import-{found.id}.rejected.csv"; '
@@ -165,3 +205,8 @@ async def rejected_rows(request: Request, import_id: int) -> Response:
             "cache-control": "no-store",
         },
     )
+
+
+def may_see_personal_data(user: SignedIn) -> bool:
+    """The roles exports show buyers' personal data to in clear (not a warehouse-scoped user)."""
+    return user.role in PII_ROLES and user.warehouses is None

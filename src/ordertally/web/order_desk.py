@@ -34,11 +34,17 @@ BULK_ACTIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "hold": (N_("Put on hold"), "cases.batch", ("note",)),
     "release": (N_("Release the hold"), "exceptions.resolve", ("note",)),
     "tag": (N_("Add a tag"), "cases.batch", ("tag",)),
+    "remark": (N_("Set the seller's remark"), "cases.batch", ("remark",)),
     "open_case": (N_("Open a case"), "cases.batch", ("case_type", "note")),
     "cancel_unpaid": (N_("Cancel unpaid orders"), "orders.cancel", ("note",)),
 }
-_PARAM_LIMITS = {"note": 500, "tag": 64, "case_type": 64}
-_NEEDED = {"tag": "tag", "open_case": "case_type"}
+_PARAM_LIMITS = {"note": 500, "tag": 64, "case_type": 64, "remark": 500}
+# action -> (the parameter it cannot go without, what to say when it is missing)
+_NEEDED = {
+    "tag": ("tag", N_("Say which tag to add.")),
+    "open_case": ("case_type", N_("Say which case type to open.")),
+    "remark": ("remark", N_("Write the remark (up to 500 characters).")),
+}
 
 
 def bulk_actions(user: SignedIn) -> list[tuple[str, str]]:
@@ -216,12 +222,8 @@ async def bulk_preview(request: Request) -> Response:
             if str(form.get(key, "")).strip()
         }
         needed = _NEEDED.get(action)
-        if needed is not None and not params.get(needed):
-            error = (
-                N_("Say which tag to add.")
-                if needed == "tag"
-                else N_("Say which case type to open.")
-            )
+        if needed is not None and not params.get(needed[0]):
+            error = needed[1]
     if error is None:
         selection = await _selection(request, user, form, query)
         if isinstance(selection, str):

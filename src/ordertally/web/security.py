@@ -7,6 +7,7 @@ import hmac
 import secrets
 from urllib.parse import quote
 
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -122,12 +123,12 @@ def check_warehouse(user: SignedIn, warehouse_code: str | None, permission: str)
         raise PageForbidden(user, permission, scope=True)
 
 
-async def check_csrf(request: Request, user: SignedIn) -> None:
+async def check_csrf(request: Request, user: SignedIn, form: FormData | None = None) -> None:
     """Refuse a write whose CSRF token (header for htmx, form field for forms) is not the
-    session's."""
+    session's (`form`: the request's form when the handler parsed it itself)."""
     sent = request.headers.get(CSRF_HEADER)
     if not sent:
-        form = await request.form()
+        form = form if form is not None else await request.form()
         value = form.get(CSRF_FIELD)
         sent = value if isinstance(value, str) else None
     if not sent or not hmac.compare_digest(sent, user.csrf_token):

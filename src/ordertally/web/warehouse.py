@@ -99,6 +99,102 @@ async def inventory_page(request: Request) -> Response:
     return render(request, "inventory.html", await _inventory_context(request, user))
 
 
+RESERVATION_STATES: dict[str, str] = {
+    "held": N_("Held for unpaid orders"),
+    "committed": N_("Committed to paid orders"),
+}
+RESERVATIONS_SHOWN = 100
+# The dry run's form: one line per SKU ("SKU quantity"), at most this many lines.
+DRY_RUN_LINES = 50
+_DEMAND_SEPARATORS = re.compile(r"[\s×*,，]+")
+
+
+@router.get("/ui/inventory/reservations")
+async def reservations_page(request: Request) -> Response:
+    """Units held for unpaid orders (soonest to expire first) or committed to paid ones."""
+    user = await signed_in(request, "inventory.read")
+    q = request.query_params
+    state = str(q.get("state")) if q.get("state") in RESERVATION_STATES else "held"
+    sku = (q.get("sku") or "").strip()[:64] or None
+    async with database(request).transaction(write=False) as session:
+        rows = await inventory_service.open_reservations(
+            session, state, sku=sku, warehouses=user.warehouses, limit=RESERVATIONS_SHOWN
+        )
+        orders = await orders_service.get_orders_by_id(session, [r["order_id"] for r in rows])
+    order_nos = {o.id: o.order_no for o in orders if user.may_act_for_channel(o.channel)}
+    # A channel-scoped user sees only their accounts' orders' units.
+    rows = [r for r in rows if user.channels is None or r["order_id"] in order_nos]
+    context = _common(
+        request,
+        user,
+        active="inventory",
+        path="/ui/inventory/reservations",
+        reservations=[r | {"order_no": order_nos.get(r["order_id"])} for r in rows],
+        state=state,
+        states=RESERVATION_STATES,
+        sku=sku or "",
+        shown=RESERVATIONS_SHOWN,
+    )
+    return render(request, "reservations.html", context)
+
+
+def _demand(text: str) -> tuple[dict[str, int], list[str]]:
+    """The dry run's lines ("SKU quantity", quantity 1 when left out), and the lines refused."""
+    demand: dict[str, int] = {}
+    refused: list[str] = []
+    for line in text.splitlines()[:DRY_RUN_LINES]:
+        if not line.strip():
+            continue
+        parts = [p for p in _DEMAND_SEPARATORS.split(line.strip()) if p not in ("x", "X")]
+        quantity = int(parts[1]) if len(parts) == 2 and parts[1].isdecimal() else 0
+        if len(parts) == 1:
+            quantity = 1
+        if not 1 <= quantity <= 999_999 or len(parts[0]) > 64:
+            refused.append(line.strip()[:80])
+            continue
+        demand[parts[0]] = demand.get(parts[0], 0) + quantity
+    return demand, refused
+
+
+@router.get("/ui/inventory/allocation")
+async def allocation_page(request: Request) -> Response:
+    """The allocation dry run: where an order of these lines to this province would ship from,
+    and why; nothing is reserved (a read, so a GET form)."""
+    user = await signed_in(request, "inventory.read")
+    q = request.query_params
+    province = (q.get("province") or "").strip()[:32]
+    lines = (q.get("lines") or "")[:4000]
+    plan = None
+    error = None
+    if "lines" in q:
+        demand, refused = _demand(lines)
+        if refused:
+            error = N_("Write one line per SKU: the SKU, then the quantity.")
+        elif not demand:
+            error = N_("Give at least one SKU.")
+        elif not province:
+            error = N_("Give the province the order ships to.")
+        else:
+            try:
+                async with database(request).transaction(write=False) as session:
+                    plan = await inventory_service.simulate(session, province, demand)
+            except OrdertallyError as exc:
+                error = _error_text(exc)
+    context = _common(
+        request,
+        user,
+        active="inventory",
+        path="/ui/inventory/allocation",
+        query=str(request.url.query),
+        province=province,
+        lines=lines,
+        plan=plan.explanation if plan is not None else None,
+        feasible=plan.ok if plan is not None else None,
+        error=error,
+    )
+    return render(request, "allocation.html", context, status=422 if error else 200)
+
+
 @router.post("/ui/inventory/receipts")
 async def receive(request: Request) -> Response:
     """Book goods received into a warehouse (a receipt in the ledger)."""

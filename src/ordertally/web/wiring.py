@@ -29,6 +29,7 @@ from ordertally.web import (
     review_desk,
     rules_desk,
     security,
+    settings_desk,
     warehouse,
 )
 from ordertally.web.templating import render
@@ -97,6 +98,7 @@ def register(app: FastAPI | None) -> None:
     app.include_router(case_desk.router)
     app.include_router(rules_desk.router)
     app.include_router(review_desk.router)
+    app.include_router(settings_desk.router)
     static = _Cached(GZipMiddleware(StaticFiles(directory=STATIC), minimum_size=512))
     app.mount("/ui/static", static, name="ui-static")
     app.add_exception_handler(security.LoginRequired, _login_required)

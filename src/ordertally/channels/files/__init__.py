@@ -19,7 +19,7 @@ from ordertally.channels.files.parser import (
     detect_template,
     parse_file,
 )
-from ordertally.channels.files.reading import Cell, read_rows
+from ordertally.channels.files.reading import Cell, InMemoryFile, Source, read_rows, source_size
 from ordertally.channels.files.report import report_path, safe_cell, write_report
 from ordertally.channels.files.templates import (
     CUSTOM,
@@ -37,9 +37,11 @@ __all__ = [
     "FileError",
     "FileParser",
     "Grouping",
+    "InMemoryFile",
     "ParseStats",
     "ParsedOrder",
     "Rejected",
+    "Source",
     "Template",
     "custom_template",
     "detect_template",
@@ -49,6 +51,7 @@ __all__ = [
     "read_rows",
     "report_path",
     "safe_cell",
+    "source_size",
     "split_address",
     "template_for",
     "text_of",

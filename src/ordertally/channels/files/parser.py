@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from ordertally.channels.adapters.common import is_ciphertext
@@ -29,7 +28,7 @@ from ordertally.channels.files.cells import (
     text_of,
 )
 from ordertally.channels.files.errors import FileError, RowError
-from ordertally.channels.files.reading import Cell, read_rows
+from ordertally.channels.files.reading import Cell, Source, read_rows
 from ordertally.channels.files.templates import TEMPLATES, Grouping, Template
 from ordertally.core import money
 
@@ -431,7 +430,7 @@ class _GroupError(Exception):
 
 
 def parse_file(
-    path: Path, template: Template | None, platform: str
+    path: Source, template: Template | None, platform: str
 ) -> tuple[FileParser, Iterator[ParsedOrder | Rejected]]:
     """Open a file and return its parser (stats, chosen template) and the stream of results.
     A file that cannot be read or whose columns do not fit raises FileError at once."""

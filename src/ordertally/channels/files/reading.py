@@ -1,26 +1,49 @@
 """Reading a platform order file row by row: CSV in UTF-8, UTF-8 with BOM, UTF-16 with BOM or
 GB18030 (a superset of GBK, what Chinese back offices export), comma or tab separated; XLSX
-through python-calamine, the first sheet, row by row."""
+through python-calamine, the first sheet, row by row. A file is read from disk (a `Path`) or from
+memory (`InMemoryFile`: an upload decrypted for its import never touches disk in clear)."""
 
 from __future__ import annotations
 
 import codecs
 import csv
+import io
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from pathlib import Path
-from typing import TextIO
+from pathlib import Path, PurePath
+from typing import BinaryIO, TextIO
 
 from ordertally.channels.files.errors import FileError
 
 Cell = str | int | float | bool | datetime | date | time | timedelta | None
 
 
-def _decode_check(path: Path, encoding: str) -> bool:
+@dataclass(frozen=True, slots=True)
+class InMemoryFile:
+    """A file's bytes held in memory under its name (the name's suffix tells the format)."""
+
+    name: str
+    data: bytes = b""
+
+
+Source = Path | InMemoryFile
+
+
+def _open(source: Source) -> BinaryIO:
+    return source.open("rb") if isinstance(source, Path) else io.BytesIO(source.data)
+
+
+def source_size(source: Source) -> int:
+    """The file's size in bytes."""
+    return source.stat().st_size if isinstance(source, Path) else len(source.data)
+
+
+def _decode_check(path: Source, encoding: str) -> bool:
     """Whether the whole file decodes (streamed, so a 100 MB file costs no memory)."""
     decoder = codecs.getincrementaldecoder(encoding)()
     try:
-        with path.open("rb") as f:
+        with _open(path) as f:
             while chunk := f.read(1 << 20):
                 decoder.decode(chunk)
             decoder.decode(b"", final=True)
@@ -29,9 +52,9 @@ def _decode_check(path: Path, encoding: str) -> bool:
     return True
 
 
-def csv_encoding(path: Path) -> str:
+def csv_encoding(path: Source) -> str:
     """The file's encoding: a BOM decides; else UTF-8 if all of it decodes, else GB18030."""
-    with path.open("rb") as f:
+    with _open(path) as f:
         head = f.read(4)
     if head.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
@@ -44,9 +67,9 @@ def csv_encoding(path: Path) -> str:
     raise FileError("文件编码无法识别 / the file is neither UTF-8 nor GB18030 text")
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, list[Cell]]]:
+def _csv_rows(path: Source) -> Iterator[tuple[int, list[Cell]]]:
     encoding = csv_encoding(path)
-    with path.open("r", encoding=encoding, newline="") as f:
+    with io.TextIOWrapper(_open(path), encoding=encoding, newline="") as f:
         sample = f.read(8192)
         f.seek(0)
         first_line = sample.lstrip("\ufeff").split("\n", 1)[0]
@@ -65,11 +88,15 @@ def _read_csv(f: TextIO, delimiter: str) -> Iterator[tuple[int, list[Cell]]]:
         raise FileError(f"CSV 格式错误 / malformed CSV near line {line}: {exc}") from exc
 
 
-def _xlsx_rows(path: Path) -> tuple[Iterator[tuple[int, list[Cell]]], int]:
+def _xlsx_rows(path: Source) -> tuple[Iterator[tuple[int, list[Cell]]], int]:
     from python_calamine import CalamineError, CalamineWorkbook
 
     try:
-        workbook = CalamineWorkbook.from_path(str(path))
+        workbook = (
+            CalamineWorkbook.from_path(str(path))
+            if isinstance(path, Path)
+            else CalamineWorkbook.from_filelike(io.BytesIO(path.data))
+        )
         sheet = workbook.get_sheet_by_index(0)
     except (CalamineError, OSError, ValueError) as exc:
         raise FileError(f"无法读取 XLSX / cannot read the XLSX file: {exc}") from exc
@@ -88,14 +115,14 @@ def _xlsx_rows(path: Path) -> tuple[Iterator[tuple[int, list[Cell]]], int]:
     return rows(), max(sheet.height - 1, 0)
 
 
-def read_rows(path: Path) -> tuple[Iterator[tuple[int, list[Cell]]], int | None]:
+def read_rows(path: Source) -> tuple[Iterator[tuple[int, list[Cell]]], int | None]:
     """(line number, cells) of every row of the file, the header first, and the number of data
     rows when the format tells it up front (XLSX) for progress bars."""
-    if not path.is_file():
+    if isinstance(path, Path) and not path.is_file():
         raise FileError(f"文件不存在 / no such file: {path.name}")
-    suffix = path.suffix.lower()
+    suffix = PurePath(path.name).suffix.lower()
     if suffix in (".xlsx", ".xlsm"):
-        with path.open("rb") as f:
+        with _open(path) as f:
             if f.read(4) != b"PK\x03\x04":
                 raise FileError("不是 XLSX 文件 / not an XLSX file (zip signature missing)")
         return _xlsx_rows(path)
