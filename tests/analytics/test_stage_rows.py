@@ -94,7 +94,7 @@ async def test_stage_rows_equal_plain_sql_over_the_timelines(
         params={"date_from": DAY, "date_to": DAY, "by": "channel"},
         headers=auth(keys["ops"]),
     )
-    assert r.json()["percentile_error"] == round(histogram.RELATIVE_ERROR, 4) == 0.0219
+    assert r.json()["percentile_error"] == round(histogram.RELATIVE_ERROR, 4) == 0.0443
     table = {(i["stage"], i["channel"]): i for i in r.json()["items"]}
     rows = await _stage_rows(db)
     # Then for every stage and channel the orders, summed microseconds and orders over the

@@ -22,9 +22,10 @@ BOUNDS: tuple[int, ...] = tuple(
     math.ceil(1_000_000 * 2 ** (k / STEPS_PER_DOUBLING)) for k in range(BUCKETS)
 )
 RATIO = 2 ** (1 / STEPS_PER_DOUBLING)
-# A percentile read as its bucket's geometric midpoint is within this share of the true value
-# (percentile_disc) for durations of a second or more; below a second within one second.
-RELATIVE_ERROR = math.sqrt(RATIO) - 1
+# A percentile is read as the mean of the durations in its bucket (exact when they are equal,
+# and always inside the bucket): within this share of the true value (percentile_disc) for
+# durations of a second or more; below a second within one second.
+RELATIVE_ERROR = RATIO - 1
 
 # Every stage the rows keep: the stage table's, ship time, and shipped after the deadline.
 TRACKED: tuple[tuple[str, str, str, int], ...] = tuple(
@@ -85,11 +86,8 @@ def deltas(
 
 
 def representative(bucket: int, orders: int, sum_us: int) -> float:
-    """A bucket's value in seconds: its geometric midpoint, or below a second its mean."""
-    if bucket == 0:
-        return sum_us / orders / 1_000_000 if orders else 0.0
-    low = BOUNDS[bucket - 1]
-    return low * math.sqrt(RATIO) / 1_000_000
+    """A bucket's value in seconds: the mean of its durations."""
+    return sum_us / orders / 1_000_000 if orders else 0.0
 
 
 def percentile(buckets: list[tuple[int, int, int]], total: int, q: float) -> float:
