@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import resource
@@ -419,19 +420,43 @@ async def measure_consumers(url: str, orders: int) -> dict[str, Any]:
     for start in range(0, len(rows), 5000):
         async with db.transaction() as session:
             await publish_rows(session, rows[start : start + 5000])
+    backends0 = await _backends_cpu(db)
     t0, cpu0 = time.perf_counter(), _cpu()
     events = await drain(db, get_settings())
     seconds, cpu = time.perf_counter() - t0, _cpu() - cpu0
+    backends = await _backends_cpu(db)
+    db_cpu = sum(c - backends0.get(pid, 0.0) for pid, c in backends.items())
     await db.dispose()
     return {
         "measure": "consumers",
         "orders": orders,
         "events": events,
+        "batch_size": get_settings().worker_batch_size,
         "seconds": round(seconds, 2),
         "cpu_seconds": round(cpu, 2),
+        "db_backend_cpu_seconds": round(db_cpu, 2),
         "orders_per_s": round(orders / seconds),
         "events_per_s": round(events / seconds),
+        "orders_per_cpu_s": round(orders / cpu),
+        "orders_per_total_cpu_s": round(orders / (cpu + db_cpu)),
     }
+
+
+async def _backends_cpu(db: Any) -> dict[int, float]:
+    """CPU seconds of every PostgreSQL backend connected to the bench database (the pool's)."""
+    from sqlalchemy import text
+
+    async with db.transaction(write=False) as session:
+        pids = (
+            await session.scalars(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            )
+        ).all()
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            out[int(pid)] = _proc_cpu(int(pid))
+    return out
 
 
 def run_measure(args: argparse.Namespace) -> None:

@@ -52,8 +52,15 @@ async def add_many_to_tally(
     session: AsyncSession, rows: list[tuple[str, str, str, int, int]]
 ) -> None:
     """Add (day, channel, currency, orders, total) sums to the tally in one upsert; the rows are
-    locked in the order given (each key once)."""
+    locked in the order given (each key once). On PostgreSQL from arrays: one prepared
+    statement whatever the batch's size."""
     if not rows:
+        return
+    if dialect_of(session) == "postgresql":
+        await session.execute(
+            text(_ADD_TO_TALLY),
+            {name: [r[i] for r in rows] for i, name in enumerate(("d", "ch", "cur", "n", "t"))},
+        )
         return
     stmt = upsert_insert(session, OrderDailyTally).values(
         [
@@ -75,6 +82,19 @@ async def add_many_to_tally(
         },
     )
     await session.execute(stmt)
+
+
+_ADD_TO_TALLY = """
+    INSERT INTO order_daily_tally (day_date, channel, currency, orders_count, total_minor)
+    SELECT day_date, channel, currency, orders_count, total_minor FROM unnest(
+        CAST(:d AS text[]), CAST(:ch AS text[]), CAST(:cur AS text[]), CAST(:n AS int[]),
+        CAST(:t AS bigint[])
+    ) WITH ORDINALITY AS u(day_date, channel, currency, orders_count, total_minor, n)
+    ORDER BY n
+    ON CONFLICT (day_date, channel, currency) DO UPDATE SET
+        orders_count = order_daily_tally.orders_count + excluded.orders_count,
+        total_minor = order_daily_tally.total_minor + excluded.total_minor
+"""
 
 
 async def tallies(session: AsyncSession) -> list[OrderDailyTally]:
@@ -382,7 +402,14 @@ async def lock_timelines(
 ) -> list[dict[str, Any]]:
     """Every (order_id, order_no)'s timeline, created empty where missing, locked for this
     transaction (in the order given: sorted by the caller) and returned as it stands, in one
-    statement per CHUNK orders."""
+    statement (PostgreSQL: arrays, one prepared statement whatever the batch's size; SQLite:
+    per CHUNK orders)."""
+    if dialect_of(session) == "postgresql":
+        rows = await session.execute(
+            text(_LOCK_TIMELINES),
+            {"ids": [i for i, _ in orders], "nos": [no for _, no in orders]},
+        )
+        return [dict(r._mapping) for r in rows.all()]
     out: list[dict[str, Any]] = []
     for start in range(0, len(orders), CHUNK):
         part = orders[start : start + CHUNK]
@@ -396,6 +423,9 @@ async def lock_timelines(
 
 async def write_timelines(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Store whole timeline rows (already locked by `lock_timelines`)."""
+    if dialect_of(session) == "postgresql":
+        await store_timelines_and_deltas(session, rows, [])
+        return
     for start in range(0, len(rows), CHUNK):
         stmt = upsert_insert(session, T).values(rows[start : start + CHUNK])
         await session.execute(
@@ -420,6 +450,9 @@ async def add_stage_deltas(
 ) -> None:
     """Add (key, orders, microseconds, over SLA) deltas to the stage rows, in the order given
     (sorted by key: two workers take shared rows in the same order)."""
+    if dialect_of(session) == "postgresql":
+        await store_timelines_and_deltas(session, [], deltas)
+        return
     for start in range(0, len(deltas), CHUNK):
         stmt = upsert_insert(session, S).values(
             [
@@ -543,3 +576,84 @@ async def rebuild_stage_stats_pg(session: AsyncSession) -> None:
         GROUP BY 1, 2, 3, 4, 5, 6
     """
     await session.execute(text(sql), {"bounds": list(BOUNDS)})
+
+
+# PostgreSQL: the batch fold's statements take arrays (unnest), so each is one prepared
+# statement reused for every batch: no per-row statement building, no new plan per batch size.
+_STAMP_COLUMNS = (
+    "created_at",
+    "paid_at",
+    "allocated_at",
+    "picking_at",
+    "shipped_at",
+    "delivered_at",
+    "completed_at",
+    "fulfillment_start_at",
+    "ship_by_at",
+)
+_TEXT_COLUMNS = ("order_no", "channel", "currency", "day_date", "warehouse", "carrier")
+_LOCK_TIMELINES = f"""
+    INSERT INTO order_timeline
+        (order_id, order_no, channel, currency, total_minor, day_date, warehouse, carrier)
+    SELECT i, n, '', '', 0, '', '', ''
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:nos AS text[])) AS u(i, n)
+    ORDER BY i
+    ON CONFLICT (order_id) DO UPDATE SET order_id = excluded.order_id
+    RETURNING {", ".join(TIMELINE_COLUMNS)}
+"""
+_TIMELINE_ARRAYS = ", ".join(
+    [
+        "CAST(:order_id AS bigint[])",
+        "CAST(:total_minor AS bigint[])",
+        *(f"CAST(:{c} AS text[])" for c in _TEXT_COLUMNS),
+        *(f"CAST(:{c} AS timestamptz[])" for c in _STAMP_COLUMNS),
+    ]
+)
+_TIMELINE_NAMES = ", ".join(["order_id", "total_minor", *_TEXT_COLUMNS, *_STAMP_COLUMNS])
+_STORE = f"""
+    WITH written AS (
+        UPDATE order_timeline t SET {
+    ", ".join(f"{c} = u.{c}" for c in ("total_minor", *_TEXT_COLUMNS, *_STAMP_COLUMNS))
+}
+        FROM unnest({_TIMELINE_ARRAYS}) AS u({_TIMELINE_NAMES})
+        WHERE t.order_id = u.order_id
+        RETURNING 1
+    )
+    INSERT INTO stage_daily_stat
+        (dimension, day_date, channel, stage, dim_key, bucket, orders, sum_us, over_sla)
+    SELECT * FROM unnest(
+        CAST(:s_dimension AS text[]), CAST(:s_day AS text[]), CAST(:s_channel AS text[]),
+        CAST(:s_stage AS text[]), CAST(:s_key AS text[]), CAST(:s_bucket AS smallint[]),
+        CAST(:s_orders AS int[]), CAST(:s_us AS bigint[]), CAST(:s_over AS int[])
+    ) AS d(dimension, day_date, channel, stage, dim_key, bucket, orders, sum_us, over_sla)
+    ORDER BY dimension, day_date, channel, stage, dim_key, bucket
+    ON CONFLICT (dimension, day_date, channel, stage, dim_key, bucket) DO UPDATE SET
+        orders = stage_daily_stat.orders + excluded.orders,
+        sum_us = stage_daily_stat.sum_us + excluded.sum_us,
+        over_sla = stage_daily_stat.over_sla + excluded.over_sla
+"""
+
+
+async def store_timelines_and_deltas(
+    session: AsyncSession,
+    rows: list[dict[str, Any]],
+    deltas: list[tuple[StatKey, int, int, int]],
+) -> None:
+    """Write locked timeline rows and add stage deltas: one statement on PostgreSQL, the
+    stage rows taken in key order; two (or more) on SQLite."""
+    if dialect_of(session) != "postgresql":
+        await write_timelines(session, rows)
+        await add_stage_deltas(session, deltas)
+        return
+    params: dict[str, Any] = {
+        c: [r[c] for r in rows] for c in ("order_id", "total_minor", *_TEXT_COLUMNS)
+    }
+    params.update({c: [r[c] for r in rows] for c in _STAMP_COLUMNS})
+    keys = [k for k, *_ in deltas]
+    for i, name in enumerate(("s_dimension", "s_day", "s_channel", "s_stage", "s_key")):
+        params[name] = [k[i] for k in keys]
+    params["s_bucket"] = [k[5] for k in keys]
+    params["s_orders"] = [d[1] for d in deltas]
+    params["s_us"] = [d[2] for d in deltas]
+    params["s_over"] = [d[3] for d in deltas]
+    await session.execute(text(_STORE), params)

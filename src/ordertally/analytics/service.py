@@ -138,9 +138,9 @@ async def _store(
     changed = [k for k, row in after.items() if row != before[k]]
     if not changed:
         return
-    await repository.write_timelines(session, [after[k] for k in changed])
-    await repository.add_stage_deltas(
+    await repository.store_timelines_and_deltas(
         session,
+        [after[k] for k in changed],
         histogram.deltas((before[k] for k in changed), (after[k] for k in changed)),
     )
 
