@@ -11,7 +11,8 @@ RSS is its own:
   rendered rows of the same shape (XlsxWriter constant_memory; rustpy-xlsxwriter fed by a
   generator of dicts; rvgsrust-xlsxwriter constant_memory fed 1,000 rows a call, the product's
   writer);
-- `stage`: the stage table for the month (all orders, then by channel), R runs, p50 and p95;
+- `stage`: the pre-aggregated stage rows rebuilt from the loaded timelines (timed), then the
+  stage table for the month (all orders, by channel, by warehouse), R runs, p50 and p95;
 - `consumers`: the analytics timeline and tally consumers draining 7 events per order
   (created, paid, allocated, picking, shipped, parcel shipped, delivered) for
   --consumer-orders orders (default 5,000).
@@ -327,13 +328,32 @@ def measure_writer(kind: str, n: int, out: str) -> dict[str, Any]:
 
 
 async def measure_stage(url: str, runs: int) -> dict[str, Any]:
-    """The month's stage table, `runs` times per dimension."""
+    """The stage rows rebuilt from the COPY-loaded timelines (timed on its own), then the
+    month's stage table from them, `runs` times per dimension."""
+    from sqlalchemy import text
+
     from ordertally.analytics import service
     from ordertally.core.db import Database
 
     db = Database(url)
-    result: dict[str, Any] = {"measure": "stage"}
-    for by in ("all", "channel"):
+    backends0 = await _backends_cpu(db)
+    t0 = time.perf_counter()
+    stage_rows = await service.rebuild_stages(db)
+    rebuild_s = time.perf_counter() - t0
+    backends = await _backends_cpu(db)
+    result: dict[str, Any] = {
+        "measure": "stage",
+        "rebuild": {
+            "stage_rows": stage_rows,
+            "seconds": round(rebuild_s, 2),
+            "db_backend_cpu_seconds": round(
+                sum(c - backends0.get(pid, 0.0) for pid, c in backends.items()), 2
+            ),
+        },
+    }
+    async with db.transaction() as session:
+        await session.execute(text("ANALYZE stage_daily_stat"))
+    for by in ("all", "channel", "warehouse"):
         times = []
         for _ in range(runs):
             t0 = time.perf_counter()

@@ -13,7 +13,7 @@ import pytest
 from httpx import AsyncClient
 from sqlalchemy import text, update
 
-from ordertally.analytics import histogram, service
+from ordertally.analytics import histogram, repository, service
 from ordertally.analytics.schemas import BusinessEventIn, RequirementIn
 from ordertally.core import clock
 from ordertally.core.db import Database, UtcDateTime
@@ -28,17 +28,7 @@ pytestmark = pytest.mark.anyio
 
 T0 = datetime(2026, 11, 10, 2, 0, tzinfo=UTC)  # 10:00 in Asia/Shanghai
 DAY = "2026-11-10"
-STAMPS = (
-    "created_at",
-    "paid_at",
-    "allocated_at",
-    "picking_at",
-    "shipped_at",
-    "delivered_at",
-    "completed_at",
-    "fulfillment_start_at",
-    "ship_by_at",
-)
+STAMPS = [c for c in repository.TIMELINE_COLUMNS if c.endswith("_at")]
 
 
 async def _stage_rows(db: Database) -> dict[tuple[Any, ...], tuple[int, int, int]]:

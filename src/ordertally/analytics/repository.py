@@ -580,17 +580,7 @@ async def rebuild_stage_stats_pg(session: AsyncSession) -> None:
 
 # PostgreSQL: the batch fold's statements take arrays (unnest), so each is one prepared
 # statement reused for every batch: no per-row statement building, no new plan per batch size.
-_STAMP_COLUMNS = (
-    "created_at",
-    "paid_at",
-    "allocated_at",
-    "picking_at",
-    "shipped_at",
-    "delivered_at",
-    "completed_at",
-    "fulfillment_start_at",
-    "ship_by_at",
-)
+_STAMP_COLUMNS = tuple(c for c in TIMELINE_COLUMNS if c.endswith("_at"))
 _TEXT_COLUMNS = ("order_no", "channel", "currency", "day_date", "warehouse", "carrier")
 _LOCK_TIMELINES = f"""
     INSERT INTO order_timeline
