@@ -11,7 +11,8 @@ RSS is its own:
   rendered rows of the same shape (XlsxWriter constant_memory; rustpy-xlsxwriter fed by a
   generator of dicts; rvgsrust-xlsxwriter constant_memory fed 1,000 rows a call, the product's
   writer);
-- `stage`: the stage table for the month (all orders, then by channel), R runs, p50 and p95;
+- `stage`: the pre-aggregated stage rows rebuilt from the loaded timelines (timed), then the
+  stage table for the month (all orders, by channel, by warehouse), R runs, p50 and p95;
 - `consumers`: the analytics timeline and tally consumers draining 7 events per order
   (created, paid, allocated, picking, shipped, parcel shipped, delivered) for
   --consumer-orders orders (default 5,000).
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import resource
@@ -326,13 +328,32 @@ def measure_writer(kind: str, n: int, out: str) -> dict[str, Any]:
 
 
 async def measure_stage(url: str, runs: int) -> dict[str, Any]:
-    """The month's stage table, `runs` times per dimension."""
+    """The stage rows rebuilt from the COPY-loaded timelines (timed on its own), then the
+    month's stage table from them, `runs` times per dimension."""
+    from sqlalchemy import text
+
     from ordertally.analytics import service
     from ordertally.core.db import Database
 
     db = Database(url)
-    result: dict[str, Any] = {"measure": "stage"}
-    for by in ("all", "channel"):
+    backends0 = await _backends_cpu(db)
+    t0 = time.perf_counter()
+    stage_rows = await service.rebuild_stages(db)
+    rebuild_s = time.perf_counter() - t0
+    backends = await _backends_cpu(db)
+    result: dict[str, Any] = {
+        "measure": "stage",
+        "rebuild": {
+            "stage_rows": stage_rows,
+            "seconds": round(rebuild_s, 2),
+            "db_backend_cpu_seconds": round(
+                sum(c - backends0.get(pid, 0.0) for pid, c in backends.items()), 2
+            ),
+        },
+    }
+    async with db.transaction() as session:
+        await session.execute(text("ANALYZE stage_daily_stat"))
+    for by in ("all", "channel", "warehouse"):
         times = []
         for _ in range(runs):
             t0 = time.perf_counter()
@@ -419,19 +440,43 @@ async def measure_consumers(url: str, orders: int) -> dict[str, Any]:
     for start in range(0, len(rows), 5000):
         async with db.transaction() as session:
             await publish_rows(session, rows[start : start + 5000])
+    backends0 = await _backends_cpu(db)
     t0, cpu0 = time.perf_counter(), _cpu()
     events = await drain(db, get_settings())
     seconds, cpu = time.perf_counter() - t0, _cpu() - cpu0
+    backends = await _backends_cpu(db)
+    db_cpu = sum(c - backends0.get(pid, 0.0) for pid, c in backends.items())
     await db.dispose()
     return {
         "measure": "consumers",
         "orders": orders,
         "events": events,
+        "batch_size": get_settings().worker_batch_size,
         "seconds": round(seconds, 2),
         "cpu_seconds": round(cpu, 2),
+        "db_backend_cpu_seconds": round(db_cpu, 2),
         "orders_per_s": round(orders / seconds),
         "events_per_s": round(events / seconds),
+        "orders_per_cpu_s": round(orders / cpu),
+        "orders_per_total_cpu_s": round(orders / (cpu + db_cpu)),
     }
+
+
+async def _backends_cpu(db: Any) -> dict[int, float]:
+    """CPU seconds of every PostgreSQL backend connected to the bench database (the pool's)."""
+    from sqlalchemy import text
+
+    async with db.transaction(write=False) as session:
+        pids = (
+            await session.scalars(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            )
+        ).all()
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            out[int(pid)] = _proc_cpu(int(pid))
+    return out
 
 
 def run_measure(args: argparse.Namespace) -> None:

@@ -22,17 +22,29 @@ def register(app: typer.Typer) -> None:
     app.add_typer(analytics_app, name="analytics")
 
     @analytics_app.command("rebuild")
-    def rebuild() -> None:
-        """Rebuild the daily tally and the order timelines from the event log."""
+    def rebuild(
+        stages_only: Annotated[
+            bool,
+            typer.Option(
+                "--stages-only",
+                help="Recompute only the pre-aggregated stage rows from the timelines",
+            ),
+        ] = False,
+    ) -> None:
+        """Rebuild the daily tally, the order timelines and the stage rows from the event
+        log (or, with --stages-only, the stage rows from the timelines)."""
 
         async def main() -> int:
             db = create_database()
             try:
+                if stages_only:
+                    return await service.rebuild_stages(db)
                 return await service.rebuild(db)
             finally:
                 await db.dispose()
 
-        console.print(f"replayed {asyncio.run(main())} events")
+        done = asyncio.run(main())
+        console.print(f"{done} stage rows" if stages_only else f"replayed {done} events")
 
     @analytics_app.command("import-events")
     def import_events(

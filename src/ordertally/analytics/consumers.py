@@ -23,7 +23,9 @@ async def tally_created_orders(session: AsyncSession, events: list[Envelope]) ->
     await service.tally_orders(session, events)
 
 
-@consumer("analytics.order_timeline", *service.TIMELINE_EVENTS)
+# `last` too: besides the order's own timeline row, the batch fold moves the shared stage rows
+# (one per day, channel, stage and bucket), taken in key order at the batch's tail (ADR 0038).
+@consumer("analytics.order_timeline", *service.TIMELINE_EVENTS, last=True)
 async def fold_into_timeline(session: AsyncSession, event: Envelope) -> None:
     """Record when the order reached a stage, where it shipped from and with whom."""
     await service.apply_event(session, event)
@@ -31,5 +33,6 @@ async def fold_into_timeline(session: AsyncSession, event: Envelope) -> None:
 
 @batch_consumer("analytics.order_timeline")
 async def fold_batch_into_timeline(session: AsyncSession, events: list[Envelope]) -> None:
-    """The same fold for a dispatch batch, a statement per kind of change."""
+    """The same fold for a dispatch batch: the timelines locked and read in one statement,
+    written in one, the stage rows moved in one."""
     await service.apply_events(session, events)

@@ -25,3 +25,9 @@ class TimelineNotFound(AnalyticsError):
     status = 404
     code = "analytics.timeline_not_found"
     title = "No timeline for this order"
+
+
+class TimelineOutOfScope(AnalyticsError):
+    status = 403
+    code = "analytics.out_of_scope"
+    title = "This order belongs to a channel outside your scope"

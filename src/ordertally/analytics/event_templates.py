@@ -23,17 +23,20 @@ INDUSTRY_TEMPLATES: dict[str, tuple[str, ...]] = {
     "cross_border": ("customs_cleared",),
 }
 
+# A carrier delivers on time within this much of shipping (the shipped → delivered SLA).
+CARRIER_SLA = timedelta(hours=72)
 # (stage, from column, to column, SLA) of order_timeline, in lifecycle order.
 STAGES: tuple[tuple[str, str, str, timedelta], ...] = (
     ("pending_to_paid", "created_at", "paid_at", timedelta(minutes=30)),
     ("paid_to_allocated", "paid_at", "allocated_at", timedelta(hours=2)),
     ("allocated_to_picking", "allocated_at", "picking_at", timedelta(hours=4)),
     ("picking_to_shipped", "picking_at", "shipped_at", timedelta(hours=24)),
-    ("shipped_to_delivered", "shipped_at", "delivered_at", timedelta(hours=72)),
+    ("shipped_to_delivered", "shipped_at", "delivered_at", CARRIER_SLA),
     ("delivered_to_completed", "delivered_at", "completed_at", timedelta(days=7)),
 )
 # Ship time: from the moment fulfilment could start (not from creation) to the first parcel.
 SHIP_TIME = ("ship_time", "fulfillment_start_at", "shipped_at", timedelta(hours=48))
-# A carrier delivers on time within this much of shipping.
-CARRIER_SLA = timedelta(hours=72)
+# Shipped after the platform's ship-by deadline: over an SLA of zero past the deadline (the
+# pre-aggregated rows count orders with a deadline and those shipped after it).
+SHIP_DEADLINE = ("ship_deadline", "ship_by_at", "shipped_at", timedelta(0))
 DIMENSIONS = ("all", "channel", "warehouse", "carrier", "day")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Index, Integer, String, UniqueConstraint
+from sqlalchemy import Index, Integer, SmallInteger, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ordertally.core.db import Base, BigId, JsonDoc, UtcDateTime
@@ -54,6 +54,26 @@ class OrderTimeline(Base):
     ship_by_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     warehouse: Mapped[str] = mapped_column(String(32), default="")
     carrier: Mapped[str] = mapped_column(String(32), default="")
+
+
+class StageDailyStat(Base):
+    """Stage durations pre-aggregated per merchant-local day (the order's creation day), channel
+    ("*" for every channel), stage, dimension value and log-scale duration bucket: orders,
+    summed microseconds and orders over the stage's SLA. Kept by the timeline consumer as
+    deltas (an order's old contribution out, its new one in); a period's stage table is the
+    sum of its days' rows (ADR 0038)."""
+
+    __tablename__ = "stage_daily_stat"
+
+    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)  # all|warehouse|carrier
+    day_date: Mapped[str] = mapped_column(String(10), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    dim_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    bucket: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    orders: Mapped[int] = mapped_column(Integer)
+    sum_us: Mapped[int] = mapped_column(BigId)
+    over_sla: Mapped[int] = mapped_column(Integer)
 
 
 class FulfillmentEvent(Base):

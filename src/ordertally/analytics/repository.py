@@ -7,19 +7,24 @@ import statistics
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, literal, select, update
+from sqlalchemy import ColumnElement, delete, func, literal, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ordertally.analytics.histogram import ALL_CHANNELS, BOUNDS, TRACKED, StatKey
 from ordertally.analytics.models import (
     FulfillmentEvent,
     FulfillmentRequirement,
     OrderDailyTally,
     OrderTimeline,
+    StageDailyStat,
 )
 from ordertally.core.db import dialect_of, upsert_insert
 from ordertally.exceptions.models import ExceptionCase
 
 T = OrderTimeline
+S = StageDailyStat
+# Rows per multi-row statement: under the drivers' 32,767 bind parameters at 17 columns.
+CHUNK = 1000
 
 
 async def add_to_tally(
@@ -47,8 +52,15 @@ async def add_many_to_tally(
     session: AsyncSession, rows: list[tuple[str, str, str, int, int]]
 ) -> None:
     """Add (day, channel, currency, orders, total) sums to the tally in one upsert; the rows are
-    locked in the order given (each key once)."""
+    locked in the order given (each key once). On PostgreSQL from arrays: one prepared
+    statement whatever the batch's size."""
     if not rows:
+        return
+    if dialect_of(session) == "postgresql":
+        await session.execute(
+            text(_ADD_TO_TALLY),
+            {name: [r[i] for r in rows] for i, name in enumerate(("d", "ch", "cur", "n", "t"))},
+        )
         return
     stmt = upsert_insert(session, OrderDailyTally).values(
         [
@@ -72,6 +84,19 @@ async def add_many_to_tally(
     await session.execute(stmt)
 
 
+_ADD_TO_TALLY = """
+    INSERT INTO order_daily_tally (day_date, channel, currency, orders_count, total_minor)
+    SELECT day_date, channel, currency, orders_count, total_minor FROM unnest(
+        CAST(:d AS text[]), CAST(:ch AS text[]), CAST(:cur AS text[]), CAST(:n AS int[]),
+        CAST(:t AS bigint[])
+    ) WITH ORDINALITY AS u(day_date, channel, currency, orders_count, total_minor, n)
+    ORDER BY n
+    ON CONFLICT (day_date, channel, currency) DO UPDATE SET
+        orders_count = order_daily_tally.orders_count + excluded.orders_count,
+        total_minor = order_daily_tally.total_minor + excluded.total_minor
+"""
+
+
 async def tallies(session: AsyncSession) -> list[OrderDailyTally]:
     """Every tally row."""
     rows = await session.scalars(
@@ -83,57 +108,19 @@ async def tallies(session: AsyncSession) -> list[OrderDailyTally]:
 
 
 async def clear_read_models(session: AsyncSession) -> None:
-    """Empty the tally and the timelines (before a rebuild from the event log)."""
+    """Empty the tally, the timelines and the stage rows (before a rebuild from the event
+    log)."""
     await session.execute(delete(OrderDailyTally))
     await session.execute(delete(OrderTimeline))
+    await session.execute(delete(StageDailyStat))
 
 
 # --- timelines ------------------------------------------------------------------------------
 
 
-async def upsert_created(session: AsyncSession, values: dict[str, Any]) -> None:
-    """An order's timeline from its creation (a status event seen first left a stub)."""
-    stmt = upsert_insert(session, T).values(**values)
-    keep = {k: stmt.excluded[k] for k in ("channel", "currency", "total_minor", "day_date")}
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["order_id"],
-            set_={**keep, "created_at": func.coalesce(T.created_at, stmt.excluded.created_at)},
-        )
-    )
-
-
-async def set_first(
-    session: AsyncSession, order_id: int, order_no: str, values: dict[str, Any]
-) -> None:
-    """Set stage times the first time they happen (a replayed or later event keeps the first),
-    and plain values (warehouse, carrier) as given."""
-    stmt = upsert_insert(session, T).values(order_id=order_id, order_no=order_no, **values)
-    set_ = {
-        k: (
-            func.coalesce(getattr(T, k), stmt.excluded[k])
-            if k.endswith("_at")
-            else stmt.excluded[k]
-        )
-        for k in values
-    }
-    await session.execute(stmt.on_conflict_do_update(index_elements=["order_id"], set_=set_))
-
-
 async def timeline(session: AsyncSession, order_no: str) -> OrderTimeline | None:
     """One order's timeline."""
     return await session.scalar(select(T).where(T.order_no == order_no))
-
-
-async def set_start(
-    session: AsyncSession, order_no: str, start: datetime | None, ship_by: datetime | None
-) -> None:
-    """Record when fulfilment could start and the ship-by deadline."""
-    row = await timeline(session, order_no)
-    if row is not None:
-        row.fulfillment_start_at = start
-        row.ship_by_at = ship_by
-        await session.flush()
 
 
 # --- business events and requirements -------------------------------------------------------
@@ -196,6 +183,10 @@ def _dimension(name: str) -> Any:
     }.get(name, literal("all"))
 
 
+def _in_channels(channels: tuple[str, ...] | None) -> tuple[ColumnElement[bool], ...]:
+    return () if channels is None else (T.channel.in_(channels),)
+
+
 def _percentile(values: list[float], q: float) -> float:
     """Linear interpolation between closest ranks (PostgreSQL's percentile_cont)."""
     if len(values) == 1:
@@ -211,15 +202,23 @@ async def stage_stats(
     dimension: str,
     since: datetime,
     until: datetime,
+    channels: tuple[str, ...] | None = None,
 ) -> list[dict[str, Any]]:
     """Per dimension value: orders through the stage, avg/p50/p90 seconds, share over SLA.
 
-    Orders are those created in [since, until) that reached both ends of the stage.
+    Orders are those created in [since, until) that reached both ends of the stage (of the
+    given channels only, when given).
     """
     start, end = getattr(T, start_col), getattr(T, end_col)
     seconds = _seconds(session, start, end)
     dim = _dimension(dimension).label("dim")
-    where = (T.created_at >= since, T.created_at < until, start.is_not(None), end.is_not(None))
+    where = (
+        T.created_at >= since,
+        T.created_at < until,
+        start.is_not(None),
+        end.is_not(None),
+        *_in_channels(channels),
+    )
     if dialect_of(session) == "postgresql":
         stmt = (
             select(
@@ -262,7 +261,12 @@ async def stage_stats(
     ]
 
 
-async def daily(session: AsyncSession, since_day: str, until_day: str) -> list[dict[str, Any]]:
+async def daily(
+    session: AsyncSession,
+    since_day: str,
+    until_day: str,
+    channels: tuple[str, ...] | None = None,
+) -> list[dict[str, Any]]:
     """Orders, amounts and paid orders per local day, channel and currency."""
     stmt = (
         select(
@@ -273,7 +277,12 @@ async def daily(session: AsyncSession, since_day: str, until_day: str) -> list[d
             func.sum(T.total_minor),
             func.count(T.paid_at),
         )
-        .where(T.day_date >= since_day, T.day_date <= until_day, T.created_at.is_not(None))
+        .where(
+            T.day_date >= since_day,
+            T.day_date <= until_day,
+            T.created_at.is_not(None),
+            *_in_channels(channels),
+        )
         .group_by(T.day_date, T.channel, T.currency)
         .order_by(T.day_date, T.channel, T.currency)
     )
@@ -290,35 +299,22 @@ async def daily(session: AsyncSession, since_day: str, until_day: str) -> list[d
     ]
 
 
-async def ship_deadline_misses(
-    session: AsyncSession, dimension: str, since: datetime, until: datetime
-) -> dict[str, tuple[int, int]]:
-    """Per dimension value: (shipped orders with a ship-by deadline, shipped after it)."""
-    dim = _dimension(dimension).label("dim")
-    stmt = (
-        select(dim, func.count(), func.count().filter(T.shipped_at > T.ship_by_at))
-        .where(
-            T.created_at >= since,
-            T.created_at < until,
-            T.shipped_at.is_not(None),
-            T.ship_by_at.is_not(None),
-        )
-        .group_by(dim)
-    )
-    return {k: (n, late) for k, n, late in (await session.execute(stmt)).all()}
-
-
 Stage = tuple[str, str, str, float]  # name, from column, to column, SLA seconds
 
 
 async def stages_stats(
-    session: AsyncSession, stages: list[Stage], dimension: str, since: datetime, until: datetime
+    session: AsyncSession,
+    stages: list[Stage],
+    dimension: str,
+    since: datetime,
+    until: datetime,
+    channels: tuple[str, ...] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """`stage_stats` for several stages; on PostgreSQL in one scan of the period's timelines
     (aggregates skip the orders that have not reached both ends of a stage)."""
     if dialect_of(session) != "postgresql":
         return {
-            name: await stage_stats(session, a, b, sla, dimension, since, until)
+            name: await stage_stats(session, a, b, sla, dimension, since, until, channels)
             for name, a, b, sla in stages
         }
     dim = _dimension(dimension).label("dim")
@@ -334,7 +330,7 @@ async def stages_stats(
         ]
     stmt = (
         select(*columns)
-        .where(T.created_at >= since, T.created_at < until)
+        .where(T.created_at >= since, T.created_at < until, *_in_channels(channels))
         .group_by(dim)
         .order_by(dim)
     )
@@ -357,7 +353,12 @@ async def stages_stats(
 
 
 async def stages_delay_causes(
-    session: AsyncSession, stages: list[Stage], dimension: str, since: datetime, until: datetime
+    session: AsyncSession,
+    stages: list[Stage],
+    dimension: str,
+    since: datetime,
+    until: datetime,
+    channels: tuple[str, ...] | None = None,
 ) -> dict[str, list[tuple[str, str, int]]]:
     """`delay_causes` for several stages in one query driven by the exception cases (few
     orders have one): (dimension value, exception type, orders over the stage's SLA)."""
@@ -367,7 +368,7 @@ async def stages_delay_causes(
         select(dim, ExceptionCase.type, T.order_id, *durations)
         .select_from(ExceptionCase)
         .join(T, T.order_id == ExceptionCase.order_id)
-        .where(T.created_at >= since, T.created_at < until)
+        .where(T.created_at >= since, T.created_at < until, *_in_channels(channels))
         .distinct()
     )
     counts: dict[tuple[str, str, str], int] = {}
@@ -381,38 +382,6 @@ async def stages_delay_causes(
     return out
 
 
-async def upsert_created_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """`upsert_created` for many orders in one statement (one row per order)."""
-    if not rows:
-        return
-    stmt = upsert_insert(session, T).values(rows)
-    keep = {k: stmt.excluded[k] for k in ("channel", "currency", "total_minor", "day_date")}
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["order_id"],
-            set_={**keep, "created_at": func.coalesce(T.created_at, stmt.excluded.created_at)},
-        )
-    )
-
-
-async def set_first_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """`set_first` for many orders in one statement; every row has the same keys (one row per
-    order)."""
-    if not rows:
-        return
-    stmt = upsert_insert(session, T).values(rows)
-    set_ = {
-        k: (
-            func.coalesce(getattr(T, k), stmt.excluded[k])
-            if k.endswith("_at")
-            else stmt.excluded[k]
-        )
-        for k in rows[0]
-        if k not in ("order_id", "order_no")
-    }
-    await session.execute(stmt.on_conflict_do_update(index_elements=["order_id"], set_=set_))
-
-
 async def with_requirement(session: AsyncSession, order_nos: list[str]) -> set[str]:
     """Which of these orders have a fulfilment requirement."""
     rows = await session.scalars(
@@ -423,11 +392,258 @@ async def with_requirement(session: AsyncSession, order_nos: list[str]) -> set[s
     return set(rows.all())
 
 
-async def start_at_payment(session: AsyncSession, order_nos: list[str]) -> None:
-    """Orders that wait for no business event start at their payment."""
-    if order_nos:
-        await session.execute(
-            update(T)
-            .where(T.order_no.in_(order_nos), T.paid_at.is_not(None))
-            .values(fulfillment_start_at=T.paid_at)
+# --- timelines folded a batch at a time, and the pre-aggregated stage rows -----------------
+
+TIMELINE_COLUMNS = tuple(c.name for c in OrderTimeline.__table__.columns)
+
+
+async def lock_timelines(
+    session: AsyncSession, orders: list[tuple[int, str]]
+) -> list[dict[str, Any]]:
+    """Every (order_id, order_no)'s timeline, created empty where missing, locked for this
+    transaction (in the order given: sorted by the caller) and returned as it stands, in one
+    statement (PostgreSQL: arrays, one prepared statement whatever the batch's size; SQLite:
+    per CHUNK orders)."""
+    if dialect_of(session) == "postgresql":
+        rows = await session.execute(
+            text(_LOCK_TIMELINES),
+            {"ids": [i for i, _ in orders], "nos": [no for _, no in orders]},
         )
+        return [dict(r._mapping) for r in rows.all()]
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(orders), CHUNK):
+        part = orders[start : start + CHUNK]
+        stmt = upsert_insert(session, T).values([{"order_id": i, "order_no": no} for i, no in part])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["order_id"], set_={"order_id": stmt.excluded.order_id}
+        ).returning(*T.__table__.columns)
+        out += [dict(r._mapping) for r in (await session.execute(stmt)).all()]
+    return out
+
+
+async def write_timelines(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Store whole timeline rows (already locked by `lock_timelines`)."""
+    if dialect_of(session) == "postgresql":
+        await store_timelines_and_deltas(session, rows, [])
+        return
+    for start in range(0, len(rows), CHUNK):
+        stmt = upsert_insert(session, T).values(rows[start : start + CHUNK])
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["order_id"],
+                set_={k: stmt.excluded[k] for k in TIMELINE_COLUMNS if k != "order_id"},
+            )
+        )
+
+
+async def lock_timeline(session: AsyncSession, order_no: str) -> dict[str, Any] | None:
+    """One order's timeline, locked for this transaction (PostgreSQL), as a dict."""
+    stmt = select(*T.__table__.columns).where(T.order_no == order_no)
+    if dialect_of(session) == "postgresql":
+        stmt = stmt.with_for_update()
+    row = (await session.execute(stmt)).first()
+    return dict(row._mapping) if row is not None else None
+
+
+async def add_stage_deltas(
+    session: AsyncSession, deltas: list[tuple[StatKey, int, int, int]]
+) -> None:
+    """Add (key, orders, microseconds, over SLA) deltas to the stage rows, in the order given
+    (sorted by key: two workers take shared rows in the same order)."""
+    if dialect_of(session) == "postgresql":
+        await store_timelines_and_deltas(session, [], deltas)
+        return
+    for start in range(0, len(deltas), CHUNK):
+        stmt = upsert_insert(session, S).values(
+            [
+                {
+                    "dimension": dimension,
+                    "day_date": day,
+                    "channel": channel,
+                    "stage": stage,
+                    "dim_key": key,
+                    "bucket": bucket,
+                    "orders": n,
+                    "sum_us": us,
+                    "over_sla": over,
+                }
+                for (dimension, day, channel, stage, key, bucket), n, us, over in deltas[
+                    start : start + CHUNK
+                ]
+            ]
+        )
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["dimension", "day_date", "channel", "stage", "dim_key", "bucket"],
+                set_={
+                    "orders": S.orders + stmt.excluded.orders,
+                    "sum_us": S.sum_us + stmt.excluded.sum_us,
+                    "over_sla": S.over_sla + stmt.excluded.over_sla,
+                },
+            )
+        )
+
+
+async def stage_buckets(
+    session: AsyncSession,
+    dimension: str,
+    since_day: str,
+    until_day: str,
+    stages: list[str],
+    channels: tuple[str, ...] | None,
+) -> list[tuple[str, str, int, int, int, int]]:
+    """(stage, dimension value, bucket, orders, microseconds, over SLA) summed over the local
+    days [since_day, until_day], for the whole shop or the given channels only."""
+    if dimension in ("channel", "day"):
+        key: Any = S.channel if dimension == "channel" else S.day_date
+        row_dimension = "all"
+    elif dimension == "all":
+        key, row_dimension = literal("all"), "all"
+    else:
+        key, row_dimension = S.dim_key, dimension
+    where = [
+        S.dimension == row_dimension,
+        S.day_date >= since_day,
+        S.day_date <= until_day,
+        S.stage.in_(stages),
+    ]
+    if channels is not None:
+        where.append(S.channel.in_(channels))
+    elif dimension == "channel":
+        where.append(S.channel != ALL_CHANNELS)
+    else:
+        where.append(S.channel == ALL_CHANNELS)
+    k = key.label("k")
+    stmt = (
+        select(S.stage, k, S.bucket, func.sum(S.orders), func.sum(S.sum_us), func.sum(S.over_sla))
+        .where(*where)
+        .group_by(S.stage, k, S.bucket)
+        .order_by(S.stage, k, S.bucket)
+    )
+    return [
+        (stage, key_, bucket, int(n), int(us), int(over))
+        for stage, key_, bucket, n, us, over in (await session.execute(stmt)).all()
+    ]
+
+
+async def timelines_after(session: AsyncSession, after_id: int, limit: int) -> list[dict[str, Any]]:
+    """A page of timelines in order_id order (the stage rows' rebuild on SQLite)."""
+    rows = await session.execute(
+        select(*T.__table__.columns).where(T.order_id > after_id).order_by(T.order_id).limit(limit)
+    )
+    return [dict(r._mapping) for r in rows.all()]
+
+
+async def clear_stage_stats(session: AsyncSession) -> None:
+    """Empty the stage rows (before they are rebuilt from the timelines)."""
+    await session.execute(delete(StageDailyStat))
+
+
+def _micros_sql(start: str, end: str) -> str:
+    return f"(extract(epoch FROM t.{end} - t.{start}) * 1000000)::bigint"
+
+
+async def stage_row_count(session: AsyncSession) -> int:
+    """How many stage rows there are."""
+    return int(await session.scalar(select(func.count()).select_from(S)) or 0)
+
+
+async def rebuild_stage_stats_pg(session: AsyncSession) -> None:
+    """The stage rows recomputed from every timeline in two grouping passes on PostgreSQL
+    (per day, channel, warehouse, carrier, stage and bucket; then per row key). The buckets
+    are `histogram.bucket_of`'s (width_bucket on the same integer bounds)."""
+    stages = ", ".join(
+        f"('{name}', {_micros_sql(a, b)}, {sla_us}::bigint)" for name, a, b, sla_us in TRACKED
+    )
+    sql = f"""
+        WITH base AS (
+            SELECT t.day_date, t.channel, t.warehouse, t.carrier, s.stage,
+                   width_bucket(s.us, CAST(:bounds AS bigint[])) AS bucket,
+                   count(*) AS n, sum(s.us) AS su, count(*) FILTER (WHERE s.us > s.sla) AS o
+            FROM order_timeline t
+            CROSS JOIN LATERAL (VALUES {stages}) AS s(stage, us, sla)
+            WHERE s.us IS NOT NULL AND t.day_date <> '' AND t.created_at IS NOT NULL
+            GROUP BY 1, 2, 3, 4, 5, 6
+        )
+        INSERT INTO stage_daily_stat
+            (dimension, day_date, channel, stage, dim_key, bucket, orders, sum_us, over_sla)
+        SELECT d.dimension, b.day_date, c.channel, b.stage, d.dim_key, b.bucket,
+               sum(b.n), sum(b.su), sum(b.o)
+        FROM base b
+        CROSS JOIN LATERAL (VALUES (b.channel), ('{ALL_CHANNELS}')) AS c(channel)
+        CROSS JOIN LATERAL (VALUES ('all', 'all'), ('warehouse', b.warehouse),
+                                   ('carrier', b.carrier)) AS d(dimension, dim_key)
+        GROUP BY 1, 2, 3, 4, 5, 6
+    """
+    await session.execute(text(sql), {"bounds": list(BOUNDS)})
+
+
+# PostgreSQL: the batch fold's statements take arrays (unnest), so each is one prepared
+# statement reused for every batch: no per-row statement building, no new plan per batch size.
+_STAMP_COLUMNS = tuple(c for c in TIMELINE_COLUMNS if c.endswith("_at"))
+_TEXT_COLUMNS = ("order_no", "channel", "currency", "day_date", "warehouse", "carrier")
+_LOCK_TIMELINES = f"""
+    INSERT INTO order_timeline
+        (order_id, order_no, channel, currency, total_minor, day_date, warehouse, carrier)
+    SELECT i, n, '', '', 0, '', '', ''
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:nos AS text[])) AS u(i, n)
+    ORDER BY i
+    ON CONFLICT (order_id) DO UPDATE SET order_id = excluded.order_id
+    RETURNING {", ".join(TIMELINE_COLUMNS)}
+"""
+_TIMELINE_ARRAYS = ", ".join(
+    [
+        "CAST(:order_id AS bigint[])",
+        "CAST(:total_minor AS bigint[])",
+        *(f"CAST(:{c} AS text[])" for c in _TEXT_COLUMNS),
+        *(f"CAST(:{c} AS timestamptz[])" for c in _STAMP_COLUMNS),
+    ]
+)
+_TIMELINE_NAMES = ", ".join(["order_id", "total_minor", *_TEXT_COLUMNS, *_STAMP_COLUMNS])
+_STORE = f"""
+    WITH written AS (
+        UPDATE order_timeline t SET {
+    ", ".join(f"{c} = u.{c}" for c in ("total_minor", *_TEXT_COLUMNS, *_STAMP_COLUMNS))
+}
+        FROM unnest({_TIMELINE_ARRAYS}) AS u({_TIMELINE_NAMES})
+        WHERE t.order_id = u.order_id
+        RETURNING 1
+    )
+    INSERT INTO stage_daily_stat
+        (dimension, day_date, channel, stage, dim_key, bucket, orders, sum_us, over_sla)
+    SELECT * FROM unnest(
+        CAST(:s_dimension AS text[]), CAST(:s_day AS text[]), CAST(:s_channel AS text[]),
+        CAST(:s_stage AS text[]), CAST(:s_key AS text[]), CAST(:s_bucket AS smallint[]),
+        CAST(:s_orders AS int[]), CAST(:s_us AS bigint[]), CAST(:s_over AS int[])
+    ) AS d(dimension, day_date, channel, stage, dim_key, bucket, orders, sum_us, over_sla)
+    ORDER BY dimension, day_date, channel, stage, dim_key, bucket
+    ON CONFLICT (dimension, day_date, channel, stage, dim_key, bucket) DO UPDATE SET
+        orders = stage_daily_stat.orders + excluded.orders,
+        sum_us = stage_daily_stat.sum_us + excluded.sum_us,
+        over_sla = stage_daily_stat.over_sla + excluded.over_sla
+"""
+
+
+async def store_timelines_and_deltas(
+    session: AsyncSession,
+    rows: list[dict[str, Any]],
+    deltas: list[tuple[StatKey, int, int, int]],
+) -> None:
+    """Write locked timeline rows and add stage deltas: one statement on PostgreSQL, the
+    stage rows taken in key order; two (or more) on SQLite."""
+    if dialect_of(session) != "postgresql":
+        await write_timelines(session, rows)
+        await add_stage_deltas(session, deltas)
+        return
+    params: dict[str, Any] = {
+        c: [r[c] for r in rows] for c in ("order_id", "total_minor", *_TEXT_COLUMNS)
+    }
+    params.update({c: [r[c] for r in rows] for c in _STAMP_COLUMNS})
+    keys = [k for k, *_ in deltas]
+    for i, name in enumerate(("s_dimension", "s_day", "s_channel", "s_stage", "s_key")):
+        params[name] = [k[i] for k in keys]
+    params["s_bucket"] = [k[5] for k in keys]
+    params["s_orders"] = [d[1] for d in deltas]
+    params["s_us"] = [d[2] for d in deltas]
+    params["s_over"] = [d[3] for d in deltas]
+    await session.execute(text(_STORE), params)

@@ -12,16 +12,17 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.analytics import repository
+from ordertally.analytics import histogram, repository
 from ordertally.analytics.errors import (
     InvalidAnalyticsRequest,
     TimelineNotFound,
+    TimelineOutOfScope,
     UnknownIndustryTemplate,
 )
 from ordertally.analytics.event_templates import (
-    CARRIER_SLA,
     DIMENSIONS,
     INDUSTRY_TEMPLATES,
+    SHIP_DEADLINE,
     SHIP_TIME,
     STAGES,
 )
@@ -80,91 +81,80 @@ def local_day(at: datetime) -> str:
 
 
 async def apply_event(session: AsyncSession, event: Envelope) -> None:
-    """Fold one order or shipment event into the order's timeline (idempotent: stage times
-    keep their first value)."""
-    p = event.payload
-    if event.type == "OrderCreated":
-        created = _dt(p["created_at"])
-        await repository.upsert_created(
-            session,
-            {
-                "order_id": p["order_id"],
-                "order_no": p["order_no"],
-                "channel": p["channel"],
-                "currency": p["currency"],
-                "total_minor": p["total_minor"],
-                "day_date": local_day(created),
-                "created_at": created,
-            },
-        )
-        return
-    if event.type in STAGE_OF_EVENT:
-        at = _dt(p["occurred_at"])
-        column = STAGE_OF_EVENT[event.type]
-        await repository.set_first(session, p["order_id"], p["order_no"], {column: at})
-        if column == "paid_at":
-            await refresh_start(session, p["order_no"])
-        return
-    if event.type == "ShipmentShipped":
-        await repository.set_first(
-            session,
-            p["order_id"],
-            p["order_no"],
-            {"warehouse": p["warehouse"], "carrier": p["carrier"]},
-        )
+    """Fold one order or shipment event into the order's timeline (`apply_events` of one)."""
+    await apply_events(session, [event])
+
+
+def _earliest(seen: datetime | None, at: datetime) -> datetime:
+    return at if seen is None or at < clock.as_utc(seen) else clock.as_utc(seen)
 
 
 async def apply_events(session: AsyncSession, events: list[Envelope]) -> None:
-    """`apply_event` for a batch: one statement per kind of change instead of one per event
-    (the first time of each stage per order wins, as one at a time)."""
-    created: dict[int, dict[str, Any]] = {}
-    stages: dict[str, dict[int, dict[str, Any]]] = {}
-    shipped: dict[int, dict[str, Any]] = {}
-    paid: list[str] = []
+    """Fold a batch of order and shipment events into the orders' timelines and the stage
+    rows: the batch's timelines are locked and read in one statement, folded here (each stage
+    keeps its earliest time, so a replayed, late or re-timed event lands where it belongs),
+    written back in one, and the stage rows get each order's new contribution less its old
+    one in one more (ADR 0038)."""
+    orders = {e.payload["order_id"]: e.payload["order_no"] for e in events}
+    if not orders:
+        return
+    locked = await repository.lock_timelines(session, sorted(orders.items()))
+    before = {r["order_id"]: r for r in locked}
+    after = {order_id: dict(r) for order_id, r in before.items()}
+    paid: dict[str, dict[str, Any]] = {}
     for event in events:
         p = event.payload
+        row = after[p["order_id"]]
         if event.type == "OrderCreated":
             at = _dt(p["created_at"])
-            created.setdefault(
-                p["order_id"],
-                {
-                    "order_id": p["order_id"],
-                    "order_no": p["order_no"],
-                    "channel": p["channel"],
-                    "currency": p["currency"],
-                    "total_minor": p["total_minor"],
-                    "day_date": local_day(at),
-                    "created_at": at,
-                },
+            row.update(
+                channel=p["channel"],
+                currency=p["currency"],
+                total_minor=p["total_minor"],
+                day_date=local_day(at),
+                created_at=_earliest(row["created_at"], at),
             )
         elif event.type in STAGE_OF_EVENT:
-            column, at = STAGE_OF_EVENT[event.type], _dt(p["occurred_at"])
-            rows = stages.setdefault(column, {})
-            seen = rows.get(p["order_id"])
-            if seen is None or at < seen[column]:
-                rows[p["order_id"]] = {
-                    "order_id": p["order_id"],
-                    "order_no": p["order_no"],
-                    column: at,
-                }
+            column = STAGE_OF_EVENT[event.type]
+            row[column] = _earliest(row[column], _dt(p["occurred_at"]))
             if column == "paid_at":
-                paid.append(p["order_no"])
+                paid[row["order_no"]] = row
         elif event.type == "ShipmentShipped":
-            shipped[p["order_id"]] = {
-                "order_id": p["order_id"],
-                "order_no": p["order_no"],
-                "warehouse": p["warehouse"],
-                "carrier": p["carrier"],
-            }
-    await repository.upsert_created_many(session, list(created.values()))
-    for rows in stages.values():
-        await repository.set_first_many(session, list(rows.values()))
-    await repository.set_first_many(session, list(shipped.values()))
+            row.update(warehouse=p["warehouse"], carrier=p["carrier"])
     if paid:
-        waiting = await repository.with_requirement(session, paid)
-        await repository.start_at_payment(session, [no for no in paid if no not in waiting])
-        for order_no in dict.fromkeys(no for no in paid if no in waiting):
-            await refresh_start(session, order_no)
+        waiting = await repository.with_requirement(session, list(paid))
+        for order_no, row in paid.items():
+            if order_no in waiting:
+                await _compute_start(session, row)
+            else:
+                row["fulfillment_start_at"] = row["paid_at"]
+    await _store(session, before, after)
+
+
+async def _store(
+    session: AsyncSession, before: dict[int, dict[str, Any]], after: dict[int, dict[str, Any]]
+) -> None:
+    """Write the timelines that changed and move the stage rows by the difference."""
+    changed = [k for k, row in after.items() if row != before[k]]
+    if not changed:
+        return
+    await repository.store_timelines_and_deltas(
+        session,
+        [after[k] for k in changed],
+        histogram.deltas((before[k] for k in changed), (after[k] for k in changed)),
+    )
+
+
+async def _compute_start(session: AsyncSession, row: dict[str, Any]) -> None:
+    """Set a timeline row's fulfillment_start_at and ship_by_at from its payment, requirement
+    and business events."""
+    order_no = row["order_no"]
+    req = await repository.requirement(session, order_no)
+    events = await repository.events_of(session, order_no)
+    row["fulfillment_start_at"] = fulfillment_start(
+        row["paid_at"], req.required if req else (), events
+    )
+    row["ship_by_at"] = req.ship_by_at if req else None
 
 
 def fulfillment_start(
@@ -179,14 +169,14 @@ def fulfillment_start(
 
 
 async def refresh_start(session: AsyncSession, order_no: str) -> None:
-    """Recompute an order's fulfillment_start_at from its payment, requirement and events."""
-    row = await repository.timeline(session, order_no)
+    """Recompute an order's fulfillment_start_at from its payment, requirement and events
+    (and move the stage rows by the change)."""
+    row = await repository.lock_timeline(session, order_no)
     if row is None:
         return
-    req = await repository.requirement(session, order_no)
-    events = await repository.events_of(session, order_no)
-    start = fulfillment_start(row.paid_at, req.required if req else (), events)
-    await repository.set_start(session, order_no, start, req.ship_by_at if req else None)
+    new = dict(row)
+    await _compute_start(session, new)
+    await _store(session, {row["order_id"]: row}, {row["order_id"]: new})
 
 
 async def record_events(
@@ -248,11 +238,16 @@ async def set_requirement(
     return required
 
 
-async def timeline(session: AsyncSession, order_no: str) -> OrderTimeline:
-    """One order's timeline (404 if no event of it was seen)."""
+async def timeline(
+    session: AsyncSession, order_no: str, channels: tuple[str, ...] | None = None
+) -> OrderTimeline:
+    """One order's timeline (404 if no event of it was seen; 403 for a channel-scoped caller
+    and another channel's order)."""
     row = await repository.timeline(session, order_no)
     if row is None:
         raise TimelineNotFound(f"no timeline for order {order_no}")
+    if channels is not None and row.channel not in channels:
+        raise TimelineOutOfScope(f"order {order_no} is outside your channels")
     return row
 
 
@@ -272,22 +267,71 @@ def _check_dimension(by: str) -> None:
         raise InvalidAnalyticsRequest(f"by must be one of {', '.join(DIMENSIONS)}", field="by")
 
 
+Channels = tuple[str, ...] | None
+
+
+async def _aggregated(
+    session: AsyncSession,
+    stages: list[str],
+    by: str,
+    date_from: date,
+    date_to: date,
+    channels: Channels,
+) -> dict[str, list[dict[str, Any]]]:
+    """Per stage, per dimension value: orders, avg/p50/p90 seconds and orders over the SLA,
+    summed from the pre-aggregated day rows (percentiles within histogram.RELATIVE_ERROR)."""
+    rows = await repository.stage_buckets(
+        session, by, date_from.isoformat(), date_to.isoformat(), stages, channels
+    )
+    groups: dict[tuple[str, str], list[tuple[int, int, int, int]]] = {}
+    for stage, key, bucket, n, us, over in rows:
+        if n:
+            groups.setdefault((stage, key), []).append((bucket, n, us, over))
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in stages}
+    for (stage, key), buckets in groups.items():
+        orders = sum(b[1] for b in buckets)
+        hist = [(b, n, us) for b, n, us, _ in buckets]
+        out[stage].append(
+            {
+                "key": key,
+                "orders": orders,
+                "avg_seconds": sum(b[2] for b in buckets) / orders / 1_000_000,
+                "p50_seconds": histogram.percentile(hist, orders, 0.5),
+                "p90_seconds": histogram.percentile(hist, orders, 0.9),
+                "over_sla": sum(b[3] for b in buckets),
+            }
+        )
+    return out
+
+
 async def stage_table(
-    session: AsyncSession, date_from: date, date_to: date, by: str = "all"
+    session: AsyncSession,
+    date_from: date,
+    date_to: date,
+    by: str = "all",
+    channels: Channels = None,
+    exact: bool = False,
 ) -> list[dict[str, Any]]:
     """The stage table: per stage and dimension value, avg/p50/p90, share over SLA and the
-    main delay causes (exception types of the late orders)."""
+    main delay causes (exception types of the late orders). From the pre-aggregated day rows
+    (p50/p90 within histogram.RELATIVE_ERROR of percentile_disc), or with `exact` from the
+    timelines (percentile_cont); a channel-scoped caller's channels only."""
     _check_dimension(by)
     since, until = period(date_from, date_to)
     stages = [(n, a, b, sla.total_seconds()) for n, a, b, sla in (*STAGES, SHIP_TIME)]
-    stats = await repository.stages_stats(session, stages, by, since, until)
-    all_causes = await repository.stages_delay_causes(session, stages, by, since, until)
+    if exact:
+        stats = await repository.stages_stats(session, stages, by, since, until, channels)
+    else:
+        stats = await _aggregated(
+            session, [n for n, *_ in stages], by, date_from, date_to, channels
+        )
+    all_causes = await repository.stages_delay_causes(session, stages, by, since, until, channels)
     rows: list[dict[str, Any]] = []
     for name, _, _, sla_s in stages:
         causes: dict[str, list[tuple[str, int]]] = {}
         for key, kind, n in all_causes[name]:
             causes.setdefault(key, []).append((kind, n))
-        for s in stats[name]:
+        for s in sorted(stats[name], key=lambda s: s["key"]):
             rows.append(
                 {
                     "stage": name,
@@ -310,15 +354,19 @@ async def stage_table(
 
 
 async def ship_time(
-    session: AsyncSession, date_from: date, date_to: date, by: str = "channel"
+    session: AsyncSession,
+    date_from: date,
+    date_to: date,
+    by: str = "channel",
+    channels: Channels = None,
 ) -> list[dict[str, Any]]:
     """Ship time (shipped_at - fulfillment_start_at) and the share shipped after the
-    platform's ship-by deadline, per dimension value."""
+    platform's ship-by deadline, per dimension value (from the pre-aggregated rows)."""
     _check_dimension(by)
-    since, until = period(date_from, date_to)
-    _, start, end, sla = SHIP_TIME
-    stats = await repository.stage_stats(session, start, end, sla.total_seconds(), by, since, until)
-    late = await repository.ship_deadline_misses(session, by, since, until)
+    period(date_from, date_to)
+    ship, deadline = SHIP_TIME[0], SHIP_DEADLINE[0]
+    stats = await _aggregated(session, [ship, deadline], by, date_from, date_to, channels)
+    late = {s["key"]: (s["orders"], s["over_sla"]) for s in stats[deadline]}
     return [
         {
             by: s["key"],
@@ -329,17 +377,18 @@ async def ship_time(
             "with_deadline": late.get(s["key"], (0, 0))[0],
             "after_deadline": late.get(s["key"], (0, 0))[1],
         }
-        for s in stats
+        for s in sorted(stats[ship], key=lambda s: s["key"])
     ]
 
 
-async def carriers(session: AsyncSession, date_from: date, date_to: date) -> list[dict[str, Any]]:
-    """Carrier on-time delivery: delivered within CARRIER_SLA of shipping, per carrier."""
-    since, until = period(date_from, date_to)
-    sla = CARRIER_SLA.total_seconds()
-    stats = await repository.stage_stats(
-        session, "shipped_at", "delivered_at", sla, "carrier", since, until
-    )
+async def carriers(
+    session: AsyncSession, date_from: date, date_to: date, channels: Channels = None
+) -> list[dict[str, Any]]:
+    """Carrier on-time delivery: delivered within CARRIER_SLA of shipping (the shipped →
+    delivered stage's SLA), per carrier."""
+    period(date_from, date_to)
+    stage = next(n for n, a, b, sla in STAGES if (a, b) == ("shipped_at", "delivered_at"))
+    stats = await _aggregated(session, [stage], "carrier", date_from, date_to, channels)
     return [
         {
             "carrier": s["key"],
@@ -347,13 +396,16 @@ async def carriers(session: AsyncSession, date_from: date, date_to: date) -> lis
             "on_time_rate": round(1 - s["over_sla"] / s["orders"], 4),
             "avg_hours": round(s["avg_seconds"] / 3600, 4),
         }
-        for s in stats
+        for s in sorted(stats[stage], key=lambda s: s["key"])
     ]
 
 
-async def daily(session: AsyncSession, date_from: date, date_to: date) -> list[dict[str, Any]]:
+async def daily(
+    session: AsyncSession, date_from: date, date_to: date, channels: Channels = None
+) -> list[dict[str, Any]]:
     """Orders, amounts and the paid rate per local day, channel and currency."""
-    rows = await repository.daily(session, date_from.isoformat(), date_to.isoformat())
+    period(date_from, date_to)
+    rows = await repository.daily(session, date_from.isoformat(), date_to.isoformat(), channels)
     return [
         {
             "day": r["day"],
@@ -369,8 +421,9 @@ async def daily(session: AsyncSession, date_from: date, date_to: date) -> list[d
 
 
 async def rebuild(db: Database, batch: int = 2000) -> int:
-    """Rebuild the tally and the timelines from the event log (business events and
-    requirements are inputs, kept); returns the events replayed."""
+    """Rebuild the tally, the timelines and the stage rows from the event log (business
+    events and requirements are inputs, kept) through the consumers' batch folds; returns
+    the events replayed."""
     replayed, after = 0, 0
     async with db.transaction() as session:
         await repository.clear_read_models(session)
@@ -378,10 +431,25 @@ async def rebuild(db: Database, batch: int = 2000) -> int:
             page = await events_service.replay_log(session, list(TIMELINE_EVENTS), after, batch)
             if not page:
                 break
-            for event_id, event in page:
-                if event.type == "OrderCreated":
-                    await tally_order(session, event)
-                await apply_event(session, event)
-                after = event_id
+            events = [event for _, event in page]
+            await tally_orders(session, [e for e in events if e.type == "OrderCreated"])
+            await apply_events(session, events)
+            after = page[-1][0]
             replayed += len(page)
     return replayed
+
+
+async def rebuild_stages(db: Database, batch: int = 5000) -> int:
+    """Recompute the stage rows from the timelines as they stand (after a migration, or to
+    check the incremental ones): one statement on PostgreSQL, pages of timelines on SQLite;
+    returns the stage rows written."""
+    async with db.transaction() as session:
+        await repository.clear_stage_stats(session)
+        if db.dialect == "postgresql":
+            await repository.rebuild_stage_stats_pg(session)
+        else:
+            after = 0
+            while page := await repository.timelines_after(session, after, batch):
+                await repository.add_stage_deltas(session, histogram.deltas([], page))
+                after = page[-1]["order_id"]
+        return await repository.stage_row_count(session)

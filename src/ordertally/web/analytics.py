@@ -90,13 +90,19 @@ async def _context(request: Request, user: SignedIn) -> dict[str, Any]:
     by = request.query_params.get("by", "channel")
     by = by if by in DIMENSIONS else "channel"
     async with database(request).transaction(write=False) as session:
-        stages = await analytics_service.stage_table(session, start, end, by)
+        # A channel-scoped user's figures cover their channels only (as the orders list).
+        scope = user.channels
+        stages = await analytics_service.stage_table(session, start, end, by, scope)
         overall = (
-            stages if by == "all" else await analytics_service.stage_table(session, start, end)
+            stages
+            if by == "all"
+            else await analytics_service.stage_table(session, start, end, "all", scope)
         )
-        ship = await analytics_service.ship_time(session, start, end, "all" if by == "day" else by)
-        carriers = await analytics_service.carriers(session, start, end)
-        daily = await analytics_service.daily(session, start, end)
+        ship = await analytics_service.ship_time(
+            session, start, end, "all" if by == "day" else by, scope
+        )
+        carriers = await analytics_service.carriers(session, start, end, scope)
+        daily = await analytics_service.daily(session, start, end, scope)
     translate = i18n.translations(i18n.pick_locale(request.cookies.get("ot_lang"))).gettext
     shipped = sum(r["orders"] for r in ship)
     with_deadline = sum(r["with_deadline"] for r in ship)
