@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl
-
 import pytest
 from python_calamine import CalamineWorkbook
 
