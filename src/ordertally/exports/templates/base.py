@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from babel.numbers import get_currency_precision, list_currencies
-from sqlalchemy import Integer, String, Text, case, cast, func, literal, literal_column, or_
+from sqlalchemy import Integer, String, Text, case, cast, func, literal, or_
 from sqlalchemy.types import Numeric
 
 from ordertally.core import clock
@@ -421,7 +421,7 @@ _CONTROL = [c for c in range(1, 32) if c not in (9, 10)]
 def _const(text: str) -> Any:
     """A text constant written into the statement (not a parameter: a row has hundreds of them,
     more than a statement's parameters may be)."""
-    return literal_column("'" + text.replace("'", "''") + "'", Text)
+    return literal(text, Text, literal_execute=True)  # rendered inline when compiled
 
 
 # A row's free text, joined by spaces, holds something to escape: markup, a backslash, tab or
@@ -484,7 +484,7 @@ def _xml_text(value: Any, escape: bool, present: bool) -> Parts:
     if not escape:
         opening = _when(value, '<c t="inlineStr"><is><t>', "<c/>")
         return [opening, value, _when(value, "</t></is></c>")]
-    cut = func.left(value, literal_column(str(XLSX_MAX_CHARS)))
+    cut = func.left(value, literal(XLSX_MAX_CHARS, Integer, literal_execute=True))
     opening = case(
         (value == _const(""), _const("<c/>")),
         (
@@ -568,7 +568,7 @@ def _special(probe: Any) -> Any:
     # A row of fewer bytes than a cell's most characters has no cell to cut.
     return or_(
         probe.op("~")(_const(_ROW_SPECIAL)),
-        func.octet_length(probe) > literal_column(str(XLSX_MAX_CHARS)),
+        func.octet_length(probe) > literal(XLSX_MAX_CHARS, Integer, literal_execute=True),
     )
 
 
