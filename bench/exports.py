@@ -6,7 +6,9 @@ at a locked rate) with their order timelines. Then, each in a fresh subprocess s
 RSS is its own:
 
 - `csv`, `xlsx`: the real export path (request, claim, one REPEATABLE READ snapshot, render,
-  stream to disk, manifest) of the `orders` template for the month;
+  stream to disk, manifest) of the `orders` template for the month; `xlsx` is the sheet
+  rendered by PostgreSQL (ADR 0041), `xlsx-rust` the same export through the Rust writer
+  (`ORDERTALLY_EXPORT_XLSX_WRITER=rust`, the ADR 0036 path);
 - `writer-xlsxwriter`, `writer-rustpy`, `writer-rvgsrust`: the XLSX writers alone on N
   rendered rows of the same shape (XlsxWriter constant_memory; rustpy-xlsxwriter fed by a
   generator of dicts; rvgsrust-xlsxwriter constant_memory fed 1,000 rows a call, the product's
@@ -48,6 +50,7 @@ KEY = base64.b64encode(b"b" * 32).decode()
 MEASURES = (
     "csv",
     "xlsx",
+    "xlsx-rust",
     "writer-xlsxwriter",
     "writer-rustpy",
     "writer-rvgsrust",
@@ -483,8 +486,11 @@ def run_measure(args: argparse.Namespace) -> None:
     os.environ["ORDERTALLY_DATABASE_URL"] = args.url
     os.environ["ORDERTALLY_DATA_DIR"] = args.data_dir
     os.environ["ORDERTALLY_PII_KEY"] = KEY
-    if args.measure in ("csv", "xlsx"):
-        out = asyncio.run(measure_export(args.url, args.measure))
+    if args.measure in ("csv", "xlsx", "xlsx-rust"):
+        if args.measure == "xlsx-rust":
+            os.environ["ORDERTALLY_EXPORT_XLSX_WRITER"] = "rust"
+        out = asyncio.run(measure_export(args.url, args.measure.split("-")[0]))
+        out["measure"] = args.measure
     elif args.measure.startswith("writer-"):
         out = measure_writer(args.measure, args.orders, os.path.join(args.data_dir, "w.xlsx"))
     elif args.measure == "stage":

@@ -58,8 +58,9 @@ ALLOWED: dict[str, tuple[frozenset[str], str]] = {
     ),
     "exports/templates/base.py": (
         frozenset({"case", "cast", "func", "literal", "or_"}),
-        "a column's CSV cell as a PostgreSQL expression (ADR 0036 addendum): clauses over the "
-        "columns a template reads, never a statement; exports/repository.py builds the COPY",
+        "a column's CSV cell and SpreadsheetML cell as PostgreSQL expressions (ADR 0036 "
+        "addendum, ADR 0041): clauses over the columns a template reads, never a statement; "
+        "exports/repository.py builds the COPY",
     ),
 }
 

@@ -9,6 +9,7 @@ import io
 import zipfile
 from typing import Any
 
+import openpyxl
 import pytest
 from python_calamine import CalamineWorkbook
 from sqlalchemy import text
@@ -16,9 +17,11 @@ from sqlalchemy import text
 from ordertally.core.db import Database
 from ordertally.core.settings import reset_settings
 from ordertally.exports import repository, service
+from ordertally.exports import writer as writer_module
+from ordertally.exports.errors import ExportTooLarge
 from ordertally.exports.schemas import ExportIn
 from ordertally.exports.writer import RUST_XLSX
-from tests.exports.test_writer import NO_RUST, _styles
+from tests.exports.test_writer import NO_RUST, _properties, _styles
 from tests.factories import make_order
 
 pytestmark = pytest.mark.anyio
@@ -38,13 +41,14 @@ def fx(monkeypatch: pytest.MonkeyPatch) -> None:
 def copied(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The templates whose rows went through COPY (the real function, called through)."""
     names: list[str] = []
-    through = repository.copy_csv_lines
+    for name in ("copy_csv_lines", "copy_sheet_rows"):
+        through = getattr(repository, name)
 
-    async def counted(*args: Any) -> None:
-        names.append(args[1].name)
-        await through(*args)
+        async def counted(*args: Any, through: Any = through) -> None:
+            names.append(args[1].name)
+            await through(*args)
 
-    monkeypatch.setattr(repository, "copy_csv_lines", counted)
+        monkeypatch.setattr(repository, name, counted)
     return names
 
 
@@ -138,7 +142,7 @@ async def test_the_database_renders_the_same_bytes_as_python(
             assert b"2026-11-01 01:30:00-05:00" in python_body
 
 
-@pytest.mark.parametrize("writer", ["auto", "python"])
+@pytest.mark.parametrize("writer", ["auto", "rust", "python"])
 @pytest.mark.parametrize("template", ["orders", "order_lines", "order_timelines"])
 async def test_xlsx_from_database_lines_has_the_python_paths_cells(
     db: Database,
@@ -150,9 +154,10 @@ async def test_xlsx_from_database_lines_has_the_python_paths_cells(
 ) -> None:
     if db.is_sqlite:
         pytest.skip("SQLite keeps the Python path")
-    if writer == "auto" and not RUST_XLSX:
+    if writer == "rust" and not RUST_XLSX:
         pytest.skip(NO_RUST)
-    # Given the XLSX writer chosen by the setting (auto: the Rust binding; python: XlsxWriter)
+    # Given the XLSX writer chosen by the setting (auto: the sheet rendered by the database and
+    # written here; rust: the Rust binding; python: XlsxWriter)
     monkeypatch.setenv("ORDERTALLY_EXPORT_XLSX_WRITER", writer)
     reset_settings()
     await _edge_cases(db)
@@ -176,8 +181,79 @@ async def test_xlsx_from_database_lines_has_the_python_paths_cells(
     assert styles[0] == styles[1]
     # And the chosen writer wrote them (the Rust one appends the custom properties part)
     assert [book.namelist()[-1] == "docProps/custom.xml" for book in books] == [
-        writer == "auto"
+        writer == "rust"
     ] * 2
     if template == "orders":
         assert '\'-2+3,"x"\\y\r\nz\tw' in [c for row in sheets[0] for c in row]
         assert "0" in styles[0].values() and "0.00" in styles[0].values()  # JPY and CNY
+
+
+def _cells(content: bytes) -> list[list[tuple[Any, str]]]:
+    """Every cell's value and number format below the watermark block, as openpyxl reads
+    them (a missing cell and an empty one are both None in General)."""
+    sheet = openpyxl.load_workbook(io.BytesIO(content)).worksheets[0]
+    return [
+        [(c.value, c.number_format if c.value is not None else "General") for c in row]
+        for row in sheet.iter_rows(min_row=6, max_col=sheet.max_column)
+    ]
+
+
+@pytest.mark.parametrize("template", ["orders", "order_lines", "order_timelines"])
+async def test_the_sheet_rendered_by_the_database_reads_as_xlsxwriters(
+    db: Database, fx: None, copied: list[str], template: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if db.is_sqlite:
+        pytest.skip("SQLite keeps the Python path")
+    await _edge_cases(db)
+    body = ExportIn(template=template, format="xlsx", timezone="Asia/Shanghai")
+    # When the same export is written by XlsxWriter and as the sheet the database renders
+    files = {}
+    for writer in ("python", "auto"):
+        monkeypatch.setenv("ORDERTALLY_EXPORT_XLSX_WRITER", writer)
+        reset_settings()
+        files[writer] = await _run(db, body, in_database=True)
+    assert copied == [template, template]
+    # Then openpyxl reads the same value and number format in every cell (the watermark
+    # block names each export: compared apart), and the manifests' body hashes are equal
+    (python, python_file), (sheet, sheet_file) = files["python"], files["auto"]
+    assert python["body_sha256"] == sheet["body_sha256"]
+    cells = [_cells(f) for f in (python_file, sheet_file)]
+    width = max(len(r) for r in cells[0])
+    padded = [[[*r, *[(None, "General")] * (width - len(r))][:width] for r in c] for c in cells]
+    assert padded[1][:-1] == padded[0][:-1]
+    assert padded[1][-1][0][0].startswith("行数 Rows:")
+    books = [zipfile.ZipFile(io.BytesIO(f)) for f in (python_file, sheet_file)]
+    properties = [_properties(b) for b in books]
+    assert properties[0].keys() == properties[1].keys()
+    assert [b.testzip() for b in books] == [None, None]
+    if template == "orders":
+        values = [v for row in cells[1] for v, _ in row]
+        # neutralised, escaped and read back (openpyxl leaves Excel's escape of CR as it is)
+        assert '\'-2+3,"x"\\y_x000D_\nz\tw' in values
+        assert "'＝1+1" in values and "YT1\\" in values
+        formats = {f for row in cells[1] for v, f in row if isinstance(v, int | float)}
+        assert {"0", "0.00"} <= formats  # JPY and CNY
+
+
+async def test_more_rows_than_a_sheet_holds_are_refused_clearly(
+    db: Database, fx: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a sheet that (for the test) holds only two body rows, and three orders
+    monkeypatch.setattr(writer_module, "XLSX_MAX_ROWS", writer_module.XLSX_FRAME_ROWS + 2)
+    for _ in range(3):
+        await make_order(db)
+    async with db.transaction() as session:
+        queued = await service.request_export(
+            session,
+            ExportIn(template="orders", format="xlsx"),
+            service.Requester("fin-1", "finance", "203.0.113.7"),
+        )
+    claimed = await service.claim(db, queued.export_no)
+    assert claimed is not None
+    # When it runs, then it fails with a problem that says why, and writes no file
+    with pytest.raises(ExportTooLarge, match="do not fit one XLSX sheet"):
+        await service.run_claimed(db, claimed)
+    async with db.transaction() as session:
+        failed = await service.get_export(session, queued.export_no)
+    assert failed.state == "failed" and "CSV" in (failed.error or "")
+    assert not (service.export_dir() / f"{queued.export_no}.xlsx").exists()

@@ -4,11 +4,15 @@ formats, properties and body hash."""
 
 from __future__ import annotations
 
+import functools
+import io
 import re
 import zipfile
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import openpyxl
 import pytest
 from python_calamine import CalamineWorkbook
 
@@ -18,8 +22,8 @@ from ordertally.exports.writer import (
     CsvWriter,
     PythonXlsxWriter,
     RustXlsxWriter,
+    SheetXlsxWriter,
     Watermark,
-    XlsxWriter,
     xlsx_writer_class,
 )
 
@@ -39,28 +43,26 @@ WATERMARK = Watermark(
 
 
 def _styles(book: zipfile.ZipFile) -> dict[str, str]:
-    """Each number cell's number format code (General when it has none: a cell without a style
-    is shown in the default style, whatever its column's style)."""
-    styles = book.read("xl/styles.xml").decode()
-    # XlsxWriter refers to Excel's built-in "0" and "0.00" (ids 1 and 2) instead of listing them
-    codes = {"1": "0", "2": "0.00"}
-    codes |= dict(re.findall(r'<numFmt numFmtId="(\d+)" formatCode="([^"]*)"', styles))
-    xfs = re.search(r"<cellXfs[^>]*>(.*?)</cellXfs>", styles, re.S)
-    assert xfs is not None
-    formats = [codes.get(i, "General") for i in re.findall(r'<xf numFmtId="(\d+)"', xfs[1])]
-    sheet = book.read("xl/worksheets/sheet1.xml").decode()
-    out: dict[str, str] = {}
-    for ref, style, kind in re.findall(r'<c r="([A-Z]+\d+)"(?: s="(\d+)")?(?: t="(\w+)")?', sheet):
-        if kind in ("", "n"):
-            out[ref] = formats[int(style)] if style else "General"
-    return out
+    """Each number cell's number format code, as openpyxl reads it (General when it has none:
+    a cell without a style is shown in the default style, whatever its column's style)."""
+    assert book.fp is not None
+    book.fp.seek(0)
+    sheet = openpyxl.load_workbook(io.BytesIO(book.fp.read())).worksheets[0]
+    return {
+        cell.coordinate: cell.number_format
+        for row in sheet.iter_rows()
+        for cell in row
+        if isinstance(cell.value, int | float)
+    }
 
 
-@pytest.fixture(params=["rust", "python"])
-def xlsx(request: pytest.FixtureRequest) -> type[XlsxWriter]:
+@pytest.fixture(params=["sheet", "rust", "python"])
+def xlsx(request: pytest.FixtureRequest) -> Any:
     """Each XLSX writer; the Rust one only where its module imports."""
     if request.param == "rust" and not RUST_XLSX:
         pytest.skip(NO_RUST)
+    if request.param == "sheet":
+        return functools.partial(SheetXlsxWriter, width=5, total=5)
     return RustXlsxWriter if request.param == "rust" else PythonXlsxWriter
 
 
@@ -81,9 +83,7 @@ def _properties(book: zipfile.ZipFile) -> dict[str, str]:
     return out
 
 
-def test_amounts_keep_their_digits_and_the_package_stays_valid(
-    tmp_path: Path, xlsx: type[XlsxWriter]
-) -> None:
+def test_amounts_keep_their_digits_and_the_package_stays_valid(tmp_path: Path, xlsx: Any) -> None:
     # Given a CNY amount, then a JPY amount (no minor unit) in the same column
     path = tmp_path / "x.xlsx"
     writer = xlsx(path, WATERMARK)
@@ -110,7 +110,7 @@ def test_amounts_keep_their_digits_and_the_package_stays_valid(
     assert b"<f>" not in book.read("xl/worksheets/sheet1.xml")
 
 
-def test_xlsx_and_csv_hash_the_same_body(tmp_path: Path, xlsx: type[XlsxWriter]) -> None:
+def test_xlsx_and_csv_hash_the_same_body(tmp_path: Path, xlsx: Any) -> None:
     # Given the same rows written as CSV and as XLSX
     rows: list[list[str | int | Decimal | None]] = [
         ["A1", Decimal("19.90"), 3, None],
@@ -195,6 +195,6 @@ def test_the_rust_and_python_writers_write_the_same_file(tmp_path: Path) -> None
 
 
 def test_the_setting_chooses_the_xlsx_writer() -> None:
-    # Then "python" always means XlsxWriter, and "auto" the Rust binding wherever it imports
+    # Then "python" always means XlsxWriter, and "rust" the Rust binding wherever it imports
     assert xlsx_writer_class("python") is PythonXlsxWriter
-    assert xlsx_writer_class("auto") is (RustXlsxWriter if RUST_XLSX else PythonXlsxWriter)
+    assert xlsx_writer_class("rust") is (RustXlsxWriter if RUST_XLSX else PythonXlsxWriter)

@@ -239,10 +239,11 @@ class Settings(BaseSettings):
     customers_ageing_batch: int = Field(default=500, ge=1, le=100_000)
     # File import: orders per ingest call (one transaction each; the progress bar moves per call).
     import_chunk_orders: int = Field(default=1000, ge=1, le=100_000)
-    # XLSX exports: "auto" writes through the Rust binding (rvgsrust-xlsxwriter) when it is
-    # installed (it has wheels for three platforms only) and XlsxWriter otherwise; "python"
-    # always uses XlsxWriter. Both write the same cells, formats and properties (ADR 0036).
-    export_xlsx_writer: Literal["auto", "python"] = "auto"
+    # XLSX exports: "auto" writes the package itself, the sheet rendered by PostgreSQL when it
+    # can (ADR 0041); "rust" goes through the Rust binding (rvgsrust-xlsxwriter, where it is
+    # installed: wheels for three platforms only; XlsxWriter otherwise); "python" always uses
+    # XlsxWriter. All write the same cells, formats and properties (ADR 0036, 0041).
+    export_xlsx_writer: Literal["auto", "rust", "python"] = "auto"
 
     doctor_outbox_max_backlog: int = 10_000
     doctor_outbox_max_age_seconds: int = 300

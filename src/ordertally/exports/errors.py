@@ -53,3 +53,9 @@ class ExportInconsistent(ExportError):
     status = 500
     code = "exports.inconsistent"
     title = "Export rows differ from the snapshot's count"
+
+
+class ExportTooLarge(ExportError):
+    status = 422
+    code = "exports.too_large"
+    title = "More rows than one XLSX sheet holds"

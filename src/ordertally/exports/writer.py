@@ -25,7 +25,7 @@ from xml.sax.saxutils import escape
 import xlsxwriter  # type: ignore[import-untyped]
 
 from ordertally.core.spreadsheet import FORMULA_START
-from ordertally.exports.templates.base import Cell
+from ordertally.exports.templates.base import XLSX_MAX_CHARS, XLSX_MONEY_STYLE, Cell
 
 try:  # optional: wheels for three platforms only (ADR 0036 addendum); XlsxWriter otherwise
     import rvgsrust_xlsxwriter
@@ -531,20 +531,11 @@ XlsxWriter = RustXlsxWriter | PythonXlsxWriter
 
 
 def xlsx_writer_class(choice: str = "auto") -> type[RustXlsxWriter] | type[PythonXlsxWriter]:
-    """The XLSX writer for the `export_xlsx_writer` setting: the Rust binding when "auto" and
-    it is installed, XlsxWriter otherwise."""
-    if choice == "auto" and RUST_XLSX:
+    """The third-party XLSX writer for the `export_xlsx_writer` setting ("rust" or "python"):
+    the Rust binding when "rust" and it is installed, XlsxWriter otherwise."""
+    if choice in ("auto", "rust") and RUST_XLSX:
         return RustXlsxWriter
     return PythonXlsxWriter
-
-
-def open_writer(
-    fmt: str, path: Path, watermark: Watermark, xlsx_writer: str = "auto"
-) -> CsvWriter | XlsxWriter:
-    """The writer for a format (and, for XLSX, the `export_xlsx_writer` setting)."""
-    if fmt == "csv":
-        return CsvWriter(path, watermark)
-    return xlsx_writer_class(xlsx_writer)(path, watermark)
 
 
 def file_sha256(path: Path) -> str:
@@ -554,3 +545,316 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             sha.update(block)
     return sha.hexdigest()
+
+
+# --- the XLSX package written here, its sheet rendered by PostgreSQL (ADR 0041) ----------------
+
+# Excel's rows per sheet; the watermark block, the header and the footer take nine of them.
+XLSX_MAX_ROWS = 1_048_576
+XLSX_FRAME_ROWS = 9
+# Deflate level of every part: on the sheet's XML level 1 takes about a quarter of the CPU of
+# the default 6 for a file about a third larger (ADR 0041).
+XLSX_COMPRESSLEVEL = 1
+# Every part's time stamp: the same bytes for the same content.
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+# Style index 1 + d: a number shown with d digits (0 and 0.00 are Excel's built-in formats).
+_MONEY_DIGITS = range(0, 5)
+_NS = "http://schemas.openxmlformats.org"
+
+
+class XlsxTooLarge(ValueError):
+    """More rows than one XLSX sheet holds."""
+
+
+def xlsx_row_limit() -> int:
+    """The most body rows an XLSX export holds (one sheet, the watermark block and footer)."""
+    return XLSX_MAX_ROWS - XLSX_FRAME_ROWS
+
+
+def _column_name(index: int) -> str:
+    name = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        name = chr(65 + rest) + name
+    return name
+
+
+_CONTROL_CHARS = re.compile("[\x00-\x08\x0b-\x1f]")
+_ESCAPED_X = re.compile("(_x[0-9a-fA-F]{4}_)")
+_EDGE_SPACE = re.compile(r"^\s|\s$")
+
+
+def xml_text_cell(text: str) -> str:
+    """An inline-string cell as the database renders it (`templates.base.xml_row`) and as
+    XlsxWriter writes one: cut at Excel's longest text, `_xHHHH_` for control characters,
+    entities for markup, xml:space="preserve" for white space at either end."""
+    text = text[:XLSX_MAX_CHARS]
+    if "_x" in text:
+        text = _ESCAPED_X.sub(r"_x005F\1", text)
+    text = escape(text)
+    if _CONTROL_CHARS.search(text):
+        text = _CONTROL_CHARS.sub(lambda m: f"_x{ord(m[0]):04X}_", text)
+    if _EDGE_SPACE.search(text):
+        return f'<c t="inlineStr"><is><t xml:space="preserve">{text}</t></is></c>'
+    return f'<c t="inlineStr"><is><t>{text}</t></is></c>'
+
+
+def _xml_cells(cells: Sequence[Cell], neutralise: bool) -> str:
+    out = []
+    for cell in cells:
+        if cell is None or cell == "":
+            out.append("<c/>")
+        elif isinstance(cell, str):
+            out.append(xml_text_cell(_text(cell) if neutralise else cell))
+        elif isinstance(cell, Decimal):
+            digits = max(0, -int(cell.as_tuple().exponent))
+            out.append(f'<c s="{XLSX_MONEY_STYLE + digits}"><v>{cell:f}</v></c>')
+        else:
+            out.append(f"<c><v>{int(cell)}</v></c>")
+    return "".join(out)
+
+
+def _styles_xml() -> bytes:
+    custom = {d: 164 + i for i, d in enumerate(d for d in _MONEY_DIGITS if d not in (0, 2))}
+    fmt_ids = {d: {0: 1, 2: 2}.get(d) or custom[d] for d in _MONEY_DIGITS}
+    numfmts = "".join(
+        f'<numFmt numFmtId="{fid}" formatCode="0.{"0" * d}"/>' for d, fid in custom.items()
+    )
+    xfs = '<xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>' + "".join(
+        f'<xf numFmtId="{fmt_ids[d]}" fontId="0" fillId="0" borderId="0" xfId="0" '
+        'applyNumberFormat="1"/>'
+        for d in _MONEY_DIGITS
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        f'<styleSheet xmlns="{_NS}/spreadsheetml/2006/main">'
+        f'<numFmts count="{len(custom)}">{numfmts}</numFmts>'
+        '<fonts count="1"><font><sz val="11"/><name val="Calibri"/><family val="2"/></font>'
+        '</fonts><fills count="2"><fill><patternFill patternType="none"/></fill>'
+        '<fill><patternFill patternType="gray125"/></fill></fills>'
+        '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
+        '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/>'
+        f'</cellStyleXfs><cellXfs count="{len(_MONEY_DIGITS) + 1}">{xfs}</cellXfs>'
+        '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
+        "</styleSheet>"
+    ).encode()
+
+
+def _core_xml(watermark: Watermark) -> bytes:
+    props = _core_properties(watermark)
+    return (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        f'<cp:coreProperties xmlns:cp="{_NS}/package/2006/metadata/core-properties" '
+        'xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:dcterms="http://purl.org/dc/terms/" '
+        'xmlns:dcmitype="http://purl.org/dc/dcmitype/" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+        f"<dc:title>{escape(props['title'])}</dc:title>"
+        f"<dc:creator>{escape(props['author'])}</dc:creator>"
+        f"<cp:keywords>{escape(props['keywords'])}</cp:keywords>"
+        f"<dc:description>{escape(props['comments'])}</dc:description>"
+        f"<cp:lastModifiedBy>{escape(props['author'])}</cp:lastModifiedBy>"
+        f'<dcterms:created xsi:type="dcterms:W3CDTF">{escape(watermark.created_at)}'
+        "</dcterms:created>"
+        f'<dcterms:modified xsi:type="dcterms:W3CDTF">{escape(watermark.created_at)}'
+        "</dcterms:modified></cp:coreProperties>"
+    ).encode()
+
+
+_STATIC_PARTS = {
+    "[Content_Types].xml": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        f'<Types xmlns="{_NS}/package/2006/content-types">'
+        '<Default Extension="rels" '
+        'ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        '<Override PartName="/docProps/app.xml" ContentType="application/'
+        'vnd.openxmlformats-officedocument.extended-properties+xml"/>'
+        '<Override PartName="/docProps/core.xml" '
+        'ContentType="application/vnd.openxmlformats-package.core-properties+xml"/>'
+        '<Override PartName="/xl/styles.xml" ContentType="application/'
+        'vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/>'
+        '<Override PartName="/xl/workbook.xml" ContentType="application/'
+        'vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+        '<Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/'
+        'vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
+        f"{_CUSTOM_TYPE}</Types>"
+    ),
+    "_rels/.rels": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        f'<Relationships xmlns="{_NS}/package/2006/relationships">'
+        f'<Relationship Id="rId1" Type="{_NS}/officeDocument/2006/relationships/officeDocument" '
+        'Target="xl/workbook.xml"/>'
+        f'<Relationship Id="rId2" Type="{_NS}/package/2006/relationships/metadata/'
+        'core-properties" Target="docProps/core.xml"/>'
+        f'<Relationship Id="rId3" Type="{_NS}/officeDocument/2006/relationships/'
+        'extended-properties" Target="docProps/app.xml"/>'
+        f"{_CUSTOM_REL}</Relationships>"
+    ),
+    "docProps/app.xml": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        f'<Properties xmlns="{_NS}/officeDocument/2006/extended-properties" '
+        f'xmlns:vt="{_NS}/officeDocument/2006/docPropsVTypes"><Application>ordertally'
+        "</Application><DocSecurity>0</DocSecurity><ScaleCrop>false</ScaleCrop>"
+        '<HeadingPairs><vt:vector size="2" baseType="variant"><vt:variant><vt:lpstr>Worksheets'
+        "</vt:lpstr></vt:variant><vt:variant><vt:i4>1</vt:i4></vt:variant></vt:vector>"
+        '</HeadingPairs><TitlesOfParts><vt:vector size="1" baseType="lpstr"><vt:lpstr>export'
+        "</vt:lpstr></vt:vector></TitlesOfParts><LinksUpToDate>false</LinksUpToDate>"
+        "<SharedDoc>false</SharedDoc><HyperlinksChanged>false</HyperlinksChanged>"
+        "<AppVersion>12.0000</AppVersion></Properties>"
+    ),
+    "xl/_rels/workbook.xml.rels": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        f'<Relationships xmlns="{_NS}/package/2006/relationships">'
+        f'<Relationship Id="rId1" Type="{_NS}/officeDocument/2006/relationships/worksheet" '
+        'Target="worksheets/sheet1.xml"/>'
+        f'<Relationship Id="rId2" Type="{_NS}/officeDocument/2006/relationships/styles" '
+        'Target="styles.xml"/></Relationships>'
+    ),
+    "xl/workbook.xml": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        f'<workbook xmlns="{_NS}/spreadsheetml/2006/main" '
+        f'xmlns:r="{_NS}/officeDocument/2006/relationships">'
+        '<bookViews><workbookView/></bookViews><sheets><sheet name="export" sheetId="1" '
+        'r:id="rId1"/></sheets></workbook>'
+    ),
+}
+
+
+class SheetXlsxWriter:
+    """XLSX written here: the static parts, and one sheet streamed into a deflated zip entry
+    in constant memory. Body rows come either already rendered as SpreadsheetML by the
+    database (`sheet_rows`, with their CSV lines for the body hash) or as cells (`row`,
+    rendered here: SQLite, the Python path). Rows and cells carry no references (each follows
+    the last); empty cells are `<c/>`. The same cells, number formats, watermark (core and
+    custom properties, print header/footer) and body hash as the other writers; fixed time
+    stamps and compression level, so the same content gives the same bytes.
+    """
+
+    def __init__(self, path: Path, watermark: Watermark, width: int, total: int) -> None:
+        if total > xlsx_row_limit():
+            raise XlsxTooLarge(
+                f"{total} rows do not fit one XLSX sheet (at most {xlsx_row_limit()}): "
+                "export as CSV or narrow the filters"
+            )
+        self._zip = zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, True, XLSX_COMPRESSLEVEL)
+        for name, text in _STATIC_PARTS.items():
+            self._part(name, text.encode())
+        self._part("xl/styles.xml", _styles_xml())
+        self._part("docProps/core.xml", _core_xml(watermark))
+        self._part("docProps/custom.xml", _custom_xml(_custom_properties(watermark)))
+        self._total = total
+        self._width = width
+        self._line = watermark.line()
+        self._sheet: IO[bytes] | None = None
+        last = f"{_column_name(max(width, 3) - 1)}{total + XLSX_FRAME_ROWS}"
+        head = [
+            '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+            f'<worksheet xmlns="{_NS}/spreadsheetml/2006/main" '
+            f'xmlns:r="{_NS}/officeDocument/2006/relationships"><dimension ref="A1:{last}"/>'
+            '<sheetViews><sheetView tabSelected="1" workbookViewId="0"/></sheetViews>'
+            '<sheetFormatPr defaultRowHeight="15"/><sheetData>'
+        ]
+        for r, values in enumerate(watermark.preamble(), start=1):
+            head.append(f'<row r="{r}">{_xml_cells(values, neutralise=True)}</row>')
+        self._pending = head  # written with the first rows (the sheet's size is estimated then)
+        self.body = BodyHash()
+        self.rows = 0
+
+    def _part(self, name: str, data: bytes) -> None:
+        self._zip.writestr(zipfile.ZipInfo(name, _ZIP_TIME), data, zipfile.ZIP_DEFLATED)
+
+    def _write(self, data: bytes) -> None:
+        if self._sheet is None:
+            info = zipfile.ZipInfo("xl/worksheets/sheet1.xml", _ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            # zipfile uses the ZIP64 format when the size given is near 2 GiB: an estimate from
+            # the first rows (a larger sheet than estimated fails, clearly, when closed).
+            per_row = len(data) / max(self.rows, 1)
+            info.file_size = int(per_row * 1.5 * self._total) + (1 << 20)
+            self._sheet = self._zip.open(info, "w")
+            self._sheet.write("".join(self._pending).encode())
+        self._sheet.write(data)
+
+    def header(self, headers: list[str]) -> None:
+        self.body.add([_text(h) for h in headers])
+        self._pending.append(f'<row r="7">{_xml_cells(headers, neutralise=True)}</row>')
+
+    def row(self, cells: list[Cell]) -> None:
+        """A body row rendered here."""
+        self.body.add([_text(c) for c in cells])
+        self.rows += 1
+        self._write(f"<row>{_xml_cells(cells, neutralise=True)}</row>".encode())
+
+    def sheet_rows(self, xml: bytes, rows: int) -> None:
+        """Body rows the database rendered as SpreadsheetML (their CSV lines hashed apart)."""
+        self.rows += rows
+        self._write(xml)
+
+    def close(self, footer: list[str]) -> None:
+        end = self.rows + XLSX_FRAME_ROWS
+        line = escape(self._line.replace("&", "&&"))
+        self._write(
+            f'<row r="{end}">{_xml_cells(footer, neutralise=True)}</row></sheetData>'
+            '<pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" '
+            f'footer="0.3"/><headerFooter><oddHeader>&amp;L{line}</oddHeader>'
+            f"<oddFooter>&amp;L{line}&amp;R&amp;P / &amp;N</oddFooter></headerFooter>"
+            "</worksheet>".encode()
+        )
+        assert self._sheet is not None
+        self._sheet.close()
+        self._zip.close()
+
+
+class SheetLines:
+    """COPY output of `repository.copy_sheet_rows` (each line: the row's SpreadsheetML, a tab,
+    its CSV line) split into the sheet's XML and the body's CSV lines, block by block, with
+    bytes operations only (no per-row Python): the XML holds no tab, line break or backslash
+    (escaped as character references), so COPY passed it unchanged."""
+
+    def __init__(self, writer: SheetXlsxWriter) -> None:
+        self._writer = writer
+        self._csv = CopyLines(writer.body)
+        self._rest = b""
+
+    @property
+    def rows(self) -> int:
+        return self._csv.rows
+
+    def feed(self, data: bytes) -> None:
+        data = self._rest + data
+        end = data.rfind(b"\n") + 1
+        self._rest, data = data[end:], data[:end]
+        if not data:
+            return
+        parts = data.replace(b"\n", b"\t").split(b"\t")  # xml, csv, xml, csv, …, b""
+        rows = len(parts) // 2
+        self._csv.feed(b"\n".join(parts[1::2]) + b"\n")
+        self._writer.sheet_rows(b"".join(parts[0:-1:2]), rows)
+
+    def close(self) -> None:
+        if self._rest:
+            raise ValueError("COPY output ended inside a row")
+        self._csv.close()
+
+
+AnyWriter = CsvWriter | XlsxWriter | SheetXlsxWriter
+
+
+def open_writer(
+    fmt: str,
+    path: Path,
+    watermark: Watermark,
+    xlsx_writer: str = "auto",
+    *,
+    width: int = 0,
+    total: int = 0,
+) -> AnyWriter:
+    """The writer for a format; for XLSX, the `export_xlsx_writer` setting: "auto" the sheet
+    written here (`width` columns, `total` body rows), "rust" or "python" a third-party
+    writer (ADR 0041)."""
+    if fmt == "csv":
+        return CsvWriter(path, watermark)
+    if xlsx_writer == "auto":
+        return SheetXlsxWriter(path, watermark, width, total)
+    return xlsx_writer_class(xlsx_writer)(path, watermark)

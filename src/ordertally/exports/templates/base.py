@@ -60,6 +60,11 @@ class Column:
     pii: bool = False
     sql: SqlRender | None = None  # None: rendered in Python only
     kind: str = "text"  # what its SQL-rendered text is in a spreadsheet: text, money or int
+    # Free text: its cell before CSV quoting (neutralised), which `sql` quotes; the XLSX sheet
+    # escapes it for XML. None: `sql` is already the value (numbers, times, days, flags).
+    sql_value: SqlRender | None = None
+    # An amount's currency (read by the XLSX sheet: the cell's format has its digits).
+    currency: Any = None
 
     def header(self, timezone: str) -> str:
         """The header cell: both languages, and the zone for local times."""
@@ -104,25 +109,36 @@ def register(template: Template) -> Template:
 # --- the same cells rendered in PostgreSQL ---------------------------------------------------
 
 
-def sql_text(expr: Any) -> Any:
-    """A text cell as the CSV writer writes it: neutralised (`_text`'s leading `'`), then
-    quoted when it holds a comma, a quote or a line break (the csv module's minimal quoting)."""
-    safe = case(
+def sql_safe(expr: Any) -> Any:
+    """A text cell neutralised (`_text`'s leading `'`), not yet quoted."""
+    return case(
         (func.left(expr, 1).in_(FORMULA_START), literal("'") + expr),
         else_=expr,
     )
+
+
+def sql_quote(safe: Any, raw: Any = None) -> Any:
+    """A neutralised text cell quoted when it holds a comma, a quote or a line break (the csv
+    module's minimal quoting). `raw`: the text before neutralising, tested instead of `safe`
+    (the same characters, without evaluating the neutraliser four more times)."""
+    probe = safe if raw is None else raw
     return case(
         (
             or_(
-                func.strpos(expr, ",") > 0,
-                func.strpos(expr, '"') > 0,
-                func.strpos(expr, "\n") > 0,
-                func.strpos(expr, "\r") > 0,
+                func.strpos(probe, ",") > 0,
+                func.strpos(probe, '"') > 0,
+                func.strpos(probe, "\n") > 0,
+                func.strpos(probe, "\r") > 0,
             ),
             literal('"') + func.replace(safe, '"', '""') + literal('"'),
         ),
         else_=safe,
     )
+
+
+def sql_text(expr: Any) -> Any:
+    """A text cell as the CSV writer writes it: neutralised, then quoted when it must be."""
+    return sql_quote(sql_safe(expr), expr)
 
 
 @functools.cache
@@ -187,13 +203,15 @@ def _is_text(expr: Any) -> bool:
 def text(key: str, zh: str, en: str, expr: Any) -> Column:
     """A text (or integer) column read as it is stored."""
     sql: SqlRender | None = None
+    value: SqlRender | None = None
     kind = "text"
     if _is_text(expr):
         sql = lambda v: sql_text(v[0])  # noqa: E731
+        value = lambda v: sql_safe(v[0])  # noqa: E731
     elif isinstance(getattr(expr, "type", None), Integer):
         sql = lambda v: cast(v[0], Text)  # noqa: E731
         kind = "int"
-    return Column(key, zh, en, (expr,), lambda v, _: v[0], sql=sql, kind=kind)
+    return Column(key, zh, en, (expr,), lambda v, _: v[0], sql=sql, kind=kind, sql_value=value)
 
 
 def flag(key: str, zh: str, en: str, expr: Any) -> Column:
@@ -232,6 +250,7 @@ def money(key: str, zh: str, en: str, minor: Any, currency: Any) -> Column:
         lambda v, _: None if v[0] is None else from_minor(v[0], v[1]),
         sql=lambda v: sql_from_minor(v[0], v[1]),
         kind="money",
+        currency=currency,
     )
 
 
@@ -264,7 +283,14 @@ def base_money(
         return sql_from_minor(value, base_cur)
 
     return Column(
-        key, zh, en, (base_minor, minor, currency, rate, base), render, sql=sql, kind="money"
+        key,
+        zh,
+        en,
+        (base_minor, minor, currency, rate, base),
+        render,
+        sql=sql,
+        kind="money",
+        currency=base,
     )
 
 
@@ -346,6 +372,7 @@ def pii(key: str, zh: str, en: str, masked: Any, encrypted: Any, purpose: str) -
         render,
         pii=True,
         sql=lambda v: sql_text(v[0]) if _is_text(masked) else None,
+        sql_value=lambda v: sql_safe(v[0]) if _is_text(masked) else None,
     )
 
 
@@ -363,9 +390,241 @@ def address(
         street = " ".join(str(doc.get(k) or "") for k in ("line1", "line2") if doc.get(k))
         return f"{region} {street}".strip()
 
-    def sql(v: Sequence[Any]) -> Any:
+    def value(v: Sequence[Any]) -> Any:
         # " ".join(p for p in parts if p): concat_ws skips NULLs, NULLIF turns "" into one.
-        return sql_text(func.concat_ws(" ", *(func.nullif(p, "") for p in v[:-1])))
+        return sql_safe(func.concat_ws(" ", *(func.nullif(p, "") for p in v[:-1])))
 
     # In SQL only as the region: the street needs the cipher (the Python path).
-    return Column(key, zh, en, (*parts, encrypted), render, pii=True, sql=sql)
+    return Column(
+        key,
+        zh,
+        en,
+        (*parts, encrypted),
+        render,
+        pii=True,
+        sql=lambda v: sql_text(func.concat_ws(" ", *(func.nullif(p, "") for p in v[:-1]))),
+        sql_value=value,
+    )
+
+
+# --- the same cells as SpreadsheetML (the XLSX sheet rendered by PostgreSQL) -----------------
+
+# Excel's longest cell text; a longer one is cut there (as XlsxWriter does).
+XLSX_MAX_CHARS = 32_767
+# Style indexes of the XLSX writer's `styles.xml`: 0 General, 1 + d a number with d digits.
+XLSX_MONEY_STYLE = 1
+# White space that makes a cell need xml:space="preserve" at either end (Python's `\s`).
+_SPACES = "\\s\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_CONTROL = [c for c in range(1, 32) if c not in (9, 10)]
+
+
+def _const(text: str) -> Any:
+    """A text constant written into the statement (not a parameter: a row has hundreds of them,
+    more than a statement's parameters may be)."""
+    return literal(text, Text, literal_execute=True)  # rendered inline when compiled
+
+
+# A row's free text, joined by spaces, holds something to escape: markup, a backslash, tab or
+# line break (COPY would escape those), a control character (`_xHHHH_`, and `_xHHHH_` itself),
+# white space at either end of a cell (two spaces in a row, or at either end), or what a CSV
+# cell is quoted for (a comma, a quote, CR, LF). Tested once per row: a row without any
+# (nearly every row) is written without escaping or quoting.
+_ROW_SPECIAL = (
+    f'[&<>\\\\\x01-\x1f,"]|_x[0-9A-Fa-f]{{4}}_|^[{_SPACES}]|[{_SPACES}]$|[{_SPACES}]{{2}}'
+)
+
+
+def _xml_escape(value: Any) -> Any:
+    """Text as XML character data, the way XlsxWriter and rust_xlsxwriter write it: `_xHHHH_`
+    for control characters (and for `_xHHHH_` already in the text), entities for markup;
+    tab, LF and backslash as character references (the same characters to an XML reader,
+    none of them escaped again by COPY)."""
+    out = func.regexp_replace(
+        value, _const("(_x[0-9A-Fa-f]{4}_)"), _const("_x005F\\1"), _const("g")
+    )
+    for char, entity in (
+        ("&", "&amp;"),
+        ("<", "&lt;"),
+        (">", "&gt;"),
+        ("\\", "&#92;"),
+        ("\t", "&#9;"),
+        ("\n", "&#10;"),
+    ):
+        out = func.replace(out, _const(char), _const(entity))
+    for code in _CONTROL:
+        out = func.replace(out, _const(chr(code)), _const(f"_x{code:04X}_"))
+    return out
+
+
+def never_null(column: Column, root: Any) -> bool:
+    """Whether a column's SQL value is never NULL: everything it reads is a NOT NULL column of
+    the template's own table (a joined table's may be missing: joins are outer). Free text may
+    still be empty."""
+    table = root.__table__
+    for expr in column.reads:
+        col = getattr(expr, "expression", expr)
+        if getattr(col, "table", None) is not table or getattr(col, "nullable", True):
+            return False
+    return True
+
+
+# A row's parts: constant text (merged with its neighbours) or SQL text expressions.
+Parts = list[Any]
+
+
+def _when(value: Any, then: str, otherwise: str | None = None) -> Any:
+    return case((value != _const(""), _const(then)), else_=_const(otherwise) if otherwise else None)
+
+
+def _xml_text(value: Any, escape: bool, present: bool) -> Parts:
+    """An inline-string cell (`<c/>` when empty): escaped (free text in a row that needs it),
+    or as it is."""
+    if present:
+        return ['<c t="inlineStr"><is><t>', value, "</t></is></c>"]
+    if not escape:
+        opening = _when(value, '<c t="inlineStr"><is><t>', "<c/>")
+        return [opening, value, _when(value, "</t></is></c>")]
+    cut = func.left(value, literal(XLSX_MAX_CHARS, Integer, literal_execute=True))
+    opening = case(
+        (value == _const(""), _const("<c/>")),
+        (
+            cut.op("~")(_const(f"^[{_SPACES}]|[{_SPACES}]$")),
+            _const('<c t="inlineStr"><is><t xml:space="preserve">'),
+        ),
+        (value.is_not(None), _const('<c t="inlineStr"><is><t>')),
+        else_=_const("<c/>"),
+    )
+    return [opening, _xml_escape(cut), _when(value, "</t></is></c>")]
+
+
+def sql_style(currency: Any) -> Any:
+    """The XLSX style index (text) of an amount in this currency: a number with its digits."""
+    return case(
+        (currency.not_in(_not_two()), _const(str(XLSX_MONEY_STYLE + 2))),
+        *(
+            (currency.in_(codes), _const(str(XLSX_MONEY_STYLE + d)))
+            for d, codes in sorted(_digits().items())
+        ),
+    )
+
+
+def _xml_number(value: Any, style: Any, present: bool) -> Parts:
+    """A number cell (`<c/>` when empty); an amount has the style of its currency's digits
+    (`style`: `sql_style` of its currency, or None for an integer)."""
+    if style is None:
+        if present:
+            return ["<c><v>", value, "</v></c>"]
+        return [_when(value, "<c><v>", "<c/>"), value, _when(value, "</v></c>")]
+    if present:
+        return ['<c s="', style, '"><v>', value, "</v></c>"]
+    return [
+        case((value.is_(None), _const("<c/>")), else_=_const('<c s="')),
+        case((value.is_not(None), style)),
+        case((value.is_not(None), _const('"><v>'))),
+        value,
+        case((value.is_not(None), _const("</v></c>"))),
+    ]
+
+
+def _xml_cell(column: Column, value: Any, style: Any, escape: bool, present: bool) -> Parts:
+    if column.kind in ("money", "int"):
+        return _xml_number(value, style, present)
+    free = column.sql_value is not None
+    return _xml_text(value, escape and free, present and not free)
+
+
+def xml_row(
+    columns: Sequence[Column],
+    values: Sequence[Any],
+    styles: Sequence[Any],
+    present: Sequence[bool],
+    probe: Any = None,
+) -> Any:
+    """A row as SpreadsheetML (`<row><c…/>…</row>`, no cell references: each cell follows the
+    last) from its columns' SQL values (`sql_value`, or `sql` when that is the value), one
+    `concat` per row; `styles`: each amount's `sql_style` (None for other columns);
+    `present`: the columns whose value is never NULL (`never_null`: no
+    test for an empty cell). Free text is escaped only in a row whose free text needs it
+    (one test of `probe`, the row's `free_text`, per row; None: no free text)."""
+    rows = []
+    for escape in (False, True):
+        parts: Parts = ["<row>"]
+        for column, value, style, known in zip(columns, values, styles, present, strict=True):
+            parts.extend(_xml_cell(column, value, style, escape, known))
+        parts.append("</row>")
+        merged: Parts = []
+        for part in parts:
+            if isinstance(part, str) and merged and isinstance(merged[-1], str):
+                merged[-1] += part
+            else:
+                merged.append(part)
+        rows.append(func.concat(*(_const(p) if isinstance(p, str) else p for p in merged)))
+    if probe is None:
+        return rows[0]
+    return case((_special(probe), rows[1]), else_=rows[0])
+
+
+def _special(probe: Any) -> Any:
+    # A row of fewer bytes than a cell's most characters has no cell to cut.
+    return or_(
+        probe.op("~")(_const(_ROW_SPECIAL)),
+        func.octet_length(probe) > literal(XLSX_MAX_CHARS, Integer, literal_execute=True),
+    )
+
+
+def _csv_line(cells: Sequence[Any]) -> Any:
+    parts: list[Any] = []
+    for cell in cells:
+        parts.extend((cell, _const(",")))
+    return func.concat(*parts[:-1])
+
+
+def csv_line(columns: Sequence[Column], values: Sequence[Any], probe: Any = None) -> Any:
+    """A row as a CSV line from its columns' SQL values: free text quoted only in a row whose
+    free text holds a comma, a quote or a line break (`probe`: the row's `free_text`)."""
+    plain = _csv_line(values)
+    if probe is None:
+        return plain
+    quoted = _csv_line([csv_cell(c, v) for c, v in zip(columns, values, strict=True)])
+    return case((_special(probe), quoted), else_=plain)
+
+
+def free_text(columns: Sequence[Column], values: Sequence[Any]) -> Any:
+    """A row's free text joined by spaces (what `xml_row` tests once per row), or None."""
+    free = [v for c, v in zip(columns, values, strict=True) if c.sql_value is not None]
+    return func.concat_ws(_const(" "), *free) if free else None
+
+
+def csv_cell(column: Column, value: Any) -> Any:
+    """A column's CSV cell from its SQL value (free text is quoted; the rest is as it is)."""
+    return sql_quote(value) if column.sql_value is not None else value
+
+
+def sheet_cells(
+    columns: Sequence[Column], root: Any
+) -> tuple[list[Any], Callable[[list[Any]], tuple[Any, Any]]]:
+    """What the XLSX sheet reads per row, and how the row is built from it: each column's SQL
+    value (computed once, then both escaped for XML and quoted for CSV) and one style per
+    distinct currency, and the row's free text (tested once); the function turns those (as the
+    subquery's columns) into the row's SpreadsheetML and its CSV line."""
+    values = [(c.sql_value or c.sql)(c.reads) for c in columns]  # type: ignore[misc]
+    currencies: dict[int, int] = {}  # id of a currency expression: its value's index
+    for column in columns:
+        if column.currency is not None and id(column.currency) not in currencies:
+            currencies[id(column.currency)] = len(values)
+            values.append(sql_style(column.currency))
+    present = [never_null(c, root) for c in columns]
+    width = len(columns)
+    probe = free_text(columns, values[:width])
+    if probe is not None:
+        values.append(probe)
+
+    def build(refs: list[Any]) -> tuple[Any, Any]:
+        styles = [
+            refs[currencies[id(c.currency)]] if c.currency is not None else None for c in columns
+        ]
+        test = refs[-1] if probe is not None else None
+        row = xml_row(columns, refs[:width], styles, present, test)
+        return row, csv_line(columns, refs[:width], test)
+
+    return values, build
