@@ -19,12 +19,12 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.aftersales import refunds, repository, service
+from ordertally.aftersales import batch, refunds, repository, service
 from ordertally.aftersales.errors import AftersaleError
 from ordertally.aftersales.models import AftersalePlatformRecord
-from ordertally.aftersales.schemas import CaseCreate, CaseLineIn
 from ordertally.aftersales.state_machine import CaseType
 from ordertally.core import clock, money
 from ordertally.core.crypto import body_context, open_body, seal_body
@@ -112,9 +112,70 @@ class IngestResult:
     refused: list[tuple[str, str]] = field(default_factory=list)
 
 
+# Records per batched page: the multi-row statements stay far below the drivers' parameter limits.
+PAGE = 500
+
+
 async def ingest(session: AsyncSession, records: list[PlatformRecord], actor: str) -> IngestResult:
     """Open, approve and (when money moved) refund a case per new record; a platform refund id
-    already a case is a duplicate and changes nothing. Records of one channel per call."""
+    already a case is a duplicate and changes nothing. Records of one channel per call.
+
+    Pages of `PAGE` records go through the batched path (`batch.apply_page`, a fixed number of
+    statements per page); a page another writer got into meanwhile is applied again record by
+    record (`ingest_each`) from its savepoint."""
+    result = IngestResult()
+    for start in range(0, len(records), PAGE):
+        page = records[start : start + PAGE]
+        outcomes = await _apply_page(session, page, actor)
+        result.duplicates += outcomes.repeats
+        for pid, (outcome, reason) in outcomes.outcomes.items():
+            if outcome == batch.CREATED:
+                result.created += 1
+            elif outcome == batch.DUPLICATE:
+                result.duplicates += 1
+            elif outcome == batch.UNKNOWN_ORDER:
+                result.unknown_order += 1
+            else:
+                result.refused.append((pid, reason or ""))
+    return result
+
+
+async def _apply_page(
+    session: AsyncSession, page: list[PlatformRecord], actor: str
+) -> batch.PageResult:
+    """One page through the batched path, or record by record when it met another writer."""
+    try:
+        async with session.begin_nested():
+            return await batch.apply_page(session, page, actor)
+    except (batch.PageConflict, IntegrityError):
+        pass
+    result = batch.PageResult()
+    for record in page:
+        pid = record.platform_refund_id
+        if pid in result.outcomes:
+            result.repeats += 1
+            continue
+        one = await ingest_each(session, [record], actor)
+        if one.created:
+            result.outcomes[pid] = (batch.CREATED, None)
+        elif one.unknown_order:
+            result.outcomes[pid] = (
+                batch.UNKNOWN_ORDER,
+                f"no {record.channel} order {record.external_order_id}",
+            )
+        elif one.refused:
+            result.outcomes[pid] = (batch.REFUSED, one.refused[0][1])
+        else:
+            result.outcomes[pid] = (batch.DUPLICATE, None)
+    return result
+
+
+async def ingest_each(
+    session: AsyncSession, records: list[PlatformRecord], actor: str
+) -> IngestResult:
+    """`ingest` record by record, each in a savepoint of its own through the case services
+    (open → approve → record the platform refund): the fallback of a page that met another
+    writer, and the reference the batched path is tested against."""
     result = IngestResult()
     if not records:
         return result
@@ -147,24 +208,8 @@ async def ingest(session: AsyncSession, records: list[PlatformRecord], actor: st
 
 async def _apply(session: AsyncSession, record: PlatformRecord, order_no: str, actor: str) -> None:
     order = await orders_service.get_order(session, order_no)
-    lines = []
-    if record.skus:
-        by_sku = {line.sku: line for line in await orders_service.lines_of(session, order)}
-        for sku, units in sorted(record.skus.items()):
-            line = by_sku.get(sku)
-            if line is not None:
-                lines.append(CaseLineIn(line_no=line.line_no, quantity=min(units, line.quantity)))
-    case_type = (
-        record.type if lines or record.type == CaseType.REFUND_ONLY else CaseType.REFUND_ONLY
-    )
-    cmd = CaseCreate(
-        order_no=order_no,
-        type=case_type,
-        reason_code=record.reason_code,
-        lines=lines,
-        refund_goods=str(money.from_minor(record.amount_minor, order.currency)),
-        platform_refund_id=record.platform_refund_id,
-    )
+    ordered = await orders_service.lines_of(session, order) if record.skus else []
+    cmd = batch.case_command(record, order, ordered)
     case, created = await service.open_case(session, cmd, actor, channel=record.channel)
     if not created:
         return

@@ -43,7 +43,7 @@ from ordertally.fulfillment.errors import ShipmentNotReady
 from ordertally.inventory.errors import InsufficientStock
 from ordertally.orders import service as orders_service
 from ordertally.orders.errors import OrderNotFound
-from ordertally.orders.models import SalesOrder
+from ordertally.orders.models import OrderLine, SalesOrder
 
 CASES_OPENED = Counter(
     "ordertally_aftersale_cases_total", "After-sales cases opened", ["type", "source"]
@@ -104,27 +104,55 @@ async def open_case(
         if known:
             return await _case_by_platform_id(session, order.id, cmd.platform_refund_id), False
     case_type = CaseType(cmd.type)
-    if order.status not in OPENS_FROM[case_type]:
-        raise InvalidCase(
-            f"a {case_type} case cannot be opened on an order that is {order.status}",
-            order_status=order.status,
-        )
-    await _check_window(session, order)
+    check_opens(case_type, order.status)
+    check_window(order)
     lines = await _check_lines(session, order, cmd, case_type)
-    amounts = {
-        "refund_goods_minor": money.to_minor(cmd.refund_goods, order.currency),
-        "refund_postage_minor": money.to_minor(cmd.refund_postage, order.currency),
-        "refund_other_minor": money.to_minor(cmd.refund_other, order.currency),
-    }
-    total = sum(amounts.values())
-    if case_type in MOVES_MONEY and total <= 0:
-        raise InvalidCase("a refund case needs an amount", field="refund_goods")
-    if case_type not in MOVES_MONEY and total:
-        raise InvalidCase(f"a {case_type} case refunds nothing", field="refund_goods")
-    if total > order.total_minor:
-        raise InvalidCase("the refund is more than the order's total", field="refund_goods")
+    amounts = case_amounts(cmd, case_type, order)
     now = clock.now()
-    values: dict[str, Any] = {
+    values = case_row(cmd, case_type, order, channel, amounts, actor, now)
+    case_id = await repository.insert_case(session, values)
+    if case_id is None:  # the same platform record, inserted concurrently
+        assert cmd.platform_refund_id
+        return await _case_by_platform_id(session, order.id, cmd.platform_refund_id), False
+    await repository.insert_lines(session, line_rows(case_id, lines))
+    await repository.insert_event(session, request_audit(case_id, cmd, actor, now))
+    await outbox.publish_rows(session, [requested_event(case_id, values)])
+    source = "platform" if cmd.platform_refund_id else "api"
+    count_after_commit(session, CASES_OPENED.labels(case_type.value, source).inc)
+    case = await repository.get_case(session, case_id)
+    assert case is not None
+    return case, True
+
+
+async def _case_by_platform_id(
+    session: AsyncSession, order_id: int, platform_refund_id: str
+) -> AftersaleCase:
+    for case in await repository.cases_of_order(session, order_id):
+        if case.platform_refund_id == platform_refund_id:
+            return case
+    raise InvalidCase(f"platform refund {platform_refund_id} belongs to another order")
+
+
+def check_opens(case_type: CaseType, order_status: str) -> None:
+    """A case type is opened only on orders in some statuses."""
+    if order_status not in OPENS_FROM[case_type]:
+        raise InvalidCase(
+            f"a {case_type} case cannot be opened on an order that is {order_status}",
+            order_status=order_status,
+        )
+
+
+def case_row(
+    cmd: CaseCreate,
+    case_type: CaseType,
+    order: SalesOrder,
+    channel: str,
+    amounts: dict[str, int],
+    actor: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """The `aftersale_case` row of a case just requested."""
+    return {
         "case_no": new_case_no(now),
         "order_id": order.id,
         "order_no": order.order_no,
@@ -146,71 +174,105 @@ async def open_case(
         "created_at": now,
         "updated_at": now,
     }
-    case_id = await repository.insert_case(session, values)
-    if case_id is None:  # the same platform record, inserted concurrently
-        assert cmd.platform_refund_id
-        return await _case_by_platform_id(session, order.id, cmd.platform_refund_id), False
-    await repository.insert_lines(
-        session,
-        [
-            {
-                "case_id": case_id,
-                "line_no": no,
-                "sku": sku,
-                "quantity": qty,
-                "received_quantity": 0,
-                "restocked_quantity": 0,
-                "written_off_quantity": 0,
-            }
-            for no, sku, qty in lines
-        ],
-    )
-    await repository.insert_event(
-        session,
+
+
+def line_rows(case_id: int, lines: list[tuple[int, str, int]]) -> list[dict[str, Any]]:
+    """The `aftersale_line` rows of a new case ((line_no, sku, quantity) each)."""
+    return [
         {
             "case_id": case_id,
-            "version": 1,
-            "event": "request",
-            "from_status": None,
-            "to_status": CaseStatus.REQUESTED.value,
-            "actor": actor,
-            "detail": {"reason_code": cmd.reason_code},
-            "occurred_at": now,
-        },
-    )
-    await outbox.publish(
-        session,
+            "line_no": no,
+            "sku": sku,
+            "quantity": qty,
+            "received_quantity": 0,
+            "restocked_quantity": 0,
+            "written_off_quantity": 0,
+        }
+        for no, sku, qty in lines
+    ]
+
+
+def request_audit(case_id: int, cmd: CaseCreate, actor: str, now: datetime) -> dict[str, Any]:
+    """The first audit row of a case (requested)."""
+    return {
+        "case_id": case_id,
+        "version": 1,
+        "event": "request",
+        "from_status": None,
+        "to_status": CaseStatus.REQUESTED.value,
+        "actor": actor,
+        "detail": {"reason_code": cmd.reason_code},
+        "occurred_at": now,
+    }
+
+
+def requested_event(case_id: int, values: dict[str, Any]) -> dict[str, Any]:
+    """The `AftersaleRequested` outbox row of a case row just inserted."""
+    return outbox.build_row(
         "AftersaleRequested",
         AftersaleRequested(
             case_id=case_id,
             case_no=values["case_no"],
-            order_no=order.order_no,
-            channel=channel,
-            type=case_type.value,
-            refund_minor=total,
-            currency=order.currency,
-            occurred_at=now,
+            order_no=values["order_no"],
+            channel=values["channel"],
+            type=values["type"],
+            refund_minor=values["refund_goods_minor"]
+            + values["refund_postage_minor"]
+            + values["refund_other_minor"],
+            currency=values["currency"],
+            occurred_at=values["created_at"],
         ),
         aggregate_type="aftersale",
         aggregate_id=values["case_no"],
     )
-    source = "platform" if cmd.platform_refund_id else "api"
-    count_after_commit(session, CASES_OPENED.labels(case_type.value, source).inc)
-    case = await repository.get_case(session, case_id)
-    assert case is not None
-    return case, True
 
 
-async def _case_by_platform_id(
-    session: AsyncSession, order_id: int, platform_refund_id: str
-) -> AftersaleCase:
-    for case in await repository.cases_of_order(session, order_id):
-        if case.platform_refund_id == platform_refund_id:
-            return case
-    raise InvalidCase(f"platform refund {platform_refund_id} belongs to another order")
+def step_rows(
+    case_id: int,
+    case_no: str,
+    order_no: str,
+    case_type: str,
+    name: str,
+    from_status: str,
+    version: int,
+    actor: str,
+    now: datetime,
+    detail: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The audit row and the outbox row of one case transition (`version`: the new one)."""
+    spec = find(name)
+    assert spec is not None
+    audit = {
+        "case_id": case_id,
+        "version": version,
+        "event": name,
+        "from_status": from_status,
+        "to_status": spec.target.value,
+        "actor": actor,
+        "detail": detail or {},
+        "occurred_at": now,
+    }
+    event = outbox.build_row(
+        spec.event_type,
+        AftersaleStatusChanged(
+            case_id=case_id,
+            case_no=case_no,
+            order_no=order_no,
+            type=case_type,
+            transition=name,
+            from_status=from_status,
+            to_status=spec.target.value,
+            version=version,
+            actor=actor,
+            occurred_at=now,
+        ),
+        aggregate_type="aftersale",
+        aggregate_id=case_no,
+    )
+    return audit, event
 
 
-async def _check_window(session: AsyncSession, order: SalesOrder) -> None:
+def check_window(order: SalesOrder) -> None:
     """A completed order accepts cases only within its channel's after-sales window."""
     if order.status != "completed":
         return
@@ -226,12 +288,21 @@ async def _check_lines(
     session: AsyncSession, order: SalesOrder, cmd: CaseCreate, case_type: CaseType
 ) -> list[tuple[int, str, int]]:
     """(line_no, sku, quantity) of the case's lines, each within what the order has left."""
+    ordered = {line.line_no: line for line in await orders_service.lines_of(session, order)}
+    return check_lines(
+        cmd, case_type, ordered, await repository.returned_quantities(session, order.id)
+    )
+
+
+def check_lines(
+    cmd: CaseCreate, case_type: CaseType, ordered: dict[int, OrderLine], taken: dict[int, int]
+) -> list[tuple[int, str, int]]:
+    """(line_no, sku, quantity) of the case's lines, each within what the order has left
+    (`taken`: units per line already asked back by its other cases)."""
     if case_type in RETURNS_GOODS and not cmd.lines:
         raise InvalidCase(f"a {case_type} case names the lines coming back", field="lines")
     if case_type == CaseType.RESHIP and not cmd.lines:
         raise InvalidCase("a reship case names the lines to send again", field="lines")
-    ordered = {line.line_no: line for line in await orders_service.lines_of(session, order)}
-    taken = await repository.returned_quantities(session, order.id)
     seen: set[int] = set()
     out = []
     for item in cmd.lines:
@@ -246,6 +317,24 @@ async def _check_lines(
             )
         out.append((item.line_no, line.sku, item.quantity))
     return out
+
+
+def case_amounts(cmd: CaseCreate, case_type: CaseType, order: SalesOrder) -> dict[str, int]:
+    """The case's refund split (goods / postage / other) in minor units, checked against its
+    type and the order's total."""
+    amounts = {
+        "refund_goods_minor": money.to_minor(cmd.refund_goods, order.currency),
+        "refund_postage_minor": money.to_minor(cmd.refund_postage, order.currency),
+        "refund_other_minor": money.to_minor(cmd.refund_other, order.currency),
+    }
+    total = sum(amounts.values())
+    if case_type in MOVES_MONEY and total <= 0:
+        raise InvalidCase("a refund case needs an amount", field="refund_goods")
+    if case_type not in MOVES_MONEY and total:
+        raise InvalidCase(f"a {case_type} case refunds nothing", field="refund_goods")
+    if total > order.total_minor:
+        raise InvalidCase("the refund is more than the order's total", field="refund_goods")
+    return amounts
 
 
 async def get_case(session: AsyncSession, case_no: str) -> AftersaleCase:
@@ -351,37 +440,20 @@ async def transition(
             at=now,
             extra=extra or {},
         ):
-            await repository.insert_event(
-                session,
-                {
-                    "case_id": case.id,
-                    "version": version + 1,
-                    "event": name,
-                    "from_status": status.value,
-                    "to_status": spec.target.value,
-                    "actor": actor,
-                    "detail": detail or {},
-                    "occurred_at": now,
-                },
+            audit, event = step_rows(
+                case.id,
+                case.case_no,
+                case.order_no,
+                case.type,
+                name,
+                status.value,
+                version + 1,
+                actor,
+                now,
+                detail,
             )
-            await outbox.publish(
-                session,
-                spec.event_type,
-                AftersaleStatusChanged(
-                    case_id=case.id,
-                    case_no=case.case_no,
-                    order_no=case.order_no,
-                    type=case.type,
-                    transition=name,
-                    from_status=status.value,
-                    to_status=spec.target.value,
-                    version=version + 1,
-                    actor=actor,
-                    occurred_at=now,
-                ),
-                aggregate_type="aftersale",
-                aggregate_id=case.case_no,
-            )
+            await repository.insert_event(session, audit)
+            await outbox.publish_rows(session, [event])
             count_after_commit(session, CASE_TRANSITIONS.labels(case.type, spec.target.value).inc)
             fresh = await repository.get_case(session, case.id)
             assert fresh is not None

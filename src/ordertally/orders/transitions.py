@@ -158,7 +158,7 @@ _EFFECTS: dict[StockEffect, Effect] = {
     StockEffect.CONSUME: _consume,
 }
 # Effects `transition_many` runs for many orders in a fixed number of statements.
-BATCHED_EFFECTS = frozenset({StockEffect.COMMIT})
+BATCHED_EFFECTS = frozenset({StockEffect.COMMIT, StockEffect.NONE})
 
 
 async def lock_orders_and_stock(
