@@ -162,7 +162,7 @@ async def _tables(db: Database, channel: str) -> dict[str, Counter[Any]]:
         ),
         "audit": Counter(
             n((case_key[e.case_id], e.version, e.event, e.from_status, e.to_status, e.actor))
-            + (n(e.detail),)
+            + (n(e.detail),)  # noqa: RUF005
             for e in audit
         ),
         "money": Counter(
