@@ -161,13 +161,21 @@ async def _tables(db: Database, channel: str) -> dict[str, Counter[Any]]:
             for ln in lines
         ),
         "audit": Counter(
-            n((case_key[e.case_id], e.version, e.event, e.from_status, e.to_status, e.actor))
-            + (n(e.detail),)  # noqa: RUF005
+            n(
+                (
+                    case_key[e.case_id],
+                    e.version,
+                    e.event,
+                    e.from_status,
+                    e.to_status,
+                    e.actor,
+                    tuple(sorted(e.detail.items())),
+                )
+            )
             for e in audit
         ),
         "money": Counter(
-            (external[m.order_id], m.paid_minor, m.committed_minor, m.refunded_minor)
-            for m in money
+            (external[m.order_id], m.paid_minor, m.committed_minor, m.refunded_minor) for m in money
         ),
         "refunds": Counter(
             n(
