@@ -129,14 +129,7 @@ async def ingest(session: AsyncSession, records: list[PlatformRecord], actor: st
         outcomes = await _apply_page(session, page, actor)
         result.duplicates += outcomes.repeats
         for pid, (outcome, reason) in outcomes.outcomes.items():
-            if outcome == batch.CREATED:
-                result.created += 1
-            elif outcome == batch.DUPLICATE:
-                result.duplicates += 1
-            elif outcome == batch.UNKNOWN_ORDER:
-                result.unknown_order += 1
-            else:
-                result.refused.append((pid, reason or ""))
+            _count(result, pid, outcome, reason)
     return result
 
 
@@ -231,55 +224,89 @@ async def receive_pinduoduo(
     session: AsyncSession, items: list[dict[str, Any]], actor: str, channel: str = "pinduoduo"
 ) -> IngestResult:
     """Store each pdd.refund.list.increment.get item sealed in the after-sales inbox (a refund
-    id stored before is a duplicate and changes nothing), then apply the new ones; each stored
-    row records what it came to (applied, unknown_order, refused)."""
+    id stored before is a duplicate and changes nothing), then apply the new ones from what
+    was stored, as batched pages; each stored row records what it came to (applied,
+    unknown_order, refused). One statement stores the page, one marks it."""
     result = IngestResult()
+    rows: dict[str, dict[str, Any]] = {}
+    bodies: dict[str, str] = {}
+    now = clock.now()
     for item in items:
         platform_refund_id = str(item.get("id") or "")[:64]
         if not platform_refund_id:
             result.refused.append(("", "a refund item without an id"))
             continue
-        raw = orjson.dumps(item).decode()
-        record_id = await repository.store_record(
-            session,
-            {
-                "channel": channel,
-                "platform_refund_id": platform_refund_id,
-                "body": seal_body(raw, _record_context(channel, platform_refund_id)),
-                "status": "pending",
-                "received_at": clock.now(),
-            },
-        )
-        if record_id is None:
+        if platform_refund_id in rows:
             result.duplicates += 1
             continue
-        status, outcome = await _apply_record(session, record_id, actor, result)
-        await repository.mark_record(session, record_id, status, outcome, clock.now())
+        raw = orjson.dumps(item).decode()
+        bodies[platform_refund_id] = raw
+        rows[platform_refund_id] = {
+            "channel": channel,
+            "platform_refund_id": platform_refund_id,
+            "body": seal_body(raw, _record_context(channel, platform_refund_id)),
+            "status": "pending",
+            "received_at": now,
+        }
+    stored = await repository.store_records_many(session, list(rows.values()))
+    result.duplicates += len(rows) - len(stored)
+    await _apply_stored(
+        session,
+        [(record_id, channel, pid, bodies[pid]) for pid, record_id in stored.items()],
+        actor,
+        result,
+    )
     return result
 
 
-async def _apply_record(
-    session: AsyncSession, record_id: int, actor: str, result: IngestResult
-) -> tuple[str, str | None]:
-    """Apply one stored record from its sealed body (the apply step reads what was stored)."""
-    row = await repository.record_by_id(session, record_id)
-    assert row is not None
-    body = open_body(row.body, _record_context(row.channel, row.platform_refund_id))
-    try:
-        record = from_pinduoduo(orjson.loads(body), row.channel)
-    except (KeyError, TypeError, ValueError, money.MoneyError) as exc:
-        result.refused.append((row.platform_refund_id, f"unmappable refund: {exc!r}"))
-        return "refused", f"unmappable refund: {exc!r}"[:300]
-    one = await ingest(session, [record], actor)
-    result.created += one.created
-    result.duplicates += one.duplicates
-    result.unknown_order += one.unknown_order
-    result.refused += one.refused
-    if one.unknown_order:
-        return "unknown_order", f"no {row.channel} order {record.external_order_id}"[:300]
-    if one.refused:
-        return "refused", one.refused[0][1][:300]
-    return "applied", None
+async def _apply_stored(
+    session: AsyncSession,
+    stored: list[tuple[int, str, str, str]],
+    actor: str,
+    result: IngestResult,
+) -> None:
+    """Apply stored records ((record id, channel, refund id, body in clear) each) as batched
+    pages per channel, and record on each row what it came to."""
+    now = clock.now()
+    marks: list[dict[str, Any]] = []
+    by_channel: dict[str, list[PlatformRecord]] = {}
+    row_of: dict[tuple[str, str], int] = {}
+    for record_id, channel, platform_refund_id, body in stored:
+        try:
+            record = from_pinduoduo(orjson.loads(body), channel)
+        except (KeyError, TypeError, ValueError, money.MoneyError) as exc:
+            result.refused.append((platform_refund_id, f"unmappable refund: {exc!r}"))
+            marks.append(_mark(record_id, "refused", f"unmappable refund: {exc!r}", now))
+            continue
+        by_channel.setdefault(channel, []).append(record)
+        row_of[(channel, record.platform_refund_id)] = record_id
+    for channel, records in by_channel.items():
+        for start in range(0, len(records), PAGE):
+            page = await _apply_page(session, records[start : start + PAGE], actor)
+            result.duplicates += page.repeats
+            for pid, (outcome, reason) in page.outcomes.items():
+                _count(result, pid, outcome, reason)
+                status = {batch.CREATED: "applied", batch.DUPLICATE: "applied"}.get(
+                    outcome, outcome
+                )
+                marks.append(_mark(row_of[(channel, pid)], status, reason, now))
+    await repository.mark_records_many(session, marks)
+
+
+def _mark(record_id: int, status: str, outcome: str | None, at: datetime) -> dict[str, Any]:
+    return {"rid": record_id, "status": status, "outcome": outcome and outcome[:300], "at": at}
+
+
+def _count(result: IngestResult, pid: str, outcome: str, reason: str | None) -> None:
+    """Add one refund id's outcome to the result."""
+    if outcome == batch.CREATED:
+        result.created += 1
+    elif outcome == batch.DUPLICATE:
+        result.duplicates += 1
+    elif outcome == batch.UNKNOWN_ORDER:
+        result.unknown_order += 1
+    else:
+        result.refused.append((pid, reason or ""))
 
 
 async def stored_records(
@@ -303,9 +330,16 @@ async def reapply_records(
     outcome, and a refund id already a case stays a duplicate."""
     result = IngestResult()
     rows = await repository.records(session, statuses, channel, limit, received_after)
-    for row in rows:
-        status, outcome = await _apply_record(session, row.id, actor, result)
-        await repository.mark_record(session, row.id, status, outcome, clock.now())
+    stored = [
+        (
+            row.id,
+            row.channel,
+            row.platform_refund_id,
+            open_body(row.body, _record_context(row.channel, row.platform_refund_id)),
+        )
+        for row in rows
+    ]
+    await _apply_stored(session, stored, actor, result)
     return result
 
 

@@ -557,35 +557,6 @@ async def inspected_units_by_sku(session: AsyncSession) -> dict[str, int]:
 # --- the after-sales record inbox ---------------------------------------------------------------
 
 
-async def store_record(session: AsyncSession, values: dict[str, Any]) -> int | None:
-    """Insert a received platform record; None when (channel, platform refund id) was stored
-    before."""
-    stmt = (
-        upsert_insert(session, AftersalePlatformRecord)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["channel", "platform_refund_id"])
-        .returning(AftersalePlatformRecord.id)
-    )
-    record_id = (await session.execute(stmt)).scalar_one_or_none()
-    return int(record_id) if record_id is not None else None
-
-
-async def record_by_id(session: AsyncSession, record_id: int) -> AftersalePlatformRecord | None:
-    """One stored platform record, read fresh."""
-    return await session.get(AftersalePlatformRecord, record_id, populate_existing=True)
-
-
-async def mark_record(
-    session: AsyncSession, record_id: int, status: str, outcome: str | None, at: datetime
-) -> None:
-    """Record what applying a stored platform record came to."""
-    await session.execute(
-        update(AftersalePlatformRecord)
-        .where(AftersalePlatformRecord.id == record_id)
-        .values(status=status, outcome=outcome, applied_at=at)
-    )
-
-
 async def records(
     session: AsyncSession,
     statuses: Sequence[str],
@@ -786,7 +757,8 @@ async def store_records_many(session: AsyncSession, rows: list[dict[str, Any]]) 
 
 
 async def mark_records_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """`mark_record` for many: rows of {"rid", "status", "outcome", "at"}."""
+    """Record what applying stored platform records came to: rows of {"rid", "status",
+    "outcome", "at"}."""
     if not rows:
         return
     record = table_of(AftersalePlatformRecord)
