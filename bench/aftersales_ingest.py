@@ -3,7 +3,8 @@
 
 Creates a scratch database (SQLite by default), migrates it and imports Pinduoduo orders
 through the channel ingest (most paid, `--shipped` of them walked to shipped: setup, not
-timed). Then times `aftersales.platforms.ingest` over N `pdd.refund.list.increment.get`-shaped
+timed). Then times `aftersales.platforms.ingest` (`--path each`: the per-record path,
+`ingest_each`) over N `pdd.refund.list.increment.get`-shaped
 records in pages of `--chunk` (one transaction each, as a pull would): refund only on paid
 orders, return and refund, exchange and reshipment on shipped ones, with ~10 % of the records
 repeated (a platform's pages overlap). Then the whole stream again (all duplicates). Checks:
@@ -118,17 +119,20 @@ def _records(
     return out
 
 
-async def _run(url: str, n: int, orders: int, shipped: int, chunk: int, seed: int) -> None:
+async def _run(
+    url: str, n: int, orders: int, shipped: int, chunk: int, seed: int, path: str
+) -> None:
     from sqlalchemy import func, select
 
     from ordertally.aftersales import platforms
     from ordertally.aftersales.models import AftersaleCase, AftersaleMoney, AftersaleRefund
     from ordertally.core.db import Database
 
+    ingest = platforms.ingest if path == "batch" else platforms.ingest_each
     db = Database(url)
     started = time.perf_counter()
     external_ids = await _setup(db, orders, shipped)
-    print(f"backend      {db.dialect}")
+    print(f"backend      {db.dialect}, path {path}")
     print(
         f"setup        {orders} orders ({shipped} shipped) in {time.perf_counter() - started:.1f} s"
     )
@@ -141,7 +145,7 @@ async def _run(url: str, n: int, orders: int, shipped: int, chunk: int, seed: in
         t = time.perf_counter()
         for start in range(0, len(records), chunk):
             async with db.transaction() as session:
-                result = await platforms.ingest(session, records[start : start + chunk], "bench")
+                result = await ingest(session, records[start : start + chunk], "bench")
             created += result.created
             duplicates += result.duplicates
             refused += len(result.refused)
@@ -181,12 +185,20 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=500)
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--url", default=None, help="database URL (default: scratch SQLite)")
+    parser.add_argument(
+        "--path",
+        choices=("batch", "each"),
+        default="batch",
+        help="batch: platforms.ingest (pages); each: the per-record path (ingest_each)",
+    )
     args = parser.parse_args()
     url = _env(args.url)
     from ordertally.ops.migrations import upgrade
 
     upgrade(url)
-    asyncio.run(_run(url, args.records, args.orders, args.shipped, args.chunk, args.seed))
+    asyncio.run(
+        _run(url, args.records, args.orders, args.shipped, args.chunk, args.seed, args.path)
+    )
 
 
 if __name__ == "__main__":

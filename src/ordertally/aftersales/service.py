@@ -36,6 +36,7 @@ from ordertally.aftersales.state_machine import (
 )
 from ordertally.catalog import service as catalog_service
 from ordertally.core import clock, money
+from ordertally.core.crypto import open_body, seal_body
 from ordertally.core.db import count_after_commit
 from ordertally.events import outbox
 from ordertally.fulfillment import service as fulfillment_service
@@ -133,6 +134,27 @@ async def _case_by_platform_id(
     raise InvalidCase(f"platform refund {platform_refund_id} belongs to another order")
 
 
+# The buyer's own words (personal data): sealed with the PII key, bound to the column and the
+# case number; shown in clear only to the roles that handle the case with the buyer.
+_MESSAGE_COLUMN = "aftersale_case.buyer_message"
+MESSAGE_MASK = "****"
+
+
+def seal_message(text: str | None, case_no: str) -> str | None:
+    """A buyer's message as stored: sealed (None and "" stay as they are)."""
+    return seal_body(text, f"{_MESSAGE_COLUMN}:{case_no}") if text else text
+
+
+def buyer_message(case: AftersaleCase, *, reveal: bool) -> str | None:
+    """A case's buyer message for a reader: in clear when `reveal` (the roles that manage
+    cases), else masked; a row written before messages were sealed reads as it is."""
+    if not case.buyer_message:
+        return None
+    if not reveal:
+        return MESSAGE_MASK
+    return open_body(case.buyer_message, f"{_MESSAGE_COLUMN}:{case.case_no}")
+
+
 def check_opens(case_type: CaseType, order_status: str) -> None:
     """A case type is opened only on orders in some statuses."""
     if order_status not in OPENS_FROM[case_type]:
@@ -151,9 +173,10 @@ def case_row(
     actor: str,
     now: datetime,
 ) -> dict[str, Any]:
-    """The `aftersale_case` row of a case just requested."""
+    """The `aftersale_case` row of a case just requested (the buyer's message sealed)."""
+    case_no = new_case_no(now)
     return {
-        "case_no": new_case_no(now),
+        "case_no": case_no,
         "order_id": order.id,
         "order_no": order.order_no,
         "channel": channel,
@@ -165,7 +188,7 @@ def case_row(
         "responsibility": None,
         "goods_status": cmd.goods_status.value,
         "evidence": list(cmd.evidence),
-        "buyer_message": cmd.buyer_message,
+        "buyer_message": seal_message(cmd.buyer_message, case_no),
         "currency": order.currency,
         **amounts,
         "return_carrier": None,
