@@ -122,7 +122,7 @@ def _records(
 async def _run(
     url: str, n: int, orders: int, shipped: int, chunk: int, seed: int, path: str
 ) -> None:
-    from sqlalchemy import func, select
+    from sqlalchemy import func, select, text
 
     from ordertally.aftersales import platforms
     from ordertally.aftersales.models import AftersaleCase, AftersaleMoney, AftersaleRefund
@@ -140,8 +140,29 @@ async def _run(
     records = [platforms.from_pinduoduo(i, "bench_pdd") for i in items]
     distinct = {r.platform_refund_id for r in records}
 
+    async def backend_cpu() -> float:
+        """CPU seconds of this database's PostgreSQL backends (same machine; 0 on SQLite,
+        whose work is in this process)."""
+        if db.dialect != "postgresql":
+            return 0.0
+        async with db.transaction(write=False) as session:
+            pids = (
+                await session.scalars(
+                    text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+                )
+            ).all()
+        total = 0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / os.sysconf("SC_CLK_TCK")
+
     async def ingest_all() -> tuple[float, int, int, int]:
         created = duplicates = refused = 0
+        cpu, backend = time.process_time(), await backend_cpu()
         t = time.perf_counter()
         for start in range(0, len(records), chunk):
             async with db.transaction() as session:
@@ -149,7 +170,12 @@ async def _run(
             created += result.created
             duplicates += result.duplicates
             refused += len(result.refused)
-        return time.perf_counter() - t, created, duplicates, refused
+        elapsed = time.perf_counter() - t
+        print(
+            f"cpu          process {time.process_time() - cpu:.2f} s, database backends "
+            f"{await backend_cpu() - backend:.2f} s"
+        )
+        return elapsed, created, duplicates, refused
 
     elapsed, created, duplicates, refused = await ingest_all()
     print(

@@ -196,15 +196,23 @@ async def apply_page(
             result.repeats += 1
         else:
             unique[record.platform_refund_id] = record
-    found = await orders_service.by_external_ids(
-        session, channel, sorted({r.external_order_id for r in unique.values()})
-    )
-    # Locked first (id order): a second batch of the same page waits here, then sees our cases.
-    orders = {
-        o.id: o
-        for o in await orders_service.lock_orders(session, [oid for oid, _ in found.values()])
-    }
+    # Refund ids already cases need nothing more (a page read again costs one query)...
     known = await repository.existing_platform_ids(session, channel, list(unique))
+    found = await orders_service.by_external_ids(
+        session,
+        channel,
+        sorted({r.external_order_id for pid, r in unique.items() if pid not in known}),
+    )
+    if found:
+        # ...the others' orders are locked (id order): a second batch of the same page waits
+        # here, then sees the first one's cases when it asks again.
+        orders = {
+            o.id: o
+            for o in await orders_service.lock_orders(session, [oid for oid, _ in found.values()])
+        }
+        known |= await repository.existing_platform_ids(
+            session, channel, [pid for pid in unique if pid not in known]
+        )
     fresh: list[PlatformRecord] = []
     for pid, record in unique.items():
         if pid in known:

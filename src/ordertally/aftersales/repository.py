@@ -625,13 +625,14 @@ async def insert_cases_many(session: AsyncSession, rows: list[dict[str, Any]]) -
     whose (channel, refund id) is already a case are skipped: the unique index decides)."""
     if not rows:
         return {}
+    case = table_of(AftersaleCase)
     stmt = (
-        upsert_insert(session, table_of(AftersaleCase))
-        .values(rows)
+        upsert_insert(session, case)
         .on_conflict_do_nothing(index_elements=["channel", "platform_refund_id"])
-        .returning(table_of(AftersaleCase).c.platform_refund_id, table_of(AftersaleCase).c.id)
+        .returning(case.c.platform_refund_id, case.c.id)
     )
-    return {str(pid): int(case_id) for pid, case_id in (await session.execute(stmt)).all()}
+    # executemany: one cached statement sent as multi-row batches (insertmanyvalues)
+    return {str(pid): int(i) for pid, i in (await session.execute(stmt, rows)).all()}
 
 
 async def insert_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
@@ -691,11 +692,10 @@ async def insert_money_many(session: AsyncSession, rows: list[dict[str, Any]]) -
     money = table_of(AftersaleMoney)
     stmt = (
         upsert_insert(session, money)
-        .values(rows)
         .on_conflict_do_nothing(index_elements=["order_id"])
         .returning(money.c.order_id)
     )
-    return {int(o) for o in (await session.execute(stmt)).scalars().all()}
+    return {int(o) for o in (await session.execute(stmt, rows)).scalars().all()}
 
 
 async def add_money_many(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
@@ -737,8 +737,8 @@ async def insert_refunds_many(session: AsyncSession, rows: list[dict[str, Any]])
     if not rows:
         return {}
     refund = table_of(AftersaleRefund)
-    stmt = insert(refund).values(rows).returning(refund.c.out_refund_no, refund.c.id)
-    return {str(no): int(i) for no, i in (await session.execute(stmt)).all()}
+    stmt = insert(refund).returning(refund.c.out_refund_no, refund.c.id)
+    return {str(no): int(i) for no, i in (await session.execute(stmt, rows)).all()}
 
 
 async def store_records_many(session: AsyncSession, rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -749,11 +749,10 @@ async def store_records_many(session: AsyncSession, rows: list[dict[str, Any]]) 
     record = table_of(AftersalePlatformRecord)
     stmt = (
         upsert_insert(session, record)
-        .values(rows)
         .on_conflict_do_nothing(index_elements=["channel", "platform_refund_id"])
         .returning(record.c.platform_refund_id, record.c.id)
     )
-    return {str(pid): int(i) for pid, i in (await session.execute(stmt)).all()}
+    return {str(pid): int(i) for pid, i in (await session.execute(stmt, rows)).all()}
 
 
 async def mark_records_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
