@@ -119,6 +119,18 @@ def _records(
     return out
 
 
+def _proc_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes with these ids have used so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 async def _run(
     url: str, n: int, orders: int, shipped: int, chunk: int, seed: int, path: str
 ) -> None:
@@ -151,14 +163,7 @@ async def _run(
                     text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
                 )
             ).all()
-        total = 0
-        for pid in pids:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        return total / os.sysconf("SC_CLK_TCK")
+        return _proc_cpu(list(pids))
 
     async def ingest_all() -> tuple[float, int, int, int]:
         created = duplicates = refused = 0
