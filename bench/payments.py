@@ -596,6 +596,19 @@ async def proof_round(env: Env, db: Any, args: argparse.Namespace, port: int) ->
     }
 
 
+def latency_figures(args: argparse.Namespace, total: int, latencies: list[float]) -> dict[str, Any]:
+    """The open loop's figures: offered rate, requests, acknowledged, p50 / p99 / max."""
+    return {
+        "offered_per_s": args.rate,
+        "workers_applying_meanwhile": args.latency_with_workers,
+        "requests": total,
+        "acknowledged": len(latencies),
+        "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        "max_ms": round(max(latencies) * 1000, 2) if latencies else None,
+    }
+
+
 async def latency_round(env: Env, db: Any, args: argparse.Namespace, port: int) -> dict[str, Any]:
     from ordertally.payments.simulator import messages as m
 
@@ -630,13 +643,7 @@ async def latency_round(env: Env, db: Any, args: argparse.Namespace, port: int) 
         for w in workers:
             env.stop(w)
     return {
-        "offered_per_s": args.rate,
-        "workers_applying_meanwhile": args.latency_with_workers,
-        "requests": total,
-        "acknowledged": len(latencies),
-        "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
-        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
-        "max_ms": round(max(latencies) * 1000, 2) if latencies else None,
+        **latency_figures(args, total, latencies),
         "server_side_ack_cumulative": server_side,
         "window_unix": [round(window_start, 2), round(window_end, 2)],
     }
@@ -733,13 +740,7 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
         )
     recorded = int(refunds_after or 0) - int(refunds_before or 0)
     return {
-        "offered_per_s": args.rate,
-        "workers_applying_meanwhile": args.latency_with_workers,
-        "requests": total,
-        "acknowledged": len(latencies),
-        "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
-        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
-        "max_ms": round(max(latencies) * 1000, 2) if latencies else None,
+        **latency_figures(args, total, latencies),
         "apply_seconds": round(applying, 3),
         "applied_per_s": round(total / applying, 1),
         "worker_start_seconds": running["first_after_s"],

@@ -172,6 +172,14 @@ def _decide(
     return _Plan(record, state, cmd, values, lines, steps, refund_no)
 
 
+def by_refund_id(records: list[PlatformRecord]) -> tuple[dict[str, PlatformRecord], int]:
+    """The records by platform refund id (the first of each) and how many repeat one."""
+    unique: dict[str, PlatformRecord] = {}
+    for record in records:
+        unique.setdefault(record.platform_refund_id, record)
+    return unique, len(records) - len(unique)
+
+
 @dataclass(slots=True)
 class PageResult:
     """What each distinct refund id of the page came to: (outcome, reason)."""
@@ -190,12 +198,7 @@ async def apply_page(
     if not records:
         return result
     channel = records[0].channel
-    unique: dict[str, PlatformRecord] = {}
-    for record in records:
-        if record.platform_refund_id in unique:
-            result.repeats += 1
-        else:
-            unique[record.platform_refund_id] = record
+    unique, result.repeats = by_refund_id(records)
     # Refund ids already cases need nothing more (a page read again costs one query)...
     known = await repository.existing_platform_ids(session, channel, list(unique))
     found = await orders_service.by_external_ids(
@@ -293,23 +296,11 @@ async def _write(
         audit.append(service.request_audit(case_id, plan.cmd, actor, now))
         events.append(service.requested_event(case_id, values))
         opened[values["type"]] += 1
-        for version, (name, from_status, detail) in enumerate(plan.steps, start=2):
-            if name == "refund":
-                continue  # after the refund's confirmation, as the per-record path does
-            row, event = service.step_rows(
-                case_id,
-                values["case_no"],
-                values["order_no"],
-                values["type"],
-                name,
-                from_status,
-                version,
-                actor,
-                now,
-                detail,
-            )
-            audit.append(row)
-            events.append(event)
+        for index, (name, _, _) in enumerate(plan.steps):
+            if name != "refund":  # that one after the refund's confirmation, as per record
+                row, event = _step_rows(plan, case_id, index, actor, now)
+                audit.append(row)
+                events.append(event)
         if plan.refund_no is not None:
             order = plan.state.order
             row = refunds.platform_refund_row(
@@ -342,19 +333,7 @@ async def _write(
         )
         events.append(refunds.refund_confirmed_event(refund, values["case_no"], now))
         if plan.steps[-1][0] == "refund":
-            name, from_status, detail = plan.steps[-1]
-            row, event = service.step_rows(
-                case_id,
-                values["case_no"],
-                values["order_no"],
-                values["type"],
-                name,
-                from_status,
-                len(plan.steps) + 1,
-                actor,
-                now,
-                detail,
-            )
+            row, event = _step_rows(plan, case_id, len(plan.steps) - 1, actor, now)
             audit.append(row)
             events.append(event)
     await repository.insert_events(session, audit)
@@ -362,6 +341,26 @@ async def _write(
     await _write_money(session, states, now)
     await _move_orders(session, states)
     _count(session, plans, opened, moved, now)
+
+
+def _step_rows(
+    plan: _Plan, case_id: int, index: int, actor: str, now: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The audit and outbox rows of a planned case's step `index` (version index + 2)."""
+    name, from_status, detail = plan.steps[index]
+    values = plan.values
+    return service.step_rows(
+        case_id,
+        values["case_no"],
+        values["order_no"],
+        values["type"],
+        name,
+        from_status,
+        index + 2,
+        actor,
+        now,
+        detail,
+    )
 
 
 def _target(name: str) -> str:

@@ -173,12 +173,7 @@ async def ingest_each(
     if not records:
         return result
     channel = records[0].channel
-    unique: dict[str, PlatformRecord] = {}
-    for record in records:
-        if record.platform_refund_id in unique:
-            result.duplicates += 1
-        else:
-            unique[record.platform_refund_id] = record
+    unique, result.duplicates = batch.by_refund_id(records)
     known = await repository.existing_platform_ids(session, channel, list(unique))
     result.duplicates += len(known)
     fresh = [r for pid, r in unique.items() if pid not in known]

@@ -623,13 +623,21 @@ async def pull_states(session: AsyncSession) -> dict[str, AftersalePullState]:
 async def insert_cases_many(session: AsyncSession, rows: list[dict[str, Any]]) -> dict[str, int]:
     """Add many platform cases in one statement; platform refund id -> new case id (those
     whose (channel, refund id) is already a case are skipped: the unique index decides)."""
+    return await _insert_new_refund_ids(session, AftersaleCase, rows)
+
+
+async def _insert_new_refund_ids(
+    session: AsyncSession, model: type[AftersaleCase | AftersalePlatformRecord], rows: list[Any]
+) -> dict[str, int]:
+    """Insert rows keyed by (channel, platform refund id), skipping keys already stored;
+    platform refund id -> id of each row inserted."""
     if not rows:
         return {}
-    case = table_of(AftersaleCase)
+    table = table_of(model)
     stmt = (
-        upsert_insert(session, case)
+        upsert_insert(session, table)
         .on_conflict_do_nothing(index_elements=["channel", "platform_refund_id"])
-        .returning(case.c.platform_refund_id, case.c.id)
+        .returning(table.c.platform_refund_id, table.c.id)
     )
     # executemany: one cached statement sent as multi-row batches (insertmanyvalues)
     return {str(pid): int(i) for pid, i in (await session.execute(stmt, rows)).all()}
@@ -744,15 +752,7 @@ async def insert_refunds_many(session: AsyncSession, rows: list[dict[str, Any]])
 async def store_records_many(session: AsyncSession, rows: list[dict[str, Any]]) -> dict[str, int]:
     """Insert received platform records of one channel in one statement; platform refund id ->
     new record id (those stored before are skipped)."""
-    if not rows:
-        return {}
-    record = table_of(AftersalePlatformRecord)
-    stmt = (
-        upsert_insert(session, record)
-        .on_conflict_do_nothing(index_elements=["channel", "platform_refund_id"])
-        .returning(record.c.platform_refund_id, record.c.id)
-    )
-    return {str(pid): int(i) for pid, i in (await session.execute(stmt, rows)).all()}
+    return await _insert_new_refund_ids(session, AftersalePlatformRecord, rows)
 
 
 async def mark_records_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
