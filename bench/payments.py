@@ -596,6 +596,22 @@ async def proof_round(env: Env, db: Any, args: argparse.Namespace, port: int) ->
     }
 
 
+async def wait_outbox_empty(db: Any, limit_seconds: float) -> None:
+    """Wait (polling) until no outbox event is pending; raises after `limit_seconds`."""
+    from ordertally.events.models import OutboxEvent
+
+    start = time.perf_counter()
+    while time.perf_counter() - start < limit_seconds:
+        async with db.transaction(write=False) as session:
+            pending = await session.scalar(
+                select(func.count()).where(OutboxEvent.status == "pending")
+            )
+        if not pending:
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"outbox not drained within {limit_seconds}s")
+
+
 def latency_figures(args: argparse.Namespace, total: int, latencies: list[float]) -> dict[str, Any]:
     """The open loop's figures: offered rate, requests, acknowledged, p50 / p99 / max."""
     return {
@@ -677,6 +693,9 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
     workers = [env.spawn("worker") for _ in range(args.workers)]
     try:
         await wait_applied(db, total, 600)
+        # ...and what paying set off (allocation, the other consumers), so the refunds' apply
+        # below is not queued behind it.
+        await wait_outbox_empty(db, 900)
     finally:
         for w in workers:
             env.stop(w)
