@@ -452,20 +452,26 @@ async def apply_span(db: Any, since: datetime) -> dict[str, float | None]:
     }
 
 
+async def _pending_for(db: Any, pending: Any, limit_seconds: float, poll: float) -> float | None:
+    """Seconds until `pending` (a count query) is 0, polling; None after `limit_seconds`."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < limit_seconds:
+        async with db.transaction(write=False) as session:
+            if not await session.scalar(pending):
+                return time.perf_counter() - start
+        await asyncio.sleep(poll)
+    return None
+
+
 async def wait_applied(db: Any, total: int, limit_seconds: float) -> float:
     """Seconds until no notification is pending (polling); raises after `limit_seconds`."""
     from ordertally.payments.models import PaymentNotification
 
-    start = time.perf_counter()
-    while time.perf_counter() - start < limit_seconds:
-        async with db.transaction(write=False) as session:
-            pending = await session.scalar(
-                select(func.count()).where(PaymentNotification.outcome == "pending")
-            )
-        if not pending:
-            return time.perf_counter() - start
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"inbox not applied within {limit_seconds}s ({pending} of {total} pending)")
+    pending = select(func.count()).where(PaymentNotification.outcome == "pending")
+    waited = await _pending_for(db, pending, limit_seconds, 0.05)
+    if waited is None:
+        raise RuntimeError(f"inbox not applied within {limit_seconds}s ({total} sent)")
+    return waited
 
 
 # --- phases ----------------------------------------------------------------------------------
@@ -600,16 +606,9 @@ async def wait_outbox_empty(db: Any, limit_seconds: float) -> None:
     """Wait (polling) until no outbox event is pending; raises after `limit_seconds`."""
     from ordertally.events.models import OutboxEvent
 
-    start = time.perf_counter()
-    while time.perf_counter() - start < limit_seconds:
-        async with db.transaction(write=False) as session:
-            pending = await session.scalar(
-                select(func.count()).where(OutboxEvent.status == "pending")
-            )
-        if not pending:
-            return
-        await asyncio.sleep(0.2)
-    raise RuntimeError(f"outbox not drained within {limit_seconds}s")
+    pending = select(func.count()).where(OutboxEvent.status == "pending")
+    if await _pending_for(db, pending, limit_seconds, 0.2) is None:
+        raise RuntimeError(f"outbox not drained within {limit_seconds}s")
 
 
 def latency_figures(args: argparse.Namespace, total: int, latencies: list[float]) -> dict[str, Any]:
