@@ -3,7 +3,8 @@
 
 Creates a scratch database (SQLite by default), migrates it and imports Pinduoduo orders
 through the channel ingest (most paid, `--shipped` of them walked to shipped: setup, not
-timed). Then times `aftersales.platforms.ingest` over N `pdd.refund.list.increment.get`-shaped
+timed). Then times `aftersales.platforms.ingest` (`--path each`: the per-record path,
+`ingest_each`) over N `pdd.refund.list.increment.get`-shaped
 records in pages of `--chunk` (one transaction each, as a pull would): refund only on paid
 orders, return and refund, exchange and reshipment on shipped ones, with ~10 % of the records
 repeated (a platform's pages overlap). Then the whole stream again (all duplicates). Checks:
@@ -118,17 +119,32 @@ def _records(
     return out
 
 
-async def _run(url: str, n: int, orders: int, shipped: int, chunk: int, seed: int) -> None:
-    from sqlalchemy import func, select
+def _proc_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes with these ids have used so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def _run(
+    url: str, n: int, orders: int, shipped: int, chunk: int, seed: int, path: str
+) -> None:
+    from sqlalchemy import func, select, text
 
     from ordertally.aftersales import platforms
     from ordertally.aftersales.models import AftersaleCase, AftersaleMoney, AftersaleRefund
     from ordertally.core.db import Database
 
+    ingest = platforms.ingest if path == "batch" else platforms.ingest_each
     db = Database(url)
     started = time.perf_counter()
     external_ids = await _setup(db, orders, shipped)
-    print(f"backend      {db.dialect}")
+    print(f"backend      {db.dialect}, path {path}")
     print(
         f"setup        {orders} orders ({shipped} shipped) in {time.perf_counter() - started:.1f} s"
     )
@@ -136,16 +152,35 @@ async def _run(url: str, n: int, orders: int, shipped: int, chunk: int, seed: in
     records = [platforms.from_pinduoduo(i, "bench_pdd") for i in items]
     distinct = {r.platform_refund_id for r in records}
 
+    async def backend_cpu() -> float:
+        """CPU seconds of this database's PostgreSQL backends (same machine; 0 on SQLite,
+        whose work is in this process)."""
+        if db.dialect != "postgresql":
+            return 0.0
+        async with db.transaction(write=False) as session:
+            pids = (
+                await session.scalars(
+                    text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+                )
+            ).all()
+        return _proc_cpu(list(pids))
+
     async def ingest_all() -> tuple[float, int, int, int]:
         created = duplicates = refused = 0
+        cpu, backend = time.process_time(), await backend_cpu()
         t = time.perf_counter()
         for start in range(0, len(records), chunk):
             async with db.transaction() as session:
-                result = await platforms.ingest(session, records[start : start + chunk], "bench")
+                result = await ingest(session, records[start : start + chunk], "bench")
             created += result.created
             duplicates += result.duplicates
             refused += len(result.refused)
-        return time.perf_counter() - t, created, duplicates, refused
+        elapsed = time.perf_counter() - t
+        print(
+            f"cpu          process {time.process_time() - cpu:.2f} s, database backends "
+            f"{await backend_cpu() - backend:.2f} s"
+        )
+        return elapsed, created, duplicates, refused
 
     elapsed, created, duplicates, refused = await ingest_all()
     print(
@@ -181,12 +216,20 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=500)
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--url", default=None, help="database URL (default: scratch SQLite)")
+    parser.add_argument(
+        "--path",
+        choices=("batch", "each"),
+        default="batch",
+        help="batch: platforms.ingest (pages); each: the per-record path (ingest_each)",
+    )
     args = parser.parse_args()
     url = _env(args.url)
     from ordertally.ops.migrations import upgrade
 
     upgrade(url)
-    asyncio.run(_run(url, args.records, args.orders, args.shipped, args.chunk, args.seed))
+    asyncio.run(
+        _run(url, args.records, args.orders, args.shipped, args.chunk, args.seed, args.path)
+    )
 
 
 if __name__ == "__main__":

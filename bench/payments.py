@@ -11,6 +11,10 @@
    from the scheduled send time) while the workers apply concurrently.
 3. Reconciliation of a 1,000,000-row WeChat trade bill against a database holding the same
    million payments (plus discrepancies), end to end as `ordertally reconcile` runs it.
+4. Refund notifications (phase `refunds`, not run by default: `--phases refunds`): orders paid
+   first, then one signed partial-refund notification each (WeChat Pay REFUND.SUCCESS, Alipay
+   refund trade_status_sync, numbered like after-sales refunds) offered at the same rate;
+   acknowledgement latency, then applied per second, one payment_refund row per notification.
 
 Every measurement is repeated `--rounds` times; the medians are printed with the command line.
 The load generator is `bench.loadgen.Connection` (raw keep-alive HTTP/1.1, a few µs/request).
@@ -448,20 +452,26 @@ async def apply_span(db: Any, since: datetime) -> dict[str, float | None]:
     }
 
 
+async def _pending_for(db: Any, pending: Any, limit_seconds: float, poll: float) -> float | None:
+    """Seconds until `pending` (a count query) is 0, polling; None after `limit_seconds`."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < limit_seconds:
+        async with db.transaction(write=False) as session:
+            if not await session.scalar(pending):
+                return time.perf_counter() - start
+        await asyncio.sleep(poll)
+    return None
+
+
 async def wait_applied(db: Any, total: int, limit_seconds: float) -> float:
     """Seconds until no notification is pending (polling); raises after `limit_seconds`."""
     from ordertally.payments.models import PaymentNotification
 
-    start = time.perf_counter()
-    while time.perf_counter() - start < limit_seconds:
-        async with db.transaction(write=False) as session:
-            pending = await session.scalar(
-                select(func.count()).where(PaymentNotification.outcome == "pending")
-            )
-        if not pending:
-            return time.perf_counter() - start
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"inbox not applied within {limit_seconds}s ({pending} of {total} pending)")
+    pending = select(func.count()).where(PaymentNotification.outcome == "pending")
+    waited = await _pending_for(db, pending, limit_seconds, 0.05)
+    if waited is None:
+        raise RuntimeError(f"inbox not applied within {limit_seconds}s ({total} sent)")
+    return waited
 
 
 # --- phases ----------------------------------------------------------------------------------
@@ -592,6 +602,28 @@ async def proof_round(env: Env, db: Any, args: argparse.Namespace, port: int) ->
     }
 
 
+async def wait_outbox_empty(db: Any, limit_seconds: float) -> None:
+    """Wait (polling) until no outbox event is pending; raises after `limit_seconds`."""
+    from ordertally.events.models import OutboxEvent
+
+    pending = select(func.count()).where(OutboxEvent.status == "pending")
+    if await _pending_for(db, pending, limit_seconds, 0.2) is None:
+        raise RuntimeError(f"outbox not drained within {limit_seconds}s")
+
+
+def latency_figures(args: argparse.Namespace, total: int, latencies: list[float]) -> dict[str, Any]:
+    """The open loop's figures: offered rate, requests, acknowledged, p50 / p99 / max."""
+    return {
+        "offered_per_s": args.rate,
+        "workers_applying_meanwhile": args.latency_with_workers,
+        "requests": total,
+        "acknowledged": len(latencies),
+        "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        "max_ms": round(max(latencies) * 1000, 2) if latencies else None,
+    }
+
+
 async def latency_round(env: Env, db: Any, args: argparse.Namespace, port: int) -> dict[str, Any]:
     from ordertally.payments.simulator import messages as m
 
@@ -626,14 +658,114 @@ async def latency_round(env: Env, db: Any, args: argparse.Namespace, port: int) 
         for w in workers:
             env.stop(w)
     return {
-        "offered_per_s": args.rate,
-        "workers_applying_meanwhile": args.latency_with_workers,
-        "requests": total,
-        "acknowledged": len(latencies),
-        "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
-        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
-        "max_ms": round(max(latencies) * 1000, 2) if latencies else None,
+        **latency_figures(args, total, latencies),
         "server_side_ack_cumulative": server_side,
+        "window_unix": [round(window_start, 2), round(window_end, 2)],
+    }
+
+
+async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -> dict[str, Any]:
+    """Refund notifications (issue 18): `rate × rate_seconds` orders paid first (their payment
+    notifications sent and applied, not timed), then one partial refund notification each
+    (WeChat Pay REFUND.SUCCESS with an encrypted refund resource, Alipay's trade_status_sync
+    with refund_fee and out_biz_no), signed as the providers sign, numbered as after-sales
+    numbers its refunds (`ASR...`), offered at `rate`/s (open loop); then the workers apply
+    them. Checks one payment_refund row per notification."""
+    from ordertally.payments.models import PaymentNotification, PaymentRefund
+    from ordertally.payments.simulator import messages as m
+
+    total = int(args.rate * args.rate_seconds)
+    attempts = await make_attempts(db, total, lambda n: "wechatpay" if n % 2 else "alipay")
+    await drain_outbox(db)
+    paid_at = datetime.now(UTC) - timedelta(minutes=5)
+    pay: list[Message] = []
+    for p in attempts:
+        if p.provider == "wechatpay":
+            txn = m.wechat_transaction(env.keys, p.out_trade_no, p.amount_minor)
+            pay.append(wechat(port, "valid", *m.wechat_notification(env.keys, txn)))
+        else:
+            form = m.alipay_notification(
+                env.keys, p.out_trade_no, m.yuan(p.amount_minor), gmt_payment=paid_at
+            )
+            pay.append(alipay(port, "valid", form))
+    await closed_loop(port, pay, args.parallel)
+    workers = [env.spawn("worker") for _ in range(args.workers)]
+    try:
+        await wait_applied(db, total, 600)
+        # ...and what paying set off (allocation, the other consumers), so the refunds' apply
+        # below is not queued behind it.
+        await wait_outbox_empty(db, 900)
+    finally:
+        for w in workers:
+            env.stop(w)
+    async with db.transaction(write=False) as session:
+        refunds_before = await session.scalar(select(func.count()).select_from(PaymentRefund))
+    refund_minor = 100  # 1.00 of each order: a partial refund
+    msgs: list[Message] = []
+    for i, p in enumerate(attempts):
+        out_refund_no = f"ASR{i:016d}{secrets.randbelow(10**6):06d}"
+        if p.provider == "wechatpay":
+            resource = m.wechat_refund(
+                env.keys,
+                p.out_trade_no,
+                m.new_transaction_id(),
+                p.amount_minor,
+                refund_minor,
+                out_refund_no=out_refund_no,
+            )
+            headers, body = m.wechat_notification(env.keys, resource, event_type="REFUND.SUCCESS")
+            msgs.append(wechat(port, "refund", headers, body))
+        else:
+            form = m.alipay_refund_notification(
+                env.keys,
+                p.out_trade_no,
+                m.yuan(p.amount_minor),
+                m.yuan(refund_minor),
+                out_biz_no=out_refund_no,
+                trade_no=m.new_trade_no(),
+                gmt_payment=paid_at,
+                fully_refunded=False,
+            )
+            msgs.append(alipay(port, "refund", form))
+    workers = (
+        [env.spawn("worker") for _ in range(args.workers)] if args.latency_with_workers else []
+    )
+    try:
+        await asyncio.sleep(1.0)
+        window_start = time.time()
+        latencies = await open_loop(port, msgs, args.rate, args.parallel)
+        window_end = time.time()
+        spawned_at = datetime.now(UTC)
+        if not workers:
+            workers = [env.spawn("worker") for _ in range(args.workers)]
+        applying = await wait_applied(db, total, 600)
+    finally:
+        for w in workers:
+            env.stop(w)
+    running = await apply_span(db, spawned_at)
+    async with db.transaction(write=False) as session:
+        refunds_after = await session.scalar(select(func.count()).select_from(PaymentRefund))
+        outcomes = dict(
+            (
+                await session.execute(
+                    select(PaymentNotification.outcome, func.count())
+                    .where(
+                        PaymentNotification.received_at >= datetime.fromtimestamp(window_start, UTC)
+                    )
+                    .group_by(PaymentNotification.outcome)
+                )
+            ).all()
+        )
+    recorded = int(refunds_after or 0) - int(refunds_before or 0)
+    return {
+        **latency_figures(args, total, latencies),
+        "apply_seconds": round(applying, 3),
+        "applied_per_s": round(total / applying, 1),
+        "worker_start_seconds": running["first_after_s"],
+        "applied_per_s_running": running["per_s"],
+        "apply_outcomes": outcomes,
+        "refunds_recorded": recorded,
+        "ok": len(latencies) == total and recorded == total,
         "window_unix": [round(window_start, 2), round(window_end, 2)],
     }
 
@@ -802,12 +934,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.update({k: v for k, v in env_vars.items() if k.startswith("ORDERTALLY_")})
     reset_settings()
     env = Env(url, env_vars, keys, tmp)
-    results: dict[str, Any] = {"proof": [], "latency": [], "reconcile": []}
+    results: dict[str, Any] = {"proof": [], "latency": [], "refunds": [], "reconcile": []}
     db = Database(url, pool_size=10)
     try:
         await asyncio.to_thread(upgrade, url)
         await seed_stock(db)
-        if {"proof", "latency"} & set(args.phases):
+        if {"proof", "latency", "refunds"} & set(args.phases):
             server_args = ["serve", "--no-worker", "--host", HOST, "--port", str(port)]
             if args.server_workers > 1:
                 server_args += ["--workers", str(args.server_workers)]
@@ -819,6 +951,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for _ in range(args.rounds if "latency" in args.phases else 0):
                 results["latency"].append(await latency_round(env, db, args, port))
                 print(json.dumps({"latency": results["latency"][-1]}), flush=True)
+            for _ in range(args.rounds if "refunds" in args.phases else 0):
+                results["refunds"].append(await refund_round(env, db, args, port))
+                print(json.dumps({"refunds": results["refunds"][-1]}), flush=True)
         if args.recon_rows and "reconcile" in args.phases:
             results["reconcile"] = await recon_rounds(env, db, args)
             print(json.dumps({"reconcile": results["reconcile"]}, ensure_ascii=False), flush=True)
@@ -841,6 +976,10 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
         "proof_ok": all(r["ok"] for r in results["proof"]),
         "ack_p99_ms_at_offered_rate": med(results["latency"], "p99_ms"),
         "ack_p50_ms_at_offered_rate": med(results["latency"], "p50_ms"),
+        "refund_ack_p99_ms_at_offered_rate": med(results["refunds"], "p99_ms"),
+        "refund_applied_per_s": med(results["refunds"], "applied_per_s"),
+        "refund_applied_per_s_running": med(results["refunds"], "applied_per_s_running"),
+        "refunds_ok": all(r["ok"] for r in results["refunds"]),
         "reconcile_seconds": med(results["reconcile"], "seconds"),
         "reconcile_ok": all(r["ok"] for r in results["reconcile"]),
     }
@@ -878,7 +1017,7 @@ def main() -> None:
         "--phases",
         type=lambda v: v.split(","),
         default=["proof", "latency", "reconcile"],
-        help="comma-separated: proof,latency,reconcile",
+        help="comma-separated: proof,latency,refunds,reconcile (refunds: refund notifications)",
     )
     parser.add_argument(
         "--latency-with-workers",

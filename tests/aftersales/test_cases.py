@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from ordertally.aftersales import lifecycle
 from ordertally.aftersales.models import AftersaleCase, AftersaleEvent
@@ -390,3 +390,52 @@ async def test_a_returned_bundle_comes_back_as_its_components(
     # and the doctor counts the box's stocked units against the ledger's returns
     checks = {c.name: c for c in await run_checks(db, get_settings())}
     assert checks["aftersales_returned_stock"].data == {"inspected": 3, "returned_movements": 3}
+
+
+async def test_the_buyers_message_is_sealed_at_rest_and_shown_by_role(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given a shipped order, and a case customer service opens with the buyer's own words
+    order = await make_order(db, "shipped")
+    words = "茶叶罐压坏了，电话13812345678"
+    case = await _post(
+        client,
+        keys["cs"],
+        "",
+        {
+            "order_no": order.order_no,
+            "type": "refund_only",
+            "reason_code": "damaged",
+            "refund_goods": "10.00",
+            "buyer_message": words,
+        },
+        201,
+    )
+    case_no = case["case_no"]
+    # Then no part of the words lies in clear in the table
+    async with db.transaction(write=False) as session:
+        stored = await session.scalar(
+            text("SELECT buyer_message FROM aftersale_case WHERE case_no = :no"), {"no": case_no}
+        )
+        dump = " ".join(
+            str(v)
+            for row in (await session.execute(text("SELECT * FROM aftersale_case"))).all()
+            for v in row
+        )
+    assert stored.startswith("aesgcm:") and "茶叶" not in dump and "13812345678" not in dump
+
+    # And the roles that handle the case read them; finance and the warehouse see a mask
+    async def shown(role: str) -> Any:
+        r = await client.get(f"/api/v1/aftersales/{case_no}", headers=auth(keys[role]))
+        assert r.status_code == 200, r.text
+        return r.json()["buyer_message"]
+
+    assert [await shown(r) for r in ("cs", "ops", "admin")] == [words] * 3
+    assert [await shown(r) for r in ("finance", "warehouse")] == ["****", "****"]
+    # And a row written before messages were sealed still reads as it was stored
+    async with db.transaction() as session:
+        await session.execute(
+            text("UPDATE aftersale_case SET buyer_message = :m WHERE case_no = :no"),
+            {"m": "旧的留言", "no": case_no},
+        )
+    assert await shown("cs") == "旧的留言"

@@ -99,6 +99,7 @@ async def test_a_return_and_refund_goes_from_cs_to_the_warehouse_to_finance(
     assert page.text.count("data-evidence") == 2 and "IMG-20261122-01" in page.text
     assert '<tr data-case-line="1">' in page.text
     assert 'data-amount="refund">¥59.90' in page.text
+    assert "“茶叶罐压坏了”" in page.text  # the buyer's words, sealed at rest, shown to cs
     # And (in Chinese, the default) the reason reads as words and the line names its product
     # (the order line's snapshot) beside the SKU
     assert ">商品损坏</dd>" in page.text and "<code>damaged</code>" not in page.text

@@ -23,7 +23,7 @@ from ordertally.aftersales.schemas import (
 )
 from ordertally.aftersales.state_machine import CASE_STATUSES, CASE_TYPES, as_rows
 from ordertally.auth.api import require
-from ordertally.auth.service import Principal
+from ordertally.auth.service import PERMISSIONS, Principal
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.errors import Forbidden, InvalidRequest
@@ -148,10 +148,14 @@ def parcel_doc(p: ReturnParcel) -> dict[str, Any]:
     }
 
 
-def view_doc(found: service.CaseView, case_refunds: list[AftersaleRefund]) -> dict[str, Any]:
+def view_doc(
+    found: service.CaseView, case_refunds: list[AftersaleRefund], *, reveal: bool
+) -> dict[str, Any]:
     """A case's JSON with its lines (asked, received, restocked, written off), audit trail and
-    refunds (the API's and the command line's)."""
+    refunds (the API's and the command line's); the buyer's message in clear only when
+    `reveal` (the roles that manage cases), masked otherwise."""
     doc = case_doc(found.case)
+    doc["buyer_message"] = service.buyer_message(found.case, reveal=reveal)
     doc["lines"] = [
         {
             "line_no": line.line_no,
@@ -257,7 +261,8 @@ async def get_case(
     async with _db(request).transaction(write=False) as session:
         found = await service.view(session, case_no)
         case_refunds = await refunds.refunds_of(session, found.case)
-    return _json(view_doc(found, case_refunds))
+    reveal = principal.role in PERMISSIONS["aftersales.manage"]
+    return _json(view_doc(found, case_refunds, reveal=reveal))
 
 
 @router.post("/aftersales/{case_no}/approve", summary="Approve a case")

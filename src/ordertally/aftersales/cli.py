@@ -44,7 +44,7 @@ async def _show(case_no: str) -> dict[str, Any]:
     try:
         async with db.transaction(write=False) as session:
             found = await service.view(session, case_no)
-            return api.view_doc(found, await refunds.refunds_of(session, found.case))
+            return api.view_doc(found, await refunds.refunds_of(session, found.case), reveal=True)
     finally:
         await db.dispose()
 

@@ -64,7 +64,9 @@ class AftersaleCase(Base):
     goods_status: Mapped[str] = mapped_column(String(24))
     # References only: photo ids/URLs, buyer message ids (never the files themselves).
     evidence: Mapped[list[str]] = mapped_column(JsonDoc)
-    buyer_message: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # The buyer's words, sealed with the PII key (`service.seal_message`); rows written before
+    # migration 0033 may hold them in clear (read as they are).
+    buyer_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     currency: Mapped[str] = mapped_column(String(3))
     refund_goods_minor: Mapped[int] = mapped_column(BigId)
     refund_postage_minor: Mapped[int] = mapped_column(BigId)

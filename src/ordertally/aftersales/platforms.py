@@ -19,12 +19,12 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.aftersales import refunds, repository, service
+from ordertally.aftersales import batch, refunds, repository, service
 from ordertally.aftersales.errors import AftersaleError
 from ordertally.aftersales.models import AftersalePlatformRecord
-from ordertally.aftersales.schemas import CaseCreate, CaseLineIn
 from ordertally.aftersales.state_machine import CaseType
 from ordertally.core import clock, money
 from ordertally.core.crypto import body_context, open_body, seal_body
@@ -112,19 +112,68 @@ class IngestResult:
     refused: list[tuple[str, str]] = field(default_factory=list)
 
 
+# Records per batched page: the multi-row statements stay far below the drivers' parameter limits.
+PAGE = 500
+
+
 async def ingest(session: AsyncSession, records: list[PlatformRecord], actor: str) -> IngestResult:
     """Open, approve and (when money moved) refund a case per new record; a platform refund id
-    already a case is a duplicate and changes nothing. Records of one channel per call."""
+    already a case is a duplicate and changes nothing. Records of one channel per call.
+
+    Pages of `PAGE` records go through the batched path (`batch.apply_page`, a fixed number of
+    statements per page); a page another writer got into meanwhile is applied again record by
+    record (`ingest_each`) from its savepoint."""
+    result = IngestResult()
+    for start in range(0, len(records), PAGE):
+        page = records[start : start + PAGE]
+        outcomes = await _apply_page(session, page, actor)
+        result.duplicates += outcomes.repeats
+        for pid, (outcome, reason) in outcomes.outcomes.items():
+            _count(result, pid, outcome, reason)
+    return result
+
+
+async def _apply_page(
+    session: AsyncSession, page: list[PlatformRecord], actor: str
+) -> batch.PageResult:
+    """One page through the batched path, or record by record when it met another writer."""
+    try:
+        async with session.begin_nested():
+            return await batch.apply_page(session, page, actor)
+    except (batch.PageConflict, IntegrityError):
+        pass
+    result = batch.PageResult()
+    for record in page:
+        pid = record.platform_refund_id
+        if pid in result.outcomes:
+            result.repeats += 1
+            continue
+        one = await ingest_each(session, [record], actor)
+        if one.created:
+            result.outcomes[pid] = (batch.CREATED, None)
+        elif one.unknown_order:
+            result.outcomes[pid] = (
+                batch.UNKNOWN_ORDER,
+                f"no {record.channel} order {record.external_order_id}",
+            )
+        elif one.refused:
+            result.outcomes[pid] = (batch.REFUSED, one.refused[0][1])
+        else:
+            result.outcomes[pid] = (batch.DUPLICATE, None)
+    return result
+
+
+async def ingest_each(
+    session: AsyncSession, records: list[PlatformRecord], actor: str
+) -> IngestResult:
+    """`ingest` record by record, each in a savepoint of its own through the case services
+    (open → approve → record the platform refund): the fallback of a page that met another
+    writer, and the reference the batched path is tested against."""
     result = IngestResult()
     if not records:
         return result
     channel = records[0].channel
-    unique: dict[str, PlatformRecord] = {}
-    for record in records:
-        if record.platform_refund_id in unique:
-            result.duplicates += 1
-        else:
-            unique[record.platform_refund_id] = record
+    unique, result.duplicates = batch.by_refund_id(records)
     known = await repository.existing_platform_ids(session, channel, list(unique))
     result.duplicates += len(known)
     fresh = [r for pid, r in unique.items() if pid not in known]
@@ -147,24 +196,8 @@ async def ingest(session: AsyncSession, records: list[PlatformRecord], actor: st
 
 async def _apply(session: AsyncSession, record: PlatformRecord, order_no: str, actor: str) -> None:
     order = await orders_service.get_order(session, order_no)
-    lines = []
-    if record.skus:
-        by_sku = {line.sku: line for line in await orders_service.lines_of(session, order)}
-        for sku, units in sorted(record.skus.items()):
-            line = by_sku.get(sku)
-            if line is not None:
-                lines.append(CaseLineIn(line_no=line.line_no, quantity=min(units, line.quantity)))
-    case_type = (
-        record.type if lines or record.type == CaseType.REFUND_ONLY else CaseType.REFUND_ONLY
-    )
-    cmd = CaseCreate(
-        order_no=order_no,
-        type=case_type,
-        reason_code=record.reason_code,
-        lines=lines,
-        refund_goods=str(money.from_minor(record.amount_minor, order.currency)),
-        platform_refund_id=record.platform_refund_id,
-    )
+    ordered = await orders_service.lines_of(session, order) if record.skus else []
+    cmd = batch.case_command(record, order, ordered)
     case, created = await service.open_case(session, cmd, actor, channel=record.channel)
     if not created:
         return
@@ -186,55 +219,89 @@ async def receive_pinduoduo(
     session: AsyncSession, items: list[dict[str, Any]], actor: str, channel: str = "pinduoduo"
 ) -> IngestResult:
     """Store each pdd.refund.list.increment.get item sealed in the after-sales inbox (a refund
-    id stored before is a duplicate and changes nothing), then apply the new ones; each stored
-    row records what it came to (applied, unknown_order, refused)."""
+    id stored before is a duplicate and changes nothing), then apply the new ones from what
+    was stored, as batched pages; each stored row records what it came to (applied,
+    unknown_order, refused). One statement stores the page, one marks it."""
     result = IngestResult()
+    rows: dict[str, dict[str, Any]] = {}
+    bodies: dict[str, str] = {}
+    now = clock.now()
     for item in items:
         platform_refund_id = str(item.get("id") or "")[:64]
         if not platform_refund_id:
             result.refused.append(("", "a refund item without an id"))
             continue
-        raw = orjson.dumps(item).decode()
-        record_id = await repository.store_record(
-            session,
-            {
-                "channel": channel,
-                "platform_refund_id": platform_refund_id,
-                "body": seal_body(raw, _record_context(channel, platform_refund_id)),
-                "status": "pending",
-                "received_at": clock.now(),
-            },
-        )
-        if record_id is None:
+        if platform_refund_id in rows:
             result.duplicates += 1
             continue
-        status, outcome = await _apply_record(session, record_id, actor, result)
-        await repository.mark_record(session, record_id, status, outcome, clock.now())
+        raw = orjson.dumps(item).decode()
+        bodies[platform_refund_id] = raw
+        rows[platform_refund_id] = {
+            "channel": channel,
+            "platform_refund_id": platform_refund_id,
+            "body": seal_body(raw, _record_context(channel, platform_refund_id)),
+            "status": "pending",
+            "received_at": now,
+        }
+    stored = await repository.store_records_many(session, list(rows.values()))
+    result.duplicates += len(rows) - len(stored)
+    await _apply_stored(
+        session,
+        [(record_id, channel, pid, bodies[pid]) for pid, record_id in stored.items()],
+        actor,
+        result,
+    )
     return result
 
 
-async def _apply_record(
-    session: AsyncSession, record_id: int, actor: str, result: IngestResult
-) -> tuple[str, str | None]:
-    """Apply one stored record from its sealed body (the apply step reads what was stored)."""
-    row = await repository.record_by_id(session, record_id)
-    assert row is not None
-    body = open_body(row.body, _record_context(row.channel, row.platform_refund_id))
-    try:
-        record = from_pinduoduo(orjson.loads(body), row.channel)
-    except (KeyError, TypeError, ValueError, money.MoneyError) as exc:
-        result.refused.append((row.platform_refund_id, f"unmappable refund: {exc!r}"))
-        return "refused", f"unmappable refund: {exc!r}"[:300]
-    one = await ingest(session, [record], actor)
-    result.created += one.created
-    result.duplicates += one.duplicates
-    result.unknown_order += one.unknown_order
-    result.refused += one.refused
-    if one.unknown_order:
-        return "unknown_order", f"no {row.channel} order {record.external_order_id}"[:300]
-    if one.refused:
-        return "refused", one.refused[0][1][:300]
-    return "applied", None
+async def _apply_stored(
+    session: AsyncSession,
+    stored: list[tuple[int, str, str, str]],
+    actor: str,
+    result: IngestResult,
+) -> None:
+    """Apply stored records ((record id, channel, refund id, body in clear) each) as batched
+    pages per channel, and record on each row what it came to."""
+    now = clock.now()
+    marks: list[dict[str, Any]] = []
+    by_channel: dict[str, list[PlatformRecord]] = {}
+    row_of: dict[tuple[str, str], int] = {}
+    for record_id, channel, platform_refund_id, body in stored:
+        try:
+            record = from_pinduoduo(orjson.loads(body), channel)
+        except (KeyError, TypeError, ValueError, money.MoneyError) as exc:
+            result.refused.append((platform_refund_id, f"unmappable refund: {exc!r}"))
+            marks.append(_mark(record_id, "refused", f"unmappable refund: {exc!r}", now))
+            continue
+        by_channel.setdefault(channel, []).append(record)
+        row_of[(channel, record.platform_refund_id)] = record_id
+    for channel, records in by_channel.items():
+        for start in range(0, len(records), PAGE):
+            page = await _apply_page(session, records[start : start + PAGE], actor)
+            result.duplicates += page.repeats
+            for pid, (outcome, reason) in page.outcomes.items():
+                _count(result, pid, outcome, reason)
+                status = {batch.CREATED: "applied", batch.DUPLICATE: "applied"}.get(
+                    outcome, outcome
+                )
+                marks.append(_mark(row_of[(channel, pid)], status, reason, now))
+    await repository.mark_records_many(session, marks)
+
+
+def _mark(record_id: int, status: str, outcome: str | None, at: datetime) -> dict[str, Any]:
+    return {"rid": record_id, "status": status, "outcome": outcome and outcome[:300], "at": at}
+
+
+def _count(result: IngestResult, pid: str, outcome: str, reason: str | None) -> None:
+    """Add one refund id's outcome to the result."""
+    if outcome == batch.CREATED:
+        result.created += 1
+    elif outcome == batch.DUPLICATE:
+        result.duplicates += 1
+    elif outcome == batch.UNKNOWN_ORDER:
+        result.unknown_order += 1
+    else:
+        result.refused.append((pid, reason or ""))
 
 
 async def stored_records(
@@ -258,9 +325,16 @@ async def reapply_records(
     outcome, and a refund id already a case stays a duplicate."""
     result = IngestResult()
     rows = await repository.records(session, statuses, channel, limit, received_after)
-    for row in rows:
-        status, outcome = await _apply_record(session, row.id, actor, result)
-        await repository.mark_record(session, row.id, status, outcome, clock.now())
+    stored = [
+        (
+            row.id,
+            row.channel,
+            row.platform_refund_id,
+            open_body(row.body, _record_context(row.channel, row.platform_refund_id)),
+        )
+        for row in rows
+    ]
+    await _apply_stored(session, stored, actor, result)
     return result
 
 

@@ -153,7 +153,7 @@ async def record_platform_refund(
     """Record a refund the platform made for a platform order (never sent by us); the same
     platform refund id recorded again is a no-op. Returns the refund and whether it is new."""
     case = await get_case(session, case_no)
-    out_refund_no = f"{case.channel}:{platform_refund_id}"[:64]
+    out_refund_no = platform_refund_no(case.channel, platform_refund_id)
     for existing in await repository.refunds_of_case(session, case.id):
         if existing.out_refund_no == out_refund_no:
             return existing, False
@@ -168,26 +168,14 @@ async def record_platform_refund(
         raise RefundExceedsPaid(f"order {case.order_no}: the refund would pass what was paid")
     refund_id = await repository.insert_refund(
         session,
-        {
-            "case_id": case.id,
-            "order_id": case.order_id,
-            "order_no": case.order_no,
-            "source": "platform",
-            "provider": case.channel,
-            "out_trade_no": None,
-            "paid_total_minor": order.total_minor,
-            "out_refund_no": out_refund_no,
-            "provider_refund_id": platform_refund_id,
-            "amount_minor": amount_minor,
-            "currency": order.currency,
-            "state": "sent",
-            "attempts": 0,
-            "next_at": None,
-            "last_error": None,
-            "created_at": now,
-            "sent_at": now,
-            "confirmed_at": None,
-        },
+        platform_refund_row(
+            (case.id, case.order_id, case.order_no, case.channel),
+            order.total_minor,
+            order.currency,
+            platform_refund_id,
+            amount_minor,
+            now,
+        ),
     )
     refund = await repository.get_refund(session, refund_id)
     assert refund is not None
@@ -209,23 +197,7 @@ async def confirm(session: AsyncSession, refund: AftersaleRefund, actor: str) ->
     case = await repository.get_case(session, refund.case_id)
     assert case is not None
     await repository.confirm_money(session, refund.order_id, refund.amount_minor, now)
-    await outbox.publish(
-        session,
-        "AftersaleRefundConfirmed",
-        AftersaleRefundConfirmed(
-            refund_id=refund.id,
-            case_no=case.case_no,
-            order_no=refund.order_no,
-            source=refund.source,
-            provider=refund.provider,
-            out_refund_no=refund.out_refund_no,
-            amount_minor=refund.amount_minor,
-            currency=refund.currency,
-            occurred_at=now,
-        ),
-        aggregate_type="aftersale",
-        aggregate_id=refund.order_no,
-    )
+    await outbox.publish_rows(session, [refund_confirmed_event(refund, case.case_no, now)])
     count_after_commit(session, REFUNDS.labels(refund.source, "succeeded").inc)
     count_after_commit(
         session, lambda: REFUNDED_MINOR.labels(refund.currency).inc(refund.amount_minor)
@@ -235,6 +207,23 @@ async def confirm(session: AsyncSession, refund: AftersaleRefund, actor: str) ->
     await settle_case(session, case, actor, refund.out_refund_no)
     await _move_order(session, refund, actor)
     return True
+
+
+def settles(case_type: str, status: str) -> bool:
+    """Whether a case whose refunds are all confirmed moves to refunded now: not while its
+    goods are still on their way back (refund first: they still come home)."""
+    goods_out = CaseType(case_type) in RETURNS_GOODS and status in (
+        CaseStatus.APPROVED,
+        CaseStatus.AWAITING_RETURN,
+        CaseStatus.RETURNED,
+    )
+    refundable = status in (
+        CaseStatus.APPROVED,
+        CaseStatus.AWAITING_RETURN,
+        CaseStatus.RETURNED,
+        CaseStatus.INSPECTED,
+    )
+    return refundable and not goods_out
 
 
 async def settle_case(
@@ -249,18 +238,7 @@ async def settle_case(
     )
     if done == 0 or done < case.refund_minor:
         return case
-    goods_out = CaseType(case.type) in RETURNS_GOODS and case.status in (
-        CaseStatus.APPROVED,
-        CaseStatus.AWAITING_RETURN,
-        CaseStatus.RETURNED,
-    )
-    refundable = case.status in (
-        CaseStatus.APPROVED,
-        CaseStatus.AWAITING_RETURN,
-        CaseStatus.RETURNED,
-        CaseStatus.INSPECTED,
-    )
-    if goods_out or not refundable:
+    if not settles(case.type, case.status):
         return case
     return await transition(session, case, "refund", actor, detail={"out_refund_no": evidence})
 
@@ -272,21 +250,85 @@ async def _move_order(session: AsyncSession, refund: AftersaleRefund, actor: str
         return
     ledger = await repository.get_money(session, refund.order_id)
     assert ledger is not None
-    name = (
-        "aftersale_refund"
-        if ledger.refunded_minor >= ledger.paid_minor
-        else "aftersale_partial_refund"
+    name = order_move(order.status, ledger.refunded_minor, ledger.paid_minor)
+    assert name is not None
+    await orders_service.transition(session, order.order_no, name, order_actor(refund, actor))
+
+
+def order_actor(refund: AftersaleRefund, actor: str) -> Actor:
+    """Who moves the order when a refund is confirmed, with the refund as evidence."""
+    return Actor(
+        ActorKind.AFTERSALES,
+        actor,
+        evidence_ref=refund.provider_refund_id or refund.out_refund_no,
+        note=f"{refund.source} refund {refund.out_refund_no}: {refund.amount_minor}",
     )
-    await orders_service.transition(
-        session,
-        order.order_no,
-        name,
-        Actor(
-            ActorKind.AFTERSALES,
-            actor,
-            evidence_ref=refund.provider_refund_id or refund.out_refund_no,
-            note=f"{refund.source} refund {refund.out_refund_no}: {refund.amount_minor}",
+
+
+def order_move(status: str, refunded_minor: int, paid_minor: int) -> str | None:
+    """The order's transition once a refund is confirmed (None before shipment)."""
+    if status not in _AFTER_SHIPMENT:
+        return None
+    return "aftersale_refund" if refunded_minor >= paid_minor else "aftersale_partial_refund"
+
+
+def platform_refund_no(channel: str, platform_refund_id: str) -> str:
+    """Our number of a platform's refund: unique per channel."""
+    return f"{channel}:{platform_refund_id}"[:64]
+
+
+def platform_refund_row(
+    case: tuple[int, int, str, str],
+    order_total_minor: int,
+    currency: str,
+    platform_refund_id: str,
+    amount_minor: int,
+    now: datetime,
+) -> dict[str, object]:
+    """The `aftersale_refund` row of a refund the platform made (sent: it happened) for a case
+    given as (case id, order id, order number, channel)."""
+    case_id, order_id, order_no, channel = case
+    return {
+        "case_id": case_id,
+        "order_id": order_id,
+        "order_no": order_no,
+        "source": "platform",
+        "provider": channel,
+        "out_trade_no": None,
+        "paid_total_minor": order_total_minor,
+        "out_refund_no": platform_refund_no(channel, platform_refund_id),
+        "provider_refund_id": platform_refund_id,
+        "amount_minor": amount_minor,
+        "currency": currency,
+        "state": "sent",
+        "attempts": 0,
+        "next_at": None,
+        "last_error": None,
+        "created_at": now,
+        "sent_at": now,
+        "confirmed_at": None,
+    }
+
+
+def refund_confirmed_event(
+    refund: AftersaleRefund, case_no: str, now: datetime
+) -> dict[str, object]:
+    """The `AftersaleRefundConfirmed` outbox row of a refund."""
+    return outbox.build_row(
+        "AftersaleRefundConfirmed",
+        AftersaleRefundConfirmed(
+            refund_id=refund.id,
+            case_no=case_no,
+            order_no=refund.order_no,
+            source=refund.source,
+            provider=refund.provider,
+            out_refund_no=refund.out_refund_no,
+            amount_minor=refund.amount_minor,
+            currency=refund.currency,
+            occurred_at=now,
         ),
+        aggregate_type="aftersale",
+        aggregate_id=refund.order_no,
     )
 
 

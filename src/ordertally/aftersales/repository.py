@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.aftersales.models import (
@@ -19,7 +19,7 @@ from ordertally.aftersales.models import (
     AftersaleRefund,
     ReturnParcel,
 )
-from ordertally.core.db import upsert_insert
+from ordertally.core.db import dialect_of, table_of, upsert_insert
 
 NO_SYNC = {"synchronize_session": False}
 
@@ -557,35 +557,6 @@ async def inspected_units_by_sku(session: AsyncSession) -> dict[str, int]:
 # --- the after-sales record inbox ---------------------------------------------------------------
 
 
-async def store_record(session: AsyncSession, values: dict[str, Any]) -> int | None:
-    """Insert a received platform record; None when (channel, platform refund id) was stored
-    before."""
-    stmt = (
-        upsert_insert(session, AftersalePlatformRecord)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["channel", "platform_refund_id"])
-        .returning(AftersalePlatformRecord.id)
-    )
-    record_id = (await session.execute(stmt)).scalar_one_or_none()
-    return int(record_id) if record_id is not None else None
-
-
-async def record_by_id(session: AsyncSession, record_id: int) -> AftersalePlatformRecord | None:
-    """One stored platform record, read fresh."""
-    return await session.get(AftersalePlatformRecord, record_id, populate_existing=True)
-
-
-async def mark_record(
-    session: AsyncSession, record_id: int, status: str, outcome: str | None, at: datetime
-) -> None:
-    """Record what applying a stored platform record came to."""
-    await session.execute(
-        update(AftersalePlatformRecord)
-        .where(AftersalePlatformRecord.id == record_id)
-        .values(status=status, outcome=outcome, applied_at=at)
-    )
-
-
 async def records(
     session: AsyncSession,
     statuses: Sequence[str],
@@ -644,3 +615,157 @@ async def pull_states(session: AsyncSession) -> dict[str, AftersalePullState]:
     """Every account's after-sale pull state by channel."""
     rows = await session.scalars(select(AftersalePullState))
     return {row.channel: row for row in rows.all()}
+
+
+# --- a page of platform records at once (the batched ingest, `aftersales.batch`) ----------------
+
+
+async def insert_cases_many(session: AsyncSession, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Add many platform cases in one statement; platform refund id -> new case id (those
+    whose (channel, refund id) is already a case are skipped: the unique index decides)."""
+    return await _insert_new_refund_ids(session, AftersaleCase, rows)
+
+
+async def _insert_new_refund_ids(
+    session: AsyncSession, model: type[AftersaleCase | AftersalePlatformRecord], rows: list[Any]
+) -> dict[str, int]:
+    """Insert rows keyed by (channel, platform refund id), skipping keys already stored;
+    platform refund id -> id of each row inserted."""
+    if not rows:
+        return {}
+    table = table_of(model)
+    stmt = (
+        upsert_insert(session, table)
+        .on_conflict_do_nothing(index_elements=["channel", "platform_refund_id"])
+        .returning(table.c.platform_refund_id, table.c.id)
+    )
+    # executemany: one cached statement sent as multi-row batches (insertmanyvalues)
+    return {str(pid): int(i) for pid, i in (await session.execute(stmt, rows)).all()}
+
+
+async def insert_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Add many audit rows of cases."""
+    if rows:
+        await session.execute(insert(table_of(AftersaleEvent)), rows)
+
+
+async def returned_quantities_many(
+    session: AsyncSession, order_ids: Sequence[int]
+) -> dict[int, dict[int, int]]:
+    """`returned_quantities` of many orders: order id -> line number -> units asked back."""
+    if not order_ids:
+        return {}
+    rows = await session.execute(
+        select(AftersaleCase.order_id, AftersaleLine.line_no, func.sum(AftersaleLine.quantity))
+        .join(AftersaleCase, AftersaleCase.id == AftersaleLine.case_id)
+        .where(
+            AftersaleCase.order_id.in_(list(order_ids)),
+            AftersaleCase.status != "rejected",
+            AftersaleCase.type.in_(("return_refund", "refused", "refund_only")),
+        )
+        .group_by(AftersaleCase.order_id, AftersaleLine.line_no)
+    )
+    out: dict[int, dict[int, int]] = {}
+    for order_id, line_no, quantity in rows.all():
+        out.setdefault(int(order_id), {})[int(line_no)] = int(quantity)
+    return out
+
+
+async def lock_money_many(
+    session: AsyncSession, order_ids: Sequence[int]
+) -> dict[int, tuple[int, int, int]]:
+    """The refund ledger rows of these orders that exist, locked on PostgreSQL in order id
+    order: order id -> (paid, committed, refunded)."""
+    if not order_ids:
+        return {}
+    money = table_of(AftersaleMoney)
+    stmt = (
+        select(
+            money.c.order_id, money.c.paid_minor, money.c.committed_minor, money.c.refunded_minor
+        )
+        .where(money.c.order_id.in_(sorted(set(order_ids))))
+        .order_by(money.c.order_id)
+    )
+    if dialect_of(session) == "postgresql":
+        stmt = stmt.with_for_update()
+    rows = await session.execute(stmt)
+    return {int(o): (int(p), int(c), int(r)) for o, p, c, r in rows.all()}
+
+
+async def insert_money_many(session: AsyncSession, rows: list[dict[str, Any]]) -> set[int]:
+    """Add refund ledger rows (with their first refunds counted); returns the order ids
+    added (one that appeared meanwhile is skipped)."""
+    if not rows:
+        return set()
+    money = table_of(AftersaleMoney)
+    stmt = (
+        upsert_insert(session, money)
+        .on_conflict_do_nothing(index_elements=["order_id"])
+        .returning(money.c.order_id)
+    )
+    return {int(o) for o in (await session.execute(stmt, rows)).scalars().all()}
+
+
+async def add_money_many(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
+    """Count refunds on locked ledger rows: rows of {"oid", "add_committed", "add_refunded",
+    "at"}, each within what was paid; returns how many rows changed."""
+    if not rows:
+        return 0
+    money = table_of(AftersaleMoney)
+    result = await session.execute(
+        update(money)
+        .where(
+            money.c.order_id == bindparam("oid"),
+            money.c.committed_minor + bindparam("add_committed") <= money.c.paid_minor,
+        )
+        .values(
+            committed_minor=money.c.committed_minor + bindparam("add_committed"),
+            refunded_minor=money.c.refunded_minor + bindparam("add_refunded"),
+            updated_at=bindparam("at"),
+        ),
+        rows,
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def existing_refund_nos(session: AsyncSession, out_refund_nos: Sequence[str]) -> set[str]:
+    """Which of these refund numbers are already recorded."""
+    if not out_refund_nos:
+        return set()
+    rows = await session.scalars(
+        select(AftersaleRefund.out_refund_no).where(
+            AftersaleRefund.out_refund_no.in_(list(out_refund_nos))
+        )
+    )
+    return set(rows.all())
+
+
+async def insert_refunds_many(session: AsyncSession, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Add many refunds in one statement; refund number -> id."""
+    if not rows:
+        return {}
+    refund = table_of(AftersaleRefund)
+    stmt = insert(refund).returning(refund.c.out_refund_no, refund.c.id)
+    return {str(no): int(i) for no, i in (await session.execute(stmt, rows)).all()}
+
+
+async def store_records_many(session: AsyncSession, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert received platform records of one channel in one statement; platform refund id ->
+    new record id (those stored before are skipped)."""
+    return await _insert_new_refund_ids(session, AftersalePlatformRecord, rows)
+
+
+async def mark_records_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Record what applying stored platform records came to: rows of {"rid", "status",
+    "outcome", "at"}."""
+    if not rows:
+        return
+    record = table_of(AftersalePlatformRecord)
+    await session.execute(
+        update(record)
+        .where(record.c.id == bindparam("rid"))
+        .values(
+            status=bindparam("status"), outcome=bindparam("outcome"), applied_at=bindparam("at")
+        ),
+        rows,
+    )

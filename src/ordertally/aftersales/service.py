@@ -36,6 +36,7 @@ from ordertally.aftersales.state_machine import (
 )
 from ordertally.catalog import service as catalog_service
 from ordertally.core import clock, money
+from ordertally.core.crypto import open_body, seal_body
 from ordertally.core.db import count_after_commit
 from ordertally.events import outbox
 from ordertally.fulfillment import service as fulfillment_service
@@ -43,7 +44,7 @@ from ordertally.fulfillment.errors import ShipmentNotReady
 from ordertally.inventory.errors import InsufficientStock
 from ordertally.orders import service as orders_service
 from ordertally.orders.errors import OrderNotFound
-from ordertally.orders.models import SalesOrder
+from ordertally.orders.models import OrderLine, SalesOrder
 
 CASES_OPENED = Counter(
     "ordertally_aftersale_cases_total", "After-sales cases opened", ["type", "source"]
@@ -104,96 +105,19 @@ async def open_case(
         if known:
             return await _case_by_platform_id(session, order.id, cmd.platform_refund_id), False
     case_type = CaseType(cmd.type)
-    if order.status not in OPENS_FROM[case_type]:
-        raise InvalidCase(
-            f"a {case_type} case cannot be opened on an order that is {order.status}",
-            order_status=order.status,
-        )
-    await _check_window(session, order)
+    check_opens(case_type, order.status)
+    check_window(order)
     lines = await _check_lines(session, order, cmd, case_type)
-    amounts = {
-        "refund_goods_minor": money.to_minor(cmd.refund_goods, order.currency),
-        "refund_postage_minor": money.to_minor(cmd.refund_postage, order.currency),
-        "refund_other_minor": money.to_minor(cmd.refund_other, order.currency),
-    }
-    total = sum(amounts.values())
-    if case_type in MOVES_MONEY and total <= 0:
-        raise InvalidCase("a refund case needs an amount", field="refund_goods")
-    if case_type not in MOVES_MONEY and total:
-        raise InvalidCase(f"a {case_type} case refunds nothing", field="refund_goods")
-    if total > order.total_minor:
-        raise InvalidCase("the refund is more than the order's total", field="refund_goods")
+    amounts = case_amounts(cmd, case_type, order)
     now = clock.now()
-    values: dict[str, Any] = {
-        "case_no": new_case_no(now),
-        "order_id": order.id,
-        "order_no": order.order_no,
-        "channel": channel,
-        "platform_refund_id": cmd.platform_refund_id,
-        "type": case_type.value,
-        "status": CaseStatus.REQUESTED.value,
-        "version": 1,
-        "reason_code": cmd.reason_code,
-        "responsibility": None,
-        "goods_status": cmd.goods_status.value,
-        "evidence": list(cmd.evidence),
-        "buyer_message": cmd.buyer_message,
-        "currency": order.currency,
-        **amounts,
-        "return_carrier": None,
-        "return_waybill_no": None,
-        "created_by": actor,
-        "created_at": now,
-        "updated_at": now,
-    }
+    values = case_row(cmd, case_type, order, channel, amounts, actor, now)
     case_id = await repository.insert_case(session, values)
     if case_id is None:  # the same platform record, inserted concurrently
         assert cmd.platform_refund_id
         return await _case_by_platform_id(session, order.id, cmd.platform_refund_id), False
-    await repository.insert_lines(
-        session,
-        [
-            {
-                "case_id": case_id,
-                "line_no": no,
-                "sku": sku,
-                "quantity": qty,
-                "received_quantity": 0,
-                "restocked_quantity": 0,
-                "written_off_quantity": 0,
-            }
-            for no, sku, qty in lines
-        ],
-    )
-    await repository.insert_event(
-        session,
-        {
-            "case_id": case_id,
-            "version": 1,
-            "event": "request",
-            "from_status": None,
-            "to_status": CaseStatus.REQUESTED.value,
-            "actor": actor,
-            "detail": {"reason_code": cmd.reason_code},
-            "occurred_at": now,
-        },
-    )
-    await outbox.publish(
-        session,
-        "AftersaleRequested",
-        AftersaleRequested(
-            case_id=case_id,
-            case_no=values["case_no"],
-            order_no=order.order_no,
-            channel=channel,
-            type=case_type.value,
-            refund_minor=total,
-            currency=order.currency,
-            occurred_at=now,
-        ),
-        aggregate_type="aftersale",
-        aggregate_id=values["case_no"],
-    )
+    await repository.insert_lines(session, line_rows(case_id, lines))
+    await repository.insert_event(session, request_audit(case_id, cmd, actor, now))
+    await outbox.publish_rows(session, [requested_event(case_id, values)])
     source = "platform" if cmd.platform_refund_id else "api"
     count_after_commit(session, CASES_OPENED.labels(case_type.value, source).inc)
     case = await repository.get_case(session, case_id)
@@ -210,7 +134,168 @@ async def _case_by_platform_id(
     raise InvalidCase(f"platform refund {platform_refund_id} belongs to another order")
 
 
-async def _check_window(session: AsyncSession, order: SalesOrder) -> None:
+# The buyer's own words (personal data): sealed with the PII key, bound to the column and the
+# case number; shown in clear only to the roles that handle the case with the buyer.
+_MESSAGE_COLUMN = "aftersale_case.buyer_message"
+MESSAGE_MASK = "****"
+
+
+def seal_message(text: str | None, case_no: str) -> str | None:
+    """A buyer's message as stored: sealed (None and "" stay as they are)."""
+    return seal_body(text, f"{_MESSAGE_COLUMN}:{case_no}") if text else text
+
+
+def buyer_message(case: AftersaleCase, *, reveal: bool) -> str | None:
+    """A case's buyer message for a reader: in clear when `reveal` (the roles that manage
+    cases), else masked; a row written before messages were sealed reads as it is."""
+    if not case.buyer_message:
+        return None
+    if not reveal:
+        return MESSAGE_MASK
+    return open_body(case.buyer_message, f"{_MESSAGE_COLUMN}:{case.case_no}")
+
+
+def check_opens(case_type: CaseType, order_status: str) -> None:
+    """A case type is opened only on orders in some statuses."""
+    if order_status not in OPENS_FROM[case_type]:
+        raise InvalidCase(
+            f"a {case_type} case cannot be opened on an order that is {order_status}",
+            order_status=order_status,
+        )
+
+
+def case_row(
+    cmd: CaseCreate,
+    case_type: CaseType,
+    order: SalesOrder,
+    channel: str,
+    amounts: dict[str, int],
+    actor: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """The `aftersale_case` row of a case just requested (the buyer's message sealed)."""
+    case_no = new_case_no(now)
+    return {
+        "case_no": case_no,
+        "order_id": order.id,
+        "order_no": order.order_no,
+        "channel": channel,
+        "platform_refund_id": cmd.platform_refund_id,
+        "type": case_type.value,
+        "status": CaseStatus.REQUESTED.value,
+        "version": 1,
+        "reason_code": cmd.reason_code,
+        "responsibility": None,
+        "goods_status": cmd.goods_status.value,
+        "evidence": list(cmd.evidence),
+        "buyer_message": seal_message(cmd.buyer_message, case_no),
+        "currency": order.currency,
+        **amounts,
+        "return_carrier": None,
+        "return_waybill_no": None,
+        "created_by": actor,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def line_rows(case_id: int, lines: list[tuple[int, str, int]]) -> list[dict[str, Any]]:
+    """The `aftersale_line` rows of a new case ((line_no, sku, quantity) each)."""
+    return [
+        {
+            "case_id": case_id,
+            "line_no": no,
+            "sku": sku,
+            "quantity": qty,
+            "received_quantity": 0,
+            "restocked_quantity": 0,
+            "written_off_quantity": 0,
+        }
+        for no, sku, qty in lines
+    ]
+
+
+def request_audit(case_id: int, cmd: CaseCreate, actor: str, now: datetime) -> dict[str, Any]:
+    """The first audit row of a case (requested)."""
+    return {
+        "case_id": case_id,
+        "version": 1,
+        "event": "request",
+        "from_status": None,
+        "to_status": CaseStatus.REQUESTED.value,
+        "actor": actor,
+        "detail": {"reason_code": cmd.reason_code},
+        "occurred_at": now,
+    }
+
+
+def requested_event(case_id: int, values: dict[str, Any]) -> dict[str, Any]:
+    """The `AftersaleRequested` outbox row of a case row just inserted."""
+    return outbox.build_row(
+        "AftersaleRequested",
+        AftersaleRequested(
+            case_id=case_id,
+            case_no=values["case_no"],
+            order_no=values["order_no"],
+            channel=values["channel"],
+            type=values["type"],
+            refund_minor=values["refund_goods_minor"]
+            + values["refund_postage_minor"]
+            + values["refund_other_minor"],
+            currency=values["currency"],
+            occurred_at=values["created_at"],
+        ),
+        aggregate_type="aftersale",
+        aggregate_id=values["case_no"],
+    )
+
+
+def step_rows(
+    case_id: int,
+    case_no: str,
+    order_no: str,
+    case_type: str,
+    name: str,
+    from_status: str,
+    version: int,
+    actor: str,
+    now: datetime,
+    detail: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The audit row and the outbox row of one case transition (`version`: the new one)."""
+    spec = find(name)
+    assert spec is not None
+    audit = {
+        "case_id": case_id,
+        "version": version,
+        "event": name,
+        "from_status": from_status,
+        "to_status": spec.target.value,
+        "actor": actor,
+        "detail": detail or {},
+        "occurred_at": now,
+    }
+    event = outbox.build_row(
+        spec.event_type,
+        AftersaleStatusChanged(
+            case_id=case_id,
+            case_no=case_no,
+            order_no=order_no,
+            type=case_type,
+            transition=name,
+            from_status=from_status,
+            to_status=spec.target.value,
+            version=version,
+            actor=actor,
+            occurred_at=now,
+        ),
+        aggregate_type="aftersale",
+        aggregate_id=case_no,
+    )
+    return audit, event
+
+
+def check_window(order: SalesOrder) -> None:
     """A completed order accepts cases only within its channel's after-sales window."""
     if order.status != "completed":
         return
@@ -226,12 +311,21 @@ async def _check_lines(
     session: AsyncSession, order: SalesOrder, cmd: CaseCreate, case_type: CaseType
 ) -> list[tuple[int, str, int]]:
     """(line_no, sku, quantity) of the case's lines, each within what the order has left."""
+    ordered = {line.line_no: line for line in await orders_service.lines_of(session, order)}
+    return check_lines(
+        cmd, case_type, ordered, await repository.returned_quantities(session, order.id)
+    )
+
+
+def check_lines(
+    cmd: CaseCreate, case_type: CaseType, ordered: dict[int, OrderLine], taken: dict[int, int]
+) -> list[tuple[int, str, int]]:
+    """(line_no, sku, quantity) of the case's lines, each within what the order has left
+    (`taken`: units per line already asked back by its other cases)."""
     if case_type in RETURNS_GOODS and not cmd.lines:
         raise InvalidCase(f"a {case_type} case names the lines coming back", field="lines")
     if case_type == CaseType.RESHIP and not cmd.lines:
         raise InvalidCase("a reship case names the lines to send again", field="lines")
-    ordered = {line.line_no: line for line in await orders_service.lines_of(session, order)}
-    taken = await repository.returned_quantities(session, order.id)
     seen: set[int] = set()
     out = []
     for item in cmd.lines:
@@ -246,6 +340,24 @@ async def _check_lines(
             )
         out.append((item.line_no, line.sku, item.quantity))
     return out
+
+
+def case_amounts(cmd: CaseCreate, case_type: CaseType, order: SalesOrder) -> dict[str, int]:
+    """The case's refund split (goods / postage / other) in minor units, checked against its
+    type and the order's total."""
+    amounts = {
+        "refund_goods_minor": money.to_minor(cmd.refund_goods, order.currency),
+        "refund_postage_minor": money.to_minor(cmd.refund_postage, order.currency),
+        "refund_other_minor": money.to_minor(cmd.refund_other, order.currency),
+    }
+    total = sum(amounts.values())
+    if case_type in MOVES_MONEY and total <= 0:
+        raise InvalidCase("a refund case needs an amount", field="refund_goods")
+    if case_type not in MOVES_MONEY and total:
+        raise InvalidCase(f"a {case_type} case refunds nothing", field="refund_goods")
+    if total > order.total_minor:
+        raise InvalidCase("the refund is more than the order's total", field="refund_goods")
+    return amounts
 
 
 async def get_case(session: AsyncSession, case_no: str) -> AftersaleCase:
@@ -351,37 +463,20 @@ async def transition(
             at=now,
             extra=extra or {},
         ):
-            await repository.insert_event(
-                session,
-                {
-                    "case_id": case.id,
-                    "version": version + 1,
-                    "event": name,
-                    "from_status": status.value,
-                    "to_status": spec.target.value,
-                    "actor": actor,
-                    "detail": detail or {},
-                    "occurred_at": now,
-                },
+            audit, event = step_rows(
+                case.id,
+                case.case_no,
+                case.order_no,
+                case.type,
+                name,
+                status.value,
+                version + 1,
+                actor,
+                now,
+                detail,
             )
-            await outbox.publish(
-                session,
-                spec.event_type,
-                AftersaleStatusChanged(
-                    case_id=case.id,
-                    case_no=case.case_no,
-                    order_no=case.order_no,
-                    type=case.type,
-                    transition=name,
-                    from_status=status.value,
-                    to_status=spec.target.value,
-                    version=version + 1,
-                    actor=actor,
-                    occurred_at=now,
-                ),
-                aggregate_type="aftersale",
-                aggregate_id=case.case_no,
-            )
+            await repository.insert_event(session, audit)
+            await outbox.publish_rows(session, [event])
             count_after_commit(session, CASE_TRANSITIONS.labels(case.type, spec.target.value).inc)
             fresh = await repository.get_case(session, case.id)
             assert fresh is not None

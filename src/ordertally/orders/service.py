@@ -278,6 +278,12 @@ async def get_orders(session: AsyncSession, order_nos: list[str]) -> list[SalesO
     return await repository.get_many_by_no(session, order_nos)
 
 
+async def lock_orders(session: AsyncSession, order_ids: list[int]) -> list[SalesOrder]:
+    """Orders by id, read fresh and row-locked on PostgreSQL in id order (a batch that moves
+    several of them decides on what it read, and no deadlock between two such batches)."""
+    return await repository.lock_many(session, sorted(set(order_ids)))
+
+
 async def lines_of_orders(
     session: AsyncSession, order_ids: list[int]
 ) -> dict[int, list[OrderLine]]:

@@ -336,6 +336,7 @@ async def _case_context(
         path=f"/ui/aftersales/{case.case_no}",
         query="",
         case=case,
+        buyer_message=aftersales_service.buyer_message(case, reveal=manage),
         lines=found.lines,
         names=found.names,
         events=found.events,
