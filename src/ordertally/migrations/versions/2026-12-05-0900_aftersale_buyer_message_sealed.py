@@ -6,7 +6,7 @@ characters: the column becomes TEXT. Rows written before stay readable as they a
 service reads a value without the sealed prefix as clear text).
 
 Revision ID: 0033
-Revises: 0031
+Revises: 0032
 Create Date: 2026-12-05 09:00:00
 """
 
