@@ -41,6 +41,30 @@ reset_settings()
 reset_cipher()
 
 
+# Modules whose tests start server or worker processes, each with its own connection pool, or
+# race many connections: under pytest-xdist they share one worker (`--dist loadgroup`), so two
+# of them never run at once and exhaust PostgreSQL's connections (ADR 0037).
+PROCESS_HEAVY = (
+    "tests/drill/",
+    "tests/events/test_dispatcher.py",
+    "tests/events/test_relay.py",
+    "tests/inventory/test_concurrency.py",
+    "tests/jobs/test_scheduler.py",
+    "tests/ops/test_demo_key.py",
+    "tests/orders/test_batch.py",
+    "tests/orders/test_concurrency.py",
+    "tests/orders/test_duplicate_race.py",
+    "tests/search/test_dictionary_processes.py",
+    "tests/security/test_floods_and_slow_clients.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(PROCESS_HEAVY):
+            item.add_marker(pytest.mark.xdist_group("processes"))
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
