@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
 from ordertally.orders.models import SalesOrder
+from tests.conftest import REQUIRE_SERVICES
 from tests.factories import auth, order_body
 
 pytestmark = pytest.mark.anyio
@@ -118,6 +119,8 @@ def _redis_up() -> bool:
 
 async def test_processes_sharing_redis_share_the_limit(db: Database, keys: dict[str, str]) -> None:
     if not _redis_up():
+        if REQUIRE_SERVICES:  # CI starts Redis: its absence fails the run rather than skipping
+            pytest.fail("Redis not running on 127.0.0.1:6379 but ORDERTALLY_REQUIRE_SERVICES=1")
         pytest.skip("Redis not running on 127.0.0.1:6379")
     # Given two apps (two processes' worth of state) with the Redis store and 4 requests a minute
     one = _app(db, redis_url=REDIS_URL, rate_limit_per_key="4/minute")
