@@ -49,8 +49,15 @@ async def clone_a_month(db: Database) -> None:
                 for i in range(CLONES)
             ],
         )
-    async with db.transaction() as session:
-        await session.execute(text("ANALYZE sales_order"))
+    if db.is_sqlite:
+        async with db.transaction() as session:
+            await session.execute(text("ANALYZE sales_order"))
+        return
+    # VACUUM too: the tests' cleanup deletes rows (it does not truncate), so the table's pages
+    # are not all-visible until a vacuum marks them, and an index-only scan would not be chosen.
+    async with db.write_engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text("VACUUM ANALYZE sales_order"))
 
 
 async def test_the_last_days_counts_per_status_read_the_created_at_status_index(
