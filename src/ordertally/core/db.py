@@ -112,7 +112,14 @@ def create_private_file(path: Path) -> None:
 class Database:
     """The engines of one process and the transaction boundary every caller uses."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        echo: bool = False,
+        application_name: str = "ordertally",
+    ) -> None:
         self.url = url
         self.dialect = make_url(url).get_backend_name()
         self.is_sqlite = self.dialect == "sqlite"
@@ -130,8 +137,14 @@ class Database:
             _configure_sqlite(self.write_engine, immediate=True, synchronous="FULL")
             _configure_sqlite(self.read_engine, immediate=False, synchronous="FULL")
         else:
+            # The name shows in pg_stat_activity: which process (API, worker) a backend serves.
             self.write_engine = create_async_engine(
-                url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
+                url,
+                echo=echo,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=False,
+                connect_args={"server_settings": {"application_name": application_name}},
             )
             self.read_engine = self.write_engine
         self._writers = async_sessionmaker(self.write_engine, expire_on_commit=False)
@@ -198,11 +211,15 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def create_database(settings: Settings | None = None) -> Database:
-    """A Database for the configured URL."""
+def create_database(settings: Settings | None = None, *, role: str = "ordertally") -> Database:
+    """A Database for the configured URL; `role` names the process to PostgreSQL
+    (`application_name`: ordertally-api, ordertally-worker, ordertally)."""
     settings = settings or get_settings()
     return Database(
-        settings.effective_database_url, pool_size=settings.db_pool_size, echo=settings.db_echo
+        settings.effective_database_url,
+        pool_size=settings.db_pool_size,
+        echo=settings.db_echo,
+        application_name=role,
     )
 
 
