@@ -140,8 +140,16 @@ def render_html(doc: dict[str, Any]) -> str:
         _table([[k, v] for k, v in doc["cpu_mean_percent"].items()], ["process", "%"]),
         "<h2>What the database's busy backends wait on (mean backends, during the load)</h2>",
         _table(
-            [[w["process"], w["wait"], w["backends"]] for w in doc.get("db_waits", [])],
-            ["process", "state / wait", "backends"],
+            [
+                [w["process"], w["wait"], w.get("statement", ""), w["backends"]]
+                for w in doc.get("db_waits", [])[:30]
+            ],
+            [
+                "process",
+                "state / wait",
+                "statement (for idle in transaction: the last one)",
+                "backends",
+            ],
         ),
         "<h2>Over time</h2>",
         svg_chart(

@@ -25,15 +25,16 @@ SELECT
   (SELECT count(*) FROM shipment WHERE waybill_no IS NULL) AS shipments_without_waybill
 """
 
-WAITS_SQL = """
+WAITS_SQL = r"""
 SELECT application_name AS process,
        CASE WHEN state = 'active' AND wait_event_type IS NULL THEN 'running'
             ELSE state || ' / ' || coalesce(wait_event_type || ':' || wait_event, 'running')
        END AS wait,
+       left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS statement,
        count(*) AS backends
 FROM pg_stat_activity
 WHERE datname = $1 AND state IS NOT NULL AND state <> 'idle' AND pid <> pg_backend_pid()
-GROUP BY 1, 2
+GROUP BY 1, 2, 3
 """
 
 
@@ -47,7 +48,7 @@ class Sampler:
     start: float
     lag: list[dict[str, float]] = field(default_factory=list)
     cpu: list[dict[str, float]] = field(default_factory=list)
-    waits: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    waits: collections.Counter[tuple[str, str, str]] = field(default_factory=collections.Counter)
     wait_samples: int = 0
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _waits_stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -96,7 +97,8 @@ class Sampler:
         while not self._waits_stop.is_set():
             async with self.pool.acquire() as conn:
                 for row in await conn.fetch(WAITS_SQL, self.pg_database):
-                    self.waits[(row["process"] or "?", row["wait"])] += int(row["backends"])
+                    key = (row["process"] or "?", row["wait"], row["statement"] or "")
+                    self.waits[key] += int(row["backends"])
             self.wait_samples += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._waits_stop.wait(), 0.2)
@@ -105,10 +107,11 @@ class Sampler:
         self._waits_stop.set()
 
     def mean_waits(self) -> list[dict[str, Any]]:
-        """Backends per process and wait, averaged over the samples, most first."""
+        """Backends per process, wait and statement (the one running, or for a backend idle in
+        a transaction the last one it ran), averaged over the samples, most first."""
         n = max(self.wait_samples, 1)
         return [
-            {"process": process, "wait": wait, "backends": round(count / n, 2)}
-            for (process, wait), count in self.waits.most_common()
-            if count / n >= 0.01
+            {"process": process, "wait": wait, "statement": statement, "backends": round(c / n, 2)}
+            for (process, wait, statement), c in self.waits.most_common()
+            if c / n >= 0.02
         ]

@@ -156,11 +156,15 @@ class Database:
         """Open one transaction; commit when the block ends, roll back if it raises."""
         if self._write_lock is not None and write:
             async with self._write_lock, self._writers() as session, session.begin():
+                session.info[_LAST_QUEUE] = []
                 yield session
+                await _run_last(session)
             return
         factory = self._writers if write else self._readers
         async with factory() as session, session.begin():
+            session.info[_LAST_QUEUE] = []
             yield session
+            await _run_last(session)
 
     async def run(
         self, work: Callable[[AsyncSession], Awaitable[T]], *, attempts: int = RUN_ATTEMPTS
@@ -240,6 +244,33 @@ def upsert_insert(session: AsyncSession, model: Any) -> Any:
     if dialect_of(session) == "postgresql":
         return pg_insert(model)
     return sqlite_insert(model)
+
+
+# --- hot rows last -----------------------------------------------------------------------------
+
+_LAST_QUEUE = "ordertally.last"
+
+
+async def at_end(session: AsyncSession, work: Callable[[], Awaitable[Any]]) -> None:
+    """Run `work` as the last statements of this transaction, just before its COMMIT, so that
+    the rows it locks (a hot SKU's stock row) are held for one round trip and the commit instead
+    of for every statement after it (issue 21: shipments queued behind a stock row while the
+    transaction that held it sent its remaining statements).
+
+    Only where the outcome is not read later in the same transaction and nothing it could fail
+    on is decided by it. Deferred only in a transaction `Database.transaction` opened (it runs
+    the queue) and outside savepoints; anywhere else `work` runs at once, as before."""
+    queue: list[Callable[[], Awaitable[Any]]] | None = session.info.get(_LAST_QUEUE)
+    if queue is None or session.in_nested_transaction():
+        await work()
+        return
+    queue.append(work)
+
+
+async def _run_last(session: AsyncSession) -> None:
+    queue: list[Callable[[], Awaitable[Any]]] = session.info.get(_LAST_QUEUE, [])
+    while queue:
+        await queue.pop(0)()
 
 
 # --- metrics counted after commit ---------------------------------------------------------------
