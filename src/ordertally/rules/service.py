@@ -657,40 +657,38 @@ async def check_plans(
     warehouses: Collection[str] | None = None,
 ) -> PlanCheck:
     """Check rows of cells (line number, {column: text}) as `add_plans` would save them, row
-    by row: each accepted or refused with every reason that applies (an unknown SKU or
-    warehouse, a warehouse outside `warehouses` for a scoped user, the same plan twice in the
-    rows). Nothing is written."""
-    result = PlanCheck()
-    parsed: list[tuple[int, dict[str, str], dict[str, Any]]] = []
-    for line, raw in raw_rows:
-        cells = {k: str(raw.get(k) or "").strip() for k in PLAN_COLUMNS}
-        plan, reasons = _plan_row(cells)
-        if plan is None:
-            result.rejected.append(PlanRejected(line, cells, reasons))
-        else:
-            parsed.append((line, cells, plan))
+    by row: each accepted or refused with every reason that applies (a bad cell, an unknown
+    SKU or warehouse, a warehouse outside `warehouses` for a scoped user, the same plan twice
+    in the rows). Nothing is written."""
+    cells_of = [
+        (line, {k: str(raw.get(k) or "").strip() for k in PLAN_COLUMNS}) for line, raw in raw_rows
+    ]
     known_skus, known_warehouses = await _check_known(
-        session, {p["sku"] for _, _, p in parsed}, {p["warehouse"] for _, _, p in parsed}
+        session,
+        {c["sku"] for _, c in cells_of if 0 < len(c["sku"]) <= 64},
+        {c["warehouse"] for _, c in cells_of if 0 < len(c["warehouse"]) <= 32},
     )
     saved = await repository.saved_plan_keys(session, known_skus)
+    result = PlanCheck()
     seen: set[tuple[str, str, date, str]] = set()
-    for line, cells, plan in parsed:
-        key = (plan["sku"], plan["warehouse"], plan["expected_date"], plan["reference"])
-        reasons = []
-        if plan["sku"] not in known_skus:
+    for line, cells in cells_of:
+        plan, reasons = _plan_row(cells)
+        if cells["sku"] and len(cells["sku"]) <= 64 and cells["sku"] not in known_skus:
             reasons.append("sku_unknown")
-        if plan["warehouse"] not in known_warehouses:
+        wh = cells["warehouse"]
+        if wh and len(wh) <= 32 and wh not in known_warehouses:
             reasons.append("warehouse_unknown")
-        elif warehouses is not None and plan["warehouse"] not in warehouses:
+        elif wh and warehouses is not None and wh not in warehouses:
             reasons.append("warehouse_out_of_scope")
-        if key in seen:
-            reasons.append("duplicate")
-        seen.add(key)
-        if reasons:
+        if plan is None or reasons:
             result.rejected.append(PlanRejected(line, cells, reasons))
-        else:
-            result.accepted.append(plan | {"line": line, "new": key not in saved})
-    result.rejected.sort(key=lambda r: r.line)
+            continue
+        key = (plan["sku"], plan["warehouse"], plan["expected_date"], plan["reference"])
+        if key in seen:
+            result.rejected.append(PlanRejected(line, cells, ["duplicate"]))
+            continue
+        seen.add(key)
+        result.accepted.append(plan | {"line": line, "new": key not in saved})
     return result
 
 
