@@ -47,7 +47,9 @@ async def counts(db: Database) -> tuple[int, int]:
     return int(plans or 0), int(events or 0)
 
 
-async def stock(db: Database, sku: str, on_hand: int, safety: int, wh: str = TEST_WAREHOUSE) -> None:
+async def stock(
+    db: Database, sku: str, on_hand: int, safety: int, wh: str = TEST_WAREHOUSE
+) -> None:
     async with db.transaction() as session:
         await inventory_service.record_movement(
             session,
@@ -86,7 +88,9 @@ async def test_a_file_is_checked_row_by_row_and_the_check_writes_nothing(db: Dat
     async with db.transaction(write=False) as session:
         check = await service.preview_plan_csv(session, text)
     # Then the accepted rows say which are new, the refused ones every reason
-    assert [(r["line"], r["sku"], r["warehouse"], r["quantity"], r["new"]) for r in check.accepted] == [
+    assert [
+        (r["line"], r["sku"], r["warehouse"], r["quantity"], r["new"]) for r in check.accepted
+    ] == [
         (2, "K1", TEST_WAREHOUSE, 40, True),
         (3, "K2", TEST_WAREHOUSE, 20, False),
         (11, "K4", OTHER, 7, True),
@@ -185,9 +189,7 @@ async def test_the_list_pages_by_date_with_its_filters(db: Database) -> None:
     async with db.transaction(write=False) as session:
         by_sku = await service.plan_page(session, sku_prefix="K1")
         by_wh = await service.plan_page(session, warehouses=[OTHER])
-        by_date = await service.plan_page(
-            session, start=date(2026, 12, 5), end=date(2026, 12, 5)
-        )
+        by_date = await service.plan_page(session, start=date(2026, 12, 5), end=date(2026, 12, 5))
         none = await service.plan_page(session, warehouses=[])
         like = await service.plan_page(session, sku_prefix="K_")
     assert [p.reference for p in by_sku] == ["e", "c", "a"]

@@ -50,7 +50,14 @@ async def saved(db: Database) -> list[tuple[str, str, str, int, str, str]]:
     async with db.transaction(write=False) as session:
         plans = await rules_service.plan_page(session, limit=1000)
     return sorted(
-        (p.sku, p.warehouse_code, p.expected_date.isoformat(), p.quantity, p.reference, p.created_by)
+        (
+            p.sku,
+            p.warehouse_code,
+            p.expected_date.isoformat(),
+            p.quantity,
+            p.reference,
+            p.created_by,
+        )
         for p in plans
     )
 
@@ -327,7 +334,7 @@ async def test_the_list_filters_pages_and_exports_with_formulas_neutralised(
             ],
             "tests",
         )
-    await add(db, "K2", 3, ref="=HYPERLINK(\"http://x\",\"y\")")
+    await add(db, "K2", 3, ref='=HYPERLINK("http://x","y")')
     await add(db, "K2", 9, ref="@SUM(A1)")
     finance = await signed_in("finance")
     # When finance filters on K1 and pages
@@ -364,7 +371,7 @@ async def test_the_list_filters_pages_and_exports_with_formulas_neutralised(
         "created_at",
     ]
     assert [(r[0], r[2], r[3], r[4]) for r in rows[1:]] == [
-        ("K2", day(3), "10", "'=HYPERLINK(\"http://x\",\"y\")"),
+        ("K2", day(3), "10", '\'=HYPERLINK("http://x","y")'),
         ("K2", day(9), "10", "'@SUM(A1)"),
     ]
 

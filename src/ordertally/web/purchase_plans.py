@@ -314,8 +314,7 @@ async def add_plan(request: Request) -> Response:
         errors = _field_errors(request, check.rejected[0].reasons)
         context = await _context(request, user, errors=errors, form=cells)
         return render(request, "purchase_plans.html", context, status=422)
-    done = "added" if added else "unchanged"
-    return RedirectResponse(f"{PATH}?{urlencode({'done': done, 'sku': cells['sku']})}", 303)
+    return RedirectResponse(f"{PATH}?done={'added' if added else 'unchanged'}", 303)
 
 
 async def _file_text(form: FormData) -> tuple[str | None, str | None]:

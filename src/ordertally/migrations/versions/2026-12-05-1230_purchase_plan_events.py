@@ -23,9 +23,7 @@ def upgrade() -> None:
     op.create_table(
         "purchase_plan_event",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column(
-            "plan_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
-        ),
+        sa.Column("plan_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("action", sa.String(length=16), nullable=False),
         sa.Column("sku", sa.String(length=64), nullable=False),
         sa.Column("warehouse_code", sa.String(length=32), nullable=False),
