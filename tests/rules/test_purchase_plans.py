@@ -251,21 +251,25 @@ async def test_the_cover_red_rows_are_the_rules_red_alerts(db: Database) -> None
 
 
 async def test_the_cover_pages_resume_after_the_last_row(db: Database) -> None:
-    # Given five stock rows below safety stock
+    # Given five stock rows below safety stock and one above it
     for sku in ("K1", "K2", "K3", "K4", "K5"):
         await stock(db, sku, 1, 5)
-    # When the short rows are read two at a time
-    seen: list[str] = []
-    after = None
-    async with db.transaction(write=False) as session:
-        for _ in range(5):
-            page = await service.stock_cover(
-                session, sku_prefix="K", short_only=True, after=after, limit=2
-            )
-            seen += [r["sku"] for r in page.rows]
-            after = page.next_after
-            if after is None:
-                break
-    # Then each comes once, in SKU order, and the last page says there is no more
-    assert seen == ["K1", "K2", "K3", "K4", "K5"]
-    assert after is None
+    await stock(db, "K6", 9, 5)
+    for short_only, expected in ((True, 5), (False, 6)):
+        # When the rows (short ones, then all) are read two at a time
+        seen: list[str] = []
+        pages = 0
+        after = None
+        async with db.transaction(write=False) as session:
+            for _ in range(5):
+                page = await service.stock_cover(
+                    session, sku_prefix="K", short_only=short_only, after=after, limit=2
+                )
+                pages += 1
+                seen += [r["sku"] for r in page.rows]
+                after = page.next_after
+                if after is None:
+                    break
+        # Then each comes once, in SKU order, and the last page says there is no more
+        assert seen == ["K1", "K2", "K3", "K4", "K5", "K6"][:expected]
+        assert (after, pages) == (None, 3)

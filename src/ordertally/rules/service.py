@@ -863,34 +863,35 @@ async def stock_cover(
     scanned = 0
     cursor = after
     complete = True
+    # Without a filter applied here, one batch of `limit` rows (and one more, to tell whether
+    # there is a next page) fills the page.
+    filtered = short_only or warehouse is not None or warehouses is not None
+    size = _COVER_BATCH if filtered else limit + 1
     while len(rows) < limit:
         if scanned >= MAX_COVER_SCAN:
             complete = False
             break
         batch = await inventory_service.stock_table(
-            session, sku_prefix=sku_prefix, after=cursor, limit=_COVER_BATCH
+            session, sku_prefix=sku_prefix, after=cursor, limit=size
         )
-        if not batch:
-            break
         scanned += len(batch)
-        cursor = (batch[-1]["sku"], batch[-1]["warehouse"])
-        wanted = [
+        matching = [
             r
             for r in batch
             if (warehouse is None or r["warehouse"] == warehouse)
             and (warehouses is None or r["warehouse"] in warehouses)
             and (not short_only or r["on_hand"] - r["reserved"] < r["safety_stock"])
         ]
+        wanted = matching[: limit - len(rows)]
         planned = await facts.planned_7d(session, {r["sku"] for r in wanted})
         for r in wanted:
             stock = {**r, "planned_7d": planned.get((r["sku"], r["warehouse"]), 0)}
             free = r["on_hand"] - r["reserved"]
             rows.append(stock | {"free": free, "state": cover_state(stock, alert)})
-            if len(rows) == limit:
-                cursor = (r["sku"], r["warehouse"])
-                break
-        if len(batch) < _COVER_BATCH and len(rows) < limit:
-            cursor = None
+        if len(batch) < size and len(matching) == len(wanted):
+            cursor = None  # the table is read to its end
             break
-    next_after = cursor if (len(rows) == limit or not complete) else None
+        last = wanted[-1] if len(rows) == limit else batch[-1]
+        cursor = (last["sku"], last["warehouse"])
+    next_after = cursor if len(rows) == limit or not complete else None
     return StockCover(rows, next_after, complete, rule)
