@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -18,7 +19,7 @@ from ordertally.rules import service
 from ordertally.rules.errors import PlanInvalid, PlanNotFound
 from ordertally.rules.models import PurchasePlan, PurchasePlanEvent
 from tests.conftest import TEST_WAREHOUSE
-from tests.factories import add_warehouse
+from tests.factories import add_warehouse, auth
 from tests.rules.helpers import hits
 
 pytestmark = pytest.mark.anyio
@@ -273,3 +274,38 @@ async def test_the_cover_pages_resume_after_the_last_row(db: Database) -> None:
         # Then each comes once, in SKU order, and the last page says there is no more
         assert seen == ["K1", "K2", "K3", "K4", "K5", "K6"][:expected]
         assert (after, pages) == (None, 3)
+
+
+async def test_the_api_refuses_an_unknown_warehouse_and_audits_its_writes(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    body = {"sku": "K1", "expected_date": "2026-12-10", "quantity": 40, "reference": "PO-1"}
+    # When ops posts a plan for a warehouse that does not exist
+    r = await client.post(
+        "/api/v1/purchase-plans",
+        json={"plans": [{**body, "warehouse": "WH-NOWHERE"}]},
+        headers=auth(keys["ops"]),
+    )
+    # Then it is a problem response naming it, and nothing is saved
+    assert (r.status_code, r.json()["code"]) == (422, "rule.purchase_plan_invalid")
+    assert "unknown warehouses: WH-NOWHERE" in r.json()["detail"]
+    assert await counts(db) == (0, 0)
+    # When ops adds it for the test warehouse by CSV, then deletes it
+    csv_body = f"sku,warehouse,expected_date,quantity\nK1,{TEST_WAREHOUSE},2026-12-10,40\n"
+    r = await client.post(
+        "/api/v1/purchase-plans/import", content=csv_body.encode(), headers=auth(keys["ops"])
+    )
+    assert r.json() == {"added": 1, "skipped": 0}
+    [saved] = (await client.get("/api/v1/purchase-plans", headers=auth(keys["ops"]))).json()[
+        "items"
+    ]
+    r = await client.delete(f"/api/v1/purchase-plans/{saved['id']}", headers=auth(keys["ops"]))
+    assert r.status_code == 204
+    # Then the trail has both, under the key's name
+    async with db.transaction(write=False) as session:
+        events = await service.plan_events(session)
+    assert [(e.action, e.plan_id, e.actor) for e in events] == [
+        ("deleted", saved["id"], saved["created_by"]),
+        ("imported", saved["id"], saved["created_by"]),
+    ]
+    assert saved["created_by"] == "ops-tester"
