@@ -440,6 +440,7 @@ async def drive(
         "cpu": sampler.cpu,
         "cpu_mean_percent": cpu_mean,
         "db_waits": sampler.mean_waits(),
+        "db_blockers": sampler.mean_blockers(),
         "drain_seconds": round(drain_seconds, 1),
         "api_server_view": server_view,
         "orders": {"scheduled": tally.scheduled, "created": len(tally.fates)},

@@ -151,6 +151,14 @@ def render_html(doc: dict[str, Any]) -> str:
                 "backends",
             ],
         ),
+        "<h2>Who holds the locks they wait on (mean waiters blocked, during the load)</h2>",
+        _table(
+            [
+                [b["process"], b["state"], b["statement"], b["waiters"]]
+                for b in doc.get("db_blockers", [])[:20]
+            ],
+            ["process", "state", "statement (for idle in transaction: the last one)", "waiters"],
+        ),
         "<h2>Over time</h2>",
         svg_chart(
             "Throughput per stage",

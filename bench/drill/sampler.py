@@ -37,6 +37,18 @@ WHERE datname = $1 AND state IS NOT NULL AND state <> 'idle' AND pid <> pg_backe
 GROUP BY 1, 2, 3
 """
 
+# Who holds the locks the waiting backends wait for: each blocker once per waiter.
+BLOCKERS_SQL = r"""
+SELECT b.application_name AS process, b.state AS state,
+       left(regexp_replace(b.query, '\s+', ' ', 'g'), 90) AS statement,
+       count(*) AS waiters
+FROM pg_stat_activity w
+CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS blocking(pid)
+JOIN pg_stat_activity b ON b.pid = blocking.pid
+WHERE w.datname = $1 AND w.wait_event_type = 'Lock'
+GROUP BY 1, 2, 3
+"""
+
 
 @dataclass
 class Sampler:
@@ -50,6 +62,7 @@ class Sampler:
     cpu: list[dict[str, float]] = field(default_factory=list)
     waits: collections.Counter[tuple[str, str, str]] = field(default_factory=collections.Counter)
     wait_samples: int = 0
+    blockers: collections.Counter[tuple[str, str, str]] = field(default_factory=collections.Counter)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _waits_stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -99,9 +112,22 @@ class Sampler:
                 for row in await conn.fetch(WAITS_SQL, self.pg_database):
                     key = (row["process"] or "?", row["wait"], row["statement"] or "")
                     self.waits[key] += int(row["backends"])
+                for row in await conn.fetch(BLOCKERS_SQL, self.pg_database):
+                    key = (row["process"] or "?", row["state"] or "", row["statement"] or "")
+                    self.blockers[key] += int(row["waiters"])
             self.wait_samples += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._waits_stop.wait(), 0.2)
+
+    def mean_blockers(self) -> list[dict[str, Any]]:
+        """The backends holding locks others wait on (process, state, statement: the last one
+        for a backend idle in a transaction), by waiters blocked, averaged over the samples."""
+        n = max(self.wait_samples, 1)
+        return [
+            {"process": process, "state": state, "statement": statement, "waiters": round(c / n, 2)}
+            for (process, state, statement), c in self.blockers.most_common()
+            if c / n >= 0.02
+        ]
 
     def stop_waits(self) -> None:
         self._waits_stop.set()

@@ -162,12 +162,17 @@ def recorder() -> Iterator[list[str]]:
         if event.payload["fail"]:
             raise RuntimeError("cold fails")
 
+    async def stock(session: Any, event: Envelope) -> None:
+        calls.append(f"a.stock:{event.aggregate_id}")
+
     registry.consumer("a.hot", ORDERED, last=True)(hot)
+    registry.consumer("a.stock", ORDERED, stock=True)(stock)
     registry.consumer("b.cold", ORDERED)(cold)
     try:
         yield calls
     finally:
         registry.CONSUMERS.pop("a.hot", None)
+        registry.CONSUMERS.pop("a.stock", None)
         registry.CONSUMERS.pop("b.cold", None)
         registry.SCHEMAS.pop((ORDERED, 1), None)
 
@@ -191,11 +196,32 @@ async def test_last_consumers_run_after_every_other_consumer_of_the_batch(
     recorder.clear()
     # When the batch is dispatched
     await dispatch_batch(db, get_settings())
-    # Then `a.hot` ran after `b.cold` for both events, though its name sorts first (isolated:
-    # after the fast run failed on e2, the rerun calls the cold consumer again for e1 only)
+    # Then the stock locker `a.stock` ran after `b.cold`, and `a.hot` after both, for both
+    # events, though their names sort first (isolated: after the fast run failed on e2, the
+    # rerun calls the cold consumer again for e1 only)
     fast = ["b.cold:e1", "b.cold:e2"]
     expected = [*fast, "b.cold:e1"] if fail else fast
-    assert recorder == [*expected, "a.hot:e1", "a.hot:e2"]
+    assert recorder == [*expected, "a.stock:e1", "a.stock:e2", "a.hot:e1", "a.hot:e2"]
+
+
+def test_the_consumers_that_lock_stock_rows_run_in_the_stock_phase() -> None:
+    import ordertally.channels.consumers
+    import ordertally.customers.consumers
+    import ordertally.fulfillment.consumers
+    import ordertally.payments.consumers
+    import ordertally.rules.consumers
+    import ordertally.search.consumers  # noqa: F401
+
+    # The worker's consumers that take a hot SKU's stock rows run after the others
+    stock = {
+        "fulfillment.allocate",
+        "channels.apply_webhook",
+        "payments.apply_notification",
+    }
+    assert {name for name in stock if registry.phase(registry.CONSUMERS[name]) == 1} == stock
+    # and the search index, the customers and the rules before them
+    for name in ("search.index_order", "customers.link_order", "rules.evaluate"):
+        assert registry.phase(registry.CONSUMERS[name]) == 0
 
 
 async def test_the_tally_batch_counts_like_one_event_at_a_time(

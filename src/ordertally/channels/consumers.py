@@ -11,7 +11,7 @@ from ordertally.events.registry import Envelope, consumer
 __all__ = ["jobs"]
 
 
-@consumer("channels.apply_webhook", "ChannelWebhookReceived")
+@consumer("channels.apply_webhook", "ChannelWebhookReceived", stock=True)
 async def apply_webhook(session: AsyncSession, envelope: Envelope) -> None:
     """Map and ingest the webhook the inbox write announced (a no-op once applied)."""
     await callbacks.apply_receipt(session, int(envelope.payload["receipt_id"]))

@@ -21,7 +21,13 @@ from ordertally.core.db import Database, is_transient
 from ordertally.core.settings import Settings
 from ordertally.events import repository
 from ordertally.events.models import OutboxEvent
-from ordertally.events.registry import CALLBACK_EVENTS, Consumer, Envelope, consumers_for
+from ordertally.events.registry import (
+    CALLBACK_EVENTS,
+    Consumer,
+    Envelope,
+    consumers_for,
+    phase,
+)
 
 log = logging.getLogger(__name__)
 
@@ -179,20 +185,22 @@ async def _dispatch(
         # Consumer by consumer, in name order, each over the batch's events in outbox order
         # (one batch handler call, or its handler per event): a consumer sees every effect of
         # the consumers before it, as it would event by event (rules read the customer link).
-        # Two phases: every consumer first, then the `last` ones (shared hot rows such as the
-        # daily tally). A batch therefore takes the hot rows after all of its order and stock
-        # rows and holds them only for its tail: it never waits for another transaction's order
-        # or stock row while holding one (issue 21).
+        # Three phases: the consumers that lock no stock row first, then those that do
+        # (allocation, channel orders, payments), then the `last` ones (shared hot rows such as
+        # the daily tally). A batch therefore locks a hot SKU's stock rows only for its tail
+        # (the API's shipments and creations wait for them), and takes the shared rows after
+        # all of its order and stock rows: it never waits for another transaction's order or
+        # stock row while holding one (issue 21).
         plan: dict[str, tuple[Consumer, list[tuple[OutboxEvent, Envelope]]]] = {}
         for event, envelope in entries:
             seen = already.get(event.event_id, set())
             for consumer in consumers_for(event.event_type):
                 if consumer.name not in seen:
                     plan.setdefault(consumer.name, (consumer, []))[1].append((event, envelope))
-        for last_phase in (False, True):
+        for current in (0, 1, 2):
             for name in sorted(plan):
                 consumer, deliveries = plan[name]
-                if consumer.last is not last_phase:
+                if phase(consumer) != current:
                     continue
                 if not isolate and consumer.batch_handler is not None:
                     try:

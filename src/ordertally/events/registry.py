@@ -47,6 +47,12 @@ class Consumer:
     # channel) runs after every other consumer of the batch, so the batch holds that row only
     # for the transaction's tail and never waits for an order or stock row while holding it.
     last: bool = False
+    # A consumer that locks stock rows (allocation, a channel order's reservation, a payment's
+    # re-reservation) runs after the other consumers and before the `last` ones: a batch then
+    # holds a hot SKU's stock row only for its tail, not while the search index, the rules and
+    # the customers do their work (issue 21's drill: API shipments and order creation queued
+    # behind worker batches holding a stock row).
+    stock: bool = False
 
 
 SCHEMAS: dict[tuple[str, int], type[BaseModel]] = {}
@@ -74,17 +80,28 @@ def event_schema(event_type: str, version: int = 1) -> Callable[[type[BaseModel]
     return register
 
 
-def consumer(name: str, *event_types: str, last: bool = False) -> Callable[[Handler], Handler]:
-    """Register a consumer of some event types; the name is its dedupe identity. `last`: it
-    runs after every other consumer of a dispatch batch (for shared hot rows)."""
+def consumer(
+    name: str, *event_types: str, last: bool = False, stock: bool = False
+) -> Callable[[Handler], Handler]:
+    """Register a consumer of some event types; the name is its dedupe identity. `stock`: it
+    locks stock rows and runs after the other consumers of a dispatch batch; `last`: it runs
+    after every other consumer (for rows every worker shares)."""
 
     def register(handler: Handler) -> Handler:
         if name in CONSUMERS and CONSUMERS[name].handler is not handler:
             raise ValueError(f"consumer {name!r} registered twice")
-        CONSUMERS[name] = Consumer(name, frozenset(event_types), handler, last=last)
+        CONSUMERS[name] = Consumer(
+            name, frozenset(event_types), handler, last=last, stock=stock and not last
+        )
         return handler
 
     return register
+
+
+def phase(consumer: Consumer) -> int:
+    """When a consumer runs in a dispatch batch: 0 with the others, 1 the stock lockers, 2 the
+    `last` ones (name order within a phase)."""
+    return 2 if consumer.last else 1 if consumer.stock else 0
 
 
 def batch_consumer(name: str) -> Callable[[BatchHandler], BatchHandler]:

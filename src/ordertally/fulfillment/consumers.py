@@ -10,7 +10,7 @@ from ordertally.events.registry import Envelope, batch_consumer, consumer
 from ordertally.fulfillment import allocation
 
 
-@consumer("fulfillment.allocate", "OrderPaid", "OrderReopenedPaid")
+@consumer("fulfillment.allocate", "OrderPaid", "OrderReopenedPaid", stock=True)
 async def allocate_paid_order(session: AsyncSession, envelope: Envelope) -> None:
     """A paid order gets its shipments (one per warehouse of its reservations) and moves to
     allocated; an order on hold waits for the sweep (jobs.allocate_waiting)."""

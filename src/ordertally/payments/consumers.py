@@ -11,7 +11,7 @@ from ordertally.payments import (
 )
 
 
-@consumer("payments.apply_notification", "PaymentNotificationReceived")
+@consumer("payments.apply_notification", "PaymentNotificationReceived", stock=True)
 async def apply_notification(session: AsyncSession, envelope: Envelope) -> None:
     """Apply the notification the inbox write announced (a no-op once applied)."""
     await apply.apply_notification(session, int(envelope.payload["notification_id"]))
