@@ -670,8 +670,9 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
     (WeChat Pay REFUND.SUCCESS with an encrypted refund resource, Alipay's trade_status_sync
     with refund_fee and out_biz_no), signed as the providers sign, numbered as after-sales
     numbers its refunds (`ASR...`), offered at `rate`/s (open loop); then the workers apply
-    them. Checks one payment_refund row per notification."""
-    from ordertally.payments.models import PaymentNotification, PaymentRefund
+    them. Checks one payment_refund row per notification and the refunded totals (exactly
+    once: 1.00 more on each attempt)."""
+    from ordertally.payments.models import Payment, PaymentNotification, PaymentRefund
     from ordertally.payments.simulator import messages as m
 
     total = int(args.rate * args.rate_seconds)
@@ -700,6 +701,7 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
             env.stop(w)
     async with db.transaction(write=False) as session:
         refunds_before = await session.scalar(select(func.count()).select_from(PaymentRefund))
+        refunded_before = await session.scalar(select(func.sum(Payment.refunded_minor)))
     refund_minor = 100  # 1.00 of each order: a partial refund
     msgs: list[Message] = []
     for i, p in enumerate(attempts):
@@ -745,6 +747,7 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
     running = await apply_span(db, spawned_at)
     async with db.transaction(write=False) as session:
         refunds_after = await session.scalar(select(func.count()).select_from(PaymentRefund))
+        refunded_after = await session.scalar(select(func.sum(Payment.refunded_minor)))
         outcomes = dict(
             (
                 await session.execute(
@@ -757,6 +760,7 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
             ).all()
         )
     recorded = int(refunds_after or 0) - int(refunds_before or 0)
+    refunded = int(refunded_after or 0) - int(refunded_before or 0)
     return {
         **latency_figures(args, total, latencies),
         "apply_seconds": round(applying, 3),
@@ -765,7 +769,8 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
         "applied_per_s_running": running["per_s"],
         "apply_outcomes": outcomes,
         "refunds_recorded": recorded,
-        "ok": len(latencies) == total and recorded == total,
+        "refunded_minor": refunded,
+        "ok": len(latencies) == total and recorded == total and refunded == total * refund_minor,
         "window_unix": [round(window_start, 2), round(window_end, 2)],
     }
 
