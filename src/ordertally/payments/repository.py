@@ -605,7 +605,7 @@ async def recorded_refund_numbers(
                 PaymentRefund.out_refund_no.in_(numbers[start : start + 1000]),
             )
         )
-        found.update(key for key in rows.tuples() if key in wanted)
+        found.update((p, n) for p, n in rows.all() if (p, n) in wanted)
     return found
 
 
