@@ -353,8 +353,7 @@ async def _tables(
             key=repr,
         ),
         "outcomes": [
-            (n.outcome, scrub(n.payment_id, "payment_id"), n.applied_at is not None)
-            for n in notes
+            (n.outcome, scrub(n.payment_id, "payment_id"), n.applied_at is not None) for n in notes
         ],
         "stock": [scrub({"order_id": o, "sku": s, "state": st}) for o, s, st in stock],
     }
@@ -476,8 +475,9 @@ async def test_a_batch_of_partial_refunds_takes_a_fixed_number_of_statements(
 ) -> None:
     # Given 40 paid attempts and one partial refund notification for each
     orders = [await make_order(db) for _ in range(40)]
-    attempts = [await make_attempt(db, o, "alipay" if i % 2 else "wechatpay") for i, o in
-                enumerate(orders)]
+    attempts = [
+        await make_attempt(db, o, "alipay" if i % 2 else "wechatpay") for i, o in enumerate(orders)
+    ]
     for o, a in zip(orders, attempts, strict=True):
         await _paid_then(db, o, a, [])
     async with db.transaction(write=False) as session:

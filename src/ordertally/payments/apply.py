@@ -500,9 +500,9 @@ def _batchable_refunds(
         if r.out_trade_no in others:
             continue
         payment = payments.get(r.out_trade_no or "")
-        if payment is not None and payment.provider == r.provider:
-            if payment.state != PaymentState.PAID:
-                continue
+        known = payment is not None and payment.provider == r.provider
+        if known and payment is not None and payment.state != PaymentState.PAID:
+            continue
         chosen.append(r)
     return chosen
 

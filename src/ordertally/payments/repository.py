@@ -609,9 +609,7 @@ async def recorded_refund_numbers(
     return found
 
 
-async def insert_refunds(
-    session: AsyncSession, rows: list[dict[str, Any]]
-) -> set[tuple[str, str]]:
+async def insert_refunds(session: AsyncSession, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
     """Record several refunds in one statement; returns the (provider, out_refund_no) written
     (those already recorded are skipped)."""
     stmt = (
