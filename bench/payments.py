@@ -420,6 +420,20 @@ async def ack_histogram(port: int) -> dict[str, int]:
     return dict(buckets)
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU a process has used (Linux /proc), or None where it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def server_pid(env: Env) -> int:
+    """The (first) API process."""
+    return next(p for p in env.procs if "serve" in p.args).pid  # type: ignore[operator]
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -735,7 +749,9 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
     try:
         await asyncio.sleep(1.0)
         window_start = time.time()
+        cpu_before = cpu_seconds(server_pid(env))
         latencies = await open_loop(port, msgs, args.rate, args.parallel)
+        cpu_after = cpu_seconds(server_pid(env))
         window_end = time.time()
         spawned_at = datetime.now(UTC)
         if not workers:
@@ -768,6 +784,13 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
         "worker_start_seconds": running["first_after_s"],
         "applied_per_s_running": running["per_s"],
         "apply_outcomes": outcomes,
+        # CPU the API process spent per acknowledged refund during the window: what one
+        # acknowledgement costs whatever the machine's load.
+        "server_cpu_ms_per_ack": (
+            round((cpu_after - cpu_before) * 1000 / total, 3)
+            if cpu_before is not None and cpu_after is not None
+            else None
+        ),
         "refunds_recorded": recorded,
         "refunded_minor": refunded,
         "ok": len(latencies) == total and recorded == total and refunded == total * refund_minor,
