@@ -420,6 +420,46 @@ async def ack_histogram(port: int) -> dict[str, int]:
     return dict(buckets)
 
 
+async def inbox_totals(port: int) -> dict[str, float]:
+    """The server's inbox batches so far: commit seconds and callbacks, summed and counted
+    (empty when the server does not export them)."""
+    conn = Connection(HOST, port)
+    try:
+        _, body = await conn.send(f"GET /metrics HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+    finally:
+        conn.close()
+    totals: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        for name in (
+            "ordertally_payment_inbox_commit_seconds_sum",
+            "ordertally_payment_inbox_commit_seconds_count",
+            "ordertally_payment_inbox_batch_callbacks_sum",
+        ):
+            if line.startswith(name + " "):
+                totals[name] = float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def inbox_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
+    """Mean commit time of an inbox batch and callbacks per batch between two scrapes."""
+    commit, count, callbacks = (
+        "ordertally_payment_inbox_commit_seconds_sum",
+        "ordertally_payment_inbox_commit_seconds_count",
+        "ordertally_payment_inbox_batch_callbacks_sum",
+    )
+    if not all(k in after for k in (commit, count, callbacks)):
+        return {"inbox_commit_ms_mean": None, "callbacks_per_commit": None}
+    batches = after[count] - before.get(count, 0.0)
+    if batches <= 0:
+        return {"inbox_commit_ms_mean": None, "callbacks_per_commit": None}
+    return {
+        "inbox_commit_ms_mean": round(
+            (after[commit] - before.get(commit, 0.0)) * 1000 / batches, 3
+        ),
+        "callbacks_per_commit": round((after[callbacks] - before.get(callbacks, 0.0)) / batches, 2),
+    }
+
+
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU a process has used (Linux /proc), or None where it cannot be read."""
     try:
@@ -750,9 +790,11 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
         await asyncio.sleep(1.0)
         window_start = time.time()
         cpu_before = cpu_seconds(server_pid(env))
+        inbox_before = await inbox_totals(port)
         latencies = await open_loop(port, msgs, args.rate, args.parallel)
         cpu_after = cpu_seconds(server_pid(env))
         window_end = time.time()
+        inbox = inbox_figures(inbox_before, await inbox_totals(port))
         spawned_at = datetime.now(UTC)
         if not workers:
             workers = [env.spawn("worker") for _ in range(args.workers)]
@@ -784,6 +826,7 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
         "worker_start_seconds": running["first_after_s"],
         "applied_per_s_running": running["per_s"],
         "apply_outcomes": outcomes,
+        **inbox,
         # CPU the API process spent per acknowledged refund during the window: what one
         # acknowledgement costs whatever the machine's load.
         "server_cpu_ms_per_ack": (
