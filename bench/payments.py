@@ -420,6 +420,60 @@ async def ack_histogram(port: int) -> dict[str, int]:
     return dict(buckets)
 
 
+async def inbox_totals(port: int) -> dict[str, float]:
+    """The server's inbox batches so far: commit seconds and callbacks, summed and counted
+    (empty when the server does not export them)."""
+    conn = Connection(HOST, port)
+    try:
+        _, body = await conn.send(f"GET /metrics HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+    finally:
+        conn.close()
+    totals: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        for name in (
+            "ordertally_payment_inbox_commit_seconds_sum",
+            "ordertally_payment_inbox_commit_seconds_count",
+            "ordertally_payment_inbox_batch_callbacks_sum",
+        ):
+            if line.startswith(name + " "):
+                totals[name] = float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def inbox_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
+    """Mean commit time of an inbox batch and callbacks per batch between two scrapes."""
+    commit, count, callbacks = (
+        "ordertally_payment_inbox_commit_seconds_sum",
+        "ordertally_payment_inbox_commit_seconds_count",
+        "ordertally_payment_inbox_batch_callbacks_sum",
+    )
+    if not all(k in after for k in (commit, count, callbacks)):
+        return {"inbox_commit_ms_mean": None, "callbacks_per_commit": None}
+    batches = after[count] - before.get(count, 0.0)
+    if batches <= 0:
+        return {"inbox_commit_ms_mean": None, "callbacks_per_commit": None}
+    return {
+        "inbox_commit_ms_mean": round(
+            (after[commit] - before.get(commit, 0.0)) * 1000 / batches, 3
+        ),
+        "callbacks_per_commit": round((after[callbacks] - before.get(callbacks, 0.0)) / batches, 2),
+    }
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU a process has used (Linux /proc), or None where it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def server_pid(env: Env) -> int:
+    """The (first) API process."""
+    return next(p for p in env.procs if "serve" in p.args).pid  # type: ignore[operator]
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -670,8 +724,9 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
     (WeChat Pay REFUND.SUCCESS with an encrypted refund resource, Alipay's trade_status_sync
     with refund_fee and out_biz_no), signed as the providers sign, numbered as after-sales
     numbers its refunds (`ASR...`), offered at `rate`/s (open loop); then the workers apply
-    them. Checks one payment_refund row per notification."""
-    from ordertally.payments.models import PaymentNotification, PaymentRefund
+    them. Checks one payment_refund row per notification and the refunded totals (exactly
+    once: 1.00 more on each attempt)."""
+    from ordertally.payments.models import Payment, PaymentNotification, PaymentRefund
     from ordertally.payments.simulator import messages as m
 
     total = int(args.rate * args.rate_seconds)
@@ -700,6 +755,7 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
             env.stop(w)
     async with db.transaction(write=False) as session:
         refunds_before = await session.scalar(select(func.count()).select_from(PaymentRefund))
+        refunded_before = await session.scalar(select(func.sum(Payment.refunded_minor)))
     refund_minor = 100  # 1.00 of each order: a partial refund
     msgs: list[Message] = []
     for i, p in enumerate(attempts):
@@ -733,8 +789,12 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
     try:
         await asyncio.sleep(1.0)
         window_start = time.time()
+        cpu_before = cpu_seconds(server_pid(env))
+        inbox_before = await inbox_totals(port)
         latencies = await open_loop(port, msgs, args.rate, args.parallel)
+        cpu_after = cpu_seconds(server_pid(env))
         window_end = time.time()
+        inbox = inbox_figures(inbox_before, await inbox_totals(port))
         spawned_at = datetime.now(UTC)
         if not workers:
             workers = [env.spawn("worker") for _ in range(args.workers)]
@@ -745,6 +805,7 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
     running = await apply_span(db, spawned_at)
     async with db.transaction(write=False) as session:
         refunds_after = await session.scalar(select(func.count()).select_from(PaymentRefund))
+        refunded_after = await session.scalar(select(func.sum(Payment.refunded_minor)))
         outcomes = dict(
             (
                 await session.execute(
@@ -757,6 +818,7 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
             ).all()
         )
     recorded = int(refunds_after or 0) - int(refunds_before or 0)
+    refunded = int(refunded_after or 0) - int(refunded_before or 0)
     return {
         **latency_figures(args, total, latencies),
         "apply_seconds": round(applying, 3),
@@ -764,8 +826,17 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
         "worker_start_seconds": running["first_after_s"],
         "applied_per_s_running": running["per_s"],
         "apply_outcomes": outcomes,
+        **inbox,
+        # CPU the API process spent per acknowledged refund during the window: what one
+        # acknowledgement costs whatever the machine's load.
+        "server_cpu_ms_per_ack": (
+            round((cpu_after - cpu_before) * 1000 / total, 3)
+            if cpu_before is not None and cpu_after is not None
+            else None
+        ),
         "refunds_recorded": recorded,
-        "ok": len(latencies) == total and recorded == total,
+        "refunded_minor": refunded,
+        "ok": len(latencies) == total and recorded == total and refunded == total * refund_minor,
         "window_unix": [round(window_start, 2), round(window_end, 2)],
     }
 

@@ -271,3 +271,24 @@ async def test_two_processes_racing_over_the_same_messages_store_each_once(
     stored = await inbox(db)
     assert sorted(stored) == [("wechatpay", f"{k}{i}") for k in "RS" for i in range(3)]
     assert all(len(row["events"]) == 1 for row in stored.values())
+
+
+def _sample(name: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def test_each_batch_reports_its_commit_time_and_its_callbacks(db: Database) -> None:
+    # Given one writer and the inbox metrics as they stand
+    writer = InboxWriter(db)
+    batches = _sample("ordertally_payment_inbox_commit_seconds_count")
+    callbacks = _sample("ordertally_payment_inbox_batch_callbacks_sum")
+    seconds = _sample("ordertally_payment_inbox_commit_seconds_sum")
+    # When 30 callbacks arrive together (one batch), then one alone (another)
+    assert await store_together(writer, [notice() for _ in range(30)]) == ["accepted"] * 30
+    assert await store_together(writer, [notice("alipay")]) == ["accepted"]
+    # Then two batches carrying 31 callbacks were committed, in a measured time
+    assert _sample("ordertally_payment_inbox_commit_seconds_count") - batches == 2
+    assert _sample("ordertally_payment_inbox_batch_callbacks_sum") - callbacks == 31
+    assert _sample("ordertally_payment_inbox_commit_seconds_sum") > seconds

@@ -1,12 +1,17 @@
 """Applying stored notifications, each exactly once: payments (amount checked to the fen,
 duplicates, double payments, payments after close, unknown trades) and refunds within what was
-paid. Callbacks, active queries and statement rows all arrive here through the inbox."""
+paid. Callbacks, active queries and statement rows all arrive here through the inbox.
+
+`apply_notification` applies one; `apply_notifications` (the worker's batch path) applies a
+batch's plain payments and its refunds in a fixed number of statements each, with the same
+effects, and the rest one by one."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
@@ -30,6 +35,10 @@ class PaymentNotYetApplied(Exception):
 
 class _RefundTooLarge(Exception):
     """Rolls back a refund that would take the refunded total past what was paid."""
+
+
+class _RefundBatchConflict(Exception):
+    """Another writer recorded one of the batch's refunds meanwhile: apply them one by one."""
 
 
 def _actor(row: PaymentNotification, evidence: str | None) -> Actor:
@@ -95,13 +104,22 @@ def _count_applied(
 async def apply_notifications(session: AsyncSession, notification_ids: list[int]) -> None:
     """`apply_notification` for many at once (the worker's batch path), with the same effects.
 
-    The common case — a paid notification for a pending attempt with the right amount, whose
-    order is still waiting for payment — is applied for the whole batch in a fixed number of
-    statements (attempts and orders locked in id order, one compare-and-set per group, the
-    audit rows and events inserted together). Everything else (duplicates, mismatches, unknown
-    trades, refunds, closed orders, two notifications for one attempt) goes through
-    `apply_notification` one by one afterwards, in the same transaction, and so sees the batch's
-    writes.
+    The common cases are applied for the whole batch in a fixed number of statements, the
+    attempts locked first in id order:
+
+    - a paid notification for a pending attempt with the right amount, whose order is still
+      waiting for payment: one compare-and-set per group (`transition_many`), the audit rows
+      and events inserted together;
+    - refund notifications (`_apply_refund_batch`): the refund numbers already recorded read
+      once, every refund decided in Python in arrival order, then one insert of the new
+      refunds, one update of the attempts' refunded totals and one of the outcomes; a refund
+      that completes an attempt's refund moves its order, and exception cases open, as one
+      by one.
+
+    Everything else (duplicates, mismatches, unknown trades, closed orders, two notifications
+    for one attempt, refunds for an attempt one of those concerns or not yet paid) goes
+    through `apply_notification` one by one afterwards, in the same transaction, and so sees
+    the batch's writes.
     """
     rows = await repository.pending_notifications(session, notification_ids)
     paid = [
@@ -109,7 +127,7 @@ async def apply_notifications(session: AsyncSession, notification_ids: list[int]
         for r in rows
         if r.facts.get("kind") == "payment" and r.facts.get("status") == "paid" and r.out_trade_no
     ]
-    refunds = [r for r in rows if r.facts.get("kind") == "refund" and r.out_trade_no]
+    refunds = [r for r in rows if r.facts.get("kind") == "refund"]
     payments = {
         p.out_trade_no: p
         for p in await repository.lock_by_out_trade_nos(
@@ -130,15 +148,17 @@ async def apply_notifications(session: AsyncSession, notification_ids: list[int]
             continue
         simple[payment.order_id] = (r, payment)
     batched = {r.id for r, _ in simple.values()}
+    completing = _may_complete(refunds, payments)
     stirring = {
         payments[r.out_trade_no or ""].order_id
         for r in rows
         if r.id not in batched and _may_move_stock(r, payments.get(r.out_trade_no or ""))
-    }
+    } | completing
     if stirring:
-        # Notifications applied one by one below may move stock (a refund, a payment for an
-        # order not in the batch): lock every stock row the transaction can touch first, in
-        # stock id order, rather than order by order (issue 21's deadlock).
+        # Notifications applied below may move stock (a refund that completes its attempt's
+        # refund, a payment for an order not in the batch): lock every stock row the
+        # transaction can touch first, in stock id order, rather than order by order (issue
+        # 21's deadlock).
         await orders_service.lock_orders_and_stock(session, sorted(stirring | set(simple)))
     moved: set[int] = set()
     if simple:
@@ -168,24 +188,54 @@ async def apply_notifications(session: AsyncSession, notification_ids: list[int]
         )
         _count_applied(session, [(r, "paid") for r, _ in done], now)
     applied = {r.id for r, _ in done}
+    if refunds:
+        paid_now = {payment.out_trade_no for _, payment in done}
+        if any(r.out_trade_no in paid_now for r in refunds):
+            # The attempts just paid: read them again (their objects still say pending).
+            await repository.by_out_trade_nos(session, sorted(paid_now))
+        applied |= await _apply_refund_batch(
+            session, _batchable_refunds(rows, refunds, applied, payments), payments
+        )
     for r in rows:
         if r.id not in applied:
             await apply_notification(session, r.id)
 
 
 def _may_move_stock(row: PaymentNotification, payment: Payment | None) -> bool:
-    """Whether applying this notification one by one can change its order's stock: a refund,
-    or a payment for an attempt that has not received money yet (its order may be paid,
-    reopened or closed). Duplicates and unknown trades cannot."""
+    """Whether applying this payment notification one by one can change its order's stock: a
+    payment for an attempt that has not received money yet (its order may be paid, reopened
+    or closed). Duplicates and unknown trades cannot; refunds are `_may_complete`'s."""
     if payment is None:
         return False
-    if row.facts.get("kind") == "refund":
-        return True
     return (
         row.facts.get("kind") == "payment"
         and row.facts.get("status") == "paid"
         and payment.state not in state_machine.MONEY_RECEIVED
     )
+
+
+def _may_complete(refunds: list[PaymentNotification], payments: dict[str, Payment]) -> set[int]:
+    """The orders whose attempt the batch's refunds might refund fully, which moves the order
+    to refunded and releases its stock. Errs towards yes: each refund is counted as if it were
+    recorded (the running total is an upper bound of what applying them leaves)."""
+    running: dict[int, int] = {}
+    orders: set[int] = set()
+    for r in refunds:
+        payment = payments.get(r.out_trade_no or "")
+        if payment is None or payment.order_id in orders:
+            continue
+        total = running.get(payment.id, payment.refunded_minor)
+        if "refunded_total_minor" in r.facts:
+            value = r.facts.get("refunded_total_minor")
+            total = max(total, value) if isinstance(value, int) else total
+        else:
+            value = r.facts.get("refund_minor")
+            total += value if isinstance(value, int) and value > 0 else 0
+        running[payment.id] = total
+        paid = payment.paid_amount_minor
+        if total >= (payment.amount_minor if paid is None else paid):
+            orders.add(payment.order_id)
+    return orders
 
 
 def _paid_at(row: PaymentNotification) -> datetime:
@@ -293,15 +343,105 @@ async def _settle(
     return "double_payment"
 
 
-async def _apply_refund(session: AsyncSession, row: PaymentNotification) -> tuple[str, int | None]:
-    facts = row.facts
-    payment = await repository.by_out_trade_no(session, row.out_trade_no or "")
-    detail = {
+# --- refunds -------------------------------------------------------------------------------------
+
+
+def _refund_detail(row: PaymentNotification) -> dict[str, Any]:
+    """What a refund's exception case says of the notification."""
+    return {
         "provider": row.provider,
         "out_trade_no": row.out_trade_no,
-        "out_refund_no": facts.get("out_refund_no"),
+        "out_refund_no": row.facts.get("out_refund_no"),
         "notification_id": row.id,
     }
+
+
+def _refund_delta(facts: dict[str, Any], refunded_minor: int) -> int | str:
+    """What a successful refund adds to an attempt's refunded total, or the outcome when it
+    adds nothing ("duplicate": Alipay's running total is not above it; "ignored")."""
+    if "refunded_total_minor" in facts:  # Alipay: the running total
+        total = facts.get("refunded_total_minor")
+        delta = total - refunded_minor if isinstance(total, int) else None
+        if delta is not None and delta <= 0:
+            return "duplicate"
+    else:
+        delta = facts.get("refund_minor")
+    if not isinstance(delta, int) or delta <= 0:
+        return "ignored"
+    return delta
+
+
+def _refund_number(row: PaymentNotification) -> str:
+    """The refund's number (its key with the provider): ours, or made from the notification."""
+    return str(row.facts.get("out_refund_no") or f"{row.provider_txn_id}:{row.id}")[:64]
+
+
+def _refund_values(
+    row: PaymentNotification, payment_id: int, out_refund_no: str, delta: int, now: datetime
+) -> dict[str, Any]:
+    """The payment_refund row a recorded refund writes."""
+    refunded_at = row.facts.get("refunded_at")
+    return {
+        "payment_id": payment_id,
+        "provider": row.provider,
+        "out_refund_no": out_refund_no,
+        "refund_id": (str(row.facts.get("refund_id") or "") or None),
+        "amount_minor": delta,
+        "status": "success",
+        "refunded_at": datetime.fromisoformat(refunded_at) if refunded_at else now,
+        "notification_id": row.id,
+        "created_at": now,
+    }
+
+
+def _exceeds_detail(
+    detail: dict[str, Any], delta: int, paid_minor: int | None, refunded_minor: int
+) -> dict[str, Any]:
+    return {
+        **detail,
+        "refund_minor": delta,
+        "paid_minor": paid_minor,
+        "already_refunded_minor": refunded_minor,
+    }
+
+
+async def _refund_order(
+    session: AsyncSession,
+    row: PaymentNotification,
+    payment: Payment,
+    out_refund_no: str,
+    detail: dict[str, Any],
+) -> str:
+    """The attempt that paid the order is refunded in full: move the order to refunded, or
+    say why it cannot be (an after-sales refund after shipment is the case's to move)."""
+    actor = Actor(
+        ActorKind.PAYMENT_CALLBACK,
+        f"{row.provider}:notify",
+        evidence_ref=str(row.facts.get("refund_id") or out_refund_no),
+        note=f"{row.provider} refund {out_refund_no} of {row.out_trade_no}",
+    )
+    try:
+        result = await orders_service.transition(session, payment.order_no, "refund", actor)
+    except IllegalTransition as exc:
+        if out_refund_no.startswith(AFTERSALES_REFUND_PREFIX):
+            return "refund_recorded"
+        await _case(
+            session,
+            payment.order_id,
+            "refund_after_fulfilment",
+            {**detail, "order_status": exc.extra.get("order_status")},
+        )
+        return "refund_recorded"
+    return "refund_full" if result.applied else "refund_recorded"
+
+
+async def _apply_refund(session: AsyncSession, row: PaymentNotification) -> tuple[str, int | None]:
+    facts = row.facts
+    # The attempt is locked (PostgreSQL) before its refund row is written, as the batch path
+    # locks it: every path takes the attempt first, so none waits on another in reverse.
+    found = await repository.lock_by_out_trade_nos(session, [row.out_trade_no or ""])
+    payment = found[0] if found else None
+    detail = _refund_detail(row)
     if payment is None or payment.provider != row.provider:
         await _case(session, None, "unknown_trade", detail)
         return "unknown_trade", None
@@ -312,33 +452,15 @@ async def _apply_refund(session: AsyncSession, row: PaymentNotification) -> tupl
         if status == "abnormal":
             await _case(session, payment.order_id, "refund_abnormal", detail)
         return "ignored", payment.id
-    if "refunded_total_minor" in facts:  # Alipay: the running total
-        total = facts.get("refunded_total_minor")
-        delta = total - payment.refunded_minor if isinstance(total, int) else None
-        if delta is not None and delta <= 0:
-            return "duplicate", payment.id
-    else:
-        delta = facts.get("refund_minor")
-    if not isinstance(delta, int) or delta <= 0:
-        return "ignored", payment.id
-    out_refund_no = str(facts.get("out_refund_no") or f"{row.provider_txn_id}:{row.id}")[:64]
+    delta = _refund_delta(facts, payment.refunded_minor)
+    if isinstance(delta, str):
+        return delta, payment.id
+    out_refund_no = _refund_number(row)
     now = clock.now()
-    refunded_at = facts.get("refunded_at")
     try:
         async with session.begin_nested():
             refund_id = await repository.insert_refund(
-                session,
-                {
-                    "payment_id": payment.id,
-                    "provider": row.provider,
-                    "out_refund_no": out_refund_no,
-                    "refund_id": (str(facts.get("refund_id") or "") or None),
-                    "amount_minor": delta,
-                    "status": "success",
-                    "refunded_at": datetime.fromisoformat(refunded_at) if refunded_at else now,
-                    "notification_id": row.id,
-                    "created_at": now,
-                },
+                session, _refund_values(row, payment.id, out_refund_no, delta, now)
             )
             if refund_id is not None and not await repository.add_refunded(
                 session, payment.id, delta, now
@@ -349,12 +471,7 @@ async def _apply_refund(session: AsyncSession, row: PaymentNotification) -> tupl
             session,
             payment.order_id,
             "refund_exceeds_paid",
-            {
-                **detail,
-                "refund_minor": delta,
-                "paid_minor": payment.paid_amount_minor,
-                "already_refunded_minor": payment.refunded_minor,
-            },
+            _exceeds_detail(detail, delta, payment.paid_amount_minor, payment.refunded_minor),
         )
         return "refund_exceeds_paid", payment.id
     if refund_id is None:
@@ -362,24 +479,125 @@ async def _apply_refund(session: AsyncSession, row: PaymentNotification) -> tupl
     fresh = await repository.get_payment(session, payment.id)
     assert fresh is not None
     if fresh.settles_order and fresh.refunded_minor == fresh.paid_amount_minor:
-        actor = Actor(
-            ActorKind.PAYMENT_CALLBACK,
-            f"{row.provider}:notify",
-            evidence_ref=str(facts.get("refund_id") or out_refund_no),
-            note=f"{row.provider} refund {out_refund_no} of {row.out_trade_no}",
-        )
-        try:
-            result = await orders_service.transition(session, fresh.order_no, "refund", actor)
-        except IllegalTransition as exc:
-            if out_refund_no.startswith(AFTERSALES_REFUND_PREFIX):
-                # An after-sales refund after shipment: the case moves the order on.
-                return "refund_recorded", payment.id
-            await _case(
-                session,
-                fresh.order_id,
-                "refund_after_fulfilment",
-                {**detail, "order_status": exc.extra.get("order_status")},
-            )
-            return "refund_recorded", payment.id
-        return ("refund_full" if result.applied else "refund_recorded"), payment.id
+        return await _refund_order(session, row, fresh, out_refund_no, detail), payment.id
     return "refund_recorded", payment.id
+
+
+def _batchable_refunds(
+    rows: list[PaymentNotification],
+    refunds: list[PaymentNotification],
+    applied: set[int],
+    payments: dict[str, Payment],
+) -> list[PaymentNotification]:
+    """The refunds `_apply_refund_batch` may decide: not those of an attempt another
+    notification of the batch applied one by one concerns (they keep their arrival order
+    behind it), nor those of an attempt not paid yet (one by one they wait for it)."""
+    others = {
+        r.out_trade_no for r in rows if r.id not in applied and r.facts.get("kind") != "refund"
+    }
+    chosen: list[PaymentNotification] = []
+    for r in refunds:
+        if r.out_trade_no in others:
+            continue
+        payment = payments.get(r.out_trade_no or "")
+        known = payment is not None and payment.provider == r.provider
+        if known and payment is not None and payment.state != PaymentState.PAID:
+            continue
+        chosen.append(r)
+    return chosen
+
+
+async def _apply_refund_batch(
+    session: AsyncSession, rows: list[PaymentNotification], payments: dict[str, Payment]
+) -> set[int]:
+    """Apply refund notifications (in id order, their attempts locked and paid) as
+    `_apply_refund` would one after the other; returns the ids applied.
+
+    The refund numbers already recorded are read once; each refund is decided in Python with
+    the batch's earlier refunds counted (duplicate number, Alipay's running total, within
+    what was paid); then the new refunds are inserted in one statement, the attempts'
+    refunded totals set in one (from the totals read under the lock), exception cases opened
+    and orders refunded in full moved, in arrival order, and the outcomes recorded in one.
+    If another writer recorded one of the refunds meanwhile (the insert skips it), the
+    savepoint rolls it all back and none is applied here: the caller applies them one by one.
+    """
+    if not rows:
+        return set()
+    now = clock.now()
+    recorded = await repository.recorded_refund_numbers(
+        session, {(r.provider, _refund_number(r)) for r in rows}
+    )
+    read = {p.id: p.refunded_minor for p in payments.values()}
+    running = dict(read)
+    inserts: list[dict[str, Any]] = []
+    outcomes: dict[int, tuple[str, int | None]] = {}
+    # In arrival order: ("case", row, order id, type, detail) or ("full", row, payment, number)
+    effects: list[tuple[Any, ...]] = []
+    for row in rows:
+        payment = payments.get(row.out_trade_no or "")
+        detail = _refund_detail(row)
+        if payment is None or payment.provider != row.provider:
+            effects.append(("case", row, None, "unknown_trade", detail))
+            outcomes[row.id] = ("unknown_trade", None)
+            continue
+        status = row.facts.get("status")
+        if status != "success":
+            if status == "abnormal":
+                effects.append(("case", row, payment.order_id, "refund_abnormal", detail))
+            outcomes[row.id] = ("ignored", payment.id)
+            continue
+        delta = _refund_delta(row.facts, running[payment.id])
+        if isinstance(delta, str):
+            outcomes[row.id] = (delta, payment.id)
+            continue
+        number = _refund_number(row)
+        if (row.provider, number) in recorded:
+            outcomes[row.id] = ("duplicate", payment.id)
+            continue
+        paid = payment.paid_amount_minor
+        if paid is None or running[payment.id] + delta > paid:
+            exceeds = _exceeds_detail(detail, delta, paid, running[payment.id])
+            effects.append(("case", row, payment.order_id, "refund_exceeds_paid", exceeds))
+            outcomes[row.id] = ("refund_exceeds_paid", payment.id)
+            continue
+        recorded.add((row.provider, number))
+        inserts.append(_refund_values(row, payment.id, number, delta, now))
+        running[payment.id] += delta
+        if payment.settles_order and running[payment.id] == paid:
+            effects.append(("full", row, payment, number, detail))
+        outcomes[row.id] = ("refund_recorded", payment.id)
+    totals = [
+        {"pid": pid, "before": read[pid], "after": total, "at": now}
+        for pid, total in sorted(running.items())
+        if total != read[pid]
+    ]
+    try:
+        async with session.begin_nested():
+            if inserts:
+                written = await repository.insert_refunds(session, inserts)
+                if len(written) != len(inserts):
+                    raise _RefundBatchConflict
+            if totals:
+                updated = await repository.set_refunded_many(session, totals)
+                if updated is not None and updated != len(totals):
+                    raise _RefundBatchConflict
+            for effect in effects:
+                if effect[0] == "case":
+                    _, row, order_id, type_, detail = effect
+                    await _case(session, order_id, type_, detail)
+                else:
+                    _, row, payment, number, detail = effect
+                    outcome = await _refund_order(session, row, payment, number, detail)
+                    outcomes[row.id] = (outcome, payment.id)
+            await repository.finish_notifications(
+                session,
+                [
+                    {"nid": row.id, "outcome": outcome, "pid": pid, "at": now}
+                    for row in rows
+                    for outcome, pid in [outcomes[row.id]]
+                ],
+            )
+    except (_RefundBatchConflict, IntegrityError):
+        return set()
+    _count_applied(session, [(row, outcomes[row.id][0]) for row in rows], now)
+    return {row.id for row in rows}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -28,6 +29,7 @@ from ordertally.core.settings import get_settings
 from ordertally.events import outbox
 from ordertally.payments import repository
 from ordertally.payments.events import PaymentNotificationReceived
+from ordertally.payments.metrics import INBOX_BATCH_CALLBACKS, INBOX_COMMIT_SECONDS
 from ordertally.payments.models import PaymentNotification
 from ordertally.payments.providers import Notice, Rejected
 
@@ -118,6 +120,7 @@ class InboxWriter:
         try:
             while self.pending:
                 batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+                started = time.perf_counter()
                 try:
                     if self.db.write_engine.dialect.driver != "asyncpg":  # SQLite, psycopg
                         async with self.db.transaction() as session:
@@ -148,6 +151,8 @@ class InboxWriter:
                     if not isinstance(exc, Exception):
                         raise
                     continue
+                INBOX_COMMIT_SECONDS.observe(time.perf_counter() - started)
+                INBOX_BATCH_CALLBACKS.observe(len(batch))
                 for item, result in zip(batch, results, strict=True):
                     if not item.future.done():
                         item.future.set_result(result)

@@ -16,6 +16,19 @@ ACK_SECONDS = Histogram(
     ["provider"],
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+# What an acknowledgement waits for: its batch's inbox write, committed (one statement on
+# PostgreSQL through asyncpg). Against ACK_SECONDS it tells the commit (the database, its
+# fsync) from the time a callback waits for the CPU (verification, other requests).
+INBOX_COMMIT_SECONDS = Histogram(
+    "ordertally_payment_inbox_commit_seconds",
+    "Time to write and commit one group-committed batch of callbacks to the inbox",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+INBOX_BATCH_CALLBACKS = Histogram(
+    "ordertally_payment_inbox_batch_callbacks",
+    "Callbacks per group-committed inbox batch",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 APPLIED = Counter(
     "ordertally_payment_notifications_applied_total",
     "Stored payment notifications applied by a worker, by outcome",

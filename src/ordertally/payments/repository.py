@@ -590,6 +590,56 @@ async def insert_refund(session: AsyncSession, values: dict[str, Any]) -> int | 
     return int(found) if found is not None else None
 
 
+async def recorded_refund_numbers(
+    session: AsyncSession, keys: Iterable[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which of some (provider, out_refund_no) are already recorded."""
+    wanted = set(keys)
+    providers = sorted({provider for provider, _ in wanted})
+    numbers = sorted({number for _, number in wanted})
+    found: set[tuple[str, str]] = set()
+    for start in range(0, len(numbers), 1000):
+        rows = await session.execute(
+            select(PaymentRefund.provider, PaymentRefund.out_refund_no).where(
+                PaymentRefund.provider.in_(providers),
+                PaymentRefund.out_refund_no.in_(numbers[start : start + 1000]),
+            )
+        )
+        found.update((p, n) for p, n in rows.all() if (p, n) in wanted)
+    return found
+
+
+async def insert_refunds(session: AsyncSession, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """Record several refunds in one statement; returns the (provider, out_refund_no) written
+    (those already recorded are skipped)."""
+    stmt = (
+        upsert_insert(session, table_of(PaymentRefund))
+        .on_conflict_do_nothing(index_elements=["provider", "out_refund_no"])
+        .returning(PaymentRefund.provider, PaymentRefund.out_refund_no)
+    )
+    return {(p, n) for p, n in (await session.execute(stmt, rows)).all()}
+
+
+async def set_refunded_many(session: AsyncSession, rows: list[dict[str, Any]]) -> int | None:
+    """Move many locked paid attempts' refunded totals from what was read to a new total
+    within what was paid: rows of {"pid", "before", "after", "at"}. Returns the rows updated
+    where the driver reports it for an executemany (None where it does not)."""
+    result = await session.execute(
+        update(table_of(Payment))
+        .where(
+            Payment.id == bindparam("pid"),
+            Payment.state == PaymentState.PAID.value,
+            Payment.refunded_minor == bindparam("before"),
+            Payment.paid_amount_minor >= bindparam("after"),
+        )
+        .values(refunded_minor=bindparam("after"), updated_at=bindparam("at")),
+        rows,
+    )
+    if not session.get_bind().dialect.supports_sane_multi_rowcount:
+        return None
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 async def refunds_of(session: AsyncSession, payment_ids: Iterable[int]) -> list[PaymentRefund]:
     """Refunds of some attempts, oldest first."""
     ids = list(payment_ids)
