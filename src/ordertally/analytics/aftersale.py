@@ -178,7 +178,7 @@ async def kpis(
                     "amount_minor": refund,
                 }
             )
-    if by in ("all", "channel", "day", "sku"):
+    if by in ("all", "channel", "day"):  # a channel or day that shipped and had no case: 0 %
         for key in shipped:
             per_key.setdefault(key, {"cases": 0, "units": 0, "refunds": []})
     out = []
