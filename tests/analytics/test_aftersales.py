@@ -48,7 +48,9 @@ async def _step(db: Database, at: datetime, fn: Any, *args: Any, **kwargs: Any) 
 
 
 async def _open(db: Database, at: datetime, **body: Any) -> str:
-    case, _ = await _step(db, at, aftersales_service.open_case, CaseCreate.model_validate(body), "cs")
+    case, _ = await _step(
+        db, at, aftersales_service.open_case, CaseCreate.model_validate(body), "cs"
+    )
     return str(case.case_no)
 
 
@@ -65,38 +67,73 @@ async def _cases(db: Database) -> dict[str, str]:
     made: dict[str, str] = {}
     # douyin: refund only, decided in 1 h (merchant), refunded at 3 h, closed at 5 h
     made["refund_only"] = no = await _open(
-        db, t, order_no=orders[0].order_no, type="refund_only", reason_code="not_wanted",
+        db,
+        t,
+        order_no=orders[0].order_no,
+        type="refund_only",
+        reason_code="not_wanted",
         refund_goods="10.00",
     )
-    await _step(db, t + timedelta(hours=1), aftersales_service.approve, no, "cs",
-                responsibility="merchant")
+    await _step(
+        db, t + timedelta(hours=1), aftersales_service.approve, no, "cs", responsibility="merchant"
+    )
     await _step(db, t + timedelta(hours=3), refunds.record_platform_refund, no, "P-1", 1000, "t")
     await _step(db, t + timedelta(hours=5), aftersales_service.close, no, "cs")
     # jd: return of 2 teas, decided in 2 h (carrier), back at 50 h, inspected at 75 h (over
     # its 24 h), refunded at 80 h, closed at 81 h
     made["return"] = no = await _open(
-        db, t + timedelta(minutes=5), order_no=orders[1].order_no, type="return_refund",
-        reason_code="damaged", lines=[{"line_no": 1, "quantity": 2}], refund_goods="119.80",
+        db,
+        t + timedelta(minutes=5),
+        order_no=orders[1].order_no,
+        type="return_refund",
+        reason_code="damaged",
+        lines=[{"line_no": 1, "quantity": 2}],
+        refund_goods="119.80",
     )
-    await _step(db, t + timedelta(hours=2), aftersales_service.approve, no, "cs",
-                responsibility="carrier")
-    await _step(db, t + timedelta(hours=50), goods.receive_parcel,
-                ParcelIn(warehouse=TEST_WAREHOUSE, case_no=no), "wh")
-    await _step(db, t + timedelta(hours=75), goods.inspect, no, Inspection.model_validate(
-        {"warehouse": TEST_WAREHOUSE, "lines": [
-            {"line_no": 1, "good": 1, "damaged": 1, "reason": "crushed"}]}), "wh")
+    await _step(
+        db, t + timedelta(hours=2), aftersales_service.approve, no, "cs", responsibility="carrier"
+    )
+    await _step(
+        db,
+        t + timedelta(hours=50),
+        goods.receive_parcel,
+        ParcelIn(warehouse=TEST_WAREHOUSE, case_no=no),
+        "wh",
+    )
+    await _step(
+        db,
+        t + timedelta(hours=75),
+        goods.inspect,
+        no,
+        Inspection.model_validate(
+            {
+                "warehouse": TEST_WAREHOUSE,
+                "lines": [{"line_no": 1, "good": 1, "damaged": 1, "reason": "crushed"}],
+            }
+        ),
+        "wh",
+    )
     await _step(db, t + timedelta(hours=80), refunds.record_platform_refund, no, "P-2", 11980, "t")
     await _step(db, t + timedelta(hours=81), aftersales_service.close, no, "cs")
     # douyin: rejected after 30 h (over the 24 h to decide)
     made["rejected"] = no = await _open(
-        db, t + timedelta(minutes=10), order_no=orders[2].order_no, type="return_refund",
-        reason_code="not_wanted", lines=[{"line_no": 2, "quantity": 1}], refund_goods="39.90",
+        db,
+        t + timedelta(minutes=10),
+        order_no=orders[2].order_no,
+        type="return_refund",
+        reason_code="not_wanted",
+        lines=[{"line_no": 2, "quantity": 1}],
+        refund_goods="39.90",
     )
     await _step(db, t + timedelta(hours=30), aftersales_service.reject, no, "cs")
     # jd: a return of one tea and one cup, refunded first (33.33: 16.67 + 16.66), no parcel yet
     made["open"] = no = await _open(
-        db, t + timedelta(minutes=15), order_no=orders[3].order_no, type="return_refund",
-        reason_code="damaged", lines=[{"line_no": 1, "quantity": 1}, {"line_no": 2, "quantity": 1}],
+        db,
+        t + timedelta(minutes=15),
+        order_no=orders[3].order_no,
+        type="return_refund",
+        reason_code="damaged",
+        lines=[{"line_no": 1, "quantity": 1}, {"line_no": 2, "quantity": 1}],
         refund_goods="33.33",
     )
     await _step(db, t + timedelta(hours=4), aftersales_service.approve, no, "cs")
@@ -171,15 +208,26 @@ async def _read_model(db: Database) -> dict[str, Any]:
     names = ", ".join(f"'{n}'" for n in aftersale_rows.AS_STAGE_NAMES)
     return {
         "timelines": sorted(
-            await _plain(db, "SELECT case_no, channel, type, responsibility, day_date, units,"
-                         " refunded_minor FROM aftersale_timeline")
+            await _plain(
+                db,
+                "SELECT case_no, channel, type, responsibility, day_date, units,"
+                " refunded_minor FROM aftersale_timeline",
+            )
         ),
-        "kpi": sorted(await _plain(db, "SELECT * FROM aftersale_daily_stat WHERE cases <> 0"
-                                   " OR units <> 0 OR refund_minor <> 0")),
+        "kpi": sorted(
+            await _plain(
+                db,
+                "SELECT * FROM aftersale_daily_stat WHERE cases <> 0"
+                " OR units <> 0 OR refund_minor <> 0",
+            )
+        ),
         "stages": sorted(
-            await _plain(db, "SELECT dimension, day_date, channel, stage, dim_key, bucket, orders,"
-                         f" sum_us, over_sla FROM stage_daily_stat WHERE stage IN ({names})"
-                         " AND orders <> 0")
+            await _plain(
+                db,
+                "SELECT dimension, day_date, channel, stage, dim_key, bucket, orders,"
+                f" sum_us, over_sla FROM stage_daily_stat WHERE stage IN ({names})"
+                " AND orders <> 0",
+            )
         ),
         "shipped": sorted(await _plain(db, "SELECT * FROM shipped_daily_stat WHERE orders <> 0")),
     }
@@ -262,7 +310,7 @@ async def test_after_sales_stages_and_kpis_equal_plain_sql_and_survive_a_rebuild
         r = await client.get(
             "/api/v1/analytics/aftersale-kpis",
             params={**PERIOD, "by": by, **params},
-            headers=auth(keys[key] if key in keys else key),
+            headers=auth(keys.get(key, key)),
         )
         assert r.status_code == 200, r.text
         items: list[dict[str, Any]] = r.json()["items"]
@@ -362,10 +410,23 @@ async def test_replayed_and_out_of_order_after_sales_events_move_nothing(
     no = made["open"]
     t = T0 + timedelta(hours=100)
     await _step(db, t, goods.receive_parcel, ParcelIn(warehouse=TEST_WAREHOUSE, case_no=no), "w")
-    await _step(db, t + timedelta(hours=1), goods.inspect, no, Inspection.model_validate(
-        {"warehouse": TEST_WAREHOUSE, "responsibility": "supplier", "lines": [
-            {"line_no": 1, "good": 1, "damaged": 0}, {"line_no": 2, "good": 1, "damaged": 0}]}),
-        "w")
+    await _step(
+        db,
+        t + timedelta(hours=1),
+        goods.inspect,
+        no,
+        Inspection.model_validate(
+            {
+                "warehouse": TEST_WAREHOUSE,
+                "responsibility": "supplier",
+                "lines": [
+                    {"line_no": 1, "good": 1, "damaged": 0},
+                    {"line_no": 2, "good": 1, "damaged": 0},
+                ],
+            }
+        ),
+        "w",
+    )
     await drain(db, get_settings())
     # Then the case moved from "no one responsible" to the supplier, and gained its stages
     after = await _read_model(db)

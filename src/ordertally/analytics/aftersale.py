@@ -198,4 +198,3 @@ async def kpis(
             }
         )
     return out
-

@@ -156,9 +156,7 @@ def shipped_contribution(
     per_sku: dict[str, int] = {}
     for sku, qty in lines:
         per_sku[sku] = per_sku.get(sku, 0) + int(qty)
-    out: dict[ShipKey, tuple[int, int]] = {
-        ("all", day, channel, "all"): (1, sum(per_sku.values()))
-    }
+    out: dict[ShipKey, tuple[int, int]] = {("all", day, channel, "all"): (1, sum(per_sku.values()))}
     for sku, qty in per_sku.items():
         out[("sku", day, channel, sku)] = (1, qty)
     return out

@@ -346,9 +346,7 @@ async def stage_table(
     if exact:
         stats = await repository.stages_stats(session, stages, by, since, until, channels)
     else:
-        stats = await aggregated(
-            session, [n for n, *_ in stages], by, date_from, date_to, channels
-        )
+        stats = await aggregated(session, [n for n, *_ in stages], by, date_from, date_to, channels)
     all_causes = await repository.stages_delay_causes(session, stages, by, since, until, channels)
     rows: list[dict[str, Any]] = []
     for name, _, _, sla_s in stages:

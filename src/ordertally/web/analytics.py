@@ -2,7 +2,8 @@
 share shipped after the platforms' deadlines, carriers' on-time rates, orders and paid rate
 per day) and the stage table, per channel, warehouse, carrier or day, and the after-sales
 panel (after-sales rate and refunds by SKU, channel, responsibility or type; the after-sales
-stages), over a range of the merchant's days. The analytics domain's services compute every figure."""
+stages), over a range of the merchant's days. The analytics domain's services compute every
+figure."""
 
 from __future__ import annotations
 
