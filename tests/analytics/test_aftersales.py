@@ -166,11 +166,11 @@ _KPI_SQL = """
 # (largest remainder, the earlier line first on a tie).
 _SKU_SQL = """
     WITH refunded AS (
-        SELECT case_id, sum(amount_minor) AS amount FROM aftersale_refund
+        SELECT case_id, CAST(sum(amount_minor) AS bigint) AS amount FROM aftersale_refund
         WHERE state = 'succeeded' GROUP BY case_id
     ), lines AS (
         SELECT l.case_id, l.line_no, l.sku, l.quantity, coalesce(r.amount, 0) AS amount,
-               sum(l.quantity) OVER (PARTITION BY l.case_id) AS total
+               CAST(sum(l.quantity) OVER (PARTITION BY l.case_id) AS bigint) AS total
         FROM aftersale_line l LEFT JOIN refunded r ON r.case_id = l.case_id
     ), shares AS (
         SELECT *, amount * quantity / total AS base,
