@@ -67,7 +67,7 @@ async def store(
     stage = rows_.add_deltas(
         (rows_.stage_contribution(r) for r in before), (rows_.stage_contribution(r) for r in after)
     )
-    await repository.add_stage_deltas(session, stage)  # type: ignore[arg-type]
+    await repository.add_stage_deltas(session, stage)
     kpi = rows_.add_deltas(
         (rows_.kpi_contribution(r) for r in before), (rows_.kpi_contribution(r) for r in after)
     )
