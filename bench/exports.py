@@ -15,8 +15,8 @@ RSS is its own:
   writer);
 - `stage`: the pre-aggregated stage rows rebuilt from the loaded timelines (timed), then the
   stage table for the month (all orders, by channel, by warehouse), R runs, p50 and p95;
-- `aftersale`: after-sales cases on ~5.5 % of the orders (one a twentieth, and a USD one every
-  200th; 500 SKUs, 1-2 lines an order) written through the consumer's write path (timelines,
+- `aftersale`: after-sales cases on ~5.8 % of the orders (one in 19, and a USD one every 200th;
+  500 SKUs, 1-2 lines an order) written through the consumer's write path (timelines,
   stage and KPI rows), the shipped rows for every order, then the month's after-sales KPIs
   (all, by channel, SKU, responsibility) and after-sales stage table, R runs, p50 and p95
   (ADR 0040);
@@ -391,11 +391,11 @@ def _aftersale_records(n: int) -> tuple[list[dict[str, Any]], list[tuple[Any, ..
     for i in range(1, n + 1):
         created = MONTH + timedelta(seconds=i * SECONDS // n)
         at = created + timedelta(minutes=5 + i % 30) + timedelta(hours=2 + i % 40)
-        lines = [(f"SKU-{i % 500:03d}", 1 + i % 3)]
+        lines = [(f"SKU-{i // 7 % 500:03d}", 1 + i % 3)]
         if i % 4 == 0:
             lines.append((f"SKU-{i * 7 % 500:03d}", 1))
         shipped.append((i, channels[i % 5], at, lines))
-        if i % 20 != 3 and i % 200 != 10:
+        if i % 19 != 3 and i % 200 != 10:
             continue
         requested = at + timedelta(hours=24 + i % 100)
         kind = kinds[i % 5]

@@ -20,7 +20,9 @@ AS_TRACKED: tuple[tuple[str, str, str, int], ...] = tuple(
 AS_STAGE_NAMES: tuple[str, ...] = tuple(name for name, *_ in AS_TRACKED)
 # The stage rows' dimensions of a case ("channel" and "day" read the "all" rows).
 AS_ROW_DIMENSIONS = ("all", "type", "responsibility")
-# The KPI rows' dimensions ("channel" and "day" read the "all" rows).
+# The KPI rows' dimensions ("channel" and "day" read the "all" rows). Like the stage rows, the
+# KPI and shipped rows are kept per channel and for "*" (every channel): an unscoped read sums
+# a fifth of the rows.
 KPI_ROW_DIMENSIONS = ("all", "type", "responsibility", "sku")
 STAMPS = (
     "requested_at",
@@ -133,7 +135,7 @@ def kpi_contribution(row: Mapping[str, Any]) -> dict[KpiKey, tuple[int, int, int
     lines = row["lines"] or []
     if not lines:
         out[("sku", day, channel, "", currency)] = (1, 0, refund)
-        return out
+        return _and_every_channel(out)
     per_sku: dict[str, list[int]] = {}
     for (sku, qty), share in zip(lines, refund_split(refund, lines), strict=True):
         t = per_sku.setdefault(sku, [1, 0, 0])
@@ -141,7 +143,12 @@ def kpi_contribution(row: Mapping[str, Any]) -> dict[KpiKey, tuple[int, int, int
         t[2] += share
     for sku, (n, q, r) in per_sku.items():
         out[("sku", day, channel, sku, currency)] = (n, q, r)
-    return out
+    return _and_every_channel(out)
+
+
+def _and_every_channel(out: dict[Any, Any]) -> dict[Any, Any]:
+    """Rows keyed (dimension, day, channel, ...) and the same for the "*" channel."""
+    return {**out, **{(k[0], k[1], ALL_CHANNELS, *k[3:]): v for k, v in out.items()}}
 
 
 def shipped_contribution(
@@ -159,7 +166,7 @@ def shipped_contribution(
     out: dict[ShipKey, tuple[int, int]] = {("all", day, channel, "all"): (1, sum(per_sku.values()))}
     for sku, qty in per_sku.items():
         out[("sku", day, channel, sku)] = (1, qty)
-    return out
+    return _and_every_channel(out)
 
 
 def add_deltas(

@@ -831,6 +831,14 @@ async def shipped_timelines_after(
     return [dict(r._mapping) for r in rows.all()]
 
 
+def _channel_rows(column: Any, by: str, channels: tuple[str, ...] | None) -> Any:
+    """Which channel rows a read sums: the given channels', each channel's (by channel), or
+    the "*" rows (every channel, already summed)."""
+    if channels is not None:
+        return column.in_(channels)
+    return column != ALL_CHANNELS if by == "channel" else column == ALL_CHANNELS
+
+
 def _kpi_key(table: Any, by: str, dimension_names: tuple[str, ...]) -> tuple[Any, str]:
     """The column a KPI read groups by and the row dimension it reads."""
     if by == "channel":
@@ -854,8 +862,7 @@ async def aftersale_kpi_rows(
     key, dimension = _kpi_key(K, by, ("type", "responsibility", "sku"))
     k = key.label("k")
     where = [K.dimension == dimension, K.day_date >= since_day, K.day_date <= until_day]
-    if channels is not None:
-        where.append(K.channel.in_(channels))
+    where.append(_channel_rows(K.channel, by, channels))
     stmt = (
         select(k, K.currency, func.sum(K.cases), func.sum(K.units), func.sum(K.refund_minor))
         .where(*where)
@@ -880,7 +887,6 @@ async def shipped_rows(
     key, dimension = _kpi_key(SH, by if by in ("channel", "day", "sku") else "all", ("sku",))
     k = key.label("k")
     where = [SH.dimension == dimension, SH.day_date >= since_day, SH.day_date <= until_day]
-    if channels is not None:
-        where.append(SH.channel.in_(channels))
+    where.append(_channel_rows(SH.channel, by, channels))
     stmt = select(k, func.sum(SH.orders), func.sum(SH.units)).where(*where).group_by(k)
     return {str(v): (int(n), int(u)) for v, n, u in (await session.execute(stmt)).all()}
