@@ -6,7 +6,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, Integer, SmallInteger, String, UniqueConstraint
+from sqlalchemy import (
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ordertally.core.db import Base, BigId, JsonDoc, UtcDateTime
@@ -148,12 +155,17 @@ class AftersaleDailyStat(Base):
     like the stage rows (ADR 0040)."""
 
     __tablename__ = "aftersale_daily_stat"
+    # Channel before day: a read takes one dimension and one channel ("*" or the caller's)
+    # over a range of days.
+    __table_args__ = (
+        PrimaryKeyConstraint("dimension", "channel", "day_date", "dim_key", "currency"),
+    )
 
-    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
-    day_date: Mapped[str] = mapped_column(String(10), primary_key=True)
-    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
-    dim_key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(16))
+    day_date: Mapped[str] = mapped_column(String(10))
+    channel: Mapped[str] = mapped_column(String(32))
+    dim_key: Mapped[str] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(3))
     cases: Mapped[int] = mapped_column(Integer)
     units: Mapped[int] = mapped_column(Integer)
     refund_minor: Mapped[int] = mapped_column(BigId)
@@ -165,10 +177,11 @@ class ShippedDailyStat(Base):
     consumer when an order's shipped time or channel changes (ADR 0040)."""
 
     __tablename__ = "shipped_daily_stat"
+    __table_args__ = (PrimaryKeyConstraint("dimension", "channel", "day_date", "dim_key"),)
 
-    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
-    day_date: Mapped[str] = mapped_column(String(10), primary_key=True)
-    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
-    dim_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(16))
+    day_date: Mapped[str] = mapped_column(String(10))
+    channel: Mapped[str] = mapped_column(String(32))
+    dim_key: Mapped[str] = mapped_column(String(64))
     orders: Mapped[int] = mapped_column(Integer)
     units: Mapped[int] = mapped_column(Integer)

@@ -69,8 +69,8 @@ def upgrade() -> None:
         sa.Column("refund_minor", BIG, nullable=False),
         sa.PrimaryKeyConstraint(
             "dimension",
-            "day_date",
             "channel",
+            "day_date",
             "dim_key",
             "currency",
             name=op.f("pk_aftersale_daily_stat"),
@@ -85,7 +85,7 @@ def upgrade() -> None:
         sa.Column("orders", sa.Integer(), nullable=False),
         sa.Column("units", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint(
-            "dimension", "day_date", "channel", "dim_key", name=op.f("pk_shipped_daily_stat")
+            "dimension", "channel", "day_date", "dim_key", name=op.f("pk_shipped_daily_stat")
         ),
     )
 
