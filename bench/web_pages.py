@@ -3,8 +3,9 @@ requested through the real server by a signed-in admin, one request at a time, a
 median and p95 time is reported (measured by the client on 127.0.0.1, so an upper bound of the
 server's time). Target: p95 ≤ 100 ms per page.
 
-    python -m bench.web_pages [--orders 1000000] [--cases 100000] [--requests 40]
-                              [--only PREFIX ...] [--baseline-src DIR --rounds N] [--pg-url URL]
+    python -m bench.web_pages [--orders 1000000] [--cases 100000] [--plan-skus 500]
+                              [--requests 40] [--only PREFIX ...]
+                              [--baseline-src DIR --rounds N] [--pg-url URL]
 
 With --baseline-src (another source tree's `src`, e.g. `git archive main src`), the same loaded
 database is served alternately by that tree (before) and this one (after), --rounds times,
@@ -14,7 +15,9 @@ The orders are cloned on the server from one order made through the services (IN
 SELECT over generate_series: statuses by age like a working month, created over 30 days), so
 loading a million takes a minute, not the hours the API would. The workbench gets a year of
 exception cases over those orders (COPY-loaded as `bench.casework` does: about 5% still active),
-so the cases screens list from a realistic table. Everything runs in a scratch database that is
+so the cases screens list from a realistic table. The purchase plans screen gets --plan-skus
+stocked SKUs (every third below its safety stock) with a receipt planned every 10 days over
+60 days for each, through the services. Everything runs in a scratch database that is
 dropped at the end; only 127.0.0.1 is contacted.
 """
 
@@ -36,7 +39,7 @@ import httpx
 from sqlalchemy import Integer, String, case, cast, func, insert, literal, select, text
 
 from bench.casework import _copy_cases
-from bench.payments import order_command, seed_stock
+from bench.payments import WAREHOUSE, order_command, seed_stock
 from bench.server import HOST, Server, ordertally_command, scratch_database
 
 PASSWORD = "bench-password-2026"
@@ -120,6 +123,54 @@ async def load_orders(url: str, count: int) -> str:
         await db.dispose()
 
 
+async def load_plans(url: str, skus: int) -> None:
+    """`skus` catalogue SKUs stocked in the bench warehouse (every third below its safety stock)
+    and six purchase plans each, 10 days apart, through the services."""
+    from ordertally.catalog import service as catalog_service
+    from ordertally.core.db import Database
+    from ordertally.inventory import service as inventory_service
+    from ordertally.rules import service as rules_service
+
+    codes = [f"PLAN-BENCH-{i:04d}" for i in range(skus)]
+    today = datetime.now(UTC).date()
+    db = Database(url)
+    try:
+        async with db.transaction() as session:
+            await catalog_service.add_skus(
+                session, [{"code": c, "name": c, "name_en": c} for c in codes], "bench"
+            )
+            for i, code in enumerate(codes):
+                await inventory_service.record_movement(
+                    session,
+                    warehouse_code=WAREHOUSE,
+                    sku=code,
+                    kind="receipt",
+                    quantity=5 if i % 3 == 0 else 500,
+                    reason="plans bench",
+                    actor="bench",
+                )
+                await inventory_service.configure_stock(
+                    session, warehouse_code=WAREHOUSE, sku=code, safety_stock=50, buckets=None
+                )
+            await rules_service.add_plans(
+                session,
+                [
+                    {
+                        "sku": code,
+                        "warehouse": WAREHOUSE,
+                        "expected_date": today + timedelta(days=(i % 10) + 10 * k),
+                        "quantity": 100,
+                        "reference": f"PO-{i:04d}-{k}",
+                    }
+                    for i, code in enumerate(codes)
+                    for k in range(6)
+                ],
+                "bench",
+            )
+    finally:
+        await db.dispose()
+
+
 def make_admin(env: dict[str, str], cwd: str) -> None:
     subprocess.run(
         [*ordertally_command(), "user", "create", "admin", "--role", "admin", "--password-stdin"],
@@ -189,6 +240,7 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--cases", type=int, default=100_000)
+    parser.add_argument("--plan-skus", type=int, default=500)
     parser.add_argument(
         "--only", nargs="*", default=None, help="measure only the pages starting with these"
     )
@@ -210,6 +262,8 @@ def main() -> None:
         order_no = asyncio.run(load_orders(db.url, args.orders))
         if args.cases:
             asyncio.run(_copy_cases(db.url, args.cases, args.orders + 1))
+        if args.plan_skus:
+            asyncio.run(load_plans(db.url, args.plan_skus))
         load_s = time.perf_counter() - started
         make_admin(db.env, str(db.data_dir))
         since = (datetime.now(UTC) - timedelta(days=2)).date().isoformat()
@@ -248,6 +302,12 @@ def main() -> None:
             "/ui/inventory/allocation?province=%E4%B8%8A%E6%B5%B7%E5%B8%82&lines=PAY-BENCH-1+2",
             "/ui/settings/sla",
             "/ui/settings/carriers",
+            # The purchase plans: the list with the stock below safety stock, every stock row,
+            # one SKU's plans, the export.
+            "/ui/inventory/purchase-plans",
+            "/ui/inventory/purchase-plans?cover=all",
+            "/ui/inventory/purchase-plans?sku=PLAN-BENCH-0042",
+            "/ui/inventory/purchase-plans/export.csv",
         ]
         if args.only:
             pages = [p for p in pages if any(p.startswith(o) for o in args.only)]

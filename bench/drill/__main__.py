@@ -261,6 +261,7 @@ async def drive(
     processes.update({p.name: p.pid for p in sims})
     sampler = Sampler(pool, processes, db.pg_name or "", time.perf_counter())
     sampling = asyncio.ensure_future(sampler.run())
+    waiting = asyncio.ensure_future(sampler.run_waits())
     shipping = asyncio.Event()
 
     async def warehouse() -> None:
@@ -281,6 +282,8 @@ async def drive(
     _say(f"load: {scenario.rate:.1f} orders/s for {args.duration:g} s")
     tally = await scenario.run()
     load_end = time.perf_counter()
+    sampler.stop_waits()
+    await waiting
     # The API's own latency over the load, to set beside the clients' (where a request waits).
     async with httpx.AsyncClient(timeout=30) as client:
         metrics = await client.get(f"http://127.0.0.1:{ports['api']}/metrics")
@@ -436,6 +439,7 @@ async def drive(
         "lag": sampler.lag,
         "cpu": sampler.cpu,
         "cpu_mean_percent": cpu_mean,
+        "db_waits": sampler.mean_waits(),
         "drain_seconds": round(drain_seconds, 1),
         "api_server_view": server_view,
         "orders": {"scheduled": tally.scheduled, "created": len(tally.fates)},

@@ -138,6 +138,19 @@ def render_html(doc: dict[str, Any]) -> str:
         _storage(doc.get("storage")),
         "<h2>CPU (% of one core, mean over the load window)</h2>",
         _table([[k, v] for k, v in doc["cpu_mean_percent"].items()], ["process", "%"]),
+        "<h2>What the database's busy backends wait on (mean backends, during the load)</h2>",
+        _table(
+            [
+                [w["process"], w["wait"], w.get("statement", ""), w["backends"]]
+                for w in doc.get("db_waits", [])[:30]
+            ],
+            [
+                "process",
+                "state / wait",
+                "statement (for idle in transaction: the last one)",
+                "backends",
+            ],
+        ),
         "<h2>Over time</h2>",
         svg_chart(
             "Throughput per stage",

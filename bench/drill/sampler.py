@@ -1,9 +1,13 @@
 """Every second: the queues' lag (outbox pending, payment inbox backlog, channel webhook backlog,
-notifications waiting) read from the database, and the CPU each process used (bench/cpu.py)."""
+notifications waiting) read from the database, and the CPU each process used (bench/cpu.py).
+Five times a second during the load: what the database's busy backends wait on, by process
+(`application_name`), which says whether a slow request waits on a lock, on the disk or on its
+own client holding a transaction open (`Client:ClientRead` in a transaction)."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import resource
 import time
@@ -21,6 +25,18 @@ SELECT
   (SELECT count(*) FROM shipment WHERE waybill_no IS NULL) AS shipments_without_waybill
 """
 
+WAITS_SQL = r"""
+SELECT application_name AS process,
+       CASE WHEN state = 'active' AND wait_event_type IS NULL THEN 'running'
+            ELSE state || ' / ' || coalesce(wait_event_type || ':' || wait_event, 'running')
+       END AS wait,
+       left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS statement,
+       count(*) AS backends
+FROM pg_stat_activity
+WHERE datname = $1 AND state IS NOT NULL AND state <> 'idle' AND pid <> pg_backend_pid()
+GROUP BY 1, 2, 3
+"""
+
 
 @dataclass
 class Sampler:
@@ -32,7 +48,10 @@ class Sampler:
     start: float
     lag: list[dict[str, float]] = field(default_factory=list)
     cpu: list[dict[str, float]] = field(default_factory=list)
+    waits: collections.Counter[tuple[str, str, str]] = field(default_factory=collections.Counter)
+    wait_samples: int = 0
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _waits_stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _cpu_now(self) -> dict[str, float]:
         seconds: dict[str, float] = {}
@@ -71,3 +90,28 @@ class Sampler:
 
     def stop(self) -> None:
         self._stop.set()
+        self._waits_stop.set()
+
+    async def run_waits(self) -> None:
+        """Sample the busy backends' waits five times a second until `stop_waits()`."""
+        while not self._waits_stop.is_set():
+            async with self.pool.acquire() as conn:
+                for row in await conn.fetch(WAITS_SQL, self.pg_database):
+                    key = (row["process"] or "?", row["wait"], row["statement"] or "")
+                    self.waits[key] += int(row["backends"])
+            self.wait_samples += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._waits_stop.wait(), 0.2)
+
+    def stop_waits(self) -> None:
+        self._waits_stop.set()
+
+    def mean_waits(self) -> list[dict[str, Any]]:
+        """Backends per process, wait and statement (the one running, or for a backend idle in
+        a transaction the last one it ran), averaged over the samples, most first."""
+        n = max(self.wait_samples, 1)
+        return [
+            {"process": process, "wait": wait, "statement": statement, "backends": round(c / n, 2)}
+            for (process, wait, statement), c in self.waits.most_common()
+            if c / n >= 0.02
+        ]

@@ -253,7 +253,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_db = db is None
-        database = db or create_database(settings)
+        database = db or create_database(
+            settings, role="ordertally" if embedded_worker else "ordertally-api"
+        )
         app.state.db = database
         app.state.authenticator = Authenticator(database, settings.api_key_cache_seconds)
         stop = asyncio.Event()

@@ -110,7 +110,7 @@ def worker() -> None:
     register_all(settings)
 
     async def main() -> None:
-        db = create_database(settings)
+        db = create_database(settings, role="ordertally-worker")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -102,3 +102,66 @@ async def test_a_disabled_paid_rule_lets_every_order_allocate(db: Database) -> N
     # Then it allocated, with no firing and no case
     assert await _statuses(db, big.order_no) == ["allocated"]
     assert await hits(db) == [] and await cases(db) == []
+
+
+@pytest.mark.parametrize("path", ["one", "ingest"])
+async def test_a_paid_rule_holds_an_order_created_paid(db: Database, path: str) -> None:
+    """A platform order arrives already paid (channel sync imports it paid): no payment ever
+    moves it to paid, so the `order.paid` rules run in the transaction that creates it."""
+    import dataclasses
+
+    from ordertally.orders import creation
+    from ordertally.orders.schemas import OrderCreate
+    from ordertally.orders.state_machine import Event
+    from tests.factories import order_body
+
+    # Given a rule on order.paid that holds orders over 500.00 for review
+    await save_rule(
+        db,
+        "order.total_minor > 50000 && order.status == 'paid'",
+        [{"kind": "hold", "pool": "high_value", "reason": "big paid order"}],
+        trigger="order.paid",
+    )
+    sync = Actor(ActorKind.CHANNEL_SYNC, "channel:shop")
+    big, small = (
+        OrderCreate.model_validate(order_body(lines=lines, channel="taobao", external_id=ext))
+        for lines, ext in ((BIG, "TB-BIG"), (SMALL, "TB-SMALL"))
+    )
+    # When channel sync creates both, paid (one by one, or as the ingest batches them)
+    async with db.transaction() as session:
+        if path == "one":
+            made = [
+                (
+                    await orders_service.create_order(
+                        session, cmd, sync, check_fingerprint=False, initial="import_paid"
+                    )
+                )[0].order
+                for cmd in (big, small)
+            ]
+            big_no, small_no = (o.order_no for o in made)
+            big_id = made[0].id
+        else:
+            specs = [
+                dataclasses.replace(
+                    creation.spec_of(cmd, sync, check_fingerprint=False, initial=Event.IMPORT_PAID),
+                    hold_on_shortage=True,
+                )
+                for cmd in (big, small)
+            ]
+            outcomes = (await creation.create_many(session, specs, defer_unusual=False)).outcomes
+            assert all(isinstance(o, creation.Created) for o in outcomes)
+            big_id = outcomes[0].order_id  # type: ignore[union-attr]
+            big_no, small_no = (o.values["order_no"] for o in outcomes)  # type: ignore[union-attr]
+    # Then the hold is open as the creation commits, and the rule saw a paid order
+    assert await cases(db) == [(big_id, "rule.high_value", True)]
+    [hit] = await hits(db)
+    assert (hit.order_id, hit.dedupe_key) == (big_id, f"paid:{big_id}")
+    assert (hit.facts["order"]["status"], hit.facts["order"]["total_minor"]) == ("paid", 59900)
+    # When the events are delivered (twice: a replay) and the allocation sweep runs
+    await run(db)
+    await run(db)
+    await _sweep(db)
+    # Then the held order waits in paid, the other allocated, and the rule fired once
+    assert await _statuses(db, big_no, small_no) == ["paid", "allocated"]
+    assert len(await hits(db)) == 1
+    assert await _sweep(db) == 0

@@ -112,7 +112,14 @@ def create_private_file(path: Path) -> None:
 class Database:
     """The engines of one process and the transaction boundary every caller uses."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        echo: bool = False,
+        application_name: str = "ordertally",
+    ) -> None:
         self.url = url
         self.dialect = make_url(url).get_backend_name()
         self.is_sqlite = self.dialect == "sqlite"
@@ -130,8 +137,14 @@ class Database:
             _configure_sqlite(self.write_engine, immediate=True, synchronous="FULL")
             _configure_sqlite(self.read_engine, immediate=False, synchronous="FULL")
         else:
+            # The name shows in pg_stat_activity: which process (API, worker) a backend serves.
             self.write_engine = create_async_engine(
-                url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
+                url,
+                echo=echo,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=False,
+                connect_args={"server_settings": {"application_name": application_name}},
             )
             self.read_engine = self.write_engine
         self._writers = async_sessionmaker(self.write_engine, expire_on_commit=False)
@@ -143,11 +156,15 @@ class Database:
         """Open one transaction; commit when the block ends, roll back if it raises."""
         if self._write_lock is not None and write:
             async with self._write_lock, self._writers() as session, session.begin():
+                session.info[_LAST_QUEUE] = []
                 yield session
+                await _run_last(session)
             return
         factory = self._writers if write else self._readers
         async with factory() as session, session.begin():
+            session.info[_LAST_QUEUE] = []
             yield session
+            await _run_last(session)
 
     async def run(
         self, work: Callable[[AsyncSession], Awaitable[T]], *, attempts: int = RUN_ATTEMPTS
@@ -198,11 +215,15 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def create_database(settings: Settings | None = None) -> Database:
-    """A Database for the configured URL."""
+def create_database(settings: Settings | None = None, *, role: str = "ordertally") -> Database:
+    """A Database for the configured URL; `role` names the process to PostgreSQL
+    (`application_name`: ordertally-api, ordertally-worker, ordertally)."""
     settings = settings or get_settings()
     return Database(
-        settings.effective_database_url, pool_size=settings.db_pool_size, echo=settings.db_echo
+        settings.effective_database_url,
+        pool_size=settings.db_pool_size,
+        echo=settings.db_echo,
+        application_name=role,
     )
 
 
@@ -223,6 +244,33 @@ def upsert_insert(session: AsyncSession, model: Any) -> Any:
     if dialect_of(session) == "postgresql":
         return pg_insert(model)
     return sqlite_insert(model)
+
+
+# --- hot rows last -----------------------------------------------------------------------------
+
+_LAST_QUEUE = "ordertally.last"
+
+
+async def at_end(session: AsyncSession, work: Callable[[], Awaitable[Any]]) -> None:
+    """Run `work` as the last statements of this transaction, just before its COMMIT, so that
+    the rows it locks (a hot SKU's stock row) are held for one round trip and the commit instead
+    of for every statement after it (issue 21: shipments queued behind a stock row while the
+    transaction that held it sent its remaining statements).
+
+    Only where the outcome is not read later in the same transaction and nothing it could fail
+    on is decided by it. Deferred only in a transaction `Database.transaction` opened (it runs
+    the queue) and outside savepoints; anywhere else `work` runs at once, as before."""
+    queue: list[Callable[[], Awaitable[Any]]] | None = session.info.get(_LAST_QUEUE)
+    if queue is None or session.in_nested_transaction():
+        await work()
+        return
+    queue.append(work)
+
+
+async def _run_last(session: AsyncSession) -> None:
+    queue: list[Callable[[], Awaitable[Any]]] = session.info.get(_LAST_QUEUE, [])
+    while queue:
+        await queue.pop(0)()
 
 
 # --- metrics counted after commit ---------------------------------------------------------------

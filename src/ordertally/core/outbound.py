@@ -19,8 +19,11 @@ import weakref
 
 import httpx
 
-# Connections kept per provider: a process talks to a handful of hosts.
-LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0)
+# Connections kept per provider: a process talks to a handful of hosts. An idle connection is
+# dropped after 4 s, before the other side's own idle timeout (uvicorn 5 s, which our simulators
+# run; nginx 75 s): reusing one the server has just closed fails the request with a ReadError
+# (issue 21's drill: two payments could not be opened, their orders closed unpaid).
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=4.0)
 DEFAULT_TIMEOUT = 10.0
 
 _Key = tuple[str, float, bool]

@@ -1094,9 +1094,9 @@ async def consume_orders(
             }
             for (warehouse_id, sku), quantity in sorted(per_key.items())
         )
-    for stock_id, quantity in sorted(per_stock.items()):
-        await repository.consume(session, stock_id, quantity)
     await repository.add_movements(session, movements)
+    for stock_id, quantity in sorted(per_stock.items()):  # the hot rows last
+        await repository.consume(session, stock_id, quantity)
     return sum(per_stock.values())
 
 

@@ -461,9 +461,9 @@ async def create_order(
                 },
             )
         )
-    if target is Status.PAID:
-        await review.review_new_paid(session, [order_id])
     order = SalesOrder(id=order_id, **values)
+    if target is Status.PAID:
+        await review.review_paid(session, [order])
     inventory = inventory_service.view_of_new(reserved, {ln.id: ln.line_no for ln in lines})
     return OrderSnapshot(order, lines, holds, inventory), True
 
@@ -686,14 +686,13 @@ async def create_many(
         )
     await repository.insert_events(session, audit)
     await outbox.publish_rows(session, events)
-    await review.review_new_paid(
-        session,
-        [
-            order_id
-            for i, order_id in zip(chosen, order_ids, strict=True)
-            if built[i].target is Status.PAID  # type: ignore[union-attr]
-        ],
-    )
+    created_paid = [
+        SalesOrder(id=order_id, **built[i].values)  # type: ignore[union-attr]
+        for i, order_id in zip(chosen, order_ids, strict=True)
+        if built[i].target is Status.PAID  # type: ignore[union-attr]
+    ]
+    if created_paid:
+        await review.review_paid(session, created_paid)
     return CreatedMany(outcomes, reservation.totals)
 
 

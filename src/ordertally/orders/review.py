@@ -120,15 +120,16 @@ def on_paid(check: PaidCheck) -> None:
 
 async def review_paid(session: AsyncSession, orders: list[SalesOrder]) -> list[int]:
     """Run the paid checks (the rules on `order.paid`), then apply the strategy to orders that
-    just became paid: those it does not pass get an `order_review` hold with their reasons.
-    Returns the held order ids."""
+    just became paid, by a payment or by being created paid (a platform order imported paid):
+    those it does not pass get an `order_review` hold with their reasons. Returns the held
+    order ids."""
     for check in PAID_CHECKS:
         await check(session, orders)
     return await review_new_paid(session, [o.id for o in orders])
 
 
 async def review_new_paid(session: AsyncSession, order_ids: list[int]) -> list[int]:
-    """`review_paid` by order id: orders created paid (platform imports) too."""
+    """The review strategy alone, by order id (`review_paid` runs the paid checks first)."""
     settings = get_settings()
     if settings.orders_review_strategy == "pass_all":
         return []

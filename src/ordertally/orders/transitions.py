@@ -16,7 +16,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
-from ordertally.core.db import count_after_commit
+from ordertally.core.db import at_end, count_after_commit
 from ordertally.events import outbox
 from ordertally.exceptions import service as exceptions_service
 from ordertally.inventory import service as inventory_service
@@ -140,10 +140,10 @@ async def _release(session: AsyncSession, orders: list[SalesOrder], actors: list
 
 async def _consume(session: AsyncSession, orders: list[SalesOrder], actors: list[Actor]) -> None:
     """Committed reservations leave the warehouse, recorded under the actor (one stock lock
-    order over all the orders)."""
-    await inventory_service.consume_orders(
-        session, [(o.id, a.id) for o, a in zip(orders, actors, strict=True)]
-    )
+    order over all the orders), as the transaction's last statements: nothing after a shipment
+    reads them, and the hot SKU's stock row is then held only for its UPDATE and the COMMIT."""
+    shipped = [(o.id, a.id) for o, a in zip(orders, actors, strict=True)]
+    await at_end(session, lambda: inventory_service.consume_orders(session, shipped))
 
 
 async def _no_effect(session: AsyncSession, orders: list[SalesOrder], actors: list[Actor]) -> None:

@@ -246,7 +246,7 @@ async def import_plans(
         raise PlanInvalid("the file is not UTF-8", field="file") from exc
     rows = service.parse_plan_csv(text)
     async with database(request).transaction() as session:
-        added = await service.add_plans(session, rows, principal.name)
+        added = await service.add_plans(session, rows, principal.name, action="imported")
     return json_response({"added": added, "skipped": len(rows) - added})
 
 
@@ -254,9 +254,9 @@ async def import_plans(
 async def delete_plan(
     request: Request,
     plan_id: int,
-    _: Annotated[Principal, Depends(require("inventory.manage"))],
+    principal: Annotated[Principal, Depends(require("inventory.manage"))],
 ) -> Response:
     """404 when there is no such plan."""
     async with database(request).transaction() as session:
-        await service.delete_plan(session, plan_id)
+        await service.delete_plan(session, plan_id, by=principal.name)
     return Response(status_code=204)

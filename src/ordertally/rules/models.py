@@ -1,4 +1,5 @@
-"""Tables of the rules domain: rules and their saved versions, the firing log, purchase plans."""
+"""Tables of the rules domain: rules and their saved versions, the firing log, purchase plans
+and their audit trail."""
 
 from __future__ import annotations
 
@@ -88,6 +89,8 @@ class PurchasePlan(Base):
         CheckConstraint("quantity > 0", name="quantity_positive"),
         UniqueConstraint("sku", "warehouse_code", "expected_date", "reference"),
         Index("ix_purchase_plan_sku_date", "sku", "expected_date"),
+        # The back office lists plans by date in keyset pages of (expected_date, id).
+        Index("ix_purchase_plan_date_id", "expected_date", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -98,3 +101,28 @@ class PurchasePlan(Base):
     reference: Mapped[str] = mapped_column(String(64))  # the purchase order no., "" if none
     created_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+PLAN_ACTIONS = ("added", "imported", "deleted")
+
+
+class PurchasePlanEvent(Base):
+    """The audit trail of purchase plans: who added, imported or deleted which plan, and when
+    (the plan's values are copied: a deleted plan's row is gone)."""
+
+    __tablename__ = "purchase_plan_event"
+    __table_args__ = (
+        CheckConstraint("action IN ('added', 'imported', 'deleted')", name="action_known"),
+        Index("ix_purchase_plan_event_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    plan_id: Mapped[int] = mapped_column(BigId)
+    action: Mapped[str] = mapped_column(String(16))
+    sku: Mapped[str] = mapped_column(String(64))
+    warehouse_code: Mapped[str] = mapped_column(String(32))
+    expected_date: Mapped[date] = mapped_column(Date)
+    quantity: Mapped[int] = mapped_column(Integer)
+    reference: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from ordertally.core.db import upsert_insert
-from ordertally.rules.models import PurchasePlan, Rule, RuleHit, RuleVersion
+from ordertally.rules.models import PurchasePlan, PurchasePlanEvent, Rule, RuleHit, RuleVersion
 
 # --- rules ---------------------------------------------------------------------------------------
 
@@ -122,10 +122,10 @@ async def hit_counts(session: AsyncSession) -> dict[int, tuple[int, datetime | N
 # --- purchase plans ------------------------------------------------------------------------------
 
 
-async def add_plans(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
+async def add_plans(session: AsyncSession, rows: list[dict[str, Any]]) -> list[PurchasePlan]:
     """Insert purchase plans; one already there (same SKU, warehouse, date and reference) is
-    left alone. Returns how many were new."""
-    added = 0
+    left alone. Returns the plans that were new."""
+    added: list[PurchasePlan] = []
     for row in rows:
         stmt = (
             upsert_insert(session, PurchasePlan)
@@ -135,8 +135,9 @@ async def add_plans(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
             )
             .returning(PurchasePlan.id)
         )
-        if (await session.execute(stmt)).scalar_one_or_none() is not None:
-            added += 1
+        plan_id = (await session.execute(stmt)).scalar_one_or_none()
+        if plan_id is not None:
+            added.append(PurchasePlan(id=int(plan_id), **row))
     return added
 
 
@@ -155,6 +156,60 @@ async def plans(
     return list((await session.scalars(stmt.limit(limit))).all())
 
 
+def _prefix(column: Any, prefix: str) -> ColumnElement[bool]:
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(f"{escaped}%", escape="\\")
+
+
+async def plan_page(
+    session: AsyncSession,
+    *,
+    sku_prefix: str | None,
+    warehouses: Collection[str] | None,
+    start: date | None,
+    end: date | None,
+    after: tuple[date, int] | None,
+    limit: int,
+) -> list[PurchasePlan]:
+    """Purchase plans by (expected date, id), after the key `after` (keyset pages), of SKUs
+    starting with `sku_prefix`, in `warehouses`, within [start, end]."""
+    stmt = select(PurchasePlan)
+    if sku_prefix:
+        stmt = stmt.where(_prefix(PurchasePlan.sku, sku_prefix))
+    if warehouses is not None:
+        stmt = stmt.where(PurchasePlan.warehouse_code.in_(sorted(warehouses)))
+    if start is not None:
+        stmt = stmt.where(PurchasePlan.expected_date >= start)
+    if end is not None:
+        stmt = stmt.where(PurchasePlan.expected_date <= end)
+    if after is not None:
+        stmt = stmt.where(
+            or_(
+                PurchasePlan.expected_date > after[0],
+                and_(PurchasePlan.expected_date == after[0], PurchasePlan.id > after[1]),
+            )
+        )
+    stmt = stmt.order_by(PurchasePlan.expected_date, PurchasePlan.id).limit(limit)
+    return list((await session.scalars(stmt)).all())
+
+
+async def saved_plan_keys(
+    session: AsyncSession, skus: Collection[str]
+) -> set[tuple[str, str, date, str]]:
+    """(sku, warehouse, expected date, reference) of the saved plans of these SKUs."""
+    if not skus:
+        return set()
+    rows = await session.execute(
+        select(
+            PurchasePlan.sku,
+            PurchasePlan.warehouse_code,
+            PurchasePlan.expected_date,
+            PurchasePlan.reference,
+        ).where(PurchasePlan.sku.in_(sorted(skus)))
+    )
+    return {(str(s), str(w), d, str(r)) for s, w, d, r in rows.all()}
+
+
 async def planned_quantities(
     session: AsyncSession, skus: Sequence[str], start: date, end: date
 ) -> dict[tuple[str, str], int]:
@@ -171,10 +226,32 @@ async def planned_quantities(
     return {(str(s), str(w)): int(q) for s, w, q in rows.all()}
 
 
-async def delete_plan(session: AsyncSession, plan_id: int) -> bool:
-    """Delete a purchase plan; False when there was none."""
+async def get_plan(session: AsyncSession, plan_id: int) -> PurchasePlan | None:
+    """A purchase plan by id."""
+    return await session.get(PurchasePlan, plan_id)
+
+
+async def delete_plan(session: AsyncSession, plan_id: int) -> PurchasePlan | None:
+    """Delete a purchase plan; returns it, or None when there was none."""
     plan = await session.get(PurchasePlan, plan_id)
     if plan is None:
-        return False
+        return None
     await session.delete(plan)
-    return True
+    return plan
+
+
+async def add_plan_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Append rows to the purchase plans' audit trail."""
+    if rows:
+        await session.execute(insert(PurchasePlanEvent), rows)
+
+
+async def plan_events(
+    session: AsyncSession, *, warehouses: Collection[str] | None, limit: int
+) -> list[PurchasePlanEvent]:
+    """The latest entries of the purchase plans' audit trail, newest first."""
+    stmt = select(PurchasePlanEvent)
+    if warehouses is not None:
+        stmt = stmt.where(PurchasePlanEvent.warehouse_code.in_(sorted(warehouses)))
+    stmt = stmt.order_by(PurchasePlanEvent.at.desc(), PurchasePlanEvent.id.desc()).limit(limit)
+    return list((await session.scalars(stmt)).all())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ordertally.catalog import service as catalog_service
 from ordertally.core import clock
 from ordertally.events.registry import Envelope
+from ordertally.inventory import service as inventory_service
 from ordertally.orders import queries as orders_queries
 from ordertally.orders import service as orders_service
 from ordertally.rules import actions, facts, repository, templates
@@ -31,7 +33,7 @@ from ordertally.rules.conditions import (
 )
 from ordertally.rules.errors import PlanInvalid, PlanNotFound, RuleExists, RuleNotFound
 from ordertally.rules.metrics import EVALUATIONS, FIRINGS
-from ordertally.rules.models import PurchasePlan, Rule, RuleHit, RuleVersion
+from ordertally.rules.models import PurchasePlan, PurchasePlanEvent, Rule, RuleHit, RuleVersion
 
 if TYPE_CHECKING:
     from ordertally.orders.models import SalesOrder
@@ -508,19 +510,84 @@ async def dry_run(
 
 PLAN_COLUMNS = ("sku", "warehouse", "expected_date", "quantity", "reference")
 MAX_PLAN_ROWS = 5_000
+MAX_PLAN_QUANTITY = 10_000_000
+# The built-in rule the purchase plans feed: below safety stock, nothing planned in 7 days.
+STOCK_ALERT_TEMPLATE = "builtin.stock_below_safety_no_plan"
+# Stock rows read per screen of stock cover, at most (the page says when it stopped short).
+MAX_COVER_SCAN = 5_000
+_COVER_BATCH = 500
+# Why a row of a plan file or form is refused, by stable code (the screen translates them).
+PLAN_REFUSALS = (
+    "sku_required",
+    "warehouse_required",
+    "date_invalid",
+    "quantity_invalid",
+    "too_long",
+    "sku_unknown",
+    "warehouse_unknown",
+    "warehouse_out_of_scope",
+    "duplicate",
+)
 
 
-async def add_plans(session: AsyncSession, rows: list[dict[str, Any]], by: str) -> int:
-    """Save purchase plans (SKU known to the catalogue, quantity > 0); returns how many were
-    new (a row already saved with the same SKU, warehouse, date and reference is skipped)."""
+@dataclass(slots=True)
+class PlanRejected:
+    """A row refused, with its line in the file (1: the form), its raw cells and why."""
+
+    line: int
+    values: dict[str, str]
+    reasons: list[str]
+
+
+@dataclass(slots=True)
+class PlanCheck:
+    """Rows checked before saving: those accepted (`new` False when the same plan is saved
+    already: saving it again adds nothing) and those refused with their reasons."""
+
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[PlanRejected] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class StockCover:
+    """A page of stock rows (SKU × warehouse) with the units planned in the next 7 days and
+    their state under the stock alert; `next_after` resumes it, `complete` is False when the
+    scan stopped at MAX_COVER_SCAN rows."""
+
+    rows: list[dict[str, Any]]
+    next_after: tuple[str, str] | None
+    complete: bool
+    rule: dict[str, Any]
+
+
+async def _check_known(
+    session: AsyncSession, skus: set[str], warehouses: set[str]
+) -> tuple[set[str], set[str]]:
+    """The SKUs the catalogue knows and the warehouse codes that exist, of those given."""
+    known_skus = await catalog_service.known_codes(session, skus) if skus else set()
+    codes = {w.code for w in await inventory_service.list_warehouses(session)}
+    return known_skus, warehouses & codes
+
+
+async def add_plans(
+    session: AsyncSession, rows: list[dict[str, Any]], by: str, *, action: str = "added"
+) -> int:
+    """Save purchase plans (SKU known to the catalogue, warehouse known, quantity > 0), each
+    new one in the audit trail as `action` (added or imported); returns how many were new (a
+    row already saved with the same SKU, warehouse, date and reference is skipped)."""
     if not rows:
         return 0
     codes = {str(r["sku"]) for r in rows}
-    unknown = sorted(codes - await catalog_service.known_codes(session, codes))
+    warehouses = {str(r["warehouse"]) for r in rows}
+    known_skus, known_warehouses = await _check_known(session, codes, warehouses)
+    unknown = sorted(codes - known_skus)
     if unknown:
         raise PlanInvalid(f"unknown SKUs: {', '.join(unknown[:20])}", field="sku")
+    missing = sorted(warehouses - known_warehouses)
+    if missing:
+        raise PlanInvalid(f"unknown warehouses: {', '.join(missing[:20])}", field="warehouse")
     now = clock.now()
-    return await repository.add_plans(
+    added = await repository.add_plans(
         session,
         [
             {
@@ -535,6 +602,121 @@ async def add_plans(session: AsyncSession, rows: list[dict[str, Any]], by: str) 
             for r in rows
         ],
     )
+    await repository.add_plan_events(session, [_event(p, action, by, now) for p in added])
+    return len(added)
+
+
+def _event(plan: PurchasePlan, action: str, by: str, at: datetime) -> dict[str, Any]:
+    return {
+        "plan_id": plan.id,
+        "action": action,
+        "sku": plan.sku,
+        "warehouse_code": plan.warehouse_code,
+        "expected_date": plan.expected_date,
+        "quantity": plan.quantity,
+        "reference": plan.reference,
+        "actor": by,
+        "at": at,
+    }
+
+
+def _plan_row(raw: dict[str, str]) -> tuple[dict[str, Any] | None, list[str]]:
+    """One row's cells as a plan, or the reasons it is refused (no database needed)."""
+    reasons: list[str] = []
+    sku, warehouse = raw.get("sku", ""), raw.get("warehouse", "")
+    reference = raw.get("reference", "")
+    if not sku:
+        reasons.append("sku_required")
+    if not warehouse:
+        reasons.append("warehouse_required")
+    try:
+        expected = date.fromisoformat(raw.get("expected_date", ""))
+    except ValueError:
+        reasons.append("date_invalid")
+    quantity_text = raw.get("quantity", "")
+    quantity = int(quantity_text) if quantity_text.isdecimal() and len(quantity_text) < 9 else 0
+    if not 0 < quantity <= MAX_PLAN_QUANTITY:
+        reasons.append("quantity_invalid")
+    if len(sku) > 64 or len(warehouse) > 32 or len(reference) > 64:
+        reasons.append("too_long")
+    if reasons:
+        return None, reasons
+    return {
+        "sku": sku,
+        "warehouse": warehouse,
+        "expected_date": expected,
+        "quantity": quantity,
+        "reference": reference,
+    }, []
+
+
+async def check_plans(
+    session: AsyncSession,
+    raw_rows: list[tuple[int, dict[str, str]]],
+    *,
+    warehouses: Collection[str] | None = None,
+) -> PlanCheck:
+    """Check rows of cells (line number, {column: text}) as `add_plans` would save them, row
+    by row: each accepted or refused with every reason that applies (a bad cell, an unknown
+    SKU or warehouse, a warehouse outside `warehouses` for a scoped user, the same plan twice
+    in the rows). Nothing is written."""
+    cells_of = [
+        (line, {k: str(raw.get(k) or "").strip() for k in PLAN_COLUMNS}) for line, raw in raw_rows
+    ]
+    known_skus, known_warehouses = await _check_known(
+        session,
+        {c["sku"] for _, c in cells_of if 0 < len(c["sku"]) <= 64},
+        {c["warehouse"] for _, c in cells_of if 0 < len(c["warehouse"]) <= 32},
+    )
+    saved = await repository.saved_plan_keys(session, known_skus)
+    result = PlanCheck()
+    seen: set[tuple[str, str, date, str]] = set()
+    for line, cells in cells_of:
+        plan, reasons = _plan_row(cells)
+        if cells["sku"] and len(cells["sku"]) <= 64 and cells["sku"] not in known_skus:
+            reasons.append("sku_unknown")
+        wh = cells["warehouse"]
+        if wh and len(wh) <= 32 and wh not in known_warehouses:
+            reasons.append("warehouse_unknown")
+        elif wh and warehouses is not None and wh not in warehouses:
+            reasons.append("warehouse_out_of_scope")
+        if plan is None or reasons:
+            result.rejected.append(PlanRejected(line, cells, reasons))
+            continue
+        key = (plan["sku"], plan["warehouse"], plan["expected_date"], plan["reference"])
+        if key in seen:
+            result.rejected.append(PlanRejected(line, cells, ["duplicate"]))
+            continue
+        seen.add(key)
+        result.accepted.append(plan | {"line": line, "new": key not in saved})
+    return result
+
+
+def plan_csv_rows(text: str) -> list[tuple[int, dict[str, str]]]:
+    """The rows of a purchase-plan CSV as (line number, {column: text}) for `check_plans`;
+    PlanInvalid when the header lacks a column or the file has too many rows."""
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    header = [(h or "").strip() for h in reader.fieldnames or []]
+    missing = [c for c in PLAN_COLUMNS[:4] if c not in header]
+    if missing:
+        raise PlanInvalid(f"the CSV lacks columns: {', '.join(missing)}", field="file")
+    rows: list[tuple[int, dict[str, str]]] = []
+    for raw in reader:
+        cells = {str(k).strip(): str(v or "") for k, v in raw.items() if k is not None}
+        if not any(v.strip() for v in cells.values()):
+            continue  # a blank line
+        rows.append((reader.line_num, cells))
+        if len(rows) > MAX_PLAN_ROWS:
+            raise PlanInvalid(f"at most {MAX_PLAN_ROWS} rows per file", field="file")
+    return rows
+
+
+async def preview_plan_csv(
+    session: AsyncSession, text: str, *, warehouses: Collection[str] | None = None
+) -> PlanCheck:
+    """A purchase-plan CSV checked row by row (nothing written): the rows a confirm would
+    save, and those refused with their reasons."""
+    return await check_plans(session, plan_csv_rows(text), warehouses=warehouses)
 
 
 def parse_plan_csv(text: str) -> list[dict[str, Any]]:
@@ -587,7 +769,129 @@ async def list_plans(
     return await repository.plans(session, sku=sku, start=start, end=end, limit=limit)
 
 
-async def delete_plan(session: AsyncSession, plan_id: int) -> None:
-    """Delete a purchase plan, or PlanNotFound."""
-    if not await repository.delete_plan(session, plan_id):
+async def plan_page(
+    session: AsyncSession,
+    *,
+    sku_prefix: str | None = None,
+    warehouses: Collection[str] | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    after: tuple[date, int] | None = None,
+    limit: int = 100,
+) -> list[PurchasePlan]:
+    """Purchase plans by (expected date, id) in keyset pages, of SKUs starting with
+    `sku_prefix`, in `warehouses` (None: all), expected within [start, end]."""
+    return await repository.plan_page(
+        session,
+        sku_prefix=sku_prefix,
+        warehouses=warehouses,
+        start=start,
+        end=end,
+        after=after,
+        limit=limit,
+    )
+
+
+async def get_plan(session: AsyncSession, plan_id: int) -> PurchasePlan:
+    """A purchase plan, or PlanNotFound."""
+    plan = await repository.get_plan(session, plan_id)
+    if plan is None:
         raise PlanNotFound(f"purchase plan {plan_id} does not exist")
+    return plan
+
+
+async def delete_plan(session: AsyncSession, plan_id: int, *, by: str) -> PurchasePlan:
+    """Delete a purchase plan (recorded in the audit trail), or PlanNotFound."""
+    plan = await repository.delete_plan(session, plan_id)
+    if plan is None:
+        raise PlanNotFound(f"purchase plan {plan_id} does not exist")
+    await repository.add_plan_events(session, [_event(plan, "deleted", by, clock.now())])
+    return plan
+
+
+async def plan_events(
+    session: AsyncSession, *, warehouses: Collection[str] | None = None, limit: int = 20
+) -> list[PurchasePlanEvent]:
+    """The latest purchase plans added, imported or deleted, newest first."""
+    return await repository.plan_events(session, warehouses=warehouses, limit=limit)
+
+
+def _stock_alert(rules: list[Rule]) -> tuple[Compiled, dict[str, Any]]:
+    """The stock alert's condition (the installed rule's, else the template's) and how the
+    rule stands: not installed, on or off."""
+    installed = next((r for r in rules if r.template == STOCK_ALERT_TEMPLATE), None)
+    if installed is not None and installed.trigger == "schedule.stock":
+        state = {"state": "on" if installed.enabled else "off", "rule_id": installed.id}
+        return compiled_of(installed), state
+    template = templates.BY_CODE[STOCK_ALERT_TEMPLATE]
+    key = (template.trigger, template.condition)
+    found = _COMPILED.get(key)
+    if found is None:
+        found = _COMPILED[key] = compile_condition(template.condition, template.trigger)
+    return found, {"state": "absent", "rule_id": None}
+
+
+def cover_state(stock: dict[str, Any], alert: Compiled) -> str:
+    """A stock row's state under the stock alert: `red` when its condition holds over the row's
+    facts; else `unset` (no safety stock), `covered` (below safety stock, a receipt planned
+    within 7 days), `short` (below, nothing planned, yet an edited rule does not alert) or
+    `ok`."""
+    if alert.matches({"stock": stock}):
+        return "red"
+    if stock["safety_stock"] <= 0:
+        return "unset"
+    if stock["on_hand"] - stock["reserved"] < stock["safety_stock"]:
+        return "covered" if stock["planned_7d"] > 0 else "short"
+    return "ok"
+
+
+async def stock_cover(
+    session: AsyncSession,
+    *,
+    sku_prefix: str | None = None,
+    warehouse: str | None = None,
+    warehouses: Collection[str] | None = None,
+    short_only: bool = False,
+    after: tuple[str, str] | None = None,
+    limit: int = 50,
+) -> StockCover:
+    """Stock by SKU × warehouse (the rows the stock alert evaluates, with the facts it sees:
+    on hand, reserved, safety stock and the units planned in the next 7 days) and each row's
+    state; `short_only`: the rows below safety stock. Reads at most MAX_COVER_SCAN rows."""
+    alert, rule = _stock_alert(await repository.list_rules(session))
+    rows: list[dict[str, Any]] = []
+    scanned = 0
+    cursor = after
+    complete = True
+    # Without a filter applied here, one batch of `limit` rows (and one more, to tell whether
+    # there is a next page) fills the page.
+    filtered = short_only or warehouse is not None or warehouses is not None
+    size = _COVER_BATCH if filtered else limit + 1
+    while len(rows) < limit:
+        if scanned >= MAX_COVER_SCAN:
+            complete = False
+            break
+        batch = await inventory_service.stock_table(
+            session, sku_prefix=sku_prefix, after=cursor, limit=size
+        )
+        scanned += len(batch)
+        matching = [
+            r
+            for r in batch
+            if (warehouse is None or r["warehouse"] == warehouse)
+            and (warehouses is None or r["warehouse"] in warehouses)
+            and (not short_only or r["on_hand"] - r["reserved"] < r["safety_stock"])
+        ]
+        wanted = matching[: limit - len(rows)]
+        planned = await facts.planned_7d(session, {r["sku"] for r in wanted})
+        for r in wanted:
+            stock = {**r, "planned_7d": planned.get((r["sku"], r["warehouse"]), 0)}
+            free = r["on_hand"] - r["reserved"]
+            rows.append(stock | {"free": free, "state": cover_state(stock, alert)})
+        if len(batch) < size and len(matching) == len(wanted):
+            cursor = None  # the table is read to its end
+            break
+        last = wanted[-1] if len(rows) == limit else batch[-1]
+        cursor = (last["sku"], last["warehouse"])
+    next_after = cursor if len(rows) == limit or not complete else None
+    return StockCover(rows, next_after, complete, rule)

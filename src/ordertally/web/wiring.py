@@ -26,6 +26,7 @@ from ordertally.web import (
     import_desk,
     order_desk,
     pages,
+    purchase_plans,
     review_desk,
     rules_desk,
     security,
@@ -87,6 +88,7 @@ def register(app: FastAPI | None) -> None:
     app.include_router(order_desk.router)
     app.include_router(finance.router)
     app.include_router(warehouse.router)
+    app.include_router(purchase_plans.router)
     app.include_router(admin.router)
     app.include_router(channel_desk.router)
     app.include_router(import_desk.router)
