@@ -5,7 +5,7 @@ ADR 0040)
 into `stage_daily_stat`, which exists).
 
 Revision ID: 0034
-Revises: 0033
+Revises: 0035 (main took 0035 for purchase plans first; the lead re-chains at merge)
 Create Date: 2026-12-05 12:30:00
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0034"
-down_revision: str | None = "0033"
+down_revision: str | None = "0035"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
