@@ -15,6 +15,11 @@ RSS is its own:
   writer);
 - `stage`: the pre-aggregated stage rows rebuilt from the loaded timelines (timed), then the
   stage table for the month (all orders, by channel, by warehouse), R runs, p50 and p95;
+- `aftersale`: after-sales cases on ~5.8 % of the orders (one in 19, and a USD one every 200th;
+  500 SKUs, 1-2 lines an order) written through the consumer's write path (timelines,
+  stage and KPI rows), the shipped rows for every order, then the month's after-sales KPIs
+  (all, by channel, SKU, responsibility) and after-sales stage table, R runs, p50 and p95
+  (ADR 0040);
 - `consumers`: the analytics timeline and tally consumers draining 7 events per order
   (created, paid, allocated, picking, shipped, parcel shipped, delivered) for
   --consumer-orders orders (default 5,000).
@@ -55,6 +60,7 @@ MEASURES = (
     "writer-rustpy",
     "writer-rvgsrust",
     "stage",
+    "aftersale",
     "consumers",
 )
 
@@ -373,6 +379,114 @@ async def measure_stage(url: str, runs: int) -> dict[str, Any]:
     return result
 
 
+def _aftersale_records(n: int) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
+    """After-sales timeline rows of ~5.5 % of the n orders (the shape `_records` gives them),
+    and every order's (order_id, channel, shipped_at, lines) for the shipped rows."""
+    from ordertally.analytics import aftersale_rows, service
+
+    channels = ("douyin", "jd", "pdd", "taobao", "shopify")
+    kinds = ("refund_only", "return_refund", "exchange", "reship", "refused")
+    blame = ("", "buyer", "merchant", "warehouse", "carrier", "supplier")
+    cases, shipped = [], []
+    for i in range(1, n + 1):
+        created = MONTH + timedelta(seconds=i * SECONDS // n)
+        at = created + timedelta(minutes=5 + i % 30) + timedelta(hours=2 + i % 40)
+        lines = [(f"SKU-{i // 7 % 500:03d}", 1 + i % 3)]
+        if i % 4 == 0:
+            lines.append((f"SKU-{i * 7 % 500:03d}", 1))
+        shipped.append((i, channels[i % 5], at, lines))
+        if i % 19 != 3 and i % 200 != 10:
+            continue
+        requested = at + timedelta(hours=24 + i % 100)
+        kind = kinds[i % 5]
+        reached = {"requested": requested, "approved": requested + timedelta(hours=1 + i % 30)}
+        if kind in ("return_refund", "exchange", "refused"):
+            reached["returned"] = reached["approved"] + timedelta(hours=48 + i % 90)
+            reached["inspected"] = reached["returned"] + timedelta(hours=2 + i % 30)
+        end = reached.get("inspected", reached["approved"]) + timedelta(hours=1 + i % 5)
+        reached[{"exchange": "exchanged", "reship": "reshipped"}.get(kind, "refunded")] = end
+        if i % 3:
+            reached["closed"] = end + timedelta(hours=1)
+        facts = {
+            "case_no": f"AS{i:018d}",
+            "order_no": f"OT{i:018d}",
+            "channel": channels[i % 5],
+            "type": kind,
+            "currency": "USD" if i % 10 == 0 else "CNY",
+            "responsibility": blame[i % 6] or None,
+            "created_at": requested,
+            "reached": reached,
+            "lines": lines,
+            "refunded_minor": 1990 + i % 5000 if kind not in ("exchange", "reship") else 0,
+        }
+        cases.append(aftersale_rows.timeline_row(facts, service.local_day))
+    return cases, shipped
+
+
+async def measure_aftersale(url: str, n: int, runs: int) -> dict[str, Any]:
+    """After-sales rows written through the consumer's write path, then the month's KPIs
+    and after-sales stage table, `runs` times each."""
+    from sqlalchemy import text
+
+    from ordertally.analytics import aftersale, aftersale_rows, repository, service
+    from ordertally.core.db import Database
+
+    db = Database(url)
+    cases, shipped = _aftersale_records(n)
+    t0 = time.perf_counter()
+    for start in range(0, len(cases), 2000):
+        async with db.transaction() as session:
+            await aftersale.store(session, [], cases[start : start + 2000])
+    write_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    deltas = aftersale_rows.add_deltas(
+        [],
+        (aftersale_rows.shipped_contribution({"shipped_at": at, "channel": ch}, lines,
+                                             service.local_day)
+         for _, ch, at, lines in shipped),
+    )  # fmt: skip
+    async with db.transaction() as session:
+        for start in range(0, len(deltas), 10_000):
+            await repository.add_shipped_deltas(session, deltas[start : start + 10_000])
+    shipped_s = time.perf_counter() - t0
+    async with db.transaction() as session:
+        await session.execute(text("ANALYZE"))
+        counts = {
+            t: int((await session.execute(text(f"SELECT count(*) FROM {t}"))).scalar() or 0)
+            for t in ("aftersale_timeline", "aftersale_daily_stat", "shipped_daily_stat")
+        }
+    result: dict[str, Any] = {
+        "measure": "aftersale",
+        "cases": len(cases),
+        "rows": counts,
+        "write_cases_seconds": round(write_s, 1),
+        "shipped_rows_seconds": round(shipped_s, 1),
+    }
+    month = (date(2026, 11, 1), date(2026, 11, 30))
+    reads: list[tuple[str, Any]] = [
+        (f"kpis_{by}", lambda s, by=by: aftersale.kpis(s, *month, by))
+        for by in ("all", "channel", "sku", "responsibility")
+    ]
+    reads.append(("kpis_sku_jd", lambda s: aftersale.kpis(s, *month, "sku", ("jd",))))
+    reads.append(("stages_all", lambda s: aftersale.stage_table(s, *month, "all")))
+    reads.append(("stages_type", lambda s: aftersale.stage_table(s, *month, "type")))
+    for name, read in reads:
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            async with db.transaction(write=False) as session:
+                rows = await read(session)
+            times.append((time.perf_counter() - t0) * 1000)
+        times.sort()
+        result[name] = {
+            "rows": len(rows),
+            "p50_ms": round(statistics.median(times), 1),
+            "p95_ms": round(times[min(len(times) - 1, int(len(times) * 0.95))], 1),
+        }
+    await db.dispose()
+    return result
+
+
 async def measure_consumers(url: str, orders: int) -> dict[str, Any]:
     """Analytics consumers draining 7 events per order."""
     import ordertally.fulfillment.events
@@ -495,6 +609,8 @@ def run_measure(args: argparse.Namespace) -> None:
         out = measure_writer(args.measure, args.orders, os.path.join(args.data_dir, "w.xlsx"))
     elif args.measure == "stage":
         out = asyncio.run(measure_stage(args.url, args.runs))
+    elif args.measure == "aftersale":
+        out = asyncio.run(measure_aftersale(args.url, args.orders, args.runs))
     else:
         out = asyncio.run(measure_consumers(args.url, args.consumer_orders))
     print(json.dumps(out))

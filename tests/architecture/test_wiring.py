@@ -79,6 +79,7 @@ JOBS = [
     "sweep_expired_reservations",
 ]
 CONSUMERS = [
+    "analytics.aftersale_timeline",
     "analytics.order_daily_tally",
     "analytics.order_timeline",
     "channels.apply_webhook",

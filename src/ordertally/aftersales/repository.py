@@ -769,3 +769,79 @@ async def mark_records_many(session: AsyncSession, rows: list[dict[str, Any]]) -
         ),
         rows,
     )
+
+
+# --- what analytics reads (its after-sales timeline consumer, through the service) ----------
+
+
+async def analytics_facts(session: AsyncSession, case_nos: Sequence[str]) -> list[dict[str, Any]]:
+    """For each case number that exists: its channel, type, currency, responsibility, creation
+    time, the earliest time its audit trail reached each status, its lines (SKU, units) in
+    line order and the sum of its confirmed refunds; four statements per 1,000 cases."""
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(case_nos), 1000):
+        part = list(case_nos[start : start + 1000])
+        cases = (
+            await session.execute(
+                select(
+                    AftersaleCase.id,
+                    AftersaleCase.case_no,
+                    AftersaleCase.order_no,
+                    AftersaleCase.channel,
+                    AftersaleCase.type,
+                    AftersaleCase.currency,
+                    AftersaleCase.responsibility,
+                    AftersaleCase.created_at,
+                ).where(AftersaleCase.case_no.in_(part))
+            )
+        ).all()
+        if not cases:
+            continue
+        ids = [c.id for c in cases]
+        reached: dict[int, dict[str, datetime]] = {i: {} for i in ids}
+        for case_id, status, at in (
+            await session.execute(
+                select(
+                    AftersaleEvent.case_id,
+                    AftersaleEvent.to_status,
+                    func.min(AftersaleEvent.occurred_at),
+                )
+                .where(AftersaleEvent.case_id.in_(ids))
+                .group_by(AftersaleEvent.case_id, AftersaleEvent.to_status)
+            )
+        ).all():
+            reached[case_id][status] = at
+        lines: dict[int, list[tuple[str, int]]] = {i: [] for i in ids}
+        for case_id, sku, qty in (
+            await session.execute(
+                select(AftersaleLine.case_id, AftersaleLine.sku, AftersaleLine.quantity)
+                .where(AftersaleLine.case_id.in_(ids))
+                .order_by(AftersaleLine.case_id, AftersaleLine.line_no)
+            )
+        ).all():
+            lines[case_id].append((sku, int(qty)))
+        refunded = dict(
+            (
+                await session.execute(
+                    select(AftersaleRefund.case_id, func.sum(AftersaleRefund.amount_minor))
+                    .where(AftersaleRefund.case_id.in_(ids), AftersaleRefund.state == "succeeded")
+                    .group_by(AftersaleRefund.case_id)
+                )
+            ).all()
+        )
+        out += [
+            {
+                "case_no": c.case_no,
+                "order_no": c.order_no,
+                "channel": c.channel,
+                "type": c.type,
+                "currency": c.currency,
+                "responsibility": c.responsibility,
+                "created_at": c.created_at,
+                "reached": reached[c.id],
+                "lines": lines[c.id],
+                "refunded_minor": int(refunded.get(c.id) or 0),
+            }
+            for c in cases
+        ]
+    return out

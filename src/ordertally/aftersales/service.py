@@ -627,3 +627,11 @@ async def inspected_stock_units(session: AsyncSession) -> int:
     by_sku = await repository.inspected_units_by_sku(session)
     bom = await catalog_service.components_of(session, by_sku)
     return sum(catalog_service.expand(by_sku, bom).values())
+
+
+async def analytics_facts(session: AsyncSession, case_nos: list[str]) -> list[dict[str, Any]]:
+    """What analytics keeps of each case (channel, type, currency, responsibility, when its
+    audit trail first reached each status, lines, confirmed refunds): registered with
+    analytics by this domain's wiring (analytics sits below after-sales and cannot import
+    it)."""
+    return await repository.analytics_facts(session, case_nos)

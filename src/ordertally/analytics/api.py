@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from ordertally.analytics import service
-from ordertally.analytics.event_templates import INDUSTRY_TEMPLATES, STAGES
+from ordertally.analytics import aftersale, service
+from ordertally.analytics.event_templates import AFTERSALE_STAGES, INDUSTRY_TEMPLATES, STAGES
 from ordertally.analytics.histogram import RELATIVE_ERROR
 from ordertally.analytics.models import OrderTimeline
 from ordertally.analytics.schemas import BusinessEventsIn, RequirementIn
@@ -161,3 +161,56 @@ async def daily(
     async with database(request).transaction(write=False) as session:
         rows = await service.daily(session, date_from, date_to, principal.channels)
     return json_response({"items": rows})
+
+
+AftersaleBy = Annotated[str, Query(pattern=r"^(all|channel|type|responsibility|day)$")]
+KpiBy = Annotated[str, Query(pattern=r"^(all|channel|sku|responsibility|type|day)$")]
+OneChannel = Annotated[
+    str | None, Query(max_length=32, description="One channel (within the caller's scope)")
+]
+
+
+@router.get("/aftersale-stages", summary="After-sales stage table: avg, p50, p90, share over SLA")
+async def aftersale_stages(
+    request: Request,
+    date_from: Day,
+    date_to: Day,
+    principal: Annotated[Principal, Depends(require("analytics.read"))],
+    by: AftersaleBy = "all",
+    channel: OneChannel = None,
+) -> Response:
+    """Cases requested on these local days, by channel, type, responsibility or day; a
+    channel-scoped caller's channels only (403 `analytics.out_of_scope` for another
+    channel). p50/p90 come from per-day histograms (within `percentile_error`)."""
+    async with database(request).transaction(write=False) as session:
+        scope = aftersale.narrow(principal.channels, channel)
+        rows = await aftersale.stage_table(session, date_from, date_to, by, scope)
+    return json_response(
+        {
+            "by": by,
+            "percentile_error": round(RELATIVE_ERROR, 4),
+            "stages": [
+                {"stage": n, "from": a, "to": b, "sla_hours": s.total_seconds() / 3600}
+                for n, a, b, s in AFTERSALE_STAGES
+            ],
+            "items": rows,
+        }
+    )
+
+
+@router.get("/aftersale-kpis", summary="After-sales rate and refunds by SKU, channel, ...")
+async def aftersale_kpis(
+    request: Request,
+    date_from: Day,
+    date_to: Day,
+    principal: Annotated[Principal, Depends(require("analytics.read"))],
+    by: KpiBy = "all",
+    channel: OneChannel = None,
+) -> Response:
+    """Cases and units requested on these local days against orders and units shipped on
+    them, and the refunds confirmed for those cases (exact decimal strings per currency), by
+    SKU, channel, responsibility, type or day; a channel-scoped caller's channels only."""
+    async with database(request).transaction(write=False) as session:
+        scope = aftersale.narrow(principal.channels, channel)
+        rows = await aftersale.kpis(session, date_from, date_to, by, scope)
+    return json_response({"by": by, "items": rows})

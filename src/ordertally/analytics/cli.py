@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ordertally.analytics import service
+from ordertally.analytics import aftersale, service
 from ordertally.core.db import create_database
 
 console = Console()
@@ -31,15 +31,16 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
     ) -> None:
-        """Rebuild the daily tally, the order timelines and the stage rows from the event
-        log (or, with --stages-only, the stage rows from the timelines)."""
+        """Rebuild the daily tally, the order timelines, their stage rows, the shipped rows and
+        the after-sales timelines with their stage and KPI rows from the event log (or, with
+        --stages-only, the order stage rows from the timelines)."""
 
         async def main() -> int:
             db = create_database()
             try:
                 if stages_only:
                     return await service.rebuild_stages(db)
-                return await service.rebuild(db)
+                return await service.rebuild(db) + await aftersale.rebuild(db)
             finally:
                 await db.dispose()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.analytics import service
+from ordertally.analytics import aftersale, aftersale_rows, service
 from ordertally.events.registry import Envelope, batch_consumer, consumer
 
 
@@ -36,3 +36,19 @@ async def fold_batch_into_timeline(session: AsyncSession, events: list[Envelope]
     """The same fold for a dispatch batch: the timelines locked and read in one statement,
     written in one, the stage rows moved in one."""
     await service.apply_events(session, events)
+
+
+# `last` as well: the fold moves shared stage and KPI rows (per day, channel and value), taken
+# in key order at the batch's tail (ADR 0040).
+@consumer("analytics.aftersale_timeline", *aftersale_rows.AFTERSALE_EVENTS, last=True)
+async def fold_into_aftersale_timeline(session: AsyncSession, event: Envelope) -> None:
+    """Read the case again and move its timeline, stage and KPI rows to where it stands."""
+    await aftersale.apply_events(session, [event])
+
+
+@batch_consumer("analytics.aftersale_timeline")
+async def fold_batch_into_aftersale_timelines(
+    session: AsyncSession, events: list[Envelope]
+) -> None:
+    """The same fold for a dispatch batch: each case read once, its rows moved once."""
+    await aftersale.apply_events(session, events)

@@ -31,3 +31,9 @@ class TimelineOutOfScope(AnalyticsError):
     status = 403
     code = "analytics.out_of_scope"
     title = "This order belongs to a channel outside your scope"
+
+
+class ChannelOutOfScope(AnalyticsError):
+    status = 403
+    code = "analytics.out_of_scope"
+    title = "This channel is outside your scope"

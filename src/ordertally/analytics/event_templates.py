@@ -40,3 +40,19 @@ SHIP_TIME = ("ship_time", "fulfillment_start_at", "shipped_at", timedelta(hours=
 # pre-aggregated rows count orders with a deadline and those shipped after it).
 SHIP_DEADLINE = ("ship_deadline", "ship_by_at", "shipped_at", timedelta(0))
 DIMENSIONS = ("all", "channel", "warehouse", "carrier", "day")
+
+# After-sales stages (of `aftersale_timeline`, ADR 0040), the ones a 售后 team is judged on:
+# how fast a request is decided (审核), how long the buyer's parcel takes to come back, how
+# fast the warehouse inspects a return (质检), how fast the money follows the goods, how long
+# the buyer waits for an outcome (refund, reshipment or exchange), and the whole case.
+AFTERSALE_STAGES: tuple[tuple[str, str, str, timedelta], ...] = (
+    ("as_requested_to_decided", "requested_at", "decided_at", timedelta(hours=24)),
+    ("as_approved_to_returned", "approved_at", "returned_at", timedelta(days=7)),
+    ("as_returned_to_inspected", "returned_at", "inspected_at", timedelta(hours=24)),
+    ("as_returned_to_refunded", "returned_at", "refunded_at", timedelta(hours=48)),
+    ("as_requested_to_resolved", "requested_at", "resolved_at", timedelta(hours=72)),
+    ("as_requested_to_closed", "requested_at", "closed_at", timedelta(days=10)),
+)
+AFTERSALE_DIMENSIONS = ("all", "channel", "type", "responsibility", "day")
+# The after-sales KPIs' dimensions (kept per day and channel, so "channel" reads "all" rows).
+KPI_DIMENSIONS = ("all", "channel", "sku", "responsibility", "type", "day")

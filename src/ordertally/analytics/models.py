@@ -4,8 +4,16 @@ fulfilment waits for, maintained by outbox consumers."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Index, Integer, SmallInteger, String, UniqueConstraint
+from sqlalchemy import (
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ordertally.core.db import Base, BigId, JsonDoc, UtcDateTime
@@ -104,3 +112,76 @@ class FulfillmentRequirement(Base):
     ship_by_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     set_by: Mapped[str] = mapped_column(String(100))
     set_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AftersaleTimeline(Base):
+    """When each after-sales case reached each of its stages (the earliest time of its audit
+    trail), who was held responsible, its lines (SKU, units) and the refunds confirmed for it;
+    kept by an outbox consumer over the after-sales events, rebuildable from the event log
+    (ADR 0040)."""
+
+    __tablename__ = "aftersale_timeline"
+    __table_args__ = (Index("ix_aftersale_timeline_day_channel", "day_date", "channel"),)
+
+    case_no: Mapped[str] = mapped_column(String(32), primary_key=True)
+    order_no: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(String(16))
+    currency: Mapped[str] = mapped_column(String(3))
+    responsibility: Mapped[str] = mapped_column(String(16))  # "" while nobody is
+    # The merchant-local day the case was requested on (its stage and KPI rows' day).
+    day_date: Mapped[str] = mapped_column(String(10))
+    requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    approved_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    rejected_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # approved or rejected, whichever came first
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    returned_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    inspected_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    refunded_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # refunded, reshipped or exchanged, whichever came first
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    units: Mapped[int] = mapped_column(Integer)
+    refunded_minor: Mapped[int] = mapped_column(BigId)
+    # [[sku, units], ...] in line order
+    lines: Mapped[list[list[Any]]] = mapped_column(JsonDoc)
+
+
+class AftersaleDailyStat(Base):
+    """After-sales KPIs pre-aggregated per merchant-local day (the case's request day),
+    channel, dimension (all | type | responsibility | sku), value and currency: cases, units
+    and refunds confirmed (minor units). Moved by the after-sales timeline consumer as deltas,
+    like the stage rows (ADR 0040)."""
+
+    __tablename__ = "aftersale_daily_stat"
+    # Channel before day: a read takes one dimension and one channel ("*" or the caller's)
+    # over a range of days.
+    __table_args__ = (
+        PrimaryKeyConstraint("dimension", "channel", "day_date", "dim_key", "currency"),
+    )
+
+    dimension: Mapped[str] = mapped_column(String(16))
+    day_date: Mapped[str] = mapped_column(String(10))
+    channel: Mapped[str] = mapped_column(String(32))
+    dim_key: Mapped[str] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(3))
+    cases: Mapped[int] = mapped_column(Integer)
+    units: Mapped[int] = mapped_column(Integer)
+    refund_minor: Mapped[int] = mapped_column(BigId)
+
+
+class ShippedDailyStat(Base):
+    """What the after-sales rate divides by: orders and units shipped per merchant-local day
+    (of the first shipment), channel and dimension (all | sku); moved by the order timeline
+    consumer when an order's shipped time or channel changes (ADR 0040)."""
+
+    __tablename__ = "shipped_daily_stat"
+    __table_args__ = (PrimaryKeyConstraint("dimension", "channel", "day_date", "dim_key"),)
+
+    dimension: Mapped[str] = mapped_column(String(16))
+    day_date: Mapped[str] = mapped_column(String(10))
+    channel: Mapped[str] = mapped_column(String(32))
+    dim_key: Mapped[str] = mapped_column(String(64))
+    orders: Mapped[int] = mapped_column(Integer)
+    units: Mapped[int] = mapped_column(Integer)

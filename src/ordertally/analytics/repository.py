@@ -12,10 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.analytics.histogram import ALL_CHANNELS, BOUNDS, TRACKED, StatKey
 from ordertally.analytics.models import (
+    AftersaleDailyStat,
+    AftersaleTimeline,
     FulfillmentEvent,
     FulfillmentRequirement,
     OrderDailyTally,
     OrderTimeline,
+    ShippedDailyStat,
     StageDailyStat,
 )
 from ordertally.core.db import dialect_of, upsert_insert
@@ -108,11 +111,12 @@ async def tallies(session: AsyncSession) -> list[OrderDailyTally]:
 
 
 async def clear_read_models(session: AsyncSession) -> None:
-    """Empty the tally, the timelines and the stage rows (before a rebuild from the event
-    log)."""
+    """Empty the tally, the timelines, their stage rows and the shipped rows (before a rebuild
+    from the event log; the after-sales stage rows are the after-sales rebuild's)."""
     await session.execute(delete(OrderDailyTally))
     await session.execute(delete(OrderTimeline))
-    await session.execute(delete(StageDailyStat))
+    await clear_stage_stats(session)
+    await session.execute(delete(ShippedDailyStat))
 
 
 # --- timelines ------------------------------------------------------------------------------
@@ -535,8 +539,10 @@ async def timelines_after(session: AsyncSession, after_id: int, limit: int) -> l
 
 
 async def clear_stage_stats(session: AsyncSession) -> None:
-    """Empty the stage rows (before they are rebuilt from the timelines)."""
-    await session.execute(delete(StageDailyStat))
+    """Empty the order timelines' stage rows (before they are rebuilt from the timelines)."""
+    await session.execute(
+        delete(StageDailyStat).where(StageDailyStat.stage.in_([name for name, *_ in TRACKED]))
+    )
 
 
 def _micros_sql(start: str, end: str) -> str:
@@ -647,3 +653,240 @@ async def store_timelines_and_deltas(
     params["s_us"] = [d[2] for d in deltas]
     params["s_over"] = [d[3] for d in deltas]
     await session.execute(text(_STORE), params)
+
+
+# --- after-sales: case timelines, their stage and KPI rows, the shipped rows (ADR 0040) -----
+
+A = AftersaleTimeline
+K = AftersaleDailyStat
+SH = ShippedDailyStat
+AFTERSALE_COLUMNS = tuple(c.name for c in AftersaleTimeline.__table__.columns)
+
+
+async def lock_aftersale_timelines(
+    session: AsyncSession, case_nos: list[str]
+) -> list[dict[str, Any]]:
+    """Every case's after-sales timeline, created empty where missing (no day: it counts
+    nowhere yet), locked for this transaction in the order given (sorted by the caller) and
+    returned as it stands."""
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(case_nos), CHUNK):
+        part = case_nos[start : start + CHUNK]
+        stmt = upsert_insert(session, A).values(
+            [
+                {
+                    "case_no": no,
+                    "order_no": "",
+                    "channel": "",
+                    "type": "",
+                    "currency": "",
+                    "responsibility": "",
+                    "day_date": "",
+                    "units": 0,
+                    "refunded_minor": 0,
+                    "lines": [],
+                }
+                for no in part
+            ]
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["case_no"], set_={"case_no": stmt.excluded.case_no}
+        ).returning(*A.__table__.columns)
+        out += [dict(r._mapping) for r in (await session.execute(stmt)).all()]
+    return out
+
+
+async def write_aftersale_timelines(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Store whole after-sales timeline rows (already locked)."""
+    for start in range(0, len(rows), CHUNK // 2):
+        stmt = upsert_insert(session, A).values(rows[start : start + CHUNK // 2])
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["case_no"],
+                set_={k: stmt.excluded[k] for k in AFTERSALE_COLUMNS if k != "case_no"},
+            )
+        )
+
+
+_ADD_KPI = """
+    INSERT INTO aftersale_daily_stat
+        (dimension, day_date, channel, dim_key, currency, cases, units, refund_minor)
+    SELECT * FROM unnest(
+        CAST(:dimension AS text[]), CAST(:day AS text[]), CAST(:channel AS text[]),
+        CAST(:key AS text[]), CAST(:currency AS text[]), CAST(:cases AS int[]),
+        CAST(:units AS int[]), CAST(:refund AS bigint[])
+    ) AS d(dimension, day_date, channel, dim_key, currency, cases, units, refund_minor)
+    ORDER BY dimension, day_date, channel, dim_key, currency
+    ON CONFLICT (dimension, day_date, channel, dim_key, currency) DO UPDATE SET
+        cases = aftersale_daily_stat.cases + excluded.cases,
+        units = aftersale_daily_stat.units + excluded.units,
+        refund_minor = aftersale_daily_stat.refund_minor + excluded.refund_minor
+"""
+_ADD_SHIPPED = """
+    INSERT INTO shipped_daily_stat (dimension, day_date, channel, dim_key, orders, units)
+    SELECT * FROM unnest(
+        CAST(:dimension AS text[]), CAST(:day AS text[]), CAST(:channel AS text[]),
+        CAST(:key AS text[]), CAST(:orders AS int[]), CAST(:units AS int[])
+    ) AS d(dimension, day_date, channel, dim_key, orders, units)
+    ORDER BY dimension, day_date, channel, dim_key
+    ON CONFLICT (dimension, day_date, channel, dim_key) DO UPDATE SET
+        orders = shipped_daily_stat.orders + excluded.orders,
+        units = shipped_daily_stat.units + excluded.units
+"""
+
+
+async def _add_deltas(
+    session: AsyncSession,
+    model: Any,
+    sql: str,
+    keys: tuple[str, ...],
+    sums: tuple[str, ...],
+    deltas: list[tuple[Any, ...]],
+) -> None:
+    """Add (key, *sums) deltas to additive rows in the order given (sorted by key): arrays
+    through one prepared statement on PostgreSQL, multi-row upserts on SQLite."""
+    if not deltas:
+        return
+    if dialect_of(session) == "postgresql":
+        # the statement's parameters: the key's, then the sums' (`refund` for refund_minor)
+        names = ("dimension", "day", "channel", "key", "currency")[: len(keys)]
+        params: dict[str, Any] = {n: [d[0][i] for d in deltas] for i, n in enumerate(names)}
+        for i, name in enumerate(sums):
+            params[name.removesuffix("_minor")] = [d[1 + i] for d in deltas]
+        await session.execute(text(sql), params)
+        return
+    for start in range(0, len(deltas), CHUNK):
+        stmt = upsert_insert(session, model).values(
+            [
+                {**dict(zip(keys, d[0], strict=True)), **dict(zip(sums, d[1:], strict=True))}
+                for d in deltas[start : start + CHUNK]
+            ]
+        )
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=list(keys),
+                set_={s: getattr(model, s) + stmt.excluded[s] for s in sums},
+            )
+        )
+
+
+async def add_kpi_deltas(session: AsyncSession, deltas: list[tuple[Any, ...]]) -> None:
+    """Add ((dimension, day, channel, key, currency), cases, units, refund) deltas to the
+    after-sales KPI rows."""
+    await _add_deltas(
+        session,
+        K,
+        _ADD_KPI,
+        ("dimension", "day_date", "channel", "dim_key", "currency"),
+        ("cases", "units", "refund_minor"),
+        deltas,
+    )
+
+
+async def add_shipped_deltas(session: AsyncSession, deltas: list[tuple[Any, ...]]) -> None:
+    """Add ((dimension, day, channel, key), orders, units) deltas to the shipped rows."""
+    await _add_deltas(
+        session,
+        SH,
+        _ADD_SHIPPED,
+        ("dimension", "day_date", "channel", "dim_key"),
+        ("orders", "units"),
+        deltas,
+    )
+
+
+async def clear_aftersale_models(session: AsyncSession, stages: tuple[str, ...]) -> None:
+    """Empty the after-sales timelines, their KPI rows and their stage rows (before a
+    rebuild from the event log)."""
+    await session.execute(delete(AftersaleTimeline))
+    await session.execute(delete(AftersaleDailyStat))
+    await session.execute(delete(StageDailyStat).where(StageDailyStat.stage.in_(stages)))
+
+
+async def clear_shipped_stats(session: AsyncSession) -> None:
+    """Empty the shipped rows (before they are rebuilt from the timelines)."""
+    await session.execute(delete(ShippedDailyStat))
+
+
+async def aftersale_timelines_after(
+    session: AsyncSession, after_no: str, limit: int
+) -> list[dict[str, Any]]:
+    """A page of after-sales timelines in case number order."""
+    rows = await session.execute(
+        select(*A.__table__.columns).where(A.case_no > after_no).order_by(A.case_no).limit(limit)
+    )
+    return [dict(r._mapping) for r in rows.all()]
+
+
+async def shipped_timelines_after(
+    session: AsyncSession, after_id: int, limit: int
+) -> list[dict[str, Any]]:
+    """A page of shipped orders' (order_id, channel, shipped_at), in order_id order."""
+    rows = await session.execute(
+        select(T.order_id, T.channel, T.shipped_at)
+        .where(T.order_id > after_id, T.shipped_at.is_not(None))
+        .order_by(T.order_id)
+        .limit(limit)
+    )
+    return [dict(r._mapping) for r in rows.all()]
+
+
+def _channel_rows(column: Any, by: str, channels: tuple[str, ...] | None) -> Any:
+    """Which channel rows a read sums: the given channels', each channel's (by channel), or
+    the "*" rows (every channel, already summed)."""
+    if channels is not None:
+        return column.in_(channels)
+    return column != ALL_CHANNELS if by == "channel" else column == ALL_CHANNELS
+
+
+def _kpi_key(table: Any, by: str, dimension_names: tuple[str, ...]) -> tuple[Any, str]:
+    """The column a KPI read groups by and the row dimension it reads."""
+    if by == "channel":
+        return table.channel, "all"
+    if by == "day":
+        return table.day_date, "all"
+    if by in dimension_names:
+        return table.dim_key, by
+    return literal("all"), "all"
+
+
+async def aftersale_kpi_rows(
+    session: AsyncSession,
+    by: str,
+    since_day: str,
+    until_day: str,
+    channels: tuple[str, ...] | None,
+) -> list[tuple[str, str, int, int, int]]:
+    """(value, currency, cases, units, refund minor) summed over the local days
+    [since_day, until_day], of the given channels only when given."""
+    key, dimension = _kpi_key(K, by, ("type", "responsibility", "sku"))
+    k = key.label("k")
+    where = [K.dimension == dimension, K.day_date >= since_day, K.day_date <= until_day]
+    where.append(_channel_rows(K.channel, by, channels))
+    stmt = (
+        select(k, K.currency, func.sum(K.cases), func.sum(K.units), func.sum(K.refund_minor))
+        .where(*where)
+        .group_by(k, K.currency)
+        .order_by(k, K.currency)
+    )
+    return [
+        (str(v), cur, int(n), int(u), int(r))
+        for v, cur, n, u, r in (await session.execute(stmt)).all()
+    ]
+
+
+async def shipped_rows(
+    session: AsyncSession,
+    by: str,
+    since_day: str,
+    until_day: str,
+    channels: tuple[str, ...] | None,
+) -> dict[str, tuple[int, int]]:
+    """Orders and units shipped per value (by channel, day or SKU; otherwise the whole
+    period's under "all") over the local days [since_day, until_day]."""
+    key, dimension = _kpi_key(SH, by if by in ("channel", "day", "sku") else "all", ("sku",))
+    k = key.label("k")
+    where = [SH.dimension == dimension, SH.day_date >= since_day, SH.day_date <= until_day]
+    where.append(_channel_rows(SH.channel, by, channels))
+    stmt = select(k, func.sum(SH.orders), func.sum(SH.units)).where(*where).group_by(k)
+    return {str(v): (int(n), int(u)) for v, n, u in (await session.execute(stmt)).all()}

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.analytics import histogram, repository
+from ordertally.analytics import aftersale_rows, histogram, repository
 from ordertally.analytics.errors import (
     InvalidAnalyticsRequest,
     TimelineNotFound,
@@ -34,6 +34,7 @@ from ordertally.core.money import format_minor
 from ordertally.core.settings import get_settings
 from ordertally.events import service as events_service
 from ordertally.events.registry import Envelope
+from ordertally.orders import service as orders_service
 
 # Order status events -> the timeline column their time fills (first time only).
 STAGE_OF_EVENT = {
@@ -142,6 +143,29 @@ async def _store(
         session,
         [after[k] for k in changed],
         histogram.deltas((before[k] for k in changed), (after[k] for k in changed)),
+    )
+    # The shipped rows (what the after-sales rate divides by) move only when an order's
+    # shipped day or channel does: once in an order's life, unless an event comes late.
+    moved = [k for k in changed if _shipped_key(before[k]) != _shipped_key(after[k])]
+    if moved:
+        lines = await orders_service.lines_of_orders(session, sorted(moved))
+        await repository.add_shipped_deltas(
+            session,
+            aftersale_rows.add_deltas(
+                (_shipped(before[k], lines[k]) for k in moved),
+                (_shipped(after[k], lines[k]) for k in moved),
+            ),
+        )
+
+
+def _shipped_key(row: dict[str, Any]) -> tuple[str, str] | None:
+    at = row.get("shipped_at")
+    return None if at is None else (local_day(at), row["channel"])
+
+
+def _shipped(row: dict[str, Any], lines: list[Any]) -> dict[Any, tuple[int, int]]:
+    return aftersale_rows.shipped_contribution(
+        row, [(line.sku, line.quantity) for line in lines], local_day
     )
 
 
@@ -270,7 +294,7 @@ def _check_dimension(by: str) -> None:
 Channels = tuple[str, ...] | None
 
 
-async def _aggregated(
+async def aggregated(
     session: AsyncSession,
     stages: list[str],
     by: str,
@@ -322,9 +346,7 @@ async def stage_table(
     if exact:
         stats = await repository.stages_stats(session, stages, by, since, until, channels)
     else:
-        stats = await _aggregated(
-            session, [n for n, *_ in stages], by, date_from, date_to, channels
-        )
+        stats = await aggregated(session, [n for n, *_ in stages], by, date_from, date_to, channels)
     all_causes = await repository.stages_delay_causes(session, stages, by, since, until, channels)
     rows: list[dict[str, Any]] = []
     for name, _, _, sla_s in stages:
@@ -365,7 +387,7 @@ async def ship_time(
     _check_dimension(by)
     period(date_from, date_to)
     ship, deadline = SHIP_TIME[0], SHIP_DEADLINE[0]
-    stats = await _aggregated(session, [ship, deadline], by, date_from, date_to, channels)
+    stats = await aggregated(session, [ship, deadline], by, date_from, date_to, channels)
     late = {s["key"]: (s["orders"], s["over_sla"]) for s in stats[deadline]}
     return [
         {
@@ -388,7 +410,7 @@ async def carriers(
     delivered stage's SLA), per carrier."""
     period(date_from, date_to)
     stage = next(n for n, a, b, sla in STAGES if (a, b) == ("shipped_at", "delivered_at"))
-    stats = await _aggregated(session, [stage], "carrier", date_from, date_to, channels)
+    stats = await aggregated(session, [stage], "carrier", date_from, date_to, channels)
     return [
         {
             "carrier": s["key"],

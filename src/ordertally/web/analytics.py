@@ -1,7 +1,9 @@
 """The analytics screen (分析): the timeliness KPIs (ship time from the fulfilment start, the
 share shipped after the platforms' deadlines, carriers' on-time rates, orders and paid rate
-per day) and the stage table, per channel, warehouse, carrier or day, over a range of the
-merchant's days. The analytics domain's services compute every figure."""
+per day) and the stage table, per channel, warehouse, carrier or day, and the after-sales
+panel (after-sales rate and refunds by SKU, channel, responsibility or type; the after-sales
+stages), over a range of the merchant's days. The analytics domain's services compute every
+figure."""
 
 from __future__ import annotations
 
@@ -13,12 +15,14 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from ordertally.analytics import aftersale as analytics_aftersale
 from ordertally.analytics import service as analytics_service
 from ordertally.analytics.event_templates import DIMENSIONS
 from ordertally.core import clock
 from ordertally.core.errors import OrdertallyError
 from ordertally.core.settings import get_settings
 from ordertally.web import i18n, pages
+from ordertally.web.aftersales import RESPONSIBILITY_LABELS
 from ordertally.web.i18n import N_
 from ordertally.web.security import SignedIn, database, signed_in
 from ordertally.web.templating import render
@@ -35,6 +39,20 @@ STAGE_LABELS: dict[str, str] = {
     "shipped_to_delivered": N_("Shipped → delivered"),
     "delivered_to_completed": N_("Delivered → completed"),
     "ship_time": N_("Ship time (from the fulfilment start)"),
+}
+AFTERSALE_STAGE_LABELS: dict[str, str] = {
+    "as_requested_to_decided": N_("Requested → decided (approved or rejected)"),
+    "as_approved_to_returned": N_("Approved → goods back"),
+    "as_returned_to_inspected": N_("Goods back → inspected"),
+    "as_returned_to_refunded": N_("Goods back → refunded"),
+    "as_requested_to_resolved": N_("Requested → refunded, reshipped or exchanged"),
+    "as_requested_to_closed": N_("Requested → closed"),
+}
+AFTERSALE_BY_LABELS: dict[str, str] = {
+    "sku": N_("SKU"),
+    "channel": N_("Channel"),
+    "responsibility": N_("Responsibility"),
+    "type": N_("After-sales type"),
 }
 DIMENSION_LABELS: dict[str, str] = {
     "all": N_("All orders"),
@@ -103,6 +121,11 @@ async def _context(request: Request, user: SignedIn) -> dict[str, Any]:
         )
         carriers = await analytics_service.carriers(session, start, end, scope)
         daily = await analytics_service.daily(session, start, end, scope)
+        as_by = request.query_params.get("as_by", "sku")
+        as_by = as_by if as_by in AFTERSALE_BY_LABELS else "sku"
+        as_rows = await analytics_aftersale.kpis(session, start, end, as_by, scope)
+        as_all = await analytics_aftersale.kpis(session, start, end, "all", scope)
+        as_stages = await analytics_aftersale.stage_table(session, start, end, "all", scope)
     translate = i18n.translations(i18n.pick_locale(request.cookies.get("ot_lang"))).gettext
     shipped = sum(r["orders"] for r in ship)
     with_deadline = sum(r["with_deadline"] for r in ship)
@@ -138,6 +161,16 @@ async def _context(request: Request, user: SignedIn) -> dict[str, Any]:
             ),
         },
         chart_json=_chart(overall, daily, translate),
+        aftersale={
+            "by": as_by,
+            "by_labels": AFTERSALE_BY_LABELS,
+            "rows": as_rows,
+            "overall": as_all[0] if as_all else None,
+            "stages": as_stages,
+            "stage_labels": AFTERSALE_STAGE_LABELS,
+            "type_labels": pages.AFTERSALE_TYPE_LABELS,
+            "responsibility_labels": RESPONSIBILITY_LABELS,
+        },
     )
 
 

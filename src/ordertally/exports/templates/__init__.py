@@ -22,6 +22,7 @@ BUILT_IN = (
     "order_timelines",
     "aftersale_cases",
     "refunds",
+    "aftersale_timelines",
 )
 
 
