@@ -1,7 +1,7 @@
 """rules: the purchase plans' audit trail (who added, imported or deleted which plan) and the
 index the back office's purchase-plans screen pages by (issue 20)
 
-Revision ID: 0035
+Revision ID: 0034
 Revises: 0033
 Create Date: 2026-12-05 12:30:00
 """
@@ -13,7 +13,7 @@ from alembic import op
 
 import ordertally.core.db
 
-revision: str = "0035"
+revision: str = "0034"
 down_revision: str | None = "0033"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -4,8 +4,8 @@ ADR 0040)
 `ordertally analytics rebuild` fills them from the event log (the after-sales stage rows go
 into `stage_daily_stat`, which exists).
 
-Revision ID: 0034
-Revises: 0035 (main took 0035 for purchase plans first; the lead re-chains at merge)
+Revision ID: 0035
+Revises: 0034
 Create Date: 2026-12-05 12:30:00
 """
 
@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0034"
-down_revision: str | None = "0035"
+revision: str = "0035"
+down_revision: str | None = "0034"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
