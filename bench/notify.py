@@ -15,8 +15,8 @@ runs rounds back to back, the old code's raw capacity). Reported: sends/s (messa
 seconds from the first planned to the last sent), the lag from planned to sent (p50, p99, max,
 from the rows' created_at and sent_at), and the CPU of this process and of the sink.
 
-`--compare REV` runs the same bench with the code of git revision REV (checked out into a
-temporary worktree) and with this tree's, alternately, `--runs` times each, and prints the
+`--compare REV` runs the same bench with the code of git revision REV (its `src/` extracted into a
+temporary directory) and with this tree's, alternately, `--runs` times each, and prints the
 medians: the before/after of a change to the sender.
 """
 
@@ -41,7 +41,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-ANSWER = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
+ANSWER = (
+    b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
+)
 
 
 # --- the sink -----------------------------------------------------------------------------------
@@ -163,7 +165,9 @@ async def _sender(db: Any, args: argparse.Namespace, stop: asyncio.Event) -> str
         await service.send_due(db, settings=settings)
         if tick:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(0.0, tick - (time.perf_counter() - started)))
+                await asyncio.wait_for(
+                    stop.wait(), max(0.0, tick - (time.perf_counter() - started))
+                )
         else:
             await asyncio.sleep(0)
     return f"rounds every {tick:g} s" if tick else "rounds back to back"
@@ -199,7 +203,7 @@ async def _measure(url: str, port: int, sink_pid: int, args: argparse.Namespace)
                     planned = due
                 await asyncio.sleep(0.1)
         deadline = time.perf_counter() + args.timeout
-        while await _count_done(db) < args.count and time.perf_counter() < deadline:
+        while await _count_done(db) < args.count and time.perf_counter() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         stop.set()
         which = await sending
@@ -228,7 +232,7 @@ async def _measure(url: str, port: int, sink_pid: int, args: argparse.Namespace)
         return round(lags[min(len(lags) - 1, int(p * len(lags)))], 1) if lags else float("nan")
 
     return {
-        "code": str(Path(ordertally.__file__).resolve().parents[2]),
+        "code": os.path.dirname(os.path.dirname(ordertally.__file__)),
         "sender": which,
         "sent": len(rows),
         "sends_per_s": round(len(rows) / span, 1) if span and span == span else None,
@@ -285,10 +289,10 @@ def _child(src: Path, args: argparse.Namespace) -> dict[str, Any]:
 def compare(args: argparse.Namespace) -> None:
     """Interleaved runs of REV's code and this tree's, then the medians."""
     tree = Path(tempfile.mkdtemp(prefix="ordertally-notify-before-"))
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", str(tree), args.compare],
-        cwd=ROOT, check=True, capture_output=True,
-    )  # fmt: skip
+    archive = subprocess.run(
+        ["git", "archive", args.compare, "src"], cwd=ROOT, check=True, capture_output=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
     runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
     try:
         for n in range(args.runs):
@@ -297,14 +301,11 @@ def compare(args: argparse.Namespace) -> None:
                 runs[label].append(result)
                 print(f"run {n + 1} {label}: {json.dumps(result)}", flush=True)
     finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
         shutil.rmtree(tree, ignore_errors=True)
     print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
     for label, results in runs.items():
         keys = ("sends_per_s", "lag_p50_ms", "lag_p99_ms", "lag_max_ms", "cpu_s", "sink_cpu_s")
-        medians = {
-            k: statistics.median(r[k] for r in results if r[k] is not None) for k in keys
-        }
+        medians = {k: statistics.median(r[k] for r in results if r[k] is not None) for k in keys}
         print(f"{label} ({args.compare if label == 'before' else 'this tree'}, "
               f"{results[0]['sender']}): medians {json.dumps(medians)}")  # fmt: skip
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+import ordertally.notify.jobs  # noqa: F401  (registers the sender tick)
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
@@ -165,9 +166,10 @@ async def test_a_slow_channel_costs_one_timeout_and_does_not_hold_the_others(
     # Then every slow-channel message is sent, each recorded with its own count of attempts
     assert again == SendResult(claimed=40, sent=40)
     rows = await _rows(db)
-    assert sorted((r.status, r.attempts) for r in rows if r.target_key == "ops:slow") == [
-        ("sent", 1)
-    ] * (40 - TARGET_CONCURRENCY) + [("sent", 2)] * TARGET_CONCURRENCY
+    assert (
+        sorted((r.status, r.attempts) for r in rows if r.target_key == "ops:slow")
+        == [("sent", 1)] * (40 - TARGET_CONCURRENCY) + [("sent", 2)] * TARGET_CONCURRENCY
+    )
 
 
 async def test_a_sender_stopped_mid_round_loses_nothing(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core.db import upsert_insert
@@ -68,7 +68,14 @@ async def any_due(session: AsyncSession, now: datetime) -> bool:
     return (await session.scalar(stmt)) is not None
 
 
-_RECORDED = ("status", "attempts", "next_attempt_at", "sent_at", "provider_message_id", "last_error")
+_RECORDED = (
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "sent_at",
+    "provider_message_id",
+    "last_error",
+)
 _RECORD = (
     update(Notification.__table__)  # type: ignore[arg-type]
     .where(
@@ -76,7 +83,10 @@ _RECORD = (
         # Still the attempt this sender claimed: a row another sender took after the lease ran
         # out and recorded first keeps that record.
         Notification.__table__.c.attempts == bindparam("b_claimed_attempts"),
-        Notification.__table__.c.status.in_(("pending", "failed")),
+        or_(
+            Notification.__table__.c.status == "pending",
+            Notification.__table__.c.status == "failed",
+        ),  # not IN (...): an expanding parameter cannot be used with executemany
     )
     .values({name: bindparam(f"b_{name}") for name in _RECORDED})
 )

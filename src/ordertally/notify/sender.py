@@ -14,6 +14,7 @@ the lease runs out (docs/adr/0018-notifications.md, docs/adr/0042-notification-s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
@@ -93,7 +94,5 @@ async def stop() -> None:
     if task is None:
         return
     task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await task
-    except asyncio.CancelledError:
-        pass

@@ -74,7 +74,7 @@ def parse(url: str) -> JsonHook | None:
     if isinstance(plugin.port, int):
         base += f":{plugin.port}"
     return JsonHook(
-        method=plugin.method,
+        method=str(plugin.method),
         url=base + plugin.fullpath,
         params={str(k): str(v) for k, v in plugin.params.items()},
         headers={
