@@ -106,7 +106,7 @@ async def test_sends_to_one_channel_run_at_once_up_to_the_bound(
     started = time.perf_counter()
     result = await service.send_due(db)
     elapsed = time.perf_counter() - started
-    # Then they went out in three waves of at most the bound, not one after another (12 s)
+    # Then they went out in waves of at most the bound (five), not one after another (12 s)
     assert result == SendResult(claimed=40, sent=40)
     assert receiver.most_in_flight == TARGET_CONCURRENCY
     assert elapsed < 3.0, elapsed
@@ -141,7 +141,9 @@ async def test_a_slow_channel_costs_one_timeout_and_does_not_hold_the_others(
     assert len(other_receiver.received) == 40
     # And of the slow channel's, the first wave timed out (one attempt counted, retried after
     # the backoff) and the rest were not attempted this round (no attempt counted)
-    assert result == SendResult(claimed=80, sent=40, retried=TARGET_CONCURRENCY, skipped=24)
+    assert result == SendResult(
+        claimed=80, sent=40, retried=TARGET_CONCURRENCY, skipped=40 - TARGET_CONCURRENCY
+    )
     rows = await _rows(db)
     fast = [(r.status, r.attempts) for r in rows if r.target_key == "ops:fast"]
     assert fast == [("sent", 1)] * 40

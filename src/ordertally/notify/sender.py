@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
 LINGER_SECONDS = 30.0
+FAILED_ROUND_PAUSE_SECONDS = 1.0
 
 _LOOPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[SendResult]] = (
     weakref.WeakKeyDictionary()
@@ -61,6 +62,7 @@ async def run(
                 result = SendResult()
         except Exception:  # a failed round (database gone for a moment) is tried again
             log.exception("notification sender round failed")
+            await asyncio.sleep(FAILED_ROUND_PAUSE_SECONDS)
             result = SendResult()
         _add(total, result)
         if result.claimed:

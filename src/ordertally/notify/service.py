@@ -231,9 +231,11 @@ async def _claim(session: AsyncSession, now: datetime, settings: Settings) -> li
 
 
 # Sends in flight at once in one process, and to any one target (a channel's connections are
-# bounded, and a slow channel must leave room for the others).
+# bounded, and a slow channel must leave room for the others). httpcore's pool matches queued
+# requests to connections in O(requests x connections): 8 per target measured 1.2-1.4 ms of CPU
+# a send against 1.9-2.0 ms with 16 (bench/notify.py, docs/benchmarks.md).
 SEND_CONCURRENCY = 64
-TARGET_CONCURRENCY = 16
+TARGET_CONCURRENCY = 8
 
 
 @dataclass(slots=True)
