@@ -9,11 +9,13 @@ sink in a process of its own, N messages planned for it, then sent:
 - `--rate R`: planned at R a second (every 100 ms) while the sender runs, as the drill's
   workers plan them.
 
-The sender is the worker's: the sender loop (notify/sender.py) when the code has one, else the
-periodic job as it was (one `send_due` round per `--tick` seconds, 5 like the job; `--tick 0`
-runs rounds back to back, the old code's raw capacity). Reported: sends/s (messages over the
-seconds from the first planned to the last sent), the lag from planned to sent (p50, p99, max,
-from the rows' created_at and sent_at), and the CPU of this process and of the sink.
+The sender is the worker's: with `--workers N`, N `ordertally worker` processes (their periodic
+tick starts the sender); else, in this process, the sender loop (notify/sender.py) when the code
+has one, or the periodic job as it was (one `send_due` round per `--tick` seconds, 5 like the
+job; `--tick 0` runs rounds back to back, the old code's raw capacity). Reported: sends/s
+(messages over the seconds from the first planned to the last sent), the lag from planned to
+sent (p50, p99, max, from the rows' created_at and sent_at), and the CPU of the sending
+process(es) and of the sink.
 
 `--compare REV` runs the same bench with the code of git revision REV (its `src/` extracted into a
 temporary directory) and with this tree's, alternately, `--runs` times each, and prints the
@@ -125,12 +127,34 @@ def _rows(count: int, at: Any) -> list[dict[str, Any]]:
     ]
 
 
-async def _plan(db: Any, count: int) -> None:
+async def _plan(db: Any, count: int, *, held: bool = False) -> None:
+    from datetime import timedelta
+
     from ordertally.core import clock
     from ordertally.notify import repository
 
+    rows = _rows(count, clock.now())
+    if held:
+        for row in rows:
+            row["next_attempt_at"] = clock.now() + timedelta(days=1)
     async with db.transaction() as session:
-        await repository.add_planned(session, _rows(count, clock.now()))
+        await repository.add_planned(session, rows)
+
+
+async def _release(db: Any) -> None:
+    """Make every held message due now, as planned now."""
+    from sqlalchemy import update
+
+    from ordertally.core import clock
+    from ordertally.notify.models import Notification
+
+    async with db.transaction() as session:
+        now = clock.now()
+        await session.execute(
+            update(Notification)
+            .where(Notification.status == "pending")
+            .values(next_attempt_at=now, created_at=now)
+        )
 
 
 async def _count_done(db: Any) -> int:
@@ -188,12 +212,21 @@ async def _measure(url: str, port: int, sink_pid: int, args: argparse.Namespace)
     reset_settings()
     db = Database(url, pool_size=10)
     stop = asyncio.Event()
+    # Workers start (and their first tick starts their sender loops) before anything is planned.
+    workers = _start_workers(args.workers)
+    if workers:
+        await asyncio.sleep(args.warmup)
     try:
         if args.rate == 0:
             for start in range(0, args.count, 1000):
-                await _plan(db, min(1000, args.count - start))
+                await _plan(db, min(1000, args.count - start), held=bool(workers))
+            if workers:  # running workers would send while the rest is planned: release at once
+                await _release(db)
         cpu, sink_cpu, wall = _own_cpu(), _cpu_of(sink_pid), time.perf_counter()
-        sending = asyncio.create_task(_sender(db, args, stop))
+        workers_cpu = sum(_cpu_of(w.pid) for w in workers)
+        sending = asyncio.create_task(
+            _sender(db, args, stop) if not workers else _watch(workers, stop)
+        )
         if args.rate:
             planned, t0 = 0, time.perf_counter()
             while planned < args.count:
@@ -209,6 +242,8 @@ async def _measure(url: str, port: int, sink_pid: int, args: argparse.Namespace)
         which = await sending
         wall = time.perf_counter() - wall
         cpu, sink_cpu = _own_cpu() - cpu, _cpu_of(sink_pid) - sink_cpu
+        cpu += _stop_workers(workers) - workers_cpu if workers else 0.0
+        workers = []
         async with db.transaction(write=False) as session:
             rows = (
                 await session.execute(
@@ -218,6 +253,7 @@ async def _measure(url: str, port: int, sink_pid: int, args: argparse.Namespace)
                 )
             ).all()
     finally:
+        _stop_workers(workers)
         await db.dispose()
     from ordertally.core import outbound
 
@@ -243,6 +279,39 @@ async def _measure(url: str, port: int, sink_pid: int, args: argparse.Namespace)
         "cpu_s": round(cpu, 2),
         "sink_cpu_s": round(sink_cpu, 2),
     }
+
+
+def _start_workers(count: int) -> list[subprocess.Popen[bytes]]:
+    """`ordertally worker` processes on the scratch database (its environment is ours)."""
+    from bench.server import ordertally_command
+
+    return [
+        subprocess.Popen(
+            [*ordertally_command(), "worker"],
+            env=dict(os.environ),
+            stdout=subprocess.DEVNULL,  # a full pipe would block the worker's logging
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for _ in range(count)
+    ]
+
+
+async def _watch(workers: list[subprocess.Popen[bytes]], stop: asyncio.Event) -> str:
+    await stop.wait()
+    return f"{len(workers)} x `ordertally worker` (the tick starts each one's loop)"
+
+
+def _stop_workers(workers: list[subprocess.Popen[bytes]]) -> float:
+    """Stop the workers; the CPU seconds they used."""
+    from bench.server import stop_group
+
+    used = 0.0
+    for worker in workers:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            used += _cpu_of(worker.pid)
+        stop_group(worker)
+    return used
 
 
 def one_run(args: argparse.Namespace) -> dict[str, Any]:
@@ -275,7 +344,8 @@ def _child(src: Path, args: argparse.Namespace) -> dict[str, Any]:
     command = [
         sys.executable, "-m", "bench.notify", "--one", "--db", args.db, "--pg-url", args.pg_url,
         "--count", str(args.count), "--rate", str(args.rate), "--batch", str(args.batch),
-        "--timeout", str(args.timeout),
+        "--timeout", str(args.timeout), "--workers", str(args.workers),
+        "--warmup", str(args.warmup),
     ]  # fmt: skip
     if args.tick is not None:
         command += ["--tick", str(args.tick)]
@@ -328,6 +398,13 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for all")
     parser.add_argument("--runs", type=int, default=3, help="runs of each side (--compare)")
     parser.add_argument("--compare", metavar="REV", help="before = REV's code, after = this")
+    parser.add_argument(
+        "--workers", type=int, default=0,
+        help="send with N `ordertally worker` processes instead of in this process",
+    )  # fmt: skip
+    parser.add_argument(
+        "--warmup", type=float, default=10, help="seconds the workers get to start (--workers)"
+    )
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.compare:
