@@ -4,6 +4,7 @@ helper that points the settings at them."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -51,6 +52,12 @@ class Receiver:
     fail_left: int = 0
     fail_status: int = 500
     attempts: int = 0
+    methods: list[str] = field(default_factory=list)
+    # Seconds each request waits before it is answered (a slow channel), and the most requests
+    # seen in flight at once.
+    delay: float = 0.0
+    in_flight: int = 0
+    most_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fail(self, times: int, status: int = 500) -> None:
@@ -62,6 +69,7 @@ class Receiver:
             self.received.clear()
             self.headers.clear()
             self.urls.clear()
+            self.methods.clear()
             self.attempts = 0
 
     def apprise_url(self, path: str = "hook") -> str:
@@ -71,8 +79,18 @@ class Receiver:
 def _receiver_app(receiver: Receiver) -> Starlette:
     async def hook(request: Request) -> Response:
         body = await request.body()
+        if receiver.delay:
+            with receiver.lock:
+                receiver.in_flight += 1
+                receiver.most_in_flight = max(receiver.most_in_flight, receiver.in_flight)
+            try:
+                await asyncio.sleep(receiver.delay)
+            finally:
+                with receiver.lock:
+                    receiver.in_flight -= 1
         with receiver.lock:
             receiver.attempts += 1
+            receiver.methods.append(request.method)
             if receiver.fail_left > 0:
                 receiver.fail_left -= 1
                 return JSONResponse({"error": "scripted"}, status_code=receiver.fail_status)
@@ -82,7 +100,7 @@ def _receiver_app(receiver: Receiver) -> Starlette:
         # By default the WeCom and DingTalk robots' success answer; Apprise ignores it.
         return JSONResponse(receiver.answer)
 
-    return Starlette(routes=[Route("/{path:path}", hook, methods=["POST"])])
+    return Starlette(routes=[Route("/{path:path}", hook, methods=["POST", "PUT"])])
 
 
 @pytest.fixture
@@ -90,6 +108,15 @@ def receiver() -> Iterator[Receiver]:
     """A live JSON webhook receiver on 127.0.0.1."""
     rec = Receiver()
     with BackgroundServer(lambda: _receiver_app(rec), name="receiver", lifespan="off") as server:
+        rec.url = server.url
+        yield rec
+
+
+@pytest.fixture
+def other_receiver() -> Iterator[Receiver]:
+    """A second live JSON webhook receiver (another channel)."""
+    rec = Receiver()
+    with BackgroundServer(lambda: _receiver_app(rec), name="receiver-2", lifespan="off") as server:
         rec.url = server.url
         yield rec
 

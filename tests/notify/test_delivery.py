@@ -396,28 +396,6 @@ async def test_unreachable_webhook_is_retried_not_lost(
     assert str(port) not in row.target_key
 
 
-async def test_the_periodic_sender_runs_once_per_slot(
-    db: Database, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given a planned message and the registered job
-    from ordertally.jobs.scheduler import JOBS, run_tick
-
-    configure(monkeypatch, ops=[{"url": receiver.apprise_url(), "events": ["OrderPaid"]}])
-    job = JOBS["notify_send_due"]
-    assert job.every_seconds == 5
-    with clock.frozen(T0):
-        await make_order(db, status="paid")
-        await drain(db, get_settings())
-        # When two workers tick in the same slot
-        first = await run_tick(db, job, "worker-a")
-        second = await run_tick(db, job, "worker-b")
-    # Then one ran and sent the message, the other skipped the slot
-    assert first == {"claimed": 1, "sent": 1, "retried": 0, "dead": 0}
-    assert second is None
-    assert len(receiver.received) == 1
-    assert [r.status for r in await _rows(db)] == ["sent"]
-
-
 async def test_a_message_whose_target_was_removed_dies_without_blocking_others(
     db: Database, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:

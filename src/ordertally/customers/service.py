@@ -289,6 +289,10 @@ async def link_orders(session: AsyncSession, events: dict[str, datetime | None])
         c.order_id: c for c in await repository.customer_orders_of(session, [o.id for o in orders])
     }
     phone_of = {o.id: o.customer_phone_bidx for o in orders if _identifying_phone(o)}
+    masked_of: dict[str, str] = {}  # each phone as its first order in the batch shows it
+    for o in orders:
+        if o.id in phone_of:
+            masked_of.setdefault(phone_of[o.id], o.customer_phone_masked)
     owners = await repository.identity_owners(session, PHONE, sorted(set(phone_of.values())))
     known = await repository.get_customers(
         session, sorted({c.customer_id for c in existing.values()} | set(owners.values()))
@@ -338,7 +342,7 @@ async def link_orders(session: AsyncSession, events: dict[str, datetime | None])
             "kind": PHONE,
             "value": phone,
             "platform": "",
-            "masked": next(o.customer_phone_masked for o in orders if phone_of.get(o.id) == phone),
+            "masked": masked_of[phone],
             "created_at": now,
         }
         for phone, ref in sorted(claimed.items())

@@ -6,7 +6,7 @@ from prometheus_client import Counter, Histogram
 
 SENDS = Counter(
     "ordertally_notification_sends_total",
-    "Notification send attempts by target kind and outcome (sent, retry, dead)",
+    "Notification send attempts by target kind and outcome (sent, retry, dead, skipped)",
     ["kind", "outcome"],
 )
 SEND_SECONDS = Histogram(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core.db import upsert_insert
@@ -55,11 +55,54 @@ async def lease(session: AsyncSession, ids: list[int], until: datetime) -> None:
     )
 
 
-async def record(session: AsyncSession, notification_id: int, values: dict[str, Any]) -> None:
-    """Write an attempt's outcome on a claimed row."""
-    await session.execute(
-        update(Notification).where(Notification.id == notification_id).values(**values)
+async def any_due(session: AsyncSession, now: datetime) -> bool:
+    """Whether any pending or failed row is due (what an idle sender polls)."""
+    stmt = (
+        select(Notification.id)
+        .where(
+            Notification.status.in_(("pending", "failed")),
+            Notification.next_attempt_at <= now,
+        )
+        .limit(1)
     )
+    return (await session.scalar(stmt)) is not None
+
+
+_RECORDED = (
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "sent_at",
+    "provider_message_id",
+    "last_error",
+)
+_RECORD = (
+    update(Notification.__table__)  # type: ignore[arg-type]
+    .where(
+        Notification.__table__.c.id == bindparam("b_id"),
+        # Still the attempt this sender claimed: a row another sender took after the lease ran
+        # out and recorded first keeps that record.
+        Notification.__table__.c.attempts == bindparam("b_claimed_attempts"),
+        or_(
+            Notification.__table__.c.status == "pending",
+            Notification.__table__.c.status == "failed",
+        ),  # not IN (...): an expanding parameter cannot be used with executemany
+    )
+    .values({name: bindparam(f"b_{name}") for name in _RECORDED})
+)
+
+
+async def record_many(session: AsyncSession, changes: list[dict[str, Any]]) -> None:
+    """Write the outcomes of one round on its claimed rows in one statement (executemany);
+    each change carries `id`, `claimed_attempts` and every recorded column."""
+    if not changes:
+        return
+    params = [
+        {"b_id": c["id"], "b_claimed_attempts": c["claimed_attempts"]}
+        | {f"b_{name}": c[name] for name in _RECORDED}
+        for c in changes
+    ]
+    await session.execute(_RECORD, params)
 
 
 async def get(session: AsyncSession, notification_id: int) -> Notification | None:

@@ -28,7 +28,7 @@ from ordertally.core.crypto import get_cipher
 from ordertally.core.db import Database, count_after_commit, dialect_of
 from ordertally.core.settings import Settings, get_settings
 from ordertally.events.registry import Envelope
-from ordertally.notify import cards, repository, targets, templates
+from ordertally.notify import cards, repository, targets, templates, webhook
 from ordertally.notify.errors import (
     NotificationNotDead,
     NotificationNotFound,
@@ -55,6 +55,8 @@ class SendResult:
     sent: int = 0
     retried: int = 0
     dead: int = 0
+    # Rows not attempted because their target was unreachable earlier in the same round.
+    skipped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,10 @@ class Outcome:
     message_id: str | None = None
     error: str | None = None
     retryable: bool = True
+    # False when the round skipped the row (its target was unreachable): no attempt is counted.
+    attempted: bool = True
+    # The channel was not reached in time (connect or read timeout, connection refused).
+    unreachable: bool = False
 
 
 @dataclass(slots=True)
@@ -163,9 +169,10 @@ def sms_gateway(settings: Settings) -> SmsGateway | None:
 async def send_due(
     db: Database, now: datetime | None = None, settings: Settings | None = None
 ) -> SendResult:
-    """Send one batch of due messages (tests, CLI, the periodic job) without holding a
-    transaction while the channels answer: claim and lease the rows in one short transaction,
-    send, then record every outcome in another."""
+    """Send one batch of due messages (one round of the sender loop; tests and the CLI call it
+    too) without holding a transaction while the channels answer: claim and lease the rows in
+    one short transaction, send them concurrently within bounds, then record every outcome in
+    one write."""
     settings = settings or get_settings()
     now = now or clock.now()
     async with db.transaction() as session:
@@ -179,6 +186,12 @@ async def send_due(
     return result
 
 
+async def any_due(db: Database, now: datetime | None = None) -> bool:
+    """Whether a message is due (a read: an idle sender polls with it, not with a claim)."""
+    async with db.transaction(write=False) as session:
+        return await repository.any_due(session, now or clock.now())
+
+
 def _lease(settings: Settings) -> timedelta:
     # Longer than any send of the batch can take, so no other sender takes a row in flight.
     return timedelta(seconds=max(60.0, 3 * settings.notify_http_timeout_seconds))
@@ -186,7 +199,7 @@ def _lease(settings: Settings) -> timedelta:
 
 async def _claim(session: AsyncSession, now: datetime, settings: Settings) -> list[_Job]:
     """Due rows, leased (their next attempt pushed past the sends) and with the buyer's phone
-    decrypted for SMS rows; detached from the session."""
+    decrypted for SMS rows (their orders read in one query); detached from the session."""
     rows = await repository.claim_due(
         session,
         now,
@@ -197,11 +210,17 @@ async def _claim(session: AsyncSession, now: datetime, settings: Settings) -> li
         return []
     await repository.lease(session, [row.id for row in rows], now + _lease(settings))
     jobs = [_Job(row) for row in rows]
+    wanted = sorted({j.row.order_no for j in jobs if j.row.target_kind == "sms" and j.row.order_no})
+    orders = {o.order_no: o for o in await orders_service.get_orders(session, wanted)}
+    cipher = get_cipher() if orders else None
     for job in jobs:
         if job.row.target_kind == "sms" and job.row.order_no:
             try:
-                order = await orders_service.get_order(session, job.row.order_no)
-                job.phone = get_cipher().decrypt(order.customer_phone_enc, PII_PHONE)
+                order = orders.get(job.row.order_no)
+                if order is None:
+                    raise LookupError(f"order {job.row.order_no} does not exist")
+                assert cipher is not None
+                job.phone = cipher.decrypt(order.customer_phone_enc, PII_PHONE)
             except Exception as exc:  # one bad row must not block the batch forever
                 job.outcome = Outcome(
                     False, error=f"no phone: {type(exc).__name__}: {exc}", retryable=False
@@ -211,22 +230,73 @@ async def _claim(session: AsyncSession, now: datetime, settings: Settings) -> li
     return jobs
 
 
+# Sends in flight at once in one process, and to any one target (a channel's connections are
+# bounded, and a slow channel must leave room for the others). httpcore's pool matches queued
+# requests to connections in O(requests x connections): 8 per target measured 1.2-1.4 ms of CPU
+# a send against 1.9-2.0 ms with 16 (bench/notify.py, docs/benchmarks.md).
+SEND_CONCURRENCY = 64
+TARGET_CONCURRENCY = 8
+
+
+@dataclass(slots=True)
+class _Round:
+    """What the sends of one round share: the bounds, and the targets found unreachable (their
+    rows not yet started are not attempted this round: a dead channel costs one timeout)."""
+
+    ops: dict[str, targets.OpsTarget]
+    sms: targets.SmsTarget | None
+    gateway: SmsGateway | None
+    limit_seconds: float
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(SEND_CONCURRENCY))
+    per_target: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    unreachable: set[str] = field(default_factory=set)
+
+    def target_slots(self, key: str) -> asyncio.Semaphore:
+        found = self.per_target.get(key)
+        if found is None:
+            found = self.per_target[key] = asyncio.Semaphore(TARGET_CONCURRENCY)
+        return found
+
+
 async def _send_jobs(jobs: list[_Job], settings: Settings) -> None:
-    ops = {t.key: t for t in targets.ops_targets(settings)}
-    sms = targets.sms_target(settings)
     gateway = sms_gateway(settings)
-    timeout = settings.notify_http_timeout_seconds
-    await asyncio.gather(*(_deliver(job, ops, sms, gateway, timeout) for job in jobs))
+    send_round = _Round(
+        ops={t.key: t for t in targets.ops_targets(settings)},
+        sms=targets.sms_target(settings),
+        gateway=gateway,
+        limit_seconds=settings.notify_http_timeout_seconds,
+    )
+    await asyncio.gather(*(_bounded(job, send_round) for job in jobs))
+
+
+async def _bounded(job: _Job, send_round: _Round) -> None:
+    if job.outcome is not None:
+        return
+    key = job.row.target_key
+    # The target's slot first: rows queued behind a slow target do not hold the shared slots.
+    async with send_round.target_slots(key), send_round.slots:
+        if key in send_round.unreachable:
+            job.outcome = Outcome(
+                False, error=f"not attempted: {key} unreachable in this round", attempted=False
+            )
+            return
+        await _deliver(
+            job, send_round.ops, send_round.sms, send_round.gateway, send_round.limit_seconds
+        )
+        if job.outcome is not None and job.outcome.unreachable:
+            send_round.unreachable.add(key)
 
 
 async def _record_all(
     session: AsyncSession, settings: Settings, jobs: list[_Job], result: SendResult
 ) -> None:
     finished = clock.now()
+    changes: list[dict[str, Any]] = []
     for job in jobs:
         outcome = job.outcome
         assert outcome is not None
-        await _record(session, settings, job.row, outcome, finished, result)
+        changes.append(_outcome_values(settings, job.row, outcome, finished, result, session))
+    await repository.record_many(session, changes)
 
 
 async def _deliver(
@@ -269,6 +339,12 @@ async def _attempt(
         return Outcome(False, error="target no longer configured", retryable=False)
     if cards.is_card(target.kind, row.body):
         return await _send_card(target, row.body, limit_seconds)
+    hook = webhook.parse(target.url)
+    if hook is not None:
+        answer = await webhook.send(
+            hook, row.title, row.body, {ID_HEADER: header_id or str(row.id)}, limit_seconds
+        )
+        return Outcome(answer.ok, error=answer.error, unreachable=answer.unreachable)
     return await asyncio.to_thread(
         _send_apprise,
         _with_id_header(target.url, header_id or str(row.id)),
@@ -288,7 +364,12 @@ async def _send_sms(gateway: SmsGateway, row: Notification, phone: str) -> Outco
             out_id=str(row.id),
         )
     except SmsFailed as exc:
-        return Outcome(False, error=f"{gateway.name} {exc}", retryable=exc.retryable)
+        return Outcome(
+            False,
+            error=f"{gateway.name} {exc}",
+            retryable=exc.retryable,
+            unreachable=exc.code == "network",
+        )
     return Outcome(True, message_id=sent.message_id)
 
 
@@ -317,7 +398,11 @@ async def _send_card(target: targets.OpsTarget, body: str, limit_seconds: float)
             timeout=limit_seconds,
         )
     except httpx.HTTPError as exc:
-        return Outcome(False, error=f"{target.kind}: {type(exc).__name__}")
+        return Outcome(
+            False,
+            error=f"{target.kind}: {type(exc).__name__}",
+            unreachable=isinstance(exc, httpx.TimeoutException | httpx.ConnectError),
+        )
     if response.status_code != 200:
         retry = response.status_code >= 500 or response.status_code == 429
         return Outcome(False, error=f"{target.kind}: HTTP {response.status_code}", retryable=retry)
@@ -359,28 +444,46 @@ def _send_apprise(url: str, title: str, body: str, timeout: float) -> Outcome:
     return Outcome(False, error=redact(lines, url)[-MAX_ERROR:] or "apprise: not delivered")
 
 
-async def _record(
-    session: AsyncSession,
+def _outcome_values(
     settings: Settings,
     row: Notification,
     outcome: Outcome,
     now: datetime,
     result: SendResult,
-) -> None:
+    session: AsyncSession,
+) -> dict[str, Any]:
+    """The row's new values after this round (every key always present: one executemany)."""
+    values: dict[str, Any] = {
+        "id": row.id,
+        "claimed_attempts": row.attempts,
+        "status": row.status,
+        "attempts": row.attempts,
+        "next_attempt_at": None,
+        "sent_at": None,
+        "provider_message_id": None,
+        "last_error": None,
+    }
+    if not outcome.attempted:
+        # Not tried: it keeps its status and attempts and comes back after the first backoff.
+        values |= {
+            "next_attempt_at": now + backoff(settings, 1),
+            "last_error": (outcome.error or "")[:MAX_ERROR],
+        }
+        result.skipped += 1
+        count_after_commit(session, SENDS.labels(row.target_kind, "skipped").inc)
+        return values
     attempts = row.attempts + 1
     if outcome.ok:
-        values: dict[str, Any] = {
+        values |= {
             "status": "sent",
             "attempts": attempts,
             "sent_at": now,
-            "next_attempt_at": None,
-            "last_error": None,
             "provider_message_id": (outcome.message_id or None),
         }
         result.sent += 1
         count_after_commit(session, SENDS.labels(row.target_kind, "sent").inc)
     elif outcome.retryable and attempts < settings.notify_max_attempts:
-        values = {
+        values |= {
             "status": "failed",
             "attempts": attempts,
             "next_attempt_at": now + backoff(settings, attempts),
@@ -389,17 +492,16 @@ async def _record(
         result.retried += 1
         count_after_commit(session, SENDS.labels(row.target_kind, "retry").inc)
     else:
-        values = {
+        values |= {
             "status": "dead",
             "attempts": attempts,
-            "next_attempt_at": None,
             "last_error": (outcome.error or "")[:MAX_ERROR],
         }
         result.dead += 1
         count_after_commit(session, SENDS.labels(row.target_kind, "dead").inc)
         count_after_commit(session, DEAD.labels(row.target_kind).inc)
         log.warning("notification %s to %s is dead: %s", row.id, row.target_key, outcome.error)
-    await repository.record(session, row.id, values)
+    return values
 
 
 # --- operators ----------------------------------------------------------------------------------
