@@ -55,8 +55,9 @@ reset_cipher()
 
 
 # Modules whose tests start server or worker processes, each with its own connection pool, or
-# race many connections: under pytest-xdist they share one worker (`--dist loadgroup`), so two
-# of them never run at once and exhaust PostgreSQL's connections (ADR 0037).
+# race many connections: under pytest-xdist they form one unit of work that one worker runs
+# (the scheduler below), so two of them never run at once and share the CPU or PostgreSQL's
+# connections (ADR 0037).
 PROCESS_HEAVY = (
     "tests/drill/",
     "tests/events/test_dispatcher.py",
@@ -72,12 +73,24 @@ PROCESS_HEAVY = (
 )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # The group is the largest unit of work, so `--dist loadgroup` queues it first (xdist orders
-    # units by size): its worker starts on it while the other takes the single tests.
-    for item in items:
-        if item.nodeid.startswith(PROCESS_HEAVY):
-            item.add_marker(pytest.mark.xdist_group("processes"))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup`, with the groups taken from PROCESS_HEAVY by node id.
+
+    Not `@pytest.mark.xdist_group`: pytest-xdist 3.8 groups by rewriting `item._nodeid`, which
+    pytest 9 no longer reads (a node id is derived from `item._id`), so marked tests were spread
+    over every worker like the others (ADR 0037, addendum). Each other test is its own unit; the
+    group is the largest unit, so xdist queues it first: one worker starts on it while the other
+    takes the single tests."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ProcessGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "processes" if nodeid.startswith(PROCESS_HEAVY) else nodeid
+
+    return ProcessGroupScheduling(config, log)
 
 
 @pytest.fixture
