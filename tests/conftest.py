@@ -1,5 +1,7 @@
 """Test fixtures: a migrated database per backend (SQLite always, PostgreSQL when configured),
-emptied after every test, the app over ASGI, a live server over real HTTP, and API keys."""
+emptied after every test, the app over ASGI, a live server over real HTTP, and API keys.
+
+Each pytest-xdist worker is its own process with its own databases (ADR 0037)."""
 
 from __future__ import annotations
 
@@ -37,13 +39,25 @@ os.environ["ORDERTALLY_DATA_DIR"] = _TMP
 os.environ["ORDERTALLY_PII_KEY"] = base64.b64encode(secrets.token_bytes(32)).decode()
 os.environ["ORDERTALLY_API_KEY_CACHE_SECONDS"] = "0"
 os.environ.pop("ORDERTALLY_DATABASE_URL", None)
+
+# PostgreSQL's connections (100 by default, counted across every worker and every other client
+# of the server) are budgeted per worker, see ADR 0037's addendum. A `Database(url, pool_size=n)`
+# opens at most 2n connections (pool + overflow): the `db` fixture's 10 are enough for the races
+# (200 buyers queue for 10 connections, FIFO, and still race on the stock rows). Every app the
+# tests start (the live server; `ordertally serve`/`worker` subprocesses inherit the
+# environment) opens at most 2 x APP_POOL_SIZE. A test that wants another size sets
+# ORDERTALLY_DB_POOL_SIZE itself (monkeypatch, or the subprocess's env).
+TEST_POOL_SIZE = 5
+APP_POOL_SIZE = 4
+os.environ["ORDERTALLY_DB_POOL_SIZE"] = str(APP_POOL_SIZE)
 reset_settings()
 reset_cipher()
 
 
 # Modules whose tests start server or worker processes, each with its own connection pool, or
-# race many connections: under pytest-xdist they share one worker (`--dist loadgroup`), so two
-# of them never run at once and exhaust PostgreSQL's connections (ADR 0037).
+# race many connections: under pytest-xdist they form one unit of work that one worker runs
+# (the scheduler below), so two of them never run at once and share the CPU or PostgreSQL's
+# connections (ADR 0037).
 PROCESS_HEAVY = (
     "tests/drill/",
     "tests/events/test_dispatcher.py",
@@ -59,10 +73,39 @@ PROCESS_HEAVY = (
 )
 
 
+# Single tests that take minutes (`--durations` in CI; the carrier proof on PostgreSQL took 406 s
+# at load 9): queued right after the group, so that no worker starts one while the other is
+# running out of work.
+SLOW_FIRST = (
+    "tests/fulfillment/test_carrier_proof.py",
+    "tests/orders/test_stateful.py",
+    "tests/inventory/test_stateful.py",
+    "tests/catalog/test_bundle_stateful.py",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.nodeid.startswith(PROCESS_HEAVY):
-            item.add_marker(pytest.mark.xdist_group("processes"))
+    items.sort(key=lambda item: not item.nodeid.startswith(SLOW_FIRST))  # stable
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup`, with the groups taken from PROCESS_HEAVY by node id.
+
+    Not `@pytest.mark.xdist_group`: pytest-xdist 3.8 groups by rewriting `item._nodeid`, which
+    pytest 9 no longer reads (a node id is derived from `item._id`), so marked tests were spread
+    over every worker like the others (ADR 0037, addendum). Each other test is its own unit; the
+    group is the largest unit, so xdist queues it first: one worker starts on it while the other
+    takes the single tests."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ProcessGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "processes" if nodeid.startswith(PROCESS_HEAVY) else nodeid
+
+    return ProcessGroupScheduling(config, log)
 
 
 @pytest.fixture
@@ -77,31 +120,74 @@ async def _admin(url: str, statement: str) -> None:
     await engine.dispose()
 
 
-@pytest.fixture(scope="session", params=["sqlite", "pg"])
-def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A migrated scratch database for the whole session, per backend."""
-    from ordertally.ops.migrations import upgrade
+class _SessionDatabases:
+    """This process's scratch databases, one per backend, made on first use and dropped when the
+    session ends. Kept here rather than in the parametrized fixture: pytest tears a session
+    fixture down whenever the next test wants its other parameter, and an xdist worker gets
+    SQLite and PostgreSQL tests in any order (each switch would create and migrate again)."""
 
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{Path(_TMP) / f'test-{uuid.uuid4().hex[:8]}.db'}"
+    def __init__(self) -> None:
+        self.urls: dict[str, str] = {}
+        self.failures: dict[str, tuple[bool, str]] = {}  # backend -> (skip?, reason)
+        self.pg_names: list[str] = []
+
+    def url(self, backend: str) -> str:
+        if backend in self.failures:
+            skip, reason = self.failures[backend]
+            if skip:
+                pytest.skip(reason)
+            pytest.fail(reason)
+        if backend not in self.urls:
+            try:
+                self.urls[backend] = self._create(backend)
+            except pytest.skip.Exception as exc:
+                self.failures[backend] = (True, str(exc))
+                raise
+            except pytest.fail.Exception as exc:
+                self.failures[backend] = (False, str(exc))
+                raise
+        return self.urls[backend]
+
+    def _create(self, backend: str) -> str:
+        from ordertally.ops.migrations import upgrade
+
+        if backend == "sqlite":
+            url = f"sqlite+aiosqlite:///{Path(_TMP) / f'test-{uuid.uuid4().hex[:8]}.db'}"
+            upgrade(url)
+            return url
+        if not PG_URL:
+            if REQUIRE_SERVICES:
+                pytest.fail("ORDERTALLY_TEST_PG_URL is not set but ORDERTALLY_REQUIRE_SERVICES=1")
+            pytest.skip("PostgreSQL not configured (set ORDERTALLY_TEST_PG_URL)")
+        name = f"ot_test_{uuid.uuid4().hex[:12]}"
+        try:
+            asyncio.run(_admin(PG_URL, f'CREATE DATABASE "{name}"'))
+        except Exception as exc:
+            if REQUIRE_SERVICES:
+                pytest.fail(f"PostgreSQL unreachable: {exc}")
+            pytest.skip(f"PostgreSQL unreachable: {exc}")
+        self.pg_names.append(name)
+        url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
         upgrade(url)
-        yield url
-        return
-    if not PG_URL:
-        if REQUIRE_SERVICES:
-            pytest.fail("ORDERTALLY_TEST_PG_URL is not set but ORDERTALLY_REQUIRE_SERVICES=1")
-        pytest.skip("PostgreSQL not configured (set ORDERTALLY_TEST_PG_URL)")
-    name = f"ot_test_{uuid.uuid4().hex[:12]}"
-    try:
-        asyncio.run(_admin(PG_URL, f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        if REQUIRE_SERVICES:
-            pytest.fail(f"PostgreSQL unreachable: {exc}")
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
-    url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    asyncio.run(_admin(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        return url
+
+    def drop(self) -> None:
+        for name in self.pg_names:
+            asyncio.run(_admin(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self.pg_names.clear()
+
+
+@pytest.fixture(scope="session")
+def _session_databases() -> Iterator[_SessionDatabases]:
+    databases = _SessionDatabases()
+    yield databases
+    databases.drop()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "pg"])
+def database_url(request: pytest.FixtureRequest, _session_databases: _SessionDatabases) -> str:
+    """A migrated scratch database for the whole session, per backend."""
+    return _session_databases.url(request.param)
 
 
 @pytest.fixture
@@ -206,19 +292,30 @@ async def seed_stock(db: Database) -> None:
             )
 
 
+# The databases whose last `db` teardown did not finish emptying them (a failed test teardown,
+# an interrupted one): the next test empties them first instead of failing on the leftovers.
+_NOT_EMPTIED: set[str] = set()
+
+
 @pytest.fixture
 async def db(database_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Database]:
     """The backend's database, empty, for one test."""
     monkeypatch.setenv("ORDERTALLY_DATABASE_URL", database_url)
     reset_settings()
-    database = Database(database_url, pool_size=30)
-    await seed_stock(database)
+    database = Database(database_url, pool_size=TEST_POOL_SIZE)
     try:
+        if database_url in _NOT_EMPTIED:
+            await empty_tables(database)
+        _NOT_EMPTIED.add(database_url)
+        await seed_stock(database)
         yield database
     finally:
         clock.reset()
-        await empty_tables(database)
-        await database.dispose()
+        try:
+            await empty_tables(database)
+            _NOT_EMPTIED.discard(database_url)
+        finally:
+            await database.dispose()
 
 
 @pytest.fixture

@@ -140,6 +140,10 @@ async def configure(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Configure]
         monkeypatch.setenv("ORDERTALLY_BROKER_URL", url)
         monkeypatch.setenv("ORDERTALLY_BROKER_TIMEOUT_SECONDS", "2")
         monkeypatch.setenv("ORDERTALLY_BROKER_RETRY_SECONDS", "0")
+        # An event that failed is due again after the outbox backoff (2 s by default, real time):
+        # on a loaded machine a drain can take longer than that and try it twice. The tests make
+        # failed events due by advancing the clock an hour instead.
+        monkeypatch.setenv("ORDERTALLY_OUTBOX_BACKOFF_BASE_SECONDS", "600")
         for name, value in settings.items():
             monkeypatch.setenv(f"ORDERTALLY_BROKER_{name.upper()}", str(value))
         reset_settings()
