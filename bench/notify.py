@@ -41,37 +41,18 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.outbound import serve_ok
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-ANSWER = (
-    b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
-)
 
 
 # --- the sink -----------------------------------------------------------------------------------
 
 
-async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            if length:
-                await reader.readexactly(length)
-            writer.write(ANSWER)
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-        pass
-    finally:
-        writer.close()
-
-
 def _sink(port: int, ready: Any) -> None:
     async def main() -> None:
-        server = await asyncio.start_server(_serve, "127.0.0.1", port, backlog=1024)
+        server = await asyncio.start_server(serve_ok, "127.0.0.1", port, backlog=1024)
         ready.set()
         async with server:
             await server.serve_forever()

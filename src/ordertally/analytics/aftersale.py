@@ -136,11 +136,7 @@ async def stage_table(
                     "stage": name,
                     by: s["key"],
                     "cases": s["orders"],
-                    "avg_hours": round(s["avg_seconds"] / 3600, 4),
-                    "p50_hours": round(s["p50_seconds"] / 3600, 4),
-                    "p90_hours": round(s["p90_seconds"] / 3600, 4),
-                    "sla_hours": sla.total_seconds() / 3600,
-                    "over_sla_share": round(s["over_sla"] / s["orders"], 4),
+                    **service.stage_figures(s, sla.total_seconds()),
                 }
             )
     return out

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ordertally.analytics.event_templates import AFTERSALE_STAGES
-from ordertally.analytics.histogram import ALL_CHANNELS, StatKey, bucket_of, micros
+from ordertally.analytics.histogram import ALL_CHANNELS, StatKey, stage_rows
 from ordertally.core.money import split_by_largest_remainder
 
 # (stage, from column, to column, SLA in microseconds) of `aftersale_timeline`.
@@ -94,18 +94,8 @@ def stage_contribution(row: Mapping[str, Any]) -> dict[StatKey, tuple[int, int, 
     day = row.get("day_date") or ""
     if not day:
         return {}
-    out: dict[StatKey, tuple[int, int, int]] = {}
     keys = (("all", "all"), ("type", row["type"]), ("responsibility", row["responsibility"]))
-    for name, start, end, sla_us in AS_TRACKED:
-        a, b = row.get(start), row.get(end)
-        if a is None or b is None:
-            continue
-        us = micros(a, b)
-        bucket, over = bucket_of(us), int(us > sla_us)
-        for channel in (row["channel"], ALL_CHANNELS):
-            for dimension, key in keys:
-                out[(dimension, day, channel, name, key, bucket)] = (1, us, over)
-    return out
+    return stage_rows(row, day, AS_TRACKED, keys)
 
 
 def refund_split(amount: int, lines: list[list[Any]]) -> list[int]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -55,9 +55,25 @@ def contribution(row: Mapping[str, Any]) -> dict[StatKey, tuple[int, int, int]]:
     day = row.get("day_date") or ""
     if not day or row.get("created_at") is None:
         return {}
+    keys = (
+        ("all", "all"),
+        ("warehouse", row["warehouse"] or ""),
+        ("carrier", row["carrier"] or ""),
+    )
+    return stage_rows(row, day, TRACKED, keys)
+
+
+def stage_rows(
+    row: Mapping[str, Any],
+    day: str,
+    tracked: Sequence[tuple[str, str, str, int]],
+    keys: Sequence[tuple[str, str]],
+) -> dict[StatKey, tuple[int, int, int]]:
+    """(1, microseconds, over SLA) per row key, for each tracked stage (name, start column, end
+    column, SLA in µs) whose two times the row has, under the row's channel and every channel,
+    for each (dimension, key)."""
     out: dict[StatKey, tuple[int, int, int]] = {}
-    keys = (("all", "all"), ("warehouse", row["warehouse"]), ("carrier", row["carrier"]))
-    for name, start, end, sla_us in TRACKED:
+    for name, start, end, sla_us in tracked:
         a, b = row.get(start), row.get(end)
         if a is None or b is None:
             continue
@@ -65,7 +81,7 @@ def contribution(row: Mapping[str, Any]) -> dict[StatKey, tuple[int, int, int]]:
         bucket, over = bucket_of(us), int(us > sla_us)
         for channel in (row["channel"], ALL_CHANNELS):
             for dimension, key in keys:
-                out[(dimension, day, channel, name, key or "", bucket)] = (1, us, over)
+                out[(dimension, day, channel, name, key, bucket)] = (1, us, over)
     return out
 
 

@@ -359,11 +359,7 @@ async def stage_table(
                     "stage": name,
                     by: s["key"],
                     "orders": s["orders"],
-                    "avg_hours": round(s["avg_seconds"] / 3600, 4),
-                    "p50_hours": round(s["p50_seconds"] / 3600, 4),
-                    "p90_hours": round(s["p90_seconds"] / 3600, 4),
-                    "sla_hours": sla_s / 3600,
-                    "over_sla_share": round(s["over_sla"] / s["orders"], 4),
+                    **stage_figures(s, sla_s),
                     "delay_causes": [
                         {"type": t, "orders": n}
                         for t, n in sorted(causes.get(s["key"], []), key=lambda c: (-c[1], c[0]))[
@@ -373,6 +369,18 @@ async def stage_table(
                 }
             )
     return rows
+
+
+def stage_figures(s: dict[str, Any], sla_seconds: float) -> dict[str, Any]:
+    """One aggregated stage row's hours (average, p50, p90), its SLA and the share over it, as
+    the stage tables show them."""
+    return {
+        "avg_hours": round(s["avg_seconds"] / 3600, 4),
+        "p50_hours": round(s["p50_seconds"] / 3600, 4),
+        "p90_hours": round(s["p90_seconds"] / 3600, 4),
+        "sla_hours": sla_seconds / 3600,
+        "over_sla_share": round(s["over_sla"] / s["orders"], 4),
+    }
 
 
 async def ship_time(
