@@ -42,7 +42,6 @@ from ordertally.web.templating import render
 router = APIRouter(include_in_schema=False)
 
 PATH = "/ui/inventory/purchase-plans"
-READ = "inventory.read"
 EDIT = "inventory.move"  # admin, ops and the warehouse: who books receipts plans them
 PAGE_SIZE = 50
 COVER_SIZE = 30
@@ -234,7 +233,7 @@ def _imported(request: Request) -> dict[str, int] | None:
 @router.get(PATH)
 async def plans_page(request: Request) -> Response:
     """The purchase plans (filtered, in keyset pages), the stock cover and the audit trail."""
-    user = await signed_in(request, READ)
+    user = await signed_in(request, "inventory.read")
     context = await _context(request, user)
     status = 422 if context["filters"]["bad_dates"] else 200
     return render(request, "purchase_plans.html", context, status=status)
@@ -244,7 +243,7 @@ async def plans_page(request: Request) -> Response:
 async def export_plans(request: Request) -> Response:
     """The filtered list as CSV (the import's columns first, so an export imports back; UTF-8
     with BOM for Excel; every text cell neutralised against formulas)."""
-    user = await signed_in(request, READ)
+    user = await signed_in(request, "inventory.read")
     filters = _filters(request)
     async with database(request).transaction(write=False) as session:
         plans = await rules_service.plan_page(
@@ -294,7 +293,7 @@ def _field_errors(request: Request, reasons: list[str]) -> dict[str, str]:
 @router.post(PATH)
 async def add_plan(request: Request) -> Response:
     """Save one purchase plan; a refused field is shown beside it and nothing is saved."""
-    user = await signed_in(request, EDIT)
+    user = await signed_in(request, "inventory.move")
     form = await request.form()
     await check_csrf(request, user, form)
     cells = {k: str(form.get(k, "")).strip()[:200] for k in PLAN_COLUMNS}
@@ -382,7 +381,7 @@ def _preview(
 async def preview_import(request: Request) -> Response:
     """Check a CSV of plans row by row and show what a confirm would save and what is refused
     (with the reasons); nothing is saved."""
-    user = await signed_in(request, EDIT)
+    user = await signed_in(request, "inventory.move")
     form = await request.form(max_files=1, max_fields=8)
     await check_csrf(request, user, form)
     text, problem = await _file_text(form)
@@ -405,7 +404,7 @@ async def preview_import(request: Request) -> Response:
 async def confirm_import(request: Request) -> Response:
     """Save the rows the preview accepted, checked again: if any is refused now, nothing is
     saved and the preview is shown again."""
-    user = await signed_in(request, EDIT)
+    user = await signed_in(request, "inventory.move")
     form = await request.form()
     await check_csrf(request, user, form)
     text = str(form.get("rows", ""))[: MAX_FILE_BYTES * 2]
@@ -432,7 +431,7 @@ async def confirm_import(request: Request) -> Response:
 @router.post(PATH + "/{plan_id}/delete")
 async def delete_plan(request: Request, plan_id: int) -> Response:
     """Delete a purchase plan (after the page's confirmation step); recorded in the trail."""
-    user = await signed_in(request, EDIT)
+    user = await signed_in(request, "inventory.move")
     await check_csrf(request, user)
     try:
         async with database(request).transaction() as session:
