@@ -237,6 +237,8 @@ async def test_every_page_loads_from_this_host_alone_within_the_budget(
     screens += ("/ui/aftersales", "/ui/exports", "/ui/analytics")
     screens += ("/ui/cases", f"/ui/cases/{case_id}", "/ui/rules", "/ui/rules/new", "/ui/review")
     screens += (f"/ui/batches/{batch_id}", "/ui/channels/import")
+    screens += ("/ui/inventory/reservations", "/ui/inventory/allocation")
+    screens += ("/ui/inventory/purchase-plans", "/ui/settings/sla", "/ui/settings/carriers")
     for path in screens:
         await page.goto(f"{base}{path}")
         await page.wait_for_load_state("networkidle")
