@@ -272,6 +272,7 @@ def generate_chunk(args: tuple[int, int, int, float, float]) -> dict[str, Any]:
             "created_at": created,
             "updated_at": created,
             "sub_status": None,
+            "remark": None,
         }
         orders.append(tuple(row[c] for c in so_cols))
         for n, (code, title, _) in enumerate(picked, 1):
@@ -479,7 +480,7 @@ async def _copy(url: str, chunks: Any, total: int) -> dict[str, float]:
             done += len(part["orders"])
             print(f"  {done}/{total} orders loaded", file=sys.stderr, flush=True)
         started = time.perf_counter()
-        await conn.execute("SET maintenance_work_mem = '512MB'")
+        await conn.execute("SET maintenance_work_mem = '2GB'")
         await conn.execute(
             "CREATE INDEX hand_search_doc_tsv ON search_doc USING gin (hand_tsv) "
             "WITH (fastupdate = off)"
