@@ -138,11 +138,15 @@ class Database:
             _configure_sqlite(self.read_engine, immediate=False, synchronous="FULL")
         else:
             # The name shows in pg_stat_activity: which process (API, worker) a backend serves.
+            # Up to twice `pool_size` connections, all kept once opened: an overflow connection
+            # would be closed on its return and opened again at the next burst, and under load
+            # that churn (a backend forked, an SSL context built, the dialect's codecs set up) cost
+            # more than the work it served (issue 21, ADR 0046).
             self.write_engine = create_async_engine(
                 url,
                 echo=echo,
-                pool_size=pool_size,
-                max_overflow=pool_size,
+                pool_size=2 * pool_size,
+                max_overflow=0,
                 pool_pre_ping=False,
                 connect_args={"server_settings": {"application_name": application_name}},
             )
