@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from prometheus_client import Counter
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, Table, event
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, Table, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -169,6 +169,19 @@ class Database:
             session.info[_LAST_QUEUE] = []
             yield session
             await _run_last(session)
+
+    async def read_one(self, sql: str) -> Any:
+        """The first column of the first row of one read (`sql`, no parameters), outside any
+        unit of work: on PostgreSQL one statement in autocommit on the driver's own connection
+        (one round trip: no BEGIN and COMMIT, no session, no statement compiled), on SQLite in a
+        read transaction as usual. For a small read every request makes (the auth revision): it
+        starts after the caller asked and sees everything committed before it."""
+        if self.is_sqlite:
+            async with self.transaction(write=False) as session:
+                return await session.scalar(text(sql))
+        async with self.read_engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            return await raw.driver_connection.fetchval(sql)
 
     async def run(
         self, work: Callable[[AsyncSession], Awaitable[T]], *, attempts: int = RUN_ATTEMPTS
