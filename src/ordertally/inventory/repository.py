@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core.db import table_of
@@ -164,6 +164,36 @@ async def try_reserve(session: AsyncSession, stock_id: int, quantity: int) -> bo
     """Reserve units on one bucket only if enough is available to sell right now."""
     result = await session.execute(_TRY_RESERVE, {"stock_id": stock_id, "quantity": quantity})
     return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+# Several rows in one statement (PostgreSQL): the rows are locked in id order first (the fixed
+# lock order two batches must agree on; a plain UPDATE ... FROM would lock them in whatever order
+# its plan reads them), then each takes its units only if they are still there to sell.
+_TRY_RESERVE_MANY = text(
+    """
+    WITH wanted AS MATERIALIZED (
+        SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:units AS integer[])) AS w(id, units)
+    ), locked AS MATERIALIZED (
+        SELECT stock.id FROM stock WHERE stock.id = ANY(CAST(:ids AS bigint[]))
+        ORDER BY stock.id FOR UPDATE
+    )
+    UPDATE stock SET reserved = stock.reserved + wanted.units
+    FROM wanted JOIN locked ON locked.id = wanted.id
+    WHERE stock.id = wanted.id
+      AND wanted.units <= (stock.on_hand - stock.reserved) - stock.safety_stock
+    RETURNING stock.id
+    """
+)
+
+
+async def try_reserve_many(session: AsyncSession, totals: dict[int, int]) -> bool:
+    """Reserve units on several buckets at once, each only if enough is available to sell right
+    now; False unless every one of them could (the caller rolls the transaction back)."""
+    ids = sorted(totals)
+    result = await session.execute(
+        _TRY_RESERVE_MANY, {"ids": ids, "units": [totals[i] for i in ids]}
+    )
+    return len(result.all()) == len(ids)
 
 
 async def unreserve(session: AsyncSession, stock_id: int, quantity: int) -> None:
