@@ -483,9 +483,7 @@ async def _refund_orders(
             outcomes[row.id] = "refund_recorded"
     if movable:
         actors = {oid: _refund_actor(full[0], full[2]) for oid, full in movable.items()}
-        moved = await orders_service.transition_many(
-            session, sorted(movable), Event.REFUND, actors
-        )
+        moved = await orders_service.transition_many(session, sorted(movable), Event.REFUND, actors)
         for oid in sorted(set(movable) - moved):  # not under the batch's locks: as alone
             outcomes.pop(movable[oid][0].id)
             alone.append(movable[oid])
