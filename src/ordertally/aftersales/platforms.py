@@ -29,6 +29,7 @@ from ordertally.aftersales import batch, refunds, repository, service
 from ordertally.aftersales.errors import AftersaleError, ReportRefused
 from ordertally.aftersales.models import AftersalePlatformRecord
 from ordertally.aftersales.state_machine import CaseType
+from ordertally.channels import service as channels_service
 from ordertally.core import clock, money
 from ordertally.core.crypto import body_context, open_body, seal_body
 from ordertally.core.settings import get_settings
@@ -389,6 +390,36 @@ async def receive_amazon_returns(
     ]
     await _receive(session, keyed, actor, channel, result)
     return result
+
+
+async def import_amazon_returns(
+    session: AsyncSession, account: str, report: AmazonReturns, actor: str
+) -> IngestResult:
+    """An Amazon account's returns report (uploaded or imported as a file) applied: its
+    decided returns stored and applied once each per Amazon RMA ID, on the account's orders
+    (their channel is the account's code)."""
+    found = await channels_service.get_account(session, account)
+    if found.platform != "amazon":
+        raise ReportRefused(
+            f"account {account} is a {found.platform} account, not an Amazon one",
+            account=account,
+        )
+    return await receive_amazon_returns(session, report, actor, account)
+
+
+def amazon_import_doc(report: AmazonReturns, result: IngestResult) -> dict[str, Any]:
+    """What importing a returns report came to (the API's answer, the command's output)."""
+    return {
+        "report": AMAZON_RETURNS_REPORT,
+        "rows": report.rows,
+        "returns": len(report.returns),
+        "undecided_rows": report.undecided,
+        "unreadable_rows": [{"line": n, "message": m} for n, m in report.unreadable],
+        "created": result.created,
+        "duplicates": result.duplicates,
+        "unknown_order": result.unknown_order,
+        "refused": [{"rma": r, "message": m} for r, m in result.refused],
+    }
 
 
 async def _receive(
