@@ -64,10 +64,10 @@ async def _pull(account: str, start: datetime | None) -> dict[str, Any]:
         await db.dispose()
 
 
-async def _import_amazon_returns(account: str, path: Path) -> dict[str, Any]:
+async def _import_amazon_returns(account: str, data: bytes) -> dict[str, Any]:
     from ordertally.aftersales import platforms
 
-    report = platforms.read_amazon_returns(path.read_bytes())
+    report = platforms.read_amazon_returns(data)
     db = _db()
     try:
         async with db.transaction() as session:
@@ -205,7 +205,7 @@ def register(app: typer.Typer) -> None:
         from ordertally.core.errors import OrdertallyError
 
         try:
-            result = asyncio.run(_import_amazon_returns(account, path))
+            result = asyncio.run(_import_amazon_returns(account, path.read_bytes()))
         except OrdertallyError as exc:
             raise _fail(exc) from exc
         console.print_json(json.dumps(result, default=str))
