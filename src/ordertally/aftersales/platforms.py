@@ -30,6 +30,7 @@ from ordertally.aftersales.errors import AftersaleError, ReportRefused
 from ordertally.aftersales.models import AftersalePlatformRecord
 from ordertally.aftersales.state_machine import CaseType
 from ordertally.channels import service as channels_service
+from ordertally.channels.adapters import amazon
 from ordertally.core import clock, money
 from ordertally.core.crypto import body_context, open_body, seal_body
 from ordertally.core.settings import get_settings
@@ -111,41 +112,7 @@ def from_pinduoduo(item: dict[str, Any], channel: str = "pinduoduo") -> Platform
 # Amazon's seller-fulfilled returns report, tab-separated: the header row as Amazon's SP-API
 # "Returns reports attributes" page lists it (tests/aftersales/fixtures/SOURCES.md). One row
 # per returned item; the rows of one return share its Amazon RMA ID.
-AMAZON_RETURNS_REPORT = "GET_FLAT_FILE_RETURNS_DATA_BY_RETURN_DATE"
-AMAZON_RETURNS_COLUMNS = (
-    "Order ID",
-    "Order date",
-    "Return request date",
-    "Return request status",
-    "Amazon RMA ID",
-    "Merchant RMA ID",
-    "Label type",
-    "Label cost",
-    "Currency code",
-    "Return carrier",
-    "Tracking ID",
-    "Label to be paid by",
-    "A-to-Z Claim",
-    "Is prime",
-    "ASIN",
-    "Merchant SKU",
-    "Item Name",
-    "Return quantity",
-    "Return Reason",
-    "In policy",
-    "Return type",
-    "Resolution",
-    "Invoice number",
-    "Return delivery date",
-    "Order Amount",
-    "Order quantity",
-    "SafeT Action reason",
-    "SafeT claim id",
-    "SafeT claim state",
-    "SafeT claim creation time",
-    "SafeT claim reimbursement amount",
-    "Refunded Amount",
-)
+AMAZON_RETURNS_REPORT = amazon.RETURNS_REPORT
 # What a row must carry to be a return of one of our orders.
 AMAZON_RETURNS_REQUIRED = (
     "Order ID",
