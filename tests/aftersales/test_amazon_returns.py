@@ -48,11 +48,11 @@ def test_the_published_header_and_a_real_row_are_one_return_of_two_units() -> No
     assert tuple(data.decode().splitlines()[0].split("\t")) == amazon.RETURNS_COLUMNS
     # When it is read and mapped
     report = platforms.read_amazon_returns(data)
-    [rows] = report.returns.values()
+    [rows] = report.not_refunded.values()
     record = platforms.from_amazon_return(rows, "amz_a")
     # Then it is one approved return of two units of its SKU, not refunded yet (the row ends
-    # before "Refunded Amount"), keyed by the Amazon RMA ID
-    assert (report.rows, report.undecided, report.unreadable) == (1, 0, [])
+    # before "Refunded Amount"), keyed by the Amazon RMA ID: not a fact to apply yet
+    assert (report.rows, report.undecided, report.unreadable, report.returns) == (1, 0, [], {})
     assert record == platforms.PlatformRecord(
         channel="amz_a",
         platform_refund_id="DfqRyqfBRRMA",
@@ -109,7 +109,17 @@ async def _stored(db: Database) -> list[tuple[str, str, str]]:
     return [(r.channel, r.platform_refund_id, r.status) for r in rows]
 
 
-async def test_the_real_row_uploaded_opens_a_return_on_its_order_once(
+def _refunded(data: bytes, amount: str) -> bytes:
+    """The report's row as a later report shows it once Amazon refunded the return: the cells
+    the real row left out written, "Refunded Amount" last (our edit of the published row)."""
+    header, row = data.decode().splitlines()
+    cells = row.split("\t")
+    cells += [""] * (len(header.split("\t")) - len(cells))
+    cells[-1] = amount
+    return (header + "\n" + "\t".join(cells) + "\n").encode()
+
+
+async def test_the_real_row_uploaded_waits_for_its_refund_then_opens_once(
     db: Database, client: httpx.AsyncClient, keys: dict[str, str]
 ) -> None:
     # Given an Amazon account, and its order 113-6277818-6289068 of two units of the
@@ -130,29 +140,34 @@ async def test_the_real_row_uploaded_opens_a_return_on_its_order_once(
         content=FIXTURE.read_bytes(),
         headers=auth(keys["cs"], **{"Content-Type": "text/tab-separated-values"}),
     )
-    # Then the return is a case awaiting its two units, with nothing refunded yet
+    # Then the approved return, not refunded yet, is left for a later report
     assert r.status_code == 200, r.text
     assert r.json() == {
         "report": amazon.RETURNS_REPORT,
         "rows": 1,
-        "returns": 1,
+        "returns": 0,
         "undecided_rows": 0,
+        "not_refunded": 1,
         "unreadable_rows": [],
-        "created": 1,
+        "created": 0,
         "duplicates": 0,
         "unknown_order": 0,
         "refused": [],
     }
-    assert await _cases(db) == [
-        ("DfqRyqfBRRMA", "return_refund", "awaiting_return", 0, [2]),
-    ]
-    assert await order_status(db, order.order_no) == "shipped"
-    # And the same report uploaded again changes nothing
-    again = await client.post(
-        f"{UPLOAD}?account=amz_a", content=FIXTURE.read_bytes(), headers=auth(keys["cs"])
-    )
+    assert await _cases(db) == []
+    assert await _stored(db) == []
+    # When the next report shows Amazon's refund of the order's 21.38, uploaded twice
+    refunded = _refunded(FIXTURE.read_bytes(), "21.38")
+    first = await client.post(f"{UPLOAD}?account=amz_a", content=refunded, headers=auth(keys["cs"]))
+    again = await client.post(f"{UPLOAD}?account=amz_a", content=refunded, headers=auth(keys["cs"]))
+    # Then the return is a case awaiting its two units with Amazon's refund recorded, once,
+    # and the order is refunded in full
+    assert (first.json()["created"], first.json()["duplicates"]) == (1, 0)
     assert (again.json()["created"], again.json()["duplicates"]) == (0, 1)
-    assert len(await _cases(db)) == 1
+    assert await _cases(db) == [
+        ("DfqRyqfBRRMA", "return_refund", "awaiting_return", 2138, [2]),
+    ]
+    assert await order_status(db, order.order_no) == "refunded"
     assert await _stored(db) == [("amz_a", "DfqRyqfBRRMA", "applied")]
 
 
@@ -252,7 +267,8 @@ async def test_a_report_the_simulator_serves_opens_each_return_once(
     whole = str(money.from_minor(second.total_minor, "CNY"))
     # And Amazon holds: a tea of the first returned and refunded (59.90); both lines of the
     # second returned under one RMA and refunded in full; a request of the first not decided
-    # yet; a return of an order that is not ours; the first's cup to be replaced
+    # yet; a return of an order that is not ours; the first's cup to be replaced; the first's
+    # other tea approved but not refunded yet
     requested = (NOW - timedelta(days=2)).isoformat()
     rows: list[dict[str, Any]] = [
         {"order_id": "111-0000001-0000001", "rma": "DRMA1", "refunded": "59.90"},
@@ -266,6 +282,7 @@ async def test_a_report_the_simulator_serves_opens_each_return_once(
             "sku": "CUP-CER-01",
             "resolution": "ReplacementIssued",
         },
+        {"order_id": "111-0000001-0000001", "rma": "DRMA6"},
     ]
     for row in rows:
         await _return(url, requested=requested, currency="CNY", **row)
@@ -275,7 +292,12 @@ async def test_a_report_the_simulator_serves_opens_each_return_once(
     # Then each decided return of our orders is a case, once
     assert r.status_code == 200, r.text
     doc = r.json()
-    assert (doc["rows"], doc["returns"], doc["undecided_rows"]) == (6, 4, 1)
+    assert (doc["rows"], doc["returns"], doc["undecided_rows"], doc["not_refunded"]) == (
+        7,
+        4,
+        1,
+        1,
+    )
     assert (doc["created"], doc["duplicates"], doc["unknown_order"], doc["refused"]) == (
         3,
         0,
@@ -296,8 +318,9 @@ async def test_a_report_the_simulator_serves_opens_each_return_once(
         ("amz_b", "DRMA4", "unknown_order"),
         ("amz_b", "DRMA5", "applied"),
     ]
-    # And the next report, which repeats them with the request now approved, opens only that one
-    state.amazon.returns[3]["Return request status"] = "Approved"
+    # And the next report, which repeats them with the last tea now refunded, opens only that
+    # one
+    state.amazon.returns[6]["Refunded Amount"] = "59.90"
     again = await client.post(
         f"{UPLOAD}?account=amz_b",
         content=await _report_from(url, state.amazon.access_token),
@@ -311,7 +334,7 @@ async def test_a_report_the_simulator_serves_opens_each_return_once(
         ("DRMA2", "return_refund", "awaiting_return", second.total_minor, [2, 1]),
         ("DRMA5", "exchange", "awaiting_return", 0, [1]),
     ]
-    assert cases[3:] == [("DRMA3", "return_refund", "awaiting_return", 0, [1])]
+    assert cases[3:] == [("DRMA6", "return_refund", "awaiting_return", 5990, [1])]
     assert await order_status(db, first.order_no) == "partially_refunded"
 
 
@@ -320,7 +343,7 @@ async def test_an_operator_imports_a_report_from_the_command_line(
 ) -> None:
     if backend != "sqlite":
         pytest.skip("the command line is the same on both databases; it runs once")
-    # Given an Amazon account's shipped order and the report with the real row, saved
+    # Given an Amazon account's shipped order and the report with the real row once refunded
     await make_account(db, "amz_a", "amazon")
     await receive(db, TEST_WAREHOUSE, "PANEC-925SS-IT", 10)
     order = await make_order(
@@ -332,7 +355,7 @@ async def test_an_operator_imports_a_report_from_the_command_line(
     )
     await walk(db, order.order_no, "shipped")
     path = tmp_path / "returns.tsv"
-    path.write_bytes(FIXTURE.read_bytes())
+    path.write_bytes(_refunded(FIXTURE.read_bytes(), "21.38"))
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -355,4 +378,4 @@ async def test_an_operator_imports_a_report_from_the_command_line(
     async with db.transaction(write=False) as session:
         assert await session.scalar(select(func.count()).select_from(AftersaleCase)) == 1
         status = await session.scalar(select(SalesOrder.status).where(SalesOrder.id == order.id))
-    assert status == "shipped"
+    assert status == "refunded"

@@ -122,26 +122,47 @@ AMAZON_RETURNS_REQUIRED = (
     "Return quantity",
 )
 # Requests Amazon (or the seller) has decided: the others (pending authorization, rejected...)
-# are not facts yet and are left for a later report.
+# are not facts and are left for a later report.
 AMAZON_RETURN_DECIDED = frozenset({"approved", "completed"})
 
 
 @dataclass(slots=True)
 class AmazonReturns:
-    """A returns report read: each decided return's rows by Amazon RMA ID, in file order."""
+    """A returns report read: the rows by Amazon RMA ID, in file order, of the returns that
+    are facts (decided and refunded, or replaced) and of those decided but not refunded yet."""
 
     rows: int = 0
     returns: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    not_refunded: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     undecided: int = 0  # rows of requests not decided yet (skipped)
     unreadable: list[tuple[int, str]] = field(default_factory=list)  # (line, why)
 
 
+def _settled(rows: list[dict[str, str]]) -> bool:
+    """Whether Amazon has settled a decided return: money refunded on one of its rows (a
+    value that does not read counts, so that its refusal says why), or the item replaced."""
+    for row in rows:
+        if "replacement" in (row.get("Resolution") or "").lower():
+            return True
+        value = row.get("Refunded Amount") or ""
+        if value:
+            try:
+                if Decimal(value) > 0:
+                    return True
+            except ArithmeticError:
+                return True
+    return False
+
+
 def read_amazon_returns(data: bytes) -> AmazonReturns:
     """Read a `GET_FLAT_FILE_RETURNS_DATA_BY_RETURN_DATE` document (UTF-8, or the Cp1252 some
-    marketplaces send): rows by Amazon RMA ID. A file whose header lacks the columns a return
-    needs is refused whole (`aftersales.report_refused`); a row without an order or an RMA is
-    reported by line and skipped. Short rows (Amazon leaves empty trailing cells out) read as
-    empty; a cell of one space is empty."""
+    marketplaces send): rows by Amazon RMA ID. A return is a fact to apply once its request is
+    decided (approved, completed) and Amazon refunded it or replaced the item; one decided but
+    not refunded yet waits for a later report (the inbox keeps the first version it stores).
+    A file whose header lacks the columns a return needs is refused whole
+    (`aftersales.report_refused`); a row without an order or an RMA is reported by line and
+    skipped. Short rows (Amazon leaves empty trailing cells out) read as empty; a cell of one
+    space is empty."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -168,6 +189,8 @@ def read_amazon_returns(data: bytes) -> AmazonReturns:
             report.undecided += 1
             continue
         report.returns.setdefault(row["Amazon RMA ID"][:64], []).append(row)
+    for rma in [rma for rma, rows in report.returns.items() if not _settled(rows)]:
+        report.not_refunded[rma] = report.returns.pop(rma)
     return report
 
 
@@ -381,6 +404,7 @@ def amazon_import_doc(report: AmazonReturns, result: IngestResult) -> dict[str, 
         "rows": report.rows,
         "returns": len(report.returns),
         "undecided_rows": report.undecided,
+        "not_refunded": len(report.not_refunded),
         "unreadable_rows": [{"line": n, "message": m} for n, m in report.unreadable],
         "created": result.created,
         "duplicates": result.duplicates,
