@@ -86,7 +86,11 @@ def test_a_file_that_is_not_a_returns_report_is_refused_whole() -> None:
 async def _cases(db: Database) -> list[tuple[str | None, str, str, int, list[int]]]:
     async with db.transaction(write=False) as session:
         cases = (await session.scalars(select(AftersaleCase).order_by(AftersaleCase.id))).all()
-        lines = (await session.scalars(select(AftersaleLine).order_by(AftersaleLine.id))).all()
+        lines = (
+            await session.scalars(
+                select(AftersaleLine).order_by(AftersaleLine.case_id, AftersaleLine.line_no)
+            )
+        ).all()
     return [
         (
             c.platform_refund_id,
