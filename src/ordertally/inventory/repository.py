@@ -205,6 +205,18 @@ async def unreserve(session: AsyncSession, stock_id: int, quantity: int) -> None
     )
 
 
+async def unreserve_many(session: AsyncSession, quantities: list[tuple[int, int]]) -> None:
+    """`unreserve` for many buckets, one executemany in the order given ((stock id, quantity)
+    each: callers pass stock id order, the one lock order)."""
+    if quantities:
+        await session.execute(
+            update(_STOCK)
+            .where(_STOCK.c.id == bindparam("sid"))
+            .values(reserved=_STOCK.c.reserved - bindparam("qty")),
+            [{"sid": stock_id, "qty": quantity} for stock_id, quantity in quantities],
+        )
+
+
 async def consume(session: AsyncSession, stock_id: int, quantity: int) -> None:
     """Units leave the warehouse: on hand and reserved both drop."""
     await session.execute(
@@ -361,6 +373,32 @@ async def move_reservations(
         update(table_of(Reservation))
         .where(*where)
         .values(**values)
+        .returning(
+            Reservation.id,
+            Reservation.stock_id,
+            Reservation.warehouse_id,
+            Reservation.sku,
+            Reservation.quantity,
+        )
+    )
+    return sorted((int(a), int(b), int(c), str(d), int(e)) for a, b, c, d, e in result.all())
+
+
+async def move_reservations_many(
+    session: AsyncSession,
+    order_ids: list[int],
+    from_states: tuple[str, ...],
+    to_state: str,
+    at: datetime,
+) -> list[tuple[int, int, int, str, int]]:
+    """`move_reservations` for many orders in one statement; returns the rows moved as
+    (reservation id, stock id, warehouse id, sku, quantity)."""
+    if not order_ids:
+        return []
+    result = await session.execute(
+        update(table_of(Reservation))
+        .where(Reservation.order_id.in_(order_ids), Reservation.state.in_(from_states))
+        .values(state=to_state, updated_at=at)
         .returning(
             Reservation.id,
             Reservation.stock_id,

@@ -1053,19 +1053,17 @@ async def release_order(session: AsyncSession, order_id: int) -> int:
 
 
 async def release_orders(session: AsyncSession, order_ids: list[int]) -> int:
-    """`release_order` for several orders in one transaction: every order's reservations are
-    moved first, then the stock rows are updated once each, in stock id order over all of them
-    (order by order would not be one lock order)."""
+    """`release_order` for several orders in one transaction, in two statements: every order's
+    reservations are moved first, then the stock rows are updated once each, in stock id order
+    over all of them (order by order would not be one lock order)."""
     now = clock.now()
     per_stock: dict[int, int] = defaultdict(int)
-    for order_id in order_ids:
-        moved = await repository.move_reservations(
-            session, order_id, ("held", "committed"), "released", now
-        )
-        for _, stock_id, _, _, quantity in moved:
-            per_stock[stock_id] += quantity
-    for stock_id, quantity in sorted(per_stock.items()):
-        await repository.unreserve(session, stock_id, quantity)
+    moved = await repository.move_reservations_many(
+        session, sorted(set(order_ids)), ("held", "committed"), "released", now
+    )
+    for _, stock_id, _, _, quantity in moved:
+        per_stock[stock_id] += quantity
+    await repository.unreserve_many(session, sorted(per_stock.items()))
     return sum(per_stock.values())
 
 
