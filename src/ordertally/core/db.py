@@ -180,8 +180,9 @@ class Database:
             async with self.transaction(write=False) as session:
                 return await session.scalar(text(sql))
         async with self.read_engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            return await raw.driver_connection.fetchval(sql)
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None, "a pooled connection has its driver connection"
+            return await driver.fetchval(sql)
 
     async def run(
         self, work: Callable[[AsyncSession], Awaitable[T]], *, attempts: int = RUN_ATTEMPTS
