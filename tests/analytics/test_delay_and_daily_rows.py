@@ -18,7 +18,7 @@ from ordertally.analytics import delay_rows, service
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.money import format_minor
-from ordertally.core.settings import get_settings
+from ordertally.core.settings import get_settings, reset_settings
 from ordertally.events import service as events_service
 from ordertally.events.dispatcher import drain
 from ordertally.events.models import OutboxEvent
@@ -138,7 +138,12 @@ async def test_delay_causes_are_rows_equal_to_plain_sql_and_rebuilt_identically(
     rows = await _delay_rows(db)
     # Then the delay-cause rows equal plain SQL over the timelines and the cases
     assert rows == await _delay_rows_by_plain_sql(db, backend)
-    everyone = {k[3:6:2]: v for k, v in rows.items() if k[:3] == ("all", DAY, "*")}
+    # (the customers domain opens cases of its own, e.g. `customer.same_sku_burst` for one
+    # buyer's repeated SKU: counted too, and left out of this listing)
+    opened = {"shortage", "payment_mismatch", "address_invalid"}
+    everyone = {
+        k[3:6:2]: v for k, v in rows.items() if k[:3] == ("all", DAY, "*") and k[5] in opened
+    }
     assert everyone == {
         ("pending_to_paid", "shortage"): 2,
         ("pending_to_paid", "payment_mismatch"): 1,
@@ -286,8 +291,14 @@ async def _daily_by_plain_sql(db: Database, backend: str) -> list[tuple[Any, ...
 
 
 async def test_daily_series_from_kept_rows_equals_plain_sql(
-    client: AsyncClient, keys: dict[str, str], db: Database, backend: str
+    client: AsyncClient,
+    keys: dict[str, str],
+    db: Database,
+    backend: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("ORDERTALLY_FX_RATES", '{"USD": "7.1043"}')  # a USD order's locked rate
+    reset_settings()
     # Given orders on two channels in two currencies, some paid, one created at 00:30 local on
     # the 11th (16:30 UTC on the 10th), one paid before its creation is known
     for i, hours in enumerate([[0.2], [0.5, 1], [], [0.1], []]):

@@ -70,4 +70,4 @@ async def fold_cases_into_delay_causes(session: AsyncSession, events: list[Envel
 
 
 def _case_orders(events: list[Envelope]) -> list[int]:
-    return [int(e.payload["order_id"]) for e in events if e.payload.get("order_id") is not None]
+    return [int(e.payload["order_id"]) for e in events]

@@ -701,6 +701,31 @@ _STORE = f"""
         ON CONFLICT (day_date, channel, currency) DO UPDATE SET
             orders = order_daily_paid.orders + excluded.orders
         RETURNING 1
+    ), moves AS (
+        SELECT * FROM unnest(
+            CAST(:m_order AS bigint[]), CAST(:m_sign AS int[]), CAST(:m_day AS text[]),
+            CAST(:m_channel AS text[])
+        ) AS m(order_id, sign, day_date, channel)
+    ), parts AS (
+        SELECT m.sign, m.day_date, m.channel, 'all' AS dimension, 'all' AS dim_key,
+            coalesce((SELECT sum(l.quantity) FROM order_line l WHERE l.order_id = m.order_id), 0)
+                AS units
+        FROM moves m
+        UNION ALL
+        SELECT m.sign, m.day_date, m.channel, 'sku', l.sku, sum(l.quantity)
+        FROM moves m JOIN order_line l ON l.order_id = m.order_id
+        GROUP BY m.order_id, m.sign, m.day_date, m.channel, l.sku
+    ), shipped AS (
+        INSERT INTO shipped_daily_stat (dimension, day_date, channel, dim_key, orders, units)
+        SELECT p.dimension, p.day_date, c.channel, p.dim_key, sum(p.sign), sum(p.sign * p.units)
+        FROM parts p CROSS JOIN LATERAL (VALUES (p.channel), ('{ALL_CHANNELS}')) AS c(channel)
+        GROUP BY p.dimension, p.day_date, c.channel, p.dim_key
+        HAVING sum(p.sign) <> 0 OR sum(p.sign * p.units) <> 0
+        ORDER BY p.dimension, p.day_date, c.channel, p.dim_key
+        ON CONFLICT (dimension, channel, day_date, dim_key) DO UPDATE SET
+            orders = shipped_daily_stat.orders + excluded.orders,
+            units = shipped_daily_stat.units + excluded.units
+        RETURNING 1
     )
     INSERT INTO stage_daily_stat
         (dimension, day_date, channel, stage, dim_key, bucket, orders, sum_us, over_sla)
@@ -718,6 +743,7 @@ _STORE = f"""
 
 DelayDelta = tuple[Any, ...]  # (dimension, day, channel, stage, key, type), orders
 PaidDelta = tuple[Any, ...]  # (day, channel, currency), orders
+ShippedMove = tuple[int, int, str, str]  # order_id, -1 (out) or 1 (in), shipped day, channel
 
 
 async def store_timelines_and_deltas(
@@ -726,11 +752,17 @@ async def store_timelines_and_deltas(
     deltas: list[tuple[StatKey, int, int, int]],
     delays: list[DelayDelta] | None = None,
     paid: list[PaidDelta] | None = None,
+    shipped: list[ShippedMove] | None = None,
 ) -> None:
     """Write locked timeline rows and add stage, delay-cause and daily paid deltas: one
-    statement on PostgreSQL, each table's rows taken in key order; several on SQLite."""
-    delays, paid = delays or [], paid or []
+    statement on PostgreSQL, each table's rows taken in key order; several on SQLite. On
+    PostgreSQL the same statement moves the shipped rows of the orders whose shipped day or
+    channel moved (`shipped`: their lines read from `order_line` there, as
+    `aftersale_rows.shipped_contribution` counts them); SQLite's caller moves them itself."""
+    delays, paid, shipped = delays or [], paid or [], shipped or []
     if dialect_of(session) != "postgresql":
+        if shipped:
+            raise ValueError("SQLite moves the shipped rows through add_shipped_deltas")
         await write_timelines(session, rows)
         await add_stage_deltas(session, deltas)
         await _upsert_deltas(
@@ -759,6 +791,8 @@ async def store_timelines_and_deltas(
     for i, name in enumerate(("p_day", "p_channel", "p_currency")):
         params[name] = [d[0][i] for d in paid]
     params["p_orders"] = [d[1] for d in paid]
+    for i, name in enumerate(("m_order", "m_sign", "m_day", "m_channel")):
+        params[name] = [m[i] for m in shipped]
     await session.execute(text(_STORE), params)
 
 

@@ -29,7 +29,7 @@ from ordertally.analytics.event_templates import (
 from ordertally.analytics.models import OrderTimeline
 from ordertally.analytics.schemas import BusinessEventIn, RequirementIn
 from ordertally.core import clock
-from ordertally.core.db import Database
+from ordertally.core.db import Database, dialect_of
 from ordertally.core.money import format_minor
 from ordertally.core.settings import get_settings
 from ordertally.events import service as events_service
@@ -135,23 +135,32 @@ async def apply_events(session: AsyncSession, events: list[Envelope]) -> None:
 async def _store(
     session: AsyncSession, before: dict[int, dict[str, Any]], after: dict[int, dict[str, Any]]
 ) -> None:
-    """Write the timelines that changed and move the stage rows by the difference."""
+    """Write the timelines that changed and move the stage, delay-cause, paid and shipped rows
+    by the difference (PostgreSQL: one statement)."""
     changed = [k for k, row in after.items() if row != before[k]]
     if not changed:
         return
     old, new = [before[k] for k in changed], [after[k] for k in changed]
+    # The shipped rows (what the after-sales rate divides by) move only when an order's
+    # shipped day or channel does: once in an order's life, unless an event comes late.
+    moves: list[tuple[int, int, str, str]] = []
+    for k in changed:
+        was, now = _shipped_key(before[k]), _shipped_key(after[k])
+        if was != now:
+            moves += [(k, -1, *was)] if was else []
+            moves += [(k, 1, *now)] if now else []
+    in_one_statement = dialect_of(session) == "postgresql"
     await repository.store_timelines_and_deltas(
         session,
         new,
         histogram.deltas(old, new),
         delay_rows.delay_deltas(old, new),
         delay_rows.paid_deltas(old, new),
+        moves if in_one_statement else [],
     )
-    # The shipped rows (what the after-sales rate divides by) move only when an order's
-    # shipped day or channel does: once in an order's life, unless an event comes late.
-    moved = [k for k in changed if _shipped_key(before[k]) != _shipped_key(after[k])]
-    if moved:
-        lines = await orders_service.lines_of_orders(session, sorted(moved))
+    moved = sorted({k for k, *_ in moves})
+    if moved and not in_one_statement:
+        lines = await orders_service.lines_of_orders(session, moved)
         await repository.add_shipped_deltas(
             session,
             aftersale_rows.add_deltas(

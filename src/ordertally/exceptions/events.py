@@ -11,11 +11,11 @@ from ordertally.events.registry import event_schema
 
 @event_schema("ExceptionCaseOpened", 1)
 class ExceptionCaseOpened(BaseModel):
-    """A case was opened (on an order, or on none): what the delay causes of the stage table
-    fold in (ADR 0043)."""
+    """A case was opened on an order: what the delay causes of the stage table fold in (ADR
+    0043). Cases on no order publish nothing."""
 
     case_id: int
-    order_id: int | None
+    order_id: int
     category: str
     type: str
     blocking: bool

@@ -6,6 +6,10 @@ rows were moved by; `order_daily_paid` the daily series' paid orders. The paid r
 here from the timelines; `ordertally analytics rebuild --stages-only` fills the delay causes
 (it reads every order's cases).
 
+events: `processed_event` gets an index on `event_id`: the dispatcher asks, per batch, which
+consumers already applied the claimed events, and the primary key leads with the consumer
+(without it, every batch read the whole dedupe table).
+
 Revision ID: 0036
 Revises: 0035
 Create Date: 2026-12-05 16:00:00
@@ -56,6 +60,9 @@ def upgrade() -> None:
             "day_date", "channel", "currency", name=op.f("pk_order_daily_paid")
         ),
     )
+    op.create_index(
+        "ix_processed_event_event_id", "processed_event", ["event_id"], unique=False
+    )
     op.execute(
         "INSERT INTO order_daily_paid (day_date, channel, currency, orders)"
         " SELECT day_date, channel, currency, count(*) FROM order_timeline"
@@ -65,6 +72,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_processed_event_event_id", table_name="processed_event")
     op.drop_table("order_daily_paid")
     op.drop_table("stage_delay_stat")
     with op.batch_alter_table("order_timeline") as batch:
