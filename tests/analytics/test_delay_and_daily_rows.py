@@ -196,9 +196,7 @@ async def test_delay_causes_are_rows_equal_to_plain_sql_and_rebuilt_identically(
         params={**PERIOD, "by": "channel", "exact": "true"},
         headers=auth(keys["ops"]),
     )
-    assert [i["delay_causes"] for i in exact.json()["items"]] == [
-        i["delay_causes"] for i in table
-    ]
+    assert [i["delay_causes"] for i in exact.json()["items"]] == [i["delay_causes"] for i in table]
     # When the read models are rebuilt from the event log and the cases
     assert await service.rebuild(db) > 0
     # Then the rows are the same, row for row; and so when recomputed from the timelines

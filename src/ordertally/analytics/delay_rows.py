@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from ordertally.analytics.histogram import ALL_CHANNELS, TRACKED, micros
 from ordertally.analytics.aftersale_rows import add_deltas
+from ordertally.analytics.histogram import ALL_CHANNELS, TRACKED, micros
 
 # The stages whose delay causes the stage table names: all of them but the ship-by deadline
 # (not a stage of the table).

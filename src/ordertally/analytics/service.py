@@ -540,9 +540,7 @@ async def rebuild_stages(db: Database, batch: int = 5000) -> int:
         # Delay causes: from the types each timeline carries, then any type not carried yet.
         after = 0
         while page := await repository.timelines_with_cases_after(session, after, batch):
-            await repository.add_timeline_row_deltas(
-                session, delay_rows.delay_deltas([], page), []
-            )
+            await repository.add_timeline_row_deltas(session, delay_rows.delay_deltas([], page), [])
             after = page[-1]["order_id"]
         await _fold_every_case(session, batch)
         return await repository.stage_row_count(session)

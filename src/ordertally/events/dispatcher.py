@@ -20,7 +20,6 @@ from ordertally.core import clock
 from ordertally.core.db import Database, is_transient
 from ordertally.core.settings import Settings
 from ordertally.events import repository
-from ordertally.events.repository import Claimed
 from ordertally.events.registry import (
     CALLBACK_EVENTS,
     Consumer,
@@ -28,6 +27,7 @@ from ordertally.events.registry import (
     consumers_for,
     phase,
 )
+from ordertally.events.repository import Claimed
 
 log = logging.getLogger(__name__)
 

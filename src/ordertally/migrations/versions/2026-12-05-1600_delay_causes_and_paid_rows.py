@@ -28,9 +28,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("order_timeline") as batch:
-        batch.add_column(
-            sa.Column("exception_types", sa.Text(), server_default="", nullable=False)
-        )
+        batch.add_column(sa.Column("exception_types", sa.Text(), server_default="", nullable=False))
     op.create_table(
         "stage_delay_stat",
         sa.Column("dimension", sa.String(length=16), nullable=False),
@@ -60,9 +58,7 @@ def upgrade() -> None:
             "day_date", "channel", "currency", name=op.f("pk_order_daily_paid")
         ),
     )
-    op.create_index(
-        "ix_processed_event_event_id", "processed_event", ["event_id"], unique=False
-    )
+    op.create_index("ix_processed_event_event_id", "processed_event", ["event_id"], unique=False)
     op.execute(
         "INSERT INTO order_daily_paid (day_date, channel, currency, orders)"
         " SELECT day_date, channel, currency, count(*) FROM order_timeline"
