@@ -383,7 +383,8 @@ async def exception_types_of(session: AsyncSession, order_ids: list[int]) -> dic
             .distinct()
         )
         for order_id, kind in rows.all():
-            found.setdefault(int(order_id), set()).add(kind)
+            if order_id is not None:
+                found.setdefault(order_id, set()).add(kind)
     return found
 
 
@@ -397,7 +398,7 @@ async def orders_with_cases_after(session: AsyncSession, after_id: int, limit: i
         .order_by(ExceptionCase.order_id)
         .limit(limit)
     )
-    return [int(i) for i in rows.all()]
+    return [i for i in rows.all() if i is not None]
 
 
 async def delay_rows(
