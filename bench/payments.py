@@ -15,6 +15,8 @@
    first, then one signed partial-refund notification each (WeChat Pay REFUND.SUCCESS, Alipay
    refund trade_status_sync, numbered like after-sales refunds) offered at the same rate;
    acknowledgement latency, then applied per second, one payment_refund row per notification.
+   `--refund-full-every N` makes every Nth refund a full one (the order moves to refunded and
+   its stock is released), to measure the batched full refunds (ADR 0039).
 
 Every measurement is repeated `--rounds` times; the medians are printed with the command line.
 The load generator is `bench.loadgen.Connection` (raw keep-alive HTTP/1.1, a few µs/request).
@@ -725,7 +727,7 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
     with refund_fee and out_biz_no), signed as the providers sign, numbered as after-sales
     numbers its refunds (`ASR...`), offered at `rate`/s (open loop); then the workers apply
     them. Checks one payment_refund row per notification and the refunded totals (exactly
-    once: 1.00 more on each attempt)."""
+    once: 1.00 more on each attempt, the whole amount on every `--refund-full-every`th)."""
     from ordertally.payments.models import Payment, PaymentNotification, PaymentRefund
     from ordertally.payments.simulator import messages as m
 
@@ -756,10 +758,14 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
     async with db.transaction(write=False) as session:
         refunds_before = await session.scalar(select(func.count()).select_from(PaymentRefund))
         refunded_before = await session.scalar(select(func.sum(Payment.refunded_minor)))
-    refund_minor = 100  # 1.00 of each order: a partial refund
     msgs: list[Message] = []
+    expected = 0
     for i, p in enumerate(attempts):
         out_refund_no = f"ASR{i:016d}{secrets.randbelow(10**6):06d}"
+        # 1.00 of each order (a partial refund), or every Nth order in full.
+        full = args.refund_full_every > 0 and i % args.refund_full_every == 0
+        refund_minor = p.amount_minor if full else 100
+        expected += refund_minor
         if p.provider == "wechatpay":
             resource = m.wechat_refund(
                 env.keys,
@@ -780,7 +786,7 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
                 out_biz_no=out_refund_no,
                 trade_no=m.new_trade_no(),
                 gmt_payment=paid_at,
-                fully_refunded=False,
+                fully_refunded=full,
             )
             msgs.append(alipay(port, "refund", form))
     workers = (
@@ -836,7 +842,8 @@ async def refund_round(env: Env, db: Any, args: argparse.Namespace, port: int) -
         ),
         "refunds_recorded": recorded,
         "refunded_minor": refunded,
-        "ok": len(latencies) == total and recorded == total and refunded == total * refund_minor,
+        "full_refunds": outcomes.get("refund_full", 0),
+        "ok": len(latencies) == total and recorded == total and refunded == expected,
         "window_unix": [round(window_start, 2), round(window_end, 2)],
     }
 
@@ -1084,6 +1091,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--rate-seconds", type=float, default=5.0)
     parser.add_argument("--recon-rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--refund-full-every",
+        type=int,
+        default=0,
+        help="refunds phase: every Nth refund is a full one (0: partial refunds only)",
+    )
     parser.add_argument(
         "--phases",
         type=lambda v: v.split(","),

@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench import cpu
+from bench import cpu, profile
 from bench.drill import checks, report
 from bench.drill.sampler import Sampler
 from bench.drill.scenario import Scenario, Targets, promotion_rate
@@ -112,6 +112,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stale-rate", type=float, default=0.01)
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the report goes")
     parser.add_argument("--publish", action="store_true", help="also write it into docs/drill/")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the API and worker processes with py-spy during the load (where CPU goes)",
+    )
     args = parser.parse_args(argv)
     if args.speed <= 0 or args.duration <= 0:
         parser.error("--speed and --duration must be positive")
@@ -237,6 +242,59 @@ async def compensate(db_env: dict[str, str], url: str) -> dict[str, int]:
         await db.dispose()
 
 
+Profiles = list[tuple[str, subprocess.Popen[bytes], Path]]
+
+
+def start_profiles(args: argparse.Namespace, server: Server, workers: list[Process]) -> Profiles:
+    """With --profile: py-spy on every API serving process and every worker for the load."""
+    if not args.profile:
+        return []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    targets = [("api", pid) for pid in cpu.workers(server.pid)]
+    targets += [(w.name, w.pid) for w in workers]
+    out = []
+    for name, pid in targets:
+        raw = args.out / f"drill-profile-{stamp}-{name}-{pid}.txt"
+        out.append((name, profile.start(pid, args.duration, raw, subprocesses=False), raw))
+    return out
+
+
+def finish_profiles(profiles: Profiles) -> dict[str, Any]:
+    """Each process kind's samples merged and summarised (bench.profile's report)."""
+    merged: dict[str, list[Path]] = {}
+    for name, sampler, raw in profiles:
+        try:
+            sampler.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            sampler.kill()
+            sampler.communicate()
+        merged.setdefault("api" if name == "api" else "worker", []).append(raw)
+    found: dict[str, Any] = {}
+    for kind, raws in merged.items():
+        target = raws[0].with_name(raws[0].name.rsplit("-", 2)[0] + f"-{kind}.txt")
+        with target.open("w") as out:
+            for raw in raws:
+                if raw.exists():
+                    out.write(raw.read_text(errors="replace"))
+                    raw.unlink()
+        if target.stat().st_size:
+            summary_name = target.stem.replace("profile", "profile-summary") + ".txt"
+            summary_path = target.with_name(summary_name)
+            summary_path.write_text(profile.render(profile.analyse(target)))
+            found[kind] = str(summary_path)
+            _say(f"profile of {kind}: {summary_path}")
+    return found
+
+
+async def backend_sessions(pool: Any) -> int:
+    """Sessions PostgreSQL has established to this database so far (every connection opened)."""
+    async with pool.acquire() as conn:
+        value = await conn.fetchval(
+            "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+        )
+    return int(value or 0)
+
+
 async def drive(
     args: argparse.Namespace,
     db: Any,
@@ -278,10 +336,13 @@ async def drive(
                 await asyncio.wait_for(shipping.wait(), 1.0)
 
     shipper = asyncio.ensure_future(warehouse())
+    sessions_before = await backend_sessions(pool)
     sampler.start = time.perf_counter()
+    profiles = start_profiles(args, server, workers)
     _say(f"load: {scenario.rate:.1f} orders/s for {args.duration:g} s")
     tally = await scenario.run()
     load_end = time.perf_counter()
+    profiled = await asyncio.to_thread(finish_profiles, profiles)
     sampler.stop_waits()
     await waiting
     # The API's own latency over the load, to set beside the clients' (where a request waits).
@@ -345,6 +406,8 @@ async def drive(
             quiet_since = None
         await asyncio.sleep(0.5)
     drain_seconds = time.perf_counter() - load_end
+    new_sessions = await backend_sessions(pool) - sessions_before
+    _say(f"connections opened to PostgreSQL during load and drain: {new_sessions}")
     _say(f"drained in {drain_seconds:.1f} s; checking")
     shipping.set()
     await shipper
@@ -442,6 +505,8 @@ async def drive(
         "db_waits": sampler.mean_waits(),
         "db_blockers": sampler.mean_blockers(),
         "drain_seconds": round(drain_seconds, 1),
+        "profiles": profiled,
+        "connections_opened": new_sessions,
         "api_server_view": server_view,
         "orders": {"scheduled": tally.scheduled, "created": len(tally.fates)},
         "storage": storage,

@@ -67,7 +67,7 @@ def _api_processes(db: Database, policy: str, count: int = 2) -> Iterator[list[s
 
 
 def _wait_until_up(urls: list[str], procs: list[subprocess.Popen[bytes]], log: IO[bytes]) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # two processes starting on a busy machine
     for url, proc in zip(urls, procs, strict=True):
         while True:
             if proc.poll() is not None or time.monotonic() > deadline:

@@ -694,3 +694,146 @@ async def test_two_workers_applying_the_same_refund_record_it_once(
         assert outcomes == ["duplicate", "refund_recorded"]
         assert after is not None and after.refunded_minor == 500
         assert len(recorded) == 1
+
+
+async def _full_world(db: Database, tag: str) -> World:
+    """Seven orders paid by WeChat Pay: 0 paid, 1 allocated, 2 fulfilling, 3 paid (refunded
+    in two parts), 4 shipped (our refund), 5 shipped (after-sales' refund), 6 paid (its full
+    refund resent)."""
+    orders = [await make_order(db) for _ in range(7)]
+    attempts = [await make_attempt(db, o) for o in orders]
+    paths: list[list[str]] = [[], ["allocate"], ["allocate", "start_fulfillment"], [], _SHIP]
+    paths += [_SHIP, []]
+    for order, attempt, path in zip(orders, attempts, paths, strict=True):
+        await _paid_then(db, order, attempt, path)
+    async with db.transaction(write=False) as session:
+        fresh = [await repository.get_payment(session, a.id) for a in attempts]
+    return World(tag, orders, [a for a in fresh if a is not None])
+
+
+def _full_stream(w: World) -> list[Notice]:
+    """Full refunds before shipment (paid, allocated, fulfilling, one in two parts) and after
+    it (ours, after-sales'), and one resent after its order was refunded."""
+    a, t = w.attempts, w.tag
+    total = [p.amount_minor for p in a]
+    return [
+        refund(a[0], f"{t}-f1", f"{t}-F1", minor=total[0]),
+        refund(a[3], f"{t}-f2", f"{t}-F2", minor=100),
+        refund(a[1], f"{t}-f3", f"{t}-F3", minor=total[1], refund_id="5031"),
+        refund(a[4], f"{t}-f4", f"{t}-F4", minor=total[4]),
+        refund(a[2], f"{t}-f5", f"{t}-F5", minor=total[2]),
+        refund(a[5], f"{t}-f6", f"ASR{t}F6", minor=total[5]),
+        refund(a[3], f"{t}-f7", f"{t}-F7", minor=total[3] - 100),
+        refund(a[6], f"{t}-f8", f"{t}-F8", minor=total[6]),
+        refund(a[6], f"{t}-f9", f"{t}-F8", minor=total[6]),  # resent
+    ]
+
+
+async def test_full_refunds_before_and_after_shipment_move_together_in_a_batch(
+    db: Database,
+) -> None:
+    # Given stock, and two copies of orders paid, allocated, fulfilling and shipped, each
+    # with the same stream of full refunds stored
+    await add_warehouse(db, "WH-FULL")
+    for sku in SKUS:
+        await receive(db, "WH-FULL", sku, 1000)
+    batch, single = await _full_world(db, "QFA"), await _full_world(db, "QFB")
+    batch.ids = await _store(db, _full_stream(batch))
+    single.ids = await _store(db, _full_stream(single))
+    # When the first copy is applied as one worker batch and the second one by one
+    before_batch = await _marks(db)
+    statements = await _apply_as_a_batch(db, batch.ids)
+    after_batch = await _marks(db)
+    await _apply_one_by_one(db, single.ids)
+    # Then both copies' tables are the same
+    got_batch = await _tables(db, batch, before_batch, after_batch)
+    got_single = await _tables(db, single, after_batch)
+    for table in got_single:
+        assert got_batch[table] == got_single[table], table
+    # ...and they are what the stream says: the orders before shipment refunded, their
+    # reservations released; the shipped ones stay shipped (ours opens a case)
+    assert [o for o, _, _ in got_single["outcomes"]] == [
+        "refund_full",
+        "refund_recorded",
+        "refund_full",
+        "refund_recorded",
+        "refund_full",
+        "refund_recorded",
+        "refund_full",
+        "refund_full",
+        "duplicate",
+    ]
+    assert [o for o, _ in got_single["orders"]] == [
+        "refunded",
+        "refunded",
+        "refunded",
+        "refunded",
+        "shipped",
+        "shipped",
+        "refunded",
+    ]
+    moved = [e for e in got_single["audit"] if e["event"] == "refund"]
+    assert [(e["order_id"], e["from"], e["actor_kind"]) for e in moved] == [
+        ("<order 0>", "paid", "payment_callback"),
+        ("<order 1>", "allocated", "payment_callback"),
+        ("<order 2>", "fulfilling", "payment_callback"),
+        ("<order 3>", "paid", "payment_callback"),
+        ("<order 6>", "paid", "payment_callback"),
+    ]
+    assert moved[1]["evidence_ref"] == "5031"
+    for n in (0, 1, 2, 3, 6):
+        states = {s["state"] for s in got_single["stock"] if s["order_id"] == f"<order {n}>"}
+        assert states == {"released"}, n
+    for n in (4, 5):
+        states = {s["state"] for s in got_single["stock"] if s["order_id"] == f"<order {n}>"}
+        assert states == {"consumed"}, n
+    assert [c["type"] for c in got_single["cases"] if c["category"] == "payment"] == [
+        "refund_after_fulfilment"
+    ]
+    assert [c["detail"]["order_status"] for c in got_single["cases"]] == ["shipped"]
+    # ...the five orders moved in one compare-and-set per source status, not one by one
+    moves = [s for s in statements if s.lstrip().upper().startswith("UPDATE SALES_ORDER")]
+    assert len(moves) == 3, moves
+    assert sum(s.startswith("SAVEPOINT") for s in statements) == 1
+
+
+async def _fulls_statements(db: Database, n: int, tag: str) -> tuple[list[str], list[str]]:
+    """Statements of one batch of `n` full refunds of paid orders, and its outcomes."""
+    orders = [await make_order(db) for _ in range(n)]
+    attempts = [await make_attempt(db, o) for o in orders]
+    for o, a in zip(orders, attempts, strict=True):
+        await _paid_then(db, o, a, [])
+    async with db.transaction(write=False) as session:
+        paid = [await repository.get_payment(session, a.id) for a in attempts]
+    notices = [
+        refund(p, f"{tag}-{i}", f"{tag}R{i}", minor=p.amount_minor)
+        for i, p in enumerate(p for p in paid if p is not None)
+    ]
+    ids = await _store(db, notices)
+    statements = await _apply_as_a_batch(db, ids)
+    async with db.transaction(write=False) as session:
+        outcomes = (
+            await session.scalars(
+                select(PaymentNotification.outcome).where(PaymentNotification.id.in_(ids))
+            )
+        ).all()
+        statuses = (
+            await session.scalars(
+                select(SalesOrder.status).where(SalesOrder.id.in_([o.id for o in orders]))
+            )
+        ).all()
+    assert list(statuses) == ["refunded"] * n
+    return statements, list(outcomes)
+
+
+async def test_a_batch_of_full_refunds_takes_a_fixed_number_of_statements(db: Database) -> None:
+    # Given stock, and paid orders: four, then eight, each refunded in full in one batch
+    await add_warehouse(db, "WH-FIX")
+    for sku in SKUS:
+        await receive(db, "WH-FIX", sku, 1000)
+    four, outcomes_four = await _fulls_statements(db, 4, "FX4")
+    eight, outcomes_eight = await _fulls_statements(db, 8, "FX8")
+    # Then every order is refunded in full, and twice the refunds take no more statements
+    assert outcomes_four == ["refund_full"] * 4
+    assert outcomes_eight == ["refund_full"] * 8
+    assert len(eight) == len(four), (len(four), len(eight))

@@ -11,7 +11,7 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from ordertally.aftersales import goods, lifecycle, refunds, service
+from ordertally.aftersales import goods, lifecycle, platforms, refunds, service
 from ordertally.aftersales.models import AftersaleCase, AftersaleRefund, ReturnParcel
 from ordertally.aftersales.schemas import (
     CaseCreate,
@@ -396,6 +396,27 @@ async def close(
     async with _db(request).transaction() as session:
         case = await service.close(session, case_no, principal.name)
     return _json(case_doc(case))
+
+
+@router.post(
+    "/aftersales/platform-files/amazon-returns",
+    summary="Import an Amazon returns report (GET_FLAT_FILE_RETURNS_DATA_BY_RETURN_DATE)",
+)
+async def import_amazon_returns(
+    request: Request,
+    principal: Annotated[Principal, Depends(require("aftersales.manage"))],
+    account: Annotated[str, Query(min_length=1, max_length=32)],
+) -> Response:
+    """The request body is the report as Amazon serves it (tab-separated, header row first).
+    Each decided return becomes a case once per Amazon RMA ID (a report sent again changes
+    nothing); a file that is not such a report answers 400 `aftersales.report_refused` and
+    stores nothing."""
+    report = platforms.read_amazon_returns(await request.body())
+    async with _db(request).transaction() as session:
+        result = await platforms.import_amazon_returns(
+            session, account, report, f"{principal.name}:upload"
+        )
+    return _json(platforms.amazon_import_doc(report, result))
 
 
 @router.post("/aftersales/parcels", status_code=201, summary="A returned parcel arrived")

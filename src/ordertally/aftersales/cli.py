@@ -1,12 +1,14 @@
-"""Commands of after-sales for operations: `ordertally aftersales list|show|pull|records|reapply`
-(cases in a table, one case as JSON, a Pinduoduo account's after-sale records pulled now, the
-inbox of platform records not applied, and applying those again once their order is here)."""
+"""Commands of after-sales for operations: `ordertally aftersales
+list|show|pull|import-amazon-returns|records|reapply` (cases in a table, one case as JSON, a
+Pinduoduo account's after-sale records pulled now, an Amazon returns report imported, the inbox
+of platform records not applied, and applying those again once their order is here)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -58,6 +60,19 @@ async def _pull(account: str, start: datetime | None) -> dict[str, Any]:
             async with db.transaction() as session:
                 await pulls.set_cursor(session, account, start)
         return (await pulls.pull_account(db, account)).as_dict()
+    finally:
+        await db.dispose()
+
+
+async def _import_amazon_returns(account: str, data: bytes) -> dict[str, Any]:
+    from ordertally.aftersales import platforms
+
+    report = platforms.read_amazon_returns(data)
+    db = _db()
+    try:
+        async with db.transaction() as session:
+            result = await platforms.import_amazon_returns(session, account, report, "cli")
+        return platforms.amazon_import_doc(report, result)
     finally:
         await db.dispose()
 
@@ -174,6 +189,28 @@ def register(app: typer.Typer) -> None:
         except OrdertallyError as exc:
             raise _fail(exc) from exc
         console.print_json(json.dumps(result, default=str))
+
+    @aftersales.command("import-amazon-returns")
+    def import_amazon_returns_command(
+        account: Annotated[str, typer.Argument(help="An Amazon account code")],
+        path: Annotated[
+            Path,
+            typer.Argument(
+                exists=True, dir_okay=False, help="A GET_FLAT_FILE_RETURNS_DATA_BY_RETURN_DATE file"
+            ),
+        ],
+    ) -> None:
+        """Import an Amazon seller-fulfilled returns report: each decided return becomes a case
+        once per Amazon RMA ID; exits 1 while some return found no order or was refused."""
+        from ordertally.core.errors import OrdertallyError
+
+        try:
+            result = asyncio.run(_import_amazon_returns(account, path.read_bytes()))
+        except OrdertallyError as exc:
+            raise _fail(exc) from exc
+        console.print_json(json.dumps(result, default=str))
+        if result["unknown_order"] or result["refused"]:
+            raise typer.Exit(1)
 
     @aftersales.command("records")
     def records_command(

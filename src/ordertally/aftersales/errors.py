@@ -58,3 +58,9 @@ class ParcelNotFound(AftersaleError):
 class WaitingForStock(AftersaleError):
     code = "aftersales.waiting_for_stock"
     title = "The goods to send again are not in stock"
+
+
+class ReportRefused(AftersaleError):
+    status = 400
+    code = "aftersales.report_refused"
+    title = "The file is not a platform returns report we read"

@@ -1,9 +1,12 @@
 """Platform after-sale records mapped to cases: Shopify's refund (the `refunds/create`
-webhook body, the Refund resource) and Pinduoduo's `pdd.refund.list.increment.get` items, as
-one `PlatformRecord` each, ingested once per platform refund id.
+webhook body, the Refund resource), Pinduoduo's `pdd.refund.list.increment.get` items and the
+returns of Amazon's seller-fulfilled returns report (`GET_FLAT_FILE_RETURNS_DATA_BY_RETURN_DATE`,
+a file uploaded or imported), as one `PlatformRecord` each, ingested once per platform refund
+id (Amazon: the Amazon RMA ID).
 
-Shopify's arrive through the channel webhook inbox (sealed there). Pinduoduo's items are kept
-as the platform sent them in the after-sales record inbox, sealed with AES-GCM bound to the
+Shopify's arrive through the channel webhook inbox (sealed there). Pinduoduo's items and
+Amazon's returns (the report's rows of one RMA) are kept as the platform sent them in the
+after-sales record inbox, sealed with AES-GCM bound to the
 table and their (channel, refund id), and emptied once applied and past the inbox retention
 period (ADR 0006, ADR 0030): a return's waybill and the buyer's words stay out of clear text.
 
@@ -23,9 +26,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.aftersales import batch, refunds, repository, service
-from ordertally.aftersales.errors import AftersaleError
+from ordertally.aftersales.errors import AftersaleError, ReportRefused
 from ordertally.aftersales.models import AftersalePlatformRecord
 from ordertally.aftersales.state_machine import CaseType
+from ordertally.channels import service as channels_service
+from ordertally.channels.adapters import amazon
 from ordertally.core import clock, money
 from ordertally.core.crypto import body_context, open_body, seal_body
 from ordertally.core.settings import get_settings
@@ -102,6 +107,133 @@ def from_pinduoduo(item: dict[str, Any], channel: str = "pinduoduo") -> Platform
         reason_code="pdd:" + str(item.get("after_sale_reason") or "refund")[:27],
         skus={sku: units} if sku and case_type != CaseType.REFUND_ONLY else {},
     )
+
+
+# Amazon's seller-fulfilled returns report, tab-separated: the header row as Amazon's SP-API
+# "Returns reports attributes" page lists it (tests/aftersales/fixtures/SOURCES.md). One row
+# per returned item; the rows of one return share its Amazon RMA ID.
+AMAZON_RETURNS_REPORT = amazon.RETURNS_REPORT
+# What a row must carry to be a return of one of our orders.
+AMAZON_RETURNS_REQUIRED = (
+    "Order ID",
+    "Return request status",
+    "Amazon RMA ID",
+    "Merchant SKU",
+    "Return quantity",
+)
+# Requests Amazon (or the seller) has decided: the others (pending authorization, rejected...)
+# are not facts and are left for a later report.
+AMAZON_RETURN_DECIDED = frozenset({"approved", "completed"})
+
+
+@dataclass(slots=True)
+class AmazonReturns:
+    """A returns report read: the rows by Amazon RMA ID, in file order, of the returns that
+    are facts (decided and refunded, or replaced) and of those decided but not refunded yet."""
+
+    rows: int = 0
+    returns: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    not_refunded: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    undecided: int = 0  # rows of requests not decided yet (skipped)
+    unreadable: list[tuple[int, str]] = field(default_factory=list)  # (line, why)
+
+
+def _settled(rows: list[dict[str, str]]) -> bool:
+    """Whether Amazon has settled a decided return: money refunded on one of its rows (a
+    value that does not read counts, so that its refusal says why), or the item replaced."""
+    for row in rows:
+        if "replacement" in (row.get("Resolution") or "").lower():
+            return True
+        value = row.get("Refunded Amount") or ""
+        if value:
+            try:
+                if Decimal(value) > 0:
+                    return True
+            except ArithmeticError:
+                return True
+    return False
+
+
+def read_amazon_returns(data: bytes) -> AmazonReturns:
+    """Read a `GET_FLAT_FILE_RETURNS_DATA_BY_RETURN_DATE` document (UTF-8, or the Cp1252 some
+    marketplaces send): rows by Amazon RMA ID. A return is a fact to apply once its request is
+    decided (approved, completed) and Amazon refunded it or replaced the item; one decided but
+    not refunded yet waits for a later report (the inbox keeps the first version it stores).
+    A file whose header lacks the columns a return needs is refused whole
+    (`aftersales.report_refused`); a row without an order or an RMA is reported by line and
+    skipped. Short rows (Amazon leaves empty trailing cells out) read as empty; a cell of one
+    space is empty."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("cp1252")
+    lines = text.splitlines()
+    header = [h.strip() for h in lines[0].split("\t")] if lines else []
+    missing = [c for c in AMAZON_RETURNS_REQUIRED if c not in header]
+    if missing:
+        raise ReportRefused(
+            f"not a {AMAZON_RETURNS_REPORT} report: no column {', '.join(missing)}",
+            missing=missing,
+        )
+    report = AmazonReturns()
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        cells = [c.strip() for c in line.split("\t")]
+        row = {h: (cells[i] if i < len(cells) else "") for i, h in enumerate(header) if h}
+        report.rows += 1
+        if not row["Order ID"] or not row["Amazon RMA ID"]:
+            report.unreadable.append((number, "no Order ID or Amazon RMA ID"))
+            continue
+        if row["Return request status"].lower() not in AMAZON_RETURN_DECIDED:
+            report.undecided += 1
+            continue
+        report.returns.setdefault(row["Amazon RMA ID"][:64], []).append(row)
+    for rma in [rma for rma, rows in report.returns.items() if not _settled(rows)]:
+        report.not_refunded[rma] = report.returns.pop(rma)
+    return report
+
+
+def from_amazon_return(rows: list[dict[str, str]], channel: str = "amazon") -> PlatformRecord:
+    """One return of Amazon's returns report (its rows, one per item, share the RMA): the
+    units per Merchant SKU come back; `Refunded Amount` (in `Currency code`) is what Amazon
+    refunded, 0 while not refunded yet; a resolution that replaces the item is an exchange."""
+    first = rows[0]
+    currency = first.get("Currency code") or "USD"
+    skus: dict[str, int] = {}
+    amount = 0
+    replaced = False
+    for row in rows:
+        units = int(row["Return quantity"] or 0)
+        if units < 0:
+            raise ValueError(f"negative Return quantity {units}")
+        if row["Merchant SKU"]:
+            skus[row["Merchant SKU"]] = skus.get(row["Merchant SKU"], 0) + units
+        if row.get("Refunded Amount"):
+            amount += _minor(row["Refunded Amount"], currency)
+        replaced = replaced or "replacement" in (row.get("Resolution") or "").lower()
+    return PlatformRecord(
+        channel=channel,
+        platform_refund_id=first["Amazon RMA ID"][:64],
+        external_order_id=first["Order ID"],
+        type=CaseType.EXCHANGE if replaced else CaseType.RETURN_REFUND,
+        amount_minor=0 if replaced else amount,
+        reason_code="amazon:" + (first.get("Return Reason") or "return")[:24],
+        skus=skus,
+    )
+
+
+# What a record that does not map raises (a missing key, a bad number or amount).
+_UNMAPPABLE = (KeyError, IndexError, TypeError, ValueError, ArithmeticError, money.MoneyError)
+
+
+def _from_stored(body: str, channel: str) -> PlatformRecord:
+    """A stored record mapped by what it is: an Amazon return (its report rows) or a
+    Pinduoduo refund list item."""
+    doc = orjson.loads(body)
+    if isinstance(doc, dict) and doc.get("report") == AMAZON_RETURNS_REPORT:
+        return from_amazon_return(doc["rows"], channel)
+    return from_pinduoduo(doc, channel)
 
 
 @dataclass(slots=True)
@@ -223,14 +355,77 @@ async def receive_pinduoduo(
     was stored, as batched pages; each stored row records what it came to (applied,
     unknown_order, refused). One statement stores the page, one marks it."""
     result = IngestResult()
-    rows: dict[str, dict[str, Any]] = {}
-    bodies: dict[str, str] = {}
-    now = clock.now()
+    keyed: list[tuple[str, Any]] = []
     for item in items:
         platform_refund_id = str(item.get("id") or "")[:64]
         if not platform_refund_id:
             result.refused.append(("", "a refund item without an id"))
             continue
+        keyed.append((platform_refund_id, item))
+    await _receive(session, keyed, actor, channel, result)
+    return result
+
+
+async def receive_amazon_returns(
+    session: AsyncSession, report: AmazonReturns, actor: str, channel: str
+) -> IngestResult:
+    """Store each decided return of an Amazon returns report (its rows) sealed in the
+    after-sales inbox under its Amazon RMA ID (an RMA stored before, from this file or an
+    earlier one, is a duplicate and changes nothing), then apply the new ones as
+    `receive_pinduoduo` does."""
+    result = IngestResult()
+    keyed = [
+        (rma, {"report": AMAZON_RETURNS_REPORT, "rows": rows})
+        for rma, rows in report.returns.items()
+    ]
+    await _receive(session, keyed, actor, channel, result)
+    return result
+
+
+async def import_amazon_returns(
+    session: AsyncSession, account: str, report: AmazonReturns, actor: str
+) -> IngestResult:
+    """An Amazon account's returns report (uploaded or imported as a file) applied: its
+    decided returns stored and applied once each per Amazon RMA ID, on the account's orders
+    (their channel is the account's code)."""
+    found = await channels_service.get_account(session, account)
+    if found.platform != "amazon":
+        raise ReportRefused(
+            f"account {account} is a {found.platform} account, not an Amazon one",
+            account=account,
+        )
+    return await receive_amazon_returns(session, report, actor, account)
+
+
+def amazon_import_doc(report: AmazonReturns, result: IngestResult) -> dict[str, Any]:
+    """What importing a returns report came to (the API's answer, the command's output)."""
+    return {
+        "report": AMAZON_RETURNS_REPORT,
+        "rows": report.rows,
+        "returns": len(report.returns),
+        "undecided_rows": report.undecided,
+        "not_refunded": len(report.not_refunded),
+        "unreadable_rows": [{"line": n, "message": m} for n, m in report.unreadable],
+        "created": result.created,
+        "duplicates": result.duplicates,
+        "unknown_order": result.unknown_order,
+        "refused": [{"rma": r, "message": m} for r, m in result.refused],
+    }
+
+
+async def _receive(
+    session: AsyncSession,
+    keyed: list[tuple[str, Any]],
+    actor: str,
+    channel: str,
+    result: IngestResult,
+) -> None:
+    """Store records ((platform refund id, body) each) sealed, one statement, and apply the
+    new ones as batched pages."""
+    rows: dict[str, dict[str, Any]] = {}
+    bodies: dict[str, str] = {}
+    now = clock.now()
+    for platform_refund_id, item in keyed:
         if platform_refund_id in rows:
             result.duplicates += 1
             continue
@@ -251,7 +446,6 @@ async def receive_pinduoduo(
         actor,
         result,
     )
-    return result
 
 
 async def _apply_stored(
@@ -268,8 +462,8 @@ async def _apply_stored(
     row_of: dict[tuple[str, str], int] = {}
     for record_id, channel, platform_refund_id, body in stored:
         try:
-            record = from_pinduoduo(orjson.loads(body), channel)
-        except (KeyError, TypeError, ValueError, money.MoneyError) as exc:
+            record = _from_stored(body, channel)
+        except _UNMAPPABLE as exc:
             result.refused.append((platform_refund_id, f"unmappable refund: {exc!r}"))
             marks.append(_mark(record_id, "refused", f"unmappable refund: {exc!r}", now))
             continue

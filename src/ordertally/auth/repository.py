@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.auth.models import ApiKey, AuthRevision, LoginAttempt, User, UserSession
-from ordertally.core.db import upsert_insert
+from ordertally.core.db import Database, upsert_insert
 
 
 async def add(session: AsyncSession, values: dict[str, Any]) -> int:
@@ -161,7 +161,14 @@ async def bump_revision(session: AsyncSession) -> None:
     )
 
 
+REVISION = select(AuthRevision.revision).where(AuthRevision.id == 1)
+
+
 async def revision(session: AsyncSession) -> int:
     """The current auth revision (0 before any revocation)."""
-    value = await session.scalar(select(AuthRevision.revision).where(AuthRevision.id == 1))
-    return int(value or 0)
+    return int(await session.scalar(REVISION) or 0)
+
+
+async def revision_now(db: Database) -> int:
+    """The current auth revision, read on its own in one round trip (every request asks)."""
+    return int(await db.read_one("SELECT revision FROM auth_revision WHERE id = 1") or 0)

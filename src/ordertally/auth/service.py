@@ -191,8 +191,7 @@ class Authenticator:
         while self._next_read is not None:
             future, self._next_read = self._next_read, None
             try:
-                async with self._db.transaction(write=False) as session:
-                    value = await repository.revision(session)
+                value = await repository.revision_now(self._db)
             except Exception as exc:
                 future.set_exception(exc)
                 future.exception()  # retrieved here; each waiter re-raises it

@@ -98,7 +98,8 @@ async def skus_by_codes(session: AsyncSession, codes: list[str]) -> list[Sku]:
 
 
 async def line_facts(session: AsyncSession, codes: list[str]) -> list[Any]:
-    """(code, name, name_en, spec_text, barcode, active) of these codes: one query per 500."""
+    """(code, name, name_en, spec_text, barcode, active, is_bundle) of these codes: one query
+    per 500."""
     rows: list[Any] = []
     for start in range(0, len(codes), _CHUNK):
         part = codes[start : start + _CHUNK]
@@ -106,7 +107,13 @@ async def line_facts(session: AsyncSession, codes: list[str]) -> list[Any]:
             (
                 await session.execute(
                     select(
-                        Sku.code, Sku.name, Sku.name_en, Sku.spec_text, Sku.barcode, Sku.active
+                        Sku.code,
+                        Sku.name,
+                        Sku.name_en,
+                        Sku.spec_text,
+                        Sku.barcode,
+                        Sku.active,
+                        Sku.is_bundle,
                     ).where(Sku.code.in_(part))
                 )
             ).all()

@@ -628,6 +628,7 @@ class LineFacts:
     spec: str
     barcode: str | None
     active: bool
+    is_bundle: bool = False
 
 
 async def line_facts(session: AsyncSession, codes: Iterable[str]) -> dict[str, LineFacts]:
@@ -636,7 +637,9 @@ async def line_facts(session: AsyncSession, codes: Iterable[str]) -> dict[str, L
     if not wanted:
         return {}
     return {
-        r.code: LineFacts(r.name, r.name_en, r.spec_text, r.barcode, bool(r.active))
+        r.code: LineFacts(
+            r.name, r.name_en, r.spec_text, r.barcode, bool(r.active), bool(r.is_bundle)
+        )
         for r in await repository.line_facts(session, wanted)
     }
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from prometheus_client import Counter
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, Table, event
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, Table, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -138,11 +138,15 @@ class Database:
             _configure_sqlite(self.read_engine, immediate=False, synchronous="FULL")
         else:
             # The name shows in pg_stat_activity: which process (API, worker) a backend serves.
+            # Up to twice `pool_size` connections, all kept once opened: an overflow connection
+            # would be closed on its return and opened again at the next burst, and under load
+            # that churn (a backend forked, an SSL context built, the dialect's codecs set up) cost
+            # more than the work it served (issue 21, ADR 0046).
             self.write_engine = create_async_engine(
                 url,
                 echo=echo,
-                pool_size=pool_size,
-                max_overflow=pool_size,
+                pool_size=2 * pool_size,
+                max_overflow=0,
                 pool_pre_ping=False,
                 connect_args={"server_settings": {"application_name": application_name}},
             )
@@ -165,6 +169,19 @@ class Database:
             session.info[_LAST_QUEUE] = []
             yield session
             await _run_last(session)
+
+    async def read_one(self, sql: str) -> Any:
+        """The first column of the first row of one read (`sql`, no parameters), outside any
+        unit of work: on PostgreSQL one statement in autocommit on the driver's own connection
+        (one round trip: no BEGIN and COMMIT, no session, no statement compiled), on SQLite in a
+        read transaction as usual. For a small read every request makes (the auth revision): it
+        starts after the caller asked and sees everything committed before it."""
+        if self.is_sqlite:
+            async with self.transaction(write=False) as session:
+                return await session.scalar(text(sql))
+        async with self.read_engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            return await raw.driver_connection.fetchval(sql)
 
     async def run(
         self, work: Callable[[AsyncSession], Awaitable[T]], *, attempts: int = RUN_ATTEMPTS

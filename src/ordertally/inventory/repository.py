@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core.db import table_of
@@ -166,6 +166,36 @@ async def try_reserve(session: AsyncSession, stock_id: int, quantity: int) -> bo
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
+# Several rows in one statement (PostgreSQL): the rows are locked in id order first (the fixed
+# lock order two batches must agree on; a plain UPDATE ... FROM would lock them in whatever order
+# its plan reads them), then each takes its units only if they are still there to sell.
+_TRY_RESERVE_MANY = text(
+    """
+    WITH wanted AS MATERIALIZED (
+        SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:units AS integer[])) AS w(id, units)
+    ), locked AS MATERIALIZED (
+        SELECT stock.id FROM stock WHERE stock.id = ANY(CAST(:ids AS bigint[]))
+        ORDER BY stock.id FOR UPDATE
+    )
+    UPDATE stock SET reserved = stock.reserved + wanted.units
+    FROM wanted JOIN locked ON locked.id = wanted.id
+    WHERE stock.id = wanted.id
+      AND wanted.units <= (stock.on_hand - stock.reserved) - stock.safety_stock
+    RETURNING stock.id
+    """
+)
+
+
+async def try_reserve_many(session: AsyncSession, totals: dict[int, int]) -> bool:
+    """Reserve units on several buckets at once, each only if enough is available to sell right
+    now; False unless every one of them could (the caller rolls the transaction back)."""
+    ids = sorted(totals)
+    result = await session.execute(
+        _TRY_RESERVE_MANY, {"ids": ids, "units": [totals[i] for i in ids]}
+    )
+    return len(result.all()) == len(ids)
+
+
 async def unreserve(session: AsyncSession, stock_id: int, quantity: int) -> None:
     """Give reserved units back to a bucket."""
     await session.execute(
@@ -173,6 +203,18 @@ async def unreserve(session: AsyncSession, stock_id: int, quantity: int) -> None
         .where(Stock.id == stock_id)
         .values(reserved=Stock.reserved - quantity)
     )
+
+
+async def unreserve_many(session: AsyncSession, quantities: list[tuple[int, int]]) -> None:
+    """`unreserve` for many buckets, one executemany in the order given ((stock id, quantity)
+    each: callers pass stock id order, the one lock order)."""
+    if quantities:
+        await session.execute(
+            update(_STOCK)
+            .where(_STOCK.c.id == bindparam("sid"))
+            .values(reserved=_STOCK.c.reserved - bindparam("qty")),
+            [{"sid": stock_id, "qty": quantity} for stock_id, quantity in quantities],
+        )
 
 
 async def consume(session: AsyncSession, stock_id: int, quantity: int) -> None:
@@ -331,6 +373,32 @@ async def move_reservations(
         update(table_of(Reservation))
         .where(*where)
         .values(**values)
+        .returning(
+            Reservation.id,
+            Reservation.stock_id,
+            Reservation.warehouse_id,
+            Reservation.sku,
+            Reservation.quantity,
+        )
+    )
+    return sorted((int(a), int(b), int(c), str(d), int(e)) for a, b, c, d, e in result.all())
+
+
+async def move_reservations_many(
+    session: AsyncSession,
+    order_ids: list[int],
+    from_states: tuple[str, ...],
+    to_state: str,
+    at: datetime,
+) -> list[tuple[int, int, int, str, int]]:
+    """`move_reservations` for many orders in one statement; returns the rows moved as
+    (reservation id, stock id, warehouse id, sku, quantity)."""
+    if not order_ids:
+        return []
+    result = await session.execute(
+        update(table_of(Reservation))
+        .where(Reservation.order_id.in_(order_ids), Reservation.state.in_(from_states))
+        .values(state=to_state, updated_at=at)
         .returning(
             Reservation.id,
             Reservation.stock_id,

@@ -617,7 +617,8 @@ async def create_many(
         for row in b.lines:
             demand[row["sku"]] = demand.get(row["sku"], 0) + row["quantity"]
         demands.append(inventory_service.BulkDemand(demand, b.values["ship_province"]))
-    bulk = await inventory_service.plan_bulk(session, demands)
+    bundles = {code for code, facts in catalog.items() if facts.is_bundle}
+    bulk = await inventory_service.plan_bulk(session, demands, bundles)
     plan_of = {i: n for n, i in enumerate(planned)}
     chosen = [i for n, i in enumerate(planned) if not (defer_unusual and n in bulk.shortfall)]
     if not chosen:

@@ -134,7 +134,8 @@ async def _commit(session: AsyncSession, orders: list[SalesOrder], actors: list[
 
 
 async def _release(session: AsyncSession, orders: list[SalesOrder], actors: list[Actor]) -> None:
-    """Live reservations go back to available (one stock lock order over all the orders)."""
+    """Live reservations go back to available (one stock lock order over all the orders, in
+    two statements however many orders)."""
     await inventory_service.release_orders(session, [o.id for o in orders])
 
 
@@ -157,8 +158,9 @@ _EFFECTS: dict[StockEffect, Effect] = {
     StockEffect.RELEASE: _release,
     StockEffect.CONSUME: _consume,
 }
-# Effects `transition_many` runs for many orders in a fixed number of statements.
-BATCHED_EFFECTS = frozenset({StockEffect.NONE, StockEffect.COMMIT})
+# Effects `transition_many` runs for many orders in a fixed number of statements (a release:
+# one statement moves every order's reservations, one executemany gives the units back).
+BATCHED_EFFECTS = frozenset({StockEffect.NONE, StockEffect.COMMIT, StockEffect.RELEASE})
 
 
 async def lock_orders_and_stock(

@@ -414,12 +414,7 @@ async def _refund_order(
 ) -> str:
     """The attempt that paid the order is refunded in full: move the order to refunded, or
     say why it cannot be (an after-sales refund after shipment is the case's to move)."""
-    actor = Actor(
-        ActorKind.PAYMENT_CALLBACK,
-        f"{row.provider}:notify",
-        evidence_ref=str(row.facts.get("refund_id") or out_refund_no),
-        note=f"{row.provider} refund {out_refund_no} of {row.out_trade_no}",
-    )
+    actor = _refund_actor(row, out_refund_no)
     try:
         result = await orders_service.transition(session, payment.order_no, "refund", actor)
     except IllegalTransition as exc:
@@ -433,6 +428,68 @@ async def _refund_order(
         )
         return "refund_recorded"
     return "refund_full" if result.applied else "refund_recorded"
+
+
+def _refund_actor(row: PaymentNotification, out_refund_no: str) -> Actor:
+    """Who moves an order refunded in full: the provider's refund notification."""
+    return Actor(
+        ActorKind.PAYMENT_CALLBACK,
+        f"{row.provider}:notify",
+        evidence_ref=str(row.facts.get("refund_id") or out_refund_no),
+        note=f"{row.provider} refund {out_refund_no} of {row.out_trade_no}",
+    )
+
+
+async def _refund_orders(
+    session: AsyncSession,
+    fulls: list[tuple[PaymentNotification, Payment, str, dict[str, Any]]],
+) -> dict[int, str]:
+    """`_refund_order` for a batch's full refunds ((row, attempt, number, detail) each, in
+    arrival order), with the same outcomes by notification id. The orders (already locked
+    with their stock rows by the batch) are read once: those the `refund` row can move (paid,
+    allocated, fulfilling) move together through `transition_many` (one compare-and-set per
+    source status, their reservations released in two statements, the audit rows and events
+    inserted together); an after-sales refund of an order already sent records only (the case
+    moves it); one of ours opens `refund_after_fulfilment`. An order already refunded, or
+    refunded twice in the batch, goes through `_refund_order` alone, which explains it."""
+    if not fulls:
+        return {}
+    spec = find(Event.REFUND)
+    assert spec is not None
+    orders = {
+        o.id: o
+        for o in await orders_service.lock_orders(session, [p.order_id for _, p, _, _ in fulls])
+    }
+    outcomes: dict[int, str] = {}
+    movable: dict[int, tuple[PaymentNotification, Payment, str, dict[str, Any]]] = {}
+    alone: list[tuple[PaymentNotification, Payment, str, dict[str, Any]]] = []
+    for full in fulls:
+        row, payment, number, detail = full
+        order = orders.get(payment.order_id)
+        if order is None or payment.order_id in movable or order.status == Status.REFUNDED:
+            alone.append(full)
+        elif Status(order.status) in spec.sources:
+            movable[payment.order_id] = full
+            outcomes[row.id] = "refund_full"
+        else:
+            # `transition` would refuse: the order is past what `refund` leaves from.
+            if not number.startswith(AFTERSALES_REFUND_PREFIX):
+                await _case(
+                    session,
+                    payment.order_id,
+                    "refund_after_fulfilment",
+                    {**detail, "order_status": order.status},
+                )
+            outcomes[row.id] = "refund_recorded"
+    if movable:
+        actors = {oid: _refund_actor(full[0], full[2]) for oid, full in movable.items()}
+        moved = await orders_service.transition_many(session, sorted(movable), Event.REFUND, actors)
+        for oid in sorted(set(movable) - moved):  # not under the batch's locks: as alone
+            outcomes.pop(movable[oid][0].id)
+            alone.append(movable[oid])
+    for row, payment, number, detail in sorted(alone, key=lambda f: f[0].id):
+        outcomes[row.id] = await _refund_order(session, row, payment, number, detail)
+    return outcomes
 
 
 async def _apply_refund(session: AsyncSession, row: PaymentNotification) -> tuple[str, int | None]:
@@ -517,7 +574,8 @@ async def _apply_refund_batch(
     the batch's earlier refunds counted (duplicate number, Alipay's running total, within
     what was paid); then the new refunds are inserted in one statement, the attempts'
     refunded totals set in one (from the totals read under the lock), exception cases opened
-    and orders refunded in full moved, in arrival order, and the outcomes recorded in one.
+    in arrival order, the orders refunded in full moved together (`_refund_orders`), and the
+    outcomes recorded in one.
     If another writer recorded one of the refunds meanwhile (the insert skips it), the
     savepoint rolls it all back and none is applied here: the caller applies them one by one.
     """
@@ -585,10 +643,9 @@ async def _apply_refund_batch(
                 if effect[0] == "case":
                     _, row, order_id, type_, detail = effect
                     await _case(session, order_id, type_, detail)
-                else:
-                    _, row, payment, number, detail = effect
-                    outcome = await _refund_order(session, row, payment, number, detail)
-                    outcomes[row.id] = (outcome, payment.id)
+            fulls = [effect[1:] for effect in effects if effect[0] == "full"]
+            for row_id, outcome in (await _refund_orders(session, fulls)).items():
+                outcomes[row_id] = (outcome, outcomes[row_id][1])
             await repository.finish_notifications(
                 session,
                 [

@@ -95,7 +95,7 @@ REASON_LABELS: dict[str, str] = {
     "no_longer_wanted": N_("No longer wanted"),
     "refused": N_("Refused on delivery"),
 }
-REASON_PLATFORMS: dict[str, str] = {"pdd": "pinduoduo", "shopify": "shopify"}
+REASON_PLATFORMS: dict[str, str] = {"pdd": "pinduoduo", "shopify": "shopify", "amazon": "amazon"}
 
 
 def reason_parts(code: str) -> tuple[str, str | None]:

@@ -26,6 +26,46 @@ from ordertally.core import clock
 MIN_LAG = timedelta(minutes=2)
 MAX_RESULTS = 100
 
+# Reports API 2021-06-30: the seller-fulfilled returns report, tab-separated, with the columns
+# of Amazon's "Returns reports attributes" page in its order (after-sales reads it; the channel
+# simulator serves it).
+RETURNS_REPORT = "GET_FLAT_FILE_RETURNS_DATA_BY_RETURN_DATE"
+# The returns report's columns, as Amazon's "Returns reports attributes" page lists them.
+RETURNS_COLUMNS = (
+    "Order ID",
+    "Order date",
+    "Return request date",
+    "Return request status",
+    "Amazon RMA ID",
+    "Merchant RMA ID",
+    "Label type",
+    "Label cost",
+    "Currency code",
+    "Return carrier",
+    "Tracking ID",
+    "Label to be paid by",
+    "A-to-Z Claim",
+    "Is prime",
+    "ASIN",
+    "Merchant SKU",
+    "Item Name",
+    "Return quantity",
+    "Return Reason",
+    "In policy",
+    "Return type",
+    "Resolution",
+    "Invoice number",
+    "Return delivery date",
+    "Order Amount",
+    "Order quantity",
+    "SafeT Action reason",
+    "SafeT claim id",
+    "SafeT claim state",
+    "SafeT claim creation time",
+    "SafeT claim reimbursement amount",
+    "Refunded Amount",
+)
+
 STATUS = {
     "Pending": PlatformStatus.UNPAID,
     "PendingAvailability": PlatformStatus.UNPAID,

@@ -1,7 +1,9 @@
 """The channel simulator's HTTP server (`ordertally channelsim serve`): Amazon SP-API Orders
-v0, the Pinduoduo POP router (orders, refunds, decrypt), and control endpoints under /sim
-(Shopify webhooks are sent from here to the configured target; Pinduoduo after-sale records are
-added with POST /sim/pinduoduo/refunds)."""
+v0 and Reports 2021-06-30 (the seller-fulfilled returns report), the Pinduoduo POP router
+(orders, refunds, decrypt), and control endpoints under /sim (Shopify webhooks are sent from
+here to the configured target; Pinduoduo after-sale records are added with POST
+/sim/pinduoduo/refunds, Amazon returns with POST /sim/amazon/returns; report documents are
+downloaded from /sim/amazon/documents/{id})."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from ordertally.channels.simulators.engine import ChannelSim
@@ -52,6 +54,43 @@ async def get_order_items(request: Request, order_id: str) -> JSONResponse:
     try:
         doc = _sim(request).amazon.get_order_items(
             order_id, request.headers.get("x-amz-access-token")
+        )
+    except SimError as exc:
+        return _amazon_error(exc)
+    return JSONResponse(doc)
+
+
+reports = APIRouter(prefix="/reports/2021-06-30", tags=["amazon"])
+
+
+@reports.post("/reports")
+async def create_report(request: Request) -> JSONResponse:
+    try:
+        body = await request.json()
+        doc = _sim(request).amazon.create_report(
+            body if isinstance(body, dict) else {}, request.headers.get("x-amz-access-token")
+        )
+    except SimError as exc:
+        return _amazon_error(exc)
+    return JSONResponse(doc, status_code=202)
+
+
+@reports.get("/reports/{report_id}")
+async def get_report(request: Request, report_id: str) -> JSONResponse:
+    try:
+        doc = _sim(request).amazon.get_report(report_id, request.headers.get("x-amz-access-token"))
+    except SimError as exc:
+        return _amazon_error(exc)
+    return JSONResponse(doc)
+
+
+@reports.get("/documents/{document_id}")
+async def get_report_document(request: Request, document_id: str) -> JSONResponse:
+    try:
+        doc = _sim(request).amazon.get_report_document(
+            document_id,
+            request.headers.get("x-amz-access-token"),
+            str(request.base_url).rstrip("/"),
         )
     except SimError as exc:
         return _amazon_error(exc)
@@ -144,6 +183,21 @@ class PddRefundNew(BaseModel):
     reason: str = "不想要了"
 
 
+class AmazonReturnNew(BaseModel):
+    """A returned item of a seller-fulfilled order for the returns report; `requested` ISO 8601
+    with an offset, default now."""
+
+    order_id: str
+    rma: str
+    requested: str | None = None
+    sku: str = "TEA-LJ-250"
+    quantity: int = 1
+    status: str = "Approved"
+    resolution: str = "StandardRefund"
+    refunded: str = ""
+    currency: str = "USD"
+
+
 class Behaviour(BaseModel):
     amazon_throttle_next: int | None = None
     pdd_throttle_next: int | None = None
@@ -218,6 +272,39 @@ async def pdd_refund(request: Request, new: PddRefundNew) -> dict[str, Any]:
     return {"id": new.id, "refunds": len(_sim(request).pdd.refunds)}
 
 
+@control.post("/amazon/returns")
+async def amazon_return(request: Request, new: AmazonReturnNew) -> dict[str, Any]:
+    """Hold a returned item for the returns report."""
+    try:
+        requested = datetime.fromisoformat(new.requested) if new.requested else clock.now()
+    except ValueError:
+        return {"error": "requested is not ISO 8601"}
+    if requested.tzinfo is None:
+        return {"error": "requested needs an offset"}
+    sim = _sim(request).amazon
+    sim.add_return(
+        new.order_id,
+        new.rma,
+        requested,
+        sku=new.sku,
+        quantity=new.quantity,
+        status=new.status,
+        resolution=new.resolution,
+        refunded=new.refunded,
+        currency=new.currency,
+    )
+    return {"rma": new.rma, "returns": len(sim.returns)}
+
+
+@control.get("/amazon/documents/{document_id}")
+async def amazon_document(request: Request, document_id: str) -> Response:
+    """A report document's content (where getReportDocument's `url` points)."""
+    text = _sim(request).amazon.documents.get(document_id)
+    if text is None:
+        return Response("NoSuchKey", status_code=404, media_type="text/plain")
+    return Response(text.encode(), media_type="text/plain; charset=UTF-8")
+
+
 @control.post("/behaviour")
 async def behaviour(request: Request, patch: Behaviour) -> dict[str, int]:
     sim = _sim(request)
@@ -242,6 +329,7 @@ async def status(request: Request) -> dict[str, Any]:
         "shopify_deliveries": len(sim.shopify.deliveries),
         "amazon_orders": len(sim.amazon.orders),
         "amazon_requests": len(sim.amazon.requests),
+        "amazon_returns": len(sim.amazon.returns),
         "pdd_orders": len(sim.pdd.orders),
         "pdd_requests": len(sim.pdd.requests),
         "pdd_refunds": len(sim.pdd.refunds),
@@ -275,7 +363,7 @@ def create_channel_sim_app(*, time_scale: float = 1000.0) -> FastAPI:
 
     return simulator_app(
         sim,
-        [amazon, lwa, pdd, control],
+        [amazon, reports, lwa, pdd, control],
         title="ordertally channel simulator",
         description="Shopify webhooks, Amazon SP-API Orders v0 and Pinduoduo increment, played "
         "locally with test credentials.",

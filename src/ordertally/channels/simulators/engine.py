@@ -5,7 +5,10 @@
   schedule (scaled), and sent twice with the same webhook id on command.
 - Amazon: getOrders over the orders it holds by LastUpdateDate, with NextToken paging,
   MaxResultsPerPage <= 100, LastUpdatedBefore at least 2 minutes before now, and 429 on command;
-  getOrderItems per order.
+  getOrderItems per order; the Reports API 2021-06-30 for the seller-fulfilled returns report
+  (createReport of GET_FLAT_FILE_RETURNS_DATA_BY_RETURN_DATE over the returns it holds by
+  return request date, getReport DONE at once, getReportDocument with the document's URL),
+  the document tab-separated with the columns of Amazon's returns report attributes page.
 - Pinduoduo: pdd.order.number.list.increment.get with windows <= 30 minutes ending >= 3 minutes
   before the platform clock, page/page_size paging, signed requests, and pdd.time.get;
   pdd.refund.list.increment.get over the after-sale records it holds by update time (window
@@ -35,6 +38,7 @@ import httpx
 import orjson
 
 from ordertally.channels.adapters import pinduoduo
+from ordertally.channels.adapters.amazon import RETURNS_COLUMNS, RETURNS_REPORT
 from ordertally.channels.adapters.common import beijing_utc, to_beijing_string
 from ordertally.core import clock, outbound
 from ordertally.simkit.errors import SimError
@@ -47,6 +51,11 @@ PDD_MAX_WINDOW = timedelta(minutes=30)
 PDD_MIN_LAG = timedelta(minutes=3)
 # pdd.open.decrypt.batch data_type: 5 收件人, 6 收件人手机号, 7 收件人完整地址, 8 收件人详细地址.
 PDD_DATA_TYPES = {"receiver_name": 5, "receiver_phone": 6, "address": 7, "receiver_address": 8}
+
+
+def _report_date(at: datetime) -> str:
+    """A date as the returns report writes it: 14-Jul-2025."""
+    return at.astimezone(UTC).strftime("%d-%b-%Y")
 
 
 def _iso(at: datetime) -> str:
@@ -223,6 +232,11 @@ class AmazonSim:
     tokens: dict[str, tuple[list[str], int]] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
 
+    # Reports API: return rows held (report columns -> value), reports made, documents.
+    returns: list[dict[str, str]] = field(default_factory=list)
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    documents: dict[str, str] = field(default_factory=dict)
+
     def put(self, order: dict[str, Any], items: list[dict[str, Any]]) -> None:
         self.orders[order["AmazonOrderId"]] = copy.deepcopy(order)
         self.items[order["AmazonOrderId"]] = copy.deepcopy(items)
@@ -391,6 +405,112 @@ class AmazonSim:
             self.tokens[token] = (ids, offset + size)
             payload["NextToken"] = token
         return {"payload": payload}
+
+    def add_return(
+        self,
+        order_id: str,
+        rma: str,
+        requested: datetime,
+        *,
+        sku: str = "TEA-LJ-250",
+        quantity: int = 1,
+        status: str = "Approved",
+        resolution: str = "StandardRefund",
+        refunded: str = "",
+        currency: str = "USD",
+        reason: str = "AMZ-PG-BAD-DESC",
+    ) -> None:
+        """A returned item of a seller-fulfilled order, as one row of the returns report (a
+        return of several items is several rows with the same RMA)."""
+        order = self.orders.get(order_id)
+        tracking = int(hashlib.sha256(rma.encode()).hexdigest(), 16) % 10**18
+        self.returns.append(
+            {
+                "Order ID": order_id,
+                "Order date": _report_date(
+                    _parse_iso(order["PurchaseDate"], "PurchaseDate") if order else requested
+                ),
+                "Return request date": _report_date(requested),
+                "Return request status": status,
+                "Amazon RMA ID": rma,
+                "Merchant RMA ID": " ",
+                "Label type": "AmazonPrePaidLabel",
+                "Label cost": "4.14",
+                "Currency code": currency,
+                "Return carrier": "USPS",
+                "Tracking ID": f"9202{tracking:018d}",
+                "Label to be paid by": "Seller",
+                "A-to-Z Claim": "N",
+                "Is prime": "N",
+                "ASIN": "B000000000",
+                "Merchant SKU": sku,
+                "Item Name": "西湖龙井",
+                "Return quantity": str(quantity),
+                "Return Reason": reason,
+                "In policy": "Y",
+                "Return type": "C-Returns",
+                "Resolution": resolution,
+                "Invoice number": " ",
+                "Return delivery date": " ",
+                "Order Amount": (order or {}).get("OrderTotal", {}).get("Amount", ""),
+                "Order quantity": str(quantity),
+                "Refunded Amount": refunded,
+                "_requested": _iso(requested),
+            }
+        )
+
+    def create_report(self, body: dict[str, Any], token: str | None) -> dict[str, Any]:
+        """POST /reports/2021-06-30/reports: only the returns report by return date."""
+        self._auth(token)
+        self._throttle()
+        if body.get("reportType") != RETURNS_REPORT:
+            raise SimError(400, "InvalidInput", f"reportType must be {RETURNS_REPORT} here")
+        if not body.get("marketplaceIds"):
+            raise SimError(400, "InvalidInput", "marketplaceIds is required")
+        now = clock.now()
+        start = _parse_iso(
+            str(body.get("dataStartTime") or _iso(now - timedelta(days=60))), "dataStartTime"
+        )
+        end = _parse_iso(str(body.get("dataEndTime") or _iso(now)), "dataEndTime")
+        if end < start:
+            raise SimError(400, "InvalidInput", "dataEndTime is before dataStartTime")
+        rows = [r for r in self.returns if start <= _parse_iso(r["_requested"], "requested") <= end]
+        report_id = str(50_000_000_000 + len(self.reports) + 1)
+        document_id = f"amzn1.spdoc.1.4.na.{uuid.uuid4()}"
+        lines = ["\t".join(RETURNS_COLUMNS)]
+        lines += ["\t".join(r.get(c, "") for c in RETURNS_COLUMNS) for r in rows]
+        self.documents[document_id] = "\n".join(lines) + "\n"
+        self.reports[report_id] = {
+            "reportId": report_id,
+            "reportType": RETURNS_REPORT,
+            "dataStartTime": _iso(start),
+            "dataEndTime": _iso(end),
+            "marketplaceIds": list(body["marketplaceIds"]),
+            "createdTime": _iso(now),
+            "processingStatus": "DONE",
+            "processingStartTime": _iso(now),
+            "processingEndTime": _iso(now),
+            "reportDocumentId": document_id,
+        }
+        return {"reportId": report_id}
+
+    def get_report(self, report_id: str, token: str | None) -> dict[str, Any]:
+        """GET /reports/2021-06-30/reports/{reportId}."""
+        self._auth(token)
+        report = self.reports.get(report_id)
+        if report is None:
+            raise SimError(404, "NotFound", "Report not found")
+        return copy.deepcopy(report)
+
+    def get_report_document(self, document_id: str, token: str | None, base: str) -> dict[str, Any]:
+        """GET /reports/2021-06-30/documents/{reportDocumentId}: where to download it."""
+        self._auth(token)
+        if document_id not in self.documents:
+            raise SimError(404, "NotFound", "Report document not found")
+        return {
+            "reportDocumentId": document_id,
+            "url": f"{base}/sim/amazon/documents/{document_id}",
+        }
 
     def get_order_items(self, order_id: str, token: str | None) -> dict[str, Any]:
         self._auth(token)
