@@ -80,6 +80,7 @@ JOBS = [
 ]
 CONSUMERS = [
     "analytics.aftersale_timeline",
+    "analytics.delay_causes",
     "analytics.order_daily_tally",
     "analytics.order_timeline",
     "channels.apply_webhook",

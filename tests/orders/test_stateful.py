@@ -272,7 +272,15 @@ class OrderMachine(RuleBasedStateMachine):
                         select(OrderEvent).order_by(OrderEvent.order_id, OrderEvent.id)
                     )
                 ).all()
-                events = (await session.scalars(select(OutboxEvent).order_by(OutboxEvent.id))).all()
+                # the orders' events (a hold's case announces itself as an exception_case
+                # event: ADR 0043)
+                events = (
+                    await session.scalars(
+                        select(OutboxEvent)
+                        .where(OutboxEvent.aggregate_type == "order")
+                        .order_by(OutboxEvent.id)
+                    )
+                ).all()
                 holds = (
                     await session.execute(
                         select(ExceptionCase.order_id, ExceptionCase.id).where(

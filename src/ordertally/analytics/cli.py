@@ -27,13 +27,14 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(
                 "--stages-only",
-                help="Recompute only the pre-aggregated stage rows from the timelines",
+                help="Recompute only the stage, delay-cause and paid rows from the timelines",
             ),
         ] = False,
     ) -> None:
-        """Rebuild the daily tally, the order timelines, their stage rows, the shipped rows and
-        the after-sales timelines with their stage and KPI rows from the event log (or, with
-        --stages-only, the order stage rows from the timelines)."""
+        """Rebuild the daily tally, the order timelines, their stage, delay-cause and paid rows,
+        the shipped rows and the after-sales timelines with their stage and KPI rows from the
+        event log and the exception cases (or, with --stages-only, the order stage, delay-cause
+        and paid rows from the timelines and the cases)."""
 
         async def main() -> int:
             db = create_database()

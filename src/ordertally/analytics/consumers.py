@@ -1,4 +1,5 @@
-"""Consumers that keep analytics tables up to date from order and shipment events."""
+"""Consumers that keep analytics tables up to date from order, shipment, after-sales and
+exception case events."""
 
 from __future__ import annotations
 
@@ -52,3 +53,21 @@ async def fold_batch_into_aftersale_timelines(
 ) -> None:
     """The same fold for a dispatch batch: each case read once, its rows moved once."""
     await aftersale.apply_events(session, events)
+
+
+# `last` too: moves the shared delay-cause rows (per day, channel, stage and case type), taken
+# in key order at the batch's tail (ADR 0043).
+@consumer("analytics.delay_causes", "ExceptionCaseOpened", last=True)
+async def fold_case_into_delay_causes(session: AsyncSession, event: Envelope) -> None:
+    """Read the order's case types again and move its delay-cause rows by the change."""
+    await service.apply_cases(session, _case_orders([event]))
+
+
+@batch_consumer("analytics.delay_causes")
+async def fold_cases_into_delay_causes(session: AsyncSession, events: list[Envelope]) -> None:
+    """The same for a dispatch batch: each order's timeline locked and its types read once."""
+    await service.apply_cases(session, _case_orders(events))
+
+
+def _case_orders(events: list[Envelope]) -> list[int]:
+    return [int(e.payload["order_id"]) for e in events]

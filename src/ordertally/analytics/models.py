@@ -12,6 +12,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     SmallInteger,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -62,6 +63,41 @@ class OrderTimeline(Base):
     ship_by_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     warehouse: Mapped[str] = mapped_column(String(32), default="")
     carrier: Mapped[str] = mapped_column(String(32), default="")
+    # The exception case types the order has ever had, as the delay-cause consumer last read
+    # them (`delay_rows.encode_types`; "" for none): what its delay-cause rows were moved by.
+    exception_types: Mapped[str] = mapped_column(Text, default="", server_default="")
+
+
+class OrderDailyPaid(Base):
+    """Orders paid per merchant-local day (the order's creation day, as the daily tally),
+    channel and currency: the daily series' paid count. Moved by the timeline consumer as
+    deltas when an order's first payment (or its day, channel or currency) becomes known
+    (ADR 0043)."""
+
+    __tablename__ = "order_daily_paid"
+
+    day_date: Mapped[str] = mapped_column(String(10), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    orders: Mapped[int] = mapped_column(Integer)
+
+
+class StageDelayStat(Base):
+    """The stage table's delay causes pre-aggregated per merchant-local day (the order's
+    creation day), channel ("*" for every channel), stage, dimension value (as the stage rows)
+    and exception case type: orders over the stage's SLA that have (or had) a case of that
+    type. Moved as deltas by the timeline consumer (a stage ends) and the delay-cause consumer
+    (a case opens), an order's old contribution out and its new one in (ADR 0043)."""
+
+    __tablename__ = "stage_delay_stat"
+
+    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)  # all|warehouse|carrier
+    day_date: Mapped[str] = mapped_column(String(10), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    dim_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    orders: Mapped[int] = mapped_column(Integer)
 
 
 class StageDailyStat(Base):

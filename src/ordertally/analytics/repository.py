@@ -16,16 +16,20 @@ from ordertally.analytics.models import (
     AftersaleTimeline,
     FulfillmentEvent,
     FulfillmentRequirement,
+    OrderDailyPaid,
     OrderDailyTally,
     OrderTimeline,
     ShippedDailyStat,
     StageDailyStat,
+    StageDelayStat,
 )
 from ordertally.core.db import dialect_of, upsert_insert
 from ordertally.exceptions.models import ExceptionCase
 
 T = OrderTimeline
 S = StageDailyStat
+D = StageDelayStat
+P = OrderDailyPaid
 # Rows per multi-row statement: under the drivers' 32,767 bind parameters at 17 columns.
 CHUNK = 1000
 
@@ -111,12 +115,20 @@ async def tallies(session: AsyncSession) -> list[OrderDailyTally]:
 
 
 async def clear_read_models(session: AsyncSession) -> None:
-    """Empty the tally, the timelines, their stage rows and the shipped rows (before a rebuild
-    from the event log; the after-sales stage rows are the after-sales rebuild's)."""
+    """Empty the tally, the timelines, their stage, delay-cause and paid rows and the shipped
+    rows (before a rebuild from the event log; the after-sales stage rows are the after-sales
+    rebuild's)."""
     await session.execute(delete(OrderDailyTally))
     await session.execute(delete(OrderTimeline))
     await clear_stage_stats(session)
+    await clear_timeline_rows(session)
     await session.execute(delete(ShippedDailyStat))
+
+
+async def clear_timeline_rows(session: AsyncSession) -> None:
+    """Empty the delay-cause and daily paid rows (before they are rebuilt)."""
+    await session.execute(delete(StageDelayStat))
+    await session.execute(delete(OrderDailyPaid))
 
 
 # --- timelines ------------------------------------------------------------------------------
@@ -271,33 +283,38 @@ async def daily(
     until_day: str,
     channels: tuple[str, ...] | None = None,
 ) -> list[dict[str, Any]]:
-    """Orders, amounts and paid orders per local day, channel and currency."""
+    """Orders, amounts and paid orders per local day, channel and currency: the daily tally
+    (orders and amounts, from OrderCreated) with the daily paid rows (kept by the timeline
+    consumer), never the timelines themselves."""
+    tally = OrderDailyTally
     stmt = (
         select(
-            T.day_date,
-            T.channel,
-            T.currency,
-            func.count(),
-            func.sum(T.total_minor),
-            func.count(T.paid_at),
+            tally.day_date,
+            tally.channel,
+            tally.currency,
+            tally.orders_count,
+            tally.total_minor,
+            func.coalesce(P.orders, 0),
         )
-        .where(
-            T.day_date >= since_day,
-            T.day_date <= until_day,
-            T.created_at.is_not(None),
-            *_in_channels(channels),
+        .outerjoin(
+            P,
+            (P.day_date == tally.day_date)
+            & (P.channel == tally.channel)
+            & (P.currency == tally.currency),
         )
-        .group_by(T.day_date, T.channel, T.currency)
-        .order_by(T.day_date, T.channel, T.currency)
+        .where(tally.day_date >= since_day, tally.day_date <= until_day, tally.orders_count > 0)
+        .order_by(tally.day_date, tally.channel, tally.currency)
     )
+    if channels is not None:
+        stmt = stmt.where(tally.channel.in_(channels))
     return [
         {
             "day": d,
             "channel": c,
             "currency": cur,
-            "orders": n,
+            "orders": int(n),
             "total_minor": int(s or 0),
-            "paid": p,
+            "paid": int(p),
         }
         for d, c, cur, n, s, p in (await session.execute(stmt)).all()
     ]
@@ -356,34 +373,74 @@ async def stages_stats(
     return out
 
 
-async def stages_delay_causes(
-    session: AsyncSession,
-    stages: list[Stage],
-    dimension: str,
-    since: datetime,
-    until: datetime,
-    channels: tuple[str, ...] | None = None,
-) -> dict[str, list[tuple[str, str, int]]]:
-    """`delay_causes` for several stages in one query driven by the exception cases (few
-    orders have one): (dimension value, exception type, orders over the stage's SLA)."""
-    dim = _dimension(dimension).label("dim")
-    durations = [_seconds(session, getattr(T, a), getattr(T, b)) for _, a, b, _ in stages]
-    stmt = (
-        select(dim, ExceptionCase.type, T.order_id, *durations)
-        .select_from(ExceptionCase)
-        .join(T, T.order_id == ExceptionCase.order_id)
-        .where(T.created_at >= since, T.created_at < until, *_in_channels(channels))
+async def exception_types_of(session: AsyncSession, order_ids: list[int]) -> dict[int, set[str]]:
+    """The exception case types each of these orders has (of any status), by order id."""
+    found: dict[int, set[str]] = {}
+    for start in range(0, len(order_ids), CHUNK):
+        rows = await session.execute(
+            select(ExceptionCase.order_id, ExceptionCase.type)
+            .where(ExceptionCase.order_id.in_(order_ids[start : start + CHUNK]))
+            .distinct()
+        )
+        for order_id, kind in rows.all():
+            if order_id is not None:
+                found.setdefault(order_id, set()).add(kind)
+    return found
+
+
+async def orders_with_cases_after(session: AsyncSession, after_id: int, limit: int) -> list[int]:
+    """A page of the order ids that have an exception case, in order (the delay causes'
+    rebuild)."""
+    rows = await session.scalars(
+        select(ExceptionCase.order_id)
+        .where(ExceptionCase.order_id > after_id)
         .distinct()
+        .order_by(ExceptionCase.order_id)
+        .limit(limit)
     )
-    counts: dict[tuple[str, str, str], int] = {}
-    for row in (await session.execute(stmt)).all():
-        for (name, _, _, sla), seconds in zip(stages, row[3:], strict=True):
-            if seconds is not None and float(seconds) > sla:
-                counts[(name, row[0], row[1])] = counts.get((name, row[0], row[1]), 0) + 1
-    out: dict[str, list[tuple[str, str, int]]] = {name: [] for name, *_ in stages}
-    for (name, key, kind), n in sorted(counts.items()):
-        out[name].append((key, kind, n))
-    return out
+    return [i for i in rows.all() if i is not None]
+
+
+async def delay_rows(
+    session: AsyncSession,
+    dimension: str,
+    since_day: str,
+    until_day: str,
+    stages: list[str],
+    channels: tuple[str, ...] | None,
+) -> list[tuple[str, str, str, int]]:
+    """(stage, dimension value, exception type, orders over the stage's SLA) summed over the
+    local days [since_day, until_day], for the whole shop or the given channels only (the
+    stage rows' keys: `stage_buckets`)."""
+    key, row_dimension = _row_key(D, dimension)
+    k = key.label("k")
+    stmt = (
+        select(D.stage, k, D.type, func.sum(D.orders))
+        .where(
+            D.dimension == row_dimension,
+            D.day_date >= since_day,
+            D.day_date <= until_day,
+            D.stage.in_(stages),
+            _channel_rows(D.channel, dimension, channels),
+        )
+        .group_by(D.stage, k, D.type)
+        .order_by(D.stage, k, D.type)
+    )
+    return [
+        (stage, str(key_), kind, int(n))
+        for stage, key_, kind, n in (await session.execute(stmt)).all()
+        if n
+    ]
+
+
+def _row_key(table: Any, dimension: str) -> tuple[Any, str]:
+    """The column a stage or delay-cause read groups by and the row dimension it reads ("channel"
+    and "day" read the "all" rows)."""
+    if dimension in ("channel", "day"):
+        return (table.channel if dimension == "channel" else table.day_date), "all"
+    if dimension == "all":
+        return literal("all"), "all"
+    return table.dim_key, dimension
 
 
 async def with_requirement(session: AsyncSession, order_nos: list[str]) -> set[str]:
@@ -587,11 +644,20 @@ async def rebuild_stage_stats_pg(session: AsyncSession) -> None:
 # PostgreSQL: the batch fold's statements take arrays (unnest), so each is one prepared
 # statement reused for every batch: no per-row statement building, no new plan per batch size.
 _STAMP_COLUMNS = tuple(c for c in TIMELINE_COLUMNS if c.endswith("_at"))
-_TEXT_COLUMNS = ("order_no", "channel", "currency", "day_date", "warehouse", "carrier")
+_TEXT_COLUMNS = (
+    "order_no",
+    "channel",
+    "currency",
+    "day_date",
+    "warehouse",
+    "carrier",
+    "exception_types",
+)
 _LOCK_TIMELINES = f"""
     INSERT INTO order_timeline
-        (order_id, order_no, channel, currency, total_minor, day_date, warehouse, carrier)
-    SELECT i, n, '', '', 0, '', '', ''
+        (order_id, order_no, channel, currency, total_minor, day_date, warehouse, carrier,
+         exception_types)
+    SELECT i, n, '', '', 0, '', '', '', ''
     FROM unnest(CAST(:ids AS bigint[]), CAST(:nos AS text[])) AS u(i, n)
     ORDER BY i
     ON CONFLICT (order_id) DO UPDATE SET order_id = excluded.order_id
@@ -614,6 +680,53 @@ _STORE = f"""
         FROM unnest({_TIMELINE_ARRAYS}) AS u({_TIMELINE_NAMES})
         WHERE t.order_id = u.order_id
         RETURNING 1
+    ), delays AS (
+        INSERT INTO stage_delay_stat
+            (dimension, day_date, channel, stage, dim_key, type, orders)
+        SELECT * FROM unnest(
+            CAST(:d_dimension AS text[]), CAST(:d_day AS text[]), CAST(:d_channel AS text[]),
+            CAST(:d_stage AS text[]), CAST(:d_key AS text[]), CAST(:d_type AS text[]),
+            CAST(:d_orders AS int[])
+        ) AS d(dimension, day_date, channel, stage, dim_key, type, orders)
+        ORDER BY dimension, day_date, channel, stage, dim_key, type
+        ON CONFLICT (dimension, day_date, channel, stage, dim_key, type) DO UPDATE SET
+            orders = stage_delay_stat.orders + excluded.orders
+        RETURNING 1
+    ), paid AS (
+        INSERT INTO order_daily_paid (day_date, channel, currency, orders)
+        SELECT * FROM unnest(
+            CAST(:p_day AS text[]), CAST(:p_channel AS text[]), CAST(:p_currency AS text[]),
+            CAST(:p_orders AS int[])
+        ) AS p(day_date, channel, currency, orders)
+        ORDER BY day_date, channel, currency
+        ON CONFLICT (day_date, channel, currency) DO UPDATE SET
+            orders = order_daily_paid.orders + excluded.orders
+        RETURNING 1
+    ), moves AS (
+        SELECT * FROM unnest(
+            CAST(:m_order AS bigint[]), CAST(:m_sign AS int[]), CAST(:m_day AS text[]),
+            CAST(:m_channel AS text[])
+        ) AS m(order_id, sign, day_date, channel)
+    ), parts AS (
+        SELECT m.sign, m.day_date, m.channel, 'all' AS dimension, 'all' AS dim_key,
+            coalesce((SELECT sum(l.quantity) FROM order_line l WHERE l.order_id = m.order_id), 0)
+                AS units
+        FROM moves m
+        UNION ALL
+        SELECT m.sign, m.day_date, m.channel, 'sku', l.sku, sum(l.quantity)
+        FROM moves m JOIN order_line l ON l.order_id = m.order_id
+        GROUP BY m.order_id, m.sign, m.day_date, m.channel, l.sku
+    ), shipped AS (
+        INSERT INTO shipped_daily_stat (dimension, day_date, channel, dim_key, orders, units)
+        SELECT p.dimension, p.day_date, c.channel, p.dim_key, sum(p.sign), sum(p.sign * p.units)
+        FROM parts p CROSS JOIN LATERAL (VALUES (p.channel), ('{ALL_CHANNELS}')) AS c(channel)
+        GROUP BY p.dimension, p.day_date, c.channel, p.dim_key
+        HAVING sum(p.sign) <> 0 OR sum(p.sign * p.units) <> 0
+        ORDER BY p.dimension, p.day_date, c.channel, p.dim_key
+        ON CONFLICT (dimension, channel, day_date, dim_key) DO UPDATE SET
+            orders = shipped_daily_stat.orders + excluded.orders,
+            units = shipped_daily_stat.units + excluded.units
+        RETURNING 1
     )
     INSERT INTO stage_daily_stat
         (dimension, day_date, channel, stage, dim_key, bucket, orders, sum_us, over_sla)
@@ -629,17 +742,38 @@ _STORE = f"""
         over_sla = stage_daily_stat.over_sla + excluded.over_sla
 """
 
+DelayDelta = tuple[Any, ...]  # (dimension, day, channel, stage, key, type), orders
+PaidDelta = tuple[Any, ...]  # (day, channel, currency), orders
+ShippedMove = tuple[int, int, str, str]  # order_id, -1 (out) or 1 (in), shipped day, channel
+
 
 async def store_timelines_and_deltas(
     session: AsyncSession,
     rows: list[dict[str, Any]],
     deltas: list[tuple[StatKey, int, int, int]],
+    delays: list[DelayDelta] | None = None,
+    paid: list[PaidDelta] | None = None,
+    shipped: list[ShippedMove] | None = None,
 ) -> None:
-    """Write locked timeline rows and add stage deltas: one statement on PostgreSQL, the
-    stage rows taken in key order; two (or more) on SQLite."""
+    """Write locked timeline rows and add stage, delay-cause and daily paid deltas: one
+    statement on PostgreSQL, each table's rows taken in key order; several on SQLite. On
+    PostgreSQL the same statement moves the shipped rows of the orders whose shipped day or
+    channel moved (`shipped`: their lines read from `order_line` there, as
+    `aftersale_rows.shipped_contribution` counts them); SQLite's caller moves them itself."""
+    delays, paid, shipped = delays or [], paid or [], shipped or []
     if dialect_of(session) != "postgresql":
+        if shipped:
+            raise ValueError("SQLite moves the shipped rows through add_shipped_deltas")
         await write_timelines(session, rows)
         await add_stage_deltas(session, deltas)
+        await _upsert_deltas(
+            session,
+            D,
+            ("dimension", "day_date", "channel", "stage", "dim_key", "type"),
+            ("orders",),
+            delays,
+        )
+        await _upsert_deltas(session, P, ("day_date", "channel", "currency"), ("orders",), paid)
         return
     params: dict[str, Any] = {
         c: [r[c] for r in rows] for c in ("order_id", "total_minor", *_TEXT_COLUMNS)
@@ -652,7 +786,48 @@ async def store_timelines_and_deltas(
     params["s_orders"] = [d[1] for d in deltas]
     params["s_us"] = [d[2] for d in deltas]
     params["s_over"] = [d[3] for d in deltas]
+    for i, name in enumerate(("d_dimension", "d_day", "d_channel", "d_stage", "d_key", "d_type")):
+        params[name] = [d[0][i] for d in delays]
+    params["d_orders"] = [d[1] for d in delays]
+    for i, name in enumerate(("p_day", "p_channel", "p_currency")):
+        params[name] = [d[0][i] for d in paid]
+    params["p_orders"] = [d[1] for d in paid]
+    for i, name in enumerate(("m_order", "m_sign", "m_day", "m_channel")):
+        params[name] = [m[i] for m in shipped]
     await session.execute(text(_STORE), params)
+
+
+async def add_timeline_row_deltas(
+    session: AsyncSession, delays: list[DelayDelta], paid: list[PaidDelta]
+) -> None:
+    """Add delay-cause and daily paid deltas (a rebuild from the timelines)."""
+    await store_timelines_and_deltas(session, [], [], delays, paid)
+
+
+async def timelines_with_cases_after(
+    session: AsyncSession, after_id: int, limit: int
+) -> list[dict[str, Any]]:
+    """A page of the timelines that carry exception case types, in order_id order."""
+    rows = await session.execute(
+        select(*T.__table__.columns)
+        .where(T.order_id > after_id, T.exception_types != "")
+        .order_by(T.order_id)
+        .limit(limit)
+    )
+    return [dict(r._mapping) for r in rows.all()]
+
+
+async def rebuild_paid_rows(session: AsyncSession) -> None:
+    """The daily paid rows recomputed from every timeline in one statement (emptied first)."""
+    await session.execute(delete(OrderDailyPaid))
+    await session.execute(
+        text(
+            "INSERT INTO order_daily_paid (day_date, channel, currency, orders)"
+            " SELECT day_date, channel, currency, count(*) FROM order_timeline"
+            " WHERE day_date <> '' AND created_at IS NOT NULL AND paid_at IS NOT NULL"
+            " GROUP BY day_date, channel, currency"
+        )
+    )
 
 
 # --- after-sales: case timelines, their stage and KPI rows, the shipped rows (ADR 0040) -----
@@ -755,6 +930,17 @@ async def _add_deltas(
             params[name.removesuffix("_minor")] = [d[1 + i] for d in deltas]
         await session.execute(text(sql), params)
         return
+    await _upsert_deltas(session, model, keys, sums, deltas)
+
+
+async def _upsert_deltas(
+    session: AsyncSession,
+    model: Any,
+    keys: tuple[str, ...],
+    sums: tuple[str, ...],
+    deltas: list[tuple[Any, ...]],
+) -> None:
+    """Add (key, *sums) deltas to additive rows with multi-row upserts, in the order given."""
     for start in range(0, len(deltas), CHUNK):
         stmt = upsert_insert(session, model).values(
             [

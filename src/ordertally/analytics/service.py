@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.analytics import aftersale_rows, histogram, repository
+from ordertally.analytics import aftersale_rows, delay_rows, histogram, repository
 from ordertally.analytics.errors import (
     InvalidAnalyticsRequest,
     TimelineNotFound,
@@ -29,7 +29,7 @@ from ordertally.analytics.event_templates import (
 from ordertally.analytics.models import OrderTimeline
 from ordertally.analytics.schemas import BusinessEventIn, RequirementIn
 from ordertally.core import clock
-from ordertally.core.db import Database
+from ordertally.core.db import Database, dialect_of
 from ordertally.core.money import format_minor
 from ordertally.core.settings import get_settings
 from ordertally.events import service as events_service
@@ -135,20 +135,32 @@ async def apply_events(session: AsyncSession, events: list[Envelope]) -> None:
 async def _store(
     session: AsyncSession, before: dict[int, dict[str, Any]], after: dict[int, dict[str, Any]]
 ) -> None:
-    """Write the timelines that changed and move the stage rows by the difference."""
+    """Write the timelines that changed and move the stage, delay-cause, paid and shipped rows
+    by the difference (PostgreSQL: one statement)."""
     changed = [k for k, row in after.items() if row != before[k]]
     if not changed:
         return
-    await repository.store_timelines_and_deltas(
-        session,
-        [after[k] for k in changed],
-        histogram.deltas((before[k] for k in changed), (after[k] for k in changed)),
-    )
+    old, new = [before[k] for k in changed], [after[k] for k in changed]
     # The shipped rows (what the after-sales rate divides by) move only when an order's
     # shipped day or channel does: once in an order's life, unless an event comes late.
-    moved = [k for k in changed if _shipped_key(before[k]) != _shipped_key(after[k])]
-    if moved:
-        lines = await orders_service.lines_of_orders(session, sorted(moved))
+    moves: list[tuple[int, int, str, str]] = []
+    for k in changed:
+        was, now = _shipped_key(before[k]), _shipped_key(after[k])
+        if was != now:
+            moves += [(k, -1, *was)] if was else []
+            moves += [(k, 1, *now)] if now else []
+    in_one_statement = dialect_of(session) == "postgresql"
+    await repository.store_timelines_and_deltas(
+        session,
+        new,
+        histogram.deltas(old, new),
+        delay_rows.delay_deltas(old, new),
+        delay_rows.paid_deltas(old, new),
+        moves if in_one_statement else [],
+    )
+    moved = sorted({k for k, *_ in moves})
+    if moved and not in_one_statement:
+        lines = await orders_service.lines_of_orders(session, moved)
         await repository.add_shipped_deltas(
             session,
             aftersale_rows.add_deltas(
@@ -167,6 +179,33 @@ def _shipped(row: dict[str, Any], lines: list[Any]) -> dict[Any, tuple[int, int]
     return aftersale_rows.shipped_contribution(
         row, [(line.sku, line.quantity) for line in lines], local_day
     )
+
+
+async def apply_cases(session: AsyncSession, order_ids: Iterable[int]) -> None:
+    """An exception case opened on these orders: read each order's case types again and move
+    its delay-cause rows by the difference (ADR 0043). The timelines are locked (created empty
+    where missing: the order's own events may not have been folded yet) in order id order;
+    the types read are added to those stored (a case is never deleted nor retyped), so a
+    replayed, late or out-of-order case event changes nothing twice."""
+    ids = sorted(set(order_ids))
+    if not ids:
+        return
+    nos = {o.id: o.order_no for o in await orders_service.get_orders_by_id(session, ids)}
+    if not nos:
+        return
+    locked = await repository.lock_timelines(session, sorted(nos.items()))
+    before = {r["order_id"]: r for r in locked}
+    found = await repository.exception_types_of(session, sorted(nos))
+    after = {
+        order_id: {
+            **row,
+            "exception_types": delay_rows.merged_types(
+                row["exception_types"], found.get(order_id, ())
+            ),
+        }
+        for order_id, row in before.items()
+    }
+    await _store(session, before, after)
 
 
 async def _compute_start(session: AsyncSession, row: dict[str, Any]) -> None:
@@ -347,12 +386,14 @@ async def stage_table(
         stats = await repository.stages_stats(session, stages, by, since, until, channels)
     else:
         stats = await aggregated(session, [n for n, *_ in stages], by, date_from, date_to, channels)
-    all_causes = await repository.stages_delay_causes(session, stages, by, since, until, channels)
+    causes_of: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    for stage, key, kind, n in await repository.delay_rows(
+        session, by, date_from.isoformat(), date_to.isoformat(), [n for n, *_ in stages], channels
+    ):
+        causes_of.setdefault((stage, key), []).append((kind, n))
     rows: list[dict[str, Any]] = []
     for name, _, _, sla_s in stages:
-        causes: dict[str, list[tuple[str, int]]] = {}
-        for key, kind, n in all_causes[name]:
-            causes.setdefault(key, []).append((kind, n))
+        causes = {key: found for (stage, key), found in causes_of.items() if stage == name}
         for s in sorted(stats[name], key=lambda s: s["key"]):
             rows.append(
                 {
@@ -451,9 +492,11 @@ async def daily(
 
 
 async def rebuild(db: Database, batch: int = 2000) -> int:
-    """Rebuild the tally, the timelines and the stage rows from the event log (business
-    events and requirements are inputs, kept) through the consumers' batch folds; returns
-    the events replayed."""
+    """Rebuild the tally, the timelines and their stage, delay-cause and paid rows from the
+    event log (business events and requirements are inputs, kept) through the consumers'
+    batch folds, then fold in every order's exception cases (the delay-cause consumer's fold
+    over the orders that have one: cases older than their event, or than the outbox's
+    retention, count too); returns the events replayed."""
     replayed, after = 0, 0
     async with db.transaction() as session:
         await repository.clear_read_models(session)
@@ -466,15 +509,26 @@ async def rebuild(db: Database, batch: int = 2000) -> int:
             await apply_events(session, events)
             after = page[-1][0]
             replayed += len(page)
+        await _fold_every_case(session, batch)
     return replayed
 
 
+async def _fold_every_case(session: AsyncSession, batch: int) -> None:
+    """`apply_cases` over every order that has an exception case, a page at a time."""
+    after = 0
+    while page := await repository.orders_with_cases_after(session, after, batch):
+        await apply_cases(session, page)
+        after = page[-1]
+
+
 async def rebuild_stages(db: Database, batch: int = 5000) -> int:
-    """Recompute the stage rows from the timelines as they stand (after a migration, or to
-    check the incremental ones): one statement on PostgreSQL, pages of timelines on SQLite;
+    """Recompute the stage, delay-cause and daily paid rows from the timelines as they stand
+    (after a migration, or to check the incremental ones), the timelines' exception case types
+    read again first: one statement per kind on PostgreSQL, pages of timelines on SQLite;
     returns the stage rows written."""
     async with db.transaction() as session:
         await repository.clear_stage_stats(session)
+        await repository.clear_timeline_rows(session)
         if db.dialect == "postgresql":
             await repository.rebuild_stage_stats_pg(session)
         else:
@@ -482,4 +536,11 @@ async def rebuild_stages(db: Database, batch: int = 5000) -> int:
             while page := await repository.timelines_after(session, after, batch):
                 await repository.add_stage_deltas(session, histogram.deltas([], page))
                 after = page[-1]["order_id"]
+        await repository.rebuild_paid_rows(session)
+        # Delay causes: from the types each timeline carries, then any type not carried yet.
+        after = 0
+        while page := await repository.timelines_with_cases_after(session, after, batch):
+            await repository.add_timeline_row_deltas(session, delay_rows.delay_deltas([], page), [])
+            after = page[-1]["order_id"]
+        await _fold_every_case(session, batch)
         return await repository.stage_row_count(session)

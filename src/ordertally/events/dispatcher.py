@@ -20,7 +20,6 @@ from ordertally.core import clock
 from ordertally.core.db import Database, is_transient
 from ordertally.core.settings import Settings
 from ordertally.events import repository
-from ordertally.events.models import OutboxEvent
 from ordertally.events.registry import (
     CALLBACK_EVENTS,
     Consumer,
@@ -28,6 +27,7 @@ from ordertally.events.registry import (
     consumers_for,
     phase,
 )
+from ordertally.events.repository import Claimed
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +75,12 @@ def reset_callback_budget() -> None:
 
 
 def _within_budget(
-    events: list[OutboxEvent], allowed: int | None, result: BatchResult
-) -> list[OutboxEvent]:
+    events: list[Claimed], allowed: int | None, result: BatchResult
+) -> list[Claimed]:
     """The claimed events minus the callback events past the apply budget (left pending)."""
     if allowed is None:
         return events
-    kept: list[OutboxEvent] = []
+    kept: list[Claimed] = []
     for event in events:
         if event.event_type in CALLBACK_EVENTS:
             if allowed <= 0:
@@ -92,7 +92,7 @@ def _within_budget(
     return kept
 
 
-def envelope_of(event: OutboxEvent) -> Envelope:
+def envelope_of(event: Claimed) -> Envelope:
     """The consumer-facing envelope of an outbox row."""
     return Envelope(
         id=event.event_id,
@@ -166,7 +166,9 @@ async def _dispatch(
     allowed = _CALLBACK_BUDGET.available(rate) if rate > 0 else None
     async with db.transaction() as session:
         now = clock.now()
-        events = await repository.claim_due(
+        # The due events and the consumers that already applied each (one statement on
+        # PostgreSQL).
+        claimed, already = await repository.claim_batch(
             session,
             now,
             settings.worker_batch_size,
@@ -174,11 +176,10 @@ async def _dispatch(
             leave=CALLBACK_EVENTS if allowed == 0 else frozenset(),
         )
         # Callbacks past the budget stay pending (their locks go with this transaction).
-        events = _within_budget(events, allowed, result)
+        events = _within_budget(claimed, allowed, result)
         result.claimed = len(events)
         if not events:
             return result
-        already = await repository.processed_for(session, [e.event_id for e in events])
         processed: list[dict[str, object]] = []
         failures: dict[int, dict[str, str]] = {}
         entries = [(event, envelope_of(event)) for event in events]
@@ -191,10 +192,13 @@ async def _dispatch(
         # (the API's shipments and creations wait for them), and takes the shared rows after
         # all of its order and stock rows: it never waits for another transaction's order or
         # stock row while holding one (issue 21).
-        plan: dict[str, tuple[Consumer, list[tuple[OutboxEvent, Envelope]]]] = {}
+        plan: dict[str, tuple[Consumer, list[tuple[Claimed, Envelope]]]] = {}
+        interested: dict[str, list[Consumer]] = {}
         for event, envelope in entries:
             seen = already.get(event.event_id, set())
-            for consumer in consumers_for(event.event_type):
+            if event.event_type not in interested:
+                interested[event.event_type] = consumers_for(event.event_type)
+            for consumer in interested[event.event_type]:
                 if consumer.name not in seen:
                     plan.setdefault(consumer.name, (consumer, []))[1].append((event, envelope))
         for current in (0, 1, 2):
@@ -246,8 +250,7 @@ async def _dispatch(
                 result.done += 1
                 continue
             await _give_up_or_retry(session, settings, event, failures[event.id], now, result)
-        await repository.mark_processed_many(session, processed)
-        await repository.finish_many(session, done, "done", now)
+        await repository.finish_batch(session, processed, done, now)
     for name in applied:
         DELIVERIES.labels(name, "applied").inc()
     return result
@@ -256,7 +259,7 @@ async def _dispatch(
 async def _give_up_or_retry(
     session: AsyncSession,
     settings: Settings,
-    event: OutboxEvent,
+    event: Claimed,
     failures: dict[str, str],
     now: datetime,
     result: BatchResult,

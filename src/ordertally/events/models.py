@@ -47,7 +47,12 @@ class ProcessedEvent(Base):
     """A consumer applied an event: written in the consumer's own transaction."""
 
     __tablename__ = "processed_event"
-    __table_args__ = (Index("ix_processed_event_processed_at", "processed_at"),)
+    __table_args__ = (
+        Index("ix_processed_event_processed_at", "processed_at"),
+        # The dispatcher's question "which consumers already applied these events?" (the key
+        # leads with the consumer, so without it every batch read the whole table).
+        Index("ix_processed_event_event_id", "event_id"),
+    )
 
     consumer: Mapped[str] = mapped_column(String(64), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(36), primary_key=True)

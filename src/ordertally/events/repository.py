@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, cast
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.core.db import table_of, upsert_insert
+from ordertally.core.db import dialect_of, table_of, upsert_insert
 from ordertally.events.models import DeadLetter, OutboxEvent, ProcessedEvent
 
 _INSERT_EVENTS = insert(table_of(OutboxEvent))
+
+
+class Claimed(Protocol):
+    """What the dispatcher reads of a claimed event (an outbox row or its model)."""
+
+    id: int
+    event_id: str
+    event_type: str
+    event_version: int
+    aggregate_type: str
+    aggregate_id: str
+    payload: dict[str, Any]
+    occurred_at: datetime
+    attempts: int
 
 
 async def add_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
@@ -40,6 +54,89 @@ async def claim_due(
     if skip_locked:
         stmt = stmt.with_for_update(skip_locked=True)
     return list((await session.scalars(stmt)).all())
+
+
+async def claim_batch(
+    session: AsyncSession,
+    now: datetime,
+    limit: int,
+    *,
+    skip_locked: bool,
+    leave: frozenset[str] | set[str] = frozenset(),
+) -> tuple[list[Claimed], dict[str, set[str]]]:
+    """`claim_due` and, for each claimed event, the consumers that already applied it
+    (`processed_for`). On PostgreSQL in one statement (the rows as Core rows, no ORM
+    objects): a dispatch batch's first round trip."""
+    if dialect_of(session) != "postgresql":
+        events = await claim_due(session, now, limit, skip_locked=skip_locked, leave=leave)
+        return list(events), await processed_for(session, [e.event_id for e in events])
+    applied = (
+        select(func.array_agg(ProcessedEvent.consumer))
+        .where(ProcessedEvent.event_id == OutboxEvent.event_id)
+        .scalar_subquery()
+    )
+    o = OutboxEvent
+    stmt = (
+        select(
+            o.id,
+            o.event_id,
+            o.event_type,
+            o.event_version,
+            o.aggregate_type,
+            o.aggregate_id,
+            o.payload,
+            o.occurred_at,
+            o.attempts,
+            applied.label("applied"),
+        )
+        .where(o.status == "pending", o.available_at <= now)
+        .order_by(o.id)
+        .limit(limit)
+    )
+    if leave:
+        stmt = stmt.where(o.event_type.not_in(sorted(leave)))
+    if skip_locked:
+        stmt = stmt.with_for_update(skip_locked=True, of=o)
+    rows = (await session.execute(stmt)).all()
+    already = {r.event_id: set(r.applied) for r in rows if r.applied}
+    return cast(list[Claimed], rows), already
+
+
+_FINISH_BATCH = text(
+    """
+    WITH finished AS (
+        UPDATE outbox SET status = 'done', done_at = CAST(:at AS timestamptz)
+        WHERE id = ANY(CAST(:ids AS bigint[]))
+        RETURNING 1
+    )
+    INSERT INTO processed_event (consumer, event_id, processed_at)
+    SELECT c, e, CAST(:at AS timestamptz)
+    FROM unnest(CAST(:consumers AS text[]), CAST(:event_ids AS text[])) AS u(c, e)
+    ON CONFLICT DO NOTHING
+    """
+)
+
+
+async def finish_batch(
+    session: AsyncSession, processed: list[dict[str, Any]], done: list[int], at: datetime
+) -> None:
+    """`mark_processed_many` and `finish_many(done, "done")`; on PostgreSQL in one statement
+    from arrays (one prepared statement whatever the batch's size)."""
+    if dialect_of(session) != "postgresql":
+        await mark_processed_many(session, processed)
+        await finish_many(session, done, "done", at)
+        return
+    if not processed and not done:
+        return
+    await session.execute(
+        _FINISH_BATCH,
+        {
+            "at": at,
+            "ids": done,
+            "consumers": [r["consumer"] for r in processed],
+            "event_ids": [r["event_id"] for r in processed],
+        },
+    )
 
 
 async def processed_for(session: AsyncSession, event_ids: list[str]) -> dict[str, set[str]]:

@@ -12,8 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
 from ordertally.core.errors import Conflict, NotFound
+from ordertally.events import outbox
 from ordertally.exceptions import registry, repository
 from ordertally.exceptions.errors import CaseNotActive, EvidenceMissing, UnknownCaseType
+from ordertally.exceptions.events import ExceptionCaseOpened
 from ordertally.exceptions.metrics import RESOLVE_SECONDS
 from ordertally.exceptions.models import ACTIVE, CasePolicy, ExceptionCase, ExceptionLog
 from ordertally.exceptions.registry import CaseType
@@ -148,7 +150,8 @@ async def open_case_record(
     detail: dict[str, Any],
     by: Who | None = None,
 ) -> ExceptionCase:
-    """Open a case and return it as it now stands (without reading it back)."""
+    """Open a case and return it as it now stands (without reading it back); a case on an
+    order announces itself with `ExceptionCaseOpened` in the same transaction."""
     now = clock.now()
     policy = await policy_of(session, type)
     values: dict[str, Any] = {
@@ -170,6 +173,21 @@ async def open_case_record(
     await repository.add_logs(
         session, [_log(case_id, "opened", who, now, None, {"owner_role": policy.owner_role})]
     )
+    if order_id is not None:
+        await outbox.publish(
+            session,
+            "ExceptionCaseOpened",
+            ExceptionCaseOpened(
+                case_id=case_id,
+                order_id=order_id,
+                category=category,
+                type=type,
+                blocking=blocking,
+                occurred_at=now,
+            ),
+            aggregate_type="exception_case",
+            aggregate_id=str(case_id),
+        )
     return ExceptionCase(id=case_id, **values)
 
 

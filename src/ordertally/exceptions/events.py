@@ -1,0 +1,22 @@
+"""Event schemas the exceptions domain publishes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from ordertally.events.registry import event_schema
+
+
+@event_schema("ExceptionCaseOpened", 1)
+class ExceptionCaseOpened(BaseModel):
+    """A case was opened on an order: what the delay causes of the stage table fold in (ADR
+    0043). Cases on no order publish nothing."""
+
+    case_id: int
+    order_id: int
+    category: str
+    type: str
+    blocking: bool
+    occurred_at: datetime
