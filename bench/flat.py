@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
 import time
 from contextlib import ExitStack
@@ -41,7 +40,9 @@ FIGURES = (
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, argparse.Namespace]:
-    parser = argparse.ArgumentParser(prog="python -m bench.flat", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.flat", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--name", default="ordertally_preload", help="the preloaded database")
     parser.add_argument("--runs", type=int, default=3, help="runs per database and mode")
     parser.add_argument("--duration", type=float, default=10.0)
@@ -75,7 +76,9 @@ async def _has_stock(db: Database) -> bool:
     conn = await asyncpg.connect(asyncpg_dsn(db.url))
     try:
         return bool(
-            await conn.fetchval("SELECT count(*) FROM sku WHERE code = $1", next(iter(payload.LINES)))
+            await conn.fetchval(
+                "SELECT count(*) FROM sku WHERE code = $1", next(iter(payload.LINES))
+            )
         )
     finally:
         await conn.close()
@@ -94,7 +97,9 @@ def ratios(figures: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
         def value(which: str, mode: str = mode, figure: str = figure) -> float:
             fig = figures[which][mode]
-            return float(fig["orders_per_s"] if figure == "orders_per_s" else fig["latency_ms"][figure])
+            return float(
+                fig["orders_per_s"] if figure == "orders_per_s" else fig["latency_ms"][figure]
+            )
 
         empty, loaded = value("empty"), value("preloaded")
         ratio = loaded / empty if empty else 0.0

@@ -138,13 +138,17 @@ REFERENCE_TABLES = ("warehouse", "sku", "stock", "stock_movement")
 
 def models() -> dict[str, Any]:
     """Table name -> SQLAlchemy Table, for every table the preload writes."""
-    from ordertally.customers.models import Customer, CustomerIdentity, CustomerOrder
-    from ordertally.customers.models import CustomerProfile
+    from ordertally.catalog.models import Sku
+    from ordertally.customers.models import (
+        Customer,
+        CustomerIdentity,
+        CustomerOrder,
+        CustomerProfile,
+    )
     from ordertally.events.models import OutboxEvent, ProcessedEvent
     from ordertally.fulfillment.models import Shipment, ShipmentLine
     from ordertally.idempotency.models import IdempotencyKey
     from ordertally.inventory.models import Reservation, Stock, StockMovement, Warehouse
-    from ordertally.catalog.models import Sku
     from ordertally.orders.models import OrderEvent, OrderLine, SalesOrder
     from ordertally.payments.models import Payment, PaymentNotification
 
@@ -533,8 +537,10 @@ def order_chunk(ctx: Context, tables: Tables, first: int, last: int) -> None:
             provider = "wechatpay" if o % 3 else "alipay"
             out_trade_no = f"{order_no}P01"
             txn = f"42000{o:020d}"
-            refunded = subtotal if status == "refunded" else (
-                subtotal // 4 if status == "partially_refunded" else 0
+            refunded = (
+                subtotal
+                if status == "refunded"
+                else (subtotal // 4 if status == "partially_refunded" else 0)
             )
             tables.add(
                 "payment",

@@ -157,7 +157,9 @@ def existing_database(
     try:
         db.cli("migrate")
         db.api_key = (
-            db.cli("apikey", "create", "--name", f"{key_name}-{secrets.token_hex(3)}", "--role", "ops")
+            db.cli(
+                "apikey", "create", "--name", f"{key_name}-{secrets.token_hex(3)}", "--role", "ops"
+            )
             .splitlines()[-1]
             .strip()
         )

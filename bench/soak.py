@@ -36,8 +36,7 @@ import bench.__main__ as order_bench
 from bench import preload
 from bench.drill.sampler import Sampler
 from bench.flat import seed_once
-from bench.server import Database, Process, Server, asyncpg_dsn, existing_database
-from bench.server import scratch_database
+from bench.server import Database, Process, Server, asyncpg_dsn, existing_database, scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -63,7 +62,9 @@ SELECT (SELECT coalesce(max(id), 0) FROM outbox) AS outbox_max_id,
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, argparse.Namespace]:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--minutes", type=int, default=10, help="how long (1-120)")
     parser.add_argument("--rate", type=float, default=300.0, help="offered orders/s")
     parser.add_argument("--name", default="ordertally_preload", help="the preloaded database")
@@ -186,9 +187,7 @@ def _minute(
         "payment_inbox_mean": round(statistics.fmean(p["payment_inbox"] for p in lag), 1)
         if lag
         else 0.0,
-        "cpu_percent": {
-            k: round(statistics.fmean(p.get(k, 0.0) for p in cpu), 1) for k in names
-        },
+        "cpu_percent": {k: round(statistics.fmean(p.get(k, 0.0) for p in cpu), 1) for k in names},
         "sizes_mib": after["sizes_mib"],
         "database_mib": after["database_mib"],
         "loadavg": round(os.getloadavg()[0], 2),

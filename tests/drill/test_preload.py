@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from bench import payload, preload
 from bench.server import Server, asyncpg_dsn, existing_database
 
@@ -98,7 +97,9 @@ def test_a_preloaded_database_passes_the_doctor_and_takes_new_orders() -> None:
                 status, created = server.request("POST", "/api/v1/orders", body)
                 assert status == 201, created
                 ids = asyncio.run(
-                    _fetch(url, f"SELECT id FROM sales_order WHERE order_no = '{created['order_no']}'")
+                    _fetch(
+                        url, f"SELECT id FROM sales_order WHERE order_no = '{created['order_no']}'"
+                    )
                 )
                 assert ids[0][0] > ORDERS
             # And the doctor still passes with the new order in

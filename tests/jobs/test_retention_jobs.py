@@ -65,8 +65,12 @@ async def test_the_nonce_purge_job_forgets_only_nonces_past_the_replay_window(
     from ordertally.payments import jobs  # noqa: F401  (@periodic registers the purges)
 
     async with db.transaction() as session:
-        session.add(PaymentNonce(provider="wechatpay", nonce="old", expires_at=T0 - timedelta(minutes=1)))
-        session.add(PaymentNonce(provider="wechatpay", nonce="new", expires_at=T0 + timedelta(minutes=4)))
+        session.add(
+            PaymentNonce(provider="wechatpay", nonce="old", expires_at=T0 - timedelta(minutes=1))
+        )
+        session.add(
+            PaymentNonce(provider="wechatpay", nonce="new", expires_at=T0 + timedelta(minutes=4))
+        )
     # When the purge job runs at T0
     with clock.frozen(T0):
         result = await scheduler.run_tick(db, scheduler.JOBS["payments_purge_nonces"], "test")
