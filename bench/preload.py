@@ -465,7 +465,7 @@ def order_chunk(ctx: Context, tables: Tables, first: int, last: int) -> None:
                     "evidence_ref": None,
                     "occurred_at": when.isoformat(),
                 }
-            event_id = str(uuid.UUID(int=(o << 64) | version, version=4))
+            event_id = str(uuid.UUID(int=(o << 8) | version, version=4))
             done = when + timedelta(milliseconds=40)
             tables.add(
                 "outbox",
