@@ -36,6 +36,7 @@ import json
 import multiprocessing
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -990,6 +991,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-vacuum", action="store_true", help="ANALYZE only after the load")
     parser.add_argument("--drop", action="store_true", help="drop the database when done")
+    parser.add_argument(
+        "--drop-only", action="store_true", help="only drop the database --name (and its manifest)"
+    )
     args = parser.parse_args(argv)
     if args.orders < 1 or args.processes < 1 or args.chunk < 100:
         parser.error("--orders and --processes must be positive, --chunk at least 100")
@@ -1122,6 +1126,12 @@ def report(manifest: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.drop_only:
+        asyncio.run(drop_database(args.pg_url, args.name))
+        manifest_path(args.name).unlink(missing_ok=True)
+        shutil.rmtree(RESULTS / f"preload-{args.name}", ignore_errors=True)
+        _say(f"dropped {args.name}")
+        return 0
     _say(f"preloading {args.orders:,} orders into {args.name} ({args.processes} processes)")
     try:
         manifest = preload(args)

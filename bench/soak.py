@@ -136,7 +136,8 @@ def trend(minutes: list[dict[str, Any]], settle: int) -> dict[str, Any]:
     growing = pending["significant"] and pending["slope_per_minute"] > 0.05 * rate * 60
     verdicts.append(not growing)
     out["outbox_backlog_growing"] = growing
-    out["no_downward_trend"] = all(verdicts)
+    # Fewer than three minutes give a slope but no spread to judge it by: no verdict.
+    out["no_downward_trend"] = all(verdicts) if len(kept) >= 3 else None
     return out
 
 
@@ -281,9 +282,10 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> str:
             f"change over the run {100 * f['change_over_run']:+6.1f}% of the mean {f['mean']:g}"
             f"{'  significant' if f['significant'] else ''}"
         )
+    verdict = {True: "no downward trend", False: "DOWNWARD TREND", None: "too short to tell"}
     lines.append(
         "verdict: "
-        + ("no downward trend" if t["no_downward_trend"] else "DOWNWARD TREND")
+        + verdict[t["no_downward_trend"]]
         + (" (outbox backlog growing)" if t["outbox_backlog_growing"] else "")
     )
     return "\n".join(lines)
@@ -306,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
     _say(table(result, args))
     _say(f"\nresults: {out.relative_to(ROOT)}")
-    return 0 if result["trend"]["no_downward_trend"] else 1
+    return 0 if result["trend"]["no_downward_trend"] is not False else 1
 
 
 if __name__ == "__main__":
