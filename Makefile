@@ -111,11 +111,10 @@ BENCH_FLAT_ORDERS ?= 1000000
 BENCH_SOAK_MINUTES ?= 10
 bench-flat: $(STAMP)
 	$(BIN)/python -m bench.preload --orders $(BENCH_FLAT_ORDERS) --name ot_flat_bench
-	$(BIN)/python -m bench.flat --name ot_flat_bench $(BENCH_FLAT_ARGS); flat=$$?; \
+	$(BIN)/python -m bench.flat --name ot_flat_bench $(BENCH_FLAT_ARGS) && \
 	$(BIN)/python -m bench.soak --name ot_flat_bench --minutes $(BENCH_SOAK_MINUTES) \
-		$(BENCH_SOAK_ARGS); soak=$$?; \
-	$(BIN)/python -m bench.preload --name ot_flat_bench --drop-only; \
-	test $$flat -eq 0 && test $$soak -eq 0
+		$(BENCH_SOAK_ARGS); status=$$?; \
+	$(BIN)/python -m bench.preload --name ot_flat_bench --drop-only; exit $$status
 
 # Outbound HTTP calls: a new client per call against the process's shared one (issue 21).
 bench-outbound: $(STAMP)

@@ -308,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
     _say(table(result, args))
     _say(f"\nresults: {out.relative_to(ROOT)}")
-    return 0 if result["trend"]["no_downward_trend"] is not False else 1
+    # Like `python -m bench`, a trend is reported, not an error; failed requests are.
+    return 1 if any(m["errors"] for m in result["minutes"]) else 0
 
 
 if __name__ == "__main__":
