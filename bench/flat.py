@@ -116,6 +116,25 @@ def ratios(figures: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def costs(figures: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """CPU milliseconds per order of the server and of PostgreSQL, empty and preloaded: on a
+    machine shared with other work these move less than throughput and latency do."""
+    rows = []
+    for mode in ("closed", "open"):
+        for name in ("server", "postgres"):
+            empty = figures["empty"][mode]["cpu_ms_per_order"].get(name, 0.0)
+            loaded = figures["preloaded"][mode]["cpu_ms_per_order"].get(name, 0.0)
+            rows.append(
+                {
+                    "figure": f"{mode} {name} CPU ms/order",
+                    "empty": empty,
+                    "preloaded": loaded,
+                    "ratio": round(loaded / empty, 3) if empty else 0.0,
+                }
+            )
+    return rows
+
+
 def run(args: argparse.Namespace, load: argparse.Namespace) -> dict[str, Any]:
     manifest = preload.load_manifest(args.name)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
@@ -150,6 +169,7 @@ def run(args: argparse.Namespace, load: argparse.Namespace) -> dict[str, Any]:
         "manifest": {k: manifest[k] for k in ("name", "orders", "retention", "rows_total")},
         "figures": figures,
         "ratios": ratios(figures),
+        "costs": costs(figures),
         "preloaded_sizes": sizes_before,
         "growth_per_million_orders": preload.growth(sizes_before, manifest["orders"]),
     }
@@ -174,12 +194,16 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> str:
         f"{args.rate:g}/s open loop, {args.buckets} buckets, {args.duration:g} s x {args.runs} "
         "runs interleaved, medians",
         "",
-        f"{'figure':<24}{'empty':>10}{'preloaded':>11}{'ratio':>8}  within 10%",
+        f"{'figure':<30}{'empty':>10}{'preloaded':>11}{'ratio':>8}  within 10%",
     ]
     for row in result["ratios"]:
         lines.append(
-            f"{row['figure']:<24}{row['empty']:>10.1f}{row['preloaded']:>11.1f}"
+            f"{row['figure']:<30}{row['empty']:>10.1f}{row['preloaded']:>11.1f}"
             f"{row['ratio']:>8.3f}  {'yes' if row['within_10pct'] else 'NO'}"
+        )
+    for row in result["costs"]:
+        lines.append(
+            f"{row['figure']:<30}{row['empty']:>10.2f}{row['preloaded']:>11.2f}{row['ratio']:>8.3f}"
         )
     lines += ["", "growth per million orders (the preloaded database):"]
     lines.append(preload.growth_table(result["growth_per_million_orders"]))
