@@ -1090,6 +1090,13 @@ def preload(args: argparse.Namespace) -> dict[str, Any]:
     return manifest
 
 
+def forget(admin_url: str, name: str) -> None:
+    """Drop a preloaded database, its manifest and its data directory."""
+    asyncio.run(drop_database(admin_url, name))
+    manifest_path(name).unlink(missing_ok=True)
+    shutil.rmtree(RESULTS / f"preload-{name}", ignore_errors=True)
+
+
 def manifest_path(name: str) -> Path:
     return RESULTS / f"preload-{name}.json"
 
@@ -1127,9 +1134,7 @@ def report(manifest: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.drop_only:
-        asyncio.run(drop_database(args.pg_url, args.name))
-        manifest_path(args.name).unlink(missing_ok=True)
-        shutil.rmtree(RESULTS / f"preload-{args.name}", ignore_errors=True)
+        forget(args.pg_url, args.name)
         _say(f"dropped {args.name}")
         return 0
     _say(f"preloading {args.orders:,} orders into {args.name} ({args.processes} processes)")
@@ -1139,7 +1144,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"manifest: {manifest_path(args.name).relative_to(ROOT)}")
     finally:
         if args.drop:
-            asyncio.run(drop_database(args.pg_url, args.name))
+            forget(args.pg_url, args.name)
     return 0
 
 

@@ -106,5 +106,4 @@ def test_a_preloaded_database_passes_the_doctor_and_takes_new_orders() -> None:
             report = json.loads(db.cli("doctor", "--json"))
             assert [c for c in report["checks"] if not c["ok"]] == []
     finally:
-        asyncio.run(preload.drop_database(PG_URL, name))
-        preload.manifest_path(name).unlink(missing_ok=True)
+        preload.forget(PG_URL, name)
