@@ -8,7 +8,7 @@ export ORDERTALLY_DATA_DIR ?= ./var
 .PHONY: install run test lint typecheck migrate migrations-check pytest bench demo clean \
 	bench-orders bench-payments bench-fulfillment bench-channels drill drill-smoke bench-web \
 	bench-exports bench-casework bench-search bench-rules bench-aftersales bench-outbound \
-	bench-consumers
+	bench-consumers bench-flat
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -57,7 +57,7 @@ test: lint migrations-check pytest
 # PostgreSQL figures use ORDERTALLY_TEST_PG_URL (default: postgres on 127.0.0.1:5432).
 bench: bench-orders bench-payments bench-fulfillment bench-channels bench-web \
 	bench-exports bench-casework bench-search bench-rules bench-aftersales bench-outbound \
-	bench-consumers
+	bench-consumers bench-flat
 
 bench-orders: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -101,6 +101,21 @@ bench-aftersales: $(STAMP)
 # Every consumer a worker runs, draining the events of orders made by the services (issue 21).
 bench-consumers: $(STAMP)
 	$(BIN)/python -m bench.consumers $(BENCH_CONSUMERS_ARGS)
+
+# Flat with data (issue 21, ADR 0045): BENCH_FLAT_ORDERS orders COPYed into a scratch PostgreSQL
+# database (with their lines, audit rows, events, keys, customers, payments, shipments), a
+# BENCH_SOAK_MINUTES soak on it with the workers on, then order creation there against an empty
+# database (interleaved; after the soak, whose workers would otherwise start on the backlog the
+# flat bench leaves: it runs without workers); the database is dropped at the end. 10,000,000
+# orders need the machine alone for about an hour and ~60 GB of disk (docs/benchmarks.md, h33).
+BENCH_FLAT_ORDERS ?= 1000000
+BENCH_SOAK_MINUTES ?= 10
+bench-flat: $(STAMP)
+	$(BIN)/python -m bench.preload --orders $(BENCH_FLAT_ORDERS) --name ot_flat_bench
+	$(BIN)/python -m bench.soak --name ot_flat_bench --minutes $(BENCH_SOAK_MINUTES) \
+		$(BENCH_SOAK_ARGS) && \
+	$(BIN)/python -m bench.flat --name ot_flat_bench $(BENCH_FLAT_ARGS); status=$$?; \
+	$(BIN)/python -m bench.preload --name ot_flat_bench --drop-only; exit $$status
 
 # Outbound HTTP calls: a new client per call against the process's shared one (issue 21).
 bench-outbound: $(STAMP)

@@ -148,9 +148,11 @@ def run_load(
     mode: str,
     args: argparse.Namespace,
     during: Callable[[], Any] | None = None,
+    quiet_first: bool = True,
 ) -> dict[str, Any]:
     """Run the load generator process once and return its figures; `during` is called when
-    the warm-up is over (to start a profiler on the measured window)."""
+    the warm-up is over (to start a profiler on the measured window). Unless `quiet_first` is
+    false (back-to-back windows of one long run), it first waits for the machine to be quiet."""
     config = {
         "host": "127.0.0.1",
         "port": server.port,
@@ -165,7 +167,7 @@ def run_load(
         "server_pid": server.pid,
         "pg_database": server.db.pg_name,
     }
-    background = wait_for_quiet(args)
+    background = wait_for_quiet(args) if quiet_first else None
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.loadgen"],
         stdin=subprocess.PIPE,

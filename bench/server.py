@@ -140,6 +140,34 @@ def scratch_database(
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def existing_database(
+    url: str, pii_key: str, server_env: dict[str, str], key_name: str = "bench"
+) -> Iterator[Database]:
+    """A database made beforehand (e.g. by bench/preload.py, with the PII key its rows were
+    sealed with), migrated to head, with a new ops API key; kept afterwards."""
+    data_dir = Path(tempfile.mkdtemp(prefix="ordertally-bench-pg-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERTALLY_")}
+    env["ORDERTALLY_DATA_DIR"] = str(data_dir)
+    env["ORDERTALLY_PII_KEY"] = pii_key
+    env["ORDERTALLY_DATABASE_URL"] = url
+    env.update(BENCH_LIMITS)
+    env.update(server_env)
+    db = Database("pg", url, data_dir, env, pg_name=make_url(url).database)
+    try:
+        db.cli("migrate")
+        db.api_key = (
+            db.cli(
+                "apikey", "create", "--name", f"{key_name}-{secrets.token_hex(3)}", "--role", "ops"
+            )
+            .splitlines()[-1]
+            .strip()
+        )
+        yield db
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 def stop_group(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM a process's group, SIGKILL it after 15 s, then kill whatever is left in the
     group (workers whose supervisor died first)."""

@@ -16,7 +16,7 @@ from ordertally.core.settings import reset_settings
 from ordertally.events import outbox
 from ordertally.events.models import OutboxEvent, ProcessedEvent
 from ordertally.jobs import (
-    retention,  # noqa: F401  (registers machinery_purge)
+    retention,  # registers machinery_purge
     scheduler,
 )
 from ordertally.jobs.models import JobRun
@@ -131,4 +131,31 @@ async def test_events_are_kept_for_ever_when_the_retention_is_zero(
         )
     assert count == 1
     assert result is not None and "events" not in result
+    reset_settings()
+
+
+async def test_one_tick_works_off_a_backlog_in_chunks_up_to_its_bound(
+    db: Database, frozen: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORDERTALLY_OUTBOX_RETENTION_DAYS", "30")
+    reset_settings()
+    # Given chunks of 2 rows, at most 2 chunks a tick, and five delivered events 40 days old
+    # with a dedupe row each (a backlog: more than a tick may delete)
+    monkeypatch.setattr(retention, "CHUNK", 2)
+    monkeypatch.setattr(retention, "CHUNKS", 2)
+    old = [await _event(db, "done", ["a"], 40) for _ in range(5)]
+    # When the retention job runs
+    clock.advance(timedelta(days=10))
+    result = await scheduler.run_tick(db, scheduler.JOBS["machinery_purge"], "test-worker")
+    # Then it deleted two chunks of each, in separate transactions, and stopped there
+    assert result is not None
+    assert (result["dedupe_rows"], result["events"]) == (4, 4)
+    events, dedupe, _ = await _left(db)
+    assert len(events) == 1 and len(dedupe) == 1
+    # And the next tick deletes the rest and stops at the short chunk
+    clock.advance(timedelta(minutes=10))
+    again = await scheduler.run_tick(db, scheduler.JOBS["machinery_purge"], "test-worker")
+    assert again is not None and (again["dedupe_rows"], again["events"]) == (1, 1)
+    events, dedupe, _ = await _left(db)
+    assert not events & set(old) and not dedupe
     reset_settings()

@@ -160,6 +160,22 @@ async def test_the_purge_job_forgets_only_expired_keys(db: Database) -> None:
     assert [tuple(r) for r in runs] == [("purge_idempotency_keys", {"purged": 1}, None)]
 
 
+async def test_the_purge_works_off_a_backlog_in_chunks_oldest_first(db: Database) -> None:
+    # Given five keys expired at different times (a worker stopped for days) and a live one
+    for n in range(5):
+        await _store(db, "ops", f"stale-{n}", T0 - timedelta(hours=30 + 10 * (5 - n)))
+    await _store(db, "ops", "live", T0 - timedelta(hours=1))
+    # When one run may delete two chunks of two keys
+    purged = await service.purge_expired(db, T0, chunk=2, chunks=2)
+    # Then it deleted four, those that expired first, in chunks, and kept the rest
+    assert purged == 4
+    assert [k[1] for k in await _keys(db)] == ["live", "stale-4"]
+    # And the next run deletes the last expired one and stops at the short chunk
+    assert await service.purge_expired(db, T0, chunk=2, chunks=2) == 1
+    assert [k[1] for k in await _keys(db)] == ["live"]
+    assert await service.purge_expired(db, T0, chunk=2, chunks=2) == 0
+
+
 async def test_run_idempotent_replays_without_running_the_work(db: Database) -> None:
     # Given a work that counts its runs
     runs: list[int] = []

@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from ordertally.core.db import Database
 from ordertally.idempotency import service
-from ordertally.jobs.scheduler import periodic
+from ordertally.jobs.scheduler import periodic_outside
 
 
-@periodic("purge_idempotency_keys", every_seconds=3600)
-async def purge_idempotency_keys(session: AsyncSession, now: datetime) -> dict[str, Any]:
-    """Forget idempotency keys older than their retention."""
-    return {"purged": await service.purge_expired(session, now)}
+@periodic_outside("purge_idempotency_keys", every_seconds=3600)
+async def purge_idempotency_keys(db: Database, now: datetime) -> dict[str, Any]:
+    """Forget idempotency keys older than their retention, in short transactions."""
+    return {"purged": await service.purge_expired(db, now)}

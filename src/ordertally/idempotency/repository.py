@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, text
+from sqlalchemy import bindparam, delete, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core.db import dialect_of, table_of, upsert_insert
@@ -85,7 +85,16 @@ async def store_keys(session: AsyncSession, values: dict[str, Any] | list[dict[s
     await session.execute(stmt, values)
 
 
-async def purge_keys(session: AsyncSession, now: datetime) -> int:
-    """Delete expired keys."""
-    result = await session.execute(delete(IdempotencyKey).where(IdempotencyKey.expires_at < now))
-    return int(result.rowcount)  # type: ignore[attr-defined]
+async def purge_keys(session: AsyncSession, now: datetime, limit: int) -> int:
+    """Delete up to `limit` expired keys, those that expired first first (the walk follows
+    the expires_at index)."""
+    oldest = (
+        select(IdempotencyKey.scope, IdempotencyKey.key)
+        .where(IdempotencyKey.expires_at < now)
+        .order_by(IdempotencyKey.expires_at)
+        .limit(limit)
+    )
+    result = await session.execute(
+        delete(IdempotencyKey).where(tuple_(IdempotencyKey.scope, IdempotencyKey.key).in_(oldest))
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
-from ordertally.core.db import dialect_of
+from ordertally.core.db import Database, dialect_of
 from ordertally.core.settings import get_settings
 from ordertally.idempotency import repository
 from ordertally.idempotency.errors import IdempotencyInFlight, IdempotencyMismatch
@@ -105,6 +105,23 @@ async def store(
     await repository.store_keys(session, response_row(scope, key, req_hash, status, body))
 
 
-async def purge_expired(session: AsyncSession, now: datetime) -> int:
-    """Delete keys past their retention (24 h by default)."""
-    return await repository.purge_keys(session, now)
+# The purge deletes keys in chunks, one short transaction each, and at most PURGE_CHUNKS chunks
+# a run: a backlog (a worker stopped for days, a promotion) is worked off over several runs
+# instead of in one transaction that holds millions of row locks and bloats the WAL at once.
+PURGE_CHUNK = 10_000
+PURGE_CHUNKS = 100
+
+
+async def purge_expired(
+    db: Database, now: datetime, chunk: int = PURGE_CHUNK, chunks: int = PURGE_CHUNKS
+) -> int:
+    """Delete keys past their retention (24 h by default), `chunk` per transaction, at most
+    `chunks` transactions; returns how many."""
+    purged = 0
+    for _ in range(chunks):
+        async with db.transaction() as session:
+            deleted = await repository.purge_keys(session, now, chunk)
+        purged += deleted
+        if deleted < chunk:
+            break
+    return purged

@@ -7,4 +7,4 @@ from fastapi import FastAPI
 
 def register(app: FastAPI | None) -> None:
     """Wire idempotency keys: the purge job."""
-    from ordertally.idempotency import jobs  # noqa: F401  (@periodic registers the purge)
+    from ordertally.idempotency import jobs  # noqa: F401  (@periodic_outside registers the purge)

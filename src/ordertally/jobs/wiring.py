@@ -7,4 +7,4 @@ from fastapi import FastAPI
 
 def register(app: FastAPI | None) -> None:
     """Wire the machinery's retention job."""
-    from ordertally.jobs import retention  # noqa: F401  (@periodic registers the purge)
+    from ordertally.jobs import retention  # noqa: F401  (@periodic_outside registers the purge)
