@@ -35,6 +35,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from bench.payload import order_body
 from bench.server import Database, Process, Server, asyncpg_dsn, scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,10 +132,21 @@ def start_worker(db: Database, indexer: bool, batch: int | None) -> Process:
         env["ORDERTALLY_WORKER_BATCH_SIZE"] = str(batch)
     name = "worker-" + ("on" if indexer else "off")
     worker = Process(dataclasses.replace(db, env=env), "worker", name=name).start()
-    time.sleep(3)  # imports and the dictionary's warm-up, before the load starts
-    if not worker.alive():
-        raise RuntimeError(f"the worker did not start:\n{worker.log_tail()}")
     return worker
+
+
+def wait_ready(server: Server, conn: Conn, worker: Process, timeout: float = 120) -> None:
+    """Until the worker consumes: one order created and its events all consumed (a worker
+    still importing or loading its dictionary would count as lag, or as idle time)."""
+    body = json.loads(order_body(99_999_999))
+    status, answer = server.request("POST", "/api/v1/orders", body)
+    if status != 201:
+        raise RuntimeError(f"the probe order answered {status}: {answer}")
+    deadline = time.monotonic() + timeout
+    while pending_events(conn):
+        if not worker.alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the worker is not consuming:\n{worker.log_tail()}")
+        time.sleep(0.2)
 
 
 def _load_args(args: argparse.Namespace, rate: float) -> argparse.Namespace:
@@ -158,6 +170,7 @@ def writes(db: Database, server: Server, conn: Conn, args: argparse.Namespace) -
         for mode in ("off", "on"):
             worker = start_worker(db, mode == "on", args.worker_batch)
             try:
+                wait_ready(server, conn, worker)
                 load = os.getloadavg()[0]
                 result = run_load(server, "closed", _load_args(args, 500.0))
                 caught_up = drain(conn, worker, args.drain_timeout)
@@ -261,7 +274,8 @@ def lag(
     worker = start_worker(db, True, args.worker_batch)
     watcher = Visibility(db, args.poll_ms / 1000)
     try:
-        watcher.start()
+        wait_ready(server, conn, worker)
+        watcher.start()  # after the probe order: the window starts with the load
         load = os.getloadavg()[0]
         result = run_load(server, "open", _load_args(args, rate))
         deadline = time.monotonic() + args.drain_timeout
