@@ -85,12 +85,18 @@ bench-exports: $(STAMP)
 	$(BIN)/python -m bench.exports $(BENCH_EXPORTS_ARGS)
 
 # Search (issue 16): segmenters side by side, BENCH_SEARCH_ORDERS generated orders COPYed into a
-# scratch PostgreSQL database, then 20 searchers over HTTP and the relevance set on it.
+# scratch PostgreSQL database, then 20 searchers over HTTP and the relevance set on it; the same
+# orders copied into SQLite and measured the same way; creation with and without the indexer,
+# and the index lag.
 BENCH_SEARCH_ORDERS ?= 1000000
 bench-search: $(STAMP)
 	$(BIN)/python -m bench.search_segment
 	$(BIN)/python -m bench.search_data --orders $(BENCH_SEARCH_ORDERS) --name ot_search_bench
 	$(BIN)/python -m bench.search --manifest bench/results/search-ot_search_bench.json $(BENCH_SEARCH_ARGS)
+	$(BIN)/python -m bench.search_data --sqlite bench/results/ot_search_bench.sqlite \
+		--copy-of bench/results/search-ot_search_bench.json --name ot_search_bench_sqlite
+	$(BIN)/python -m bench.search --manifest bench/results/search-ot_search_bench_sqlite.json $(BENCH_SEARCH_ARGS)
+	$(BIN)/python -m bench.search_writes $(BENCH_SEARCH_WRITES_ARGS)
 
 bench-rules: $(STAMP)
 	$(BIN)/python -m bench.rules $(BENCH_RULES_ARGS)

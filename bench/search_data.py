@@ -1,13 +1,17 @@
 """`python -m bench.search_data`: a realistic order set for the search benches, loaded into a
-scratch PostgreSQL database with COPY (not the API), with its ground truth.
+scratch PostgreSQL database with COPY (not the API), or into an SQLite file (`--sqlite PATH`),
+with its ground truth.
 
 Buyers with common surnames and the polyphonic ones (曾 单 解 仇 朴 区 查), mainland
 addresses, mobile phones (one in ten stored as a platform sends it masked, 138****5678),
 products, channels with platform ids, payments, waybills and dates over two years. The search
 rows are built by the same code the consumer runs (search.service.doc_row over
-search.tokens), in worker processes; the GIN index is created after the COPY. A manifest
-(database URL, the PII key the tokens were made with, and ≥ 200 queries with the order each
-must find, covering every query kind) goes to bench/results/ for `python -m bench.search`.
+search.tokens), in worker processes; the engine's index is built after the rows are in (the
+GIN index on PostgreSQL; on SQLite the FTS5 table in one 'rebuild', its insert trigger off
+meanwhile). A manifest (database URL, the PII key the tokens were made with, and ≥ 200 queries
+with the order each must find, covering every query kind) goes to bench/results/ for
+`python -m bench.search`. `--sqlite PATH --copy-of MANIFEST` copies a generated PostgreSQL
+database (read only) into SQLite instead: the same orders, key and queries on both engines.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -438,7 +443,38 @@ def queries(truth: list[dict[str, Any]], today: str) -> list[dict[str, Any]]:
     return out
 
 
-async def _copy(url: str, chunks: Any, total: int) -> dict[str, float]:
+def _catalogue_rows(now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The categories (parents first, ids from 1) and SKUs behind PRODUCTS."""
+    ids = {code: n for n, code in enumerate(CATEGORIES, 1)}
+    categories = [
+        {
+            "id": ids[code],
+            "code": code,
+            "name": name,
+            "name_en": name_en,
+            "parent_id": ids[parent] if parent else None,
+            "created_at": now,
+        }
+        for code, (name, name_en, parent) in CATEGORIES.items()
+    ]
+    skus = [
+        {
+            "code": code,
+            "name": title,
+            "name_en": "",
+            "active": True,
+            "brand": BRANDS[code][0],
+            "brand_en": BRANDS[code][1],
+            "category_id": ids[BRANDS[code][2]],
+        }
+        for code, title, _ in PRODUCTS
+    ]
+    return categories, skus
+
+
+async def copy_postgres(url: str, chunks: Iterable[dict[str, Any]], total: int) -> dict[str, float]:
+    """COPY the chunks into a migrated PostgreSQL database; the GIN index is built once after
+    the last chunk. Seconds of COPY and of the GIN build, and the index's bytes."""
     import asyncpg
 
     dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -446,29 +482,16 @@ async def _copy(url: str, chunks: Any, total: int) -> dict[str, float]:
     so_cols, line_cols, doc_cols = _fields()
     timing = {"copy": 0.0}
     try:
-        now = datetime.now(UTC)
-        ids: dict[str, int] = {}
-        for code, (name, name_en, parent) in CATEGORIES.items():  # parents come first
-            ids[code] = await conn.fetchval(
-                "INSERT INTO category (code, name, name_en, parent_id, created_at) "
-                "VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                code,
-                name,
-                name_en,
-                ids[parent] if parent else None,
-                now,
+        categories, skus = _catalogue_rows(datetime.now(UTC))
+        for table, rows in (("category", categories), ("sku", skus)):
+            columns = list(rows[0])
+            await conn.copy_records_to_table(
+                table, records=[tuple(r[c] for c in columns) for r in rows], columns=columns
             )
-        for code, title, _ in PRODUCTS:
-            brand, brand_en, category = BRANDS[code]
-            await conn.execute(
-                "INSERT INTO sku (code, name, name_en, active, brand, brand_en, category_id) "
-                "VALUES ($1, $2, '', true, $3, $4, $5)",
-                code,
-                title,
-                brand,
-                brand_en,
-                ids[category],
-            )
+        await conn.execute(
+            "SELECT setval(pg_get_serial_sequence('category', 'id'), "
+            "(SELECT max(id) FROM category))"
+        )
         await conn.execute("DROP INDEX IF EXISTS hand_search_doc_tsv")
         done = 0
         for part in chunks:
@@ -485,7 +508,7 @@ async def _copy(url: str, chunks: Any, total: int) -> dict[str, float]:
             "CREATE INDEX hand_search_doc_tsv ON search_doc USING gin (hand_tsv) "
             "WITH (fastupdate = off)"
         )
-        timing["gin"] = time.perf_counter() - started
+        timing["index"] = time.perf_counter() - started
         for table in ("sales_order", "order_line"):
             await conn.execute(
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
@@ -500,6 +523,263 @@ async def _copy(url: str, chunks: Any, total: int) -> dict[str, float]:
     return timing
 
 
+# The FTS5 table's insert trigger: dropped for the load, the index built from the table in one
+# pass ('rebuild'), then the trigger put back as the migration wrote it.
+FTS_INSERT_TRIGGER = "hand_search_doc_ai"
+
+
+class _SqliteInsert:
+    """An executemany INSERT of some columns of a table, with each value converted as
+    SQLAlchemy would bind it on SQLite (UTC datetimes as text, booleans as 0/1)."""
+
+    def __init__(self, table: Any, columns: list[str]) -> None:
+        from sqlalchemy.dialects import sqlite
+
+        dialect = sqlite.dialect()
+        self.sql = (
+            f"INSERT INTO {table.name} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' for _ in columns)})"
+        )
+        found = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+        self.convert = [(i, f) for i, f in enumerate(found) if f is not None]
+
+    def run(self, cursor: Any, records: Iterable[tuple[Any, ...]]) -> None:
+        convert = self.convert
+
+        def rows() -> Iterator[list[Any]]:
+            for record in records:
+                row = list(record)
+                for i, f in convert:
+                    row[i] = f(row[i])
+                yield row
+
+        cursor.executemany(self.sql, rows())
+
+
+def _sqlite_path(url: str) -> Path:
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        raise ValueError(f"not an SQLite file: {url}")
+    return Path(database)
+
+
+def load_sqlite(url: str, chunks: Iterable[dict[str, Any]], total: int) -> dict[str, float]:
+    """Insert the chunks into a migrated SQLite file (executemany, one transaction a chunk,
+    journal and fsync off for the load only); the FTS5 index is built once after the last
+    chunk. Seconds of inserts and of the FTS5 build, and the index's bytes (table + FTS5)."""
+    import sqlite3
+
+    from ordertally.catalog.models import Category, Sku
+    from ordertally.core.db import table_of
+    from ordertally.orders.models import OrderLine, SalesOrder
+    from ordertally.search.models import SearchDoc
+
+    so_cols, line_cols, doc_cols = _fields()
+    conn = sqlite3.connect(_sqlite_path(url), isolation_level=None)
+    timing = {"copy": 0.0}
+    try:
+        cur = conn.cursor()
+        for pragma in (
+            "journal_mode=OFF",
+            "synchronous=OFF",
+            "foreign_keys=OFF",
+            "temp_store=MEMORY",
+            "cache_size=-1048576",  # 1 GiB
+            "locking_mode=EXCLUSIVE",
+        ):
+            cur.execute(f"PRAGMA {pragma}")
+        trigger = cur.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?",
+            (FTS_INSERT_TRIGGER,),
+        ).fetchone()[0]
+        cur.execute(f"DROP TRIGGER {FTS_INSERT_TRIGGER}")
+        categories, skus = _catalogue_rows(datetime.now(UTC))
+        cur.execute("BEGIN")
+        for model, rows in ((Category, categories), (Sku, skus)):
+            columns = list(rows[0])
+            _SqliteInsert(table_of(model), columns).run(
+                cur, (tuple(r[c] for c in columns) for r in rows)
+            )
+        cur.execute("COMMIT")
+        inserts = (
+            ("orders", _SqliteInsert(table_of(SalesOrder), so_cols)),
+            ("lines", _SqliteInsert(table_of(OrderLine), line_cols)),
+            ("docs", _SqliteInsert(table_of(SearchDoc), doc_cols)),
+        )
+        done = 0
+        for part in chunks:
+            started = time.perf_counter()
+            cur.execute("BEGIN")
+            for key, insert in inserts:
+                insert.run(cur, part[key])
+            cur.execute("COMMIT")
+            timing["copy"] += time.perf_counter() - started
+            done += len(part["orders"])
+            print(f"  {done}/{total} orders loaded", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        cur.execute("INSERT INTO hand_search_fts(hand_search_fts) VALUES ('rebuild')")
+        cur.execute("INSERT INTO hand_search_fts(hand_search_fts) VALUES ('optimize')")
+        cur.execute(trigger)
+        timing["index"] = time.perf_counter() - started
+        cur.execute("ANALYZE")
+        cur.execute("PRAGMA locking_mode=NORMAL")
+        cur.execute("PRAGMA journal_mode=WAL")  # as the app runs it
+        try:
+            size = cur.execute(
+                "SELECT sum(pgsize) FROM dbstat WHERE name = 'search_doc' "
+                "OR name LIKE 'hand_search_fts%' OR name LIKE 'sqlite_autoindex_search_doc%'"
+            ).fetchone()[0]
+        except sqlite3.OperationalError:  # dbstat is a compile-time option
+            size = 0
+        timing["size_bytes"] = float(size or 0)
+    finally:
+        conn.close()
+    timing["file_bytes"] = float(_sqlite_path(url).stat().st_size)
+    return timing
+
+
+def read_postgres(url: str, chunk: int = CHUNK) -> Iterator[dict[str, Any]]:
+    """The orders, lines and index rows of a generated PostgreSQL database, in chunks of
+    order ids, as generate_chunk makes them (read only)."""
+    import asyncpg
+
+    so_cols, line_cols, doc_cols = _fields()
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    loop = asyncio.new_event_loop()
+    conn = loop.run_until_complete(asyncpg.connect(dsn))
+    try:
+        last = loop.run_until_complete(
+            conn.fetchval("SELECT coalesce(max(id), 0) FROM sales_order")
+        )
+        for low in range(0, last, chunk):
+            part: dict[str, Any] = {}
+            for key, table, columns, column in (
+                ("orders", "sales_order", so_cols, "id"),
+                ("lines", "order_line", line_cols, "order_id"),
+                ("docs", "search_doc", doc_cols, "order_id"),
+            ):
+                rows = loop.run_until_complete(
+                    conn.fetch(
+                        f"SELECT {', '.join(columns)} FROM {table} "
+                        f"WHERE {column} > $1 AND {column} <= $2 ORDER BY {column}, 1",
+                        low,
+                        low + chunk,
+                    )
+                )
+                part[key] = [tuple(r) for r in rows]
+            yield part
+    finally:
+        loop.run_until_complete(conn.close())
+        loop.close()
+
+
+def plan(orders: int, seed: int, now: datetime) -> list[tuple[int, int, int, float, float]]:
+    """generate_chunk's arguments for `orders` orders dated over the two years before `now`."""
+    t0, t1 = (now - timedelta(days=730)).timestamp(), (now - timedelta(minutes=5)).timestamp()
+    TOTAL[0] = orders
+    TRUTH_SHARE[0] = min(1.0, 4000 / orders)
+    return [
+        (start, min(CHUNK, orders - start), seed + start, t0, t1)
+        for start in range(0, orders, CHUNK)
+    ]
+
+
+def generated(
+    tasks: list[tuple[int, int, int, float, float]], processes: int, truth: list[dict[str, Any]]
+) -> Iterator[dict[str, Any]]:
+    """The chunks, made in `processes` forked processes (0: in this one); their ground truth
+    is appended to `truth` as they come."""
+    if processes <= 0:
+        for task in tasks:
+            part = generate_chunk(task)
+            truth.extend(part["truth"])
+            yield part
+        return
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        for part in pool.imap(generate_chunk, tasks):
+            truth.extend(part["truth"])
+            yield part
+
+
+def load(url: str, orders: int, *, seed: int = 2026, processes: int = 2) -> dict[str, Any]:
+    """Generate `orders` orders into a migrated (empty) database, PostgreSQL or SQLite, with
+    the PII key of this process's settings; the timings and the relevance queries."""
+    now = datetime.now(UTC)
+    tasks = plan(orders, seed, now)
+    started = time.perf_counter()
+    truth: list[dict[str, Any]] = []
+    chunks = generated(tasks, processes, truth)
+    if make_url(url).get_backend_name() == "sqlite":
+        timing = load_sqlite(url, chunks, orders)
+    else:
+        timing = asyncio.run(copy_postgres(url, chunks, orders))
+    timing["load"] = time.perf_counter() - started
+    today = (now + TZ_OFFSET).date().isoformat()
+    return {"timing": timing, "queries": queries(truth, today), "truth": truth}
+
+
+def _manifest(
+    url: str, key: str, orders: int, timing: dict[str, float], queries: list[dict[str, Any]]
+) -> dict[str, Any]:
+    engine = "sqlite" if make_url(url).get_backend_name() == "sqlite" else "pg"
+    manifest: dict[str, Any] = {
+        "url": url,
+        "pii_key": key,
+        "orders": orders,
+        "engine": engine,
+        "load_seconds": round(timing["load"], 1),
+        "copy_seconds": round(timing["copy"], 1),
+        ("gin_seconds" if engine == "pg" else "fts_seconds"): round(timing["index"], 1),
+        "index_bytes": int(timing["size_bytes"]),
+        "index_bytes_per_order": round(timing["size_bytes"] / orders),
+    }
+    if "file_bytes" in timing:
+        manifest["file_bytes"] = int(timing["file_bytes"])
+        manifest["file_bytes_per_order"] = round(timing["file_bytes"] / orders)
+    manifest["queries"] = queries
+    return manifest
+
+
+def _report(manifest: dict[str, Any], path: Path) -> None:
+    index = "GIN" if manifest["engine"] == "pg" else "FTS5"
+    seconds = manifest.get("gin_seconds", manifest.get("fts_seconds"))
+    orders = manifest["orders"]
+    print(
+        f"{orders} orders in {manifest['load_seconds']:.0f}s "
+        f"({orders / max(manifest['load_seconds'], 0.1):.0f}/s; inserts "
+        f"{manifest['copy_seconds']:.0f}s, {index} {seconds:.0f}s); search index "
+        f"{manifest['index_bytes'] / 2**20:.0f} MiB ({manifest['index_bytes_per_order']} B/order)"
+        + (
+            f", file {manifest['file_bytes'] / 2**20:.0f} MiB "
+            f"({manifest['file_bytes_per_order']} B/order)"
+            if "file_bytes" in manifest
+            else ""
+        )
+        + f"; {len(manifest['queries'])} queries -> {path}"
+    )
+
+
+def copy_to_sqlite(source: Path, name: str, sqlite_file: Path) -> None:
+    """The rows of a generated PostgreSQL database (its manifest) into a new SQLite file, with
+    the same PII key and relevance queries: the same data set on both engines."""
+    from ordertally.ops import migrations
+
+    origin = json.loads(source.read_text())
+    if sqlite_file.exists():
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{sqlite_file}{suffix}").unlink(missing_ok=True)
+    url = f"sqlite+aiosqlite:///{sqlite_file.resolve()}"
+    migrations.upgrade(url)
+    started = time.perf_counter()
+    timing = load_sqlite(url, read_postgres(origin["url"]), origin["orders"])
+    timing["load"] = time.perf_counter() - started
+    manifest = _manifest(url, origin["pii_key"], origin["orders"], timing, origin["queries"])
+    manifest["copied_from"] = make_url(origin["url"]).database
+    path = RESULTS / f"search-{name}.json"
+    path.write_text(json.dumps(manifest, ensure_ascii=False, indent=1))
+    _report(manifest, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=1_000_000)
@@ -507,73 +787,61 @@ def main() -> None:
     parser.add_argument(
         "--pg-url", default=os.environ.get("ORDERTALLY_TEST_PG_URL", DEFAULT_PG_URL)
     )
+    parser.add_argument(
+        "--sqlite",
+        metavar="PATH",
+        help="load an SQLite file (made anew, the app's migrations) instead of PostgreSQL",
+    )
+    parser.add_argument(
+        "--copy-of",
+        metavar="MANIFEST",
+        help="with --sqlite: copy the rows of a database this command generated (its "
+        "manifest) instead of generating: the same orders, key and queries",
+    )
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args()
 
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.copy_of:
+        if not args.sqlite:
+            parser.error("--copy-of needs --sqlite PATH")
+        copy_to_sqlite(Path(args.copy_of), args.name, Path(args.sqlite))
+        return
+
     key = base64.b64encode(secrets.token_bytes(32)).decode()
     os.environ["ORDERTALLY_PII_KEY"] = key
-    url = make_url(args.pg_url).set(database=args.name).render_as_string(hide_password=False)
-    os.environ["ORDERTALLY_DATABASE_URL"] = url
     data_dir = RESULTS / f"search-{args.name}"
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ["ORDERTALLY_DATA_DIR"] = str(data_dir)
+    if args.sqlite:
+        target = Path(args.sqlite).resolve()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{target}{suffix}").unlink(missing_ok=True)
+        url = f"sqlite+aiosqlite:///{target}"
+    else:
+        url = make_url(args.pg_url).set(database=args.name).render_as_string(hide_password=False)
+        admin = make_url(args.pg_url).set(drivername="postgresql").render_as_string(False)
 
-    admin = make_url(args.pg_url).set(drivername="postgresql").render_as_string(False)
+        async def recreate() -> None:
+            import asyncpg
 
-    async def recreate() -> None:
-        import asyncpg
+            conn = await asyncpg.connect(admin)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{args.name}" WITH (FORCE)')
+                await conn.execute(f'CREATE DATABASE "{args.name}"')
+            finally:
+                await conn.close()
 
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{args.name}" WITH (FORCE)')
-            await conn.execute(f'CREATE DATABASE "{args.name}"')
-        finally:
-            await conn.close()
+        asyncio.run(recreate())
+    os.environ["ORDERTALLY_DATABASE_URL"] = url
+    subprocess.run([sys.executable, "-m", "ordertally", "migrate"], env={**os.environ}, check=True)
 
-    asyncio.run(recreate())
-    env = {**os.environ}
-    subprocess.run([sys.executable, "-m", "ordertally", "migrate"], env=env, check=True)
-
-    now = datetime.now(UTC)
-    t0, t1 = (now - timedelta(days=730)).timestamp(), (now - timedelta(minutes=5)).timestamp()
-    TOTAL[0] = args.orders
-    TRUTH_SHARE[0] = min(1.0, 4000 / args.orders)
-    tasks = [
-        (start, min(CHUNK, args.orders - start), args.seed + start, t0, t1)
-        for start in range(0, args.orders, CHUNK)
-    ]
-    started = time.perf_counter()
-    truth: list[dict[str, Any]] = []
-
-    def produced() -> Any:
-        with multiprocessing.get_context("fork").Pool(args.processes) as pool:
-            for part in pool.imap(generate_chunk, tasks):
-                truth.extend(part["truth"])
-                yield part
-
-    timing = asyncio.run(_copy(url, produced(), args.orders))
-    elapsed = time.perf_counter() - started
-    today = (now + TZ_OFFSET).date().isoformat()
-    manifest = {
-        "url": url,
-        "pii_key": key,
-        "orders": args.orders,
-        "load_seconds": round(elapsed, 1),
-        "copy_seconds": round(timing["copy"], 1),
-        "gin_seconds": round(timing["gin"], 1),
-        "index_bytes": int(timing["size_bytes"]),
-        "index_bytes_per_order": round(timing["size_bytes"] / args.orders),
-        "queries": queries(truth, today),
-    }
+    loaded = load(url, args.orders, seed=args.seed, processes=args.processes)
+    manifest = _manifest(url, key, args.orders, loaded["timing"], loaded["queries"])
     path = RESULTS / f"search-{args.name}.json"
     path.write_text(json.dumps(manifest, ensure_ascii=False, indent=1))
-    print(
-        f"{args.orders} orders in {elapsed:.0f}s ({args.orders / elapsed:.0f}/s; COPY "
-        f"{timing['copy']:.0f}s, GIN {timing['gin']:.0f}s); search_doc "
-        f"{timing['size_bytes'] / 2**20:.0f} MiB ({manifest['index_bytes_per_order']} B/order); "
-        f"{len(manifest['queries'])} queries -> {path}"
-    )
+    _report(manifest, path)
 
 
 if __name__ == "__main__":

@@ -363,3 +363,29 @@ async def test_out_trade_no_and_transaction_id_after_payment(
     assert await find(client, cs, "4200000001202601251234567890") == [order.order_no]
     # (paid, then allocated by the fulfillment consumer: the row follows the newest status)
     assert await find(client, cs, "", status="allocated") == [order.order_no]
+
+
+async def test_a_word_cut_with_a_one_character_tail_finds_its_order(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given an order shipped to 关上路 (the segmenter cuts it 关上 + 路, and the index keeps no
+    # one-character word) and another on 体育西路
+    def address(line1: str) -> dict[str, str]:
+        return {
+            "name": "王芳",
+            "phone": "13600001111",
+            "province": "云南省",
+            "city": "昆明市",
+            "district": "官渡区",
+            "line1": line1,
+            "postal_code": "650000",
+        }
+
+    with clock.frozen(PLACED):
+        wanted = await make_order(db, shipping_address=address("关上路5号"))
+        await make_order(db, shipping_address=address("体育西路1号"))
+    with clock.frozen(NEXT_DAY):
+        await index(db)
+        # When the street is typed as the caller says it / Then only that order is found
+        assert await find(client, keys["cs"], "关上路") == [wanted.order_no]
+        assert await find(client, keys["cs"], "关上路 王芳") == [wanted.order_no]

@@ -134,7 +134,11 @@ def _text_node(text: str, synonyms: Mapping[str, tuple[str, ...]], expand: bool 
     w = tk.norm(text)
     alternatives = _word_alternatives(w, text)
     parts = tk.query_words(w)
-    if len(parts) > 1:
+    # The index keeps no single-character address, product, brand or category word (tokens.py),
+    # so one must not be required here: 手机壳 cuts into 手机 + 壳 and is found by 手机. Only
+    # a run of single characters keeps them (a name's characters are indexed).
+    parts = [p for p in parts if len(p) > 1] or parts
+    if parts and parts != [w]:
         alternatives.append(_all([_any(_word_alternatives(p, text)) for p in parts]))
     if expand:
         alternatives.extend(_synonym_nodes(w, text, synonyms))

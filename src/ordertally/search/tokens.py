@@ -116,6 +116,7 @@ def _segmenter() -> Any:
 def reset_segmenter() -> None:
     """Back to the shipped dictionary alone (another database's words are forgotten)."""
     _SEGMENTER.clear()
+    _search_cut.cache_clear()
 
 
 def add_catalog_words(found: Iterable[str]) -> int:
@@ -127,14 +128,23 @@ def add_catalog_words(found: Iterable[str]) -> int:
         if not jieba.has_word(w):
             jieba.add_word(w, CATALOG_WORD_FREQ, None)
             added += 1
+    if added:
+        _search_cut.cache_clear()  # a new word may cut a known text differently
     return added
 
 
 def words(text: str) -> list[str]:
     """Search-mode segmentation (the words and their longer compounds), normalised, no
     punctuation; the same user dictionary at index and query time."""
+    return list(_search_cut(text))
+
+
+# Provinces, cities, districts, streets, product names, brands and categories repeat across
+# orders: each is cut once per process (and again after the dictionary changes).
+@functools.lru_cache(maxsize=65_536)
+def _search_cut(text: str) -> tuple[str, ...]:
     cut = _segmenter().cut_for_search(unicodedata.normalize("NFKC", text))
-    return [w for w in (norm(w) for w in cut) if w and any(c.isalnum() for c in w)]
+    return tuple(w for w in (norm(w) for w in cut) if w and any(c.isalnum() for c in w))
 
 
 def query_words(text: str) -> list[str]:
@@ -252,6 +262,12 @@ def name_pairs(name: str) -> Iterator[tuple[str, str]]:
         yield "pn", near(joined)
 
 
+@functools.lru_cache(maxsize=65_536)
+def _name_pairs(name: str) -> tuple[tuple[str, str], ...]:
+    # A customer's name comes back with each of their orders; no segmenter involved.
+    return tuple(name_pairs(name))
+
+
 def brand_pairs(brand: str) -> Iterator[tuple[str, str]]:
     """(kind, value) of a brand: whole, its words (Chinese words, English words) and, for a
     Chinese brand, its pinyin (every reading: 八马 -> bama)."""
@@ -291,7 +307,7 @@ def pairs(facts: OrderFacts) -> Iterator[tuple[str, str]]:
     for p in facts.payment_ids:
         yield from id_pairs("pt", p)
     for name in facts.names:
-        yield from name_pairs(name)
+        yield from _name_pairs(name)
     for phone in facts.phones:
         yield from phone_forms(phone).items()
     for part in facts.address:
