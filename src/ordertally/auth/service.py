@@ -191,7 +191,7 @@ class Authenticator:
         while self._next_read is not None:
             future, self._next_read = self._next_read, None
             try:
-                async with self._db.transaction(write=False) as session:
+                async with self._db.reads() as session:  # one statement: no BEGIN/COMMIT
                     value = await repository.revision(session)
             except Exception as exc:
                 future.set_exception(exc)

@@ -99,6 +99,8 @@ def norm(text: str) -> str:
 
 
 _SEGMENTER: list[Any] = []
+# Bumped whenever the segmenter's words change: the cut of a text is cached per generation.
+_GENERATION = [0]
 
 
 def _segmenter() -> Any:
@@ -116,6 +118,7 @@ def _segmenter() -> Any:
 def reset_segmenter() -> None:
     """Back to the shipped dictionary alone (another database's words are forgotten)."""
     _SEGMENTER.clear()
+    _GENERATION[0] += 1
 
 
 def add_catalog_words(found: Iterable[str]) -> int:
@@ -127,20 +130,30 @@ def add_catalog_words(found: Iterable[str]) -> int:
         if not jieba.has_word(w):
             jieba.add_word(w, CATALOG_WORD_FREQ, None)
             added += 1
+    if added:
+        _GENERATION[0] += 1
     return added
 
 
 def words(text: str) -> list[str]:
     """Search-mode segmentation (the words and their longer compounds), normalised, no
     punctuation; the same user dictionary at index and query time."""
-    cut = _segmenter().cut_for_search(unicodedata.normalize("NFKC", text))
-    return [w for w in (norm(w) for w in cut) if w and any(c.isalnum() for c in w)]
+    return list(_cut(text, True, _GENERATION[0]))
 
 
 def query_words(text: str) -> list[str]:
     """Precise-mode segmentation of what a person typed (no overlapping compounds)."""
-    cut = _segmenter().cut(unicodedata.normalize("NFKC", text))
-    return [w for w in (norm(w) for w in cut) if w and any(c.isalnum() for c in w)]
+    return list(_cut(text, False, _GENERATION[0]))
+
+
+@functools.lru_cache(maxsize=65_536)
+def _cut(text: str, search_mode: bool, generation: int) -> tuple[str, ...]:
+    """The cut of a text by the segmenter of one generation (names, places, products and
+    what people type repeat: each is cut once while the words stay the same)."""
+    jieba = _segmenter()
+    nfkc = unicodedata.normalize("NFKC", text)
+    cut = jieba.cut_for_search(nfkc) if search_mode else jieba.cut(nfkc)
+    return tuple(w for w in (norm(w) for w in cut) if w and any(c.isalnum() for c in w))
 
 
 # --- pinyin -------------------------------------------------------------------------------------
@@ -344,6 +357,18 @@ def explain(
     seen: dict[tuple[str, str], None] = {}
     for t, meanings in legend.items():
         if t in present:
+            for term, kind in meanings:
+                seen.setdefault((term, FIELDS[kind]), None)
+    return [{"term": term, "field": f} for term, f in seen]
+
+
+def explain_text(row_tokens: str, legend: dict[str, list[tuple[str, str]]]) -> list[dict[str, str]]:
+    """explain() over an index row's token text as stored (space separated) without splitting
+    it: a token is in the row when it stands between spaces in it."""
+    padded = f" {row_tokens} "
+    seen: dict[tuple[str, str], None] = {}
+    for t, meanings in legend.items():
+        if f" {t} " in padded:
             for term, kind in meanings:
                 seen.setdefault((term, FIELDS[kind]), None)
     return [{"term": term, "field": f} for term, f in seen]
