@@ -328,7 +328,7 @@ async def search(
     limit = max(1, min(limit, MAX_LIMIT))
     docs = await repository.search(session, expression, filters, after, limit + 1)
     legend = parser.legend([t.node for t in terms])
-    hits = [Hit(d, tk.explain_text(d.tokens, legend)) for d in docs[:limit]]
+    hits = [Hit(d, tk.explain(d.tokens, legend)) for d in docs[:limit]]
     next_cursor = encode_cursor(docs[limit - 1].order_id) if len(docs) > limit else None
     return Page(terms, hits, next_cursor)
 

@@ -348,23 +348,10 @@ def tokens_of(facts: OrderFacts) -> str:
     return " ".join(dict.fromkeys(token(k, v) for k, v in dict.fromkeys(pairs(facts))))
 
 
-def explain(
-    row_tokens: Iterable[str], legend: dict[str, list[tuple[str, str]]]
-) -> list[dict[str, str]]:
-    """Which typed term matched which field, in the query's order, from the row's tokens and
-    the query's legend (token -> the terms and kinds it stands for)."""
-    present = set(row_tokens)
-    seen: dict[tuple[str, str], None] = {}
-    for t, meanings in legend.items():
-        if t in present:
-            for term, kind in meanings:
-                seen.setdefault((term, FIELDS[kind]), None)
-    return [{"term": term, "field": f} for term, f in seen]
-
-
-def explain_text(row_tokens: str, legend: dict[str, list[tuple[str, str]]]) -> list[dict[str, str]]:
-    """explain() over an index row's token text as stored (space separated) without splitting
-    it: a token is in the row when it stands between spaces in it."""
+def explain(row_tokens: str, legend: dict[str, list[tuple[str, str]]]) -> list[dict[str, str]]:
+    """Which typed term matched which field, in the query's order, from the row's token text
+    as stored (space separated; a token is in the row when it stands between spaces in it)
+    and the query's legend (token -> the terms and kinds it stands for)."""
     padded = f" {row_tokens} "
     seen: dict[tuple[str, str], None] = {}
     for t, meanings in legend.items():
