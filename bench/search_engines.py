@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -59,6 +60,19 @@ def _percentiles(values_ms: list[float]) -> dict[str, float]:
         "p95_ms": round(percentile(ordered, 0.95), 3),
         "p99_ms": round(percentile(ordered, 0.99), 3),
         "max_ms": round(ordered[-1], 3) if ordered else 0.0,
+    }
+
+
+def _latency(per_query: list[list[float]], queries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Percentiles over every timed query, and the median per query kind."""
+    by_kind: dict[str, list[float]] = {}
+    for q, times in zip(queries, per_query, strict=True):
+        by_kind.setdefault(q["kind"], []).extend(times)
+    return {
+        **_percentiles([t for times in per_query for t in times]),
+        "median_by_kind_ms": {
+            k: round(statistics.median(v), 3) for k, v in sorted(by_kind.items())
+        },
     }
 
 
@@ -126,12 +140,12 @@ async def pg_side(url: str, expressions: list[str], repeat: int) -> dict[str, An
         top: list[list[int]] = []
         for e in expressions:
             top.append([r[0] for r in await statement.fetch(e, TOP)])
-        latencies: list[float] = []
+        latencies: list[list[float]] = [[] for _ in expressions]
         for _ in range(repeat):
-            for e in expressions:
+            for i, e in enumerate(expressions):
                 started = time.perf_counter()
                 await statement.fetch(e, TOP)
-                latencies.append((time.perf_counter() - started) * 1000)
+                latencies[i].append((time.perf_counter() - started) * 1000)
     finally:
         await conn.close()
     return {
@@ -139,7 +153,7 @@ async def pg_side(url: str, expressions: list[str], repeat: int) -> dict[str, An
         "bytes_table_and_indexes": sizes["total"],
         "bytes_gin": sizes["gin"],
         "top": top,
-        "latency": _percentiles(latencies),
+        "per_query_ms": latencies,
     }
 
 
@@ -204,13 +218,13 @@ def tantivy_side(built: dict[str, Any], trees: list[Any], repeat: int) -> dict[s
         return [int(value) for value, _ in result.hits]
 
     top = [ask(t) for t in trees]
-    latencies: list[float] = []
+    latencies: list[list[float]] = [[] for _ in trees]
     for _ in range(repeat):
-        for t in trees:
+        for i, t in enumerate(trees):
             started = time.perf_counter()
             ask(t)
-            latencies.append((time.perf_counter() - started) * 1000)
-    return {"top": top, "latency": _percentiles(latencies)}
+            latencies[i].append((time.perf_counter() - started) * 1000)
+    return {"top": top, "per_query_ms": latencies}
 
 
 # --- SQLite FTS5 ------------------------------------------------------------------------------
@@ -258,15 +272,15 @@ def fts5_side(path: Path, expressions: list[str], repeat: int) -> dict[str, Any]
     conn = sqlite3.connect(path)
     try:
         top = [[r[0] for r in conn.execute(FTS_SQL, (e, TOP))] for e in expressions]
-        latencies: list[float] = []
+        latencies: list[list[float]] = [[] for _ in expressions]
         for _ in range(repeat):
-            for e in expressions:
+            for i, e in enumerate(expressions):
                 started = time.perf_counter()
                 conn.execute(FTS_SQL, (e, TOP)).fetchall()
-                latencies.append((time.perf_counter() - started) * 1000)
+                latencies[i].append((time.perf_counter() - started) * 1000)
     finally:
         conn.close()
-    return {"top": top, "latency": _percentiles(latencies)}
+    return {"top": top, "per_query_ms": latencies}
 
 
 # --- comparison -------------------------------------------------------------------------------
@@ -331,7 +345,8 @@ def main() -> None:
     try:
         print("  PostgreSQL ...", file=sys.stderr)
         pg = asyncio.run(pg_side(url, pg_expressions, args.repeat))
-        result["postgresql"] = {k: v for k, v in pg.items() if k != "top"}
+        result["postgresql"] = {k: v for k, v in pg.items() if k not in ("top", "per_query_ms")}
+        result["postgresql"]["latency"] = _latency(pg["per_query_ms"], queries)
         result["postgresql"]["gin_bytes_per_order"] = round(pg["bytes_gin"] / pg["rows"])
         result["postgresql"]["total_bytes_per_order"] = round(
             pg["bytes_table_and_indexes"] / pg["rows"]
@@ -347,7 +362,7 @@ def main() -> None:
             "bytes": built["bytes"],
             "bytes_per_order": round(built["bytes"] / max(len(rows), 1)),
             "segments": built["segments"],
-            "latency": tv["latency"],
+            "latency": _latency(tv["per_query_ms"], queries),
             "vs_postgresql": agreement(pg["top"], tv["top"], queries),
         }
         del built
@@ -364,7 +379,7 @@ def main() -> None:
                 **fts,
                 "orders_per_s": round(len(rows) / max(fts["build_seconds"], 1e-9)),
                 "fts_bytes_per_order": round(fts_bytes / len(rows)) if fts_bytes else None,
-                "latency": side["latency"],
+                "latency": _latency(side["per_query_ms"], queries),
                 "vs_postgresql": agreement(pg["top"], side["top"], queries),
             }
             load["after_sqlite"] = round(os.getloadavg()[0], 2)

@@ -163,6 +163,28 @@ async def test_every_query_kind_finds_its_order(
     assert yesterday == [b]
 
 
+async def test_a_near_miss_that_drops_the_g_between_two_syllables_finds_the_name(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given orders of 王国 (wang guo: -ng before g) and 杨光 (yang guang), indexed
+    with clock.frozen(PLACED):
+        wang = await make_order(db, customer={"name": "王国", "phone": "13500002468"})
+        yang = await make_order(db, customer={"name": "杨光", "phone": "13500001357"})
+    with clock.frozen(NEXT_DAY):
+        await index(db)
+        # When callers who say -n for -ng type the names as they hear them
+        found = {q: await find(client, keys["cs"], q) for q in ("wanguo", "yanguan", "wangguo")}
+        # ... or another name that only shares the folded syllables' start
+        other = await find(client, keys["cs"], "wangguan")
+    # Then each finds its own order, and the other name finds neither
+    assert found == {
+        "wanguo": [wang.order_no],
+        "yanguan": [yang.order_no],
+        "wangguo": [wang.order_no],
+    }
+    assert other == []
+
+
 async def test_results_explain_the_match_and_show_only_masked_data(
     orders: dict[str, SalesOrder], client: httpx.AsyncClient, keys: dict[str, str]
 ) -> None:

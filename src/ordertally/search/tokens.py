@@ -171,8 +171,12 @@ def readings(char: str) -> tuple[str, ...]:
 def near(pinyin_text: str) -> str:
     """Near-miss pinyin key (模糊音): zh/z, ch/c, sh/s, -ng/-n, n/l, h/f, r/l fold together.
 
-    Applied the same way to the index and the query, so zhangshan finds 张三."""
-    s = pinyin_text.replace("zh", "z").replace("ch", "c").replace("sh", "s").replace("ng", "n")
+    Applied the same way to the index and the query, so zhangshan finds 张三. -ng/-n folds
+    until no ng is left: a syllable ending in -ng before one starting with g (王国 wangguo)
+    folds to what the caller who drops the g types (wanguo), not to another key."""
+    s = pinyin_text.replace("zh", "z").replace("ch", "c").replace("sh", "s")
+    while "ng" in s:
+        s = s.replace("ng", "n")
     return s.replace("n", "l").replace("h", "f").replace("r", "l")
 
 
