@@ -14,8 +14,8 @@ process, ADR 0029 addendum).
 from __future__ import annotations
 
 import functools
+import heapq
 import hmac
-import itertools
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -186,9 +186,28 @@ def name_readings(name: str) -> list[list[str]]:
 
 
 def _combinations(per_char: list[list[str]]) -> Iterator[tuple[str, ...]]:
+    """At most MAX_READINGS readings of a name, the likeliest first: every reading of the first
+    character (a surname is often read its rarer way: 单 shan, 曾 zeng) with the other
+    characters' readings by increasing rank (pypinyin lists a character's commonest reading
+    first; best first over rank sums, so a long text costs MAX_READINGS steps, not its
+    product). In plain product order a given name with polyphonic characters used the whole
+    cap on the surname's first reading (单娜平 has 24 readings: shan was never reached)."""
     if not per_char or any(not r for r in per_char):
         return iter(())
-    return itertools.islice(itertools.product(*per_char), MAX_READINGS)
+    first, rest = per_char[0], per_char[1:]
+    start = (0,) * len(rest)
+    heap, seen, found = [(0, start)], {start}, []
+    while heap and len(found) < MAX_READINGS:
+        total, ranks = heapq.heappop(heap)
+        tail = tuple(r[i] for r, i in zip(rest, ranks, strict=True))
+        found.extend((head, *tail) for head in first)
+        for j, rank in enumerate(ranks):
+            if rank + 1 < len(rest[j]):
+                step = (*ranks[:j], rank + 1, *ranks[j + 1 :])
+                if step not in seen:
+                    seen.add(step)
+                    heapq.heappush(heap, (total + 1, step))
+    return iter(found[:MAX_READINGS])
 
 
 # --- phones -----------------------------------------------------------------------------------
