@@ -41,7 +41,7 @@ RESULTS = ROOT / "bench" / "results"
 TARGET_P95_MS = {"pg": 20.0, "sqlite": 50.0}
 
 
-def _env(manifest: dict[str, Any], data_dir: Path) -> dict[str, str]:
+def _env(manifest: dict[str, Any], data_dir: Path, pool: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERTALLY_")}
     env |= {
         "ORDERTALLY_DATABASE_URL": manifest["url"],
@@ -49,8 +49,11 @@ def _env(manifest: dict[str, Any], data_dir: Path) -> dict[str, str]:
         "ORDERTALLY_DATA_DIR": str(data_dir),
         "ORDERTALLY_RATE_LIMIT_PER_KEY": "1000000/second",
         "ORDERTALLY_RATE_LIMIT_PER_IP": "1000000/second",
-        # The PostgreSQL server is shared with other work: a small pool per server process.
-        "ORDERTALLY_DB_POOL_SIZE": os.environ.get("BENCH_SEARCH_POOL", "4"),
+        # Enough connections for each API process's share of the searchers: below that, every
+        # burst over the pool opens overflow connections that are closed again on return (a
+        # TCP connect, a TLS attempt and a PostgreSQL backend each time: 5% of the API's CPU
+        # in a profile with 4).
+        "ORDERTALLY_DB_POOL_SIZE": os.environ.get("BENCH_SEARCH_POOL", str(pool)),
     }
     return env
 
@@ -222,7 +225,7 @@ def main() -> None:
     kind = "sqlite" if manifest["url"].startswith("sqlite") else "pg"
     data_dir = Path(args.manifest).with_suffix("")
     data_dir.mkdir(parents=True, exist_ok=True)
-    env = _env(manifest, data_dir)
+    env = _env(manifest, data_dir, -(-args.clients // args.server_workers))
     key = _key(env, data_dir)
     port = free_port()
     command = [*ordertally_command(), "serve", "--no-worker", "--host", HOST, "--port", str(port)]
@@ -260,7 +263,8 @@ def main() -> None:
             if time.monotonic() > deadline or server.poll() is not None:
                 raise RuntimeError("server did not start; see serve.log")
             time.sleep(0.2)
-        _load({**cfg, "warmup": 0.0, "duration": 3.0})  # warm-up: caches, pools, plans
+        if args.runs or args.think or args.profile:
+            _load({**cfg, "warmup": 0.0, "duration": 3.0})  # warm-up: caches, pools, plans
         runs = []
         for n in range(args.runs):
             load = os.getloadavg()[0]
@@ -283,7 +287,7 @@ def main() -> None:
     finally:
         stop_group(server)
         log.close()
-    p95 = statistics.median(r["p95_ms"] for r in runs)
+    p95 = statistics.median(r["p95_ms"] for r in runs) if runs else None
     result = {
         "database": kind,
         "orders": manifest["orders"],

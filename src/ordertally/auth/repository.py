@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.auth.models import ApiKey, AuthRevision, LoginAttempt, User, UserSession
-from ordertally.core.db import upsert_insert
+from ordertally.core.db import table_of, upsert_insert
 
 
 async def add(session: AsyncSession, values: dict[str, Any]) -> int:
@@ -161,7 +161,12 @@ async def bump_revision(session: AsyncSession) -> None:
     )
 
 
+_REVISION = select(table_of(AuthRevision).c.revision).where(table_of(AuthRevision).c.id == 1)
+
+
 async def revision(session: AsyncSession) -> int:
     """The current auth revision (0 before any revocation)."""
-    value = await session.scalar(select(AuthRevision.revision).where(AuthRevision.id == 1))
+    # Core, not the ORM: read once per batch of requests on every process's hot path.
+    connection = await session.connection()
+    value = await connection.scalar(_REVISION)
     return int(value or 0)
