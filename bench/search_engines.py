@@ -168,6 +168,7 @@ def tantivy_build(rows: list[tuple[int, str]], directory: Path, threads: int) ->
     builder.add_text_field("tokens", tokenizer_name="whitespace", index_option="basic")
     builder.add_integer_field("order_id", fast=True)
     schema = builder.build()
+    directory.mkdir(parents=True)
     started = time.perf_counter()
     index = tantivy.Index(schema, path=str(directory))
     writer = index.writer(heap_size=512_000_000, num_threads=threads)
