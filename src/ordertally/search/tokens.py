@@ -196,7 +196,8 @@ def _combinations(per_char: list[list[str]]) -> Iterator[tuple[str, ...]]:
         return iter(())
     first, rest = per_char[0], per_char[1:]
     start = (0,) * len(rest)
-    heap, seen, found = [(0, start)], {start}, []
+    heap, seen = [(0, start)], {start}
+    found: list[tuple[str, ...]] = []
     while heap and len(found) < MAX_READINGS:
         total, ranks = heapq.heappop(heap)
         tail = tuple(r[i] for r, i in zip(rest, ranks, strict=True))
