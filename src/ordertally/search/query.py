@@ -136,6 +136,12 @@ def _text_node(text: str, synonyms: Mapping[str, tuple[str, ...]], expand: bool 
     parts = tk.query_words(w)
     if len(parts) > 1:
         alternatives.append(_all([_any(_word_alternatives(p, text)) for p in parts]))
+        # The index keeps address and product words of two characters or more: a run whose
+        # cut leaves a single character (中南路 -> 中 / 南路, 大学路 -> 大学 / 路) also
+        # matches by its longer words alone.
+        longer = [p for p in parts if len(p) > 1]
+        if longer and len(longer) < len(parts):
+            alternatives.append(_all([_any(_word_alternatives(p, text)) for p in longer]))
     if expand:
         alternatives.extend(_synonym_nodes(w, text, synonyms))
     return _any(alternatives)
