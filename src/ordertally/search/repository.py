@@ -8,7 +8,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Integer, Row, Select, bindparam, delete, func, literal_column, select, text
+from sqlalchemy import (
+    Integer,
+    Row,
+    Select,
+    Text,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core.db import dialect_of, table_of, upsert_insert
@@ -65,18 +76,23 @@ async def delete_docs(session: AsyncSession, order_ids: Sequence[int]) -> None:
         await session.execute(delete(SearchDoc).where(SearchDoc.order_id.in_(list(order_ids))))
 
 
+# The engine's query text (a tsquery, an FTS5 MATCH expression), typed so that the doctor can
+# render a plan with it inline.
+_EXPRESSION = bindparam("expression", type_=Text)
+
+
 def _match(stmt: Select[Any], dialect: str) -> Select[Any]:
     if dialect == "postgresql":
         return stmt.where(
             literal_column("search_doc.hand_tsv").op("@@")(
-                func.to_tsquery(literal_column("'simple'::regconfig"), bindparam("expression"))
+                func.to_tsquery(literal_column("'simple'::regconfig"), _EXPRESSION)
             )
         )
     return stmt.where(
         _DOC.c.order_id.in_(
             select(literal_column("rowid"))
             .select_from(text("hand_search_fts"))
-            .where(text("hand_search_fts MATCH :expression"))
+            .where(text("hand_search_fts MATCH :expression").bindparams(_EXPRESSION))
         )
     )
 
