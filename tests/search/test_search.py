@@ -163,6 +163,58 @@ async def test_every_query_kind_finds_its_order(
     assert yesterday == [b]
 
 
+async def test_a_near_miss_that_drops_the_g_between_two_syllables_finds_the_name(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given orders of 王国 (wang guo: -ng before g) and 杨光 (yang guang), indexed
+    with clock.frozen(PLACED):
+        wang = await make_order(db, customer={"name": "王国", "phone": "13500002468"})
+        yang = await make_order(db, customer={"name": "杨光", "phone": "13500001357"})
+    with clock.frozen(NEXT_DAY):
+        await index(db)
+        # When callers who say -n for -ng type the names as they hear them
+        found = {q: await find(client, keys["cs"], q) for q in ("wanguo", "yanguan", "wangguo")}
+        # ... or another name that only shares the folded syllables' start
+        other = await find(client, keys["cs"], "wangguan")
+    # Then each finds its own order, and the other name finds neither
+    assert found == {
+        "wanguo": [wang.order_no],
+        "yanguan": [yang.order_no],
+        "wangguo": [wang.order_no],
+    }
+    assert other == []
+
+
+async def test_a_street_the_segmenter_cuts_with_a_single_character_is_found(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given an order to 武汉 武昌区 中南路72号 (cut 中 / 南路 / 72 / 号; single characters are
+    # not indexed as address words)
+    address = {
+        "name": "刘英春",
+        "phone": "13500007788",
+        "province": "湖北省",
+        "city": "武汉市",
+        "district": "武昌区",
+        "line1": "中南路72号",
+        "postal_code": "430071",
+    }
+    with clock.frozen(PLACED):
+        order = await make_order(
+            db, customer={"name": "刘英春", "phone": "13500007788"}, shipping_address=address
+        )
+    with clock.frozen(NEXT_DAY):
+        await index(db)
+        # When the caller names the street as people do, with the district and the name
+        found = await find(client, keys["cs"], "武昌 中南路 刘英春")
+        alone = await find(client, keys["cs"], "中南路")
+        elsewhere = await find(client, keys["cs"], "中山路 刘英春")
+    # Then the order is found, and a street it is not on does not find it
+    assert found == [order.order_no]
+    assert alone == [order.order_no]
+    assert elsewhere == []
+
+
 async def test_results_explain_the_match_and_show_only_masked_data(
     orders: dict[str, SalesOrder], client: httpx.AsyncClient, keys: dict[str, str]
 ) -> None:

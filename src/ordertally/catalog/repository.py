@@ -302,13 +302,16 @@ async def add_words(session: AsyncSession, words: list[str], revision: int) -> N
         await session.execute(statement.on_conflict_do_nothing(index_elements=["word"]))
 
 
+_WORD_REVISION = select(
+    table_of(CatalogRevision).c.epoch, table_of(CatalogRevision).c.revision
+).where(table_of(CatalogRevision).c.id == 1)
+
+
 async def word_revision(session: AsyncSession) -> tuple[str | None, int]:
     """(epoch, revision) of the word list; (None, 0) before any word."""
-    row = (
-        await session.execute(
-            select(CatalogRevision.epoch, CatalogRevision.revision).where(CatalogRevision.id == 1)
-        )
-    ).first()
+    # Core, not the ORM: search reads it before every query it tokenises.
+    connection = await session.connection()
+    row = (await connection.execute(_WORD_REVISION)).first()
     return (None, 0) if row is None else (str(row[0]), int(row[1]))
 
 

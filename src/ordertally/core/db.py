@@ -153,6 +153,16 @@ class Database:
             self.read_engine = self.write_engine
         self._writers = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._readers = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        # PostgreSQL reads that need no common snapshot run in autocommit: no BEGIN and COMMIT
+        # round trips (the same pool; asyncpg switches mode client-side, nothing is sent).
+        self._statements = (
+            self._readers
+            if self.is_sqlite
+            else async_sessionmaker(
+                self.read_engine.execution_options(isolation_level="AUTOCOMMIT"),
+                expire_on_commit=False,
+            )
+        )
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
 
     @contextlib.asynccontextmanager
@@ -183,6 +193,19 @@ class Database:
             driver = (await conn.get_raw_connection()).driver_connection
             assert driver is not None, "a pooled connection has its driver connection"
             return await driver.fetchval(sql)
+
+    @contextlib.asynccontextmanager
+    async def reads(self) -> AsyncIterator[AsyncSession]:
+        """Read-only work whose statements need not share a snapshot (under PostgreSQL's READ
+        COMMITTED each statement of a transaction takes its own anyway). On PostgreSQL each
+        statement runs on its own, in autocommit, saving the BEGIN and COMMIT round trips of a
+        hot read path; on SQLite it is a read transaction. Nothing may be written in it."""
+        async with self._statements() as session:
+            if self.is_sqlite:
+                async with session.begin():
+                    yield session
+            else:
+                yield session
 
     async def run(
         self, work: Callable[[AsyncSession], Awaitable[T]], *, attempts: int = RUN_ATTEMPTS

@@ -87,7 +87,8 @@ async def search_orders(
         open_exception=has_open_exception,
         channels=principal.channels,
     )
-    async with database(request).transaction(write=False) as session:
+    # Reads only, none needing another's snapshot: no BEGIN/COMMIT round trips (Database.reads)
+    async with database(request).reads() as session:
         page = await service.search(
             session,
             q,

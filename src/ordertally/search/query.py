@@ -140,6 +140,15 @@ def _text_node(text: str, synonyms: Mapping[str, tuple[str, ...]], expand: bool 
     parts = [p for p in parts if len(p) > 1] or parts
     if parts and parts != [w]:
         alternatives.append(_all([_any(_word_alternatives(p, text)) for p in parts]))
+        # The index keeps address and product words of two characters or more: a run whose
+        # cut leaves a single character (中南路 -> 中 / 南路, 大学路 -> 大学 / 路) also
+        # matches by its longer words alone, as an address or product word (not as a name:
+        # 黄玉勇 must not match every 黄玉).
+        longer = [p for p in parts if len(p) > 1]
+        if longer and len(longer) < len(parts):
+            alternatives.append(
+                _all([_any([Leaf(k, p, text) for k in ("ad", "pw", "br", "cg")]) for p in longer])
+            )
     if expand:
         alternatives.extend(_synonym_nodes(w, text, synonyms))
     return _any(alternatives)

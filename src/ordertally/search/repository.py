@@ -3,11 +3,23 @@ and size checks of the doctor and the benches."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, delete, func, literal_column, select, text
+from sqlalchemy import (
+    Integer,
+    Row,
+    Select,
+    Text,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core.db import dialect_of, table_of, upsert_insert
@@ -15,6 +27,23 @@ from ordertally.search.models import SearchDoc, SearchSynonym, SearchWordWatch
 
 _DOC = table_of(SearchDoc)
 _UPDATABLE = [c.name for c in _DOC.columns if c.name != "order_id"]
+# What a result shows and explains: plain rows, not ORM objects (the search path's hottest
+# cost was building and tracking them).
+_RESULT = (
+    _DOC.c.order_id,
+    _DOC.c.order_no,
+    _DOC.c.channel,
+    _DOC.c.status,
+    _DOC.c.placed_date,
+    _DOC.c.has_open_exception,
+    _DOC.c.total_minor,
+    _DOC.c.currency,
+    _DOC.c.customer_name_masked,
+    _DOC.c.customer_phone_masked,
+    _DOC.c.ship_city,
+    _DOC.c.created_at,
+    _DOC.c.tokens,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,71 +76,110 @@ async def delete_docs(session: AsyncSession, order_ids: Sequence[int]) -> None:
         await session.execute(delete(SearchDoc).where(SearchDoc.order_id.in_(list(order_ids))))
 
 
-def _match(stmt: Select[Any], dialect: str, expression: str) -> Select[Any]:
+# The engine's query text (a tsquery, an FTS5 MATCH expression), typed so that the doctor can
+# render a plan with it inline.
+_EXPRESSION = bindparam("expression", type_=Text)
+
+
+def _match(stmt: Select[Any], dialect: str) -> Select[Any]:
     if dialect == "postgresql":
         return stmt.where(
             literal_column("search_doc.hand_tsv").op("@@")(
-                func.to_tsquery(literal_column("'simple'::regconfig"), expression)
+                func.to_tsquery(literal_column("'simple'::regconfig"), _EXPRESSION)
             )
         )
     return stmt.where(
-        SearchDoc.order_id.in_(
+        _DOC.c.order_id.in_(
             select(literal_column("rowid"))
             .select_from(text("hand_search_fts"))
-            .where(text("hand_search_fts MATCH :fts").bindparams(fts=expression))
+            .where(text("hand_search_fts MATCH :expression").bindparams(_EXPRESSION))
         )
     )
 
 
-def _filtered(stmt: Select[Any], filters: Filters) -> Select[Any]:
+# Filter -> its condition over a bound parameter of the filter's name.
+_FILTERS: dict[str, Callable[[], Any]] = {
+    "status": lambda: _DOC.c.status == bindparam("status"),
+    "channel": lambda: _DOC.c.channel == bindparam("channel"),
+    "channels": lambda: _DOC.c.channel.in_(bindparam("channels", expanding=True)),
+    "date_from": lambda: _DOC.c.placed_date >= bindparam("date_from"),
+    "date_to": lambda: _DOC.c.placed_date <= bindparam("date_to"),
+    "open_exception": lambda: _DOC.c.has_open_exception == bindparam("open_exception"),
+}
+
+
+def _values(filters: Filters) -> dict[str, Any]:
+    """The filters given, by name (a channel scope as a list)."""
+    found: dict[str, Any] = {}
     if filters.status:
-        stmt = stmt.where(SearchDoc.status == filters.status)
+        found["status"] = filters.status
     if filters.channel:
-        stmt = stmt.where(SearchDoc.channel == filters.channel)
+        found["channel"] = filters.channel
     if filters.channels is not None:
-        stmt = stmt.where(SearchDoc.channel.in_(list(filters.channels)))
+        found["channels"] = list(filters.channels)
     if filters.date_from:
-        stmt = stmt.where(SearchDoc.placed_date >= filters.date_from)
+        found["date_from"] = filters.date_from
     if filters.date_to:
-        stmt = stmt.where(SearchDoc.placed_date <= filters.date_to)
+        found["date_to"] = filters.date_to
     if filters.open_exception is not None:
-        stmt = stmt.where(SearchDoc.has_open_exception == filters.open_exception)
-    return stmt
+        found["open_exception"] = filters.open_exception
+    return found
 
 
-def search_statement(
-    dialect: str, expression: str | None, filters: Filters, after: int | None, limit: int
-) -> Select[Any]:
-    """Matching rows, newest order first (order ids grow with time), after a keyset cursor."""
-    stmt = select(SearchDoc)
-    if expression:
-        stmt = _match(stmt, dialect, expression)
-    stmt = _filtered(stmt, filters)
-    if after is not None:
-        stmt = stmt.where(SearchDoc.order_id < after)
-    newest_first = SearchDoc.order_id.desc()
-    if expression and dialect == "postgresql":
+@functools.lru_cache(maxsize=256)
+def _statement(dialect: str, match: bool, given: tuple[str, ...], after: bool) -> Select[Any]:
+    """The statement of one shape of search, every value a bound parameter: built once per
+    shape, so a search neither builds nor re-keys a statement."""
+    stmt = select(*_RESULT)
+    if match:
+        stmt = _match(stmt, dialect)
+    for name in given:
+        stmt = stmt.where(_FILTERS[name]())
+    if after:
+        stmt = stmt.where(_DOC.c.order_id < bindparam("after"))
+    newest_first = _DOC.c.order_id.desc()
+    if match and dialect == "postgresql":
         # PostgreSQL cannot estimate how rare our tokens are (an OR of unknown lexemes looks
         # like ~1% of the table), so with the primary key's order at hand it walks the key
         # backwards filtering every row: seconds for a waybill at 1M orders. Ordering by an
         # expression leaves it the GIN bitmap and a top-N sort of the (few) matches.
-        newest_first = (SearchDoc.order_id + 0).desc()
-    return stmt.order_by(newest_first).limit(limit)
+        newest_first = (_DOC.c.order_id + 0).desc()
+    return stmt.order_by(newest_first).limit(bindparam("limit", type_=Integer))
+
+
+def search_statement(
+    dialect: str, expression: str | None, filters: Filters, after: int | None, limit: int
+) -> tuple[Select[Any], dict[str, Any]]:
+    """Matching rows, newest order first (order ids grow with time), after a keyset cursor:
+    the statement and its parameters."""
+    values = _values(filters)
+    stmt = _statement(dialect, bool(expression), tuple(values), after is not None)
+    values["limit"] = limit
+    if expression:
+        values["expression"] = expression
+    if after is not None:
+        values["after"] = after
+    return stmt, values
 
 
 async def search(
     session: AsyncSession, expression: str | None, filters: Filters, after: int | None, limit: int
-) -> list[SearchDoc]:
-    """One page of matching index rows."""
-    stmt = search_statement(dialect_of(session), expression, filters, after, limit)
-    return list((await session.scalars(stmt)).all())
+) -> Sequence[Row[Any]]:
+    """One page of matching index rows (the columns of `_RESULT`), through Core: one
+    statement, plain rows."""
+    stmt, values = search_statement(dialect_of(session), expression, filters, after, limit)
+    connection = await session.connection()
+    return (await connection.execute(stmt, values)).all()
 
 
 async def plan(session: AsyncSession, expression: str) -> str:
     """The database's plan for a search (the doctor checks it uses the index)."""
     dialect = dialect_of(session)
-    stmt = search_statement(dialect, expression, Filters(), None, 20)
-    compiled = stmt.compile(dialect=session.bind.dialect, compile_kwargs={"literal_binds": True})  # type: ignore[union-attr]
+    stmt, values = search_statement(dialect, expression, Filters(), None, 20)
+    compiled = stmt.params(values).compile(
+        dialect=session.bind.dialect,  # type: ignore[union-attr]
+        compile_kwargs={"literal_binds": True},
+    )
     prefix = "EXPLAIN " if dialect == "postgresql" else "EXPLAIN QUERY PLAN "
     rows = (await session.execute(text(prefix + str(compiled)))).all()
     return "\n".join(" ".join(str(c) for c in row) for row in rows)

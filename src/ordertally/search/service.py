@@ -11,6 +11,7 @@ from datetime import date, datetime
 from typing import Any
 
 import orjson
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.catalog import service as catalog_service
@@ -32,7 +33,7 @@ from ordertally.search import events as search_events  # noqa: F401  (registers 
 from ordertally.search import query as parser
 from ordertally.search import tokens as tk
 from ordertally.search.errors import InvalidCursor, SynonymNotFound, SynonymRefused
-from ordertally.search.models import SearchDoc, SearchSynonym
+from ordertally.search.models import SearchSynonym
 from ordertally.search.repository import Filters
 
 MAX_LIMIT = 100
@@ -250,7 +251,7 @@ async def orders_to_index(session: AsyncSession) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    doc: SearchDoc
+    doc: Row[Any]  # the index row's result columns (repository._RESULT), by attribute
     highlights: list[dict[str, str]]
 
 
@@ -327,7 +328,7 @@ async def search(
     limit = max(1, min(limit, MAX_LIMIT))
     docs = await repository.search(session, expression, filters, after, limit + 1)
     legend = parser.legend([t.node for t in terms])
-    hits = [Hit(d, tk.explain(d.tokens.split(), legend)) for d in docs[:limit]]
+    hits = [Hit(d, tk.explain(d.tokens, legend)) for d in docs[:limit]]
     next_cursor = encode_cursor(docs[limit - 1].order_id) if len(docs) > limit else None
     return Page(terms, hits, next_cursor)
 

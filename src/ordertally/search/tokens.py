@@ -14,8 +14,8 @@ process, ADR 0029 addendum).
 from __future__ import annotations
 
 import functools
+import heapq
 import hmac
-import itertools
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -99,6 +99,8 @@ def norm(text: str) -> str:
 
 
 _SEGMENTER: list[Any] = []
+# Bumped whenever the segmenter's words change: the cut of a text is cached per generation.
+_GENERATION = [0]
 
 
 def _segmenter() -> Any:
@@ -116,7 +118,7 @@ def _segmenter() -> Any:
 def reset_segmenter() -> None:
     """Back to the shipped dictionary alone (another database's words are forgotten)."""
     _SEGMENTER.clear()
-    _search_cut.cache_clear()
+    _GENERATION[0] += 1
 
 
 def add_catalog_words(found: Iterable[str]) -> int:
@@ -129,28 +131,29 @@ def add_catalog_words(found: Iterable[str]) -> int:
             jieba.add_word(w, CATALOG_WORD_FREQ, None)
             added += 1
     if added:
-        _search_cut.cache_clear()  # a new word may cut a known text differently
+        _GENERATION[0] += 1
     return added
 
 
 def words(text: str) -> list[str]:
     """Search-mode segmentation (the words and their longer compounds), normalised, no
     punctuation; the same user dictionary at index and query time."""
-    return list(_search_cut(text))
-
-
-# Provinces, cities, districts, streets, product names, brands and categories repeat across
-# orders: each is cut once per process (and again after the dictionary changes).
-@functools.lru_cache(maxsize=65_536)
-def _search_cut(text: str) -> tuple[str, ...]:
-    cut = _segmenter().cut_for_search(unicodedata.normalize("NFKC", text))
-    return tuple(w for w in (norm(w) for w in cut) if w and any(c.isalnum() for c in w))
+    return list(_cut(text, True, _GENERATION[0]))
 
 
 def query_words(text: str) -> list[str]:
     """Precise-mode segmentation of what a person typed (no overlapping compounds)."""
-    cut = _segmenter().cut(unicodedata.normalize("NFKC", text))
-    return [w for w in (norm(w) for w in cut) if w and any(c.isalnum() for c in w)]
+    return list(_cut(text, False, _GENERATION[0]))
+
+
+@functools.lru_cache(maxsize=65_536)
+def _cut(text: str, search_mode: bool, generation: int) -> tuple[str, ...]:
+    """The cut of a text by the segmenter of one generation (names, places, products and
+    what people type repeat: each is cut once while the words stay the same)."""
+    jieba = _segmenter()
+    nfkc = unicodedata.normalize("NFKC", text)
+    cut = jieba.cut_for_search(nfkc) if search_mode else jieba.cut(nfkc)
+    return tuple(w for w in (norm(w) for w in cut) if w and any(c.isalnum() for c in w))
 
 
 # --- pinyin -------------------------------------------------------------------------------------
@@ -168,8 +171,12 @@ def readings(char: str) -> tuple[str, ...]:
 def near(pinyin_text: str) -> str:
     """Near-miss pinyin key (模糊音): zh/z, ch/c, sh/s, -ng/-n, n/l, h/f, r/l fold together.
 
-    Applied the same way to the index and the query, so zhangshan finds 张三."""
-    s = pinyin_text.replace("zh", "z").replace("ch", "c").replace("sh", "s").replace("ng", "n")
+    Applied the same way to the index and the query, so zhangshan finds 张三. -ng/-n folds
+    until no ng is left: a syllable ending in -ng before one starting with g (王国 wangguo)
+    folds to what the caller who drops the g types (wanguo), not to another key."""
+    s = pinyin_text.replace("zh", "z").replace("ch", "c").replace("sh", "s")
+    while "ng" in s:
+        s = s.replace("ng", "n")
     return s.replace("n", "l").replace("h", "f").replace("r", "l")
 
 
@@ -179,9 +186,29 @@ def name_readings(name: str) -> list[list[str]]:
 
 
 def _combinations(per_char: list[list[str]]) -> Iterator[tuple[str, ...]]:
+    """At most MAX_READINGS readings of a name, the likeliest first: every reading of the first
+    character (a surname is often read its rarer way: 单 shan, 曾 zeng) with the other
+    characters' readings by increasing rank (pypinyin lists a character's commonest reading
+    first; best first over rank sums, so a long text costs MAX_READINGS steps, not its
+    product). In plain product order a given name with polyphonic characters used the whole
+    cap on the surname's first reading (单娜平 has 24 readings: shan was never reached)."""
     if not per_char or any(not r for r in per_char):
         return iter(())
-    return itertools.islice(itertools.product(*per_char), MAX_READINGS)
+    first, rest = per_char[0], per_char[1:]
+    start = (0,) * len(rest)
+    heap, seen = [(0, start)], {start}
+    found: list[tuple[str, ...]] = []
+    while heap and len(found) < MAX_READINGS:
+        total, ranks = heapq.heappop(heap)
+        tail = tuple(r[i] for r, i in zip(rest, ranks, strict=True))
+        found.extend((head, *tail) for head in first)
+        for j, rank in enumerate(ranks):
+            if rank + 1 < len(rest[j]):
+                step = (*ranks[:j], rank + 1, *ranks[j + 1 :])
+                if step not in seen:
+                    seen.add(step)
+                    heapq.heappush(heap, (total + 1, step))
+    return iter(found[:MAX_READINGS])
 
 
 # --- phones -----------------------------------------------------------------------------------
@@ -351,15 +378,14 @@ def tokens_of(facts: OrderFacts) -> str:
     return " ".join(dict.fromkeys(token(k, v) for k, v in dict.fromkeys(pairs(facts))))
 
 
-def explain(
-    row_tokens: Iterable[str], legend: dict[str, list[tuple[str, str]]]
-) -> list[dict[str, str]]:
-    """Which typed term matched which field, in the query's order, from the row's tokens and
-    the query's legend (token -> the terms and kinds it stands for)."""
-    present = set(row_tokens)
+def explain(row_tokens: str, legend: dict[str, list[tuple[str, str]]]) -> list[dict[str, str]]:
+    """Which typed term matched which field, in the query's order, from the row's token text
+    as stored (space separated; a token is in the row when it stands between spaces in it)
+    and the query's legend (token -> the terms and kinds it stands for)."""
+    padded = f" {row_tokens} "
     seen: dict[tuple[str, str], None] = {}
     for t, meanings in legend.items():
-        if t in present:
+        if f" {t} " in padded:
             for term, kind in meanings:
                 seen.setdefault((term, FIELDS[kind]), None)
     return [{"term": term, "field": f} for term, f in seen]

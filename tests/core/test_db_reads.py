@@ -1,0 +1,65 @@
+"""`Database.reads()`: read-only work without BEGIN and COMMIT round trips on PostgreSQL (each
+statement on its own, in autocommit), and the pooled connection back in transactions after it;
+a read transaction on SQLite."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from ordertally.core.db import Database
+
+pytestmark = pytest.mark.anyio
+
+# The id of the transaction a statement runs in: two statements of one transaction share it.
+XID = text("SELECT txid_current()")
+
+
+async def test_reads_run_each_statement_on_its_own_then_the_connection_is_transactional_again(
+    db: Database, backend: str
+) -> None:
+    if backend != "pg":
+        pytest.skip("autocommit reads are PostgreSQL's; SQLite keeps its read transaction")
+    one = Database(db.url, pool_size=1)  # one connection, reused by every block below
+    try:
+        # Given the connection in a reads() block
+        async with one.reads() as session:
+            pid = await session.scalar(text("SELECT pg_backend_pid()"))
+            # Then each statement runs in a transaction of its own
+            assert await session.scalar(XID) != await session.scalar(XID)
+        # When the same connection then serves a transaction
+        async with one.transaction(write=False) as session:
+            assert await session.scalar(text("SELECT pg_backend_pid()")) == pid
+            # Then its statements share one transaction again
+            assert await session.scalar(XID) == await session.scalar(XID)
+        # And a write transaction still rolls back as a whole
+        with pytest.raises(RuntimeError):
+            async with one.transaction() as session:
+                await session.execute(text("CREATE TEMP TABLE reads_probe (n int)"))
+                raise RuntimeError("roll back")
+        async with one.reads() as session:
+            assert await session.scalar(text("SELECT to_regclass('reads_probe')")) is None
+    finally:
+        await one.dispose()
+
+
+async def test_reads_on_sqlite_are_one_read_transaction(db: Database, backend: str) -> None:
+    if backend != "sqlite":
+        pytest.skip("SQLite's case")
+    count = text("SELECT count(*) FROM search_synonym")
+    # Given a reads() block that has read
+    async with db.reads() as session:
+        before = await session.scalar(count)
+        # When another connection commits a row meanwhile
+        async with db.transaction() as writer:
+            await writer.execute(
+                text(
+                    "INSERT INTO search_synonym (term, synonym, created_by, created_at) "
+                    "VALUES ('iphone', '苹果手机', 'test', '2026-01-25 00:00:00')"
+                )
+            )
+        # Then the block still reads its own snapshot (one read transaction)
+        assert await session.scalar(count) == before
+    # And a new block sees the row
+    async with db.reads() as session:
+        assert await session.scalar(count) == before + 1
