@@ -1,5 +1,5 @@
 """`inventory.service.take_bulk`: a batch's units per stock row, taken last before COMMIT. On
-PostgreSQL several rows go in one statement (ADR 0022 addendum): it must take every row or say
+PostgreSQL several rows go in two statements (ADR 0022 addendum): it must take every row or say
 it could not, and it must lock the rows in stock id order as the row-by-row loop did, so two
 batches (or a batch and a ship) cannot close a lock cycle."""
 
@@ -92,3 +92,24 @@ async def test_rows_are_locked_in_stock_id_order(db: Database) -> None:
         await asyncio.wait_for(other.execute(touch.where(Stock.id == high)), 10)
     assert await asyncio.wait_for(running, 30)
     assert await _reserved(db, [low, high]) == {low: 1, high: 1}
+
+
+async def test_a_reservation_written_on_a_row_does_not_block_taking_it(db: Database) -> None:
+    """Another batch that has inserted reservations on a row holds a FOR KEY SHARE lock on it
+    (the foreign key's check) until it commits. Taking the row's units must not wait for that:
+    an UPDATE takes FOR NO KEY UPDATE, which does not conflict with it, and the rows must be
+    locked the same way (FOR UPDATE would wait, and two batches would deadlock)."""
+    if db.is_sqlite:
+        pytest.skip("SQLite has one writer at a time: no row locks")
+    ids = await _stock(db, {"TB-KS-A": 10, "TB-KS-B": 10})
+    a, b = ids["TB-KS-A"], ids["TB-KS-B"]
+    async with db.transaction() as other:
+        # Given another transaction holding the key-share lock a new reservation's FK takes
+        await other.execute(
+            text("SELECT id FROM stock WHERE id = ANY(CAST(:ids AS bigint[])) FOR KEY SHARE"),
+            {"ids": [a, b]},
+        )
+        # When a batch takes units of both rows, it does not wait for that transaction
+        async with db.transaction() as session:
+            assert await asyncio.wait_for(inventory_service.take_bulk(session, {a: 1, b: 2}), 5)
+    assert await _reserved(db, [a, b]) == {a: 1, b: 2}

@@ -166,19 +166,17 @@ async def try_reserve(session: AsyncSession, stock_id: int, quantity: int) -> bo
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-# Several rows in one statement (PostgreSQL): the rows are locked in id order first (the fixed
-# lock order two batches must agree on; a plain UPDATE ... FROM would lock them in whatever order
-# its plan reads them), then each takes its units only if they are still there to sell.
-_TRY_RESERVE_MANY = text(
+# Several rows at once (PostgreSQL), in two statements whatever their number: the rows are locked
+# in id order first (the fixed lock order two batches must agree on), then one UPDATE takes each
+# row's units only if they are still there to sell. The UPDATE runs on rows this transaction
+# already holds, with a snapshot taken after the locks were granted.
+_LOCK_ROWS = text(
+    "SELECT id FROM stock WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id FOR NO KEY UPDATE"
+)
+_TAKE_ROWS = text(
     """
-    WITH wanted AS MATERIALIZED (
-        SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:units AS integer[])) AS w(id, units)
-    ), locked AS MATERIALIZED (
-        SELECT stock.id FROM stock WHERE stock.id = ANY(CAST(:ids AS bigint[]))
-        ORDER BY stock.id FOR UPDATE
-    )
     UPDATE stock SET reserved = stock.reserved + wanted.units
-    FROM wanted JOIN locked ON locked.id = wanted.id
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:units AS integer[])) AS wanted(id, units)
     WHERE stock.id = wanted.id
       AND wanted.units <= (stock.on_hand - stock.reserved) - stock.safety_stock
     RETURNING stock.id
@@ -190,9 +188,8 @@ async def try_reserve_many(session: AsyncSession, totals: dict[int, int]) -> boo
     """Reserve units on several buckets at once, each only if enough is available to sell right
     now; False unless every one of them could (the caller rolls the transaction back)."""
     ids = sorted(totals)
-    result = await session.execute(
-        _TRY_RESERVE_MANY, {"ids": ids, "units": [totals[i] for i in ids]}
-    )
+    await session.execute(_LOCK_ROWS, {"ids": ids})
+    result = await session.execute(_TAKE_ROWS, {"ids": ids, "units": [totals[i] for i in ids]})
     return len(result.all()) == len(ids)
 
 

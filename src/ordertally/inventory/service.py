@@ -802,7 +802,8 @@ async def take_bulk(session: AsyncSession, totals: dict[int, int]) -> bool:
     """Reserve a batch's units per stock row, in stock id order (the fixed lock order), with
     the conditional UPDATE; False when a row no longer has them (the caller rolls back).
     Callers run it last before COMMIT, so the hot rows stay locked for the shortest time.
-    On PostgreSQL several rows go in one statement (one round trip instead of one per row)."""
+    On PostgreSQL several rows take two statements (lock in id order, then one UPDATE) instead
+    of one per row."""
     wanted = {stock_id: units for stock_id, units in totals.items() if units}
     if len(wanted) > 1 and dialect_of(session) == "postgresql":
         if await repository.try_reserve_many(session, wanted):
