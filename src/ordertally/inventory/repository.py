@@ -348,6 +348,20 @@ async def add_reservations(session: AsyncSession, rows: list[dict[str, Any]]) ->
         await session.execute(_INSERT_RESERVATIONS, rows)
 
 
+# What a move of reservations returns: (reservation id, stock id, warehouse id, sku, quantity).
+_MOVED = (
+    Reservation.id,
+    Reservation.stock_id,
+    Reservation.warehouse_id,
+    Reservation.sku,
+    Reservation.quantity,
+)
+
+
+def _moved(rows: Any) -> list[tuple[int, int, int, str, int]]:
+    return sorted((int(a), int(b), int(c), str(d), int(e)) for a, b, c, d, e in rows)
+
+
 async def move_reservations(
     session: AsyncSession,
     order_id: int,
@@ -367,18 +381,9 @@ async def move_reservations(
     if warehouse_id is not None:
         where.append(Reservation.warehouse_id == warehouse_id)
     result = await session.execute(
-        update(table_of(Reservation))
-        .where(*where)
-        .values(**values)
-        .returning(
-            Reservation.id,
-            Reservation.stock_id,
-            Reservation.warehouse_id,
-            Reservation.sku,
-            Reservation.quantity,
-        )
+        update(table_of(Reservation)).where(*where).values(**values).returning(*_MOVED)
     )
-    return sorted((int(a), int(b), int(c), str(d), int(e)) for a, b, c, d, e in result.all())
+    return _moved(result.all())
 
 
 async def move_reservations_many(
@@ -396,15 +401,9 @@ async def move_reservations_many(
         update(table_of(Reservation))
         .where(Reservation.order_id.in_(order_ids), Reservation.state.in_(from_states))
         .values(state=to_state, updated_at=at)
-        .returning(
-            Reservation.id,
-            Reservation.stock_id,
-            Reservation.warehouse_id,
-            Reservation.sku,
-            Reservation.quantity,
-        )
+        .returning(*_MOVED)
     )
-    return sorted((int(a), int(b), int(c), str(d), int(e)) for a, b, c, d, e in result.all())
+    return _moved(result.all())
 
 
 async def commit_held_many(session: AsyncSession, order_ids: list[int], at: datetime) -> None:
