@@ -4,6 +4,7 @@ pushes, shown to the buyer on the tracking page."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from datetime import timedelta
 from typing import Any
@@ -23,7 +24,8 @@ from ordertally.events.dispatcher import drain
 from ordertally.events.models import OutboxEvent
 from ordertally.exceptions import service as exceptions_service
 from ordertally.exceptions.models import ExceptionCase
-from ordertally.fulfillment import service
+from ordertally.fulfillment import service, tracking_updates
+from ordertally.fulfillment.carriers import registry
 from ordertally.orders import service as orders_service
 from ordertally.orders.models import SalesOrder
 from ordertally.orders.service import Actor
@@ -282,6 +284,110 @@ async def test_signed_pushes_are_stored_once_ordered_by_event_time_and_deliver_t
     # A push for a waybill we never issued is acknowledged (so the carrier stops) and dropped
     unknown = await push(push_form("zhongtong", "ZT79999999999", later))
     assert unknown.json()["result"] is True
+
+
+def _push_batches() -> tuple[float, float]:
+    """(batches, pushes) the push group commit has seen so far in this process."""
+    count = REGISTRY.get_sample_value("ordertally_tracking_push_batch_size_count") or 0.0
+    total = REGISTRY.get_sample_value("ordertally_tracking_push_batch_size_sum") or 0.0
+    return count, total
+
+
+async def test_pushes_that_arrive_together_are_stored_together_as_if_one_by_one(
+    db: Database,
+    client: httpx.AsyncClient,
+    keys: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given eight shipped parcels (four two-parcel orders), each with its own story: most
+    # delivered, one refused by the buyer
+    configure_kuaidi100(monkeypatch, "http://127.0.0.1:9")
+    parcels: list[str] = []
+    orders = []
+    for n in range(4):
+        order = await split_paid_order(db, external_id=f"together-{n}")
+        orders.append(order)
+        parcels += await _ship_all(client, keys, order)
+    start = now_minus(10).replace(microsecond=0)
+    finals = {number: ("14" if i == 5 else "3") for i, number in enumerate(parcels)}
+    steps = {number: script(start, final=finals[number], steps=6) for number in parcels}
+
+    async def push(form: dict[str, str]) -> httpx.Response:
+        return await client.post("/callbacks/carriers/kuaidi100", data=form)
+
+    # When the carrier pushes every parcel at once, in waves, each wave with a stale snapshot
+    # and a duplicate beside the newest one for the same waybill
+    batches_before, pushes_before = _push_batches()
+    for upto in (2, 4, 6):
+        wave = []
+        for number in parcels:
+            wave += [
+                push_form("zhongtong", number, steps[number][:upto]),
+                push_form("zhongtong", number, steps[number][: max(upto - 2, 1)]),
+                push_form("zhongtong", number, steps[number][:upto]),
+            ]
+        answers = await asyncio.gather(*(push(form) for form in wave))
+        assert all(a.json()["result"] is True for a in answers)
+    batches_after, pushes_after = _push_batches()
+    # Then the pushes really went in batches (fewer transactions than pushes)
+    assert pushes_after - pushes_before == 3 * 3 * len(parcels)
+    assert batches_after - batches_before < pushes_after - pushes_before
+    # And every scan is stored once, every parcel ends in its true state, the refused one an
+    # exception, and the orders whose parcels all arrived are delivered, each parcel's
+    # ShipmentDelivered published once
+    for order in orders:
+        for parcel in await shipments(db, order.id):
+            assert parcel.waybill_no is not None
+            stored = await events_of(db, parcel.id)
+            assert [e.state_code for e in stored] == [c for _, c, _ in steps[parcel.waybill_no]]
+            want = "delivered" if finals[parcel.waybill_no] == "3" else "exception"
+            assert parcel.status == want
+    delivered = [o for o in orders if (await _order(db, o.order_no)).status == "delivered"]
+    assert len(delivered) == 3
+    assert len(await _events(db, "ShipmentDelivered")) == 7
+    assert len(await _events(db, "ShipmentTrackingException")) == 1
+
+
+async def test_one_batch_naming_a_parcel_several_times_applies_its_updates_in_order(
+    db: Database,
+    client: httpx.AsyncClient,
+    keys: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    configure_kuaidi100(monkeypatch, "http://127.0.0.1:9")
+    order = await split_paid_order(db)
+    first, second = await _ship_all(client, keys, order)
+    start = now_minus(10).replace(microsecond=0)
+    steps = script(start)
+    refused = script(start, final="14")
+    adapter = registry.current()
+    assert adapter is not None
+
+    def update(number: str, upto: list[Any]) -> Any:
+        return adapter.parse_push(push_form("zhongtong", number, upto))
+
+    # When one batch holds, in order: the first parcel's two first scans, the second parcel's
+    # refusal, the first parcel's whole story, an older snapshot of it, and an unknown waybill
+    batch = [
+        update(first, steps[:2]),
+        update(second, refused),
+        update(first, steps),
+        update(first, steps[:3]),
+        update("ZT79999999999", steps[:1]),
+    ]
+    async with db.transaction() as session:
+        outcomes = await tracking_updates.apply_tracking_many(session, batch, source="push")
+    # Then each update did what it would have done alone, one after the other
+    assert [(o.known, o.stored, o.status) for o in outcomes] == [
+        (True, 2, "in_transit"),
+        (True, len(refused), "exception"),
+        (True, len(steps) - 2, "delivered"),
+        (True, 0, "delivered"),
+        (False, 0, None),
+    ]
+    assert [p.status for p in await shipments(db, order.id)] == ["delivered", "exception"]
+    assert len(await _events(db, "ShipmentDelivered")) == 1
+    assert len(await _events(db, "ShipmentTrackingException")) == 1
 
 
 async def test_a_rejected_parcel_is_an_exception_and_silence_becomes_tracking_stale(

@@ -6,10 +6,10 @@ from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.core.db import dialect_of, upsert_insert
+from ordertally.core.db import dialect_of, table_of, upsert_insert
 from ordertally.fulfillment.models import Shipment, ShipmentLine, TrackingEvent
 from ordertally.fulfillment.state_machine import Transition
 
@@ -93,6 +93,46 @@ async def with_waybill(session: AsyncSession, waybill_no: str) -> list[Row[int, 
         .order_by(Shipment.id)
     )
     return list(rows.all())
+
+
+# (id, company, order_id, waybill_no) of a shipment found by its waybill number.
+WaybillMatch = Row[int, str, int, str | None]
+
+
+async def with_waybills(session: AsyncSession, waybill_nos: Collection[str]) -> list[WaybillMatch]:
+    """(id, company, order_id, waybill_no) of the shipments with these waybill numbers, by id."""
+    rows = await session.execute(
+        select(Shipment.id, Shipment.company, Shipment.order_id, Shipment.waybill_no)
+        .where(Shipment.waybill_no.in_(list(waybill_nos)))
+        .order_by(Shipment.id)
+    )
+    return list(rows.all())
+
+
+async def tracking_heads(session: AsyncSession, shipment_ids: Collection[int]) -> dict[int, Any]:
+    """The columns tracking reads of these shipments, by id (read after their orders' locks)."""
+    rows = await session.execute(
+        select(Shipment.id, Shipment.status, Shipment.carrier, Shipment.subscribed_at).where(
+            Shipment.id.in_(list(shipment_ids))
+        )
+    )
+    return {r.id: r for r in rows.all()}
+
+
+async def update_each(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Set each row's values on the shipment `id` of the row: one executemany per set of
+    columns (rows with the same keys go together)."""
+    by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        by_keys.setdefault(tuple(sorted(row)), []).append(row)
+    table = table_of(Shipment)
+    for keys, group in by_keys.items():
+        stmt = (
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values({k: bindparam(f"b_{k}") for k in keys if k != "id"})
+        )
+        await session.execute(stmt, [{f"b_{k}": v for k, v in row.items()} for row in group])
 
 
 async def stale_candidates(session: AsyncSession, cutoff: datetime, limit: int) -> list[Shipment]:
@@ -223,6 +263,55 @@ async def add_tracking_events(session: AsyncSession, rows: list[dict[str, Any]])
         upsert_insert(session, TrackingEvent).values(rows).on_conflict_do_nothing()
     )
     return max(int(result.rowcount or 0), 0)  # type: ignore[attr-defined]
+
+
+async def insert_tracking_events(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert tracking events, each scan once (company, waybill, time, state), in one
+    statement; returns the shipment id of each row that was new."""
+    if not rows:
+        return []
+    table = table_of(TrackingEvent)
+    result = await session.execute(
+        upsert_insert(session, table)
+        .values(rows)
+        .on_conflict_do_nothing()
+        .returning(table.c.shipment_id)
+    )
+    return list(result.scalars().all())
+
+
+async def newest_events(
+    session: AsyncSession, shipment_ids: Collection[int]
+) -> dict[int, Row[int, str, str, datetime]]:
+    """{shipment id: (shipment_id, status, state_code, occurred_at)} of each shipment's newest
+    event by event time (ties: the last stored), in one statement."""
+    if not shipment_ids:
+        return {}
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=TrackingEvent.shipment_id,
+            order_by=(TrackingEvent.occurred_at.desc(), TrackingEvent.id.desc()),
+        )
+        .label("rank")
+    )
+    ranked = (
+        select(
+            TrackingEvent.shipment_id,
+            TrackingEvent.status,
+            TrackingEvent.state_code,
+            TrackingEvent.occurred_at,
+            rank,
+        )
+        .where(TrackingEvent.shipment_id.in_(list(shipment_ids)))
+        .subquery()
+    )
+    rows = await session.execute(
+        select(
+            ranked.c.shipment_id, ranked.c.status, ranked.c.state_code, ranked.c.occurred_at
+        ).where(ranked.c.rank == 1)
+    )
+    return {r.shipment_id: r for r in rows.all()}
 
 
 async def newest_event(session: AsyncSession, shipment_id: int) -> Row[str, str, datetime] | None:

@@ -4,9 +4,11 @@ acted on, and shipped parcels that never got a scan flagged."""
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,7 +22,7 @@ from ordertally.fulfillment.carriers import registry
 from ordertally.fulfillment.carriers.base import TrackingUpdate
 from ordertally.fulfillment.events import ShipmentDelivered, ShipmentTrackingException
 from ordertally.fulfillment.models import Shipment
-from ordertally.fulfillment.shipments import lock_shipment, shipments_of
+from ordertally.fulfillment.shipments import shipments_of
 from ordertally.fulfillment.state_machine import ON_THE_ROAD, ShipmentStatus
 from ordertally.orders import queries as orders_queries
 from ordertally.orders import service as orders_service
@@ -54,42 +56,118 @@ async def apply_tracking(
 ) -> TrackingOutcome:
     """Store what a push or a query says (each event once) and move the shipment to the status
     of its newest event by event time, so a late or repeated push never moves it backwards."""
+    return (await apply_tracking_many(session, [update_], source=source, now=now))[0]
+
+
+async def apply_tracking_many(
+    session: AsyncSession,
+    updates: Sequence[TrackingUpdate],
+    *,
+    source: str,
+    now: datetime | None = None,
+) -> list[TrackingOutcome]:
+    """`apply_tracking` for several updates in one transaction (the push route's group commit,
+    the poll's answers), in a fixed number of statements per round: the shipments looked up by
+    waybill, their orders locked once in id order, the scans inserted, the newest scans read
+    and the shipments updated together. A shipment named by several updates takes them in
+    rounds, in order, so a batch does exactly what its updates would do one after the other.
+    Only a change that acts beyond the shipment (delivered, returned, a carrier exception)
+    takes the one-shipment path, with the shipment and its order loaded."""
     now = now or clock.now()
-    matches = await repository.with_waybill(session, update_.waybill_no)
-    if not matches:
-        return TrackingOutcome(False, 0, None)
-    chosen = next((m for m in matches if m.company == update_.company), matches[0])
-    shipment, order = await lock_shipment(session, chosen.id)
-    stored = 0
-    if update_.events:
-        stored = await repository.add_tracking_events(
-            session,
-            [
-                {
-                    "shipment_id": shipment.id,
-                    "company": shipment.company,
-                    "waybill_no": update_.waybill_no,
-                    "occurred_at": event.occurred_at,
-                    "status": event.status.value,
-                    "state_code": event.state_code,
-                    "description": event.description[:2000],
-                    "location": event.location[:200],
-                    "source": source,
-                    "received_at": now,
-                }
-                for event in update_.events
-            ],
-        )
-        newest = max(event.occurred_at for event in update_.events)
-        metrics.TRACKING_LAG.observe(max((now - newest).total_seconds(), 0.0))
-        metrics.TRACKING_EVENTS.labels(source).inc(stored)
-    shipment.last_news_at = now
-    if update_.finished:
-        shipment.next_poll_at = None
-    elif shipment.subscribed_at is not None:
-        shipment.next_poll_at = now + timedelta(seconds=poll_every(shipment.carrier))
-    await refresh_tracking_status(session, shipment, order, now)
-    return TrackingOutcome(True, stored, shipment.status)
+    outcomes: list[TrackingOutcome] = [TrackingOutcome(False, 0, None)] * len(updates)
+    if not updates:
+        return outcomes
+    found: dict[str, list[repository.WaybillMatch]] = defaultdict(list)
+    for match in await repository.with_waybills(session, {u.waybill_no for u in updates}):
+        found[match.waybill_no].append(match)
+    rounds: list[list[tuple[int, TrackingUpdate, repository.WaybillMatch]]] = []
+    taken: Counter[int] = Counter()
+    for i, update_ in enumerate(updates):
+        matches = found.get(update_.waybill_no)
+        if not matches:
+            continue
+        chosen = next((m for m in matches if m.company == update_.company), matches[0])
+        if taken[chosen.id] == len(rounds):
+            rounds.append([])
+        rounds[taken[chosen.id]].append((i, update_, chosen))
+        taken[chosen.id] += 1
+    # One order, one writer: every order concerned is held until COMMIT, locked in id order.
+    await orders_queries.lock_heads(session, [chosen.order_id for r in rounds for *_, chosen in r])
+    for round_ in rounds:
+        await _apply_round(session, round_, source, now, outcomes)
+    return outcomes
+
+
+async def _apply_round(
+    session: AsyncSession,
+    round_: list[tuple[int, TrackingUpdate, repository.WaybillMatch]],
+    source: str,
+    now: datetime,
+    outcomes: list[TrackingOutcome],
+) -> None:
+    """Updates of distinct shipments whose orders are locked: scans, newest scan, shipments."""
+    heads = await repository.tracking_heads(session, [c.id for _, _, c in round_])
+    round_ = [item for item in round_ if item[2].id in heads]
+    rows = [
+        {
+            "shipment_id": chosen.id,
+            "company": chosen.company,
+            "waybill_no": update_.waybill_no,
+            "occurred_at": event.occurred_at,
+            "status": event.status.value,
+            "state_code": event.state_code,
+            "description": event.description[:2000],
+            "location": event.location[:200],
+            "source": source,
+            "received_at": now,
+        }
+        for _, update_, chosen in round_
+        for event in update_.events
+    ]
+    stored = Counter(await repository.insert_tracking_events(session, rows))
+    for _, update_, chosen in round_:
+        if update_.events:
+            newest = max(event.occurred_at for event in update_.events)
+            metrics.TRACKING_LAG.observe(max((now - newest).total_seconds(), 0.0))
+            metrics.TRACKING_EVENTS.labels(source).inc(stored[chosen.id])
+    newest_of = await repository.newest_events(
+        session, [c.id for _, _, c in round_ if heads[c.id].status in ON_THE_ROAD]
+    )
+    plain: list[dict[str, Any]] = []
+    beyond: list[tuple[int, repository.WaybillMatch, dict[str, Any]]] = []
+    for i, update_, chosen in round_:
+        head = heads[chosen.id]
+        values: dict[str, Any] = {"id": chosen.id, "last_news_at": now}
+        if update_.finished:
+            values["next_poll_at"] = None
+        elif head.subscribed_at is not None:
+            values["next_poll_at"] = now + timedelta(seconds=poll_every(head.carrier))
+        status = head.status
+        newest_ = newest_of.get(chosen.id)
+        spec = state_machine.by_carrier_event(newest_.status) if newest_ is not None else None
+        if newest_ is not None and spec is not None and head.status in spec.sources:
+            if spec.event_type is not None and spec.target.value != head.status:
+                beyond.append((i, chosen, values))
+                continue
+            status = spec.target.value
+            values |= {
+                "status": status,
+                "tracking_state_code": newest_.state_code,
+                "last_event_at": newest_.occurred_at,
+                "updated_at": now,
+            }
+        plain.append(values)
+        outcomes[i] = TrackingOutcome(True, stored[chosen.id], status)
+    await repository.update_each(session, plain)
+    for i, chosen, values in beyond:
+        order = (await orders_queries.lock(session, [chosen.order_id]))[0]
+        shipment = await repository.get_fresh(session, chosen.id)
+        assert shipment is not None
+        shipment.last_news_at = now
+        if "next_poll_at" in values:
+            shipment.next_poll_at = values["next_poll_at"]
+        await refresh_tracking_status(session, shipment, order, now)
+        outcomes[i] = TrackingOutcome(True, stored[chosen.id], shipment.status)
 
 
 def poll_every(carrier: str) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import logging
@@ -21,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ordertally.auth.api import require
 from ordertally.auth.service import Principal
 from ordertally.core import clock
+from ordertally.core.batching import GroupCommit
 from ordertally.core.db import Database
 from ordertally.core.errors import InvalidRequest, OrdertallyError
 from ordertally.core.http import JSON, client_ip, database, json_response
@@ -220,65 +220,30 @@ async def _create_batch(db: Database, requests: list[_Create]) -> list[_Created 
     return [created.get(id(r)) for r in requests]
 
 
-class CreateBatcher:
-    """Group commit for POST /orders: requests that arrive while a batch is in the database
-    wait and go together in the next one, so a busy process writes many orders per
-    transaction (one WAL flush, one lock on each hot stock row) instead of one. An idle process
-    starts a batch at once, so a lone request waits for nothing. A batch that fails for any
-    reason is not retried as a batch: each of its requests runs alone, with its own answer."""
-
-    def __init__(self, db: Database, max_batch: int) -> None:
-        self._db = db
-        self._max = max_batch
-        self._queue: list[tuple[_Create, asyncio.Future[_Created | None]]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def submit(self, request: _Create) -> _Created | None:
-        """The created order, or None: run this request on the one-order path."""
-        future: asyncio.Future[_Created | None] = asyncio.get_running_loop().create_future()
-        self._queue.append((request, future))
-        if self._task is None:
-            self._task = asyncio.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                batch = self._queue[: self._max]
-                del self._queue[: self._max]
-                BATCH_SIZE.observe(len(batch))
-                try:
-                    outcomes = await _create_batch(self._db, [r for r, _ in batch])
-                    BATCH_ALONE.labels("unusual").inc(outcomes.count(None))
-                except creation.BatchRaced:
-                    BATCH_ALONE.labels("raced").inc(len(batch))
-                    outcomes = [None] * len(batch)
-                except Exception as exc:  # every request of it then runs alone
-                    log.info("order batch of %d fell back to one by one: %r", len(batch), exc)
-                    BATCH_ALONE.labels("error").inc(len(batch))
-                    outcomes = [None] * len(batch)
-                except BaseException:
-                    for _, future in batch + self._queue:
-                        if not future.done():
-                            future.set_exception(asyncio.CancelledError())
-                    raise
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if not future.done():  # its client may have gone; the order stands
-                        future.set_result(outcome)
-        finally:
-            self._task = None
+def _classify(exc: Exception) -> str | None:
+    return "raced" if isinstance(exc, creation.BatchRaced) else None
 
 
-_BATCHERS: weakref.WeakKeyDictionary[Database, CreateBatcher] = weakref.WeakKeyDictionary()
+_BATCHERS: weakref.WeakKeyDictionary[Database, GroupCommit[_Create, _Created]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def _batcher(db: Database) -> CreateBatcher | None:
+def _batcher(db: Database) -> GroupCommit[_Create, _Created] | None:
+    """Group commit for POST /orders (ADR 0022): a busy process writes many orders per
+    transaction (one WAL flush, one lock on each hot stock row) instead of one."""
     size = get_settings().order_batch_max
     if size <= 0:
         return None
     batcher = _BATCHERS.get(db)
     if batcher is None:
-        batcher = _BATCHERS[db] = CreateBatcher(db, size)
+        batcher = _BATCHERS[db] = GroupCommit(
+            functools.partial(_create_batch, db),
+            size,
+            on_batch=BATCH_SIZE.observe,
+            on_alone=lambda reason, count: BATCH_ALONE.labels(reason).inc(count),
+            classify=_classify,
+        )
     return batcher
 
 

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Row,
     Select,
     and_,
     bindparam,
@@ -196,6 +197,19 @@ async def lock_many(session: AsyncSession, order_ids: list[int]) -> list[SalesOr
         # these orders (their KEY SHARE locks) need not wait for us, nor we for them.
         stmt = stmt.with_for_update(key_share=True)
     return list((await session.scalars(stmt)).all())
+
+
+async def lock_heads(session: AsyncSession, order_ids: list[int]) -> list[Row[int, str, str]]:
+    """(id, order_no, status) of orders by id, row-locked as `lock_many` locks them, without
+    loading the entities (for writers of other domains that only need to hold the order)."""
+    stmt = (
+        select(SalesOrder.id, SalesOrder.order_no, SalesOrder.status)
+        .where(SalesOrder.id.in_(order_ids))
+        .order_by(SalesOrder.id)
+    )
+    if dialect_of(session) == "postgresql":
+        stmt = stmt.with_for_update(key_share=True)
+    return list((await session.execute(stmt)).all())
 
 
 async def set_status_many(
