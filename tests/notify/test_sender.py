@@ -269,3 +269,23 @@ async def test_the_tick_starts_one_sender_loop_per_worker(
     finally:
         await sender.stop()
     assert [(r.status, r.attempts) for r in await _rows(db)] == [("sent", 1)]
+
+
+async def test_a_stopping_worker_stops_its_sender_loop(
+    db: Database, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ordertally.jobs.worker import run_worker
+
+    configure(monkeypatch, ops=[_hook("ops", receiver)])
+    try:
+        # Given this process's sender loop running (the worker's tick started it)
+        assert sender.ensure_running(db, get_settings())
+        assert sender.running()
+        # When the worker loop stops
+        stop = asyncio.Event()
+        stop.set()
+        await asyncio.wait_for(run_worker(db, get_settings(), stop), timeout=30)
+        # Then the sender loop stopped with it (no task left sending after the worker is gone)
+        assert not sender.running()
+    finally:
+        await sender.stop()

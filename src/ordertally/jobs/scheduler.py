@@ -44,6 +44,25 @@ class PeriodicJob:
 
 
 JOBS: dict[str, PeriodicJob] = {}
+# What a worker stops when it stops: background loops a job started in this process (the
+# notification sender), each an async callable of no argument, registered by its domain.
+ON_STOP: list[Callable[[], Awaitable[None]]] = []
+
+
+def on_worker_stop(stopper: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """Register `stopper` to be awaited when this process's worker loop stops."""
+    if stopper not in ON_STOP:
+        ON_STOP.append(stopper)
+    return stopper
+
+
+async def stop_background() -> None:
+    """Await every registered stopper (a failing one is logged; the others still run)."""
+    for stopper in ON_STOP:
+        try:
+            await stopper()
+        except Exception:
+            log.exception("stopping %r failed", stopper)
 
 
 def periodic(name: str, every_seconds: int) -> Callable[[JobHandler], JobHandler]:

@@ -47,6 +47,7 @@ async def run_worker(db: Database, settings: Settings, stop: asyncio.Event) -> N
         if not busy:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=settings.worker_poll_seconds)
+    await scheduler.stop_background()
     await relay.close()
     await outbound.close_all()
     log.info("worker %s stopped", me)
