@@ -102,7 +102,12 @@ def case_command(
         type=case_type,
         reason_code=record.reason_code,
         lines=lines,
-        refund_goods=str(money.from_minor(record.amount_minor, order.currency)),
+        refund_goods=str(
+            money.from_minor(
+                record.amount_minor if record.asked_minor is None else record.asked_minor,
+                order.currency,
+            )
+        ),
         platform_refund_id=record.platform_refund_id,
     )
 
