@@ -1,6 +1,7 @@
 """Commands of after-sales for operations: `ordertally aftersales
-list|show|pull|import-amazon-returns|records|reapply` (cases in a table, one case as JSON, a
-Pinduoduo account's after-sale records pulled now, an Amazon returns report imported, the inbox
+list|show|pull|import-amazon-returns|import-after-sale-list|records|reapply` (cases in a table,
+one case as JSON, an account's after-sale records pulled now, an Amazon returns report or a
+Douyin / JD / Taobao after-sale list answer imported, the inbox
 of platform records not applied, and applying those again once their order is here)."""
 
 from __future__ import annotations
@@ -73,6 +74,23 @@ async def _import_amazon_returns(account: str, data: bytes) -> dict[str, Any]:
         async with db.transaction() as session:
             result = await platforms.import_amazon_returns(session, account, report, "cli")
         return platforms.amazon_import_doc(report, result)
+    finally:
+        await db.dispose()
+
+
+async def _import_after_sale_list(account: str, data: bytes) -> dict[str, Any]:
+    from ordertally.aftersales import platforms
+    from ordertally.aftersales.errors import ReportRefused
+
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise ReportRefused(f"not a JSON after-sale list answer: {exc}") from exc
+    db = _db()
+    try:
+        async with db.transaction() as session:
+            page, result = await platforms.import_listed(session, account, doc, "cli")
+        return platforms.listed_doc(page, result)
     finally:
         await db.dispose()
 
@@ -206,6 +224,29 @@ def register(app: typer.Typer) -> None:
 
         try:
             result = asyncio.run(_import_amazon_returns(account, path.read_bytes()))
+        except OrdertallyError as exc:
+            raise _fail(exc) from exc
+        console.print_json(json.dumps(result, default=str))
+        if result["unknown_order"] or result["refused"]:
+            raise typer.Exit(1)
+
+    @aftersales.command("import-after-sale-list")
+    def import_after_sale_list_command(
+        account: Annotated[str, typer.Argument(help="A Douyin, JD or Taobao account code")],
+        path: Annotated[
+            Path,
+            typer.Argument(
+                exists=True, dir_okay=False, help="One answer of the platform's after-sale list API"
+            ),
+        ],
+    ) -> None:
+        """Import one answer of a Douyin (afterSale/List), JD (refundapply.queryPageList) or
+        Taobao (taobao.refunds.receive.get) after-sale list: each record's stage is applied once
+        per refund id; exits 1 while some record found no order or was refused."""
+        from ordertally.core.errors import OrdertallyError
+
+        try:
+            result = asyncio.run(_import_after_sale_list(account, path.read_bytes()))
         except OrdertallyError as exc:
             raise _fail(exc) from exc
         console.print_json(json.dumps(result, default=str))

@@ -565,7 +565,8 @@ async def _apply_stored(
         seen: set[str] = set()
         for item in items:
             pid = item[1].platform_refund_id
-            (later if pid in seen else first).append(item)
+            # A closing record opens nothing: it only moves a case opened before.
+            (later if pid in seen or item[1].stage == records.CLOSED else first).append(item)
             seen.add(pid)
         for start in range(0, len(first), PAGE):
             chunk = first[start : start + PAGE]

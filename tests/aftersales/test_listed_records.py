@@ -1,0 +1,324 @@
+"""Douyin (afterSale/List), JD (jingdong.pop.afs.soa.refundapply.queryPageList) and Taobao
+(taobao.refunds.receive.get) after-sale records: each platform's published or SDK-defined record
+mapped with its unit (fen or yuan), list answers uploaded to the API, each refund id a case once,
+a status advanced moving the case once, records with nothing to act on left for later, and bad
+answers and records refused with nothing changed."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from ordertally.aftersales import platforms, records
+from ordertally.aftersales.errors import ReportRefused
+from ordertally.aftersales.models import AftersaleCase, AftersalePlatformRecord, AftersaleRefund
+from ordertally.aftersales.state_machine import CaseType
+from ordertally.core.db import Database
+from tests.aftersales.helpers import order_status, walk
+from tests.channels.helpers import make_account
+from tests.conftest import TEST_WAREHOUSE
+from tests.factories import auth, make_order, receive
+
+pytestmark = pytest.mark.anyio
+
+FIXTURES = Path(__file__).parent / "fixtures"
+UPLOAD = "/api/v1/aftersales/platform-files/after-sale-list"
+
+
+def _doc(name: str) -> dict[str, Any]:
+    # Sources of each fixture: tests/aftersales/fixtures/SOURCES.md (section "h36").
+    doc: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    return doc
+
+
+def _taobao(**changes: Any) -> dict[str, Any]:
+    """The Taobao answer (bububa/opentaobao model/trade/Refund.go fields) with its one refund
+    changed."""
+    doc = _doc("taobao_refunds_receive_get.json")
+    doc[records.TAOBAO_RESPONSE]["refunds"]["refund"][0].update(changes)
+    return doc
+
+
+def _jd(*statuses: str, **changes: Any) -> dict[str, Any]:
+    """The JD answer with its one application repeated, once per status given."""
+    doc = _doc("jd_refundapply_querypagelist.json")
+    body = doc[records.JD_RESPONSE]["queryResult"]
+    [item] = body["result"]
+    body["result"] = [{**copy.deepcopy(item), **changes, "status": s} for s in statuses]
+    body["totalCount"] = len(statuses)
+    return doc
+
+
+def test_each_platforms_record_maps_with_its_unit() -> None:
+    # Given Douyin's published record (agiso's capture of afterSale/List): 已发货仅退款 (type 1),
+    # 售后成功 (status 12), refund_amount 1 — fen
+    [douyin] = records.read_douyin(_doc("douyin_aftersale_list_agiso.json")).items
+    # When it, the Taobao record (refund_fee "200.07" yuan, a return) and the JD application
+    # (applyRefundSum 5990 fen, 京东财务审核通过) are mapped
+    d = platforms.from_listed(records.DOUYIN_API, douyin, "dy_a")
+    [taobao] = records.read_taobao(_taobao()).items
+    t = platforms.from_listed(records.TAOBAO_API, taobao, "tb_a")
+    [jd] = records.read_jd(_jd("3")).items
+    j = platforms.from_listed(records.JD_API, jd, "jd_a")
+    # Then each is its platform's refund, in fen, keyed by the platform's refund id
+    assert d == platforms.PlatformRecord(
+        channel="dy_a",
+        platform_refund_id="146701382803677771",
+        external_order_id="6936476692437472563",
+        type=CaseType.REFUND_ONLY,
+        amount_minor=1,
+        reason_code="douyin:aftersale",
+        skus={},
+        asked_minor=1,
+        stage=records.REFUNDED,
+    )
+    assert (t.platform_refund_id, t.external_order_id, t.type) == (
+        "2183427593460215",
+        "2231958349623715",
+        CaseType.RETURN_REFUND,
+    )
+    assert (t.amount_minor, t.skus, t.stage) == (20007, {"CHAIR-W": 1}, records.REFUNDED)
+    assert (j.platform_refund_id, j.external_order_id, j.type, j.amount_minor) == (
+        "1738291001",
+        "298374651023",
+        CaseType.REFUND_ONLY,
+        5990,
+    )
+    # And a status agreed but not refunded asks the amount and refunds nothing yet
+    waiting = platforms.from_listed(
+        records.TAOBAO_API, {**taobao, "status": "WAIT_BUYER_RETURN_GOODS"}, "tb_a"
+    )
+    assert (waiting.stage, waiting.asked_minor, waiting.amount_minor) == (records.OPEN, 20007, 0)
+
+
+def test_the_status_tables_cover_every_published_value() -> None:
+    # The tables are the platforms' enums (SOURCES.md), each value with its stage
+    assert set(records.TAOBAO_STAGES) == {
+        "WAIT_SELLER_AGREE",
+        "WAIT_BUYER_RETURN_GOODS",
+        "WAIT_SELLER_CONFIRM_GOODS",
+        "SELLER_REFUSE_BUYER",
+        "CLOSED",
+        "SUCCESS",
+    }
+    assert set(records.JD_STAGES) == set(range(12))
+    assert set(records.DOUYIN_STAGES) == {3, 6, 7, 8, 11, 12, 14, 27, 28, 29}
+    assert set(records.DOUYIN_TYPES) == {0, 1, 2, 3, 6, 7}
+
+
+def test_answers_that_are_not_list_answers_are_refused() -> None:
+    # Given an error answer of each platform, and an answer of another API
+    bad = [
+        (records.read_taobao, {"error_response": {"code": 27, "msg": "Invalid session"}}),
+        (records.read_jd, {records.JD_RESPONSE: {"code": "1", "queryResult": {}}}),
+        (records.read_jd, {records.JD_RESPONSE: {"code": "0", "queryResult": {"success": False}}}),
+        (records.read_douyin, {"code": 40004, "msg": "参数错误", "data": {}}),
+        (records.read_douyin, {"isSuccess": False, "data": {"items": []}}),
+        (records.read_taobao, _doc("jd_refundapply_querypagelist.json")),
+    ]
+    # Then each is refused with the stable code
+    for read, doc in bad:
+        with pytest.raises(ReportRefused) as refused:
+            read(doc)
+        assert refused.value.code == "aftersales.report_refused"
+
+
+async def _cases(db: Database) -> list[tuple[str | None, str, str, int]]:
+    async with db.transaction(write=False) as session:
+        cases = (await session.scalars(select(AftersaleCase).order_by(AftersaleCase.id))).all()
+    return [(c.platform_refund_id, c.type, c.status, c.refund_minor) for c in cases]
+
+
+async def _refunds(db: Database) -> list[tuple[str, int, str]]:
+    async with db.transaction(write=False) as session:
+        rows = (await session.scalars(select(AftersaleRefund).order_by(AftersaleRefund.id))).all()
+    return [(r.out_refund_no, r.amount_minor, r.state) for r in rows]
+
+
+async def _stored(db: Database) -> list[tuple[str, str, str]]:
+    async with db.transaction(write=False) as session:
+        rows = (
+            await session.scalars(
+                select(AftersalePlatformRecord).order_by(AftersalePlatformRecord.id)
+            )
+        ).all()
+    return [(r.channel, r.platform_refund_id, r.status) for r in rows]
+
+
+async def _shipped(db: Database, channel: str, external_id: str, sku: str, price: str) -> str:
+    await receive(db, TEST_WAREHOUSE, sku, 10)
+    order = await make_order(
+        db,
+        "paid",
+        channel=channel,
+        external_id=external_id,
+        lines=[{"sku": sku, "quantity": 1, "unit_price": price}],
+    )
+    await walk(db, order.order_no, "shipped")
+    return order.order_no
+
+
+async def _upload(
+    client: httpx.AsyncClient, key: str, account: str, doc: Any, status: int = 200
+) -> dict[str, Any]:
+    body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    r = await client.post(
+        f"{UPLOAD}?account={account}",
+        content=body,
+        headers=auth(key, **{"Content-Type": "application/json"}),
+    )
+    assert r.status_code == status, r.text
+    answer: dict[str, Any] = r.json()
+    return answer
+
+
+async def test_douyins_published_record_uploaded_opens_one_refunded_case(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given a Douyin account and the published record's order (one unit of 112233 at 0.01),
+    # shipped
+    await make_account(db, "dy_a", "douyin")
+    order_no = await _shipped(db, "dy_a", "6936476692437472563", "112233", "0.01")
+    # When the published answer is uploaded twice
+    doc = _doc("douyin_aftersale_list_agiso.json")
+    first = await _upload(client, keys["cs"], "dy_a", doc)
+    again = await _upload(client, keys["cs"], "dy_a", doc)
+    # Then one refund-only case holds Douyin's 1-fen refund, the order is refunded, and the
+    # second upload changed nothing
+    assert first == {
+        "records": 1,
+        "total": 35,
+        "created": 1,
+        "advanced": 0,
+        "duplicates": 0,
+        "undecided": 0,
+        "unknown_order": 0,
+        "refused": [],
+    }
+    assert (again["created"], again["duplicates"]) == (0, 1)
+    assert await _cases(db) == [("146701382803677771", "refund_only", "refunded", 1)]
+    assert await _refunds(db) == [("dy_a:146701382803677771", 1, "succeeded")]
+    assert await order_status(db, order_no) == "refunded"
+    assert await _stored(db) == [("dy_a", "146701382803677771:refunded", "applied")]
+
+
+async def test_a_taobao_return_advanced_to_success_records_the_refund_once(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given a Taobao account and the order of the refund (one CHAIR-W at 200.07), shipped
+    await make_account(db, "tb_a", "taobao")
+    order_no = await _shipped(db, "tb_a", "2231958349623715", "CHAIR-W", "200.07")
+    # When the refund is first listed agreed, waiting for the buyer's return (and the
+    # buyer's request before it, which is not the seller's decision yet)
+    asked = await _upload(client, keys["cs"], "tb_a", _taobao(status="WAIT_SELLER_AGREE"))
+    agreed = await _upload(client, keys["cs"], "tb_a", _taobao(status="WAIT_BUYER_RETURN_GOODS"))
+    # Then the request is left for later, and the agreement opens a return waiting for its
+    # unit, with no money moved
+    assert (asked["undecided"], asked["created"]) == (1, 0)
+    assert (agreed["created"], agreed["advanced"]) == (1, 0)
+    assert await _cases(db) == [("2183427593460215", "return_refund", "awaiting_return", 20007)]
+    assert await _refunds(db) == []
+    # When the goods are on their way back (same stage), then SUCCESS is listed twice
+    shipped_back = await _upload(
+        client, keys["cs"], "tb_a", _taobao(status="WAIT_SELLER_CONFIRM_GOODS")
+    )
+    success = await _upload(client, keys["cs"], "tb_a", _taobao())
+    success_again = await _upload(client, keys["cs"], "tb_a", _taobao())
+    # Then the same case carries Taobao's refund, recorded once; no second case; the order is
+    # refunded; the return still waits for its unit (refund first: the goods still come home)
+    assert (shipped_back["created"], shipped_back["duplicates"]) == (0, 1)
+    assert (success["created"], success["advanced"], success["duplicates"]) == (0, 1, 0)
+    assert (success_again["advanced"], success_again["duplicates"]) == (0, 1)
+    assert await _cases(db) == [("2183427593460215", "return_refund", "awaiting_return", 20007)]
+    assert await _refunds(db) == [("tb_a:2183427593460215", 20007, "succeeded")]
+    assert await order_status(db, order_no) == "refunded"
+    assert await _stored(db) == [
+        ("tb_a", "2183427593460215:open", "applied"),
+        ("tb_a", "2183427593460215:refunded", "applied"),
+    ]
+
+
+async def test_a_jd_page_with_duplicates_and_stages_applies_each_once(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given a JD account and the application's order (59.90), paid and not shipped
+    await make_account(db, "jd_a", "jd")
+    await make_order(
+        db,
+        "paid",
+        channel="jd_a",
+        external_id="298374651023",
+        lines=[{"sku": "TEA-LJ-250", "quantity": 1, "unit_price": "59.90"}],
+    )
+    # When one page lists the application approved (1), refunded (3) twice, and pending (0)
+    page = _jd("1", "3", "3", "0")
+    answer = await _upload(client, keys["cs"], "jd_a", page)
+    again = await _upload(client, keys["cs"], "jd_a", page)
+    # Then one case is opened and refunded once; the repeated record is a duplicate, the
+    # pending one waits; the page read again changes nothing
+    assert answer | {"refused": []} == {
+        "records": 4,
+        "total": 4,
+        "created": 1,
+        "advanced": 1,
+        "duplicates": 1,
+        "undecided": 1,
+        "unknown_order": 0,
+        "refused": [],
+    }
+    assert (again["created"], again["advanced"], again["duplicates"]) == (0, 0, 3)
+    assert await _cases(db) == [("1738291001", "refund_only", "refunded", 5990)]
+    assert await _refunds(db) == [("jd_a:1738291001", 5990, "succeeded")]
+
+
+async def test_bad_answers_and_records_change_nothing(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given Taobao and Pinduoduo accounts and the Taobao order, shipped
+    await make_account(db, "tb_a", "taobao")
+    await make_account(db, "pdd_a", "pinduoduo")
+    await _shipped(db, "tb_a", "2231958349623715", "CHAIR-W", "200.07")
+    # When a body that is not JSON, an error answer, and a Taobao answer for a Pinduoduo
+    # account are uploaded
+    not_json = await _upload(client, keys["cs"], "tb_a", b"refund_id,tid\n1,2\n", 400)
+    error = await _upload(client, keys["cs"], "tb_a", {"error_response": {"code": 7}}, 400)
+    other = await _upload(client, keys["cs"], "pdd_a", _taobao(), 400)
+    # Then each is a problem with the stable code
+    assert {not_json["code"], error["code"], other["code"]} == {"aftersales.report_refused"}
+    # When a record with an unknown status and one whose amount does not read are uploaded
+    unknown = await _upload(client, keys["cs"], "tb_a", _taobao(status="SOMETHING_NEW"))
+    unreadable = await _upload(client, keys["cs"], "tb_a", _taobao(refund_fee="两百"))
+    # Then the first is refused and not stored; the second is held in the inbox as refused
+    # with why, and no case or refund exists
+    assert (unknown["created"], len(unknown["refused"])) == (0, 1)
+    assert "SOMETHING_NEW" in unknown["refused"][0]["message"]
+    assert (unreadable["created"], len(unreadable["refused"])) == (0, 1)
+    assert await _stored(db) == [("tb_a", "2183427593460215:refunded", "refused")]
+    assert await _cases(db) == []
+    assert await _refunds(db) == []
+
+
+async def test_a_closed_refund_closes_nothing_it_may_not(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given a Taobao return agreed (a case waiting for its unit)
+    await make_account(db, "tb_a", "taobao")
+    await _shipped(db, "tb_a", "2231958349623715", "CHAIR-W", "200.07")
+    await _upload(client, keys["cs"], "tb_a", _taobao(status="WAIT_BUYER_RETURN_GOODS"))
+    # When Taobao lists it CLOSED (the buyer withdrew), and a never-opened refund closed
+    closed = await _upload(client, keys["cs"], "tb_a", _taobao(status="CLOSED"))
+    never = await _upload(
+        client, keys["cs"], "tb_a", _taobao(status="CLOSED", refund_id="999", tid=1)
+    )
+    # Then the case table does not let a waiting return close: the record is held with why,
+    # and the case is unchanged; a refund that opened nothing needs nothing
+    assert (closed["advanced"], len(closed["refused"])) == (0, 1)
+    assert "awaiting_return" in closed["refused"][0]["message"]
+    assert (never["advanced"], never["refused"], never["duplicates"]) == (0, [], 1)
+    assert await _cases(db) == [("2183427593460215", "return_refund", "awaiting_return", 20007)]
