@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,16 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from ordertally.aftersales import platforms, records
+from ordertally.aftersales import platforms, pulls, records, repository
 from ordertally.aftersales.errors import ReportRefused
 from ordertally.aftersales.models import AftersaleCase, AftersalePlatformRecord, AftersaleRefund
 from ordertally.aftersales.state_machine import CaseType
+from ordertally.channels.errors import RateLimited
+from ordertally.channels.simulators.app import create_channel_sim_app
+from ordertally.channels.simulators.engine import ChannelSim
+from ordertally.core import clock
 from ordertally.core.db import Database
+from ordertally.simkit.server import serve
 from tests.aftersales.helpers import order_status, walk
 from tests.channels.helpers import make_account
 from tests.conftest import TEST_WAREHOUSE
@@ -322,3 +329,124 @@ async def test_a_closed_refund_closes_nothing_it_may_not(
     assert "awaiting_return" in closed["refused"][0]["message"]
     assert (never["advanced"], never["refused"], never["duplicates"]) == (0, [], 1)
     assert await _cases(db) == [("2183427593460215", "return_refund", "awaiting_return", 20007)]
+
+
+# --- Pulled from the channel simulator over real HTTP -------------------------------------
+
+NOW = datetime(2026, 11, 20, 17, 0, tzinfo=UTC)  # 01:00 on the 21st in Asia/Shanghai
+
+
+@pytest.fixture(scope="module")
+def list_sim_server() -> Iterator[tuple[str, ChannelSim]]:
+    app = create_channel_sim_app()
+    with serve(app) as url:
+        yield url, app.state.sim
+
+
+@pytest.fixture
+def list_sim(list_sim_server: tuple[str, ChannelSim]) -> Iterator[tuple[str, ChannelSim]]:
+    url, state = list_sim_server
+    state.reset()
+    with clock.frozen(NOW):
+        yield url, state
+    state.reset()
+
+
+async def _list_account(db: Database, url: str, code: str, platform: str) -> None:
+    with clock.frozen(NOW - timedelta(hours=30)):
+        await make_account(
+            db,
+            code,
+            platform,
+            config={"base_url": f"{url}/{platform}", "client_id": "sim-list-key"},
+            credentials={"client_secret": "sim-list-secret", "access_token": "t"},
+            overlap_seconds=600,
+            rate_limit_per_second=1000,
+            rate_limit_burst=1000,
+        )
+
+
+def _item(platform: str) -> dict[str, Any]:
+    """Each platform's fixture record, as the simulator serves it."""
+    if platform == "taobao":
+        item: dict[str, Any] = _taobao()[records.TAOBAO_RESPONSE]["refunds"]["refund"][0]
+    elif platform == "jd":
+        item = _jd("3")[records.JD_RESPONSE]["queryResult"]["result"][0]
+    else:
+        item = _doc("douyin_aftersale_list_agiso.json")["data"]["items"][0]
+    return item
+
+
+async def test_each_platforms_pull_applies_its_records_once_through_the_simulator(
+    db: Database, list_sim: tuple[str, ChannelSim]
+) -> None:
+    url, state = list_sim
+    # Given a Taobao, a JD and a Douyin account, each with the order of its fixture record
+    await _list_account(db, url, "tb_a", "taobao")
+    await _list_account(db, url, "jd_a", "jd")
+    await _list_account(db, url, "dy_a", "douyin")
+    tb_order = await _shipped(db, "tb_a", "2231958349623715", "CHAIR-W", "200.07")
+    await make_order(
+        db,
+        "paid",
+        channel="jd_a",
+        external_id="298374651023",
+        lines=[{"sku": "TEA-LJ-250", "quantity": 1, "unit_price": "59.90"}],
+    )
+    dy_order = await _shipped(db, "dy_a", "6936476692437472563", "112233", "0.01")
+    # And the platforms hold: Taobao's return agreed (waiting for the goods) 20 hours ago,
+    # JD's application refunded 2 hours ago, Douyin's refund succeeded 10 minutes ago
+    state.lists.hold(
+        "taobao",
+        {**_item("taobao"), "status": "WAIT_BUYER_RETURN_GOODS"},
+        NOW - timedelta(hours=20),
+    )
+    state.lists.hold("jd", _item("jd"), NOW - timedelta(hours=2))
+    state.lists.hold("douyin", _item("douyin"), NOW - timedelta(minutes=10))
+    # When each account is pulled
+    tb = await pulls.pull_account(db, "tb_a")
+    jd = await pulls.pull_account(db, "jd_a")
+    dy = await pulls.pull_account(db, "dy_a")
+    # Then every call was signed and accepted, within a day's window, and each record opened
+    # its case once: Taobao's return waits for its unit, JD's and Douyin's refunds are recorded
+    assert all(o.complete for o in (tb, jd, dy))
+    assert [(o.read, o.result.created) for o in (tb, jd, dy)] == [(1, 1), (1, 1), (1, 1)]
+    kinds = {p for p, _ in state.lists.requests}
+    assert kinds == {"taobao", "jd", "douyin"} and len(state.lists.requests) == 6
+    assert await _cases(db) == [
+        ("2183427593460215", "return_refund", "awaiting_return", 20007),
+        ("1738291001", "refund_only", "refunded", 5990),
+        ("146701382803677771", "refund_only", "refunded", 1),
+    ]
+    assert await order_status(db, dy_order) == "refunded"
+    # When Taobao's refund succeeds (the record advanced) and every account is pulled again
+    state.lists.hold("taobao", _item("taobao"), NOW - timedelta(minutes=5))
+    again = [await pulls.pull_account(db, code) for code in ("tb_a", "jd_a", "dy_a")]
+    # Then the Taobao case carries the refund, once; nothing else changed (the overlap re-read
+    # Douyin's record: a duplicate)
+    assert [(o.result.created, o.result.advanced) for o in again] == [(0, 1), (0, 0), (0, 0)]
+    assert again[2].result.duplicates == 1
+    assert await _refunds(db) == [
+        ("jd_a:1738291001", 5990, "succeeded"),
+        ("dy_a:146701382803677771", 1, "succeeded"),
+        ("tb_a:2183427593460215", 20007, "succeeded"),
+    ]
+    assert await order_status(db, tb_order) == "refunded"
+
+
+async def test_a_taobao_limit_backs_off_and_the_cursor_waits(
+    db: Database, list_sim: tuple[str, ChannelSim]
+) -> None:
+    url, state = list_sim
+    # Given a Taobao account and TOP answering "App Call Limited" (code 7) once
+    await _list_account(db, url, "tb_a", "taobao")
+    state.lists.throttle.fail_next(1)
+    # When it is pulled
+    with pytest.raises(RateLimited):
+        await pulls.pull_account(db, "tb_a")
+    # Then the cursor did not move and the account backs off
+    async with db.transaction(write=False) as session:
+        pulled = await repository.pull_state(session, "tb_a")
+        assert pulled is not None and pulled.error_count == 1
+        assert clock.as_utc(pulled.cursor_at) == NOW - timedelta(hours=30)
+        assert pulled.backoff_until is not None

@@ -25,6 +25,7 @@ from typing import Any
 
 from ordertally.aftersales.errors import ReportRefused
 from ordertally.aftersales.state_machine import CaseType
+from ordertally.channels.adapters import aftersale_lists as lists
 from ordertally.core import money
 
 OPEN, REFUNDED, CLOSED = "open", "refunded", "closed"
@@ -33,8 +34,8 @@ STAGE_ORDER = {OPEN: 0, REFUNDED: 1, CLOSED: 2}
 
 # --- Taobao: taobao.refunds.receive.get (查询卖家收到的退款列表) -------------------------------
 
-TAOBAO_API = "taobao.refunds.receive.get"
-TAOBAO_RESPONSE = "refunds_receive_get_response"
+TAOBAO_API = lists.TAOBAO_API
+TAOBAO_RESPONSE = lists.TAOBAO_RESPONSE
 # Refund.status: WAIT_SELLER_AGREE 买家已经申请退款，等待卖家同意; WAIT_BUYER_RETURN_GOODS 卖家已经
 # 同意退款，等待买家退货; WAIT_SELLER_CONFIRM_GOODS 买家已经退货，等待卖家确认收货;
 # SELLER_REFUSE_BUYER 卖家拒绝退款; CLOSED 退款关闭; SUCCESS 退款成功.
@@ -49,8 +50,8 @@ TAOBAO_STAGES: dict[str, str | None] = {
 
 # --- JD: jingdong.pop.afs.soa.refundapply.queryPageList (退款审核单列表查询) -----------------
 
-JD_API = "jingdong.pop.afs.soa.refundapply.queryPageList"
-JD_RESPONSE = "jingdong_pop_afs_soa_refundapply_queryPageList_responce"  # JD's spelling
+JD_API = lists.JD_API
+JD_RESPONSE = lists.JD_RESPONSE
 # status (退款申请单状态): 0 未审核, 1 审核通过, 2 审核不通过, 3 京东财务审核通过,
 # 4 京东财务审核不通过, 5 人工审核通过, 6 拦截并退款, 7 青龙拦截成功, 8 青龙拦截失败,
 # 9 强制关单并退款, 10 物流待跟进, 11 用户撤销.
@@ -71,7 +72,7 @@ JD_STAGES: dict[int, str | None] = {
 
 # --- Douyin: afterSale/List (售后列表) ---------------------------------------------------------
 
-DOUYIN_API = "afterSale/List"
+DOUYIN_API = lists.DOUYIN_API
 # aftersale_info.aftersale_type: 0 退货退款, 1 已发货仅退款, 2 未发货仅退款, 3 换货, 6 价保, 7 补寄.
 DOUYIN_TYPES: dict[int, CaseType] = {
     0: CaseType.RETURN_REFUND,
