@@ -450,3 +450,16 @@ async def test_a_taobao_limit_backs_off_and_the_cursor_waits(
         assert pulled is not None and pulled.error_count == 1
         assert clock.as_utc(pulled.cursor_at) == NOW - timedelta(hours=30)
         assert pulled.backoff_until is not None
+
+
+async def test_only_accounts_with_an_api_are_due(
+    db: Database, list_sim: tuple[str, ChannelSim]
+) -> None:
+    url, _ = list_sim
+    # Given a Douyin account configured for the API and a Taobao account whose orders come
+    # as files (no base URL)
+    await _list_account(db, url, "dy_a", "douyin")
+    await make_account(db, "tb_files", "taobao")
+    # Then only the first is due for a pull of its after-sale records
+    async with db.transaction(write=False) as session:
+        assert await pulls.due_accounts(session, NOW) == ["dy_a"]

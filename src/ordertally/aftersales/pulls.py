@@ -319,11 +319,14 @@ async def set_cursor(session: AsyncSession, code: str, at: datetime) -> None:
 
 async def due_accounts(session: AsyncSession, now: datetime) -> list[str]:
     """Active accounts that pull after-sale records whose pull interval has passed and who are
-    not backing off."""
+    not backing off (a Taobao, JD or Douyin account only when it has an API base URL)."""
     states = await repository.pull_states(session)
     due: list[str] = []
     for account in await channels_service.list_accounts(session):
         if account.platform not in PULL_PLATFORMS or not account.active:
+            continue
+        # A Taobao / JD / Douyin account whose orders come as files has no API to call.
+        if account.platform != "pinduoduo" and not account.config.get("base_url"):
             continue
         state = states.get(account.code)
         if state is not None:
