@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -463,3 +466,43 @@ async def test_only_accounts_with_an_api_are_due(
     # Then only the first is due for a pull of its after-sale records
     async with db.transaction(write=False) as session:
         assert await pulls.due_accounts(session, NOW) == ["dy_a"]
+
+
+async def test_an_operator_imports_a_list_answer_from_the_command_line(
+    db: Database, backend: str, tmp_path: Path
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("the command line is the same on both databases; it runs once")
+    # Given a JD account's paid order and its application refunded, saved as JD answered it
+    await make_account(db, "jd_a", "jd")
+    await make_order(
+        db,
+        "paid",
+        channel="jd_a",
+        external_id="298374651023",
+        lines=[{"sku": "TEA-LJ-250", "quantity": 1, "unit_price": "59.90"}],
+    )
+    path = tmp_path / "jd.json"
+    path.write_text(json.dumps(_jd("3")))
+    bad = tmp_path / "bad.json"
+    bad.write_text("not json")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ordertally", "aftersales", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": "200"},
+            check=False,
+        )
+
+    # When an operator imports it twice, and a file that is not an answer
+    first, second = (cli("import-after-sale-list", "jd_a", str(path)) for _ in range(2))
+    refused = cli("import-after-sale-list", "jd_a", str(bad))
+    # Then the first opens the refunded case, the second finds it, the third says why
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert json.loads(first.stdout[first.stdout.find("{") :])["created"] == 1
+    assert json.loads(second.stdout[second.stdout.find("{") :])["duplicates"] == 1
+    assert refused.returncode == 1 and "not a JSON" in refused.stdout
+    assert await _cases(db) == [("1738291001", "refund_only", "refunded", 5990)]

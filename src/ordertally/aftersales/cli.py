@@ -192,14 +192,18 @@ def register(app: typer.Typer) -> None:
 
     @aftersales.command("pull")
     def pull_command(
-        account: Annotated[str, typer.Argument(help="A Pinduoduo account code")],
+        account: Annotated[
+            str, typer.Argument(help="A Pinduoduo, Taobao, JD or Douyin account code")
+        ],
         start: Annotated[
             datetime | None,
             typer.Option("--from", help="Move the cursor here first (ISO 8601 with offset)"),
         ] = None,
     ) -> None:
-        """Pull the account's after-sale records now (pdd.refund.list.increment.get), from its
-        cursor minus the overlap to 3 minutes behind the platform clock."""
+        """Pull the account's after-sale records now (pdd.refund.list.increment.get,
+        taobao.refunds.receive.get, jingdong.pop.afs.soa.refundapply.queryPageList or
+        afterSale/List), from its cursor minus the overlap to 3 minutes behind the platform
+        clock (Pinduoduo's) or ours."""
         from ordertally.core.errors import OrdertallyError
 
         try:
