@@ -3,6 +3,9 @@ table, cases opened and moved through the service, counts of what was written.""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -125,3 +128,15 @@ async def on_hand_and_ledger(db: Database, sku: str) -> tuple[int, int]:
             )
         )
     return int(on_hand or 0), int(moved or 0)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`ordertally aftersales ARGS` in a process of its own, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "ordertally", "aftersales", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+        check=False,
+    )

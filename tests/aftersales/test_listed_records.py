@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +21,11 @@ from ordertally.aftersales.errors import ReportRefused
 from ordertally.aftersales.models import AftersaleCase, AftersalePlatformRecord, AftersaleRefund
 from ordertally.aftersales.state_machine import CaseType
 from ordertally.channels.errors import RateLimited
-from ordertally.channels.simulators.app import create_channel_sim_app
 from ordertally.channels.simulators.engine import ChannelSim
 from ordertally.core import clock
 from ordertally.core.db import Database
-from ordertally.simkit.server import serve
-from tests.aftersales.helpers import order_status, walk
+from tests.aftersales.conftest import CHANNEL_NOW
+from tests.aftersales.helpers import order_status, run_cli, walk
 from tests.channels.helpers import make_account
 from tests.conftest import TEST_WAREHOUSE
 from tests.factories import auth, make_order, receive
@@ -174,6 +169,17 @@ async def _shipped(db: Database, channel: str, external_id: str, sku: str, price
     return order.order_no
 
 
+async def _jd_paid(db: Database) -> None:
+    """The JD application's order (59.90), paid and not shipped."""
+    await make_order(
+        db,
+        "paid",
+        channel="jd_a",
+        external_id="298374651023",
+        lines=[{"sku": "TEA-LJ-250", "quantity": 1, "unit_price": "59.90"}],
+    )
+
+
 async def _upload(
     client: httpx.AsyncClient, key: str, account: str, doc: Any, status: int = 200
 ) -> dict[str, Any]:
@@ -259,13 +265,7 @@ async def test_a_jd_page_with_duplicates_and_stages_applies_each_once(
 ) -> None:
     # Given a JD account and the application's order (59.90), paid and not shipped
     await make_account(db, "jd_a", "jd")
-    await make_order(
-        db,
-        "paid",
-        channel="jd_a",
-        external_id="298374651023",
-        lines=[{"sku": "TEA-LJ-250", "quantity": 1, "unit_price": "59.90"}],
-    )
+    await _jd_paid(db)
     # When one page lists the application approved (1), refunded (3) twice, and pending (0)
     page = _jd("1", "3", "3", "0")
     answer = await _upload(client, keys["cs"], "jd_a", page)
@@ -336,23 +336,7 @@ async def test_a_closed_refund_closes_nothing_it_may_not(
 
 # --- Pulled from the channel simulator over real HTTP -------------------------------------
 
-NOW = datetime(2026, 11, 20, 17, 0, tzinfo=UTC)  # 01:00 on the 21st in Asia/Shanghai
-
-
-@pytest.fixture(scope="module")
-def list_sim_server() -> Iterator[tuple[str, ChannelSim]]:
-    app = create_channel_sim_app()
-    with serve(app) as url:
-        yield url, app.state.sim
-
-
-@pytest.fixture
-def list_sim(list_sim_server: tuple[str, ChannelSim]) -> Iterator[tuple[str, ChannelSim]]:
-    url, state = list_sim_server
-    state.reset()
-    with clock.frozen(NOW):
-        yield url, state
-    state.reset()
+NOW = CHANNEL_NOW  # the channel simulator's clock (conftest)
 
 
 async def _list_account(db: Database, url: str, code: str, platform: str) -> None:
@@ -381,21 +365,15 @@ def _item(platform: str) -> dict[str, Any]:
 
 
 async def test_each_platforms_pull_applies_its_records_once_through_the_simulator(
-    db: Database, list_sim: tuple[str, ChannelSim]
+    db: Database, channel_sim: tuple[str, ChannelSim]
 ) -> None:
-    url, state = list_sim
+    url, state = channel_sim
     # Given a Taobao, a JD and a Douyin account, each with the order of its fixture record
     await _list_account(db, url, "tb_a", "taobao")
     await _list_account(db, url, "jd_a", "jd")
     await _list_account(db, url, "dy_a", "douyin")
     tb_order = await _shipped(db, "tb_a", "2231958349623715", "CHAIR-W", "200.07")
-    await make_order(
-        db,
-        "paid",
-        channel="jd_a",
-        external_id="298374651023",
-        lines=[{"sku": "TEA-LJ-250", "quantity": 1, "unit_price": "59.90"}],
-    )
+    await _jd_paid(db)
     dy_order = await _shipped(db, "dy_a", "6936476692437472563", "112233", "0.01")
     # And the platforms hold: Taobao's return agreed (waiting for the goods) 20 hours ago,
     # JD's application refunded 2 hours ago, Douyin's refund succeeded 10 minutes ago
@@ -438,9 +416,9 @@ async def test_each_platforms_pull_applies_its_records_once_through_the_simulato
 
 
 async def test_a_taobao_limit_backs_off_and_the_cursor_waits(
-    db: Database, list_sim: tuple[str, ChannelSim]
+    db: Database, channel_sim: tuple[str, ChannelSim]
 ) -> None:
-    url, state = list_sim
+    url, state = channel_sim
     # Given a Taobao account and TOP answering "App Call Limited" (code 7) once
     await _list_account(db, url, "tb_a", "taobao")
     state.lists.throttle.fail_next(1)
@@ -456,9 +434,9 @@ async def test_a_taobao_limit_backs_off_and_the_cursor_waits(
 
 
 async def test_only_accounts_with_an_api_are_due(
-    db: Database, list_sim: tuple[str, ChannelSim]
+    db: Database, channel_sim: tuple[str, ChannelSim]
 ) -> None:
-    url, _ = list_sim
+    url, _ = channel_sim
     # Given a Douyin account configured for the API and a Taobao account whose orders come
     # as files (no base URL)
     await _list_account(db, url, "dy_a", "douyin")
@@ -475,31 +453,15 @@ async def test_an_operator_imports_a_list_answer_from_the_command_line(
         pytest.skip("the command line is the same on both databases; it runs once")
     # Given a JD account's paid order and its application refunded, saved as JD answered it
     await make_account(db, "jd_a", "jd")
-    await make_order(
-        db,
-        "paid",
-        channel="jd_a",
-        external_id="298374651023",
-        lines=[{"sku": "TEA-LJ-250", "quantity": 1, "unit_price": "59.90"}],
-    )
+    await _jd_paid(db)
     path = tmp_path / "jd.json"
     path.write_text(json.dumps(_jd("3")))
     bad = tmp_path / "bad.json"
     bad.write_text("not json")
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "ordertally", "aftersales", *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, "COLUMNS": "200"},
-            check=False,
-        )
-
     # When an operator imports it twice, and a file that is not an answer
-    first, second = (cli("import-after-sale-list", "jd_a", str(path)) for _ in range(2))
-    refused = cli("import-after-sale-list", "jd_a", str(bad))
+    first, second = (run_cli("import-after-sale-list", "jd_a", str(path)) for _ in range(2))
+    refused = run_cli("import-after-sale-list", "jd_a", str(bad))
     # Then the first opens the refunded case, the second finds it, the third says why
     assert first.returncode == 0, first.stdout + first.stderr
     assert json.loads(first.stdout[first.stdout.find("{") :])["created"] == 1

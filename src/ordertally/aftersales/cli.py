@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -93,6 +94,20 @@ async def _import_after_sale_list(account: str, data: bytes) -> dict[str, Any]:
         return platforms.listed_doc(page, result)
     finally:
         await db.dispose()
+
+
+def _report_import(run: Coroutine[Any, Any, dict[str, Any]]) -> None:
+    """Run an import and print what it came to; exits 1 while some record found no order or
+    was refused, and with the problem when the file was refused."""
+    from ordertally.core.errors import OrdertallyError
+
+    try:
+        result = asyncio.run(run)
+    except OrdertallyError as exc:
+        raise _fail(exc) from exc
+    console.print_json(json.dumps(result, default=str))
+    if result["unknown_order"] or result["refused"]:
+        raise typer.Exit(1)
 
 
 async def _records(
@@ -224,15 +239,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Import an Amazon seller-fulfilled returns report: each decided return becomes a case
         once per Amazon RMA ID; exits 1 while some return found no order or was refused."""
-        from ordertally.core.errors import OrdertallyError
-
-        try:
-            result = asyncio.run(_import_amazon_returns(account, path.read_bytes()))
-        except OrdertallyError as exc:
-            raise _fail(exc) from exc
-        console.print_json(json.dumps(result, default=str))
-        if result["unknown_order"] or result["refused"]:
-            raise typer.Exit(1)
+        _report_import(_import_amazon_returns(account, path.read_bytes()))
 
     @aftersales.command("import-after-sale-list")
     def import_after_sale_list_command(
@@ -247,15 +254,7 @@ def register(app: typer.Typer) -> None:
         """Import one answer of a Douyin (afterSale/List), JD (refundapply.queryPageList) or
         Taobao (taobao.refunds.receive.get) after-sale list: each record's stage is applied once
         per refund id; exits 1 while some record found no order or was refused."""
-        from ordertally.core.errors import OrdertallyError
-
-        try:
-            result = asyncio.run(_import_after_sale_list(account, path.read_bytes()))
-        except OrdertallyError as exc:
-            raise _fail(exc) from exc
-        console.print_json(json.dumps(result, default=str))
-        if result["unknown_order"] or result["refused"]:
-            raise typer.Exit(1)
+        _report_import(_import_after_sale_list(account, path.read_bytes()))
 
     @aftersales.command("records")
     def records_command(

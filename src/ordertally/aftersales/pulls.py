@@ -93,18 +93,24 @@ class _Stop(Exception):
     """The run stops here (page limit); the cursor stays at the last stored window."""
 
 
-def _answer(response: httpx.Response) -> dict[str, Any]:
-    """The POP router's JSON answer, or the error it stands for (70031/52101 slow down)."""
+def _json_of(platform: str, response: httpx.Response) -> Any:
+    """A platform's JSON answer; 429 slows down, another HTTP error or a body that is not JSON
+    is the platform unavailable."""
     if response.status_code == 429:
-        raise RateLimited("pinduoduo answered 429")
+        raise RateLimited(f"{platform} answered 429")
     if response.status_code >= 400:
         raise PlatformUnavailable(
-            f"pinduoduo answered {response.status_code}: {response.text[:200]}"
+            f"{platform} answered {response.status_code}: {response.text[:200]}"
         )
     try:
-        doc = response.json()
+        return response.json()
     except ValueError as exc:
-        raise PlatformUnavailable("pinduoduo answered non-JSON") from exc
+        raise PlatformUnavailable(f"{platform} answered non-JSON") from exc
+
+
+def _answer(response: httpx.Response) -> dict[str, Any]:
+    """The POP router's JSON answer, or the error it stands for (70031/52101 slow down)."""
+    doc = _json_of("pinduoduo", response)
     if not isinstance(doc, dict):
         raise PlatformUnavailable("pinduoduo answered a non-object")
     error = doc.get("error_response")
@@ -358,16 +364,7 @@ async def pull_due(db: Database, now: datetime) -> dict[str, Any]:
 
 def _listed(platform: str, response: httpx.Response) -> records.Page:
     """A list answer read, or the error it stands for (Taobao's code 7 slows down)."""
-    if response.status_code == 429:
-        raise RateLimited(f"{platform} answered 429")
-    if response.status_code >= 400:
-        raise PlatformUnavailable(
-            f"{platform} answered {response.status_code}: {response.text[:200]}"
-        )
-    try:
-        doc = response.json()
-    except ValueError as exc:
-        raise PlatformUnavailable(f"{platform} answered non-JSON") from exc
+    doc = _json_of(platform, response)
     error = doc.get("error_response") if isinstance(doc, dict) else None
     if isinstance(error, dict):
         message = (
