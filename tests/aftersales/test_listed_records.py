@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from ordertally.aftersales import platforms, pulls, records, repository
+from ordertally.aftersales import batch, platforms, pulls, records, repository
 from ordertally.aftersales.errors import ReportRefused
 from ordertally.aftersales.models import AftersaleCase, AftersalePlatformRecord, AftersaleRefund
 from ordertally.aftersales.state_machine import CaseType
@@ -468,3 +469,72 @@ async def test_an_operator_imports_a_list_answer_from_the_command_line(
     assert json.loads(second.stdout[second.stdout.find("{") :])["duplicates"] == 1
     assert refused.returncode == 1 and "not a JSON" in refused.stdout
     assert await _cases(db) == [("1738291001", "refund_only", "refunded", 5990)]
+
+
+def _stage_stream(seed: int, orders: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Taobao refunds over `orders` orders: first listed agreed, then listed SUCCESS with the
+    same amount, a smaller one, or one past what the order paid; refund only and returns."""
+    rng = random.Random(seed)
+    agreed, success = [], []
+    for i in range(orders * 2):
+        k = i % orders
+        returns = rng.random() < 0.5
+        fee = rng.choice(("59.90", "10.00", "0.01"))
+        item = _taobao()[records.TAOBAO_RESPONSE]["refunds"]["refund"][0] | {
+            "refund_id": f"9{i:05d}",
+            "tid": 7000 + k,
+            "has_good_return": returns,
+            "outer_id": "TEA-LJ-250",
+            "refund_fee": fee,
+        }
+        agreed.append(item | {"status": "WAIT_BUYER_RETURN_GOODS"})
+        paid_out = rng.choice((fee, fee, "5.00", "900.00"))
+        success.append(item | {"status": "SUCCESS", "refund_fee": paid_out})
+    return agreed, success
+
+
+@pytest.mark.parametrize("seed", [13, 36])
+async def test_later_refunds_batched_write_what_the_per_record_path_writes(
+    db: Database, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.aftersales.test_batch import _tables
+
+    # Given the same shipped and paid orders on two Taobao accounts, and one stream of refunds
+    # agreed then refunded (some smaller than agreed, some past what the order paid)
+    statuses = ["shipped", "paid", "delivered", "shipped", "paid", "shipped"]
+    for channel in ("tb_batch", "tb_each"):
+        await make_account(db, channel, "taobao")
+        for k, status in enumerate(statuses):
+            await make_order(db, status, channel=channel, external_id=str(7000 + k))
+    agreed, success = _stage_stream(seed, len(statuses))
+
+    async def receive(channel: str, items: list[dict[str, Any]]) -> tuple[int, ...]:
+        async with db.transaction() as session:
+            r = await platforms.receive_listed(session, records.TAOBAO_API, items, "sync", channel)
+        return (r.created, r.advanced, r.duplicates, r.unknown_order, len(r.refused))
+
+    # When the agreed stages are applied on both, then the refunds batched on one and record
+    # by record on the other
+    first = [await receive(ch, agreed) for ch in ("tb_batch", "tb_each")]
+    recorded: list[int] = []
+    real = batch.refund_cases
+
+    async def counted(*args: Any) -> batch.PageResult:
+        page = await real(*args)
+        recorded.append(sum(o == batch.CREATED for o, _ in page.outcomes.values()))
+        return page
+
+    monkeypatch.setattr(batch, "refund_cases", counted)
+    batched = await receive("tb_batch", success)
+    assert sum(recorded) > 3  # the batched page recorded them (no fallback)
+    monkeypatch.setattr(platforms, "BATCH_ADVANCES", False)
+    each = await receive("tb_each", success)
+    # Then both counted the same outcomes, with some refunds recorded and some refused
+    assert first[0] == first[1]
+    assert batched == each
+    assert batched[1] > 3 and batched[4] > 0
+    # And every table holds the same rows
+    tables = {ch: await _tables(db, ch) for ch in ("tb_batch", "tb_each")}
+    assert tables["tb_batch"]["refunds"] and tables["tb_batch"]["order_audit"]
+    for table in tables["tb_batch"]:
+        assert tables["tb_batch"][table] == tables["tb_each"][table], table

@@ -579,8 +579,12 @@ async def _apply_stored(
                     continue
                 _count(result, record.platform_refund_id, outcome, reason)
                 marks.append(_mark(record_id, _STATUS.get(outcome, outcome), reason, now))
+        batched = await _refund_cases(session, later, actor) if BATCH_ADVANCES else {}
         for record_id, record in later:
-            outcome, reason = await _advance(session, record, actor)
+            if record_id in batched:
+                outcome, reason = batched[record_id]
+            else:
+                outcome, reason = await _advance(session, record, actor)
             if outcome == _ADVANCED:
                 result.advanced += 1
             else:
@@ -592,6 +596,47 @@ async def _apply_stored(
 _ADVANCED = "advanced"
 _ADVANCES = frozenset({records.REFUNDED, records.CLOSED})
 _STATUS = {batch.CREATED: "applied", batch.DUPLICATE: "applied", _ADVANCED: "applied"}
+
+
+# Later "refunded" stages go through `batch.refund_cases` a page at a time (False: each
+# through `_advance`, the reference the batched path is tested against).
+BATCH_ADVANCES = True
+
+
+async def _refund_cases(
+    session: AsyncSession, later: list[tuple[int, PlatformRecord]], actor: str
+) -> dict[int, tuple[str, str | None]]:
+    """The later stages that record a refund covering their case's amount, applied as batched
+    pages (`batch.refund_cases`); a page that met another writer is left to `_advance`.
+    Outcomes by stored record id."""
+    wanted = [(rid, r) for rid, r in later if r.stage == records.REFUNDED and r.amount_minor > 0]
+    if not wanted:
+        return {}
+    channel = wanted[0][1].channel
+    cases = await repository.cases_by_platform_refunds(
+        session, channel, [r.platform_refund_id for _, r in wanted]
+    )
+    eligible = [
+        (rid, r, cases[r.platform_refund_id])
+        for rid, r in wanted
+        if r.platform_refund_id in cases
+        and CaseType(cases[r.platform_refund_id].type) in MOVES_MONEY
+        and r.amount_minor >= cases[r.platform_refund_id].refund_minor
+    ]
+    out: dict[int, tuple[str, str | None]] = {}
+    for start in range(0, len(eligible), PAGE):
+        chunk = eligible[start : start + PAGE]
+        try:
+            async with session.begin_nested():
+                page = await batch.refund_cases(
+                    session, channel, [(r, case) for _, r, case in chunk], actor
+                )
+        except (batch.PageConflict, IntegrityError):
+            continue
+        for rid, r, _ in chunk:
+            outcome, reason = page.outcomes[r.platform_refund_id]
+            out[rid] = (_ADVANCED if outcome == batch.CREATED else outcome, reason)
+    return out
 
 
 async def _advance(
