@@ -304,7 +304,10 @@ async def _run_mixed(url: str, n: int, orders: int, shipped: int, chunk: int, se
             streams[platform] = _records(ids, ship, count, seed)  # type: ignore[assignment]
         else:
             streams[platform] = _listed_items(platform, ids, ship, count, seed + index)
-    print(f"backend      {db.dialect}, mix of {', '.join(ACCOUNTS)}")
+    print(
+        f"backend      {db.dialect}, mix of {', '.join(ACCOUNTS)}, later stages "
+        f"{'batched' if platforms.BATCH_ADVANCES else 'record by record'}"
+    )
     print(
         f"setup        {orders} orders ({shipped} shipped) in {time.perf_counter() - started:.1f} s"
     )
@@ -392,6 +395,12 @@ def main() -> None:
         help="batch: platforms.ingest (pages); each: the per-record path (ingest_each)",
     )
     parser.add_argument(
+        "--advances",
+        choices=("batch", "each"),
+        default="batch",
+        help="with --mix all: later stages as batched pages (batch) or record by record (each)",
+    )
+    parser.add_argument(
         "--mix",
         choices=("all", "pdd"),
         default="all",
@@ -403,6 +412,9 @@ def main() -> None:
 
     upgrade(url)
     if args.mix == "all":
+        from ordertally.aftersales import platforms
+
+        platforms.BATCH_ADVANCES = args.advances == "batch"
         asyncio.run(_run_mixed(url, args.records, args.orders, args.shipped, args.chunk, args.seed))
         return
     asyncio.run(
