@@ -12,7 +12,7 @@ import httpx
 from sqlalchemy import func, select
 
 from ordertally.aftersales import refunds, service
-from ordertally.aftersales.models import AftersaleRefund
+from ordertally.aftersales.models import AftersalePlatformRecord, AftersaleRefund
 from ordertally.aftersales.schemas import CaseCreate
 from ordertally.core.db import Database
 from ordertally.inventory.models import StockMovement
@@ -140,3 +140,14 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         env={**os.environ, "COLUMNS": "200"},
         check=False,
     )
+
+
+async def stored_records(db: Database) -> list[tuple[str, str, str]]:
+    """The after-sales inbox: (channel, key, status) of each stored platform record, in order."""
+    async with db.transaction(write=False) as session:
+        rows = (
+            await session.scalars(
+                select(AftersalePlatformRecord).order_by(AftersalePlatformRecord.id)
+            )
+        ).all()
+    return [(r.channel, r.platform_refund_id, r.status) for r in rows]

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from ordertally.aftersales import platforms
 from ordertally.aftersales.errors import ReportRefused
-from ordertally.aftersales.models import AftersaleCase, AftersaleLine, AftersalePlatformRecord
+from ordertally.aftersales.models import AftersaleCase, AftersaleLine
 from ordertally.aftersales.state_machine import CaseType
 from ordertally.channels.adapters import amazon
 from ordertally.channels.simulators.engine import ChannelSim
@@ -25,7 +25,7 @@ from ordertally.core import money
 from ordertally.core.db import Database
 from ordertally.orders.models import SalesOrder
 from tests.aftersales.conftest import CHANNEL_NOW
-from tests.aftersales.helpers import order_status, run_cli, walk
+from tests.aftersales.helpers import order_status, run_cli, stored_records, walk
 from tests.channels.helpers import make_account
 from tests.conftest import TEST_WAREHOUSE
 from tests.factories import auth, make_order, receive
@@ -98,16 +98,6 @@ async def _cases(db: Database) -> list[tuple[str | None, str, str, int, list[int
     ]
 
 
-async def _stored(db: Database) -> list[tuple[str, str, str]]:
-    async with db.transaction(write=False) as session:
-        rows = (
-            await session.scalars(
-                select(AftersalePlatformRecord).order_by(AftersalePlatformRecord.id)
-            )
-        ).all()
-    return [(r.channel, r.platform_refund_id, r.status) for r in rows]
-
-
 def _refunded(data: bytes, amount: str) -> bytes:
     """The report's row as a later report shows it once Amazon refunded the return: the cells
     the real row left out written, "Refunded Amount" last (our edit of the published row)."""
@@ -154,7 +144,7 @@ async def test_the_real_row_uploaded_waits_for_its_refund_then_opens_once(
         "refused": [],
     }
     assert await _cases(db) == []
-    assert await _stored(db) == []
+    assert await stored_records(db) == []
     # When the next report shows Amazon's refund of the order's 21.38, uploaded twice
     refunded = _refunded(FIXTURE.read_bytes(), "21.38")
     first = await client.post(f"{UPLOAD}?account=amz_a", content=refunded, headers=auth(keys["cs"]))
@@ -167,7 +157,7 @@ async def test_the_real_row_uploaded_waits_for_its_refund_then_opens_once(
         ("DfqRyqfBRRMA", "return_refund", "awaiting_return", 2138, [2]),
     ]
     assert await order_status(db, order.order_no) == "refunded"
-    assert await _stored(db) == [("amz_a", "DfqRyqfBRRMA", "applied")]
+    assert await stored_records(db) == [("amz_a", "DfqRyqfBRRMA", "applied")]
 
 
 async def test_a_bad_upload_is_a_problem_and_stores_nothing(
@@ -192,7 +182,7 @@ async def test_a_bad_upload_is_a_problem_and_stores_nothing(
     assert other.headers["content-type"].startswith("application/problem+json")
     assert (shopify.status_code, shopify.json()["code"]) == (400, "aftersales.report_refused")
     assert warehouse.status_code == 403
-    assert await _stored(db) == []
+    assert await stored_records(db) == []
     assert await _cases(db) == []
 
 
@@ -300,7 +290,7 @@ async def test_a_report_the_simulator_serves_opens_each_return_once(
     # ...and the orders show what Amazon refunded
     assert await order_status(db, first.order_no) == "partially_refunded"
     assert await order_status(db, second.order_no) == "refunded"
-    assert await _stored(db) == [
+    assert await stored_records(db) == [
         ("amz_b", "DRMA1", "applied"),
         ("amz_b", "DRMA2", "applied"),
         ("amz_b", "DRMA4", "unknown_order"),

@@ -19,14 +19,14 @@ from sqlalchemy import select
 
 from ordertally.aftersales import batch, platforms, pulls, records, repository
 from ordertally.aftersales.errors import ReportRefused
-from ordertally.aftersales.models import AftersaleCase, AftersalePlatformRecord, AftersaleRefund
+from ordertally.aftersales.models import AftersaleCase, AftersaleRefund
 from ordertally.aftersales.state_machine import CaseType
 from ordertally.channels.errors import RateLimited
 from ordertally.channels.simulators.engine import ChannelSim
 from ordertally.core import clock
 from ordertally.core.db import Database
 from tests.aftersales.conftest import CHANNEL_NOW
-from tests.aftersales.helpers import order_status, run_cli, walk
+from tests.aftersales.helpers import order_status, run_cli, stored_records, walk
 from tests.channels.helpers import make_account
 from tests.conftest import TEST_WAREHOUSE
 from tests.factories import auth, make_order, receive
@@ -147,16 +147,6 @@ async def _refunds(db: Database) -> list[tuple[str, int, str]]:
     return [(r.out_refund_no, r.amount_minor, r.state) for r in rows]
 
 
-async def _stored(db: Database) -> list[tuple[str, str, str]]:
-    async with db.transaction(write=False) as session:
-        rows = (
-            await session.scalars(
-                select(AftersalePlatformRecord).order_by(AftersalePlatformRecord.id)
-            )
-        ).all()
-    return [(r.channel, r.platform_refund_id, r.status) for r in rows]
-
-
 async def _shipped(db: Database, channel: str, external_id: str, sku: str, price: str) -> str:
     await receive(db, TEST_WAREHOUSE, sku, 10)
     order = await make_order(
@@ -222,7 +212,7 @@ async def test_douyins_published_record_uploaded_opens_one_refunded_case(
     assert await _cases(db) == [("146701382803677771", "refund_only", "refunded", 1)]
     assert await _refunds(db) == [("dy_a:146701382803677771", 1, "succeeded")]
     assert await order_status(db, order_no) == "refunded"
-    assert await _stored(db) == [("dy_a", "146701382803677771:refunded", "applied")]
+    assert await stored_records(db) == [("dy_a", "146701382803677771:refunded", "applied")]
 
 
 async def test_a_taobao_return_advanced_to_success_records_the_refund_once(
@@ -255,7 +245,7 @@ async def test_a_taobao_return_advanced_to_success_records_the_refund_once(
     assert await _cases(db) == [("2183427593460215", "return_refund", "awaiting_return", 20007)]
     assert await _refunds(db) == [("tb_a:2183427593460215", 20007, "succeeded")]
     assert await order_status(db, order_no) == "refunded"
-    assert await _stored(db) == [
+    assert await stored_records(db) == [
         ("tb_a", "2183427593460215:open", "applied"),
         ("tb_a", "2183427593460215:refunded", "applied"),
     ]
@@ -310,7 +300,7 @@ async def test_bad_answers_and_records_change_nothing(
     assert (unknown["created"], len(unknown["refused"])) == (0, 1)
     assert "SOMETHING_NEW" in unknown["refused"][0]["message"]
     assert (unreadable["created"], len(unreadable["refused"])) == (0, 1)
-    assert await _stored(db) == [("tb_a", "2183427593460215:refunded", "refused")]
+    assert await stored_records(db) == [("tb_a", "2183427593460215:refunded", "refused")]
     assert await _cases(db) == []
     assert await _refunds(db) == []
 

@@ -132,7 +132,7 @@ def _decide(
         steps.append(("await_return", status, {}))
         status = CaseStatus.AWAITING_RETURN.value
     refund_no = None
-    paid, committed, refunded = state.money or (state.order.total_minor, 0, 0)
+    paid, committed, _ = state.money or (state.order.total_minor, 0, 0)
     if record.amount_minor > 0:
         refund_no = refunds.platform_refund_no(record.channel, record.platform_refund_id)
         if refund_no in recorded:
@@ -154,27 +154,34 @@ def _decide(
             state.taken[no] = state.taken.get(no, 0) + qty
     if refund_no is not None:
         recorded.add(refund_no)
-        amount = record.amount_minor
-        if state.money is None:
-            state.money_new = True
-        state.money = (paid, committed + amount, refunded + amount)
-        state.added = (state.added[0] + amount, state.added[1] + amount)
-        move = refunds.order_move(state.status, refunded + amount, paid)
-        if move is not None:
-            spec = find_order_transition(move)
-            assert spec is not None
-            state.status = spec.target.value
-            refund = AftersaleRefund(
-                source="platform",
-                out_refund_no=refund_no,
-                provider_refund_id=record.platform_refund_id,
-                amount_minor=amount,
-            )
-            state.moves.append((move, refunds.order_actor(refund, actor)))
+        _take_refund(state, record, refund_no, actor)
     values["status"] = status
     values["version"] = 1 + len(steps)
     values["updated_at"] = now
     return _Plan(record, state, cmd, values, lines, steps, refund_no)
+
+
+def _take_refund(state: _OrderState, record: PlatformRecord, refund_no: str, actor: str) -> None:
+    """Count a platform refund on its order as the page leaves it: the ledger's committed and
+    refunded amounts, and the order's refund move after shipment."""
+    paid, committed, refunded = state.money or (state.order.total_minor, 0, 0)
+    amount = record.amount_minor
+    if state.money is None:
+        state.money_new = True
+    state.money = (paid, committed + amount, refunded + amount)
+    state.added = (state.added[0] + amount, state.added[1] + amount)
+    move = refunds.order_move(state.status, refunded + amount, paid)
+    if move is not None:
+        spec = find_order_transition(move)
+        assert spec is not None
+        state.status = spec.target.value
+        refund = AftersaleRefund(
+            source="platform",
+            out_refund_no=refund_no,
+            provider_refund_id=record.platform_refund_id,
+            amount_minor=amount,
+        )
+        state.moves.append((move, refunds.order_actor(refund, actor)))
 
 
 def by_refund_id(records: list[PlatformRecord]) -> tuple[dict[str, PlatformRecord], int]:
@@ -484,30 +491,14 @@ async def refund_cases(
     plans: list[tuple[PlatformRecord, AftersaleCase, _OrderState]] = []
     for record, case in todo:
         state = states[case.order_id]
-        paid, committed, refunded = state.money or (state.order.total_minor, 0, 0)
-        amount = record.amount_minor
-        if committed + amount > paid:
+        paid, committed, _ = state.money or (state.order.total_minor, 0, 0)
+        if committed + record.amount_minor > paid:
             result.outcomes[record.platform_refund_id] = (
                 REFUSED,
                 f"order {case.order_no}: the refund would pass what was paid",
             )
             continue
-        if state.money is None:
-            state.money_new = True
-        state.money = (paid, committed + amount, refunded + amount)
-        state.added = (state.added[0] + amount, state.added[1] + amount)
-        move = refunds.order_move(state.status, refunded + amount, paid)
-        if move is not None:
-            spec = find_order_transition(move)
-            assert spec is not None
-            state.status = spec.target.value
-            refund = AftersaleRefund(
-                source="platform",
-                out_refund_no=numbers[record.platform_refund_id],
-                provider_refund_id=record.platform_refund_id,
-                amount_minor=amount,
-            )
-            state.moves.append((move, refunds.order_actor(refund, actor)))
+        _take_refund(state, record, numbers[record.platform_refund_id], actor)
         plans.append((record, case, state))
     if not plans:
         return result
