@@ -10,6 +10,15 @@ orders, return and refund, exchange and reshipment on shipped ones, with ~10 % o
 repeated (a platform's pages overlap). Then the whole stream again (all duplicates). Checks:
 one case per distinct refund id, one refund record per distinct refund that moved money,
 refunded ≤ paid on every order.
+
+`--mix all` (the default since issue 18's h36; `--mix pdd` is the stream above) spreads the
+orders and the records over four accounts: Pinduoduo, Taobao (`taobao.refunds.receive.get`
+refunds: refund only, and returns listed first agreed then SUCCESS), JD (refund applications
+approved then refunded) and Douyin (`afterSale/List` items: refund only, returns, exchanges),
+each received as a pull stores a page (`platforms.receive_pinduoduo` / `receive_listed`: the
+sealed inbox, then the batched apply, later stages moving their case). Checks: one case per
+distinct refund id, one refund per refund id that reached its refunded stage, no order
+refunded past what it paid, and the whole stream again changes nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +47,9 @@ def _env(url: str | None) -> str:
     return url
 
 
-async def _setup(db, orders: int, shipped: int) -> list[str]:  # type: ignore[no-untyped-def]
+async def _setup(  # type: ignore[no-untyped-def]
+    db, orders: int, shipped: int, account: str = "bench_pdd", platform: str = "pinduoduo"
+) -> list[str]:
     from ordertally.channels import service
     from ordertally.channels.canonical import (
         CanonicalAddress,
@@ -53,15 +64,16 @@ async def _setup(db, orders: int, shipped: int) -> list[str]:  # type: ignore[no
 
     skus = ["TEA-LJ-250", "CUP-CER-01"]
     async with db.transaction() as session:
-        await stocked_warehouse(session, skus)
+        if account == "bench_pdd":
+            await stocked_warehouse(session, skus)
         await service.create_account(
-            session, AccountCreate(code="bench_pdd", platform="pinduoduo", name="bench")
+            session, AccountCreate(code=account, platform=platform, name="bench")
         )
     t0 = datetime(2026, 11, 20, tzinfo=UTC)
     canon = [
         CanonicalOrder(
-            platform="pinduoduo",
-            external_id=f"261120-{i:08d}",
+            platform=platform,
+            external_id=f"{_PREFIX[platform]}{i:08d}",
             status=PlatformStatus.PAID,
             currency="CNY",
             lines=(CanonicalLine(skus[0], 2, 5990), CanonicalLine(skus[1], 1, 3990)),
@@ -77,10 +89,10 @@ async def _setup(db, orders: int, shipped: int) -> list[str]:  # type: ignore[no
         for i in range(orders)
     ]
     for start in range(0, orders, 1000):
-        await ingest_orders(db, "bench_pdd", canon[start : start + 1000], via="pull")
+        await ingest_orders(db, account, canon[start : start + 1000], via="pull")
     async with db.transaction(write=False) as session:
         found = await orders_service.by_external_ids(
-            session, "bench_pdd", [c.external_id for c in canon[:shipped]]
+            session, account, [c.external_id for c in canon[:shipped]]
         )
     steps = [
         ("allocate", ActorKind.ALLOCATOR),
@@ -92,6 +104,71 @@ async def _setup(db, orders: int, shipped: int) -> list[str]:  # type: ignore[no
             for name, kind in steps:
                 await orders_service.transition(session, order_no, name, Actor(kind, "bench"))
     return [c.external_id for c in canon]
+
+
+_PREFIX = {"pinduoduo": "261120-", "taobao": "2231", "jd": "2983", "douyin": "6936"}
+ACCOUNTS = {
+    "pinduoduo": "bench_pdd",
+    "taobao": "bench_tb",
+    "jd": "bench_jd",
+    "douyin": "bench_dy",
+}
+
+
+def _listed_items(
+    platform: str, external_ids: list[str], shipped: int, n: int, seed: int
+) -> list[dict]:  # type: ignore[type-arg]
+    """n list records of a Taobao / JD / Douyin account (fields as the fixtures of
+    tests/aftersales/fixtures/SOURCES.md): ~90 % distinct refund stages, a third of the refund
+    ids listed twice (agreed, then refunded), the rest repeats of earlier records."""
+    rng = random.Random(seed)
+    out: list[dict] = []  # type: ignore[type-arg]
+    i = 0
+    while len(out) < int(n * 0.9):
+        k = i % len(external_ids)
+        rid = f"{80_000_000 + i}"
+        advance = rng.random() < 0.33
+        if platform == "taobao":
+            ret = k < shipped
+            base = {
+                "refund_id": rid,
+                "tid": int(external_ids[k]),
+                "has_good_return": ret,
+                "refund_fee": "59.90" if ret else "10.00",
+                "outer_id": "TEA-LJ-250",
+                "num": 1,
+                "reason": "bench",
+            }
+            stages = ["WAIT_BUYER_RETURN_GOODS", "SUCCESS"] if advance and ret else ["SUCCESS"]
+            out += [{**base, "status": st} for st in stages]
+        elif platform == "jd":
+            base = {"id": rid, "orderId": external_ids[k], "applyRefundSum": 1000}
+            out += [{**base, "status": st} for st in (["1", "3"] if advance else ["3"])]
+        else:
+            kind = rng.choice((0, 0, 3)) if k < shipped else 2
+            statuses = {0: [7, 12] if advance else [12], 2: [12], 3: [8]}[kind]
+            for st in statuses:
+                out.append(
+                    {
+                        "aftersale_info": {
+                            "aftersale_id": rid,
+                            "aftersale_type": kind,
+                            "aftersale_status": st,
+                            "related_id": external_ids[k],
+                            "refund_amount": 1000 if kind == 2 else 5990 if kind == 0 else 0,
+                        },
+                        "order_info": {
+                            "shop_order_id": external_ids[k],
+                            "related_order_info": [
+                                {"shop_sku_code": "TEA-LJ-250", "aftersale_item_num": 1}
+                            ],
+                        },
+                    }
+                )
+        i += 1
+    out += [rng.choice(out[: max(1, len(out) // 2)]) for _ in range(n - len(out))]
+    rng.shuffle(out)
+    return out
 
 
 def _records(
@@ -208,6 +285,101 @@ async def _run(
     await db.dispose()
 
 
+async def _run_mixed(url: str, n: int, orders: int, shipped: int, chunk: int, seed: int) -> None:
+    from sqlalchemy import func, select
+
+    from ordertally.aftersales import platforms, records
+    from ordertally.aftersales.models import AftersaleCase, AftersaleMoney, AftersaleRefund
+    from ordertally.core.db import Database
+
+    db = Database(url)
+    started = time.perf_counter()
+    streams: dict[str, list[dict]] = {}  # type: ignore[type-arg]
+    per = orders // len(ACCOUNTS)
+    ship = shipped // len(ACCOUNTS)
+    for index, (platform, account) in enumerate(ACCOUNTS.items()):
+        ids = await _setup(db, per, ship, account, platform)
+        count = n // len(ACCOUNTS)
+        if platform == "pinduoduo":
+            streams[platform] = _records(ids, ship, count, seed)  # type: ignore[assignment]
+        else:
+            streams[platform] = _listed_items(platform, ids, ship, count, seed + index)
+    print(
+        f"backend      {db.dialect}, mix of {', '.join(ACCOUNTS)}, later stages "
+        f"{'batched' if platforms.BATCH_ADVANCES else 'record by record'}"
+    )
+    print(
+        f"setup        {orders} orders ({shipped} shipped) in {time.perf_counter() - started:.1f} s"
+    )
+
+    async def receive(platform: str, page: list[dict]) -> platforms.IngestResult:  # type: ignore[type-arg]
+        async with db.transaction() as session:
+            if platform == "pinduoduo":
+                return await platforms.receive_pinduoduo(
+                    session, page, "bench", channel=ACCOUNTS[platform]
+                )
+            return await platforms.receive_listed(
+                session, records.SOURCE_OF[platform], page, "bench", ACCOUNTS[platform]
+            )
+
+    async def ingest_all() -> tuple[float, dict[str, int]]:
+        total = {"created": 0, "advanced": 0, "duplicates": 0, "refused": 0, "undecided": 0}
+        cpu = time.process_time()
+        t = time.perf_counter()
+        # The accounts' pages interleaved, as their pulls would run side by side.
+        pages = sorted(
+            (start, platform, items[start : start + chunk])
+            for platform, items in streams.items()
+            for start in range(0, len(items), chunk)
+        )
+        for _, platform, page in pages:
+            result = await receive(platform, page)
+            total["created"] += result.created
+            total["advanced"] += result.advanced
+            total["duplicates"] += result.duplicates
+            total["refused"] += len(result.refused)
+            total["undecided"] += result.undecided
+        elapsed = time.perf_counter() - t
+        print(f"cpu          process {time.process_time() - cpu:.2f} s")
+        return elapsed, total
+
+    n_all = sum(len(v) for v in streams.values())
+    elapsed, first = await ingest_all()
+    print(f"records      {n_all} in {elapsed:.2f} s = {n_all / elapsed:,.0f} records/s: {first}")
+    again, second = await ingest_all()
+    print(f"again        {n_all} in {again:.2f} s: {second}")
+    async with db.transaction(write=False) as session:
+        cases = await session.scalar(select(func.count()).select_from(AftersaleCase))
+        pairs = select(AftersaleCase.channel, AftersaleCase.platform_refund_id).distinct()
+        ids = await session.scalar(select(func.count()).select_from(pairs.subquery()))
+        refunds = await session.scalar(select(func.count()).select_from(AftersaleRefund))
+        over = await session.scalar(
+            select(func.count())
+            .select_from(AftersaleMoney)
+            .where(AftersaleMoney.refunded_minor > AftersaleMoney.paid_minor)
+        )
+    # Refund ids that reached a stage with money (each should hold exactly one refund).
+    money_ids = set()
+    for platform, items in streams.items():
+        for item in items:
+            if platform == "pinduoduo":
+                record = platforms.from_pinduoduo(item, ACCOUNTS[platform])
+            else:
+                record = platforms.from_listed(
+                    records.SOURCE_OF[platform], item, ACCOUNTS[platform]
+                )
+            if record.amount_minor > 0:
+                money_ids.add((platform, record.platform_refund_id))
+    print(
+        f"tally        {cases} cases for {ids} refund ids, {refunds} refunds for "
+        f"{len(money_ids)} refund ids that moved money, {over} over paid (ids per account)"
+    )
+    assert cases == ids == first["created"] and first["refused"] == 0
+    assert refunds == len(money_ids) and over == 0
+    assert second["created"] == second["advanced"] == 0
+    await db.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=10_000)
@@ -222,11 +394,29 @@ def main() -> None:
         default="batch",
         help="batch: platforms.ingest (pages); each: the per-record path (ingest_each)",
     )
+    parser.add_argument(
+        "--advances",
+        choices=("batch", "each"),
+        default="batch",
+        help="with --mix all: later stages as batched pages (batch) or record by record (each)",
+    )
+    parser.add_argument(
+        "--mix",
+        choices=("all", "pdd"),
+        default="all",
+        help="all: Pinduoduo, Taobao, JD and Douyin records; pdd: Pinduoduo's only (--path)",
+    )
     args = parser.parse_args()
     url = _env(args.url)
     from ordertally.ops.migrations import upgrade
 
     upgrade(url)
+    if args.mix == "all":
+        from ordertally.aftersales import platforms
+
+        platforms.BATCH_ADVANCES = args.advances == "batch"
+        asyncio.run(_run_mixed(url, args.records, args.orders, args.shipped, args.chunk, args.seed))
+        return
     asyncio.run(
         _run(url, args.records, args.orders, args.shipped, args.chunk, args.seed, args.path)
     )

@@ -8,15 +8,20 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
 
+from ordertally.channels.simulators.app import create_channel_sim_app
+from ordertally.channels.simulators.engine import ChannelSim
+from ordertally.core import clock
 from ordertally.core.settings import reset_settings
 from ordertally.payments.simulator import keys as sim_keys
 from ordertally.payments.simulator.app import create_sim_app
+from ordertally.simkit.server import serve
 
 
 @pytest.fixture(autouse=True)
@@ -83,3 +88,26 @@ async def platform(
         assert (await control.post("/sim/behaviour", json={"drop_rate": 1.0})).status_code == 200
         yield control
     reset_settings()
+
+
+# The channel simulators' clock in the after-sales tests that play platforms (01:00 on the 21st
+# in Asia/Shanghai).
+CHANNEL_NOW = datetime(2026, 11, 20, 17, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def channel_sim_server() -> Iterator[tuple[str, ChannelSim]]:
+    """One channel simulator (Amazon, Pinduoduo, Taobao, JD, Douyin) per test module."""
+    app = create_channel_sim_app()
+    with serve(app) as url:
+        yield url, app.state.sim
+
+
+@pytest.fixture
+def channel_sim(channel_sim_server: tuple[str, ChannelSim]) -> Iterator[tuple[str, ChannelSim]]:
+    """The channel simulator, reset, with both sides' clock frozen at CHANNEL_NOW."""
+    url, state = channel_sim_server
+    state.reset()
+    with clock.frozen(CHANNEL_NOW):
+        yield url, state
+    state.reset()

@@ -3,13 +3,16 @@ table, cases opened and moved through the service, counts of what was written.""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import httpx
 from sqlalchemy import func, select
 
 from ordertally.aftersales import refunds, service
-from ordertally.aftersales.models import AftersaleRefund
+from ordertally.aftersales.models import AftersalePlatformRecord, AftersaleRefund
 from ordertally.aftersales.schemas import CaseCreate
 from ordertally.core.db import Database
 from ordertally.inventory.models import StockMovement
@@ -125,3 +128,26 @@ async def on_hand_and_ledger(db: Database, sku: str) -> tuple[int, int]:
             )
         )
     return int(on_hand or 0), int(moved or 0)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`ordertally aftersales ARGS` in a process of its own, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "ordertally", "aftersales", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+        check=False,
+    )
+
+
+async def stored_records(db: Database) -> list[tuple[str, str, str]]:
+    """The after-sales inbox: (channel, key, status) of each stored platform record, in order."""
+    async with db.transaction(write=False) as session:
+        rows = (
+            await session.scalars(
+                select(AftersalePlatformRecord).order_by(AftersalePlatformRecord.id)
+            )
+        ).all()
+    return [(r.channel, r.platform_refund_id, r.status) for r in rows]

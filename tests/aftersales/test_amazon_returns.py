@@ -7,11 +7,7 @@ file that is not such a report refused whole, and the command line."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +17,15 @@ from sqlalchemy import func, select
 
 from ordertally.aftersales import platforms
 from ordertally.aftersales.errors import ReportRefused
-from ordertally.aftersales.models import AftersaleCase, AftersaleLine, AftersalePlatformRecord
+from ordertally.aftersales.models import AftersaleCase, AftersaleLine
 from ordertally.aftersales.state_machine import CaseType
 from ordertally.channels.adapters import amazon
-from ordertally.channels.simulators.app import create_channel_sim_app
 from ordertally.channels.simulators.engine import ChannelSim
-from ordertally.core import clock, money
+from ordertally.core import money
 from ordertally.core.db import Database
 from ordertally.orders.models import SalesOrder
-from ordertally.simkit.server import serve
-from tests.aftersales.helpers import order_status, walk
+from tests.aftersales.conftest import CHANNEL_NOW
+from tests.aftersales.helpers import order_status, run_cli, stored_records, walk
 from tests.channels.helpers import make_account
 from tests.conftest import TEST_WAREHOUSE
 from tests.factories import auth, make_order, receive
@@ -39,7 +34,7 @@ pytestmark = pytest.mark.anyio
 
 FIXTURE = Path(__file__).parent / "fixtures" / "amazon_returns_flat_file.tsv"
 UPLOAD = "/api/v1/aftersales/platform-files/amazon-returns"
-NOW = datetime(2026, 11, 20, 17, 0, tzinfo=UTC)
+NOW = CHANNEL_NOW
 
 
 def test_the_published_header_and_a_real_row_are_one_return_of_two_units() -> None:
@@ -103,16 +98,6 @@ async def _cases(db: Database) -> list[tuple[str | None, str, str, int, list[int
     ]
 
 
-async def _stored(db: Database) -> list[tuple[str, str, str]]:
-    async with db.transaction(write=False) as session:
-        rows = (
-            await session.scalars(
-                select(AftersalePlatformRecord).order_by(AftersalePlatformRecord.id)
-            )
-        ).all()
-    return [(r.channel, r.platform_refund_id, r.status) for r in rows]
-
-
 def _refunded(data: bytes, amount: str) -> bytes:
     """The report's row as a later report shows it once Amazon refunded the return: the cells
     the real row left out written, "Refunded Amount" last (our edit of the published row)."""
@@ -159,7 +144,7 @@ async def test_the_real_row_uploaded_waits_for_its_refund_then_opens_once(
         "refused": [],
     }
     assert await _cases(db) == []
-    assert await _stored(db) == []
+    assert await stored_records(db) == []
     # When the next report shows Amazon's refund of the order's 21.38, uploaded twice
     refunded = _refunded(FIXTURE.read_bytes(), "21.38")
     first = await client.post(f"{UPLOAD}?account=amz_a", content=refunded, headers=auth(keys["cs"]))
@@ -172,7 +157,7 @@ async def test_the_real_row_uploaded_waits_for_its_refund_then_opens_once(
         ("DfqRyqfBRRMA", "return_refund", "awaiting_return", 2138, [2]),
     ]
     assert await order_status(db, order.order_no) == "refunded"
-    assert await _stored(db) == [("amz_a", "DfqRyqfBRRMA", "applied")]
+    assert await stored_records(db) == [("amz_a", "DfqRyqfBRRMA", "applied")]
 
 
 async def test_a_bad_upload_is_a_problem_and_stores_nothing(
@@ -197,24 +182,13 @@ async def test_a_bad_upload_is_a_problem_and_stores_nothing(
     assert other.headers["content-type"].startswith("application/problem+json")
     assert (shopify.status_code, shopify.json()["code"]) == (400, "aftersales.report_refused")
     assert warehouse.status_code == 403
-    assert await _stored(db) == []
+    assert await stored_records(db) == []
     assert await _cases(db) == []
 
 
-@pytest.fixture(scope="module")
-def sim_server() -> Iterator[tuple[str, ChannelSim]]:
-    app = create_channel_sim_app()
-    with serve(app) as url:
-        yield url, app.state.sim
-
-
 @pytest.fixture
-def sim(sim_server: tuple[str, ChannelSim]) -> Iterator[tuple[str, ChannelSim]]:
-    url, state = sim_server
-    state.reset()
-    with clock.frozen(NOW):
-        yield url, state
-    state.reset()
+def sim(channel_sim: tuple[str, ChannelSim]) -> tuple[str, ChannelSim]:
+    return channel_sim  # tests/aftersales/conftest.py: frozen at NOW
 
 
 async def _report_from(url: str, token: str) -> bytes:
@@ -316,7 +290,7 @@ async def test_a_report_the_simulator_serves_opens_each_return_once(
     # ...and the orders show what Amazon refunded
     assert await order_status(db, first.order_no) == "partially_refunded"
     assert await order_status(db, second.order_no) == "refunded"
-    assert await _stored(db) == [
+    assert await stored_records(db) == [
         ("amz_b", "DRMA1", "applied"),
         ("amz_b", "DRMA2", "applied"),
         ("amz_b", "DRMA4", "unknown_order"),
@@ -361,19 +335,9 @@ async def test_an_operator_imports_a_report_from_the_command_line(
     path = tmp_path / "returns.tsv"
     path.write_bytes(_refunded(FIXTURE.read_bytes(), "21.38"))
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "ordertally", "aftersales", *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, "COLUMNS": "200"},
-            check=False,
-        )
-
     # When an operator imports it twice, and a file for an account that does not exist
-    first, second = (cli("import-amazon-returns", "amz_a", str(path)) for _ in range(2))
-    missing = cli("import-amazon-returns", "nope", str(path))
+    first, second = (run_cli("import-amazon-returns", "amz_a", str(path)) for _ in range(2))
+    missing = run_cli("import-amazon-returns", "nope", str(path))
     # Then the first opens the case, the second finds it, the third says why it stopped
     assert first.returncode == 0, first.stdout + first.stderr
     assert json.loads(first.stdout[first.stdout.find("{") :])["created"] == 1

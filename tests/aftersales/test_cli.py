@@ -5,9 +5,7 @@ paths run on both databases in test_refund_pull.py and test_cases.py)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -20,22 +18,11 @@ from ordertally.channels.simulators.engine import ChannelSim
 from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.simkit.server import serve
-from tests.aftersales.helpers import walk
+from tests.aftersales.helpers import run_cli, walk
 from tests.channels.helpers import make_account
 from tests.factories import make_order
 
 pytestmark = pytest.mark.anyio
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ordertally", "aftersales", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
-        check=False,
-    )
 
 
 def _json(result: subprocess.CompletedProcess[str]) -> Any:
@@ -93,19 +80,19 @@ async def test_an_operator_pulls_lists_shows_and_reapplies_from_the_command_line
             assert added.status_code == 200 and added.json()["id"] == body["id"]
         assert (await control.get("/sim/status")).json()["pdd_refunds"] == 2
     # When the operator pulls the account from an hour ago
-    pulled = _cli("pull", "pdd_a", "--from", (now - timedelta(hours=1)).isoformat())
+    pulled = run_cli("pull", "pdd_a", "--from", (now - timedelta(hours=1)).isoformat())
     # Then one case was opened and one record waits for its order
     assert pulled.returncode == 0, pulled.stderr
     outcome = _json(pulled)
     assert (outcome["read"], outcome["created"], outcome["unknown_order"]) == (2, 1, 1)
-    waiting = _cli("records")
+    waiting = run_cli("records")
     assert waiting.returncode == 0, waiting.stderr
     assert [(r["platform_refund_id"], r["status"]) for r in _json(waiting)] == [
         ("9102", "unknown_order")
     ]
     # When the order arrives and the operator applies the waiting records again
     await make_order(db, "paid", channel="pdd_a", external_id="261205-02")
-    reapplied = _cli("reapply")
+    reapplied = run_cli("reapply")
     # Then the refund is a case now, and nothing waits
     assert reapplied.returncode == 0, reapplied.stdout + reapplied.stderr
     assert _json(reapplied) == {
@@ -114,9 +101,9 @@ async def test_an_operator_pulls_lists_shows_and_reapplies_from_the_command_line
         "unknown_order": 0,
         "refused": [],
     }
-    assert _json(_cli("records")) == []
+    assert _json(run_cli("records")) == []
     # And the list shows both cases, and one shows its line by product name, its refund
-    listed = _cli("list", "--json")
+    listed = run_cli("list", "--json")
     assert listed.returncode == 0, listed.stderr
     cases = {c["platform_refund_id"]: c for c in _json(listed)}
     assert sorted(cases) == ["9101", "9102"]
@@ -124,9 +111,9 @@ async def test_an_operator_pulls_lists_shows_and_reapplies_from_the_command_line
         "return_refund",
         "pdd:质量问题",
     )
-    table = _cli("list")
+    table = run_cli("list")
     assert table.returncode == 0 and cases["9101"]["case_no"] in table.stdout
-    shown = _cli("show", cases["9101"]["case_no"])
+    shown = run_cli("show", cases["9101"]["case_no"])
     assert shown.returncode == 0, shown.stderr
     doc = _json(shown)
     assert [(line["sku"], line["name"], line["quantity"]) for line in doc["lines"]] == [
@@ -134,5 +121,5 @@ async def test_an_operator_pulls_lists_shows_and_reapplies_from_the_command_line
     ]
     assert [(r["source"], r["amount"]) for r in doc["refunds"]] == [("platform", "59.90")]
     # And a case that does not exist is an error, with its code
-    missing = _cli("show", "AS000000000000000")
+    missing = run_cli("show", "AS000000000000000")
     assert missing.returncode == 1 and "aftersales." in missing.stdout

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from ordertally.aftersales import goods, lifecycle, platforms, refunds, service
+from ordertally.aftersales.errors import ReportRefused
 from ordertally.aftersales.models import AftersaleCase, AftersaleRefund, ReturnParcel
 from ordertally.aftersales.schemas import (
     CaseCreate,
@@ -417,6 +418,31 @@ async def import_amazon_returns(
             session, account, report, f"{principal.name}:upload"
         )
     return _json(platforms.amazon_import_doc(report, result))
+
+
+@router.post(
+    "/aftersales/platform-files/after-sale-list",
+    summary="Import a Douyin, JD or Taobao after-sale list answer",
+)
+async def import_after_sale_list(
+    request: Request,
+    principal: Annotated[Principal, Depends(require("aftersales.manage"))],
+    account: Annotated[str, Query(min_length=1, max_length=32)],
+) -> Response:
+    """The request body is one answer of the account's platform's after-sale list API, as it
+    served it (Douyin `afterSale/List`, JD `jingdong.pop.afs.soa.refundapply.queryPageList`,
+    Taobao `taobao.refunds.receive.get`). Each record's stage (agreed, refunded, closed) is
+    applied once per refund id (a later stage moves the case the first opened); a body that is
+    not such an answer answers 400 `aftersales.report_refused` and stores nothing."""
+    try:
+        doc = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise ReportRefused(f"not a JSON after-sale list answer: {exc}") from exc
+    async with _db(request).transaction() as session:
+        page, result = await platforms.import_listed(
+            session, account, doc, f"{principal.name}:upload"
+        )
+    return _json(platforms.listed_doc(page, result))
 
 
 @router.post("/aftersales/parcels", status_code=201, summary="A returned parcel arrived")

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.aftersales import refunds, repository, service
 from ordertally.aftersales.errors import AftersaleError, InvalidCase, RefundExceedsPaid
-from ordertally.aftersales.models import AftersaleRefund
+from ordertally.aftersales.models import AftersaleCase, AftersaleRefund
 from ordertally.aftersales.schemas import CaseCreate, CaseLineIn
 from ordertally.aftersales.state_machine import RETURNS_GOODS, CaseStatus, CaseType
 from ordertally.aftersales.state_machine import find as find_case_transition
@@ -102,7 +102,12 @@ def case_command(
         type=case_type,
         reason_code=record.reason_code,
         lines=lines,
-        refund_goods=str(money.from_minor(record.amount_minor, order.currency)),
+        refund_goods=str(
+            money.from_minor(
+                record.amount_minor if record.asked_minor is None else record.asked_minor,
+                order.currency,
+            )
+        ),
         platform_refund_id=record.platform_refund_id,
     )
 
@@ -127,7 +132,7 @@ def _decide(
         steps.append(("await_return", status, {}))
         status = CaseStatus.AWAITING_RETURN.value
     refund_no = None
-    paid, committed, refunded = state.money or (state.order.total_minor, 0, 0)
+    paid, committed, _ = state.money or (state.order.total_minor, 0, 0)
     if record.amount_minor > 0:
         refund_no = refunds.platform_refund_no(record.channel, record.platform_refund_id)
         if refund_no in recorded:
@@ -149,27 +154,34 @@ def _decide(
             state.taken[no] = state.taken.get(no, 0) + qty
     if refund_no is not None:
         recorded.add(refund_no)
-        amount = record.amount_minor
-        if state.money is None:
-            state.money_new = True
-        state.money = (paid, committed + amount, refunded + amount)
-        state.added = (state.added[0] + amount, state.added[1] + amount)
-        move = refunds.order_move(state.status, refunded + amount, paid)
-        if move is not None:
-            spec = find_order_transition(move)
-            assert spec is not None
-            state.status = spec.target.value
-            refund = AftersaleRefund(
-                source="platform",
-                out_refund_no=refund_no,
-                provider_refund_id=record.platform_refund_id,
-                amount_minor=amount,
-            )
-            state.moves.append((move, refunds.order_actor(refund, actor)))
+        _take_refund(state, record, refund_no, actor)
     values["status"] = status
     values["version"] = 1 + len(steps)
     values["updated_at"] = now
     return _Plan(record, state, cmd, values, lines, steps, refund_no)
+
+
+def _take_refund(state: _OrderState, record: PlatformRecord, refund_no: str, actor: str) -> None:
+    """Count a platform refund on its order as the page leaves it: the ledger's committed and
+    refunded amounts, and the order's refund move after shipment."""
+    paid, committed, refunded = state.money or (state.order.total_minor, 0, 0)
+    amount = record.amount_minor
+    if state.money is None:
+        state.money_new = True
+    state.money = (paid, committed + amount, refunded + amount)
+    state.added = (state.added[0] + amount, state.added[1] + amount)
+    move = refunds.order_move(state.status, refunded + amount, paid)
+    if move is not None:
+        spec = find_order_transition(move)
+        assert spec is not None
+        state.status = spec.target.value
+        refund = AftersaleRefund(
+            source="platform",
+            out_refund_no=refund_no,
+            provider_refund_id=record.platform_refund_id,
+            amount_minor=amount,
+        )
+        state.moves.append((move, refunds.order_actor(refund, actor)))
 
 
 def by_refund_id(records: list[PlatformRecord]) -> tuple[dict[str, PlatformRecord], int]:
@@ -440,3 +452,132 @@ def _count(
             refunds.TIME_TO_REFUND.observe(0.0)
 
     count_after_commit(session, count)
+
+
+async def refund_cases(
+    session: AsyncSession,
+    channel: str,
+    items: list[tuple[PlatformRecord, AftersaleCase]],
+    actor: str,
+) -> PageResult:
+    """The platform's refund of each record recorded on the case its refund id already is (a
+    later "refunded" stage), in a fixed number of statements plus one compare-and-set per case
+    it settles: what `refunds.record_platform_refund` writes per record (the refund, its
+    confirmation, the ledger, the case refunded when the refund covers it, the order after
+    shipment). Each record's refund must cover its case's amount (the caller sends the others
+    record by record). Raises `PageConflict` when another writer got in between."""
+    result = PageResult()
+    numbers = {
+        r.platform_refund_id: refunds.platform_refund_no(channel, r.platform_refund_id)
+        for r, _ in items
+    }
+    recorded = await repository.existing_refund_nos(session, list(numbers.values()))
+    todo = []
+    for record, case in items:
+        if numbers[record.platform_refund_id] in recorded:
+            result.outcomes[record.platform_refund_id] = (DUPLICATE, None)
+        else:
+            todo.append((record, case))
+    if not todo:
+        return result
+    order_ids = sorted({case.order_id for _, case in todo})
+    orders = {o.id: o for o in await orders_service.lock_orders(session, order_ids)}
+    ledger = await repository.lock_money_many(session, order_ids)
+    states = {
+        oid: _OrderState(orders[oid], {}, orders[oid].status, {}, ledger.get(oid))
+        for oid in order_ids
+    }
+    now = clock.now()
+    plans: list[tuple[PlatformRecord, AftersaleCase, _OrderState]] = []
+    for record, case in todo:
+        state = states[case.order_id]
+        paid, committed, _ = state.money or (state.order.total_minor, 0, 0)
+        if committed + record.amount_minor > paid:
+            result.outcomes[record.platform_refund_id] = (
+                REFUSED,
+                f"order {case.order_no}: the refund would pass what was paid",
+            )
+            continue
+        _take_refund(state, record, numbers[record.platform_refund_id], actor)
+        plans.append((record, case, state))
+    if not plans:
+        return result
+    rows = [
+        {
+            **refunds.platform_refund_row(
+                (case.id, case.order_id, case.order_no, channel),
+                state.order.total_minor,
+                state.order.currency,
+                record.platform_refund_id,
+                record.amount_minor,
+                now,
+            ),
+            "state": "succeeded",
+            "confirmed_at": now,
+        }
+        for record, case, state in plans
+    ]
+    refund_ids = await repository.insert_refunds_many(session, rows)
+    if len(refund_ids) != len(rows):
+        raise PageConflict("a platform refund of the page was recorded meanwhile")
+    audit: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    settled: Tally[str] = Tally()
+    for record, case, _ in plans:
+        number = numbers[record.platform_refund_id]
+        refund = AftersaleRefund(
+            id=refund_ids[number],
+            order_no=case.order_no,
+            source="platform",
+            provider=channel,
+            out_refund_no=number,
+            amount_minor=record.amount_minor,
+            currency=case.currency,
+        )
+        events.append(refunds.refund_confirmed_event(refund, case.case_no, now))
+        if refunds.settles(case.type, case.status):
+            if not await repository.set_status(
+                session,
+                case.id,
+                from_status=case.status,
+                version=case.version,
+                to_status=CaseStatus.REFUNDED.value,
+                at=now,
+                extra={},
+            ):
+                raise PageConflict(f"case {case.case_no} moved meanwhile")
+            row, event = service.step_rows(
+                case.id,
+                case.case_no,
+                case.order_no,
+                case.type,
+                "refund",
+                case.status,
+                case.version + 1,
+                actor,
+                now,
+                {"out_refund_no": number},
+            )
+            audit.append(row)
+            events.append(event)
+            settled[case.type] += 1
+        result.outcomes[record.platform_refund_id] = (CREATED, None)
+    await repository.insert_events(session, audit)
+    await outbox.publish_rows(session, events)
+    await _write_money(session, list(states.values()), now)
+    await _move_orders(session, list(states.values()))
+    by_currency: Tally[str] = Tally()
+    for record, case, _ in plans:
+        by_currency[case.currency] += record.amount_minor
+
+    def count() -> None:
+        refunds.REFUNDS.labels("platform", "succeeded").inc(len(plans))
+        for currency, amount in by_currency.items():
+            refunds.REFUNDED_MINOR.labels(currency).inc(amount)
+        for _ in plans:
+            refunds.TIME_TO_REFUND.observe(0.0)
+        for case_type, n in settled.items():
+            service.CASE_TRANSITIONS.labels(case_type, CaseStatus.REFUNDED.value).inc(n)
+
+    count_after_commit(session, count)
+    return result

@@ -1,12 +1,14 @@
 """Commands of after-sales for operations: `ordertally aftersales
-list|show|pull|import-amazon-returns|records|reapply` (cases in a table, one case as JSON, a
-Pinduoduo account's after-sale records pulled now, an Amazon returns report imported, the inbox
+list|show|pull|import-amazon-returns|import-after-sale-list|records|reapply` (cases in a table,
+one case as JSON, an account's after-sale records pulled now, an Amazon returns report or a
+Douyin / JD / Taobao after-sale list answer imported, the inbox
 of platform records not applied, and applying those again once their order is here)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -75,6 +77,37 @@ async def _import_amazon_returns(account: str, data: bytes) -> dict[str, Any]:
         return platforms.amazon_import_doc(report, result)
     finally:
         await db.dispose()
+
+
+async def _import_after_sale_list(account: str, data: bytes) -> dict[str, Any]:
+    from ordertally.aftersales import platforms
+    from ordertally.aftersales.errors import ReportRefused
+
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise ReportRefused(f"not a JSON after-sale list answer: {exc}") from exc
+    db = _db()
+    try:
+        async with db.transaction() as session:
+            page, result = await platforms.import_listed(session, account, doc, "cli")
+        return platforms.listed_doc(page, result)
+    finally:
+        await db.dispose()
+
+
+def _report_import(run: Coroutine[Any, Any, dict[str, Any]]) -> None:
+    """Run an import and print what it came to; exits 1 while some record found no order or
+    was refused, and with the problem when the file was refused."""
+    from ordertally.core.errors import OrdertallyError
+
+    try:
+        result = asyncio.run(run)
+    except OrdertallyError as exc:
+        raise _fail(exc) from exc
+    console.print_json(json.dumps(result, default=str))
+    if result["unknown_order"] or result["refused"]:
+        raise typer.Exit(1)
 
 
 async def _records(
@@ -174,14 +207,18 @@ def register(app: typer.Typer) -> None:
 
     @aftersales.command("pull")
     def pull_command(
-        account: Annotated[str, typer.Argument(help="A Pinduoduo account code")],
+        account: Annotated[
+            str, typer.Argument(help="A Pinduoduo, Taobao, JD or Douyin account code")
+        ],
         start: Annotated[
             datetime | None,
             typer.Option("--from", help="Move the cursor here first (ISO 8601 with offset)"),
         ] = None,
     ) -> None:
-        """Pull the account's after-sale records now (pdd.refund.list.increment.get), from its
-        cursor minus the overlap to 3 minutes behind the platform clock."""
+        """Pull the account's after-sale records now (pdd.refund.list.increment.get,
+        taobao.refunds.receive.get, jingdong.pop.afs.soa.refundapply.queryPageList or
+        afterSale/List), from its cursor minus the overlap to 3 minutes behind the platform
+        clock (Pinduoduo's) or ours."""
         from ordertally.core.errors import OrdertallyError
 
         try:
@@ -202,15 +239,22 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Import an Amazon seller-fulfilled returns report: each decided return becomes a case
         once per Amazon RMA ID; exits 1 while some return found no order or was refused."""
-        from ordertally.core.errors import OrdertallyError
+        _report_import(_import_amazon_returns(account, path.read_bytes()))
 
-        try:
-            result = asyncio.run(_import_amazon_returns(account, path.read_bytes()))
-        except OrdertallyError as exc:
-            raise _fail(exc) from exc
-        console.print_json(json.dumps(result, default=str))
-        if result["unknown_order"] or result["refused"]:
-            raise typer.Exit(1)
+    @aftersales.command("import-after-sale-list")
+    def import_after_sale_list_command(
+        account: Annotated[str, typer.Argument(help="A Douyin, JD or Taobao account code")],
+        path: Annotated[
+            Path,
+            typer.Argument(
+                exists=True, dir_okay=False, help="One answer of the platform's after-sale list API"
+            ),
+        ],
+    ) -> None:
+        """Import one answer of a Douyin (afterSale/List), JD (refundapply.queryPageList) or
+        Taobao (taobao.refunds.receive.get) after-sale list: each record's stage is applied once
+        per refund id; exits 1 while some record found no order or was refused."""
+        _report_import(_import_after_sale_list(account, path.read_bytes()))
 
     @aftersales.command("records")
     def records_command(

@@ -25,10 +25,10 @@ import orjson
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.aftersales import batch, refunds, repository, service
+from ordertally.aftersales import batch, records, refunds, repository, service
 from ordertally.aftersales.errors import AftersaleError, ReportRefused
 from ordertally.aftersales.models import AftersalePlatformRecord
-from ordertally.aftersales.state_machine import CaseType
+from ordertally.aftersales.state_machine import MOVES_MONEY, OPEN, CaseStatus, CaseType
 from ordertally.channels import service as channels_service
 from ordertally.channels.adapters import amazon
 from ordertally.core import clock, money
@@ -48,6 +48,11 @@ class PlatformRecord:
     amount_minor: int  # what the platform refunded (0: nothing yet, e.g. an exchange)
     reason_code: str
     skus: dict[str, int] = field(default_factory=dict)  # SKU -> units concerned
+    # What the case refunds when it is more than what was refunded yet (a refund the platform
+    # agreed and has not paid out); None: `amount_minor`.
+    asked_minor: int | None = None
+    # Douyin / JD / Taobao records: open | refunded | closed (`records`); None for the others.
+    stage: str | None = None
 
 
 def _minor(amount: Any, currency: str) -> int:
@@ -227,12 +232,34 @@ def from_amazon_return(rows: list[dict[str, str]], channel: str = "amazon") -> P
 _UNMAPPABLE = (KeyError, IndexError, TypeError, ValueError, ArithmeticError, money.MoneyError)
 
 
+def from_listed(source: str, item: dict[str, Any], channel: str) -> PlatformRecord:
+    """One record of Douyin's, JD's or Taobao's after-sale list (`source`: its API): open, its
+    agreed amount asked and nothing refunded yet; refunded, that amount refunded; closed, no
+    money."""
+    mapped = records.MAPPERS[source](item)
+    refunded = mapped.stage == records.REFUNDED and mapped.type in MOVES_MONEY
+    asked = mapped.asked_minor if mapped.type in MOVES_MONEY else 0
+    return PlatformRecord(
+        channel=channel,
+        platform_refund_id=mapped.platform_refund_id,
+        external_order_id=mapped.external_order_id,
+        type=mapped.type,
+        amount_minor=asked if refunded else 0,
+        reason_code=mapped.reason_code,
+        skus=mapped.skus,
+        asked_minor=asked,
+        stage=mapped.stage,
+    )
+
+
 def _from_stored(body: str, channel: str) -> PlatformRecord:
-    """A stored record mapped by what it is: an Amazon return (its report rows) or a
-    Pinduoduo refund list item."""
+    """A stored record mapped by what it is: an Amazon return (its report rows), a Douyin / JD
+    / Taobao list record (kept with its API's name) or a Pinduoduo refund list item."""
     doc = orjson.loads(body)
     if isinstance(doc, dict) and doc.get("report") == AMAZON_RETURNS_REPORT:
         return from_amazon_return(doc["rows"], channel)
+    if isinstance(doc, dict) and doc.get("source") in records.MAPPERS:
+        return from_listed(doc["source"], doc["item"], channel)
     return from_pinduoduo(doc, channel)
 
 
@@ -241,6 +268,8 @@ class IngestResult:
     created: int = 0
     duplicates: int = 0
     unknown_order: int = 0
+    advanced: int = 0  # records that moved a case they had opened (refunded, closed)
+    undecided: int = 0  # records with nothing to act on yet (not stored)
     refused: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -366,6 +395,66 @@ async def receive_pinduoduo(
     return result
 
 
+async def receive_listed(
+    session: AsyncSession,
+    source: str,
+    items: list[dict[str, Any]],
+    actor: str,
+    channel: str,
+) -> IngestResult:
+    """Store each record of a Douyin / JD / Taobao after-sale list (`source`: its API) sealed
+    in the after-sales inbox under `<refund id>:<stage>` (a stage stored before is a duplicate
+    and changes nothing; a record with nothing to act on yet is counted `undecided` and not
+    stored; one without an id or with a status its platform's table does not know is refused
+    and not stored), then apply the new ones as `receive_pinduoduo` does."""
+    result = IngestResult()
+    keyed: list[tuple[str, Any]] = []
+    for item in items:
+        try:
+            pid, stage = records.key_of(source, item)
+        except (ValueError, TypeError, AttributeError) as exc:
+            result.refused.append((str(item.get("refund_id") or item.get("id") or ""), str(exc)))
+            continue
+        if stage is None:
+            result.undecided += 1
+            continue
+        keyed.append((f"{pid}:{stage}", {"source": source, "item": item}))
+    await _receive(session, keyed, actor, channel, result)
+    return result
+
+
+async def import_listed(
+    session: AsyncSession, account: str, doc: Any, actor: str
+) -> tuple[records.Page, IngestResult]:
+    """A Douyin, JD or Taobao account's after-sale list answer (the API's JSON, uploaded or
+    imported as a file) applied on the account's orders: the reader of the account's platform
+    refuses a document that is not its answer (`aftersales.report_refused`, nothing stored)."""
+    found = await channels_service.get_account(session, account)
+    source = records.SOURCE_OF.get(found.platform)
+    if source is None:
+        raise ReportRefused(
+            f"account {account} is a {found.platform} account; after-sale lists are read for "
+            "douyin, jd and taobao accounts",
+            account=account,
+        )
+    page = records.READERS[source](doc)
+    return page, await receive_listed(session, source, page.items, actor, account)
+
+
+def listed_doc(page: records.Page, result: IngestResult) -> dict[str, Any]:
+    """What importing an after-sale list answer came to (the API's answer, the command's)."""
+    return {
+        "records": len(page.items),
+        "total": page.total,
+        "created": result.created,
+        "advanced": result.advanced,
+        "duplicates": result.duplicates,
+        "undecided": result.undecided,
+        "unknown_order": result.unknown_order,
+        "refused": [{"refund_id": r, "message": m} for r, m in result.refused],
+    }
+
+
 async def receive_amazon_returns(
     session: AsyncSession, report: AmazonReturns, actor: str, channel: str
 ) -> IngestResult:
@@ -454,32 +543,141 @@ async def _apply_stored(
     actor: str,
     result: IngestResult,
 ) -> None:
-    """Apply stored records ((record id, channel, refund id, body in clear) each) as batched
-    pages per channel, and record on each row what it came to."""
+    """Apply stored records ((record id, channel, inbox key, body in clear) each) as batched
+    pages per channel, and record on each row what it came to. A refund id's later stages
+    (`records`) move the case its first one opened, each once (`_advance`)."""
     now = clock.now()
     marks: list[dict[str, Any]] = []
-    by_channel: dict[str, list[PlatformRecord]] = {}
-    row_of: dict[tuple[str, str], int] = {}
-    for record_id, channel, platform_refund_id, body in stored:
+    by_channel: dict[str, list[tuple[int, PlatformRecord]]] = {}
+    for record_id, channel, key, body in stored:
         try:
             record = _from_stored(body, channel)
         except _UNMAPPABLE as exc:
-            result.refused.append((platform_refund_id, f"unmappable refund: {exc!r}"))
+            result.refused.append((key, f"unmappable refund: {exc!r}"))
             marks.append(_mark(record_id, "refused", f"unmappable refund: {exc!r}", now))
             continue
-        by_channel.setdefault(channel, []).append(record)
-        row_of[(channel, record.platform_refund_id)] = record_id
-    for channel, records in by_channel.items():
-        for start in range(0, len(records), PAGE):
-            page = await _apply_page(session, records[start : start + PAGE], actor)
+        by_channel.setdefault(channel, []).append((record_id, record))
+    for items in by_channel.values():
+        # One record per refund id in the pages (its earliest stage); the later ones after.
+        items.sort(key=lambda i: records.STAGE_ORDER.get(i[1].stage or "", 0))
+        first: list[tuple[int, PlatformRecord]] = []
+        later: list[tuple[int, PlatformRecord]] = []
+        seen: set[str] = set()
+        for item in items:
+            pid = item[1].platform_refund_id
+            # A closing record opens nothing: it only moves a case opened before.
+            (later if pid in seen or item[1].stage == records.CLOSED else first).append(item)
+            seen.add(pid)
+        for start in range(0, len(first), PAGE):
+            chunk = first[start : start + PAGE]
+            page = await _apply_page(session, [r for _, r in chunk], actor)
             result.duplicates += page.repeats
-            for pid, (outcome, reason) in page.outcomes.items():
-                _count(result, pid, outcome, reason)
-                status = {batch.CREATED: "applied", batch.DUPLICATE: "applied"}.get(
-                    outcome, outcome
-                )
-                marks.append(_mark(row_of[(channel, pid)], status, reason, now))
+            for record_id, record in chunk:
+                outcome, reason = page.outcomes[record.platform_refund_id]
+                if outcome == batch.DUPLICATE and record.stage in _ADVANCES:
+                    later.append((record_id, record))
+                    continue
+                _count(result, record.platform_refund_id, outcome, reason)
+                marks.append(_mark(record_id, _STATUS.get(outcome, outcome), reason, now))
+        batched = await _refund_cases(session, later, actor) if BATCH_ADVANCES else {}
+        for record_id, record in later:
+            if record_id in batched:
+                outcome, reason = batched[record_id]
+            else:
+                outcome, reason = await _advance(session, record, actor)
+            if outcome == _ADVANCED:
+                result.advanced += 1
+            else:
+                _count(result, record.platform_refund_id, outcome, reason)
+            marks.append(_mark(record_id, _STATUS.get(outcome, outcome), reason, now))
     await repository.mark_records_many(session, marks)
+
+
+_ADVANCED = "advanced"
+_ADVANCES = frozenset({records.REFUNDED, records.CLOSED})
+_STATUS = {batch.CREATED: "applied", batch.DUPLICATE: "applied", _ADVANCED: "applied"}
+
+
+# Later "refunded" stages go through `batch.refund_cases` a page at a time (False: each
+# through `_advance`, the reference the batched path is tested against).
+BATCH_ADVANCES = True
+
+
+async def _refund_cases(
+    session: AsyncSession, later: list[tuple[int, PlatformRecord]], actor: str
+) -> dict[int, tuple[str, str | None]]:
+    """The later stages that record a refund covering their case's amount, applied as batched
+    pages (`batch.refund_cases`); a page that met another writer is left to `_advance`.
+    Outcomes by stored record id."""
+    wanted = [(rid, r) for rid, r in later if r.stage == records.REFUNDED and r.amount_minor > 0]
+    if not wanted:
+        return {}
+    channel = wanted[0][1].channel
+    cases = await repository.cases_by_platform_refunds(
+        session, channel, [r.platform_refund_id for _, r in wanted]
+    )
+    eligible = [
+        (rid, r, cases[r.platform_refund_id])
+        for rid, r in wanted
+        if r.platform_refund_id in cases
+        and CaseType(cases[r.platform_refund_id].type) in MOVES_MONEY
+        and r.amount_minor >= cases[r.platform_refund_id].refund_minor
+    ]
+    out: dict[int, tuple[str, str | None]] = {}
+    for start in range(0, len(eligible), PAGE):
+        chunk = eligible[start : start + PAGE]
+        try:
+            async with session.begin_nested():
+                page = await batch.refund_cases(
+                    session, channel, [(r, case) for _, r, case in chunk], actor
+                )
+        except (batch.PageConflict, IntegrityError):
+            continue
+        for rid, r, _ in chunk:
+            outcome, reason = page.outcomes[r.platform_refund_id]
+            out[rid] = (_ADVANCED if outcome == batch.CREATED else outcome, reason)
+    return out
+
+
+async def _advance(
+    session: AsyncSession, record: PlatformRecord, actor: str
+) -> tuple[str, str | None]:
+    """A later stage of a refund id that is a case already, in a savepoint of its own: the
+    platform's refund recorded on the case (once: its refund number is unique) or the case
+    closed through the case table. (outcome, reason)."""
+    case = await repository.case_by_platform_refund(
+        session, record.channel, record.platform_refund_id
+    )
+    if case is None:  # its first stage found no order, or was refused
+        return await _apply_alone(session, record, actor)
+    try:
+        async with session.begin_nested():
+            if record.stage == records.REFUNDED:
+                if record.amount_minor <= 0:
+                    return batch.DUPLICATE, None
+                _, new = await refunds.record_platform_refund(
+                    session, case.case_no, record.platform_refund_id, record.amount_minor, actor
+                )
+                return (_ADVANCED if new else batch.DUPLICATE), None
+            if case.status not in OPEN:
+                return batch.DUPLICATE, None
+            await service.close(session, case.case_no, actor)
+            return _ADVANCED, None
+    except AftersaleError as exc:
+        if record.stage == records.CLOSED and case.status != CaseStatus.CLOSED:
+            reason = f"the platform closed it; case {case.case_no} is {case.status}: {exc.detail}"
+            return batch.REFUSED, reason[:300]
+        return batch.REFUSED, exc.detail
+
+
+async def _apply_alone(
+    session: AsyncSession, record: PlatformRecord, actor: str
+) -> tuple[str, str | None]:
+    """A record applied on its own page (its refund id has no case)."""
+    if record.stage == records.CLOSED:
+        return batch.DUPLICATE, None  # nothing was opened: nothing to close
+    page = await _apply_page(session, [record], actor)
+    return page.outcomes[record.platform_refund_id]
 
 
 def _mark(record_id: int, status: str, outcome: str | None, at: datetime) -> dict[str, Any]:

@@ -1,5 +1,7 @@
-"""Platform after-sale records pulled: Pinduoduo's `pdd.refund.list.increment.get` per channel
-account, by update-time window with a cursor of its own (the order pull's rules, ADR 0019).
+"""Platform after-sale records pulled per channel account, by update-time window with a cursor
+of its own (the order pull's rules, ADR 0019): Pinduoduo's `pdd.refund.list.increment.get`,
+and the after-sale lists of Taobao, JD and Douyin (`channels.adapters.aftersale_lists`, read and
+stored by `records` / `platforms.receive_listed`, each record's stage once; see the end).
 
 - Windows of at most 30 minutes in UTC, converted to unix seconds only at the request, ending
   3 minutes behind the platform clock (`pdd.time.get`); a run re-reads the account's
@@ -27,10 +29,11 @@ import httpx
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.aftersales import platforms, repository
+from ordertally.aftersales import platforms, records, repository
+from ordertally.aftersales.errors import ReportRefused
 from ordertally.channels import service as channels_service
 from ordertally.channels import sync as channels_sync
-from ordertally.channels.adapters import pinduoduo
+from ordertally.channels.adapters import aftersale_lists, pinduoduo
 from ordertally.channels.adapters.common import beijing_utc
 from ordertally.channels.errors import (
     AccountInactive,
@@ -48,7 +51,7 @@ from ordertally.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-PULL_PLATFORMS = ("pinduoduo",)
+PULL_PLATFORMS = ("pinduoduo", "taobao", "jd", "douyin")
 # after_sales_status values read (POP documentation of the API): 10 退款成功, 14 换货补寄待商家处理.
 PULL_STATUSES = (10, 14)
 
@@ -78,6 +81,8 @@ class PullOutcome:
             "created": self.result.created,
             "duplicates": self.result.duplicates,
             "unknown_order": self.result.unknown_order,
+            "advanced": self.result.advanced,
+            "undecided": self.result.undecided,
             "refused": [{"refund_id": r, "message": m} for r, m in self.result.refused],
             "cursor_at": self.cursor_at,
             "complete": self.complete,
@@ -88,18 +93,24 @@ class _Stop(Exception):
     """The run stops here (page limit); the cursor stays at the last stored window."""
 
 
-def _answer(response: httpx.Response) -> dict[str, Any]:
-    """The POP router's JSON answer, or the error it stands for (70031/52101 slow down)."""
+def _json_of(platform: str, response: httpx.Response) -> Any:
+    """A platform's JSON answer; 429 slows down, another HTTP error or a body that is not JSON
+    is the platform unavailable."""
     if response.status_code == 429:
-        raise RateLimited("pinduoduo answered 429")
+        raise RateLimited(f"{platform} answered 429")
     if response.status_code >= 400:
         raise PlatformUnavailable(
-            f"pinduoduo answered {response.status_code}: {response.text[:200]}"
+            f"{platform} answered {response.status_code}: {response.text[:200]}"
         )
     try:
-        doc = response.json()
+        return response.json()
     except ValueError as exc:
-        raise PlatformUnavailable("pinduoduo answered non-JSON") from exc
+        raise PlatformUnavailable(f"{platform} answered non-JSON") from exc
+
+
+def _answer(response: httpx.Response) -> dict[str, Any]:
+    """The POP router's JSON answer, or the error it stands for (70031/52101 slow down)."""
+    doc = _json_of("pinduoduo", response)
     if not isinstance(doc, dict):
         raise PlatformUnavailable("pinduoduo answered a non-object")
     error = doc.get("error_response")
@@ -113,14 +124,19 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
 
 
 class _Run:
-    def __init__(
-        self, db: Database, code: str, client: pinduoduo.PinduoduoClient, outcome: PullOutcome
-    ) -> None:
+    """A Pinduoduo account's pull (the subclass: Taobao's, JD's, Douyin's)."""
+
+    def __init__(self, db: Database, code: str, client: Any, outcome: PullOutcome) -> None:
         self.db = db
         self.code = code
         self.client = client
         self.outcome = outcome
         self.max_pages = get_settings().channels_sync_max_pages
+
+    async def receive(self, session: AsyncSession, items: list[dict[str, Any]]) -> Any:
+        return await platforms.receive_pinduoduo(
+            session, items, f"{self.code}:pull", channel=self.code
+        )
 
     async def call(self, bucket: channels_sync.TokenBucket, request: Any) -> dict[str, Any]:
         await bucket.take()
@@ -172,12 +188,12 @@ class _Run:
         self.outcome.read += len(items)
         if items:
             async with self.db.transaction() as session:
-                one = await platforms.receive_pinduoduo(
-                    session, items, f"{self.code}:pull", channel=self.code
-                )
+                one = await self.receive(session, items)
             self.outcome.result.created += one.created
             self.outcome.result.duplicates += one.duplicates
             self.outcome.result.unknown_order += one.unknown_order
+            self.outcome.result.advanced += one.advanced
+            self.outcome.result.undecided += one.undecided
             self.outcome.result.refused += one.refused
         if self.outcome.pages >= self.max_pages:
             raise _Stop
@@ -217,9 +233,13 @@ async def pull_account(
             cursor = clock.as_utc(state.cursor_at)
             credentials = channels_service.credentials_of(account)
             bucket = channels_sync.bucket_for(account)
+            platform = account.platform
             client_id = str(account.config.get("client_id") or "")
             base_url = str(account.config.get("base_url") or "")
-            size = min(account.page_size, pinduoduo.MAX_PAGE_SIZE)
+            size = min(
+                account.page_size,
+                aftersale_lists.PAGE_SIZES.get(platform, pinduoduo.MAX_PAGE_SIZE),
+            )
             overlap = timedelta(seconds=account.overlap_seconds)
             interval = account.sync_interval_seconds
         outcome = PullOutcome(code, cursor_at=cursor)
@@ -235,10 +255,17 @@ async def pull_account(
                 )
             if not base_url:
                 raise InvalidAccount(f"account {code} has no config.base_url", account=code)
-            client = pinduoduo.PinduoduoClient(
-                http, base_url, client_id, secret, credentials.get("access_token") or ""
-            )
-            await _Run(db, code, client, outcome).pull(bucket, cursor - overlap, size)
+            token = credentials.get("access_token") or ""
+            run: _Run
+            if platform == "pinduoduo":
+                client = pinduoduo.PinduoduoClient(http, base_url, client_id, secret, token)
+                run = _Run(db, code, client, outcome)
+            else:
+                lister = aftersale_lists.AfterSaleListClient(
+                    platform, http, base_url, client_id, secret, token
+                )
+                run = _ListRun(db, code, lister, outcome)
+            await run.pull(bucket, cursor - overlap, size)
             outcome.complete = True
         except _Stop:
             outcome.complete = False
@@ -246,7 +273,7 @@ async def pull_account(
             error = exc
         except httpx.HTTPError as exc:
             error = PlatformUnavailable(
-                f"pinduoduo unreachable: {exc or type(exc).__name__}", account=code
+                f"{platform} unreachable: {exc or type(exc).__name__}", account=code
             )
         await _record(db, code, interval, outcome, error)
         if error is not None:
@@ -297,11 +324,15 @@ async def set_cursor(session: AsyncSession, code: str, at: datetime) -> None:
 
 
 async def due_accounts(session: AsyncSession, now: datetime) -> list[str]:
-    """Active Pinduoduo accounts whose pull interval has passed and who are not backing off."""
+    """Active accounts that pull after-sale records whose pull interval has passed and who are
+    not backing off (a Taobao, JD or Douyin account only when it has an API base URL)."""
     states = await repository.pull_states(session)
     due: list[str] = []
     for account in await channels_service.list_accounts(session):
         if account.platform not in PULL_PLATFORMS or not account.active:
+            continue
+        # A Taobao / JD / Douyin account whose orders come as files has no API to call.
+        if account.platform != "pinduoduo" and not account.config.get("base_url"):
             continue
         state = states.get(account.code)
         if state is not None:
@@ -326,3 +357,63 @@ async def pull_due(db: Database, now: datetime) -> dict[str, Any]:
         except ChannelError as exc:
             pulled[code] = {"error": str(exc)[:200]}
     return {"accounts": pulled}
+
+
+# --- Taobao, JD, Douyin --------------------------------------------------------------------
+
+
+def _listed(platform: str, response: httpx.Response) -> records.Page:
+    """A list answer read, or the error it stands for (Taobao's code 7 slows down)."""
+    doc = _json_of(platform, response)
+    error = doc.get("error_response") if isinstance(doc, dict) else None
+    if isinstance(error, dict):
+        message = (
+            f"{platform} error {error.get('code')}: {error.get('msg') or error.get('zh_desc')}"
+        )
+        if platform == "taobao" and error.get("code") in aftersale_lists.TAOBAO_RATE_LIMIT_CODES:
+            raise RateLimited(message)
+        raise PlatformUnavailable(message)
+    try:
+        return records.READERS[records.SOURCE_OF[platform]](doc)
+    except ReportRefused as exc:
+        raise PlatformUnavailable(f"{platform}: {exc.detail}") from exc
+
+
+class _ListRun(_Run):
+    """Taobao's, JD's or Douyin's after-sale list: windows of at most a day ending 3 minutes
+    behind our clock (none of them is asked the time), each read from its last page back, every
+    status at once (a record's stage decides what it does)."""
+
+    client: aftersale_lists.AfterSaleListClient
+
+    async def receive(self, session: AsyncSession, items: list[dict[str, Any]]) -> Any:
+        source = records.SOURCE_OF[self.client.platform]
+        return await platforms.receive_listed(
+            session, source, items, f"{self.code}:pull", self.code
+        )
+
+    async def pull(self, bucket: channels_sync.TokenBucket, start: datetime, size: int) -> None:
+        end = clock.now() - aftersale_lists.MIN_LAG - timedelta(seconds=5)
+        after = start
+        while after < end:
+            before = min(after + aftersale_lists.MAX_WINDOW, end)
+            await self.list_window(bucket, after, before, size)
+            await self.advance(before)
+            after = before
+
+    async def list_window(
+        self, bucket: channels_sync.TokenBucket, after: datetime, before: datetime, size: int
+    ) -> None:
+        platform = self.client.platform
+        base = aftersale_lists.FIRST_PAGE[platform]
+
+        async def page_of(page: int) -> records.Page:
+            await bucket.take()
+            answer = await self.client.page(after, before, page=page, page_size=size)
+            return _listed(platform, answer)
+
+        first = await page_of(base)
+        last = max(math.ceil(first.total / size), 1)
+        for index in range(last - 1, -1, -1):
+            page = first if index == 0 and last == 1 else await page_of(base + index)
+            await self.store(page.items)

@@ -78,6 +78,38 @@ async def existing_platform_ids(
     return {r for r in rows.all() if r is not None}
 
 
+async def case_by_platform_refund(
+    session: AsyncSession, channel: str, platform_refund_id: str
+) -> AftersaleCase | None:
+    """The channel's case of a platform refund id, read afresh."""
+    found = await session.scalars(
+        select(AftersaleCase)
+        .where(
+            AftersaleCase.channel == channel,
+            AftersaleCase.platform_refund_id == platform_refund_id,
+        )
+        .execution_options(populate_existing=True)
+    )
+    return found.first()
+
+
+async def cases_by_platform_refunds(
+    session: AsyncSession, channel: str, platform_refund_ids: Sequence[str]
+) -> dict[str, AftersaleCase]:
+    """The channel's cases of these platform refund ids, by refund id, read afresh."""
+    if not platform_refund_ids:
+        return {}
+    found = await session.scalars(
+        select(AftersaleCase)
+        .where(
+            AftersaleCase.channel == channel,
+            AftersaleCase.platform_refund_id.in_(list(platform_refund_ids)),
+        )
+        .execution_options(populate_existing=True)
+    )
+    return {c.platform_refund_id: c for c in found.all() if c.platform_refund_id is not None}
+
+
 async def cases_of_order(session: AsyncSession, order_id: int) -> list[AftersaleCase]:
     """An order's cases, oldest first."""
     rows = await session.scalars(

@@ -1,8 +1,10 @@
 """The channel simulator's HTTP server (`ordertally channelsim serve`): Amazon SP-API Orders
 v0 and Reports 2021-06-30 (the seller-fulfilled returns report), the Pinduoduo POP router
-(orders, refunds, decrypt), and control endpoints under /sim (Shopify webhooks are sent from
-here to the configured target; Pinduoduo after-sale records are added with POST
-/sim/pinduoduo/refunds, Amazon returns with POST /sim/amazon/returns; report documents are
+(orders, refunds, decrypt), the after-sale lists of Taobao (/taobao/router/rest), JD
+(/jd/routerjson) and Douyin (/douyin/afterSale/List), and control endpoints under /sim (Shopify
+webhooks are sent from here to the configured target; Pinduoduo after-sale records are added
+with POST /sim/pinduoduo/refunds, Taobao / JD / Douyin ones with POST /sim/{platform}/aftersales,
+Amazon returns with POST /sim/amazon/returns; report documents are
 downloaded from /sim/amazon/documents/{id})."""
 
 from __future__ import annotations
@@ -143,6 +145,30 @@ async def pdd_decrypt_relay(request: Request) -> JSONResponse:
     return JSONResponse(_sim(request).pdd.call(form))
 
 
+lists = APIRouter(tags=["after-sale lists"])
+
+
+@lists.post("/taobao/router/rest")
+async def taobao_router(request: Request) -> JSONResponse:
+    """TOP's gateway: taobao.refunds.receive.get, form-posted and signed."""
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    return JSONResponse(_sim(request).lists.taobao(form))
+
+
+@lists.post("/jd/routerjson")
+async def jd_router(request: Request) -> JSONResponse:
+    """JOS's gateway: jingdong.pop.afs.soa.refundapply.queryPageList, form-posted and signed."""
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    return JSONResponse(_sim(request).lists.jd(form))
+
+
+@lists.post("/douyin/afterSale/List")
+async def douyin_after_sale_list(request: Request) -> JSONResponse:
+    """Douyin's open platform: afterSale/List, its public parameters signed in the query."""
+    query = {k: str(v) for k, v in request.query_params.items()}
+    return JSONResponse(_sim(request).lists.douyin(query))
+
+
 control = APIRouter(prefix="/sim", tags=["control"])
 
 
@@ -202,6 +228,7 @@ class Behaviour(BaseModel):
     amazon_throttle_next: int | None = None
     pdd_throttle_next: int | None = None
     shopify_fail_next: int | None = None
+    lists_throttle_next: int | None = None
 
 
 @control.post("/shopify/target")
@@ -272,6 +299,26 @@ async def pdd_refund(request: Request, new: PddRefundNew) -> dict[str, Any]:
     return {"id": new.id, "refunds": len(_sim(request).pdd.refunds)}
 
 
+class ListedRecord(BaseModel):
+    item: dict[str, Any]
+    at: str | None = None  # ISO 8601 with an offset; default now
+
+
+@control.post("/{platform}/aftersales")
+async def hold_listed(request: Request, platform: str, new: ListedRecord) -> dict[str, Any]:
+    """Hold a Taobao / JD / Douyin after-sale record (or its next version: same id) for the
+    platform's list API, as the record it serves; the time the list filters on is stamped."""
+    try:
+        at = datetime.fromisoformat(new.at) if new.at else None
+    except ValueError:
+        return {"error": "at is not ISO 8601"}
+    try:
+        key = _sim(request).lists.hold(platform, new.item, at)
+    except (KeyError, TypeError, ValueError) as exc:
+        return {"error": f"not a {platform} after-sale record: {exc!r}"}
+    return {"id": key, "held": len(_sim(request).lists.held.get(platform, {}))}
+
+
 @control.post("/amazon/returns")
 async def amazon_return(request: Request, new: AmazonReturnNew) -> dict[str, Any]:
     """Hold a returned item for the returns report."""
@@ -314,10 +361,13 @@ async def behaviour(request: Request, patch: Behaviour) -> dict[str, int]:
         sim.pdd.throttle.fail_next(patch.pdd_throttle_next)
     if patch.shopify_fail_next is not None:
         sim.shopify.failures.fail_next(patch.shopify_fail_next)
+    if patch.lists_throttle_next is not None:
+        sim.lists.throttle.fail_next(patch.lists_throttle_next)
     return {
         "amazon_throttle_next": sim.amazon.throttle.remaining,
         "pdd_throttle_next": sim.pdd.throttle.remaining,
         "shopify_fail_next": sim.shopify.failures.remaining,
+        "lists_throttle_next": sim.lists.throttle.remaining,
     }
 
 
@@ -363,7 +413,7 @@ def create_channel_sim_app(*, time_scale: float = 1000.0) -> FastAPI:
 
     return simulator_app(
         sim,
-        [amazon, reports, lwa, pdd, control],
+        [amazon, reports, lwa, pdd, lists, control],
         title="ordertally channel simulator",
         description="Shopify webhooks, Amazon SP-API Orders v0 and Pinduoduo increment, played "
         "locally with test credentials.",

@@ -14,6 +14,7 @@
   pdd.refund.list.increment.get over the after-sale records it holds by update time (window
   <= 30 minutes, one required after_sales_status, after_sales_type 1 for every type), items
   in the shape of the POP documentation's response example (amounts in yuan, as strings).
+- Taobao, JD and Douyin: their after-sale list APIs (simulators/aftersale_lists.py).
 
 Times come from `ordertally.core.clock`, so tests move both sides together.
 """
@@ -40,6 +41,7 @@ import orjson
 from ordertally.channels.adapters import pinduoduo
 from ordertally.channels.adapters.amazon import RETURNS_COLUMNS, RETURNS_REPORT
 from ordertally.channels.adapters.common import beijing_utc, to_beijing_string
+from ordertally.channels.simulators.aftersale_lists import AfterSaleListSim
 from ordertally.core import clock, outbound
 from ordertally.simkit.errors import SimError
 from ordertally.simkit.misbehaviour import Outage
@@ -784,9 +786,12 @@ class ChannelSim:
     shopify: ShopifySim = field(default_factory=ShopifySim)
     amazon: AmazonSim = field(default_factory=AmazonSim)
     pdd: PddSim = field(default_factory=PddSim)
+    # Taobao, JD and Douyin after-sale lists (simulators/aftersale_lists.py).
+    lists: AfterSaleListSim = field(default_factory=AfterSaleListSim)
 
     def reset(self) -> None:
         scale = self.shopify.time_scale
         self.shopify = ShopifySim(time_scale=scale)
         self.amazon = AmazonSim()
         self.pdd = PddSim()
+        self.lists = AfterSaleListSim()
