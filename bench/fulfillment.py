@@ -8,7 +8,8 @@ planned by the fulfillment consumer). Timed phases:
 - ship: the warehouse ships every parcel (service calls, N transactions);
 - subscribe: the carrier work subscribes every waybill (poll API);
 - pushes: the simulator plays 5–10 steps per waybill, 10% duplicated and 10% out of order, each
-  push verified, stored and committed by the server before its answer.
+  push verified, stored and committed by the server before its answer; with the server's and
+  PostgreSQL's CPU per push over the phase (the figure a shared machine distorts least).
 Each run checks that every shipment ends in the status the simulator's script says.
 """
 
@@ -24,6 +25,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from bench import cpu
 from bench.server import Server, scratch_database
 
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -144,7 +146,17 @@ def _one_run(kind: str, pg_url: str, count: int, seed: int) -> dict[str, Any]:
                 async def phases() -> dict[str, Any]:
                     db = Database(sdb.url)
                     try:
-                        return await _phases(db, sim, count, seed, service, clock, Actor, ActorKind)
+                        return await _phases(
+                            db,
+                            sim,
+                            count,
+                            seed,
+                            service,
+                            clock,
+                            Actor,
+                            ActorKind,
+                            cpu_of=lambda: _cpu_seconds(server.pid, sdb.pg_name),
+                        )
                     finally:
                         await db.dispose()
 
@@ -154,8 +166,22 @@ def _one_run(kind: str, pg_url: str, count: int, seed: int) -> dict[str, Any]:
         sim.stop()
 
 
+def _cpu_seconds(server_pid: int, pg_name: str | None) -> tuple[float, float]:
+    """CPU seconds used so far by the server's processes and by PostgreSQL for its database."""
+    server = cpu.tree_seconds(server_pid) or 0.0
+    return server, cpu.postgres_seconds(pg_name) if pg_name else 0.0
+
+
 async def _phases(
-    db: Any, sim: Any, count: int, seed: int, service: Any, clock: Any, actor: Any, kind: Any
+    db: Any,
+    sim: Any,
+    count: int,
+    seed: int,
+    service: Any,
+    clock: Any,
+    actor: Any,
+    kind: Any,
+    cpu_of: Any,
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     await _paid_orders(db, count)
@@ -188,6 +214,7 @@ async def _phases(
 
     await sim.set_mode(duplicate_rate=0.1, out_of_order_rate=0.1)
     deliveries = []
+    cpu_before = cpu_of()
     started = time.perf_counter()
     while not all(w["done"] for w in await sim.waybills()):
         clock.advance(timedelta(minutes=40))
@@ -196,6 +223,14 @@ async def _phases(
     elapsed = time.perf_counter() - started
     figures["pushes"] = len(deliveries)
     figures["pushes_per_s"] = round(len(deliveries) / elapsed, 1)
+    # CPU per push (server, PostgreSQL): what sharing the machine distorts least
+    cpu_after = cpu_of()
+    figures["server_cpu_ms_per_push"] = round(
+        1000 * (cpu_after[0] - cpu_before[0]) / max(len(deliveries), 1), 2
+    )
+    figures["postgres_cpu_ms_per_push"] = round(
+        1000 * (cpu_after[1] - cpu_before[1]) / max(len(deliveries), 1), 2
+    )
     figures["pushes_not_acked"] = sum(not d.ok for d in deliveries)
     truth = {w["number"]: w["true_status"] for w in await sim.waybills()}
     ours = {number: status for status, number in (await _statuses(db)).values()}
