@@ -80,6 +80,7 @@ def reset_key() -> None:
     """Forget the cached token key and tokens (tests, key rotation: then `search rebuild`)."""
     _key.cache_clear()
     token.cache_clear()
+    _static_tokens.cache_clear()
 
 
 @functools.lru_cache(maxsize=262_144)
@@ -324,15 +325,16 @@ def id_pairs(kind: str, value: str, suffixes: bool = False) -> Iterator[tuple[st
             yield "os", v[i:]
 
 
-def pairs(facts: OrderFacts) -> Iterator[tuple[str, str]]:
-    """Every (kind, value) an order is indexed under."""
-    yield from id_pairs("on", facts.order_no, suffixes=True)
+def _static_pairs(facts: OrderFacts) -> tuple[Iterator[tuple[str, str]], ...]:
+    """(kind, value) of what an order keeps from its creation on (numbers, buyer, address,
+    products, date, channel), in three runs that `pairs` interleaves with the rest."""
+    head = [*id_pairs("on", facts.order_no, suffixes=True)]
     if facts.external_id:
-        yield from id_pairs("ex", facts.external_id)
-    for w in facts.waybills:
-        yield from id_pairs("wb", w)
-    for p in facts.payment_ids:
-        yield from id_pairs("pt", p)
+        head.extend(id_pairs("ex", facts.external_id))
+    return iter(head), _buyer_and_goods(facts), iter([("ch", norm(facts.channel))])
+
+
+def _buyer_and_goods(facts: OrderFacts) -> Iterator[tuple[str, str]]:
     for name in facts.names:
         yield from _name_pairs(name)
     for phone in facts.phones:
@@ -362,20 +364,78 @@ def pairs(facts: OrderFacts) -> Iterator[tuple[str, str]]:
                 if len(w) > 1:
                     yield "cg", w
     yield "dt", facts.placed_on.strftime("%Y%m%d")
-    yield "st", facts.status
-    yield "ch", norm(facts.channel)
-    for code in facts.warehouses:
-        yield "wh", norm(code)
-    for code in facts.carriers:
-        yield "ca", norm(code)
+
+
+def _moving_pairs(facts: OrderFacts) -> tuple[Iterator[tuple[str, str]], ...]:
+    """(kind, value) of what changes as an order moves on (waybills, payments, status,
+    warehouses, carriers, exceptions), in the runs `pairs` interleaves with the rest."""
+    ids = [*(p for w in facts.waybills for p in id_pairs("wb", w))]
+    ids.extend(p for pid in facts.payment_ids for p in id_pairs("pt", pid))
+    tail = [*(("wh", norm(code)) for code in facts.warehouses)]
+    tail.extend(("ca", norm(code)) for code in facts.carriers)
     if facts.open_exception:
-        yield "xo", "1"
-    yield from facts.extra
+        tail.append(("xo", "1"))
+    tail.extend(facts.extra)
+    return iter(ids), iter([("st", facts.status)]), iter(tail)
+
+
+def pairs(facts: OrderFacts) -> Iterator[tuple[str, str]]:
+    """Every (kind, value) an order is indexed under."""
+    head, buyer, channel = _static_pairs(facts)
+    ids, status, tail = _moving_pairs(facts)
+    for run in (head, ids, buyer, status, channel, tail):
+        yield from run
+
+
+def _static_key(facts: OrderFacts) -> tuple[Any, ...]:
+    """The fields `_static_pairs` reads, and the segmenter's generation (its words cut the
+    address and the products)."""
+    return (
+        facts.order_no,
+        facts.external_id,
+        facts.names,
+        facts.phones,
+        facts.address,
+        facts.skus,
+        facts.brands,
+        facts.categories,
+        facts.placed_on,
+        facts.channel,
+        _GENERATION[0],
+    )
+
+
+@functools.lru_cache(maxsize=16_384)
+def _static_tokens(key: tuple[Any, ...]) -> tuple[tuple[str, ...], ...]:
+    order_no, external_id, names, phones, address, skus, brands, categories, placed, channel = key[
+        :-1
+    ]
+    facts = OrderFacts(
+        order_no=order_no,
+        channel=channel,
+        status="",
+        placed_on=placed,
+        external_id=external_id,
+        names=names,
+        phones=phones,
+        address=address,
+        skus=skus,
+        brands=brands,
+        categories=categories,
+    )
+    return tuple(tuple(token(k, v) for k, v in run) for run in _static_pairs(facts))
 
 
 def tokens_of(facts: OrderFacts) -> str:
-    """The index row's token text: distinct blind tokens, space separated."""
-    return " ".join(dict.fromkeys(token(k, v) for k, v in dict.fromkeys(pairs(facts))))
+    """The index row's token text: distinct blind tokens, space separated.
+
+    An order is re-indexed at each step of its life (created, paid, allocated, shipped...)
+    while its buyer, address and products stay: their tokens (most of a row's, and all of its
+    pinyin and segmentation) are kept per process for the orders seen last, and only the moving
+    parts are made again. The text is the same as `pairs` in order, cached or not."""
+    head, buyer, channel = _static_tokens(_static_key(facts))
+    ids, status, tail = (tuple(token(k, v) for k, v in run) for run in _moving_pairs(facts))
+    return " ".join(dict.fromkeys((*head, *ids, *buyer, *status, *channel, *tail)))
 
 
 def explain(row_tokens: str, legend: dict[str, list[tuple[str, str]]]) -> list[dict[str, str]]:
