@@ -13,6 +13,7 @@ process, ADR 0029 addendum).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import heapq
 import hmac
@@ -387,43 +388,24 @@ def pairs(facts: OrderFacts) -> Iterator[tuple[str, str]]:
         yield from run
 
 
-def _static_key(facts: OrderFacts) -> tuple[Any, ...]:
-    """The fields `_static_pairs` reads, and the segmenter's generation (its words cut the
-    address and the products)."""
-    return (
-        facts.order_no,
-        facts.external_id,
-        facts.names,
-        facts.phones,
-        facts.address,
-        facts.skus,
-        facts.brands,
-        facts.categories,
-        facts.placed_on,
-        facts.channel,
-        _GENERATION[0],
+def _lasting(facts: OrderFacts) -> OrderFacts:
+    """The facts with the moving parts left out: what `_static_pairs` reads, as a cache key."""
+    return dataclasses.replace(
+        facts,
+        status="",
+        waybills=(),
+        payment_ids=(),
+        warehouses=(),
+        carriers=(),
+        open_exception=False,
+        extra=(),
     )
 
 
 @functools.lru_cache(maxsize=16_384)
-def _static_tokens(key: tuple[Any, ...]) -> tuple[tuple[str, ...], ...]:
-    order_no, external_id, names, phones, address, skus, brands, categories, placed, channel = key[
-        :-1
-    ]
-    facts = OrderFacts(
-        order_no=order_no,
-        channel=channel,
-        status="",
-        placed_on=placed,
-        external_id=external_id,
-        names=names,
-        phones=phones,
-        address=address,
-        skus=skus,
-        brands=brands,
-        categories=categories,
-    )
-    return tuple(tuple(token(k, v) for k, v in run) for run in _static_pairs(facts))
+def _static_tokens(lasting: OrderFacts, generation: int) -> tuple[tuple[str, ...], ...]:
+    # `generation`: the segmenter's words cut the address and the products.
+    return tuple(tuple(token(k, v) for k, v in run) for run in _static_pairs(lasting))
 
 
 def tokens_of(facts: OrderFacts) -> str:
@@ -433,7 +415,7 @@ def tokens_of(facts: OrderFacts) -> str:
     while its buyer, address and products stay: their tokens (most of a row's, and all of its
     pinyin and segmentation) are kept per process for the orders seen last, and only the moving
     parts are made again. The text is the same as `pairs` in order, cached or not."""
-    head, buyer, channel = _static_tokens(_static_key(facts))
+    head, buyer, channel = _static_tokens(_lasting(facts), _GENERATION[0])
     ids, status, tail = (tuple(token(k, v) for k, v in run) for run in _moving_pairs(facts))
     return " ".join(dict.fromkeys((*head, *ids, *buyer, *status, *channel, *tail)))
 
