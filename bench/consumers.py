@@ -191,7 +191,21 @@ async def _drain(db: Any, orders: int) -> dict[str, Any]:
     }
 
 
-def _one_run(pg_url: str, orders: int, paid: float, batch: int) -> dict[str, Any]:
+def _keep_only(names: list[str]) -> None:
+    """Unregister every consumer but these (a consumer measured alone on the same backlog)."""
+    from ordertally.events import registry
+
+    unknown = set(names) - set(registry.CONSUMERS)
+    if unknown:
+        raise SystemExit(f"no such consumer: {', '.join(sorted(unknown))}")
+    for name in list(registry.CONSUMERS):
+        if name not in names:
+            del registry.CONSUMERS[name]
+
+
+def _one_run(
+    pg_url: str, orders: int, paid: float, batch: int, only: list[str] | None = None
+) -> dict[str, Any]:
     from ordertally.core.crypto import reset_cipher
     from ordertally.core.db import Database
     from ordertally.core.settings import get_settings, reset_settings
@@ -203,6 +217,8 @@ def _one_run(pg_url: str, orders: int, paid: float, batch: int) -> dict[str, Any
         reset_settings()
         reset_cipher()
         register_all(get_settings())
+        if only:
+            _keep_only(only)
 
         async def run() -> dict[str, Any]:
             db = Database(sdb.url)
@@ -223,10 +239,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100, help="the worker's batch size")
     parser.add_argument("--url", default=os.environ.get("ORDERTALLY_TEST_PG_URL", DEFAULT_PG_URL))
     parser.add_argument("--out", default="bench/results/consumers.json")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="CONSUMER",
+        help="run only this consumer (repeatable), e.g. search.index_order: its events/s alone",
+    )
     args = parser.parse_args()
     runs = []
     for n in range(args.runs):
-        figures = _one_run(args.url, args.orders, args.paid, args.batch)
+        figures = _one_run(args.url, args.orders, args.paid, args.batch, args.only)
         print(json.dumps({"run": n + 1, **figures}, ensure_ascii=False))
         runs.append(figures)
     summary = {

@@ -125,7 +125,9 @@ def drain(conn: Conn, worker: Process, timeout: float) -> dict[str, Any]:
 
 def start_worker(db: Database, indexer: bool, batch: int | None) -> Process:
     """`ordertally worker` with every consumer, or every consumer but the search indexer."""
-    env = {**db.env, "PYTHONPATH": str(ROOT)}
+    # The bench's root for the plugin, after the caller's path (a worktree's `src` first).
+    path = [p for p in (db.env.get("PYTHONPATH"), str(ROOT)) if p]
+    env = {**db.env, "PYTHONPATH": os.pathsep.join(path)}
     if not indexer:
         env["ORDERTALLY_PLUGIN_MODULES"] = json.dumps([__name__])
     if batch:

@@ -243,6 +243,26 @@ async def lines_of_many(session: AsyncSession, order_ids: list[int]) -> list[Ord
     return list(rows.all())
 
 
+async def line_words_of_many(
+    session: AsyncSession, order_ids: list[int]
+) -> list[Row[int, str, str | None, str | None, str | None]]:
+    """(order_id, sku, sku_name, sku_spec, sku_name_en) of the lines of many orders, by order
+    then line number: plain rows, for readers that need only what a line is called."""
+    connection = await session.connection()
+    rows = await connection.execute(
+        select(
+            OrderLine.order_id,
+            OrderLine.sku,
+            OrderLine.sku_name,
+            OrderLine.sku_spec,
+            OrderLine.sku_name_en,
+        )
+        .where(OrderLine.order_id.in_(order_ids))
+        .order_by(OrderLine.order_id, OrderLine.line_no)
+    )
+    return list(rows.all())
+
+
 async def order_ids_with_skus(
     session: AsyncSession, codes: list[str], after_id: int, limit: int
 ) -> list[int]:

@@ -7,6 +7,7 @@ Services receive a session and never commit; the caller's boundary does.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -290,6 +291,15 @@ async def lines_of_orders(
     """The lines of several orders, by order id."""
     found: dict[int, list[OrderLine]] = {order_id: [] for order_id in order_ids}
     for line in await repository.lines_of_many(session, order_ids):
+        found.setdefault(line.order_id, []).append(line)
+    return found
+
+
+async def line_words_of_orders(session: AsyncSession, order_ids: list[int]) -> dict[int, list[Any]]:
+    """What the lines of several orders are called (rows of order_id, sku, sku_name, sku_spec,
+    sku_name_en), by order id: the search index's read, without building line objects."""
+    found: dict[int, list[Any]] = {order_id: [] for order_id in order_ids}
+    for line in await repository.line_words_of_many(session, order_ids):
         found.setdefault(line.order_id, []).append(line)
     return found
 

@@ -25,7 +25,7 @@ from ordertally.exceptions import service as exceptions_service
 from ordertally.fulfillment import service as fulfillment_service
 from ordertally.orders import service as orders_service
 from ordertally.orders.contact import PII_ADDRESS, PII_NAME, PII_PHONE
-from ordertally.orders.models import OrderLine, SalesOrder
+from ordertally.orders.models import SalesOrder
 from ordertally.orders.state_machine import TRANSITIONS
 from ordertally.payments import service as payments_service
 from ordertally.search import dictionary, metrics, repository
@@ -61,7 +61,7 @@ def today() -> date:
 
 def _facts(
     order: SalesOrder,
-    lines: list[OrderLine],
+    lines: list[Any],
     payment_ids: list[str],
     shipments: list[Any],
     open_exception: bool,
@@ -134,7 +134,7 @@ async def index_orders(
         return 0
     await dictionary.ensure_current(session)
     ids = [o.id for o in orders]
-    lines = await orders_service.lines_of_orders(session, ids)
+    lines = await orders_service.line_words_of_orders(session, ids)
     catalog = await catalog_service.search_facts(
         session, {ln.sku for found in lines.values() for ln in found}
     )

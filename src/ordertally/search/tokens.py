@@ -13,6 +13,7 @@ process, ADR 0029 addendum).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import heapq
 import hmac
@@ -80,6 +81,7 @@ def reset_key() -> None:
     """Forget the cached token key and tokens (tests, key rotation: then `search rebuild`)."""
     _key.cache_clear()
     token.cache_clear()
+    _static_tokens.cache_clear()
 
 
 @functools.lru_cache(maxsize=262_144)
@@ -324,15 +326,16 @@ def id_pairs(kind: str, value: str, suffixes: bool = False) -> Iterator[tuple[st
             yield "os", v[i:]
 
 
-def pairs(facts: OrderFacts) -> Iterator[tuple[str, str]]:
-    """Every (kind, value) an order is indexed under."""
-    yield from id_pairs("on", facts.order_no, suffixes=True)
+def _static_pairs(facts: OrderFacts) -> tuple[Iterator[tuple[str, str]], ...]:
+    """(kind, value) of what an order keeps from its creation on (numbers, buyer, address,
+    products, date, channel), in three runs that `pairs` interleaves with the rest."""
+    head = [*id_pairs("on", facts.order_no, suffixes=True)]
     if facts.external_id:
-        yield from id_pairs("ex", facts.external_id)
-    for w in facts.waybills:
-        yield from id_pairs("wb", w)
-    for p in facts.payment_ids:
-        yield from id_pairs("pt", p)
+        head.extend(id_pairs("ex", facts.external_id))
+    return iter(head), _buyer_and_goods(facts), iter([("ch", norm(facts.channel))])
+
+
+def _buyer_and_goods(facts: OrderFacts) -> Iterator[tuple[str, str]]:
     for name in facts.names:
         yield from _name_pairs(name)
     for phone in facts.phones:
@@ -362,20 +365,59 @@ def pairs(facts: OrderFacts) -> Iterator[tuple[str, str]]:
                 if len(w) > 1:
                     yield "cg", w
     yield "dt", facts.placed_on.strftime("%Y%m%d")
-    yield "st", facts.status
-    yield "ch", norm(facts.channel)
-    for code in facts.warehouses:
-        yield "wh", norm(code)
-    for code in facts.carriers:
-        yield "ca", norm(code)
+
+
+def _moving_pairs(facts: OrderFacts) -> tuple[Iterator[tuple[str, str]], ...]:
+    """(kind, value) of what changes as an order moves on (waybills, payments, status,
+    warehouses, carriers, exceptions), in the runs `pairs` interleaves with the rest."""
+    ids = [*(p for w in facts.waybills for p in id_pairs("wb", w))]
+    ids.extend(p for pid in facts.payment_ids for p in id_pairs("pt", pid))
+    tail = [*(("wh", norm(code)) for code in facts.warehouses)]
+    tail.extend(("ca", norm(code)) for code in facts.carriers)
     if facts.open_exception:
-        yield "xo", "1"
-    yield from facts.extra
+        tail.append(("xo", "1"))
+    tail.extend(facts.extra)
+    return iter(ids), iter([("st", facts.status)]), iter(tail)
+
+
+def pairs(facts: OrderFacts) -> Iterator[tuple[str, str]]:
+    """Every (kind, value) an order is indexed under."""
+    head, buyer, channel = _static_pairs(facts)
+    ids, status, tail = _moving_pairs(facts)
+    for run in (head, ids, buyer, status, channel, tail):
+        yield from run
+
+
+def _lasting(facts: OrderFacts) -> OrderFacts:
+    """The facts with the moving parts left out: what `_static_pairs` reads, as a cache key."""
+    return dataclasses.replace(
+        facts,
+        status="",
+        waybills=(),
+        payment_ids=(),
+        warehouses=(),
+        carriers=(),
+        open_exception=False,
+        extra=(),
+    )
+
+
+@functools.lru_cache(maxsize=16_384)
+def _static_tokens(lasting: OrderFacts, generation: int) -> tuple[tuple[str, ...], ...]:
+    # `generation`: the segmenter's words cut the address and the products.
+    return tuple(tuple(token(k, v) for k, v in run) for run in _static_pairs(lasting))
 
 
 def tokens_of(facts: OrderFacts) -> str:
-    """The index row's token text: distinct blind tokens, space separated."""
-    return " ".join(dict.fromkeys(token(k, v) for k, v in dict.fromkeys(pairs(facts))))
+    """The index row's token text: distinct blind tokens, space separated.
+
+    An order is re-indexed at each step of its life (created, paid, allocated, shipped...)
+    while its buyer, address and products stay: their tokens (most of a row's, and all of its
+    pinyin and segmentation) are kept per process for the orders seen last, and only the moving
+    parts are made again. The text is the same as `pairs` in order, cached or not."""
+    head, buyer, channel = _static_tokens(_lasting(facts), _GENERATION[0])
+    ids, status, tail = (tuple(token(k, v) for k, v in run) for run in _moving_pairs(facts))
+    return " ".join(dict.fromkeys((*head, *ids, *buyer, *status, *channel, *tail)))
 
 
 def explain(row_tokens: str, legend: dict[str, list[tuple[str, str]]]) -> list[dict[str, str]]:
