@@ -267,6 +267,50 @@ async def test_a_platform_record_and_its_refund_are_applied_once(
     assert await order_status(db, order.order_no) == "partially_refunded"
 
 
+async def test_a_request_the_buyer_takes_back_is_withdrawn_unless_money_moved(
+    db: Database, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    # Given two approved refund-only requests on a delivered platform order
+    order, _ = await paid_order(db, None, "delivered", channel="shopify", external_id="5002")
+    cases = []
+    for n, amount in ((1, "10.00"), (2, "5.00")):
+        body = {
+            "order_no": order.order_no,
+            "type": "refund_only",
+            "reason_code": "buyer:changed_mind",
+            "refund_goods": amount,
+            "platform_refund_id": f"77{n}",
+        }
+        case_no = (await _post(client, keys["cs"], "", body, 201))["case_no"]
+        await _post(client, keys["cs"], f"/{case_no}/approve", {})
+        cases.append(case_no)
+    first, second = cases
+    # When the buyer takes the first back (twice: the second answer is the same)
+    withdrawn = await _post(client, keys["cs"], f"/{first}/withdraw", {})
+    again = await _post(client, keys["cs"], f"/{first}/withdraw", {})
+    # Then it is closed with nothing refunded, its trail saying so once
+    assert (withdrawn["status"], again["status"]) == ("closed", "closed")
+    doc = (await client.get(f"/api/v1/aftersales/{first}", headers=auth(keys["cs"]))).json()
+    assert [(e["event"], e["to"]) for e in doc["events"]] == [
+        ("request", "requested"),
+        ("approve", "approved"),
+        ("withdraw", "closed"),
+    ]
+    # When the second one's refund was made by the platform, withdrawing it is refused and
+    # changes nothing
+    refund = {"platform_refund_id": "772", "amount": "5.00"}
+    await _post(client, keys["cs"], f"/{second}/platform-refunds", refund, 201)
+    counts = await _counts(db)
+    refused = await client.post(
+        f"/api/v1/aftersales/{second}/withdraw", json={}, headers=auth(keys["cs"])
+    )
+    assert (refused.status_code, refused.json()["code"]) == (
+        409,
+        "aftersales.illegal_transition",
+    )
+    assert await _counts(db) == counts
+
+
 async def test_receipt_is_confirmed_after_the_window_unless_a_case_is_open(
     db: Database, client: httpx.AsyncClient, keys: dict[str, str]
 ) -> None:

@@ -305,24 +305,26 @@ async def test_bad_answers_and_records_change_nothing(
     assert await _refunds(db) == []
 
 
-async def test_a_closed_refund_closes_nothing_it_may_not(
+async def test_a_closed_refund_withdraws_its_waiting_case_once(
     db: Database, client: httpx.AsyncClient, keys: dict[str, str]
 ) -> None:
     # Given a Taobao return agreed (a case waiting for its unit)
     await make_account(db, "tb_a", "taobao")
     await _shipped(db, "tb_a", "2231958349623715", "CHAIR-W", "200.07")
     await _upload(client, keys["cs"], "tb_a", _taobao(status="WAIT_BUYER_RETURN_GOODS"))
-    # When Taobao lists it CLOSED (the buyer withdrew), and a never-opened refund closed
+    # When Taobao lists it CLOSED (the buyer withdrew), twice, and a never-opened refund closed
     closed = await _upload(client, keys["cs"], "tb_a", _taobao(status="CLOSED"))
+    again = await _upload(client, keys["cs"], "tb_a", _taobao(status="CLOSED"))
     never = await _upload(
         client, keys["cs"], "tb_a", _taobao(status="CLOSED", refund_id="999", tid=1)
     )
-    # Then the case table does not let a waiting return close: the record is held with why,
-    # and the case is unchanged; a refund that opened nothing needs nothing
-    assert (closed["advanced"], len(closed["refused"])) == (0, 1)
-    assert "awaiting_return" in closed["refused"][0]["message"]
+    # Then the waiting case is withdrawn (closed, nothing refunded) once; a refund that opened
+    # nothing needs nothing
+    assert (closed["advanced"], closed["refused"]) == (1, [])
+    assert (again["advanced"], again["refused"]) == (0, [])
     assert (never["advanced"], never["refused"], never["duplicates"]) == (0, [], 1)
-    assert await _cases(db) == [("2183427593460215", "return_refund", "awaiting_return", 20007)]
+    assert await _cases(db) == [("2183427593460215", "return_refund", "closed", 20007)]
+    assert await _refunds(db) == []
 
 
 # --- Pulled from the channel simulator over real HTTP -------------------------------------

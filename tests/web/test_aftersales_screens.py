@@ -509,3 +509,29 @@ async def test_an_exchange_comes_back_under_its_waybill_and_is_sent_again(
     assert await case_status(db, case_no) == "exchanged"
     assert await count(db, Shipment) == shipments + 1
     assert await count(db, AftersaleRefund) == 0
+
+
+async def test_cs_withdraws_a_request_the_buyer_took_back(
+    signed_in: SignedInClient, db: Database
+) -> None:
+    # Given an approved refund-only request on a delivered platform order
+    order, _ = await paid_order(db, None, "delivered", channel="shopify", external_id="W-7")
+    case_no = await open_case(
+        db,
+        order_no=order.order_no,
+        type="refund_only",
+        reason_code="buyer:changed_mind",
+        refund_goods="10.00",
+    )
+    assert await approve(db, case_no) == "approved"
+    cs = await signed_in("cs")
+    # When cs opens it, the buyer having called to take it back, and withdraws it
+    page = (await cs.get(f"/ui/aftersales/{case_no}")).text
+    assert 'data-action="withdraw"' in page
+    done = await _post(cs, f"/ui/aftersales/{case_no}/withdraw", page)
+    # Then the case is closed with nothing refunded, and the step is no longer offered
+    assert done.status_code == 303
+    assert await case_status(db, case_no) == "closed"
+    assert await count(db, AftersaleRefund) == 0
+    after = (await cs.get(done.headers["location"])).text
+    assert 'data-action="withdraw"' not in after

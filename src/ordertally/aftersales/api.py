@@ -386,6 +386,21 @@ async def exchange(
     return _json(case_doc(case))
 
 
+@router.post(
+    "/aftersales/{case_no}/withdraw", summary="Close a case the buyer took back (撤销申请)"
+)
+async def withdraw(
+    request: Request,
+    case_no: CaseNo,
+    principal: Annotated[Principal, Depends(require("aftersales.manage"))],
+) -> Response:
+    """Close a requested, approved or awaiting-return case before any money or goods moved."""
+    await _own_case(request, principal, case_no)
+    async with _db(request).transaction() as session:
+        case = await service.withdraw(session, case_no, principal.name)
+    return _json(case_doc(case))
+
+
 @router.post("/aftersales/{case_no}/close", summary="Close a finished case")
 async def close(
     request: Request,

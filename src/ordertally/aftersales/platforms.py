@@ -28,7 +28,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ordertally.aftersales import batch, records, refunds, repository, service
 from ordertally.aftersales.errors import AftersaleError, ReportRefused
 from ordertally.aftersales.models import AftersalePlatformRecord
-from ordertally.aftersales.state_machine import MOVES_MONEY, OPEN, CaseStatus, CaseType
+from ordertally.aftersales.state_machine import (
+    MOVES_MONEY,
+    OPEN,
+    WITHDRAWABLE,
+    CaseStatus,
+    CaseType,
+)
 from ordertally.channels import service as channels_service
 from ordertally.channels.adapters import amazon
 from ordertally.core import clock, money
@@ -661,7 +667,10 @@ async def _advance(
                 return (_ADVANCED if new else batch.DUPLICATE), None
             if case.status not in OPEN:
                 return batch.DUPLICATE, None
-            await service.close(session, case.case_no, actor)
+            if case.status in WITHDRAWABLE:  # the buyer withdrew before anything moved
+                await service.withdraw(session, case.case_no, actor)
+            else:
+                await service.close(session, case.case_no, actor)
             return _ADVANCED, None
     except AftersaleError as exc:
         if record.stage == records.CLOSED and case.status != CaseStatus.CLOSED:

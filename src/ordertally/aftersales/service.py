@@ -541,6 +541,20 @@ async def close(session: AsyncSession, case_no: str, actor: str) -> AftersaleCas
     return await transition(session, case, "close", actor)
 
 
+async def withdraw(session: AsyncSession, case_no: str, actor: str) -> AftersaleCase:
+    """Close a case the buyer took back before any money or goods moved (撤销申请): refused
+    while a refund of it is on its way to the provider or was made."""
+    case = await get_case(session, case_no)
+    moving = [r for r in await repository.refunds_of_case(session, case.id) if r.state != "failed"]
+    if moving and case.status != CaseStatus.CLOSED:
+        raise IllegalCaseTransition(
+            f"case {case_no} has a refund {moving[0].state}: it cannot be withdrawn",
+            case_status=case.status,
+            transition="withdraw",
+        )
+    return await transition(session, case, "withdraw", actor)
+
+
 async def counts(session: AsyncSession) -> dict[tuple[str, str], int]:
     """Cases per (type, status): the gauges and the dashboard."""
     return await repository.counts_by_type_status(session)

@@ -2,7 +2,8 @@
 
 requested → approved | rejected → awaiting_return → returned → inspected → refunded | reshipped |
 exchanged → closed. Types that need no goods back skip the return steps (refund only goes from
-approved to refunded; a reshipment from approved to reshipped).
+approved to refunded; a reshipment from approved to reshipped). A request withdrawn before any
+money or goods moved (requested, approved, awaiting return) goes straight to closed.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ CASE_STATUSES: tuple[str, ...] = tuple(s.value for s in CaseStatus)
 RESPONSIBILITIES: tuple[str, ...] = tuple(r.value for r in Responsibility)
 GOODS_STATUSES: tuple[str, ...] = tuple(g.value for g in GoodsStatus)
 OPEN: frozenset[str] = frozenset(CASE_STATUSES) - {CaseStatus.REJECTED, CaseStatus.CLOSED}
+# Where a buyer may still take the request back: nothing refunded, nothing received yet.
+WITHDRAWABLE: frozenset[str] = frozenset(
+    {CaseStatus.REQUESTED, CaseStatus.APPROVED, CaseStatus.AWAITING_RETURN}
+)
 # Types whose goods come back to a warehouse before the case ends.
 RETURNS_GOODS: frozenset[CaseType] = frozenset(
     {CaseType.RETURN_REFUND, CaseType.EXCHANGE, CaseType.REFUSED}
@@ -103,6 +108,9 @@ TRANSITIONS: tuple[CaseTransition, ...] = (
     _t("reship", (C.APPROVED,), C.RESHIPPED, (T.RESHIP,)),
     _t("exchange", (C.INSPECTED,), C.EXCHANGED, (T.EXCHANGE,)),
     _t("close", (C.REFUNDED, C.RESHIPPED, C.EXCHANGED, C.INSPECTED), C.CLOSED),
+    # The buyer takes the request back (撤销申请; a platform lists it closed) before any money
+    # or goods moved: nothing to undo (the service refuses while a refund is on its way).
+    _t("withdraw", tuple(CaseStatus(s) for s in sorted(WITHDRAWABLE)), C.CLOSED),
 )
 
 BY_NAME: dict[str, CaseTransition] = {t.name: t for t in TRANSITIONS}

@@ -121,6 +121,7 @@ FLASHES: dict[str, str] = {
     "reshipped": N_("The replacement shipment was planned."),
     "exchanged": N_("The exchange's replacement shipment was planned."),
     "closed": N_("The case was closed."),
+    "withdrawn": N_("The request was withdrawn: the case is closed, nothing was refunded."),
 }
 ERROR_MESSAGES: dict[str, str] = {
     "aftersales.illegal_transition": N_("This step is not possible in the case's current state."),
@@ -361,6 +362,7 @@ async def _case_context(
         can_reship=manage and "reship" in steps,
         can_exchange=manage and "exchange" in steps,
         can_close=manage and "close" in steps,
+        can_withdraw=manage and "withdraw" in steps and not case_refunds,
         case_flash=FLASHES.get(request.query_params.get("done", "")),
         **_labels(),
         **({"error": None} | extra),
@@ -566,6 +568,16 @@ async def exchange(request: Request, case_no: str) -> Response:
         await aftersales_service.exchange(session, case_no, actor)
 
     return await _step(request, case_no[:32], "aftersales.manage", "exchanged", work)
+
+
+@router.post("/ui/aftersales/{case_no}/withdraw")
+async def withdraw(request: Request, case_no: str) -> Response:
+    """Close a case the buyer took back before any money or goods moved."""
+
+    async def work(session: AsyncSession, form: FormData, actor: str) -> None:
+        await aftersales_service.withdraw(session, case_no, actor)
+
+    return await _step(request, case_no[:32], "aftersales.manage", "withdrawn", work)
 
 
 @router.post("/ui/aftersales/{case_no}/close")
