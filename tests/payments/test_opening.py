@@ -5,17 +5,16 @@ reuses the open attempt while another provider opens the next one."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
 
 from ordertally.core.db import Database
 from ordertally.core.settings import reset_settings
 from ordertally.payments.simulator import keys as sim_keys
 from tests.factories import auth, order_body
 from tests.payments.test_compensation import simulator  # noqa: F401  (fixture)
+from tests.statements import Statements
 
 pytestmark = pytest.mark.anyio
 
@@ -34,31 +33,6 @@ def providers(
     reset_settings()
 
 
-class Statements:
-    """The SQL statements the database engine runs while it listens."""
-
-    def __init__(self, db: Database) -> None:
-        self.engines = {id(e.sync_engine): e.sync_engine for e in (db.write_engine, db.read_engine)}
-        self.seen: list[str] = []
-
-    def __enter__(self) -> Statements:
-        for engine in self.engines.values():
-            event.listen(engine, "before_cursor_execute", self._seen)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        for engine in self.engines.values():
-            event.remove(engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, _c: object, _cur: object, statement: str, *_a: Any) -> None:
-        self.seen.append(" ".join(statement.split()))
-
-    def on(self, table: str) -> list[str]:
-        """The statements that name a table (FROM, INTO or UPDATE)."""
-        marks = (f"FROM {table} ", f"INTO {table} ", f"UPDATE {table} ")
-        return [s for s in self.seen if any(m in s + " " for m in marks)]
-
-
 async def test_opening_reads_the_order_once_and_the_attempts_in_one_statement(
     db: Database, client: httpx.AsyncClient, keys: dict[str, str], providers: None
 ) -> None:
@@ -69,7 +43,9 @@ async def test_opening_reads_the_order_once_and_the_attempts_in_one_statement(
     # When a payment is opened at WeChat Pay
     with Statements(db) as opening:
         first = await client.post(
-            url, json={"provider": "wechatpay"}, headers=auth(keys["ops"], **{"Idempotency-Key": "p1"})
+            url,
+            json={"provider": "wechatpay"},
+            headers=auth(keys["ops"], **{"Idempotency-Key": "p1"}),
         )
     # Then the attempt is open with the provider's QR code, in few statements: the order read
     # once, the attempts read once, the attempt inserted, the provider's answer stored with the
