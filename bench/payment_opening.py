@@ -47,7 +47,7 @@ async def _open_all(base: str, key: str, order_nos: list[str], concurrency: int)
                 response = await client.post(
                     f"/api/v1/orders/{order_no}/payments",
                     json={"provider": "wechatpay" if n % 2 else "alipay"},
-                    headers={"Idempotency-Key": f"open-{n}"},
+                    headers={"Idempotency-Key": f"open-{order_no}"},
                 )
                 statuses.append(response.status_code)
 
