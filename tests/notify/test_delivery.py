@@ -16,10 +16,10 @@ from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
 from ordertally.events import outbox
+from ordertally.events import service as events_service
 from ordertally.events.dispatcher import drain
 from ordertally.events.models import OutboxEvent
-from ordertally.events.registry import Envelope
-from ordertally.notify import service
+from ordertally.notify import service, templates
 from ordertally.notify.models import Notification
 from ordertally.notify.service import SendResult
 from ordertally.notify.sms_simulator import SmsSimServer
@@ -432,19 +432,9 @@ async def test_a_worker_batch_plans_its_events_messages_in_one_insert(
     with clock.frozen(T0):
         orders = [await make_order(db, status="paid", external_id=f"batch-{i}") for i in range(5)]
     async with db.transaction(write=False) as session:
-        events = (await session.scalars(select(OutboxEvent).order_by(OutboxEvent.id))).all()
-        envelopes = [
-            Envelope(
-                id=e.event_id,
-                type=e.event_type,
-                version=e.event_version,
-                occurred_at=e.occurred_at,
-                aggregate_type=e.aggregate_type,
-                aggregate_id=e.aggregate_id,
-                payload=e.payload,
-            )
-            for e in events
-        ]
+        logged = await events_service.replay_log(session, sorted(templates.EVENTS), 0, 1000)
+    envelopes = [envelope for _, envelope in logged]
+    assert len(envelopes) == 5
     # When notify plans them as one worker batch
     with clock.frozen(T0), Statements(db) as batch:
         async with db.transaction() as session:
