@@ -419,16 +419,19 @@ async def test_a_message_whose_target_was_removed_dies_without_blocking_others(
     assert len(receiver.received) == 1
 
 
+@pytest.fixture
+def every_target(
+    receiver: Receiver, mailbox: Mailbox, sms_sim: SmsSimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The webhook and the email for operations, and the buyer SMS."""
+    configure(monkeypatch, ops=_ops(receiver, mailbox), sms_url=sms_sim.url)
+
+
 async def test_a_worker_batch_plans_its_events_messages_in_one_insert(
-    db: Database,
-    receiver: Receiver,
-    mailbox: Mailbox,
-    sms_sim: SmsSimServer,
-    monkeypatch: pytest.MonkeyPatch,
+    db: Database, every_target: None
 ) -> None:
     # Given the webhook, the email and the buyer SMS, and five orders paid (their events, the
     # OrderPaid ones among them, waiting in the outbox)
-    configure(monkeypatch, ops=_ops(receiver, mailbox), sms_url=sms_sim.url)
     with clock.frozen(T0):
         orders = [await make_order(db, status="paid", external_id=f"batch-{i}") for i in range(5)]
     async with db.transaction(write=False) as session:
