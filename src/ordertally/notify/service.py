@@ -134,7 +134,7 @@ async def plan_many(
     return added
 
 
-async def _masked_phones(session: AsyncSession, order_nos: list[str]) -> dict[str, str | None]:
+async def _masked_phones(session: AsyncSession, order_nos: list[str]) -> dict[str, str]:
     """The masked phone of each order an SMS is planned for (OrderNotFound for a missing one)."""
     if not order_nos:
         return {}
