@@ -1,5 +1,5 @@
 """The outbox consumers as a worker runs them, all of them, on orders made by the real services:
-`python -m bench.consumers [--orders N] [--paid F] [--runs R] [--batch B]`.
+`python -m bench.consumers [--orders N] [--paid F] [--runs R] [--batch B] [--notify]`.
 
 Per run: a scratch PostgreSQL database, every domain wired as `ordertally worker` wires it, N
 orders created through the order service (200 per transaction, like a group commit), a share
@@ -203,15 +203,37 @@ def _keep_only(names: list[str]) -> None:
             del registry.CONSUMERS[name]
 
 
+def _notify_env() -> dict[str, str]:
+    """The drill's notification targets (an operations webhook, the buyer SMS): the drain plans
+    their messages; nothing is sent (the sender is a job, not a consumer)."""
+    from bench.drill.__main__ import SMS_CODES, SMS_KEY_ID, SMS_SECRET
+
+    ops = [{"name": "ops", "url": "json://127.0.0.1:9/hook", "events": ["OrderPaid"]}]
+    return {
+        "ORDERTALLY_NOTIFY_OPS_TARGETS": json.dumps(ops),
+        "ORDERTALLY_NOTIFY_SMS_PROVIDER": "aliyun",
+        "ORDERTALLY_ALIYUN_SMS_ACCESS_KEY_ID": SMS_KEY_ID,
+        "ORDERTALLY_ALIYUN_SMS_ACCESS_KEY_SECRET": SMS_SECRET,
+        "ORDERTALLY_ALIYUN_SMS_SIGN_NAME": "茶叶小铺",
+        "ORDERTALLY_ALIYUN_SMS_ENDPOINT": "http://127.0.0.1:9",
+        "ORDERTALLY_ALIYUN_SMS_TEMPLATE_CODES": json.dumps(SMS_CODES),
+    }
+
+
 def _one_run(
-    pg_url: str, orders: int, paid: float, batch: int, only: list[str] | None = None
+    pg_url: str,
+    orders: int,
+    paid: float,
+    batch: int,
+    only: list[str] | None = None,
+    notify: bool = False,
 ) -> dict[str, Any]:
     from ordertally.core.crypto import reset_cipher
     from ordertally.core.db import Database
     from ordertally.core.settings import get_settings, reset_settings
     from ordertally.domains import register_all
 
-    env = {"ORDERTALLY_WORKER_BATCH_SIZE": str(batch)}
+    env = {"ORDERTALLY_WORKER_BATCH_SIZE": str(batch), **(_notify_env() if notify else {})}
     with scratch_database("pg", pg_url, env) as sdb:
         os.environ.update(sdb.env)
         reset_settings()
@@ -245,10 +267,13 @@ def main() -> None:
         metavar="CONSUMER",
         help="run only this consumer (repeatable), e.g. search.index_order: its events/s alone",
     )
+    parser.add_argument(
+        "--notify", action="store_true", help="plan the drill's notifications (webhook, SMS)"
+    )
     args = parser.parse_args()
     runs = []
     for n in range(args.runs):
-        figures = _one_run(args.url, args.orders, args.paid, args.batch, args.only)
+        figures = _one_run(args.url, args.orders, args.paid, args.batch, args.only, args.notify)
         print(json.dumps({"run": n + 1, **figures}, ensure_ascii=False))
         runs.append(figures)
     summary = {

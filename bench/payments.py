@@ -204,7 +204,7 @@ async def make_attempts(db: Any, count: int, provider_of: Any) -> list[Any]:
                     check_fingerprint=False,
                 )
                 payment, _ = await payments_service.open_attempt(
-                    session, snapshot.order.order_no, provider_of(n), "bench"
+                    session, snapshot.order, provider_of(n), "bench"
                 )
                 attempts.append(payment)
     return attempts

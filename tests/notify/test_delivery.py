@@ -16,14 +16,16 @@ from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
 from ordertally.events import outbox
+from ordertally.events import service as events_service
 from ordertally.events.dispatcher import drain
 from ordertally.events.models import OutboxEvent
-from ordertally.notify import service
+from ordertally.notify import service, templates
 from ordertally.notify.models import Notification
 from ordertally.notify.service import SendResult
 from ordertally.notify.sms_simulator import SmsSimServer
 from tests.factories import make_order
 from tests.notify.conftest import Mailbox, Receiver, configure
+from tests.statements import Statements
 
 pytestmark = pytest.mark.anyio
 
@@ -415,3 +417,47 @@ async def test_a_message_whose_target_was_removed_dies_without_blocking_others(
         ("ops:kept", "sent", None),
     ]
     assert len(receiver.received) == 1
+
+
+@pytest.fixture
+def every_target(
+    receiver: Receiver, mailbox: Mailbox, sms_sim: SmsSimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The webhook and the email for operations, and the buyer SMS."""
+    configure(monkeypatch, ops=_ops(receiver, mailbox), sms_url=sms_sim.url)
+
+
+async def test_a_worker_batch_plans_its_events_messages_in_one_insert(
+    db: Database, every_target: None
+) -> None:
+    # Given the webhook, the email and the buyer SMS, and five orders paid (their events, the
+    # OrderPaid ones among them, waiting in the outbox)
+    with clock.frozen(T0):
+        orders = [await make_order(db, status="paid", external_id=f"batch-{i}") for i in range(5)]
+    async with db.transaction(write=False) as session:
+        logged = await events_service.replay_log(session, sorted(templates.EVENTS), 0, 1000)
+    envelopes = [envelope for _, envelope in logged]
+    assert len(envelopes) == 5
+    # When notify plans them as one worker batch
+    with clock.frozen(T0), Statements(db) as batch:
+        async with db.transaction() as session:
+            added = await service.plan_many(session, envelopes)
+    # Then each paid order has its three messages, the SMS with the order's masked phone
+    rows = await _rows(db)
+    assert added == len(rows) == 15
+    assert sorted((r.order_no, r.target_key, r.recipient_masked) for r in rows) == sorted(
+        (o.order_no, key, masked)
+        for o in orders
+        for key, masked in (
+            ("ops:ops-json", None),
+            ("ops:ops-mail", None),
+            ("sms:aliyun", "138****5678"),
+        )
+    )
+    # And they were written by one INSERT after one read of the five orders' phones
+    assert [s.split()[0] for s in batch.on("notification")] == ["INSERT"]
+    assert [s.split()[0] for s in batch.on("sales_order")] == ["SELECT"]
+    # When the same batch is planned again, then nothing new is written
+    async with db.transaction() as session:
+        assert await service.plan_many(session, envelopes) == 0
+    assert len(await _rows(db)) == 15

@@ -119,3 +119,21 @@ async def test_replay_requeues_dead_events(db: Database) -> None:
         assert (await session.scalar(select(OutboxEvent.status))) == "pending"
         assert (await session.scalar(select(OutboxEvent.attempts))) == 0
         assert (await session.scalars(select(DeadLetter))).all() == []
+
+
+def test_the_commands_log_no_line_per_outbound_request() -> None:
+    # Given the logging a command sets up (serve, worker, and the rest)
+    import logging
+
+    from ordertally import cli
+
+    before = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
+    try:
+        cli._logging()
+        # Then httpx's INFO line per request is off, its warnings and errors still come through
+        for name in ("httpx", "httpcore"):
+            assert not logging.getLogger(name).isEnabledFor(logging.INFO)
+            assert logging.getLogger(name).isEnabledFor(logging.WARNING)
+    finally:
+        for name, level in before.items():
+            logging.getLogger(name).setLevel(level)

@@ -125,7 +125,9 @@ async def shopify_webhook(request: Request, account: str) -> Response:
     if len(body) > get_settings().channels_webhook_max_bytes:
         WEBHOOKS.labels("shopify", "too_large").inc()
         raise PayloadTooLarge("webhook body too large")
-    async with db.transaction(write=False) as session:
+    # One statement on its own (no BEGIN and COMMIT round trips on PostgreSQL): every webhook
+    # reads its account before the signature can be checked.
+    async with db.reads() as session:
         found = await service.get_account_or_none(session, account)
     if found is None or found.platform != "shopify":
         WEBHOOKS.labels("shopify", "unknown_account").inc()

@@ -11,20 +11,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ordertally.core.db import upsert_insert
 from ordertally.notify.models import Notification
 
+# Rows per INSERT: SQLite allows 32,766 bound parameters in one statement (15 a row here).
+PLAN_CHUNK = 500
+
 
 async def add_planned(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
-    """Insert planned messages; one already planned for (event, target) is left alone.
-    Returns how many were new."""
+    """Insert planned messages (one statement per PLAN_CHUNK rows); one already planned for
+    (event, target) is left alone. Returns how many were new."""
     added = 0
-    for row in rows:
+    for start in range(0, len(rows), PLAN_CHUNK):
         stmt = (
-            upsert_insert(session, Notification)
-            .values(**row)
+            upsert_insert(session, Notification.__table__)
+            .values(rows[start : start + PLAN_CHUNK])
             .on_conflict_do_nothing(index_elements=["event_id", "target_key"])
-            .returning(Notification.id)
+            .returning(Notification.__table__.c.id)
         )
-        if (await session.execute(stmt)).scalar_one_or_none() is not None:
-            added += 1
+        added += len((await session.execute(stmt)).all())
     return added
 
 

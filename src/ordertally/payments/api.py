@@ -145,7 +145,7 @@ async def create_payment(
                     return None, False, replay_response(replay), None
             order = await orders_service.get_order_in_scope(session, order_no, principal.channels)
             payment, created = await service.open_attempt(
-                session, order_no, body.provider, principal.name
+                session, order, body.provider, principal.name
             )
             return payment, created, None, order.payment_deadline_at
 

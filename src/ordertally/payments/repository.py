@@ -101,37 +101,24 @@ async def payments_of_orders(session: AsyncSession, order_ids: Sequence[int]) ->
     return found
 
 
-async def count_attempts(session: AsyncSession, order_id: int) -> int:
-    """How many attempts an order has had."""
-    return int(await session.scalar(select(func.count()).where(Payment.order_id == order_id)) or 0)
-
-
-async def open_attempt(session: AsyncSession, order_id: int, provider: str) -> Payment | None:
-    """The newest attempt still waiting for a result, for an order and provider."""
-    return await session.scalar(
-        select(Payment)
-        .where(Payment.order_id == order_id, Payment.provider == provider, Payment.state == OPENED)
-        .order_by(Payment.id.desc())
-        .limit(1)
-    )
-
-
 async def set_provider_params(
     session: AsyncSession,
     payment_id: int,
     params: dict[str, Any] | None,
     error: str | None,
     at: datetime,
-) -> None:
-    """Keep what the provider answered when the attempt was opened (or why it failed)."""
+) -> Payment | None:
+    """Keep what the provider answered when the attempt was opened (or why it failed); returns
+    the attempt as updated, or None when it is no longer open (nothing written)."""
     values: dict[str, Any] = {"provider_params": params, "last_error": error, "updated_at": at}
     if error is not None:
         values.update(state=OPEN_REFUSED.target.value, next_query_at=None)
-    await session.execute(
+    return await session.scalar(
         update(Payment)
         .where(Payment.id == payment_id, Payment.state.in_(OPEN_REFUSED.source_values))
         .values(**values)
-        .execution_options(**NO_SYNC)
+        .returning(Payment)
+        .execution_options(populate_existing=True, **NO_SYNC)
     )
 
 

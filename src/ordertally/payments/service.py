@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ordertally.core import clock
 from ordertally.core.settings import get_settings
 from ordertally.orders import service as orders_service
+from ordertally.orders.models import SalesOrder
 from ordertally.orders.state_machine import Status
 from ordertally.payments import repository
 from ordertally.payments.errors import OrderNotPayable, ProviderOff, UnsupportedCurrency
@@ -35,22 +36,28 @@ CURRENCIES = frozenset({"CNY"})
 
 
 async def open_attempt(
-    session: AsyncSession, order_no: str, provider: str, actor_id: str
+    session: AsyncSession, order: SalesOrder, provider: str, actor_id: str
 ) -> tuple[Payment, bool]:
-    """Start (or reuse the open) attempt to pay an order through a provider; True if new."""
+    """Start (or reuse the open) attempt to pay an order through a provider; True if new.
+    The caller has read the order (and checked the caller's scope)."""
     settings = get_settings()
     if provider_config(provider, settings) is None:
         raise ProviderOff(f"{provider} is not configured")
-    order = await orders_service.get_order(session, order_no)
     if order.status != Status.PENDING_PAYMENT:
-        raise OrderNotPayable(f"order {order_no} is {order.status}", order_status=order.status)
+        raise OrderNotPayable(
+            f"order {order.order_no} is {order.status}", order_status=order.status
+        )
     if order.currency not in CURRENCIES:
-        raise UnsupportedCurrency(f"{provider} takes CNY; order {order_no} is in {order.currency}")
-    existing = await repository.open_attempt(session, order.id, provider)
-    if existing is not None:
-        return existing, False
+        raise UnsupportedCurrency(
+            f"{provider} takes CNY; order {order.order_no} is in {order.currency}"
+        )
+    # One read of the order's attempts gives both the open one to reuse and the next number.
+    attempts = await repository.payments_of_order(session, order.id)
+    for existing in reversed(attempts):
+        if existing.provider == provider and existing.state == OPENED:
+            return existing, False
     now = clock.now()
-    seq = await repository.count_attempts(session, order.id) + 1
+    seq = len(attempts) + 1
     values: dict[str, Any] = {
         "order_id": order.id,
         "order_no": order.order_no,
@@ -83,8 +90,9 @@ async def store_provider_params(
     session: AsyncSession, payment_id: int, params: dict[str, Any] | None, error: str | None
 ) -> Payment:
     """Keep the provider's answer to opening an attempt (a failure closes the attempt)."""
-    await repository.set_provider_params(session, payment_id, params, error, clock.now())
-    payment = await repository.get_payment(session, payment_id)
+    payment = await repository.set_provider_params(session, payment_id, params, error, clock.now())
+    if payment is None:  # no longer open (a notification or a query got there first)
+        payment = await repository.get_payment(session, payment_id)
     assert payment is not None
     return payment
 
