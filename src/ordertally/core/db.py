@@ -46,6 +46,14 @@ TRANSIENT_RETRIES = Counter(
     "Request transactions run again after a deadlock or serialization failure",
 )
 
+# Settings of every PostgreSQL connection the app opens. The app's statements read or write a
+# few rows through an index; a parallel plan would start worker processes for one statement
+# (forked and ended per execution, each paying a backend's start-up) for no gain at that size.
+# The planner chose one at 1M orders for a search by a single token (an order number, a
+# waybill, a phone), whose rarity it cannot see: the search index's lexemes are blind, so any
+# unknown one looks like 0.5% of the table (ADR 0032, addendum session 13).
+PG_SESSION = {"max_parallel_workers_per_gather": "0"}
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -148,7 +156,9 @@ class Database:
                 pool_size=2 * pool_size,
                 max_overflow=0,
                 pool_pre_ping=False,
-                connect_args={"server_settings": {"application_name": application_name}},
+                connect_args={
+                    "server_settings": {"application_name": application_name, **PG_SESSION}
+                },
             )
             self.read_engine = self.write_engine
         self._writers = async_sessionmaker(self.write_engine, expire_on_commit=False)
