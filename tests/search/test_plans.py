@@ -1,15 +1,22 @@
-"""The database's plan of every shape of search (the doctor's `search_plan` check), on both
-databases: the index is read, and on PostgreSQL no search starts parallel workers."""
+"""What a search costs the database, on both: the plan of every shape of search (the doctor's
+`search_plan` check: the index is read, and on PostgreSQL no search starts parallel workers),
+and the statements of a search request (one of its own; the catalogue's word revision read
+shared by concurrent searches)."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
 from ordertally.ops import doctor
 from ordertally.search import service
+from tests.factories import auth
 
 pytestmark = pytest.mark.anyio
 
@@ -63,3 +70,40 @@ async def test_the_doctor_fails_a_plan_that_gathers_from_parallel_workers(
     assert check.ok is False
     assert check.data["parallel"] == list(service.PLAN_QUERIES)
     assert "parallel workers" in check.detail
+
+
+def statements_on(db: Database) -> list[str]:
+    """Every statement the app sends from now on (both engines), in order."""
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)
+
+    for engine in {db.write_engine, db.read_engine}:
+        event.listen(engine.sync_engine, "before_cursor_execute", record)
+    return sent
+
+
+async def test_a_search_request_sends_one_statement_and_shares_the_word_revision_read(
+    client: httpx.AsyncClient, db: Database, keys: dict[str, str]
+) -> None:
+    async def search(q: str) -> None:
+        r = await client.get("/api/v1/search", params={"q": q}, headers=auth(keys["cs"]))
+        assert r.status_code == 200, r.text
+
+    await search("张三")  # warm: the synonyms are read at most every few seconds
+    sent = statements_on(db)
+
+    def reading(table: str) -> int:
+        return sum(f"FROM {table}" in s for s in sent)
+
+    # When one search request is answered
+    await search("张三 5678 20260125")
+    # Then it sent one statement for the search itself, and one read of the word revision
+    assert (reading("search_doc"), reading("catalog_revision")) == (1, 1)
+    # When ten searchers ask at once
+    sent.clear()
+    await asyncio.gather(*(search(f"张三 {n:04d}") for n in range(10)))
+    # Then each search is one statement, and the word revision reads were shared
+    assert reading("search_doc") == 10
+    assert reading("catalog_revision") < 10

@@ -313,9 +313,15 @@ async def search(
     carrier: str | None = None,
     cursor: str | None = None,
     limit: int = 20,
+    words: tuple[str | None, int] | None = None,
 ) -> Page:
-    """Orders matching every term of `q` and every filter, newest first, with why each matched."""
-    await dictionary.ensure_current(session)
+    """Orders matching every term of `q` and every filter, newest first, with why each matched.
+    `words`: the catalogue's word revision when the caller read it already
+    (`dictionary.current`); read here otherwise."""
+    if words is None:
+        await dictionary.ensure_current(session)
+    else:
+        await dictionary.ensure_at(session, *words)
     terms = parser.parse(q, today(), await synonym_map(session))
     nodes: list[parser.Node] = [t.node for t in terms]
     if warehouse:
