@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
+
+from bench.search_engine import use_manifest
 
 
 def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -108,9 +108,7 @@ def main() -> None:
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--per-kind", type=int, default=1)
     args = parser.parse_args()
-    manifest = json.loads(Path(args.manifest).read_text())
-    os.environ["ORDERTALLY_PII_KEY"] = manifest["pii_key"]
-    os.environ["ORDERTALLY_DATABASE_URL"] = manifest["url"]
+    manifest = use_manifest(args.manifest)
     for row in asyncio.run(_explain(manifest["url"], manifest["queries"], args.per_kind)):
         print(json.dumps(row, ensure_ascii=False))
 
