@@ -7,6 +7,9 @@ cannot see the tokens. For each query kind this prepares the API's statement, ru
 and then `EXPLAIN (ANALYZE, BUFFERS) EXECUTE`s it: the plan the server actually uses, with the
 index it reads, the rows it expected and found, any Gather and its parallel workers, JIT, and
 the time, on a connection of the app's own `Database` (its connection settings).
+`--shared`: one prepared statement for every query in turn, each run once then explained, as
+on an API connection, where every search of one shape shares the statement and its plan cache
+(after five runs, a generic plan may serve every query).
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ def _literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-async def _explain(url: str, queries: list[dict[str, Any]], per_kind: int) -> list[dict[str, Any]]:
+async def _explain(
+    url: str, queries: list[dict[str, Any]], per_kind: int, shared: bool
+) -> list[dict[str, Any]]:
     from sqlalchemy.dialects.postgresql import asyncpg as pg_dialect
 
     from ordertally.core.db import Database
@@ -64,6 +69,7 @@ async def _explain(url: str, queries: list[dict[str, Any]], per_kind: int) -> li
             picked[q["kind"]].append(q["q"])
     db = Database(url, pool_size=1)
     found = []
+    prepared = False
     try:
         async with db.reads() as session:
             await dictionary.ensure_current(session)
@@ -87,16 +93,21 @@ async def _explain(url: str, queries: list[dict[str, Any]], per_kind: int) -> li
                         for k in compiled.positiontup or []
                     ]
                     literals = ", ".join(_literal(p) for p in params)
-                    await driver.execute(f"PREPARE ot_plan AS {compiled}")
+                    if not shared:
+                        await driver.execute(f"PREPARE ot_plan AS {compiled}")
+                    elif not prepared:
+                        await driver.execute(f"PREPARE ot_plan AS {compiled}")
+                        prepared = True
                     try:
-                        for _ in range(6):
+                        for _ in range(1 if shared else 6):
                             await driver.execute(f"EXECUTE ot_plan({literals})")
                         raw = await driver.fetchval(
                             f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE ot_plan({literals})"
                         )
                         explained = (json.loads(raw) if isinstance(raw, str) else raw)[0]
                     finally:
-                        await driver.execute("DEALLOCATE ot_plan")
+                        if not shared:
+                            await driver.execute("DEALLOCATE ot_plan")
                     found.append({"kind": kind, "q": text, **summary(explained)})
     finally:
         await db.dispose()
@@ -107,9 +118,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--per-kind", type=int, default=1)
+    parser.add_argument(
+        "--shared",
+        action="store_true",
+        help="one prepared statement for every query, in turn, as on an API connection",
+    )
     args = parser.parse_args()
     manifest = use_manifest(args.manifest)
-    for row in asyncio.run(_explain(manifest["url"], manifest["queries"], args.per_kind)):
+    for row in asyncio.run(
+        _explain(manifest["url"], manifest["queries"], args.per_kind, args.shared)
+    ):
         print(json.dumps(row, ensure_ascii=False))
 
 
