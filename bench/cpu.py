@@ -23,6 +23,16 @@ def _stat(pid: int) -> tuple[str, int, int, int] | None:
     return comm, int(rest[1]), int(rest[11]) + int(rest[12]), int(rest[12])
 
 
+def _ended_children(pid: int) -> int:
+    """Ticks (user + system) of a process's children that have ended and been waited for."""
+    try:
+        raw = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return 0
+    rest = raw[raw.rfind(")") + 2 :].split()
+    return int(rest[13]) + int(rest[14])
+
+
 def _all() -> dict[int, tuple[str, int, int, int]]:
     found: dict[int, tuple[str, int, int, int]] = {}
     if not _PROC.is_dir():
@@ -111,6 +121,15 @@ def snapshot(server_pid: int | None, pg_database: str | None) -> Snapshot:
             t
             for p, (comm, _, t, _) in table.items()
             if comm == "postgres" and _postgres_ours(p, pg_database)
+        )
+        # Processes PostgreSQL started and ended within the window (parallel workers, forked
+        # per statement; backends that closed) are in no snapshot: their CPU is charged to
+        # the postmaster when it reaps them (any database's, and whatever the bench measures
+        # is the bulk of it while it runs).
+        snap.groups["postgres_ended"] = sum(
+            _ended_children(p)
+            for p, (comm, parent, _, _) in table.items()
+            if comm == "postgres" and table.get(parent, ("",))[0] != "postgres"
         )
     usage = resource.getrusage(resource.RUSAGE_SELF)
     snap.self_seconds = usage.ru_utime + usage.ru_stime

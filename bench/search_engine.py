@@ -45,14 +45,21 @@ async def _measure(url: str, queries: list[dict[str, Any]], rounds: int) -> dict
     return times
 
 
+def use_manifest(path: str) -> dict[str, Any]:
+    """A search manifest, with this process set to its database and PII key (the query tokens
+    must be made with the key the rows were)."""
+    manifest: dict[str, Any] = json.loads(Path(path).read_text())
+    os.environ["ORDERTALLY_PII_KEY"] = manifest["pii_key"]
+    os.environ["ORDERTALLY_DATABASE_URL"] = manifest["url"]
+    return manifest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    manifest = json.loads(Path(args.manifest).read_text())
-    os.environ["ORDERTALLY_PII_KEY"] = manifest["pii_key"]
-    os.environ["ORDERTALLY_DATABASE_URL"] = manifest["url"]
+    manifest = use_manifest(args.manifest)
     load = os.getloadavg()[0]
     times = asyncio.run(_measure(manifest["url"], manifest["queries"], args.rounds))
     each = {q: statistics.median(v) for q, v in times.items()}

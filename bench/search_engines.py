@@ -32,6 +32,8 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from bench.search_engine import use_manifest
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TOP = 5
@@ -316,9 +318,7 @@ def main() -> None:
     parser.add_argument("--tmp", default=None, help="where the temporary indexes go")
     args = parser.parse_args()
 
-    manifest = json.loads(Path(args.manifest).read_text())
-    os.environ["ORDERTALLY_PII_KEY"] = manifest["pii_key"]
-    os.environ["ORDERTALLY_DATABASE_URL"] = manifest["url"]
+    manifest = use_manifest(args.manifest)
     from ordertally.search import query as parser_
 
     url = manifest["url"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
 import time
@@ -15,7 +14,7 @@ from ordertally.auth import repository
 from ordertally.auth.errors import ApiKeyNotFound
 from ordertally.auth.models import ROLES, ApiKey
 from ordertally.core import clock
-from ordertally.core.db import Database
+from ordertally.core.db import Database, SharedRead
 from ordertally.core.edge import bearer_token
 from ordertally.core.errors import Forbidden, InvalidRequest, Unauthenticated
 
@@ -176,27 +175,7 @@ class Authenticator:
         self._ttl = cache_seconds
         # key hash -> (expiry, principal, the revision read before the key was looked up)
         self._cache: dict[str, tuple[float, Principal, int]] = {}
-        self._next_read: asyncio.Future[int] | None = None
-        self._reader: asyncio.Task[None] | None = None
-
-    async def _current_revision(self) -> int:
-        if self._next_read is None:
-            self._next_read = asyncio.get_running_loop().create_future()
-        future = self._next_read
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.create_task(self._read_revisions())
-        return await asyncio.shield(future)
-
-    async def _read_revisions(self) -> None:
-        while self._next_read is not None:
-            future, self._next_read = self._next_read, None
-            try:
-                value = await repository.revision_now(self._db)
-            except Exception as exc:
-                future.set_exception(exc)
-                future.exception()  # retrieved here; each waiter re-raises it
-                continue
-            future.set_result(value)
+        self._revision = SharedRead(lambda: repository.revision_now(db))
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The principal behind an `Authorization: Bearer` header, or Unauthenticated."""
@@ -207,7 +186,7 @@ class Authenticator:
         mono = time.monotonic()
         revision = 0
         if self._ttl > 0:
-            revision = await self._current_revision()
+            revision = await self._revision.get()
             hit = self._cache.get(key_hash)
             if hit is not None and hit[0] > mono and hit[2] == revision:
                 return hit[1]

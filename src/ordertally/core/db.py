@@ -14,7 +14,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from prometheus_client import Counter
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, Table, event, text
@@ -45,6 +45,14 @@ TRANSIENT_RETRIES = Counter(
     "ordertally_transaction_retries_total",
     "Request transactions run again after a deadlock or serialization failure",
 )
+
+# Settings of every PostgreSQL connection the app opens. The app's statements read or write a
+# few rows through an index; a parallel plan would start worker processes for one statement
+# (forked and ended per execution, each paying a backend's start-up) for no gain at that size.
+# The planner chose one at 1M orders for a search by a single token (an order number, a
+# waybill, a phone), whose rarity it cannot see: the search index's lexemes are blind, so any
+# unknown one looks like 0.5% of the table (ADR 0032, addendum session 13).
+PG_SESSION = {"max_parallel_workers_per_gather": "0"}
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -148,7 +156,9 @@ class Database:
                 pool_size=2 * pool_size,
                 max_overflow=0,
                 pool_pre_ping=False,
-                connect_args={"server_settings": {"application_name": application_name}},
+                connect_args={
+                    "server_settings": {"application_name": application_name, **PG_SESSION}
+                },
             )
             self.read_engine = self.write_engine
         self._writers = async_sessionmaker(self.write_engine, expire_on_commit=False)
@@ -234,6 +244,38 @@ class Database:
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()
+
+
+class SharedRead(Generic[T]):
+    """A small read that concurrent callers share (a revision every request checks): each
+    caller gets the answer of a read that *started after it asked*, so it sees everything
+    committed before it asked, and at most one read is in flight; the callers arriving
+    meanwhile share the next one. One round trip per burst of requests instead of one each."""
+
+    def __init__(self, read: Callable[[], Awaitable[T]]) -> None:
+        self._read = read
+        self._next: asyncio.Future[T] | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def get(self) -> T:
+        """The answer of a read that started after this call."""
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        future = self._next
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._run())
+        return await asyncio.shield(future)
+
+    async def _run(self) -> None:
+        while self._next is not None:
+            future, self._next = self._next, None
+            try:
+                value = await self._read()
+            except Exception as exc:
+                future.set_exception(exc)
+                future.exception()  # retrieved here; each waiter re-raises it
+                continue
+            future.set_result(value)
 
 
 def is_transient(exc: BaseException) -> bool:

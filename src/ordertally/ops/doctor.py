@@ -195,8 +195,21 @@ async def _search_checks(session: AsyncSession, settings: Settings) -> list[Chec
     pending, age = await search_service.pending_lag(session)
     lag_ok = age <= settings.doctor_outbox_max_age_seconds
     stats = await search_service.index_stats(session)
-    uses, plan = await search_service.plan_uses_index(session)
+    plans = await search_service.plans(session)
+    uses = all(p.uses_index for p in plans)
+    parallel = [p.query for p in plans if p.parallel]
     small = stats["rows"] < SEARCH_PLAN_MIN_ROWS
+    if parallel:
+        plan_message = (
+            "searches would start parallel workers (a process each, per query): "
+            "set max_parallel_workers_per_gather = 0 for the app's connections"
+        )
+    elif uses:
+        plan_message = "searches use the index"
+    elif small:
+        plan_message = f"{stats['rows']} index rows: too few for the planner to prefer the index"
+    else:
+        plan_message = "searches do not use the index: run ANALYZE, or search rebuild"
     return [
         Check(
             "search_index_lag",
@@ -207,15 +220,14 @@ async def _search_checks(session: AsyncSession, settings: Settings) -> list[Chec
         ),
         Check(
             "search_plan",
-            uses or small,
-            "searches use the index"
-            if uses
-            else (
-                f"{stats['rows']} index rows: too few for the planner to prefer the index"
-                if small
-                else "searches do not use the index: run ANALYZE, or search rebuild"
-            ),
-            {"uses_index": uses, "rows": stats["rows"], "plan": plan},
+            (uses or small) and not parallel,
+            plan_message,
+            {
+                "uses_index": uses,
+                "parallel": parallel,
+                "rows": stats["rows"],
+                "plans": {p.query: p.text for p in plans},
+            },
         ),
     ]
 

@@ -15,7 +15,7 @@ from ordertally.core import clock
 from ordertally.core.http import database, json_response
 from ordertally.core.money import format_minor
 from ordertally.orders.state_machine import STATUSES
-from ordertally.search import service
+from ordertally.search import dictionary, service
 from ordertally.search.errors import InvalidFilter
 from ordertally.search.models import SearchSynonym
 from ordertally.search.repository import Filters
@@ -87,8 +87,12 @@ async def search_orders(
         open_exception=has_open_exception,
         channels=principal.channels,
     )
-    # Reads only, none needing another's snapshot: no BEGIN/COMMIT round trips (Database.reads)
-    async with database(request).reads() as session:
+    db = database(request)
+    # The catalogue's word revision (how to cut the query) from a read the concurrent searches
+    # share; then the search itself, one statement. Reads only, none needing another's
+    # snapshot: no BEGIN/COMMIT round trips (Database.reads).
+    words = await dictionary.current(db)
+    async with db.reads() as session:
         page = await service.search(
             session,
             q,
@@ -97,6 +101,7 @@ async def search_orders(
             carrier=carrier,
             cursor=cursor,
             limit=limit,
+            words=words,
         )
     return json_response(
         {

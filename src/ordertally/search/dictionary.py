@@ -12,11 +12,13 @@ dictionary.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.catalog import service as catalog_service
+from ordertally.core.db import Database, SharedRead
 from ordertally.search import tokens as tk
 
 
@@ -38,6 +40,12 @@ async def ensure_current(session: AsyncSession) -> int:
     """Bring this process's segmenter up to the catalogue's word revision; returns the words
     added (0 when it was current: the cost is then one read of one row)."""
     epoch, revision = await catalog_service.word_revision(session)
+    return await ensure_at(session, epoch, revision)
+
+
+async def ensure_at(session: AsyncSession, epoch: str | None, revision: int) -> int:
+    """Bring this process's segmenter up to a word revision read before (by `current`);
+    returns the words added (0, and no read, when it is there already)."""
     if epoch == _SEEN.epoch and revision == _SEEN.revision:
         return 0
     after = _SEEN.revision
@@ -47,6 +55,27 @@ async def ensure_current(session: AsyncSession) -> int:
     added = tk.add_catalog_words(await catalog_service.words_between(session, after, revision))
     _SEEN.epoch, _SEEN.revision = epoch, revision
     return added
+
+
+# Per database (one per process, or per test): the revision read the concurrent searches share.
+_READS: weakref.WeakKeyDictionary[Database, SharedRead[tuple[str | None, int]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def current(db: Database) -> tuple[str | None, int]:
+    """(epoch, revision) of the catalogue's words, from a read that started after the call
+    and that the searches arriving meanwhile share (the search path: one round trip per burst
+    instead of one per query, and still every word committed before the query)."""
+    shared = _READS.get(db)
+    if shared is None:
+
+        async def read() -> tuple[str | None, int]:
+            async with db.reads() as session:
+                return await catalog_service.word_revision(session)
+
+        shared = _READS[db] = SharedRead(read)
+    return await shared.get()
 
 
 def forget() -> None:

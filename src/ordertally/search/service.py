@@ -313,9 +313,15 @@ async def search(
     carrier: str | None = None,
     cursor: str | None = None,
     limit: int = 20,
+    words: tuple[str | None, int] | None = None,
 ) -> Page:
-    """Orders matching every term of `q` and every filter, newest first, with why each matched."""
-    await dictionary.ensure_current(session)
+    """Orders matching every term of `q` and every filter, newest first, with why each matched.
+    `words`: the catalogue's word revision when the caller read it already
+    (`dictionary.current`); read here otherwise."""
+    if words is None:
+        await dictionary.ensure_current(session)
+    else:
+        await dictionary.ensure_at(session, *words)
     terms = parser.parse(q, today(), await synonym_map(session))
     nodes: list[parser.Node] = [t.node for t in terms]
     if warehouse:
@@ -382,14 +388,43 @@ async def index_stats(session: AsyncSession) -> dict[str, Any]:
     }
 
 
-async def plan_uses_index(session: AsyncSession) -> tuple[bool, str]:
-    """Whether the database answers a typical search through the index, and its plan."""
-    node = parser.parse("张三 5678", today())
+# One search of each shape the doctor checks the plan of: a name with a last four, pinyin, a
+# full and a masked phone with a date, an order number and a waybill, a product word with a last
+# four and a date, an address with a name.
+PLAN_QUERIES = (
+    "张三 5678",
+    "zhangsan 5678",
+    "13812345678",
+    "138****5678 20260125",
+    "OT251002439025257112",
+    "SF1234567890",
+    "普洱 5678 20260125",
+    "浦东 世纪大道 张三",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    query: str
+    uses_index: bool
+    # A Gather forks parallel workers for the one search: processes started and ended per
+    # query, far more CPU than the few index pages a search reads (ADR 0032, session 13).
+    parallel: bool
+    text: str
+
+
+async def plans(session: AsyncSession) -> list[Plan]:
+    """The database's plan of each search shape of PLAN_QUERIES: whether it reads the index,
+    and whether it would start parallel workers."""
     dialect = "pg" if dialect_of(session) == "postgresql" else "sqlite"
-    expression = parser.render(parser.AllOf(tuple(t.node for t in node)), dialect)
-    text = await repository.plan(session, expression)
-    uses = "hand_search_doc_tsv" in text if dialect == "pg" else "hand_search_fts" in text
-    return uses, text
+    found = []
+    for q in PLAN_QUERIES:
+        terms = parser.parse(q, today())
+        expression = parser.render(parser.AllOf(tuple(t.node for t in terms)), dialect)
+        text = await repository.plan(session, expression)
+        uses = "hand_search_doc_tsv" in text if dialect == "pg" else "hand_search_fts" in text
+        found.append(Plan(q, uses, "Gather" in text, text))
+    return found
 
 
 async def recent_lag(session: AsyncSession) -> float | None:
