@@ -50,6 +50,7 @@ class Leaf:
     route, and FastAPI's effective context for it when it sits under one."""
 
     order: int
+    top: int  # the index of the route it is reached through in the router's own list
     chain: tuple[_IncludedRouter, ...]
     route: BaseRoute
     context: _EffectiveRouteContext | None
@@ -111,8 +112,11 @@ def _prefix_of(route: BaseRoute, context: _EffectiveRouteContext | None) -> tupl
     return static_prefix(template)
 
 
-def flatten(router: APIRouter) -> Iterator[tuple[tuple[_IncludedRouter, ...], BaseRoute, Any]]:
-    """Every route of `router`, depth first through included routers, in scan order."""
+def flatten(
+    router: APIRouter,
+) -> Iterator[tuple[int, tuple[_IncludedRouter, ...], BaseRoute, Any]]:
+    """Every route of `router`, depth first through included routers, in scan order, with
+    the index of the route of `router` it is reached through."""
 
     def walk(
         candidates: list[Any], chain: tuple[_IncludedRouter, ...]
@@ -128,7 +132,9 @@ def flatten(router: APIRouter) -> Iterator[tuple[tuple[_IncludedRouter, ...], Ba
             else:
                 yield chain, candidate, None
 
-    yield from walk(list(router.routes), ())
+    for top, route in enumerate(router.routes):
+        for chain, leaf, context in walk([route], ()):
+            yield top, chain, leaf, context
 
 
 class RouteTable:
@@ -144,9 +150,11 @@ class RouteTable:
         """Index the router's routes as they stand (again, whenever they change)."""
         router = self.router
         self.leaves = [
-            Leaf(n, chain, route, context, _prefix_of(route, context))
-            for n, (chain, route, context) in enumerate(flatten(router))
+            Leaf(n, top, chain, route, context, _prefix_of(route, context))
+            for n, (top, chain, route, context) in enumerate(flatten(router))
         ]
+        included = [n for n, r in enumerate(router.routes) if isinstance(r, _IncludedRouter)]
+        self.first_included = included[0] if included else len(router.routes)
         self.root = _Node()
         for leaf in self.leaves:
             node = self.root
@@ -196,9 +204,13 @@ class RouteTable:
         for leaf in self.candidates(scope):
             match, child_scope = leaf.matches(scope)
             if match is Match.FULL:
+                if leaf.top > self.first_included:
+                    _get_fastapi_scope(scope)  # the scan asked an included router before
                 return leaf, child_scope
             if match is Match.PARTIAL and partial is None:
                 partial = (leaf, child_scope)
+        if partial is not None and self.first_included < len(self.router.routes):
+            _get_fastapi_scope(scope)  # the scan asked every included router
         return partial
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
