@@ -71,7 +71,10 @@ async def _run(requests: int, rounds: int) -> None:
 
     APIRoute.handle = arrived  # type: ignore[method-assign]
     table = dispatch.RouteTable(app.router)
-    entries = {"ordered scan (before)": app.router.app, "prefix table (after)": table}
+    entries: dict[str, Any] = {
+        "ordered scan (before)": app.router.app,
+        "prefix table (after)": table,
+    }
     for label, (method, path) in REQUESTS.items():
         for entry in entries.values():
             reached.clear()

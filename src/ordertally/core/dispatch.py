@@ -55,6 +55,7 @@ class Leaf:
     route: BaseRoute
     context: _EffectiveRouteContext | None
     prefix: tuple[str, ...] | None  # None: may match any path
+    methods: frozenset[str] | None  # None: may match any method
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         """The route's own answer, computed as `_IncludedRouter._match` computes it."""
@@ -77,8 +78,10 @@ class _Node:
     children: dict[str, _Node] = field(default_factory=dict)
     own: list[Leaf] = field(default_factory=list)
     # this node's leaves and all its ancestors', in scan order: the candidates of a path
-    # whose walk ends here
+    # whose walk ends here; and those of them that take each method
     candidates: tuple[Leaf, ...] = ()
+    by_method: dict[str, tuple[Leaf, ...]] = field(default_factory=dict)
+    any_method: tuple[Leaf, ...] = ()
 
 
 def static_prefix(template: str) -> tuple[str, ...]:
@@ -112,6 +115,17 @@ def _prefix_of(route: BaseRoute, context: _EffectiveRouteContext | None) -> tupl
     return static_prefix(template)
 
 
+def _methods_of(route: BaseRoute, context: _EffectiveRouteContext | None) -> frozenset[str] | None:
+    """The methods a route matches fully (`Route.matches`: any, if it has none)."""
+    if context is not None and isinstance(context.original_route, APIRoute):
+        methods = context.methods
+    elif isinstance(route, Route):
+        methods = route.methods
+    else:
+        return None
+    return frozenset(methods) if methods else None
+
+
 def flatten(
     router: APIRouter,
 ) -> Iterator[tuple[int, tuple[_IncludedRouter, ...], BaseRoute, Any]]:
@@ -137,6 +151,18 @@ def flatten(
             yield top, chain, leaf, context
 
 
+def routers_under(router: APIRouter) -> list[APIRouter]:
+    """The router and every router included under it, once each."""
+    found: dict[int, APIRouter] = {id(router): router}
+    pending = [router]
+    while pending:
+        for route in pending.pop().routes:
+            if isinstance(route, _IncludedRouter) and id(route.original_router) not in found:
+                found[id(route.original_router)] = route.original_router
+                pending.append(route.original_router)
+    return list(found.values())
+
+
 class RouteTable:
     """The router's entry point: HTTP requests that some route matches are dispatched from the
     table; anything else goes to the router's own `app` (FastAPI's ordered scan)."""
@@ -149,26 +175,25 @@ class RouteTable:
     def build(self) -> None:
         """Index the router's routes as they stand (again, whenever they change)."""
         router = self.router
-        self.leaves = [
-            Leaf(n, top, chain, route, context, _prefix_of(route, context))
-            for n, (top, chain, route, context) in enumerate(flatten(router))
-        ]
-        included = [n for n, r in enumerate(router.routes) if isinstance(r, _IncludedRouter)]
-        self.first_included = included[0] if included else len(router.routes)
+        self.leaves = []
+        for n, (top, chain, route, context) in enumerate(flatten(router)):
+            prefix = _prefix_of(route, context)
+            # the methods are known only of the matchers that compare them as `Route` does
+            methods = None if prefix is None else _methods_of(route, context)
+            self.leaves.append(Leaf(n, top, chain, route, context, prefix, methods))
+        positions = [n for n, r in enumerate(router.routes) if isinstance(r, _IncludedRouter)]
+        self.first_included = positions[0] if positions else len(router.routes)
         self.root = _Node()
         for leaf in self.leaves:
             node = self.root
             for segment in leaf.prefix or ():
                 node = node.children.setdefault(segment, _Node())
             node.own.append(leaf)
+        self.methods = {m for leaf in self.leaves for m in leaf.methods or ()}
         self._settle(self.root, ())
         # What tells that routes changed: FastAPI bumps a router's `_routes_version` on each
         # route or router it adds, and a mount appends to the top router's list.
-        routers = {id(router): router}
-        for leaf in self.leaves:
-            for included in leaf.chain:
-                routers[id(included.original_router)] = included.original_router
-        self.routers = list(routers.values())
+        self.routers = routers_under(router)
         self.versions = list(map(_VERSION, self.routers))
         self.top_count = len(router.routes)
 
@@ -182,11 +207,18 @@ class RouteTable:
 
     def _settle(self, node: _Node, inherited: tuple[Leaf, ...]) -> None:
         node.candidates = tuple(sorted((*inherited, *node.own), key=lambda leaf: leaf.order))
+        node.any_method = tuple(leaf for leaf in node.candidates if leaf.methods is None)
+        node.by_method = {
+            method: tuple(
+                leaf for leaf in node.candidates if leaf.methods is None or method in leaf.methods
+            )
+            for method in self.methods
+        }
         for child in node.children.values():
             self._settle(child, node.candidates)
 
-    def candidates(self, scope: Scope) -> tuple[Leaf, ...]:
-        """The routes that could match this request's path, in scan order."""
+    def node(self, scope: Scope) -> _Node:
+        """The deepest node the request's path segments lead to."""
         path = get_route_path(scope)
         node = self.root
         if path.startswith("/"):
@@ -196,22 +228,31 @@ class RouteTable:
                 if child is None:
                     break
                 node = child
-        return node.candidates
+        return node
+
+    def candidates(self, scope: Scope) -> tuple[Leaf, ...]:
+        """The routes that could match this request's path, in scan order."""
+        return self.node(scope).candidates
 
     def select(self, scope: Scope) -> tuple[Leaf, Scope] | None:
-        """The route the ordered scan picks (first full match, else first partial), if any."""
-        partial: tuple[Leaf, Scope] | None = None
-        for leaf in self.candidates(scope):
+        """The route the ordered scan picks (first full match, else first partial), if any.
+
+        Only a route that takes the method can match fully, so those are tried first; the
+        others only when none does (the path may still match one: a 405)."""
+        node = self.node(scope)
+        for leaf in node.by_method.get(scope["method"], node.any_method):
             match, child_scope = leaf.matches(scope)
             if match is Match.FULL:
                 if leaf.top > self.first_included:
                     _get_fastapi_scope(scope)  # the scan asked an included router before
                 return leaf, child_scope
-            if match is Match.PARTIAL and partial is None:
-                partial = (leaf, child_scope)
-        if partial is not None and self.first_included < len(self.router.routes):
-            _get_fastapi_scope(scope)  # the scan asked every included router
-        return partial
+        for leaf in node.candidates:
+            match, child_scope = leaf.matches(scope)
+            if match is Match.PARTIAL:
+                if self.first_included < len(self.router.routes):
+                    _get_fastapi_scope(scope)  # the scan asked every included router
+                return leaf, child_scope
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         router = self.router
