@@ -20,7 +20,9 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ordertally.app import create_app
 from ordertally.core import dispatch
+from ordertally.core.db import Database
 from ordertally.core.settings import Settings
+from tests.conftest import LiveServer
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 SAMPLE = {
@@ -240,3 +242,29 @@ async def test_routes_added_after_the_first_request_are_served(
     answer = await client.get("/late/7")
     assert answer.status_code == 200 and answer.json() == {"n": 7}
     assert any(getattr(leaf.route, "path", "") == "/late/{n:int}" for leaf in table.leaves)
+
+
+@pytest.mark.anyio
+async def test_served_app_routes_through_the_table(
+    live_server: LiveServer, keys: dict[str, str], db: Database
+) -> None:
+    # Given the app served by uvicorn on a real port, over either database
+    ops = {"Authorization": f"Bearer {keys['ops']}"}
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as client:
+        # When routes early and late in the registration order are asked for
+        ready = await client.get("/readyz")
+        order = await client.get("/api/v1/orders/OT0000000000000", headers=ops)
+        search = await client.get("/api/v1/search", params={"q": "138"}, headers=ops)
+        unknown = await client.get("/api/v1/search/nowhere", headers=ops)
+        wrong = await client.put("/api/v1/search", headers=ops)
+        slash = await client.get("/api/v1/search/", headers=ops, follow_redirects=False)
+        static = await client.get("/ui/static/app.css")
+    # Then each answers as its route does
+    assert ready.status_code == 200
+    assert order.status_code == 404 and order.json()["code"] == "order.not_found"
+    assert search.status_code == 200 and "items" in search.json()
+    assert unknown.status_code == 404 and unknown.json()["code"] == "not_found"
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET"
+    assert slash.status_code == 307
+    assert slash.headers["location"].endswith("/api/v1/search")
+    assert static.status_code == 200 and static.headers["content-type"].startswith("text/css")
