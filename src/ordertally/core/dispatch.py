@@ -13,7 +13,7 @@ non-HTTP scope is left to FastAPI's router, unchanged. ADR 0047 records the desi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
@@ -117,6 +117,7 @@ def _prefix_of(route: BaseRoute, context: _EffectiveRouteContext | None) -> tupl
 
 def _methods_of(route: BaseRoute, context: _EffectiveRouteContext | None) -> frozenset[str] | None:
     """The methods a route matches fully (`Route.matches`: any, if it has none)."""
+    methods: Collection[str] | None
     if context is not None and isinstance(context.original_route, APIRoute):
         methods = context.methods
     elif isinstance(route, Route):
