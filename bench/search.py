@@ -222,6 +222,12 @@ def main() -> None:
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw")
     parser.add_argument("--profile", action="store_true", help="py-spy the API during one more run")
     parser.add_argument("--no-relevance", action="store_true")
+    parser.add_argument(
+        "--start-seconds",
+        type=float,
+        default=START_SECONDS,
+        help="how long the server may take to answer /healthz (its warm-up: longer when loaded)",
+    )
     args = parser.parse_args()
 
     manifest = json.loads(Path(args.manifest).read_text())
@@ -256,7 +262,7 @@ def main() -> None:
     relevance = None
     paced = None
     try:
-        deadline = time.monotonic() + START_SECONDS
+        deadline = time.monotonic() + args.start_seconds
         while True:
             try:
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:

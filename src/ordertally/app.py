@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ordertally import __version__
 from ordertally.auth.service import Authenticator
-from ordertally.core import edge, outbound
+from ordertally.core import dispatch, edge, outbound
 from ordertally.core.db import Database, create_database
 from ordertally.core.errors import OrdertallyError, PayloadTooLarge, problem
 from ordertally.core.settings import Settings, get_settings
@@ -157,11 +157,14 @@ class CallbackRoutes:
 
 
 class OrdertallyApp(FastAPI):
-    """FastAPI, with the payment callbacks answered ahead of its middleware stack."""
+    """FastAPI, with the payment callbacks answered ahead of its middleware stack and the
+    routes dispatched through a table of path prefixes (`core.dispatch`, ADR 0047)."""
 
     callback_body_limit: int = 1_048_576
 
     def build_middleware_stack(self) -> ASGIApp:
+        # Built at the first request or lifespan event, when every route is registered.
+        dispatch.install(self.router)
         stack = super().build_middleware_stack()
         return CallbackRoutes(stack, self.callback_body_limit)
 
