@@ -36,14 +36,23 @@ class HttpError(Exception):
     """The connection failed or the server answered something that is not HTTP/1.1."""
 
 
-class Connection:
-    """One keep-alive HTTP/1.1 connection that sends prepared requests one at a time."""
+# Seconds a kept-alive connection may sit idle before it is opened anew: below uvicorn's
+# `timeout_keep_alive` (5 s), as `core/outbound.py` keeps its own, so a request is never written
+# on a connection the server is closing (that race answers with a connection reset).
+IDLE_EXPIRY_SECONDS = 4.0
 
-    def __init__(self, host: str, port: int) -> None:
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection that sends prepared requests one at a time, opened
+    again when it sat idle longer than the server keeps it."""
+
+    def __init__(self, host: str, port: int, idle_expiry: float = IDLE_EXPIRY_SECONDS) -> None:
         self.host = host
         self.port = port
+        self.idle_expiry = idle_expiry
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.last_used = 0.0
 
     async def connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
@@ -55,6 +64,8 @@ class Connection:
 
     async def send(self, request: bytes) -> tuple[int, bytes]:
         """Send one request and read its whole response: (status, body)."""
+        if self.writer is not None and time.monotonic() - self.last_used > self.idle_expiry:
+            self.close()
         if self.writer is None:
             await self.connect()
         assert self.reader is not None and self.writer is not None
@@ -79,6 +90,7 @@ class Connection:
             body = b""
         if b"\r\nconnection: close" in lower:
             self.close()
+        self.last_used = time.monotonic()
         return status, body
 
     async def _chunked(self) -> bytes:
