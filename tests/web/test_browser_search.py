@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from playwright.async_api import Browser
+from playwright.async_api import Browser, expect
 
 import ordertally.search.consumers  # noqa: F401  (registers the indexing consumer)
 from ordertally.core.db import Database
@@ -55,6 +55,8 @@ async def test_cs_finds_an_order_by_name_and_last_four_and_opens_it(
     # When cs types 张三 5678 in the search box
     await orders.search("张三 5678")
     # Then htmx shows the one order with both, why it matched, and puts the words in the URL
+    # (the form's change and the box's input may each ask: wait for the table to settle)
+    await expect(page.locator("tr[data-order]")).to_have_count(1)
     assert await orders.order_numbers() == [wanted.order_no]
     assert await orders.why(wanted.order_no) == ["name", "phone_last4"]
     assert "q=" in page.url
