@@ -57,6 +57,10 @@ class Connection:
     async def connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
+    def expired(self) -> bool:
+        """Open, and idle longer than the server keeps it: the next send opens it anew."""
+        return self.writer is not None and time.monotonic() - self.last_used > self.idle_expiry
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
@@ -64,7 +68,7 @@ class Connection:
 
     async def send(self, request: bytes) -> tuple[int, bytes]:
         """Send one request and read its whole response: (status, body)."""
-        if self.writer is not None and time.monotonic() - self.last_used > self.idle_expiry:
+        if self.expired():
             self.close()
         if self.writer is None:
             await self.connect()

@@ -43,7 +43,7 @@ def promotion_rate(speed: float) -> float:
 
 
 # uvicorn closes a keep-alive connection idle for 5 s; one idle this long is opened again
-# rather than written to while the server may be closing it.
+# rather than written to while the server may be closing it (the connection's own expiry).
 IDLE_RECONNECT_SECONDS = 2.0
 
 
@@ -52,18 +52,16 @@ class Pool:
 
     def __init__(self, port: int, size: int) -> None:
         self.port = port
-        self.idle: asyncio.Queue[tuple[Connection, float]] = asyncio.Queue()
+        self.idle: asyncio.Queue[Connection] = asyncio.Queue()
         for _ in range(size):
-            self.idle.put_nowait((Connection(HOST, port), 0.0))
+            self.idle.put_nowait(Connection(HOST, port, idle_expiry=IDLE_RECONNECT_SECONDS))
 
     async def send(self, request: bytes) -> tuple[int, bytes]:
         """One request on a free connection: (status, body); status 0 for a failed connection."""
-        conn, used = await self.idle.get()
-        if time.monotonic() - used > IDLE_RECONNECT_SECONDS:
-            conn.close()
+        conn = await self.idle.get()
         try:
             for attempt in (1, 2):
-                reused = conn.writer is not None
+                reused = conn.writer is not None and not conn.expired()
                 try:
                     return await asyncio.wait_for(conn.send(request), TIMEOUT)
                 except HttpError as exc:
@@ -78,11 +76,11 @@ class Pool:
                     return 0, f"{type(exc).__name__}: {exc}".encode()
             return 0, b"unreachable"
         finally:
-            self.idle.put_nowait((conn, time.monotonic()))
+            self.idle.put_nowait(conn)
 
     def close(self) -> None:
         while not self.idle.empty():
-            self.idle.get_nowait()[0].close()
+            self.idle.get_nowait().close()
 
 
 def request(

@@ -4,12 +4,14 @@ refund totals (finance). Thin; one transaction per request."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, StringConstraints
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.aftersales import goods, lifecycle, platforms, refunds, service
 from ordertally.aftersales.errors import ReportRefused
@@ -358,6 +360,19 @@ async def platform_refund(
     return _json(refund_doc(made), 201 if created else 200)
 
 
+async def _step(
+    request: Request,
+    principal: Principal,
+    case_no: str,
+    step: Callable[[AsyncSession, str, str], Awaitable[AftersaleCase]],
+) -> Response:
+    """One step of the case table that takes no body, in its own transaction: the case after."""
+    await _own_case(request, principal, case_no)
+    async with _db(request).transaction() as session:
+        case = await step(session, case_no, principal.name)
+    return _json(case_doc(case))
+
+
 @router.post("/aftersales/{case_no}/reship", summary="Send an approved reship case's goods again")
 async def reship(
     request: Request,
@@ -366,10 +381,7 @@ async def reship(
 ) -> Response:
     """Reserve the case's lines again and plan their replacement shipment (补发); 409
     `aftersales.waiting_for_stock` while the stock is not there."""
-    await _own_case(request, principal, case_no)
-    async with _db(request).transaction() as session:
-        case = await service.reship(session, case_no, principal.name)
-    return _json(case_doc(case))
+    return await _step(request, principal, case_no, service.reship)
 
 
 @router.post("/aftersales/{case_no}/exchange", summary="Send an inspected exchange's replacement")
@@ -380,10 +392,7 @@ async def exchange(
 ) -> Response:
     """Reserve the returned units again and plan their replacement shipment (换货); 409
     `aftersales.waiting_for_stock` while the stock is not there."""
-    await _own_case(request, principal, case_no)
-    async with _db(request).transaction() as session:
-        case = await service.exchange(session, case_no, principal.name)
-    return _json(case_doc(case))
+    return await _step(request, principal, case_no, service.exchange)
 
 
 @router.post(
@@ -395,10 +404,7 @@ async def withdraw(
     principal: Annotated[Principal, Depends(require("aftersales.manage"))],
 ) -> Response:
     """Close a requested, approved or awaiting-return case before any money or goods moved."""
-    await _own_case(request, principal, case_no)
-    async with _db(request).transaction() as session:
-        case = await service.withdraw(session, case_no, principal.name)
-    return _json(case_doc(case))
+    return await _step(request, principal, case_no, service.withdraw)
 
 
 @router.post("/aftersales/{case_no}/close", summary="Close a finished case")
@@ -408,10 +414,7 @@ async def close(
     principal: Annotated[Principal, Depends(require("aftersales.manage"))],
 ) -> Response:
     """Close a refunded, reshipped, exchanged or inspected case."""
-    await _own_case(request, principal, case_no)
-    async with _db(request).transaction() as session:
-        case = await service.close(session, case_no, principal.name)
-    return _json(case_doc(case))
+    return await _step(request, principal, case_no, service.close)
 
 
 @router.post(

@@ -24,7 +24,12 @@ from ordertally.aftersales.errors import (
     WaitingForStock,
 )
 from ordertally.aftersales.events import AftersaleRequested, AftersaleStatusChanged
-from ordertally.aftersales.models import AftersaleCase, AftersaleEvent, AftersaleLine
+from ordertally.aftersales.models import (
+    AftersaleCase,
+    AftersaleEvent,
+    AftersaleLine,
+    AftersaleRefund,
+)
 from ordertally.aftersales.policy import current as current_policy
 from ordertally.aftersales.schemas import CaseCreate
 from ordertally.aftersales.state_machine import (
@@ -541,14 +546,20 @@ async def close(session: AsyncSession, case_no: str, actor: str) -> AftersaleCas
     return await transition(session, case, "close", actor)
 
 
+def withdrawal_blocked_by(refunds: list[AftersaleRefund]) -> AftersaleRefund | None:
+    """The refund that keeps a case from being withdrawn (one on its way or made), if any: the
+    rule the service enforces and the screen offers the step by."""
+    return next((r for r in refunds if r.state != "failed"), None)
+
+
 async def withdraw(session: AsyncSession, case_no: str, actor: str) -> AftersaleCase:
     """Close a case the buyer took back before any money or goods moved (撤销申请): refused
     while a refund of it is on its way to the provider or was made."""
     case = await get_case(session, case_no)
-    moving = [r for r in await repository.refunds_of_case(session, case.id) if r.state != "failed"]
-    if moving and case.status != CaseStatus.CLOSED:
+    blocking = withdrawal_blocked_by(await repository.refunds_of_case(session, case.id))
+    if blocking is not None and case.status != CaseStatus.CLOSED:
         raise IllegalCaseTransition(
-            f"case {case_no} has a refund {moving[0].state}: it cannot be withdrawn",
+            f"case {case_no} has a refund {blocking.state}: it cannot be withdrawn",
             case_status=case.status,
             transition="withdraw",
         )

@@ -92,7 +92,7 @@ async def apply_tracking_many(
         rounds[taken[chosen.id]].append((i, update_, chosen))
         taken[chosen.id] += 1
     # One order, one writer: every order concerned is held until COMMIT, locked in id order.
-    await orders_queries.lock_heads(session, [chosen.order_id for r in rounds for *_, chosen in r])
+    await orders_queries.hold(session, [chosen.order_id for r in rounds for *_, chosen in r])
     for round_ in rounds:
         await _apply_round(session, round_, source, now, outcomes)
     return outcomes

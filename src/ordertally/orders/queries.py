@@ -47,13 +47,11 @@ async def lock(session: AsyncSession, order_ids: Sequence[int]) -> list[SalesOrd
     return await repository.lock_many(session, sorted(set(order_ids)))
 
 
-async def lock_heads(session: AsyncSession, order_ids: Sequence[int]) -> dict[int, tuple[str, str]]:
-    """{id: (order_no, status)} of orders locked as `lock` locks them (id order), without
-    loading them: for a writer that must hold the order but rarely changes it."""
-    if not order_ids:
-        return {}
-    rows = await repository.lock_heads(session, sorted(set(order_ids)))
-    return {r.id: (r.order_no, r.status) for r in rows}
+async def hold(session: AsyncSession, order_ids: Sequence[int]) -> None:
+    """Lock orders as `lock` does (id order; one order, one writer) without loading them: for a
+    writer that must hold the order but rarely changes it."""
+    if order_ids:
+        await repository.hold(session, sorted(set(order_ids)))
 
 
 async def lines_of(session: AsyncSession, order_id: int) -> list[OrderLine]:

@@ -199,17 +199,13 @@ async def lock_many(session: AsyncSession, order_ids: list[int]) -> list[SalesOr
     return list((await session.scalars(stmt)).all())
 
 
-async def lock_heads(session: AsyncSession, order_ids: list[int]) -> list[Row[int, str, str]]:
-    """(id, order_no, status) of orders by id, row-locked as `lock_many` locks them, without
-    loading the entities (for writers of other domains that only need to hold the order)."""
-    stmt = (
-        select(SalesOrder.id, SalesOrder.order_no, SalesOrder.status)
-        .where(SalesOrder.id.in_(order_ids))
-        .order_by(SalesOrder.id)
-    )
+async def hold(session: AsyncSession, order_ids: list[int]) -> None:
+    """Row-lock orders by id as `lock_many` locks them, in id order, without loading them (for
+    writers of other domains that must hold the order but rarely change it)."""
+    stmt = select(SalesOrder.id).where(SalesOrder.id.in_(order_ids)).order_by(SalesOrder.id)
     if dialect_of(session) == "postgresql":
         stmt = stmt.with_for_update(key_share=True)
-    return list((await session.execute(stmt)).all())
+    await session.execute(stmt)
 
 
 async def set_status_many(

@@ -362,7 +362,9 @@ async def _case_context(
         can_reship=manage and "reship" in steps,
         can_exchange=manage and "exchange" in steps,
         can_close=manage and "close" in steps,
-        can_withdraw=manage and "withdraw" in steps and not case_refunds,
+        can_withdraw=manage
+        and "withdraw" in steps
+        and aftersales_service.withdrawal_blocked_by(case_refunds) is None,
         case_flash=FLASHES.get(request.query_params.get("done", "")),
         **_labels(),
         **({"error": None} | extra),
