@@ -131,16 +131,29 @@ class Database:
         self.url = url
         self.dialect = make_url(url).get_backend_name()
         self.is_sqlite = self.dialect == "sqlite"
+        # Every engine hides bound values from its exceptions: a failed statement's text goes to
+        # logs (a batch that falls back, the 500 handler) and its values may be a buyer's name,
+        # phone or address, or a carrier's words naming who signed.
         if self.is_sqlite:
             database = make_url(url).database
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
                 create_private_file(Path(database))
             self.write_engine = create_async_engine(
-                url, echo=echo, pool_size=1, max_overflow=0, connect_args={"timeout": 30}
+                url,
+                echo=echo,
+                hide_parameters=True,
+                pool_size=1,
+                max_overflow=0,
+                connect_args={"timeout": 30},
             )
             self.read_engine = create_async_engine(
-                url, echo=echo, pool_size=pool_size, max_overflow=0, connect_args={"timeout": 30}
+                url,
+                echo=echo,
+                hide_parameters=True,
+                pool_size=pool_size,
+                max_overflow=0,
+                connect_args={"timeout": 30},
             )
             _configure_sqlite(self.write_engine, immediate=True, synchronous="FULL")
             _configure_sqlite(self.read_engine, immediate=False, synchronous="FULL")
@@ -153,6 +166,7 @@ class Database:
             self.write_engine = create_async_engine(
                 url,
                 echo=echo,
+                hide_parameters=True,
                 pool_size=2 * pool_size,
                 max_overflow=0,
                 pool_pre_ping=False,
