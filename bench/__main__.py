@@ -163,6 +163,7 @@ def run_load(
         "warmup": args.warmup,
         "rate": args.rate,
         "bundle_share": args.bundle_share,
+        "first": getattr(args, "first", 0),
         "run_id": f"bench-{secrets.token_hex(4)}",
         "server_pid": server.pid,
         "pg_database": server.db.pg_name,

@@ -140,7 +140,13 @@ class Requests:
     """Prepared request bytes: fixed head, a unique Idempotency-Key, a body that differs."""
 
     def __init__(
-        self, host: str, port: int, key: str, run_id: str, bundle_share: float = 0.0
+        self,
+        host: str,
+        port: int,
+        key: str,
+        run_id: str,
+        bundle_share: float = 0.0,
+        first: int = 0,
     ) -> None:
         self.bundle_share = bundle_share
         self.head = (
@@ -148,7 +154,10 @@ class Requests:
             f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
             f"Idempotency-Key: {run_id}-"
         ).encode()
-        self.counter = itertools.count()
+        # Request numbers pick the buyer's phone: a run made of several windows (the soak's
+        # minutes) starts each window where the last ended, or every window would send the same
+        # buyers again and the rules would see a burst of one customer buying one SKU.
+        self.counter = itertools.count(first)
 
     def next(self) -> bytes:
         n = next(self.counter)
@@ -182,7 +191,12 @@ def _window(tally: Tally, start: float, cfg: dict[str, Any]) -> None:
 async def closed_loop(cfg: dict[str, Any], conns: list[Connection], tally: Tally) -> None:
     """Each connection sends its next order as soon as the previous one is answered."""
     requests = Requests(
-        cfg["host"], cfg["port"], cfg["key"], cfg["run_id"], cfg.get("bundle_share", 0.0)
+        cfg["host"],
+        cfg["port"],
+        cfg["key"],
+        cfg["run_id"],
+        cfg.get("bundle_share", 0.0),
+        cfg.get("first", 0),
     )
     _window(tally, time.perf_counter(), cfg)
 
@@ -199,7 +213,12 @@ async def open_loop(cfg: dict[str, Any], conns: list[Connection], tally: Tally) 
     still unsent when the window closes (the server fell behind) are not sent; their wait so
     far counts as their latency (a lower bound)."""
     requests = Requests(
-        cfg["host"], cfg["port"], cfg["key"], cfg["run_id"], cfg.get("bundle_share", 0.0)
+        cfg["host"],
+        cfg["port"],
+        cfg["key"],
+        cfg["run_id"],
+        cfg.get("bundle_share", 0.0),
+        cfg.get("first", 0),
     )
     interval = 1.0 / cfg["rate"]
     start = time.perf_counter() + 0.05

@@ -41,6 +41,8 @@ from bench.server import Database, Process, Server, asyncpg_dsn, existing_databa
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TOLERANCE = 0.10
+# Request numbers reserved per one-minute window (its buyers' phones): more than a minute sends.
+WINDOW_REQUESTS = 1_000_000
 GROWING_TABLES = (
     "sales_order",
     "order_line",
@@ -210,6 +212,7 @@ async def soak(
         before = await _progress(pool)
         for n in range(1, args.minutes + 1):
             since = time.perf_counter() - sampler.start
+            load.first = (n - 1) * WINDOW_REQUESTS  # new buyers each minute
             figures = await asyncio.to_thread(
                 order_bench.run_load, server, "open", load, None, False
             )

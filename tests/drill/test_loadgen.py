@@ -64,3 +64,17 @@ async def test_without_the_expiry_the_stale_connection_fails() -> None:
         with pytest.raises((HttpError, ConnectionError)):
             await conn.send(REQUEST)
         conn.close()
+
+
+def test_a_window_that_continues_a_run_sends_new_buyers() -> None:
+    """The soak's minutes are separate load-generator windows: each must continue the request
+    numbering (its buyers' phones), or every minute would send the same buyers again and the
+    rules would open a `same_sku_burst` case for each order from the fourth minute on."""
+    from bench.loadgen import Requests
+
+    def phones(first: int) -> set[bytes]:
+        requests = Requests("127.0.0.1", 1, "key", "run", first=first)
+        return {requests.next().split(b'"phone":"')[1][:11] for _ in range(100)}
+
+    assert len(phones(0)) == 100
+    assert phones(0).isdisjoint(phones(1_000_000))
