@@ -343,6 +343,8 @@ def create_app(
             edge.RequestDeadlineMiddleware,
             seconds=settings.request_deadline_seconds,
             retry_after=settings.request_deadline_retry_after_seconds,
+            # a cancelled SQLite request unwinds only when its busy thread returns
+            own_task=db.is_sqlite if db is not None else settings.is_sqlite,
         )
     if settings.rate_limit_enabled:
         app.add_middleware(
