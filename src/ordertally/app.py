@@ -266,10 +266,12 @@ def create_app(
         if embedded_worker:
             worker = asyncio.create_task(run_worker(database, settings, stop))
         await warm_up(database, settings)
+        lag = asyncio.create_task(metrics.sample_loop_lag(stop))
         try:
             yield
         finally:
             stop.set()
+            lag.cancel()
             if worker is not None:
                 await worker
             await outbound.close_all()
