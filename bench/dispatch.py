@@ -4,7 +4,13 @@ what a request pays from the router's entry to its route's `handle`; with `--sta
 app's entry (every middleware, rate limits and deadline as configured by default) instead. The
 two are timed interleaved in one process.
 
-    python -m bench.dispatch [--requests 20000] [--rounds 5] [--stack]
+    python -m bench.dispatch [--requests 20000] [--rounds 5] [--stack] [--bearer]
+        [--database-url postgresql+asyncpg://...]
+
+`--database-url` only chooses how the app is built (never connected: the handlers do not run):
+a PostgreSQL URL gives the production edge (the request deadline in the request's own task;
+SQLite runs each request in a task of its own). `--bearer` sends an API key, so the per-key
+limit is counted as on every authenticated request.
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ async def _send(message: Message) -> None:
     return None
 
 
+HEADERS = [(b"host", b"127.0.0.1")]
+
+
 def _scope(app: Any, method: str, path: str) -> Scope:
     return {
         "type": "http",
@@ -50,7 +59,7 @@ def _scope(app: Any, method: str, path: str) -> Scope:
         "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"q=138",
-        "headers": [(b"host", b"127.0.0.1")],
+        "headers": HEADERS,
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
         "app": app,
@@ -64,13 +73,16 @@ async def _time(entry: Any, app: Any, method: str, path: str, n: int) -> float:
     return (time.perf_counter() - started) / n * 1e6
 
 
-async def _run(requests: int, rounds: int, stack: bool) -> None:
-    # the default limits' machinery, with room for a bench's requests from one address
+async def _run(requests: int, rounds: int, stack: bool, database_url: str, bearer: bool) -> None:
+    # the default limits' machinery, with room for a bench's requests from one address and key
     settings = Settings(
-        database_url="sqlite+aiosqlite:///:memory:",
+        database_url=database_url,
         docs_enabled=True,
         rate_limit_per_ip="1000000/second;60000000/minute",
+        rate_limit_per_key="1000000/second;60000000/minute",
     )
+    if bearer:
+        HEADERS.append((b"authorization", b"Bearer ot_bench_" + b"k" * 40))
     app = create_app(settings)
     reached: list[str] = []
 
@@ -117,8 +129,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20000, help="requests per timed round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--stack", action="store_true", help="from the app's entry")
+    parser.add_argument("--bearer", action="store_true", help="send an API key")
+    parser.add_argument(
+        "--database-url", default="sqlite+aiosqlite:///:memory:", help="how the app is built"
+    )
     args = parser.parse_args()
-    asyncio.run(_run(args.requests, args.rounds, args.stack))
+    asyncio.run(_run(args.requests, args.rounds, args.stack, args.database_url, args.bearer))
 
 
 if __name__ == "__main__":
