@@ -5,12 +5,16 @@ the deadline's still cancels (ADR 0051)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
+import threading
 import time
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+import uvicorn
 from sqlalchemy import func, select, text
 from starlette.types import Message, Receive, Scope, Send
 
@@ -60,6 +64,78 @@ async def test_a_request_stuck_on_a_postgresql_lock_gets_503_within_the_deadline
     assert retry.status_code == 201, retry.text
     async with db.transaction(write=False) as session:
         assert await session.scalar(select(func.count()).select_from(SalesOrder)) == 1
+
+
+def _post_then_get(port: int, key: str, body: bytes) -> tuple[bytes, float, bytes]:
+    """On one kept-alive connection: the order (its status line and seconds), then /healthz."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        started = time.monotonic()
+        s.sendall(
+            b"POST /api/v1/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {key}\r\nIdempotency-Key: k-pg-2\r\n".encode()
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        first = _read_response(s)
+        took = time.monotonic() - started
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        second = _read_response(s)
+    return first.split(b"\r\n", 1)[0], took, second.split(b"\r\n", 1)[0]
+
+
+def _read_response(s: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length:")
+    )
+    while len(rest) < length:
+        rest += s.recv(65536)
+    return head
+
+
+async def test_the_503_leaves_the_connection_usable_on_a_real_server(
+    db: Database, keys: dict[str, str], backend: str
+) -> None:
+    if backend != "pg":
+        pytest.skip("the deadline in the request's own task (PostgreSQL)")
+    from ordertally.app import create_app
+
+    # Given a real server with a 1 s deadline, the stock table locked by another connection
+    settings = get_settings().model_copy(update={"request_deadline_seconds": 1.0})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive(), "server did not start"
+            await anyio.sleep(0.05)
+        async with db.write_engine.connect() as holder:
+            await holder.execute(text("LOCK TABLE stock IN ACCESS EXCLUSIVE MODE"))
+            # When an order is posted, then /healthz asked on the same connection
+            body = json.dumps(order_body()).encode()
+            late, took, then = await anyio.to_thread.run_sync(
+                _post_then_get, port, keys["ops"], body
+            )
+            await holder.rollback()
+    finally:
+        server.should_exit = True
+        await anyio.to_thread.run_sync(thread.join, 15)
+    # Then the order got its 503 at the deadline, and the connection served the next request
+    assert late == b"HTTP/1.1 503 Service Unavailable"
+    assert 1.0 <= took < 2.5
+    assert then == b"HTTP/1.1 200 OK"
 
 
 async def _wait_then_answer(scope: Scope, receive: Receive, send: Send) -> None:
