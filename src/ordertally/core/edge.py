@@ -88,14 +88,6 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-def limit_storage(redis_url: str) -> Storage | None:
-    """The shared Redis store when configured (production); None: this process's memory."""
-    if not redis_url:
-        return None
-    uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
-    return RedisStorage(uri, implementation="redispy")
-
-
 class LocalWindows:
     """Fixed windows counted in this process's memory, as `limits`' fixed-window strategy
     counts them in its memory storage: a key's window opens at its first hit and lasts the
@@ -137,6 +129,14 @@ class LocalWindows:
             del self._windows[key]
 
 
+def limit_storage(redis_url: str) -> Storage | LocalWindows:
+    """The shared Redis store when configured (production), else this process's memory."""
+    if not redis_url:
+        return LocalWindows()
+    uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
+    return RedisStorage(uri, implementation="redispy")
+
+
 # A refusal: the limit, its identifiers (kind, index of the limit in its list, who), the reason.
 Refusal = tuple[RateLimitItem, tuple[str, int, str], str]
 REASONS = {
@@ -162,14 +162,16 @@ class RateLimitMiddleware:
         per_key: str,
         per_ip: str,
         auth_failures: str,
-        storage: Storage | None = None,
+        storage: Storage | LocalWindows,
     ) -> None:
         self.app = app
         self.per_key = parse_many(per_key)
         self.per_ip = parse_many(per_ip)
         self.auth_failures = parse_many(auth_failures)
-        self.local = LocalWindows() if storage is None else None
-        self.limiter = FixedWindowRateLimiter(storage) if storage is not None else None
+        self.local = storage if isinstance(storage, LocalWindows) else None
+        self.limiter = (
+            None if isinstance(storage, LocalWindows) else FixedWindowRateLimiter(storage)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith("/callbacks/"):
