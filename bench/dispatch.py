@@ -4,8 +4,12 @@ what a request pays from the router's entry to its route's `handle`; with `--sta
 app's entry (every middleware, rate limits and deadline as configured by default) instead. The
 two are timed interleaved in one process.
 
-    python -m bench.dispatch [--requests 20000] [--rounds 5] [--stack] [--bearer]
+    python -m bench.dispatch [--requests 20000] [--rounds 5] [--stack | --edge] [--bearer]
         [--database-url postgresql+asyncpg://...]
+
+`--edge` times the whole stack (prefix table) twice, interleaved: with the edge as it was before
+ADR 0051 (rate limits through `limits`' memory storage, the request deadline in a task of its
+own per request) and as it is.
 
 `--database-url` only chooses how the app is built (never connected: the handlers do not run):
 a PostgreSQL URL gives the production edge (the request deadline in the request's own task;
@@ -22,10 +26,11 @@ import time
 from typing import Any
 
 from fastapi.routing import APIRoute
+from limits.aio.storage import MemoryStorage
 from starlette.types import Message, Receive, Scope, Send
 
 from ordertally.app import create_app
-from ordertally.core import dispatch
+from ordertally.core import dispatch, edge
 from ordertally.core.settings import Settings
 
 # method, path: an order read (registered early), the search (late), the last route registered
@@ -73,7 +78,18 @@ async def _time(entry: Any, app: Any, method: str, path: str, n: int) -> float:
     return (time.perf_counter() - started) / n * 1e6
 
 
-async def _run(requests: int, rounds: int, stack: bool, database_url: str, bearer: bool) -> None:
+def _edge_as_before(app: Any) -> None:
+    """The app's edge as before ADR 0051: `limits`' memory storage, a task per deadline."""
+    for entry in app.user_middleware:
+        if entry.cls is edge.RateLimitMiddleware:
+            entry.kwargs["storage"] = MemoryStorage()
+        elif entry.cls is edge.RequestDeadlineMiddleware:
+            entry.kwargs["own_task"] = True
+
+
+async def _run(
+    requests: int, rounds: int, stack: bool, database_url: str, bearer: bool, compare_edge: bool
+) -> None:
     # the default limits' machinery, with room for a bench's requests from one address and key
     settings = Settings(
         database_url=database_url,
@@ -107,6 +123,12 @@ async def _run(requests: int, rounds: int, stack: bool, database_url: str, beare
             await app(scope, receive, send)
 
         entries = {"app, ordered scan (before)": scan, "app, prefix table (after)": tabled}
+    if compare_edge:
+        old_edge = create_app(settings)
+        _edge_as_before(old_edge)
+        for built in (old_edge, app):
+            await built(_scope(built, "GET", "/healthz"), _receive, _send)  # builds the stack
+        entries = {"edge before ADR 0051": old_edge, "edge now": app}
     for label, (method, path) in REQUESTS.items():
         for entry in entries.values():
             reached.clear()
@@ -129,12 +151,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20000, help="requests per timed round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--stack", action="store_true", help="from the app's entry")
+    parser.add_argument("--edge", action="store_true", help="the edge before ADR 0051 and now")
     parser.add_argument("--bearer", action="store_true", help="send an API key")
     parser.add_argument(
         "--database-url", default="sqlite+aiosqlite:///:memory:", help="how the app is built"
     )
     args = parser.parse_args()
-    asyncio.run(_run(args.requests, args.rounds, args.stack, args.database_url, args.bearer))
+    asyncio.run(
+        _run(args.requests, args.rounds, args.stack, args.database_url, args.bearer, args.edge)
+    )
 
 
 if __name__ == "__main__":
