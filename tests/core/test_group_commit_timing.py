@@ -33,9 +33,11 @@ async def test_timing_says_how_long_each_item_queued_and_each_batch_ran() -> Non
     # Then the lone item waited for nothing, the others for the rest of the first batch
     assert ran == [[1], [2, 3, 4]]
     (alone, took1), (together, took2) = timings
-    assert len(alone) == 1 and alone[0] < 0.005
-    assert len(together) == 3 and all(0.03 <= q < 0.2 for q in together)
-    assert 0.05 <= took1 < 0.2 and 0.05 <= took2 < 0.2
+    # (upper bounds loose: a loaded machine's scheduling adds to every figure)
+    assert len(alone) == 1 and len(together) == 3
+    assert alone[0] < min(together)
+    assert all(0.035 <= q < 2 for q in together)
+    assert 0.05 <= took1 < 2 and 0.05 <= took2 < 2
 
 
 async def test_items_of_a_cancelled_drain_are_not_run_later() -> None:
