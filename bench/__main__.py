@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cpu, direct, profile
+from bench import cpu, direct, profile, server_view
 from bench.server import Database, Server, asyncpg_dsn, ordertally_command, scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +101,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-direct", action="store_true", help="no direct-driver floor")
     parser.add_argument(
+        "--timing",
+        action="store_true",
+        help="report where an order waited, from the server's histograms (bench/server_view.py)",
+    )
+    parser.add_argument(
         "--quiet-wait",
         type=float,
         default=60.0,
@@ -169,6 +174,7 @@ def run_load(
         "pg_database": server.db.pg_name,
     }
     background = wait_for_quiet(args) if quiet_first else None
+    scraped = server_view.scrape(server.port) if getattr(args, "timing", False) else None
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.loadgen"],
         stdin=subprocess.PIPE,
@@ -196,6 +202,8 @@ def run_load(
     result["background_cpu_before"] = background
     if server.process is None or server.process.poll() is not None:
         raise RuntimeError(f"the server died during the run:\n{server.log_tail()}")
+    if scraped is not None:  # warm-up included: the histograms have no window
+        result["server_view"] = server_view.summary(scraped, server_view.scrape(server.port))
     return result
 
 
@@ -279,6 +287,11 @@ def bench_database(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                         runs.append(run_load(server, mode, args))
                         label = "closed" if mode == "closed" else f"open {args.rate:g}/s"
                         _say(f"  {kind} x{workers} {label:<12} run {i + 1}: {_brief(runs[-1])}")
+                        for name, row in runs[-1].get("server_view", {}).items():
+                            _say(
+                                f"      {name:<20} "
+                                + "  ".join(f"{k} {v:g}" for k, v in row.items())
+                            )
                     config[mode] = median_of(runs)
                     config[mode]["each"] = runs
             report["http"][str(workers)] = config

@@ -266,10 +266,12 @@ def create_app(
         if embedded_worker:
             worker = asyncio.create_task(run_worker(database, settings, stop))
         await warm_up(database, settings)
+        lag = asyncio.create_task(metrics.sample_loop_lag(stop))
         try:
             yield
         finally:
             stop.set()
+            lag.cancel()
             if worker is not None:
                 await worker
             await outbound.close_all()
@@ -343,6 +345,8 @@ def create_app(
             edge.RequestDeadlineMiddleware,
             seconds=settings.request_deadline_seconds,
             retry_after=settings.request_deadline_retry_after_seconds,
+            # a cancelled SQLite request unwinds only when its busy thread returns
+            own_task=db.is_sqlite if db is not None else settings.is_sqlite,
         )
     if settings.rate_limit_enabled:
         app.add_middleware(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
@@ -24,7 +25,9 @@ class GroupCommit(Generic[T, R]):
     """`submit(item)` waits for the batch `item` goes in; `run(items)` writes a batch and
     returns one result per item (None: that item runs alone). `on_batch(size)` observes each
     batch's size; `on_alone(reason, count)` counts the items sent back to run alone, by reason
-    ("error", or what `classify` names the exception)."""
+    ("error", or what `classify` names the exception); `on_timing(queued, ran)` observes, per
+    batch, how long each of its items waited in the queue before the batch started and how
+    long the batch ran (seconds)."""
 
     def __init__(
         self,
@@ -34,19 +37,24 @@ class GroupCommit(Generic[T, R]):
         on_batch: Callable[[int], None] = lambda size: None,
         on_alone: Callable[[str, int], None] = lambda reason, count: None,
         classify: Callable[[Exception], str | None] = lambda exc: None,
+        on_timing: Callable[[list[float], float], None] | None = None,
     ) -> None:
         self._run = run
         self._max = max_batch
         self._on_batch = on_batch
         self._on_alone = on_alone
         self._classify = classify
+        self._on_timing = on_timing
         self._queue: list[tuple[T, asyncio.Future[R | None]]] = []
+        self._queued_at: list[float] = []  # when each queued item came (with on_timing)
         self._task: asyncio.Task[None] | None = None
 
     async def submit(self, item: T) -> R | None:
         """The item's result, or None: run this item on the one-at-a-time path."""
         future: asyncio.Future[R | None] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
+        if self._on_timing is not None:
+            self._queued_at.append(time.perf_counter())
         if self._task is None:
             self._task = asyncio.create_task(self._drain())
         return await future
@@ -57,6 +65,11 @@ class GroupCommit(Generic[T, R]):
                 batch = self._queue[: self._max]
                 del self._queue[: self._max]
                 self._on_batch(len(batch))
+                started = 0.0
+                if self._on_timing is not None:
+                    started = time.perf_counter()
+                    queued = [started - at for at in self._queued_at[: self._max]]
+                    del self._queued_at[: self._max]
                 try:
                     results = await self._run([item for item, _ in batch])
                     self._on_alone("unusual", results.count(None))
@@ -71,7 +84,11 @@ class GroupCommit(Generic[T, R]):
                     for _, future in batch + self._queue:
                         if not future.done():
                             future.set_exception(asyncio.CancelledError())
+                    self._queue.clear()
+                    self._queued_at.clear()
                     raise
+                if self._on_timing is not None:
+                    self._on_timing(queued, time.perf_counter() - started)
                 for (_, future), result in zip(batch, results, strict=True):
                     if not future.done():  # its client may have gone; the write stands
                         future.set_result(result)

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 import orjson
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -88,12 +88,62 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-def limit_storage(redis_url: str) -> Storage:
+class LocalWindows:
+    """Fixed windows counted in this process's memory, as `limits`' fixed-window strategy
+    counts them in its memory storage: a key's window opens at its first hit and lasts the
+    limit's period, and a refused hit still counts. A dict read and write per check, where that
+    storage takes an `asyncio.Lock` and starts an expiry task on every hit; windows that have
+    ended are swept at most once a minute (that storage never drops a key it is not asked
+    about again)."""
+
+    SWEEP_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self._windows: dict[tuple[str, int, str], list[float]] = {}  # key: [hits, ends at]
+        self._sweep_at = 0.0
+
+    def hit(self, item: RateLimitItem, key: tuple[str, int, str], now: float) -> bool:
+        """Count one hit; False when it is over the limit."""
+        window = self._windows.get(key)
+        if window is None or window[1] <= now:
+            if now >= self._sweep_at:
+                self._sweep(now)
+            window = self._windows[key] = [0, now + item.get_expiry()]
+        window[0] += 1
+        return window[0] <= item.amount
+
+    def test(self, item: RateLimitItem, key: tuple[str, int, str], now: float) -> bool:
+        """True when one more hit would be within the limit (nothing counted)."""
+        window = self._windows.get(key)
+        return window is None or window[1] <= now or window[0] < item.amount
+
+    def reset_time(self, key: tuple[str, int, str], now: float) -> float:
+        """When the key's window ends (now when it has none)."""
+        window = self._windows.get(key)
+        return now if window is None else window[1]
+
+    def _sweep(self, now: float) -> None:
+        self._sweep_at = now + self.SWEEP_SECONDS
+        ended = [key for key, (_, ends_at) in self._windows.items() if ends_at <= now]
+        for key in ended:
+            del self._windows[key]
+
+
+def limit_storage(redis_url: str) -> Storage | LocalWindows:
     """The shared Redis store when configured (production), else this process's memory."""
     if not redis_url:
-        return MemoryStorage()
+        return LocalWindows()
     uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
     return RedisStorage(uri, implementation="redispy")
+
+
+# A refusal: the limit, its identifiers (kind, index of the limit in its list, who), the reason.
+Refusal = tuple[RateLimitItem, tuple[str, int, str], str]
+REASONS = {
+    "authfail": "too many failed authentications from this address",
+    "ip": "too many requests from this address",
+    "key": "too many requests for this API key",
+}
 
 
 class RateLimitMiddleware:
@@ -101,6 +151,8 @@ class RateLimitMiddleware:
 
     A key is identified by a hash of what the client presented (valid or not), so limiting
     costs no database read; random-key guessing is stopped by the failure limit on the address.
+    Without Redis the windows are this process's `LocalWindows` (no await on the way); with it,
+    `limits`' fixed-window strategy over the shared store.
     """
 
     def __init__(
@@ -110,13 +162,16 @@ class RateLimitMiddleware:
         per_key: str,
         per_ip: str,
         auth_failures: str,
-        storage: Storage,
+        storage: Storage | LocalWindows,
     ) -> None:
         self.app = app
         self.per_key = parse_many(per_key)
         self.per_ip = parse_many(per_ip)
         self.auth_failures = parse_many(auth_failures)
-        self.limiter = FixedWindowRateLimiter(storage)
+        self.local = storage if isinstance(storage, LocalWindows) else None
+        self.limiter = (
+            None if isinstance(storage, LocalWindows) else FixedWindowRateLimiter(storage)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith("/callbacks/"):
@@ -130,51 +185,83 @@ class RateLimitMiddleware:
                 authorization = value.decode("latin-1")
                 break
         token = bearer_token(authorization)
-        try:
-            refused = await self._refused(ip, token)
-        except Exception:  # a store outage must not take the API down with it
-            log.warning("rate-limit store unavailable; request let through", exc_info=True)
-            refused = None
+        key = hashlib.sha256(token.encode()).hexdigest()[:32] if token is not None else None
+        refused: Refusal | None
+        if self.local is not None:
+            refused = self._refused_here(self.local, ip, key, time.time())
+        else:
+            try:
+                refused = await self._refused_shared(ip, key)
+            except Exception:  # a store outage must not take the API down with it
+                log.warning("rate-limit store unavailable; request let through", exc_info=True)
+                refused = None
         if refused is not None:
-            item, identifiers, reason = refused
-            await self._too_many(scope, send, item, identifiers, reason)
+            await self._too_many(scope, send, *refused)
             return
 
         async def watch_status(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] == 401:
                 with contextlib.suppress(Exception):
-                    for failure in self.auth_failures:
-                        await self.limiter.hit(failure, "authfail", ip)
+                    await self._failed(ip)
             await send(message)
 
         await self.app(scope, receive, watch_status)
 
-    async def _refused(
-        self, ip: str, token: str | None
-    ) -> tuple[RateLimitItem, tuple[str, ...], str] | None:
-        for item in self.auth_failures:
-            if not await self.limiter.test(item, "authfail", ip):
-                return item, ("authfail", ip), "too many failed authentications from this address"
-        for item in self.per_ip:
-            if not await self.limiter.hit(item, "ip", ip):
-                return item, ("ip", ip), "too many requests from this address"
-        if token is not None:
-            key = hashlib.sha256(token.encode()).hexdigest()[:32]
-            for item in self.per_key:
-                if not await self.limiter.hit(item, "key", key):
-                    return item, ("key", key), "too many requests for this API key"
+    def _refused_here(
+        self, windows: LocalWindows, ip: str, key: str | None, now: float
+    ) -> Refusal | None:
+        for i, item in enumerate(self.auth_failures):
+            if not windows.test(item, ("authfail", i, ip), now):
+                return item, ("authfail", i, ip), REASONS["authfail"]
+        for i, item in enumerate(self.per_ip):
+            if not windows.hit(item, ("ip", i, ip), now):
+                return item, ("ip", i, ip), REASONS["ip"]
+        if key is not None:
+            for i, item in enumerate(self.per_key):
+                if not windows.hit(item, ("key", i, key), now):
+                    return item, ("key", i, key), REASONS["key"]
         return None
+
+    async def _refused_shared(self, ip: str, key: str | None) -> Refusal | None:
+        assert self.limiter is not None
+        for i, item in enumerate(self.auth_failures):
+            if not await self.limiter.test(item, "authfail", ip):
+                return item, ("authfail", i, ip), REASONS["authfail"]
+        for i, item in enumerate(self.per_ip):
+            if not await self.limiter.hit(item, "ip", ip):
+                return item, ("ip", i, ip), REASONS["ip"]
+        if key is not None:
+            for i, item in enumerate(self.per_key):
+                if not await self.limiter.hit(item, "key", key):
+                    return item, ("key", i, key), REASONS["key"]
+        return None
+
+    async def _failed(self, ip: str) -> None:
+        if self.local is not None:
+            now = time.time()
+            for i, failure in enumerate(self.auth_failures):
+                self.local.hit(failure, ("authfail", i, ip), now)
+            return
+        assert self.limiter is not None
+        for failure in self.auth_failures:
+            await self.limiter.hit(failure, "authfail", ip)
 
     async def _too_many(
         self,
         scope: Scope,
         send: Send,
         item: RateLimitItem,
-        identifiers: tuple[str, ...],
+        identifiers: tuple[str, int, str],
         reason: str,
     ) -> None:
-        stats = await self.limiter.get_window_stats(item, *identifiers)
-        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        now = time.time()
+        if self.local is not None:
+            reset_time = self.local.reset_time(identifiers, now)
+        else:
+            assert self.limiter is not None
+            kind, _, who = identifiers
+            reset_time = (await self.limiter.get_window_stats(item, kind, who)).reset_time
+        retry_after = max(1, math.ceil(reset_time - now))
         body = problem(
             429,
             "request.rate_limited",
@@ -189,22 +276,75 @@ class RateLimitMiddleware:
 class RequestDeadlineMiddleware:
     """Answer 503 with `Retry-After` when a request is not answered within the deadline.
 
-    The request runs in its own task so the 503 goes out on time even when the work is stuck
-    in a place that does not yield to cancellation at once (SQLite's busy wait runs in a
-    thread). The task is cancelled and a late answer is dropped, but a write already handed to
-    the database may still commit once the lock frees: a 503 means "outcome unknown", and a
-    retry with the same Idempotency-Key returns the one result.
+    The request runs in the connection's own task under a timer (no task or `asyncio.wait` per
+    request). When the deadline passes before the answer has started, the 503 is sent at once
+    by a short task of its own and the request's task is cancelled; its late answer is dropped.
+    An answer already under way (a long stream) is left to finish.
+
+    `own_task` (SQLite) runs the request in a task of its own instead, as before ADR 0051: a
+    request cancelled while it waits on SQLite's busy thread unwinds only when that thread
+    returns (its rollback queues behind the stuck statement), and the middleware must not wait
+    for that before it returns. Either way a write already handed to the database may still
+    commit once the lock frees: a 503 means "outcome unknown", and a retry with the same
+    Idempotency-Key returns the one result.
     """
 
-    def __init__(self, app: ASGIApp, *, seconds: float, retry_after: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, seconds: float, retry_after: int, own_task: bool = False
+    ) -> None:
         self.app = app
         self.seconds = seconds
         self.retry_after = retry_after
+        self.own_task = own_task
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.seconds <= 0:
             await self.app(scope, receive, send)
             return
+        if self.own_task:
+            await self._in_own_task(scope, receive, send)
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        started = False
+        answer: asyncio.Task[None] | None = None
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if answer is not None:
+                return
+            started = True
+            await send(message)
+
+        def expire() -> None:
+            nonlocal answer
+            if started:  # an answer already under way (a long stream) is left to finish
+                return
+            answer = loop.create_task(self._late(scope, send))
+            task.cancel()
+
+        timer = loop.call_later(self.seconds, expire)
+        try:
+            await self.app(scope, receive, guarded_send)
+        except BaseException as exc:
+            if answer is None:
+                raise
+            late: BaseException | None = exc
+        else:
+            if answer is None:
+                return
+            late = None  # it swallowed the cancellation
+        finally:
+            timer.cancel()
+        if task.uncancel() > 0:  # cancelled by someone else too (the server shutting down)
+            answer.cancel()
+            raise asyncio.CancelledError
+        if late is not None and not isinstance(late, asyncio.CancelledError):
+            log.warning("request failed after its deadline: %r", late)
+        await answer
+
+    async def _in_own_task(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
         expired = False
 
@@ -227,6 +367,9 @@ class RequestDeadlineMiddleware:
         expired = True
         task.cancel()
         task.add_done_callback(_log_late_failure)
+        await self._late(scope, send)
+
+    async def _late(self, scope: Scope, send: Send) -> None:
         body = problem(
             503,
             "request.deadline_exceeded",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 import time
@@ -36,6 +37,11 @@ HTTP_LATENCY = Histogram(
     ["method", "route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+LOOP_LAG = Histogram(
+    "ordertally_event_loop_lag_seconds",
+    "How late the process's event loop woke a sampler asleep for 0.1 s (time callbacks waited)",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 OUTBOX_BACKLOG = Gauge(
     "ordertally_outbox_backlog", "Outbox events not yet delivered", multiprocess_mode="max"
 )
@@ -53,6 +59,16 @@ SWEEP_LAG = Gauge(
     "How long the oldest expired reservation has been waiting for the sweep",
     multiprocess_mode="max",
 )
+
+
+async def sample_loop_lag(stop: asyncio.Event, every: float = 0.1) -> None:
+    """Until `stop`, sleep `every` seconds and observe how much later than that the loop woke
+    this task: what any callback ready at that moment waited (ten wake-ups a second)."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        asleep = loop.time()
+        await asyncio.sleep(every)
+        LOOP_LAG.observe(max(0.0, loop.time() - asleep - every))
 
 
 class LatencyMiddleware:

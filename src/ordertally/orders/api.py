@@ -52,6 +52,16 @@ BATCH_SIZE = Histogram(
     "POST /orders requests per creation batch (group commit)",
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
 )
+BATCH_QUEUED = Histogram(
+    "ordertally_order_batch_queued_seconds",
+    "POST /orders: from joining the creation queue until its batch starts",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2),
+)
+BATCH_SECONDS = Histogram(
+    "ordertally_order_batch_seconds",
+    "Creation batches: from the start of the batch until its transaction has committed",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2),
+)
 BATCH_ALONE = Counter(
     "ordertally_order_batch_alone_total",
     "POST /orders requests of a batch that ran on the one-order path, by why",
@@ -243,8 +253,15 @@ def _batcher(db: Database) -> GroupCommit[_Create, _Created] | None:
             on_batch=BATCH_SIZE.observe,
             on_alone=lambda reason, count: BATCH_ALONE.labels(reason).inc(count),
             classify=_classify,
+            on_timing=_observe_timing,
         )
     return batcher
+
+
+def _observe_timing(queued: list[float], ran: float) -> None:
+    for seconds in queued:
+        BATCH_QUEUED.observe(seconds)
+    BATCH_SECONDS.observe(ran)
 
 
 @router.post(
