@@ -218,6 +218,20 @@ class Database:
             assert driver is not None, "a pooled connection has its driver connection"
             return await driver.fetchval(sql)
 
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        """The rows of one read on PostgreSQL (`$1`-style parameters), outside any unit of work:
+        one statement in autocommit on the driver's own connection, prepared once per connection
+        by the driver and kept in its statement cache; rows as the driver gives them (asyncpg
+        records: by position or column name, values as asyncpg decodes them). For a hot read
+        that needs no session, no statement compiled per call and no result layer (the search
+        request). SQLite has no such path: use a session there."""
+        if self.is_sqlite:
+            raise NotImplementedError("Database.fetch reads PostgreSQL; use a session on SQLite")
+        async with self.read_engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None, "a pooled connection has its driver connection"
+            return list(await driver.fetch(sql, *args))
+
     @contextlib.asynccontextmanager
     async def reads(self) -> AsyncIterator[AsyncSession]:
         """Read-only work whose statements need not share a snapshot (under PostgreSQL's READ
