@@ -1,8 +1,10 @@
 """`Database.reads()`: read-only work without BEGIN and COMMIT round trips on PostgreSQL (each
 statement on its own, in autocommit), and the pooled connection back in transactions after it;
-a read transaction on SQLite."""
+a read transaction on SQLite. `Database.fetch`: one read through the driver on PostgreSQL."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from sqlalchemy import text
@@ -63,3 +65,38 @@ async def test_reads_on_sqlite_are_one_read_transaction(db: Database, backend: s
     # And a new block sees the row
     async with db.reads() as session:
         assert await session.scalar(count) == before + 1
+
+
+async def test_fetch_reads_through_the_driver_and_does_not_reuse_a_connection_left_unsure(
+    db: Database, backend: str
+) -> None:
+    if backend != "pg":
+        # SQLite has no driver path: its callers read through a session
+        with pytest.raises(NotImplementedError):
+            await db.fetch("SELECT 1")
+        return
+    one = Database(db.url, pool_size=1)  # the pool hands the same idle connection back
+    try:
+        # Given a read through the driver, with $n parameters
+        ((pid, answer),) = await one.fetch("SELECT pg_backend_pid(), $1::int + 1", 41)
+        assert answer == 42
+        # Then each statement runs on its own (autocommit), on the same pooled connection
+        (first,), (second,) = [(await one.fetch("SELECT txid_current()"))[0] for _ in "ab"]
+        assert first != second
+        assert (await one.fetch("SELECT pg_backend_pid()"))[0][0] == pid
+        # When PostgreSQL refuses a statement
+        with pytest.raises(Exception) as refused:
+            await one.fetch("SELECT 1 / $1::int", 0)
+        assert getattr(refused.value, "sqlstate", None) == "22012"
+        # Then the connection is as it was, and handed out again
+        assert (await one.fetch("SELECT pg_backend_pid()"))[0][0] == pid
+        # When a read is cancelled mid-statement (a request's deadline)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(one.fetch("SELECT pg_sleep(5)"), 0.3)
+        # Then that connection is not handed out again: the next read gets a new one, and works
+        assert (await one.fetch("SELECT pg_backend_pid()"))[0][0] != pid
+        assert await one.read_one("SELECT 7") == 7
+        async with one.transaction(write=False) as session:
+            assert await session.scalar(text("SELECT 8")) == 8
+    finally:
+        await one.dispose()

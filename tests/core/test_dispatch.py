@@ -89,6 +89,13 @@ def _plain(value: Any) -> Any:
     return ("object", id(value))
 
 
+def _subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
+
+
 @pytest.fixture
 def routed() -> Iterator[tuple[FastAPI, dispatch.RouteTable, list[Any]]]:
     """The app with every route's `handle` replaced by a recorder of the scope it is given."""
@@ -98,7 +105,9 @@ def routed() -> Iterator[tuple[FastAPI, dispatch.RouteTable, list[Any]]]:
     async def arrived(self: Any, scope: Scope, receive: Receive, send: Send) -> None:
         reached.append((id(self), _plain(scope)))
 
-    saved = {cls: cls.__dict__["handle"] for cls in (APIRoute, Route, Mount)}
+    # (and every route class of the app that answers some requests in a `handle` of its own)
+    own = [c for c in _subclasses(APIRoute) if "handle" in c.__dict__]
+    saved = {cls: cls.__dict__["handle"] for cls in (APIRoute, Route, Mount, *own)}
     for cls in saved:
         cls.handle = arrived  # type: ignore[method-assign]
     try:

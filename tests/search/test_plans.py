@@ -73,14 +73,25 @@ async def test_the_doctor_fails_a_plan_that_gathers_from_parallel_workers(
 
 
 def statements_on(db: Database) -> list[str]:
-    """Every statement the app sends from now on (both engines), in order."""
+    """Every statement the app sends from now on (both engines), in order: those SQLAlchemy
+    executes, and on PostgreSQL those read straight through the driver (`Database.fetch`: the
+    driver's query log of each connection the pool hands out; SQLAlchemy's own statements run as
+    prepared statements, which the driver does not log, so none is counted twice)."""
     sent: list[str] = []
+    logged: set[int] = set()
 
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         sent.append(statement)
 
+    def log_driver(_dbapi: Any, _record: Any, proxy: Any) -> None:
+        driver = proxy.driver_connection
+        if not db.is_sqlite and id(driver) not in logged:
+            logged.add(id(driver))
+            driver.add_query_logger(lambda query: sent.append(query.query))
+
     for engine in {db.write_engine, db.read_engine}:
         event.listen(engine.sync_engine, "before_cursor_execute", record)
+        event.listen(engine.sync_engine, "checkout", log_driver)
     return sent
 
 

@@ -16,7 +16,7 @@ from ordertally.catalog.models import (
     Sku,
     SkuChange,
 )
-from ordertally.core.db import table_of, upsert_insert
+from ordertally.core.db import Database, table_of, upsert_insert
 
 _CHUNK = 500
 
@@ -313,6 +313,16 @@ async def word_revision(session: AsyncSession) -> tuple[str | None, int]:
     connection = await session.connection()
     row = (await connection.execute(_WORD_REVISION)).first()
     return (None, 0) if row is None else (str(row[0]), int(row[1]))
+
+
+async def word_revision_now(db: Database) -> tuple[str | None, int]:
+    """(epoch, revision) of the word list read on its own, outside any unit of work (on
+    PostgreSQL one statement through the driver: the search request's shared read)."""
+    if db.is_sqlite:
+        async with db.reads() as session:
+            return await word_revision(session)
+    rows = await db.fetch("SELECT epoch, revision FROM catalog_revision WHERE id = 1")
+    return (None, 0) if not rows else (str(rows[0][0]), int(rows[0][1]))
 
 
 async def words_between(session: AsyncSession, after: int, upto: int) -> list[str]:

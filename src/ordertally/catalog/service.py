@@ -29,6 +29,7 @@ from ordertally.catalog.errors import (
 )
 from ordertally.catalog.models import Category, Sku
 from ordertally.core import clock
+from ordertally.core.db import Database
 from ordertally.events import outbox
 
 # Fields of a SKU a person may set (and the history records).
@@ -147,6 +148,11 @@ async def _announce(
 async def word_revision(session: AsyncSession) -> tuple[str | None, int]:
     """(epoch, revision) of the catalogue's word list: one read of one row."""
     return await repository.word_revision(session)
+
+
+async def word_revision_now(db: Database) -> tuple[str | None, int]:
+    """(epoch, revision) of the catalogue's word list, read on its own (no session)."""
+    return await repository.word_revision_now(db)
 
 
 async def words_between(session: AsyncSession, after: int, upto: int) -> list[str]:

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util.concurrency import greenlet_spawn
 
 from ordertally.core.clock import as_utc
 from ordertally.core.settings import Settings, get_settings
@@ -207,16 +208,38 @@ class Database:
     async def read_one(self, sql: str) -> Any:
         """The first column of the first row of one read (`sql`, no parameters), outside any
         unit of work: on PostgreSQL one statement in autocommit on the driver's own connection
-        (one round trip: no BEGIN and COMMIT, no session, no statement compiled), on SQLite in a
-        read transaction as usual. For a small read every request makes (the auth revision): it
-        starts after the caller asked and sees everything committed before it."""
+        (`fetch`), on SQLite in a read transaction as usual. For a small read every request
+        makes (the auth revision): it starts after the caller asked and sees everything
+        committed before it."""
         if self.is_sqlite:
             async with self.transaction(write=False) as session:
                 return await session.scalar(text(sql))
-        async with self.read_engine.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
+        rows = await self.fetch(sql)
+        return rows[0][0] if rows else None
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        """The rows of one read on PostgreSQL (`$1`-style parameters), outside any unit of work:
+        one statement in autocommit on a pooled connection's driver, prepared once per
+        connection by the driver and kept in its statement cache; rows as the driver gives them
+        (asyncpg records: by position or column name). For a hot read that needs no session, no
+        statement compiled per call and no result layer (the search request, the revision reads
+        every request shares). SQLite has no such path: use a session there."""
+        if self.is_sqlite:
+            raise NotImplementedError("Database.fetch reads PostgreSQL; use a session on SQLite")
+        pooled = await self.read_engine.raw_connection()
+        try:
+            driver = pooled.driver_connection
             assert driver is not None, "a pooled connection has its driver connection"
-            return await driver.fetchval(sql)
+            rows = await driver.fetch(sql, *args)
+        except BaseException as exc:
+            # A statement PostgreSQL refused (it names an SQLSTATE) leaves the connection as it
+            # was; anything else (a connection lost, a request cancelled mid-statement) may not,
+            # so that connection is not handed out again.
+            usable = getattr(exc, "sqlstate", None) is not None
+            await greenlet_spawn(pooled.close if usable else pooled.invalidate)
+            raise
+        await greenlet_spawn(pooled.close)
+        return list(rows)
 
     @contextlib.asynccontextmanager
     async def reads(self) -> AsyncIterator[AsyncSession]:

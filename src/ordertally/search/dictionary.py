@@ -69,12 +69,7 @@ async def current(db: Database) -> tuple[str | None, int]:
     instead of one per query, and still every word committed before the query)."""
     shared = _READS.get(db)
     if shared is None:
-
-        async def read() -> tuple[str | None, int]:
-            async with db.reads() as session:
-                return await catalog_service.word_revision(session)
-
-        shared = _READS[db] = SharedRead(read)
+        shared = _READS[db] = SharedRead(lambda: catalog_service.word_revision_now(db))
     return await shared.get()
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from ordertally.search import tokens as tk
@@ -22,10 +22,11 @@ class Leaf:
     kind: str
     value: str
     term: str
+    # The blind token, made once: a parse, its render and its legend each ask for it.
+    token: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def token(self) -> str:
-        return tk.token(self.kind, self.value)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "token", tk.token(self.kind, self.value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,14 +301,15 @@ def parse(q: str, today: date, synonyms: Mapping[str, tuple[str, ...]] | None = 
                 terms.append(Term(label, "pinyin", node))
                 i = j + 1
                 continue
+        # (every leaf of a chunk's own node already says the chunk as its term)
         if tk.CJK.match(chunk):
-            node = _relabel(_text_node(chunk, syn), chunk)
+            node = _text_node(chunk, syn)
             terms.append(Term(chunk, "text", node, tuple(tk.query_words(tk.norm(chunk)))))
         else:
             kind = "phone_last4" if chunk.isdigit() and len(chunk) == 4 else "id"
             if chunk.isalpha():
                 kind = "pinyin"
-            terms.append(Term(chunk, kind, _relabel(_ascii_node(chunk, syn), chunk)))
+            terms.append(Term(chunk, kind, _ascii_node(chunk, syn)))
         i += 1
     return terms
 

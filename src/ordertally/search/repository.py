@@ -21,9 +21,10 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.core.db import dialect_of, table_of, upsert_insert
+from ordertally.core.db import Database, dialect_of, table_of, upsert_insert
 from ordertally.search.models import SearchDoc, SearchSynonym, SearchWordWatch
 
 _DOC = table_of(SearchDoc)
@@ -45,6 +46,8 @@ _RESULT = (
     _DOC.c.created_at,
     _DOC.c.tokens,
 )
+# The names of those columns, in the order a plain result row has them.
+RESULT_COLUMNS: tuple[str, ...] = tuple(c.name for c in _RESULT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +183,63 @@ async def search(
     stmt, values = search_statement(dialect_of(session), expression, filters, after, limit)
     connection = await session.connection()
     return (await connection.execute(stmt, values)).all()
+
+
+@dataclass(frozen=True, slots=True)
+class _Driver:
+    """A search statement as the driver runs it: its SQL text with `$n` parameters, the
+    parameter each position takes, a parameter's fixed value and the bind processors."""
+
+    sql: str
+    names: tuple[str, ...]
+    fixed: dict[str, Any]
+    processors: dict[str, Callable[[Any], Any]]
+
+    def args(self, values: dict[str, Any]) -> list[Any]:
+        found = []
+        for name in self.names:
+            value = values[name] if name in values else self.fixed[name]
+            process = self.processors.get(name)
+            found.append(value if process is None else process(value))
+        return found
+
+
+@functools.lru_cache(maxsize=256)
+def _driver_statement(
+    dialect: Dialect, match: bool, given: tuple[str, ...], after: bool
+) -> _Driver | None:
+    """The statement of one shape of search compiled once by the engine's own dialect (the SQL
+    text SQLAlchemy would send); None for a shape with an expanding parameter (a channel scope),
+    whose text depends on the values."""
+    if "channels" in given:
+        return None
+    compiled = _statement("postgresql", match, given, after).compile(dialect=dialect)
+    names = tuple(compiled.positiontup or ())
+    fixed = {key: bind.value for bind, key in compiled.bind_names.items()}
+    processors = dict(getattr(compiled, "_bind_processors", {}) or {})
+    return _Driver(str(compiled), names, fixed, processors)
+
+
+async def search_rows(
+    db: Database, expression: str | None, filters: Filters, after: int | None, limit: int
+) -> Sequence[Any]:
+    """One page of matching index rows (the columns of `_RESULT`, by position), outside any unit
+    of work: on PostgreSQL straight through the driver (the statement compiled once per shape,
+    no session, no result layer: the search request's path), else through a read session."""
+    if not db.is_sqlite:
+        values = _values(filters)
+        shape = _driver_statement(
+            db.read_engine.dialect, bool(expression), tuple(values), after is not None
+        )
+        if shape is not None:
+            values["limit"] = limit
+            if expression:
+                values["expression"] = expression
+            if after is not None:
+                values["after"] = after
+            return await db.fetch(shape.sql, *shape.args(values))
+    async with db.reads() as session:
+        return await search(session, expression, filters, after, limit)
 
 
 async def plan(session: AsyncSession, expression: str) -> str:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ordertally.catalog import service as catalog_service
 from ordertally.core import clock
 from ordertally.core.crypto import get_cipher
-from ordertally.core.db import count_after_commit, dialect_of
+from ordertally.core.db import Database, count_after_commit, dialect_of
 from ordertally.core.settings import get_settings
 from ordertally.events import outbox
 from ordertally.events import service as events_service
@@ -304,6 +304,47 @@ async def synonym_map(session: AsyncSession) -> dict[str, tuple[str, ...]]:
     return result
 
 
+def cached_synonyms() -> dict[str, tuple[str, ...]] | None:
+    """This process's copy of the synonyms while it is fresh (None: read them again)."""
+    cached: dict[str, tuple[str, ...]] | None = _synonyms["map"]
+    if cached is not None and time.monotonic() < _synonyms["until"]:
+        return cached
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """A query made ready for the engine: its terms, the engine's expression, the cursor's
+    order id, how many rows to read and the legend that explains a match."""
+
+    terms: list[parser.Term]
+    expression: str | None
+    after: int | None
+    limit: int
+    legend: dict[str, list[tuple[str, str]]]
+
+
+def _prepare(
+    q: str,
+    synonyms: dict[str, tuple[str, ...]],
+    dialect: str,
+    warehouse: str | None,
+    carrier: str | None,
+    cursor: str | None,
+    limit: int,
+) -> _Query:
+    terms = parser.parse(q, today(), synonyms)
+    nodes: list[parser.Node] = [t.node for t in terms]
+    if warehouse:
+        nodes.append(parser.Leaf("wh", tk.norm(warehouse), warehouse))
+    if carrier:
+        nodes.append(parser.Leaf("ca", tk.norm(carrier), carrier))
+    expression = parser.render(parser.AllOf(tuple(nodes)), dialect) if nodes else None
+    after = decode_cursor(cursor) if cursor else None
+    limit = max(1, min(limit, MAX_LIMIT))
+    return _Query(terms, expression, after, limit, parser.legend([t.node for t in terms]))
+
+
 async def search(
     session: AsyncSession,
     q: str,
@@ -322,21 +363,59 @@ async def search(
         await dictionary.ensure_current(session)
     else:
         await dictionary.ensure_at(session, *words)
-    terms = parser.parse(q, today(), await synonym_map(session))
-    nodes: list[parser.Node] = [t.node for t in terms]
-    if warehouse:
-        nodes.append(parser.Leaf("wh", tk.norm(warehouse), warehouse))
-    if carrier:
-        nodes.append(parser.Leaf("ca", tk.norm(carrier), carrier))
     dialect = "pg" if dialect_of(session) == "postgresql" else "sqlite"
-    expression = parser.render(parser.AllOf(tuple(nodes)), dialect) if nodes else None
-    after = decode_cursor(cursor) if cursor else None
-    limit = max(1, min(limit, MAX_LIMIT))
-    docs = await repository.search(session, expression, filters, after, limit + 1)
-    legend = parser.legend([t.node for t in terms])
-    hits = [Hit(d, tk.explain(d.tokens, legend)) for d in docs[:limit]]
+    query = _prepare(q, await synonym_map(session), dialect, warehouse, carrier, cursor, limit)
+    limit = query.limit
+    docs = await repository.search(session, query.expression, filters, query.after, limit + 1)
+    hits = [Hit(d, tk.explain(d.tokens, query.legend)) for d in docs[:limit]]
     next_cursor = encode_cursor(docs[limit - 1].order_id) if len(docs) > limit else None
-    return Page(terms, hits, next_cursor)
+    return Page(query.terms, hits, next_cursor)
+
+
+# Where a plain result row has the order id and the tokens.
+ROW_ORDER_ID = repository.RESULT_COLUMNS.index("order_id")
+ROW_TOKENS = repository.RESULT_COLUMNS.index("tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """A page of results as plain rows (the columns of `repository._RESULT` by position), each
+    with why it matched: what the search request shapes its answer from."""
+
+    terms: list[parser.Term]
+    rows: list[Any]
+    highlights: list[list[dict[str, str]]]
+    next_cursor: str | None
+
+
+async def search_rows(
+    db: Database,
+    q: str,
+    filters: Filters,
+    *,
+    words: tuple[str | None, int],
+    warehouse: str | None = None,
+    carrier: str | None = None,
+    cursor: str | None = None,
+    limit: int = 20,
+) -> Rows:
+    """`search`, for a request with the catalogue's word revision in hand (`dictionary.current`):
+    the same orders, order and explanations, read as plain rows in one statement outside any
+    unit of work. A session is opened only when this process must first catch up with the
+    catalogue's words or re-read the synonyms."""
+    synonyms = cached_synonyms()
+    if synonyms is None or dictionary.seen() != words:
+        async with db.reads() as session:
+            await dictionary.ensure_at(session, *words)
+            synonyms = await synonym_map(session)
+    dialect = "sqlite" if db.is_sqlite else "pg"
+    query = _prepare(q, synonyms, dialect, warehouse, carrier, cursor, limit)
+    limit = query.limit
+    rows = list(await repository.search_rows(db, query.expression, filters, query.after, limit + 1))
+    legend = query.legend
+    explained = [tk.explain(row[ROW_TOKENS], legend) for row in rows[:limit]]
+    next_cursor = encode_cursor(rows[limit - 1][ROW_ORDER_ID]) if len(rows) > limit else None
+    return Rows(query.terms, rows[:limit], explained, next_cursor)
 
 
 # --- synonyms ---------------------------------------------------------------------------------
