@@ -200,6 +200,9 @@ class Settings(BaseSettings):
     aliyun_sms_endpoint: str = "https://dysmsapi.aliyuncs.com"
     # Approved template code per event, e.g. {"OrderPaid": "SMS_123"}; no code = no SMS then.
     aliyun_sms_template_codes: dict[str, str] = Field(default_factory=dict)
+    # Messages of one template a sender round sends in one SendBatchSms call (the platform takes
+    # up to 100 numbers a call); 1 sends each message alone through SendSms.
+    aliyun_sms_batch_size: int = Field(default=100, ge=1, le=100)
 
     # --- channels (issue 6): accounts, sync engine, simulators ---
     channels_ingest_chunk: int = 1000  # orders per ingest transaction
