@@ -134,6 +134,13 @@ async def run(args: argparse.Namespace) -> None:
             print(f"{mode} / shared: CPU x{ratio_cpu:.2f}, wall x{ratio_wall:.2f}")
 
 
+async def serve_forever(port: int) -> None:
+    """The sink alone on `port` (a JSON webhook receiver for bench.consumers --outbound)."""
+    server = await asyncio.start_server(serve_ok, HOST, port)
+    async with server:
+        await server.serve_forever()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=100, help="sequential calls per round")
@@ -142,7 +149,12 @@ def main() -> None:
     parser.add_argument(
         "--no-per-call", action="store_true", help="leave out the new-client-per-call mode"
     )
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--serve", type=int, metavar="PORT", help="only run the sink on PORT")
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(serve_forever(args.serve))
+    else:
+        asyncio.run(run(args))
 
 
 if __name__ == "__main__":
