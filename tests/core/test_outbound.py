@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from ordertally.core import outbound
+from ordertally.core.settings import reset_settings
 from ordertally.simkit.server import free_port
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -174,7 +175,7 @@ async def _post_form(client: httpx.AsyncClient, url: str) -> httpx.Response:
 
 def test_a_call_reaches_the_server_and_comes_back_the_same_through_both_pools() -> None:
     seen = {}
-    for engine in ("httpcore", "aiohttp"):
+    for engine in ("httpcore", "outbound"):
         recorder, answer = asyncio.run(_through(engine, "ok", _post_form))
         assert isinstance(answer, httpx.Response)
         seen[engine] = (
@@ -187,8 +188,8 @@ def test_a_call_reaches_the_server_and_comes_back_the_same_through_both_pools() 
             answer.json(),
         )
     # Then the request line, headers, body and the decoded answer are the same
-    assert seen["aiohttp"] == seen["httpcore"]
-    heads, bodies, status, reason, version, twice, doc = seen["aiohttp"]
+    assert seen["outbound"] == seen["httpcore"]
+    heads, bodies, status, reason, version, twice, doc = seen["outbound"]
     assert heads[0][0] == "POST /poll?x=1&y=%E5%A5%BD HTTP/1.1"
     assert "X-Ordertally-Notification-Id: 7" in heads[0]
     assert bodies == [b"param=%7B%22com%22%3A%22shunfeng%22%7D&sign=ABC"]
@@ -212,7 +213,7 @@ async def _get(client: httpx.AsyncClient, url: str) -> httpx.Response:
 def test_a_server_that_hangs_or_hangs_up_is_the_same_httpx_error_through_both_pools(
     mode: str, error: type[Exception]
 ) -> None:
-    for engine in ("httpcore", "aiohttp"):
+    for engine in ("httpcore", "outbound"):
         _, answer = asyncio.run(_through(engine, mode, _get))
         assert isinstance(answer, error), (engine, answer)
 
@@ -221,7 +222,7 @@ def test_a_refused_connection_is_a_connect_error_through_both_pools() -> None:
     async def refused(client: httpx.AsyncClient, _: str) -> httpx.Response:
         return await client.get(f"http://127.0.0.1:{free_port()}/")
 
-    for engine in ("httpcore", "aiohttp"):
+    for engine in ("httpcore", "outbound"):
         _, answer = asyncio.run(_through(engine, "ok", refused))
         assert isinstance(answer, httpx.ConnectError), (engine, answer)
 
@@ -234,3 +235,27 @@ def test_the_process_client_sends_through_aiohttps_pool() -> None:
             await outbound.close_all()
 
     assert isinstance(asyncio.run(transport()), outbound.AiohttpTransport)
+
+
+def test_the_httpcore_pool_is_there_when_the_settings_ask_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the setting that turns aiohttp's pool off
+    monkeypatch.setenv("ORDERTALLY_OUTBOUND_HTTP_POOL", "httpcore")
+    reset_settings()
+
+    async def call() -> tuple[httpx.AsyncBaseTransport, httpx.Response | Exception]:
+        client = outbound.client("test-engines")
+        transport = client._transport
+        await outbound.close_all()
+        _, answer = await _through("outbound", "ok", _get)  # outbound.client again: httpcore
+        return transport, answer
+
+    try:
+        transport, answer = asyncio.run(call())
+    finally:
+        monkeypatch.delenv("ORDERTALLY_OUTBOUND_HTTP_POOL")
+        reset_settings()
+    # Then the client sends through httpx's own pool, and the call works the same
+    assert not isinstance(transport, outbound.AiohttpTransport)
+    assert isinstance(answer, httpx.Response) and answer.json() == {"ok": "好"}

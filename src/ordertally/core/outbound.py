@@ -10,6 +10,10 @@ A client's connections belong to the event loop that opened them, so clients are
 running loop: a process has one, while tests and `asyncio.run` calls of the CLI start loops of
 their own and get fresh clients (the old loop's are dropped with it). `close_all()` closes the
 running loop's clients: the app's lifespan and the worker call it when they stop.
+
+A client's connection pool is aiohttp's (`AiohttpTransport`) unless
+`ORDERTALLY_OUTBOUND_HTTP_POOL=httpcore` asks for httpx's own: callers speak httpx either way
+(ADR 0054).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import Any
 import aiohttp
 import httpx
 import yarl
+
+from ordertally.core.settings import get_settings
 
 # Connections kept per provider: a process talks to a handful of hosts. An idle connection is
 # dropped after 4 s, before the other side's own idle timeout (uvicorn 5 s, which our simulators
@@ -152,8 +158,9 @@ def client(
     key = (name, timeout, trust_env)
     found = per_loop.get(key)
     if found is None or found.is_closed:
+        pool = AiohttpTransport() if get_settings().outbound_http_pool == "aiohttp" else None
         found = per_loop[key] = httpx.AsyncClient(
-            timeout=timeout, limits=LIMITS, trust_env=trust_env, transport=AiohttpTransport()
+            timeout=timeout, limits=LIMITS, trust_env=trust_env, transport=pool
         )
     return found
 
