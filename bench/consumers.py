@@ -1,5 +1,6 @@
 """The outbox consumers as a worker runs them, all of them, on orders made by the real services:
-`python -m bench.consumers [--orders N] [--paid F] [--runs R] [--batch B] [--notify]`.
+`python -m bench.consumers [--orders N] [--paid F] [--runs R] [--batch B] [--notify]
+[--outbound]`.
 
 Per run: a scratch PostgreSQL database, every domain wired as `ordertally worker` wires it, N
 orders created through the order service (200 per transaction, like a group commit), a share
@@ -11,6 +12,12 @@ Reported per run: events and orders per second of wall time, the bench process's
 database backends' CPU (read from /proc, so run it on the database's machine), and the time
 spent inside each consumer (its handler or batch handler, summed). Issue 21: the drill's
 workers are the chain's bottleneck; this is their work, alone and repeatable.
+
+`--outbound` (implies `--notify`) adds the workers' outbound calls, timed apart after the drain:
+the drill's notification targets and carrier are real processes on 127.0.0.1 (the SMS simulator,
+a JSON webhook sink, the carrier simulator), the sender's rounds send every planned message and
+the carrier loop asks a waybill for every shipment; reported as CPU per order of this process and
+of PostgreSQL, with the calls each platform received.
 """
 
 from __future__ import annotations
@@ -22,13 +29,16 @@ import json
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import time
+import urllib.request
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 from bench.cpu import _TICK, _stat
-from bench.server import scratch_database
+from bench.server import Process, free_port, scratch_database, stop_group
 
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 SKUS = [f"CON-BENCH-{n}" for n in range(8)]
@@ -220,6 +230,95 @@ def _notify_env() -> dict[str, str]:
     }
 
 
+CARRIER = {"key": "bench-key", "customer": "BENCHCUSTOMER", "secret": "bench-secret"}
+
+
+def _outbound_env(ports: dict[str, int]) -> dict[str, str]:
+    """The drill's targets (ops webhook on OrderPaid and ShipmentShipped, the buyer SMS) and
+    Kuaidi100, each pointed at its process on 127.0.0.1."""
+    ops = [
+        {
+            "name": "ops",
+            "url": f"json://127.0.0.1:{ports['sink']}/hook",
+            "events": ["OrderPaid", "ShipmentShipped"],
+        }
+    ]
+    return {
+        **_notify_env(),
+        "ORDERTALLY_NOTIFY_OPS_TARGETS": json.dumps(ops),
+        "ORDERTALLY_ALIYUN_SMS_ENDPOINT": f"http://127.0.0.1:{ports['sms']}",
+        "ORDERTALLY_NOTIFY_SEND_BATCH": "1000",  # as the drill
+        "ORDERTALLY_KUAIDI100_API_BASE": f"http://127.0.0.1:{ports['carrier']}",
+        "ORDERTALLY_KUAIDI100_CUSTOMER": CARRIER["customer"],
+        "ORDERTALLY_KUAIDI100_KEY": CARRIER["key"],
+        "ORDERTALLY_KUAIDI100_SECRET": CARRIER["secret"],
+        "ORDERTALLY_KUAIDI100_SALT": "bench-salt",
+    }
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def _wait_up(url: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+async def _outbound(db: Any, orders: int, ports: dict[str, int]) -> dict[str, Any]:
+    """Send everything the drain planned and ask a waybill for every shipment, timed."""
+    from ordertally.core import outbound
+    from ordertally.core.settings import get_settings
+    from ordertally.fulfillment.carrier_loop import carrier_work
+    from ordertally.notify import service as notify_service
+
+    settings = get_settings()
+    pids = await _backend_pids(db)
+    before_ticks = _ticks(pids)
+    t0, cpu0 = time.perf_counter(), _process_cpu()
+    sent = {"claimed": 0, "sent": 0, "retried": 0, "dead": 0}
+    while True:
+        result = await notify_service.send_due(db, settings=settings)
+        if not result.claimed:
+            break
+        for key in sent:
+            sent[key] += getattr(result, key)
+    waybills: Counter[str] = Counter()
+    while True:
+        done = (await carrier_work(db)).get("waybills") or {}
+        if not done:
+            break
+        waybills.update(done)
+    seconds, cpu = time.perf_counter() - t0, _process_cpu() - cpu0
+    after = _ticks(await _backend_pids(db))
+    backend = sum(t - before_ticks.get(pid, 0) for pid, t in after.items()) / _TICK
+    await outbound.close_all()
+    sms = _get_json(f"http://127.0.0.1:{ports['sms']}/sim/messages")
+    carrier = _get_json(f"http://127.0.0.1:{ports['carrier']}/_sim/status")
+    return {
+        "seconds": round(seconds, 2),
+        "process_cpu_s": round(cpu, 2),
+        "backend_cpu_s": round(backend, 2),
+        "cpu_ms_per_order": round(1000 * (cpu + backend) / orders, 2),
+        "process_cpu_ms_per_order": round(1000 * cpu / orders, 2),
+        "notifications": sent,
+        "waybills": dict(waybills),
+        "calls": {
+            "sms": sms["requests"],
+            "sms_messages": len(sms["messages"]),
+            "carrier": carrier["requests"],
+        },
+    }
+
+
 def _one_run(
     pg_url: str,
     orders: int,
@@ -227,13 +326,18 @@ def _one_run(
     batch: int,
     only: list[str] | None = None,
     notify: bool = False,
+    outbound: bool = False,
 ) -> dict[str, Any]:
+    from bench.drill.__main__ import SMS_KEY_ID, SMS_SECRET
     from ordertally.core.crypto import reset_cipher
     from ordertally.core.db import Database
     from ordertally.core.settings import get_settings, reset_settings
     from ordertally.domains import register_all
 
+    ports = {"sms": free_port(), "sink": free_port(), "carrier": free_port()}
     env = {"ORDERTALLY_WORKER_BATCH_SIZE": str(batch), **(_notify_env() if notify else {})}
+    if outbound:
+        env.update(_outbound_env(ports))
     with scratch_database("pg", pg_url, env) as sdb:
         os.environ.update(sdb.env)
         reset_settings()
@@ -241,16 +345,57 @@ def _one_run(
         register_all(get_settings())
         if only:
             _keep_only(only)
+        helpers: list[Process] = []
+        sink = None
+        if outbound:
+            helpers = [
+                Process(
+                    sdb,
+                    "smssim",
+                    "--port",
+                    str(ports["sms"]),
+                    "--access-key-id",
+                    SMS_KEY_ID,
+                    "--access-key-secret",
+                    SMS_SECRET,
+                    name="smssim",
+                ).start(),
+                Process(
+                    sdb,
+                    "carriersim",
+                    "--port",
+                    str(ports["carrier"]),
+                    *("--key", CARRIER["key"], "--customer", CARRIER["customer"]),
+                    *("--secret", CARRIER["secret"]),
+                    name="carriersim",
+                ).start(),
+            ]
+            sink = subprocess.Popen(
+                [sys.executable, "-m", "bench.outbound", "--serve", str(ports["sink"])],
+                env=sdb.env,
+                start_new_session=True,
+            )
+            _wait_up(f"http://127.0.0.1:{ports['sms']}/sim/messages")
+            _wait_up(f"http://127.0.0.1:{ports['carrier']}/_sim/status")
 
         async def run() -> dict[str, Any]:
             db = Database(sdb.url)
             try:
                 await _seed(db, orders, paid)
-                return await _drain(db, orders)
+                figures = await _drain(db, orders)
+                if outbound:
+                    figures["outbound"] = await _outbound(db, orders, ports)
+                return figures
             finally:
                 await db.dispose()
 
-        return asyncio.run(run())
+        try:
+            return asyncio.run(run())
+        finally:
+            for helper in helpers:
+                helper.stop()
+            if sink is not None:
+                stop_group(sink)
 
 
 def main() -> None:
@@ -270,16 +415,33 @@ def main() -> None:
     parser.add_argument(
         "--notify", action="store_true", help="plan the drill's notifications (webhook, SMS)"
     )
+    parser.add_argument(
+        "--outbound",
+        action="store_true",
+        help="then send them and ask the waybills, at the simulators (timed apart)",
+    )
     args = parser.parse_args()
     runs = []
     for n in range(args.runs):
-        figures = _one_run(args.url, args.orders, args.paid, args.batch, args.only, args.notify)
+        figures = _one_run(
+            args.url,
+            args.orders,
+            args.paid,
+            args.batch,
+            args.only,
+            args.notify or args.outbound,
+            args.outbound,
+        )
         print(json.dumps({"run": n + 1, **figures}, ensure_ascii=False))
         runs.append(figures)
     summary = {
         key: statistics.median(r[key] for r in runs)
         for key in ("seconds", "events_per_s", "orders_per_s", "cpu_ms_per_order")
     }
+    if args.outbound:
+        summary["outbound_cpu_ms_per_order"] = statistics.median(
+            r["outbound"]["cpu_ms_per_order"] for r in runs
+        )
     print("median", json.dumps(summary))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "runs": runs, "median": summary}))

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 
 from ordertally.fulfillment.carriers.kuaidi100 import Kuaidi100Adapter
@@ -44,14 +45,14 @@ def server() -> Iterator[str]:
 def test_one_adapter_posts_from_successive_event_loops(server: str) -> None:
     adapter = Kuaidi100Adapter(api_base=server, customer="c", key="k", salt="s", secret="x")
 
-    async def post() -> tuple[int, int]:
+    async def post() -> tuple[httpx.AsyncClient, int]:
         client = adapter._http()
         response = await client.post(server + "/label/order", data={"a": "1"})
-        return id(client), response.status_code
+        return client, response.status_code
 
     # Each run leaves a kept-alive connection behind in the pool of its (then closed) loop
     first, status_1 = asyncio.run(post())
     second, status_2 = asyncio.run(post())
     third, status_3 = asyncio.run(post())
     assert (status_1, status_2, status_3) == (200, 200, 200)
-    assert len({first, second, third}) == 3  # a fresh pool per loop, none reused
+    assert len({id(first), id(second), id(third)}) == 3  # a fresh pool per loop, none reused

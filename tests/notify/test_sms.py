@@ -21,8 +21,14 @@ from ordertally.events.dispatcher import drain
 from ordertally.notify import service
 from ordertally.notify.models import Notification
 from ordertally.notify.service import SendResult
-from ordertally.notify.sms import SmsFailed
-from ordertally.notify.sms.aliyun import AliyunConfig, AliyunSms, sign, signed_params
+from ordertally.notify.sms import SmsFailed, SmsMessage
+from ordertally.notify.sms.aliyun import (
+    AliyunConfig,
+    AliyunSms,
+    sign,
+    signed_batch_params,
+    signed_params,
+)
 from ordertally.notify.sms_simulator import SmsSimServer, expected_signature
 from tests.factories import make_order
 from tests.notify.conftest import SMS_KEY_ID, SMS_SECRET, configure, free_port
@@ -226,3 +232,156 @@ async def test_the_clear_phone_never_lands_in_the_database(
         masked = (await session.scalars(select(Notification.recipient_masked))).all()
     assert masked == ["138****5678"]
     assert order.customer_phone_masked == "138****5678"
+
+
+# --- SendBatchSms: a round's messages of one template in one call (issue 21, ADR 0054) ---------
+
+
+async def test_a_signed_batch_is_one_call_recorded_per_number(sms_sim: SmsSimServer) -> None:
+    # Given three messages of one template, each number with its own variables
+    gateway = AliyunSms(_config(sms_sim.url))
+    messages = [
+        SmsMessage("+8613812345678", {"order_no": "A1"}, "11"),
+        SmsMessage("+8613912345678", {"order_no": "A2"}, "12"),
+        SmsMessage("+85291234567", {"order_no": "A3"}, "13"),
+    ]
+    # When they are sent as one batch
+    sent = await gateway.send_batch("SMS_100001", messages)
+    # Then the simulator verified one signed SendBatchSms and took the three under its BizId
+    assert (sms_sim.sim.requests, sms_sim.sim.calls) == (1, {"SendBatchSms": 1})
+    assert [
+        (m.biz_id, m.phone_numbers, m.sign_name, m.template_code, m.template_param, m.out_id)
+        for m in sms_sim.sim.messages
+    ] == [
+        (sent.message_id, "13812345678", "茶叶小铺", "SMS_100001", {"order_no": "A1"}, "11"),
+        (sent.message_id, "13912345678", "茶叶小铺", "SMS_100001", {"order_no": "A2"}, "11"),
+        (sent.message_id, "85291234567", "茶叶小铺", "SMS_100001", {"order_no": "A3"}, "11"),
+    ]
+    assert sms_sim.sim.rejections == []
+
+
+def test_batch_params_are_the_platforms_json_arrays_signed_like_any_call() -> None:
+    # Given a batch of two, signed at a fixed time and nonce
+    config = _config("http://sms.test")
+    form = signed_batch_params(
+        config,
+        "SMS_1",
+        [SmsMessage("+8613812345678", {"a": "1"}, "5"), SmsMessage("+8613912345678", {}, "6")],
+        "5",
+        at=datetime(2026, 3, 1, 8, 0, tzinfo=UTC),
+        nonce="n-1",
+    )
+    # Then the arrays have one entry per number, in one order, and the signature is the
+    # platform's (recomputed by the simulator's own encoder)
+    assert form["Action"] == "SendBatchSms"
+    assert form["PhoneNumberJson"] == '["13812345678","13912345678"]'
+    assert form["SignNameJson"] == '["茶叶小铺","茶叶小铺"]'
+    assert form["TemplateParamJson"] == '[{"a":"1"},{}]'
+    assert form["Signature"] == expected_signature("POST", form, SMS_SECRET)
+    assert "PhoneNumbers" not in form and "TemplateParam" not in form
+
+
+async def _paid_orders_with_sms(db: Database, count: int) -> None:
+    for _ in range(count):
+        await make_order(db, status="paid")
+    await drain(db, get_settings())
+
+
+async def _sms_rows(db: Database) -> list[Notification]:
+    async with db.transaction(write=False) as session:
+        return list((await session.scalars(select(Notification).order_by(Notification.id))).all())
+
+
+async def test_a_rounds_sms_of_one_template_go_in_one_batch_call(
+    db: Database, sms_sim: SmsSimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given Aliyun SMS for the buyer only, and five paid orders (five OrderPaid SMS)
+    configure(monkeypatch, sms_url=sms_sim.url)
+    with clock.frozen(datetime(2026, 3, 1, 8, 0, tzinfo=UTC)):
+        await _paid_orders_with_sms(db, 5)
+        # When the sender runs
+        assert await service.send_due(db) == SendResult(claimed=5, sent=5)
+    # Then the gateway got one SendBatchSms call carrying the five messages
+    assert (sms_sim.sim.requests, sms_sim.sim.calls) == (1, {"SendBatchSms": 1})
+    assert len(sms_sim.sim.messages) == 5
+    assert {m.template_code for m in sms_sim.sim.messages} == {"SMS_100001"}
+    # And each row is sent once, with the call's BizId as its provider id
+    rows = await _sms_rows(db)
+    assert [(r.status, r.attempts) for r in rows] == [("sent", 1)] * 5
+    assert {r.provider_message_id for r in rows} == {sms_sim.sim.messages[0].biz_id}
+    # And each number got its own order's variables
+    assert sorted(m.template_param["order_no"] for m in sms_sim.sim.messages) == sorted(
+        r.order_no for r in rows
+    )
+
+
+async def test_batch_size_one_sends_each_message_alone(
+    db: Database, sms_sim: SmsSimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the batch call turned off
+    configure(monkeypatch, sms_url=sms_sim.url, aliyun_sms_batch_size="1")
+    with clock.frozen(datetime(2026, 3, 1, 8, 0, tzinfo=UTC)):
+        await _paid_orders_with_sms(db, 3)
+        # When the sender runs; Then each message is its own SendSms call
+        assert await service.send_due(db) == SendResult(claimed=3, sent=3)
+    assert sms_sim.sim.calls == {"SendSms": 3}
+    assert len({r.provider_message_id for r in await _sms_rows(db)}) == 3
+
+
+async def test_a_batch_refused_for_a_number_is_sent_one_by_one(
+    db: Database, sms_sim: SmsSimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given four SMS due, and a gateway that calls a number illegal twice: the batch (which it
+    # refuses whole), then the first message sent alone
+    configure(monkeypatch, sms_url=sms_sim.url)
+    with clock.frozen(datetime(2026, 3, 1, 8, 0, tzinfo=UTC)):
+        await _paid_orders_with_sms(db, 4)
+        sms_sim.sim.fail("illegal", 2)
+        # When the sender runs
+        result = await service.send_due(db)
+    # Then each message got its own verdict: three sent alone, one dead at once
+    assert result == SendResult(claimed=4, sent=3, dead=1)
+    assert (sms_sim.sim.requests, sms_sim.sim.calls) == (1 + 4, {"SendSms": 3})
+    rows = await _sms_rows(db)
+    assert sorted((r.status, r.attempts) for r in rows) == [("dead", 1)] + [("sent", 1)] * 3
+    assert len(sms_sim.sim.messages) == 3
+
+
+async def test_a_batch_the_gateway_failed_is_retried_whole_and_never_doubled(
+    db: Database, sms_sim: SmsSimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given four SMS due, and a gateway that answers its next request with its own error
+    configure(monkeypatch, sms_url=sms_sim.url, notify_backoff_base_seconds="5")
+    with clock.frozen(datetime(2026, 3, 1, 8, 0, tzinfo=UTC)):
+        await _paid_orders_with_sms(db, 4)
+        sms_sim.sim.fail("500", 1)
+        # When the sender runs: the batch fails, and no message is tried alone
+        assert await service.send_due(db) == SendResult(claimed=4, retried=4)
+        assert (sms_sim.sim.requests, sms_sim.sim.messages) == (1, [])
+        rows = await _sms_rows(db)
+        assert {(r.status, r.attempts, r.last_error) for r in rows} == {
+            ("failed", 1, "aliyun InternalError: The request processing has failed.")
+        }
+        # And after the backoff the four go again in one call, each once
+        clock.advance(timedelta(seconds=5))
+        assert await service.send_due(db) == SendResult(claimed=4, sent=4)
+    assert (sms_sim.sim.requests, sms_sim.sim.calls) == (2, {"SendBatchSms": 1})
+    assert len(sms_sim.sim.messages) == 4
+    assert [(r.status, r.attempts) for r in await _sms_rows(db)] == [("sent", 2)] * 4
+
+
+async def test_a_batch_to_a_gateway_that_is_down_stops_the_rounds_other_sms(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 2 x 3 SMS due with a batch size of 3, and a gateway nobody listens on
+    configure(monkeypatch, sms_url=f"http://127.0.0.1:{free_port()}", aliyun_sms_batch_size="3")
+    with clock.frozen(datetime(2026, 3, 1, 8, 0, tzinfo=UTC)):
+        await _paid_orders_with_sms(db, 6)
+        # When the sender runs
+        result = await service.send_due(db)
+    # Then one batch costs the connection failure; the other is not attempted this round
+    # (the per-round breaker), unless both were under way at once
+    assert result.claimed == 6 and result.sent == 0 and result.dead == 0
+    assert (result.retried, result.skipped) in ((3, 3), (6, 0))
+    rows = await _sms_rows(db)
+    assert {r.status for r in rows} <= {"failed", "pending"}

@@ -200,6 +200,9 @@ class Settings(BaseSettings):
     aliyun_sms_endpoint: str = "https://dysmsapi.aliyuncs.com"
     # Approved template code per event, e.g. {"OrderPaid": "SMS_123"}; no code = no SMS then.
     aliyun_sms_template_codes: dict[str, str] = Field(default_factory=dict)
+    # Messages of one template a sender round sends in one SendBatchSms call (the platform takes
+    # up to 100 numbers a call); 1 sends each message alone through SendSms.
+    aliyun_sms_batch_size: int = Field(default=100, ge=1, le=100)
 
     # --- channels (issue 6): accounts, sync engine, simulators ---
     channels_ingest_chunk: int = 1000  # orders per ingest transaction
@@ -285,6 +288,10 @@ class Settings(BaseSettings):
     # uvicorn's HTTP parser: "auto" = httptools where installed, else h11 (both with the
     # header and body timeouts above).
     http_implementation: Literal["auto", "httptools", "h11"] = "auto"
+    # Outbound calls (providers, carrier, SMS, webhooks; core/outbound.py): the connection
+    # pool under httpx, "aiohttp" (its C parser: a fraction of the CPU per call) or "httpcore"
+    # (httpx's own pool, as before ADR 0054).
+    outbound_http_pool: Literal["aiohttp", "httpcore"] = "aiohttp"
     body_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     # A request not answered within this many seconds gets a 503 with Retry-After (the work
     # is cancelled and rolled back); 0 = no deadline.

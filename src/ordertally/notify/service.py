@@ -37,7 +37,7 @@ from ordertally.notify.errors import (
 )
 from ordertally.notify.metrics import DEAD, PLANNED, SEND_SECONDS, SENDS
 from ordertally.notify.models import Notification
-from ordertally.notify.sms import SmsFailed, SmsGateway
+from ordertally.notify.sms import SmsFailed, SmsGateway, SmsMessage
 from ordertally.notify.sms.aliyun import AliyunConfig, AliyunSms
 from ordertally.orders import service as orders_service
 from ordertally.orders.service import PII_PHONE
@@ -295,7 +295,38 @@ async def _send_jobs(jobs: list[_Job], settings: Settings) -> None:
         gateway=gateway,
         limit_seconds=settings.notify_http_timeout_seconds,
     )
-    await asyncio.gather(*(_bounded(job, send_round) for job in jobs))
+    batches = _sms_batches(jobs, send_round)
+    batched = {id(job) for batch in batches for job in batch}
+    await asyncio.gather(
+        *(_bounded_batch(batch, send_round) for batch in batches),
+        *(_bounded(job, send_round) for job in jobs if id(job) not in batched),
+    )
+
+
+def _sms_batches(jobs: list[_Job], send_round: _Round) -> list[list[_Job]]:
+    """The round's SMS ready to go, by template, in batches of the gateway's batch call (two
+    messages at least: a lone one goes alone); empty when the gateway has no batch call."""
+    gateway, sms = send_round.gateway, send_round.sms
+    if gateway is None or sms is None or gateway.batch_limit < 2:
+        return []
+    by_template: dict[str, list[_Job]] = {}
+    for job in jobs:
+        row = job.row
+        if (
+            job.outcome is None
+            and job.phone is not None
+            and row.target_kind == "sms"
+            and row.target_key == sms.key
+            and row.sms is not None
+        ):
+            by_template.setdefault(str(row.sms["template_code"]), []).append(job)
+    size = gateway.batch_limit
+    return [
+        chunk
+        for group in by_template.values()
+        for chunk in (group[i : i + size] for i in range(0, len(group), size))
+        if len(chunk) > 1
+    ]
 
 
 async def _bounded(job: _Job, send_round: _Round) -> None:
@@ -314,6 +345,64 @@ async def _bounded(job: _Job, send_round: _Round) -> None:
         )
         if job.outcome is not None and job.outcome.unreachable:
             send_round.unreachable.add(key)
+
+
+async def _bounded_batch(batch: list[_Job], send_round: _Round) -> None:
+    """Send SMS of one template in one gateway call. A business refusal (`per_message`: a
+    number, a text or a rate the gateway would not take; none of the batch was taken) sends
+    each message alone, so each gets its own verdict; any other failure (network, the
+    gateway's own error) is every message's, as it would have been alone."""
+    gateway = send_round.gateway
+    assert gateway is not None
+    key = batch[0].row.target_key
+    alone = False
+    async with send_round.target_slots(key), send_round.slots:
+        if key in send_round.unreachable:
+            for job in batch:
+                job.outcome = Outcome(
+                    False, error=f"not attempted: {key} unreachable in this round", attempted=False
+                )
+            return
+        started = time.perf_counter()
+        try:
+            outcome = await _send_sms_batch(gateway, batch)
+        except Exception as exc:  # the round's other sends already went out: never lose them
+            log.exception("notification batch %s..: send crashed", batch[0].row.id)
+            outcome = Outcome(False, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR])
+        elapsed = time.perf_counter() - started
+        if outcome is None:
+            alone = True
+        else:
+            for job in batch:
+                job.outcome = outcome
+                SEND_SECONDS.labels("sms").observe(elapsed)
+            if outcome.unreachable:
+                send_round.unreachable.add(key)
+    if alone:  # outside the slots: each message takes its own, as any other send
+        await asyncio.gather(*(_bounded(job, send_round) for job in batch))
+
+
+async def _send_sms_batch(gateway: SmsGateway, batch: list[_Job]) -> Outcome | None:
+    """The batch's one outcome, or None when its messages must be sent one by one."""
+    first = batch[0].row
+    assert first.sms is not None
+    messages = []
+    for job in batch:
+        assert job.row.sms is not None and job.phone is not None
+        params = {str(k): str(v) for k, v in dict(job.row.sms["template_param"]).items()}
+        messages.append(SmsMessage(job.phone, params, str(job.row.id)))
+    try:
+        sent = await gateway.send_batch(str(first.sms["template_code"]), messages)
+    except SmsFailed as exc:
+        if exc.per_message:
+            return None
+        return Outcome(
+            False,
+            error=f"{gateway.name} {exc}",
+            retryable=exc.retryable,
+            unreachable=exc.code == "network",
+        )
+    return Outcome(True, message_id=sent.message_id)
 
 
 async def _record_all(

@@ -1,10 +1,13 @@
-"""A local Aliyun SMS (Dysmsapi `SendSms`) for tests and the demo (`ordertally smssim`).
+"""A local Aliyun SMS (Dysmsapi `SendSms`, `SendBatchSms`) for tests and the demo
+(`ordertally smssim`).
 
 It takes the real request (form POST or GET query, RPC signature version 1.0), checks it the way
 the platform does — the signature recomputed with its own encoder, the timestamp within 15
 minutes, the nonce never seen before, the parameters' shapes — records every accepted message
-and answers in the platform's JSON. Control endpoints under /sim list the messages and make the
-next requests fail on command (throttled, illegal number, HTTP 500, gateway down).
+(a batch's numbers one message each, under the call's one BizId) and answers in the platform's
+JSON. A batch is taken whole or refused whole (one `Code` for the call). Control endpoints
+under /sim list the messages and make the next requests fail on command (throttled, illegal
+number, HTTP 500, gateway down).
 """
 
 from __future__ import annotations
@@ -32,20 +35,23 @@ from ordertally.simkit.app import simulator_app
 from ordertally.simkit.misbehaviour import Outage
 from ordertally.simkit.server import BackgroundServer
 
-REQUIRED = (
+COMMON = (
     "AccessKeyId",
     "Action",
     "Format",
-    "PhoneNumbers",
-    "SignName",
     "Signature",
     "SignatureMethod",
     "SignatureNonce",
     "SignatureVersion",
-    "TemplateCode",
     "Timestamp",
     "Version",
 )
+# Each action's own mandatory parameters.
+REQUIRED = {
+    "SendSms": ("PhoneNumbers", "SignName", "TemplateCode"),
+    "SendBatchSms": ("PhoneNumberJson", "SignNameJson", "TemplateCode"),
+}
+BATCH_LIMIT = 100
 TIMESTAMP_WINDOW = timedelta(minutes=15)
 _MAINLAND = re.compile(r"^1[3-9]\d{9}$")
 _INTERNATIONAL = re.compile(r"^(00)?[1-9]\d{7,14}$")
@@ -99,6 +105,8 @@ class SmsSim:
     messages: list[SimMessage] = field(default_factory=list)
     rejections: list[dict[str, str]] = field(default_factory=list)
     requests: int = 0
+    # Accepted calls per action ({"SendSms": 3, "SendBatchSms": 1}).
+    calls: dict[str, int] = field(default_factory=dict)
     failures: Outage = field(default_factory=Outage)  # scripted failures, by FailMode
     _nonces: dict[str, datetime] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -121,6 +129,7 @@ class SmsSim:
             self._nonces.clear()
             self.failures.heal()
             self.requests = 0
+            self.calls.clear()
 
     def handle(self, method: str, params: dict[str, str]) -> tuple[int, dict[str, Any] | str]:
         """Check and apply one API request; returns the HTTP status and the answer."""
@@ -143,7 +152,13 @@ class SmsSim:
                 )
             if failure == "illegal":
                 return 200, _error(request_id, "isv.MOBILE_NUMBER_ILLEGAL", "非法手机号")
-            return self._accept(params, request_id)
+            if params["Action"] == "SendBatchSms":
+                status, answer = self._accept_batch(params, request_id)
+            else:
+                status, answer = self._accept(params, request_id)
+            if answer.get("Code") == "OK":
+                self.calls[params["Action"]] = self.calls.get(params["Action"], 0) + 1
+            return status, answer
 
     def _reject(self, request_id: str, status: int, code: str, message: str) -> tuple[int, Any]:
         self.rejections.append({"code": code, "message": message})
@@ -152,7 +167,8 @@ class SmsSim:
     def _verify(
         self, method: str, params: dict[str, str], request_id: str
     ) -> tuple[int, Any] | None:
-        missing = [name for name in REQUIRED if not params.get(name)]
+        wanted = COMMON + REQUIRED.get(params.get("Action", ""), ())
+        missing = [name for name in wanted if not params.get(name)]
         if missing:
             return self._reject(
                 request_id, 400, "MissingParameter", f"{missing[0]} is mandatory for this action."
@@ -190,7 +206,7 @@ class SmsSim:
                 request_id, 400, "SignatureNonceUsed", "Specified signature nonce was used already."
             )
         self._nonces[params["SignatureNonce"]] = now
-        if params["Action"] != "SendSms" or params["Version"] != "2017-05-25":
+        if params["Action"] not in REQUIRED or params["Version"] != "2017-05-25":
             return self._reject(request_id, 400, "InvalidAction.NotFound", "Unknown action.")
         return None
 
@@ -200,19 +216,12 @@ class SmsSim:
             return 200, _error(request_id, "isv.MOBILE_COUNT_OVER_LIMIT", "手机号码数量超过限制")
         if not all(_MAINLAND.match(p) or _INTERNATIONAL.match(p) for p in phones):
             return 200, _error(request_id, "isv.MOBILE_NUMBER_ILLEGAL", "非法手机号")
-        try:
-            template_param = orjson.loads(params.get("TemplateParam") or "{}")
-        except orjson.JSONDecodeError:
-            template_param = None
-        if not isinstance(template_param, dict):
+        template_param = _template_param(params.get("TemplateParam") or "{}")
+        if template_param is None:
             return 200, _error(
                 request_id, "isv.INVALID_JSON_PARAM", "JSON参数不合法，只接受字符串值"
             )
-        if not all(isinstance(v, str) for v in template_param.values()):
-            return 200, _error(
-                request_id, "isv.INVALID_JSON_PARAM", "JSON参数不合法，只接受字符串值"
-            )
-        biz_id = f"{int(time.time() * 1000)}^{next(self._ids):010d}"
+        biz_id = self._biz_id()
         self.messages.append(
             SimMessage(
                 biz_id=biz_id,
@@ -225,6 +234,70 @@ class SmsSim:
             )
         )
         return 200, {"Message": "OK", "RequestId": request_id, "Code": "OK", "BizId": biz_id}
+
+    def _accept_batch(self, params: dict[str, str], request_id: str) -> tuple[int, dict[str, Any]]:
+        phones = _string_list(params["PhoneNumberJson"])
+        signs = _string_list(params["SignNameJson"])
+        try:
+            raw_params = orjson.loads(params.get("TemplateParamJson") or "null")
+        except orjson.JSONDecodeError:
+            raw_params = []
+        if phones is None or signs is None or not phones:
+            return 200, _error(request_id, "isv.INVALID_PARAMETERS", "参数异常")
+        if len(phones) > BATCH_LIMIT:
+            return 200, _error(request_id, "isv.MOBILE_COUNT_OVER_LIMIT", "手机号码数量超过限制")
+        if raw_params is None:
+            raw_params = [{} for _ in phones]
+        if not isinstance(raw_params, list) or len({len(phones), len(signs), len(raw_params)}) > 1:
+            return 200, _error(request_id, "isv.INVALID_PARAMETERS", "参数异常")
+        template_params = [_template_param(orjson.dumps(p).decode()) for p in raw_params]
+        if any(p is None for p in template_params):
+            return 200, _error(
+                request_id, "isv.INVALID_JSON_PARAM", "JSON参数不合法，只接受字符串值"
+            )
+        if not all(_MAINLAND.match(p) or _INTERNATIONAL.match(p) for p in phones):
+            return 200, _error(request_id, "isv.MOBILE_NUMBER_ILLEGAL", "非法手机号")
+        biz_id = self._biz_id()
+        now = clock.now()
+        for phone, sign_name, template_param in zip(phones, signs, template_params, strict=True):
+            assert template_param is not None
+            self.messages.append(
+                SimMessage(
+                    biz_id=biz_id,
+                    phone_numbers=phone,
+                    sign_name=sign_name,
+                    template_code=params["TemplateCode"],
+                    template_param=template_param,
+                    out_id=params.get("OutId"),
+                    received_at=now,
+                )
+            )
+        return 200, {"Message": "OK", "RequestId": request_id, "Code": "OK", "BizId": biz_id}
+
+    def _biz_id(self) -> str:
+        return f"{int(time.time() * 1000)}^{next(self._ids):010d}"
+
+
+def _template_param(text: str) -> dict[str, Any] | None:
+    """A template's variables: a JSON object of strings, else None."""
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
+        return None
+    return doc
+
+
+def _string_list(text: str) -> list[str] | None:
+    """A JSON array of strings, else None."""
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, list) or not all(isinstance(v, str) for v in doc):
+        return None
+    return doc
 
 
 def _error(request_id: str, code: str, message: str) -> dict[str, Any]:
@@ -260,6 +333,7 @@ async def control_messages(request: Request) -> Response:
                 "messages": [m.as_json() for m in sim.messages],
                 "rejections": list(sim.rejections),
                 "requests": sim.requests,
+                "calls": dict(sim.calls),
             }
         )
 

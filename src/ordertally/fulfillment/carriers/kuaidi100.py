@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from ordertally.core import clock
+from ordertally.core import clock, outbound
 from ordertally.fulfillment.carriers.base import (
     CarrierRejected,
     CarrierUnavailable,
@@ -189,7 +189,7 @@ def _json_answer(response: httpx.Response) -> dict[str, Any]:
 
 
 class Kuaidi100Adapter:
-    """`CarrierAdapter` over Kuaidi100's HTTP APIs (one pooled async HTTP client)."""
+    """`CarrierAdapter` over Kuaidi100's HTTP APIs (the process's pooled client for Kuaidi100)."""
 
     code = "kuaidi100"
 
@@ -222,8 +222,11 @@ class Kuaidi100Adapter:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _http(self) -> httpx.AsyncClient:
-        # A pool belongs to the event loop that opened its connections: a client made under
-        # another loop (a finished `asyncio.run`, a previous test) is left behind, not reused.
+        # The process's client for Kuaidi100 (`core.outbound`: one pool per event loop, idle
+        # connections dropped before the server's keep-alive ends); a transport given to the
+        # adapter (tests) gets a client of its own, kept per loop the same way.
+        if self._transport is None:
+            return outbound.client("kuaidi100", timeout=self.timeout_seconds)
         loop = asyncio.get_running_loop()
         if self._client is None or self._client.is_closed or self._loop is not loop:
             self._loop = loop
@@ -235,7 +238,8 @@ class Kuaidi100Adapter:
         return self._client
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool of a transport given to the adapter (the process's client
+        is closed with the others, `outbound.close_all`)."""
         if self._client is not None:
             await self._client.aclose()
             self._client = None
