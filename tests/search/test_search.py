@@ -265,7 +265,7 @@ async def test_a_role_that_may_not_see_the_phone_finds_by_its_last_four(
     assert words and not any(s in w for w in words for s in ("曾单", "浦东", "TEA"))
     # A keyed token is letters and 12 hex digits, which hold "5678" by chance now and then
     # (the key is new each run): the clear digits are a word of their own or a word's tail.
-    assert not any(w == "5678" or w.endswith("5678") and not _keyed(w) for w in words)
+    assert not any(w == "5678" or (w.endswith("5678") and not _keyed(w)) for w in words)
 
 
 def select_docs() -> Any:
