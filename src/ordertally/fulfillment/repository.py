@@ -72,6 +72,52 @@ async def of_order(session: AsyncSession, order_id: int) -> list[Shipment]:
     return list(rows.all())
 
 
+async def order_ids_of(session: AsyncSession, shipment_ids: Collection[int]) -> dict[int, int]:
+    """{shipment id: order id} of these shipments (the missing ones left out)."""
+    rows = await session.execute(
+        select(Shipment.id, Shipment.order_id).where(Shipment.id.in_(sorted(shipment_ids)))
+    )
+    return {int(r.id): int(r.order_id) for r in rows.all()}
+
+
+async def rows_of_orders(session: AsyncSession, order_ids: Collection[int]) -> list[dict[str, Any]]:
+    """Every column of the shipments of these orders as plain dicts (no ORM objects), by order
+    then plan order (read after the orders' locks)."""
+    table = table_of(Shipment)
+    rows = await session.execute(
+        select(table)
+        .where(table.c.order_id.in_(sorted(order_ids)))
+        .order_by(table.c.order_id, table.c.id)
+    )
+    return [dict(r) for r in rows.mappings().all()]
+
+
+async def waybill_holders(
+    session: AsyncSession, waybill_nos: Collection[str]
+) -> list[Row[int, str, str | None]]:
+    """(id, company, waybill_no) of the shipments holding these waybill numbers."""
+    if not waybill_nos:
+        return []
+    rows = await session.execute(
+        select(Shipment.id, Shipment.company, Shipment.waybill_no).where(
+            Shipment.waybill_no.in_(sorted(waybill_nos))
+        )
+    )
+    return list(rows.all())
+
+
+async def with_tracking_events(session: AsyncSession, shipment_ids: Collection[int]) -> set[int]:
+    """Which of these shipments have at least one stored tracking event."""
+    if not shipment_ids:
+        return set()
+    rows = await session.scalars(
+        select(TrackingEvent.shipment_id)
+        .where(TrackingEvent.shipment_id.in_(sorted(shipment_ids)))
+        .distinct()
+    )
+    return {int(i) for i in rows.all()}
+
+
 async def waybill_owner(
     session: AsyncSession, company: str, waybill_no: str, other_than: int
 ) -> int | None:
