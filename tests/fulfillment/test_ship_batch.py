@@ -15,18 +15,16 @@ from sqlalchemy import select
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings, reset_settings
 from ordertally.events.dispatcher import drain
-from ordertally.events.models import OutboxEvent
 from ordertally.exceptions import service as exceptions_service
 from ordertally.fulfillment import service
-from ordertally.fulfillment.models import Shipment
 from ordertally.fulfillment.ship_batch import ShipRequest, ship_many
-from ordertally.inventory.models import Reservation, Stock, StockMovement
+from ordertally.inventory.models import Stock
 from ordertally.orders import service as orders_service
-from ordertally.orders.models import OrderEvent, SalesOrder
+from ordertally.orders.models import SalesOrder
 from ordertally.orders.service import Actor
 from ordertally.orders.state_machine import ActorKind
 from tests.factories import auth, order_for
-from tests.fulfillment.helpers import shipments, split_paid_order
+from tests.fulfillment.helpers import normalise, shipments, split_paid_order, stored_rows
 
 pytestmark = pytest.mark.anyio
 
@@ -126,132 +124,6 @@ def _delta(
     }
 
 
-_VOLATILE = {"order_id", "shipment_id", "event_id", "tracking_url"}
-
-
-def _norm(value: Any, names: dict[str, str], tag: str) -> Any:
-    """A stored value without what differs between two data sets: ids, times, our order
-    numbers (by position), our waybill numbers (by tag)."""
-    if isinstance(value, dict):
-        return {
-            k: _norm(v, names, tag)
-            for k, v in sorted(value.items())
-            if k not in _VOLATILE and not k.endswith("_at")
-        }
-    if isinstance(value, list):
-        return [_norm(v, names, tag) for v in value]
-    if isinstance(value, str):
-        for real, alias in names.items():
-            value = value.replace(real, alias)
-        return value.replace(f"-{tag}-", "-X-")
-    return value
-
-
-async def _stored(db: Database, orders: list[SalesOrder], tag: str) -> list[dict[str, Any]]:
-    """Per order (in data-set order): the order row, its shipments, its audit trail, its outbox
-    events, its ledger rows and reservations, normalised."""
-    names = {o.order_no: f"#{pos}" for pos, o in enumerate(orders)}
-    out = []
-    async with db.transaction() as session:
-        for order in orders:
-            fresh = await session.get(SalesOrder, order.id, populate_existing=True)
-            assert fresh is not None
-            parcels = (
-                await session.scalars(
-                    select(Shipment).where(Shipment.order_id == order.id).order_by(Shipment.id)
-                )
-            ).all()
-            audit = (
-                await session.scalars(
-                    select(OrderEvent)
-                    .where(OrderEvent.order_id == order.id)
-                    .order_by(OrderEvent.version)
-                )
-            ).all()
-            events = (
-                await session.scalars(
-                    select(OutboxEvent)
-                    .where(OutboxEvent.aggregate_id == order.order_no)
-                    .order_by(OutboxEvent.id)
-                )
-            ).all()
-            ledger = (
-                await session.scalars(
-                    select(StockMovement)
-                    .where(StockMovement.order_id == order.id)
-                    .order_by(StockMovement.id)
-                )
-            ).all()
-            reservations = (
-                await session.execute(
-                    select(Reservation.sku, Reservation.state, Reservation.quantity).where(
-                        Reservation.order_id == order.id
-                    )
-                )
-            ).all()
-            # Two parcels of one order scanned together may be taken in either order: the
-            # sequence keeps where each ShipmentShipped stands, their payloads are compared
-            # as a set.
-            sequence = [e.event_type for e in events]
-            shipped = sorted(
-                (
-                    _norm(e.payload, names, tag)
-                    for e in events
-                    if e.event_type == "ShipmentShipped"
-                ),
-                key=repr,
-            )
-            others = [
-                (e.event_type, _norm(e.payload, names, tag))
-                for e in events
-                if e.event_type != "ShipmentShipped"
-            ]
-            out.append(
-                {
-                    "order": _norm(
-                        {
-                            "status": fresh.status,
-                            "version": fresh.version,
-                            "waybill_nos": fresh.waybill_nos,
-                        },
-                        names,
-                        tag,
-                    ),
-                    "shipments": [
-                        _norm(
-                            {
-                                "warehouse": s.warehouse_code,
-                                "status": s.status,
-                                "company": s.company,
-                                "waybill_no": s.waybill_no,
-                                "shipped_by": s.shipped_by,
-                                "confirmed": s.confirmed_at is not None,
-                                "shipped": s.shipped_at is not None,
-                                "subscribe_due": s.next_subscribe_at is not None,
-                                "waybill_due": s.next_waybill_at is not None,
-                            },
-                            names,
-                            tag,
-                        )
-                        for s in parcels
-                    ],
-                    "audit": [
-                        (a.version, a.event, a.from_status, a.to_status, a.actor_kind, a.actor_id)
-                        for a in audit
-                    ],
-                    "sequence": sequence,
-                    "shipped": shipped,
-                    "events": others,
-                    "ledger": [
-                        (m.warehouse_id, m.sku, m.kind, m.quantity, m.reason, m.actor)
-                        for m in ledger
-                    ],
-                    "reservations": sorted(tuple(r) for r in reservations),
-                }
-            )
-    return out
-
-
 def _ship_batches() -> tuple[float, float]:
     """(batches, requests) the ship group commit has seen so far in this process."""
     count = REGISTRY.get_sample_value("ordertally_ship_batch_size_count") or 0.0
@@ -263,7 +135,7 @@ def _answer(r: httpx.Response, names: dict[str, str], tag: str) -> Any:
     doc = r.json()
     if r.status_code != 200:
         return r.status_code, doc["code"]
-    return r.status_code, _norm(
+    return r.status_code, normalise(
         {k: doc[k] for k in ("warehouse", "carrier", "waybill_no", "status", "order_no")},
         names,
         tag,
@@ -315,8 +187,8 @@ async def test_ships_sent_together_store_exactly_what_one_by_one_stores(
     ]
     # And the stored rows are the same, order by order: the order, its shipments, its audit
     # trail, its outbox events, its ledger rows and reservations; and the stock moved alike
-    a_stored = await _stored(db, a_orders, "A")
-    b_stored = await _stored(db, b_orders, "B")
+    a_stored = await stored_rows(db, a_orders, "A")
+    b_stored = await stored_rows(db, b_orders, "B")
     for pos, (a, b) in enumerate(zip(a_stored, b_stored, strict=True)):
         assert a == b, f"order #{pos}"
     assert a_delta == b_delta

@@ -158,11 +158,31 @@ async def with_waybills(session: AsyncSession, waybill_nos: Collection[str]) -> 
 async def tracking_heads(session: AsyncSession, shipment_ids: Collection[int]) -> dict[int, Any]:
     """The columns tracking reads of these shipments, by id (read after their orders' locks)."""
     rows = await session.execute(
-        select(Shipment.id, Shipment.status, Shipment.carrier, Shipment.subscribed_at).where(
-            Shipment.id.in_(list(shipment_ids))
-        )
+        select(
+            Shipment.id,
+            Shipment.status,
+            Shipment.carrier,
+            Shipment.subscribed_at,
+            Shipment.order_no,
+            Shipment.shipped_at,
+        ).where(Shipment.id.in_(list(shipment_ids)))
     )
     return {r.id: r for r in rows.all()}
+
+
+async def statuses_of_orders(
+    session: AsyncSession, order_ids: Collection[int]
+) -> dict[int, list[str]]:
+    """{order id: the statuses of its shipments} (read after the orders' locks)."""
+    out: dict[int, list[str]] = {}
+    if not order_ids:
+        return out
+    rows = await session.execute(
+        select(Shipment.order_id, Shipment.status).where(Shipment.order_id.in_(sorted(order_ids)))
+    )
+    for r in rows.all():
+        out.setdefault(int(r.order_id), []).append(r.status)
+    return out
 
 
 async def update_each(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
