@@ -25,6 +25,7 @@ from ordertally.orders.service import Actor
 from ordertally.orders.state_machine import ActorKind
 from tests.factories import auth, order_for
 from tests.fulfillment.helpers import normalise, shipments, split_paid_order, stored_rows
+from tests.statements import Statements
 
 pytestmark = pytest.mark.anyio
 
@@ -242,3 +243,27 @@ async def test_a_batch_leaves_to_the_one_request_path_what_it_does_not_take(
         events = await orders_service.events_of(session, split.order_no)
     assert (order.status, order.waybill_nos) == ("shipped", "ZT-C-3 ZT-C-4")
     assert [e.event for e in events][-2:] == ["start_fulfillment", "ship"]
+
+
+async def test_a_batch_runs_the_same_statements_whatever_its_size(db: Database) -> None:
+    # Given six allocated single-parcel orders
+    orders = await _single_paid_orders(db, "D")
+    ids = [(await shipments(db, o.id))[0].id for o in orders]
+
+    def wave(group: list[int]) -> list[ShipRequest]:
+        return [ShipRequest(sid, WAREHOUSE, f"ZT-D-{sid}", "zhongtong") for sid in group]
+
+    # When one is shipped alone, then the five others in one batch
+    counts = []
+    for group in (ids[:1], ids[1:]):
+        with Statements(db) as seen:
+            async with db.transaction() as session:
+                results = await ship_many(session, wave(group))
+        assert [r.status for r in results if r is not None] == ["shipped"] * len(group)
+        counts.append(len(seen.seen))
+    # Then the five cost the statements of the one: a fixed number per batch
+    assert counts[0] == counts[1]
+    async with db.transaction() as session:
+        assert {(await orders_service.get_order(session, o.order_no)).status for o in orders} == {
+            "shipped"
+        }

@@ -69,10 +69,10 @@ async def apply_tracking_many(
     """`apply_tracking` for several updates in one transaction (the push route's group commit,
     the poll's answers), in a fixed number of statements per round: the shipments looked up by
     waybill, their orders locked once in id order, the scans inserted, the newest scans read
-    and the shipments updated together. A shipment named by several updates takes them in
-    rounds, in order, so a batch does exactly what its updates would do one after the other.
-    Only a change that acts beyond the shipment (delivered, returned, a carrier exception)
-    takes the one-shipment path, with the shipment and its order loaded."""
+    and the shipments updated together. An order named by several updates (a parcel pushed
+    twice, two parcels of one order) takes them in rounds, in order, so a batch does exactly
+    what its updates would do one after the other. A change that acts beyond the shipment
+    (delivered, returned, a carrier exception) is acted on set-based too (`_act_beyond`)."""
     now = now or clock.now()
     outcomes: list[TrackingOutcome] = [TrackingOutcome(False, 0, None)] * len(updates)
     if not updates:
@@ -87,10 +87,12 @@ async def apply_tracking_many(
         if not matches:
             continue
         chosen = next((m for m in matches if m.company == update_.company), matches[0])
-        if taken[chosen.id] == len(rounds):
+        # Rounds by order, not by parcel: an order's events (its parcels' deliveries and
+        # exceptions, its own delivery) keep the order one by one writes them in.
+        if taken[chosen.order_id] == len(rounds):
             rounds.append([])
-        rounds[taken[chosen.id]].append((i, update_, chosen))
-        taken[chosen.id] += 1
+        rounds[taken[chosen.order_id]].append((i, update_, chosen))
+        taken[chosen.order_id] += 1
     # One order, one writer: every order concerned is held until COMMIT, locked in id order.
     await orders_queries.hold(session, [chosen.order_id for r in rounds for *_, chosen in r])
     for round_ in rounds:
@@ -105,7 +107,7 @@ async def _apply_round(
     now: datetime,
     outcomes: list[TrackingOutcome],
 ) -> None:
-    """Updates of distinct shipments whose orders are locked: scans, newest scan, shipments."""
+    """Updates of distinct orders (locked): scans, newest scans, shipments, what acts beyond."""
     heads = await repository.tracking_heads(session, [c.id for _, _, c in round_])
     round_ = [item for item in round_ if item[2].id in heads]
     rows = [
