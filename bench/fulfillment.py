@@ -5,7 +5,9 @@ Per run: a scratch database, `ordertally serve` in its own process (it receives 
 pushes), the Kuaidi100 simulator in this process, N paid single-parcel orders (their shipments
 planned by the fulfillment consumer). Timed phases:
 - waybills: the carrier work requests every waybill from the simulator (label API);
-- ship: the warehouse ships every parcel (service calls, N transactions);
+- ship: the warehouse ships every parcel over HTTP (`POST /api/v1/shipments/{id}/ship` from
+  `--ship-clients` concurrent keep-alive connections, as a scanning warehouse or an ERP sends
+  them), with the server's and PostgreSQL's CPU per ship over the phase;
 - subscribe: the carrier work subscribes every waybill (poll API);
 - pushes: the simulator plays 5–10 steps per waybill, 10% duplicated and 10% out of order, each
   push verified, stored and committed by the server before its answer; with the server's and
@@ -111,7 +113,9 @@ async def _statuses(db: Any) -> dict[int, tuple[str, str | None]]:
         return {r.id: (r.status, r.waybill_no) for r in rows.all()}
 
 
-def _one_run(kind: str, pg_url: str, count: int, seed: int) -> dict[str, Any]:
+def _one_run(
+    kind: str, pg_url: str, count: int, seed: int, ship_clients: int = 16
+) -> dict[str, Any]:
     from ordertally.core import clock
     from ordertally.core.crypto import reset_cipher
     from ordertally.core.db import Database
@@ -156,6 +160,9 @@ def _one_run(kind: str, pg_url: str, count: int, seed: int) -> dict[str, Any]:
                             Actor,
                             ActorKind,
                             cpu_of=lambda: _cpu_seconds(server.pid, sdb.pg_name),
+                            port=server.port,
+                            api_key=sdb.api_key,
+                            ship_clients=ship_clients,
                         )
                     finally:
                         await db.dispose()
@@ -164,6 +171,33 @@ def _one_run(kind: str, pg_url: str, count: int, seed: int) -> dict[str, Any]:
                 return asyncio.run(phases())
     finally:
         sim.stop()
+
+
+async def _ship_over_http(port: int, api_key: str, ids: list[int], clients: int) -> list[int]:
+    """Ship every shipment through the API from `clients` keep-alive connections, each taking
+    the next id when its previous answer came; returns the status codes."""
+    from bench.loadgen import Connection
+
+    todo = iter(ids)
+    answers: list[int] = []
+    head = f"Authorization: Bearer {api_key}\r\nContent-Type: application/json\r\n"
+
+    async def client() -> None:
+        conn = Connection("127.0.0.1", port)
+        try:
+            for sid in todo:
+                status, _ = await conn.send(
+                    (
+                        f"POST /api/v1/shipments/{sid}/ship HTTP/1.1\r\n"
+                        f"Host: 127.0.0.1:{port}\r\n{head}Content-Length: 2\r\n\r\n{{}}"
+                    ).encode()
+                )
+                answers.append(status)
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return answers
 
 
 def _cpu_seconds(server_pid: int, pg_name: str | None) -> tuple[float, float]:
@@ -182,6 +216,9 @@ async def _phases(
     actor: Any,
     kind: Any,
     cpu_of: Any,
+    port: int,
+    api_key: str,
+    ship_clients: int,
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     await _paid_orders(db, count)
@@ -199,13 +236,17 @@ async def _phases(
     for _, number in (await _statuses(db)).values():
         await sim.set_script(number, final=rng.choice(finals), transit_steps=rng.randint(2, 7))
 
+    cpu_before = cpu_of()
     started = time.perf_counter()
-    warehouse = actor(kind.WAREHOUSE, "bench")
-    for start in range(0, count, 200):
-        async with db.transaction() as session:
-            for sid in ids[start : start + 200]:
-                await service.ship(session, sid, warehouse)
-    figures["ships_per_s"] = round(count / (time.perf_counter() - started), 1)
+    answers = await _ship_over_http(port, api_key, ids, ship_clients)
+    elapsed = time.perf_counter() - started
+    cpu_after = cpu_of()
+    figures["ships_per_s"] = round(count / elapsed, 1)
+    figures["server_cpu_ms_per_ship"] = round(1000 * (cpu_after[0] - cpu_before[0]) / count, 2)
+    figures["postgres_cpu_ms_per_ship"] = round(1000 * (cpu_after[1] - cpu_before[1]) / count, 2)
+    figures["ships_refused"] = sum(status != 200 for status in answers)
+    if {st for st, _ in (await _statuses(db)).values()} != {"shipped"}:
+        raise SystemExit("a shipment did not ship")
 
     started = time.perf_counter()
     while not all(w["subscribed"] for w in await sim.waybills()):
@@ -244,19 +285,28 @@ def main() -> None:
     parser.add_argument("--shipments", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3, help="runs per backend; medians kept")
     parser.add_argument(
+        "--ship-clients", type=int, default=16, help="concurrent connections shipping parcels"
+    )
+    parser.add_argument(
         "--pg-url", default=os.environ.get("ORDERTALLY_TEST_PG_URL") or DEFAULT_PG_URL
     )
     args = parser.parse_args()
     kinds = ["sqlite", "pg"] if args.db == "both" else [args.db]
     report: dict[str, Any] = {}
     for kind in kinds:
-        runs = [_one_run(kind, args.pg_url, args.shipments, seed) for seed in range(args.runs)]
-        keys = [k for k in runs[0] if k.endswith("_per_s")]
+        runs = [
+            _one_run(kind, args.pg_url, args.shipments, seed, args.ship_clients)
+            for seed in range(args.runs)
+        ]
+        keys = [k for k in runs[0] if k.endswith(("_per_s", "_per_ship", "_per_push"))]
         report[kind] = {
             "runs": runs,
             "median": {k: statistics.median(r[k] for r in runs) for k in keys},
             "all_correct": all(
-                r["wrong_final_status"] == 0 and r["pushes_not_acked"] == 0 for r in runs
+                r["wrong_final_status"] == 0
+                and r["pushes_not_acked"] == 0
+                and r["ships_refused"] == 0
+                for r in runs
             ),
         }
         print(json.dumps({kind: report[kind]}, ensure_ascii=False), flush=True)

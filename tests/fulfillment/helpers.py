@@ -15,10 +15,13 @@ from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings, reset_settings
 from ordertally.events.dispatcher import drain
+from ordertally.events.models import OutboxEvent
+from ordertally.exceptions.models import ExceptionCase
 from ordertally.fulfillment.carriers import kuaidi100
 from ordertally.fulfillment.models import Shipment, TrackingEvent
+from ordertally.inventory.models import Reservation, StockMovement
 from ordertally.orders import service as orders_service
-from ordertally.orders.models import SalesOrder
+from ordertally.orders.models import OrderEvent, SalesOrder
 from ordertally.orders.service import Actor
 from ordertally.orders.state_machine import ActorKind
 from tests.factories import add_warehouse, order_for, receive
@@ -158,3 +161,146 @@ def script(start: datetime, final: str = "3", steps: int = 5) -> list[tuple[date
 
 def now_minus(hours: float) -> datetime:
     return clock.now() - timedelta(hours=hours)
+
+
+VOLATILE = {"order_id", "shipment_id", "event_id", "tracking_url"}
+
+
+def normalise(value: Any, names: dict[str, str], tag: str) -> Any:
+    """A stored value without what differs between two data sets: ids, times, our order
+    numbers (by position), our waybill numbers (by tag)."""
+    if isinstance(value, dict):
+        return {
+            k: normalise(v, names, tag)
+            for k, v in sorted(value.items())
+            if k not in VOLATILE and not k.endswith("_at")
+        }
+    if isinstance(value, (list, tuple)):
+        return [normalise(v, names, tag) for v in value]
+    if isinstance(value, str):
+        for real, alias in names.items():
+            value = value.replace(real, alias)
+        return value.replace(f"-{tag}-", "-X-")
+    return value
+
+
+async def stored_rows(db: Database, orders: list[SalesOrder], tag: str) -> list[dict[str, Any]]:
+    """Per order (in data-set order): the order row, its shipments, its audit trail, its outbox
+    events, its ledger rows and reservations, normalised."""
+    names = {o.order_no: f"#{pos}" for pos, o in enumerate(orders)}
+    out = []
+    async with db.transaction() as session:
+        for order in orders:
+            fresh = await session.get(SalesOrder, order.id, populate_existing=True)
+            assert fresh is not None
+            parcels = (
+                await session.scalars(
+                    select(Shipment).where(Shipment.order_id == order.id).order_by(Shipment.id)
+                )
+            ).all()
+            audit = (
+                await session.scalars(
+                    select(OrderEvent)
+                    .where(OrderEvent.order_id == order.id)
+                    .order_by(OrderEvent.version)
+                )
+            ).all()
+            events = (
+                await session.scalars(
+                    select(OutboxEvent)
+                    .where(OutboxEvent.aggregate_id == order.order_no)
+                    .order_by(OutboxEvent.id)
+                )
+            ).all()
+            ledger = (
+                await session.scalars(
+                    select(StockMovement)
+                    .where(StockMovement.order_id == order.id)
+                    .order_by(StockMovement.id)
+                )
+            ).all()
+            reservations = (
+                await session.execute(
+                    select(Reservation.sku, Reservation.state, Reservation.quantity).where(
+                        Reservation.order_id == order.id
+                    )
+                )
+            ).all()
+            cases = (
+                await session.execute(
+                    select(ExceptionCase.type, ExceptionCase.blocking, ExceptionCase.detail)
+                    .where(
+                        ExceptionCase.order_id == order.id,
+                        # the customer rules' cases (a burst of one buyer's orders) belong to
+                        # the data sets' making, not to what is compared
+                        ExceptionCase.category == "fulfillment",
+                    )
+                    .order_by(ExceptionCase.id)
+                )
+            ).all()
+            # Two parcels of one order scanned together may be taken in either order: the
+            # sequence keeps where each ShipmentShipped stands, their payloads are compared
+            # as a set.
+            sequence = [e.event_type for e in events]
+            shipped = sorted(
+                (
+                    normalise(e.payload, names, tag)
+                    for e in events
+                    if e.event_type == "ShipmentShipped"
+                ),
+                key=repr,
+            )
+            others = [
+                (e.event_type, normalise(e.payload, names, tag))
+                for e in events
+                if e.event_type != "ShipmentShipped"
+            ]
+            out.append(
+                {
+                    "order": normalise(
+                        {
+                            "status": fresh.status,
+                            "version": fresh.version,
+                            "waybill_nos": fresh.waybill_nos,
+                        },
+                        names,
+                        tag,
+                    ),
+                    "shipments": [
+                        normalise(
+                            {
+                                "warehouse": s.warehouse_code,
+                                "status": s.status,
+                                "company": s.company,
+                                "waybill_no": s.waybill_no,
+                                "shipped_by": s.shipped_by,
+                                "confirmed": s.confirmed_at is not None,
+                                "shipped": s.shipped_at is not None,
+                                "subscribe_due": s.next_subscribe_at is not None,
+                                "waybill_due": s.next_waybill_at is not None,
+                                "tracking_state_code": s.tracking_state_code,
+                                "delivered": s.delivered_at is not None,
+                                "last_event": s.last_event_at is not None,
+                                "poll_due": s.next_poll_at is not None,
+                            },
+                            names,
+                            tag,
+                        )
+                        for s in parcels
+                    ],
+                    "audit": [
+                        (a.version, a.event, a.from_status, a.to_status, a.actor_kind, a.actor_id)
+                        for a in audit
+                    ],
+                    "sequence": sequence,
+                    "shipped": shipped,
+                    "events": others,
+                    "ledger": [
+                        (m.warehouse_id, m.sku, m.kind, m.quantity, m.reason, m.actor)
+                        for m in ledger
+                    ],
+                    "reservations": sorted(tuple(r) for r in reservations),
+                    "cases": [normalise(tuple(c), names, tag) for c in cases],
+                }
+            )
+    return out

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     # Concurrent carrier pushes of one process are stored together in one transaction, up to
     # this many (group commit, ADR 0049); 0 stores every push in its own transaction.
     tracking_push_batch_max: int = Field(default=100, ge=0, le=1000)
+    # Concurrent POST /shipments/{id}/ship of one process are applied together in one
+    # transaction, up to this many (group commit, ADR 0050); 0 ships each in its own.
+    ship_batch_max: int = Field(default=100, ge=0, le=1000)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_event_bytes: int = Field(default=51_200, ge=1024)
     api_key_cache_seconds: float = Field(default=30.0, ge=0)

@@ -4,6 +4,7 @@ instead). Thin; one transaction per call."""
 
 from __future__ import annotations
 
+import weakref
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -15,11 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ordertally.auth.api import require
 from ordertally.auth.service import Principal
 from ordertally.core import clock
+from ordertally.core.batching import GroupCommit
 from ordertally.core.db import Database
 from ordertally.core.errors import Forbidden, PayloadTooLarge
-from ordertally.fulfillment import callbacks, service, shiplist
+from ordertally.core.settings import get_settings
+from ordertally.fulfillment import callbacks, metrics, service, shiplist
 from ordertally.fulfillment import tracking_page as tracking
 from ordertally.fulfillment.models import Shipment, ShipmentLine, TrackingEvent
+from ordertally.fulfillment.ship_batch import ShipRequest, ship_many
 from ordertally.orders import queries as orders_queries
 from ordertally.orders.errors import OrderNotFound, OrderOutOfScope
 from ordertally.orders.models import SalesOrder
@@ -47,11 +51,12 @@ def _json(doc: Any, status: int = 200) -> Response:
 
 
 def shipment_doc(
-    s: Shipment,
+    s: Shipment | Any,
     lines: list[ShipmentLine] | None = None,
     events: list[TrackingEvent] | None = None,
 ) -> dict[str, Any]:
-    """A shipment's JSON (lines and timeline when given)."""
+    """A shipment's JSON (lines and timeline when given); `s` is a Shipment or anything with
+    its columns as attributes (a shipping batch's result)."""
     doc: dict[str, Any] = {
         "id": s.id,
         "order_no": s.order_no,
@@ -164,6 +169,33 @@ async def confirm_shipment(
     return await _db(request).run(confirm)
 
 
+_SHIP_BATCHERS: weakref.WeakKeyDictionary[Database, GroupCommit[ShipRequest, Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _ship_batcher(db: Database) -> GroupCommit[ShipRequest, Any] | None:
+    """Group commit for ship requests (ADR 0050): a warehouse scanning many parcels out at once
+    has them applied in a few transactions of set-based statements; a lone request waits for
+    nothing, and each is answered only after its batch has committed."""
+    size = get_settings().ship_batch_max
+    if size <= 0:
+        return None
+    batcher = _SHIP_BATCHERS.get(db)
+    if batcher is None:
+
+        async def run(requests: list[ShipRequest]) -> list[Any | None]:
+            return await db.run(lambda session: ship_many(session, requests))
+
+        batcher = _SHIP_BATCHERS[db] = GroupCommit(
+            run,
+            size,
+            on_batch=metrics.SHIP_BATCH_SIZE.observe,
+            on_alone=lambda reason, count: metrics.SHIP_BATCH_ALONE.labels(reason).inc(count),
+        )
+    return batcher
+
+
 @router.post("/api/v1/shipments/{shipment_id}/ship")
 async def ship_shipment(
     request: Request,
@@ -172,6 +204,22 @@ async def ship_shipment(
     body: ShipIn | None = None,
 ) -> Response:
     given = body or ShipIn()
+    batcher = _ship_batcher(_db(request))
+    if batcher is not None:
+        shipped = await batcher.submit(
+            ShipRequest(
+                shipment_id,
+                _warehouse(principal),
+                waybill_no=given.waybill_no,
+                company=given.company,
+                warehouses=principal.warehouses,
+                channels=principal.channels,
+            )
+        )
+        if shipped is not None:
+            return _json(shipment_doc(shipped))
+    # Alone: the batch is off, or left this request to the one-request path (an error to
+    # answer, or rare work), which then runs after the batch has committed.
 
     async def ship(session: AsyncSession) -> Response:
         await _own_shipment(session, principal, shipment_id)

@@ -41,3 +41,14 @@ DELIVERY_TIME = Histogram(
     "From shipped to delivered",
     buckets=(21600, 43200, 86400, 172800, 259200, 432000, 604800, 1209600),
 )
+SHIP_BATCH_SIZE = Histogram(
+    "ordertally_ship_batch_size",
+    "Ship requests per shipping batch (group commit, ADR 0050)",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200),
+)
+SHIP_BATCH_ALONE = Counter(
+    "ordertally_ship_batch_alone_total",
+    "Ship requests of a batch that ran alone, by why (unusual: the batch left it to the "
+    "one-request path; error: the batch failed)",
+    ["reason"],
+)

@@ -72,6 +72,52 @@ async def of_order(session: AsyncSession, order_id: int) -> list[Shipment]:
     return list(rows.all())
 
 
+async def order_ids_of(session: AsyncSession, shipment_ids: Collection[int]) -> dict[int, int]:
+    """{shipment id: order id} of these shipments (the missing ones left out)."""
+    rows = await session.execute(
+        select(Shipment.id, Shipment.order_id).where(Shipment.id.in_(sorted(shipment_ids)))
+    )
+    return {int(r.id): int(r.order_id) for r in rows.all()}
+
+
+async def rows_of_orders(session: AsyncSession, order_ids: Collection[int]) -> list[dict[str, Any]]:
+    """Every column of the shipments of these orders as plain dicts (no ORM objects), by order
+    then plan order (read after the orders' locks)."""
+    table = table_of(Shipment)
+    rows = await session.execute(
+        select(table)
+        .where(table.c.order_id.in_(sorted(order_ids)))
+        .order_by(table.c.order_id, table.c.id)
+    )
+    return [dict(r) for r in rows.mappings().all()]
+
+
+async def waybill_holders(
+    session: AsyncSession, waybill_nos: Collection[str]
+) -> list[Row[int, str, str | None]]:
+    """(id, company, waybill_no) of the shipments holding these waybill numbers."""
+    if not waybill_nos:
+        return []
+    rows = await session.execute(
+        select(Shipment.id, Shipment.company, Shipment.waybill_no).where(
+            Shipment.waybill_no.in_(sorted(waybill_nos))
+        )
+    )
+    return list(rows.all())
+
+
+async def with_tracking_events(session: AsyncSession, shipment_ids: Collection[int]) -> set[int]:
+    """Which of these shipments have at least one stored tracking event."""
+    if not shipment_ids:
+        return set()
+    rows = await session.scalars(
+        select(TrackingEvent.shipment_id)
+        .where(TrackingEvent.shipment_id.in_(sorted(shipment_ids)))
+        .distinct()
+    )
+    return {int(i) for i in rows.all()}
+
+
 async def waybill_owner(
     session: AsyncSession, company: str, waybill_no: str, other_than: int
 ) -> int | None:
@@ -112,11 +158,31 @@ async def with_waybills(session: AsyncSession, waybill_nos: Collection[str]) -> 
 async def tracking_heads(session: AsyncSession, shipment_ids: Collection[int]) -> dict[int, Any]:
     """The columns tracking reads of these shipments, by id (read after their orders' locks)."""
     rows = await session.execute(
-        select(Shipment.id, Shipment.status, Shipment.carrier, Shipment.subscribed_at).where(
-            Shipment.id.in_(list(shipment_ids))
-        )
+        select(
+            Shipment.id,
+            Shipment.status,
+            Shipment.carrier,
+            Shipment.subscribed_at,
+            Shipment.order_no,
+            Shipment.shipped_at,
+        ).where(Shipment.id.in_(list(shipment_ids)))
     )
     return {r.id: r for r in rows.all()}
+
+
+async def statuses_of_orders(
+    session: AsyncSession, order_ids: Collection[int]
+) -> dict[int, list[str]]:
+    """{order id: the statuses of its shipments} (read after the orders' locks)."""
+    out: dict[int, list[str]] = {}
+    if not order_ids:
+        return out
+    rows = await session.execute(
+        select(Shipment.order_id, Shipment.status).where(Shipment.order_id.in_(sorted(order_ids)))
+    )
+    for r in rows.all():
+        out.setdefault(int(r.order_id), []).append(r.status)
+    return out
 
 
 async def update_each(session: AsyncSession, rows: list[dict[str, Any]]) -> None:

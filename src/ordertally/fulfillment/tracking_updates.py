@@ -69,10 +69,10 @@ async def apply_tracking_many(
     """`apply_tracking` for several updates in one transaction (the push route's group commit,
     the poll's answers), in a fixed number of statements per round: the shipments looked up by
     waybill, their orders locked once in id order, the scans inserted, the newest scans read
-    and the shipments updated together. A shipment named by several updates takes them in
-    rounds, in order, so a batch does exactly what its updates would do one after the other.
-    Only a change that acts beyond the shipment (delivered, returned, a carrier exception)
-    takes the one-shipment path, with the shipment and its order loaded."""
+    and the shipments updated together. An order named by several updates (a parcel pushed
+    twice, two parcels of one order) takes them in rounds, in order, so a batch does exactly
+    what its updates would do one after the other. A change that acts beyond the shipment
+    (delivered, returned, a carrier exception) is acted on set-based too (`_act_beyond`)."""
     now = now or clock.now()
     outcomes: list[TrackingOutcome] = [TrackingOutcome(False, 0, None)] * len(updates)
     if not updates:
@@ -87,10 +87,12 @@ async def apply_tracking_many(
         if not matches:
             continue
         chosen = next((m for m in matches if m.company == update_.company), matches[0])
-        if taken[chosen.id] == len(rounds):
+        # Rounds by order, not by parcel: an order's events (its parcels' deliveries and
+        # exceptions, its own delivery) keep the order one by one writes them in.
+        if taken[chosen.order_id] == len(rounds):
             rounds.append([])
-        rounds[taken[chosen.id]].append((i, update_, chosen))
-        taken[chosen.id] += 1
+        rounds[taken[chosen.order_id]].append((i, update_, chosen))
+        taken[chosen.order_id] += 1
     # One order, one writer: every order concerned is held until COMMIT, locked in id order.
     await orders_queries.hold(session, [chosen.order_id for r in rounds for *_, chosen in r])
     for round_ in rounds:
@@ -105,7 +107,7 @@ async def _apply_round(
     now: datetime,
     outcomes: list[TrackingOutcome],
 ) -> None:
-    """Updates of distinct shipments whose orders are locked: scans, newest scan, shipments."""
+    """Updates of distinct orders (locked): scans, newest scans, shipments, what acts beyond."""
     heads = await repository.tracking_heads(session, [c.id for _, _, c in round_])
     round_ = [item for item in round_ if item[2].id in heads]
     rows = [
@@ -134,7 +136,7 @@ async def _apply_round(
         session, [c.id for _, _, c in round_ if heads[c.id].status in ON_THE_ROAD]
     )
     plain: list[dict[str, Any]] = []
-    beyond: list[tuple[int, repository.WaybillMatch, dict[str, Any]]] = []
+    beyond: list[tuple[int, repository.WaybillMatch, dict[str, Any], Any]] = []
     for i, update_, chosen in round_:
         head = heads[chosen.id]
         values: dict[str, Any] = {"id": chosen.id, "last_news_at": now}
@@ -146,8 +148,8 @@ async def _apply_round(
         newest_ = newest_of.get(chosen.id)
         spec = state_machine.by_carrier_event(newest_.status) if newest_ is not None else None
         if newest_ is not None and spec is not None and head.status in spec.sources:
-            if spec.event_type is not None and spec.target.value != head.status:
-                beyond.append((i, chosen, values))
+            if spec.event_type and spec.target.value != head.status:
+                beyond.append((i, chosen, values, newest_))
                 continue
             status = spec.target.value
             values |= {
@@ -159,15 +161,95 @@ async def _apply_round(
         plain.append(values)
         outcomes[i] = TrackingOutcome(True, stored[chosen.id], status)
     await repository.update_each(session, plain)
-    for i, chosen, values in beyond:
-        order = (await orders_queries.lock(session, [chosen.order_id]))[0]
-        shipment = await repository.get_fresh(session, chosen.id)
-        assert shipment is not None
-        shipment.last_news_at = now
-        if "next_poll_at" in values:
-            shipment.next_poll_at = values["next_poll_at"]
-        await refresh_tracking_status(session, shipment, order, now)
-        outcomes[i] = TrackingOutcome(True, stored[chosen.id], shipment.status)
+    if beyond:
+        await _act_beyond(session, beyond, heads, now)
+        for i, chosen, values, _ in beyond:
+            outcomes[i] = TrackingOutcome(True, stored[chosen.id], values["status"])
+
+
+async def _act_beyond(
+    session: AsyncSession,
+    beyond: list[tuple[int, repository.WaybillMatch, dict[str, Any], Any]],
+    heads: dict[int, Any],
+    now: datetime,
+) -> None:
+    """The changes of a round that act beyond their shipment, as `refresh_tracking_status` acts
+    on each, one after the other, but set-based: the shipments updated together, a
+    ShipmentDelivered or a case and a ShipmentTrackingException per parcel in the round's
+    order, then every order whose parcels have all arrived delivered at once through the
+    transition table. The orders are locked (`apply_tracking_many`)."""
+    events: list[dict[str, Any]] = []
+    delivered: set[int] = set()
+    for _, chosen, values, newest in beyond:
+        spec = state_machine.by_carrier_event(newest.status)
+        assert spec is not None
+        head = heads[chosen.id]
+        values |= {
+            "status": spec.target.value,
+            "tracking_state_code": newest.state_code,
+            "last_event_at": newest.occurred_at,
+            "updated_at": now,
+        }
+        parcel = _Parcel(chosen.id, chosen.company, chosen.waybill_no or "")
+        order = _Order(chosen.order_id, head.order_no)
+        if spec is state_machine.DELIVER:
+            values |= {"delivered_at": newest.occurred_at, "next_poll_at": None}
+            if head.shipped_at is not None:
+                metrics.DELIVERY_TIME.observe(
+                    max((newest.occurred_at - clock.as_utc(head.shipped_at)).total_seconds(), 0)
+                )
+            events.append(_delivered_event(parcel, order, newest.occurred_at))
+            delivered.add(chosen.order_id)
+        else:
+            reason = (
+                "returned"
+                if spec.target == ShipmentStatus.RETURNED
+                else _EXCEPTION_REASONS.get(newest.state_code, "carrier_exception")
+            )
+            events.append(
+                await _tracking_exception(session, parcel, order, reason, newest.state_code, now)
+            )
+    await repository.update_each(session, [values for _, _, values, _ in beyond])
+    await outbox.publish_rows(session, events)
+    siblings = await repository.statuses_of_orders(session, delivered)
+    arrived = {
+        order_id: CARRIER
+        for order_id, statuses in siblings.items()
+        if all(status == ShipmentStatus.DELIVERED for status in statuses)
+    }
+    if arrived:
+        # Only those still `shipped` move, as `refresh_tracking_status` checks one by one.
+        await orders_service.transition_many(session, sorted(arrived), Event.DELIVER, arrived)
+
+
+@dataclass(frozen=True, slots=True)
+class _Parcel:
+    id: int
+    company: str
+    waybill_no: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Order:
+    id: int
+    order_no: str
+
+
+def _delivered_event(parcel: _Parcel, order: _Order, delivered_at: datetime) -> dict[str, Any]:
+    return outbox.build_row(
+        state_machine.DELIVER.event_type,
+        ShipmentDelivered(
+            shipment_id=parcel.id,
+            order_id=order.id,
+            order_no=order.order_no,
+            carrier=parcel.company,
+            waybill_no=parcel.waybill_no,
+            tracking_url=tracking.url_for(order.order_no),
+            delivered_at=delivered_at,
+        ),
+        aggregate_type="order",
+        aggregate_id=order.order_no,
+    )
 
 
 def poll_every(carrier: str) -> int:
@@ -206,20 +288,10 @@ async def refresh_tracking_status(
             metrics.DELIVERY_TIME.observe(
                 max((newest.occurred_at - clock.as_utc(shipment.shipped_at)).total_seconds(), 0)
             )
-        await outbox.publish(
+        parcel = _Parcel(shipment.id, shipment.company, shipment.waybill_no or "")
+        await outbox.publish_rows(
             session,
-            spec.event_type,
-            ShipmentDelivered(
-                shipment_id=shipment.id,
-                order_id=order.id,
-                order_no=order.order_no,
-                carrier=shipment.company,
-                waybill_no=shipment.waybill_no or "",
-                tracking_url=tracking.url_for(order.order_no),
-                delivered_at=newest.occurred_at,
-            ),
-            aggregate_type="order",
-            aggregate_id=order.order_no,
+            [_delivered_event(parcel, _Order(order.id, order.order_no), newest.occurred_at)],
         )
         siblings = await shipments_of(session, order.id)
         if order.status == Status.SHIPPED.value and all(
@@ -244,6 +316,17 @@ async def _raise_tracking_exception(
     detail: str,
     now: datetime,
 ) -> None:
+    parcel = _Parcel(shipment.id, shipment.company, shipment.waybill_no or "")
+    row = await _tracking_exception(
+        session, parcel, _Order(order.id, order.order_no), reason, detail, now
+    )
+    await outbox.publish_rows(session, [row])
+
+
+async def _tracking_exception(
+    session: AsyncSession, parcel: _Parcel, order: _Order, reason: str, detail: str, now: datetime
+) -> dict[str, Any]:
+    """Open the parcel's case; returns its ShipmentTrackingException outbox row to publish."""
     await exceptions_service.open_case(
         session,
         order_id=order.id,
@@ -251,22 +334,21 @@ async def _raise_tracking_exception(
         type="tracking_stale" if reason == "tracking_stale" else "tracking_exception",
         blocking=False,
         detail={
-            "shipment_id": shipment.id,
-            "carrier": shipment.company,
-            "waybill_no": shipment.waybill_no,
+            "shipment_id": parcel.id,
+            "carrier": parcel.company,
+            "waybill_no": parcel.waybill_no,
             "reason": reason,
             "detail": detail,
         },
     )
-    await outbox.publish(
-        session,
+    return outbox.build_row(
         "ShipmentTrackingException",
         ShipmentTrackingException(
-            shipment_id=shipment.id,
+            shipment_id=parcel.id,
             order_id=order.id,
             order_no=order.order_no,
-            carrier=shipment.company,
-            waybill_no=shipment.waybill_no or "",
+            carrier=parcel.company,
+            waybill_no=parcel.waybill_no,
             tracking_url=tracking.url_for(order.order_no),
             reason=reason,
             detail=detail,

@@ -223,6 +223,21 @@ async def consume(session: AsyncSession, stock_id: int, quantity: int) -> None:
     )
 
 
+async def consume_many(session: AsyncSession, quantities: list[tuple[int, int]]) -> None:
+    """`consume` for many buckets, one executemany in the order given ((stock id, quantity)
+    each: callers pass stock id order, the one lock order)."""
+    if quantities:
+        await session.execute(
+            update(_STOCK)
+            .where(_STOCK.c.id == bindparam("sid"))
+            .values(
+                on_hand=_STOCK.c.on_hand - bindparam("qty"),
+                reserved=_STOCK.c.reserved - bindparam("qty"),
+            ),
+            [{"sid": stock_id, "qty": quantity} for stock_id, quantity in quantities],
+        )
+
+
 async def add_on_hand(session: AsyncSession, stock_id: int, delta: int) -> bool:
     """Change on hand; refused (False) when it would drop below reserved."""
     result = await session.execute(
@@ -404,6 +419,28 @@ async def move_reservations_many(
         .returning(*_MOVED)
     )
     return _moved(result.all())
+
+
+async def consume_committed_many(
+    session: AsyncSession, order_ids: list[int], at: datetime
+) -> list[tuple[int, int, int, str, int]]:
+    """Many orders' committed reservations become consumed, in one statement; returns the rows
+    moved as (order id, stock id, warehouse id, sku, quantity)."""
+    if not order_ids:
+        return []
+    result = await session.execute(
+        update(table_of(Reservation))
+        .where(Reservation.order_id.in_(order_ids), Reservation.state == "committed")
+        .values(state="consumed", updated_at=at)
+        .returning(
+            Reservation.order_id,
+            Reservation.stock_id,
+            Reservation.warehouse_id,
+            Reservation.sku,
+            Reservation.quantity,
+        )
+    )
+    return sorted((int(a), int(b), int(c), str(d), int(e)) for a, b, c, d, e in result.all())
 
 
 async def commit_held_many(session: AsyncSession, order_ids: list[int], at: datetime) -> None:

@@ -1082,35 +1082,45 @@ async def consume_order(
 async def consume_orders(
     session: AsyncSession, shipped: list[tuple[int, str]], *, warehouse_id: int | None = None
 ) -> int:
-    """`consume_order` for several (order id, actor) in one transaction: reservations moved
-    first, then each stock row updated once, in stock id order over all the orders."""
+    """`consume_order` for several (order id, actor) in one transaction: every order's
+    reservations moved first (one statement, or one per order at one warehouse), then the ledger
+    rows, then each stock row updated once, in stock id order over all the orders (one
+    executemany)."""
     now = clock.now()
-    per_stock: dict[int, int] = defaultdict(int)
-    movements: list[dict[str, Any]] = []
+    actors: dict[int, str] = {}
     for order_id, actor in shipped:
-        moved = await repository.move_reservations(
-            session, order_id, ("committed",), "consumed", now, warehouse_id=warehouse_id
-        )
-        per_key: dict[tuple[int, str], int] = defaultdict(int)
-        for _, stock_id, warehouse_id, sku, quantity in moved:
-            per_stock[stock_id] += quantity
-            per_key[(warehouse_id, sku)] += quantity
-        movements.extend(
-            {
-                "warehouse_id": warehouse_id,
-                "sku": sku,
-                "kind": "shipment",
-                "quantity": -quantity,
-                "reason": "order shipped",
-                "actor": actor,
-                "order_id": order_id,
-                "created_at": now,
-            }
-            for (warehouse_id, sku), quantity in sorted(per_key.items())
-        )
+        actors.setdefault(order_id, actor)
+    if warehouse_id is None:
+        moved = await repository.consume_committed_many(session, sorted(actors), now)
+    else:
+        moved = [
+            (order_id, stock_id, warehouse, sku, quantity)
+            for order_id in actors
+            for _, stock_id, warehouse, sku, quantity in await repository.move_reservations(
+                session, order_id, ("committed",), "consumed", now, warehouse_id=warehouse_id
+            )
+        ]
+    per_stock: dict[int, int] = defaultdict(int)
+    per_key: dict[int, dict[tuple[int, str], int]] = defaultdict(lambda: defaultdict(int))
+    for order_id, stock_id, warehouse, sku, quantity in moved:
+        per_stock[stock_id] += quantity
+        per_key[order_id][(warehouse, sku)] += quantity
+    movements = [
+        {
+            "warehouse_id": warehouse,
+            "sku": sku,
+            "kind": "shipment",
+            "quantity": -quantity,
+            "reason": "order shipped",
+            "actor": actor,
+            "order_id": order_id,
+            "created_at": now,
+        }
+        for order_id, actor in actors.items()
+        for (warehouse, sku), quantity in sorted(per_key[order_id].items())
+    ]
     await repository.add_movements(session, movements)
-    for stock_id, quantity in sorted(per_stock.items()):  # the hot rows last
-        await repository.consume(session, stock_id, quantity)
+    await repository.consume_many(session, sorted(per_stock.items()))  # the hot rows last
     return sum(per_stock.values())
 
 

@@ -94,3 +94,17 @@ async def set_waybills(
     column), as search and exports show them."""
     joined = " ".join(sorted(set(waybill_nos)))[:WAYBILL_NOS_MAX]
     await repository.set_waybill_nos(session, order_id, joined, at)
+
+
+async def set_waybills_many(
+    session: AsyncSession, waybills: dict[int, Sequence[str]], at: datetime
+) -> None:
+    """`set_waybills` for several orders ({order id: waybill numbers}) in one statement."""
+    if waybills:
+        await repository.set_waybill_nos_many(
+            session,
+            [
+                {"oid": order_id, "nos": " ".join(sorted(set(nos)))[:WAYBILL_NOS_MAX], "at": at}
+                for order_id, nos in sorted(waybills.items())
+            ],
+        )

@@ -450,6 +450,16 @@ async def set_waybill_nos(
     )
 
 
+async def set_waybill_nos_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """`set_waybill_nos` for many orders: rows of {"oid", "nos", "at"}, one executemany."""
+    await session.execute(
+        update(table_of(SalesOrder))
+        .where(SalesOrder.id == bindparam("oid"))
+        .values(waybill_nos=bindparam("nos"), updated_at=bindparam("at")),
+        rows,
+    )
+
+
 async def created_per_minute(session: AsyncSession, since: datetime) -> dict[datetime, int]:
     """Orders created per UTC minute since a moment, counted in the database (the dashboard's
     throughput: an hour of a busy shop is tens of thousands of rows, never sent to Python)."""

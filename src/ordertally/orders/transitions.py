@@ -159,8 +159,11 @@ _EFFECTS: dict[StockEffect, Effect] = {
     StockEffect.CONSUME: _consume,
 }
 # Effects `transition_many` runs for many orders in a fixed number of statements (a release:
-# one statement moves every order's reservations, one executemany gives the units back).
-BATCHED_EFFECTS = frozenset({StockEffect.NONE, StockEffect.COMMIT, StockEffect.RELEASE})
+# one statement moves every order's reservations, one executemany gives the units back; a
+# consumption the same, as the transaction's last statements).
+BATCHED_EFFECTS = frozenset(
+    {StockEffect.NONE, StockEffect.COMMIT, StockEffect.RELEASE, StockEffect.CONSUME}
+)
 
 
 async def lock_orders_and_stock(
