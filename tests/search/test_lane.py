@@ -203,19 +203,19 @@ async def test_a_lane_leaves_an_order_another_lane_is_writing(
         pytest.skip("SQLite's single writer runs one lane batch at a time")
     # Given an order a first lane batch is indexing (read, not yet committed)
     order = await make_order(db, customer={"name": "陈静", "phone": "13655556666"})
-    release = asyncio.Event()
+    release, ran = asyncio.Event(), asyncio.Event()
     second: list[Any] = []
 
     async def meanwhile() -> None:
         # the order changes (queued again), and a second lane runs while the first holds it
         await cancel(db, order)
         second.append(await lane.run_batch(db, 100))
+        ran.set()
         await release.wait()
 
     pause_before_upsert(monkeypatch, meanwhile)
     first = asyncio.create_task(lane.run_batch(db, 100))
-    while not second:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(ran.wait(), timeout=30)
     # Then the second lane claimed the new row but left the order: no older or newer write of
     # its row while the first holds it
     assert (second[0].claimed, second[0].indexed, second[0].deferred) == (1, 0, 1)
