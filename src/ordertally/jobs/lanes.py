@@ -10,12 +10,13 @@ each lane a task of the worker's event loop, stopped with it; `--lane NAME` runs
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from ordertally.core.db import Database
 from ordertally.core.settings import Settings
 
-LaneLoop = Callable[[Database, Settings, asyncio.Event], Awaitable[None]]
+LaneLoop = Callable[[Database, Settings, asyncio.Event], Coroutine[Any, Any, None]]
 
 LANES: dict[str, LaneLoop] = {}
 
