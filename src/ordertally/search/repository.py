@@ -129,8 +129,9 @@ async def delete_dirty(session: AsyncSession, ids: Sequence[int]) -> None:
 
 
 async def any_dirty(session: AsyncSession) -> bool:
-    """Whether any order waits for the lane (what an idle lane polls: one index probe)."""
-    return (await session.scalar(select(_DIRTY.c.id).limit(1))) is not None
+    """Whether any order waits for the lane (what an idle lane polls: one probe of the primary
+    key, not a scan of a table the lane keeps emptying)."""
+    return (await session.scalar(select(_DIRTY.c.id).order_by(_DIRTY.c.id).limit(1))) is not None
 
 
 async def dirty_backlog(session: AsyncSession) -> tuple[int, datetime | None]:
