@@ -270,3 +270,16 @@ async def test_rebuild_and_reindex_of_skus_keep_working(db: Database) -> None:
         assert await service.reindex_skus(session, ["TEA-LJ-250"], 0, "catalog") == 1
     assert [i for i, _ in await queued(db)] == [order.id]
     assert await lane.drain(db) == 1
+
+
+def test_every_event_that_queues_an_order_names_it() -> None:
+    # The hook queues the order of each indexed event by its payload's order_id: an event type
+    # added to INDEXED_EVENTS without one would be skipped silently
+    from ordertally.events.registry import SCHEMAS
+
+    missing = [
+        t
+        for t in service.INDEXED_EVENTS
+        if (t, 1) not in SCHEMAS or "order_id" not in SCHEMAS[(t, 1)].model_fields
+    ]
+    assert missing == []
