@@ -416,6 +416,35 @@ def lag(
     }
 
 
+def idle(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    """What an idle search lane costs: `ordertally worker --lane search` alone on an empty
+    queue for --idle-seconds (after 5 s of start-up), its CPU and PostgreSQL's, per second."""
+    from bench.cpu import postgres_seconds, tree_seconds
+
+    with scratch_database(kind, args.pg_url, {}) as db:
+        lane = Process(db, "worker", "--lane", "search", name="lane-idle").start()
+        try:
+            time.sleep(5)
+            if not lane.alive():
+                raise RuntimeError(f"the lane died:\n{lane.log_tail()}")
+            lane0 = tree_seconds(lane.pid) or 0.0
+            pg0 = postgres_seconds(db.pg_name) if db.pg_name else 0.0
+            time.sleep(args.idle_seconds)
+            lane1 = tree_seconds(lane.pid) or 0.0
+            pg1 = postgres_seconds(db.pg_name) if db.pg_name else 0.0
+        finally:
+            lane.stop()
+    seconds = args.idle_seconds
+    return {
+        "database": kind,
+        "seconds": seconds,
+        "poll_seconds": 0.05,
+        "lane_cpu_ms_per_s": round(1000 * (lane1 - lane0) / seconds, 2),
+        "postgres_cpu_ms_per_s": round(1000 * (pg1 - pg0) / seconds, 2) if db.pg_name else None,
+        "load_1m": os.getloadavg()[0],
+    }
+
+
 def bench(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     """Both figures on one scratch database of this kind."""
     report: dict[str, Any] = {"database": kind, "load_1m_start": os.getloadavg()[0]}
@@ -479,11 +508,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the search lane in a process of its own (ordertally worker --lane search)",
     )
+    parser.add_argument(
+        "--idle-seconds", type=float, default=0.0, help="only: an idle lane's cost over N s"
+    )
     parser.add_argument("--out-suffix", default="", help="appended to the result file's name")
     parser.add_argument(
         "--pg-url", default=os.environ.get("ORDERTALLY_TEST_PG_URL") or DEFAULT_PG_URL
     )
     args = parser.parse_args(argv)
+    if args.idle_seconds:
+        found = idle(args.db, args)
+        print(json.dumps(found, indent=1))
+        return 0
     report = bench(args.db, args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"search-writes-{args.db}{args.out_suffix}.json"
