@@ -225,7 +225,7 @@ def wait_ready(server: Server, conn: Conn, worker: Workers, timeout: float = 120
     body = json.loads(order_body(99_999_999))
     status, answer = server.request("POST", "/api/v1/orders", body)
     if status != 201:
-        raise RuntimeError(f"the probe order answered {status}: {answer}")
+        raise RuntimeError(f"the probe order answered {status}: {answer}\n{server.log_tail()}")
     deadline = time.monotonic() + timeout
     while pending_events(conn):
         if not worker.alive() or time.monotonic() > deadline:
