@@ -410,7 +410,7 @@ def main() -> None:
         "--only",
         action="append",
         metavar="CONSUMER",
-        help="run only this consumer (repeatable), e.g. search.index_order: its events/s alone",
+        help="run only this consumer (repeatable), e.g. customers.link_order: its events/s alone",
     )
     parser.add_argument(
         "--notify", action="store_true", help="plan the drill's notifications (webhook, SMS)"

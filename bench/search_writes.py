@@ -3,10 +3,13 @@ how far the index trails the orders. `python -m bench.search_writes [--db pg|sql
 
 1. Writes: the hot-SKU bench (`python -m bench`'s load generator, closed loop) against
    `ordertally serve --no-worker` plus one `ordertally worker` process beside it, as
-   production runs them, on the same cores. The worker runs every consumer, with the search
-   indexer (`search.index_order`) on, or off: the worker is then started with this module as a
-   plugin (`ORDERTALLY_PLUGIN_MODULES`), whose `register` drops that one consumer, so the
-   events are consumed by everything else and the index is not maintained. Runs interleaved
+   production runs them, on the same cores. The worker runs every consumer and the search
+   lane (the indexer: `search/lane.py`, fed by the `search.dirty` publish hook; before session
+   14 the consumer `search.index_order`), on, or off: the API and the worker are then started
+   with this module as a plugin (`ORDERTALLY_PLUGIN_MODULES`), whose `register` drops the hook,
+   the lane (and the old consumer), so nothing queues or indexes orders. With
+   `--lane-process` the lane runs as a process of its own (`ordertally worker --lane search`,
+   the worker `--no-lanes`), and its CPU per order is the indexer's. Runs interleaved
    (off, on, off, on, ...), a fresh worker each run, the outbox drained between runs (the
    drain rate is the worker's own throughput, with and without the indexer). Figure: the
    ratio of the median orders/s, on / off (target ≥ 0.90).
@@ -47,10 +50,17 @@ TARGET_LAG_P99_S = 2.0
 
 
 def register(app: FastAPI | None) -> None:
-    """As a plugin (ORDERTALLY_PLUGIN_MODULES): the worker runs without the search indexer."""
-    from ordertally.events.registry import CONSUMERS
+    """As a plugin (ORDERTALLY_PLUGIN_MODULES): the process runs without the search indexer
+    (no publish hook queueing orders, no lane; before session 14: no indexing consumer)."""
+    from ordertally.events import registry
 
-    CONSUMERS.pop(INDEXER, None)
+    registry.CONSUMERS.pop(INDEXER, None)
+    getattr(registry, "PUBLISH_HOOKS", {}).pop("search.dirty", None)
+    try:
+        from ordertally.jobs.lanes import LANES
+    except ImportError:  # a tree before session 14
+        return
+    LANES.pop("search", None)
 
 
 class Conn:
@@ -59,6 +69,7 @@ class Conn:
 
     def __init__(self, db: Database) -> None:
         self.kind = db.kind
+        self.lane_queue: bool | None = None
         if db.kind == "sqlite":
             import sqlite3
 
@@ -102,10 +113,57 @@ def epoch(value: Any) -> float:
 
 
 def pending_events(conn: Conn) -> int:
-    return int(conn.fetch("SELECT count(*) FROM outbox WHERE status = 'pending'")[0][0])
+    """Events not yet delivered, plus the orders queued for the search lane (when the tree has
+    the queue)."""
+    events = int(conn.fetch("SELECT count(*) FROM outbox WHERE status = 'pending'")[0][0])
+    if conn.lane_queue is None:
+        table = (
+            "SELECT count(*) FROM sqlite_master WHERE name = 'search_dirty'"
+            if conn.kind == "sqlite"
+            else "SELECT count(*) FROM pg_class WHERE relname = 'search_dirty'"
+        )
+        conn.lane_queue = bool(conn.fetch(table)[0][0])
+    if conn.lane_queue:
+        events += int(conn.fetch("SELECT count(*) FROM search_dirty")[0][0])
+    return events
 
 
-def drain(conn: Conn, worker: Process, timeout: float) -> dict[str, Any]:
+def max_order_id(conn: Conn) -> int:
+    return int(conn.fetch("SELECT coalesce(max(id), 0) FROM sales_order")[0][0])
+
+
+class Workers:
+    """The worker process, and the search lane's own process when asked for."""
+
+    def __init__(self, processes: list[Process]) -> None:
+        self.processes = processes
+
+    def alive(self) -> bool:
+        return all(p.alive() for p in self.processes)
+
+    def stop(self) -> None:
+        for p in self.processes:
+            p.stop()
+
+    def log_tail(self) -> str:
+        return "\n".join(f"[{p.name}]\n{p.log_tail()}" for p in self.processes)
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far, per process name."""
+        from bench.cpu import tree_seconds
+
+        return {p.name: tree_seconds(p.pid) or 0.0 for p in self.processes}
+
+
+def cpu_per_order(before: dict[str, float], after: dict[str, float], orders: int) -> dict[str, Any]:
+    """CPU milliseconds per order of each process over a window."""
+    return {
+        name: round(1000 * (after[name] - before[name]) / orders, 3) if orders else None
+        for name in before
+    }
+
+
+def drain(conn: Conn, worker: Workers, timeout: float) -> dict[str, Any]:
     """Wait until the worker has consumed every event; how many there were and how fast."""
     started = time.perf_counter()
     first = left = pending_events(conn)
@@ -123,27 +181,51 @@ def drain(conn: Conn, worker: Process, timeout: float) -> dict[str, Any]:
     }
 
 
-def start_worker(db: Database, indexer: bool, batch: int | None) -> Process:
-    """`ordertally worker` with every consumer, or every consumer but the search indexer."""
+def plugin_env(db: Database, indexer: bool) -> dict[str, str]:
+    """The processes' environment, with this module as a plugin when the indexer is off."""
     # The bench's root for the plugin, after the caller's path (a worktree's `src` first).
     path = [p for p in (db.env.get("PYTHONPATH"), str(ROOT)) if p]
     env = {**db.env, "PYTHONPATH": os.pathsep.join(path)}
     if not indexer:
         env["ORDERTALLY_PLUGIN_MODULES"] = json.dumps([__name__])
+    return env
+
+
+def use_server(server: Server, db: Database, indexer: bool) -> None:
+    """Restart the API with the indexer's publish hook on or off (it queues the orders in the
+    creating transaction: part of what the index costs the write path)."""
+    server.stop()
+    server.db = dataclasses.replace(db, env=plugin_env(db, indexer))
+    server.start()
+
+
+def start_worker(
+    db: Database, indexer: bool, batch: int | None, lane_process: bool = False
+) -> Workers:
+    """`ordertally worker` with every consumer and lane, or without the search indexer; with
+    `lane_process` (indexer on) the search lane in a process of its own."""
+    env = plugin_env(db, indexer)
     if batch:
         env["ORDERTALLY_WORKER_BATCH_SIZE"] = str(batch)
     name = "worker-" + ("on" if indexer else "off")
-    worker = Process(dataclasses.replace(db, env=env), "worker", name=name).start()
-    return worker
+    with_env = dataclasses.replace(db, env=env)
+    if indexer and lane_process:
+        return Workers(
+            [
+                Process(with_env, "worker", "--no-lanes", name=name).start(),
+                Process(with_env, "worker", "--lane", "search", name="lane").start(),
+            ]
+        )
+    return Workers([Process(with_env, "worker", name=name).start()])
 
 
-def wait_ready(server: Server, conn: Conn, worker: Process, timeout: float = 120) -> None:
+def wait_ready(server: Server, conn: Conn, worker: Workers, timeout: float = 120) -> None:
     """Until the worker consumes: one order created and its events all consumed (a worker
     still importing or loading its dictionary would count as lag, or as idle time)."""
     body = json.loads(order_body(99_999_999))
     status, answer = server.request("POST", "/api/v1/orders", body)
     if status != 201:
-        raise RuntimeError(f"the probe order answered {status}: {answer}")
+        raise RuntimeError(f"the probe order answered {status}: {answer}\n{server.log_tail()}")
     deadline = time.monotonic() + timeout
     while pending_events(conn):
         if not worker.alive() or time.monotonic() > deadline:
@@ -170,12 +252,15 @@ def writes(db: Database, server: Server, conn: Conn, args: argparse.Namespace) -
     runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
     for i in range(args.runs):
         for mode in ("off", "on"):
-            worker = start_worker(db, mode == "on", args.worker_batch)
+            use_server(server, db, mode == "on")
+            worker = start_worker(db, mode == "on", args.worker_batch, args.lane_process)
             try:
                 wait_ready(server, conn, worker)
                 load = os.getloadavg()[0]
+                low, cpu0 = max_order_id(conn), worker.cpu()
                 result = run_load(server, "closed", _load_args(args, 500.0))
                 caught_up = drain(conn, worker, args.drain_timeout)
+                orders, cpu1 = max_order_id(conn) - low, worker.cpu()
             finally:
                 worker.stop()
             run = {
@@ -184,12 +269,16 @@ def writes(db: Database, server: Server, conn: Conn, args: argparse.Namespace) -
                 "errors": result["errors"],
                 "load_1m": round(load, 2),
                 "drain": caught_up,
+                "orders": orders,
+                "worker_cpu_ms_per_order": cpu_per_order(cpu0, cpu1, orders),
+                "server_cpu": result.get("cpu"),
             }
             runs[mode].append(run)
             print(
                 f"  writes indexer {mode:<3} run {i + 1}: {run['orders_per_s']:.1f} orders/s, "
                 f"p99 {run['p99_ms']:.1f} ms (load {load:.2f}); then {caught_up['events']} "
-                f"events drained at {caught_up['events_per_s']}/s",
+                f"events drained at {caught_up['events_per_s']}/s; worker CPU ms/order "
+                f"{run['worker_cpu_ms_per_order']}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -273,12 +362,13 @@ def lag(
     """Open loop at `rate` with the worker (indexer on): the index's lag behind the orders."""
     from bench.__main__ import run_load
 
-    worker = start_worker(db, True, args.worker_batch)
+    worker = start_worker(db, True, args.worker_batch, args.lane_process)
     watcher = Visibility(db, args.poll_ms / 1000)
     try:
         wait_ready(server, conn, worker)
         watcher.start()  # after the probe order: the window starts with the load
         load = os.getloadavg()[0]
+        low, cpu0 = max_order_id(conn), worker.cpu()
         result = run_load(server, "open", _load_args(args, rate))
         deadline = time.monotonic() + args.drain_timeout
         while time.monotonic() < deadline and watcher.unseen():
@@ -290,6 +380,7 @@ def lag(
         if watcher.error is not None:
             raise RuntimeError(f"the reader failed: {watcher.error!r}")
         caught_up = drain(conn, worker, args.drain_timeout)
+        orders, cpu1 = max_order_id(conn) - low, worker.cpu()
     finally:
         watcher.stop.set()
         worker.stop()
@@ -319,6 +410,38 @@ def lag(
         "poll_ms": args.poll_ms,
         "polls": watcher.polls,
         "drain_after": caught_up,
+        "orders": orders,
+        "worker_cpu_ms_per_order": cpu_per_order(cpu0, cpu1, orders),
+        "server_cpu": result.get("cpu"),
+    }
+
+
+def idle(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    """What an idle search lane costs: `ordertally worker --lane search` alone on an empty
+    queue for --idle-seconds (after 5 s of start-up), its CPU and PostgreSQL's, per second."""
+    from bench.cpu import postgres_seconds, tree_seconds
+
+    with scratch_database(kind, args.pg_url, {}) as db:
+        lane = Process(db, "worker", "--lane", "search", name="lane-idle").start()
+        try:
+            time.sleep(5)
+            if not lane.alive():
+                raise RuntimeError(f"the lane died:\n{lane.log_tail()}")
+            lane0 = tree_seconds(lane.pid) or 0.0
+            pg0 = postgres_seconds(db.pg_name) if db.pg_name else 0.0
+            time.sleep(args.idle_seconds)
+            lane1 = tree_seconds(lane.pid) or 0.0
+            pg1 = postgres_seconds(db.pg_name) if db.pg_name else 0.0
+        finally:
+            lane.stop()
+    seconds = args.idle_seconds
+    return {
+        "database": kind,
+        "seconds": seconds,
+        "poll_seconds": 0.05,
+        "lane_cpu_ms_per_s": round(1000 * (lane1 - lane0) / seconds, 2),
+        "postgres_cpu_ms_per_s": round(1000 * (pg1 - pg0) / seconds, 2) if db.pg_name else None,
+        "load_1m": os.getloadavg()[0],
     }
 
 
@@ -342,13 +465,15 @@ def bench(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                     flush=True,
                 )
             report["lag"] = []
+            use_server(server, db, True)
             for rate in args.lag_rates:
                 found = lag(db, server, conn, rate, args)
                 report["lag"].append(found)
                 print(
                     f"{kind} lag at {rate:g}/s offered ({found['created_per_s']}/s created, load "
                     f"{found['load_1m']}): visible {found['visible_lag_s']}, recorded "
-                    f"{found['recorded_lag_s']}, not indexed {found['not_indexed']}",
+                    f"{found['recorded_lag_s']}, not indexed {found['not_indexed']}; worker CPU "
+                    f"ms/order {found['worker_cpu_ms_per_order']}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -379,12 +504,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-wait", type=float, default=0.0)
     parser.add_argument("--skip-writes", action="store_true", help="the lag figure only")
     parser.add_argument(
+        "--lane-process",
+        action="store_true",
+        help="the search lane in a process of its own (ordertally worker --lane search)",
+    )
+    parser.add_argument(
+        "--idle-seconds", type=float, default=0.0, help="only: an idle lane's cost over N s"
+    )
+    parser.add_argument("--out-suffix", default="", help="appended to the result file's name")
+    parser.add_argument(
         "--pg-url", default=os.environ.get("ORDERTALLY_TEST_PG_URL") or DEFAULT_PG_URL
     )
     args = parser.parse_args(argv)
+    if args.idle_seconds:
+        found = idle(args.db, args)
+        print(json.dumps(found, indent=1))
+        return 0
     report = bench(args.db, args)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"search-writes-{args.db}.json"
+    out = RESULTS / f"search-writes-{args.db}{args.out_suffix}.json"
     out.write_text(json.dumps(report, indent=1, ensure_ascii=False))
     print(json.dumps(report, indent=1, ensure_ascii=False))
     return 0

@@ -114,7 +114,8 @@ def scratch_database(
     pg_name = None
     sqlite_file = None
     if kind == "pg":
-        pg_name = f"ordertally_bench_{secrets.token_hex(6)}"
+        # BENCH_PG_PREFIX: a shared machine's runs name their scratch databases after their owner.
+        pg_name = f"{os.environ.get('BENCH_PG_PREFIX', 'ordertally_bench_')}{secrets.token_hex(6)}"
         url = make_url(pg_admin_url).set(database=pg_name).render_as_string(hide_password=False)
     else:
         sqlite_file = data_dir / "bench.db"

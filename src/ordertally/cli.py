@@ -109,23 +109,35 @@ def serve(
 
 
 @app.command()
-def worker() -> None:
-    """Run the outbox dispatcher and periodic jobs until SIGINT/SIGTERM."""
+def worker(
+    lane: Annotated[
+        list[str] | None,
+        typer.Option(help="Run only this lane (repeatable; e.g. search): no dispatcher, no jobs"),
+    ] = None,
+    no_lanes: Annotated[
+        bool, typer.Option("--no-lanes", help="Run the dispatcher and jobs, no lane")
+    ] = False,
+) -> None:
+    """Run the outbox dispatcher, the periodic jobs and the lanes (the search index) until
+    SIGINT/SIGTERM."""
     from ordertally.domains import register_all
     from ordertally.jobs.worker import run_worker
+
+    if lane and no_lanes:
+        raise typer.BadParameter("--lane and --no-lanes exclude each other")
 
     _logging()
     settings = get_settings()
     register_all(settings)
 
     async def main() -> None:
-        db = create_database(settings, role="ordertally-worker")
+        db = create_database(settings, role="ordertally-lane" if lane else "ordertally-worker")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await run_worker(db, settings, stop)
+            await run_worker(db, settings, stop, lanes=[] if no_lanes else lane, dispatch=not lane)
         finally:
             await db.dispose()
 

@@ -24,7 +24,8 @@ import json
 import ordertally.app, ordertally.cli, ordertally.jobs.worker
 from ordertally.core.settings import get_settings
 from ordertally.domains import register_all
-from ordertally.events.registry import CONSUMERS
+from ordertally.events.registry import CONSUMERS, PUBLISH_HOOKS
+from ordertally.jobs.lanes import LANES
 from ordertally.jobs.scheduler import JOBS
 from ordertally.orders import api, closing, snapshot
 
@@ -34,6 +35,8 @@ def state():
         "jobs": sorted(JOBS),
         "consumers": sorted(CONSUMERS),
         "hooks": [f"{h.__module__}.{h.__qualname__}" for h in hooks],
+        "publish_hooks": sorted(PUBLISH_HOOKS),
+        "lanes": sorted(LANES),
     }
 
 imported = state()
@@ -92,9 +95,10 @@ CONSUMERS = [
     "payments.apply_notification",
     "rules.evaluate",
     "search.catalog_changed",
-    "search.index_order",
     "search.reindex",
 ]
+PUBLISH_HOOKS = ["search.dirty"]
+LANES = ["search"]
 HOOKS = [
     "ordertally.fulfillment.api.order_shipments",
     "ordertally.casework.service.order_cases",
@@ -111,9 +115,21 @@ def test_imports_register_nothing_and_the_domain_list_wires_everything_once() ->
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     # Then the imports registered nothing
-    assert result["imported"] == {"jobs": [], "consumers": [], "hooks": []}
-    # and the wiring registered every job, consumer and hook, each once
-    assert result["wired"] == {"jobs": JOBS, "consumers": CONSUMERS, "hooks": HOOKS}
+    assert result["imported"] == {
+        "jobs": [],
+        "consumers": [],
+        "hooks": [],
+        "publish_hooks": [],
+        "lanes": [],
+    }
+    # and the wiring registered every job, consumer, hook and lane, each once
+    assert result["wired"] == {
+        "jobs": JOBS,
+        "consumers": CONSUMERS,
+        "hooks": HOOKS,
+        "publish_hooks": PUBLISH_HOOKS,
+        "lanes": LANES,
+    }
     assert result["again"] == result["wired"]
 
 

@@ -13,6 +13,7 @@ from ordertally.core import clock
 from ordertally.core.db import Database
 from ordertally.core.errors import Unauthenticated
 from tests.factories import make_order
+from tests.search.helpers import index
 
 pytestmark = pytest.mark.anyio
 
@@ -43,10 +44,7 @@ async def test_apikey_create_prints_the_key_last_and_stores_it_hashed(db: Databa
 
 async def test_doctor_passes_on_a_healthy_database(db: Database) -> None:
     await make_order(db)
-    from ordertally.core.settings import get_settings
-    from ordertally.events.dispatcher import drain
-
-    await drain(db, get_settings())
+    await index(db)
     result = _cli("doctor", "--json")
     report = json.loads(result.stdout)
     assert result.returncode == 0, result.stdout
@@ -83,6 +81,9 @@ async def test_doctor_fails_on_stuck_orders_and_outbox_backlog(db: Database) -> 
     assert set(failed) == {"outbox", "stuck_orders", "expired_reservations", "search_index_lag"}
     assert failed["stuck_orders"]["data"] == {"pending_payment_past_deadline": 1}
     assert failed["outbox"]["data"]["backlog"] == 1
+    # the order's creation is queued for the search lane, 3 h old
+    assert failed["search_index_lag"]["data"]["backlog"] == 1
+    assert failed["search_index_lag"]["data"]["oldest_age_seconds"] >= 3 * 3600
 
 
 def test_schemas_prints_every_event_schema() -> None:

@@ -11,12 +11,9 @@ import httpx
 import pytest
 from sqlalchemy import delete, func, select
 
-import ordertally.search.consumers  # noqa: F401  (registers the indexing consumers)
 from ordertally.catalog import service as catalog_service
 from ordertally.catalog.models import CatalogRevision, CatalogWord
 from ordertally.core.db import Database
-from ordertally.core.settings import get_settings
-from ordertally.events.dispatcher import drain
 from ordertally.events.models import OutboxEvent
 from ordertally.jobs.scheduler import JOBS, run_tick
 from ordertally.orders.models import SalesOrder
@@ -24,6 +21,7 @@ from ordertally.search import dictionary
 from ordertally.search import jobs as search_jobs  # noqa: F401  (registers the watcher job)
 from ordertally.search import tokens as tk
 from tests.factories import auth, make_order
+from tests.search.helpers import index
 
 pytestmark = pytest.mark.anyio
 
@@ -87,7 +85,7 @@ async def tea_and_cup(db: Database) -> tuple[SalesOrder, SalesOrder]:
         )
     tea = await make_order(db, lines=[{"sku": "TEA-LJ-250", "quantity": 1, "unit_price": "59.90"}])
     cup = await make_order(db, lines=[{"sku": "CUP-CER-01", "quantity": 1, "unit_price": "39.90"}])
-    await drain(db, get_settings())
+    await index(db)
     return tea, cup
 
 
@@ -137,7 +135,7 @@ async def test_a_brand_or_category_change_reindexes_the_orders_through_consumers
     assert await found(client, cs, "杯壶") == []
     assert await events_of(db, "CatalogChanged") == changed + 2
     # When the worker runs the consumers (CatalogChanged -> SearchReindexRequested -> index)
-    await drain(db, get_settings())
+    await index(db)
     # Then the orders are found by the new brand and category name, no longer by the old
     assert await events_of(db, "SearchReindexRequested") == requested + 2
     assert await found(client, cs, "御前") == [tea]
@@ -157,7 +155,7 @@ async def test_a_price_change_publishes_nothing_and_a_sku_without_orders_queues_
         await catalog_service.create_sku(
             session, {"code": "TEA-NEW-1", "name": "新茶 一号", "brand": "新品牌"}, "test"
         )
-    await drain(db, get_settings())
+    await index(db)
     # Then no catalogue event and no re-index request was written
     assert await events_of(db, "CatalogChanged") == changed
     assert await events_of(db, "SearchReindexRequested") == requested
@@ -170,10 +168,10 @@ async def test_catalogue_words_feed_the_segmenter_at_index_and_query_time(
     # Given an order for a tea whose name holds a word no dictionary has (犇鑫)
     async with db.transaction() as session:
         await catalog_service.update_sku(session, "A", {"name": "犇鑫红茶特级"}, "test")
-    await drain(db, get_settings())
+    await index(db)
     requested = await events_of(db, "SearchReindexRequested")
     order = await make_order(db, lines=[{"sku": "A", "quantity": 1, "unit_price": "19.90"}])
-    await drain(db, get_settings())
+    await index(db)
     before = await search(client, cs, "犇鑫白茶")
     assert await found(client, cs, "犇鑫红茶特级") == [order.order_no]  # the whole name
     assert await found(client, cs, "犇鑫") == []  # 犇 / 鑫 are two characters to jieba
@@ -191,7 +189,7 @@ async def test_catalogue_words_feed_the_segmenter_at_index_and_query_time(
     assert await found(client, cs, "犇鑫") == []  # not re-indexed on the request path
     result = await run_tick(db, JOBS["search_catalog_words"], "test-worker")
     assert result is not None and result["words"] >= 2 and result["events"] == 1
-    await drain(db, get_settings())
+    await index(db)
     doc = await search(client, cs, "犇鑫")
     assert [i["order_no"] for i in doc["items"]] == [order.order_no]
     assert doc["items"][0]["highlights"] == [{"term": "犇鑫", "field": "product"}]

@@ -1,4 +1,4 @@
-"""The indexing consumer on both databases: a batch indexes each of its orders once, from the
+"""The indexer on both databases: a lane batch indexes each of its orders once, from the
 newest state, and leaves alone the rows that already say the same."""
 
 from __future__ import annotations
@@ -10,18 +10,17 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-import ordertally.search.consumers  # noqa: F401  (registers the indexing consumer)
+import ordertally.search.consumers  # noqa: F401  (registers the hook that queues orders)
 from ordertally.core import clock
 from ordertally.core.db import Database
-from ordertally.core.settings import get_settings
-from ordertally.events.dispatcher import dispatch_batch, drain
 from ordertally.orders import service as orders_service
 from ordertally.orders.models import SalesOrder
 from ordertally.orders.state_machine import Actor, ActorKind
-from ordertally.search import repository, service
+from ordertally.search import lane, repository, service
 from ordertally.search.models import SearchDoc
 from ordertally.search.repository import Filters
 from tests.factories import make_order
+from tests.search.helpers import index
 
 pytestmark = pytest.mark.anyio
 
@@ -33,7 +32,7 @@ LATER = datetime(2026, 1, 25, 3, 0, tzinfo=UTC)
 
 @pytest.fixture
 def written(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Every index row the consumer hands to the database (the real upsert still runs)."""
+    """Every index row the indexer hands to the database (the real upsert still runs)."""
     rows: list[dict[str, Any]] = []
     upsert = repository.upsert_docs
 
@@ -72,9 +71,9 @@ async def test_several_events_of_one_order_in_one_batch_index_its_newest_state_o
                 "payment_succeeded",
                 Actor(ActorKind.PAYMENT_CALLBACK, "test"),
             )
-    # When one dispatch batch delivers both
+    # When one lane batch takes both
     with clock.frozen(INDEXED):
-        batch = await dispatch_batch(db, get_settings())
+        batch = await lane.run_batch(db, 100)
     # Then the order's row was written once, with the newest status, its lag counted from the
     # older event
     assert batch.claimed == 2
@@ -98,9 +97,9 @@ async def test_the_events_of_many_orders_in_one_batch_all_land(
     with clock.frozen(CREATED):
         for name, phone in buyers:
             orders.append(await make_order(db, customer={"name": name, "phone": phone}))
-    # When one dispatch batch delivers their 30 OrderCreated events
+    # When one lane batch takes the 30 orders their creations queued
     with clock.frozen(INDEXED):
-        batch = await dispatch_batch(db, get_settings())
+        batch = await lane.run_batch(db, 100)
     # Then 30 rows were written in one upsert, and each order is found by its buyer's phone
     assert batch.claimed == 30
     assert sorted(r["order_id"] for r in written) == sorted(o.id for o in orders)
@@ -116,14 +115,14 @@ async def test_a_row_that_says_the_same_is_not_written_again(
     with clock.frozen(CREATED):
         order = await make_order(db, customer={"name": "王芳", "phone": "13711112222"})
     with clock.frozen(INDEXED):
-        await drain(db, get_settings())
+        await index(db)
     first = await doc(db, order.id)
     assert first is not None
     # When it is indexed again with nothing changed (a rebuild, a replayed event)
     with clock.frozen(LATER):
         async with db.transaction() as session:
             last_id, rows = await service.rebuild_chunk(session, order.id - 1, 1)
-    # Then the consumer offered the same row and the database kept the one it had
+    # Then the indexer offered the same row and the database kept the one it had
     assert (last_id, rows) == (order.id, 1)
     assert written[-1]["tokens"] == first.tokens
     again = await doc(db, order.id)
@@ -135,7 +134,7 @@ async def test_a_row_that_says_the_same_is_not_written_again(
             await orders_service.transition(
                 session, order.order_no, "cancel", Actor(ActorKind.OPERATOR, "test")
             )
-        await drain(db, get_settings())
+        await index(db)
     # Then the row is rewritten: the new status, its token, the time it was written
     moved = await doc(db, order.id)
     assert moved is not None

@@ -1,5 +1,5 @@
 """Search over the HTTP API on both databases: orders created through the service, indexed by
-the outbox consumer (drained as the worker would), then found by every kind of query a caller
+the search lane (run as the worker would), then found by every kind of query a caller
 gives: names (汉字, pinyin with every reading, initials, near miss), phones (full, masked,
 last four), dates, order numbers and their tails, platform ids, waybills, payment ids, SKUs,
 product and address words, synonyms; with filters, pages and explanations."""
@@ -15,32 +15,24 @@ import orjson
 import pytest
 from sqlalchemy import update
 
-import ordertally.fulfillment.consumers  # (plans the shipments of paid orders)
-import ordertally.search.consumers  # noqa: F401  (registers the indexing consumer)
 from ordertally.channels.events import ChannelOrderIngested
 from ordertally.core import clock
 from ordertally.core.crypto import get_cipher
 from ordertally.core.db import Database
-from ordertally.core.settings import get_settings
 from ordertally.events import outbox
-from ordertally.events.dispatcher import drain
 from ordertally.orders.contact import PII_ADDRESS, PII_PHONE
 from ordertally.orders.models import SalesOrder
 from ordertally.search.models import SearchDoc
 from tests.factories import auth, make_order
 from tests.fulfillment.helpers import shipments
 from tests.payments.helpers import make_attempt, paid_notice, store_and_apply
+from tests.search.helpers import index
 
 pytestmark = pytest.mark.anyio
 
 # 2026-01-25 10:00 in Shanghai.
 PLACED = datetime(2026, 1, 25, 2, 0, tzinfo=UTC)
 NEXT_DAY = datetime(2026, 1, 26, 4, 0, tzinfo=UTC)
-
-
-async def index(db: Database) -> None:
-    """Deliver every pending event (the search consumer among the others)."""
-    await drain(db, get_settings())
 
 
 async def find(client: httpx.AsyncClient, key: str, q: str, **params: Any) -> list[str]:

@@ -27,6 +27,7 @@ from ordertally.exports import service as export_service
 from ordertally.inventory.models import StockMovement
 from tests.aftersales.helpers import case_status, open_case, walk
 from tests.factories import auth, make_order
+from tests.search.helpers import index
 
 pytestmark = pytest.mark.anyio
 
@@ -165,7 +166,7 @@ async def test_a_channel_scoped_key_lists_reads_and_finds_its_channels_orders_on
     # Given an order of each of two channels (indexed for search) and a cs key scoped to shop_a
     mine = await make_order(db, channel="shop_a")
     theirs = await make_order(db, channel="shop_b")
-    await drain(db, get_settings())
+    await index(db)
     scoped = await _scoped(db, "cs", "shop_a")
     # When it lists, reads, and searches orders, and asks for the other order's trail and cancel
     listed = await client.get("/api/v1/orders", headers=scoped)

@@ -9,12 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 from playwright.async_api import Browser, expect
 
-import ordertally.search.consumers  # noqa: F401  (registers the indexing consumer)
 from ordertally.core.db import Database
-from ordertally.core.settings import get_settings
-from ordertally.events.dispatcher import drain
 from tests.conftest import LiveServer
 from tests.factories import make_order
+from tests.search.helpers import index
 from tests.web import browser
 from tests.web.browser import LoginPage, OrdersList
 from tests.web.helpers import PASSWORD, make_user
@@ -46,7 +44,7 @@ async def test_cs_finds_an_order_by_name_and_last_four_and_opens_it(
     wanted = await make_order(db, customer={"name": "张三", "phone": "13812345678"})
     await make_order(db, customer={"name": "李四", "phone": "13900005678"})
     await make_order(db, customer={"name": "张三", "phone": "13700001111"})
-    await drain(db, get_settings())
+    await index(db)
     context = await chromium.new_context(viewport=browser.VIEWPORT, locale="zh-CN")  # type: ignore[arg-type]
     page = await context.new_page()
     await (await LoginPage(page, base).open()).sign_in("zhangwei", PASSWORD)

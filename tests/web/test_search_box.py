@@ -10,14 +10,12 @@ from datetime import timedelta
 
 import pytest
 
-import ordertally.search.consumers  # noqa: F401  (registers the indexing consumer)
 from ordertally.core import clock
 from ordertally.core.db import Database
-from ordertally.core.settings import get_settings
-from ordertally.events.dispatcher import drain
 from ordertally.orders.models import SalesOrder
 from ordertally.web import pages
 from tests.factories import make_order
+from tests.search.helpers import index
 from tests.web.conftest import SignedInClient
 
 pytestmark = pytest.mark.anyio
@@ -50,7 +48,7 @@ async def orders(db: Database) -> dict[str, SalesOrder]:
     ):
         made[key] = await make_order(db, status, customer={"name": name, "phone": phone})
         clock.advance(timedelta(seconds=1))
-    await drain(db, get_settings())
+    await index(db)
     return made
 
 

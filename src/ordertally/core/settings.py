@@ -56,6 +56,10 @@ class Settings(BaseSettings):
 
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     worker_batch_size: int = Field(default=100, ge=1, le=10_000)
+    # The search lane (search/lane.py, one per worker process): dirty-order rows claimed per
+    # batch, and how often an idle lane reads whether any is waiting.
+    search_lane_batch: int = Field(default=500, ge=1, le=10_000)
+    search_lane_poll_seconds: float = Field(default=0.05, gt=0)
     outbox_max_attempts: int = Field(default=20, ge=1)
     outbox_backoff_base_seconds: float = Field(default=2.0, gt=0)
     outbox_backoff_max_seconds: float = Field(default=600.0, gt=0)

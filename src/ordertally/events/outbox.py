@@ -12,7 +12,7 @@ from ordertally.core import clock, ids
 from ordertally.core.settings import get_settings
 from ordertally.events import repository
 from ordertally.events.errors import EventTooLarge, UnknownEventType
-from ordertally.events.registry import SCHEMAS
+from ordertally.events.registry import PUBLISH_HOOKS, SCHEMAS
 
 
 def build_row(
@@ -66,6 +66,7 @@ async def publish(
         version=version,
     )
     await repository.add_events(session, [row])
+    await _hooks(session, [row])
     return str(row["event_id"])
 
 
@@ -73,3 +74,12 @@ async def publish_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> Non
     """Add many events built with `build_row` in one statement, inside the caller's transaction."""
     if rows:
         await repository.add_events(session, rows)
+        await _hooks(session, rows)
+
+
+async def _hooks(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Each publish hook with the rows of its event types (same transaction)."""
+    for hook in PUBLISH_HOOKS.values():
+        mine = [r for r in rows if r["event_type"] in hook.event_types]
+        if mine:
+            await hook.handler(session, mine)

@@ -55,8 +55,23 @@ class Consumer:
     stock: bool = False
 
 
+PublishHandler = Callable[[AsyncSession, list[dict[str, Any]]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishHook:
+    """Work that must commit with the events it is about, in the publishing transaction (not
+    a consumer: no dedupe row, no retry, no batch of its own). A higher domain registers it to
+    keep its own queue (the search lane's dirty orders) without `events` importing it."""
+
+    name: str
+    event_types: frozenset[str]
+    handler: PublishHandler
+
+
 SCHEMAS: dict[tuple[str, int], type[BaseModel]] = {}
 CONSUMERS: dict[str, Consumer] = {}
+PUBLISH_HOOKS: dict[str, PublishHook] = {}
 
 # Subscribe a consumer to every event type (e.g. the broker relay): `consumer(name, ALL_EVENTS)`.
 ALL_EVENTS = "*"
@@ -93,6 +108,19 @@ def consumer(
         CONSUMERS[name] = Consumer(
             name, frozenset(event_types), handler, last=last, stock=stock and not last
         )
+        return handler
+
+    return register
+
+
+def on_publish(name: str, *event_types: str) -> Callable[[PublishHandler], PublishHandler]:
+    """Register a hook called by `outbox.publish`/`publish_rows` with the outbox rows of these
+    types (dicts of `build_row`) each call adds, inside the caller's transaction."""
+
+    def register(handler: PublishHandler) -> PublishHandler:
+        if name in PUBLISH_HOOKS and PUBLISH_HOOKS[name].handler is not handler:
+            raise ValueError(f"publish hook {name!r} registered twice")
+        PUBLISH_HOOKS[name] = PublishHook(name, frozenset(event_types), handler)
         return handler
 
     return register

@@ -191,7 +191,8 @@ SEARCH_PLAN_MIN_ROWS = 10_000
 
 
 async def _search_checks(session: AsyncSession, settings: Settings) -> list[Check]:
-    """The search index's lag (events it still waits for) and that searches use the index."""
+    """The search index's lag (order changes queued for the search lane: the dirty backlog)
+    and that searches use the index."""
     pending, age = await search_service.pending_lag(session)
     lag_ok = age <= settings.doctor_outbox_max_age_seconds
     stats = await search_service.index_stats(session)
@@ -214,9 +215,9 @@ async def _search_checks(session: AsyncSession, settings: Settings) -> list[Chec
         Check(
             "search_index_lag",
             lag_ok,
-            f"{pending} order changes not yet indexed, oldest {age:.0f}s"
-            + ("" if lag_ok else " (is a worker running?)"),
-            {"pending": pending, "oldest_age_seconds": round(age, 3)},
+            f"{pending} order changes queued for the search lane, oldest {age:.0f}s"
+            + ("" if lag_ok else " (is a worker running its search lane?)"),
+            {"pending": pending, "backlog": pending, "oldest_age_seconds": round(age, 3)},
         ),
         Check(
             "search_plan",

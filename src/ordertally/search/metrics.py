@@ -11,7 +11,12 @@ INDEX_LAG = Histogram(
 )
 PENDING_AGE = Gauge(
     "ordertally_search_index_pending_age_seconds",
-    "Age of the oldest undelivered event the search index is waiting for",
+    "Age of the oldest order change the search index is waiting for",
+    multiprocess_mode="max",
+)
+BACKLOG = Gauge(
+    "ordertally_search_index_backlog",
+    "Order changes queued for the search lane (search_dirty rows)",
     multiprocess_mode="max",
 )
 

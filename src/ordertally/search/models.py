@@ -44,6 +44,21 @@ class SearchDoc(Base):
     indexed_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class SearchDirty(Base):
+    """An order whose searchable data changed and whose index row is not yet rewritten: one
+    row per business transaction that published an event search reads (written with it, by
+    the publish hook), deleted by the search lane that indexed the order after the row was
+    committed. Append-only for writers: inserting never waits for a lane (ADR 0032, session 14).
+    No foreign key: an order deleted since is simply skipped."""
+
+    __tablename__ = "search_dirty"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    order_id: Mapped[int] = mapped_column(BigId)
+    # The change's event time: the index lag is counted from it.
+    since: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class SearchSynonym(Base):
     """Two words the merchant says mean the same (iphone ~ 苹果手机); applied at query time,
     both ways, so editing one needs no re-index."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -24,10 +25,13 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ordertally.core import clock
 from ordertally.core.db import Database, dialect_of, table_of, upsert_insert
-from ordertally.search.models import SearchDoc, SearchSynonym, SearchWordWatch
+from ordertally.search.models import SearchDirty, SearchDoc, SearchSynonym, SearchWordWatch
 
 _DOC = table_of(SearchDoc)
+_DIRTY = table_of(SearchDirty)
+_ADD_DIRTY = _DIRTY.insert()
 _UPDATABLE = [c.name for c in _DOC.columns if c.name != "order_id"]
 # What a result shows and explains: plain rows, not ORM objects (the search path's hottest
 # cost was building and tracking them).
@@ -87,6 +91,82 @@ async def delete_docs(session: AsyncSession, order_ids: Sequence[int]) -> None:
     """Drop the rows of orders that no longer exist."""
     if order_ids:
         await session.execute(delete(SearchDoc).where(SearchDoc.order_id.in_(list(order_ids))))
+
+
+# --- the search lane's queue of dirty orders ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Dirty:
+    id: int
+    order_id: int
+    since: datetime
+
+
+async def add_dirty(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Queue orders for the lane (`order_id`, `since`): plain inserts, never a conflict, so a
+    writer never waits for a lane."""
+    if rows:
+        await session.execute(_ADD_DIRTY, list(rows))
+
+
+async def claim_dirty(session: AsyncSession, limit: int) -> list[Dirty]:
+    """The oldest queued rows, locked for this transaction; on PostgreSQL rows another lane
+    holds are skipped (SQLite: the single writer serialises the lanes)."""
+    stmt = select(_DIRTY.c.id, _DIRTY.c.order_id, _DIRTY.c.since).order_by(_DIRTY.c.id)
+    stmt = stmt.limit(limit)
+    if dialect_of(session) == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    rows = (await session.execute(stmt)).all()
+    return [Dirty(int(r[0]), int(r[1]), clock.as_utc(r[2])) for r in rows]
+
+
+async def delete_dirty(session: AsyncSession, ids: Sequence[int]) -> None:
+    """Forget the queued rows a lane claimed and indexed (by row id: a row queued since, for
+    the same order, stays)."""
+    if ids:
+        await session.execute(
+            delete(SearchDirty).where(SearchDirty.id.in_(bindparam("ids", expanding=True))),
+            {"ids": list(ids)},
+        )
+
+
+async def any_dirty(session: AsyncSession) -> bool:
+    """Whether any order waits for the lane (what an idle lane polls: one probe of the primary
+    key, not a scan of a table the lane keeps emptying)."""
+    return (await session.scalar(select(_DIRTY.c.id).order_by(_DIRTY.c.id).limit(1))) is not None
+
+
+async def dirty_backlog(session: AsyncSession) -> tuple[int, datetime | None]:
+    """Queued rows, and the oldest change among them."""
+    row = (await session.execute(select(func.count(), func.min(_DIRTY.c.since)))).one()
+    return int(row[0]), (clock.as_utc(row[1]) if row[1] is not None else None)
+
+
+# An order's index row is written by one transaction at a time (a lane, a rebuild chunk): the
+# key of its transaction-scoped advisory lock on PostgreSQL.
+_ORDER_LOCK_KEY = "hashtextextended('search-order' || chr(31) || o::text, 0)"
+_TRY_LOCK_ORDERS = text(
+    "SELECT o FROM unnest(CAST(:ids AS bigint[])) AS t(o)"
+    f" WHERE pg_try_advisory_xact_lock({_ORDER_LOCK_KEY})"
+)
+_LOCK_ORDERS = text(
+    f"SELECT pg_advisory_xact_lock({_ORDER_LOCK_KEY}) FROM unnest(CAST(:ids AS bigint[])) AS t(o)"
+)
+
+
+async def lock_orders(session: AsyncSession, order_ids: Sequence[int], *, wait: bool) -> set[int]:
+    """PostgreSQL: lock these orders' index rows for this transaction, so that a read of an
+    order's state never overwrites a row written from a newer read. `wait=False` (a lane)
+    returns the ids it got and skips the others; `wait=True` (a rebuild) waits for each, in
+    ascending order. SQLite: the single writer already serialises them; every id."""
+    ids = sorted(set(order_ids))
+    if not ids or dialect_of(session) != "postgresql":
+        return set(ids)
+    if wait:
+        await session.execute(_LOCK_ORDERS, {"ids": ids})
+        return set(ids)
+    return {int(r[0]) for r in (await session.execute(_TRY_LOCK_ORDERS, {"ids": ids})).all()}
 
 
 # The engine's query text (a tsquery, an FTS5 MATCH expression), typed so that the doctor can

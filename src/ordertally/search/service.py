@@ -20,7 +20,6 @@ from ordertally.core.crypto import get_cipher
 from ordertally.core.db import Database, count_after_commit, dialect_of
 from ordertally.core.settings import get_settings
 from ordertally.events import outbox
-from ordertally.events import service as events_service
 from ordertally.exceptions import service as exceptions_service
 from ordertally.fulfillment import service as fulfillment_service
 from ordertally.orders import service as orders_service
@@ -161,26 +160,69 @@ async def index_orders(
     return len(rows)
 
 
-async def index_order_nos(session: AsyncSession, source_at: dict[str, datetime]) -> int:
-    """Re-index the orders with these numbers (the consumer's entry point)."""
-    orders = await orders_service.get_orders(session, sorted(source_at))
-    return await index_orders(
-        session, orders, {o.id: source_at[o.order_no] for o in orders if o.order_no in source_at}
+async def mark_dirty(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Queue for the search lane the orders these outbox rows are about (the publish hook: in
+    the business transaction, one insert for all of them, an order once per call, the lag
+    counted from its oldest event)."""
+    oldest: dict[int, datetime] = {}
+    for row in rows:
+        order_id = row["payload"].get("order_id")
+        if order_id is None:
+            continue
+        at = row["occurred_at"]
+        oldest[int(order_id)] = min(oldest.get(int(order_id), at), at)
+    await repository.add_dirty(
+        session, [{"order_id": i, "since": at} for i, at in sorted(oldest.items())]
     )
+
+
+async def queue_orders(session: AsyncSession, order_ids: list[int]) -> None:
+    """Queue some orders for the search lane (a re-index that no event announced)."""
+    now = clock.now()
+    await repository.add_dirty(session, [{"order_id": i, "since": now} for i in order_ids])
+
+
+@dataclass(slots=True)
+class LaneBatch:
+    claimed: int = 0  # queued rows claimed
+    indexed: int = 0  # orders indexed
+    deferred: int = 0  # orders another lane or a rebuild held (left queued)
+    gone: int = 0  # orders that no longer exist (their rows dropped)
+
+
+async def index_dirty(session: AsyncSession, limit: int) -> LaneBatch:
+    """One batch of the search lane: claim up to `limit` queued rows, lock their orders (those
+    another transaction holds stay queued), index each order once from what every domain says
+    now, and delete the rows claimed, all in the caller's transaction. A change committed
+    after the claim queued a row of its own, which stays: the order is indexed again."""
+    claimed = await repository.claim_dirty(session, limit)
+    result = LaneBatch(claimed=len(claimed))
+    if not claimed:
+        return result
+    since: dict[int, datetime] = {}
+    for row in claimed:
+        since[row.order_id] = min(since.get(row.order_id, row.since), row.since)
+    mine = await repository.lock_orders(session, list(since), wait=False)
+    result.deferred = len(since) - len(mine)
+    orders = await orders_service.get_orders_by_id(session, sorted(mine))
+    result.indexed = await index_orders(session, orders, {o.id: since[o.id] for o in orders})
+    result.gone = len(mine) - len(orders)
+    await repository.delete_dirty(session, [r.id for r in claimed if r.order_id in mine])
+    return result
 
 
 async def reindex_skus(
     session: AsyncSession, skus: list[str], after_order_id: int, reason: str
 ) -> int:
-    """Re-index the next chunk of orders with a line of one of these SKUs and, when more may
-    remain, publish the next chunk's request; returns the orders re-indexed."""
+    """Queue for the search lane the next chunk of orders with a line of one of these SKUs
+    and, when more may remain, publish the next chunk's request; returns the orders queued."""
     ids = await orders_service.order_ids_with_skus(session, skus, after_order_id, REINDEX_CHUNK)
     if not ids:
         return 0
-    written = await index_orders(session, await orders_service.get_orders_by_id(session, ids))
+    await queue_orders(session, ids)
     if len(ids) == REINDEX_CHUNK:
         await request_reindex(session, skus, reason, after_order_id=ids[-1])
-    return written
+    return len(ids)
 
 
 async def request_reindex(
@@ -238,6 +280,8 @@ async def rebuild_chunk(session: AsyncSession, after_id: int, chunk: int) -> tup
     orders = await orders_service.orders_after(session, after_id, chunk)
     if not orders:
         return after_id, 0
+    # A lane indexing one of them now finishes first: this read is then the newer one.
+    await repository.lock_orders(session, [o.id for o in orders], wait=True)
     return orders[-1].id, await index_orders(session, orders)
 
 
@@ -512,9 +556,10 @@ async def recent_lag(session: AsyncSession) -> float | None:
 
 
 async def pending_lag(session: AsyncSession) -> tuple[int, float]:
-    """Events the index still waits for, and how old the oldest is (seconds): the index lag
-    as it stands now."""
-    count, oldest = await events_service.backlog_of(session, list(INDEXED_EVENTS))
-    age = (clock.now() - clock.as_utc(oldest)).total_seconds() if oldest else 0.0
-    metrics.PENDING_AGE.set(max(age, 0.0))
-    return count, max(age, 0.0)
+    """Order changes queued for the lane (the dirty backlog), and how old the oldest is
+    (seconds): the index lag as it stands now."""
+    count, oldest = await repository.dirty_backlog(session)
+    age = max((clock.now() - oldest).total_seconds(), 0.0) if oldest else 0.0
+    metrics.PENDING_AGE.set(age)
+    metrics.BACKLOG.set(count)
+    return count, age

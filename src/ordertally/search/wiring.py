@@ -6,9 +6,9 @@ from fastapi import FastAPI
 
 
 def register(app: FastAPI | None) -> None:
-    """Wire the search domain: the search and synonym routes, the indexing and re-indexing
-    consumers, the dictionary watcher job."""
-    from ordertally.search import api, consumers, jobs  # noqa: F401  (decorators register)
+    """Wire the search domain: the search and synonym routes, the hook that queues changed
+    orders, the re-indexing consumers, the lane that indexes, the dictionary watcher job."""
+    from ordertally.search import api, consumers, jobs, lane  # noqa: F401  (decorators register)
 
     if app is not None:
         app.include_router(api.router)
