@@ -47,7 +47,6 @@ class SalesOrder(Base):
         Index("ix_sales_order_status_created_at", "status", "created_at"),
         Index("ix_sales_order_status_deadline", "status", "payment_deadline_at"),
         Index("ix_sales_order_fingerprint_created_at", "fingerprint", "created_at"),
-        Index("ix_sales_order_phone_bidx", "customer_phone_bidx"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -73,7 +72,9 @@ class SalesOrder(Base):
     customer_phone_enc: Mapped[str] = mapped_column(Text)
     customer_phone_bidx: Mapped[str] = mapped_column(String(64))
     customer_phone_masked: Mapped[str] = mapped_column(String(32))
-    customer_phone_last4: Mapped[str] = mapped_column(String(4), index=True)
+    # Neither phone column is indexed: orders are found by phone through the search index's
+    # blind tokens, customers through `customer_identity` (migration 0038).
+    customer_phone_last4: Mapped[str] = mapped_column(String(4))
     shipping_address_enc: Mapped[str] = mapped_column(Text)
     ship_name_masked: Mapped[str] = mapped_column(String(64))
     ship_phone_masked: Mapped[str] = mapped_column(String(32))
