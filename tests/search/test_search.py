@@ -443,4 +443,3 @@ async def test_a_word_cut_with_a_one_character_tail_finds_its_order(
 def _keyed(word: str) -> bool:
     """A blind token: a kind's letters and 12 hex digits."""
     return re.fullmatch(r"[a-z]{1,3}[0-9a-f]{12}", word) is not None
-
