@@ -23,14 +23,13 @@ from ordertally.auth.models import User
 from ordertally.channels.models import ChannelSkuMapping
 from ordertally.core import clock
 from ordertally.core.db import Database
-from ordertally.core.settings import get_settings
-from ordertally.events.dispatcher import drain
 from ordertally.inventory.models import StockMovement
 from ordertally.orders.models import SalesOrder
 from ordertally.payments import manual as manual_service
 from tests.channels.helpers import make_account
 from tests.conftest import TEST_WAREHOUSE, LiveServer
 from tests.factories import add_warehouse, make_order
+from tests.search.helpers import index
 from tests.web.helpers import PASSWORD, csrf_of, make_user, sign_in
 
 pytestmark = pytest.mark.anyio
@@ -192,7 +191,7 @@ async def test_a_channel_scoped_user_sees_and_acts_on_its_accounts_only(
     await make_account(db, "shop_b", "pinduoduo")
     mine = await make_order(db, channel="shop_a")
     theirs = await make_order(db, channel="shop_b")
-    await drain(db, get_settings())  # the search index
+    await index(db)  # the search index (the outbox, then the search lane)
     made = _cli_user("ops-a", "--role", "ops", "--channel", "shop_a")
     assert made.returncode == 0, made.stderr
     await make_user(db, "ops-all", "ops")
