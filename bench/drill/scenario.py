@@ -37,6 +37,12 @@ SHOPIFY_SHARE = 0.2
 SHOPIFY_DUPLICATE_RATE = 0.05
 
 
+def shopify_phone(n: int) -> str:
+    """The Shopify buyer of tick `n`: a mainland mobile of the 139 range, so that it is
+    neither another Shopify order's buyer nor an API order's (`bench.payload.phone`, 138)."""
+    return f"+86139{n % 100_000_000:08d}"
+
+
 def promotion_rate(speed: float) -> float:
     """Orders per second of the promotion at `speed` (x1 = 120,000 in 30 minutes)."""
     return PROMOTION_ORDERS / PROMOTION_SECONDS * speed
@@ -207,12 +213,20 @@ class Scenario:
             self.tally.error(stage, status, raw)
         return status, raw
 
-    async def shopify_order(self, copies: int) -> None:
-        """A paid Shopify order: the channel simulator sends its signed orders/create webhook."""
+    async def shopify_order(self, n: int, copies: int) -> None:
+        """A paid Shopify order: the channel simulator sends its signed orders/create webhook.
+        Each has a buyer of its own (`shopify_phone`), as the API's orders have: one buyer
+        for all of them would trip `builtin.same_item_burst` from their fourth order on."""
         status, raw = await self._sim(
             "shopify_send",
             "/sim/shopify/orders",
-            {"topic": "orders/create", "copies": copies, "sku": "TEA-LJ-250", "quantity": 2},
+            {
+                "topic": "orders/create",
+                "copies": copies,
+                "sku": "TEA-LJ-250",
+                "quantity": 2,
+                "phone": shopify_phone(n),
+            },
             self.channelsim,
         )
         if status == 200:
@@ -279,7 +293,7 @@ class Scenario:
                 await asyncio.sleep(delay)
             if self.rng.random() < SHOPIFY_SHARE:
                 copies = 2 if self.rng.random() < SHOPIFY_DUPLICATE_RATE else 1
-                self._spawn(self.shopify_order(copies))
+                self._spawn(self.shopify_order(n, copies))
                 n += 1
                 continue
             roll = self.rng.random()

@@ -80,7 +80,7 @@ async def test_signed_webhooks_make_one_order_each(
 ) -> None:
     http = await _setup(live_server, keys, sim)
     first = await control(sim, "/sim/shopify/orders", {"copies": 2})
-    await control(sim, "/sim/shopify/orders", {})
+    second = await control(sim, "/sim/shopify/orders", {"phone": "+8613900000002"})
     deliveries = (await control(sim, "/sim/shopify/settle"))["deliveries"]
     assert [d["status"] for d in deliveries] == [200, 200, 200]
     assert await _count(db, ChannelWebhook) == 2  # the duplicate id was absorbed
@@ -91,6 +91,14 @@ async def test_signed_webhooks_make_one_order_each(
             select(SalesOrder).where(SalesOrder.external_id == first["order_id"])
         )
         assert order is not None and order.channel == "shop_a" and order.status == "paid"
+        # Each simulated order carries the buyer it was given (the drill's Shopify buyers
+        # differ; the default is the one buyer of the platform's example).
+        phones = dict(
+            (await session.execute(select(SalesOrder.external_id, SalesOrder.customer_phone_last4)))
+            .tuples()
+            .all()
+        )
+        assert phones == {first["order_id"]: "5678", second["order_id"]: "0002"}
     # A later update (cancelled on Shopify after payment) is applied as a case, not a duplicate.
     await control(
         sim,

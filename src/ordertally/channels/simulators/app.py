@@ -182,6 +182,7 @@ class ShopifyNew(BaseModel):
     quantity: int = 1
     price: str = "59.90"
     financial_status: str = "paid"
+    phone: str = "+8613812345678"  # the buyer (the shipping address's phone)
     topic: str = "orders/create"
     copies: int = 1
 
@@ -242,7 +243,11 @@ async def shopify_target(request: Request, target: ShopifyTarget) -> dict[str, s
 async def shopify_new(request: Request, new: ShopifyNew) -> dict[str, Any]:
     sim = _sim(request).shopify
     doc = sim.new_order(
-        sku=new.sku, quantity=new.quantity, price=new.price, financial_status=new.financial_status
+        sku=new.sku,
+        quantity=new.quantity,
+        price=new.price,
+        phone=new.phone,
+        financial_status=new.financial_status,
     )
     webhook_id = sim.send(new.topic, str(doc["id"]), copies=new.copies)
     return {"order_id": str(doc["id"]), "webhook_id": webhook_id}
