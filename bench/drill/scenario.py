@@ -37,9 +37,13 @@ SHOPIFY_SHARE = 0.2
 SHOPIFY_DUPLICATE_RATE = 0.05
 
 
+SHOPIFY_FIRST_CUSTOMER = 6_000_000_000  # the Shopify customer id of tick 0
+
+
 def shopify_phone(n: int) -> str:
-    """The Shopify buyer of tick `n`: a mainland mobile of the 139 range, so that it is
-    neither another Shopify order's buyer nor an API order's (`bench.payload.phone`, 138)."""
+    """The Shopify buyer's phone of tick `n`: a mainland mobile of the 139 range, so that it is
+    neither another Shopify order's buyer nor an API order's (`bench.payload.phone`, 138). Its
+    Shopify customer id is `SHOPIFY_FIRST_CUSTOMER + n`: customers/ links a buyer by either."""
     return f"+86139{n % 100_000_000:08d}"
 
 
@@ -215,8 +219,8 @@ class Scenario:
 
     async def shopify_order(self, n: int, copies: int) -> None:
         """A paid Shopify order: the channel simulator sends its signed orders/create webhook.
-        Each has a buyer of its own (`shopify_phone`), as the API's orders have: one buyer
-        for all of them would trip `builtin.same_item_burst` from their fourth order on."""
+        Each has a buyer of its own (`shopify_phone`, a customer id), as the API's orders have:
+        one buyer for all would trip `builtin.same_item_burst` from their fourth order on."""
         status, raw = await self._sim(
             "shopify_send",
             "/sim/shopify/orders",
@@ -226,6 +230,7 @@ class Scenario:
                 "sku": "TEA-LJ-250",
                 "quantity": 2,
                 "phone": shopify_phone(n),
+                "customer_id": SHOPIFY_FIRST_CUSTOMER + n,
             },
             self.channelsim,
         )

@@ -16,6 +16,7 @@ from ordertally.channels.models import ChannelWebhook
 from ordertally.channels.simulators.app import create_channel_sim_app
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
+from ordertally.customers.models import CustomerOrder
 from ordertally.events.dispatcher import drain
 from ordertally.exceptions.models import ExceptionCase
 from ordertally.orders.models import SalesOrder
@@ -80,7 +81,9 @@ async def test_signed_webhooks_make_one_order_each(
 ) -> None:
     http = await _setup(live_server, keys, sim)
     first = await control(sim, "/sim/shopify/orders", {"copies": 2})
-    second = await control(sim, "/sim/shopify/orders", {"phone": "+8613900000002"})
+    second = await control(
+        sim, "/sim/shopify/orders", {"phone": "+8613900000002", "customer_id": 2}
+    )
     deliveries = (await control(sim, "/sim/shopify/settle"))["deliveries"]
     assert [d["status"] for d in deliveries] == [200, 200, 200]
     assert await _count(db, ChannelWebhook) == 2  # the duplicate id was absorbed
@@ -99,6 +102,8 @@ async def test_signed_webhooks_make_one_order_each(
             .all()
         )
         assert phones == {first["order_id"]: "5678", second["order_id"]: "0002"}
+        buyers = await session.scalar(select(func.count(func.distinct(CustomerOrder.customer_id))))
+        assert buyers == 2
     # A later update (cancelled on Shopify after payment) is applied as a case, not a duplicate.
     await control(
         sim,

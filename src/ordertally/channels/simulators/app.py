@@ -182,7 +182,10 @@ class ShopifyNew(BaseModel):
     quantity: int = 1
     price: str = "59.90"
     financial_status: str = "paid"
-    phone: str = "+8613812345678"  # the buyer (the shipping address's phone)
+    # The buyer: the shipping address's phone and the Shopify customer id (both identify a
+    # buyer to customers/; the defaults are the platform example's one buyer).
+    phone: str = "+8613812345678"
+    customer_id: int = 207119551
     topic: str = "orders/create"
     copies: int = 1
 
@@ -247,6 +250,7 @@ async def shopify_new(request: Request, new: ShopifyNew) -> dict[str, Any]:
         quantity=new.quantity,
         price=new.price,
         phone=new.phone,
+        customer_id=new.customer_id,
         financial_status=new.financial_status,
     )
     webhook_id = sim.send(new.topic, str(doc["id"]), copies=new.copies)

@@ -107,6 +107,7 @@ class ShopifySim:
         quantity: int = 1,
         price: str = "59.90",
         phone: str = "+8613812345678",
+        customer_id: int = 207119551,
         financial_status: str = "paid",
         currency: str = "CNY",
     ) -> dict[str, Any]:
@@ -148,7 +149,7 @@ class ShopifySim:
                 "zip": "200120",
                 "country_code": "CN",
             },
-            "customer": {"id": 207119551, "first_name": "三", "last_name": "张"},
+            "customer": {"id": customer_id, "first_name": "三", "last_name": "张"},
         }
         self.orders[str(order_id)] = doc
         return doc
