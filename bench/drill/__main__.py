@@ -443,6 +443,9 @@ async def drive(
     )
     results.append(await checks.tracking(pool, waybills, pushes))
     results.append(checks.check("compensation_ran", bool(compensated), compensated))
+    late = await checks.late_allocations(pool)
+    if late:
+        _say(f"paid orders allocated > 30 s after payment: {json.dumps(late)[:600]}")
     results.append(
         checks.check(
             "http_errors",
@@ -510,6 +513,7 @@ async def drive(
         "api_server_view": server_view,
         "orders": {"scheduled": tally.scheduled, "created": len(tally.fates)},
         "storage": storage,
+        "late_allocations": late,
     }
 
 

@@ -263,6 +263,34 @@ async def _why_unallocated(pool: Any, order_nos: list[str]) -> list[dict[str, An
     return [dict(r) for r in rows]
 
 
+async def late_allocations(pool: Any, after_seconds: float = 30.0) -> list[dict[str, Any]]:
+    """Paid orders whose first shipment came more than `after_seconds` after they were paid
+    (the allocation consumer passed them by and the minutely sweep, `allocate_waiting`, took
+    them), grouped by channel, the events between paid and allocated, and their cases."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "WITH paid AS (SELECT order_id, min(occurred_at) AS at FROM order_event"
+            "   WHERE to_status = 'paid' GROUP BY order_id),"
+            " shipped AS (SELECT order_id, min(created_at) AS at FROM shipment GROUP BY order_id)"
+            " SELECT o.channel,"
+            " (SELECT string_agg(e.event, '>' ORDER BY e.version) FROM order_event e"
+            "   WHERE e.order_id = o.id) AS events,"
+            " (SELECT string_agg(DISTINCT c.type || ':' || c.status, ',') FROM exception_case c"
+            "   WHERE c.order_id = o.id) AS cases,"
+            " count(*) AS orders,"
+            " round(avg(extract(epoch FROM s.at - p.at))::numeric, 1) AS mean_wait_s"
+            " FROM sales_order o JOIN paid p ON p.order_id = o.id"
+            " JOIN shipped s ON s.order_id = o.id"
+            " WHERE s.at - p.at > make_interval(secs => $1)"
+            " GROUP BY 1, 2, 3 ORDER BY 4 DESC LIMIT 20",
+            after_seconds,
+        )
+    return [
+        {**dict(r), "orders": int(r["orders"]), "mean_wait_s": float(r["mean_wait_s"])}
+        for r in rows
+    ]
+
+
 def per_second(samples: list[tuple[float, float]]) -> list[dict[str, float]]:
     """(end time, latency) samples -> per second: count, p50 and p99 in ms."""
     buckets: dict[int, list[float]] = {}

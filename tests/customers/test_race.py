@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from ordertally.core.db import Database
 from ordertally.customers import service
@@ -16,6 +16,26 @@ from ordertally.customers.models import Customer, CustomerIdentity, CustomerOrde
 from tests.customers.helpers import customer_of, live_customers, order, profile
 
 pytestmark = pytest.mark.anyio
+
+
+async def _until_a_backend_waits_on_a_lock(db: Database) -> None:
+    """Poll, on a connection of its own, until a backend of this database waits on a lock."""
+    watcher = Database(db.url, pool_size=1)
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                async with watcher.transaction(write=False) as session:
+                    waiting = await session.scalar(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity"
+                            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                        )
+                    )
+                if waiting:
+                    return
+                await asyncio.sleep(0.02)
+    finally:
+        await watcher.dispose()
 
 
 async def test_two_workers_batch_linking_one_new_phone_make_one_customer(db: Database) -> None:
@@ -31,9 +51,14 @@ async def test_two_workers_batch_linking_one_new_phone_make_one_customer(db: Dat
             async with db.transaction() as session:
                 await service.link_orders(session, first)
                 linked_first.set()
-                # Commit only once the other worker is linking (on PostgreSQL it waits on this
-                # transaction's phone identity; on SQLite, for the writer).
-                await asyncio.sleep(0.5)
+                # Commit only once the other worker is linking: on PostgreSQL once it waits on
+                # this transaction's phone identity (a fixed sleep let a slow machine commit
+                # first, and the second worker then found the phone without a race); on
+                # SQLite it waits for the writer.
+                if db.url.startswith("postgresql"):
+                    await _until_a_backend_waits_on_a_lock(db)
+                else:
+                    await asyncio.sleep(0.5)
 
         async def worker_b() -> None:
             await linked_first.wait()

@@ -10,18 +10,24 @@ from ordertally.events.registry import Envelope, batch_consumer, consumer
 from ordertally.fulfillment import allocation
 
 
-@consumer("fulfillment.allocate", "OrderPaid", "OrderReopenedPaid", stock=True)
+def _paid(envelope: Envelope) -> bool:
+    """The event makes an order paid: a payment (`OrderPaid`), a reopening, or a new order
+    created paid (`OrderCreated` of a platform order imported paid, `import_paid`). Before
+    the last was here, imported orders waited for the minutely sweep, 200 at a time."""
+    return envelope.type != "OrderCreated" or envelope.payload.get("status") == "paid"
+
+
+@consumer("fulfillment.allocate", "OrderPaid", "OrderReopenedPaid", "OrderCreated", stock=True)
 async def allocate_paid_order(session: AsyncSession, envelope: Envelope) -> None:
     """A paid order gets its shipments (one per warehouse of its reservations) and moves to
     allocated; an order on hold waits for the sweep (jobs.allocate_waiting)."""
-    if get_settings().fulfillment_auto_allocate:
+    if get_settings().fulfillment_auto_allocate and _paid(envelope):
         await allocation.allocate(session, int(envelope.payload["order_id"]))
 
 
 @batch_consumer("fulfillment.allocate")
 async def allocate_paid_orders(session: AsyncSession, envelopes: list[Envelope]) -> None:
     """The same for a batch of events: the orders allocated together."""
-    if get_settings().fulfillment_auto_allocate:
-        await allocation.allocate_many(
-            session, sorted({int(e.payload["order_id"]) for e in envelopes})
-        )
+    order_ids = sorted({int(e.payload["order_id"]) for e in envelopes if _paid(e)})
+    if get_settings().fulfillment_auto_allocate and order_ids:
+        await allocation.allocate_many(session, order_ids)
