@@ -6,8 +6,6 @@ the stalled answers are recorded once they arrive."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -29,9 +26,8 @@ from ordertally.orders import jobs as order_jobs  # noqa: F401  (registers close
 from ordertally.orders.models import OrderEvent, SalesOrder
 from ordertally.payments import jobs as payment_jobs  # noqa: F401  (jobs and the pre-close check)
 from ordertally.payments.models import Payment
-from ordertally.payments.simulator import keys as sim_keys
-from ordertally.payments.simulator.app import create_sim_app
 from tests.factories import auth, order_body
+from tests.payments.helpers import serve_payment_simulator
 
 pytestmark = pytest.mark.anyio
 
@@ -42,22 +38,22 @@ class Stall:
     """The simulator behind a switch: while on, every platform API request (not the /sim
     control routes) waits STALL_SECONDS before the simulator answers it."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self) -> None:
+        self.app: ASGIApp | None = None
         self.on = threading.Event()
         self.entered = threading.Event()
+
+    def around(self, app: ASGIApp) -> Stall:
+        """Put the switch in front of `app`."""
+        self.app = app
+        return self
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.on.is_set() and not scope["path"].startswith("/sim"):
             self.entered.set()
             await asyncio.sleep(STALL_SECONDS)
+        assert self.app is not None
         await self.app(scope, receive, send)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -66,26 +62,13 @@ def stalling_platform(
 ) -> Iterator[tuple[str, Stall]]:
     """The payment simulator on a real port behind a stall switch; ordertally pointed at it
     (HTTP timeout 10 s, so a stalled answer still arrives)."""
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    keys = dataclasses.replace(sim_keys.SimKeys.load(sim_key_dir), api_base=base)
-    stall = Stall(create_sim_app(keys, time_scale=1000.0))
-    server = uvicorn.Server(
-        uvicorn.Config(stall, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "simulator did not start"
-        time.sleep(0.02)
-    for name, value in keys.settings_env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("ORDERTALLY_PAYMENT_HTTP_TIMEOUT_SECONDS", "10")
-    reset_settings()
-    yield base, stall
-    server.should_exit = True
-    thread.join(timeout=15)
+    stall = Stall()
+    with serve_payment_simulator(sim_key_dir, wrap=stall.around) as (base, keys):
+        for name, value in keys.settings_env().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("ORDERTALLY_PAYMENT_HTTP_TIMEOUT_SECONDS", "10")
+        reset_settings()
+        yield base, stall
     reset_settings()
 
 

@@ -6,16 +6,15 @@ longer than every timeout while a client sends (ADR 0051)."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import anyio
 import pytest
-import uvicorn
 
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
+from tests.live import serve_live
 
 pytestmark = pytest.mark.anyio
 STALL = 2.0  # seconds the loop is held: longer than the header, body and keep-alive timeouts
@@ -45,28 +44,8 @@ def busy_server(db: Database, backend: str, request: pytest.FixtureRequest) -> I
         return {"stalled": True}
 
     app.add_api_route("/stall", stall, methods=["GET"])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        http=protocol_for(settings),
-        timeout_keep_alive=1,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
-    yield port
-    server.should_exit = True
-    thread.join(timeout=15)
+    with serve_live(lambda: app, http=protocol_for(settings), timeout_keep_alive=1) as server:
+        yield server.port
 
 
 def _answer(s: socket.socket) -> bytes:

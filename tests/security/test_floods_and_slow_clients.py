@@ -8,7 +8,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,7 +16,6 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
@@ -26,6 +24,7 @@ from ordertally.core.settings import get_settings
 from ordertally.orders.models import SalesOrder
 from tests.conftest import REQUIRE_SERVICES
 from tests.factories import auth, order_body
+from tests.live import free_port, serve_live
 
 pytestmark = pytest.mark.anyio
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -191,28 +190,8 @@ def slow_server(db: Database, request: pytest.FixtureRequest) -> Iterator[int]:
     protocol = protocol_for(settings)
     parser = {"httptools": "HttpToolsProtocol", "h11": "H11Protocol"}[request.param]
     assert parser in {c.__name__ for c in protocol.__mro__}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        http=protocol,
-        timeout_keep_alive=30,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
-    yield port
-    server.should_exit = True
-    thread.join(timeout=15)
+    with serve_live(lambda: create_app(settings), http=protocol, timeout_keep_alive=30) as server:
+        yield server.port
 
 
 def _dribble(port: int, head: bytes, then: bytes) -> float:
@@ -323,9 +302,7 @@ async def test_ordertally_serve_on_h11_disconnects_slow_clients(
         pytest.skip("the protocol does not depend on the database")
     # Given `ordertally serve` told to use h11, with 1 s read timeouts, in one process and in
     # --workers mode (where each process imports the protocol by name)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     process = _serve(
         port,
         *mode,
