@@ -187,6 +187,12 @@ def database_url(request: pytest.FixtureRequest, _session_databases: _SessionDat
     return _session_databases.url(request.param)
 
 
+# A test (or a module's tests) on one database only. Not a skip in the test: by then the other
+# database has been set up for it, seeded, and is emptied again afterwards, for nothing.
+ONLY_SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+ONLY_PG = pytest.mark.parametrize("database_url", ["pg"], indirect=True)
+
+
 @pytest.fixture
 def backend(database_url: str) -> str:
     return "sqlite" if database_url.startswith("sqlite") else "pg"

@@ -14,6 +14,7 @@ import pytest
 
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
+from tests.conftest import ONLY_SQLITE
 from tests.live import serve_live
 
 pytestmark = pytest.mark.anyio
@@ -22,11 +23,9 @@ GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 @pytest.fixture(params=["httptools", "h11"])
-def busy_server(db: Database, backend: str, request: pytest.FixtureRequest) -> Iterator[int]:
+def busy_server(db: Database, request: pytest.FixtureRequest) -> Iterator[int]:
     """The real app behind a deadline protocol with 1 s header and body timeouts and a 1 s
     keep-alive, plus a route that holds the event loop for `STALL` seconds."""
-    if backend != "sqlite":
-        pytest.skip("the protocol does not depend on the database")
     from ordertally.app import create_app
     from ordertally.core.server import protocol_for
 
@@ -90,6 +89,7 @@ def _during_a_stall(port: int) -> dict[str, bytes]:
     return answers
 
 
+@ONLY_SQLITE  # the protocol does not depend on the database
 async def test_requests_sent_while_the_loop_is_busy_are_answered(busy_server: int) -> None:
     # When clients send complete requests while the server's loop is held past every timeout
     answers = await anyio.to_thread.run_sync(_during_a_stall, busy_server)

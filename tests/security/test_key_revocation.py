@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from ordertally.core.db import Database
+from tests.conftest import ONLY_SQLITE
 from tests.factories import auth
 from tests.live import CLI, ordertally_processes
 
@@ -97,11 +98,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_the_cli_creates_scoped_keys_lists_and_revokes_them(
-    db: Database, backend: str
-) -> None:
-    if backend != "sqlite":
-        pytest.skip("the service under the CLI is tested on both databases through the API")
+@ONLY_SQLITE  # the service under the CLI is tested on both databases through the API
+async def test_the_cli_creates_scoped_keys_lists_and_revokes_them(db: Database) -> None:
     from ordertally.auth.service import Authenticator
     from ordertally.core.errors import Unauthenticated
 

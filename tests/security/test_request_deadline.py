@@ -20,6 +20,7 @@ from ordertally.core.db import Database
 from ordertally.core.edge import RequestDeadlineMiddleware
 from ordertally.core.settings import get_settings
 from ordertally.orders.models import SalesOrder
+from tests.conftest import ONLY_PG
 from tests.factories import auth, order_body
 from tests.live import ordertally_app, serve_live
 
@@ -31,11 +32,10 @@ def _client(app: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://ordertally.test")
 
 
+@ONLY_PG  # SQLite runs the request in a task of its own (the held-lock test)
 async def test_a_request_stuck_on_a_postgresql_lock_gets_503_within_the_deadline(
-    db: Database, keys: dict[str, str], backend: str
+    db: Database, keys: dict[str, str]
 ) -> None:
-    if backend != "pg":
-        pytest.skip("SQLite runs the request in a task of its own (the held-lock test)")
     from ordertally.app import create_app
 
     # Given a 1 s deadline and another connection holding the stock table locked
@@ -99,11 +99,10 @@ def _read_response(s: socket.socket) -> bytes:
     return head
 
 
+@ONLY_PG  # the deadline in the request's own task (PostgreSQL)
 async def test_the_503_leaves_the_connection_usable_on_a_real_server(
-    db: Database, keys: dict[str, str], backend: str
+    db: Database, keys: dict[str, str]
 ) -> None:
-    if backend != "pg":
-        pytest.skip("the deadline in the request's own task (PostgreSQL)")
     # Given a real server with a 1 s deadline, the stock table locked by another connection
     with serve_live(ordertally_app(request_deadline_seconds=1.0)) as server:
         async with db.write_engine.connect() as holder:
