@@ -1,5 +1,6 @@
 """Test fixtures: a migrated database per backend (SQLite always, PostgreSQL when configured),
-emptied after every test, the app over ASGI, a live server over real HTTP, and API keys.
+emptied after every test, the app over ASGI, a live server over real HTTP (tests/live.py), and API
+keys.
 
 Each pytest-xdist worker is its own process with its own databases (ADR 0037)."""
 
@@ -9,19 +10,14 @@ import asyncio
 import base64
 import os
 import secrets
-import socket
 import tempfile
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -30,6 +26,7 @@ from ordertally.core import clock
 from ordertally.core.crypto import reset_cipher
 from ordertally.core.db import Base, Database
 from ordertally.core.settings import get_settings, reset_settings
+from tests.live import LiveServer, ordertally_app, serve_live
 
 PG_URL = os.environ.get("ORDERTALLY_TEST_PG_URL", "")
 REQUIRE_SERVICES = os.environ.get("ORDERTALLY_REQUIRE_SERVICES") == "1"
@@ -190,6 +187,12 @@ def database_url(request: pytest.FixtureRequest, _session_databases: _SessionDat
     return _session_databases.url(request.param)
 
 
+# A test (or a module's tests) on one database only. Not a skip in the test: by then the other
+# database has been set up for it, seeded, and is emptied again afterwards, for nothing.
+ONLY_SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+ONLY_PG = pytest.mark.parametrize("database_url", ["pg"], indirect=True)
+
+
 @pytest.fixture
 def backend(database_url: str) -> str:
     return "sqlite" if database_url.startswith("sqlite") else "pg"
@@ -345,35 +348,19 @@ async def keys(db: Database) -> dict[str, str]:
     return raw
 
 
-@dataclass
-class LiveServer:
-    url: str
-    server: uvicorn.Server
-    thread: threading.Thread
+@pytest.fixture(scope="session")
+def sim_key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The payment simulator's test key set (tests/payments, tests/aftersales), generated once
+    per session."""
+    from ordertally.payments.simulator import keys as sim_keys
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    directory = tmp_path_factory.mktemp("paysim-keys")
+    sim_keys.generate(directory, "http://127.0.0.1:9")
+    return directory
 
 
 @pytest.fixture
 def live_server(db: Database) -> Iterator[LiveServer]:
     """The real app on a real port (its own engine, same database), in a thread."""
-    from ordertally.app import create_app
-
-    port = _free_port()
-    app = create_app(get_settings(), embedded_worker=False)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("live server did not start")
-        time.sleep(0.02)
-    yield LiveServer(f"http://127.0.0.1:{port}", server, thread)
-    server.should_exit = True
-    thread.join(timeout=15)
+    with serve_live(ordertally_app()) as server:
+        yield server

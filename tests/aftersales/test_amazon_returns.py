@@ -27,7 +27,7 @@ from ordertally.orders.models import SalesOrder
 from tests.aftersales.conftest import CHANNEL_NOW
 from tests.aftersales.helpers import order_status, run_cli, stored_records, walk
 from tests.channels.helpers import make_account
-from tests.conftest import TEST_WAREHOUSE
+from tests.conftest import ONLY_SQLITE, TEST_WAREHOUSE
 from tests.factories import auth, make_order, receive
 
 pytestmark = pytest.mark.anyio
@@ -316,11 +316,10 @@ async def test_a_report_the_simulator_serves_opens_each_return_once(
     assert await order_status(db, first.order_no) == "partially_refunded"
 
 
+@ONLY_SQLITE  # the command line is the same on both databases; it runs once
 async def test_an_operator_imports_a_report_from_the_command_line(
-    db: Database, backend: str, tmp_path: Path
+    db: Database, tmp_path: Path
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("the command line is the same on both databases; it runs once")
     # Given an Amazon account's shipped order and the report with the real row once refunded
     await make_account(db, "amz_a", "amazon")
     await receive(db, TEST_WAREHOUSE, "PANEC-925SS-IT", 10)

@@ -20,6 +20,7 @@ from ordertally.core.db import Database
 from ordertally.simkit.server import serve
 from tests.aftersales.helpers import run_cli, walk
 from tests.channels.helpers import make_account
+from tests.conftest import ONLY_SQLITE
 from tests.factories import make_order
 
 pytestmark = pytest.mark.anyio
@@ -40,11 +41,10 @@ def sim() -> Iterator[tuple[str, ChannelSim]]:
         yield url, app.state.sim
 
 
+@ONLY_SQLITE  # the command line is the same on both databases; it runs once
 async def test_an_operator_pulls_lists_shows_and_reapplies_from_the_command_line(
-    db: Database, backend: str, sim: tuple[str, ChannelSim]
+    db: Database, sim: tuple[str, ChannelSim]
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("the command line is the same on both databases; it runs once")
     url, _ = sim
     now = clock.now()
     # Given a Pinduoduo account, one of its orders shipped, and at the platform (added through

@@ -28,7 +28,7 @@ from ordertally.core.db import Database
 from tests.aftersales.conftest import CHANNEL_NOW
 from tests.aftersales.helpers import order_status, run_cli, stored_records, walk
 from tests.channels.helpers import make_account
-from tests.conftest import TEST_WAREHOUSE
+from tests.conftest import ONLY_SQLITE, TEST_WAREHOUSE
 from tests.factories import auth, make_order, receive
 
 pytestmark = pytest.mark.anyio
@@ -439,11 +439,10 @@ async def test_only_accounts_with_an_api_are_due(
         assert await pulls.due_accounts(session, NOW) == ["dy_a"]
 
 
+@ONLY_SQLITE  # the command line is the same on both databases; it runs once
 async def test_an_operator_imports_a_list_answer_from_the_command_line(
-    db: Database, backend: str, tmp_path: Path
+    db: Database, tmp_path: Path
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("the command line is the same on both databases; it runs once")
     # Given a JD account's paid order and its application refunded, saved as JD answered it
     await make_account(db, "jd_a", "jd")
     await _jd_paid(db)

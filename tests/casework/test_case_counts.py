@@ -19,6 +19,7 @@ from ordertally.exceptions import service as exceptions_service
 from ordertally.exceptions.models import CaseCountDelta, ExceptionCase
 from ordertally.exceptions.service import Who
 from ordertally.orders.models import SalesOrder
+from tests.conftest import ONLY_PG
 from tests.factories import make_order
 
 pytestmark = pytest.mark.anyio
@@ -126,9 +127,8 @@ async def test_the_ledger_tallies_with_the_cases_after_every_kind_of_write(db: D
     assert sum(after["state"].values()) == left
 
 
+@ONLY_PG  # SQLite has one writer: a fold cannot run beside an open writer
 async def test_a_fold_beside_an_open_writer_loses_nothing(db: Database) -> None:
-    if db.is_sqlite:
-        pytest.skip("SQLite has one writer: a fold cannot run beside an open writer")
     order = await make_order(db, "paid")
     await _open(db, order.id, "double_payment")
     # Given a writer that opened a case and has not committed

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from ordertally.core.db import Database
+from tests.conftest import ONLY_PG, ONLY_SQLITE
 
 pytestmark = pytest.mark.anyio
 
@@ -17,11 +18,10 @@ pytestmark = pytest.mark.anyio
 XID = text("SELECT txid_current()")
 
 
+@ONLY_PG  # autocommit reads are PostgreSQL's; SQLite keeps its read transaction
 async def test_reads_run_each_statement_on_its_own_then_the_connection_is_transactional_again(
-    db: Database, backend: str
+    db: Database,
 ) -> None:
-    if backend != "pg":
-        pytest.skip("autocommit reads are PostgreSQL's; SQLite keeps its read transaction")
     one = Database(db.url, pool_size=1)  # one connection, reused by every block below
     try:
         # Given the connection in a reads() block
@@ -45,9 +45,8 @@ async def test_reads_run_each_statement_on_its_own_then_the_connection_is_transa
         await one.dispose()
 
 
-async def test_reads_on_sqlite_are_one_read_transaction(db: Database, backend: str) -> None:
-    if backend != "sqlite":
-        pytest.skip("SQLite's case")
+@ONLY_SQLITE  # SQLite's case
+async def test_reads_on_sqlite_are_one_read_transaction(db: Database) -> None:
     count = text("SELECT count(*) FROM search_synonym")
     # Given a reads() block that has read
     async with db.reads() as session:

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ordertally.core.db import Database, is_transient
 from ordertally.inventory.models import Stock
+from tests.conftest import ONLY_PG
 
 pytestmark = pytest.mark.anyio
 
@@ -62,9 +63,8 @@ async def test_a_real_deadlock_is_transient_and_a_constraint_is_not(db: Database
     assert not is_transient(ValueError("not a database error"))
 
 
+@ONLY_PG  # SQLite has one writer: no deadlock between two transactions
 async def test_a_unit_of_work_that_loses_a_deadlock_runs_again_and_commits(db: Database) -> None:
-    if db.is_sqlite:
-        pytest.skip("SQLite has one writer: no deadlock between two transactions")
     async with db.transaction(write=False) as session:
         first, second = list(await session.scalars(select(Stock.id).order_by(Stock.id).limit(2)))
     first_held, worker_holds = asyncio.Event(), asyncio.Event()

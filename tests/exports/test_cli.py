@@ -19,6 +19,7 @@ from ordertally.events.dispatcher import drain
 from ordertally.events.models import OutboxEvent
 from ordertally.exports import service
 from ordertally.exports.models import ExportAudit
+from tests.conftest import ONLY_SQLITE
 from tests.factories import make_order
 
 pytestmark = pytest.mark.anyio
@@ -35,9 +36,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_export_and_rebuild_from_the_command_line(db: Database, backend: str) -> None:
-    if backend != "sqlite":
-        pytest.skip("the command line is the same on both databases; it runs once")
+@ONLY_SQLITE  # the command line is the same on both databases; it runs once
+async def test_export_and_rebuild_from_the_command_line(db: Database) -> None:
     # Given two orders, their events delivered
     await make_order(db, status="paid")
     await make_order(db)

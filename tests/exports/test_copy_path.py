@@ -21,6 +21,7 @@ from ordertally.exports import writer as writer_module
 from ordertally.exports.errors import ExportTooLarge
 from ordertally.exports.schemas import ExportIn
 from ordertally.exports.writer import RUST_XLSX
+from tests.conftest import ONLY_PG
 from tests.exports.test_writer import NO_RUST, _properties, _styles
 from tests.factories import make_order
 
@@ -112,11 +113,10 @@ async def _run(db: Database, body: ExportIn, in_database: bool) -> tuple[dict[st
 @pytest.mark.parametrize(
     "template", ["orders", "order_lines", "payments", "shipments", "order_timelines", "refunds"]
 )
+@ONLY_PG  # SQLite keeps the Python path
 async def test_the_database_renders_the_same_bytes_as_python(
     db: Database, fx: None, copied: list[str], template: str, zone: str
 ) -> None:
-    if db.is_sqlite:
-        pytest.skip("SQLite keeps the Python path")
     await _edge_cases(db)
     body = ExportIn(template=template, timezone=zone)
     # When the same export is rendered in Python and by the database
@@ -144,6 +144,7 @@ async def test_the_database_renders_the_same_bytes_as_python(
 
 @pytest.mark.parametrize("writer", ["auto", "rust", "python"])
 @pytest.mark.parametrize("template", ["orders", "order_lines", "order_timelines"])
+@ONLY_PG  # SQLite keeps the Python path
 async def test_xlsx_from_database_lines_has_the_python_paths_cells(
     db: Database,
     fx: None,
@@ -152,8 +153,6 @@ async def test_xlsx_from_database_lines_has_the_python_paths_cells(
     writer: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if db.is_sqlite:
-        pytest.skip("SQLite keeps the Python path")
     if writer == "rust" and not RUST_XLSX:
         pytest.skip(NO_RUST)
     # Given the XLSX writer chosen by the setting (auto: the sheet rendered by the database and
@@ -199,11 +198,10 @@ def _cells(content: bytes) -> list[list[tuple[Any, str]]]:
 
 
 @pytest.mark.parametrize("template", ["orders", "order_lines", "order_timelines"])
+@ONLY_PG  # SQLite keeps the Python path
 async def test_the_sheet_rendered_by_the_database_reads_as_xlsxwriters(
     db: Database, fx: None, copied: list[str], template: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if db.is_sqlite:
-        pytest.skip("SQLite keeps the Python path")
     await _edge_cases(db)
     body = ExportIn(template=template, format="xlsx", timezone="Asia/Shanghai")
     # When the same export is written by XlsxWriter and as the sheet the database renders

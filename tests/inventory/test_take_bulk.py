@@ -11,6 +11,7 @@ from sqlalchemy import select, text, update
 from ordertally.core.db import Database
 from ordertally.inventory import service as inventory_service
 from ordertally.inventory.models import Stock
+from tests.conftest import ONLY_PG
 from tests.factories import add_warehouse, receive
 
 pytestmark = pytest.mark.anyio
@@ -56,9 +57,8 @@ async def test_every_row_is_taken_or_none(db: Database) -> None:
     assert await _reserved(db, [a, b, c]) == {a: 2, b: 5, c: 2}
 
 
+@ONLY_PG  # SQLite has one writer at a time: no lock order between transactions
 async def test_rows_are_locked_in_stock_id_order(db: Database) -> None:
-    if db.is_sqlite:
-        pytest.skip("SQLite has one writer at a time: no lock order between transactions")
     ids = await _stock(db, {"TB-LOW": 10, "TB-HIGH": 10})
     low, high = ids["TB-LOW"], ids["TB-HIGH"]
     assert low < high
@@ -94,13 +94,12 @@ async def test_rows_are_locked_in_stock_id_order(db: Database) -> None:
     assert await _reserved(db, [low, high]) == {low: 1, high: 1}
 
 
+@ONLY_PG  # SQLite has one writer at a time: no row locks
 async def test_a_reservation_written_on_a_row_does_not_block_taking_it(db: Database) -> None:
     """Another batch that has inserted reservations on a row holds a FOR KEY SHARE lock on it
     (the foreign key's check) until it commits. Taking the row's units must not wait for that:
     an UPDATE takes FOR NO KEY UPDATE, which does not conflict with it, and the rows must be
     locked the same way (FOR UPDATE would wait, and two batches would deadlock)."""
-    if db.is_sqlite:
-        pytest.skip("SQLite has one writer at a time: no row locks")
     ids = await _stock(db, {"TB-KS-A": 10, "TB-KS-B": 10})
     a, b = ids["TB-KS-A"], ids["TB-KS-B"]
     async with db.transaction() as other:

@@ -6,14 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
@@ -23,16 +18,11 @@ from ordertally.core.db import Database
 from ordertally.exceptions.models import ExceptionCase
 from ordertally.orders.models import SalesOrder
 from tests.factories import auth, order_body
+from tests.live import ordertally_processes
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 COPIES = 50
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -44,41 +34,8 @@ def _api_processes(db: Database, policy: str, count: int = 2) -> Iterator[list[s
         ORDERTALLY_DUPLICATE_POLICY=policy,
         ORDERTALLY_BROKER_URL="",
     )
-    ports = [_free_port() for _ in range(count)]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
-    with tempfile.TemporaryFile() as log:
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "ordertally", "serve", "--no-worker", "--port", str(port)],
-                env=env,
-                stdout=log,
-                stderr=log,
-            )
-            for port in ports
-        ]
-        try:
-            _wait_until_up(urls, procs, log)
-            yield urls
-        finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                proc.wait(timeout=15)
-
-
-def _wait_until_up(urls: list[str], procs: list[subprocess.Popen[bytes]], log: IO[bytes]) -> None:
-    deadline = time.monotonic() + 90  # two processes starting on a busy machine
-    for url, proc in zip(urls, procs, strict=True):
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise RuntimeError(f"API process did not start: {log.read()[-2000:]!r}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+    with ordertally_processes(env, apis=count) as urls:
+        yield urls
 
 
 async def _same_order_everywhere(urls: list[str], key: str) -> list[httpx.Response]:

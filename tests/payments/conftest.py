@@ -20,14 +20,6 @@ def _no_auto_allocation(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     reset_settings()
 
 
-@pytest.fixture(scope="session")
-def sim_key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The simulator's test key set, generated once per session."""
-    directory = tmp_path_factory.mktemp("paysim-keys")
-    sim_keys.generate(directory, "http://127.0.0.1:9")
-    return directory
-
-
 @pytest.fixture
 def sim(sim_key_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[sim_keys.SimKeys]:
     """Both providers configured with the simulator's test keys."""

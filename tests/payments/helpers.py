@@ -1,10 +1,14 @@
 """Payments test helpers: attempts written straight through the repository, notices built in
-our terms, and counts of what applying them left behind."""
+our terms, counts of what applying them left behind, and the payment simulator on a real port."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -16,6 +20,11 @@ from ordertally.orders.models import OrderEvent, SalesOrder
 from ordertally.payments import apply, inbox, repository
 from ordertally.payments.models import Payment
 from ordertally.payments.providers import Notice
+from ordertally.payments.simulator.app import create_sim_app
+from ordertally.payments.simulator.keys import SimKeys
+from tests.live import free_port, serve_live
+
+SIM_TIME_SCALE = 1000.0  # the simulator's retry schedules, 1000x faster (15 s: 15 ms)
 
 _seq = itertools.count(1)
 
@@ -167,3 +176,16 @@ async def payment_row(db: Database, payment_id: int) -> Payment:
         found = await repository.get_payment(session, payment_id)
     assert found is not None
     return found
+
+
+@contextmanager
+def serve_payment_simulator(
+    key_dir: Path, wrap: Callable[[Any], Any] = lambda app: app
+) -> Iterator[tuple[str, SimKeys]]:
+    """The payment simulator (time scaled SIM_TIME_SCALE) on a port of its own until the block
+    ends, behind `wrap(app)`; yields its base URL and the key set in `key_dir` pointed at it."""
+    port = free_port()
+    keys = dataclasses.replace(SimKeys.load(key_dir), api_base=f"http://127.0.0.1:{port}")
+    app = lambda: wrap(create_sim_app(keys, time_scale=SIM_TIME_SCALE))  # noqa: E731
+    with serve_live(app, port=port, name="paysim") as server:
+        yield server.url, keys

@@ -34,6 +34,7 @@ from ordertally.payments import (
 )
 from ordertally.payments.models import Payment, PaymentNotification, PaymentRefund
 from ordertally.payments.providers import Notice
+from tests.conftest import ONLY_PG
 from tests.factories import add_warehouse, make_order, receive
 from tests.payments.helpers import make_attempt, paid_notice, store_and_apply
 
@@ -646,11 +647,8 @@ async def test_a_refund_another_writer_records_meanwhile_is_applied_once(
     assert cases == ["refund_exceeds_paid"]
 
 
-async def test_two_workers_applying_the_same_refund_record_it_once(
-    db: Database, backend: str
-) -> None:
-    if backend != "pg":
-        pytest.skip("SQLite runs one writer at a time: no two workers apply at once")
+@ONLY_PG  # SQLite runs one writer at a time: no two workers apply at once
+async def test_two_workers_applying_the_same_refund_record_it_once(db: Database) -> None:
     # Given a paid attempt and the same refund announced twice (the provider's notification
     # and the answer to a query), each to another worker, five times over
     for round_ in range(5):

@@ -9,8 +9,6 @@ queried up to its deadline, so the payment is recorded as paid after close (issu
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -20,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from ordertally.auth import service as auth_service
@@ -38,45 +35,18 @@ from ordertally.payments import (
 from ordertally.payments import jobs as payment_jobs  # noqa: F401  (registers the jobs)
 from ordertally.payments.models import Payment, PaymentNotification
 from ordertally.payments.simulator import keys as sim_keys
-from ordertally.payments.simulator.app import create_sim_app
-from tests.conftest import LiveServer
 from tests.factories import auth, order_body
+from tests.live import LiveServer
+from tests.payments.helpers import serve_payment_simulator
 
 pytestmark = pytest.mark.anyio
 
-SCALE = 1000.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
-def simulator(tmp_path: Path) -> Iterator[tuple[str, sim_keys.SimKeys]]:
-    """The payment simulator on a free port (time scaled 1000x), and its keys."""
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    keys = sim_keys.generate(tmp_path / "keys", base)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_sim_app(keys, time_scale=SCALE),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            lifespan="on",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "simulator did not start"
-        time.sleep(0.02)
-    yield base, keys
-    server.should_exit = True
-    thread.join(timeout=15)
+def simulator(sim_key_dir: Path) -> Iterator[tuple[str, sim_keys.SimKeys]]:
+    """The payment simulator on a free port (time scaled 1000x), and its keys (the session's)."""
+    with serve_payment_simulator(sim_key_dir) as simulator:
+        yield simulator
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from ordertally.events.models import OutboxEvent
 from ordertally.payments.inbox import InboxWriter, Stored
 from ordertally.payments.models import PaymentNonce, PaymentNotification
 from ordertally.payments.providers import Notice
+from tests.conftest import ONLY_PG
 
 pytestmark = pytest.mark.anyio
 
@@ -183,11 +184,8 @@ async def test_replays_and_duplicates_are_told_apart_within_and_across_batches(
     assert await nonces(db) == {("wechatpay", n) for n in ("N0", "N1", "N3", "N5", "N7")}
 
 
-async def test_a_failed_batch_stores_nothing_and_the_next_one_is_written(
-    db: Database, backend: str
-) -> None:
-    if backend != "pg":
-        pytest.skip("SQLite does not enforce column lengths, the failure used here")
+@ONLY_PG  # SQLite does not enforce column lengths, the failure used here
+async def test_a_failed_batch_stores_nothing_and_the_next_one_is_written(db: Database) -> None:
     writer = InboxWriter(db)
     # Given a batch in which one notice cannot be stored (a provider name too long for its column)
     good = notice(key="G1", nonce="GN1")
@@ -231,11 +229,10 @@ async def run_sql(db: Database, statements: list[str]) -> None:
             await session.execute(text(statement))
 
 
+@ONLY_PG  # one SQLite writer per process: there is no race between processes
 async def test_two_processes_racing_over_the_same_messages_store_each_once(
-    database_url: str, db: Database, backend: str
+    database_url: str, db: Database
 ) -> None:
-    if backend != "pg":
-        pytest.skip("one SQLite writer per process: there is no race between processes")
     # Given two API processes' writers (each its own engine), and every row insert slowed down
     # (50 ms) so that their batches overlap: rows locked in arrival order would deadlock
     other = Database(database_url, pool_size=2)

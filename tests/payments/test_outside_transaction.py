@@ -1,4 +1,4 @@
-"""No provider call inside a database transaction: while the payment platform stalls for 5 s
+"""No provider call inside a database transaction: while the payment platform stalls for 2.5 s
 in the middle of the compensation job or of the close job's last query, `POST /orders` through
 the real app still completes in well under a second (on SQLite: the single writer is free), and
 the stalled answers are recorded once they arrive."""
@@ -6,8 +6,6 @@ the stalled answers are recorded once they arrive."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -29,35 +26,34 @@ from ordertally.orders import jobs as order_jobs  # noqa: F401  (registers close
 from ordertally.orders.models import OrderEvent, SalesOrder
 from ordertally.payments import jobs as payment_jobs  # noqa: F401  (jobs and the pre-close check)
 from ordertally.payments.models import Payment
-from ordertally.payments.simulator import keys as sim_keys
-from ordertally.payments.simulator.app import create_sim_app
 from tests.factories import auth, order_body
+from tests.payments.helpers import serve_payment_simulator
 
 pytestmark = pytest.mark.anyio
 
-STALL_SECONDS = 5.0
+STALL_SECONDS = 2.5  # well over the 1 s an order may take meanwhile
 
 
 class Stall:
     """The simulator behind a switch: while on, every platform API request (not the /sim
     control routes) waits STALL_SECONDS before the simulator answers it."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self) -> None:
+        self.app: ASGIApp | None = None
         self.on = threading.Event()
         self.entered = threading.Event()
+
+    def around(self, app: ASGIApp) -> Stall:
+        """Put the switch in front of `app`."""
+        self.app = app
+        return self
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.on.is_set() and not scope["path"].startswith("/sim"):
             self.entered.set()
             await asyncio.sleep(STALL_SECONDS)
+        assert self.app is not None
         await self.app(scope, receive, send)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -66,26 +62,13 @@ def stalling_platform(
 ) -> Iterator[tuple[str, Stall]]:
     """The payment simulator on a real port behind a stall switch; ordertally pointed at it
     (HTTP timeout 10 s, so a stalled answer still arrives)."""
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    keys = dataclasses.replace(sim_keys.SimKeys.load(sim_key_dir), api_base=base)
-    stall = Stall(create_sim_app(keys, time_scale=1000.0))
-    server = uvicorn.Server(
-        uvicorn.Config(stall, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "simulator did not start"
-        time.sleep(0.02)
-    for name, value in keys.settings_env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("ORDERTALLY_PAYMENT_HTTP_TIMEOUT_SECONDS", "10")
-    reset_settings()
-    yield base, stall
-    server.should_exit = True
-    thread.join(timeout=15)
+    stall = Stall()
+    with serve_payment_simulator(sim_key_dir, wrap=stall.around) as (base, keys):
+        for name, value in keys.settings_env().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("ORDERTALLY_PAYMENT_HTTP_TIMEOUT_SECONDS", "10")
+        reset_settings()
+        yield base, stall
     reset_settings()
 
 
@@ -184,7 +167,7 @@ async def test_orders_are_created_while_the_compensation_job_waits_on_a_stalled_
     assert buyer.status_code == 200, buyer.text
     # And both attempts are due for an active query
     clock.advance(timedelta(minutes=5, seconds=1))
-    # When the compensation job runs while the platform stalls 5 s on every query
+    # When the compensation job runs while the platform stalls 2.5 s on every query
     result, job_seconds, order_seconds, created = await _job_while_stalled(
         db, "payments_query_due", stall, client, keys["cs"]
     )
@@ -229,7 +212,7 @@ async def test_orders_are_created_while_the_close_job_asks_a_stalled_platform(
     assert buyer.status_code == 200, buyer.text
     # And the payment deadline has passed
     clock.advance(timedelta(minutes=30, seconds=1))
-    # When the close job runs while the platform stalls 5 s on its last query
+    # When the close job runs while the platform stalls 2.5 s on its last query
     result, job_seconds, order_seconds, created = await _job_while_stalled(
         db, "close_unpaid_orders", stall, client, keys["cs"]
     )

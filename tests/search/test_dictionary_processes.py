@@ -8,29 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
 
 from ordertally.core.db import Database
 from tests.factories import auth, order_body
+from tests.live import ordertally_processes
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -40,40 +31,8 @@ def _processes(db: Database) -> Iterator[tuple[str, str]]:
     env.update(
         ORDERTALLY_DATABASE_URL=db.url, ORDERTALLY_BROKER_URL="", ORDERTALLY_DB_POOL_SIZE="3"
     )
-    ports = [_free_port(), _free_port()]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
-    cli = [sys.executable, "-m", "ordertally"]
-    with tempfile.TemporaryFile() as log:
-        procs = [
-            subprocess.Popen(
-                [*cli, "serve", "--no-worker", "--port", str(p)], env=env, stdout=log, stderr=log
-            )
-            for p in ports
-        ]
-        procs.append(subprocess.Popen([*cli, "worker"], env=env, stdout=log, stderr=log))
-        try:
-            _wait_until_up(urls, procs, log)
-            yield urls[0], urls[1]
-        finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                proc.wait(timeout=15)
-
-
-def _wait_until_up(urls: list[str], procs: list[subprocess.Popen[bytes]], log: IO[bytes]) -> None:
-    deadline = time.monotonic() + 90
-    for url, proc in zip(urls, procs, strict=False):
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise RuntimeError(f"API process did not start: {log.read()[-2000:]!r}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+    with ordertally_processes(env, apis=2, worker=True) as (a, b):
+        yield a, b
 
 
 async def _search(client: httpx.AsyncClient, key: str, q: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from ordertally.orders.state_machine import Actor, ActorKind
 from ordertally.search import lane, repository, service
 from ordertally.search.models import SearchDirty, SearchDoc
 from ordertally.search.repository import Filters
+from tests.conftest import ONLY_PG
 from tests.factories import make_order
 
 pytestmark = pytest.mark.anyio
@@ -196,11 +197,10 @@ async def test_a_batch_that_dies_before_its_commit_loses_nothing(
     assert await found(db, "13644445555") == [two.order_no]
 
 
+@ONLY_PG  # SQLite's single writer runs one lane batch at a time
 async def test_a_lane_leaves_an_order_another_lane_is_writing(
-    db: Database, monkeypatch: pytest.MonkeyPatch, backend: str
+    db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if backend == "sqlite":
-        pytest.skip("SQLite's single writer runs one lane batch at a time")
     # Given an order a first lane batch is indexing (read, not yet committed)
     order = await make_order(db, customer={"name": "陈静", "phone": "13655556666"})
     release, ran = asyncio.Event(), asyncio.Event()

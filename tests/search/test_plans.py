@@ -16,6 +16,7 @@ from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
 from ordertally.ops import doctor
 from ordertally.search import service
+from tests.conftest import ONLY_PG
 from tests.factories import auth
 
 pytestmark = pytest.mark.anyio
@@ -40,11 +41,8 @@ async def test_every_search_shape_reads_the_index_and_starts_no_parallel_worker(
     assert [p.query for p in plans if p.parallel] == []
 
 
-async def test_the_app_never_lets_postgresql_start_parallel_workers(
-    db: Database, backend: str
-) -> None:
-    if backend != "pg":
-        pytest.skip("parallel workers are PostgreSQL's")
+@ONLY_PG  # parallel workers are PostgreSQL's
+async def test_the_app_never_lets_postgresql_start_parallel_workers(db: Database) -> None:
     # Given a connection of the app (API, worker and commands open theirs the same way)
     async with db.reads() as session:
         # Then PostgreSQL may plan no Gather for it: each would fork processes per statement
@@ -52,11 +50,8 @@ async def test_the_app_never_lets_postgresql_start_parallel_workers(
     assert setting == "0"
 
 
-async def test_the_doctor_fails_a_plan_that_gathers_from_parallel_workers(
-    db: Database, backend: str
-) -> None:
-    if backend != "pg":
-        pytest.skip("parallel workers are PostgreSQL's")
+@ONLY_PG  # parallel workers are PostgreSQL's
+async def test_the_doctor_fails_a_plan_that_gathers_from_parallel_workers(db: Database) -> None:
     # Given a connection that allows parallel workers (the server's default, not the app's),
     # made to put a Gather over every plan it can (as a search that looks large would get)
     async with db.transaction(write=False) as session:

@@ -6,16 +6,16 @@ longer than every timeout while a client sends (ADR 0051)."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import anyio
 import pytest
-import uvicorn
 
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
+from tests.conftest import ONLY_SQLITE
+from tests.live import serve_live
 
 pytestmark = pytest.mark.anyio
 STALL = 2.0  # seconds the loop is held: longer than the header, body and keep-alive timeouts
@@ -23,11 +23,9 @@ GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 @pytest.fixture(params=["httptools", "h11"])
-def busy_server(db: Database, backend: str, request: pytest.FixtureRequest) -> Iterator[int]:
+def busy_server(db: Database, request: pytest.FixtureRequest) -> Iterator[int]:
     """The real app behind a deadline protocol with 1 s header and body timeouts and a 1 s
     keep-alive, plus a route that holds the event loop for `STALL` seconds."""
-    if backend != "sqlite":
-        pytest.skip("the protocol does not depend on the database")
     from ordertally.app import create_app
     from ordertally.core.server import protocol_for
 
@@ -45,28 +43,8 @@ def busy_server(db: Database, backend: str, request: pytest.FixtureRequest) -> I
         return {"stalled": True}
 
     app.add_api_route("/stall", stall, methods=["GET"])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        http=protocol_for(settings),
-        timeout_keep_alive=1,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
-    yield port
-    server.should_exit = True
-    thread.join(timeout=15)
+    with serve_live(lambda: app, http=protocol_for(settings), timeout_keep_alive=1) as server:
+        yield server.port
 
 
 def _answer(s: socket.socket) -> bytes:
@@ -111,6 +89,7 @@ def _during_a_stall(port: int) -> dict[str, bytes]:
     return answers
 
 
+@ONLY_SQLITE  # the protocol does not depend on the database
 async def test_requests_sent_while_the_loop_is_busy_are_answered(busy_server: int) -> None:
     # When clients send complete requests while the server's loop is held past every timeout
     answers = await anyio.to_thread.run_sync(_during_a_stall, busy_server)

@@ -8,7 +8,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,15 +16,15 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
 from ordertally.orders.models import SalesOrder
-from tests.conftest import REQUIRE_SERVICES
+from tests.conftest import ONLY_SQLITE, REQUIRE_SERVICES
 from tests.factories import auth, order_body
+from tests.live import free_port, serve_live
 
 pytestmark = pytest.mark.anyio
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -137,11 +136,10 @@ async def test_processes_sharing_redis_share_the_limit(db: Database, keys: dict[
     assert first == [200, 200] and second == [200, 200, 429]
 
 
+@ONLY_SQLITE  # the SQLite write lock
 async def test_a_held_sqlite_lock_gives_503_within_the_deadline(
-    db: Database, keys: dict[str, str], backend: str
+    db: Database, keys: dict[str, str]
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("the SQLite write lock")
     # Given a 1 s request deadline and another connection holding SQLite's write lock
     app = _app(db, request_deadline_seconds=1.0, order_batch_max=0)
     body = order_body()
@@ -191,28 +189,8 @@ def slow_server(db: Database, request: pytest.FixtureRequest) -> Iterator[int]:
     protocol = protocol_for(settings)
     parser = {"httptools": "HttpToolsProtocol", "h11": "H11Protocol"}[request.param]
     assert parser in {c.__name__ for c in protocol.__mro__}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        http=protocol,
-        timeout_keep_alive=30,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
-    yield port
-    server.should_exit = True
-    thread.join(timeout=15)
+    with serve_live(lambda: create_app(settings), http=protocol, timeout_keep_alive=30) as server:
+        yield server.port
 
 
 def _dribble(port: int, head: bytes, then: bytes) -> float:
@@ -239,11 +217,8 @@ def _dribble(port: int, head: bytes, then: bytes) -> float:
     return time.monotonic() - started
 
 
-async def test_slow_header_and_slow_body_clients_are_disconnected(
-    slow_server: int, backend: str
-) -> None:
-    if backend != "sqlite":
-        pytest.skip("the protocol does not depend on the database")
+@ONLY_SQLITE  # the protocol does not depend on the database
+async def test_slow_header_and_slow_body_clients_are_disconnected(slow_server: int) -> None:
     # When one client dribbles its headers and another its body, a byte every 0.2 s
     headers = await anyio.to_thread.run_sync(
         _dribble, slow_server, b"GET /healthz HTTP/1.1\r\n", b"X-Slow: " + b"a" * 100
@@ -262,11 +237,10 @@ async def test_slow_header_and_slow_body_clients_are_disconnected(
         assert (await c.get(f"http://127.0.0.1:{slow_server}/healthz")).status_code == 200
 
 
+@ONLY_SQLITE  # the protocol does not depend on the database
 async def test_a_kept_alive_connection_gets_a_fresh_header_clock_per_request(
-    slow_server: int, backend: str
+    slow_server: int,
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("the protocol does not depend on the database")
     # When a client sends a prompt request, waits longer than the header timeout, then
     # dribbles the next request's headers on the same kept-alive connection
     kept = await anyio.to_thread.run_sync(_slow_kept_alive, slow_server)
@@ -316,16 +290,13 @@ def _serve(port: int, *args: str, **env: str) -> subprocess.Popen[bytes]:
 
 
 @pytest.mark.parametrize("mode", [["--no-worker"], ["--workers", "2"]], ids=["one", "workers"])
+@ONLY_SQLITE  # the protocol does not depend on the database
 async def test_ordertally_serve_on_h11_disconnects_slow_clients(
-    db: Database, backend: str, mode: list[str]
+    db: Database, mode: list[str]
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("the protocol does not depend on the database")
     # Given `ordertally serve` told to use h11, with 1 s read timeouts, in one process and in
     # --workers mode (where each process imports the protocol by name)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     process = _serve(
         port,
         *mode,

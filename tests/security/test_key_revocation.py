@@ -6,10 +6,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +15,11 @@ import httpx
 import pytest
 
 from ordertally.core.db import Database
+from tests.conftest import ONLY_SQLITE
 from tests.factories import auth
+from tests.live import CLI, ordertally_processes
 
 pytestmark = pytest.mark.anyio
-CLI = (sys.executable, "-m", "ordertally")
 
 
 async def test_admin_lists_and_revokes_keys_and_others_may_not(
@@ -45,12 +43,6 @@ async def test_admin_lists_and_revokes_keys_and_others_may_not(
     assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
     assert after.status_code == 401
     assert (unknown.status_code, unknown.json()["code"]) == (404, "auth.key_not_found")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -77,33 +69,8 @@ def two_servers(tmp_path: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
             check=True,
         )
         raw[role] = out.stdout.strip().splitlines()[-1]
-    ports = [_port(), _port()]
-    procs = [
-        subprocess.Popen(
-            [*CLI, "serve", "--port", str(p), "--no-worker"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for p in ports
-    ]
-    try:
-        for p in ports:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{p}/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}", raw
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=15)
+    with ordertally_processes(env, apis=2) as (a, b):
+        yield a, b, raw
 
 
 def test_a_key_revoked_through_one_process_is_refused_by_the_other_at_once(
@@ -131,11 +98,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_the_cli_creates_scoped_keys_lists_and_revokes_them(
-    db: Database, backend: str
-) -> None:
-    if backend != "sqlite":
-        pytest.skip("the service under the CLI is tested on both databases through the API")
+@ONLY_SQLITE  # the service under the CLI is tested on both databases through the API
+async def test_the_cli_creates_scoped_keys_lists_and_revokes_them(db: Database) -> None:
     from ordertally.auth.service import Authenticator
     from ordertally.core.errors import Unauthenticated
 

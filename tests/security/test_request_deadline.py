@@ -7,14 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import func, select, text
 from starlette.types import Message, Receive, Scope, Send
 
@@ -22,7 +20,9 @@ from ordertally.core.db import Database
 from ordertally.core.edge import RequestDeadlineMiddleware
 from ordertally.core.settings import get_settings
 from ordertally.orders.models import SalesOrder
+from tests.conftest import ONLY_PG
 from tests.factories import auth, order_body
+from tests.live import ordertally_app, serve_live
 
 pytestmark = pytest.mark.anyio
 
@@ -32,11 +32,10 @@ def _client(app: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://ordertally.test")
 
 
+@ONLY_PG  # SQLite runs the request in a task of its own (the held-lock test)
 async def test_a_request_stuck_on_a_postgresql_lock_gets_503_within_the_deadline(
-    db: Database, keys: dict[str, str], backend: str
+    db: Database, keys: dict[str, str]
 ) -> None:
-    if backend != "pg":
-        pytest.skip("SQLite runs the request in a task of its own (the held-lock test)")
     from ordertally.app import create_app
 
     # Given a 1 s deadline and another connection holding the stock table locked
@@ -100,38 +99,20 @@ def _read_response(s: socket.socket) -> bytes:
     return head
 
 
+@ONLY_PG  # the deadline in the request's own task (PostgreSQL)
 async def test_the_503_leaves_the_connection_usable_on_a_real_server(
-    db: Database, keys: dict[str, str], backend: str
+    db: Database, keys: dict[str, str]
 ) -> None:
-    if backend != "pg":
-        pytest.skip("the deadline in the request's own task (PostgreSQL)")
-    from ordertally.app import create_app
-
     # Given a real server with a 1 s deadline, the stock table locked by another connection
-    settings = get_settings().model_copy(update={"request_deadline_seconds": 1.0})
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            assert thread.is_alive(), "server did not start"
-            await anyio.sleep(0.05)
+    with serve_live(ordertally_app(request_deadline_seconds=1.0)) as server:
         async with db.write_engine.connect() as holder:
             await holder.execute(text("LOCK TABLE stock IN ACCESS EXCLUSIVE MODE"))
             # When an order is posted, then /healthz asked on the same connection
             body = json.dumps(order_body()).encode()
             late, took, then = await anyio.to_thread.run_sync(
-                _post_then_get, port, keys["ops"], body
+                _post_then_get, server.port, keys["ops"], body
             )
             await holder.rollback()
-    finally:
-        server.should_exit = True
-        await anyio.to_thread.run_sync(thread.join, 15)
     # Then the order got its 503 at the deadline, and the connection served the next request
     assert late == b"HTTP/1.1 503 Service Unavailable"
     assert 1.0 <= took < 2.5

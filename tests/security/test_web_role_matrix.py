@@ -21,9 +21,11 @@ from ordertally.auth.models import ROLES
 from ordertally.auth.service import PERMISSIONS
 from ordertally.core.db import Database
 from ordertally.core.settings import get_settings
+from tests.conftest import ONLY_SQLITE
 from tests.web.helpers import make_user, sign_in
 
-pytestmark = pytest.mark.anyio
+# The matrix is the same on both databases: it runs once.
+pytestmark = [pytest.mark.anyio, ONLY_SQLITE]
 
 # Pages anyone may open, and why.
 PUBLIC = {
@@ -103,9 +105,7 @@ def _url(path: str) -> str:
 
 
 @pytest.fixture
-def matrix_app(db: Database, backend: str) -> Any:
-    if backend != "sqlite":
-        pytest.skip("the matrix is the same on both databases; it runs once")
+def matrix_app(db: Database) -> Any:
     from ordertally.app import create_app
 
     settings = get_settings().model_copy(update={"rate_limit_enabled": False})

@@ -1,5 +1,5 @@
 """Back-office fixtures: an HTTPS client over ASGI (the session cookie is Secure outside
-localhost), and a signed-in client per role on demand."""
+localhost), a signed-in client per role on demand, and Debian's Chromium for the browser tests."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import Browser
 
 from ordertally.core.db import Database
+from tests.web import browser
 from tests.web.helpers import make_user, sign_in
 
 SignedInClient = Callable[[str], Awaitable[httpx.AsyncClient]]
@@ -41,3 +43,15 @@ async def signed_in(app: Any, db: Database) -> AsyncIterator[SignedInClient]:
     yield factory
     for client in clients:
         await client.aclose()
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Browser]:
+    """Debian's Chromium through Playwright (skipped, or failed in CI, where it is missing)."""
+    browser.require_browser()
+    playwright, chrome = await browser.launch()
+    try:
+        yield chrome
+    finally:
+        await chrome.close()
+        await playwright.stop()

@@ -24,7 +24,6 @@ from ordertally.web import aftersales as aftersales_page
 from tests.aftersales.conftest import (  # noqa: F401  (the payment simulator's fixtures)
     _no_auto_allocation,
     platform,
-    sim_key_dir,
     sim_server,
 )
 from tests.aftersales.helpers import (

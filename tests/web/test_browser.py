@@ -3,7 +3,7 @@ server on a real port, on SQLite: the tasks people do, read as they do them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
@@ -24,17 +24,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.parametrize("database_url", ["sqlite"], indirect=True),
 ]
-
-
-@pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    browser.require_browser()
-    playwright, chrome = await browser.launch()
-    try:
-        yield chrome
-    finally:
-        await chrome.close()
-        await playwright.stop()
 
 
 def _collect(into: list[Request]) -> Callable[[Request], None]:

@@ -25,7 +25,6 @@ from ordertally.exports import service as exports_service
 from tests.aftersales.conftest import (  # noqa: F401  (the payment simulator's fixtures)
     _no_auto_allocation,
     platform,
-    sim_key_dir,
     sim_server,
 )
 from tests.aftersales.helpers import case_status, on_hand_and_ledger, order_status, paid_order
@@ -41,7 +40,7 @@ from tests.web.browser import (
     OrderDetail,
 )
 from tests.web.helpers import make_user
-from tests.web.test_browser_screens import both_languages, chromium, signed_in_page  # noqa: F401
+from tests.web.test_browser_screens import both_languages, signed_in_page
 
 pytestmark = [
     pytest.mark.anyio,
@@ -52,7 +51,7 @@ T0 = datetime(2026, 11, 10, 2, 0, tzinfo=UTC)  # 10:00 in Asia/Shanghai
 
 
 async def test_cs_opens_a_return_the_warehouse_inspects_it_and_finance_refunds_it(
-    chromium: Browser,  # noqa: F811
+    chromium: Browser,
     platform: httpx.AsyncClient,  # noqa: F811
     live_server: LiveServer,
     db: Database,
@@ -133,7 +132,7 @@ async def test_cs_opens_a_return_the_warehouse_inspects_it_and_finance_refunds_i
 
 
 async def test_finance_exports_orders_as_xlsx_and_the_download_matches_its_manifest(
-    chromium: Browser,  # noqa: F811
+    chromium: Browser,
     live_server: LiveServer,
     db: Database,
     tmp_path: Path,
@@ -167,7 +166,7 @@ async def test_finance_exports_orders_as_xlsx_and_the_download_matches_its_manif
 
 
 async def test_the_analytics_screen_draws_the_stage_table_and_kpis(
-    chromium: Browser,  # noqa: F811
+    chromium: Browser,
     live_server: LiveServer,
     db: Database,
 ) -> None:

@@ -13,7 +13,7 @@ from tests.analytics.test_aftersales import DAY, _cases
 from tests.conftest import LiveServer
 from tests.web.browser import AnalyticsPage
 from tests.web.helpers import make_user
-from tests.web.test_browser_screens import both_languages, chromium, signed_in_page  # noqa: F401
+from tests.web.test_browser_screens import both_languages, signed_in_page
 
 pytestmark = [
     pytest.mark.anyio,
@@ -53,7 +53,7 @@ class AftersalesPanel(AnalyticsPage):
 
 
 async def test_ops_reads_the_after_sales_rate_and_refunds_per_responsibility(
-    chromium: Browser,  # noqa: F811
+    chromium: Browser,
     live_server: LiveServer,
     db: Database,
 ) -> None:

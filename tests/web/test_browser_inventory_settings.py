@@ -17,9 +17,7 @@ from tests.fulfillment.helpers import SECOND_SKU, split_paid_order
 from tests.payments.helpers import make_attempt
 from tests.web import browser
 from tests.web.helpers import make_user
-from tests.web.test_browser_screens import both_languages, chromium, signed_in_page
-
-__all__ = ["chromium"]  # the fixture, used by name
+from tests.web.test_browser_screens import both_languages, signed_in_page
 
 pytestmark = [
     pytest.mark.anyio,

@@ -8,7 +8,6 @@ photographed in both languages when ORDERTALLY_SCREENSHOTS=1."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ from ordertally.core.db import Database
 from tests.channels.test_import import FIXTURES, account
 from tests.conftest import LiveServer
 from tests.factories import make_order
-from tests.web import browser
 from tests.web.browser import ImportPage, OrdersList
 from tests.web.helpers import make_user
 from tests.web.test_browser_screens import both_languages, signed_in_page
@@ -32,17 +30,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.parametrize("database_url", ["pg"], indirect=True),
 ]
-
-
-@pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    browser.require_browser()
-    playwright, chrome = await browser.launch()
-    try:
-        yield chrome
-    finally:
-        await chrome.close()
-        await playwright.stop()
 
 
 async def test_ops_saves_a_view_and_tags_two_of_its_orders_in_a_batch(

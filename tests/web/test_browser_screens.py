@@ -7,7 +7,6 @@ screen is photographed in both languages."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,17 +32,6 @@ pytestmark = [
     pytest.mark.parametrize("database_url", ["pg"], indirect=True),
 ]
 AT = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    browser.require_browser()
-    playwright, chrome = await browser.launch()
-    try:
-        yield chrome
-    finally:
-        await chrome.close()
-        await playwright.stop()
 
 
 async def signed_in_page(chrome: Browser, base: str, username: str) -> Page:

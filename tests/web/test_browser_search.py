@@ -4,8 +4,6 @@ htmx swaps the results in, and cs opens the order found."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from playwright.async_api import Browser, expect
 
@@ -22,17 +20,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.parametrize("database_url", ["pg"], indirect=True),
 ]
-
-
-@pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    browser.require_browser()
-    playwright, chrome = await browser.launch()
-    try:
-        yield chrome
-    finally:
-        await chrome.close()
-        await playwright.stop()
 
 
 async def test_cs_finds_an_order_by_name_and_last_four_and_opens_it(

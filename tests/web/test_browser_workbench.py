@@ -8,7 +8,6 @@ screen is photographed in both languages when ORDERTALLY_SCREENSHOTS=1."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 
 import pytest
 from playwright.async_api import Browser
@@ -32,17 +31,6 @@ pytestmark = [
 ]
 BIG = [{"sku": "TEA-LJ-250", "quantity": 10, "unit_price": "59.90"}]  # 599.00
 SMALL = [{"sku": "CUP-CER-01", "quantity": 1, "unit_price": "39.90"}]
-
-
-@pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    browser.require_browser()
-    playwright, chrome = await browser.launch()
-    try:
-        yield chrome
-    finally:
-        await chrome.close()
-        await playwright.stop()
 
 
 async def test_ops_hands_a_refund_case_to_finance_who_resolves_it(

@@ -4,7 +4,6 @@ finds the double payment past its SLA among the cases, in Chinese, and opens its
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -93,14 +92,3 @@ async def test_finance_finds_the_late_double_payment_and_opens_its_order(
     detail = await cases.open_order_of(late, order_no)
     assert await detail.status()
     await context.close()
-
-
-@pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    browser.require_browser()
-    playwright, chrome = await browser.launch()
-    try:
-        yield chrome
-    finally:
-        await chrome.close()
-        await playwright.stop()

@@ -20,9 +20,7 @@ from tests.conftest import TEST_WAREHOUSE, LiveServer
 from tests.web import browser
 from tests.web.browser import Screen
 from tests.web.helpers import make_user
-from tests.web.test_browser_screens import both_languages, chromium, signed_in_page
-
-__all__ = ["chromium"]  # the fixture, used by name
+from tests.web.test_browser_screens import both_languages, signed_in_page
 
 pytestmark = [
     pytest.mark.anyio,
