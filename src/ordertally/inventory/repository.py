@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.core.db import table_of
+from ordertally.core.db import insert_rows, table_of
 from ordertally.inventory.models import (
     Allocation,
     Reservation,
@@ -46,8 +46,6 @@ _CANDIDATE_BUCKETS = (
     .where(_STOCK.c.sku.in_(bindparam("skus", expanding=True)), _WAREHOUSE.c.active.is_(True))
     .order_by(_STOCK.c.warehouse_id, _STOCK.c.sku, _STOCK.c.bucket)
 )
-_INSERT_RESERVATIONS = insert(table_of(Reservation))
-_INSERT_ALLOCATION = insert(table_of(Allocation))
 
 # --- warehouses and SKUs -----------------------------------------------------------------------
 
@@ -359,8 +357,7 @@ async def add_movements(session: AsyncSession, rows: list[dict[str, Any]]) -> No
 
 async def add_reservations(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Insert reservation rows."""
-    if rows:
-        await session.execute(_INSERT_RESERVATIONS, rows)
+    await insert_rows(session, table_of(Reservation), rows)
 
 
 # What a move of reservations returns: (reservation id, stock id, warehouse id, sku, quantity).
@@ -564,7 +561,7 @@ async def reservation_warehouses_of(
 
 async def add_allocation(session: AsyncSession, values: dict[str, Any]) -> None:
     """Record an order's routing explanation."""
-    await session.execute(_INSERT_ALLOCATION, values)
+    await insert_rows(session, table_of(Allocation), values)
 
 
 async def allocation_of(session: AsyncSession, order_id: int) -> Allocation | None:
