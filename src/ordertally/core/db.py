@@ -496,16 +496,17 @@ def scalar_defaults(table: Table, names: tuple[str, ...]) -> dict[str, Any] | No
     callable or an SQL expression): such rows are not folded."""
     key = (table.name, names)
     if key not in _DEFAULTS:
-        found: dict[str, Any] | None = {}
+        found: dict[str, Any] = {}
+        computed = False
         for column in table.c:
             default = column.default
             if column.key in names or default is None:
                 continue
             if not getattr(default, "is_scalar", False):
-                found = None
+                computed = True
                 break
-            found[column.key] = default.arg  # type: ignore[attr-defined]
-        _DEFAULTS[key] = found
+            found[column.key] = getattr(default, "arg", None)
+        _DEFAULTS[key] = None if computed else found
     return _DEFAULTS[key]
 
 
