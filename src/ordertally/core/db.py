@@ -482,12 +482,16 @@ async def insert_rows(
     pending: list[tuple[Table, list[dict[str, Any]]]] | None = session.info.get(_FOLD)
     defaults = None if pending is None else scalar_defaults(table, tuple(rows[0]))
     if pending is None or defaults is None or session.in_nested_transaction():
-        await session.execute(insert(table), rows if len(rows) > 1 else rows[0])
+        statement = _INSERTS.get(table.name)
+        if statement is None:
+            statement = _INSERTS[table.name] = insert(table)
+        await session.execute(statement, rows if len(rows) > 1 else rows[0])
         return
     pending.append((table, [{**row, **defaults} for row in rows] if defaults else rows))
 
 
 _DEFAULTS: dict[tuple[str, tuple[str, ...]], dict[str, Any] | None] = {}
+_INSERTS: dict[str, Any] = {}  # table name -> its plain INSERT, built once
 
 
 def scalar_defaults(table: Table, names: tuple[str, ...]) -> dict[str, Any] | None:
