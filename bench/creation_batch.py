@@ -40,6 +40,9 @@ async def measure(url: str, sizes: list[int], orders: int) -> dict[str, Any]:
     from ordertally.orders import api
     from ordertally.orders.schemas import OrderCreate
     from ordertally.orders.state_machine import Actor, ActorKind
+    from ordertally.search import consumers  # the search queue's publish hook, as in the app
+
+    assert consumers.mark_dirty
 
     db = Database(url, pool_size=1)
     sent: list[str] = []
