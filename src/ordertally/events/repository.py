@@ -8,10 +8,8 @@ from typing import Any, Protocol, cast
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.core.db import dialect_of, table_of, upsert_insert
+from ordertally.core.db import dialect_of, insert_rows, table_of, upsert_insert
 from ordertally.events.models import DeadLetter, OutboxEvent, ProcessedEvent
-
-_INSERT_EVENTS = insert(table_of(OutboxEvent))
 
 
 class Claimed(Protocol):
@@ -30,7 +28,7 @@ class Claimed(Protocol):
 
 async def add_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Insert outbox rows."""
-    await session.execute(_INSERT_EVENTS, rows)
+    await insert_rows(session, table_of(OutboxEvent), rows)
 
 
 async def claim_due(

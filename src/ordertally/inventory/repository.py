@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.core.db import table_of
+from ordertally.core.db import insert_rows, table_of
 from ordertally.inventory.models import (
     Allocation,
     Reservation,
@@ -46,8 +46,6 @@ _CANDIDATE_BUCKETS = (
     .where(_STOCK.c.sku.in_(bindparam("skus", expanding=True)), _WAREHOUSE.c.active.is_(True))
     .order_by(_STOCK.c.warehouse_id, _STOCK.c.sku, _STOCK.c.bucket)
 )
-_INSERT_RESERVATIONS = insert(table_of(Reservation))
-_INSERT_ALLOCATION = insert(table_of(Allocation))
 
 # --- warehouses and SKUs -----------------------------------------------------------------------
 
@@ -166,18 +164,24 @@ async def try_reserve(session: AsyncSession, stock_id: int, quantity: int) -> bo
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-# Several rows at once (PostgreSQL), in two statements whatever their number: the rows are locked
-# in id order first (the fixed lock order two batches must agree on), then one UPDATE takes each
-# row's units only if they are still there to sell. The UPDATE runs on rows this transaction
-# already holds, with a snapshot taken after the locks were granted.
-_LOCK_ROWS = text(
-    "SELECT id FROM stock WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id FOR NO KEY UPDATE"
-)
+# Several rows at once (PostgreSQL), in one statement whatever their number: the CTE locks the
+# rows in id order (the fixed lock order two batches must agree on; a CTE with FOR NO KEY UPDATE
+# is not inlined, and it yields each row only once it holds it), and the UPDATE takes each row's
+# units only if they are still there to sell. A row is updated only after the CTE has yielded
+# it, so every lock this statement waits for is taken in id order; a row another transaction
+# changed meanwhile is checked again on its newest version (READ COMMITTED's re-check of an
+# UPDATE), as the separate lock statement ensured before (ADR 0055: one round trip fewer
+# with the hot rows held).
 _TAKE_ROWS = text(
     """
+    WITH locked AS (
+        SELECT id FROM stock WHERE id = ANY(CAST(:ids AS bigint[]))
+        ORDER BY id FOR NO KEY UPDATE
+    )
     UPDATE stock SET reserved = stock.reserved + wanted.units
     FROM unnest(CAST(:ids AS bigint[]), CAST(:units AS integer[])) AS wanted(id, units)
     WHERE stock.id = wanted.id
+      AND stock.id IN (SELECT id FROM locked)
       AND wanted.units <= (stock.on_hand - stock.reserved) - stock.safety_stock
     RETURNING stock.id
     """
@@ -188,7 +192,6 @@ async def try_reserve_many(session: AsyncSession, totals: dict[int, int]) -> boo
     """Reserve units on several buckets at once, each only if enough is available to sell right
     now; False unless every one of them could (the caller rolls the transaction back)."""
     ids = sorted(totals)
-    await session.execute(_LOCK_ROWS, {"ids": ids})
     result = await session.execute(_TAKE_ROWS, {"ids": ids, "units": [totals[i] for i in ids]})
     return len(result.all()) == len(ids)
 
@@ -359,8 +362,7 @@ async def add_movements(session: AsyncSession, rows: list[dict[str, Any]]) -> No
 
 async def add_reservations(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Insert reservation rows."""
-    if rows:
-        await session.execute(_INSERT_RESERVATIONS, rows)
+    await insert_rows(session, table_of(Reservation), rows)
 
 
 # What a move of reservations returns: (reservation id, stock id, warehouse id, sku, quantity).
@@ -564,7 +566,7 @@ async def reservation_warehouses_of(
 
 async def add_allocation(session: AsyncSession, values: dict[str, Any]) -> None:
     """Record an order's routing explanation."""
-    await session.execute(_INSERT_ALLOCATION, values)
+    await insert_rows(session, table_of(Allocation), values)
 
 
 async def allocation_of(session: AsyncSession, order_id: int) -> Allocation | None:

@@ -8,6 +8,7 @@ Services receive a session and never commit; the caller's boundary does.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from ordertally.catalog import service as catalog_service
 from ordertally.catalog.errors import InactiveSku, UnknownSku
 from ordertally.core import clock, ids, money, phones
 from ordertally.core.crypto import PiiCipher, get_cipher
+from ordertally.core.db import folded_inserts
 from ordertally.core.errors import OrdertallyError
 from ordertally.core.settings import Settings, get_settings
 from ordertally.events import outbox
@@ -624,23 +626,17 @@ async def create_many(
     if not chosen:
         return CreatedMany(outcomes, {})
     rows = [built[i].values for i in chosen]  # type: ignore[union-attr]
-    order_ids = await repository.insert_orders(session, rows)
-    line_rows = [
-        {"order_id": order_id, **line}
-        for i, order_id in zip(chosen, order_ids, strict=True)
-        for line in built[i].lines  # type: ignore[union-attr]
-    ]
-    for row, line_id in zip(
-        line_rows, await repository.insert_lines(session, line_rows), strict=True
-    ):
-        row["id"] = line_id
-    written = iter(line_rows)
+    order_lines = [built[i].lines for i in chosen]  # type: ignore[union-attr]
+    order_ids, line_ids = await repository.insert_orders_with_lines(session, rows, order_lines)
     lines_of: dict[int, list[dict[str, Any]]] = {}
     stock: list[inventory_service.NewOrderStock] = []
-    for i, order_id in zip(chosen, order_ids, strict=True):
+    for i, order_id, ids_of_lines in zip(chosen, order_ids, line_ids, strict=True):
         b = built[i]
         assert b is not None
-        lines = lines_of[i] = [next(written) for _ in b.lines]
+        lines = lines_of[i] = [
+            {"order_id": order_id, **line, "id": line_id}
+            for line, line_id in zip(b.lines, ids_of_lines, strict=True)
+        ]
         stock.append(
             inventory_service.NewOrderStock(
                 plan_of[i],
@@ -654,39 +650,46 @@ async def create_many(
                 b.target is Status.PAID,
             )
         )
-    reservation = await inventory_service.reserve_new_orders(
-        session, bulk, stock, take_now=not defer_unusual
-    )
-    audit: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
-    for i, order_id in zip(chosen, order_ids, strict=True):
-        b = built[i]
-        assert b is not None
-        spec = specs[i]
-        holds = [
-            await exceptions_service.open_case_record(
-                session,
-                order_id=order_id,
-                category=hold.category,
-                type=hold.type,
-                blocking=True,
-                detail=hold.detail,
-            )
-            for hold in spec.holds
-        ]
-        if order_id in reservation.short:
-            holds.append(await _shortage_hold(session, order_id, reservation.short[order_id]))
-        audit.append(audit_row(order_id, 1, spec.initial, None, b.target.value, spec.actor, now))
-        events.append(_created_event(order_id, b.values, len(b.lines)))
-        outcomes[i] = Created(
-            order_id,
-            b.values,
-            lines_of[i],
-            holds,
-            reservation.reserved.get(order_id),
+    # The group commit's plain INSERTs from here on (reservations, allocations, audit rows,
+    # outbox events and what their publish hooks add) go as one statement on PostgreSQL: nothing
+    # below reads them back (ADR 0055). Channel ingest takes its stock in a savepoint: at once.
+    fold = folded_inserts(session) if defer_unusual else contextlib.nullcontext()
+    async with fold:
+        reservation = await inventory_service.reserve_new_orders(
+            session, bulk, stock, take_now=not defer_unusual
         )
-    await repository.insert_events(session, audit)
-    await outbox.publish_rows(session, events)
+        audit: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        for i, order_id in zip(chosen, order_ids, strict=True):
+            b = built[i]
+            assert b is not None
+            spec = specs[i]
+            holds = [
+                await exceptions_service.open_case_record(
+                    session,
+                    order_id=order_id,
+                    category=hold.category,
+                    type=hold.type,
+                    blocking=True,
+                    detail=hold.detail,
+                )
+                for hold in spec.holds
+            ]
+            if order_id in reservation.short:
+                holds.append(await _shortage_hold(session, order_id, reservation.short[order_id]))
+            audit.append(
+                audit_row(order_id, 1, spec.initial, None, b.target.value, spec.actor, now)
+            )
+            events.append(_created_event(order_id, b.values, len(b.lines)))
+            outcomes[i] = Created(
+                order_id,
+                b.values,
+                lines_of[i],
+                holds,
+                reservation.reserved.get(order_id),
+            )
+        await repository.insert_events(session, audit)
+        await outbox.publish_rows(session, events)
     created_paid = [
         SalesOrder(id=order_id, **built[i].values)  # type: ignore[union-attr]
         for i, order_id in zip(chosen, order_ids, strict=True)

@@ -21,7 +21,15 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core.clock import as_utc
-from ordertally.core.db import dialect_of, table_of
+from ordertally.core.db import (
+    dialect_of,
+    execute_driver_sql,
+    insert_rows,
+    scalar_defaults,
+    table_of,
+    unnest_args,
+    unnest_insert,
+)
 from ordertally.orders.models import (
     FxRate,
     OrderEvent,
@@ -104,6 +112,86 @@ async def insert_orders(session: AsyncSession, rows: list[dict[str, Any]]) -> li
     return [ids[row["order_no"]] for row in rows]
 
 
+_ORDERS_WITH_LINES: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+
+
+async def insert_orders_with_lines(
+    session: AsyncSession, rows: list[dict[str, Any]], lines: list[list[dict[str, Any]]]
+) -> tuple[list[int], list[list[int]]]:
+    """Insert many orders and their lines (`lines[i]`: order i's line rows, without
+    `order_id`); returns the orders' ids and each order's line ids, in the given order.
+
+    PostgreSQL: one statement whatever the batch's size (the orders' INSERT in a CTE, the
+    lines' INSERT joined to it by order number, both over `unnest` arrays: ADR 0055), instead
+    of two multi-row INSERTs whose text, and plan, changed with every batch size. SQLite (or
+    rows with a default computed per row): `insert_orders`, then `insert_lines`."""
+    order_names = tuple(rows[0])
+    line_names = tuple(lines[0][0]) if lines and lines[0] else ()
+    fill_order = scalar_defaults(_ORDER, order_names)
+    fill_line = scalar_defaults(_LINE, (*line_names, "order_id"))
+    if (
+        dialect_of(session) != "postgresql"
+        or not line_names
+        or fill_order is None
+        or fill_line is None
+        or any(tuple(row) != order_names for row in rows)
+        or any(tuple(line) != line_names for order in lines for line in order)
+    ):
+        order_ids = await insert_orders(session, rows)
+        line_rows = [
+            {"order_id": order_id, **line}
+            for order_id, order in zip(order_ids, lines, strict=True)
+            for line in order
+        ]
+        written = iter(await insert_lines(session, line_rows))
+        return order_ids, [[next(written) for _ in order] for order in lines]
+    bind = session.bind
+    assert bind is not None, "session is not bound"
+    dialect = bind.dialect
+    order_rows = [{**row, **fill_order} for row in rows] if fill_order else rows
+    line_rows = [{**line, **fill_line} for order in lines for line in order]
+    order_cols = list(order_rows[0])
+    line_cols = list(line_rows[0]) if line_rows else list(line_names)
+    key = (tuple(order_cols), tuple(line_cols))
+    sql = _ORDERS_WITH_LINES.get(key)
+    if sql is None:
+        orders_sql = unnest_insert(dialect, _ORDER, order_cols, 1)
+        last = len(order_cols) + len(line_cols) + 1  # the lines' order numbers
+        lines_sql = unnest_insert(
+            dialect,
+            _LINE,
+            line_cols,
+            len(order_cols) + 1,
+            keys=(f"CAST(${last} AS TEXT[])",),
+            extra=("order_id", "o.id", "JOIN o ON o.order_no = u.k0"),
+        )
+        sql = _ORDERS_WITH_LINES[key] = (
+            f"WITH o AS ({orders_sql} RETURNING id, order_no),"
+            f" l AS ({lines_sql} RETURNING id, order_id, line_no)"
+            " SELECT o.order_no, o.id, CAST(NULL AS INTEGER), CAST(NULL AS BIGINT) FROM o"
+            " UNION ALL SELECT NULL, l.order_id, l.line_no, l.id FROM l"
+        )
+    args = [
+        *unnest_args(dialect, _ORDER, order_cols, order_rows),
+        *unnest_args(dialect, _LINE, line_cols, line_rows),
+        [row["order_no"] for row, order in zip(rows, lines, strict=True) for _ in order],
+    ]
+    order_of: dict[str, int] = {}
+    line_of: dict[tuple[int, int], int] = {}
+    for order_no, order_id, line_no, line_id in (
+        await execute_driver_sql(session, sql, args)
+    ).all():
+        if line_id is None:
+            order_of[order_no] = int(order_id)
+        else:
+            line_of[(int(order_id), int(line_no))] = int(line_id)
+    order_ids = [order_of[row["order_no"]] for row in rows]
+    return order_ids, [
+        [line_of[(order_id, line["line_no"])] for line in order]
+        for order_id, order in zip(order_ids, lines, strict=True)
+    ]
+
+
 async def by_external(
     session: AsyncSession, channel: str, external_ids: list[str]
 ) -> list[tuple[str, int, str]]:
@@ -161,12 +249,24 @@ async def recent_fingerprints(
     """Which fingerprints an order created since a moment already has."""
     if not fingerprints:
         return set()
+    wanted = sorted(set(fingerprints))
+    if dialect_of(session) == "postgresql":
+        # One statement text whatever the batch's size (an IN list is a new one, prepared and
+        # planned again, for each number of fingerprints).
+        rows = await session.execute(_RECENT_FINGERPRINTS, {"fingerprints": wanted, "since": since})
+        return {f for (f,) in rows.all()}
     rows = await session.execute(
         select(_ORDER.c.fingerprint)
-        .where(_ORDER.c.fingerprint.in_(sorted(set(fingerprints))), _ORDER.c.created_at >= since)
+        .where(_ORDER.c.fingerprint.in_(wanted), _ORDER.c.created_at >= since)
         .distinct()
     )
     return {f for (f,) in rows.all()}
+
+
+_RECENT_FINGERPRINTS = text(
+    "SELECT DISTINCT fingerprint FROM sales_order"
+    " WHERE fingerprint = ANY(CAST(:fingerprints AS text[])) AND created_at >= :since"
+)
 
 
 async def insert_lines(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
@@ -226,7 +326,7 @@ async def set_status_many(
 
 async def insert_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Append many audit rows."""
-    await session.execute(_INSERT_EVENT, rows)
+    await insert_rows(session, table_of(OrderEvent), rows)
 
 
 async def lines_of_many(session: AsyncSession, order_ids: list[int]) -> list[OrderLine]:

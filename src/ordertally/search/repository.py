@@ -26,12 +26,11 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
-from ordertally.core.db import Database, dialect_of, table_of, upsert_insert
+from ordertally.core.db import Database, dialect_of, insert_rows, table_of, upsert_insert
 from ordertally.search.models import SearchDirty, SearchDoc, SearchSynonym, SearchWordWatch
 
 _DOC = table_of(SearchDoc)
 _DIRTY = table_of(SearchDirty)
-_ADD_DIRTY = _DIRTY.insert()
 _UPDATABLE = [c.name for c in _DOC.columns if c.name != "order_id"]
 # What a result shows and explains: plain rows, not ORM objects (the search path's hottest
 # cost was building and tracking them).
@@ -106,8 +105,7 @@ class Dirty:
 async def add_dirty(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """Queue orders for the lane (`order_id`, `since`): plain inserts, never a conflict, so a
     writer never waits for a lane."""
-    if rows:
-        await session.execute(_ADD_DIRTY, list(rows))
+    await insert_rows(session, _DIRTY, list(rows))
 
 
 async def claim_dirty(session: AsyncSession, limit: int) -> list[Dirty]:

@@ -1,0 +1,121 @@
+"""`python -m bench.creation_batch`: the group commit's fixed cost per batch, on a shared machine.
+
+The API's creation batch (`orders.api._create_batch`) run in this process, one batch at a time,
+over one pooled PostgreSQL connection of a scratch database seeded as `python -m bench` seeds
+it (16 buckets per SKU): for each batch size, the statements sent per batch (counted), the
+process CPU per batch and per order (`time.process_time`), and the CPU the connection's backend
+used (`/proc/<pid>/stat` of `pg_backend_pid()`, PostgreSQL on this machine). CPU time is what
+each side spent, not how long it waited, so the figures hold while other work shares the cores;
+run it with main's tree and a branch's through PYTHONPATH, alternated, to compare them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from typing import Any
+
+from bench import payload
+from bench.server import Server, scratch_database
+
+DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def backend_cpu(pid: int) -> float:
+    """Seconds of CPU (user + system) a local PostgreSQL backend has used."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+async def measure(url: str, sizes: list[int], orders: int) -> dict[str, Any]:
+    from sqlalchemy import event, text
+
+    from ordertally.core.db import Database
+    from ordertally.idempotency import service as idempotency_service
+    from ordertally.orders import api
+    from ordertally.orders.schemas import OrderCreate
+    from ordertally.orders.state_machine import Actor, ActorKind
+    from ordertally.search import consumers  # the search queue's publish hook, as in the app
+
+    assert consumers.mark_dirty
+
+    db = Database(url, pool_size=1)
+    sent: list[str] = []
+    event.listen(
+        db.write_engine.sync_engine,
+        "before_cursor_execute",
+        lambda conn, cursor, statement, *args: sent.append(statement),
+    )
+    actor = Actor(ActorKind.API, "bench", "127.0.0.1")
+    counter = 0
+
+    def batch(size: int) -> list[Any]:
+        nonlocal counter
+        requests = []
+        for _ in range(size):
+            counter += 1
+            body = OrderCreate.model_validate_json(payload.order_body(counter))
+            req_hash = idempotency_service.request_hash("POST", "/api/v1/orders", body)
+            requests.append(api._Create(body, actor, "ops", None, req_hash))
+        return requests
+
+    async with db.transaction(write=False) as session:
+        pid = int(await session.scalar(text("SELECT pg_backend_pid()")))
+    results: dict[str, Any] = {}
+    for size in sizes:
+        count = max(3, orders // size)
+        for warm in [batch(size) for _ in range(3)]:
+            await api._create_batch(db, warm)
+        prepared = [batch(size) for _ in range(count)]
+        sent.clear()
+        cpu0, pg0, wall0 = time.process_time(), backend_cpu(pid), time.perf_counter()
+        created = 0
+        for requests in prepared:
+            done = await api._create_batch(db, requests)
+            created += sum(1 for d in done if d is not None)
+        cpu1, pg1, wall1 = time.process_time(), backend_cpu(pid), time.perf_counter()
+        if created != count * size:
+            raise RuntimeError(f"{count * size - created} orders were left to the one-order path")
+        results[str(size)] = {
+            "batches": count,
+            "statements_per_batch": len(sent) / count,
+            "client_ms_per_batch": round((cpu1 - cpu0) / count * 1000, 3),
+            "client_ms_per_order": round((cpu1 - cpu0) / (count * size) * 1000, 4),
+            "pg_ms_per_batch": round((pg1 - pg0) / count * 1000, 3),
+            "pg_ms_per_order": round((pg1 - pg0) / (count * size) * 1000, 4),
+            "wall_ms_per_batch": round((wall1 - wall0) / count * 1000, 3),
+        }
+    await db.dispose()
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.creation_batch", description=__doc__)
+    parser.add_argument(
+        "--pg-url", default=os.environ.get("ORDERTALLY_TEST_PG_URL") or DEFAULT_PG_URL
+    )
+    parser.add_argument("--sizes", default="1,2,5,50", help="batch sizes, comma-separated")
+    parser.add_argument("--orders", type=int, default=600, help="orders measured per size")
+    parser.add_argument("--rounds", type=int, default=1, help="measurements per size")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    with scratch_database("pg", args.pg_url, {}) as db:
+        with Server(db, 1) as server:
+            server.seed_stock(16)
+        os.environ.update(db.env)
+        from ordertally.core.settings import reset_settings
+
+        reset_settings()
+        for round_no in range(args.rounds):
+            found = asyncio.run(measure(db.url, sizes, args.orders))
+            for size, row in found.items():
+                print(json.dumps({"round": round_no + 1, "size": int(size), **row}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
