@@ -23,6 +23,7 @@ from ordertally.orders.schemas import OrderCreate
 from ordertally.orders.state_machine import Actor, ActorKind
 from ordertally.search import consumers as search_consumers
 from ordertally.search.models import SearchDirty
+from tests.conftest import ONLY_PG
 from tests.factories import make_order, order_body
 
 pytestmark = pytest.mark.anyio
@@ -147,9 +148,8 @@ async def test_a_failed_block_sends_nothing_and_a_savepoint_inserts_at_once(
     assert [r[0][-1] for r in await _stored(db)] == ["1", "2"]
 
 
+@ONLY_PG  # SQLite does not check VARCHAR lengths
 async def test_a_value_too_long_fails_rather_than_being_cut(db: Database) -> None:
-    if db.is_sqlite:
-        pytest.skip("SQLite does not check VARCHAR lengths")
     row = {**_outbox_row(1, datetime(2026, 12, 6, tzinfo=UTC)), "event_type": "x" * 65}
     with pytest.raises(DBAPIError, match="too long"):
         async with db.transaction() as session, folded_inserts(session):
