@@ -429,6 +429,9 @@ async def create_order(
             )
 
     order_id = await repository.insert_order(session, values)
+    await repository.insert_fingerprints(
+        session, [{"order_id": order_id, "fingerprint": fingerprint, "created_at": now}]
+    )
     line_rows = [{"order_id": order_id, **row} for row in built.lines]
     line_ids = await repository.insert_lines(session, line_rows)
     lines = [OrderLine(id=i, **row) for i, row in zip(line_ids, line_rows, strict=True)]
@@ -625,6 +628,13 @@ async def create_many(
         return CreatedMany(outcomes, {})
     rows = [built[i].values for i in chosen]  # type: ignore[union-attr]
     order_ids = await repository.insert_orders(session, rows)
+    await repository.insert_fingerprints(
+        session,
+        [
+            {"order_id": order_id, "fingerprint": row["fingerprint"], "created_at": now}
+            for order_id, row in zip(order_ids, rows, strict=True)
+        ],
+    )
     line_rows = [
         {"order_id": order_id, **line}
         for i, order_id in zip(chosen, order_ids, strict=True)

@@ -25,6 +25,7 @@ from ordertally.core.db import dialect_of, table_of
 from ordertally.orders.models import (
     FxRate,
     OrderEvent,
+    OrderFingerprint,
     OrderLine,
     PiiAccess,
     SalesOrder,
@@ -61,12 +62,14 @@ async def find_recent_by_fingerprint(
     session: AsyncSession, fingerprint: str, since: datetime
 ) -> SalesOrder | None:
     """The newest order with the same fingerprint created since a moment."""
-    return await session.scalar(
-        select(SalesOrder)
-        .where(SalesOrder.fingerprint == fingerprint, SalesOrder.created_at >= since)
-        .order_by(SalesOrder.created_at.desc())
+    newest = (
+        select(OrderFingerprint.order_id)
+        .where(OrderFingerprint.fingerprint == fingerprint, OrderFingerprint.created_at >= since)
+        .order_by(OrderFingerprint.created_at.desc(), OrderFingerprint.order_id.desc())
         .limit(1)
+        .scalar_subquery()
     )
+    return await session.scalar(select(SalesOrder).where(SalesOrder.id == newest))
 
 
 # Hot-path statements are built once (Core, on the tables) and executed with parameters, so
@@ -81,6 +84,8 @@ _INSERT_LINES = insert(_LINE).returning(_LINE.c.id, sort_by_parameter_order=True
 _INSERT_ORDERS_PLAIN = insert(_ORDER)
 _INSERT_LINES_PLAIN = insert(_LINE)
 _INSERT_EVENT = insert(table_of(OrderEvent))
+_FINGERPRINT = table_of(OrderFingerprint)
+_INSERT_FINGERPRINTS = insert(_FINGERPRINT)
 
 
 async def insert_order(session: AsyncSession, values: dict[str, Any]) -> int:
@@ -162,11 +167,44 @@ async def recent_fingerprints(
     if not fingerprints:
         return set()
     rows = await session.execute(
-        select(_ORDER.c.fingerprint)
-        .where(_ORDER.c.fingerprint.in_(sorted(set(fingerprints))), _ORDER.c.created_at >= since)
+        select(_FINGERPRINT.c.fingerprint)
+        .where(
+            _FINGERPRINT.c.fingerprint.in_(sorted(set(fingerprints))),
+            _FINGERPRINT.c.created_at >= since,
+        )
         .distinct()
     )
     return {f for (f,) in rows.all()}
+
+
+async def insert_fingerprints(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Record new orders' fingerprints (order_id, fingerprint, created_at) for the duplicate
+    window, in one multi-row INSERT."""
+    if rows:
+        await session.execute(_INSERT_FINGERPRINTS, rows)
+
+
+async def purge_fingerprints(session: AsyncSession, before: datetime, limit: int) -> int:
+    """Delete up to `limit` fingerprints of orders created before a moment, oldest first (the
+    walk follows the created_at index)."""
+    oldest = (
+        select(_FINGERPRINT.c.order_id)
+        .where(_FINGERPRINT.c.created_at < before)
+        .order_by(_FINGERPRINT.c.created_at)
+        .limit(limit)
+    )
+    result = await session.execute(
+        delete(_FINGERPRINT).where(
+            _FINGERPRINT.c.created_at < before, _FINGERPRINT.c.order_id.in_(oldest)
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def stale_fingerprints(session: AsyncSession, before: datetime, cap: int) -> int:
+    """How many fingerprints of orders created before a moment are still kept (up to `cap`)."""
+    kept = select(_FINGERPRINT.c.order_id).where(_FINGERPRINT.c.created_at < before).limit(cap)
+    return int(await session.scalar(select(func.count()).select_from(kept.subquery())) or 0)
 
 
 async def insert_lines(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
