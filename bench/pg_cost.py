@@ -136,7 +136,8 @@ async def reading(url: str) -> dict[str, Any]:
 
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
-        out: dict[str, Any] = {"lsn": await conn.fetchval("SELECT pg_current_wal_insert_lsn()::text")}
+        lsn = await conn.fetchval("SELECT pg_current_wal_insert_lsn()::text")
+        out: dict[str, Any] = {"lsn": lsn}
         for key, sql in _READ_SQL.items():
             rows = [dict(r) for r in await conn.fetch(sql)]
             out[key] = {r.pop("name"): r for r in rows} if rows and "name" in rows[0] else rows[0]
