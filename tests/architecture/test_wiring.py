@@ -76,6 +76,7 @@ JOBS = [
     "payments_purge_nonces",
     "payments_query_due",
     "purge_idempotency_keys",
+    "purge_order_fingerprints",
     "purge_user_sessions",
     "rules_schedule_tick",
     "search_catalog_words",

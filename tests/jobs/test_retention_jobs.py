@@ -31,6 +31,7 @@ PURGES = {
     "channels_webhook_purge": "channel webhook inbox bodies",
     "aftersales_record_purge": "after-sales platform record bodies",
     "purge_idempotency_keys": "idempotency keys",
+    "purge_order_fingerprints": "the duplicate check's order fingerprints",
     "purge_user_sessions": "back-office sessions",
 }
 LONGEST_PERIOD_S = 3600

@@ -60,6 +60,7 @@ async def test_doctor_passes_on_a_healthy_database(db: Database) -> None:
         "available_not_negative",
         "stuck_orders",
         "unreserved_paid_orders",
+        "order_fingerprints",
         "breached_cases",
         "payment_providers",
         "payment_inbox",
@@ -78,7 +79,14 @@ async def test_doctor_fails_on_stuck_orders_and_outbox_backlog(db: Database) -> 
     report = json.loads(result.stdout)
     assert result.returncode == 1
     failed = {c["name"]: c for c in report["checks"] if not c["ok"]}
-    assert set(failed) == {"outbox", "stuck_orders", "expired_reservations", "search_index_lag"}
+    # (and the order's fingerprint outlived the duplicate window: no worker purged it)
+    assert set(failed) == {
+        "outbox",
+        "stuck_orders",
+        "expired_reservations",
+        "search_index_lag",
+        "order_fingerprints",
+    }
     assert failed["stuck_orders"]["data"] == {"pending_payment_past_deadline": 1}
     assert failed["outbox"]["data"]["backlog"] == 1
     # the order's creation is queued for the search lane, 3 h old

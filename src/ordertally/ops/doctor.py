@@ -19,6 +19,7 @@ from ordertally.inventory import repository as inventory_repository
 from ordertally.ops import migrations
 from ordertally.ops import repository as health
 from ordertally.orders import repository as orders_repository
+from ordertally.orders import service as orders_service
 from ordertally.payments import repository as payments_repository
 from ordertally.payments import service as payments_service
 from ordertally.payments.models import AFTERSALES_REFUND_PREFIX
@@ -93,6 +94,7 @@ async def run_checks(db: Database, settings: Settings) -> list[Check]:
             )
         )
         checks.append(await _unreserved_orders_check(session))
+        checks.append(await _fingerprints_check(session, settings))
         checks.append(await _breached_cases_check(session))
         checks.extend(await _payment_checks(session, settings))
         checks.extend(await _search_checks(session, settings))
@@ -143,6 +145,24 @@ async def _unreserved_orders_check(session: AsyncSession) -> Check:
     return Check(
         "unreserved_paid_orders", count == 0, detail, {"count": count, "order_nos": sample}
     )
+
+
+# Fingerprints older than the duplicate window plus this are left behind by a purge that is not
+# running (`purge_order_fingerprints` runs every 10 minutes); the count stops at the cap.
+FINGERPRINT_GRACE_SECONDS = 3600
+FINGERPRINT_CAP = 10_000
+
+
+async def _fingerprints_check(session: AsyncSession, settings: Settings) -> Check:
+    """The duplicate check's fingerprints are purged: none older than the window and a grace."""
+    stale = await orders_service.stale_fingerprints(
+        session, clock.now(), settings, FINGERPRINT_GRACE_SECONDS, FINGERPRINT_CAP
+    )
+    more = "+" if stale >= FINGERPRINT_CAP else ""
+    detail = f"{stale}{more} order fingerprints kept past the duplicate window"
+    if stale:
+        detail += ": is a worker running the purge_order_fingerprints job?"
+    return Check("order_fingerprints", stale == 0, detail, {"stale": stale})
 
 
 async def _breached_cases_check(session: AsyncSession) -> Check:

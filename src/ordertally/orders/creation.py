@@ -431,6 +431,9 @@ async def create_order(
             )
 
     order_id = await repository.insert_order(session, values)
+    await repository.insert_fingerprints(
+        session, [{"order_id": order_id, "fingerprint": fingerprint, "created_at": now}]
+    )
     line_rows = [{"order_id": order_id, **row} for row in built.lines]
     line_ids = await repository.insert_lines(session, line_rows)
     lines = [OrderLine(id=i, **row) for i, row in zip(line_ids, line_rows, strict=True)]
@@ -628,6 +631,13 @@ async def create_many(
     rows = [built[i].values for i in chosen]  # type: ignore[union-attr]
     order_lines = [built[i].lines for i in chosen]  # type: ignore[union-attr]
     order_ids, line_ids = await repository.insert_orders_with_lines(session, rows, order_lines)
+    await repository.insert_fingerprints(
+        session,
+        [
+            {"order_id": order_id, "fingerprint": row["fingerprint"], "created_at": now}
+            for order_id, row in zip(order_ids, rows, strict=True)
+        ],
+    )
     lines_of: dict[int, list[dict[str, Any]]] = {}
     stock: list[inventory_service.NewOrderStock] = []
     for i, order_id, ids_of_lines in zip(chosen, order_ids, line_ids, strict=True):

@@ -8,8 +8,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core.db import Database
+from ordertally.core.settings import get_settings
 from ordertally.jobs.scheduler import periodic, periodic_outside
-from ordertally.orders import closing, review
+from ordertally.orders import closing, review, service
 
 
 @periodic_outside("close_unpaid_orders", every_seconds=60)
@@ -23,3 +24,10 @@ async def close_unpaid_orders(db: Database, now: datetime) -> dict[str, Any]:
 async def orders_review_recheck(session: AsyncSession, now: datetime) -> dict[str, Any]:
     """Pass the orders held in review only until time passed (paid too recently, window)."""
     return {"passed": await review.recheck(session)}
+
+
+@periodic_outside("purge_order_fingerprints", every_seconds=600)
+async def purge_order_fingerprints(db: Database, now: datetime) -> dict[str, Any]:
+    """Forget the duplicate fingerprints of orders older than the duplicate window, in short
+    transactions (ADR 0056)."""
+    return {"purged": await service.purge_fingerprints(db, now, get_settings())}

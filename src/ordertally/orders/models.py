@@ -46,7 +46,8 @@ class SalesOrder(Base):
         Index("ix_sales_order_created_at_status", "created_at", "status"),
         Index("ix_sales_order_status_created_at", "status", "created_at"),
         Index("ix_sales_order_status_deadline", "status", "payment_deadline_at"),
-        Index("ix_sales_order_fingerprint_created_at", "fingerprint", "created_at"),
+        # No index on `fingerprint`: the duplicate check reads `order_fingerprint` (migration
+        # 0039, ADR 0056).
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -81,6 +82,8 @@ class SalesOrder(Base):
     ship_province: Mapped[str] = mapped_column(String(32))
     ship_city: Mapped[str] = mapped_column(String(64))
     ship_district: Mapped[str] = mapped_column(String(64))
+    # What makes two keyless orders twins (customer, lines, amount); the duplicate check reads
+    # its copy in `order_fingerprint`, kept only for the duplicate window.
     fingerprint: Mapped[str] = mapped_column(String(64))
     created_by: Mapped[str] = mapped_column(String(100))
     payment_deadline_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
@@ -93,6 +96,21 @@ class SalesOrder(Base):
     sub_status: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
     # The seller's remark (卖家备注), edited from the review queue.
     remark: Mapped[str | None] = mapped_column(String(500), nullable=True, default=None)
+
+
+class OrderFingerprint(Base):
+    """The duplicate fingerprint of each order created in the last duplicate window: the keyless
+    duplicate check reads it instead of an index over every order's fingerprint, whose random
+    keys put a random leaf of a table-sized index on each order's insert (ADR 0056). Written
+    with the order; rows older than the window are purged (`purge_order_fingerprints`). No
+    foreign key: a row outlives nothing but the window."""
+
+    __tablename__ = "order_fingerprint"
+    __table_args__ = (Index("ix_order_fingerprint_created_at", "created_at"),)
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    order_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
 
 
 class OrderLine(Base):

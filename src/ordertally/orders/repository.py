@@ -33,6 +33,7 @@ from ordertally.core.db import (
 from ordertally.orders.models import (
     FxRate,
     OrderEvent,
+    OrderFingerprint,
     OrderLine,
     PiiAccess,
     SalesOrder,
@@ -69,12 +70,14 @@ async def find_recent_by_fingerprint(
     session: AsyncSession, fingerprint: str, since: datetime
 ) -> SalesOrder | None:
     """The newest order with the same fingerprint created since a moment."""
-    return await session.scalar(
-        select(SalesOrder)
-        .where(SalesOrder.fingerprint == fingerprint, SalesOrder.created_at >= since)
-        .order_by(SalesOrder.created_at.desc())
+    newest = (
+        select(OrderFingerprint.order_id)
+        .where(OrderFingerprint.fingerprint == fingerprint, OrderFingerprint.created_at >= since)
+        .order_by(OrderFingerprint.created_at.desc(), OrderFingerprint.order_id.desc())
         .limit(1)
+        .scalar_subquery()
     )
+    return await session.scalar(select(SalesOrder).where(SalesOrder.id == newest))
 
 
 # Hot-path statements are built once (Core, on the tables) and executed with parameters, so
@@ -89,6 +92,7 @@ _INSERT_LINES = insert(_LINE).returning(_LINE.c.id, sort_by_parameter_order=True
 _INSERT_ORDERS_PLAIN = insert(_ORDER)
 _INSERT_LINES_PLAIN = insert(_LINE)
 _INSERT_EVENT = insert(table_of(OrderEvent))
+_FINGERPRINT = table_of(OrderFingerprint)
 
 
 async def insert_order(session: AsyncSession, values: dict[str, Any]) -> int:
@@ -256,17 +260,46 @@ async def recent_fingerprints(
         rows = await session.execute(_RECENT_FINGERPRINTS, {"fingerprints": wanted, "since": since})
         return {f for (f,) in rows.all()}
     rows = await session.execute(
-        select(_ORDER.c.fingerprint)
-        .where(_ORDER.c.fingerprint.in_(wanted), _ORDER.c.created_at >= since)
+        select(_FINGERPRINT.c.fingerprint)
+        .where(_FINGERPRINT.c.fingerprint.in_(wanted), _FINGERPRINT.c.created_at >= since)
         .distinct()
     )
     return {f for (f,) in rows.all()}
 
 
 _RECENT_FINGERPRINTS = text(
-    "SELECT DISTINCT fingerprint FROM sales_order"
+    "SELECT DISTINCT fingerprint FROM order_fingerprint"
     " WHERE fingerprint = ANY(CAST(:fingerprints AS text[])) AND created_at >= :since"
 )
+
+
+async def insert_fingerprints(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Record new orders' fingerprints (order_id, fingerprint, created_at) for the duplicate
+    window: at once, or folded into the creation batch's one INSERT (ADR 0055)."""
+    await insert_rows(session, _FINGERPRINT, rows)
+
+
+async def purge_fingerprints(session: AsyncSession, before: datetime, limit: int) -> int:
+    """Delete up to `limit` fingerprints of orders created before a moment, oldest first (the
+    walk follows the created_at index)."""
+    oldest = (
+        select(_FINGERPRINT.c.order_id)
+        .where(_FINGERPRINT.c.created_at < before)
+        .order_by(_FINGERPRINT.c.created_at)
+        .limit(limit)
+    )
+    result = await session.execute(
+        delete(_FINGERPRINT).where(
+            _FINGERPRINT.c.created_at < before, _FINGERPRINT.c.order_id.in_(oldest)
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def stale_fingerprints(session: AsyncSession, before: datetime, cap: int) -> int:
+    """How many fingerprints of orders created before a moment are still kept (up to `cap`)."""
+    kept = select(_FINGERPRINT.c.order_id).where(_FINGERPRINT.c.created_at < before).limit(cap)
+    return int(await session.scalar(select(func.count()).select_from(kept.subquery())) or 0)
 
 
 async def insert_lines(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:

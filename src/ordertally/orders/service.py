@@ -6,12 +6,14 @@ Services receive a session and never commit; the caller's boundary does.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
+from ordertally.core.db import Database
+from ordertally.core.settings import Settings
 from ordertally.orders import repository
 from ordertally.orders.errors import OrderNotFound, OrderOutOfScope
 from ordertally.orders.models import OrderEvent, OrderLine, SalesOrder
@@ -320,3 +322,44 @@ async def delivered_before(
     """Order numbers delivered before a time, of a channel (None: every channel but those
     excluded), oldest first: the ones whose receipt the scheduler may confirm."""
     return await repository.delivered_before(session, channel, before, exclude or [], limit)
+
+
+# The fingerprint purge deletes in chunks, one short transaction each, at most
+# FINGERPRINT_PURGE_CHUNKS a run (like the idempotency keys' purge): a backlog is worked off
+# over several runs.
+FINGERPRINT_PURGE_CHUNK = 10_000
+FINGERPRINT_PURGE_CHUNKS = 100
+
+
+def fingerprints_needed_since(now: datetime, settings: Settings) -> datetime:
+    """The oldest moment the duplicate check still reads fingerprints from (the window)."""
+    return now - timedelta(seconds=settings.duplicate_window_seconds)
+
+
+async def purge_fingerprints(
+    db: Database,
+    now: datetime,
+    settings: Settings,
+    chunk: int = FINGERPRINT_PURGE_CHUNK,
+    chunks: int = FINGERPRINT_PURGE_CHUNKS,
+) -> int:
+    """Forget the fingerprints of orders created before the duplicate window, `chunk` per
+    transaction, at most `chunks` transactions; returns how many."""
+    before = fingerprints_needed_since(now, settings)
+    purged = 0
+    for _ in range(chunks):
+        async with db.transaction() as session:
+            deleted = await repository.purge_fingerprints(session, before, chunk)
+        purged += deleted
+        if deleted < chunk:
+            break
+    return purged
+
+
+async def stale_fingerprints(
+    session: AsyncSession, now: datetime, settings: Settings, grace_seconds: int, cap: int
+) -> int:
+    """Fingerprints kept longer than the window plus a grace (the purge is not running), up
+    to `cap`."""
+    before = fingerprints_needed_since(now, settings) - timedelta(seconds=grace_seconds)
+    return await repository.stale_fingerprints(session, before, cap)
