@@ -631,13 +631,6 @@ async def create_many(
     rows = [built[i].values for i in chosen]  # type: ignore[union-attr]
     order_lines = [built[i].lines for i in chosen]  # type: ignore[union-attr]
     order_ids, line_ids = await repository.insert_orders_with_lines(session, rows, order_lines)
-    await repository.insert_fingerprints(
-        session,
-        [
-            {"order_id": order_id, "fingerprint": row["fingerprint"], "created_at": now}
-            for order_id, row in zip(order_ids, rows, strict=True)
-        ],
-    )
     lines_of: dict[int, list[dict[str, Any]]] = {}
     stock: list[inventory_service.NewOrderStock] = []
     for i, order_id, ids_of_lines in zip(chosen, order_ids, line_ids, strict=True):
@@ -660,11 +653,19 @@ async def create_many(
                 b.target is Status.PAID,
             )
         )
-    # The group commit's plain INSERTs from here on (reservations, allocations, audit rows,
-    # outbox events and what their publish hooks add) go as one statement on PostgreSQL: nothing
-    # below reads them back (ADR 0055). Channel ingest takes its stock in a savepoint: at once.
+    # The group commit's plain INSERTs from here on (fingerprints, reservations, allocations,
+    # audit rows, outbox events and what their publish hooks add) go as one statement on
+    # PostgreSQL: nothing below reads them back (ADR 0055). Channel ingest takes its stock in a
+    # savepoint: at once.
     fold = folded_inserts(session) if defer_unusual else contextlib.nullcontext()
     async with fold:
+        await repository.insert_fingerprints(
+            session,
+            [
+                {"order_id": order_id, "fingerprint": row["fingerprint"], "created_at": now}
+                for order_id, row in zip(order_ids, rows, strict=True)
+            ],
+        )
         reservation = await inventory_service.reserve_new_orders(
             session, bulk, stock, take_now=not defer_unusual
         )
