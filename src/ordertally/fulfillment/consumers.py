@@ -11,13 +11,22 @@ from ordertally.fulfillment import allocation
 
 
 def _paid(envelope: Envelope) -> bool:
-    """The event makes an order paid: a payment (`OrderPaid`), a reopening, or a new order
-    created paid (`OrderCreated` of a platform order imported paid, `import_paid`). Before
-    the last was here, imported orders waited for the minutely sweep, 200 at a time."""
+    """The event may make an order ready to allocate: a payment (`OrderPaid`), a reopening, a
+    passed review (`OrderReviewPassed`), or a new order created paid (`OrderCreated` of a
+    platform order imported paid, `import_paid`). Before the last two were here, those orders
+    waited for the minutely sweep, 200 at a time; it still takes orders whose holds are
+    resolved later and lost events."""
     return envelope.type != "OrderCreated" or envelope.payload.get("status") == "paid"
 
 
-@consumer("fulfillment.allocate", "OrderPaid", "OrderReopenedPaid", "OrderCreated", stock=True)
+@consumer(
+    "fulfillment.allocate",
+    "OrderPaid",
+    "OrderReopenedPaid",
+    "OrderCreated",
+    "OrderReviewPassed",
+    stock=True,
+)
 async def allocate_paid_order(session: AsyncSession, envelope: Envelope) -> None:
     """A paid order gets its shipments (one per warehouse of its reservations) and moves to
     allocated; an order on hold waits for the sweep (jobs.allocate_waiting)."""
