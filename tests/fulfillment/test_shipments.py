@@ -15,7 +15,7 @@ import xlsxwriter
 import zxingcpp
 from PIL import Image
 from prometheus_client import REGISTRY
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from ordertally.core import clock
 from ordertally.core.db import Database
@@ -474,10 +474,9 @@ async def test_the_tracking_page_shows_the_timeline_and_its_qr_code_decodes_to_i
     assert (await client.get(other)).status_code == 404
 
 
-async def test_a_held_paid_order_waits_and_the_sweep_allocates_it_once_released(
-    db: Database,
-) -> None:
-    # Given an order on hold (a blocking case) that gets paid
+async def _held_paid_order(db: Database) -> tuple[Any, int]:
+    """An order on hold (a blocking case) that gets paid: it stays paid, without shipments,
+    after the consumers ran, and the sweep leaves it alone."""
     order = await make_order(db)
     async with db.transaction() as session:
         case_id = await exceptions_service.open_case(
@@ -492,22 +491,55 @@ async def test_a_held_paid_order_waits_and_the_sweep_allocates_it_once_released(
             session, order.order_no, "payment_succeeded", Actor(ActorKind.PAYMENT_CALLBACK, "t")
         )
     await drain(db, get_settings())
-    # Then it stays paid, without shipments, and the sweep leaves it alone
     assert (await _order(db, order.order_no)).status == "paid"
     assert await shipments(db, order.id) == []
     async with db.transaction() as session:
         assert await service.allocate_waiting(session, 100) == 0
-    # When the hold is resolved, the sweep allocates it, once
+    return order, case_id
+
+
+@pytest.mark.parametrize("lift", ["resolve", "cancel"])
+async def test_a_held_paid_order_is_allocated_by_the_consumer_once_its_hold_is_lifted(
+    db: Database, lift: str
+) -> None:
+    # Given a paid order held by a blocking case
+    order, case_id = await _held_paid_order(db)
+    # When the case is resolved (or cancelled as opened by mistake)
+    async with db.transaction() as session:
+        if lift == "resolve":
+            await exceptions_service.resolve(session, case_id, "ops", "address confirmed")
+        else:
+            who = exceptions_service.Who("ops")
+            await exceptions_service.cancel(session, case_id, "opened by mistake", who)
+    # Then the allocation consumer allocates it at once: nothing is left for the sweep
+    await drain(db, get_settings())
+    assert (await _order(db, order.order_no)).status == "allocated"
+    assert [(s.warehouse_code, s.status) for s in await shipments(db, order.id)] == [
+        ("WH-TEST", "planned")
+    ]
+    async with db.transaction() as session:
+        assert await service.allocate_waiting(session, 100) == 0
+
+
+async def test_a_held_paid_order_whose_lifted_event_is_lost_is_allocated_by_the_sweep_once(
+    db: Database,
+) -> None:
+    # Given a paid order held by a blocking case, resolved, whose event never reaches the
+    # consumer (lost: marked delivered without being dispatched)
+    order, case_id = await _held_paid_order(db)
     async with db.transaction() as session:
         await exceptions_service.resolve(session, case_id, "ops", "address confirmed by phone")
+        await session.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.event_type == "ExceptionCaseClosed")
+            .values(status="done")
+        )
+    # Then the sweep allocates it, once
     async with db.transaction() as session:
         assert await service.allocate_waiting(session, 100) == 1
     async with db.transaction() as session:
         assert await service.allocate_waiting(session, 100) == 0
     assert (await _order(db, order.order_no)).status == "allocated"
-    assert [(s.warehouse_code, s.status) for s in await shipments(db, order.id)] == [
-        ("WH-TEST", "planned")
-    ]
 
 
 async def test_a_shipped_list_in_xlsx_ships_and_the_metrics_count_the_pushes(

@@ -20,3 +20,16 @@ class ExceptionCaseOpened(BaseModel):
     type: str
     blocking: bool
     occurred_at: datetime
+
+
+@event_schema("ExceptionCaseClosed", 1)
+class ExceptionCaseClosed(BaseModel):
+    """A blocking case on an order was resolved or cancelled: its hold is lifted, so the order
+    may be ready for the step it waited for (allocation takes it at once instead of leaving it
+    to the minutely sweep). Non-blocking cases and cases on no order publish nothing."""
+
+    case_id: int
+    order_id: int
+    type: str
+    status: str
+    occurred_at: datetime

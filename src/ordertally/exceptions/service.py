@@ -15,7 +15,7 @@ from ordertally.core.errors import Conflict, NotFound
 from ordertally.events import outbox
 from ordertally.exceptions import registry, repository
 from ordertally.exceptions.errors import CaseNotActive, EvidenceMissing, UnknownCaseType
-from ordertally.exceptions.events import ExceptionCaseOpened
+from ordertally.exceptions.events import ExceptionCaseClosed, ExceptionCaseOpened
 from ordertally.exceptions.metrics import RESOLVE_SECONDS
 from ordertally.exceptions.models import ACTIVE, CasePolicy, ExceptionCase, ExceptionLog
 from ordertally.exceptions.registry import CaseType
@@ -359,7 +359,27 @@ async def resolve(
     )
     await session.refresh(case)
     RESOLVE_SECONDS.labels(case.type).observe((now - clock.as_utc(case.created_at)).total_seconds())
+    await _announce_lifted(session, case, now)
     return case
+
+
+async def _announce_lifted(session: AsyncSession, case: ExceptionCase, now: datetime) -> None:
+    """A blocking case on an order that was resolved or cancelled publishes
+    `ExceptionCaseClosed` in the same transaction: the hold it was is lifted."""
+    if case.blocking and case.order_id is not None:
+        await outbox.publish(
+            session,
+            "ExceptionCaseClosed",
+            ExceptionCaseClosed(
+                case_id=case.id,
+                order_id=case.order_id,
+                type=case.type,
+                status=case.status,
+                occurred_at=now,
+            ),
+            aggregate_type="exception_case",
+            aggregate_id=str(case.id),
+        )
 
 
 async def reopen(session: AsyncSession, case_id: int, reason: str, who: Who) -> ExceptionCase:
@@ -390,15 +410,18 @@ async def reopen(session: AsyncSession, case_id: int, reason: str, who: Who) -> 
 
 async def cancel(session: AsyncSession, case_id: int, reason: str, who: Who) -> ExceptionCase:
     """Cancel an active case (opened by mistake); a hold it was is lifted."""
-    return await _act(
+    now = clock.now()
+    case = await _act(
         session,
         case_id,
         ACTIVE,
-        {"status": "cancelled", "resolved_at": clock.now(), "resolved_by": who.name},
+        {"status": "cancelled", "resolved_at": now, "resolved_by": who.name},
         "cancelled",
         who,
         reason,
     )
+    await _announce_lifted(session, case, now)
+    return case
 
 
 async def log_event(

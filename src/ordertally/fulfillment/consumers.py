@@ -12,10 +12,11 @@ from ordertally.fulfillment import allocation
 
 def _paid(envelope: Envelope) -> bool:
     """The event may make an order ready to allocate: a payment (`OrderPaid`), a reopening, a
-    passed review (`OrderReviewPassed`), or a new order created paid (`OrderCreated` of a
-    platform order imported paid, `import_paid`). Before the last two were here, those orders
-    waited for the minutely sweep, 200 at a time; it still takes orders whose holds are
-    resolved later and lost events."""
+    passed review (`OrderReviewPassed`), a new order created paid (`OrderCreated` of a
+    platform order imported paid, `import_paid`) or a lifted hold (`ExceptionCaseClosed`: a
+    blocking case resolved or cancelled). Before the last three were here, those orders waited
+    for the minutely sweep, 200 at a time; it still takes lost events. Allocation itself skips
+    an order that is not paid or still on another hold."""
     return envelope.type != "OrderCreated" or envelope.payload.get("status") == "paid"
 
 
@@ -25,6 +26,7 @@ def _paid(envelope: Envelope) -> bool:
     "OrderReopenedPaid",
     "OrderCreated",
     "OrderReviewPassed",
+    "ExceptionCaseClosed",
     stock=True,
 )
 async def allocate_paid_order(session: AsyncSession, envelope: Envelope) -> None:
