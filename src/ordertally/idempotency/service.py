@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
 from ordertally.core.db import Database, dialect_of
+from ordertally.core.purge import in_chunks
 from ordertally.core.settings import get_settings
 from ordertally.idempotency import repository
 from ordertally.idempotency.errors import IdempotencyInFlight, IdempotencyMismatch
@@ -117,11 +118,6 @@ async def purge_expired(
 ) -> int:
     """Delete keys past their retention (24 h by default), `chunk` per transaction, at most
     `chunks` transactions; returns how many."""
-    purged = 0
-    for _ in range(chunks):
-        async with db.transaction() as session:
-            deleted = await repository.purge_keys(session, now, chunk)
-        purged += deleted
-        if deleted < chunk:
-            break
-    return purged
+    return await in_chunks(
+        db, lambda session, n: repository.purge_keys(session, now, n), chunk, chunks
+    )

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core.db import Database
+from ordertally.core.purge import in_chunks
 from ordertally.core.settings import get_settings
 from ordertally.events import service as events_service
 from ordertally.jobs import repository
@@ -27,16 +28,8 @@ CHUNKS = 50
 
 
 async def _in_chunks(db: Database, purge: Callable[[AsyncSession, int], Awaitable[int]]) -> int:
-    """Run `purge(session, CHUNK)` in its own transaction until a chunk comes back short or
-    CHUNKS chunks went; how many rows in all."""
-    purged = 0
-    for _ in range(CHUNKS):
-        async with db.transaction() as session:
-            deleted = await purge(session, CHUNK)
-        purged += deleted
-        if deleted < CHUNK:
-            break
-    return purged
+    """`core.purge.in_chunks` with this module's CHUNK and CHUNKS."""
+    return await in_chunks(db, purge, CHUNK, CHUNKS)
 
 
 @periodic_outside("machinery_purge", every_seconds=600)

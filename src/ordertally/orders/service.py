@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
 from ordertally.core.db import Database
+from ordertally.core.purge import in_chunks
 from ordertally.core.settings import Settings
 from ordertally.orders import repository
 from ordertally.orders.errors import OrderNotFound, OrderOutOfScope
@@ -346,14 +347,9 @@ async def purge_fingerprints(
     """Forget the fingerprints of orders created before the duplicate window, `chunk` per
     transaction, at most `chunks` transactions; returns how many."""
     before = fingerprints_needed_since(now, settings)
-    purged = 0
-    for _ in range(chunks):
-        async with db.transaction() as session:
-            deleted = await repository.purge_fingerprints(session, before, chunk)
-        purged += deleted
-        if deleted < chunk:
-            break
-    return purged
+    return await in_chunks(
+        db, lambda session, n: repository.purge_fingerprints(session, before, n), chunk, chunks
+    )
 
 
 async def stale_fingerprints(
