@@ -39,12 +39,10 @@ FIGURES = (
 )
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, argparse.Namespace]:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.flat", description=__doc__.split("\n")[0]
-    )
+def add_load_arguments(parser: argparse.ArgumentParser, runs: int) -> None:
+    """The preloaded database and the creation load run on it (flat and pg_cost)."""
     parser.add_argument("--name", default="ordertally_preload", help="the preloaded database")
-    parser.add_argument("--runs", type=int, default=3, help="runs per database and mode")
+    parser.add_argument("--runs", type=int, default=runs, help="runs per database and mode")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--clients", type=int, default=200)
@@ -55,17 +53,28 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, argpa
         "--pg-url", default=os.environ.get("ORDERTALLY_TEST_PG_URL") or preload.DEFAULT_PG_URL
     )
     parser.add_argument("--quiet-wait", type=float, default=20.0)
-    args = parser.parse_args(argv)
-    load = order_bench.parse_args(
+
+
+def load_args(args: argparse.Namespace, runs: int) -> argparse.Namespace:
+    """The order-creation bench's arguments for `args` (see add_load_arguments)."""
+    return order_bench.parse_args(
         [
-            "--db", "pg", "--runs", str(args.runs), "--duration", str(args.duration),
+            "--db", "pg", "--runs", str(runs), "--duration", str(args.duration),
             "--warmup", str(args.warmup), "--clients", str(args.clients),
             "--rate", str(args.rate), "--buckets", str(args.buckets),
             "--api-workers", str(args.api_workers), "--pg-url", args.pg_url,
             "--quiet-wait", str(args.quiet_wait),
         ]
     )  # fmt: skip
-    return args, load
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, argparse.Namespace]:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.flat", description=__doc__.split("\n")[0]
+    )
+    add_load_arguments(parser, runs=3)
+    args = parser.parse_args(argv)
+    return args, load_args(args, args.runs)
 
 
 async def _has_stock(db: Database) -> bool:

@@ -38,7 +38,7 @@ from typing import Any
 
 import bench.__main__ as order_bench
 from bench import preload
-from bench.flat import seed_once
+from bench.flat import add_load_arguments, load_args, seed_once
 from bench.server import Database, Server, asyncpg_dsn, existing_database, scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,33 +60,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, argpa
         help="a source tree and its preloaded database (preload manifest name); repeatable; "
         "default: this tree and --name",
     )
-    parser.add_argument("--name", default="ordertally_preload", help="the preloaded database")
-    parser.add_argument("--runs", type=int, default=2, help="rounds")
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--clients", type=int, default=200)
-    parser.add_argument("--rate", type=float, default=500.0, help="open-loop orders/s")
-    parser.add_argument("--buckets", type=int, default=16)
-    parser.add_argument("--api-workers", type=int, default=2)
+    add_load_arguments(parser, runs=2)
     parser.add_argument("--modes", default="closed,open")
     parser.add_argument("--skip-empty", action="store_true")
     parser.add_argument("--no-waldump", action="store_true")
     parser.add_argument("--top", type=int, default=14, help="relations shown per run")
-    parser.add_argument(
-        "--pg-url", default=os.environ.get("ORDERTALLY_TEST_PG_URL") or preload.DEFAULT_PG_URL
-    )
-    parser.add_argument("--quiet-wait", type=float, default=20.0)
     args = parser.parse_args(argv)
-    load = order_bench.parse_args(
-        [
-            "--db", "pg", "--runs", "1", "--duration", str(args.duration),
-            "--warmup", str(args.warmup), "--clients", str(args.clients),
-            "--rate", str(args.rate), "--buckets", str(args.buckets),
-            "--api-workers", str(args.api_workers), "--pg-url", args.pg_url,
-            "--quiet-wait", str(args.quiet_wait),
-        ]
-    )  # fmt: skip
-    return args, load
+    return args, load_args(args, 1)
 
 
 def variants(args: argparse.Namespace) -> list[tuple[str, Path, str]]:
