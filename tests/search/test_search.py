@@ -20,6 +20,7 @@ from ordertally.core import clock
 from ordertally.core.crypto import get_cipher
 from ordertally.core.db import Database
 from ordertally.events import outbox
+from ordertally.exceptions import service as exceptions_service
 from ordertally.orders.contact import PII_ADDRESS, PII_PHONE
 from ordertally.orders.models import SalesOrder
 from ordertally.search.models import SearchDoc
@@ -395,6 +396,43 @@ async def test_an_updated_order_is_found_by_its_new_data_after_the_consumer_runs
     # Then it is found by the new city and no longer by the old district
     assert await find(client, cs, "杭州 西湖区") == [a.order_no]
     assert await find(client, cs, "浦东") == []
+
+
+@pytest.mark.parametrize("close", ["resolve", "cancel"])
+async def test_the_open_exception_filter_follows_a_case_opened_and_closed(
+    orders: dict[str, SalesOrder],
+    client: httpx.AsyncClient,
+    keys: dict[str, str],
+    db: Database,
+    close: str,
+) -> None:
+    b = orders["b"]
+    cs = keys["cs"]
+    assert await find(client, cs, "张三", has_open_exception=True) == []
+    # When a case is opened on the order, by a path that changes nothing else about it
+    async with db.transaction() as session:
+        case_id = await exceptions_service.open_case(
+            session,
+            order_id=b.id,
+            category="order",
+            type="address_check",
+            blocking=False,
+            detail={},
+        )
+    await index(db)
+    # Then the filter finds it among the orders with an open exception
+    assert await find(client, cs, "张三", has_open_exception=True) == [b.order_no]
+    assert await find(client, cs, "张三", has_open_exception=False) == []
+    # When the case is resolved (or cancelled), it no longer does
+    async with db.transaction() as session:
+        if close == "resolve":
+            await exceptions_service.resolve(session, case_id, "cs", "address confirmed")
+        else:
+            who = exceptions_service.Who("cs")
+            await exceptions_service.cancel(session, case_id, "opened by mistake", who)
+    await index(db)
+    assert await find(client, cs, "张三", has_open_exception=True) == []
+    assert await find(client, cs, "张三", has_open_exception=False) == [b.order_no]
 
 
 async def test_out_trade_no_and_transaction_id_after_payment(

@@ -24,12 +24,14 @@ class ExceptionCaseOpened(BaseModel):
 
 @event_schema("ExceptionCaseClosed", 1)
 class ExceptionCaseClosed(BaseModel):
-    """A blocking case on an order was resolved or cancelled: its hold is lifted, so the order
-    may be ready for the step it waited for (allocation takes it at once instead of leaving it
-    to the minutely sweep). Non-blocking cases and cases on no order publish nothing."""
+    """A case on an order was resolved or cancelled: the search index's "open exception" flag
+    is read again, and a blocking case's hold is lifted, so the order may be ready for the step
+    it waited for (allocation takes it at once instead of leaving it to the minutely sweep).
+    Cases on no order publish nothing."""
 
     case_id: int
     order_id: int
     type: str
+    blocking: bool
     status: str
     occurred_at: datetime

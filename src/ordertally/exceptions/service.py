@@ -359,14 +359,14 @@ async def resolve(
     )
     await session.refresh(case)
     RESOLVE_SECONDS.labels(case.type).observe((now - clock.as_utc(case.created_at)).total_seconds())
-    await _announce_lifted(session, case, now)
+    await _announce_closed(session, case, now)
     return case
 
 
-async def _announce_lifted(session: AsyncSession, case: ExceptionCase, now: datetime) -> None:
-    """A blocking case on an order that was resolved or cancelled publishes
-    `ExceptionCaseClosed` in the same transaction: the hold it was is lifted."""
-    if case.blocking and case.order_id is not None:
+async def _announce_closed(session: AsyncSession, case: ExceptionCase, now: datetime) -> None:
+    """A case on an order that was resolved or cancelled publishes `ExceptionCaseClosed` in
+    the same transaction (a blocking case's hold is lifted)."""
+    if case.order_id is not None:
         await outbox.publish(
             session,
             "ExceptionCaseClosed",
@@ -374,6 +374,7 @@ async def _announce_lifted(session: AsyncSession, case: ExceptionCase, now: date
                 case_id=case.id,
                 order_id=case.order_id,
                 type=case.type,
+                blocking=case.blocking,
                 status=case.status,
                 occurred_at=now,
             ),
@@ -420,7 +421,7 @@ async def cancel(session: AsyncSession, case_id: int, reason: str, who: Who) -> 
         who,
         reason,
     )
-    await _announce_lifted(session, case, now)
+    await _announce_closed(session, case, now)
     return case
 
 

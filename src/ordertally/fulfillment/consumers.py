@@ -17,7 +17,11 @@ def _paid(envelope: Envelope) -> bool:
     blocking case resolved or cancelled). Before the last three were here, those orders waited
     for the minutely sweep, 200 at a time; it still takes lost events. Allocation itself skips
     an order that is not paid or still on another hold."""
-    return envelope.type != "OrderCreated" or envelope.payload.get("status") == "paid"
+    if envelope.type == "OrderCreated":
+        return envelope.payload.get("status") == "paid"
+    if envelope.type == "ExceptionCaseClosed":
+        return bool(envelope.payload.get("blocking"))
+    return True
 
 
 @consumer(

@@ -50,6 +50,9 @@ INDEXED_EVENTS: tuple[str, ...] = (
     "ShipmentDelivered",
     "ShipmentTrackingException",
     "ChannelOrderIngested",
+    # the "open exception" filter
+    "ExceptionCaseOpened",
+    "ExceptionCaseClosed",
 )
 
 
