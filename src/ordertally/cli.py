@@ -66,6 +66,7 @@ def serve(
 
     from ordertally.app import create_app
     from ordertally.core.server import protocol_for, protocol_path
+    from ordertally.core.workers import SPREADS, SpreadWorkers
 
     settings = get_settings()
     host = host or settings.host
@@ -87,16 +88,20 @@ def serve(
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        uvicorn.run(
-            "ordertally.app:app_factory",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            http=protocol_path(settings),
-            access_log=False,
-            log_level="warning",
-        )
+        options: dict[str, Any] = {
+            "factory": True,
+            "host": host,
+            "port": port,
+            "workers": workers,
+            "http": protocol_path(settings),
+            "access_log": False,
+            "log_level": "warning",
+        }
+        if not SPREADS:
+            uvicorn.run("ordertally.app:app_factory", **options)
+            return
+        # A listening socket per process: the kernel spreads the connections (core/workers.py).
+        SpreadWorkers(uvicorn.Config("ordertally.app:app_factory", **options)).run()
         return
     uvicorn.run(
         create_app(settings, embedded_worker=not no_worker),
