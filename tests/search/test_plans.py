@@ -47,7 +47,9 @@ async def test_the_app_never_lets_postgresql_start_parallel_workers(db: Database
     async with db.reads() as session:
         # Then PostgreSQL may plan no Gather for it: each would fork processes per statement
         setting = await session.scalar(text("SHOW max_parallel_workers_per_gather"))
-    assert setting == "0"
+        # nor compile a statement with LLVM (JIT: ~110 ms for a search estimated large at 10M)
+        jit = await session.scalar(text("SHOW jit"))
+    assert (setting, jit) == ("0", "off")
 
 
 @ONLY_PG  # parallel workers are PostgreSQL's

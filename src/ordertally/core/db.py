@@ -53,7 +53,11 @@ TRANSIENT_RETRIES = Counter(
 # The planner chose one at 1M orders for a search by a single token (an order number, a
 # waybill, a phone), whose rarity it cannot see: the search index's lexemes are blind, so any
 # unknown one looks like 0.5% of the table (ADR 0032, addendum session 13).
-PG_SESSION = {"max_parallel_workers_per_gather": "0"}
+# For the same reason JIT is off: at 10M orders such a search is estimated at ~150,000 rows,
+# past the JIT's cost thresholds, and PostgreSQL compiled, inlined and optimised it with LLVM
+# for ~110 ms to run a 0.15 ms query (search p95 at 10M: ~400 ms with it, docs/benchmarks.md,
+# session 16). The app's statements are all short; none gains from JIT.
+PG_SESSION = {"max_parallel_workers_per_gather": "0", "jit": "off"}
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
