@@ -7,9 +7,10 @@ process CPU per batch and per order (`time.process_time`), and the CPU the conne
 used (`/proc/<pid>/stat` of `pg_backend_pid()`, PostgreSQL on this machine). Round trips are the
 statements plus the driver's prepares (a statement text the connection has not prepared yet)
 plus BEGIN and COMMIT: each one wakes PostgreSQL's backend and the event loop. `--keys`: every
-request carries an Idempotency-Key, as the HTTP bench's do (the claim and the stored responses). CPU time is what
-each side spent, not how long it waited, so the figures hold while other work shares the cores;
-run it with main's tree and a branch's through PYTHONPATH, alternated, to compare them.
+request carries an Idempotency-Key, as the HTTP bench's do (the claim and the stored responses).
+CPU time is what each side spent, not how long it waited, so the figures hold while other work
+shares the cores; run it with main's tree and a branch's through PYTHONPATH, alternated, to
+compare them.
 """
 
 from __future__ import annotations
@@ -123,9 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="1,2,5,50", help="batch sizes, comma-separated")
     parser.add_argument("--orders", type=int, default=600, help="orders measured per size")
     parser.add_argument("--rounds", type=int, default=1, help="measurements per size")
-    parser.add_argument(
-        "--keys", action="store_true", help="every request with an Idempotency-Key"
-    )
+    parser.add_argument("--keys", action="store_true", help="every request with an Idempotency-Key")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     with scratch_database("pg", args.pg_url, {}) as db:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.core.db import dialect_of, table_of, upsert_insert
+from ordertally.core.db import Upsert, insert_rows, table_of
 from ordertally.idempotency.models import IdempotencyKey
 
 # Hot-path statements are built once and executed with parameters (compiled-form cache).
@@ -21,7 +21,6 @@ _KEY_LOCK = select(
         func.hashtextextended(bindparam("scope") + "\x1f" + bindparam("key"), 0)
     )
 )
-_STORE_KEY: dict[str, Any] = {}
 
 
 async def try_key_lock(session: AsyncSession, scope: str, key: str) -> bool:
@@ -64,25 +63,15 @@ async def get_key(session: AsyncSession, scope: str, key: str) -> Any:
 
 
 async def store_keys(session: AsyncSession, values: dict[str, Any] | list[dict[str, Any]]) -> None:
-    """Store (or, over an expired one, replace) one key's response, or many at once."""
-    dialect = dialect_of(session)
-    stmt = _STORE_KEY.get(dialect)
-    if stmt is None:
-        base = upsert_insert(session, _KEYS)
-        stmt = _STORE_KEY[dialect] = base.on_conflict_do_update(
-            index_elements=["scope", "key"],
-            set_={
-                name: base.excluded[name]
-                for name in (
-                    "request_hash",
-                    "response_status",
-                    "response_body",
-                    "created_at",
-                    "expires_at",
-                )
-            },
-        )
-    await session.execute(stmt, values)
+    """Store (or, over an expired one, replace) one key's response, or many at once: at once,
+    or folded into the creation batch's one INSERT statement (`folded_inserts`)."""
+    await insert_rows(session, _KEYS, values, upsert=_STORE)
+
+
+_STORE = Upsert(
+    keys=("scope", "key"),
+    update=("request_hash", "response_status", "response_body", "created_at", "expires_at"),
+)
 
 
 async def purge_keys(session: AsyncSession, now: datetime, limit: int) -> int:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, text, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.core.db import insert_rows, table_of
+from ordertally.core.db import end_fold_with, execute_driver_sql, insert_rows, table_of
 from ordertally.inventory.models import (
     Allocation,
     Reservation,
@@ -172,28 +173,41 @@ async def try_reserve(session: AsyncSession, stock_id: int, quantity: int) -> bo
 # changed meanwhile is checked again on its newest version (READ COMMITTED's re-check of an
 # UPDATE), as the separate lock statement ensured before (ADR 0055: one round trip fewer
 # with the hot rows held).
-_TAKE_ROWS = text(
-    """
+_TAKE_ROWS = """
     WITH locked AS (
-        SELECT id FROM stock WHERE id = ANY(CAST(:ids AS bigint[]))
+        SELECT id FROM stock WHERE id = ANY(CAST($1 AS bigint[]))
         ORDER BY id FOR NO KEY UPDATE
     )
     UPDATE stock SET reserved = stock.reserved + wanted.units
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:units AS integer[])) AS wanted(id, units)
+    FROM unnest(CAST($1 AS bigint[]), CAST($2 AS integer[])) AS wanted(id, units)
     WHERE stock.id = wanted.id
       AND stock.id IN (SELECT id FROM locked)
       AND wanted.units <= (stock.on_hand - stock.reserved) - stock.safety_stock
     RETURNING stock.id
     """
-)
 
 
 async def try_reserve_many(session: AsyncSession, totals: dict[int, int]) -> bool:
     """Reserve units on several buckets at once, each only if enough is available to sell right
     now; False unless every one of them could (the caller rolls the transaction back)."""
     ids = sorted(totals)
-    result = await session.execute(_TAKE_ROWS, {"ids": ids, "units": [totals[i] for i in ids]})
+    result = await execute_driver_sql(session, _TAKE_ROWS, [ids, [totals[i] for i in ids]])
     return len(result.all()) == len(ids)
+
+
+async def try_reserve_many_at_end(
+    session: AsyncSession, totals: dict[int, int], short: Callable[[], None]
+) -> bool:
+    """`try_reserve_many` as the last statement of the enclosing `folded_inserts` block (one
+    round trip with its INSERTs, when the block ends), calling `short` then unless every row
+    had its units; False, and nothing done, outside such a block."""
+    ids = sorted(totals)
+
+    def check(rows: list[Any]) -> None:
+        if len(rows) != len(ids):
+            short()
+
+    return await end_fold_with(session, _TAKE_ROWS, [ids, [totals[i] for i in ids]], check)
 
 
 async def unreserve(session: AsyncSession, stock_id: int, quantity: int) -> None:

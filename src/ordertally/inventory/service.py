@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -815,6 +815,25 @@ async def take_bulk(session: AsyncSession, totals: dict[int, int]) -> bool:
             RESERVATION_FAILURES.labels("race_retry").inc()
             return False
     return True
+
+
+async def take_bulk_last(
+    session: AsyncSession, totals: dict[int, int], raced: Callable[[], Exception]
+) -> None:
+    """`take_bulk`, raising `raced()` where it returns False. Inside a `folded_inserts` block on
+    PostgreSQL the UPDATE is the block's last statement, sent with its gathered INSERTs in one
+    round trip when the block ends (and `raced()` raised then): the hot rows are locked for
+    that statement and the COMMIT."""
+    wanted = {stock_id: units for stock_id, units in totals.items() if units}
+
+    def short() -> None:
+        RESERVATION_FAILURES.labels("race_retry").inc()
+        raise raced()
+
+    if wanted and await repository.try_reserve_many_at_end(session, wanted, short):
+        return
+    if not await take_bulk(session, totals):
+        raise raced()
 
 
 async def add_bulk_rows(

@@ -21,7 +21,7 @@ from ordertally.auth.api import require
 from ordertally.auth.service import Principal
 from ordertally.core import clock
 from ordertally.core.batching import GroupCommit
-from ordertally.core.db import Database
+from ordertally.core.db import Database, folded_inserts
 from ordertally.core.errors import InvalidRequest, OrdertallyError
 from ordertally.core.http import JSON, client_ip, database, json_response
 from ordertally.core.money import format_minor
@@ -191,7 +191,9 @@ async def _create_batch(db: Database, requests: list[_Create]) -> list[_Created 
     stored, stock taken last. None for a request left to the one-order path (replays, keys in
     flight, duplicates, shortages, invalid bodies), which runs after this commits."""
     created: dict[int, _Created] = {}
-    async with db.transaction() as session:
+    # The batch's INSERTs, its stored responses and its stock UPDATE go as one statement when
+    # the fold ends (PostgreSQL): nothing in it reads them back (ADR 0055, ADR 0057).
+    async with db.transaction() as session, folded_inserts(session):
         go = await idempotency_service.claim(
             session, [(r.scope, r.key) if r.key is not None else None for r in requests]
         )

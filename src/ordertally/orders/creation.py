@@ -763,6 +763,6 @@ async def _leave_unusual(
 async def take_batch_stock(session: AsyncSession, batch: CreatedMany) -> None:
     """Take the stock a batch reserved (the conditional UPDATEs, in stock id order); raises
     BatchRaced when a row no longer has it. Run it last before COMMIT: the hot rows stay
-    locked only for the COMMIT."""
-    if not await inventory_service.take_bulk(session, batch.stock):
-        raise BatchRaced
+    locked only for the COMMIT. In a `folded_inserts` block (the group commit's) it is the
+    block's last statement, sent with its INSERTs when the block ends, BatchRaced raised then."""
+    await inventory_service.take_bulk_last(session, batch.stock, BatchRaced)
