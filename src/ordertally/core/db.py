@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +38,7 @@ from ordertally.core.clock import as_utc
 from ordertally.core.settings import Settings, get_settings
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction lost a race, its
 # work was not wrong; run again, it usually goes through once the other side has committed.
@@ -437,6 +439,81 @@ def _within(txn: SessionTransaction | None, savepoint: SessionTransaction) -> bo
             return True
         txn = txn.parent
     return False
+
+
+# --- independent reads in one statement (PostgreSQL) -------------------------------------------
+
+
+class Read(Generic[T]):
+    """A read `read_together` sends with others: PostgreSQL text with its own `$1`, `$2`…
+    (see `execute_driver_sql`), its arguments and what its rows (tuples) mean; `alone` runs it
+    on its own (SQLite, whose reads are per statement anyway). `Read.known(value)` reads
+    nothing."""
+
+    __slots__ = ("alone", "args", "decode", "sql")
+
+    def __init__(
+        self,
+        sql: str | None,
+        args: list[Any],
+        decode: Callable[[list[Any]], T],
+        alone: Callable[[], Awaitable[T]],
+    ) -> None:
+        self.sql = sql
+        self.args = args
+        self.decode = decode
+        self.alone = alone
+
+    @classmethod
+    def known(cls, value: T) -> Read[T]:
+        """A read whose answer is known without one (nothing to look up)."""
+
+        async def alone() -> T:
+            return value
+
+        return cls(None, [], lambda rows: value, alone)
+
+    def map(self, convert: Callable[[T], U]) -> Read[U]:
+        """The same read, its answer converted."""
+        decode, run = self.decode, self.alone
+
+        async def alone() -> U:
+            return convert(await run())
+
+        return Read(self.sql, self.args, lambda rows: convert(decode(rows)), alone)
+
+
+_READ_SQL: dict[tuple[str, ...], str] = {}
+_PARAMETER = re.compile(r"\$(\d+)")
+
+
+def _shift_parameters(sql: str, offset: int) -> str:
+    return _PARAMETER.sub(lambda m: f"${int(m[1]) + offset}", sql)
+
+
+async def read_together(session: AsyncSession, *reads: Read[Any]) -> list[Any]:
+    """The answers of independent reads, in order: on PostgreSQL one statement (one round trip
+    of the transaction instead of one each), each read's rows an array of records; elsewhere
+    one statement each. The reads share one snapshot, taken when the statement starts, and
+    none sees what another locks or writes: a read that must see what a lock waited for goes
+    in a later call (ADR 0025, ADR 0057)."""
+    if dialect_of(session) != "postgresql":
+        return [await read.alone() for read in reads]
+    sent = [read for read in reads if read.sql is not None]
+    rows: list[Any] = []
+    if sent:
+        plan = tuple(read.sql for read in sent if read.sql is not None)
+        sql = _READ_SQL.get(plan)
+        if sql is None:
+            parts, offset = [], 0
+            for part in plan:
+                parts.append(f"ARRAY(SELECT r FROM ({_shift_parameters(part, offset)}) AS r)")
+                offset += max((int(n) for n in _PARAMETER.findall(part)), default=0)
+            sql = _READ_SQL[plan] = "SELECT " + ", ".join(parts)
+        args = [arg for read in sent for arg in read.args]
+        rows = list((await execute_driver_sql(session, sql, args)).one())
+    answers = iter(rows)
+    return [read.decode(list(next(answers)) if read.sql is not None else []) for read in reads]
 
 
 # --- plain INSERTs folded into one statement (PostgreSQL) --------------------------------------

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.core.db import end_fold_with, execute_driver_sql, insert_rows, table_of
+from ordertally.core.db import Read, end_fold_with, execute_driver_sql, insert_rows, table_of
 from ordertally.inventory.models import (
     Allocation,
     Reservation,
@@ -138,6 +138,38 @@ async def candidate_buckets(session: AsyncSession, skus: list[str]) -> list[Any]
     """Every bucket of the SKUs in active warehouses, with its warehouse's routing attributes:
     one query for the whole routing decision."""
     return list((await session.execute(_CANDIDATE_BUCKETS, {"skus": skus})).all())
+
+
+class Bucket(NamedTuple):
+    """A row of `candidate_buckets`."""
+
+    id: int
+    warehouse_id: int
+    sku: str
+    bucket: int
+    available: int
+    code: str
+    province: str
+    latitude: Any
+    longitude: Any
+    priority: int
+    cost_factor: Any
+
+
+def candidate_buckets_read(session: AsyncSession, skus: list[str]) -> Read[list[Any]]:
+    """`candidate_buckets` as a `read_together` read (PostgreSQL; one statement text whatever
+    the number of SKUs)."""
+    return Read(
+        "SELECT s.id, s.warehouse_id, s.sku, s.bucket,"
+        " (s.on_hand - s.reserved) - s.safety_stock AS available,"
+        " w.code, w.province, w.latitude, w.longitude, w.priority, w.cost_factor"
+        " FROM stock s JOIN warehouse w ON w.id = s.warehouse_id"
+        " WHERE s.sku = ANY(CAST($1 AS text[])) AND w.active IS true"
+        " ORDER BY s.warehouse_id, s.sku, s.bucket",
+        [skus],
+        lambda rows: [Bucket(*row) for row in rows],
+        lambda: candidate_buckets(session, skus),
+    )
 
 
 async def bucket_availability(

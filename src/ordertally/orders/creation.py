@@ -24,12 +24,13 @@ from ordertally.catalog import service as catalog_service
 from ordertally.catalog.errors import InactiveSku, UnknownSku
 from ordertally.core import clock, ids, money, phones
 from ordertally.core.crypto import PiiCipher, get_cipher
-from ordertally.core.db import folded_inserts
+from ordertally.core.db import Read, folded_inserts, read_together
 from ordertally.core.errors import OrdertallyError
 from ordertally.core.settings import Settings, get_settings
 from ordertally.events import outbox
 from ordertally.exceptions import service as exceptions_service
 from ordertally.exceptions.models import ExceptionCase
+from ordertally.idempotency import service as idempotency_service
 from ordertally.inventory import service as inventory_service
 from ordertally.inventory.errors import InsufficientStock
 from ordertally.orders import fx, repository, review
@@ -571,18 +572,24 @@ class BatchRaced(Exception):
 
 
 async def create_many(
-    session: AsyncSession, specs: list[OrderSpec], *, defer_unusual: bool
+    session: AsyncSession,
+    specs: list[OrderSpec],
+    *,
+    defer_unusual: bool,
+    keys: list[tuple[str, str] | None] | None = None,
 ) -> CreatedMany:
-    """Create many new orders in one transaction with a fixed number of statements: one read
-    each for known external ids, recent fingerprints and availability, then multi-row INSERTs
-    of orders, lines, audit rows, events, reservations and allocations.
+    """Create many new orders in one transaction with a fixed number of statements: the
+    catalogue, idempotency keys, known external ids, recent fingerprints and availability
+    read in two statements (three when fingerprints are checked) on PostgreSQL, then
+    multi-row INSERTs of orders, lines, audit rows, events, reservations and allocations.
 
     `defer_unusual=True` (the API's group commit) creates only the plain case: a spec whose
     channel already sent its external id, that may duplicate a recent order, that is invalid
-    or short of stock, or that repeats an earlier spec of the batch gets None, and the caller
-    runs `create_order` for it after this transaction commits, which answers exactly as it
-    always does. The stock rows are not taken here: the caller calls `take_batch_stock` last
-    before COMMIT.
+    or short of stock, that repeats an earlier spec of the batch, or whose idempotency key
+    (`keys`, one per spec) the batch may not claim (`idempotency.service.claim`) gets None,
+    and the caller runs `create_order` for it after this transaction commits, which answers
+    exactly as it always does. The stock rows are not taken here: the caller calls
+    `take_batch_stock` last before COMMIT.
 
     `defer_unusual=False` (channel ingest) creates every valid spec: a shortage opens a
     blocking `stock_shortage` case, the spec's own holds are opened and an invalid spec gets
@@ -596,7 +603,14 @@ async def create_many(
     rates = await fx.rates_at(session, settings, now, [spec.currency for spec in specs])
     outcomes: list[Created | OrdertallyError | None] = [None] * len(specs)
     built: list[BuiltOrder | None] = []
-    catalog = await catalog_facts(session, specs)
+    keyed: list[tuple[str, str] | None] = list(keys) if keys is not None else [None] * len(specs)
+    # The key locks ride with the catalogue's read; the keys' stored responses are read by
+    # the next statement, whose snapshot sees a response its lock waited for (ADR 0057).
+    free, catalog = await read_together(
+        session,
+        idempotency_service.claim_locks(session, keyed),
+        catalog_service.line_facts_read(session, {ln.sku for spec in specs for ln in spec.lines}),
+    )
     for index, spec in enumerate(specs):
         if not defer_unusual and (spec.check_fingerprint or not spec.hold_on_shortage):
             raise ValueError("ingest mode creates every order: no fingerprints, shortages hold")
@@ -610,8 +624,11 @@ async def create_many(
             if not defer_unusual:
                 raise
             built.append(None)
+    candidates = None
     if defer_unusual:
-        await _leave_unusual(session, specs, built, settings, now)
+        candidates = await _leave_unusual(session, specs, built, keyed, free, settings, now)
+    elif keys is not None:
+        raise ValueError("ingest mode claims no idempotency keys")
 
     planned = [i for i, b in enumerate(built) if b is not None]
     demands = []
@@ -623,7 +640,7 @@ async def create_many(
             demand[row["sku"]] = demand.get(row["sku"], 0) + row["quantity"]
         demands.append(inventory_service.BulkDemand(demand, b.values["ship_province"]))
     bundles = {code for code, facts in catalog.items() if facts.is_bundle}
-    bulk = await inventory_service.plan_bulk(session, demands, bundles)
+    bulk = await inventory_service.plan_bulk(session, demands, bundles, candidates)
     plan_of = {i: n for n, i in enumerate(planned)}
     chosen = [i for n, i in enumerate(planned) if not (defer_unusual and n in bulk.shortfall)]
     if not chosen:
@@ -715,49 +732,69 @@ async def _leave_unusual(
     session: AsyncSession,
     specs: list[OrderSpec],
     built: list[BuiltOrder | None],
+    keys: list[tuple[str, str] | None],
+    free: set[tuple[str, str]],
     settings: Settings,
     now: datetime,
-) -> None:
+) -> list[Any]:
     """Group commit: set to None every built order the batch must leave to `create_order`,
-    i.e. a known external id, a possible duplicate of a recent order, or a repeat of an earlier
-    order of the batch (one read each for external ids and fingerprints)."""
-    known = await repository.existing_externals(
-        session,
-        [
-            (b.values["channel"], b.values["external_id"])
-            for b in built
-            if b is not None and b.values["external_id"] is not None
-        ],
-    )
+    i.e. a key this batch may not claim (`free`: the keys `claim_locks` took), a known external
+    id, a possible duplicate of a recent order, or a repeat of an earlier order of the batch;
+    returns the stock rows to plan the rest over. Its reads ride together: one statement, two
+    when fingerprints are checked (the recent ones are read after their locks, ADR 0025)."""
     checking = settings.duplicate_window_seconds > 0
-    recent: set[str] = set()
-    if checking:
-        fingerprints = [
-            b.values["fingerprint"]
-            for b, spec in zip(built, specs, strict=True)
-            if b is not None and spec.check_fingerprint
-        ]
-        # Atomic across processes: a twin in flight commits before we look (ADR 0025).
-        await repository.lock_fingerprints(session, fingerprints)
-        recent = await repository.recent_fingerprints(
+    fingerprints = [
+        b.values["fingerprint"]
+        for b, spec in zip(built, specs, strict=True)
+        if checking and b is not None and spec.check_fingerprint
+    ]
+    first: list[Read[Any]] = [
+        idempotency_service.claim_stored(session, free),
+        repository.externals_read(
+            session,
+            [
+                (b.values["channel"], b.values["external_id"])
+                for b in built
+                if b is not None and b.values["external_id"] is not None
+            ],
+        ),
+        repository.fingerprint_locks(session, fingerprints),
+    ]
+    last: list[Read[Any]] = [
+        repository.recent_fingerprints_read(
             session, fingerprints, now - timedelta(seconds=settings.duplicate_window_seconds)
-        )
+        ),
+        inventory_service.candidates_read(
+            session, {row["sku"] for b in built if b is not None for row in b.lines}
+        ),
+    ]
+    if fingerprints:
+        stored, known, _ = await read_together(session, *first)
+        recent, candidates = await read_together(session, *last)
+    else:
+        stored, known, _, recent, candidates = await read_together(session, *first, *last)
+    go = idempotency_service.claimed(keys, free - stored)
     seen_fingerprints: set[str] = set()
     for index, (b, spec) in enumerate(zip(built, specs, strict=True)):
         if b is None:
             continue
         pair = (b.values["channel"], b.values["external_id"])
         fingerprint = b.values["fingerprint"]
-        if (b.values["external_id"] is not None and pair in known) or (
-            checking
-            and spec.check_fingerprint
-            and (fingerprint in recent or fingerprint in seen_fingerprints)
+        if (
+            not go[index]
+            or (b.values["external_id"] is not None and pair in known)
+            or (
+                checking
+                and spec.check_fingerprint
+                and (fingerprint in recent or fingerprint in seen_fingerprints)
+            )
         ):
             built[index] = None
             continue
         if b.values["external_id"] is not None:
             known.add(pair)  # a second request of the batch for it returns the first's order
         seen_fingerprints.add(fingerprint)
+    return list(candidates)
 
 
 async def take_batch_stock(session: AsyncSession, batch: CreatedMany) -> None:
