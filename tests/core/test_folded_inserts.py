@@ -171,11 +171,11 @@ def _requests(n: int, first: int, *, keyed: bool = False) -> list[api._Create]:
 
 
 # Statements of a batch on PostgreSQL (ADR 0057), BEGIN and COMMIT aside. With keys: the key
-# locks and the catalogue; the stored keys, external ids and candidate stock; the orders and
-# lines; the folded INSERTs with the stored responses and the stock UPDATE (main before it:
-# 8). Without: the catalogue; the fingerprint locks and external ids; the recent fingerprints
-# and candidate stock; the orders and lines; the folded statement (main before it: 7).
-PG_STATEMENTS = {True: 4, False: 5}
+# locks and the catalogue; the stored keys, external ids, candidate stock and new ids; every
+# INSERT, the stored responses and the stock UPDATE folded in one (main before it: 8).
+# Without: the catalogue; the fingerprint locks and external ids; the recent fingerprints,
+# candidate stock and new ids; the folded statement (main before it: 7).
+PG_STATEMENTS = {True: 3, False: 4}
 
 
 @pytest.mark.parametrize("keyed", [True, False], ids=["keyed", "unkeyed"])

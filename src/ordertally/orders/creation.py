@@ -624,9 +624,9 @@ async def create_many(
             if not defer_unusual:
                 raise
             built.append(None)
-    candidates = None
+    candidates, fresh = None, None
     if defer_unusual:
-        candidates = await _leave_unusual(session, specs, built, keyed, free, settings, now)
+        candidates, fresh = await _leave_unusual(session, specs, built, keyed, free, settings, now)
     elif keys is not None:
         raise ValueError("ingest mode claims no idempotency keys")
 
@@ -647,7 +647,14 @@ async def create_many(
         return CreatedMany(outcomes, {})
     rows = [built[i].values for i in chosen]  # type: ignore[union-attr]
     order_lines = [built[i].lines for i in chosen]  # type: ignore[union-attr]
-    order_ids, line_ids = await repository.insert_orders_with_lines(session, rows, order_lines)
+    if fresh is None:
+        order_ids, line_ids = await repository.insert_orders_with_lines(session, rows, order_lines)
+    else:
+        # Ids drawn by the batch's read: the rows go with the folded INSERTs (ADR 0057)
+        drawn_orders, drawn_lines = iter(fresh[0]), iter(fresh[1])
+        order_ids = [next(drawn_orders) for _ in rows]
+        line_ids = [[next(drawn_lines) for _ in lines] for lines in order_lines]
+        await repository.add_orders_with_lines(session, rows, order_lines, order_ids, line_ids)
     lines_of: dict[int, list[dict[str, Any]]] = {}
     stock: list[inventory_service.NewOrderStock] = []
     for i, order_id, ids_of_lines in zip(chosen, order_ids, line_ids, strict=True):
@@ -736,12 +743,13 @@ async def _leave_unusual(
     free: set[tuple[str, str]],
     settings: Settings,
     now: datetime,
-) -> list[Any]:
+) -> tuple[list[Any], tuple[list[int], list[int]] | None]:
     """Group commit: set to None every built order the batch must leave to `create_order`,
     i.e. a key this batch may not claim (`free`: the keys `claim_locks` took), a known external
     id, a possible duplicate of a recent order, or a repeat of an earlier order of the batch;
-    returns the stock rows to plan the rest over. Its reads ride together: one statement, two
-    when fingerprints are checked (the recent ones are read after their locks, ADR 0025)."""
+    returns the stock rows to plan the rest over and ids for their orders and lines
+    (PostgreSQL). Its reads ride together: one statement, two when fingerprints are checked
+    (the recent ones are read after their locks, ADR 0025)."""
     checking = settings.duplicate_window_seconds > 0
     fingerprints = [
         b.values["fingerprint"]
@@ -767,12 +775,17 @@ async def _leave_unusual(
         inventory_service.candidates_read(
             session, {row["sku"] for b in built if b is not None for row in b.lines}
         ),
+        repository.new_ids(
+            session,
+            sum(1 for b in built if b is not None),
+            sum(len(b.lines) for b in built if b is not None),
+        ),
     ]
     if fingerprints:
         stored, known, _ = await read_together(session, *first)
-        recent, candidates = await read_together(session, *last)
+        recent, candidates, fresh = await read_together(session, *last)
     else:
-        stored, known, _, recent, candidates = await read_together(session, *first, *last)
+        stored, known, _, recent, candidates, fresh = await read_together(session, *first, *last)
     go = idempotency_service.claimed(keys, free - stored)
     seen_fingerprints: set[str] = set()
     for index, (b, spec) in enumerate(zip(built, specs, strict=True)):
@@ -794,7 +807,7 @@ async def _leave_unusual(
         if b.values["external_id"] is not None:
             known.add(pair)  # a second request of the batch for it returns the first's order
         seen_fingerprints.add(fingerprint)
-    return list(candidates)
+    return list(candidates), fresh
 
 
 async def take_batch_stock(session: AsyncSession, batch: CreatedMany) -> None:

@@ -197,6 +197,59 @@ async def insert_orders_with_lines(
     ]
 
 
+def new_ids(
+    session: AsyncSession, orders: int, lines: int
+) -> Read[tuple[list[int], list[int]] | None]:
+    """Ids for up to `orders` new orders and `lines` new lines, drawn from their sequences as
+    a `read_together` read (PostgreSQL; None elsewhere): rows inserted with them
+    (`add_orders_with_lines`) need no RETURNING and can be folded into one statement with the
+    rest of a batch (ADR 0057). An id drawn and not used is a gap, as a rolled-back INSERT's."""
+    if dialect_of(session) != "postgresql" or not orders:
+        return Read.known(None)
+
+    def split(rows: list[Any]) -> tuple[list[int], list[int]]:
+        return [i for kind, i in rows if kind == "o"], [i for kind, i in rows if kind == "l"]
+
+    async def alone() -> tuple[list[int], list[int]] | None:
+        (found,) = await read_together(session, read)
+        return found
+
+    read: Read[tuple[list[int], list[int]] | None] = Read(
+        "SELECT 'o', nextval(pg_get_serial_sequence('sales_order', 'id'))"
+        " FROM generate_series(1, $1)"
+        " UNION ALL SELECT 'l', nextval(pg_get_serial_sequence('order_line', 'id'))"
+        " FROM generate_series(1, $2)",
+        [orders, lines],
+        split,
+        alone,
+    )
+    return read
+
+
+async def add_orders_with_lines(
+    session: AsyncSession,
+    rows: list[dict[str, Any]],
+    lines: list[list[dict[str, Any]]],
+    order_ids: list[int],
+    line_ids: list[list[int]],
+) -> None:
+    """Insert orders and their lines under ids drawn by `new_ids`: folded into the enclosing
+    `folded_inserts` block's one statement (or at once)."""
+    order_rows = [{"id": i, **row} for i, row in zip(order_ids, rows, strict=True)]
+    line_rows = [
+        {"id": line_id, "order_id": order_id, **line}
+        for order_id, order, ids_of_lines in zip(order_ids, lines, line_ids, strict=True)
+        for line, line_id in zip(order, ids_of_lines, strict=True)
+    ]
+    if line_rows and scalar_defaults(_LINE, tuple(line_rows[0])) is None:
+        # The lines go at once: so must their orders, which they reference
+        await session.execute(_INSERT_ORDERS_PLAIN, order_rows)
+        await session.execute(_INSERT_LINES_PLAIN, line_rows)
+        return
+    await insert_rows(session, _ORDER, order_rows)
+    await insert_rows(session, _LINE, line_rows)
+
+
 async def by_external(
     session: AsyncSession, channel: str, external_ids: list[str]
 ) -> list[tuple[str, int, str]]:
