@@ -24,7 +24,7 @@ from ordertally.catalog import service as catalog_service
 from ordertally.catalog.errors import InactiveSku, UnknownSku
 from ordertally.core import clock, ids, money, phones
 from ordertally.core.crypto import PiiCipher, get_cipher
-from ordertally.core.db import Read, folded_inserts, read_together
+from ordertally.core.db import folded_inserts, read_together
 from ordertally.core.errors import OrdertallyError
 from ordertally.core.settings import Settings, get_settings
 from ordertally.events import outbox
@@ -167,22 +167,27 @@ def _check_codes(spec: OrderSpec, catalog: Mapping[str, catalog_service.LineFact
         raise InactiveSku(f"SKU {', '.join(inactive)} is no longer sold", skus=inactive)
 
 
-def build_order(
-    spec: OrderSpec,
-    settings: Settings,
-    now: datetime,
-    catalog: Mapping[str, catalog_service.LineFacts],
-    rates: Mapping[str, Decimal] | None = None,
-) -> BuiltOrder:
-    """The rows of a new order: amounts (the order's discount spread over its lines by largest
-    remainder), exchange rate, status, deadline, duplicate fingerprint and each line's snapshot
-    of its SKU (from `catalog`, see `catalog_facts`). Pure; raises the order's validation
-    errors, an unknown or inactive code among them unless `known_skus_only` is off."""
-    target, creators = CREATION[spec.initial]
-    if spec.actor.kind not in creators:
-        raise ActorNotAllowed(f"{spec.actor.kind} may not {spec.initial} orders")
-    if spec.known_skus_only:
-        _check_codes(spec, catalog)
+@dataclass(frozen=True, slots=True)
+class Amounts:
+    """What an order's lines add up to, and its duplicate fingerprint (`price`)."""
+
+    currency: str
+    rate: Decimal
+    gross: list[int]
+    line_discounts: list[int]
+    subtotal: int
+    discount: int
+    total: int
+    fingerprint: str
+
+
+def price(
+    spec: OrderSpec, settings: Settings, rates: Mapping[str, Decimal] | None = None
+) -> Amounts:
+    """A spec's amounts (the order's discount spread over its lines by largest remainder),
+    exchange rate and duplicate fingerprint, without the catalogue: the group commit takes
+    the fingerprints' locks before its catalogue read returns. Pure; raises the amounts'
+    validation errors."""
     currency = money.check_currency(spec.currency)
     rate = fx_rate(settings, currency, rates)
     gross = [line.unit_price_minor * line.quantity for line in spec.lines]
@@ -197,18 +202,35 @@ def build_order(
     if min(spec.shipping_minor, spec.tax_minor, spec.fee_minor) < 0:
         raise InvalidOrder("negative shipping, tax or fee", field="shipping")
     total = subtotal - discount + spec.shipping_minor + spec.tax_minor + spec.fee_minor
-    personal = spec.personal
-    priced = sorted(
-        (
-            line.sku,
-            line.quantity,
-            line.unit_price_minor if line.price_key is None else line.price_key,
-        )
-        for line in spec.lines
-    )
+    priced = sorted((line.sku, line.quantity, _price_key(line)) for line in spec.lines)
     fingerprint = hashlib.sha256(
-        orjson.dumps([spec.channel, personal.customer_phone_bidx, currency, total, priced])
+        orjson.dumps([spec.channel, spec.personal.customer_phone_bidx, currency, total, priced])
     ).hexdigest()
+    return Amounts(currency, rate, gross, line_discounts, subtotal, discount, total, fingerprint)
+
+
+def build_order(
+    spec: OrderSpec,
+    settings: Settings,
+    now: datetime,
+    catalog: Mapping[str, catalog_service.LineFacts],
+    rates: Mapping[str, Decimal] | None = None,
+    amounts: Amounts | None = None,
+) -> BuiltOrder:
+    """The rows of a new order: amounts (`price`, or `amounts` when priced already), exchange
+    rate, status, deadline, duplicate fingerprint and each line's snapshot of its SKU (from
+    `catalog`, see `catalog_facts`). Pure; raises the order's validation errors, an unknown or
+    inactive code among them unless `known_skus_only` is off."""
+    target, creators = CREATION[spec.initial]
+    if spec.actor.kind not in creators:
+        raise ActorNotAllowed(f"{spec.actor.kind} may not {spec.initial} orders")
+    if spec.known_skus_only:
+        _check_codes(spec, catalog)
+    if amounts is None:
+        amounts = price(spec, settings, rates)
+    currency, rate, total = amounts.currency, amounts.rate, amounts.total
+    gross, line_discounts = amounts.gross, amounts.line_discounts
+    personal = spec.personal
     window = spec.payment_window_seconds or settings.payment_timeout_seconds
     values: dict[str, Any] = {
         "order_no": ids.order_no(now),
@@ -217,8 +239,8 @@ def build_order(
         "status": target.value,
         "version": 1,
         "currency": currency,
-        "subtotal_minor": subtotal,
-        "discount_minor": discount,
+        "subtotal_minor": amounts.subtotal,
+        "discount_minor": amounts.discount,
         "total_minor": total,
         "base_currency": settings.base_currency,
         "fx_rate": str(rate),
@@ -242,7 +264,7 @@ def build_order(
         "ship_province": personal.ship_province,
         "ship_city": personal.ship_city,
         "ship_district": personal.ship_district,
-        "fingerprint": fingerprint,
+        "fingerprint": amounts.fingerprint,
         "created_by": spec.actor.id,
         "waybill_nos": "",
         "payment_deadline_at": (
@@ -604,18 +626,28 @@ async def create_many(
     outcomes: list[Created | OrdertallyError | None] = [None] * len(specs)
     built: list[BuiltOrder | None] = []
     keyed: list[tuple[str, str] | None] = list(keys) if keys is not None else [None] * len(specs)
-    # The key locks ride with the catalogue's read; the keys' stored responses are read by
-    # the next statement, whose snapshot sees a response its lock waited for (ADR 0057).
-    free, catalog = await read_together(
+    if not defer_unusual and keys is not None:
+        raise ValueError("ingest mode claims no idempotency keys")
+    amounts: list[Amounts | None] = (
+        _price_checked(specs, settings, rates) if defer_unusual else [None] * len(specs)
+    )
+    # The key and fingerprint locks ride with the catalogue's read; what they guard (stored
+    # responses, recent fingerprints) is read by the next statement, whose snapshot sees what
+    # a lock waited for (ADR 0025, ADR 0057).
+    free, catalog, _ = await read_together(
         session,
         idempotency_service.claim_locks(session, keyed),
         catalog_service.line_facts_read(session, {ln.sku for spec in specs for ln in spec.lines}),
+        repository.fingerprint_locks(session, _checked_fingerprints(specs, amounts, settings)),
     )
     for index, spec in enumerate(specs):
         if not defer_unusual and (spec.check_fingerprint or not spec.hold_on_shortage):
             raise ValueError("ingest mode creates every order: no fingerprints, shortages hold")
+        if defer_unusual and amounts[index] is None:
+            built.append(None)  # invalid amounts: create_order raises the error on its own
+            continue
         try:
-            built.append(build_order(spec, settings, now, catalog, rates))
+            built.append(build_order(spec, settings, now, catalog, rates, amounts[index]))
         except OrdertallyError as exc:
             built.append(None)  # group commit: create_order raises it in its own transaction
             if not defer_unusual:
@@ -627,8 +659,6 @@ async def create_many(
     candidates, fresh = None, None
     if defer_unusual:
         candidates, fresh = await _leave_unusual(session, specs, built, keyed, free, settings, now)
-    elif keys is not None:
-        raise ValueError("ingest mode claims no idempotency keys")
 
     planned = [i for i, b in enumerate(built) if b is not None]
     demands = []
@@ -735,6 +765,33 @@ async def create_many(
     return CreatedMany(outcomes, reservation.totals)
 
 
+def _price_checked(
+    specs: list[OrderSpec], settings: Settings, rates: Mapping[str, Decimal]
+) -> list[Amounts | None]:
+    """Group commit: each spec's amounts and fingerprint before any read (None: invalid, left
+    to `create_order`, which raises its error)."""
+    amounts: list[Amounts | None] = []
+    for spec in specs:
+        try:
+            amounts.append(price(spec, settings, rates))
+        except (OrdertallyError, ValueError, ArithmeticError):
+            amounts.append(None)
+    return amounts
+
+
+def _checked_fingerprints(
+    specs: list[OrderSpec], amounts: list[Amounts | None], settings: Settings
+) -> list[str]:
+    """The fingerprints the duplicate check looks up (keyless requests, a window set)."""
+    if settings.duplicate_window_seconds <= 0:
+        return []
+    return [
+        a.fingerprint
+        for a, spec in zip(amounts, specs, strict=True)
+        if a is not None and spec.check_fingerprint
+    ]
+
+
 async def _leave_unusual(
     session: AsyncSession,
     specs: list[OrderSpec],
@@ -748,15 +805,16 @@ async def _leave_unusual(
     i.e. a key this batch may not claim (`free`: the keys `claim_locks` took), a known external
     id, a possible duplicate of a recent order, or a repeat of an earlier order of the batch;
     returns the stock rows to plan the rest over and ids for their orders and lines
-    (PostgreSQL). Its reads ride together: one statement, two when fingerprints are checked
-    (the recent ones are read after their locks, ADR 0025)."""
+    (PostgreSQL). Its reads ride together in one statement, after the one that took the key
+    and fingerprint locks (ADR 0025)."""
     checking = settings.duplicate_window_seconds > 0
     fingerprints = [
         b.values["fingerprint"]
         for b, spec in zip(built, specs, strict=True)
         if checking and b is not None and spec.check_fingerprint
     ]
-    first: list[Read[Any]] = [
+    stored, known, recent, candidates, fresh = await read_together(
+        session,
         idempotency_service.claim_stored(session, free),
         repository.externals_read(
             session,
@@ -766,9 +824,6 @@ async def _leave_unusual(
                 if b is not None and b.values["external_id"] is not None
             ],
         ),
-        repository.fingerprint_locks(session, fingerprints),
-    ]
-    last: list[Read[Any]] = [
         repository.recent_fingerprints_read(
             session, fingerprints, now - timedelta(seconds=settings.duplicate_window_seconds)
         ),
@@ -780,12 +835,7 @@ async def _leave_unusual(
             sum(1 for b in built if b is not None),
             sum(len(b.lines) for b in built if b is not None),
         ),
-    ]
-    if fingerprints:
-        stored, known, _ = await read_together(session, *first)
-        recent, candidates, fresh = await read_together(session, *last)
-    else:
-        stored, known, _, recent, candidates, fresh = await read_together(session, *first, *last)
+    )
     go = idempotency_service.claimed(keys, free - stored)
     seen_fingerprints: set[str] = set()
     for index, (b, spec) in enumerate(zip(built, specs, strict=True)):
