@@ -601,9 +601,10 @@ async def create_many(
     keys: list[tuple[str, str] | None] | None = None,
 ) -> CreatedMany:
     """Create many new orders in one transaction with a fixed number of statements: the
-    catalogue, idempotency keys, known external ids, recent fingerprints and availability
-    read in two statements (three when fingerprints are checked) on PostgreSQL, then
-    multi-row INSERTs of orders, lines, audit rows, events, reservations and allocations.
+    catalogue, idempotency keys, known external ids, recent fingerprints, availability and
+    new ids read in two statements on PostgreSQL (`read_together`), then multi-row INSERTs of
+    orders, lines, audit rows, events, reservations and allocations (in the group commit, one
+    folded statement with the caller's stored responses and stock UPDATE: ADR 0057).
 
     `defer_unusual=True` (the API's group commit) creates only the plain case: a spec whose
     channel already sent its external id, that may duplicate a recent order, that is invalid
