@@ -210,20 +210,20 @@ def new_ids(
     def split(rows: list[Any]) -> tuple[list[int], list[int]]:
         return [i for kind, i in rows if kind == "o"], [i for kind, i in rows if kind == "l"]
 
-    async def alone() -> tuple[list[int], list[int]] | None:
-        (found,) = await read_together(session, read)
-        return found
+    args: list[Any] = [orders, lines]
 
-    read: Read[tuple[list[int], list[int]] | None] = Read(
-        "SELECT 'o', nextval(pg_get_serial_sequence('sales_order', 'id'))"
-        " FROM generate_series(1, $1)"
-        " UNION ALL SELECT 'l', nextval(pg_get_serial_sequence('order_line', 'id'))"
-        " FROM generate_series(1, $2)",
-        [orders, lines],
-        split,
-        alone,
-    )
-    return read
+    async def alone() -> tuple[list[int], list[int]] | None:
+        return split(list((await execute_driver_sql(session, _NEW_IDS, args)).all()))
+
+    return Read(_NEW_IDS, args, split, alone)
+
+
+_NEW_IDS = (
+    "SELECT 'o', nextval(pg_get_serial_sequence('sales_order', 'id'))"
+    " FROM generate_series(1, $1)"
+    " UNION ALL SELECT 'l', nextval(pg_get_serial_sequence('order_line', 'id'))"
+    " FROM generate_series(1, $2)"
+)
 
 
 async def add_orders_with_lines(
