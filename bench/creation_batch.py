@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from bench import payload
@@ -36,7 +37,50 @@ def backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-async def measure(url: str, sizes: list[int], orders: int, keys: bool) -> dict[str, Any]:
+class Tracer:
+    """The driver's round trips during one call (`trace`): what each was, how long it took
+    (ms) and its SQL. The timing wrappers are in place only meanwhile: measured runs pay
+    nothing for them."""
+
+    def __init__(self) -> None:
+        self.trips: list[tuple[str, float, str]] = []
+
+    async def trace(self, work: Awaitable[Any]) -> None:
+        from asyncpg import connection, prepared_stmt, transaction
+
+        patched = [
+            (connection.Connection, "prepare", "prepare"),
+            (connection.Connection, "executemany", "executemany"),
+            (prepared_stmt.PreparedStatement, "fetch", "execute"),
+            (transaction.Transaction, "start", "BEGIN"),
+            (transaction.Transaction, "commit", "COMMIT"),
+        ]
+        originals = [getattr(owner, name) for owner, name, _ in patched]
+        self.trips = []
+        for (owner, name, kind), original in zip(patched, originals, strict=True):
+            setattr(owner, name, self._timed(original, kind))
+        try:
+            await work
+        finally:
+            for (owner, name, _), original in zip(patched, originals, strict=True):
+                setattr(owner, name, original)
+
+    def _timed(self, original: Any, kind: str) -> Any:
+        async def timed(obj: Any, *args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await original(obj, *args, **kwargs)
+            finally:
+                sql = getattr(obj, "_query", None) or (args[0] if args else "")
+                ms = round((time.perf_counter() - start) * 1000, 3)
+                self.trips.append((kind, ms, " ".join(str(sql).split())[:90]))
+
+        return timed
+
+
+async def measure(
+    url: str, sizes: list[int], orders: int, keys: bool, tracer: Tracer | None = None
+) -> dict[str, Any]:
     from asyncpg.connection import Connection
     from sqlalchemy import event, text
 
@@ -111,6 +155,22 @@ async def measure(url: str, sizes: list[int], orders: int, keys: bool) -> dict[s
             "pg_ms_per_order": round((pg1 - pg0) / (count * size) * 1000, 4),
             "wall_ms_per_batch": round((wall1 - wall0) / count * 1000, 3),
         }
+        if tracer is not None:
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            await tracer.trace(api._create_batch(db, batch(size)))
+            cpu1, wall1 = time.process_time(), time.perf_counter()
+            print(
+                json.dumps(
+                    {
+                        "trace": size,
+                        "client_ms": round((cpu1 - cpu0) * 1000, 3),
+                        "wall_ms": round((wall1 - wall0) * 1000, 3),
+                        "trips": tracer.trips,
+                    },
+                    ensure_ascii=False,
+                ),
+                flush=True,
+            )
     await db.dispose()
     Connection.prepare = prepare  # type: ignore[method-assign]
     return results
@@ -125,6 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--orders", type=int, default=600, help="orders measured per size")
     parser.add_argument("--rounds", type=int, default=1, help="measurements per size")
     parser.add_argument("--keys", action="store_true", help="every request with an Idempotency-Key")
+    parser.add_argument(
+        "--trace", action="store_true", help="print one batch's round trips per size, timed"
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     with scratch_database("pg", args.pg_url, {}) as db:
@@ -135,7 +198,8 @@ def main(argv: list[str] | None = None) -> None:
 
         reset_settings()
         for round_no in range(args.rounds):
-            found = asyncio.run(measure(db.url, sizes, args.orders, args.keys))
+            tracer = Tracer() if args.trace and round_no == 0 else None
+            found = asyncio.run(measure(db.url, sizes, args.orders, args.keys, tracer))
             for size, row in found.items():
                 row = {"round": round_no + 1, "size": int(size), "keys": args.keys, **row}
                 print(json.dumps(row), flush=True)
