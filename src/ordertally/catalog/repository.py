@@ -16,7 +16,7 @@ from ordertally.catalog.models import (
     Sku,
     SkuChange,
 )
-from ordertally.core.db import Database, table_of, upsert_insert
+from ordertally.core.db import Database, Read, table_of, upsert_insert
 
 _CHUNK = 500
 
@@ -119,6 +119,18 @@ async def line_facts(session: AsyncSession, codes: list[str]) -> list[Any]:
             ).all()
         )
     return rows
+
+
+def line_facts_read(session: AsyncSession, codes: list[str]) -> Read[list[Any]]:
+    """`line_facts` as a `read_together` read (PostgreSQL, one statement text whatever the
+    number of codes): rows of (code, name, name_en, spec_text, barcode, active, is_bundle)."""
+    return Read(
+        "SELECT code, name, name_en, spec_text, barcode, active, is_bundle FROM sku"
+        " WHERE code = ANY(CAST($1 AS text[]))",
+        [codes],
+        list,
+        lambda: line_facts(session, codes),
+    )
 
 
 async def known_codes(session: AsyncSession, codes: list[str]) -> set[str]:

@@ -29,7 +29,7 @@ from ordertally.catalog.errors import (
 )
 from ordertally.catalog.models import Category, Sku
 from ordertally.core import clock
-from ordertally.core.db import Database
+from ordertally.core.db import Database, Read
 from ordertally.events import outbox
 
 # Fields of a SKU a person may set (and the history records).
@@ -642,11 +642,21 @@ async def line_facts(session: AsyncSession, codes: Iterable[str]) -> dict[str, L
     wanted = sorted(set(codes))
     if not wanted:
         return {}
+    return _facts(await repository.line_facts(session, wanted))
+
+
+def line_facts_read(session: AsyncSession, codes: Iterable[str]) -> Read[dict[str, LineFacts]]:
+    """`line_facts` as a read that can ride with others (`read_together`)."""
+    wanted = sorted(set(codes))
+    if not wanted:
+        return Read.known({})
+    return repository.line_facts_read(session, wanted).map(_facts)
+
+
+def _facts(rows: Iterable[Any]) -> dict[str, LineFacts]:
     return {
-        r.code: LineFacts(
-            r.name, r.name_en, r.spec_text, r.barcode, bool(r.active), bool(r.is_bundle)
-        )
-        for r in await repository.line_facts(session, wanted)
+        code: LineFacts(name, name_en, spec_text, barcode, bool(active), bool(is_bundle))
+        for code, name, name_en, spec_text, barcode, active, is_bundle in rows
     }
 
 

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
@@ -36,6 +38,7 @@ from ordertally.core.clock import as_utc
 from ordertally.core.settings import Settings, get_settings
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction lost a race, its
 # work was not wrong; run again, it usually goes through once the other side has committed.
@@ -442,10 +445,101 @@ def _within(txn: SessionTransaction | None, savepoint: SessionTransaction) -> bo
     return False
 
 
+# --- independent reads in one statement (PostgreSQL) -------------------------------------------
+
+
+class Read(Generic[T]):
+    """A read `read_together` sends with others: PostgreSQL text with its own `$1`, `$2`…
+    (see `execute_driver_sql`), its arguments and what its rows (tuples) mean; `alone` runs it
+    on its own (SQLite, whose reads are per statement anyway). `Read.known(value)` reads
+    nothing."""
+
+    __slots__ = ("alone", "args", "decode", "sql")
+
+    def __init__(
+        self,
+        sql: str | None,
+        args: list[Any],
+        decode: Callable[[list[Any]], T],
+        alone: Callable[[], Awaitable[T]],
+    ) -> None:
+        self.sql = sql
+        self.args = args
+        self.decode = decode
+        self.alone = alone
+
+    @classmethod
+    def known(cls, value: T) -> Read[T]:
+        """A read whose answer is known without one (nothing to look up)."""
+
+        async def alone() -> T:
+            return value
+
+        return cls(None, [], lambda rows: value, alone)
+
+    def map(self, convert: Callable[[T], U]) -> Read[U]:
+        """The same read, its answer converted."""
+        decode, run = self.decode, self.alone
+
+        async def alone() -> U:
+            return convert(await run())
+
+        return Read(self.sql, self.args, lambda rows: convert(decode(rows)), alone)
+
+
+_READ_SQL: dict[tuple[str, ...], str] = {}
+_PARAMETER = re.compile(r"\$(\d+)")
+
+
+def _shift_parameters(sql: str, offset: int) -> str:
+    return _PARAMETER.sub(lambda m: f"${int(m[1]) + offset}", sql)
+
+
+async def read_together(session: AsyncSession, *reads: Read[Any]) -> list[Any]:
+    """The answers of independent reads, in order: on PostgreSQL one statement (one round trip
+    of the transaction instead of one each), each read's rows an array of records; elsewhere
+    one statement each. The reads share one snapshot, taken when the statement starts, and
+    none sees what another locks or writes: a read that must see what a lock waited for goes
+    in a later call (ADR 0025, ADR 0057)."""
+    if dialect_of(session) != "postgresql":
+        return [await read.alone() for read in reads]
+    sent = [read for read in reads if read.sql is not None]
+    rows: list[Any] = []
+    if sent:
+        plan = tuple(read.sql for read in sent if read.sql is not None)
+        sql = _READ_SQL.get(plan)
+        if sql is None:
+            parts, offset = [], 0
+            for part in plan:
+                parts.append(f"ARRAY(SELECT r FROM ({_shift_parameters(part, offset)}) AS r)")
+                offset += max((int(n) for n in _PARAMETER.findall(part)), default=0)
+            sql = _READ_SQL[plan] = "SELECT " + ", ".join(parts)
+        args = [arg for read in sent for arg in read.args]
+        rows = list((await execute_driver_sql(session, sql, args)).one())
+    answers = iter(rows)
+    return [read.decode(list(next(answers)) if read.sql is not None else []) for read in reads]
+
+
 # --- plain INSERTs folded into one statement (PostgreSQL) --------------------------------------
 
 _FOLD = "ordertally.fold"
-_FOLD_SQL: dict[tuple[tuple[str, tuple[str, ...]], ...], str] = {}
+_FOLD_SQL: dict[tuple[Any, ...], str] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    """An INSERT's ON CONFLICT (`keys`) DO UPDATE of the `update` columns to the new row's."""
+
+    keys: tuple[str, ...]
+    update: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _Fold:
+    """What a `folded_inserts` block gathered: rows per table, and the statement it ends with."""
+
+    rows: list[tuple[Table, Upsert | None, list[dict[str, Any]]]] = field(default_factory=list)
+    last: tuple[str, list[Any], Callable[[list[Any]], None]] | None = None
 
 
 @contextlib.asynccontextmanager
@@ -455,7 +549,8 @@ async def folded_inserts(session: AsyncSession) -> AsyncIterator[None]:
     `unnest` of one array per column, so their number and the batch's size change neither the
     round trips (one) nor the statement's text (prepared once per connection). Issue 21: the
     group commit's audit rows, outbox events, search queue, reservations and allocations were
-    five round trips of a batch that makes ~14.
+    five round trips of a batch that makes ~14. A statement given to `end_fold_with` goes in
+    the same round trip, as the statement the CTEs hang on.
 
     Only rows nothing in the block reads back: the block's other statements run at once, before
     the gathered rows exist (a read of them would not see them). Nothing is sent if the block
@@ -464,38 +559,70 @@ async def folded_inserts(session: AsyncSession) -> AsyncIterator[None]:
     if dialect_of(session) != "postgresql" or _FOLD in session.info:
         yield
         return
-    pending: list[tuple[Table, list[dict[str, Any]]]] = []
-    session.info[_FOLD] = pending
+    fold = session.info[_FOLD] = _Fold()
     try:
         yield
     finally:
         session.info.pop(_FOLD, None)
-    if pending:
-        await _send_folded(session, pending)
+    if fold.rows or fold.last is not None:
+        await _send_folded(session, fold)
+
+
+async def end_fold_with(
+    session: AsyncSession, sql: str, args: list[Any], check: Callable[[list[Any]], None]
+) -> bool:
+    """Make PostgreSQL text (`$n` parameters, see `execute_driver_sql`) the last statement of
+    the enclosing `folded_inserts` block, sent with its gathered INSERTs in one round trip when
+    the block ends; `check` gets its rows then and may raise (the block's transaction then
+    rolls back). False, and nothing done, outside a block (or in a savepoint): the caller runs
+    its statement itself."""
+    fold: _Fold | None = session.info.get(_FOLD)
+    if fold is None or session.in_nested_transaction():
+        return False
+    if fold.last is not None:
+        raise RuntimeError("a folded block ends with one statement")
+    fold.last = (sql, args, check)
+    return True
 
 
 async def insert_rows(
-    session: AsyncSession, table: Table, rows: dict[str, Any] | list[dict[str, Any]]
+    session: AsyncSession,
+    table: Table,
+    rows: dict[str, Any] | list[dict[str, Any]],
+    *,
+    upsert: Upsert | None = None,
 ) -> None:
-    """Plain INSERT of `rows` into `table` (an executemany, or a row): at once, or gathered
-    into the enclosing `folded_inserts` block's one statement."""
+    """Plain INSERT of `rows` into `table` (an executemany, or a row), or with `upsert` an
+    INSERT … ON CONFLICT DO UPDATE: at once, or gathered into the enclosing `folded_inserts`
+    block's one statement."""
     if isinstance(rows, dict):
         rows = [rows]
     if not rows:
         return
-    pending: list[tuple[Table, list[dict[str, Any]]]] | None = session.info.get(_FOLD)
-    defaults = None if pending is None else scalar_defaults(table, tuple(rows[0]))
-    if pending is None or defaults is None or session.in_nested_transaction():
-        statement = _INSERTS.get(table.name)
+    fold: _Fold | None = session.info.get(_FOLD)
+    defaults = None if fold is None else scalar_defaults(table, tuple(rows[0]))
+    if fold is None or defaults is None or session.in_nested_transaction():
+        key = (dialect_of(session), table.name, upsert)
+        statement = _INSERTS.get(key)
         if statement is None:
-            statement = _INSERTS[table.name] = insert(table)
+            statement = _INSERTS[key] = _insert_statement(session, table, upsert)
         await session.execute(statement, rows if len(rows) > 1 else rows[0])
         return
-    pending.append((table, [{**row, **defaults} for row in rows] if defaults else rows))
+    fold.rows.append((table, upsert, [{**row, **defaults} for row in rows] if defaults else rows))
+
+
+def _insert_statement(session: AsyncSession, table: Table, upsert: Upsert | None) -> Any:
+    if upsert is None:
+        return insert(table)
+    base = upsert_insert(session, table)
+    return base.on_conflict_do_update(
+        index_elements=list(upsert.keys), set_={name: base.excluded[name] for name in upsert.update}
+    )
 
 
 _DEFAULTS: dict[tuple[str, tuple[str, ...]], dict[str, Any] | None] = {}
-_INSERTS: dict[str, Any] = {}  # table name -> its plain INSERT, built once
+# (dialect, table name, upsert) -> its INSERT, built once
+_INSERTS: dict[tuple[str, str, Upsert | None], Any] = {}
 
 
 def scalar_defaults(table: Table, names: tuple[str, ...]) -> dict[str, Any] | None:
@@ -518,31 +645,45 @@ def scalar_defaults(table: Table, names: tuple[str, ...]) -> dict[str, Any] | No
     return _DEFAULTS[key]
 
 
-async def _send_folded(
-    session: AsyncSession, pending: list[tuple[Table, list[dict[str, Any]]]]
-) -> None:
+async def _send_folded(session: AsyncSession, fold: _Fold) -> None:
     dialect = _dialect(session)
-    parts: dict[tuple[str, tuple[str, ...]], tuple[Table, list[dict[str, Any]]]] = {}
-    for table, rows in pending:
+    parts: dict[tuple[str, tuple[str, ...], Upsert | None], tuple[Table, list[dict[str, Any]]]] = {}
+    for table, upsert, rows in fold.rows:
         for row in rows:
-            key = (table.name, tuple(row))
+            key = (table.name, tuple(row), upsert)
             if key not in parts:
                 parts[key] = (table, [])
             parts[key][1].append(row)
-    args: list[Any] = []
-    for (_, names), (table, rows) in parts.items():
+    # The last statement's parameters come first: its text keeps its own `$n`.
+    last_sql, last_args, check = fold.last if fold.last is not None else (None, [], None)
+    args = list(last_args)
+    for (_, names, _), (table, rows) in parts.items():
         args += unnest_args(dialect, table, list(names), rows)
-    plan = tuple(parts)
+    plan = (tuple(parts), last_sql, len(last_args))
     sql = _FOLD_SQL.get(plan)
     if sql is None:
-        statements, first = [], 1
-        for (_, names), (table, _) in parts.items():
-            statements.append(unnest_insert(dialect, table, list(names), first))
+        statements, first = [], len(last_args) + 1
+        for (_, names, upsert), (table, _) in parts.items():
+            statement = unnest_insert(dialect, table, list(names), first)
+            if upsert is not None:
+                quote = dialect.identifier_preparer.quote
+                statement += (
+                    f" ON CONFLICT ({', '.join(quote(k) for k in upsert.keys)}) DO UPDATE SET "
+                    + ", ".join(f"{quote(n)} = EXCLUDED.{quote(n)}" for n in upsert.update)
+                )
+            statements.append(statement)
             first += len(names)
-        *ctes, last = statements
-        sql = "WITH " + ", ".join(f"f{n} AS ({cte})" for n, cte in enumerate(ctes)) + " "
-        sql = _FOLD_SQL[plan] = (sql if ctes else "") + last
-    await execute_driver_sql(session, sql, args)
+        if last_sql is not None:
+            # A CTE of its own (its text may open with a WITH), the statement's rows its rows
+            statements.append(last_sql)
+            last = f"SELECT * FROM f{len(statements) - 1}"
+        else:
+            last = statements.pop()
+        ctes = "WITH " + ", ".join(f"f{n} AS ({cte})" for n, cte in enumerate(statements)) + " "
+        sql = _FOLD_SQL[plan] = (ctes if statements else "") + last
+    result = await execute_driver_sql(session, sql, args)
+    if check is not None:
+        check(list(result.all()))
 
 
 def _dialect(session: AsyncSession) -> Dialect:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, text, tuple_
+from sqlalchemy import bindparam, delete, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.core.db import dialect_of, table_of, upsert_insert
+from ordertally.core.db import Read, Upsert, execute_driver_sql, insert_rows, table_of
 from ordertally.idempotency.models import IdempotencyKey
 
 # Hot-path statements are built once and executed with parameters (compiled-form cache).
@@ -21,7 +21,6 @@ _KEY_LOCK = select(
         func.hashtextextended(bindparam("scope") + "\x1f" + bindparam("key"), 0)
     )
 )
-_STORE_KEY: dict[str, Any] = {}
 
 
 async def try_key_lock(session: AsyncSession, scope: str, key: str) -> bool:
@@ -29,19 +28,39 @@ async def try_key_lock(session: AsyncSession, scope: str, key: str) -> bool:
     return bool(await session.scalar(_KEY_LOCK, {"scope": scope, "key": key}))
 
 
-async def try_key_locks(session: AsyncSession, keys: list[tuple[str, str]]) -> list[bool]:
-    """PostgreSQL: `try_key_lock` for many (scope, key) pairs in one statement, in order."""
+_KEY_LOCKS = (
+    "SELECT pg_try_advisory_xact_lock(hashtextextended(s || chr(31) || k, 0))"
+    " FROM unnest(CAST($1 AS text[]), CAST($2 AS text[])) WITH ORDINALITY AS t(s, k, n)"
+    " ORDER BY n"
+)
+
+
+def key_locks(session: AsyncSession, keys: list[tuple[str, str]]) -> Read[set[tuple[str, str]]]:
+    """PostgreSQL: `try_key_lock` on many (scope, key) pairs in one statement (a
+    `read_together` read): the pairs it locked."""
+    args = [[s for s, _ in keys], [k for _, k in keys]]
+
+    def locked(rows: list[Any]) -> set[tuple[str, str]]:
+        return {key for key, (ok,) in zip(keys, rows, strict=True) if ok}
+
+    async def alone() -> set[tuple[str, str]]:
+        return locked(list((await execute_driver_sql(session, _KEY_LOCKS, args)).all()))
+
+    return Read(_KEY_LOCKS, args, locked, alone)
+
+
+def stored_keys(session: AsyncSession, keys: list[tuple[str, str]]) -> Read[set[tuple[str, str]]]:
+    """`keys_present` as a `read_together` read, on the exact pairs (one statement text
+    whatever their number)."""
     if not keys:
-        return []
-    rows = await session.execute(
-        text(
-            "SELECT pg_try_advisory_xact_lock(hashtextextended(s || chr(31) || k, 0))"
-            " FROM unnest(CAST(:scopes AS text[]), CAST(:keys AS text[]))"
-            " WITH ORDINALITY AS t(s, k, n) ORDER BY n"
-        ),
-        {"scopes": [s for s, _ in keys], "keys": [k for _, k in keys]},
+        return Read.known(set())
+    return Read(
+        "SELECT t.s, t.k FROM unnest(CAST($1 AS text[]), CAST($2 AS text[])) AS t(s, k)"
+        " WHERE EXISTS (SELECT FROM idempotency_key i WHERE i.scope = t.s AND i.key = t.k)",
+        [[s for s, _ in keys], [k for _, k in keys]],
+        lambda rows: {(s, k) for s, k in rows},
+        lambda: keys_present(session, keys),
     )
-    return [bool(locked) for (locked,) in rows.all()]
 
 
 async def keys_present(session: AsyncSession, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -64,25 +83,15 @@ async def get_key(session: AsyncSession, scope: str, key: str) -> Any:
 
 
 async def store_keys(session: AsyncSession, values: dict[str, Any] | list[dict[str, Any]]) -> None:
-    """Store (or, over an expired one, replace) one key's response, or many at once."""
-    dialect = dialect_of(session)
-    stmt = _STORE_KEY.get(dialect)
-    if stmt is None:
-        base = upsert_insert(session, _KEYS)
-        stmt = _STORE_KEY[dialect] = base.on_conflict_do_update(
-            index_elements=["scope", "key"],
-            set_={
-                name: base.excluded[name]
-                for name in (
-                    "request_hash",
-                    "response_status",
-                    "response_body",
-                    "created_at",
-                    "expires_at",
-                )
-            },
-        )
-    await session.execute(stmt, values)
+    """Store (or, over an expired one, replace) one key's response, or many at once: at once,
+    or folded into the creation batch's one INSERT statement (`folded_inserts`)."""
+    await insert_rows(session, _KEYS, values, upsert=_STORE)
+
+
+_STORE = Upsert(
+    keys=("scope", "key"),
+    update=("request_hash", "response_status", "response_body", "created_at", "expires_at"),
+)
 
 
 async def purge_keys(session: AsyncSession, now: datetime, limit: int) -> int:

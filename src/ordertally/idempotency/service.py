@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
-from ordertally.core.db import Database, dialect_of
+from ordertally.core.db import Database, Read, dialect_of, read_together
 from ordertally.core.purge import in_chunks
 from ordertally.core.settings import get_settings
 from ordertally.idempotency import repository
@@ -62,20 +62,40 @@ async def claim(session: AsyncSession, keys: list[tuple[str, str] | None]) -> li
     An unkeyed request may. A keyed one may when its key has no stored response, is not in
     flight in another transaction (PostgreSQL: the same advisory lock as `check`) and is the
     first of its key in the batch. The others are left to `check`, after this transaction
-    commits, which replays, refuses or runs them as it always does.
+    commits, which replays, refuses or runs them as it always does. The two reads of the claim
+    (`claim_locks`, then `claim_stored`) can ride with a batch's other reads (`read_together`).
     """
+    (free,) = await read_together(session, claim_locks(session, keys))
+    (stored,) = await read_together(session, claim_stored(session, free))
+    return claimed(keys, free - stored)
+
+
+def claim_locks(
+    session: AsyncSession, keys: list[tuple[str, str] | None]
+) -> Read[set[tuple[str, str]]]:
+    """The claim's first read: the batch's keys no other transaction holds, now locked by this
+    one (PostgreSQL; SQLite: every key, its writers are serialised)."""
     keyed = sorted({k for k in keys if k is not None})
-    if not keyed:
-        return [True] * len(keys)
-    free = set(keyed)
-    if dialect_of(session) == "postgresql":
-        locks = await repository.try_key_locks(session, keyed)
-        free = {k for k, locked in zip(keyed, locks, strict=True) if locked}
-    free -= await repository.keys_present(session, sorted(free))
+    if not keyed or dialect_of(session) != "postgresql":
+        return Read.known(set(keyed))
+    return repository.key_locks(session, keyed)
+
+
+def claim_stored(session: AsyncSession, free: set[tuple[str, str]]) -> Read[set[tuple[str, str]]]:
+    """The claim's second read, in a statement after `claim_locks`' (its snapshot must see a
+    response committed by the transaction whose lock it waited out): which of the free keys
+    have a stored response (expired or not)."""
+    return repository.stored_keys(session, sorted(free))
+
+
+def claimed(keys: list[tuple[str, str] | None], free: set[tuple[str, str]]) -> list[bool]:
+    """Per request: whether it goes ahead here (its key free, not stored, first in the batch)."""
     go: list[bool] = []
+    free = set(free)
     for key in keys:
         go.append(key is None or key in free)
-        free.discard(key)
+        if key is not None:
+            free.discard(key)
     return go
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import and_, bindparam, func, insert, select, text, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordertally.core.db import insert_rows, table_of
+from ordertally.core.db import Read, end_fold_with, execute_driver_sql, insert_rows, table_of
 from ordertally.inventory.models import (
     Allocation,
     Reservation,
@@ -139,6 +140,38 @@ async def candidate_buckets(session: AsyncSession, skus: list[str]) -> list[Any]
     return list((await session.execute(_CANDIDATE_BUCKETS, {"skus": skus})).all())
 
 
+class Bucket(NamedTuple):
+    """A row of `candidate_buckets`."""
+
+    id: int
+    warehouse_id: int
+    sku: str
+    bucket: int
+    available: int
+    code: str
+    province: str
+    latitude: Any
+    longitude: Any
+    priority: int
+    cost_factor: Any
+
+
+def candidate_buckets_read(session: AsyncSession, skus: list[str]) -> Read[list[Any]]:
+    """`candidate_buckets` as a `read_together` read (PostgreSQL; one statement text whatever
+    the number of SKUs)."""
+    return Read(
+        "SELECT s.id, s.warehouse_id, s.sku, s.bucket,"
+        " (s.on_hand - s.reserved) - s.safety_stock AS available,"
+        " w.code, w.province, w.latitude, w.longitude, w.priority, w.cost_factor"
+        " FROM stock s JOIN warehouse w ON w.id = s.warehouse_id"
+        " WHERE s.sku = ANY(CAST($1 AS text[])) AND w.active IS true"
+        " ORDER BY s.warehouse_id, s.sku, s.bucket",
+        [skus],
+        lambda rows: [Bucket(*row) for row in rows],
+        lambda: candidate_buckets(session, skus),
+    )
+
+
 async def bucket_availability(
     session: AsyncSession, warehouse_id: int, sku: str
 ) -> list[tuple[int, int]]:
@@ -172,28 +205,41 @@ async def try_reserve(session: AsyncSession, stock_id: int, quantity: int) -> bo
 # changed meanwhile is checked again on its newest version (READ COMMITTED's re-check of an
 # UPDATE), as the separate lock statement ensured before (ADR 0055: one round trip fewer
 # with the hot rows held).
-_TAKE_ROWS = text(
-    """
+_TAKE_ROWS = """
     WITH locked AS (
-        SELECT id FROM stock WHERE id = ANY(CAST(:ids AS bigint[]))
+        SELECT id FROM stock WHERE id = ANY(CAST($1 AS bigint[]))
         ORDER BY id FOR NO KEY UPDATE
     )
     UPDATE stock SET reserved = stock.reserved + wanted.units
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:units AS integer[])) AS wanted(id, units)
+    FROM unnest(CAST($1 AS bigint[]), CAST($2 AS integer[])) AS wanted(id, units)
     WHERE stock.id = wanted.id
       AND stock.id IN (SELECT id FROM locked)
       AND wanted.units <= (stock.on_hand - stock.reserved) - stock.safety_stock
     RETURNING stock.id
     """
-)
 
 
 async def try_reserve_many(session: AsyncSession, totals: dict[int, int]) -> bool:
     """Reserve units on several buckets at once, each only if enough is available to sell right
     now; False unless every one of them could (the caller rolls the transaction back)."""
     ids = sorted(totals)
-    result = await session.execute(_TAKE_ROWS, {"ids": ids, "units": [totals[i] for i in ids]})
+    result = await execute_driver_sql(session, _TAKE_ROWS, [ids, [totals[i] for i in ids]])
     return len(result.all()) == len(ids)
+
+
+async def try_reserve_many_at_end(
+    session: AsyncSession, totals: dict[int, int], short: Callable[[], None]
+) -> bool:
+    """`try_reserve_many` as the last statement of the enclosing `folded_inserts` block (one
+    round trip with its INSERTs, when the block ends), calling `short` then unless every row
+    had its units; False, and nothing done, outside such a block."""
+    ids = sorted(totals)
+
+    def check(rows: list[Any]) -> None:
+        if len(rows) != len(ids):
+            short()
+
+    return await end_fold_with(session, _TAKE_ROWS, [ids, [totals[i] for i in ids]], check)
 
 
 async def unreserve(session: AsyncSession, stock_id: int, quantity: int) -> None:

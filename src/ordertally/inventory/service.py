@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.catalog import service as catalog_service
 from ordertally.core import clock
-from ordertally.core.db import dialect_of
+from ordertally.core.db import Read, dialect_of
 from ordertally.core.settings import get_settings
 from ordertally.inventory import geo, repository, routing
 from ordertally.inventory.errors import (
@@ -690,14 +690,25 @@ class BulkPlan:
     bom: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
 
+def candidates_read(session: AsyncSession, skus: Iterable[str]) -> Read[list[Any]]:
+    """The stock rows `plan_bulk` routes over, for SKUs it will be given, as a read that can
+    ride with others (`read_together`)."""
+    wanted = sorted(set(skus))
+    return repository.candidate_buckets_read(session, wanted) if wanted else Read.known([])
+
+
 async def plan_bulk(
-    session: AsyncSession, demands: list[BulkDemand], bundles: Iterable[str] | None = None
+    session: AsyncSession,
+    demands: list[BulkDemand],
+    bundles: Iterable[str] | None = None,
+    candidates: list[Any] | None = None,
 ) -> BulkPlan:
     """Route many new orders in one read: each order in turn by `routing.plan` over what the
     orders before it left. Each (warehouse, SKU) is filled from a random bucket onwards, so two
     batches running at once mostly update different rows of a hot SKU. `bundles`: the bundle
     codes among the demands when the caller has read them already (no read when there are none);
-    None to look every code up."""
+    None to look every code up. `candidates`: the rows of `candidates_read` for (at least)
+    every code of the demands, read already; read here when a bundle's components are needed."""
     strategy = _strategy()
     codes = {sku for d in demands for sku in d.demand}
     if bundles is not None:
@@ -708,7 +719,9 @@ async def plan_bulk(
     skus = sorted({sku for d in demands for sku in d.demand})
     buckets: dict[tuple[int, str], list[list[int]]] = defaultdict(list)
     attributes: dict[int, Any] = {}
-    for row in await repository.candidate_buckets(session, skus) if skus else []:
+    if candidates is None or bom:
+        candidates = await repository.candidate_buckets(session, skus) if skus else []
+    for row in candidates:
         buckets[(row.warehouse_id, row.sku)].append([int(row.id), int(row.available)])
         attributes[row.warehouse_id] = row
     for key, rows in buckets.items():
@@ -815,6 +828,25 @@ async def take_bulk(session: AsyncSession, totals: dict[int, int]) -> bool:
             RESERVATION_FAILURES.labels("race_retry").inc()
             return False
     return True
+
+
+async def take_bulk_last(
+    session: AsyncSession, totals: dict[int, int], raced: Callable[[], Exception]
+) -> None:
+    """`take_bulk`, raising `raced()` where it returns False. Inside a `folded_inserts` block on
+    PostgreSQL the UPDATE is the block's last statement, sent with its gathered INSERTs in one
+    round trip when the block ends (and `raced()` raised then): the hot rows are locked for
+    that statement and the COMMIT."""
+    wanted = {stock_id: units for stock_id, units in totals.items() if units}
+
+    def short() -> None:
+        RESERVATION_FAILURES.labels("race_retry").inc()
+        raise raced()
+
+    if wanted and await repository.try_reserve_many_at_end(session, wanted, short):
+        return
+    if not await take_bulk(session, totals):
+        raise raced()
 
 
 async def add_bulk_rows(

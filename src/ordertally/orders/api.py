@@ -21,7 +21,7 @@ from ordertally.auth.api import require
 from ordertally.auth.service import Principal
 from ordertally.core import clock
 from ordertally.core.batching import GroupCommit
-from ordertally.core.db import Database
+from ordertally.core.db import Database, folded_inserts
 from ordertally.core.errors import InvalidRequest, OrdertallyError
 from ordertally.core.http import JSON, client_ip, database, json_response
 from ordertally.core.money import format_minor
@@ -191,28 +191,30 @@ async def _create_batch(db: Database, requests: list[_Create]) -> list[_Created 
     stored, stock taken last. None for a request left to the one-order path (replays, keys in
     flight, duplicates, shortages, invalid bodies), which runs after this commits."""
     created: dict[int, _Created] = {}
-    async with db.transaction() as session:
-        go = await idempotency_service.claim(
-            session, [(r.scope, r.key) if r.key is not None else None for r in requests]
-        )
-        chosen = [r for r, ok in zip(requests, go, strict=True) if ok]
+    # The batch's INSERTs, its stored responses and its stock UPDATE go as one statement when
+    # the fold ends (PostgreSQL): nothing in it reads them back (ADR 0055, ADR 0057).
+    async with db.transaction() as session, folded_inserts(session):
         specs: list[creation.OrderSpec | None] = []
         rates = await fx.rates_at(
-            session, get_settings(), clock.now(), [r.body.currency for r in chosen]
+            session, get_settings(), clock.now(), [r.body.currency for r in requests]
         )
-        for r in chosen:
+        for r in requests:
             try:
                 specs.append(
                     creation.spec_of(r.body, r.actor, check_fingerprint=r.key is None, rates=rates)
                 )
             except (OrdertallyError, ValueError, ArithmeticError):
                 specs.append(None)  # create_order raises the same error in its own transaction
+        valid = [(r, s) for r, s in zip(requests, specs, strict=True) if s is not None]
         batch = await creation.create_many(
-            session, [s for s in specs if s is not None], defer_unusual=True
+            session,
+            [s for _, s in valid],
+            defer_unusual=True,
+            keys=[(r.scope, r.key) if r.key is not None else None for r, _ in valid],
         )
         outcomes = iter(batch.outcomes)
         keys = []
-        for r, spec in zip(chosen, specs, strict=True):
+        for r, spec in zip(requests, specs, strict=True):
             outcome = next(outcomes) if spec is not None else None
             if not isinstance(outcome, creation.Created):
                 continue

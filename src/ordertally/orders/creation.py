@@ -24,12 +24,13 @@ from ordertally.catalog import service as catalog_service
 from ordertally.catalog.errors import InactiveSku, UnknownSku
 from ordertally.core import clock, ids, money, phones
 from ordertally.core.crypto import PiiCipher, get_cipher
-from ordertally.core.db import folded_inserts
+from ordertally.core.db import folded_inserts, read_together
 from ordertally.core.errors import OrdertallyError
 from ordertally.core.settings import Settings, get_settings
 from ordertally.events import outbox
 from ordertally.exceptions import service as exceptions_service
 from ordertally.exceptions.models import ExceptionCase
+from ordertally.idempotency import service as idempotency_service
 from ordertally.inventory import service as inventory_service
 from ordertally.inventory.errors import InsufficientStock
 from ordertally.orders import fx, repository, review
@@ -166,22 +167,27 @@ def _check_codes(spec: OrderSpec, catalog: Mapping[str, catalog_service.LineFact
         raise InactiveSku(f"SKU {', '.join(inactive)} is no longer sold", skus=inactive)
 
 
-def build_order(
-    spec: OrderSpec,
-    settings: Settings,
-    now: datetime,
-    catalog: Mapping[str, catalog_service.LineFacts],
-    rates: Mapping[str, Decimal] | None = None,
-) -> BuiltOrder:
-    """The rows of a new order: amounts (the order's discount spread over its lines by largest
-    remainder), exchange rate, status, deadline, duplicate fingerprint and each line's snapshot
-    of its SKU (from `catalog`, see `catalog_facts`). Pure; raises the order's validation
-    errors, an unknown or inactive code among them unless `known_skus_only` is off."""
-    target, creators = CREATION[spec.initial]
-    if spec.actor.kind not in creators:
-        raise ActorNotAllowed(f"{spec.actor.kind} may not {spec.initial} orders")
-    if spec.known_skus_only:
-        _check_codes(spec, catalog)
+@dataclass(frozen=True, slots=True)
+class Amounts:
+    """What an order's lines add up to, and its duplicate fingerprint (`price`)."""
+
+    currency: str
+    rate: Decimal
+    gross: list[int]
+    line_discounts: list[int]
+    subtotal: int
+    discount: int
+    total: int
+    fingerprint: str
+
+
+def price(
+    spec: OrderSpec, settings: Settings, rates: Mapping[str, Decimal] | None = None
+) -> Amounts:
+    """A spec's amounts (the order's discount spread over its lines by largest remainder),
+    exchange rate and duplicate fingerprint, without the catalogue: the group commit takes
+    the fingerprints' locks before its catalogue read returns. Pure; raises the amounts'
+    validation errors."""
     currency = money.check_currency(spec.currency)
     rate = fx_rate(settings, currency, rates)
     gross = [line.unit_price_minor * line.quantity for line in spec.lines]
@@ -196,18 +202,35 @@ def build_order(
     if min(spec.shipping_minor, spec.tax_minor, spec.fee_minor) < 0:
         raise InvalidOrder("negative shipping, tax or fee", field="shipping")
     total = subtotal - discount + spec.shipping_minor + spec.tax_minor + spec.fee_minor
-    personal = spec.personal
-    priced = sorted(
-        (
-            line.sku,
-            line.quantity,
-            line.unit_price_minor if line.price_key is None else line.price_key,
-        )
-        for line in spec.lines
-    )
+    priced = sorted((line.sku, line.quantity, _price_key(line)) for line in spec.lines)
     fingerprint = hashlib.sha256(
-        orjson.dumps([spec.channel, personal.customer_phone_bidx, currency, total, priced])
+        orjson.dumps([spec.channel, spec.personal.customer_phone_bidx, currency, total, priced])
     ).hexdigest()
+    return Amounts(currency, rate, gross, line_discounts, subtotal, discount, total, fingerprint)
+
+
+def build_order(
+    spec: OrderSpec,
+    settings: Settings,
+    now: datetime,
+    catalog: Mapping[str, catalog_service.LineFacts],
+    rates: Mapping[str, Decimal] | None = None,
+    amounts: Amounts | None = None,
+) -> BuiltOrder:
+    """The rows of a new order: amounts (`price`, or `amounts` when priced already), exchange
+    rate, status, deadline, duplicate fingerprint and each line's snapshot of its SKU (from
+    `catalog`, see `catalog_facts`). Pure; raises the order's validation errors, an unknown or
+    inactive code among them unless `known_skus_only` is off."""
+    target, creators = CREATION[spec.initial]
+    if spec.actor.kind not in creators:
+        raise ActorNotAllowed(f"{spec.actor.kind} may not {spec.initial} orders")
+    if spec.known_skus_only:
+        _check_codes(spec, catalog)
+    if amounts is None:
+        amounts = price(spec, settings, rates)
+    currency, rate, total = amounts.currency, amounts.rate, amounts.total
+    gross, line_discounts = amounts.gross, amounts.line_discounts
+    personal = spec.personal
     window = spec.payment_window_seconds or settings.payment_timeout_seconds
     values: dict[str, Any] = {
         "order_no": ids.order_no(now),
@@ -216,8 +239,8 @@ def build_order(
         "status": target.value,
         "version": 1,
         "currency": currency,
-        "subtotal_minor": subtotal,
-        "discount_minor": discount,
+        "subtotal_minor": amounts.subtotal,
+        "discount_minor": amounts.discount,
         "total_minor": total,
         "base_currency": settings.base_currency,
         "fx_rate": str(rate),
@@ -241,7 +264,7 @@ def build_order(
         "ship_province": personal.ship_province,
         "ship_city": personal.ship_city,
         "ship_district": personal.ship_district,
-        "fingerprint": fingerprint,
+        "fingerprint": amounts.fingerprint,
         "created_by": spec.actor.id,
         "waybill_nos": "",
         "payment_deadline_at": (
@@ -571,18 +594,25 @@ class BatchRaced(Exception):
 
 
 async def create_many(
-    session: AsyncSession, specs: list[OrderSpec], *, defer_unusual: bool
+    session: AsyncSession,
+    specs: list[OrderSpec],
+    *,
+    defer_unusual: bool,
+    keys: list[tuple[str, str] | None] | None = None,
 ) -> CreatedMany:
-    """Create many new orders in one transaction with a fixed number of statements: one read
-    each for known external ids, recent fingerprints and availability, then multi-row INSERTs
-    of orders, lines, audit rows, events, reservations and allocations.
+    """Create many new orders in one transaction with a fixed number of statements: the
+    catalogue, idempotency keys, known external ids, recent fingerprints, availability and
+    new ids read in two statements on PostgreSQL (`read_together`), then multi-row INSERTs of
+    orders, lines, audit rows, events, reservations and allocations (in the group commit, one
+    folded statement with the caller's stored responses and stock UPDATE: ADR 0057).
 
     `defer_unusual=True` (the API's group commit) creates only the plain case: a spec whose
     channel already sent its external id, that may duplicate a recent order, that is invalid
-    or short of stock, or that repeats an earlier spec of the batch gets None, and the caller
-    runs `create_order` for it after this transaction commits, which answers exactly as it
-    always does. The stock rows are not taken here: the caller calls `take_batch_stock` last
-    before COMMIT.
+    or short of stock, that repeats an earlier spec of the batch, or whose idempotency key
+    (`keys`, one per spec) the batch may not claim (`idempotency.service.claim`) gets None,
+    and the caller runs `create_order` for it after this transaction commits, which answers
+    exactly as it always does. The stock rows are not taken here: the caller calls
+    `take_batch_stock` last before COMMIT.
 
     `defer_unusual=False` (channel ingest) creates every valid spec: a shortage opens a
     blocking `stock_shortage` case, the spec's own holds are opened and an invalid spec gets
@@ -596,12 +626,29 @@ async def create_many(
     rates = await fx.rates_at(session, settings, now, [spec.currency for spec in specs])
     outcomes: list[Created | OrdertallyError | None] = [None] * len(specs)
     built: list[BuiltOrder | None] = []
-    catalog = await catalog_facts(session, specs)
+    keyed: list[tuple[str, str] | None] = list(keys) if keys is not None else [None] * len(specs)
+    if not defer_unusual and keys is not None:
+        raise ValueError("ingest mode claims no idempotency keys")
+    amounts: list[Amounts | None] = (
+        _price_checked(specs, settings, rates) if defer_unusual else [None] * len(specs)
+    )
+    # The key and fingerprint locks ride with the catalogue's read; what they guard (stored
+    # responses, recent fingerprints) is read by the next statement, whose snapshot sees what
+    # a lock waited for (ADR 0025, ADR 0057).
+    free, catalog, _ = await read_together(
+        session,
+        idempotency_service.claim_locks(session, keyed),
+        catalog_service.line_facts_read(session, {ln.sku for spec in specs for ln in spec.lines}),
+        repository.fingerprint_locks(session, _checked_fingerprints(specs, amounts, settings)),
+    )
     for index, spec in enumerate(specs):
         if not defer_unusual and (spec.check_fingerprint or not spec.hold_on_shortage):
             raise ValueError("ingest mode creates every order: no fingerprints, shortages hold")
+        if defer_unusual and amounts[index] is None:
+            built.append(None)  # invalid amounts: create_order raises the error on its own
+            continue
         try:
-            built.append(build_order(spec, settings, now, catalog, rates))
+            built.append(build_order(spec, settings, now, catalog, rates, amounts[index]))
         except OrdertallyError as exc:
             built.append(None)  # group commit: create_order raises it in its own transaction
             if not defer_unusual:
@@ -610,8 +657,9 @@ async def create_many(
             if not defer_unusual:
                 raise
             built.append(None)
+    candidates, fresh = None, None
     if defer_unusual:
-        await _leave_unusual(session, specs, built, settings, now)
+        candidates, fresh = await _leave_unusual(session, specs, built, keyed, free, settings, now)
 
     planned = [i for i, b in enumerate(built) if b is not None]
     demands = []
@@ -623,14 +671,21 @@ async def create_many(
             demand[row["sku"]] = demand.get(row["sku"], 0) + row["quantity"]
         demands.append(inventory_service.BulkDemand(demand, b.values["ship_province"]))
     bundles = {code for code, facts in catalog.items() if facts.is_bundle}
-    bulk = await inventory_service.plan_bulk(session, demands, bundles)
+    bulk = await inventory_service.plan_bulk(session, demands, bundles, candidates)
     plan_of = {i: n for n, i in enumerate(planned)}
     chosen = [i for n, i in enumerate(planned) if not (defer_unusual and n in bulk.shortfall)]
     if not chosen:
         return CreatedMany(outcomes, {})
     rows = [built[i].values for i in chosen]  # type: ignore[union-attr]
     order_lines = [built[i].lines for i in chosen]  # type: ignore[union-attr]
-    order_ids, line_ids = await repository.insert_orders_with_lines(session, rows, order_lines)
+    if fresh is None:
+        order_ids, line_ids = await repository.insert_orders_with_lines(session, rows, order_lines)
+    else:
+        # Ids drawn by the batch's read: the rows go with the folded INSERTs (ADR 0057)
+        drawn_orders, drawn_lines = iter(fresh[0]), iter(fresh[1])
+        order_ids = [next(drawn_orders) for _ in rows]
+        line_ids = [[next(drawn_lines) for _ in lines] for lines in order_lines]
+        await repository.add_orders_with_lines(session, rows, order_lines, order_ids, line_ids)
     lines_of: dict[int, list[dict[str, Any]]] = {}
     stock: list[inventory_service.NewOrderStock] = []
     for i, order_id, ids_of_lines in zip(chosen, order_ids, line_ids, strict=True):
@@ -711,58 +766,104 @@ async def create_many(
     return CreatedMany(outcomes, reservation.totals)
 
 
+def _price_checked(
+    specs: list[OrderSpec], settings: Settings, rates: Mapping[str, Decimal]
+) -> list[Amounts | None]:
+    """Group commit: each spec's amounts and fingerprint before any read (None: invalid, left
+    to `create_order`, which raises its error)."""
+    amounts: list[Amounts | None] = []
+    for spec in specs:
+        try:
+            amounts.append(price(spec, settings, rates))
+        except (OrdertallyError, ValueError, ArithmeticError):
+            amounts.append(None)
+    return amounts
+
+
+def _checked_fingerprints(
+    specs: list[OrderSpec], amounts: list[Amounts | None], settings: Settings
+) -> list[str]:
+    """The fingerprints the duplicate check looks up (keyless requests, a window set)."""
+    if settings.duplicate_window_seconds <= 0:
+        return []
+    return [
+        a.fingerprint
+        for a, spec in zip(amounts, specs, strict=True)
+        if a is not None and spec.check_fingerprint
+    ]
+
+
 async def _leave_unusual(
     session: AsyncSession,
     specs: list[OrderSpec],
     built: list[BuiltOrder | None],
+    keys: list[tuple[str, str] | None],
+    free: set[tuple[str, str]],
     settings: Settings,
     now: datetime,
-) -> None:
+) -> tuple[list[Any], tuple[list[int], list[int]] | None]:
     """Group commit: set to None every built order the batch must leave to `create_order`,
-    i.e. a known external id, a possible duplicate of a recent order, or a repeat of an earlier
-    order of the batch (one read each for external ids and fingerprints)."""
-    known = await repository.existing_externals(
-        session,
-        [
-            (b.values["channel"], b.values["external_id"])
-            for b in built
-            if b is not None and b.values["external_id"] is not None
-        ],
-    )
+    i.e. a key this batch may not claim (`free`: the keys `claim_locks` took), a known external
+    id, a possible duplicate of a recent order, or a repeat of an earlier order of the batch;
+    returns the stock rows to plan the rest over and ids for their orders and lines
+    (PostgreSQL). Its reads ride together in one statement, after the one that took the key
+    and fingerprint locks (ADR 0025)."""
     checking = settings.duplicate_window_seconds > 0
-    recent: set[str] = set()
-    if checking:
-        fingerprints = [
-            b.values["fingerprint"]
-            for b, spec in zip(built, specs, strict=True)
-            if b is not None and spec.check_fingerprint
-        ]
-        # Atomic across processes: a twin in flight commits before we look (ADR 0025).
-        await repository.lock_fingerprints(session, fingerprints)
-        recent = await repository.recent_fingerprints(
+    fingerprints = [
+        b.values["fingerprint"]
+        for b, spec in zip(built, specs, strict=True)
+        if checking and b is not None and spec.check_fingerprint
+    ]
+    stored, known, recent, candidates, fresh = await read_together(
+        session,
+        idempotency_service.claim_stored(session, free),
+        repository.externals_read(
+            session,
+            [
+                (b.values["channel"], b.values["external_id"])
+                for b in built
+                if b is not None and b.values["external_id"] is not None
+            ],
+        ),
+        repository.recent_fingerprints_read(
             session, fingerprints, now - timedelta(seconds=settings.duplicate_window_seconds)
-        )
+        ),
+        inventory_service.candidates_read(
+            session, {row["sku"] for b in built if b is not None for row in b.lines}
+        ),
+        repository.new_ids(
+            session,
+            sum(1 for b in built if b is not None),
+            sum(len(b.lines) for b in built if b is not None),
+        ),
+    )
+    go = idempotency_service.claimed(keys, free - stored)
     seen_fingerprints: set[str] = set()
     for index, (b, spec) in enumerate(zip(built, specs, strict=True)):
         if b is None:
             continue
         pair = (b.values["channel"], b.values["external_id"])
         fingerprint = b.values["fingerprint"]
-        if (b.values["external_id"] is not None and pair in known) or (
-            checking
-            and spec.check_fingerprint
-            and (fingerprint in recent or fingerprint in seen_fingerprints)
+        if (
+            not go[index]
+            or (b.values["external_id"] is not None and pair in known)
+            or (
+                checking
+                and spec.check_fingerprint
+                and (fingerprint in recent or fingerprint in seen_fingerprints)
+            )
         ):
             built[index] = None
             continue
         if b.values["external_id"] is not None:
             known.add(pair)  # a second request of the batch for it returns the first's order
         seen_fingerprints.add(fingerprint)
+    return list(candidates), fresh
 
 
 async def take_batch_stock(session: AsyncSession, batch: CreatedMany) -> None:
     """Take the stock a batch reserved (the conditional UPDATEs, in stock id order); raises
     BatchRaced when a row no longer has it. Run it last before COMMIT: the hot rows stay
-    locked only for the COMMIT."""
-    if not await inventory_service.take_bulk(session, batch.stock):
-        raise BatchRaced
+    locked only for the COMMIT. In a `folded_inserts` block (the group commit's) it is the
+    block's last statement, sent with its INSERTs when the block ends, BatchRaced raised then."""
+    await inventory_service.take_bulk_last(session, batch.stock, BatchRaced)

@@ -15,16 +15,17 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core.clock import as_utc
 from ordertally.core.db import (
+    Read,
     dialect_of,
     execute_driver_sql,
     insert_rows,
+    read_together,
     scalar_defaults,
     table_of,
     unnest_args,
@@ -196,6 +197,59 @@ async def insert_orders_with_lines(
     ]
 
 
+def new_ids(
+    session: AsyncSession, orders: int, lines: int
+) -> Read[tuple[list[int], list[int]] | None]:
+    """Ids for up to `orders` new orders and `lines` new lines, drawn from their sequences as
+    a `read_together` read (PostgreSQL; None elsewhere): rows inserted with them
+    (`add_orders_with_lines`) need no RETURNING and can be folded into one statement with the
+    rest of a batch (ADR 0057). An id drawn and not used is a gap, as a rolled-back INSERT's."""
+    if dialect_of(session) != "postgresql" or not orders:
+        return Read.known(None)
+
+    def split(rows: list[Any]) -> tuple[list[int], list[int]]:
+        return [i for kind, i in rows if kind == "o"], [i for kind, i in rows if kind == "l"]
+
+    args: list[Any] = [orders, lines]
+
+    async def alone() -> tuple[list[int], list[int]] | None:
+        return split(list((await execute_driver_sql(session, _NEW_IDS, args)).all()))
+
+    return Read(_NEW_IDS, args, split, alone)
+
+
+_NEW_IDS = (
+    "SELECT 'o', nextval(pg_get_serial_sequence('sales_order', 'id'))"
+    " FROM generate_series(1, $1)"
+    " UNION ALL SELECT 'l', nextval(pg_get_serial_sequence('order_line', 'id'))"
+    " FROM generate_series(1, $2)"
+)
+
+
+async def add_orders_with_lines(
+    session: AsyncSession,
+    rows: list[dict[str, Any]],
+    lines: list[list[dict[str, Any]]],
+    order_ids: list[int],
+    line_ids: list[list[int]],
+) -> None:
+    """Insert orders and their lines under ids drawn by `new_ids`: folded into the enclosing
+    `folded_inserts` block's one statement (or at once)."""
+    order_rows = [{"id": i, **row} for i, row in zip(order_ids, rows, strict=True)]
+    line_rows = [
+        {"id": line_id, "order_id": order_id, **line}
+        for order_id, order, ids_of_lines in zip(order_ids, lines, line_ids, strict=True)
+        for line, line_id in zip(order, ids_of_lines, strict=True)
+    ]
+    if line_rows and scalar_defaults(_LINE, tuple(line_rows[0])) is None:
+        # The lines go at once: so must their orders, which they reference
+        await session.execute(_INSERT_ORDERS_PLAIN, order_rows)
+        await session.execute(_INSERT_LINES_PLAIN, line_rows)
+        return
+    await insert_rows(session, _ORDER, order_rows)
+    await insert_rows(session, _LINE, line_rows)
+
+
 async def by_external(
     session: AsyncSession, channel: str, external_ids: list[str]
 ) -> list[tuple[str, int, str]]:
@@ -232,19 +286,48 @@ async def existing_externals(
     return await _pairs_present(session, _ORDER.c.channel, _ORDER.c.external_id, pairs)
 
 
+def externals_read(
+    session: AsyncSession, pairs: list[tuple[str, str]]
+) -> Read[set[tuple[str, str]]]:
+    """`existing_externals` as a `read_together` read (one statement text whatever the number
+    of pairs; the (channel, external_id) index serves each)."""
+    if not pairs:
+        return Read.known(set())
+    wanted = sorted(set(pairs))
+    return Read(
+        "SELECT t.c, t.e FROM unnest(CAST($1 AS text[]), CAST($2 AS text[])) AS t(c, e)"
+        " WHERE EXISTS (SELECT FROM sales_order o WHERE o.channel = t.c AND o.external_id = t.e)",
+        [[c for c, _ in wanted], [e for _, e in wanted]],
+        lambda rows: {(c, e) for c, e in rows},
+        lambda: existing_externals(session, wanted),
+    )
+
+
+_LOCK_FINGERPRINTS = (
+    "SELECT pg_advisory_xact_lock(hashtextextended('order-fingerprint' || chr(31) || f, 0))"
+    " FROM unnest(CAST($1 AS text[])) WITH ORDINALITY AS t(f, n) ORDER BY n"
+)
+
+
 async def lock_fingerprints(session: AsyncSession, fingerprints: list[str]) -> None:
     """PostgreSQL: wait for a transaction-scoped advisory lock on each duplicate fingerprint,
     in sorted order (no deadlocks), so a concurrent creation of the same order commits before
     this transaction reads recent fingerprints. SQLite's single writer already serialises."""
+    await read_together(session, fingerprint_locks(session, fingerprints))
+
+
+def fingerprint_locks(session: AsyncSession, fingerprints: list[str]) -> Read[None]:
+    """`lock_fingerprints` as a `read_together` read. The recent fingerprints are read by a
+    later statement: one that started before the locks were granted would not see the twin
+    that held one (ADR 0025)."""
     if not fingerprints or dialect_of(session) != "postgresql":
-        return
-    await session.execute(
-        text(
-            "SELECT pg_advisory_xact_lock(hashtextextended('order-fingerprint' || chr(31) || f, 0))"
-            " FROM unnest(CAST(:fingerprints AS text[])) WITH ORDINALITY AS t(f, n) ORDER BY n"
-        ),
-        {"fingerprints": sorted(set(fingerprints))},
-    )
+        return Read.known(None)
+    args = [sorted(set(fingerprints))]
+
+    async def alone() -> None:
+        await execute_driver_sql(session, _LOCK_FINGERPRINTS, args)
+
+    return Read(_LOCK_FINGERPRINTS, args, lambda rows: None, alone)
 
 
 async def recent_fingerprints(
@@ -254,11 +337,6 @@ async def recent_fingerprints(
     if not fingerprints:
         return set()
     wanted = sorted(set(fingerprints))
-    if dialect_of(session) == "postgresql":
-        # One statement text whatever the batch's size (an IN list is a new one, prepared and
-        # planned again, for each number of fingerprints).
-        rows = await session.execute(_RECENT_FINGERPRINTS, {"fingerprints": wanted, "since": since})
-        return {f for (f,) in rows.all()}
     rows = await session.execute(
         select(_FINGERPRINT.c.fingerprint)
         .where(_FINGERPRINT.c.fingerprint.in_(wanted), _FINGERPRINT.c.created_at >= since)
@@ -267,10 +345,22 @@ async def recent_fingerprints(
     return {f for (f,) in rows.all()}
 
 
-_RECENT_FINGERPRINTS = text(
-    "SELECT DISTINCT fingerprint FROM order_fingerprint"
-    " WHERE fingerprint = ANY(CAST(:fingerprints AS text[])) AND created_at >= :since"
-)
+def recent_fingerprints_read(
+    session: AsyncSession, fingerprints: list[str], since: datetime
+) -> Read[set[str]]:
+    """`recent_fingerprints` as a `read_together` read: on PostgreSQL one statement text
+    whatever the number of fingerprints (an IN list is a new one, prepared and planned again,
+    for each number)."""
+    if not fingerprints:
+        return Read.known(set())
+    wanted = sorted(set(fingerprints))
+    return Read(
+        "SELECT DISTINCT fingerprint FROM order_fingerprint"
+        " WHERE fingerprint = ANY(CAST($1 AS text[])) AND created_at >= $2",
+        [wanted, since],
+        lambda rows: {f for (f,) in rows},
+        lambda: recent_fingerprints(session, wanted, since),
+    )
 
 
 async def insert_fingerprints(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
