@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import collections
 import functools
 import logging
 import weakref
@@ -251,7 +252,7 @@ def _batcher(db: Database) -> GroupCommit[_Create, _Created] | None:
     batcher = _BATCHERS.get(db)
     if batcher is None:
         batcher = _BATCHERS[db] = GroupCommit(
-            functools.partial(_create_batch, db),
+            functools.partial(_create_and_count, db),
             size,
             on_batch=BATCH_SIZE.observe,
             on_alone=lambda reason, count: BATCH_ALONE.labels(reason).inc(count),
@@ -259,6 +260,16 @@ def _batcher(db: Database) -> GroupCommit[_Create, _Created] | None:
             on_timing=_observe_timing,
         )
     return batcher
+
+
+async def _create_and_count(db: Database, requests: list[_Create]) -> list[_Created | None]:
+    """`_create_batch`, its committed orders counted once per channel (not once per request:
+    a metric's increment costs a lock and a write to its file in multiprocess mode)."""
+    results = await _create_batch(db, requests)
+    created = collections.Counter(r.channel for r in results if r is not None)
+    for channel, orders in created.items():
+        creation.count_created(channel, orders)
+    return results
 
 
 def _observe_timing(queued: list[float], ran: float) -> None:
@@ -311,7 +322,6 @@ async def _create(
             _Create(body, actor, principal.scope, idempotency_key, req_hash)
         )
         if done is not None:
-            creation.count_created(done.channel)
             return Response(
                 done.payload,
                 status_code=201,
