@@ -185,8 +185,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     # Several API processes count their metrics through files (`ordertally serve --workers`).
-    metrics_dir = tempfile.mkdtemp(prefix="ordertally-api-cpu-")
-    with scratch_database("pg", args.pg_admin_url, {}) as db:
+    metrics = tempfile.TemporaryDirectory(prefix="ordertally-api-cpu-")
+    with metrics as metrics_dir, scratch_database("pg", args.pg_admin_url, {}) as db:
         with Server(db, workers=1) as server:
             server.seed_stock(args.buckets)
         os.environ.update(db.env)
