@@ -65,6 +65,7 @@ async def test_a_burst_is_written_in_batches_and_each_client_gets_its_own_order(
     live_server: LiveServer, keys: dict[str, str], db: Database
 ) -> None:
     batches_before = _metric("ordertally_order_batch_size_count")
+    counted_before = _metric("ordertally_orders_created_total", channel="wechat_mini")
     n = 60
     limits = httpx.Limits(max_connections=n)
     async with httpx.AsyncClient(base_url=live_server.url, limits=limits, timeout=30) as client:
@@ -105,6 +106,9 @@ async def test_a_burst_is_written_in_batches_and_each_client_gets_its_own_order(
     # And fewer transactions than orders wrote them, each with everything an order has
     batches = _metric("ordertally_order_batch_size_count") - batches_before
     assert 1 <= batches < n
+    # each order counted once (by its batch, per channel), the replay not at all
+    counted = _metric("ordertally_orders_created_total", channel="wechat_mini") - counted_before
+    assert counted == n
     assert await _count(db, SalesOrder) == n
     assert await _count(db, OrderLine) == 2 * n
     assert await _count(db, OrderEvent) == n
