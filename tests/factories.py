@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ordertally.core.db import Database
+from ordertally.exceptions import service as exceptions_service
 from ordertally.orders import service as orders_service
 from ordertally.orders.models import SalesOrder
 from ordertally.orders.schemas import OrderCreate
@@ -186,3 +187,14 @@ def order_for(
     )
     body["shipping_address"]["province"] = province
     return OrderCreate.model_validate(body)
+
+
+async def close_case(db: Database, case_id: int, how: str) -> None:
+    """Close an exception case as an operator does: `resolve` it, or `cancel` it as opened
+    by mistake (either publishes ExceptionCaseClosed)."""
+    async with db.transaction() as session:
+        if how == "resolve":
+            await exceptions_service.resolve(session, case_id, "ops", "confirmed with the buyer")
+        else:
+            who = exceptions_service.Who("ops")
+            await exceptions_service.cancel(session, case_id, "opened by mistake", who)

@@ -95,7 +95,7 @@ def ordertally_processes(
             _wait_until_up(urls, procs, log)
             yield urls
         finally:
-            _stop(procs)
+            stop_processes(procs)
 
 
 def _wait_until_up(urls: list[str], procs: list[subprocess.Popen[bytes]], log: IO[bytes]) -> None:
@@ -113,7 +113,8 @@ def _wait_until_up(urls: list[str], procs: list[subprocess.Popen[bytes]], log: I
             time.sleep(0.1)
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop processes with SIGTERM; one not stopped within STOP_SECONDS is killed and fails."""
     for proc in procs:
         proc.terminate()
     stuck = []

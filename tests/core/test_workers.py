@@ -18,7 +18,7 @@ import pytest
 from ordertally.core.db import Database
 from ordertally.core.workers import SPREADS
 from tests.conftest import ONLY_SQLITE
-from tests.live import free_port
+from tests.live import free_port, stop_processes
 
 pytestmark = [
     pytest.mark.anyio,
@@ -42,15 +42,23 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _established(port: int) -> set[int]:
-    """Socket inodes of the established connections whose local port is `port`."""
+def _sockets(port: int, state: str) -> set[int]:
+    """Socket inodes in TCP `state` ("01" established, "0A" listening) on local port `port`."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
                 inodes.add(int(fields[9]))
     return inodes
+
+
+def _established(port: int) -> set[int]:
+    return _sockets(port, "01")
+
+
+def _listening(port: int) -> set[int]:
+    return _sockets(port, "0A")
 
 
 def _held_by(pid: int, inodes: set[int]) -> int:
@@ -88,16 +96,6 @@ def _wait_up(process: subprocess.Popen[bytes], port: int) -> None:
             except OSError:
                 pass
         time.sleep(0.2)
-
-
-def _listening(port: int) -> set[int]:
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
-                inodes.add(int(fields[9]))
-    return inodes
 
 
 @ONLY_SQLITE  # the sockets do not depend on the database
@@ -151,9 +149,4 @@ def _spread_and_replaced() -> None:
         for s in _open_and_ask(port, CONNECTIONS):
             s.close()
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_processes([process])

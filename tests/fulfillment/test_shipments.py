@@ -30,7 +30,7 @@ from ordertally.orders import service as orders_service
 from ordertally.orders.models import SalesOrder
 from ordertally.orders.service import Actor
 from ordertally.orders.state_machine import ActorKind
-from tests.factories import auth, make_order
+from tests.factories import auth, close_case, make_order
 from tests.fulfillment.helpers import (
     SECOND_WAREHOUSE,
     configure_kuaidi100,
@@ -505,12 +505,7 @@ async def test_a_held_paid_order_is_allocated_by_the_consumer_once_its_hold_is_l
     # Given a paid order held by a blocking case
     order, case_id = await _held_paid_order(db)
     # When the case is resolved (or cancelled as opened by mistake)
-    async with db.transaction() as session:
-        if lift == "resolve":
-            await exceptions_service.resolve(session, case_id, "ops", "address confirmed")
-        else:
-            who = exceptions_service.Who("ops")
-            await exceptions_service.cancel(session, case_id, "opened by mistake", who)
+    await close_case(db, case_id, lift)
     # Then the allocation consumer allocates it at once: nothing is left for the sweep
     await drain(db, get_settings())
     assert (await _order(db, order.order_no)).status == "allocated"

@@ -24,7 +24,7 @@ from ordertally.exceptions import service as exceptions_service
 from ordertally.orders.contact import PII_ADDRESS, PII_PHONE
 from ordertally.orders.models import SalesOrder
 from ordertally.search.models import SearchDoc
-from tests.factories import auth, make_order
+from tests.factories import auth, close_case, make_order
 from tests.fulfillment.helpers import shipments
 from tests.payments.helpers import make_attempt, paid_notice, store_and_apply
 from tests.search.helpers import index
@@ -424,12 +424,7 @@ async def test_the_open_exception_filter_follows_a_case_opened_and_closed(
     assert await find(client, cs, "张三", has_open_exception=True) == [b.order_no]
     assert await find(client, cs, "张三", has_open_exception=False) == []
     # When the case is resolved (or cancelled), it no longer does
-    async with db.transaction() as session:
-        if close == "resolve":
-            await exceptions_service.resolve(session, case_id, "cs", "address confirmed")
-        else:
-            who = exceptions_service.Who("cs")
-            await exceptions_service.cancel(session, case_id, "opened by mistake", who)
+    await close_case(db, case_id, close)
     await index(db)
     assert await find(client, cs, "张三", has_open_exception=True) == []
     assert await find(client, cs, "张三", has_open_exception=False) == [b.order_no]
