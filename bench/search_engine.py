@@ -58,7 +58,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--no-split",
+        action="store_true",
+        help="the index reads every term (no broad term checked on the rows: query.split)",
+    )
     args = parser.parse_args()
+    if args.no_split:
+        from ordertally.search import query
+
+        query.BROAD_SHARE = 2.0  # no term is that common: nothing is split off
     manifest = use_manifest(args.manifest)
     load = os.getloadavg()[0]
     times = asyncio.run(_measure(manifest["url"], manifest["queries"], args.rounds))
@@ -69,6 +78,7 @@ def main() -> None:
     values = list(each.values())
     result = {
         "engine": manifest.get("engine", "pg"),
+        "split": not args.no_split,
         "orders": manifest["orders"],
         "queries": len(values),
         "ms": {"p50": _quantile(values, 0.5), "p95": _quantile(values, 0.95), "max": max(values)},

@@ -61,7 +61,6 @@ async def _explain(
 
     from ordertally.core.db import Database
     from ordertally.search import dictionary, repository, service
-    from ordertally.search import query as parser
 
     picked: dict[str, list[str]] = {}
     for q in queries:
@@ -74,6 +73,7 @@ async def _explain(
         async with db.reads() as session:
             await dictionary.ensure_current(session)
             synonyms = await service.synonym_map(session)
+            shares = await service.token_shares(session)
             driver = (await (await session.connection()).get_raw_connection()).driver_connection
             assert driver is not None
             settings = await driver.fetch(
@@ -82,10 +82,9 @@ async def _explain(
             )
             for kind, texts in picked.items():
                 for text in texts:
-                    terms = parser.parse(text, service.today(), synonyms)
-                    expression = parser.render(parser.AllOf(tuple(t.node for t in terms)), "pg")
+                    query = service.prepare(text, synonyms, "pg", shares=shares)
                     stmt, values = repository.search_statement(
-                        "postgresql", expression, repository.Filters(), None, 21
+                        "postgresql", query.match, repository.Filters(), None, 21
                     )
                     compiled = stmt.compile(dialect=pg_dialect.dialect())
                     params = [

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from ordertally.channels.events import ChannelOrderIngested
 from ordertally.core import clock
@@ -23,7 +23,11 @@ from ordertally.events import outbox
 from ordertally.exceptions import service as exceptions_service
 from ordertally.orders.contact import PII_ADDRESS, PII_PHONE
 from ordertally.orders.models import SalesOrder
+from ordertally.search import query as parser
+from ordertally.search import repository, service
+from ordertally.search import tokens as tk
 from ordertally.search.models import SearchDoc
+from tests.conftest import ONLY_PG
 from tests.factories import auth, close_case, make_order
 from tests.fulfillment.helpers import shipments
 from tests.payments.helpers import make_attempt, paid_notice, store_and_apply
@@ -471,6 +475,84 @@ async def test_a_word_cut_with_a_one_character_tail_finds_its_order(
         # When the street is typed as the caller says it / Then only that order is found
         assert await find(client, keys["cs"], "关上路") == [wanted.order_no]
         assert await find(client, keys["cs"], "关上路 王芳") == [wanted.order_no]
+
+
+@ONLY_PG  # PostgreSQL's statistics decide the split; FTS5 reads every term
+async def test_broad_terms_checked_on_the_rows_the_rarer_ones_find_give_the_same_orders(
+    orders: dict[str, SalesOrder], client: httpx.AsyncClient, keys: dict[str, str], db: Database
+) -> None:
+    a, b, c = (orders[k].order_no for k in "abc")
+    cs = keys["cs"]
+    queries = {
+        "测试商品 5678 20260125": [c, a],
+        "测试商品 张三": [b],
+        "上海 测试商品 曾单": [a],
+        "test item 1234": [b],
+        "测试商品 李雷": [],
+        "上海 5678": [a],  # c has a phone ending 5678 too, and is not shipped to 上海
+    }
+    with clock.frozen(NEXT_DAY):
+        # Given the index read whole (no statistics yet): what each search finds
+        whole = {q: await find(client, cs, q) for q in queries}
+        # When the statistics say the product's words and 上海 are on 60% of 10,000 orders (and
+        # the least common token listed on 0.02%: one not listed is rarer still)
+        words = [tk.token(kind, w) for kind in ("pw", "ps") for w in ("测试商品", "test", "item")]
+        words.append(tk.token("ad", "上海"))
+        common = {tk.token("pw", "other"): 0.0002, **dict.fromkeys(words, 0.6)}
+        shares = parser.Shares(10_000, common)
+        service.forget_shares()
+        service._shares.update(value=shares, until=float("inf"))
+        try:
+            prepared = {q: service.prepare(q, {}, "pg", shares=shares).match for q in queries}
+            split = {q: await find(client, cs, q) for q in queries}
+            # the plan of the split search reads the rarer terms from the index, and checks the
+            # product's words on the rows it finds
+            match = prepared["测试商品 5678 20260125"]
+            assert match is not None and match.check is not None
+            stmt, values = repository.search_statement(
+                "postgresql", match, repository.Filters(), None, 21
+            )
+            async with db.transaction(write=False) as session:
+                await session.execute(text("SET LOCAL enable_seqscan = off"))
+                plan = "\n".join(
+                    str(r[0])
+                    for r in (await session.execute(text("EXPLAIN " + _inline(stmt, values))))
+                )
+        finally:
+            service.forget_shares()
+    # Then every search was split, and each found the same orders in the same order
+    assert [q for q, m in prepared.items() if m is None or m.check is None] == []
+    assert split == whole == queries
+    assert "hand_search_doc_tsv" in plan
+    (checked,) = [line for line in plan.splitlines() if "ts_match_vq" in line]
+    assert "Filter" in checked and "Cond" not in checked
+
+
+def _inline(stmt: Any, values: dict[str, Any]) -> str:
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    compiled = stmt.params(values).compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+    return str(compiled)
+
+
+@ONLY_PG  # SQLite keeps no such statistics
+async def test_token_shares_are_postgresql_statistics_of_the_index_column(
+    orders: dict[str, SalesOrder], db: Database
+) -> None:
+    # Given three indexed orders, the index analysed (autovacuum does it as the index grows)
+    async with db.transaction() as session:
+        await session.execute(text("ANALYZE search_doc"))
+        texts = [d.tokens.split() for d in (await session.scalars(select_docs())).all()]
+        # When the shares are read
+        rows, common = await repository.token_shares(session)
+    # Then they are the rows, and the share of rows that hold each token listed
+    assert rows == 3
+    assert common
+    for token, share in common.items():
+        assert share == pytest.approx(sum(token in t for t in texts) / 3, abs=1e-6)
+    # all three were placed on the 25th
+    assert common[tk.token("dt", "20260125")] == pytest.approx(1.0)
 
 
 def _keyed(word: str) -> bool:

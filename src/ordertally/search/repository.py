@@ -23,6 +23,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.elements import ColumnClause
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ordertally.core import clock
@@ -170,15 +171,19 @@ async def lock_orders(session: AsyncSession, order_ids: Sequence[int], *, wait: 
 # The engine's query text (a tsquery, an FTS5 MATCH expression), typed so that the doctor can
 # render a plan with it inline.
 _EXPRESSION = bindparam("expression", type_=Text)
+# PostgreSQL: the broad terms a row the index found is checked against (query.split).
+_CHECK = bindparam("check", type_=Text)
 
 
-def _match(stmt: Select[Any], dialect: str) -> Select[Any]:
+def _match(stmt: Select[Any], dialect: str, check: bool) -> Select[Any]:
     if dialect == "postgresql":
-        return stmt.where(
-            literal_column("search_doc.hand_tsv").op("@@")(
-                func.to_tsquery(literal_column("'simple'::regconfig"), _EXPRESSION)
-            )
-        )
+        tsv: ColumnClause[Any] = literal_column("search_doc.hand_tsv")
+        simple: ColumnClause[Any] = literal_column("'simple'::regconfig")
+        stmt = stmt.where(tsv.op("@@")(func.to_tsquery(simple, _EXPRESSION)))
+        if check:
+            # The function behind @@, which no index serves: checked on the rows found only.
+            stmt = stmt.where(func.ts_match_vq(tsv, func.to_tsquery(simple, _CHECK)))
+        return stmt
     return stmt.where(
         _DOC.c.order_id.in_(
             select(literal_column("rowid"))
@@ -218,12 +223,14 @@ def _values(filters: Filters) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=256)
-def _statement(dialect: str, match: bool, given: tuple[str, ...], after: bool) -> Select[Any]:
+def _statement(
+    dialect: str, match: bool, given: tuple[str, ...], after: bool, check: bool = False
+) -> Select[Any]:
     """The statement of one shape of search, every value a bound parameter: built once per
     shape, so a search neither builds nor re-keys a statement."""
     stmt = select(*_RESULT)
     if match:
-        stmt = _match(stmt, dialect)
+        stmt = _match(stmt, dialect, check)
     for name in given:
         stmt = stmt.where(_FILTERS[name]())
     if after:
@@ -238,27 +245,45 @@ def _statement(dialect: str, match: bool, given: tuple[str, ...], after: bool) -
     return stmt.order_by(newest_first).limit(bindparam("limit", type_=Integer))
 
 
+@dataclass(frozen=True, slots=True)
+class Match:
+    """What the rows must match: the engine's expression the index reads, and (PostgreSQL)
+    the broad terms the rows it finds are checked against."""
+
+    expression: str
+    check: str | None = None
+
+
+def _bound(
+    values: dict[str, Any], match: Match | None, after: int | None, limit: int
+) -> dict[str, Any]:
+    values["limit"] = limit
+    if match is not None:
+        values["expression"] = match.expression
+        if match.check is not None:
+            values["check"] = match.check
+    if after is not None:
+        values["after"] = after
+    return values
+
+
 def search_statement(
-    dialect: str, expression: str | None, filters: Filters, after: int | None, limit: int
+    dialect: str, match: Match | None, filters: Filters, after: int | None, limit: int
 ) -> tuple[Select[Any], dict[str, Any]]:
     """Matching rows, newest order first (order ids grow with time), after a keyset cursor:
     the statement and its parameters."""
     values = _values(filters)
-    stmt = _statement(dialect, bool(expression), tuple(values), after is not None)
-    values["limit"] = limit
-    if expression:
-        values["expression"] = expression
-    if after is not None:
-        values["after"] = after
-    return stmt, values
+    check = match is not None and match.check is not None
+    stmt = _statement(dialect, match is not None, tuple(values), after is not None, check)
+    return stmt, _bound(values, match, after, limit)
 
 
 async def search(
-    session: AsyncSession, expression: str | None, filters: Filters, after: int | None, limit: int
+    session: AsyncSession, match: Match | None, filters: Filters, after: int | None, limit: int
 ) -> Sequence[Row[Any]]:
     """One page of matching index rows (the columns of `_RESULT`), through Core: one
     statement, plain rows."""
-    stmt, values = search_statement(dialect_of(session), expression, filters, after, limit)
+    stmt, values = search_statement(dialect_of(session), match, filters, after, limit)
     connection = await session.connection()
     return (await connection.execute(stmt, values)).all()
 
@@ -284,14 +309,14 @@ class _Driver:
 
 @functools.lru_cache(maxsize=256)
 def _driver_statement(
-    dialect: Dialect, match: bool, given: tuple[str, ...], after: bool
+    dialect: Dialect, match: bool, given: tuple[str, ...], after: bool, check: bool
 ) -> _Driver | None:
     """The statement of one shape of search compiled once by the engine's own dialect (the SQL
     text SQLAlchemy would send); None for a shape with an expanding parameter (a channel scope),
     whose text depends on the values."""
     if "channels" in given:
         return None
-    compiled = _statement("postgresql", match, given, after).compile(dialect=dialect)
+    compiled = _statement("postgresql", match, given, after, check).compile(dialect=dialect)
     names = tuple(compiled.positiontup or ())
     fixed = {key: bind.value for bind, key in compiled.bind_names.items()}
     processors = dict(getattr(compiled, "_bind_processors", {}) or {})
@@ -299,31 +324,27 @@ def _driver_statement(
 
 
 async def search_rows(
-    db: Database, expression: str | None, filters: Filters, after: int | None, limit: int
+    db: Database, match: Match | None, filters: Filters, after: int | None, limit: int
 ) -> Sequence[Any]:
     """One page of matching index rows (the columns of `_RESULT`, by position), outside any unit
     of work: on PostgreSQL straight through the driver (the statement compiled once per shape,
     no session, no result layer: the search request's path), else through a read session."""
     if not db.is_sqlite:
         values = _values(filters)
+        check = match is not None and match.check is not None
         shape = _driver_statement(
-            db.read_engine.dialect, bool(expression), tuple(values), after is not None
+            db.read_engine.dialect, match is not None, tuple(values), after is not None, check
         )
         if shape is not None:
-            values["limit"] = limit
-            if expression:
-                values["expression"] = expression
-            if after is not None:
-                values["after"] = after
-            return await db.fetch(shape.sql, *shape.args(values))
+            return await db.fetch(shape.sql, *shape.args(_bound(values, match, after, limit)))
     async with db.reads() as session:
-        return await search(session, expression, filters, after, limit)
+        return await search(session, match, filters, after, limit)
 
 
 async def plan(session: AsyncSession, expression: str) -> str:
     """The database's plan for a search (the doctor checks it uses the index)."""
     dialect = dialect_of(session)
-    stmt, values = search_statement(dialect, expression, Filters(), None, 20)
+    stmt, values = search_statement(dialect, Match(expression), Filters(), None, 20)
     compiled = stmt.params(values).compile(
         dialect=session.bind.dialect,  # type: ignore[union-attr]
         compile_kwargs={"literal_binds": True},
@@ -331,6 +352,28 @@ async def plan(session: AsyncSession, expression: str) -> str:
     prefix = "EXPLAIN " if dialect == "postgresql" else "EXPLAIN QUERY PLAN "
     rows = (await session.execute(text(prefix + str(compiled)))).all()
     return "\n".join(" ".join(str(c) for c in row) for row in rows)
+
+
+_SHARES = text(
+    "SELECT c.reltuples, s.most_common_elems::text::text[] AS elems,"
+    " s.most_common_elem_freqs AS freqs"
+    " FROM pg_class c LEFT JOIN pg_stats s ON s.schemaname = current_schema()"
+    " AND s.tablename = 'search_doc' AND s.attname = 'hand_tsv'"
+    " WHERE c.oid = to_regclass('search_doc')"
+)
+
+
+async def token_shares(session: AsyncSession) -> tuple[float, dict[str, float]]:
+    """PostgreSQL's estimate of the index rows, and the share of rows holding each of the
+    index column's most common tokens (its statistics, as of the last ANALYZE; nothing before
+    the first). SQLite keeps no such statistics: (0, {})."""
+    if dialect_of(session) != "postgresql":
+        return 0.0, {}
+    row = (await session.execute(_SHARES)).first()
+    if row is None or not row.elems:
+        return (float(row.reltuples) if row is not None else 0.0), {}
+    # The frequencies end with their minimum, maximum and the share of empty rows.
+    return float(row.reltuples), dict(zip(row.elems, row.freqs[: len(row.elems)], strict=True))
 
 
 async def counts(session: AsyncSession) -> tuple[int, int]:

@@ -359,37 +359,75 @@ def cached_synonyms() -> dict[str, tuple[str, ...]] | None:
     return None
 
 
+# How common the index's tokens are (PostgreSQL's statistics of the index column, which change
+# only when it is analysed): re-read by each process this often.
+SHARES_TTL_SECONDS = 300.0
+_shares: dict[str, Any] = {"value": None, "until": 0.0}
+
+
+def cached_shares() -> parser.Shares | None:
+    """This process's copy of the token shares while it is fresh (None: read them again)."""
+    if time.monotonic() < _shares["until"]:
+        return _shares["value"]
+    return None
+
+
+def forget_shares() -> None:
+    """Read the token shares again at the next search (after an ANALYZE, in tests)."""
+    _shares.update(value=None, until=0.0)
+
+
+async def token_shares(session: AsyncSession) -> parser.Shares | None:
+    """How common the index's tokens are (None on SQLite, or before PostgreSQL analysed the
+    index): what `query.split` decides by."""
+    if time.monotonic() < _shares["until"]:
+        return _shares["value"]
+    rows, common = await repository.token_shares(session)
+    value = parser.Shares(rows, common) if common else None
+    _shares.update(value=value, until=time.monotonic() + SHARES_TTL_SECONDS)
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class _Query:
-    """A query made ready for the engine: its terms, the engine's expression, the cursor's
+    """A query made ready for the engine: its terms, what the rows must match, the cursor's
     order id, how many rows to read and the legend that explains a match."""
 
     terms: list[parser.Term]
-    expression: str | None
+    match: repository.Match | None
     after: int | None
     limit: int
     legend: dict[str, list[tuple[str, str]]]
 
 
-def _prepare(
+def prepare(
     q: str,
     synonyms: dict[str, tuple[str, ...]],
     dialect: str,
-    warehouse: str | None,
-    carrier: str | None,
-    cursor: str | None,
-    limit: int,
+    *,
+    shares: parser.Shares | None = None,
+    warehouse: str | None = None,
+    carrier: str | None = None,
+    cursor: str | None = None,
+    limit: int = 20,
 ) -> _Query:
+    """A query parsed and rendered for the engine (`pg` or `sqlite`); on PostgreSQL with the
+    token shares at hand, its broad terms checked on the rows the rarer ones find."""
     terms = parser.parse(q, today(), synonyms)
     nodes: list[parser.Node] = [t.node for t in terms]
     if warehouse:
         nodes.append(parser.Leaf("wh", tk.norm(warehouse), warehouse))
     if carrier:
         nodes.append(parser.Leaf("ca", tk.norm(carrier), carrier))
-    expression = parser.render(parser.AllOf(tuple(nodes)), dialect) if nodes else None
+    match = None
+    if nodes:
+        read, checked = parser.split(nodes, shares if dialect == "pg" else None)
+        expression = parser.render(parser.AllOf(tuple(read)), dialect)
+        check = parser.render(parser.AllOf(tuple(checked)), dialect) if checked else None
+        match = repository.Match(expression, check)
     after = decode_cursor(cursor) if cursor else None
     limit = max(1, min(limit, MAX_LIMIT))
-    return _Query(terms, expression, after, limit, parser.legend([t.node for t in terms]))
+    return _Query(terms, match, after, limit, parser.legend([t.node for t in terms]))
 
 
 async def search(
@@ -411,9 +449,18 @@ async def search(
     else:
         await dictionary.ensure_at(session, *words)
     dialect = "pg" if dialect_of(session) == "postgresql" else "sqlite"
-    query = _prepare(q, await synonym_map(session), dialect, warehouse, carrier, cursor, limit)
+    query = prepare(
+        q,
+        await synonym_map(session),
+        dialect,
+        shares=await token_shares(session),
+        warehouse=warehouse,
+        carrier=carrier,
+        cursor=cursor,
+        limit=limit,
+    )
     limit = query.limit
-    docs = await repository.search(session, query.expression, filters, query.after, limit + 1)
+    docs = await repository.search(session, query.match, filters, query.after, limit + 1)
     hits = [Hit(d, tk.explain(d.tokens, query.legend)) for d in docs[:limit]]
     next_cursor = encode_cursor(docs[limit - 1].order_id) if len(docs) > limit else None
     return Page(query.terms, hits, next_cursor)
@@ -451,14 +498,26 @@ async def search_rows(
     unit of work. A session is opened only when this process must first catch up with the
     catalogue's words or re-read the synonyms."""
     synonyms = cached_synonyms()
-    if synonyms is None or dictionary.seen() != words:
+    shares = cached_shares()
+    stale = not db.is_sqlite and time.monotonic() >= _shares["until"]
+    if synonyms is None or stale or dictionary.seen() != words:
         async with db.reads() as session:
             await dictionary.ensure_at(session, *words)
             synonyms = await synonym_map(session)
+            shares = await token_shares(session)
     dialect = "sqlite" if db.is_sqlite else "pg"
-    query = _prepare(q, synonyms, dialect, warehouse, carrier, cursor, limit)
+    query = prepare(
+        q,
+        synonyms,
+        dialect,
+        shares=shares,
+        warehouse=warehouse,
+        carrier=carrier,
+        cursor=cursor,
+        limit=limit,
+    )
     limit = query.limit
-    rows = list(await repository.search_rows(db, query.expression, filters, query.after, limit + 1))
+    rows = list(await repository.search_rows(db, query.match, filters, query.after, limit + 1))
     legend = query.legend
     explained = [tk.explain(row[ROW_TOKENS], legend) for row in rows[:limit]]
     next_cursor = encode_cursor(rows[limit - 1][ROW_ORDER_ID]) if len(rows) > limit else None
