@@ -23,8 +23,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql.elements import ColumnClause
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnClause
 
 from ordertally.core import clock
 from ordertally.core.db import Database, dialect_of, insert_rows, table_of, upsert_insert
