@@ -43,6 +43,10 @@ def summary(explained: dict[str, Any]) -> dict[str, Any]:
             default=None,
         ),
         "cost": explained["Plan"]["Total Cost"],
+        # pages read (from shared buffers or not): what a search costs, whatever else runs
+        "buffers": explained["Plan"].get("Shared Hit Blocks", 0)
+        + explained["Plan"].get("Shared Read Blocks", 0),
+        "checked": any("ts_match_vq" in n.get("Filter", "") for n in nodes),
         "jit": bool(explained.get("JIT")),
         "ms": round(explained.get("Execution Time", 0.0), 3),
     }
@@ -122,7 +126,16 @@ def main() -> None:
         action="store_true",
         help="one prepared statement for every query, in turn, as on an API connection",
     )
+    parser.add_argument(
+        "--no-split",
+        action="store_true",
+        help="the index reads every term (no broad term checked on the rows: query.split)",
+    )
     args = parser.parse_args()
+    if args.no_split:
+        from ordertally.search import query
+
+        query.BROAD_SHARE = 2.0  # no term is that common: nothing is split off
     manifest = use_manifest(args.manifest)
     for row in asyncio.run(
         _explain(manifest["url"], manifest["queries"], args.per_kind, args.shared)

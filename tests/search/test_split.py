@@ -72,5 +72,9 @@ def test_shares_add_up_over_alternatives_and_take_the_rarest_of_words_that_must_
     # An unlisted token is half as common as the least common listed (PostgreSQL's estimate)
     assert shares.of(c) == 0.01
     assert shares.of(parser.AnyOf((a, b, c))) == pytest.approx(0.51)
+    # Unlisted alternatives count once: most of a term's readings are on no order at all
+    d = parser.Leaf("nm", "丙", "丙")
+    assert shares.of(parser.AnyOf((c, d))) == 0.01
+    assert shares.of(parser.AnyOf((a, parser.AllOf((b, c)), d))) == pytest.approx(0.31)
     assert shares.of(parser.AllOf((a, b))) == 0.2
     assert shares.of(parser.AnyOf((a, a, a, a))) == 1.0

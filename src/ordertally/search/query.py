@@ -368,12 +368,22 @@ class Shares:
         return min(self.common.values(), default=0.0) / 2
 
     def of(self, node: Node) -> float:
-        """The share of rows a node is expected to match (alternatives add up; a word that
-        must match with others is at most as common as the least common)."""
+        """The share of rows a node is expected to match. Listed alternatives add up; the
+        unlisted ones count once, as the most common of them (a term's alternatives are its
+        readings as a name, an address, a product word...: most are on no order at all). A
+        word that must match with others is at most as common as the least common."""
         if isinstance(node, Leaf):
             return self.common.get(node.token, self.rare)
-        parts = [self.of(c) for c in node.children]
-        return min(1.0, sum(parts)) if isinstance(node, AnyOf) else min(parts)
+        if isinstance(node, AllOf):
+            return min(self.of(c) for c in node.children)
+        listed = 0.0
+        others = 0.0
+        for child in node.children:
+            if isinstance(child, Leaf) and child.token in self.common:
+                listed += self.common[child.token]
+            else:
+                others = max(others, self.of(child))
+        return min(1.0, listed + others)
 
 
 def split(nodes: list[Node], shares: Shares | None) -> tuple[list[Node], list[Node]]:
