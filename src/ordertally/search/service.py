@@ -365,11 +365,9 @@ SHARES_TTL_SECONDS = 300.0
 _shares: dict[str, Any] = {"value": None, "until": 0.0}
 
 
-def cached_shares() -> parser.Shares | None:
-    """This process's copy of the token shares while it is fresh (None: read them again)."""
-    if time.monotonic() < _shares["until"]:
-        return _shares["value"]
-    return None
+def cached_shares() -> tuple[bool, parser.Shares | None]:
+    """Whether this process's copy of the token shares is fresh, and the copy."""
+    return time.monotonic() < _shares["until"], _shares["value"]
 
 
 def forget_shares() -> None:
@@ -380,8 +378,9 @@ def forget_shares() -> None:
 async def token_shares(session: AsyncSession) -> parser.Shares | None:
     """How common the index's tokens are (None on SQLite, or before PostgreSQL analysed the
     index): what `query.split` decides by."""
-    if time.monotonic() < _shares["until"]:
-        return _shares["value"]
+    fresh, value = cached_shares()
+    if fresh:
+        return value
     rows, common = await repository.token_shares(session)
     value = parser.Shares(rows, common) if common else None
     _shares.update(value=value, until=time.monotonic() + SHARES_TTL_SECONDS)
@@ -496,11 +495,10 @@ async def search_rows(
     """`search`, for a request with the catalogue's word revision in hand (`dictionary.current`):
     the same orders, order and explanations, read as plain rows in one statement outside any
     unit of work. A session is opened only when this process must first catch up with the
-    catalogue's words or re-read the synonyms."""
+    catalogue's words or re-read the synonyms or (PostgreSQL) the token shares."""
     synonyms = cached_synonyms()
-    shares = cached_shares()
-    stale = not db.is_sqlite and time.monotonic() >= _shares["until"]
-    if synonyms is None or stale or dictionary.seen() != words:
+    fresh, shares = cached_shares()
+    if synonyms is None or not (fresh or db.is_sqlite) or dictionary.seen() != words:
         async with db.reads() as session:
             await dictionary.ensure_at(session, *words)
             synonyms = await synonym_map(session)
