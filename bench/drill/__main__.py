@@ -281,7 +281,7 @@ def finish_profiles(profiles: Profiles) -> dict[str, Any]:
             summary_name = target.stem.replace("profile", "profile-summary") + ".txt"
             summary_path = target.with_name(summary_name)
             summary_path.write_text(profile.render(profile.analyse(target)))
-            found[kind] = str(summary_path)
+            found[kind] = summary_path.name  # beside the report (no machine path in it)
             _say(f"profile of {kind}: {summary_path}")
     return found
 
@@ -664,6 +664,10 @@ def main(argv: list[str] | None = None) -> int:
     directories = [args.out] + ([PUBLISHED] if args.publish else [])
     for path in report.write(doc, directories):
         _say(f"wrote {path}")
+    if args.publish:
+        for name in doc.get("profiles", {}).values():
+            shutil.copyfile(args.out / name, PUBLISHED / name)
+            _say(f"wrote {PUBLISHED / name}")
     for name, s in doc["stages"].items():
         _say(
             f"  {name:<16} {s['count']:>7} done  {s['per_s']:>7.1f}/s  "
