@@ -315,6 +315,14 @@ async def test_ordertally_serve_on_h11_disconnects_slow_clients(
                         break
                 except httpx.TransportError:
                     await anyio.sleep(0.2)
+        # ... and every process of it: with --workers each listens on a socket of its own (ADR
+        # 0059), so a new connection may land on one still starting, whose header clock would
+        # start only once it accepts. Fresh connections land on each at random: when sixteen
+        # in a row are answered, every process is serving (a 1-in-65,536 chance otherwise).
+        for _ in range(16):
+            async with httpx.AsyncClient() as fresh:
+                answer = await fresh.get(f"http://127.0.0.1:{port}/healthz", timeout=60)
+                assert answer.status_code == 200
         # When a client dribbles its headers and another its body
         headers = await anyio.to_thread.run_sync(
             _dribble, port, b"GET /healthz HTTP/1.1\r\n", b"X-Slow: " + b"a" * 100
