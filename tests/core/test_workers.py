@@ -61,16 +61,21 @@ def _listening(port: int) -> set[int]:
     return _sockets(port, "0A")
 
 
-def _held_by(pid: int, inodes: set[int]) -> int:
-    held = 0
+def _owned(pid: int, inodes: set[int]) -> set[int]:
+    """Which of these socket inodes process `pid` holds."""
+    held = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
             target = os.readlink(fd)
         except OSError:
             continue
         if target.startswith("socket:[") and int(target[8:-1]) in inodes:
-            held += 1
+            held.add(int(target[8:-1]))
     return held
+
+
+def _held_by(pid: int, inodes: set[int]) -> int:
+    return len(_owned(pid, inodes))
 
 
 def _open_and_ask(port: int, n: int) -> list[socket.socket]:
@@ -135,9 +140,12 @@ def _spread_and_replaced() -> None:
         # answered meanwhile and after: no socket is left listening without a process (the
         # connections a dying process had queued but not accepted are reset, as the kernel
         # does for any listening socket closed with a queue)
+        killed = _owned(workers[0], _listening(port))
         os.kill(workers[0], signal.SIGKILL)
+        # (its own socket closes with it; the supervisor may already have bound the
+        # replacement's, so the count of listening sockets says nothing)
         deadline = time.monotonic() + 30
-        while len(_listening(port)) != 1:
+        while _listening(port) & killed:
             assert time.monotonic() < deadline, "the killed process's socket stayed open"
             time.sleep(0.05)
         for s in _open_and_ask(port, CONNECTIONS):
