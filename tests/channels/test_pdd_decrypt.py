@@ -269,3 +269,41 @@ async def test_a_held_recipient_is_decrypted_later_and_its_hold_resolved(
     # And asking again finds nothing held
     again = await client.post("/api/v1/channels/pdd_a/decrypt", headers=auth(keys["admin"]))
     assert again.json() == {"orders": []}
+
+
+async def test_orders_added_over_the_control_endpoint_are_pulled_each_with_its_buyer(
+    db: Database, sim: tuple[str, ChannelSim]
+) -> None:
+    url, state = sim
+    # Given two orders added over the simulator's control endpoint (as the drill adds them),
+    # each with a buyer of its own, and a bad one refused
+    await _account(db, url, decrypt="pop")
+    async with httpx.AsyncClient(base_url=url) as control:
+        for n, phone in ((8, "13900000008"), (9, "13900000009")):
+            added = await control.post(
+                "/sim/pinduoduo/orders",
+                json={
+                    "order_sn": f"261120-00000000000000{n}",
+                    "updated_at": (NOW - timedelta(minutes=10)).isoformat(),
+                    "phone": phone,
+                    "quantity": 2,
+                },
+            )
+            assert added.json()["order_sn"] == f"261120-00000000000000{n}"
+        refused = await control.post(
+            "/sim/pinduoduo/orders", json={"order_sn": "x", "phone": "139****0001"}
+        )
+    assert "error" in refused.json() and len(state.pdd.orders) == 2
+    assert state.pdd.orders["261120-000000000000008"]["receiver_phone_mask"] == "139****0008"
+    # When the account syncs
+    outcome = await sync.sync_account(db, "pdd_a")
+    # Then both orders are created, each with its own decrypted phone
+    assert (outcome.result.created, outcome.decrypted) == (2, 8)
+    async with db.transaction(write=False) as session:
+        orders = list(await session.scalars(select(SalesOrder).order_by(SalesOrder.external_id)))
+    cipher = get_cipher()
+    assert [cipher.decrypt(o.customer_phone_enc, PII_PHONE) for o in orders] == [
+        "+8613900000008",
+        "+8613900000009",
+    ]
+    assert [o.ship_phone_masked for o in orders] == ["139****0008", "139****0009"]

@@ -2,10 +2,10 @@
 v0 and Reports 2021-06-30 (the seller-fulfilled returns report), the Pinduoduo POP router
 (orders, refunds, decrypt), the after-sale lists of Taobao (/taobao/router/rest), JD
 (/jd/routerjson) and Douyin (/douyin/afterSale/List), and control endpoints under /sim (Shopify
-webhooks are sent from here to the configured target; Pinduoduo after-sale records are added
-with POST /sim/pinduoduo/refunds, Taobao / JD / Douyin ones with POST /sim/{platform}/aftersales,
-Amazon returns with POST /sim/amazon/returns; report documents are
-downloaded from /sim/amazon/documents/{id})."""
+webhooks are sent from here to the configured target; Pinduoduo orders are added with
+POST /sim/pinduoduo/orders and after-sale records with POST /sim/pinduoduo/refunds, Taobao /
+JD / Douyin ones with POST /sim/{platform}/aftersales, Amazon returns with POST
+/sim/amazon/returns; report documents are downloaded from /sim/amazon/documents/{id})."""
 
 from __future__ import annotations
 
@@ -213,6 +213,19 @@ class PddRefundNew(BaseModel):
     reason: str = "不想要了"
 
 
+class PddOrderNew(BaseModel):
+    """An order awaiting shipment for pdd.order.number.list.increment.get (the same order_sn
+    again is its next version); `updated_at` ISO 8601 with an offset, default now. The buyer's
+    phone is sealed as the platform seals it (decrypt answers it) and shown masked."""
+
+    order_sn: str
+    updated_at: str | None = None
+    sku: str = "TEA-LJ-250"
+    quantity: int = 1
+    price: str = "59.90"
+    phone: str = "13812341234"
+
+
 class AmazonReturnNew(BaseModel):
     """A returned item of a seller-fulfilled order for the returns report; `requested` ISO 8601
     with an offset, default now."""
@@ -283,6 +296,30 @@ async def shopify_settle(request: Request) -> dict[str, Any]:
             for d in sim.deliveries
         ]
     }
+
+
+@control.post("/pinduoduo/orders")
+async def pdd_order(request: Request, new: PddOrderNew) -> dict[str, Any]:
+    """Hold an order (or its next version) for the increment API."""
+    try:
+        updated = datetime.fromisoformat(new.updated_at) if new.updated_at else clock.now()
+    except ValueError:
+        return {"error": "updated_at is not ISO 8601"}
+    if updated.tzinfo is None:
+        return {"error": "updated_at needs an offset"}
+    if len(new.phone) != 11 or not new.phone.isdigit():
+        return {"error": "phone must be an 11-digit mainland mobile"}
+    sim = _sim(request).pdd
+    sim.add(
+        new.order_sn,
+        updated,
+        sku=new.sku,
+        quantity=new.quantity,
+        price=new.price,
+        phone=f"{new.phone[:3]}****{new.phone[-4:]}",
+        receiver_phone=new.phone,
+    )
+    return {"order_sn": new.order_sn, "orders": len(sim.orders)}
 
 
 @control.post("/pinduoduo/refunds")

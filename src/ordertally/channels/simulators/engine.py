@@ -603,11 +603,14 @@ class PddSim:
         quantity: int = 1,
         price: str = "59.90",
         phone: str = "138****1234",
+        receiver_phone: str = "13812341234",
     ) -> None:
+        """An order awaiting shipment (or its next version: same order_sn, later update);
+        `phone` is the mask the platform shows, `receiver_phone` what decrypt answers."""
         # Awaiting shipment: receiver fields are ciphertext, the display values are *_mask.
         secret = {
             "receiver_name": "王小明",
-            "receiver_phone": "13812341234",
+            "receiver_phone": receiver_phone,
             "receiver_address": "文三路100号",
             "address": "浙江省杭州市西湖区文三路100号",
         }
