@@ -54,20 +54,30 @@ def use_manifest(path: str) -> dict[str, Any]:
     return manifest
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manifest", required=True)
-    parser.add_argument("--rounds", type=int, default=3)
+def add_split_option(parser: argparse.ArgumentParser) -> None:
+    """`--no-split`: the index reads every term (see `split_as_asked`)."""
     parser.add_argument(
         "--no-split",
         action="store_true",
         help="the index reads every term (no broad term checked on the rows: query.split)",
     )
-    args = parser.parse_args()
+
+
+def split_as_asked(args: argparse.Namespace) -> None:
+    """With --no-split, no term is common enough to be split off (ADR 0060's before)."""
     if args.no_split:
         from ordertally.search import query
 
-        query.BROAD_SHARE = 2.0  # no term is that common: nothing is split off
+        query.BROAD_SHARE = 2.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--rounds", type=int, default=3)
+    add_split_option(parser)
+    args = parser.parse_args()
+    split_as_asked(args)
     manifest = use_manifest(args.manifest)
     load = os.getloadavg()[0]
     times = asyncio.run(_measure(manifest["url"], manifest["queries"], args.rounds))

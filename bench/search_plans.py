@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from bench.search_engine import use_manifest
+from bench.search_engine import add_split_option, split_as_asked, use_manifest
 
 
 def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -126,16 +126,9 @@ def main() -> None:
         action="store_true",
         help="one prepared statement for every query, in turn, as on an API connection",
     )
-    parser.add_argument(
-        "--no-split",
-        action="store_true",
-        help="the index reads every term (no broad term checked on the rows: query.split)",
-    )
+    add_split_option(parser)
     args = parser.parse_args()
-    if args.no_split:
-        from ordertally.search import query
-
-        query.BROAD_SHARE = 2.0  # no term is that common: nothing is split off
+    split_as_asked(args)
     manifest = use_manifest(args.manifest)
     for row in asyncio.run(
         _explain(manifest["url"], manifest["queries"], args.per_kind, args.shared)

@@ -500,8 +500,7 @@ async def test_broad_terms_checked_on_the_rows_the_rarer_ones_find_give_the_same
         words.append(tk.token("ad", "上海"))
         common = {tk.token("pw", "other"): 0.0002, **dict.fromkeys(words, 0.6)}
         shares = parser.Shares(10_000, common)
-        service.forget_shares()
-        service._shares.update(value=shares, until=float("inf"))
+        service.pin_shares(shares)
         try:
             prepared = {q: service.prepare(q, {}, "pg", shares=shares).match for q in queries}
             split = {q: await find(client, cs, q) for q in queries}
@@ -509,15 +508,9 @@ async def test_broad_terms_checked_on_the_rows_the_rarer_ones_find_give_the_same
             # product's words on the rows it finds
             match = prepared["测试商品 5678 20260125"]
             assert match is not None and match.check is not None
-            stmt, values = repository.search_statement(
-                "postgresql", match, repository.Filters(), None, 21
-            )
             async with db.transaction(write=False) as session:
                 await session.execute(text("SET LOCAL enable_seqscan = off"))
-                plan = "\n".join(
-                    str(r[0])
-                    for r in (await session.execute(text("EXPLAIN " + _inline(stmt, values))))
-                )
+                plan = await repository.plan(session, match)
         finally:
             service.forget_shares()
     # Then every search was split, and each found the same orders in the same order
@@ -526,14 +519,6 @@ async def test_broad_terms_checked_on_the_rows_the_rarer_ones_find_give_the_same
     assert "hand_search_doc_tsv" in plan
     (checked,) = [line for line in plan.splitlines() if "ts_match_vq" in line]
     assert "Filter" in checked and "Cond" not in checked
-
-
-def _inline(stmt: Any, values: dict[str, Any]) -> str:
-    from sqlalchemy.dialects import postgresql
-
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    compiled = stmt.params(values).compile(dialect=dialect, compile_kwargs={"literal_binds": True})
-    return str(compiled)
 
 
 @ONLY_PG  # SQLite keeps no such statistics

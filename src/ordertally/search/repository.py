@@ -341,10 +341,12 @@ async def search_rows(
         return await search(session, match, filters, after, limit)
 
 
-async def plan(session: AsyncSession, expression: str) -> str:
-    """The database's plan for a search (the doctor checks it uses the index)."""
+async def plan(session: AsyncSession, match: str | Match) -> str:
+    """The database's plan for a search expression or a prepared match (the doctor checks it
+    uses the index)."""
     dialect = dialect_of(session)
-    stmt, values = search_statement(dialect, Match(expression), Filters(), None, 20)
+    match = Match(match) if isinstance(match, str) else match
+    stmt, values = search_statement(dialect, match, Filters(), None, 20)
     compiled = stmt.params(values).compile(
         dialect=session.bind.dialect,  # type: ignore[union-attr]
         compile_kwargs={"literal_binds": True},

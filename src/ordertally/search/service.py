@@ -375,6 +375,12 @@ def forget_shares() -> None:
     _shares.update(value=None, until=0.0)
 
 
+def pin_shares(shares: parser.Shares | None) -> None:
+    """Search by these token shares until `forget_shares` (tests and benches that set what the
+    statistics say)."""
+    _shares.update(value=shares, until=float("inf"))
+
+
 async def token_shares(session: AsyncSession) -> parser.Shares | None:
     """How common the index's tokens are (None on SQLite, or before PostgreSQL analysed the
     index): what `query.split` decides by."""
