@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -41,19 +42,24 @@ def _problem_response(body: dict[str, Any], headers: dict[str, str] | None = Non
 
 
 class BodyLimitMiddleware:
-    """Refuse request bodies over the limit with 413, by header or while streaming."""
+    """Refuse request bodies over the limit with 413, by header or while streaming. A route's
+    own limit is found by path prefix; a prefix's `{name}` segment matches any one segment
+    (`/api/v1/channels/{code}/imports`)."""
 
     def __init__(
         self, app: ASGIApp, max_bytes: int, per_route: dict[str, int] | None = None
     ) -> None:
         self.app = app
         self.default_max = max_bytes
-        self.per_route = sorted((per_route or {}).items(), key=lambda kv: -len(kv[0]))
+        self.per_route = [
+            (prefix.split("{", 1)[0], _segments_pattern(prefix), limit)
+            for prefix, limit in sorted((per_route or {}).items(), key=lambda kv: -len(kv[0]))
+        ]
 
     def limit_for(self, path: str) -> int:
         """The limit of the longest matching route prefix, else the default."""
-        for prefix, limit in self.per_route:
-            if path.startswith(prefix):
+        for static, pattern, limit in self.per_route:
+            if path.startswith(static) and (pattern is None or pattern.match(path)):
                 return limit
         return self.default_max
 
@@ -102,6 +108,15 @@ class BodyLimitMiddleware:
         )
         response = _problem_response(body)
         await response(scope, _empty_receive, send)
+
+
+def _segments_pattern(prefix: str) -> re.Pattern[str] | None:
+    """A prefix with `{name}` segments as a pattern (each matches one path segment); None for
+    a plain prefix, which `startswith` decides alone."""
+    if "{" not in prefix:
+        return None
+    parts = re.split(r"\{[^/{}]+\}", prefix)
+    return re.compile("[^/]+".join(re.escape(p) for p in parts))
 
 
 async def _empty_receive() -> Message:
@@ -204,13 +219,16 @@ GC_THRESHOLDS = (20_000, 10, 10)
 
 
 def body_limits(settings: Settings) -> dict[str, int]:
-    """The one place that sets request-body limits per route (by path prefix); every other
-    route gets `max_body_bytes`. The routes re-check their own limit on what they read."""
+    """The one place that sets request-body limits per route (by path prefix, where a `{name}`
+    segment stands for any one segment); every other route gets `max_body_bytes`. The routes
+    re-check their own limit on what they read."""
+    from ordertally.channels.api import IMPORT_BODY_BYTES
     from ordertally.fulfillment.api import MAX_LIST_BYTES
     from ordertally.fulfillment.callbacks import MAX_PUSH_BYTES
     from ordertally.web.import_desk import UPLOAD_BODY_BYTES
 
     return {
+        "/api/v1/channels/{code}/imports": IMPORT_BODY_BYTES,
         "/api/v1/shipments/import": MAX_LIST_BYTES,
         "/callbacks/carriers/": MAX_PUSH_BYTES,
         "/callbacks/channels/": settings.channels_webhook_max_bytes,

@@ -1,21 +1,26 @@
 """HTTP routes of the channels domain: accounts (secrets in, never out), sync status and
-pull-now, SKU mappings; the platform webhooks live in `callbacks` (no API key, HMAC instead)."""
+pull-now, SKU mappings, platform order files (uploaded, imported by the worker, polled, their
+rejected rows downloaded); the platform webhooks live in `callbacks` (no API key, HMAC
+instead)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from ordertally.auth.api import require
-from ordertally.auth.service import Principal
-from ordertally.channels import callbacks, decrypt, service, sync
+from ordertally.auth.service import PERMISSIONS, Principal
+from ordertally.channels import callbacks, decrypt, file_imports, service, sync
+from ordertally.channels.errors import NoRejectedRows, PersonalDataNotAllowed
 from ordertally.channels.models import ChannelSkuMapping
 from ordertally.channels.schemas import (
     AccountCreate,
     AccountList,
     AccountOut,
     AccountPatch,
+    FileImportOut,
     SkuMappingIn,
     SkuMappingList,
     SkuMappingOut,
@@ -25,11 +30,20 @@ from ordertally.channels.schemas import (
 )
 from ordertally.core.db import Database
 from ordertally.core.errors import Forbidden
+from ordertally.core.http import client_ip
 
 router = APIRouter(tags=["channels"])
 router.include_router(callbacks.router)
 
 api = APIRouter(prefix="/api/v1/channels")
+log = logging.getLogger(__name__)
+
+# The body limit of the order file upload (app.body_limits): the most the route reads, one
+# byte over the largest file so that `file_imports.submit` refuses a larger one itself.
+IMPORT_BODY_BYTES = file_imports.MAX_BYTES + 1
+# The roles that see buyers' personal data in clear: the exports domain's PII_ROLES (those who
+# may reveal an order's contact, but the warehouse), which this layer may not import.
+PII_ROLES = PERMISSIONS["orders.contact"] - {"warehouse"}
 
 
 def _db(request: Request) -> Database:
@@ -220,6 +234,125 @@ async def decrypt_held(
     resolved, the rest stays held."""
     _own(principal, code)
     return {"orders": await decrypt.retry_held(_db(request), code)}
+
+
+@api.post(
+    "/{code}/imports",
+    response_model=FileImportOut,
+    status_code=202,
+    summary="Upload a platform order file (CSV or XLSX) for the worker to import",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "text/csv": {"schema": {"type": "string", "format": "binary"}},
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {
+                    "schema": {"type": "string", "format": "binary"}
+                },
+            },
+        }
+    },
+)
+async def upload_file(
+    request: Request,
+    response: Response,
+    code: Annotated[str, Path(max_length=32)],
+    filename: Annotated[str, Query(min_length=1, max_length=500)],
+    principal: Annotated[Principal, Depends(require("channels.import"))],
+    template: Annotated[str | None, Query(max_length=100)] = None,
+) -> dict[str, Any]:
+    """The request body is the file's bytes as the platform exported it (any Content-Type, at
+    most 20 MB); `filename` tells CSV from XLSX, `template` (douyin, jd, taobao, pinduoduo,
+    generic, custom) is optional: the columns tell. The file is stored sealed and queued; poll
+    `Location` until it is done. A file the account cannot take answers 422
+    `channel.file_import_refused` (its `field`: file, template or account) and stores nothing.
+    Importing the same file again creates nothing (the orders count as duplicates)."""
+    _own(principal, code)
+    body = await _body_up_to(request, IMPORT_BODY_BYTES)
+    async with _db(request).transaction() as session:
+        import_id = await file_imports.submit(
+            session,
+            account=code,
+            template=template or None,
+            filename=filename,
+            body=body,
+            by=principal.name,
+            source_ip=client_ip(request),
+        )
+        found = await file_imports.get(session, import_id)
+    response.headers["Location"] = f"/api/v1/channels/imports/{import_id}"
+    return file_imports.view(found)
+
+
+@api.get("/imports/{import_id}", response_model=FileImportOut, summary="One order file import")
+async def get_file_import(
+    request: Request,
+    import_id: int,
+    principal: Annotated[Principal, Depends(require("channels.import"))],
+) -> dict[str, Any]:
+    """Its state (queued, running, done, failed), progress and outcome counts; a
+    channel-scoped key sees the imports of its own accounts only."""
+    async with _db(request).transaction(write=False) as session:
+        found = await file_imports.get(session, import_id)
+    _own(principal, found.account)
+    return file_imports.view(found)
+
+
+@api.get(
+    "/imports/{import_id}/rejected",
+    summary="The rejected rows of an order file import, with their reasons (CSV)",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}, "description": "UTF-8 CSV with a BOM"}},
+)
+async def rejected_rows(
+    request: Request,
+    import_id: int,
+    principal: Annotated[Principal, Depends(require("channels.import"))],
+    personal: Annotated[bool, Query()] = False,
+) -> Response:
+    """Each refused row as the file had it, with its line and reason. Buyers' names, phones
+    and addresses are masked; `personal=1` shows them in clear to a role that may see personal
+    data (else 403 `channel.personal_data_not_allowed`), and the access is logged. 404
+    `channel.file_import_no_rejected_rows` while the import runs or when no row was refused."""
+    if personal and not _may_see_personal_data(principal):
+        raise PersonalDataNotAllowed(f"{principal.role} keys see buyers' personal data masked")
+    async with _db(request).transaction(write=False) as session:
+        found = await file_imports.get(session, import_id, with_report=True)
+        _own(principal, found.account)
+        report = await file_imports.rejected_report(session, found, personal_data=personal)
+    if report is None:
+        raise NoRejectedRows(f"file import {import_id} has no rejected rows ({found.state})")
+    if personal:
+        log.info(
+            "pii access: rejected rows of import %s by %s (%s) from %s",
+            found.id,
+            principal.name,
+            principal.role,
+            client_ip(request),
+        )
+    return Response(
+        report,
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "content-disposition": f'attachment; filename="import-{found.id}.rejected.csv"',
+            "cache-control": "no-store",
+        },
+    )
+
+
+async def _body_up_to(request: Request, limit: int) -> bytes:
+    """The request body, read no further than `limit` bytes (the rest is left unread)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk[: limit - len(body)]
+        if len(body) >= limit:
+            break
+    return bytes(body)
+
+
+def _may_see_personal_data(principal: Principal) -> bool:
+    """As for an export's file: a role that sees personal data, not scoped to warehouses."""
+    return principal.role in PII_ROLES and principal.warehouses is None
 
 
 router.include_router(api)

@@ -93,3 +93,15 @@ class FileImportNotFound(ChannelError):
     status = 404
     code = "channel.file_import_not_found"
     title = "No such file import / 没有这个文件导入"
+
+
+class NoRejectedRows(ChannelError):
+    status = 404
+    code = "channel.file_import_no_rejected_rows"
+    title = "This file import has no rejected rows / 该文件导入没有被拒的行"
+
+
+class PersonalDataNotAllowed(ChannelError):
+    status = 403
+    code = "channel.personal_data_not_allowed"
+    title = "This key may not see buyers' personal data in clear / 无权查看买家个人信息明文"

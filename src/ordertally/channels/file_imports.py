@@ -1,8 +1,9 @@
-"""Platform order files uploaded from the back office. An upload is stored before it is
-acknowledged (a restart loses nothing), then the worker imports it through the command line's
-own path (`import_cli.import_file`: the same parsing, dedupe and rejected-rows report, so a file
-imported twice creates nothing the second time), recording its progress while it runs. A
-running import whose worker stops reporting is run again from the start (safe: dedupe)."""
+"""Platform order files uploaded from the back office or over the API. An upload is stored
+before it is acknowledged (a restart loses nothing), then the worker imports it through the
+command line's own path (`import_cli.import_file`: the same parsing, dedupe and rejected-rows
+report, so a file imported twice creates nothing the second time), recording its progress while
+it runs. A running import whose worker stops reporting is run again from the start (safe:
+dedupe)."""
 
 from __future__ import annotations
 
@@ -88,6 +89,30 @@ async def get(session: AsyncSession, import_id: int, *, with_report: bool = Fals
     if found is None:
         raise FileImportNotFound(f"file import {import_id} does not exist")
     return found
+
+
+def view(found: FileImport) -> dict[str, Any]:
+    """An import as the API shows it: its file's name, progress and outcome counts (never the
+    file, its rejected rows, who sent it or from where)."""
+    return {
+        "id": found.id,
+        "account": found.account,
+        "filename": found.filename,
+        "template": found.template,
+        "state": found.state,
+        "rows": found.rows,
+        "total_rows": found.total_rows,
+        "orders": found.orders,
+        "created": found.created,
+        "updated": found.updated,
+        "duplicates": found.duplicates,
+        "held": found.held,
+        "rejected_rows": found.rejected_rows,
+        "error": found.error,
+        "created_at": found.created_at,
+        "started_at": found.started_at,
+        "finished_at": found.finished_at,
+    }
 
 
 async def recent(session: AsyncSession, limit: int = 20) -> list[FileImport]:

@@ -1,5 +1,5 @@
 """Tables of the channels domain: accounts, sync state, order links, SKU mappings, webhooks,
-and order files uploaded from the back office."""
+and order files uploaded from the back office or over the API."""
 
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ FILE_IMPORT_STATES = ("queued", "running", "done", "failed")
 
 
 class FileImport(Base):
-    """A platform order file uploaded from the back office: kept until the worker has imported
+    """A platform order file uploaded (back office or API): kept until the worker has imported
     it (so an accepted upload survives a restart; emptied once imported), with its progress,
     its outcome counts and the rejected rows' report (CSV with reasons)."""
 

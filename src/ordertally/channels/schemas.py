@@ -7,12 +7,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ordertally.channels.models import PLATFORMS
+from ordertally.channels.models import FILE_IMPORT_STATES, PLATFORMS
 from ordertally.core.inputs import Line
 
 Code = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$")]
 Platform = Literal["shopify", "amazon", "pinduoduo", "douyin", "jd", "taobao", "file"]
 assert set(Platform.__args__) == set(PLATFORMS)  # type: ignore[attr-defined]
+FileImportState = Literal["queued", "running", "done", "failed"]
+assert set(FileImportState.__args__) == set(FILE_IMPORT_STATES)  # type: ignore[attr-defined]
 
 
 class Strict(BaseModel):
@@ -167,3 +169,26 @@ class SkuMappingOut(BaseModel):
 
 class SkuMappingList(BaseModel):
     items: list[SkuMappingOut]
+
+
+class FileImportOut(BaseModel):
+    """An uploaded order file: queued, running (progress in `rows` of `total_rows`), then
+    done (its outcome counts) or failed (`error`); its file and rejected rows are not here."""
+
+    id: int
+    account: str
+    filename: str
+    template: str | None  # None: the columns tell
+    state: FileImportState
+    rows: int  # rows read so far
+    total_rows: int | None  # None until the file's row count is known
+    orders: int  # orders the rows made
+    created: int
+    updated: int
+    duplicates: int
+    held: int
+    rejected_rows: int  # rows refused, with their reason: GET .../rejected
+    error: str | None  # why a failed import failed (a file that cannot be read)
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
