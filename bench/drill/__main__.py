@@ -7,7 +7,9 @@ drops only the compensation job finds, forgeries and stale replays), the carrier
 (`ordertally carriersim`: waybills, signed tracking pushes), the SMS simulator and a webhook
 receiver as notification sinks. The load (bench/drill/scenario.py) creates orders over the API
 at the promotion's rate times --speed, pays them at the simulator, cancels some, pays some
-after they were cancelled, and ships what has a waybill. Then the chain is drained, the
+after they were cancelled, and ships what has a waybill; channel orders arrive as Shopify
+webhooks, Pinduoduo pulls (the workers' scheduled sync against the channel simulator) and a
+Taobao file uploaded through the API (twice). Then the chain is drained, the
 compensation job is run once for the dropped callbacks, and the end state is checked
 (bench/drill/checks.py) with `ordertally doctor`. Any anomaly: exit status 1.
 
@@ -198,6 +200,33 @@ def environment(args: argparse.Namespace, ports: dict[str, int], keys: Any) -> d
     }
 
 
+def channel_accounts(channelsim_port: int) -> list[dict[str, Any]]:
+    """The Pinduoduo shop pulled from the channel simulator (every 10 s at most; the worker's
+    job looks every 30 s), its receivers decrypted by the platform's own decrypt API, and the
+    Taobao shop whose export the operator uploads."""
+    return [
+        {
+            "code": "drill_pdd",
+            "platform": "pinduoduo",
+            "name": "演练拼多多店",
+            "config": {
+                "base_url": f"http://127.0.0.1:{channelsim_port}",
+                "client_id": "sim-pdd-client",
+                "decrypt": "pop",
+            },
+            "credentials": {"client_secret": "sim-pdd-secret", "access_token": "drill"},
+            "start_at": (datetime.now(UTC) - timedelta(minutes=10)).isoformat(),
+            "sync_interval_seconds": 10,
+            # A pull re-reads the minute before its cursor: an order the drill stamped just
+            # before the last window's end is read on the next run (ingest dedupes the rest).
+            "overlap_seconds": 60,
+            "rate_limit_per_second": 100,
+            "rate_limit_burst": 100,
+        },
+        {"code": "drill_taobao", "platform": "taobao", "name": "演练淘宝店"},
+    ]
+
+
 def stage_summary(
     samples: list[tuple[float, float]], window: float, series: list[dict[str, float]]
 ) -> dict[str, Any]:
@@ -374,7 +403,16 @@ async def drive(
                 "SELECT count(*) FROM sales_order o WHERE o.status = 'paid'"
                 " AND NOT EXISTS (SELECT 1 FROM shipment s WHERE s.order_id = o.id)"
             )
-        if int(unpaid) or int(ready) or int(unplanned):
+            pulled_now = await conn.fetchval(
+                "SELECT count(*) FROM sales_order WHERE external_id = ANY($1::text[])",
+                list(tally.pdd),
+            )
+            importing = await conn.fetchval(
+                "SELECT count(*) FROM channel_file_import WHERE state IN ('queued', 'running')"
+            )
+        if int(unpaid) or int(ready) or int(unplanned) or int(importing) or scenario.tasks:
+            return False
+        if int(pulled_now) < len(tally.pdd):
             return False
         async with httpx.AsyncClient(timeout=30) as client:
             waybills = (await client.get(f"{carrier}/_sim/waybills")).json()
@@ -430,7 +468,23 @@ async def drive(
                 sorted(tally.shopify),
             )
         }
-    for order_no in from_shopify.values():
+        pulled = await conn.fetch(
+            "SELECT external_id, order_no, extract(epoch FROM created_at) AS created"
+            " FROM sales_order WHERE external_id = ANY($1::text[])",
+            sorted(tally.pdd),
+        )
+        from_file = {
+            r["external_id"]: r["order_no"]
+            for r in await conn.fetch(
+                "SELECT external_id, order_no FROM sales_order WHERE external_id = ANY($1::text[])",
+                [*tally.import_good, *tally.import_bad],
+            )
+        }
+    from_pdd = {r["external_id"]: r["order_no"] for r in pulled}
+    for order_no in [*from_shopify.values(), *from_pdd.values()]:
+        tally.fates[order_no] = "paid"
+    created = len(tally.fates)  # the scheduled ticks' orders (the file's are on top)
+    for order_no in from_file.values():
         tally.fates[order_no] = "paid"
     results = await checks.end_state(pool, tally.fates, tally.trades, tally.retried, deliveries)
     missing = sorted(tally.shopify - set(from_shopify))
@@ -440,6 +494,12 @@ async def drive(
             not missing,
             {"sent": len(tally.shopify), "orders": len(from_shopify), "missing": missing[:10]},
         )
+    )
+    results.append(checks.pdd_pulled_once(tally.pdd, [r["external_id"] for r in pulled]))
+    async with httpx.AsyncClient(timeout=30) as client:
+        rejected = await checks.rejected_report(client, ports["api"], db.api_key, tally.imports)
+    results.append(
+        checks.file_import(tally.imports, tally.import_good, tally.import_bad, from_file, rejected)
     )
     results.append(await checks.tracking(pool, waybills, pushes))
     results.append(checks.check("compensation_ran", bool(compensated), compensated))
@@ -492,6 +552,12 @@ async def drive(
     stages: dict[str, Any] = {}
     for name, stage in tally.stages.items():
         stages[name] = stage_summary(stage.samples, window, checks.per_second(stage.samples))
+    # A Pinduoduo order added at the simulator until the scheduled pull created it (the sync
+    # runs every 30 s: most of this is the wait for the next run).
+    server_side["pdd_pull"] = [
+        (float(r["created"]) - start_epoch, float(r["created"]) - tally.pdd[r["external_id"]])
+        for r in pulled
+    ]
     for name, samples in server_side.items():
         stages[name] = stage_summary(samples, window, checks.per_second(samples))
     cpu_window = [p for p in sampler.cpu if p["t"] <= window]
@@ -511,7 +577,17 @@ async def drive(
         "profiles": profiled,
         "connections_opened": new_sessions,
         "api_server_view": server_view,
-        "orders": {"scheduled": tally.scheduled, "created": len(tally.fates)},
+        "orders": {
+            "scheduled": tally.scheduled,
+            "created": created,
+            "from_file": len(from_file),
+            "by_source": {
+                "api": created - len(from_shopify) - len(from_pdd),
+                "shopify": len(from_shopify),
+                "pinduoduo": len(from_pdd),
+                "file": len(from_file),
+            },
+        },
         "storage": storage,
         "late_allocations": late,
     }
@@ -601,6 +677,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"http://127.0.0.1:{ports['channelsim']}/sim/shopify/target",
                 json={"url": webhook, "secret": shop_secret},
             ).raise_for_status()
+            for account in channel_accounts(ports["channelsim"]):
+                status, answer = server.request("POST", "/api/v1/channels/accounts", account)
+                if status != 201:
+                    raise RuntimeError(f"creating {account['code']} answered {status}: {answer}")
             for worker in workers:
                 worker.start()
             _say("stock seeded, workers started")

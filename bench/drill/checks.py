@@ -442,3 +442,92 @@ async def storage(pool: Any) -> dict[str, Any]:
             for r in rows[:TABLES_SHOWN]
         },
     }
+
+
+def pdd_pulled_once(sent: dict[str, float], pulled: list[str]) -> dict[str, Any]:
+    """Every Pinduoduo order the simulator held was pulled into exactly one order (the sync
+    re-reads its overlap each run: ingest must dedupe)."""
+    missing = sorted(set(sent) - set(pulled))
+    seen: set[str] = set()
+    twice = sorted({e for e in pulled if e in seen or seen.add(e)})
+    return check(
+        "pinduoduo_orders_pulled_once",
+        not missing and not twice,
+        {"sent": len(sent), "orders": len(pulled), "missing": missing[:10], "twice": twice[:10]},
+    )
+
+
+async def rejected_report(
+    client: Any, api_port: int, api_key: str, imports: list[dict[str, Any]]
+) -> dict[int, str]:
+    """Each import's rejected-rows CSV as the API serves it (masked), by import id."""
+    out = {}
+    for entry in imports:
+        answer = await client.get(
+            f"http://127.0.0.1:{api_port}/api/v1/channels/imports/{entry['id']}/rejected",
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
+        out[int(entry["id"])] = answer.text if answer.status_code == 200 else ""
+    return out
+
+
+def file_import(
+    imports: list[dict[str, Any]],
+    good: list[str],
+    bad: dict[str, str],
+    orders: dict[str, str],
+    reports: dict[int, str],
+) -> dict[str, Any]:
+    """The uploaded file, row by row: every good row made exactly one order, every wrong row is
+    in the rejected report with a reason and made none, and the same file uploaded again
+    created nothing (every order a duplicate)."""
+    first = next((i for i in imports if i["upload"] == "first"), None)
+    again = next((i for i in imports if i["upload"] == "again"), None)
+    problems: list[str] = []
+    if first is None or again is None:
+        problems.append(f"uploads answered: {[i['upload'] for i in imports]}")
+    for entry in (first, again):
+        if entry is None:
+            continue
+        label = entry["upload"]
+        if entry.get("state") != "done":
+            problems.append(f"{label}: state {entry.get('state')} ({entry.get('error')})")
+        if entry.get("rows") != len(good) + len(bad):
+            problems.append(f"{label}: {entry.get('rows')} rows read of {len(good) + len(bad)}")
+        if entry.get("rejected_rows") != len(bad):
+            problems.append(f"{label}: {entry.get('rejected_rows')} rejected of {len(bad)}")
+        report = reports.get(int(entry["id"]), "")
+        lines = report.splitlines()
+        for number in bad:
+            row = next((line for line in lines if number in line), None)
+            if row is None:
+                problems.append(f"{label}: wrong row {number} not in the rejected report")
+        if len(lines) - 1 != len(bad):
+            problems.append(f"{label}: the rejected report has {len(lines) - 1} rows")
+    if first is not None and first.get("created") != len(good):
+        problems.append(f"first: created {first.get('created')} of {len(good)}")
+    if again is not None and (again.get("created"), again.get("duplicates")) != (0, len(good)):
+        problems.append(
+            f"again: created {again.get('created')}, duplicates {again.get('duplicates')}"
+        )
+    missing = [g for g in good if g not in orders]
+    made_from_bad = [b for b in bad if b in orders]
+    return check(
+        "file_import_rows_accounted",
+        not problems and not missing and not made_from_bad,
+        {
+            "good_rows": len(good),
+            "wrong_rows": len(bad),
+            "orders": len(orders),
+            "imports": [
+                {
+                    k: i.get(k)
+                    for k in ("upload", "state", "rows", "created", "duplicates", "rejected_rows")
+                }
+                for i in imports
+            ],
+            "problems": problems[:10],
+            "missing": missing[:10],
+            "made_from_wrong_rows": made_from_bad,
+        },
+    )

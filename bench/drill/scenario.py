@@ -7,6 +7,12 @@ ordertally with its signed callbacks and its misbehaviour), some leave and the o
 cancelled, some pay after the order was cancelled (a late payment). A warehouse loop ships
 every shipment that has its waybill. Orders are scheduled open loop at the promotion's rate
 (120,000 in 30 minutes times the speed), so a slow server is charged for the wait.
+
+The channels' orders come the three ways a shop's do: Shopify sends signed webhooks, Pinduoduo
+is pulled (the simulator holds the order; the worker's scheduled sync reads it with
+pdd.order.number.list.increment.get and decrypts its receiver), and an operator uploads a
+Taobao order export halfway through the load (the API's file import; some of its rows are
+wrong and must be rejected with a reason), then uploads the same file again by mistake.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import urlencode
 
 from bench.loadgen import Connection, HttpError
 from bench.payload import order_body
@@ -32,9 +40,29 @@ ABANDON_RATE = 0.04  # the buyer leaves: the order is cancelled unpaid
 LATE_RATE = 0.02  # the order is cancelled, then the buyer pays anyway
 RETRY_RATE = 0.02  # the client sends the same order again (same Idempotency-Key)
 # Where orders come from: this share arrives as signed Shopify webhooks (paid orders, some
-# delivered twice with the same webhook id); the rest through the API.
-SHOPIFY_SHARE = 0.2
+# delivered twice with the same webhook id), this one is pulled from Pinduoduo; the rest
+# through the API. On top, a Taobao export of IMPORT_SHARE of the scheduled orders is uploaded
+# halfway through, with IMPORT_BAD_ROWS rows the import must reject.
+SHOPIFY_SHARE = 0.15
 SHOPIFY_DUPLICATE_RATE = 0.05
+PDD_SHARE = 0.1
+IMPORT_SHARE = 0.05
+IMPORT_MIN_ORDERS = 5
+# Pinduoduo's increment API serves only windows that end at least 3 minutes before its clock
+# (so does the simulator, and the sync reads up to 3 min 5 s behind it): an order is stamped as
+# updated this long before the drill hands it to the simulator, so that it is as old as the
+# API requires the moment it is added, and the pull finds it on its next run (the worker's
+# `channels_sync_due`, every 30 s) instead of three minutes of wall time later.
+PDD_BACKDATE = timedelta(minutes=3, seconds=15)
+IMPORT_POLL_SECONDS = 0.5
+IMPORT_WAIT_SECONDS = 180.0
+BEIJING = timezone(timedelta(hours=8))
+# The Taobao export's header, as tests/channels/fixtures/taobao_orders.csv (the platform's
+# 订单报表 columns).
+TAOBAO_HEADER = (
+    "订单编号,买家会员名,买家应付邮费,店铺优惠,订单状态,收货人姓名,收货地址,联系手机,"
+    "订单创建时间,订单付款时间,标题,价格,购买数量,商家编码"
+)
 
 
 SHOPIFY_FIRST_CUSTOMER = 6_000_000_000  # the Shopify customer id of tick 0
@@ -45,6 +73,48 @@ def shopify_phone(n: int) -> str:
     neither another Shopify order's buyer nor an API order's (`bench.payload.phone`, 138). Its
     Shopify customer id is `SHOPIFY_FIRST_CUSTOMER + n`: customers/ links a buyer by either."""
     return f"+86139{n % 100_000_000:08d}"
+
+
+def pdd_phone(n: int) -> str:
+    """The Pinduoduo buyer's phone of tick `n` (137 range: nobody else's buyer)."""
+    return f"137{n % 100_000_000:08d}"
+
+
+def pdd_order_sn(n: int, day: datetime) -> str:
+    """A Pinduoduo order number of tick `n`: yymmdd-15 digits, as the platform writes them."""
+    return f"{day:%y%m%d}-{n:015d}"
+
+
+def taobao_export(first: int, count: int) -> tuple[bytes, list[str], dict[str, str]]:
+    """A Taobao order export of `count` paid orders (one line each, buyers of the 136 range)
+    and three wrong rows: (the file, the good order ids, bad order id -> what is wrong)."""
+    now = datetime.now(BEIJING).replace(tzinfo=None)
+    placed = (now - timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S")
+    paid = (now - timedelta(minutes=4)).strftime("%Y-%m-%d %H:%M:%S")
+    rows = [TAOBAO_HEADER]
+
+    def row(number: str, status: str, quantity: str, sku: str, k: int) -> str:
+        return (
+            f"'{number},tb_drill_{k},0.00,0.00,{status},钱十,"
+            f"上海市 上海市 浦东新区 世纪大道{k % 999 + 1}号,'136{k % 100_000_000:08d},"
+            f"{placed},{paid},西湖龙井 250g,59.90,{quantity},{sku}"
+        )
+
+    good = []
+    for k in range(first, first + count):
+        number = f"2088{k:012d}"
+        good.append(number)
+        rows.append(row(number, "买家已付款，等待卖家发货", "2", "TEA-LJ-250", k))
+    bad = {
+        f"2088{first + count:012d}": "unknown status",
+        f"2088{first + count + 1:012d}": "missing SKU",
+        f"2088{first + count + 2:012d}": "quantity not a number",
+    }
+    k = first + count
+    rows.append(row(f"2088{k:012d}", "神秘状态", "1", "TEA-LJ-250", k))
+    rows.append(row(f"2088{k + 1:012d}", "买家已付款，等待卖家发货", "1", "", k + 1))
+    rows.append(row(f"2088{k + 2:012d}", "买家已付款，等待卖家发货", "两", "TEA-LJ-250", k + 2))
+    return ("\n".join(rows) + "\n").encode("utf-8-sig"), good, bad
 
 
 def promotion_rate(speed: float) -> float:
@@ -130,6 +200,10 @@ class Tally:
     error_samples: list[str] = field(default_factory=list)
     shipped: set[int] = field(default_factory=set)
     shopify: set[str] = field(default_factory=set)  # platform order ids sent by webhook
+    pdd: dict[str, float] = field(default_factory=dict)  # order_sn -> epoch it was added
+    imports: list[dict[str, Any]] = field(default_factory=list)  # each upload and its outcome
+    import_good: list[str] = field(default_factory=list)  # order ids the file holds right
+    import_bad: dict[str, str] = field(default_factory=dict)  # order id -> what is wrong
 
     def record(self, stage: str, began: float, ended: float) -> None:
         self.stages.setdefault(stage, Stage(stage)).samples.append(
@@ -151,6 +225,7 @@ class Targets:
     api_key: str
     paysim_port: int
     channelsim_port: int
+    import_account: str = "drill_taobao"
 
 
 class Scenario:
@@ -199,7 +274,7 @@ class Scenario:
             doc = json.loads(raw) if raw else None
         except ValueError:
             doc = None
-        if status not in (200, 201):
+        if status not in (200, 201, 202):
             self.tally.error(stage, status, raw)
         return status, doc
 
@@ -236,6 +311,55 @@ class Scenario:
         )
         if status == 200:
             self.tally.shopify.add(str(json.loads(raw)["order_id"]))
+
+    async def pdd_order(self, n: int) -> None:
+        """A paid Pinduoduo order held at the simulator for the scheduled pull, its buyer's
+        phone sealed as the platform seals it (the sync decrypts it)."""
+        now = datetime.now(UTC)
+        order_sn = pdd_order_sn(n, now.astimezone(BEIJING))
+        status, _ = await self._sim(
+            "pdd_add",
+            "/sim/pinduoduo/orders",
+            {
+                "order_sn": order_sn,
+                "updated_at": (now - PDD_BACKDATE).isoformat(),
+                "sku": "TEA-LJ-250",
+                "quantity": 2,
+                "phone": pdd_phone(n),
+            },
+            self.channelsim,
+        )
+        if status == 200:
+            self.tally.pdd[order_sn] = now.timestamp()
+
+    async def file_import(self, count: int) -> None:
+        """An operator uploads a Taobao export through the API, waits for the worker to import
+        it, then uploads the same file again by mistake (which must create nothing)."""
+        body, good, bad = taobao_export(1, count)
+        self.tally.import_good, self.tally.import_bad = good, bad
+        for upload in ("first", "again"):
+            began = time.perf_counter()
+            query = urlencode({"filename": "淘宝订单导出.csv", "template": "taobao"})
+            status, doc = await self._api(
+                "file_upload",
+                "POST",
+                f"/api/v1/channels/{self.t.import_account}/imports?{query}",
+                body,
+                {"Content-Type": "text/csv"},
+            )
+            if status != 202 or not isinstance(doc, dict):
+                return
+            entry: dict[str, Any] = {"upload": upload, "id": doc["id"], "state": doc["state"]}
+            self.tally.imports.append(entry)
+            deadline = began + IMPORT_WAIT_SECONDS
+            while entry["state"] in ("queued", "running") and time.perf_counter() < deadline:
+                await asyncio.sleep(IMPORT_POLL_SECONDS)
+                status, doc = await self._api(
+                    "file_poll", "GET", f"/api/v1/channels/imports/{entry['id']}", b"", {}
+                )
+                if status == 200 and isinstance(doc, dict):
+                    entry.update(doc)
+            self.tally.record("file_import", began, time.perf_counter())
 
     # --- one order --------------------------------------------------------------------------
 
@@ -291,14 +415,24 @@ class Scenario:
         interval = 1.0 / self.rate
         start = time.perf_counter() + 0.05
         self.tally.start = start
+        imported = False
         n = 0
         while (at := start + n * interval) < start + self.duration:
             delay = at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            if self.rng.random() < SHOPIFY_SHARE:
+            if not imported and at >= start + self.duration / 2:
+                imported = True
+                count = max(IMPORT_MIN_ORDERS, round(self.rate * self.duration * IMPORT_SHARE))
+                self._spawn(self.file_import(count))
+            channel = self.rng.random()
+            if channel < SHOPIFY_SHARE:
                 copies = 2 if self.rng.random() < SHOPIFY_DUPLICATE_RATE else 1
                 self._spawn(self.shopify_order(n, copies))
+                n += 1
+                continue
+            if channel < SHOPIFY_SHARE + PDD_SHARE:
+                self._spawn(self.pdd_order(n))
                 n += 1
                 continue
             roll = self.rng.random()

@@ -20,9 +20,10 @@ REQUIRE_SERVICES = os.environ.get("ORDERTALLY_REQUIRE_SERVICES") == "1"
 # A short promotion, sized so the test costs about a minute of wall time on the 2-core machine
 # (docs/drill/README.md, "The smoke test in make test"): x0.3 (20 orders/s) for 3 s is 60 orders,
 # enough that the fixed seed plays every fate (paid, abandoned, paid after the cancel, Shopify,
-# a client retry) while the misbehaviour rates are raised so that a few callbacks are dropped
-# (compensation), forged and replayed stale. One API and one worker process: the chain is the
-# same (consumers, jobs, the broker relay), with less start-up and less CPU than 2 + 2.
+# Pinduoduo, a client retry; the file import's floor is 5 orders) while the misbehaviour rates
+# are raised so that a few callbacks are dropped (compensation), forged and replayed stale. One
+# API and one worker process: the chain is the same (consumers, jobs, the broker relay), with
+# less start-up and less CPU than 2 + 2.
 SPEED = os.environ.get("ORDERTALLY_DRILL_SMOKE_SPEED", "0.3")
 SECONDS = os.environ.get("ORDERTALLY_DRILL_SMOKE_SECONDS", "3")
 # The drain bound only guards against a hang (a loaded machine drains more slowly).
@@ -87,7 +88,9 @@ def test_a_short_drill_ends_with_every_check_clean(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert len(list(tmp_path.glob("drill-*.html"))) == 1
     # And the run covered the chain: every fate played, callbacks dropped (found by the
-    # compensation query), forged and stale copies refused, Shopify webhooks applied
+    # compensation query), forged and stale copies refused, Shopify webhooks applied,
+    # Pinduoduo orders pulled by the scheduled sync, a file imported with its wrong rows
+    # rejected (and imported again, creating nothing)
     checks = {c["name"]: c["detail"] for c in doc["checks"]}
     fates = checks["orders_accounted"]["by_fate"]
     assert min(fates["paid"], fates["abandoned"], fates["late"]) >= 1, fates
@@ -95,3 +98,7 @@ def test_a_short_drill_ends_with_every_check_clean(tmp_path: Path) -> None:
     assert checks["forged_and_stale_refused"]["sent"] >= 1
     assert checks["shopify_orders_ingested_once"]["orders"] >= 1
     assert checks["idempotent_retries"]["retried"] >= 1
+    assert checks["pinduoduo_orders_pulled_once"]["orders"] >= 1
+    imported = checks["file_import_rows_accounted"]
+    assert (imported["good_rows"], imported["wrong_rows"]) == (5, 3), imported
+    assert doc["orders"]["from_file"] == 5
