@@ -31,10 +31,10 @@ PUBLIC = {
     ("GET", "/openapi.json"): "the API description",
     ("GET", "/"): "redirects to the back office's sign-in",
 }
-# Permissions in the table that no route checks today (file import runs from the CLI; no
-# fulfillment management route yet; users are managed from the back office's session pages). A
-# route that starts checking one must be removed from here.
-UNUSED = {"channels.import", "fulfillment.manage", "users.manage"}
+# Permissions in the table that no route checks today (no fulfillment management route yet;
+# users are managed from the back office's session pages). A route that starts checking one must
+# be removed from here (`channels.import` was, when order files could be uploaded over the API).
+UNUSED = {"fulfillment.manage", "users.manage"}
 PUBLIC_PREFIXES = (
     "/callbacks/",  # platforms' signed notifications
     "/t/",  # buyers' tracking page behind an unguessable token
