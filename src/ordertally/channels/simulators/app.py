@@ -248,6 +248,20 @@ class Behaviour(BaseModel):
     lists_throttle_next: int | None = None
 
 
+def _zoned(value: str | None, name: str) -> datetime:
+    """A control request's time: ISO 8601 with an offset (ValueError saying what is wrong),
+    default now."""
+    if not value:
+        return clock.now()
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"{name} is not ISO 8601") from exc
+    if at.tzinfo is None:
+        raise ValueError(f"{name} needs an offset")
+    return at
+
+
 @control.post("/shopify/target")
 async def shopify_target(request: Request, target: ShopifyTarget) -> dict[str, str]:
     sim = _sim(request).shopify
@@ -302,11 +316,9 @@ async def shopify_settle(request: Request) -> dict[str, Any]:
 async def pdd_order(request: Request, new: PddOrderNew) -> dict[str, Any]:
     """Hold an order (or its next version) for the increment API."""
     try:
-        updated = datetime.fromisoformat(new.updated_at) if new.updated_at else clock.now()
-    except ValueError:
-        return {"error": "updated_at is not ISO 8601"}
-    if updated.tzinfo is None:
-        return {"error": "updated_at needs an offset"}
+        updated = _zoned(new.updated_at, "updated_at")
+    except ValueError as exc:
+        return {"error": str(exc)}
     if len(new.phone) != 11 or not new.phone.isdigit():
         return {"error": "phone must be an 11-digit mainland mobile"}
     sim = _sim(request).pdd
@@ -326,11 +338,9 @@ async def pdd_order(request: Request, new: PddOrderNew) -> dict[str, Any]:
 async def pdd_refund(request: Request, new: PddRefundNew) -> dict[str, Any]:
     """Hold an after-sale record (or its next version) for the refund list API."""
     try:
-        updated = datetime.fromisoformat(new.updated_at) if new.updated_at else clock.now()
-    except ValueError:
-        return {"error": "updated_at is not ISO 8601"}
-    if updated.tzinfo is None:
-        return {"error": "updated_at needs an offset"}
+        updated = _zoned(new.updated_at, "updated_at")
+    except ValueError as exc:
+        return {"error": str(exc)}
     _sim(request).pdd.add_refund(
         new.id,
         new.order_sn,
@@ -369,11 +379,9 @@ async def hold_listed(request: Request, platform: str, new: ListedRecord) -> dic
 async def amazon_return(request: Request, new: AmazonReturnNew) -> dict[str, Any]:
     """Hold a returned item for the returns report."""
     try:
-        requested = datetime.fromisoformat(new.requested) if new.requested else clock.now()
-    except ValueError:
-        return {"error": "requested is not ISO 8601"}
-    if requested.tzinfo is None:
-        return {"error": "requested needs an offset"}
+        requested = _zoned(new.requested, "requested")
+    except ValueError as exc:
+        return {"error": str(exc)}
     sim = _sim(request).amazon
     sim.add_return(
         new.order_id,
